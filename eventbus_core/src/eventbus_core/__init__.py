@@ -1,0 +1,71 @@
+"""eventbus-core: non-blocking observability events for LLM proxies.
+
+The `Event` and its Go wire format, the `EventBus` contract, the plugin framework (pluggy,
+entry-point group `eventbus`), settings and `create_bus()`.
+"""
+
+from eventbus_core._bus import BaseEventBus, EventBus
+from eventbus_core._errors import (
+    BackendLoadError,
+    EventBusError,
+    SettingsError,
+    UnknownBackendError,
+    UnknownSinkError,
+    WireFormatError,
+)
+from eventbus_core._event import Event, Headers
+from eventbus_core._factory import create_bus
+from eventbus_core._plugins import (
+    PluginInfo,
+    PluginLoadWarning,
+    PluginRegistry,
+    Registration,
+    get_registry,
+    reset_registry,
+)
+from eventbus_core._secrets import RedactedURL, redact_url
+from eventbus_core._settings import ENV_VARS, EventBusSettings
+from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
+from eventbus_core._stats import BusStats, SubscriberStats
+from eventbus_core._subscription import Subscription, SubscriptionClosed
+from eventbus_core.hookspecs import RegisterFn, hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # events
+    "Event",
+    "Headers",
+    # the bus contract
+    "BaseEventBus",
+    "BusStats",
+    "EventBus",
+    "SubscriberStats",
+    "Subscription",
+    "SubscriptionClosed",
+    "AckableSource",
+    "Delivery",
+    "SubscriptionSource",
+    # configuration and plugins
+    "ENV_VARS",
+    "EventBusSettings",
+    "PluginInfo",
+    "PluginLoadWarning",
+    "PluginRegistry",
+    "RedactedURL",
+    "RegisterFn",
+    "Registration",
+    "create_bus",
+    "get_registry",
+    "hookimpl",
+    "redact_url",
+    "reset_registry",
+    # errors
+    "BackendLoadError",
+    "EventBusError",
+    "SettingsError",
+    "UnknownBackendError",
+    "UnknownSinkError",
+    "WireFormatError",
+    "__version__",
+]

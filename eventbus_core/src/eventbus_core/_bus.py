@@ -1,0 +1,89 @@
+"""The bus contract every backend keeps, and a base class with its shared plumbing."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from eventbus_core._event import Event
+from eventbus_core._stats import BusStats
+from eventbus_core._subscription import Subscription
+
+__all__ = ["BaseEventBus", "EventBus"]
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    """What every backend provides.
+
+    - `publish(event)` never blocks on I/O and never raises because the backend is unhappy;
+      it is thread-safe and may be called from sync code, threads or a running event loop.
+      An event it cannot accept is counted as dropped.
+    - `subscribe()` returns a `Subscription` of the events published after the call.
+    - `stop(timeout=None)` is idempotent: it delivers what was accepted (waiting at most
+      `timeout` seconds, default the bus's stop timeout) and then ends every subscription.
+    - `stats()` unpacks as `published, dropped = bus.stats()`.
+    """
+
+    def publish(self, event: Event) -> None:
+        """Hand `event` to the bus without waiting."""
+
+    def subscribe(self, name: str | None = None) -> Subscription:
+        """Return a subscription receiving every event published from now on."""
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Deliver what was accepted (bounded by `timeout`), then end all subscriptions."""
+
+    def stats(self) -> BusStats:
+        """Return `(published, dropped)` with richer figures as attributes."""
+
+
+class BaseEventBus(ABC):
+    """Shared plumbing for backends: context managers and an async stop.
+
+    Subclasses implement `publish`, `subscribe`, `stop` and `stats`.
+    """
+
+    @abstractmethod
+    def publish(self, event: Event) -> None:
+        """Hand `event` to the bus without waiting; never raises for backend trouble."""
+
+    @abstractmethod
+    def subscribe(self, name: str | None = None) -> Subscription:
+        """Return a subscription receiving every event published from now on."""
+
+    @abstractmethod
+    def stop(self, timeout: float | None = None) -> None:
+        """Deliver what was accepted (bounded by `timeout`), then end all subscriptions."""
+
+    @abstractmethod
+    def stats(self) -> BusStats:
+        """Return `(published, dropped)` with richer figures as attributes."""
+
+    async def astop(self, timeout: float | None = None) -> None:
+        """`stop()` for async code: waits in a worker thread so the loop keeps running."""
+        await asyncio.to_thread(self.stop, timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()

@@ -1,0 +1,259 @@
+"""The `Event`: one proxied HTTP request, immutable once built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any, Final
+
+__all__ = ["Event", "Headers"]
+
+Headers = Mapping[str, tuple[str, ...]]
+"""Response headers as Go's `http.Header`: header name to its list of values."""
+
+_EMPTY_HEADERS: Final[Headers] = MappingProxyType({})
+_NS_PER_US: Final = 1_000
+
+
+def _duration_to_ns(duration: timedelta | int) -> int:
+    if isinstance(duration, timedelta):
+        # Integer arithmetic: a float of seconds would round away nanosecond-scale parts.
+        return (duration.days * 86_400 + duration.seconds) * 1_000_000_000 + (
+            duration.microseconds * _NS_PER_US
+        )
+    if isinstance(duration, bool) or not isinstance(duration, int):
+        raise TypeError(
+            f"Event duration must be a datetime.timedelta or an int of nanoseconds, "
+            f"not {type(duration).__name__}"
+        )
+    return duration
+
+
+def _freeze_headers(headers: Mapping[str, Iterable[str] | str] | None) -> Headers | None:
+    if headers is None:
+        return None
+    if isinstance(headers, MappingProxyType) and all(
+        type(v) is tuple for v in headers.values()
+    ):
+        return headers
+    frozen: dict[str, tuple[str, ...]] = {}
+    for name, values in headers.items():
+        if not isinstance(name, str):
+            raise TypeError(f"header names must be str, got {type(name).__name__}: {name!r}")
+        # A bare string is one value, not a sequence of characters.
+        vals = (values,) if isinstance(values, str) else tuple(values)
+        for v in vals:
+            if not isinstance(v, str):
+                raise TypeError(f"header {name!r} has a non-str value: {v!r}")
+        frozen[name] = vals
+    return MappingProxyType(frozen)
+
+
+def _check_bytes(name: str, value: bytes | bytearray | memoryview | None) -> bytes | None:
+    if value is None or type(value) is bytes:
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        raise TypeError(f"Event {name} must be bytes, not str: encode it first, e.g. body.encode()")
+    raise TypeError(f"Event {name} must be bytes or None, not {type(value).__name__}")
+
+
+class Event:
+    """One observability event: a proxied HTTP request and its response.
+
+    Immutable: a single event object is shared by every subscriber, so nobody may change it.
+    Use `replace()` to derive a changed copy.
+
+    Args:
+        request_id: The request's unique identifier.
+        method: HTTP method.
+        path: Request path (with query string, if any).
+        status: HTTP status code of the response.
+        duration: A `timedelta`, or an `int` of nanoseconds (kept exactly, as Go keeps it).
+        response_headers: Header name to a value or a sequence of values; `None` is Go's nil.
+        response_body: Response body bytes; `None` is Go's nil slice, `b""` an empty one.
+        request_body: Request body bytes, same convention.
+        log_id: Monotonic LogID; 0 until a backend that stamps them (Redis) assigns one.
+
+    Raises:
+        TypeError: A field has the wrong type.
+    """
+
+    __slots__ = (
+        "duration_ns",
+        "log_id",
+        "method",
+        "path",
+        "request_body",
+        "request_id",
+        "response_body",
+        "response_headers",
+        "status",
+    )
+
+    log_id: int
+    request_id: str
+    method: str
+    path: str
+    status: int
+    duration_ns: int
+    response_headers: Headers | None
+    response_body: bytes | None
+    request_body: bytes | None
+
+    def __init__(
+        self,
+        request_id: str = "",
+        method: str = "",
+        path: str = "",
+        status: int = 0,
+        duration: timedelta | int = 0,
+        response_headers: Mapping[str, Iterable[str] | str] | None = None,
+        response_body: bytes | None = None,
+        request_body: bytes | None = None,
+        log_id: int = 0,
+    ) -> None:
+        for name, value in (("request_id", request_id), ("method", method), ("path", path)):
+            if not isinstance(value, str):
+                raise TypeError(f"Event {name} must be str, not {type(value).__name__}")
+        for name, num in (("status", status), ("log_id", log_id)):
+            if isinstance(num, bool) or not isinstance(num, int):
+                raise TypeError(f"Event {name} must be int, not {type(num).__name__}")
+        setattr_ = object.__setattr__
+        setattr_(self, "log_id", log_id)
+        setattr_(self, "request_id", request_id)
+        setattr_(self, "method", method)
+        setattr_(self, "path", path)
+        setattr_(self, "status", status)
+        setattr_(self, "duration_ns", _duration_to_ns(duration))
+        setattr_(self, "response_headers", _freeze_headers(response_headers))
+        setattr_(self, "response_body", _check_bytes("response_body", response_body))
+        setattr_(self, "request_body", _check_bytes("request_body", request_body))
+
+    @property
+    def duration(self) -> timedelta:
+        """The duration as a `timedelta` (microsecond precision; `duration_ns` is exact)."""
+        return timedelta(microseconds=self.duration_ns // _NS_PER_US)
+
+    @property
+    def headers(self) -> Headers:
+        """The response headers, empty when there are none (never `None`)."""
+        return self.response_headers if self.response_headers is not None else _EMPTY_HEADERS
+
+    def header(self, name: str) -> str | None:
+        """Return the first value of a response header, matched case-insensitively, or None."""
+        headers = self.response_headers
+        if not headers:
+            return None
+        values = headers.get(name)
+        if values is None:
+            lowered = name.lower()
+            for key, vals in headers.items():
+                if key.lower() == lowered:
+                    values = vals
+                    break
+        return values[0] if values else None
+
+    def replace(self, **changes: Any) -> Event:
+        """Return a copy with the given fields changed (`duration` or `duration_ns` for time)."""
+        fields: dict[str, Any] = {
+            "request_id": self.request_id,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "duration": self.duration_ns,
+            "response_headers": self.response_headers,
+            "response_body": self.response_body,
+            "request_body": self.request_body,
+            "log_id": self.log_id,
+        }
+        if "duration_ns" in changes:
+            changes["duration"] = changes.pop("duration_ns")
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(
+                f"Event.replace() got unknown field(s) {sorted(unknown)}; "
+                f"fields are {sorted(fields)}"
+            )
+        fields.update(changes)
+        return Event(**fields)
+
+    def with_log_id(self, log_id: int) -> Event:
+        """Return a copy stamped with `log_id` (what a Redis backend stores)."""
+        clone = object.__new__(Event)
+        for name in Event.__slots__:
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "log_id", log_id)
+        return clone
+
+    def to_json(self) -> bytes:
+        """Encode in the Go llm-proxy wire format (what Go's `encoding/json` writes)."""
+        from eventbus_core._wire import encode_event
+
+        return encode_event(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | bytearray | memoryview | str) -> Event:
+        """Decode the Go llm-proxy wire format.
+
+        Accepts what Go's decoder accepts for these fields: key names in any letter case,
+        `null` for any field, base64 with line breaks; unknown keys are ignored.
+
+        Raises:
+            WireFormatError: (a `ValueError`) the input is not a valid event; the message says why.
+        """
+        from eventbus_core._wire import decode_event
+
+        return decode_event(data)
+
+    def _key(self) -> tuple[Any, ...]:
+        headers = self.response_headers
+        return (
+            self.log_id,
+            self.request_id,
+            self.method,
+            self.path,
+            self.status,
+            self.duration_ns,
+            None if headers is None else dict(headers),
+            self.response_body,
+            self.request_body,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash((self.log_id, self.request_id, self.method, self.path, self.status,
+                     self.duration_ns, self.response_body, self.request_body))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Event is immutable; use event.replace({name}=...) for a changed copy")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Event is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        headers = None if self.response_headers is None else dict(self.response_headers)
+        return (
+            Event,
+            (self.request_id, self.method, self.path, self.status, self.duration_ns, headers,
+             self.response_body, self.request_body, self.log_id),
+        )
+
+    def __repr__(self) -> str:
+        # Bodies and header values may hold secrets and megabytes: show sizes and names only.
+        def size(body: bytes | None) -> str:
+            return "None" if body is None else f"<{len(body)} bytes>"
+
+        headers = "None" if self.response_headers is None else f"<{len(self.response_headers)} headers>"
+        return (
+            f"Event(log_id={self.log_id}, request_id={self.request_id!r}, method={self.method!r}, "
+            f"path={self.path!r}, status={self.status}, duration_ns={self.duration_ns}, "
+            f"response_headers={headers}, response_body={size(self.response_body)}, "
+            f"request_body={size(self.request_body)})"
+        )

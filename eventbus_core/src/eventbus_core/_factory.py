@@ -1,0 +1,38 @@
+"""`create_bus()`: the backend the settings name, built through its plugin's factory."""
+
+from __future__ import annotations
+
+from eventbus_core._bus import EventBus
+from eventbus_core._errors import BackendLoadError
+from eventbus_core._plugins import PluginRegistry, get_registry
+from eventbus_core._settings import EventBusSettings
+
+__all__ = ["create_bus"]
+
+
+def create_bus(
+    settings: EventBusSettings | None = None, *, registry: PluginRegistry | None = None
+) -> EventBus:
+    """Build the event bus selected by `settings.backend` (`LLM_PROXY_EVENT_BUS`).
+
+    Args:
+        settings: Settings to use; read from the environment when omitted.
+        registry: Plugin registry to look the backend up in; the installed plugins by default.
+
+    Raises:
+        UnknownBackendError: no installed plugin registers that backend; the message lists the
+            installed ones and the pip command that brings the missing one.
+        BackendLoadError: the plugin providing the backend is installed but failed to load.
+        SettingsError: a setting is invalid; the message names the environment variable.
+    """
+    if settings is None:
+        settings = EventBusSettings()
+    registration = (registry or get_registry()).backend(settings.backend)
+    try:
+        bus: EventBus = registration.factory(settings)
+    except ImportError as exc:
+        raise BackendLoadError(
+            f"backend {registration.name!r} (plugin {registration.plugin!r}) could not import "
+            f"what it needs: {exc}"
+        ) from exc
+    return bus

@@ -1,0 +1,62 @@
+"""Types and helpers that keep credentials out of logs, reprs and error messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+__all__ = ["RedactedURL", "redact_url"]
+
+_MASK = "***"
+_URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*)(?::([^/\s@]*))?@", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password (and a lone token in the user part) replaced by ***.
+
+    Works on free text too: every `scheme://user:password@` in it is masked.
+    """
+
+    def mask(match: re.Match[str]) -> str:
+        scheme, user, password = match.group(1), match.group(2), match.group(3)
+        if password is None:
+            # redis://token@host: a single credential in the user position is a password.
+            return f"{scheme}{_MASK}@" if user else match.group(0)
+        return f"{scheme}{user}:{_MASK}@"
+
+    masked = _URL_IN_TEXT.sub(mask, url)
+    if "password=" in masked:
+        parts = urlsplit(masked)
+        query = re.sub(r"(password=)[^&]*", rf"\g<1>{_MASK}", parts.query)
+        masked = urlunsplit(parts._replace(query=query))
+    return masked
+
+
+class RedactedURL(str):
+    """A connection URL whose `repr()` hides the password; `str()` is the full URL.
+
+    Settings keep `REDIS_URL` in this type so that printing the settings object, or a bus that
+    holds them, never shows a credential.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))
+
+    @property
+    def redacted(self) -> str:
+        """The URL with its password masked, safe to log."""
+        return redact_url(str(self))
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(strip_whitespace=True)
+        )

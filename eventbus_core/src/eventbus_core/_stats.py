@@ -1,0 +1,91 @@
+"""Figures reported by `EventBus.stats()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BusStats", "SubscriberStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStats:
+    """Figures of one subscription.
+
+    Attributes:
+        name: The subscription's name (given to `subscribe()` or generated).
+        delivered: Events placed in the subscriber's buffer.
+        dropped: Events this subscriber missed because its buffer stayed full.
+        queued: Events waiting in its buffer now.
+    """
+
+    name: str
+    delivered: int
+    dropped: int
+    queued: int
+
+
+class BusStats(tuple[int, int]):
+    """`(published, dropped)`, unpackable like the seed's `Stats()`, with richer figures.
+
+    `published` counts events accepted by `publish()`; `dropped` counts events refused there
+    (buffer full, bus stopped). Subscribers' own misses are in `subscribers`, apart from these.
+
+    Attributes:
+        published: Events accepted by `publish()`.
+        dropped: Events refused by `publish()`.
+        queue_depth: Accepted events not yet handed on by the backend.
+        subscribers: Per-subscription figures.
+        extra: Backend-specific figures (for example Redis connection state).
+    """
+
+    queue_depth: int
+    subscribers: tuple[SubscriberStats, ...]
+    extra: dict[str, Any]
+
+    def __new__(
+        cls,
+        published: int,
+        dropped: int,
+        *,
+        queue_depth: int = 0,
+        subscribers: tuple[SubscriberStats, ...] = (),
+        extra: dict[str, Any] | None = None,
+    ) -> BusStats:
+        self = super().__new__(cls, (published, dropped))
+        self.queue_depth = queue_depth
+        self.subscribers = subscribers
+        self.extra = dict(extra or {})
+        return self
+
+    @property
+    def published(self) -> int:
+        """Events accepted by `publish()`."""
+        return self[0]
+
+    @property
+    def dropped(self) -> int:
+        """Events refused by `publish()` (buffer full or bus stopped)."""
+        return self[1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """All figures as plain data, for JSON output."""
+        return {
+            "published": self.published,
+            "dropped": self.dropped,
+            "queue_depth": self.queue_depth,
+            "subscribers": [
+                {"name": s.name, "delivered": s.delivered, "dropped": s.dropped, "queued": s.queued}
+                for s in self.subscribers
+            ],
+            **self.extra,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"BusStats(published={self.published}, dropped={self.dropped}, "
+            f"queue_depth={self.queue_depth}, subscribers={len(self.subscribers)}"
+            + "".join(f", {k}={v!r}" for k, v in self.extra.items())
+            + ")"
+        )
+

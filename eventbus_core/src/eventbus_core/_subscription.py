@@ -1,0 +1,278 @@
+"""`Subscription`: a bounded buffer of events for one consumer, iterable with `for` and `async for`.
+
+Backends own the producer side (`offer`, `space`, `finish`), called from one background thread
+with whole batches; consumers use the iteration and `get*` methods from any thread or loop.
+Hand-offs are per batch, and a consumer is only woken when it is actually waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Final
+
+from eventbus_core._errors import EventBusError
+from eventbus_core._event import Event
+from eventbus_core._stats import SubscriberStats
+
+__all__ = ["Subscription", "SubscriptionClosed"]
+
+_names: Final = itertools.count(1)
+
+
+class SubscriptionClosed(EventBusError):
+    """The subscription has ended (the bus stopped or it was closed) and holds no more events."""
+
+
+def _wake_future(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Subscription:
+    """The consumer's end of a bus: every event published after `subscribe()`, in order.
+
+    Iterate with `for event in sub` (blocks) or `async for event in sub`; iteration ends once the
+    bus has stopped (or `close()` was called) and the buffered events have been read.
+    For throughput, take events in batches with `get_batch()`, `aget_batch()` or `batches()`.
+
+    Args:
+        capacity: Events the buffer holds; what does not fit is the backend's to retry or drop.
+        name: A name for stats and logs.
+        on_close: Called once when the consumer closes the subscription (to unsubscribe).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        name: str | None = None,
+        on_close: Callable[[Subscription], None] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"subscription capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.name = name or f"sub-{next(_names)}"
+        self._queue: deque[Event] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._sync_waiting = 0
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._finished = False
+        self._on_close = on_close
+        self.delivered = 0
+        self.dropped = 0
+
+    # ----------------------------------------------------------------- producer side (backends)
+
+    def space(self) -> int:
+        """Free room in the buffer, in events."""
+        return self.capacity - len(self._queue)
+
+    def offer(self, events: Sequence[Event]) -> int:
+        """Append as many of `events` as fit and wake a waiting consumer; return how many fit.
+
+        Call from the backend's delivery thread only. Never blocks on the consumer.
+        """
+        if self._finished:
+            return 0
+        room = self.capacity - len(self._queue)
+        if room <= 0 or not events:
+            return 0
+        taken = events if len(events) <= room else events[:room]
+        with self._cond:
+            self._queue.extend(taken)
+            if self._sync_waiting:
+                self._cond.notify_all()
+            waiters = self._async_waiters
+            if waiters:
+                self._async_waiters = []
+        if waiters:
+            self._wake_async(waiters)
+        self.delivered += len(taken)
+        return len(taken)
+
+    def count_dropped(self, n: int) -> None:
+        """Record `n` events this subscriber missed (backend delivery thread only)."""
+        self.dropped += n
+
+    def finish(self) -> None:
+        """End the subscription from the backend side: consumers drain the buffer, then stop."""
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+            waiters, self._async_waiters = self._async_waiters, []
+        self._wake_async(waiters)
+
+    @staticmethod
+    def _wake_async(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_wake_future, fut)
+            except RuntimeError:
+                pass  # the consumer's loop is closed: nobody is left to wake
+
+    # ------------------------------------------------------------------------- consumer side
+
+    @property
+    def finished(self) -> bool:
+        """True once no further events will be added (they may still be buffered)."""
+        return self._finished
+
+    @property
+    def exhausted(self) -> bool:
+        """True once finished and every buffered event has been read."""
+        return self._finished and not self._queue
+
+    def qsize(self) -> int:
+        """Events buffered now."""
+        return len(self._queue)
+
+    def stats(self) -> SubscriberStats:
+        """This subscription's figures."""
+        return SubscriberStats(self.name, self.delivered, self.dropped, len(self._queue))
+
+    def close(self) -> None:
+        """Stop receiving: unsubscribe from the bus and discard what is buffered. Idempotent."""
+        callback, self._on_close = self._on_close, None
+        if callback is not None:
+            callback(self)
+        self.finish()
+        self._queue.clear()
+
+    def _wait_sync(self, deadline: float | None) -> bool:
+        """Block until events arrive or the end; False on timeout."""
+        with self._cond:
+            while not self._queue and not self._finished:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._sync_waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._sync_waiting -= 1
+        return True
+
+    async def _wait_async(self, deadline: float | None) -> bool:
+        while True:
+            with self._cond:
+                if self._queue or self._finished:
+                    return True
+                loop = asyncio.get_running_loop()
+                fut: asyncio.Future[None] = loop.create_future()
+                self._async_waiters.append((loop, fut))
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                return bool(self._queue) or self._finished
+
+    def get(self, timeout: float | None = None) -> Event:
+        """Return the next event, blocking up to `timeout` seconds (None: no limit).
+
+        Raises:
+            TimeoutError: nothing arrived in time.
+            SubscriptionClosed: the subscription ended and is drained.
+        """
+        try:
+            return self._queue.popleft()
+        except IndexError:
+            pass
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not self._wait_sync(deadline):
+                raise TimeoutError(f"no event within {timeout} s on subscription {self.name}")
+            try:
+                return self._queue.popleft()
+            except IndexError:
+                if self._finished:
+                    raise SubscriptionClosed(f"subscription {self.name} has ended") from None
+
+    async def aget(self, timeout: float | None = None) -> Event:
+        """Async `get()`: awaits the next event without blocking the loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self._queue.popleft()
+            except IndexError:
+                if self._finished:
+                    raise SubscriptionClosed(f"subscription {self.name} has ended") from None
+            if not await self._wait_async(deadline):
+                raise TimeoutError(f"no event within {timeout} s on subscription {self.name}")
+
+    def _take(self, max_items: int | None) -> list[Event]:
+        q = self._queue
+        n = len(q) if max_items is None else min(len(q), max_items)
+        popleft = q.popleft
+        return [popleft() for _ in range(n)]
+
+    def get_batch(self, max_items: int | None = None, timeout: float | None = None) -> list[Event]:
+        """Return up to `max_items` buffered events, waiting up to `timeout` for the first.
+
+        Returns an empty list on timeout, or once the subscription is exhausted (check
+        `exhausted` to tell the two apart).
+        """
+        if not self._queue:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._wait_sync(deadline)
+        return self._take(max_items)
+
+    async def aget_batch(
+        self, max_items: int | None = None, timeout: float | None = None
+    ) -> list[Event]:
+        """Async `get_batch()`."""
+        if not self._queue:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            await self._wait_async(deadline)
+        return self._take(max_items)
+
+    def batches(self, max_items: int | None = None) -> Iterator[list[Event]]:
+        """Yield non-empty batches until the subscription is exhausted (blocking)."""
+        while True:
+            batch = self.get_batch(max_items)
+            if batch:
+                yield batch
+            elif self.exhausted:
+                return
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        try:
+            return self._queue.popleft()
+        except IndexError:
+            pass
+        try:
+            return self.get()
+        except SubscriptionClosed:
+            raise StopIteration from None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return self._queue.popleft()
+        except IndexError:
+            pass
+        try:
+            return await self.aget()
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "finished" if self._finished else "open"
+        return f"<Subscription {self.name} {state} queued={len(self._queue)}/{self.capacity}>"

@@ -1,0 +1,209 @@
+"""The Go llm-proxy wire format: what Go's `encoding/json` writes for its `eventbus.Event`.
+
+Keys `LogID`, `RequestID`, `Method`, `Path`, `Status`, `Duration` (integer nanoseconds),
+`ResponseHeaders` (object of string to list of strings, or null), `ResponseBody` and
+`RequestBody` (standard base64, or null). Reading follows Go's decoder: key names match in any
+letter case, `null` leaves a field at its zero value, unknown keys are ignored, base64 may carry
+line breaks, and a byte slice may also be given as an array of numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Final
+
+from eventbus_core._errors import WireFormatError
+from eventbus_core._event import Event
+
+__all__ = ["decode_event", "encode_event"]
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+
+_b64encode = base64.b64encode
+_dumps_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+def _body_out(body: bytes | None) -> str | None:
+    return None if body is None else _b64encode(body).decode("ascii")
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode `event` as the Go wire format (UTF-8 JSON bytes)."""
+    headers = event.response_headers
+    doc = {
+        "LogID": event.log_id,
+        "RequestID": event.request_id,
+        "Method": event.method,
+        "Path": event.path,
+        "Status": event.status,
+        "Duration": event.duration_ns,
+        "ResponseHeaders": None if headers is None else {k: list(v) for k, v in headers.items()},
+        "ResponseBody": _body_out(event.response_body),
+        "RequestBody": _body_out(event.request_body),
+    }
+    text = _dumps_utf8(doc)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate cannot be UTF-8; as an escape Go's decoder turns it into U+FFFD.
+        return _dumps_ascii(doc).encode("ascii")
+
+
+class _Float(float):
+    """A JSON number with a fraction or exponent: Go refuses it for integer fields."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise WireFormatError(f"invalid JSON: {name} is not a JSON value")
+
+
+def _int(field: str, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "number with a fraction or exponent" if isinstance(value, float) else type(value).__name__
+        if isinstance(value, str):
+            kind = "string"
+        raise WireFormatError(f"field {field!r} must be an integer, got {kind}: {value!r}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise WireFormatError(f"field {field!r} overflows a 64-bit integer: {value}")
+    return value
+
+
+def _str(field: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise WireFormatError(f"field {field!r} must be a string, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _bytes(field: str, value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        data = value.replace("\r", "").replace("\n", "") if "\n" in value or "\r" in value else value
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise WireFormatError(
+                f"field {field!r} must be standard base64 (as Go encodes []byte): {exc}"
+            ) from exc
+    if isinstance(value, list):
+        # Go's decoder also fills a []byte from an array of numbers 0..255.
+        if all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in value):
+            return bytes(value)
+        raise WireFormatError(f"field {field!r}: an array for a byte slice must hold integers 0..255")
+    raise WireFormatError(
+        f"field {field!r} must be a base64 string or null, got {type(value).__name__}"
+    )
+
+
+def _headers(value: Any) -> dict[str, list[str]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise WireFormatError(
+            f"field 'ResponseHeaders' must be an object of header name to list of strings, "
+            f"got {type(value).__name__}"
+        )
+    out: dict[str, list[str]] = {}
+    for name, values in value.items():
+        if values is None:
+            out[name] = []
+            continue
+        if not isinstance(values, list):
+            raise WireFormatError(
+                f"header {name!r} in 'ResponseHeaders' must be a list of strings, "
+                f"got {type(values).__name__}"
+            )
+        items: list[str] = []
+        for v in values:
+            if v is None:
+                items.append("")
+            elif isinstance(v, str):
+                items.append(v)
+            else:
+                raise WireFormatError(
+                    f"header {name!r} in 'ResponseHeaders' holds a non-string value: {v!r}"
+                )
+        out[name] = items
+    return out
+
+
+_FIELDS: Final = {
+    "logid": "log_id",
+    "requestid": "request_id",
+    "method": "method",
+    "path": "path",
+    "status": "status",
+    "duration": "duration",
+    "responseheaders": "response_headers",
+    "responsebody": "response_body",
+    "requestbody": "request_body",
+}
+_GO_NAMES: Final = {
+    "log_id": "LogID",
+    "request_id": "RequestID",
+    "method": "Method",
+    "path": "Path",
+    "status": "Status",
+    "duration": "Duration",
+    "response_headers": "ResponseHeaders",
+    "response_body": "ResponseBody",
+    "request_body": "RequestBody",
+}
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Later keys win, as in Go; keeping pairs lets us match names case-insensitively.
+    return dict(pairs)
+
+
+def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
+    """Decode one event from the Go wire format.
+
+    Raises:
+        WireFormatError: the input is not JSON, not an object, or a field has the wrong type.
+    """
+    if isinstance(data, memoryview | bytearray):
+        data = bytes(data)
+    if not isinstance(data, bytes | str):
+        raise WireFormatError(f"an event must be given as bytes or str, not {type(data).__name__}")
+    try:
+        doc = json.loads(
+            data,
+            parse_float=_Float,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_pairs,
+        )
+    except WireFormatError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        snippet = data[:60]
+        raise WireFormatError(f"invalid JSON for an event ({exc}); input starts {snippet!r}") from exc
+    if not isinstance(doc, dict):
+        raise WireFormatError(
+            f"an event must be a JSON object with keys like 'RequestID', got {type(doc).__name__}"
+        )
+    raw: dict[str, Any] = {}
+    for key, value in doc.items():
+        field = _FIELDS.get(key.lower())
+        if field is not None:
+            raw[field] = value
+    kwargs: dict[str, Any] = {}
+    for field, value in raw.items():
+        go = _GO_NAMES[field]
+        if field in ("log_id", "status", "duration"):
+            kwargs[field] = _int(go, value)
+        elif field in ("request_id", "method", "path"):
+            kwargs[field] = _str(go, value)
+        elif field == "response_headers":
+            kwargs[field] = _headers(value)
+        else:
+            kwargs[field] = _bytes(go, value)
+    return Event(**kwargs)

@@ -1,0 +1,53 @@
+"""`eventbus plugins`: the installed plugins, what they register, and load errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Any
+
+from eventbus_core._plugins import PluginLoadWarning, PluginRegistry
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register the `plugins` command."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "plugins",
+        help="list installed backends and sinks",
+        description="List the installed eventbus plugins (entry points of group 'eventbus'): "
+        "distribution, version, what each registers, and any load error.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the plugin table; exit 1 if any plugin failed to load."""
+    with warnings.catch_warnings():
+        # Load failures are shown in the table itself.
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        registry = PluginRegistry()
+    infos = sorted(registry.plugins.values(), key=lambda i: i.name)
+    if args.json:
+        print(json.dumps({"plugins": [i.as_dict() for i in infos],
+                          "backends": sorted(registry.backends),
+                          "sinks": sorted(registry.sinks)}, indent=2))
+    else:
+        rows = [("NAME", "DISTRIBUTION", "VERSION", "BACKENDS", "SINKS", "STATUS")]
+        for info in infos:
+            rows.append((
+                info.name,
+                info.distribution or "-",
+                info.version or "-",
+                ",".join(info.backends) or "-",
+                ",".join(info.sinks) or "-",
+                f"ERROR {info.error}" if info.error else "ok",
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+            print("  ".join([*cells, row[-1]]))
+    return 1 if any(i.error for i in infos) else 0

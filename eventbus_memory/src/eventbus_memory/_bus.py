@@ -1,0 +1,326 @@
+"""`InMemoryEventBus`: bounded, non-blocking publish and per-subscriber fan-out in one process.
+
+Settings read by the `memory` backend factory: `OBSERVABILITY_BUFFER_SIZE` (buffer_size) and
+`EVENTBUS_STOP_TIMEOUT` (stop_timeout).
+
+How it stays cheap: `publish()` appends to a deque and returns; it wakes the worker only when
+the worker sleeps after a quiet spell, or when the buffer passes half full. The worker moves
+whole batches into each subscriber's own bounded buffer. A subscriber whose buffer is full gets
+its overflow parked and retried with exponential backoff (3 retries, as the Go original), but
+the worker never sleeps for it, so the other subscribers are served meanwhile. What still does
+not fit is counted as dropped for that subscriber alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from eventbus_core import BaseEventBus, BusStats, Event, Subscription
+
+__all__ = ["InMemoryEventBus"]
+
+log = logging.getLogger("eventbus.memory")
+
+_DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the worker needs a publisher's wake
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    """Delivery state of one subscription, touched only by the worker thread."""
+
+    sub: Subscription
+    pending: deque[Event] = field(default_factory=deque)
+    attempts: int = 0
+    next_retry: float = 0.0
+
+
+class InMemoryEventBus(BaseEventBus):
+    """Single-process event bus.
+
+    Args:
+        buffer_size: Events `publish()` buffers before dropping; also each subscriber's buffer.
+        stop_timeout: Seconds `stop()` waits at most to deliver what was accepted.
+        retries: Retries for events a full subscriber could not take (Go original: 3).
+        retry_base: First retry delay in seconds; it doubles on each retry.
+        linger: Seconds the worker waits between batches while traffic flows; bounds delivery
+            latency without waking a thread per event.
+        name: Name of the worker thread, for debugging.
+
+    Raises:
+        ValueError: a size or time is out of range.
+    """
+
+    def __init__(
+        self,
+        buffer_size: int = 1000,
+        *,
+        stop_timeout: float = 5.0,
+        retries: int = 3,
+        retry_base: float = 0.001,
+        linger: float = 0.002,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ValueError(
+                f"buffer_size must be a positive int, got {buffer_size!r} "
+                "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
+            )
+        for label, value in (("stop_timeout", stop_timeout), ("retry_base", retry_base),
+                             ("linger", linger)):
+            if value < 0:
+                raise ValueError(f"{label} must be >= 0 seconds, got {value!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        self.buffer_size = buffer_size
+        self.stop_timeout = stop_timeout
+        self._retries = retries
+        self._retry_base = retry_base
+        self._linger = linger
+        self._buffer: deque[Event] = deque()
+        self._high_water = max(1, buffer_size // 2)
+        self._closed = False
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+        self._dropped = 0
+        self._drop_lock = threading.Lock()
+        self._handed = 0  # events the worker took from the buffer; guarded by _take_lock
+        self._take_lock = threading.Lock()
+        self._subscribers: tuple[_Subscriber, ...] = ()
+        self._subs_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._sleeping = False
+        self._kicked = False
+        self._worker = threading.Thread(
+            target=self._run, name=name or "eventbus-memory-worker", daemon=True
+        )
+        self._worker.start()
+
+    # ------------------------------------------------------------------------------ hot path
+
+    def publish(self, event: Event) -> None:
+        """Buffer `event` for delivery and return at once; count a drop if the buffer is full.
+
+        Never blocks and never raises because of subscribers. Thread-safe; usable from sync
+        code, threads and coroutines alike.
+        """
+        if self._closed:
+            self._count_drop()
+            return
+        buf = self._buffer
+        depth = len(buf)
+        if depth >= self.buffer_size:
+            self._count_drop()
+            return
+        buf.append(event)
+        if self._sleeping or (depth >= self._high_water and not self._kicked):
+            self._kick()
+
+    def _count_drop(self) -> None:
+        with self._drop_lock:
+            self._dropped += 1
+
+    def _kick(self) -> None:
+        self._kicked = True
+        self._sleeping = False
+        self._wake.set()
+
+    # -------------------------------------------------------------------------- the worker
+
+    def _run(self) -> None:
+        last_activity = time.monotonic()
+        while True:
+            try:
+                moved = self._cycle()
+            except Exception:  # a bug here must not silence the bus for good
+                log.exception("eventbus memory worker failed a cycle; continuing")
+                moved = False
+            now = time.monotonic()
+            if moved:
+                last_activity = now
+            if self._closed and not self._buffer and not self._has_pending():
+                return
+            if self._buffer:
+                continue
+            timeout = self._next_retry_in(now)
+            if timeout is None and now - last_activity >= _DEEP_SLEEP_AFTER:
+                self._deep_sleep()
+                last_activity = time.monotonic()
+                continue
+            wait = self._linger if timeout is None else min(self._linger, timeout)
+            self._wake.clear()
+            self._kicked = False
+            if not self._buffer and not self._closed:
+                self._wake.wait(wait)
+
+    def _deep_sleep(self) -> None:
+        # Order matters: publish() appends first and checks _sleeping after, so one of the two
+        # sides always sees the other.
+        self._wake.clear()
+        self._sleeping = True
+        if self._buffer or self._closed:
+            self._sleeping = False
+            return
+        self._wake.wait()
+        self._sleeping = False
+
+    def _cycle(self) -> bool:
+        batch = self._take()
+        if batch:
+            self._fan_out(batch)
+        retried = self._retry_pending(time.monotonic())
+        return bool(batch) or retried
+
+    def _take(self) -> list[Event]:
+        buf = self._buffer
+        if not buf:
+            return []
+        popleft = buf.popleft
+        with self._take_lock:
+            batch = [popleft() for _ in range(len(buf))]
+            self._handed += len(batch)
+        return batch
+
+    def _fan_out(self, batch: list[Event]) -> None:
+        now = time.monotonic()
+        for state in self._subscribers:
+            if state.pending:
+                self._park(state, batch, now)
+                continue
+            taken = state.sub.offer(batch)
+            if taken < len(batch):
+                self._park(state, batch[taken:], now)
+
+    def _park(self, state: _Subscriber, events: list[Event], now: float) -> None:
+        """Hold what a full subscriber could not take, to retry; drop beyond the bound."""
+        if state.sub.finished:
+            return
+        if not state.pending:
+            state.attempts = 0
+            state.next_retry = now + self._retry_base
+        room = self.buffer_size - len(state.pending)
+        if room >= len(events):
+            state.pending.extend(events)
+        else:
+            state.pending.extend(events[:max(room, 0)])
+            state.sub.count_dropped(len(events) - max(room, 0))
+        if self._retries == 0:
+            state.sub.count_dropped(len(state.pending))
+            state.pending.clear()
+
+    def _retry_pending(self, now: float) -> bool:
+        moved_any = False
+        for state in self._subscribers:
+            pending = state.pending
+            if not pending or now < state.next_retry:
+                continue
+            if state.sub.finished:
+                pending.clear()
+                continue
+            room = state.sub.space()
+            moved = state.sub.offer(list(pending)[:room]) if room > 0 else 0
+            for _ in range(moved):
+                pending.popleft()
+            if moved:
+                moved_any = True
+            if not pending:
+                continue
+            # Progress means the consumer is alive: give the rest fresh retries.
+            state.attempts = 0 if moved else state.attempts + 1
+            if state.attempts >= self._retries:
+                state.sub.count_dropped(len(pending))
+                pending.clear()
+                continue
+            state.next_retry = now + self._retry_base * (2 ** state.attempts)
+        return moved_any
+
+    def _has_pending(self) -> bool:
+        return any(state.pending for state in self._subscribers)
+
+    def _next_retry_in(self, now: float) -> float | None:
+        waits = [s.next_retry - now for s in self._subscribers if s.pending]
+        return max(0.0, min(waits)) if waits else None
+
+    # ------------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, name: str | None = None) -> Subscription:
+        """Return a subscription to every event published from now on.
+
+        Its buffer holds `buffer_size` events; iterate it with `for` or `async for`, or take
+        batches with `get_batch()`. It ends after `stop()`, once drained.
+        """
+        sub = Subscription(self.buffer_size, name=name, on_close=self._unsubscribe)
+        with self._subs_lock:
+            if self._stopped:
+                sub.finish()
+                return sub
+            self._subscribers = (*self._subscribers, _Subscriber(sub))
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        with self._subs_lock:
+            self._subscribers = tuple(s for s in self._subscribers if s.sub is not sub)
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting events, deliver what was accepted, then end every subscription.
+
+        Idempotent. Waits at most `timeout` seconds (default: `stop_timeout`). Events still
+        undelivered when that runs out are counted as dropped, never lost silently.
+        """
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._closed = True
+        self._kick()
+        wait = self.stop_timeout if timeout is None else timeout
+        if threading.current_thread() is not self._worker:
+            self._worker.join(wait)
+        with self._subs_lock:
+            self._stopped = True
+            subscribers = self._subscribers
+        if self._worker.is_alive():
+            log.warning("eventbus memory worker did not finish within %.3f s", wait)
+        # Whatever a racing publish() slipped in after the worker's last look is not delivered:
+        # move it from accepted to dropped so the accounting stays exact.
+        with self._take_lock:
+            leftover = len(self._buffer)
+            self._buffer.clear()
+        if leftover:
+            with self._drop_lock:
+                self._dropped += leftover
+        for state in subscribers:
+            if state.pending:
+                state.sub.count_dropped(len(state.pending))
+                state.pending.clear()
+            state.sub.finish()
+
+    def stats(self) -> BusStats:
+        """`(published, dropped)` plus queue depth and per-subscriber figures."""
+        with self._take_lock:
+            published = self._handed + len(self._buffer)
+            depth = len(self._buffer)
+        return BusStats(
+            published,
+            self._dropped,
+            queue_depth=depth,
+            subscribers=tuple(s.sub.stats() for s in self._subscribers),
+            extra={"backend": "memory", "stopped": self._stopped},
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True once `stop()` has been called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "running"
+        return (
+            f"<InMemoryEventBus {state} buffer_size={self.buffer_size} "
+            f"subscribers={len(self._subscribers)}>"
+        )

@@ -1,0 +1,1 @@
+"""eventbus-redis: Redis backends of eventbus (backend names `redis` and `redis-streams`)."""

@@ -1,0 +1,1 @@
+"""Registers the Redis backends (entry point `redis` of group `eventbus`)."""
