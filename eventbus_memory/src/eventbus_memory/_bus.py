@@ -93,6 +93,8 @@ class InMemoryEventBus(BaseEventBus):
         self._subscribers: tuple[_Subscriber, ...] = ()
         self._subs_lock = threading.Lock()
         self._wake = threading.Event()
+        self._flushed = threading.Condition(threading.Lock())
+        self._flush_waiters = 0
         self._sleeping = False
         self._kicked = False
         self._worker = threading.Thread(
@@ -142,6 +144,9 @@ class InMemoryEventBus(BaseEventBus):
             now = time.monotonic()
             if moved:
                 last_activity = now
+            if self._flush_waiters:
+                with self._flushed:
+                    self._flushed.notify_all()
             if self._closed and not self._buffer and not self._has_pending():
                 return
             if self._buffer:
@@ -266,6 +271,35 @@ class InMemoryEventBus(BaseEventBus):
             self._subscribers = tuple(s for s in self._subscribers if s.sub is not sub)
 
     # ---------------------------------------------------------------------------- lifecycle
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event accepted so far is in a subscriber's buffer or counted.
+
+        Returns True when that happened within `timeout` seconds (None: no limit), else False.
+        Events a full subscriber cannot take count as delivered here once its retries end.
+        """
+        with self._take_lock:
+            target = self._handed + len(self._buffer)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def done() -> bool:
+            return self._handed >= target and not self._has_pending()
+
+        with self._flushed:
+            self._flush_waiters += 1
+            try:
+                while not done():
+                    if not self._worker.is_alive():
+                        return done()
+                    self._kick()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    # Short waits: the worker's notify can race with our check.
+                    self._flushed.wait(0.01 if remaining is None else min(remaining, 0.01))
+            finally:
+                self._flush_waiters -= 1
+        return True
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver what was accepted, then end every subscription.

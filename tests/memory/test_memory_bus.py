@@ -1,0 +1,133 @@
+"""Behaviour of InMemoryEventBus beyond the shared contract."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from eventbus_core import EventBusSettings, create_bus
+from eventbus_core.testing import make_event
+from eventbus_memory import InMemoryEventBus
+
+
+def test_full_buffer_drops_and_counts_every_attempt() -> None:
+    bus = InMemoryEventBus(buffer_size=10)
+    bus.subscribe()  # never reads
+    for i in range(20_000):
+        bus.publish(make_event(i))
+    published, dropped = bus.stats()
+    assert published + dropped == 20_000
+    assert dropped > 0
+    bus.stop()
+    published_after, dropped_after = bus.stats()
+    assert published_after + dropped_after == 20_000
+
+
+def test_stuck_subscriber_does_not_delay_another() -> None:
+    # Retries 0.5 s apart: if the worker slept for the stuck subscriber, the live one would
+    # wait seconds per chunk and the 10 s bound below would run out.
+    bus = InMemoryEventBus(buffer_size=64, retry_base=0.5)
+    stuck = bus.subscribe("stuck")
+    live = bus.subscribe("live")
+    received: list[str] = []
+    progress = threading.Condition()
+
+    def consume() -> None:
+        for event in live:
+            with progress:
+                received.append(event.request_id)
+                progress.notify_all()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    for chunk in range(0, 2_048, 32):
+        for i in range(chunk, chunk + 32):
+            bus.publish(make_event(i))
+        with progress:
+            # Wait for the live reader before the next chunk, so nothing is refused upstream.
+            assert progress.wait_for(lambda n=chunk + 32: len(received) >= n, timeout=10)
+    assert received == [f"req-{i}" for i in range(2_048)]
+    bus.stop()
+    reader.join(5)
+    figures = stuck.stats()
+    assert figures.delivered == 64  # its buffer filled and it never read
+    assert figures.delivered + figures.dropped == 2_048
+    assert bus.stats() == (2_048, 0)
+
+
+def test_per_subscriber_figures_while_running() -> None:
+    bus = InMemoryEventBus(buffer_size=100)
+    sub = bus.subscribe("reader")
+    for i in range(30):
+        bus.publish(make_event(i))
+    assert len([sub.get(timeout=5) for _ in range(30)]) == 30
+    figures = bus.stats().subscribers
+    assert [(s.name, s.delivered, s.dropped, s.queued) for s in figures] == [("reader", 30, 0, 0)]
+    bus.stop()
+
+
+def test_subscriber_that_catches_up_within_retries_loses_nothing() -> None:
+    bus = InMemoryEventBus(buffer_size=10, retry_base=0.2)
+    sub = bus.subscribe()
+    for i in range(10):
+        bus.publish(make_event(i))
+    assert bus.flush(timeout=5)
+    for i in range(10, 15):  # the subscriber's buffer is full: these wait for a retry
+        bus.publish(make_event(i))
+    got = [sub.get(timeout=5) for _ in range(15)]
+    assert [e.request_id for e in got] == [f"req-{i}" for i in range(15)]
+    assert sub.stats().dropped == 0
+    bus.stop()
+
+
+def test_stop_timeout_bounds_the_wait() -> None:
+    bus = InMemoryEventBus(buffer_size=10, retry_base=10.0)
+    bus.subscribe()
+    for i in range(20):
+        bus.publish(make_event(i))
+    bus.stop(timeout=0.2)  # retries would take 70 s; stop must not wait for them
+    assert bus.closed
+
+
+def test_context_managers_stop_the_bus() -> None:
+    with InMemoryEventBus(10) as bus:
+        sub = bus.subscribe()
+        bus.publish(make_event(1))
+    assert [e.request_id for e in sub] == ["req-1"]
+
+
+async def test_async_context_manager() -> None:
+    async with InMemoryEventBus(10) as bus:
+        sub = bus.subscribe()
+        bus.publish(make_event(1))
+        assert (await sub.aget(timeout=5)).request_id == "req-1"
+    assert bus.closed
+
+
+def test_subscribe_after_stop_is_already_ended() -> None:
+    bus = InMemoryEventBus(10)
+    bus.stop()
+    assert list(bus.subscribe()) == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5])
+def test_rejects_bad_buffer_size(bad: object) -> None:
+    with pytest.raises(ValueError, match="buffer_size"):
+        InMemoryEventBus(bad)  # type: ignore[arg-type]
+
+
+def test_create_bus_uses_buffer_size_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBSERVABILITY_BUFFER_SIZE", "17")
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "in-memory")
+    bus = create_bus()
+    assert isinstance(bus, InMemoryEventBus)
+    assert bus.buffer_size == 17
+    bus.stop()
+
+
+def test_create_bus_with_explicit_settings() -> None:
+    bus = create_bus(EventBusSettings(backend="memory", buffer_size=3, stop_timeout=1.0))
+    assert isinstance(bus, InMemoryEventBus)
+    assert (bus.buffer_size, bus.stop_timeout) == (3, 1.0)
+    bus.stop()
