@@ -1,1 +1,17 @@
-"""eventbus-redis: Redis backends of eventbus (backend names `redis` and `redis-streams`)."""
+"""eventbus-redis: Redis backends of eventbus (backend names `redis` and `redis-streams`).
+
+`RedisEventBus` keeps the Go llm-proxy's LIST log layout, written in batches with LogIDs stamped
+atomically with the append; `RedisStreamsEventBus` uses a stream with consumer groups and
+at-least-once delivery.
+"""
+
+from eventbus_redis._log import RedisEventBus
+from eventbus_redis._tail import Gap, RedisSubscription
+
+__all__ = [
+    # backends
+    "RedisEventBus",
+    # subscriptions
+    "Gap",
+    "RedisSubscription",
+]

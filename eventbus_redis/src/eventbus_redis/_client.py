@@ -1,0 +1,125 @@
+"""Connection helpers shared by the Redis backends: clients from settings, backoff, safe text.
+
+Nothing here opens a connection: redis-py connects lazily, which is what lets an application
+start while Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any, Final
+
+import redis
+
+from eventbus_core import EventBusSettings, SettingsError, redact_url
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "Backoff",
+    "client_from_settings",
+    "describe_client",
+    "safe_error",
+    "socket_timeout",
+    "ttl_seconds",
+]
+
+TRANSIENT_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
+"""Errors that mean "Redis is unreachable or slow": retried with backoff, never raised."""
+
+_SOCKET_TIMEOUT: Final = 10.0  # a dead peer must not hang the writer thread for ever
+_CONNECT_TIMEOUT: Final = 2.0
+
+
+def client_from_settings(settings: EventBusSettings) -> redis.Redis:
+    """Build a redis-py client from `REDIS_URL` (`redis://`, `rediss://`, `unix://`).
+
+    The client connects on first use, so this succeeds while Redis is down.
+
+    Raises:
+        SettingsError: `REDIS_URL` is not set.
+    """
+    if not settings.redis_url:
+        raise SettingsError(
+            f"backend {settings.backend!r} needs a Redis URL: set REDIS_URL, e.g. "
+            "REDIS_URL=redis://localhost:6379/0 (rediss:// for TLS, unix:///path/redis.sock)"
+        )
+    try:
+        return redis.Redis.from_url(
+            str(settings.redis_url),
+            socket_timeout=_SOCKET_TIMEOUT,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        # redis-py quotes the URL in some messages: never let the password through.
+        raise SettingsError(
+            f"REDIS_URL={settings.redis_url!r} cannot be used: {safe_error(exc)}"
+        ) from None
+
+
+def describe_client(client: Any) -> str:
+    """Where `client` connects, for reprs and logs: host, port or socket, and db; no secrets."""
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+    except AttributeError:
+        return type(client).__name__
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={db}"
+    host, port = kwargs.get("host", "?"), kwargs.get("port", "?")
+    scheme = "rediss" if "ssl_cert_reqs" in kwargs or kwargs.get("ssl") else "redis"
+    return f"{scheme}://{host}:{port}/{db}"
+
+
+def socket_timeout(client: Any) -> float | None:
+    """The client's socket timeout in seconds, or None (no limit / unknown)."""
+    try:
+        value = client.connection_pool.connection_kwargs.get("socket_timeout")
+    except AttributeError:
+        return None
+    return float(value) if value else None
+
+
+def safe_error(exc: BaseException) -> str:
+    """`exc` as text fit for logs and stats: type and message with any URL password masked."""
+    return redact_url(f"{type(exc).__name__}: {exc}")
+
+
+def ttl_seconds(ttl: timedelta | float | int | None) -> float:
+    """Normalise a TTL given as `timedelta` or seconds; 0 or None means no expiry.
+
+    Raises:
+        ValueError: the TTL is negative.
+    """
+    if ttl is None:
+        return 0.0
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if seconds < 0:
+        raise ValueError(f"ttl must be >= 0 seconds (0: no expiry), got {ttl!r}")
+    return seconds
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, for reconnect loops.
+
+    Each `next()` doubles the base delay up to `cap` and returns a random delay between half
+    and all of it, so many processes that lost the same Redis do not retry in lock step.
+    """
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        if base <= 0 or cap < base:
+            raise ValueError(f"need 0 < base <= cap, got base={base!r} cap={cap!r}")
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next(self) -> float:
+        """Record a failure and return how long to wait before the next attempt."""
+        ceiling = min(self.cap, self.base * (2 ** min(self.failures, 30)))
+        self.failures += 1
+        return ceiling * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        """Record a success: the next failure starts from `base` again."""
+        self.failures = 0

@@ -1,0 +1,257 @@
+"""`RedisEventBus`: the Go llm-proxy's Redis LIST log, written in batches with atomic LogIDs.
+
+Settings read by the `redis` backend factory: `REDIS_URL` (redis_url), `OBSERVABILITY_BUFFER_SIZE`
+(buffer_size), `EVENTBUS_STOP_TIMEOUT` (stop_timeout), `EVENTBUS_REDIS_KEY` (redis_key),
+`EVENTBUS_REDIS_TTL` (redis_ttl) and `EVENTBUS_REDIS_MAX_LEN` (redis_max_len).
+
+Layout, shared with the Go original: each event is one JSON string in the Go wire format in the
+list at `key`, pushed with LPUSH (newest at index 0); the LogID counter is `key:seq`; LTRIM keeps
+`max_len` newest; EXPIRE applies `ttl` to the list. Added: after each batch the writer PUBLISHes
+the newest LogID on channel `key:notify`, which wakes subscribers in every process at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any, Self
+
+import redis
+
+from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, WireFormatError
+from eventbus_redis._client import (
+    TRANSIENT_ERRORS,
+    client_from_settings,
+    describe_client,
+    ttl_seconds,
+)
+from eventbus_redis._log_tail import LogTailer
+from eventbus_redis._scripts import LOG_APPEND, tail_of
+from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._writer import BatchWriter
+
+__all__ = ["RedisEventBus"]
+
+log = logging.getLogger("eventbus.redis")
+
+
+class RedisEventBus(BaseEventBus):
+    """Event bus on a Redis LIST, layout-compatible with the Go llm-proxy.
+
+    `publish()` only appends to a bounded buffer; a background writer sends each batch in one
+    round trip (a Lua script: INCRBY once, LPUSH the batch, LTRIM, EXPIRE, PUBLISH), so the
+    list order is exactly LogID order with any number of publishing processes.
+
+    Prefer the constructors `publisher()`, `log()` and `from_settings()`.
+
+    Args:
+        client: A `redis.Redis` (or fakeredis) client; it may point at an unreachable server.
+        key: The list key; the LogID counter is `key:seq`.
+        ttl: Expiry of the list after each write (`timedelta` or seconds; 0/None: none).
+        max_len: Newest events kept (0: no trimming).
+        buffer_size: Events `publish()` buffers before dropping and counting more.
+        stop_timeout: Seconds `stop()` waits at most to write what was accepted.
+        max_batch: Most events per round trip.
+        notify: PUBLISH on `key:notify` after each batch so subscribers wake at once.
+        poll: Longest a subscriber waits before looking at the list without a notification
+            (what bounds latency for events written by Go, which does not notify).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str = "llm-proxy:events",
+        *,
+        ttl: timedelta | float | None = None,
+        max_len: int = 0,
+        buffer_size: int = 1000,
+        stop_timeout: float = 5.0,
+        max_batch: int = 500,
+        notify: bool = True,
+        poll: float = 0.5,
+    ) -> None:
+        if not key:
+            raise ValueError("key must be a non-empty Redis key, e.g. 'llm-proxy:events'")
+        if max_len < 0:
+            raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
+        self._client = client
+        self.key = key
+        self.seq_key = f"{key}:seq"
+        self.channel = f"{key}:notify" if notify else ""
+        self.ttl = ttl_seconds(ttl)
+        self.max_len = max_len
+        self.buffer_size = buffer_size
+        self.stop_timeout = stop_timeout
+        self._poll = poll
+        self._writer_id = uuid.uuid4().hex
+        self._marker_key = f"{key}:writer:{self._writer_id}"
+        self._batch_no = 0
+        self.last_log_id = 0  # newest LogID this bus wrote
+        self._append = client.register_script(LOG_APPEND)
+        self._tailer: LogTailer | None = None
+        self._stopped = False
+        self._undecodable = 0
+        self._writer = BatchWriter(
+            self._write_batch, buffer_size=buffer_size, max_batch=max_batch,
+            name=f"eventbus-redis-writer[{key}]",
+        )
+
+    # ---------------------------------------------------------------------- constructors
+
+    @classmethod
+    def publisher(cls, client: redis.Redis, key: str, **options: Any) -> Self:
+        """A bus that stamps LogIDs and appends, but neither trims nor expires (Go's publisher)."""
+        return cls(client, key, ttl=None, max_len=0, **options)
+
+    @classmethod
+    def log(
+        cls,
+        client: redis.Redis,
+        key: str,
+        ttl: timedelta | float | None,
+        max_len: int,
+        **options: Any,
+    ) -> Self:
+        """A bus that keeps a log: LTRIM to `max_len` newest, EXPIRE `ttl` after each write."""
+        return cls(client, key, ttl=ttl, max_len=max_len, **options)
+
+    @classmethod
+    def from_settings(cls, settings: EventBusSettings) -> Self:
+        """Build the `redis` backend: log mode from `REDIS_URL` and the `EVENTBUS_REDIS_*` settings.
+
+        Does not connect: the application starts even while Redis is unreachable.
+
+        Raises:
+            SettingsError: `REDIS_URL` is missing.
+        """
+        return cls.log(
+            client_from_settings(settings), settings.redis_key, settings.redis_ttl,
+            settings.redis_max_len, buffer_size=settings.buffer_size,
+            stop_timeout=settings.stop_timeout,
+        )
+
+    # -------------------------------------------------------------------------- publishing
+
+    def publish(self, event: Event) -> None:
+        """Buffer `event` for the writer and return at once; never blocks, never raises.
+
+        A full buffer (Redis slow or down) or a stopped bus counts the event as dropped.
+        """
+        self._writer.publish(event)
+
+    def _write_batch(self, batch: list[Event]) -> None:
+        tails = [tail_of(e) for e in batch]
+        self._batch_no += 1
+        ttl_ms = int(self.ttl * 1000)
+        last = self._append(
+            keys=[self.key, self.seq_key, self._marker_key],
+            args=[self.max_len, self._batch_no, ttl_ms, self.channel, *tails],
+        )
+        if int(last) > 0:
+            self.last_log_id = int(last)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Return True once every event published so far is in Redis (False on timeout)."""
+        return self._writer.flush(timeout)
+
+    # ----------------------------------------------------------------------------- reading
+
+    def read_events(self, start: int = 0, end: int = -1) -> list[Event]:
+        """Return the events at list indexes `start..end` (LRANGE), newest first.
+
+        Entries that do not decode are skipped and counted in `stats().extra["undecodable"]`.
+        Works after `stop()`. Raises redis-py's errors if Redis cannot be reached.
+        """
+        events: list[Event] = []
+        for raw in self._client.lrange(self.key, start, end):
+            try:
+                events.append(Event.from_json(raw))
+            except WireFormatError:
+                self._undecodable += 1
+        return events
+
+    def event_count(self) -> int:
+        """Return the number of events in the list (LLEN). Works after `stop()`."""
+        return int(self._client.llen(self.key))
+
+    # ------------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, name: str | None = None) -> RedisSubscription:
+        """Return a subscription to every event appended to the log from now on, by anyone.
+
+        Events arrive in LogID order; a subscriber in another process sees the same. If the
+        log was trimmed past what it had read, or Redis lost its data, the subscription records
+        a `Gap` in `sub.gaps` (and counts known misses in its `dropped`).
+        """
+        sub = RedisSubscription(self.buffer_size, name=name, on_close=self._unsubscribe)
+        if self._stopped:
+            sub.finish()
+            return sub
+        try:
+            start: int | None = int(self._client.get(self.seq_key) or 0)
+        except TRANSIENT_ERRORS:
+            start = None  # Redis is down: start from "now" once it answers
+        if self._tailer is None:
+            self._tailer = LogTailer(
+                self._client, self.key, self.seq_key, self.channel, poll=self._poll,
+                on_undecodable=self._count_undecodable,
+            )
+        self._tailer.add(sub, start)
+        return sub
+
+    def _count_undecodable(self, n: int) -> None:
+        self._undecodable += n
+
+    def _unsubscribe(self, sub: Any) -> None:
+        if self._tailer is not None:
+            self._tailer.remove(sub)
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it to
+        this bus's subscriptions, then end them. Idempotent; never hangs.
+
+        Events still unwritten when the time runs out are counted as dropped.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        wait = self.stop_timeout if timeout is None else timeout
+        self._writer.close(wait)
+        if self._tailer is not None:
+            target = self.last_log_id
+
+            def caught_up(cursor: Cursor) -> bool:
+                return target == 0 or (cursor.position is not None and cursor.position >= target)
+
+            self._tailer.stop(caught_up, max(wait, 0.5))
+
+    def stats(self) -> BusStats:
+        """`(published, dropped)`, with writer state and log figures in `extra`."""
+        published, dropped = self._writer.counts()
+        tailer = self._tailer
+        extra: dict[str, Any] = {
+            "backend": "redis",
+            "key": self.key,
+            "redis": describe_client(self._client),
+            **self._writer.figures(),
+            "last_log_id": self.last_log_id,
+            "undecodable": self._undecodable,
+            "gaps": tailer.gaps if tailer else 0,
+            "subscriber_state": tailer.state if tailer else None,
+            "stopped": self._stopped,
+        }
+        return BusStats(
+            published, dropped, queue_depth=self._writer.queue_depth(),
+            subscribers=tuple(s.stats() for s in tailer.subscriptions) if tailer else (),
+            extra=extra,
+        )
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else self._writer.state
+        return (
+            f"<RedisEventBus {state} {describe_client(self._client)} key={self.key!r} "
+            f"max_len={self.max_len} ttl={self.ttl:g}s buffer_size={self.buffer_size}>"
+        )
