@@ -28,6 +28,7 @@ from eventbus_core._settings import ENV_VARS, EventBusSettings
 from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
 from eventbus_core._stats import BusStats, SubscriberStats
 from eventbus_core._subscription import Subscription, SubscriptionClosed
+from eventbus_core.asgi import EventBusMiddleware
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 
 __version__ = "0.1.0"
@@ -60,6 +61,8 @@ __all__ = [
     "hookimpl",
     "redact_url",
     "reset_registry",
+    # instrumentation
+    "EventBusMiddleware",
     # errors
     "BackendLoadError",
     "EventBusError",

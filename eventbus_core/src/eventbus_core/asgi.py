@@ -1,0 +1,424 @@
+"""`EventBusMiddleware`: one `Event` per HTTP request of any ASGI application.
+
+Pure ASGI (no framework import), so it wraps Starlette, FastAPI, LiteLLM's proxy or a bare ASGI
+callable alike:
+
+    app.add_middleware(EventBusMiddleware, bus=bus)     # Starlette / FastAPI
+    app = EventBusMiddleware(app, bus=bus)              # any ASGI application
+
+How it stays off the request's critical path: it wraps `receive` and `send` of the request it
+serves and looks at the messages passing by, forwarding every message object unchanged and at
+once (no copy, no buffering, no extra task or thread). When the last response message has been
+sent it builds the event and hands it to `bus.publish()`, which only appends to a buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final, Protocol
+
+from eventbus_core._event import Event
+from eventbus_core._redact import redact_headers
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BODY",
+    "DEFAULT_MAX_RESPONSE_BODY",
+    "ASGIApp",
+    "EventBusMiddleware",
+    "EventPublisher",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "canonical_header_name",
+    "new_request_id",
+]
+
+Scope = MutableMapping[str, Any]
+"""An ASGI connection scope."""
+Message = MutableMapping[str, Any]
+"""An ASGI event message."""
+Receive = Callable[[], Awaitable[Message]]
+"""The ASGI `receive` callable."""
+Send = Callable[[Message], Awaitable[None]]
+"""The ASGI `send` callable."""
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An ASGI application."""
+
+DEFAULT_MAX_REQUEST_BODY: Final = 64 * 1024
+"""Request body bytes kept in the event by default (as the Go llm-proxy)."""
+DEFAULT_MAX_RESPONSE_BODY: Final = 256 * 1024
+"""Response body bytes kept in the event by default (as the Go llm-proxy)."""
+
+log = logging.getLogger("eventbus.middleware")
+
+
+class EventPublisher(Protocol):
+    """What the middleware needs of a bus: `publish()`. Every `EventBus` is one."""
+
+    def publish(self, event: Event) -> None:
+        """Hand `event` over without blocking."""
+
+
+# Header names seen on responses, raw bytes -> Go's canonical form. Bounded so that an
+# application echoing arbitrary header names cannot grow it without limit.
+_CANONICAL: dict[bytes, str] = {}
+_CANONICAL_MAX: Final = 2048
+
+
+def canonical_header_name(raw: bytes) -> str:
+    """Return `raw` in Go's canonical MIME header form (`x-request-id` -> `X-Request-Id`).
+
+    Go's `http.Header.Get` canonicalises the name it looks up, so a Go consumer only finds
+    headers stored under canonical keys; ASGI servers deliver them in lower case.
+    """
+    name = _CANONICAL.get(raw)
+    if name is None:
+        text = raw.decode("latin-1")
+        # Go leaves names with spaces or other non-token characters untouched.
+        if all(c.isalnum() or c == "-" for c in text) and text.isascii():
+            name = "-".join(part[:1].upper() + part[1:].lower() for part in text.split("-"))
+        else:
+            name = text
+        if len(_CANONICAL) < _CANONICAL_MAX:
+            _CANONICAL[raw] = name
+    return name
+
+
+def new_request_id() -> str:
+    """Return a random RFC 4122 version 4 UUID string, as Go's `uuid.New().String()`.
+
+    Formats `os.urandom` directly: a third of the cost of `str(uuid.uuid4())`, which matters
+    on the request path.
+    """
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
+class EventBusMiddleware:
+    """Publish one `Event` per HTTP request once its response is complete.
+
+    The event carries the request id, method, path with query string, status, the exact
+    duration in nanoseconds, the response headers (credentials masked) and the request and
+    response bodies up to the limits. Requests and responses pass through unchanged: the
+    application sees the bytes the client sent, the client the bytes the application sent, and
+    streamed responses go out chunk by chunk as the application sends them.
+
+    When it publishes:
+        - after the last body chunk of the response has been handed to the server;
+        - when the client disconnected before that: once the application returns, with the
+          status and the part of the body sent until the disconnect;
+        - when the application raised: with the status already sent, or 500 (what the server
+          answers) if it had not started the response. The exception propagates unchanged.
+
+    What it skips: non-HTTP scopes (websocket, lifespan), excluded paths, and responses marked
+    as cache hits (`X-PROXY-CACHE: hit`) unless `skip_cache_hits=False`.
+
+    It never raises into the application: a failure of its own (or of `bus.publish`) is logged
+    once, counted in `errors`, and the request carries on.
+
+    Args:
+        app: The ASGI application to wrap.
+        bus: Where events go (`publish()` must not block, as every eventbus backend's).
+        max_request_body: Request body bytes kept in the event (0: none). The application
+            always receives the whole body; the event holds the first bytes. Only what the
+            application reads is seen.
+        max_response_body: Response body bytes kept in the event (0: none).
+        exclude_paths: Paths to publish nothing for (health checks, metrics); an entry ending in
+            `*` excludes every path starting with the text before it.
+        skip_cache_hits: Publish nothing for responses with header `X-PROXY-CACHE: hit`.
+        request_id_header: The header carrying the request id, looked up on the request first,
+            then on the response. Without either, an id is generated.
+        set_request_id: Add the request id header to responses that lack it. Off by default:
+            the response is otherwise never changed.
+        request_id_factory: Makes an id when neither request nor response has one (UUID4).
+        redact: Mask the values of credential headers (`eventbus_core._redact`) in the event.
+        extra_sensitive_headers: Further header names to mask.
+
+    Raises:
+        ValueError: a limit is negative.
+    """
+
+    __slots__ = (
+        "_cache_header",
+        "_exclude",
+        "_exclude_exact",
+        "_exclude_prefixes",
+        "_extra_sensitive",
+        "_id_header",
+        "_id_header_name",
+        "_new_id",
+        "app",
+        "bus",
+        "errors",
+        "max_request_body",
+        "max_response_body",
+        "redact",
+        "set_request_id",
+        "skip_cache_hits",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        bus: EventPublisher,
+        *,
+        max_request_body: int = DEFAULT_MAX_REQUEST_BODY,
+        max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
+        exclude_paths: Iterable[str] = (),
+        skip_cache_hits: bool = True,
+        request_id_header: str = "X-Request-ID",
+        set_request_id: bool = False,
+        request_id_factory: Callable[[], str] | None = None,
+        redact: bool = True,
+        extra_sensitive_headers: Iterable[str] = (),
+    ) -> None:
+        for label, limit in (
+            ("max_request_body", max_request_body),
+            ("max_response_body", max_response_body),
+        ):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise ValueError(f"{label} must be an int >= 0 (0 keeps no body), got {limit!r}")
+        self.app = app
+        self.bus = bus
+        self.max_request_body = max_request_body
+        self.max_response_body = max_response_body
+        paths = list(exclude_paths)
+        self._exclude_exact = frozenset(p for p in paths if not p.endswith("*"))
+        self._exclude_prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
+        self._exclude = bool(paths)
+        self.skip_cache_hits = skip_cache_hits
+        self._cache_header = b"x-proxy-cache"
+        self._id_header_name = request_id_header
+        self._id_header = request_id_header.lower().encode("latin-1")
+        self.set_request_id = set_request_id
+        self._new_id = request_id_factory or new_request_id
+        self.redact = redact
+        self._extra_sensitive = tuple(extra_sensitive_headers)
+        self.errors = 0
+        """Failures inside the middleware (or `bus.publish`) so far; requests were unaffected."""
+
+    def _excluded(self, path: str) -> bool:
+        if path in self._exclude_exact:
+            return True
+        return bool(self._exclude_prefixes) and path.startswith(self._exclude_prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection, observing it if it is an HTTP request."""
+        if scope["type"] != "http" or (self._exclude and self._excluded(scope["path"])):
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(self, scope, receive, send)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except BaseException:
+            # Not ours to handle: record what the client got, then let it propagate.
+            exchange.finish(failed=True)
+            raise
+        exchange.finish(failed=False)
+
+    def _failed(self, what: str) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.exception(
+                "eventbus middleware: %s failed; the request is unaffected "
+                "(further failures are logged at debug level)",
+                what,
+            )
+        else:
+            log.debug("eventbus middleware: %s failed", what, exc_info=True)
+
+
+class _Exchange:
+    """The observation of one HTTP request: wraps its `receive` and `send`."""
+
+    __slots__ = (
+        "_receive",
+        "_send",
+        "disconnected",
+        "done",
+        "mw",
+        "req_chunks",
+        "req_room",
+        "request_id",
+        "resp_chunks",
+        "resp_room",
+        "response_headers",
+        "scope",
+        "skip",
+        "start_ns",
+        "status",
+        "trailers",
+    )
+
+    def __init__(self, mw: EventBusMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+        self.start_ns = time.perf_counter_ns()
+        self.mw = mw
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.status = 0
+        self.response_headers: list[tuple[bytes, bytes]] | None = None
+        self.req_chunks: list[bytes] = []
+        self.req_room = mw.max_request_body
+        self.resp_chunks: list[bytes] = []
+        self.resp_room = mw.max_response_body
+        self.request_id = ""
+        self.disconnected = False
+        self.skip = False
+        self.done = False
+        self.trailers = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        try:
+            kind = message["type"]
+            if kind == "http.request":
+                if self.req_room:
+                    body = message.get("body")
+                    if body:
+                        self.req_room = _keep(self.req_chunks, body, self.req_room)
+            elif kind == "http.disconnect":
+                self.disconnected = True
+        except Exception:
+            self.mw._failed("reading a request message")
+        return message
+
+    async def send(self, message: Message) -> None:
+        final = False
+        try:
+            kind = message["type"]
+            if kind == "http.response.body":
+                if self.resp_room and not self.disconnected:
+                    body = message.get("body")
+                    if body:
+                        self.resp_room = _keep(self.resp_chunks, body, self.resp_room)
+                final = not message.get("more_body", False) and not self.trailers
+            elif kind == "http.response.start":
+                message = self.on_start(message)
+            elif kind == "http.response.trailers":
+                final = not message.get("more_trailers", False)
+            elif kind == "http.response.pathsend":
+                final = True
+        except Exception:
+            self.mw._failed("reading a response message")
+        await self._send(message)
+        if final:
+            self.finish(failed=False)
+
+    def on_start(self, message: Message) -> Message:
+        """Record status and headers; return the message to send (a copy if a header is added)."""
+        self.status = message["status"]
+        headers = message.get("headers") or ()
+        self.trailers = bool(message.get("trailers", False))
+        mw = self.mw
+        id_header = mw._id_header
+        request_id = ""
+        for name, value in self.scope.get("headers") or ():
+            if name.lower() == id_header:
+                request_id = value.decode("latin-1")
+                break
+        has_id = False
+        cache = mw._cache_header
+        for name, value in headers:
+            lname = name.lower()
+            if lname == id_header:
+                has_id = True
+                if not request_id:
+                    request_id = value.decode("latin-1")
+            elif lname == cache and mw.skip_cache_hits and value.strip().lower() == b"hit":
+                self.skip = True
+        if not request_id:
+            request_id = mw._new_id()
+        self.request_id = request_id
+        if mw.set_request_id and not has_id:
+            # The application's message and header list stay untouched: send a copy.
+            headers = [*headers, (id_header, request_id.encode("latin-1"))]
+            message = {**message, "headers": headers}
+        self.response_headers = list(headers)
+        return message
+
+    def finish(self, *, failed: bool) -> None:
+        """Publish the event once (after the last chunk, a disconnect, or a failure)."""
+        if self.done:
+            return
+        self.done = True
+        duration = time.perf_counter_ns() - self.start_ns
+        mw = self.mw
+        try:
+            if self.skip:
+                return
+            status = self.status
+            if not status:
+                # No response was started: the server answers 500 for the application.
+                status = 500
+                if not self.request_id:
+                    self.request_id = self._request_id_from_scope() or mw._new_id()
+            event = Event(
+                request_id=self.request_id,
+                method=self.scope.get("method", ""),
+                path=_full_path(self.scope),
+                status=status,
+                duration=duration,
+                response_headers=self._headers(),
+                response_body=_join(self.resp_chunks),
+                request_body=_join(self.req_chunks),
+            )
+            mw.bus.publish(event)
+        except Exception:
+            mw._failed("publishing the event" if not failed else "recording a failed request")
+
+    def _request_id_from_scope(self) -> str:
+        id_header = self.mw._id_header
+        for name, value in self.scope.get("headers") or ():
+            if name.lower() == id_header:
+                return str(value.decode("latin-1"))
+        return ""
+
+    def _headers(self) -> dict[str, list[str]] | None:
+        raw = self.response_headers
+        if raw is None:
+            return None
+        headers: dict[str, list[str]] = {}
+        canonical = _CANONICAL
+        for name, value in raw:
+            key = canonical.get(name) or canonical_header_name(name)
+            text = value.decode("latin-1")
+            if key in headers:
+                headers[key].append(text)
+            else:
+                headers[key] = [text]
+        if self.mw.redact:
+            return redact_headers(headers, self.mw._extra_sensitive)
+        return headers
+
+
+def _keep(chunks: list[bytes], body: Any, room: int) -> int:
+    """Append up to `room` bytes of `body` to `chunks`; return the room left."""
+    if type(body) is not bytes:
+        # bytearray / memoryview: the sender may reuse its buffer, so keep a copy.
+        body = bytes(body)
+    if len(body) > room:
+        body = body[:room]
+    chunks.append(body)
+    return room - len(body)
+
+
+def _join(chunks: list[bytes]) -> bytes | None:
+    if not chunks:
+        return None
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+def _full_path(scope: Scope) -> str:
+    path: str = scope.get("path", "")
+    query = scope.get("query_string")
+    if query:
+        return f"{path}?{query.decode('latin-1')}"
+    return path

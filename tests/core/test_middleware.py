@@ -1,0 +1,279 @@
+"""EventBusMiddleware end to end: a Starlette app served by uvicorn on 127.0.0.1, driven by httpx.
+
+Every scenario is sent to two servers of the same application, one without and one with the
+middleware: the responses must be byte-for-byte identical (apart from uvicorn's `date` header),
+and the instrumented one must publish exactly one correct event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from eventbus_core import Event, EventBusMiddleware
+from eventbus_core.asgi import DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY
+from eventbus_memory import InMemoryEventBus
+
+pytestmark = pytest.mark.timeout(30)
+
+SSE_CHUNKS = [
+    b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n',
+    b'data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n',
+    b'data: {"choices":[{"delta":{"content":"lo"}}]}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+class Gates:
+    """Lets a test hold a streaming handler between chunks, to prove nothing is buffered."""
+
+    def __init__(self) -> None:
+        self.first_chunk_read = threading.Event()
+        self.stream_closed = threading.Event()
+
+
+def make_app(gates: Gates) -> Starlette:
+    """The application under test: a tiny chat-completions imitation."""
+
+    async def completions(request: Request) -> Response:
+        body = await request.body()
+        payload = json.loads(body)
+        if payload.get("stream"):
+
+            async def sse() -> AsyncIterator[bytes]:
+                yield SSE_CHUNKS[0]
+                # Wait until the client has seen the first chunk: with buffering, it never would.
+                await asyncio.to_thread(gates.first_chunk_read.wait, 10)
+                for chunk in SSE_CHUNKS[1:]:
+                    yield chunk
+
+            return StreamingResponse(
+                sse(), media_type="text/event-stream", headers={"x-request-id": "resp-sse"}
+            )
+        return JSONResponse(
+            {"id": "chatcmpl-1", "model": payload["model"], "echo_len": len(body)},
+            headers={"set-cookie": "session=secret", "x-trace": "a"},
+        )
+
+    async def endless(request: Request) -> StreamingResponse:
+        async def sse() -> AsyncIterator[bytes]:
+            try:
+                n = 0
+                while True:
+                    yield f"data: {n}\n\n".encode()
+                    n += 1
+                    await asyncio.sleep(0.01)  # pacing of the fake model, not synchronisation
+            finally:
+                gates.stream_closed.set()
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    async def fail(request: Request) -> Response:
+        return JSONResponse({"error": "upstream failed"}, status_code=500)
+
+    async def crash(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    async def big(request: Request) -> Response:
+        body = await request.body()
+        return Response(body * 5, media_type="application/octet-stream")
+
+    async def health(request: Request) -> Response:
+        return Response("ok")
+
+    async def cached(request: Request) -> Response:
+        return JSONResponse({"cached": True}, headers={"X-PROXY-CACHE": "HIT"})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/endless", endless),
+            Route("/v1/fail", fail),
+            Route("/v1/crash", crash),
+            Route("/v1/big", big, methods=["POST"]),
+            Route("/health", health),
+            Route("/v1/cached", cached),
+        ]
+    )
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a thread; yield its base URL."""
+    # IPPROTO_TCP so that asyncio sets TCP_NODELAY on the accepted connections.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            threading.Event().wait(0.01)  # polling uvicorn's start flag; nothing to await
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+class Pair:
+    """The same application served twice: plain and with the middleware."""
+
+    def __init__(self, plain: str, instrumented: str, bus: InMemoryEventBus) -> None:
+        self.plain = plain
+        self.instrumented = instrumented
+        self.bus = bus
+        self.sub = bus.subscribe("test")
+
+    def both(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, httpx.Response]:
+        """Send the same request to both servers."""
+        responses = []
+        for base in (self.plain, self.instrumented):
+            with httpx.Client(base_url=base, timeout=10) as client:
+                responses.append(client.request(method, path, **kwargs))
+        return responses[0], responses[1]
+
+    def event(self) -> Event:
+        """The one event of the last request; fails if there are more."""
+        event = self.sub.get(timeout=10)
+        self.bus.flush(timeout=5)
+        extra = self.sub.get_batch(timeout=0)
+        assert extra == [], f"expected one event, got more: {extra}"
+        return event
+
+
+def same_response(a: httpx.Response, b: httpx.Response) -> None:
+    """Assert two responses are identical on the wire, apart from the `date` header."""
+    assert a.status_code == b.status_code
+    assert [(k, v) for k, v in a.headers.raw if k.lower() != b"date"] == [
+        (k, v) for k, v in b.headers.raw if k.lower() != b"date"
+    ]
+    assert a.content == b.content
+
+
+@pytest.fixture(scope="module")
+def gates() -> Gates:
+    return Gates()
+
+
+@pytest.fixture(scope="module")
+def pair(gates: Gates) -> Iterator[Pair]:
+    bus = InMemoryEventBus(buffer_size=1000)
+    plain_app = make_app(gates)
+    app = make_app(gates)
+    app.add_middleware(EventBusMiddleware, bus=bus, exclude_paths=["/health"])
+    with serve(plain_app) as plain, serve(app) as instrumented:
+        yield Pair(plain, instrumented, bus)
+    bus.stop()
+
+
+def test_json_request(pair: Pair) -> None:
+    body = json.dumps({"model": "gpt-4o", "messages": []}).encode()
+    plain, resp = pair.both(
+        "POST",
+        "/v1/chat/completions?debug=1",
+        content=body,
+        headers={"X-Request-ID": "req-json", "content-type": "application/json"},
+    )
+    same_response(plain, resp)
+    evt = pair.event()
+    assert (evt.request_id, evt.method, evt.path, evt.status) == (
+        "req-json",
+        "POST",
+        "/v1/chat/completions?debug=1",
+        200,
+    )
+    assert evt.request_body == body
+    assert evt.response_body == resp.content
+    assert evt.duration_ns > 0
+    # Go's canonical header names, credentials masked, everything else as sent.
+    assert evt.response_headers is not None
+    assert evt.response_headers["Content-Type"] == ("application/json",)
+    assert evt.response_headers["Content-Length"] == (str(len(resp.content)),)
+    assert evt.response_headers["X-Trace"] == ("a",)
+    assert evt.response_headers["Set-Cookie"] == ("[REDACTED]",)
+    assert Event.from_json(evt.to_json()) == evt
+
+
+def test_streamed_chat_completion_passes_chunk_by_chunk(pair: Pair, gates: Gates) -> None:
+    body = json.dumps({"model": "gpt-4o", "stream": True}).encode()
+    received: list[list[bytes]] = []
+    for base in (pair.plain, pair.instrumented):
+        gates.first_chunk_read.clear()
+        chunks: list[bytes] = []
+        with (
+            httpx.Client(base_url=base, timeout=10) as client,
+            client.stream("POST", "/v1/chat/completions", content=body) as resp,
+        ):
+            assert resp.status_code == 200
+            for chunk in resp.iter_raw():
+                chunks.append(chunk)
+                # The handler holds the rest back until we have seen the first chunk.
+                gates.first_chunk_read.set()
+        received.append(chunks)
+    assert b"".join(received[0]) == b"".join(received[1]) == b"".join(SSE_CHUNKS)
+    assert received[1][0] == SSE_CHUNKS[0]
+    evt = pair.event()
+    assert evt.request_id == "resp-sse"  # from the response, as the request had none
+    assert evt.status == 200
+    assert evt.response_body == b"".join(SSE_CHUNKS)
+    assert evt.header("content-type") == "text/event-stream; charset=utf-8"
+
+
+@pytest.mark.parametrize(("path", "status"), [("/v1/fail", 500), ("/v1/crash", 500)])
+def test_server_errors(pair: Pair, path: str, status: int) -> None:
+    plain, resp = pair.both("GET", path)
+    same_response(plain, resp)
+    assert resp.status_code == status
+    evt = pair.event()
+    assert (evt.path, evt.status) == (path, status)
+    assert len(evt.request_id) == 36  # generated: neither request nor response carried one
+
+
+def test_client_disconnects_mid_stream(pair: Pair, gates: Gates) -> None:
+    gates.stream_closed.clear()
+    with (
+        httpx.Client(base_url=pair.instrumented, timeout=10) as client,
+        client.stream("GET", "/v1/endless", headers={"x-request-id": "req-gone"}) as resp,
+    ):
+        first = next(resp.iter_raw())
+    assert first.startswith(b"data: 0\n\n")
+    evt = pair.event()
+    assert gates.stream_closed.wait(10)
+    assert (evt.request_id, evt.status, evt.path) == ("req-gone", 200, "/v1/endless")
+    assert evt.response_body is not None
+    assert evt.response_body.startswith(first)
+
+
+def test_bodies_larger_than_limits(pair: Pair) -> None:
+    body = bytes(range(256)) * 400  # 100 KiB; the response is 500 KiB
+    plain, resp = pair.both("POST", "/v1/big", content=body)
+    same_response(plain, resp)
+    assert resp.content == body * 5
+    evt = pair.event()
+    assert evt.request_body == body[:DEFAULT_MAX_REQUEST_BODY]
+    assert evt.response_body == (body * 5)[:DEFAULT_MAX_RESPONSE_BODY]
+
+
+def test_excluded_paths_and_cache_hits_publish_nothing(pair: Pair) -> None:
+    for path in ("/health", "/v1/cached"):
+        plain, resp = pair.both("GET", path)
+        same_response(plain, resp)
+    # A request after them: the only event that arrives is its own.
+    pair.both("GET", "/v1/fail", headers={"x-request-id": "after"})
+    assert pair.event().request_id == "after"

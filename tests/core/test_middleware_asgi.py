@@ -1,0 +1,321 @@
+"""EventBusMiddleware at the ASGI level: edge cases driven with hand-made messages."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from eventbus_core import Event, EventBusMiddleware
+from eventbus_core.asgi import Message, Receive, Scope, Send, canonical_header_name, new_request_id
+
+
+class Recorder:
+    """Collects published events (the test double of a bus)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    def one(self) -> Event:
+        assert len(self.events) == 1, self.events
+        return self.events[0]
+
+
+class Boom:
+    """A bus whose publish fails."""
+
+    def publish(self, event: Event) -> None:
+        raise RuntimeError("bus broken")
+
+
+def http_scope(
+    path: str = "/v1/x", headers: Sequence[tuple[bytes, bytes]] = (), query: bytes = b""
+) -> Scope:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "query_string": query,
+        "headers": list(headers),
+    }
+
+
+def reply(
+    status: int = 200,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    chunks: Sequence[bytes] = (b"ok",),
+) -> Any:
+    """An app that reads the whole request body, then answers with `chunks`."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        more = True
+        while more:
+            msg = await receive()
+            more = msg.get("more_body", False)
+        await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+        for i, chunk in enumerate(chunks):
+            await send(
+                {"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1}
+            )
+
+    return app
+
+
+async def drive(app: Any, scope: Scope, body_parts: Sequence[bytes] = (b"",)) -> list[Message]:
+    parts = list(body_parts)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        if parts:
+            chunk = parts.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_messages_pass_through_as_the_same_objects() -> None:
+    bus = Recorder()
+    start = {"type": "http.response.start", "status": 201, "headers": [(b"a", b"1")]}
+    body = {"type": "http.response.body", "body": b"x"}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start)
+        await send(body)
+
+    sent = await drive(EventBusMiddleware(app, bus=bus), http_scope())
+    assert sent[0] is start
+    assert sent[1] is body
+    assert start == {"type": "http.response.start", "status": 201, "headers": [(b"a", b"1")]}
+    assert bus.one().status == 201
+
+
+async def test_request_body_in_chunks_is_cut_at_the_limit() -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(), bus=bus, max_request_body=5, max_response_body=3)
+    await drive(mw, http_scope(), [b"abc", bytearray(b"def"), memoryview(b"ghi")])
+    evt = bus.one()
+    assert evt.request_body == b"abcde"
+    assert evt.response_body == b"ok"
+
+
+async def test_zero_limits_keep_no_bodies() -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(
+        reply(chunks=[b"a", b"b"]), bus=bus, max_request_body=0, max_response_body=0
+    )
+    sent = await drive(mw, http_scope(), [b"hello"])
+    assert [m.get("body") for m in sent[1:]] == [b"a", b"b"]
+    assert (bus.one().request_body, bus.one().response_body) == (None, None)
+
+
+async def test_path_with_query_and_request_id_from_request() -> None:
+    bus = Recorder()
+    scope = http_scope("/v1/models", [(b"x-request-id", b"req-7")], query=b"a=1&b=2")
+    await drive(EventBusMiddleware(reply(headers=[(b"x-request-id", b"other")]), bus=bus), scope)
+    assert (bus.one().path, bus.one().request_id) == ("/v1/models?a=1&b=2", "req-7")
+
+
+async def test_generated_request_id_and_optional_response_header() -> None:
+    bus = Recorder()
+    headers = [(b"content-type", b"text/plain")]
+    mw = EventBusMiddleware(reply(headers=headers), bus=bus, set_request_id=True)
+    sent = await drive(mw, http_scope())
+    rid = bus.one().request_id
+    assert uuid.UUID(rid).version == 4
+    assert sent[0]["headers"] == [(b"content-type", b"text/plain"), (b"x-request-id", rid.encode())]
+    assert headers == [(b"content-type", b"text/plain")]  # the app's own list is untouched
+
+
+async def test_set_request_id_echoes_the_request_and_never_duplicates() -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(), bus=bus, set_request_id=True)
+    sent = await drive(mw, http_scope(headers=[(b"x-request-id", b"abc")]))
+    assert sent[0]["headers"] == [(b"x-request-id", b"abc")]
+    mw = EventBusMiddleware(
+        reply(headers=[(b"X-Request-ID", b"own")]), bus=bus, set_request_id=True
+    )
+    sent = await drive(mw, http_scope())
+    assert sent[0]["headers"] == [(b"X-Request-ID", b"own")]
+    assert bus.events[-1].request_id == "own"
+
+
+async def test_custom_request_id_header_and_factory() -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(
+        reply(), bus=bus, request_id_header="X-Correlation-ID", request_id_factory=lambda: "fixed"
+    )
+    await drive(mw, http_scope(headers=[(b"x-correlation-id", b"c-1")]))
+    await drive(mw, http_scope())
+    assert [e.request_id for e in bus.events] == ["c-1", "fixed"]
+
+
+async def test_exception_before_the_response_is_a_500_event_and_propagates() -> None:
+    bus = Recorder()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        raise ValueError("app bug")
+
+    with pytest.raises(ValueError, match="app bug"):
+        await drive(EventBusMiddleware(app, bus=bus), http_scope(), [b"in"])
+    evt = bus.one()
+    assert (evt.status, evt.request_body, evt.response_headers) == (500, b"in", None)
+
+
+async def test_exception_mid_stream_keeps_the_sent_status_and_body() -> None:
+    bus = Recorder()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise RuntimeError("upstream died")
+
+    with pytest.raises(RuntimeError):
+        await drive(EventBusMiddleware(app, bus=bus), http_scope())
+    assert (bus.one().status, bus.one().response_body) == (200, b"part")
+
+
+async def test_server_send_failing_on_disconnect() -> None:
+    bus = Recorder()
+
+    async def send(message: Message) -> None:
+        if message.get("more_body") is False:
+            raise OSError("client went away")
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    mw = EventBusMiddleware(reply(chunks=[b"a", b"b"]), bus=bus)
+    with pytest.raises(OSError, match="went away"):
+        await mw(http_scope(), receive, send)
+    assert bus.one().response_body == b"ab"
+
+
+async def test_publish_failure_never_reaches_the_app(caplog: pytest.LogCaptureFixture) -> None:
+    mw = EventBusMiddleware(reply(), bus=Boom())
+    with caplog.at_level(logging.DEBUG, logger="eventbus.middleware"):
+        for _ in range(3):
+            sent = await drive(mw, http_scope())
+            assert sent[-1]["body"] == b"ok"
+    assert mw.errors == 3
+    assert sum(r.levelno == logging.ERROR for r in caplog.records) == 1  # logged once, loudly
+
+
+async def test_malformed_messages_do_not_break_the_request() -> None:
+    bus = Recorder()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(1, 2)]})
+        await send({"type": "http.response.body", "body": 12})
+
+    mw = EventBusMiddleware(app, bus=bus)
+    sent = await drive(mw, http_scope())
+    assert sent[1]["body"] == 12
+    assert mw.errors >= 1
+
+
+async def test_non_http_scopes_pass_straight_through() -> None:
+    bus = Recorder()
+    seen: list[Any] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope, receive, send))
+
+    async def receive() -> Message:
+        return {}
+
+    async def send(message: Message) -> None:
+        return None
+
+    scope: Scope = {"type": "lifespan"}
+    await EventBusMiddleware(app, bus=bus)(scope, receive, send)
+    assert seen == [(scope, receive, send)]
+    assert bus.events == []
+
+
+async def test_exclusions_exact_and_prefix() -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(), bus=bus, exclude_paths=["/health", "/internal/*"])
+    for path in ("/health", "/internal/metrics", "/internal/", "/healthz", "/v1/x"):
+        await drive(mw, http_scope(path))
+    assert [e.path for e in bus.events] == ["/healthz", "/v1/x"]
+
+
+async def test_cache_hits_skipped_unless_asked() -> None:
+    bus = Recorder()
+    headers = [(b"X-Proxy-Cache", b" Hit ")]
+    await drive(EventBusMiddleware(reply(headers=headers), bus=bus), http_scope())
+    assert bus.events == []
+    await drive(
+        EventBusMiddleware(reply(headers=[(b"x-proxy-cache", b"miss")]), bus=bus), http_scope()
+    )
+    await drive(
+        EventBusMiddleware(reply(headers=headers), bus=bus, skip_cache_hits=False), http_scope()
+    )
+    assert len(bus.events) == 2
+
+
+async def test_redaction_default_extra_and_off() -> None:
+    headers = [(b"set-cookie", b"s=1"), (b"x-secret", b"v"), (b"vary", b"a"), (b"vary", b"b")]
+    bus = Recorder()
+    await drive(
+        EventBusMiddleware(reply(headers=headers), bus=bus, extra_sensitive_headers=["X-Secret"]),
+        http_scope(),
+    )
+    await drive(EventBusMiddleware(reply(headers=headers), bus=bus, redact=False), http_scope())
+    masked, raw = (dict(e.headers) for e in bus.events)
+    assert masked == {
+        "Set-Cookie": ("[REDACTED]",),
+        "X-Secret": ("[REDACTED]",),
+        "Vary": ("a", "b"),
+    }
+    assert raw == {"Set-Cookie": ("s=1",), "X-Secret": ("v",), "Vary": ("a", "b")}
+
+
+async def test_trailers_end_the_response() -> None:
+    bus = Recorder()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"x", "more_body": False})
+        assert bus.events == []  # not yet: the trailers are still to come
+        await send({"type": "http.response.trailers", "headers": [], "more_trailers": False})
+        assert len(bus.events) == 1
+
+    await drive(EventBusMiddleware(app, bus=bus), http_scope())
+
+
+def test_invalid_limits_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_request_body"):
+        EventBusMiddleware(reply(), bus=Recorder(), max_request_body=-1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"x-request-id", "X-Request-Id"),
+        (b"content-type", "Content-Type"),
+        (b"WWW-AUTHENTICATE", "Www-Authenticate"),
+        (b"etag", "Etag"),
+        (b"with space", "with space"),
+    ],
+)
+def test_canonical_header_names_as_go(raw: bytes, expected: str) -> None:
+    assert canonical_header_name(raw) == expected
+
+
+def test_generated_ids_are_uuid4() -> None:
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
