@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -12,6 +11,7 @@ from pydantic_core import core_schema
 __all__ = ["RedactedURL", "redact_url"]
 
 _MASK = "***"
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)[^&\s]*", re.IGNORECASE)
 _URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*)(?::([^/\s@]*))?@", re.IGNORECASE)
 
 
@@ -29,10 +29,8 @@ def redact_url(url: str) -> str:
         return f"{scheme}{user}:{_MASK}@"
 
     masked = _URL_IN_TEXT.sub(mask, url)
-    if "password=" in masked:
-        parts = urlsplit(masked)
-        query = re.sub(r"(password=)[^&]*", rf"\g<1>{_MASK}", parts.query)
-        masked = urlunsplit(parts._replace(query=query))
+    if "password=" in masked.lower():
+        masked = _PASSWORD_PARAM.sub(rf"\g<1>{_MASK}", masked)
     return masked
 
 

@@ -1,0 +1,42 @@
+"""Shared fixtures: paths to the shared wire samples, and a real Redis URL for server tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _find_vectors() -> Path:
+    # CI lays shared/ beside the clone; a developer's checkout has it at ../shared too.
+    for base in (ROOT, *ROOT.parents):
+        candidate = base / "shared" / "wire" / "go-event-vectors.json"
+        if candidate.is_file():
+            return candidate
+    bundled = ROOT / "tests" / "data" / "go-event-vectors.json"
+    return bundled
+
+
+GO_VECTORS_PATH = _find_vectors()
+
+
+@pytest.fixture(scope="session")
+def go_vectors() -> list[dict[str, Any]]:
+    """The events the Go llm-proxy's encoding/json wrote (shared/wire/go-event-vectors.json)."""
+    data: list[dict[str, Any]] = json.loads(GO_VECTORS_PATH.read_text())
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _clean_eventbus_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from the documented defaults, whatever the developer's shell exports."""
+    for name in list(os.environ):
+        if name.startswith("EVENTBUS_") and name != "EVENTBUS_TEST_REDIS_URL":
+            monkeypatch.delenv(name)
+    for name in ("LLM_PROXY_EVENT_BUS", "OBSERVABILITY_BUFFER_SIZE", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)

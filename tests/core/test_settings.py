@@ -1,0 +1,85 @@
+"""EventBusSettings: environment variables, defaults, aliases and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventbus_core import ENV_VARS, EventBusSettings, SettingsError
+
+
+def test_defaults_match_the_seed() -> None:
+    settings = EventBusSettings()
+    assert (settings.backend, settings.buffer_size, settings.redis_url) == ("memory", 1000, None)
+    assert settings.stop_timeout == 5.0
+    assert (settings.redis_key, settings.redis_ttl, settings.redis_max_len) == (
+        "llm-proxy:events", 86_400.0, 10_000)
+    assert (settings.redis_stream, settings.redis_group) == (
+        "llm-proxy-events", "llm-proxy-dispatchers")
+
+
+def test_reads_the_seed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis")
+    monkeypatch.setenv("OBSERVABILITY_BUFFER_SIZE", "250")
+    monkeypatch.setenv("REDIS_URL", "redis://localhost:6379/3")
+    monkeypatch.setenv("EVENTBUS_STOP_TIMEOUT", "1.5")
+    settings = EventBusSettings()
+    assert (settings.backend, settings.buffer_size, settings.stop_timeout) == ("redis", 250, 1.5)
+    assert str(settings.redis_url) == "redis://localhost:6379/3"
+
+
+@pytest.mark.parametrize("spelling", ["in-memory", "In-Memory", " memory ", "MEMORY"])
+def test_in_memory_is_an_alias_of_memory(
+    monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", spelling)
+    assert EventBusSettings().backend == "memory"
+
+
+def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBSERVABILITY_BUFFER_SIZE", "250")
+    assert EventBusSettings(buffer_size=9).buffer_size == 9
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OBSERVABILITY_BUFFER_SIZE", "abc", "valid integer"),
+        ("OBSERVABILITY_BUFFER_SIZE", "0", "greater than or equal to 1"),
+        ("EVENTBUS_STOP_TIMEOUT", "-1", "greater than or equal to 0"),
+        ("LLM_PROXY_EVENT_BUS", "  ", "must not be empty"),
+        ("REDIS_URL", "http://u:hunter2@example:6379", "is not a Redis URL"),
+        ("EVENTBUS_REDIS_MAX_LEN", "many", "valid integer"),
+    ],
+)
+def test_invalid_values_name_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as info:
+        EventBusSettings()
+    text = str(info.value)
+    assert variable in text and message in text
+    assert isinstance(info.value, ValueError)
+    assert "hunter2" not in text
+
+
+def test_keyword_errors_name_the_variable_too() -> None:
+    with pytest.raises(SettingsError, match="OBSERVABILITY_BUFFER_SIZE"):
+        EventBusSettings(buffer_size=-5)
+
+
+def test_redis_password_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "rediss://default:s3cr3t-pw@redis.internal:6380/0")
+    settings = EventBusSettings()
+    assert "s3cr3t-pw" not in repr(settings)
+    assert "s3cr3t-pw" not in str(settings)
+    assert "rediss://default:***@redis.internal:6380/0" in repr(settings)
+    assert str(settings.redis_url).endswith("s3cr3t-pw@redis.internal:6380/0")  # still usable
+
+
+def test_every_field_has_its_own_variable() -> None:
+    assert set(ENV_VARS) == set(EventBusSettings.model_fields)
+    assert len(set(ENV_VARS.values())) == len(ENV_VARS)
+    legacy = {"LLM_PROXY_EVENT_BUS", "OBSERVABILITY_BUFFER_SIZE", "REDIS_URL"}
+    for variable in ENV_VARS.values():
+        assert variable in legacy or variable.startswith("EVENTBUS_")

@@ -1,0 +1,85 @@
+"""Subscription: the consumer end, used from threads and event loops."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from eventbus_core import Subscription, SubscriptionClosed
+from eventbus_core.testing import make_event
+
+
+def test_offer_respects_capacity_and_counts() -> None:
+    sub = Subscription(3)
+    assert sub.offer([make_event(i) for i in range(5)]) == 3
+    assert (sub.space(), sub.qsize(), sub.delivered) == (0, 3, 3)
+    sub.count_dropped(2)
+    assert sub.stats().dropped == 2
+
+
+def test_blocking_get_wakes_when_a_batch_arrives() -> None:
+    sub = Subscription(10)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(sub.get(timeout=10).request_id))
+    reader.start()
+    sub.offer([make_event(7)])
+    reader.join(10)
+    assert got == ["req-7"]
+
+
+def test_get_times_out_and_closed_raises() -> None:
+    sub = Subscription(10)
+    with pytest.raises(TimeoutError):
+        sub.get(timeout=0.01)
+    sub.offer([make_event(1)])
+    sub.finish()
+    assert sub.get().request_id == "req-1"  # buffered events survive the end
+    with pytest.raises(SubscriptionClosed):
+        sub.get()
+    assert sub.offer([make_event(2)]) == 0
+
+
+def test_batches_end_when_exhausted() -> None:
+    sub = Subscription(100)
+    sub.offer([make_event(i) for i in range(10)])
+    sub.finish()
+    batches = list(sub.batches(max_items=4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sub.exhausted
+
+
+async def test_async_waiter_is_woken_from_another_thread() -> None:
+    sub = Subscription(10)
+    loop = asyncio.get_running_loop()
+    waiter = asyncio.ensure_future(sub.aget(timeout=10))
+    await asyncio.sleep(0)  # let it register as waiting
+    await loop.run_in_executor(None, sub.offer, [make_event(3)])
+    assert (await waiter).request_id == "req-3"
+    batch_task = asyncio.ensure_future(sub.aget_batch(timeout=10))
+    await asyncio.sleep(0)
+    await loop.run_in_executor(None, sub.finish)
+    assert await batch_task == []
+    with pytest.raises(SubscriptionClosed):
+        await sub.aget()
+
+
+async def test_aget_times_out() -> None:
+    with pytest.raises(TimeoutError):
+        await Subscription(1).aget(timeout=0.01)
+
+
+def test_close_calls_back_once_and_discards() -> None:
+    closed: list[Subscription] = []
+    sub = Subscription(5, name="mine", on_close=closed.append)
+    sub.offer([make_event(1)])
+    sub.close()
+    sub.close()
+    assert closed == [sub] and sub.exhausted
+    assert "mine" in repr(sub)
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Subscription(0)

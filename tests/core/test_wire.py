@@ -1,0 +1,97 @@
+"""The Go llm-proxy wire format: every Go sample round-trips without loss."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from eventbus_core import Event, WireFormatError
+
+
+def test_every_go_sample_reads_and_writes_without_loss(go_vectors: list[dict[str, Any]]) -> None:
+    assert len(go_vectors) >= 7
+    for sample in go_vectors:
+        raw = json.dumps(sample).encode()
+        event = Event.from_json(raw)
+        assert json.loads(event.to_json()) == sample
+        assert Event.from_json(event.to_json()) == event
+
+
+def test_go_sample_fields_decode_to_python_values(go_vectors: list[dict[str, Any]]) -> None:
+    by_id = {v["RequestID"]: Event.from_json(json.dumps(v)) for v in go_vectors}
+    big = by_id["r-big"]
+    assert big.log_id == 9007199254740993  # beyond a float's exact range: kept exactly
+    assert big.path == "/health?x=1&y=<2>"
+    binary = by_id["bin"]
+    assert binary.request_body == b"\x00\x01\x02\xff\xfe\x80\n"
+    assert binary.response_body == b""  # Go's empty, not nil, slice
+    assert binary.response_headers == {}
+    assert binary.duration_ns == 10_800_000_000_007
+    chat = by_id["req-456"]
+    assert chat.response_headers is not None
+    assert chat.response_headers["Set-Cookie"] == ("a=1", "b=2")
+    assert json.loads(chat.request_body or b"")["model"] == "gpt-4o"
+    neg = by_id["neg"]
+    assert (neg.log_id, neg.duration_ns) == (-1, -5000)
+
+
+def test_nil_and_empty_are_distinct_on_the_wire() -> None:
+    nil = json.loads(Event().to_json())
+    assert nil["ResponseHeaders"] is None and nil["ResponseBody"] is None
+    empty = json.loads(Event(response_headers={}, response_body=b"").to_json())
+    assert empty["ResponseHeaders"] == {} and empty["ResponseBody"] == ""
+
+
+def test_writes_go_key_names_and_integer_nanoseconds() -> None:
+    doc = json.loads(Event(request_id="r", duration=1_500, response_body=b"\xff").to_json())
+    assert list(doc) == ["LogID", "RequestID", "Method", "Path", "Status", "Duration",
+                         "ResponseHeaders", "ResponseBody", "RequestBody"]
+    assert doc["Duration"] == 1500
+    assert doc["ResponseBody"] == base64.b64encode(b"\xff").decode()
+
+
+def test_reads_what_go_reads() -> None:
+    text = (
+        '{"logid": 5, "REQUESTID": "r", "method": null, "Status": 201, "extra": {"x": [1.5]},'
+        ' "ResponseBody": "aGVs\\nbG8=", "requestBody": [104, 105], "Duration": -0}'
+    )
+    event = Event.from_json(text)
+    assert (event.log_id, event.request_id, event.method, event.status) == (5, "r", "", 201)
+    assert event.response_body == b"hello"  # line breaks in base64 are ignored, as in Go
+    assert event.request_body == b"hi"  # Go fills a []byte from an array of numbers too
+    assert Event.from_json(bytearray(b"{}")) == Event()
+
+
+def test_non_ascii_and_separators_round_trip() -> None:
+    event = Event(path="/v1/caf\u00e9\u2028x", request_id="\U0001f600")
+    assert Event.from_json(event.to_json()) == event
+    lone = Event(path="\ud800")  # not encodable as UTF-8; written as an escape Go accepts
+    assert json.loads(lone.to_json())["Path"] == "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not json", "invalid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+        (b'{"Status": "200"}', "'Status' must be an integer, got string"),
+        (b'{"Duration": 1.5}', "'Duration' must be an integer"),
+        (b'{"Duration": 1e3}', "'Duration' must be an integer"),
+        (b'{"LogID": 9223372036854775808}', "overflows a 64-bit integer"),
+        (b'{"RequestID": 7}', "'RequestID' must be a string"),
+        (b'{"ResponseBody": "***"}', "'ResponseBody' must be standard base64"),
+        (b'{"ResponseBody": "QQ"}', "'ResponseBody' must be standard base64"),
+        (b'{"ResponseHeaders": {"A": "b"}}', "header 'A' in 'ResponseHeaders' must be a list"),
+        (b'{"ResponseHeaders": []}', "'ResponseHeaders' must be an object"),
+        (b'{"Status": NaN}', "NaN is not a JSON value"),
+        (b'\xff\xfe{', "invalid JSON"),
+    ],
+)
+def test_bad_input_says_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(WireFormatError, match=message.replace("(", r"\(")) as info:
+        Event.from_json(data)
+    assert isinstance(info.value, ValueError)
