@@ -5,13 +5,15 @@ atomically with the append; `RedisStreamsEventBus` uses a stream with consumer g
 at-least-once delivery.
 """
 
+from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._log import RedisEventBus
+from eventbus_redis._streams import RedisStreamsEventBus
 from eventbus_redis._tail import Gap, RedisSubscription
 
 __all__ = [
-    # backends
-    "RedisEventBus",
-    # subscriptions
     "Gap",
+    "RedisEventBus",
+    "RedisStreamsEventBus",
     "RedisSubscription",
+    "StreamConsumer",
 ]

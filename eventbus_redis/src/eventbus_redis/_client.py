@@ -75,7 +75,7 @@ def describe_client(client: Any) -> str:
 def socket_timeout(client: Any) -> float | None:
     """The client's socket timeout in seconds, or None (no limit / unknown)."""
     try:
-        value = client.connection_pool.connection_kwargs.get("socket_timeout")
+        value: Any = client.connection_pool.connection_kwargs.get("socket_timeout")
     except AttributeError:
         return None
     return float(value) if value else None
@@ -116,7 +116,7 @@ class Backoff:
 
     def next(self) -> float:
         """Record a failure and return how long to wait before the next attempt."""
-        ceiling = min(self.cap, self.base * (2 ** min(self.failures, 30)))
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.failures, 30))
         self.failures += 1
         return ceiling * random.uniform(0.5, 1.0)
 

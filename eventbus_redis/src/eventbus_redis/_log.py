@@ -93,7 +93,9 @@ class RedisEventBus(BaseEventBus):
         self._stopped = False
         self._undecodable = 0
         self._writer = BatchWriter(
-            self._write_batch, buffer_size=buffer_size, max_batch=max_batch,
+            self._write_batch,
+            buffer_size=buffer_size,
+            max_batch=max_batch,
             name=f"eventbus-redis-writer[{key}]",
         )
 
@@ -126,8 +128,11 @@ class RedisEventBus(BaseEventBus):
             SettingsError: `REDIS_URL` is missing.
         """
         return cls.log(
-            client_from_settings(settings), settings.redis_key, settings.redis_ttl,
-            settings.redis_max_len, buffer_size=settings.buffer_size,
+            client_from_settings(settings),
+            settings.redis_key,
+            settings.redis_ttl,
+            settings.redis_max_len,
+            buffer_size=settings.buffer_size,
             stop_timeout=settings.stop_timeout,
         )
 
@@ -194,7 +199,11 @@ class RedisEventBus(BaseEventBus):
             start = None  # Redis is down: start from "now" once it answers
         if self._tailer is None:
             self._tailer = LogTailer(
-                self._client, self.key, self.seq_key, self.channel, poll=self._poll,
+                self._client,
+                self.key,
+                self.seq_key,
+                self.channel,
+                poll=self._poll,
                 on_undecodable=self._count_undecodable,
             )
         self._tailer.add(sub, start)
@@ -244,7 +253,9 @@ class RedisEventBus(BaseEventBus):
             "stopped": self._stopped,
         }
         return BusStats(
-            published, dropped, queue_depth=self._writer.queue_depth(),
+            published,
+            dropped,
+            queue_depth=self._writer.queue_depth(),
             subscribers=tuple(s.stats() for s in tailer.subscriptions) if tailer else (),
             extra=extra,
         )

@@ -9,6 +9,7 @@ the tailer waits on that channel, so it wakes as soon as events land, and otherw
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,7 @@ class LogTailer(Tailer):
     def prepare(self) -> None:
         """Subscribe to the notification channel before looking, so no wake-up is missed."""
         if self._channel and self._pubsub is None:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self._channel)
             except BaseException:
@@ -82,18 +83,16 @@ class LogTailer(Tailer):
         """Forget the pub/sub connection; `prepare()` makes a new one."""
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            try:
+            # Closing a broken connection may fail; it is gone either way.
+            with contextlib.suppress(Exception):
                 pubsub.close()
-            except Exception:  # closing a broken connection may fail; it is gone either way
-                pass
 
     def interrupt(self) -> None:
         """Wake this process's (and others') tailers at once by a notification."""
         if self._channel:
-            try:
+            # Best effort: the tailer wakes within `poll` anyway.
+            with contextlib.suppress(Exception):
                 self._client.publish(self._channel, "0")
-            except Exception:  # best effort: the tailer wakes within `poll` anyway
-                pass
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the oldest entries newer than its position; report gaps."""

@@ -65,8 +65,10 @@ class RedisSubscription(Subscription):
             self.count_dropped(gap.missed)
         log.warning(
             "eventbus redis subscription %s missed %s event(s) after LogID %d: %s",
-            self.name, "an unknown number of" if gap.missed is None else gap.missed,
-            gap.after, gap.reason,
+            self.name,
+            "an unknown number of" if gap.missed is None else gap.missed,
+            gap.after,
+            gap.reason,
         )
 
 

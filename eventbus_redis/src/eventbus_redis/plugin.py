@@ -1,32 +1,24 @@
 """Registers the Redis backends `redis` and `redis-streams` (entry points of group `eventbus`).
 
-Registration does no I/O and imports redis-py only when a backend is built.
+Registration does no I/O; a bus connects to Redis only when it first writes or reads.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from eventbus_core import EventBusSettings, RegisterFn, hookimpl
-
-if TYPE_CHECKING:
-    from eventbus_redis._log import RedisEventBus
-    from eventbus_redis._streams import RedisStreamsEventBus
+from eventbus_redis._log import RedisEventBus
+from eventbus_redis._streams import RedisStreamsEventBus
 
 __all__ = ["build_log_bus", "build_streams_bus", "eventbus_register_backends"]
 
 
 def build_log_bus(settings: EventBusSettings) -> RedisEventBus:
     """Build backend `redis`: the LIST log from `REDIS_URL` and `EVENTBUS_REDIS_*` settings."""
-    from eventbus_redis._log import RedisEventBus
-
     return RedisEventBus.from_settings(settings)
 
 
 def build_streams_bus(settings: EventBusSettings) -> RedisStreamsEventBus:
     """Build backend `redis-streams` from `REDIS_URL` and `EVENTBUS_REDIS_*` settings."""
-    from eventbus_redis._streams import RedisStreamsEventBus
-
     return RedisStreamsEventBus.from_settings(settings)
 
 

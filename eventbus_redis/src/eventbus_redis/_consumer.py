@@ -1,0 +1,360 @@
+"""`StreamConsumer`: at-least-once reading of a Redis stream through a consumer group.
+
+An entry is acknowledged only when the caller says it has processed it (`ack()`), never when it
+is handed over: a consumer that dies between `read()` and `ack()` leaves its entries pending,
+and they are delivered again, to itself when it restarts under the same name (it re-reads its
+own pending entries first) or to a peer, whose reads reclaim entries idle for `claim_idle`
+seconds (XAUTOCLAIM) on a schedule, also while new entries keep coming.
+
+Entries that do not decode, and entries delivered more than `max_deliveries` times, are moved to
+the dead-letter stream with the reason (XADD and XACK in one transaction), never dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from eventbus_core import Delivery, Event, WireFormatError
+from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
+
+__all__ = ["StreamConsumer"]
+
+log = logging.getLogger("eventbus.redis")
+
+_MAX_DEFERRED_ACKS = 100_000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _is_nogroup(exc: redis.ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
+
+
+def default_consumer_name() -> str:
+    """`host-pid`: unique per process. Pass a stable name to re-read your pending on restart."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class StreamConsumer:
+    """One consumer of a consumer group; an `AckableSource` for the dispatcher.
+
+    Built by `RedisStreamsEventBus.consumer()`. Methods block and are meant for one thread.
+
+    Attributes:
+        name: The consumer's name within the group.
+        group: The consumer group.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        name: str,
+        *,
+        batch_size: int = 100,
+        block: float = 5.0,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+        dead_letter_stream: str,
+        dead_letter_max_len: int = 10_000,
+        claim_interval: float | None = None,
+    ) -> None:
+        if batch_size < 1 or max_deliveries < 1 or block < 0 or claim_idle < 0:
+            raise ValueError(
+                "need batch_size >= 1, max_deliveries >= 1, block >= 0 and claim_idle >= 0; got "
+                f"{batch_size=}, {max_deliveries=}, {block=}, {claim_idle=}"
+            )
+        self._client = client
+        self.stream = stream
+        self.group = group
+        self.name = name
+        self.batch_size = batch_size
+        self.block = block
+        self.claim_idle = claim_idle
+        self.max_deliveries = max_deliveries
+        self.dead_letter_stream = dead_letter_stream
+        self._dead_letter_max_len = dead_letter_max_len
+        # Look for abandoned entries twice per idle period, whatever the traffic.
+        self._claim_interval = claim_interval if claim_interval is not None else claim_idle / 2
+        sock = socket_timeout(client)
+        self._block_cap = max(0.0, sock - 1.0) if sock else None  # a block must not hit it
+        self._group_ready = False
+        self._backlog_from: str | None = "0"  # own pending entries are read first
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        self._deferred_acks: list[str] = []
+        self._backoff = Backoff()
+        self._closed = False
+        self.delivered = 0
+        self.acked = 0
+        self.claimed = 0
+        self.dead_lettered = 0
+        self.trimmed = 0
+        self.groups_created = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------------------------ reading
+
+    def read(self, max_items: int, timeout: float) -> list[Delivery]:
+        """Return up to `max_items` deliveries, waiting up to `timeout` seconds for the first.
+
+        Order of sources: this consumer's own pending entries (after a restart), then entries
+        reclaimed from dead peers (when the claim schedule is due), then new entries. Returns
+        [] on timeout, and also while Redis is unreachable (after waiting with backoff).
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        count = max(1, min(max_items, 10_000))
+        while not self._closed:
+            try:
+                out = self._read_once(count, deadline)
+            except redis.ResponseError as exc:
+                if not _is_nogroup(exc):
+                    raise
+                self._recreate_group()
+                continue
+            except TRANSIENT_ERRORS as exc:
+                self._note_error(exc)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                time.sleep(min(self._backoff.next(), remaining))
+                continue
+            self._backoff.reset()
+            if out or time.monotonic() >= deadline:
+                return out
+        return []
+
+    def _read_once(self, count: int, deadline: float) -> list[Delivery]:
+        self._ensure_group()
+        if self._deferred_acks:
+            self._flush_acks()
+        if self._backlog_from is not None:
+            items = self._entries(
+                self._client.xreadgroup(
+                    self.group, self.name, {self.stream: self._backlog_from}, count=count
+                )
+            )
+            if items:
+                self._backlog_from = _text(items[-1][0])
+                return self._process(items, history=True)
+            self._backlog_from = None
+        now = time.monotonic()
+        if now >= self._next_claim:
+            reply: Any = self._client.xautoclaim(
+                self.stream,
+                self.group,
+                self.name,
+                int(self.claim_idle * 1000),
+                start_id=self._claim_cursor,
+                count=count,
+            )
+            self._claim_cursor = _text(reply[0])
+            if self._claim_cursor == "0-0":
+                self._next_claim = now + self._claim_interval
+            if len(reply) > 2 and reply[2]:
+                self._lost_to_trim(len(reply[2]))
+            if reply[1]:
+                self.claimed += len(reply[1])
+                return self._process(reply[1], history=True)
+        wait = deadline - time.monotonic()
+        wait = min(wait, self.block, self._block_cap if self._block_cap is not None else wait)
+        block_ms = int(wait * 1000)
+        items = self._entries(
+            self._client.xreadgroup(
+                self.group,
+                self.name,
+                {self.stream: ">"},
+                count=count,
+                block=block_ms if block_ms >= 1 else None,
+            )
+        )
+        return self._process(items, history=False) if items else []
+
+    @staticmethod
+    def _entries(reply: Any) -> list[Any]:
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3 clients answer {stream: [entries]}
+            value = next(iter(reply.values()))
+            return list(value[0] if value and isinstance(value[0], list) else value)
+        return list(reply[0][1])
+
+    def _process(self, items: list[Any], *, history: bool) -> list[Delivery]:
+        attempts: dict[str, int] = {}
+        if history:
+            ids = [_text(i) for i, _ in items]
+            for row in self._client.xpending_range(
+                self.stream,
+                self.group,
+                min=ids[0],
+                max=ids[-1],
+                count=len(ids) + 16,
+                consumername=self.name,
+            ):
+                attempts[_text(row["message_id"])] = int(row["times_delivered"])
+        out: list[Delivery] = []
+        dead: list[tuple[str, Any, str, int]] = []
+        trimmed: list[str] = []
+        for raw_id, fields in items:
+            entry_id = _text(raw_id)
+            if not fields:  # deleted from the stream (trimmed) while it was pending
+                trimmed.append(entry_id)
+                continue
+            n = attempts.get(entry_id, 1)
+            data = fields.get(b"data", fields.get("data"))
+            if data is None:
+                dead.append((entry_id, b"", "entry has no 'data' field", n))
+            elif n > self.max_deliveries:
+                dead.append(
+                    (
+                        entry_id,
+                        data,
+                        f"delivered {n} times (max_deliveries={self.max_deliveries})",
+                        n,
+                    )
+                )
+            else:
+                try:
+                    out.append(Delivery(Event.from_json(data), token=entry_id, attempts=n))
+                except WireFormatError as exc:
+                    dead.append((entry_id, data, f"undecodable: {exc}", n))
+        if trimmed:
+            self._client.xack(self.stream, self.group, *trimmed)
+            self._lost_to_trim(len(trimmed))
+        if dead:
+            self._dead_letter(dead)
+        self.delivered += len(out)
+        return out
+
+    def _dead_letter(self, dead: list[tuple[str, Any, str, int]]) -> None:
+        # One transaction: an entry is acknowledged only together with its dead letter.
+        pipe = self._client.pipeline(transaction=True)
+        for entry_id, data, reason, n in dead:
+            pipe.xadd(
+                self.dead_letter_stream,
+                {
+                    "data": data,
+                    "reason": reason,
+                    "stream": self.stream,
+                    "id": entry_id,
+                    "group": self.group,
+                    "consumer": self.name,
+                    "deliveries": n,
+                },
+                maxlen=self._dead_letter_max_len or None,
+                approximate=True,
+            )
+            pipe.xack(self.stream, self.group, entry_id)
+        pipe.execute()
+        self.dead_lettered += len(dead)
+        for entry_id, _, reason, _ in dead:
+            log.warning(
+                "eventbus redis: entry %s of %s dead-lettered to %s: %s",
+                entry_id,
+                self.stream,
+                self.dead_letter_stream,
+                reason,
+            )
+
+    def _lost_to_trim(self, n: int) -> None:
+        self.trimmed += n
+        log.warning(
+            "eventbus redis: %d pending entr%s of %s trimmed (MAXLEN) before processing",
+            n,
+            "y was" if n == 1 else "ies were",
+            self.stream,
+        )
+
+    # ------------------------------------------------------------------------ group upkeep
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # Start at "0": a group created after proxies began publishing still gets what
+            # the stream holds, rather than only what comes after the first dispatcher.
+            self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            self.groups_created += 1
+            log.info("eventbus redis: created consumer group %s on %s", self.group, self.stream)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _recreate_group(self) -> None:
+        log.warning(
+            "eventbus redis: consumer group %s of %s is gone (Redis flushed?); re-creating it",
+            self.group,
+            self.stream,
+        )
+        self._group_ready = False
+        self._backlog_from = None  # its pending entries went with it
+        self._claim_cursor = "0-0"
+        self._deferred_acks.clear()
+        self._ensure_group()
+
+    def _note_error(self, exc: BaseException) -> None:
+        message = safe_error(exc)
+        if message != self.last_error:
+            log.warning("eventbus redis consumer %s cannot read (%s); retrying", self.name, message)
+        self.last_error = message
+        self._group_ready = False  # re-check the group once Redis answers (it may be new)
+
+    # ---------------------------------------------------------------------- acknowledging
+
+    def ack(self, tokens: Sequence[str]) -> None:
+        """Acknowledge processed deliveries (their entry ids): they will not come again.
+
+        If Redis is unreachable the acknowledgements are kept and sent with the next call;
+        until then the entries stay pending (and may be redelivered: at-least-once).
+        """
+        self._deferred_acks.extend(_text(t) for t in tokens)
+        self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        ids, self._deferred_acks = self._deferred_acks, []
+        if not ids:
+            return
+        try:
+            self.acked += int(self._client.xack(self.stream, self.group, *ids))
+        except redis.ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+            self._group_ready = False  # the group and its pending entries are gone
+        except TRANSIENT_ERRORS as exc:
+            self._note_error(exc)
+            self._deferred_acks = (ids + self._deferred_acks)[-_MAX_DEFERRED_ACKS:]
+
+    def close(self) -> None:
+        """Stop reading; unacknowledged deliveries stay pending for a later reader."""
+        if self._deferred_acks:
+            # Closing must not raise; unacknowledged entries will be redelivered.
+            with contextlib.suppress(Exception):
+                self._flush_acks()
+        self._closed = True
+
+    def figures(self) -> dict[str, Any]:
+        """This consumer's counters."""
+        return {
+            "name": self.name,
+            "delivered": self.delivered,
+            "acked": self.acked,
+            "claimed": self.claimed,
+            "dead_lettered": self.dead_lettered,
+            "trimmed": self.trimmed,
+            "last_error": self.last_error,
+        }
+
+    def __repr__(self) -> str:
+        return f"<StreamConsumer {self.name!r} group={self.group!r} stream={self.stream!r}>"

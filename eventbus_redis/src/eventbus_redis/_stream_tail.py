@@ -1,0 +1,113 @@
+"""`StreamTailer`: plain fan-out subscriptions on a Redis stream (no consumer group).
+
+Every subscription receives every entry added after it subscribed, read with XREAD from its
+own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands.
+Gaps (entries trimmed before they were read) show as a jump in LogIDs and are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from eventbus_core import Event, WireFormatError
+from eventbus_redis._client import socket_timeout
+from eventbus_redis._tail import Cursor, Gap, Tailer
+
+__all__ = ["StreamTailer"]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamTailer(Tailer):
+    """Moves new stream entries into subscriptions, in stream order.
+
+    Args:
+        client: The Redis client.
+        stream: The stream key.
+        poll: Longest single XREAD BLOCK (also how long `stop()` may wait on an idle stream).
+        on_undecodable: Called with the number of entries that did not decode.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        *,
+        poll: float = 0.25,
+        on_undecodable: Callable[[int], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._stream = stream
+        self._on_undecodable = on_undecodable
+        sock = socket_timeout(client)
+        if sock is not None:
+            poll = min(poll, max(sock - 1.0, 0.01))
+        super().__init__(name=f"eventbus-redis-stream-tail[{stream}]", poll=poll)
+
+    def start_position(self) -> str:
+        """The id of the newest entry ("0-0" for an empty stream)."""
+        newest = self._client.xrevrange(self._stream, count=1)
+        return _text(newest[0][0]) if newest else "0-0"
+
+    def read(self, cursor: Cursor, max_items: int) -> bool:
+        """Hand the subscription the entries after its position; report LogID jumps as gaps."""
+        reply: Any = self._client.xread({self._stream: cursor.position}, count=max_items)
+        if not reply:
+            return False
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        events: list[Event] = []
+        bad = 0
+        last_log = int(cursor.extra.get("log_id", 0))
+        sub = cursor.sub
+        for _entry_id, fields in entries:
+            data = fields.get(b"data", fields.get("data")) if fields else None
+            try:
+                if data is None:
+                    raise WireFormatError("entry has no 'data' field")
+                event = Event.from_json(data)
+            except WireFormatError:
+                bad += 1
+                continue
+            if event.log_id:
+                if last_log and event.log_id > last_log + 1:
+                    sub.report_gap(
+                        Gap(
+                            last_log,
+                            event.log_id - last_log - 1,
+                            "LogIDs jumped (stream trimmed or entries deleted)",
+                        )
+                    )
+                    self.gaps += 1
+                last_log = max(last_log, event.log_id)
+            events.append(event)
+        cursor.position = _text(entries[-1][0])
+        cursor.extra["log_id"] = last_log
+        if bad:
+            self.undecodable += bad
+            if self._on_undecodable is not None:
+                self._on_undecodable(bad)
+        if events:
+            taken = sub.offer(events)
+            if taken < len(events):
+                sub.count_dropped(len(events) - taken)
+            sub.last_log_id = last_log
+        return True
+
+    def wait(self, timeout: float) -> None:
+        """Block until an entry newer than the furthest subscription's position lands."""
+        positions = [c.position for c in self._cursors if c.position is not None]
+        if not positions:
+            super().wait(timeout)
+            return
+        newest = max(positions, key=_id_key)
+        self._client.xread({self._stream: newest}, count=1, block=max(1, int(timeout * 1000)))

@@ -1,0 +1,290 @@
+"""`RedisStreamsEventBus`: a Redis stream with consumer groups and at-least-once delivery.
+
+Settings read by the `redis-streams` backend factory: `REDIS_URL` (redis_url),
+`OBSERVABILITY_BUFFER_SIZE` (buffer_size), `EVENTBUS_STOP_TIMEOUT` (stop_timeout),
+`EVENTBUS_REDIS_STREAM` (redis_stream), `EVENTBUS_REDIS_GROUP` (redis_group) and
+`EVENTBUS_REDIS_STREAM_MAX_LEN` (redis_stream_max_len).
+
+Layout, shared with the Go original: stream `llm-proxy-events`, one field `data` holding the
+event's Go wire JSON, `MAXLEN ~ 10000`, group `llm-proxy-dispatchers`. Added: each entry's JSON
+carries a LogID from the counter `<stream>:seq`, stamped in the same script as the XADD, so
+consumers can detect gaps and de-duplicate redeliveries; dead letters go to `<stream>:dead`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Self
+
+import redis
+
+from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings
+from eventbus_redis._client import client_from_settings, describe_client
+from eventbus_redis._consumer import StreamConsumer, default_consumer_name
+from eventbus_redis._scripts import STREAM_APPEND, tail_of
+from eventbus_redis._stream_tail import StreamTailer
+from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._writer import BatchWriter
+
+__all__ = ["RedisStreamsEventBus"]
+
+
+class RedisStreamsEventBus(BaseEventBus):
+    """Event bus on a Redis stream; consumers read through consumer groups.
+
+    `publish()` only appends to a bounded buffer; a background writer adds each batch with one
+    script call (INCRBY once, then XADD per event with its LogID), one round trip per batch.
+
+    Args:
+        client: A `redis.Redis` (or fakeredis) client; it may point at an unreachable server.
+        stream: The stream key.
+        group: The default consumer group of `consumer()` and `stream_info()`.
+        buffer_size: Events `publish()` buffers before dropping and counting more.
+        max_len: Approximate stream length kept (`MAXLEN ~`; 0: no trimming).
+        stop_timeout: Seconds `stop()` waits at most to write what was accepted.
+        max_batch: Most events per round trip.
+        dead_letter_stream: Key of the dead-letter stream (default `<stream>:dead`).
+        dead_letter_max_len: Approximate length the dead-letter stream keeps (0: unbounded).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str = "llm-proxy-events",
+        group: str = "llm-proxy-dispatchers",
+        *,
+        buffer_size: int = 1000,
+        max_len: int = 10_000,
+        stop_timeout: float = 5.0,
+        max_batch: int = 500,
+        dead_letter_stream: str | None = None,
+        dead_letter_max_len: int = 10_000,
+    ) -> None:
+        if not stream or not group:
+            raise ValueError("stream and group must be non-empty names")
+        if max_len < 0:
+            raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
+        self._client = client
+        self.stream = stream
+        self.group = group
+        self.seq_key = f"{stream}:seq"
+        self.max_len = max_len
+        self.buffer_size = buffer_size
+        self.stop_timeout = stop_timeout
+        self._dead_letter_stream = dead_letter_stream or f"{stream}:dead"
+        self._dead_letter_max_len = dead_letter_max_len
+        self._marker_key = f"{stream}:writer:{uuid.uuid4().hex}"
+        self._batch_no = 0
+        self.last_log_id = 0
+        self._append = client.register_script(STREAM_APPEND)
+        self._tailer: StreamTailer | None = None
+        self._consumers: list[StreamConsumer] = []
+        self._stopped = False
+        self._undecodable = 0
+        self._writer = BatchWriter(
+            self._write_batch,
+            buffer_size=buffer_size,
+            max_batch=max_batch,
+            name=f"eventbus-redis-writer[{stream}]",
+        )
+
+    @classmethod
+    def from_settings(cls, settings: EventBusSettings) -> Self:
+        """Build the `redis-streams` backend from `REDIS_URL` and the `EVENTBUS_REDIS_*` settings.
+
+        Does not connect: the application starts even while Redis is unreachable.
+
+        Raises:
+            SettingsError: `REDIS_URL` is missing.
+        """
+        return cls(
+            client_from_settings(settings),
+            settings.redis_stream,
+            settings.redis_group,
+            buffer_size=settings.buffer_size,
+            max_len=settings.redis_stream_max_len,
+            stop_timeout=settings.stop_timeout,
+        )
+
+    @property
+    def dead_letter_stream(self) -> str:
+        """Key of the dead-letter stream (fields: data, reason, stream, id, group, consumer,
+        deliveries)."""
+        return self._dead_letter_stream
+
+    # -------------------------------------------------------------------------- publishing
+
+    def publish(self, event: Event) -> None:
+        """Buffer `event` for the writer and return at once; never blocks, never raises.
+
+        A full buffer (Redis slow or down) or a stopped bus counts the event as dropped.
+        """
+        self._writer.publish(event)
+
+    def _write_batch(self, batch: list[Event]) -> None:
+        tails = [tail_of(e) for e in batch]
+        self._batch_no += 1
+        last = self._append(
+            keys=[self.stream, self.seq_key, self._marker_key],
+            args=[self.max_len, self._batch_no, *tails],
+        )
+        if int(last) > 0:
+            self.last_log_id = int(last)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Return True once every event published so far is in the stream (False on timeout)."""
+        return self._writer.flush(timeout)
+
+    # ---------------------------------------------------------------------------- consuming
+
+    def consumer(
+        self,
+        group: str | None = None,
+        name: str | None = None,
+        *,
+        batch_size: int = 100,
+        block: float = 5.0,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+    ) -> StreamConsumer:
+        """Return a consumer of `group` (default: the bus's group) named `name`.
+
+        The group is created on first read if missing (MKSTREAM, starting at "0": the entries
+        the stream already holds are delivered too). A consumer restarted under the same name
+        first re-reads its own pending entries; the default name is `host-pid`.
+        """
+        consumer = StreamConsumer(
+            self._client,
+            self.stream,
+            group or self.group,
+            name or default_consumer_name(),
+            batch_size=batch_size,
+            block=block,
+            claim_idle=claim_idle,
+            max_deliveries=max_deliveries,
+            dead_letter_stream=self._dead_letter_stream,
+            dead_letter_max_len=self._dead_letter_max_len,
+        )
+        self._consumers.append(consumer)
+        return consumer
+
+    def stream_info(self, group: str | None = None) -> dict[str, Any]:
+        """Figures for `eventbus stats`: stream length, and the group's pending count and lag.
+
+        `lag` is what Redis reports (entries not yet delivered to the group; None when Redis
+        cannot tell after deletions). Raises redis-py's errors if Redis cannot be reached.
+        """
+        name = group or self.group
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xlen(self.stream)
+        pipe.xlen(self._dead_letter_stream)
+        length, dead = pipe.execute()
+        info: dict[str, Any] = {
+            "stream": self.stream,
+            "length": int(length),
+            "group": name,
+            "exists": False,
+            "pending": 0,
+            "lag": None,
+            "consumers": 0,
+            "last_delivered_id": None,
+            "dead_letter_stream": self._dead_letter_stream,
+            "dead_letters": int(dead),
+        }
+        try:
+            groups: Any = self._client.xinfo_groups(self.stream) if length else []
+        except redis.ResponseError:
+            groups = []
+        for row in groups:
+            row_name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+            if row_name == name:
+                last = row.get("last-delivered-id")
+                info.update(
+                    exists=True,
+                    pending=int(row["pending"]),
+                    consumers=int(row["consumers"]),
+                    lag=None if row.get("lag") is None else int(row["lag"]),
+                    last_delivered_id=last.decode() if isinstance(last, bytes) else last,
+                )
+        return info
+
+    # ------------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, name: str | None = None) -> RedisSubscription:
+        """Return a fan-out subscription to every entry added to the stream from now on.
+
+        No consumer group: each subscription sees everything, in stream order. For
+        at-least-once processing shared between workers, use `consumer()` instead.
+        """
+        sub = RedisSubscription(self.buffer_size, name=name, on_close=self._unsubscribe)
+        if self._stopped:
+            sub.finish()
+            return sub
+        if self._tailer is None:
+            self._tailer = StreamTailer(
+                self._client, self.stream, on_undecodable=self._count_undecodable
+            )
+        try:
+            start: str | None = self._tailer.start_position()
+        except Exception:  # Redis is down: start from "now" once it answers
+            start = None
+        self._tailer.add(sub, start)
+        return sub
+
+    def _count_undecodable(self, n: int) -> None:
+        self._undecodable += n
+
+    def _unsubscribe(self, sub: Any) -> None:
+        if self._tailer is not None:
+            self._tailer.remove(sub)
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it to
+        this bus's subscriptions, then end them. Idempotent; never hangs. Consumers are
+        separate: close them yourself (their pending entries stay for later readers).
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        wait = self.stop_timeout if timeout is None else timeout
+        self._writer.close(wait)
+        if self._tailer is not None:
+            target = self.last_log_id
+
+            def caught_up(cursor: Cursor) -> bool:
+                return target == 0 or int(cursor.extra.get("log_id", 0)) >= target
+
+            self._tailer.stop(caught_up, max(wait, 0.5))
+
+    def stats(self) -> BusStats:
+        """`(published, dropped)`, with writer state and stream figures in `extra` (no I/O)."""
+        published, dropped = self._writer.counts()
+        tailer = self._tailer
+        extra: dict[str, Any] = {
+            "backend": "redis-streams",
+            "stream": self.stream,
+            "group": self.group,
+            "redis": describe_client(self._client),
+            **self._writer.figures(),
+            "last_log_id": self.last_log_id,
+            "undecodable": self._undecodable,
+            "gaps": tailer.gaps if tailer else 0,
+            "consumers": [c.figures() for c in self._consumers],
+            "stopped": self._stopped,
+        }
+        return BusStats(
+            published,
+            dropped,
+            queue_depth=self._writer.queue_depth(),
+            subscribers=tuple(s.stats() for s in tailer.subscriptions) if tailer else (),
+            extra=extra,
+        )
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else self._writer.state
+        return (
+            f"<RedisStreamsEventBus {state} {describe_client(self._client)} "
+            f"stream={self.stream!r} group={self.group!r} buffer_size={self.buffer_size}>"
+        )

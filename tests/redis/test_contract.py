@@ -1,0 +1,43 @@
+"""Both Redis backends pass the shared behavioural contract, on fakeredis and on a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from eventbus_core import EventBus
+from eventbus_core.testing import BusContractTests
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+
+
+class _RedisContract(BusContractTests):
+    """Gives each test a client and a unique key prefix (fixture `client` of conftest)."""
+
+    redis_client: redis.Redis
+    key_prefix: str
+
+    @pytest.fixture(autouse=True)
+    def _redis(self, client: redis.Redis, prefix: str) -> Iterator[None]:
+        self.redis_client = client
+        self.key_prefix = prefix
+        yield
+
+    def settle(self, bus: EventBus) -> None:
+        assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)
+        assert bus.flush(10.0)
+
+
+class TestRedisLogContract(_RedisContract):
+    def make_bus(self, buffer_size: int) -> EventBus:
+        return RedisEventBus.log(
+            self.redis_client, f"{self.key_prefix}:log", 300, 0, buffer_size=buffer_size
+        )
+
+
+class TestRedisStreamsContract(_RedisContract):
+    def make_bus(self, buffer_size: int) -> EventBus:
+        return RedisStreamsEventBus(
+            self.redis_client, f"{self.key_prefix}:stream", buffer_size=buffer_size, max_len=0
+        )
