@@ -232,10 +232,11 @@ class RedisEventBus(BaseEventBus):
         if self._tailer is not None:
             target = self.last_log_id
 
-            def caught_up(cursor: Cursor) -> bool:
-                return target == 0 or (cursor.position is not None and cursor.position >= target)
+            def behind(cursor: Cursor) -> int:
+                position = cursor.position if cursor.position is not None else 0
+                return max(0, target - int(position)) if target else 0
 
-            self._tailer.stop(caught_up, max(wait, 0.5))
+            self._tailer.stop(behind, max(wait, 0.5))
 
     def stats(self) -> BusStats:
         """`(published, dropped)`, with writer state and log figures in `extra`."""

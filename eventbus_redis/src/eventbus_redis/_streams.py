@@ -253,10 +253,10 @@ class RedisStreamsEventBus(BaseEventBus):
         if self._tailer is not None:
             target = self.last_log_id
 
-            def caught_up(cursor: Cursor) -> bool:
-                return target == 0 or int(cursor.extra.get("log_id", 0)) >= target
+            def behind(cursor: Cursor) -> int:
+                return max(0, target - int(cursor.extra.get("log_id", 0))) if target else 0
 
-            self._tailer.stop(caught_up, max(wait, 0.5))
+            self._tailer.stop(behind, max(wait, 0.5))
 
     def stats(self) -> BusStats:
         """`(published, dropped)`, with writer state and stream figures in `extra` (no I/O)."""

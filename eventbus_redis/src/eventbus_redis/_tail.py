@@ -22,6 +22,8 @@ __all__ = ["Cursor", "Gap", "RedisSubscription", "Tailer"]
 
 log = logging.getLogger("eventbus.redis")
 
+_STUCK_AFTER = 0.25  # seconds a full buffer may stay full during stop before we give up on it
+
 
 @dataclass(frozen=True, slots=True)
 class Gap:
@@ -97,7 +99,7 @@ class Tailer:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop_at: float | None = None
-        self._caught_up: Callable[[Cursor], bool] | None = None
+        self._behind: Callable[[Cursor], int] | None = None
         self.state = "idle"
         self.last_error: str | None = None
         self.undecodable = 0
@@ -205,21 +207,40 @@ class Tailer:
     def _stopping_done(self, *, force: bool) -> bool:
         if self._stop_at is None:
             return False
-        if force or time.monotonic() >= self._stop_at:
+        now = time.monotonic()
+        if force or now >= self._stop_at:
             return True
-        check = self._caught_up
-        return check is None or all(c.sub.finished or check(c) for c in self._cursors)
+        behind = self._behind
+        return behind is None or all(
+            c.sub.finished or behind(c) <= 0 or self._stuck(c, now) for c in self._cursors
+        )
 
-    def stop(self, caught_up: Callable[[Cursor], bool], timeout: float) -> None:
-        """Deliver until `caught_up(cursor)` holds for every subscription (at most `timeout`),
-        then end every subscription."""
-        self._caught_up = caught_up
+    @staticmethod
+    def _stuck(cursor: Cursor, now: float) -> bool:
+        """True once a subscription's buffer has stayed full for a while during stop: its
+        consumer is not reading, so waiting longer for it would only delay the others."""
+        if cursor.sub.space() > 0:
+            cursor.extra.pop("full_since", None)
+            return False
+        since: float = cursor.extra.setdefault("full_since", now)
+        return now - since >= _STUCK_AFTER
+
+    def stop(self, behind: Callable[[Cursor], int], timeout: float) -> None:
+        """Deliver until `behind(cursor)` (events still to hand over) is 0 for every
+        subscription, or its buffer stays full, or `timeout` runs out; then end them all.
+
+        What a subscription could not be handed is counted as dropped for it.
+        """
+        self._behind = behind
         self._stop_at = time.monotonic() + timeout
         self._wake.set()
         self.interrupt()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout + 0.5)
         for cursor in self._cursors:
+            missed = behind(cursor)
+            if missed > 0 and not cursor.sub.finished:
+                cursor.sub.count_dropped(missed)
             cursor.sub.finish()
         self.state = "stopped"
 
