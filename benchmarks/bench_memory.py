@@ -5,7 +5,8 @@
 
 Table 1: cost of one call, in ns: p50 / p99 over individually timed calls (each sample includes
 one `perf_counter_ns()` pair, whose own cost is printed), and the mean from timing blocks of
-1,000 calls (no timer inside): `InMemoryEventBus.publish` with 4 subscribers being drained by 4 threads, beside
+1,000 calls (no timer inside): `InMemoryEventBus.publish` with 4 subscribers being drained
+by 4 threads, beside
 `queue.Queue(maxsize).put_nowait` (the standard library's bounded hand-off) and a bare
 `collections.deque.append` (the floor). Ratios are to `Queue.put_nowait` measured in the same run.
 
@@ -84,7 +85,8 @@ def bench_publish_cost(n: int, rounds: int) -> list[tuple[str, float, float, flo
         for d in drains:
             d.start()
         results["InMemoryEventBus.publish (4 subscribers)"].append(
-            (*_quantiles(_time_calls(bus.publish, event, n)), _block_mean(bus.publish, event, n)))
+            (*_quantiles(_time_calls(bus.publish, event, n)), _block_mean(bus.publish, event, n))
+        )
         stop.set()
         bus.stop()
         for d in drains:
@@ -93,10 +95,12 @@ def bench_publish_cost(n: int, rounds: int) -> list[tuple[str, float, float, flo
 
         q: queue.Queue[Event] = queue.Queue(maxsize=n * 3)
         results["queue.Queue(maxsize).put_nowait"].append(
-            (*_quantiles(_time_calls(q.put_nowait, event, n)), _block_mean(q.put_nowait, event, n)))
+            (*_quantiles(_time_calls(q.put_nowait, event, n)), _block_mean(q.put_nowait, event, n))
+        )
         dq: collections.deque[Event] = collections.deque()
         results["collections.deque.append"].append(
-            (*_quantiles(_time_calls(dq.append, event, n)), _block_mean(dq.append, event, n)))
+            (*_quantiles(_time_calls(dq.append, event, n)), _block_mean(dq.append, event, n))
+        )
     return [
         (name, *(statistics.median(v[i] for v in vals) for i in range(3)))
         for name, vals in results.items()
@@ -119,8 +123,7 @@ def bench_fan_out(n: int, subscribers: int) -> tuple[float, int]:
             remaining[index] -= len(batch)
         done.wait()
 
-    threads = [threading.Thread(target=consume, args=(i,), daemon=True)
-               for i in range(subscribers)]
+    threads = [threading.Thread(target=consume, args=(i,), daemon=True) for i in range(subscribers)]
     for t in threads:
         t.start()
     events = [make_event(i) for i in range(n)]
@@ -147,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     overhead = _timer_overhead(time.perf_counter_ns)
     rows = bench_publish_cost(n, rounds)
     baseline = next(row for row in rows if row[0].startswith("queue.Queue"))
-    print(f"{'call':<44}{'p50 ns':>8}{'p99 ns':>8}{'mean ns':>9}{'p50/Queue':>11}{'mean/Queue':>11}")
+    print(
+        f"{'call':<44}{'p50 ns':>8}{'p99 ns':>8}{'mean ns':>9}{'p50/Queue':>11}{'mean/Queue':>11}"
+    )
     for name, p50, p99, mean in rows:
-        print(f"{name:<44}{p50:>8.0f}{p99:>8.0f}{mean:>9.0f}"
-              f"{p50 / baseline[1]:>11.2f}{mean / baseline[3]:>11.2f}")
+        print(
+            f"{name:<44}{p50:>8.0f}{p99:>8.0f}{mean:>9.0f}"
+            f"{p50 / baseline[1]:>11.2f}{mean / baseline[3]:>11.2f}"
+        )
     print(f"(p50/p99 samples include the timer pair itself: {overhead} ns median)")
 
     print(f"\n{'fan-out':<44}{'events/s to all':>18}{'drops':>8}")

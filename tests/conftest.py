@@ -18,8 +18,8 @@ def _find_vectors() -> Path:
         candidate = base / "shared" / "wire" / "go-event-vectors.json"
         if candidate.is_file():
             return candidate
-    bundled = ROOT / "tests" / "data" / "go-event-vectors.json"
-    return bundled
+    # A copy of the same samples, for a checkout without shared/ beside it.
+    return ROOT / "tests" / "data" / "go-event-vectors.json"
 
 
 GO_VECTORS_PATH = _find_vectors()

@@ -11,8 +11,13 @@ from eventbus_core import Event
 
 
 def test_contract_example() -> None:
-    evt = Event(request_id="req-123", method="POST", path="/v1/chat/completions",
-                status=200, duration=timedelta(milliseconds=150))
+    evt = Event(
+        request_id="req-123",
+        method="POST",
+        path="/v1/chat/completions",
+        status=200,
+        duration=timedelta(milliseconds=150),
+    )
     assert evt.duration_ns == 150_000_000
     assert evt.duration == timedelta(milliseconds=150)
     assert evt.log_id == 0
@@ -43,8 +48,10 @@ def test_headers_are_read_only_and_normalised() -> None:
     source = {"Content-Type": "application/json", "Set-Cookie": ["a=1", "b=2"]}
     evt = Event(response_headers=source)
     source["Content-Type"] = "text/plain"  # the caller's dict does not leak in
-    assert evt.response_headers == {"Content-Type": ("application/json",),
-                                    "Set-Cookie": ("a=1", "b=2")}
+    assert evt.response_headers == {
+        "Content-Type": ("application/json",),
+        "Set-Cookie": ("a=1", "b=2"),
+    }
     with pytest.raises(TypeError):
         evt.response_headers["X"] = ("y",)  # type: ignore[index]
     assert evt.header("content-type") == "application/json"
@@ -81,8 +88,11 @@ def test_equality_hash_and_pickle() -> None:
 
 
 def test_repr_hides_bodies_and_header_values() -> None:
-    evt = Event(request_id="r", response_headers={"Authorization": ["Bearer sk-secret"]},
-                request_body=b"password=hunter2")
+    evt = Event(
+        request_id="r",
+        response_headers={"Authorization": ["Bearer sk-secret"]},
+        request_body=b"password=hunter2",
+    )
     text = repr(evt)
     assert "sk-secret" not in text and "hunter2" not in text
     assert "<16 bytes>" in text

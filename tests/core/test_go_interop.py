@@ -28,13 +28,18 @@ def _go_roundtrip(lines: list[bytes], tmp_path: Path) -> list[dict[str, Any]]:
         if os.environ.get("CI"):
             pytest.fail("the Go toolchain is missing in CI: .ci/run installs golang-go")
         pytest.skip("Go is not installed (apt-get install golang-go) — CI runs this test")
-    env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GOPATH": str(tmp_path / "gopath"),
-           "GO111MODULE": "off", "GOFLAGS": ""}
+    env = {
+        **os.environ,
+        "GOCACHE": str(tmp_path / "gocache"),
+        "GOPATH": str(tmp_path / "gopath"),
+        "GO111MODULE": "off",
+        "GOFLAGS": "",
+    }
     binary = tmp_path / "roundtrip"
-    subprocess.run([go, "build", "-o", str(binary), str(PROGRAM)], env=env, check=True,
-                   timeout=240)
-    done = subprocess.run([str(binary)], input=b"\n".join(lines) + b"\n", capture_output=True,
-                          check=True, timeout=60)
+    subprocess.run([go, "build", "-o", str(binary), str(PROGRAM)], env=env, check=True, timeout=240)
+    done = subprocess.run(
+        [str(binary)], input=b"\n".join(lines) + b"\n", capture_output=True, check=True, timeout=60
+    )
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
@@ -45,10 +50,18 @@ def test_go_decodes_what_we_write_and_we_decode_what_go_writes(
         make_event(1),
         Event(),
         Event(response_headers={}, response_body=b"", request_body=b"\x00\xff\x80"),
-        Event(log_id=9007199254740993, path="/x?a=<b>&c=\u2028\u00e9", status=503,
-              duration=timedelta(hours=3, microseconds=7), request_id="\U0001f600"),
-        Event(log_id=-1, duration=-5000, response_headers={"Set-Cookie": ["a=1", "b=2"],
-                                                           "X-Empty": []}),
+        Event(
+            log_id=9007199254740993,
+            path="/x?a=<b>&c=\u2028\u00e9",
+            status=503,
+            duration=timedelta(hours=3, microseconds=7),
+            request_id="\U0001f600",
+        ),
+        Event(
+            log_id=-1,
+            duration=-5000,
+            response_headers={"Set-Cookie": ["a=1", "b=2"], "X-Empty": []},
+        ),
         Event(response_body=bytes(range(256)) * 300),
     ]
     events += [Event.from_json(json.dumps(v)) for v in go_vectors]

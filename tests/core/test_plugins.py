@@ -19,7 +19,8 @@ from eventbus_core import (
     create_bus,
     hookimpl,
 )
-from eventbus_core.testing import RecordingBus
+from eventbus_core.testing import RecordingBus, make_event
+from eventbus_memory import InMemoryEventBus
 
 
 class RecordingPlugin:
@@ -138,9 +139,9 @@ def test_factory_import_error_becomes_backend_load_error() -> None:
 
 def test_duplicate_names_keep_the_first_and_warn() -> None:
     first, second = RecordingPlugin(), RecordingPlugin()
+    registry = PluginRegistry(load_entry_points=False)
+    registry.register_plugin(first, name="first")
     with pytest.warns(PluginLoadWarning, match="registered by both"):
-        registry = PluginRegistry(load_entry_points=False)
-        registry.register_plugin(first, name="first")
         registry.register_plugin(second, name="second")
     assert registry.backend("recording").plugin == "first"
 
@@ -159,13 +160,9 @@ def test_register_rejects_bad_arguments() -> None:
 
 
 def test_create_bus_without_environment_is_in_memory() -> None:
-    from eventbus_memory import InMemoryEventBus
-
     bus = create_bus()
     assert isinstance(bus, InMemoryEventBus)
     sub = bus.subscribe()
-    from eventbus_core.testing import make_event
-
     bus.publish(make_event(1))
     assert sub.get(timeout=5).request_id == "req-1"
     bus.stop()

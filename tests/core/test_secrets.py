@@ -15,7 +15,10 @@ from eventbus_core import RedactedURL, redact_url
         ("redis://tokenonly@host", "redis://***@host"),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("unix:///tmp/r.sock?password=pw&db=1", "unix:///tmp/r.sock?password=***&db=1"),
-        ("error connecting to rediss://a:b@h:1 refused", "error connecting to rediss://a:***@h:1 refused"),
+        (
+            "error connecting to rediss://a:b@h:1 refused",
+            "error connecting to rediss://a:***@h:1 refused",
+        ),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:

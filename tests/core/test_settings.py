@@ -12,9 +12,14 @@ def test_defaults_match_the_seed() -> None:
     assert (settings.backend, settings.buffer_size, settings.redis_url) == ("memory", 1000, None)
     assert settings.stop_timeout == 5.0
     assert (settings.redis_key, settings.redis_ttl, settings.redis_max_len) == (
-        "llm-proxy:events", 86_400.0, 10_000)
+        "llm-proxy:events",
+        86_400.0,
+        10_000,
+    )
     assert (settings.redis_stream, settings.redis_group) == (
-        "llm-proxy-events", "llm-proxy-dispatchers")
+        "llm-proxy-events",
+        "llm-proxy-dispatchers",
+    )
 
 
 def test_reads_the_seed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,9 +33,7 @@ def test_reads_the_seed_environment_variables(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize("spelling", ["in-memory", "In-Memory", " memory ", "MEMORY"])
-def test_in_memory_is_an_alias_of_memory(
-    monkeypatch: pytest.MonkeyPatch, spelling: str
-) -> None:
+def test_in_memory_is_an_alias_of_memory(monkeypatch: pytest.MonkeyPatch, spelling: str) -> None:
     monkeypatch.setenv("LLM_PROXY_EVENT_BUS", spelling)
     assert EventBusSettings().backend == "memory"
 

@@ -47,8 +47,17 @@ def test_nil_and_empty_are_distinct_on_the_wire() -> None:
 
 def test_writes_go_key_names_and_integer_nanoseconds() -> None:
     doc = json.loads(Event(request_id="r", duration=1_500, response_body=b"\xff").to_json())
-    assert list(doc) == ["LogID", "RequestID", "Method", "Path", "Status", "Duration",
-                         "ResponseHeaders", "ResponseBody", "RequestBody"]
+    assert list(doc) == [
+        "LogID",
+        "RequestID",
+        "Method",
+        "Path",
+        "Status",
+        "Duration",
+        "ResponseHeaders",
+        "ResponseBody",
+        "RequestBody",
+    ]
     assert doc["Duration"] == 1500
     assert doc["ResponseBody"] == base64.b64encode(b"\xff").decode()
 
@@ -88,7 +97,7 @@ def test_non_ascii_and_separators_round_trip() -> None:
         (b'{"ResponseHeaders": {"A": "b"}}', "header 'A' in 'ResponseHeaders' must be a list"),
         (b'{"ResponseHeaders": []}', "'ResponseHeaders' must be an object"),
         (b'{"Status": NaN}', "NaN is not a JSON value"),
-        (b'\xff\xfe{', "invalid JSON"),
+        (b"\xff\xfe{", "invalid JSON"),
     ],
 )
 def test_bad_input_says_what_is_wrong(data: bytes, message: str) -> None:

@@ -31,10 +31,18 @@ def _chat_response(rng: random.Random, model: str, n: int) -> tuple[bytes, int, 
         "object": "chat.completion",
         "created": 1_764_000_000 + n,
         "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "Sure. " * rng.randint(2, 40)}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Sure. " * rng.randint(2, 40)},
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
     return json.dumps(body).encode(), prompt_tokens, completion_tokens
 
@@ -43,8 +51,12 @@ def _sse_response(rng: random.Random, model: str, n: int) -> bytes:
     words = ["Event", " buses", " never", " block", " the", " request", " path", "."]
     chunks = []
     for word in words[: rng.randint(3, len(words))]:
-        delta = {"id": f"chatcmpl-{n:06d}", "object": "chat.completion.chunk", "model": model,
-                 "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+        delta = {
+            "id": f"chatcmpl-{n:06d}",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+        }
         chunks.append(f"data: {json.dumps(delta)}\n\n")
     chunks.append("data: [DONE]\n\n")
     return "".join(chunks).encode()
@@ -57,14 +69,22 @@ def simulated_request(rng: random.Random, n: int) -> Event:
     if model.startswith("text-embedding"):
         path = "/v1/embeddings"
         request: dict[str, Any] = {"model": model, "input": rng.choice(_PROMPTS)}
-        response = json.dumps({"object": "list", "model": model,
-                               "data": [{"index": 0, "embedding": [0.01] * 8}],
-                               "usage": {"prompt_tokens": 9, "total_tokens": 9}}).encode()
+        response = json.dumps(
+            {
+                "object": "list",
+                "model": model,
+                "data": [{"index": 0, "embedding": [0.01] * 8}],
+                "usage": {"prompt_tokens": 9, "total_tokens": 9},
+            }
+        ).encode()
         content_type = "application/json"
     else:
         path = "/v1/chat/completions"
-        request = {"model": model, "stream": stream,
-                   "messages": [{"role": "user", "content": rng.choice(_PROMPTS)}]}
+        request = {
+            "model": model,
+            "stream": stream,
+            "messages": [{"role": "user", "content": rng.choice(_PROMPTS)}],
+        }
         if stream:
             response, content_type = _sse_response(rng, model, n), "text/event-stream"
         else:
@@ -80,8 +100,11 @@ def simulated_request(rng: random.Random, n: int) -> Event:
         path=path,
         status=status,
         duration=rng.randint(40, 2_500) * 1_000_000 + rng.randint(0, 999_999),
-        response_headers={"Content-Type": [content_type], "X-Request-Id": [f"req-{n:06d}"],
-                          "Openai-Model": [model]},
+        response_headers={
+            "Content-Type": [content_type],
+            "X-Request-Id": [f"req-{n:06d}"],
+            "Openai-Model": [model],
+        },
         response_body=response,
         request_body=json.dumps(request).encode(),
     )
@@ -118,17 +141,24 @@ class DemoReport:
             f"events delivered   {self.delivered}",
             f"lines written      {self.written}  -> {self.output}",
             f"publish() cost     p50 {self.percentile(0.5) / 1000:.2f} us   "
-            f"p99 {self.percentile(0.99) / 1000:.2f} us   max {max(self.publish_ns or [0]) / 1000:.1f} us",
+            f"p99 {self.percentile(0.99) / 1000:.2f} us   "
+            f"max {max(self.publish_ns or [0]) / 1000:.1f} us",
             f"wall time          {self.seconds:.2f} s",
         ]
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as plain data."""
         return {
-            "backend": self.backend, "requests": self.requests, "published": self.published,
-            "dropped": self.dropped, "delivered": self.delivered, "written": self.written,
-            "output": str(self.output), "seconds": round(self.seconds, 3),
-            "publish_p50_ns": self.percentile(0.5), "publish_p99_ns": self.percentile(0.99),
+            "backend": self.backend,
+            "requests": self.requests,
+            "published": self.published,
+            "dropped": self.dropped,
+            "delivered": self.delivered,
+            "written": self.written,
+            "output": str(self.output),
+            "seconds": round(self.seconds, 3),
+            "publish_p50_ns": self.percentile(0.5),
+            "publish_p99_ns": self.percentile(0.99),
         }
 
 
@@ -159,8 +189,9 @@ def run_demo(
     output.parent.mkdir(parents=True, exist_ok=True)
     ready = threading.Event()
     counts = [0, 0]
-    consumer = threading.Thread(target=_consume, args=(bus, output, ready, counts),
-                                name="demo-consumer", daemon=True)
+    consumer = threading.Thread(
+        target=_consume, args=(bus, output, ready, counts), name="demo-consumer", daemon=True
+    )
     consumer.start()
     ready.wait(10)
     costs: list[list[int]] = [[] for _ in range(workers)]
@@ -179,8 +210,9 @@ def run_demo(
             bus.publish(event)
             mine.append(clock() - t0)
 
-    threads = [threading.Thread(target=proxy_worker, args=(i,), name=f"proxy-{i}")
-               for i in range(workers)]
+    threads = [
+        threading.Thread(target=proxy_worker, args=(i,), name=f"proxy-{i}") for i in range(workers)
+    ]
     for t in threads:
         t.start()
     for t in threads:

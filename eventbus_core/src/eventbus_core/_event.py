@@ -33,9 +33,7 @@ def _duration_to_ns(duration: timedelta | int) -> int:
 def _freeze_headers(headers: Mapping[str, Iterable[str] | str] | None) -> Headers | None:
     if headers is None:
         return None
-    if isinstance(headers, MappingProxyType) and all(
-        type(v) is tuple for v in headers.values()
-    ):
+    if isinstance(headers, MappingProxyType) and all(type(v) is tuple for v in headers.values()):
         return headers
     frozen: dict[str, tuple[str, ...]] = {}
     for name, values in headers.items():
@@ -50,7 +48,7 @@ def _freeze_headers(headers: Mapping[str, Iterable[str] | str] | None) -> Header
     return MappingProxyType(frozen)
 
 
-def _check_bytes(name: str, value: bytes | bytearray | memoryview | None) -> bytes | None:
+def _check_bytes(name: str, value: object) -> bytes | None:
     if value is None or type(value) is bytes:
         return value
     if isinstance(value, bytearray | memoryview):
@@ -228,11 +226,23 @@ class Event:
         return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.log_id, self.request_id, self.method, self.path, self.status,
-                     self.duration_ns, self.response_body, self.request_body))
+        return hash(
+            (
+                self.log_id,
+                self.request_id,
+                self.method,
+                self.path,
+                self.status,
+                self.duration_ns,
+                self.response_body,
+                self.request_body,
+            )
+        )
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Event is immutable; use event.replace({name}=...) for a changed copy")
+        raise AttributeError(
+            f"Event is immutable; use event.replace({name}=...) for a changed copy"
+        )
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError("Event is immutable")
@@ -241,8 +251,17 @@ class Event:
         headers = None if self.response_headers is None else dict(self.response_headers)
         return (
             Event,
-            (self.request_id, self.method, self.path, self.status, self.duration_ns, headers,
-             self.response_body, self.request_body, self.log_id),
+            (
+                self.request_id,
+                self.method,
+                self.path,
+                self.status,
+                self.duration_ns,
+                headers,
+                self.response_body,
+                self.request_body,
+                self.log_id,
+            ),
         )
 
     def __repr__(self) -> str:
@@ -250,7 +269,9 @@ class Event:
         def size(body: bytes | None) -> str:
             return "None" if body is None else f"<{len(body)} bytes>"
 
-        headers = "None" if self.response_headers is None else f"<{len(self.response_headers)} headers>"
+        headers = (
+            "None" if self.response_headers is None else f"<{len(self.response_headers)} headers>"
+        )
         return (
             f"Event(log_id={self.log_id}, request_id={self.request_id!r}, method={self.method!r}, "
             f"path={self.path!r}, status={self.status}, duration_ns={self.duration_ns}, "

@@ -198,7 +198,8 @@ class PluginRegistry:
             raise BackendLoadError(
                 f"event bus backend {key!r} is installed ({info.distribution or info.module}) "
                 f"but failed to load: {info.error}. Reinstall it, e.g. "
-                f"pip install --force-reinstall '{_KNOWN_DISTRIBUTIONS.get(key, info.distribution)}'"
+                f"pip install --force-reinstall "
+                f"'{_KNOWN_DISTRIBUTIONS.get(key, info.distribution)}'"
             ) from failed
         raise UnknownBackendError(self._unknown_message("backend", key, self.backends))
 
@@ -226,7 +227,10 @@ class PluginRegistry:
         broken = [f"{n} ({i.error})" for n, i in self.plugins.items() if i.error]
         extra = f". Plugins that failed to load: {'; '.join(broken)}" if broken else ""
         variable = " (LLM_PROXY_EVENT_BUS)" if kind == "backend" else " (EVENTBUS_SINKS / --sink)"
-        return f"unknown eventbus {kind} {key!r}{variable}. Installed {kind}s: {installed}; {how}{extra}"
+        return (
+            f"unknown eventbus {kind} {key!r}{variable}. "
+            f"Installed {kind}s: {installed}; {how}{extra}"
+        )
 
 
 _registry: PluginRegistry | None = None

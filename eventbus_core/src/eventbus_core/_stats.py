@@ -88,4 +88,3 @@ class BusStats(tuple[int, int]):
             + "".join(f", {k}={v!r}" for k, v in self.extra.items())
             + ")"
         )
-

@@ -8,6 +8,7 @@ Hand-offs are per batch, and a consumer is only woken when it is actually waitin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -110,10 +111,9 @@ class Subscription:
     @staticmethod
     def _wake_async(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
         for loop, fut in waiters:
-            try:
+            # A closed loop raises RuntimeError: its consumer is gone, nobody is left to wake.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake_future, fut)
-            except RuntimeError:
-                pass  # the consumer's loop is closed: nobody is left to wake
 
     # ------------------------------------------------------------------------- consumer side
 

@@ -65,7 +65,11 @@ def _int(field: str, value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        kind = "number with a fraction or exponent" if isinstance(value, float) else type(value).__name__
+        kind = (
+            "number with a fraction or exponent"
+            if isinstance(value, float)
+            else type(value).__name__
+        )
         if isinstance(value, str):
             kind = "string"
         raise WireFormatError(f"field {field!r} must be an integer, got {kind}: {value!r}")
@@ -78,7 +82,9 @@ def _str(field: str, value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise WireFormatError(f"field {field!r} must be a string, got {type(value).__name__}: {value!r}")
+        raise WireFormatError(
+            f"field {field!r} must be a string, got {type(value).__name__}: {value!r}"
+        )
     return value
 
 
@@ -86,7 +92,9 @@ def _bytes(field: str, value: Any) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, str):
-        data = value.replace("\r", "").replace("\n", "") if "\n" in value or "\r" in value else value
+        data = (
+            value.replace("\r", "").replace("\n", "") if "\n" in value or "\r" in value else value
+        )
         try:
             return base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -97,7 +105,9 @@ def _bytes(field: str, value: Any) -> bytes | None:
         # Go's decoder also fills a []byte from an array of numbers 0..255.
         if all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in value):
             return bytes(value)
-        raise WireFormatError(f"field {field!r}: an array for a byte slice must hold integers 0..255")
+        raise WireFormatError(
+            f"field {field!r}: an array for a byte slice must hold integers 0..255"
+        )
     raise WireFormatError(
         f"field {field!r} must be a base64 string or null, got {type(value).__name__}"
     )
@@ -185,7 +195,9 @@ def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         snippet = data[:60]
-        raise WireFormatError(f"invalid JSON for an event ({exc}); input starts {snippet!r}") from exc
+        raise WireFormatError(
+            f"invalid JSON for an event ({exc}); input starts {snippet!r}"
+        ) from exc
     if not isinstance(doc, dict):
         raise WireFormatError(
             f"an event must be a JSON object with keys like 'RequestID', got {type(doc).__name__}"

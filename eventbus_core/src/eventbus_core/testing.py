@@ -100,8 +100,9 @@ class RecordingBus(BaseEventBus):
 
     def stats(self) -> BusStats:
         """`(published, dropped)`."""
-        return BusStats(len(self.published), self._dropped,
-                        subscribers=tuple(s.stats() for s in self._subs))
+        return BusStats(
+            len(self.published), self._dropped, subscribers=tuple(s.stats() for s in self._subs)
+        )
 
     def clear(self) -> None:
         """Forget the recorded events."""
@@ -110,8 +111,7 @@ class RecordingBus(BaseEventBus):
 
     def find(self, **fields: Any) -> list[Event]:
         """Return the recorded events whose attributes equal every given value."""
-        return [e for e in self.published
-                if all(getattr(e, k) == v for k, v in fields.items())]
+        return [e for e in self.published if all(getattr(e, k) == v for k, v in fields.items())]
 
     def assert_published(self, count: int | None = None, **fields: Any) -> list[Event]:
         """Assert that events matching `fields` were published (exactly `count`, if given).
@@ -134,8 +134,9 @@ class RecordingBus(BaseEventBus):
     def assert_nothing_published(self) -> None:
         """Assert that no event was published."""
         if self.published:
-            raise AssertionError(f"expected no events, got {len(self.published)}: "
-                                 f"{self.published[:3]!r}")
+            raise AssertionError(
+                f"expected no events, got {len(self.published)}: {self.published[:3]!r}"
+            )
 
 
 class BusContractTests:

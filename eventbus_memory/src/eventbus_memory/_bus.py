@@ -70,8 +70,11 @@ class InMemoryEventBus(BaseEventBus):
                 f"buffer_size must be a positive int, got {buffer_size!r} "
                 "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
             )
-        for label, value in (("stop_timeout", stop_timeout), ("retry_base", retry_base),
-                             ("linger", linger)):
+        for label, value in (
+            ("stop_timeout", stop_timeout),
+            ("retry_base", retry_base),
+            ("linger", linger),
+        ):
             if value < 0:
                 raise ValueError(f"{label} must be >= 0 seconds, got {value!r}")
         if retries < 0:
@@ -211,7 +214,7 @@ class InMemoryEventBus(BaseEventBus):
         if room >= len(events):
             state.pending.extend(events)
         else:
-            state.pending.extend(events[:max(room, 0)])
+            state.pending.extend(events[: max(room, 0)])
             state.sub.count_dropped(len(events) - max(room, 0))
         if self._retries == 0:
             state.sub.count_dropped(len(state.pending))
@@ -240,7 +243,7 @@ class InMemoryEventBus(BaseEventBus):
                 state.sub.count_dropped(len(pending))
                 pending.clear()
                 continue
-            state.next_retry = now + self._retry_base * (2 ** state.attempts)
+            state.next_retry = now + self._retry_base * (2**state.attempts)
         return moved_any
 
     def _has_pending(self) -> bool:

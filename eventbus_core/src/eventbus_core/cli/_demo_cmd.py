@@ -27,8 +27,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--backend", help="override LLM_PROXY_EVENT_BUS for this run")
     parser.add_argument("--requests", type=int, default=4_000, help="requests to simulate")
     parser.add_argument("--workers", type=int, default=8, help="concurrent proxy threads")
-    parser.add_argument("--output", type=Path, default=Path("demo-events.jsonl"),
-                        help="JSONL file the consumer writes (default: %(default)s)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("demo-events.jsonl"),
+        help="JSONL file the consumer writes (default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
 
@@ -40,8 +44,13 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"backend": args.backend} if args.backend else {}
     settings = EventBusSettings(**overrides)
     bus = create_bus(settings)
-    report = run_demo(bus, backend=settings.backend, output=args.output,
-                      workers=args.workers, requests=args.requests)
+    report = run_demo(
+        bus,
+        backend=settings.backend,
+        output=args.output,
+        workers=args.workers,
+        requests=args.requests,
+    )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -32,20 +32,29 @@ def run(args: argparse.Namespace) -> int:
         registry = PluginRegistry()
     infos = sorted(registry.plugins.values(), key=lambda i: i.name)
     if args.json:
-        print(json.dumps({"plugins": [i.as_dict() for i in infos],
-                          "backends": sorted(registry.backends),
-                          "sinks": sorted(registry.sinks)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "plugins": [i.as_dict() for i in infos],
+                    "backends": sorted(registry.backends),
+                    "sinks": sorted(registry.sinks),
+                },
+                indent=2,
+            )
+        )
     else:
         rows = [("NAME", "DISTRIBUTION", "VERSION", "BACKENDS", "SINKS", "STATUS")]
         for info in infos:
-            rows.append((
-                info.name,
-                info.distribution or "-",
-                info.version or "-",
-                ",".join(info.backends) or "-",
-                ",".join(info.sinks) or "-",
-                f"ERROR {info.error}" if info.error else "ok",
-            ))
+            rows.append(
+                (
+                    info.name,
+                    info.distribution or "-",
+                    info.version or "-",
+                    ",".join(info.backends) or "-",
+                    ",".join(info.sinks) or "-",
+                    f"ERROR {info.error}" if info.error else "ok",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
