@@ -166,3 +166,22 @@ def test_create_bus_without_environment_is_in_memory() -> None:
     bus.publish(make_event(1))
     assert sub.get(timeout=5).request_id == "req-1"
     bus.stop()
+
+
+def test_one_module_behind_two_entry_points_registers_once() -> None:
+    module = types.ModuleType("two_names")
+    calls: list[int] = []
+
+    @hookimpl
+    def eventbus_register_backends(register: Any) -> None:
+        calls.append(1)
+        register("alpha", lambda settings: RecordingBus())
+        register("beta", lambda settings: RecordingBus())
+
+    module.eventbus_register_backends = eventbus_register_backends  # type: ignore[attr-defined]
+    registry = PluginRegistry(load_entry_points=False)
+    registry.register_plugin(module, name="alpha")
+    second = registry.register_plugin(module, name="beta")
+    assert calls == [1]
+    assert second.backends == ["alpha", "beta"]
+    assert set(registry.backends) == {"alpha", "beta"}

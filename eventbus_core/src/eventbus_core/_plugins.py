@@ -93,6 +93,7 @@ class PluginRegistry:
         self.backends: dict[str, Registration] = {}
         self.sinks: dict[str, Registration] = {}
         self._load_errors: dict[str, BaseException] = {}
+        self._info_of: dict[int, PluginInfo] = {}
         if load_entry_points:
             self._load_entry_points()
         for plugin in plugins:
@@ -138,6 +139,14 @@ class PluginRegistry:
         return info
 
     def _register(self, plugin: object, info: PluginInfo) -> None:
+        if self.pm.is_registered(plugin):
+            # One module behind several entry points (e.g. `redis` and `redis-streams`): its
+            # hooks already ran; show what it registered under each entry name.
+            first = self._info_of.get(id(plugin))
+            if first is not None:
+                info.backends, info.sinks = first.backends, first.sinks
+            return
+        self._info_of[id(plugin)] = info
         try:
             self.pm.register(plugin, name=info.name)
         except Exception as exc:
