@@ -59,6 +59,11 @@ def test_python_examples_run(page: str, tmp_path: Path) -> None:
         script = tmp_path / "example.py"
         script.write_text(block)
         done = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+            [sys.executable, str(script)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
         )
         assert done.returncode == 0, f"{page} example failed:\n{block}\n{done.stderr}"
