@@ -19,6 +19,10 @@ __all__ = ["build_parser", "main"]
 COMMANDS: Final = (
     "eventbus_core.cli._plugins_cmd",
     "eventbus_core.cli._demo_cmd",
+    "eventbus_core.cli._tail_cmd",
+    "eventbus_core.cli._publish_cmd",
+    "eventbus_core.cli._stats_cmd",
+    "eventbus_core.cli._replay_cmd",
 )
 
 

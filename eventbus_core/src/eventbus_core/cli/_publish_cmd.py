@@ -1,0 +1,117 @@
+"""`eventbus publish`: publish events given as JSON lines (the Go wire format) on stdin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from eventbus_core._errors import WireFormatError
+from eventbus_core._event import Event
+from eventbus_core._factory import create_bus
+from eventbus_core._settings import EventBusSettings
+from eventbus_core.cli._ops import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    add_backend_options,
+    settings_from_args,
+    with_redis_errors,
+)
+from eventbus_core.cli._progress import Progress
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register the `publish` command."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "publish",
+        help="publish events given as JSON lines on stdin",
+        description="Read events as JSON lines in the Go llm-proxy wire format (one object per "
+        "line, as 'eventbus tail --json' prints them) and publish them to the configured "
+        "backend. Blank lines are skipped; a line that is not a valid event is reported on "
+        "stderr and skipped (or ends the run with --strict). Waits until the backend has "
+        "taken everything (bounded by EVENTBUS_STOP_TIMEOUT).",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument(
+        "-f", "--file", type=Path, metavar="PATH", help="read from this file instead of stdin"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="stop at the first invalid line (exit 1)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress and no summary on stderr"
+    )
+    add_backend_options(parser)
+    parser.set_defaults(func=run)
+
+
+@with_redis_errors
+def run(args: argparse.Namespace) -> int:
+    """Publish every valid line; exit 1 if a line was rejected or an event dropped."""
+    settings = settings_from_args(args)
+    if args.file is None:
+        return _publish(args, settings, sys.stdin)
+    try:
+        with args.file.open(encoding="utf-8") as source:
+            return _publish(args, settings, source)
+    except FileNotFoundError as exc:
+        raise ValueError(f"--file {str(args.file)!r}: no such file") from exc
+
+
+def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextIO) -> int:
+    if settings.backend == "memory" and not args.quiet:
+        print(
+            "eventbus publish: note: the memory backend lives in this process only; nothing "
+            "else will see these events (set LLM_PROXY_EVENT_BUS=redis to share them)",
+            file=sys.stderr,
+        )
+    bus = create_bus(settings)
+    # publish() never waits, so a fast reader would overrun the bus's buffer and drop. Where
+    # the bus can flush, wait for it every half buffer: back-pressure for a batch tool.
+    flush = getattr(bus, "flush", None)
+    every = max(1, settings.buffer_size // 2)
+    rejected = 0
+    sent = 0
+    try:
+        with Progress("published", enabled=not (args.quiet or args.json)) as progress:
+            for number, line in enumerate(source, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    event = Event.from_json(line)
+                except WireFormatError as exc:
+                    rejected += 1
+                    print(f"eventbus publish: line {number}: {exc}", file=sys.stderr)
+                    if args.strict:
+                        break
+                    continue
+                bus.publish(event)
+                sent += 1
+                if flush is not None and sent % every == 0:
+                    flush(settings.stop_timeout)
+                progress.advance()
+    finally:
+        # stop() writes what was accepted (bounded) and counts what it could not.
+        bus.stop()
+    published, dropped = bus.stats()
+    summary = {
+        "backend": settings.backend,
+        "accepted": published,
+        "dropped": dropped,
+        "rejected": rejected,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        print(
+            f"eventbus publish: {published} accepted, {dropped} dropped, {rejected} rejected "
+            f"line(s) (backend {settings.backend})",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if rejected or dropped else EXIT_OK

@@ -1,0 +1,161 @@
+"""The operator commands without Redis: help, exit codes, `publish` on the memory bus, progress."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from eventbus_core import Event
+from eventbus_core.cli import build_parser, main
+from eventbus_core.cli._ops import format_event
+from eventbus_core.cli._progress import Progress
+from eventbus_core.cli._replay_cmd import parse_time
+
+COMMANDS = ("tail", "publish", "stats", "replay")
+
+
+def lines(*events: Event) -> str:
+    return "".join(e.to_json().decode() + "\n" for e in events)
+
+
+def ev(n: int, **fields: object) -> Event:
+    values: dict[str, object] = {
+        "request_id": f"req-{n}",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "status": 200,
+        "duration": 1_500_000 + n,
+        "request_body": b'{"model":"gpt-4o"}',
+    }
+    values.update(fields)
+    return Event(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_everywhere(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit codes" in out
+    assert "--backend" in out
+
+
+def test_commands_are_registered() -> None:
+    text = build_parser().format_help()
+    for command in COMMANDS:
+        assert command in text
+
+
+@pytest.mark.parametrize("command", ["tail", "stats", "replay"])
+def test_memory_backend_is_refused_with_advice(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command]) == 2
+    err = capsys.readouterr().err
+    assert "LLM_PROXY_EVENT_BUS=redis" in err
+    assert "memory" in err
+
+
+def test_redis_backend_without_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--backend", "redis"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err
+
+
+def test_unreachable_redis_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    code = main(["stats", "--backend", "redis", "--redis-url", "redis://:pw@127.0.0.1:1/0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Redis failed" in err
+    assert "pw" not in err
+
+
+def test_publish_on_memory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines(ev(1), ev(2)) + "\n"))
+    assert main(["publish", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {
+        "backend": "memory",
+        "accepted": 2,
+        "dropped": 0,
+        "rejected": 0,
+    }
+    assert "memory backend lives in this process only" in captured.err
+
+
+def test_publish_reports_bad_lines_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines(ev(1)) + "{not json\n" + lines(ev(2))))
+    assert main(["publish", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["accepted"] == 2
+    assert json.loads(captured.out)["rejected"] == 1
+    assert "line 2:" in captured.err
+
+
+def test_publish_strict_stops_at_the_first_bad_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text(lines(ev(1)) + '{"Status": "x"}\n' + lines(ev(2)))
+    assert main(["publish", "--strict", "--json", "--file", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["accepted"] == 1
+
+
+def test_format_event_line() -> None:
+    line = format_event(ev(3, log_id=42, response_body=b"x" * 2048))
+    assert line.split() == [
+        "#42",
+        "200",
+        "POST",
+        "/v1/chat/completions",
+        "1.5ms",
+        "req=18B",
+        "resp=2.0KiB",
+        "id=req-3",
+    ]
+    assert " 900µs " in format_event(Event(duration=900_000))
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_one_line_on_a_tty() -> None:
+    out = FakeTTY()
+    with Progress("replayed", 10, stream=out, interval=0) as progress:
+        progress.interval = 0  # redraw on every step for the test
+        progress.advance(4)
+        progress.advance(6)
+    text = out.getvalue()
+    assert text.count("\r") == 3
+    assert text.endswith("\n")
+    assert "replayed 10/10 (100%)" in text
+
+
+def test_progress_is_plain_lines_in_a_pipe() -> None:
+    out = io.StringIO()
+    with Progress("replayed", None, stream=out, interval=0) as progress:
+        progress.advance(2)
+    assert "\r" not in out.getvalue()
+    assert out.getvalue().splitlines()[0].startswith("replayed 2")
+    quiet = io.StringIO()
+    with Progress("replayed", 5, stream=quiet, interval=3600) as progress:
+        progress.advance(5)  # short work in a pipe: nothing at all
+    assert quiet.getvalue() == ""
+
+
+def test_parse_time_forms() -> None:
+    assert parse_time("2026-01-31T12:00:00Z").isoformat() == "2026-01-31T12:00:00+00:00"
+    assert parse_time("2026-01-31T12:00:00").utcoffset() is not None
+    assert parse_time("15m") < parse_time("1m")
+    with pytest.raises(Exception, match="not a time"):
+        parse_time("yesterday")

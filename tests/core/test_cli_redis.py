@@ -1,0 +1,230 @@
+"""`tail`, `publish`, `stats` and `replay` against the real Redis on 127.0.0.1:6379.
+
+Databases 10 to 12 only, a unique key prefix per test, everything under it deleted afterwards.
+`tail` and `publish` run as separate processes, as an operator would run them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus_core import Event
+from eventbus_core.cli import main
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
+
+URL = "redis://127.0.0.1:6379/11"
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (redis.ConnectionError, OSError) as exc:
+        pytest.skip(f"no Redis at {URL}: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis) -> Iterator[str]:
+    prefix = f"eventbus-cli-test:{uuid.uuid4().hex[:10]}"
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def env(prefix: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Settings for the commands: the redis log under this test's prefix."""
+    values = {
+        "LLM_PROXY_EVENT_BUS": "redis",
+        "REDIS_URL": URL,
+        "EVENTBUS_REDIS_KEY": f"{prefix}:events",
+        "EVENTBUS_REDIS_STREAM": f"{prefix}:stream",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **values, "PYTHONWARNINGS": "ignore"}
+
+
+def ev(n: int) -> Event:
+    return Event(
+        request_id=f"req-{n}",
+        method="POST",
+        path="/v1/chat/completions",
+        status=200,
+        duration=1_000_000 * n,
+        response_body=b'{"ok":true}',
+    )
+
+
+def jsonl(events: list[Event]) -> str:
+    return "".join(e.to_json().decode() + "\n" for e in events)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "eventbus_core.cli", *args]
+
+
+def publish_log(client: redis.Redis, key: str, events: list[Event]) -> None:
+    bus = RedisEventBus.log(client, key, ttl=600, max_len=10_000)
+    for n, event in enumerate(events, start=1):
+        bus.publish(event)
+        if n % 500 == 0:
+            assert bus.flush(10)  # stay within the writer's buffer: no drops
+    assert bus.flush(10)
+    assert bus.stats().dropped == 0
+    bus.stop()
+
+
+def test_tail_shows_events_published_by_another_process(env: dict[str, str]) -> None:
+    tail = subprocess.Popen(
+        cli("tail", "--json", "--count", "3"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None
+        # tail says so on stderr once it is subscribed: from then on nothing is missed.
+        for line in tail.stderr:
+            if line.startswith("eventbus tail: following"):
+                break
+        else:
+            pytest.fail("tail ended before following")
+        published = subprocess.run(
+            cli("publish", "--json"),
+            input=jsonl([ev(1), ev(2), ev(3)]),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        assert published.returncode == 0, published.stderr
+        assert json.loads(published.stdout)["accepted"] == 3
+        out, _ = tail.communicate(timeout=30)
+    finally:
+        tail.kill()
+    assert tail.returncode == 0
+    got = [Event.from_json(line) for line in out.splitlines()]
+    assert [e.request_id for e in got] == ["req-1", "req-2", "req-3"]
+    assert [e.log_id for e in got] == [1, 2, 3]
+    assert got[0].replace(log_id=0) == ev(1)
+
+
+def test_tail_last_prints_history_readably(
+    client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 6)])
+    # Two events of history, then one live event (--count counts live events only).
+    proc = subprocess.Popen(
+        cli("tail", "--last", "2", "--count", "1"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("eventbus tail: following"):
+                break
+        publish_log(client, f"{prefix}:events", [ev(6)])
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    rows = out.splitlines()
+    assert [r.split()[0] for r in rows] == ["#4", "#5", "#6"]
+    assert rows[0].split()[1:4] == ["200", "POST", "/v1/chat/completions"]
+
+
+def test_stats_of_the_log(
+    client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 5)])
+    assert main(["stats", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["published"] == 4
+    assert figures["length"] == 4
+    assert (figures["oldest_log_id"], figures["newest_log_id"]) == (1, 4)
+    assert figures["dropped"] is None
+    assert 0 < figures["ttl_seconds"] <= 600
+    assert main(["stats"]) == 0
+    assert "published            4" in capsys.readouterr().out
+
+
+def test_stats_of_the_stream_with_pending_and_lag(
+    client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = RedisStreamsEventBus(client, f"{prefix}:stream", group="dispatchers")
+    for n in range(1, 6):
+        bus.publish(ev(n))
+    assert bus.flush(10)
+    consumer = bus.consumer(name="c1", block=0.1)
+    got = consumer.read(3, timeout=5)
+    assert len(got) == 3
+    consumer.ack([d.token for d in got[:1]])
+    consumer.close()
+    bus.stop()
+    assert main(["stats", "--json", "--backend", "redis-streams"]) == 0
+    figures: dict[str, Any] = json.loads(capsys.readouterr().out)
+    assert figures["length"] == 5
+    (group,) = figures["groups"]
+    assert group["name"] == "dispatchers"
+    assert group["pending"] == 2
+    assert group["lag"] in (2, None)  # Redis 7 reports lag; older versions do not
+    assert main(["stats", "--backend", "redis-streams"]) == 0
+    assert "group dispatchers" in capsys.readouterr().out
+
+
+def test_replay_log_range_to_stdout(
+    client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 2501)])
+    client.lpush(f"{prefix}:events", b"not an event")
+    assert main(["replay", "--from-id", "999", "--to-id", "1003"]) == 1  # 1: undecodable entry
+    captured = capsys.readouterr()
+    got = [Event.from_json(line) for line in captured.out.splitlines()]
+    assert [e.log_id for e in got] == [999, 1000, 1001, 1002, 1003]
+    assert "1 undecodable" in captured.err
+
+
+def test_replay_stream_by_time_and_dry_run(
+    client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = RedisStreamsEventBus(client, f"{prefix}:stream")
+    for n in range(1, 8):
+        bus.publish(ev(n))
+    assert bus.flush(10)
+    bus.stop()
+    assert main(["replay", "--backend", "redis-streams", "--since", "1h", "--from-id", "3"]) == 0
+    got = [Event.from_json(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e.request_id for e in got] == [f"req-{n}" for n in range(3, 8)]
+    assert main(["replay", "--source", "stream", "--until", "2000-01-01T00:00:00Z"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["replay", "--source", "stream", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "would replay 7 event(s)" in captured.err
+
+
+def test_replay_time_range_on_the_log_is_refused(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", "--since", "10m"]) == 2
+    assert "no timestamps" in capsys.readouterr().err
