@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 import fakeredis
+
+from tests.redis._servers import ThrowawayRedis
 
 REDIS_URL = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
 
@@ -60,3 +63,12 @@ def client(request: pytest.FixtureRequest, prefix: str) -> redis.Redis:
     """Each test using this runs on fakeredis and on the real server."""
     result: redis.Redis = request.getfixturevalue(request.param)
     return result
+
+
+@pytest.fixture
+def throwaway(tmp_path: Path) -> Iterator[ThrowawayRedis]:
+    """A private redis-server on a free port, killed after the test."""
+    server = ThrowawayRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()

@@ -108,11 +108,8 @@ class LogTailer(Tailer):
             cursor.position = 0
             return True
         if hi < 0:
-            if seq > last:
-                sub.report_gap(Gap(last, seq - last, "trimmed or expired before it was read"))
-                self.gaps += 1
-                cursor.position = seq
-                return True
+            # Nothing to read. If the counter is ahead of an empty list (expired, or a Go
+            # writer between its INCR and LPUSH), the gap, if any, shows once entries arrive.
             return False
         oldest = seq - hi  # index i holds LogID seq - i
         if oldest > last + 1:
@@ -126,9 +123,7 @@ class LogTailer(Tailer):
             except WireFormatError:
                 bad += 1
                 continue
-            # LogID 0 comes from writers that do not stamp: deliver, it cannot be a repeat.
-            if event.log_id > last or event.log_id == 0:
-                events.append(event)
+            events.append(event)
         if bad:
             self.undecodable += bad
             if self._on_undecodable is not None:

@@ -85,6 +85,12 @@ LOG_READ_NEW: Final = """
 -- than ARGV[1] that are still in the list (index i holds LogID seq - i).
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local last = tonumber(ARGV[1])
+if seq < last then return {seq, 0, -1, {}} end
+-- A Go writer runs INCR and LPUSH separately: between the two the counter is ahead of the
+-- list. Then read only up to the LogID actually at the head, and the rest next time.
+local head = redis.call('LINDEX', KEYS[1], 0)
+local head_id = head and tonumber(string.match(head, '^%s*{%s*"LogID"%s*:%s*(%d+)%s*,'))
+if head_id and head_id > 0 and head_id < seq then seq = head_id end
 if seq <= last then return {seq, 0, -1, {}} end
 local len = redis.call('LLEN', KEYS[1])
 local hi = math.min(seq - last, len) - 1

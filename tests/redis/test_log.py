@@ -1,0 +1,220 @@
+"""RedisEventBus (backend `redis`): layout, reading, subscriptions and gaps, on fake and real Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus_core import Event, EventBusSettings, create_bus
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from eventbus_redis._scripts import LOG_APPEND, tail_of
+
+GO_KEYS = {
+    "LogID",
+    "RequestID",
+    "Method",
+    "Path",
+    "Status",
+    "Duration",
+    "ResponseHeaders",
+    "ResponseBody",
+    "RequestBody",
+}
+
+
+def test_log_layout_matches_go_newest_first_with_seq_trim_and_ttl(
+    client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:log"
+    with RedisEventBus.log(client, key, ttl=120, max_len=30) as bus:
+        for i in range(50):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        raw = client.lrange(key, 0, -1)
+        assert len(raw) == 30 == bus.event_count()
+        assert int(client.get(f"{key}:seq") or 0) == 50
+        assert 0 < client.pttl(key) <= 120_000
+        docs = [json.loads(r) for r in raw]
+        assert [d["LogID"] for d in docs] == list(range(50, 20, -1))  # newest at index 0
+        assert [d["RequestID"] for d in docs] == [f"req-{i}" for i in range(49, 19, -1)]
+        assert all(set(d) == GO_KEYS for d in docs)
+
+
+def test_publisher_mode_stamps_but_neither_trims_nor_expires(
+    client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:pub"
+    with RedisEventBus.publisher(client, key) as bus:
+        for i in range(20):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+    assert client.llen(key) == 20
+    assert client.pttl(key) == -1
+    assert [e.log_id for e in bus.read_events(0, -1)] == list(range(20, 0, -1))
+
+
+def test_what_we_store_is_the_event_in_go_wire_format(client: redis.Redis, prefix: str) -> None:
+    key = f"{prefix}:wire"
+    events = [
+        make_event(1),
+        Event(),
+        Event(response_headers={}, response_body=b"", request_body=bytes(range(256))),
+    ]
+    with RedisEventBus.publisher(client, key) as bus:
+        for e in events:
+            bus.publish(e)
+        assert bus.flush(10)
+        stored = list(reversed(client.lrange(key, 0, -1)))
+    for n, (event, raw) in enumerate(zip(events, stored, strict=True), start=1):
+        doc = json.loads(raw)
+        assert doc["LogID"] == n
+        assert Event.from_json(raw) == event.with_log_id(n)
+        assert json.loads(event.with_log_id(n).to_json()) == doc
+
+
+def test_go_decodes_what_the_writer_stored(
+    client: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    from tests.core.test_go_interop import _go_roundtrip  # skips without Go (CI has it)
+
+    key = f"{prefix}:go"
+    events = [make_event(i, response_body=bytes(range(256)) * 4) for i in range(3)]
+    with RedisEventBus.publisher(client, key) as bus:
+        for e in events:
+            bus.publish(e)
+        assert bus.flush(10)
+        stored = list(reversed(client.lrange(key, 0, -1)))
+    answers = _go_roundtrip(stored, tmp_path)
+    assert [Event.from_json(json.dumps(a)) for a in answers] == [
+        e.with_log_id(n) for n, e in enumerate(events, start=1)
+    ]
+
+
+def test_go_written_entries_are_read_and_delivered(
+    client: redis.Redis, prefix: str, go_vectors: list[dict[str, Any]]
+) -> None:
+    key = f"{prefix}:fromgo"
+    with RedisEventBus.log(client, key, ttl=60, max_len=100, poll=0.05) as bus:
+        sub = bus.subscribe()
+        for vector in go_vectors:  # the Go proxy's way: INCR, stamp, then LPUSH its JSON
+            log_id = client.incr(f"{key}:seq")
+            client.lpush(key, json.dumps({**vector, "LogID": log_id}))
+        got = [sub.get(timeout=10) for _ in go_vectors]
+        expected = [
+            Event.from_json(json.dumps(v)).with_log_id(n) for n, v in enumerate(go_vectors, 1)
+        ]
+        assert got == expected
+        assert bus.read_events(0, -1) == list(reversed(expected))
+
+
+def test_undecodable_entries_are_skipped_and_counted(client: redis.Redis, prefix: str) -> None:
+    key = f"{prefix}:bad"
+    with RedisEventBus.log(client, key, ttl=60, max_len=100, poll=0.05) as bus:
+        sub = bus.subscribe()
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        client.incr(f"{key}:seq")
+        client.lpush(key, b"not json at all")
+        bus.publish(make_event(3))
+        assert bus.flush(10)
+        assert [e.request_id for e in (sub.get(timeout=10), sub.get(timeout=10))] == [
+            "req-1",
+            "req-3",
+        ]
+        assert [e.request_id for e in bus.read_events()] == ["req-3", "req-1"]
+        assert bus.stats().extra["undecodable"] == 2  # once by the subscriber, once by read
+
+
+def test_read_events_and_event_count_work_after_stop(client: redis.Redis, prefix: str) -> None:
+    bus = RedisEventBus.log(client, f"{prefix}:after", ttl=60, max_len=100)
+    for i in range(5):
+        bus.publish(make_event(i))
+    bus.stop()
+    assert bus.event_count() == 5
+    assert [e.request_id for e in bus.read_events(1, 2)] == ["req-3", "req-2"]
+
+
+def test_subscriber_told_about_a_gap_when_the_log_is_trimmed_past_it(
+    client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:gap"
+    with RedisEventBus.log(client, key, ttl=60, max_len=10) as bus:
+        sub = bus.subscribe()
+        # Another writer appends 40 events in one batch and trims to 10 at once: the
+        # subscriber cannot have read the first 30.
+        script = client.register_script(LOG_APPEND)
+        tails = [tail_of(make_event(i)) for i in range(40)]
+        script(keys=[key, f"{key}:seq", f"{key}:writer:other"], args=[10, 1, 0, "", *tails])
+        got = [sub.get(timeout=10) for _ in range(10)]
+        assert [e.log_id for e in got] == list(range(31, 41))
+        assert [(g.after, g.missed) for g in sub.gaps] == [(0, 30)]
+        assert sub.stats().dropped == 30
+        assert bus.stats().extra["gaps"] == 1
+
+
+def test_counter_going_backwards_is_reported_and_new_events_still_arrive(
+    client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:reset"
+    with RedisEventBus.log(client, key, ttl=60, max_len=100) as bus:
+        sub = bus.subscribe()
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+        client.delete(key, f"{key}:seq")  # what a flushed or restarted Redis looks like
+        for i in range(5, 7):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        again = [sub.get(timeout=10) for _ in range(2)]
+        assert [(e.log_id, e.request_id) for e in again] == [(1, "req-5"), (2, "req-6")]
+        assert sub.gaps[0].missed is None and sub.gaps[0].after == 5
+
+
+def test_a_batch_retried_after_a_lost_reply_is_written_once(
+    client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:dedupe"
+    script = client.register_script(LOG_APPEND)
+    keys = [key, f"{key}:seq", f"{key}:writer:w1"]
+    args = [0, 1, 0, "", tail_of(make_event(1)), tail_of(make_event(2))]
+    assert script(keys=keys, args=args) == 2
+    assert script(keys=keys, args=args) == -1  # same writer, same batch number: skipped
+    assert client.llen(key) == 2
+
+
+def test_large_log_ids_are_written_as_integers(client: redis.Redis, prefix: str) -> None:
+    key = f"{prefix}:big"
+    client.set(f"{key}:seq", 10**15)
+    with RedisEventBus.publisher(client, key) as bus:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+    assert json.loads(client.lindex(key, 0) or b"")["LogID"] == 10**15 + 1
+
+
+def test_create_bus_builds_both_backends_from_settings_without_connecting() -> None:
+    url = "redis://:pw@127.0.0.1:1/0"  # nothing listens on port 1: building must not connect
+    log_bus = create_bus(EventBusSettings(backend="redis", redis_url=url))
+    streams_bus = create_bus(EventBusSettings(backend="redis-streams", redis_url=url))
+    try:
+        assert isinstance(log_bus, RedisEventBus)
+        assert (log_bus.key, log_bus.max_len, log_bus.ttl) == ("llm-proxy:events", 10_000, 86_400)
+        assert isinstance(streams_bus, RedisStreamsEventBus)
+        assert (streams_bus.stream, streams_bus.group, streams_bus.max_len) == (
+            "llm-proxy-events",
+            "llm-proxy-dispatchers",
+            10_000,
+        )
+    finally:
+        log_bus.stop(0)
+        streams_bus.stop(0)
+
+
+def test_missing_redis_url_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="REDIS_URL"):
+        create_bus(EventBusSettings(backend="redis"))
