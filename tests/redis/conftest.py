@@ -12,10 +12,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import fakeredis
 import pytest
 import redis
-
-import fakeredis
 
 from tests.redis._servers import ThrowawayRedis
 

@@ -146,12 +146,17 @@ class RedisStreamsEventBus(BaseEventBus):
         block: float = 5.0,
         claim_idle: float = 30.0,
         max_deliveries: int = 5,
+        claim_interval: float | None = None,
     ) -> StreamConsumer:
         """Return a consumer of `group` (default: the bus's group) named `name`.
 
         The group is created on first read if missing (MKSTREAM, starting at "0": the entries
         the stream already holds are delivered too). A consumer restarted under the same name
         first re-reads its own pending entries; the default name is `host-pid`.
+
+        Every `claim_interval` seconds (default `claim_idle / 2`) a read first reclaims entries
+        other consumers left pending for `claim_idle` seconds (XAUTOCLAIM), whatever the
+        traffic. Entries delivered more than `max_deliveries` times are dead-lettered.
         """
         consumer = StreamConsumer(
             self._client,
@@ -164,6 +169,7 @@ class RedisStreamsEventBus(BaseEventBus):
             max_deliveries=max_deliveries,
             dead_letter_stream=self._dead_letter_stream,
             dead_letter_max_len=self._dead_letter_max_len,
+            claim_interval=claim_interval,
         )
         self._consumers.append(consumer)
         return consumer

@@ -1,0 +1,174 @@
+"""RedisStreamsEventBus: layout, consumer groups, reclaim, dead letters, group re-creation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from eventbus_core import AckableSource, Delivery, Event
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisStreamsEventBus, StreamConsumer
+
+
+def read_all(consumer: StreamConsumer, n: int, *, rounds: int = 200) -> list[Delivery]:
+    """Read until `n` deliveries arrived (each read waits at most 0.1 s for its first)."""
+    got: list[Delivery] = []
+    for _ in range(rounds):
+        got += consumer.read(n - len(got), timeout=0.1)
+        if len(got) >= n:
+            break
+    return got
+
+
+def test_entries_carry_go_json_in_field_data_with_atomic_log_ids(
+    client: redis.Redis, prefix: str
+) -> None:
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, max_len=1000) as bus:
+        for i in range(30):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+    entries = client.xrange(stream)
+    assert [set(fields) for _, fields in entries] == [{b"data"}] * 30
+    docs = [json.loads(fields[b"data"]) for _, fields in entries]
+    assert [d["LogID"] for d in docs] == list(range(1, 31))
+    assert [d["RequestID"] for d in docs] == [f"req-{i}" for i in range(30)]
+
+
+def test_consumer_is_an_ackable_source_and_acked_entries_do_not_return(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        consumer = bus.consumer(name="c1", claim_idle=60)
+        assert isinstance(consumer, AckableSource)
+        for i in range(10):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        got = read_all(consumer, 10)
+        assert [d.event.request_id for d in got] == [f"req-{i}" for i in range(10)]
+        assert {d.attempts for d in got} == {1}
+        assert bus.stream_info()["pending"] == 10
+        consumer.ack([d.token for d in got])
+        info = bus.stream_info()
+        assert (info["length"], info["pending"], info["lag"], info["exists"]) == (10, 0, 0, True)
+        assert consumer.read(10, timeout=0) == []
+
+
+def test_group_starts_at_zero_so_earlier_entries_are_delivered(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        for i in range(3):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        assert bus.stream_info()["exists"] is False
+        consumer = bus.consumer(name="late")
+        assert len(read_all(consumer, 3)) == 3
+
+
+def test_restart_under_the_same_name_rereads_own_pending_first(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        first = bus.consumer(name="worker-1", claim_idle=60)
+        assert len(read_all(first, 5)) == 5
+        first.close()  # "crashed" before acknowledging anything
+        bus.publish(make_event(99))
+        assert bus.flush(10)
+        again = bus.consumer(name="worker-1", claim_idle=60)
+        backlog = again.read(10, timeout=1)
+        assert [d.event.request_id for d in backlog] == [f"req-{i}" for i in range(5)]
+        assert {d.attempts for d in backlog} == {2}
+        fresh = read_all(again, 1)
+        assert [d.event.request_id for d in fresh] == ["req-99"]
+
+
+def test_peer_reclaims_entries_of_a_dead_consumer_under_steady_traffic(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        for i in range(4):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        dead = bus.consumer(name="dead", claim_idle=0.05)
+        assert len(read_all(dead, 4)) == 4  # taken, never acknowledged
+        peer = bus.consumer(name="peer", claim_idle=0.05)
+        seen: dict[str, Delivery] = {}
+        for round_no in range(200):
+            bus.publish(make_event(100 + round_no))  # new entries keep coming
+            for d in peer.read(10, timeout=0.05):
+                seen[d.event.request_id] = d
+                peer.ack([d.token])
+            if all(f"req-{i}" in seen for i in range(4)):
+                break
+        assert all(seen[f"req-{i}"].attempts == 2 for i in range(4))
+        assert peer.claimed >= 4
+
+
+def test_poison_and_overdelivered_entries_go_to_the_dead_letter_stream(
+    client: redis.Redis, prefix: str
+) -> None:
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        client.xadd(stream, {"data": b"{not json"})
+        client.xadd(stream, {"other": b"x"})
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        consumer = bus.consumer(name="c", claim_idle=0, max_deliveries=2)
+        got = read_all(consumer, 1)
+        assert [d.event.request_id for d in got] == ["req-1"]
+        # Never acknowledged: delivered again and again until max_deliveries is passed.
+        for _ in range(3):
+            got = consumer.read(10, timeout=0.05) or got
+        dead = client.xrange(bus.dead_letter_stream)
+        reasons = [fields[b"reason"].decode() for _, fields in dead]
+        assert len(dead) == 3
+        assert reasons[0].startswith("undecodable") and "data" in reasons[1]
+        assert reasons[2].startswith("delivered 3 times")
+        assert dead[0][1][b"data"] == b"{not json"
+        assert Event.from_json(dead[2][1][b"data"]).request_id == "req-1"
+        info = bus.stream_info()
+        assert (info["pending"], info["dead_letters"]) == (0, 3)
+
+
+def test_go_written_stream_entries_are_consumed(
+    client: redis.Redis, prefix: str, go_vectors: list[dict[str, Any]]
+) -> None:
+    stream = f"{prefix}:s"
+    for vector in go_vectors:  # what the Go proxy's XADD writes: one field, data
+        client.xadd(stream, {"data": json.dumps(vector)})
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        got = read_all(bus.consumer(name="c"), len(go_vectors))
+        assert [d.event for d in got] == [Event.from_json(json.dumps(v)) for v in go_vectors]
+
+
+def test_group_is_recreated_after_redis_lost_it(client: redis.Redis, prefix: str) -> None:
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        consumer = bus.consumer(name="c")
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        consumer.ack([d.token for d in read_all(consumer, 1)])
+        client.delete(stream)  # a flushed Redis: the stream and its group are gone
+        bus.publish(make_event(2))
+        assert bus.flush(10)
+        got = read_all(consumer, 1)
+        assert [d.event.request_id for d in got] == ["req-2"]
+        assert consumer.groups_created == 2
+
+
+def test_subscribe_fans_out_without_a_group(client: redis.Redis, prefix: str) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        bus.publish(make_event(0))  # before subscribing: not delivered
+        assert bus.flush(10)
+        subs = [bus.subscribe(), bus.subscribe()]
+        for i in range(1, 4):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        for sub in subs:
+            assert [sub.get(timeout=10).log_id for _ in range(3)] == [2, 3, 4]
