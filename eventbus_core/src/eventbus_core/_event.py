@@ -48,6 +48,17 @@ def _freeze_headers(headers: Mapping[str, Iterable[str] | str] | None) -> Header
     return MappingProxyType(frozen)
 
 
+def _check_str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"Event {name} must be str, not {type(value).__name__}")
+    return str(value)
+
+
+def _check_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Event {name} must be int, not {type(value).__name__}")
+
+
 def _check_bytes(name: str, value: object) -> bytes | None:
     if value is None or type(value) is bytes:
         return value
@@ -113,22 +124,36 @@ class Event:
         request_body: bytes | None = None,
         log_id: int = 0,
     ) -> None:
-        for name, value in (("request_id", request_id), ("method", method), ("path", path)):
-            if not isinstance(value, str):
-                raise TypeError(f"Event {name} must be str, not {type(value).__name__}")
-        for name, num in (("status", status), ("log_id", log_id)):
-            if isinstance(num, bool) or not isinstance(num, int):
-                raise TypeError(f"Event {name} must be int, not {type(num).__name__}")
+        # Fast path on exact types; the checks cost more than the assignments otherwise.
+        if type(request_id) is not str or type(method) is not str or type(path) is not str:
+            request_id, method, path = (
+                _check_str("request_id", request_id),
+                _check_str("method", method),
+                _check_str("path", path),
+            )
+        if type(status) is not int or type(log_id) is not int:
+            _check_int("status", status)
+            _check_int("log_id", log_id)
         setattr_ = object.__setattr__
         setattr_(self, "log_id", log_id)
         setattr_(self, "request_id", request_id)
         setattr_(self, "method", method)
         setattr_(self, "path", path)
         setattr_(self, "status", status)
-        setattr_(self, "duration_ns", _duration_to_ns(duration))
-        setattr_(self, "response_headers", _freeze_headers(response_headers))
-        setattr_(self, "response_body", _check_bytes("response_body", response_body))
-        setattr_(self, "request_body", _check_bytes("request_body", request_body))
+        setattr_(
+            self, "duration_ns", duration if type(duration) is int else _duration_to_ns(duration)
+        )
+        setattr_(
+            self,
+            "response_headers",
+            None if response_headers is None else _freeze_headers(response_headers),
+        )
+        if response_body is not None and type(response_body) is not bytes:
+            response_body = _check_bytes("response_body", response_body)
+        if request_body is not None and type(request_body) is not bytes:
+            request_body = _check_bytes("request_body", request_body)
+        setattr_(self, "response_body", response_body)
+        setattr_(self, "request_body", request_body)
 
     @property
     def duration(self) -> timedelta:
