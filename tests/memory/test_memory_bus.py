@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -130,4 +131,33 @@ def test_create_bus_with_explicit_settings() -> None:
     bus = create_bus(EventBusSettings(backend="memory", buffer_size=3, stop_timeout=1.0))
     assert isinstance(bus, InMemoryEventBus)
     assert (bus.buffer_size, bus.stop_timeout) == (3, 1.0)
+    bus.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# Python 3.12+ warns about fork() with threads running: that hazard is what this test covers.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_bus_works_in_a_forked_child() -> None:
+    bus = InMemoryEventBus(100)
+    sub = bus.subscribe()
+    bus.publish(make_event(1))
+    assert sub.get(timeout=5).request_id == "req-1"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its bus must still deliver, with a worker of its own
+        code = 1
+        try:
+            bus.publish(make_event(2))
+            code = 0 if sub.get(timeout=5).request_id == "req-2" else 1
+            bus.stop()
+            os.write(write_end, str(bus.stats().published).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.read(read_end, 16) == b"2"
+    os.close(read_end)
+    bus.publish(make_event(3))  # the parent's bus is untouched by the child's
+    assert sub.get(timeout=5).request_id == "req-3"
     bus.stop()

@@ -67,6 +67,12 @@ class Subscription:
         self.delivered = 0
         self.dropped = 0
 
+    def _after_fork_in_child(self) -> None:
+        """Replace locks a parent thread may have held at fork time; waiters did not survive."""
+        self._cond = threading.Condition(threading.Lock())
+        self._sync_waiting = 0
+        self._async_waiters = []
+
     # ----------------------------------------------------------------- producer side (backends)
 
     def space(self) -> int:

@@ -14,8 +14,10 @@ not fit is counted as dropped for that subscriber alone.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -27,6 +29,18 @@ __all__ = ["InMemoryEventBus"]
 log = logging.getLogger("eventbus.memory")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the worker needs a publisher's wake
+
+
+_LIVE_BUSES: weakref.WeakSet[InMemoryEventBus] = weakref.WeakSet()
+
+
+def _reinit_buses_after_fork() -> None:
+    for bus in list(_LIVE_BUSES):
+        bus._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_buses_after_fork)
 
 
 @dataclass(eq=False)
@@ -100,10 +114,33 @@ class InMemoryEventBus(BaseEventBus):
         self._flush_waiters = 0
         self._sleeping = False
         self._kicked = False
-        self._worker = threading.Thread(
-            target=self._run, name=name or "eventbus-memory-worker", daemon=True
-        )
+        self._worker_name = name or "eventbus-memory-worker"
+        self._worker = threading.Thread(target=self._run, name=self._worker_name, daemon=True)
         self._worker.start()
+        _LIVE_BUSES.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Give a forked child (gunicorn --preload, multiprocessing) a working bus of its own.
+
+        Only the forking thread survives a fork: the worker is gone and any lock a parent
+        thread held stays locked forever. Rebuild both; the parent's buffered events are the
+        parent's to deliver, so the child starts with an empty buffer.
+        """
+        self._stop_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
+        self._take_lock = threading.Lock()
+        self._subs_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flushed = threading.Condition(threading.Lock())
+        self._flush_waiters = 0
+        self._sleeping = self._kicked = False
+        self._handed += len(self._buffer)
+        self._buffer.clear()
+        for state in self._subscribers:
+            state.sub._after_fork_in_child()
+        if not self._closed:
+            self._worker = threading.Thread(target=self._run, name=self._worker_name, daemon=True)
+            self._worker.start()
 
     # ------------------------------------------------------------------------------ hot path
 
