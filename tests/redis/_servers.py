@@ -84,7 +84,9 @@ class ThrowawayRedis:
                 "--tls-auth-clients",
                 "no",
             ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log_path = self.workdir / "redis-server.log"
+        with log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
         client = redis.Redis(
             host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.5
         )
@@ -95,7 +97,7 @@ class ThrowawayRedis:
                 break
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    err = log_path.read_text(errors="replace")
                     raise RuntimeError(f"throwaway redis-server did not start: {err}") from None
                 time.sleep(0.02)  # polling a starting process: there is no event to wait for
             finally:

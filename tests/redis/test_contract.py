@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
@@ -19,10 +17,9 @@ class _RedisContract(BusContractTests):
     key_prefix: str
 
     @pytest.fixture(autouse=True)
-    def _redis(self, client: redis.Redis, prefix: str) -> Iterator[None]:
+    def _redis(self, client: redis.Redis, prefix: str) -> None:
         self.redis_client = client
         self.key_prefix = prefix
-        yield
 
     def settle(self, bus: EventBus) -> None:
         assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)

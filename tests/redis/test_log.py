@@ -1,4 +1,4 @@
-"""RedisEventBus (backend `redis`): layout, reading, subscriptions and gaps, on fake and real Redis."""
+"""RedisEventBus (backend `redis`): layout, reading, subscriptions, gaps; fake and real Redis."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_go_decodes_what_the_writer_stored(
         for e in events:
             bus.publish(e)
         assert bus.flush(10)
-        stored = list(reversed(client.lrange(key, 0, -1)))
+        stored: list[Any] = list(reversed(client.lrange(key, 0, -1)))
     answers = _go_roundtrip(stored, tmp_path)
     assert [Event.from_json(json.dumps(a)) for a in answers] == [
         e.with_log_id(n) for n, e in enumerate(events, start=1)
@@ -148,8 +148,8 @@ def test_subscriber_told_about_a_gap_when_the_log_is_trimmed_past_it(
         # Another writer appends 40 events in one batch and trims to 10 at once: the
         # subscriber cannot have read the first 30.
         script = client.register_script(LOG_APPEND)
-        tails = [tail_of(make_event(i)) for i in range(40)]
-        script(keys=[key, f"{key}:seq", f"{key}:writer:other"], args=[10, 1, 0, "", *tails])
+        args: list[Any] = [10, 1, 0, "", *(tail_of(make_event(i)) for i in range(40))]
+        script(keys=[key, f"{key}:seq", f"{key}:writer:other"], args=args)
         got = [sub.get(timeout=10) for _ in range(10)]
         assert [e.log_id for e in got] == list(range(31, 41))
         assert [(g.after, g.missed) for g in sub.gaps] == [(0, 30)]
@@ -182,7 +182,7 @@ def test_a_batch_retried_after_a_lost_reply_is_written_once(
     key = f"{prefix}:dedupe"
     script = client.register_script(LOG_APPEND)
     keys = [key, f"{key}:seq", f"{key}:writer:w1"]
-    args = [0, 1, 0, "", tail_of(make_event(1)), tail_of(make_event(2))]
+    args: list[Any] = [0, 1, 0, "", tail_of(make_event(1)), tail_of(make_event(2))]
     assert script(keys=keys, args=args) == 2
     assert script(keys=keys, args=args) == -1  # same writer, same batch number: skipped
     assert client.llen(key) == 2

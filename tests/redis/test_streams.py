@@ -30,7 +30,7 @@ def test_entries_carry_go_json_in_field_data_with_atomic_log_ids(
         for i in range(30):
             bus.publish(make_event(i))
         assert bus.flush(10)
-    entries = client.xrange(stream)
+    entries: Any = client.xrange(stream)
     assert [set(fields) for _, fields in entries] == [{b"data"}] * 30
     docs = [json.loads(fields[b"data"]) for _, fields in entries]
     assert [d["LogID"] for d in docs] == list(range(1, 31))
@@ -125,7 +125,7 @@ def test_poison_and_overdelivered_entries_go_to_the_dead_letter_stream(
         # Never acknowledged: delivered again and again until max_deliveries is passed.
         for _ in range(3):
             got = consumer.read(10, timeout=0.05) or got
-        dead = client.xrange(bus.dead_letter_stream)
+        dead: Any = client.xrange(bus.dead_letter_stream)
         reasons = [fields[b"reason"].decode() for _, fields in dead]
         assert len(dead) == 3
         assert reasons[0].startswith("undecodable") and "data" in reasons[1]

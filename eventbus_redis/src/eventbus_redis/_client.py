@@ -68,7 +68,9 @@ def describe_client(client: Any) -> str:
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}?db={db}"
     host, port = kwargs.get("host", "?"), kwargs.get("port", "?")
-    scheme = "rediss" if "ssl_cert_reqs" in kwargs or kwargs.get("ssl") else "redis"
+    connection_class = getattr(client.connection_pool, "connection_class", None)
+    tls = isinstance(connection_class, type) and issubclass(connection_class, redis.SSLConnection)
+    scheme = "rediss" if tls else "redis"
     return f"{scheme}://{host}:{port}/{db}"
 
 

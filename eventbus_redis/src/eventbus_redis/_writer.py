@@ -89,7 +89,8 @@ class BatchWriter:
         """Buffer `event` and return at once; count it as dropped if the buffer is full."""
         buf = self._buffer
         depth = len(buf)
-        if self._closed or depth >= self.buffer_size:
+        # The batch being written counts too: at most `buffer_size` events wait in memory.
+        if self._closed or depth + self._in_flight >= self.buffer_size:
             with self._lock:
                 self._refused += 1
             return

@@ -1,0 +1,96 @@
+"""Connection URLs (`redis://` with a password, `rediss://`, `unix://`) and secrecy of passwords."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from eventbus_core import EventBusSettings, create_bus
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests.redis._servers import ThrowawayRedis, make_tls_cert
+
+pytestmark = pytest.mark.redis
+
+SECRET = "s3cret-Pa55word"
+
+
+def wait_for_error(bus: RedisEventBus) -> str:
+    """Wait (bounded) until the writer reports an error, and return it."""
+    pause = threading.Event()
+    for _ in range(500):
+        error = bus.stats().extra["last_error"]
+        if error:
+            return str(error)
+        pause.wait(0.02)  # polling another thread's figure: nothing to await
+    raise AssertionError("the writer never reported an error")
+
+
+def test_password_works_and_never_shows_in_reprs_stats_or_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = ThrowawayRedis(tmp_path, password=SECRET)
+    server.start()
+    try:
+        good = create_bus(EventBusSettings(backend="redis", redis_url=server.url))
+        assert isinstance(good, RedisEventBus)
+        good.publish(make_event(1))
+        assert good.flush(10)
+        assert good.event_count() == 1
+        wrong_url = server.url.replace(SECRET, SECRET + "-wrong")
+        caplog.set_level(logging.DEBUG, logger="eventbus")
+        bad = create_bus(EventBusSettings(backend="redis", redis_url=wrong_url))
+        assert isinstance(bad, RedisEventBus)
+        bad.publish(make_event(2))
+        error = wait_for_error(bad)
+        streams = create_bus(EventBusSettings(backend="redis-streams", redis_url=wrong_url))
+        texts = [
+            repr(good),
+            repr(bad),
+            repr(streams),
+            repr(good.stats()),
+            repr(bad.stats()),
+            str(bad.stats().as_dict()),
+            error,
+            caplog.text,
+            repr(EventBusSettings(backend="redis", redis_url=wrong_url)),
+        ]
+        assert "invalid" in error.lower() or "auth" in error.lower() or "WRONGPASS" in error
+        for text in texts:
+            assert SECRET not in text
+        good.stop()
+        bad.stop(0.2)
+        streams.stop(0)
+    finally:
+        server.kill()
+
+
+def test_tls_with_rediss_url(tmp_path: Path) -> None:
+    cert, key = make_tls_cert(tmp_path)
+    server = ThrowawayRedis(tmp_path, tls=(cert, key))
+    server.start()
+    try:
+        url = f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={cert}"
+        bus = create_bus(EventBusSettings(backend="redis-streams", redis_url=url))
+        assert isinstance(bus, RedisStreamsEventBus)
+        assert repr(bus).startswith("<RedisStreamsEventBus") and "rediss://" in repr(bus)
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        assert bus.stream_info()["length"] == 1
+        bus.stop()
+    finally:
+        server.kill()
+
+
+def test_unix_socket_url(throwaway: ThrowawayRedis) -> None:
+    url = f"unix://{throwaway.socket_path}?db=2"
+    bus = create_bus(EventBusSettings(backend="redis", redis_url=url))
+    assert isinstance(bus, RedisEventBus)
+    assert "unix://" in repr(bus)
+    bus.publish(make_event(1))
+    assert bus.flush(10)
+    assert bus.read_events()[0].log_id == 1
+    bus.stop()

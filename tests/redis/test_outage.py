@@ -1,0 +1,113 @@
+"""Outages on a private redis-server: start while down, a restart mid-run, consumers meanwhile."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import redis
+
+from eventbus_core import EventBusSettings, create_bus
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests.redis._servers import ThrowawayRedis
+
+pytestmark = pytest.mark.redis
+
+
+def wait_for_state(bus: RedisEventBus | RedisStreamsEventBus, state: str) -> None:
+    """Wait (bounded) until the writer reports `state`; fail the test otherwise."""
+    done = threading.Event()
+    for _ in range(500):
+        if bus.stats().extra["state"] == state:
+            return
+        done.wait(0.02)  # polling a figure of another thread: nothing to await
+    raise AssertionError(f"writer never reached state {state!r}: {bus.stats()!r}")
+
+
+def test_redis_restarted_mid_run_loses_nothing_that_fitted_in_the_buffer(
+    throwaway: ThrowawayRedis,
+) -> None:
+    client = redis.Redis.from_url(throwaway.url, socket_timeout=2, socket_connect_timeout=0.5)
+    bus = RedisEventBus.log(client, "outage", ttl=300, max_len=0, buffer_size=300)
+    attempts = 0
+    for i in range(200):  # healthy
+        bus.publish(make_event(i))
+        attempts += 1
+    assert bus.flush(10)
+    throwaway.kill()
+    for i in range(200, 2200):  # down: the buffer fills, the rest is dropped and counted
+        bus.publish(make_event(i))
+        attempts += 1
+    wait_for_state(bus, "reconnecting")
+    published, dropped = bus.stats()
+    assert published + dropped == attempts and dropped >= 2000 - 300 - 500
+    assert bus.stats().extra["last_error"]
+    throwaway.start()  # no persistence: the list starts empty again
+    assert bus.flush(30)
+    wait_for_state(bus, "connected")
+    bus.stop()
+    published, dropped = bus.stats()
+    assert published + dropped == attempts
+    stored = [json.loads(raw)["RequestID"] for raw in client.lrange("outage", 0, -1)]
+    assert len(stored) == published - 200 == len(set(stored))
+    assert bus.stats().extra["lost"] == 0
+
+
+def test_application_starts_and_publishes_while_redis_is_unreachable(
+    throwaway: ThrowawayRedis,
+) -> None:
+    throwaway.kill()
+    settings = EventBusSettings(backend="redis", redis_url=throwaway.url, buffer_size=100)
+    bus = create_bus(settings)
+    assert isinstance(bus, RedisEventBus)
+    sub = bus.subscribe()  # does not raise either
+    for i in range(1000):
+        bus.publish(make_event(i))
+    wait_for_state(bus, "reconnecting")
+    published, dropped = bus.stats()
+    assert (published, published + dropped) == (100, 1000)
+    throwaway.start()
+    assert bus.flush(30)
+    assert bus.event_count() == 100
+    bus.stop(1)
+    assert sub.finished
+
+
+def test_stop_while_redis_is_down_is_bounded_and_counts_the_unwritten(
+    throwaway: ThrowawayRedis,
+) -> None:
+    client = redis.Redis.from_url(throwaway.url, socket_connect_timeout=0.5)
+    throwaway.kill()
+    bus = RedisStreamsEventBus(client, "s", "g", buffer_size=50)
+    for i in range(50):
+        bus.publish(make_event(i))
+    bus.stop(0.5)
+    assert bus.stats() == (0, 50)
+    assert bus.stats().extra["lost"] == 50
+
+
+def test_consumer_reads_nothing_but_does_not_raise_while_redis_is_down(
+    throwaway: ThrowawayRedis,
+) -> None:
+    client = redis.Redis.from_url(throwaway.url, socket_connect_timeout=0.5)
+    bus = RedisStreamsEventBus(client, "s", "g")
+    consumer = bus.consumer(name="c")
+    bus.publish(make_event(1))
+    assert bus.flush(10)
+    got = consumer.read(10, timeout=1)
+    throwaway.kill()
+    assert consumer.read(10, timeout=0.2) == []
+    consumer.ack([d.token for d in got])  # kept, sent once Redis is back
+    assert consumer.last_error
+    throwaway.start()  # empty again: the group is re-created on the next read
+    bus.publish(make_event(2))
+    assert bus.flush(10)
+    again = []
+    for _ in range(50):
+        again += consumer.read(10, timeout=0.1)
+        if again:
+            break
+    assert [d.event.request_id for d in again] == ["req-2"]
+    bus.stop()
