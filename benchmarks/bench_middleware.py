@@ -1,0 +1,409 @@
+"""What `EventBusMiddleware` costs a real server: uvicorn on loopback, with and without it.
+
+Starts one uvicorn server process per variant (a Starlette chat-completion endpoint: plain, with
+the middleware on the memory bus, and with the middleware on the Redis log bus when
+`eventbus_redis` provides `RedisEventBus` and Redis answers), all in the same run, then drives
+them from this process with a small keep-alive HTTP/1.1 load generator:
+
+- throughput: `--connections` concurrent connections in a closed loop for `--seconds` per round;
+- latency: one connection, sequential requests, so the median is the unloaded latency.
+
+Rounds alternate between the variants so that drift of the machine hits them alike. Prints a
+table and the ratios against the plain server. Bounded: rounds x seconds, loopback only.
+
+    .venv/bin/python benchmarks/bench_middleware.py
+    .venv/bin/python benchmarks/bench_middleware.py --rounds 5 --seconds 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from eventbus_core import EventBusMiddleware
+from eventbus_memory import InMemoryEventBus
+
+try:
+    from eventbus_redis import RedisEventBus
+
+    HAVE_REDIS_BUS = True
+except ImportError:  # the Redis backend is optional: its variant is skipped without it
+    HAVE_REDIS_BUS = False
+
+REQUEST_BODY = json.dumps(
+    {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Say hello to the benchmark, please." * 3}],
+        "temperature": 0.2,
+    }
+).encode()
+
+RESPONSE = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1_700_000_000,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hello, benchmark! " * 12},
+        }
+    ],
+    "usage": {"prompt_tokens": 31, "completion_tokens": 36, "total_tokens": 67},
+}
+
+PATH = "/v1/chat/completions"
+REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+
+# ------------------------------------------------------------------------------ server side
+
+
+def _build_app(variant: str, redis_key: str) -> tuple[Any, Any]:
+    async def completions(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse(RESPONSE, headers={"x-request-id": uuid.uuid4().hex})
+
+    app = Starlette(routes=[Route(PATH, completions, methods=["POST"])])
+    bus: Any = None
+    if variant == "null":
+
+        class _Null:
+            def publish(self, event: Any) -> None:
+                pass
+
+            def stats(self) -> tuple[int, int]:
+                return (0, 0)
+
+            def stop(self) -> None:
+                pass
+
+        bus = _Null()
+    if variant == "memory":
+        bus = InMemoryEventBus(buffer_size=10_000)
+    elif variant == "redis":
+        client = redis.Redis.from_url(REDIS_URL)
+        bus = RedisEventBus.log(client, redis_key, ttl=600, max_len=10_000)
+    if bus is not None:
+        app.add_middleware(EventBusMiddleware, bus=bus)
+    return app, bus
+
+
+def _pin(cpu: int) -> None:
+    """Keep servers on one CPU and the load generator on another, so they do not compete."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {cpu})
+
+
+def _drain(bus: Any) -> Any:
+    """A consumer as a dispatcher would be: takes batches off a subscription in a thread."""
+    sub = bus.subscribe("bench-consumer")
+
+    def run() -> None:
+        for _ in sub.batches(1000):
+            pass
+
+    thread = threading.Thread(target=run, name="bench-consumer", daemon=True)
+    thread.start()
+    return sub
+
+
+def serve(variant: str, redis_key: str) -> None:
+    """Run one variant's server (child process); print its port, then its stats at exit."""
+    if os.environ.get("EVENTBUS_BENCH_PIN") == "1":
+        _pin(0)
+    app, bus = _build_app(variant, redis_key)
+    if variant == "memory":
+        _drain(bus)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for
+    # sockets that say they are TCP; without it, Nagle plus delayed ACKs add 40 ms per response.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+
+    def wait_for_eof() -> None:
+        # The parent closes our stdin to stop us: no signal, so uvicorn exits quietly.
+        sys.stdin.read()
+        server.should_exit = True
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
+    server.run(sockets=[sock])
+    stats: dict[str, Any] = {}
+    if bus is not None:
+        if hasattr(bus, "flush"):
+            bus.flush(timeout=10.0)
+        published, dropped = bus.stats()
+        stats = {"published": published, "dropped": dropped}
+        bus.stop()
+        if variant == "redis":
+            redis.Redis.from_url(REDIS_URL).delete(redis_key, redis_key + ":seq")
+    print(json.dumps({"stats": stats}), flush=True)
+
+
+# ------------------------------------------------------------------------------ client side
+
+
+def _request_bytes(port: int) -> bytes:
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\nAuthorization: Bearer sk-bench\r\n"
+        f"Content-Length: {len(REQUEST_BODY)}\r\n\r\n"
+    )
+    return head.encode() + REQUEST_BODY
+
+
+async def _one_connection(
+    port: int,
+    deadline: float,
+    latencies: list[int],
+    max_requests: int | None = None,
+    depth: int = 1,
+) -> int:
+    """Send requests on one keep-alive connection until `deadline` (or `max_requests`).
+
+    `depth` > 1 pipelines that many requests per write: the server still answers them one by
+    one, but the load generator spends far less CPU per request, so it is not what limits the
+    throughput measured on a 2-core machine. Latencies are only recorded at depth 1.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = _request_bytes(port) * depth
+    done = 0
+    try:
+        while time.monotonic() < deadline and (max_requests is None or done < max_requests):
+            t0 = time.perf_counter_ns()
+            writer.write(request)
+            for _ in range(depth):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"unexpected response: {head[:40]!r}")
+                await reader.readexactly(length)
+            if depth == 1:
+                latencies.append(time.perf_counter_ns() - t0)
+            done += depth
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return done
+
+
+async def _load(
+    port: int, connections: int, seconds: float, depth: int = 1
+) -> tuple[float, list[int]]:
+    latencies: list[int] = []
+    start = time.perf_counter()
+    deadline = time.monotonic() + seconds
+    counts = await asyncio.gather(
+        *(_one_connection(port, deadline, latencies, depth=depth) for _ in range(connections))
+    )
+    return sum(counts) / (time.perf_counter() - start), latencies
+
+
+@dataclass
+class Result:
+    """Measurements of one variant over all rounds."""
+
+    name: str
+    rps: list[float] = field(default_factory=list)
+    latencies: list[int] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def p(self, q: float) -> float:
+        """Latency percentile in microseconds."""
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q * len(data)))] / 1000
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the table and for `--json`."""
+        return {
+            "variant": self.name,
+            "requests_per_s": statistics.median(self.rps),
+            "p50_us": self.p(0.50),
+            "p99_us": self.p(0.99),
+            **self.stats,
+        }
+
+
+def _start_server(variant: str, redis_key: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", variant, "--redis-key", redis_key],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        raise RuntimeError(f"server {variant} did not start (exit {proc.returncode})")
+    return proc, int(json.loads(line)["port"])
+
+
+def _stop_server(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=30)
+    for line in out.splitlines():
+        if line.startswith('{"stats"'):
+            stats: dict[str, Any] = json.loads(line)["stats"]
+            return stats
+    return {}
+
+
+def _redis_available() -> bool:
+    if not HAVE_REDIS_BUS:
+        return False
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=1.5,
+        help="seconds of throughput load per variant per round (default 1.5)",
+    )
+    parser.add_argument(
+        "--latency-requests",
+        type=int,
+        default=400,
+        help="sequential requests per variant per round for latency (default 400)",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=8, help="concurrent connections (default 8)"
+    )
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=4,
+        help="requests pipelined per connection for throughput (default 4)",
+    )
+    parser.add_argument(
+        "--variants",
+        default="plain,null,memory,redis",
+        help="comma-separated, plain first (default plain,null,memory,redis; redis is "
+        "skipped when Redis or RedisEventBus is missing)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the servers to CPU 0 and the load generator to CPU 1",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--redis-key", default="", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def _measure(args: argparse.Namespace, variants: list[str]) -> dict[str, Result]:
+    redis_key = f"eventbus-bench:{uuid.uuid4().hex[:8]}:events"
+    if not args.no_pin:
+        os.environ["EVENTBUS_BENCH_PIN"] = "1"  # inherited by the servers
+    servers = {v: _start_server(v, redis_key) for v in variants}
+    if not args.no_pin:
+        _pin(1)
+    results = {v: Result(v) for v in variants}
+    try:
+        for v in variants:  # warm up: imports, first-request paths, caches
+            asyncio.run(_load(servers[v][1], args.connections, 0.3, args.depth))
+        for n in range(args.rounds):
+            # Rotate the order each round, so no variant always runs first or last.
+            order = variants[n % len(variants) :] + variants[: n % len(variants)]
+            for v in order:
+                rps, _ = asyncio.run(
+                    _load(servers[v][1], args.connections, args.seconds, args.depth)
+                )
+                results[v].rps.append(rps)
+            for v in order:
+                lat: list[int] = []
+                deadline = time.monotonic() + 60
+                asyncio.run(_one_connection(servers[v][1], deadline, lat, args.latency_requests))
+                results[v].latencies.extend(lat)
+    finally:
+        for v, (proc, _port) in servers.items():
+            results[v].stats = _stop_server(proc)
+    return results
+
+
+def _rows(results: dict[str, Result], variants: list[str]) -> list[dict[str, Any]]:
+    base = results[variants[0]]
+    rows = []
+    for v in variants:
+        row = results[v].summary()
+        # Ratio per round against the baseline of the same round, then the median: drift of
+        # a shared machine between rounds cancels out.
+        ratios = [r / b for r, b in zip(results[v].rps, base.rps, strict=True)]
+        row["throughput_ratio"] = statistics.median(ratios)
+        row["added_p50_us"] = row["p50_us"] - base.p(0.50)
+        rows.append(row)
+    return rows
+
+
+def main() -> int:
+    """Run the benchmark (or, with --serve, one server)."""
+    args = _parse_args()
+    if args.serve:
+        serve(args.serve, args.redis_key)
+        return 0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "redis" in variants and not _redis_available():
+        variants.remove("redis")
+        print("(redis variant skipped: no Redis at", REDIS_URL, "or no RedisEventBus)")
+    results = _measure(args, variants)
+    rows = _rows(results, variants)
+    if args.json:
+        settings = {k: getattr(args, k) for k in ("rounds", "seconds", "connections", "depth")}
+        print(json.dumps({"rows": rows, **settings, "cpus": os.cpu_count()}, indent=2))
+        return 0
+    print(
+        f"uvicorn (h11) + Starlette, POST {PATH}; throughput: {args.connections} connections x "
+        f"{args.depth} pipelined, {args.rounds} rounds x {args.seconds:g} s; latency: 1 "
+        f"connection, {args.rounds} x {args.latency_requests} requests; "
+        f"{os.cpu_count()} CPUs{'' if args.no_pin else ', server and client pinned apart'}"
+    )
+    print(
+        f"{'variant':<8} {'req/s':>8} {'ratio':>6} {'p50 µs':>7} {'+p50 µs':>8} "
+        f"{'p99 µs':>7} {'events':>7} {'dropped':>7}"
+    )
+    for row in rows:
+        print(
+            f"{row['variant']:<8} {row['requests_per_s']:>8.0f} {row['throughput_ratio']:>6.3f} "
+            f"{row['p50_us']:>7.0f} {row['added_p50_us']:>+8.0f} {row['p99_us']:>7.0f} "
+            f"{row.get('published', '-'):>7} {row.get('dropped', '-'):>7}"
+        )
+    print(
+        "plain: no middleware; null: the middleware publishing to a bus that discards (its own "
+        "cost); memory: InMemoryEventBus with one consumer thread; redis: RedisEventBus log"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
