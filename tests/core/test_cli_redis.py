@@ -228,3 +228,15 @@ def test_replay_time_range_on_the_log_is_refused(
 ) -> None:
     assert main(["replay", "--since", "10m"]) == 2
     assert "no timestamps" in capsys.readouterr().err
+
+
+def test_replay_log_written_out_of_order_by_go(
+    client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Go's INCR and LPUSH are two commands: concurrent Go writers can push 7 before 6.
+    key = f"{prefix}:events"
+    for log_id in (3, 4, 5, 7, 6, 8):
+        client.lpush(key, ev(log_id).with_log_id(log_id).to_json())
+    assert main(["replay", "--from-id", "4", "--to-id", "7"]) == 0
+    got = [Event.from_json(line).log_id for line in capsys.readouterr().out.splitlines()]
+    assert got == [4, 5, 6, 7]

@@ -115,34 +115,39 @@ def _in_range(event: Event, first: int | None, last: int | None) -> bool:
 def read_log(client: Any, key: str, first: int | None, last: int | None) -> tuple[list[Event], int]:
     """Events of the LIST log at `key` with LogID in [first, last], oldest first.
 
-    Returns the events and the number of undecodable entries skipped. The list is read from
-    its newest end in pages; entries pushed meanwhile shift it, so pages may overlap, and
-    LogIDs (strictly decreasing along the list) drop what was already seen.
+    Returns the events and the number of undecodable entries skipped. The list is read from its
+    newest end in pages. Entries pushed meanwhile shift it, so pages may overlap: LogIDs already
+    seen are skipped. A Go writer stamps (INCR) and pushes (LPUSH) in two commands, so the list
+    is only roughly in LogID order: reading stops after a page entirely older than the range,
+    and the result is sorted by LogID.
     """
     found: list[Event] = []
+    seen: set[int] = set()
     bad = 0
-    lowest: int | None = None
     start = 0
     while True:
         page = client.lrange(key, start, start + _PAGE - 1)
         if not page:
             break
+        newest_on_page = 0
         for raw in page:
             try:
                 event = Event.from_json(raw)
             except WireFormatError:
                 bad += 1
                 continue
-            if lowest is not None and event.log_id and event.log_id >= lowest:
-                continue  # seen on the previous page (the list grew at the head)
             if event.log_id:
-                lowest = event.log_id
+                if event.log_id in seen:
+                    continue  # read on the previous page already (the list grew at the head)
+                seen.add(event.log_id)
+                newest_on_page = max(newest_on_page, event.log_id)
             if _in_range(event, first, last):
                 found.append(event)
-        if first is not None and lowest is not None and lowest < first:
+        if first is not None and 0 < newest_on_page < first:
             break  # everything further is older than the range
         start += _PAGE
-    found.reverse()
+    found.reverse()  # oldest first; events without a LogID keep their list order
+    found.sort(key=lambda e: e.log_id)
     return found, bad
 
 
