@@ -28,6 +28,7 @@ from eventbus_redis._client import (
 )
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._scripts import LOG_APPEND, tail_of
+from eventbus_redis._sink import ScriptSink
 from eventbus_redis._tail import Cursor, RedisSubscription
 from eventbus_redis._writer import BatchWriter
 
@@ -88,12 +89,12 @@ class RedisEventBus(BaseEventBus):
         self._marker_key = f"{key}:writer:{self._writer_id}"
         self._batch_no = 0
         self.last_log_id = 0  # newest LogID this bus wrote
-        self._append = client.register_script(LOG_APPEND)
         self._tailer: LogTailer | None = None
         self._stopped = False
         self._undecodable = 0
+        sink = ScriptSink(client, LOG_APPEND, self._encode_batch, self._applied)
         self._writer = BatchWriter(
-            self._write_batch,
+            sink,
             buffer_size=buffer_size,
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{key}]",
@@ -145,15 +146,14 @@ class RedisEventBus(BaseEventBus):
         """
         self._writer.publish(event)
 
-    def _write_batch(self, batch: list[Event]) -> None:
-        tails = [tail_of(e) for e in batch]
+    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
         self._batch_no += 1
-        ttl_ms = int(self.ttl * 1000)
-        last = self._append(
-            keys=[self.key, self.seq_key, self._marker_key],
-            args=[self.max_len, self._batch_no, ttl_ms, self.channel, *tails],
-        )
-        if int(last) > 0:
+        args: list[Any] = [self.max_len, self._batch_no, int(self.ttl * 1000), self.channel]
+        args += [tail_of(e) for e in batch]
+        return [self.key, self.seq_key, self._marker_key], args
+
+    def _applied(self, last: Any) -> None:
+        if int(last) > 0:  # -1: a retried batch that had been applied already
             self.last_log_id = int(last)
 
     def flush(self, timeout: float | None = 5.0) -> bool:

@@ -22,6 +22,7 @@ from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings
 from eventbus_redis._client import client_from_settings, describe_client
 from eventbus_redis._consumer import StreamConsumer, default_consumer_name
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
+from eventbus_redis._sink import ScriptSink
 from eventbus_redis._stream_tail import StreamTailer
 from eventbus_redis._tail import Cursor, RedisSubscription
 from eventbus_redis._writer import BatchWriter
@@ -76,13 +77,13 @@ class RedisStreamsEventBus(BaseEventBus):
         self._marker_key = f"{stream}:writer:{uuid.uuid4().hex}"
         self._batch_no = 0
         self.last_log_id = 0
-        self._append = client.register_script(STREAM_APPEND)
         self._tailer: StreamTailer | None = None
         self._consumers: list[StreamConsumer] = []
         self._stopped = False
         self._undecodable = 0
+        sink = ScriptSink(client, STREAM_APPEND, self._encode_batch, self._applied)
         self._writer = BatchWriter(
-            self._write_batch,
+            sink,
             buffer_size=buffer_size,
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{stream}]",
@@ -121,14 +122,14 @@ class RedisStreamsEventBus(BaseEventBus):
         """
         self._writer.publish(event)
 
-    def _write_batch(self, batch: list[Event]) -> None:
-        tails = [tail_of(e) for e in batch]
+    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
         self._batch_no += 1
-        last = self._append(
-            keys=[self.stream, self.seq_key, self._marker_key],
-            args=[self.max_len, self._batch_no, *tails],
-        )
-        if int(last) > 0:
+        args: list[Any] = [self.max_len, self._batch_no]
+        args += [tail_of(e) for e in batch]
+        return [self.stream, self.seq_key, self._marker_key], args
+
+    def _applied(self, last: Any) -> None:
+        if int(last) > 0:  # -1: a retried batch that had been applied already
             self.last_log_id = int(last)
 
     def flush(self, timeout: float | None = 5.0) -> bool:

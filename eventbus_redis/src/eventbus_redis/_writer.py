@@ -3,7 +3,8 @@
 `publish()` appends to a deque and returns; it only wakes the writer when the writer sleeps
 after a quiet spell or when the buffer passes half full (waking a thread per event would cost
 more than the append). The writer takes everything buffered, up to `max_batch`, and hands it to
-the backend's `write` callable: one round trip per batch. While Redis is down the writer keeps
+the backend's sink: one round trip per batch, with the next batch encoded while Redis works on
+the previous one. While Redis is down the writer keeps
 its batch, waits with capped exponential backoff and jitter, and retries; meanwhile the buffer
 fills and further events are refused and counted, so publish() stays as cheap as ever.
 """
@@ -14,11 +15,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core import Event
 from eventbus_redis._client import Backoff, safe_error
+from eventbus_redis._sink import Prepared, ScriptSink
 
 __all__ = ["BatchWriter"]
 
@@ -31,7 +32,7 @@ class BatchWriter:
     """Bounded, non-blocking buffer drained in batches by one daemon thread.
 
     Args:
-        write: Writes one batch in one round trip; raises on failure (the batch is retried).
+        sink: Encodes and writes batches (one round trip each); a failed batch is retried.
         buffer_size: Events held before `publish()` refuses (and counts) more.
         max_batch: Most events per round trip.
         linger: Seconds the writer waits for more events while traffic flows.
@@ -41,7 +42,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        write: Callable[[list[Event]], None],
+        sink: ScriptSink,
         *,
         buffer_size: int,
         max_batch: int = 500,
@@ -56,7 +57,7 @@ class BatchWriter:
             )
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
-        self._write = write
+        self._sink = sink
         self.buffer_size = buffer_size
         self._max_batch = max_batch
         self._linger = linger
@@ -76,7 +77,6 @@ class BatchWriter:
         self._lost = 0
         self._batches = 0
         self._failures = 0
-        self._in_flight = 0
         self.state = "idle"
         self.last_error: str | None = None
         self._done_cond = threading.Condition(threading.Lock())
@@ -90,7 +90,7 @@ class BatchWriter:
         buf = self._buffer
         depth = len(buf)
         # The batch being written counts too: at most `buffer_size` events wait in memory.
-        if self._closed or depth + self._in_flight >= self.buffer_size:
+        if self._closed or depth + self._taken - self._done >= self.buffer_size:
             with self._lock:
                 self._refused += 1
             return
@@ -107,13 +107,19 @@ class BatchWriter:
 
     def _run(self) -> None:
         last_activity = time.monotonic()
+        sent: tuple[list[Event], Prepared] | None = None  # sent, reply not read yet
         while True:
             batch = self._take()
-            if batch:
-                self._deliver(batch)
+            prepared = self._prepare(batch) if batch else None
+            if sent is not None:
+                self._finish(*sent)
+                sent = None
+            if batch and prepared is not None:
+                sent = self._send(batch, prepared)
                 last_activity = time.monotonic()
                 continue
             if self._closed:
+                self._sink.reset()
                 self._notify_done()
                 return
             self._notify_done()
@@ -125,6 +131,32 @@ class BatchWriter:
             self._kicked = False
             if not self._buffer and not self._closed:
                 self._wake.wait(self._linger)
+
+    def _prepare(self, batch: list[Event]) -> Prepared | None:
+        try:
+            return self._sink.prepare(batch)
+        except Exception:  # an event that cannot be encoded must not stop the writer
+            log.exception("eventbus redis writer could not encode a batch; dropping it")
+            self._settle(batch, written=False)
+            return None
+
+    def _send(self, batch: list[Event], prepared: Prepared) -> tuple[list[Event], Prepared] | None:
+        if self.state == "connected":
+            try:
+                self._sink.send(prepared)
+                return batch, prepared
+            except Exception:  # the synchronous path below retries and reports
+                pass
+        self._deliver(batch, prepared)
+        return None
+
+    def _finish(self, batch: list[Event], prepared: Prepared) -> None:
+        try:
+            self._sink.receive(prepared)
+        except Exception:  # unknown outcome: retry; the script skips a batch it applied
+            self._deliver(batch, prepared)
+            return
+        self._settle(batch, written=True)
 
     def _deep_sleep(self) -> None:
         # publish() appends first and checks _sleeping after: one side always sees the other.
@@ -144,17 +176,16 @@ class BatchWriter:
         with self._lock:
             batch = [popleft() for _ in range(min(len(buf), self._max_batch))]
             self._taken += len(batch)
-            self._in_flight = len(batch)
         return batch
 
-    def _deliver(self, batch: list[Event]) -> None:
-        """Write `batch`, retrying through outages until it is written or stop gives up."""
+    def _deliver(self, batch: list[Event], prepared: Prepared) -> None:
+        """Write `batch` synchronously, retrying through outages until written or given up."""
         while True:
             if self._abort.is_set():
                 self._settle(batch, written=False)
                 return
             try:
-                self._write(batch)
+                self._sink.write(prepared)
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
                 self._failures += 1
                 message = safe_error(exc)
@@ -173,7 +204,6 @@ class BatchWriter:
 
     def _settle(self, batch: list[Event], *, written: bool) -> None:
         with self._lock:
-            self._in_flight = 0
             self._done += len(batch)
             if written:
                 self._written += len(batch)
@@ -252,4 +282,4 @@ class BatchWriter:
 
     def queue_depth(self) -> int:
         """Accepted events not yet written."""
-        return len(self._buffer) + self._in_flight
+        return len(self._buffer) + self._taken - self._done
