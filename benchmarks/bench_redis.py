@@ -119,7 +119,7 @@ def bus_rate(bus: RedisEventBus | RedisStreamsEventBus, evs: list[Event]) -> Non
         bus.publish(e)
     if not bus.flush(120):
         raise SystemExit("flush timed out")
-    published, dropped = bus.stats()
+    _, dropped = bus.stats()
     if dropped:
         raise SystemExit(f"the bus dropped {dropped} events: raise --buffer")
 
@@ -143,7 +143,7 @@ def bare_xadd(client: redis.Redis, evs: list[Event], encoded: list[bytes] | None
         pipe.execute()
 
 
-def publish_costs(bus: RedisEventBus, evs: list[Event], pause: Callable[[], None]) -> list[int]:
+def publish_costs(bus: RedisEventBus, evs: list[Event], pause: Callable[[], object]) -> list[int]:
     """Time single paced publish() calls, after `pause()` set up the condition."""
     pause()
     costs = []
@@ -250,9 +250,18 @@ def run(
     costs["slow (CLIENT PAUSE WRITE)"] = publish_costs(
         paced, samples, lambda: client.client_pause(3_000, all=False)
     )
+    paced.flush(30)
     proc.kill()
     proc.wait()
-    costs["down (server killed)"] = publish_costs(paced, samples, lambda: None)
+
+    def until_down() -> None:
+        for _ in range(500):
+            if paced.stats().extra["state"] == "reconnecting":
+                return
+            paced.publish(samples[0])
+            time.sleep(0.01)
+
+    costs["down (server killed)"] = publish_costs(paced, samples, until_down)
     state = paced.stats().extra["state"]
     paced.stop(0)
     print(
