@@ -24,16 +24,13 @@ import redis
 
 from eventbus_core import Delivery, Event, WireFormatError
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
+from eventbus_redis._entries import DeadEntry, dead_letter, stream_entries, text
 
 __all__ = ["StreamConsumer"]
 
 log = logging.getLogger("eventbus.redis")
 
 _MAX_DEFERRED_ACKS = 100_000
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _is_nogroup(exc: redis.ResponseError) -> bool:
@@ -140,13 +137,13 @@ class StreamConsumer:
         if self._deferred_acks:
             self._flush_acks()
         if self._backlog_from is not None:
-            items = self._entries(
+            items = stream_entries(
                 self._client.xreadgroup(
                     self.group, self.name, {self.stream: self._backlog_from}, count=count
                 )
             )
             if items:
-                self._backlog_from = _text(items[-1][0])
+                self._backlog_from = text(items[-1][0])
                 return self._process(items, history=True)
             self._backlog_from = None
         now = time.monotonic()
@@ -159,7 +156,7 @@ class StreamConsumer:
                 start_id=self._claim_cursor,
                 count=count,
             )
-            self._claim_cursor = _text(reply[0])
+            self._claim_cursor = text(reply[0])
             if self._claim_cursor == "0-0":
                 self._next_claim = now + self._claim_interval
             if len(reply) > 2 and reply[2]:
@@ -170,7 +167,7 @@ class StreamConsumer:
         wait = deadline - time.monotonic()
         wait = min(wait, self.block, self._block_cap if self._block_cap is not None else wait)
         block_ms = int(wait * 1000)
-        items = self._entries(
+        items = stream_entries(
             self._client.xreadgroup(
                 self.group,
                 self.name,
@@ -181,19 +178,10 @@ class StreamConsumer:
         )
         return self._process(items, history=False) if items else []
 
-    @staticmethod
-    def _entries(reply: Any) -> list[Any]:
-        if not reply:
-            return []
-        if isinstance(reply, dict):  # RESP3 clients answer {stream: [entries]}
-            value = next(iter(reply.values()))
-            return list(value[0] if value and isinstance(value[0], list) else value)
-        return list(reply[0][1])
-
     def _process(self, items: list[Any], *, history: bool) -> list[Delivery]:
         attempts: dict[str, int] = {}
         if history:
-            ids = [_text(i) for i, _ in items]
+            ids = [text(i) for i, _ in items]
             for row in self._client.xpending_range(
                 self.stream,
                 self.group,
@@ -202,12 +190,12 @@ class StreamConsumer:
                 count=len(ids) + 16,
                 consumername=self.name,
             ):
-                attempts[_text(row["message_id"])] = int(row["times_delivered"])
+                attempts[text(row["message_id"])] = int(row["times_delivered"])
         out: list[Delivery] = []
-        dead: list[tuple[str, Any, str, int]] = []
+        dead: list[DeadEntry] = []
         trimmed: list[str] = []
         for raw_id, fields in items:
-            entry_id = _text(raw_id)
+            entry_id = text(raw_id)
             if not fields:  # deleted from the stream (trimmed) while it was pending
                 trimmed.append(entry_id)
                 continue
@@ -237,35 +225,17 @@ class StreamConsumer:
         self.delivered += len(out)
         return out
 
-    def _dead_letter(self, dead: list[tuple[str, Any, str, int]]) -> None:
-        # One transaction: an entry is acknowledged only together with its dead letter.
-        pipe = self._client.pipeline(transaction=True)
-        for entry_id, data, reason, n in dead:
-            pipe.xadd(
-                self.dead_letter_stream,
-                {
-                    "data": data,
-                    "reason": reason,
-                    "stream": self.stream,
-                    "id": entry_id,
-                    "group": self.group,
-                    "consumer": self.name,
-                    "deliveries": n,
-                },
-                maxlen=self._dead_letter_max_len or None,
-                approximate=True,
-            )
-            pipe.xack(self.stream, self.group, entry_id)
-        pipe.execute()
+    def _dead_letter(self, dead: list[DeadEntry]) -> None:
+        dead_letter(
+            self._client,
+            self.stream,
+            self.group,
+            self.name,
+            self.dead_letter_stream,
+            self._dead_letter_max_len,
+            dead,
+        )
         self.dead_lettered += len(dead)
-        for entry_id, _, reason, _ in dead:
-            log.warning(
-                "eventbus redis: entry %s of %s dead-lettered to %s: %s",
-                entry_id,
-                self.stream,
-                self.dead_letter_stream,
-                reason,
-            )
 
     def _lost_to_trim(self, n: int) -> None:
         self.trimmed += n
@@ -319,7 +289,7 @@ class StreamConsumer:
         If Redis is unreachable the acknowledgements are kept and sent with the next call;
         until then the entries stay pending (and may be redelivered: at-least-once).
         """
-        self._deferred_acks.extend(_text(t) for t in tokens)
+        self._deferred_acks.extend(text(t) for t in tokens)
         self._flush_acks()
 
     def _flush_acks(self) -> None:

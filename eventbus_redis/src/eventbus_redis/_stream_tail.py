@@ -8,19 +8,15 @@ Gaps (entries trimmed before they were read) show as a jump in LogIDs and are re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
 from eventbus_core import Event, WireFormatError
 from eventbus_redis._client import socket_timeout
+from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._tail import Cursor, Gap, Tailer
 
 __all__ = ["StreamTailer"]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -57,14 +53,15 @@ class StreamTailer(Tailer):
     def start_position(self) -> str:
         """The id of the newest entry ("0-0" for an empty stream)."""
         newest = self._client.xrevrange(self._stream, count=1)
-        return _text(newest[0][0]) if newest else "0-0"
+        return text(newest[0][0]) if newest else "0-0"
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the entries after its position; report LogID jumps as gaps."""
-        reply: Any = self._client.xread({self._stream: cursor.position}, count=max_items)
-        if not reply:
+        entries = stream_entries(
+            self._client.xread({self._stream: cursor.position}, count=max_items)
+        )
+        if not entries:
             return False
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
         events: list[Event] = []
         bad = 0
         last_log = int(cursor.extra.get("log_id", 0))
@@ -90,7 +87,7 @@ class StreamTailer(Tailer):
                     self.gaps += 1
                 last_log = max(last_log, event.log_id)
             events.append(event)
-        cursor.position = _text(entries[-1][0])
+        cursor.position = text(entries[-1][0])
         cursor.extra["log_id"] = last_log
         if bad:
             self.undecodable += bad

@@ -1,0 +1,73 @@
+"""Helpers for stream entries: replies of XREAD/XREADGROUP, and moving entries to dead letters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+__all__ = ["DeadEntry", "dead_letter", "stream_entries", "text"]
+
+log = logging.getLogger("eventbus.redis")
+
+DeadEntry = tuple[str, Any, str, int]
+"""An entry to dead-letter: (entry id, raw data, reason, deliveries so far)."""
+
+
+def text(value: Any) -> str:
+    """An id or name from Redis as `str`, whatever the client's decode_responses setting."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_entries(reply: Any) -> list[Any]:
+    """The `(id, fields)` entries of a one-stream XREAD/XREADGROUP reply (RESP2 or RESP3)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3 clients answer {stream: [entries]}
+        value = next(iter(reply.values()))
+        return list(value[0] if value and isinstance(value[0], list) else value)
+    return list(reply[0][1])
+
+
+def dead_letter(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    dead_letter_stream: str,
+    max_len: int,
+    dead: list[DeadEntry],
+) -> None:
+    """Add each entry to `dead_letter_stream` with its reason and acknowledge it, atomically.
+
+    Fields of a dead letter: data (the raw entry data), reason, stream, id, group, consumer,
+    deliveries. XADD and XACK run in one MULTI/EXEC: an entry is never acknowledged without
+    its dead letter, nor dead-lettered and left pending.
+    """
+    pipe = client.pipeline(transaction=True)
+    for entry_id, data, reason, n in dead:
+        pipe.xadd(
+            dead_letter_stream,
+            {
+                "data": data,
+                "reason": reason,
+                "stream": stream,
+                "id": entry_id,
+                "group": group,
+                "consumer": consumer,
+                "deliveries": n,
+            },
+            maxlen=max_len or None,
+            approximate=True,
+        )
+        pipe.xack(stream, group, entry_id)
+    pipe.execute()
+    for entry_id, _, reason, _ in dead:
+        log.warning(
+            "eventbus redis: entry %s of %s dead-lettered to %s: %s",
+            entry_id,
+            stream,
+            dead_letter_stream,
+            reason,
+        )
