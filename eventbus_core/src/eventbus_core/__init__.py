@@ -5,10 +5,16 @@ entry-point group `eventbus`), settings and `create_bus()`.
 """
 
 from eventbus_core._bus import BaseEventBus, EventBus
+from eventbus_core._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
+from eventbus_core._dispatch_stats import DispatcherStats, SinkStats
+from eventbus_core._dispatcher import Dispatcher
 from eventbus_core._errors import (
     BackendLoadError,
     EventBusError,
+    PermanentSinkError,
     SettingsError,
+    SinkError,
+    TransientSinkError,
     UnknownBackendError,
     UnknownSinkError,
     WireFormatError,
@@ -23,11 +29,16 @@ from eventbus_core._plugins import (
     get_registry,
     reset_registry,
 )
+from eventbus_core._redact import Redactor, redact_headers, redact_text
+from eventbus_core._redact_bus import RedactingBus
+from eventbus_core._retry import RetryPolicy, classify_status, parse_retry_after
 from eventbus_core._secrets import RedactedURL, redact_url
 from eventbus_core._settings import ENV_VARS, EventBusSettings
+from eventbus_core._sink import Sink, sink_options_from_env
 from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
 from eventbus_core._stats import BusStats, SubscriberStats
 from eventbus_core._subscription import Subscription, SubscriptionClosed
+from eventbus_core._transform import LLMTransformer, Payload, Transform, decode_body
 from eventbus_core.asgi import EventBusMiddleware
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 
@@ -63,10 +74,33 @@ __all__ = [
     "reset_registry",
     # instrumentation
     "EventBusMiddleware",
+    # dispatcher and sinks
+    "DeadLetter",
+    "Dispatcher",
+    "DispatcherStats",
+    "JsonlDeadLetter",
+    "LLMTransformer",
+    "MemoryDeadLetter",
+    "Payload",
+    "RedactingBus",
+    "Redactor",
+    "RetryPolicy",
+    "Sink",
+    "SinkStats",
+    "Transform",
+    "classify_status",
+    "decode_body",
+    "parse_retry_after",
+    "redact_headers",
+    "redact_text",
+    "sink_options_from_env",
     # errors
     "BackendLoadError",
     "EventBusError",
+    "PermanentSinkError",
     "SettingsError",
+    "SinkError",
+    "TransientSinkError",
     "UnknownBackendError",
     "UnknownSinkError",
     "WireFormatError",

@@ -5,7 +5,10 @@ from __future__ import annotations
 __all__ = [
     "BackendLoadError",
     "EventBusError",
+    "PermanentSinkError",
     "SettingsError",
+    "SinkError",
+    "TransientSinkError",
     "UnknownBackendError",
     "UnknownSinkError",
     "WireFormatError",
@@ -34,3 +37,27 @@ class UnknownSinkError(EventBusError, LookupError):
 
 class BackendLoadError(EventBusError, ImportError):
     """The plugin that provides the selected backend failed to load."""
+
+
+class SinkError(EventBusError, RuntimeError):
+    """A sink could not take a batch. Treated as transient (retried) unless permanent."""
+
+
+class TransientSinkError(SinkError):
+    """A failure worth retrying (timeouts, HTTP 408, 429, 5xx).
+
+    Args:
+        message: What went wrong (never include credentials).
+        retry_after: Seconds the destination asked us to wait (`Retry-After`), if it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentSinkError(SinkError):
+    """A failure that retrying cannot fix (HTTP 4xx other than 408/429, bad payload).
+
+    The dispatcher dead-letters the batch at once, without retries.
+    """

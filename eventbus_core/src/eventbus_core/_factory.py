@@ -35,4 +35,15 @@ def create_bus(
             f"backend {registration.name!r} (plugin {registration.plugin!r}) could not import "
             f"what it needs: {exc}"
         ) from exc
+    if settings.redact_on_publish:
+        from eventbus_core._redact import Redactor
+        from eventbus_core._redact_bus import RedactingBus
+
+        bus = RedactingBus(
+            bus,
+            Redactor(
+                extra_headers=settings.redact_header_names,
+                extra_patterns=settings.redact_pattern_list,
+            ),
+        )
     return bus

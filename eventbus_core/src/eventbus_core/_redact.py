@@ -1,32 +1,74 @@
 """Redaction of secrets before anything leaves the process.
 
-Header values of credentials (Authorization, cookies, API keys) are replaced by a mask.
+Header values of credentials (Authorization, cookies, API keys) are replaced by a mask, and so
+are API-key-looking strings in bodies: provider key formats (OpenAI `sk-...`, Anthropic
+`sk-ant-...`, Google `AIza...`, AWS `AKIA...`, GitHub, Slack, Hugging Face), `Bearer` tokens,
+and the values of JSON fields or `key=value` pairs named like credentials (`api_key`,
+`password`, `access_token`, ...). `Redactor` bundles a configuration of these rules.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["MASK", "SENSITIVE_HEADERS", "is_sensitive_header", "redact_headers"]
+from eventbus_core._event import Event
+
+__all__ = [
+    "MASK",
+    "SENSITIVE_HEADERS",
+    "Redactor",
+    "is_sensitive_header",
+    "redact_headers",
+    "redact_text",
+]
 
 MASK: Final = "[REDACTED]"
 
-SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset({
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-    "x-access-token",
-    "x-amz-security-token",
-    "openai-api-key",
-    "anthropic-api-key",
-    "x-goog-api-key",
-})
+SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-access-token",
+        "x-amz-security-token",
+        "openai-api-key",
+        "anthropic-api-key",
+        "x-goog-api-key",
+    }
+)
 """Header names (lower case) whose values are masked by default."""
+
+_KEY_PATTERNS: Final = (
+    r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",  # OpenAI, Anthropic
+    r"AIza[0-9A-Za-z_\-]{35}",  # Google API keys
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key ids
+    r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
+    r"github_pat_[A-Za-z0-9_]{30,}",
+    r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack
+    r"hf_[A-Za-z0-9]{30,}",  # Hugging Face
+    r"(?<=[Bb]earer )[A-Za-z0-9_\-.=+/]{8,}",  # bearer tokens in free text
+)
+"""Regular expressions of API-key-looking strings, masked wherever they appear."""
+
+_SECRET_NAME: Final = (
+    r"(?:api[_-]?key|apikey|x-api-key|authorization|password|passwd|secret|client[_-]?secret"
+    r"|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|private[_-]?key)"
+)
+# `"api_key": "value"` in JSON text and `api_key=value` in query strings or forms; the
+# structured path (`redact_json`) handles parsed JSON by key instead.
+_PAIR: Final = re.compile(
+    rf"""(?ix)
+    (?P<head>["']?{_SECRET_NAME}["']?\s*[:=]\s*["']?)
+    (?P<value>[^"'\s,&;}}]+)
+    """
+)
+_SECRET_KEY: Final = re.compile(rf"(?i)^{_SECRET_NAME}$")
 
 
 def is_sensitive_header(name: str, extra: Iterable[str] = ()) -> bool:
@@ -50,3 +92,117 @@ def redact_headers(
         else:
             out[name] = list(values)
     return out
+
+
+def redact_text(text: str) -> str:
+    """Mask API-key-looking strings and credential-named values in `text` (default rules)."""
+    return _DEFAULT_REDACTOR.text(text)
+
+
+class Redactor:
+    """A configured set of redaction rules, applied to headers, text and parsed JSON.
+
+    Args:
+        extra_headers: Further header names (any case) whose values are masked.
+        extra_patterns: Further regular expressions; every match in a body is masked.
+        bodies: Also scrub bodies (key patterns and credential-named fields); headers are
+            always redacted.
+
+    Raises:
+        ValueError: an extra pattern is not a valid regular expression.
+    """
+
+    def __init__(
+        self,
+        *,
+        extra_headers: Iterable[str] = (),
+        extra_patterns: Iterable[str] = (),
+        bodies: bool = True,
+    ) -> None:
+        self.extra_headers = frozenset(h.strip().lower() for h in extra_headers if h.strip())
+        patterns = [p for p in extra_patterns if p]
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(
+                    f"invalid redaction pattern {p!r} (EVENTBUS_REDACT_PATTERNS): {exc}"
+                ) from exc
+        self._keys = re.compile("|".join([*_KEY_PATTERNS, *patterns]))
+        self.bodies = bodies
+
+    def headers(self, headers: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]] | None:
+        """Return a copy of `headers` with sensitive values masked."""
+        return redact_headers(headers, self.extra_headers)
+
+    def text(self, text: str) -> str:
+        """Return `text` with key-looking strings and credential-named values masked."""
+        if not self.bodies or not text:
+            return text
+        text = self._keys.sub(MASK, text)
+        return _PAIR.sub(lambda m: m.group("head") + MASK, text)
+
+    def body(self, data: bytes | None) -> bytes | None:
+        """Redact a raw body if it is UTF-8 text; other bytes are returned unchanged."""
+        if not self.bodies or not data:
+            return data
+        if data[:2] == b"\x1f\x8b":
+            return data  # gzip: scrubbed after decoding, by the transformer's redaction
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data
+        cleaned = self.text(text)
+        return data if cleaned == text else cleaned.encode("utf-8")
+
+    def event(self, event: Event) -> Event:
+        """Return `event` with sensitive headers masked and its bodies scrubbed.
+
+        Used at `publish()` when `EVENTBUS_REDACT_ON_PUBLISH` is on. Compressed bodies are left
+        as they are here; the dispatcher scrubs them after decoding.
+        """
+        headers = event.response_headers
+        masked = headers is not None and any(
+            is_sensitive_header(n, self.extra_headers) for n in headers
+        )
+        req, resp = self.body(event.request_body), self.body(event.response_body)
+        if not masked and req is event.request_body and resp is event.response_body:
+            return event
+        new_headers = self.headers(headers) if masked else headers
+        return event.replace(response_headers=new_headers, request_body=req, response_body=resp)
+
+    def json(self, value: Any) -> Any:
+        """Return a copy of parsed JSON with credential-named fields and key strings masked."""
+        if not self.bodies:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                if isinstance(k, str) and _SECRET_KEY.match(k) and isinstance(v, str) and v:
+                    out[k] = MASK
+                elif (
+                    isinstance(k, str)
+                    and k.lower() in ("headers", "response_headers", "request_headers")
+                    and isinstance(v, dict)
+                ):
+                    out[k] = self._header_dict(v)
+                else:
+                    out[k] = self.json(v)
+            return out
+        if isinstance(value, list):
+            return [self.json(v) for v in value]
+        return value
+
+    def _header_dict(self, headers: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, v in headers.items():
+            if is_sensitive_header(name, self.extra_headers):
+                out[name] = [MASK for _ in v] if isinstance(v, list) else MASK
+            else:
+                out[name] = self.json(v)
+        return out
+
+
+_DEFAULT_REDACTOR: Final = Redactor()

@@ -103,6 +103,122 @@ class EventBusSettings(BaseSettings):
         description="Approximate MAXLEN of the stream (0: no trimming).",
     )
 
+    # --- dispatcher and sinks (docs/configuration.md, "Dispatcher and sinks") ---
+    sinks: str = _env(
+        "EVENTBUS_SINKS",
+        default="console",
+        description="Comma-separated sink names the dispatcher sends to, e.g. jsonl,webhook.",
+    )
+    batch_size: int = _env(
+        "EVENTBUS_BATCH_SIZE",
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Most events per batch handed to a sink.",
+    )
+    flush_interval: float = _env(
+        "EVENTBUS_FLUSH_INTERVAL",
+        default=5.0,
+        gt=0,
+        description="Seconds a partial batch waits at most before it is sent.",
+    )
+    sink_queue_size: int = _env(
+        "EVENTBUS_SINK_QUEUE_SIZE",
+        default=1000,
+        ge=1,
+        description="Events each sink's queue holds before reading pauses (back-pressure).",
+    )
+    retries: int = _env(
+        "EVENTBUS_RETRIES",
+        default=3,
+        ge=0,
+        le=100,
+        description="Resends of a failed batch before it is dead-lettered.",
+    )
+    retry_base: float = _env(
+        "EVENTBUS_RETRY_BASE",
+        default=1.0,
+        ge=0,
+        description="Seconds before the first retry; doubles each retry, with jitter.",
+    )
+    retry_cap: float = _env(
+        "EVENTBUS_RETRY_CAP",
+        default=30.0,
+        ge=0,
+        description="Longest backoff delay in seconds.",
+    )
+    retry_after_max: float = _env(
+        "EVENTBUS_RETRY_AFTER_MAX",
+        default=300.0,
+        ge=0,
+        description="Longest wait a sink's Retry-After may impose, in seconds.",
+    )
+    dead_letter_path: str = _env(
+        "EVENTBUS_DEAD_LETTER_PATH",
+        default="eventbus-dead-letter.jsonl",
+        description="JSONL file of dead-lettered events (empty: none; failures are dropped).",
+    )
+    shutdown_timeout: float = _env(
+        "EVENTBUS_SHUTDOWN_TIMEOUT",
+        default=10.0,
+        ge=0,
+        description="Seconds the dispatcher takes at most to send what it holds when stopped.",
+    )
+    stats_interval: float = _env(
+        "EVENTBUS_STATS_INTERVAL",
+        default=60.0,
+        ge=0,
+        description="Seconds between DEBUG log lines of the dispatcher's figures (0: never).",
+    )
+    consumer_groups: str = _env(
+        "EVENTBUS_CONSUMER_GROUPS",
+        default="per-sink",
+        pattern="^(per-sink|shared)$",
+        description="per-sink: a subscription/consumer group per sink; shared: one for all.",
+    )
+    consumer_name: str | None = _env(
+        "EVENTBUS_CONSUMER_NAME",
+        default=None,
+        description="Consumer name within a Redis streams group (default: host and pid).",
+    )
+    transformer: str = _env(
+        "EVENTBUS_TRANSFORMER",
+        default="",
+        description="Custom transformer as package.module:function (empty: the LLM one).",
+    )
+    body_binary: str = _env(
+        "EVENTBUS_BODY_BINARY",
+        default="base64",
+        pattern="^(base64|placeholder)$",
+        description="How the transformer keeps binary bodies: base64 or placeholder.",
+    )
+    body_max_bytes: int = _env(
+        "EVENTBUS_BODY_MAX_BYTES",
+        default=1_048_576,
+        ge=0,
+        description="Decoded bodies larger than this become a placeholder in payloads.",
+    )
+    redact: bool = _env(
+        "EVENTBUS_REDACT",
+        default=True,
+        description="Redact payloads before sinks see them (headers always, bodies too).",
+    )
+    redact_on_publish: bool = _env(
+        "EVENTBUS_REDACT_ON_PUBLISH",
+        default=False,
+        description="Also redact each event in publish(), before any backend stores it.",
+    )
+    redact_headers: str = _env(
+        "EVENTBUS_REDACT_HEADERS",
+        default="",
+        description="Further comma-separated header names to mask.",
+    )
+    redact_patterns: str = _env(
+        "EVENTBUS_REDACT_PATTERNS",
+        default="",
+        description="Further regular expressions to mask in bodies, separated by newlines.",
+    )
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
@@ -130,6 +246,30 @@ class EventBusSettings(BaseSettings):
                 "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
             )
         return value
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _normalise_sinks(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, str):
+            return ",".join(n.strip().lower() for n in value.split(",") if n.strip())
+        return value
+
+    @property
+    def sink_names(self) -> list[str]:
+        """`EVENTBUS_SINKS` as a list of names."""
+        return [n for n in self.sinks.split(",") if n]
+
+    @property
+    def redact_header_names(self) -> list[str]:
+        """`EVENTBUS_REDACT_HEADERS` as a list."""
+        return [h.strip() for h in self.redact_headers.split(",") if h.strip()]
+
+    @property
+    def redact_pattern_list(self) -> list[str]:
+        """`EVENTBUS_REDACT_PATTERNS` as a list (one regular expression per line)."""
+        return [p for p in self.redact_patterns.splitlines() if p.strip()]
 
     def env_var(self, field: str) -> str:
         """Return the environment variable that sets `field`."""

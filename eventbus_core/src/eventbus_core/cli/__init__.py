@@ -23,6 +23,7 @@ COMMANDS: Final = (
     "eventbus_core.cli._publish_cmd",
     "eventbus_core.cli._stats_cmd",
     "eventbus_core.cli._replay_cmd",
+    "eventbus_core.cli._dispatch_cmd",
 )
 
 

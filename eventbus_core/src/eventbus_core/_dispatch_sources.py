@@ -1,0 +1,84 @@
+"""Which sources a dispatcher reads: one per sink, or one shared by every sink."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from eventbus_core._sink import Sink
+from eventbus_core._source import AckableSource, SubscriptionSource
+from eventbus_core._subscription import Subscription
+
+__all__ = ["GroupMode", "Source", "resolve_sources"]
+
+GroupMode = Literal["per-sink", "shared"]
+"""`per-sink`: each sink reads its own subscription / consumer group and sees every event;
+`shared`: one reader feeds every sink, and a delivery is acknowledged when all are done."""
+
+Source = AckableSource | Subscription | Mapping[str, AckableSource] | Any
+"""What a dispatcher reads: a bus (`subscribe()`, or `consumer()` for Redis streams), one
+subscription or acknowledged source shared by all sinks, or a mapping sink name -> source."""
+
+
+def resolve_sources(
+    source: Source,
+    sinks: Sequence[Sink],
+    mode: GroupMode,
+    group: str | None,
+    consumer: str | None,
+    *,
+    batch_size: int,
+) -> list[tuple[str, AckableSource, list[Sink]]]:
+    """Return `(lane name, source, sinks it feeds)` for each lane.
+
+    A Redis streams bus (one with `consumer()`) gets consumer group `GROUP:SINK` per sink, or
+    `GROUP` when shared; any other bus gets a subscription per sink, or one when shared.
+
+    Raises:
+        ValueError: a mapping lacks a source for some sink.
+        TypeError: `source` is none of the accepted kinds.
+    """
+    by_name = {s.name: s for s in sinks}
+    by_lane: list[tuple[str, AckableSource, list[Sink]]] = []
+    if isinstance(source, Mapping):
+        missing = set(by_name) - set(source)
+        if missing:
+            raise ValueError(f"no source given for sink(s) {sorted(missing)}")
+        by_lane = [(n, source[n], [by_name[n]]) for n in by_name]
+    elif isinstance(source, Subscription):
+        by_lane = [("shared", SubscriptionSource(source), list(sinks))]
+    elif hasattr(source, "consumer"):  # Redis streams: consumer groups
+        base = group or str(getattr(source, "group", "llm-proxy-dispatchers"))
+        if mode == "shared":
+            by_lane = [
+                (
+                    "shared",
+                    source.consumer(group=base, name=consumer, batch_size=batch_size),
+                    list(sinks),
+                )
+            ]
+        else:
+            by_lane = [
+                (
+                    n,
+                    source.consumer(group=f"{base}:{n}", name=consumer, batch_size=batch_size),
+                    [s],
+                )
+                for n, s in by_name.items()
+            ]
+    elif hasattr(source, "subscribe"):
+        if mode == "shared":
+            by_lane = [("shared", SubscriptionSource(source.subscribe("dispatch")), list(sinks))]
+        else:
+            by_lane = [
+                (n, SubscriptionSource(source.subscribe(f"dispatch:{n}")), [s])
+                for n, s in by_name.items()
+            ]
+    elif isinstance(source, AckableSource):
+        by_lane = [("shared", source, list(sinks))]
+    else:
+        raise TypeError(
+            f"cannot dispatch from {type(source).__name__}: pass a bus, a "
+            "Subscription, an AckableSource or a mapping of them by sink"
+        )
+    return by_lane

@@ -1,0 +1,93 @@
+"""Figures of the dispatcher, per sink.
+
+Invariant once the dispatcher has stopped: `received == sent + dead_lettered + dropped +
+requeued` for every sink (`requeued`: handed back unacknowledged to a durable source at
+shutdown, to be delivered again). While it runs, the difference is `in_flight`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["DispatcherStats", "SinkStats"]
+
+
+@dataclass
+class SinkStats:
+    """Counters of one sink (events, not batches, unless the name says otherwise).
+
+    Attributes:
+        received: Events queued for this sink.
+        sent: Events the sink accepted.
+        retried: Event sends retried (a batch of 10 retried twice adds 20).
+        dead_lettered: Events written to the dead-letter destination.
+        dropped: Events lost because even the dead-letter destination failed (logged at
+            ERROR), or left over at shutdown from a source that cannot take them back.
+        requeued: Events left unacknowledged at shutdown; a durable source delivers them again.
+        batches: Batches the sink accepted.
+        failures: Failed send attempts (batches).
+        queued: Events waiting in this sink's queue now.
+        lag_seconds: Age of the oldest event not yet sent (0 when the queue is empty).
+        last_batch_seconds: Time from a batch's first send attempt to its outcome.
+        max_batch_seconds: Longest such time so far.
+        total_batch_seconds: Sum of those times (divide by batches + dead-lettered batches).
+    """
+
+    received: int = 0
+    sent: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    requeued: int = 0
+    batches: int = 0
+    failures: int = 0
+    queued: int = 0
+    lag_seconds: float = 0.0
+    last_batch_seconds: float = 0.0
+    max_batch_seconds: float = 0.0
+    total_batch_seconds: float = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        """Events received but not yet sent, dead-lettered, dropped or requeued."""
+        return self.received - self.sent - self.dead_lettered - self.dropped - self.requeued
+
+    def record_latency(self, seconds: float) -> None:
+        """Account one batch's latency."""
+        self.last_batch_seconds = seconds
+        self.max_batch_seconds = max(self.max_batch_seconds, seconds)
+        self.total_batch_seconds += seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for logs and JSON)."""
+        data = asdict(self)
+        data["in_flight"] = self.in_flight
+        return data
+
+
+@dataclass
+class DispatcherStats:
+    """A snapshot of the dispatcher's figures.
+
+    Attributes:
+        sinks: Per-sink counters, by sink name.
+        read: Deliveries read from the sources.
+        acked: Deliveries acknowledged to the sources.
+        source_dropped: Events the bus dropped for the dispatcher's subscriptions (memory bus
+            with a full subscriber buffer), as the source reports them.
+    """
+
+    sinks: dict[str, SinkStats]
+    read: int = 0
+    acked: int = 0
+    source_dropped: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for logs and JSON)."""
+        return {
+            "read": self.read,
+            "acked": self.acked,
+            "source_dropped": self.source_dropped,
+            "sinks": {name: s.as_dict() for name, s in self.sinks.items()},
+        }

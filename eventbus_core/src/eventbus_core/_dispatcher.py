@@ -1,0 +1,360 @@
+"""`Dispatcher`: delivers every event to every sink at least once, or dead-letters it.
+
+Pipeline per event: source -> transform -> redact -> one queue per sink -> batches (by size
+and by time) -> `sink.send()` with retries -> acknowledgement to the source once every sink
+of the event's lane has sent or dead-lettered it. See docs/dispatcher.md for the design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from eventbus_core._deadletter import DeadLetter
+from eventbus_core._dispatch_lane import Lane, SinkWorker
+from eventbus_core._dispatch_sources import GroupMode, Source, resolve_sources
+from eventbus_core._dispatch_stats import DispatcherStats
+from eventbus_core._event import Event
+from eventbus_core._plugins import PluginRegistry
+from eventbus_core._redact import Redactor
+from eventbus_core._retry import RetryPolicy
+from eventbus_core._secrets import redact_url
+from eventbus_core._settings import EventBusSettings
+from eventbus_core._sink import Sink
+from eventbus_core._source import SubscriptionSource
+from eventbus_core._subscription import Subscription
+from eventbus_core._transform import LLMTransformer, Transform
+
+__all__ = ["Dispatcher", "GroupMode", "Source"]
+
+log = logging.getLogger("eventbus.dispatcher")
+
+
+class Dispatcher:
+    """Consume events, transform and redact them, and deliver them in batches to sinks.
+
+    Args:
+        source: A bus, a `Subscription`, an `AckableSource`, or `{sink name: AckableSource}`.
+            A bus gets one subscription (or Redis-streams consumer group `GROUP:SINK`) per sink
+            in `per-sink` mode, a single one in `shared` mode.
+        sinks: The sinks (each with a unique `name`).
+        batch_size: Most events per `send()` (Go original: 100).
+        flush_interval: Seconds the first event of a partial batch waits at most (Go: 5).
+        queue_size: Events each sink's queue holds before reading pauses (back-pressure).
+        retry: Backoff policy for failed sends.
+        dead_letter: Where refused batches go; None counts them as dropped (and logs ERROR).
+        transform: `transform(event) -> dict`; the `LLMTransformer` by default.
+        redactor: Redaction applied to every payload before any sink sees it; None disables.
+        group_mode: How a bus is read (see `GroupMode`).
+        group: Base consumer-group name for Redis streams (default: the bus's group).
+        consumer_name: Consumer name within the group (default: the backend's choice).
+        shutdown_timeout: Seconds the dispatcher takes at most, once stopped, to send what it
+            holds; the rest is handed back unacknowledged (or dead-lettered, for memory).
+        stats_interval: Seconds between DEBUG log lines of the figures (0: never).
+        poll_interval: Longest single wait on the source, so a stop request is seen quickly.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        sinks: Sequence[Sink],
+        *,
+        batch_size: int = 100,
+        flush_interval: float = 5.0,
+        queue_size: int = 1000,
+        retry: RetryPolicy | None = None,
+        dead_letter: DeadLetter | None = None,
+        transform: Transform | None = None,
+        redactor: Redactor | None = None,
+        group_mode: GroupMode = "per-sink",
+        group: str | None = None,
+        consumer_name: str | None = None,
+        shutdown_timeout: float = 10.0,
+        stats_interval: float = 60.0,
+        poll_interval: float = 0.25,
+    ) -> None:
+        if not sinks:
+            raise ValueError("a dispatcher needs at least one sink (EVENTBUS_SINKS / --sink)")
+        names = [s.name for s in sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique, got {names}")
+        if batch_size < 1 or queue_size < batch_size:
+            raise ValueError(f"need 1 <= batch_size <= queue_size, got {batch_size}, {queue_size}")
+        if group_mode not in ("per-sink", "shared"):
+            raise ValueError(f"group_mode must be 'per-sink' or 'shared', not {group_mode!r}")
+        self.sinks = list(sinks)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.queue_size = queue_size
+        self.retry = retry or RetryPolicy()
+        self.dead_letter = dead_letter
+        self.transform: Transform = transform or LLMTransformer()
+        self.redactor = redactor
+        self.shutdown_timeout = shutdown_timeout
+        self.stats_interval = stats_interval
+        self.poll_interval = poll_interval
+        self._lanes = self._build_lanes(source, group_mode, group, consumer_name)
+        self._stop_requested = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._source_dropped = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: EventBusSettings | None = None,
+        *,
+        bus: Any = None,
+        sinks: Sequence[tuple[str, Mapping[str, str]]] | None = None,
+        registry: PluginRegistry | None = None,
+    ) -> Dispatcher:
+        """Build a dispatcher from settings (the environment by default).
+
+        Args:
+            settings: `EVENTBUS_SINKS`, batching, retry, dead-letter and redaction settings.
+            bus: The bus to read; `create_bus(settings)` when omitted.
+            sinks: `(name, options)` pairs overriding `EVENTBUS_SINKS`.
+            registry: Plugin registry for sink names; the installed plugins by default.
+
+        Raises:
+            UnknownSinkError: a sink name no installed plugin provides.
+            SettingsError: an invalid setting or sink option (the message names it).
+        """
+        from eventbus_core._dispatch_setup import dispatcher_from_settings
+
+        return dispatcher_from_settings(settings, bus=bus, sinks=sinks, registry=registry)
+
+    # ------------------------------------------------------------------------- construction
+
+    def _build_lanes(
+        self, source: Source, mode: GroupMode, group: str | None, consumer: str | None
+    ) -> list[Lane]:
+        by_lane = resolve_sources(
+            source, self.sinks, mode, group, consumer, batch_size=self.batch_size
+        )
+        lanes = []
+        for name, src, lane_sinks in by_lane:
+            durable = not isinstance(src, SubscriptionSource)
+            lane = Lane(name, src, self._prepare, durable=durable)
+            lane.workers = [
+                SinkWorker(
+                    s,
+                    lane,
+                    batch_size=self.batch_size,
+                    flush_interval=self.flush_interval,
+                    queue_size=self.queue_size,
+                    retry=self.retry,
+                    dead_letter=self.dead_letter,
+                    scrub=self._scrub,
+                )
+                for s in lane_sinks
+            ]
+            lanes.append(lane)
+        return lanes
+
+    def _scrub(self, text: str) -> str:
+        text = redact_url(text)
+        return self.redactor.text(text) if self.redactor is not None else text
+
+    def _prepare(self, event: Event) -> dict[str, Any]:
+        """Transform and redact one event (runs in the reader thread)."""
+        try:
+            payload = dict(self.transform(event))
+        except Exception as exc:
+            # A transformer bug must not lose events: ship the bare facts and say why.
+            log.warning(
+                "transform failed for log_id=%s request_id=%s: %s",
+                event.log_id,
+                event.request_id,
+                exc,
+            )
+            payload = {
+                "type": "llm.request",
+                "log_id": event.log_id,
+                "request_id": event.request_id,
+                "method": event.method,
+                "path": event.path,
+                "status": event.status,
+                "duration_ms": event.duration_ns / 1e6,
+                "transform_error": f"{type(exc).__name__}: {exc}",
+            }
+        if self.redactor is not None:
+            redacted: dict[str, Any] = self.redactor.json(payload)
+            return redacted
+        return payload
+
+    # ------------------------------------------------------------------------------ running
+
+    @property
+    def workers(self) -> list[SinkWorker]:
+        """Every sink worker, in sink order."""
+        return [w for lane in self._lanes for w in lane.workers]
+
+    def stats(self) -> DispatcherStats:
+        """A snapshot of the figures (safe to call from any thread; values may lag a little)."""
+        sinks = {w.name: w.snapshot() for w in self.workers}
+        dropped = self._source_dropped
+        for lane in self._lanes:
+            sub = getattr(lane.source, "subscription", None)
+            if isinstance(sub, Subscription):
+                dropped += sub.dropped
+        return DispatcherStats(
+            sinks=sinks,
+            read=sum(lane.read for lane in self._lanes),
+            acked=sum(lane.acked for lane in self._lanes),
+            source_dropped=dropped,
+        )
+
+    def request_stop(self) -> None:
+        """Ask the dispatcher to stop (thread- and signal-safe); `run()` then winds down."""
+        self._stop_requested = True
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(stopping.set)
+
+    async def run(self) -> DispatcherStats:
+        """Dispatch until `request_stop()` or every source is exhausted; return the figures.
+
+        Sinks, sources and the dead-letter destination are closed on return.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._stopping = stopping = asyncio.Event()
+        if self._stop_requested:
+            stopping.set()
+        workers = {w: asyncio.create_task(w.run(), name=f"sink-{w.name}") for w in self.workers}
+        readers = [
+            asyncio.create_task(
+                lane.read_loop(stopping, self.batch_size, self.poll_interval),
+                name=f"read-{lane.name}",
+            )
+            for lane in self._lanes
+        ]
+        reporter = asyncio.create_task(self._report())
+        stop_wait = asyncio.create_task(stopping.wait())
+        await asyncio.wait([stop_wait, *readers], return_when=asyncio.FIRST_COMPLETED)
+        while not stopping.is_set() and not all(r.done() for r in readers):
+            await asyncio.wait([stop_wait, *readers], return_when=asyncio.FIRST_COMPLETED)
+        log.info(
+            "dispatcher stopping: sending what is queued (at most %.1f s)", self.shutdown_timeout
+        )
+        for w in workers:
+            w.start_draining()
+        _, pending = await asyncio.wait(
+            [*readers, *workers.values()], timeout=self.shutdown_timeout
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        stop_wait.cancel()
+        reporter.cancel()
+        await self._hand_back(workers)
+        await self._close()
+        final = self.stats()
+        log.info("dispatcher stopped: %s", json.dumps(final.as_dict()))
+        return final
+
+    async def _hand_back(self, workers: Mapping[SinkWorker, asyncio.Task[None]]) -> None:
+        """Account for what the deadline cut off: requeue (durable) or dead-letter (memory)."""
+        for w in workers:
+            left = [*w.current, *w.queue]
+            w.current, w.queue = [], type(w.queue)()
+            if not left:
+                continue
+            if w.lane.durable:
+                w.stats.requeued += len(left)
+                await w.lane.settle(left, ok=False)
+                log.warning(
+                    "sink %s: %d events not sent before the shutdown deadline; left "
+                    "unacknowledged for redelivery",
+                    w.name,
+                    len(left),
+                )
+            else:
+                reason = f"dispatcher stopped after {self.shutdown_timeout} s before delivery"
+                await w.dead_letter_batch(left, reason, 0)
+
+    async def _close(self) -> None:
+        for lane in self._lanes:
+            sub = getattr(lane.source, "subscription", None)
+            if isinstance(sub, Subscription) and sub.qsize():
+                self._source_dropped += sub.qsize()
+                log.warning("lane %s: %d buffered events were never read", lane.name, sub.qsize())
+            await lane.close()
+        for sink in self.sinks:
+            try:
+                await sink.close()
+            except Exception as exc:
+                log.warning("closing sink %s failed: %s", sink.name, self._scrub(str(exc)))
+        if self.dead_letter is not None:
+            await self.dead_letter.close()
+
+    async def _report(self) -> None:
+        if self.stats_interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("dispatcher stats: %s", json.dumps(self.stats().as_dict()))
+
+    async def serve(self) -> DispatcherStats:
+        """`run()` with SIGTERM and SIGINT handled as `request_stop()` (main thread only)."""
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or a platform without signal handlers
+        try:
+            return await self.run()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s: stopping", sig.name)
+        self.request_stop()
+
+    # --------------------------------------------------------------------- from sync code
+
+    def start(self) -> None:
+        """Run the dispatcher in a background thread with its own event loop."""
+        if self._thread is not None:
+            raise RuntimeError("dispatcher already started")
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self.run(),), name="eventbus-dispatcher", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Request a stop and wait for the background thread; True once it has ended.
+
+        Args:
+            timeout: Seconds to wait (default: the shutdown timeout plus a margin).
+        """
+        self.request_stop()
+        if self._thread is None:
+            return True
+        wait = self.shutdown_timeout + 5.0 if timeout is None else timeout
+        self._thread.join(wait)
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the background thread to end by itself (all sources exhausted)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def __repr__(self) -> str:
+        names = ",".join(s.name for s in self.sinks)
+        return f"<Dispatcher sinks={names} lanes={len(self._lanes)}>"

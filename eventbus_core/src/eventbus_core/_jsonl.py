@@ -1,0 +1,135 @@
+"""An append-only JSON Lines file that never keeps half a batch: shared by the `jsonl` sink
+and the dead-letter file.
+
+Each batch is written with one `write()` to a file opened with `O_APPEND`. If that write
+fails part way (disk full), the file is truncated back to where the batch began. If the
+process dies mid-write, the next opening cuts the torn last line off, so readers only ever
+see whole lines. Size-based rotation renames `file` to `file.1` (`file.1` to `file.2`, ...)
+before a batch that would push it over `max_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JsonlFile", "dumps_line"]
+
+
+def dumps_line(obj: Any) -> bytes:
+    """One JSON object as a UTF-8 line; values JSON cannot express are written as strings."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+class JsonlFile:
+    """Append whole batches of lines to `path` atomically (see the module docstring).
+
+    Args:
+        path: The file; parent directories are created.
+        max_bytes: Rotate before the file would exceed this size (0: never rotate).
+        backups: Rotated files kept (`path.1` newest ... `path.N` oldest).
+        fsync: Call `fsync` after each batch (survives power loss, costs a disk flush).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 0,
+        backups: int = 5,
+        fsync: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.fsync = fsync
+        self._fd: int | None = None
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._size = os.fstat(fd).st_size
+            self._fd = fd
+            self._repair_tail()
+        return self._fd
+
+    def _repair_tail(self) -> None:
+        """Cut off a torn last line left by a process that died mid-write."""
+        if self._size == 0:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(max(0, self._size - 1))
+            if f.read(1) == b"\n":
+                return
+            # Find the last complete line, reading backwards in blocks.
+            end = self._size
+            keep = 0
+            while end > 0:
+                start = max(0, end - 65536)
+                f.seek(start)
+                block = f.read(end - start)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    keep = start + nl + 1
+                    break
+                end = start
+        os.truncate(self.path, keep)
+        self._size = keep
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.backups <= 0:
+            os.truncate(self.path, 0)
+            return
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+    def append_lines(self, lines: Iterable[bytes]) -> int:
+        """Append the lines (each ending in a newline) as one batch; return bytes written.
+
+        Raises:
+            OSError: the batch could not be written; the file holds none of it.
+        """
+        data = b"".join(lines)
+        if not data:
+            return 0
+        with self._lock:
+            fd = self._open()
+            if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+                self._rotate()
+                fd = self._open()
+            start = self._size
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError:
+                # Take back what did get written, so no half batch (or half line) remains.
+                try:
+                    os.truncate(self.path, start)
+                finally:
+                    self.close()
+                raise
+            self._size = start + len(data)
+            return len(data)
+
+    def close(self) -> None:
+        """Close the file descriptor (the next append reopens it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

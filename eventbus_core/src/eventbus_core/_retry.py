@@ -1,0 +1,105 @@
+"""Retry policy of the dispatcher: capped exponential backoff with jitter, and error classes.
+
+Which failures are worth retrying:
+
+- a sink raising `PermanentSinkError` is never retried (the batch is dead-lettered at once);
+- `TransientSinkError` and any other exception are retried, up to `retries` times;
+- over HTTP (`classify_status`): 2xx is success; 408 (request timeout), 429 (too many
+  requests) and every 5xx are transient; every other 4xx, and 3xx (a URL that redirects is
+  a misconfiguration the dispatcher will not guess around), are permanent.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from eventbus_core._errors import PermanentSinkError, SinkError, TransientSinkError
+
+__all__ = ["RetryPolicy", "classify_status", "parse_retry_after"]
+
+_TRANSIENT_4XX: Final = frozenset({408, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long the dispatcher waits before resending a failed batch.
+
+    Args:
+        retries: Resends after the first attempt (Go original: 3); 0 disables retries.
+        base: Delay before the first retry, in seconds; it doubles on each further retry.
+        cap: Longest backoff delay, in seconds.
+        retry_after_max: Longest wait a sink's `Retry-After` may impose, in seconds.
+        jitter: Randomise each delay within [delay/2, delay] so that many dispatchers that
+            failed together do not retry in lockstep.
+    """
+
+    retries: int = 3
+    base: float = 1.0
+    cap: float = 30.0
+    retry_after_max: float = 300.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        for label, value in (
+            ("base", self.base),
+            ("cap", self.cap),
+            ("retry_after_max", self.retry_after_max),
+        ):
+            if value < 0:
+                raise ValueError(f"retry {label} must be >= 0 seconds, got {value}")
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `retry` (1 for the first retry).
+
+        A sink's `retry_after` wins over the backoff when it is longer (the destination knows
+        its own load), bounded by `retry_after_max`.
+        """
+        backoff = min(self.cap, self.base * (2.0 ** max(retry - 1, 0)))
+        if self.jitter:
+            backoff = random.uniform(backoff / 2, backoff)  # jitter, not cryptography
+        if retry_after is not None and retry_after > backoff:
+            return min(retry_after, self.retry_after_max)
+        return backoff
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse an HTTP `Retry-After` header: delta-seconds or an HTTP date; None if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        current = time.time() if now is None else now
+        return max(0.0, when.timestamp() - current)
+    return max(0.0, seconds)
+
+
+def classify_status(
+    status: int, detail: str = "", *, retry_after: float | None = None
+) -> SinkError | None:
+    """Map an HTTP status to the error a sink should raise, or None for success (2xx).
+
+    Args:
+        status: The HTTP status code of the destination's response.
+        detail: Extra text for the message (e.g. the start of the response body).
+        retry_after: Parsed `Retry-After`, attached to transient errors.
+    """
+    if 200 <= status < 300:
+        return None
+    message = f"HTTP {status}" + (f": {detail}" if detail else "")
+    if status >= 500 or status in _TRANSIENT_4XX:
+        return TransientSinkError(message, retry_after=retry_after)
+    return PermanentSinkError(message)

@@ -1,0 +1,102 @@
+"""The sink contract, and helpers sink factories use to read their options.
+
+A sink is any object with `name`, an async `send(batch)` and an async `close()`. `send` gets a
+list of payloads (dicts, already transformed and redacted); it returns when the whole batch is
+stored, or raises: `PermanentSinkError` if retrying cannot help, `TransientSinkError` (with
+`retry_after` if the destination said) or any other exception if it may. The dispatcher calls
+`send` from one task per sink, never concurrently for the same sink.
+
+Options reach a factory as `dict[str, str]`, from `--sink-opt key=value` on the command line
+or from `EVENTBUS_SINK_<NAME>_<KEY>` environment variables (`sink_options_from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from eventbus_core._errors import SettingsError
+
+__all__ = [
+    "Sink",
+    "option_bool",
+    "option_float",
+    "option_int",
+    "sink_options_from_env",
+]
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A destination for batches of payloads (see the module docstring)."""
+
+    name: str
+
+    async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+        """Store or forward the whole batch, or raise."""
+
+    async def close(self) -> None:
+        """Flush and release resources; called once when the dispatcher stops."""
+
+
+def sink_options_from_env(sink: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Collect `EVENTBUS_SINK_<SINK>_<KEY>=value` variables as `{key: value}` (key lower case).
+
+    Dashes in the sink name are written as underscores in the variable name.
+    """
+    env = os.environ if environ is None else environ
+    prefix = f"EVENTBUS_SINK_{sink.upper().replace('-', '_')}_"
+    return {
+        name[len(prefix) :].lower(): value
+        for name, value in env.items()
+        if name.upper().startswith(prefix) and len(name) > len(prefix)
+    }
+
+
+def _where(sink: str, key: str) -> str:
+    return (
+        f"sink option {key!r} of {sink!r} (--sink-opt {key}=... or "
+        f"EVENTBUS_SINK_{sink.upper().replace('-', '_')}_{key.upper()})"
+    )
+
+
+def option_float(options: Mapping[str, str], sink: str, key: str, default: float) -> float:
+    """Read a float option; raises `SettingsError` naming the option if it is not a number."""
+    raw = options.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{_where(sink, key)} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{_where(sink, key)} must be >= 0, got {raw!r}")
+    return value
+
+
+def option_int(options: Mapping[str, str], sink: str, key: str, default: int) -> int:
+    """Read an integer option (`_` allowed as a digit separator)."""
+    raw = options.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{_where(sink, key)} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{_where(sink, key)} must be >= 0, got {raw!r}")
+    return value
+
+
+def option_bool(options: Mapping[str, str], sink: str, key: str, default: bool) -> bool:
+    """Read a boolean option: 1/true/yes/on or 0/false/no/off."""
+    raw = options.get(key)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{_where(sink, key)} must be true or false, got {raw!r}")

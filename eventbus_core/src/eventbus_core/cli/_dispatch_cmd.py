@@ -1,0 +1,157 @@
+"""`eventbus dispatch`: run the dispatcher as a long-running service until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from eventbus_core._dispatcher import Dispatcher
+from eventbus_core._settings import EventBusSettings
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger("eventbus.dispatch")
+
+
+class _SinkAction(argparse.Action):
+    """`--sink NAME`: start a new sink entry that later `--sink-opt`s attach to."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        sinks: list[tuple[str, dict[str, str]]] = getattr(namespace, "sinks", None) or []
+        sinks.append((str(values).strip().lower(), {}))
+        namespace.sinks = sinks
+
+
+class _SinkOptAction(argparse.Action):
+    """`--sink-opt KEY=VALUE`: an option of the sink named by the closest `--sink` before it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        sinks: list[tuple[str, dict[str, str]]] = getattr(namespace, "sinks", None) or []
+        key, sep, value = str(values).partition("=")
+        if not sep or not key.strip():
+            parser.error(f"--sink-opt expects KEY=VALUE, got {values!r}")
+        if not sinks:
+            parser.error(
+                "--sink-opt must follow the --sink it belongs to, e.g. "
+                "--sink jsonl --sink-opt path=events.jsonl"
+            )
+        sinks[-1][1][key.strip().lower()] = value
+
+
+def add_parser(sub: Any) -> None:
+    """Register the `dispatch` command."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "dispatch",
+        help="deliver events from the bus to sinks until SIGTERM",
+        description="Read events from the configured bus (LLM_PROXY_EVENT_BUS), transform and "
+        "redact them, and deliver them in batches to sinks, with retries and a dead-letter "
+        "file. Flags override settings; unset ones come from EVENTBUS_* variables. Stops "
+        "cleanly on SIGTERM or SIGINT: what was not sent is never acknowledged.",
+    )
+    parser.add_argument(
+        "--sink",
+        action=_SinkAction,
+        metavar="NAME",
+        dest="sinks",
+        help="a sink to deliver to (repeatable; default EVENTBUS_SINKS)",
+    )
+    parser.add_argument(
+        "--sink-opt",
+        action=_SinkOptAction,
+        metavar="KEY=VALUE",
+        dest="sink_opts",
+        help="an option of the preceding --sink "
+        "(repeatable), e.g. --sink jsonl --sink-opt path=events.jsonl",
+    )
+    parser.add_argument("--backend", help="bus backend (LLM_PROXY_EVENT_BUS)")
+    parser.add_argument("--batch-size", type=int, help="events per batch (EVENTBUS_BATCH_SIZE)")
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        help="seconds before a partial batch is sent (EVENTBUS_FLUSH_INTERVAL)",
+    )
+    parser.add_argument(
+        "--dead-letter",
+        dest="dead_letter_path",
+        metavar="PATH",
+        help="dead-letter JSONL file (EVENTBUS_DEAD_LETTER_PATH)",
+    )
+    parser.add_argument(
+        "--consumer-groups",
+        choices=("per-sink", "shared"),
+        help="one consumer group per sink, or one for all (EVENTBUS_CONSUMER_GROUPS)",
+    )
+    parser.add_argument(
+        "--consumer-name", help="consumer name in Redis streams groups (EVENTBUS_CONSUMER_NAME)"
+    )
+    parser.add_argument("--retries", type=int, help="retries per batch (EVENTBUS_RETRIES)")
+    parser.add_argument(
+        "--retry-base", type=float, help="first retry delay in seconds (EVENTBUS_RETRY_BASE)"
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        help="seconds to finish sending on stop (EVENTBUS_SHUTDOWN_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=float,
+        help="seconds between DEBUG stats lines (EVENTBUS_STATS_INTERVAL)",
+    )
+    parser.set_defaults(func=run, sinks=None)
+
+
+_OVERRIDES = (
+    "backend",
+    "batch_size",
+    "flush_interval",
+    "dead_letter_path",
+    "consumer_groups",
+    "consumer_name",
+    "retries",
+    "retry_base",
+    "shutdown_timeout",
+    "stats_interval",
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the dispatcher from settings and flags, and serve until stopped."""
+    if not args.verbose:
+        # A service says what it does: start, stop, retries and dead letters at INFO.
+        logging.getLogger("eventbus").setLevel(logging.INFO)
+    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None}
+    settings = EventBusSettings(**overrides)
+    if args.sinks:
+        settings = settings.model_copy(update={"sinks": ",".join(n for n, _ in args.sinks)})
+    dispatcher = Dispatcher.from_settings(settings, sinks=args.sinks)
+    log.info(
+        "dispatching from backend %r to sinks %s (batch %d, flush %.1f s, groups %s, "
+        "dead letters %s)",
+        settings.backend,
+        ",".join(s.name for s in dispatcher.sinks),
+        settings.batch_size,
+        settings.flush_interval,
+        settings.consumer_groups,
+        settings.dead_letter_path or "off",
+    )
+    stats = asyncio.run(dispatcher.serve())
+    lost = sum(s.dropped for s in stats.sinks.values())
+    if lost:
+        log.error("%d events were dropped (see the log above)", lost)
+    return 0

@@ -1,0 +1,76 @@
+"""The `jsonl` sink: one JSON object per line, appended to a file a whole batch at a time.
+
+A batch is written with a single append; a failed write is taken back, and a line torn by a
+crash is cut off when the file is next opened, so the file only ever holds whole lines.
+Events may repeat after a crash (at-least-once delivery): de-duplicate by `log_id`.
+
+Options (`--sink-opt key=value` or `EVENTBUS_SINK_JSONL_<KEY>`):
+    path: The file (default `events.jsonl`).
+    max_bytes: Rotate before the file would pass this size (default 104857600; 0: never).
+    backups: Rotated files kept as `path.1` ... `path.N` (default 5).
+    fsync: Flush to disk after each batch (default false).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from eventbus_core._jsonl import JsonlFile, dumps_line
+from eventbus_core._settings import EventBusSettings
+from eventbus_core._sink import option_bool, option_int
+from eventbus_core.hookspecs import RegisterFn, hookimpl
+
+__all__ = ["JsonlSink", "build_sink", "eventbus_register_sinks"]
+
+
+class JsonlSink:
+    """Append payloads to a JSON Lines file (see the module docstring).
+
+    Args:
+        path: The file; its directory is created.
+        max_bytes: Rotation size (0: never rotate).
+        backups: Rotated files kept.
+        fsync: `fsync` after each batch.
+        name: The sink's name in stats and dead letters.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "events.jsonl",
+        *,
+        max_bytes: int = 100 * 1024 * 1024,
+        backups: int = 5,
+        fsync: bool = False,
+        name: str = "jsonl",
+    ) -> None:
+        self.file = JsonlFile(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
+        self.path = self.file.path
+        self.name = name
+
+    async def send(self, batch: Sequence[Mapping[str, Any]]) -> None:
+        """Append the batch (all lines or none)."""
+        lines = [dumps_line(p) for p in batch]
+        await asyncio.to_thread(self.file.append_lines, lines)
+
+    async def close(self) -> None:
+        """Close the file."""
+        self.file.close()
+
+
+def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> JsonlSink:
+    """Sink factory: `jsonl` with its options."""
+    return JsonlSink(
+        options.get("path") or "events.jsonl",
+        max_bytes=option_int(options, "jsonl", "max_bytes", 100 * 1024 * 1024),
+        backups=option_int(options, "jsonl", "backups", 5),
+        fsync=option_bool(options, "jsonl", "fsync", False),
+    )
+
+
+@hookimpl
+def eventbus_register_sinks(register: RegisterFn) -> None:
+    """Register the `jsonl` sink."""
+    register("jsonl", build_sink)

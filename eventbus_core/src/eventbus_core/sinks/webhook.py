@@ -1,0 +1,152 @@
+"""The `webhook` sink: POSTs each batch as a JSON array to a URL, with httpx.
+
+Responses: 2xx is success; 408, 429 and 5xx are transient (retried, honouring `Retry-After`);
+any other status is permanent (dead-lettered at once). Connection errors and timeouts are
+transient. Receivers should de-duplicate by `log_id` (delivery is at-least-once).
+
+Options (`--sink-opt key=value` or `EVENTBUS_SINK_WEBHOOK_<KEY>`):
+    url: Where to POST (required).
+    timeout: Seconds for the whole request (default 10).
+    connect_timeout: Seconds to connect (default 5).
+    headers: Extra request headers as a JSON object, e.g. `{"Authorization": "Bearer ..."}`.
+    header_<name>: One extra header; underscores in `<name>` become dashes
+        (`EVENTBUS_SINK_WEBHOOK_HEADER_X_API_KEY=...` sends `x-api-key: ...`).
+Header values are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from eventbus_core._errors import SettingsError, TransientSinkError
+from eventbus_core._retry import classify_status, parse_retry_after
+from eventbus_core._secrets import redact_url
+from eventbus_core._settings import EventBusSettings
+from eventbus_core._sink import option_float
+from eventbus_core.hookspecs import RegisterFn, hookimpl
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["WebhookSink", "build_sink", "eventbus_register_sinks"]
+
+
+class WebhookSink:
+    """POST batches to `url` (see the module docstring).
+
+    Args:
+        url: The endpoint.
+        headers: Extra request headers (credentials for the receiver, for instance).
+        timeout: Seconds for a whole request.
+        connect_timeout: Seconds to establish the connection.
+        client: A ready `httpx.AsyncClient` to use instead of building one (not closed here).
+        name: The sink's name in stats and dead letters.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+        name: str = "webhook",
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"webhook url must start with http:// or https://, got {redact_url(url)!r} "
+                "(--sink-opt url=... or EVENTBUS_SINK_WEBHOOK_URL)"
+            )
+        self.url = url
+        self.headers = {"content-type": "application/json", **(headers or {})}
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._client = client
+        self._owns_client = client is None
+        self.name = name
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def send(self, batch: Sequence[Mapping[str, Any]]) -> None:
+        """POST the batch; raise a `SinkError` subclass unless the receiver answered 2xx."""
+        import httpx
+
+        body = json.dumps(
+            list(batch), ensure_ascii=False, separators=(",", ":"), default=str
+        ).encode()
+        try:
+            response = await self._get_client().post(self.url, content=body, headers=self.headers)
+        except httpx.TimeoutException as exc:
+            raise TransientSinkError(
+                f"timeout posting to {redact_url(self.url)}: {type(exc).__name__}"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise TransientSinkError(f"cannot reach {redact_url(self.url)}: {exc}") from exc
+        error = classify_status(
+            response.status_code,
+            response.text[:200].strip(),
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+        if error is not None:
+            raise error
+
+    async def close(self) -> None:
+        """Close the HTTP client (if this sink built it)."""
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+
+def _headers(options: Mapping[str, str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    raw = options.get("headers")
+    if raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise SettingsError(
+                "sink option 'headers' of 'webhook' (EVENTBUS_SINK_WEBHOOK_HEADERS) must be a "
+                'JSON object such as {"X-Token": "..."} (its value is not shown here)'
+            )
+        headers.update({str(k): str(v) for k, v in parsed.items()})
+    for key, value in options.items():
+        for prefix in ("header_", "header."):
+            if key.startswith(prefix) and len(key) > len(prefix):
+                name = key[len(prefix) :]
+                headers[name.replace("_", "-") if prefix == "header_" else name] = value
+    return headers
+
+
+def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> WebhookSink:
+    """Sink factory: `webhook` with its options."""
+    url = options.get("url")
+    if not url:
+        raise SettingsError(
+            "the webhook sink needs a URL: --sink-opt url=https://... or "
+            "EVENTBUS_SINK_WEBHOOK_URL=https://..."
+        )
+    return WebhookSink(
+        url,
+        headers=_headers(options),
+        timeout=option_float(options, "webhook", "timeout", 10.0),
+        connect_timeout=option_float(options, "webhook", "connect_timeout", 5.0),
+    )
+
+
+@hookimpl
+def eventbus_register_sinks(register: RegisterFn) -> None:
+    """Register the `webhook` sink."""
+    register("webhook", build_sink)
