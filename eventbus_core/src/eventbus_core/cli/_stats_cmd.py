@@ -142,7 +142,10 @@ def _figures(settings: EventBusSettings) -> dict[str, Any]:
 def _print_text(figures: dict[str, Any]) -> None:
     groups = figures.pop("groups", None)
     note = figures.pop("dropped_note", None)
-    for key, value in figures.items():
+    first = ("backend", "key", "stream", "exists", "published", "dropped", "length")
+    ordered = sorted(figures, key=lambda k: first.index(k) if k in first else len(first))
+    for key in ordered:
+        value = figures[key]
         shown = "-" if value is None else value
         if key == "dropped" and value is None and note:
             shown = note
