@@ -41,8 +41,9 @@ def test_redis_restarted_mid_run_loses_nothing_that_fitted_in_the_buffer(
         bus.publish(make_event(i))
         attempts += 1
     wait_for_state(bus, "reconnecting")
+    assert not bus.flush(0.1)  # nothing can be written now: flush says so instead of hanging
     published, dropped = bus.stats()
-    assert published + dropped == attempts and dropped >= 2000 - 300 - 500
+    assert published + dropped == attempts and dropped >= 2000 - 300
     assert bus.stats().extra["last_error"]
     throwaway.start()  # no persistence: the list starts empty again
     assert bus.flush(30)

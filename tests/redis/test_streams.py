@@ -172,3 +172,16 @@ def test_subscribe_fans_out_without_a_group(client: redis.Redis, prefix: str) ->
         assert bus.flush(10)
         for sub in subs:
             assert [sub.get(timeout=10).log_id for _ in range(3)] == [2, 3, 4]
+
+
+def test_stream_subscriber_is_told_about_a_jump_in_log_ids(
+    client: redis.Redis, prefix: str
+) -> None:
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        sub = bus.subscribe()
+        for log_id in (1, 2, 6):  # another writer's entries; LogIDs 3..5 were trimmed away
+            client.xadd(stream, {"data": make_event(log_id).with_log_id(log_id).to_json()})
+        assert [sub.get(timeout=10).log_id for _ in range(3)] == [1, 2, 6]
+        assert [(g.after, g.missed) for g in sub.gaps] == [(2, 3)]
+        assert sub.stats().dropped == 3
