@@ -314,6 +314,8 @@ class Dispatcher:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or a platform without signal handlers
+        log.info("dispatcher running (%s); stop with SIGTERM or SIGINT",
+                 ", ".join(f"{lane.name}: {lane.source.name}" for lane in self._lanes))
         try:
             return await self.run()
         finally:

@@ -57,14 +57,15 @@ class RetryPolicy:
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `retry` (1 for the first retry).
 
-        A sink's `retry_after` wins over the backoff when it is longer (the destination knows
-        its own load), bounded by `retry_after_max`.
+        When the sink reports a `retry_after` (HTTP `Retry-After`), it replaces the backoff, as
+        urllib3 does: the destination knows when it will be ready. It is bounded by
+        `retry_after_max` so that a hostile or broken value cannot stall a sink for hours.
         """
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_max)
         backoff = min(self.cap, self.base * (2.0 ** max(retry - 1, 0)))
         if self.jitter:
             backoff = random.uniform(backoff / 2, backoff)  # jitter, not cryptography
-        if retry_after is not None and retry_after > backoff:
-            return min(retry_after, self.retry_after_max)
         return backoff
 
 

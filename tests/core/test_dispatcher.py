@@ -1,0 +1,267 @@
+"""Dispatcher behaviour: retries, dead letters, isolation of sinks, acknowledgement, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from eventbus_core import (
+    Dispatcher,
+    JsonlDeadLetter,
+    MemoryDeadLetter,
+    RetryPolicy,
+    Subscription,
+)
+from tests.core.conftest_dispatch import (
+    FAST_RETRY,
+    AlwaysFailing,
+    GatedSink,
+    ListSource,
+    RecordingSink,
+    make_events,
+    read_jsonl,
+)
+
+
+def feed(events: list, capacity: int = 10_000) -> Subscription:
+    """A finished subscription holding `events` (what a stopped memory bus leaves)."""
+    sub = Subscription(capacity)
+    sub.offer(events)
+    sub.finish()
+    return sub
+
+
+def balanced(stats: object) -> None:
+    for name, s in stats.sinks.items():  # type: ignore[attr-defined]
+        assert s.received == s.sent + s.dead_lettered + s.dropped + s.requeued, name
+
+
+async def test_sink_failing_n_times_then_succeeding_gets_everything_once() -> None:
+    sink = RecordingSink(fail_times=2)
+    d = Dispatcher(
+        feed(make_events(30)),
+        [sink],
+        batch_size=10,
+        flush_interval=0.01,
+        retry=FAST_RETRY,
+        dead_letter=MemoryDeadLetter(),
+    )
+    stats = await d.run()
+    assert sorted(p["log_id"] for p in sink.payloads) == list(range(1, 31))
+    s = stats.sinks["rec"]
+    assert (s.received, s.sent, s.dead_lettered, s.dropped) == (30, 30, 0, 0)
+    assert s.retried == 20  # the first batch of 10 failed twice
+    assert s.failures == 2
+    assert sink.closed
+
+
+async def test_sink_that_always_fails_dead_letters_every_event(tmp_path: Path) -> None:
+    dl_path = tmp_path / "dead.jsonl"
+    sink = AlwaysFailing()
+    d = Dispatcher(
+        feed(make_events(25)),
+        [sink],
+        batch_size=10,
+        flush_interval=0.01,
+        retry=FAST_RETRY,
+        dead_letter=JsonlDeadLetter(dl_path),
+    )
+    stats = await d.run()
+    records = read_jsonl(dl_path)
+    assert sorted(r["log_id"] for r in records) == list(range(1, 26))
+    for r in records:
+        assert r["sink"] == "broken"
+        assert r["attempts"] == 4  # first try + 3 retries
+        assert r["error"] == "HTTP 503"
+        assert r["error_type"] == "TransientSinkError"
+        assert r["payload"]["request_id"] == f"r{r['log_id']}"
+    s = stats.sinks["broken"]
+    assert s.received == 25 and s.dead_lettered == 25 and s.sent == 0 and s.dropped == 0
+    assert sink.calls == 3 * 4  # 3 batches, 4 attempts each
+    balanced(stats)
+
+
+async def test_permanent_error_is_not_retried() -> None:
+    sink = AlwaysFailing(permanent=True)
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(make_events(5)),
+        [sink],
+        batch_size=10,
+        flush_interval=0.01,
+        retry=RetryPolicy(retries=3, base=60.0),
+        dead_letter=dl,
+    )
+    stats = await d.run()
+    assert sink.calls == 1
+    assert [r["attempts"] for r in dl.records] == [1] * 5
+    assert {r["error_type"] for r in dl.records} == {"PermanentSinkError"}
+    assert stats.sinks["broken"].retried == 0
+
+
+async def test_slow_sink_does_not_hold_back_a_fast_one() -> None:
+    slow, fast = GatedSink("slow"), RecordingSink("fast")
+    sub = Subscription(10_000)
+    d = Dispatcher(
+        sub,
+        [slow, fast],
+        batch_size=10,
+        flush_interval=0.01,
+        queue_size=100,
+        retry=FAST_RETRY,
+        group_mode="shared",
+    )
+    task = asyncio.create_task(d.run())
+    sub.offer(make_events(60))
+    await fast.wait_for(60)  # all through while the slow one is stuck on its first batch
+    assert slow.payloads == []
+    assert slow.waiting.is_set()
+    sub.finish()
+    slow.gate.set()
+    stats = await task
+    assert len(slow.payloads) == 60
+    balanced(stats)
+
+
+async def test_shared_source_is_acked_only_when_every_sink_is_done() -> None:
+    source = ListSource(make_events(20))
+    slow, fast = GatedSink("slow"), RecordingSink("fast")
+    d = Dispatcher(source, [slow, fast], batch_size=20, flush_interval=0.01, retry=FAST_RETRY)
+    task = asyncio.create_task(d.run())
+    await fast.wait_for(20)
+    await slow.waiting.wait()
+    assert source.acked == []  # the fast sink alone does not acknowledge anything
+    slow.gate.set()
+    await slow.wait_for(20)
+    d.request_stop()
+    stats = await task
+    assert sorted(source.acked) == list(range(1, 21))
+    assert stats.acked == 20 and source.closed
+    balanced(stats)
+
+
+async def test_dead_lettered_counts_as_done_but_a_failed_dead_letter_is_not_acked() -> None:
+    class BrokenDeadLetter(MemoryDeadLetter):
+        async def write(self, *args: object, **kwargs: object) -> None:
+            raise OSError("disk full")
+
+    source = ListSource(make_events(10))
+    d = Dispatcher(
+        source,
+        [AlwaysFailing(permanent=True)],
+        batch_size=10,
+        flush_interval=0.01,
+        dead_letter=BrokenDeadLetter(),
+    )
+    task = asyncio.create_task(d.run())
+    while d.stats().sinks["broken"].requeued < 10:
+        await asyncio.sleep(0.005)
+    d.request_stop()
+    stats = await task
+    assert source.acked == []  # left pending: the source delivers them again
+    balanced(stats)
+
+    source = ListSource(make_events(10))
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        source, [AlwaysFailing(permanent=True)], batch_size=10, flush_interval=0.01, dead_letter=dl
+    )
+    task = asyncio.create_task(d.run())
+    while len(dl.records) < 10:
+        await asyncio.sleep(0.005)
+    d.request_stop()
+    await task
+    assert sorted(source.acked) == list(range(1, 11))
+
+
+async def test_shutdown_hands_back_unsent_events_of_a_durable_source() -> None:
+    source = ListSource(make_events(15))
+    stuck = GatedSink("stuck")
+    d = Dispatcher(source, [stuck], batch_size=5, flush_interval=0.01, shutdown_timeout=0.05)
+    task = asyncio.create_task(d.run())
+    await stuck.waiting.wait()
+    d.request_stop()
+    stats = await task
+    assert source.acked == []
+    s = stats.sinks["stuck"]
+    # What was read is handed back; what was not read never left the source.
+    assert 0 < s.received <= 15
+    assert s.requeued == s.received and s.sent == 0 and s.dropped == 0
+    balanced(stats)
+
+
+async def test_shutdown_dead_letters_what_a_memory_source_cannot_take_back() -> None:
+    stuck = GatedSink("stuck")
+    dl = MemoryDeadLetter()
+    sub = Subscription(1000)
+    sub.offer(make_events(12))
+    d = Dispatcher(
+        sub, [stuck], batch_size=5, flush_interval=0.01, shutdown_timeout=0.05, dead_letter=dl
+    )
+    task = asyncio.create_task(d.run())
+    await stuck.waiting.wait()
+    d.request_stop()
+    stats = await task
+    assert sorted(r["log_id"] for r in dl.records) == list(range(1, 13))
+    assert {r["error_type"] for r in dl.records} == {"Shutdown"}
+    assert stats.sinks["stuck"].dead_lettered == 12
+    balanced(stats)
+
+
+async def test_batches_by_size_and_flushes_partial_batches_by_time() -> None:
+    sink = RecordingSink()
+    sub = Subscription(1000)
+    d = Dispatcher(sub, [sink], batch_size=10, flush_interval=0.02)
+    task = asyncio.create_task(d.run())
+    sub.offer(make_events(25))
+    await sink.wait_for(25)  # the last 5 only leave by the flush timer
+    assert [len(b) for b in sink.batches] == [10, 10, 5]
+    sub.finish()
+    await task
+
+
+async def test_transform_failure_still_delivers_the_event() -> None:
+    def broken(event: object) -> dict:
+        raise RuntimeError("bug in transformer")
+
+    sink = RecordingSink()
+    await Dispatcher(feed(make_events(3)), [sink], flush_interval=0.01, transform=broken).run()
+    assert [p["request_id"] for p in sink.payloads] == ["r1", "r2", "r3"]
+    assert "bug in transformer" in sink.payloads[0]["transform_error"]
+
+
+async def test_stats_are_logged_periodically_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="eventbus.dispatcher")
+    sub = Subscription(10)
+    d = Dispatcher(sub, [RecordingSink()], stats_interval=0.01)
+    task = asyncio.create_task(d.run())
+    while not any("dispatcher stats" in r.message for r in caplog.records):
+        await asyncio.sleep(0.01)
+    record = next(r for r in caplog.records if "dispatcher stats" in r.message)
+    assert record.levelno == logging.DEBUG
+    assert '"received"' in record.message and '"lag_seconds"' in record.message
+    sub.finish()
+    await task
+
+
+def test_start_and_stop_from_sync_code() -> None:
+    sink = RecordingSink()
+    sub = Subscription(100)
+    d = Dispatcher(sub, [sink], flush_interval=0.01)
+    d.start()
+    sub.offer(make_events(7))
+    sub.finish()
+    assert d.join(10)
+    assert len(sink.payloads) == 7
+
+
+def test_invalid_configuration_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one sink"):
+        Dispatcher(Subscription(1), [])
+    with pytest.raises(ValueError, match="unique"):
+        Dispatcher(Subscription(1), [RecordingSink("a"), RecordingSink("a")])
+    with pytest.raises(TypeError, match="cannot dispatch"):
+        Dispatcher(42, [RecordingSink()])
