@@ -124,3 +124,92 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class WebhookReceiver:
+    """An ASGI app standing in for an observability backend's webhook.
+
+    Answers the first requests with `script` (status, headers) pairs, then 200. Records every
+    request's headers and JSON body. `hold_after`: from that request on, responses wait until
+    `release` is set (a receiver that hangs, to kill a dispatcher mid-batch).
+    """
+
+    def __init__(
+        self, script: Sequence[tuple[int, dict[str, str]]] = (), hold_after: int | None = None
+    ) -> None:
+        import threading
+
+        self.script = list(script)
+        self.requests: list[tuple[dict[str, str], Any, int]] = []
+        self.lock = threading.Lock()
+        self.hold_after = hold_after
+        self.release = threading.Event()
+        self.holding = threading.Event()
+
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        """Payloads of the requests answered 200."""
+        with self.lock:
+            return [p for _, body, status in self.requests if status == 200 for p in body]
+
+    @property
+    def statuses(self) -> list[int]:
+        with self.lock:
+            return [status for _, _, status in self.requests]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        with self.lock:
+            n = len(self.requests)
+            status, extra = self.script[n] if n < len(self.script) else (200, {})
+            self.requests.append((headers, json.loads(b"".join(chunks)), status))
+        if self.hold_after is not None and n >= self.hold_after and not self.release.is_set():
+            self.holding.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in extra.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def serve(app: Any) -> Any:
+    """Context manager: serve `app` with uvicorn on a free 127.0.0.1 port; yield the URL."""
+    import contextlib
+    import socket
+    import threading
+
+    import uvicorn
+
+    @contextlib.contextmanager
+    def run() -> Any:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        try:
+            while not server.started:
+                if not thread.is_alive():
+                    raise RuntimeError("uvicorn did not start")
+                threading.Event().wait(0.01)  # uvicorn exposes only a flag to poll
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            if isinstance(app, WebhookReceiver):
+                app.release.set()
+            thread.join(10)
+            sock.close()
+
+    return run()

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 
 __all__ = [
@@ -109,7 +110,7 @@ class Redactor:
             always redacted.
 
     Raises:
-        ValueError: an extra pattern is not a valid regular expression.
+        SettingsError: (a `ValueError`) an extra pattern is not a valid regular expression.
     """
 
     def __init__(
@@ -125,7 +126,7 @@ class Redactor:
             try:
                 re.compile(p)
             except re.error as exc:
-                raise ValueError(
+                raise SettingsError(
                     f"invalid redaction pattern {p!r} (EVENTBUS_REDACT_PATTERNS): {exc}"
                 ) from exc
         self._keys = re.compile("|".join([*_KEY_PATTERNS, *patterns]))

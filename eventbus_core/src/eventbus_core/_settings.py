@@ -6,6 +6,7 @@ Every field has exactly one environment variable (listed in `ENV_VARS` and in
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from pydantic import Field, ValidationError, field_validator
@@ -254,6 +255,17 @@ class EventBusSettings(BaseSettings):
             value = ",".join(str(v) for v in value)
         if isinstance(value, str):
             return ",".join(n.strip().lower() for n in value.split(",") if n.strip())
+        return value
+
+    @field_validator("redact_patterns", mode="after")
+    @classmethod
+    def _check_patterns(cls, value: str) -> str:
+        for pattern in value.splitlines():
+            if pattern.strip():
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
         return value
 
     @property

@@ -1,0 +1,152 @@
+"""Redaction: every sensitive header, API keys in bodies, configuration, and at publish()."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eventbus_core import (
+    Event,
+    EventBusSettings,
+    LLMTransformer,
+    RedactingBus,
+    Redactor,
+    SettingsError,
+    create_bus,
+    redact_headers,
+    redact_text,
+)
+from eventbus_core._redact import MASK
+
+SENSITIVE = [
+    "Authorization",
+    "Proxy-Authorization",
+    "Cookie",
+    "Set-Cookie",
+    "X-Api-Key",
+    "Api-Key",
+    "X-Auth-Token",
+    "X-Access-Token",
+    "X-Amz-Security-Token",
+    "OpenAI-Api-Key",
+    "Anthropic-Api-Key",
+    "X-Goog-Api-Key",
+]
+
+KEYS = [
+    "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z",
+    "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx-yz0123",
+    "sk-abcdefghijklmnopqrstuvwx",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "xoxb-123456789012-abcdefghij",
+    "hf_abcdefghijklmnopqrstuvwxyzABCDEF",
+]
+
+
+@pytest.mark.parametrize("name", [*SENSITIVE, *(n.lower() for n in SENSITIVE), "AUTHORIZATION"])
+def test_each_sensitive_header_is_masked(name: str) -> None:
+    out = redact_headers({name: ["secret-value", "second"], "Content-Type": ["application/json"]})
+    assert out == {name: [MASK, MASK], "Content-Type": ["application/json"]}
+
+
+def test_extra_headers_are_configurable() -> None:
+    r = Redactor(extra_headers=["X-Internal-Token"])
+    assert r.headers({"x-internal-token": ["abc"]}) == {"x-internal-token": [MASK]}
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_api_key_looking_strings_in_text_are_masked(key: str) -> None:
+    text = f"the key {key} was used"
+    assert redact_text(text) == f"the key {MASK} was used"
+
+
+def test_credential_pairs_and_bearer_tokens_in_text() -> None:
+    assert MASK in redact_text("Authorization: Bearer abcdef123456")
+    assert "abcdef123456" not in redact_text("Authorization: Bearer abcdef123456")
+    assert redact_text("/v1/x?api_key=hunter2&x=1") == f"/v1/x?api_key={MASK}&x=1"
+    assert "hunter2" not in redact_text('{"password": "hunter2"}')
+    assert redact_text("nothing secret here, sk-short") == "nothing secret here, sk-short"
+
+
+def test_json_fields_named_like_credentials_are_masked() -> None:
+    r = Redactor()
+    data = {
+        "api_key": "abc",
+        "nested": [{"client_secret": "def", "content": f"k={KEYS[0]}"}],
+        "headers": {"Authorization": "Bearer x", "Accept": "*/*"},
+        "tokens": 5,
+        "max_tokens": 100,
+        "apiKey": "ghi",
+    }
+    out = r.json(data)
+    assert out["api_key"] == MASK and out["apiKey"] == MASK
+    assert out["nested"][0]["client_secret"] == MASK
+    assert KEYS[0] not in json.dumps(out)
+    assert out["headers"] == {"Authorization": MASK, "Accept": "*/*"}
+    assert out["tokens"] == 5 and out["max_tokens"] == 100  # counts are not credentials
+
+
+def test_extra_patterns_and_invalid_ones() -> None:
+    r = Redactor(extra_patterns=[r"cust-\d{6}"])
+    assert r.text("customer cust-123456 called") == f"customer {MASK} called"
+    with pytest.raises(SettingsError, match="EVENTBUS_REDACT_PATTERNS"):
+        EventBusSettings(redact_patterns="ok\n([unclosed")
+    with pytest.raises(SettingsError, match="EVENTBUS_REDACT_PATTERNS"):
+        Redactor(extra_patterns=["([unclosed"])
+
+
+def test_bodies_can_be_left_alone() -> None:
+    assert Redactor(bodies=False).text(KEYS[0]) == KEYS[0]
+
+
+def test_payload_of_a_chat_request_carries_no_key() -> None:
+    body = json.dumps(
+        {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": f"use {KEYS[0]} please"}],
+            "api_key": KEYS[1],
+        }
+    ).encode()
+    event = Event(
+        request_id="r",
+        method="POST",
+        path="/v1/chat/completions",
+        status=200,
+        response_headers={"Set-Cookie": "sid=abc", "Content-Type": "application/json"},
+        request_body=body,
+        response_body=b'{"id": "x"}',
+    )
+    payload = Redactor().json(LLMTransformer()(event))
+    text = json.dumps(payload)
+    assert KEYS[0] not in text and KEYS[1] not in text and "sid=abc" not in text
+    assert payload["input"]["model"] == "gpt-4o"
+
+
+def test_redaction_at_publish_when_enabled() -> None:
+    secret_event = Event(
+        request_id="r",
+        response_headers={"Authorization": "Bearer abcdefghij"},
+        request_body=f'{{"api_key": "{KEYS[2]}"}}'.encode(),
+    )
+    plain = create_bus(EventBusSettings(backend="memory"))
+    assert not isinstance(plain, RedactingBus)
+    plain.stop()
+    bus = create_bus(EventBusSettings(backend="memory", redact_on_publish=True))
+    assert isinstance(bus, RedactingBus)
+    sub = bus.subscribe("t")
+    bus.publish(secret_event)
+    got = sub.get(timeout=10)
+    bus.stop()
+    assert got.header("Authorization") == MASK
+    assert got.request_body is not None and KEYS[2].encode() not in got.request_body
+    assert bus.stats().published == 1
+
+
+def test_redactor_event_keeps_clean_events_as_they_are() -> None:
+    event = Event(
+        request_id="r", response_headers={"Content-Type": "text/plain"}, request_body=b"hello"
+    )
+    assert Redactor().event(event) is event

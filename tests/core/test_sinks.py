@@ -1,0 +1,238 @@
+"""Built-in sinks: jsonl (atomic batches, torn-tail repair, rotation), console, webhook."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventbus_core import (
+    Dispatcher,
+    EventBusSettings,
+    MemoryDeadLetter,
+    PermanentSinkError,
+    PluginRegistry,
+    RetryPolicy,
+    SettingsError,
+    Subscription,
+    TransientSinkError,
+    classify_status,
+    parse_retry_after,
+)
+from eventbus_core.sinks import ConsoleSink, JsonlSink, WebhookSink
+from eventbus_core.sinks import webhook as webhook_module
+from eventbus_core.sinks.console import format_line
+from tests.core.conftest_dispatch import WebhookReceiver, make_events, read_jsonl, serve
+
+
+def payloads(n: int, start: int = 1) -> list[dict[str, Any]]:
+    return [{"log_id": i, "request_id": f"r{i}", "pad": "x" * 50} for i in range(start, start + n)]
+
+
+# ------------------------------------------------------------------------------------- jsonl
+
+
+async def test_jsonl_appends_whole_batches(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path / "sub" / "events.jsonl")
+    await sink.send(payloads(3))
+    await sink.send(payloads(2, start=4))
+    await sink.close()
+    assert [r["log_id"] for r in read_jsonl(tmp_path / "sub" / "events.jsonl")] == [1, 2, 3, 4, 5]
+
+
+async def test_jsonl_cuts_a_torn_line_left_by_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"log_id":1}\n{"log_id":2}\n{"log_id":3,"request_')  # died mid-write
+    sink = JsonlSink(path)
+    await sink.send(payloads(1, start=4))
+    await sink.close()
+    assert [r["log_id"] for r in read_jsonl(path)] == [1, 2, 4]
+
+
+async def test_jsonl_takes_back_a_batch_whose_write_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink(path)
+    await sink.send(payloads(2))
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        await sink.send(payloads(5, start=3))
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_bytes() == before  # none of the failed batch, no half line
+    await sink.send(payloads(1, start=9))
+    assert [r["log_id"] for r in read_jsonl(path)] == [1, 2, 9]
+
+
+async def test_jsonl_rotates_by_size_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink(path, max_bytes=1000, backups=50)
+    for start in range(1, 100, 5):
+        await sink.send(payloads(5, start=start))
+    await sink.close()
+    files = sorted(tmp_path.iterdir())
+    assert len(files) > 5
+    assert all(f.stat().st_size <= 1000 for f in files)
+    ids = sorted(r["log_id"] for f in files for r in read_jsonl(f))
+    assert ids == list(range(1, 101))
+
+
+# ----------------------------------------------------------------------------------- console
+
+
+async def test_console_prints_one_readable_line_per_event() -> None:
+    out = io.StringIO()
+    await ConsoleSink(out).send(
+        [
+            {
+                "method": "POST",
+                "path": "/v1/chat/completions",
+                "status": 200,
+                "duration_ms": 150.0,
+                "model": "gpt-4o",
+                "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
+                "request_id": "req-1",
+                "log_id": 7,
+            },
+            {"method": "GET", "path": "/health", "status": 204, "duration_ms": 0.25},
+        ]
+    )
+    assert out.getvalue().splitlines() == [
+        "POST /v1/chat/completions 200 150.0ms model=gpt-4o tokens=12+30=42 request_id=req-1 "
+        "log_id=7",
+        "GET /health 204 0.2ms",
+    ]
+    assert format_line({}) == "- - - -"
+
+
+# ----------------------------------------------------------------------------------- webhook
+
+
+def test_http_status_classes() -> None:
+    assert classify_status(200) is None and classify_status(204) is None
+    for status in (408, 429, 500, 502, 503, 504):
+        assert isinstance(classify_status(status), TransientSinkError), status
+    for status in (301, 400, 401, 403, 404, 413, 422):
+        assert isinstance(classify_status(status), PermanentSinkError), status
+    err = classify_status(503, retry_after=2.5)
+    assert isinstance(err, TransientSinkError) and err.retry_after == 2.5
+
+
+def test_retry_after_parsing_and_policy() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    policy = RetryPolicy(retries=3, base=1.0, cap=30.0, retry_after_max=120.0)
+    for retry in (1, 2, 3):
+        assert 2.0 ** (retry - 1) / 2 <= policy.delay(retry) <= 2.0 ** (retry - 1)
+    assert 15.0 <= policy.delay(10) <= 30.0  # capped
+    assert policy.delay(1, retry_after=7.0) == 7.0  # the destination's word wins
+    assert policy.delay(1, retry_after=3600.0) == 120.0  # within reason
+
+
+async def test_webhook_against_a_real_server_honours_503_429_and_retry_after() -> None:
+    receiver = WebhookReceiver([(503, {"Retry-After": "0"}), (429, {"Retry-After": "0"})])
+    with serve(receiver) as url:
+        sink = WebhookSink(f"{url}/ingest", headers={"X-Token": "t0k"}, timeout=10)
+        sub = Subscription(100)
+        sub.offer(make_events(8))
+        sub.finish()
+        # A base delay of a minute: the test only finishes in time if Retry-After is obeyed.
+        d = Dispatcher(
+            sub,
+            [sink],
+            batch_size=8,
+            flush_interval=0.01,
+            retry=RetryPolicy(retries=3, base=60.0, cap=60.0),
+            dead_letter=MemoryDeadLetter(),
+        )
+        stats = await d.run()
+    assert receiver.statuses == [503, 429, 200]
+    assert sorted(p["log_id"] for p in receiver.accepted) == list(range(1, 9))
+    headers = receiver.requests[0][0]
+    assert headers["x-token"] == "t0k" and headers["content-type"] == "application/json"
+    s = stats.sinks["webhook"]
+    assert (s.sent, s.retried, s.dead_lettered) == (8, 16, 0)
+
+
+async def test_webhook_4xx_is_dead_lettered_without_retry() -> None:
+    receiver = WebhookReceiver([(400, {})] * 5)
+    dl = MemoryDeadLetter()
+    with serve(receiver) as url:
+        sub = Subscription(100)
+        sub.offer(make_events(3))
+        sub.finish()
+        await Dispatcher(
+            sub,
+            [WebhookSink(url)],
+            flush_interval=0.01,
+            retry=RetryPolicy(base=60.0),
+            dead_letter=dl,
+        ).run()
+    assert receiver.statuses == [400]
+    assert [r["attempts"] for r in dl.records] == [1, 1, 1]
+    assert dl.records[0]["error"].startswith("HTTP 400")
+
+
+async def test_webhook_unreachable_is_transient() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nobody listens there
+    sink = WebhookSink(f"http://127.0.0.1:{port}/x", connect_timeout=2)
+    with pytest.raises(TransientSinkError, match="cannot reach"):
+        await sink.send(payloads(1))
+    await sink.close()
+
+
+def test_webhook_options_and_errors() -> None:
+    settings = EventBusSettings()
+    sink = webhook_module.build_sink(
+        settings,
+        {
+            "url": "https://example.invalid/hook",
+            "timeout": "2.5",
+            "headers": '{"Authorization": "Bearer abc"}',
+            "header_x_team": "obs",
+        },
+    )
+    assert sink.timeout == 2.5
+    assert sink.headers["Authorization"] == "Bearer abc" and sink.headers["x-team"] == "obs"
+    with pytest.raises(SettingsError, match="EVENTBUS_SINK_WEBHOOK_URL"):
+        webhook_module.build_sink(settings, {})
+    with pytest.raises(SettingsError, match="EVENTBUS_SINK_WEBHOOK_TIMEOUT"):
+        webhook_module.build_sink(settings, {"url": "http://x", "timeout": "soon"})
+    with pytest.raises(SettingsError, match="JSON object") as info:
+        webhook_module.build_sink(settings, {"url": "http://x", "headers": "Bearer secret"})
+    assert "secret" not in str(info.value)
+
+
+# ------------------------------------------------------------------------- plugin discovery
+
+
+def test_builtin_sinks_are_registered_through_entry_points() -> None:
+    registry = PluginRegistry()
+    for name in ("console", "jsonl", "webhook"):
+        assert registry.sinks[name].plugin == name
+    done = subprocess.run(
+        [sys.executable, "-m", "eventbus_core.cli", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert {"console", "jsonl", "webhook"} <= set(json.loads(done.stdout)["sinks"])
