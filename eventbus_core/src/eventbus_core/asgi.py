@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Protocol
 
 from eventbus_core._event import Event
-from eventbus_core._redact import redact_headers
+from eventbus_core._redact import MASK, SENSITIVE_HEADERS
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BODY",
@@ -148,10 +148,10 @@ class EventBusMiddleware:
         "_exclude",
         "_exclude_exact",
         "_exclude_prefixes",
-        "_extra_sensitive",
         "_id_header",
         "_id_header_name",
         "_new_id",
+        "_sensitive",
         "app",
         "bus",
         "errors",
@@ -198,7 +198,15 @@ class EventBusMiddleware:
         self.set_request_id = set_request_id
         self._new_id = request_id_factory or new_request_id
         self.redact = redact
-        self._extra_sensitive = tuple(extra_sensitive_headers)
+        # Lower-case raw names whose values are masked: looked up per header on the hot path.
+        self._sensitive: frozenset[bytes] = (
+            frozenset(
+                h.strip().lower().encode("latin-1")
+                for h in (*SENSITIVE_HEADERS, *extra_sensitive_headers)
+            )
+            if redact
+            else frozenset()
+        )
         self.errors = 0
         """Failures inside the middleware (or `bus.publish`) so far; requests were unaffected."""
 
@@ -385,15 +393,16 @@ class _Exchange:
             return None
         headers: dict[str, list[str]] = {}
         canonical = _CANONICAL
+        sensitive = self.mw._sensitive
         for name, value in raw:
             key = canonical.get(name) or canonical_header_name(name)
-            text = value.decode("latin-1")
+            # Masking inline (the names of eventbus_core._redact.SENSITIVE_HEADERS) saves
+            # building a second dict per request, as redact_headers() would.
+            text = MASK if name.lower() in sensitive else value.decode("latin-1")
             if key in headers:
                 headers[key].append(text)
             else:
                 headers[key] = [text]
-        if self.mw.redact:
-            return redact_headers(headers, self.mw._extra_sensitive)
         return headers
 
 
