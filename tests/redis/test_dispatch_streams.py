@@ -1,0 +1,284 @@
+"""The dispatcher on Redis streams: a consumer group per sink, acknowledgement after delivery,
+and a dispatcher killed with SIGKILL mid-run then restarted (real Redis, real HTTP server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus_core import Dispatcher, Event, MemoryDeadLetter
+from eventbus_redis import RedisStreamsEventBus
+from tests.core.conftest_dispatch import (
+    FAST_RETRY,
+    AlwaysFailing,
+    RecordingSink,
+    WebhookReceiver,
+    make_events,
+    read_jsonl,
+    serve,
+)
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+# Databases 6 to 9 are the dispatcher tests' share of the shared test server.
+DISPATCH_REDIS_URL = os.environ.get("EVENTBUS_TEST_DISPATCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+
+
+def pending(client: redis.Redis, stream: str, group: str) -> int:
+    return int(client.xpending(stream, group)["pending"])
+
+
+def publish(bus: RedisStreamsEventBus, events: list[Event]) -> None:
+    for e in events:
+        bus.publish(e)
+    assert bus.flush(timeout=30)
+
+
+async def test_each_sink_has_its_own_group_and_sees_every_event(fake: redis.Redis) -> None:
+    bus = RedisStreamsEventBus(fake, "s1", "grp")
+    publish(bus, make_events(40))
+    a, b = RecordingSink("a"), RecordingSink("b")
+    d = Dispatcher(bus, [a, b], batch_size=15, flush_interval=0.01, consumer_name="c1")
+    task = asyncio.create_task(d.run())
+    await a.wait_for(40)
+    await b.wait_for(40)
+    d.request_stop()
+    stats = await task
+    for sink in (a, b):
+        assert sorted(p["request_id"] for p in sink.payloads) == sorted(
+            f"r{i}" for i in range(1, 41)
+        )
+    assert pending(fake, "s1", "grp:a") == 0 and pending(fake, "s1", "grp:b") == 0
+    assert stats.acked == 80
+    bus.stop()
+
+
+async def test_shared_group_acks_dead_lettered_events_but_not_unsent_ones(
+    fake: redis.Redis,
+) -> None:
+    bus = RedisStreamsEventBus(fake, "s2", "grp")
+    publish(bus, make_events(10))
+    dl = MemoryDeadLetter()
+    ok, broken = RecordingSink("ok"), AlwaysFailing("broken")
+    d = Dispatcher(
+        bus,
+        [ok, broken],
+        group_mode="shared",
+        batch_size=10,
+        flush_interval=0.01,
+        retry=FAST_RETRY,
+        dead_letter=dl,
+        consumer_name="c1",
+    )
+    task = asyncio.create_task(d.run())
+    await ok.wait_for(10)
+    while len(dl.records) < 10:
+        await asyncio.sleep(0.005)
+    d.request_stop()
+    await task
+    assert pending(fake, "s2", "grp") == 0  # taken by one sink, dead-lettered by the other
+
+    # Now a sink that hangs: at shutdown its events stay pending for the next dispatcher.
+    publish(bus, make_events(5, start=11))
+
+    class Hanging(RecordingSink):
+        async def send(self, batch: Any) -> None:
+            await asyncio.Event().wait()
+
+    d = Dispatcher(
+        bus,
+        [RecordingSink("ok"), Hanging("hang")],
+        group_mode="shared",
+        flush_interval=0.01,
+        shutdown_timeout=0.1,
+        consumer_name="c1",
+    )
+    task = asyncio.create_task(d.run())
+    while d.stats().sinks["hang"].received < 5:
+        await asyncio.sleep(0.005)
+    d.request_stop()
+    stats = await task
+    assert pending(fake, "s2", "grp") == 5
+    assert stats.sinks["hang"].requeued == 5
+    bus.stop()
+
+
+# ------------------------------------------------------------------- SIGKILL and restart
+
+
+@pytest.fixture
+def real_streams() -> Iterator[tuple[redis.Redis, str]]:
+    client = redis.Redis.from_url(DISPATCH_REDIS_URL, socket_timeout=10)
+    try:
+        client.ping()
+    except (redis.ConnectionError, OSError) as exc:
+        pytest.skip(f"no Redis at {DISPATCH_REDIS_URL}: {exc}")
+    prefix = f"eventbus-dispatch-test:{uuid.uuid4().hex[:10]}"
+    yield client, prefix
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def start_dispatcher(
+    tmp_path: Path, prefix: str, hook_url: str, log: Path
+) -> subprocess.Popen[Any]:
+    env = {
+        **os.environ,
+        "LLM_PROXY_EVENT_BUS": "redis-streams",
+        "REDIS_URL": DISPATCH_REDIS_URL,
+        "EVENTBUS_REDIS_STREAM": f"{prefix}:events",
+        "EVENTBUS_REDIS_GROUP": f"{prefix}:dispatchers",
+        "EVENTBUS_BATCH_SIZE": "25",
+        "EVENTBUS_FLUSH_INTERVAL": "0.05",
+        # A long base delay: the run only finishes in time because Retry-After is obeyed.
+        "EVENTBUS_RETRY_BASE": "30",
+        "EVENTBUS_RETRY_CAP": "30",
+        "EVENTBUS_SHUTDOWN_TIMEOUT": "5",
+    }
+    exe = ROOT / ".venv" / "bin" / "eventbus"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "eventbus_core.cli"]
+    with log.open("ab") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [
+                *cmd,
+                "-v",
+                "dispatch",
+                "--sink",
+                "jsonl",
+                "--sink-opt",
+                f"path={tmp_path / 'events.jsonl'}",
+                "--sink",
+                "webhook",
+                "--sink-opt",
+                f"url={hook_url}/ingest",
+                "--consumer-name",
+                "dispatcher-1",  # stable: the restart re-reads its own pending
+                "--dead-letter",
+                str(tmp_path / "dead.jsonl"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=tmp_path,
+        )
+
+
+def wait_until(
+    condition: Any, what: str, proc: subprocess.Popen[Any], log: Path, timeout: float = 60.0
+) -> None:
+    """Poll a condition another process makes true (there is no event to await across it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"dispatcher exited ({proc.returncode}) before {what}:\n" + log.read_text()[-3000:]
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n" + log.read_text()[-3000:])
+        time.sleep(0.02)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_dispatcher_killed_mid_run_and_restarted_loses_nothing(
+    real_streams: tuple[redis.Redis, str], tmp_path: Path
+) -> None:
+    client, prefix = real_streams
+    stream = f"{prefix}:events"
+    bus = RedisStreamsEventBus(client, stream, f"{prefix}:dispatchers")
+    publish(
+        bus,
+        [
+            Event(
+                request_id=f"req-{i}",
+                method="POST",
+                path="/v1/chat/completions",
+                status=200,
+                duration=1_000_000,
+            )
+            for i in range(300)
+        ],
+    )
+    # The receiver answers 503 (Retry-After: 1) and 429 (Retry-After: 0) first, then hangs from
+    # its 6th request on, so the dispatcher dies with a webhook batch read but not acknowledged.
+    receiver = WebhookReceiver(
+        [(503, {"Retry-After": "1"}), (429, {"Retry-After": "0"})], hold_after=5
+    )
+    log = tmp_path / "dispatcher.log"
+    jsonl = tmp_path / "events.jsonl"
+    with serve(receiver) as url:
+        first = start_dispatcher(tmp_path, prefix, url, log)
+        try:
+            wait_until(receiver.holding.is_set, "a webhook batch in flight", first, log)
+            wait_until(lambda: len(read_jsonl(jsonl)) >= 100, "jsonl progress", first, log)
+            assert pending(client, stream, f"{prefix}:dispatchers:webhook") > 0
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+        assert first.returncode == -signal.SIGKILL
+
+        publish(
+            bus,
+            [
+                Event(
+                    request_id=f"req-{i}",
+                    method="POST",
+                    path="/v1/embeddings",
+                    status=200,
+                    duration=2_000_000,
+                )
+                for i in range(300, 500)
+            ],
+        )
+        receiver.release.set()  # the receiver recovers; the restarted dispatcher resends
+        expected = {f"req-{i}" for i in range(500)}
+        second = start_dispatcher(tmp_path, prefix, url, log)
+        try:
+            wait_until(
+                lambda: {r["request_id"] for r in read_jsonl(jsonl)} >= expected,
+                "every event in the jsonl file",
+                second,
+                log,
+            )
+            wait_until(
+                lambda: {p["request_id"] for p in receiver.accepted} >= expected,
+                "every event at the webhook",
+                second,
+                log,
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+        assert second.returncode == 0, log.read_text()[-3000:]
+    bus.stop()
+
+    # Every entry's LogID, as the stream holds it.
+    log_ids = {
+        Event.from_json(fields[b"data"]).request_id: Event.from_json(fields[b"data"]).log_id
+        for _, fields in client.xrange(stream)
+    }
+    assert set(log_ids) == expected and len(set(log_ids.values())) == 500
+    for name, rows in (("jsonl", read_jsonl(jsonl)), ("webhook", receiver.accepted)):
+        seen: dict[int, str] = {}
+        for row in rows:
+            assert log_ids[row["request_id"]] == row["log_id"], name
+            seen[row["log_id"]] = row["request_id"]
+        assert len(seen) == 500, name  # de-duplicated by LogID: each event exactly once
+    # The batch the receiver held when the dispatcher died came again after the restart.
+    assert len(receiver.accepted) > 500
+    assert receiver.statuses[:2] == [503, 429]
+    assert not (tmp_path / "dead.jsonl").exists()
+    for sink in ("jsonl", "webhook"):
+        assert pending(client, stream, f"{prefix}:dispatchers:{sink}") == 0
