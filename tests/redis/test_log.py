@@ -12,7 +12,9 @@ import redis
 from eventbus_core import Event, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._scripts import LOG_APPEND, tail_of
+from eventbus_redis._tail import Cursor, RedisSubscription
 
 GO_KEYS = {
     "LogID",
@@ -218,3 +220,31 @@ def test_create_bus_builds_both_backends_from_settings_without_connecting() -> N
 def test_missing_redis_url_names_the_variable() -> None:
     with pytest.raises(ValueError, match="REDIS_URL"):
         create_bus(EventBusSettings(backend="redis"))
+
+
+def test_restart_that_refills_past_the_position_is_detected_after_a_reconnect(
+    client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:epoch"
+    tailer = LogTailer(client, key, f"{key}:seq", "", poll=30)  # driven by hand below
+    cursor = Cursor(RedisSubscription(100), 0)
+    script = client.register_script(LOG_APPEND)
+
+    def append(batch_no: int, n: int, *, writer: str = "w") -> None:
+        events = (make_event(i, request_id=f"{writer}-{i}") for i in range(n))
+        args: list[Any] = [0, batch_no, 0, "", *(tail_of(e) for e in events)]
+        script(keys=[key, f"{key}:seq", f"{key}:writer:{writer}"], args=args)
+
+    try:
+        append(1, 5)
+        assert tailer.read(cursor, 100)
+        assert [cursor.sub.get(timeout=0).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+        client.delete(key, f"{key}:seq")  # Redis restarted empty ...
+        append(1, 10, writer="w2")  # ... and was refilled past our position (5) meanwhile
+        cursor.extra["verify"] = True  # what reset_connection() marks after a lost connection
+        while tailer.read(cursor, 100) and cursor.sub.qsize() < 10:
+            pass
+        assert [cursor.sub.get(timeout=0).log_id for _ in range(10)] == list(range(1, 11))
+        assert [(g.after, g.missed) for g in cursor.sub.gaps] == [(5, None)]
+    finally:
+        tailer.stop(lambda c: 0, 0.1)

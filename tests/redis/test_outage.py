@@ -31,11 +31,13 @@ def test_redis_restarted_mid_run_loses_nothing_that_fitted_in_the_buffer(
 ) -> None:
     client = redis.Redis.from_url(throwaway.url, socket_timeout=2, socket_connect_timeout=0.5)
     bus = RedisEventBus.log(client, "outage", ttl=300, max_len=0, buffer_size=300)
+    sub = bus.subscribe()
     attempts = 0
     for i in range(200):  # healthy
         bus.publish(make_event(i))
         attempts += 1
     assert bus.flush(10)
+    assert [sub.get(timeout=10).log_id for _ in range(200)] == list(range(1, 201))
     throwaway.kill()
     for i in range(200, 2200):  # down: the buffer fills, the rest is dropped and counted
         bus.publish(make_event(i))
@@ -54,6 +56,10 @@ def test_redis_restarted_mid_run_loses_nothing_that_fitted_in_the_buffer(
     stored = [json.loads(raw)["RequestID"] for raw in client.lrange("outage", 0, -1)]
     assert len(stored) == published - 200 == len(set(stored))
     assert bus.stats().extra["lost"] == 0
+    # The subscription noticed the restart (the counter began again) and received them all.
+    after = [e.request_id for e in sub]
+    assert after == list(reversed(stored))
+    assert [g.missed for g in sub.gaps] == [None]
 
 
 def test_application_starts_and_publishes_while_redis_is_unreachable(

@@ -17,7 +17,7 @@ import redis
 from redis.client import PubSub
 
 from eventbus_core import Event, WireFormatError
-from eventbus_redis._scripts import LOG_READ_NEW
+from eventbus_redis._scripts import LOG_READ_NEW, LOG_STILL_THERE
 from eventbus_redis._tail import Cursor, Gap, Tailer
 
 __all__ = ["LogTailer"]
@@ -50,6 +50,7 @@ class LogTailer(Tailer):
         self._seq_key = seq_key
         self._channel = channel
         self._read_new = client.register_script(LOG_READ_NEW)
+        self._still_there = client.register_script(LOG_STILL_THERE)
         self._pubsub: PubSub | None = None
         self._on_undecodable = on_undecodable
         super().__init__(name=f"eventbus-redis-tail[{key}]", poll=poll)
@@ -80,7 +81,10 @@ class LogTailer(Tailer):
                 pass
 
     def reset_connection(self) -> None:
-        """Forget the pub/sub connection; `prepare()` makes a new one."""
+        """Forget the pub/sub connection; `prepare()` makes a new one. Redis may have restarted
+        meanwhile: each position is checked against the log before the next read."""
+        for cursor in self._cursors:
+            cursor.extra["verify"] = True
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             # Closing a broken connection may fail; it is gone either way.
@@ -97,9 +101,15 @@ class LogTailer(Tailer):
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the oldest entries newer than its position; report gaps."""
         last: int = cursor.position
+        sub = cursor.sub
+        verify = cursor.extra.pop("verify", False) and last and "head" in cursor.extra
+        if verify and not self._still_there(keys=self._keys, args=[last, cursor.extra["head"]]):
+            sub.report_gap(Gap(last, None, "Redis restarted without its data"))
+            self.gaps += 1
+            cursor.position = 0
+            return True
         reply: Any = self._read_new(keys=self._keys, args=[last, max_items])
         seq, lo, hi, items = int(reply[0]), int(reply[1]), int(reply[2]), reply[3]
-        sub = cursor.sub
         if seq < last:
             # The counter went backwards: Redis lost its data (flush, failover, restart without
             # persistence). Carry on from the new counter's start: its events are all new.
@@ -129,6 +139,7 @@ class LogTailer(Tailer):
             if self._on_undecodable is not None:
                 self._on_undecodable(bad)
         cursor.position = seq - lo
+        cursor.extra["head"] = items[0]  # the entry now at our position, for `verify`
         if events:
             taken = sub.offer(events)
             if taken < len(events):

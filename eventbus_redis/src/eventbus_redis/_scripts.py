@@ -22,7 +22,7 @@ from typing import Final
 
 from eventbus_core import Event
 
-__all__ = ["LOG_APPEND", "LOG_READ_NEW", "STREAM_APPEND", "tail_of"]
+__all__ = ["LOG_APPEND", "LOG_READ_NEW", "LOG_STILL_THERE", "STREAM_APPEND", "tail_of"]
 
 _PREFIX: Final = b'{"LogID":'
 
@@ -99,6 +99,19 @@ local lo = math.max(hi - tonumber(ARGV[2]) + 1, 0)
 return {seq, lo, hi, redis.call('LRANGE', KEYS[1], lo, hi)}
 """
 """Read only what is new since a LogID, oldest first in chunks, atomically with the counter."""
+
+LOG_STILL_THERE: Final = """
+-- KEYS: list, seq. ARGV: a LogID, the raw entry that held it.
+-- 1 if that entry is still where the counter says it is (or was trimmed away), else 0.
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+local last = tonumber(ARGV[1])
+if seq < last then return 0 end
+local raw = redis.call('LINDEX', KEYS[1], seq - last)
+if not raw or raw == ARGV[2] then return 1 end
+return 0
+"""
+"""After a reconnect: is the log the one we were reading, or did Redis restart empty and its
+counter already pass our position again (which the counter alone cannot show)?"""
 
 
 def tail_of(event: Event) -> bytes:
