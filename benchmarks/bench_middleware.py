@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import redis
 import uvicorn
@@ -220,7 +220,20 @@ async def _load(
     counts = await asyncio.gather(
         *(_one_connection(port, deadline, latencies, depth=depth) for _ in range(connections))
     )
-    return sum(counts) / (time.perf_counter() - start), latencies
+    return sum(counts) / (time.perf_counter() - start), [sum(counts)]
+
+
+_TICK_US: Final = 1_000_000 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_us(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, in microseconds.
+
+    Unlike requests per second, this does not move when other work shares the machine.
+    """
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_US
 
 
 @dataclass
@@ -229,6 +242,7 @@ class Result:
 
     name: str
     rps: list[float] = field(default_factory=list)
+    cpu_per_request: list[float] = field(default_factory=list)
     latencies: list[int] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -244,6 +258,8 @@ class Result:
             "requests_per_s": statistics.median(self.rps),
             "p50_us": self.p(0.50),
             "p99_us": self.p(0.99),
+            # Best of the rounds: other work on the machine only ever adds time.
+            "server_cpu_us_per_request": min(self.cpu_per_request),
             **self.stats,
         }
 
@@ -279,6 +295,41 @@ def _redis_available() -> bool:
         return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+async def _asgi_cost(rounds: int, n: int = 3000) -> dict[str, float]:
+    """µs per request of the Starlette app called directly (no server), with and without the
+    middleware (on a discarding bus): the middleware's own cost, free of network noise."""
+    scope_template: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": REQUEST_BODY, "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    apps = {"plain": _build_app("plain", "")[0], "null": _build_app("null", "")[0]}
+    best = {name: float("inf") for name in apps}
+    for _ in range(rounds * 3):
+        for name, app in apps.items():
+            t0 = time.perf_counter_ns()
+            for _ in range(n):
+                await app(dict(scope_template), receive, send)
+            best[name] = min(best[name], (time.perf_counter_ns() - t0) / n / 1000)
+    return best
 
 
 def _parse_args() -> argparse.Namespace:
@@ -337,9 +388,10 @@ def _measure(args: argparse.Namespace, variants: list[str]) -> dict[str, Result]
             # Rotate the order each round, so no variant always runs first or last.
             order = variants[n % len(variants) :] + variants[: n % len(variants)]
             for v in order:
-                rps, _ = asyncio.run(
-                    _load(servers[v][1], args.connections, args.seconds, args.depth)
-                )
+                proc, port = servers[v]
+                cpu_before = _cpu_us(proc.pid)
+                rps, (count,) = asyncio.run(_load(port, args.connections, args.seconds, args.depth))
+                results[v].cpu_per_request.append((_cpu_us(proc.pid) - cpu_before) / count)
                 results[v].rps.append(rps)
             for v in order:
                 lat: list[int] = []
@@ -362,6 +414,9 @@ def _rows(results: dict[str, Result], variants: list[str]) -> list[dict[str, Any
         ratios = [r / b for r, b in zip(results[v].rps, base.rps, strict=True)]
         row["throughput_ratio"] = statistics.median(ratios)
         row["added_p50_us"] = row["p50_us"] - base.p(0.50)
+        # A saturated server's throughput is 1 / (CPU per request): the CPU ratio is the
+        # throughput ratio without the noise of whatever else runs on the machine.
+        row["cpu_throughput_ratio"] = min(base.cpu_per_request) / row["server_cpu_us_per_request"]
         rows.append(row)
     return rows
 
@@ -378,9 +433,15 @@ def main() -> int:
         print("(redis variant skipped: no Redis at", REDIS_URL, "or no RedisEventBus)")
     results = _measure(args, variants)
     rows = _rows(results, variants)
+    asgi = asyncio.run(_asgi_cost(args.rounds))
+    added = asgi["null"] - asgi["plain"]
+    plain_cpu = rows[0]["server_cpu_us_per_request"]
     if args.json:
         settings = {k: getattr(args, k) for k in ("rounds", "seconds", "connections", "depth")}
-        print(json.dumps({"rows": rows, **settings, "cpus": os.cpu_count()}, indent=2))
+        asgi_figures = {"asgi_us_per_request": asgi, "middleware_added_us": added}
+        print(
+            json.dumps({"rows": rows, **asgi_figures, **settings, "cpus": os.cpu_count()}, indent=2)
+        )
         return 0
     print(
         f"uvicorn (h11) + Starlette, POST {PATH}; throughput: {args.connections} connections x "
@@ -389,18 +450,29 @@ def main() -> int:
         f"{os.cpu_count()} CPUs{'' if args.no_pin else ', server and client pinned apart'}"
     )
     print(
-        f"{'variant':<8} {'req/s':>8} {'ratio':>6} {'p50 µs':>7} {'+p50 µs':>8} "
-        f"{'p99 µs':>7} {'events':>7} {'dropped':>7}"
+        f"{'variant':<8} {'req/s':>7} {'ratio':>6} {'CPU µs/req':>10} {'CPU ratio':>9} "
+        f"{'p50 µs':>7} {'+p50 µs':>8} {'p99 µs':>7} {'events':>7} {'dropped':>7}"
     )
     for row in rows:
         print(
-            f"{row['variant']:<8} {row['requests_per_s']:>8.0f} {row['throughput_ratio']:>6.3f} "
+            f"{row['variant']:<8} {row['requests_per_s']:>7.0f} {row['throughput_ratio']:>6.3f} "
+            f"{row['server_cpu_us_per_request']:>10.1f} {row['cpu_throughput_ratio']:>9.3f} "
             f"{row['p50_us']:>7.0f} {row['added_p50_us']:>+8.0f} {row['p99_us']:>7.0f} "
             f"{row.get('published', '-'):>7} {row.get('dropped', '-'):>7}"
         )
     print(
         "plain: no middleware; null: the middleware publishing to a bus that discards (its own "
-        "cost); memory: InMemoryEventBus with one consumer thread; redis: RedisEventBus log"
+        "cost); memory: InMemoryEventBus with one consumer thread; redis: RedisEventBus log.\n"
+        "ratio: median over rounds of req/s against plain in the same round. CPU µs/req: the "
+        "server process's CPU time (all threads) per request, best round; CPU ratio: plain's "
+        "over this variant's, i.e. the throughput ratio of a saturated server, which other "
+        "load on the machine disturbs far less than req/s"
+    )
+    print(
+        f"in process (Starlette app called directly, best of {args.rounds * 3} x 3000): "
+        f"{asgi['plain']:.1f} µs/request plain, {asgi['null']:.1f} with the middleware: "
+        f"+{added:.1f} µs, {added / plain_cpu:.1%} of the plain server's "
+        f"{plain_cpu:.0f} µs CPU per request"
     )
     return 0
 
