@@ -1,0 +1,95 @@
+"""Unit tests of the Redis backends' helpers and of publish()'s promises, on fakeredis."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus_core import EventBusSettings
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from eventbus_redis._client import (
+    Backoff,
+    client_from_settings,
+    describe_client,
+    safe_error,
+    ttl_seconds,
+)
+
+
+def test_backoff_doubles_to_its_cap_with_jitter_and_resets() -> None:
+    backoff = Backoff(base=0.1, cap=0.8)
+    delays = [backoff.next() for _ in range(8)]
+    ceilings = [0.1, 0.2, 0.4, 0.8, 0.8, 0.8, 0.8, 0.8]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    backoff.reset()
+    assert backoff.next() <= 0.1
+    with pytest.raises(ValueError, match="base"):
+        Backoff(base=1, cap=0.5)
+
+
+def test_ttl_accepts_timedelta_or_seconds() -> None:
+    assert ttl_seconds(timedelta(hours=24)) == 86_400
+    assert ttl_seconds(90) == 90
+    assert ttl_seconds(None) == 0
+    with pytest.raises(ValueError, match="ttl"):
+        ttl_seconds(-1)
+
+
+def test_descriptions_and_errors_carry_no_password() -> None:
+    client = client_from_settings(
+        EventBusSettings(backend="redis", redis_url="redis://user:hunter2@db.example:6380/4")
+    )
+    assert describe_client(client) == "redis://db.example:6380/4"
+    text = safe_error(ValueError("cannot reach redis://user:hunter2@db.example:6380/4"))
+    assert "hunter2" not in text and "ValueError" in text
+
+
+def test_publish_does_no_redis_io_on_the_callers_thread(fake: redis.Redis, prefix: str) -> None:
+    callers: set[int] = set()
+    real_execute = fake.execute_command
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        callers.add(threading.get_ident())
+        return real_execute(*args, **kwargs)
+
+    fake.execute_command = spy  # type: ignore[method-assign]
+    for bus in (
+        RedisEventBus.log(fake, f"{prefix}:l", 60, 100),
+        RedisStreamsEventBus(fake, f"{prefix}:s"),
+    ):
+        with bus:
+            callers.clear()
+            for i in range(2_000):
+                bus.publish(make_event(i))
+            assert threading.get_ident() not in callers
+            assert bus.flush(10)
+
+
+def test_clients_that_decode_responses_work_too(prefix: str) -> None:
+    pytest.importorskip("lupa", reason="fakeredis needs lupa (fakeredis[lua]) to run Lua scripts")
+    import fakeredis
+
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    with RedisEventBus.log(client, f"{prefix}:l", 60, 100) as log_bus:
+        sub = log_bus.subscribe()
+        log_bus.publish(make_event(1))
+        assert log_bus.flush(10)
+        assert sub.get(timeout=10).request_id == "req-1"
+        assert log_bus.read_events()[0].log_id == 1
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as stream_bus:
+        consumer = stream_bus.consumer(name="c")
+        stream_bus.publish(make_event(2))
+        assert stream_bus.flush(10)
+        got = []
+        for _ in range(50):
+            got += consumer.read(10, timeout=0.1)
+            if got:
+                break
+        assert [d.event.log_id for d in got] == [1]
+        consumer.ack([d.token for d in got])
+        assert stream_bus.stream_info()["pending"] == 0
