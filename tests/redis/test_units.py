@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 
@@ -72,8 +73,6 @@ def test_publish_does_no_redis_io_on_the_callers_thread(fake: redis.Redis, prefi
 
 def test_clients_that_decode_responses_work_too(prefix: str) -> None:
     pytest.importorskip("lupa", reason="fakeredis needs lupa (fakeredis[lua]) to run Lua scripts")
-    import fakeredis
-
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     with RedisEventBus.log(client, f"{prefix}:l", 60, 100) as log_bus:
         sub = log_bus.subscribe()
