@@ -52,7 +52,7 @@ def test_descriptions_and_errors_carry_no_password() -> None:
 
 def test_publish_does_no_redis_io_on_the_callers_thread(fake: redis.Redis, prefix: str) -> None:
     callers: set[int] = set()
-    real_execute = fake.execute_command
+    real_execute: Any = fake.execute_command
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         callers.add(threading.get_ident())
