@@ -240,3 +240,32 @@ def test_replay_log_written_out_of_order_by_go(
     assert main(["replay", "--from-id", "4", "--to-id", "7"]) == 0
     got = [Event.from_json(line).log_id for line in capsys.readouterr().out.splitlines()]
     assert got == [4, 5, 6, 7]
+
+
+def test_replay_to_the_jsonl_sink_as_the_dispatcher_would(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = Event(
+        request_id="req-secret",
+        method="POST",
+        path="/v1/chat/completions",
+        status=200,
+        duration=5_000_000,
+        response_headers={"Set-Cookie": ["s=1"], "Content-Type": ["application/json"]},
+        response_body=b'{"usage": {"total_tokens": 7}}',
+        request_body=b'{"model": "gpt-4o", "api_key": "sk-abcdefghijklmnopqrstuvwx"}',
+    )
+    publish_log(client, f"{prefix}:events", [ev(1), secret, ev(3)])
+    out = tmp_path / "replayed.jsonl"
+    code = main(["replay", "--from-id", "2", "--sink", "jsonl", "--sink-opt", f"path={out}"])
+    assert code == 0
+    assert "replayed 2 event(s) from the log to sink jsonl" in capsys.readouterr().err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["log_id"] for p in lines] == [2, 3]
+    text = out.read_text()
+    assert "sk-abcdefghijklmnopqrstuvwx" not in text  # redacted as by the dispatcher
+    assert "s=1" not in text

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from eventbus_core._dispatch_setup import build_sinks
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
-from eventbus_core._plugins import get_registry
+from eventbus_core._redact import Redactor
 from eventbus_core._settings import EventBusSettings
+from eventbus_core._transform import LLMTransformer, Transform, load_transform
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -193,28 +194,50 @@ def read_stream(
 
 
 class _SinkTarget:
-    """A sink plugin driven from synchronous code: `send(batch)` may be async."""
+    """A sink plugin fed as the dispatcher feeds it: transformed and redacted payloads.
+
+    The transformer and redaction come from the same settings as `eventbus dispatch`
+    (`EVENTBUS_TRANSFORMER`, `EVENTBUS_REDACT*`), so a replayed event reaches the sink in the
+    same shape as it did the first time. The sink's async methods run on a private loop.
+    """
 
     def __init__(self, settings: EventBusSettings, name: str, options: dict[str, str]) -> None:
-        registration = get_registry().sink(name)
+        (self.sink,) = build_sinks(settings, [(name, options)])
         self.name = name
-        self.sink = registration.factory(settings, options)
+        self.transform: Transform
+        if settings.transformer:
+            self.transform = load_transform(settings.transformer)
+        else:
+            binary: Literal["base64", "placeholder"] = (
+                "placeholder" if settings.body_binary == "placeholder" else "base64"
+            )
+            self.transform = LLMTransformer(binary=binary, max_body_bytes=settings.body_max_bytes)
+        self.redactor = (
+            Redactor(
+                extra_headers=settings.redact_header_names,
+                extra_patterns=settings.redact_pattern_list,
+            )
+            if settings.redact
+            else None
+        )
         self.loop = asyncio.new_event_loop()
 
-    def _call(self, method: str, *args: Any) -> None:
-        func = getattr(self.sink, method, None)
-        if func is None:
-            return
-        result = func(*args)
-        if inspect.isawaitable(result):
-            self.loop.run_until_complete(result)
+    def payload(self, event: Event) -> dict[str, Any]:
+        """The event as the sink receives it."""
+        payload = dict(self.transform(event))
+        if self.redactor is not None:
+            redacted: dict[str, Any] = self.redactor.json(payload)
+            return redacted
+        return payload
 
     def send(self, batch: list[Event]) -> None:
-        self._call("send", batch)
+        """Send one batch; raises what the sink raises."""
+        self.loop.run_until_complete(self.sink.send([self.payload(e) for e in batch]))
 
     def close(self) -> None:
+        """Close the sink and the loop."""
         try:
-            self._call("close")
+            self.loop.run_until_complete(self.sink.close())
         finally:
             self.loop.close()
 
