@@ -90,7 +90,9 @@ def publish_log(client: redis.Redis, key: str, events: list[Event]) -> None:
     bus.stop()
 
 
-def test_tail_shows_events_published_by_another_process(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("backend", ["redis", "redis-streams"])
+def test_tail_shows_events_published_by_another_process(env: dict[str, str], backend: str) -> None:
+    env = {**env, "LLM_PROXY_EVENT_BUS": backend}
     tail = subprocess.Popen(
         cli("tail", "--json", "--count", "3"),
         env=env,

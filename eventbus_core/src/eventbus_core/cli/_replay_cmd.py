@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"eventbus replay: sink {target.name} failed: {exc}", file=sys.stderr)
         batch.clear()
 
-    show = not args.quiet and (target is not None or args.dry_run)
+    show = not args.quiet  # on stderr: stdout stays for the events
     try:
         with Progress("replayed", total, enabled=show) as progress:
             for event in events:
