@@ -104,14 +104,15 @@ class StreamConsumer:
     # ------------------------------------------------------------------------------ reading
 
     def read(self, max_items: int, timeout: float) -> list[Delivery]:
-        """Return up to `max_items` deliveries, waiting up to `timeout` seconds for the first.
+        """Return up to `max_items` (at most `batch_size`) deliveries, waiting up to `timeout`
+        seconds for the first.
 
         Order of sources: this consumer's own pending entries (after a restart), then entries
         reclaimed from dead peers (when the claim schedule is due), then new entries. Returns
         [] on timeout, and also while Redis is unreachable (after waiting with backoff).
         """
         deadline = time.monotonic() + max(timeout, 0.0)
-        count = max(1, min(max_items, 10_000))
+        count = max(1, min(max_items, self.batch_size))
         while not self._closed:
             try:
                 out = self._read_once(count, deadline)
