@@ -149,6 +149,12 @@ class Tailer:
     # ---------------------------------------------------------------------------- the thread
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        finally:
+            self.reset_connection()  # release the pub/sub connection, if any
+
+    def _follow(self) -> None:
         backoff = Backoff()
         while True:
             try:
