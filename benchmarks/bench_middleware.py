@@ -1,18 +1,27 @@
 """What `EventBusMiddleware` costs a real server: uvicorn on loopback, with and without it.
 
-Starts one uvicorn server process per variant (a Starlette chat-completion endpoint: plain, with
-the middleware on the memory bus, and with the middleware on the Redis log bus when
-`eventbus_redis` provides `RedisEventBus` and Redis answers), all in the same run, then drives
-them from this process with a small keep-alive HTTP/1.1 load generator:
+Starts one uvicorn server process per variant, all in the same run, each serving the same
+Starlette chat-completions endpoint:
 
-- throughput: `--connections` concurrent connections in a closed loop for `--seconds` per round;
-- latency: one connection, sequential requests, so the median is the unloaded latency.
+- `plain`: no middleware (the baseline);
+- `null`: the middleware publishing to a bus that discards: the middleware's own cost;
+- `memory`: the middleware on an `InMemoryEventBus` with one consumer thread;
+- `redis`: the middleware on the `RedisEventBus` log (when `eventbus_redis` and Redis are there).
 
-Rounds alternate between the variants so that drift of the machine hits them alike. Prints a
-table and the ratios against the plain server. Bounded: rounds x seconds, loopback only.
+A small keep-alive HTTP/1.1 load generator in this process then measures, in rounds that
+rotate the order of the variants:
+
+- throughput: `--connections` connections, `--depth` requests pipelined on each, `--seconds`
+  per round; requests per second, and the server process's CPU time per request (all threads),
+  which is what a saturated server's throughput is the inverse of;
+- latency: one connection, sequential requests: the unloaded median and p99;
+- in process: the Starlette app called directly with and without the middleware (best of many
+  short runs): the middleware's own µs per request, without network noise.
+
+Bounded (rounds x seconds), loopback only. Prints a table; `--json` for all figures.
 
     .venv/bin/python benchmarks/bench_middleware.py
-    .venv/bin/python benchmarks/bench_middleware.py --rounds 5 --seconds 3 --json
+    .venv/bin/python benchmarks/bench_middleware.py --rounds 7 --json
 """
 
 from __future__ import annotations
@@ -363,9 +372,10 @@ def _parse_args() -> argparse.Namespace:
         "skipped when Redis or RedisEventBus is missing)",
     )
     parser.add_argument(
-        "--no-pin",
+        "--pin",
         action="store_true",
-        help="do not pin the servers to CPU 0 and the load generator to CPU 1",
+        help="pin the servers to CPU 0 and the load generator to CPU 1 (steadier on an idle "
+        "machine, worse on a shared one)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -375,10 +385,10 @@ def _parse_args() -> argparse.Namespace:
 
 def _measure(args: argparse.Namespace, variants: list[str]) -> dict[str, Result]:
     redis_key = f"eventbus-bench:{uuid.uuid4().hex[:8]}:events"
-    if not args.no_pin:
+    if args.pin:
         os.environ["EVENTBUS_BENCH_PIN"] = "1"  # inherited by the servers
     servers = {v: _start_server(v, redis_key) for v in variants}
-    if not args.no_pin:
+    if args.pin:
         _pin(1)
     results = {v: Result(v) for v in variants}
     try:
@@ -447,7 +457,7 @@ def main() -> int:
         f"uvicorn (h11) + Starlette, POST {PATH}; throughput: {args.connections} connections x "
         f"{args.depth} pipelined, {args.rounds} rounds x {args.seconds:g} s; latency: 1 "
         f"connection, {args.rounds} x {args.latency_requests} requests; "
-        f"{os.cpu_count()} CPUs{'' if args.no_pin else ', server and client pinned apart'}"
+        f"{os.cpu_count()} CPUs{', server and client pinned apart' if args.pin else ''}"
     )
     print(
         f"{'variant':<8} {'req/s':>7} {'ratio':>6} {'CPU µs/req':>10} {'CPU ratio':>9} "
