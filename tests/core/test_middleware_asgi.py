@@ -319,3 +319,16 @@ def test_generated_ids_are_uuid4() -> None:
     ids = {new_request_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+
+
+async def test_headers_given_as_a_generator_still_reach_the_server() -> None:
+    bus = Recorder()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pairs = [(b"content-type", b"text/plain"), (b"x-a", b"1")]
+        await send({"type": "http.response.start", "status": 200, "headers": iter(pairs)})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = await drive(EventBusMiddleware(app, bus=bus), http_scope())
+    assert list(sent[0]["headers"]) == [(b"content-type", b"text/plain"), (b"x-a", b"1")]
+    assert dict(bus.one().headers) == {"Content-Type": ("text/plain",), "X-A": ("1",)}

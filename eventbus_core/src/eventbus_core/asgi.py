@@ -270,7 +270,7 @@ class _Exchange:
         self._receive = receive
         self._send = send
         self.status = 0
-        self.response_headers: list[tuple[bytes, bytes]] | None = None
+        self.response_headers: Iterable[tuple[bytes, bytes]] | None = None
         self.req_chunks: list[bytes] = []
         self.req_room = mw.max_request_body
         self.resp_chunks: list[bytes] = []
@@ -319,9 +319,14 @@ class _Exchange:
             self.finish(failed=False)
 
     def on_start(self, message: Message) -> Message:
-        """Record status and headers; return the message to send (a copy if a header is added)."""
+        """Record status and headers; return the message to send (a copy if it had to change)."""
         self.status = message["status"]
         headers = message.get("headers") or ()
+        if not isinstance(headers, list | tuple):
+            # ASGI allows any iterable: read it once into a list, and send that list on, so the
+            # server still gets every header.
+            headers = list(headers)
+            message = {**message, "headers": headers}
         self.trailers = bool(message.get("trailers", False))
         mw = self.mw
         id_header = mw._id_header
@@ -347,7 +352,8 @@ class _Exchange:
             # The application's message and header list stay untouched: send a copy.
             headers = [*headers, (id_header, request_id.encode("latin-1"))]
             message = {**message, "headers": headers}
-        self.response_headers = list(headers)
+        # A reference, not a copy: the application does not touch a message it has sent.
+        self.response_headers = headers
         return message
 
     def finish(self, *, failed: bool) -> None:
@@ -387,11 +393,12 @@ class _Exchange:
                 return str(value.decode("latin-1"))
         return ""
 
-    def _headers(self) -> dict[str, list[str]] | None:
+    def _headers(self) -> dict[str, tuple[str, ...]] | None:
         raw = self.response_headers
         if raw is None:
             return None
-        headers: dict[str, list[str]] = {}
+        # Tuples, as the Event keeps them: its constructor then reuses them instead of copying.
+        headers: dict[str, tuple[str, ...]] = {}
         canonical = _CANONICAL
         sensitive = self.mw._sensitive
         for name, value in raw:
@@ -400,9 +407,9 @@ class _Exchange:
             # building a second dict per request, as redact_headers() would.
             text = MASK if name.lower() in sensitive else value.decode("latin-1")
             if key in headers:
-                headers[key].append(text)
+                headers[key] += (text,)  # repeated header (Set-Cookie, Vary): rare
             else:
-                headers[key] = [text]
+                headers[key] = (text,)
         return headers
 
 
