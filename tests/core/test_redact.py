@@ -150,3 +150,14 @@ def test_redactor_event_keeps_clean_events_as_they_are() -> None:
         request_id="r", response_headers={"Content-Type": "text/plain"}, request_body=b"hello"
     )
     assert Redactor().event(event) is event
+
+
+def test_headers_are_redacted_even_when_bodies_are_not() -> None:
+    out = Redactor(bodies=False).json(
+        {"response_headers": {"Authorization": ["x"]}, "api_key": "kept", "text": KEYS[0]}
+    )
+    assert out == {
+        "response_headers": {"Authorization": [MASK]},
+        "api_key": "kept",
+        "text": KEYS[0],
+    }

@@ -4,6 +4,7 @@ and a dispatcher killed with SIGKILL mid-run then restarted (real Redis, real HT
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -282,3 +283,19 @@ def test_dispatcher_killed_mid_run_and_restarted_loses_nothing(
     assert not (tmp_path / "dead.jsonl").exists()
     for sink in ("jsonl", "webhook"):
         assert pending(client, stream, f"{prefix}:dispatchers:{sink}") == 0
+
+
+async def test_stats_show_each_lane_and_its_consumer(fake: redis.Redis) -> None:
+    bus = RedisStreamsEventBus(fake, "s3", "grp")
+    publish(bus, make_events(6))
+    sink = RecordingSink("only")
+    d = Dispatcher(bus, [sink], flush_interval=0.01, consumer_name="c9")
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(6)
+    d.request_stop()
+    stats = await task
+    lane = stats.lanes["only"]
+    assert lane["source"] == "c9" and lane["read"] == 6 and lane["acked"] == 6
+    assert lane["delivered"] == 6  # the consumer's own figure
+    json.dumps(stats.as_dict())
+    bus.stop()

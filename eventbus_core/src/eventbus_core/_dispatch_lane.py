@@ -23,6 +23,7 @@ from eventbus_core._dispatch_stats import SinkStats
 from eventbus_core._errors import PermanentSinkError, TransientSinkError
 from eventbus_core._event import Event
 from eventbus_core._retry import RetryPolicy
+from eventbus_core._secrets import redact_url
 from eventbus_core._sink import Sink
 from eventbus_core._source import AckableSource
 
@@ -75,6 +76,22 @@ class Lane:
 
     def _read(self, max_items: int, timeout: float) -> list[tuple[Any, dict[str, Any]]]:
         return [(d.token, self.prepare(d.event)) for d in self.source.read(max_items, timeout)]
+
+    def figures(self) -> dict[str, Any]:
+        """This lane's counters, with the source's own figures if it offers `figures()`."""
+        out: dict[str, Any] = {
+            "source": self.source.name,
+            "read": self.read,
+            "acked": self.acked,
+            "ack_errors": self.ack_errors,
+        }
+        figures = getattr(self.source, "figures", None)
+        if callable(figures):
+            try:
+                out.update(figures())
+            except Exception as exc:  # figures are informative; never fail stats() for them
+                out["figures_error"] = str(exc)
+        return out
 
     def exhausted(self) -> bool:
         """True once the source will deliver nothing more (a stopped memory bus)."""
@@ -135,7 +152,10 @@ class Lane:
             # Not fatal: unacknowledged entries are delivered again, and LogIDs de-duplicate.
             self.ack_errors += 1
             log.warning(
-                "lane %s: acknowledging %d deliveries failed: %s", self.name, len(tokens), exc
+                "lane %s: acknowledging %d deliveries failed: %s",
+                self.name,
+                len(tokens),
+                redact_url(str(exc)),
             )
         else:
             self.acked += len(tokens)

@@ -7,7 +7,7 @@ shutdown, to be delivered again). While it runs, the difference is `in_flight`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["DispatcherStats", "SinkStats"]
@@ -76,12 +76,16 @@ class DispatcherStats:
         acked: Deliveries acknowledged to the sources.
         source_dropped: Events the bus dropped for the dispatcher's subscriptions (memory bus
             with a full subscriber buffer), as the source reports them.
+        lanes: Per lane (a sink's name, or `shared`): its source's name, deliveries read and
+            acknowledged, failed acknowledgements, and the source's own figures when it has
+            them (a Redis streams consumer: delivered, claimed, dead_lettered, ...).
     """
 
     sinks: dict[str, SinkStats]
     read: int = 0
     acked: int = 0
     source_dropped: int = 0
+    lanes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for logs and JSON)."""
@@ -90,4 +94,5 @@ class DispatcherStats:
             "acked": self.acked,
             "source_dropped": self.source_dropped,
             "sinks": {name: s.as_dict() for name, s in self.sinks.items()},
+            "lanes": self.lanes,
         }

@@ -210,6 +210,7 @@ class Dispatcher:
             read=sum(lane.read for lane in self._lanes),
             acked=sum(lane.acked for lane in self._lanes),
             source_dropped=dropped,
+            lanes={lane.name: lane.figures() for lane in self._lanes},
         )
 
     def request_stop(self) -> None:
@@ -314,8 +315,10 @@ class Dispatcher:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or a platform without signal handlers
-        log.info("dispatcher running (%s); stop with SIGTERM or SIGINT",
-                 ", ".join(f"{lane.name}: {lane.source.name}" for lane in self._lanes))
+        log.info(
+            "dispatcher running (%s); stop with SIGTERM or SIGINT",
+            ", ".join(f"{lane.name}: {lane.source.name}" for lane in self._lanes),
+        )
         try:
             return await self.run()
         finally:

@@ -9,6 +9,7 @@ and the values of JSON fields or `key=value` pairs named like credentials (`api_
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -71,6 +72,44 @@ _PAIR: Final = re.compile(
 )
 _SECRET_KEY: Final = re.compile(rf"(?i)^{_SECRET_NAME}$")
 
+# Cheap substring tests that must hold for a pattern to match: most strings in a payload
+# (messages, ids, model names) contain none of them, and `in` is far cheaper than a regex scan.
+
+
+def _may_hold_key(text: str) -> bool:
+    # Spelled out: an `or` chain of `in` tests is several times faster than any() or a regex.
+    return (
+        "sk-" in text
+        or "AIza" in text
+        or "AKIA" in text
+        or "ASIA" in text
+        or "gh" in text
+        or "xox" in text
+        or "hf_" in text
+        or "earer " in text
+    )
+
+
+def _may_hold_pair(lowered: str) -> bool:
+    return (
+        "key" in lowered
+        or "auth" in lowered
+        or "pass" in lowered
+        or "secret" in lowered
+        or "token" in lowered
+    )
+
+
+_SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter can hold a maskable value
+
+
+_HEADER_FIELDS: Final = frozenset({"headers", "response_headers", "request_headers"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(name: str) -> bool:
+    return _SECRET_KEY.match(name) is not None
+
 
 def is_sensitive_header(name: str, extra: Iterable[str] = ()) -> bool:
     """True if header `name` carries a credential (by default list or `extra`)."""
@@ -130,6 +169,7 @@ class Redactor:
                     f"invalid redaction pattern {p!r} (EVENTBUS_REDACT_PATTERNS): {exc}"
                 ) from exc
         self._keys = re.compile("|".join([*_KEY_PATTERNS, *patterns]))
+        self._has_extra = bool(patterns)
         self.bodies = bodies
 
     def headers(self, headers: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]] | None:
@@ -138,10 +178,13 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """Return `text` with key-looking strings and credential-named values masked."""
-        if not self.bodies or not text:
+        if not self.bodies or len(text) < _SHORTEST_SECRET:
             return text
-        text = self._keys.sub(MASK, text)
-        return _PAIR.sub(lambda m: m.group("head") + MASK, text)
+        if self._has_extra or _may_hold_key(text):
+            text = self._keys.sub(MASK, text)
+        if _may_hold_pair(text.lower()):
+            text = _PAIR.sub(lambda m: m.group("head") + MASK, text)
+        return text
 
     def body(self, data: bytes | None) -> bytes | None:
         """Redact a raw body if it is UTF-8 text; other bytes are returned unchanged."""
@@ -173,21 +216,22 @@ class Redactor:
         return event.replace(response_headers=new_headers, request_body=req, response_body=resp)
 
     def json(self, value: Any) -> Any:
-        """Return a copy of parsed JSON with credential-named fields and key strings masked."""
-        if not self.bodies:
-            return value
+        """Return a copy of parsed JSON with credential-named fields and key strings masked.
+
+        Header mappings (fields named `headers`, `response_headers`, `request_headers`) are
+        redacted as headers, also when body redaction is off.
+        """
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
             out: dict[str, Any] = {}
             for k, v in value.items():
-                if isinstance(k, str) and _SECRET_KEY.match(k) and isinstance(v, str) and v:
-                    out[k] = MASK
-                elif (
-                    isinstance(k, str)
-                    and k.lower() in ("headers", "response_headers", "request_headers")
-                    and isinstance(v, dict)
-                ):
+                if v is None or type(v) in (int, float, bool):
+                    out[k] = v  # the common case, without a recursive call
+                elif type(v) is str:
+                    secret = self.bodies and v and isinstance(k, str) and _is_secret_name(k)
+                    out[k] = MASK if secret else self.text(v)
+                elif isinstance(k, str) and k.lower() in _HEADER_FIELDS and isinstance(v, dict):
                     out[k] = self._header_dict(v)
                 else:
                     out[k] = self.json(v)
@@ -199,7 +243,8 @@ class Redactor:
     def _header_dict(self, headers: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, v in headers.items():
-            if is_sensitive_header(name, self.extra_headers):
+            lowered = name.lower()
+            if lowered in SENSITIVE_HEADERS or lowered in self.extra_headers:
                 out[name] = [MASK for _ in v] if isinstance(v, list) else MASK
             else:
                 out[name] = self.json(v)
