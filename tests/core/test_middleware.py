@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -111,7 +111,7 @@ def make_app(gates: Gates) -> Starlette:
 
 
 @contextmanager
-def serve(app: Any, *, lifespan: str = "off") -> Iterator[str]:
+def serve(app: Any, *, lifespan: Literal["auto", "on", "off"] = "off") -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; yield its base URL."""
     # IPPROTO_TCP so that asyncio sets TCP_NODELAY on the accepted connections.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -67,7 +67,9 @@ def reply(
     return app
 
 
-async def drive(app: Any, scope: Scope, body_parts: Sequence[bytes] = (b"",)) -> list[Message]:
+async def drive(
+    app: Any, scope: Scope, body_parts: Sequence[bytes | bytearray | memoryview] = (b"",)
+) -> list[Message]:
     parts = list(body_parts)
     sent: list[Message] = []
 
@@ -298,7 +300,7 @@ async def test_trailers_end_the_response() -> None:
 
 def test_invalid_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="max_request_body"):
-        EventBusMiddleware(reply(), bus=Recorder(), max_request_body=-1)  # type: ignore[arg-type]
+        EventBusMiddleware(reply(), bus=Recorder(), max_request_body=-1)
 
 
 @pytest.mark.parametrize(
