@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eventbus_core._deadletter import DeadLetter
-from eventbus_core._dispatch_lane import Lane, SinkWorker
+from eventbus_core._dispatch_lane import Lane
 from eventbus_core._dispatch_sources import GroupMode, Source, resolve_sources
 from eventbus_core._dispatch_stats import DispatcherStats
+from eventbus_core._dispatch_worker import SinkWorker
 from eventbus_core._event import Event
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._redact import Redactor

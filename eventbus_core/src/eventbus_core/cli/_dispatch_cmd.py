@@ -135,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.verbose:
         # A service says what it does: start, stop, retries and dead letters at INFO.
         logging.getLogger("eventbus").setLevel(logging.INFO)
+    if args.verbose < 2:
+        # httpx logs every request's URL at INFO; a webhook URL may carry a token.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None}
     settings = EventBusSettings(**overrides)
     if args.sinks:

@@ -1,0 +1,193 @@
+"""A sink worker: batches one sink's queue by size and time, sends with retries, dead-letters.
+
+Part of the dispatcher (see `_dispatch_lane` for the lane that feeds it). One task per sink,
+so one `send()` at a time per sink, and sinks never wait for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from eventbus_core._deadletter import DeadLetter
+from eventbus_core._dispatch_lane import Item, Lane
+from eventbus_core._dispatch_stats import SinkStats
+from eventbus_core._errors import PermanentSinkError, TransientSinkError
+from eventbus_core._retry import RetryPolicy
+from eventbus_core._sink import Sink
+
+__all__ = ["SinkWorker"]
+
+log = logging.getLogger("eventbus.dispatcher")
+
+
+class SinkWorker:
+    """Batches one sink's queue by size and time and sends with retries (one task)."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        lane: Lane,
+        *,
+        batch_size: int,
+        flush_interval: float,
+        queue_size: int,
+        retry: RetryPolicy,
+        dead_letter: DeadLetter | None,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.name: str = sink.name
+        self.sink = sink
+        self.lane = lane
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.queue_size = queue_size
+        self.retry = retry
+        self.dead_letter = dead_letter
+        self.scrub = scrub
+        self.stats = SinkStats()
+        self.queue: deque[Item] = deque()
+        self.current: list[Item] = []
+        self.wake = asyncio.Event()
+        self.space = asyncio.Event()
+        self.space.set()
+        self.draining = False
+        self.input_done = False
+
+    def put(self, items: list[Item]) -> None:
+        """Queue items (from the lane's reader)."""
+        self.queue.extend(items)
+        self.stats.received += len(items)
+        if len(self.queue) >= self.queue_size:
+            self.space.clear()
+        self.wake.set()
+
+    def finish_input(self) -> None:
+        """No more items will come: send what is queued, then end."""
+        self.input_done = True
+        self.draining = True
+        self.wake.set()
+
+    def start_draining(self) -> None:
+        """Send queued items now, without waiting for a full batch or the flush interval."""
+        self.draining = True
+        self.wake.set()
+
+    def snapshot(self) -> SinkStats:
+        """The counters, with the queue length and lag filled in."""
+        waiting = [*self.current, *self.queue]
+        self.stats.queued = len(waiting)
+        oldest = min((i.received_at for i in waiting), default=None)
+        self.stats.lag_seconds = 0.0 if oldest is None else time.monotonic() - oldest
+        return self.stats
+
+    async def run(self) -> None:
+        """Batch and send until the input is finished and the queue is empty."""
+        while True:
+            if not self.queue:
+                if self.input_done:
+                    return
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            if not self.draining and len(self.queue) < self.batch_size:
+                remaining = self.queue[0].received_at + self.flush_interval - time.monotonic()
+                if remaining > 0:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), remaining)
+                    continue
+            n = min(len(self.queue), self.batch_size)
+            batch = [self.queue.popleft() for _ in range(n)]
+            if len(self.queue) < self.queue_size:
+                self.space.set()
+            self.current = batch
+            await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Item]) -> None:
+        payloads = [i.payload for i in batch]
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.sink.send(payloads)
+            except PermanentSinkError as exc:
+                self.stats.failures += 1
+                ok = await self.dead_letter_batch(batch, exc, attempt)
+                break
+            except Exception as exc:
+                self.stats.failures += 1
+                if attempt > self.retry.retries:
+                    ok = await self.dead_letter_batch(batch, exc, attempt)
+                    break
+                retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
+                delay = self.retry.delay(attempt, retry_after)
+                self.stats.retried += len(batch)
+                log.info(
+                    "sink %s: batch of %d failed (attempt %d, %s: %s); retrying in %.3f s",
+                    self.name,
+                    len(batch),
+                    attempt,
+                    type(exc).__name__,
+                    self.scrub(str(exc)),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                self.stats.sent += len(batch)
+                self.stats.batches += 1
+                ok = True
+                break
+        self.stats.record_latency(time.monotonic() - started)
+        self.current = []  # accounted for: a cancellation from here on must not requeue it
+        await self.lane.settle(batch, ok=ok)
+
+    async def dead_letter_batch(
+        self, batch: list[Item], exc: BaseException | str, attempts: int
+    ) -> bool:
+        """Dead-letter `batch`; return False if it could not be stored (then it is counted)."""
+        error_type = "Shutdown" if isinstance(exc, str) else type(exc).__name__
+        message = self.scrub(str(exc)) or error_type
+        n = len(batch)
+        if self.dead_letter is not None:
+            try:
+                await self.dead_letter.write(
+                    self.name, [i.payload for i in batch], message, error_type, attempts
+                )
+            except Exception as dl_exc:
+                log.error(
+                    "sink %s: could not dead-letter %d events (%s); original error: %s",
+                    self.name,
+                    n,
+                    dl_exc,
+                    message,
+                )
+            else:
+                self.stats.dead_lettered += n
+                log.warning(
+                    "sink %s: %d events dead-lettered after %d attempt(s): %s: %s",
+                    self.name,
+                    n,
+                    attempts,
+                    error_type,
+                    message,
+                )
+                return True
+        else:
+            log.error(
+                "sink %s: %d events failed (%s: %s) and no dead-letter destination is configured",
+                self.name,
+                n,
+                error_type,
+                message,
+            )
+        if self.lane.durable:
+            self.stats.requeued += n  # left pending: the source delivers them again
+        else:
+            self.stats.dropped += n
+        return False
