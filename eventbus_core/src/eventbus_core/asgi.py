@@ -88,6 +88,18 @@ def canonical_header_name(raw: bytes) -> str:
     return name
 
 
+# Raw response header name -> (Go canonical name, lower-case raw name): one lookup per header
+# instead of re-deriving both per request. Bounded like _CANONICAL.
+_NAMES: dict[bytes, tuple[str, bytes]] = {}
+
+
+def _name_info(raw: bytes) -> tuple[str, bytes]:
+    info = (canonical_header_name(raw), raw.lower())
+    if len(_NAMES) < _CANONICAL_MAX:
+        _NAMES[raw] = info
+    return info
+
+
 def new_request_id() -> str:
     """Return a random RFC 4122 version 4 UUID string, as Go's `uuid.New().String()`.
 
@@ -270,7 +282,7 @@ class _Exchange:
         self._receive = receive
         self._send = send
         self.status = 0
-        self.response_headers: Iterable[tuple[bytes, bytes]] | None = None
+        self.response_headers: dict[str, tuple[str, ...]] | None = None
         self.req_chunks: list[bytes] = []
         self.req_room = mw.max_request_body
         self.resp_chunks: list[bytes] = []
@@ -335,25 +347,35 @@ class _Exchange:
             if name.lower() == id_header:
                 request_id = value.decode("latin-1")
                 break
+        # One pass over the response headers: the event's copy (Go names, credentials masked),
+        # the request id if the request had none, and the cache-hit mark.
+        event_headers: dict[str, tuple[str, ...]] = {}
+        sensitive = mw._sensitive
+        names = _NAMES
         has_id = False
         cache = mw._cache_header
         for name, value in headers:
-            lname = name.lower()
+            key, lname = names.get(name) or _name_info(name)
             if lname == id_header:
                 has_id = True
                 if not request_id:
                     request_id = value.decode("latin-1")
             elif lname == cache and mw.skip_cache_hits and value.strip().lower() == b"hit":
                 self.skip = True
+            text = MASK if lname in sensitive else value.decode("latin-1")
+            if key in event_headers:
+                event_headers[key] += (text,)  # a repeated header (Set-Cookie, Vary): rare
+            else:
+                event_headers[key] = (text,)
         if not request_id:
             request_id = mw._new_id()
         self.request_id = request_id
         if mw.set_request_id and not has_id:
             # The application's message and header list stay untouched: send a copy.
-            headers = [*headers, (id_header, request_id.encode("latin-1"))]
-            message = {**message, "headers": headers}
-        # A reference, not a copy: the application does not touch a message it has sent.
-        self.response_headers = headers
+            message = {**message, "headers": [*headers, (id_header, request_id.encode("latin-1"))]}
+            event_headers[canonical_header_name(id_header)] = (request_id,)
+        # Tuples, as the Event keeps them: its constructor reuses them instead of copying.
+        self.response_headers = event_headers
         return message
 
     def finish(self, *, failed: bool) -> None:
@@ -378,7 +400,7 @@ class _Exchange:
                 path=_full_path(self.scope),
                 status=status,
                 duration=duration,
-                response_headers=self._headers(),
+                response_headers=self.response_headers,
                 response_body=_join(self.resp_chunks),
                 request_body=_join(self.req_chunks),
             )
@@ -392,25 +414,6 @@ class _Exchange:
             if name.lower() == id_header:
                 return str(value.decode("latin-1"))
         return ""
-
-    def _headers(self) -> dict[str, tuple[str, ...]] | None:
-        raw = self.response_headers
-        if raw is None:
-            return None
-        # Tuples, as the Event keeps them: its constructor then reuses them instead of copying.
-        headers: dict[str, tuple[str, ...]] = {}
-        canonical = _CANONICAL
-        sensitive = self.mw._sensitive
-        for name, value in raw:
-            key = canonical.get(name) or canonical_header_name(name)
-            # Masking inline (the names of eventbus_core._redact.SENSITIVE_HEADERS) saves
-            # building a second dict per request, as redact_headers() would.
-            text = MASK if name.lower() in sensitive else value.decode("latin-1")
-            if key in headers:
-                headers[key] += (text,)  # repeated header (Set-Cookie, Vary): rare
-            else:
-                headers[key] = (text,)
-        return headers
 
 
 def _keep(chunks: list[bytes], body: Any, room: int) -> int:
