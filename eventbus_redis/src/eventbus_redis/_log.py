@@ -13,6 +13,7 @@ the newest LogID on channel `key:notify`, which wakes subscribers in every proce
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any, Self
@@ -91,6 +92,7 @@ class RedisEventBus(BaseEventBus):
         self.last_log_id = 0  # newest LogID this bus wrote
         self._tailer: LogTailer | None = None
         self._stopped = False
+        self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
         sink = ScriptSink(client, LOG_APPEND, self._encode_batch, self._applied)
         self._writer = BatchWriter(
@@ -190,23 +192,24 @@ class RedisEventBus(BaseEventBus):
         a `Gap` in `sub.gaps` (and counts known misses in its `dropped`).
         """
         sub = RedisSubscription(self.buffer_size, name=name, on_close=self._unsubscribe)
-        if self._stopped:
-            sub.finish()
-            return sub
-        try:
-            start: int | None = int(self._client.get(self.seq_key) or 0)
-        except TRANSIENT_ERRORS:
-            start = None  # Redis is down: start from "now" once it answers
-        if self._tailer is None:
-            self._tailer = LogTailer(
-                self._client,
-                self.key,
-                self.seq_key,
-                self.channel,
-                poll=self._poll,
-                on_undecodable=self._count_undecodable,
-            )
-        self._tailer.add(sub, start)
+        with self._subs_lock:
+            if self._stopped:
+                sub.finish()
+                return sub
+            try:
+                start: int | None = int(self._client.get(self.seq_key) or 0)
+            except TRANSIENT_ERRORS:
+                start = None  # Redis is down: start from "now" once it answers
+            if self._tailer is None:
+                self._tailer = LogTailer(
+                    self._client,
+                    self.key,
+                    self.seq_key,
+                    self.channel,
+                    poll=self._poll,
+                    on_undecodable=self._count_undecodable,
+                )
+            self._tailer.add(sub, start)
         return sub
 
     def _count_undecodable(self, n: int) -> None:
@@ -224,9 +227,10 @@ class RedisEventBus(BaseEventBus):
 
         Events still unwritten when the time runs out are counted as dropped.
         """
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._subs_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         wait = self.stop_timeout if timeout is None else timeout
         self._writer.close(wait)
         if self._tailer is not None:

@@ -13,6 +13,7 @@ consumers can detect gaps and de-duplicate redeliveries; dead letters go to `<st
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any, Self
 
@@ -80,6 +81,7 @@ class RedisStreamsEventBus(BaseEventBus):
         self._tailer: StreamTailer | None = None
         self._consumers: list[StreamConsumer] = []
         self._stopped = False
+        self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
         sink = ScriptSink(client, STREAM_APPEND, self._encode_batch, self._applied)
         self._writer = BatchWriter(
@@ -224,18 +226,19 @@ class RedisStreamsEventBus(BaseEventBus):
         at-least-once processing shared between workers, use `consumer()` instead.
         """
         sub = RedisSubscription(self.buffer_size, name=name, on_close=self._unsubscribe)
-        if self._stopped:
-            sub.finish()
-            return sub
-        if self._tailer is None:
-            self._tailer = StreamTailer(
-                self._client, self.stream, on_undecodable=self._count_undecodable
-            )
-        try:
-            start: str | None = self._tailer.start_position()
-        except Exception:  # Redis is down: start from "now" once it answers
-            start = None
-        self._tailer.add(sub, start)
+        with self._subs_lock:
+            if self._stopped:
+                sub.finish()
+                return sub
+            if self._tailer is None:
+                self._tailer = StreamTailer(
+                    self._client, self.stream, on_undecodable=self._count_undecodable
+                )
+            try:
+                start: str | None = self._tailer.start_position()
+            except Exception:  # Redis is down: start from "now" once it answers
+                start = None
+            self._tailer.add(sub, start)
         return sub
 
     def _count_undecodable(self, n: int) -> None:
@@ -252,9 +255,10 @@ class RedisStreamsEventBus(BaseEventBus):
         this bus's subscriptions, then end them. Idempotent; never hangs. Consumers are
         separate: close them yourself (their pending entries stay for later readers).
         """
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._subs_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         wait = self.stop_timeout if timeout is None else timeout
         self._writer.close(wait)
         if self._tailer is not None:
