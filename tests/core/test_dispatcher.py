@@ -265,3 +265,26 @@ def test_invalid_configuration_is_refused() -> None:
         Dispatcher(Subscription(1), [RecordingSink("a"), RecordingSink("a")])
     with pytest.raises(TypeError, match="cannot dispatch"):
         Dispatcher(42, [RecordingSink()])
+
+
+async def test_a_failing_source_read_is_retried_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Flaky(ListSource):
+        failures = 2
+
+        def read(self, max_items: int, timeout: float) -> list:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("redis://user:hunter2@cache:6379 unreachable")
+            return super().read(max_items, timeout)
+
+    source = Flaky(make_events(5))
+    sink = RecordingSink()
+    d = Dispatcher(source, [sink], flush_interval=0.01)
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(5)
+    d.request_stop()
+    await task
+    assert sorted(source.acked) == [1, 2, 3, 4, 5]
+    assert "reading failed" in caplog.text and "hunter2" not in caplog.text

@@ -9,6 +9,7 @@ delivery is acknowledged once every sink of its lane has sent or dead-lettered i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -69,6 +70,7 @@ class Lane:
         self.read = 0
         self.acked = 0
         self.ack_errors = 0
+        self.read_errors = 0  # consecutive failed reads
 
     def _read(self, max_items: int, timeout: float) -> list[tuple[Any, dict[str, Any]]]:
         return [(d.token, self.prepare(d.event)) for d in self.source.read(max_items, timeout)]
@@ -105,7 +107,24 @@ class Lane:
                 for worker in self.workers:
                     await worker.space.wait()  # back-pressure: leave events in the source
                 timeout = 0.0 if stopping.is_set() else poll
-                got = await loop.run_in_executor(self.executor, self._read, max_items, timeout)
+                try:
+                    got = await loop.run_in_executor(self.executor, self._read, max_items, timeout)
+                except Exception as exc:
+                    # The source's own retries failed (or it has a bug): keep the lane alive,
+                    # back off, and try again; nothing was taken from the source.
+                    self.read_errors += 1
+                    delay = min(5.0, 0.1 * 2 ** min(self.read_errors, 6))
+                    log.warning(
+                        "lane %s: reading failed (%s: %s); retrying in %.1f s",
+                        self.name,
+                        type(exc).__name__,
+                        redact_url(str(exc)),
+                        delay,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), delay)
+                    continue
+                self.read_errors = 0
                 if got:
                     self._distribute(got)
                 elif self.exhausted() or stopping.is_set():

@@ -255,6 +255,10 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        for task in [*readers, *workers.values()]:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                log.error("dispatcher task %s failed: %r", task.get_name(), exc, exc_info=exc)
         stop_wait.cancel()
         reporter.cancel()
         await self._hand_back(workers)
