@@ -236,3 +236,31 @@ def test_builtin_sinks_are_registered_through_entry_points() -> None:
         check=True,
     )
     assert {"console", "jsonl", "webhook"} <= set(json.loads(done.stdout)["sinks"])
+
+
+def test_sink_options_from_the_environment_and_their_errors(tmp_path: Path) -> None:
+    from eventbus_core import sink_options_from_env
+    from eventbus_core.sinks import console as console_module
+    from eventbus_core.sinks import jsonl as jsonl_module
+
+    env = {
+        "EVENTBUS_SINK_JSONL_PATH": "/x.jsonl",
+        "EVENTBUS_SINK_JSONL_MAX_BYTES": "1_000",
+        "EVENTBUS_SINK_MY_SINK_URL": "u",
+        "EVENTBUS_SINKS": "jsonl",
+        "OTHER": "1",
+    }
+    assert sink_options_from_env("jsonl", env) == {"path": "/x.jsonl", "max_bytes": "1_000"}
+    assert sink_options_from_env("my-sink", env) == {"url": "u"}
+    settings = EventBusSettings()
+    sink = jsonl_module.build_sink(
+        settings, {"path": str(tmp_path / "a.jsonl"), "max_bytes": "1_000", "fsync": "yes"}
+    )
+    assert sink.file.max_bytes == 1000 and sink.file.fsync
+    with pytest.raises(SettingsError, match="EVENTBUS_SINK_JSONL_MAX_BYTES"):
+        jsonl_module.build_sink(settings, {"max_bytes": "big"})
+    with pytest.raises(SettingsError, match="EVENTBUS_SINK_JSONL_FSYNC"):
+        jsonl_module.build_sink(settings, {"fsync": "maybe"})
+    with pytest.raises(SettingsError, match="EVENTBUS_SINK_CONSOLE_STREAM"):
+        console_module.build_sink(settings, {"stream": "printer"})
+    assert console_module.build_sink(settings, {"stream": "stderr"})._stream is sys.stderr
