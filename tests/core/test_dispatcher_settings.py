@@ -161,11 +161,12 @@ def test_dispatch_command_runs_until_sigterm_and_exits_cleanly(tmp_path: Path) -
         cwd=tmp_path,
     )
     assert proc.stderr is not None
-    first = proc.stderr.readline()
-    assert "dispatching from backend 'memory' to sinks jsonl" in first
+    seen = []
     for line in proc.stderr:  # wait until the signal handlers are in place
+        seen.append(line)
         if "dispatcher running" in line:
             break
+    assert any("dispatching from backend 'memory' to sinks jsonl" in line for line in seen)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
