@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from eventbus_core import EventBusSettings, create_bus
 from eventbus_core.testing import make_event
@@ -14,6 +17,13 @@ from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests.redis._servers import ThrowawayRedis
 
 pytestmark = pytest.mark.redis
+
+
+def no_retry_client(url: str, **options: Any) -> redis.Redis:
+    """A client that fails at once, leaving the backoff to the bus (as `from_settings` does)."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0), **options
+    )
 
 
 def wait_for_state(bus: RedisEventBus | RedisStreamsEventBus, state: str) -> None:
@@ -29,7 +39,7 @@ def wait_for_state(bus: RedisEventBus | RedisStreamsEventBus, state: str) -> Non
 def test_redis_restarted_mid_run_loses_nothing_that_fitted_in_the_buffer(
     throwaway: ThrowawayRedis,
 ) -> None:
-    client = redis.Redis.from_url(throwaway.url, socket_timeout=2, socket_connect_timeout=0.5)
+    client = no_retry_client(throwaway.url, socket_timeout=2)
     bus = RedisEventBus.log(client, "outage", ttl=300, max_len=0, buffer_size=300)
     sub = bus.subscribe()
     attempts = 0
@@ -85,7 +95,7 @@ def test_application_starts_and_publishes_while_redis_is_unreachable(
 def test_stop_while_redis_is_down_is_bounded_and_counts_the_unwritten(
     throwaway: ThrowawayRedis,
 ) -> None:
-    client = redis.Redis.from_url(throwaway.url, socket_connect_timeout=0.5)
+    client = no_retry_client(throwaway.url)
     throwaway.kill()
     bus = RedisStreamsEventBus(client, "s", "g", buffer_size=50)
     for i in range(50):
@@ -98,7 +108,7 @@ def test_stop_while_redis_is_down_is_bounded_and_counts_the_unwritten(
 def test_consumer_reads_nothing_but_does_not_raise_while_redis_is_down(
     throwaway: ThrowawayRedis,
 ) -> None:
-    client = redis.Redis.from_url(throwaway.url, socket_connect_timeout=0.5)
+    client = no_retry_client(throwaway.url)
     bus = RedisStreamsEventBus(client, "s", "g")
     consumer = bus.consumer(name="c")
     bus.publish(make_event(1))

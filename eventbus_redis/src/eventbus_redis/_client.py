@@ -11,6 +11,8 @@ from datetime import timedelta
 from typing import Any, Final
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from eventbus_core import EventBusSettings, SettingsError, redact_url
 
@@ -34,7 +36,10 @@ _CONNECT_TIMEOUT: Final = 2.0
 def client_from_settings(settings: EventBusSettings) -> redis.Redis:
     """Build a redis-py client from `REDIS_URL` (`redis://`, `rediss://`, `unix://`).
 
-    The client connects on first use, so this succeeds while Redis is down.
+    The client connects on first use, so this succeeds while Redis is down. It does not retry
+    by itself: a failed command fails at once and the bus's own backoff takes over. (A client you
+    build yourself should do the same, e.g. `retry=Retry(NoBackoff(), 0)`: redis-py's default
+    retries sleep for seconds inside a single command.)
 
     Raises:
         SettingsError: `REDIS_URL` is not set.
@@ -50,6 +55,10 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
             socket_timeout=_SOCKET_TIMEOUT,
             socket_connect_timeout=_CONNECT_TIMEOUT,
             health_check_interval=30,
+            # No retries inside redis-py (its default sleeps up to seconds per command): the
+            # writer, the subscriber thread and consumers back off themselves, and stop() and
+            # read(timeout) stay as short as asked.
+            retry=Retry(NoBackoff(), 0),
         )
     except ValueError as exc:
         # redis-py quotes the URL in some messages: never let the password through.
