@@ -58,6 +58,7 @@ def dispatcher_from_settings(
     """Build a dispatcher configured entirely by settings (see `Dispatcher.from_settings`)."""
     settings = settings or EventBusSettings()
     built = build_sinks(settings, sinks, registry=registry)
+    owned = bus is None
     if bus is None:
         bus = create_bus(settings, registry=registry)
     transform: Transform
@@ -76,7 +77,7 @@ def dispatcher_from_settings(
         else None
     )
     mode: GroupMode = "shared" if settings.consumer_groups == "shared" else "per-sink"
-    return Dispatcher(
+    dispatcher = Dispatcher(
         bus,
         built,
         batch_size=settings.batch_size,
@@ -99,3 +100,6 @@ def dispatcher_from_settings(
         shutdown_timeout=settings.shutdown_timeout,
         stats_interval=settings.stats_interval,
     )
+    if owned:
+        dispatcher.owned_bus = bus
+    return dispatcher

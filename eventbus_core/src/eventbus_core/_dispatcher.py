@@ -106,6 +106,7 @@ class Dispatcher:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._source_dropped = 0
+        self.owned_bus: Any = None  # a bus built for this dispatcher, stopped with it
 
     @classmethod
     def from_settings(
@@ -301,6 +302,11 @@ class Dispatcher:
                 log.warning("closing sink %s failed: %s", sink.name, self._scrub(str(exc)))
         if self.dead_letter is not None:
             await self.dead_letter.close()
+        if self.owned_bus is not None:
+            try:
+                await asyncio.to_thread(self.owned_bus.stop)
+            except Exception as exc:
+                log.warning("stopping the bus failed: %s", redact_url(str(exc)))
 
     async def _report(self) -> None:
         if self.stats_interval <= 0:
