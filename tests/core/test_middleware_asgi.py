@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -334,3 +336,17 @@ async def test_headers_given_as_a_generator_still_reach_the_server() -> None:
     sent = await drive(EventBusMiddleware(app, bus=bus), http_scope())
     assert list(sent[0]["headers"]) == [(b"content-type", b"text/plain"), (b"x-a", b"1")]
     assert dict(bus.one().headers) == {"Content-Type": ("text/plain",), "X-A": ("1",)}
+
+
+async def test_no_extra_tasks_or_threads() -> None:
+    seen: list[tuple[int, int]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        seen.append((len(asyncio.all_tasks()), threading.active_count()))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    await drive(app, http_scope())
+    await drive(EventBusMiddleware(app, bus=Recorder()), http_scope())
+    assert seen[0] == seen[1]
