@@ -92,3 +92,19 @@ def test_clients_that_decode_responses_work_too(prefix: str) -> None:
         assert [d.event.log_id for d in got] == [1]
         consumer.ack([d.token for d in got])
         assert stream_bus.stream_info()["pending"] == 0
+
+
+def test_a_key_of_the_wrong_type_is_reported_and_retried_not_raised(
+    client: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:wrong"
+    client.set(key, "a string, not a list")
+    bus = RedisEventBus.log(client, key, 60, 100)
+    bus.publish(make_event(1))
+    assert not bus.flush(0.3)
+    stats = bus.stats()
+    assert stats.extra["state"] == "failing" and "WRONGTYPE" in stats.extra["last_error"]
+    client.delete(key)  # fixed by the operator: the retried batch goes through
+    assert bus.flush(10)
+    assert [e.request_id for e in bus.read_events()] == ["req-1"]
+    bus.stop()

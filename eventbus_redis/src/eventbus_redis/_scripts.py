@@ -40,7 +40,6 @@ local function stamp(i)
   if id < 1e14 then return '{{"LogID":' .. id .. ',' .. ARGV[i + {fixed}] end
   return string.format('{{"LogID":%d,', id) .. ARGV[i + {fixed}]
 end
-redis.call('SET', KEYS[3], batch, 'EX', 3600)
 """
 
 LOG_APPEND: Final = (
@@ -57,6 +56,9 @@ if max_len > 0 then redis.call('LTRIM', KEYS[1], 0, max_len - 1) end
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], last) end
+-- Last: a script that failed half-way (a key of the wrong type) is not rolled back, and
+-- must not be marked as applied, or its retry would be skipped.
+redis.call('SET', KEYS[3], batch, 'EX', 3600)
 return last
 """
 )
@@ -74,6 +76,7 @@ for i = 1, n do
     redis.call('XADD', KEYS[1], '*', 'data', stamp(i))
   end
 end
+redis.call('SET', KEYS[3], batch, 'EX', 3600)  -- last, as in the list script
 return last
 """
 )

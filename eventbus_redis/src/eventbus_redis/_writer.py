@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any, Final
 
 from eventbus_core import Event
-from eventbus_redis._client import Backoff, safe_error
+from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._sink import Prepared, ScriptSink
 
 __all__ = ["BatchWriter"]
@@ -189,13 +189,16 @@ class BatchWriter:
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
                 self._failures += 1
                 message = safe_error(exc)
-                if self.state != "reconnecting" or message != self.last_error:
+                # Unreachable or slow Redis is "reconnecting"; anything else (a key of the
+                # wrong type, a read-only replica, out of memory) is "failing": both retry.
+                state = "reconnecting" if isinstance(exc, TRANSIENT_ERRORS) else "failing"
+                if self.state != state or message != self.last_error:
                     log.warning("eventbus redis writer cannot write (%s); retrying", message)
-                self.state = "reconnecting"
+                self.state = state
                 self.last_error = message
                 self._abort.wait(self._backoff.next())
                 continue
-            if self.state == "reconnecting":
+            if self.state in ("reconnecting", "failing"):
                 log.info("eventbus redis writer reconnected; writing buffered events")
             self.state = "connected"
             self._backoff.reset()
