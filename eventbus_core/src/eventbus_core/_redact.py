@@ -100,6 +100,30 @@ def _may_hold_pair(lowered: str) -> bool:
     )
 
 
+def _may_hold_key_bytes(data: bytes) -> bool:
+    return (
+        b"sk-" in data
+        or b"AIza" in data
+        or b"AKIA" in data
+        or b"ASIA" in data
+        or b"gh" in data
+        or b"xox" in data
+        or b"hf_" in data
+        or b"earer " in data
+    )
+
+
+def _may_hold_pair_bytes(data: bytes) -> bool:
+    lowered = data.lower()  # ASCII-only, which is all the hints need
+    return (
+        b"key" in lowered
+        or b"auth" in lowered
+        or b"pass" in lowered
+        or b"secret" in lowered
+        or b"token" in lowered
+    )
+
+
 _SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter can hold a maskable value
 
 
@@ -192,6 +216,8 @@ class Redactor:
             return data
         if data[:2] == b"\x1f\x8b":
             return data  # gzip: scrubbed after decoding, by the transformer's redaction
+        if not (self._has_extra or _may_hold_key_bytes(data) or _may_hold_pair_bytes(data)):
+            return data  # the usual case on the publish path: no decoding, no copy
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -206,8 +232,9 @@ class Redactor:
         as they are here; the dispatcher scrubs them after decoding.
         """
         headers = event.response_headers
+        extra = self.extra_headers
         masked = headers is not None and any(
-            is_sensitive_header(n, self.extra_headers) for n in headers
+            (low := n.lower()) in SENSITIVE_HEADERS or low in extra for n in headers
         )
         req, resp = self.body(event.request_body), self.body(event.response_body)
         if not masked and req is event.request_body and resp is event.response_body:
