@@ -15,6 +15,7 @@ from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._scripts import LOG_APPEND, tail_of
 from eventbus_redis._tail import Cursor, RedisSubscription
+from tests.redis._servers import ThrowawayRedis
 
 GO_KEYS = {
     "LogID",
@@ -248,3 +249,38 @@ def test_restart_that_refills_past_the_position_is_detected_after_a_reconnect(
         assert [(g.after, g.missed) for g in cursor.sub.gaps] == [(5, None)]
     finally:
         tailer.stop(lambda c: 0, 0.1)
+
+
+def test_a_slow_subscriber_loses_nothing_while_the_log_still_holds_it(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisEventBus.log(client, f"{prefix}:slow", ttl=60, max_len=1000, buffer_size=10) as bus:
+        sub = bus.subscribe()  # its buffer holds 10 events: the rest waits in Redis
+        for chunk in range(5):
+            for i in range(10):
+                bus.publish(make_event(chunk * 10 + i))
+            assert bus.flush(10)
+        got = [sub.get(timeout=10).log_id for _ in range(50)]
+        assert got == list(range(1, 51))
+        assert sub.stats().dropped == 0 and not sub.gaps
+
+
+def check_recovery_from_noscript(client: redis.Redis, key: str) -> None:
+    with RedisEventBus.publisher(client, key) as bus:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        client.script_flush()  # as after a restart or failover: the next EVALSHA gets NOSCRIPT
+        for i in range(2, 5):
+            bus.publish(make_event(i))
+            assert bus.flush(10)
+        assert [e.log_id for e in bus.read_events()] == [4, 3, 2, 1]
+
+
+def test_writer_recovers_when_fakeredis_forgets_its_scripts(fake: redis.Redis) -> None:
+    check_recovery_from_noscript(fake, "noscript")
+
+
+@pytest.mark.redis
+def test_writer_recovers_when_redis_forgets_its_scripts(throwaway: ThrowawayRedis) -> None:
+    # A private server: SCRIPT FLUSH on the shared one would disturb other users' scripts.
+    check_recovery_from_noscript(redis.Redis.from_url(throwaway.url), "noscript")
