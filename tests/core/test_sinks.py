@@ -264,3 +264,12 @@ def test_sink_options_from_the_environment_and_their_errors(tmp_path: Path) -> N
     with pytest.raises(SettingsError, match="EVENTBUS_SINK_CONSOLE_STREAM"):
         console_module.build_sink(settings, {"stream": "printer"})
     assert console_module.build_sink(settings, {"stream": "stderr"})._stream is sys.stderr
+
+
+async def test_webhook_timeout_is_transient() -> None:
+    receiver = WebhookReceiver(hold_after=0)  # never answers until released
+    with serve(receiver) as url:
+        sink = WebhookSink(url, timeout=0.2, connect_timeout=2)
+        with pytest.raises(TransientSinkError, match="timeout posting to"):
+            await sink.send(payloads(1))
+        await sink.close()
