@@ -59,7 +59,9 @@ class BatchWriter:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
         self._sink = sink
         self.buffer_size = buffer_size
-        self._max_batch = max_batch
+        # Up to two batches are out of the buffer at once (one in Redis, one being encoded):
+        # keep them to half the bound, so publishers always have room while Redis works.
+        self._max_batch = max(1, min(max_batch, buffer_size // 4))
         self._linger = linger
         self._backoff = backoff or Backoff()
         self._buffer: deque[Event] = deque()
