@@ -74,6 +74,16 @@ def test_reads_what_go_reads() -> None:
     assert Event.from_json(bytearray(b"{}")) == Event()
 
 
+def test_repeated_keys_resolve_as_in_go() -> None:
+    # Go applies keys in order, matching names case-insensitively: the last one wins.
+    assert Event.from_json('{"LogID": 1, "logid": 2, "LogID": 3}').log_id == 3
+    assert Event.from_json('{"logid": 1, "LogID": 2}').log_id == 2
+
+
+def test_invalid_utf8_in_strings_reads_as_replacement_character() -> None:
+    assert Event.from_json(b'{"Path": "/a\xffb"}').path == "/a\ufffdb"
+
+
 def test_non_ascii_and_separators_round_trip() -> None:
     event = Event(path="/v1/caf\u00e9\u2028x", request_id="\U0001f600")
     assert Event.from_json(event.to_json()) == event

@@ -170,8 +170,13 @@ _GO_NAMES: Final = {
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Later keys win, as in Go; keeping pairs lets us match names case-insensitively.
-    return dict(pairs)
+    # Go applies keys in document order, so the last spelling of a field wins even across
+    # letter case ({"LogID": 1, "logid": 2, "LogID": 3} is 3): a repeated key moves to the end.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        out.pop(key, None)
+        out[key] = value
+    return out
 
 
 def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
@@ -184,6 +189,9 @@ def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
         data = bytes(data)
     if not isinstance(data, bytes | str):
         raise WireFormatError(f"an event must be given as bytes or str, not {type(data).__name__}")
+    if isinstance(data, bytes):
+        # Go reads invalid UTF-8 inside strings as U+FFFD rather than failing the event.
+        data = data.decode("utf-8", errors="replace")
     try:
         doc = json.loads(
             data,
