@@ -12,6 +12,7 @@ the newest LogID on channel `key:notify`, which wakes subscribers in every proce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -196,10 +197,6 @@ class RedisEventBus(BaseEventBus):
             if self._stopped:
                 sub.finish()
                 return sub
-            try:
-                start: int | None = int(self._client.get(self.seq_key) or 0)
-            except TRANSIENT_ERRORS:
-                start = None  # Redis is down: start from "now" once it answers
             if self._tailer is None:
                 self._tailer = LogTailer(
                     self._client,
@@ -207,9 +204,14 @@ class RedisEventBus(BaseEventBus):
                     self.seq_key,
                     self.channel,
                     poll=self._poll,
+                    max_len=self.max_len,
                     on_undecodable=self._count_undecodable,
                 )
-            self._tailer.add(sub, start)
+            start: int | None = None  # Redis is down: start from "now" once it answers
+            extra: dict[str, Any] = {}
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                start, extra = self._tailer.now()
+            self._tailer.add(sub, start, extra)
         return sub
 
     def _count_undecodable(self, n: int) -> None:

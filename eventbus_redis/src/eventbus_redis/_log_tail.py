@@ -1,10 +1,14 @@
 """`LogTailer`: follows a Redis LIST log for subscriptions, reading only what is new.
 
-Each subscription's position is the last LogID it has been handed. One read-only script returns
-the counter and the oldest entries newer than that position, atomically, so a look costs one
-round trip and never re-reads the whole list. Writers PUBLISH on `key:notify` after each batch;
-the tailer waits on that channel, so it wakes as soon as events land, and otherwise looks every
-`poll` seconds (events pushed by the Go proxy, which does not notify, arrive that way).
+Each subscription remembers the raw entry it read last (its anchor) and the highest LogID it
+was handed. LPUSH adds only above the anchor and LTRIM removes only below it, so one read-only
+script (LPOS, then LRANGE) returns exactly the new entries, whoever pushed them and in whatever
+LogID order: a Go writer's separate INCR and LPUSH can land out of order, and are still read
+once each. When the anchor is gone (trimmed, expired, Redis lost its data) the whole list is
+new, and the LogIDs tell whether anything was missed. Writers PUBLISH on `key:notify` after
+each batch; the tailer waits on that channel, so it wakes as soon as events land, and otherwise
+looks every `poll` seconds (events pushed by the Go proxy, which does not notify, arrive that
+way).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import redis
 from redis.client import PubSub
 
 from eventbus_core import Event, WireFormatError
-from eventbus_redis._scripts import LOG_READ_NEW, LOG_STILL_THERE
-from eventbus_redis._tail import Cursor, Gap, Tailer
+from eventbus_redis._scripts import LOG_NOW, LOG_READ_NEW
+from eventbus_redis._tail import Cursor, Gap, RedisSubscription, Tailer
 
 __all__ = ["LogTailer"]
 
@@ -32,6 +36,7 @@ class LogTailer(Tailer):
         seq_key: The LogID counter key.
         channel: The notification channel ("" to rely on polling alone).
         poll: Longest wait between looks without a notification.
+        max_len: The length writers trim the list to (0: unknown, or not trimmed by us).
         on_undecodable: Called with the number of entries that did not decode.
     """
 
@@ -43,21 +48,31 @@ class LogTailer(Tailer):
         channel: str,
         *,
         poll: float = 0.5,
+        max_len: int = 0,
         on_undecodable: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         self._keys = [key, seq_key]
         self._seq_key = seq_key
         self._channel = channel
+        self._now = client.register_script(LOG_NOW)
         self._read_new = client.register_script(LOG_READ_NEW)
-        self._still_there = client.register_script(LOG_STILL_THERE)
         self._pubsub: PubSub | None = None
         self._on_undecodable = on_undecodable
+        self._max_len = max_len
         super().__init__(name=f"eventbus-redis-tail[{key}]", poll=poll)
 
-    def start_position(self) -> int:
-        """The current LogID counter: a new subscriber receives what comes after it."""
-        return int(self._client.get(self._seq_key) or 0)
+    def now(self) -> tuple[int, dict[str, Any]]:
+        """Where a new subscriber starts: the LogID counter, and cursor state holding the
+        newest entry as its anchor (it receives what is pushed above that entry)."""
+        reply: Any = self._now(keys=self._keys)
+        head = reply[1] if len(reply) > 1 else None
+        return int(reply[0]), {"anchor": head or None}
+
+    def begin(self, cursor: Cursor) -> None:
+        """Place a cursor at "now" once Redis answers."""
+        cursor.position, extra = self.now()
+        cursor.extra.update(extra)
 
     def prepare(self) -> None:
         """Subscribe to the notification channel before looking, so no wake-up is missed."""
@@ -81,10 +96,8 @@ class LogTailer(Tailer):
                 pass
 
     def reset_connection(self) -> None:
-        """Forget the pub/sub connection; `prepare()` makes a new one. Redis may have restarted
-        meanwhile: each position is checked against the log before the next read."""
-        for cursor in self._cursors:
-            cursor.extra["verify"] = True
+        """Forget the pub/sub connection; `prepare()` makes a new one. (If Redis restarted
+        meanwhile, the anchors are gone from the list and the next read notices.)"""
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             # Closing a broken connection may fail; it is gone either way.
@@ -99,50 +112,65 @@ class LogTailer(Tailer):
                 self._client.publish(self._channel, "0")
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
-        """Hand the subscription the oldest entries newer than its position; report gaps."""
-        last: int = cursor.position
+        """Hand the subscription the oldest entries pushed since its anchor; report gaps."""
+        last = int(cursor.position)
         sub = cursor.sub
-        verify = cursor.extra.pop("verify", False) and last and "head" in cursor.extra
-        if verify and not self._still_there(keys=self._keys, args=[last, cursor.extra["head"]]):
-            sub.report_gap(Gap(last, None, "Redis restarted without its data"))
-            self.gaps += 1
-            cursor.position = 0
-            return True
-        reply: Any = self._read_new(keys=self._keys, args=[last, max_items])
-        seq, lo, hi, items = int(reply[0]), int(reply[1]), int(reply[2]), reply[3]
-        if seq < last:
-            # The counter went backwards: Redis lost its data (flush, failover, restart without
-            # persistence). Carry on from the new counter's start: its events are all new.
-            sub.report_gap(Gap(last, None, f"LogID counter went back from {last} to {seq}"))
-            self.gaps += 1
-            cursor.position = 0
-            return True
-        if hi < 0:
-            # Nothing to read. If the counter is ahead of an empty list (expired, or a Go
-            # writer between its INCR and LPUSH), the gap, if any, shows once entries arrive.
+        anchor: bytes | str | None = cursor.extra.get("anchor")
+        args: list[bytes | str | int] = [0 if anchor is None else 1, anchor or "", max_items]
+        reply: Any = self._read_new(keys=self._keys, args=args)
+        seq, found, items, length = int(reply[0]), bool(int(reply[1])), reply[2], int(reply[3])
+        if not items:
+            # Nothing new. An anchor that is gone with the list empty (expired, flushed) shows
+            # as a gap, if there is one, once entries arrive.
             return False
-        oldest = seq - hi  # index i holds LogID seq - i
-        if oldest > last + 1:
-            sub.report_gap(Gap(last, oldest - last - 1, "trimmed before it was read"))
-            self.gaps += 1
-        events: list[Event] = []
-        bad = 0
+        decoded: list[Event | None] = []
         for raw in reversed(items):
             try:
-                event = Event.from_json(raw)
+                decoded.append(Event.from_json(raw))
             except WireFormatError:
-                bad += 1
-                continue
-            events.append(event)
+                decoded.append(None)
+        # With no anchor yet (the list was empty so far), nothing can have been missed unless
+        # the list reached its trim length: in a shorter list, a LogID below the oldest is a
+        # Go writer's INCR whose LPUSH is still to come, not a loss.
+        trimmed = anchor is not None or not self._max_len or length >= self._max_len
+        if not found and trimmed:
+            last = self._check_gap(sub, last, seq, had_anchor=anchor is not None, oldest=decoded[0])
+        events = [e for e in decoded if e is not None]
+        bad = len(decoded) - len(events)
         if bad:
             self.undecodable += bad
             if self._on_undecodable is not None:
                 self._on_undecodable(bad)
-        cursor.position = seq - lo
-        cursor.extra["head"] = items[0]  # the entry now at our position, for `verify`
+        cursor.position = max([last, *(e.log_id for e in events)])
+        cursor.extra["anchor"] = items[0]  # the newest entry read: new ones land above it
         if events:
             taken = sub.offer(events)
             if taken < len(events):
                 sub.count_dropped(len(events) - taken)
             sub.last_log_id = max(sub.last_log_id, events[taken - 1].log_id if taken else 0)
         return True
+
+    def _check_gap(
+        self, sub: RedisSubscription, last: int, seq: int, *, had_anchor: bool, oldest: Event | None
+    ) -> int:
+        """The read starts at the list's tail (`oldest`): say whether events were missed since
+        LogID `last`, and return the position to carry on from (0 once the log was replaced)."""
+        if seq < last:
+            # The counter went backwards: Redis lost its data (flush, failover, restart without
+            # persistence). Carry on from the new counter's start: its events are all new.
+            gap = Gap(last, None, f"LogID counter went back from {last} to {seq}")
+            last = 0
+        elif oldest is None or not oldest.log_id:
+            return last  # no LogID to judge by (undecodable, or a writer that stamps none)
+        elif had_anchor and oldest.log_id <= last:
+            # The entry read last is gone, yet older LogIDs are there: this is not the log we
+            # were reading (Redis restarted empty and was refilled past our position).
+            gap = Gap(last, None, "the log was replaced (Redis lost its data)")
+            last = 0
+        elif oldest.log_id > last + 1:
+            gap = Gap(last, oldest.log_id - last - 1, "trimmed before it was read")
+        else:
+            return last
+        sub.report_gap(gap)
+        self.gaps += 1
+        return last

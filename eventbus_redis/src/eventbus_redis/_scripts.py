@@ -22,7 +22,7 @@ from typing import Final
 
 from eventbus_core import Event
 
-__all__ = ["LOG_APPEND", "LOG_READ_NEW", "LOG_STILL_THERE", "STREAM_APPEND", "tail_of"]
+__all__ = ["LOG_APPEND", "LOG_NOW", "LOG_READ_NEW", "STREAM_APPEND", "tail_of"]
 
 _PREFIX: Final = b'{"LogID":'
 
@@ -82,39 +82,36 @@ return last
 )
 """Append a batch to the stream, one entry per event with field `data`, approximately trimmed."""
 
-LOG_READ_NEW: Final = """
--- KEYS: list, seq. ARGV: last LogID seen, most entries to return.
--- Returns {seq, lo, hi, entries}: entries are list indexes lo..hi, the oldest events newer
--- than ARGV[1] that are still in the list (index i holds LogID seq - i).
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local last = tonumber(ARGV[1])
-if seq < last then return {seq, 0, -1, {}} end
--- A Go writer runs INCR and LPUSH separately: between the two the counter is ahead of the
--- list. Then read only up to the LogID actually at the head, and the rest next time.
-local head = redis.call('LINDEX', KEYS[1], 0)
-local head_id = head and tonumber(string.match(head, '^%s*{%s*"LogID"%s*:%s*(%d+)%s*,'))
-if head_id and head_id > 0 and head_id < seq then seq = head_id end
-if seq <= last then return {seq, 0, -1, {}} end
-local len = redis.call('LLEN', KEYS[1])
-local hi = math.min(seq - last, len) - 1
-if hi < 0 then return {seq, 0, -1, {}} end
-local lo = math.max(hi - tonumber(ARGV[2]) + 1, 0)
-return {seq, lo, hi, redis.call('LRANGE', KEYS[1], lo, hi)}
+LOG_NOW: Final = """
+-- KEYS: list, seq. Returns {seq, the entry at the head (false when the list is empty)}.
+return {tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('LINDEX', KEYS[1], 0)}
 """
-"""Read only what is new since a LogID, oldest first in chunks, atomically with the counter."""
+"""Where a new subscriber starts: the counter and the newest entry, read together."""
 
-LOG_STILL_THERE: Final = """
--- KEYS: list, seq. ARGV: a LogID, the raw entry that held it.
--- 1 if that entry is still where the counter says it is (or was trimmed away), else 0.
+LOG_READ_NEW: Final = """
+-- KEYS: list, seq. ARGV: 1 if an anchor is given else 0, the anchor (the raw entry read last),
+-- most entries to return.
+-- Returns {seq, found, entries, length}: entries are the oldest entries above the anchor,
+-- newest first as LRANGE gives them; when the anchor is not in the list (none given, trimmed
+-- away, or Redis lost its data), the oldest entries of the whole list, its tail included.
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local last = tonumber(ARGV[1])
-if seq < last then return 0 end
-local raw = redis.call('LINDEX', KEYS[1], seq - last)
-if not raw or raw == ARGV[2] then return 1 end
-return 0
+local len = redis.call('LLEN', KEYS[1])
+local idx = len
+local found = 0
+if ARGV[1] == '1' then
+  local pos = redis.call('LPOS', KEYS[1], ARGV[2])
+  if pos then idx = pos; found = 1 end
+end
+if idx == 0 then return {seq, found, {}, len} end
+local lo = math.max(idx - tonumber(ARGV[3]), 0)
+return {seq, found, redis.call('LRANGE', KEYS[1], lo, idx - 1), len}
 """
-"""After a reconnect: is the log the one we were reading, or did Redis restart empty and its
-counter already pass our position again (which the counter alone cannot show)?"""
+"""Read only what was pushed since the anchor entry, oldest first in chunks, with the counter.
+
+LPUSH only ever adds above the anchor and LTRIM only removes below it, so the entries above the
+anchor are exactly the new ones, whichever writer pushed them and in whatever LogID order (a Go
+writer's INCR and LPUSH are separate, so its entries can land out of LogID order). LPOS costs
+one comparison per new entry: the list is never re-read whole."""
 
 
 def tail_of(event: Event) -> bytes:

@@ -113,6 +113,10 @@ class Tailer:
         """Return the position of "now" (what a new subscriber starts after)."""
         raise NotImplementedError
 
+    def begin(self, cursor: Cursor) -> None:
+        """Place a cursor that has no position yet at "now" (Redis was down at subscribe)."""
+        cursor.position = self.start_position()
+
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand `cursor.sub` up to `max_items` new events; return True if anything moved."""
         raise NotImplementedError
@@ -130,10 +134,13 @@ class Tailer:
 
     # --------------------------------------------------------------------------- membership
 
-    def add(self, sub: RedisSubscription, position: Any) -> None:
-        """Follow the log for `sub`, starting after `position` (None: from "now" once known)."""
+    def add(
+        self, sub: RedisSubscription, position: Any, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Follow the log for `sub`, starting after `position` (None: from "now" once known);
+        `extra` is backend-specific cursor state."""
         with self._lock:
-            self._cursors = (*self._cursors, Cursor(sub, position))
+            self._cursors = (*self._cursors, Cursor(sub, position, dict(extra or {})))
         self._wake.set()
 
     def remove(self, sub: Subscription) -> None:
@@ -194,7 +201,7 @@ class Tailer:
             if cursor.sub.finished:
                 continue
             if cursor.position is None:
-                cursor.position = self.start_position()
+                self.begin(cursor)
                 continue
             room = cursor.sub.space()
             if room <= 0:
