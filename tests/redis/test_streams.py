@@ -174,14 +174,38 @@ def test_subscribe_fans_out_without_a_group(client: redis.Redis, prefix: str) ->
             assert [sub.get(timeout=10).log_id for _ in range(3)] == [2, 3, 4]
 
 
-def test_stream_subscriber_is_told_about_a_jump_in_log_ids(
+def test_stream_subscriber_is_told_when_entries_were_trimmed_before_it_read_them(
     client: redis.Redis, prefix: str
 ) -> None:
     stream = f"{prefix}:s"
+
+    def entry(log_id: int) -> dict[str, bytes]:
+        return {"data": make_event(log_id).with_log_id(log_id).to_json()}
+
     with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
         sub = bus.subscribe()
-        for log_id in (1, 2, 6):  # another writer's entries; LogIDs 3..5 were trimmed away
-            client.xadd(stream, {"data": make_event(log_id).with_log_id(log_id).to_json()})
-        assert [sub.get(timeout=10).log_id for _ in range(3)] == [1, 2, 6]
+        for log_id in (1, 2):  # another writer's entries
+            client.xadd(stream, entry(log_id))
+        assert [sub.get(timeout=10).log_id for _ in range(2)] == [1, 2]
+        with client.pipeline(transaction=True) as pipe:  # 3..5 trimmed before anyone reads
+            for log_id in (3, 4, 5, 6):
+                pipe.xadd(stream, entry(log_id))
+            pipe.xtrim(stream, maxlen=1, approximate=False)
+            pipe.execute()
+        assert sub.get(timeout=10).log_id == 6
         assert [(g.after, g.missed) for g in sub.gaps] == [(2, 3)]
         assert sub.stats().dropped == 3
+
+
+def test_stream_log_ids_that_do_not_follow_on_are_not_taken_for_a_gap(
+    client: redis.Redis, prefix: str, go_vectors: list[dict[str, Any]]
+) -> None:
+    # The Go samples carry LogIDs of another counter (and far apart); nothing was trimmed.
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        sub = bus.subscribe()
+        for vector in go_vectors:
+            client.xadd(stream, {"data": json.dumps(vector)})
+        got = [sub.get(timeout=10) for _ in go_vectors]
+        assert got == [Event.from_json(json.dumps(v)) for v in go_vectors]
+        assert not sub.gaps and sub.stats().dropped == 0

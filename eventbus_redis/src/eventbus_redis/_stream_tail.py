@@ -2,7 +2,9 @@
 
 Every subscription receives every entry added after it subscribed, read with XREAD from its
 own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands.
-Gaps (entries trimmed before they were read) show as a jump in LogIDs and are reported.
+Gaps (entries trimmed before they were read) show as a jump in LogIDs, and are reported once
+the stream confirms it lost entries after the subscription's position: LogIDs that merely do not
+follow on (another writer's counter, Go's unset LogID) are not mistaken for losses.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class StreamTailer(Tailer):
         events: list[Event] = []
         bad = 0
         last_log = int(cursor.extra.get("log_id", 0))
+        last_log_entry = str(cursor.extra.get("log_entry", cursor.position))
         sub = cursor.sub
-        for _entry_id, fields in entries:
+        for entry_id, fields in entries:
             data = fields.get(b"data", fields.get("data")) if fields else None
             try:
                 if data is None:
@@ -76,7 +79,7 @@ class StreamTailer(Tailer):
                 bad += 1
                 continue
             if event.log_id:
-                if last_log and event.log_id > last_log + 1:
+                if last_log and event.log_id > last_log + 1 and self._lost_after(last_log_entry):
                     sub.report_gap(
                         Gap(
                             last_log,
@@ -85,10 +88,12 @@ class StreamTailer(Tailer):
                         )
                     )
                     self.gaps += 1
-                last_log = max(last_log, event.log_id)
+                if event.log_id > last_log:
+                    last_log, last_log_entry = event.log_id, text(entry_id)
             events.append(event)
         cursor.position = text(entries[-1][0])
         cursor.extra["log_id"] = last_log
+        cursor.extra["log_entry"] = last_log_entry
         if bad:
             self.undecodable += bad
             if self._on_undecodable is not None:
@@ -99,6 +104,17 @@ class StreamTailer(Tailer):
                 sub.count_dropped(len(events) - taken)
             sub.last_log_id = last_log
         return True
+
+    def _lost_after(self, entry_id: str) -> bool:
+        """True if entries newer than `entry_id` (read already) may have been trimmed or
+        deleted. Trimming takes the oldest first, so while that entry is still in the stream
+        nothing after it was trimmed; only XDEL could have removed some (Redis 7 reports the
+        newest deleted id)."""
+        if not self._client.xrange(self._stream, min=entry_id, max=entry_id, count=1):
+            return True
+        info = self._client.xinfo_stream(self._stream)
+        deleted = text(info.get("max-deleted-entry-id") or "0-0")
+        return _id_key(deleted) > _id_key(entry_id)
 
     def wait(self, timeout: float) -> None:
         """Block until an entry newer than the furthest subscription's position lands."""
