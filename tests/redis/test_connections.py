@@ -59,6 +59,7 @@ def test_password_works_and_never_shows_in_reprs_stats_or_logs(
             repr(EventBusSettings(backend="redis", redis_url=wrong_url)),
         ]
         assert "invalid" in error.lower() or "auth" in error.lower() or "WRONGPASS" in error
+        assert bad.stats().extra["state"] == "failing"  # a wrong password is no outage
         for text in texts:
             assert SECRET not in text
         good.stop()

@@ -17,6 +17,8 @@ import time
 from collections import deque
 from typing import Any, Final
 
+import redis
+
 from eventbus_core import Event
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._sink import Prepared, ScriptSink
@@ -191,9 +193,13 @@ class BatchWriter:
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
                 self._failures += 1
                 message = safe_error(exc)
-                # Unreachable or slow Redis is "reconnecting"; anything else (a key of the
-                # wrong type, a read-only replica, out of memory) is "failing": both retry.
-                state = "reconnecting" if isinstance(exc, TRANSIENT_ERRORS) else "failing"
+                # Unreachable or slow Redis is "reconnecting"; anything else (a wrong password,
+                # a key of the wrong type, a read-only replica, out of memory) is "failing":
+                # both retry. redis-py's AuthenticationError is a ConnectionError: not an outage.
+                outage = isinstance(exc, TRANSIENT_ERRORS) and not isinstance(
+                    exc, redis.AuthenticationError
+                )
+                state = "reconnecting" if outage else "failing"
                 if self.state != state or message != self.last_error:
                     log.warning("eventbus redis writer cannot write (%s); retrying", message)
                 self.state = state
