@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core._errors import WireFormatError
@@ -22,35 +23,59 @@ __all__ = ["decode_event", "encode_event"]
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-_b64encode = base64.b64encode
-_dumps_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+# The C string quoters behind the json module: quoted, escaped JSON strings, as json.dumps
+# writes them (ensure_ascii off, and on for the rare string that cannot be UTF-8).
+_quote: Final = (
+    getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+)
+_quote_ascii: Final = (
+    getattr(json.encoder, "c_encode_basestring_ascii", None)
+    or json.encoder.py_encode_basestring_ascii
+)
+_b2a_base64: Final = binascii.b2a_base64
 
 
-def _body_out(body: bytes | None) -> str | None:
-    return None if body is None else _b64encode(body).decode("ascii")
+def _body_out(body: bytes | None) -> bytes:
+    # Base64 needs no JSON escaping: splicing it in as bytes spares the JSON encoder a scan of
+    # the largest fields (most of an event's bytes), which made encoding 3-4x faster.
+    return b"null" if body is None else b'"' + _b2a_base64(body, newline=False) + b'"'
+
+
+def _head(event: Event, quote: Callable[[str], str]) -> str:
+    headers = event.response_headers
+    if headers is None:
+        header_json = "null"
+    else:
+        header_json = (
+            "{"
+            + ",".join(f"{quote(k)}:[{','.join(map(quote, v))}]" for k, v in headers.items())
+            + "}"
+        )
+    return (
+        f'{{"LogID":{event.log_id:d},"RequestID":{quote(event.request_id)},'
+        f'"Method":{quote(event.method)},"Path":{quote(event.path)},'
+        f'"Status":{event.status:d},"Duration":{event.duration_ns:d},'
+        f'"ResponseHeaders":{header_json}'
+    )
 
 
 def encode_event(event: Event) -> bytes:
-    """Encode `event` as the Go wire format (UTF-8 JSON bytes)."""
-    headers = event.response_headers
-    doc = {
-        "LogID": event.log_id,
-        "RequestID": event.request_id,
-        "Method": event.method,
-        "Path": event.path,
-        "Status": event.status,
-        "Duration": event.duration_ns,
-        "ResponseHeaders": None if headers is None else {k: list(v) for k, v in headers.items()},
-        "ResponseBody": _body_out(event.response_body),
-        "RequestBody": _body_out(event.request_body),
-    }
-    text = _dumps_utf8(doc)
+    """Encode `event` as the Go wire format (UTF-8 JSON bytes, keys in Go's field order)."""
     try:
-        return text.encode("utf-8")
+        head = _head(event, _quote).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate cannot be UTF-8; as an escape Go's decoder turns it into U+FFFD.
-        return _dumps_ascii(doc).encode("ascii")
+        head = _head(event, _quote_ascii).encode("ascii")
+    return b"".join(
+        (
+            head,
+            b',"ResponseBody":',
+            _body_out(event.response_body),
+            b',"RequestBody":',
+            _body_out(event.request_body),
+            b"}",
+        )
+    )
 
 
 class _Float(float):
