@@ -95,6 +95,19 @@ class GatedSink(RecordingSink):
         await super().send(batch)
 
 
+class SlowSink(RecordingSink):
+    """Takes `delay` seconds per send: for behaviour that depends on elapsed time itself
+    (a consumer group's idle time), where a gate would not do."""
+
+    def __init__(self, name: str = "slow", *, delay: float) -> None:
+        super().__init__(name)
+        self.delay = delay
+
+    async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+        await asyncio.sleep(self.delay)
+        await super().send(batch)
+
+
 class ListSource:
     """A durable `AckableSource` over a fixed list: records acknowledgements."""
 

@@ -24,6 +24,7 @@ from tests.core.conftest_dispatch import (
     FAST_RETRY,
     AlwaysFailing,
     RecordingSink,
+    SlowSink,
     WebhookReceiver,
     make_events,
     read_jsonl,
@@ -283,6 +284,32 @@ def test_dispatcher_killed_mid_run_and_restarted_loses_nothing(
     assert not (tmp_path / "dead.jsonl").exists()
     for sink in ("jsonl", "webhook"):
         assert pending(client, stream, f"{prefix}:dispatchers:{sink}") == 0
+
+
+async def test_a_sink_slower_than_claim_idle_gets_each_event_once(fake: redis.Redis) -> None:
+    # The sink holds every batch longer than claim_idle: the dispatcher keeps what it holds
+    # alive, so its own reclaim (or a peer's) never takes those entries for abandoned ones.
+    bus = RedisStreamsEventBus(fake, "s4", "grp")
+    publish(bus, make_events(30))
+    consumer = bus.consumer(group="grp:slow", name="c1", claim_idle=0.15, claim_interval=0.05)
+    sink = SlowSink("slow", delay=0.3)
+    d = Dispatcher(
+        {"slow": consumer},
+        [sink],
+        batch_size=10,
+        queue_size=10,
+        flush_interval=0.01,
+        poll_interval=0.05,
+    )
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(30)
+    d.request_stop()
+    stats = await task
+    ids = [p["request_id"] for p in sink.payloads]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(1, 31))  # each exactly once
+    assert consumer.claimed == 0 and stats.sinks["slow"].received == 30
+    assert pending(fake, "s4", "grp:slow") == 0
+    bus.stop()
 
 
 async def test_stats_show_each_lane_and_its_consumer(fake: redis.Redis) -> None:

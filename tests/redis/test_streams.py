@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import redis
@@ -108,6 +109,27 @@ def test_peer_reclaims_entries_of_a_dead_consumer_under_steady_traffic(
                 break
         assert all(seen[f"req-{i}"].attempts == 2 for i in range(4))
         assert peer.claimed >= 4
+
+
+def test_keep_alive_keeps_entries_being_processed_from_being_reclaimed(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        for i in range(3):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        slow = bus.consumer(name="slow", claim_idle=0.2, claim_interval=0.05)
+        held = read_all(slow, 3)  # still being processed: not acknowledged yet
+        peer = bus.consumer(name="peer", claim_idle=0.2, claim_interval=0.05)
+        deadline = time.monotonic() + 0.8  # four times claim_idle
+        while time.monotonic() < deadline:
+            slow.keep_alive()
+            assert slow.read(10, timeout=0.02) == []  # not handed to itself again either
+            assert peer.read(10, timeout=0.02) == []
+        slow.ack([d.token for d in held])
+        info = bus.stream_info()
+        assert info["pending"] == 0 and slow.claimed == peer.claimed == 0
+        assert slow.delivered == 3  # one delivery each: keep_alive counts none
 
 
 def test_poison_and_overdelivered_entries_go_to_the_dead_letter_stream(

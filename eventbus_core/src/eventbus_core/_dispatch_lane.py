@@ -105,7 +105,8 @@ class Lane:
         try:
             while not (stopping.is_set() and self.durable):
                 for worker in self.workers:
-                    await worker.space.wait()  # back-pressure: leave events in the source
+                    await self._wait_for_space(worker, poll)
+                await self._keep_alive()
                 timeout = 0.0 if stopping.is_set() else poll
                 try:
                     got = await loop.run_in_executor(self.executor, self._read, max_items, timeout)
@@ -132,6 +133,24 @@ class Lane:
         finally:
             for worker in self.workers:
                 worker.finish_input()
+
+    async def _wait_for_space(self, worker: SinkWorker, poll: float) -> None:
+        """Back-pressure: leave events in the source while `worker`'s queue is full.
+
+        Meanwhile the source is kept alive every `poll` seconds (see `_keep_alive`).
+        """
+        while not worker.space.is_set():
+            try:
+                await asyncio.wait_for(worker.space.wait(), poll)
+            except TimeoutError:
+                await self._keep_alive()
+
+    async def _keep_alive(self) -> None:
+        """Tell a durable source that what it handed over is still being worked on (sources
+        with `keep_alive()`: Redis streams consumers), so it is not reclaimed meanwhile."""
+        keep_alive = getattr(self.source, "keep_alive", None)
+        if callable(keep_alive):
+            await asyncio.get_running_loop().run_in_executor(self.executor, keep_alive)
 
     def _distribute(self, got: list[tuple[Any, dict[str, Any]]]) -> None:
         self.read += len(got)

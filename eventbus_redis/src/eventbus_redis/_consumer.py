@@ -90,7 +90,10 @@ class StreamConsumer:
         self._backlog_from: str | None = "0"  # own pending entries are read first
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        self._next_refresh = 0.0
         self._deferred_acks: list[str] = []
+        # Handed over and not yet acknowledged (an ordered set): what keep_alive() refreshes.
+        self._in_flight: dict[str, None] = {}
         self._backoff = Backoff()
         self._closed = False
         self.delivered = 0
@@ -224,7 +227,36 @@ class StreamConsumer:
         if dead:
             self._dead_letter(dead)
         self.delivered += len(out)
+        self._in_flight.update(dict.fromkeys(d.token for d in out))
         return out
+
+    def _refresh_in_flight(self, now: float) -> None:
+        """Reset the idle time of entries handed over and not yet acknowledged (XCLAIM ...
+        JUSTID to ourselves resets it without counting a delivery)."""
+        self._next_refresh = now + self._claim_interval
+        ids: list[int | bytes | str | memoryview] = list(self._in_flight)
+        for i in range(0, len(ids), 1000):
+            self._client.xclaim(
+                self.stream, self.group, self.name, 0, ids[i : i + 1000], justid=True
+            )
+
+    def keep_alive(self) -> None:
+        """Tell the group that what this consumer holds is still being processed.
+
+        Call it between reads (the dispatcher does, also while its sinks are too busy for it
+        to read): entries held longer than `claim_idle` would otherwise look abandoned, and
+        the reclaim of a read (this consumer's or a peer's) would deliver them a second time
+        while they are still being worked on. A consumer that never calls it gets entries it
+        leaves unacknowledged back after `claim_idle`. Cheap when not due (every
+        `claim_interval`); never raises for Redis trouble (the next read reports it).
+        """
+        now = time.monotonic()
+        if not self._in_flight or now < self._next_refresh or self._closed:
+            return
+        try:
+            self._refresh_in_flight(now)
+        except (*TRANSIENT_ERRORS, redis.ResponseError) as exc:
+            self._note_error(exc)
 
     def _dead_letter(self, dead: list[DeadEntry]) -> None:
         dead_letter(
@@ -273,6 +305,7 @@ class StreamConsumer:
         self._backlog_from = None  # its pending entries went with it
         self._claim_cursor = "0-0"
         self._deferred_acks.clear()
+        self._in_flight.clear()
         self._ensure_group()
 
     def _note_error(self, exc: BaseException) -> None:
@@ -290,7 +323,10 @@ class StreamConsumer:
         If Redis is unreachable the acknowledgements are kept and sent with the next call;
         until then the entries stay pending (and may be redelivered: at-least-once).
         """
-        self._deferred_acks.extend(text(t) for t in tokens)
+        ids = [text(t) for t in tokens]
+        for entry_id in ids:
+            self._in_flight.pop(entry_id, None)
+        self._deferred_acks.extend(ids)
         self._flush_acks()
 
     def _flush_acks(self) -> None:
