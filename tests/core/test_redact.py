@@ -71,6 +71,43 @@ def test_credential_pairs_and_bearer_tokens_in_text() -> None:
     assert redact_text("nothing secret here, sk-short") == "nothing secret here, sk-short"
 
 
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==\r\nHost: api", "dXNlcjpwYXNzd29yZA=="),
+        ("Proxy-Authorization: Basic cHJveHk6c2VjcmV0", "cHJveHk6c2VjcmV0"),
+        ("authorization: Token 9f8e7d6c5b4a", "9f8e7d6c5b4a"),
+        ("Cookie: session=abc123xyz; theme=dark", "abc123xyz"),
+        ("Set-Cookie: sid=zzz999; Path=/; HttpOnly", "zzz999"),
+        ("password: two words", "two words"),
+        ('{"password": "two words", "model": "gpt-4o"}', "two words"),
+    ],
+)
+def test_the_whole_credential_after_a_scheme_or_in_a_cookie_is_masked(
+    text: str, secret: str
+) -> None:
+    out = redact_text(text)
+    assert secret not in out and MASK in out
+
+
+def test_raw_json_stays_valid_json_after_redaction() -> None:
+    text = '{"password": null, "token": 5, "secret": true, "cookie": "a=1", "n": "ok"}'
+    assert json.loads(redact_text(text)) == {
+        "password": None,
+        "token": 5,
+        "secret": True,
+        "cookie": MASK,
+        "n": "ok",
+    }
+    assert redact_text("Host: api\r\nAccept: */*") == "Host: api\r\nAccept: */*"
+
+
+def test_redactor_event_scrubs_the_query_string_of_the_path() -> None:
+    event = Event(path=f"/v1/models?api_key=hunter2secret&key={KEYS[2]}&q=1")
+    path = Redactor().event(event).path
+    assert "hunter2secret" not in path and KEYS[2] not in path and path.endswith("&q=1")
+
+
 def test_json_fields_named_like_credentials_are_masked() -> None:
     r = Redactor()
     data = {
