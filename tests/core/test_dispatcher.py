@@ -288,3 +288,48 @@ async def test_a_failing_source_read_is_retried_not_fatal(
     await task
     assert sorted(source.acked) == [1, 2, 3, 4, 5]
     assert "reading failed" in caplog.text and "hunter2" not in caplog.text
+
+
+async def test_a_burst_beyond_the_bus_buffer_waits_in_the_dispatchers_subscription() -> None:
+    from eventbus_memory import InMemoryEventBus
+
+    # The bus buffers 10 events, each of its own subscribers 10 too; the dispatcher asks for
+    # subscriptions of 500, so 300 events published while its sink is stuck all arrive.
+    bus = InMemoryEventBus(buffer_size=10)
+    sink = GatedSink("stuck")
+    d = Dispatcher(
+        bus, [sink], batch_size=10, queue_size=10, flush_interval=0.01, subscription_buffer=500
+    )
+    task = asyncio.create_task(d.run())
+    for event in make_events(300):
+        bus.publish(event)
+        if bus.stats().queue_depth >= 5:
+            assert await asyncio.to_thread(bus.flush, 10)  # keep within the publish buffer
+    assert await asyncio.to_thread(bus.flush, 10)
+    assert bus.stats() == (300, 0)
+    sink.gate.set()
+    await bus.astop()
+    stats = await task
+    assert sorted(p["log_id"] for p in sink.payloads) == list(range(1, 301))
+    assert stats.source_dropped == 0
+    balanced(stats)
+
+
+def test_subscription_buffer_is_chosen_per_subscription_and_checked() -> None:
+    from eventbus_memory import InMemoryEventBus
+
+    with InMemoryEventBus(buffer_size=10) as bus:
+        assert bus.subscribe().capacity == 10
+        assert bus.subscribe(buffer_size=500).capacity == 500
+        with pytest.raises(ValueError, match="buffer_size must be a positive int"):
+            bus.subscribe(buffer_size=0)
+
+
+def test_a_subscription_that_drops_says_so_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    sub = Subscription(2, name="slowpoke")
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        sub.count_dropped(3)
+        sub.count_dropped(4)  # within the quiet period: counted, not logged again
+    warnings = [r.getMessage() for r in caplog.records if "slowpoke" in r.getMessage()]
+    assert len(warnings) == 1 and "dropped 3 event(s)" in warnings[0]
+    assert sub.dropped == 7

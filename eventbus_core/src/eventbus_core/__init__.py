@@ -4,7 +4,7 @@ The `Event` and its Go wire format, the `EventBus` contract, the plugin framewor
 entry-point group `eventbus`), settings and `create_bus()`.
 """
 
-from eventbus_core._bus import BaseEventBus, EventBus
+from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
 from eventbus_core._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
 from eventbus_core._dispatch_stats import DispatcherStats, SinkStats
 from eventbus_core._dispatcher import Dispatcher
@@ -58,6 +58,7 @@ __all__ = [
     "AckableSource",
     "Delivery",
     "SubscriptionSource",
+    "check_buffer_size",
     # configuration and plugins
     "ENV_VARS",
     "EventBusSettings",

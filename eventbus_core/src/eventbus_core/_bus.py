@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription
 
-__all__ = ["BaseEventBus", "EventBus"]
+__all__ = ["BaseEventBus", "EventBus", "check_buffer_size", "subscribe_sized"]
 
 
 @runtime_checkable
@@ -38,6 +39,36 @@ class EventBus(Protocol):
 
     def stats(self) -> BusStats:
         """Return `(published, dropped)` with richer figures as attributes."""
+
+
+def check_buffer_size(requested: int | None, default: int) -> int:
+    """The buffer a subscription gets: `requested`, or the bus's `default` when None.
+
+    Raises:
+        ValueError: `requested` is not a positive int.
+    """
+    if requested is None:
+        return default
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise ValueError(f"subscription buffer_size must be a positive int, got {requested!r}")
+    return requested
+
+
+def subscribe_sized(bus: Any, name: str | None, buffer_size: int | None) -> Subscription:
+    """`bus.subscribe(name, buffer_size=...)` where the backend offers that keyword (the
+    built-in ones do); a plain `bus.subscribe(name)` otherwise, or when `buffer_size` is None."""
+    if buffer_size is not None:
+        try:
+            params = dict(inspect.signature(bus.subscribe).parameters)
+        except (TypeError, ValueError):
+            params = {}
+        if "buffer_size" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        ):
+            sub: Subscription = bus.subscribe(name, buffer_size=buffer_size)
+            return sub
+    plain: Subscription = bus.subscribe(name)
+    return plain
 
 
 class BaseEventBus(ABC):

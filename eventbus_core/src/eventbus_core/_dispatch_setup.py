@@ -83,6 +83,7 @@ def dispatcher_from_settings(
         batch_size=settings.batch_size,
         flush_interval=settings.flush_interval,
         queue_size=max(settings.sink_queue_size, settings.batch_size),
+        subscription_buffer=settings.dispatch_buffer,
         retry=RetryPolicy(
             retries=settings.retries,
             base=settings.retry_base,

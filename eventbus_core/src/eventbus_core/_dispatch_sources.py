@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from eventbus_core._bus import subscribe_sized
 from eventbus_core._sink import Sink
 from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core._subscription import Subscription
@@ -28,11 +29,13 @@ def resolve_sources(
     consumer: str | None,
     *,
     batch_size: int,
+    subscription_buffer: int | None = None,
 ) -> list[tuple[str, AckableSource, list[Sink]]]:
     """Return `(lane name, source, sinks it feeds)` for each lane.
 
     A Redis streams bus (one with `consumer()`) gets consumer group `GROUP:SINK` per sink, or
-    `GROUP` when shared; any other bus gets a subscription per sink, or one when shared.
+    `GROUP` when shared; any other bus gets a subscription per sink, or one when shared, whose
+    buffer holds `subscription_buffer` events where the backend offers that.
 
     Raises:
         ValueError: a mapping lacks a source for some sink.
@@ -68,10 +71,17 @@ def resolve_sources(
             ]
     elif hasattr(source, "subscribe"):
         if mode == "shared":
-            by_lane = [("shared", SubscriptionSource(source.subscribe("dispatch")), list(sinks))]
+            sub = subscribe_sized(source, "dispatch", subscription_buffer)
+            by_lane = [("shared", SubscriptionSource(sub), list(sinks))]
         else:
             by_lane = [
-                (n, SubscriptionSource(source.subscribe(f"dispatch:{n}")), [s])
+                (
+                    n,
+                    SubscriptionSource(
+                        subscribe_sized(source, f"dispatch:{n}", subscription_buffer)
+                    ),
+                    [s],
+                )
                 for n, s in by_name.items()
             ]
     elif isinstance(source, AckableSource):

@@ -48,6 +48,9 @@ class Dispatcher:
         batch_size: Most events per `send()` (Go original: 100).
         flush_interval: Seconds the first event of a partial batch waits at most (Go: 5).
         queue_size: Events each sink's queue holds before reading pauses (back-pressure).
+        subscription_buffer: Events each subscription of a bus holds, where the backend
+            offers the choice (memory, Redis): room for bursts faster than the sinks. None:
+            the bus's own `buffer_size`.
         retry: Backoff policy for failed sends.
         dead_letter: Where refused batches go; None counts them as dropped (and logs ERROR).
         transform: `transform(event) -> dict`; the `LLMTransformer` by default.
@@ -69,6 +72,7 @@ class Dispatcher:
         batch_size: int = 100,
         flush_interval: float = 5.0,
         queue_size: int = 1000,
+        subscription_buffer: int | None = 10_000,
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetter | None = None,
         transform: Transform | None = None,
@@ -93,6 +97,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.queue_size = queue_size
+        self.subscription_buffer = subscription_buffer
         self.retry = retry or RetryPolicy()
         self.dead_letter = dead_letter
         self.transform: Transform = transform or LLMTransformer()
@@ -139,7 +144,13 @@ class Dispatcher:
         self, source: Source, mode: GroupMode, group: str | None, consumer: str | None
     ) -> list[Lane]:
         by_lane = resolve_sources(
-            source, self.sinks, mode, group, consumer, batch_size=self.batch_size
+            source,
+            self.sinks,
+            mode,
+            group,
+            consumer,
+            batch_size=self.batch_size,
+            subscription_buffer=self.subscription_buffer,
         )
         lanes = []
         for name, src, lane_sinks in by_lane:
@@ -266,6 +277,12 @@ class Dispatcher:
         await self._close()
         final = self.stats()
         log.info("dispatcher stopped: %s", json.dumps(final.as_dict()))
+        if final.source_dropped:
+            log.warning(
+                "%d event(s) were dropped before the dispatcher could read them (its sinks were "
+                "slower than the publishers); raise EVENTBUS_DISPATCH_BUFFER for bursts",
+                final.source_dropped,
+            )
         return final
 
     async def _hand_back(self, workers: Mapping[SinkWorker, asyncio.Task[None]]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventbus_core._bus import BaseEventBus, EventBus
+from eventbus_core._bus import BaseEventBus, EventBus, subscribe_sized
 from eventbus_core._event import Event
 from eventbus_core._redact import Redactor
 from eventbus_core._stats import BusStats
@@ -43,9 +43,9 @@ class RedactingBus(BaseEventBus):
             clean = event.replace(response_headers=None, request_body=None, response_body=None)
         self.bus.publish(clean)
 
-    def subscribe(self, name: str | None = None) -> Subscription:
-        """Subscribe to the wrapped bus."""
-        return self.bus.subscribe(name)
+    def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
+        """Subscribe to the wrapped bus (with `buffer_size` where the wrapped bus offers it)."""
+        return subscribe_sized(self.bus, name, buffer_size)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the wrapped bus."""

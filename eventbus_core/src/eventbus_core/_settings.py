@@ -129,6 +129,13 @@ class EventBusSettings(BaseSettings):
         ge=1,
         description="Events each sink's queue holds before reading pauses (back-pressure).",
     )
+    dispatch_buffer: int = _env(
+        "EVENTBUS_DISPATCH_BUFFER",
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Events each subscription the dispatcher reads from a bus holds (bursts).",
+    )
     retries: int = _env(
         "EVENTBUS_RETRIES",
         default=3,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -23,6 +24,9 @@ from eventbus_core._stats import SubscriberStats
 __all__ = ["Subscription", "SubscriptionClosed"]
 
 _names: Final = itertools.count(1)
+_WARN_EVERY: Final = 10.0  # seconds between two warnings about the same subscription's drops
+
+log = logging.getLogger("eventbus")
 
 
 class SubscriptionClosed(EventBusError):
@@ -66,6 +70,7 @@ class Subscription:
         self._on_close = on_close
         self.delivered = 0
         self.dropped = 0
+        self._next_warning = 0.0
 
     def _after_fork_in_child(self) -> None:
         """Replace locks a parent thread may have held at fork time; waiters did not survive."""
@@ -103,8 +108,25 @@ class Subscription:
         return len(taken)
 
     def count_dropped(self, n: int) -> None:
-        """Record `n` events this subscriber missed (backend delivery thread only)."""
+        """Record `n` events this subscriber missed (backend delivery thread only).
+
+        Logs a WARNING at the first miss and then at most every `_WARN_EVERY` seconds, so a
+        consumer that falls behind is noticed while it happens, not only in the stats.
+        """
+        if n <= 0:
+            return
         self.dropped += n
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + _WARN_EVERY
+            log.warning(
+                "eventbus subscription %s dropped %d event(s) so far: its consumer is slower than "
+                "the publishers and its buffer (%d events) is full; read faster or subscribe "
+                "with a larger buffer_size",
+                self.name,
+                self.dropped,
+                self.capacity,
+            )
 
     def finish(self) -> None:
         """End the subscription from the backend side: consumers drain the buffer, then stop."""

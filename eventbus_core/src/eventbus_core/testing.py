@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from eventbus_core._bus import BaseEventBus, EventBus
+from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription, SubscriptionClosed
@@ -75,9 +75,12 @@ class RecordingBus(BaseEventBus):
                 if not sub.offer([event]):
                     sub.count_dropped(1)
 
-    def subscribe(self, name: str | None = None) -> Subscription:
-        """Return a subscription to the events published from now on."""
-        sub = Subscription(self.buffer_size, name=name, on_close=self._remove)
+    def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
+        """Return a subscription to the events published from now on (its buffer holds
+        `buffer_size` events, default the bus's)."""
+        sub = Subscription(
+            check_buffer_size(buffer_size, self.buffer_size), name=name, on_close=self._remove
+        )
         with self._lock:
             if self._stopped:
                 sub.finish()

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from eventbus_core import BaseEventBus, BusStats, Event, Subscription
+from eventbus_core import BaseEventBus, BusStats, Event, Subscription, check_buffer_size
 
 __all__ = ["InMemoryEventBus"]
 
@@ -292,13 +292,20 @@ class InMemoryEventBus(BaseEventBus):
 
     # ------------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, name: str | None = None) -> Subscription:
+    def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
         """Return a subscription to every event published from now on.
 
-        Its buffer holds `buffer_size` events; iterate it with `for` or `async for`, or take
-        batches with `get_batch()`. It ends after `stop()`, once drained.
+        Its buffer holds `buffer_size` events (default: the bus's); iterate it with `for` or
+        `async for`, or take batches with `get_batch()`. It ends after `stop()`, once drained.
+
+        Raises:
+            ValueError: `buffer_size` is not a positive int.
         """
-        sub = Subscription(self.buffer_size, name=name, on_close=self._unsubscribe)
+        sub = Subscription(
+            check_buffer_size(buffer_size, self.buffer_size),
+            name=name,
+            on_close=self._unsubscribe,
+        )
         with self._subs_lock:
             if self._stopped:
                 sub.finish()

@@ -21,7 +21,14 @@ from typing import Any, Self
 
 import redis
 
-from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, WireFormatError
+from eventbus_core import (
+    BaseEventBus,
+    BusStats,
+    Event,
+    EventBusSettings,
+    WireFormatError,
+    check_buffer_size,
+)
 from eventbus_redis._client import (
     TRANSIENT_ERRORS,
     client_from_settings,
@@ -185,14 +192,20 @@ class RedisEventBus(BaseEventBus):
 
     # ------------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, name: str | None = None) -> RedisSubscription:
+    def subscribe(
+        self, name: str | None = None, *, buffer_size: int | None = None
+    ) -> RedisSubscription:
         """Return a subscription to every event appended to the log from now on, by anyone.
 
         Events arrive in LogID order; a subscriber in another process sees the same. If the
         log was trimmed past what it had read, or Redis lost its data, the subscription records
         a `Gap` in `sub.gaps` (and counts known misses in its `dropped`).
         """
-        sub = RedisSubscription(self.buffer_size, name=name, on_close=self._unsubscribe)
+        sub = RedisSubscription(
+            check_buffer_size(buffer_size, self.buffer_size),
+            name=name,
+            on_close=self._unsubscribe,
+        )
         with self._subs_lock:
             if self._stopped:
                 sub.finish()

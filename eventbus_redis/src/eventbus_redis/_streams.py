@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import redis
 
-from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings
+from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
 from eventbus_redis._client import client_from_settings, describe_client
 from eventbus_redis._consumer import StreamConsumer, default_consumer_name
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
@@ -219,13 +219,19 @@ class RedisStreamsEventBus(BaseEventBus):
 
     # ------------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, name: str | None = None) -> RedisSubscription:
+    def subscribe(
+        self, name: str | None = None, *, buffer_size: int | None = None
+    ) -> RedisSubscription:
         """Return a fan-out subscription to every entry added to the stream from now on.
 
         No consumer group: each subscription sees everything, in stream order. For
         at-least-once processing shared between workers, use `consumer()` instead.
         """
-        sub = RedisSubscription(self.buffer_size, name=name, on_close=self._unsubscribe)
+        sub = RedisSubscription(
+            check_buffer_size(buffer_size, self.buffer_size),
+            name=name,
+            on_close=self._unsubscribe,
+        )
         with self._subs_lock:
             if self._stopped:
                 sub.finish()
