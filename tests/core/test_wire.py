@@ -90,6 +90,7 @@ def test_reads_what_go_reads() -> None:
             request_body=bytes(range(256)),
         ),
         Event(response_headers={}, response_body=b"\xff" * 1024),
+        Event(request_body=b"only the request"),
     ],
 )
 def test_encoding_is_what_json_dumps_writes_for_the_go_struct(event: Event) -> None:
@@ -155,3 +156,22 @@ def test_bad_input_says_what_is_wrong(data: bytes, message: str) -> None:
     with pytest.raises(WireFormatError, match=message.replace("(", r"\(")) as info:
         Event.from_json(data)
     assert isinstance(info.value, ValueError)
+
+
+def test_the_fast_base64_agrees_with_the_standard_library() -> None:
+    import binascii
+    import os
+
+    from eventbus_core import _base64
+
+    if not _base64.ACCELERATED:
+        pytest.skip("pybase64 is not installed (pip install 'eventbus-core[speedups]')")
+    for size in (0, 1, 2, 3, 57, 1024, 4099):
+        data = os.urandom(size)
+        encoded = _base64.b64encode(data)
+        assert encoded == _base64.std_b64encode(data)
+        assert _base64.b64decode(encoded.decode()) == data == _base64.std_b64decode(encoded)
+    for bad in ("QQ", "***", "QUJD\n", "QU=J"):
+        for decode in (_base64.b64decode, _base64.std_b64decode):
+            with pytest.raises(binascii.Error):
+                decode(bad)

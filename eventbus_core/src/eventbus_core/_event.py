@@ -211,11 +211,14 @@ class Event:
         object.__setattr__(clone, "log_id", log_id)
         return clone
 
-    def to_json(self) -> bytes:
-        """Encode in the Go llm-proxy wire format (what Go's `encoding/json` writes)."""
-        from eventbus_core._wire import encode_event
+    def to_json(self, *, log_id: bool = True) -> bytes:
+        """Encode in the Go llm-proxy wire format (what Go's `encoding/json` writes).
 
-        return encode_event(self)
+        Args:
+            log_id: False leaves out the leading `{"LogID":<n>,`, for a writer that stamps the
+                LogID in front once it is assigned (the Redis backends do).
+        """
+        return _encode_event(self, log_id=log_id)
 
     @classmethod
     def from_json(cls, data: bytes | bytearray | memoryview | str) -> Event:
@@ -227,9 +230,7 @@ class Event:
         Raises:
             WireFormatError: (a `ValueError`) the input is not a valid event; the message says why.
         """
-        from eventbus_core._wire import decode_event
-
-        return decode_event(data)
+        return _decode_event(data)
 
     def _key(self) -> tuple[Any, ...]:
         headers = self.response_headers
@@ -303,3 +304,9 @@ class Event:
             f"response_headers={headers}, response_body={size(self.response_body)}, "
             f"request_body={size(self.request_body)})"
         )
+
+
+# The codec needs the class above, so it is imported last, once: an import inside to_json()
+# cost ~1 µs per call, a fifth of encoding an event with two 1 KB bodies.
+from eventbus_core._wire import decode_event as _decode_event  # noqa: E402
+from eventbus_core._wire import encode_event as _encode_event  # noqa: E402

@@ -17,14 +17,11 @@ lost reply (a socket timeout while Redis was paused, say) is not written twice.
 
 from __future__ import annotations
 
-import json
 from typing import Final
 
 from eventbus_core import Event
 
 __all__ = ["LOG_APPEND", "LOG_NOW", "LOG_READ_NEW", "STREAM_APPEND", "tail_of"]
-
-_PREFIX: Final = b'{"LogID":'
 
 # Shared head: skip a batch already applied, then reserve LogIDs first+1 .. last.
 # `stamp(i)` builds the full JSON of item i; %d avoids Lua's "1e+14" number formatting.
@@ -115,12 +112,5 @@ one comparison per new entry: the list is never re-read whole."""
 
 
 def tail_of(event: Event) -> bytes:
-    """Return `event`'s Go wire JSON without its leading `{"LogID":<n>,` (the script adds it)."""
-    data = event.to_json()
-    if data.startswith(_PREFIX):
-        comma = data.find(b",", len(_PREFIX))
-        if comma > 0:
-            return data[comma + 1 :]
-    # The encoder changed its key order: rebuild the tail the slow but certain way.
-    doc = {k: v for k, v in json.loads(data).items() if k.lower() != "logid"}
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)[1:].encode()
+    """Return `event`'s Go wire JSON without its leading `{"LogID":<n>,` (the writer adds it)."""
+    return event.to_json(log_id=False)
