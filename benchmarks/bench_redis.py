@@ -12,8 +12,9 @@ Table 1, events/s written (best of `--rounds`, rounds interleaved across rows):
 - Go original: per event INCR, then LPUSH, LTRIM, EXPIRE, one round trip each.
 - pipelined INCRBY + LPUSH (not atomic): a batch per round trip, but LogIDs reserved in one
   command and pushed in another, so with several writers list order and LogID order disagree.
-- RedisEventBus: `publish()` all events, then `flush()`; the Lua script stamps LogIDs.
-- RedisStreamsEventBus: the same into a stream (XADD per event inside the script).
+- RedisEventBus: `publish()` all events, then `flush()`; LogIDs stamped by the client inside
+  an optimistic WATCH/MULTI transaction (the Lua script takes over after a conflict).
+- RedisStreamsEventBus: the same into a stream (one XADD per event inside the transaction).
 - bare pipeline ceilings: LPUSH / XADD of batches of 500 with no bus around it, with encoding
   in the loop, and "wire only" with the JSON encoded beforehand.
 
@@ -202,8 +203,8 @@ def run(
     variants: list[tuple[str, int, Callable[[], None]]] = [
         ("Go original (4 round trips per event)", n_go, lambda: go_original(client, evs[:n_go])),
         ("pipelined INCRBY + LPUSH (not atomic)", n, lambda: pipelined_not_atomic(client, evs)),
-        ("RedisEventBus (Lua: INCRBY + LPUSH batch)", n, log_bus),
-        ("RedisStreamsEventBus (Lua: INCRBY + XADDs)", n, streams_bus),
+        ("RedisEventBus (WATCH/MULTI batch, atomic)", n, log_bus),
+        ("RedisStreamsEventBus (WATCH/MULTI XADDs)", n, streams_bus),
         ("bare LPUSH pipeline, encoding in loop", n, lambda: bare_lpush_encoding(client, evs)),
         ("bare LPUSH pipeline, wire only", n, lambda: bare_lpush(client, encoded)),
         ("bare XADD pipeline, encoding in loop", n, lambda: bare_xadd(client, evs, None)),
@@ -222,8 +223,8 @@ def run(
     go = rows["Go original (4 round trips per event)"]
     for name, value in rows.items():
         print(f"  {name:<{width}}  {value:>10,.0f} ev/s  {value / go:7.1f}x Go")
-    log_rate = rows["RedisEventBus (Lua: INCRBY + LPUSH batch)"]
-    stream_rate = rows["RedisStreamsEventBus (Lua: INCRBY + XADDs)"]
+    log_rate = rows["RedisEventBus (WATCH/MULTI batch, atomic)"]
+    stream_rate = rows["RedisStreamsEventBus (WATCH/MULTI XADDs)"]
     print("\nRatios:")
     print(f"  RedisEventBus / Go original:                      {log_rate / go:6.1f}x")
     print(

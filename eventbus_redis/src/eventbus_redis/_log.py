@@ -37,8 +37,9 @@ from eventbus_redis._client import (
 )
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._scripts import LOG_APPEND, tail_of
-from eventbus_redis._sink import ScriptSink
+from eventbus_redis._sink import Prepared
 from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._tx_sink import TransactionSink
 from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisEventBus"]
@@ -50,8 +51,9 @@ class RedisEventBus(BaseEventBus):
     """Event bus on a Redis LIST, layout-compatible with the Go llm-proxy.
 
     `publish()` only appends to a bounded buffer; a background writer sends each batch in one
-    round trip (a Lua script: INCRBY once, LPUSH the batch, LTRIM, EXPIRE, PUBLISH), so the
-    list order is exactly LogID order with any number of publishing processes.
+    round trip (an optimistic WATCH/MULTI transaction, or the Lua append script after a
+    conflict: the counter, LPUSH of the batch, LTRIM, EXPIRE, PUBLISH), so the list order is
+    exactly LogID order with any number of publishing processes.
 
     Prefer the constructors `publisher()`, `log()` and `from_settings()`.
 
@@ -102,7 +104,14 @@ class RedisEventBus(BaseEventBus):
         self._stopped = False
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
-        sink = ScriptSink(client, LOG_APPEND, self._encode_batch, self._applied)
+        sink = TransactionSink(
+            client,
+            LOG_APPEND,
+            self._encode_batch,
+            self._applied,
+            commands=self._transaction,
+            fixed=4,
+        )
         self._writer = BatchWriter(
             sink,
             buffer_size=buffer_size,
@@ -161,6 +170,22 @@ class RedisEventBus(BaseEventBus):
         args: list[Any] = [self.max_len, self._batch_no, int(self.ttl * 1000), self.channel]
         args += [tail_of(e) for e in batch]
         return [self.key, self.seq_key, self._marker_key], args
+
+    @staticmethod
+    def _transaction(prepared: Prepared, last: int, stamped: list[bytes]) -> list[tuple[Any, ...]]:
+        """The batch as MULTI/EXEC commands: what LOG_APPEND does, with LogIDs stamped."""
+        key, seq_key, marker_key = prepared.keys
+        max_len, batch, ttl_ms, channel = prepared.args[:4]
+        commands: list[tuple[Any, ...]] = [("SET", seq_key, last)]
+        commands += [("LPUSH", key, *stamped[i : i + 1000]) for i in range(0, len(stamped), 1000)]
+        if max_len > 0:
+            commands.append(("LTRIM", key, 0, max_len - 1))
+        if ttl_ms > 0:
+            commands.append(("PEXPIRE", key, ttl_ms))
+        if channel:
+            commands.append(("PUBLISH", channel, last))
+        commands.append(("SET", marker_key, batch, "EX", 3600))
+        return commands
 
     def _applied(self, last: Any) -> None:
         if int(last) > 0:  # -1: a retried batch that had been applied already

@@ -23,10 +23,15 @@ __all__ = ["Prepared", "ScriptSink"]
 @dataclass(slots=True)
 class Prepared:
     """A batch encoded for the script: its keys and arguments (batch number included, so a
-    retry of the same `Prepared` is recognised by the script and not applied twice)."""
+    retry of the same `Prepared` is recognised by the script and not applied twice).
+
+    `mode`, `replies` and `last` record how a sink sent it (see `TransactionSink`)."""
 
     keys: list[str]
     args: list[Any]
+    mode: str = "script"
+    replies: int = 0
+    last: int = 0
 
 
 class ScriptSink:
@@ -57,11 +62,15 @@ class ScriptSink:
         keys, args = self._encode(batch)
         return Prepared(keys, args)
 
+    def _connection(self) -> Any:
+        """The dedicated connection (replies are read after the next batch is encoded)."""
+        if self._conn is None:
+            self._conn = self._client.connection_pool.get_connection()
+        return self._conn
+
     def send(self, prepared: Prepared) -> None:
         """Send the script call without waiting for the reply."""
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self._client.connection_pool.get_connection()
+        conn = self._connection()
         try:
             conn.send_command(
                 "EVALSHA", self._script.sha, len(prepared.keys), *prepared.keys, *prepared.args
@@ -87,6 +96,10 @@ class ScriptSink:
     def write(self, prepared: Prepared) -> None:
         """Apply the batch synchronously (loads the script when the server lacks it)."""
         self._on_result(self._script(keys=prepared.keys, args=prepared.args))
+
+    def figures(self) -> dict[str, Any]:
+        """Figures for the writer's stats (none for the plain script)."""
+        return {}
 
     def reset(self) -> None:
         """Drop the dedicated connection (after an error its state is unknown)."""

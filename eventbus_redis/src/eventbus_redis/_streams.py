@@ -7,7 +7,7 @@ Settings read by the `redis-streams` backend factory: `REDIS_URL` (redis_url),
 
 Layout, shared with the Go original: stream `llm-proxy-events`, one field `data` holding the
 event's Go wire JSON, `MAXLEN ~ 10000`, group `llm-proxy-dispatchers`. Added: each entry's JSON
-carries a LogID from the counter `<stream>:seq`, stamped in the same script as the XADD, so
+carries a LogID from the counter `<stream>:seq`, stamped atomically with the XADD, so
 consumers can detect gaps and de-duplicate redeliveries; dead letters go to `<stream>:dead`.
 """
 
@@ -23,9 +23,10 @@ from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check
 from eventbus_redis._client import client_from_settings, describe_client
 from eventbus_redis._consumer import StreamConsumer, default_consumer_name
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
-from eventbus_redis._sink import ScriptSink
+from eventbus_redis._sink import Prepared
 from eventbus_redis._stream_tail import StreamTailer
 from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._tx_sink import TransactionSink
 from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisStreamsEventBus"]
@@ -83,7 +84,14 @@ class RedisStreamsEventBus(BaseEventBus):
         self._stopped = False
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
-        sink = ScriptSink(client, STREAM_APPEND, self._encode_batch, self._applied)
+        sink = TransactionSink(
+            client,
+            STREAM_APPEND,
+            self._encode_batch,
+            self._applied,
+            commands=self._transaction,
+            fixed=2,
+        )
         self._writer = BatchWriter(
             sink,
             buffer_size=buffer_size,
@@ -129,6 +137,17 @@ class RedisStreamsEventBus(BaseEventBus):
         args: list[Any] = [self.max_len, self._batch_no]
         args += [tail_of(e) for e in batch]
         return [self.stream, self.seq_key, self._marker_key], args
+
+    @staticmethod
+    def _transaction(prepared: Prepared, last: int, stamped: list[bytes]) -> list[tuple[Any, ...]]:
+        """The batch as MULTI/EXEC commands: what STREAM_APPEND does, with LogIDs stamped."""
+        stream, seq_key, marker_key = prepared.keys
+        max_len, batch = prepared.args[:2]
+        trim: tuple[Any, ...] = ("MAXLEN", "~", max_len) if max_len > 0 else ()
+        commands: list[tuple[Any, ...]] = [("SET", seq_key, last)]
+        commands += [("XADD", stream, *trim, "*", "data", event) for event in stamped]
+        commands.append(("SET", marker_key, batch, "EX", 3600))
+        return commands
 
     def _applied(self, last: Any) -> None:
         if int(last) > 0:  # -1: a retried batch that had been applied already

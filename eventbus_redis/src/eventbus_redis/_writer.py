@@ -289,6 +289,7 @@ class BatchWriter:
             "batches": self._batches,
             "write_failures": self._failures,
             "lost": self._lost,
+            **self._sink.figures(),
         }
 
     def queue_depth(self) -> int:
