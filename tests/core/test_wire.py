@@ -166,12 +166,12 @@ def test_the_fast_base64_agrees_with_the_standard_library() -> None:
 
     if not _base64.ACCELERATED:
         pytest.skip("pybase64 is not installed (pip install 'eventbus-core[speedups]')")
-    for size in (0, 1, 2, 3, 57, 1024, 4099):
+    for size in (0, 1, 2, 3, 57, 1024, _base64.FAST_FROM - 1, _base64.FAST_FROM, 70_001):
         data = os.urandom(size)
         encoded = _base64.b64encode(data)
         assert encoded == _base64.std_b64encode(data)
         assert _base64.b64decode(encoded.decode()) == data == _base64.std_b64decode(encoded)
-    for bad in ("QQ", "***", "QUJD\n", "QU=J"):
+    for bad in ("QQ", "***", "QUJD\n", "QU=J", "QUJD" * 10_000 + "*", "QUJD" * 10_000 + "Q"):
         for decode in (_base64.b64decode, _base64.std_b64decode):
             with pytest.raises(binascii.Error):
                 decode(bad)

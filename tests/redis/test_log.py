@@ -237,27 +237,24 @@ def test_a_transaction_cut_short_by_another_writer_is_rewritten_by_the_script(
 ) -> None:
     key = f"{prefix}:conflict"
     with RedisEventBus.publisher(client, key) as bus:
-        bus.publish(make_event(0))  # the first batch goes by script; then it is "connected"
+        bus.publish(make_event(0))  # LogID 1; then the writer thread idles: we drive its sink
         assert bus.flush(10)
         sink: Any = bus._writer._sink
         build = sink._commands
-        bumped: list[int] = []
 
         def racing_writer(prepared: Any, last: int, stamped: list[bytes]) -> Any:
-            # A Go proxy's INCR lands between our WATCH/GET and our EXEC, once.
-            if not bumped:
-                bumped.append(int(client.incr(f"{key}:seq")))
+            client.incr(f"{key}:seq")  # a Go proxy's INCR between our WATCH/GET and our EXEC
             return build(prepared, last, stamped)
 
         sink._commands = racing_writer
-        for i in range(1, 5):
-            bus.publish(make_event(i))
-        assert bus.flush(10)
-        assert bus.stats().extra["tx_conflicts"] == 1
-        # The Go writer holds LogID 2; our batch, redone by the script, has 3..6 in order.
-        assert bumped == [2]
-        assert [e.log_id for e in bus.read_events()] == [6, 5, 4, 3, 1]
-        assert [e.request_id for e in bus.read_events()] == [f"req-{i}" for i in range(4, -1, -1)]
+        prepared = sink.prepare([make_event(i) for i in range(1, 201)])  # enough for a MULTI
+        sink.send(prepared)
+        sink.receive(prepared)
+        assert sink.conflicts == 1 and bus.stats().extra["tx_conflicts"] == 1
+        # The Go writer holds LogID 2; our batch, redone by the script, has 3..202 in order.
+        stored = bus.read_events()
+        assert [e.log_id for e in stored] == [*range(202, 2, -1), 1]
+        assert [e.request_id for e in stored[:-1]] == [f"req-{i}" for i in range(200, 0, -1)]
 
 
 def test_a_transaction_retried_after_a_lost_reply_is_written_once(
@@ -266,12 +263,14 @@ def test_a_transaction_retried_after_a_lost_reply_is_written_once(
     key = f"{prefix}:txdedupe"
     with RedisEventBus.publisher(client, key) as bus:
         sink: Any = bus._writer._sink  # the writer thread is idle: nothing published
-        prepared = sink.prepare([make_event(1), make_event(2)])
+        prepared = sink.prepare([make_event(i) for i in range(150)])
         sink.send(prepared)
+        assert prepared.mode == "tx"
         sink.receive(prepared)
         sink.send(prepared)  # the same batch again, as after a reply lost to a timeout
+        assert prepared.mode == "applied"
         sink.receive(prepared)
-        assert client.llen(key) == 2 and int(client.get(f"{key}:seq") or 0) == 2
+        assert client.llen(key) == 150 and int(client.get(f"{key}:seq") or 0) == 150
 
 
 def test_large_log_ids_are_written_as_integers(client: redis.Redis, prefix: str) -> None:

@@ -203,6 +203,39 @@ class Event:
         fields.update(changes)
         return Event(**fields)
 
+    @classmethod
+    def _trusted(
+        cls,
+        request_id: str,
+        method: str,
+        path: str,
+        status: int,
+        duration_ns: int,
+        response_headers: dict[str, tuple[str, ...]] | None,
+        response_body: bytes | None,
+        request_body: bytes | None,
+    ) -> Event:
+        """Build an event without checks or copies, for eventbus's own per-request code (the
+        ASGI middleware), which guarantees the types; the caller must never change
+        `response_headers` afterwards. The checks and the header copy of `__init__` cost more
+        than the rest of the middleware's work per request."""
+        event = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(event, "log_id", 0)
+        setattr_(event, "request_id", request_id)
+        setattr_(event, "method", method)
+        setattr_(event, "path", path)
+        setattr_(event, "status", status)
+        setattr_(event, "duration_ns", duration_ns)
+        setattr_(
+            event,
+            "response_headers",
+            None if response_headers is None else MappingProxyType(response_headers),
+        )
+        setattr_(event, "response_body", response_body)
+        setattr_(event, "request_body", request_body)
+        return event
+
     def with_log_id(self, log_id: int) -> Event:
         """Return a copy stamped with `log_id` (what a Redis backend stores)."""
         clone = object.__new__(Event)

@@ -208,7 +208,12 @@ class EventBusMiddleware:
         self._id_header_name = request_id_header
         self._id_header = request_id_header.lower().encode("latin-1")
         self.set_request_id = set_request_id
-        self._new_id = request_id_factory or new_request_id
+        # str() once here: the event is built without checks, and a factory may return a UUID.
+        self._new_id: Callable[[], str] = (
+            (lambda: str(request_id_factory()))
+            if request_id_factory is not None
+            else new_request_id
+        )
         self.redact = redact
         # Lower-case raw names whose values are masked: looked up per header on the hot path.
         self._sensitive: frozenset[bytes] = (
@@ -394,15 +399,17 @@ class _Exchange:
                 status = 500
                 if not self.request_id:
                     self.request_id = self._request_id_from_scope() or mw._new_id()
-            event = Event(
-                request_id=self.request_id,
-                method=self.scope.get("method", ""),
-                path=_full_path(self.scope),
-                status=status,
-                duration=duration,
-                response_headers=self.response_headers,
-                response_body=_join(self.resp_chunks),
-                request_body=_join(self.req_chunks),
+            # Every field's type is known here (ASGI guarantees str method and path, int status;
+            # the header dict is this exchange's own and final): skip the checks and copies.
+            event = Event._trusted(
+                self.request_id,
+                self.scope.get("method", ""),
+                _full_path(self.scope),
+                status,
+                duration,
+                self.response_headers,
+                _join(self.resp_chunks),
+                _join(self.req_chunks),
             )
             mw.bus.publish(event)
         except Exception:

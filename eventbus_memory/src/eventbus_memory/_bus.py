@@ -62,7 +62,10 @@ class InMemoryEventBus(BaseEventBus):
         retries: Retries for events a full subscriber could not take (Go original: 3).
         retry_base: First retry delay in seconds; it doubles on each retry.
         linger: Seconds the worker waits between batches while traffic flows; bounds delivery
-            latency without waking a thread per event.
+            latency without waking a thread per event. Every wake-up takes the GIL from the
+            publishing threads: next to a busy ASGI server, 2 ms cost it 19% of its throughput
+            in the middleware benchmark, 20 ms 5%. A quiet worker is woken by the first
+            publish; flush() and stop() wake it at once.
         name: Name of the worker thread, for debugging.
 
     Raises:
@@ -76,7 +79,7 @@ class InMemoryEventBus(BaseEventBus):
         stop_timeout: float = 5.0,
         retries: int = 3,
         retry_base: float = 0.001,
-        linger: float = 0.002,
+        linger: float = 0.02,
         name: str | None = None,
     ) -> None:
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:

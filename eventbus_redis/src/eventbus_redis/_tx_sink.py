@@ -12,6 +12,7 @@ WATCH makes EXEC fail if any other writer (ours, or the Go proxy's INCR) touched
 between, so LogIDs stay gap-free and in push order with any number of writers, exactly as with
 the script. A batch whose EXEC failed goes through the script instead, which cannot conflict, and
 so do the next few batches (other writers are busy; resending whole batches would waste more).
+Batches under `_MIN_TX` events always go by script: the transaction pays off only in bulk.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from typing import Any, Final
 import redis
 
 from eventbus_core import Event
-from eventbus_redis._sink import Prepared, ScriptSink
+from eventbus_redis._sink import Prepared, ScriptSink, send_all
 
 __all__ = ["TransactionSink"]
 
 _SCRIPT_AFTER_CONFLICT: Final = 8  # batches sent by script after a conflict
+# Smaller batches go by script: one command and one reply instead of two sends and a reply per
+# queued command, and at that size the script's server-side stamping costs nothing worth saving.
+_MIN_TX: Final = 100
 _PREFIX: Final = b'{"LogID":'
 
 Commands = Callable[[Prepared, int, list[bytes]], list[tuple[Any, ...]]]
@@ -66,29 +70,29 @@ class TransactionSink(ScriptSink):
 
     def send(self, prepared: Prepared) -> None:
         """Start the batch: by transaction (one small round trip first), or by script."""
-        if self._script_batches > 0:
-            self._script_batches -= 1
+        small = len(prepared.args) - self._fixed < _MIN_TX
+        if small or self._script_batches > 0:
+            if not small:
+                self._script_batches -= 1
             prepared.mode = "script"
             super().send(prepared)
             return
         conn = self._connection()
         seq_key, marker_key = prepared.keys[1], prepared.keys[2]
         try:
-            conn.send_packed_command(
-                conn.pack_commands([("WATCH", seq_key), ("GET", seq_key), ("GET", marker_key)])
-            )
+            send_all(conn, [("WATCH", seq_key), ("GET", seq_key), ("GET", marker_key)])
             conn.read_response()
             seq = int(conn.read_response() or 0)
             marker = conn.read_response()
             if marker is not None and int(marker) >= int(prepared.args[1]):
                 # A retry of a batch that was applied (its reply was lost): nothing to write.
-                conn.send_command("UNWATCH")
+                send_all(conn, [("UNWATCH",)])
                 prepared.mode, prepared.replies, prepared.last = "applied", 1, -1
                 return
             tails = prepared.args[self._fixed :]
             last = seq + len(tails)
             body = self._commands(prepared, last, stamp(tails, seq + 1))
-            conn.send_packed_command(conn.pack_commands([("MULTI",), *body, ("EXEC",)]))
+            send_all(conn, [("MULTI",), *body, ("EXEC",)])
         except BaseException:
             self.reset()
             raise
