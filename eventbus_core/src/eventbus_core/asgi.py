@@ -347,11 +347,7 @@ class _Exchange:
         self.trailers = bool(message.get("trailers", False))
         mw = self.mw
         id_header = mw._id_header
-        request_id = ""
-        for name, value in self.scope.get("headers") or ():
-            if name.lower() == id_header:
-                request_id = value.decode("latin-1")
-                break
+        request_id = self._request_id_from_scope()
         # One pass over the response headers: the event's copy (Go names, credentials masked),
         # the request id if the request had none, and the cache-hit mark.
         event_headers: dict[str, tuple[str, ...]] = {}
@@ -416,9 +412,11 @@ class _Exchange:
             mw._failed("publishing the event" if not failed else "recording a failed request")
 
     def _request_id_from_scope(self) -> str:
+        # ASGI servers deliver request header names in lower case (the spec requires it), so
+        # an exact comparison finds it without lower-casing every header of every request.
         id_header = self.mw._id_header
         for name, value in self.scope.get("headers") or ():
-            if name.lower() == id_header:
+            if name == id_header:
                 return str(value.decode("latin-1"))
         return ""
 
