@@ -266,6 +266,25 @@ def test_sink_options_from_the_environment_and_their_errors(tmp_path: Path) -> N
     assert console_module.build_sink(settings, {"stream": "stderr"})._stream is sys.stderr
 
 
+def test_an_unknown_sink_option_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    from eventbus_core.sinks import console as console_module
+    from eventbus_core.sinks import jsonl as jsonl_module
+
+    settings = EventBusSettings()
+    with pytest.raises(SettingsError, match="did you mean 'path'") as info:
+        jsonl_module.build_sink(settings, {"pth": str(tmp_path / "a.jsonl")})
+    message = str(info.value)
+    assert "EVENTBUS_SINK_JSONL_PTH" in message and "backups, fsync, max_bytes, path" in message
+    with pytest.raises(SettingsError, match="unknown sink option 'colour' of 'console'"):
+        console_module.build_sink(settings, {"colour": "red"})
+    with pytest.raises(SettingsError, match=r"webhook takes: .*header_<name>"):
+        webhook_module.build_sink(settings, {"url": "http://127.0.0.1:9/", "retries": "3"})
+    sink = webhook_module.build_sink(
+        settings, {"url": "http://127.0.0.1:9/", "header_x_team": "ml", "header.X-Env": "dev"}
+    )
+    assert sink.headers["x-team"] == "ml" and sink.headers["X-Env"] == "dev"
+
+
 async def test_webhook_timeout_is_transient() -> None:
     receiver = WebhookReceiver(hold_after=0)  # never answers until released
     with serve(receiver) as url:

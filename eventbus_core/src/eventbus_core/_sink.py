@@ -12,14 +12,16 @@ or from `EVENTBUS_SINK_<NAME>_<KEY>` environment variables (`sink_options_from_e
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from eventbus_core._errors import SettingsError
 
 __all__ = [
     "Sink",
+    "check_options",
     "option_bool",
     "option_float",
     "option_int",
@@ -59,6 +61,32 @@ def _where(sink: str, key: str) -> str:
         f"sink option {key!r} of {sink!r} (--sink-opt {key}=... or "
         f"EVENTBUS_SINK_{sink.upper().replace('-', '_')}_{key.upper()})"
     )
+
+
+def check_options(
+    options: Mapping[str, str], sink: str, known: Iterable[str], prefixes: Iterable[str] = ()
+) -> None:
+    """Refuse options the sink does not take: a misspelt `pth=` must not be ignored silently.
+
+    Args:
+        known: The option names the sink reads.
+        prefixes: Prefixes of open-ended option families (the webhook's `header_<name>`).
+
+    Raises:
+        SettingsError: an unknown option; the message names it, suggests the nearest known
+            one and lists them all.
+    """
+    names = sorted(known)
+    starts = tuple(prefixes)
+    for key in options:
+        if key in names or (starts and key.startswith(starts)):
+            continue
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        families = "".join(f", {p}<name>" for p in starts)
+        raise SettingsError(
+            f"unknown {_where(sink, key)}{hint}; {sink} takes: {', '.join(names)}{families}"
+        )
 
 
 def option_float(options: Mapping[str, str], sink: str, key: str, default: float) -> float:

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
+from eventbus_core._sink import check_options
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 
 __all__ = ["ConsoleSink", "build_sink", "eventbus_register_sinks", "format_line"]
@@ -72,6 +73,7 @@ class ConsoleSink:
 
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> ConsoleSink:
     """Sink factory: `console` with its options."""
+    check_options(options, "console", ("stream",))
     where = options.get("stream", "stdout").strip().lower()
     if where not in ("stdout", "stderr"):
         raise SettingsError(

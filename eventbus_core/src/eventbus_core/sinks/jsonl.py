@@ -20,7 +20,7 @@ from typing import Any
 
 from eventbus_core._jsonl import JsonlFile, dumps_line
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import option_bool, option_int
+from eventbus_core._sink import check_options, option_bool, option_int
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 
 __all__ = ["JsonlSink", "build_sink", "eventbus_register_sinks"]
@@ -62,6 +62,7 @@ class JsonlSink:
 
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> JsonlSink:
     """Sink factory: `jsonl` with its options."""
+    check_options(options, "jsonl", ("path", "max_bytes", "backups", "fsync"))
     return JsonlSink(
         options.get("path") or "events.jsonl",
         max_bytes=option_int(options, "jsonl", "max_bytes", 100 * 1024 * 1024),

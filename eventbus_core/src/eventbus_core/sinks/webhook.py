@@ -24,7 +24,7 @@ from eventbus_core._errors import SettingsError, TransientSinkError
 from eventbus_core._retry import classify_status, parse_retry_after
 from eventbus_core._secrets import redact_url
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import option_float
+from eventbus_core._sink import check_options, option_float
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 
 if TYPE_CHECKING:
@@ -132,6 +132,12 @@ def _headers(options: Mapping[str, str]) -> dict[str, str]:
 
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> WebhookSink:
     """Sink factory: `webhook` with its options."""
+    check_options(
+        options,
+        "webhook",
+        ("url", "timeout", "connect_timeout", "headers"),
+        prefixes=("header_", "header."),
+    )
     url = options.get("url")
     if not url:
         raise SettingsError(
