@@ -167,6 +167,7 @@ def test_dispatch_command_runs_until_sigterm_and_exits_cleanly(tmp_path: Path) -
         if "dispatcher running" in line:
             break
     assert any("dispatching from backend 'memory' to sinks jsonl" in line for line in seen)
+    assert any("this dispatcher will receive nothing" in line for line in seen)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -183,3 +184,16 @@ def test_dispatch_command_rejects_an_option_without_its_sink() -> None:
     )
     assert done.returncode == 2
     assert "--sink-opt must follow the --sink" in done.stderr
+
+
+def test_an_unknown_flag_is_reported_with_the_sub_commands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from eventbus_core.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["dispatch", "--bogus"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "eventbus dispatch: error: unrecognized arguments: --bogus" in err
+    assert "usage: eventbus dispatch" in err

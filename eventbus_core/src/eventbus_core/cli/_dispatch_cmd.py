@@ -143,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
     if args.sinks:
         settings = settings.model_copy(update={"sinks": ",".join(n for n, _ in args.sinks)})
     dispatcher = Dispatcher.from_settings(settings, sinks=args.sinks)
+    if settings.backend == "memory":
+        log.warning(
+            "backend 'memory' carries only events published inside this process, and nothing "
+            "publishes here: this dispatcher will receive nothing. To dispatch what proxies "
+            "publish, set LLM_PROXY_EVENT_BUS=redis-streams (or redis) and REDIS_URL"
+        )
     log.info(
         "dispatching from backend %r to sinks %s (batch %d, flush %.1f s, groups %s, "
         "dead letters %s)",
