@@ -1,7 +1,14 @@
 """What `EventBusMiddleware` costs a real server: uvicorn on loopback, with and without it.
 
 Starts one uvicorn server process per variant, all in the same run, each serving the same
-Starlette chat-completions endpoint:
+Starlette chat-completions endpoint, in two shapes (`--endpoints`):
+
+- `minimal`: answers at once with a canned completion: the least work per request a server can
+  do, so the largest share the middleware can take;
+- `proxy`: forwards the request with httpx to a stand-in LLM API (a raw asyncio responder in
+  its own process) and hands the answer back, as an LLM proxy does.
+
+The variants:
 
 - `plain`: no middleware (the baseline);
 - `null`: the middleware publishing to a bus that discards: the middleware's own cost;
@@ -22,6 +29,7 @@ Bounded (rounds x seconds), loopback only. Prints a table; `--json` for all figu
 
     .venv/bin/python benchmarks/bench_middleware.py
     .venv/bin/python benchmarks/bench_middleware.py --rounds 7 --json
+    .venv/bin/python benchmarks/bench_middleware.py --endpoints minimal
 """
 
 from __future__ import annotations
@@ -40,11 +48,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import httpx
 import redis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from eventbus_core import EventBusMiddleware
@@ -87,12 +96,30 @@ REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/1
 # ------------------------------------------------------------------------------ server side
 
 
-def _build_app(variant: str, redis_key: str) -> tuple[Any, Any]:
+def _build_app(variant: str, redis_key: str, upstream: int = 0) -> tuple[Any, Any]:
     async def completions(request: Request) -> JSONResponse:
         await request.body()
         return JSONResponse(RESPONSE, headers={"x-request-id": uuid.uuid4().hex})
 
-    app = Starlette(routes=[Route(PATH, completions, methods=["POST"])])
+    llm: httpx.AsyncClient | None = None
+
+    async def proxied(request: Request) -> Response:
+        # What an LLM proxy does: forward the request upstream, hand the answer back.
+        nonlocal llm
+        if llm is None:
+            llm = httpx.AsyncClient(base_url=f"http://127.0.0.1:{upstream}", timeout=30)
+        answer = await llm.post(
+            PATH, content=await request.body(), headers={"content-type": "application/json"}
+        )
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            headers={"x-request-id": answer.headers.get("x-request-id", "")},
+            media_type="application/json",
+        )
+
+    endpoint = proxied if upstream else completions
+    app = Starlette(routes=[Route(PATH, endpoint, methods=["POST"])])
     bus: Any = None
     if variant == "null":
 
@@ -136,11 +163,56 @@ def _drain(bus: Any) -> Any:
     return sub
 
 
-def serve(variant: str, redis_key: str) -> None:
+class _Upstream(asyncio.Protocol):
+    """A stand-in LLM API for the `proxy` endpoint: answers every request with `RESPONSE`.
+
+    Raw asyncio, so it costs the machine far less per request than the server measured."""
+
+    answer: bytes = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end].lower()
+            start = head.find(b"content-length:")
+            length = int(head[start + 15 :].split(b"\r\n", 1)[0]) if start >= 0 else 0
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            self.buffer = self.buffer[end:]
+            self.transport.write(self.answer)
+
+
+def serve_upstream() -> None:
+    """Run the stand-in LLM API (child process); print its port."""
+    body = json.dumps(RESPONSE).encode()
+    _Upstream.answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        b"x-request-id: upstream-1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(_Upstream, "127.0.0.1", 0)
+        print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        server.close()
+
+    asyncio.run(run())
+
+
+def serve(variant: str, redis_key: str, upstream: int = 0) -> None:
     """Run one variant's server (child process); print its port, then its stats at exit."""
     if os.environ.get("EVENTBUS_BENCH_PIN") == "1":
         _pin(0)
-    app, bus = _build_app(variant, redis_key)
+    app, bus = _build_app(variant, redis_key, upstream)
     if variant == "memory":
         _drain(bus)
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for
@@ -273,9 +345,12 @@ class Result:
         }
 
 
-def _start_server(variant: str, redis_key: str) -> tuple[subprocess.Popen[str], int]:
+def _start_server(
+    variant: str, redis_key: str, upstream: int = 0
+) -> tuple[subprocess.Popen[str], int]:
+    extra = ["--upstream", str(upstream)] if upstream else []
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", variant, "--redis-key", redis_key],
+        [sys.executable, __file__, "--serve", variant, "--redis-key", redis_key, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -378,16 +453,24 @@ def _parse_args() -> argparse.Namespace:
         "machine, worse on a shared one)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--endpoints",
+        default="minimal,proxy",
+        help="comma-separated: minimal (answers at once: the worst case for the middleware's "
+        "share) and proxy (forwards to a stand-in LLM API with httpx, as a proxy does)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--redis-key", default="", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def _measure(args: argparse.Namespace, variants: list[str]) -> dict[str, Result]:
+def _measure(args: argparse.Namespace, variants: list[str], upstream: int) -> dict[str, Result]:
     redis_key = f"eventbus-bench:{uuid.uuid4().hex[:8]}:events"
     if args.pin:
         os.environ["EVENTBUS_BENCH_PIN"] = "1"  # inherited by the servers
-    servers = {v: _start_server(v, redis_key) for v in variants}
+    servers = {v: _start_server(v, redis_key, upstream) for v in variants}
     if args.pin:
         _pin(1)
     results = {v: Result(v) for v in variants}
@@ -431,33 +514,24 @@ def _rows(results: dict[str, Result], variants: list[str]) -> list[dict[str, Any
     return rows
 
 
-def main() -> int:
-    """Run the benchmark (or, with --serve, one server)."""
-    args = _parse_args()
-    if args.serve:
-        serve(args.serve, args.redis_key)
-        return 0
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if "redis" in variants and not _redis_available():
-        variants.remove("redis")
-        print("(redis variant skipped: no Redis at", REDIS_URL, "or no RedisEventBus)")
-    results = _measure(args, variants)
-    rows = _rows(results, variants)
-    asgi = asyncio.run(_asgi_cost(args.rounds))
-    added = asgi["null"] - asgi["plain"]
-    plain_cpu = rows[0]["server_cpu_us_per_request"]
-    if args.json:
-        settings = {k: getattr(args, k) for k in ("rounds", "seconds", "connections", "depth")}
-        asgi_figures = {"asgi_us_per_request": asgi, "middleware_added_us": added}
-        print(
-            json.dumps({"rows": rows, **asgi_figures, **settings, "cpus": os.cpu_count()}, indent=2)
-        )
-        return 0
+def _start_upstream() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-upstream"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, int(json.loads(proc.stdout.readline())["port"])
+
+
+def _print_table(args: argparse.Namespace, endpoint: str, rows: list[dict[str, Any]]) -> None:
+    what = "forwarded upstream with httpx" if endpoint == "proxy" else "answered at once"
     print(
-        f"uvicorn (h11) + Starlette, POST {PATH}; throughput: {args.connections} connections x "
-        f"{args.depth} pipelined, {args.rounds} rounds x {args.seconds:g} s; latency: 1 "
-        f"connection, {args.rounds} x {args.latency_requests} requests; "
-        f"{os.cpu_count()} CPUs{', server and client pinned apart' if args.pin else ''}"
+        f"\n[{endpoint}] uvicorn (h11) + Starlette, POST {PATH} {what}; throughput: "
+        f"{args.connections} connections x {args.depth} pipelined, {args.rounds} rounds x "
+        f"{args.seconds:g} s; latency: 1 connection, {args.rounds} x {args.latency_requests} "
+        f"requests; {os.cpu_count()} CPUs{', server and client pinned apart' if args.pin else ''}"
     )
     print(
         f"{'variant':<8} {'req/s':>7} {'ratio':>6} {'CPU µs/req':>10} {'CPU ratio':>9} "
@@ -470,20 +544,63 @@ def main() -> int:
             f"{row['p50_us']:>7.0f} {row['added_p50_us']:>+8.0f} {row['p99_us']:>7.0f} "
             f"{row.get('published', '-'):>7} {row.get('dropped', '-'):>7}"
         )
+
+
+def main() -> int:
+    """Run the benchmark (or, with --serve, one server)."""
+    args = _parse_args()
+    if args.serve_upstream:
+        serve_upstream()
+        return 0
+    if args.serve:
+        serve(args.serve, args.redis_key, args.upstream)
+        return 0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    if unknown := set(endpoints) - {"minimal", "proxy"}:
+        raise SystemExit(f"unknown endpoint(s) {sorted(unknown)}: use minimal and/or proxy")
+    if "redis" in variants and not _redis_available():
+        variants.remove("redis")
+        print("(redis variant skipped: no Redis at", REDIS_URL, "or no RedisEventBus)")
+    tables: dict[str, list[dict[str, Any]]] = {}
+    upstream = _start_upstream() if "proxy" in endpoints else None
+    try:
+        for endpoint in endpoints:
+            port = upstream[1] if upstream is not None and endpoint == "proxy" else 0
+            tables[endpoint] = _rows(_measure(args, variants, port), variants)
+    finally:
+        if upstream is not None:
+            upstream[0].communicate(timeout=30)
+    asgi = asyncio.run(_asgi_cost(args.rounds))
+    added = asgi["null"] - asgi["plain"]
+    if args.json:
+        settings = {k: getattr(args, k) for k in ("rounds", "seconds", "connections", "depth")}
+        asgi_figures = {"asgi_us_per_request": asgi, "middleware_added_us": added}
+        print(
+            json.dumps(
+                {"endpoints": tables, **asgi_figures, **settings, "cpus": os.cpu_count()},
+                indent=2,
+            )
+        )
+        return 0
+    for endpoint, rows in tables.items():
+        _print_table(args, endpoint, rows)
     print(
-        "plain: no middleware; null: the middleware publishing to a bus that discards (its own "
+        "\nplain: no middleware; null: the middleware publishing to a bus that discards (its own "
         "cost); memory: InMemoryEventBus with one consumer thread; redis: RedisEventBus log.\n"
         "ratio: median over rounds of req/s against plain in the same round. CPU µs/req: the "
         "server process's CPU time (all threads) per request, best round; CPU ratio: plain's "
         "over this variant's, i.e. the throughput ratio of a saturated server, which other "
         "load on the machine disturbs far less than req/s"
     )
-    print(
-        f"in process (Starlette app called directly, best of {args.rounds * 3} x 3000): "
-        f"{asgi['plain']:.1f} µs/request plain, {asgi['null']:.1f} with the middleware: "
-        f"+{added:.1f} µs, {added / plain_cpu:.1%} of the plain server's "
-        f"{plain_cpu:.0f} µs CPU per request"
-    )
+    for endpoint, rows in tables.items():
+        plain_cpu = rows[0]["server_cpu_us_per_request"]
+        print(
+            f"in process (Starlette app called directly, best of {args.rounds * 3} x 3000): "
+            f"{asgi['plain']:.1f} µs/request plain, {asgi['null']:.1f} with the middleware: "
+            f"+{added:.1f} µs, {added / plain_cpu:.1%} of the [{endpoint}] plain server's "
+            f"{plain_cpu:.0f} µs CPU per request"
+        )
     return 0
 
 
