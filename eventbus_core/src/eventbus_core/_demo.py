@@ -1,19 +1,30 @@
-"""The demo workload: simulated LLM proxy traffic published to a bus and consumed to JSONL."""
+"""The demo workload: simulated LLM proxy traffic published to a bus and consumed to JSONL.
+
+`simulate()` is the proxy side (threads publishing one event per request), shared by both modes
+of `eventbus demo`; `run_demo()` is the in-process mode (memory bus, a consumer thread). The
+multi-process mode for Redis is in `_demo_redis.py`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from eventbus_core._bus import EventBus
+from eventbus_core._demo_report import DemoReport
 from eventbus_core._event import Event
 
-__all__ = ["DemoReport", "run_demo", "simulated_request"]
+__all__ = ["DemoReport", "ProgressFactory", "run_demo", "simulate", "simulated_request", "spread"]
+
+ProgressFactory: TypeAlias = Callable[[], contextlib.AbstractContextManager[Callable[[int], None]]]
+"""Opens a progress display for the requests: a context manager that gives a thread-safe
+`advance(n)`. The demo opens it just before the first request, and leaves it after the last."""
 
 _MODELS = ("gpt-4o", "gpt-4o-mini", "o3-mini", "text-embedding-3-small")
 _PROMPTS = (
@@ -62,8 +73,11 @@ def _sse_response(rng: random.Random, model: str, n: int) -> bytes:
     return "".join(chunks).encode()
 
 
-def simulated_request(rng: random.Random, n: int) -> Event:
-    """Build the event a proxy would publish for one realistic LLM API request."""
+def simulated_request(rng: random.Random, n: int, prefix: str = "req") -> Event:
+    """Build the event a proxy would publish for one realistic LLM API request.
+
+    Its request id is `{prefix}-{n:06d}`.
+    """
     model = rng.choice(_MODELS)
     stream = model != "text-embedding-3-small" and rng.random() < 0.3
     if model.startswith("text-embedding"):
@@ -95,14 +109,14 @@ def simulated_request(rng: random.Random, n: int) -> Event:
         response = json.dumps({"error": {"message": "upstream said no", "code": status}}).encode()
         content_type = "application/json"
     return Event(
-        request_id=f"req-{n:06d}",
+        request_id=f"{prefix}-{n:06d}",
         method="POST",
         path=path,
         status=status,
         duration=rng.randint(40, 2_500) * 1_000_000 + rng.randint(0, 999_999),
         response_headers={
             "Content-Type": [content_type],
-            "X-Request-Id": [f"req-{n:06d}"],
+            "X-Request-Id": [f"{prefix}-{n:06d}"],
             "Openai-Model": [model],
         },
         response_body=response,
@@ -110,56 +124,64 @@ def simulated_request(rng: random.Random, n: int) -> Event:
     )
 
 
-@dataclass
-class DemoReport:
-    """What the demo measured."""
+def spread(total: int, parts: int) -> list[int]:
+    """Split `total` into `parts` shares that differ by at most one and add up to `total`."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
 
-    backend: str
-    requests: int
-    published: int
-    dropped: int
-    delivered: int
-    written: int
-    output: Path
-    seconds: float
-    publish_ns: list[int] = field(repr=False, default_factory=list)
 
-    def percentile(self, q: float) -> int:
-        """The q-quantile (0..1) of publish() cost, in nanoseconds."""
-        data = sorted(self.publish_ns)
-        if not data:
-            return 0
-        return data[min(len(data) - 1, int(q * len(data)))]
+def simulate(
+    bus: EventBus,
+    *,
+    workers: int,
+    requests: int,
+    seed: int = 7,
+    first_worker: int = 0,
+    first_request: int = 0,
+    prefix: str = "req",
+    progress: Callable[[int], None] | None = None,
+) -> list[int]:
+    """Publish `requests` simulated proxy requests from `workers` threads; return the costs.
 
-    def lines(self) -> list[str]:
-        """The human-readable summary."""
-        return [
-            f"backend            {self.backend}",
-            f"requests simulated {self.requests}",
-            f"events published   {self.published}",
-            f"events dropped     {self.dropped}",
-            f"events delivered   {self.delivered}",
-            f"lines written      {self.written}  -> {self.output}",
-            f"publish() cost     p50 {self.percentile(0.5) / 1000:.2f} us   "
-            f"p99 {self.percentile(0.99) / 1000:.2f} us   "
-            f"max {max(self.publish_ns or [0]) / 1000:.1f} us",
-            f"wall time          {self.seconds:.2f} s",
-        ]
+    Args:
+        bus: Where to publish.
+        workers: Proxy threads; the requests are spread over them, remainder included.
+        requests: Exactly how many requests to simulate.
+        seed: Worker `i` draws from `random.Random(seed + first_worker + i)`.
+        first_worker: Index of this call's first worker among all (other processes' too).
+        first_request: Number of this call's first request, so numbers stay unique.
+        prefix: Request ids are `{prefix}-{n:06d}`.
+        progress: Called with 1 after each request, from the worker threads.
 
-    def as_dict(self) -> dict[str, Any]:
-        """The figures as plain data."""
-        return {
-            "backend": self.backend,
-            "requests": self.requests,
-            "published": self.published,
-            "dropped": self.dropped,
-            "delivered": self.delivered,
-            "written": self.written,
-            "output": str(self.output),
-            "seconds": round(self.seconds, 3),
-            "publish_p50_ns": self.percentile(0.5),
-            "publish_p99_ns": self.percentile(0.99),
-        }
+    Returns:
+        The cost of each `publish()` call, in nanoseconds.
+    """
+    shares = spread(requests, workers)
+    starts = [first_request + sum(shares[:i]) for i in range(workers)]
+    costs: list[list[int]] = [[] for _ in range(workers)]
+
+    def proxy_worker(index: int) -> None:
+        rng = random.Random(seed + first_worker + index)
+        clock = time.perf_counter_ns
+        mine = costs[index]
+        for n in range(starts[index], starts[index] + shares[index]):
+            event = simulated_request(rng, n, prefix)
+            # A real request spends time upstream; the pause also lets the consumer keep up.
+            time.sleep(rng.random() * 0.002)
+            t0 = clock()
+            bus.publish(event)
+            mine.append(clock() - t0)
+            if progress is not None:
+                progress(1)
+
+    threads = [
+        threading.Thread(target=proxy_worker, args=(i,), name=f"proxy-{i}") for i in range(workers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [c for worker in costs for c in worker]
 
 
 def _consume(bus: EventBus, output: Path, ready: threading.Event, counts: list[int]) -> None:
@@ -181,10 +203,13 @@ def run_demo(
     workers: int = 8,
     requests: int = 4_000,
     seed: int = 7,
+    progress: ProgressFactory | None = None,
 ) -> DemoReport:
     """Run `workers` simulated proxy threads publishing `requests` events; consume to `output`.
 
-    The bus is stopped at the end, which delivers what was accepted to the consumer.
+    Everything runs in this process: the proxy threads and one consumer thread, which writes
+    each event in the wire format. The bus is stopped at the end, which delivers what was
+    accepted to the consumer. `progress` shows the requests as they are simulated.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     ready = threading.Event()
@@ -194,29 +219,9 @@ def run_demo(
     )
     consumer.start()
     ready.wait(10)
-    costs: list[list[int]] = [[] for _ in range(workers)]
-    per_worker = requests // workers
     start = time.perf_counter()
-
-    def proxy_worker(index: int) -> None:
-        rng = random.Random(seed + index)
-        clock = time.perf_counter_ns
-        mine = costs[index]
-        for i in range(per_worker):
-            event = simulated_request(rng, index * per_worker + i)
-            # A real request spends time upstream; the pause also lets the consumer keep up.
-            time.sleep(rng.random() * 0.002)
-            t0 = clock()
-            bus.publish(event)
-            mine.append(clock() - t0)
-
-    threads = [
-        threading.Thread(target=proxy_worker, args=(i,), name=f"proxy-{i}") for i in range(workers)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with progress() if progress is not None else contextlib.nullcontext(None) as advance:
+        costs = simulate(bus, workers=workers, requests=requests, seed=seed, progress=advance)
     flush = getattr(bus, "flush", None)
     if callable(flush):
         flush(10.0)
@@ -225,12 +230,12 @@ def run_demo(
     published, dropped = bus.stats()
     return DemoReport(
         backend=backend,
-        requests=per_worker * workers,
+        requests=requests,
         published=published,
         dropped=dropped,
         delivered=counts[1],
         written=counts[0],
         output=output,
         seconds=time.perf_counter() - start,
-        publish_ns=[c for worker in costs for c in worker],
+        publish_ns=costs,
     )

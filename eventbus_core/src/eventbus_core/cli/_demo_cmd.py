@@ -1,17 +1,38 @@
-"""`eventbus demo`: the main job, end to end on the configured backend (in-memory by default)."""
+"""`eventbus demo`: the main job, end to end on the configured backend (in-memory by default).
+
+Memory (or any backend that is not Redis): proxy threads and a consumer thread in this process.
+`redis` and `redis-streams`: publisher processes and a dispatcher process against Redis, on
+keys of their own that are deleted at the end (see `eventbus_core._demo_redis`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from eventbus_core._demo import run_demo
+from eventbus_core._demo_redis import REDIS_BACKENDS, DemoError, run_redis_demo
+from eventbus_core._demo_report import DemoReport
 from eventbus_core._factory import create_bus
-from eventbus_core._settings import EventBusSettings
+from eventbus_core.cli._ops import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_backend_options,
+    redis_client,
+    settings_from_args,
+    with_redis_errors,
+)
+from eventbus_core.cli._progress import Progress
 
 __all__ = ["add_parser", "run"]
+
+_DEFAULT_PUBLISHERS = 2
 
 
 def add_parser(sub: Any) -> None:
@@ -22,43 +43,116 @@ def add_parser(sub: Any) -> None:
         description="Simulate concurrent LLM proxy requests (chat completions, some streamed, "
         "embeddings, errors), publish one event per request, consume them into a JSONL file, "
         "and report published / delivered / dropped and the cost of publish(). Uses the "
-        "backend from LLM_PROXY_EVENT_BUS (memory by default: no server needed).",
+        "backend from LLM_PROXY_EVENT_BUS (memory by default: one process, no server needed). "
+        "With redis or redis-streams, publisher processes and a dispatcher process (the jsonl "
+        "sink) run against REDIS_URL, on keys of their own (eventbus-demo:<run>:...) that are "
+        "deleted at the end, unless EVENTBUS_REDIS_KEY / EVENTBUS_REDIS_STREAM names one.",
+        epilog="Progress goes to stderr (a live line on a terminal), the summary to stdout. "
+        "exit codes: 0 every accepted event was delivered; 1 one was not, a demo process "
+        "failed, or Redis is unreachable; 2 usage or configuration error; 130 interrupted",
     )
-    parser.add_argument("--backend", help="override LLM_PROXY_EVENT_BUS for this run")
-    parser.add_argument("--requests", type=int, default=4_000, help="requests to simulate")
-    parser.add_argument("--workers", type=int, default=8, help="concurrent proxy threads")
+    parser.add_argument(
+        "--requests", type=int, default=4_000, help="requests to simulate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=8,
+        help="concurrent proxy threads; with Redis, in all, spread over the publisher "
+        "processes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--publishers",
+        type=int,
+        metavar="N",
+        help=f"Redis backends only: publisher processes (default: {_DEFAULT_PUBLISHERS})",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="Redis backends only: leave the demo's keys in Redis, to look at them with "
+        "eventbus stats, tail or replay",
+    )
     parser.add_argument(
         "--output",
         type=Path,
         default=Path("demo-events.jsonl"),
-        help="JSONL file the consumer writes (default: %(default)s)",
+        help="JSONL file the consumer writes, replaced (default: %(default)s)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary as JSON (and no progress)"
+    )
+    add_backend_options(parser)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; exit 1 if an accepted event was not delivered."""
+def _check(args: argparse.Namespace, multi_process: bool) -> None:
     if args.requests < 1 or args.workers < 1:
         raise ValueError("--requests and --workers must be at least 1")
-    overrides = {"backend": args.backend} if args.backend else {}
-    settings = EventBusSettings(**overrides)
-    bus = create_bus(settings)
-    report = run_demo(
-        bus,
-        backend=settings.backend,
-        output=args.output,
-        workers=args.workers,
-        requests=args.requests,
-    )
+    if args.publishers is not None:
+        if not multi_process:
+            raise ValueError(
+                "--publishers runs separate processes, which need a backend they share: "
+                "pass --backend redis (or redis-streams) with REDIS_URL or --redis-url"
+            )
+        if args.publishers < 1:
+            raise ValueError("--publishers must be at least 1")
+
+
+@with_redis_errors
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; exit 1 if an accepted event was not delivered."""
+    settings = settings_from_args(args)
+    multi_process = settings.backend in REDIS_BACKENDS
+    _check(args, multi_process)
+    client = None
+    if multi_process:
+        client = redis_client(settings)
+        client.ping()  # an unreachable Redis is one clear line before any process starts
+    report: DemoReport
+
+    @contextlib.contextmanager
+    def progress() -> Iterator[Callable[[int], None]]:
+        # On stderr, and not at all with --json: stdout holds only the summary.
+        with Progress("requests", args.requests, enabled=not args.json) as shown:
+            lock = threading.Lock()  # proxy threads (memory) count requests done at once
+
+            def advance(n: int) -> None:
+                with lock:
+                    shown.advance(n)
+
+            yield advance
+
+    if client is not None:
+        try:
+            report = run_redis_demo(
+                client,
+                settings,
+                output=args.output,
+                publishers=args.publishers or _DEFAULT_PUBLISHERS,
+                workers=args.workers,
+                requests=args.requests,
+                keep=args.keep,
+                progress=progress,
+            )
+        except DemoError as exc:
+            print(f"eventbus demo: FAILED: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    else:
+        report = run_demo(
+            create_bus(settings),
+            backend=settings.backend,
+            output=args.output,
+            workers=args.workers,
+            requests=args.requests,
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print("eventbus demo: simulated LLM proxy traffic\n")
         print("\n".join(report.lines()))
-    accounted = report.published + report.dropped == report.requests
-    lossless = report.written == report.published
-    if not (accounted and lossless):
-        print("eventbus demo: FAILED: some accepted events were not delivered")
-        return 1
-    return 0
+    if not report.lossless:
+        print("eventbus demo: FAILED: some accepted events were not delivered", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,228 @@
+"""`eventbus demo`: exact request counts, clean `--json`, progress on stderr only, and the
+multi-process mode against the real Redis.
+
+The Redis tests use database 8 of 127.0.0.1:6379 only (skipped when no Redis answers) and
+check that every published event reaches the file once, by LogID, and that the demo removes
+its keys. Keys a test creates itself are under a unique prefix, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus_core._demo import spread
+from eventbus_core.cli import main
+
+REDIS_URL = "redis://127.0.0.1:6379/8"
+
+
+def file_events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code = main(["demo", *argv, "--json"])
+    out = capsys.readouterr().out
+    report: dict[str, Any] = json.loads(out)  # fails if anything but the JSON is on stdout
+    return code, report
+
+
+@pytest.mark.parametrize(("total", "parts"), [(301, 8), (7, 3), (3, 8), (4000, 8)])
+def test_spread_gives_every_request_out(total: int, parts: int) -> None:
+    shares = spread(total, parts)
+    assert sum(shares) == total
+    assert len(shares) == parts
+    assert max(shares) - min(shares) <= 1
+
+
+def test_memory_demo_simulates_exactly_the_requests_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "events.jsonl"
+    code = main(["demo", "--requests", "301", "--workers", "8", "--output", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "requests simulated 301\n" in stdout
+    assert "events published   301\n" in stdout
+    events = file_events(out)
+    assert len(events) == 301
+    assert len({e["RequestID"] for e in events}) == 301
+
+
+def test_memory_demo_json_is_only_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(
+        ["--requests", "203", "--workers", "4", "--output", str(tmp_path / "e.jsonl")], capsys
+    )
+    assert code == 0
+    assert report["backend"] == "memory"
+    assert report["requests"] == report["published"] == report["written"] == 203
+    assert report["delivered"] == 203 and report["dropped"] == 0
+    assert report["publish_p50_ns"] <= report["publish_p99_ns"]
+    assert capsys.readouterr().err == ""
+
+
+def _demo_on_a_terminal(tmp_path: Path, *flags: str) -> tuple[str, str]:
+    """Run `eventbus demo` with stderr on a pseudo-terminal; return (stdout, terminal text)."""
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    argv = ["demo", "--requests", "1500", "--workers", "2", "--output", "e.jsonl", *flags]
+    env = {k: v for k, v in os.environ.items() if k not in ("LLM_PROXY_EVENT_BUS", "REDIS_URL")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "eventbus_core.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        cwd=tmp_path,
+        env=env,
+    ) as proc:
+        os.close(slave)
+        stdout, _ = proc.communicate(timeout=60)
+    reader.join(10)
+    os.close(master)
+    assert proc.returncode == 0
+    return stdout.decode(), b"".join(chunks).decode()
+
+
+def test_progress_is_a_live_line_on_the_terminal_and_never_on_stdout(tmp_path: Path) -> None:
+    stdout, terminal = _demo_on_a_terminal(tmp_path)
+    assert "\rrequests " in terminal
+    assert "requests 1500/1500 (100%)" in terminal
+    assert "\r" not in stdout and "/1500" not in stdout
+    assert "requests simulated 1500" in stdout
+
+
+def test_json_on_a_terminal_shows_no_progress(tmp_path: Path) -> None:
+    stdout, terminal = _demo_on_a_terminal(tmp_path, "--json")
+    assert json.loads(stdout)["published"] == 1500
+    assert terminal == ""
+
+
+def test_publishers_need_a_redis_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--publishers", "2", "--requests", "10"]) == 2
+    assert "--backend redis" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ real Redis
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        pytest.skip(f"no Redis server answers at {REDIS_URL} ({type(exc).__name__})")
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(client: redis.Redis) -> Iterator[str]:
+    """Keys a test names itself; deleted afterwards."""
+    prefix = f"eventbus-demo-test:{uuid.uuid4().hex[:12]}"
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def demo_keys(client: redis.Redis, report: dict[str, Any]) -> list[bytes]:
+    """Every key of the run: the list or stream and what the backend keeps beside it."""
+    key: str = report["redis_key"]
+    assert key.startswith("eventbus-demo:") and key.endswith(":events")
+    return list(client.scan_iter(match=f"{key}*", count=1000))
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", ["redis", "redis-streams"])
+def test_redis_demo_delivers_every_event_once_and_removes_its_keys(
+    backend: str, client: redis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "events.jsonl"
+    argv = ["--backend", backend, "--requests", "301", "--workers", "3", "--output", str(out)]
+    code, report = run_json([*argv, "--publishers", "2"], capsys)
+    assert code == 0
+    assert report["publishers"] == 2
+    assert report["requests"] == 301
+    assert report["published"] + report["dropped"] == 301
+    assert report["dropped"] == 0  # 301 events in a buffer of 1000: none may be dropped
+    assert report["delivered"] == report["written"] == 301
+    assert report["publish_p50_ns"] > 0
+    events = file_events(out)
+    # A fresh key: LogIDs 1..N, each exactly once, from both publishers' requests.
+    assert sorted(e["log_id"] for e in events) == list(range(1, 302))
+    assert len({e["request_id"] for e in events}) == 301
+    assert demo_keys(client, report) == []
+    assert "deleted at the end" in report["cleanup"]
+
+
+@pytest.mark.redis
+def test_keep_leaves_the_keys(
+    client: redis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--backend", "redis-streams", "--requests", "50", "--keep"]
+    code, report = run_json([*argv, "--output", str(tmp_path / "e.jsonl")], capsys)
+    try:
+        assert code == 0
+        assert client.xlen(report["redis_key"]) == 50
+        assert "--keep" in report["cleanup"]
+    finally:
+        keys = demo_keys(client, report)
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("backend", "variable"),
+    [("redis", "EVENTBUS_REDIS_KEY"), ("redis-streams", "EVENTBUS_REDIS_STREAM")],
+)
+def test_a_key_the_user_set_is_used_and_left_in_place(
+    backend: str,
+    variable: str,
+    client: redis.Redis,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = f"{prefix}:events"
+    monkeypatch.setenv(variable, key)
+    out = tmp_path / "events.jsonl"
+    argv = ["--backend", backend, "--requests", "120", "--output", str(out)]
+    for _ in range(2):  # the second run finds the first run's events already there
+        code, report = run_json(argv, capsys)
+        assert code == 0
+        assert report["redis_key"] == key
+        assert report["delivered"] == report["written"] == report["published"] == 120
+        # Only this run's events: a stream's new group starts at the end, not at the start.
+        assert len(file_events(out)) == 120
+    length = client.llen(key) if backend == "redis" else client.xlen(key)
+    assert length == 240
+    if backend == "redis-streams":
+        assert client.xinfo_groups(key) == []  # the demo's groups are gone
