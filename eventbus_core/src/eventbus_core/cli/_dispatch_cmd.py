@@ -10,6 +10,7 @@ from typing import Any
 
 from eventbus_core._dispatcher import Dispatcher
 from eventbus_core._settings import EventBusSettings
+from eventbus_core.cli._ops import EXIT_CODES_HELP, EXIT_FAILED, add_backend_options
 
 __all__ = ["add_parser", "run"]
 
@@ -62,6 +63,7 @@ def add_parser(sub: Any) -> None:
         "redact them, and deliver them in batches to sinks, with retries and a dead-letter "
         "file. Flags override settings; unset ones come from EVENTBUS_* variables. Stops "
         "cleanly on SIGTERM or SIGINT: what was not sent is never acknowledged.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument(
         "--sink",
@@ -78,7 +80,7 @@ def add_parser(sub: Any) -> None:
         help="an option of the preceding --sink "
         "(repeatable), e.g. --sink jsonl --sink-opt path=events.jsonl",
     )
-    parser.add_argument("--backend", help="bus backend (LLM_PROXY_EVENT_BUS)")
+    add_backend_options(parser)
     parser.add_argument("--batch-size", type=int, help="events per batch (EVENTBUS_BATCH_SIZE)")
     parser.add_argument(
         "--flush-interval",
@@ -118,6 +120,7 @@ def add_parser(sub: Any) -> None:
 
 _OVERRIDES = (
     "backend",
+    "redis_url",
     "batch_size",
     "flush_interval",
     "dead_letter_path",
@@ -163,4 +166,5 @@ def run(args: argparse.Namespace) -> int:
     lost = sum(s.dropped for s in stats.sinks.values())
     if lost:
         log.error("%d events were dropped (see the log above)", lost)
+        return EXIT_FAILED
     return 0
