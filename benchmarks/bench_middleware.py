@@ -238,7 +238,9 @@ def serve(variant: str, redis_key: str, upstream: int = 0) -> None:
         stats = {"published": published, "dropped": dropped}
         bus.stop()
         if variant == "redis":
-            redis.Redis.from_url(REDIS_URL).delete(redis_key, redis_key + ":seq")
+            # The list, its counter and the writer's batch marker (`key:writer:<id>`).
+            client = redis.Redis.from_url(REDIS_URL)
+            client.delete(*client.scan_iter(match=f"{redis_key}*", count=1000), redis_key)
     print(json.dumps({"stats": stats}), flush=True)
 
 
