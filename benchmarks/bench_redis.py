@@ -18,7 +18,10 @@ Table 1, events/s written (best of `--rounds`, rounds interleaved across rows):
 - bare pipeline ceilings: LPUSH / XADD of batches of 500 with no bus around it, with encoding
   in the loop, and "wire only" with the JSON encoded beforehand.
 
-Table 2, one `publish()` call in ns (p50 / p99), paced traffic, while Redis is healthy, slow
+Table 2, a thread that never waits (a saturated server) publishing between bursts of CPU work:
+what the writer thread still gets out, against the memory bus, which has no I/O.
+
+Table 3, one `publish()` call in ns (p50 / p99), paced traffic, while Redis is healthy, slow
 (`CLIENT PAUSE WRITE`) and down (killed).
 """
 
@@ -36,11 +39,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from eventbus_core import Event
 from eventbus_core.testing import make_event
+from eventbus_memory import InMemoryEventBus
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 
 BATCH = 500
@@ -158,6 +163,26 @@ def publish_costs(bus: RedisEventBus, evs: list[Event], pause: Callable[[], obje
     return costs
 
 
+BUSY_WORK_US = 200
+
+
+def busy_publisher(bus: Any, evs: list[Event], seconds: float) -> tuple[int, int, int | None]:
+    """Publish from a thread that spins `BUSY_WORK_US` between calls; (calls, dropped, batches)."""
+    calls = 0
+    end = time.perf_counter() + seconds
+    clock = time.perf_counter
+    while clock() < end:
+        spin_until = clock() + BUSY_WORK_US / 1e6
+        while clock() < spin_until:
+            pass
+        bus.publish(evs[calls % len(evs)])
+        calls += 1
+    _, dropped = bus.stats()
+    batches = bus.stats().extra.get("batches")
+    bus.stop()
+    return calls, dropped, batches
+
+
 def pct(values: list[int], q: float) -> int:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -244,6 +269,23 @@ def run(
         f"{rows['bare XADD pipeline, wire only'] / stream_rate:6.2f}x"
     )
 
+    # -------------------------------------------------- next to a CPU-bound publisher
+    # An application thread that never waits (a saturated server) holds the GIL: the writer
+    # thread must still get its batches out. The memory bus (no I/O) is the baseline.
+    client.flushdb()
+    seconds = 1.0 if n < 30_000 else 2.0
+    busy_rows = {
+        "InMemoryEventBus (no I/O)": busy_publisher(InMemoryEventBus(), evs, seconds),
+        "RedisEventBus": busy_publisher(RedisEventBus.log(client, "busy", 86400, 0), evs, seconds),
+    }
+    print(
+        f"\nTable 2: a thread doing {BUSY_WORK_US} µs of CPU work between publishes for "
+        f"{seconds:g} s, default buffer (1000)"
+    )
+    for name, (calls, dropped, batches) in busy_rows.items():
+        extra = f"  {batches} batches" if batches is not None else ""
+        print(f"  {name:<28} {calls:>7,} publishes  {dropped:>6,} dropped{extra}")
+
     # ------------------------------------------------------------------ publish() cost
     samples = evs[: min(n, 20_000)]
     client.flushdb()
@@ -268,7 +310,7 @@ def run(
     state = paced.stats().extra["state"]
     paced.stop(0)
     print(
-        f"\nTable 2: one publish() call in ns, {len(samples)} paced calls per condition "
+        f"\nTable 3: one publish() call in ns, {len(samples)} paced calls per condition "
         f"(writer state at the end: {state})"
     )
     for name, values in costs.items():
