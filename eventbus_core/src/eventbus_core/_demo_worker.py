@@ -30,10 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from eventbus_core._demo import simulate
-from eventbus_core._dispatch_setup import build_sinks
+from eventbus_core._dispatch_setup import (
+    build_sinks,
+    redactor_from_settings,
+    transform_from_settings,
+)
 from eventbus_core._dispatcher import Dispatcher
 from eventbus_core._factory import create_bus
-from eventbus_core._redact import Redactor
 from eventbus_core._secrets import redact_url
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
@@ -160,14 +163,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     bus = create_bus(settings)
     (jsonl,) = build_sinks(settings, [("jsonl", {"path": str(args.output), "max_bytes": "0"})])
     watch = DeliveryWatch(jsonl, args.prefix)
-    redactor = (
-        Redactor(
-            extra_headers=settings.redact_header_names,
-            extra_patterns=settings.redact_pattern_list,
-        )
-        if settings.redact
-        else None
-    )
     # Shared mode: the consumer group is exactly EVENTBUS_REDIS_GROUP, which the demo made
     # unique to this run, so it never takes events from a real dispatcher's group.
     dispatcher = Dispatcher(
@@ -177,7 +172,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         flush_interval=settings.flush_interval,
         queue_size=max(settings.sink_queue_size, settings.batch_size),
         subscription_buffer=settings.dispatch_buffer,
-        redactor=redactor,
+        transform=transform_from_settings(settings),
+        redactor=redactor_from_settings(settings),
         group_mode="shared",
         group=settings.redis_group,
         shutdown_timeout=settings.shutdown_timeout,

@@ -15,7 +15,12 @@ from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_options_from_env
 from eventbus_core._transform import LLMTransformer, Transform, load_transform
 
-__all__ = ["build_sinks", "dispatcher_from_settings"]
+__all__ = [
+    "build_sinks",
+    "dispatcher_from_settings",
+    "redactor_from_settings",
+    "transform_from_settings",
+]
 
 
 def build_sinks(
@@ -48,6 +53,25 @@ def build_sinks(
     return built
 
 
+def transform_from_settings(settings: EventBusSettings) -> Transform:
+    """`EVENTBUS_TRANSFORMER`, or the `LLMTransformer` with the `EVENTBUS_BODY_*` settings."""
+    if settings.transformer:
+        return load_transform(settings.transformer)
+    binary: Literal["base64", "placeholder"] = (
+        "placeholder" if settings.body_binary == "placeholder" else "base64"
+    )
+    return LLMTransformer(binary=binary, max_body_bytes=settings.body_max_bytes)
+
+
+def redactor_from_settings(settings: EventBusSettings) -> Redactor | None:
+    """The `EVENTBUS_REDACT*` rules, or None when redaction is off."""
+    if not settings.redact:
+        return None
+    return Redactor(
+        extra_headers=settings.redact_header_names, extra_patterns=settings.redact_pattern_list
+    )
+
+
 def dispatcher_from_settings(
     settings: EventBusSettings | None = None,
     *,
@@ -61,21 +85,8 @@ def dispatcher_from_settings(
     owned = bus is None
     if bus is None:
         bus = create_bus(settings, registry=registry)
-    transform: Transform
-    if settings.transformer:
-        transform = load_transform(settings.transformer)
-    else:
-        binary: Literal["base64", "placeholder"] = (
-            "placeholder" if settings.body_binary == "placeholder" else "base64"
-        )
-        transform = LLMTransformer(binary=binary, max_body_bytes=settings.body_max_bytes)
-    redactor = (
-        Redactor(
-            extra_headers=settings.redact_header_names, extra_patterns=settings.redact_pattern_list
-        )
-        if settings.redact
-        else None
-    )
+    transform = transform_from_settings(settings)
+    redactor = redactor_from_settings(settings)
     mode: GroupMode = "shared" if settings.consumer_groups == "shared" else "per-sink"
     dispatcher = Dispatcher(
         bus,
