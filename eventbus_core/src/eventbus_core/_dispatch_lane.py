@@ -64,6 +64,11 @@ class Lane:
         # One thread per source: sources are single-threaded (a Redis consumer's reads and
         # acknowledgements share state), and a blocked read must not hold other lanes up.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eventbus-{name}")
+        # Redis streams consumers refresh what they hold (see `_keep_alive`); others have none.
+        keep_alive = getattr(source, "keep_alive", None)
+        self._source_keep_alive: Callable[[], None] | None = (
+            keep_alive if callable(keep_alive) else None
+        )
         self.durable = durable
         self._acks: set[asyncio.Future[None]] = set()
         self.workers: list[SinkWorker] = []  # set by the dispatcher
@@ -73,6 +78,8 @@ class Lane:
         self.read_errors = 0  # consecutive failed reads
 
     def _read(self, max_items: int, timeout: float) -> list[tuple[Any, dict[str, Any]]]:
+        if self._source_keep_alive is not None:
+            self._source_keep_alive()  # in the read's own trip to the source thread
         return [(d.token, self.prepare(d.event)) for d in self.source.read(max_items, timeout)]
 
     def figures(self) -> dict[str, Any]:
@@ -106,7 +113,6 @@ class Lane:
             while not (stopping.is_set() and self.durable):
                 for worker in self.workers:
                     await self._wait_for_space(worker, poll)
-                await self._keep_alive()
                 timeout = 0.0 if stopping.is_set() else poll
                 try:
                     got = await loop.run_in_executor(self.executor, self._read, max_items, timeout)
@@ -147,10 +153,11 @@ class Lane:
 
     async def _keep_alive(self) -> None:
         """Tell a durable source that what it handed over is still being worked on (sources
-        with `keep_alive()`: Redis streams consumers), so it is not reclaimed meanwhile."""
-        keep_alive = getattr(self.source, "keep_alive", None)
-        if callable(keep_alive):
-            await asyncio.get_running_loop().run_in_executor(self.executor, keep_alive)
+        with `keep_alive()`: Redis streams consumers), so it is not reclaimed meanwhile. Each
+        read does it too, in `_read`."""
+        if self._source_keep_alive is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.executor, self._source_keep_alive)
 
     def _distribute(self, got: list[tuple[Any, dict[str, Any]]]) -> None:
         self.read += len(got)
