@@ -10,6 +10,7 @@ from eventbus_core._dispatch_stats import DispatcherStats, SinkStats
 from eventbus_core._dispatcher import Dispatcher
 from eventbus_core._errors import (
     BackendLoadError,
+    BackendUnavailableError,
     EventBusError,
     PermanentSinkError,
     SettingsError,
@@ -97,6 +98,7 @@ __all__ = [
     "sink_options_from_env",
     # errors
     "BackendLoadError",
+    "BackendUnavailableError",
     "EventBusError",
     "PermanentSinkError",
     "SettingsError",

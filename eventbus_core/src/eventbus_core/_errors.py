@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendLoadError",
+    "BackendUnavailableError",
     "EventBusError",
     "PermanentSinkError",
     "SettingsError",
@@ -37,6 +38,15 @@ class UnknownSinkError(EventBusError, LookupError):
 
 class BackendLoadError(EventBusError, ImportError):
     """The plugin that provides the selected backend failed to load."""
+
+
+class BackendUnavailableError(EventBusError, ConnectionError):
+    """The backend did not answer (server down, unreachable, or too slow).
+
+    Raised by capability methods that do I/O on the caller's behalf (`check()`, `describe()`,
+    `read_range()`, ...), never by `publish()`. The message says where the backend was looked
+    for, without credentials, and what to check.
+    """
 
 
 class SinkError(EventBusError, RuntimeError):

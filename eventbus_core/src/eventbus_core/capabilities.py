@@ -1,0 +1,210 @@
+"""What a backend may offer beyond the bus contract, declared as small Protocols.
+
+Every bus has `publish`, `subscribe`, `stop` and `stats` (`eventbus_core.EventBus`). Anything
+more is a *capability*, declared here and detected with `capability(bus, Protocol)`; the
+dispatcher, the command line and the demo use only these, never a backend's name or a
+`hasattr` on a method name. A backend offers a capability simply by having the members below
+(structural typing); `docs/plugins/writing-a-backend.md` shows a minimal example of each, and
+`eventbus_core.testing` has a contract test class per capability.
+
+| capability | used by |
+|---|---|
+| `Flushable` | `eventbus publish` (back-pressure), the demo, `flush()` in tests |
+| `CrossProcess` | `demo` (separate processes); `tail`, `stats`, `replay`, `dispatch` |
+| `Reachable` | every command: fail fast with one line when the backend does not answer |
+| `ConsumerGroups` | the dispatcher: at-least-once delivery through acknowledged consumers |
+| `ReadableLog` | `eventbus replay`, `eventbus tail -n` |
+| `Describable` | `eventbus stats` |
+| `Isolatable` | `eventbus demo`: a throwaway namespace per run |
+
+Sources (what `ConsumerGroups.consumer()` returns) may offer `KeepAlive`, `SourceFigures` and
+`Exhaustible`.
+
+Wrappers (`RedactingBus`) set `__wrapped__` to the bus they wrap; `capability()` looks through
+them, since every capability but `publish()` is the wrapped bus's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from eventbus_core._event import Event
+from eventbus_core._source import AckableSource
+
+__all__ = [
+    "ConsumerGroups",
+    "CrossProcess",
+    "Describable",
+    "Exhaustible",
+    "Flushable",
+    "Isolatable",
+    "KeepAlive",
+    "Reachable",
+    "ReadableLog",
+    "SourceFigures",
+    "capability",
+    "is_cross_process",
+]
+
+T = TypeVar("T")
+
+_MAX_WRAPPERS = 8  # a wrapper chain longer than this is a cycle, not a design
+
+
+@runtime_checkable
+class Flushable(Protocol):
+    """A bus that can wait until what was accepted is stored or handed on."""
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every event accepted so far is written to the backend (or, in memory,
+        in every subscriber's buffer); True if that happened within `timeout` seconds."""
+
+
+@runtime_checkable
+class CrossProcess(Protocol):
+    """A bus whose events are seen by every process connected to the same backend.
+
+    `cross_process` is True for a networked backend (Redis, NATS): another process's
+    `subscribe()` receives what this one publishes, which is what the multi-process demo,
+    `eventbus tail` and `eventbus dispatch` rely on. An in-process bus either lacks the
+    attribute or says False.
+    """
+
+    @property
+    def cross_process(self) -> bool:
+        """True if other processes on the same backend see this bus's events."""
+
+
+@runtime_checkable
+class Reachable(Protocol):
+    """A bus that can tell, with one round trip, whether its backend answers."""
+
+    def check(self, timeout: float = 2.0) -> None:
+        """Return if the backend answers within `timeout` seconds.
+
+        Raises:
+            BackendUnavailableError: it does not (the message says where it looked, with no
+                credentials, and what to check).
+        """
+
+
+@runtime_checkable
+class ConsumerGroups(Protocol):
+    """At-least-once consumption: named groups whose members share the work, each delivery
+    pending until acknowledged (Redis streams, NATS JetStream durable consumers)."""
+
+    @property
+    def default_group(self) -> str:
+        """The group `consumer()` joins when none is named (the dispatcher's default)."""
+
+    def consumer(
+        self, group: str | None = None, name: str | None = None, *, batch_size: int = 100
+    ) -> AckableSource:
+        """Return a member `name` of `group` (created if missing, from the oldest entry the
+        backend still holds). The same name after a restart resumes its own pending entries."""
+
+
+@runtime_checkable
+class ReadableLog(Protocol):
+    """A backend that keeps a log which can be read again by LogID (and perhaps by time)."""
+
+    @property
+    def time_index(self) -> bool:
+        """True if `read_range()` accepts `since`/`until` (the log knows when entries came)."""
+
+    def read_range(
+        self,
+        first_id: int | None = None,
+        last_id: int | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[Event | None]:
+        """Yield the retained events with LogID in `[first_id, last_id]` (and, with a time
+        index, added within `[since, until]`), oldest first; None for an entry that does not
+        decode, so the caller can count it. Reading consumes nothing.
+
+        Raises:
+            ValueError: `since`/`until` given to a log without a time index.
+            BackendUnavailableError: the backend does not answer.
+        """
+
+    def newest(self, n: int) -> list[Event]:
+        """Return the `n` newest retained events, oldest first (for `tail -n`)."""
+
+
+@runtime_checkable
+class Describable(Protocol):
+    """A backend that reports figures of the whole backend, across every process."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """Return plain-data figures read from the backend itself (retained, published,
+        groups with pending and lag, ...), for `eventbus stats`. Does I/O.
+
+        Raises:
+            BackendUnavailableError: the backend does not answer.
+        """
+
+
+@runtime_checkable
+class Isolatable(Protocol):
+    """A shared backend that can give a throwaway run (the demo) a namespace of its own."""
+
+    def isolated_settings(self, run: str) -> Mapping[str, Any]:
+        """Settings overrides (field name to value) that put a bus in a namespace of its own
+        for run id `run`, so repeated runs count exactly and leave the user's data alone."""
+
+    def purge(self) -> None:
+        """Delete what a bus built with `isolated_settings()` created. Does I/O."""
+
+
+@runtime_checkable
+class KeepAlive(Protocol):
+    """A source that must be told that what it handed over is still being processed."""
+
+    def keep_alive(self) -> None:
+        """Refresh every delivery held and not yet acknowledged, so that it is not redelivered
+        while a slow sink still works on it. Cheap when not due; never raises."""
+
+
+@runtime_checkable
+class SourceFigures(Protocol):
+    """A source with counters of its own (delivered, claimed, dead-lettered, ...)."""
+
+    def figures(self) -> Mapping[str, Any]:
+        """Plain-data counters; no I/O."""
+
+
+@runtime_checkable
+class Exhaustible(Protocol):
+    """A source that can end (a stopped in-memory bus), as opposed to a durable log."""
+
+    @property
+    def exhausted(self) -> bool:
+        """True once nothing more will ever be delivered."""
+
+
+def capability(bus: object, kind: type[T]) -> T | None:
+    """Return `bus` (or the bus a wrapper wraps) if it offers capability `kind`, else None.
+
+    Example:
+        flushable = capability(bus, Flushable)
+        if flushable is not None:
+            flushable.flush(5.0)
+    """
+    current: object | None = bus
+    for _ in range(_MAX_WRAPPERS):
+        if current is None:
+            return None
+        if isinstance(current, kind):
+            return current
+        current = getattr(current, "__wrapped__", None)
+    return None
+
+
+def is_cross_process(bus: object) -> bool:
+    """True if `bus` declares that other processes see its events (`CrossProcess`)."""
+    shared = capability(bus, CrossProcess)
+    return shared is not None and bool(shared.cross_process)
