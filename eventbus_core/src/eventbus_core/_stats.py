@@ -29,16 +29,22 @@ class BusStats(tuple[int, int]):
     """`(published, dropped)`, unpackable like the seed's `Stats()`, with richer figures.
 
     `published` counts events accepted by `publish()`; `dropped` counts events refused there
-    (buffer full, bus stopped). Subscribers' own misses are in `subscribers`, apart from these.
+    (buffer full, bus stopped). Both only ever grow, so `published + dropped` is exactly the
+    number of `publish()` calls. An accepted event the backend later had to give up (its
+    `stop()` deadline passed with the backend unreachable) is counted in `lost`, so that once a
+    bus has stopped, every accepted event was delivered (or written) or is in `lost`.
+    Subscribers' own misses are in `subscribers`, apart from these.
 
     Attributes:
         published: Events accepted by `publish()`.
         dropped: Events refused by `publish()`.
+        lost: Accepted events given up afterwards (stop deadline passed), never delivered.
         queue_depth: Accepted events not yet handed on by the backend.
         subscribers: Per-subscription figures.
         extra: Backend-specific figures (for example Redis connection state).
     """
 
+    lost: int
     queue_depth: int
     subscribers: tuple[SubscriberStats, ...]
     extra: dict[str, Any]
@@ -48,11 +54,13 @@ class BusStats(tuple[int, int]):
         published: int,
         dropped: int,
         *,
+        lost: int = 0,
         queue_depth: int = 0,
         subscribers: tuple[SubscriberStats, ...] = (),
         extra: dict[str, Any] | None = None,
     ) -> BusStats:
         self = super().__new__(cls, (published, dropped))
+        self.lost = lost
         self.queue_depth = queue_depth
         self.subscribers = subscribers
         self.extra = dict(extra or {})
@@ -73,6 +81,7 @@ class BusStats(tuple[int, int]):
         return {
             "published": self.published,
             "dropped": self.dropped,
+            "lost": self.lost,
             "queue_depth": self.queue_depth,
             "subscribers": [
                 {"name": s.name, "delivered": s.delivered, "dropped": s.dropped, "queued": s.queued}
@@ -83,7 +92,7 @@ class BusStats(tuple[int, int]):
 
     def __repr__(self) -> str:
         return (
-            f"BusStats(published={self.published}, dropped={self.dropped}, "
+            f"BusStats(published={self.published}, dropped={self.dropped}, lost={self.lost}, "
             f"queue_depth={self.queue_depth}, subscribers={len(self.subscribers)}"
             + "".join(f", {k}={v!r}" for k, v in self.extra.items())
             + ")"
