@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,39 @@ async def test_async_waiter_is_woken_from_another_thread() -> None:
 async def test_aget_times_out() -> None:
     with pytest.raises(TimeoutError):
         await Subscription(1).aget(timeout=0.01)
+
+
+async def test_ended_async_waits_leave_no_waiter_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 8 item 10: each timed-out or cancelled wait used to stay registered, and the next
+    # offer() then scheduled one call_soon_threadsafe per stale wait.
+    sub = Subscription(10)
+    loop = asyncio.get_running_loop()
+    timed_out = await asyncio.gather(
+        *(sub.aget_batch(timeout=0.01) for _ in range(1_000)),
+        *(sub.aget(timeout=0.01) for _ in range(1_000)),
+        return_exceptions=True,
+    )
+    assert timed_out[:1_000] == [[]] * 1_000
+    assert all(isinstance(r, TimeoutError) for r in timed_out[1_000:])
+    assert await sub.aget_batch(timeout=0) == []  # an expired wait registers nothing at all
+    cancelled = [asyncio.ensure_future(sub.aget()) for _ in range(100)]
+    await asyncio.sleep(0)  # let them register as waiting
+    for task in cancelled:
+        task.cancel()
+    await asyncio.gather(*cancelled, return_exceptions=True)
+    assert sub._async_waiters == []
+
+    wakes: list[str] = []
+    real = loop.call_soon_threadsafe
+
+    def spy(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        wakes.append(getattr(callback, "__name__", ""))
+        return real(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", spy)
+    await loop.run_in_executor(None, sub.offer, [make_event(1)])
+    assert "_wake_future" not in wakes  # nobody waits, so nobody is woken
+    assert (await sub.aget(timeout=1)).request_id == "req-1"
 
 
 def test_close_calls_back_once_and_discards() -> None:

@@ -186,20 +186,31 @@ class Subscription:
         return True
 
     async def _wait_async(self, deadline: float | None) -> bool:
+        """Await events or the end; False on timeout. The waiter is registered only for the
+        wait itself: a wait that times out or is cancelled leaves nothing behind."""
+        loop = asyncio.get_running_loop()
         while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
             with self._cond:
                 if self._queue or self._finished:
                     return True
-                loop = asyncio.get_running_loop()
+                if remaining is not None and remaining <= 0:
+                    return False
                 fut: asyncio.Future[None] = loop.create_future()
-                self._async_waiters.append((loop, fut))
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
+                waiter = (loop, fut)
+                self._async_waiters.append(waiter)
             try:
                 await asyncio.wait_for(fut, remaining)
             except TimeoutError:
                 return bool(self._queue) or self._finished
+            finally:
+                self._forget(waiter)
+
+    def _forget(self, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]) -> None:
+        # A wake-up already took it out (offer and finish swap the list before waking);
+        # a timeout or a cancellation did not.
+        with self._cond, contextlib.suppress(ValueError):
+            self._async_waiters.remove(waiter)
 
     def get(self, timeout: float | None = None) -> Event:
         """Return the next event, blocking up to `timeout` seconds (None: no limit).
