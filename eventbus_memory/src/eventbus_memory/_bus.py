@@ -9,10 +9,15 @@ whole batches into each subscriber's own bounded buffer. A subscriber whose buff
 its overflow parked and retried with exponential backoff (3 retries, as the Go original), but
 the worker never sleeps for it, so the other subscribers are served meanwhile. What still does
 not fit is counted as dropped for that subscriber alone.
+
+Events are numbered in publish order as the worker takes them; a subscription remembers the
+number reached when it was made, so an event still in the bus's buffer at `subscribe()` is
+skipped for it (in the worker: `publish()` does no extra work for this).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -45,9 +50,15 @@ if hasattr(os, "register_at_fork"):
 
 @dataclass(eq=False)
 class _Subscriber:
-    """Delivery state of one subscription, touched only by the worker thread."""
+    """Delivery state of one subscription, touched only by the worker thread.
+
+    `start` is the sequence number of the first event published after `subscribe()`: events
+    are numbered in publish order as the worker takes them, and the ones before `start` (still
+    in the bus's buffer when the subscription was made) are not this subscriber's.
+    """
 
     sub: Subscription
+    start: int = 0
     pending: deque[Event] = field(default_factory=deque)
     attempts: int = 0
     next_retry: float = 0.0
@@ -108,8 +119,17 @@ class InMemoryEventBus(BaseEventBus):
         self._stop_lock = threading.Lock()
         self._dropped = 0
         self._drop_lock = threading.Lock()
-        self._handed = 0  # events the worker took from the buffer; guarded by _take_lock
+        # Sequence numbers, in publish order: `_handed` events were taken from the buffer
+        # (guarded by _take_lock); the first `_fanned` of them were offered to every subscriber
+        # (written by the worker after each whole fan-out, so flush() never sees a half one).
+        self._handed = 0
+        self._fanned = 0
+        self._lost = 0  # accepted, then given up by stop(); guarded by _take_lock
         self._take_lock = threading.Lock()
+        # Held by the worker for each cycle: a stop() whose wait ran out takes it to settle the
+        # accounting once the cycle in progress is over (CPU work only: never a consumer's).
+        self._cycle_lock = threading.Lock()
+        self._abandoned = False
         self._subscribers: tuple[_Subscriber, ...] = ()
         self._subs_lock = threading.Lock()
         self._wake = threading.Event()
@@ -132,12 +152,14 @@ class InMemoryEventBus(BaseEventBus):
         self._stop_lock = threading.Lock()
         self._drop_lock = threading.Lock()
         self._take_lock = threading.Lock()
+        self._cycle_lock = threading.Lock()
         self._subs_lock = threading.Lock()
         self._wake = threading.Event()
         self._flushed = threading.Condition(threading.Lock())
         self._flush_waiters = 0
         self._sleeping = self._kicked = False
         self._handed += len(self._buffer)
+        self._fanned = self._handed
         self._buffer.clear()
         for state in self._subscribers:
             state.sub._after_fork_in_child()
@@ -179,11 +201,14 @@ class InMemoryEventBus(BaseEventBus):
     def _run(self) -> None:
         last_activity = time.monotonic()
         while True:
-            try:
-                moved = self._cycle()
-            except Exception:  # a bug here must not silence the bus for good
-                log.exception("eventbus memory worker failed a cycle; continuing")
-                moved = False
+            with self._cycle_lock:
+                if self._abandoned:  # stop() ran out of time and settled the rest itself
+                    return
+                try:
+                    moved = self._cycle()
+                except Exception:  # a bug here must not silence the bus for good
+                    log.exception("eventbus memory worker failed a cycle; continuing")
+                    moved = False
             now = time.monotonic()
             if moved:
                 last_activity = now
@@ -217,31 +242,44 @@ class InMemoryEventBus(BaseEventBus):
         self._sleeping = False
 
     def _cycle(self) -> bool:
-        batch = self._take()
-        if batch:
-            self._fan_out(batch)
+        taken = self._take()
+        if taken is not None:
+            first, batch, subscribers = taken
+            self._fan_out(first, batch, subscribers)
+            self._fanned = first + len(batch)
         retried = self._retry_pending(time.monotonic())
-        return bool(batch) or retried
+        return taken is not None or retried
 
-    def _take(self) -> list[Event]:
+    def _take(self) -> tuple[int, list[Event], tuple[_Subscriber, ...]] | None:
+        """Take everything buffered: its first sequence number, the events, and the
+        subscribers at that instant (any later one starts after this batch)."""
         buf = self._buffer
         if not buf:
-            return []
+            return None
         popleft = buf.popleft
         with self._take_lock:
+            first = self._handed
             batch = [popleft() for _ in range(len(buf))]
-            self._handed += len(batch)
-        return batch
+            self._handed = first + len(batch)
+            subscribers = self._subscribers
+        return first, batch, subscribers
 
-    def _fan_out(self, batch: list[Event]) -> None:
+    def _fan_out(
+        self, first: int, batch: list[Event], subscribers: tuple[_Subscriber, ...]
+    ) -> None:
         now = time.monotonic()
-        for state in self._subscribers:
+        for state in subscribers:
+            events = batch
+            if state.start > first:  # subscribed while part of this batch was buffered
+                if state.start >= first + len(batch):
+                    continue
+                events = batch[state.start - first :]
             if state.pending:
-                self._park(state, batch, now)
+                self._park(state, events, now)
                 continue
-            taken = state.sub.offer(batch)
-            if taken < len(batch):
-                self._park(state, batch[taken:], now)
+            taken = state.sub.offer(events)
+            if taken < len(events):
+                self._park(state, events[taken:], now)
 
     def _park(self, state: _Subscriber, events: list[Event], now: float) -> None:
         """Hold what a full subscriber could not take, to retry; drop beyond the bound."""
@@ -313,7 +351,10 @@ class InMemoryEventBus(BaseEventBus):
             if self._stopped:
                 sub.finish()
                 return sub
-            self._subscribers = (*self._subscribers, _Subscriber(sub))
+            with self._take_lock:
+                # Every event accepted so far is numbered below this: none is delivered to it.
+                start = self._handed + len(self._buffer)
+                self._subscribers = (*self._subscribers, _Subscriber(sub, start))
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -323,17 +364,19 @@ class InMemoryEventBus(BaseEventBus):
     # ---------------------------------------------------------------------------- lifecycle
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event accepted so far is in a subscriber's buffer or counted.
+        """Wait until every event accepted so far is in every subscriber's buffer or counted.
 
         Returns True when that happened within `timeout` seconds (None: no limit), else False.
-        Events a full subscriber cannot take count as delivered here once its retries end.
+        An event a full subscriber cannot take counts as settled for it once its retries end
+        (it is then in that subscriber's `dropped`); one given up by `stop()` is in `lost`.
         """
         with self._take_lock:
             target = self._handed + len(self._buffer)
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def done() -> bool:
-            return self._handed >= target and not self._has_pending()
+            # `_fanned` moves only after a whole batch was offered to every subscriber.
+            return self._fanned + self._lost >= target and not self._has_pending()
 
         with self._flushed:
             self._flush_waiters += 1
@@ -354,8 +397,11 @@ class InMemoryEventBus(BaseEventBus):
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver what was accepted, then end every subscription.
 
-        Idempotent. Waits at most `timeout` seconds (default: `stop_timeout`). Events still
-        undelivered when that runs out are counted as dropped, never lost silently.
+        Idempotent. Waits at most `timeout` seconds (default: `stop_timeout`) for the worker,
+        plus the cycle it may be in (CPU work only; it never waits on a consumer). Accepted
+        events still in the buffer then are given up and counted in `stats().lost`; events a
+        subscriber could not take are counted in its own `dropped`. Nothing is lost silently,
+        and `published` and `dropped` never go down.
         """
         with self._stop_lock:
             if self._stopped:
@@ -363,35 +409,43 @@ class InMemoryEventBus(BaseEventBus):
             self._closed = True
         self._kick()
         wait = self.stop_timeout if timeout is None else timeout
-        if threading.current_thread() is not self._worker:
+        on_worker = threading.current_thread() is self._worker
+        if not on_worker:
             self._worker.join(wait)
-        with self._subs_lock:
-            self._stopped = True
-            subscribers = self._subscribers
         if self._worker.is_alive():
+            # The worker finishes the cycle it is in, if any, and starts no other.
+            self._abandoned = True
             log.warning("eventbus memory worker did not finish within %.3f s", wait)
-        # Whatever a racing publish() slipped in after the worker's last look is not delivered:
-        # move it from accepted to dropped so the accounting stays exact.
-        with self._take_lock:
-            leftover = len(self._buffer)
-            self._buffer.clear()
-        if leftover:
-            with self._drop_lock:
-                self._dropped += leftover
-        for state in subscribers:
-            if state.pending:
-                state.sub.count_dropped(len(state.pending))
-                state.pending.clear()
-            state.sub.finish()
+        with contextlib.nullcontext() if on_worker else self._cycle_lock:
+            with self._subs_lock:
+                self._stopped = True
+                subscribers = self._subscribers
+            # What is still buffered (the time ran out, or a racing publish() came after the
+            # worker's last look) stays accepted and is counted as lost.
+            with self._take_lock:
+                leftover = len(self._buffer)
+                self._buffer.clear()
+                self._handed += leftover
+                self._lost += leftover
+            for state in subscribers:
+                if state.pending:
+                    state.sub.count_dropped(len(state.pending))
+                    state.pending.clear()
+                state.sub.finish()
+        if self._flush_waiters:
+            with self._flushed:
+                self._flushed.notify_all()
 
     def stats(self) -> BusStats:
-        """`(published, dropped)` plus queue depth and per-subscriber figures."""
+        """`(published, dropped)` plus `lost`, queue depth and per-subscriber figures."""
         with self._take_lock:
             published = self._handed + len(self._buffer)
             depth = len(self._buffer)
+            lost = self._lost
         return BusStats(
             published,
             self._dropped,
+            lost=lost,
             queue_depth=depth,
             subscribers=tuple(s.sub.stats() for s in self._subscribers),
             extra={"backend": "memory", "stopped": self._stopped},
