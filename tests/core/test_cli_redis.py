@@ -1,7 +1,7 @@
-"""`tail`, `publish`, `stats` and `replay` against the real Redis on 127.0.0.1:6379.
+"""`tail`, `publish`, `stats` and `replay` against the real Redis of `tests/_services.py`.
 
-Databases 10 to 12 only, a unique key prefix per test, everything under it deleted afterwards.
-`tail` and `publish` run as separate processes, as an operator would run them.
+Database 11 of the test server only, a unique key prefix per test, everything under it deleted
+afterwards. `tail` and `publish` run as separate processes, as an operator would run them.
 """
 
 from __future__ import annotations
@@ -20,19 +20,16 @@ import redis
 from eventbus_core import Event
 from eventbus_core.cli import main
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._services import redis_url, require_redis
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
-URL = "redis://127.0.0.1:6379/11"
+CLI_DB = 11
 
 
 @pytest.fixture
 def client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.ConnectionError, OSError) as exc:
-        pytest.skip(f"no Redis at {URL}: {exc}")
+    client = require_redis(CLI_DB)
     yield client
     client.close()
 
@@ -51,7 +48,7 @@ def env(prefix: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Settings for the commands: the redis log under this test's prefix."""
     values = {
         "LLM_PROXY_EVENT_BUS": "redis",
-        "REDIS_URL": URL,
+        "REDIS_URL": redis_url(CLI_DB),
         "EVENTBUS_REDIS_KEY": f"{prefix}:events",
         "EVENTBUS_REDIS_STREAM": f"{prefix}:stream",
     }

@@ -1,7 +1,8 @@
 """`eventbus demo`: exact request counts, clean `--json`, progress on stderr only, and the
 multi-process mode against the real Redis.
 
-The Redis tests use database 8 of 127.0.0.1:6379 only (skipped when no Redis answers) and
+The Redis tests use database 8 of the test server only (`tests/_services.py`: skipped when no
+Redis answers, failed under CI) and
 check that every published event reaches the file once, by LogID, and that the demo removes
 its keys. Keys a test creates itself are under a unique prefix, deleted afterwards.
 """
@@ -24,8 +25,9 @@ import redis
 
 from eventbus_core._demo import spread
 from eventbus_core.cli import main
+from tests._services import redis_url, require_redis
 
-REDIS_URL = "redis://127.0.0.1:6379/8"
+DEMO_DB = 8
 
 
 def file_events(path: Path) -> list[dict[str, Any]]:
@@ -131,12 +133,8 @@ def test_publishers_need_a_redis_backend(capsys: pytest.CaptureFixture[str]) -> 
 
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        pytest.skip(f"no Redis server answers at {REDIS_URL} ({type(exc).__name__})")
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    client = require_redis(DEMO_DB)
+    monkeypatch.setenv("REDIS_URL", redis_url(DEMO_DB))
     yield client
     client.close()
 

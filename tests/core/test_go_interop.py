@@ -1,14 +1,13 @@
 """Go's own encoding/json reads what `Event.to_json()` writes, and we read what Go writes.
 
 Runs tests/go/roundtrip.go with the Go toolchain (CI installs Debian's golang-go). Without Go
-on a developer's machine the test is skipped; under CI=true a missing Go fails it.
+on a developer's machine the test is skipped; under CI a missing Go fails it (`tests/_services.py`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -18,16 +17,13 @@ import pytest
 
 from eventbus_core import Event
 from eventbus_core.testing import make_event
+from tests._services import require_go
 
 PROGRAM = Path(__file__).resolve().parent.parent / "go" / "roundtrip.go"
 
 
 def _go_roundtrip(lines: list[bytes], tmp_path: Path) -> list[dict[str, Any]]:
-    go = shutil.which("go")
-    if go is None:
-        if os.environ.get("CI"):
-            pytest.fail("the Go toolchain is missing in CI: .ci/run installs golang-go")
-        pytest.skip("Go is not installed (apt-get install golang-go) — CI runs this test")
+    go = require_go()
     env = {
         **os.environ,
         "GOCACHE": str(tmp_path / "gocache"),

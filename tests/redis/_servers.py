@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+from tests._services import require_redis_server
 
 
 def free_port() -> int:
@@ -32,8 +32,7 @@ class ThrowawayRedis:
     def __init__(
         self, workdir: Path, *, password: str | None = None, tls: tuple[Path, Path] | None = None
     ) -> None:
-        if not Path(REDIS_SERVER).exists():
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        self.binary = require_redis_server()
         self.workdir = workdir
         self.port = free_port()
         self.socket_path = workdir / "redis.sock"
@@ -50,7 +49,7 @@ class ThrowawayRedis:
     def start(self) -> None:
         """Start the server and wait until it answers PING."""
         args = [
-            REDIS_SERVER,
+            self.binary,
             "--port",
             str(self.port),
             "--bind",

@@ -1,13 +1,13 @@
 """Fixtures for the Redis backend tests: fakeredis clients, and real servers when one answers.
 
-Real-server tests (marked `redis`) use 127.0.0.1:6379 (or EVENTBUS_TEST_REDIS_URL), databases 1
-to 5 only, and a unique key prefix per test, deleted afterwards. Tests that stop a server start
-their own throwaway `redis-server` instead (see `_servers.py`).
+Real-server tests (marked `redis`) use the server of `tests/_services.py` (127.0.0.1:6379/3, or
+EVENTBUS_TEST_REDIS_URL), and a unique key prefix per test, deleted afterwards; without a server
+they skip, and fail under CI. Tests that stop a server start their own throwaway `redis-server`
+instead (see `_servers.py`).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +16,8 @@ import fakeredis
 import pytest
 import redis
 
+from tests._services import require_redis
 from tests.redis._servers import ThrowawayRedis
-
-REDIS_URL = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
-
-
-def real_client(url: str = REDIS_URL) -> redis.Redis:
-    """A client of the shared test server, or skip the test if none answers."""
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        pytest.skip(f"no Redis server answers at {url} ({type(exc).__name__}); CI starts one")
-    return client
 
 
 @pytest.fixture
@@ -49,7 +38,7 @@ def fake() -> Iterator[redis.Redis]:
 @pytest.fixture
 def real(prefix: str) -> Iterator[redis.Redis]:
     """A client of the real test server; keys under this test's prefix are deleted after."""
-    client = real_client()
+    client = require_redis()
     yield client
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:

@@ -20,6 +20,7 @@ import redis
 
 from eventbus_core import Dispatcher, Event, MemoryDeadLetter
 from eventbus_redis import RedisStreamsEventBus
+from tests._services import redis_url, require_redis
 from tests.core.conftest_dispatch import (
     FAST_RETRY,
     AlwaysFailing,
@@ -32,8 +33,7 @@ from tests.core.conftest_dispatch import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-# Databases 6 to 9 are the dispatcher tests' share of the shared test server.
-DISPATCH_REDIS_URL = os.environ.get("EVENTBUS_TEST_DISPATCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+DISPATCH_DB = 7  # the dispatcher tests' database on the shared test server
 
 
 def pending(client: redis.Redis, stream: str, group: str) -> int:
@@ -120,11 +120,7 @@ async def test_shared_group_acks_dead_lettered_events_but_not_unsent_ones(
 
 @pytest.fixture
 def real_streams() -> Iterator[tuple[redis.Redis, str]]:
-    client = redis.Redis.from_url(DISPATCH_REDIS_URL, socket_timeout=10)
-    try:
-        client.ping()
-    except (redis.ConnectionError, OSError) as exc:
-        pytest.skip(f"no Redis at {DISPATCH_REDIS_URL}: {exc}")
+    client = require_redis(DISPATCH_DB)
     prefix = f"eventbus-dispatch-test:{uuid.uuid4().hex[:10]}"
     yield client, prefix
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
@@ -139,7 +135,7 @@ def start_dispatcher(
     env = {
         **os.environ,
         "LLM_PROXY_EVENT_BUS": "redis-streams",
-        "REDIS_URL": DISPATCH_REDIS_URL,
+        "REDIS_URL": redis_url(DISPATCH_DB),
         "EVENTBUS_REDIS_STREAM": f"{prefix}:events",
         "EVENTBUS_REDIS_GROUP": f"{prefix}:dispatchers",
         "EVENTBUS_BATCH_SIZE": "25",

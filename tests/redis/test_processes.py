@@ -14,7 +14,7 @@ import redis
 from eventbus_core import Event
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
-from tests.redis.conftest import REDIS_URL
+from tests._services import redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -50,7 +50,7 @@ def test_three_publishers_two_threads_one_process_give_gapless_ordered_log_ids(
     real: redis.Redis, prefix: str
 ) -> None:
     key = f"{prefix}:order"
-    child = python(PUBLISHER, REDIS_URL, key, "proc")
+    child = python(PUBLISHER, redis_url(), key, "proc")
     buses = [RedisEventBus.log(real, key, ttl=300, max_len=0, buffer_size=5000) for _ in range(2)]
     ready = threading.Barrier(3)
 
@@ -98,7 +98,7 @@ def test_subscriber_in_another_process_receives_every_new_event_in_order(
     with RedisEventBus.log(real, key, ttl=300, max_len=0) as bus:
         bus.publish(make_event(0))  # before the subscriber: not for it
         assert bus.flush(10)
-        child = python(SUBSCRIBER, REDIS_URL, key, "500")
+        child = python(SUBSCRIBER, redis_url(), key, "500")
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
         for i in range(1, 501):
@@ -131,7 +131,7 @@ def test_entries_of_a_consumer_killed_before_ack_go_to_another_consumer(
         for i in range(50):
             bus.publish(make_event(i))
         assert bus.flush(10)
-        child = python(CRASHING_CONSUMER, REDIS_URL, stream, group)
+        child = python(CRASHING_CONSUMER, redis_url(), stream, group)
         out, err = child.communicate(timeout=60)
         assert child.returncode == 1, err
         taken = out.split()
