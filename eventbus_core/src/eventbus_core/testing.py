@@ -13,55 +13,40 @@ For backend authors, `BusContractTests` is the behavioural suite every backend p
         def make_bus(self, buffer_size: int) -> EventBus:
             return MyBus(buffer_size=buffer_size)
 
-pytest collects the inherited tests; override `settle()` if published events only become
-visible to subscribers after a flush.
+pytest collects the inherited tests. `BusContractTests` says what each knob and hook means.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
+from eventbus_core._bus import BaseEventBus, check_buffer_size
+from eventbus_core._contract_accounting import AccountingContract
+from eventbus_core._contract_base import make_event
+from eventbus_core._contract_delivery import DeliveryContract
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
-from eventbus_core._subscription import Subscription, SubscriptionClosed
+from eventbus_core._subscription import Subscription
 
 __all__ = ["BusContractTests", "RecordingBus", "make_event"]
-
-
-def make_event(n: int = 0, **fields: Any) -> Event:
-    """Build a realistic test event; `n` makes its request id unique (`req-<n>`)."""
-    values: dict[str, Any] = {
-        "request_id": f"req-{n}",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "status": 200,
-        "duration": 150_000_000 + n,
-        "response_headers": {"Content-Type": ["application/json"]},
-        "response_body": b'{"id":"chatcmpl-1","usage":{"total_tokens":12}}',
-        "request_body": b'{"model":"gpt-4o","messages":[]}',
-    }
-    values.update(fields)
-    return Event(**values)
 
 
 class RecordingBus(BaseEventBus):
     """An in-process bus that records every published event, for applications' unit tests.
 
     `published` holds every event in order. Subscriptions receive the events published after
-    they were made, synchronously, so tests need no waiting.
+    they were made, synchronously, so tests need no waiting; one whose buffer (`buffer_size`
+    events) is full misses the event, counted in its `dropped`.
     """
 
     def __init__(self, buffer_size: int = 100_000) -> None:
         self.published: list[Event] = []
         self.buffer_size = buffer_size
-        self._subs: list[Subscription] = []
+        self._subs: list[Subscription] = []  # still listed in stats() after stop()
         self._lock = threading.Lock()
         self._stopped = False
+        self._accepted = 0  # stats().published: `clear()` forgets events, not the count
         self._dropped = 0
 
     def publish(self, event: Event) -> None:
@@ -71,6 +56,7 @@ class RecordingBus(BaseEventBus):
                 self._dropped += 1
                 return
             self.published.append(event)
+            self._accepted += 1
             for sub in self._subs:
                 if not sub.offer([event]):
                     sub.count_dropped(1)
@@ -97,18 +83,19 @@ class RecordingBus(BaseEventBus):
         """End every subscription; later publishes are counted as dropped."""
         with self._lock:
             self._stopped = True
-            subs, self._subs = self._subs, []
+            subs = list(self._subs)
         for sub in subs:
             sub.finish()
 
     def stats(self) -> BusStats:
         """`(published, dropped)`."""
-        return BusStats(
-            len(self.published), self._dropped, subscribers=tuple(s.stats() for s in self._subs)
-        )
+        with self._lock:
+            subs = tuple(s.stats() for s in self._subs)
+        return BusStats(self._accepted, self._dropped, subscribers=subs)
 
     def clear(self) -> None:
-        """Forget the recorded events."""
+        """Forget the recorded events (`stats()` still counts them: its figures never go
+        down)."""
         with self._lock:
             self.published.clear()
 
@@ -142,189 +129,37 @@ class RecordingBus(BaseEventBus):
             )
 
 
-class BusContractTests:
+class BusContractTests(DeliveryContract, AccountingContract):
     """The behavioural contract of an event bus, as a pytest test class to subclass.
 
-    Implement `make_bus()`; override `settle()` when events need a flush to become visible.
-    Every test stops the buses it makes.
+    Implement `make_bus(buffer_size)`: a new, running bus whose publish buffer holds
+    `buffer_size` events and whose subscriptions each buffer at most `buffer_size` events.
+    Every test stops the buses it makes, through `stop_bus()`, which fails the test (instead of
+    hanging the run) when `stop(timeout)` has not returned after `timeout + stop_slack` s.
+
+    What the suite checks: delivery in order to every subscriber, and only of events published
+    after `subscribe()`; `flush()` (when offered); overflow refused or missed and counted,
+    never unbounded; no drops where none can happen; a slow subscriber's misses counted in its
+    own `stats().subscribers` entry, not in the bus's `dropped`; `published + dropped` equal to
+    the `publish()` calls, neither ever going down (an accepted event given up by `stop()` is
+    counted in `lost`); `stop(timeout)` bounded with a consumer that never reads; async use.
+    A bus keeps listing its subscriptions in `stats().subscribers` after `stop()`, with their
+    final figures.
+
+    Knobs (class attributes):
+        receive_timeout: Seconds to wait for an event that should arrive (default 10).
+        stop_timeout: The timeout the tests pass to `stop()` when they need no other (5).
+        stop_slack: Seconds `stop(timeout)` may take beyond `timeout` (3).
+        in_process: How the bus hands events to subscribers. True: within this process (the
+            memory backend, `RecordingBus`); then `flush()` returns only once every accepted
+            event is in every subscriber's buffer, and an event published before `subscribe()`
+            is never delivered to it, even if it was still buffered. False: through a backend
+            (Redis, NATS); then `flush()` means stored there, subscribers read it afterwards,
+            and a subscription starts at what the backend holds, so the tests `settle()`
+            before subscribing. None (default): True unless the bus declares
+            `capabilities.CrossProcess`.
+
+    Hooks:
+        settle(bus): make every event published so far visible to subscribers; by default
+            `flush()` for a bus that offers it (`capabilities.Flushable`), nothing otherwise.
     """
-
-    receive_timeout: float = 10.0
-
-    def make_bus(self, buffer_size: int) -> EventBus:
-        """Return a new, running bus whose publish buffer holds `buffer_size` events."""
-        raise NotImplementedError("subclasses of BusContractTests implement make_bus()")
-
-    def settle(self, bus: EventBus) -> None:
-        """Make every event published so far visible to subscribers (e.g. a flush)."""
-
-    @contextmanager
-    def bus(self, buffer_size: int = 1000) -> Iterator[EventBus]:
-        """A bus that is stopped when the block ends."""
-        bus = self.make_bus(buffer_size)
-        try:
-            yield bus
-        finally:
-            bus.stop()
-
-    def receive(self, sub: Subscription, n: int) -> list[Event]:
-        """Read exactly `n` events from `sub`, failing the test if they do not arrive."""
-        got: list[Event] = []
-        while len(got) < n:
-            try:
-                got.append(sub.get(timeout=self.receive_timeout))
-            except TimeoutError:
-                raise AssertionError(
-                    f"received only {len(got)} of {n} events within {self.receive_timeout} s"
-                ) from None
-        return got
-
-    # ------------------------------------------------------------------------------ tests
-
-    def test_publish_then_subscriber_receives(self) -> None:
-        with self.bus() as bus:
-            sub = bus.subscribe()
-            events = [make_event(i) for i in range(5)]
-            for e in events:
-                bus.publish(e)
-            self.settle(bus)
-            got = self.receive(sub, 5)
-            assert [e.request_id for e in got] == [e.request_id for e in events]
-            assert got[0].duration_ns == events[0].duration_ns
-            assert got[0].response_body == events[0].response_body
-
-    def test_fan_out_to_every_subscriber_in_order(self) -> None:
-        with self.bus() as bus:
-            subs = [bus.subscribe() for _ in range(3)]
-            for i in range(50):
-                bus.publish(make_event(i))
-            self.settle(bus)
-            for sub in subs:
-                got = self.receive(sub, 50)
-                assert [e.request_id for e in got] == [f"req-{i}" for i in range(50)]
-
-    def test_stats_unpack_and_count_published(self) -> None:
-        with self.bus() as bus:
-            sub = bus.subscribe()
-            for i in range(7):
-                bus.publish(make_event(i))
-            self.settle(bus)
-            self.receive(sub, 7)
-            published, dropped = bus.stats()
-            assert (published, dropped) == (7, 0)
-
-    def test_overflow_drops_and_counts_without_blocking(self) -> None:
-        with self.bus(buffer_size=10) as bus:
-            bus.subscribe()  # never read
-            attempts = 5_000
-            for i in range(attempts):
-                bus.publish(make_event(i))
-            self.settle(bus)
-            published, dropped = bus.stats()
-            assert published + dropped == attempts
-            assert published >= 1
-
-    def test_publish_after_stop_is_dropped_not_raised(self) -> None:
-        bus = self.make_bus(100)
-        bus.stop()
-        bus.publish(make_event(1))
-        published, dropped = bus.stats()
-        assert (published, dropped) == (0, 1)
-
-    def test_stop_is_idempotent_and_ends_iteration(self) -> None:
-        bus = self.make_bus(100)
-        sub = bus.subscribe()
-        bus.stop()
-        bus.stop()
-        assert list(sub) == []
-
-    def test_stop_delivers_accepted_events(self) -> None:
-        bus = self.make_bus(1000)
-        sub = bus.subscribe()
-        for i in range(200):
-            bus.publish(make_event(i))
-        bus.stop()
-        got = list(sub)  # ends because the bus stopped
-        assert [e.request_id for e in got] == [f"req-{i}" for i in range(200)]
-
-    def test_async_iteration(self) -> None:
-        async def main() -> list[str]:
-            bus = self.make_bus(100)
-            sub = bus.subscribe()
-            for i in range(10):
-                bus.publish(make_event(i))
-            self.settle(bus)
-            got: list[str] = []
-            async for event in sub:
-                got.append(event.request_id)
-                if len(got) == 10:
-                    break
-            await asyncio.to_thread(bus.stop)
-            return got
-
-        assert asyncio.run(main()) == [f"req-{i}" for i in range(10)]
-
-    def test_async_iteration_ends_after_stop(self) -> None:
-        async def main() -> int:
-            bus = self.make_bus(100)
-            sub = bus.subscribe()
-            for i in range(3):
-                bus.publish(make_event(i))
-            stopper = asyncio.get_running_loop().run_in_executor(None, bus.stop)
-            count = 0
-            async for _ in sub:
-                count += 1
-            await stopper
-            return count
-
-        assert asyncio.run(main()) == 3
-
-    def test_publish_from_inside_event_loop(self) -> None:
-        async def main() -> None:
-            bus = self.make_bus(100)
-            sub = bus.subscribe()
-            bus.publish(make_event(1))  # plain call from a coroutine: no await needed
-            self.settle(bus)
-            event = await sub.aget(timeout=self.receive_timeout)
-            assert event.request_id == "req-1"
-            await asyncio.to_thread(bus.stop)
-
-        asyncio.run(main())
-
-    def test_publish_from_many_threads_counts_exactly(self) -> None:
-        with self.bus(buffer_size=100_000) as bus:
-            sub = bus.subscribe()
-            per_thread, threads = 500, 8
-            barrier = threading.Barrier(threads)
-
-            def worker(t: int) -> None:
-                barrier.wait()
-                for i in range(per_thread):
-                    bus.publish(make_event(t * per_thread + i))
-
-            pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-            for th in pool:
-                th.start()
-            for th in pool:
-                th.join()
-            self.settle(bus)
-            total = per_thread * threads
-            published, dropped = bus.stats()
-            assert published + dropped == total
-            got = self.receive(sub, published)
-            assert len({e.request_id for e in got}) == published
-
-    def test_closed_subscription_stops_receiving(self) -> None:
-        with self.bus() as bus:
-            keep = bus.subscribe()
-            gone = bus.subscribe()
-            gone.close()
-            bus.publish(make_event(1))
-            self.settle(bus)
-            assert self.receive(keep, 1)[0].request_id == "req-1"
-            try:
-                gone.get(timeout=0)
-            except SubscriptionClosed:
-                pass
-            else:
-                raise AssertionError("a closed subscription still yielded an event")

@@ -1,0 +1,230 @@
+"""The backend contract suite (`BusContractTests`) fails for broken buses, and passes for good ones.
+
+Each broken bus below is the memory backend with one defect the suite exists to catch. They all
+run through the suite in one child pytest (a hung `stop()` then leaves its thread behind in the
+child, not here), and each must fail the contract tests named for it. The same run holds the
+controls, which must pass every test: the memory backend itself and the example backend of
+docs/plugins/writing-a-backend.md, exactly as the guide prints it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+GUIDE = ROOT / "docs" / "plugins" / "writing-a-backend.md"
+
+BROKEN_BUSES = '''
+import threading
+import time
+from collections import deque
+
+from eventbus_core import Subscription
+from eventbus_core.testing import BusContractTests
+from eventbus_memory import InMemoryEventBus
+
+
+class Quick(BusContractTests):
+    """Short bounds, so that failing tests fail fast."""
+
+    receive_timeout = 2.0
+    stop_timeout = 0.5
+    stop_slack = 1.0
+
+
+class Unbounded(InMemoryEventBus):
+    """Ignores its bound: never refuses, and its subscriptions never fill."""
+
+    def __init__(self, buffer_size):
+        super().__init__(10**9)
+
+    def subscribe(self, name=None, *, buffer_size=None):
+        return super().subscribe(name, buffer_size=10**9)
+
+
+class HangingStop(InMemoryEventBus):
+    """stop() waits for every subscriber to read what it holds: a stuck consumer hangs it."""
+
+    def stop(self, timeout=None):
+        while any(state.sub.qsize() for state in self._subscribers):
+            time.sleep(0.01)
+        super().stop(timeout)
+
+
+class EarlyFlush(InMemoryEventBus):
+    """flush() wakes the worker and returns True at once, before the worker has delivered."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size, linger=60)  # the worker runs only when woken
+        self._high_water = 10**9
+
+    def flush(self, timeout=None):
+        self._kick()
+        return True
+
+
+class DropsCountedByTheBus(InMemoryEventBus):
+    """Counts a full subscriber's misses in the bus's `dropped`, not in the subscriber's."""
+
+    def _park(self, state, events, now):
+        with self._drop_lock:
+            self._dropped += len(events)
+
+
+class ReplaysRecentEvents(InMemoryEventBus):
+    """Hands a new subscription the last events published before it subscribed."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self._recent = deque(maxlen=10)
+
+    def publish(self, event):
+        self._recent.append(event)
+        super().publish(event)
+
+    def subscribe(self, name=None, *, buffer_size=None):
+        sub = super().subscribe(name, buffer_size=buffer_size)
+        sub.offer(list(self._recent))
+        return sub
+
+
+class LostBecomesDropped(InMemoryEventBus):
+    """What stop() gives up moves from published to dropped, so published goes down."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size, linger=60)  # the worker waits for stop() to wake it
+        self._high_water = 10**9
+
+    def stop(self, timeout=None):
+        super().stop(timeout)
+        with self._take_lock:
+            moved, self._lost = self._lost, 0
+            self._handed -= moved
+        self._dropped += moved
+
+
+class TestUnbounded(Quick):
+    def make_bus(self, buffer_size):
+        return Unbounded(buffer_size)
+
+
+class TestHangingStop(Quick):
+    def make_bus(self, buffer_size):
+        return HangingStop(buffer_size)
+
+
+class TestEarlyFlush(Quick):
+    def make_bus(self, buffer_size):
+        return EarlyFlush(buffer_size)
+
+
+class TestDropsCountedByTheBus(Quick):
+    def make_bus(self, buffer_size):
+        return DropsCountedByTheBus(buffer_size)
+
+
+class TestReplaysRecentEvents(Quick):
+    def make_bus(self, buffer_size):
+        return ReplaysRecentEvents(buffer_size)
+
+
+class TestLostBecomesDropped(Quick):
+    def make_bus(self, buffer_size):
+        return LostBecomesDropped(buffer_size)
+
+
+class TestControlMemory(Quick):
+    def make_bus(self, buffer_size):
+        return InMemoryEventBus(buffer_size)
+
+
+class TestControlGuideQueueBus(Quick):
+    def make_bus(self, buffer_size):
+        return QueueBus(buffer_size)
+'''
+
+# Contract tests each broken bus must fail (it may fail others too).
+MUST_FAIL = {
+    "TestUnbounded": {
+        "test_overflow_drops_and_counts_without_blocking",
+        "test_stop_is_bounded_with_a_stuck_consumer",
+    },
+    "TestHangingStop": {
+        "test_stop_is_bounded_with_a_stuck_consumer",
+        "test_overflow_drops_and_counts_without_blocking",
+    },
+    "TestEarlyFlush": {"test_flush_makes_every_accepted_event_visible"},
+    "TestDropsCountedByTheBus": {
+        "test_slow_subscriber_misses_are_counted_for_it_alone",
+        "test_overflow_drops_and_counts_without_blocking",
+    },
+    "TestReplaysRecentEvents": {"test_only_events_published_after_subscribe_are_delivered"},
+    "TestLostBecomesDropped": {"test_published_and_dropped_never_go_down"},
+}
+CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus")
+
+
+def guide_queue_bus() -> str:
+    """The QueueBus module of the backend guide, verbatim."""
+    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.DOTALL)
+    found = [b for b in blocks if "class QueueBus(BaseEventBus)" in b]
+    assert len(found) == 1, "docs/plugins/writing-a-backend.md should print QueueBus once"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    """{test class: {test name: outcome}} of the whole suite run on every bus above."""
+    work = tmp_path_factory.mktemp("contract")
+    (work / "queue_bus.py").write_text(guide_queue_bus())
+    (work / "test_buses.py").write_text(
+        "from queue_bus import QueueBus\n" + textwrap.dedent(BROKEN_BUSES)
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:asyncio",
+            "--timeout=60",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    found: dict[str, dict[str, str]] = {}
+    for outcome, cls, name in re.findall(
+        r"^(PASSED|FAILED|ERROR|SKIPPED)\S* test_buses\.py::(\w+)::(\w+)",
+        done.stdout,
+        re.MULTILINE,
+    ):
+        found.setdefault(cls, {})[name] = outcome
+    assert found, done.stdout + done.stderr
+    return found
+
+
+@pytest.mark.parametrize("bus", sorted(MUST_FAIL))
+def test_broken_bus_fails_the_contract(outcomes: dict[str, dict[str, str]], bus: str) -> None:
+    results = outcomes[bus]
+    passed = sorted(name for name in MUST_FAIL[bus] if results.get(name) != "FAILED")
+    assert not passed, f"{bus} should fail {passed}; outcomes: {results}"
+
+
+@pytest.mark.parametrize("bus", CONTROLS)
+def test_good_bus_passes_the_contract(outcomes: dict[str, dict[str, str]], bus: str) -> None:
+    results = outcomes[bus]
+    assert len(results) >= 17, results
+    bad = {name: outcome for name, outcome in results.items() if outcome != "PASSED"}
+    assert not bad, f"{bus} should pass the whole contract; it did not pass {bad}"
