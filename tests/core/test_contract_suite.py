@@ -72,9 +72,15 @@ class EarlyFlush(InMemoryEventBus):
 class DropsCountedByTheBus(InMemoryEventBus):
     """Counts a full subscriber's misses in the bus's `dropped`, not in the subscriber's."""
 
-    def _park(self, state, events, now):
-        with self._drop_lock:
-            self._dropped += len(events)
+    def subscribe(self, name=None, *, buffer_size=None):
+        sub = super().subscribe(name, buffer_size=buffer_size)
+
+        def count_dropped(n):
+            with self._drop_lock:
+                self._dropped += n
+
+        sub.count_dropped = count_dropped
+        return sub
 
 
 class ReplaysRecentEvents(InMemoryEventBus):

@@ -5,10 +5,9 @@ Settings read by the `memory` backend factory: `OBSERVABILITY_BUFFER_SIZE` (buff
 
 How it stays cheap: `publish()` appends to a deque and returns; it wakes the worker only when
 the worker sleeps after a quiet spell, or when the buffer passes half full. The worker moves
-whole batches into each subscriber's own bounded buffer. A subscriber whose buffer is full gets
-its overflow parked and retried with exponential backoff (3 retries, as the Go original), but
-the worker never sleeps for it, so the other subscribers are served meanwhile. What still does
-not fit is counted as dropped for that subscriber alone.
+whole batches into each subscriber's own bounded buffer (`_fanout.py`: a full subscriber's
+overflow is parked and retried with exponential backoff, 3 retries as the Go original, without
+the worker ever sleeping for it; what still does not fit is dropped for that subscriber alone).
 
 Events are numbered in publish order as the worker takes them; a subscription remembers the
 number reached when it was made, so an event still in the bus's buffer at `subscribe()` is
@@ -24,10 +23,10 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Final
 
 from eventbus_core import BaseEventBus, BusStats, Event, Subscription, check_buffer_size
+from eventbus_memory._fanout import FanOut, Subscriber
 
 __all__ = ["InMemoryEventBus"]
 
@@ -46,22 +45,6 @@ def _reinit_buses_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_buses_after_fork)
-
-
-@dataclass(eq=False)
-class _Subscriber:
-    """Delivery state of one subscription, touched only by the worker thread.
-
-    `start` is the sequence number of the first event published after `subscribe()`: events
-    are numbered in publish order as the worker takes them, and the ones before `start` (still
-    in the bus's buffer when the subscription was made) are not this subscriber's.
-    """
-
-    sub: Subscription
-    start: int = 0
-    pending: deque[Event] = field(default_factory=deque)
-    attempts: int = 0
-    next_retry: float = 0.0
 
 
 class InMemoryEventBus(BaseEventBus):
@@ -109,8 +92,7 @@ class InMemoryEventBus(BaseEventBus):
             raise ValueError(f"retries must be >= 0, got {retries!r}")
         self.buffer_size = buffer_size
         self.stop_timeout = stop_timeout
-        self._retries = retries
-        self._retry_base = retry_base
+        self._fanout = FanOut(buffer_size, retries, retry_base)
         self._linger = linger
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
@@ -130,7 +112,7 @@ class InMemoryEventBus(BaseEventBus):
         # accounting once the cycle in progress is over (CPU work only: never a consumer's).
         self._cycle_lock = threading.Lock()
         self._abandoned = False
-        self._subscribers: tuple[_Subscriber, ...] = ()
+        self._subscribers: tuple[Subscriber, ...] = ()
         self._subs_lock = threading.Lock()
         self._wake = threading.Event()
         self._flushed = threading.Condition(threading.Lock())
@@ -219,7 +201,7 @@ class InMemoryEventBus(BaseEventBus):
                 return
             if self._buffer:
                 continue
-            timeout = self._next_retry_in(now)
+            timeout = FanOut.next_retry_in(self._subscribers, now)
             if timeout is None and now - last_activity >= _DEEP_SLEEP_AFTER:
                 self._deep_sleep()
                 last_activity = time.monotonic()
@@ -245,12 +227,12 @@ class InMemoryEventBus(BaseEventBus):
         taken = self._take()
         if taken is not None:
             first, batch, subscribers = taken
-            self._fan_out(first, batch, subscribers)
+            self._fanout.deliver(first, batch, subscribers, time.monotonic())
             self._fanned = first + len(batch)
-        retried = self._retry_pending(time.monotonic())
+        retried = self._fanout.retry(self._subscribers, time.monotonic())
         return taken is not None or retried
 
-    def _take(self) -> tuple[int, list[Event], tuple[_Subscriber, ...]] | None:
+    def _take(self) -> tuple[int, list[Event], tuple[Subscriber, ...]] | None:
         """Take everything buffered: its first sequence number, the events, and the
         subscribers at that instant (any later one starts after this batch)."""
         buf = self._buffer
@@ -264,72 +246,8 @@ class InMemoryEventBus(BaseEventBus):
             subscribers = self._subscribers
         return first, batch, subscribers
 
-    def _fan_out(
-        self, first: int, batch: list[Event], subscribers: tuple[_Subscriber, ...]
-    ) -> None:
-        now = time.monotonic()
-        for state in subscribers:
-            events = batch
-            if state.start > first:  # subscribed while part of this batch was buffered
-                if state.start >= first + len(batch):
-                    continue
-                events = batch[state.start - first :]
-            if state.pending:
-                self._park(state, events, now)
-                continue
-            taken = state.sub.offer(events)
-            if taken < len(events):
-                self._park(state, events[taken:], now)
-
-    def _park(self, state: _Subscriber, events: list[Event], now: float) -> None:
-        """Hold what a full subscriber could not take, to retry; drop beyond the bound."""
-        if state.sub.finished:
-            return
-        if not state.pending:
-            state.attempts = 0
-            state.next_retry = now + self._retry_base
-        room = self.buffer_size - len(state.pending)
-        if room >= len(events):
-            state.pending.extend(events)
-        else:
-            state.pending.extend(events[: max(room, 0)])
-            state.sub.count_dropped(len(events) - max(room, 0))
-        if self._retries == 0:
-            state.sub.count_dropped(len(state.pending))
-            state.pending.clear()
-
-    def _retry_pending(self, now: float) -> bool:
-        moved_any = False
-        for state in self._subscribers:
-            pending = state.pending
-            if not pending or now < state.next_retry:
-                continue
-            if state.sub.finished:
-                pending.clear()
-                continue
-            room = state.sub.space()
-            moved = state.sub.offer(list(pending)[:room]) if room > 0 else 0
-            for _ in range(moved):
-                pending.popleft()
-            if moved:
-                moved_any = True
-            if not pending:
-                continue
-            # Progress means the consumer is alive: give the rest fresh retries.
-            state.attempts = 0 if moved else state.attempts + 1
-            if state.attempts >= self._retries:
-                state.sub.count_dropped(len(pending))
-                pending.clear()
-                continue
-            state.next_retry = now + self._retry_base * (2**state.attempts)
-        return moved_any
-
     def _has_pending(self) -> bool:
-        return any(state.pending for state in self._subscribers)
-
-    def _next_retry_in(self, now: float) -> float | None:
-        waits = [s.next_retry - now for s in self._subscribers if s.pending]
-        return max(0.0, min(waits)) if waits else None
+        return FanOut.has_pending(self._subscribers)
 
     # ------------------------------------------------------------------------ subscriptions
 
@@ -354,7 +272,7 @@ class InMemoryEventBus(BaseEventBus):
             with self._take_lock:
                 # Every event accepted so far is numbered below this: none is delivered to it.
                 start = self._handed + len(self._buffer)
-                self._subscribers = (*self._subscribers, _Subscriber(sub, start))
+                self._subscribers = (*self._subscribers, Subscriber(sub, start))
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -427,10 +345,8 @@ class InMemoryEventBus(BaseEventBus):
                 self._buffer.clear()
                 self._handed += leftover
                 self._lost += leftover
+            FanOut.give_up(subscribers)
             for state in subscribers:
-                if state.pending:
-                    state.sub.count_dropped(len(state.pending))
-                    state.pending.clear()
                 state.sub.finish()
         if self._flush_waiters:
             with self._flushed:
