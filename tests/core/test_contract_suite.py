@@ -1,6 +1,6 @@
 """The backend contract suite (`BusContractTests`) fails for broken buses, and passes for good ones.
 
-Each broken bus below is the memory backend with one defect the suite exists to catch. They all
+Each broken bus below is a built-in backend with one defect the suite exists to catch. They all
 run through the suite in one child pytest (a hung `stop()` then leaves its thread behind in the
 child, not here), and each must fail the contract tests named for it. The same run holds the
 controls, which must pass every test: the memory backend itself and the example backend of
@@ -21,13 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 GUIDE = ROOT / "docs" / "plugins" / "writing-a-backend.md"
 
 BROKEN_BUSES = '''
-import threading
 import time
+import uuid
 from collections import deque
 
-from eventbus_core import Subscription
+import fakeredis
+
 from eventbus_core.testing import BusContractTests
 from eventbus_memory import InMemoryEventBus
+from eventbus_redis import RedisEventBus
 
 
 class Quick(BusContractTests):
@@ -115,6 +117,13 @@ class LostBecomesDropped(InMemoryEventBus):
         self._dropped += moved
 
 
+class EarlyFlushOverRedis(RedisEventBus):
+    """A networked bus whose flush() returns True before its writer has stored the events."""
+
+    def flush(self, timeout=5.0):
+        return True
+
+
 class TestUnbounded(Quick):
     def make_bus(self, buffer_size):
         return Unbounded(buffer_size)
@@ -145,6 +154,15 @@ class TestLostBecomesDropped(Quick):
         return LostBecomesDropped(buffer_size)
 
 
+class TestEarlyFlushOverRedis(Quick):
+    in_process = False  # stored in Redis (a fake one: this is a test of the suite)
+
+    def make_bus(self, buffer_size):
+        client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        key = f"contract-{uuid.uuid4().hex}"
+        return EarlyFlushOverRedis.log(client, key, 300, 0, buffer_size=buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -166,6 +184,7 @@ MUST_FAIL = {
         "test_overflow_drops_and_counts_without_blocking",
     },
     "TestEarlyFlush": {"test_flush_makes_every_accepted_event_visible"},
+    "TestEarlyFlushOverRedis": {"test_flush_makes_every_accepted_event_visible"},
     "TestDropsCountedByTheBus": {
         "test_slow_subscriber_misses_are_counted_for_it_alone",
         "test_overflow_drops_and_counts_without_blocking",

@@ -81,8 +81,8 @@ class DeliveryContract(ContractBase):
             in_process = self.is_in_process(bus)
             subs = [bus.subscribe() for _ in range(10)]
             for round_ in range(10):
-                base = round_ * 200
-                for i in range(base, base + 200):
+                sent = [f"req-{i}" for i in range(round_ * 200, round_ * 200 + 200)]
+                for i in range(round_ * 200, round_ * 200 + 200):
                     bus.publish(make_event(i))
                 assert flushable.flush(self.receive_timeout) is True, "flush() timed out"
                 if in_process:
@@ -93,10 +93,21 @@ class DeliveryContract(ContractBase):
                         f"flush() returned True while {len(short)} subscriber(s) held only "
                         f"{short[:5]} of the 200 events published before it"
                     )
+                # Whatever the transport, what flush() settled is before a new subscription's
+                # start: it receives the next event first, none of the flushed ones.
+                probe = bus.subscribe()
+                marker = make_event(100_000 + round_)
+                bus.publish(marker)
+                self.settle(bus)
+                first = self.receive(probe, 1)[0].request_id
+                assert first == marker.request_id, (
+                    f"a subscription made after flush() returned True received {first}, "
+                    "published before it: flush() returned before that event was settled"
+                )
+                probe.close()
                 for sub in subs:
-                    got = self.receive(sub, 200)
-                    assert _ids(got) == [f"req-{i}" for i in range(base, base + 200)]
-            assert tuple(bus.stats()) == (2_000, 0)
+                    assert _ids(self.receive(sub, 201)) == [*sent, marker.request_id]
+            assert tuple(bus.stats()) == (2_010, 0)
 
     def test_stop_is_idempotent_and_ends_iteration(self) -> None:
         bus = self.make_bus(100)
