@@ -135,6 +135,24 @@ def test_extra_patterns_and_invalid_ones() -> None:
         Redactor(extra_patterns=["([unclosed"])
 
 
+def test_extra_patterns_apply_to_short_strings_too() -> None:
+    # The built-in rules need 8 characters at least; a user's pattern may match fewer.
+    r = Redactor(extra_patterns=[r"\b\d{4}\b"])
+    assert r.text("1234") == MASK
+    assert r.text("pin 1234") == f"pin {MASK}"
+    assert r.json({"pin": "1234", "list": ["1234"], "n": 1234}) == {
+        "pin": MASK,
+        "list": [MASK],
+        "n": 1234,  # a number is not text
+    }
+    assert r.body(b"1234") == MASK.encode()
+    event = Event(request_body=b'{"pin":"1234"}', path="/a?p=1234")
+    clean = r.event(event)
+    assert clean.request_body == f'{{"pin":"{MASK}"}}'.encode()
+    assert clean.path == f"/a?p={MASK}"
+    assert Redactor().text("1234") == "1234"  # no extra pattern: left alone
+
+
 def test_bodies_can_be_left_alone() -> None:
     assert Redactor(bodies=False).text(KEYS[0]) == KEYS[0]
 

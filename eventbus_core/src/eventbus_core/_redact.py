@@ -149,7 +149,7 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
     )
 
 
-_SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter can hold a maskable value
+_SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter holds a value the built-in rules mask
 
 
 _HEADER_FIELDS: Final = frozenset({"headers", "response_headers", "request_headers"})
@@ -227,7 +227,8 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """Return `text` with key-looking strings and credential-named values masked."""
-        if not self.bodies or len(text) < _SHORTEST_SECRET:
+        # No built-in rule matches fewer characters; a user's pattern may ("\b\d{4}\b").
+        if not self.bodies or (len(text) < _SHORTEST_SECRET and not self._has_extra):
             return text
         if self._has_extra or _may_hold_key(text):
             text = self._keys.sub(MASK, text)
