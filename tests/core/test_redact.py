@@ -216,3 +216,54 @@ def test_headers_are_redacted_even_when_bodies_are_not() -> None:
         "api_key": "kept",
         "text": KEYS[0],
     }
+
+
+class _BrokenRedactor(Redactor):
+    """Redaction that raises, as a bug or a pathological user pattern might."""
+
+    def event(self, event: Event) -> Event:
+        raise RuntimeError("redaction exploded")
+
+
+def test_a_failing_redaction_at_publish_strips_the_query_and_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from eventbus_memory import InMemoryEventBus
+
+    inner = InMemoryEventBus()
+    bus = RedactingBus(inner, _BrokenRedactor())
+    assert bus.__wrapped__ is inner
+    sub = bus.subscribe("t")
+    for i in range(3):
+        bus.publish(
+            Event(
+                request_id=f"r{i}",
+                path=f"/v1/x/{KEYS[0]}?api_key={KEYS[2]}&a=1",
+                status=200,
+                response_headers={"Authorization": f"Bearer {KEYS[1]}"},
+                request_body=KEYS[3].encode(),
+                response_body=b"{}",
+            )
+        )
+    assert bus.flush(10)
+    got = sub.get_batch(10, timeout=5)
+    bus.stop()
+    assert [e.request_id for e in got] == ["r0", "r1", "r2"]  # published, not dropped
+    for event in got:
+        assert event.path == f"/v1/x/{MASK}"
+        assert event.response_headers is None
+        assert event.request_body is None and event.response_body is None
+    assert bus.unredactable == 3
+    assert bus.stats().extra["unredactable"] == 3
+    warnings = [r for r in caplog.records if "redaction at publish failed" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+def test_capability_looks_through_the_redacting_bus() -> None:
+    from eventbus_core.capabilities import Flushable, capability
+    from eventbus_memory import InMemoryEventBus
+
+    inner = InMemoryEventBus()
+    bus = RedactingBus(inner)
+    assert capability(bus, Flushable) is not None
+    bus.stop()

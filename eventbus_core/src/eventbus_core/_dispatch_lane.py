@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._event import Event
-from eventbus_core._secrets import redact_url
+from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AckState", "Item", "Lane"]
 
-log = logging.getLogger("eventbus.dispatcher")
+log = get_logger("eventbus.dispatcher")
 
 
 @dataclass(eq=False, slots=True)
@@ -125,7 +124,7 @@ class Lane:
                         "lane %s: reading failed (%s: %s); retrying in %.1f s",
                         self.name,
                         type(exc).__name__,
-                        redact_url(str(exc)),
+                        exc,
                         delay,
                     )
                     with contextlib.suppress(TimeoutError):
@@ -196,7 +195,7 @@ class Lane:
                 "lane %s: acknowledging %d deliveries failed: %s",
                 self.name,
                 len(tokens),
-                redact_url(str(exc)),
+                exc,
             )
         else:
             self.acked += len(tokens)

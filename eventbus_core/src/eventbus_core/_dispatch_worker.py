@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,12 +17,13 @@ from eventbus_core._deadletter import DeadLetter
 from eventbus_core._dispatch_lane import Item, Lane
 from eventbus_core._dispatch_stats import SinkStats
 from eventbus_core._errors import PermanentSinkError, TransientSinkError
+from eventbus_core._log import get_logger
 from eventbus_core._retry import RetryPolicy
 from eventbus_core._sink import Sink
 
 __all__ = ["SinkWorker"]
 
-log = logging.getLogger("eventbus.dispatcher")
+log = get_logger("eventbus.dispatcher")
 
 
 class SinkWorker:
@@ -78,12 +79,14 @@ class SinkWorker:
         self.wake.set()
 
     def snapshot(self) -> SinkStats:
-        """The counters, with the queue length and lag filled in."""
+        """A copy of the counters, with the queue length and lag filled in."""
         waiting = [*self.current, *self.queue]
-        self.stats.queued = len(waiting)
         oldest = min((i.received_at for i in waiting), default=None)
-        self.stats.lag_seconds = 0.0 if oldest is None else time.monotonic() - oldest
-        return self.stats
+        return dataclasses.replace(
+            self.stats,
+            queued=len(waiting),
+            lag_seconds=0.0 if oldest is None else time.monotonic() - oldest,
+        )
 
     async def run(self) -> None:
         """Batch and send until the input is finished and the queue is empty."""

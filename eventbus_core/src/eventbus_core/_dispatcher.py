@@ -9,32 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import signal
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from eventbus_core._deadletter import DeadLetter
 from eventbus_core._dispatch_lane import Lane
+from eventbus_core._dispatch_setup import dispatcher_arguments
 from eventbus_core._dispatch_sources import GroupMode, Source, resolve_sources
 from eventbus_core._dispatch_stats import DispatcherStats
 from eventbus_core._dispatch_worker import SinkWorker
-from eventbus_core._event import Event
+from eventbus_core._log import add_patterns, get_logger, scrub
+from eventbus_core._payload import PayloadPreparer
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._redact import Redactor
 from eventbus_core._retry import RetryPolicy
-from eventbus_core._secrets import redact_url
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
 from eventbus_core._source import SubscriptionSource
 from eventbus_core._subscription import Subscription
-from eventbus_core._transform import LLMTransformer, Transform
+from eventbus_core._transform import Transform
 
 __all__ = ["Dispatcher", "GroupMode", "Source"]
 
-log = logging.getLogger("eventbus.dispatcher")
+log = get_logger("eventbus.dispatcher")
 
 
 class Dispatcher:
@@ -53,8 +55,11 @@ class Dispatcher:
             the bus's own `buffer_size`.
         retry: Backoff policy for failed sends.
         dead_letter: Where refused batches go; None counts them as dropped (and logs ERROR).
-        transform: `transform(event) -> dict`; the `LLMTransformer` by default.
-        redactor: Redaction applied to every payload before any sink sees it; None disables.
+        transform: `transform(event) -> dict`; the `LLMTransformer` by default. If it raises,
+            the event goes out with its bare fields and a `transform_error`.
+        redactor: Redaction applied to every payload before any sink or dead letter sees it.
+            None (the default) means the default `Redactor()` rules; opting out is explicit:
+            `redactor=NO_REDACTION`. Its extra patterns also apply to log lines.
         group_mode: How a bus is read (see `GroupMode`).
         group: Base consumer-group name for Redis streams (default: the bus's group).
         consumer_name: Consumer name within the group (default: the backend's choice).
@@ -100,8 +105,10 @@ class Dispatcher:
         self.subscription_buffer = subscription_buffer
         self.retry = retry or RetryPolicy()
         self.dead_letter = dead_letter
-        self.transform: Transform = transform or LLMTransformer()
-        self.redactor = redactor
+        self.preparer = PayloadPreparer(transform, redactor)
+        self.transform: Transform = self.preparer.transform
+        self.redactor: Redactor = self.preparer.redactor
+        add_patterns(self.redactor.extra_patterns)  # what payloads hide, logs hide too
         self.shutdown_timeout = shutdown_timeout
         self.stats_interval = stats_interval
         self.poll_interval = poll_interval
@@ -121,8 +128,10 @@ class Dispatcher:
         bus: Any = None,
         sinks: Sequence[tuple[str, Mapping[str, str]]] | None = None,
         registry: PluginRegistry | None = None,
-    ) -> Dispatcher:
+    ) -> Self:
         """Build a dispatcher from settings (the environment by default).
+
+        A subclass gets an instance of itself, built with `cls(...)`.
 
         Args:
             settings: `EVENTBUS_SINKS`, batching, retry, dead-letter and redaction settings.
@@ -134,9 +143,12 @@ class Dispatcher:
             UnknownSinkError: a sink name no installed plugin provides.
             SettingsError: an invalid setting or sink option (the message names it).
         """
-        from eventbus_core._dispatch_setup import dispatcher_from_settings
-
-        return dispatcher_from_settings(settings, bus=bus, sinks=sinks, registry=registry)
+        arguments, owned = dispatcher_arguments(
+            settings or EventBusSettings(), bus=bus, sinks=sinks, registry=registry
+        )
+        dispatcher = cls(**arguments)
+        dispatcher.owned_bus = owned
+        return dispatcher
 
     # ------------------------------------------------------------------------- construction
 
@@ -155,7 +167,7 @@ class Dispatcher:
         lanes = []
         for name, src, lane_sinks in by_lane:
             durable = not isinstance(src, SubscriptionSource)
-            lane = Lane(name, src, self._prepare, durable=durable)
+            lane = Lane(name, src, self.preparer, durable=durable)
             lane.workers = [
                 SinkWorker(
                     s,
@@ -165,43 +177,12 @@ class Dispatcher:
                     queue_size=self.queue_size,
                     retry=self.retry,
                     dead_letter=self.dead_letter,
-                    scrub=self._scrub,
+                    scrub=scrub,
                 )
                 for s in lane_sinks
             ]
             lanes.append(lane)
         return lanes
-
-    def _scrub(self, text: str) -> str:
-        text = redact_url(text)
-        return self.redactor.text(text) if self.redactor is not None else text
-
-    def _prepare(self, event: Event) -> dict[str, Any]:
-        """Transform and redact one event (runs in the reader thread)."""
-        try:
-            payload = dict(self.transform(event))
-        except Exception as exc:
-            # A transformer bug must not lose events: ship the bare facts and say why.
-            log.warning(
-                "transform failed for log_id=%s request_id=%s: %s",
-                event.log_id,
-                event.request_id,
-                exc,
-            )
-            payload = {
-                "type": "llm.request",
-                "log_id": event.log_id,
-                "request_id": event.request_id,
-                "method": event.method,
-                "path": event.path,
-                "status": event.status,
-                "duration_ms": event.duration_ns / 1e6,
-                "transform_error": f"{type(exc).__name__}: {exc}",
-            }
-        if self.redactor is not None:
-            redacted: dict[str, Any] = self.redactor.json(payload)
-            return redacted
-        return payload
 
     # ------------------------------------------------------------------------------ running
 
@@ -223,7 +204,8 @@ class Dispatcher:
             read=sum(lane.read for lane in self._lanes),
             acked=sum(lane.acked for lane in self._lanes),
             source_dropped=dropped,
-            lanes={lane.name: lane.figures() for lane in self._lanes},
+            # A source's own figures may hand out its live dicts: copy all the way down.
+            lanes=copy.deepcopy({lane.name: lane.figures() for lane in self._lanes}),
         )
 
     def request_stop(self) -> None:
@@ -316,14 +298,14 @@ class Dispatcher:
             try:
                 await sink.close()
             except Exception as exc:
-                log.warning("closing sink %s failed: %s", sink.name, self._scrub(str(exc)))
+                log.warning("closing sink %s failed: %s", sink.name, exc)
         if self.dead_letter is not None:
             await self.dead_letter.close()
         if self.owned_bus is not None:
             try:
                 await asyncio.to_thread(self.owned_bus.stop)
             except Exception as exc:
-                log.warning("stopping the bus failed: %s", redact_url(str(exc)))
+                log.warning("stopping the bus failed: %s", exc)
 
     async def _report(self) -> None:
         if self.stats_interval <= 0:

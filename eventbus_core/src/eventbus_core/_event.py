@@ -224,7 +224,7 @@ class Event:
                 f"Event.replace() got unknown field(s) {sorted(unknown)}; "
                 f"fields are {sorted(_FIELD_NAMES)}"
             )
-        if changes.get("response_headers", None) is self.response_headers:
+        if changes.get("response_headers") is self.response_headers:
             changes.pop("response_headers", None)  # our own read-only proxy: no copy needed
         # An event of only the changes checks and normalises them (every default is valid).
         changed = Event(**changes)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 
+if TYPE_CHECKING:
+    from eventbus_core._settings import EventBusSettings
+
 __all__ = [
     "MASK",
+    "NO_REDACTION",
     "SENSITIVE_HEADERS",
     "Redactor",
     "is_sensitive_header",
@@ -217,9 +221,19 @@ class Redactor:
                 raise SettingsError(
                     f"invalid redaction pattern {p!r} (EVENTBUS_REDACT_PATTERNS): {exc}"
                 ) from exc
+        self.extra_patterns: tuple[str, ...] = tuple(patterns)
         self._keys = re.compile("|".join([*_KEY_PATTERNS, *patterns]))
         self._has_extra = bool(patterns)
         self.bodies = bodies
+
+    @classmethod
+    def from_settings(cls, settings: EventBusSettings) -> Redactor:
+        """The rules `EVENTBUS_REDACT_HEADERS` and `EVENTBUS_REDACT_PATTERNS` add to the
+        defaults (whether redaction is on, `EVENTBUS_REDACT`, is for the caller to decide)."""
+        return cls(
+            extra_headers=settings.redact_header_names,
+            extra_patterns=settings.redact_pattern_list,
+        )
 
     def headers(self, headers: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]] | None:
         """Return a copy of `headers` with sensitive values masked."""
@@ -313,5 +327,40 @@ class Redactor:
                 out[name] = self.json(v)
         return out
 
+
+class _NoRedaction(Redactor):
+    """Rules that mask nothing: what `NO_REDACTION` is."""
+
+    def __init__(self) -> None:
+        super().__init__(bodies=False)
+
+    def headers(self, headers: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]] | None:
+        """A copy of `headers`, nothing masked."""
+        return None if headers is None else {k: list(v) for k, v in headers.items()}
+
+    def text(self, text: str) -> str:
+        """`text` unchanged."""
+        return text
+
+    def body(self, data: bytes | None) -> bytes | None:
+        """`data` unchanged."""
+        return data
+
+    def event(self, event: Event) -> Event:
+        """`event` unchanged."""
+        return event
+
+    def json(self, value: Any) -> Any:
+        """`value` unchanged."""
+        return value
+
+    def __repr__(self) -> str:
+        return "NO_REDACTION"
+
+
+NO_REDACTION: Final[Redactor] = _NoRedaction()
+"""Redaction turned off, said explicitly: `Dispatcher(..., redactor=NO_REDACTION)` hands
+payloads to sinks and dead letters as the transformer made them (what `EVENTBUS_REDACT=false`
+selects). `redactor=None` means the default rules, never none. Log lines are scrubbed anyway."""
 
 _DEFAULT_REDACTOR: Final = Redactor()

@@ -13,7 +13,6 @@ not fit is counted as dropped for that subscriber alone.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -22,11 +21,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from eventbus_core import BaseEventBus, BusStats, Event, Subscription, check_buffer_size
+from eventbus_core import (
+    BaseEventBus,
+    BusStats,
+    Event,
+    Subscription,
+    check_buffer_size,
+    get_logger,
+)
 
 __all__ = ["InMemoryEventBus"]
 
-log = logging.getLogger("eventbus.memory")
+log = get_logger("eventbus.memory")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the worker needs a publisher's wake
 

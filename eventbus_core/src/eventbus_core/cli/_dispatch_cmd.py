@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventbus_core._dispatcher import Dispatcher
+from eventbus_core._log import get_logger
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.cli._ops import EXIT_CODES_HELP, EXIT_FAILED, add_backend_options
 
 __all__ = ["add_parser", "run"]
 
-log = logging.getLogger("eventbus.dispatch")
+log = get_logger("eventbus.dispatch")
 
 
 class _SinkAction(argparse.Action):
