@@ -96,6 +96,7 @@ def dispatcher_arguments(
         "batch_size": settings.batch_size,
         "flush_interval": settings.flush_interval,
         "queue_size": max(settings.sink_queue_size, settings.batch_size),
+        "stall_timeout": settings.stall_timeout,
         "subscription_buffer": settings.dispatch_buffer,
         "retry": RetryPolicy(
             retries=settings.retries,

@@ -50,6 +50,12 @@ class Dispatcher:
         batch_size: Most events per `send()` (Go original: 100).
         flush_interval: Seconds the first event of a partial batch waits at most (Go: 5).
         queue_size: Events each sink's queue holds before reading pauses (back-pressure).
+        stall_timeout: Shared mode (one source, several sinks): seconds reading waits at most
+            for a sink whose queue is full. Then that sink is stalled: its share of what is read
+            next is dead-lettered (replayable to it with `eventbus replay`), counted
+            (`SinkStats.shed`, `stalls`) and logged, while the other sinks go on; it receives
+            events again once its queue has drained to half. 0: wait as long as it takes. A
+            lane of one sink (per-sink mode) always waits, losing nothing.
         subscription_buffer: Events each subscription of a bus holds, where the backend
             offers the choice (memory, Redis): room for bursts faster than the sinks. None:
             the bus's own `buffer_size`.
@@ -77,6 +83,7 @@ class Dispatcher:
         batch_size: int = 100,
         flush_interval: float = 5.0,
         queue_size: int = 1000,
+        stall_timeout: float = 5.0,
         subscription_buffer: int | None = 10_000,
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetter | None = None,
@@ -96,12 +103,15 @@ class Dispatcher:
             raise ValueError(f"sink names must be unique, got {names}")
         if batch_size < 1 or queue_size < batch_size:
             raise ValueError(f"need 1 <= batch_size <= queue_size, got {batch_size}, {queue_size}")
+        if not stall_timeout >= 0:
+            raise ValueError(f"stall_timeout must be >= 0 seconds (0: never), not {stall_timeout}")
         if group_mode not in ("per-sink", "shared"):
             raise ValueError(f"group_mode must be 'per-sink' or 'shared', not {group_mode!r}")
         self.sinks = list(sinks)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.queue_size = queue_size
+        self.stall_timeout = stall_timeout
         self.subscription_buffer = subscription_buffer
         self.retry = retry or RetryPolicy()
         self.dead_letter = dead_letter
@@ -167,7 +177,7 @@ class Dispatcher:
         lanes = []
         for name, src, lane_sinks in by_lane:
             durable = not isinstance(src, SubscriptionSource)
-            lane = Lane(name, src, self.preparer, durable=durable)
+            lane = Lane(name, src, self.preparer, durable=durable, stall_timeout=self.stall_timeout)
             lane.workers = [
                 SinkWorker(
                     s,
