@@ -134,3 +134,23 @@ def test_stall_timeout_setting_flag_and_validation() -> None:
 
     args = build_parser().parse_args(["dispatch", "--stall-timeout", "7"])
     assert args.stall_timeout == 7.0
+
+
+async def test_without_a_dead_letter_destination_the_shed_share_is_counted_as_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = InMemoryEventBus(buffer_size=10_000)
+    stuck, fast = GatedSink("stuck"), RecordingSink("fast")
+    d = shared(bus, stuck, fast, dead_letter=None)
+    task = asyncio.create_task(d.run())
+    for event in make_events(200):
+        bus.publish(event)
+    await asyncio.wait_for(fast.wait_for(200), BOUND)
+    assert "dropped and counted" in caplog.text
+    stuck.gate.set()
+    await bus.astop()
+    stats = await task
+    s = stats.sinks["stuck"]
+    assert s.dropped == s.shed > 0 and s.sent + s.dropped == s.received == 200
+    # One line when it stalled, not one per batch it shed.
+    assert sum("no dead-letter destination" in r.getMessage() for r in caplog.records) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -91,7 +92,8 @@ class Lane:
         return [(d.token, self.prepare(d.event)) for d in self.source.read(max_items, timeout)]
 
     def figures(self) -> dict[str, Any]:
-        """This lane's counters, with the source's own figures if it offers `figures()`."""
+        """A copy of this lane's counters, with the source's own figures if it offers
+        `figures()`."""
         out: dict[str, Any] = {
             "source": self.source.name,
             "read": self.read,
@@ -101,7 +103,7 @@ class Lane:
         figures = getattr(self.source, "figures", None)
         if callable(figures):
             try:
-                out.update(figures())
+                out.update(copy.deepcopy(figures()))  # a snapshot, not the source's live dicts
             except Exception as exc:  # figures are informative; never fail stats() for them
                 out["figures_error"] = str(exc)
         return out

@@ -80,14 +80,20 @@ class SinkWorker:
         self.stats.stalled = True
         self.stats.stalls += 1
         self._shed_at_stall = self.stats.shed
+        if self.dead_letter is not None:
+            fate = f"dead-lettered (replay them to it with `eventbus replay --sink {self.name}`"
+            fate += " by LogID)"
+        elif self.lane.durable:
+            fate = "left unacknowledged, for redelivery (no dead-letter destination configured)"
+        else:
+            fate = "dropped and counted (no dead-letter destination configured)"
         log.warning(
             "sink %s: its queue (%d events) stayed full for %.1f s; it is stalled: its share of "
-            "new events is dead-lettered (replay them to it with `eventbus replay --sink %s` by "
-            "LogID) while the other sinks go on, until its queue drains to half",
+            "new events is %s while the other sinks go on, until its queue drains to half",
             self.name,
             self.queue_size,
             waited,
-            self.name,
+            fate,
         )
 
     def resume_if_drained(self) -> None:
@@ -207,7 +213,8 @@ class SinkWorker:
         """Dead-letter `batch`; return False if it could not be stored (then it is counted).
 
         `error_type` defaults to the exception's class name (`Shutdown` for a text reason);
-        `quiet` skips the WARNING per batch (the caller logs once for many).
+        `quiet` skips the log line per batch (the caller logs once for many); a dead letter
+        that cannot be written is logged all the same.
         """
         if error_type is None:
             error_type = "Shutdown" if isinstance(exc, str) else type(exc).__name__
@@ -239,7 +246,7 @@ class SinkWorker:
                     message,
                 )
                 return True
-        else:
+        elif not quiet:
             log.error(
                 "sink %s: %d events failed (%s: %s) and no dead-letter destination is configured",
                 self.name,
