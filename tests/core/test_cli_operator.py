@@ -100,6 +100,16 @@ def test_publish_reports_bad_lines_and_goes_on(
     assert "line 2:" in captured.err
 
 
+def test_publish_does_not_echo_a_credential_of_a_bad_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = '{"Path": "/v1?api_key=sk-proj-abcdefghijklmnopqrst", oops\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(bad))
+    assert main(["publish", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "line 1: invalid JSON" in err and "sk-proj-abcdefghijklmnopqrst" not in err
+
+
 def test_publish_strict_stops_at_the_first_bad_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

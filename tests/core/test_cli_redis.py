@@ -268,3 +268,28 @@ def test_replay_to_the_jsonl_sink_as_the_dispatcher_would(
     text = out.read_text()
     assert "sk-abcdefghijklmnopqrstuvwx" not in text  # redacted as by the dispatcher
     assert "s=1" not in text
+
+
+def transform_that_fails(event: Event) -> dict[str, Any]:
+    """An EVENTBUS_TRANSFORMER with a bug, quoting the body in its error."""
+    raise ValueError(f"cannot parse request body: {(event.request_body or b'').decode()}")
+
+
+def test_replay_falls_back_as_the_dispatcher_does_when_the_transformer_fails(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EVENTBUS_TRANSFORMER", f"{__name__}:transform_that_fails")
+    event = ev(1).replace(request_body=b'{"note": "sk-proj-abcdefghijklmnopqrstuvwx"}')
+    publish_log(client, f"{prefix}:events", [event, ev(2)])
+    out = tmp_path / "replayed.jsonl"
+    assert main(["replay", "--sink", "jsonl", "--sink-opt", f"path={out}"]) == 0
+    assert "replayed 2 event(s)" in capsys.readouterr().err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["log_id"] for p in lines] == [1, 2]
+    assert all(p["transform_error"].startswith("ValueError: cannot parse") for p in lines)
+    assert "sk-proj-abcdefghijklmnopqrstuvwx" not in out.read_text()

@@ -333,3 +333,62 @@ def test_a_subscription_that_drops_says_so_in_the_log(caplog: pytest.LogCaptureF
     warnings = [r.getMessage() for r in caplog.records if "slowpoke" in r.getMessage()]
     assert len(warnings) == 1 and "dropped 3 event(s)" in warnings[0]
     assert sub.dropped == 7
+
+
+async def test_stats_are_a_snapshot_that_later_work_does_not_change() -> None:
+    sub = Subscription(1000)
+    sink = RecordingSink()
+    d = Dispatcher(sub, [sink], batch_size=5, flush_interval=0.01)
+    task = asyncio.create_task(d.run())
+    sub.offer(make_events(5))
+    await sink.wait_for(5)
+    before = d.stats()
+    frozen = before.as_dict()
+    sub.offer(make_events(5, start=6))
+    await sink.wait_for(10)
+    sub.finish()
+    after = await task
+    assert after.sinks["rec"].sent == 10
+    assert before.as_dict() == frozen  # nothing in the first snapshot moved
+    assert before.sinks["rec"] is not after.sinks["rec"]
+    assert before.lanes["shared"] is not after.lanes["shared"]
+
+
+class _Figures(ListSource):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.live = {"delivered": 0}
+
+    def figures(self) -> dict[str, object]:
+        return {"consumer": self.live}  # a live dict, as a source may hand out
+
+
+def test_lane_figures_in_stats_are_copied() -> None:
+    source = _Figures()
+    d = Dispatcher(source, [RecordingSink()])
+    snapshot = d.stats()
+    source.live["delivered"] = 99
+    assert snapshot.lanes["shared"]["consumer"] == {"delivered": 0}
+
+
+def test_from_settings_builds_the_subclass_it_is_called_on() -> None:
+    from eventbus_core import EventBusSettings
+
+    class Mine(Dispatcher):
+        pass
+
+    d = Mine.from_settings(EventBusSettings(sinks="console", dead_letter_path=""), bus=feed([]))
+    assert type(d) is Mine
+
+
+def test_dispatch_setup_does_not_import_the_dispatcher() -> None:
+    import ast
+
+    import eventbus_core._dispatch_setup as setup
+
+    tree = ast.parse(Path(setup.__file__).read_text())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "eventbus_core._dispatcher" not in imported
+    assert not any(m.startswith("eventbus_core._payload") for m in imported)

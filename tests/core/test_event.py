@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from datetime import timedelta
+from types import MappingProxyType
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_contract_example() -> None:
 def test_duration_in_nanoseconds_is_exact() -> None:
     assert Event(duration=10_800_000_000_007).duration_ns == 10_800_000_000_007
     assert Event(duration=timedelta(days=2, microseconds=3)).duration_ns == 172_800_000_003_000
-    assert Event(duration=-5000).duration_ns == -5000
+    assert Event(duration=2**63 - 1).duration_ns == 2**63 - 1
 
 
 @pytest.mark.parametrize("bad", [1.5, "150ms", None, True])
@@ -96,3 +97,64 @@ def test_repr_hides_bodies_and_header_values() -> None:
     text = repr(evt)
     assert "sk-secret" not in text and "hunter2" not in text
     assert "<16 bytes>" in text
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"status": 99999}, "status"),
+        ({"status": 99}, "status"),
+        ({"status": 600}, "status"),
+        ({"status": -1}, "status"),
+        ({"status": 2**63}, "status"),
+        ({"duration": timedelta(milliseconds=-1)}, "duration"),
+        ({"duration": -1}, "duration"),
+        ({"duration": 2**63}, "duration"),
+        ({"duration": timedelta(days=200_000)}, "duration"),  # > 292 years of nanoseconds
+        ({"log_id": -1}, "log_id"),
+        ({"log_id": 2**63}, "log_id"),
+    ],
+)
+def test_impossible_values_are_refused_naming_the_field(fields: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=f"Event {named} "):
+        Event(**fields)
+    with pytest.raises(ValueError, match=f"Event {named} "):
+        Event(status=200).replace(**fields)
+
+
+def test_boundary_values_are_accepted() -> None:
+    for status in (0, 100, 200, 599):
+        assert Event(status=status).status == status
+    assert Event(log_id=2**63 - 1, duration=0).log_id == 2**63 - 1
+
+
+def test_decoding_stays_as_lenient_as_go() -> None:
+    # Go's decoder reads any int64: so does from_json, and the event survives a pickle.
+    wire = '{"LogID": -7, "Status": 99999, "Duration": -5000, "Path": "/a"}'
+    event = Event.from_json(wire)
+    assert (event.log_id, event.status, event.duration_ns) == (-7, 99999, -5000)
+    assert pickle.loads(pickle.dumps(event)) == event
+    # A change of another field keeps what Go wrote; only the changed fields are checked.
+    moved = event.replace(path="/b")
+    assert (moved.status, moved.duration_ns, moved.path) == (99999, -5000, "/b")
+
+
+def test_a_callers_header_proxy_is_copied() -> None:
+    # A MappingProxyType is a view: the caller still holds the dict underneath.
+    held: dict[str, tuple[str, ...]] = {"Content-Type": ("application/json",)}
+    event = Event(response_headers=MappingProxyType(held))
+    held["Authorization"] = ("Bearer sk-later",)
+    held["Content-Type"] = ("text/plain",)
+    assert dict(event.headers) == {"Content-Type": ("application/json",)}
+    assert event.header("Authorization") is None
+
+
+def test_replace_reuses_the_events_own_headers() -> None:
+    event = Event(response_headers={"A": "1"})
+    assert event.replace(path="/x").response_headers is event.response_headers
+    assert event.replace(response_headers=event.response_headers).response_headers is (
+        event.response_headers
+    )
+    changed = event.replace(response_headers={"B": ["2"]})
+    assert dict(changed.headers) == {"B": ("2",)}
+    assert dict(event.headers) == {"A": ("1",)}

@@ -53,10 +53,16 @@ def test_go_decodes_what_we_write_and_we_decode_what_go_writes(
             duration=timedelta(hours=3, microseconds=7),
             request_id="\U0001f600",
         ),
-        Event(
-            log_id=-1,
-            duration=-5000,
-            response_headers={"Set-Cookie": ["a=1", "b=2"], "X-Empty": []},
+        # Out of the constructor's range, but Go writes such values: decoded as they are.
+        Event.from_json(
+            json.dumps(
+                {
+                    "LogID": -1,
+                    "Status": 99999,
+                    "Duration": -5000,
+                    "ResponseHeaders": {"Set-Cookie": ["a=1", "b=2"], "X-Empty": []},
+                }
+            )
         ),
         Event(response_body=bytes(range(256)) * 300),
     ]

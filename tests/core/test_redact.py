@@ -135,6 +135,24 @@ def test_extra_patterns_and_invalid_ones() -> None:
         Redactor(extra_patterns=["([unclosed"])
 
 
+def test_extra_patterns_apply_to_short_strings_too() -> None:
+    # The built-in rules need 8 characters at least; a user's pattern may match fewer.
+    r = Redactor(extra_patterns=[r"\b\d{4}\b"])
+    assert r.text("1234") == MASK
+    assert r.text("pin 1234") == f"pin {MASK}"
+    assert r.json({"pin": "1234", "list": ["1234"], "n": 1234}) == {
+        "pin": MASK,
+        "list": [MASK],
+        "n": 1234,  # a number is not text
+    }
+    assert r.body(b"1234") == MASK.encode()
+    event = Event(request_body=b'{"pin":"1234"}', path="/a?p=1234")
+    clean = r.event(event)
+    assert clean.request_body == f'{{"pin":"{MASK}"}}'.encode()
+    assert clean.path == f"/a?p={MASK}"
+    assert Redactor().text("1234") == "1234"  # no extra pattern: left alone
+
+
 def test_bodies_can_be_left_alone() -> None:
     assert Redactor(bodies=False).text(KEYS[0]) == KEYS[0]
 
@@ -198,3 +216,54 @@ def test_headers_are_redacted_even_when_bodies_are_not() -> None:
         "api_key": "kept",
         "text": KEYS[0],
     }
+
+
+class _BrokenRedactor(Redactor):
+    """Redaction that raises, as a bug or a pathological user pattern might."""
+
+    def event(self, event: Event) -> Event:
+        raise RuntimeError("redaction exploded")
+
+
+def test_a_failing_redaction_at_publish_strips_the_query_and_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from eventbus_memory import InMemoryEventBus
+
+    inner = InMemoryEventBus()
+    bus = RedactingBus(inner, _BrokenRedactor())
+    assert bus.__wrapped__ is inner
+    sub = bus.subscribe("t")
+    for i in range(3):
+        bus.publish(
+            Event(
+                request_id=f"r{i}",
+                path=f"/v1/x/{KEYS[0]}?api_key={KEYS[2]}&a=1",
+                status=200,
+                response_headers={"Authorization": f"Bearer {KEYS[1]}"},
+                request_body=KEYS[3].encode(),
+                response_body=b"{}",
+            )
+        )
+    assert bus.flush(10)
+    got = sub.get_batch(10, timeout=5)
+    bus.stop()
+    assert [e.request_id for e in got] == ["r0", "r1", "r2"]  # published, not dropped
+    for event in got:
+        assert event.path == f"/v1/x/{MASK}"
+        assert event.response_headers is None
+        assert event.request_body is None and event.response_body is None
+    assert bus.unredactable == 3
+    assert bus.stats().extra["unredactable"] == 3
+    warnings = [r for r in caplog.records if "redaction at publish failed" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+def test_capability_looks_through_the_redacting_bus() -> None:
+    from eventbus_core.capabilities import Flushable, capability
+    from eventbus_memory import InMemoryEventBus
+
+    inner = InMemoryEventBus()
+    bus = RedactingBus(inner)
+    assert capability(bus, Flushable) is not None
+    bus.stop()

@@ -79,16 +79,18 @@ def test_reads_what_go_reads() -> None:
     [
         Event(),
         Event(
-            log_id=-(2**63),
+            log_id=2**63 - 1,
             request_id='q"\\\x00\x1f',
             method="\u00e9",
             path="/\u2028\U0001f600",
-            status=-1,
+            status=599,
             duration=2**63 - 1,
             response_headers={"A": [], 'B"': ["x", "\u00fc"]},
             response_body=b"",
             request_body=bytes(range(256)),
         ),
+        # Values the constructor refuses, but Go may write: decoded, they encode as they came.
+        Event.from_json('{"LogID": -9223372036854775808, "Status": -1, "Duration": -5}'),
         Event(response_headers={}, response_body=b"\xff" * 1024),
         Event(request_body=b"only the request"),
     ],

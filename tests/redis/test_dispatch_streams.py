@@ -322,3 +322,55 @@ async def test_stats_show_each_lane_and_its_consumer(fake: redis.Redis) -> None:
     assert lane["delivered"] == 6  # the consumer's own figure
     json.dumps(stats.as_dict())
     bus.stop()
+
+
+@pytest.mark.redis
+async def test_shared_group_sheds_a_stuck_sinks_share_and_acks_everything(
+    real_streams: tuple[redis.Redis, str],
+) -> None:
+    from tests.core.conftest_dispatch import GatedSink
+
+    client, prefix = real_streams
+    stream, group = f"{prefix}:events", f"{prefix}:dispatchers"
+    bus = RedisStreamsEventBus(client, stream, group)
+    publish(bus, make_events(200))
+    stuck, fast = GatedSink("stuck"), RecordingSink("fast")
+    dead = MemoryDeadLetter()
+    d = Dispatcher(
+        bus,
+        [stuck, fast],
+        group_mode="shared",
+        batch_size=10,
+        queue_size=20,
+        flush_interval=0.01,
+        stall_timeout=0.2,
+        dead_letter=dead,
+        consumer_name="c1",
+    )
+    task = asyncio.create_task(d.run())
+    await asyncio.wait_for(fast.wait_for(200), 60)  # never held back by the stuck sink
+    figures = d.stats().sinks["stuck"]
+    assert figures.stalled and figures.shed == len(dead.records) > 0
+    assert {r["error_type"] for r in dead.records} == {"Stalled"}
+    log_ids = {
+        Event.from_json(fields[b"data"]).log_id: Event.from_json(fields[b"data"]).request_id
+        for _, fields in client.xrange(stream)
+    }
+    for record in dead.records:  # the stream's own LogIDs: `eventbus replay` finds them
+        assert log_ids[record["log_id"]] == record["request_id"]
+
+    stuck.gate.set()  # it recovers; everything it held goes out
+    shed = {r["log_id"] for r in dead.records}
+
+    async def settled() -> None:
+        while len(stuck.payloads) + len(shed) < 200 or pending(client, stream, group):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(settled(), 60)
+    d.request_stop()
+    stats = await task
+    sent = {p["log_id"] for p in stuck.payloads}
+    assert sent.isdisjoint(shed) and sent | shed == set(log_ids)
+    assert pending(client, stream, group) == 0  # each entry sent or dead-lettered by both
+    assert stats.sinks["fast"].sent == 200
+    bus.stop()

@@ -22,6 +22,8 @@ from eventbus_core._errors import (
 )
 from eventbus_core._event import Event, Headers
 from eventbus_core._factory import create_bus
+from eventbus_core._log import get_logger
+from eventbus_core._payload import PayloadPreparer
 from eventbus_core._plugins import (
     PluginInfo,
     PluginLoadWarning,
@@ -30,7 +32,7 @@ from eventbus_core._plugins import (
     get_registry,
     reset_registry,
 )
-from eventbus_core._redact import Redactor, redact_headers, redact_text
+from eventbus_core._redact import NO_REDACTION, Redactor, redact_headers, redact_text
 from eventbus_core._redact_bus import RedactingBus
 from eventbus_core._retry import RetryPolicy, classify_status, parse_retry_after
 from eventbus_core._secrets import RedactedURL, redact_url
@@ -70,6 +72,7 @@ __all__ = [
     "RegisterFn",
     "Registration",
     "create_bus",
+    "get_logger",
     "get_registry",
     "hookimpl",
     "redact_url",
@@ -83,7 +86,9 @@ __all__ = [
     "JsonlDeadLetter",
     "LLMTransformer",
     "MemoryDeadLetter",
+    "NO_REDACTION",
     "Payload",
+    "PayloadPreparer",
     "RedactingBus",
     "Redactor",
     "RetryPolicy",

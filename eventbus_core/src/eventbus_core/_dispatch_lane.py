@@ -4,13 +4,20 @@ A lane reads deliveries from its source in a worker thread (reading blocks, and 
 there keeps the event loop free), and appends each batch to the queue of every sink it feeds.
 Each sink has its own worker task, so a slow or failing sink only ever waits for itself. A
 delivery is acknowledged once every sink of its lane has sent or dead-lettered it.
+
+Reading pauses while a sink's queue is full (back-pressure). A lane that feeds several sinks
+(shared consumer mode) waits so at most `stall_timeout` seconds for one sink: after that the
+sink is *stalled*, and its share of what is read next is dead-lettered (to be replayed to it
+later) while the other sinks go on; once its queue has drained to half, it receives events
+again. A lane of one sink (per-sink mode) waits as long as it takes: nothing is lost, since its
+source keeps what is not read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import copy
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._event import Event
-from eventbus_core._secrets import redact_url
+from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
 
 if TYPE_CHECKING:
@@ -26,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AckState", "Item", "Lane"]
 
-log = logging.getLogger("eventbus.dispatcher")
+log = get_logger("eventbus.dispatcher")
 
 
 @dataclass(eq=False, slots=True)
@@ -57,8 +64,10 @@ class Lane:
         prepare: Callable[[Event], dict[str, Any]],
         *,
         durable: bool,
+        stall_timeout: float = 0.0,
     ) -> None:
         self.name = name
+        self.stall_timeout = stall_timeout  # 0: wait for a full queue as long as it takes
         self.source = source
         self.prepare = prepare
         # One thread per source: sources are single-threaded (a Redis consumer's reads and
@@ -83,7 +92,8 @@ class Lane:
         return [(d.token, self.prepare(d.event)) for d in self.source.read(max_items, timeout)]
 
     def figures(self) -> dict[str, Any]:
-        """This lane's counters, with the source's own figures if it offers `figures()`."""
+        """A copy of this lane's counters, with the source's own figures if it offers
+        `figures()`."""
         out: dict[str, Any] = {
             "source": self.source.name,
             "read": self.read,
@@ -93,7 +103,7 @@ class Lane:
         figures = getattr(self.source, "figures", None)
         if callable(figures):
             try:
-                out.update(figures())
+                out.update(copy.deepcopy(figures()))  # a snapshot, not the source's live dicts
             except Exception as exc:  # figures are informative; never fail stats() for them
                 out["figures_error"] = str(exc)
         return out
@@ -112,7 +122,10 @@ class Lane:
         try:
             while not (stopping.is_set() and self.durable):
                 for worker in self.workers:
-                    await self._wait_for_space(worker, poll)
+                    if worker.stalled:
+                        worker.resume_if_drained()
+                    if not worker.stalled:
+                        await self._wait_for_space(worker, poll)
                 timeout = 0.0 if stopping.is_set() else poll
                 try:
                     got = await loop.run_in_executor(self.executor, self._read, max_items, timeout)
@@ -125,7 +138,7 @@ class Lane:
                         "lane %s: reading failed (%s: %s); retrying in %.1f s",
                         self.name,
                         type(exc).__name__,
-                        redact_url(str(exc)),
+                        exc,
                         delay,
                     )
                     with contextlib.suppress(TimeoutError):
@@ -133,7 +146,7 @@ class Lane:
                     continue
                 self.read_errors = 0
                 if got:
-                    self._distribute(got)
+                    await self._distribute(got)
                 elif self.exhausted() or stopping.is_set():
                     return
         finally:
@@ -143,11 +156,28 @@ class Lane:
     async def _wait_for_space(self, worker: SinkWorker, poll: float) -> None:
         """Back-pressure: leave events in the source while `worker`'s queue is full.
 
-        Meanwhile the source is kept alive every `poll` seconds (see `_keep_alive`).
+        Meanwhile the source is kept alive every `poll` seconds (see `_keep_alive`). If other
+        sinks of the lane are flowing, the wait ends after `stall_timeout` seconds with
+        `worker` stalled (see the module docstring).
         """
+        if worker.space.is_set():
+            return
+        others_flowing = any(w is not worker and not w.stalled for w in self.workers)
+        deadline = (
+            time.monotonic() + self.stall_timeout
+            if self.stall_timeout > 0 and others_flowing
+            else None
+        )
         while not worker.space.is_set():
+            wait = poll
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    worker.mark_stalled(self.stall_timeout)
+                    return
+                wait = min(poll, left)
             try:
-                await asyncio.wait_for(worker.space.wait(), poll)
+                await asyncio.wait_for(worker.space.wait(), wait)
             except TimeoutError:
                 await self._keep_alive()
 
@@ -159,13 +189,19 @@ class Lane:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.executor, self._source_keep_alive)
 
-    def _distribute(self, got: list[tuple[Any, dict[str, Any]]]) -> None:
+    async def _distribute(self, got: list[tuple[Any, dict[str, Any]]]) -> None:
         self.read += len(got)
         now = time.monotonic()
         n = len(self.workers)
         items = [Item(payload, AckState(token, n), now) for token, payload in got]
+        stalled = []
         for worker in self.workers:
-            worker.put(items)
+            if worker.stalled:
+                stalled.append(worker)
+            else:
+                worker.put(items)
+        for worker in stalled:
+            await worker.shed(items)
 
     async def settle(self, items: Sequence[Item], *, ok: bool) -> None:
         """Record one sink's outcome for `items`; acknowledge those every sink is done with."""
@@ -196,7 +232,7 @@ class Lane:
                 "lane %s: acknowledging %d deliveries failed: %s",
                 self.name,
                 len(tokens),
-                redact_url(str(exc)),
+                exc,
             )
         else:
             self.acked += len(tokens)

@@ -1,4 +1,6 @@
-"""Building a `Dispatcher` from settings: sinks from plugins, policy, dead letters, redaction."""
+"""What settings make of a dispatcher: sinks from plugins, policy, dead letters, transformer and
+redaction. `Dispatcher.from_settings` builds itself from `dispatcher_arguments()`; this module
+never imports the dispatcher."""
 
 from __future__ import annotations
 
@@ -6,10 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from eventbus_core._deadletter import JsonlDeadLetter
-from eventbus_core._dispatcher import Dispatcher, GroupMode
 from eventbus_core._factory import create_bus
 from eventbus_core._plugins import PluginRegistry, get_registry
-from eventbus_core._redact import Redactor
+from eventbus_core._redact import NO_REDACTION, Redactor
 from eventbus_core._retry import RetryPolicy
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_options_from_env
@@ -17,7 +18,7 @@ from eventbus_core._transform import LLMTransformer, Transform, load_transform
 
 __all__ = [
     "build_sinks",
-    "dispatcher_from_settings",
+    "dispatcher_arguments",
     "redactor_from_settings",
     "transform_from_settings",
 ]
@@ -63,55 +64,55 @@ def transform_from_settings(settings: EventBusSettings) -> Transform:
     return LLMTransformer(binary=binary, max_body_bytes=settings.body_max_bytes)
 
 
-def redactor_from_settings(settings: EventBusSettings) -> Redactor | None:
-    """The `EVENTBUS_REDACT*` rules, or None when redaction is off."""
+def redactor_from_settings(settings: EventBusSettings) -> Redactor:
+    """The `EVENTBUS_REDACT*` rules, or `NO_REDACTION` when `EVENTBUS_REDACT=false`."""
     if not settings.redact:
-        return None
-    return Redactor(
-        extra_headers=settings.redact_header_names, extra_patterns=settings.redact_pattern_list
-    )
+        return NO_REDACTION
+    return Redactor.from_settings(settings)
 
 
-def dispatcher_from_settings(
-    settings: EventBusSettings | None = None,
+def dispatcher_arguments(
+    settings: EventBusSettings,
     *,
     bus: Any = None,
     sinks: Sequence[tuple[str, Mapping[str, str]]] | None = None,
     registry: PluginRegistry | None = None,
-) -> Dispatcher:
-    """Build a dispatcher configured entirely by settings (see `Dispatcher.from_settings`)."""
-    settings = settings or EventBusSettings()
+) -> tuple[dict[str, Any], Any]:
+    """The `Dispatcher(...)` keyword arguments `settings` call for, and the bus built for it
+    (None when `bus` was given; the dispatcher then owns and stops the one built here).
+
+    See `Dispatcher.from_settings` for the arguments and what it raises.
+    """
     built = build_sinks(settings, sinks, registry=registry)
-    owned = bus is None
+    owned = None
     if bus is None:
-        bus = create_bus(settings, registry=registry)
-    transform = transform_from_settings(settings)
-    redactor = redactor_from_settings(settings)
-    mode: GroupMode = "shared" if settings.consumer_groups == "shared" else "per-sink"
-    dispatcher = Dispatcher(
-        bus,
-        built,
-        batch_size=settings.batch_size,
-        flush_interval=settings.flush_interval,
-        queue_size=max(settings.sink_queue_size, settings.batch_size),
-        subscription_buffer=settings.dispatch_buffer,
-        retry=RetryPolicy(
+        bus = owned = create_bus(settings, registry=registry)
+    mode: Literal["per-sink", "shared"] = (
+        "shared" if settings.consumer_groups == "shared" else "per-sink"
+    )
+    arguments: dict[str, Any] = {
+        "source": bus,
+        "sinks": built,
+        "batch_size": settings.batch_size,
+        "flush_interval": settings.flush_interval,
+        "queue_size": max(settings.sink_queue_size, settings.batch_size),
+        "stall_timeout": settings.stall_timeout,
+        "subscription_buffer": settings.dispatch_buffer,
+        "retry": RetryPolicy(
             retries=settings.retries,
             base=settings.retry_base,
             cap=settings.retry_cap,
             retry_after_max=settings.retry_after_max,
         ),
-        dead_letter=(
+        "dead_letter": (
             JsonlDeadLetter(settings.dead_letter_path) if settings.dead_letter_path else None
         ),
-        transform=transform,
-        redactor=redactor,
-        group_mode=mode,
-        group=settings.redis_group,
-        consumer_name=settings.consumer_name,
-        shutdown_timeout=settings.shutdown_timeout,
-        stats_interval=settings.stats_interval,
-    )
-    if owned:
-        dispatcher.owned_bus = bus
-    return dispatcher
+        "transform": transform_from_settings(settings),
+        "redactor": redactor_from_settings(settings),
+        "group_mode": mode,
+        "group": settings.redis_group,
+        "consumer_name": settings.consumer_name,
+        "shutdown_timeout": settings.shutdown_timeout,
+        "stats_interval": settings.stats_interval,
+    }
+    return arguments, owned

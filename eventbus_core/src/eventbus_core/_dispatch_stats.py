@@ -25,6 +25,11 @@ class SinkStats:
         dropped: Events lost because even the dead-letter destination failed (logged at
             ERROR), or left over at shutdown from a source that cannot take them back.
         requeued: Events left unacknowledged at shutdown; a durable source delivers them again.
+        shed: Events dead-lettered for this sink without a send because it was stalled (shared
+            consumer mode; also counted in `dead_lettered`, or in `dropped`/`requeued` if the
+            dead letter could not be written).
+        stalls: Times the sink was declared stalled (its queue full for `stall_timeout`).
+        stalled: True while it is stalled.
         batches: Batches the sink accepted.
         failures: Failed send attempts (batches).
         queued: Events waiting in this sink's queue now.
@@ -40,6 +45,9 @@ class SinkStats:
     dead_lettered: int = 0
     dropped: int = 0
     requeued: int = 0
+    shed: int = 0
+    stalls: int = 0
+    stalled: bool = False
     batches: int = 0
     failures: int = 0
     queued: int = 0

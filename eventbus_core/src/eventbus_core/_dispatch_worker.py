@@ -1,14 +1,16 @@
 """A sink worker: batches one sink's queue by size and time, sends with retries, dead-letters.
 
 Part of the dispatcher (see `_dispatch_lane` for the lane that feeds it). One task per sink,
-so one `send()` at a time per sink, and sinks never wait for each other.
+so one `send()` at a time per sink, and sinks never wait for each other. In a shared lane, a
+worker whose queue stays full too long is *stalled*: the lane dead-letters its share (`shed`)
+until its queue has drained to half.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,12 +19,13 @@ from eventbus_core._deadletter import DeadLetter
 from eventbus_core._dispatch_lane import Item, Lane
 from eventbus_core._dispatch_stats import SinkStats
 from eventbus_core._errors import PermanentSinkError, TransientSinkError
+from eventbus_core._log import get_logger
 from eventbus_core._retry import RetryPolicy
 from eventbus_core._sink import Sink
 
 __all__ = ["SinkWorker"]
 
-log = logging.getLogger("eventbus.dispatcher")
+log = get_logger("eventbus.dispatcher")
 
 
 class SinkWorker:
@@ -57,6 +60,7 @@ class SinkWorker:
         self.space.set()
         self.draining = False
         self.input_done = False
+        self._shed_at_stall = 0
 
     def put(self, items: list[Item]) -> None:
         """Queue items (from the lane's reader)."""
@@ -65,6 +69,54 @@ class SinkWorker:
         if len(self.queue) >= self.queue_size:
             self.space.clear()
         self.wake.set()
+
+    @property
+    def stalled(self) -> bool:
+        """True while the lane dead-letters this sink's share instead of waiting for it."""
+        return self.stats.stalled
+
+    def mark_stalled(self, waited: float) -> None:
+        """The lane waited `waited` seconds for room in the queue: stop holding it back."""
+        self.stats.stalled = True
+        self.stats.stalls += 1
+        self._shed_at_stall = self.stats.shed
+        if self.dead_letter is not None:
+            fate = f"dead-lettered (replay them to it with `eventbus replay --sink {self.name}`"
+            fate += " by LogID)"
+        elif self.lane.durable:
+            fate = "left unacknowledged, for redelivery (no dead-letter destination configured)"
+        else:
+            fate = "dropped and counted (no dead-letter destination configured)"
+        log.warning(
+            "sink %s: its queue (%d events) stayed full for %.1f s; it is stalled: its share of "
+            "new events is %s while the other sinks go on, until its queue drains to half",
+            self.name,
+            self.queue_size,
+            waited,
+            fate,
+        )
+
+    def resume_if_drained(self) -> None:
+        """Take events again once the queue has drained to half."""
+        if len(self.queue) <= self.queue_size // 2:
+            self.stats.stalled = False
+            log.info(
+                "sink %s: caught up, receiving events again; %d events were dead-lettered "
+                "while it was stalled",
+                self.name,
+                self.stats.shed - self._shed_at_stall,
+            )
+
+    async def shed(self, items: list[Item]) -> None:
+        """Dead-letter this sink's share of `items` at once (the sink is stalled)."""
+        self.stats.received += len(items)
+        self.stats.shed += len(items)
+        reason = (
+            f"sink {self.name} stalled: its queue of {self.queue_size} events stayed full "
+            "(shared consumer mode, EVENTBUS_STALL_TIMEOUT); not sent to this sink"
+        )
+        ok = await self.dead_letter_batch(items, reason, 0, error_type="Stalled", quiet=True)
+        await self.lane.settle(items, ok=ok)
 
     def finish_input(self) -> None:
         """No more items will come: send what is queued, then end."""
@@ -78,12 +130,14 @@ class SinkWorker:
         self.wake.set()
 
     def snapshot(self) -> SinkStats:
-        """The counters, with the queue length and lag filled in."""
+        """A copy of the counters, with the queue length and lag filled in."""
         waiting = [*self.current, *self.queue]
-        self.stats.queued = len(waiting)
         oldest = min((i.received_at for i in waiting), default=None)
-        self.stats.lag_seconds = 0.0 if oldest is None else time.monotonic() - oldest
-        return self.stats
+        return dataclasses.replace(
+            self.stats,
+            queued=len(waiting),
+            lag_seconds=0.0 if oldest is None else time.monotonic() - oldest,
+        )
 
     async def run(self) -> None:
         """Batch and send until the input is finished and the queue is empty."""
@@ -148,10 +202,22 @@ class SinkWorker:
         await self.lane.settle(batch, ok=ok)
 
     async def dead_letter_batch(
-        self, batch: list[Item], exc: BaseException | str, attempts: int
+        self,
+        batch: list[Item],
+        exc: BaseException | str,
+        attempts: int,
+        *,
+        error_type: str | None = None,
+        quiet: bool = False,
     ) -> bool:
-        """Dead-letter `batch`; return False if it could not be stored (then it is counted)."""
-        error_type = "Shutdown" if isinstance(exc, str) else type(exc).__name__
+        """Dead-letter `batch`; return False if it could not be stored (then it is counted).
+
+        `error_type` defaults to the exception's class name (`Shutdown` for a text reason);
+        `quiet` skips the log line per batch (the caller logs once for many); a dead letter
+        that cannot be written is logged all the same.
+        """
+        if error_type is None:
+            error_type = "Shutdown" if isinstance(exc, str) else type(exc).__name__
         message = self.scrub(str(exc)) or error_type
         n = len(batch)
         if self.dead_letter is not None:
@@ -169,6 +235,8 @@ class SinkWorker:
                 )
             else:
                 self.stats.dead_lettered += n
+                if quiet:
+                    return True
                 log.warning(
                     "sink %s: %d events dead-lettered after %d attempt(s): %s: %s",
                     self.name,
@@ -178,7 +246,7 @@ class SinkWorker:
                     message,
                 )
                 return True
-        else:
+        elif not quiet:
             log.error(
                 "sink %s: %d events failed (%s: %s) and no dead-letter destination is configured",
                 self.name,

@@ -14,27 +14,28 @@ import logging
 import signal
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from eventbus_core._deadletter import DeadLetter
 from eventbus_core._dispatch_lane import Lane
+from eventbus_core._dispatch_setup import dispatcher_arguments
 from eventbus_core._dispatch_sources import GroupMode, Source, resolve_sources
 from eventbus_core._dispatch_stats import DispatcherStats
 from eventbus_core._dispatch_worker import SinkWorker
-from eventbus_core._event import Event
+from eventbus_core._log import add_patterns, get_logger, scrub
+from eventbus_core._payload import PayloadPreparer
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._redact import Redactor
 from eventbus_core._retry import RetryPolicy
-from eventbus_core._secrets import redact_url
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
 from eventbus_core._source import SubscriptionSource
 from eventbus_core._subscription import Subscription
-from eventbus_core._transform import LLMTransformer, Transform
+from eventbus_core._transform import Transform
 
 __all__ = ["Dispatcher", "GroupMode", "Source"]
 
-log = logging.getLogger("eventbus.dispatcher")
+log = get_logger("eventbus.dispatcher")
 
 
 class Dispatcher:
@@ -48,13 +49,22 @@ class Dispatcher:
         batch_size: Most events per `send()` (Go original: 100).
         flush_interval: Seconds the first event of a partial batch waits at most (Go: 5).
         queue_size: Events each sink's queue holds before reading pauses (back-pressure).
+        stall_timeout: Shared mode (one source, several sinks): seconds reading waits at most
+            for a sink whose queue is full. Then that sink is stalled: its share of what is read
+            next is dead-lettered (replayable to it with `eventbus replay`), counted
+            (`SinkStats.shed`, `stalls`) and logged, while the other sinks go on; it receives
+            events again once its queue has drained to half. 0: wait as long as it takes. A
+            lane of one sink (per-sink mode) always waits, losing nothing.
         subscription_buffer: Events each subscription of a bus holds, where the backend
             offers the choice (memory, Redis): room for bursts faster than the sinks. None:
             the bus's own `buffer_size`.
         retry: Backoff policy for failed sends.
         dead_letter: Where refused batches go; None counts them as dropped (and logs ERROR).
-        transform: `transform(event) -> dict`; the `LLMTransformer` by default.
-        redactor: Redaction applied to every payload before any sink sees it; None disables.
+        transform: `transform(event) -> dict`; the `LLMTransformer` by default. If it raises,
+            the event goes out with its bare fields and a `transform_error`.
+        redactor: Redaction applied to every payload before any sink or dead letter sees it.
+            None (the default) means the default `Redactor()` rules; opting out is explicit:
+            `redactor=NO_REDACTION`. Its extra patterns also apply to log lines.
         group_mode: How a bus is read (see `GroupMode`).
         group: Base consumer-group name for Redis streams (default: the bus's group).
         consumer_name: Consumer name within the group (default: the backend's choice).
@@ -72,6 +82,7 @@ class Dispatcher:
         batch_size: int = 100,
         flush_interval: float = 5.0,
         queue_size: int = 1000,
+        stall_timeout: float = 5.0,
         subscription_buffer: int | None = 10_000,
         retry: RetryPolicy | None = None,
         dead_letter: DeadLetter | None = None,
@@ -91,17 +102,22 @@ class Dispatcher:
             raise ValueError(f"sink names must be unique, got {names}")
         if batch_size < 1 or queue_size < batch_size:
             raise ValueError(f"need 1 <= batch_size <= queue_size, got {batch_size}, {queue_size}")
+        if not stall_timeout >= 0:
+            raise ValueError(f"stall_timeout must be >= 0 seconds (0: never), not {stall_timeout}")
         if group_mode not in ("per-sink", "shared"):
             raise ValueError(f"group_mode must be 'per-sink' or 'shared', not {group_mode!r}")
         self.sinks = list(sinks)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.queue_size = queue_size
+        self.stall_timeout = stall_timeout
         self.subscription_buffer = subscription_buffer
         self.retry = retry or RetryPolicy()
         self.dead_letter = dead_letter
-        self.transform: Transform = transform or LLMTransformer()
-        self.redactor = redactor
+        self.preparer = PayloadPreparer(transform, redactor)
+        self.transform: Transform = self.preparer.transform
+        self.redactor: Redactor = self.preparer.redactor
+        add_patterns(self.redactor.extra_patterns)  # what payloads hide, logs hide too
         self.shutdown_timeout = shutdown_timeout
         self.stats_interval = stats_interval
         self.poll_interval = poll_interval
@@ -121,8 +137,10 @@ class Dispatcher:
         bus: Any = None,
         sinks: Sequence[tuple[str, Mapping[str, str]]] | None = None,
         registry: PluginRegistry | None = None,
-    ) -> Dispatcher:
+    ) -> Self:
         """Build a dispatcher from settings (the environment by default).
+
+        A subclass gets an instance of itself, built with `cls(...)`.
 
         Args:
             settings: `EVENTBUS_SINKS`, batching, retry, dead-letter and redaction settings.
@@ -134,9 +152,12 @@ class Dispatcher:
             UnknownSinkError: a sink name no installed plugin provides.
             SettingsError: an invalid setting or sink option (the message names it).
         """
-        from eventbus_core._dispatch_setup import dispatcher_from_settings
-
-        return dispatcher_from_settings(settings, bus=bus, sinks=sinks, registry=registry)
+        arguments, owned = dispatcher_arguments(
+            settings or EventBusSettings(), bus=bus, sinks=sinks, registry=registry
+        )
+        dispatcher = cls(**arguments)
+        dispatcher.owned_bus = owned
+        return dispatcher
 
     # ------------------------------------------------------------------------- construction
 
@@ -155,7 +176,7 @@ class Dispatcher:
         lanes = []
         for name, src, lane_sinks in by_lane:
             durable = not isinstance(src, SubscriptionSource)
-            lane = Lane(name, src, self._prepare, durable=durable)
+            lane = Lane(name, src, self.preparer, durable=durable, stall_timeout=self.stall_timeout)
             lane.workers = [
                 SinkWorker(
                     s,
@@ -165,43 +186,12 @@ class Dispatcher:
                     queue_size=self.queue_size,
                     retry=self.retry,
                     dead_letter=self.dead_letter,
-                    scrub=self._scrub,
+                    scrub=scrub,
                 )
                 for s in lane_sinks
             ]
             lanes.append(lane)
         return lanes
-
-    def _scrub(self, text: str) -> str:
-        text = redact_url(text)
-        return self.redactor.text(text) if self.redactor is not None else text
-
-    def _prepare(self, event: Event) -> dict[str, Any]:
-        """Transform and redact one event (runs in the reader thread)."""
-        try:
-            payload = dict(self.transform(event))
-        except Exception as exc:
-            # A transformer bug must not lose events: ship the bare facts and say why.
-            log.warning(
-                "transform failed for log_id=%s request_id=%s: %s",
-                event.log_id,
-                event.request_id,
-                exc,
-            )
-            payload = {
-                "type": "llm.request",
-                "log_id": event.log_id,
-                "request_id": event.request_id,
-                "method": event.method,
-                "path": event.path,
-                "status": event.status,
-                "duration_ms": event.duration_ns / 1e6,
-                "transform_error": f"{type(exc).__name__}: {exc}",
-            }
-        if self.redactor is not None:
-            redacted: dict[str, Any] = self.redactor.json(payload)
-            return redacted
-        return payload
 
     # ------------------------------------------------------------------------------ running
 
@@ -316,14 +306,14 @@ class Dispatcher:
             try:
                 await sink.close()
             except Exception as exc:
-                log.warning("closing sink %s failed: %s", sink.name, self._scrub(str(exc)))
+                log.warning("closing sink %s failed: %s", sink.name, exc)
         if self.dead_letter is not None:
             await self.dead_letter.close()
         if self.owned_bus is not None:
             try:
                 await asyncio.to_thread(self.owned_bus.stop)
             except Exception as exc:
-                log.warning("stopping the bus failed: %s", redact_url(str(exc)))
+                log.warning("stopping the bus failed: %s", exc)
 
     async def _report(self) -> None:
         if self.stats_interval <= 0:

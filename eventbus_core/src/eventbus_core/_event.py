@@ -14,6 +14,7 @@ Headers = Mapping[str, tuple[str, ...]]
 
 _EMPTY_HEADERS: Final[Headers] = MappingProxyType({})
 _NS_PER_US: Final = 1_000
+_INT64_MAX: Final = 2**63 - 1
 
 
 def _duration_to_ns(duration: timedelta | int) -> int:
@@ -30,11 +31,10 @@ def _duration_to_ns(duration: timedelta | int) -> int:
     return duration
 
 
-def _freeze_headers(headers: Mapping[str, Iterable[str] | str] | None) -> Headers | None:
-    if headers is None:
-        return None
-    if isinstance(headers, MappingProxyType) and all(type(v) is tuple for v in headers.values()):
-        return headers
+def _freeze_headers(headers: Mapping[str, Iterable[str] | str]) -> Headers:
+    # Always a copy, a MappingProxyType included: a proxy the caller made is a view of a dict
+    # the caller still holds, and could change after the event was built. Proxies an Event made
+    # itself never come here (`replace()` and the decoder reuse or build them directly).
     frozen: dict[str, tuple[str, ...]] = {}
     for name, values in headers.items():
         if not isinstance(name, str):
@@ -57,6 +57,22 @@ def _check_str(name: str, value: object) -> str:
 def _check_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"Event {name} must be int, not {type(value).__name__}")
+
+
+def _refuse_range(status: int, duration_ns: int, log_id: int) -> None:
+    """Raise for the value out of range (called only once the cheap test has failed)."""
+    if not (status == 0 or 100 <= status <= 599):
+        raise ValueError(
+            f"Event status must be an HTTP status code 100-599, or 0 for unset; got {status}"
+        )
+    if not 0 <= duration_ns <= _INT64_MAX:
+        what = "negative" if duration_ns < 0 else "beyond a 64-bit integer of nanoseconds"
+        raise ValueError(
+            f"Event duration must not be {what} (Go's time.Duration); got {duration_ns} ns"
+        )
+    if not 0 <= log_id <= _INT64_MAX:
+        what = "negative" if log_id < 0 else "beyond a 64-bit integer"
+        raise ValueError(f"Event log_id must not be {what}; got {log_id}")
 
 
 def _check_bytes(name: str, value: object) -> bytes | None:
@@ -88,6 +104,10 @@ class Event:
 
     Raises:
         TypeError: A field has the wrong type.
+        ValueError: A value no event can have (the message names the field): a `status`
+            other than 0 (unset) or 100-599, a negative `duration` or `log_id`, or one beyond
+            a 64-bit integer (Go's decoder would refuse it). `from_json()` does not check
+            these: what Go wrote is read as it is.
     """
 
     __slots__ = (
@@ -134,15 +154,22 @@ class Event:
         if type(status) is not int or type(log_id) is not int:
             _check_int("status", status)
             _check_int("log_id", log_id)
+        duration_ns = duration if type(duration) is int else _duration_to_ns(duration)
+        # One chained test for the usual case (literals: cheaper than a global lookup); what
+        # Go's decoder would refuse, or no HTTP response has, is refused here with its name.
+        if not (
+            0 <= duration_ns <= 9_223_372_036_854_775_807
+            and 0 <= log_id <= 9_223_372_036_854_775_807
+            and (100 <= status <= 599 or status == 0)
+        ):
+            _refuse_range(status, duration_ns, log_id)
         setattr_ = object.__setattr__
         setattr_(self, "log_id", log_id)
         setattr_(self, "request_id", request_id)
         setattr_(self, "method", method)
         setattr_(self, "path", path)
         setattr_(self, "status", status)
-        setattr_(
-            self, "duration_ns", duration if type(duration) is int else _duration_to_ns(duration)
-        )
+        setattr_(self, "duration_ns", duration_ns)
         setattr_(
             self,
             "response_headers",
@@ -180,28 +207,32 @@ class Event:
         return values[0] if values else None
 
     def replace(self, **changes: Any) -> Event:
-        """Return a copy with the given fields changed (`duration` or `duration_ns` for time)."""
-        fields: dict[str, Any] = {
-            "request_id": self.request_id,
-            "method": self.method,
-            "path": self.path,
-            "status": self.status,
-            "duration": self.duration_ns,
-            "response_headers": self.response_headers,
-            "response_body": self.response_body,
-            "request_body": self.request_body,
-            "log_id": self.log_id,
-        }
+        """Return a copy with the given fields changed (`duration` or `duration_ns` for time).
+
+        The changed fields are checked as the constructor checks them; the others are kept as
+        they are (an event decoded from Go keeps what Go wrote).
+
+        Raises:
+            TypeError: an unknown field, or a changed field of the wrong type.
+            ValueError: a changed field out of range (see the constructor).
+        """
         if "duration_ns" in changes:
             changes["duration"] = changes.pop("duration_ns")
-        unknown = set(changes) - set(fields)
+        unknown = changes.keys() - _FIELD_NAMES
         if unknown:
             raise TypeError(
                 f"Event.replace() got unknown field(s) {sorted(unknown)}; "
-                f"fields are {sorted(fields)}"
+                f"fields are {sorted(_FIELD_NAMES)}"
             )
-        fields.update(changes)
-        return Event(**fields)
+        if changes.get("response_headers") is self.response_headers:
+            changes.pop("response_headers", None)  # our own read-only proxy: no copy needed
+        # An event of only the changes checks and normalises them (every default is valid).
+        changed = Event(**changes)
+        clone = object.__new__(Event)
+        for name in Event.__slots__:
+            source = changed if _SLOT_OF.get(name, name) in changes else self
+            object.__setattr__(clone, name, getattr(source, name))
+        return clone
 
     @classmethod
     def _trusted(
@@ -308,8 +339,9 @@ class Event:
 
     def __reduce__(self) -> tuple[Any, ...]:
         headers = None if self.response_headers is None else dict(self.response_headers)
+        # Rebuilt unchecked, as decoded: an event read from Go survives a pickle as it is.
         return (
-            Event,
+            _restore,
             (
                 self.request_id,
                 self.method,
@@ -337,6 +369,58 @@ class Event:
             f"response_headers={headers}, response_body={size(self.response_body)}, "
             f"request_body={size(self.request_body)})"
         )
+
+
+_FIELD_NAMES: Final = frozenset(
+    {
+        "request_id",
+        "method",
+        "path",
+        "status",
+        "duration",
+        "response_headers",
+        "response_body",
+        "request_body",
+        "log_id",
+    }
+)
+_SLOT_OF: Final = {"duration_ns": "duration"}  # slot name -> the argument that sets it
+
+
+def _restore(
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    duration_ns: int,
+    response_headers: Mapping[str, Iterable[str]] | None,
+    response_body: bytes | None,
+    request_body: bytes | None,
+    log_id: int,
+) -> Event:
+    """Build an event from values already checked for type, without the range checks.
+
+    For the decoder (`Event.from_json`, which reads what Go's decoder reads, out-of-range
+    values included) and for unpickling. `response_headers` is copied into a new proxy.
+    """
+    event = object.__new__(Event)
+    setattr_ = object.__setattr__
+    setattr_(event, "log_id", log_id)
+    setattr_(event, "request_id", request_id)
+    setattr_(event, "method", method)
+    setattr_(event, "path", path)
+    setattr_(event, "status", status)
+    setattr_(event, "duration_ns", duration_ns)
+    setattr_(
+        event,
+        "response_headers",
+        None
+        if response_headers is None
+        else MappingProxyType({k: tuple(v) for k, v in response_headers.items()}),
+    )
+    setattr_(event, "response_body", response_body)
+    setattr_(event, "request_body", request_body)
+    return event
 
 
 # The codec needs the class above, so it is imported last, once: an import inside to_json()

@@ -39,11 +39,5 @@ def create_bus(
         from eventbus_core._redact import Redactor
         from eventbus_core._redact_bus import RedactingBus
 
-        bus = RedactingBus(
-            bus,
-            Redactor(
-                extra_headers=settings.redact_header_names,
-                extra_patterns=settings.redact_pattern_list,
-            ),
-        )
+        bus = RedactingBus(bus, Redactor.from_settings(settings))
     return bus

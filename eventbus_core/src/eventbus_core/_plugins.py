@@ -7,7 +7,6 @@ factories, so nothing of pluggy runs per event.
 from __future__ import annotations
 
 import importlib.metadata as md
-import logging
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pluggy
 
 from eventbus_core import hookspecs
 from eventbus_core._errors import BackendLoadError, UnknownBackendError, UnknownSinkError
+from eventbus_core._log import get_logger
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -30,7 +30,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP: Final = "eventbus"
 
-log = logging.getLogger("eventbus.plugins")
+log = get_logger("eventbus.plugins")
 
 # Where the built-in backend names come from, for the "how to install it" hint.
 _KNOWN_DISTRIBUTIONS: Final = {

@@ -12,13 +12,17 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 
+if TYPE_CHECKING:
+    from eventbus_core._settings import EventBusSettings
+
 __all__ = [
     "MASK",
+    "NO_REDACTION",
     "SENSITIVE_HEADERS",
     "Redactor",
     "is_sensitive_header",
@@ -149,7 +153,7 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
     )
 
 
-_SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter can hold a maskable value
+_SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter holds a value the built-in rules mask
 
 
 _HEADER_FIELDS: Final = frozenset({"headers", "response_headers", "request_headers"})
@@ -217,9 +221,19 @@ class Redactor:
                 raise SettingsError(
                     f"invalid redaction pattern {p!r} (EVENTBUS_REDACT_PATTERNS): {exc}"
                 ) from exc
+        self.extra_patterns: tuple[str, ...] = tuple(patterns)
         self._keys = re.compile("|".join([*_KEY_PATTERNS, *patterns]))
         self._has_extra = bool(patterns)
         self.bodies = bodies
+
+    @classmethod
+    def from_settings(cls, settings: EventBusSettings) -> Redactor:
+        """The rules `EVENTBUS_REDACT_HEADERS` and `EVENTBUS_REDACT_PATTERNS` add to the
+        defaults (whether redaction is on, `EVENTBUS_REDACT`, is for the caller to decide)."""
+        return cls(
+            extra_headers=settings.redact_header_names,
+            extra_patterns=settings.redact_pattern_list,
+        )
 
     def headers(self, headers: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]] | None:
         """Return a copy of `headers` with sensitive values masked."""
@@ -227,7 +241,8 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """Return `text` with key-looking strings and credential-named values masked."""
-        if not self.bodies or len(text) < _SHORTEST_SECRET:
+        # No built-in rule matches fewer characters; a user's pattern may ("\b\d{4}\b").
+        if not self.bodies or (len(text) < _SHORTEST_SECRET and not self._has_extra):
             return text
         if self._has_extra or _may_hold_key(text):
             text = self._keys.sub(MASK, text)
@@ -312,5 +327,40 @@ class Redactor:
                 out[name] = self.json(v)
         return out
 
+
+class _NoRedaction(Redactor):
+    """Rules that mask nothing: what `NO_REDACTION` is."""
+
+    def __init__(self) -> None:
+        super().__init__(bodies=False)
+
+    def headers(self, headers: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]] | None:
+        """A copy of `headers`, nothing masked."""
+        return None if headers is None else {k: list(v) for k, v in headers.items()}
+
+    def text(self, text: str) -> str:
+        """`text` unchanged."""
+        return text
+
+    def body(self, data: bytes | None) -> bytes | None:
+        """`data` unchanged."""
+        return data
+
+    def event(self, event: Event) -> Event:
+        """`event` unchanged."""
+        return event
+
+    def json(self, value: Any) -> Any:
+        """`value` unchanged."""
+        return value
+
+    def __repr__(self) -> str:
+        return "NO_REDACTION"
+
+
+NO_REDACTION: Final[Redactor] = _NoRedaction()
+"""Redaction turned off, said explicitly: `Dispatcher(..., redactor=NO_REDACTION)` hands
+payloads to sinks and dead letters as the transformer made them (what `EVENTBUS_REDACT=false`
+selects). `redactor=None` means the default rules, never none. Log lines are scrubbed anyway."""
 
 _DEFAULT_REDACTOR: Final = Redactor()

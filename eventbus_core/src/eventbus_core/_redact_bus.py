@@ -8,22 +8,32 @@ leaves the process (Redis) and its readers must not see credentials either.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from eventbus_core._bus import BaseEventBus, EventBus, subscribe_sized
 from eventbus_core._event import Event
+from eventbus_core._log import get_logger, scrub
 from eventbus_core._redact import Redactor
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription
 
 __all__ = ["RedactingBus"]
 
+log = get_logger("eventbus.redact")
+
 
 class RedactingBus(BaseEventBus):
     """Wrap `bus` so that every published event is redacted first.
 
     Everything else (subscribe, stop, stats, and backend extras such as `flush()` or
-    `consumer()`) is the wrapped bus's own.
+    `consumer()`) is the wrapped bus's own; `__wrapped__` is the wrapped bus, which
+    `eventbus_core.capabilities.capability()` looks through.
+
+    Should the redaction itself raise (a bug, or a user pattern that cannot cope), the event is
+    still published, stripped to what cannot hold a credential: headers and bodies go, and the
+    path keeps only its part before `?`, scrubbed. Such events are counted in `unredactable`
+    (and `stats().extra["unredactable"]`); the first is logged at WARNING.
 
     Args:
         bus: The backend.
@@ -32,16 +42,41 @@ class RedactingBus(BaseEventBus):
 
     def __init__(self, bus: EventBus, redactor: Redactor | None = None) -> None:
         self.bus = bus
+        self.__wrapped__ = bus
         self.redactor = redactor or Redactor()
+        self.unredactable = 0
+        self._lock = threading.Lock()  # for the failure path only
 
     def publish(self, event: Event) -> None:
-        """Redact `event`, then publish it; never raises (a failing redaction drops it)."""
+        """Redact `event`, then publish it; never raises (see the class for a failing
+        redaction)."""
         try:
             clean = self.redactor.event(event)
-        except Exception:
+        except Exception as exc:
             # publish() must not raise; an event we cannot clean must not leave unclean.
-            clean = event.replace(response_headers=None, request_body=None, response_body=None)
+            clean = self._stripped(event, exc)
         self.bus.publish(clean)
+
+    def _stripped(self, event: Event, exc: Exception) -> Event:
+        """`event` without headers and bodies, its path cut before the query and scrubbed."""
+        with self._lock:
+            self.unredactable += 1
+            first = self.unredactable == 1
+        if first:
+            log.warning(
+                "redaction at publish failed (%s: %s); publishing such events without headers, "
+                "bodies or query string (counted in stats().extra['unredactable'], logged once)",
+                type(exc).__name__,
+                exc,
+            )
+        try:
+            path = scrub(event.path.partition("?")[0])
+        except Exception:
+            path = ""
+        # Only the changed fields are checked, and None and a str always pass: cannot raise.
+        return event.replace(
+            path=path, response_headers=None, request_body=None, response_body=None
+        )
 
     def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
         """Subscribe to the wrapped bus (with `buffer_size` where the wrapped bus offers it)."""
@@ -52,8 +87,16 @@ class RedactingBus(BaseEventBus):
         self.bus.stop(timeout)
 
     def stats(self) -> BusStats:
-        """The wrapped bus's figures."""
-        return self.bus.stats()
+        """The wrapped bus's figures, with `extra["unredactable"]` (see the class)."""
+        inner = self.bus.stats()
+        return BusStats(
+            inner.published,
+            inner.dropped,
+            lost=inner.lost,
+            queue_depth=inner.queue_depth,
+            subscribers=inner.subscribers,
+            extra={**inner.extra, "unredactable": self.unredactable},
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.bus, name)

@@ -129,6 +129,13 @@ class EventBusSettings(BaseSettings):
         ge=1,
         description="Events each sink's queue holds before reading pauses (back-pressure).",
     )
+    stall_timeout: float = _env(
+        "EVENTBUS_STALL_TIMEOUT",
+        default=5.0,
+        ge=0,
+        description="Shared consumer mode: seconds a sink's full queue may hold reading back "
+        "before its share is dead-lettered (0: wait as long as it takes).",
+    )
     dispatch_buffer: int = _env(
         "EVENTBUS_DISPATCH_BUFFER",
         default=10_000,

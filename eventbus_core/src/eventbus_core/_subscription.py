@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import threading
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from typing import Final
 
 from eventbus_core._errors import EventBusError
 from eventbus_core._event import Event
+from eventbus_core._log import get_logger
 from eventbus_core._stats import SubscriberStats
 
 __all__ = ["Subscription", "SubscriptionClosed"]
@@ -26,7 +26,7 @@ __all__ = ["Subscription", "SubscriptionClosed"]
 _names: Final = itertools.count(1)
 _WARN_EVERY: Final = 10.0  # seconds between two warnings about the same subscription's drops
 
-log = logging.getLogger("eventbus")
+log = get_logger("eventbus")
 
 
 class SubscriptionClosed(EventBusError):

@@ -14,7 +14,6 @@ Payload keys: `type`, `log_id`, `request_id`, `method`, `path`, `status`, `durat
 from __future__ import annotations
 
 import base64
-import gzip
 import importlib
 import json
 import zlib
@@ -34,35 +33,113 @@ Transform = Callable[[Event], Mapping[str, Any]]
 """`transform(event) -> payload`; must be pure and fast (it runs for every event)."""
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
+_ZLIB_WBITS: Final = zlib.MAX_WBITS
+_RAW_WBITS: Final = -zlib.MAX_WBITS
 
 
-def _decompress(data: bytes, encoding: str | None) -> tuple[bytes, str | None]:
-    """Undo Content-Encoding; returns the bytes and an error note if decoding failed."""
+class _TooLarge(Exception):
+    """Decoding would pass the size bound (the output so far is dropped)."""
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
+    """Inflate a zlib, raw deflate or gzip stream (gzip: every concatenated member), producing
+    at most `limit` bytes: memory stays bounded by the limit whatever the ratio of the input.
+
+    Raises:
+        _TooLarge: the output would exceed `limit`.
+        zlib.error, EOFError: the data is not such a stream, or it is cut short.
+    """
+    out: list[bytes] = []
+    produced = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        pending = data
+        while pending:
+            room = limit - produced
+            if room <= 0:
+                raise _TooLarge
+            chunk = inflater.decompress(pending, room)  # never more than `room` bytes
+            produced += len(chunk)
+            out.append(chunk)
+            pending = inflater.unconsumed_tail
+        if not inflater.eof:
+            if produced >= limit:
+                raise _TooLarge
+            raise EOFError("compressed data ended before the end-of-stream marker")
+        # gzip allows several members one after the other (and zero padding after them).
+        data = inflater.unused_data.lstrip(b"\x00") if wbits == _GZIP_WBITS else b""
+        if not data:
+            return b"".join(out)
+
+
+def _unbrotli(data: bytes, limit: int) -> bytes:
+    """Undo brotli, stopping once the output passes `limit` (see `_inflate`).
+
+    brotli's `output_buffer_limit` (brotli >= 1.2) bounds each call's output to about the limit
+    (it may overshoot by up to one internal block, so at most about twice the limit plus 32 KiB).
+
+    Raises:
+        _TooLarge, EOFError, brotli.error: as `_inflate`.
+        ImportError: brotli is not installed, or too old to decode with a bound.
+    """
+    import brotli  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    decoder = brotli.Decompressor()
+    if not hasattr(decoder, "can_accept_more_data"):
+        raise ImportError("brotli >= 1.2 is needed to decode with a size bound")
+    out: list[bytes] = []
+    produced = 0
+    chunk: bytes = decoder.process(data, output_buffer_limit=limit)
+    while True:
+        produced += len(chunk)
+        if produced > limit or (produced == limit and not decoder.is_finished()):
+            raise _TooLarge
+        out.append(chunk)
+        if decoder.is_finished():
+            return b"".join(out)
+        if decoder.can_accept_more_data():
+            raise EOFError("brotli data ended before the end of the stream")
+        chunk = decoder.process(b"", output_buffer_limit=limit - produced)
+
+
+def _decompress(data: bytes, encoding: str | None, limit: int) -> tuple[bytes, str | None, bool]:
+    """Undo Content-Encoding, producing at most `limit` bytes at each step.
+
+    Returns the bytes, an error note if decoding failed (the bytes are then the input), and
+    whether the output would have been larger than `limit` (the bytes are then the input too).
+    """
     codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
     if not codings and data[:2] == _GZIP_MAGIC:
         codings = ["gzip"]  # request bodies carry no headers in the event: sniff
+    original = data
     try:
         for coding in reversed(codings):  # applied in order, so undone in reverse
             if coding in ("gzip", "x-gzip"):
-                data = gzip.decompress(data)
+                data = _inflate(data, _GZIP_WBITS, limit)
             elif coding == "deflate":
                 try:
-                    data = zlib.decompress(data)
+                    data = _inflate(data, _ZLIB_WBITS, limit)
                 except zlib.error:
-                    data = zlib.decompress(data, -zlib.MAX_WBITS)  # raw deflate, as some send
+                    data = _inflate(data, _RAW_WBITS, limit)  # raw deflate, as some send
             elif coding == "br":
                 try:
-                    import brotli  # type: ignore[import-untyped,import-not-found,unused-ignore]
+                    data = _unbrotli(data, limit)
                 except ImportError:
-                    return data, "br body not decoded: pip install 'eventbus-core[brotli]'"
-                data = brotli.decompress(data)
+                    return (
+                        original,
+                        "br body not decoded: pip install 'eventbus-core[brotli]' (brotli>=1.2)",
+                        False,
+                    )
             elif coding != "identity":
-                return data, f"unsupported Content-Encoding {coding!r}"
+                return original, f"unsupported Content-Encoding {coding!r}", False
+    except _TooLarge:
+        return original, None, True
     except (OSError, EOFError, zlib.error, ValueError) as exc:
-        return data, f"could not undo Content-Encoding {encoding!r}: {exc}"
+        return original, f"could not undo Content-Encoding {encoding!r}: {exc}", False
     except Exception as exc:  # brotli.error is not a subclass of the above
-        return data, f"could not undo Content-Encoding {encoding!r}: {exc}"
-    return data, None
+        return original, f"could not undo Content-Encoding {encoding!r}: {exc}", False
+    return data, None, False
 
 
 def decode_body(
@@ -75,6 +152,9 @@ def decode_body(
 ) -> tuple[Any, dict[str, Any]]:
     """Decode one body into JSON-friendly data, with notes on what was done.
 
+    A compressed body is decoded incrementally and given up as soon as it passes `max_bytes`
+    (a small "decompression bomb" never inflates in memory).
+
     Returns:
         `(value, info)`: value is parsed JSON, a merged SSE completion, text, `{"base64": ...}`
         or a placeholder string; info has `bytes`, and `streamed`, `truncated`, `error` when
@@ -83,7 +163,14 @@ def decode_body(
     if data is None:
         return None, {}
     info: dict[str, Any] = {"bytes": len(data)}
-    raw, error = _decompress(data, content_encoding)
+    raw, error, too_large = _decompress(data, content_encoding, max_bytes + 1)
+    if too_large:
+        info["truncated"] = True
+        return (
+            f"[body omitted: larger than {max_bytes} bytes once decoded "
+            f"({len(data)} bytes {content_encoding or 'gzip'})]",
+            info,
+        )
     if error:
         info["error"] = error
     if len(raw) > max_bytes:

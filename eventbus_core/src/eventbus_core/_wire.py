@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from eventbus_core._base64 import b64decode, b64encode
 from eventbus_core._errors import WireFormatError
-from eventbus_core._event import Event
+from eventbus_core._event import Event, _restore
 
 __all__ = ["decode_event", "encode_event"]
 
@@ -244,7 +244,17 @@ def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
         field = _FIELDS.get(key.lower())
         if field is not None:
             raw[field] = value
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {
+        "request_id": "",
+        "method": "",
+        "path": "",
+        "status": 0,
+        "duration": 0,
+        "response_headers": None,
+        "response_body": None,
+        "request_body": None,
+        "log_id": 0,
+    }
     for field, value in raw.items():
         go = _GO_NAMES[field]
         if field in ("log_id", "status", "duration"):
@@ -255,4 +265,16 @@ def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
             kwargs[field] = _headers(value)
         else:
             kwargs[field] = _bytes(go, value)
-    return Event(**kwargs)
+    # Checked for type above, and not for range: what Go wrote is read as it is (a status of
+    # -1, a negative duration), as Go's own decoder reads it.
+    return _restore(
+        kwargs["request_id"],
+        kwargs["method"],
+        kwargs["path"],
+        kwargs["status"],
+        kwargs["duration"],
+        kwargs["response_headers"],
+        kwargs["response_body"],
+        kwargs["request_body"],
+        kwargs["log_id"],
+    )

@@ -14,13 +14,13 @@ sent it builds the event and hands it to `bus.publish()`, which only appends to 
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Protocol
 
 from eventbus_core._event import Event
+from eventbus_core._log import get_logger
 from eventbus_core._redact import MASK, SENSITIVE_HEADERS
 
 __all__ = [
@@ -53,7 +53,7 @@ DEFAULT_MAX_REQUEST_BODY: Final = 64 * 1024
 DEFAULT_MAX_RESPONSE_BODY: Final = 256 * 1024
 """Response body bytes kept in the event by default (as the Go llm-proxy)."""
 
-log = logging.getLogger("eventbus.middleware")
+log = get_logger("eventbus.middleware")
 
 
 class EventPublisher(Protocol):

@@ -17,7 +17,6 @@ skipped for it (in the worker: `publish()` does no extra work for this).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -25,12 +24,19 @@ import weakref
 from collections import deque
 from typing import Final
 
-from eventbus_core import BaseEventBus, BusStats, Event, Subscription, check_buffer_size
+from eventbus_core import (
+    BaseEventBus,
+    BusStats,
+    Event,
+    Subscription,
+    check_buffer_size,
+    get_logger,
+)
 from eventbus_memory._fanout import FanOut, Subscriber
 
 __all__ = ["InMemoryEventBus"]
 
-log = logging.getLogger("eventbus.memory")
+log = get_logger("eventbus.memory")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the worker needs a publisher's wake
 

@@ -13,7 +13,6 @@ the dead-letter stream with the reason (XADD and XACK in one transaction), never
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import time
@@ -22,13 +21,13 @@ from typing import Any
 
 import redis
 
-from eventbus_core import Delivery, Event, WireFormatError
+from eventbus_core import Delivery, Event, WireFormatError, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._entries import DeadEntry, dead_letter, stream_entries, text
 
 __all__ = ["StreamConsumer"]
 
-log = logging.getLogger("eventbus.redis")
+log = get_logger("eventbus.redis")
 
 _MAX_DEFERRED_ACKS = 100_000
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import redis
 
+from eventbus_core import get_logger
+
 __all__ = ["DeadEntry", "dead_letter", "stream_entries", "text"]
 
-log = logging.getLogger("eventbus.redis")
+log = get_logger("eventbus.redis")
 
 DeadEntry = tuple[str, Any, str, int]
 """An entry to dead-letter: (entry id, raw data, reason, deliveries so far)."""

@@ -13,7 +13,6 @@ the newest LogID on channel `key:notify`, which wakes subscribers in every proce
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import uuid
 from datetime import timedelta
@@ -28,6 +27,7 @@ from eventbus_core import (
     EventBusSettings,
     WireFormatError,
     check_buffer_size,
+    get_logger,
 )
 from eventbus_redis._client import (
     TRANSIENT_ERRORS,
@@ -44,7 +44,7 @@ from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisEventBus"]
 
-log = logging.getLogger("eventbus.redis")
+log = get_logger("eventbus.redis")
 
 
 class RedisEventBus(BaseEventBus):

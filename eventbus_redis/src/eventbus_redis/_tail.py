@@ -8,19 +8,18 @@ nothing unless the log is trimmed past it, and then it is told (a `Gap`), never 
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventbus_core import Subscription
+from eventbus_core import Subscription, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 
 __all__ = ["Cursor", "Gap", "RedisSubscription", "Tailer"]
 
-log = logging.getLogger("eventbus.redis")
+log = get_logger("eventbus.redis")
 
 _STUCK_AFTER = 0.25  # seconds a full buffer may stay full during stop before we give up on it
 

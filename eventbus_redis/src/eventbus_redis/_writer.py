@@ -11,7 +11,6 @@ fills and further events are refused and counted, so publish() stays as cheap as
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -19,13 +18,13 @@ from typing import Any, Final
 
 import redis
 
-from eventbus_core import Event
+from eventbus_core import Event, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._sink import Prepared, ScriptSink
 
 __all__ = ["BatchWriter"]
 
-log = logging.getLogger("eventbus.redis")
+log = get_logger("eventbus.redis")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 

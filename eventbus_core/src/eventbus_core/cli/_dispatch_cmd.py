@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventbus_core._dispatcher import Dispatcher
+from eventbus_core._log import get_logger
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.cli._ops import EXIT_CODES_HELP, EXIT_FAILED, add_backend_options
 
 __all__ = ["add_parser", "run"]
 
-log = logging.getLogger("eventbus.dispatch")
+log = get_logger("eventbus.dispatch")
 
 
 class _SinkAction(argparse.Action):
@@ -99,6 +100,13 @@ def add_parser(sub: Any) -> None:
         help="one consumer group per sink, or one for all (EVENTBUS_CONSUMER_GROUPS)",
     )
     parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="shared groups: seconds a stuck sink may hold the others back before its share "
+        "is dead-lettered; 0: wait (EVENTBUS_STALL_TIMEOUT)",
+    )
+    parser.add_argument(
         "--consumer-name", help="consumer name in Redis streams groups (EVENTBUS_CONSUMER_NAME)"
     )
     parser.add_argument("--retries", type=int, help="retries per batch (EVENTBUS_RETRIES)")
@@ -126,6 +134,7 @@ _OVERRIDES = (
     "dead_letter_path",
     "consumer_groups",
     "consumer_name",
+    "stall_timeout",
     "retries",
     "retry_base",
     "shutdown_timeout",

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
 from eventbus_core._factory import create_bus
+from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
@@ -87,7 +88,8 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
                     event = Event.from_json(line)
                 except WireFormatError as exc:
                     rejected += 1
-                    print(f"eventbus publish: line {number}: {exc}", file=sys.stderr)
+                    # The error quotes the start of the line, which may hold a credential.
+                    print(f"eventbus publish: line {number}: {scrub(str(exc))}", file=sys.stderr)
                     if args.strict:
                         break
                     continue

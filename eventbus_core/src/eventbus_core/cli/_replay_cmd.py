@@ -17,14 +17,14 @@ import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from eventbus_core._dispatch_setup import build_sinks
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
-from eventbus_core._redact import Redactor
+from eventbus_core._log import add_patterns, scrub
+from eventbus_core._payload import PayloadPreparer
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._transform import LLMTransformer, Transform, load_transform
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -194,41 +194,20 @@ def read_stream(
 
 
 class _SinkTarget:
-    """A sink plugin fed as the dispatcher feeds it: transformed and redacted payloads.
+    """A sink plugin fed as the dispatcher feeds it, by the dispatcher's own `PayloadPreparer`.
 
     The transformer and redaction come from the same settings as `eventbus dispatch`
-    (`EVENTBUS_TRANSFORMER`, `EVENTBUS_REDACT*`), so a replayed event reaches the sink in the
-    same shape as it did the first time. The sink's async methods run on a private loop.
+    (`EVENTBUS_TRANSFORMER`, `EVENTBUS_BODY_*`, `EVENTBUS_REDACT*`), with the same fallback when
+    the transformer raises, so a replayed event reaches the sink in the same shape as it did
+    the first time. The sink's async methods run on a private loop.
     """
 
     def __init__(self, settings: EventBusSettings, name: str, options: dict[str, str]) -> None:
         (self.sink,) = build_sinks(settings, [(name, options)])
         self.name = name
-        self.transform: Transform
-        if settings.transformer:
-            self.transform = load_transform(settings.transformer)
-        else:
-            binary: Literal["base64", "placeholder"] = (
-                "placeholder" if settings.body_binary == "placeholder" else "base64"
-            )
-            self.transform = LLMTransformer(binary=binary, max_body_bytes=settings.body_max_bytes)
-        self.redactor = (
-            Redactor(
-                extra_headers=settings.redact_header_names,
-                extra_patterns=settings.redact_pattern_list,
-            )
-            if settings.redact
-            else None
-        )
+        self.payload = PayloadPreparer.from_settings(settings)
+        add_patterns(self.payload.redactor.extra_patterns)
         self.loop = asyncio.new_event_loop()
-
-    def payload(self, event: Event) -> dict[str, Any]:
-        """The event as the sink receives it."""
-        payload = dict(self.transform(event))
-        if self.redactor is not None:
-            redacted: dict[str, Any] = self.redactor.json(payload)
-            return redacted
-        return payload
 
     def send(self, batch: list[Event]) -> None:
         """Send one batch; raises what the sink raises."""
@@ -317,7 +296,10 @@ def run(args: argparse.Namespace) -> int:
                 sent += len(batch)
             except Exception as exc:  # a sink's failure is reported, then the run goes on
                 failed += len(batch)
-                print(f"eventbus replay: sink {target.name} failed: {exc}", file=sys.stderr)
+                print(
+                    f"eventbus replay: sink {target.name} failed: {scrub(str(exc))}",
+                    file=sys.stderr,
+                )
         batch.clear()
 
     show = not args.quiet  # on stderr: stdout stays for the events

@@ -1,0 +1,82 @@
+"""The loggers of eventbus, each of which scrubs credentials out of what it logs.
+
+Every module of eventbus (core, memory, redis) gets its logger from `get_logger()`, which
+attaches one `ScrubFilter`. The filter formats a record's message with its arguments, masks
+credentials in it (the default redaction rules, passwords in URLs, and any patterns added with
+`add_patterns()`), and replaces the traceback and stack by scrubbed text. So a secret inside an
+exception message (a transformer quoting the body it could not parse, a sink quoting a
+response, a Redis error quoting a URL) never reaches a handler, whatever handlers the
+application installs.
+
+The filter sits on each logger rather than once on `eventbus`: Python runs a logger's filters
+only for records created by that very logger, never for records its children propagate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from eventbus_core._redact import Redactor
+from eventbus_core._secrets import redact_url
+
+__all__ = ["ScrubFilter", "add_patterns", "get_logger", "scrub"]
+
+_lock = threading.Lock()
+_redactor = Redactor()
+_formatter = logging.Formatter()
+
+
+def scrub(text: str) -> str:
+    """`text` with credentials masked, as every eventbus log line is."""
+    return _redactor.text(redact_url(text))
+
+
+def add_patterns(patterns: Iterable[str]) -> None:
+    """Mask these regular expressions too in every log line from now on (process-wide).
+
+    The dispatcher calls it with `EVENTBUS_REDACT_PATTERNS` (its redactor's extra patterns), so
+    what it masks in payloads it also masks in its logs.
+    """
+    global _redactor
+    with _lock:
+        known = _redactor.extra_patterns
+        new = [p for p in dict.fromkeys(patterns) if p and p not in known]
+        if new:
+            _redactor = Redactor(extra_patterns=[*known, *new])
+
+
+class ScrubFilter(logging.Filter):
+    """Scrubs each record in place (message, traceback, stack); never rejects one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Scrub `record`; always True."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a wrong format string: keep what it was meant to say
+            message = f"{record.msg} {record.args!r}"
+        record.msg = scrub(message)
+        record.args = None
+        if record.exc_info:
+            # The formatted traceback stands in for the exception: handlers print `exc_text`
+            # when there is no `exc_info`, and the exception object itself holds the secret.
+            if not record.exc_text:
+                record.exc_text = _formatter.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+_FILTER = ScrubFilter()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """`logging.getLogger(name)` with the scrubbing filter attached (once)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, ScrubFilter) for f in logger.filters):
+        logger.addFilter(_FILTER)
+    return logger

@@ -1,0 +1,76 @@
+"""`PayloadPreparer`: the one place an event becomes what a sink receives.
+
+Transform (the `LLMTransformer` or a custom `transform`), fall back to the event's bare facts
+with a `transform_error` if the transformer raises, then redact. The dispatcher and
+`eventbus replay` both use it, so a replayed event reaches a sink in the shape the dispatcher
+gave it the first time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventbus_core._event import Event
+from eventbus_core._log import get_logger
+from eventbus_core._redact import Redactor
+from eventbus_core._transform import LLMTransformer, Payload, Transform
+
+if TYPE_CHECKING:
+    from eventbus_core._settings import EventBusSettings
+
+__all__ = ["PayloadPreparer"]
+
+log = get_logger("eventbus.dispatcher")
+
+
+class PayloadPreparer:
+    """Turn an event into a sink's payload: transform, fall back on failure, redact.
+
+    Args:
+        transform: `transform(event) -> dict`; the `LLMTransformer` by default.
+        redactor: The redaction rules; None means the default `Redactor()`. Pass
+            `NO_REDACTION` to hand payloads on unredacted.
+    """
+
+    def __init__(
+        self, transform: Transform | None = None, redactor: Redactor | None = None
+    ) -> None:
+        self.transform: Transform = transform or LLMTransformer()
+        self.redactor: Redactor = Redactor() if redactor is None else redactor
+
+    @classmethod
+    def from_settings(cls, settings: EventBusSettings) -> PayloadPreparer:
+        """The transformer and redaction `eventbus dispatch` uses for `settings`
+        (`EVENTBUS_TRANSFORMER`, `EVENTBUS_BODY_*`, `EVENTBUS_REDACT*`)."""
+        from eventbus_core._dispatch_setup import redactor_from_settings, transform_from_settings
+
+        return cls(transform_from_settings(settings), redactor_from_settings(settings))
+
+    def __call__(self, event: Event) -> Payload:
+        """The payload of `event`, redacted; never raises for a transformer's failure."""
+        try:
+            payload = dict(self.transform(event))
+        except Exception as exc:
+            # A transformer bug must not lose events: ship the bare facts and say why.
+            log.warning(
+                "transform failed for log_id=%s request_id=%s: %s: %s",
+                event.log_id,
+                event.request_id,
+                type(exc).__name__,
+                exc,
+            )
+            payload = {
+                "type": "llm.request",
+                "log_id": event.log_id,
+                "request_id": event.request_id,
+                "method": event.method,
+                "path": event.path,
+                "status": event.status,
+                "duration_ms": event.duration_ns / 1e6,
+                "transform_error": f"{type(exc).__name__}: {exc}",
+            }
+        redacted: dict[str, Any] = self.redactor.json(payload)
+        return redacted
+
+    def __repr__(self) -> str:
+        return f"PayloadPreparer(transform={self.transform!r}, redactor={self.redactor!r})"

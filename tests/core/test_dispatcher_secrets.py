@@ -1,0 +1,265 @@
+"""No credential leaves through a dispatcher built in code: not to sinks, dead letters or logs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import pkgutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventbus_core import (
+    NO_REDACTION,
+    Dispatcher,
+    Event,
+    EventBusSettings,
+    JsonlDeadLetter,
+    MemoryDeadLetter,
+    Subscription,
+    TransientSinkError,
+)
+from eventbus_core._log import ScrubFilter
+from eventbus_memory import InMemoryEventBus
+from tests.core.conftest_dispatch import (
+    FAST_RETRY,
+    SECRET_KEY,
+    AlwaysFailing,
+    ListSource,
+    RecordingSink,
+    make_events,
+    read_jsonl,
+)
+
+BEARER_KEY = "sk-live-0a1b2c3d4e5f6a7b8c9d0e1f"
+QUERY_KEY = "qk-77aa88bb99cc00dd"
+COOKIE = "session=c00k1e-s3cr3t-value"
+BASIC = "Basic dXNlcjpodW50ZXIyaHVudGVyMg=="
+SECRETS = (SECRET_KEY, BEARER_KEY, QUERY_KEY, "c00k1e-s3cr3t-value", "dXNlcjpodW50ZXIyaHVudGVyMg")
+
+
+def secret_event(log_id: int = 1) -> Event:
+    return Event(
+        request_id=f"r{log_id}",
+        method="POST",
+        path=f"/v1/chat/completions?api_key={QUERY_KEY}&stream=false",
+        status=401,
+        duration=1_000_000,
+        response_headers={
+            "Authorization": f"Bearer {BEARER_KEY}",
+            "Proxy-Authorization": BASIC,
+            "Set-Cookie": COOKIE,
+            "Content-Type": "application/json",
+        },
+        request_body=json.dumps(
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": f"key {SECRET_KEY}"}]}
+        ).encode(),
+        response_body=f'{{"error": "Authorization: Bearer {BEARER_KEY} refused"}}'.encode(),
+        log_id=log_id,
+    )
+
+
+def assert_clean(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+
+
+@pytest.mark.parametrize("kind", ["memory", "jsonl"])
+async def test_a_dispatcher_built_in_code_redacts_by_default(tmp_path: Path, kind: str) -> None:
+    bus = InMemoryEventBus()
+    good, broken = RecordingSink("good"), AlwaysFailing("broken")
+    dead: MemoryDeadLetter | JsonlDeadLetter = (
+        MemoryDeadLetter() if kind == "memory" else JsonlDeadLetter(tmp_path / "dead.jsonl")
+    )
+    # Built as docs/plugins/writing-a-sink.md shows: no redactor argument at all.
+    d = Dispatcher(bus, [good, broken], flush_interval=0.01, retry=FAST_RETRY, dead_letter=dead)
+    task = asyncio.create_task(d.run())
+    for i in range(1, 4):
+        bus.publish(secret_event(i))
+    await bus.astop()
+    stats = await task
+    assert stats.sinks["broken"].dead_lettered == 3
+    records = dead.records if isinstance(dead, MemoryDeadLetter) else read_jsonl(dead.path)
+    delivered = json.dumps(good.payloads)
+    dead_lettered = json.dumps(records)
+    assert "[REDACTED]" in delivered and "[REDACTED]" in dead_lettered
+    assert_clean(delivered)
+    assert_clean(dead_lettered)
+    assert good.payloads[0]["response_headers"]["Content-Type"] == ["application/json"]
+
+
+async def test_opting_out_of_redaction_is_explicit() -> None:
+    sink = RecordingSink()
+    source = ListSource([secret_event()])
+    d = Dispatcher(source, [sink], flush_interval=0.01, redactor=NO_REDACTION)
+    assert repr(d.redactor) == "NO_REDACTION"
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(1)
+    d.request_stop()
+    await task
+    assert sink.payloads[0]["response_headers"]["Set-Cookie"] == [COOKIE]
+    assert QUERY_KEY in sink.payloads[0]["path"]
+
+
+def test_redact_false_in_settings_means_no_redaction(tmp_path: Path) -> None:
+    settings = EventBusSettings(sinks="console", redact=False, dead_letter_path="")
+    assert Dispatcher.from_settings(settings, bus=InMemoryEventBus()).redactor is NO_REDACTION
+    on = Dispatcher.from_settings(
+        settings.model_copy(update={"redact": True}), bus=InMemoryEventBus()
+    )
+    assert on.redactor is not NO_REDACTION
+
+
+# --------------------------------------------------------------------------- log lines
+
+
+class LeakySource(ListSource):
+    """A durable source whose every failure quotes a credential, as careless libraries do."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        super().__init__(events)
+        self.read_failures = 1
+        self.ack_failures = 1
+
+    def read(self, max_items: int, timeout: float) -> list[Any]:
+        if self.read_failures:
+            self.read_failures -= 1
+            raise ConnectionError(f"redis://admin:{QUERY_KEY}@cache:6379 said: api_key={QUERY_KEY}")
+        return super().read(max_items, timeout)
+
+    def ack(self, tokens: Sequence[Any]) -> None:
+        if self.ack_failures:
+            self.ack_failures -= 1
+            raise ConnectionError(f"XACK refused: Authorization: Bearer {BEARER_KEY}")
+        super().ack(tokens)
+
+    def close(self) -> None:
+        raise RuntimeError(f"close failed, password={QUERY_KEY}")
+
+    @property
+    def exhausted(self) -> bool:
+        if not self._pending:
+            # A bug in the source: the reader task dies with this in its traceback.
+            raise RuntimeError(f"source state lost; last token {SECRET_KEY}")
+        return False
+
+
+ECHO = json.dumps({"echo": {"headers": {"Cookie": COOKIE}, "key": SECRET_KEY}})
+
+
+class LeakySink(RecordingSink):
+    """Fails once with an error quoting the response body, then fails to close."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "leaky",
+            fail_times=1,
+            error=lambda: TransientSinkError(f"HTTP 503: {ECHO}"),
+        )
+
+    async def close(self) -> None:
+        raise OSError(f"could not close: Bearer {BEARER_KEY}")
+
+
+async def test_every_log_line_of_the_dispatcher_is_scrubbed_tracebacks_included(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def transform(event: Event) -> dict[str, Any]:
+        if event.log_id == 2:
+            body = (event.request_body or b"").decode()
+            raise ValueError(f"cannot parse request body: {body}")
+        return {"log_id": event.log_id, "note": "fine"}
+
+    events = make_events(3, request_body=json.dumps({"note": SECRET_KEY}).encode())
+    sink = LeakySink()
+    d = Dispatcher(
+        LeakySource(events),
+        [sink],
+        flush_interval=0.01,
+        retry=FAST_RETRY,
+        transform=transform,
+        stats_interval=0.01,
+    )
+    await d.run()
+    assert [p["log_id"] for p in sink.payloads] == [1, 2, 3]
+    text = caplog.text
+    for expected in (
+        "transform failed",
+        "reading failed",
+        "acknowledging",
+        "closing source",
+        "closing sink",
+        "retrying in",
+        "dispatcher task read-shared failed",
+        "Traceback (most recent call last)",
+    ):
+        assert expected in text, expected
+    assert "[REDACTED]" in text
+    assert_clean(text)
+    for record in caplog.records:
+        assert record.exc_info is None  # the traceback travels as scrubbed text only
+    assert "transform_error" in sink.payloads[1]
+    assert_clean(json.dumps(sink.payloads))
+
+
+def transform_quoting_a_customer(event: Event) -> dict[str, Any]:
+    """A transformer (EVENTBUS_TRANSFORMER) whose error quotes what the user pattern masks."""
+    raise ValueError("customer zq-314159 could not be parsed")
+
+
+async def test_user_patterns_from_settings_are_masked_in_logs_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = EventBusSettings(
+        sinks="console",
+        dead_letter_path="",
+        flush_interval=0.01,
+        redact_patterns=r"\bzq-\d{6}\b",
+        transformer=f"{__name__}:transform_quoting_a_customer",
+    )
+    sub = Subscription(10)
+    sub.offer(make_events(1))
+    sub.finish()
+    stats = await Dispatcher.from_settings(settings, bus=sub).run()
+    assert stats.sinks["console"].sent == 1
+    assert "could not be parsed" in caplog.text
+    assert "zq-314159" not in caplog.text
+
+
+def _package_modules(package: str) -> list[Any]:
+    root = importlib.import_module(package)
+    names = [m.name for m in pkgutil.walk_packages(root.__path__, package + ".")]
+    return [root] + [importlib.import_module(n) for n in names if not n.endswith("__main__")]
+
+
+@pytest.mark.parametrize("package", ["eventbus_core", "eventbus_memory", "eventbus_redis"])
+def test_every_logger_of_eventbus_scrubs(package: str) -> None:
+    loggers = [
+        value
+        for module in _package_modules(package)
+        for value in vars(module).values()
+        if isinstance(value, logging.Logger)
+    ]
+    assert loggers, package
+    for logger in loggers:
+        assert logger.name.startswith("eventbus"), logger.name
+        assert any(isinstance(f, ScrubFilter) for f in logger.filters), logger.name
+
+
+def test_a_redis_warning_is_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
+    from eventbus_redis import _writer
+
+    caplog.set_level(logging.DEBUG)
+    try:
+        raise ConnectionError(f"Error connecting to redis://u:{QUERY_KEY}@h:6379 ({SECRET_KEY})")
+    except ConnectionError as exc:
+        _writer.log.warning("redis unreachable: %s", exc, exc_info=True)
+    assert "redis unreachable" in caplog.text and "ConnectionError" in caplog.text
+    assert_clean(caplog.text)
