@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from eventbus_core import AckableSource, Delivery, Event
@@ -216,7 +217,7 @@ def test_stream_subscriber_is_told_when_entries_were_trimmed_before_it_read_them
             pipe.execute()
         assert sub.get(timeout=10).log_id == 6
         assert [(g.after, g.missed) for g in sub.gaps] == [(2, 3)]
-        assert sub.stats().dropped == 3
+        assert (sub.trimmed, sub.stats().dropped) == (3, 0)  # trimmed, not a full buffer
 
 
 def test_stream_log_ids_that_do_not_follow_on_are_not_taken_for_a_gap(
@@ -231,3 +232,17 @@ def test_stream_log_ids_that_do_not_follow_on_are_not_taken_for_a_gap(
         got = [sub.get(timeout=10) for _ in go_vectors]
         assert got == [Event.from_json(json.dumps(v)) for v in go_vectors]
         assert not sub.gaps and sub.stats().dropped == 0
+
+
+def test_subscribe_then_stop_with_nothing_new_counts_nothing_as_dropped(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g")
+    for i in range(5):  # older entries: not the subscription's to receive
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    sub = bus.subscribe()
+    bus.stop(5)
+    assert list(sub) == []
+    assert sub.stats().dropped == 0 and bus.stats().subscribers[0].dropped == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

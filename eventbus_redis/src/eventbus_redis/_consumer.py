@@ -57,7 +57,7 @@ class StreamConsumer:
         client: redis.Redis,
         stream: str,
         group: str,
-        name: str,
+        name: str | None,
         *,
         batch_size: int = 100,
         block: float = 5.0,
@@ -75,7 +75,8 @@ class StreamConsumer:
         self._client = client
         self.stream = stream
         self.group = group
-        self.name = name
+        self._named_after_pid = name is None
+        self.name = name or default_consumer_name()
         self.batch_size = batch_size
         self.block = block
         self.claim_idle = claim_idle
@@ -350,6 +351,26 @@ class StreamConsumer:
             with contextlib.suppress(Exception):
                 self._flush_acks()
         self._closed = True
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child (gunicorn --preload, multiprocessing), a consumer built before the
+        fork is the child's own consumer from now on.
+
+        What the parent read and has not acknowledged is the parent's to acknowledge: the
+        child forgets it (it neither acknowledges nor keeps it alive), and does not re-read
+        the name's pending entries at its first read (the parent is still processing them).
+        A consumer with the default name (`host-pid`) takes the child's pid, so parent and
+        child are two consumers of the group; one with a name you gave keeps it, shared with
+        the parent (Redis then hands each new entry to one of the two).
+        """
+        if self._named_after_pid:
+            self.name = default_consumer_name()
+        self._in_flight.clear()
+        self._deferred_acks.clear()
+        self._backlog_from = None
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        self._next_refresh = 0.0
 
     def figures(self) -> dict[str, Any]:
         """This consumer's counters."""
