@@ -291,7 +291,7 @@ def test_create_bus_builds_both_backends_from_settings_without_connecting() -> N
     streams_bus = create_bus(EventBusSettings(backend="redis-streams", redis_url=url))
     try:
         assert isinstance(log_bus, RedisEventBus)
-        assert (log_bus.key, log_bus.max_len, log_bus.ttl) == ("llm-proxy:events", 10_000, 86_400)
+        assert (log_bus.key, log_bus.max_len, log_bus.ttl) == ("llm-proxy-events", 10_000, 86_400)
         assert isinstance(streams_bus, RedisStreamsEventBus)
         assert (streams_bus.stream, streams_bus.group, streams_bus.max_len) == (
             "llm-proxy-events",

@@ -15,6 +15,7 @@ child, each process reading Redis for its own copy), and its consumers (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -41,7 +42,9 @@ class RedisBusLifecycle:
     _tailer: Tailer | None
     _subs_lock: threading.Lock
     _stopped: bool
+    _client: Any
     stop_timeout: float
+    _owns_client = False  # built by from_settings(): stop() closes its idle connections
 
     def _behind(self, cursor: Cursor) -> int:
         """Events this bus wrote that `cursor`'s subscription has not been handed yet."""
@@ -63,6 +66,11 @@ class RedisBusLifecycle:
         tailer = self._tailer
         if tailer is not None:
             tailer.stop(self._behind, deadline)
+        if self._owns_client:
+            # Idle connections only (closing a socket waits for nobody); a consumer still
+            # reading keeps its own. Reading after stop() (read_events) reconnects.
+            with contextlib.suppress(Exception):
+                self._client.connection_pool.disconnect(inuse_connections=False)
 
     # ---------------------------------------------------------------------------------- fork
 

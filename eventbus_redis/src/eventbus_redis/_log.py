@@ -1,8 +1,10 @@
 """`RedisEventBus`: the Go llm-proxy's Redis LIST log, written in batches with atomic LogIDs.
 
-Settings read by the `redis` backend factory: `REDIS_URL` (redis_url), `OBSERVABILITY_BUFFER_SIZE`
-(buffer_size), `EVENTBUS_STOP_TIMEOUT` (stop_timeout), `EVENTBUS_REDIS_KEY` (redis_key),
-`EVENTBUS_REDIS_TTL` (redis_ttl) and `EVENTBUS_REDIS_MAX_LEN` (redis_max_len).
+Settings read by the `redis` backend factory: `REDIS_URL` (redis_url; when unset, the Go
+llm-proxy's `REDIS_ADDR` and `REDIS_DB`), `OBSERVABILITY_BUFFER_SIZE` (buffer_size),
+`EVENTBUS_STOP_TIMEOUT` (stop_timeout), `EVENTBUS_REDIS_KEY` (redis_key, default
+`llm-proxy-events`: the key the Go proxy writes), `EVENTBUS_REDIS_TTL` (redis_ttl) and
+`EVENTBUS_REDIS_MAX_LEN` (redis_max_len).
 
 Layout, shared with the Go original: each event is one JSON string in the Go wire format in the
 list at `key`, pushed with LPUSH (newest at index 0); the LogID counter is `key:seq`; LTRIM keeps
@@ -72,7 +74,7 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
     def __init__(
         self,
         client: redis.Redis,
-        key: str = "llm-proxy:events",
+        key: str = "llm-proxy-events",
         *,
         ttl: timedelta | float | None = None,
         max_len: int = 0,
@@ -83,7 +85,7 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
         poll: float = 0.5,
     ) -> None:
         if not key:
-            raise ValueError("key must be a non-empty Redis key, e.g. 'llm-proxy:events'")
+            raise ValueError("key must be a non-empty Redis key, e.g. 'llm-proxy-events'")
         if max_len < 0:
             raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
         self._client = client
@@ -138,14 +140,15 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Self:
-        """Build the `redis` backend: log mode from `REDIS_URL` and the `EVENTBUS_REDIS_*` settings.
+        """Build the `redis` backend: log mode from `REDIS_URL` (or `REDIS_ADDR`/`REDIS_DB`) and
+        the `EVENTBUS_REDIS_*` settings.
 
         Does not connect: the application starts even while Redis is unreachable.
 
         Raises:
-            SettingsError: `REDIS_URL` is missing.
+            SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
         """
-        return cls.log(
+        bus = cls.log(
             client_from_settings(settings),
             settings.redis_key,
             settings.redis_ttl,
@@ -153,6 +156,8 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
             buffer_size=settings.buffer_size,
             stop_timeout=settings.stop_timeout,
         )
+        bus._owns_client = True
+        return bus
 
     # -------------------------------------------------------------------------- publishing
 

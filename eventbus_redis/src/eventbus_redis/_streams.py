@@ -1,6 +1,7 @@
 """`RedisStreamsEventBus`: a Redis stream with consumer groups and at-least-once delivery.
 
-Settings read by the `redis-streams` backend factory: `REDIS_URL` (redis_url),
+Settings read by the `redis-streams` backend factory: `REDIS_URL` (redis_url; when unset, the Go
+llm-proxy's `REDIS_ADDR` and `REDIS_DB`),
 `OBSERVABILITY_BUFFER_SIZE` (buffer_size), `EVENTBUS_STOP_TIMEOUT` (stop_timeout),
 `EVENTBUS_REDIS_STREAM` (redis_stream), `EVENTBUS_REDIS_GROUP` (redis_group) and
 `EVENTBUS_REDIS_STREAM_MAX_LEN` (redis_stream_max_len).
@@ -101,14 +102,15 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Self:
-        """Build the `redis-streams` backend from `REDIS_URL` and the `EVENTBUS_REDIS_*` settings.
+        """Build the `redis-streams` backend from `REDIS_URL` (or `REDIS_ADDR`/`REDIS_DB`) and the
+        `EVENTBUS_REDIS_*` settings.
 
         Does not connect: the application starts even while Redis is unreachable.
 
         Raises:
-            SettingsError: `REDIS_URL` is missing.
+            SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
         """
-        return cls(
+        bus = cls(
             client_from_settings(settings),
             settings.redis_stream,
             settings.redis_group,
@@ -116,6 +118,8 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
             max_len=settings.redis_stream_max_len,
             stop_timeout=settings.stop_timeout,
         )
+        bus._owns_client = True
+        return bus
 
     @property
     def dead_letter_stream(self) -> str:
