@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from eventbus_core import Delivery, Event, WireFormatError
+from eventbus_core import Delivery, WireFormatError, event_from_stream_entry
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._entries import DeadEntry, dead_letter, stream_entries, text
 
@@ -219,9 +219,11 @@ class StreamConsumer:
                 )
             else:
                 try:
-                    out.append(Delivery(Event.from_json(data), token=entry_id, attempts=n))
+                    event = event_from_stream_entry(entry_id, fields)
                 except WireFormatError as exc:
                     dead.append((entry_id, data, f"undecodable: {exc}", n))
+                else:
+                    out.append(Delivery(event, token=entry_id, attempts=n))
         if trimmed:
             self._client.xack(self.stream, self.group, *trimmed)
             self._lost_to_trim(len(trimmed))

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from eventbus_core import Event, WireFormatError
+from eventbus_core import STREAM_LOG_ID_BASE, Event, WireFormatError, event_from_stream_entry
 from eventbus_redis._client import socket_timeout
 from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
@@ -83,11 +83,8 @@ class StreamTailer(Tailer):
             return False
         decoded: list[tuple[str, Event | None]] = []
         for entry_id, fields in entries:
-            data = fields.get(b"data", fields.get("data")) if fields else None
             try:
-                if data is None:
-                    raise WireFormatError("entry has no 'data' field")
-                decoded.append((text(entry_id), Event.from_json(data)))
+                decoded.append((text(entry_id), event_from_stream_entry(entry_id, fields)))
             except WireFormatError:
                 decoded.append((text(entry_id), None))
         # Judge gaps first (that may ask Redis), then hand over under the lock, without I/O.
@@ -98,7 +95,7 @@ class StreamTailer(Tailer):
         for entry_id, event in decoded:
             if event is None:
                 continue
-            if event.log_id:
+            if event.log_id and event.log_id < STREAM_LOG_ID_BASE:  # a counter's LogID
                 if last_log and event.log_id > last_log + 1 and self._lost_after(last_log_entry):
                     gaps.append(
                         Gap(
