@@ -15,7 +15,8 @@ from eventbus_core import Event, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from eventbus_redis._log_tail import LogTailer
-from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._redis_subscription import RedisSubscription
+from eventbus_redis._tail import Cursor
 from tests.redis._scripts import append_as_writer
 from tests.redis._servers import ThrowawayRedis
 

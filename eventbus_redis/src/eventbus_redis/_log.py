@@ -38,8 +38,9 @@ from eventbus_redis._client import (
 )
 from eventbus_redis._lifecycle import RedisBusLifecycle
 from eventbus_redis._log_tail import LogTailer
+from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import LOG_APPEND, tail_of
-from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._tail import Cursor
 from eventbus_redis._tx_sink import TransactionSink
 from eventbus_redis._writer import BatchWriter
 

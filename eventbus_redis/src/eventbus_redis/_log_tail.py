@@ -22,8 +22,9 @@ from redis.client import PubSub
 
 from eventbus_core import Event, WireFormatError
 from eventbus_redis._own_connection import cut_connection
+from eventbus_redis._redis_subscription import Gap, RedisSubscription
 from eventbus_redis._scripts import LOG_NOW, LOG_READ_NEW
-from eventbus_redis._tail import Cursor, Gap, RedisSubscription, Tailer
+from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["LogTailer"]
 

@@ -1,10 +1,12 @@
 """`StreamTailer`: plain fan-out subscriptions on a Redis stream (no consumer group).
 
 Every subscription receives every entry added after it subscribed, read with XREAD from its
-own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands.
-Gaps (entries trimmed before they were read) show as a jump in LogIDs, and are reported once
-the stream confirms it lost entries after the subscription's position: LogIDs that merely do not
-follow on (another writer's counter, Go's unset LogID) are not mistaken for losses.
+own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands
+(on a connection of its own, which `stop()` cuts). Gaps (entries trimmed before they were read)
+show as a jump in counter LogIDs, and are reported once the stream confirms it lost entries
+after the subscription's position: LogIDs that merely do not follow on (another writer's
+counter) are not mistaken for losses, nor are the LogIDs derived for the Go proxy's LogID-0
+entries (see `eventbus_core.event_from_stream_entry`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from eventbus_core import STREAM_LOG_ID_BASE, Event, WireFormatError, event_from
 from eventbus_redis._client import socket_timeout
 from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
-from eventbus_redis._tail import Cursor, Gap, Tailer
+from eventbus_redis._redis_subscription import Gap
+from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["StreamTailer"]
 
@@ -65,9 +68,9 @@ class StreamTailer(Tailer):
 
     def now(self) -> tuple[str, dict[str, Any]]:
         """Where a new subscriber starts: after the newest entry ("0-0" for an empty stream),
-        with the LogID counter read in the same transaction as its LogID position (our
-        writers add entries and move the counter atomically, so nothing older is taken for
-        news or for a gap)."""
+        with the LogID counter, read in one transaction, as its LogID position. Our writers add
+        entries and move the counter atomically, so the events before it are neither delivered,
+        nor waited for at `stop()`, nor taken for a gap."""
         pipe = self._client.pipeline(transaction=True)
         pipe.xrevrange(self._stream, count=1)
         pipe.get(self._seq_key)

@@ -24,9 +24,10 @@ from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check
 from eventbus_redis._client import TRANSIENT_ERRORS, client_from_settings, describe_client
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._lifecycle import RedisBusLifecycle
+from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
 from eventbus_redis._stream_tail import StreamTailer
-from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._tail import Cursor
 from eventbus_redis._tx_sink import TransactionSink
 from eventbus_redis._writer import BatchWriter
 
