@@ -314,6 +314,7 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
             "group": self.group,
             "redis": describe_client(self._client),
             **self._writer.figures(),
+            "lost": lost,  # the same as BusStats.lost (kept here for readers of `extra`)
             "last_log_id": self.last_log_id,
             "undecodable": self._undecodable,
             "gaps": tailer.gaps if tailer else 0,
