@@ -125,5 +125,10 @@ class OwnConnection:
                 conn.disconnect()
 
     def forget(self) -> None:
-        """In a forked child: drop the parent's connection without touching its socket."""
-        self._conn = None
+        """In a forked child: drop the parent's connection. Only this process's copy of the
+        socket is closed: redis-py shuts a socket down only in the process that opened it, so
+        the parent's connection is untouched."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.disconnect()
