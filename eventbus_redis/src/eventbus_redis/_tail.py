@@ -250,7 +250,8 @@ class Tailer:
         subscription, or its buffer stays full, or `deadline` (`time.monotonic()`) passes; then
         end them all. Returns by the deadline and does no network I/O.
 
-        What a subscription could not be handed is counted as dropped for it.
+        What a subscription could not be handed is counted as dropped for it (with a warning
+        that says why: its consumer did not read, or Redis did not answer in time).
         """
         self._behind = behind
         self._stop_at = deadline
@@ -262,18 +263,32 @@ class Tailer:
                     break
                 self._progress.wait(min(remaining, 0.05))
                 self._progress.clear()
+        unhanded = 0
         with self.delivering:
             self._final = True
             for cursor in self._cursors:
                 missed = behind(cursor)
                 if missed > 0 and not cursor.sub.finished:
-                    cursor.sub.count_dropped(missed)
+                    if cursor.sub.space() <= 0:
+                        cursor.sub.count_dropped(missed)  # its consumer is not reading
+                    else:  # Redis did not answer in time: not the consumer's doing
+                        cursor.sub.dropped += missed
+                        unhanded += missed
                 cursor.sub.finish()
+        if unhanded:
+            log.warning(
+                "eventbus redis: stop() ended the subscriptions before they were handed %d "
+                "event(s) this bus wrote, because Redis did not answer in time (counted in the "
+                "subscriptions' dropped)",
+                unhanded,
+            )
         self.state = "stopped"
         self._wake.set()
         self.interrupt()  # a thread still waiting on Redis ends now rather than at its poll
         if threading.current_thread() is not self._thread and self._thread.is_alive():
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+            # Usually it ends at once; one blocked in a read on Redis ends when that returns,
+            # and touches no subscription then: not worth waiting long for.
+            self._thread.join(max(0.0, min(deadline - time.monotonic(), 0.5)))
 
     # ---------------------------------------------------------------------------------- fork
 
