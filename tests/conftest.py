@@ -38,5 +38,11 @@ def _clean_eventbus_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("EVENTBUS_") and name != "EVENTBUS_TEST_REDIS_URL":
             monkeypatch.delenv(name)
-    for name in ("LLM_PROXY_EVENT_BUS", "OBSERVABILITY_BUFFER_SIZE", "REDIS_URL"):
+    for name in (
+        "LLM_PROXY_EVENT_BUS",
+        "OBSERVABILITY_BUFFER_SIZE",
+        "REDIS_URL",
+        "REDIS_ADDR",
+        "REDIS_DB",
+    ):
         monkeypatch.delenv(name, raising=False)

@@ -54,6 +54,7 @@ class HangingStop(InMemoryEventBus):
     """stop() waits for every subscriber to read what it holds: a stuck consumer hangs it."""
 
     def stop(self, timeout=None):
+        self.flush(1.0)  # the worker's fan-out first: without it the check below can race it
         while any(state.sub.qsize() for state in self._subscribers):
             time.sleep(0.01)
         super().stop(timeout)

@@ -12,7 +12,7 @@ def test_defaults_match_the_seed() -> None:
     assert (settings.backend, settings.buffer_size, settings.redis_url) == ("memory", 1000, None)
     assert settings.stop_timeout == 5.0
     assert (settings.redis_key, settings.redis_ttl, settings.redis_max_len) == (
-        "llm-proxy:events",
+        "llm-proxy-events",
         86_400.0,
         10_000,
     )
@@ -83,6 +83,13 @@ def test_redis_password_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_field_has_its_own_variable() -> None:
     assert set(ENV_VARS) == set(EventBusSettings.model_fields)
     assert len(set(ENV_VARS.values())) == len(ENV_VARS)
-    legacy = {"LLM_PROXY_EVENT_BUS", "OBSERVABILITY_BUFFER_SIZE", "REDIS_URL"}
+    # The seed's variables, and the Go llm-proxy's own Redis address variables.
+    legacy = {
+        "LLM_PROXY_EVENT_BUS",
+        "OBSERVABILITY_BUFFER_SIZE",
+        "REDIS_URL",
+        "REDIS_ADDR",
+        "REDIS_DB",
+    }
     for variable in ENV_VARS.values():
         assert variable in legacy or variable.startswith("EVENTBUS_")

@@ -26,15 +26,6 @@ class _RedisContract(BusContractTests):
         assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)
         assert bus.flush(10.0)
 
-    # Not strict: whether stop(0) gives up any event depends on the writer's timing.
-    @pytest.mark.xfail(
-        reason="the Redis writer still moves events unwritten at stop() from published to "
-        "dropped; it counts them in `lost` on branch redislife (remove this mark on merge)",
-        strict=False,
-    )
-    def test_published_and_dropped_never_go_down(self) -> None:
-        super().test_published_and_dropped_never_go_down()
-
 
 class TestRedisLogContract(_RedisContract):
     def make_bus(self, buffer_size: int) -> EventBus:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ from eventbus_core import Event, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from eventbus_redis._log_tail import LogTailer
-from eventbus_redis._scripts import LOG_APPEND, tail_of
-from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._redis_subscription import RedisSubscription
+from eventbus_redis._tail import Cursor
+from tests.redis._scripts import append_as_writer
 from tests.redis._servers import ThrowawayRedis
 
 GO_KEYS = {
@@ -184,21 +187,23 @@ def test_read_events_and_event_count_work_after_stop(client: redis.Redis, prefix
 
 
 def test_subscriber_told_about_a_gap_when_the_log_is_trimmed_past_it(
-    client: redis.Redis, prefix: str
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = f"{prefix}:gap"
     with RedisEventBus.log(client, key, ttl=60, max_len=10) as bus:
         sub = bus.subscribe()
         # Another writer appends 40 events in one batch and trims to 10 at once: the
         # subscriber cannot have read the first 30.
-        script = client.register_script(LOG_APPEND)
-        args: list[Any] = [10, 1, 0, "", *(tail_of(make_event(i)) for i in range(40))]
-        script(keys=[key, f"{key}:seq", f"{key}:writer:other"], args=args)
+        append_as_writer(client, key, [make_event(i) for i in range(40)], max_len=10)
         got = [sub.get(timeout=10) for _ in range(10)]
         assert [e.log_id for e in got] == list(range(31, 41))
         assert [(g.after, g.missed) for g in sub.gaps] == [(0, 30)]
-        assert sub.stats().dropped == 30
-        assert bus.stats().extra["gaps"] == 1
+        # Counted as trimmed, not as a full buffer: the subscriber's buffer had room to spare.
+        assert (sub.trimmed, sub.stats().dropped) == (30, 0)
+        assert (bus.stats().extra["gaps"], bus.stats().extra["trimmed"]) == (1, 30)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "EVENTBUS_REDIS_MAX_LEN" in warnings[0]
+    assert "is full" not in warnings[0]
 
 
 def test_counter_going_backwards_is_reported_and_new_events_still_arrive(
@@ -224,11 +229,10 @@ def test_a_batch_retried_after_a_lost_reply_is_written_once(
     client: redis.Redis, prefix: str
 ) -> None:
     key = f"{prefix}:dedupe"
-    script = client.register_script(LOG_APPEND)
-    keys = [key, f"{key}:seq", f"{key}:writer:w1"]
-    args: list[Any] = [0, 1, 0, "", tail_of(make_event(1)), tail_of(make_event(2))]
-    assert script(keys=keys, args=args) == 2
-    assert script(keys=keys, args=args) == -1  # same writer, same batch number: skipped
+    events = [make_event(1), make_event(2)]
+    assert append_as_writer(client, key, events, writer="w1") == 2
+    # The same writer's same batch number again: skipped.
+    assert append_as_writer(client, key, events, writer="w1") == -1
     assert client.llen(key) == 2
 
 
@@ -242,9 +246,9 @@ def test_a_transaction_cut_short_by_another_writer_is_rewritten_by_the_script(
         sink: Any = bus._writer._sink
         build = sink._commands
 
-        def racing_writer(prepared: Any, last: int, stamped: list[bytes]) -> Any:
+        def racing_writer(keys: Any, options: Any, last: int, stamped: list[bytes]) -> Any:
             client.incr(f"{key}:seq")  # a Go proxy's INCR between our WATCH/GET and our EXEC
-            return build(prepared, last, stamped)
+            return build(keys, options, last, stamped)
 
         sink._commands = racing_writer
         prepared = sink.prepare([make_event(i) for i in range(1, 201)])  # enough for a MULTI
@@ -288,7 +292,7 @@ def test_create_bus_builds_both_backends_from_settings_without_connecting() -> N
     streams_bus = create_bus(EventBusSettings(backend="redis-streams", redis_url=url))
     try:
         assert isinstance(log_bus, RedisEventBus)
-        assert (log_bus.key, log_bus.max_len, log_bus.ttl) == ("llm-proxy:events", 10_000, 86_400)
+        assert (log_bus.key, log_bus.max_len, log_bus.ttl) == ("llm-proxy-events", 10_000, 86_400)
         assert isinstance(streams_bus, RedisStreamsEventBus)
         assert (streams_bus.stream, streams_bus.group, streams_bus.max_len) == (
             "llm-proxy-events",
@@ -311,12 +315,10 @@ def test_restart_that_refills_past_the_position_is_detected_after_a_reconnect(
     key = f"{prefix}:epoch"
     tailer = LogTailer(client, key, f"{key}:seq", "", poll=30)  # driven by hand below
     cursor = Cursor(RedisSubscription(100), 0)
-    script = client.register_script(LOG_APPEND)
 
     def append(batch_no: int, n: int, *, writer: str = "w") -> None:
-        events = (make_event(i, request_id=f"{writer}-{i}") for i in range(n))
-        args: list[Any] = [0, batch_no, 0, "", *(tail_of(e) for e in events)]
-        script(keys=[key, f"{key}:seq", f"{key}:writer:{writer}"], args=args)
+        events = [make_event(i, request_id=f"{writer}-{i}") for i in range(n)]
+        append_as_writer(client, key, events, writer=writer, batch=batch_no)
 
     try:
         append(1, 5)
@@ -329,7 +331,7 @@ def test_restart_that_refills_past_the_position_is_detected_after_a_reconnect(
         assert [cursor.sub.get(timeout=0).log_id for _ in range(10)] == list(range(1, 11))
         assert [(g.after, g.missed) for g in cursor.sub.gaps] == [(5, None)]
     finally:
-        tailer.stop(lambda c: 0, 0.1)
+        tailer.stop(lambda c: 0, time.monotonic() + 0.1)
 
 
 def test_a_slow_subscriber_loses_nothing_while_the_log_still_holds_it(
@@ -365,3 +367,39 @@ def test_writer_recovers_when_fakeredis_forgets_its_scripts(fake: redis.Redis) -
 def test_writer_recovers_when_redis_forgets_its_scripts(throwaway: ThrowawayRedis) -> None:
     # A private server: SCRIPT FLUSH on the shared one would disturb other users' scripts.
     check_recovery_from_noscript(redis.Redis.from_url(throwaway.url), "noscript")
+
+
+@pytest.mark.redis
+def test_a_burst_trimmed_before_it_was_read_is_counted_as_trimmed_not_as_a_full_buffer(
+    real: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 8 threads x 2,000 events into the default 10,000-event log, read only afterwards: the
+    # oldest are trimmed before the subscriber gets to them. Its buffer is never the cause.
+    bus = RedisEventBus.log(real, f"{prefix}:burst", 300, 10_000, buffer_size=20_000)
+    sub = bus.subscribe(buffer_size=1_000)
+
+    def publish(n: int) -> None:
+        for i in range(2_000):
+            bus.publish(make_event(i, request_id=f"t{n}-{i}"))
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bus.flush(30)
+    got: list[Event] = []
+    reader = threading.Thread(target=lambda: got.extend(sub))  # reads only now
+    reader.start()
+    bus.stop(30)
+    reader.join(30)
+    stats = bus.stats()
+    assert (stats.published, stats.dropped, stats.lost) == (16_000, 0, 0)
+    log_ids = [e.log_id for e in got]
+    assert log_ids == sorted(log_ids) and len(set(log_ids)) == len(log_ids)
+    assert len(got) + sub.trimmed == 16_000  # every event received or counted as trimmed
+    assert sub.trimmed > 0 and sub.stats().dropped == 0
+    assert stats.extra["trimmed"] == sub.trimmed
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and all("EVENTBUS_REDIS_MAX_LEN" in w for w in warnings)
+    assert not [w for w in warnings if "is full" in w]

@@ -6,9 +6,10 @@ import json
 import time
 from typing import Any
 
+import pytest
 import redis
 
-from eventbus_core import AckableSource, Delivery, Event
+from eventbus_core import AckableSource, Delivery, Event, log_id_from_entry_id
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisStreamsEventBus, StreamConsumer
 
@@ -166,7 +167,13 @@ def test_go_written_stream_entries_are_consumed(
         client.xadd(stream, {"data": json.dumps(vector)})
     with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
         got = read_all(bus.consumer(name="c"), len(go_vectors))
-        assert [d.event for d in got] == [Event.from_json(json.dumps(v)) for v in go_vectors]
+        expected = [Event.from_json(json.dumps(v)) for v in go_vectors]
+        # An entry's own LogID is kept; LogID 0 (the Go proxy's) becomes one from the entry id.
+        expected = [
+            e if e.log_id else e.with_log_id(log_id_from_entry_id(d.token))
+            for e, d in zip(expected, got, strict=True)
+        ]
+        assert [d.event for d in got] == expected
 
 
 def test_group_is_recreated_after_redis_lost_it(client: redis.Redis, prefix: str) -> None:
@@ -216,7 +223,7 @@ def test_stream_subscriber_is_told_when_entries_were_trimmed_before_it_read_them
             pipe.execute()
         assert sub.get(timeout=10).log_id == 6
         assert [(g.after, g.missed) for g in sub.gaps] == [(2, 3)]
-        assert sub.stats().dropped == 3
+        assert (sub.trimmed, sub.stats().dropped) == (3, 0)  # trimmed, not a full buffer
 
 
 def test_stream_log_ids_that_do_not_follow_on_are_not_taken_for_a_gap(
@@ -229,5 +236,24 @@ def test_stream_log_ids_that_do_not_follow_on_are_not_taken_for_a_gap(
         for vector in go_vectors:
             client.xadd(stream, {"data": json.dumps(vector)})
         got = [sub.get(timeout=10) for _ in go_vectors]
-        assert got == [Event.from_json(json.dumps(v)) for v in go_vectors]
+        entry_ids = [entry_id for entry_id, _ in client.xrange(stream)]
+        expected = [Event.from_json(json.dumps(v)) for v in go_vectors]
+        assert got == [
+            e if e.log_id else e.with_log_id(log_id_from_entry_id(i))
+            for e, i in zip(expected, entry_ids, strict=True)
+        ]
         assert not sub.gaps and sub.stats().dropped == 0
+
+
+def test_subscribe_then_stop_with_nothing_new_counts_nothing_as_dropped(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g")
+    for i in range(5):  # older entries: not the subscription's to receive
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    sub = bus.subscribe()
+    bus.stop(5)
+    assert list(sub) == []
+    assert sub.stats().dropped == 0 and bus.stats().subscribers[0].dropped == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -108,3 +108,27 @@ def test_a_key_of_the_wrong_type_is_reported_and_retried_not_raised(
     assert bus.flush(10)
     assert [e.request_id for e in bus.read_events()] == ["req-1"]
     bus.stop()
+
+
+def test_a_bug_in_the_fast_path_is_logged_once_not_swallowed(
+    fake: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As redis-py 5.x's get_connection() did: a TypeError on every batch. The writer still writes
+    # every event (synchronously), and says once, at ERROR, what went wrong.
+    with RedisEventBus.publisher(fake, f"{prefix}:bug") as bus:
+        bus.publish(make_event(0))
+        assert bus.flush(10)  # connected: the next batches take the fast path
+        sink: Any = bus._writer._sink
+
+        def broken_send(prepared: Any) -> None:
+            raise TypeError("get_connection() missing 1 required positional argument")
+
+        sink.send = broken_send
+        for i in range(1, 6):
+            bus.publish(make_event(i))
+            assert bus.flush(10)
+        assert [e.log_id for e in bus.read_events()] == [6, 5, 4, 3, 2, 1]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "TypeError" in errors[0].getMessage()
+    # The scrubbing filter turns the traceback into (scrubbed) text.
+    assert "Traceback" in (errors[0].exc_text or "")

@@ -40,6 +40,12 @@ from eventbus_core._settings import ENV_VARS, EventBusSettings
 from eventbus_core._sink import Sink, sink_options_from_env
 from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
 from eventbus_core._stats import BusStats, SubscriberStats
+from eventbus_core._stream_entry import (
+    STREAM_LOG_ID_BASE,
+    entry_id_from_log_id,
+    event_from_stream_entry,
+    log_id_from_entry_id,
+)
 from eventbus_core._subscription import Subscription, SubscriptionClosed
 from eventbus_core._transform import LLMTransformer, Payload, Transform, decode_body
 from eventbus_core.asgi import EventBusMiddleware
@@ -51,6 +57,10 @@ __all__ = [
     # events
     "Event",
     "Headers",
+    "STREAM_LOG_ID_BASE",
+    "entry_id_from_log_id",
+    "event_from_stream_entry",
+    "log_id_from_entry_id",
     # the bus contract
     "BaseEventBus",
     "BusStats",

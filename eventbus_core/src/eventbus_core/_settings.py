@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._errors import SettingsError
-from eventbus_core._secrets import RedactedURL
+from eventbus_core._secrets import RedactedURL, redact_url
 
 __all__ = ["BACKEND_ALIASES", "ENV_VARS", "EventBusSettings"]
 
@@ -61,6 +61,17 @@ class EventBusSettings(BaseSettings):
         default=None,
         description="Redis connection URL (redis://, rediss:// for TLS, unix://).",
     )
+    redis_addr: str | None = _env(
+        "REDIS_ADDR",
+        default=None,
+        description="Redis host:port as the Go llm-proxy reads it; used when REDIS_URL is unset.",
+    )
+    redis_db: int = _env(
+        "REDIS_DB",
+        default=0,
+        ge=0,
+        description="Redis database number with REDIS_ADDR (the Go llm-proxy's variable).",
+    )
     stop_timeout: float = _env(
         "EVENTBUS_STOP_TIMEOUT",
         default=5.0,
@@ -69,7 +80,7 @@ class EventBusSettings(BaseSettings):
     )
     redis_key: str = _env(
         "EVENTBUS_REDIS_KEY",
-        default="llm-proxy:events",
+        default="llm-proxy-events",
         min_length=1,
         description="List key of the redis log backend; its LogID counter is KEY:seq.",
     )
@@ -234,11 +245,18 @@ class EventBusSettings(BaseSettings):
         description="Further regular expressions to mask in bodies, separated by newlines.",
     )
 
+    _redis_url_from: str = PrivateAttr(default="REDIS_URL")
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as exc:
             raise SettingsError(_explain(exc)) from None
+
+    @property
+    def redis_url_source(self) -> str:
+        """The variable(s) `redis_url` came from: `REDIS_URL`, or `REDIS_ADDR`/`REDIS_DB`."""
+        return self._redis_url_from
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -261,6 +279,16 @@ class EventBusSettings(BaseSettings):
                 "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
             )
         return value
+
+    @model_validator(mode="after")
+    def _redis_url_from_go_variables(self) -> EventBusSettings:
+        # The Go llm-proxy reads REDIS_ADDR (host:port) and REDIS_DB; REDIS_URL, when set, takes
+        # precedence, and REDIS_ADDR is then not used (nor checked).
+        if self.redis_url is None and self.redis_addr and self.redis_addr.strip():
+            address = _check_redis_addr(self.redis_addr.strip())
+            self.redis_url = RedactedURL(f"redis://{address}/{self.redis_db}")
+            self._redis_url_from = "REDIS_ADDR/REDIS_DB"
+        return self
 
     @field_validator("sinks", mode="before")
     @classmethod
@@ -308,10 +336,30 @@ ENV_VARS: Final[dict[str, str]] = {
 """Field name to environment variable, for every setting."""
 
 
+def _check_redis_addr(value: str) -> str:
+    host, colon, port = value.rpartition(":")
+    # Never echo a password someone put there: mask it as in a URL.
+    shown = redact_url(value if "://" in value else f"redis://{value}").removeprefix("redis://")
+    if "://" in value or not colon or not host or any(c in host for c in "/@?#"):
+        raise ValueError(
+            f"REDIS_ADDR={shown!r} must be host:port, as the Go llm-proxy reads it (e.g. "
+            "localhost:6379 or [::1]:6379); for a URL, a password or TLS, set REDIS_URL instead"
+        )
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"REDIS_ADDR={shown!r}: port {port!r} is not a number from 1 to 65535 "
+            "(e.g. localhost:6379)"
+        )
+    return value
+
+
 def _explain(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across settings: its message names the variables
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        loc = str(err["loc"][0])
         var = ENV_VARS.get(loc, loc)
         given = err.get("input")
         shown = "" if isinstance(given, dict) else f"={given!r}"

@@ -7,8 +7,8 @@ at-least-once delivery.
 
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._log import RedisEventBus
+from eventbus_redis._redis_subscription import Gap, RedisSubscription
 from eventbus_redis._streams import RedisStreamsEventBus
-from eventbus_redis._tail import Gap, RedisSubscription
 
 __all__ = [
     "Gap",

@@ -34,7 +34,8 @@ _CONNECT_TIMEOUT: Final = 2.0
 
 
 def client_from_settings(settings: EventBusSettings) -> redis.Redis:
-    """Build a redis-py client from `REDIS_URL` (`redis://`, `rediss://`, `unix://`).
+    """Build a redis-py client from `REDIS_URL` (`redis://`, `rediss://`, `unix://`), or, when
+    it is unset, from the Go llm-proxy's `REDIS_ADDR` (host:port) and `REDIS_DB`.
 
     The client connects on first use, so this succeeds while Redis is down. It does not retry
     by itself: a failed command fails at once and the bus's own backoff takes over. (A client you
@@ -42,12 +43,13 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
     retries sleep for seconds inside a single command.)
 
     Raises:
-        SettingsError: `REDIS_URL` is not set.
+        SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
     """
     if not settings.redis_url:
         raise SettingsError(
-            f"backend {settings.backend!r} needs a Redis URL: set REDIS_URL, e.g. "
-            "REDIS_URL=redis://localhost:6379/0 (rediss:// for TLS, unix:///path/redis.sock)"
+            f"backend {settings.backend!r} needs a Redis server: set REDIS_URL, e.g. "
+            "REDIS_URL=redis://localhost:6379/0 (rediss:// for TLS, unix:///path/redis.sock), "
+            "or the Go llm-proxy's REDIS_ADDR=localhost:6379 (and REDIS_DB)"
         )
     try:
         return redis.Redis.from_url(
@@ -62,8 +64,9 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
         )
     except ValueError as exc:
         # redis-py quotes the URL in some messages: never let the password through.
+        source = getattr(settings, "redis_url_source", "REDIS_URL")
         raise SettingsError(
-            f"REDIS_URL={settings.redis_url!r} cannot be used: {safe_error(exc)}"
+            f"{source} ({settings.redis_url!r}) cannot be used: {safe_error(exc)}"
         ) from None
 
 

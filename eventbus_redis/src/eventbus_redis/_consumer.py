@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from eventbus_core import Delivery, Event, WireFormatError, get_logger
+from eventbus_core import Delivery, WireFormatError, event_from_stream_entry, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._entries import DeadEntry, dead_letter, stream_entries, text
 
@@ -56,7 +56,7 @@ class StreamConsumer:
         client: redis.Redis,
         stream: str,
         group: str,
-        name: str,
+        name: str | None,
         *,
         batch_size: int = 100,
         block: float = 5.0,
@@ -74,7 +74,8 @@ class StreamConsumer:
         self._client = client
         self.stream = stream
         self.group = group
-        self.name = name
+        self._named_after_pid = name is None
+        self.name = name or default_consumer_name()
         self.batch_size = batch_size
         self.block = block
         self.claim_idle = claim_idle
@@ -217,9 +218,11 @@ class StreamConsumer:
                 )
             else:
                 try:
-                    out.append(Delivery(Event.from_json(data), token=entry_id, attempts=n))
+                    event = event_from_stream_entry(entry_id, fields)
                 except WireFormatError as exc:
                     dead.append((entry_id, data, f"undecodable: {exc}", n))
+                else:
+                    out.append(Delivery(event, token=entry_id, attempts=n))
         if trimmed:
             self._client.xack(self.stream, self.group, *trimmed)
             self._lost_to_trim(len(trimmed))
@@ -349,6 +352,26 @@ class StreamConsumer:
             with contextlib.suppress(Exception):
                 self._flush_acks()
         self._closed = True
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child (gunicorn --preload, multiprocessing), a consumer built before the
+        fork is the child's own consumer from now on.
+
+        What the parent read and has not acknowledged is the parent's to acknowledge: the
+        child forgets it (it neither acknowledges nor keeps it alive), and does not re-read
+        the name's pending entries at its first read (the parent is still processing them).
+        A consumer with the default name (`host-pid`) takes the child's pid, so parent and
+        child are two consumers of the group; one with a name you gave keeps it, shared with
+        the parent (Redis then hands each new entry to one of the two).
+        """
+        if self._named_after_pid:
+            self.name = default_consumer_name()
+        self._in_flight.clear()
+        self._deferred_acks.clear()
+        self._backlog_from = None
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        self._next_refresh = 0.0
 
     def figures(self) -> dict[str, Any]:
         """This consumer's counters."""

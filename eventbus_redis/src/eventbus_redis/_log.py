@@ -1,8 +1,10 @@
 """`RedisEventBus`: the Go llm-proxy's Redis LIST log, written in batches with atomic LogIDs.
 
-Settings read by the `redis` backend factory: `REDIS_URL` (redis_url), `OBSERVABILITY_BUFFER_SIZE`
-(buffer_size), `EVENTBUS_STOP_TIMEOUT` (stop_timeout), `EVENTBUS_REDIS_KEY` (redis_key),
-`EVENTBUS_REDIS_TTL` (redis_ttl) and `EVENTBUS_REDIS_MAX_LEN` (redis_max_len).
+Settings read by the `redis` backend factory: `REDIS_URL` (redis_url; when unset, the Go
+llm-proxy's `REDIS_ADDR` and `REDIS_DB`), `OBSERVABILITY_BUFFER_SIZE` (buffer_size),
+`EVENTBUS_STOP_TIMEOUT` (stop_timeout), `EVENTBUS_REDIS_KEY` (redis_key, default
+`llm-proxy-events`: the key the Go proxy writes), `EVENTBUS_REDIS_TTL` (redis_ttl) and
+`EVENTBUS_REDIS_MAX_LEN` (redis_max_len).
 
 Layout, shared with the Go original: each event is one JSON string in the Go wire format in the
 list at `key`, pushed with LPUSH (newest at index 0); the LogID counter is `key:seq`; LTRIM keeps
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import uuid
 from datetime import timedelta
 from typing import Any, Self
 
@@ -35,10 +36,11 @@ from eventbus_redis._client import (
     describe_client,
     ttl_seconds,
 )
+from eventbus_redis._lifecycle import RedisBusLifecycle
 from eventbus_redis._log_tail import LogTailer
+from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import LOG_APPEND, tail_of
-from eventbus_redis._sink import Prepared
-from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._tail import Cursor
 from eventbus_redis._tx_sink import TransactionSink
 from eventbus_redis._writer import BatchWriter
 
@@ -47,7 +49,7 @@ __all__ = ["RedisEventBus"]
 log = get_logger("eventbus.redis")
 
 
-class RedisEventBus(BaseEventBus):
+class RedisEventBus(RedisBusLifecycle, BaseEventBus):
     """Event bus on a Redis LIST, layout-compatible with the Go llm-proxy.
 
     `publish()` only appends to a bounded buffer; a background writer sends each batch in one
@@ -73,7 +75,7 @@ class RedisEventBus(BaseEventBus):
     def __init__(
         self,
         client: redis.Redis,
-        key: str = "llm-proxy:events",
+        key: str = "llm-proxy-events",
         *,
         ttl: timedelta | float | None = None,
         max_len: int = 0,
@@ -84,7 +86,7 @@ class RedisEventBus(BaseEventBus):
         poll: float = 0.5,
     ) -> None:
         if not key:
-            raise ValueError("key must be a non-empty Redis key, e.g. 'llm-proxy:events'")
+            raise ValueError("key must be a non-empty Redis key, e.g. 'llm-proxy-events'")
         if max_len < 0:
             raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
         self._client = client
@@ -96,9 +98,6 @@ class RedisEventBus(BaseEventBus):
         self.buffer_size = buffer_size
         self.stop_timeout = stop_timeout
         self._poll = poll
-        self._writer_id = uuid.uuid4().hex
-        self._marker_key = f"{key}:writer:{self._writer_id}"
-        self._batch_no = 0
         self.last_log_id = 0  # newest LogID this bus wrote
         self._tailer: LogTailer | None = None
         self._stopped = False
@@ -107,10 +106,11 @@ class RedisEventBus(BaseEventBus):
         sink = TransactionSink(
             client,
             LOG_APPEND,
+            key,
             self._encode_batch,
             self._applied,
             commands=self._transaction,
-            fixed=4,
+            fixed=3,
         )
         self._writer = BatchWriter(
             sink,
@@ -118,6 +118,7 @@ class RedisEventBus(BaseEventBus):
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{key}]",
         )
+        self._track_forks()
 
     # ---------------------------------------------------------------------- constructors
 
@@ -140,14 +141,15 @@ class RedisEventBus(BaseEventBus):
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Self:
-        """Build the `redis` backend: log mode from `REDIS_URL` and the `EVENTBUS_REDIS_*` settings.
+        """Build the `redis` backend: log mode from `REDIS_URL` (or `REDIS_ADDR`/`REDIS_DB`) and
+        the `EVENTBUS_REDIS_*` settings.
 
         Does not connect: the application starts even while Redis is unreachable.
 
         Raises:
-            SettingsError: `REDIS_URL` is missing.
+            SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
         """
-        return cls.log(
+        bus = cls.log(
             client_from_settings(settings),
             settings.redis_key,
             settings.redis_ttl,
@@ -155,6 +157,8 @@ class RedisEventBus(BaseEventBus):
             buffer_size=settings.buffer_size,
             stop_timeout=settings.stop_timeout,
         )
+        bus._owns_client = True
+        return bus
 
     # -------------------------------------------------------------------------- publishing
 
@@ -166,16 +170,17 @@ class RedisEventBus(BaseEventBus):
         self._writer.publish(event)
 
     def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
-        self._batch_no += 1
-        args: list[Any] = [self.max_len, self._batch_no, int(self.ttl * 1000), self.channel]
+        args: list[Any] = [self.max_len, int(self.ttl * 1000), self.channel]
         args += [tail_of(e) for e in batch]
-        return [self.key, self.seq_key, self._marker_key], args
+        return [self.key, self.seq_key], args
 
     @staticmethod
-    def _transaction(prepared: Prepared, last: int, stamped: list[bytes]) -> list[tuple[Any, ...]]:
+    def _transaction(
+        keys: list[str], options: list[Any], last: int, stamped: list[bytes]
+    ) -> list[tuple[Any, ...]]:
         """The batch as MULTI/EXEC commands: what LOG_APPEND does, with LogIDs stamped."""
-        key, seq_key, marker_key = prepared.keys
-        max_len, batch, ttl_ms, channel = prepared.args[:4]
+        key, seq_key = keys
+        max_len, ttl_ms, channel = options
         commands: list[tuple[Any, ...]] = [("SET", seq_key, last)]
         commands += [("LPUSH", key, *stamped[i : i + 1000]) for i in range(0, len(stamped), 1000)]
         if max_len > 0:
@@ -184,7 +189,6 @@ class RedisEventBus(BaseEventBus):
             commands.append(("PEXPIRE", key, ttl_ms))
         if channel:
             commands.append(("PUBLISH", channel, last))
-        commands.append(("SET", marker_key, batch, "EX", 3600))
         return commands
 
     def _applied(self, last: Any) -> None:
@@ -224,7 +228,7 @@ class RedisEventBus(BaseEventBus):
 
         Events arrive in LogID order; a subscriber in another process sees the same. If the
         log was trimmed past what it had read, or Redis lost its data, the subscription records
-        a `Gap` in `sub.gaps` (and counts known misses in its `dropped`).
+        a `Gap` in `sub.gaps` (and counts known misses in `sub.trimmed`).
         """
         sub = RedisSubscription(
             check_buffer_size(buffer_size, self.buffer_size),
@@ -262,46 +266,45 @@ class RedisEventBus(BaseEventBus):
     # ---------------------------------------------------------------------------- lifecycle
 
     def stop(self, timeout: float | None = None) -> None:
-        """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it to
-        this bus's subscriptions, then end them. Idempotent; never hangs.
+        """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
+        within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
+        the calling thread, so it returns in time whatever state Redis is in.
 
-        Events still unwritten when the time runs out are counted as dropped.
+        Accepted events still unwritten when the time runs out are counted in
+        `stats().lost`; Redis refuses them later (see docs/backends/redis.md, "stop() and
+        lost").
         """
-        with self._subs_lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        wait = self.stop_timeout if timeout is None else timeout
-        self._writer.close(wait)
-        if self._tailer is not None:
-            target = self.last_log_id
+        self._stop_within(timeout)
 
-            def behind(cursor: Cursor) -> int:
-                position = cursor.position if cursor.position is not None else 0
-                return max(0, target - int(position)) if target else 0
-
-            self._tailer.stop(behind, max(wait, 0.5))
+    def _behind(self, cursor: Cursor) -> int:
+        target = self.last_log_id
+        position = cursor.position if cursor.position is not None else 0
+        return max(0, target - int(position)) if target else 0
 
     def stats(self) -> BusStats:
-        """`(published, dropped)`, with writer state and log figures in `extra`."""
-        published, dropped = self._writer.counts()
+        """`(published, dropped)`, `lost`, with writer state and log figures in `extra`."""
+        published, dropped, lost = self._writer.counts()
         tailer = self._tailer
+        subscriptions = tailer.subscriptions if tailer else ()
         extra: dict[str, Any] = {
             "backend": "redis",
             "key": self.key,
             "redis": describe_client(self._client),
             **self._writer.figures(),
+            "lost": lost,  # the same as BusStats.lost (kept here for readers of `extra`)
             "last_log_id": self.last_log_id,
             "undecodable": self._undecodable,
             "gaps": tailer.gaps if tailer else 0,
+            "trimmed": sum(s.trimmed for s in subscriptions),
             "subscriber_state": tailer.state if tailer else None,
             "stopped": self._stopped,
         }
         return BusStats(
             published,
             dropped,
+            lost=lost,
             queue_depth=self._writer.queue_depth(),
-            subscribers=tuple(s.stats() for s in tailer.subscriptions) if tailer else (),
+            subscribers=tuple(s.stats() for s in subscriptions),
             extra=extra,
         )
 

@@ -21,8 +21,10 @@ import redis
 from redis.client import PubSub
 
 from eventbus_core import Event, WireFormatError
+from eventbus_redis._own_connection import cut_connection
+from eventbus_redis._redis_subscription import Gap, RedisSubscription
 from eventbus_redis._scripts import LOG_NOW, LOG_READ_NEW
-from eventbus_redis._tail import Cursor, Gap, RedisSubscription, Tailer
+from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["LogTailer"]
 
@@ -69,11 +71,6 @@ class LogTailer(Tailer):
         head = reply[1] if len(reply) > 1 else None
         return int(reply[0]), {"anchor": head or None}
 
-    def begin(self, cursor: Cursor) -> None:
-        """Place a cursor at "now" once Redis answers."""
-        cursor.position, extra = self.now()
-        cursor.extra.update(extra)
-
     def prepare(self) -> None:
         """Subscribe to the notification channel before looking, so no wake-up is missed."""
         if self._channel and self._pubsub is None:
@@ -105,11 +102,16 @@ class LogTailer(Tailer):
                 pubsub.close()
 
     def interrupt(self) -> None:
-        """Wake this process's (and others') tailers at once by a notification."""
-        if self._channel:
-            # Best effort: the tailer wakes within `poll` anyway.
-            with contextlib.suppress(Exception):
-                self._client.publish(self._channel, "0")
+        """Cut the pub/sub connection from another thread (no network I/O): the thread's wait
+        for a notification ends at once."""
+        pubsub = self._pubsub
+        connection = getattr(pubsub, "connection", None)
+        if connection is not None:
+            cut_connection(connection)
+
+    def forget_connection(self) -> None:
+        """In a forked child: the pub/sub connection is the parent's; leave it alone."""
+        self._pubsub = None
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the oldest entries pushed since its anchor; report gaps."""
@@ -129,24 +131,26 @@ class LogTailer(Tailer):
                 decoded.append(Event.from_json(raw))
             except WireFormatError:
                 decoded.append(None)
-        # With no anchor yet (the list was empty so far), nothing can have been missed unless
-        # the list reached its trim length: in a shorter list, a LogID below the oldest is a
-        # Go writer's INCR whose LPUSH is still to come, not a loss.
-        trimmed = anchor is not None or not self._max_len or length >= self._max_len
-        if not found and trimmed:
-            last = self._check_gap(sub, last, seq, had_anchor=anchor is not None, oldest=decoded[0])
-        events = [e for e in decoded if e is not None]
-        bad = len(decoded) - len(events)
-        if bad:
-            self.undecodable += bad
-            if self._on_undecodable is not None:
-                self._on_undecodable(bad)
-        cursor.position = max([last, *(e.log_id for e in events)])
-        cursor.extra["anchor"] = items[0]  # the newest entry read: new ones land above it
-        if events:
-            taken = sub.offer(events)
-            if taken < len(events):
-                sub.count_dropped(len(events) - taken)
+        with self.delivering:
+            if self.ended:
+                return False
+            # With no anchor yet (the list was empty so far), nothing can have been missed
+            # unless the list reached its trim length: in a shorter list, a LogID below the
+            # oldest is a Go writer's INCR whose LPUSH is still to come, not a loss.
+            trimmed = anchor is not None or not self._max_len or length >= self._max_len
+            if not found and trimmed:
+                last = self._check_gap(
+                    sub, last, seq, had_anchor=anchor is not None, oldest=decoded[0]
+                )
+            events = [e for e in decoded if e is not None]
+            bad = len(decoded) - len(events)
+            if bad:
+                self.undecodable += bad
+                if self._on_undecodable is not None:
+                    self._on_undecodable(bad)
+            cursor.position = max([last, *(e.log_id for e in events)])
+            cursor.extra["anchor"] = items[0]  # the newest entry read: new ones land above it
+            taken = self.offer(cursor, events)
             sub.last_log_id = max(sub.last_log_id, events[taken - 1].log_id if taken else 0)
         return True
 
@@ -168,9 +172,20 @@ class LogTailer(Tailer):
             gap = Gap(last, None, "the log was replaced (Redis lost its data)")
             last = 0
         elif oldest.log_id > last + 1:
-            gap = Gap(last, oldest.log_id - last - 1, "trimmed before it was read")
+            gap = Gap(last, oldest.log_id - last - 1, "trimmed from the log before it was read")
+            sub.report_gap(gap, advice=self._trim_advice())
+            self.gaps += 1
+            return last
         else:
             return last
         sub.report_gap(gap)
         self.gaps += 1
         return last
+
+    def _trim_advice(self) -> str:
+        kept = f"the newest {self._max_len}" if self._max_len else "a limited number of"
+        return (
+            f"the log keeps {kept} events (EVENTBUS_REDIS_MAX_LEN, or max_len of the writers): "
+            "raise it, or read faster (a larger subscription buffer does not help: the events "
+            "were gone from Redis)"
+        )

@@ -13,6 +13,13 @@ learn the counter. LogIDs stay exact up to 2**53 (Lua numbers are doubles).
 Each batch also carries its writer's id and batch number. The script records the last batch it
 applied per writer (key `<key>:writer:<id>`, expiring after an hour), so a batch retried after a
 lost reply (a socket timeout while Redis was paused, say) is not written twice.
+
+And each batch carries the writer's lease: the token the writer last stored in
+`<key>:writer:<id>:lease` (a key with a short expiry, `PX`), and how many milliseconds of it must
+remain. A batch that reaches Redis after the lease ran out (or after the writer renewed it with a
+new token) is refused (-2), not applied. That bounds when a batch can still be applied: a batch
+the writer gave up on at `stop()` cannot be applied later by a server that was paused or frozen
+with the batch in its socket buffer (see `_lease.py`).
 """
 
 from __future__ import annotations
@@ -21,14 +28,22 @@ from typing import Final
 
 from eventbus_core import Event
 
-__all__ = ["LOG_APPEND", "LOG_NOW", "LOG_READ_NEW", "STREAM_APPEND", "tail_of"]
+__all__ = ["FIXED", "LOG_APPEND", "LOG_NOW", "LOG_READ_NEW", "STREAM_APPEND", "tail_of"]
 
-# Shared head: skip a batch already applied, then reserve LogIDs first+1 .. last.
+FIXED: Final = 4
+"""Leading ARGV every append script takes before the backend's own: batch, lease token, lease
+milliseconds that must remain, lease milliseconds to extend to."""
+
+# Shared head: skip a batch already applied, refuse one that outlived its lease, then reserve
+# LogIDs first+1 .. last. KEYS: target, seq, writer marker, writer lease.
 # `stamp(i)` builds the full JSON of item i; %d avoids Lua's "1e+14" number formatting.
 _HEAD: Final = """
-local batch = tonumber(ARGV[2])
+local batch = tonumber(ARGV[1])
 local applied = tonumber(redis.call('GET', KEYS[3]) or '-1')
 if applied >= batch then return -1 end
+if redis.call('GET', KEYS[4]) ~= ARGV[2] or redis.call('PTTL', KEYS[4]) < tonumber(ARGV[3]) then
+  return -2
+end
 local n = #ARGV - {fixed}
 local last = redis.call('INCRBY', KEYS[2], n)
 local first = last - n
@@ -39,33 +54,38 @@ local function stamp(i)
 end
 """
 
+# Shared tail. Last: a script that failed half-way (a key of the wrong type) is not rolled back,
+# and must not be marked as applied, or its retry would be skipped.
+_TAIL: Final = """
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[3], batch, 'EX', 3600)
+return last
+"""
+
 LOG_APPEND: Final = (
-    _HEAD.format(fixed=4)
+    _HEAD.format(fixed=FIXED + 3)
     + """
--- KEYS: list, seq, writer marker. ARGV: max_len, batch, ttl_ms, notify channel, tails...
+-- ARGV after the fixed four: max_len, ttl_ms, notify channel, tails...
 local items = {}
 for i = 1, n do items[i] = stamp(i) end
 for i = 1, n, 1000 do
   redis.call('LPUSH', KEYS[1], unpack(items, i, math.min(i + 999, n)))
 end
-local max_len = tonumber(ARGV[1])
+local max_len = tonumber(ARGV[5])
 if max_len > 0 then redis.call('LTRIM', KEYS[1], 0, max_len - 1) end
-local ttl = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[6])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], last) end
--- Last: a script that failed half-way (a key of the wrong type) is not rolled back, and
--- must not be marked as applied, or its retry would be skipped.
-redis.call('SET', KEYS[3], batch, 'EX', 3600)
-return last
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], last) end
 """
+    + _TAIL
 )
 """Append a batch to the LIST log (LPUSH newest first), trim, expire, notify subscribers."""
 
 STREAM_APPEND: Final = (
-    _HEAD.format(fixed=2)
+    _HEAD.format(fixed=FIXED + 1)
     + """
--- KEYS: stream, seq, writer marker. ARGV: max_len, batch, tails...
-local max_len = tonumber(ARGV[1])
+-- ARGV after the fixed four: max_len, tails...
+local max_len = tonumber(ARGV[5])
 for i = 1, n do
   if max_len > 0 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', max_len, '*', 'data', stamp(i))
@@ -73,9 +93,8 @@ for i = 1, n do
     redis.call('XADD', KEYS[1], '*', 'data', stamp(i))
   end
 end
-redis.call('SET', KEYS[3], batch, 'EX', 3600)  -- last, as in the list script
-return last
 """
+    + _TAIL
 )
 """Append a batch to the stream, one entry per event with field `data`, approximately trimmed."""
 

@@ -1,14 +1,19 @@
 """`ScriptSink`: how the writer thread sends a batch to a Lua script, one round trip per batch.
 
-The writer overlaps work: it sends batch k on a dedicated connection, encodes batch k+1 while
-Redis runs the script for batch k, and only then reads the reply. Batches still go one at a
-time (k+1 is sent after k's reply), so order and retries stay simple. Any failure falls back
-to a plain synchronous call through the client's pool, which also loads the script if the
-server lost it (NOSCRIPT after a restart).
+The writer overlaps work: it sends batch k on its own connection, encodes batch k+1 while Redis
+runs the script for batch k, and only then reads the reply. Batches still go one at a time (k+1
+is sent after k's reply), so order and retries stay simple. A failure falls back to a plain
+synchronous call (`write()`), which also loads the script if the server lost it (NOSCRIPT
+after a restart).
+
+Every command the writer sends goes through that one connection (an `OwnConnection`, outside
+the client's pool), so `stop()` can cut it at its deadline and the writer thread, blocked on a
+paused or frozen server, ends at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,41 +21,41 @@ from typing import Any
 import redis
 
 from eventbus_core import Event
+from eventbus_redis._lease import Lease
+from eventbus_redis._own_connection import OwnConnection, send_all
 
-__all__ = ["Prepared", "ScriptSink", "send_all"]
+__all__ = ["LeaseRefused", "Prepared", "ScriptSink"]
 
 
-def send_all(conn: Any, commands: list[tuple[Any, ...]]) -> None:
-    """Send `commands` on `conn` in one `sendall`.
-
-    redis-py sends a packed command piece by piece (one `sendall` per ~6 KB), and every call
-    releases and retakes the GIL: next to a busy event loop each retake can wait up to the
-    switch interval (5 ms), so a batch of events took dozens of them. Joined, it takes one.
-    """
-    conn.send_packed_command([b"".join(conn.pack_commands(commands))], check_health=False)
+class LeaseRefused(redis.RedisError):
+    """Redis refused a batch: it arrived after the writer's lease ran out. Not applied."""
 
 
 @dataclass(slots=True)
 class Prepared:
-    """A batch encoded for the script: its keys and arguments (batch number included, so a
-    retry of the same `Prepared` is recognised by the script and not applied twice).
+    """A batch encoded for the script: its keys (target, counter), the backend's arguments and
+    tails, and its batch number (a retry of the same `Prepared` is recognised by the script and
+    not applied twice).
 
     `mode`, `replies` and `last` record how a sink sent it (see `TransactionSink`)."""
 
     keys: list[str]
     args: list[Any]
+    batch: int
     mode: str = "script"
     replies: int = 0
     last: int = 0
 
 
 class ScriptSink:
-    """Runs one Lua script per batch.
+    """Runs one Lua script per batch, on a connection of its own.
 
     Args:
-        client: The Redis client (its pool provides the connections).
-        source: The Lua script.
-        encode: Turns a batch into `(keys, args)` (CPU only, no I/O).
+        client: The Redis client (its pool's settings are used to connect).
+        source: The Lua script (see `_scripts.py` for its arguments).
+        target: The key written to (the list or stream): names the writer's marker and lease.
+        encode: Turns a batch into `(keys, args)`: `[target, counter]` and the backend's own
+            arguments followed by the events' tails (CPU only, no I/O).
         on_result: Called with the script's reply after each applied batch.
     """
 
@@ -58,62 +63,104 @@ class ScriptSink:
         self,
         client: redis.Redis,
         source: str,
+        target: str,
         encode: Callable[[list[Event]], tuple[list[str], list[Any]]],
         on_result: Callable[[Any], None],
     ) -> None:
-        self._client = client
-        self._script = client.register_script(source)
+        self._own = OwnConnection(client)
+        self._sha = hashlib.sha1(source.encode()).hexdigest()  # what EVALSHA names it by
+        self._source = source
         self._encode = encode
         self._on_result = on_result
-        self._conn: Any = None
+        self._batch_no = 0
+        self.lease = Lease(target)
+
+    # ------------------------------------------------------------------------ the connection
+
+    def _connection(self) -> Any:
+        """The writer's own connection, connected on first use (in the writer thread)."""
+        return self._own.get()
+
+    def _call(self, command: tuple[Any, ...]) -> Any:
+        """Send one command and read its reply."""
+        return self._own.call(command)
+
+    def _read(self, n: int) -> list[Any]:
+        """Read the replies of `n` commands already sent."""
+        return self._own.read(n)
+
+    def cut(self) -> None:
+        """Cut the connection from another thread (at `stop()`'s deadline; no network I/O)."""
+        self._own.cut()
+
+    def reset(self) -> None:
+        """Drop the connection (after an error its state is unknown)."""
+        self._own.reset()
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's connection without touching its socket (the parent still uses
+        it); a forked child is another writer, with a marker and lease of its own."""
+        self._own.forget()
+        self.lease.after_fork_in_child()
+
+    # --------------------------------------------------------------------------- batches
 
     def prepare(self, batch: list[Event]) -> Prepared:
         """Encode `batch` (runs while the previous batch is in Redis's hands)."""
         keys, args = self._encode(batch)
-        return Prepared(keys, args)
+        self._batch_no += 1
+        return Prepared(keys, args, self._batch_no)
 
-    def _connection(self) -> Any:
-        """The dedicated connection (replies are read after the next batch is encoded)."""
-        if self._conn is None:
-            self._conn = self._client.connection_pool.get_connection()
-        return self._conn
+    def _script_command(self, prepared: Prepared, name: str = "EVALSHA") -> tuple[Any, ...]:
+        lease = self.lease
+        keys = [*prepared.keys, lease.marker_key, lease.key]
+        script = self._sha if name == "EVALSHA" else self._source
+        return (name, script, len(keys), *keys, *lease.args(prepared.batch), *prepared.args)
+
+    def _renew_lease(self) -> None:
+        self._call(self.lease.renewal())
+        self.lease.renewed()
 
     def send(self, prepared: Prepared) -> None:
         """Send the script call without waiting for the reply."""
-        command = ("EVALSHA", self._script.sha, len(prepared.keys), *prepared.keys, *prepared.args)
+        if self.lease.due():
+            self._renew_lease()
+        conn = self._connection()
         try:
-            send_all(self._connection(), [command])
+            send_all(conn, [self._script_command(prepared)])
         except BaseException:
             self.reset()
             raise
+        prepared.mode = "script"
 
     def receive(self, prepared: Prepared) -> None:
         """Read the reply of `send(prepared)`; raise if the batch may not have been applied."""
-        conn = self._conn
-        if conn is None:
-            raise redis.ConnectionError("no connection for the reply")
-        try:
-            reply = conn.read_response()
-        except redis.ResponseError:
-            raise  # NOSCRIPT or a script error: the connection itself is fine
-        except BaseException:
-            self.reset()
-            raise
+        (reply,) = self._read(1)
+        self._applied(reply)
+
+    def _applied(self, reply: Any) -> None:
+        """Handle the script's reply: -2 is a refusal, anything else a batch now in Redis."""
+        if int(reply) == -2:
+            raise LeaseRefused("the batch reached Redis after the writer's lease ran out")
+        if int(reply) > 0:
+            self.lease.extended()
         self._on_result(reply)
 
     def write(self, prepared: Prepared) -> None:
-        """Apply the batch synchronously (loads the script when the server lacks it)."""
-        self._on_result(self._script(keys=prepared.keys, args=prepared.args))
+        """Apply the batch synchronously (loads the script when the server lacks it), under a
+        fresh lease if the last one may have run out."""
+        for attempt in range(2):
+            if attempt or self.lease.due():
+                self._renew_lease()
+            try:
+                reply = self._call(self._script_command(prepared))
+            except redis.exceptions.NoScriptError:
+                reply = self._call(self._script_command(prepared, "EVAL"))
+            if int(reply) != -2:
+                self._applied(reply)
+                return
+        raise LeaseRefused("the batch reached Redis after the writer's lease ran out, twice")
 
     def figures(self) -> dict[str, Any]:
         """Figures for the writer's stats (none for the plain script)."""
         return {}
-
-    def reset(self) -> None:
-        """Drop the dedicated connection (after an error its state is unknown)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.disconnect()
-            finally:
-                self._client.connection_pool.release(conn)

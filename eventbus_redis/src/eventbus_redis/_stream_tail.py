@@ -1,22 +1,27 @@
 """`StreamTailer`: plain fan-out subscriptions on a Redis stream (no consumer group).
 
 Every subscription receives every entry added after it subscribed, read with XREAD from its
-own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands.
-Gaps (entries trimmed before they were read) show as a jump in LogIDs, and are reported once
-the stream confirms it lost entries after the subscription's position: LogIDs that merely do not
-follow on (another writer's counter, Go's unset LogID) are not mistaken for losses.
+own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands
+(on a connection of its own, which `stop()` cuts). Gaps (entries trimmed before they were read)
+show as a jump in counter LogIDs, and are reported once the stream confirms it lost entries
+after the subscription's position: LogIDs that merely do not follow on (another writer's
+counter) are not mistaken for losses, nor are the LogIDs derived for the Go proxy's LogID-0
+entries (see `eventbus_core.event_from_stream_entry`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from eventbus_core import Event, WireFormatError
+from eventbus_core import STREAM_LOG_ID_BASE, Event, WireFormatError, event_from_stream_entry
 from eventbus_redis._client import socket_timeout
 from eventbus_redis._entries import stream_entries, text
-from eventbus_redis._tail import Cursor, Gap, Tailer
+from eventbus_redis._own_connection import OwnConnection
+from eventbus_redis._redis_subscription import Gap
+from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["StreamTailer"]
 
@@ -33,6 +38,7 @@ class StreamTailer(Tailer):
         client: The Redis client.
         stream: The stream key.
         poll: Longest single XREAD BLOCK (also how long `stop()` may wait on an idle stream).
+        max_len: The approximate length writers trim the stream to (0: unknown), for warnings.
         on_undecodable: Called with the number of entries that did not decode.
     """
 
@@ -42,20 +48,34 @@ class StreamTailer(Tailer):
         stream: str,
         *,
         poll: float = 0.25,
+        max_len: int = 0,
         on_undecodable: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         self._stream = stream
+        self._seq_key = f"{stream}:seq"
+        self._waiter = OwnConnection(client)
+        kept = f"about the newest {max_len}" if max_len else "a limited number of"
+        self._trim_advice = (
+            f"the stream keeps {kept} entries (EVENTBUS_REDIS_STREAM_MAX_LEN, or max_len of the "
+            "writers): raise it, or read faster"
+        )
         self._on_undecodable = on_undecodable
         sock = socket_timeout(client)
         if sock is not None:
             poll = min(poll, max(sock - 1.0, 0.01))
         super().__init__(name=f"eventbus-redis-stream-tail[{stream}]", poll=poll)
 
-    def start_position(self) -> str:
-        """The id of the newest entry ("0-0" for an empty stream)."""
-        newest = self._client.xrevrange(self._stream, count=1)
-        return text(newest[0][0]) if newest else "0-0"
+    def now(self) -> tuple[str, dict[str, Any]]:
+        """Where a new subscriber starts: after the newest entry ("0-0" for an empty stream),
+        with the LogID counter, read in one transaction, as its LogID position. Our writers add
+        entries and move the counter atomically, so the events before it are neither delivered,
+        nor waited for at `stop()`, nor taken for a gap."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xrevrange(self._stream, count=1)
+        pipe.get(self._seq_key)
+        newest, seq = pipe.execute()
+        return (text(newest[0][0]) if newest else "0-0"), {"log_id": int(seq or 0)}
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the entries after its position; report LogID jumps as gaps."""
@@ -64,45 +84,49 @@ class StreamTailer(Tailer):
         )
         if not entries:
             return False
+        decoded: list[tuple[str, Event | None]] = []
+        for entry_id, fields in entries:
+            try:
+                decoded.append((text(entry_id), event_from_stream_entry(entry_id, fields)))
+            except WireFormatError:
+                decoded.append((text(entry_id), None))
+        # Judge gaps first (that may ask Redis), then hand over under the lock, without I/O.
         events: list[Event] = []
-        bad = 0
+        gaps: list[Gap] = []
         last_log = int(cursor.extra.get("log_id", 0))
         last_log_entry = str(cursor.extra.get("log_entry", cursor.position))
-        sub = cursor.sub
-        for entry_id, fields in entries:
-            data = fields.get(b"data", fields.get("data")) if fields else None
-            try:
-                if data is None:
-                    raise WireFormatError("entry has no 'data' field")
-                event = Event.from_json(data)
-            except WireFormatError:
-                bad += 1
+        for entry_id, event in decoded:
+            if event is None:
                 continue
-            if event.log_id:
+            if event.log_id and event.log_id < STREAM_LOG_ID_BASE:  # a counter's LogID
                 if last_log and event.log_id > last_log + 1 and self._lost_after(last_log_entry):
-                    sub.report_gap(
+                    gaps.append(
                         Gap(
                             last_log,
                             event.log_id - last_log - 1,
-                            "LogIDs jumped (stream trimmed or entries deleted)",
+                            "LogIDs jumped (stream trimmed or entries deleted before it read them)",
                         )
                     )
-                    self.gaps += 1
                 if event.log_id > last_log:
-                    last_log, last_log_entry = event.log_id, text(entry_id)
+                    last_log, last_log_entry = event.log_id, entry_id
             events.append(event)
-        cursor.position = text(entries[-1][0])
-        cursor.extra["log_id"] = last_log
-        cursor.extra["log_entry"] = last_log_entry
-        if bad:
-            self.undecodable += bad
-            if self._on_undecodable is not None:
-                self._on_undecodable(bad)
-        if events:
-            taken = sub.offer(events)
-            if taken < len(events):
-                sub.count_dropped(len(events) - taken)
-            sub.last_log_id = last_log
+        with self.delivering:
+            if self.ended:
+                return False
+            for gap in gaps:
+                cursor.sub.report_gap(gap, advice=self._trim_advice)
+            self.gaps += len(gaps)
+            cursor.position = decoded[-1][0]
+            cursor.extra["log_id"] = last_log
+            cursor.extra["log_entry"] = last_log_entry
+            bad = len(decoded) - len(events)
+            if bad:
+                self.undecodable += bad
+                if self._on_undecodable is not None:
+                    self._on_undecodable(bad)
+            if events:
+                self.offer(cursor, events)
+                cursor.sub.last_log_id = last_log
         return True
 
     def _lost_after(self, entry_id: str) -> bool:
@@ -117,10 +141,26 @@ class StreamTailer(Tailer):
         return _id_key(deleted) > _id_key(entry_id)
 
     def wait(self, timeout: float) -> None:
-        """Block until an entry newer than the furthest subscription's position lands."""
+        """Block until an entry newer than the furthest subscription's position lands.
+
+        The blocking XREAD goes on a connection of this thread's own, which `stop()` cuts
+        (`interrupt()`), so stopping never waits for it."""
         positions = [c.position for c in self._cursors if c.position is not None]
         if not positions:
             super().wait(timeout)
             return
         newest = max(positions, key=_id_key)
-        self._client.xread({self._stream: newest}, count=1, block=max(1, int(timeout * 1000)))
+        block = max(1, int(timeout * 1000))
+        self._waiter.call(("XREAD", "COUNT", 1, "BLOCK", block, "STREAMS", self._stream, newest))
+
+    def interrupt(self) -> None:
+        """Cut the waiting connection from another thread (no network I/O)."""
+        self._waiter.cut()
+
+    def reset_connection(self) -> None:
+        """Drop the waiting connection after an error (or at the end)."""
+        self._waiter.reset()
+
+    def forget_connection(self) -> None:
+        """In a forked child: the waiting connection is the parent's; leave it alone."""
+        self._waiter.forget()

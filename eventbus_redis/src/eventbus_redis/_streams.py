@@ -1,6 +1,7 @@
 """`RedisStreamsEventBus`: a Redis stream with consumer groups and at-least-once delivery.
 
-Settings read by the `redis-streams` backend factory: `REDIS_URL` (redis_url),
+Settings read by the `redis-streams` backend factory: `REDIS_URL` (redis_url; when unset, the Go
+llm-proxy's `REDIS_ADDR` and `REDIS_DB`),
 `OBSERVABILITY_BUFFER_SIZE` (buffer_size), `EVENTBUS_STOP_TIMEOUT` (stop_timeout),
 `EVENTBUS_REDIS_STREAM` (redis_stream), `EVENTBUS_REDIS_GROUP` (redis_group) and
 `EVENTBUS_REDIS_STREAM_MAX_LEN` (redis_stream_max_len).
@@ -13,26 +14,27 @@ consumers can detect gaps and de-duplicate redeliveries; dead letters go to `<st
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import uuid
 from typing import Any, Self
 
 import redis
 
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
-from eventbus_redis._client import client_from_settings, describe_client
-from eventbus_redis._consumer import StreamConsumer, default_consumer_name
+from eventbus_redis._client import TRANSIENT_ERRORS, client_from_settings, describe_client
+from eventbus_redis._consumer import StreamConsumer
+from eventbus_redis._lifecycle import RedisBusLifecycle
+from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
-from eventbus_redis._sink import Prepared
 from eventbus_redis._stream_tail import StreamTailer
-from eventbus_redis._tail import Cursor, RedisSubscription
+from eventbus_redis._tail import Cursor
 from eventbus_redis._tx_sink import TransactionSink
 from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisStreamsEventBus"]
 
 
-class RedisStreamsEventBus(BaseEventBus):
+class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
     """Event bus on a Redis stream; consumers read through consumer groups.
 
     `publish()` only appends to a bounded buffer; a background writer adds each batch with one
@@ -76,8 +78,6 @@ class RedisStreamsEventBus(BaseEventBus):
         self.stop_timeout = stop_timeout
         self._dead_letter_stream = dead_letter_stream or f"{stream}:dead"
         self._dead_letter_max_len = dead_letter_max_len
-        self._marker_key = f"{stream}:writer:{uuid.uuid4().hex}"
-        self._batch_no = 0
         self.last_log_id = 0
         self._tailer: StreamTailer | None = None
         self._consumers: list[StreamConsumer] = []
@@ -87,10 +87,11 @@ class RedisStreamsEventBus(BaseEventBus):
         sink = TransactionSink(
             client,
             STREAM_APPEND,
+            stream,
             self._encode_batch,
             self._applied,
             commands=self._transaction,
-            fixed=2,
+            fixed=1,
         )
         self._writer = BatchWriter(
             sink,
@@ -98,17 +99,19 @@ class RedisStreamsEventBus(BaseEventBus):
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{stream}]",
         )
+        self._track_forks()
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Self:
-        """Build the `redis-streams` backend from `REDIS_URL` and the `EVENTBUS_REDIS_*` settings.
+        """Build the `redis-streams` backend from `REDIS_URL` (or `REDIS_ADDR`/`REDIS_DB`) and the
+        `EVENTBUS_REDIS_*` settings.
 
         Does not connect: the application starts even while Redis is unreachable.
 
         Raises:
-            SettingsError: `REDIS_URL` is missing.
+            SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
         """
-        return cls(
+        bus = cls(
             client_from_settings(settings),
             settings.redis_stream,
             settings.redis_group,
@@ -116,6 +119,8 @@ class RedisStreamsEventBus(BaseEventBus):
             max_len=settings.redis_stream_max_len,
             stop_timeout=settings.stop_timeout,
         )
+        bus._owns_client = True
+        return bus
 
     @property
     def dead_letter_stream(self) -> str:
@@ -133,20 +138,20 @@ class RedisStreamsEventBus(BaseEventBus):
         self._writer.publish(event)
 
     def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
-        self._batch_no += 1
-        args: list[Any] = [self.max_len, self._batch_no]
+        args: list[Any] = [self.max_len]
         args += [tail_of(e) for e in batch]
-        return [self.stream, self.seq_key, self._marker_key], args
+        return [self.stream, self.seq_key], args
 
     @staticmethod
-    def _transaction(prepared: Prepared, last: int, stamped: list[bytes]) -> list[tuple[Any, ...]]:
+    def _transaction(
+        keys: list[str], options: list[Any], last: int, stamped: list[bytes]
+    ) -> list[tuple[Any, ...]]:
         """The batch as MULTI/EXEC commands: what STREAM_APPEND does, with LogIDs stamped."""
-        stream, seq_key, marker_key = prepared.keys
-        max_len, batch = prepared.args[:2]
+        stream, seq_key = keys
+        (max_len,) = options
         trim: tuple[Any, ...] = ("MAXLEN", "~", max_len) if max_len > 0 else ()
         commands: list[tuple[Any, ...]] = [("SET", seq_key, last)]
         commands += [("XADD", stream, *trim, "*", "data", event) for event in stamped]
-        commands.append(("SET", marker_key, batch, "EX", 3600))
         return commands
 
     def _applied(self, last: Any) -> None:
@@ -184,7 +189,7 @@ class RedisStreamsEventBus(BaseEventBus):
             self._client,
             self.stream,
             group or self.group,
-            name or default_consumer_name(),
+            name,
             batch_size=batch_size,
             block=block,
             claim_idle=claim_idle,
@@ -257,13 +262,16 @@ class RedisStreamsEventBus(BaseEventBus):
                 return sub
             if self._tailer is None:
                 self._tailer = StreamTailer(
-                    self._client, self.stream, on_undecodable=self._count_undecodable
+                    self._client,
+                    self.stream,
+                    max_len=self.max_len,
+                    on_undecodable=self._count_undecodable,
                 )
-            try:
-                start: str | None = self._tailer.start_position()
-            except Exception:  # Redis is down: start from "now" once it answers
-                start = None
-            self._tailer.add(sub, start)
+            start: str | None = None  # Redis is down: start from "now" once it answers
+            extra: dict[str, Any] = {}
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                start, extra = self._tailer.now()
+            self._tailer.add(sub, start, extra)
         return sub
 
     def _count_undecodable(self, n: int) -> None:
@@ -276,45 +284,50 @@ class RedisStreamsEventBus(BaseEventBus):
     # ---------------------------------------------------------------------------- lifecycle
 
     def stop(self, timeout: float | None = None) -> None:
-        """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it to
-        this bus's subscriptions, then end them. Idempotent; never hangs. Consumers are
-        separate: close them yourself (their pending entries stay for later readers).
+        """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
+        within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
+        the calling thread. Consumers are separate: close them yourself (their pending entries
+        stay for later readers).
+
+        Accepted events still unwritten when the time runs out are counted in
+        `stats().lost`; Redis refuses them later (see docs/backends/redis.md, "stop() and
+        lost").
         """
-        with self._subs_lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        wait = self.stop_timeout if timeout is None else timeout
-        self._writer.close(wait)
-        if self._tailer is not None:
-            target = self.last_log_id
+        self._stop_within(timeout)
 
-            def behind(cursor: Cursor) -> int:
-                return max(0, target - int(cursor.extra.get("log_id", 0))) if target else 0
+    def _behind(self, cursor: Cursor) -> int:
+        target = self.last_log_id
+        return max(0, target - int(cursor.extra.get("log_id", 0))) if target else 0
 
-            self._tailer.stop(behind, max(wait, 0.5))
+    def _consumers_to_fork(self) -> list[Any]:
+        return list(self._consumers)
 
     def stats(self) -> BusStats:
-        """`(published, dropped)`, with writer state and stream figures in `extra` (no I/O)."""
-        published, dropped = self._writer.counts()
+        """`(published, dropped)`, `lost`, with writer state and stream figures in `extra`
+        (no I/O)."""
+        published, dropped, lost = self._writer.counts()
         tailer = self._tailer
+        subscriptions = tailer.subscriptions if tailer else ()
         extra: dict[str, Any] = {
             "backend": "redis-streams",
             "stream": self.stream,
             "group": self.group,
             "redis": describe_client(self._client),
             **self._writer.figures(),
+            "lost": lost,  # the same as BusStats.lost (kept here for readers of `extra`)
             "last_log_id": self.last_log_id,
             "undecodable": self._undecodable,
             "gaps": tailer.gaps if tailer else 0,
+            "trimmed": sum(s.trimmed for s in subscriptions),
             "consumers": [c.figures() for c in self._consumers],
             "stopped": self._stopped,
         }
         return BusStats(
             published,
             dropped,
+            lost=lost,
             queue_depth=self._writer.queue_depth(),
-            subscribers=tuple(s.stats() for s in tailer.subscriptions) if tailer else (),
+            subscribers=tuple(s.stats() for s in subscriptions),
             extra=extra,
         )
 

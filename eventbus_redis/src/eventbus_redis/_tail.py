@@ -8,6 +8,7 @@ nothing unless the log is trimmed past it, and then it is told (a `Gap`), never 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -16,61 +17,13 @@ from typing import Any
 
 from eventbus_core import Subscription, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
+from eventbus_redis._redis_subscription import RedisSubscription
 
-__all__ = ["Cursor", "Gap", "RedisSubscription", "Tailer"]
+__all__ = ["Cursor", "Tailer"]
 
 log = get_logger("eventbus.redis")
 
 _STUCK_AFTER = 0.25  # seconds a full buffer may stay full during stop before we give up on it
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Events a subscriber can no longer receive.
-
-    Attributes:
-        after: The last LogID the subscriber had received (0 if none).
-        missed: How many LogIDs were skipped, or None when unknown (Redis lost its data).
-        reason: Why, in words.
-    """
-
-    after: int
-    missed: int | None
-    reason: str
-
-
-class RedisSubscription(Subscription):
-    """A `Subscription` fed from Redis that also reports gaps.
-
-    Attributes:
-        gaps: Every `Gap` met so far, oldest first; the missed events are also counted in
-            `dropped` (when their number is known).
-        last_log_id: LogID of the newest event handed to this subscription.
-    """
-
-    def __init__(
-        self,
-        capacity: int,
-        *,
-        name: str | None = None,
-        on_close: Callable[[Subscription], None] | None = None,
-    ) -> None:
-        super().__init__(capacity, name=name, on_close=on_close)
-        self.gaps: list[Gap] = []
-        self.last_log_id = 0
-
-    def report_gap(self, gap: Gap) -> None:
-        """Record `gap` (backend thread only)."""
-        self.gaps.append(gap)
-        if gap.missed:
-            self.count_dropped(gap.missed)
-        log.warning(
-            "eventbus redis subscription %s missed %s event(s) after LogID %d: %s",
-            self.name,
-            "an unknown number of" if gap.missed is None else gap.missed,
-            gap.after,
-            gap.reason,
-        )
 
 
 @dataclass(eq=False)
@@ -85,6 +38,11 @@ class Cursor:
 class Tailer:
     """Background thread that moves new events from Redis into subscriptions.
 
+    Subclasses read and wait; this class runs the thread, keeps each subscription's `Cursor`,
+    and ends them all at `stop()`. Handing events to subscriptions (`deliver()`) happens under
+    one lock, which `stop()` and `fork()` take too: a subscription is never handed events after
+    it was ended, and a forked child never sees a position moved without its events.
+
     Args:
         name: Thread name.
         poll: Longest wait between two looks at Redis when nothing wakes the thread earlier.
@@ -92,32 +50,45 @@ class Tailer:
     """
 
     def __init__(self, *, name: str, poll: float = 0.5, chunk: int = 500) -> None:
+        self._name = name
         self._poll = poll
         self.chunk = chunk
         self._cursors: tuple[Cursor, ...] = ()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._stop_at: float | None = None
         self._behind: Callable[[Cursor], int] | None = None
+        self._final = False
         self.state = "idle"
         self.last_error: str | None = None
         self.undecodable = 0
         self.gaps = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._new_thread_state()
         self._thread.start()
+
+    def _new_thread_state(self) -> None:
+        self._lock = threading.Lock()  # membership
+        self.delivering = threading.Lock()  # handing events over, against stop() and fork()
+        self._wake = threading.Event()
+        self._progress = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
 
     # -------------------------------------------------------------------- subclass interface
 
-    def start_position(self) -> Any:
-        """Return the position of "now" (what a new subscriber starts after)."""
+    def now(self) -> tuple[Any, dict[str, Any]]:
+        """Return where a new subscriber starts ("now") and its initial cursor state."""
         raise NotImplementedError
 
     def begin(self, cursor: Cursor) -> None:
         """Place a cursor that has no position yet at "now" (Redis was down at subscribe)."""
-        cursor.position = self.start_position()
+        position, extra = self.now()
+        with self.delivering:
+            cursor.position = position
+            cursor.extra.update(extra)
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
-        """Hand `cursor.sub` up to `max_items` new events; return True if anything moved."""
+        """Hand `cursor.sub` up to `max_items` new events; return True if anything moved.
+
+        Read from Redis first, then hand over inside `with self.delivering:`, returning at once
+        if `self.ended` by then."""
         raise NotImplementedError
 
     def wait(self, timeout: float) -> None:
@@ -130,6 +101,27 @@ class Tailer:
 
     def reset_connection(self) -> None:
         """Drop connection state after an error (re-established on the next look)."""
+
+    def interrupt(self) -> None:
+        """Cut short a wait on Redis from another thread, without network I/O (best effort)."""
+
+    def forget_connection(self) -> None:
+        """In a forked child: drop connection state without touching the parent's sockets."""
+
+    @property
+    def ended(self) -> bool:
+        """True once `stop()` ended the subscriptions: hand nothing over any more."""
+        return self._final
+
+    @staticmethod
+    def offer(cursor: Cursor, events: list[Any]) -> int:
+        """Hand `events` to the cursor's subscription; what does not fit counts as dropped for
+        it (its buffer is full). Returns how many it took. Call inside `delivering`."""
+        sub = cursor.sub
+        taken = sub.offer(events) if events else 0
+        if taken < len(events):
+            sub.count_dropped(len(events) - taken)
+        return taken
 
     # --------------------------------------------------------------------------- membership
 
@@ -158,46 +150,57 @@ class Tailer:
         try:
             self._follow()
         finally:
-            self.reset_connection()  # release the pub/sub connection, if any
+            with contextlib.suppress(Exception):
+                self.reset_connection()  # release the waiting connection, if any
+            self._progress.set()
 
     def _follow(self) -> None:
         backoff = Backoff()
-        while True:
+        while not self._final:
             try:
                 moved, blocked = self._look()
                 backoff.reset()
                 self.state = "connected"
-            except TRANSIENT_ERRORS as exc:
-                self._note_error(exc)
-                self.reset_connection()
-                if self._stopping_done(force=False):
+            except Exception as exc:
+                if self._failed(exc, backoff):
                     return
-                self._wake.wait(backoff.next())
                 continue
-            except Exception as exc:  # a bug must not end every subscription silently
-                log.exception("eventbus redis subscriber thread failed a cycle")
-                self._note_error(exc)
-                moved, blocked = False, False
-                time.sleep(self._poll)
-            if self._stopping_done(force=False):
-                return
-            if moved:
-                continue
+            self._progress.set()
             if self._stop_at is not None:
-                self._wake.wait(0.01)
+                if moved:
+                    continue
+                if self._caught_up() or time.monotonic() >= self._stop_at:
+                    return
+                self._wake.wait(0.01)  # the writer's last batch may still be on its way
+                continue
+            if moved:
                 continue
             try:
                 self.wait(0.02 if blocked else self._poll)
-            except TRANSIENT_ERRORS as exc:
-                self._note_error(exc)
-                self.reset_connection()
-                self._wake.wait(backoff.next())
+            except Exception as exc:
+                if self._failed(exc, backoff):
+                    return
+
+    def _failed(self, exc: Exception, backoff: Backoff) -> bool:
+        """Handle a failed look or wait: report it, drop the connection, back off. Returns True
+        when the thread should end (stopping: `stop()` accounts for what was not handed over;
+        the connection may have been cut on purpose, or the application closed its client)."""
+        unexpected = not isinstance(exc, TRANSIENT_ERRORS) and self._stop_at is None
+        if unexpected and safe_error(exc) != self.last_error:  # a bug must not end them all
+            log.exception("eventbus redis subscriber thread failed a cycle; retrying")
+        self._note_error(exc)
+        with contextlib.suppress(Exception):
+            self.reset_connection()
+        if self._stop_at is not None:
+            return True
+        self._wake.wait(backoff.next())
+        return False
 
     def _look(self) -> tuple[bool, bool]:
         self.prepare()
         moved = blocked = False
         for cursor in self._cursors:
-            if cursor.sub.finished:
+            if cursor.sub.finished or self._final:
                 continue
             if cursor.position is None:
                 self.begin(cursor)
@@ -211,21 +214,25 @@ class Tailer:
 
     def _note_error(self, exc: BaseException) -> None:
         message = safe_error(exc)
+        if self._stop_at is not None:
+            self.last_error = message  # stopping (its connection may have been cut): no alarm
+            return
         if self.state != "reconnecting" or message != self.last_error:
             log.warning("eventbus redis subscriber thread cannot read (%s); retrying", message)
         self.state = "reconnecting"
         self.last_error = message
 
-    def _stopping_done(self, *, force: bool) -> bool:
-        if self._stop_at is None:
-            return False
-        now = time.monotonic()
-        if force or now >= self._stop_at:
-            return True
+    def _caught_up(self) -> bool:
+        """True once every subscription was handed what `stop()` waits for, or ended, or has a
+        buffer that stayed full a while (its consumer is not reading)."""
         behind = self._behind
-        return behind is None or all(
-            c.sub.finished or behind(c) <= 0 or self._stuck(c, now) for c in self._cursors
-        )
+        if behind is None:
+            return True
+        now = time.monotonic()
+        with self.delivering:
+            return all(
+                c.sub.finished or behind(c) <= 0 or self._stuck(c, now) for c in self._cursors
+            )
 
     @staticmethod
     def _stuck(cursor: Cursor, now: float) -> bool:
@@ -237,24 +244,73 @@ class Tailer:
         since: float = cursor.extra.setdefault("full_since", now)
         return now - since >= _STUCK_AFTER
 
-    def stop(self, behind: Callable[[Cursor], int], timeout: float) -> None:
+    def stop(self, behind: Callable[[Cursor], int], deadline: float) -> None:
         """Deliver until `behind(cursor)` (events still to hand over) is 0 for every
-        subscription, or its buffer stays full, or `timeout` runs out; then end them all.
+        subscription, or its buffer stays full, or `deadline` (`time.monotonic()`) passes; then
+        end them all. Returns by the deadline and does no network I/O.
 
-        What a subscription could not be handed is counted as dropped for it.
+        What a subscription could not be handed is counted as dropped for it (with a warning
+        that says why: its consumer did not read, or Redis did not answer in time).
         """
         self._behind = behind
-        self._stop_at = time.monotonic() + timeout
+        self._stop_at = deadline
         self._wake.set()
-        self.interrupt()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout + 0.5)
-        for cursor in self._cursors:
-            missed = behind(cursor)
-            if missed > 0 and not cursor.sub.finished:
-                cursor.sub.count_dropped(missed)
-            cursor.sub.finish()
+            while not self._caught_up() and self._thread.is_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._progress.wait(min(remaining, 0.05))
+                self._progress.clear()
+        unhanded = 0
+        with self.delivering:
+            self._final = True
+            for cursor in self._cursors:
+                missed = behind(cursor)
+                if missed > 0 and not cursor.sub.finished:
+                    if cursor.sub.space() <= 0:
+                        cursor.sub.count_dropped(missed)  # its consumer is not reading
+                    else:  # Redis did not answer in time: not the consumer's doing
+                        cursor.sub.dropped += missed
+                        unhanded += missed
+                cursor.sub.finish()
+        if unhanded:
+            log.warning(
+                "eventbus redis: stop() ended the subscriptions before they were handed %d "
+                "event(s) this bus wrote, because Redis did not answer in time (counted in the "
+                "subscriptions' dropped)",
+                unhanded,
+            )
         self.state = "stopped"
+        self._wake.set()
+        self.interrupt()  # a thread still waiting on Redis ends now rather than at its poll
+        if threading.current_thread() is not self._thread and self._thread.is_alive():
+            # Usually it ends at once; one blocked in a read on Redis ends when that returns,
+            # and touches no subscription then: not worth waiting long for.
+            self._thread.join(max(0.0, min(deadline - time.monotonic(), 0.5)))
 
-    def interrupt(self) -> None:
-        """Cut short a wait on Redis (best effort)."""
+    # ---------------------------------------------------------------------------------- fork
+
+    def before_fork(self) -> None:
+        """Hold the hand-over and membership locks across `fork()` (bounded waits)."""
+        self._fork_held = [
+            lock for lock in (self.delivering, self._lock) if lock.acquire(timeout=1.0)
+        ]
+
+    def after_fork_in_parent(self) -> None:
+        """Release what `before_fork()` took."""
+        for lock in getattr(self, "_fork_held", []):
+            lock.release()
+        self._fork_held = []
+
+    def after_fork_in_child(self) -> None:
+        """Subscriptions made before the fork keep receiving in the child: a new thread reads
+        Redis for the child's copies from where they stood (events already in a buffer at the
+        fork are in both processes' copies). Nothing to do once stopped."""
+        self._fork_held = []
+        self.forget_connection()
+        for cursor in self._cursors:
+            cursor.sub._after_fork_in_child()
+        self._new_thread_state()
+        if not self._final and self._stop_at is None:
+            self._thread.start()

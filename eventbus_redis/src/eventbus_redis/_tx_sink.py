@@ -4,15 +4,18 @@ Why: the script stamps each event's LogID by Lua string concatenation on the ser
 costs Redis more per event than the push itself (measured: the script path wrote 77k events/s
 where a bare LPUSH pipeline wrote 194k-233k, with 3 KB events). Here the client stamps instead:
 
-1. `WATCH key:seq`, `GET key:seq`, `GET` the writer's batch marker: one small round trip.
+1. `WATCH key:seq` and the writer's lease, `GET key:seq`, `GET` the writer's batch marker and
+   lease: one small round trip.
 2. The client builds each event's JSON with LogIDs `seq+1 .. seq+n` and sends `MULTI`, `SET
-   key:seq seq+n`, the push (LPUSH / XADDs), trim, expiry, notification, the batch marker, `EXEC`.
+   key:seq seq+n`, the push (LPUSH / XADDs), trim, expiry, notification, the lease's extension,
+   the batch marker, `EXEC`.
 
 WATCH makes EXEC fail if any other writer (ours, or the Go proxy's INCR) touched the counter in
-between, so LogIDs stay gap-free and in push order with any number of writers, exactly as with
-the script. A batch whose EXEC failed goes through the script instead, which cannot conflict, and
-so do the next few batches (other writers are busy; resending whole batches would waste more).
-Batches under `_MIN_TX` events always go by script: the transaction pays off only in bulk.
+between, or if the writer's lease (see `_lease.py`) expired meanwhile, so LogIDs stay gap-free
+and in push order with any number of writers, exactly as with the script. A batch whose EXEC
+failed goes through the script instead, which cannot conflict, and so do the next few batches
+(other writers are busy; resending whole batches would waste more). Batches under `_MIN_TX`
+events always go by script: the transaction pays off only in bulk.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any, Final
 import redis
 
 from eventbus_core import Event
-from eventbus_redis._sink import Prepared, ScriptSink, send_all
+from eventbus_redis._own_connection import send_all
+from eventbus_redis._sink import Prepared, ScriptSink
 
 __all__ = ["TransactionSink"]
 
@@ -33,8 +37,9 @@ _SCRIPT_AFTER_CONFLICT: Final = 8  # batches sent by script after a conflict
 _MIN_TX: Final = 100
 _PREFIX: Final = b'{"LogID":'
 
-Commands = Callable[[Prepared, int, list[bytes]], list[tuple[Any, ...]]]
-"""`(prepared, last LogID, stamped events) -> the commands to run between MULTI and EXEC`."""
+Commands = Callable[[list[str], list[Any], int, list[bytes]], list[tuple[Any, ...]]]
+"""`(keys [target, counter], the backend's own arguments, last LogID, stamped events) -> the
+backend's commands between MULTI and EXEC` (the sink adds the lease and the batch marker)."""
 
 
 def stamp(tails: Sequence[bytes], first: int) -> list[bytes]:
@@ -46,23 +51,23 @@ class TransactionSink(ScriptSink):
     """A `ScriptSink` whose batches go as optimistic transactions while nobody else writes.
 
     Args:
-        client, source, encode, on_result: As for `ScriptSink`; `encode` returns keys
-            `[target, seq_key, marker_key]` and args `[..., batch number, ..., *tails]`.
-        commands: Builds the transaction body from the stamped events.
-        fixed: How many leading args are not tails (as in the script).
+        client, source, target, encode, on_result: As for `ScriptSink`.
+        commands: Builds the backend's part of the transaction body from the stamped events.
+        fixed: How many of the backend's arguments come before the tails.
     """
 
     def __init__(
         self,
         client: redis.Redis,
         source: str,
+        target: str,
         encode: Callable[[list[Event]], tuple[list[str], list[Any]]],
         on_result: Callable[[Any], None],
         *,
         commands: Commands,
         fixed: int,
     ) -> None:
-        super().__init__(client, source, encode, on_result)
+        super().__init__(client, source, target, encode, on_result)
         self._commands = commands
         self._fixed = fixed
         self._script_batches = 0
@@ -74,46 +79,73 @@ class TransactionSink(ScriptSink):
         if small or self._script_batches > 0:
             if not small:
                 self._script_batches -= 1
-            prepared.mode = "script"
             super().send(prepared)
             return
+        lease = self.lease
+        if lease.due():
+            self._renew_lease()
         conn = self._connection()
-        seq_key, marker_key = prepared.keys[1], prepared.keys[2]
+        seq_key = prepared.keys[1]
         try:
-            send_all(conn, [("WATCH", seq_key), ("GET", seq_key), ("GET", marker_key)])
-            conn.read_response()
-            seq = int(conn.read_response() or 0)
-            marker = conn.read_response()
-            if marker is not None and int(marker) >= int(prepared.args[1]):
-                # A retry of a batch that was applied (its reply was lost): nothing to write.
-                send_all(conn, [("UNWATCH",)])
-                prepared.mode, prepared.replies, prepared.last = "applied", 1, -1
-                return
-            tails = prepared.args[self._fixed :]
-            last = seq + len(tails)
-            body = self._commands(prepared, last, stamp(tails, seq + 1))
-            send_all(conn, [("MULTI",), *body, ("EXEC",)])
+            send_all(
+                conn,
+                [
+                    ("WATCH", seq_key, lease.key),
+                    ("GET", seq_key),
+                    ("GET", lease.marker_key),
+                    ("GET", lease.key),
+                    ("PTTL", lease.key),
+                ],
+            )
         except BaseException:
             self.reset()
             raise
+        try:
+            _, seq, marker, token, pttl = self._read(5)
+        except redis.ResponseError:
+            self.reset()  # a WATCH would linger on the connection
+            raise
+        if marker is not None and int(marker) >= prepared.batch:
+            # A retry of a batch that was applied (its reply was lost): nothing to write.
+            self._send(conn, [("UNWATCH",)])
+            prepared.mode, prepared.replies, prepared.last = "applied", 1, -1
+            return
+        if _text(token) != lease.token or int(pttl) < 1 or not lease.allows_transaction():
+            # The lease is not what the writer believes, or it could outlive stop()'s deadline:
+            # the script checks it exactly.
+            self._send(conn, [("UNWATCH",), self._script_command(prepared)])
+            prepared.mode, prepared.replies = "script", 1
+            return
+        tails = prepared.args[self._fixed :]
+        first = int(seq or 0) + 1
+        last = first + len(tails) - 1
+        options = prepared.args[: self._fixed]
+        body = self._commands(prepared.keys, options, last, stamp(tails, first))
+        body += [lease.extension(), ("SET", lease.marker_key, prepared.batch, "EX", 3600)]
+        self._send(conn, [("MULTI",), *body, ("EXEC",)])
         prepared.mode, prepared.replies, prepared.last = "tx", len(body) + 2, last
 
-    def receive(self, prepared: Prepared) -> None:
-        """Read the outcome; a transaction another writer cut short is rewritten by script."""
-        if prepared.mode == "script":
-            super().receive(prepared)
-            return
-        conn = self._connection()
+    def _send(self, conn: Any, commands: list[tuple[Any, ...]]) -> None:
         try:
-            replies = [conn.read_response() for _ in range(prepared.replies)]
+            send_all(conn, commands)
         except BaseException:
             self.reset()
             raise
+
+    def receive(self, prepared: Prepared) -> None:
+        """Read the outcome; a transaction cut short (another writer moved the counter, or the
+        lease ran out) is rewritten by script."""
+        if prepared.mode == "script":
+            if prepared.replies:  # the UNWATCH sent before the script call
+                self._read(prepared.replies)
+            super().receive(prepared)
+            return
+        replies = self._read(prepared.replies)
         if prepared.mode == "applied":
             self._on_result(-1)
             return
         outcome = replies[-1]
-        if outcome is None:  # EXEC refused: the counter moved after our WATCH
+        if outcome is None:  # EXEC refused: the counter moved after our WATCH, or the lease ended
             self.conflicts += 1
             self._script_batches = _SCRIPT_AFTER_CONFLICT
             self.write(prepared)
@@ -122,10 +154,16 @@ class TransactionSink(ScriptSink):
         if failed:
             # MULTI does not roll back: forget the batch marker, so the retry (by script, which
             # stops at the first error) is not skipped as applied.
-            self._client.delete(prepared.keys[2])
+            self._call(("DEL", self.lease.marker_key))
             raise failed[0]
+        self.lease.extended()
         self._on_result(prepared.last)
 
     def figures(self) -> dict[str, Any]:
-        """Transactions another writer cut short (each rewritten by the script)."""
+        """Transactions cut short by another writer or an expired lease (each rewritten by the
+        script)."""
         return {"tx_conflicts": self.conflicts}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)

@@ -4,9 +4,14 @@
 after a quiet spell or when the buffer passes half full (waking a thread per event would cost
 more than the append). The writer takes everything buffered, up to `max_batch`, and hands it to
 the backend's sink: one round trip per batch, with the next batch encoded while Redis works on
-the previous one. While Redis is down the writer keeps
-its batch, waits with capped exponential backoff and jitter, and retries; meanwhile the buffer
-fills and further events are refused and counted, so publish() stays as cheap as ever.
+the previous one. While Redis is down the writer keeps its batch, waits with capped exponential
+backoff and jitter, and retries; meanwhile the buffer fills and further events are refused and
+counted, so publish() stays as cheap as ever.
+
+Accounting: every event `publish()` accepted is, in the end, written or lost (given up at
+`close()`'s deadline), never both: `written + lost == published` once closed. A forked child
+leaves what the parent had not written yet to the parent (`left_to_parent`, see
+`after_fork_in_child`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ __all__ = ["BatchWriter"]
 log = get_logger("eventbus.redis")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
+_CUT_BEFORE: Final = 0.1  # seconds before close()'s deadline at which a blocked write is cut
+# What a failed write or reply may raise that the synchronous path retries and reports. Anything
+# else is a bug: logged (once) with its traceback, then retried the same way.
+_EXPECTED: Final = (redis.RedisError, OSError)
 
 
 class BatchWriter:
@@ -70,26 +79,33 @@ class BatchWriter:
         self._max_batch = max(1, min(max_batch, buffer_size // 4))
         self._linger = linger
         self._backoff = backoff or Backoff()
+        self._name = name
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
         self._closed = False
-        self._abort = threading.Event()  # stop's deadline passed: give up on what is left
+        self._final = False  # close() settled everything: the thread's late results adjust
+        self._refused = 0
+        self._taken = 0
+        self._done = 0  # taken events whose fate is settled (written, lost, or the parent's)
+        self._written = 0
+        self._lost = 0
+        self._left_to_parent = 0
+        self._batches = 0
+        self._failures = 0
+        self._unexpected_logged = False
+        self.state = "idle"
+        self.last_error: str | None = None
+        self._new_thread_state()
+        self._thread.start()
+
+    def _new_thread_state(self) -> None:
+        self._lock = threading.Lock()  # guards the counters below and taking from the buffer
+        self._abort = threading.Event()  # close()'s deadline is near: give up what is left
         self._wake = threading.Event()
         self._sleeping = False
         self._kicked = False
-        self._lock = threading.Lock()  # guards the counters below and taking from the buffer
-        self._refused = 0
-        self._taken = 0
-        self._done = 0  # taken events whose fate is settled (written or lost)
-        self._written = 0
-        self._lost = 0
-        self._batches = 0
-        self._failures = 0
-        self.state = "idle"
-        self.last_error: str | None = None
         self._done_cond = threading.Condition(threading.Lock())
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
 
     # ------------------------------------------------------------------------------ hot path
 
@@ -144,27 +160,41 @@ class BatchWriter:
         try:
             return self._sink.prepare(batch)
         except Exception:  # an event that cannot be encoded must not stop the writer
-            log.exception("eventbus redis writer could not encode a batch; dropping it")
+            log.exception("eventbus redis writer could not encode a batch; it is lost")
             self._settle(batch, written=False)
             return None
 
     def _send(self, batch: list[Event], prepared: Prepared) -> tuple[list[Event], Prepared] | None:
-        if self.state == "connected":
+        if self.state == "connected" and not self._abort.is_set():
             try:
                 self._sink.send(prepared)
                 return batch, prepared
-            except Exception:  # the synchronous path below retries and reports
-                pass
+            except _EXPECTED:
+                pass  # the synchronous path below retries and reports
+            except Exception as exc:
+                self._unexpected(exc)
         self._deliver(batch, prepared)
         return None
 
     def _finish(self, batch: list[Event], prepared: Prepared) -> None:
         try:
             self._sink.receive(prepared)
-        except Exception:  # unknown outcome: retry; the script skips a batch it applied
+        except Exception as exc:  # unknown outcome: retry; the script skips a batch it applied
+            if not isinstance(exc, _EXPECTED):
+                self._unexpected(exc)
             self._deliver(batch, prepared)
             return
         self._settle(batch, written=True)
+
+    def _unexpected(self, exc: Exception) -> None:
+        """A failure that is not Redis's (a bug): say so once, with its traceback."""
+        if not self._unexpected_logged:
+            self._unexpected_logged = True
+            log.error(
+                "eventbus redis writer: unexpected %s; writing synchronously instead (logged once)",
+                safe_error(exc),
+                exc_info=exc,
+            )
 
     def _deep_sleep(self) -> None:
         # publish() appends first and checks _sleeping after: one side always sees the other.
@@ -182,6 +212,8 @@ class BatchWriter:
             return []
         popleft = buf.popleft
         with self._lock:
+            if self._final:
+                return []
             batch = [popleft() for _ in range(min(len(buf), self._max_batch))]
             self._taken += len(batch)
         return batch
@@ -195,6 +227,8 @@ class BatchWriter:
             try:
                 self._sink.write(prepared)
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
+                if not isinstance(exc, _EXPECTED):
+                    self._unexpected(exc)
                 self._failures += 1
                 message = safe_error(exc)
                 # Unreachable or slow Redis is "reconnecting"; anything else (a wrong password,
@@ -204,7 +238,7 @@ class BatchWriter:
                     exc, redis.AuthenticationError
                 )
                 state = "reconnecting" if outage else "failing"
-                if self.state != state or message != self.last_error:
+                if (self.state != state or message != self.last_error) and not self._abort.is_set():
                     log.warning("eventbus redis writer cannot write (%s); retrying", message)
                 self.state = state
                 self.last_error = message
@@ -218,13 +252,21 @@ class BatchWriter:
             return
 
     def _settle(self, batch: list[Event], *, written: bool) -> None:
+        n = len(batch)
         with self._lock:
-            self._done += len(batch)
+            if self._final:
+                # close() already counted this batch as lost: its reply came in after all.
+                if written:
+                    self._lost -= n
+                    self._written += n
+                    self._batches += 1
+                return
+            self._done += n
             if written:
-                self._written += len(batch)
+                self._written += n
                 self._batches += 1
             else:
-                self._lost += len(batch)
+                self._lost += n
 
     def _notify_done(self) -> None:
         with self._done_cond:
@@ -241,7 +283,7 @@ class BatchWriter:
             target = self._taken + len(self._buffer)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._done_cond:
-            while self._done < target:
+            while self._done < target and not self._final:
                 if not self._thread.is_alive():
                     break
                 self._kick()
@@ -250,26 +292,37 @@ class BatchWriter:
                     return False
                 # Short waits: the writer's notify can race with our check.
                 self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
-        return self._done >= target
+        return self._done >= target or self._final
 
-    def close(self, timeout: float) -> None:
-        """Refuse new events, write what was accepted within `timeout`, count the rest lost."""
+    def close(self, deadline: float) -> None:
+        """Refuse new events; write what was accepted until `deadline` (`time.monotonic()`);
+        then count what is left as lost. Returns by the deadline (no network I/O here).
+
+        Batches sent from now on cannot be applied by Redis after the deadline (the lease). A
+        write still blocked shortly before it has its connection cut, so the thread ends.
+        """
         self._closed = True
+        self._sink.lease.deadline = deadline
         self._kick()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._abort.set()
-            self._thread.join(1.0)
-        # Whatever a racing publish() slipped in after the writer's last look is not written.
+            cut_at = deadline - min(_CUT_BEFORE, max(0.0, deadline - time.monotonic()) / 4)
+            self._thread.join(max(0.0, cut_at - time.monotonic()))
+            if self._thread.is_alive():
+                self._abort.set()
+                self._sink.cut()
+                self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            leftover = len(self._buffer)
+            self._final = True
+            self._taken += len(self._buffer)
             self._buffer.clear()
-            self._lost += leftover
-            self._taken += leftover
-            self._done += leftover
-        if self._lost:
-            log.warning("eventbus redis writer stopped with %d event(s) unwritten", self._lost)
+            self._lost += self._taken - self._done
+            self._done = self._taken
+            lost = self._lost
+        self._notify_done()
+        if lost:
+            log.warning(
+                "eventbus redis writer stopped with %d event(s) unwritten (counted in lost)", lost
+            )
         self.state = "stopped"
 
     @property
@@ -277,11 +330,12 @@ class BatchWriter:
         """True once `close()` was called."""
         return self._closed
 
-    def counts(self) -> tuple[int, int]:
-        """`(published, dropped)`: accepted and kept, and refused or lost (never both)."""
+    def counts(self) -> tuple[int, int, int]:
+        """`(published, dropped, lost)`: accepted, refused, and accepted but given up."""
         with self._lock:
-            accepted = self._taken + len(self._buffer)
-            return accepted - self._lost, self._refused + self._lost
+            # After close(), an event a racing publish() slipped in is given up as well.
+            late = len(self._buffer) if self._final else 0
+            return self._taken + len(self._buffer), self._refused, self._lost + late
 
     def figures(self) -> dict[str, Any]:
         """Writer figures for `stats().extra`."""
@@ -292,10 +346,46 @@ class BatchWriter:
             "written": self._written,
             "batches": self._batches,
             "write_failures": self._failures,
-            "lost": self._lost,
+            "left_to_parent": self._left_to_parent,
             **self._sink.figures(),
         }
 
     def queue_depth(self) -> int:
-        """Accepted events not yet written."""
-        return len(self._buffer) + self._taken - self._done
+        """Accepted events not yet written (nor given up)."""
+        return 0 if self._final else len(self._buffer) + self._taken - self._done
+
+    # ---------------------------------------------------------------------------------- fork
+
+    def before_fork(self) -> None:
+        """Hold the counters' lock across `fork()`, so the child never sees a batch half taken
+        from the buffer (and not yet counted). Bounded: a fork never waits long for it."""
+        self._fork_locked = self._lock.acquire(timeout=1.0)
+
+    def after_fork_in_parent(self) -> None:
+        """Release what `before_fork()` took."""
+        if getattr(self, "_fork_locked", False):
+            self._fork_locked = False
+            self._lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """Give a forked child (gunicorn --preload, multiprocessing) a writer of its own.
+
+        Only the forking thread survives a fork: the writer thread is gone, and any lock held
+        at the fork stays locked. Both are rebuilt, and the connection is forgotten (it is the
+        parent's). What the parent had accepted and not written yet (its buffer, the batch it
+        was writing) is the parent's to write: the child drops its copies, so nothing is written
+        twice, and counts them in `written` (the parent's figures account for them) and in
+        `left_to_parent`, so `written + lost == published` holds in the child too.
+        """
+        self._fork_locked = False
+        parent_held = len(self._buffer) + self._taken - self._done
+        self._taken += len(self._buffer)
+        self._buffer.clear()
+        self._done = self._taken
+        self._written += parent_held
+        self._left_to_parent += parent_held
+        self._sink.after_fork_in_child()
+        self._new_thread_state()
+        if not self._closed:
+            self.state = "idle"
+            self._thread.start()

@@ -13,12 +13,12 @@ __all__ = ["build_log_bus", "build_streams_bus", "eventbus_register_backends"]
 
 
 def build_log_bus(settings: EventBusSettings) -> RedisEventBus:
-    """Build backend `redis`: the LIST log from `REDIS_URL` and `EVENTBUS_REDIS_*` settings."""
+    """Build backend `redis` (the LIST log) from the Redis and `EVENTBUS_REDIS_*` settings."""
     return RedisEventBus.from_settings(settings)
 
 
 def build_streams_bus(settings: EventBusSettings) -> RedisStreamsEventBus:
-    """Build backend `redis-streams` from `REDIS_URL` and `EVENTBUS_REDIS_*` settings."""
+    """Build backend `redis-streams` from the Redis and `EVENTBUS_REDIS_*` settings."""
     return RedisStreamsEventBus.from_settings(settings)
 
 

@@ -25,6 +25,7 @@ from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._payload import PayloadPreparer
 from eventbus_core._settings import EventBusSettings
+from eventbus_core._stream_entry import event_from_stream_entry
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -179,10 +180,9 @@ def read_stream(
         entries = client.xrange(stream, start, end, count=_PAGE)
         if not entries:
             return
-        for _entry_id, fields in entries:
-            data = fields.get(b"data", fields.get("data"))
+        for entry_id, fields in entries:
             try:
-                event = Event.from_json(data) if data is not None else None
+                event: Event | None = event_from_stream_entry(entry_id, fields)
             except WireFormatError:
                 event = None
             if event is None:

@@ -1,0 +1,83 @@
+"""`RedisSubscription`: a subscription fed from Redis, which also reports `Gap`s: events it can
+no longer receive because Redis trimmed (or lost) them before it read them.
+
+Such events are counted in `trimmed`, apart from `dropped` (the subscription's own full buffer),
+and the warning says what to do about it: keep a longer log, or read faster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from eventbus_core import Subscription, get_logger
+
+__all__ = ["Gap", "RedisSubscription"]
+
+log = get_logger("eventbus.redis")
+
+_GAP_WARN_EVERY = 10.0  # seconds between two warnings about one subscription's gaps
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events a subscriber can no longer receive.
+
+    Attributes:
+        after: The last LogID the subscriber had received (0 if none).
+        missed: How many LogIDs were skipped, or None when unknown (Redis lost its data).
+        reason: Why, in words.
+    """
+
+    after: int
+    missed: int | None
+    reason: str
+
+
+class RedisSubscription(Subscription):
+    """A `Subscription` fed from Redis that also reports gaps.
+
+    Attributes:
+        gaps: Every `Gap` met so far, oldest first.
+        trimmed: Events known to be missed in those gaps (Redis trimmed or deleted them before
+            this subscription read them). Counted apart from `dropped`, which is about this
+            subscription's own buffer being full.
+        last_log_id: LogID of the newest event handed to this subscription.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        name: str | None = None,
+        on_close: Callable[[Subscription], None] | None = None,
+    ) -> None:
+        super().__init__(capacity, name=name, on_close=on_close)
+        self.gaps: list[Gap] = []
+        self.trimmed = 0
+        self.last_log_id = 0
+        self._next_gap_warning = 0.0
+
+    def report_gap(self, gap: Gap, *, advice: str = "") -> None:
+        """Record `gap` (backend thread only) and warn, at most every few seconds.
+
+        `advice` says what the user can do about it (e.g. keep a longer log)."""
+        self.gaps.append(gap)
+        if gap.missed:
+            self.trimmed += gap.missed
+        now = time.monotonic()
+        if now < self._next_gap_warning:
+            return
+        self._next_gap_warning = now + _GAP_WARN_EVERY
+        log.warning(
+            "eventbus redis subscription %s missed %s event(s) after LogID %d: %s%s "
+            "(%d gap(s), %d event(s) missed so far)",
+            self.name,
+            "an unknown number of" if gap.missed is None else gap.missed,
+            gap.after,
+            gap.reason,
+            f"; {advice}" if advice else "",
+            len(self.gaps),
+            self.trimmed,
+        )

@@ -1,0 +1,141 @@
+"""With default settings, a Python process and the Go llm-proxy share events on one Redis.
+
+The Go proxy reads `REDIS_ADDR` (host:port) and `REDIS_DB` (no password), writes the LIST key
+`llm-proxy-events` (INCR `llm-proxy-events:seq`, then LPUSH) or the stream `llm-proxy-events`
+(XADD ... data <json>), and its dispatcher reads the stream through group
+`llm-proxy-dispatchers`. Here only Go's variables are set, everything else is a default.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus_core import EventBusSettings, SettingsError, create_bus
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests.redis._servers import ThrowawayRedis
+
+
+def test_go_variables_give_the_redis_address_when_redis_url_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_ADDR", "redis.internal:6380")
+    monkeypatch.setenv("REDIS_DB", "4")
+    settings = EventBusSettings()
+    assert str(settings.redis_url) == "redis://redis.internal:6380/4"
+    assert settings.redis_url_source == "REDIS_ADDR/REDIS_DB"
+    monkeypatch.delenv("REDIS_DB")
+    assert str(EventBusSettings().redis_url) == "redis://redis.internal:6380/0"
+    monkeypatch.setenv("REDIS_URL", "redis://other:6379/1")  # both set: REDIS_URL wins
+    settings = EventBusSettings()
+    assert (str(settings.redis_url), settings.redis_url_source) == (
+        "redis://other:6379/1",
+        "REDIS_URL",
+    )
+
+
+def test_defaults_are_the_go_proxys_key_stream_group_and_field() -> None:
+    settings = EventBusSettings()
+    assert (settings.redis_key, settings.redis_stream, settings.redis_group) == (
+        "llm-proxy-events",
+        "llm-proxy-events",
+        "llm-proxy-dispatchers",
+    )
+    client = redis.Redis.from_url("redis://127.0.0.1:1/0")  # never connected
+    assert RedisEventBus(client).key == "llm-proxy-events"
+    streams = RedisStreamsEventBus(client)
+    assert (streams.stream, streams.group) == ("llm-proxy-events", "llm-proxy-dispatchers")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("REDIS_ADDR", "localhost", "must be host:port"),
+        ("REDIS_ADDR", "redis://localhost:6379", "set REDIS_URL instead"),
+        ("REDIS_ADDR", "localhost:http", "port 'http' is not a number"),
+        ("REDIS_ADDR", "localhost:70000", "from 1 to 65535"),
+        ("REDIS_DB", "two", "valid integer"),
+        ("REDIS_DB", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_invalid_go_variables_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv("REDIS_ADDR", "localhost:6379")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message) as caught:
+        EventBusSettings()
+    assert variable in str(caught.value)
+
+
+def test_a_password_put_in_redis_addr_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_ADDR", "user:hunter2@localhost:6379")
+    with pytest.raises(SettingsError, match="REDIS_ADDR") as caught:
+        EventBusSettings()
+    assert "hunter2" not in str(caught.value)
+
+
+def test_no_address_at_all_names_both_ways_to_give_one() -> None:
+    with pytest.raises(SettingsError, match="REDIS_URL") as caught:
+        create_bus(EventBusSettings(backend="redis"))
+    assert "REDIS_ADDR" in str(caught.value)
+
+
+def go_event(log_id: int, request_id: str, go_vectors: list[dict[str, Any]]) -> bytes:
+    """An event as the Go proxy's encoding/json writes it (a shared sample, renamed)."""
+    doc = dict(go_vectors[0], LogID=log_id, RequestID=request_id)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@pytest.mark.redis
+def test_list_log_shared_with_go_by_default(
+    throwaway: ThrowawayRedis, monkeypatch: pytest.MonkeyPatch, go_vectors: list[dict[str, Any]]
+) -> None:
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis")
+    monkeypatch.setenv("REDIS_ADDR", f"127.0.0.1:{throwaway.port}")
+    monkeypatch.setenv("REDIS_DB", "2")
+    go = redis.Redis(host="127.0.0.1", port=throwaway.port, db=2)  # the Go proxy's client
+    bus = create_bus()
+    assert isinstance(bus, RedisEventBus)
+    sub = bus.subscribe()
+    seq = go.incr("llm-proxy-events:seq")  # what the Go publisher does, per event
+    go.lpush("llm-proxy-events", go_event(int(seq), "from-go", go_vectors))
+    assert sub.get(timeout=10).request_id == "from-go"  # Go's event reaches Python
+    bus.publish(make_event(1, request_id="from-python"))
+    assert bus.flush(10)
+    # ... and Python's lands where the Go dispatcher reads (LRANGE llm-proxy-events 0 -1).
+    newest = json.loads(go.lindex("llm-proxy-events", 0) or b"")
+    assert (newest["RequestID"], newest["LogID"]) == ("from-python", 2)
+    bus.stop(5)
+    go.close()
+
+
+@pytest.mark.redis
+def test_stream_shared_with_go_by_default(
+    throwaway: ThrowawayRedis, monkeypatch: pytest.MonkeyPatch, go_vectors: list[dict[str, Any]]
+) -> None:
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis-streams")
+    monkeypatch.setenv("REDIS_ADDR", f"127.0.0.1:{throwaway.port}")
+    monkeypatch.setenv("REDIS_DB", "2")
+    go = redis.Redis(host="127.0.0.1", port=throwaway.port, db=2)
+    bus = create_bus()
+    assert isinstance(bus, RedisStreamsEventBus)
+    go.xadd("llm-proxy-events", {"data": go_event(0, "from-go", go_vectors)})  # Go: LogID 0
+    bus.publish(make_event(1, request_id="from-python"))
+    assert bus.flush(10)
+    consumer = bus.consumer(name="py-dispatcher")  # group llm-proxy-dispatchers, as Go's
+    got: list[str] = []
+    for _ in range(50):
+        got += [d.event.request_id for d in consumer.read(10, timeout=0.1)]
+        if len(got) == 2:
+            break
+    assert got == ["from-go", "from-python"]
+    groups = [g["name"] for g in go.xinfo_groups("llm-proxy-events")]
+    assert groups == [b"llm-proxy-dispatchers"]
+    consumer.close()
+    bus.stop(5)
+    go.close()

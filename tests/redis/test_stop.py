@@ -1,0 +1,166 @@
+"""`stop(timeout)` on a stuck Redis: one deadline, exact figures, and nothing written later.
+
+Each test has a private redis-server that it pauses (`CLIENT PAUSE ... ALL`), freezes
+(SIGSTOP) or kills while the writer has events on their way, then calls `stop(2.0)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from eventbus_core import BusStats, EventBusSettings, create_bus
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests.redis._servers import ThrowawayRedis
+
+pytestmark = pytest.mark.redis
+
+BOUND = 3.5  # stop(2.0) must return within this (seconds): generous, the machine is shared
+PAUSE_MS = 4000  # CLIENT PAUSE lasts longer than stop(2.0), and ends on its own
+
+
+class Fault:
+    """Makes a throwaway server stop answering, and lets it answer again."""
+
+    def __init__(self, server: ThrowawayRedis, kind: str) -> None:
+        self.server = server
+        self.kind = kind
+        self._paused_at = 0.0
+
+    def start(self) -> None:
+        proc = self.server.proc
+        assert proc is not None
+        if self.kind == "pause":
+            admin = redis.Redis.from_url(self.server.url)
+            admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            admin.close()
+            self._paused_at = time.monotonic()
+        elif self.kind == "sigstop":
+            os.kill(proc.pid, signal.SIGSTOP)
+        else:
+            self.server.kill()
+
+    def end(self) -> None:
+        """Let the server answer again (a killed one stays dead: it kept nothing anyway)."""
+        proc = self.server.proc
+        if self.kind == "pause":
+            time.sleep(max(0.0, self._paused_at + PAUSE_MS / 1000 + 0.2 - time.monotonic()))
+        elif self.kind == "sigstop" and proc is not None:
+            os.kill(proc.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def server(throwaway: ThrowawayRedis) -> Iterator[ThrowawayRedis]:
+    yield throwaway
+    if throwaway.proc is not None:  # never leave a frozen process behind
+        os.kill(throwaway.proc.pid, signal.SIGCONT)
+
+
+def stored(server: ThrowawayRedis, bus: RedisEventBus | RedisStreamsEventBus) -> list[Any]:
+    """What Redis holds once it answers again: the events, oldest first."""
+    client = redis.Redis.from_url(server.url, socket_timeout=10)
+    try:
+        if isinstance(bus, RedisEventBus):
+            raw = list(reversed(client.lrange(bus.key, 0, -1)))
+        else:
+            raw = [fields[b"data"] for _, fields in client.xrange(bus.stream)]
+    finally:
+        client.close()
+    return [json.loads(r) for r in raw]
+
+
+def check_figures(stats: BusStats, attempts: int) -> int:
+    """The accounting promises; returns `written`."""
+    written: int = stats.extra["written"]
+    assert stats.published + stats.dropped == attempts
+    assert written + stats.lost == stats.published
+    assert stats.queue_depth == 0
+    return written
+
+
+@pytest.mark.parametrize("subscribers", [0, 2])
+@pytest.mark.parametrize("fault", ["pause", "sigstop", "kill"])
+@pytest.mark.parametrize("backend", ["redis", "redis-streams"])
+def test_stop_is_bounded_and_exact_whatever_state_redis_is_in(
+    server: ThrowawayRedis,
+    backend: str,
+    fault: str,
+    subscribers: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = EventBusSettings(backend=backend, redis_url=server.url, buffer_size=400)
+    bus = create_bus(settings)
+    assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)
+    subs = [bus.subscribe(f"sub-{n}") for n in range(subscribers)]
+    attempts = 0
+    for i in range(150):  # healthy: written and delivered
+        bus.publish(make_event(i))
+        attempts += 1
+    assert bus.flush(10)
+    trouble = Fault(server, fault)
+    trouble.start()
+    for i in range(150, 750):  # stuck: a batch goes out and hangs, the buffer fills, drops
+        bus.publish(make_event(i))
+        attempts += 1
+        if i == 159:
+            # Let the writer send these 10 (a script call: one command) into the stuck server,
+            # where they wait in its socket buffer.
+            time.sleep(0.3)
+    began = time.monotonic()
+    bus.stop(2.0)
+    took = time.monotonic() - began
+    stats = bus.stats()
+    trouble.end()
+    assert took < BOUND, f"stop(2.0) took {took:.2f} s"
+    assert stats.dropped > 0 and stats.lost > 0  # the scenario did what it says
+    written = check_figures(stats, attempts)
+    if fault != "kill":
+        # Once Redis answers again, it holds exactly what the bus says it wrote: the batch cut
+        # at the deadline (possibly still in the server's socket buffer) is refused, not applied.
+        time.sleep(0.5)  # a resumed server works through what it had buffered
+        events = stored(server, bus)
+        assert len(events) == written
+        assert [e["RequestID"] for e in events] == [f"req-{i}" for i in range(written)]
+    # Their buffers had room: whatever they missed, a full buffer was not the cause.
+    assert not [r for r in caplog.records if "is full" in r.getMessage()]
+    for sub in subs:
+        # Each subscription was handed what was written, or counts it as dropped at stop.
+        assert sub.finished
+        assert sub.stats().delivered + sub.stats().dropped == written
+        assert [e.request_id for e in sub] == [f"req-{i}" for i in range(sub.stats().delivered)]
+
+
+@pytest.mark.parametrize("bus_class", [RedisEventBus, RedisStreamsEventBus])
+def test_stop_is_bounded_with_a_client_that_has_no_timeouts(
+    server: ThrowawayRedis, bus_class: type[RedisEventBus | RedisStreamsEventBus]
+) -> None:
+    # A client of the application's own, with redis-py's defaults: no socket timeout at all,
+    # and retries. A frozen server would hold its writer for ever if stop() did not cut it.
+    client = redis.Redis.from_url(server.url)
+    bus = bus_class(client, "stuck", buffer_size=400)
+    for i in range(100):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    Fault(server, "sigstop").start()
+    for i in range(100, 300):
+        bus.publish(make_event(i))
+        if i == 109:
+            time.sleep(0.3)  # a batch of 10 goes out and waits in the server's socket buffer
+    began = time.monotonic()
+    bus.stop(2.0)
+    took = time.monotonic() - began
+    stats = bus.stats()
+    Fault(server, "sigstop").end()
+    assert took < BOUND, f"stop(2.0) took {took:.2f} s"
+    written = check_figures(stats, 300)
+    assert stats.lost > 0
+    time.sleep(0.5)
+    assert len(stored(server, bus)) == written
