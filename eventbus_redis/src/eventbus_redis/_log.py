@@ -36,6 +36,7 @@ from eventbus_redis._client import (
     ttl_seconds,
 )
 from eventbus_redis._log_tail import LogTailer
+from eventbus_redis._reachable import check_reachable
 from eventbus_redis._scripts import LOG_APPEND, tail_of
 from eventbus_redis._sink import Prepared
 from eventbus_redis._tail import Cursor, RedisSubscription
@@ -155,6 +156,14 @@ class RedisEventBus(BaseEventBus):
             buffer_size=settings.buffer_size,
             stop_timeout=settings.stop_timeout,
         )
+
+    def check(self, timeout: float = 2.0) -> None:
+        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
+
+        Raises:
+            BackendUnavailableError: it does not; the message says where, without the password.
+        """
+        check_reachable(self._client, timeout)
 
     # -------------------------------------------------------------------------- publishing
 

@@ -22,6 +22,7 @@ import redis
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
 from eventbus_redis._client import client_from_settings, describe_client
 from eventbus_redis._consumer import StreamConsumer, default_consumer_name
+from eventbus_redis._reachable import check_reachable
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
 from eventbus_redis._sink import Prepared
 from eventbus_redis._stream_tail import StreamTailer
@@ -122,6 +123,14 @@ class RedisStreamsEventBus(BaseEventBus):
         """Key of the dead-letter stream (fields: data, reason, stream, id, group, consumer,
         deliveries)."""
         return self._dead_letter_stream
+
+    def check(self, timeout: float = 2.0) -> None:
+        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
+
+        Raises:
+            BackendUnavailableError: it does not; the message says where, without the password.
+        """
+        check_reachable(self._client, timeout)
 
     # -------------------------------------------------------------------------- publishing
 
