@@ -231,7 +231,8 @@ class EventBusSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise SettingsError(_explain(exc)) from None
+            problems = _problems(exc)
+            raise SettingsError(_explain(problems), problems=problems) from None
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -301,15 +302,25 @@ ENV_VARS: Final[dict[str, str]] = {
 """Field name to environment variable, for every setting."""
 
 
-def _explain(exc: ValidationError) -> str:
-    lines = []
+def _problems(exc: ValidationError) -> list[tuple[str, str, str]]:
+    """Each invalid field as `(field, shown value, reason)`, a URL's password masked."""
+    found = []
+    fields = {variable: field for field, variable in ENV_VARS.items()}
     for err in exc.errors():
         loc = str(err["loc"][0]) if err["loc"] else "?"
-        var = ENV_VARS.get(loc, loc)
+        field = fields.get(loc, loc)  # from the environment, pydantic names the variable
         given = err.get("input")
-        shown = "" if isinstance(given, dict) else f"={given!r}"
-        if var == "REDIS_URL" and isinstance(given, str):
-            shown = f"={RedactedURL(given)!r}"
-        lines.append(f"{var}{shown}: {err['msg']}")
-    detail = "; ".join(lines)
+        shown = "" if isinstance(given, dict) else repr(given)
+        if field == "redis_url" and isinstance(given, str):
+            shown = repr(RedactedURL(given))
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        found.append((field, shown, reason))
+    return found
+
+
+def _explain(problems: list[tuple[str, str, str]]) -> str:
+    detail = "; ".join(
+        f"{ENV_VARS.get(field, field)}{'=' + shown if shown else ''}: {reason}"
+        for field, shown, reason in problems
+    )
     return f"invalid eventbus setting: {detail} (fix the environment variable or the argument)"
