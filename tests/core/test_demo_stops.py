@@ -83,6 +83,7 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
         timeout=60,
         env=env_for(backend),
         cwd=tmp_path,
+        check=False,
     )
     took = time.monotonic() - started
     assert done.returncode == 2, done.stderr
@@ -132,7 +133,7 @@ def _wait_for_traffic(proc: subprocess.Popen[str], path: Path) -> None:
     while not (path.exists() and path.stat().st_size > 0):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            out, err = proc.communicate()
+            _, err = proc.communicate()
             pytest.fail(f"the demo wrote nothing (exit {proc.returncode}): {err}")
         time.sleep(0.05)  # polling a file another process writes: no event to wait on
 
