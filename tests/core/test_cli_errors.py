@@ -109,6 +109,14 @@ def test_dispatch_variable_errors_still_name_the_variable(
     assert "EVENTBUS_BATCH_SIZE='0'" in one_line(err)
 
 
+def test_negative_wait_for_backend_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(
+        ["stats", "--backend", "redis", "--redis-url", CLOSED, "--wait-for-backend", "-1"], capsys
+    )
+    assert code == 2
+    assert "--wait-for-backend -1" in one_line(err)
+
+
 def test_replay_batch_size_zero_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(
         ["replay", "--backend", "redis", "--redis-url", CLOSED, "--batch-size", "0"], capsys

@@ -136,9 +136,12 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
     Raises:
         BackendUnavailableError: the backend did not answer (within `--wait-for-backend`).
     """
+    wait = getattr(args, "wait_for_backend", 0.0) or 0.0
+    if wait < 0:
+        raise UsageError(f"--wait-for-backend {wait:g}: give the seconds to wait, 0 or more")
     bus = create_bus(settings)
     try:
-        ensure_reachable(bus, wait=getattr(args, "wait_for_backend", 0.0) or 0.0, command=command)
+        ensure_reachable(bus, wait=wait, command=command)
     except BackendUnavailableError as exc:
         bus.stop(timeout=0)
         if getattr(args, "redis_url", None):
