@@ -5,9 +5,17 @@
     python3 dev.py test      # every test (a real Redis on 127.0.0.1:6379 is used if present)
     python3 dev.py lint      # ruff + mypy --strict
     python3 dev.py bench     # the benchmarks under benchmarks/
+    python3 dev.py wheels    # wheels of the three distributions into dist/
+    python3 dev.py eventbus  # the eventbus command of the development environment
+    python3 dev.py uv        # uv itself, as dev.py runs it (e.g. `python3 dev.py uv lock`)
 
-Each command first makes sure uv is available (installing it with pip if needed) and that the
-locked development environment in .venv is in sync; extra arguments go to the tool it runs.
+Each command first makes sure uv is available and that the locked development environment in
+.venv is in sync; extra arguments go to the tool it runs.
+
+It leaves your own environment alone: uv is used from PATH when it is there, otherwise it is
+installed once into .venv-tools/ (git-ignored, beside .venv), never into the Python or the
+virtual environment you run dev.py with; and uv always works on this project's .venv, whatever
+virtual environment is active in your shell.
 """
 
 from __future__ import annotations
@@ -16,66 +24,97 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 MIN_PYTHON = (3, 11)
+TOOLS = ROOT / ".venv-tools"
+BIN = "Scripts" if os.name == "nt" else "bin"
 
 
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> int:
+def _run(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT, env=env)
 
 
-def _uv() -> list[str]:
-    """Return the command that runs uv, installing it with pip when it is missing."""
+def private_uv(tools: Path = TOOLS) -> Path:
+    """Where dev.py keeps its own uv: `pip install --target` puts the executable in bin/."""
+    name = "uv.exe" if os.name == "nt" else "uv"
+    return tools / "uv" / BIN / name
+
+
+def uv_install_command(tools: Path = TOOLS, python: str = sys.executable) -> list[str]:
+    """The pip command that installs uv into dev.py's private folder, and nowhere else.
+
+    `--target` keeps it out of the running interpreter and any active virtual environment
+    (and so out of reach of PEP 668's "externally managed" refusal, which guards those).
+    """
+    return [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--target",
+        str(tools / "uv"),
+        "uv",
+    ]
+
+
+def find_uv(tools: Path = TOOLS, python: str = sys.executable) -> list[str] | None:
+    """The command that runs a uv already there, or None: on PATH, dev.py's private one, or
+    the uv module of the interpreter running dev.py (used as it is, never installed there)."""
     found = shutil.which("uv")
     if found:
         return [found]
-    probe = subprocess.run(
-        [sys.executable, "-m", "uv", "--version"], check=False, capture_output=True
-    )
+    private = private_uv(tools)
+    if private.is_file():
+        return [str(private)]
+    probe = subprocess.run([python, "-m", "uv", "--version"], check=False, capture_output=True)
     if probe.returncode == 0:
-        return [sys.executable, "-m", "uv"]
-    print("uv not found: installing it with pip", flush=True)
-    attempts = [
-        [sys.executable, "-m", "pip", "install", "--quiet", "uv"],
-        # Debian-style system Pythons refuse global installs (PEP 668); a user install works.
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--user",
-            "--break-system-packages",
-            "uv",
-        ],
-    ]
-    for cmd in attempts:
-        if subprocess.call(cmd) == 0:
-            return [sys.executable, "-m", "uv"]
-    sys.exit("could not install uv with pip; install it yourself (pip install uv) and retry")
+        return [python, "-m", "uv"]
+    return None
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Use this interpreter; never let uv try to download one (only package registries answer).
+def _uv() -> list[str]:
+    """Return the command that runs uv, installing it privately when there is none."""
+    existing = find_uv()
+    if existing is not None:
+        return existing
+    print(f"uv not found on PATH: installing it with pip into {TOOLS.name}/", flush=True)
+    if subprocess.call(uv_install_command()) != 0 or not private_uv().is_file():
+        sys.exit(
+            "could not install uv with pip; install it yourself (see "
+            "https://docs.astral.sh/uv/getting-started/installation/) and retry"
+        )
+    return [str(private_uv())]
+
+
+def uv_environment(environ: Mapping[str, str], root: Path = ROOT) -> dict[str, str]:
+    """The environment dev.py runs uv and the tools with.
+
+    - VIRTUAL_ENV is dropped: an environment active in the user's shell is not this project's,
+      and uv would warn on every run that it ignores it.
+    - UV_PROJECT_ENVIRONMENT is always this project's .venv (the tools are run from there).
+    - This interpreter, and never a downloaded one (only package registries may be reached).
+    """
+    env = {k: v for k, v in environ.items() if k != "VIRTUAL_ENV"}
+    env["UV_PROJECT_ENVIRONMENT"] = str(root / ".venv")
     env.setdefault("UV_PYTHON", sys.executable)
     env.setdefault("UV_PYTHON_DOWNLOADS", "never")
-    env.setdefault("UV_PROJECT_ENVIRONMENT", str(ROOT / ".venv"))
     return env
 
 
-def _sync(uv: list[str], env: dict[str, str]) -> None:
+def _sync(uv: list[str], env: Mapping[str, str]) -> None:
     code = _run([*uv, "sync", "--locked", "--all-packages"], env)
     if code != 0:
         sys.exit(f"uv sync failed with exit code {code}")
 
 
 def _tool(name: str) -> str:
-    bindir = "Scripts" if os.name == "nt" else "bin"
-    return str(ROOT / ".venv" / bindir / name)
+    return str(ROOT / ".venv" / BIN / name)
 
 
 def main(argv: list[str]) -> int:
@@ -86,7 +125,17 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    uv, env = _uv(), _env()
+    known = {"demo", "test", "lint", "bench", "wheels", "eventbus", "uv"}
+    if command not in known:
+        print(f"unknown command {command!r}; commands: {', '.join(sorted(known))}")
+        return 2
+    uv, env = _uv(), uv_environment(os.environ)
+    if command == "uv":
+        return _run([*uv, *rest], env)
+    if command == "wheels":
+        # Only the build backend comes from the index; the wheels name each other by version,
+        # so `pip install --find-links dist "eventbus-core[redis]"` finds all it needs there.
+        return _run([*uv, "build", "--all-packages", "--wheel", "--out-dir", "dist", *rest], env)
     _sync(uv, env)
     if command == "demo":
         return _run([_tool("eventbus"), "demo", *rest], env)
@@ -102,10 +151,7 @@ def main(argv: list[str]) -> int:
     if command == "bench":
         scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
         return max((_run([_tool("python"), str(s), *rest], env) for s in scripts), default=0)
-    if command == "eventbus":
-        return _run([_tool("eventbus"), *rest], env)
-    print(f"unknown command {command!r}; commands: demo, test, lint, bench, eventbus")
-    return 2
+    return _run([_tool("eventbus"), *rest], env)
 
 
 if __name__ == "__main__":

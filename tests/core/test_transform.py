@@ -12,7 +12,7 @@ from typing import Any
 import brotli
 import pytest
 
-from eventbus_core import Event, EventBusSettings, LLMTransformer, decode_body
+from eventbus_core import Event, EventBusSettings, LLMTransformer, SettingsError, decode_body
 from eventbus_core._transform import load_transform
 
 CHAT_REQUEST = {
@@ -267,5 +267,5 @@ def test_custom_transformer_from_settings(monkeypatch: pytest.MonkeyPatch) -> No
     assert d.transform(event(None)) == {"id": "req-abc", "kind": "custom"}
     with pytest.raises(ValueError, match="EVENTBUS_TRANSFORMER"):
         load_transform("no_colon")
-    with pytest.raises(ImportError, match="has no 'nope'"):
+    with pytest.raises(SettingsError, match="has no 'nope'"):
         load_transform("my_observability:nope")

@@ -20,11 +20,41 @@ from eventbus_core._bus import EventBus
 from eventbus_core._demo_report import DemoReport
 from eventbus_core._event import Event
 
-__all__ = ["DemoReport", "ProgressFactory", "run_demo", "simulate", "simulated_request", "spread"]
+__all__ = [
+    "DemoInterrupted",
+    "DemoReport",
+    "ProgressFactory",
+    "run_demo",
+    "simulate",
+    "simulated_request",
+    "spread",
+]
 
 ProgressFactory: TypeAlias = Callable[[], contextlib.AbstractContextManager[Callable[[int], None]]]
 """Opens a progress display for the requests: a context manager that gives a thread-safe
 `advance(n)`. The demo opens it just before the first request, and leaves it after the last."""
+
+
+class DemoInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the demo; it stopped what it had started and says how far it got.
+
+    Args:
+        done: Requests simulated before the interruption.
+        requests: Requests the run was to simulate.
+        detail: What became of what was already published (counts, file, keys).
+    """
+
+    def __init__(self, done: int, requests: int, detail: str = "") -> None:
+        super().__init__(done, requests, detail)
+        self.done = done
+        self.requests = requests
+        self.detail = detail
+
+    def summary(self) -> str:
+        """One line for stderr."""
+        tail = f"; {self.detail}" if self.detail else ""
+        return f"eventbus demo: interrupted after {self.done} of {self.requests} requests{tail}"
+
 
 _MODELS = ("gpt-4o", "gpt-4o-mini", "o3-mini", "text-embedding-3-small")
 _PROMPTS = (
@@ -155,16 +185,23 @@ def simulate(
 
     Returns:
         The cost of each `publish()` call, in nanoseconds.
+
+    Raises:
+        DemoInterrupted: Ctrl-C; the proxy threads were stopped first (after their current
+            request), and `done` counts the requests they had published.
     """
     shares = spread(requests, workers)
     starts = [first_request + sum(shares[:i]) for i in range(workers)]
     costs: list[list[int]] = [[] for _ in range(workers)]
+    halt = threading.Event()
 
     def proxy_worker(index: int) -> None:
         rng = random.Random(seed + first_worker + index)
         clock = time.perf_counter_ns
         mine = costs[index]
         for n in range(starts[index], starts[index] + shares[index]):
+            if halt.is_set():
+                return
             event = simulated_request(rng, n, prefix)
             # A real request spends time upstream; the pause also lets the consumer keep up.
             time.sleep(rng.random() * 0.002)
@@ -174,13 +211,22 @@ def simulate(
             if progress is not None:
                 progress(1)
 
+    # Daemon threads: a second Ctrl-C must not wait for them either.
     threads = [
-        threading.Thread(target=proxy_worker, args=(i,), name=f"proxy-{i}") for i in range(workers)
+        threading.Thread(target=proxy_worker, args=(i,), name=f"proxy-{i}", daemon=True)
+        for i in range(workers)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        halt.set()
+        for t in threads:
+            if t.is_alive():
+                t.join()
+        raise DemoInterrupted(sum(len(c) for c in costs), requests) from None
     return [c for worker in costs for c in worker]
 
 
@@ -210,6 +256,10 @@ def run_demo(
     Everything runs in this process: the proxy threads and one consumer thread, which writes
     each event in the wire format. The bus is stopped at the end, which delivers what was
     accepted to the consumer. `progress` shows the requests as they are simulated.
+
+    Raises:
+        DemoInterrupted: Ctrl-C. The proxy threads stop, the bus is stopped (what it had
+            accepted is still written, within a second) and the exception says how far it got.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     ready = threading.Event()
@@ -218,13 +268,24 @@ def run_demo(
         target=_consume, args=(bus, output, ready, counts), name="demo-consumer", daemon=True
     )
     consumer.start()
-    ready.wait(10)
     start = time.perf_counter()
-    with progress() if progress is not None else contextlib.nullcontext(None) as advance:
-        costs = simulate(bus, workers=workers, requests=requests, seed=seed, progress=advance)
-    flush = getattr(bus, "flush", None)
-    if callable(flush):
-        flush(10.0)
+    try:
+        ready.wait(10)
+        with progress() if progress is not None else contextlib.nullcontext(None) as advance:
+            costs = simulate(bus, workers=workers, requests=requests, seed=seed, progress=advance)
+        flush = getattr(bus, "flush", None)
+        if callable(flush):
+            flush(10.0)
+    except KeyboardInterrupt as exc:
+        done = exc.done if isinstance(exc, DemoInterrupted) else 0
+        bus.stop(timeout=0.5)
+        consumer.join(0.5)
+        published, dropped = bus.stats()
+        raise DemoInterrupted(
+            done,
+            requests,
+            f"{published} published, {dropped} dropped, {counts[0]} written to {output}",
+        ) from None
     bus.stop()
     consumer.join(30)
     published, dropped = bus.stats()

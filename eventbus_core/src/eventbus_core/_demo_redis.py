@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from eventbus_core._demo import ProgressFactory, spread
+from eventbus_core._demo import DemoInterrupted, ProgressFactory, spread
 from eventbus_core._demo_child import Child, DemoError, Inbox, expect
 from eventbus_core._demo_report import DemoReport
 from eventbus_core._settings import EventBusSettings
@@ -88,9 +88,11 @@ def _collect(
     inbox: Inbox,
     publishers: list[Child],
     progress: Callable[[int], None] | None,
+    done: dict[Child, int],
 ) -> list[dict[str, Any]]:
-    """Each publisher's result, advancing `progress` as they report requests done."""
-    done = dict.fromkeys(publishers, 0)
+    """Each publisher's result, advancing `progress` (and `done`, per publisher) as they
+    report requests done."""
+    done.update(dict.fromkeys(publishers, 0))
     results: dict[Child, dict[str, Any]] = {}
     running = set(publishers)
     while running:
@@ -200,6 +202,8 @@ def run_redis_demo(
 
     Raises:
         DemoError: a demo process failed or stopped answering.
+        DemoInterrupted: Ctrl-C; the demo's processes were ended and its keys deleted (unless
+            `keep`) before it was raised.
     """
     publishers = max(1, min(publishers, requests))
     run = uuid.uuid4().hex[:12]
@@ -211,7 +215,10 @@ def run_redis_demo(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)  # the jsonl sink appends; the file holds this run only
     children: list[Child] = []
+    done: dict[Child, int] = {}
     finished = False
+    interrupted = False
+    cleanup = ""
     try:
         if not names.fresh and names.backend == "redis-streams":
             # A new group on an existing stream would start at its beginning: start at its end.
@@ -226,17 +233,25 @@ def run_redis_demo(
         with progress() if progress is not None else contextlib.nullcontext(None) as advance:
             pubs = _start_publishers(env, inbox, ids, requests, publishers, workers, seed)
             children.extend(pubs)
-            results = _collect(inbox, pubs, advance)
+            results = _collect(inbox, pubs, advance, done)
         published = sum(int(r["published"]) for r in results)
         dispatcher.tell({"expect": published})
         wait = _IDLE_TIMEOUT + settings.shutdown_timeout + 30
         expect(dispatcher_inbox, "result", wait)
         seconds = time.perf_counter() - start
         finished = True
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         for child in children:
             child.close(grace=10.0 if finished else 0.0)
         cleanup = _cleanup(client, names, keep)
+    if interrupted:
+        raise DemoInterrupted(
+            sum(done.values()),
+            requests,
+            f"its {len(children)} processes were stopped; redis key {names.key}: {cleanup}",
+        )
     delivered, written = count_lines(path, prefix)
     return DemoReport(
         backend=settings.backend,

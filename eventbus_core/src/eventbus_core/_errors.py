@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "BackendLoadError",
     "BackendUnavailableError",
@@ -25,7 +27,19 @@ class WireFormatError(EventBusError, ValueError):
 
 
 class SettingsError(EventBusError, ValueError):
-    """A setting has an invalid value; the message names the environment variable."""
+    """A setting has an invalid value; the message names the environment variable.
+
+    Args:
+        message: What is wrong and how to fix it.
+        problems: When known, each invalid setting as `(field, shown, reason)`: the
+            `EventBusSettings` field, the value as it may be shown (a URL's password masked;
+            empty when it cannot be shown) and what is wrong with it. A caller that supplied
+            the value itself, such as a command-line flag, uses them to name the flag instead.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[tuple[str, str, str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 class UnknownBackendError(EventBusError, LookupError):

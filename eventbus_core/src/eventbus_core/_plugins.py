@@ -16,6 +16,7 @@ import pluggy
 
 from eventbus_core import hookspecs
 from eventbus_core._errors import BackendLoadError, UnknownBackendError, UnknownSinkError
+from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._log import get_logger
 
 __all__ = [
@@ -31,13 +32,6 @@ __all__ = [
 ENTRY_POINT_GROUP: Final = "eventbus"
 
 log = get_logger("eventbus.plugins")
-
-# Where the built-in backend names come from, for the "how to install it" hint.
-_KNOWN_DISTRIBUTIONS: Final = {
-    "memory": "eventbus-core[memory]",
-    "redis": "eventbus-core[redis]",
-    "redis-streams": "eventbus-core[redis]",
-}
 
 
 class PluginLoadWarning(UserWarning):
@@ -191,8 +185,11 @@ class PluginRegistry:
 
     # --------------------------------------------------------------------------- selection
 
-    def backend(self, name: str) -> Registration:
+    def backend(self, name: str, *, given_as: str = "LLM_PROXY_EVENT_BUS") -> Registration:
         """Return the registration of backend `name`.
+
+        `given_as` is where the name came from (the variable, or a flag such as `--backend`),
+        which the error messages name.
 
         Raises:
             BackendLoadError: the plugin that provides `name` failed to load.
@@ -204,16 +201,21 @@ class PluginRegistry:
         failed = self._load_errors.get(key)
         if failed is not None:
             info = self.plugins[key]
+            sibling = SIBLINGS.get(key)
+            how = (
+                install_command(sibling, reinstall=True)
+                if sibling is not None
+                else f"pip install --force-reinstall --no-deps {info.distribution or key}"
+            )
             raise BackendLoadError(
-                f"event bus backend {key!r} is installed ({info.distribution or info.module}) "
-                f"but failed to load: {info.error}. Reinstall it, e.g. "
-                f"pip install --force-reinstall "
-                f"'{_KNOWN_DISTRIBUTIONS.get(key, info.distribution)}'"
+                f"event bus backend {key!r} ({given_as}) is installed "
+                f"({info.distribution or info.module}) but failed to load: {info.error}. "
+                f"Reinstall it: {how}"
             ) from failed
-        raise UnknownBackendError(self._unknown_message("backend", key, self.backends))
+        raise UnknownBackendError(self._unknown_message("backend", key, self.backends, given_as))
 
-    def sink(self, name: str) -> Registration:
-        """Return the registration of sink `name`.
+    def sink(self, name: str, *, given_as: str = "EVENTBUS_SINKS / --sink") -> Registration:
+        """Return the registration of sink `name` (`given_as`: where the name came from).
 
         Raises:
             UnknownSinkError: no installed plugin registers `name`.
@@ -221,13 +223,17 @@ class PluginRegistry:
         key = name.strip().lower()
         if key in self.sinks:
             return self.sinks[key]
-        raise UnknownSinkError(self._unknown_message("sink", key, self.sinks))
+        raise UnknownSinkError(self._unknown_message("sink", key, self.sinks, given_as))
 
-    def _unknown_message(self, kind: str, key: str, table: dict[str, Registration]) -> str:
+    def _unknown_message(
+        self, kind: str, key: str, table: dict[str, Registration], given_as: str
+    ) -> str:
         installed = ", ".join(sorted(table)) or "none"
-        hint = _KNOWN_DISTRIBUTIONS.get(key)
-        if hint and kind == "backend":
-            how = f"install it with: pip install '{hint}'"
+        sibling = SIBLINGS.get(key) if kind == "backend" else None
+        if sibling is not None:
+            how = f"it comes with {sibling.distribution}; install it with: " + install_command(
+                sibling
+            )
         else:
             how = (
                 f"if {key!r} comes from a third-party plugin, install its distribution "
@@ -235,9 +241,8 @@ class PluginRegistry:
             )
         broken = [f"{n} ({i.error})" for n, i in self.plugins.items() if i.error]
         extra = f". Plugins that failed to load: {'; '.join(broken)}" if broken else ""
-        variable = " (LLM_PROXY_EVENT_BUS)" if kind == "backend" else " (EVENTBUS_SINKS / --sink)"
         return (
-            f"unknown eventbus {kind} {key!r}{variable}. "
+            f"unknown eventbus {kind} {key!r} ({given_as}). "
             f"Installed {kind}s: {installed}; {how}{extra}"
         )
 

@@ -251,7 +251,8 @@ class EventBusSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise SettingsError(_explain(exc)) from None
+            problems = _problems(exc)
+            raise SettingsError(_explain(problems), problems=problems) from None
 
     @property
     def redis_url_source(self) -> str:
@@ -353,18 +354,28 @@ def _check_redis_addr(value: str) -> str:
     return value
 
 
-def _explain(exc: ValidationError) -> str:
-    lines = []
+def _problems(exc: ValidationError) -> list[tuple[str, str, str]]:
+    """Each invalid field as `(field, shown value, reason)`, a URL's password masked."""
+    found = []
+    fields = {variable: field for field, variable in ENV_VARS.items()}
     for err in exc.errors():
         if not err["loc"]:  # a check across settings: its message names the variables
-            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            found.append(("", "", str(err["msg"]).removeprefix("Value error, ")))
             continue
         loc = str(err["loc"][0])
-        var = ENV_VARS.get(loc, loc)
+        field = fields.get(loc, loc)  # from the environment, pydantic names the variable
         given = err.get("input")
-        shown = "" if isinstance(given, dict) else f"={given!r}"
-        if var == "REDIS_URL" and isinstance(given, str):
-            shown = f"={RedactedURL(given)!r}"
-        lines.append(f"{var}{shown}: {err['msg']}")
-    detail = "; ".join(lines)
+        shown = "" if isinstance(given, dict) else repr(given)
+        if field == "redis_url" and isinstance(given, str):
+            shown = repr(RedactedURL(given))
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        found.append((field, shown, reason))
+    return found
+
+
+def _explain(problems: list[tuple[str, str, str]]) -> str:
+    detail = "; ".join(
+        f"{ENV_VARS.get(field, field)}{'=' + shown if shown else ''}: {reason}" if field else reason
+        for field, shown, reason in problems
+    )
     return f"invalid eventbus setting: {detail} (fix the environment variable or the argument)"

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core._sse import looks_like_sse, merge_sse
 
@@ -128,7 +129,7 @@ def _decompress(data: bytes, encoding: str | None, limit: int) -> tuple[bytes, s
                 except ImportError:
                     return (
                         original,
-                        "br body not decoded: pip install 'eventbus-core[brotli]' (brotli>=1.2)",
+                        'br body not decoded: install brotli>=1.2 (pip install "brotli>=1.2")',
                         False,
                     )
             elif coding != "identity":
@@ -283,29 +284,38 @@ class LLMTransformer:
 
 
 def load_transform(spec: str) -> Transform:
-    """Import a custom transformer from `package.module:attribute`.
+    """Import a custom transformer from `package.module:attribute` (`EVENTBUS_TRANSFORMER`).
 
     A class (or any callable that takes no event) is not guessed at: the attribute must be a
     callable `transform(event) -> dict`, e.g. a function or an instance.
 
     Raises:
-        ValueError: `spec` is not `module:attribute` (EVENTBUS_TRANSFORMER).
-        ImportError: the module cannot be imported or lacks the attribute.
+        SettingsError: `spec` is not `module:attribute`, its module cannot be imported (not
+            found, or it raised while importing), or it lacks the attribute, or the attribute
+            is not callable; the message names EVENTBUS_TRANSFORMER and its value.
     """
+    given = f"EVENTBUS_TRANSFORMER={spec!r}"
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(
-            f"EVENTBUS_TRANSFORMER={spec!r} must be 'package.module:function', "
-            "e.g. 'myproject.observability:transform'"
+        raise SettingsError(
+            f"{given} must be 'package.module:function', e.g. 'myproject.observability:transform'"
         )
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise SettingsError(
+            f"{given}: cannot import {module_name!r} ({exc}); is it installed in this "
+            "environment, and spelled right?"
+        ) from exc
+    except Exception as exc:  # the user's module failed while importing: say whose it is
+        raise SettingsError(
+            f"{given}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         target = getattr(module, attr)
     except AttributeError:
-        raise ImportError(
-            f"EVENTBUS_TRANSFORMER={spec!r}: module {module_name!r} has no {attr!r}"
-        ) from None
+        raise SettingsError(f"{given}: module {module_name!r} has no {attr!r}") from None
     if not callable(target):
-        raise ValueError(f"EVENTBUS_TRANSFORMER={spec!r} is not callable")
+        raise SettingsError(f"{given} is not callable")
     transform: Transform = target
     return transform

@@ -38,6 +38,7 @@ from eventbus_redis._client import (
 )
 from eventbus_redis._lifecycle import RedisBusLifecycle
 from eventbus_redis._log_tail import LogTailer
+from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import LOG_APPEND, tail_of
 from eventbus_redis._tail import Cursor
@@ -159,6 +160,14 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
         )
         bus._owns_client = True
         return bus
+
+    def check(self, timeout: float = 2.0) -> None:
+        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
+
+        Raises:
+            BackendUnavailableError: it does not; the message says where, without the password.
+        """
+        check_reachable(self._client, timeout)
 
     # -------------------------------------------------------------------------- publishing
 

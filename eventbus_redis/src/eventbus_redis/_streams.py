@@ -24,6 +24,7 @@ from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check
 from eventbus_redis._client import TRANSIENT_ERRORS, client_from_settings, describe_client
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._lifecycle import RedisBusLifecycle
+from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
 from eventbus_redis._stream_tail import StreamTailer
@@ -127,6 +128,14 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
         """Key of the dead-letter stream (fields: data, reason, stream, id, group, consumer,
         deliveries)."""
         return self._dead_letter_stream
+
+    def check(self, timeout: float = 2.0) -> None:
+        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
+
+        Raises:
+            BackendUnavailableError: it does not; the message says where, without the password.
+        """
+        check_reachable(self._client, timeout)
 
     # -------------------------------------------------------------------------- publishing
 

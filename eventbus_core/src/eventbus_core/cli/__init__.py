@@ -3,6 +3,11 @@
 Each sub-command lives in its own module exposing `add_parser(subparsers)`, which registers the
 command and sets `func(args) -> int` as its handler; `COMMANDS` lists those modules in the
 order `--help` shows them.
+
+Errors: eventbus's own (`EventBusError`) are the user's to fix and are printed as one line:
+exit 2 for a usage or configuration mistake, 1 when the backend does not answer or something
+else failed. Anything else is a bug in eventbus or a plugin: one line saying so (the traceback
+with -v), exit 1.
 """
 
 from __future__ import annotations
@@ -11,8 +16,20 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Final
+
+from eventbus_core._errors import (
+    BackendLoadError,
+    EventBusError,
+    SettingsError,
+    UnknownBackendError,
+    UnknownSinkError,
+)
+from eventbus_core._log import scrub
+from eventbus_core.cli._ops import EXIT_FAILED, EXIT_USAGE, UsageError
+from eventbus_core.cli._version import VersionAction
 
 __all__ = ["build_parser", "main"]
 
@@ -26,6 +43,15 @@ COMMANDS: Final = (
     "eventbus_core.cli._dispatch_cmd",
 )
 
+_CONFIGURATION_ERRORS: Final = (
+    UsageError,
+    SettingsError,
+    UnknownBackendError,
+    UnknownSinkError,
+    BackendLoadError,
+)
+"""Mistakes in the command line, the environment or the installation: exit code 2."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available sub-command."""
@@ -36,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
+    )
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="print the version of eventbus-core and of each installed eventbus plugin "
+        "distribution, and exit",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS:
@@ -64,15 +96,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    name = f"eventbus {args.command}"
     try:
         code: int = func(args)
     except KeyboardInterrupt:
         return 130
-    except (LookupError, ValueError, ImportError) as exc:
-        # Configuration mistakes: say what is wrong without a traceback.
-        print(f"eventbus: error: {exc}", file=sys.stderr)
-        return 2
+    except _CONFIGURATION_ERRORS as exc:
+        print(f"{name}: error: {scrub(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except EventBusError as exc:  # the backend did not answer, a sink failed, bad input
+        print(f"{name}: error: {scrub(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        # Not a mistake of the user's: a bug, in eventbus or in a plugin. Say so plainly.
+        if args.verbose:
+            print(scrub(traceback.format_exc()), file=sys.stderr, end="")
+        print(
+            f"{name}: internal error: {type(exc).__name__}: {scrub(str(exc))}"
+            + ("" if args.verbose else " (rerun with -v for the traceback)"),
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return code
 
 

@@ -16,19 +16,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from eventbus_core._demo import run_demo
+from eventbus_core._demo import DemoInterrupted, run_demo
 from eventbus_core._demo_redis import REDIS_BACKENDS, DemoError, run_redis_demo
 from eventbus_core._demo_report import DemoReport
-from eventbus_core._factory import create_bus
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_OK,
+    UsageError,
     add_backend_options,
+    open_bus,
     redis_client,
     settings_from_args,
     with_redis_errors,
 )
+from eventbus_core.cli._output import check_output
 from eventbus_core.cli._progress import Progress
+from eventbus_core.cli._reach import ONE_SHOT_HELP
 
 __all__ = ["add_parser", "run"]
 
@@ -48,8 +51,12 @@ def add_parser(sub: Any) -> None:
         "sink) run against REDIS_URL, on keys of their own (eventbus-demo:<run>:...) that are "
         "deleted at the end, unless EVENTBUS_REDIS_KEY / EVENTBUS_REDIS_STREAM names one.",
         epilog="Progress goes to stderr (a live line on a terminal), the summary to stdout. "
+        "The --output path is checked before anything runs. Ctrl-C stops the demo within a "
+        "second and says how far it got (on Redis, after ending its processes and deleting "
+        f"its keys unless --keep). {ONE_SHOT_HELP} "
         "exit codes: 0 every accepted event was delivered; 1 one was not, a demo process "
-        "failed, or Redis is unreachable; 2 usage or configuration error; 130 interrupted",
+        "failed, or Redis did not answer; 2 usage or configuration error (--output included); "
+        "130 interrupted",
     )
     parser.add_argument(
         "--requests", type=int, default=4_000, help="requests to simulate (default: %(default)s)"
@@ -87,28 +94,40 @@ def add_parser(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace, multi_process: bool) -> None:
-    if args.requests < 1 or args.workers < 1:
-        raise ValueError("--requests and --workers must be at least 1")
+    for flag, value in (("--requests", args.requests), ("--workers", args.workers)):
+        if value < 1:
+            raise UsageError(f"{flag} {value}: must be at least 1")
     if args.publishers is not None:
         if not multi_process:
-            raise ValueError(
+            raise UsageError(
                 "--publishers runs separate processes, which need a backend they share: "
                 "pass --backend redis (or redis-streams) with REDIS_URL or --redis-url"
             )
         if args.publishers < 1:
-            raise ValueError("--publishers must be at least 1")
+            raise UsageError(f"--publishers {args.publishers}: must be at least 1")
+    check_output(args.output, "--output")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; exit 1 if an accepted event was not delivered, 130 on Ctrl-C."""
+    try:
+        return _run(args)
+    except DemoInterrupted as stopped:
+        print(stopped.summary(), file=sys.stderr)
+        return 130
 
 
 @with_redis_errors
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; exit 1 if an accepted event was not delivered."""
+def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     multi_process = settings.backend in REDIS_BACKENDS
     _check(args, multi_process)
+    # An unreachable backend is one clear line before anything starts.
+    bus = open_bus(args, settings, "eventbus demo")
     client = None
     if multi_process:
+        bus.stop(timeout=1.0)  # the demo's processes have buses of their own
         client = redis_client(settings)
-        client.ping()  # an unreachable Redis is one clear line before any process starts
     report: DemoReport
 
     @contextlib.contextmanager
@@ -140,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     else:
         report = run_demo(
-            create_bus(settings),
+            bus,
             backend=settings.backend,
             output=args.output,
             workers=args.workers,

@@ -8,10 +8,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from eventbus_core._dispatch_setup import transform_from_settings
 from eventbus_core._dispatcher import Dispatcher
 from eventbus_core._log import get_logger
-from eventbus_core._settings import EventBusSettings
-from eventbus_core.cli._ops import EXIT_CODES_HELP, EXIT_FAILED, add_backend_options
+from eventbus_core._plugins import get_registry
+from eventbus_core.cli._ops import (
+    BACKEND_FLAGS,
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    UsageError,
+    add_backend_options,
+    open_bus,
+    settings_from_args,
+)
+from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
 
 __all__ = ["add_parser", "run"]
 
@@ -64,7 +74,7 @@ def add_parser(sub: Any) -> None:
         "redact them, and deliver them in batches to sinks, with retries and a dead-letter "
         "file. Flags override settings; unset ones come from EVENTBUS_* variables. Stops "
         "cleanly on SIGTERM or SIGINT: what was not sent is never acknowledged.",
-        epilog=EXIT_CODES_HELP,
+        epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}",
     )
     parser.add_argument(
         "--sink",
@@ -126,20 +136,35 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(func=run, sinks=None)
 
 
-_OVERRIDES = (
-    "backend",
-    "redis_url",
-    "batch_size",
-    "flush_interval",
-    "dead_letter_path",
-    "consumer_groups",
-    "consumer_name",
-    "stall_timeout",
-    "retries",
-    "retry_base",
-    "shutdown_timeout",
-    "stats_interval",
-)
+_FLAGS = {
+    **BACKEND_FLAGS,
+    "batch_size": "--batch-size",
+    "flush_interval": "--flush-interval",
+    "dead_letter_path": "--dead-letter",
+    "consumer_groups": "--consumer-groups",
+    "consumer_name": "--consumer-name",
+    "stall_timeout": "--stall-timeout",
+    "retries": "--retries",
+    "retry_base": "--retry-base",
+    "shutdown_timeout": "--shutdown-timeout",
+    "stats_interval": "--stats-interval",
+}
+"""Settings field to the flag that overrides it (errors name the flag the user typed)."""
+
+
+def _check_sinks(names: list[str], given_as: str) -> None:
+    """Refuse no sink, a sink named twice, or one no installed plugin provides."""
+    if not names:
+        raise UsageError(
+            f"no sink to deliver to ({given_as} is empty): name one, e.g. --sink console or "
+            "--sink jsonl --sink-opt path=events.jsonl"
+        )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"sink {', '.join(twice)} named more than once ({given_as})")
+    registry = get_registry()
+    for name in names:
+        registry.sink(name, given_as=given_as)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,11 +175,20 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose < 2:
         # httpx logs every request's URL at INFO; a webhook URL may carry a token.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) is not None}
-    settings = EventBusSettings(**overrides)
+    settings = settings_from_args(args, _FLAGS)
     if args.sinks:
         settings = settings.model_copy(update={"sinks": ",".join(n for n, _ in args.sinks)})
-    dispatcher = Dispatcher.from_settings(settings, sinks=args.sinks)
+        _check_sinks([n for n, _ in args.sinks], "--sink")
+    else:
+        _check_sinks(settings.sink_names, "EVENTBUS_SINKS")
+    transform_from_settings(settings)  # a broken EVENTBUS_TRANSFORMER is said before anything
+    bus = open_bus(args, settings, "eventbus dispatch")
+    try:
+        dispatcher = Dispatcher.from_settings(settings, bus=bus, sinks=args.sinks)
+    except BaseException:
+        bus.stop(timeout=1.0)
+        raise
+    dispatcher.owned_bus = bus  # stopped with the dispatcher
     if settings.backend == "memory":
         log.warning(
             "backend 'memory' carries only events published inside this process, and nothing "
@@ -171,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
         settings.consumer_groups,
         settings.dead_letter_path or "off",
     )
-    stats = asyncio.run(dispatcher.serve())
+    with BackendWatch(bus, command="eventbus dispatch"):
+        stats = asyncio.run(dispatcher.serve())
     lost = sum(s.dropped for s in stats.sinks.values())
     if lost:
         log.error("%d events were dropped (see the log above)", lost)

@@ -1,9 +1,9 @@
-"""Shared plumbing of the operator commands (`tail`, `publish`, `stats`, `replay`).
+"""Shared plumbing of the commands that talk to a backend (`tail`, `publish`, `stats`, ...).
 
 Exit codes, the same for every command:
     0  done;
     1  the command ran but something was lost or failed on the way (a rejected input line,
-       a dropped event, Redis unreachable);
+       a dropped event), or the backend did not answer;
     2  usage or configuration error (the message says what to change);
     130  interrupted (Ctrl-C).
 """
@@ -12,23 +12,37 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from eventbus_core._bus import EventBus
+from eventbus_core._errors import (
+    BackendLoadError,
+    BackendUnavailableError,
+    EventBusError,
+    SettingsError,
+)
 from eventbus_core._event import Event
+from eventbus_core._factory import create_bus
+from eventbus_core._install import SIBLINGS, install_command
+from eventbus_core._plugins import get_registry
 from eventbus_core._secrets import redact_url
-from eventbus_core._settings import EventBusSettings
+from eventbus_core._settings import ENV_VARS, EventBusSettings
+from eventbus_core.cli._reach import ensure_reachable
 
 if TYPE_CHECKING:
     import redis
 
 __all__ = [
+    "BACKEND_FLAGS",
     "EXIT_CODES_HELP",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "UsageError",
     "add_backend_options",
     "format_event",
+    "open_bus",
     "redis_client",
     "redis_errors",
     "refuse_memory",
@@ -41,13 +55,21 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 
 EXIT_CODES_HELP: Final = (
-    "exit codes: 0 done; 1 something was lost or failed (rejected input, dropped events, "
-    "Redis unreachable); 2 usage or configuration error; 130 interrupted"
+    "exit codes: 0 done; 1 something was lost or failed (rejected input, dropped events), or "
+    "the backend did not answer; 2 usage or configuration error; 130 interrupted"
 )
+
+BACKEND_FLAGS: Final = {"backend": "--backend", "redis_url": "--redis-url"}
+"""Settings field to the flag of `add_backend_options()` that overrides it."""
+
+
+class UsageError(EventBusError, ValueError):
+    """A mistake on the command line (a flag's value, a combination of flags): exit code 2."""
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """Add `--backend` and `--redis-url`, which override the environment for one run."""
+    """Add `--backend`, `--redis-url` (overriding the environment for one run) and
+    `--wait-for-backend`."""
     group = parser.add_argument_group("backend (default: from the environment)")
     group.add_argument(
         "--backend",
@@ -57,26 +79,88 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--redis-url", metavar="URL", help="Redis connection URL, overriding REDIS_URL"
     )
+    group.add_argument(
+        "--wait-for-backend",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="at start-up, wait up to SECONDS for the backend to answer (default 0: fail at "
+        "once, exit 1, if it does not)",
+    )
 
 
-def settings_from_args(args: argparse.Namespace) -> EventBusSettings:
-    """Settings from the environment, with the command-line overrides applied."""
+def settings_from_args(
+    args: argparse.Namespace, flags: Mapping[str, str] = BACKEND_FLAGS
+) -> EventBusSettings:
+    """Settings from the environment, with the values of `flags` (field to flag) given on the
+    command line applied; an invalid one is reported under its flag's name, and so is a
+    backend name no installed plugin provides.
+
+    Raises:
+        UsageError: a flag's value is invalid (the message names the flag).
+        SettingsError: an environment variable's value is invalid (the message names it).
+        UnknownBackendError, BackendLoadError: the backend is not installed, or broken.
+    """
     overrides: dict[str, Any] = {}
-    if getattr(args, "backend", None):
-        overrides["backend"] = args.backend
-    if getattr(args, "redis_url", None):
-        overrides["redis_url"] = args.redis_url
-    return EventBusSettings(**overrides)
+    for field in flags:
+        value = getattr(args, field, None)
+        if value is not None and value != "":
+            overrides[field] = value
+    try:
+        settings = EventBusSettings(**overrides)
+    except SettingsError as exc:
+        raise _in_flag_terms(exc, {f: flags[f] for f in overrides}) from None
+    given_as = flags["backend"] if "backend" in overrides else ENV_VARS["backend"]
+    get_registry().backend(settings.backend, given_as=given_as)
+    return settings
+
+
+def _in_flag_terms(exc: SettingsError, flags: Mapping[str, str]) -> EventBusError:
+    """The error with each value a flag supplied named by that flag, not by its variable."""
+    if not exc.problems or not any(field in flags for field, _, _ in exc.problems):
+        return exc
+    parts = []
+    for field, shown, reason in exc.problems:
+        name = flags.get(field)
+        if name is not None:
+            parts.append(f"{name} {shown}: {reason}" if shown else f"{name}: {reason}")
+        else:
+            var = ENV_VARS.get(field, field)
+            parts.append(f"{var}={shown}: {reason}" if shown else f"{var}: {reason}")
+    return UsageError("; ".join(parts))
+
+
+def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str) -> EventBus:
+    """The bus of `settings`, once its backend answers (see `eventbus_core.cli._reach`).
+
+    Raises:
+        BackendUnavailableError: the backend did not answer (within `--wait-for-backend`).
+    """
+    wait = getattr(args, "wait_for_backend", 0.0) or 0.0
+    if wait < 0:
+        raise UsageError(f"--wait-for-backend {wait:g}: give the seconds to wait, 0 or more")
+    bus = create_bus(settings)
+    try:
+        ensure_reachable(bus, wait=wait, command=command)
+    except BackendUnavailableError as exc:
+        bus.stop(timeout=0)
+        if getattr(args, "redis_url", None):
+            raise BackendUnavailableError(f"{exc} (address given by --redis-url)") from None
+        raise
+    except BaseException:
+        bus.stop(timeout=0)
+        raise
+    return bus
 
 
 def refuse_memory(settings: EventBusSettings, command: str) -> None:
     """Raise a usage error if the backend is the in-process memory bus.
 
     Raises:
-        ValueError: the memory backend cannot be watched from another process.
+        UsageError: the memory backend cannot be watched from another process.
     """
     if settings.backend == "memory":
-        raise ValueError(
+        raise UsageError(
             f"'eventbus {command}' needs a backend shared between processes, but the backend "
             "is 'memory', which lives inside each process. Set LLM_PROXY_EVENT_BUS=redis (or "
             "redis-streams) and REDIS_URL=redis://localhost:6379/0, or pass --backend redis "
@@ -88,28 +172,29 @@ def redis_client(settings: EventBusSettings) -> redis.Redis:
     """A redis-py client for `settings.redis_url`.
 
     Raises:
-        ValueError: `REDIS_URL` is not set.
-        ImportError: redis-py is not installed (with the pip command that brings it).
+        SettingsError: `REDIS_URL` is not set.
+        BackendLoadError: redis-py is not installed (with the pip command that brings it).
     """
     if not settings.redis_url:
-        raise ValueError(
+        raise SettingsError(
             f"backend {settings.backend!r} needs REDIS_URL (e.g. redis://localhost:6379/0); "
             "set it or pass --redis-url"
         )
     try:
         import redis  # optional: only the Redis backends need it
     except ImportError as exc:
-        raise ImportError(
-            "the Redis backends need redis-py: pip install 'eventbus-core[redis]'"
+        raise BackendLoadError(
+            "the Redis backends need eventbus-redis (which brings redis-py): "
+            + install_command(SIBLINGS["redis"])
         ) from exc
     return redis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=5)
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
-    """redis-py's base error (and OSError), or just OSError without redis-py."""
-    try:
-        import redis  # optional dependency
-    except ImportError:
+    """redis-py's base error (and OSError), or just OSError while redis-py is not imported
+    (then none of its errors can have been raised; importing it here would only cost time)."""
+    redis = sys.modules.get("redis")
+    if redis is None:
         return (OSError,)
     return (redis.RedisError, OSError)
 
@@ -117,18 +202,19 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 def with_redis_errors(
     func: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Wrap a command so that an unreachable Redis is one clear line and exit code 1."""
+    """Wrap a command so that Redis failing after the start-up check is reported as
+    `BackendUnavailableError` (one line, exit code 1), with any password masked."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
+        except BackendUnavailableError:
+            raise  # already says where and why (it is an OSError too)
         except redis_errors() as exc:
-            print(
-                f"eventbus: error: Redis failed: {redact_url(str(exc))} "
-                "(is it running, and is REDIS_URL right?)",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
+            raise BackendUnavailableError(
+                f"Redis failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it running, "
+                "and is REDIS_URL (or --redis-url) right?)"
+            ) from None
 
     run.__doc__ = func.__doc__
     run.__name__ = func.__name__

@@ -10,18 +10,21 @@ from typing import Any, TextIO
 
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
-from eventbus_core._factory import create_bus
 from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
+from eventbus_core.capabilities import Flushable, capability
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_OK,
+    UsageError,
     add_backend_options,
+    open_bus,
     settings_from_args,
     with_redis_errors,
 )
 from eventbus_core.cli._progress import Progress
+from eventbus_core.cli._reach import ONE_SHOT_HELP
 
 __all__ = ["add_parser", "run"]
 
@@ -36,7 +39,7 @@ def add_parser(sub: Any) -> None:
         "backend. Blank lines are skipped; a line that is not a valid event is reported on "
         "stderr and skipped (or ends the run with --strict). Waits until the backend has "
         "taken everything (bounded by EVENTBUS_STOP_TIMEOUT).",
-        epilog=EXIT_CODES_HELP,
+        epilog=f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
     )
     parser.add_argument(
         "-f", "--file", type=Path, metavar="PATH", help="read from this file instead of stdin"
@@ -59,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if args.file is None:
         return _publish(args, settings, sys.stdin)
     try:
-        with args.file.open(encoding="utf-8") as source:
-            return _publish(args, settings, source)
+        source = args.file.open(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ValueError(f"--file {str(args.file)!r}: no such file") from exc
+        raise UsageError(f"--file {str(args.file)!r}: no such file") from exc
+    except OSError as exc:
+        raise UsageError(f"--file {str(args.file)!r}: cannot read it ({exc.strerror})") from exc
+    with source:
+        return _publish(args, settings, source)
 
 
 def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextIO) -> int:
@@ -72,10 +78,11 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
             "else will see these events (set LLM_PROXY_EVENT_BUS=redis to share them)",
             file=sys.stderr,
         )
-    bus = create_bus(settings)
+    bus = open_bus(args, settings, "eventbus publish")
     # publish() never waits, so a fast reader would overrun the bus's buffer and drop. Where
     # the bus can flush, wait for it every half buffer: back-pressure for a batch tool.
-    flush = getattr(bus, "flush", None)
+    flushable = capability(bus, Flushable)
+    flush = flushable.flush if flushable is not None else None
     every = max(1, settings.buffer_size // 2)
     rejected = 0
     sent = 0

@@ -30,13 +30,16 @@ from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_OK,
+    UsageError,
     add_backend_options,
+    open_bus,
     redis_client,
     refuse_memory,
     settings_from_args,
     with_redis_errors,
 )
 from eventbus_core.cli._progress import Progress
+from eventbus_core.cli._reach import ONE_SHOT_HELP
 
 __all__ = ["add_parser", "parse_time", "read_log", "read_stream", "run"]
 
@@ -55,7 +58,8 @@ def add_parser(sub: Any) -> None:
         "sink, or print them as JSON lines when no --sink is given. Reading does not consume: "
         "consumer groups are left as they are.",
         epilog="times: ISO 8601 ('2026-01-31T12:00:00Z'; without a zone, UTC) or an age such "
-        "as 90s, 15m, 2h, 1d. " + EXIT_CODES_HELP,
+        "as 90s, 15m, 2h, 1d. A range whose start is after its end is refused (exit 2). "
+        f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
     )
     select = parser.add_argument_group("range (inclusive; default: everything retained)")
     select.add_argument("--from-id", type=int, metavar="LOGID", help="first LogID")
@@ -226,7 +230,7 @@ def _options(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--sink-opt {pair!r}: write it as KEY=VALUE, e.g. path=out.jsonl")
+            raise UsageError(f"--sink-opt {pair!r}: write it as KEY=VALUE, e.g. path=out.jsonl")
         options[key.strip()] = value
     return options
 
@@ -235,21 +239,38 @@ def _check(args: argparse.Namespace, settings: EventBusSettings) -> str:
     refuse_memory(settings, "replay")
     source: str = args.source or ("stream" if settings.backend == "redis-streams" else "log")
     if settings.backend not in ("redis", "redis-streams") and args.source is None:
-        raise ValueError(
+        raise UsageError(
             f"replay reads Redis, but the backend is {settings.backend!r}: pass --source log "
             "or --source stream with --redis-url"
         )
     if source == "log" and (args.since or args.until):
-        raise ValueError(
+        raise UsageError(
             "the list log keeps no timestamps: select it by --from-id/--to-id, or read the "
             "stream (--source stream) to select by time"
         )
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
     for label, value in (("--from-id", args.from_id), ("--to-id", args.to_id)):
         if value is not None and value < 0:
-            raise ValueError(f"{label} must be >= 0")
+            raise UsageError(f"{label} {value}: must be >= 0")
+    _check_range(args)
     return source
+
+
+def _check_range(args: argparse.Namespace) -> None:
+    """Refuse a range that ends before it starts: it would select nothing, silently."""
+    if args.from_id is not None and args.to_id is not None and args.from_id > args.to_id:
+        raise UsageError(
+            f"--from-id {args.from_id} is after --to-id {args.to_id}: the range would select "
+            "nothing. Give the lower LogID to --from-id (both ends are inclusive)"
+        )
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise UsageError(
+            f"--since ({args.since.isoformat(timespec='seconds')}) is after --until "
+            f"({args.until.isoformat(timespec='seconds')}): "
+            "the range would select nothing. Give the earlier time to --since; an age such as "
+            "2h means 2 hours ago, so --since 2h --until 1h is the hour before the last"
+        )
 
 
 def _events(
@@ -274,8 +295,14 @@ def run(args: argparse.Namespace) -> int:
     source = _check(args, settings)
     options = _options(args.sink_opt)
     if options and not args.sink:
-        raise ValueError("--sink-opt needs --sink")
+        raise UsageError("--sink-opt needs --sink")
     target = _SinkTarget(settings, args.sink, options) if args.sink and not args.dry_run else None
+    try:
+        open_bus(args, settings, "eventbus replay").stop(timeout=1.0)  # answers, or exit 1 now
+    except BaseException:
+        if target is not None:
+            target.close()
+        raise
     events, total = _events(args, settings, source)
     undecodable = 0
     sent = 0

@@ -12,18 +12,20 @@ import argparse
 import json
 from typing import Any
 
+from eventbus_core._bus import EventBus
 from eventbus_core._event import Event
-from eventbus_core._factory import create_bus
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_OK,
     add_backend_options,
+    open_bus,
     redis_client,
     refuse_memory,
     settings_from_args,
     with_redis_errors,
 )
+from eventbus_core.cli._reach import ONE_SHOT_HELP
 
 __all__ = ["add_parser", "log_figures", "run", "stream_figures"]
 
@@ -43,7 +45,7 @@ def add_parser(sub: Any) -> None:
         "LogID, TTL. redis-streams: stream length, entries added, and per consumer group "
         "the consumers, pending (delivered, not acknowledged) and lag (not yet delivered). "
         "Drops happen inside each publishing process and are counted there.",
-        epilog=EXIT_CODES_HELP,
+        epilog=f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_backend_options(parser)
@@ -126,17 +128,13 @@ def stream_figures(client: Any, stream: str) -> dict[str, Any]:
     return figures
 
 
-def _figures(settings: EventBusSettings) -> dict[str, Any]:
+def _figures(settings: EventBusSettings, bus: EventBus) -> dict[str, Any]:
     if settings.backend == "redis":
         return log_figures(redis_client(settings), settings.redis_key)
     if settings.backend == "redis-streams":
         return stream_figures(redis_client(settings), settings.redis_stream)
     # A third-party backend: what its own stats() reports.
-    bus = create_bus(settings)
-    try:
-        return {"backend": settings.backend, **bus.stats().as_dict()}
-    finally:
-        bus.stop(timeout=1.0)
+    return {"backend": settings.backend, **bus.stats().as_dict()}
 
 
 def _print_text(figures: dict[str, Any]) -> None:
@@ -166,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
     """Print the backend's figures."""
     settings = settings_from_args(args)
     refuse_memory(settings, "stats")
-    figures = _figures(settings)
+    bus = open_bus(args, settings, "eventbus stats")
+    try:
+        figures = _figures(settings, bus)
+    finally:
+        bus.stop(timeout=1.0)
     if args.json:
         print(json.dumps(figures, indent=2, default=str))
     else:

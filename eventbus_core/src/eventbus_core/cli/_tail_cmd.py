@@ -7,18 +7,22 @@ import os
 import sys
 from typing import Any
 
+from eventbus_core._bus import EventBus
 from eventbus_core._event import Event
-from eventbus_core._factory import create_bus
+from eventbus_core._settings import EventBusSettings
 from eventbus_core._subscription import SubscriptionClosed
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_OK,
+    UsageError,
     add_backend_options,
     format_event,
+    open_bus,
     refuse_memory,
     settings_from_args,
     with_redis_errors,
 )
+from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
 
 __all__ = ["add_parser", "run"]
 
@@ -32,7 +36,7 @@ def add_parser(sub: Any) -> None:
         "redis-streams) from now on, one readable line each: LogID, status, method, path, "
         "duration, body sizes, request id. Runs until interrupted (Ctrl-C) or --count events. "
         "It only reads: nothing is consumed or acknowledged.",
-        epilog=EXIT_CODES_HELP,
+        epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}",
     )
     parser.add_argument(
         "--json",
@@ -48,7 +52,11 @@ def add_parser(sub: Any) -> None:
         help="first print the N newest events already in the log (redis backend)",
     )
     parser.add_argument(
-        "-c", "--count", type=int, default=0, metavar="N", help="exit after N live events"
+        "-c",
+        "--count",
+        type=int,
+        metavar="N",
+        help="exit after N live events (N >= 1; without --count, follow until Ctrl-C)",
     )
     add_backend_options(parser)
     parser.set_defaults(func=run)
@@ -65,50 +73,60 @@ def run(args: argparse.Namespace) -> int:
     """Print events as they arrive; exit 0 after --count events or at the end of the stream."""
     settings = settings_from_args(args)
     refuse_memory(settings, "tail")
-    if args.count < 0 or args.last < 0:
-        raise ValueError("--count and --last take a number >= 0")
-    bus = create_bus(settings)
-    try:
-        # Subscribe before reading the history, so nothing falls between the two.
-        sub = bus.subscribe("eventbus-tail")
-        history: list[Event] = []
-        if args.last:
-            read_events = getattr(bus, "read_events", None)
-            if read_events is None:
-                print(
-                    f"eventbus tail: --last is not supported by backend {settings.backend!r}",
-                    file=sys.stderr,
-                )
-            else:
-                history = list(reversed(read_events(0, args.last - 1)))
-        where = settings.redis_stream if settings.backend == "redis-streams" else settings.redis_key
-        # On stderr, so stdout stays pure data; it also tells scripts that tail is listening.
-        print(
-            f"eventbus tail: following {settings.backend} {where} (Ctrl-C to stop)",
-            file=sys.stderr,
-            flush=True,
+    if args.last < 0:
+        raise UsageError(f"--last {args.last}: give a number >= 0 of past events to show first")
+    if args.count is not None and args.count < 1:
+        raise UsageError(
+            f"--count {args.count}: give N >= 1 to stop after N events, or leave --count out "
+            "to follow until Ctrl-C"
         )
-        seen = 0
-        newest_shown = 0
-        try:
-            for event in history:
-                _emit(event, args.json)
-                newest_shown = max(newest_shown, event.log_id)
-            while not args.count or seen < args.count:
-                try:
-                    event = sub.get()
-                except SubscriptionClosed:
-                    break
-                if event.log_id and event.log_id <= newest_shown:
-                    continue  # already printed from the history
-                _emit(event, args.json)
-                seen += 1
-        except BrokenPipeError:
-            # `eventbus tail | head`: the reader left, a normal end. Point stdout at devnull so
-            # the interpreter's final flush does not fail as well.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        # Gaps (events trimmed away before we read them) are logged by the subscription.
-        sub.close()
+    bus = open_bus(args, settings, "eventbus tail")
+    try:
+        with BackendWatch(bus, command="eventbus tail"):
+            _follow(args, settings, bus)
     finally:
         bus.stop(timeout=1.0)
     return EXIT_OK
+
+
+def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus) -> None:
+    # Subscribe before reading the history, so nothing falls between the two.
+    sub = bus.subscribe("eventbus-tail")
+    history: list[Event] = []
+    if args.last:
+        read_events = getattr(bus, "read_events", None)
+        if read_events is None:
+            print(
+                f"eventbus tail: --last is not supported by backend {settings.backend!r}",
+                file=sys.stderr,
+            )
+        else:
+            history = list(reversed(read_events(0, args.last - 1)))
+    where = settings.redis_stream if settings.backend == "redis-streams" else settings.redis_key
+    # On stderr, so stdout stays pure data; it also tells scripts that tail is listening.
+    print(
+        f"eventbus tail: following {settings.backend} {where} (Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    seen = 0
+    newest_shown = 0
+    try:
+        for event in history:
+            _emit(event, args.json)
+            newest_shown = max(newest_shown, event.log_id)
+        while args.count is None or seen < args.count:
+            try:
+                event = sub.get()
+            except SubscriptionClosed:
+                break
+            if event.log_id and event.log_id <= newest_shown:
+                continue  # already printed from the history
+            _emit(event, args.json)
+            seen += 1
+    except BrokenPipeError:
+        # `eventbus tail | head`: the reader left, a normal end. Point stdout at devnull so
+        # the interpreter's final flush does not fail as well.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    # Gaps (events trimmed away before we read them) are logged by the subscription.
+    sub.close()

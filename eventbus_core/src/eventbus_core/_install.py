@@ -1,0 +1,89 @@
+"""The pip command that brings a missing part of eventbus, as it works where this one came from.
+
+Until the distributions are on a package index, `pip install "eventbus-core[redis]"` fails: the
+extras name sibling distributions only an index can supply. An eventbus-core installed from a
+source checkout (pip records `direct_url.json` with a `file://` URL for it) therefore gets the
+checkout form, which names the sibling folder (`pip install ./eventbus_redis`); any other
+install gets the index form.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+from pathlib import Path
+from typing import Final, NamedTuple
+from urllib.parse import unquote, urlparse
+
+__all__ = ["SIBLINGS", "Sibling", "checkout_root", "install_command", "root_from_direct_url"]
+
+CORE: Final = "eventbus-core"
+
+
+class Sibling(NamedTuple):
+    """A distribution of the eventbus family that lives beside eventbus-core in the repository."""
+
+    distribution: str
+    folder: str
+    extra: str
+
+
+SIBLINGS: Final = {
+    "memory": Sibling("eventbus-memory", "eventbus_memory", "memory"),
+    "redis": Sibling("eventbus-redis", "eventbus_redis", "redis"),
+    "redis-streams": Sibling("eventbus-redis", "eventbus_redis", "redis"),
+}
+"""Built-in backend name to the distribution that provides it."""
+
+
+def checkout_root() -> Path | None:
+    """The source checkout eventbus-core was installed from, or None (an index, or unknown).
+
+    pip (and uv) write `direct_url.json` (PEP 610) for an install from a local folder or file.
+    """
+    try:
+        raw = md.distribution(CORE).read_text("direct_url.json")
+    except md.PackageNotFoundError:
+        return None
+    return root_from_direct_url(raw)
+
+
+def root_from_direct_url(raw: str | None) -> Path | None:
+    """The checkout a `direct_url.json` points into: the folder that holds `eventbus_core/`
+    (installed from that folder, or from a wheel built into the checkout's `dist/`), recognised
+    by its sibling folders; None for anything else."""
+    if not raw:
+        return None
+    try:
+        url = str(json.loads(raw).get("url", ""))
+    except (ValueError, AttributeError):
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    source = Path(unquote(parsed.path))
+    for candidate in (source.parent, source.parent.parent):
+        if all((candidate / s.folder / "pyproject.toml").is_file() for s in SIBLINGS.values()):
+            return candidate
+    return None
+
+
+def _folder(root: Path, folder: str) -> str:
+    """`./folder` when run from the checkout root, else the folder's absolute path."""
+    try:
+        here = Path.cwd().resolve() == root.resolve()
+    except OSError:
+        here = False
+    return f"./{folder}" if here else str(root / folder)
+
+
+def install_command(sibling: Sibling, *, reinstall: bool = False) -> str:
+    """The pip command that installs `sibling`, for a checkout install or an index one."""
+    root = checkout_root()
+    flags = "--force-reinstall --no-deps " if reinstall else ""
+    if root is not None:
+        where = _folder(root, sibling.folder)
+        note = "" if where.startswith("./") else f" (from the checkout at {root})"
+        return f"pip install {flags}{where}{note}"
+    spec = sibling.distribution if reinstall else f"{CORE}[{sibling.extra}]"
+    return f'pip install {flags}"{spec}"'

@@ -1,0 +1,313 @@
+"""The command line names what the user typed, and tells their mistakes from its own bugs.
+
+- A value given by a flag is reported under that flag, one from the environment under its
+  variable; `EVENTBUS_TRANSFORMER` failures name the variable and its value.
+- eventbus's own errors are one line: exit 2 for usage and configuration, 1 for the rest.
+- Anything else is an internal error: exit 1 (never 2), traceback with -v.
+- Ranges that select nothing by construction, and `tail -c 0`, are refused up front.
+- `--version` lists every installed distribution of the family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+from pathlib import Path
+
+import pytest
+
+from eventbus_core.cli import main
+
+# Nothing listens on port 1 of the loopback: a command that got as far as connecting fails
+# with exit 1, so exit 2 proves the mistake was caught before any I/O.
+CLOSED = "redis://:secret@127.0.0.1:1/0"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --------------------------------------------------------------------- flags, not variables
+
+
+@pytest.mark.parametrize("command", ["stats", "tail", "replay", "publish", "demo", "dispatch"])
+def test_unknown_backend_flag_is_named_as_the_flag(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run([command, "--backend", "nosuch"], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert "'nosuch' (--backend)" in line
+    assert "LLM_PROXY_EVENT_BUS" not in line
+
+
+def test_unknown_backend_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "nosuch")
+    code, err = run(["publish"], capsys)
+    assert code == 2
+    assert "'nosuch' (LLM_PROXY_EVENT_BUS)" in one_line(err)
+
+
+@pytest.mark.parametrize("command", ["stats", "tail", "replay", "publish", "demo", "dispatch"])
+def test_bad_redis_url_flag_is_named_as_the_flag(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run([command, "--backend", "redis", "--redis-url", "http://u:hunter2@x"], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith(f"eventbus {command}: error: --redis-url 'http://u:***@x'")
+    assert "REDIS_URL" not in line
+    assert "hunter2" not in line
+
+
+def test_bad_redis_url_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "http://u:hunter2@x")
+    code, err = run(["stats", "--backend", "redis"], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert "REDIS_URL='http://u:***@x'" in line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--batch-size", "0"),
+        ("--flush-interval", "0"),
+        ("--retries", "-1"),
+        ("--shutdown-timeout", "-1"),
+    ],
+)
+def test_dispatch_flag_errors_name_the_flag(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(["dispatch", flag, value], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith(f"eventbus dispatch: error: {flag} {value}")  # as typed, or 0.0
+    assert "EVENTBUS_" not in line
+
+
+def test_dispatch_variable_errors_still_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EVENTBUS_BATCH_SIZE", "0")
+    code, err = run(["dispatch", "--retries", "2"], capsys)
+    assert code == 2
+    assert "EVENTBUS_BATCH_SIZE='0'" in one_line(err)
+
+
+def test_negative_wait_for_backend_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(
+        ["stats", "--backend", "redis", "--redis-url", CLOSED, "--wait-for-backend", "-1"], capsys
+    )
+    assert code == 2
+    assert "--wait-for-backend -1" in one_line(err)
+
+
+def test_replay_batch_size_zero_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(
+        ["replay", "--backend", "redis", "--redis-url", CLOSED, "--batch-size", "0"], capsys
+    )
+    assert code == 2
+    assert "--batch-size 0" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["dispatch", "--sink", "nosuch"], "'nosuch' (--sink)"),
+        (["dispatch", "--sink", "console", "--sink", "console"], "console named more than once"),
+    ],
+)
+def test_dispatch_sink_mistakes_are_usage_errors(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(argv, capsys)
+    assert code == 2
+    assert says in one_line(err)
+
+
+def test_empty_sinks_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EVENTBUS_SINKS", " , ")
+    code, err = run(["dispatch"], capsys)
+    assert code == 2
+    assert "EVENTBUS_SINKS is empty" in one_line(err)
+
+
+# ------------------------------------------------------------------ EVENTBUS_TRANSFORMER
+
+
+@pytest.fixture
+def user_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path for modules a test writes, as a user's own package would be."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("nosuch_pkg.observability:transform", "cannot import 'nosuch_pkg.observability'"),
+        ("eventbus_cli_test_ok:nosuch", "module 'eventbus_cli_test_ok' has no 'nosuch'"),
+        ("eventbus_cli_test_boom:transform", "importing 'eventbus_cli_test_boom' raised"),
+        ("no_colon_here", "must be 'package.module:function'"),
+        ("eventbus_cli_test_ok:NOT_CALLABLE", "is not callable"),
+    ],
+)
+@pytest.mark.parametrize("command", ["dispatch", "replay"])
+def test_transformer_errors_name_the_variable_and_value(
+    command: str,
+    value: str,
+    says: str,
+    user_modules: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (user_modules / "eventbus_cli_test_ok.py").write_text(
+        "NOT_CALLABLE = 3\n\ndef transform(event):\n    return {}\n"
+    )
+    (user_modules / "eventbus_cli_test_boom.py").write_text(
+        "raise RuntimeError('the user module is broken')\n"
+    )
+    monkeypatch.setenv("EVENTBUS_TRANSFORMER", value)
+    argv = {
+        "dispatch": ["dispatch", "--sink", "console"],
+        # The sink target is built (and the transformer loaded) before Redis is read.
+        "replay": ["replay", "--backend", "redis", "--redis-url", CLOSED, "--sink", "console"],
+    }[command]
+    code, err = run(argv, capsys)
+    assert code == 2
+    line = one_line(err)
+    assert f"EVENTBUS_TRANSFORMER={value!r}" in line
+    assert says in line
+
+
+# ------------------------------------------------------------------ our bugs are not yours
+
+
+@pytest.mark.parametrize("bug", [TypeError, LookupError, ValueError, ImportError, KeyError])
+def test_an_internal_error_is_exit_1_and_says_so(
+    bug: type[Exception], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(args: argparse.Namespace) -> int:
+        raise bug("something eventbus did wrong")
+
+    monkeypatch.setattr("eventbus_core.cli._plugins_cmd.run", broken)
+    code, err = run(["plugins"], capsys)
+    assert code == 1  # never 2: it is not the user's configuration
+    line = one_line(err)
+    assert "internal error" in line and "something eventbus did wrong" in line
+    assert "rerun with -v for the traceback" in line
+
+    code, err = run(["-v", "plugins"], capsys)
+    assert code == 1
+    assert "Traceback (most recent call last)" in err
+    assert "in broken" in err
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+@pytest.mark.parametrize("error", [ValueError, RuntimeError])
+def test_error_lines_and_tracebacks_are_scrubbed(
+    error: type[Exception],
+    verbose: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
+
+    def broken(args: argparse.Namespace) -> int:
+        raise error(f"bad header Authorization: Bearer {secret} at redis://u:hunter2@h:1/0")
+
+    monkeypatch.setattr("eventbus_core.cli._plugins_cmd.run", broken)
+    code, err = run([*verbose, "plugins"], capsys)
+    assert code in (1, 2)
+    assert secret not in err and "hunter2" not in err
+    assert "bad header" in err
+
+
+# ------------------------------------------------------------ ranges that select nothing
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--from-id", "10", "--to-id", "5"], "--from-id 10 is after --to-id 5"),
+        (["--source", "stream", "--since", "1h", "--until", "2h"], "--since"),
+        (
+            ["--source", "stream", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01"],
+            "is after --until",
+        ),
+    ],
+)
+def test_backwards_replay_range_is_refused(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(["replay", "--backend", "redis", "--redis-url", CLOSED, *argv], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert says in line and "select nothing" in line
+
+
+def test_a_one_event_range_is_fine(capsys: pytest.CaptureFixture[str]) -> None:
+    # Equal ends select one event: the range check lets it through to Redis (closed: exit 1).
+    code, _ = run(
+        ["replay", "--backend", "redis", "--redis-url", CLOSED, "--from-id", "7", "--to-id", "7"],
+        capsys,
+    )
+    assert code == 1
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_tail_count_zero_is_refused(count: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(["tail", "--backend", "redis", "--redis-url", CLOSED, "-c", count], capsys)
+    assert code == 2
+    line = one_line(err)
+    assert f"--count {count}" in line and "leave --count out" in line
+
+
+def test_tail_help_says_what_count_means(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["tail", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "N >= 1; without --count, follow until Ctrl-C" in text
+
+
+# ------------------------------------------------------------------------------- --version
+
+
+def test_version_lists_every_installed_distribution_of_the_family(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = dict(line.split() for line in lines)
+    assert lines[0].split()[0] == "eventbus-core"
+    expected = {"eventbus-core": md.version("eventbus-core")}
+    for ep in md.entry_points(group="eventbus"):
+        if ep.dist is not None:
+            expected[ep.dist.metadata["Name"]] = ep.dist.version
+    assert shown == expected
+    assert {"eventbus-memory", "eventbus-redis"} <= set(shown)
+
+
+def test_help_lists_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--version" in capsys.readouterr().out
