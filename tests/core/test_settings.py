@@ -83,6 +83,7 @@ def test_redis_password_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_field_has_its_own_variable() -> None:
     assert set(ENV_VARS) == set(EventBusSettings.model_fields)
     assert len(set(ENV_VARS.values())) == len(ENV_VARS)
-    legacy = {"LLM_PROXY_EVENT_BUS", "OBSERVABILITY_BUFFER_SIZE", "REDIS_URL"}
+    # The Go llm-proxy's own names, read for compatibility.
+    legacy = {"LLM_PROXY_EVENT_BUS", "OBSERVABILITY_BUFFER_SIZE", "REDIS_URL", "LLM_PROXY_API_KEY"}
     for variable in ENV_VARS.values():
         assert variable in legacy or variable.startswith("EVENTBUS_")
