@@ -115,6 +115,18 @@ def add_parser(sub: Any) -> None:
         type=float,
         help="seconds between DEBUG stats lines (EVENTBUS_STATS_INTERVAL)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics (Prometheus), /healthz and /readyz on this port, e.g. 9464 "
+        "(EVENTBUS_METRICS_PORT; needs eventbus-core[prometheus])",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="ADDRESS",
+        help="address of the metrics endpoint (EVENTBUS_METRICS_HOST, default 0.0.0.0)",
+    )
     parser.set_defaults(func=run, sinks=None)
 
 
@@ -130,6 +142,8 @@ _OVERRIDES = (
     "retry_base",
     "shutdown_timeout",
     "stats_interval",
+    "metrics_port",
+    "metrics_host",
 )
 
 
@@ -145,7 +159,17 @@ def run(args: argparse.Namespace) -> int:
     settings = EventBusSettings(**overrides)
     if args.sinks:
         settings = settings.model_copy(update={"sinks": ",".join(n for n, _ in args.sinks)})
-    dispatcher = Dispatcher.from_settings(settings, sinks=args.sinks)
+    endpoint = None
+    if settings.metrics_port:
+        from eventbus_core.metrics import MetricsEndpoint
+
+        endpoint = MetricsEndpoint(settings.metrics_host, settings.metrics_port)  # binds now
+    try:
+        dispatcher = Dispatcher.from_settings(settings, sinks=args.sinks)
+    except BaseException:
+        if endpoint is not None:
+            endpoint.close()
+        raise
     if settings.backend == "memory":
         log.warning(
             "backend 'memory' carries only events published inside this process, and nothing "
@@ -162,7 +186,15 @@ def run(args: argparse.Namespace) -> int:
         settings.consumer_groups,
         settings.dead_letter_path or "off",
     )
-    stats = asyncio.run(dispatcher.serve())
+    if endpoint is None:
+        stats = asyncio.run(dispatcher.serve())
+    else:
+        endpoint.attach(dispatcher, max_lag=settings.ready_max_lag)
+        endpoint.start()
+        try:
+            stats = asyncio.run(endpoint.run(dispatcher))
+        finally:
+            endpoint.close()
     lost = sum(s.dropped for s in stats.sinks.values())
     if lost:
         log.error("%d events were dropped (see the log above)", lost)
