@@ -226,6 +226,36 @@ async def test_readiness_reports_a_stalled_sink() -> None:
     await task
 
 
+async def test_readiness_asks_a_reachable_backend() -> None:
+    from eventbus_core import BackendUnavailableError
+
+    class CheckedBus:
+        """A memory bus that also offers the `Reachable` capability."""
+
+        def __init__(self) -> None:
+            self.inner = create_bus(EventBusSettings(backend="memory"))
+            self.up = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def check(self, timeout: float = 2.0) -> None:
+            if not self.up:
+                raise BackendUnavailableError("redis://:***@cache:6379/0 did not answer in 2 s")
+
+    bus = CheckedBus()
+    d = Dispatcher(bus.inner, [RecordingSink("ok")], flush_interval=0.01)
+    probe = HealthProbe(d, bus)
+    probe.state = "running"
+    assert [c.name for c in probe.readiness().checks][:2] == ["dispatcher", "backend"]
+    assert probe.readiness().ok
+    bus.up = False
+    [failing] = [c for c in probe.readiness().checks if not c.ok]
+    assert failing.name == "backend" and "did not answer" in failing.detail
+    bus.inner.stop()
+    await d.run()
+
+
 # -------------------------------------------------------------------------------- endpoint
 
 
