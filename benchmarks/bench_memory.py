@@ -114,6 +114,10 @@ def _publish_round(n: int, event: Event, *, scraped: bool) -> tuple[float, float
     return p50, p99, mean, scrapes[0]
 
 
+SCRAPES = [0]
+"""Scrapes of the collector during the scraped rounds (printed under the table)."""
+
+
 def bench_publish_cost(n: int, rounds: int) -> list[tuple[str, float, float, float]]:
     """Per-call cost of publish vs Queue.put_nowait vs deque.append: (name, p50, p99, mean)."""
     event = make_event(1)
@@ -131,6 +135,7 @@ def bench_publish_cost(n: int, rounds: int) -> list[tuple[str, float, float, flo
         if with_metrics:
             p50, p99, mean, scrapes = _publish_round(n, event, scraped=True)
             assert scrapes > 0, "the scraper thread never ran"
+            SCRAPES[0] += scrapes
             results[scraped_name].append((p50, p99, mean))
 
         q: queue.Queue[Event] = queue.Queue(maxsize=n * 3)
@@ -199,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{p50 / baseline[1]:>11.2f}{mean / baseline[3]:>11.2f}"
         )
     print(f"(p50/p99 samples include the timer pair itself: {overhead} ns median)")
+    if SCRAPES[0]:
+        print(f"(scraped rows: the Prometheus collector was scraped {SCRAPES[0]} times meanwhile)")
 
     print(f"\n{'fan-out':<44}{'events/s to all':>18}{'drops':>8}")
     fan_n = 50_000 if args.quick else 300_000
