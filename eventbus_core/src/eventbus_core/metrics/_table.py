@@ -12,30 +12,29 @@ scrape time: nothing here runs in `publish()`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from eventbus_core.metrics._figures import Figures
+from eventbus_core.metrics._readers import (
+    WRITER_STATES,
+    Sample,
+    backlog,
+    batch_duration,
+    bus,
+    dropped,
+    lane,
+    sink,
+    sink_failed,
+    source_dropped,
+    writer_failures,
+    writer_state,
+)
 
 __all__ = ["METRICS", "WRITER_STATES", "Metric", "Sample"]
 
 Kind = Literal["counter", "gauge", "summary"]
-
-WRITER_STATES: Final = ("idle", "connected", "reconnecting", "failing", "stopped")
-"""States a backend's writer reports in `stats().extra["state"]` (Redis); each is one series."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One value of a metric: its label values (in the metric's label order) and value.
-
-    For a summary, `value` is the sum and `count` the number of observations.
-    """
-
-    labels: tuple[str, ...]
-    value: float
-    count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,86 +58,6 @@ class Metric:
         return base + suffix if suffix and not base.endswith(suffix) else base
 
 
-# ------------------------------------------------------------------------------ the readers
-
-
-def _bus(read: Callable[[Any], float]) -> Callable[[Figures], Iterator[Sample]]:
-    def samples(f: Figures) -> Iterator[Sample]:
-        if f.bus is not None:
-            yield Sample((), float(read(f.bus)))
-
-    return samples
-
-
-def _dropped(f: Figures) -> Iterator[Sample]:
-    if f.bus is None:
-        return
-    yield Sample(("refused",), float(f.bus.dropped))
-    yield Sample(("subscriber_full",), float(sum(s.dropped for s in f.bus.subscribers)))
-
-
-def _writer_state(f: Figures) -> Iterator[Sample]:
-    state = f.bus.extra.get("state") if f.bus is not None else None
-    if not isinstance(state, str):
-        return  # a backend without a writer (memory) has no state to report
-    for name in (*WRITER_STATES, *(() if state in WRITER_STATES else (state,))):
-        yield Sample((name,), 1.0 if name == state else 0.0)
-
-
-def _writer_failures(f: Figures) -> Iterator[Sample]:
-    value = f.bus.extra.get("write_failures") if f.bus is not None else None
-    if isinstance(value, int):
-        yield Sample((), float(value))
-
-
-def _sink(attr: str) -> Callable[[Figures], Iterator[Sample]]:
-    def samples(f: Figures) -> Iterator[Sample]:
-        if f.dispatcher is not None:
-            for name, stats in f.dispatcher.sinks.items():
-                yield Sample((name,), float(getattr(stats, attr)))
-
-    return samples
-
-
-def _sink_failed(f: Figures) -> Iterator[Sample]:
-    if f.dispatcher is not None:
-        for name, stats in f.dispatcher.sinks.items():
-            for error_type, n in dict(stats.failed_by_type).items():
-                yield Sample((name, error_type), float(n))
-
-
-def _batch_duration(f: Figures) -> Iterator[Sample]:
-    if f.dispatcher is not None:
-        for name, stats in f.dispatcher.sinks.items():
-            yield Sample((name,), stats.total_batch_seconds, stats.finished_batches)
-
-
-def _lane(key: str) -> Callable[[Figures], Iterator[Sample]]:
-    def samples(f: Figures) -> Iterator[Sample]:
-        if f.dispatcher is not None:
-            for lane, figures in f.dispatcher.lanes.items():
-                value = figures.get(key)
-                if isinstance(value, int) and not isinstance(value, bool):
-                    yield Sample((lane,), float(value))
-
-    return samples
-
-
-def _backlog(key: str) -> Callable[[Figures], Iterator[Sample]]:
-    def samples(f: Figures) -> Iterator[Sample]:
-        for lane, figures in f.backlog.items():
-            value = figures.get(key)
-            if value is not None:
-                yield Sample((lane,), float(value))
-
-    return samples
-
-
-def _source_dropped(f: Figures) -> Iterator[Sample]:
-    if f.dispatcher is not None:
-        yield Sample((), float(f.dispatcher.source_dropped))
-
-
 # -------------------------------------------------------------------------------- the table
 
 _E = "{event}"
@@ -152,7 +71,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events accepted by publish().",
         (),
         "bus",
-        _bus(lambda s: s.published),
+        bus(lambda s: s.published),
     ),
     Metric(
         "eventbus.events.dropped",
@@ -162,7 +81,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "in-process subscriber whose buffer stayed full.",
         ("reason",),
         "bus",
-        _dropped,
+        dropped,
     ),
     Metric(
         "eventbus.events.lost",
@@ -172,7 +91,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "unreachable).",
         (),
         "bus",
-        _bus(lambda s: s.lost),
+        bus(lambda s: s.lost),
     ),
     Metric(
         "eventbus.buffer.depth",
@@ -181,7 +100,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Accepted events not yet handed on by the backend.",
         (),
         "bus",
-        _bus(lambda s: s.queue_depth),
+        bus(lambda s: s.queue_depth),
     ),
     Metric(
         "eventbus.writer.state",
@@ -190,7 +109,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "1 for the backend writer's current state, 0 for the others (backends with a writer).",
         ("state",),
         "bus",
-        _writer_state,
+        writer_state,
     ),
     Metric(
         "eventbus.writer.failures",
@@ -199,7 +118,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Failed writes of the backend writer (each is retried).",
         (),
         "bus",
-        _writer_failures,
+        writer_failures,
     ),
     # The dispatcher, per sink.
     Metric(
@@ -209,7 +128,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events queued for the sink.",
         ("sink",),
         "dispatcher",
-        _sink("received"),
+        sink("received"),
     ),
     Metric(
         "eventbus.sink.sent",
@@ -218,7 +137,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events the sink accepted.",
         ("sink",),
         "dispatcher",
-        _sink("sent"),
+        sink("sent"),
     ),
     Metric(
         "eventbus.sink.failed",
@@ -228,7 +147,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "exception's class name).",
         ("sink", "error_type"),
         "dispatcher",
-        _sink_failed,
+        sink_failed,
     ),
     Metric(
         "eventbus.sink.retried",
@@ -237,7 +156,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events sent again after a failed attempt.",
         ("sink",),
         "dispatcher",
-        _sink("retried"),
+        sink("retried"),
     ),
     Metric(
         "eventbus.sink.dead_lettered",
@@ -246,7 +165,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events written to the dead-letter file (refused, or failed after every retry).",
         ("sink",),
         "dispatcher",
-        _sink("dead_lettered"),
+        sink("dead_lettered"),
     ),
     Metric(
         "eventbus.sink.dropped",
@@ -255,7 +174,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events lost for the sink: not even the dead-letter file took them (memory bus).",
         ("sink",),
         "dispatcher",
-        _sink("dropped"),
+        sink("dropped"),
     ),
     Metric(
         "eventbus.sink.requeued",
@@ -264,7 +183,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events left unacknowledged for redelivery (shutdown deadline, failed dead letter).",
         ("sink",),
         "dispatcher",
-        _sink("requeued"),
+        sink("requeued"),
     ),
     Metric(
         "eventbus.sink.queued",
@@ -273,7 +192,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Events waiting in the sink's queue.",
         ("sink",),
         "dispatcher",
-        _sink("queued"),
+        sink("queued"),
     ),
     Metric(
         "eventbus.sink.lag",
@@ -282,7 +201,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Age of the sink's oldest event not yet sent (0 when its queue is empty).",
         ("sink",),
         "dispatcher",
-        _sink("lag_seconds"),
+        sink("lag_seconds"),
     ),
     Metric(
         "eventbus.batch.duration",
@@ -291,7 +210,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Time from a batch's first send attempt to its outcome (sent or given up).",
         ("sink",),
         "dispatcher",
-        _batch_duration,
+        batch_duration,
     ),
     # The dispatcher's sources (consumers), per lane: a sink's name, or `shared`.
     Metric(
@@ -301,7 +220,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Deliveries the dispatcher read from the source.",
         ("lane",),
         "dispatcher",
-        _lane("read"),
+        lane("read"),
     ),
     Metric(
         "eventbus.consumer.acked",
@@ -310,7 +229,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Deliveries acknowledged to the source (every sink of the lane was done with them).",
         ("lane",),
         "dispatcher",
-        _lane("acked"),
+        lane("acked"),
     ),
     Metric(
         "eventbus.consumer.redelivered",
@@ -319,7 +238,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "Deliveries the source had handed out before (a restart, or reclaimed from a peer).",
         ("lane",),
         "dispatcher",
-        _lane("redelivered"),
+        lane("redelivered"),
     ),
     Metric(
         "eventbus.consumer.lag",
@@ -329,7 +248,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "report it: Redis streams).",
         ("lane",),
         "dispatcher",
-        _backlog("lag"),
+        backlog("lag"),
     ),
     Metric(
         "eventbus.consumer.pending",
@@ -339,7 +258,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "that report it: Redis streams).",
         ("lane",),
         "dispatcher",
-        _backlog("pending"),
+        backlog("pending"),
     ),
     Metric(
         "eventbus.consumer.dead_lettered",
@@ -349,7 +268,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "(sources that report it: Redis streams).",
         ("lane",),
         "dispatcher",
-        _lane("dead_lettered"),
+        lane("dead_lettered"),
     ),
     Metric(
         "eventbus.consumer.dropped",
@@ -359,6 +278,6 @@ METRICS: Final[tuple[Metric, ...]] = (
         "(memory bus: the dispatcher was slower than the publishers).",
         (),
         "dispatcher",
-        _source_dropped,
+        source_dropped,
     ),
 )

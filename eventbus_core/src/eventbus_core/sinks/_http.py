@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eventbus_core._errors import SettingsError, TransientSinkError
 from eventbus_core._retry import classify_status, parse_retry_after
@@ -127,8 +127,3 @@ def status_error(response: httpx.Response, *, delivered: int = 0) -> Exception |
     if error is not None:
         error.delivered = delivered
     return error
-
-
-def describe(target: Any) -> str:
-    """`url` of a target, password masked, for reprs."""
-    return redact_url(str(getattr(target, "url", target)))
