@@ -140,3 +140,38 @@ except UnknownBackendError as exc:
     )
     out = _run(python, "from eventbus_core import create_bus; print(type(create_bus()).__name__)")
     assert out.strip() == "InMemoryEventBus"
+
+
+def test_core_alone_runs_without_the_exporters_and_names_their_extras(tmp_path: Path) -> None:
+    python = _venv(tmp_path, ROOT / "eventbus_core")
+    out = _run(
+        python,
+        """
+import sys
+import eventbus_core, eventbus_core.metrics, eventbus_core.sinks
+from eventbus_core import EventBusSettings, get_registry
+assert {"otlp", "helicone", "lunary"} <= set(get_registry().sinks), get_registry().sinks
+from eventbus_core.sinks import otlp
+from eventbus_core.metrics import register_prometheus
+for call in (lambda: otlp.build_sink(EventBusSettings(), {}), lambda: register_prometheus(None)):
+    try:
+        call()
+    except ImportError as exc:
+        print(exc)
+assert not [m for m in sys.modules if m.startswith(("prometheus_client", "opentelemetry"))]
+""",
+    )
+    assert 'pip install "eventbus-core[otlp]"' in out
+    assert 'pip install "./eventbus_core[otlp]"' in out
+    assert 'pip install "eventbus-core[prometheus]"' in out
+    done = subprocess.run(
+        [str(python.with_name("eventbus")), "dispatch", "--metrics-port", "9464"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "--metrics-port" in done.stderr
+    assert 'pip install "eventbus-core[prometheus]"' in done.stderr

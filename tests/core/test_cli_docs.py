@@ -21,6 +21,12 @@ PAGES = [
     "operations.md",
     "configuration.md",
     "plugins/writing-a-backend.md",
+    "sinks/otlp.md",
+    "sinks/helicone.md",
+    "sinks/lunary.md",
+    "sinks/jsonl.md",
+    "sinks/console.md",
+    "sinks/webhook.md",
 ]
 
 
@@ -32,7 +38,8 @@ def commands(text: str) -> list[str]:
         if stripped.startswith(("#", "|", "-", "`")) and not stripped.startswith("`eventbus"):
             continue
         match = re.search(
-            r"(?:^|\s|/)(eventbus (?:tail|publish|stats|replay|plugins)\b[^|<>`]*)", stripped
+            r"(?:^|\s|/)(eventbus (?:tail|publish|stats|replay|plugins|dispatch)\b[^|<>`]*)",
+            stripped,
         )
         if match and (
             line.startswith("    ")

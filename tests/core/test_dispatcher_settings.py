@@ -79,7 +79,7 @@ def test_sink_options_from_environment_and_arguments(
 
 
 def test_unknown_sink_lists_the_installed_ones() -> None:
-    with pytest.raises(UnknownSinkError, match="console, jsonl, webhook"):
+    with pytest.raises(UnknownSinkError, match="console, helicone, jsonl, lunary, otlp, webhook"):
         Dispatcher.from_settings(EventBusSettings(sinks="nope"), registry=PluginRegistry())
 
 

@@ -90,6 +90,7 @@ def test_every_field_has_its_own_variable() -> None:
         "REDIS_URL",
         "REDIS_ADDR",
         "REDIS_DB",
+        "LLM_PROXY_API_KEY",
     }
     for variable in ENV_VARS.values():
         assert variable in legacy or variable.startswith("EVENTBUS_")

@@ -226,7 +226,7 @@ def test_webhook_options_and_errors() -> None:
 
 def test_builtin_sinks_are_registered_through_entry_points() -> None:
     registry = PluginRegistry()
-    for name in ("console", "jsonl", "webhook"):
+    for name in ("console", "jsonl", "webhook", "otlp", "helicone", "lunary"):
         assert registry.sinks[name].plugin == name
     done = subprocess.run(
         [sys.executable, "-m", "eventbus_core.cli", "plugins", "--json"],
@@ -235,7 +235,9 @@ def test_builtin_sinks_are_registered_through_entry_points() -> None:
         timeout=60,
         check=True,
     )
-    assert {"console", "jsonl", "webhook"} <= set(json.loads(done.stdout)["sinks"])
+    assert {"console", "jsonl", "webhook", "otlp", "helicone", "lunary"} <= set(
+        json.loads(done.stdout)["sinks"]
+    )
 
 
 def test_sink_options_from_the_environment_and_their_errors(tmp_path: Path) -> None:

@@ -85,11 +85,14 @@ class Lane:
         self.acked = 0
         self.ack_errors = 0
         self.read_errors = 0  # consecutive failed reads
+        self.redelivered = 0  # deliveries the source had handed out before (attempts > 1)
 
     def _read(self, max_items: int, timeout: float) -> list[tuple[Any, dict[str, Any]]]:
         if self._source_keep_alive is not None:
             self._source_keep_alive()  # in the read's own trip to the source thread
-        return [(d.token, self.prepare(d.event)) for d in self.source.read(max_items, timeout)]
+        deliveries = self.source.read(max_items, timeout)
+        self.redelivered += sum(1 for d in deliveries if d.attempts > 1)
+        return [(d.token, self.prepare(d.event)) for d in deliveries]
 
     def figures(self) -> dict[str, Any]:
         """A copy of this lane's counters, with the source's own figures if it offers
@@ -99,6 +102,8 @@ class Lane:
             "read": self.read,
             "acked": self.acked,
             "ack_errors": self.ack_errors,
+            "read_errors": self.read_errors,
+            "redelivered": self.redelivered,
         }
         figures = getattr(self.source, "figures", None)
         if callable(figures):

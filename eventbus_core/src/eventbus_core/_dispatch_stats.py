@@ -36,7 +36,13 @@ class SinkStats:
         lag_seconds: Age of the oldest event not yet sent (0 when the queue is empty).
         last_batch_seconds: Time from a batch's first send attempt to its outcome.
         max_batch_seconds: Longest such time so far.
-        total_batch_seconds: Sum of those times (divide by batches + dead-lettered batches).
+        total_batch_seconds: Sum of those times (divide by `finished_batches`).
+        finished_batches: Batches that reached an outcome (sent or given up).
+        failed_by_type: Failed send attempts by error type (an HTTP status such as `"503"`,
+            `"timeout"`, `"connection"`, or an exception's class name); they add up to
+            `failures`.
+        failed_since_sent: Events given up (dead-lettered, or not even that) since this sink
+            last sent a batch; 0 while it delivers. Readiness (`/readyz`) watches it.
     """
 
     received: int = 0
@@ -55,6 +61,9 @@ class SinkStats:
     last_batch_seconds: float = 0.0
     max_batch_seconds: float = 0.0
     total_batch_seconds: float = 0.0
+    finished_batches: int = 0
+    failed_by_type: dict[str, int] = field(default_factory=dict)
+    failed_since_sent: int = 0
 
     @property
     def in_flight(self) -> int:
@@ -66,6 +75,18 @@ class SinkStats:
         self.last_batch_seconds = seconds
         self.max_batch_seconds = max(self.max_batch_seconds, seconds)
         self.total_batch_seconds += seconds
+        self.finished_batches += 1
+
+    def record_failure(self, error_type: str) -> None:
+        """Account one failed send attempt of type `error_type`."""
+        self.failures += 1
+        self.failed_by_type[error_type] = self.failed_by_type.get(error_type, 0) + 1
+
+    def record_sent(self, events: int, *, batch: bool = True) -> None:
+        """Account `events` the sink accepted (a whole batch, or the part of one it stored)."""
+        self.sent += events
+        self.batches += 1 if batch else 0
+        self.failed_since_sent = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for logs and JSON)."""

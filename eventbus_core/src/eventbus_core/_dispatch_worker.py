@@ -18,7 +18,12 @@ from collections.abc import Callable
 from eventbus_core._deadletter import DeadLetter
 from eventbus_core._dispatch_lane import Item, Lane
 from eventbus_core._dispatch_stats import SinkStats
-from eventbus_core._errors import PermanentSinkError, TransientSinkError
+from eventbus_core._errors import (
+    PermanentSinkError,
+    SinkError,
+    TransientSinkError,
+    error_type_of,
+)
 from eventbus_core._log import get_logger
 from eventbus_core._retry import RetryPolicy
 from eventbus_core._sink import Sink
@@ -170,13 +175,15 @@ class SinkWorker:
             attempt += 1
             try:
                 await self.sink.send(payloads)
-            except PermanentSinkError as exc:
-                self.stats.failures += 1
-                ok = await self.dead_letter_batch(batch, exc, attempt)
-                break
             except Exception as exc:
-                self.stats.failures += 1
-                if attempt > self.retry.retries:
+                self.stats.record_failure(error_type_of(exc))
+                done = exc.delivered if isinstance(exc, SinkError) else 0
+                if 0 < done < len(batch):
+                    # The sink stored the first `done` events: only the rest is retried.
+                    stored, batch, payloads = batch[:done], batch[done:], payloads[done:]
+                    self.current = batch
+                    await self._settle_sent(stored, batch=False)
+                if isinstance(exc, PermanentSinkError) or attempt > self.retry.retries:
                     ok = await self.dead_letter_batch(batch, exc, attempt)
                     break
                 retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
@@ -193,13 +200,16 @@ class SinkWorker:
                 )
                 await asyncio.sleep(delay)
             else:
-                self.stats.sent += len(batch)
-                self.stats.batches += 1
+                self.stats.record_sent(len(batch))
                 ok = True
                 break
         self.stats.record_latency(time.monotonic() - started)
         self.current = []  # accounted for: a cancellation from here on must not requeue it
         await self.lane.settle(batch, ok=ok)
+
+    async def _settle_sent(self, items: list[Item], *, batch: bool) -> None:
+        self.stats.record_sent(len(items), batch=batch)
+        await self.lane.settle(items, ok=True)
 
     async def dead_letter_batch(
         self,
@@ -220,6 +230,8 @@ class SinkWorker:
             error_type = "Shutdown" if isinstance(exc, str) else type(exc).__name__
         message = self.scrub(str(exc)) or error_type
         n = len(batch)
+        if not isinstance(exc, str):
+            self.stats.failed_since_sent += n  # a shutdown cut-off is not the sink failing
         if self.dead_letter is not None:
             try:
                 await self.dead_letter.write(

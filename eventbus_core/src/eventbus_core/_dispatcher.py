@@ -29,7 +29,7 @@ from eventbus_core._redact import Redactor
 from eventbus_core._retry import RetryPolicy
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
-from eventbus_core._source import SubscriptionSource
+from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core._subscription import Subscription
 from eventbus_core._transform import Transform
 
@@ -199,6 +199,11 @@ class Dispatcher:
     def workers(self) -> list[SinkWorker]:
         """Every sink worker, in sink order."""
         return [w for lane in self._lanes for w in lane.workers]
+
+    @property
+    def sources(self) -> dict[str, AckableSource]:
+        """Each lane's source, by lane name (a sink's name, or `shared`)."""
+        return {lane.name: lane.source for lane in self._lanes}
 
     def stats(self) -> DispatcherStats:
         """A snapshot of the figures (safe to call from any thread; values may lag a little)."""

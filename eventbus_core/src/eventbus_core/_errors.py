@@ -15,6 +15,7 @@ __all__ = [
     "UnknownBackendError",
     "UnknownSinkError",
     "WireFormatError",
+    "error_type_of",
 ]
 
 
@@ -64,7 +65,22 @@ class BackendUnavailableError(EventBusError, ConnectionError):
 
 
 class SinkError(EventBusError, RuntimeError):
-    """A sink could not take a batch. Treated as transient (retried) unless permanent."""
+    """A sink could not take a batch. Treated as transient (retried) unless permanent.
+
+    Args:
+        message: What went wrong (never include credentials).
+        error_type: A short, low-cardinality label for metrics (`eventbus.sink.failed`'s
+            `error_type`): the HTTP status (`"503"`), `"timeout"`, `"connection"`, ...;
+            the exception's class name when not given.
+        delivered: How many payloads at the start of the batch the sink did store before it
+            failed (a sink that sends one request per event). The dispatcher counts those as
+            sent and retries, or dead-letters, only the rest.
+    """
+
+    def __init__(self, message: str, *, error_type: str | None = None, delivered: int = 0) -> None:
+        super().__init__(message)
+        self.error_type = error_type or type(self).__name__
+        self.delivered = max(0, delivered)
 
 
 class TransientSinkError(SinkError):
@@ -73,10 +89,19 @@ class TransientSinkError(SinkError):
     Args:
         message: What went wrong (never include credentials).
         retry_after: Seconds the destination asked us to wait (`Retry-After`), if it said.
+        error_type: See `SinkError`.
+        delivered: See `SinkError`.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        error_type: str | None = None,
+        delivered: int = 0,
+    ) -> None:
+        super().__init__(message, error_type=error_type, delivered=delivered)
         self.retry_after = retry_after
 
 
@@ -85,3 +110,10 @@ class PermanentSinkError(SinkError):
 
     The dispatcher dead-letters the batch at once, without retries.
     """
+
+
+def error_type_of(exc: BaseException) -> str:
+    """The `error_type` label of a failed send: a `SinkError`'s own, else the class name."""
+    if isinstance(exc, SinkError):
+        return exc.error_type
+    return type(exc).__name__

@@ -97,10 +97,12 @@ def classify_status(
         status: The HTTP status code of the destination's response.
         detail: Extra text for the message (e.g. the start of the response body).
         retry_after: Parsed `Retry-After`, attached to transient errors.
+
+    The error's `error_type` (the label of `eventbus.sink.failed`) is the status, e.g. `"503"`.
     """
     if 200 <= status < 300:
         return None
     message = f"HTTP {status}" + (f": {detail}" if detail else "")
     if status >= 500 or status in _TRANSIENT_4XX:
-        return TransientSinkError(message, retry_after=retry_after)
-    return PermanentSinkError(message)
+        return TransientSinkError(message, retry_after=retry_after, error_type=str(status))
+    return PermanentSinkError(message, error_type=str(status))

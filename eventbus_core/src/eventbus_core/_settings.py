@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._errors import SettingsError
@@ -243,6 +250,40 @@ class EventBusSettings(BaseSettings):
         "EVENTBUS_REDACT_PATTERNS",
         default="",
         description="Further regular expressions to mask in bodies, separated by newlines.",
+    )
+
+    # --- metrics and health (docs/operations.md) ---
+    metrics_port: int = _env(
+        "EVENTBUS_METRICS_PORT",
+        default=0,
+        ge=0,
+        le=65_535,
+        description="Port where eventbus dispatch serves /metrics, /healthz, /readyz (0: off).",
+    )
+    metrics_host: str = _env(
+        "EVENTBUS_METRICS_HOST",
+        default="0.0.0.0",
+        min_length=1,
+        description="Address the metrics and health endpoint listens on.",
+    )
+    ready_max_lag: float = _env(
+        "EVENTBUS_READY_MAX_LAG",
+        default=300.0,
+        ge=0,
+        description="Seconds a sink's oldest unsent event may wait before /readyz fails (0: off).",
+    )
+
+    # --- sinks of observability products (docs/sinks/) ---
+    otlp_capture_content: bool = _env(
+        "EVENTBUS_OTLP_CAPTURE_CONTENT",
+        default=False,
+        description="The otlp sink adds prompts and completions (redacted) as span events.",
+    )
+    proxy_api_key: SecretStr | None = _env(
+        "LLM_PROXY_API_KEY",
+        default=None,
+        description="The Go dispatcher's --api-key: the helicone or lunary sink's key when "
+        "its api_key option (EVENTBUS_SINK_<NAME>_API_KEY) is not set.",
     )
 
     _redis_url_from: str = PrivateAttr(default="REDIS_URL")

@@ -60,7 +60,22 @@ def merge_sse(text: str) -> Any:
             return _merge_openai(dicts)
         if any(c.get("type") == "message_start" for c in dicts):
             return _merge_anthropic(dicts)
+        final = _responses_final(dicts)
+        if final is not None:
+            return final
+        if any(isinstance(c.get("candidates"), list) for c in dicts):
+            return _merge_gemini(dicts)
     return {"object": "event_stream", "events": chunks}
+
+
+def _responses_final(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Responses API sends the whole response, usage included, in its last event
+    (`response.completed`, `.incomplete` or `.failed`); earlier ones carry partial copies."""
+    for chunk in reversed(chunks):
+        kind, response = chunk.get("type"), chunk.get("response")
+        if isinstance(kind, str) and kind.startswith("response.") and isinstance(response, dict):
+            return response
+    return None
 
 
 def _merge_openai(chunks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,4 +163,34 @@ def _merge_anthropic(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     out["content"] = [blocks[i] for i in sorted(blocks)]
     if usage:
         out["usage"] = usage
+    return out
+
+
+def _merge_gemini(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Gemini streams candidates' text in pieces; the last chunk has the usage totals."""
+    out: dict[str, Any] = {}
+    texts: dict[int, list[str]] = {}
+    reasons: dict[int, Any] = {}
+    for chunk in chunks:
+        for key in ("usageMetadata", "modelVersion", "responseId"):
+            if chunk.get(key) is not None:
+                out[key] = chunk[key]
+        for position, candidate in enumerate(chunk.get("candidates") or []):
+            if not isinstance(candidate, dict):
+                continue
+            index = candidate.get("index", position)
+            parts = (candidate.get("content") or {}).get("parts") or []
+            texts.setdefault(index, []).extend(
+                p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
+            if candidate.get("finishReason"):
+                reasons[index] = candidate["finishReason"]
+    out["candidates"] = [
+        {
+            "index": i,
+            "content": {"role": "model", "parts": [{"text": "".join(texts[i])}]},
+            "finishReason": reasons.get(i),
+        }
+        for i in sorted(texts)
+    ]
     return out

@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core._sse import looks_like_sse, merge_sse
+from eventbus_core._usage import usage_of
 
 __all__ = ["LLMTransformer", "Payload", "Transform", "decode_body", "load_transform"]
 
@@ -196,21 +197,6 @@ def decode_body(
     return text, info
 
 
-def _usage(body: Any) -> dict[str, int] | None:
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    # OpenAI: prompt/completion; Anthropic and the Responses API: input/output.
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    total = usage.get("total_tokens")
-    if total is None and isinstance(prompt, int):
-        total = prompt + (completion if isinstance(completion, int) else 0)
-    found = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
-    clean = {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
-    return clean or None
-
-
 class LLMTransformer:
     """The default transformer for LLM API traffic (see the module docstring).
 
@@ -273,7 +259,7 @@ class LLMTransformer:
             "duration_ms": duration_ms,
             "timestamp": datetime.now(UTC).isoformat(),
             "model": model,
-            "usage": _usage(response),
+            "usage": usage_of(response),
             "input": request,
             "output": response,
             "response_headers": None

@@ -17,8 +17,8 @@ dispatcher, the command line and the demo use only these, never a backend's name
 | `Describable` | `eventbus stats` |
 | `Isolatable` | `eventbus demo`: a throwaway namespace per run |
 
-Sources (what `ConsumerGroups.consumer()` returns) may offer `KeepAlive`, `SourceFigures` and
-`Exhaustible`.
+Sources (what `ConsumerGroups.consumer()` returns) may offer `KeepAlive`, `SourceFigures`,
+`Exhaustible` and `Backlog` (read by the metrics of `eventbus_core.metrics`).
 
 Wrappers (`RedactingBus`) set `__wrapped__` to the bus they wrap; `capability()` looks through
 them, since every capability but `publish()` is the wrapped bus's own.
@@ -34,6 +34,7 @@ from eventbus_core._event import Event
 from eventbus_core._source import AckableSource
 
 __all__ = [
+    "Backlog",
     "ConsumerGroups",
     "CrossProcess",
     "Describable",
@@ -175,6 +176,22 @@ class SourceFigures(Protocol):
 
     def figures(self) -> Mapping[str, Any]:
         """Plain-data counters; no I/O."""
+
+
+@runtime_checkable
+class Backlog(Protocol):
+    """A source that can ask its backend how far behind its consumer group is."""
+
+    def backlog(self) -> Mapping[str, int | None]:
+        """`{"lag": ..., "pending": ...}` for the source's group, read from the backend: `lag`
+        counts entries not yet delivered to the group (None when the backend cannot tell),
+        `pending` entries delivered and not yet acknowledged. Does I/O; safe to call from
+        another thread than the one reading (metrics scrapes do).
+
+        Raises:
+            Exception: whatever the client raises when the backend does not answer; callers
+                leave the figures out then.
+        """
 
 
 @runtime_checkable

@@ -383,7 +383,26 @@ class StreamConsumer:
             "dead_lettered": self.dead_lettered,
             "trimmed": self.trimmed,
             "last_error": self.last_error,
+            "group_joined": self._group_ready,
         }
+
+    def backlog(self) -> dict[str, int | None]:
+        """The group's `lag` (entries not yet delivered to it; None if Redis cannot tell) and
+        `pending` (delivered, not acknowledged), from XINFO GROUPS. Does I/O; thread-safe (it
+        touches no consumer state), so a metrics scrape may call it while a read blocks.
+
+        Raises:
+            redis.RedisError: Redis does not answer.
+        """
+        try:
+            groups: Any = self._client.xinfo_groups(self.stream)
+        except redis.ResponseError:  # the stream does not exist (yet)
+            groups = []
+        for row in groups:
+            if text(row["name"]) == self.group:
+                lag = row.get("lag")
+                return {"lag": None if lag is None else int(lag), "pending": int(row["pending"])}
+        return {"lag": None, "pending": 0}
 
     def __repr__(self) -> str:
         return f"<StreamConsumer {self.name!r} group={self.group!r} stream={self.stream!r}>"

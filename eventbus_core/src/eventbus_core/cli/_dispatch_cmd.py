@@ -133,6 +133,18 @@ def add_parser(sub: Any) -> None:
         type=float,
         help="seconds between DEBUG stats lines (EVENTBUS_STATS_INTERVAL)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /metrics (Prometheus), /healthz and /readyz on this port, e.g. 9464 "
+        "(EVENTBUS_METRICS_PORT; needs eventbus-core[prometheus])",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        metavar="ADDRESS",
+        help="address of the metrics endpoint (EVENTBUS_METRICS_HOST, default 0.0.0.0)",
+    )
     parser.set_defaults(func=run, sinks=None)
 
 
@@ -148,6 +160,8 @@ _FLAGS = {
     "retry_base": "--retry-base",
     "shutdown_timeout": "--shutdown-timeout",
     "stats_interval": "--stats-interval",
+    "metrics_port": "--metrics-port",
+    "metrics_host": "--metrics-host",
 }
 """Settings field to the flag that overrides it (errors name the flag the user typed)."""
 
@@ -182,11 +196,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         _check_sinks(settings.sink_names, "EVENTBUS_SINKS")
     transform_from_settings(settings)  # a broken EVENTBUS_TRANSFORMER is said before anything
-    bus = open_bus(args, settings, "eventbus dispatch")
+    endpoint = None
+    if settings.metrics_port:
+        from eventbus_core.metrics import MetricsEndpoint
+
+        endpoint = MetricsEndpoint(settings.metrics_host, settings.metrics_port)  # binds now
     try:
-        dispatcher = Dispatcher.from_settings(settings, bus=bus, sinks=args.sinks)
+        bus = open_bus(args, settings, "eventbus dispatch")
+        try:
+            dispatcher = Dispatcher.from_settings(settings, bus=bus, sinks=args.sinks)
+        except BaseException:
+            bus.stop(timeout=1.0)
+            raise
     except BaseException:
-        bus.stop(timeout=1.0)
+        if endpoint is not None:
+            endpoint.close()
         raise
     dispatcher.owned_bus = bus  # stopped with the dispatcher
     if settings.backend == "memory":
@@ -206,7 +230,15 @@ def run(args: argparse.Namespace) -> int:
         settings.dead_letter_path or "off",
     )
     with BackendWatch(bus, command="eventbus dispatch"):
-        stats = asyncio.run(dispatcher.serve())
+        if endpoint is None:
+            stats = asyncio.run(dispatcher.serve())
+        else:
+            endpoint.attach(dispatcher, max_lag=settings.ready_max_lag)
+            endpoint.start()
+            try:
+                stats = asyncio.run(endpoint.run(dispatcher))
+            finally:
+                endpoint.close()
     lost = sum(s.dropped for s in stats.sinks.values())
     if lost:
         log.error("%d events were dropped (see the log above)", lost)

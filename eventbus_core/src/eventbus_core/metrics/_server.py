@@ -1,0 +1,160 @@
+"""The HTTP endpoint of `eventbus dispatch --metrics-port`: `/metrics`, `/healthz`, `/readyz`.
+
+A small standard-library server in its own threads: scrapes and probes never run on the
+dispatcher's event loop, so a slow scrape cannot delay deliveries, and a stuck loop is seen
+by `/healthz` instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from eventbus_core._extras import require
+from eventbus_core.metrics._figures import FiguresReader
+from eventbus_core.metrics._health import Health, HealthProbe
+from eventbus_core.metrics._prometheus import EventBusCollector
+
+__all__ = ["MetricsEndpoint"]
+
+log = logging.getLogger("eventbus.metrics")
+
+_WHERE = "--metrics-port / EVENTBUS_METRICS_PORT"
+
+
+class MetricsEndpoint:
+    """Serve a dispatcher's metrics and probes over HTTP (see the module docstring).
+
+    The socket is bound when the object is built, so a port in use fails before anything
+    else starts; `attach()` then names the dispatcher and `start()` serves.
+
+    Args:
+        host: Address to listen on (`0.0.0.0`: every interface, as Kubernetes probes need).
+        port: TCP port (0 picks a free one; see `port` afterwards).
+
+    Raises:
+        ImportError: prometheus-client is missing (with the pip command).
+        ValueError: the address cannot be used (in use, not an address of this host).
+    """
+
+    def __init__(self, host: str = "0.0.0.0", port: int = 9464) -> None:
+        require("prometheus", what=f"the metrics endpoint ({_WHERE})")
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.gc_collector import GCCollector
+        from prometheus_client.platform_collector import PlatformCollector
+        from prometheus_client.process_collector import ProcessCollector
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.probe: HealthProbe | None = None
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler(self))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot serve metrics on {host}:{port} ({_WHERE}): {exc.strerror or exc}; "
+                "choose another port, or stop what listens there"
+            ) from None
+        self._server.daemon_threads = True
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        self._thread: threading.Thread | None = None
+
+    def attach(self, dispatcher: Any, *, bus: Any = None, max_lag: float = 300.0) -> None:
+        """Export `dispatcher` (and its bus) and answer the probes for it."""
+        watched_bus = bus if bus is not None else getattr(dispatcher, "owned_bus", None)
+        self.registry.register(EventBusCollector(FiguresReader(watched_bus, dispatcher)))
+        self.probe = HealthProbe(dispatcher, watched_bus, max_lag=max_lag)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="eventbus-metrics", daemon=True
+        )
+        self._thread.start()
+        shown = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        log.info(
+            "metrics on http://%s:%d/metrics, probes on /healthz and /readyz", shown, self.port
+        )
+
+    async def run(self, dispatcher: Any) -> Any:
+        """`dispatcher.serve()` with the probe's heartbeat beside it; returns its figures."""
+        probe = self.probe
+        if probe is None:
+            return await dispatcher.serve()
+        beat = asyncio.create_task(probe.heartbeat(), name="eventbus-heartbeat")
+        try:
+            return await dispatcher.serve()
+        finally:
+            probe.state = "stopped"
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        if self._thread is not None:  # shutdown() waits for serve_forever() to have run
+            self._server.shutdown()
+            self._thread.join(5)
+        self._server.server_close()
+
+    # ------------------------------------------------------------------------- responses
+
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition in the format the scraper asked for (text or OpenMetrics)."""
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def health(self, path: str) -> Health:
+        """The probe's answer for `/healthz` or `/readyz`."""
+        probe = self.probe
+        if probe is None:
+            from eventbus_core.metrics._health import Check
+
+            alive = path == "/healthz"
+            return Health((Check("dispatcher", alive, "starting"),))
+        return probe.liveness() if path == "/healthz" else probe.readiness()
+
+
+def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "eventbus"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            try:
+                if path == "/metrics":
+                    body, content_type = endpoint.metrics(self.headers.get("Accept"))
+                    self._reply(200, body, content_type)
+                elif path in ("/healthz", "/readyz"):
+                    health = endpoint.health(path)
+                    body = json.dumps(health.as_dict()).encode() + b"\n"
+                    self._reply(200 if health.ok else 503, body, "application/json")
+                elif path == "/":
+                    links = b"eventbus dispatcher: /metrics /healthz /readyz\n"
+                    self._reply(200, links, "text/plain; charset=utf-8")
+                else:
+                    self._reply(404, b"not found: try /metrics, /healthz or /readyz\n")
+            except Exception as exc:  # a probe's bug must answer 500, not kill the server
+                log.warning("metrics endpoint failed on %s: %r", path, exc)
+                self._reply(500, b"internal error (see the dispatcher's log)\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("metrics endpoint: " + format, *args)
+
+    return Handler

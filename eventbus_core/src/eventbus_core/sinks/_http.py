@@ -1,0 +1,129 @@
+"""HTTP plumbing shared by the sinks of observability products (otlp, helicone, lunary).
+
+One place maps what can go wrong on the wire to the dispatcher's error classes, with a
+low-cardinality `error_type` for metrics: timeouts and connection failures are transient;
+an HTTP status goes through `classify_status` (408, 429, 5xx transient, with `Retry-After`;
+other non-2xx permanent). Messages carry the (password-masked) URL and the start of the
+response body, never a request header: API keys travel only in headers.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from eventbus_core._errors import SettingsError, TransientSinkError
+from eventbus_core._retry import classify_status, parse_retry_after
+from eventbus_core._secrets import redact_url
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["HttpTarget", "check_url", "status_error"]
+
+_DETAIL_CHARS = 200
+
+
+def check_url(url: str, where: str) -> str:
+    """Return `url` if it is http(s); else raise `SettingsError` naming `where`."""
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{where} must be an http:// or https:// URL, got {redact_url(url)!r}")
+    return url
+
+
+class HttpTarget:
+    """An endpoint and the client that posts to it (built on first use, closed by `close`).
+
+    Args:
+        url: Where to POST.
+        headers: Sent with every request (credentials among them: never logged).
+        timeout: Seconds for a whole request.
+        connect_timeout: Seconds to connect.
+        client: A ready `httpx.AsyncClient` (not closed here), e.g. for tests.
+        ssl_context: TLS settings (custom CA, client certificate), or None for the defaults.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        client: httpx.AsyncClient | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.ssl_context = ssl_context
+        self._client = client
+        self._owns_client = client is None
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                follow_redirects=False,
+                verify=self.ssl_context if self.ssl_context is not None else True,
+            )
+        return self._client
+
+    async def post(
+        self, body: bytes, headers: Mapping[str, str] | None = None, *, delivered: int = 0
+    ) -> httpx.Response:
+        """POST `body`; return the response whatever its status.
+
+        Raises:
+            TransientSinkError: timeout (`error_type` "timeout") or no connection
+                ("connection"); `delivered` is passed on (see `SinkError`).
+        """
+        import httpx
+
+        where = redact_url(self.url)
+        try:
+            return await self._get_client().post(
+                self.url, content=body, headers={**self.headers, **(headers or {})}
+            )
+        except httpx.TimeoutException as exc:
+            raise TransientSinkError(
+                f"timeout posting to {where}: {type(exc).__name__}",
+                error_type="timeout",
+                delivered=delivered,
+            ) from None
+        except httpx.TransportError as exc:
+            raise TransientSinkError(
+                f"cannot reach {where}: {type(exc).__name__}: {redact_url(str(exc))}",
+                error_type="connection",
+                delivered=delivered,
+            ) from None
+
+    async def close(self) -> None:
+        """Close the client, if this object built it."""
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+
+def _detail(response: httpx.Response) -> str:
+    kind = response.headers.get("content-type", "")
+    if kind and not any(t in kind for t in ("text", "json", "xml")):
+        return f"({len(response.content)} bytes of {kind.split(';')[0]})"
+    return " ".join(response.text[:_DETAIL_CHARS].split())
+
+
+def status_error(response: httpx.Response, *, delivered: int = 0) -> Exception | None:
+    """The error a non-2xx response means (None for 2xx), with `Retry-After` and the
+    status as `error_type`; `delivered` is passed on (see `SinkError`)."""
+    error = classify_status(
+        response.status_code,
+        _detail(response),
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+    if error is not None:
+        error.delivered = delivered
+    return error

@@ -1,0 +1,203 @@
+"""Where and how the `otlp` sink exports: the sink's options first, then the standard
+OpenTelemetry exporter variables (`OTEL_EXPORTER_OTLP_TRACES_*` before
+`OTEL_EXPORTER_OTLP_*`), then the OTLP/HTTP defaults.
+
+Header values (collector credentials) are kept out of every message and repr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from eventbus_core._errors import SettingsError
+from eventbus_core._sink import check_options, option_bool, option_float, option_int
+from eventbus_core.sinks._http import check_url
+
+__all__ = ["OPTIONS", "OtlpConfig", "otlp_config", "parse_headers"]
+
+DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+DEFAULT_SERVICE = "llm-proxy"
+OPTIONS = (
+    "endpoint",
+    "headers",
+    "timeout",
+    "compression",
+    "service_name",
+    "capture_content",
+    "provider",
+    "certificate",
+    "client_certificate",
+    "client_key",
+    "max_value_chars",
+)
+_SINK = "otlp"
+
+
+@dataclass
+class OtlpConfig:
+    """The resolved settings of one `otlp` sink."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    timeout: float = 10.0
+    compression: str = "none"
+    resource: dict[str, str] = field(default_factory=lambda: {"service.name": DEFAULT_SERVICE})
+    capture_content: bool = False
+    provider: str | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    max_value_chars: int = 0
+
+
+def parse_headers(raw: str, where: str) -> dict[str, str]:
+    """`k1=v1,k2=v2` (values percent-decoded, as OTEL_EXPORTER_OTLP_HEADERS), or a JSON
+    object. Raises `SettingsError` naming `where`, never showing a value."""
+    raw = raw.strip()
+    if not raw:
+        return {}
+    if raw.startswith("{"):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise SettingsError(f"{where} is not a JSON object (its value is not shown)")
+        return {str(k).strip().lower(): str(v) for k, v in parsed.items()}
+    headers = {}
+    for n, item in enumerate(raw.split(","), start=1):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(
+                f"{where}: entry {n} is not key=value (values are not shown); "
+                "write it as key1=value1,key2=value2"
+            )
+        headers[urllib.parse.unquote(key.strip()).lower()] = urllib.parse.unquote(value.strip())
+    return headers
+
+
+def _resource_attributes(raw: str) -> dict[str, str]:
+    out = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            out[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return out
+
+
+def _endpoint(options: Mapping[str, str], env: Mapping[str, str]) -> str:
+    if options.get("endpoint"):
+        return check_url(options["endpoint"], "sink option 'endpoint' of 'otlp'")
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return check_url(
+            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        )
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        base = check_url(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "OTEL_EXPORTER_OTLP_ENDPOINT")
+        return base.rstrip("/") + "/v1/traces"  # the base form gets the signal's path
+    return DEFAULT_ENDPOINT
+
+
+def _signal(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """`(variable, value)` of OTEL_EXPORTER_OTLP_TRACES_<name>, else of the general one."""
+    for var in (f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        if env.get(var):
+            return var, env[var]
+    return None
+
+
+def _timeout(options: Mapping[str, str], env: Mapping[str, str]) -> float:
+    if options.get("timeout"):
+        return option_float(options, _SINK, "timeout", 10.0)
+    found = _signal(env, "TIMEOUT")
+    if found is None:
+        return 10.0
+    try:
+        millis = float(found[1])  # the specification's unit is milliseconds
+    except ValueError:
+        raise SettingsError(f"{found[0]} must be milliseconds, got {found[1]!r}") from None
+    return max(millis, 0.0) / 1000.0
+
+
+def _ssl(options: Mapping[str, str], env: Mapping[str, str]) -> ssl.SSLContext | None:
+    def pick(option: str, var: str) -> str | None:
+        found = _signal(env, var)
+        return options.get(option) or (found[1] if found else None)
+
+    ca = pick("certificate", "CERTIFICATE")
+    cert = pick("client_certificate", "CLIENT_CERTIFICATE")
+    key = pick("client_key", "CLIENT_KEY")
+    if not (ca or cert):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"otlp sink: cannot load the TLS files (certificate, client_certificate, "
+            f"client_key options or OTEL_EXPORTER_OTLP_*CERTIFICATE/CLIENT_KEY): {exc}"
+        ) from None
+    return context
+
+
+def otlp_config(
+    options: Mapping[str, str], *, capture_content: bool, environ: Mapping[str, str] | None = None
+) -> OtlpConfig:
+    """Resolve the sink's settings (see the module docstring).
+
+    Raises:
+        SettingsError: an invalid option or variable, or a protocol other than
+            http/protobuf (the one this sink speaks).
+    """
+    env = os.environ if environ is None else environ
+    check_options(options, _SINK, OPTIONS, prefixes=("header_",))
+    found = _signal(env, "PROTOCOL")
+    if found is not None and found[1].strip() != "http/protobuf":
+        raise SettingsError(
+            f"{found[0]}={found[1]!r}: the otlp sink speaks http/protobuf only (port 4318); "
+            "unset it or set it to http/protobuf, and point the endpoint at the HTTP receiver"
+        )
+    headers: dict[str, str] = {}
+    for var in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        headers.update(parse_headers(env.get(var, ""), var))
+    headers.update(parse_headers(options.get("headers", ""), "sink option 'headers' of 'otlp'"))
+    for key, value in options.items():
+        if key.startswith("header_") and len(key) > len("header_"):
+            headers[key[len("header_") :].replace("_", "-")] = value
+    compression = options.get("compression") or (_signal(env, "COMPRESSION") or ("", ""))[1]
+    compression = compression.strip().lower() or "none"
+    if compression not in ("gzip", "none"):
+        raise SettingsError(
+            f"otlp compression must be gzip or none, got {compression!r} (sink option "
+            "'compression' or OTEL_EXPORTER_OTLP_COMPRESSION)"
+        )
+    resource = _resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    resource["service.name"] = (
+        options.get("service_name")
+        or env.get("OTEL_SERVICE_NAME")
+        or resource.get("service.name")
+        or DEFAULT_SERVICE
+    )
+    limit = env.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "")
+    return OtlpConfig(
+        endpoint=_endpoint(options, env),
+        headers=headers,
+        timeout=_timeout(options, env),
+        compression=compression,
+        resource=resource,
+        capture_content=option_bool(options, _SINK, "capture_content", capture_content),
+        provider=options.get("provider") or None,
+        ssl_context=_ssl(options, env),
+        max_value_chars=option_int(
+            {"max_value_chars": options.get("max_value_chars") or limit},
+            _SINK,
+            "max_value_chars",
+            0,
+        ),
+    )

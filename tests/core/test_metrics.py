@@ -1,0 +1,363 @@
+"""Self-metrics: one table, read at scrape time, exported to Prometheus (parsed back with
+prometheus_client.parser) and OpenTelemetry (an SDK reader), the probes, and the endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from eventbus_core import Dispatcher, EventBusSettings, MemoryDeadLetter, create_bus
+from eventbus_core.metrics import (
+    METRICS,
+    HealthProbe,
+    MetricsEndpoint,
+    register_otel,
+    register_prometheus,
+)
+from tests.core.conftest_dispatch import AlwaysFailing, RecordingSink, make_events
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition, parsed back: (name, sorted labels) -> value."""
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def wait_until(check: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_prometheus_counters_match_published_dropped_sent_and_dead_lettered() -> None:
+    bus = create_bus(EventBusSettings(backend="memory"))
+    ok, broken = RecordingSink("ok"), AlwaysFailing("broken", permanent=True)
+    dead = MemoryDeadLetter()
+    d = Dispatcher(bus, [ok, broken], batch_size=5, flush_interval=0.01, dead_letter=dead)
+    registry = CollectorRegistry()
+    register_prometheus(bus, dispatcher=d, registry=registry)
+    task = asyncio.create_task(d.run())
+    for event in make_events(12):
+        bus.publish(event)
+    await ok.wait_for(12)
+    await wait_until(lambda: len(dead.records) == 12)
+    m = scrape(registry)
+    assert m[("eventbus_events_published_total", ())] == 12
+    assert m[("eventbus_events_dropped_total", (("reason", "refused"),))] == 0
+    assert m[("eventbus_sink_sent_total", (("sink", "ok"),))] == 12
+    assert m[("eventbus_sink_dead_lettered_total", (("sink", "broken"),))] == 12
+    assert m[("eventbus_sink_sent_total", (("sink", "broken"),))] == 0
+    failed = (("error_type", "PermanentSinkError"), ("sink", "broken"))
+    assert m[("eventbus_sink_failed_total", failed)] == 3  # three batches of 5, 5, 2
+    assert m[("eventbus_batch_duration_seconds_count", (("sink", "ok"),))] >= 3
+    assert m[("eventbus_consumer_read_total", (("lane", "ok"),))] == 12
+    bus.stop()
+    for event in make_events(3):
+        bus.publish(event)  # refused by a stopped bus: counted as dropped
+    await task
+    m = scrape(registry)
+    assert m[("eventbus_events_published_total", ())] == 12
+    assert m[("eventbus_events_dropped_total", (("reason", "refused"),))] == 3
+
+
+def test_register_prometheus_in_the_default_registry_and_only_once() -> None:
+    from prometheus_client import REGISTRY
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    collector = register_prometheus(bus)
+    try:
+        assert "eventbus_events_published_total" in generate_latest(REGISTRY).decode()
+        with pytest.raises(ValueError, match="Duplicated"):
+            register_prometheus(bus)
+    finally:
+        REGISTRY.unregister(collector)
+        bus.stop()
+    with pytest.raises(ValueError, match="a bus, a dispatcher"):
+        register_prometheus(None)
+
+
+async def test_otel_instruments_read_the_same_figures() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    bus = create_bus(EventBusSettings(backend="memory"))
+    sink = RecordingSink("ok")
+    d = Dispatcher(bus, [sink], batch_size=5, flush_interval=0.01)
+    assert register_otel(bus, d, meter_provider=provider) is not None
+    task = asyncio.create_task(d.run())
+    for event in make_events(7):
+        bus.publish(event)
+    await sink.wait_for(7)
+    bus.stop()
+    await task
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, dict[tuple[tuple[str, Any], ...], Any]] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            assert sm.scope.name == "eventbus"
+            for metric in sm.metrics:
+                points[metric.name] = {
+                    tuple(sorted(p.attributes.items())): p.value for p in metric.data.data_points
+                }
+    assert points["eventbus.events.published"] == {(): 7}
+    assert points["eventbus.sink.sent"] == {(("sink", "ok"),): 7}
+    assert points["eventbus.batch.duration.count"][(("sink", "ok"),)] >= 2
+    expected = {m.name for m in METRICS if m.kind != "summary"}
+    expected |= {"eventbus.batch.duration.sum", "eventbus.batch.duration.count"}
+    assert set(points) <= expected  # nothing but the table's metrics
+    assert "eventbus.consumer.read" in points and "eventbus.buffer.depth" in points
+    provider.shutdown()
+
+
+def test_otel_registers_nothing_without_a_configured_provider() -> None:
+    from opentelemetry.metrics import NoOpMeterProvider, get_meter_provider
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    try:
+        assert register_otel(bus) is None  # the API's default proxy: no SDK configured
+        assert type(get_meter_provider()).__name__ == "_ProxyMeterProvider"
+        assert register_otel(bus, meter_provider=NoOpMeterProvider()) is None
+    finally:
+        bus.stop()
+
+
+def test_importing_eventbus_imports_no_exporter() -> None:
+    code = (
+        "import sys, eventbus_core, eventbus_core.metrics, eventbus_core.sinks, "
+        "eventbus_core.cli._dispatch_cmd\n"
+        "from eventbus_core.metrics import register_prometheus, register_otel, METRICS\n"
+        "bad = [m for m in sys.modules if m.startswith(('prometheus_client', 'opentelemetry', "
+        "'google.protobuf'))]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_metrics_reference_documents_the_table() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"^\| `(eventbus\.[a-z_.]+)`", text, re.MULTILINE))
+    assert documented == {m.name for m in METRICS}
+    for metric in METRICS:
+        assert f"`{metric.prometheus_name}" in text, metric.prometheus_name
+
+
+# ---------------------------------------------------------------------------------- probes
+
+
+async def test_readiness_turns_red_for_a_sink_failing_for_good_and_back() -> None:
+    outcomes = [False, True]  # the first batch is refused, later ones go through
+
+    class Recovering(RecordingSink):
+        async def send(self, batch: Any) -> None:
+            if not outcomes.pop(0) if outcomes else False:
+                from eventbus_core import PermanentSinkError
+
+                raise PermanentSinkError("HTTP 400")
+            await super().send(batch)
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    sink = Recovering("flaky")
+    dead = MemoryDeadLetter()
+    d = Dispatcher(bus, [sink], batch_size=3, flush_interval=0.01, dead_letter=dead)
+    probe = HealthProbe(d, bus)
+    assert not probe.readiness().ok  # not started
+    assert probe.liveness().ok
+    beat = asyncio.create_task(probe.heartbeat())
+    task = asyncio.create_task(d.run())
+    await asyncio.sleep(0)
+    assert probe.readiness().ok
+    for event in make_events(3):
+        bus.publish(event)
+    await wait_until(lambda: len(dead.records) == 3)
+    health = probe.readiness()
+    assert not health.ok
+    [failing] = [c for c in health.checks if not c.ok]
+    assert failing.name == "sink:flaky" and "3 event(s) given up" in failing.detail
+    assert probe.liveness().ok  # alive all the same: restarting would not help
+    for event in make_events(3, start=4):
+        bus.publish(event)
+    await sink.wait_for(3)
+    assert probe.readiness().ok
+    bus.stop()
+    await task
+    beat.cancel()
+    probe.state = "stopped"
+    assert not probe.liveness().ok
+
+
+async def test_readiness_reports_a_stalled_sink() -> None:
+    from tests.core.conftest_dispatch import GatedSink
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    sink = GatedSink("stuck")
+    d = Dispatcher(bus, [sink], batch_size=1, flush_interval=0.01)
+    probe = HealthProbe(d, bus, max_lag=0.05)
+    probe.state = "running"
+    task = asyncio.create_task(d.run())
+    bus.publish(make_events(1)[0])
+    await sink.waiting.wait()
+    await asyncio.sleep(0.1)
+    [check] = [c for c in probe.readiness().checks if c.name == "sink:stuck"]
+    assert not check.ok and "stalled" in check.detail
+    sink.gate.set()
+    bus.stop()
+    await task
+
+
+async def test_readiness_asks_a_reachable_backend() -> None:
+    from eventbus_core import BackendUnavailableError
+
+    class CheckedBus:
+        """A memory bus that also offers the `Reachable` capability."""
+
+        def __init__(self) -> None:
+            self.inner = create_bus(EventBusSettings(backend="memory"))
+            self.up = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def check(self, timeout: float = 2.0) -> None:
+            if not self.up:
+                raise BackendUnavailableError("redis://:***@cache:6379/0 did not answer in 2 s")
+
+    bus = CheckedBus()
+    d = Dispatcher(bus.inner, [RecordingSink("ok")], flush_interval=0.01)
+    probe = HealthProbe(d, bus)
+    probe.state = "running"
+    assert [c.name for c in probe.readiness().checks][:2] == ["dispatcher", "backend"]
+    assert probe.readiness().ok
+    bus.up = False
+    [failing] = [c for c in probe.readiness().checks if not c.ok]
+    assert failing.name == "backend" and "did not answer" in failing.detail
+    bus.inner.stop()
+    await d.run()
+
+
+# -------------------------------------------------------------------------------- endpoint
+
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+async def test_endpoint_serves_metrics_and_probes() -> None:
+    bus = create_bus(EventBusSettings(backend="memory"))
+    sink = RecordingSink("ok")
+    d = Dispatcher(bus, [sink], flush_interval=0.01)
+    endpoint = MetricsEndpoint("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{endpoint.port}"
+    try:
+        endpoint.attach(d, bus=bus)
+        endpoint.start()
+        status, _, body = await asyncio.to_thread(get, base + "/readyz")
+        assert (
+            status == 503
+            and json.loads(body)["checks"][0]["detail"] == "the dispatcher is starting"
+        )
+        task = asyncio.create_task(endpoint.run(d))
+        await asyncio.sleep(0.05)
+        bus.publish(make_events(1)[0])
+        await sink.wait_for(1)
+        status, kind, body = await asyncio.to_thread(get, base + "/metrics")
+        assert status == 200 and kind.startswith("text/plain")
+        assert 'eventbus_sink_sent_total{sink="ok"} 1.0' in body
+        assert "process_cpu_seconds_total" in body
+        assert (await asyncio.to_thread(get, base + "/readyz"))[0] == 200
+        assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 200
+        assert (await asyncio.to_thread(get, base + "/nope"))[0] == 404
+        bus.stop()
+        await task
+        assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 503
+    finally:
+        endpoint.close()
+
+
+def test_a_port_in_use_names_the_flag() -> None:
+    first = MetricsEndpoint("127.0.0.1", 0)
+    try:
+        with pytest.raises(ValueError, match="--metrics-port / EVENTBUS_METRICS_PORT"):
+            MetricsEndpoint("127.0.0.1", first.port)
+    finally:
+        first.close()
+
+
+# ------------------------------------------------------------------------------------ docs
+
+
+def _blocks(language: str) -> list[str]:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def test_the_alert_rules_parse_and_name_only_real_metrics() -> None:
+    import yaml
+
+    [rules] = [yaml.safe_load(b) for b in _blocks("yaml") if "groups:" in b]
+    alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    for needed in (
+        "EventbusEventsDropped",
+        "EventbusConsumerLagGrowing",
+        "EventbusSinkDeadLettering",
+        "EventbusWriterReconnecting",
+    ):
+        assert needed in alerts
+    known = set()
+    for metric in METRICS:
+        base = metric.prometheus_name
+        known |= {base, f"{base}_total", f"{base}_count", f"{base}_sum"}
+    for name, expr in alerts.items():
+        used = set(re.findall(r"\beventbus_[a-z_]+", expr))
+        assert used and used <= known, (name, used - known)
+    [pod] = [yaml.safe_load(b) for b in _blocks("yaml") if "readinessProbe" in b]
+    probes = pod["containers"][0]
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_fastapi_example_serves_eventbus_metrics(tmp_path: Path) -> None:
+    [example] = [b for b in _blocks("python") if "make_asgi_app" in b]
+    script = tmp_path / "app.py"
+    script.write_text(
+        example
+        + "\nfrom starlette.testclient import TestClient\n"
+        + "bus.publish(__import__('eventbus_core').Event(request_id='x'))\n"
+        + "text = TestClient(app).get('/metrics/').text\n"
+        + "assert 'eventbus_events_published_total 1.0' in text, text\n"
+        + "bus.stop()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr

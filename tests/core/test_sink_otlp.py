@@ -1,0 +1,323 @@
+"""The `otlp` sink against a real HTTP receiver that decodes each request with
+opentelemetry-proto's own message classes: GenAI attributes, exact timing, resource, content
+capture (opt-in, redacted), no credential anywhere, retries and partial success."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from eventbus_core import (
+    Dispatcher,
+    Event,
+    EventBusSettings,
+    MemoryDeadLetter,
+    RetryPolicy,
+    SettingsError,
+    Subscription,
+)
+from eventbus_core._dispatch_setup import redactor_from_settings
+from eventbus_core.sinks import otlp
+from eventbus_core.sinks._genai import timestamp_ns
+from tests.core.conftest_dispatch import SECRET_AUTH, SECRET_KEY, RecordingSink
+from tests.core.receivers import Receiver
+
+REQUEST = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": f"Say hi. My key is {SECRET_KEY}"},
+    ],
+    "max_tokens": 50,
+    "temperature": 0.2,
+}
+RESPONSE = {
+    "id": "chatcmpl-9xYz",
+    "object": "chat.completion",
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 19, "completion_tokens": 3, "total_tokens": 22},
+}
+
+
+def chat_event(i: int, **fields: Any) -> Event:
+    values: dict[str, Any] = {
+        "request_id": f"req-{i}",
+        "method": "POST",
+        "path": "/v1/chat/completions?api_key=" + SECRET_KEY,
+        "status": 200,
+        "duration": 1_234_567_891 + i,
+        "log_id": i,
+        "request_body": json.dumps(REQUEST).encode(),
+        "response_body": json.dumps(RESPONSE).encode(),
+        "response_headers": {
+            "Content-Type": ["application/json"],
+            "Set-Cookie": [f"session={SECRET_AUTH}"],
+            "Authorization": [SECRET_AUTH],
+        },
+    }
+    values.update(fields)
+    return Event(**values)
+
+
+def feed(events: list[Event]) -> Subscription:
+    sub = Subscription(1000)
+    sub.offer(events)
+    sub.finish()
+    return sub
+
+
+def attrs(kvs: Any) -> dict[str, Any]:
+    def value(v: AnyValue) -> Any:
+        kind = v.WhichOneof("value")
+        if kind == "array_value":
+            return [value(x) for x in v.array_value.values]
+        if kind == "kvlist_value":
+            return {kv.key: value(kv.value) for kv in v.kvlist_value.values}
+        return getattr(v, kind) if kind else None
+
+    return {kv.key: value(kv.value) for kv in kvs}
+
+
+def decode(body: bytes, headers: Mapping[str, str]) -> ExportTraceServiceRequest:
+    if headers.get("content-encoding") == "gzip":
+        body = gzip.decompress(body)
+    return ExportTraceServiceRequest.FromString(body)
+
+
+async def dispatch(
+    events: list[Event],
+    options: dict[str, str],
+    *,
+    settings: EventBusSettings | None = None,
+    **kw: Any,
+) -> tuple[Any, RecordingSink, MemoryDeadLetter]:
+    settings = settings or EventBusSettings()
+    sink = otlp.build_sink(settings, options)
+    recorder = RecordingSink("seen")  # shares the lane: sees the very payloads the span shows
+    dead = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(events),
+        [sink, recorder],
+        group_mode="shared",
+        batch_size=kw.pop("batch_size", 10),
+        flush_interval=0.01,
+        dead_letter=dead,
+        redactor=redactor_from_settings(settings),
+        retry=kw.pop("retry", RetryPolicy(retries=2, base=0.001, cap=0.002)),
+    )
+    stats = await d.run()
+    return stats, recorder, dead
+
+
+async def test_spans_follow_the_genai_conventions_with_exact_timing() -> None:
+    with Receiver().running() as rx:
+        stats, recorder, _ = await dispatch(
+            [chat_event(1), chat_event(2)],
+            {"endpoint": rx.url + "/v1/traces", "service_name": "proxy-eu"},
+        )
+    assert stats.sinks["otlp"].sent == 2
+    [request] = rx.requests
+    assert request.path == "/v1/traces"
+    assert request.headers["content-type"] == "application/x-protobuf"
+    export = decode(request.body, request.headers)
+    [resource_spans] = export.resource_spans
+    resource = attrs(resource_spans.resource.attributes)
+    assert resource["service.name"] == "proxy-eu"
+    [scope] = resource_spans.scope_spans
+    assert scope.scope.name == "eventbus"
+    spans = list(scope.spans)
+    assert len(spans) == 2
+    for span, payload in zip(spans, recorder.payloads, strict=True):
+        a = attrs(span.attributes)
+        assert span.name == "chat gpt-4o-mini"
+        assert span.kind == Span.SpanKind.SPAN_KIND_CLIENT
+        assert a["gen_ai.operation.name"] == "chat"
+        assert a["gen_ai.provider.name"] == a["gen_ai.system"] == "openai"
+        assert a["gen_ai.request.model"] == "gpt-4o-mini"
+        assert a["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+        assert a["gen_ai.response.id"] == "chatcmpl-9xYz"
+        assert a["gen_ai.usage.input_tokens"] == 19
+        assert a["gen_ai.usage.output_tokens"] == 3
+        assert a["gen_ai.response.finish_reasons"] == ["stop"]
+        assert a["gen_ai.request.max_tokens"] == 50
+        assert a["gen_ai.request.temperature"] == pytest.approx(0.2)
+        assert a["http.request.method"] == "POST"
+        assert a["url.path"] == "/v1/chat/completions"  # no query string: it may hold keys
+        assert a["http.response.status_code"] == 200
+        assert a["eventbus.request_id"] == payload["request_id"]
+        assert a["eventbus.log_id"] == payload["log_id"]
+        # The event's timestamp ends the span; its exact duration starts it.
+        duration_ns = payload["metadata"]["duration_ns"]
+        assert span.end_time_unix_nano == timestamp_ns(payload["timestamp"])
+        assert span.end_time_unix_nano - span.start_time_unix_nano == duration_ns
+        assert len(span.trace_id) == 16 and len(span.span_id) == 8
+        assert span.status.code == Status.StatusCode.STATUS_CODE_UNSET
+        assert not span.events  # no content unless asked
+    assert spans[0].span_id != spans[1].span_id
+
+
+async def test_no_credential_appears_anywhere_in_the_request() -> None:
+    with Receiver().running() as rx:
+        await dispatch(
+            [chat_event(1), chat_event(2, status=401)],
+            {"endpoint": rx.url + "/v1/traces", "capture_content": "true"},
+        )
+    [request] = rx.requests
+    raw = request.body + json.dumps(request.headers).encode() + request.path.encode()
+    for secret in (SECRET_KEY, SECRET_AUTH, SECRET_AUTH.split()[1]):
+        assert secret.encode() not in raw
+    # Still no credential when the dispatcher's own redaction is switched off: captured
+    # content is always redacted by the sink itself.
+    with Receiver().running() as rx:
+        await dispatch(
+            [chat_event(3)],
+            {"endpoint": rx.url + "/v1/traces", "capture_content": "true"},
+            settings=EventBusSettings(redact=False),
+        )
+    event = decode(rx.requests[0].body, rx.requests[0].headers).resource_spans[0]
+    span = event.scope_spans[0].spans[0]
+    assert SECRET_KEY.encode() not in span.SerializeToString()
+
+
+async def test_content_is_a_span_event_only_when_opted_in() -> None:
+    with Receiver().running() as rx:
+        await dispatch([chat_event(1)], {"endpoint": rx.url})
+    assert b"Say hi" not in rx.requests[0].body
+    assert b"You are terse" not in rx.requests[0].body
+
+    with Receiver().running() as rx:
+        await dispatch(
+            [chat_event(1)],
+            {"endpoint": rx.url},
+            settings=EventBusSettings(otlp_capture_content=True),  # EVENTBUS_OTLP_CAPTURE_CONTENT
+        )
+    span = decode(rx.requests[0].body, rx.requests[0].headers).resource_spans[0]
+    [event] = span.scope_spans[0].spans[0].events
+    assert event.name == "gen_ai.client.inference.operation.details"
+    a = attrs(event.attributes)
+    assert a["gen_ai.input.messages"][0] == {
+        "role": "system",
+        "parts": [{"type": "text", "content": "You are terse."}],
+    }
+    user = a["gen_ai.input.messages"][1]["parts"][0]["content"]
+    assert user.startswith("Say hi. My key is ") and SECRET_KEY not in user
+    assert a["gen_ai.output.messages"] == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Hi!"}],
+            "finish_reason": "stop",
+        }
+    ]
+
+
+async def test_endpoint_headers_and_service_come_from_the_otel_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with Receiver().running() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url + "/otlp/")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme,authorization=Basic%20abc")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway")
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod")
+        await dispatch([chat_event(1)], {})
+        [request] = rx.requests
+        assert request.path == "/otlp/v1/traces"
+        assert request.headers["x-tenant"] == "acme"
+        assert request.headers["authorization"] == "Basic abc"
+        assert request.headers["content-encoding"] == "gzip"
+        resource = attrs(
+            decode(request.body, request.headers).resource_spans[0].resource.attributes
+        )
+        assert resource == {"service.name": "gateway", "deployment.environment": "prod"}
+
+        # The signal-specific variable wins over the general one, the sink's options over both.
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", rx.url + "/traces-only")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=beta")
+        await dispatch([chat_event(2)], {"header_x_team": "red", "service_name": "mine"})
+        request = rx.requests[1]
+        assert request.path == "/traces-only"
+        assert (request.headers["x-tenant"], request.headers["x-team"]) == ("beta", "red")
+        resource = attrs(
+            decode(request.body, request.headers).resource_spans[0].resource.attributes
+        )
+        assert resource["service.name"] == "mine"
+
+
+async def test_503_is_retried_after_retry_after_and_400_is_dead_lettered() -> None:
+    script = [(503, {"Retry-After": "0"}, b"busy"), (200, {}, b"")]
+    with Receiver(script).running() as rx:
+        stats, _, dead = await dispatch([chat_event(1)], {"endpoint": rx.url})
+    assert [r.status for r in rx.requests] == [503, 200]
+    assert rx.requests[0].body == rx.requests[1].body  # same spans, same ids: de-duplicable
+    assert stats.sinks["otlp"].failed_by_type == {"503": 1}
+    assert not dead.records
+
+    with Receiver(default=(400, {}, b"bad span")).running() as rx:
+        stats, _, dead = await dispatch([chat_event(1), chat_event(2)], {"endpoint": rx.url})
+    assert len(rx.requests) == 1  # not retried
+    assert [r["log_id"] for r in dead.records] == [1, 2]
+    assert "HTTP 400" in dead.records[0]["error"]
+    assert stats.sinks["otlp"].dead_lettered == 2
+
+
+async def test_partial_success_is_logged_and_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    reply = ExportTraceServiceResponse(
+        partial_success=ExportTracePartialSuccess(rejected_spans=1, error_message="too old")
+    ).SerializeToString()
+    script = [(200, {"Content-Type": "application/x-protobuf"}, reply)]
+    caplog.set_level(logging.WARNING, "eventbus.sinks.otlp")
+    with Receiver(script).running() as rx:
+        settings = EventBusSettings()
+        sink = otlp.build_sink(settings, {"endpoint": rx.url})
+        await sink.send([{"path": "/v1/chat/completions", "log_id": 1, "request_id": "a"}] * 2)
+        await sink.close()
+    assert len(rx.requests) == 1
+    assert sink.rejected_spans == 1
+    assert "rejected 1 of 2 span(s): too old" in caplog.text
+
+
+def test_other_protocols_and_bad_headers_are_refused_without_showing_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(SettingsError, match=r"OTEL_EXPORTER_OTLP_PROTOCOL='grpc'.*http/protobuf"):
+        otlp.build_sink(EventBusSettings(), {})
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer x,hunter2-secret")
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_HEADERS: entry 2") as info:
+        otlp.build_sink(EventBusSettings(), {})
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(SettingsError, match="did you mean 'endpoint'"):
+        otlp.build_sink(EventBusSettings(), {"endpont": "http://x"})
+
+
+def test_a_missing_extra_names_both_pip_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventbus_core import _extras
+
+    monkeypatch.setattr(_extras, "_installed", lambda module: False)
+    with pytest.raises(ImportError) as info:
+        otlp.build_sink(EventBusSettings(), {})
+    message = str(info.value)
+    assert 'pip install "eventbus-core[otlp]"' in message
+    assert 'pip install "./eventbus_core[otlp]"' in message
+
+
+def test_timestamps_keep_nanoseconds() -> None:
+    assert timestamp_ns("2026-01-05T10:00:00.123456789+01:00") == 1767603600123456789
+    assert timestamp_ns("2026-01-05T09:00:00.5Z") == 1767603600500000000
+    assert timestamp_ns("not a time") is None
