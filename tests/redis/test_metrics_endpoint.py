@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus_core import Event, EventBusSettings
 from eventbus_redis import RedisStreamsEventBus
+from tests._services import redis_url, require_redis
 from tests.core.receivers import Receiver
 from tests.redis._servers import ThrowawayRedis, free_port
-from tests.redis.conftest import REDIS_URL, real_client
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -148,7 +148,7 @@ def publish(url: str, prefix: str, events: list[Event]) -> None:
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    client = real_client()
+    client = require_redis()
     name = f"eventbus-metrics-test:{uuid.uuid4().hex[:10]}"
     yield name
     keys = list(client.scan_iter(match=f"{name}*", count=1000))
@@ -163,11 +163,11 @@ def test_metrics_count_what_was_published_sent_and_dead_lettered(
     tmp_path: Path, prefix: str
 ) -> None:
     events = chat_events(40)
-    publish(REDIS_URL, prefix, events)
+    publish(redis_url(), prefix, events)
     with Receiver(default=(400, {}, b"refused")).running() as rx:
         dispatch = Dispatch(
             tmp_path,
-            REDIS_URL,
+            redis_url(),
             prefix,
             "--sink",
             "jsonl",
@@ -231,8 +231,10 @@ def test_readyz_follows_redis_going_down_and_coming_back(tmp_path: Path) -> None
         server.kill()
         dispatch.wait(lambda: dispatch.get("/readyz")[0] == 503, "not ready with Redis down")
         _, body = dispatch.get("/readyz")
-        [check] = [c for c in json.loads(body)["checks"] if not c["ok"]]
-        assert check["name"] == "source:jsonl" and "not joined" in check["detail"]
+        failed = {c["name"]: c for c in json.loads(body)["checks"] if not c["ok"]}
+        # The backend's own check (Reachable) fails too, beside the group's.
+        assert "not joined" in failed["source:jsonl"]["detail"]
+        assert set(failed) <= {"source:jsonl", "backend"}, failed
         assert dispatch.get("/healthz")[0] == 200  # alive: restarting would not bring Redis
         assert dispatch.value("eventbus_sink_sent_total", sink="jsonl") == 5  # still scraped
 

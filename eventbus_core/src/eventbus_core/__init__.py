@@ -12,6 +12,7 @@ from eventbus_core._errors import (
     BackendLoadError,
     BackendUnavailableError,
     EventBusError,
+    MissingDependencyError,
     PermanentSinkError,
     SettingsError,
     SinkError,
@@ -114,6 +115,7 @@ __all__ = [
     # errors
     "BackendLoadError",
     "BackendUnavailableError",
+    "MissingDependencyError",
     "EventBusError",
     "PermanentSinkError",
     "SettingsError",

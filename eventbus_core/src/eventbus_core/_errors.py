@@ -8,6 +8,7 @@ __all__ = [
     "BackendLoadError",
     "BackendUnavailableError",
     "EventBusError",
+    "MissingDependencyError",
     "PermanentSinkError",
     "SettingsError",
     "SinkError",
@@ -62,6 +63,11 @@ class BackendUnavailableError(EventBusError, ConnectionError):
     `read_range()`, ...), never by `publish()`. The message says where the backend was looked
     for, without credentials, and what to check.
     """
+
+
+class MissingDependencyError(EventBusError, ImportError):
+    """An optional dependency (an extra) a feature needs is not installed; the message gives
+    the pip command that installs it."""
 
 
 class SinkError(EventBusError, RuntimeError):

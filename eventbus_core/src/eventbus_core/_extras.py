@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
+from eventbus_core._errors import MissingDependencyError
+
 __all__ = ["EXTRAS", "install_hint", "require"]
 
 EXTRAS: Final[dict[str, tuple[str, str]]] = {
@@ -32,7 +34,8 @@ def _installed(module: str) -> bool:
 
 
 def require(extra: str, *, what: str | None = None) -> None:
-    """Raise `ImportError` with the pip command unless the extra's package is importable.
+    """Raise `MissingDependencyError` (an `ImportError`) with the pip command, unless the
+    extra's package is importable.
 
     Args:
         extra: A key of `EXTRAS`.
@@ -40,6 +43,6 @@ def require(extra: str, *, what: str | None = None) -> None:
     """
     module, package = EXTRAS[extra]
     if not _installed(module):
-        raise ImportError(
+        raise MissingDependencyError(
             f"{what or extra} needs {package}, which is not installed: {install_hint(extra)}"
         )

@@ -23,6 +23,7 @@ from typing import Final
 from eventbus_core._errors import (
     BackendLoadError,
     EventBusError,
+    MissingDependencyError,
     SettingsError,
     UnknownBackendError,
     UnknownSinkError,
@@ -49,6 +50,7 @@ _CONFIGURATION_ERRORS: Final = (
     UnknownBackendError,
     UnknownSinkError,
     BackendLoadError,
+    MissingDependencyError,
 )
 """Mistakes in the command line, the environment or the installation: exit code 2."""
 

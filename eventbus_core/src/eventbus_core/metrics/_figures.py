@@ -8,20 +8,20 @@ skipped for a lane whose source says it is not connected, and its errors only le
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from eventbus_core._dispatch_stats import DispatcherStats
+from eventbus_core._log import get_logger
 from eventbus_core._secrets import redact_url
 from eventbus_core._stats import BusStats
 from eventbus_core.capabilities import Backlog
 
 __all__ = ["Figures", "FiguresReader"]
 
-log = logging.getLogger("eventbus.metrics")
+log = get_logger("eventbus.metrics")
 
 
 @dataclass(frozen=True, slots=True)

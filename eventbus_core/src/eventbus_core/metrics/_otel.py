@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._extras import require
+from eventbus_core._log import get_logger
 from eventbus_core.metrics._figures import FiguresReader
 from eventbus_core.metrics._table import METRICS, Metric, Sample
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OtelRegistration", "is_configured", "register_otel"]
 
-log = logging.getLogger("eventbus.metrics")
+log = get_logger("eventbus.metrics")
 
 _METER = "eventbus"
 

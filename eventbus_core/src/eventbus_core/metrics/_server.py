@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from eventbus_core._extras import require
+from eventbus_core._log import get_logger
 from eventbus_core.metrics._figures import FiguresReader
 from eventbus_core.metrics._health import Health, HealthProbe
 from eventbus_core.metrics._prometheus import EventBusCollector
 
 __all__ = ["MetricsEndpoint"]
 
-log = logging.getLogger("eventbus.metrics")
+log = get_logger("eventbus.metrics")
 
 _WHERE = "--metrics-port / EVENTBUS_METRICS_PORT"
 

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from eventbus_core._log import get_logger
 from eventbus_core._redact import Redactor
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.hookspecs import RegisterFn, hookimpl
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OtlpSink", "build_sink", "eventbus_register_sinks"]
 
-log = logging.getLogger("eventbus.sinks.otlp")
+log = get_logger("eventbus.sinks.otlp")
 
 _PROTOBUF = "application/x-protobuf"
 
