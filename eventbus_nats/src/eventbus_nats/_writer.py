@@ -1,0 +1,473 @@
+"""`JetStreamWriter`: the bounded buffer behind `publish()` and the coroutine that empties it.
+
+`publish()` appends to a deque and returns, as on the Redis backends: it wakes the writer only
+when the writer sleeps after a quiet spell or when the buffer passes half full (one
+`call_soon_threadsafe`, never one per event). The writer, a coroutine on the link's loop, takes
+up to `max_batch` events, encodes them (Go wire JSON) and sends them with JetStream's
+asynchronous publish, each with a `Nats-Msg-Id` of this process's id and a sequence number. It
+encodes the next batch while the server works on the previous one, then checks every PubAck.
+
+Events without an acknowledgement (timeout, lost connection, leader election, a missing stream)
+are sent again, in their order within the batch, with the same ids: the stream's duplicate
+window makes a retried event land once. The writer backs off with jitter meanwhile; the buffer
+fills and `publish()` refuses and counts what does not fit. An event is settled exactly once:
+written (acknowledged) or lost (given up when `stop()`'s deadline passes, or refused by the
+server for good, e.g. larger than its max_payload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+
+from eventbus_core import Event
+from eventbus_nats._link import Link
+from eventbus_nats._options import Backoff, safe_error
+
+__all__ = ["JetStreamWriter"]
+
+log = logging.getLogger("eventbus.nats")
+
+_DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
+_MAX_REFUSALS: Final = 3  # a server that says no this often to one event means it
+_STREAM_NOT_FOUND: Final = 10059
+_OPEN, _WRITTEN, _LOST = 0, 1, 2
+
+
+class _Batch:
+    """Encoded events on their way, with each one's fate."""
+
+    __slots__ = ("futures", "ids", "open", "payloads", "refusals", "status")
+
+    def __init__(self, ids: list[str], payloads: list[bytes]) -> None:
+        self.ids = ids
+        self.payloads = payloads
+        self.futures: list[asyncio.Future[Any] | None] = [None] * len(ids)
+        self.status = [_OPEN] * len(ids)
+        self.refusals = [0] * len(ids)
+        self.open = len(ids)
+
+
+class JetStreamWriter:
+    """Bounded, non-blocking buffer drained into a JetStream stream in acknowledged batches.
+
+    Args:
+        link: The connection whose loop runs the writer.
+        buffer_size: Events held (buffered or on their way) before `publish()` refuses more.
+        max_batch: Most events per batch (at most a quarter of `buffer_size`).
+        linger: Seconds the writer waits for more events while traffic flows: every wake-up of
+            its thread takes the GIL from the application (see the Redis writer's notes).
+        ack_timeout: Seconds to wait for a batch's acknowledgements before sending the missing
+            ones again.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        buffer_size: int,
+        max_batch: int = 500,
+        linger: float = 0.05,
+        ack_timeout: float = 3.0,
+    ) -> None:
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ValueError(
+                f"buffer_size must be a positive int, got {buffer_size!r} "
+                "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
+            )
+        if max_batch < 1 or ack_timeout <= 0 or linger < 0:
+            raise ValueError(
+                f"need max_batch >= 1, ack_timeout > 0, linger >= 0; got {max_batch=}, "
+                f"{ack_timeout=}, {linger=}"
+            )
+        self._link = link
+        self._subject = link.layout.subject
+        self.buffer_size = buffer_size
+        # Up to two batches are out of the buffer at once (one acknowledged, one encoded):
+        # keep them to half the bound, so publishers have room while the server works.
+        self._max_batch = max(1, min(max_batch, buffer_size // 4))
+        self._high_water = max(1, buffer_size // 2)
+        self._linger = linger
+        self._ack_timeout = ack_timeout
+        self._buffer: deque[Event] = deque()
+        self._closed = False
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        """Everything that belongs to one process: counters, ids, locks, the loop's objects."""
+        self._sleeping = False
+        self._kicked = False
+        self._lock = threading.Lock()  # guards the counters and taking from the buffer
+        self._done_cond = threading.Condition(threading.Lock())
+        self._finalized = False
+        self._refused = 0
+        self._taken = 0
+        self._done = 0  # taken events whose fate is settled (written or lost)
+        self._written = 0
+        self._lost = 0
+        self._batches = 0
+        self._failures = 0
+        self._duplicates = 0
+        self._resent = 0
+        self.last_seq = 0
+        self.state = "idle"
+        self.last_error: str | None = None
+        # Message ids are unique per process: a forked child gets its own prefix.
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        self._next_id = 0
+        self._backoff = Backoff()
+        self._wake = asyncio.Event()
+        self._open: list[_Batch] = []
+        self._task: asyncio.Task[None] | None = None
+        if not self._closed:
+            self._link.call_soon(self._start)
+
+    def _start(self) -> None:
+        self._task = self._link.loop.create_task(self._run())
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: the parent's buffered events are the parent's."""
+        self._buffer.clear()
+        self._reset_process_state()
+
+    # ------------------------------------------------------------------------------ hot path
+
+    def publish(self, event: Event) -> None:
+        """Buffer `event` and return at once; count it as refused if the buffer is full."""
+        buf = self._buffer
+        depth = len(buf)
+        # Events on their way count too: at most `buffer_size` events wait in memory.
+        if self._closed or depth + self._taken - self._done >= self.buffer_size:
+            with self._lock:
+                self._refused += 1
+            return
+        buf.append(event)
+        if self._sleeping or (depth >= self._high_water and not self._kicked):
+            self._kick()
+
+    def _kick(self) -> None:
+        self._kicked = True
+        self._sleeping = False
+        self._link.call_soon(self._wake.set)
+
+    # ---------------------------------------------------------------------------- the writer
+
+    async def _run(self) -> None:
+        sent: _Batch | None = None  # sent, acknowledgements not checked yet
+        last_activity = time.monotonic()
+        try:
+            await self._link.jetstream()  # the first connection (retried in the background)
+            while True:
+                events = self._take()
+                batch = self._encode(events) if events else None
+                if sent is not None:
+                    await self._complete(sent)
+                    sent = None
+                if batch is not None:
+                    await self._send(batch)
+                    sent = batch
+                    last_activity = time.monotonic()
+                    continue
+                if self._closed:
+                    return
+                self._notify_done()
+                if time.monotonic() - last_activity >= _DEEP_SLEEP_AFTER:
+                    await self._deep_sleep()
+                    last_activity = time.monotonic()
+                    continue
+                self._wake.clear()
+                self._kicked = False
+                if not self._buffer and not self._closed:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._linger):
+                            await self._wake.wait()
+        except Exception:  # a bug must not silently stop the writer: count, log, restart
+            log.exception("eventbus nats writer failed; restarting it")
+            self._give_up_open()
+            if not self._closed:
+                self._link.call_soon(self._start)
+        finally:
+            self._give_up_open()  # cancelled at the stop deadline: what is left is lost
+            self._notify_done()
+
+    async def _deep_sleep(self) -> None:
+        # publish() appends first and checks _sleeping after: one side always sees the other.
+        self._wake.clear()
+        self._sleeping = True
+        if self._buffer or self._closed:
+            self._sleeping = False
+            return
+        await self._wake.wait()
+        self._sleeping = False
+
+    def _take(self) -> list[Event]:
+        buf = self._buffer
+        if not buf:
+            return []
+        popleft = buf.popleft
+        with self._lock:
+            events = [popleft() for _ in range(min(len(buf), self._max_batch))]
+            self._taken += len(events)
+        return events
+
+    def _encode(self, events: list[Event]) -> _Batch | None:
+        ids: list[str] = []
+        payloads: list[bytes] = []
+        prefix, n = self._id_prefix, self._next_id
+        for event in events:
+            try:
+                payloads.append(event.to_json())
+            except Exception:  # an event that cannot be encoded must not stop the writer
+                log.exception("eventbus nats writer could not encode an event; it is lost")
+                self._settle(0, 1)
+                continue
+            ids.append(f"{prefix}{n}")
+            n += 1
+        self._next_id = n
+        if not ids:
+            return None
+        batch = _Batch(ids, payloads)
+        self._open.append(batch)
+        return batch
+
+    async def _send(self, batch: _Batch) -> None:
+        """Publish the batch's open events, in order; those not sent stay open for a retry."""
+        link = self._link
+        nc, js = link.nc, link.js
+        if nc is None or js is None or not nc.is_connected:
+            return  # nats-py would only pile copies up until it reconnects
+        if nc.pending_data_size > _HALF_PENDING:
+            return  # the server is not reading (stopped, overloaded): wait, do not add more
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                await link.ensure_stream()
+                for i, status in enumerate(batch.status):
+                    if status != _OPEN or batch.futures[i] is not None:
+                        continue
+                    try:
+                        batch.futures[i] = await js.publish_async(
+                            self._subject,
+                            batch.payloads[i],
+                            headers={"Nats-Msg-Id": batch.ids[i]},
+                        )
+                    except nats.errors.MaxPayloadError:
+                        log.error(
+                            "eventbus nats: an event of %d bytes exceeds the server's "
+                            "max_payload and is lost",
+                            len(batch.payloads[i]),
+                        )
+                        self._close_item(batch, i, _LOST)
+        except Exception as exc:  # unsent events stay open; _complete retries them
+            self._note_failure(exc)
+
+    async def _complete(self, batch: _Batch) -> None:
+        """Check every acknowledgement of `batch`; resend what is missing until all settled."""
+        while True:
+            waiting = [f for f in batch.futures if f is not None and not f.done()]
+            if waiting:
+                await asyncio.wait(waiting, timeout=self._ack_timeout)
+            problem = self._collect(batch)
+            if batch.open == 0:
+                self._batches += 1
+                if self.state != "connected":
+                    if self.state != "idle":
+                        log.info("eventbus nats writer is writing again")
+                    self.state = "connected"
+                    self.last_error = None
+                self._backoff.reset()
+                self._open.remove(batch)
+                return
+            self._note_failure(problem)
+            await asyncio.sleep(self._backoff.next())
+            self._resent += batch.open
+            await self._send(batch)
+
+    def _collect(self, batch: _Batch) -> BaseException | str:
+        """Settle the acknowledged events of `batch`; return why some are still open."""
+        problem: BaseException | str = "not sent: no connection to NATS"
+        written = 0
+        for i, future in enumerate(batch.futures):
+            if batch.status[i] != _OPEN:
+                continue
+            if future is None:
+                continue
+            batch.futures[i] = None
+            if not future.done():
+                future.cancel()
+                problem = f"no acknowledgement within {self._ack_timeout} s"
+                continue
+            exc = None if future.cancelled() else future.exception()
+            if exc is None and not future.cancelled():
+                ack = future.result()
+                self.last_seq = max(self.last_seq, ack.seq)
+                if ack.duplicate:
+                    self._duplicates += 1
+                batch.status[i] = _WRITTEN
+                batch.open -= 1
+                written += 1
+                continue
+            if exc is not None:
+                problem = exc
+                if _stream_missing(exc):
+                    self._link.stream_lost()
+                elif _refused(exc):
+                    batch.refusals[i] += 1
+                    if batch.refusals[i] >= _MAX_REFUSALS:
+                        log.error("eventbus nats: the server refuses an event (%s): lost", exc)
+                        self._close_item(batch, i, _LOST)
+        if written:
+            self._settle(written, 0)
+        return problem
+
+    def _close_item(self, batch: _Batch, i: int, status: int) -> None:
+        batch.status[i] = status
+        batch.open -= 1
+        self._settle(int(status == _WRITTEN), int(status == _LOST))
+
+    def _give_up_open(self) -> None:
+        lost = 0
+        for batch in self._open:
+            for i, future in enumerate(batch.futures):
+                if future is not None and not future.done():
+                    future.cancel()
+                if batch.status[i] == _OPEN:
+                    batch.status[i] = _LOST
+                    lost += 1
+            batch.open = 0
+        self._open.clear()
+        if lost:
+            self._settle(0, lost)
+
+    def _note_failure(self, problem: BaseException | str) -> None:
+        self._failures += 1
+        message = problem if isinstance(problem, str) else safe_error(problem)
+        refused = isinstance(problem, nats.js.errors.APIError) and not _stream_missing(problem)
+        state = "failing" if refused else "reconnecting"
+        if state != self.state or message != self.last_error:
+            log.warning("eventbus nats writer cannot write (%s); retrying", message)
+        self.state = state
+        self.last_error = message
+
+    def _settle(self, written: int, lost: int) -> None:
+        with self._lock:
+            if self._finalized:
+                return  # stop() counted everything unsettled as lost already
+            self._done += written + lost
+            self._written += written
+            self._lost += lost
+
+    def _notify_done(self) -> None:
+        with self._done_cond:
+            self._done_cond.notify_all()
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event accepted so far is settled; False if `timeout` ran out.
+
+        Events given up at stop count as settled, so this never waits for them.
+        """
+        with self._lock:
+            target = self._taken + len(self._buffer)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done_cond:
+            while self._done < target:
+                task = self._task
+                if self._closed and (task is None or task.done()):
+                    break
+                self._kick()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Short waits: the writer's notify can race with our check.
+                self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
+        return self._done >= target
+
+    def close_intake(self) -> None:
+        """Refuse further events and wake the writer to send what is left."""
+        self._closed = True
+        self._kick()
+
+    async def drain(self, deadline: float) -> None:
+        """On the loop: let the writer finish until `deadline`, then cancel it (what is left
+        is counted lost)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def finish(self, *, settled: bool) -> None:
+        """After `drain()`: count what is left as lost. `settled` False means the loop did not
+        answer in time: every event not settled by then is counted lost, and the loop may no
+        longer change the counts."""
+        with self._lock:
+            leftover = len(self._buffer)
+            self._buffer.clear()
+            self._taken += leftover
+            if settled:
+                self._lost += leftover
+                self._done += leftover
+            else:
+                self._finalized = True
+                self._lost += self._taken - self._done
+                self._done = self._taken
+        if self._lost:
+            log.warning("eventbus nats writer stopped with %d event(s) unwritten", self._lost)
+        self.state = "stopped"
+
+    @property
+    def closed(self) -> bool:
+        """True once `close_intake()` was called."""
+        return self._closed
+
+    def counts(self) -> tuple[int, int, int]:
+        """`(accepted, refused, lost)`: `accepted + refused` is every `publish()` call."""
+        with self._lock:
+            return self._taken + len(self._buffer), self._refused, self._lost
+
+    def queue_depth(self) -> int:
+        """Accepted events not yet settled."""
+        return len(self._buffer) + self._taken - self._done
+
+    def figures(self) -> dict[str, Any]:
+        """Writer figures for `stats().extra`."""
+        return {
+            "state": self.state,
+            "connected": self._link.connected,
+            "last_error": self.last_error,
+            "written": self._written,
+            "batches": self._batches,
+            "write_failures": self._failures,
+            "resent": self._resent,
+            "duplicates": self._duplicates,
+            "lost": self._lost,
+            "last_log_id": self.last_seq,
+        }
+
+
+_HALF_PENDING: Final = 4 * 1024 * 1024
+
+
+def _stream_missing(exc: BaseException) -> bool:
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == _STREAM_NOT_FOUND
+
+
+def _refused(exc: BaseException) -> bool:
+    """The server answered and said no for good (a bad request), not "not now"."""
+    return isinstance(exc, nats.js.errors.APIError) and exc.code == 400
