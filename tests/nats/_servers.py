@@ -95,9 +95,24 @@ class ThrowawayNats:
         self.launch()
         self.wait_ready(timeout)
 
+    def wait_port(self, timeout: float = 20.0) -> None:
+        """Wait until the server accepts connections."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return
+            except OSError:
+                assert self.proc is not None
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log = self.log_path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"nats-server {self.name} does not listen:\n{log}") from None
+                time.sleep(0.01)  # polling a starting process: there is no event to wait for
+
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until JetStream answers (a cluster needs its meta leader first)."""
         deadline = time.monotonic() + timeout
+        self.wait_port(timeout)
         while not jetstream_answers(self.url, 1.0):
             assert self.proc is not None
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -176,6 +176,19 @@ class Link:
         assert self.js is not None
         return self.js
 
+    async def answering(self, patience: float = 0.0) -> JetStreamContext:
+        """The JetStream context while connected. While the connection is down, wait up to
+        `patience` seconds for it, then raise: requests made on a caller's behalf fail fast
+        rather than wait for an outage to end (the first connection is always waited for)."""
+        give_up = time.monotonic() + patience
+        while not self.connected:
+            failed = self.last_error is not None and time.monotonic() >= give_up
+            if failed or self.closed:
+                raise ConnectionError(self.last_error or "connection closed")
+            await asyncio.sleep(0.01)
+        assert self.js is not None
+        return self.js
+
     async def client(self) -> Client:
         """The NATS client, once the first connection succeeded (waits until then)."""
         await self._ready.wait()
@@ -215,8 +228,8 @@ class Link:
         self._dead_ready = False
 
     async def stream_info(self, name: str | None = None) -> api.StreamInfo:
-        """`STREAM.INFO` of the event stream (or `name`)."""
-        js = await self.jetstream()
+        """`STREAM.INFO` of the event stream (or `name`); fails at once while disconnected."""
+        js = await self.answering()
         return await js.stream_info(name or self.layout.stream)
 
     # ------------------------------------------------------------------- handing work over

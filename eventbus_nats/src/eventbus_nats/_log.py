@@ -88,8 +88,10 @@ class LogReader:
         else:
             config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = start
-        name, psub = self._call(self._open(config))
+        name, psub, pending = self._call(self._open(config))
         try:
+            if not pending:
+                return  # nothing from that point on
             while True:
                 msgs = self._call(self._fetch(psub), _FETCH_WAIT + self._timeout)
                 if not msgs:
@@ -128,11 +130,11 @@ class LogReader:
             return None  # nothing was ever published
         return info
 
-    async def _open(self, config: api.ConsumerConfig) -> tuple[str, Any]:
-        js = await self._link.jetstream()
+    async def _open(self, config: api.ConsumerConfig) -> tuple[str, Any, int]:
+        js = await self._link.answering()
         info = await js.add_consumer(self._link.layout.stream, config)
         psub = await js.pull_subscribe_bind(info.name, stream=self._link.layout.stream)
-        return info.name, psub
+        return info.name, psub, info.num_pending or 0
 
     @staticmethod
     async def _fetch(psub: JetStreamContext.PullSubscription) -> list[Any]:
@@ -144,7 +146,7 @@ class LogReader:
     async def _close(self, name: str, psub: JetStreamContext.PullSubscription) -> None:
         with contextlib.suppress(Exception):
             await psub.unsubscribe()
-        js = await self._link.jetstream()
+        js = await self._link.answering()
         await js.delete_consumer(self._link.layout.stream, name)
 
     # --------------------------------------------------------------------------- figures
@@ -156,7 +158,7 @@ class LogReader:
             BackendUnavailableError: it does not.
         """
         try:
-            self._link.call(self._probe(), timeout)
+            self._link.call(self._probe(timeout), timeout)
         except Exception as exc:
             why = self._link.last_error or safe_error(exc)
             raise BackendUnavailableError(
@@ -165,8 +167,8 @@ class LogReader:
                 "or set NATS_URL"
             ) from None
 
-    async def _probe(self) -> None:
-        js = await self._link.jetstream()
+    async def _probe(self, timeout: float) -> None:
+        js = await self._link.answering(patience=timeout)
         await js.account_info()
 
     def describe(self, group: str) -> dict[str, Any]:
@@ -177,7 +179,7 @@ class LogReader:
     async def _describe(self, group: str) -> dict[str, Any]:
         link = self._link
         layout = link.layout
-        js = await link.jetstream()
+        js = await link.answering()
         out: dict[str, Any] = {
             "backend": "nats",
             "servers": link.where,
@@ -240,7 +242,7 @@ class LogReader:
         self._call(self._purge())
 
     async def _purge(self) -> None:
-        js = await self._link.jetstream()
+        js = await self._link.answering()
         for name in (self._link.layout.stream, self._link.layout.dead_stream):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(name)
