@@ -75,9 +75,7 @@ def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: Make
 
 
 @pytest.mark.parametrize("fault", ["frozen", "killed"])
-def test_stop_is_bounded_and_counts_what_it_gave_up(
-    server: ThrowawayNats, fault: str
-) -> None:
+def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault: str) -> None:
     bus = NatsEventBus(server.url, stream="BOUNDED", subject="bounded.events", buffer_size=1000)
     sub = bus.subscribe()
     for i in range(10):

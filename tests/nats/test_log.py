@@ -153,3 +153,21 @@ def test_check_and_reads_fail_fast_and_clearly_where_nothing_answers() -> None:
         assert "hunter2" not in repr(bus) and "hunter2" not in repr(bus.stats())
     finally:
         bus.stop(0.5)
+
+
+def test_a_stream_deleted_under_a_running_bus_is_created_again(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    sub = bus.subscribe()
+    for i in range(5):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+    bus.purge()  # an operator deletes the stream
+    for i in range(5, 8):
+        bus.publish(make_event(i))
+    assert bus.flush(20)  # the writer created it again
+    s = bus.stats()
+    assert (s.published, s.lost, s.extra["written"]) == (8, 0, 8)
+    assert bus.describe()["messages"] == 3
+    # The subscription notices its consumer went with the stream and reads the new one.
+    assert [sub.get(timeout=20).request_id for _ in range(3)] == ["req-5", "req-6", "req-7"]

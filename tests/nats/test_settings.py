@@ -123,7 +123,7 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_tls_files_are_checked_and_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATS_CA", str(tmp_path / "missing.pem"))
-    with pytest.raises(SettingsError, match="NATS_CA=.*no such file"):
+    with pytest.raises(SettingsError, match=r"NATS_CA=.*no such file"):
         ConnectOptions.from_settings(NatsSettings())
     if not shutil.which("openssl"):
         pytest.skip("openssl is not installed")
@@ -139,13 +139,13 @@ def test_tls_files_are_checked_and_loaded(tmp_path: Path, monkeypatch: pytest.Mo
     options = ConnectOptions.from_settings(NatsSettings())
     assert options.auth["tls"].verify_mode.name == "CERT_REQUIRED"
     monkeypatch.setenv("NATS_KEY", str(cert))  # not a key
-    with pytest.raises(SettingsError, match="NATS_CERT=.*NATS_KEY="):
+    with pytest.raises(SettingsError, match=r"NATS_CERT=.*NATS_KEY="):
         ConnectOptions.from_settings(NatsSettings())
 
 
 def test_creds_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATS_CREDS", str(tmp_path / "user.creds"))
-    with pytest.raises(SettingsError, match="NATS_CREDS=.*no such file"):
+    with pytest.raises(SettingsError, match=r"NATS_CREDS=.*no such file"):
         ConnectOptions.from_settings(NatsSettings())
 
 
@@ -165,8 +165,6 @@ def test_the_factory_registered_as_nats_builds_the_bus(monkeypatch: pytest.Monke
     finally:
         bus.stop(0.2)
     assert bus.stats().lost == 1 and bus.stats().published == 1
-
-
 
 
 def test_every_setting_is_documented() -> None:
@@ -204,3 +202,17 @@ def test_imports_only_the_public_api_of_eventbus_core() -> None:
                 private.append(f"{path.name}:{node.lineno}: eventbus_core.{node.attr}")
     assert not private, f"eventbus_nats uses private names of eventbus_core: {private}"
     assert any(PACKAGE.rglob("*.py"))
+
+
+def test_a_creds_file_without_nkeys_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("nkeys") is not None:
+        pytest.skip("nkeys is installed here")
+    creds = tmp_path / "user.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    monkeypatch.setenv("NATS_CREDS", str(creds))
+    with pytest.raises(SettingsError, match=r"pip install 'eventbus-nats\[nkeys\]'"):
+        ConnectOptions.from_settings(NatsSettings())

@@ -352,7 +352,6 @@ class NatsEventBus(BaseEventBus):
                 return
             self._stopped = True
             followers = list(self._followers)
-            self._followers = []
         wait = self.stop_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + wait
         self._writer.close_intake()

@@ -40,6 +40,7 @@ log = logging.getLogger("eventbus.nats")
 _CHECK_EVERY: Final = 5.0  # seconds of silence before a member checks its group still exists
 _CALL_MARGIN: Final = 5.0  # seconds a request may take on top of a read's own timeout
 _MAX_DEFERRED_ACKS: Final = 100_000
+_MAX_TRACKED: Final = 100_000  # entries whose deliveries a member counts itself
 _REASON_MAX: Final = 500
 Raw = tuple[str, bytes, int, int]  # reply subject (the token), data, deliveries, stream seq
 
@@ -105,7 +106,10 @@ class GroupConsumer:
         self._seen_reconnects = self._link.reconnects
         self._next_check = 0.0
         self._next_refresh = 0.0
-        self._in_flight: dict[str, None] = {}
+        # Handed over and not yet acknowledged: token -> stream sequence.
+        self._in_flight: dict[str, int] = {}
+        # Deliveries this member received per stream sequence (see `_attempts`).
+        self._received: dict[int, int] = {}
         self._deferred_acks: list[str] = []
         self._backoff = Backoff()
 
@@ -148,7 +152,8 @@ class GroupConsumer:
         out: list[Raw] = []
         for msg in msgs:
             meta = msg.metadata
-            n, seq = meta.num_delivered, meta.sequence.stream
+            seq = meta.sequence.stream
+            n = self._attempts(seq, meta.num_delivered)
             if n > self.max_deliveries:
                 reason = f"delivered {n} times (max_deliveries={self.max_deliveries})"
                 await self._dead_letter(msg.reply, msg.data, n, seq, reason)
@@ -175,8 +180,23 @@ class GroupConsumer:
             except Exception as exc:  # left unacknowledged: redelivered and tried again
                 self._note_error(exc)
         self.delivered += len(out)
-        self._in_flight.update(dict.fromkeys(d.token for d in out))
+        self._in_flight.update((d.token, d.event.log_id) for d in out)
         return out
+
+    def _attempts(self, seq: int, counted: int) -> int:
+        """Deliveries of entry `seq`: the server's count, or what this member received if
+        more. nats-server 2.9 does not count a delivery it makes to a pull request that is
+        just expiring, although the member receives it; the member's own count catches that."""
+        received = self._received.pop(seq, 0) + 1
+        self._received[seq] = received  # re-inserted: the dict stays oldest first
+        if len(self._received) > _MAX_TRACKED:
+            del self._received[next(iter(self._received))]
+        return max(counted, received)
+
+    def _forget(self, token: str) -> None:
+        seq = self._in_flight.pop(token, None)
+        if seq is not None:
+            self._received.pop(seq, None)
 
     async def _bind(self) -> None:
         link = self._link
@@ -215,6 +235,7 @@ class GroupConsumer:
                         self.group, self.stream)  # fmt: skip
             await self._unbind()
             self._in_flight.clear()
+            self._received.clear()
             await self._bind()
 
     async def _unbind(self) -> None:
@@ -251,7 +272,8 @@ class GroupConsumer:
         except Exception as exc:
             self._note_error(exc)
             return
-        self._in_flight.pop(token, None)
+        self._forget(token)
+        self._received.pop(seq, None)
         self.dead_lettered += 1
         log.warning(
             "eventbus nats: dead-lettered LogID %d of %s (group %s): %s",
@@ -271,7 +293,7 @@ class GroupConsumer:
         """
         ids = [str(t) for t in tokens]
         for token in ids:
-            self._in_flight.pop(token, None)
+            self._forget(token)
         self._deferred_acks.extend(ids)
         if self._closed:
             return

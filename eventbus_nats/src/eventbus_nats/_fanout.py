@@ -122,6 +122,17 @@ class Follower:
             num_replicas=1,
             max_deliver=1,
         )
+        if self.last_seq is not None:
+            stream = await js.stream_info(link.layout.stream)
+            if stream.state.last_seq < self.last_seq:
+                # The stream was deleted and created anew: its sequences started again.
+                log.warning(
+                    "eventbus nats subscription %s: stream %s was recreated (LogIDs restarted); "
+                    "reading it from its start",
+                    self.sub.name,
+                    link.layout.stream,
+                )
+                self.last_seq = max(0, stream.state.first_seq - 1)
         if self.last_seq is None:
             config.deliver_policy = api.DeliverPolicy.NEW
         else:

@@ -115,6 +115,16 @@ class Link:
     # ------------------------------------------------------------------------- connection
 
     async def _connect(self) -> None:
+        try:
+            await self._connect_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # nats-py retries by itself; this is a bug or bad options
+            self.state = "failing"
+            self.last_error = safe_error(exc)
+            log.error("eventbus nats cannot connect to %s: %s", self.where, self.last_error)
+
+    async def _connect_once(self) -> None:
         nc = Client()
         self.nc = nc
         # With max_reconnect_attempts=-1 nats-py tries the servers until one answers.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import nats.js.errors
 from nats.js import JetStreamContext, api
@@ -84,7 +84,8 @@ class LogReader:
         )
         if since_utc is not None and first_id is None:
             config.deliver_policy = api.DeliverPolicy.BY_START_TIME
-            config.opt_start_time = since_utc
+            # RFC 3339 text: nats-py before 2.10 cannot serialise a datetime here.
+            config.opt_start_time = cast(Any, since_utc.isoformat().replace("+00:00", "Z"))
         else:
             config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = start

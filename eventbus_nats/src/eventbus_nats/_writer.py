@@ -4,8 +4,9 @@
 when the writer sleeps after a quiet spell or when the buffer passes half full (one
 `call_soon_threadsafe`, never one per event). The writer, a coroutine on the link's loop, takes
 up to `max_batch` events, encodes them (Go wire JSON) and sends them with JetStream's
-asynchronous publish, each with a `Nats-Msg-Id` of this process's id and a sequence number. It
-encodes the next batch while the server works on the previous one, then checks every PubAck.
+asynchronous publish, each with a `Nats-Msg-Id` of this process's id and a sequence number. Two
+batches are on their way at once: the next one is sent while the previous one's PubAcks come
+back, and every PubAck is checked.
 
 Events without an acknowledgement (timeout, lost connection, leader election, a missing stream)
 are sent again, in their order within the batch, with the same ids: the stream's duplicate
@@ -38,6 +39,8 @@ __all__ = ["JetStreamWriter"]
 log = logging.getLogger("eventbus.nats")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
+_WINDOW: Final = 2  # batches on their way at once
+_YIELD_EVERY: Final = 64  # events queued between two chances for the flusher to send
 _MAX_REFUSALS: Final = 3  # a server that says no this often to one event means it
 _STREAM_NOT_FOUND: Final = 10059
 _OPEN, _WRITTEN, _LOST = 0, 1, 2
@@ -92,8 +95,8 @@ class JetStreamWriter:
         self._link = link
         self._subject = link.layout.subject
         self.buffer_size = buffer_size
-        # Up to two batches are out of the buffer at once (one acknowledged, one encoded):
-        # keep them to half the bound, so publishers have room while the server works.
+        # Up to two batches are out of the buffer at once (`_WINDOW`): keep them to half the
+        # bound, so publishers have room while the server works.
         self._max_batch = max(1, min(max_batch, buffer_size // 4))
         self._high_water = max(1, buffer_size // 2)
         self._linger = linger
@@ -162,20 +165,21 @@ class JetStreamWriter:
     # ---------------------------------------------------------------------------- the writer
 
     async def _run(self) -> None:
-        sent: _Batch | None = None  # sent, acknowledgements not checked yet
+        window: deque[_Batch] = deque()  # sent, acknowledgements not checked yet
         last_activity = time.monotonic()
         try:
             await self._link.jetstream()  # the first connection (retried in the background)
             while True:
                 events = self._take()
                 batch = self._encode(events) if events else None
-                if sent is not None:
-                    await self._complete(sent)
-                    sent = None
                 if batch is not None:
                     await self._send(batch)
-                    sent = batch
+                    window.append(batch)
                     last_activity = time.monotonic()
+                    if len(window) < _WINDOW:
+                        continue  # keep the server busy while the first batch is acknowledged
+                if window:
+                    await self._complete(window.popleft())
                     continue
                 if self._closed:
                     return
@@ -253,6 +257,10 @@ class JetStreamWriter:
                 for i, status in enumerate(batch.status):
                     if status != _OPEN or batch.futures[i] is not None:
                         continue
+                    if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                        # Let nats-py's flusher put what is queued on the wire, so the server
+                        # works on it (and acknowledges) while the rest is being queued.
+                        await asyncio.sleep(0)
                     try:
                         batch.futures[i] = await js.publish_async(
                             self._subject,
@@ -308,9 +316,13 @@ class JetStreamWriter:
             exc = None if future.cancelled() else future.exception()
             if exc is None and not future.cancelled():
                 ack = future.result()
-                self.last_seq = max(self.last_seq, ack.seq)
-                if ack.duplicate:
+                if ack.duplicate:  # stored by an earlier attempt, under its first sequence
                     self._duplicates += 1
+                    self.last_seq = max(self.last_seq, ack.seq)
+                else:
+                    # One connection, events in order: new sequences only grow, unless the
+                    # stream was deleted and created again (they start over).
+                    self.last_seq = ack.seq
                 batch.status[i] = _WRITTEN
                 batch.open -= 1
                 written += 1
