@@ -35,12 +35,16 @@ async def _jetstream_answers(url: str, timeout: float) -> bool:
         return None
 
     try:
-        nc = await nats.connect(
-            url,
-            connect_timeout=max(1, int(timeout)),
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            error_cb=noop,
+        # nats-py keeps trying a refused first connection: bound it from outside.
+        nc = await asyncio.wait_for(
+            nats.connect(
+                url,
+                connect_timeout=max(1, int(timeout)),
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=noop,
+            ),
+            timeout,
         )
     except Exception:
         return False

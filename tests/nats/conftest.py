@@ -56,7 +56,8 @@ class Names:
 
 
 async def _delete_streams(url: str, streams: list[str]) -> None:
-    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+    # nats-py keeps trying a refused first connection: bound it from outside.
+    nc = await asyncio.wait_for(nats.connect(url, connect_timeout=2, allow_reconnect=False), 5)
     try:
         js = nc.jetstream()
         for name in streams:

@@ -36,7 +36,7 @@ def test_a_batch_whose_acknowledgements_were_lost_lands_once(make_bus: MakeBus) 
         return future
 
     js.publish_async = lose_the_first_acks  # type: ignore[method-assign]
-    bus._writer._ack_timeout = 0.5
+    bus._writer._sender._ack_timeout = 0.5
     for i in range(20):
         bus.publish(make_event(i))
     assert bus.flush(20)

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any, Final, Self
 
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
+from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
 from eventbus_nats._fanout import Follower, NatsSubscription, drain_followers
 from eventbus_nats._layout import StreamLayout
@@ -47,7 +46,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_buses_after_fork)
 
 
-class NatsEventBus(BaseEventBus):
+class NatsEventBus(StreamCapabilities, BaseEventBus):
     """Event bus on a NATS JetStream stream.
 
     `publish()` only appends to a bounded buffer; a background writer sends batches with
@@ -99,32 +98,22 @@ class NatsEventBus(BaseEventBus):
             stream, subject, max_msgs, max_bytes, max_age, replicas, duplicate_window
         )
         check_name(group, "group")
-        if stop_timeout < 0 or ack_wait <= 0 or max_deliveries < 1:
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(
-                f"need stop_timeout >= 0, ack_wait > 0 and max_deliveries >= 1; got "
-                f"{stop_timeout=}, {ack_wait=}, {max_deliveries=}"
+                f"buffer_size must be a positive int, got {buffer_size!r} "
+                "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
+            )
+        if stop_timeout < 0 or ack_wait <= 0 or max_deliveries < 1 or max_batch < 1:
+            raise ValueError(
+                "need stop_timeout >= 0, ack_wait > 0, max_deliveries >= 1 and max_batch >= 1; "
+                f"got {stop_timeout=}, {ack_wait=}, {max_deliveries=}, {max_batch=}"
             )
         servers = tuple(s.strip() for s in url.split(",") if s.strip())
         if not servers:
             raise ValueError("url must name at least one NATS server, e.g. nats://127.0.0.1:4222")
-        options = ConnectOptions(servers, dict(connect_options or {}))
-        self._init(layout, options, group, buffer_size, stop_timeout, ack_wait, max_deliveries,
-                   max_batch)  # fmt: skip
-
-    def _init(
-        self,
-        layout: StreamLayout,
-        options: ConnectOptions,
-        group: str,
-        buffer_size: int,
-        stop_timeout: float,
-        ack_wait: float,
-        max_deliveries: int,
-        max_batch: int,
-    ) -> None:
         self.layout = layout
         self.group = group
-        self.buffer_size = check_buffer_size(buffer_size, 1000)
+        self.buffer_size = buffer_size
         self.stop_timeout = stop_timeout
         self.ack_wait = ack_wait
         self.max_deliveries = max_deliveries
@@ -132,10 +121,10 @@ class NatsEventBus(BaseEventBus):
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._followers: list[Follower] = []
         self._consumers: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
+        options = ConnectOptions(servers, dict(connect_options or {}))
+        # Everything is checked: only now start the connection's thread.
         self._link = Link(options, layout, name=f"eventbus-nats[{layout.stream}]")
-        self._writer = JetStreamWriter(
-            self._link, buffer_size=self.buffer_size, max_batch=max_batch
-        )
+        self._writer = JetStreamWriter(self._link, buffer_size=buffer_size, max_batch=max_batch)
         self._log = LogReader(self._link)
         _LIVE_BUSES.add(self)
 
@@ -151,18 +140,23 @@ class NatsEventBus(BaseEventBus):
             SettingsError: a setting is invalid (the message names the variable).
         """
         nats_settings = nats_settings or NatsSettings()
-        bus = cls.__new__(cls)
-        bus._init(
-            StreamLayout.from_settings(nats_settings),
-            ConnectOptions.from_settings(nats_settings),
-            nats_settings.nats_group,
-            settings.buffer_size,
-            settings.stop_timeout,
-            nats_settings.nats_ack_wait,
-            nats_settings.nats_max_deliveries,
-            500,
+        options = ConnectOptions.from_settings(nats_settings)
+        return cls(
+            ",".join(options.servers),
+            stream=nats_settings.nats_stream,
+            subject=nats_settings.nats_subject,
+            group=nats_settings.nats_group,
+            buffer_size=settings.buffer_size,
+            stop_timeout=settings.stop_timeout,
+            max_msgs=nats_settings.nats_max_msgs,
+            max_bytes=nats_settings.nats_max_bytes,
+            max_age=nats_settings.nats_max_age,
+            replicas=nats_settings.nats_replicas,
+            duplicate_window=nats_settings.nats_duplicate_window,
+            ack_wait=nats_settings.nats_ack_wait,
+            max_deliveries=nats_settings.nats_max_deliveries,
+            connect_options=options.auth,
         )
-        return bus
 
     def _after_fork_in_child(self) -> None:
         """Give a forked child a bus of its own: a new connection, writer id and counters.
@@ -179,24 +173,9 @@ class NatsEventBus(BaseEventBus):
     # --------------------------------------------------------------------- capabilities
 
     @property
-    def cross_process(self) -> bool:
-        """True: every process connected to the same stream sees these events."""
-        return True
-
-    @property
     def default_group(self) -> str:
         """The group `consumer()` joins when none is named."""
         return self.group
-
-    @property
-    def time_index(self) -> bool:
-        """True: `read_range()` accepts `since`/`until` (JetStream keeps each message's time)."""
-        return True
-
-    @property
-    def dead_letter_stream(self) -> str:
-        """Name of the dead-letter stream (subject `dead.<subject>`)."""
-        return self.layout.dead_stream
 
     # -------------------------------------------------------------------------- publishing
 
@@ -279,65 +258,6 @@ class NatsEventBus(BaseEventBus):
         )
         self._consumers.add(consumer)
         return consumer
-
-    def check(self, timeout: float = 2.0) -> None:
-        """Return if NATS JetStream answers within `timeout` seconds.
-
-        Raises:
-            BackendUnavailableError: it does not (the message names the servers, without
-                credentials, and what to check).
-        """
-        self._log.check(timeout)
-
-    def read_range(
-        self,
-        first_id: int | None = None,
-        last_id: int | None = None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> Iterator[Event | None]:
-        """Yield the retained events with LogID in `[first_id, last_id]` (and stored within
-        `[since, until]`; a naive datetime is local time), oldest first; None for a message
-        that does not decode. Reading consumes nothing.
-
-        Raises:
-            BackendUnavailableError: NATS does not answer.
-        """
-        return self._log.read_range(first_id, last_id, since=since, until=until)
-
-    def newest(self, n: int) -> list[Event]:
-        """Return the `n` newest retained events, oldest first.
-
-        Raises:
-            BackendUnavailableError: NATS does not answer.
-        """
-        return self._log.newest(n)
-
-    def describe(self) -> Mapping[str, Any]:
-        """Figures of the stream (messages, bytes, LogIDs, limits, cluster), its consumer
-        groups (pending, lag, redelivered) and dead letters, read from the server.
-
-        Raises:
-            BackendUnavailableError: NATS does not answer.
-        """
-        return self._log.describe(self.group)
-
-    def isolated_settings(self, run: str) -> Mapping[str, Any]:
-        """Settings that put a bus in a stream of its own for run `run` (the demo)."""
-        token = re.sub(r"[^A-Za-z0-9_-]", "_", run) or "run"
-        return {
-            "nats_stream": f"EVENTBUS_RUN_{token}",
-            "nats_subject": f"eventbus-run.{token}.events",
-        }
-
-    def purge(self) -> None:
-        """Delete this bus's stream and dead-letter stream, with their consumer groups.
-
-        Raises:
-            BackendUnavailableError: NATS does not answer.
-        """
-        self._log.purge()
 
     # --------------------------------------------------------------------------- lifecycle
 

@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import nats.js.errors
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 
 from eventbus_core import Delivery, Event, WireFormatError
+from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import Backoff, safe_error
 from eventbus_nats._settings import check_name
@@ -40,8 +41,6 @@ log = logging.getLogger("eventbus.nats")
 _CHECK_EVERY: Final = 5.0  # seconds of silence before a member checks its group still exists
 _CALL_MARGIN: Final = 5.0  # seconds a request may take on top of a read's own timeout
 _MAX_DEFERRED_ACKS: Final = 100_000
-_MAX_TRACKED: Final = 100_000  # entries whose deliveries a member counts itself
-_REASON_MAX: Final = 500
 Raw = tuple[str, bytes, int, int]  # reply subject (the token), data, deliveries, stream seq
 
 
@@ -108,8 +107,7 @@ class GroupConsumer:
         self._next_refresh = 0.0
         # Handed over and not yet acknowledged: token -> stream sequence.
         self._in_flight: dict[str, int] = {}
-        # Deliveries this member received per stream sequence (see `_attempts`).
-        self._received: dict[int, int] = {}
+        self._received = DeliveryCounter()
         self._deferred_acks: list[str] = []
         self._backoff = Backoff()
 
@@ -153,7 +151,7 @@ class GroupConsumer:
         for msg in msgs:
             meta = msg.metadata
             seq = meta.sequence.stream
-            n = self._attempts(seq, meta.num_delivered)
+            n = self._received.count(seq, meta.num_delivered)
             if n > self.max_deliveries:
                 reason = f"delivered {n} times (max_deliveries={self.max_deliveries})"
                 await self._dead_letter(msg.reply, msg.data, n, seq, reason)
@@ -183,44 +181,21 @@ class GroupConsumer:
         self._in_flight.update((d.token, d.event.log_id) for d in out)
         return out
 
-    def _attempts(self, seq: int, counted: int) -> int:
-        """Deliveries of entry `seq`: the server's count, or what this member received if
-        more. nats-server 2.9 does not count a delivery it makes to a pull request that is
-        just expiring, although the member receives it; the member's own count catches that."""
-        received = self._received.pop(seq, 0) + 1
-        self._received[seq] = received  # re-inserted: the dict stays oldest first
-        if len(self._received) > _MAX_TRACKED:
-            del self._received[next(iter(self._received))]
-        return max(counted, received)
-
     def _forget(self, token: str) -> None:
         seq = self._in_flight.pop(token, None)
         if seq is not None:
-            self._received.pop(seq, None)
+            self._received.forget(seq)
 
     async def _bind(self) -> None:
-        link = self._link
-        js = await link.jetstream()
-        await link.ensure_stream()
-        try:
-            info = await js.consumer_info(self.stream, self.group)
-        except nats.js.errors.NotFoundError:
-            config = api.ConsumerConfig(
-                durable_name=self.group,
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait,
-                max_deliver=-1,
-                max_ack_pending=self.max_ack_pending,
-                filter_subject=link.layout.subject,
-            )
-            info = await js.add_consumer(self.stream, config)
-            self.groups_created += 1
-            log.info("eventbus nats: created consumer group %s on %s", self.group, self.stream)
+        info, created = await open_group(
+            self._link, self.group, ack_wait=self.ack_wait, max_ack_pending=self.max_ack_pending
+        )
+        self.groups_created += created
         if info.config.ack_wait:
             self.ack_wait = info.config.ack_wait  # the group's, if it existed already
+        js = await self._link.jetstream()
         self._psub = await js.pull_subscribe_bind(self.group, stream=self.stream)
-        self._seen_reconnects = link.reconnects
+        self._seen_reconnects = self._link.reconnects
         self._next_check = time.monotonic() + _CHECK_EVERY
 
     async def _verify(self) -> None:
@@ -251,37 +226,17 @@ class GroupConsumer:
             await self._dead_letter(token, data, n, seq, reason)
 
     async def _dead_letter(self, token: str, data: bytes, n: int, seq: int, reason: str) -> None:
-        """Publish the entry to the dead-letter stream, then terminate it. If the publish
-        fails the entry stays pending: redelivered after AckWait, and dead-lettered then."""
-        link = self._link
+        """Move the entry to the dead-letter stream (see `_deadletter.py`); if that fails it
+        stays pending: redelivered after AckWait and dead-lettered then."""
         try:
-            await link.ensure_stream(dead=True)
-            js = await link.jetstream()
-            headers = {
-                "Nats-Msg-Id": f"dead-{self.stream}-{seq}-{self.group}",
-                "Eventbus-Reason": _header_text(reason),
-                "Eventbus-Stream": self.stream,
-                "Eventbus-Sequence": str(seq),
-                "Eventbus-Group": self.group,
-                "Eventbus-Consumer": _header_text(self.name),
-                "Eventbus-Deliveries": str(n),
-            }
-            await js.publish(link.layout.dead_subject, data, headers=headers)
-            nc = await link.client()
-            await nc.publish(token, b"+TERM")
+            await dead_letter(self._link, token=token, data=data, seq=seq, deliveries=n,
+                              group=self.group, consumer=self.name, reason=reason)  # fmt: skip
         except Exception as exc:
             self._note_error(exc)
             return
         self._forget(token)
-        self._received.pop(seq, None)
+        self._received.forget(seq)
         self.dead_lettered += 1
-        log.warning(
-            "eventbus nats: dead-lettered LogID %d of %s (group %s): %s",
-            seq,
-            self.stream,
-            self.group,
-            reason,
-        )
 
     # ---------------------------------------------------------------------- acknowledging
 
@@ -388,8 +343,3 @@ class GroupConsumer:
 
     def __repr__(self) -> str:
         return f"<GroupConsumer {self.name!r} group={self.group!r} stream={self.stream!r}>"
-
-
-def _header_text(text: str) -> str:
-    """`text` fit for a NATS header value: one line, bounded."""
-    return " ".join(text.split())[:_REASON_MAX]

@@ -4,16 +4,14 @@
 when the writer sleeps after a quiet spell or when the buffer passes half full (one
 `call_soon_threadsafe`, never one per event). The writer, a coroutine on the link's loop, takes
 up to `max_batch` events, encodes them (Go wire JSON) and sends them with JetStream's
-asynchronous publish, each with a `Nats-Msg-Id` of this process's id and a sequence number. Two
-batches are on their way at once: the next one is sent while the previous one's PubAcks come
-back, and every PubAck is checked.
+asynchronous publish through a `BatchSender` (`_sender.py`: message ids, acknowledgement
+checks, retries). Two batches are on their way at once: the next one is sent while the previous
+one's PubAcks come back.
 
-Events without an acknowledgement (timeout, lost connection, leader election, a missing stream)
-are sent again, in their order within the batch, with the same ids: the stream's duplicate
-window makes a retried event land once. The writer backs off with jitter meanwhile; the buffer
-fills and `publish()` refuses and counts what does not fit. An event is settled exactly once:
+While NATS is unreachable the sender keeps its batches and backs off; the buffer fills and
+`publish()` refuses and counts what does not fit. Every accepted event is settled exactly once:
 written (acknowledged) or lost (given up when `stop()`'s deadline passes, or refused by the
-server for good, e.g. larger than its max_payload).
+server for good).
 """
 
 from __future__ import annotations
@@ -23,16 +21,12 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from typing import Any, Final
 
-import nats.errors
-import nats.js.errors
-
 from eventbus_core import Event
 from eventbus_nats._link import Link
-from eventbus_nats._options import Backoff, safe_error
+from eventbus_nats._sender import Batch, BatchSender
 
 __all__ = ["JetStreamWriter"]
 
@@ -40,24 +34,6 @@ log = logging.getLogger("eventbus.nats")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 _WINDOW: Final = 2  # batches on their way at once
-_YIELD_EVERY: Final = 64  # events queued between two chances for the flusher to send
-_MAX_REFUSALS: Final = 3  # a server that says no this often to one event means it
-_STREAM_NOT_FOUND: Final = 10059
-_OPEN, _WRITTEN, _LOST = 0, 1, 2
-
-
-class _Batch:
-    """Encoded events on their way, with each one's fate."""
-
-    __slots__ = ("futures", "ids", "open", "payloads", "refusals", "status")
-
-    def __init__(self, ids: list[str], payloads: list[bytes]) -> None:
-        self.ids = ids
-        self.payloads = payloads
-        self.futures: list[asyncio.Future[Any] | None] = [None] * len(ids)
-        self.status = [_OPEN] * len(ids)
-        self.refusals = [0] * len(ids)
-        self.open = len(ids)
 
 
 class JetStreamWriter:
@@ -117,19 +93,9 @@ class JetStreamWriter:
         self._done = 0  # taken events whose fate is settled (written or lost)
         self._written = 0
         self._lost = 0
-        self._batches = 0
-        self._failures = 0
-        self._duplicates = 0
-        self._resent = 0
-        self.last_seq = 0
-        self.state = "idle"
-        self.last_error: str | None = None
-        # Message ids are unique per process: a forked child gets its own prefix.
-        self._id_prefix = uuid.uuid4().hex[:16] + "-"
-        self._next_id = 0
-        self._backoff = Backoff()
+        self._sender = BatchSender(self._link, ack_timeout=self._ack_timeout, settle=self._settle)
+        self._stopped = False
         self._wake = asyncio.Event()
-        self._open: list[_Batch] = []
         self._task: asyncio.Task[None] | None = None
         if not self._closed:
             self._link.call_soon(self._start)
@@ -165,21 +131,22 @@ class JetStreamWriter:
     # ---------------------------------------------------------------------------- the writer
 
     async def _run(self) -> None:
-        window: deque[_Batch] = deque()  # sent, acknowledgements not checked yet
+        sender = self._sender
+        window: deque[Batch] = deque()  # sent, acknowledgements not checked yet
         last_activity = time.monotonic()
         try:
             await self._link.jetstream()  # the first connection (retried in the background)
             while True:
                 events = self._take()
-                batch = self._encode(events) if events else None
+                batch = sender.encode(events) if events else None
                 if batch is not None:
-                    await self._send(batch)
+                    await sender.send(batch)
                     window.append(batch)
                     last_activity = time.monotonic()
                     if len(window) < _WINDOW:
                         continue  # keep the server busy while the first batch is acknowledged
                 if window:
-                    await self._complete(window.popleft())
+                    await sender.complete(window.popleft())
                     continue
                 if self._closed:
                     return
@@ -196,11 +163,11 @@ class JetStreamWriter:
                             await self._wake.wait()
         except Exception:  # a bug must not silently stop the writer: count, log, restart
             log.exception("eventbus nats writer failed; restarting it")
-            self._give_up_open()
+            sender.give_up_open()
             if not self._closed:
                 self._link.call_soon(self._start)
         finally:
-            self._give_up_open()  # cancelled at the stop deadline: what is left is lost
+            sender.give_up_open()  # cancelled at the stop deadline: what is left is lost
             self._notify_done()
 
     async def _deep_sleep(self) -> None:
@@ -222,152 +189,6 @@ class JetStreamWriter:
             events = [popleft() for _ in range(min(len(buf), self._max_batch))]
             self._taken += len(events)
         return events
-
-    def _encode(self, events: list[Event]) -> _Batch | None:
-        ids: list[str] = []
-        payloads: list[bytes] = []
-        prefix, n = self._id_prefix, self._next_id
-        for event in events:
-            try:
-                payloads.append(event.to_json())
-            except Exception:  # an event that cannot be encoded must not stop the writer
-                log.exception("eventbus nats writer could not encode an event; it is lost")
-                self._settle(0, 1)
-                continue
-            ids.append(f"{prefix}{n}")
-            n += 1
-        self._next_id = n
-        if not ids:
-            return None
-        batch = _Batch(ids, payloads)
-        self._open.append(batch)
-        return batch
-
-    async def _send(self, batch: _Batch) -> None:
-        """Publish the batch's open events, in order; those not sent stay open for a retry."""
-        link = self._link
-        nc, js = link.nc, link.js
-        if nc is None or js is None or not nc.is_connected:
-            return  # nats-py would only pile copies up until it reconnects
-        if nc.pending_data_size > _HALF_PENDING:
-            return  # the server is not reading (stopped, overloaded): wait, do not add more
-        try:
-            async with asyncio.timeout(self._ack_timeout):
-                await link.ensure_stream()
-                for i, status in enumerate(batch.status):
-                    if status != _OPEN or batch.futures[i] is not None:
-                        continue
-                    if i % _YIELD_EVERY == _YIELD_EVERY - 1:
-                        # Let nats-py's flusher put what is queued on the wire, so the server
-                        # works on it (and acknowledges) while the rest is being queued.
-                        await asyncio.sleep(0)
-                    try:
-                        batch.futures[i] = await js.publish_async(
-                            self._subject,
-                            batch.payloads[i],
-                            headers={"Nats-Msg-Id": batch.ids[i]},
-                        )
-                    except nats.errors.MaxPayloadError:
-                        log.error(
-                            "eventbus nats: an event of %d bytes exceeds the server's "
-                            "max_payload and is lost",
-                            len(batch.payloads[i]),
-                        )
-                        self._close_item(batch, i, _LOST)
-        except Exception as exc:  # unsent events stay open; _complete retries them
-            self._note_failure(exc)
-
-    async def _complete(self, batch: _Batch) -> None:
-        """Check every acknowledgement of `batch`; resend what is missing until all settled."""
-        while True:
-            waiting = [f for f in batch.futures if f is not None and not f.done()]
-            if waiting:
-                await asyncio.wait(waiting, timeout=self._ack_timeout)
-            problem = self._collect(batch)
-            if batch.open == 0:
-                self._batches += 1
-                if self.state != "connected":
-                    if self.state != "idle":
-                        log.info("eventbus nats writer is writing again")
-                    self.state = "connected"
-                    self.last_error = None
-                self._backoff.reset()
-                self._open.remove(batch)
-                return
-            self._note_failure(problem)
-            await asyncio.sleep(self._backoff.next())
-            self._resent += batch.open
-            await self._send(batch)
-
-    def _collect(self, batch: _Batch) -> BaseException | str:
-        """Settle the acknowledged events of `batch`; return why some are still open."""
-        problem: BaseException | str = "not sent: no connection to NATS"
-        written = 0
-        for i, future in enumerate(batch.futures):
-            if batch.status[i] != _OPEN:
-                continue
-            if future is None:
-                continue
-            batch.futures[i] = None
-            if not future.done():
-                future.cancel()
-                problem = f"no acknowledgement within {self._ack_timeout} s"
-                continue
-            exc = None if future.cancelled() else future.exception()
-            if exc is None and not future.cancelled():
-                ack = future.result()
-                if ack.duplicate:  # stored by an earlier attempt, under its first sequence
-                    self._duplicates += 1
-                    self.last_seq = max(self.last_seq, ack.seq)
-                else:
-                    # One connection, events in order: new sequences only grow, unless the
-                    # stream was deleted and created again (they start over).
-                    self.last_seq = ack.seq
-                batch.status[i] = _WRITTEN
-                batch.open -= 1
-                written += 1
-                continue
-            if exc is not None:
-                problem = exc
-                if _stream_missing(exc):
-                    self._link.stream_lost()
-                elif _refused(exc):
-                    batch.refusals[i] += 1
-                    if batch.refusals[i] >= _MAX_REFUSALS:
-                        log.error("eventbus nats: the server refuses an event (%s): lost", exc)
-                        self._close_item(batch, i, _LOST)
-        if written:
-            self._settle(written, 0)
-        return problem
-
-    def _close_item(self, batch: _Batch, i: int, status: int) -> None:
-        batch.status[i] = status
-        batch.open -= 1
-        self._settle(int(status == _WRITTEN), int(status == _LOST))
-
-    def _give_up_open(self) -> None:
-        lost = 0
-        for batch in self._open:
-            for i, future in enumerate(batch.futures):
-                if future is not None and not future.done():
-                    future.cancel()
-                if batch.status[i] == _OPEN:
-                    batch.status[i] = _LOST
-                    lost += 1
-            batch.open = 0
-        self._open.clear()
-        if lost:
-            self._settle(0, lost)
-
-    def _note_failure(self, problem: BaseException | str) -> None:
-        self._failures += 1
-        message = problem if isinstance(problem, str) else safe_error(problem)
-        refused = isinstance(problem, nats.js.errors.APIError) and not _stream_missing(problem)
-        state = "failing" if refused else "reconnecting"
-        if state != self.state or message != self.last_error:
-            log.warning("eventbus nats writer cannot write (%s); retrying", message)
-        self.state = state
-        self.last_error = message
 
     def _settle(self, written: int, lost: int) -> None:
         with self._lock:
@@ -439,7 +260,7 @@ class JetStreamWriter:
                 self._done = self._taken
         if self._lost:
             log.warning("eventbus nats writer stopped with %d event(s) unwritten", self._lost)
-        self.state = "stopped"
+        self._stopped = True
 
     @property
     def closed(self) -> bool:
@@ -457,29 +278,21 @@ class JetStreamWriter:
 
     def figures(self) -> dict[str, Any]:
         """Writer figures for `stats().extra`."""
+        sender = self._sender
         return {
-            "state": self.state,
+            "state": "stopped" if self._stopped else sender.state,
             "connected": self._link.connected,
-            "last_error": self.last_error,
+            "last_error": sender.last_error,
             "written": self._written,
-            "batches": self._batches,
-            "write_failures": self._failures,
-            "resent": self._resent,
-            "duplicates": self._duplicates,
+            "batches": sender.batches,
+            "write_failures": sender.failures,
+            "resent": sender.resent,
+            "duplicates": sender.duplicates,
             "lost": self._lost,
-            "last_log_id": self.last_seq,
+            "last_log_id": sender.last_seq,
         }
 
-
-_HALF_PENDING: Final = 4 * 1024 * 1024
-
-
-def _stream_missing(exc: BaseException) -> bool:
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return True
-    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == _STREAM_NOT_FOUND
-
-
-def _refused(exc: BaseException) -> bool:
-    """The server answered and said no for good (a bad request), not "not now"."""
-    return isinstance(exc, nats.js.errors.APIError) and exc.code == 400
+    @property
+    def last_seq(self) -> int:
+        """Stream sequence (LogID) of the newest event this process wrote."""
+        return self._sender.last_seq
