@@ -36,7 +36,7 @@ def go_vectors() -> list[dict[str, Any]]:
 def _clean_eventbus_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start from the documented defaults, whatever the developer's shell exports."""
     for name in list(os.environ):
-        if name.startswith("EVENTBUS_") and name != "EVENTBUS_TEST_REDIS_URL":
+        if name.startswith("EVENTBUS_") and not name.startswith("EVENTBUS_TEST_"):
             monkeypatch.delenv(name)
     for name in (
         "LLM_PROXY_EVENT_BUS",
@@ -46,3 +46,7 @@ def _clean_eventbus_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "REDIS_DB",
     ):
         monkeypatch.delenv(name, raising=False)
+    # The nats backend reads the `nats` tool's variables (NATS_URL, NATS_CREDS, NATS_USER, ...).
+    for name in list(os.environ):
+        if name.startswith("NATS_"):
+            monkeypatch.delenv(name)

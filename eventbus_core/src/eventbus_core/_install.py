@@ -32,6 +32,7 @@ SIBLINGS: Final = {
     "memory": Sibling("eventbus-memory", "eventbus_memory", "memory"),
     "redis": Sibling("eventbus-redis", "eventbus_redis", "redis"),
     "redis-streams": Sibling("eventbus-redis", "eventbus_redis", "redis"),
+    "nats": Sibling("eventbus-nats", "eventbus_nats", "nats"),
 }
 """Built-in backend name to the distribution that provides it."""
 

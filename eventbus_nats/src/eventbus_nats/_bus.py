@@ -1,0 +1,326 @@
+"""`NatsEventBus`: events in a NATS JetStream stream, replicated across a cluster if asked.
+
+Settings read by the `nats` backend factory: `OBSERVABILITY_BUFFER_SIZE` (buffer_size) and
+`EVENTBUS_STOP_TIMEOUT` (stop_timeout) from `EventBusSettings`; `NATS_URL`, `EVENTBUS_NATS_*`
+and the credential and TLS variables from `NatsSettings`.
+
+Capabilities (`eventbus_core.capabilities`): Flushable, CrossProcess, Reachable,
+ConsumerGroups, ReadableLog (by LogID and by time), Describable and Isolatable; its consumers
+offer KeepAlive and SourceFigures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any, Final, Self
+
+from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
+from eventbus_nats._capabilities import StreamCapabilities
+from eventbus_nats._consumer import GroupConsumer, default_consumer_name
+from eventbus_nats._fanout import Follower, NatsSubscription, drain_followers
+from eventbus_nats._layout import StreamLayout
+from eventbus_nats._link import Link, LinkClosed
+from eventbus_nats._log import LogReader
+from eventbus_nats._options import ConnectOptions
+from eventbus_nats._settings import NatsSettings, check_name
+from eventbus_nats._writer import JetStreamWriter
+
+__all__ = ["NatsEventBus"]
+
+_GRACE: Final = 0.25  # seconds stop() waits past its deadline for the loop to settle counts
+_SUBSCRIBE_WAIT: Final = 5.0  # seconds subscribe() waits for its consumer while NATS answers
+_LIVE_BUSES: weakref.WeakSet[NatsEventBus] = weakref.WeakSet()
+
+
+def _reinit_buses_after_fork() -> None:
+    for bus in list(_LIVE_BUSES):
+        bus._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_buses_after_fork)
+
+
+class NatsEventBus(StreamCapabilities, BaseEventBus):
+    """Event bus on a NATS JetStream stream.
+
+    `publish()` only appends to a bounded buffer; a background writer sends batches with
+    JetStream's asynchronous publish and checks every acknowledgement. The LogID of an event is
+    its stream sequence. `subscribe()` gives each subscriber an ephemeral ordered consumer of
+    what is published from then on; `consumer()` joins a consumer group (a durable consumer)
+    for at-least-once processing.
+
+    Args:
+        url: Server URL, or a comma-separated list of a cluster's servers (credentials in it
+            are never shown).
+        stream: Stream name (created if missing, with the limits below).
+        subject: Subject events are published on.
+        group: Default consumer group of `consumer()`.
+        buffer_size: Events `publish()` buffers before refusing and counting more.
+        stop_timeout: Seconds `stop()` waits at most to write what was accepted.
+        max_msgs: Newest events the stream keeps (0: no limit).
+        max_bytes: Bytes the stream keeps (0: no limit).
+        max_age: Seconds the stream keeps an event (0: no limit).
+        replicas: Copies of the stream in a cluster.
+        duplicate_window: Seconds the stream remembers message ids (retries land once).
+        ack_wait: AckWait of consumer groups created by `consumer()`.
+        max_deliveries: Deliveries of one entry before a consumer dead-letters it.
+        max_batch: Most events per batch the writer sends.
+        connect_options: Further keyword arguments for nats-py's `connect()` (`user`,
+            `password`, `token`, `user_credentials`, `tls`, ...).
+    """
+
+    def __init__(
+        self,
+        url: str = "nats://127.0.0.1:4222",
+        *,
+        stream: str = "LLM_PROXY_EVENTS",
+        subject: str = "llm-proxy.events",
+        group: str = "llm-proxy-dispatchers",
+        buffer_size: int = 1000,
+        stop_timeout: float = 5.0,
+        max_msgs: int = 10_000,
+        max_bytes: int = 0,
+        max_age: float = 86_400.0,
+        replicas: int = 1,
+        duplicate_window: float = 120.0,
+        ack_wait: float = 30.0,
+        max_deliveries: int = 5,
+        max_batch: int = 500,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        layout = StreamLayout(
+            stream, subject, max_msgs, max_bytes, max_age, replicas, duplicate_window
+        )
+        check_name(group, "group")
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ValueError(
+                f"buffer_size must be a positive int, got {buffer_size!r} "
+                "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
+            )
+        if stop_timeout < 0 or ack_wait <= 0 or max_deliveries < 1 or max_batch < 1:
+            raise ValueError(
+                "need stop_timeout >= 0, ack_wait > 0, max_deliveries >= 1 and max_batch >= 1; "
+                f"got {stop_timeout=}, {ack_wait=}, {max_deliveries=}, {max_batch=}"
+            )
+        servers = tuple(s.strip() for s in url.split(",") if s.strip())
+        if not servers:
+            raise ValueError("url must name at least one NATS server, e.g. nats://127.0.0.1:4222")
+        self.layout = layout
+        self.group = group
+        self.buffer_size = buffer_size
+        self.stop_timeout = stop_timeout
+        self.ack_wait = ack_wait
+        self.max_deliveries = max_deliveries
+        self._stopped = False
+        self._subs_lock = threading.Lock()  # subscribe() against stop()
+        self._followers: list[Follower] = []
+        self._consumers: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
+        options = ConnectOptions(servers, dict(connect_options or {}))
+        # Everything is checked: only now start the connection's thread.
+        self._link = Link(options, layout, name=f"eventbus-nats[{layout.stream}]")
+        self._writer = JetStreamWriter(self._link, buffer_size=buffer_size, max_batch=max_batch)
+        self._log = LogReader(self._link)
+        _LIVE_BUSES.add(self)
+
+    @classmethod
+    def from_settings(
+        cls, settings: EventBusSettings, nats_settings: NatsSettings | None = None
+    ) -> Self:
+        """Build the `nats` backend: `buffer_size` and `stop_timeout` from `settings`, the rest
+        from `nats_settings` (read from the environment when omitted). Does not block: the
+        connection is made in the background, so the application starts while NATS is down.
+
+        Raises:
+            SettingsError: a setting is invalid (the message names the variable).
+        """
+        nats_settings = nats_settings or NatsSettings()
+        options = ConnectOptions.from_settings(nats_settings)
+        return cls(
+            ",".join(options.servers),
+            stream=nats_settings.nats_stream,
+            subject=nats_settings.nats_subject,
+            group=nats_settings.nats_group,
+            buffer_size=settings.buffer_size,
+            stop_timeout=settings.stop_timeout,
+            max_msgs=nats_settings.nats_max_msgs,
+            max_bytes=nats_settings.nats_max_bytes,
+            max_age=nats_settings.nats_max_age,
+            replicas=nats_settings.nats_replicas,
+            duplicate_window=nats_settings.nats_duplicate_window,
+            ack_wait=nats_settings.nats_ack_wait,
+            max_deliveries=nats_settings.nats_max_deliveries,
+            connect_options=options.auth,
+        )
+
+    def _after_fork_in_child(self) -> None:
+        """Give a forked child a bus of its own: a new connection, writer id and counters.
+
+        Subscriptions made before the fork stay the parent's (the child subscribes anew).
+        """
+        self._subs_lock = threading.Lock()
+        self._link.after_fork_in_child()
+        self._writer.after_fork_in_child()
+        self._followers = []
+        for consumer in list(self._consumers):
+            consumer.after_fork_in_child()
+
+    # --------------------------------------------------------------------- capabilities
+
+    @property
+    def default_group(self) -> str:
+        """The group `consumer()` joins when none is named."""
+        return self.group
+
+    # -------------------------------------------------------------------------- publishing
+
+    def publish(self, event: Event) -> None:
+        """Buffer `event` for the writer and return at once; never blocks, never raises.
+
+        A full buffer (NATS slow or down) or a stopped bus counts the event as dropped.
+        """
+        self._writer.publish(event)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Return True once every event published so far is acknowledged by the stream (or
+        given up at stop); False if `timeout` seconds passed first."""
+        return self._writer.flush(timeout)
+
+    # --------------------------------------------------------------------------- reading
+
+    def subscribe(
+        self, name: str | None = None, *, buffer_size: int | None = None
+    ) -> NatsSubscription:
+        """Return a subscription to every event published to the stream from now on, by any
+        process, in stream order, each stamped with its LogID.
+
+        Waits for its consumer to be created (up to 5 s while NATS answers); if NATS is down,
+        it starts after the last event this bus wrote once NATS answers again.
+        """
+        sub = NatsSubscription(
+            check_buffer_size(buffer_size, self.buffer_size),
+            name=name,
+            on_close=self._unsubscribe,
+        )
+        with self._subs_lock:
+            if self._stopped:
+                sub.finish()
+                return sub
+            start_after = self._writer.last_seq or None
+            follower = Follower(self._link, sub, start_after=start_after)
+            self._followers.append(follower)
+        # On failure the follower keeps trying in the background.
+        with contextlib.suppress(TimeoutError, LinkClosed):
+            self._link.call(follower.start(_SUBSCRIBE_WAIT), _SUBSCRIBE_WAIT + 1.0)
+        return sub
+
+    def _unsubscribe(self, sub: Any) -> None:
+        with self._subs_lock:
+            gone = [f for f in self._followers if f.sub is sub]
+            self._followers = [f for f in self._followers if f.sub is not sub]
+        for follower in gone:
+            with contextlib.suppress(LinkClosed):
+                self._link.submit(follower.close())
+
+    def consumer(
+        self,
+        group: str | None = None,
+        name: str | None = None,
+        *,
+        batch_size: int = 100,
+        ack_wait: float | None = None,
+        max_deliveries: int | None = None,
+        max_ack_pending: int = 10_000,
+    ) -> GroupConsumer:
+        """Return member `name` (default `host-pid`) of consumer group `group` (default: the
+        bus's group), a durable consumer created if missing, from the oldest entry the stream
+        holds. Acknowledge with `ack()` after processing; call `keep_alive()` while a batch
+        takes long. Entries delivered more than `max_deliveries` times, or undecodable, go to
+        the dead-letter stream.
+
+        Raises:
+            ValueError: a name or number is invalid.
+            LinkClosed: the bus was stopped and its connection closed.
+        """
+        consumer = GroupConsumer(
+            self._link,
+            group or self.group,
+            name or default_consumer_name(),
+            batch_size=batch_size,
+            ack_wait=self.ack_wait if ack_wait is None else ack_wait,
+            max_deliveries=self.max_deliveries if max_deliveries is None else max_deliveries,
+            max_ack_pending=max_ack_pending,
+        )
+        self._consumers.add(consumer)
+        return consumer
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it
+        to this bus's subscriptions, then end them. Idempotent; returns by the deadline
+        (plus a quarter second to settle the counts). What could not be written is counted
+        in `stats().lost`. Consumers are separate: close them yourself.
+        """
+        with self._subs_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            followers = list(self._followers)
+        wait = self.stop_timeout if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + wait
+        self._writer.close_intake()
+        settled = False
+        try:
+            future = self._link.submit(self._shutdown(followers, deadline))
+            future.result(max(0.0, deadline - time.monotonic()) + _GRACE)
+            settled = True
+        except Exception:  # the loop did not answer in time: settle from here
+            pass
+        self._writer.finish(settled=settled)
+        if not settled:
+            for follower in followers:
+                follower.sub.finish()
+        self._link.release(deadline)
+
+    async def _shutdown(self, followers: list[Follower], deadline: float) -> None:
+        await self._writer.drain(deadline)
+        await drain_followers(followers, self._writer.last_seq, deadline)
+
+    def stats(self) -> BusStats:
+        """`(published, dropped)` with `lost`, writer and connection figures (no I/O)."""
+        accepted, refused, lost = self._writer.counts()
+        subs = [f.sub for f in self._followers]
+        extra: dict[str, Any] = {
+            "backend": "nats",
+            "servers": self._link.where,
+            "stream": self.layout.stream,
+            "subject": self.layout.subject,
+            "group": self.group,
+            "connection": self._link.state,
+            **self._writer.figures(),
+            "missed": sum(s.missed for s in subs),
+            "undecodable": sum(s.undecodable for s in subs),
+            "consumers": [c.figures() for c in list(self._consumers)],
+            "stopped": self._stopped,
+        }
+        return BusStats(
+            accepted,
+            refused,
+            lost=lost,
+            queue_depth=self._writer.queue_depth(),
+            subscribers=tuple(s.stats() for s in subs),
+            extra=extra,
+        )
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else self._link.state
+        return (
+            f"<NatsEventBus {state} {self._link.where} stream={self.layout.stream!r} "
+            f"subject={self.layout.subject!r} buffer_size={self.buffer_size}>"
+        )

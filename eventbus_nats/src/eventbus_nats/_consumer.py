@@ -1,0 +1,345 @@
+"""`GroupConsumer`: at-least-once reading through a durable JetStream pull consumer.
+
+A group is one durable consumer of the stream (created if missing, delivering from the oldest
+message the stream holds); its members pull from it and share the work. A delivery is
+acknowledged only when the caller says so (`ack()`): one that is not acknowledged within the
+consumer's AckWait is delivered again, to any member. `keep_alive()` sends in-progress
+acknowledgements (`+WPI`) for what a member still holds, so a slow sink does not get its batch
+redelivered to a peer meanwhile. A member that closes cleanly hands what it held back at once
+(`-NAK`); one that dies leaves it for AckWait.
+
+The member counts deliveries itself (each message says how often it was delivered): an entry
+delivered more than `max_deliveries` times, or one that does not decode, is published to the
+dead-letter stream with the reason in its headers and then terminated (`+TERM`), never dropped.
+The server's own MaxDeliver stays unlimited on purpose: at that limit it would stop delivering
+an entry without telling anyone, and a dead-letter write that failed could not be retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from eventbus_core import Delivery, Event, WireFormatError
+from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
+from eventbus_nats._link import Link, LinkClosed
+from eventbus_nats._options import Backoff, safe_error
+from eventbus_nats._settings import check_name
+
+__all__ = ["GroupConsumer", "default_consumer_name"]
+
+log = logging.getLogger("eventbus.nats")
+
+_CHECK_EVERY: Final = 5.0  # seconds of silence before a member checks its group still exists
+_CALL_MARGIN: Final = 5.0  # seconds a request may take on top of a read's own timeout
+_MAX_DEFERRED_ACKS: Final = 100_000
+Raw = tuple[str, bytes, int, int]  # reply subject (the token), data, deliveries, stream seq
+
+
+def default_consumer_name() -> str:
+    """`host-pid`: unique per process; shown in figures and dead letters."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GroupConsumer:
+    """One member of a consumer group; an `AckableSource` for the dispatcher, with
+    `keep_alive()` and `figures()`.
+
+    Built by `NatsEventBus.consumer()`. Methods block and are meant for one thread. Delivery
+    tokens are the messages' reply subjects (str).
+
+    Attributes:
+        group: The group (the durable consumer's name).
+        name: This member's name (figures, logs, dead letters).
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        group: str,
+        name: str,
+        *,
+        batch_size: int = 100,
+        ack_wait: float = 30.0,
+        max_deliveries: int = 5,
+        max_ack_pending: int = 10_000,
+        on_close: Callable[[GroupConsumer], None] | None = None,
+    ) -> None:
+        if batch_size < 1 or max_deliveries < 1 or ack_wait <= 0 or max_ack_pending < 1:
+            raise ValueError(
+                "need batch_size >= 1, max_deliveries >= 1, ack_wait > 0 and "
+                f"max_ack_pending >= 1; got {batch_size=}, {max_deliveries=}, {ack_wait=}, "
+                f"{max_ack_pending=}"
+            )
+        check_name(group, "consumer group")
+        link.acquire()
+        self._link = link
+        self.stream = link.layout.stream
+        self.group = group
+        self.name = name
+        self.batch_size = batch_size
+        self.ack_wait = ack_wait
+        self.max_deliveries = max_deliveries
+        self.max_ack_pending = max_ack_pending
+        self._on_close = on_close
+        self._closed = False
+        self.delivered = 0
+        self.acked = 0
+        self.redelivered = 0
+        self.dead_lettered = 0
+        self.groups_created = 0
+        self.last_error: str | None = None
+        self.after_fork_in_child()
+
+    def after_fork_in_child(self) -> None:
+        """Forget what belongs to the parent (its pull subscription and held deliveries)."""
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._seen_reconnects = self._link.reconnects
+        self._next_check = 0.0
+        self._next_refresh = 0.0
+        # Handed over and not yet acknowledged: token -> stream sequence.
+        self._in_flight: dict[str, int] = {}
+        self._received = DeliveryCounter()
+        self._deferred_acks: list[str] = []
+        self._backoff = Backoff()
+
+    # ------------------------------------------------------------------------------ reading
+
+    def read(self, max_items: int, timeout: float) -> list[Delivery]:
+        """Return up to `max_items` (at most `batch_size`) deliveries, waiting up to `timeout`
+        seconds for the first. Returns [] on timeout, and while NATS is unreachable (after
+        waiting), never raising for it.
+        """
+        if self._closed:
+            return []
+        wait = max(timeout, 0.01)
+        deadline = time.monotonic() + wait
+        count = max(1, min(max_items, self.batch_size))
+        try:
+            raw = self._link.call(self._fetch(count, wait), wait + _CALL_MARGIN)
+        except LinkClosed:
+            return []
+        except Exception as exc:
+            self._note_error(exc)
+            time.sleep(max(0.0, min(self._backoff.next(), deadline - time.monotonic())))
+            return []
+        self._backoff.reset()
+        return self._decode(raw)
+
+    async def _fetch(self, count: int, timeout: float) -> list[Raw]:
+        if self._deferred_acks:
+            await self._send_acks()
+        if self._psub is None:
+            await self._bind()
+        elif self._link.reconnects != self._seen_reconnects or time.monotonic() >= self._next_check:
+            await self._verify()
+        assert self._psub is not None
+        try:
+            msgs = await self._psub.fetch(count, timeout=timeout)
+        except TimeoutError:
+            return []
+        self._next_check = time.monotonic() + _CHECK_EVERY
+        out: list[Raw] = []
+        for msg in msgs:
+            meta = msg.metadata
+            seq = meta.sequence.stream
+            n = self._received.count(seq, meta.num_delivered)
+            if n > self.max_deliveries:
+                reason = f"delivered {n} times (max_deliveries={self.max_deliveries})"
+                await self._dead_letter(msg.reply, msg.data, n, seq, reason)
+            else:
+                out.append((msg.reply, msg.data, n, seq))
+        return out
+
+    def _decode(self, raw: list[Raw]) -> list[Delivery]:
+        out: list[Delivery] = []
+        bad: list[tuple[Raw, str]] = []
+        for item in raw:
+            token, data, n, seq = item
+            try:
+                event = Event.from_json(data).with_log_id(seq)
+            except WireFormatError as exc:
+                bad.append((item, f"undecodable: {exc}"))
+                continue
+            out.append(Delivery(event, token=token, attempts=n))
+            if n > 1:
+                self.redelivered += 1
+        if bad:
+            try:
+                self._link.call(self._dead_letter_many(bad), _CALL_MARGIN)
+            except Exception as exc:  # left unacknowledged: redelivered and tried again
+                self._note_error(exc)
+        self.delivered += len(out)
+        self._in_flight.update((d.token, d.event.log_id) for d in out)
+        return out
+
+    def _forget(self, token: str) -> None:
+        seq = self._in_flight.pop(token, None)
+        if seq is not None:
+            self._received.forget(seq)
+
+    async def _bind(self) -> None:
+        info, created = await open_group(
+            self._link, self.group, ack_wait=self.ack_wait, max_ack_pending=self.max_ack_pending
+        )
+        self.groups_created += created
+        if info.config.ack_wait:
+            self.ack_wait = info.config.ack_wait  # the group's, if it existed already
+        js = await self._link.jetstream()
+        self._psub = await js.pull_subscribe_bind(self.group, stream=self.stream)
+        self._seen_reconnects = self._link.reconnects
+        self._next_check = time.monotonic() + _CHECK_EVERY
+
+    async def _verify(self) -> None:
+        """Bind again if the group was deleted (it is re-created, from the oldest entry)."""
+        self._seen_reconnects = self._link.reconnects
+        self._next_check = time.monotonic() + _CHECK_EVERY
+        js = await self._link.jetstream()
+        try:
+            await js.consumer_info(self.stream, self.group)
+        except nats.js.errors.NotFoundError:
+            log.warning("eventbus nats: consumer group %s of %s is gone; re-creating it",
+                        self.group, self.stream)  # fmt: skip
+            await self._unbind()
+            self._in_flight.clear()
+            self._received.clear()
+            await self._bind()
+
+    async def _unbind(self) -> None:
+        psub, self._psub = self._psub, None
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    # ------------------------------------------------------------------------- dead letters
+
+    async def _dead_letter_many(self, items: list[tuple[Raw, str]]) -> None:
+        for (token, data, n, seq), reason in items:
+            await self._dead_letter(token, data, n, seq, reason)
+
+    async def _dead_letter(self, token: str, data: bytes, n: int, seq: int, reason: str) -> None:
+        """Move the entry to the dead-letter stream (see `_deadletter.py`); if that fails it
+        stays pending: redelivered after AckWait and dead-lettered then."""
+        try:
+            await dead_letter(self._link, token=token, data=data, seq=seq, deliveries=n,
+                              group=self.group, consumer=self.name, reason=reason)  # fmt: skip
+        except Exception as exc:
+            self._note_error(exc)
+            return
+        self._forget(token)
+        self._received.forget(seq)
+        self.dead_lettered += 1
+
+    # ---------------------------------------------------------------------- acknowledging
+
+    def ack(self, tokens: Sequence[Any]) -> None:
+        """Acknowledge processed deliveries (their tokens): they will not come again.
+
+        If NATS is unreachable the acknowledgements are kept and sent with the next call;
+        until then the entries may be redelivered (at-least-once).
+        """
+        ids = [str(t) for t in tokens]
+        for token in ids:
+            self._forget(token)
+        self._deferred_acks.extend(ids)
+        if self._closed:
+            return
+        try:
+            self._link.call(self._send_acks(), _CALL_MARGIN)
+        except Exception as exc:
+            self._note_error(exc)
+
+    async def _send_acks(self) -> None:
+        acks, self._deferred_acks = self._deferred_acks, []
+        if not acks:
+            return
+        nc = await self._link.client()
+        sent = 0
+        try:
+            for token in acks:
+                await nc.publish(token, b"+ACK")
+                sent += 1
+        except Exception:
+            self._deferred_acks = (acks[sent:] + self._deferred_acks)[-_MAX_DEFERRED_ACKS:]
+            raise
+        finally:
+            self.acked += sent
+        with contextlib.suppress(Exception):  # still queued in the client if this times out
+            await nc.flush(2)
+
+    def keep_alive(self) -> None:
+        """Tell the group that what this member holds is still being processed.
+
+        Sends an in-progress acknowledgement for every delivery handed over and not yet
+        acknowledged, which restarts its AckWait; at most every AckWait / 2, cheap otherwise.
+        Never raises for NATS trouble (the next read reports it).
+        """
+        now = time.monotonic()
+        if not self._in_flight or now < self._next_refresh or self._closed:
+            return
+        self._next_refresh = now + self.ack_wait / 2
+        try:
+            self._link.call(self._signal(list(self._in_flight), b"+WPI"), 2.0)
+        except Exception as exc:
+            self._note_error(exc)
+
+    async def _signal(self, tokens: list[str], what: bytes) -> None:
+        nc = await self._link.client()
+        for token in tokens:
+            await nc.publish(token, what)
+        with contextlib.suppress(Exception):
+            await nc.flush(2)
+
+    def close(self) -> None:
+        """Stop reading: send pending acknowledgements, hand back (`-NAK`) what was not
+        acknowledged so another member gets it at once. Idempotent; never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        held = list(self._in_flight)
+        self._in_flight.clear()
+        with contextlib.suppress(Exception):
+            self._link.call(self._close(held), 2.0)
+        self._link.release(time.monotonic() + 1.0)
+        callback, self._on_close = self._on_close, None
+        if callback is not None:
+            callback(self)
+
+    async def _close(self, held: list[str]) -> None:
+        if self._deferred_acks:
+            await self._send_acks()
+        if held:
+            await self._signal(held, b"-NAK")
+        await self._unbind()
+
+    # --------------------------------------------------------------------------- figures
+
+    def _note_error(self, exc: BaseException) -> None:
+        message = safe_error(exc)
+        if message != self.last_error:
+            log.warning("eventbus nats consumer %s (group %s): %s", self.name, self.group, message)
+        self.last_error = message
+
+    def figures(self) -> dict[str, Any]:
+        """This member's counters (no I/O)."""
+        return {
+            "name": self.name,
+            "group": self.group,
+            "delivered": self.delivered,
+            "acked": self.acked,
+            "redelivered": self.redelivered,
+            "dead_lettered": self.dead_lettered,
+            "in_flight": len(self._in_flight),
+            "last_error": self.last_error,
+        }
+
+    def __repr__(self) -> str:
+        return f"<GroupConsumer {self.name!r} group={self.group!r} stream={self.stream!r}>"

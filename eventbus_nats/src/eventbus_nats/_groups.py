@@ -1,0 +1,124 @@
+"""What a consumer group does on the server: its durable consumer, and its dead letters.
+
+A group is a durable pull consumer of the stream, named after the group, created if missing:
+delivering from the oldest message the stream holds, explicit acknowledgements, AckWait, and
+MaxDeliver unlimited (members count deliveries and dead-letter entries themselves).
+
+The dead-letter stream `<STREAM>_DEAD` (subject `dead.<SUBJECT>`, created when first needed,
+with the event stream's limits) holds each given-up entry's original bytes; its headers say why
+and where it came from. The entry is then terminated (`+TERM`) in its group, so it is never
+delivered again. A `Nats-Msg-Id` per stream, sequence and group keeps a retried dead-lettering
+from adding the same entry twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import nats.js.errors
+from nats.js import api
+
+from eventbus_nats._link import Link
+
+__all__ = ["DeliveryCounter", "dead_letter", "open_group"]
+
+log = logging.getLogger("eventbus.nats")
+
+_REASON_MAX: Final = 500
+_MAX_TRACKED: Final = 100_000  # entries whose deliveries a member counts itself
+
+
+class DeliveryCounter:
+    """How often a member received each entry, to complete the server's count.
+
+    nats-server 2.9 does not count a delivery it makes to a pull request that is just
+    expiring, although the member receives it: `count()` takes the larger of the two. The
+    newest `_MAX_TRACKED` entries are remembered; `forget()` an entry once it is settled.
+    """
+
+    def __init__(self) -> None:
+        self._received: dict[int, int] = {}
+
+    def count(self, seq: int, server_count: int) -> int:
+        """Record one more receipt of entry `seq`; return its deliveries so far."""
+        received = self._received.pop(seq, 0) + 1
+        self._received[seq] = received  # re-inserted: the dict stays oldest first
+        if len(self._received) > _MAX_TRACKED:
+            del self._received[next(iter(self._received))]
+        return max(server_count, received)
+
+    def forget(self, seq: int) -> None:
+        """Stop counting entry `seq` (acknowledged, dead-lettered)."""
+        self._received.pop(seq, None)
+
+    def clear(self) -> None:
+        """Forget every entry (the group was re-created)."""
+        self._received.clear()
+
+
+async def open_group(
+    link: Link, group: str, *, ack_wait: float, max_ack_pending: int
+) -> tuple[api.ConsumerInfo, bool]:
+    """The durable consumer of `group`, created if missing; and whether it was created."""
+    js = await link.jetstream()
+    await link.ensure_stream()
+    stream = link.layout.stream
+    try:
+        return await js.consumer_info(stream, group), False
+    except nats.js.errors.NotFoundError:
+        pass
+    config = api.ConsumerConfig(
+        durable_name=group,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+        filter_subject=link.layout.subject,
+    )
+    info = await js.add_consumer(stream, config)
+    log.info("eventbus nats: created consumer group %s on %s", group, stream)
+    return info, True
+
+
+async def dead_letter(
+    link: Link,
+    *,
+    token: str,
+    data: bytes,
+    seq: int,
+    deliveries: int,
+    group: str,
+    consumer: str,
+    reason: str,
+) -> None:
+    """Publish the entry to the dead-letter stream, then terminate it (reply subject `token`).
+
+    Raises:
+        Exception: the publish (or the termination) failed; the entry stays pending, is
+            redelivered after AckWait and dead-lettered then.
+    """
+    stream = link.layout.stream
+    await link.ensure_stream(dead=True)
+    js = await link.jetstream()
+    headers = {
+        "Nats-Msg-Id": f"dead-{stream}-{seq}-{group}",
+        "Eventbus-Reason": _header_text(reason),
+        "Eventbus-Stream": stream,
+        "Eventbus-Sequence": str(seq),
+        "Eventbus-Group": group,
+        "Eventbus-Consumer": _header_text(consumer),
+        "Eventbus-Deliveries": str(deliveries),
+    }
+    await js.publish(link.layout.dead_subject, data, headers=headers)
+    nc = await link.client()
+    await nc.publish(token, b"+TERM")
+    log.warning(
+        "eventbus nats: dead-lettered LogID %d of %s (group %s): %s", seq, stream, group, reason
+    )
+
+
+def _header_text(text: str) -> str:
+    """`text` fit for a NATS header value: one line, bounded."""
+    return " ".join(text.split())[:_REASON_MAX]

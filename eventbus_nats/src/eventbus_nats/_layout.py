@@ -1,0 +1,101 @@
+"""`StreamLayout`: the stream, subjects and limits of one bus, and the configs built from them.
+
+One stream (default `LLM_PROXY_EVENTS`) captures one literal subject (default
+`llm-proxy.events`); each message body is an event's Go wire JSON and its stream sequence is
+the LogID. Dead letters go to a stream of their own, `<STREAM>_DEAD` on subject `dead.<SUBJECT>`,
+which no `<SUBJECT>.>` hierarchy added later can overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import api
+
+from eventbus_nats._settings import NatsSettings, check_name, check_subject
+
+__all__ = ["StreamLayout"]
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """Where a bus's events live, and the limits of the stream created when it is missing.
+
+    Attributes:
+        stream: Stream name.
+        subject: The literal subject events are published on.
+        max_msgs: Newest messages kept (0: no limit).
+        max_bytes: Bytes kept at most (0: no limit).
+        max_age: Seconds a message is kept (0: no limit).
+        replicas: Copies of the stream in a cluster.
+        duplicate_window: Seconds message ids are remembered to drop retried duplicates.
+    """
+
+    stream: str = "LLM_PROXY_EVENTS"
+    subject: str = "llm-proxy.events"
+    max_msgs: int = 10_000
+    max_bytes: int = 0
+    max_age: float = 86_400.0
+    replicas: int = 1
+    duplicate_window: float = 120.0
+
+    def __post_init__(self) -> None:
+        check_name(self.stream, "stream")
+        check_subject(self.subject)
+        for label in ("max_msgs", "max_bytes", "max_age"):
+            value = getattr(self, label)
+            if value < 0:
+                raise ValueError(f"{label} must be >= 0 (0: no limit), got {value!r}")
+        if not 1 <= self.replicas <= 5:
+            raise ValueError(f"replicas must be 1 to 5, got {self.replicas!r}")
+        if self.duplicate_window <= 0:
+            raise ValueError(f"duplicate_window must be > 0 seconds, got {self.duplicate_window!r}")
+
+    @classmethod
+    def from_settings(cls, settings: NatsSettings) -> StreamLayout:
+        """The layout named by the `EVENTBUS_NATS_*` settings."""
+        return cls(
+            stream=settings.nats_stream,
+            subject=settings.nats_subject,
+            max_msgs=settings.nats_max_msgs,
+            max_bytes=settings.nats_max_bytes,
+            max_age=settings.nats_max_age,
+            replicas=settings.nats_replicas,
+            duplicate_window=settings.nats_duplicate_window,
+        )
+
+    @property
+    def dead_stream(self) -> str:
+        """Name of the dead-letter stream."""
+        return f"{self.stream}_DEAD"
+
+    @property
+    def dead_subject(self) -> str:
+        """Subject of dead letters."""
+        return f"dead.{self.subject}"
+
+    def stream_config(self) -> api.StreamConfig:
+        """The configuration the event stream is created with."""
+        return self._config(self.stream, self.subject, "eventbus events (Go wire JSON)")
+
+    def dead_config(self) -> api.StreamConfig:
+        """The configuration the dead-letter stream is created with (the same limits)."""
+        return self._config(self.dead_stream, self.dead_subject, "eventbus dead letters")
+
+    def _config(self, name: str, subject: str, description: str) -> api.StreamConfig:
+        window = self.duplicate_window
+        if self.max_age:
+            window = min(window, self.max_age)  # the server refuses a window beyond max_age
+        return api.StreamConfig(
+            name=name,
+            description=description,
+            subjects=[subject],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.OLD,
+            max_msgs=self.max_msgs or -1,
+            max_bytes=self.max_bytes or -1,
+            max_age=self.max_age,
+            num_replicas=self.replicas,
+            duplicate_window=window,
+        )

@@ -1,0 +1,334 @@
+"""`Link`: one background thread running an asyncio loop that owns one NATS connection.
+
+nats-py is asyncio only, while the bus contract is thread-based: every bus keeps one daemon
+thread with its own loop, where the writer, the subscription readers and the consumers' requests
+run as coroutines. Other threads hand work over with `submit()` / `call()` (blocking, bounded)
+or `call_soon()` (a wake-up, no waiting).
+
+The connection is made in the background, retried for ever (an application starts while NATS
+is down), and nats-py reconnects by itself afterwards, trying every server of `NATS_URL` and
+those the cluster announces. Credentials never leave `ConnectOptions`: logs and errors name the
+servers through `where`, which masks them.
+
+After `fork()` the child must not touch the parent's loop or sockets (the epoll instance and the
+sockets are shared with the parent): `after_fork_in_child()` abandons them, unclosed and
+referenced for ever, and starts a fresh thread, loop and connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, Final, TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from eventbus_nats._layout import StreamLayout
+from eventbus_nats._options import ConnectOptions, safe_error
+
+__all__ = ["Link", "LinkClosed"]
+
+log = logging.getLogger("eventbus.nats")
+
+T = TypeVar("T")
+
+_CONNECT_TIMEOUT: Final = 2
+_RECONNECT_WAIT: Final = 1
+# A server that stops answering (SIGSTOP, a dead peer behind a live socket) is noticed after
+# PING_INTERVAL * (MAX_PINGS + 1) seconds, then nats-py reconnects (to another server if any).
+_PING_INTERVAL: Final = 5
+_MAX_PINGS: Final = 2
+_FLUSH_TIMEOUT: Final = 2.0
+_PENDING_SIZE: Final = 8 * 1024 * 1024  # bytes nats-py buffers while reconnecting
+_API_TIMEOUT: Final = 5.0
+_STREAM_IN_USE: Final = 10058  # JetStream error code: stream name already in use
+
+# Loops, clients and threads a forked child inherited: never closed nor collected there, since
+# closing them would unregister the parent's sockets from the epoll instance both share.
+_ABANDONED: list[object] = []
+
+
+class LinkClosed(RuntimeError):
+    """The link was closed (the bus stopped and every consumer closed)."""
+
+
+class Link:
+    """A NATS connection on a loop of its own, shared by a bus and its consumers.
+
+    Args:
+        options: Servers and credentials.
+        layout: The stream layout (`ensure_stream()` creates the streams it names).
+        name: Connection and thread name.
+    """
+
+    def __init__(self, options: ConnectOptions, layout: StreamLayout, *, name: str) -> None:
+        self.options = options
+        self.layout = layout
+        self.name = name
+        self._users = 1
+        self._users_lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.reconnects = 0
+        self.closed = False
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self._ready = asyncio.Event()
+        self._stream_lock = asyncio.Lock()
+        self._stream_ready = False
+        self._dead_ready = False
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        self.call_soon(self._begin)
+
+    def _begin(self) -> None:
+        self._connect_task = self.loop.create_task(self._connect())
+
+    def _run(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    # ------------------------------------------------------------------------- connection
+
+    async def _connect(self) -> None:
+        try:
+            await self._connect_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # nats-py retries by itself; this is a bug or bad options
+            self.state = "failing"
+            self.last_error = safe_error(exc)
+            log.error("eventbus nats cannot connect to %s: %s", self.where, self.last_error)
+
+    async def _connect_once(self) -> None:
+        nc = Client()
+        self.nc = nc
+        # With max_reconnect_attempts=-1 nats-py tries the servers until one answers.
+        await nc.connect(
+            servers=list(self.options.servers),
+            name=self.name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            connect_timeout=_CONNECT_TIMEOUT,
+            reconnect_time_wait=_RECONNECT_WAIT,
+            ping_interval=_PING_INTERVAL,
+            max_outstanding_pings=_MAX_PINGS,
+            pending_size=_PENDING_SIZE,
+            flush_timeout=_FLUSH_TIMEOUT,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            **self.options.auth,
+        )
+        self.js = nc.jetstream(timeout=_API_TIMEOUT, publish_async_max_pending=100_000)
+        if self.state != "connected":
+            log.info("eventbus nats connected to %s", self.options.where)
+        self.state = "connected"
+        self.last_error = None
+        self._ready.set()
+
+    async def _on_error(self, exc: Exception) -> None:
+        message = safe_error(exc)
+        if message != self.last_error:
+            log.warning("eventbus nats connection to %s: %s", self.options.where, message)
+        self.last_error = message
+        if self.nc is None or not self.nc.is_connected:
+            self.state = "reconnecting"
+
+    async def _on_disconnected(self) -> None:
+        if not self.closed:
+            self.state = "reconnecting"
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        self.state = "connected"
+        self.last_error = None
+        log.info("eventbus nats reconnected to %s", self.options.where)
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up."""
+        nc = self.nc
+        return nc is not None and nc.is_connected
+
+    @property
+    def where(self) -> str:
+        """The servers, credentials masked."""
+        return self.options.where
+
+    async def jetstream(self) -> JetStreamContext:
+        """The JetStream context, once the first connection succeeded (waits until then)."""
+        await self._ready.wait()
+        assert self.js is not None
+        return self.js
+
+    async def answering(self, patience: float = 0.0) -> JetStreamContext:
+        """The JetStream context while connected. While the connection is down, wait up to
+        `patience` seconds for it, then raise: requests made on a caller's behalf fail fast
+        rather than wait for an outage to end (the first connection is always waited for)."""
+        give_up = time.monotonic() + patience
+        while not self.connected:
+            failed = self.last_error is not None and time.monotonic() >= give_up
+            if failed or self.closed:
+                raise ConnectionError(self.last_error or "connection closed")
+            await asyncio.sleep(0.01)
+        assert self.js is not None
+        return self.js
+
+    async def client(self) -> Client:
+        """The NATS client, once the first connection succeeded (waits until then)."""
+        await self._ready.wait()
+        assert self.nc is not None
+        return self.nc
+
+    # ---------------------------------------------------------------------------- streams
+
+    async def ensure_stream(self, *, dead: bool = False) -> None:
+        """Create the event stream (or the dead-letter one) if it is missing.
+
+        An existing stream is used as it is: its limits are the operator's to change.
+        """
+        if (self._dead_ready if dead else self._stream_ready) and self.connected:
+            return
+        async with self._stream_lock:
+            js = await self.jetstream()
+            config = self.layout.dead_config() if dead else self.layout.stream_config()
+            assert config.name is not None
+            try:
+                await js.stream_info(config.name)
+            except nats.js.errors.NotFoundError:
+                try:
+                    await js.add_stream(config)
+                    log.info("eventbus nats created stream %s (%s)", config.name, config.subjects)
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != _STREAM_IN_USE:  # another process created it first
+                        raise
+            if dead:
+                self._dead_ready = True
+            else:
+                self._stream_ready = True
+
+    def stream_lost(self) -> None:
+        """Note that the stream may be gone: the next `ensure_stream()` looks again."""
+        self._stream_ready = False
+        self._dead_ready = False
+
+    async def stream_info(self, name: str | None = None) -> api.StreamInfo:
+        """`STREAM.INFO` of the event stream (or `name`); fails at once while disconnected."""
+        js = await self.answering()
+        return await js.stream_info(name or self.layout.stream)
+
+    # ------------------------------------------------------------------- handing work over
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run `coro` on the link's loop; return a future of its result.
+
+        Raises:
+            LinkClosed: the link was closed.
+        """
+        if self.closed:
+            coro.close()
+            raise LinkClosed(f"the NATS connection {self.name} is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run `coro` on the link's loop and wait up to `timeout` seconds for its result.
+
+        Raises:
+            TimeoutError: it did not finish in time (it is cancelled).
+            LinkClosed: the link was closed.
+            Exception: whatever `coro` raised.
+        """
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("Link.call() from the link's own thread would deadlock")
+        future = self.submit(asyncio.wait_for(coro, timeout))
+        try:
+            return future.result(timeout + 0.5)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"no answer from NATS at {self.where} within {timeout} s") from None
+        except concurrent.futures.CancelledError:
+            raise LinkClosed(f"the NATS connection {self.name} was closed meanwhile") from None
+
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        """Schedule `callback(*args)` on the loop from any thread; a no-op once closed."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody left to wake
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    @property
+    def on_loop_thread(self) -> bool:
+        """True when called from the link's own thread."""
+        return threading.current_thread() is self._thread
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def acquire(self) -> None:
+        """Count one more user (a consumer); the link closes when the last one releases it.
+
+        Raises:
+            LinkClosed: the link is closed already.
+        """
+        with self._users_lock:
+            if self.closed:
+                raise LinkClosed(f"the NATS connection {self.name} is closed")
+            self._users += 1
+
+    def release(self, deadline: float) -> None:
+        """Drop one user; the last one closes the connection and ends the thread, waiting for
+        that until `deadline` (a `time.monotonic()` value) at most."""
+        with self._users_lock:
+            self._users -= 1
+            if self._users > 0 or self.closed:
+                return
+            self.closed = True
+        self.state = "closed"
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+
+    async def _shutdown(self) -> None:
+        task = getattr(self, "_connect_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+        nc = self.nc
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1.0)
+        self.loop.stop()
+
+    def after_fork_in_child(self) -> None:
+        """Give a forked child a connection of its own (the parent's stays the parent's)."""
+        _ABANDONED.append((self.loop, self.nc, self.js, self._thread))
+        self._users_lock = threading.Lock()
+        if self.closed:
+            return
+        self._start()
+
+    def __repr__(self) -> str:
+        return f"<Link {self.name} {self.state} {self.where}>"

@@ -1,0 +1,263 @@
+"""Reading the stream again and describing it: `ReadableLog`, `Describable`, `Isolatable`.
+
+`read_range()` reads through a throwaway consumer (no acknowledgements, in memory, deleted at
+the end and by the server if the reader vanishes), from a stream sequence or from a time (the
+stream keeps each message's time), up to the stream's last sequence when reading began: it
+consumes nothing and does not follow new messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+import nats.js.errors
+from nats.js import JetStreamContext, api
+
+from eventbus_core import BackendUnavailableError, Event, WireFormatError
+from eventbus_nats._link import Link
+from eventbus_nats._options import safe_error
+
+__all__ = ["LogReader"]
+
+_CHUNK: Final = 500
+_FETCH_WAIT: Final = 2.0
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """`moment` in UTC; a naive datetime is local time, as `datetime.timestamp()` takes it."""
+    return None if moment is None else moment.astimezone(UTC)
+
+
+class LogReader:
+    """Reads and describes the stream of one bus (blocking calls on the link's loop).
+
+    Args:
+        link: The connection.
+        timeout: Seconds each request may take before `BackendUnavailableError`.
+    """
+
+    def __init__(self, link: Link, *, timeout: float = 10.0) -> None:
+        self._link = link
+        self._timeout = timeout
+
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        try:
+            return self._link.call(coro, timeout or self._timeout)
+        except nats.js.errors.APIError:
+            raise  # the server answered: not an outage
+        except (TimeoutError, ConnectionError, OSError, nats.errors.Error) as exc:
+            raise BackendUnavailableError(
+                f"NATS at {self._link.where} did not answer ({safe_error(exc)}); check that "
+                "nats-server runs with JetStream enabled (-js) and that NATS_URL points at it"
+            ) from None
+
+    # ------------------------------------------------------------------------------ reading
+
+    def read_range(
+        self,
+        first_id: int | None = None,
+        last_id: int | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Iterator[Event | None]:
+        """Yield the retained events with LogID in `[first_id, last_id]` added within
+        `[since, until]`, oldest first; None for a message that does not decode."""
+        since_utc, until_utc = _utc(since), _utc(until)
+        layout = self._link.layout
+        info = self._stream_info()
+        if info is None:
+            return
+        end = info.state.last_seq if last_id is None else min(last_id, info.state.last_seq)
+        start = max(first_id or 1, info.state.first_seq)
+        if info.state.messages == 0 or end < start:
+            return
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE,
+            filter_subject=layout.subject,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        if since_utc is not None and first_id is None:
+            config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+            # RFC 3339 text: nats-py before 2.10 cannot serialise a datetime here.
+            config.opt_start_time = cast(Any, since_utc.isoformat().replace("+00:00", "Z"))
+        else:
+            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start
+        name, psub, pending = self._call(self._open(config))
+        try:
+            if not pending:
+                return  # nothing from that point on
+            while True:
+                msgs = self._call(self._fetch(psub), _FETCH_WAIT + self._timeout)
+                if not msgs:
+                    return  # what is left up to `end` was removed meanwhile
+                for msg in msgs:
+                    meta = msg.metadata
+                    seq = meta.sequence.stream
+                    if seq > end or (until_utc is not None and meta.timestamp > until_utc):
+                        return
+                    if since_utc is None or meta.timestamp >= since_utc:
+                        try:
+                            yield Event.from_json(msg.data).with_log_id(seq)
+                        except WireFormatError:
+                            yield None
+                    if seq >= end or meta.num_pending == 0:
+                        return
+        finally:
+            with contextlib.suppress(Exception):
+                self._link.call(self._close(name, psub), 2.0)
+
+    def newest(self, n: int) -> list[Event]:
+        """Return the `n` newest retained events, oldest first."""
+        if n <= 0:
+            return []
+        info = self._stream_info()
+        if info is None or info.state.messages == 0:
+            return []
+        start = max(info.state.first_seq, info.state.last_seq - n + 1)
+        events = [e for e in self.read_range(start, info.state.last_seq) if e is not None]
+        return events[-n:]
+
+    def _stream_info(self) -> api.StreamInfo | None:
+        try:
+            info: api.StreamInfo = self._call(self._link.stream_info())
+        except nats.js.errors.NotFoundError:
+            return None  # nothing was ever published
+        return info
+
+    async def _open(self, config: api.ConsumerConfig) -> tuple[str, Any, int]:
+        js = await self._link.answering()
+        info = await js.add_consumer(self._link.layout.stream, config)
+        psub = await js.pull_subscribe_bind(info.name, stream=self._link.layout.stream)
+        return info.name, psub, info.num_pending or 0
+
+    @staticmethod
+    async def _fetch(psub: JetStreamContext.PullSubscription) -> list[Any]:
+        try:
+            return await psub.fetch(_CHUNK, timeout=_FETCH_WAIT)
+        except TimeoutError:
+            return []
+
+    async def _close(self, name: str, psub: JetStreamContext.PullSubscription) -> None:
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+        js = await self._link.answering()
+        await js.delete_consumer(self._link.layout.stream, name)
+
+    # --------------------------------------------------------------------------- figures
+
+    def check(self, timeout: float) -> None:
+        """Return if JetStream answers within `timeout` seconds.
+
+        Raises:
+            BackendUnavailableError: it does not.
+        """
+        try:
+            self._link.call(self._probe(timeout), timeout)
+        except Exception as exc:
+            why = self._link.last_error or safe_error(exc)
+            raise BackendUnavailableError(
+                f"NATS JetStream at {self._link.where} did not answer within {timeout} s "
+                f"({why}); check that nats-server runs there with JetStream enabled (-js), "
+                "or set NATS_URL"
+            ) from None
+
+    async def _probe(self, timeout: float) -> None:
+        js = await self._link.answering(patience=timeout)
+        await js.account_info()
+
+    def describe(self, group: str) -> dict[str, Any]:
+        """Figures of the stream, its dead-letter stream and its consumer groups."""
+        figures: dict[str, Any] = self._call(self._describe(group))
+        return figures
+
+    async def _describe(self, group: str) -> dict[str, Any]:
+        link = self._link
+        layout = link.layout
+        js = await link.answering()
+        out: dict[str, Any] = {
+            "backend": "nats",
+            "servers": link.where,
+            "stream": layout.stream,
+            "subject": layout.subject,
+            "exists": False,
+            "messages": 0,
+            "bytes": 0,
+            "group": group,
+            "pending": 0,
+            "lag": None,
+            "redelivered": 0,
+            "groups": [],
+            "dead_letter_stream": layout.dead_stream,
+            "dead_letters": 0,
+        }
+        try:
+            info = await js.stream_info(layout.stream)
+        except nats.js.errors.NotFoundError:
+            return out
+        state, config = info.state, info.config
+        out.update(
+            exists=True,
+            messages=state.messages,
+            bytes=state.bytes,
+            first_log_id=state.first_seq,
+            last_log_id=state.last_seq,
+            deleted=state.num_deleted or 0,
+            limits={
+                "max_msgs": config.max_msgs,
+                "max_bytes": config.max_bytes,
+                "max_age": config.max_age,
+                "replicas": config.num_replicas,
+                "duplicate_window": config.duplicate_window,
+            },
+        )
+        if info.cluster is not None:
+            out["cluster"] = {
+                "name": info.cluster.name,
+                "leader": info.cluster.leader,
+                "replicas": [
+                    {"name": p.name, "current": p.current, "lag": p.lag}
+                    for p in info.cluster.replicas or []
+                ],
+            }
+        groups = [c for c in await js.consumers_info(layout.stream) if c.config.durable_name]
+        out["groups"] = [_group_figures(c) for c in groups]
+        for row in out["groups"]:
+            if row["group"] == group:
+                out.update(pending=row["pending"], lag=row["lag"], redelivered=row["redelivered"])
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            dead = await js.stream_info(layout.dead_stream)
+            out["dead_letters"] = dead.state.messages
+        return out
+
+    # ---------------------------------------------------------------------------- purge
+
+    def purge(self) -> None:
+        """Delete the stream and its dead-letter stream (with their consumer groups)."""
+        self._call(self._purge())
+
+    async def _purge(self) -> None:
+        js = await self._link.answering()
+        for name in (self._link.layout.stream, self._link.layout.dead_stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(name)
+        self._link.stream_lost()
+
+
+def _group_figures(info: api.ConsumerInfo) -> dict[str, Any]:
+    return {
+        "group": info.name,
+        "pending": info.num_ack_pending or 0,
+        "lag": info.num_pending,
+        "redelivered": info.num_redelivered or 0,
+        "waiting": info.num_waiting or 0,
+        "delivered_log_id": info.delivered.stream_seq if info.delivered else 0,
+        "ack_floor_log_id": info.ack_floor.stream_seq if info.ack_floor else 0,
+        "ack_wait": info.config.ack_wait,
+    }

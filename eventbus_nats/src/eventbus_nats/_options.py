@@ -1,0 +1,125 @@
+"""What a connection needs: nats-py options from settings, safe text for logs, backoff.
+
+`ConnectOptions` holds credentials; its repr shows only where it connects. Nothing here opens a
+connection.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventbus_core import SettingsError, redact_url
+from eventbus_nats._settings import NatsSettings
+
+__all__ = ["Backoff", "ConnectOptions", "safe_error"]
+
+
+def safe_error(exc: BaseException) -> str:
+    """`exc` as text fit for logs and stats: type and message, any URL credential masked."""
+    text = str(exc) or repr(exc)
+    return redact_url(f"{type(exc).__name__}: {text}")
+
+
+@dataclass(frozen=True, eq=False)
+class ConnectOptions:
+    """How to reach NATS: servers and the keyword arguments for `nats.aio.client.Client.connect`.
+
+    Attributes:
+        servers: Server URLs (may hold credentials: never log them, use `where`).
+        auth: Credential and TLS keyword arguments for nats-py.
+    """
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    auth: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """The servers as text fit for logs and errors (credentials masked)."""
+        return redact_url(",".join(self.servers))
+
+    def __repr__(self) -> str:
+        return f"ConnectOptions({self.where!r})"
+
+    @classmethod
+    def from_settings(cls, settings: NatsSettings) -> ConnectOptions:
+        """Options from `NATS_URL` and the credential and TLS settings.
+
+        Raises:
+            SettingsError: a file named by a setting is missing, a certificate does not load,
+                or `NATS_CREDS` is set without the `nkeys` package that reads it.
+        """
+        auth: dict[str, Any] = {}
+        if settings.nats_user:
+            auth["user"] = settings.nats_user
+        if settings.nats_password is not None:
+            auth["password"] = settings.nats_password.get_secret_value()
+        if settings.nats_token is not None:
+            auth["token"] = settings.nats_token.get_secret_value()
+        if settings.nats_creds:
+            _need_file(settings.nats_creds, "NATS_CREDS")
+            if importlib.util.find_spec("nkeys") is None:
+                raise SettingsError(
+                    "NATS_CREDS needs the nkeys package to sign in: pip install "
+                    "'eventbus-nats[nkeys]' (or pip install nkeys)"
+                )
+            auth["user_credentials"] = settings.nats_creds
+        tls_urls = any(s.lower().startswith(("tls://", "wss://")) for s in settings.servers)
+        if settings.nats_tls_ca or settings.nats_tls_cert or tls_urls:
+            auth["tls"] = _tls_context(settings)
+        return cls(tuple(settings.servers), auth)
+
+
+def _need_file(path: str, var: str) -> None:
+    if not Path(path).is_file():
+        raise SettingsError(f"{var}={path!r}: no such file (give the path of an existing file)")
+
+
+def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
+    ca, cert, key = settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key
+    if ca:
+        _need_file(ca, "NATS_CA")
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except ssl.SSLError as exc:
+        raise SettingsError(f"NATS_CA={ca!r} is not a PEM CA certificate: {exc}") from None
+    if cert and key:
+        _need_file(cert, "NATS_CERT")
+        _need_file(key, "NATS_KEY")
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise SettingsError(
+                f"NATS_CERT={cert!r} and NATS_KEY={key!r} do not load as a certificate and its "
+                f"private key: {exc}"
+            ) from None
+    return context
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, for reconnect and retry loops.
+
+    Each `next()` doubles the base delay up to `cap` and returns a random delay between half
+    and all of it, so processes that lost the same server do not retry in lock step.
+    """
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        if base <= 0 or cap < base:
+            raise ValueError(f"need 0 < base <= cap, got base={base!r} cap={cap!r}")
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next(self) -> float:
+        """Record a failure and return how long to wait before the next attempt."""
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.failures, 30))
+        self.failures += 1
+        return ceiling * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        """Record a success: the next failure starts from `base` again."""
+        self.failures = 0

@@ -1,0 +1,239 @@
+"""`BatchSender`: sends encoded batches with JetStream's asynchronous publish and checks every
+acknowledgement, sending again what was not acknowledged until it is settled.
+
+Each event carries `Nats-Msg-Id: <process id>-<n>`, so that an event sent again after all (its
+PubAck was lost, not the event) is dropped by the stream's duplicate window. Events without an
+acknowledgement (a timeout, a lost connection, a leader election, a missing stream, which is
+created again) are sent again after a backoff with jitter, in their order within the batch. An
+event is settled exactly once, through the `settle(written, lost)` callback: written
+(acknowledged) or lost (refused by the server for good, or given up at stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+
+from eventbus_core import Event
+from eventbus_nats._link import Link
+from eventbus_nats._options import Backoff, safe_error
+
+__all__ = ["Batch", "BatchSender"]
+
+log = logging.getLogger("eventbus.nats")
+
+_YIELD_EVERY: Final = 64  # events queued between two chances for the flusher to send
+_MAX_REFUSALS: Final = 3  # a server that says no this often to one event means it
+_STREAM_NOT_FOUND: Final = 10059
+_HALF_PENDING: Final = 4 * 1024 * 1024  # bytes queued in nats-py beyond which we do not add
+_OPEN, _WRITTEN, _LOST = 0, 1, 2
+
+
+class Batch:
+    """Encoded events on their way, with each one's fate."""
+
+    __slots__ = ("futures", "ids", "open", "payloads", "refusals", "status")
+
+    def __init__(self, ids: list[str], payloads: list[bytes]) -> None:
+        self.ids = ids
+        self.payloads = payloads
+        self.futures: list[asyncio.Future[Any] | None] = [None] * len(ids)
+        self.status = [_OPEN] * len(ids)
+        self.refusals = [0] * len(ids)
+        self.open = len(ids)
+
+
+class BatchSender:
+    """Encodes, sends and settles batches for one process (a forked child makes its own).
+
+    Args:
+        link: The connection (its loop runs every method but `encode`'s callers' code).
+        ack_timeout: Seconds to wait for a batch's acknowledgements before sending the missing
+            ones again.
+        settle: Called with `(written, lost)` as events are settled.
+    """
+
+    def __init__(
+        self, link: Link, *, ack_timeout: float, settle: Callable[[int, int], None]
+    ) -> None:
+        self._link = link
+        self._subject = link.layout.subject
+        self._ack_timeout = ack_timeout
+        self._settle = settle
+        # Message ids are unique per process: a forked child gets its own prefix.
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        self._next_id = 0
+        self._backoff = Backoff()
+        self._open: list[Batch] = []
+        self.state = "idle"
+        self.last_error: str | None = None
+        self.last_seq = 0
+        self.batches = 0
+        self.failures = 0
+        self.resent = 0
+        self.duplicates = 0
+
+    def encode(self, events: list[Event]) -> Batch | None:
+        """The events as Go wire JSON with their message ids (None if none could be encoded)."""
+        ids: list[str] = []
+        payloads: list[bytes] = []
+        prefix, n = self._id_prefix, self._next_id
+        for event in events:
+            try:
+                payloads.append(event.to_json())
+            except Exception:  # an event that cannot be encoded must not stop the writer
+                log.exception("eventbus nats writer could not encode an event; it is lost")
+                self._settle(0, 1)
+                continue
+            ids.append(f"{prefix}{n}")
+            n += 1
+        self._next_id = n
+        if not ids:
+            return None
+        batch = Batch(ids, payloads)
+        self._open.append(batch)
+        return batch
+
+    async def send(self, batch: Batch) -> None:
+        """Publish the batch's open events, in order; those not sent stay open for a retry."""
+        link = self._link
+        nc, js = link.nc, link.js
+        if nc is None or js is None or not nc.is_connected:
+            return  # nats-py would only pile copies up until it reconnects
+        if nc.pending_data_size > _HALF_PENDING:
+            return  # the server is not reading (stopped, overloaded): wait, do not add more
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                await link.ensure_stream()
+                for i, status in enumerate(batch.status):
+                    if status != _OPEN or batch.futures[i] is not None:
+                        continue
+                    if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                        # Let nats-py's flusher put what is queued on the wire, so the server
+                        # works on it (and acknowledges) while the rest is being queued.
+                        await asyncio.sleep(0)
+                    try:
+                        batch.futures[i] = await js.publish_async(
+                            self._subject,
+                            batch.payloads[i],
+                            headers={"Nats-Msg-Id": batch.ids[i]},
+                        )
+                    except nats.errors.MaxPayloadError:
+                        log.error(
+                            "eventbus nats: an event of %d bytes exceeds the server's "
+                            "max_payload and is lost",
+                            len(batch.payloads[i]),
+                        )
+                        self._close_item(batch, i, _LOST)
+        except Exception as exc:  # unsent events stay open; complete() retries them
+            self._note_failure(exc)
+
+    async def complete(self, batch: Batch) -> None:
+        """Check every acknowledgement of `batch`; resend what is missing until all settled."""
+        while True:
+            waiting = [f for f in batch.futures if f is not None and not f.done()]
+            if waiting:
+                await asyncio.wait(waiting, timeout=self._ack_timeout)
+            problem = self._collect(batch)
+            if batch.open == 0:
+                self.batches += 1
+                if self.state != "connected":
+                    if self.state != "idle":
+                        log.info("eventbus nats writer is writing again")
+                    self.state = "connected"
+                    self.last_error = None
+                self._backoff.reset()
+                self._open.remove(batch)
+                return
+            self._note_failure(problem)
+            await asyncio.sleep(self._backoff.next())
+            self.resent += batch.open
+            await self.send(batch)
+
+    def _collect(self, batch: Batch) -> BaseException | str:
+        """Settle the acknowledged events of `batch`; return why some are still open."""
+        problem: BaseException | str = "not sent: no connection to NATS"
+        written = 0
+        for i, future in enumerate(batch.futures):
+            if batch.status[i] != _OPEN:
+                continue
+            if future is None:
+                continue
+            batch.futures[i] = None
+            if not future.done():
+                future.cancel()
+                problem = f"no acknowledgement within {self._ack_timeout} s"
+                continue
+            exc = None if future.cancelled() else future.exception()
+            if exc is None and not future.cancelled():
+                ack = future.result()
+                if ack.duplicate:  # stored by an earlier attempt, under its first sequence
+                    self.duplicates += 1
+                    self.last_seq = max(self.last_seq, ack.seq)
+                else:
+                    # One connection, events in order: new sequences only grow, unless the
+                    # stream was deleted and created again (they start over).
+                    self.last_seq = ack.seq
+                batch.status[i] = _WRITTEN
+                batch.open -= 1
+                written += 1
+                continue
+            if exc is not None:
+                problem = exc
+                if _stream_missing(exc):
+                    self._link.stream_lost()
+                elif _refused(exc):
+                    batch.refusals[i] += 1
+                    if batch.refusals[i] >= _MAX_REFUSALS:
+                        log.error("eventbus nats: the server refuses an event (%s): lost", exc)
+                        self._close_item(batch, i, _LOST)
+        if written:
+            self._settle(written, 0)
+        return problem
+
+    def _close_item(self, batch: Batch, i: int, status: int) -> None:
+        batch.status[i] = status
+        batch.open -= 1
+        self._settle(int(status == _WRITTEN), int(status == _LOST))
+
+    def give_up_open(self) -> None:
+        """Count every event still open as lost (the stop deadline passed)."""
+        lost = 0
+        for batch in self._open:
+            for i, future in enumerate(batch.futures):
+                if future is not None and not future.done():
+                    future.cancel()
+                if batch.status[i] == _OPEN:
+                    batch.status[i] = _LOST
+                    lost += 1
+            batch.open = 0
+        self._open.clear()
+        if lost:
+            self._settle(0, lost)
+
+    def _note_failure(self, problem: BaseException | str) -> None:
+        self.failures += 1
+        message = problem if isinstance(problem, str) else safe_error(problem)
+        refused = isinstance(problem, nats.js.errors.APIError) and not _stream_missing(problem)
+        state = "failing" if refused else "reconnecting"
+        if state != self.state or message != self.last_error:
+            log.warning("eventbus nats writer cannot write (%s); retrying", message)
+        self.state = state
+        self.last_error = message
+
+
+def _stream_missing(exc: BaseException) -> bool:
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == _STREAM_NOT_FOUND
+
+
+def _refused(exc: BaseException) -> bool:
+    """The server answered and said no for good (a bad request), not "not now"."""
+    return isinstance(exc, nats.js.errors.APIError) and exc.code == 400

@@ -1,0 +1,245 @@
+"""`NatsSettings`: the `nats` backend's own settings, read from the environment.
+
+`NATS_URL` and the credential and TLS variables (`NATS_CREDS`, `NATS_USER`, `NATS_PASSWORD`,
+`NATS_TOKEN`, `NATS_CA`, `NATS_CERT`, `NATS_KEY`) have the names the `nats` command line tool
+reads, so one environment serves both; the stream layout and limits are `EVENTBUS_NATS_*`.
+Every field has one variable (`NATS_ENV_VARS`, documented in docs/backends/nats.md); an invalid
+value raises `eventbus_core.SettingsError` naming it. Passwords and tokens are `SecretStr` and
+the URL a `RedactedURL`, so printing the settings shows no credential.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventbus_core import RedactedURL, SettingsError, redact_url
+
+__all__ = ["NATS_ENV_VARS", "NatsSettings", "check_name", "check_subject"]
+
+_URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")
+_BAD_NAME = re.compile(r"[\s.*>/\\]")
+_BAD_TOKEN = re.compile(r"[\s*>]")
+
+
+def _env(name: str, **kwargs: Any) -> Any:
+    return Field(validation_alias=name, **kwargs)
+
+
+def check_name(value: str, what: str) -> str:
+    """Return `value` if it is a valid JetStream stream or consumer name.
+
+    Raises:
+        ValueError: it is empty or holds whitespace, `.`, `*`, `>`, `/` or `\\`.
+    """
+    if not value or _BAD_NAME.search(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid JetStream name: use letters, digits, '-', '_' "
+            "(no whitespace, '.', '*', '>', '/' or '\\')"
+        )
+    return value
+
+
+def check_subject(value: str, what: str = "subject") -> str:
+    """Return `value` if it is a literal NATS subject (dot-separated tokens, no wildcards).
+
+    Raises:
+        ValueError: an empty token, whitespace or a wildcard (`*`, `>`).
+    """
+    tokens = value.split(".")
+    if not value or any(not t or _BAD_TOKEN.search(t) for t in tokens):
+        raise ValueError(
+            f"{what} {value!r} is not a literal NATS subject: use dot-separated tokens without "
+            "whitespace or wildcards, e.g. llm-proxy.events"
+        )
+    return value
+
+
+class NatsSettings(BaseSettings):
+    """Settings of the `nats` backend, read from the environment.
+
+    Build with keyword arguments named after the fields to override the environment, e.g.
+    `NatsSettings(nats_url="nats://a:4222,nats://b:4222", nats_replicas=3)`.
+
+    Raises:
+        SettingsError: (a `ValueError`) a value is invalid; the message names its variable.
+    """
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=False)
+
+    nats_url: RedactedURL = _env(
+        "NATS_URL",
+        default=RedactedURL("nats://127.0.0.1:4222"),
+        description="NATS server URL, or a comma-separated list of a cluster's servers.",
+    )
+    nats_stream: str = _env(
+        "EVENTBUS_NATS_STREAM",
+        default="LLM_PROXY_EVENTS",
+        description="JetStream stream holding the events (created if missing).",
+    )
+    nats_subject: str = _env(
+        "EVENTBUS_NATS_SUBJECT",
+        default="llm-proxy.events",
+        description="Subject events are published on; dead letters go to dead.SUBJECT.",
+    )
+    nats_max_msgs: int = _env(
+        "EVENTBUS_NATS_MAX_MSGS",
+        default=10_000,
+        ge=0,
+        description="Newest events the stream keeps (0: no limit).",
+    )
+    nats_max_bytes: int = _env(
+        "EVENTBUS_NATS_MAX_BYTES",
+        default=0,
+        ge=0,
+        description="Bytes the stream keeps at most, oldest removed first (0: no limit).",
+    )
+    nats_max_age: float = _env(
+        "EVENTBUS_NATS_MAX_AGE",
+        default=86_400.0,
+        ge=0,
+        description="Seconds an event is kept in the stream (0: no limit).",
+    )
+    nats_replicas: int = _env(
+        "EVENTBUS_NATS_REPLICAS",
+        default=1,
+        ge=1,
+        le=5,
+        description="Copies of the stream in a JetStream cluster (1, 3 or 5).",
+    )
+    nats_duplicate_window: float = _env(
+        "EVENTBUS_NATS_DUPLICATE_WINDOW",
+        default=120.0,
+        gt=0,
+        description="Seconds the stream remembers message ids to drop a retried duplicate.",
+    )
+    nats_group: str = _env(
+        "EVENTBUS_NATS_GROUP",
+        default="llm-proxy-dispatchers",
+        description="Default consumer group (durable consumer) of consumer().",
+    )
+    nats_ack_wait: float = _env(
+        "EVENTBUS_NATS_ACK_WAIT",
+        default=30.0,
+        gt=0,
+        description="Seconds a delivery may stay unacknowledged before it is redelivered.",
+    )
+    nats_max_deliveries: int = _env(
+        "EVENTBUS_NATS_MAX_DELIVERIES",
+        default=5,
+        ge=1,
+        description="Deliveries of one event before it is dead-lettered.",
+    )
+    nats_creds: str | None = _env(
+        "NATS_CREDS",
+        default=None,
+        description="Path of a NATS credentials file (JWT and NKey seed).",
+    )
+    nats_user: str | None = _env("NATS_USER", default=None, description="User name.")
+    nats_password: SecretStr | None = _env(
+        "NATS_PASSWORD", default=None, description="Password of NATS_USER."
+    )
+    nats_token: SecretStr | None = _env(
+        "NATS_TOKEN", default=None, description="Authentication token."
+    )
+    nats_tls_ca: str | None = _env(
+        "NATS_CA", default=None, description="Path of the CA certificate that signed the server's."
+    )
+    nats_tls_cert: str | None = _env(
+        "NATS_CERT", default=None, description="Path of the client certificate (mutual TLS)."
+    )
+    nats_tls_key: str | None = _env(
+        "NATS_KEY", default=None, description="Path of the client certificate's private key."
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+
+    @field_validator("nats_url", mode="after")
+    @classmethod
+    def _check_url(cls, value: RedactedURL) -> RedactedURL:
+        servers = [s.strip() for s in str(value).split(",")]
+        if not any(servers) or not all(servers):
+            raise ValueError(
+                "must name at least one server, and no empty entry in a comma-separated list "
+                "(e.g. nats://127.0.0.1:4222 or nats://a:4222,nats://b:4222)"
+            )
+        for server in servers:
+            if "://" in server and not server.lower().startswith(_URL_SCHEMES):
+                raise ValueError(
+                    f"{redact_url(server)!r} is not a NATS URL; use nats://host:4222, "
+                    "tls://host:4222 (TLS), ws:// or wss://"
+                )
+        return RedactedURL(",".join(servers))
+
+    @field_validator("nats_stream", mode="after")
+    @classmethod
+    def _check_stream(cls, value: str) -> str:
+        return check_name(value, "stream")
+
+    @field_validator("nats_group", mode="after")
+    @classmethod
+    def _check_group(cls, value: str) -> str:
+        return check_name(value, "group")
+
+    @field_validator("nats_subject", mode="after")
+    @classmethod
+    def _check_subject(cls, value: str) -> str:
+        return check_subject(value)
+
+    @field_validator("nats_creds", "nats_user", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> NatsSettings:
+        if bool(self.nats_tls_cert) != bool(self.nats_tls_key):
+            raise ValueError(
+                "NATS_CERT and NATS_KEY go together (a client certificate and its key): "
+                "set both or neither"
+            )
+        if self.nats_password is not None and not self.nats_user:
+            raise ValueError("NATS_PASSWORD is set without NATS_USER: set the user name too")
+        return self
+
+    @property
+    def servers(self) -> list[str]:
+        """`NATS_URL` as a list of server URLs (with credentials, if the URL holds some)."""
+        return str(self.nats_url).split(",")
+
+    def env_var(self, field: str) -> str:
+        """Return the environment variable that sets `field`."""
+        return NATS_ENV_VARS[field]
+
+
+NATS_ENV_VARS: Final[dict[str, str]] = {
+    name: str(info.validation_alias) for name, info in NatsSettings.model_fields.items()
+}
+"""Field name to environment variable, for every setting of the `nats` backend."""
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        var = NATS_ENV_VARS.get(loc, loc)
+        given = err.get("input")
+        if var in ("NATS_PASSWORD", "NATS_TOKEN"):
+            shown = "=***"
+        elif isinstance(given, dict) or not var:
+            shown = ""
+        else:
+            shown = f"={redact_url(str(given))!r}"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{var}{shown}: {msg}" if var else msg)
+    return (
+        f"invalid nats backend setting: {'; '.join(lines)} "
+        "(fix the environment variable or the argument)"
+    )

@@ -1,0 +1,298 @@
+"""`JetStreamWriter`: the bounded buffer behind `publish()` and the coroutine that empties it.
+
+`publish()` appends to a deque and returns, as on the Redis backends: it wakes the writer only
+when the writer sleeps after a quiet spell or when the buffer passes half full (one
+`call_soon_threadsafe`, never one per event). The writer, a coroutine on the link's loop, takes
+up to `max_batch` events, encodes them (Go wire JSON) and sends them with JetStream's
+asynchronous publish through a `BatchSender` (`_sender.py`: message ids, acknowledgement
+checks, retries). Two batches are on their way at once: the next one is sent while the previous
+one's PubAcks come back.
+
+While NATS is unreachable the sender keeps its batches and backs off; the buffer fills and
+`publish()` refuses and counts what does not fit. Every accepted event is settled exactly once:
+written (acknowledged) or lost (given up when `stop()`'s deadline passes, or refused by the
+server for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Final
+
+from eventbus_core import Event
+from eventbus_nats._link import Link
+from eventbus_nats._sender import Batch, BatchSender
+
+__all__ = ["JetStreamWriter"]
+
+log = logging.getLogger("eventbus.nats")
+
+_DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
+_WINDOW: Final = 2  # batches on their way at once
+
+
+class JetStreamWriter:
+    """Bounded, non-blocking buffer drained into a JetStream stream in acknowledged batches.
+
+    Args:
+        link: The connection whose loop runs the writer.
+        buffer_size: Events held (buffered or on their way) before `publish()` refuses more.
+        max_batch: Most events per batch (at most a quarter of `buffer_size`).
+        linger: Seconds the writer waits for more events while traffic flows: every wake-up of
+            its thread takes the GIL from the application (see the Redis writer's notes).
+        ack_timeout: Seconds to wait for a batch's acknowledgements before sending the missing
+            ones again.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        buffer_size: int,
+        max_batch: int = 500,
+        linger: float = 0.05,
+        ack_timeout: float = 3.0,
+    ) -> None:
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ValueError(
+                f"buffer_size must be a positive int, got {buffer_size!r} "
+                "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
+            )
+        if max_batch < 1 or ack_timeout <= 0 or linger < 0:
+            raise ValueError(
+                f"need max_batch >= 1, ack_timeout > 0, linger >= 0; got {max_batch=}, "
+                f"{ack_timeout=}, {linger=}"
+            )
+        self._link = link
+        self._subject = link.layout.subject
+        self.buffer_size = buffer_size
+        # Up to two batches are out of the buffer at once (`_WINDOW`): keep them to half the
+        # bound, so publishers have room while the server works.
+        self._max_batch = max(1, min(max_batch, buffer_size // 4))
+        self._high_water = max(1, buffer_size // 2)
+        self._linger = linger
+        self._ack_timeout = ack_timeout
+        self._buffer: deque[Event] = deque()
+        self._closed = False
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        """Everything that belongs to one process: counters, ids, locks, the loop's objects."""
+        self._sleeping = False
+        self._kicked = False
+        self._lock = threading.Lock()  # guards the counters and taking from the buffer
+        self._done_cond = threading.Condition(threading.Lock())
+        self._finalized = False
+        self._refused = 0
+        self._taken = 0
+        self._done = 0  # taken events whose fate is settled (written or lost)
+        self._written = 0
+        self._lost = 0
+        self._sender = BatchSender(self._link, ack_timeout=self._ack_timeout, settle=self._settle)
+        self._stopped = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        if not self._closed:
+            self._link.call_soon(self._start)
+
+    def _start(self) -> None:
+        self._task = self._link.loop.create_task(self._run())
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: the parent's buffered events are the parent's."""
+        self._buffer.clear()
+        self._reset_process_state()
+
+    # ------------------------------------------------------------------------------ hot path
+
+    def publish(self, event: Event) -> None:
+        """Buffer `event` and return at once; count it as refused if the buffer is full."""
+        buf = self._buffer
+        depth = len(buf)
+        # Events on their way count too: at most `buffer_size` events wait in memory.
+        if self._closed or depth + self._taken - self._done >= self.buffer_size:
+            with self._lock:
+                self._refused += 1
+            return
+        buf.append(event)
+        if self._sleeping or (depth >= self._high_water and not self._kicked):
+            self._kick()
+
+    def _kick(self) -> None:
+        self._kicked = True
+        self._sleeping = False
+        self._link.call_soon(self._wake.set)
+
+    # ---------------------------------------------------------------------------- the writer
+
+    async def _run(self) -> None:
+        sender = self._sender
+        window: deque[Batch] = deque()  # sent, acknowledgements not checked yet
+        last_activity = time.monotonic()
+        try:
+            await self._link.jetstream()  # the first connection (retried in the background)
+            while True:
+                events = self._take()
+                batch = sender.encode(events) if events else None
+                if batch is not None:
+                    await sender.send(batch)
+                    window.append(batch)
+                    last_activity = time.monotonic()
+                    if len(window) < _WINDOW:
+                        continue  # keep the server busy while the first batch is acknowledged
+                if window:
+                    await sender.complete(window.popleft())
+                    continue
+                if self._closed:
+                    return
+                self._notify_done()
+                if time.monotonic() - last_activity >= _DEEP_SLEEP_AFTER:
+                    await self._deep_sleep()
+                    last_activity = time.monotonic()
+                    continue
+                self._wake.clear()
+                self._kicked = False
+                if not self._buffer and not self._closed:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._linger):
+                            await self._wake.wait()
+        except Exception:  # a bug must not silently stop the writer: count, log, restart
+            log.exception("eventbus nats writer failed; restarting it")
+            sender.give_up_open()
+            if not self._closed:
+                self._link.call_soon(self._start)
+        finally:
+            sender.give_up_open()  # cancelled at the stop deadline: what is left is lost
+            self._notify_done()
+
+    async def _deep_sleep(self) -> None:
+        # publish() appends first and checks _sleeping after: one side always sees the other.
+        self._wake.clear()
+        self._sleeping = True
+        if self._buffer or self._closed:
+            self._sleeping = False
+            return
+        await self._wake.wait()
+        self._sleeping = False
+
+    def _take(self) -> list[Event]:
+        buf = self._buffer
+        if not buf:
+            return []
+        popleft = buf.popleft
+        with self._lock:
+            events = [popleft() for _ in range(min(len(buf), self._max_batch))]
+            self._taken += len(events)
+        return events
+
+    def _settle(self, written: int, lost: int) -> None:
+        with self._lock:
+            if self._finalized:
+                return  # stop() counted everything unsettled as lost already
+            self._done += written + lost
+            self._written += written
+            self._lost += lost
+
+    def _notify_done(self) -> None:
+        with self._done_cond:
+            self._done_cond.notify_all()
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event accepted so far is settled; False if `timeout` ran out.
+
+        Events given up at stop count as settled, so this never waits for them.
+        """
+        with self._lock:
+            target = self._taken + len(self._buffer)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._done_cond:
+            while self._done < target:
+                task = self._task
+                if self._closed and (task is None or task.done()):
+                    break
+                self._kick()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Short waits: the writer's notify can race with our check.
+                self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
+        return self._done >= target
+
+    def close_intake(self) -> None:
+        """Refuse further events and wake the writer to send what is left."""
+        self._closed = True
+        self._kick()
+
+    async def drain(self, deadline: float) -> None:
+        """On the loop: let the writer finish until `deadline`, then cancel it (what is left
+        is counted lost)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def finish(self, *, settled: bool) -> None:
+        """After `drain()`: count what is left as lost. `settled` False means the loop did not
+        answer in time: every event not settled by then is counted lost, and the loop may no
+        longer change the counts."""
+        with self._lock:
+            leftover = len(self._buffer)
+            self._buffer.clear()
+            self._taken += leftover
+            if settled:
+                self._lost += leftover
+                self._done += leftover
+            else:
+                self._finalized = True
+                self._lost += self._taken - self._done
+                self._done = self._taken
+        if self._lost:
+            log.warning("eventbus nats writer stopped with %d event(s) unwritten", self._lost)
+        self._stopped = True
+
+    @property
+    def closed(self) -> bool:
+        """True once `close_intake()` was called."""
+        return self._closed
+
+    def counts(self) -> tuple[int, int, int]:
+        """`(accepted, refused, lost)`: `accepted + refused` is every `publish()` call."""
+        with self._lock:
+            return self._taken + len(self._buffer), self._refused, self._lost
+
+    def queue_depth(self) -> int:
+        """Accepted events not yet settled."""
+        return len(self._buffer) + self._taken - self._done
+
+    def figures(self) -> dict[str, Any]:
+        """Writer figures for `stats().extra`."""
+        sender = self._sender
+        return {
+            "state": "stopped" if self._stopped else sender.state,
+            "connected": self._link.connected,
+            "last_error": sender.last_error,
+            "written": self._written,
+            "batches": sender.batches,
+            "write_failures": sender.failures,
+            "resent": sender.resent,
+            "duplicates": sender.duplicates,
+            "lost": self._lost,
+            "last_log_id": sender.last_seq,
+        }
+
+    @property
+    def last_seq(self) -> int:
+        """Stream sequence (LogID) of the newest event this process wrote."""
+        return self._sender.last_seq

@@ -1,0 +1,214 @@
+"""Lifecycle on real servers: fork, bounded stop while the server is frozen or dead, starting
+while NATS is down, authentication and TLS, secrets kept out of text."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from eventbus_core import BackendUnavailableError, EventBusSettings
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus, NatsSettings
+from tests.nats._servers import ThrowawayNats
+
+pytestmark = pytest.mark.nats
+
+MakeBus = Callable[..., NatsEventBus]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ThrowawayNats]:
+    """A private nats-server on a free port, killed after the test."""
+    found = ThrowawayNats(tmp_path)
+    found.start()
+    yield found
+    found.kill()
+
+
+def request_ids(bus: NatsEventBus) -> list[str]:
+    return [e.request_id for e in bus.read_range() if e is not None]
+
+
+def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: MakeBus) -> None:
+    bus = make_bus(buffer_size=10_000, max_msgs=0)
+    for i in range(300):
+        bus.publish(make_event(i, request_id=f"parent-before-{i}"))  # some still buffered
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: publish, stop, report, and leave without pytest's teardown
+        code = 1
+        try:
+            os.close(read_end)
+            for i in range(200):
+                bus.publish(make_event(i, request_id=f"child-{i}"))
+            flushed = bus.flush(20)
+            bus.stop(10)
+            s = bus.stats()
+            os.write(write_end, json.dumps([flushed, s.published, s.dropped, s.lost]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    for i in range(100):
+        bus.publish(make_event(i, request_id=f"parent-after-{i}"))
+    assert bus.flush(20)
+    with os.fdopen(read_end) as pipe:
+        report = json.loads(pipe.read() or "null")
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    # The child counts its own publish() calls; every one reached the stream.
+    assert report == [True, 200, 0, 0]
+    s = bus.stats()
+    assert (s.published, s.dropped, s.lost) == (400, 0, 0)
+    ids = request_ids(bus)
+    assert len(ids) == len(set(ids)) == 600  # none lost, none merged as a "duplicate" id
+    assert {i.rsplit("-", 1)[0] for i in ids} == {"parent-before", "parent-after", "child"}
+
+
+@pytest.mark.parametrize("fault", ["frozen", "killed"])
+def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault: str) -> None:
+    bus = NatsEventBus(server.url, stream="BOUNDED", subject="bounded.events", buffer_size=1000)
+    sub = bus.subscribe()
+    for i in range(10):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    if fault == "frozen":
+        server.pause()
+    else:
+        server.kill()
+    try:
+        slowest = 0.0
+        for i in range(10, 60):
+            started = time.perf_counter()
+            bus.publish(make_event(i))
+            slowest = max(slowest, time.perf_counter() - started)
+        assert slowest < 0.5  # a correctness bound: publish() never waits for the server
+        started = time.monotonic()
+        bus.stop(2.0)
+        assert time.monotonic() - started < 3.5
+        s = bus.stats()
+        assert (s.published, s.dropped) == (60, 0)
+        assert s.extra["written"] + s.lost == 60 and s.lost >= 40 and s.queue_depth == 0
+        got = list(sub)  # the subscription ended
+        assert [e.log_id for e in got] == list(range(1, len(got) + 1))
+    finally:
+        if fault == "frozen":
+            server.resume()
+
+
+def test_starts_while_nats_is_down_and_writes_once_it_answers(tmp_path: Path) -> None:
+    server = ThrowawayNats(tmp_path)  # not started yet
+    bus = NatsEventBus(server.url, stream="LATE", subject="late.events", buffer_size=100)
+    try:
+        for i in range(20):
+            bus.publish(make_event(i))
+        for i in range(200):
+            bus.publish(make_event(i))  # beyond the buffer: refused and counted
+        assert bus.flush(0.2) is False
+        server.start()
+        assert bus.flush(20)
+        s = bus.stats()
+        assert (s.published, s.dropped, s.lost) == (100, 120, 0)
+        assert s.extra["written"] == 100
+        assert [e.log_id for e in bus.newest(2)] == [99, 100]
+    finally:
+        bus.stop(2)
+        server.kill()
+
+
+def test_a_restarted_server_loses_nothing_accepted(tmp_path: Path) -> None:
+    server = ThrowawayNats(tmp_path)
+    server.start()
+    bus = NatsEventBus(server.url, stream="RESTART", subject="restart.events", buffer_size=50_000,
+                       max_msgs=0)  # fmt: skip
+    stop = threading.Event()
+    count = 0
+
+    def publisher() -> None:
+        nonlocal count
+        while not stop.is_set():
+            bus.publish(make_event(count))
+            count += 1
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        server.kill()
+        time.sleep(1.0)
+        server.start()  # same port, same store directory
+        time.sleep(0.5)
+        stop.set()
+        thread.join()
+        assert bus.flush(30)
+        s = bus.stats()
+        assert s.published + s.dropped == count and s.lost == 0
+        ids = request_ids(bus)
+        assert len(ids) == len(set(ids)) == s.published  # exactly once in the stream
+    finally:
+        stop.set()
+        bus.stop(2)
+        server.kill()
+
+
+def test_user_and_password_work_and_never_show(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = ThrowawayNats(tmp_path, extra=["--user", "alice", "--pass", "hunter2-secret"])
+    server.launch()  # not start(): its readiness probe has no password
+    server.wait_port()
+    caplog.set_level(logging.DEBUG)
+    good = NatsSettings(nats_url=f"nats://127.0.0.1:{server.port}", nats_user="alice",
+                        nats_password="hunter2-secret")  # fmt: skip
+    bus = NatsEventBus.from_settings(EventBusSettings(), good)
+    wrong = NatsEventBus(f"nats://alice:wrong-pass-9@127.0.0.1:{server.port}", stream="AUTH2")
+    try:
+        bus.check(5.0)
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        with pytest.raises(BackendUnavailableError) as info:
+            wrong.check(2.0)
+        texts = [str(info.value), repr(bus), repr(wrong), repr(good), caplog.text,
+                 str(bus.stats()), str(wrong.stats())]  # fmt: skip
+        assert "alice:***@" in str(info.value)
+        for text in texts:
+            assert "hunter2-secret" not in text and "wrong-pass-9" not in text
+    finally:
+        bus.stop(2)
+        wrong.stop(0.5)
+        server.kill()
+
+
+def test_tls_with_the_ca_from_nats_ca(tmp_path: Path) -> None:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = ThrowawayNats(tmp_path, extra=["--tls", "--tlscert", str(cert), "--tlskey", str(key)])
+    server.launch()
+    server.wait_port()
+    settings = NatsSettings(nats_url=f"tls://127.0.0.1:{server.port}", nats_tls_ca=str(cert))
+    bus = NatsEventBus.from_settings(EventBusSettings(), settings)
+    try:
+        bus.check(10.0)
+        bus.publish(make_event(7))
+        assert bus.flush(10)
+        assert [e.request_id for e in bus.newest(1)] == ["req-7"]
+    finally:
+        bus.stop(2)
+        server.kill()

@@ -1,0 +1,173 @@
+"""ReadableLog, Describable, Isolatable and Reachable on the real server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from eventbus_core import BackendUnavailableError
+from eventbus_core.capabilities import (
+    CrossProcess,
+    Describable,
+    Flushable,
+    Isolatable,
+    Reachable,
+    ReadableLog,
+    capability,
+    is_cross_process,
+)
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus
+from tests.nats._servers import free_port
+from tests.nats.conftest import delete_streams
+
+pytestmark = pytest.mark.nats
+
+MakeBus = Callable[..., NatsEventBus]
+
+
+def test_declares_every_capability_that_applies(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    for kind in (Flushable, CrossProcess, Reachable, ReadableLog, Describable, Isolatable):
+        assert capability(bus, kind) is bus, kind.__name__
+    assert is_cross_process(bus)
+    assert bus.time_index is True
+    bus.check(2.0)
+
+
+def test_read_range_by_log_id(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    for i in range(20):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    got = list(bus.read_range(5, 9))
+    assert [e.log_id for e in got if e] == [5, 6, 7, 8, 9]
+    assert [e.request_id for e in got if e] == [f"req-{i}" for i in range(4, 9)]
+    assert [e.log_id for e in bus.read_range(18) if e] == [18, 19, 20]
+    assert [e.log_id for e in bus.read_range(None, 2) if e] == [1, 2]
+    assert list(bus.read_range(30, 40)) == []
+    assert [e.log_id for e in bus.newest(3)] == [18, 19, 20]
+    assert len(bus.newest(100)) == 20
+    # Reading consumes nothing: a group still gets everything.
+    consumer = bus.consumer("g", "c")
+    deliveries = []
+    while len(deliveries) < 20:
+        deliveries += consumer.read(20, timeout=1)
+    consumer.close()
+
+
+def test_read_range_by_time(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    for i in range(3):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    time.sleep(0.3)
+    middle = datetime.now(UTC)
+    time.sleep(0.3)
+    for i in range(3, 6):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    assert [e.log_id for e in bus.read_range(since=middle) if e] == [4, 5, 6]
+    assert [e.log_id for e in bus.read_range(until=middle) if e] == [1, 2, 3]
+    # A naive datetime is local time, as datetime.timestamp() takes it.
+    naive_local = middle.astimezone().replace(tzinfo=None)
+    assert [e.log_id for e in bus.read_range(since=naive_local) if e] == [4, 5, 6]
+    # Both bounds together, and LogIDs with times.
+    assert [e.log_id for e in bus.read_range(5, None, since=middle) if e] == [5, 6]
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert list(bus.read_range(since=future)) == []
+
+
+def test_reading_a_log_that_was_never_written(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    assert list(bus.read_range(1, 10)) == []
+    assert bus.newest(5) == []
+    figures = bus.describe()
+    assert figures["exists"] is False and figures["messages"] == 0
+
+
+def test_describe_reports_stream_and_group_figures(make_bus: MakeBus) -> None:
+    bus = make_bus(max_msgs=500, max_age=3600, group="dispatchers")
+    for i in range(10):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    consumer = bus.consumer(name="c1")
+    held = []
+    while len(held) < 4:
+        held += consumer.read(4 - len(held), timeout=1)
+    figures = bus.describe()
+    assert figures["backend"] == "nats" and figures["exists"] is True
+    assert (figures["messages"], figures["first_log_id"], figures["last_log_id"]) == (10, 1, 10)
+    assert figures["bytes"] > 10 * 300
+    assert figures["limits"]["max_msgs"] == 500 and figures["limits"]["max_age"] == 3600
+    assert figures["group"] == "dispatchers"
+    assert (figures["pending"], figures["lag"], figures["redelivered"]) == (4, 6, 0)
+    assert figures["dead_letters"] == 0
+    consumer.close()
+
+
+def test_isolated_settings_and_purge(nats_url: str) -> None:
+    base = NatsEventBus(nats_url)
+    try:
+        overrides = base.isolated_settings("run 42/x")
+    finally:
+        base.stop(0)
+    assert overrides == {
+        "nats_stream": "EVENTBUS_RUN_run_42_x",
+        "nats_subject": "eventbus-run.run_42_x.events",
+    }
+    stream, subject = overrides["nats_stream"], overrides["nats_subject"]
+    bus = NatsEventBus(nats_url, stream=stream, subject=subject)
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        consumer = bus.consumer(name="c")
+        assert consumer.read(1, timeout=2)
+        consumer.close()
+        assert bus.describe()["messages"] == 1
+        bus.purge()
+        figures = bus.describe()
+        assert figures["exists"] is False and figures["groups"] == []
+        bus.purge()  # nothing left: still fine
+    finally:
+        bus.stop(1)
+        delete_streams(nats_url, stream, f"{stream}_DEAD")
+
+
+def test_check_and_reads_fail_fast_and_clearly_where_nothing_answers() -> None:
+    url = f"nats://eve:hunter2@127.0.0.1:{free_port()}"
+    bus = NatsEventBus(url, stream="NOWHERE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError) as info:
+            bus.check(1.0)
+        assert time.monotonic() - started < 3.0
+        text = str(info.value)
+        assert "nats://eve:***@127.0.0.1" in text and "hunter2" not in text
+        assert "JetStream" in text
+        with pytest.raises(BackendUnavailableError):
+            bus.describe()
+        assert "hunter2" not in repr(bus) and "hunter2" not in repr(bus.stats())
+    finally:
+        bus.stop(0.5)
+
+
+def test_a_stream_deleted_under_a_running_bus_is_created_again(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    sub = bus.subscribe()
+    for i in range(5):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+    bus.purge()  # an operator deletes the stream
+    for i in range(5, 8):
+        bus.publish(make_event(i))
+    assert bus.flush(20)  # the writer created it again
+    s = bus.stats()
+    assert (s.published, s.lost, s.extra["written"]) == (8, 0, 8)
+    assert bus.describe()["messages"] == 3
+    # The subscription notices its consumer went with the stream and reads the new one.
+    assert [sub.get(timeout=20).request_id for _ in range(3)] == ["req-5", "req-6", "req-7"]

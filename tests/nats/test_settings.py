@@ -1,0 +1,218 @@
+"""`NatsSettings`, the options handed to nats-py, the factory, and what may be imported.
+
+No server is needed here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from eventbus_core import EventBusSettings, SettingsError, create_bus, get_registry
+from eventbus_core.testing import make_event
+from eventbus_nats import NATS_ENV_VARS, NatsEventBus, NatsSettings
+from eventbus_nats._layout import StreamLayout
+from eventbus_nats._options import ConnectOptions
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGE = ROOT / "eventbus_nats" / "src" / "eventbus_nats"
+
+
+def test_defaults_mirror_the_redis_log() -> None:
+    s = NatsSettings()
+    assert str(s.nats_url) == "nats://127.0.0.1:4222"
+    assert (s.nats_stream, s.nats_subject, s.nats_group) == (
+        "LLM_PROXY_EVENTS",
+        "llm-proxy.events",
+        "llm-proxy-dispatchers",
+    )
+    assert (s.nats_max_msgs, s.nats_max_bytes, s.nats_max_age) == (10_000, 0, 86_400.0)
+    assert (s.nats_replicas, s.nats_ack_wait, s.nats_max_deliveries) == (1, 30.0, 5)
+    config = StreamLayout.from_settings(s).stream_config()
+    assert (config.max_msgs, config.max_bytes, config.max_age) == (10_000, -1, 86_400.0)
+    assert config.subjects == ["llm-proxy.events"]
+    assert StreamLayout.from_settings(s).dead_config().subjects == ["dead.llm-proxy.events"]
+
+
+def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "NATS_URL": "nats://a:4222, nats://b:4222",
+        "EVENTBUS_NATS_STREAM": "S1",
+        "EVENTBUS_NATS_SUBJECT": "a.b",
+        "EVENTBUS_NATS_MAX_MSGS": "0",
+        "EVENTBUS_NATS_MAX_BYTES": "1048576",
+        "EVENTBUS_NATS_MAX_AGE": "60",
+        "EVENTBUS_NATS_REPLICAS": "3",
+        "EVENTBUS_NATS_GROUP": "g1",
+        "EVENTBUS_NATS_ACK_WAIT": "5",
+        "EVENTBUS_NATS_MAX_DELIVERIES": "2",
+        "EVENTBUS_NATS_DUPLICATE_WINDOW": "300",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = NatsSettings()
+    assert s.servers == ["nats://a:4222", "nats://b:4222"]
+    layout = StreamLayout.from_settings(s)
+    assert (layout.stream, layout.subject, layout.replicas) == ("S1", "a.b", 3)
+    config = layout.stream_config()
+    assert (config.max_msgs, config.max_bytes, config.num_replicas) == (-1, 1_048_576, 3)
+    # The server refuses a duplicate window longer than max_age: it is capped there.
+    assert config.duplicate_window == 60
+    assert (s.nats_group, s.nats_ack_wait, s.nats_max_deliveries) == ("g1", 5.0, 2)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("EVENTBUS_NATS_MAX_MSGS", "many", "valid integer"),
+        ("EVENTBUS_NATS_MAX_AGE", "-1", "greater than or equal to 0"),
+        ("EVENTBUS_NATS_REPLICAS", "7", "less than or equal to 5"),
+        ("EVENTBUS_NATS_STREAM", "a.b", "not a valid JetStream name"),
+        ("EVENTBUS_NATS_GROUP", "my group", "not a valid JetStream name"),
+        ("EVENTBUS_NATS_SUBJECT", "llm.>", "not a literal NATS subject"),
+        ("EVENTBUS_NATS_SUBJECT", "a..b", "not a literal NATS subject"),
+        ("NATS_URL", "redis://u:hunter2@host:6379", "is not a NATS URL"),
+        ("NATS_URL", "nats://a:4222,,nats://b:4222", "no empty entry"),
+        ("EVENTBUS_NATS_ACK_WAIT", "0", "greater than 0"),
+    ],
+)
+def test_invalid_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as info:
+        NatsSettings()
+    text = str(info.value)
+    assert variable in text and message in text
+    assert "hunter2" not in text
+
+
+def test_pairs_that_belong_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_CERT", "/tmp/cert.pem")
+    with pytest.raises(SettingsError, match="NATS_CERT and NATS_KEY go together"):
+        NatsSettings()
+    monkeypatch.delenv("NATS_CERT")
+    monkeypatch.setenv("NATS_PASSWORD", "hunter2")
+    with pytest.raises(SettingsError, match="without NATS_USER") as info:
+        NatsSettings()
+    assert "hunter2" not in str(info.value)
+
+
+def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_URL", "nats://alice:hunter2@127.0.0.1:4222")
+    monkeypatch.setenv("NATS_USER", "bob")
+    monkeypatch.setenv("NATS_PASSWORD", "s3cr3t-pass")
+    monkeypatch.setenv("NATS_TOKEN", "t0ken-value")
+    s = NatsSettings()
+    options = ConnectOptions.from_settings(s)
+    assert options.auth == {"user": "bob", "password": "s3cr3t-pass", "token": "t0ken-value"}
+    shown = " ".join([repr(s), str(s), repr(options), options.where])
+    for secret in ("hunter2", "s3cr3t-pass", "t0ken-value"):
+        assert secret not in shown
+    bus = NatsEventBus.from_settings(EventBusSettings(), s)
+    try:
+        assert "hunter2" not in repr(bus) and "hunter2" not in str(bus.stats())
+    finally:
+        bus.stop(0)
+
+
+def test_tls_files_are_checked_and_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_CA", str(tmp_path / "missing.pem"))
+    with pytest.raises(SettingsError, match=r"NATS_CA=.*no such file"):
+        ConnectOptions.from_settings(NatsSettings())
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.setenv("NATS_CA", str(cert))
+    monkeypatch.setenv("NATS_CERT", str(cert))
+    monkeypatch.setenv("NATS_KEY", str(key))
+    options = ConnectOptions.from_settings(NatsSettings())
+    assert options.auth["tls"].verify_mode.name == "CERT_REQUIRED"
+    monkeypatch.setenv("NATS_KEY", str(cert))  # not a key
+    with pytest.raises(SettingsError, match=r"NATS_CERT=.*NATS_KEY="):
+        ConnectOptions.from_settings(NatsSettings())
+
+
+def test_creds_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_CREDS", str(tmp_path / "user.creds"))
+    with pytest.raises(SettingsError, match=r"NATS_CREDS=.*no such file"):
+        ConnectOptions.from_settings(NatsSettings())
+
+
+def test_the_factory_registered_as_nats_builds_the_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "nats" in get_registry().backends
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "nats")
+    monkeypatch.setenv("OBSERVABILITY_BUFFER_SIZE", "321")
+    monkeypatch.setenv("EVENTBUS_STOP_TIMEOUT", "1.5")
+    monkeypatch.setenv("EVENTBUS_NATS_STREAM", "FROM_ENV")
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")  # nothing there: building must not block
+    bus = create_bus()
+    try:
+        assert isinstance(bus, NatsEventBus)
+        assert (bus.buffer_size, bus.stop_timeout, bus.layout.stream) == (321, 1.5, "FROM_ENV")
+        bus.publish(make_event(1))
+        assert bus.stats().published == 1
+    finally:
+        bus.stop(0.2)
+    assert bus.stats().lost == 1 and bus.stats().published == 1
+
+
+def test_every_setting_is_documented() -> None:
+    text = (ROOT / "docs" / "backends" / "nats.md").read_text()
+    rows = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^\| `([A-Z0-9_]+)` \| `(\w+)` \|", text, re.MULTILINE)
+    }
+    missing = {f: v for f, v in NATS_ENV_VARS.items() if rows.get(v) != f}
+    assert not missing, f"add these to docs/backends/nats.md (variable: field): {missing}"
+
+
+def test_imports_only_the_public_api_of_eventbus_core() -> None:
+    private: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+                if node.module == "eventbus_core":
+                    modules += [f"eventbus_core.{a.name}" for a in node.names]
+            for name in modules:
+                parts = name.split(".")
+                if parts[0] == "eventbus_core" and any(p.startswith("_") for p in parts[1:]):
+                    private.append(f"{path.name}:{node.lineno}: {name}")
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "eventbus_core"
+            ):
+                private.append(f"{path.name}:{node.lineno}: eventbus_core.{node.attr}")
+    assert not private, f"eventbus_nats uses private names of eventbus_core: {private}"
+    assert any(PACKAGE.rglob("*.py"))
+
+
+def test_a_creds_file_without_nkeys_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("nkeys") is not None:
+        pytest.skip("nkeys is installed here")
+    creds = tmp_path / "user.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    monkeypatch.setenv("NATS_CREDS", str(creds))
+    with pytest.raises(SettingsError, match=r"pip install 'eventbus-nats\[nkeys\]'"):
+        ConnectOptions.from_settings(NatsSettings())

@@ -1,0 +1,59 @@
+"""The writer's retries on the real server: lost acknowledgements, duplicate suppression, and
+the counts of an event the server refuses for good."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus
+
+pytestmark = pytest.mark.nats
+
+MakeBus = Callable[..., NatsEventBus]
+
+
+def test_a_batch_whose_acknowledgements_were_lost_lands_once(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    bus.check(5)
+    js = bus._link.js
+    assert js is not None
+    real = js.publish_async
+    swallowed = 0
+
+    async def lose_the_first_acks(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        # The message reaches the stream; the writer never hears back (as when a server dies
+        # between storing and answering).
+        nonlocal swallowed
+        future = await real(*args, **kwargs)
+        if swallowed < 20:
+            swallowed += 1
+            return asyncio.get_running_loop().create_future()
+        return future
+
+    js.publish_async = lose_the_first_acks  # type: ignore[method-assign]
+    bus._writer._sender._ack_timeout = 0.5
+    for i in range(20):
+        bus.publish(make_event(i))
+    assert bus.flush(20)
+    s = bus.stats()
+    assert (s.published, s.lost, s.extra["written"]) == (20, 0, 20)
+    assert s.extra["resent"] == 20 and s.extra["duplicates"] == 20
+    ids = [e.request_id for e in bus.read_range() if e]
+    assert ids == [f"req-{i}" for i in range(20)]  # once each, in order
+    assert bus.describe()["messages"] == 20
+
+
+def test_an_event_larger_than_max_payload_is_counted_lost(make_bus: MakeBus) -> None:
+    bus = make_bus()
+    bus.publish(make_event(0))
+    bus.publish(make_event(1, response_body=b"x" * 2_000_000))  # nats-server's limit: 1 MB
+    bus.publish(make_event(2))
+    assert bus.flush(20)
+    s = bus.stats()
+    assert (s.published, s.dropped, s.lost, s.extra["written"]) == (3, 0, 1, 2)
+    assert [e.request_id for e in bus.read_range() if e] == ["req-0", "req-2"]
