@@ -166,7 +166,7 @@ def test_the_install_hint_names_the_checkout_folder(venv: Venv) -> None:
         ),
         (
             "eventbus-sink-example",
-            "from eventbus_core._dispatch_setup import build_sinks;"
+            "from eventbus_core.dispatch._setup import build_sinks;"
             "from eventbus_core import EventBusSettings;"
             "sink, = build_sinks(EventBusSettings(), [('sqlite', {'path': 'e.db'})]);"
             "print(type(sink).__name__)",

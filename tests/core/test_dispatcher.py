@@ -384,11 +384,11 @@ def test_from_settings_builds_the_subclass_it_is_called_on() -> None:
 def test_dispatch_setup_does_not_import_the_dispatcher() -> None:
     import ast
 
-    import eventbus_core._dispatch_setup as setup
+    import eventbus_core.dispatch._setup as setup
 
     tree = ast.parse(Path(setup.__file__).read_text())
     imported = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert "eventbus_core._dispatcher" not in imported
-    assert not any(m.startswith("eventbus_core._payload") for m in imported)
+    assert "eventbus_core.dispatch._dispatcher" not in imported
+    assert not any(m.startswith("eventbus_core.dispatch._payload") for m in imported)

@@ -17,7 +17,7 @@ from eventbus_core import (
     redact_headers,
     redact_text,
 )
-from eventbus_core._redact import MASK
+from eventbus_core.redact._redact import MASK
 
 SENSITIVE = [
     "Authorization",

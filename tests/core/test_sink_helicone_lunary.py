@@ -22,7 +22,7 @@ from eventbus_core import (
     SettingsError,
     Subscription,
 )
-from eventbus_core._dispatch_setup import redactor_from_settings
+from eventbus_core.dispatch._setup import redactor_from_settings
 from eventbus_core.sinks import helicone, lunary
 from tests.core.receivers import Receiver
 

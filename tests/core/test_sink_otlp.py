@@ -28,7 +28,7 @@ from eventbus_core import (
     SettingsError,
     Subscription,
 )
-from eventbus_core._dispatch_setup import redactor_from_settings
+from eventbus_core.dispatch._setup import redactor_from_settings
 from eventbus_core.sinks import otlp
 from eventbus_core.sinks._genai import timestamp_ns
 from tests.core.conftest_dispatch import SECRET_AUTH, SECRET_KEY, RecordingSink

@@ -5,9 +5,6 @@ entry-point group `eventbus`), settings and `create_bus()`.
 """
 
 from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
-from eventbus_core._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
-from eventbus_core._dispatch_stats import DispatcherStats, SinkStats
-from eventbus_core._dispatcher import Dispatcher
 from eventbus_core._errors import (
     BackendLoadError,
     BackendUnavailableError,
@@ -24,7 +21,6 @@ from eventbus_core._errors import (
 from eventbus_core._event import Event, Headers
 from eventbus_core._factory import create_bus
 from eventbus_core._log import get_logger
-from eventbus_core._payload import PayloadPreparer
 from eventbus_core._plugins import (
     PluginInfo,
     PluginLoadWarning,
@@ -33,10 +29,6 @@ from eventbus_core._plugins import (
     get_registry,
     reset_registry,
 )
-from eventbus_core._redact import NO_REDACTION, Redactor, redact_headers, redact_text
-from eventbus_core._redact_bus import RedactingBus
-from eventbus_core._retry import RetryPolicy, classify_status, parse_retry_after
-from eventbus_core._secrets import RedactedURL, redact_url
 from eventbus_core._settings import ENV_VARS, EventBusSettings
 from eventbus_core._sink import Sink, sink_options_from_env
 from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
@@ -48,9 +40,17 @@ from eventbus_core._stream_entry import (
     log_id_from_entry_id,
 )
 from eventbus_core._subscription import Subscription, SubscriptionClosed
-from eventbus_core._transform import LLMTransformer, Payload, Transform, decode_body
 from eventbus_core.asgi import EventBusMiddleware
+from eventbus_core.dispatch._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
+from eventbus_core.dispatch._dispatcher import Dispatcher
+from eventbus_core.dispatch._payload import PayloadPreparer
+from eventbus_core.dispatch._retry import RetryPolicy, classify_status, parse_retry_after
+from eventbus_core.dispatch._stats import DispatcherStats, SinkStats
 from eventbus_core.hookspecs import RegisterFn, hookimpl
+from eventbus_core.redact._bus import RedactingBus
+from eventbus_core.redact._redact import NO_REDACTION, Redactor, redact_headers, redact_text
+from eventbus_core.redact._secrets import RedactedURL, redact_url
+from eventbus_core.transform._llm import LLMTransformer, Payload, Transform, decode_body
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """A sink worker: batches one sink's queue by size and time, sends with retries, dead-letters.
 
-Part of the dispatcher (see `_dispatch_lane` for the lane that feeds it). One task per sink,
+Part of the dispatcher (see `_lane.py` for the lane that feeds it). One task per sink,
 so one `send()` at a time per sink, and sinks never wait for each other. In a shared lane, a
 worker whose queue stays full too long is *stalled*: the lane dead-letters its share (`shed`)
 until its queue has drained to half.
@@ -15,9 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from eventbus_core._deadletter import DeadLetter
-from eventbus_core._dispatch_lane import Item, Lane
-from eventbus_core._dispatch_stats import SinkStats
 from eventbus_core._errors import (
     PermanentSinkError,
     SinkError,
@@ -25,8 +22,11 @@ from eventbus_core._errors import (
     error_type_of,
 )
 from eventbus_core._log import get_logger
-from eventbus_core._retry import RetryPolicy
 from eventbus_core._sink import Sink
+from eventbus_core.dispatch._deadletter import DeadLetter
+from eventbus_core.dispatch._lane import Item, Lane
+from eventbus_core.dispatch._retry import RetryPolicy
+from eventbus_core.dispatch._stats import SinkStats
 
 __all__ = ["SinkWorker"]
 

@@ -1,6 +1,6 @@
 """Plumbing of the backend contract suite: the knobs, the bus factory and bounded helpers.
 
-The tests themselves are in `_contract_delivery.py` and `_contract_accounting.py`; backends
+The tests themselves are in `_delivery.py` and `_accounting.py`; backends
 subclass `eventbus_core.testing.BusContractTests`, which combines them.
 """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventbus_core._contract_base import ContractBase, make_event
+from eventbus_core._contract._base import ContractBase, make_event
 
 __all__ = ["AccountingContract"]
 
