@@ -26,11 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
+
+from tests._services import redis_url, require_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
-REDIS_URL = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
+REDIS_URL = redis_url()
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -97,11 +98,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
 
 @pytest.fixture
 def redis_key() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    client = require_redis()  # skips without a server, fails under CI
     key = f"eventbus-install-test:{uuid.uuid4().hex[:10]}"
     yield key
     keys = list(client.scan_iter(match=f"{key}*", count=1000))
