@@ -8,7 +8,7 @@ module to keep the cost down, in this order:
    install hint, which must name the checkout's folder there;
 2. the example plugins, each by the command of its own README;
 3. `python3 dev.py wheels`-style wheels in a dist/ folder, installed by the documented
-   `pip install --find-links dist "eventbus-core[redis]"` after removing the checkout install.
+   `pip install --find-links dist "eventbus-core[memory,redis]"` after removing the checkout install.
 
 pip may use the machine's cache and PyPI for the dependencies (pydantic, redis, hatchling).
 """
@@ -187,7 +187,7 @@ def test_wheels_in_dist_install_with_find_links(venv: Venv, tmp_path: Path) -> N
     assert "python3 dev.py wheels" in (ROOT / "README.md").read_text()
     line = documented_line(ROOT / "README.md", "| wheels built from it")
     command = line.split("then `", 1)[1].split("`", 1)[0]
-    assert command == 'pip install --find-links dist "eventbus-core[redis]"'
+    assert command == 'pip install --find-links dist "eventbus-core[memory,redis]"'
     # What `python3 dev.py wheels` runs, into a dist/ of our own.
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     dist = tmp_path / "dist"
@@ -202,9 +202,14 @@ def test_wheels_in_dist_install_with_find_links(venv: Venv, tmp_path: Path) -> N
     venv.shell("pip uninstall -y eventbus-core eventbus-memory eventbus-redis")
     venv.shell(command, cwd=tmp_path)  # `dist` relative to where the user stands
     assert "eventbus-redis" in venv.shell("eventbus --version", cwd=tmp_path)
-    # Installed from an index-like source: the hint is the index form.
+    # Installed from wheels: the hint names their folder, so that it works without an index.
     code = (
         "from eventbus_core._install import SIBLINGS, install_command;"
-        "print(install_command(SIBLINGS['redis']))"
+        "print(install_command(SIBLINGS['memory']))"
     )
-    assert venv.python(code, cwd=tmp_path).strip() == 'pip install "eventbus-core[redis]"'
+    hint = venv.python(code, cwd=tmp_path).strip()
+    venv.shell("pip uninstall -y eventbus-memory")  # as if only [redis] had been installed
+    assert hint.startswith('pip install "eventbus-core[memory]" (add --find-links DIR')
+    # What the user types, following the note:
+    venv.shell(f'pip install --find-links {dist} "eventbus-core[memory]"', cwd=Path("/"))
+    assert "eventbus-memory" in venv.shell("eventbus --version", cwd=tmp_path)
