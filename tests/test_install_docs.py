@@ -8,7 +8,8 @@ module to keep the cost down, in this order:
    install hint, which must name the checkout's folder there;
 2. the example plugins, each by the command of its own README;
 3. `python3 dev.py wheels`-style wheels in a dist/ folder, installed by the documented
-   `pip install --find-links dist "eventbus-core[memory,redis]"` after removing the checkout install.
+   `pip install --find-links dist "eventbus-core[memory,redis]"` after removing the
+   checkout install.
 
 pip may use the machine's cache and PyPI for the dependencies (pydantic, redis, hatchling).
 """

@@ -18,11 +18,11 @@ from urllib.parse import unquote, urlparse
 
 __all__ = [
     "SIBLINGS",
+    "WHEELS_NOTE",
     "Sibling",
     "checkout_root",
     "install_command",
     "root_from_direct_url",
-    "WHEELS_NOTE",
 ]
 
 CORE: Final = "eventbus-core"
