@@ -65,10 +65,10 @@ class EarlyFlush(InMemoryEventBus):
 
     def __init__(self, buffer_size):
         super().__init__(buffer_size, linger=60)  # the worker runs only when woken
-        self._high_water = 10**9
+        self._batcher._high_water = 10**9
 
     def flush(self, timeout=None):
-        self._kick()
+        self._batcher.kick()
         return True
 
 
@@ -79,8 +79,8 @@ class DropsCountedByTheBus(InMemoryEventBus):
         sub = super().subscribe(name, buffer_size=buffer_size)
 
         def count_dropped(n):
-            with self._drop_lock:
-                self._dropped += n
+            with self._batcher.lock:
+                self._batcher.refused += n
 
         sub.count_dropped = count_dropped
         return sub
@@ -108,14 +108,17 @@ class LostBecomesDropped(InMemoryEventBus):
 
     def __init__(self, buffer_size):
         super().__init__(buffer_size, linger=60)  # the worker waits for stop() to wake it
-        self._high_water = 10**9
+        self._batcher._high_water = 10**9
+        self._batcher.kick()  # start it now, so it is parked before the first publish
+        time.sleep(0.02)
 
     def stop(self, timeout=None):
         super().stop(timeout)
-        with self._take_lock:
-            moved, self._lost = self._lost, 0
-            self._handed -= moved
-        self._dropped += moved
+        b = self._batcher
+        with b.lock:
+            moved, b.lost = b.lost, 0
+            b.taken -= moved
+            b.refused += moved
 
 
 class EarlyFlushOverRedis(RedisEventBus):

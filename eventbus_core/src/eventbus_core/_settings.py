@@ -7,7 +7,7 @@ Every field has exactly one environment variable (listed in `ENV_VARS` and in
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import (
     Field,
@@ -84,6 +84,12 @@ class EventBusSettings(BaseSettings):
         default=5.0,
         ge=0,
         description="Seconds stop() waits at most to deliver what was accepted.",
+    )
+    publish_path: Literal["auto", "thread", "asyncio"] = _env(
+        "EVENTBUS_PUBLISH_PATH",
+        default="auto",
+        description="Who drains publish()'s buffer: auto (the event loop publish() runs on, "
+        "else a thread), thread, or asyncio (as auto; warns when a thread must drain).",
     )
     redis_key: str = _env(
         "EVENTBUS_REDIS_KEY",

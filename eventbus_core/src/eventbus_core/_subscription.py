@@ -1,8 +1,8 @@
 """`Subscription`: a bounded buffer of events for one consumer, iterable with `for` and `async for`.
 
-Backends own the producer side (`offer`, `space`, `finish`), called from one background thread
-with whole batches; consumers use the iteration and `get*` methods from any thread or loop.
-Hand-offs are per batch, and a consumer is only woken when it is actually waiting.
+Backends own the producer side (`offer`, `space`, `finish`), called from one drainer (a
+background thread, or an event loop) with whole batches; consumers use the iteration and `get*`
+methods from any thread or loop. Hand-offs are per batch, and a consumer is only woken when it is actually waiting.
 """
 
 from __future__ import annotations
@@ -138,7 +138,11 @@ class Subscription:
 
     @staticmethod
     def _wake_async(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+        running = asyncio._get_running_loop()
         for loop, fut in waiters:
+            if loop is running:  # delivered on the waiter's own loop: no self-pipe write
+                _wake_future(fut)
+                continue
             # A closed loop raises RuntimeError: its consumer is gone, nobody is left to wake.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake_future, fut)

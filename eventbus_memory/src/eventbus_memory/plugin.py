@@ -9,8 +9,13 @@ __all__ = ["build_bus", "eventbus_register_backends"]
 
 
 def build_bus(settings: EventBusSettings) -> InMemoryEventBus:
-    """Build an `InMemoryEventBus` from `OBSERVABILITY_BUFFER_SIZE` and `EVENTBUS_STOP_TIMEOUT`."""
-    return InMemoryEventBus(settings.buffer_size, stop_timeout=settings.stop_timeout)
+    """Build an `InMemoryEventBus` from `OBSERVABILITY_BUFFER_SIZE`, `EVENTBUS_STOP_TIMEOUT`
+    and `EVENTBUS_PUBLISH_PATH`."""
+    return InMemoryEventBus(
+        settings.buffer_size,
+        stop_timeout=settings.stop_timeout,
+        publish_path=settings.publish_path,
+    )
 
 
 @hookimpl

@@ -1,0 +1,32 @@
+"""The batching core shared by backends: a bounded buffer, its accounting, and who drains it.
+
+A backend's `publish()` appends to a `Batcher`; the batcher wakes a drainer only when the
+drainer sleeps or the buffer passes half full, and the drainer runs the backend's cycle
+(`BatchClient.cycle()`: take, hand on, settle). Two drivers drain:
+
+- a thread (`ThreadDriver`), for sync apps: WSGI, scripts, threads;
+- the publishing event loop (`LoopDriver`): when the first wake comes from a running loop, a
+  loop timer drains, so a busy asyncio server never hands the GIL to a background thread.
+
+`EVENTBUS_PUBLISH_PATH` (`Batcher(path=...)`) chooses: `auto` (default), `thread` or `asyncio`.
+The guarantees hold on both: `publish()` never blocks or raises, the buffer is bounded,
+`publish() calls == refused + taken + buffered` and every taken event is settled once
+(delivered, lost, or the parent's after a fork), `flush()` and `close()` are bounded, forks get
+a fresh drainer, and a loop that goes away hands its leftovers to a thread.
+
+See docs/plugins/writing-a-backend.md, "Batching".
+"""
+
+from eventbus_core.batching._batcher import PUBLISH_PATHS, BatchClient, Batcher, PublishPath
+from eventbus_core.batching._loop import LoopDriver
+from eventbus_core.batching._thread import DEEP_SLEEP_AFTER, ThreadDriver
+
+__all__ = [
+    "DEEP_SLEEP_AFTER",
+    "PUBLISH_PATHS",
+    "BatchClient",
+    "Batcher",
+    "LoopDriver",
+    "PublishPath",
+    "ThreadDriver",
+]

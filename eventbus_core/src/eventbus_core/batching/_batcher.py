@@ -1,0 +1,473 @@
+"""`Batcher`: the bounded buffer, its accounting and the wake protocol, whichever driver drains.
+
+The hot path is `publish()`: an append to a deque and two flag reads. It wakes the drainer only
+when the drainer sleeps (after a quiet spell) or when the buffer passes half full; waking
+anything per event would cost more than the append. The driver that drains is chosen at the
+first wake (see `_select`): a thread (`ThreadDriver`) or the publishing event loop
+(`LoopDriver`), and `flush()`/`close()` work the same over both.
+
+Accounting: `accepted == taken + len(buffer)`; every taken event is settled once (`done`): as
+delivered, as lost (given up at `close()`'s deadline) or as the parent's (after a fork).
+`refused` counts what `publish()` turned away. `finalize()` settles everything left as lost,
+and a result that arrives after it (a write whose reply came late) moves from lost to delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Final, Literal, Protocol
+
+from eventbus_core._event import Event
+from eventbus_core._log import get_logger
+
+if TYPE_CHECKING:
+    from eventbus_core.batching._loop import LoopDriver
+    from eventbus_core.batching._thread import ThreadDriver
+
+__all__ = ["PUBLISH_PATHS", "BatchClient", "Batcher", "PublishPath"]
+
+log = get_logger("eventbus")
+
+PublishPath = Literal["auto", "thread", "asyncio"]
+PUBLISH_PATHS: Final[tuple[PublishPath, ...]] = ("auto", "thread", "asyncio")
+
+_LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()
+
+
+class BatchClient(Protocol):
+    """What a backend gives its `Batcher`: the work of one drain cycle."""
+
+    def cycle(self) -> bool:
+        """Take from the buffer (`Batcher.take()`), hand it on, settle it (`Batcher.settle()`);
+        also retry what earlier cycles parked. True when anything moved."""
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until a cycle is needed though nothing new was published (a retry, a reply
+        to read); None when the backend holds nothing unsettled."""
+
+
+class Batcher:
+    """Bounded, non-blocking buffer drained in cycles by a thread or by the publishing loop.
+
+    Args:
+        client: The backend's drain cycle.
+        buffer_size: Events held before `publish()` refuses (and counts) more.
+        linger: Seconds between cycles while traffic flows: bounds delivery latency without a
+            wake-up per event.
+        path: `auto` (the loop publish() first wakes the drainer from, else a thread), `thread`
+            or `asyncio` (like auto, and a thread started outside any loop hands over to the
+            first loop that publishes).
+        label: Names the drainer in logs and its thread ("eventbus memory worker").
+        bound_in_flight: Also count taken, unsettled events against `buffer_size` (a batch
+            being written still holds memory).
+        on_thread_exit: Called by the drainer thread as it ends after `close()`.
+        on_fork_in_child: Called in a forked child after the batcher was rebuilt, with the
+            number of events the parent still held (the parent's to deliver).
+    """
+
+    def __init__(
+        self,
+        client: BatchClient,
+        *,
+        buffer_size: int,
+        linger: float,
+        path: PublishPath = "auto",
+        label: str = "eventbus drainer",
+        thread_name: str = "eventbus-drainer",
+        bound_in_flight: bool = False,
+        on_thread_exit: Callable[[], None] | None = None,
+        on_fork_in_child: Callable[[int], None] | None = None,
+    ) -> None:
+        if path not in PUBLISH_PATHS:
+            raise ValueError(
+                f"publish path must be one of {', '.join(PUBLISH_PATHS)}, got {path!r} "
+                "(EVENTBUS_PUBLISH_PATH when built from settings)"
+            )
+        self.client = client
+        self.buffer_size = buffer_size
+        self.linger = linger
+        self.path: PublishPath = path
+        self.label = label
+        self.thread_name = thread_name
+        self.on_thread_exit = on_thread_exit
+        self._on_fork_in_child = on_fork_in_child
+        self._buffer: deque[Event] = deque()
+        self._high_water = max(1, buffer_size // 2)
+        self._closed = False
+        self._final = False
+        self._abandoned = False
+        self._warned_no_loop = False
+        self.refused = 0
+        self.taken = 0
+        self.done = 0
+        self.delivered = 0
+        self.lost = 0
+        # The hot path: buffer `event`; False (and counted in `refused`) when closed or full.
+        # Never blocks. A bus may expose it as its own `publish` (one call less per event).
+        self.publish: Callable[[Event], bool] = (
+            self._publish_held if bound_in_flight else self._publish_buffered
+        )
+        self._new_sync_state()
+        _LIVE.add(self)
+
+    def _new_sync_state(self) -> None:
+        self.lock = threading.Lock()  # guards the counters and taking from the buffer
+        # Held for each drain cycle, whoever runs it (the thread, the loop, an inline flush).
+        self.cycle_lock = threading.Lock()
+        self._flushed = threading.Condition(threading.Lock())
+        self._flush_waiters = 0
+        self._driver_lock = threading.Lock()
+        self._driver: ThreadDriver | LoopDriver | None = None
+        # Nothing drains yet: the first publish() wakes, and so chooses, the driver.
+        self._sleeping = True
+        self._kicked = False
+
+    # ------------------------------------------------------------------------------ hot path
+
+    def _publish_buffered(self, event: Event) -> bool:
+        buf = self._buffer
+        depth = len(buf)
+        if self._closed or depth >= self.buffer_size:
+            with self.lock:
+                self.refused += 1
+            return False
+        buf.append(event)
+        if self._sleeping or (depth >= self._high_water and not self._kicked):
+            self.kick()
+        return True
+
+    def _publish_held(self, event: Event) -> bool:
+        buf = self._buffer
+        depth = len(buf)
+        # Taken, unsettled events count too: at most `buffer_size` events wait in memory.
+        if self._closed or depth + self.taken - self.done >= self.buffer_size:
+            with self.lock:
+                self.refused += 1
+            return False
+        buf.append(event)
+        if self._sleeping or (depth >= self._high_water and not self._kicked):
+            self.kick()
+        return True
+
+    def kick(self) -> None:
+        """Wake the drainer (choosing it, at the first wake)."""
+        driver = self._driver
+        if driver is None or not driver.kick():
+            self._select()
+
+    def _select(self) -> None:
+        """Choose and start the driver: the running loop's, or a thread (see `path`)."""
+        from eventbus_core.batching._loop import LoopDriver
+        from eventbus_core.batching._thread import ThreadDriver
+
+        loop = None if self.path == "thread" else asyncio._get_running_loop()
+        with self._driver_lock:
+            old = self._driver
+            if old is not None and old.kick():  # another thread chose meanwhile
+                return
+            new: ThreadDriver | LoopDriver
+            if loop is not None and not self._closed:
+                new = LoopDriver(self, loop)
+            else:
+                if self.path == "asyncio" and not self._warned_no_loop:
+                    self._warned_no_loop = True
+                    log.warning(
+                        "%s: publish() ran outside any event loop with "
+                        "EVENTBUS_PUBLISH_PATH=asyncio; a thread drains until a loop publishes",
+                        self.label,
+                    )
+                new = ThreadDriver(self)
+            if old is not None:
+                old.retire()
+            self._driver = new
+            new.start()
+
+    def switch_to_thread(self, retiring: LoopDriver) -> None:
+        """The loop of `retiring` is gone (stopped, closed or shutting down): a thread drains
+        what is left, and stays until a loop takes over again."""
+        from eventbus_core.batching._thread import ThreadDriver
+
+        with self._driver_lock:
+            if self._driver is not retiring:
+                return
+            retiring.retire()
+            self._driver = ThreadDriver(self)
+            self._driver.start()
+
+    def wants_loop(self, driver: ThreadDriver) -> bool:
+        """A sleeping thread is woken from a running loop: should that loop drain instead?"""
+        return self.path != "thread" and asyncio._get_running_loop() is not None
+
+    # -------------------------------------------------------------------------- drain side
+
+    def take(self, limit: int | None = None) -> tuple[int, list[Event]]:
+        """Take up to `limit` buffered events (all: None): the first one's sequence number
+        (events are numbered in publish order as they are taken) and the events."""
+        buf = self._buffer
+        if not buf:
+            return self.taken, []
+        popleft = buf.popleft
+        with self.lock:
+            first = self.taken
+            if self._final or self._abandoned:  # close() settles what is left itself
+                return first, []
+            n = len(buf) if limit is None else min(len(buf), limit)
+            batch = [popleft() for _ in range(n)]
+            self.taken = first + n
+        return first, batch
+
+    def settle(self, n: int, *, delivered: bool) -> None:
+        """Settle `n` taken events: delivered, or lost. After `finalize()` counted them lost,
+        a late delivery moves them from lost to delivered (never counted twice)."""
+        with self.lock:
+            if self._final:
+                if delivered:
+                    self.lost -= n
+                    self.delivered += n
+                return
+            self.done += n
+            if delivered:
+                self.delivered += n
+            else:
+                self.lost += n
+
+    @property
+    def buffered(self) -> int:
+        """Events accepted and not taken yet."""
+        return len(self._buffer)
+
+    @property
+    def accepted(self) -> int:
+        """Events `publish()` accepted so far (read it under `lock`: a take in progress has
+        emptied the buffer before it counts what it took)."""
+        return self.taken + len(self._buffer)
+
+    def pending(self) -> int:
+        """Accepted events not settled yet (0 once finalized)."""
+        return 0 if self._final else len(self._buffer) + self.taken - self.done
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called."""
+        return self._closed
+
+    @property
+    def final(self) -> bool:
+        """True once `finalize()` settled everything."""
+        return self._final
+
+    def notify_flush(self) -> None:
+        """Tell `flush()` waiters a cycle ended (cheap when nobody waits)."""
+        if self._flush_waiters:
+            with self._flushed:
+                self._flushed.notify_all()
+
+    def on_driver(self) -> bool:
+        """True when called by the thread or loop that drains now."""
+        driver = self._driver
+        return driver is not None and driver.is_current()
+
+    @contextlib.contextmanager
+    def cycle_guard(self) -> Iterator[None]:
+        """Hold `cycle_lock`, unless the caller is the drainer itself (it holds no cycle)."""
+        if self.on_driver():
+            yield
+            return
+        with self.cycle_lock:
+            yield
+
+    def run_cycle(self) -> bool:
+        """One cycle, logged and survived if it fails (a bug must not silence the bus)."""
+        try:
+            return self.client.cycle()
+        except Exception:
+            log.exception("%s failed a cycle; continuing", self.label)
+            return False
+
+    def drain_inline(self, deadline: float | None, until: Callable[[], bool]) -> bool:
+        """Run cycles in the calling thread until `until()` holds or `deadline` passes."""
+        while True:
+            if until():
+                return True
+            with self.cycle_guard():
+                moved = self.run_cycle()
+            self.notify_flush()
+            if until():
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            if not moved and not self._buffer:
+                due = self.client.next_due(now)
+                pause = 0.001 if due is None else min(max(due, 0.0), 0.01)
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - now))
+                time.sleep(pause)
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def flush(self, timeout: float | None, idle: Callable[[], bool] = lambda: True) -> bool:
+        """Wait until every event accepted so far is settled and `idle()` holds (the backend
+        holds nothing parked); False if `timeout` ran out first."""
+        with self.lock:  # never mid-take: the buffer shrinks before `taken` grows
+            target = self.accepted
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def done() -> bool:
+            return self._final or (self.done >= target and idle())
+
+        with self._flushed:
+            self._flush_waiters += 1
+        try:
+            while not done():
+                driver = self._driver
+                if driver is not None and driver.is_current():
+                    return False  # the drainer cannot wait for itself
+                if driver is None or not driver.waits_for_flush():
+                    # The loop drains in the caller's thread (blocking the loop would stop it
+                    # from draining); an idle bus has no drainer to wait for.
+                    return self.drain_inline(deadline, done)
+                self.kick()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                with self._flushed:
+                    # Short waits: the drainer's notify can race with our check.
+                    self._flushed.wait(0.01 if remaining is None else min(remaining, 0.01))
+            return True
+        finally:
+            with self._flushed:
+                self._flush_waiters -= 1
+
+    def close(
+        self,
+        deadline: float,
+        *,
+        cut: Callable[[], None] | None = None,
+        cut_before: float = 0.1,
+        idle: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Refuse new events and drain what was accepted until `deadline` (`time.monotonic()`).
+
+        A thread is joined; otherwise the caller drains. With `cut`, a thread still busy
+        shortly before the deadline is cut loose (`cut()` ends its blocked I/O) and joined
+        again; without it, a thread that overruns is abandoned: it ends after its cycle. The
+        caller then calls `finalize()`. True when everything drained in time.
+        """
+        self._closed = True
+        started = time.monotonic()
+        driver = self._driver
+        if driver is not None and driver.is_current():
+            return False  # the drainer stops itself: it cannot wait for its own cycle
+        if isinstance(driver, _thread_driver_type()):
+            if cut is None and deadline <= started:
+                self._abandoned = True  # no time at all: the thread starts no further cycle
+            driver.wake()
+            wait_until = deadline
+            if cut is not None:
+                wait_until = deadline - min(cut_before, max(0.0, deadline - time.monotonic()) / 4)
+            driver.join(max(0.0, wait_until - time.monotonic()))
+            if driver.alive() and cut is not None:
+                cut()
+                driver.join(max(0.0, deadline - time.monotonic()))
+            if driver.alive():
+                if cut is None:
+                    self._abandoned = True
+                log.warning(
+                    "%s did not finish within %.3f s", self.label, max(0.0, deadline - started)
+                )
+                return False
+            return True
+        if driver is not None:
+            driver.retire()
+        return self.drain_inline(
+            deadline, lambda: not self._buffer and self.done >= self.taken and idle()
+        )
+
+    def finalize(self) -> int:
+        """Settle everything still buffered or in flight as lost; return the total lost."""
+        with self.lock:
+            self._final = True
+            self.taken += len(self._buffer)
+            self._buffer.clear()
+            self.lost += self.taken - self.done
+            self.done = self.taken
+            lost = self.lost
+        driver = self._driver
+        if driver is not None:
+            driver.retire()
+        with self._flushed:
+            self._flushed.notify_all()
+        return lost
+
+    def late(self) -> int:
+        """Events a racing `publish()` slipped in after `finalize()` (given up as well)."""
+        return len(self._buffer) if self._final else 0
+
+    @property
+    def abandoned(self) -> bool:
+        """True once `close()` gave up waiting for the thread."""
+        return self._abandoned
+
+    # ---------------------------------------------------------------------------------- fork
+
+    def before_fork(self) -> None:
+        """Hold the counters' lock across `fork()`, so the child never sees a batch half taken
+        from the buffer. Bounded: a fork never waits long for it."""
+        self._fork_locked = self.lock.acquire(timeout=1.0)
+
+    def after_fork_in_parent(self) -> None:
+        """Release what `before_fork()` took."""
+        if getattr(self, "_fork_locked", False):
+            self._fork_locked = False
+            self.lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """Give a forked child its own drainer (only the forking thread survives a fork, and
+        locks held then stay held). What the parent held unsettled is the parent's to deliver:
+        the child counts it as delivered, so its own accounting stays exact."""
+        self._fork_locked = False
+        parent_held = len(self._buffer) + self.taken - self.done
+        self.taken += len(self._buffer)
+        self._buffer.clear()
+        self.done = self.taken
+        self.delivered += parent_held
+        self._new_sync_state()
+        if self._on_fork_in_child is not None:
+            self._on_fork_in_child(parent_held)
+
+
+def _thread_driver_type() -> type[ThreadDriver]:
+    from eventbus_core.batching._thread import ThreadDriver
+
+    return ThreadDriver
+
+
+def _before_fork() -> None:
+    for batcher in list(_LIVE):
+        batcher.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for batcher in list(_LIVE):
+        batcher.after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    for batcher in list(_LIVE):
+        batcher.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

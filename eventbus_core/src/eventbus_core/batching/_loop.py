@@ -1,0 +1,169 @@
+"""`LoopDriver`: the publishing event loop drains the batcher, with no thread at all.
+
+A loop timer does the work a thread would: the first publish after a quiet spell arms
+`loop.call_later(linger, drain)`, and a buffer past half full asks for `call_soon(drain)`.
+Each drain runs one cycle on the loop (backend work that never waits: fan-out to memory
+subscribers, or an asyncio write) and re-arms itself while events keep coming, so a saturated
+server pays for one timer callback per `linger` instead of a thread's GIL hand-offs.
+
+A publish from another thread reaches the loop with `call_soon_threadsafe` (only then: it writes
+to the loop's self-pipe). When the loop goes away the batcher switches to a thread, which drains
+what is left:
+
+- the loop is shutting down (`asyncio.run()` and `asyncio.Runner` cancel every task as they
+  end, the guard task among them);
+- a wake finds the loop closed, or no longer running;
+- `close()` and `flush()` never wait for the loop: they drain in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eventbus_core.batching._batcher import Batcher
+
+__all__ = ["LoopDriver"]
+
+_BUSY_RETRY = 0.001  # seconds before a drain retries when another thread holds the cycle
+
+
+class LoopDriver:
+    """Drains `batcher` with timers on `loop` (the loop the choosing publish() ran on)."""
+
+    def __init__(self, batcher: Batcher, loop: asyncio.AbstractEventLoop) -> None:
+        self._batcher = batcher
+        self.loop = loop
+        self._handle: asyncio.Handle | None = None
+        self._urgent = False
+        self._retired = False
+        self._in_cycle = False
+        self._guard: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Arm the first drain and the shutdown guard (called on the loop's thread)."""
+        self._guard = self.loop.create_task(self._watch_shutdown(), name="eventbus-loop-guard")
+        # A loop closed without cancelling its tasks must not log the guard as destroyed.
+        with contextlib.suppress(AttributeError):
+            self._guard._log_destroy_pending = False  # type: ignore[attr-defined]
+        self.kick()
+
+    async def _watch_shutdown(self) -> None:
+        try:
+            await self.loop.create_future()
+        except asyncio.CancelledError:
+            if not self._retired:
+                self._batcher.switch_to_thread(self)
+            raise
+
+    # ---------------------------------------------------------------------------------- wakes
+
+    def kick(self) -> bool:
+        """Ask the loop for a drain; False when this loop can no longer drain (the caller then
+        chooses another driver)."""
+        if self._retired:
+            return False
+        b = self._batcher
+        urgent = b.buffered > b._high_water
+        running = asyncio._get_running_loop()
+        if running is self.loop:
+            b._sleeping = False
+            if urgent:
+                b._kicked = True
+            self._schedule(urgent)
+            return True
+        if running is not None and not self.loop.is_running():
+            return False  # this thread runs another loop now; ours is stopped: rebind
+        if self.loop.is_closed() or not self.loop.is_running():
+            self._batcher.switch_to_thread(self)
+            return True
+        b._sleeping = False
+        if urgent:
+            b._kicked = True
+        try:
+            self.loop.call_soon_threadsafe(self._schedule, urgent)
+        except RuntimeError:  # closed since we looked
+            self._batcher.switch_to_thread(self)
+        return True
+
+    def _schedule(self, urgent: bool) -> None:
+        """On the loop: arm a drain in `linger` (or at once, when `urgent`) unless one is."""
+        if self._retired:
+            return
+        handle = self._handle
+        if handle is not None:
+            if not urgent or self._urgent:
+                return
+            handle.cancel()
+        self._urgent = urgent
+        if urgent:
+            self._handle = self.loop.call_soon(self._drain)
+        else:
+            self._handle = self.loop.call_later(self._batcher.linger, self._drain)
+
+    def _drain(self) -> None:
+        self._handle = None
+        self._urgent = False
+        if self._retired:
+            return
+        b = self._batcher
+        b._kicked = False
+        if not b.cycle_lock.acquire(blocking=False):
+            # A flush() or stop() in another thread is draining: never block the loop for it.
+            self._handle = self.loop.call_later(_BUSY_RETRY, self._drain)
+            return
+        try:
+            self._in_cycle = True
+            b.run_cycle()
+        finally:
+            self._in_cycle = False
+            b.cycle_lock.release()
+        b.notify_flush()
+        if b.buffered:
+            self._schedule(b.buffered > b._high_water)
+            return
+        due = b.client.next_due(time.monotonic())
+        if due is not None:
+            self._handle = self.loop.call_later(min(b.linger, max(due, 0.0)), self._drain)
+            return
+        # Order matters: publish() appends first and checks _sleeping after, so one of the two
+        # sides always sees the other.
+        b._sleeping = True
+        if b.buffered > 0:  # a publish() slipped in before it could see _sleeping
+            b._sleeping = False
+            self._schedule(False)
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def retire(self) -> None:
+        """Stop draining on the loop (another driver, or the caller, takes over)."""
+        if self._retired:
+            return
+        self._retired = True
+        if asyncio._get_running_loop() is self.loop:
+            self._cancel()
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop has nothing left to cancel
+            self.loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        guard = self._guard
+        if guard is not None and guard is not asyncio.current_task():
+            guard.cancel()
+
+    def is_current(self) -> bool:
+        """True inside this driver's own cycle."""
+        return self._in_cycle and asyncio._get_running_loop() is self.loop
+
+    def waits_for_flush(self) -> bool:
+        """flush() drains in its own thread rather than wait for the loop."""
+        return False
+
+    def alive(self) -> bool:
+        return not self._retired

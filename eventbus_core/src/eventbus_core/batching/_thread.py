@@ -1,0 +1,117 @@
+"""`ThreadDriver`: a daemon thread drains the batcher (sync apps: WSGI, scripts, threads).
+
+The thread waits `linger` between cycles while traffic flows; after `DEEP_SLEEP_AFTER` seconds
+without any it sleeps until a publisher wakes it, so an idle bus costs nothing. Every wake-up
+takes the GIL from the publishing threads, which is why the wakes are so few (and why an app on
+an event loop is better served by `LoopDriver`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from eventbus_core.batching._batcher import Batcher
+
+__all__ = ["DEEP_SLEEP_AFTER", "ThreadDriver"]
+
+DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the thread needs a publisher's wake
+
+
+class ThreadDriver:
+    """Drains `batcher` on a daemon thread until it is closed and empty, or retired."""
+
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+        self._wake = threading.Event()
+        self._retired = False
+        self._deep = False  # in a deep sleep: the next wake may hand over to a loop
+        self._thread = threading.Thread(target=self._run, name=batcher.thread_name, daemon=True)
+
+    def start(self) -> None:
+        self._batcher._sleeping = False  # a new thread runs a cycle first: no wake needed
+        self._thread.start()
+
+    def kick(self) -> bool:
+        """Wake the thread; False when it should hand over instead (a loop woke it from a deep
+        sleep, or it has ended)."""
+        b = self._batcher
+        if self._retired or not self._thread.is_alive():
+            return not self._retired and self._thread.ident is None  # True: about to start
+        if self._deep and b.wants_loop(self):
+            return False
+        self.wake()
+        return True
+
+    def wake(self) -> None:
+        """Wake the thread, whoever calls."""
+        b = self._batcher
+        b._kicked = True
+        b._sleeping = False
+        self._wake.set()
+
+    def retire(self) -> None:
+        """End the thread after the cycle it is in, if any."""
+        self._retired = True
+        self._wake.set()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def waits_for_flush(self) -> bool:
+        """flush() waits for this thread (it drains while flush() waits)."""
+        return self._thread.is_alive() and not self._retired
+
+    def _run(self) -> None:
+        b = self._batcher
+        client = b.client
+        last_activity = time.monotonic()
+        while True:
+            with b.cycle_lock:
+                if self._retired or b.abandoned:
+                    return
+                moved = b.run_cycle()
+            now = time.monotonic()
+            if moved:
+                last_activity = now
+            b.notify_flush()
+            due = client.next_due(now)
+            if b.closed and not b.buffered and due is None:
+                if b.on_thread_exit is not None:
+                    b.on_thread_exit()
+                b.notify_flush()
+                return
+            if b.buffered:
+                continue
+            if due is None and now - last_activity >= DEEP_SLEEP_AFTER:
+                self._deep_sleep()
+                last_activity = time.monotonic()
+                continue
+            wait = b.linger if due is None else min(b.linger, due)
+            self._wake.clear()
+            b._kicked = False
+            if not b.buffered and not b.closed and not self._retired:
+                self._wake.wait(wait)
+
+    def _deep_sleep(self) -> None:
+        # Order matters: publish() appends first and checks _sleeping after, so one of the two
+        # sides always sees the other.
+        b = self._batcher
+        self._wake.clear()
+        self._deep = True
+        b._sleeping = True
+        if b.buffered or b.closed or self._retired:
+            b._sleeping = False
+            self._deep = False
+            return
+        self._wake.wait()
+        # The waker cleared _sleeping (a retiring thread leaves it to the next driver).
+        self._deep = False

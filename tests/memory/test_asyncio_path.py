@@ -1,0 +1,257 @@
+"""InMemoryEventBus drained by the publishing event loop (the asyncio path of the batching core).
+
+The contract suite runs twice more: with every publish() made on a running loop (drained by
+loop timers there), and with the loop bound first and the publishes coming from another thread
+(`call_soon_threadsafe`). The other tests cover the loop's life: a loop that ends with events
+undrained, a bus made before the loop, stop() on the loop, a fork, the setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from eventbus_core import BusStats, EventBus, EventBusSettings, Subscription, create_bus
+from eventbus_core.batching import LoopDriver, ThreadDriver
+from eventbus_core.testing import BusContractTests, make_event
+from eventbus_memory import InMemoryEventBus
+
+
+class LoopThread:
+    """An event loop running in a daemon thread, for tests that publish onto it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class PublishOnLoop:
+    """Forwards to a memory bus, making every publish() on the loop thread (queued in order;
+    every other call first waits until the queued publishes have run)."""
+
+    def __init__(self, bus: InMemoryEventBus, host: LoopThread) -> None:
+        self.bus = bus
+        self.host = host
+        self.buffer_size = bus.buffer_size
+
+    def publish(self, event: Any) -> None:
+        self.host.loop.call_soon_threadsafe(self.bus.publish, event)
+
+    def barrier(self) -> None:
+        self.host.call(lambda: None)
+
+    def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Any:
+        self.barrier()
+        return self.bus.subscribe(name, buffer_size=buffer_size)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        self.barrier()
+        return self.bus.flush(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.barrier()
+        self.bus.stop(timeout)
+
+    def stats(self) -> BusStats:
+        self.barrier()
+        return self.bus.stats()
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[LoopThread]:
+    h = LoopThread()
+    yield h
+    h.close()
+
+
+class TestContractPublishingOnTheLoop(BusContractTests):
+    @pytest.fixture(autouse=True)
+    def _host(self, host: LoopThread) -> None:
+        self.loop_host = host
+
+    def make_bus(self, buffer_size: int) -> EventBus:
+        bus = InMemoryEventBus(buffer_size, publish_path="asyncio")
+        return PublishOnLoop(bus, self.loop_host)  # type: ignore[return-value]
+
+
+class TestContractBoundLoopForeignPublishers(BusContractTests):
+    @pytest.fixture(autouse=True)
+    def _host(self, host: LoopThread) -> None:
+        self.loop_host = host
+
+    def make_bus(self, buffer_size: int) -> EventBus:
+        bus = InMemoryEventBus(buffer_size)
+        self.loop_host.call(bus._batcher.kick)  # the loop drains from now on
+        assert isinstance(bus._batcher._driver, LoopDriver)
+        return bus
+
+
+def _figures(stats: BusStats) -> tuple[int, int, int]:
+    return stats.published, stats.dropped, stats.lost
+
+
+def _drainer_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "eventbus-memory-worker"]
+
+
+def test_a_bus_published_to_on_a_loop_runs_no_thread_and_wakes_async_readers() -> None:
+    before = len(_drainer_threads())
+
+    async def main() -> list[str]:
+        bus = InMemoryEventBus(1000)
+        sub = bus.subscribe()
+
+        async def read() -> list[str]:
+            return [(await sub.aget(timeout=5)).request_id for _ in range(300)]
+
+        reader = asyncio.create_task(read())
+        for i in range(300):
+            bus.publish(make_event(i))
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+        got = await reader
+        assert isinstance(bus._batcher._driver, LoopDriver)
+        assert len(_drainer_threads()) == before
+        bus.stop()
+        assert bus.stats()[:2] == (300, 0)
+        return got
+
+    assert asyncio.run(main()) == [f"req-{i}" for i in range(300)]
+
+
+def test_events_left_when_the_loop_ends_are_delivered_by_a_thread() -> None:
+    bus = InMemoryEventBus(1000, linger=30.0)  # the loop's timer would not fire in time
+    sub = bus.subscribe()
+
+    async def main() -> None:
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert isinstance(bus._batcher._driver, LoopDriver)
+
+    asyncio.run(main())  # ends with the 5 events still in the bus's buffer
+    assert isinstance(bus._batcher._driver, ThreadDriver)
+    assert bus.flush(timeout=5)
+    assert [e.request_id for e in sub.get_batch()] == [f"req-{i}" for i in range(5)]
+    bus.publish(make_event(5))  # a later loop-less publish still works
+    assert bus.flush(timeout=5)
+    assert sub.get(timeout=5).request_id == "req-5"
+    bus.stop()
+    assert _figures(bus.stats()) == (6, 0, 0)
+
+
+def test_a_bus_made_before_the_loop_is_drained_by_the_loop_that_uses_it() -> None:
+    bus = InMemoryEventBus(1000)  # module-level style: made before any loop runs
+    bus.publish(make_event(0))  # an import-time publish: a thread drains it
+    assert bus.flush(timeout=5)
+
+    async def lifespan() -> int:
+        sub = bus.subscribe()
+        await asyncio.sleep(0.2)  # the thread falls into its deep sleep
+        for i in range(1, 11):
+            bus.publish(make_event(i))
+        got = [e.request_id async for e in _take(sub, 10)]
+        assert got == [f"req-{i}" for i in range(1, 11)]
+        assert isinstance(bus._batcher._driver, LoopDriver)  # the loop took over
+        bus.stop()  # on the loop: drains in place
+        return sub.stats().delivered
+
+    assert asyncio.run(lifespan()) == 10
+    assert _figures(bus.stats()) == (11, 0, 0)
+
+
+async def _take(sub: Subscription, n: int) -> Any:
+    for _ in range(n):
+        yield await sub.aget(timeout=5)
+
+
+def test_stop_and_astop_on_the_loop_deliver_everything_accepted() -> None:
+    async def main(use_astop: bool) -> tuple[int, int, int]:
+        bus = InMemoryEventBus(10_000, linger=30.0)
+        sub = bus.subscribe(buffer_size=10_000)
+        for i in range(2_000):
+            bus.publish(make_event(i))
+        if use_astop:
+            await bus.astop(timeout=5)
+        else:
+            bus.stop(timeout=5)
+        stats = bus.stats()
+        return stats.published, stats.lost, sub.qsize()
+
+    assert asyncio.run(main(False)) == (2_000, 0, 2_000)
+    assert asyncio.run(main(True)) == (2_000, 0, 2_000)
+
+
+def test_publishes_from_threads_while_the_loop_drains() -> None:
+    async def main() -> tuple[int, int]:
+        bus = InMemoryEventBus(100_000)
+        sub = bus.subscribe(buffer_size=100_000)
+        bus.publish(make_event(-1))  # binds the loop
+
+        def burst(base: int) -> None:
+            for i in range(2_000):
+                bus.publish(make_event(base + i))
+
+        await asyncio.gather(*(asyncio.to_thread(burst, k * 10_000) for k in range(4)))
+        assert await asyncio.to_thread(bus.flush, 5)
+        assert isinstance(bus._batcher._driver, LoopDriver)
+        bus.stop()
+        return bus.stats().published, sub.qsize()
+
+    assert asyncio.run(main()) == (8_001, 8_001)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_from_a_loop_gets_a_working_bus() -> None:
+    async def main() -> int:
+        bus = InMemoryEventBus(1000, linger=30.0)
+        sub = bus.subscribe()
+        bus.publish(make_event(0))  # still buffered at the fork: the parent's to deliver
+        pid = os.fork()
+        if pid == 0:  # the child: no loop runs here; publish() must work all the same
+            code = 1
+            try:
+                bus.publish(make_event(1))
+                ok = bus.flush(timeout=5) and sub.get(timeout=5).request_id == "req-1"
+                stats = bus.stats()
+                code = 0 if ok and _figures(stats) == (2, 0, 0) else 2
+            finally:
+                os._exit(code)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        bus.stop()
+        assert sub.get(timeout=5).request_id == "req-0"
+        return os.waitstatus_to_exitcode(status)
+
+    assert asyncio.run(main()) == 0
+
+
+def test_publish_path_setting_reaches_the_memory_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTBUS_PUBLISH_PATH", "thread")
+    bus = create_bus(EventBusSettings())
+    assert isinstance(bus, InMemoryEventBus)
+
+    async def main() -> None:
+        bus.publish(make_event(0))
+
+    asyncio.run(main())
+    assert isinstance(bus._batcher._driver, ThreadDriver)  # a loop published, yet a thread
+    bus.stop()
+    monkeypatch.setenv("EVENTBUS_PUBLISH_PATH", "sideways")
+    with pytest.raises(ValueError, match="EVENTBUS_PUBLISH_PATH"):
+        EventBusSettings()
