@@ -1,27 +1,37 @@
-"""What `EventBusMiddleware` costs a real server: uvicorn on loopback, with and without it.
+"""What `EventBusMiddleware` costs a real server, beside the middleware Python users already run.
 
 Starts one uvicorn server process per variant, all in the same run, each serving the same
-Starlette chat-completions endpoint, in two shapes (`--endpoints`):
+Starlette chat-completions endpoint, in up to three shapes (`--endpoints`, see `_bench_apps.py`):
 
 - `minimal`: answers at once with a canned completion: the least work per request a server can
-  do, so the largest share the middleware can take;
+  do, so the largest share any middleware can take;
+- `realistic`: ~20 KB request and response bodies, parsed and encoded, plus ~1.5 ms of CPU work
+  in the handler: an LLM proxy's request as the server's CPU sees it;
 - `proxy`: forwards the request with httpx to a stand-in LLM API (a raw asyncio responder in
   its own process) and hands the answer back, as an LLM proxy does.
 
-The variants:
+The variants (`--variants`):
 
 - `plain`: no middleware (the baseline);
 - `null`: the middleware publishing to a bus that discards: the middleware's own cost;
-- `memory`: the middleware on an `InMemoryEventBus` with one consumer thread;
-- `redis`: the middleware on the `RedisEventBus` log (when `eventbus_redis` and Redis are there).
+- `memory`: the middleware on an `InMemoryEventBus` drained by its thread
+  (`publish_path="thread"`), with one consumer thread;
+- `memory-asyncio`: the same bus drained by the server's event loop (`publish_path="asyncio"`),
+  with one consumer task on that loop;
+- `redis`: the middleware on the `RedisEventBus` log (when `eventbus_redis` and Redis are there);
+- `otel`: OpenTelemetry's ASGI middleware, a span per request, a `BatchSpanProcessor` exporting
+  to an exporter that discards;
+- `sentry`: sentry-sdk's ASGI middleware, a transaction per request, a transport that discards.
 
 A small keep-alive HTTP/1.1 load generator in this process then measures, in rounds that
 rotate the order of the variants:
 
 - throughput: `--connections` connections, `--depth` requests pipelined on each, `--seconds`
-  per round; requests per second, and the server process's CPU time per request (all threads),
-  which is what a saturated server's throughput is the inverse of;
-- latency: one connection, sequential requests: the unloaded median and p99;
+  per round; requests per second against `plain` in the same round (median and spread over the
+  rounds), and the server process's CPU time per request (all threads), which is what a
+  saturated server's throughput is the inverse of;
+- latency: one connection, sequential requests: the unloaded median (and its difference to
+  `plain`'s) and p99;
 - in process: the Starlette app called directly with and without the middleware (best of many
   short runs): the middleware's own µs per request, without network noise.
 
@@ -29,7 +39,7 @@ Bounded (rounds x seconds), loopback only. Prints a table; `--json` for all figu
 
     .venv/bin/python benchmarks/bench_middleware.py
     .venv/bin/python benchmarks/bench_middleware.py --rounds 7 --json
-    .venv/bin/python benchmarks/bench_middleware.py --endpoints minimal
+    .venv/bin/python benchmarks/bench_middleware.py --endpoints minimal --variants plain,memory
 """
 
 from __future__ import annotations
@@ -48,100 +58,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import httpx
 import redis
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
-from eventbus_core import EventBusMiddleware
-from eventbus_memory import InMemoryEventBus
-
-try:
-    from eventbus_redis import RedisEventBus
-
-    HAVE_REDIS_BUS = True
-except ImportError:  # the Redis backend is optional: its variant is skipped without it
-    HAVE_REDIS_BUS = False
-
-REQUEST_BODY = json.dumps(
-    {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": "Say hello to the benchmark, please." * 3}],
-        "temperature": 0.2,
-    }
-).encode()
-
-RESPONSE = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1_700_000_000,
-    "model": "gpt-4o-mini",
-    "choices": [
-        {
-            "index": 0,
-            "finish_reason": "stop",
-            "message": {"role": "assistant", "content": "Hello, benchmark! " * 12},
-        }
-    ],
-    "usage": {"prompt_tokens": 31, "completion_tokens": 36, "total_tokens": 67},
-}
-
-PATH = "/v1/chat/completions"
-REDIS_URL = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
-
+from _bench_apps import (
+    ENDPOINTS,
+    HAVE_REDIS_BUS,
+    MINIMAL_RESPONSE,
+    PATH,
+    REDIS_URL,
+    VARIANTS,
+    build_app,
+    request_body,
+)
 
 # ------------------------------------------------------------------------------ server side
-
-
-def _build_app(variant: str, redis_key: str, upstream: int = 0) -> tuple[Any, Any]:
-    async def completions(request: Request) -> JSONResponse:
-        await request.body()
-        return JSONResponse(RESPONSE, headers={"x-request-id": uuid.uuid4().hex})
-
-    llm: httpx.AsyncClient | None = None
-
-    async def proxied(request: Request) -> Response:
-        # What an LLM proxy does: forward the request upstream, hand the answer back.
-        nonlocal llm
-        if llm is None:
-            llm = httpx.AsyncClient(base_url=f"http://127.0.0.1:{upstream}", timeout=30)
-        answer = await llm.post(
-            PATH, content=await request.body(), headers={"content-type": "application/json"}
-        )
-        return Response(
-            answer.content,
-            status_code=answer.status_code,
-            headers={"x-request-id": answer.headers.get("x-request-id", "")},
-            media_type="application/json",
-        )
-
-    endpoint = proxied if upstream else completions
-    app = Starlette(routes=[Route(PATH, endpoint, methods=["POST"])])
-    bus: Any = None
-    if variant == "null":
-
-        class _Null:
-            def publish(self, event: Any) -> None:
-                pass
-
-            def stats(self) -> tuple[int, int]:
-                return (0, 0)
-
-            def stop(self) -> None:
-                pass
-
-        bus = _Null()
-    if variant == "memory":
-        bus = InMemoryEventBus(buffer_size=10_000)
-    elif variant == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
-        bus = RedisEventBus.log(client, redis_key, ttl=600, max_len=10_000)
-    if bus is not None:
-        app.add_middleware(EventBusMiddleware, bus=bus)
-    return app, bus
 
 
 def _pin(cpu: int) -> None:
@@ -150,21 +80,8 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def _drain(bus: Any) -> Any:
-    """A consumer as a dispatcher would be: takes batches off a subscription in a thread."""
-    sub = bus.subscribe("bench-consumer")
-
-    def run() -> None:
-        for _ in sub.batches(1000):
-            pass
-
-    thread = threading.Thread(target=run, name="bench-consumer", daemon=True)
-    thread.start()
-    return sub
-
-
 class _Upstream(asyncio.Protocol):
-    """A stand-in LLM API for the `proxy` endpoint: answers every request with `RESPONSE`.
+    """A stand-in LLM API for the `proxy` endpoint: answers every request with a minimal completion.
 
     Raw asyncio, so it costs the machine far less per request than the server measured."""
 
@@ -193,7 +110,7 @@ class _Upstream(asyncio.Protocol):
 
 def serve_upstream() -> None:
     """Run the stand-in LLM API (child process); print its port."""
-    body = json.dumps(RESPONSE).encode()
+    body = json.dumps(MINIMAL_RESPONSE).encode()
     _Upstream.answer = (
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
         b"x-request-id: upstream-1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
@@ -208,18 +125,16 @@ def serve_upstream() -> None:
     asyncio.run(run())
 
 
-def serve(variant: str, redis_key: str, upstream: int = 0) -> None:
+def serve(variant: str, endpoint: str, redis_key: str, upstream: int = 0) -> None:
     """Run one variant's server (child process); print its port, then its stats at exit."""
     if os.environ.get("EVENTBUS_BENCH_PIN") == "1":
         _pin(0)
-    app, bus = _build_app(variant, redis_key, upstream)
-    if variant == "memory":
-        _drain(bus)
+    app, bus = build_app(variant, endpoint, redis_key, upstream)
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for
     # sockets that say they are TCP; without it, Nagle plus delayed ACKs add 40 ms per response.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
 
@@ -247,17 +162,19 @@ def serve(variant: str, redis_key: str, upstream: int = 0) -> None:
 # ------------------------------------------------------------------------------ client side
 
 
-def _request_bytes(port: int) -> bytes:
+def _request_bytes(port: int, endpoint: str) -> bytes:
+    body = request_body(endpoint)
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         "Content-Type: application/json\r\nAuthorization: Bearer sk-bench\r\n"
-        f"Content-Length: {len(REQUEST_BODY)}\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
     )
-    return head.encode() + REQUEST_BODY
+    return head.encode() + body
 
 
 async def _one_connection(
     port: int,
+    endpoint: str,
     deadline: float,
     latencies: list[int],
     max_requests: int | None = None,
@@ -270,7 +187,7 @@ async def _one_connection(
     throughput measured on a 2-core machine. Latencies are only recorded at depth 1.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = _request_bytes(port) * depth
+    request = _request_bytes(port, endpoint) * depth
     done = 0
     try:
         while time.monotonic() < deadline and (max_requests is None or done < max_requests):
@@ -295,13 +212,16 @@ async def _one_connection(
 
 
 async def _load(
-    port: int, connections: int, seconds: float, depth: int = 1
+    port: int, endpoint: str, connections: int, seconds: float, depth: int = 1
 ) -> tuple[float, list[int]]:
     latencies: list[int] = []
     start = time.perf_counter()
     deadline = time.monotonic() + seconds
     counts = await asyncio.gather(
-        *(_one_connection(port, deadline, latencies, depth=depth) for _ in range(connections))
+        *(
+            _one_connection(port, endpoint, deadline, latencies, depth=depth)
+            for _ in range(connections)
+        )
     )
     return sum(counts) / (time.perf_counter() - start), [sum(counts)]
 
@@ -348,11 +268,12 @@ class Result:
 
 
 def _start_server(
-    variant: str, redis_key: str, upstream: int = 0
+    variant: str, endpoint: str, redis_key: str, upstream: int = 0
 ) -> tuple[subprocess.Popen[str], int]:
     extra = ["--upstream", str(upstream)] if upstream else []
+    command = [sys.executable, __file__, "--serve", variant, "--endpoint", endpoint]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", variant, "--redis-key", redis_key, *extra],
+        [*command, "--redis-key", redis_key, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -383,7 +304,7 @@ def _redis_available() -> bool:
         return False
 
 
-async def _asgi_cost(rounds: int, n: int = 3000) -> dict[str, float]:
+async def _asgi_cost(rounds: int, endpoint: str = "minimal") -> dict[str, float]:
     """µs per request of the Starlette app called directly (no server), with and without the
     middleware (on a discarding bus): the middleware's own cost, free of network noise."""
     scope_template: dict[str, Any] = {
@@ -402,12 +323,14 @@ async def _asgi_cost(rounds: int, n: int = 3000) -> dict[str, float]:
     }
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": REQUEST_BODY, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Any) -> None:
         return None
 
-    apps = {"plain": _build_app("plain", "")[0], "null": _build_app("null", "")[0]}
+    body = request_body(endpoint)
+    n = 300 if endpoint == "realistic" else 3000  # the realistic handler spins 1.5 ms
+    apps = {v: build_app(v, endpoint, "")[0] for v in ("plain", "null")}
     best = {name: float("inf") for name in apps}
     for _ in range(rounds * 3):
         for name, app in apps.items():
@@ -444,8 +367,8 @@ def _parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--variants",
-        default="plain,null,memory,redis",
-        help="comma-separated, plain first (default plain,null,memory,redis; redis is "
+        default=",".join(VARIANTS),
+        help=f"comma-separated, plain first (default {','.join(VARIANTS)}; redis is "
         "skipped when Redis or RedisEventBus is missing)",
     )
     parser.add_argument(
@@ -457,41 +380,49 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--endpoints",
-        default="minimal,proxy",
+        default="minimal,realistic",
         help="comma-separated: minimal (answers at once: the worst case for the middleware's "
-        "share) and proxy (forwards to a stand-in LLM API with httpx, as a proxy does)",
+        "share), realistic (20 KB bodies, 1.5 ms of CPU work) and proxy (forwards to a "
+        "stand-in LLM API with httpx, as a proxy does); default minimal,realistic",
     )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", default="minimal", help=argparse.SUPPRESS)
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--redis-key", default="", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def _measure(args: argparse.Namespace, variants: list[str], upstream: int) -> dict[str, Result]:
+def _measure(
+    args: argparse.Namespace, variants: list[str], endpoint: str, upstream: int
+) -> dict[str, Result]:
     redis_key = f"eventbus-bench:{uuid.uuid4().hex[:8]}:events"
     if args.pin:
         os.environ["EVENTBUS_BENCH_PIN"] = "1"  # inherited by the servers
-    servers = {v: _start_server(v, redis_key, upstream) for v in variants}
+    servers = {v: _start_server(v, endpoint, redis_key, upstream) for v in variants}
     if args.pin:
         _pin(1)
     results = {v: Result(v) for v in variants}
     try:
         for v in variants:  # warm up: imports, first-request paths, caches
-            asyncio.run(_load(servers[v][1], args.connections, 0.3, args.depth))
+            asyncio.run(_load(servers[v][1], endpoint, args.connections, 0.3, args.depth))
         for n in range(args.rounds):
             # Rotate the order each round, so no variant always runs first or last.
             order = variants[n % len(variants) :] + variants[: n % len(variants)]
             for v in order:
                 proc, port = servers[v]
                 cpu_before = _cpu_us(proc.pid)
-                rps, (count,) = asyncio.run(_load(port, args.connections, args.seconds, args.depth))
+                rps, (count,) = asyncio.run(
+                    _load(port, endpoint, args.connections, args.seconds, args.depth)
+                )
                 results[v].cpu_per_request.append((_cpu_us(proc.pid) - cpu_before) / count)
                 results[v].rps.append(rps)
             for v in order:
                 lat: list[int] = []
                 deadline = time.monotonic() + 60
-                asyncio.run(_one_connection(servers[v][1], deadline, lat, args.latency_requests))
+                asyncio.run(
+                    _one_connection(servers[v][1], endpoint, deadline, lat, args.latency_requests)
+                )
                 results[v].latencies.extend(lat)
     finally:
         for v, (proc, _port) in servers.items():
@@ -508,6 +439,7 @@ def _rows(results: dict[str, Result], variants: list[str]) -> list[dict[str, Any
         # a shared machine between rounds cancels out.
         ratios = [r / b for r, b in zip(results[v].rps, base.rps, strict=True)]
         row["throughput_ratio"] = statistics.median(ratios)
+        row["throughput_ratio_spread"] = [min(ratios), max(ratios)]
         row["added_p50_us"] = row["p50_us"] - base.p(0.50)
         # A saturated server's throughput is 1 / (CPU per request): the CPU ratio is the
         # throughput ratio without the noise of whatever else runs on the machine.
@@ -527,21 +459,29 @@ def _start_upstream() -> tuple[subprocess.Popen[str], int]:
     return proc, int(json.loads(proc.stdout.readline())["port"])
 
 
+_WHAT: Final = {
+    "minimal": "answered at once",
+    "realistic": "20 KB bodies each way, 1.5 ms of CPU work",
+    "proxy": "forwarded upstream with httpx",
+}
+
+
 def _print_table(args: argparse.Namespace, endpoint: str, rows: list[dict[str, Any]]) -> None:
-    what = "forwarded upstream with httpx" if endpoint == "proxy" else "answered at once"
     print(
-        f"\n[{endpoint}] uvicorn (h11) + Starlette, POST {PATH} {what}; throughput: "
+        f"\n[{endpoint}] uvicorn (h11) + Starlette, POST {PATH} {_WHAT[endpoint]}; throughput: "
         f"{args.connections} connections x {args.depth} pipelined, {args.rounds} rounds x "
         f"{args.seconds:g} s; latency: 1 connection, {args.rounds} x {args.latency_requests} "
         f"requests; {os.cpu_count()} CPUs{', server and client pinned apart' if args.pin else ''}"
     )
     print(
-        f"{'variant':<8} {'req/s':>7} {'ratio':>6} {'CPU µs/req':>10} {'CPU ratio':>9} "
-        f"{'p50 µs':>7} {'+p50 µs':>8} {'p99 µs':>7} {'events':>7} {'dropped':>7}"
+        f"{'variant':<14} {'req/s':>7} {'ratio':>6} {'spread':>11} {'CPU µs/req':>10} "
+        f"{'CPU ratio':>9} {'p50 µs':>7} {'+p50 µs':>8} {'p99 µs':>7} {'events':>7} {'dropped':>7}"
     )
     for row in rows:
+        low, high = row["throughput_ratio_spread"]
         print(
-            f"{row['variant']:<8} {row['requests_per_s']:>7.0f} {row['throughput_ratio']:>6.3f} "
+            f"{row['variant']:<14} {row['requests_per_s']:>7.0f} {row['throughput_ratio']:>6.3f} "
+            f"{low:>5.3f}-{high:<5.3f} "
             f"{row['server_cpu_us_per_request']:>10.1f} {row['cpu_throughput_ratio']:>9.3f} "
             f"{row['p50_us']:>7.0f} {row['added_p50_us']:>+8.0f} {row['p99_us']:>7.0f} "
             f"{row.get('published', '-'):>7} {row.get('dropped', '-'):>7}"
@@ -555,12 +495,14 @@ def main() -> int:
         serve_upstream()
         return 0
     if args.serve:
-        serve(args.serve, args.redis_key, args.upstream)
+        serve(args.serve, args.endpoint, args.redis_key, args.upstream)
         return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    if unknown := set(endpoints) - {"minimal", "proxy"}:
-        raise SystemExit(f"unknown endpoint(s) {sorted(unknown)}: use minimal and/or proxy")
+    if unknown := set(endpoints) - set(ENDPOINTS):
+        raise SystemExit(f"unknown endpoint(s) {sorted(unknown)}: use {', '.join(ENDPOINTS)}")
+    if unknown := set(variants) - set(VARIANTS):
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}: use {', '.join(VARIANTS)}")
     if "redis" in variants and not _redis_available():
         variants.remove("redis")
         print("(redis variant skipped: no Redis at", REDIS_URL, "or no RedisEventBus)")
@@ -569,15 +511,17 @@ def main() -> int:
     try:
         for endpoint in endpoints:
             port = upstream[1] if upstream is not None and endpoint == "proxy" else 0
-            tables[endpoint] = _rows(_measure(args, variants, port), variants)
+            tables[endpoint] = _rows(_measure(args, variants, endpoint, port), variants)
     finally:
         if upstream is not None:
             upstream[0].communicate(timeout=30)
-    asgi = asyncio.run(_asgi_cost(args.rounds))
-    added = asgi["null"] - asgi["plain"]
+    asgi = {e: asyncio.run(_asgi_cost(args.rounds, e)) for e in endpoints if e != "proxy"}
     if args.json:
         settings = {k: getattr(args, k) for k in ("rounds", "seconds", "connections", "depth")}
-        asgi_figures = {"asgi_us_per_request": asgi, "middleware_added_us": added}
+        asgi_figures = {
+            "asgi_us_per_request": asgi,
+            "middleware_added_us": {e: a["null"] - a["plain"] for e, a in asgi.items()},
+        }
         print(
             json.dumps(
                 {"endpoints": tables, **asgi_figures, **settings, "cpus": os.cpu_count()},
@@ -589,18 +533,25 @@ def main() -> int:
         _print_table(args, endpoint, rows)
     print(
         "\nplain: no middleware; null: the middleware publishing to a bus that discards (its own "
-        "cost); memory: InMemoryEventBus with one consumer thread; redis: RedisEventBus log.\n"
-        "ratio: median over rounds of req/s against plain in the same round. CPU µs/req: the "
-        "server process's CPU time (all threads) per request, best round; CPU ratio: plain's "
-        "over this variant's, i.e. the throughput ratio of a saturated server, which other "
-        "load on the machine disturbs far less than req/s"
+        "cost); memory: InMemoryEventBus drained by a thread, one consumer thread; "
+        "memory-asyncio: drained by the server's loop, one consumer task; redis: RedisEventBus "
+        "log; otel: OpenTelemetry ASGI + BatchSpanProcessor (discarding exporter); sentry: "
+        "sentry-sdk ASGI, tracing every request (discarding transport).\n"
+        "ratio: median over rounds of req/s against plain in the same round; spread: the lowest "
+        "and highest round. CPU µs/req: the server process's CPU time (all threads) per request, "
+        "best round; CPU ratio: plain's over this variant's, i.e. the throughput ratio of a "
+        "saturated server, which other load on the machine disturbs far less than req/s"
     )
     for endpoint, rows in tables.items():
+        if endpoint not in asgi:
+            continue
         plain_cpu = rows[0]["server_cpu_us_per_request"]
+        cost = asgi[endpoint]
+        added = cost["null"] - cost["plain"]
         print(
-            f"in process (Starlette app called directly, best of {args.rounds * 3} x 3000): "
-            f"{asgi['plain']:.1f} µs/request plain, {asgi['null']:.1f} with the middleware: "
-            f"+{added:.1f} µs, {added / plain_cpu:.1%} of the [{endpoint}] plain server's "
+            f"in process [{endpoint}] (Starlette app called directly, best of {args.rounds * 3} "
+            f"runs): {cost['plain']:.1f} µs/request plain, {cost['null']:.1f} with the "
+            f"middleware: +{added:.1f} µs, {added / plain_cpu:.1%} of the plain server's "
             f"{plain_cpu:.0f} µs CPU per request"
         )
     return 0
