@@ -2,7 +2,8 @@
 
 Backends own the producer side (`offer`, `space`, `finish`), called from one drainer (a
 background thread, or an event loop) with whole batches; consumers use the iteration and `get*`
-methods from any thread or loop. Hand-offs are per batch, and a consumer is only woken when it is actually waiting.
+methods from any thread or loop. Hand-offs are per batch, and a consumer is only woken when it
+is actually waiting.
 """
 
 from __future__ import annotations

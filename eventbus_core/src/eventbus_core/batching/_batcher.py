@@ -70,6 +70,9 @@ class Batcher:
         on_thread_exit: Called by the drainer thread as it ends after `close()`.
         on_fork_in_child: Called in a forked child after the batcher was rebuilt, with the
             number of events the parent still held (the parent's to deliver).
+        register_fork: Rebuild in forked children by itself (`os.register_at_fork`); False
+            when the backend calls `before_fork()` and the `after_fork_*()` hooks in its own
+            order.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Batcher:
         bound_in_flight: bool = False,
         on_thread_exit: Callable[[], None] | None = None,
         on_fork_in_child: Callable[[int], None] | None = None,
+        register_fork: bool = True,
     ) -> None:
         if path not in PUBLISH_PATHS:
             raise ValueError(
@@ -115,7 +119,8 @@ class Batcher:
             self._publish_held if bound_in_flight else self._publish_buffered
         )
         self._new_sync_state()
-        _LIVE.add(self)
+        if register_fork:
+            _LIVE.add(self)
 
     def _new_sync_state(self) -> None:
         self.lock = threading.Lock()  # guards the counters and taking from the buffer
@@ -223,20 +228,30 @@ class Batcher:
             self.taken = first + n
         return first, batch
 
-    def settle(self, n: int, *, delivered: bool) -> None:
+    def settle(self, n: int, *, delivered: bool) -> bool:
         """Settle `n` taken events: delivered, or lost. After `finalize()` counted them lost,
-        a late delivery moves them from lost to delivered (never counted twice)."""
+        a late delivery moves them from lost to delivered (never counted twice). True when it
+        came after `finalize()`."""
         with self.lock:
-            if self._final:
-                if delivered:
-                    self.lost -= n
-                    self.delivered += n
-                return
-            self.done += n
+            return self.settle_locked(n, delivered=delivered)
+
+    def settle_locked(self, n: int, *, delivered: bool) -> bool:
+        """`settle()` for a caller that holds `lock` (to count figures of its own with it)."""
+        if self._final:
             if delivered:
+                self.lost -= n
                 self.delivered += n
-            else:
-                self.lost += n
+            return True
+        self.done += n
+        if delivered:
+            self.delivered += n
+        else:
+            self.lost += n
+        return False
+
+    def drainable(self) -> bool:
+        """True while a cycle could take something (events buffered, not given up yet)."""
+        return bool(self._buffer) and not self._final and not self._abandoned
 
     @property
     def buffered(self) -> int:
@@ -330,11 +345,13 @@ class Batcher:
                 driver = self._driver
                 if driver is not None and driver.is_current():
                     return False  # the drainer cannot wait for itself
+                if isinstance(driver, _thread_driver_type()) or (driver is None and self._buffer):
+                    self.kick()  # wakes it, or starts one (or hands over to the caller's loop)
+                    driver = self._driver
                 if driver is None or not driver.waits_for_flush():
                     # The loop drains in the caller's thread (blocking the loop would stop it
                     # from draining); an idle bus has no drainer to wait for.
                     return self.drain_inline(deadline, done)
-                self.kick()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -378,11 +395,11 @@ class Batcher:
                 cut()
                 driver.join(max(0.0, deadline - time.monotonic()))
             if driver.alive():
-                if cut is None:
+                if cut is None:  # with a cut, the backend reports what it gave up itself
                     self._abandoned = True
-                log.warning(
-                    "%s did not finish within %.3f s", self.label, max(0.0, deadline - started)
-                )
+                    log.warning(
+                        "%s did not finish within %.3f s", self.label, max(0.0, deadline - started)
+                    )
                 return False
             return True
         if driver is not None:
@@ -391,9 +408,12 @@ class Batcher:
             deadline, lambda: not self._buffer and self.done >= self.taken and idle()
         )
 
-    def finalize(self) -> int:
-        """Settle everything still buffered or in flight as lost; return the total lost."""
+    def finalize(self, under_lock: Callable[[], None] | None = None) -> int:
+        """Settle everything still buffered or in flight as lost; return the total lost.
+        `under_lock` runs with the counters' lock held (figures of the backend's own)."""
         with self.lock:
+            if under_lock is not None:
+                under_lock()
             self._final = True
             self.taken += len(self._buffer)
             self._buffer.clear()

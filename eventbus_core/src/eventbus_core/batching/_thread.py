@@ -84,12 +84,12 @@ class ThreadDriver:
                 last_activity = now
             b.notify_flush()
             due = client.next_due(now)
-            if b.closed and not b.buffered and due is None:
+            if b.closed and not b.drainable() and due is None:
                 if b.on_thread_exit is not None:
                     b.on_thread_exit()
                 b.notify_flush()
                 return
-            if b.buffered:
+            if b.drainable():
                 continue
             if due is None and now - last_activity >= DEEP_SLEEP_AFTER:
                 self._deep_sleep()
@@ -98,7 +98,7 @@ class ThreadDriver:
             wait = b.linger if due is None else min(b.linger, due)
             self._wake.clear()
             b._kicked = False
-            if not b.buffered and not b.closed and not self._retired:
+            if not b.drainable() and not b.closed and not self._retired:
                 self._wake.wait(wait)
 
     def _deep_sleep(self) -> None:
