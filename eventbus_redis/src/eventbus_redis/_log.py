@@ -279,9 +279,10 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
         within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
         the calling thread, so it returns in time whatever state Redis is in.
 
-        Accepted events still unwritten when the time runs out are counted in
-        `stats().lost`; Redis refuses them later (see docs/backends/redis.md, "stop() and
-        lost").
+        Accepted events Redis had not confirmed when the time runs out are counted in
+        `stats().lost`; those of a batch Redis may have applied without the writer reading its
+        reply are also counted in `extra["in_doubt"]`. Redis refuses the rest, even later (see
+        docs/backends/redis.md, "stop() and lost").
         """
         self._stop_within(timeout)
 

@@ -298,9 +298,10 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
         the calling thread. Consumers are separate: close them yourself (their pending entries
         stay for later readers).
 
-        Accepted events still unwritten when the time runs out are counted in
-        `stats().lost`; Redis refuses them later (see docs/backends/redis.md, "stop() and
-        lost").
+        Accepted events Redis had not confirmed when the time runs out are counted in
+        `stats().lost`; those of a batch Redis may have applied without the writer reading its
+        reply are also counted in `extra["in_doubt"]`. Redis refuses the rest, even later (see
+        docs/backends/redis.md, "stop() and lost").
         """
         self._stop_within(timeout)
 

@@ -9,7 +9,11 @@ backoff and jitter, and retries; meanwhile the buffer fills and further events a
 counted, so publish() stays as cheap as ever.
 
 Accounting: every event `publish()` accepted is, in the end, written or lost (given up at
-`close()`'s deadline), never both: `written + lost == published` once closed. A forked child
+`close()`'s deadline), never both: `written + lost == published` once closed. `written` is what
+Redis confirmed. Of the lost, `in_doubt` were in a batch Redis may have received without the
+writer reading its reply (frozen or unreachable Redis at the deadline): Redis may have applied
+those, so it holds between `written` and `written + in_doubt` of this writer's events. Nobody
+can know more by the deadline: the reply is exactly what did not arrive. A forked child
 leaves what the parent had not written yet to the parent (`left_to_parent`, see
 `after_fork_in_child`).
 """
@@ -89,6 +93,8 @@ class BatchWriter:
         self._done = 0  # taken events whose fate is settled (written, lost, or the parent's)
         self._written = 0
         self._lost = 0
+        self._in_doubt = 0  # of the lost: in a batch Redis may have applied (reply never read)
+        self._in_flight: list[Event] | None = None  # the batch Redis may have, outcome unknown
         self._left_to_parent = 0
         self._batches = 0
         self._failures = 0
@@ -167,6 +173,7 @@ class BatchWriter:
     def _send(self, batch: list[Event], prepared: Prepared) -> tuple[list[Event], Prepared] | None:
         if self.state == "connected" and not self._abort.is_set():
             try:
+                self._in_flight = batch  # before any byte leaves: conservative
                 self._sink.send(prepared)
                 return batch, prepared
             except _EXPECTED:
@@ -225,6 +232,7 @@ class BatchWriter:
                 self._settle(batch, written=False)
                 return
             try:
+                self._in_flight = batch
                 self._sink.write(prepared)
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
                 if not isinstance(exc, _EXPECTED):
@@ -254,10 +262,15 @@ class BatchWriter:
     def _settle(self, batch: list[Event], *, written: bool) -> None:
         n = len(batch)
         with self._lock:
+            doubt = batch is self._in_flight
+            if doubt:
+                self._in_flight = None
             if self._final:
-                # close() already counted this batch as lost: its reply came in after all.
+                # close() already counted this batch as lost (and in doubt, as it was in
+                # flight): its reply came in after all.
                 if written:
                     self._lost -= n
+                    self._in_doubt -= n if doubt else 0
                     self._written += n
                     self._batches += 1
                 return
@@ -267,6 +280,7 @@ class BatchWriter:
                 self._batches += 1
             else:
                 self._lost += n
+                self._in_doubt += n if doubt else 0
 
     def _notify_done(self) -> None:
         with self._done_cond:
@@ -316,12 +330,17 @@ class BatchWriter:
             self._taken += len(self._buffer)
             self._buffer.clear()
             self._lost += self._taken - self._done
+            # A batch still in flight: Redis may have applied it before it stopped answering.
+            self._in_doubt += len(self._in_flight) if self._in_flight is not None else 0
             self._done = self._taken
-            lost = self._lost
+            lost, in_doubt = self._lost, self._in_doubt
         self._notify_done()
         if lost:
             log.warning(
-                "eventbus redis writer stopped with %d event(s) unwritten (counted in lost)", lost
+                "eventbus redis writer stopped with %d event(s) not confirmed written (counted "
+                "in lost; %d of them in a batch Redis may have applied: extra['in_doubt'])",
+                lost,
+                in_doubt,
             )
         self.state = "stopped"
 
@@ -344,6 +363,7 @@ class BatchWriter:
             "connected": self.state == "connected",
             "last_error": self.last_error,
             "written": self._written,
+            "in_doubt": self._in_doubt,
             "batches": self._batches,
             "write_failures": self._failures,
             "left_to_parent": self._left_to_parent,
@@ -382,6 +402,7 @@ class BatchWriter:
         self._taken += len(self._buffer)
         self._buffer.clear()
         self._done = self._taken
+        self._in_flight = None  # the parent's
         self._written += parent_held
         self._left_to_parent += parent_held
         self._sink.after_fork_in_child()
