@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Final
 
 from eventbus_core import get_logger
 from eventbus_redis._tail import Cursor, Tailer
@@ -29,6 +29,8 @@ from eventbus_redis._writer import BatchWriter
 __all__ = ["RedisBusLifecycle"]
 
 log = get_logger("eventbus.redis")
+
+_SUBSCRIBE_FLUSH: Final = 1.0  # seconds subscribe() waits at most for the writer
 
 
 class RedisBusLifecycle:
@@ -53,6 +55,15 @@ class RedisBusLifecycle:
     def _consumers_to_fork(self) -> list[Any]:
         """Consumers to rebuild in a forked child (the streams bus has some)."""
         return []
+
+    def _write_accepted(self) -> None:
+        """Before `subscribe()` reads its start position: let the writer write what this bus
+        accepted so far, so that a new subscription starts after it (as on the memory bus)
+        rather than receiving events published before it. Bounded, and skipped while Redis is
+        failing (the wait would only time out); publish() is never held up by it."""
+        writer = self._writer
+        if not writer.closed and writer.state in ("idle", "connected"):
+            writer.flush(_SUBSCRIBE_FLUSH)
 
     def _stop_within(self, timeout: float | None) -> None:
         """Stop the writer, then the subscriber thread, both by one deadline. Idempotent."""

@@ -235,7 +235,10 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
     ) -> RedisSubscription:
         """Return a subscription to every event appended to the log from now on, by anyone.
 
-        Events arrive in LogID order; a subscriber in another process sees the same. If the
+        Events this bus accepted before are not delivered: the writer writes them first (it
+        waits at most 1 s for that, and not at all while Redis is failing; then the subscription
+        may receive those it had not written yet). Events arrive in LogID order; a subscriber
+        in another process sees the same. If the
         log was trimmed past what it had read, or Redis lost its data, the subscription records
         a `Gap` in `sub.gaps` (and counts known misses in `sub.trimmed`).
         """
@@ -244,6 +247,7 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
             name=name,
             on_close=self._unsubscribe,
         )
+        self._write_accepted()
         with self._subs_lock:
             if self._stopped:
                 sub.finish()

@@ -257,7 +257,10 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
     ) -> RedisSubscription:
         """Return a fan-out subscription to every entry added to the stream from now on.
 
-        No consumer group: each subscription sees everything, in stream order. For
+        Events this bus accepted before are not delivered: the writer writes them first (it
+        waits at most 1 s for that, and not at all while Redis is failing; then the subscription
+        may receive those it had not written yet). No consumer group: each subscription sees
+        everything, in stream order. For
         at-least-once processing shared between workers, use `consumer()` instead.
         """
         sub = RedisSubscription(
@@ -265,6 +268,7 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
             name=name,
             on_close=self._unsubscribe,
         )
+        self._write_accepted()
         with self._subs_lock:
             if self._stopped:
                 sub.finish()
