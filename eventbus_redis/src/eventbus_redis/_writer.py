@@ -29,6 +29,7 @@ import redis
 
 from eventbus_core import Event, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
+from eventbus_redis._config_errors import is_wrong_type
 from eventbus_redis._sink import Prepared, ScriptSink
 
 __all__ = ["BatchWriter"]
@@ -57,6 +58,7 @@ class BatchWriter:
             writer is woken by the first publish, and flush() and stop() wake it at once.
         backoff: Reconnect delays after a failed write.
         name: Thread name.
+        wrong_type: Added to the error a key of the wrong type causes (names the key setting).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class BatchWriter:
         linger: float = 0.05,
         backoff: Backoff | None = None,
         name: str = "eventbus-redis-writer",
+        wrong_type: str = "",
     ) -> None:
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(
@@ -84,6 +87,7 @@ class BatchWriter:
         self._linger = linger
         self._backoff = backoff or Backoff()
         self._name = name
+        self._wrong_type = wrong_type
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
         self._closed = False
@@ -239,6 +243,8 @@ class BatchWriter:
                     self._unexpected(exc)
                 self._failures += 1
                 message = safe_error(exc)
+                if self._wrong_type and is_wrong_type(exc):
+                    message += f" ({self._wrong_type})"
                 # Unreachable or slow Redis is "reconnecting"; anything else (a wrong password,
                 # a key of the wrong type, a read-only replica, out of memory) is "failing":
                 # both retry. redis-py's AuthenticationError is a ConnectionError: not an outage.
