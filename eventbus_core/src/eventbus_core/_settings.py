@@ -320,6 +320,13 @@ class EventBusSettings(BaseSettings):
                 f"{value.redacted!r} is not a Redis URL; use redis://host:6379/0, "
                 "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
             )
+        # redis-py reads a path that is not a number as database 0, silently.
+        db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
+        if not value.lower().startswith("unix://") and db and not db.isdigit():
+            raise ValueError(
+                f"the database after the address must be a number, as in redis://host:6379/0, "
+                f"not {db!r}"
+            )
         return value
 
     @model_validator(mode="after")

@@ -211,6 +211,12 @@ def with_redis_errors(
         except BackendUnavailableError:
             raise  # already says where and why (it is an OSError too)
         except redis_errors() as exc:
+            if "WRONGTYPE" in str(exc):  # Redis answered: a setting names someone else's key
+                raise SettingsError(
+                    f"Redis refused: {redact_url(str(exc))}: a key the backend uses holds "
+                    "another type of value; set EVENTBUS_REDIS_KEY (backend redis) or "
+                    "EVENTBUS_REDIS_STREAM (redis-streams) to a key of its own"
+                ) from None
             raise BackendUnavailableError(
                 f"Redis failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it running, "
                 "and is REDIS_URL (or --redis-url) right?)"
