@@ -18,7 +18,6 @@ from eventbus_core import hookspecs
 from eventbus_core._errors import BackendLoadError, UnknownBackendError, UnknownSinkError
 from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._log import get_logger
-from eventbus_core._plugin_settings import describe_settings
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -68,6 +67,9 @@ class PluginInfo:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""
+        # pydantic only when settings are shown: loading plugins does not need it.
+        from eventbus_core._plugin_settings import describe_settings
+
         return {
             "name": self.name,
             "module": self.module,

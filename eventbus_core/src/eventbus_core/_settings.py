@@ -2,6 +2,11 @@
 
 Every field has exactly one environment variable (listed in `ENV_VARS` and in
 `docs/configuration.md`); an invalid value raises `SettingsError` naming that variable.
+
+Core names no backend's setting: a backend plugin registers its own settings model with its
+factory, and `EventBusSettings` reads every installed plugin's model alongside its own fields,
+takes their fields as keywords and answers them as attributes (`settings.redis_url` with the
+Redis plugin installed), so what users wrote before the settings moved keeps working.
 """
 
 from __future__ import annotations
