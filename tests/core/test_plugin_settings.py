@@ -80,6 +80,8 @@ def test_keywords_and_attributes_reach_the_plugin(toy: ToyPlugin) -> None:
     assert (copied.toy_depth, copied.buffer_size, settings.toy_depth) == (8, 5, 7)
     with pytest.raises(AttributeError):
         _ = settings.toy_dpeth
+    settings.toy_name = "renamed"
+    assert settings.plugin_settings(ToySettings).toy_name == "renamed"
 
 
 def test_the_environment_is_read_and_errors_name_the_variable(
@@ -159,3 +161,15 @@ def test_backend_option_errors_name_what_was_typed(
     assert "--backend-option nope" in err and "toy_depth" in err
     assert main(["publish", "--backend", "toy", "--backend-option", "novalue"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_redis_settings_live_in_the_redis_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventbus_redis import RedisSettings
+
+    settings = EventBusSettings(redis_group="g")
+    assert settings.plugin_settings(RedisSettings).redis_group == "g"
+    assert RedisSettings().redis_group == "llm-proxy-dispatchers"
+    monkeypatch.setenv("REDIS_ADDR", "u:hunter2@nohost")
+    with pytest.raises(SettingsError, match="REDIS_ADDR") as info:
+        EventBusSettings()
+    assert "hunter2" not in str(info.value)

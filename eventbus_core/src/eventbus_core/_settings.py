@@ -284,6 +284,15 @@ class EventBusSettings(BaseSettings):
                     return getattr(instance, name)
         return super().__getattr__(name)  # type: ignore[misc]
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assigning a plugin's field (`settings.redis_key = ...`) sets it on the plugin's model.
+        if name not in type(self).model_fields and not name.startswith("_"):
+            for instance in self._plugins.values():
+                if name in type(instance).model_fields:
+                    setattr(instance, name, value)
+                    return
+        super().__setattr__(name, value)
+
     def __repr_args__(self) -> Any:
         yield from super().__repr_args__()
         for instance in self._plugins.values():

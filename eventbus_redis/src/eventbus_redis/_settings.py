@@ -131,7 +131,8 @@ def _check_redis_addr(value: str) -> str:
     host, colon, port = value.rpartition(":")
     # Never echo a password someone put there: mask it as in a URL.
     shown = redact_url(value if "://" in value else f"redis://{value}").removeprefix("redis://")
-    if "://" in value or not colon or not host or any(c in host for c in "/@?#"):
+    # '/', '@', '?' or '#' anywhere (host or port) means a URL or credentials, never host:port.
+    if "://" in value or not colon or not host or any(c in value for c in "/@?#"):
         raise ValueError(
             f"REDIS_ADDR={shown!r} must be host:port, as the Go llm-proxy reads it (e.g. "
             "localhost:6379 or [::1]:6379); for a URL, a password or TLS, set REDIS_URL instead"
