@@ -32,7 +32,10 @@ from eventbus_nats._writer import JetStreamWriter
 
 __all__ = ["NatsEventBus"]
 
-_GRACE: Final = 0.25  # seconds stop() waits past its deadline for the loop to settle counts
+# Seconds past stop()'s deadline to learn whether events sent without a PubAck yet are in the
+# stream and to hand subscriptions what this bus stored: counts must be true, not guesses.
+_CONFIRM: Final = 0.5
+_GRACE: Final = 0.25  # seconds stop() waits past that for the loop to answer at all
 _SUBSCRIBE_WAIT: Final = 5.0  # seconds subscribe() waits for its consumer while NATS answers
 _LIVE_BUSES: weakref.WeakSet[NatsEventBus] = weakref.WeakSet()
 
@@ -263,9 +266,14 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
 
     def stop(self, timeout: float | None = None) -> None:
         """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it
-        to this bus's subscriptions, then end them. Idempotent; returns by the deadline
-        (plus a quarter second to settle the counts). What could not be written is counted
-        in `stats().lost`. Consumers are separate: close them yourself.
+        to this bus's subscriptions, then end them. Idempotent.
+
+        Returns within `timeout` + 0.75 s: after the deadline, up to 0.5 s to confirm with
+        the server which events sent without an acknowledgement yet it holds and to let the
+        subscriptions read up to the newest event this bus stored, and 0.25 s for the counts
+        to settle even if the connection's loop does not answer. Events not in the stream are
+        counted in `stats().lost`; those a subscription was not handed, in its `dropped`.
+        Consumers are separate: close them yourself.
         """
         with self._subs_lock:
             if self._stopped:
@@ -274,11 +282,12 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             followers = list(self._followers)
         wait = self.stop_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + wait
+        confirm_by = deadline + _CONFIRM
         self._writer.close_intake()
         settled = False
         try:
-            future = self._link.submit(self._shutdown(followers, deadline))
-            future.result(max(0.0, deadline - time.monotonic()) + _GRACE)
+            future = self._link.submit(self._shutdown(followers, deadline, confirm_by))
+            future.result(max(0.0, confirm_by - time.monotonic()) + _GRACE)
             settled = True
         except Exception:  # the loop did not answer in time: settle from here
             pass
@@ -286,11 +295,13 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         if not settled:
             for follower in followers:
                 follower.sub.finish()
-        self._link.release(deadline)
+        self._link.release(confirm_by)
 
-    async def _shutdown(self, followers: list[Follower], deadline: float) -> None:
-        await self._writer.drain(deadline)
-        await drain_followers(followers, self._writer.last_seq, deadline)
+    async def _shutdown(
+        self, followers: list[Follower], deadline: float, confirm_by: float
+    ) -> None:
+        await self._writer.drain(deadline, confirm_by)
+        await drain_followers(followers, self._writer.last_seq, confirm_by)
 
     def stats(self) -> BusStats:
         """`(published, dropped)` with `lost`, writer and connection figures (no I/O)."""
@@ -305,6 +316,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             "connection": self._link.state,
             **self._writer.figures(),
             "missed": sum(s.missed for s in subs),
+            "unhanded": sum(s.unhanded for s in subs),
             "undecodable": sum(s.undecodable for s in subs),
             "consumers": [c.figures() for c in list(self._consumers)],
             "stopped": self._stopped,
