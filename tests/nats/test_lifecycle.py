@@ -94,9 +94,12 @@ def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault
         assert slowest < 0.5  # a correctness bound: publish() never waits for the server
         started = time.monotonic()
         bus.stop(2.0)
-        assert time.monotonic() - started < 3.5
+        assert time.monotonic() - started < 3.5  # 2 s + 0.75 s, with room for a slow machine
         s = bus.stats()
         assert (s.published, s.dropped) == (60, 0)
+        if fault == "frozen":  # sent, never answered: counted lost, and said to be unsure
+            assert s.extra["unconfirmed"] == 50
+        assert s.extra["unconfirmed"] <= s.lost
         assert s.extra["written"] + s.lost == 60 and s.lost >= 40 and s.queue_depth == 0
         got = list(sub)  # the subscription ended
         assert [e.log_id for e in got] == list(range(1, len(got) + 1))

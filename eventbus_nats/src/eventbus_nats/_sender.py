@@ -226,32 +226,20 @@ class BatchSender:
             waiting = [f for b in self._open for f in b.futures if f is not None and not f.done()]
             if waiting:
                 await asyncio.wait(waiting, timeout=_CONFIRM_ROUND)
+            else:  # every pass yields to the loop, or the caller's timeout could never fire
+                await asyncio.sleep(_CONFIRM_RETRY)
             for batch in list(self._open):
                 self._collect(batch)
                 if batch.open == 0:
                     self._open.remove(batch)
-            if not self._open:
-                return
-            sent_before = self.resent
+            nc = self._link.nc
+            if nc is None or not nc.is_connected:
+                continue  # nats-py may reconnect within the window: look again
             for batch in list(self._open):
-                if self._send_again(batch):
+                unasked = _unasked(batch)
+                if unasked:
                     await self.send(batch)
-            if self.resent == sent_before:
-                await asyncio.sleep(_CONFIRM_RETRY)
-
-    def _send_again(self, batch: Batch) -> bool:
-        """True (and counted as resent) if `batch` has open events without a PubAck future,
-        and a connection to ask on."""
-        nc = self._link.nc
-        if nc is None or not nc.is_connected:
-            return False
-        again = sum(
-            1
-            for i in range(len(batch.ids))
-            if batch.status[i] == _OPEN and batch.futures[i] is None
-        )
-        self.resent += again
-        return again > 0
+                    self.resent += unasked - _unasked(batch)
 
     def _lose_unsent(self) -> None:
         """Count as lost the open events never handed to nats-py: they cannot be stored."""
@@ -296,6 +284,11 @@ class BatchSender:
             log.warning("eventbus nats writer cannot write (%s); retrying", message)
         self.state = state
         self.last_error = message
+
+
+def _unasked(batch: Batch) -> int:
+    """Open events of `batch` without a PubAck future (none sent, or the last one given up)."""
+    return sum(1 for i, f in enumerate(batch.futures) if f is None and batch.status[i] == _OPEN)
 
 
 def _stream_missing(exc: BaseException) -> bool:
