@@ -128,6 +128,27 @@ def test_starts_while_nats_is_down_and_writes_once_it_answers(tmp_path: Path) ->
         server.kill()
 
 
+def test_a_subscription_made_while_nats_is_down_misses_none_of_the_bus_events(
+    tmp_path: Path,
+) -> None:
+    server = ThrowawayNats(tmp_path)  # not started yet
+    bus = NatsEventBus(server.url, stream="EARLY", subject="early.events", buffer_size=100)
+    try:
+        sub = bus.subscribe()  # its consumer cannot be made yet
+        for i in range(30):
+            bus.publish(make_event(i))
+        server.start()
+        assert bus.flush(20)
+        bus.stop(5)
+        s = bus.stats()
+        figures = s.subscribers[0]
+        assert (s.published, s.lost, figures.delivered, figures.dropped) == (30, 0, 30, 0)
+        assert [e.request_id for e in sub] == [f"req-{i}" for i in range(30)]
+    finally:
+        bus.stop(2)
+        server.kill()
+
+
 def test_a_restarted_server_loses_nothing_accepted(tmp_path: Path) -> None:
     server = ThrowawayNats(tmp_path)
     server.start()

@@ -128,6 +128,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         # Everything is checked: only now start the connection's thread.
         self._link = Link(options, layout, name=f"eventbus-nats[{layout.stream}]")
         self._writer = JetStreamWriter(self._link, buffer_size=buffer_size, max_batch=max_batch)
+        self._writer.hold = self._a_follower_is_unstarted
         self._log = LogReader(self._link)
         _LIVE_BUSES.add(self)
 
@@ -203,7 +204,9 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         process, in stream order, each stamped with its LogID.
 
         Waits for its consumer to be created (up to 5 s while NATS answers); if NATS is down,
-        it starts after the last event this bus wrote once NATS answers again.
+        it starts after the last event this bus wrote once NATS answers again (if this bus
+        wrote none yet, its writer waits for that consumer, at most 5 s, so that the
+        subscription misses none of this bus's events).
         """
         sub = NatsSubscription(
             check_buffer_size(buffer_size, self.buffer_size),
@@ -221,6 +224,11 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         with contextlib.suppress(TimeoutError, LinkClosed):
             self._link.call(follower.start(_SUBSCRIBE_WAIT), _SUBSCRIBE_WAIT + 1.0)
         return sub
+
+    def _a_follower_is_unstarted(self) -> bool:
+        """True while a subscription made before this bus stored anything has no consumer yet
+        (NATS was unreachable): the writer waits, so that it misses none of this bus's events."""
+        return any(f.last_seq is None and not f.sub.finished for f in self._followers)
 
     def _unsubscribe(self, sub: Any) -> None:
         with self._subs_lock:

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core import Event
@@ -36,6 +37,7 @@ log = logging.getLogger("eventbus.nats")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 _WINDOW: Final = 2  # batches on their way at once
+_HOLD_MAX: Final = 5.0  # seconds the writer waits for a subscription to make its consumer
 
 
 class JetStreamWriter:
@@ -81,6 +83,8 @@ class JetStreamWriter:
         self._ack_timeout = ack_timeout
         self._buffer: deque[Event] = deque()
         self._closed = False
+        # Set by the bus: True while a subscription still has to make its first consumer.
+        self.hold: Callable[[], bool] = lambda: False
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -136,9 +140,20 @@ class JetStreamWriter:
         sender = self._sender
         window: deque[Batch] = deque()  # sent, acknowledgements not checked yet
         last_activity = time.monotonic()
+        held_since: float | None = None
         try:
             await self._link.jetstream()  # the first connection (retried in the background)
             while True:
+                if not window and not self._closed and self.hold():
+                    # A subscription made while NATS was unreachable starts at the stream's
+                    # end once its consumer exists: what this bus stores before would pass it
+                    # by uncounted. Wait for it (bounded: its consumer may keep failing).
+                    held_since = held_since or time.monotonic()
+                    if time.monotonic() - held_since < _HOLD_MAX:
+                        await asyncio.sleep(0.01)
+                        continue
+                else:
+                    held_since = None
                 events = self._take()
                 batch = sender.encode(events) if events else None
                 if batch is not None:
