@@ -22,12 +22,13 @@ from typing import Any, Final, Self
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
 from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
-from eventbus_nats._fanout import Follower, NatsSubscription, drain_followers
+from eventbus_nats._fanout import Follower, NatsSubscription
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
 from eventbus_nats._options import ConnectOptions
 from eventbus_nats._settings import NatsSettings, check_name
+from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
 
 __all__ = ["NatsEventBus"]

@@ -9,10 +9,10 @@ subscriber was full) or an error says it may be, it creates a new one from the n
 which is what makes the consumer "ordered". A jump in stream sequences means messages were
 removed (limits, purge) before this subscriber read them: they are counted in its `dropped`.
 
-At stop, `drain_followers()` lets each reader catch up to the last sequence this bus stored
-(after the writer confirmed what it sent), then ends it; what it could not hand over by then is
-counted in its `dropped` too. Neither of these is the consumer's slowness, so they are counted
-without the core's "buffer is full" warning, with a warning of their own.
+At stop, `drain_followers()` (`_stopping.py`) lets each reader catch up to the last sequence
+this bus stored (after the writer confirmed what it sent), then ends it; what it could not hand
+over by then is counted in its `dropped` too. Neither of these is the consumer's slowness, so
+they are counted without the core's "buffer is full" warning, with a warning of their own.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from eventbus_core import Event, Subscription, WireFormatError
 from eventbus_nats._link import Link
 from eventbus_nats._options import Backoff, safe_error
 
-__all__ = ["Follower", "NatsSubscription", "drain_followers"]
+__all__ = ["Follower", "NatsSubscription"]
 
 log = logging.getLogger("eventbus.nats")
 
@@ -288,33 +288,3 @@ class Follower:
         if self._full_since is None:
             self._full_since = now
         return now - self._full_since >= _STUCK_AFTER
-
-
-async def drain_followers(followers: list[Follower], target: int, deadline: float) -> None:
-    """Deliver up to stream sequence `target` (the newest event this bus stored) to every
-    subscription until `deadline`, then end them all; what a subscription could not be handed
-    by then is counted in its `dropped` (its `unhanded` figure too) and logged."""
-    while True:
-        now = time.monotonic()
-        if now >= deadline or all(
-            f.sub.finished or f.behind(target) == 0 or f.stuck(now) for f in followers
-        ):
-            break
-        await asyncio.sleep(0.01)
-    for follower in followers:
-        sub = follower.sub
-        missed = follower.behind(target)
-        if missed and not sub.finished:
-            sub.unhanded += missed
-            sub.count_not_handed(missed)
-            why = "its buffer stayed full" if sub.space() <= 0 else "stop's deadline passed"
-            log.warning(
-                "eventbus nats subscription %s ended with %d event(s) stored in the stream but "
-                "not handed to it (%s); counted in its dropped",
-                sub.name,
-                missed,
-                why,
-            )
-        sub.finish()
-    remaining = deadline - time.monotonic()
-    await asyncio.gather(*(f.close(min(0.5, remaining)) for f in followers), return_exceptions=True)
