@@ -8,7 +8,8 @@ module to keep the cost down, in this order:
    install hint, which must name the checkout's folder there;
 2. the example plugins, each by the command of its own README;
 3. `python3 dev.py wheels`-style wheels in a dist/ folder, installed by the documented
-   `pip install --find-links dist "eventbus-core[redis]"` after removing the checkout install.
+   `pip install --find-links dist "eventbus-core[memory,redis]"` after removing the
+   checkout install.
 
 pip may use the machine's cache and PyPI for the dependencies (pydantic, redis, hatchling).
 """
@@ -26,11 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
+
+from tests._services import redis_url, require_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
-REDIS_URL = os.environ.get("EVENTBUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/3")
+REDIS_URL = redis_url()
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -97,11 +99,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
 
 @pytest.fixture
 def redis_key() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    client = require_redis()  # skips without a server, fails under CI
     key = f"eventbus-install-test:{uuid.uuid4().hex[:10]}"
     yield key
     keys = list(client.scan_iter(match=f"{key}*", count=1000))
@@ -166,7 +164,7 @@ def test_the_install_hint_names_the_checkout_folder(venv: Venv) -> None:
         ),
         (
             "eventbus-sink-example",
-            "from eventbus_core._dispatch_setup import build_sinks;"
+            "from eventbus_core.dispatch._setup import build_sinks;"
             "from eventbus_core import EventBusSettings;"
             "sink, = build_sinks(EventBusSettings(), [('sqlite', {'path': 'e.db'})]);"
             "print(type(sink).__name__)",
@@ -190,7 +188,7 @@ def test_wheels_in_dist_install_with_find_links(venv: Venv, tmp_path: Path) -> N
     assert "python3 dev.py wheels" in (ROOT / "README.md").read_text()
     line = documented_line(ROOT / "README.md", "| wheels built from it")
     command = line.split("then `", 1)[1].split("`", 1)[0]
-    assert command == 'pip install --find-links dist "eventbus-core[redis]"'
+    assert command == 'pip install --find-links dist "eventbus-core[memory,redis]"'
     # What `python3 dev.py wheels` runs, into a dist/ of our own.
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     dist = tmp_path / "dist"
@@ -205,9 +203,14 @@ def test_wheels_in_dist_install_with_find_links(venv: Venv, tmp_path: Path) -> N
     venv.shell("pip uninstall -y eventbus-core eventbus-memory eventbus-redis")
     venv.shell(command, cwd=tmp_path)  # `dist` relative to where the user stands
     assert "eventbus-redis" in venv.shell("eventbus --version", cwd=tmp_path)
-    # Installed from an index-like source: the hint is the index form.
+    # Installed from wheels: the hint names their folder, so that it works without an index.
     code = (
         "from eventbus_core._install import SIBLINGS, install_command;"
-        "print(install_command(SIBLINGS['redis']))"
+        "print(install_command(SIBLINGS['memory']))"
     )
-    assert venv.python(code, cwd=tmp_path).strip() == 'pip install "eventbus-core[redis]"'
+    hint = venv.python(code, cwd=tmp_path).strip()
+    venv.shell("pip uninstall -y eventbus-memory")  # as if only [redis] had been installed
+    assert hint.startswith('pip install "eventbus-core[memory]" (add --find-links DIR')
+    # What the user types, following the note:
+    venv.shell(f'pip install --find-links {dist} "eventbus-core[memory]"', cwd=Path("/"))
+    assert "eventbus-memory" in venv.shell("eventbus --version", cwd=tmp_path)

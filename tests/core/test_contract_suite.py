@@ -125,6 +125,18 @@ class EarlyFlushOverRedis(RedisEventBus):
         return True
 
 
+class BlockingPublish(InMemoryEventBus):
+    """publish() writes synchronously: a round trip to a slow server now and then."""
+
+    calls = 0
+
+    def publish(self, event):
+        super().publish(event)
+        self.calls += 1
+        if self.calls % 1000 == 999:
+            time.sleep(0.4)
+
+
 class TestUnbounded(Quick):
     def make_bus(self, buffer_size):
         return Unbounded(buffer_size)
@@ -164,6 +176,11 @@ class TestEarlyFlushOverRedis(Quick):
         return EarlyFlushOverRedis.log(client, key, 300, 0, buffer_size=buffer_size)
 
 
+class TestBlockingPublish(Quick):
+    def make_bus(self, buffer_size):
+        return BlockingPublish(buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -192,6 +209,7 @@ MUST_FAIL = {
     },
     "TestReplaysRecentEvents": {"test_only_events_published_after_subscribe_are_delivered"},
     "TestLostBecomesDropped": {"test_published_and_dropped_never_go_down"},
+    "TestBlockingPublish": {"test_overflow_drops_and_counts_without_blocking"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus")
 

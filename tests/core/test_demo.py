@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus_core._demo import spread
+from eventbus_core._demo._workload import spread
 from eventbus_core.cli import main
 from tests._services import redis_url, require_redis
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 
-REDIS_URL = "redis://127.0.0.1:6379/8"
+from tests._services import redis_url, require_redis
+
+REDIS_URL = redis_url(8)
 BACKENDS = ["memory", "redis", "redis-streams"]
 
 
@@ -40,12 +42,7 @@ def env_for(backend: str) -> dict[str, str]:
 def redis_or_skip(backend: str) -> redis.Redis | None:
     if backend == "memory":
         return None
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    return client
+    return require_redis(8)  # skips without a server, fails under CI
 
 
 def unwritable_dir(tmp_path: Path) -> Path:

@@ -17,7 +17,7 @@ from eventbus_core import (
     redact_headers,
     redact_text,
 )
-from eventbus_core._redact import MASK
+from eventbus_core.redact._redact import MASK
 
 SENSITIVE = [
     "Authorization",
@@ -267,3 +267,24 @@ def test_capability_looks_through_the_redacting_bus() -> None:
     bus = RedactingBus(inner)
     assert capability(bus, Flushable) is not None
     bus.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("/v1/models?key=AIza-not-quite-a-key&alt=json", "AIza-not-quite-a-key"),
+        ("https://api.example.com/v1/chat?token=t0k3n-value", "t0k3n-value"),
+        ("/stream?alt=sse&auth=abc.def.ghi", "abc.def.ghi"),
+        ("https://blob.example.net/c/b?sv=2024&sig=Zm9vYmFy%2Bc2ln", "Zm9vYmFy%2Bc2ln"),
+        ("/o?X-Amz-Credential=AKIDEXAMPLE%2F2024&X-Amz-Signature=fe5f80f77d5fa3", "fe5f80f77d5fa3"),
+    ],
+)
+def test_short_credential_query_parameters_are_masked(url: str, secret: str) -> None:
+    event = Event(request_id="r", method="GET", path=url, status=200, duration=1)
+    assert secret not in Redactor().event(event).path
+    assert secret not in redact_text(f"GET {url} failed")
+
+
+def test_words_that_merely_end_like_query_names_are_kept() -> None:
+    text = "/v1/x?monkey=1&tokens=5&keyboard=us&model=gpt-4o"
+    assert redact_text(text) == text

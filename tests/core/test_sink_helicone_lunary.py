@@ -22,7 +22,7 @@ from eventbus_core import (
     SettingsError,
     Subscription,
 )
-from eventbus_core._dispatch_setup import redactor_from_settings
+from eventbus_core.dispatch._setup import redactor_from_settings
 from eventbus_core.sinks import helicone, lunary
 from tests.core.receivers import Receiver
 
@@ -284,3 +284,15 @@ def test_helicone_key_stays_out_of_reprs_and_errors(monkeypatch: pytest.MonkeyPa
     sink = helicone.build_sink(EventBusSettings(), {"api_key": API_KEY})
     assert API_KEY not in repr(sink)
     assert sink.endpoint == "https://api.worker.helicone.ai/custom/v1/log"
+
+
+def test_missing_key_message_survives_log_scrubbing() -> None:
+    from eventbus_core import EventBusSettings, SettingsError, redact_text
+    from eventbus_core.sinks._keys import api_key
+
+    with pytest.raises(SettingsError) as caught:
+        api_key("helicone", {}, EventBusSettings(proxy_api_key=""))
+    message = str(caught.value)
+    # The CLI scrubs error lines: advice that looks like a credential would come out masked.
+    assert redact_text(message) == message
+    assert "EVENTBUS_SINK_HELICONE_API_KEY" in message

@@ -28,7 +28,7 @@ from eventbus_core import (
     SettingsError,
     Subscription,
 )
-from eventbus_core._dispatch_setup import redactor_from_settings
+from eventbus_core.dispatch._setup import redactor_from_settings
 from eventbus_core.sinks import otlp
 from eventbus_core.sinks._genai import timestamp_ns
 from tests.core.conftest_dispatch import SECRET_AUTH, SECRET_KEY, RecordingSink
@@ -252,6 +252,7 @@ async def test_endpoint_headers_and_service_come_from_the_otel_variables(
         request = rx.requests[1]
         assert request.path == "/traces-only"
         assert (request.headers["x-tenant"], request.headers["x-team"]) == ("beta", "red")
+        assert request.headers["authorization"] == "Basic abc"  # merged by name, not replaced
         resource = attrs(
             decode(request.body, request.headers).resource_spans[0].resource.attributes
         )

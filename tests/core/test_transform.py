@@ -13,7 +13,7 @@ import brotli
 import pytest
 
 from eventbus_core import Event, EventBusSettings, LLMTransformer, SettingsError, decode_body
-from eventbus_core._transform import load_transform
+from eventbus_core.transform._llm import load_transform
 
 CHAT_REQUEST = {
     "model": "gpt-4o-mini",

@@ -2,57 +2,147 @@
 
 The `Event` and its Go wire format, the `EventBus` contract, the plugin framework (pluggy,
 entry-point group `eventbus`), settings and `create_bus()`.
+
+Names are loaded on first use (PEP 562), so `import eventbus_core` stays cheap: a proxy that
+only builds `Event`s does not pay for the dispatcher, asyncio or pydantic-settings.
 """
 
-from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
-from eventbus_core._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
-from eventbus_core._dispatch_stats import DispatcherStats, SinkStats
-from eventbus_core._dispatcher import Dispatcher
-from eventbus_core._errors import (
-    BackendLoadError,
-    BackendUnavailableError,
-    EventBusError,
-    MissingDependencyError,
-    PermanentSinkError,
-    SettingsError,
-    SinkError,
-    TransientSinkError,
-    UnknownBackendError,
-    UnknownSinkError,
-    WireFormatError,
-)
-from eventbus_core._event import Event, Headers
-from eventbus_core._factory import create_bus
-from eventbus_core._log import get_logger
-from eventbus_core._payload import PayloadPreparer
-from eventbus_core._plugins import (
-    PluginInfo,
-    PluginLoadWarning,
-    PluginRegistry,
-    Registration,
-    get_registry,
-    reset_registry,
-)
-from eventbus_core._redact import NO_REDACTION, Redactor, redact_headers, redact_text
-from eventbus_core._redact_bus import RedactingBus
-from eventbus_core._retry import RetryPolicy, classify_status, parse_retry_after
-from eventbus_core._secrets import RedactedURL, redact_url
-from eventbus_core._settings import ENV_VARS, EventBusSettings
-from eventbus_core._sink import Sink, sink_options_from_env
-from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
-from eventbus_core._stats import BusStats, SubscriberStats
-from eventbus_core._stream_entry import (
-    STREAM_LOG_ID_BASE,
-    entry_id_from_log_id,
-    event_from_stream_entry,
-    log_id_from_entry_id,
-)
-from eventbus_core._subscription import Subscription, SubscriptionClosed
-from eventbus_core._transform import LLMTransformer, Payload, Transform, decode_body
-from eventbus_core.asgi import EventBusMiddleware
-from eventbus_core.hookspecs import RegisterFn, hookimpl
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
+    from eventbus_core._errors import (
+        BackendLoadError,
+        BackendUnavailableError,
+        EventBusError,
+        MissingDependencyError,
+        PermanentSinkError,
+        SettingsError,
+        SinkError,
+        TransientSinkError,
+        UnknownBackendError,
+        UnknownSinkError,
+        WireFormatError,
+    )
+    from eventbus_core._event import Event, Headers
+    from eventbus_core._factory import create_bus
+    from eventbus_core._log import get_logger
+    from eventbus_core._plugins import (
+        PluginInfo,
+        PluginLoadWarning,
+        PluginRegistry,
+        Registration,
+        get_registry,
+        reset_registry,
+    )
+    from eventbus_core._settings import ENV_VARS, EventBusSettings
+    from eventbus_core._sink import Sink, sink_options_from_env
+    from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
+    from eventbus_core._stats import BusStats, SubscriberStats
+    from eventbus_core._stream_entry import (
+        STREAM_LOG_ID_BASE,
+        entry_id_from_log_id,
+        event_from_stream_entry,
+        log_id_from_entry_id,
+    )
+    from eventbus_core._subscription import Subscription, SubscriptionClosed
+    from eventbus_core.asgi import EventBusMiddleware
+    from eventbus_core.dispatch._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
+    from eventbus_core.dispatch._dispatcher import Dispatcher
+    from eventbus_core.dispatch._payload import PayloadPreparer
+    from eventbus_core.dispatch._retry import RetryPolicy, classify_status, parse_retry_after
+    from eventbus_core.dispatch._stats import DispatcherStats, SinkStats
+    from eventbus_core.hookspecs import RegisterFn, hookimpl
+    from eventbus_core.redact._bus import RedactingBus
+    from eventbus_core.redact._redact import NO_REDACTION, Redactor, redact_headers, redact_text
+    from eventbus_core.redact._secrets import RedactedURL, redact_url
+    from eventbus_core.transform._llm import LLMTransformer, Payload, Transform, decode_body
 
 __version__ = "0.1.0"
+
+# Where each public name lives; read by __getattr__ below.
+_WHERE: dict[str, str] = {
+    "BaseEventBus": "eventbus_core._bus",
+    "EventBus": "eventbus_core._bus",
+    "check_buffer_size": "eventbus_core._bus",
+    "BackendLoadError": "eventbus_core._errors",
+    "BackendUnavailableError": "eventbus_core._errors",
+    "EventBusError": "eventbus_core._errors",
+    "MissingDependencyError": "eventbus_core._errors",
+    "PermanentSinkError": "eventbus_core._errors",
+    "SettingsError": "eventbus_core._errors",
+    "SinkError": "eventbus_core._errors",
+    "TransientSinkError": "eventbus_core._errors",
+    "UnknownBackendError": "eventbus_core._errors",
+    "UnknownSinkError": "eventbus_core._errors",
+    "WireFormatError": "eventbus_core._errors",
+    "Event": "eventbus_core._event",
+    "Headers": "eventbus_core._event",
+    "create_bus": "eventbus_core._factory",
+    "get_logger": "eventbus_core._log",
+    "PluginInfo": "eventbus_core._plugins",
+    "PluginLoadWarning": "eventbus_core._plugins",
+    "PluginRegistry": "eventbus_core._plugins",
+    "Registration": "eventbus_core._plugins",
+    "get_registry": "eventbus_core._plugins",
+    "reset_registry": "eventbus_core._plugins",
+    "ENV_VARS": "eventbus_core._settings",
+    "EventBusSettings": "eventbus_core._settings",
+    "Sink": "eventbus_core._sink",
+    "sink_options_from_env": "eventbus_core._sink",
+    "AckableSource": "eventbus_core._source",
+    "Delivery": "eventbus_core._source",
+    "SubscriptionSource": "eventbus_core._source",
+    "BusStats": "eventbus_core._stats",
+    "SubscriberStats": "eventbus_core._stats",
+    "STREAM_LOG_ID_BASE": "eventbus_core._stream_entry",
+    "entry_id_from_log_id": "eventbus_core._stream_entry",
+    "event_from_stream_entry": "eventbus_core._stream_entry",
+    "log_id_from_entry_id": "eventbus_core._stream_entry",
+    "Subscription": "eventbus_core._subscription",
+    "SubscriptionClosed": "eventbus_core._subscription",
+    "EventBusMiddleware": "eventbus_core.asgi",
+    "DeadLetter": "eventbus_core.dispatch._deadletter",
+    "JsonlDeadLetter": "eventbus_core.dispatch._deadletter",
+    "MemoryDeadLetter": "eventbus_core.dispatch._deadletter",
+    "Dispatcher": "eventbus_core.dispatch._dispatcher",
+    "PayloadPreparer": "eventbus_core.dispatch._payload",
+    "RetryPolicy": "eventbus_core.dispatch._retry",
+    "classify_status": "eventbus_core.dispatch._retry",
+    "parse_retry_after": "eventbus_core.dispatch._retry",
+    "DispatcherStats": "eventbus_core.dispatch._stats",
+    "SinkStats": "eventbus_core.dispatch._stats",
+    "RegisterFn": "eventbus_core.hookspecs",
+    "hookimpl": "eventbus_core.hookspecs",
+    "RedactingBus": "eventbus_core.redact._bus",
+    "NO_REDACTION": "eventbus_core.redact._redact",
+    "Redactor": "eventbus_core.redact._redact",
+    "redact_headers": "eventbus_core.redact._redact",
+    "redact_text": "eventbus_core.redact._redact",
+    "RedactedURL": "eventbus_core.redact._secrets",
+    "redact_url": "eventbus_core.redact._secrets",
+    "LLMTransformer": "eventbus_core.transform._llm",
+    "Payload": "eventbus_core.transform._llm",
+    "Transform": "eventbus_core.transform._llm",
+    "decode_body": "eventbus_core.transform._llm",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eventbus_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     # events

@@ -36,8 +36,8 @@ def create_bus(
             f"what it needs: {exc}"
         ) from exc
     if settings.redact_on_publish:
-        from eventbus_core._redact import Redactor
-        from eventbus_core._redact_bus import RedactingBus
+        from eventbus_core.redact._bus import RedactingBus
+        from eventbus_core.redact._redact import Redactor
 
         bus = RedactingBus(bus, Redactor.from_settings(settings))
     return bus

@@ -4,7 +4,8 @@ Until the distributions are on a package index, `pip install "eventbus-core[redi
 extras name sibling distributions only an index can supply. An eventbus-core installed from a
 source checkout (pip records `direct_url.json` with a `file://` URL for it) therefore gets the
 checkout form, which names the sibling folder (`pip install ./eventbus_redis`); any other
-install gets the index form.
+install gets the index form, with a note for an install from built wheels (pip records nothing
+for `--find-links`, so the folder cannot be named for the user).
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ from pathlib import Path
 from typing import Final, NamedTuple
 from urllib.parse import unquote, urlparse
 
-__all__ = ["SIBLINGS", "Sibling", "checkout_root", "install_command", "root_from_direct_url"]
+__all__ = [
+    "SIBLINGS",
+    "WHEELS_NOTE",
+    "Sibling",
+    "checkout_root",
+    "install_command",
+    "root_from_direct_url",
+]
 
 CORE: Final = "eventbus-core"
+WHEELS_NOTE: Final = (
+    " (add --find-links DIR, the folder of the wheels, if you installed from built wheels)"
+)
 
 
 class Sibling(NamedTuple):
@@ -87,4 +98,4 @@ def install_command(sibling: Sibling, *, reinstall: bool = False) -> str:
         note = "" if where.startswith("./") else f" (from the checkout at {root})"
         return f"pip install {flags}{where}{note}"
     spec = sibling.distribution if reinstall else f"{CORE}[{sibling.extra}]"
-    return f'pip install {flags}"{spec}"'
+    return f'pip install {flags}"{spec}"{WHEELS_NOTE}'

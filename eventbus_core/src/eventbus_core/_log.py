@@ -18,8 +18,8 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from eventbus_core._redact import Redactor
-from eventbus_core._secrets import redact_url
+from eventbus_core.redact._redact import Redactor
+from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["ScrubFilter", "add_patterns", "get_logger", "scrub"]
 

@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._errors import SettingsError
-from eventbus_core._secrets import RedactedURL, redact_url
+from eventbus_core.redact._secrets import RedactedURL, redact_url
 
 __all__ = ["BACKEND_ALIASES", "ENV_VARS", "EventBusSettings"]
 

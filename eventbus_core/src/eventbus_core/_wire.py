@@ -12,11 +12,17 @@ from __future__ import annotations
 import binascii
 import json
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from eventbus_core._base64 import b64decode, b64encode
 from eventbus_core._errors import WireFormatError
-from eventbus_core._event import Event, _restore
+
+if TYPE_CHECKING:
+    # Only for annotations: `_event` imports this module, and the decoder is handed the
+    # constructor it builds with, so the codec does not depend on the class at import time.
+    from eventbus_core._event import Event
+
+T = TypeVar("T")
 
 __all__ = ["decode_event", "encode_event"]
 
@@ -208,8 +214,9 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
-    """Decode one event from the Go wire format.
+def decode_event(data: bytes | bytearray | memoryview | str, build: Callable[..., T]) -> T:
+    """Decode one event from the Go wire format; `build` makes the event from its nine fields
+    (request_id, method, path, status, duration, headers, response body, request body, log_id).
 
     Raises:
         WireFormatError: the input is not JSON, not an object, or a field has the wrong type.
@@ -267,7 +274,7 @@ def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
             kwargs[field] = _bytes(go, value)
     # Checked for type above, and not for range: what Go wrote is read as it is (a status of
     # -1, a negative duration), as Go's own decoder reads it.
-    return _restore(
+    return build(
         kwargs["request_id"],
         kwargs["method"],
         kwargs["path"],

@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core._redact import MASK, SENSITIVE_HEADERS
+from eventbus_core.redact._redact import MASK, SENSITIVE_HEADERS
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BODY",
@@ -148,7 +148,7 @@ class EventBusMiddleware:
         set_request_id: Add the request id header to responses that lack it. Off by default:
             the response is otherwise never changed.
         request_id_factory: Makes an id when neither request nor response has one (UUID4).
-        redact: Mask the values of credential headers (`eventbus_core._redact`) in the event.
+        redact: Mask the values of credential headers (`eventbus_core.redact._redact`) in the event.
         extra_sensitive_headers: Further header names to mask.
 
     Raises:

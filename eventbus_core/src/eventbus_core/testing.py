@@ -22,9 +22,9 @@ import threading
 from typing import Any
 
 from eventbus_core._bus import BaseEventBus, check_buffer_size
-from eventbus_core._contract_accounting import AccountingContract
-from eventbus_core._contract_base import make_event
-from eventbus_core._contract_delivery import DeliveryContract
+from eventbus_core._contract._accounting import AccountingContract
+from eventbus_core._contract._base import make_event
+from eventbus_core._contract._delivery import DeliveryContract
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription

@@ -86,7 +86,14 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit code."""
+    """Run the command line; return the process exit code (130 after Ctrl-C, at any point)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # while the commands' modules load, before a command runs
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:

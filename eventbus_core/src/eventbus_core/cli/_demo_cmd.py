@@ -2,7 +2,7 @@
 
 Memory (or any backend that is not Redis): proxy threads and a consumer thread in this process.
 `redis` and `redis-streams`: publisher processes and a dispatcher process against Redis, on
-keys of their own that are deleted at the end (see `eventbus_core._demo_redis`).
+keys of their own that are deleted at the end (see `eventbus_core._demo._shared`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from eventbus_core._demo import DemoInterrupted, run_demo
-from eventbus_core._demo_redis import REDIS_BACKENDS, DemoError, run_redis_demo
-from eventbus_core._demo_report import DemoReport
+from eventbus_core._demo._report import DemoReport
+from eventbus_core._demo._shared import REDIS_BACKENDS, DemoError, run_redis_demo
+from eventbus_core._demo._workload import DemoInterrupted, run_demo
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_OK,

@@ -8,8 +8,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from eventbus_core._dispatch_setup import transform_from_settings
-from eventbus_core._dispatcher import Dispatcher
 from eventbus_core._log import get_logger
 from eventbus_core._plugins import get_registry
 from eventbus_core.cli._ops import (
@@ -22,6 +20,8 @@ from eventbus_core.cli._ops import (
     settings_from_args,
 )
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
+from eventbus_core.dispatch._dispatcher import Dispatcher
+from eventbus_core.dispatch._setup import transform_from_settings
 
 __all__ = ["add_parser", "run"]
 

@@ -26,9 +26,9 @@ from eventbus_core._event import Event
 from eventbus_core._factory import create_bus
 from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import get_registry
-from eventbus_core._secrets import redact_url
 from eventbus_core._settings import ENV_VARS, EventBusSettings
 from eventbus_core.cli._reach import ensure_reachable
+from eventbus_core.redact._secrets import redact_url
 
 if TYPE_CHECKING:
     import redis

@@ -19,11 +19,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from eventbus_core._dispatch_setup import build_sinks
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
-from eventbus_core._payload import PayloadPreparer
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._stream_entry import event_from_stream_entry
 from eventbus_core.cli._ops import (
@@ -40,6 +38,8 @@ from eventbus_core.cli._ops import (
 )
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
+from eventbus_core.dispatch._payload import PayloadPreparer
+from eventbus_core.dispatch._setup import build_sinks
 
 __all__ = ["add_parser", "parse_time", "read_log", "read_stream", "run"]
 

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventbus_core._dispatch_stats import DispatcherStats
 from eventbus_core._log import get_logger
-from eventbus_core._secrets import redact_url
 from eventbus_core._stats import BusStats
 from eventbus_core.capabilities import Backlog
+from eventbus_core.dispatch._stats import DispatcherStats
+from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["Figures", "FiguresReader"]
 

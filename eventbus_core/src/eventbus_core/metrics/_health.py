@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from eventbus_core._secrets import redact_url
 from eventbus_core.capabilities import Reachable, capability
+from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["Check", "Health", "HealthProbe"]
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from eventbus_core._errors import SettingsError, TransientSinkError
-from eventbus_core._retry import classify_status, parse_retry_after
-from eventbus_core._secrets import redact_url
+from eventbus_core.dispatch._retry import classify_status, parse_retry_after
+from eventbus_core.redact._secrets import redact_url
 
 if TYPE_CHECKING:
     import httpx

@@ -29,6 +29,6 @@ def api_key(sink: str, options: Mapping[str, str], settings: EventBusSettings) -
             return SecretStr(candidate)
     raise SettingsError(
         f"the {sink} sink needs an API key: set EVENTBUS_SINK_{sink.upper()}_API_KEY (or the "
-        "Go dispatcher's LLM_PROXY_API_KEY); --sink-opt api_key=... works too, but shows the "
-        "key in the process list"
+        "Go dispatcher's LLM_PROXY_API_KEY); the sink option api_key (--sink-opt) works too, "
+        "but shows the key in the process list"
     )

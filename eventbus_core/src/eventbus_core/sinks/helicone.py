@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from eventbus_core._secrets import redact_url
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float
 from eventbus_core.hookspecs import RegisterFn, hookimpl
+from eventbus_core.redact._secrets import redact_url
 from eventbus_core.sinks import _genai
 from eventbus_core.sinks._go_payload import go_event_payload, timing
 from eventbus_core.sinks._http import HttpTarget, check_url, status_error

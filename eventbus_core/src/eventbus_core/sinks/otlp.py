@@ -32,9 +32,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._log import get_logger
-from eventbus_core._redact import Redactor
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.hookspecs import RegisterFn, hookimpl
+from eventbus_core.redact._redact import Redactor
 from eventbus_core.sinks._http import HttpTarget, status_error
 from eventbus_core.sinks._otlp_config import OtlpConfig, otlp_config
 from eventbus_core.sinks._otlp_spans import SpanEncoder
@@ -138,7 +138,7 @@ class OtlpSink:
         await self.target.close()
 
     def __repr__(self) -> str:
-        from eventbus_core._secrets import redact_url
+        from eventbus_core.redact._secrets import redact_url
 
         return f"<OtlpSink {self.name!r} endpoint={redact_url(self.config.endpoint)!r}>"
 

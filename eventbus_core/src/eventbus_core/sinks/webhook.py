@@ -21,11 +21,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._errors import SettingsError, TransientSinkError
-from eventbus_core._retry import classify_status, parse_retry_after
-from eventbus_core._secrets import redact_url
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float
+from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.hookspecs import RegisterFn, hookimpl
+from eventbus_core.redact._secrets import redact_url
 
 if TYPE_CHECKING:
     import httpx

@@ -1,6 +1,6 @@
 """A sink worker: batches one sink's queue by size and time, sends with retries, dead-letters.
 
-Part of the dispatcher (see `_dispatch_lane` for the lane that feeds it). One task per sink,
+Part of the dispatcher (see `_lane.py` for the lane that feeds it). One task per sink,
 so one `send()` at a time per sink, and sinks never wait for each other. In a shared lane, a
 worker whose queue stays full too long is *stalled*: the lane dead-letters its share (`shed`)
 until its queue has drained to half.
@@ -15,9 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from eventbus_core._deadletter import DeadLetter
-from eventbus_core._dispatch_lane import Item, Lane
-from eventbus_core._dispatch_stats import SinkStats
 from eventbus_core._errors import (
     PermanentSinkError,
     SinkError,
@@ -25,8 +22,11 @@ from eventbus_core._errors import (
     error_type_of,
 )
 from eventbus_core._log import get_logger
-from eventbus_core._retry import RetryPolicy
 from eventbus_core._sink import Sink
+from eventbus_core.dispatch._deadletter import DeadLetter
+from eventbus_core.dispatch._lane import Item, Lane
+from eventbus_core.dispatch._retry import RetryPolicy
+from eventbus_core.dispatch._stats import SinkStats
 
 __all__ = ["SinkWorker"]
 
@@ -222,12 +222,13 @@ class SinkWorker:
     ) -> bool:
         """Dead-letter `batch`; return False if it could not be stored (then it is counted).
 
-        `error_type` defaults to the exception's class name (`Shutdown` for a text reason);
+        `error_type` defaults to the exception's label, as the failure metric counts it
+        (`error_type_of`: a `SinkError`'s own, else its class name; `Shutdown` for a text reason);
         `quiet` skips the log line per batch (the caller logs once for many); a dead letter
         that cannot be written is logged all the same.
         """
         if error_type is None:
-            error_type = "Shutdown" if isinstance(exc, str) else type(exc).__name__
+            error_type = "Shutdown" if isinstance(exc, str) else error_type_of(exc)
         message = self.scrub(str(exc)) or error_type
         n = len(batch)
         if not isinstance(exc, str):

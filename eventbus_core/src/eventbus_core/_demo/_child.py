@@ -1,6 +1,6 @@
 """The demo's processes as the demo sees them: started, JSON lines in and out, ended.
 
-Each process is `sys.executable -P -m eventbus_core._demo_worker ROLE ...` (see that module);
+Each process is `sys.executable -P -m eventbus_core._demo._worker ROLE ...` (see that module);
 a thread per process turns its stdout into messages on an `Inbox`, so the demo waits for
 whatever comes first, from any of them, without polling.
 """
@@ -40,7 +40,7 @@ class Child:
         self.role = role
         # -P: the working directory is not put on sys.path, so a source checkout there cannot
         # shadow the installed package.
-        command = [sys.executable, "-P", "-m", "eventbus_core._demo_worker", role, *argv]
+        command = [sys.executable, "-P", "-m", "eventbus_core._demo._worker", role, *argv]
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

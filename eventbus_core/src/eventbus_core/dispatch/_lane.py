@@ -29,7 +29,7 @@ from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
 
 if TYPE_CHECKING:
-    from eventbus_core._dispatch_worker import SinkWorker
+    from eventbus_core.dispatch._worker import SinkWorker
 
 __all__ = ["AckState", "Item", "Lane"]
 

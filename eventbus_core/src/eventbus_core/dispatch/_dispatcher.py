@@ -16,22 +16,22 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from eventbus_core._deadletter import DeadLetter
-from eventbus_core._dispatch_lane import Lane
-from eventbus_core._dispatch_setup import dispatcher_arguments
-from eventbus_core._dispatch_sources import GroupMode, Source, resolve_sources
-from eventbus_core._dispatch_stats import DispatcherStats
-from eventbus_core._dispatch_worker import SinkWorker
 from eventbus_core._log import add_patterns, get_logger, scrub
-from eventbus_core._payload import PayloadPreparer
 from eventbus_core._plugins import PluginRegistry
-from eventbus_core._redact import Redactor
-from eventbus_core._retry import RetryPolicy
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
 from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core._subscription import Subscription
-from eventbus_core._transform import Transform
+from eventbus_core.dispatch._deadletter import DeadLetter
+from eventbus_core.dispatch._lane import Lane
+from eventbus_core.dispatch._payload import PayloadPreparer
+from eventbus_core.dispatch._retry import RetryPolicy
+from eventbus_core.dispatch._setup import dispatcher_arguments
+from eventbus_core.dispatch._sources import GroupMode, Source, resolve_sources
+from eventbus_core.dispatch._stats import DispatcherStats
+from eventbus_core.dispatch._worker import SinkWorker
+from eventbus_core.redact._redact import Redactor
+from eventbus_core.transform._llm import Transform
 
 __all__ = ["Dispatcher", "GroupMode", "Source"]
 

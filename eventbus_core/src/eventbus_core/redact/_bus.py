@@ -14,9 +14,9 @@ from typing import Any
 from eventbus_core._bus import BaseEventBus, EventBus, subscribe_sized
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger, scrub
-from eventbus_core._redact import Redactor
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription
+from eventbus_core.redact._redact import Redactor
 
 __all__ = ["RedactingBus"]
 

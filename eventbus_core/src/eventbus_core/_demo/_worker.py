@@ -1,4 +1,4 @@
-"""The processes of `eventbus demo` on Redis: `python -m eventbus_core._demo_worker ROLE ...`.
+"""The processes of `eventbus demo` on Redis: `python -m eventbus_core._demo._worker ROLE ...`.
 
 Roles:
     publish   a proxy process: simulate requests and publish one event each to the bus;
@@ -29,17 +29,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eventbus_core._demo import simulate
-from eventbus_core._dispatch_setup import (
+from eventbus_core._demo._workload import simulate
+from eventbus_core._factory import create_bus
+from eventbus_core._settings import EventBusSettings
+from eventbus_core._sink import Sink
+from eventbus_core.dispatch._dispatcher import Dispatcher
+from eventbus_core.dispatch._setup import (
     build_sinks,
     redactor_from_settings,
     transform_from_settings,
 )
-from eventbus_core._dispatcher import Dispatcher
-from eventbus_core._factory import create_bus
-from eventbus_core._secrets import redact_url
-from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import Sink
+from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["DeliveryWatch", "main"]
 
@@ -206,7 +206,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m eventbus_core._demo_worker")
+    parser = argparse.ArgumentParser(prog="python -m eventbus_core._demo._worker")
     roles = parser.add_subparsers(dest="role", required=True)
     pub = roles.add_parser("publish")
     pub.add_argument("--requests", type=int, required=True)

@@ -1,7 +1,7 @@
 """`eventbus demo` on Redis: publisher processes and a dispatcher process, as in production.
 
 The demo process starts one dispatcher process (the real `Dispatcher` with the jsonl sink) and
-`publishers` publisher processes, all `sys.executable -m eventbus_core._demo_worker` (see that
+`publishers` publisher processes, all `sys.executable -m eventbus_core._demo._worker` (see that
 module), so it runs wherever eventbus is installed. In order:
 
 1. the dispatcher subscribes (list log: from now on) or joins its consumer group, says ready;
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from eventbus_core._demo import DemoInterrupted, ProgressFactory, spread
-from eventbus_core._demo_child import Child, DemoError, Inbox, expect
-from eventbus_core._demo_report import DemoReport
+from eventbus_core._demo._child import Child, DemoError, Inbox, expect
+from eventbus_core._demo._report import DemoReport
+from eventbus_core._demo._workload import DemoInterrupted, ProgressFactory, spread
 from eventbus_core._settings import EventBusSettings
 
 __all__ = ["REDIS_BACKENDS", "DemoError", "run_redis_demo"]

@@ -23,8 +23,8 @@ from typing import Any, Final, Literal
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
-from eventbus_core._sse import looks_like_sse, merge_sse
-from eventbus_core._usage import usage_of
+from eventbus_core.transform._sse import looks_like_sse, merge_sse
+from eventbus_core.transform._usage import usage_of
 
 __all__ = ["LLMTransformer", "Payload", "Transform", "decode_body", "load_transform"]
 

@@ -83,6 +83,13 @@ _PAIR: Final = re.compile(
     (?P<value>(?(quote)[^"'\r\n]+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+)))
     """
 )
+# Query parameters whose short names carry credentials in URLs (`?key=` for Google APIs,
+# `?token=`, `?auth=`, `?sig=` for signed URLs): too common as words to be names everywhere,
+# so they count only right after `?` or `&`.
+_QUERY_PAIR: Final = re.compile(
+    r"(?i)(?P<head>[?&](?:key|token|auth|sig|signature|x-amz-signature|x-amz-credential)=)"
+    r"(?P<value>[^&#\s\"'<>]+)"
+)
 _SECRET_KEY: Final = re.compile(rf"(?i)^{_SECRET_NAME}$")
 # Finds a credential name in lower-cased text: a case-sensitive search is ~8x cheaper than the
 # case-insensitive `_PAIR`, so prose that merely says "tokens" or "keys" is spared that scan.
@@ -249,6 +256,8 @@ class Redactor:
         lowered = text.lower()
         if _may_hold_pair(lowered) and _NAME.search(lowered):
             text = _PAIR.sub(lambda m: m.group("head") + MASK, text)
+        if "=" in text and ("?" in text or "&" in text):
+            text = _QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
         return text
 
     def body(self, data: bytes | None) -> bytes | None:

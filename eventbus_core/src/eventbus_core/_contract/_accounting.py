@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from eventbus_core._contract_base import ContractBase, make_event
+import time
+
+from eventbus_core._contract._base import ContractBase, make_event
 
 __all__ = ["AccountingContract"]
 
@@ -25,10 +27,18 @@ class AccountingContract(ContractBase):
         with self.bus(buffer_size=size) as bus:
             sub = bus.subscribe()  # never read
             deepest = 0
+            slowest = 0.0
             for i in range(attempts):
-                bus.publish(make_event(i))
+                event = make_event(i)
+                began = time.perf_counter()
+                bus.publish(event)
+                slowest = max(slowest, time.perf_counter() - began)
                 if i % 16 == 0:
                     deepest = max(deepest, bus.stats().queue_depth)
+            assert slowest < self.publish_bound, (
+                f"one publish() took {slowest:.3f} s with its buffer full: publish must drop "
+                f"(and count) instead of waiting (bound: publish_bound = {self.publish_bound} s)"
+            )
             self.settle(bus)
             running = bus.stats()
             assert running.published + running.dropped == attempts

@@ -2,7 +2,7 @@
 
 `simulate()` is the proxy side (threads publishing one event per request), shared by both modes
 of `eventbus demo`; `run_demo()` is the in-process mode (memory bus, a consumer thread). The
-multi-process mode for Redis is in `_demo_redis.py`.
+multi-process mode for Redis is in `_demo/_shared.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from eventbus_core._bus import EventBus
-from eventbus_core._demo_report import DemoReport
+from eventbus_core._demo._report import DemoReport
 from eventbus_core._event import Event
 
 __all__ = [

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core._redact import Redactor
-from eventbus_core._transform import LLMTransformer, Payload, Transform
+from eventbus_core.redact._redact import Redactor
+from eventbus_core.transform._llm import LLMTransformer, Payload, Transform
 
 if TYPE_CHECKING:
     from eventbus_core._settings import EventBusSettings
@@ -42,7 +42,7 @@ class PayloadPreparer:
     def from_settings(cls, settings: EventBusSettings) -> PayloadPreparer:
         """The transformer and redaction `eventbus dispatch` uses for `settings`
         (`EVENTBUS_TRANSFORMER`, `EVENTBUS_BODY_*`, `EVENTBUS_REDACT*`)."""
-        from eventbus_core._dispatch_setup import redactor_from_settings, transform_from_settings
+        from eventbus_core.dispatch._setup import redactor_from_settings, transform_from_settings
 
         return cls(transform_from_settings(settings), redactor_from_settings(settings))
 

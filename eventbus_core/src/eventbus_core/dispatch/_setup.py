@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from eventbus_core._deadletter import JsonlDeadLetter
 from eventbus_core._factory import create_bus
 from eventbus_core._plugins import PluginRegistry, get_registry
-from eventbus_core._redact import NO_REDACTION, Redactor
-from eventbus_core._retry import RetryPolicy
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_options_from_env
-from eventbus_core._transform import LLMTransformer, Transform, load_transform
+from eventbus_core.dispatch._deadletter import JsonlDeadLetter
+from eventbus_core.dispatch._retry import RetryPolicy
+from eventbus_core.redact._redact import NO_REDACTION, Redactor
+from eventbus_core.transform._llm import LLMTransformer, Transform, load_transform
 
 __all__ = [
     "build_sinks",

@@ -8,7 +8,7 @@ import unittest
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from eventbus_core._contract_base import ContractBase, make_event
+from eventbus_core._contract._base import ContractBase, make_event
 from eventbus_core._event import Event
 from eventbus_core._subscription import SubscriptionClosed
 from eventbus_core.capabilities import Flushable, capability

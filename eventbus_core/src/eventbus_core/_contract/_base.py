@@ -1,6 +1,6 @@
 """Plumbing of the backend contract suite: the knobs, the bus factory and bounded helpers.
 
-The tests themselves are in `_contract_delivery.py` and `_contract_accounting.py`; backends
+The tests themselves are in `_delivery.py` and `_accounting.py`; backends
 subclass `eventbus_core.testing.BusContractTests`, which combines them.
 """
 
@@ -42,6 +42,10 @@ class ContractBase:
     receive_timeout: float = 10.0
     stop_timeout: float = 5.0
     stop_slack: float = 3.0
+    # The slowest single publish() call the suite accepts. publish() must not wait for I/O or
+    # for room in a buffer; this bound is generous (a GC pause or a busy machine fits in it)
+    # and a publish that does a network round trip under a fault does not.
+    publish_bound: float = 0.25
     in_process: bool | None = None
 
     def make_bus(self, buffer_size: int) -> EventBus:

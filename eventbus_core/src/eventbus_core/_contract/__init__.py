@@ -1,0 +1,1 @@
+"""The backend contract suite; the public entry point is `eventbus_core.testing`."""

@@ -1,0 +1,1 @@
+"""Redaction: secrets masked in events and payloads before anything leaves the process."""

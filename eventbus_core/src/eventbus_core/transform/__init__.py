@@ -1,0 +1,1 @@
+"""The transformer: an `Event` turned into the payload observability tools understand."""
