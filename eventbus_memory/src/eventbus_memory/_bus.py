@@ -103,6 +103,7 @@ class InMemoryEventBus(BaseEventBus):
         if type(self).publish is InMemoryEventBus.publish:  # not overridden by a subclass
             # The hot path is the batcher's own bound method: one Python call per event, not two.
             self.publish = self._batcher.publish  # type: ignore[method-assign,assignment]
+        self._batcher.start()  # the thread path starts its thread now; the others wait
 
     def _after_fork_in_child(self, parent_held: int) -> None:
         """Give a forked child (gunicorn --preload, multiprocessing) a working bus of its own.

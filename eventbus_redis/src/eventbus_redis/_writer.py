@@ -1,12 +1,13 @@
-"""`BatchWriter`: the bounded buffer and background thread behind both Redis backends' publish().
+"""`BatchWriter`: what both Redis backends' publish() feeds, drained in batches by a thread.
 
-`publish()` appends to a deque and returns; it only wakes the writer when the writer sleeps
-after a quiet spell or when the buffer passes half full (waking a thread per event would cost
-more than the append). The writer takes everything buffered, up to `max_batch`, and hands it to
-the backend's sink: one round trip per batch, with the next batch encoded while Redis works on
-the previous one. While Redis is down the writer keeps its batch, waits with capped exponential
-backoff and jitter, and retries; meanwhile the buffer fills and further events are refused and
-counted, so publish() stays as cheap as ever.
+The buffer, its accounting, the wake protocol (a wake only when the writer sleeps after a quiet
+spell or the buffer passes half full), flush and the stop deadline are the batching core's
+(`eventbus_core.batching.Batcher`, thread path: each batch is a network round trip). This
+module is the writer's cycle: take up to `max_batch`, hand it to the backend's sink (one round
+trip per batch, with the next batch encoded while Redis works on the previous one). While Redis
+is down the writer keeps its batch, waits with capped exponential backoff and jitter, and
+retries; meanwhile the buffer fills and further events are refused and counted, so publish()
+stays as cheap as ever.
 
 Accounting: every event `publish()` accepted is, in the end, written or lost (given up at
 `close()`'s deadline), never both: `written + lost == published` once closed. `written` is what
@@ -21,13 +22,12 @@ leaves what the parent had not written yet to the parent (`left_to_parent`, see
 from __future__ import annotations
 
 import threading
-import time
-from collections import deque
 from typing import Any, Final
 
 import redis
 
 from eventbus_core import Event, get_logger
+from eventbus_core.batching import Batcher
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._config_errors import is_wrong_type
 from eventbus_redis._sink import Prepared, ScriptSink
@@ -36,7 +36,6 @@ __all__ = ["BatchWriter"]
 
 log = get_logger("eventbus.redis")
 
-_DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 _CUT_BEFORE: Final = 0.1  # seconds before close()'s deadline at which a blocked write is cut
 # What a failed write or reply may raise that the synchronous path retries and reports. Anything
 # else is a bug: logged (once) with its traceback, then retried the same way.
@@ -48,7 +47,8 @@ class BatchWriter:
 
     Args:
         sink: Encodes and writes batches (one round trip each); a failed batch is retried.
-        buffer_size: Events held before `publish()` refuses (and counts) more.
+        buffer_size: Events held before `publish()` refuses (and counts) more; the batches
+            being written count too.
         max_batch: Most events per round trip.
         linger: Seconds the writer waits for more events while traffic flows. Long on purpose:
             every wake-up of this thread takes the GIL from the application's event loop, and
@@ -84,87 +84,57 @@ class BatchWriter:
         # Up to two batches are out of the buffer at once (one in Redis, one being encoded):
         # keep them to half the bound, so publishers always have room while Redis works.
         self._max_batch = max(1, min(max_batch, buffer_size // 4))
-        self._linger = linger
         self._backoff = backoff or Backoff()
-        self._name = name
         self._wrong_type = wrong_type
-        self._buffer: deque[Event] = deque()
-        self._high_water = max(1, buffer_size // 2)
-        self._closed = False
-        self._final = False  # close() settled everything: the thread's late results adjust
-        self._refused = 0
-        self._taken = 0
-        self._done = 0  # taken events whose fate is settled (written, lost, or the parent's)
-        self._written = 0
-        self._lost = 0
         self._in_doubt = 0  # of the lost: in a batch Redis may have applied (reply never read)
         self._in_flight: list[Event] | None = None  # the batch Redis may have, outcome unknown
+        self._sent: tuple[list[Event], Prepared] | None = None  # sent, reply not read yet
         self._left_to_parent = 0
         self._batches = 0
         self._failures = 0
         self._unexpected_logged = False
         self.state = "idle"
         self.last_error: str | None = None
-        self._new_thread_state()
-        self._thread.start()
-
-    def _new_thread_state(self) -> None:
-        self._lock = threading.Lock()  # guards the counters below and taking from the buffer
         self._abort = threading.Event()  # close()'s deadline is near: give up what is left
-        self._wake = threading.Event()
-        self._sleeping = False
-        self._kicked = False
-        self._done_cond = threading.Condition(threading.Lock())
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._batcher = Batcher(
+            self,
+            buffer_size=buffer_size,
+            linger=linger,
+            path="thread",  # each cycle is a blocking round trip: never on an event loop
+            label="eventbus redis writer",
+            thread_name=name,
+            bound_in_flight=True,
+            on_thread_exit=sink.reset,
+            on_fork_in_child=self._after_fork_reset,
+            register_fork=False,  # the bus calls the fork hooks, in its own order
+        )
+        # The hot path: buffer `event` and return at once; count it as dropped if full.
+        self.publish = self._batcher.publish
+        self._batcher.start()
 
-    # ------------------------------------------------------------------------------ hot path
+    @property
+    def _lock(self) -> threading.Lock:
+        """Guards the counters and taking from the buffer (the batcher's)."""
+        return self._batcher.lock
 
-    def publish(self, event: Event) -> None:
-        """Buffer `event` and return at once; count it as dropped if the buffer is full."""
-        buf = self._buffer
-        depth = len(buf)
-        # The batch being written counts too: at most `buffer_size` events wait in memory.
-        if self._closed or depth + self._taken - self._done >= self.buffer_size:
-            with self._lock:
-                self._refused += 1
-            return
-        buf.append(event)
-        if self._sleeping or (depth >= self._high_water and not self._kicked):
-            self._kick()
+    # ---------------------------------------------------------------------------- the cycle
 
-    def _kick(self) -> None:
-        self._kicked = True
-        self._sleeping = False
-        self._wake.set()
+    def cycle(self) -> bool:
+        """One round (`BatchClient`): take and encode a batch, read the reply to the batch sent
+        last time, send the new one."""
+        _first, batch = self._batcher.take(self._max_batch)
+        prepared = self._prepare(batch) if batch else None
+        sent, self._sent = self._sent, None
+        if sent is not None:
+            self._finish(*sent)
+        if batch and prepared is not None:
+            self._sent = self._send(batch, prepared)
+            return True
+        return sent is not None
 
-    # ---------------------------------------------------------------------------- the thread
-
-    def _run(self) -> None:
-        last_activity = time.monotonic()
-        sent: tuple[list[Event], Prepared] | None = None  # sent, reply not read yet
-        while True:
-            batch = self._take()
-            prepared = self._prepare(batch) if batch else None
-            if sent is not None:
-                self._finish(*sent)
-                sent = None
-            if batch and prepared is not None:
-                sent = self._send(batch, prepared)
-                last_activity = time.monotonic()
-                continue
-            if self._closed:
-                self._sink.reset()
-                self._notify_done()
-                return
-            self._notify_done()
-            if time.monotonic() - last_activity >= _DEEP_SLEEP_AFTER:
-                self._deep_sleep()
-                last_activity = time.monotonic()
-                continue
-            self._wake.clear()
-            self._kicked = False
-            if not self._buffer and not self._closed:
-                self._wake.wait(self._linger)
+    def next_due(self, now: float) -> float | None:
+        """At once while a reply is unread (`BatchClient`); else nothing is due."""
+        return 0.0 if self._sent is not None else None
 
     def _prepare(self, batch: list[Event]) -> Prepared | None:
         try:
@@ -207,28 +177,6 @@ class BatchWriter:
                 exc_info=exc,
             )
 
-    def _deep_sleep(self) -> None:
-        # publish() appends first and checks _sleeping after: one side always sees the other.
-        self._wake.clear()
-        self._sleeping = True
-        if self._buffer or self._closed:
-            self._sleeping = False
-            return
-        self._wake.wait()
-        self._sleeping = False
-
-    def _take(self) -> list[Event]:
-        buf = self._buffer
-        if not buf:
-            return []
-        popleft = buf.popleft
-        with self._lock:
-            if self._final:
-                return []
-            batch = [popleft() for _ in range(min(len(buf), self._max_batch))]
-            self._taken += len(batch)
-        return batch
-
     def _deliver(self, batch: list[Event], prepared: Prepared) -> None:
         """Write `batch` synchronously, retrying through outages until written or given up."""
         while True:
@@ -267,30 +215,20 @@ class BatchWriter:
 
     def _settle(self, batch: list[Event], *, written: bool) -> None:
         n = len(batch)
-        with self._lock:
+        with self._batcher.lock:
             doubt = batch is self._in_flight
             if doubt:
                 self._in_flight = None
-            if self._final:
+            late = self._batcher.settle_locked(n, delivered=written)
+            if written:
+                self._batches += 1
+            if late:
                 # close() already counted this batch as lost (and in doubt, as it was in
                 # flight): its reply came in after all.
-                if written:
-                    self._lost -= n
-                    self._in_doubt -= n if doubt else 0
-                    self._written += n
-                    self._batches += 1
-                return
-            self._done += n
-            if written:
-                self._written += n
-                self._batches += 1
-            else:
-                self._lost += n
-                self._in_doubt += n if doubt else 0
-
-    def _notify_done(self) -> None:
-        with self._done_cond:
-            self._done_cond.notify_all()
+                if written and doubt:
+                    self._in_doubt -= n
+            elif not written and doubt:
+                self._in_doubt += n
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -299,20 +237,7 @@ class BatchWriter:
 
         Events given up on at stop count as settled, so this never waits for them.
         """
-        with self._lock:
-            target = self._taken + len(self._buffer)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._done_cond:
-            while self._done < target and not self._final:
-                if not self._thread.is_alive():
-                    break
-                self._kick()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                # Short waits: the writer's notify can race with our check.
-                self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
-        return self._done >= target or self._final
+        return self._batcher.flush(timeout)
 
     def close(self, deadline: float) -> None:
         """Refuse new events; write what was accepted until `deadline` (`time.monotonic()`);
@@ -321,46 +246,39 @@ class BatchWriter:
         Batches sent from now on cannot be applied by Redis after the deadline (the lease). A
         write still blocked shortly before it has its connection cut, so the thread ends.
         """
-        self._closed = True
         self._sink.lease.deadline = deadline
-        self._kick()
-        if threading.current_thread() is not self._thread:
-            cut_at = deadline - min(_CUT_BEFORE, max(0.0, deadline - time.monotonic()) / 4)
-            self._thread.join(max(0.0, cut_at - time.monotonic()))
-            if self._thread.is_alive():
-                self._abort.set()
-                self._sink.cut()
-                self._thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            self._final = True
-            self._taken += len(self._buffer)
-            self._buffer.clear()
-            self._lost += self._taken - self._done
+
+        def cut() -> None:
+            self._abort.set()
+            self._sink.cut()
+
+        self._batcher.close(deadline, cut=cut, cut_before=_CUT_BEFORE)
+
+        def count_in_flight() -> None:
             # A batch still in flight: Redis may have applied it before it stopped answering.
             self._in_doubt += len(self._in_flight) if self._in_flight is not None else 0
-            self._done = self._taken
-            lost, in_doubt = self._lost, self._in_doubt
-        self._notify_done()
+
+        lost = self._batcher.finalize(count_in_flight)
         if lost:
             log.warning(
                 "eventbus redis writer stopped with %d event(s) not confirmed written (counted "
                 "in lost; %d of them in a batch Redis may have applied: extra['in_doubt'])",
                 lost,
-                in_doubt,
+                self._in_doubt,
             )
         self.state = "stopped"
 
     @property
     def closed(self) -> bool:
         """True once `close()` was called."""
-        return self._closed
+        return self._batcher.closed
 
     def counts(self) -> tuple[int, int, int]:
         """`(published, dropped, lost)`: accepted, refused, and accepted but given up."""
-        with self._lock:
+        b = self._batcher
+        with b.lock:
             # After close(), an event a racing publish() slipped in is given up as well.
-            late = len(self._buffer) if self._final else 0
-            return self._taken + len(self._buffer), self._refused, self._lost + late
+            return b.accepted, b.refused, b.lost + b.late()
 
     def figures(self) -> dict[str, Any]:
         """Writer figures for `stats().extra`."""
@@ -368,7 +286,7 @@ class BatchWriter:
             "state": self.state,
             "connected": self.state == "connected",
             "last_error": self.last_error,
-            "written": self._written,
+            "written": self._batcher.delivered,
             "in_doubt": self._in_doubt,
             "batches": self._batches,
             "write_failures": self._failures,
@@ -378,41 +296,37 @@ class BatchWriter:
 
     def queue_depth(self) -> int:
         """Accepted events not yet written (nor given up)."""
-        return 0 if self._final else len(self._buffer) + self._taken - self._done
+        return self._batcher.pending()
 
     # ---------------------------------------------------------------------------------- fork
 
     def before_fork(self) -> None:
         """Hold the counters' lock across `fork()`, so the child never sees a batch half taken
         from the buffer (and not yet counted). Bounded: a fork never waits long for it."""
-        self._fork_locked = self._lock.acquire(timeout=1.0)
+        self._batcher.before_fork()
 
     def after_fork_in_parent(self) -> None:
         """Release what `before_fork()` took."""
-        if getattr(self, "_fork_locked", False):
-            self._fork_locked = False
-            self._lock.release()
+        self._batcher.after_fork_in_parent()
 
     def after_fork_in_child(self) -> None:
         """Give a forked child (gunicorn --preload, multiprocessing) a writer of its own.
 
         Only the forking thread survives a fork: the writer thread is gone, and any lock held
-        at the fork stays locked. Both are rebuilt, and the connection is forgotten (it is the
-        parent's). What the parent had accepted and not written yet (its buffer, the batch it
-        was writing) is the parent's to write: the child drops its copies, so nothing is written
-        twice, and counts them in `written` (the parent's figures account for them) and in
-        `left_to_parent`, so `written + lost == published` holds in the child too.
+        at the fork stays locked. Both are rebuilt (the next publish() starts a thread), and
+        the connection is forgotten (it is the parent's). What the parent had accepted and not
+        written yet (its buffer, the batch it was writing) is the parent's to write: the child
+        drops its copies, so nothing is written twice, and counts them in `written` (the
+        parent's figures account for them) and in `left_to_parent`, so
+        `written + lost == published` holds in the child too.
         """
-        self._fork_locked = False
-        parent_held = len(self._buffer) + self._taken - self._done
-        self._taken += len(self._buffer)
-        self._buffer.clear()
-        self._done = self._taken
-        self._in_flight = None  # the parent's
-        self._written += parent_held
+        self._batcher.after_fork_in_child()
+
+    def _after_fork_reset(self, parent_held: int) -> None:
         self._left_to_parent += parent_held
+        self._in_flight = None  # the parent's
+        self._sent = None
+        self._abort = threading.Event()
         self._sink.after_fork_in_child()
-        self._new_thread_state()
-        if not self._closed:
+        if not self._batcher.closed:
             self.state = "idle"
-            self._thread.start()

@@ -122,6 +122,13 @@ class Batcher:
         if register_fork:
             _LIVE.add(self)
 
+    def start(self) -> None:
+        """Start the drainer thread now when `path` is `thread` (else the first publish() chooses
+        the driver). Call it once what `cycle()` uses is set up: a thread that is asleep when
+        the first events come takes them in one batch."""
+        if self.path == "thread" and not self._closed and self._driver is None:
+            self._select()
+
     def _new_sync_state(self) -> None:
         self.lock = threading.Lock()  # guards the counters and taking from the buffer
         # Held for each drain cycle, whoever runs it (the thread, the loop, an inline flush).
@@ -462,6 +469,7 @@ class Batcher:
         self._new_sync_state()
         if self._on_fork_in_child is not None:
             self._on_fork_in_child(parent_held)
+        self.start()
 
 
 def _thread_driver_type() -> type[ThreadDriver]:
