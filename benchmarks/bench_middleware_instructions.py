@@ -1,0 +1,122 @@
+"""Instructions per request of the middleware benchmark's app, called in process, under callgrind.
+
+`bench_middleware.py` measures a real server, whose figures move with whatever else the machine
+runs. This counts CPU instructions instead, which do not: the Starlette app of each variant
+(`_bench_apps.py`, endpoint `minimal`) is called directly in one event loop, `n` and `2 n`
+times, under `valgrind --tool=callgrind`, and the difference is divided by `n`. Everything the
+process does per request is counted, on every thread: the middleware, the bus's drain and
+fan-out, the consumer (a thread for `memory`, a task for `memory-asyncio`), and the hand-overs
+between threads. Every 20 requests the loop sleeps 0.5 ms, as a server between bursts.
+
+    .venv/bin/python benchmarks/bench_middleware_instructions.py      # needs valgrind
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _bench_apps import PATH, build_app, request_body
+
+VARIANTS = ("plain", "null", "memory", "memory-asyncio")
+
+
+def _serve_in_process(variant: str, n: int) -> None:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+    body = request_body("minimal")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    async def startup(app: Any) -> asyncio.Task[None]:
+        messages = iter([{"type": "lifespan.startup"}])
+
+        async def lifespan_receive() -> dict[str, Any]:
+            try:
+                return next(messages)
+            except StopIteration:
+                await asyncio.Event().wait()  # shutdown never comes: the run ends first
+                raise
+
+        task = asyncio.create_task(app({"type": "lifespan"}, lifespan_receive, send))
+        await asyncio.sleep(0.01)
+        return task
+
+    async def main() -> None:
+        app, bus = build_app(variant, "minimal", "")
+        lifespan = await startup(app)  # starts the variant's consumer
+        for i in range(n):
+            await app(dict(scope), receive, send)
+            if i % 20 == 0:
+                await asyncio.sleep(0.0005)
+        if hasattr(bus, "flush"):
+            await asyncio.to_thread(bus.flush, 5)
+        lifespan.cancel()
+
+    asyncio.run(main())
+
+
+def _instructions(variant: str, n: int, workdir: str) -> int:
+    out = Path(workdir) / f"callgrind.{variant}.{n}"
+    command = [sys.executable, __file__, "--run", variant, "--n", str(n)]
+    subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+        check=True,
+        capture_output=True,
+    )
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", out.read_text(errors="replace"), re.M)
+    if match is None:
+        raise RuntimeError(f"no instruction total in {out}")
+    return int(match.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=1000, help="requests (default 1000)")
+    parser.add_argument("--run", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        _serve_in_process(args.run, args.n)
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed: apt-get install valgrind")
+        return 1
+    n = args.n
+    print(
+        f"instructions per request, minimal endpoint in process ({n} vs {2 * n}, difference / {n})"
+    )
+    base = 0.0
+    with tempfile.TemporaryDirectory() as workdir:
+        for variant in VARIANTS:
+            once = _instructions(variant, n, workdir)
+            per = (_instructions(variant, 2 * n, workdir) - once) / n
+            base = base or per
+            print(f"  {variant:<15} {per:>10,.0f}  {per / base:5.2f}x plain")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
