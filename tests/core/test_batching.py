@@ -1,0 +1,147 @@
+"""The batching core (`eventbus_core.batching`) on its own, with a recording backend cycle.
+
+The memory bus's tests and the contract suite cover it through a real backend; these pin what
+a backend author relies on: exact accounting, late results after `finalize()`, bounded close
+with a cycle that never ends, and who drains (thread, loop, and the loop's end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from eventbus_core import Event
+from eventbus_core.batching import Batcher, LoopDriver, ThreadDriver
+from eventbus_core.testing import make_event
+
+
+class Recorder:
+    """A backend cycle that takes up to `limit` events and records them as delivered."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.got: list[Event] = []
+        self.threads: set[str] = set()
+        self.batcher: Batcher | None = None
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def cycle(self) -> bool:
+        assert self.batcher is not None
+        _first, batch = self.batcher.take(self.limit)
+        if not batch:
+            return False
+        self.gate.wait(30)
+        self.threads.add(threading.current_thread().name)
+        self.got.extend(batch)
+        self.batcher.settle(len(batch), delivered=True)
+        return True
+
+    def next_due(self, now: float) -> float | None:
+        return None
+
+
+def make(path: str = "auto", buffer_size: int = 100, linger: float = 0.01) -> Recorder:
+    rec = Recorder()
+    rec.batcher = Batcher(
+        rec,
+        buffer_size=buffer_size,
+        linger=linger,
+        path=path,  # type: ignore[arg-type]
+        thread_name="test-drainer",
+    )
+    rec.batcher.start()
+    return rec
+
+
+def test_accounting_is_exact_and_refusals_are_counted() -> None:
+    rec = make("thread", buffer_size=10, linger=5.0)
+    b = rec.batcher
+    assert b is not None
+    results = [b.publish(make_event(i)) for i in range(50)]
+    assert b.flush(5)
+    assert results.count(True) == b.accepted == len(rec.got)
+    assert results.count(False) == b.refused
+    assert b.accepted + b.refused == 50
+    b.close(time.monotonic() + 5)
+    assert b.finalize() == 0
+    assert b.publish(make_event(99)) is False  # closed: refused, never raised
+
+
+def test_a_late_result_moves_from_lost_to_delivered() -> None:
+    rec = make("thread")
+    b = rec.batcher
+    assert b is not None
+    rec.gate.clear()  # the cycle holds its batch
+    for i in range(3):
+        b.publish(make_event(i))
+    deadline = time.monotonic() + 10
+    while b.taken < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    b.close(time.monotonic() + 0.05, cut=lambda: None)  # a cut: the thread is not abandoned
+    assert b.finalize() == 3  # in flight at the deadline: lost
+    rec.gate.set()  # its result comes after all
+    deadline = time.monotonic() + 10
+    while b.delivered < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert (b.lost, b.delivered) == (0, 3)
+
+
+def test_close_is_bounded_when_a_cycle_never_ends() -> None:
+    rec = make("thread")
+    b = rec.batcher
+    assert b is not None
+    rec.gate.clear()
+    b.publish(make_event(0))
+    while b.taken < 1:
+        time.sleep(0.005)
+    b.publish(make_event(1))  # still buffered
+    started = time.monotonic()
+    assert b.close(time.monotonic() + 0.2) is False
+    assert time.monotonic() - started < 5
+    assert b.abandoned
+    rec.gate.set()
+
+
+def test_a_publish_outside_any_loop_starts_a_thread() -> None:
+    rec = make()
+    b = rec.batcher
+    assert b is not None
+    b.publish(make_event(0))
+    assert isinstance(b._driver, ThreadDriver)
+    assert b.flush(5)
+    assert rec.threads == {"test-drainer"}
+    b.close(time.monotonic() + 5)
+    b.finalize()
+
+
+def test_a_publish_on_a_loop_drains_there_and_the_loop_end_hands_over() -> None:
+    rec = make(linger=30.0)  # the loop's timer would not fire during the run
+    b = rec.batcher
+    assert b is not None
+
+    async def main() -> None:
+        b.publish(make_event(0))
+        assert isinstance(b._driver, LoopDriver)
+        for i in range(1, 60):  # past half full: drained by call_soon, on the loop
+            b.publish(make_event(i))
+        await asyncio.sleep(0.05)
+        assert len(rec.got) >= 50
+        assert rec.threads == {threading.current_thread().name}
+        b.publish(make_event(60))  # left for the loop's end
+
+    asyncio.run(main())
+    assert b.flush(5)
+    assert len(rec.got) == 61  # the thread that took over drained the last one
+    b.close(time.monotonic() + 5)
+    assert b.finalize() == 0
+
+
+def test_bad_path_names_the_setting() -> None:
+    with pytest.raises(ValueError, match="EVENTBUS_PUBLISH_PATH"):
+        Batcher(Recorder(), buffer_size=10, linger=0.01, path="fast")  # type: ignore[arg-type]
