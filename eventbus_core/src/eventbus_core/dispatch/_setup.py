@@ -110,7 +110,7 @@ def dispatcher_arguments(
         "transform": transform_from_settings(settings),
         "redactor": redactor_from_settings(settings),
         "group_mode": mode,
-        "group": settings.redis_group,
+        "group": None,  # the bus's own default group (ConsumerGroups.default_group)
         "consumer_name": settings.consumer_name,
         "shutdown_timeout": settings.shutdown_timeout,
         "stats_interval": settings.stats_interval,
