@@ -58,7 +58,7 @@ class SqliteEventBus(BaseEventBus):
         self._buffer: deque[Event] = deque()
         self._cond = threading.Condition()
         self._accepted = self._dropped = self._written = self._lost = 0
-        self._closing = self._closed = False
+        self._closing = self._closed = self._drained = False
         self._subs: list[tuple[Subscription, list[int]]] = []  # with its position (LogID)
         self._ended: list[Subscription] = []
         self._writer = threading.Thread(target=self._write_loop, daemon=True)
@@ -81,6 +81,8 @@ class SqliteEventBus(BaseEventBus):
         conn = None
         while True:
             with self._cond:
+                if self._closed:  # stop(): the time is up, what is left is lost
+                    return
                 if not self._buffer:
                     if self._closing:
                         return
@@ -146,7 +148,7 @@ class SqliteEventBus(BaseEventBus):
         while True:
             with self._cond:
                 subs = list(self._subs)
-                final = self._closed
+                final = self._drained  # the writer is done: this pass reads the last events
             for sub, position in subs:
                 try:
                     conn = conn or self._db.connect()
@@ -179,10 +181,12 @@ class SqliteEventBus(BaseEventBus):
         wait = self.stop_timeout if timeout is None else timeout
         self.flush(wait)
         with self._cond:
+            self._closed = True  # the writer finishes the batch in hand, then ends
+        self._writer.join(1.0)
+        with self._cond:
             self._lost += len(self._buffer)  # what the time did not allow
             self._buffer.clear()
-            self._closed = True
-        self._writer.join(1.0)
+            self._drained = True
         self._follower.join(max(1.0, wait))
 
     def stats(self) -> BusStats:
