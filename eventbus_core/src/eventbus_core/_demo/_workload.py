@@ -2,7 +2,7 @@
 
 `simulate()` is the proxy side (threads publishing one event per request), shared by both modes
 of `eventbus demo`; `run_demo()` is the in-process mode (memory bus, a consumer thread). The
-multi-process mode for Redis is in `_demo/_shared.py`.
+multi-process mode of shared backends is in `_demo/_shared.py`.
 """
 
 from __future__ import annotations

@@ -103,9 +103,7 @@ class SqliteEventBus(BaseEventBus):
                     )
             except OSError as exc:  # BackendUnavailableError: keep the batch, try again
                 log.warning("%s", exc)
-                if self._closed:
-                    return
-                time.sleep(0.1)
+                time.sleep(0.1)  # stop() ends this loop at the top once its time is up
                 continue
             with self._cond:
                 for _ in batch:
