@@ -43,8 +43,8 @@ class Dispatcher:
 
     Args:
         source: A bus, a `Subscription`, an `AckableSource`, or `{sink name: AckableSource}`.
-            A bus gets one subscription (or Redis-streams consumer group `GROUP:SINK`) per sink
-            in `per-sink` mode, a single one in `shared` mode.
+            A bus gets one subscription (or, with `ConsumerGroups`, consumer group `GROUP:SINK`)
+            per sink in `per-sink` mode, a single one in `shared` mode.
         sinks: The sinks (each with a unique `name`).
         batch_size: Most events per `send()` (Go original: 100).
         flush_interval: Seconds the first event of a partial batch waits at most (Go: 5).
@@ -66,7 +66,8 @@ class Dispatcher:
             None (the default) means the default `Redactor()` rules; opting out is explicit:
             `redactor=NO_REDACTION`. Its extra patterns also apply to log lines.
         group_mode: How a bus is read (see `GroupMode`).
-        group: Base consumer-group name for Redis streams (default: the bus's group).
+        group: Base consumer-group name on a bus with `ConsumerGroups` (default: the bus's
+            `default_group`).
         consumer_name: Consumer name within the group (default: the backend's choice).
         shutdown_timeout: Seconds the dispatcher takes at most, once stopped, to send what it
             holds; the rest is handed back unacknowledged (or dead-lettered, for memory).
