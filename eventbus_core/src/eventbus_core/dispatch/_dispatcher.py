@@ -21,7 +21,6 @@ from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
 from eventbus_core._source import AckableSource, SubscriptionSource
-from eventbus_core._subscription import Subscription
 from eventbus_core.dispatch._deadletter import DeadLetter
 from eventbus_core.dispatch._lane import Lane
 from eventbus_core.dispatch._payload import PayloadPreparer
@@ -211,9 +210,8 @@ class Dispatcher:
         sinks = {w.name: w.snapshot() for w in self.workers}
         dropped = self._source_dropped
         for lane in self._lanes:
-            sub = getattr(lane.source, "subscription", None)
-            if isinstance(sub, Subscription):
-                dropped += sub.dropped
+            if isinstance(lane.source, SubscriptionSource):
+                dropped += lane.source.subscription.dropped
         return DispatcherStats(
             sinks=sinks,
             read=sum(lane.read for lane in self._lanes),
@@ -303,8 +301,8 @@ class Dispatcher:
 
     async def _close(self) -> None:
         for lane in self._lanes:
-            sub = getattr(lane.source, "subscription", None)
-            if isinstance(sub, Subscription) and sub.qsize():
+            sub = lane.source.subscription if isinstance(lane.source, SubscriptionSource) else None
+            if sub is not None and sub.qsize():
                 self._source_dropped += sub.qsize()
                 log.warning("lane %s: %d buffered events were never read", lane.name, sub.qsize())
             await lane.close()
