@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,7 @@ from eventbus_core import (
     Dispatcher,
     JsonlDeadLetter,
     MemoryDeadLetter,
+    PermanentSinkError,
     RetryPolicy,
     Subscription,
 )
@@ -392,3 +395,22 @@ def test_dispatch_setup_does_not_import_the_dispatcher() -> None:
     }
     assert "eventbus_core.dispatch._dispatcher" not in imported
     assert not any(m.startswith("eventbus_core.dispatch._payload") for m in imported)
+
+
+async def test_dead_letter_error_type_is_the_metric_label() -> None:
+    class Refusing:
+        name = "refusing"
+
+        async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+            raise PermanentSinkError("HTTP 400: bad request", error_type="400")
+
+        async def close(self) -> None:
+            pass
+
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(make_events(3)), [Refusing()], batch_size=10, flush_interval=0.01, dead_letter=dl
+    )
+    stats = await d.run()
+    assert {r["error_type"] for r in dl.records} == {"400"}
+    assert dict(stats.sinks["refusing"].failed_by_type) == {"400": 1}

@@ -252,6 +252,7 @@ async def test_endpoint_headers_and_service_come_from_the_otel_variables(
         request = rx.requests[1]
         assert request.path == "/traces-only"
         assert (request.headers["x-tenant"], request.headers["x-team"]) == ("beta", "red")
+        assert request.headers["authorization"] == "Basic abc"  # merged by name, not replaced
         resource = attrs(
             decode(request.body, request.headers).resource_spans[0].resource.attributes
         )

@@ -132,3 +132,13 @@ def test_a_bug_in_the_fast_path_is_logged_once_not_swallowed(
     assert len(errors) == 1 and "TypeError" in errors[0].getMessage()
     # The scrubbing filter turns the traceback into (scrubbed) text.
     assert "Traceback" in (errors[0].exc_text or "")
+
+
+def test_stats_repr_shows_lost_once_and_extra_keeps_it(fake: redis.Redis, prefix: str) -> None:
+    bus = RedisEventBus(fake, f"{prefix}:repr")
+    bus.publish(make_event(1))
+    bus.stop(0)
+    stats = bus.stats()
+    assert stats.extra["lost"] == stats.lost  # documented in docs/operations.md
+    assert repr(stats).count("lost=") == 1
+    assert repr(stats).count("in_doubt=") == 1

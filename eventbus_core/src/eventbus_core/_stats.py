@@ -91,9 +91,15 @@ class BusStats(tuple[int, int]):
         }
 
     def __repr__(self) -> str:
+        # A backend may repeat a figure in `extra` for readers of `extra` (Redis's "lost"): shown
+        # once, unless the two disagree.
+        shown = {"published": self.published, "dropped": self.dropped, "lost": self.lost}
+        shown["queue_depth"] = self.queue_depth
         return (
             f"BusStats(published={self.published}, dropped={self.dropped}, lost={self.lost}, "
             f"queue_depth={self.queue_depth}, subscribers={len(self.subscribers)}"
-            + "".join(f", {k}={v!r}" for k, v in self.extra.items())
+            + "".join(
+                f", {k}={v!r}" for k, v in self.extra.items() if k not in shown or v != shown[k]
+            )
             + ")"
         )

@@ -37,6 +37,7 @@ from eventbus_redis._client import (
     describe_client,
     ttl_seconds,
 )
+from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
 from eventbus_redis._lifecycle import RedisBusLifecycle
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._reachable import check_reachable
@@ -121,6 +122,7 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
             buffer_size=buffer_size,
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{key}]",
+            wrong_type=wrong_type_hint(key, "EVENTBUS_REDIS_KEY"),
         )
         self._track_forks()
 
@@ -163,6 +165,7 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         )
         bus._owns_client = True
         bus._layout = RedisLayout.from_settings(settings)
+        bus._url_source = settings.redis_url_source
         return bus
 
     def check(self, timeout: float = 2.0) -> None:
@@ -171,7 +174,7 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         Raises:
             BackendUnavailableError: it does not; the message says where, without the password.
         """
-        check_reachable(self._client, timeout)
+        check_reachable(self._client, timeout, self._url_source)
 
     # -------------------------------------------------------------------------- publishing
 
@@ -218,10 +221,13 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         """Return the events at list indexes `start..end` (LRANGE), newest first.
 
         Entries that do not decode are skipped and counted in `stats().extra["undecodable"]`.
-        Works after `stop()`. Raises redis-py's errors if Redis cannot be reached.
+        Works after `stop()`. Raises redis-py's errors if Redis cannot be reached, and
+        `SettingsError` if the key holds another type of value (naming `EVENTBUS_REDIS_KEY`).
         """
         events: list[Event] = []
-        for raw in self._client.lrange(self.key, start, end):
+        with self._wrong_type():
+            raws = self._client.lrange(self.key, start, end)
+        for raw in raws:
             try:
                 events.append(Event.from_json(raw))
             except WireFormatError:
@@ -229,8 +235,17 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         return events
 
     def event_count(self) -> int:
-        """Return the number of events in the list (LLEN). Works after `stop()`."""
-        return int(self._client.llen(self.key))
+        """Return the number of events in the list (LLEN). Works after `stop()`.
+
+        Raises:
+            SettingsError: the key holds another type of value (names `EVENTBUS_REDIS_KEY`).
+        """
+        with self._wrong_type():
+            return int(self._client.llen(self.key))
+
+    def _wrong_type(self) -> contextlib.AbstractContextManager[None]:
+        """A WRONGTYPE reply becomes a `SettingsError` naming `EVENTBUS_REDIS_KEY`."""
+        return reporting_wrong_type(self._client, [self.key, self.seq_key], "EVENTBUS_REDIS_KEY")
 
     # ------------------------------------------------------------------------ subscriptions
 
@@ -239,15 +254,22 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
     ) -> RedisSubscription:
         """Return a subscription to every event appended to the log from now on, by anyone.
 
-        Events arrive in LogID order; a subscriber in another process sees the same. If the
+        Events this bus accepted before are not delivered: the writer writes them first (it
+        waits at most 1 s for that, and not at all while Redis is failing; then the subscription
+        may receive those it had not written yet). Events arrive in LogID order; a subscriber
+        in another process sees the same. If the
         log was trimmed past what it had read, or Redis lost its data, the subscription records
         a `Gap` in `sub.gaps` (and counts known misses in `sub.trimmed`).
+
+        Raises:
+            SettingsError: the key holds another type of value (names `EVENTBUS_REDIS_KEY`).
         """
         sub = RedisSubscription(
             check_buffer_size(buffer_size, self.buffer_size),
             name=name,
             on_close=self._unsubscribe,
         )
+        self._write_accepted()
         with self._subs_lock:
             if self._stopped:
                 sub.finish()
@@ -264,7 +286,7 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
                 )
             start: int | None = None  # Redis is down: start from "now" once it answers
             extra: dict[str, Any] = {}
-            with contextlib.suppress(*TRANSIENT_ERRORS):
+            with contextlib.suppress(*TRANSIENT_ERRORS), self._wrong_type():
                 start, extra = self._tailer.now()
             self._tailer.add(sub, start, extra)
         return sub
@@ -283,9 +305,10 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
         the calling thread, so it returns in time whatever state Redis is in.
 
-        Accepted events still unwritten when the time runs out are counted in
-        `stats().lost`; Redis refuses them later (see docs/backends/redis.md, "stop() and
-        lost").
+        Accepted events Redis had not confirmed when the time runs out are counted in
+        `stats().lost`; those of a batch Redis may have applied without the writer reading its
+        reply are also counted in `extra["in_doubt"]`. Redis refuses the rest, even later (see
+        docs/backends/redis.md, "stop() and lost").
         """
         self._stop_within(timeout)
 

@@ -14,15 +14,23 @@ from redis.retry import Retry
 
 from eventbus_core import BackendUnavailableError
 from eventbus_redis._client import describe_client, safe_error
+from eventbus_redis._config_errors import database_error
 
 __all__ = ["check_reachable"]
 
 
-def check_reachable(client: Any, timeout: float) -> None:
+def check_reachable(client: Any, timeout: float, source: str | None = None) -> None:
     """Connect to where `client` points (authenticating and selecting its database, as it
     would) and PING, each step bounded by `timeout` seconds; then hang up.
 
+    Args:
+        client: The bus's client.
+        timeout: Seconds for each step.
+        source: The setting(s) the address came from (`EventBusSettings.redis_url_source`),
+            named in the messages; None for a client the application built.
+
     Raises:
+        SettingsError: Redis answered, but has no database of the URL's number.
         BackendUnavailableError: no answer, a refused connection, a TLS or authentication
             failure, or an error reply; the message says where (no password) and why.
     """
@@ -41,7 +49,12 @@ def check_reachable(client: Any, timeout: float) -> None:
         connection.send_command("PING")
         connection.read_response()
     except (redis.RedisError, OSError) as exc:
+        wrong_db = database_error(exc, options.get("db", 0), source)
+        if wrong_db is not None:
+            raise wrong_db from None
         where = describe_client(client)
+        if source == "REDIS_ADDR/REDIS_DB":  # not what a user of REDIS_URL would look for
+            where += f" (from {source})"
         raise BackendUnavailableError(
             f"Redis at {where} did not answer ({safe_error(exc)}); check that Redis is running "
             "and reachable at that address, and that the URL's password and database are right"

@@ -18,10 +18,12 @@ import redis
 from eventbus_core import (
     BackendUnavailableError,
     Event,
+    SettingsError,
     WireFormatError,
     event_from_stream_entry,
 )
 from eventbus_redis._client import describe_client, safe_error
+from eventbus_redis._config_errors import is_wrong_type
 
 __all__ = ["ListLog", "StreamLog", "answering"]
 
@@ -43,7 +45,8 @@ def _unavailable(client: Any, exc: BaseException) -> BackendUnavailableError:
 
 
 def answering(func: Callable[P, R]) -> Callable[P, R]:
-    """Report a Redis failure of a reader method (`self._client`) as `BackendUnavailableError`."""
+    """Report a Redis failure of a reader method (`self._client`) as `BackendUnavailableError`,
+    and a WRONGTYPE reply (a setting names a key of another type) as `SettingsError`."""
 
     @functools.wraps(func)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -52,6 +55,12 @@ def answering(func: Callable[P, R]) -> Callable[P, R]:
         except BackendUnavailableError:
             raise
         except (redis.RedisError, OSError) as exc:
+            if is_wrong_type(exc):  # Redis answered: a setting names someone else's key
+                raise SettingsError(
+                    f"Redis refused: {safe_error(exc)}: a key the backend uses holds another "
+                    "type of value; set EVENTBUS_REDIS_KEY (backend redis) or "
+                    "EVENTBUS_REDIS_STREAM (redis-streams) to a key of its own"
+                ) from None
             raise _unavailable(getattr(args[0], "_client", None), exc) from None
 
     return run

@@ -23,6 +23,7 @@ import redis
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
 from eventbus_redis._capabilities import RedisCapabilities, RedisLayout
 from eventbus_redis._client import TRANSIENT_ERRORS, client_from_settings, describe_client
+from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._lifecycle import RedisBusLifecycle
 from eventbus_redis._reachable import check_reachable
@@ -104,6 +105,7 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
             buffer_size=buffer_size,
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{stream}]",
+            wrong_type=wrong_type_hint(stream, "EVENTBUS_REDIS_STREAM"),
         )
         self._track_forks()
 
@@ -127,6 +129,7 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         )
         bus._owns_client = True
         bus._layout = RedisLayout.from_settings(settings)
+        bus._url_source = settings.redis_url_source
         return bus
 
     @property
@@ -146,7 +149,7 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         Raises:
             BackendUnavailableError: it does not; the message says where, without the password.
         """
-        check_reachable(self._client, timeout)
+        check_reachable(self._client, timeout, self._url_source)
 
     # -------------------------------------------------------------------------- publishing
 
@@ -231,7 +234,8 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         pipe = self._client.pipeline(transaction=False)
         pipe.xlen(self.stream)
         pipe.xlen(self._dead_letter_stream)
-        length, dead = pipe.execute()
+        with self._wrong_type(self._dead_letter_stream):
+            length, dead = pipe.execute()
         info: dict[str, Any] = {
             "stream": self.stream,
             "length": int(length),
@@ -268,14 +272,22 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
     ) -> RedisSubscription:
         """Return a fan-out subscription to every entry added to the stream from now on.
 
-        No consumer group: each subscription sees everything, in stream order. For
-        at-least-once processing shared between workers, use `consumer()` instead.
+        Events this bus accepted before are not delivered: the writer writes them first (it
+        waits at most 1 s for that, and not at all while Redis is failing; then the subscription
+        may receive those it had not written yet). No consumer group: each subscription sees
+        everything, in stream order. For at-least-once processing shared between workers, use
+        `consumer()` instead.
+
+        Raises:
+            SettingsError: the stream's key holds another type of value (names
+                `EVENTBUS_REDIS_STREAM`).
         """
         sub = RedisSubscription(
             check_buffer_size(buffer_size, self.buffer_size),
             name=name,
             on_close=self._unsubscribe,
         )
+        self._write_accepted()
         with self._subs_lock:
             if self._stopped:
                 sub.finish()
@@ -289,10 +301,15 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
                 )
             start: str | None = None  # Redis is down: start from "now" once it answers
             extra: dict[str, Any] = {}
-            with contextlib.suppress(*TRANSIENT_ERRORS):
+            with contextlib.suppress(*TRANSIENT_ERRORS), self._wrong_type():
                 start, extra = self._tailer.now()
             self._tailer.add(sub, start, extra)
         return sub
+
+    def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:
+        """A WRONGTYPE reply becomes a `SettingsError` naming `EVENTBUS_REDIS_STREAM`."""
+        keys = [self.stream, self.seq_key, *more]
+        return reporting_wrong_type(self._client, keys, "EVENTBUS_REDIS_STREAM")
 
     def _count_undecodable(self, n: int) -> None:
         self._undecodable += n
@@ -309,9 +326,10 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         the calling thread. Consumers are separate: close them yourself (their pending entries
         stay for later readers).
 
-        Accepted events still unwritten when the time runs out are counted in
-        `stats().lost`; Redis refuses them later (see docs/backends/redis.md, "stop() and
-        lost").
+        Accepted events Redis had not confirmed when the time runs out are counted in
+        `stats().lost`; those of a batch Redis may have applied without the writer reading its
+        reply are also counted in `extra["in_doubt"]`. Redis refuses the rest, even later (see
+        docs/backends/redis.md, "stop() and lost").
         """
         self._stop_within(timeout)
 

@@ -9,7 +9,11 @@ backoff and jitter, and retries; meanwhile the buffer fills and further events a
 counted, so publish() stays as cheap as ever.
 
 Accounting: every event `publish()` accepted is, in the end, written or lost (given up at
-`close()`'s deadline), never both: `written + lost == published` once closed. A forked child
+`close()`'s deadline), never both: `written + lost == published` once closed. `written` is what
+Redis confirmed. Of the lost, `in_doubt` were in a batch Redis may have received without the
+writer reading its reply (frozen or unreachable Redis at the deadline): Redis may have applied
+those, so it holds between `written` and `written + in_doubt` of this writer's events. Nobody
+can know more by the deadline: the reply is exactly what did not arrive. A forked child
 leaves what the parent had not written yet to the parent (`left_to_parent`, see
 `after_fork_in_child`).
 """
@@ -25,6 +29,7 @@ import redis
 
 from eventbus_core import Event, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
+from eventbus_redis._config_errors import is_wrong_type
 from eventbus_redis._sink import Prepared, ScriptSink
 
 __all__ = ["BatchWriter"]
@@ -53,6 +58,7 @@ class BatchWriter:
             writer is woken by the first publish, and flush() and stop() wake it at once.
         backoff: Reconnect delays after a failed write.
         name: Thread name.
+        wrong_type: Added to the error a key of the wrong type causes (names the key setting).
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class BatchWriter:
         linger: float = 0.05,
         backoff: Backoff | None = None,
         name: str = "eventbus-redis-writer",
+        wrong_type: str = "",
     ) -> None:
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(
@@ -80,6 +87,7 @@ class BatchWriter:
         self._linger = linger
         self._backoff = backoff or Backoff()
         self._name = name
+        self._wrong_type = wrong_type
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
         self._closed = False
@@ -89,6 +97,8 @@ class BatchWriter:
         self._done = 0  # taken events whose fate is settled (written, lost, or the parent's)
         self._written = 0
         self._lost = 0
+        self._in_doubt = 0  # of the lost: in a batch Redis may have applied (reply never read)
+        self._in_flight: list[Event] | None = None  # the batch Redis may have, outcome unknown
         self._left_to_parent = 0
         self._batches = 0
         self._failures = 0
@@ -167,6 +177,7 @@ class BatchWriter:
     def _send(self, batch: list[Event], prepared: Prepared) -> tuple[list[Event], Prepared] | None:
         if self.state == "connected" and not self._abort.is_set():
             try:
+                self._in_flight = batch  # before any byte leaves: conservative
                 self._sink.send(prepared)
                 return batch, prepared
             except _EXPECTED:
@@ -225,12 +236,15 @@ class BatchWriter:
                 self._settle(batch, written=False)
                 return
             try:
+                self._in_flight = batch
                 self._sink.write(prepared)
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
                 if not isinstance(exc, _EXPECTED):
                     self._unexpected(exc)
                 self._failures += 1
                 message = safe_error(exc)
+                if self._wrong_type and is_wrong_type(exc):
+                    message += f" ({self._wrong_type})"
                 # Unreachable or slow Redis is "reconnecting"; anything else (a wrong password,
                 # a key of the wrong type, a read-only replica, out of memory) is "failing":
                 # both retry. redis-py's AuthenticationError is a ConnectionError: not an outage.
@@ -254,10 +268,15 @@ class BatchWriter:
     def _settle(self, batch: list[Event], *, written: bool) -> None:
         n = len(batch)
         with self._lock:
+            doubt = batch is self._in_flight
+            if doubt:
+                self._in_flight = None
             if self._final:
-                # close() already counted this batch as lost: its reply came in after all.
+                # close() already counted this batch as lost (and in doubt, as it was in
+                # flight): its reply came in after all.
                 if written:
                     self._lost -= n
+                    self._in_doubt -= n if doubt else 0
                     self._written += n
                     self._batches += 1
                 return
@@ -267,6 +286,7 @@ class BatchWriter:
                 self._batches += 1
             else:
                 self._lost += n
+                self._in_doubt += n if doubt else 0
 
     def _notify_done(self) -> None:
         with self._done_cond:
@@ -316,12 +336,17 @@ class BatchWriter:
             self._taken += len(self._buffer)
             self._buffer.clear()
             self._lost += self._taken - self._done
+            # A batch still in flight: Redis may have applied it before it stopped answering.
+            self._in_doubt += len(self._in_flight) if self._in_flight is not None else 0
             self._done = self._taken
-            lost = self._lost
+            lost, in_doubt = self._lost, self._in_doubt
         self._notify_done()
         if lost:
             log.warning(
-                "eventbus redis writer stopped with %d event(s) unwritten (counted in lost)", lost
+                "eventbus redis writer stopped with %d event(s) not confirmed written (counted "
+                "in lost; %d of them in a batch Redis may have applied: extra['in_doubt'])",
+                lost,
+                in_doubt,
             )
         self.state = "stopped"
 
@@ -344,6 +369,7 @@ class BatchWriter:
             "connected": self.state == "connected",
             "last_error": self.last_error,
             "written": self._written,
+            "in_doubt": self._in_doubt,
             "batches": self._batches,
             "write_failures": self._failures,
             "left_to_parent": self._left_to_parent,
@@ -382,6 +408,7 @@ class BatchWriter:
         self._taken += len(self._buffer)
         self._buffer.clear()
         self._done = self._taken
+        self._in_flight = None  # the parent's
         self._written += parent_held
         self._left_to_parent += parent_held
         self._sink.after_fork_in_child()

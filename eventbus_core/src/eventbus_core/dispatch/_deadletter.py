@@ -3,7 +3,7 @@
 The default is a JSON Lines file (`EVENTBUS_DEAD_LETTER_PATH`), one line per event:
 
     {"dead_lettered_at": "...", "sink": "webhook", "error": "HTTP 400: ...",
-     "error_type": "PermanentSinkError", "attempts": 1, "log_id": 42, "request_id": "...",
+     "error_type": "400", "attempts": 1, "log_id": 42, "request_id": "...",
      "payload": {...}}
 
 `payload` is what the sink would have received (transformed and redacted), so a record can be

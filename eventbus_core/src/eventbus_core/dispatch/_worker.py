@@ -222,12 +222,13 @@ class SinkWorker:
     ) -> bool:
         """Dead-letter `batch`; return False if it could not be stored (then it is counted).
 
-        `error_type` defaults to the exception's class name (`Shutdown` for a text reason);
+        `error_type` defaults to the exception's label, as the failure metric counts it
+        (`error_type_of`: a `SinkError`'s own, else its class name; `Shutdown` for a text reason);
         `quiet` skips the log line per batch (the caller logs once for many); a dead letter
         that cannot be written is logged all the same.
         """
         if error_type is None:
-            error_type = "Shutdown" if isinstance(exc, str) else type(exc).__name__
+            error_type = "Shutdown" if isinstance(exc, str) else error_type_of(exc)
         message = self.scrub(str(exc)) or error_type
         n = len(batch)
         if not isinstance(exc, str):

@@ -1,0 +1,68 @@
+"""Redis replies that mean a setting is wrong, not that Redis is down: turned into `SettingsError`
+naming the setting (exit code 2 in the CLI), instead of being retried as outages or reported
+with a hint to check whether Redis runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+
+from eventbus_core import SettingsError
+
+__all__ = ["database_error", "is_wrong_type", "reporting_wrong_type", "wrong_type_hint"]
+
+
+def is_wrong_type(exc: BaseException) -> bool:
+    """True for Redis's WRONGTYPE reply: a key holds another type of value than the command's."""
+    return isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc)
+
+
+def wrong_type_hint(key: str, setting: str) -> str:
+    """What to tell the user about a WRONGTYPE reply on the bus's keys."""
+    return (
+        f"the Redis key {key!r} (or its counter {key}:seq) holds another type of value than "
+        f"this backend stores there: {setting} names a key that something else uses; set "
+        f"{setting} to a key of its own, or delete that key"
+    )
+
+
+@contextlib.contextmanager
+def reporting_wrong_type(client: Any, keys: Sequence[str], setting: str) -> Iterator[None]:
+    """Turn a WRONGTYPE reply inside the block into a `SettingsError` naming `setting` and the
+    types `keys` hold (one TYPE per key, only on that error path)."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if not is_wrong_type(exc):
+            raise
+        held = ""
+        with contextlib.suppress(redis.RedisError, OSError):
+            types = [(k, client.type(k)) for k in keys]
+            held = ", ".join(f"{k!r} is a {_text(t)}" for k, t in types if _text(t) != "none")
+        message = wrong_type_hint(keys[0], setting)
+        raise SettingsError(f"{message}{f' ({held})' if held else ''}") from None
+
+
+def database_error(exc: BaseException, db: Any, source: str | None) -> SettingsError | None:
+    """A `SettingsError` if `exc` is Redis refusing to SELECT database `db` (it has fewer)."""
+    text = str(exc)
+    if not (isinstance(exc, redis.ResponseError) and ("DB index" in text or "invalid DB" in text)):
+        return None
+    if source == "REDIS_ADDR/REDIS_DB":
+        where = f"REDIS_DB={db}"
+    elif source:
+        where = f"the database in {source} (or --redis-url), {db},"
+    else:
+        where = f"database {db} (the client's)"
+    return SettingsError(
+        f"{where} is not a database this Redis server has (its 'databases' setting, 16 by "
+        "default: 0 to 15); choose one it has"
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,118 @@
+"""Settings that point the Redis backends at the wrong thing get a configuration error naming
+the setting (exit 2 in the CLI), not an "unreachable" or "is it running?" answer: a URL whose
+database is not a number, a database the server does not have, a key holding another type.
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from eventbus_core import EventBusSettings, SettingsError, create_bus
+from eventbus_core.cli import main
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._services import redis_url
+from tests.redis._servers import free_port
+
+BACKENDS = ["redis", "redis-streams"]
+KEY_SETTING = {"redis": "EVENTBUS_REDIS_KEY", "redis-streams": "EVENTBUS_REDIS_STREAM"}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REDIS_URL", "REDIS_ADDR", "REDIS_DB", "LLM_PROXY_EVENT_BUS"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("EVENTBUS_REDIS_KEY", "EVENTBUS_REDIS_STREAM"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("url", ["redis://h/notadb", "redis://:pw@h:6379/0/x", "rediss://h/ 1"])
+def test_a_database_that_is_not_a_number_names_redis_url(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(SettingsError, match="REDIS_URL") as info:
+        EventBusSettings(backend="redis")
+    assert "must be a number" in str(info.value) and "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["redis://h", "redis://h/", "redis://h:1/15", "unix:///s?db=2"])
+def test_urls_with_a_database_number_or_none_are_accepted(url: str) -> None:
+    assert EventBusSettings(backend="redis", redis_url=url).redis_url == url
+
+
+def test_the_cli_names_the_flag_for_a_database_that_is_not_a_number(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["stats", "--backend", "redis", "--redis-url", "redis://h/notadb"]) == 2
+    err = capsys.readouterr().err
+    assert "--redis-url" in err and "notadb" in err and "REDIS_URL=" not in err
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_database_the_server_lacks_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url(99999))
+    bus = create_bus(EventBusSettings(backend=backend))
+    assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)
+    with pytest.raises(SettingsError, match=r"REDIS_URL.*99999.*not a database"):
+        bus.check(2.0)
+    bus.stop(0)
+
+
+@pytest.mark.redis
+def test_a_database_the_server_lacks_names_redis_db(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = redis_url()
+    if url.startswith("unix"):
+        pytest.skip("REDIS_ADDR is host:port")
+    address = url.split("@")[-1].split("//")[-1].split("/")[0]
+    monkeypatch.setenv("REDIS_ADDR", address)
+    monkeypatch.setenv("REDIS_DB", "99999")
+    assert main(["stats", "--backend", "redis"]) == 2
+    err = capsys.readouterr().err
+    assert "REDIS_DB=99999" in err and "unreachable" not in err and "did not answer" not in err
+
+
+def test_unreachable_says_the_address_came_from_redis_addr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_ADDR", f"127.0.0.1:{free_port()}")
+    assert main(["stats", "--backend", "redis"]) == 1
+    assert "(from REDIS_ADDR/REDIS_DB) did not answer" in capsys.readouterr().err
+
+
+@pytest.fixture
+def wrong_key(real: redis.Redis, prefix: str) -> str:
+    key = f"{prefix}:wrong"
+    real.set(key, "a string")
+    return key
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_key_of_another_type_names_the_key_setting(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    wrong_key: str,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv(KEY_SETTING[backend], wrong_key)
+    bus = create_bus(EventBusSettings(backend=backend))
+    assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)
+    with pytest.raises(SettingsError, match=KEY_SETTING[backend]) as info:
+        bus.subscribe()
+    assert "is a string" in str(info.value)
+    bus.publish(make_event(1))  # the writer retries, and says which setting to look at
+    assert not bus.flush(0.3)
+    assert KEY_SETTING[backend] in bus.stats().extra["last_error"]
+    bus.stop(0)
+    for command in (["tail"], ["stats"]):
+        assert main([*command, "--backend", backend]) == 2
+        err = capsys.readouterr().err
+        assert KEY_SETTING[backend] in err and "is it running" not in err
