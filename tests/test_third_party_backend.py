@@ -118,10 +118,11 @@ def test_nothing_but_core_and_the_example_is_there(fresh: Env) -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_plugins_lists_it(fresh: Env) -> None:
+def test_plugins_lists_it_with_its_settings(fresh: Env) -> None:
     out = fresh.run("plugins.db", "plugins").stdout
     row = next(line for line in out.splitlines() if line.startswith("sqlite"))
     assert "eventbus-sqlite-example" in row and "ok" in row
+    assert "EVENTBUS_SQLITE_PATH" in out and "EVENTBUS_SQLITE_GROUP" in out  # its settings
 
 
 def test_demo_runs_as_processes_on_a_file_of_its_own(fresh: Env) -> None:
