@@ -254,3 +254,22 @@ def test_every_credential_name_and_key_pattern_is_seen_by_the_gate() -> None:
     assert len(samples) >= len(_KEY_PATTERNS)
     for sample in samples:
         assert not needs_no_redaction({"content": f"see {sample}!"}), sample
+
+
+def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
+    # `_gate.py` spells out a search for each key pattern and credential name: a change to the
+    # rules must change the gate too, and this test, so that none is forgotten.
+    assert _KEY_PATTERNS == (
+        r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",
+        r"AIza[0-9A-Za-z_\-]{35}",
+        r"(?:AKIA|ASIA)[0-9A-Z]{16}",
+        r"gh[pousr]_[A-Za-z0-9]{30,}",
+        r"github_pat_[A-Za-z0-9_]{30,}",
+        r"xox[abposr]-[A-Za-z0-9\-]{10,}",
+        r"hf_[A-Za-z0-9]{30,}",
+        r"(?<=[Bb]earer )[A-Za-z0-9_\-.=+/]{8,}",
+    )
+    assert _SECRET_NAME == (
+        r"(?:api[_-]?key|apikey|x-api-key|authorization|password|passwd|secret|client[_-]?secret"
+        r"|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|private[_-]?key|cookie)"
+    )

@@ -62,6 +62,8 @@ _KEY_PATTERNS: Final = (
     r"(?<=[Bb]earer )[A-Za-z0-9_\-.=+/]{8,}",  # bearer tokens in free text
 )
 """Regular expressions of API-key-looking strings, masked wherever they appear."""
+# The dispatcher's fast path (`_gate.py`) searches for each of these, and for each name of
+# `_SECRET_NAME`, by hand: change them together (tests/core/test_redact_fast.py pins both).
 
 _SECRET_NAME: Final = (
     r"(?:api[_-]?key|apikey|x-api-key|authorization|password|passwd|secret|client[_-]?secret"
