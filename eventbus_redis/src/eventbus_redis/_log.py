@@ -30,6 +30,7 @@ from eventbus_core import (
     check_buffer_size,
     get_logger,
 )
+from eventbus_redis._capabilities import RedisCapabilities, RedisLayout
 from eventbus_redis._client import (
     TRANSIENT_ERRORS,
     client_from_settings,
@@ -51,7 +52,7 @@ __all__ = ["RedisEventBus"]
 log = get_logger("eventbus.redis")
 
 
-class RedisEventBus(RedisBusLifecycle, BaseEventBus):
+class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
     """Event bus on a Redis LIST, layout-compatible with the Go llm-proxy.
 
     `publish()` only appends to a bounded buffer; a background writer sends each batch in one
@@ -93,6 +94,8 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
             raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
         self._client = client
         self.key = key
+        self._kind = "log"
+        self._layout = RedisLayout(key=key, key_given=True, max_len=max_len)
         self.seq_key = f"{key}:seq"
         self.channel = f"{key}:notify" if notify else ""
         self.ttl = ttl_seconds(ttl)
@@ -161,6 +164,7 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
             stop_timeout=settings.stop_timeout,
         )
         bus._owns_client = True
+        bus._layout = RedisLayout.from_settings(settings)
         bus._url_source = settings.redis_url_source
         return bus
 

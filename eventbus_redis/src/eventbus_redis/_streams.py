@@ -21,6 +21,7 @@ from typing import Any, Self
 import redis
 
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
+from eventbus_redis._capabilities import RedisCapabilities, RedisLayout
 from eventbus_redis._client import TRANSIENT_ERRORS, client_from_settings, describe_client
 from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
 from eventbus_redis._consumer import StreamConsumer
@@ -36,7 +37,7 @@ from eventbus_redis._writer import BatchWriter
 __all__ = ["RedisStreamsEventBus"]
 
 
-class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
+class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
     """Event bus on a Redis stream; consumers read through consumer groups.
 
     `publish()` only appends to a bounded buffer; a background writer adds each batch with one
@@ -74,6 +75,10 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
         self._client = client
         self.stream = stream
         self.group = group
+        self._kind = "stream"
+        self._layout = RedisLayout(
+            stream=stream, group=group, stream_given=True, stream_max_len=max_len
+        )
         self.seq_key = f"{stream}:seq"
         self.max_len = max_len
         self.buffer_size = buffer_size
@@ -123,8 +128,14 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
             stop_timeout=settings.stop_timeout,
         )
         bus._owns_client = True
+        bus._layout = RedisLayout.from_settings(settings)
         bus._url_source = settings.redis_url_source
         return bus
+
+    @property
+    def default_group(self) -> str:
+        """The group `consumer()` joins when none is named (EVENTBUS_REDIS_GROUP)."""
+        return self.group
 
     @property
     def dead_letter_stream(self) -> str:
