@@ -285,6 +285,9 @@ async def test_httpx_request_lines_of_the_http_sinks_are_scrubbed(
     from tests.core.receivers import Receiver
 
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(
+        logging.DEBUG, logger="httpx"
+    )  # `eventbus dispatch` quiets it (run in-process by other tests)
     with Receiver().running() as rx:
         sink = WebhookSink(f"{rx.url}/hook?token=tok3n-in-the-url&alt=json")
         await sink.send([{"request_id": "r1"}])
