@@ -43,7 +43,7 @@ from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import LOG_APPEND, tail_of
 from eventbus_redis._tail import Cursor
-from eventbus_redis._tx_sink import TransactionSink
+from eventbus_redis._tx_appender import TransactionAppender
 from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisEventBus"]
@@ -105,7 +105,7 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
         self._stopped = False
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
-        sink = TransactionSink(
+        appender = TransactionAppender(
             client,
             LOG_APPEND,
             key,
@@ -115,7 +115,7 @@ class RedisEventBus(RedisBusLifecycle, BaseEventBus):
             fixed=3,
         )
         self._writer = BatchWriter(
-            sink,
+            appender,
             buffer_size=buffer_size,
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{key}]",

@@ -30,7 +30,7 @@ from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import STREAM_APPEND, tail_of
 from eventbus_redis._stream_tail import StreamTailer
 from eventbus_redis._tail import Cursor
-from eventbus_redis._tx_sink import TransactionSink
+from eventbus_redis._tx_appender import TransactionAppender
 from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisStreamsEventBus"]
@@ -86,7 +86,7 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
         self._stopped = False
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
-        sink = TransactionSink(
+        appender = TransactionAppender(
             client,
             STREAM_APPEND,
             stream,
@@ -96,7 +96,7 @@ class RedisStreamsEventBus(RedisBusLifecycle, BaseEventBus):
             fixed=1,
         )
         self._writer = BatchWriter(
-            sink,
+            appender,
             buffer_size=buffer_size,
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{stream}]",

@@ -30,7 +30,7 @@ import redis
 from eventbus_core import Event, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._config_errors import is_wrong_type
-from eventbus_redis._sink import Prepared, ScriptSink
+from eventbus_redis._appender import Prepared, ScriptAppender
 
 __all__ = ["BatchWriter"]
 
@@ -63,7 +63,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        sink: ScriptSink,
+        sink: ScriptAppender,
         *,
         buffer_size: int,
         max_batch: int = 500,
