@@ -26,8 +26,8 @@ from typing import Any, Final
 import redis
 
 from eventbus_core import Event
-from eventbus_redis._own_connection import send_all
 from eventbus_redis._appender import Prepared, ScriptAppender
+from eventbus_redis._own_connection import send_all
 
 __all__ = ["TransactionAppender"]
 

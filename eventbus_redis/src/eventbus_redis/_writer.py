@@ -28,9 +28,9 @@ from typing import Any, Final
 import redis
 
 from eventbus_core import Event, get_logger
+from eventbus_redis._appender import Prepared, ScriptAppender
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._config_errors import is_wrong_type
-from eventbus_redis._appender import Prepared, ScriptAppender
 
 __all__ = ["BatchWriter"]
 
