@@ -20,9 +20,9 @@ from typing import Any, Final
 import nats.errors
 import nats.js.errors
 
-from eventbus_core import Event
+from eventbus_core import Backoff, Event
 from eventbus_nats._link import Link
-from eventbus_nats._options import Backoff, safe_error
+from eventbus_nats._options import safe_error
 
 __all__ = ["Batch", "BatchSender"]
 

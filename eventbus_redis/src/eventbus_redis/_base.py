@@ -33,6 +33,7 @@ from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
 from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
 from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
+from eventbus_redis._scripts import tail_of
 from eventbus_redis._tail import Cursor, Tailer
 from eventbus_redis._tx_appender import TransactionAppender
 from eventbus_redis._writer import BatchWriter
@@ -46,7 +47,7 @@ _SUBSCRIBE_FLUSH: Final = 1.0  # seconds subscribe() waits at most for the write
 
 class RedisBusBase(BaseEventBus):
     """Base of `RedisEventBus` and `RedisStreamsEventBus`. A bus sets its own fields, calls
-    `_start()`, and defines its layout (`_encode_batch`, `_transaction`), `_new_tailer`,
+    `_start()`, and defines its layout (`_script_options`, `_transaction`), `_new_tailer`,
     `_behind`, and `subscribe()`, `stats()`, `__repr__` by `_subscribe()`, `_stats()`, `_repr()`.
     """
 
@@ -62,14 +63,13 @@ class RedisBusBase(BaseEventBus):
         target: str,
         script: str,
         *,
-        fixed: int,
         max_len: int,
         buffer_size: int,
         stop_timeout: float,
         max_batch: int,
     ) -> None:
         """Set up the writer and the shared state; `target` is the list or stream written,
-        `script` its append script, `fixed` how many of its arguments precede the events."""
+        `script` its append script."""
         if max_len < 0:
             raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
         self._client = client
@@ -90,7 +90,7 @@ class RedisBusBase(BaseEventBus):
             self._encode_batch,
             self._applied,
             commands=self._transaction,
-            fixed=fixed,
+            fixed=len(self._script_options()),
         )
         self._writer = BatchWriter(
             appender,
@@ -103,9 +103,14 @@ class RedisBusBase(BaseEventBus):
 
     # ------------------------------------------------------------------- the bus's layout
 
-    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
-        """`(keys [target, counter], the script's arguments then the events' tails)`."""
+    def _script_options(self) -> list[Any]:
+        """The append script's own arguments, which precede the events' tails."""
         raise NotImplementedError
+
+    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
+        args = self._script_options()
+        args += [tail_of(e) for e in batch]
+        return [self._target, self.seq_key], args
 
     @staticmethod
     def _transaction(

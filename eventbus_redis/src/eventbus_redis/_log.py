@@ -24,7 +24,7 @@ from eventbus_redis._base import RedisBusBase
 from eventbus_redis._client import client_from_settings, ttl_seconds
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._redis_subscription import RedisSubscription
-from eventbus_redis._scripts import LOG_APPEND, tail_of
+from eventbus_redis._scripts import LOG_APPEND
 from eventbus_redis._tail import Cursor
 
 __all__ = ["RedisEventBus"]
@@ -82,7 +82,6 @@ class RedisEventBus(RedisBusBase):
             client,
             key,
             LOG_APPEND,
-            fixed=3,
             max_len=max_len,
             buffer_size=buffer_size,
             stop_timeout=stop_timeout,
@@ -132,10 +131,8 @@ class RedisEventBus(RedisBusBase):
 
     # -------------------------------------------------------------------------- publishing
 
-    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [self.max_len, int(self.ttl * 1000), self.channel]
-        args += [tail_of(e) for e in batch]
-        return [self.key, self.seq_key], args
+    def _script_options(self) -> list[Any]:
+        return [self.max_len, int(self.ttl * 1000), self.channel]
 
     @staticmethod
     def _transaction(

@@ -18,12 +18,12 @@ from typing import Any, ClassVar, Self
 
 import redis
 
-from eventbus_core import BusStats, Event, EventBusSettings
+from eventbus_core import BusStats, EventBusSettings
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._client import client_from_settings
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._redis_subscription import RedisSubscription
-from eventbus_redis._scripts import STREAM_APPEND, tail_of
+from eventbus_redis._scripts import STREAM_APPEND
 from eventbus_redis._stream_tail import StreamTailer
 from eventbus_redis._tail import Cursor
 
@@ -76,7 +76,6 @@ class RedisStreamsEventBus(RedisBusBase):
             client,
             stream,
             STREAM_APPEND,
-            fixed=1,
             max_len=max_len,
             buffer_size=buffer_size,
             stop_timeout=stop_timeout,
@@ -113,10 +112,8 @@ class RedisStreamsEventBus(RedisBusBase):
 
     # -------------------------------------------------------------------------- publishing
 
-    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [self.max_len]
-        args += [tail_of(e) for e in batch]
-        return [self.stream, self.seq_key], args
+    def _script_options(self) -> list[Any]:
+        return [self.max_len]
 
     @staticmethod
     def _transaction(
