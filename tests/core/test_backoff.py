@@ -1,4 +1,4 @@
-"""`eventbus_core.Backoff`: the one retry-delay policy (backends' loops, the dispatcher's retries)."""
+"""`eventbus_core.Backoff`: the one retry-delay policy (backend loops, dispatcher retries)."""
 
 from __future__ import annotations
 

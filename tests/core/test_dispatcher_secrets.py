@@ -239,7 +239,9 @@ def _package_modules(package: str) -> list[Any]:
     return [root] + [importlib.import_module(n) for n in names if not n.endswith("__main__")]
 
 
-@pytest.mark.parametrize("package", ["eventbus_core", "eventbus_memory", "eventbus_redis"])
+@pytest.mark.parametrize(
+    "package", ["eventbus_core", "eventbus_memory", "eventbus_redis", "eventbus_nats"]
+)
 def test_every_logger_of_eventbus_scrubs(package: str) -> None:
     loggers = [
         value
@@ -262,4 +264,13 @@ def test_a_redis_warning_is_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
     except ConnectionError as exc:
         _writer.log.warning("redis unreachable: %s", exc, exc_info=True)
     assert "redis unreachable" in caplog.text and "ConnectionError" in caplog.text
+    assert_clean(caplog.text)
+
+
+def test_a_nats_warning_is_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
+    from eventbus_nats import _link
+
+    caplog.set_level(logging.DEBUG)
+    _link.log.warning("nats unreachable at nats://u:%s@h:4222 (%s)", QUERY_KEY, SECRET_KEY)
+    assert "nats unreachable" in caplog.text
     assert_clean(caplog.text)

@@ -8,12 +8,13 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 
-from eventbus_core import Delivery, Dispatcher, MemoryDeadLetter
+from eventbus_core import Delivery, Dispatcher, EventBusSettings, MemoryDeadLetter
 from eventbus_core.capabilities import ConsumerGroups, KeepAlive, SourceFigures, capability
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
@@ -250,3 +251,38 @@ def test_the_dispatcher_reads_a_consumer_group(make_bus: MakeBus) -> None:
     assert sorted(sink.log_ids) == list(range(1, 51))
     row = next(g for g in bus.describe()["groups"] if g["group"] == "dispatchers:recorder")
     assert row["pending"] == 0
+
+
+def test_dispatch_from_settings_joins_the_group_of_eventbus_nats_group(
+    make_bus: MakeBus,
+    names: Names,
+    nats_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for var, value in {
+        "LLM_PROXY_EVENT_BUS": "nats",
+        "NATS_URL": nats_url,
+        "EVENTBUS_NATS_STREAM": names.stream,
+        "EVENTBUS_NATS_SUBJECT": names.subject,
+        "EVENTBUS_NATS_GROUP": "nats-dispatchers",
+        "EVENTBUS_REDIS_GROUP": "redis-dispatchers",  # the other backend's: not for NATS
+        "EVENTBUS_SINK_JSONL_PATH": str(tmp_path / "events.jsonl"),
+        "EVENTBUS_FLUSH_INTERVAL": "0.05",
+    }.items():
+        monkeypatch.setenv(var, value)
+    published(make_bus(), 5)
+    dispatcher = Dispatcher.from_settings(EventBusSettings(sinks="jsonl"))
+    dispatcher.start()
+    try:
+        out = tmp_path / "events.jsonl"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (
+            not out.exists() or len(out.read_text().splitlines()) < 5
+        ):
+            time.sleep(0.05)
+    finally:
+        dispatcher.stop()
+    assert len(out.read_text().splitlines()) == 5
+    groups = {g["group"] for g in make_bus().describe()["groups"]}
+    assert groups == {"nats-dispatchers:jsonl"}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventbus_core import BackendUnavailableError
+from eventbus_core import BackendUnavailableError, Event
 from eventbus_core.capabilities import (
     CrossProcess,
     Describable,
@@ -22,7 +22,7 @@ from eventbus_core.capabilities import (
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
 from tests.nats._servers import free_port
-from tests.nats.conftest import delete_streams
+from tests.nats.conftest import Names, delete_streams
 
 pytestmark = pytest.mark.nats
 
@@ -171,3 +171,31 @@ def test_a_stream_deleted_under_a_running_bus_is_created_again(make_bus: MakeBus
     assert bus.describe()["messages"] == 3
     # The subscription notices its consumer went with the stream and reads the new one.
     assert [sub.get(timeout=20).request_id for _ in range(3)] == ["req-5", "req-6", "req-7"]
+
+
+def test_the_message_body_is_the_go_wire_format(
+    make_bus: MakeBus, nats_url: str, names: Names
+) -> None:
+    """What a Go service reading the stream gets: the Go encoding of the event, as
+    `Event.to_json()` writes it (LogID is the stream sequence, not stored in the body)."""
+    import asyncio
+
+    import nats
+
+    sent = make_event(7, response_body=b'{"ok": true}', request_body=b"\x00\xff binary")
+    bus = make_bus()
+    bus.publish(sent)
+    assert bus.flush(10)
+
+    async def first_body() -> bytes:
+        nc = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False)
+        try:
+            message = await nc.jetstream().get_msg(names.stream, 1)
+            assert message.data is not None
+            return message.data
+        finally:
+            await nc.close()
+
+    body = asyncio.run(first_body())
+    assert body == sent.to_json()
+    assert Event.from_json(body) == sent

@@ -4,6 +4,7 @@ the counts of an event the server refuses for good."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -57,3 +58,51 @@ def test_an_event_larger_than_max_payload_is_counted_lost(make_bus: MakeBus) -> 
     s = bus.stats()
     assert (s.published, s.dropped, s.lost, s.extra["written"]) == (3, 0, 1, 2)
     assert [e.request_id for e in bus.read_range() if e] == ["req-0", "req-2"]
+
+
+def test_stop_confirms_events_whose_acknowledgements_were_not_back(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = make_bus(max_msgs=0)
+    sub = bus.subscribe()
+    js = bus._link.js
+    assert js is not None
+    real = js.publish_async
+
+    async def never_acknowledged(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        # Stored by the server, but the writer never hears back before stop's deadline.
+        await real(*args, **kwargs)
+        return asyncio.get_running_loop().create_future()
+
+    js.publish_async = never_acknowledged  # type: ignore[method-assign]
+    for i in range(30):
+        bus.publish(make_event(i))
+    assert not bus.flush(0.5)
+    js.publish_async = real  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        bus.stop(0.0)
+    s = bus.stats()
+    assert (s.published, s.dropped, s.lost, s.extra["written"]) == (30, 0, 0, 30)
+    assert s.extra["duplicates"] == 30  # the stream's duplicate window answered for them
+    figures = s.subscribers[0]
+    assert figures.delivered + figures.dropped == 30
+    assert [e.request_id for e in sub] == [f"req-{i}" for i in range(figures.delivered)]
+    assert "buffer" not in caplog.text and "unconfirmed" not in caplog.text
+
+
+def test_lost_at_stop_is_exactly_what_the_stream_lacks(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = make_bus(max_msgs=0)
+    sub = bus.subscribe()
+    for i in range(600):
+        bus.publish(make_event(i))
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        bus.stop(0.0)  # too short to write everything
+    s = bus.stats()
+    stored = make_bus(max_msgs=0).describe()["messages"]
+    assert s.published == 600 and s.lost == 600 - stored
+    figures = s.subscribers[0]
+    assert figures.delivered + figures.dropped == stored
+    assert len(list(sub)) == figures.delivered
+    assert "is full" not in caplog.text  # the subscriber was not slow: the bus stopped

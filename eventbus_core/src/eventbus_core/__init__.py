@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from eventbus_core._event import Event, Headers
     from eventbus_core._factory import create_bus
     from eventbus_core._log import get_logger
+    from eventbus_core._plugin_settings import PluginSettings, SettingInfo, describe_settings
     from eventbus_core._plugins import (
         PluginInfo,
         PluginLoadWarning,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
         get_registry,
         reset_registry,
     )
-    from eventbus_core._settings import ENV_VARS, EventBusSettings
+    from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
     from eventbus_core._sink import Sink, sink_options_from_env
     from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
     from eventbus_core._stats import BusStats, SubscriberStats
@@ -92,8 +93,12 @@ _WHERE: dict[str, str] = {
     "Registration": "eventbus_core._plugins",
     "get_registry": "eventbus_core._plugins",
     "reset_registry": "eventbus_core._plugins",
+    "PluginSettings": "eventbus_core._plugin_settings",
+    "SettingInfo": "eventbus_core._plugin_settings",
+    "describe_settings": "eventbus_core._plugin_settings",
     "ENV_VARS": "eventbus_core._settings",
     "EventBusSettings": "eventbus_core._settings",
+    "all_env_vars": "eventbus_core._settings",
     "Sink": "eventbus_core._sink",
     "sink_options_from_env": "eventbus_core._sink",
     "AckableSource": "eventbus_core._source",
@@ -175,10 +180,14 @@ __all__ = [
     "PluginInfo",
     "PluginLoadWarning",
     "PluginRegistry",
+    "PluginSettings",
     "RedactedURL",
     "RegisterFn",
     "Registration",
+    "SettingInfo",
+    "all_env_vars",
     "create_bus",
+    "describe_settings",
     "get_logger",
     "get_registry",
     "hookimpl",

@@ -10,7 +10,7 @@ import importlib.metadata as md
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
 
@@ -18,6 +18,9 @@ from eventbus_core import hookspecs
 from eventbus_core._errors import BackendLoadError, UnknownBackendError, UnknownSinkError
 from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._log import get_logger
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -45,6 +48,8 @@ class Registration:
     name: str
     factory: Callable[..., Any]
     plugin: str
+    settings: type[BaseSettings] | None = None
+    """The plugin's own settings model, registered with the factory (None: it has none)."""
 
 
 @dataclass
@@ -57,10 +62,14 @@ class PluginInfo:
     version: str | None = None
     backends: list[str] = field(default_factory=list)
     sinks: list[str] = field(default_factory=list)
+    settings: list[type[BaseSettings]] = field(default_factory=list)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""
+        # pydantic only when settings are shown: loading plugins does not need it.
+        from eventbus_core._plugin_settings import describe_settings
+
         return {
             "name": self.name,
             "module": self.module,
@@ -68,6 +77,7 @@ class PluginInfo:
             "version": self.version,
             "backends": list(self.backends),
             "sinks": list(self.sinks),
+            "settings": [s.as_dict() for m in self.settings for s in describe_settings(m)],
             "error": self.error,
         }
 
@@ -139,6 +149,7 @@ class PluginRegistry:
             first = self._info_of.get(id(plugin))
             if first is not None:
                 info.backends, info.sinks = first.backends, first.sinks
+                info.settings = first.settings
             return
         self._info_of[id(plugin)] = info
         try:
@@ -154,7 +165,7 @@ class PluginRegistry:
             for impl in caller.get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
-                register = self._make_register(table, names, info.name, hook_name)
+                register = self._make_register(table, names, info, hook_name)
                 try:
                     impl.function(register)
                 except Exception as exc:
@@ -162,13 +173,26 @@ class PluginRegistry:
 
     @staticmethod
     def _make_register(
-        table: dict[str, Registration], names: list[str], plugin_name: str, hook_name: str
-    ) -> Callable[[str, Callable[..., Any]], None]:
-        def register(name: str, factory: Callable[..., Any]) -> None:
+        table: dict[str, Registration], names: list[str], info: PluginInfo, hook_name: str
+    ) -> hookspecs.RegisterFn:
+        plugin_name = info.name
+
+        def register(
+            name: str,
+            factory: Callable[..., Any],
+            /,
+            *,
+            settings: type[BaseSettings] | None = None,
+        ) -> None:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"{hook_name}: register() needs a non-empty str name, got {name!r}")
             if not callable(factory):
                 raise TypeError(f"{hook_name}: the factory for {name!r} is not callable")
+            if settings is not None and not _is_settings_model(settings):
+                raise TypeError(
+                    f"{hook_name}: the settings of {name!r} must be a pydantic-settings model "
+                    f"class (a BaseSettings subclass), not {settings!r}"
+                )
             key = name.lower()
             if key in table:
                 warnings.warn(
@@ -178,10 +202,21 @@ class PluginRegistry:
                     stacklevel=2,
                 )
                 return
-            table[key] = Registration(key, factory, plugin_name)
+            table[key] = Registration(key, factory, plugin_name, settings)
             names.append(key)
+            if settings is not None and settings not in info.settings:
+                info.settings.append(settings)
 
         return register
+
+    def settings_models(self) -> dict[type[BaseSettings], str]:
+        """Every plugin's settings model (each once, in registration order), to the name of
+        the plugin that registered it."""
+        found: dict[type[BaseSettings], str] = {}
+        for registration in (*self.backends.values(), *self.sinks.values()):
+            if registration.settings is not None:
+                found.setdefault(registration.settings, registration.plugin)
+        return found
 
     # --------------------------------------------------------------------------- selection
 
@@ -245,6 +280,12 @@ class PluginRegistry:
             f"unknown eventbus {kind} {key!r} ({given_as}). "
             f"Installed {kind}s: {installed}; {how}{extra}"
         )
+
+
+def _is_settings_model(model: object) -> bool:
+    from pydantic_settings import BaseSettings
+
+    return isinstance(model, type) and issubclass(model, BaseSettings)
 
 
 _registry: PluginRegistry | None = None

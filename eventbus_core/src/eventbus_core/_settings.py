@@ -2,32 +2,41 @@
 
 Every field has exactly one environment variable (listed in `ENV_VARS` and in
 `docs/configuration.md`); an invalid value raises `SettingsError` naming that variable.
+
+Core names no backend's setting: a backend plugin registers its own settings model with its
+factory, and `EventBusSettings` reads every installed plugin's model alongside its own fields,
+takes their fields as keywords and answers them as attributes (`settings.redis_url` with the
+Redis plugin installed), so what users wrote before the settings moved keeps working.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+import typing
+from collections.abc import Mapping
+from typing import Any, Final, Self, TypeVar
 
-from pydantic import (
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._errors import SettingsError
-from eventbus_core.redact._secrets import RedactedURL, redact_url
+from eventbus_core._plugin_settings import (
+    Problem,
+    build_model,
+    env_vars_of,
+    explain,
+    installed_models,
+    is_public_property,
+    problems_of,
+    route,
+)
 
-__all__ = ["BACKEND_ALIASES", "ENV_VARS", "EventBusSettings"]
+__all__ = ["BACKEND_ALIASES", "ENV_VARS", "EventBusSettings", "all_env_vars"]
+
+_M = TypeVar("_M", bound=BaseSettings)
 
 BACKEND_ALIASES: Final = {"in-memory": "memory", "inmemory": "memory"}
 """Alternative spellings accepted for backend names, mapped to the entry-point name."""
-
-_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
 
 def _env(name: str, **kwargs: Any) -> Any:
@@ -63,65 +72,12 @@ class EventBusSettings(BaseSettings):
         le=10_000_000,
         description="Events held by publish()'s buffer (and by each in-memory subscriber).",
     )
-    redis_url: RedactedURL | None = _env(
-        "REDIS_URL",
-        default=None,
-        description="Redis connection URL (redis://, rediss:// for TLS, unix://).",
-    )
-    redis_addr: str | None = _env(
-        "REDIS_ADDR",
-        default=None,
-        description="Redis host:port as the Go llm-proxy reads it; used when REDIS_URL is unset.",
-    )
-    redis_db: int = _env(
-        "REDIS_DB",
-        default=0,
-        ge=0,
-        description="Redis database number with REDIS_ADDR (the Go llm-proxy's variable).",
-    )
     stop_timeout: float = _env(
         "EVENTBUS_STOP_TIMEOUT",
         default=5.0,
         ge=0,
         description="Seconds stop() waits at most to deliver what was accepted.",
     )
-    redis_key: str = _env(
-        "EVENTBUS_REDIS_KEY",
-        default="llm-proxy-events",
-        min_length=1,
-        description="List key of the redis log backend; its LogID counter is KEY:seq.",
-    )
-    redis_ttl: float = _env(
-        "EVENTBUS_REDIS_TTL",
-        default=86_400.0,
-        ge=0,
-        description="Seconds the redis log is kept after the last write (0: no expiry).",
-    )
-    redis_max_len: int = _env(
-        "EVENTBUS_REDIS_MAX_LEN",
-        default=10_000,
-        ge=0,
-        description="Newest events the redis log keeps (0: no trimming).",
-    )
-    redis_stream: str = _env(
-        "EVENTBUS_REDIS_STREAM",
-        default="llm-proxy-events",
-        min_length=1,
-        description="Stream key of the redis-streams backend.",
-    )
-    redis_group: str = _env(
-        "EVENTBUS_REDIS_GROUP",
-        default="llm-proxy-dispatchers",
-        min_length=1,
-        description="Consumer group of the redis-streams backend.",
-    )
-    redis_stream_max_len: int = _env(
-        "EVENTBUS_REDIS_STREAM_MAX_LEN",
-        default=10_000,
-        ge=0,
-        description="Approximate MAXLEN of the stream (0: no trimming).",
-    )
-
     # --- dispatcher and sinks (docs/configuration.md, "Dispatcher and sinks") ---
     sinks: str = _env(
         "EVENTBUS_SINKS",
@@ -286,19 +242,90 @@ class EventBusSettings(BaseSettings):
         "its api_key option (EVENTBUS_SINK_<NAME>_API_KEY) is not set.",
     )
 
-    _redis_url_from: str = PrivateAttr(default="REDIS_URL")
+    _plugins: dict[type[BaseSettings], BaseSettings] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **values: Any) -> None:
+        models = installed_models()
+        core, routed = route(values, models, ENV_VARS)
+        problems: list[Problem] = []
+        variables = dict(ENV_VARS)
+        others: list[str] = []  # errors of a model that does not list its problems
         try:
-            super().__init__(**values)
+            super().__init__(**core)
         except ValidationError as exc:
-            problems = _problems(exc)
-            raise SettingsError(_explain(problems), problems=problems) from None
+            problems = problems_of(exc, EventBusSettings)
+        # Every installed plugin's settings are read (and checked) now, as core's are, so a
+        # wrong value fails at start-up whichever backend is selected.
+        built: dict[type[BaseSettings], BaseSettings] = {}
+        for model in models:
+            try:
+                built[model] = build_model(model, routed.get(model, {}))
+            except SettingsError as exc:
+                if exc.problems:
+                    problems.extend(exc.problems)
+                    variables |= env_vars_of(model)
+                else:
+                    others.append(str(exc))
+        if problems or others:
+            text = "; ".join(([explain(problems, variables)] if problems else []) + others)
+            raise SettingsError(text, problems=problems)
+        self._plugins = built
+
+    def __getattr__(self, name: str) -> Any:
+        # A plugin's setting read as an attribute of the core settings (`settings.redis_url`):
+        # only names its model declares, so a typo still raises AttributeError.
+        if not name.startswith("_"):
+            try:
+                plugins = object.__getattribute__(self, "__pydantic_private__") or {}
+            except AttributeError:
+                plugins = {}
+            for instance in plugins.get("_plugins", {}).values():
+                if name in type(instance).model_fields or is_public_property(instance, name):
+                    return getattr(instance, name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Assigning a plugin's field (`settings.redis_key = ...`) sets it on the plugin's model.
+        if name not in type(self).model_fields and not name.startswith("_"):
+            for instance in self._plugins.values():
+                if name in type(instance).model_fields:
+                    setattr(instance, name, value)
+                    return
+        super().__setattr__(name, value)
+
+    def __repr_args__(self) -> Any:
+        yield from super().__repr_args__()
+        for instance in self._plugins.values():
+            yield from instance.__repr_args__()
 
     @property
-    def redis_url_source(self) -> str:
-        """The variable(s) `redis_url` came from: `REDIS_URL`, or `REDIS_ADDR`/`REDIS_DB`."""
-        return self._redis_url_from
+    def model_fields_set(self) -> set[str]:
+        """The fields set explicitly (keyword or environment), plugins' fields included."""
+        found = set(self.__pydantic_fields_set__)
+        for instance in self._plugins.values():
+            found |= instance.model_fields_set
+        return found
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with `update` applied; a plugin's field in `update` goes to its model."""
+        core, routed = route(dict(update or {}), list(self._plugins), ENV_VARS)
+        copied = super().model_copy(update=core, deep=deep)
+        copied._plugins = {
+            model: instance.model_copy(update=routed.get(model), deep=deep)
+            for model, instance in self._plugins.items()
+        }
+        return copied
+
+    def plugin_settings(self, model: type[_M]) -> _M:
+        """The values of a plugin's settings `model`, as read with these settings.
+
+        A model no installed plugin registered (e.g. a plugin registered only in a test's
+        own registry) is read from the environment now.
+        """
+        instance = self._plugins.get(model)
+        if instance is None:
+            instance = build_model(model, {})
+        return typing.cast("_M", instance)
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -309,35 +336,6 @@ class EventBusSettings(BaseSettings):
                 raise ValueError("must not be empty (use 'memory' for the in-process default)")
             return BACKEND_ALIASES.get(name, name)
         return value
-
-    @field_validator("redis_url", mode="after")
-    @classmethod
-    def _check_redis_url(cls, value: RedactedURL | None) -> RedactedURL | None:
-        if value is None or value == "":
-            return None
-        if not value.lower().startswith(_REDIS_SCHEMES):
-            raise ValueError(
-                f"{value.redacted!r} is not a Redis URL; use redis://host:6379/0, "
-                "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
-            )
-        # redis-py reads a path that is not a number as database 0, silently.
-        db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
-        if not value.lower().startswith("unix://") and db and not db.isdigit():
-            raise ValueError(
-                f"the database after the address must be a number, as in redis://host:6379/0, "
-                f"not {db!r}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _redis_url_from_go_variables(self) -> EventBusSettings:
-        # The Go llm-proxy reads REDIS_ADDR (host:port) and REDIS_DB; REDIS_URL, when set, takes
-        # precedence, and REDIS_ADDR is then not used (nor checked).
-        if self.redis_url is None and self.redis_addr and self.redis_addr.strip():
-            address = _check_redis_addr(self.redis_addr.strip())
-            self.redis_url = RedactedURL(f"redis://{address}/{self.redis_db}")
-            self._redis_url_from = "REDIS_ADDR/REDIS_DB"
-        return self
 
     @field_validator("sinks", mode="before")
     @classmethod
@@ -375,55 +373,27 @@ class EventBusSettings(BaseSettings):
         return [p for p in self.redact_patterns.splitlines() if p.strip()]
 
     def env_var(self, field: str) -> str:
-        """Return the environment variable that sets `field`."""
-        return ENV_VARS[field]
+        """Return the environment variable that sets `field` (a core or a plugin's field)."""
+        if field in ENV_VARS:
+            return ENV_VARS[field]
+        for model in self._plugins:
+            variables = env_vars_of(model)
+            if field in variables:
+                return variables[field]
+        raise KeyError(field)
 
 
 ENV_VARS: Final[dict[str, str]] = {
     name: str(info.validation_alias) for name, info in EventBusSettings.model_fields.items()
 }
-"""Field name to environment variable, for every setting."""
+"""Field name to environment variable, for every setting of core (plugins' settings:
+`all_env_vars()`)."""
 
 
-def _check_redis_addr(value: str) -> str:
-    host, colon, port = value.rpartition(":")
-    # Never echo a password someone put there: mask it as in a URL.
-    shown = redact_url(value if "://" in value else f"redis://{value}").removeprefix("redis://")
-    if "://" in value or not colon or not host or any(c in host for c in "/@?#"):
-        raise ValueError(
-            f"REDIS_ADDR={shown!r} must be host:port, as the Go llm-proxy reads it (e.g. "
-            "localhost:6379 or [::1]:6379); for a URL, a password or TLS, set REDIS_URL instead"
-        )
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(
-            f"REDIS_ADDR={shown!r}: port {port!r} is not a number from 1 to 65535 "
-            "(e.g. localhost:6379)"
-        )
-    return value
-
-
-def _problems(exc: ValidationError) -> list[tuple[str, str, str]]:
-    """Each invalid field as `(field, shown value, reason)`, a URL's password masked."""
-    found = []
-    fields = {variable: field for field, variable in ENV_VARS.items()}
-    for err in exc.errors():
-        if not err["loc"]:  # a check across settings: its message names the variables
-            found.append(("", "", str(err["msg"]).removeprefix("Value error, ")))
-            continue
-        loc = str(err["loc"][0])
-        field = fields.get(loc, loc)  # from the environment, pydantic names the variable
-        given = err.get("input")
-        shown = "" if isinstance(given, dict) else repr(given)
-        if field == "redis_url" and isinstance(given, str):
-            shown = repr(RedactedURL(given))
-        reason = str(err["msg"]).removeprefix("Value error, ")
-        found.append((field, shown, reason))
+def all_env_vars() -> dict[str, str]:
+    """Field name to environment variable, for core's settings and every installed plugin's."""
+    found = dict(ENV_VARS)
+    for model in installed_models():
+        for field, variable in env_vars_of(model).items():
+            found.setdefault(field, variable)
     return found
-
-
-def _explain(problems: list[tuple[str, str, str]]) -> str:
-    detail = "; ".join(
-        f"{ENV_VARS.get(field, field)}{'=' + shown if shown else ''}: {reason}" if field else reason
-        for field, shown, reason in problems
-    )
-    return f"invalid eventbus setting: {detail} (fix the environment variable or the argument)"

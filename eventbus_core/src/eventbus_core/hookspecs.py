@@ -13,7 +13,7 @@ user selects them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 
@@ -30,8 +30,22 @@ BackendFactory = Callable[[Any], Any]
 SinkFactory = Callable[..., Any]
 """`factory(settings: EventBusSettings, options: dict[str, str]) -> Sink`."""
 
-RegisterFn = Callable[[str, Callable[..., Any]], None]
-"""`register(name, factory)`: what the hooks receive."""
+
+class RegisterFn(Protocol):
+    """`register(name, factory, *, settings=None)`: what the hooks receive.
+
+    `settings` is the plugin's own pydantic-settings model (a `BaseSettings` subclass, e.g. an
+    `eventbus_core.PluginSettings`): its fields become settings of eventbus. `EventBusSettings`
+    accepts them as keywords and attributes and validates them from the environment, `eventbus
+    plugins` and `--backend-option KEY=VALUE` know them, and a field declaring
+    `json_schema_extra={"cli_flag": "--flag"}` gets that command-line flag. Register the same
+    model with each backend that reads it.
+    """
+
+    def __call__(
+        self, name: str, factory: Callable[..., Any], /, *, settings: type[Any] | None = None
+    ) -> None:
+        """Register `factory` under `name` (with its settings model, if any)."""
 
 
 @hookspec
@@ -41,10 +55,13 @@ def eventbus_register_backends(register: RegisterFn) -> None:
     Called once when the plugin registry is built; never per event.
 
     Args:
-        register: Call `register(name, factory)` for each backend. `name` is the word users
-            put in `LLM_PROXY_EVENT_BUS` (lower case, conventionally the plugin's entry-point
-            name); `factory(settings: EventBusSettings) -> EventBus` builds a bus from settings
-            and is only called when the user selects `name`.
+        register: Call `register(name, factory, settings=Model)` for each backend. `name` is
+            the word users put in `LLM_PROXY_EVENT_BUS` (lower case, conventionally the
+            plugin's entry-point name); `factory(settings: EventBusSettings) -> EventBus`
+            builds a bus from settings and is only called when the user selects `name`.
+            `settings` (optional) is the backend's own pydantic-settings model; the factory
+            reads its values with `settings.plugin_settings(Model)` (or as attributes of
+            `settings`).
 
     Returns:
         Nothing; the hook must not do I/O.

@@ -22,17 +22,21 @@ from typing import Any, Final, Self
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
 from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
-from eventbus_nats._fanout import Follower, NatsSubscription, drain_followers
+from eventbus_nats._fanout import Follower, NatsSubscription
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
 from eventbus_nats._options import ConnectOptions
 from eventbus_nats._settings import NatsSettings, check_name
+from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
 
 __all__ = ["NatsEventBus"]
 
-_GRACE: Final = 0.25  # seconds stop() waits past its deadline for the loop to settle counts
+# Seconds past stop()'s deadline to learn whether events sent without a PubAck yet are in the
+# stream and to hand subscriptions what this bus stored: counts must be true, not guesses.
+_CONFIRM: Final = 0.5
+_GRACE: Final = 0.25  # seconds stop() waits past that for the loop to answer at all
 _SUBSCRIBE_WAIT: Final = 5.0  # seconds subscribe() waits for its consumer while NATS answers
 _LIVE_BUSES: weakref.WeakSet[NatsEventBus] = weakref.WeakSet()
 
@@ -125,6 +129,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         # Everything is checked: only now start the connection's thread.
         self._link = Link(options, layout, name=f"eventbus-nats[{layout.stream}]")
         self._writer = JetStreamWriter(self._link, buffer_size=buffer_size, max_batch=max_batch)
+        self._writer.hold = self._a_follower_is_unstarted
         self._log = LogReader(self._link)
         _LIVE_BUSES.add(self)
 
@@ -133,13 +138,14 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         cls, settings: EventBusSettings, nats_settings: NatsSettings | None = None
     ) -> Self:
         """Build the `nats` backend: `buffer_size` and `stop_timeout` from `settings`, the rest
-        from `nats_settings` (read from the environment when omitted). Does not block: the
+        from `nats_settings` (when omitted: those `settings` carry, e.g.
+        `EventBusSettings(nats_replicas=3)`, else the environment). Does not block: the
         connection is made in the background, so the application starts while NATS is down.
 
         Raises:
             SettingsError: a setting is invalid (the message names the variable).
         """
-        nats_settings = nats_settings or NatsSettings()
+        nats_settings = nats_settings or settings.plugin_settings(NatsSettings)
         options = ConnectOptions.from_settings(nats_settings)
         return cls(
             ",".join(options.servers),
@@ -200,7 +206,9 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         process, in stream order, each stamped with its LogID.
 
         Waits for its consumer to be created (up to 5 s while NATS answers); if NATS is down,
-        it starts after the last event this bus wrote once NATS answers again.
+        it starts after the last event this bus wrote once NATS answers again (if this bus
+        wrote none yet, its writer waits for that consumer, at most 5 s, so that the
+        subscription misses none of this bus's events).
         """
         sub = NatsSubscription(
             check_buffer_size(buffer_size, self.buffer_size),
@@ -218,6 +226,11 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         with contextlib.suppress(TimeoutError, LinkClosed):
             self._link.call(follower.start(_SUBSCRIBE_WAIT), _SUBSCRIBE_WAIT + 1.0)
         return sub
+
+    def _a_follower_is_unstarted(self) -> bool:
+        """True while a subscription made before this bus stored anything has no consumer yet
+        (NATS was unreachable): the writer waits, so that it misses none of this bus's events."""
+        return any(f.last_seq is None and not f.sub.finished for f in self._followers)
 
     def _unsubscribe(self, sub: Any) -> None:
         with self._subs_lock:
@@ -263,9 +276,14 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
 
     def stop(self, timeout: float | None = None) -> None:
         """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it
-        to this bus's subscriptions, then end them. Idempotent; returns by the deadline
-        (plus a quarter second to settle the counts). What could not be written is counted
-        in `stats().lost`. Consumers are separate: close them yourself.
+        to this bus's subscriptions, then end them. Idempotent.
+
+        Returns within `timeout` + 0.75 s: after the deadline, up to 0.5 s to confirm with
+        the server which events sent without an acknowledgement yet it holds and to let the
+        subscriptions read up to the newest event this bus stored, and 0.25 s for the counts
+        to settle even if the connection's loop does not answer. Events not in the stream are
+        counted in `stats().lost`; those a subscription was not handed, in its `dropped`.
+        Consumers are separate: close them yourself.
         """
         with self._subs_lock:
             if self._stopped:
@@ -274,11 +292,12 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             followers = list(self._followers)
         wait = self.stop_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + wait
+        confirm_by = deadline + _CONFIRM
         self._writer.close_intake()
         settled = False
         try:
-            future = self._link.submit(self._shutdown(followers, deadline))
-            future.result(max(0.0, deadline - time.monotonic()) + _GRACE)
+            future = self._link.submit(self._shutdown(followers, deadline, confirm_by))
+            future.result(max(0.0, confirm_by - time.monotonic()) + _GRACE)
             settled = True
         except Exception:  # the loop did not answer in time: settle from here
             pass
@@ -286,11 +305,13 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         if not settled:
             for follower in followers:
                 follower.sub.finish()
-        self._link.release(deadline)
+        self._link.release(confirm_by)
 
-    async def _shutdown(self, followers: list[Follower], deadline: float) -> None:
-        await self._writer.drain(deadline)
-        await drain_followers(followers, self._writer.last_seq, deadline)
+    async def _shutdown(
+        self, followers: list[Follower], deadline: float, confirm_by: float
+    ) -> None:
+        await self._writer.drain(deadline, confirm_by)
+        await drain_followers(followers, self._writer.last_seq, confirm_by)
 
     def stats(self) -> BusStats:
         """`(published, dropped)` with `lost`, writer and connection figures (no I/O)."""
@@ -305,6 +326,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             "connection": self._link.state,
             **self._writer.figures(),
             "missed": sum(s.missed for s in subs),
+            "unhanded": sum(s.unhanded for s in subs),
             "undecodable": sum(s.undecodable for s in subs),
             "consumers": [c.figures() for c in list(self._consumers)],
             "stopped": self._stopped,

@@ -18,7 +18,6 @@ an entry without telling anyone, and a dead-letter write that failed could not b
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import time
@@ -28,7 +27,7 @@ from typing import Any, Final
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from eventbus_core import Backoff, Delivery, Event, WireFormatError
+from eventbus_core import Backoff, Delivery, Event, WireFormatError, get_logger
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
@@ -36,7 +35,7 @@ from eventbus_nats._settings import check_name
 
 __all__ = ["GroupConsumer", "default_consumer_name"]
 
-log = logging.getLogger("eventbus.nats")
+log = get_logger("eventbus.nats")
 
 _CHECK_EVERY: Final = 5.0  # seconds of silence before a member checks its group still exists
 _CALL_MARGIN: Final = 5.0  # seconds a request may take on top of a read's own timeout

@@ -8,13 +8,17 @@ handed over; whenever its consumer is gone (server restarted, its node lost, exp
 subscriber was full) or an error says it may be, it creates a new one from the next sequence,
 which is what makes the consumer "ordered". A jump in stream sequences means messages were
 removed (limits, purge) before this subscriber read them: they are counted in its `dropped`.
+
+At stop, `drain_followers()` (`_stopping.py`) lets each reader catch up to the last sequence
+this bus stored (after the writer confirmed what it sent), then ends it; what it could not hand
+over by then is counted in its `dropped` too. Neither of these is the consumer's slowness, so
+they are counted without the core's "buffer is full" warning, with a warning of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from typing import Final
@@ -23,13 +27,13 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from eventbus_core import Backoff, Event, Subscription, WireFormatError
+from eventbus_core import Backoff, Event, Subscription, WireFormatError, get_logger
 from eventbus_nats._link import Link
 from eventbus_nats._options import safe_error
 
-__all__ = ["Follower", "NatsSubscription", "drain_followers"]
+__all__ = ["Follower", "NatsSubscription"]
 
-log = logging.getLogger("eventbus.nats")
+log = get_logger("eventbus.nats")
 
 _INACTIVE: Final = 30.0  # seconds before the server deletes an unused subscription consumer
 _CHECK_EVERY: Final = 5.0  # seconds of silence before a reader checks its consumer still exists
@@ -57,6 +61,14 @@ class NatsSubscription(Subscription):
         self.last_log_id = 0
         self.missed = 0
         self.undecodable = 0
+        self.unhanded = 0
+
+    def count_not_handed(self, n: int) -> None:
+        """Count `n` events in this subscription's `dropped` that were not handed to it for a
+        reason other than a full buffer (removed from the stream, the bus stopped): the
+        caller logs the reason, so the core's "buffer is full" warning is not given."""
+        if n > 0:
+            self.dropped += n
 
 
 class Follower:
@@ -195,6 +207,10 @@ class Follower:
     def _hand_over(self, msgs: list[Msg]) -> None:
         events: list[Event] = []
         sub = self.sub
+        if sub.finished:
+            # A fetch that completed as stop ended the subscription: `drain_followers()` has
+            # accounted everything up to its target already; nothing more is this one's.
+            return
         for msg in msgs:
             seq = msg.metadata.sequence.stream
             last = self.last_seq
@@ -216,7 +232,7 @@ class Follower:
 
     def _missed(self, n: int, after: int) -> None:
         self.sub.missed += n
-        self.sub.count_dropped(n)
+        self.sub.count_not_handed(n)
         log.warning(
             "eventbus nats subscription %s missed %d event(s) after LogID %d: removed from the "
             "stream (limits or purge) before it read them",
@@ -271,22 +287,3 @@ class Follower:
         if self._full_since is None:
             self._full_since = now
         return now - self._full_since >= _STUCK_AFTER
-
-
-async def drain_followers(followers: list[Follower], target: int, deadline: float) -> None:
-    """Deliver up to stream sequence `target` to every subscription until `deadline`, then
-    end them all; what a subscription could not be handed is counted as dropped for it."""
-    while True:
-        now = time.monotonic()
-        if now >= deadline or all(
-            f.sub.finished or f.behind(target) == 0 or f.stuck(now) for f in followers
-        ):
-            break
-        await asyncio.sleep(0.01)
-    for follower in followers:
-        missed = follower.behind(target)
-        if missed and not follower.sub.finished:
-            follower.sub.count_dropped(missed)
-        follower.sub.finish()
-    remaining = deadline - time.monotonic()
-    await asyncio.gather(*(f.close(min(0.5, remaining)) for f in followers), return_exceptions=True)

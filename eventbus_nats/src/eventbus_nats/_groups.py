@@ -13,17 +13,17 @@ from adding the same entry twice.
 
 from __future__ import annotations
 
-import logging
 from typing import Final
 
 import nats.js.errors
 from nats.js import api
 
+from eventbus_core import get_logger
 from eventbus_nats._link import Link
 
 __all__ = ["DeliveryCounter", "dead_letter", "open_group"]
 
-log = logging.getLogger("eventbus.nats")
+log = get_logger("eventbus.nats")
 
 _REASON_MAX: Final = 500
 _MAX_TRACKED: Final = 100_000  # entries whose deliveries a member counts itself

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Coroutine
@@ -31,12 +30,13 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
+from eventbus_core import get_logger
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._options import ConnectOptions, safe_error
 
 __all__ = ["Link", "LinkClosed"]
 
-log = logging.getLogger("eventbus.nats")
+log = get_logger("eventbus.nats")
 
 T = TypeVar("T")
 

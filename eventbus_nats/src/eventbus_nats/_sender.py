@@ -6,13 +6,19 @@ PubAck was lost, not the event) is dropped by the stream's duplicate window. Eve
 acknowledgement (a timeout, a lost connection, a leader election, a missing stream, which is
 created again) are sent again after a backoff with jitter, in their order within the batch. An
 event is settled exactly once, through the `settle(written, lost)` callback: written
-(acknowledged) or lost (refused by the server for good, or given up at stop).
+(acknowledged) or lost (refused by the server for good, never sent before the stop deadline, or
+still unconfirmed when stop's confirmation window closed).
+
+At stop, `confirm()` learns the fate of the events that were handed to nats-py but whose
+PubAck had not been seen: it waits for the outstanding acknowledgements, then asks the server
+again by publishing the same message ids, which the stream's duplicate window answers with the
+sequence of the copy it stored already (or stores it now). Either answer proves the event is in
+the stream, so `lost` counts only events that are not there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
@@ -20,31 +26,35 @@ from typing import Any, Final
 import nats.errors
 import nats.js.errors
 
-from eventbus_core import Backoff, Event
+from eventbus_core import Backoff, Event, get_logger
 from eventbus_nats._link import Link
 from eventbus_nats._options import safe_error
 
 __all__ = ["Batch", "BatchSender"]
 
-log = logging.getLogger("eventbus.nats")
+log = get_logger("eventbus.nats")
 
 _YIELD_EVERY: Final = 64  # events queued between two chances for the flusher to send
 _MAX_REFUSALS: Final = 3  # a server that says no this often to one event means it
 _STREAM_NOT_FOUND: Final = 10059
 _HALF_PENDING: Final = 4 * 1024 * 1024  # bytes queued in nats-py beyond which we do not add
+_CONFIRM_ROUND: Final = 0.2  # seconds confirm() waits for acknowledgements before asking again
+_CONFIRM_RETRY: Final = 0.02  # seconds between two attempts while the connection is down
 _OPEN, _WRITTEN, _LOST = 0, 1, 2
 
 
 class Batch:
     """Encoded events on their way, with each one's fate."""
 
-    __slots__ = ("futures", "ids", "open", "payloads", "refusals", "status")
+    __slots__ = ("futures", "ids", "open", "payloads", "refusals", "status", "tried")
 
     def __init__(self, ids: list[str], payloads: list[bytes]) -> None:
         self.ids = ids
         self.payloads = payloads
         self.futures: list[asyncio.Future[Any] | None] = [None] * len(ids)
         self.status = [_OPEN] * len(ids)
+        # Handed to nats-py at least once: it may be in the stream even without a PubAck.
+        self.tried = [False] * len(ids)
         self.refusals = [0] * len(ids)
         self.open = len(ids)
 
@@ -78,6 +88,7 @@ class BatchSender:
         self.failures = 0
         self.resent = 0
         self.duplicates = 0
+        self.unconfirmed = 0
 
     def encode(self, events: list[Event]) -> Batch | None:
         """The events as Go wire JSON with their message ids (None if none could be encoded)."""
@@ -118,6 +129,8 @@ class BatchSender:
                         # Let nats-py's flusher put what is queued on the wire, so the server
                         # works on it (and acknowledges) while the rest is being queued.
                         await asyncio.sleep(0)
+                    # Before the await: a cancellation inside it may leave the event queued.
+                    batch.tried[i] = True
                     try:
                         batch.futures[i] = await js.publish_async(
                             self._subject,
@@ -202,9 +215,45 @@ class BatchSender:
         batch.open -= 1
         self._settle(int(status == _WRITTEN), int(status == _LOST))
 
+    async def confirm(self) -> None:
+        """At stop, once the writer task is cancelled: settle every open event whose fate can be
+        learnt. Never-sent events are lost; sent ones are written as soon as a PubAck (the
+        first one, or the duplicate window's answer to the same message id sent again) says
+        the stream holds them. Runs until all are settled: the caller bounds it in time."""
+        self._lose_unsent()
+        while self._open:
+            waiting = [f for b in self._open for f in b.futures if f is not None and not f.done()]
+            if waiting:
+                await asyncio.wait(waiting, timeout=_CONFIRM_ROUND)
+            else:  # every pass yields to the loop, or the caller's timeout could never fire
+                await asyncio.sleep(_CONFIRM_RETRY)
+            for batch in list(self._open):
+                self._collect(batch)
+                if batch.open == 0:
+                    self._open.remove(batch)
+            nc = self._link.nc
+            if nc is None or not nc.is_connected:
+                continue  # nats-py may reconnect within the window: look again
+            for batch in list(self._open):
+                unasked = _unasked(batch)
+                if unasked:
+                    await self.send(batch)
+                    self.resent += unasked - _unasked(batch)
+
+    def _lose_unsent(self) -> None:
+        """Count as lost the open events never handed to nats-py: they cannot be stored."""
+        for batch in list(self._open):
+            for i in range(len(batch.ids)):
+                if batch.status[i] == _OPEN and not batch.tried[i]:
+                    self._close_item(batch, i, _LOST)
+            if batch.open == 0:
+                self._open.remove(batch)
+
     def give_up_open(self) -> None:
-        """Count every event still open as lost (the stop deadline passed)."""
-        lost = 0
+        """Count every event still open as lost (stop's confirmation window closed, or the
+        writer failed); those sent at least once are also counted in `unconfirmed`: the server
+        may hold them, it did not say."""
+        lost = unconfirmed = 0
         for batch in self._open:
             for i, future in enumerate(batch.futures):
                 if future is not None and not future.done():
@@ -212,8 +261,16 @@ class BatchSender:
                 if batch.status[i] == _OPEN:
                     batch.status[i] = _LOST
                     lost += 1
+                    unconfirmed += batch.tried[i]
             batch.open = 0
         self._open.clear()
+        if unconfirmed:
+            self.unconfirmed += unconfirmed
+            log.warning(
+                "eventbus nats writer: %d event(s) were sent but NATS did not confirm them "
+                "before stop's deadline; counted lost, though the stream may hold them",
+                unconfirmed,
+            )
         if lost:
             self._settle(0, lost)
 
@@ -226,6 +283,11 @@ class BatchSender:
             log.warning("eventbus nats writer cannot write (%s); retrying", message)
         self.state = state
         self.last_error = message
+
+
+def _unasked(batch: Batch) -> int:
+    """Open events of `batch` without a PubAck future (none sent, or the last one given up)."""
+    return sum(1 for i, f in enumerate(batch.futures) if f is None and batch.status[i] == _OPEN)
 
 
 def _stream_missing(exc: BaseException) -> bool:

@@ -10,30 +10,33 @@ one's PubAcks come back.
 
 While NATS is unreachable the sender keeps its batches and backs off; the buffer fills and
 `publish()` refuses and counts what does not fit. Every accepted event is settled exactly once:
-written (acknowledged) or lost (given up when `stop()`'s deadline passes, or refused by the
-server for good).
+written (acknowledged) or lost (not sent when `stop()`'s deadline passed, sent but still
+unconfirmed when the short confirmation window after it closed, or refused by the server for
+good). Events sent before the deadline whose PubAck had not come back are not lost on a guess:
+`drain()` gives the sender that window to learn whether the stream holds them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
-from eventbus_core import Event
+from eventbus_core import Event, get_logger
 from eventbus_nats._link import Link
 from eventbus_nats._sender import Batch, BatchSender
 
 __all__ = ["JetStreamWriter"]
 
-log = logging.getLogger("eventbus.nats")
+log = get_logger("eventbus.nats")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 _WINDOW: Final = 2  # batches on their way at once
+_HOLD_MAX: Final = 5.0  # seconds the writer waits for a subscription to make its consumer
 
 
 class JetStreamWriter:
@@ -79,6 +82,8 @@ class JetStreamWriter:
         self._ack_timeout = ack_timeout
         self._buffer: deque[Event] = deque()
         self._closed = False
+        # Set by the bus: True while a subscription still has to make its first consumer.
+        self.hold: Callable[[], bool] = lambda: False
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -134,9 +139,20 @@ class JetStreamWriter:
         sender = self._sender
         window: deque[Batch] = deque()  # sent, acknowledgements not checked yet
         last_activity = time.monotonic()
+        held_since: float | None = None
         try:
             await self._link.jetstream()  # the first connection (retried in the background)
             while True:
+                if not window and not self._closed and self.hold():
+                    # A subscription made while NATS was unreachable starts at the stream's
+                    # end once its consumer exists: what this bus stores before would pass it
+                    # by uncounted. Wait for it (bounded: its consumer may keep failing).
+                    held_since = held_since or time.monotonic()
+                    if time.monotonic() - held_since < _HOLD_MAX:
+                        await asyncio.sleep(0.01)
+                        continue
+                else:
+                    held_since = None
                 events = self._take()
                 batch = sender.encode(events) if events else None
                 if batch is not None:
@@ -167,7 +183,9 @@ class JetStreamWriter:
             if not self._closed:
                 self._link.call_soon(self._start)
         finally:
-            sender.give_up_open()  # cancelled at the stop deadline: what is left is lost
+            if not self._closed:
+                sender.give_up_open()
+            # Closed: drain() cancelled us at the stop deadline and confirms what is open.
             self._notify_done()
 
     async def _deep_sleep(self) -> None:
@@ -230,18 +248,23 @@ class JetStreamWriter:
         self._closed = True
         self._kick()
 
-    async def drain(self, deadline: float) -> None:
-        """On the loop: let the writer finish until `deadline`, then cancel it (what is left
-        is counted lost)."""
+    async def drain(self, deadline: float, confirm_by: float) -> None:
+        """On the loop: let the writer finish until `deadline`, then cancel it and, until
+        `confirm_by`, learn which of the events it sent without a PubAck yet the stream holds
+        (`BatchSender.confirm`); what is still open then is counted lost."""
         task = self._task
-        if task is None or task.done():
-            return
+        if task is not None and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        sender = self._sender
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.wait_for(sender.confirm(), max(0.0, confirm_by - time.monotonic()))
+        sender.give_up_open()
+        self._notify_done()
 
     def finish(self, *, settled: bool) -> None:
         """After `drain()`: count what is left as lost. `settled` False means the loop did not
@@ -259,7 +282,9 @@ class JetStreamWriter:
                 self._lost += self._taken - self._done
                 self._done = self._taken
         if self._lost:
-            log.warning("eventbus nats writer stopped with %d event(s) unwritten", self._lost)
+            log.warning(
+                "eventbus nats writer stopped with %d event(s) not in the stream (lost)", self._lost
+            )
         self._stopped = True
 
     @property
@@ -289,6 +314,7 @@ class JetStreamWriter:
             "resent": sender.resent,
             "duplicates": sender.duplicates,
             "lost": self._lost,
+            "unconfirmed": sender.unconfirmed,
             "last_log_id": sender.last_seq,
         }
 

@@ -8,11 +8,14 @@ at-least-once delivery.
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._log import RedisEventBus
 from eventbus_redis._redis_subscription import Gap, RedisSubscription
+from eventbus_redis._settings import REDIS_ENV_VARS, RedisSettings
 from eventbus_redis._streams import RedisStreamsEventBus
 
 __all__ = [
+    "REDIS_ENV_VARS",
     "Gap",
     "RedisEventBus",
+    "RedisSettings",
     "RedisStreamsEventBus",
     "RedisSubscription",
     "StreamConsumer",

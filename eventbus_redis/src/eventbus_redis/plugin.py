@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from eventbus_core import EventBusSettings, RegisterFn, hookimpl
 from eventbus_redis._log import RedisEventBus
+from eventbus_redis._settings import RedisSettings
 from eventbus_redis._streams import RedisStreamsEventBus
 
 __all__ = ["build_log_bus", "build_streams_bus", "eventbus_register_backends"]
@@ -24,6 +25,7 @@ def build_streams_bus(settings: EventBusSettings) -> RedisStreamsEventBus:
 
 @hookimpl
 def eventbus_register_backends(register: RegisterFn) -> None:
-    """Register backends `redis` (LIST log) and `redis-streams` (consumer groups)."""
-    register("redis", build_log_bus)
-    register("redis-streams", build_streams_bus)
+    """Register backends `redis` (LIST log) and `redis-streams` (consumer groups), with their
+    settings (`REDIS_URL`, `EVENTBUS_REDIS_*`: `RedisSettings`)."""
+    register("redis", build_log_bus, settings=RedisSettings)
+    register("redis-streams", build_streams_bus, settings=RedisSettings)

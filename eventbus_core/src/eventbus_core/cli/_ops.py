@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import (
@@ -26,7 +26,8 @@ from eventbus_core._event import Event
 from eventbus_core._factory import create_bus
 from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import get_registry
-from eventbus_core._settings import ENV_VARS, EventBusSettings
+from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
+from eventbus_core.cli._backend_flags import add_plugin_options, plugin_overrides
 from eventbus_core.cli._reach import ensure_reachable
 from eventbus_core.redact._secrets import redact_url
 
@@ -59,8 +60,9 @@ EXIT_CODES_HELP: Final = (
     "the backend did not answer; 2 usage or configuration error; 130 interrupted"
 )
 
-BACKEND_FLAGS: Final = {"backend": "--backend", "redis_url": "--redis-url"}
-"""Settings field to the flag of `add_backend_options()` that overrides it."""
+BACKEND_FLAGS: Final = {"backend": "--backend"}
+"""Core settings field to the flag of `add_backend_options()` that overrides it (the flags of
+backend plugins, such as `--redis-url`, and `--backend-option` come with their plugin)."""
 
 
 class UsageError(EventBusError, ValueError):
@@ -68,7 +70,8 @@ class UsageError(EventBusError, ValueError):
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """Add `--backend`, `--redis-url` (overriding the environment for one run) and
+    """Add `--backend`, the installed backend plugins' flags (such as `--redis-url`) and
+    `--backend-option KEY=VALUE` (overriding the environment for one run), and
     `--wait-for-backend`."""
     group = parser.add_argument_group("backend (default: from the environment)")
     group.add_argument(
@@ -76,9 +79,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="backend name, overriding LLM_PROXY_EVENT_BUS (redis, redis-streams, ...)",
     )
-    group.add_argument(
-        "--redis-url", metavar="URL", help="Redis connection URL, overriding REDIS_URL"
-    )
+    add_plugin_options(group)
     group.add_argument(
         "--wait-for-backend",
         type=float,
@@ -101,15 +102,15 @@ def settings_from_args(
         SettingsError: an environment variable's value is invalid (the message names it).
         UnknownBackendError, BackendLoadError: the backend is not installed, or broken.
     """
-    overrides: dict[str, Any] = {}
+    overrides, given_as_flag = plugin_overrides(args)
     for field in flags:
         value = getattr(args, field, None)
         if value is not None and value != "":
-            overrides[field] = value
+            overrides[field], given_as_flag[field] = value, flags[field]
     try:
         settings = EventBusSettings(**overrides)
     except SettingsError as exc:
-        raise _in_flag_terms(exc, {f: flags[f] for f in overrides}) from None
+        raise _in_flag_terms(exc, given_as_flag) from None
     given_as = flags["backend"] if "backend" in overrides else ENV_VARS["backend"]
     get_registry().backend(settings.backend, given_as=given_as)
     return settings
@@ -125,7 +126,7 @@ def _in_flag_terms(exc: SettingsError, flags: Mapping[str, str]) -> EventBusErro
         if name is not None:
             parts.append(f"{name} {shown}: {reason}" if shown else f"{name}: {reason}")
         else:
-            var = ENV_VARS.get(field, field)
+            var = all_env_vars().get(field, field)
             parts.append(f"{var}={shown}: {reason}" if shown else f"{var}: {reason}")
     return UsageError("; ".join(parts))
 

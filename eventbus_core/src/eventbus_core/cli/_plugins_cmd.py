@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
-from eventbus_core._plugins import PluginLoadWarning, PluginRegistry
+from eventbus_core._plugin_settings import describe_settings
+from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry
 
 __all__ = ["add_parser", "run"]
 
@@ -18,7 +20,8 @@ def add_parser(sub: Any) -> None:
         "plugins",
         help="list installed backends and sinks",
         description="List the installed eventbus plugins (entry points of group 'eventbus'): "
-        "distribution, version, what each registers, and any load error.",
+        "distribution, version, what each registers, any load error, and each plugin's "
+        "settings (environment variable, default, description).",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
@@ -55,8 +58,36 @@ def run(args: argparse.Namespace) -> int:
                     f"ERROR {info.error}" if info.error else "ok",
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-        for row in rows:
-            cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
-            print("  ".join([*cells, row[-1]]))
+        _print_table(rows)
+        _print_settings(infos)
     return 1 if any(i.error for i in infos) else 0
+
+
+def _print_table(rows: Sequence[tuple[str, ...]], indent: str = "") -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        print(indent + "  ".join([*cells, row[-1]]))
+
+
+def _print_settings(infos: list[PluginInfo]) -> None:
+    """Each plugin's settings, once per model (one module may stand behind several entries)."""
+    seen: dict[type, list[str]] = {}
+    for info in infos:
+        for model in info.settings:
+            seen.setdefault(model, []).append(info.name)
+    for model, names in seen.items():
+        print()
+        print(f"settings of {', '.join(names)} ({model.__module__}.{model.__qualname__}):")
+        rows: list[tuple[str, ...]] = [("VARIABLE", "FIELD", "DEFAULT", "DESCRIPTION")]
+        for setting in describe_settings(model):
+            flag = f" (flag {setting.flag})" if setting.flag else ""
+            rows.append(
+                (
+                    setting.env_var,
+                    setting.field,
+                    setting.default or "-",
+                    setting.description + flag,
+                )
+            )
+        _print_table(rows, indent="  ")

@@ -1,0 +1,108 @@
+"""Command-line options that belong to a plugin: its declared flags and `--backend-option`.
+
+A plugin's settings model may give a field a flag (`json_schema_extra={"cli_flag":
+"--redis-url"}`): the commands that open a bus then accept it, so the flag exists exactly when
+the plugin is installed. Any other field of an installed plugin's model is set for one run with
+`--backend-option KEY=VALUE`, where KEY is the field or its environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import Any
+
+from eventbus_core._plugin_settings import cli_flag, env_vars_of
+from eventbus_core._plugins import PluginLoadWarning, PluginRegistry, get_registry
+
+__all__ = ["add_plugin_options", "plugin_flags", "plugin_overrides"]
+
+_OPTION = "--backend-option"
+
+
+def _registry() -> PluginRegistry:
+    # The parser is built before any command runs, also for `eventbus plugins`, which shows
+    # load errors in its table: a broken plugin is not warned about while flags are collected.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        return get_registry()
+
+
+def plugin_flags() -> dict[str, str]:
+    """Settings field to the flag an installed plugin declared for it (e.g. `--redis-url`)."""
+    flags: dict[str, str] = {}
+    for model in _registry().settings_models():
+        for name, info in model.model_fields.items():
+            flag = cli_flag(info)
+            if flag is not None and flag not in flags.values():
+                flags.setdefault(name, flag)
+    return flags
+
+
+def add_plugin_options(group: Any) -> None:
+    """Add the installed plugins' flags and `--backend-option KEY=VALUE` to `group`."""
+    registry = _registry()
+    declared = plugin_flags()
+    for model, plugin in registry.settings_models().items():
+        variables = env_vars_of(model)
+        for name, info in model.model_fields.items():
+            if declared.get(name) != cli_flag(info) or cli_flag(info) is None:
+                continue
+            group.add_argument(
+                declared[name],
+                dest=name,
+                metavar=name.rsplit("_", 1)[-1].upper(),
+                help=f"{(info.description or name).rstrip('.')}, overriding {variables[name]} "
+                f"(from plugin {plugin})",
+            )
+    group.add_argument(
+        _OPTION,
+        action="append",
+        dest="backend_options",
+        metavar="KEY=VALUE",
+        help="set a backend plugin's setting for this run, KEY being the setting's name or "
+        "its environment variable; repeatable; 'eventbus plugins' lists each plugin's settings",
+    )
+
+
+def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plugin settings given on the command line, as `EventBusSettings` keywords, and
+    each one's flag as the user typed it (for error messages).
+
+    Raises:
+        UsageError: a `--backend-option` is not KEY=VALUE, or no installed plugin has
+            setting KEY.
+    """
+    from eventbus_core.cli._ops import UsageError
+
+    values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for field, flag in plugin_flags().items():
+        value = getattr(args, field, None)
+        if value is not None and value != "":
+            values[field], given_as[field] = value, flag
+    options = getattr(args, "backend_options", None) or []
+    if not options:
+        return values, given_as
+    known: dict[str, str] = {}
+    for model in _registry().settings_models():
+        for field, variable in env_vars_of(model).items():
+            known.setdefault(field.lower(), field)
+            known.setdefault(variable.lower(), field)
+    for option in options:
+        key, eq, value = option.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UsageError(
+                f"{_OPTION} {option!r}: give KEY=VALUE, KEY being a backend plugin's setting "
+                "or its environment variable"
+            )
+        found = known.get(key.lower())
+        if found is None:
+            settings = ", ".join(sorted(set(known.values()))) or "none"
+            raise UsageError(
+                f"{_OPTION} {key}: no installed backend plugin has this setting (settings of "
+                f"the installed plugins: {settings}; see 'eventbus plugins')"
+            )
+        values[found], given_as[found] = value, f"{_OPTION} {key}"
+    return values, given_as

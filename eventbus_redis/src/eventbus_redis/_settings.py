@@ -1,0 +1,152 @@
+"""`RedisSettings`: the settings of the `redis` and `redis-streams` backends.
+
+Registered with both backends (`register(name, factory, settings=RedisSettings)`), so
+`EventBusSettings` accepts these fields as keywords and attributes (`redis_url`, `redis_key`,
+...) and reads and checks their variables whenever eventbus settings are read. `REDIS_URL`, or
+the Go llm-proxy's `REDIS_ADDR` and `REDIS_DB`, locate the server; the layout and limits are
+`EVENTBUS_REDIS_*` (docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from eventbus_core import PluginSettings, RedactedURL, redact_url
+
+__all__ = ["REDIS_ENV_VARS", "RedisSettings"]
+
+_REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
+
+def _env(name: str, **kwargs: Any) -> Any:
+    return Field(validation_alias=name, **kwargs)
+
+
+class RedisSettings(PluginSettings):
+    """Settings of the Redis backends, read from the environment.
+
+    Build with keyword arguments named after the fields to override the environment, e.g.
+    `RedisSettings(redis_url="redis://localhost:6379/0")`; or pass them to `EventBusSettings`,
+    which hands them here.
+
+    Raises:
+        SettingsError: (a `ValueError`) a value is invalid; the message names its variable.
+    """
+
+    settings_label: ClassVar[str] = "eventbus"
+
+    redis_url: RedactedURL | None = _env(
+        "REDIS_URL",
+        default=None,
+        description="Redis connection URL (redis://, rediss:// for TLS, unix://).",
+        json_schema_extra={"cli_flag": "--redis-url"},
+    )
+    redis_addr: str | None = _env(
+        "REDIS_ADDR",
+        default=None,
+        description="Redis host:port as the Go llm-proxy reads it; used when REDIS_URL is unset.",
+    )
+    redis_db: int = _env(
+        "REDIS_DB",
+        default=0,
+        ge=0,
+        description="Redis database number with REDIS_ADDR (the Go llm-proxy's variable).",
+    )
+    redis_key: str = _env(
+        "EVENTBUS_REDIS_KEY",
+        default="llm-proxy-events",
+        min_length=1,
+        description="List key of the redis log backend; its LogID counter is KEY:seq.",
+    )
+    redis_ttl: float = _env(
+        "EVENTBUS_REDIS_TTL",
+        default=86_400.0,
+        ge=0,
+        description="Seconds the redis log is kept after the last write (0: no expiry).",
+    )
+    redis_max_len: int = _env(
+        "EVENTBUS_REDIS_MAX_LEN",
+        default=10_000,
+        ge=0,
+        description="Newest events the redis log keeps (0: no trimming).",
+    )
+    redis_stream: str = _env(
+        "EVENTBUS_REDIS_STREAM",
+        default="llm-proxy-events",
+        min_length=1,
+        description="Stream key of the redis-streams backend.",
+    )
+    redis_group: str = _env(
+        "EVENTBUS_REDIS_GROUP",
+        default="llm-proxy-dispatchers",
+        min_length=1,
+        description="Consumer group of the redis-streams backend.",
+    )
+    redis_stream_max_len: int = _env(
+        "EVENTBUS_REDIS_STREAM_MAX_LEN",
+        default=10_000,
+        ge=0,
+        description="Approximate MAXLEN of the stream (0: no trimming).",
+    )
+
+    _redis_url_from: str = PrivateAttr(default="REDIS_URL")
+
+    @property
+    def redis_url_source(self) -> str:
+        """The variable(s) `redis_url` came from: `REDIS_URL`, or `REDIS_ADDR`/`REDIS_DB`."""
+        return self._redis_url_from
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _check_redis_url(cls, value: RedactedURL | None) -> RedactedURL | None:
+        if value is None or value == "":
+            return None
+        if not value.lower().startswith(_REDIS_SCHEMES):
+            raise ValueError(
+                f"{value.redacted!r} is not a Redis URL; use redis://host:6379/0, "
+                "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
+            )
+        # redis-py reads a path that is not a number as database 0, silently.
+        db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
+        if not value.lower().startswith("unix://") and db and not db.isdigit():
+            raise ValueError(
+                f"the database after the address must be a number, as in redis://host:6379/0, "
+                f"not {db!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _redis_url_from_go_variables(self) -> RedisSettings:
+        # The Go llm-proxy reads REDIS_ADDR (host:port) and REDIS_DB; REDIS_URL, when set, takes
+        # precedence, and REDIS_ADDR is then not used (nor checked).
+        if self.redis_url is None and self.redis_addr and self.redis_addr.strip():
+            address = _check_redis_addr(self.redis_addr.strip())
+            self.redis_url = RedactedURL(f"redis://{address}/{self.redis_db}")
+            self._redis_url_from = "REDIS_ADDR/REDIS_DB"
+        return self
+
+
+REDIS_ENV_VARS: Final[dict[str, str]] = {
+    name: str(info.validation_alias) for name, info in RedisSettings.model_fields.items()
+}
+"""Field name to environment variable, for every setting of the Redis backends."""
+
+
+def _check_redis_addr(value: str) -> str:
+    host, colon, port = value.rpartition(":")
+    # Never echo a password someone put there: mask it as in a URL.
+    shown = redact_url(value if "://" in value else f"redis://{value}").removeprefix("redis://")
+    # '/', '@', '?' or '#' anywhere (host or port) means a URL or credentials, never host:port.
+    if "://" in value or not colon or not host or any(c in value for c in "/@?#"):
+        raise ValueError(
+            f"REDIS_ADDR={shown!r} must be host:port, as the Go llm-proxy reads it (e.g. "
+            "localhost:6379 or [::1]:6379); for a URL, a password or TLS, set REDIS_URL instead"
+        )
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"REDIS_ADDR={shown!r}: port {port!r} is not a number from 1 to 65535 "
+            "(e.g. localhost:6379)"
+        )
+    return value

@@ -1,0 +1,175 @@
+"""Settings that belong to a plugin: registered with its backend, accepted by EventBusSettings
+(keywords, attributes, environment), shown by `eventbus plugins`, set by `--backend-option`."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from pydantic import Field
+
+from eventbus_core import (
+    ENV_VARS,
+    EventBusSettings,
+    PluginRegistry,
+    PluginSettings,
+    SettingsError,
+    all_env_vars,
+    create_bus,
+    hookimpl,
+)
+from eventbus_core import _plugins as plugins_module
+from eventbus_core.cli import main
+from eventbus_core.testing import RecordingBus
+
+
+class ToySettings(PluginSettings):
+    settings_label = "toy backend"
+
+    toy_depth: int = Field(
+        default=3, ge=1, validation_alias="EVENTBUS_TOY_DEPTH", description="How deep."
+    )
+    toy_name: str = Field(
+        default="toy",
+        validation_alias="EVENTBUS_TOY_NAME",
+        description="What it is called.",
+        json_schema_extra={"cli_flag": "--toy-name"},
+    )
+
+
+class ToyPlugin:
+    def __init__(self) -> None:
+        self.built: list[EventBusSettings] = []
+
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        register("toy", self.build, settings=ToySettings)
+
+    def build(self, settings: EventBusSettings) -> RecordingBus:
+        self.built.append(settings)
+        return RecordingBus(settings.buffer_size)
+
+
+@pytest.fixture
+def toy(monkeypatch: pytest.MonkeyPatch) -> ToyPlugin:
+    """The process-wide registry: the installed plugins and the toy backend."""
+    plugin = ToyPlugin()
+    monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[plugin]))
+    return plugin
+
+
+def test_core_names_no_plugin_setting() -> None:
+    assert not [f for f in EventBusSettings.model_fields if f.startswith(("redis", "nats"))]
+    assert not [v for v in ENV_VARS.values() if "REDIS" in v or "NATS" in v]
+    # ... yet every installed plugin's settings are known, e.g. to the docs test.
+    assert {"REDIS_URL", "EVENTBUS_REDIS_GROUP", "NATS_URL"} <= set(all_env_vars().values())
+
+
+def test_keywords_and_attributes_reach_the_plugin(toy: ToyPlugin) -> None:
+    settings = EventBusSettings(backend="toy", toy_depth=7)
+    assert (settings.toy_depth, settings.toy_name) == (7, "toy")
+    assert settings.plugin_settings(ToySettings).toy_depth == 7
+    assert "toy_depth" in settings.model_fields_set
+    assert "toy_depth=7" in repr(settings)
+    assert settings.env_var("toy_depth") == "EVENTBUS_TOY_DEPTH"
+    # The variable's name works as a keyword too, as for core's settings.
+    assert EventBusSettings(EVENTBUS_TOY_DEPTH=9).toy_depth == 9
+    copied = settings.model_copy(update={"toy_depth": 8, "buffer_size": 5})
+    assert (copied.toy_depth, copied.buffer_size, settings.toy_depth) == (8, 5, 7)
+    with pytest.raises(AttributeError):
+        _ = settings.toy_dpeth
+    settings.toy_name = "renamed"
+    assert settings.plugin_settings(ToySettings).toy_name == "renamed"
+
+
+def test_the_environment_is_read_and_errors_name_the_variable(
+    toy: ToyPlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTBUS_TOY_DEPTH", "4")
+    assert EventBusSettings().toy_depth == 4
+    monkeypatch.setenv("EVENTBUS_TOY_DEPTH", "0")
+    monkeypatch.setenv("OBSERVABILITY_BUFFER_SIZE", "-1")
+    with pytest.raises(SettingsError) as info:
+        EventBusSettings()
+    text = str(info.value)
+    assert "EVENTBUS_TOY_DEPTH='0'" in text and "OBSERVABILITY_BUFFER_SIZE" in text
+    assert {p[0] for p in info.value.problems} == {"toy_depth", "buffer_size"}
+
+
+def test_an_unknown_keyword_is_refused_by_name(toy: ToyPlugin) -> None:
+    with pytest.raises(SettingsError, match="unknown eventbus setting 'toy_colour'"):
+        EventBusSettings(toy_colour="red")
+
+
+def test_the_factory_gets_the_plugin_settings(toy: ToyPlugin) -> None:
+    bus = create_bus(EventBusSettings(backend="toy", toy_name="x"))
+    bus.stop()
+    assert toy.built[0].plugin_settings(ToySettings).toy_name == "x"
+
+
+def test_register_refuses_settings_that_are_not_a_model() -> None:
+    class Broken:
+        @hookimpl
+        def eventbus_register_backends(self, register: Any) -> None:
+            register("broken", lambda s: None, settings=dict)
+
+    with pytest.warns(match="pydantic-settings model"):
+        registry = PluginRegistry(load_entry_points=False, plugins=[Broken()])
+    assert "broken" not in registry.backends
+
+
+def test_plugins_command_lists_each_plugins_settings(
+    toy: ToyPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "settings of redis, redis-streams" in out
+    assert "EVENTBUS_REDIS_GROUP" in out and "llm-proxy-dispatchers" in out
+    assert "NATS_URL" in out
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    redis = next(p for p in data["plugins"] if p["name"] == "redis")
+    url = next(s for s in redis["settings"] if s["field"] == "redis_url")
+    assert (url["env_var"], url["flag"]) == ("REDIS_URL", "--redis-url")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--backend-option", "EVENTBUS_TOY_DEPTH=5"],
+        ["--backend-option", "toy_depth=5"],
+    ],
+)
+def test_backend_option_sets_a_plugin_setting(
+    toy: ToyPlugin, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["publish", "--backend", "toy", *argv, "--toy-name", "named"]) == 0
+    (settings,) = toy.built
+    assert (settings.toy_depth, settings.toy_name) == (5, "named")
+
+
+def test_backend_option_errors_name_what_was_typed(
+    toy: ToyPlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["publish", "--backend", "toy", "--backend-option", "EVENTBUS_TOY_DEPTH=0"]) == 2
+    assert "--backend-option EVENTBUS_TOY_DEPTH" in capsys.readouterr().err
+    assert main(["publish", "--backend", "toy", "--backend-option", "nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "--backend-option nope" in err and "toy_depth" in err
+    assert main(["publish", "--backend", "toy", "--backend-option", "novalue"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_redis_settings_live_in_the_redis_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventbus_redis import RedisSettings
+
+    settings = EventBusSettings(redis_group="g")
+    assert settings.plugin_settings(RedisSettings).redis_group == "g"
+    assert RedisSettings().redis_group == "llm-proxy-dispatchers"
+    monkeypatch.setenv("REDIS_ADDR", "u:hunter2@nohost")
+    with pytest.raises(SettingsError, match="REDIS_ADDR") as info:
+        EventBusSettings()
+    assert "hunter2" not in str(info.value)
