@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from eventbus_core import Event
+from eventbus_core import BusStats, Event
 from eventbus_core.cli import build_parser, main
 from eventbus_core.cli._ops import format_event
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._replay_cmd import parse_time
+from eventbus_core.testing import RecordingBus
 
 COMMANDS = ("tail", "publish", "stats", "replay")
 
@@ -87,6 +88,27 @@ def test_publish_on_memory(
         "rejected": 0,
     }
     assert "memory backend lives in this process only" in captured.err
+
+
+class LosingBus(RecordingBus):
+    """Accepts every event, then gives the last one up at stop() (its backend went away)."""
+
+    def stats(self) -> BusStats:
+        figures = super().stats()
+        return BusStats(figures.published, figures.dropped, lost=1 if self._stopped else 0)
+
+
+def test_publish_exits_1_when_an_accepted_event_was_lost(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("eventbus_core.cli._ops.create_bus", lambda settings: LosingBus())
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines(ev(1), ev(2))))
+    assert main(["publish", "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["accepted"], summary["dropped"], summary["lost"]) == (2, 0, 1)
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines(ev(1))))
+    assert main(["publish"]) == 1
+    assert "1 lost" in capsys.readouterr().err
 
 
 def test_publish_reports_bad_lines_and_goes_on(

@@ -222,6 +222,25 @@ def test_replay_stream_by_time_and_dry_run(
     assert "would replay 7 event(s)" in captured.err
 
 
+def test_replay_dry_run_reports_a_broken_transformer(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    publish_log(client, f"{prefix}:events", [ev(1), ev(2)])
+    argv = ["replay", "--dry-run", "--sink", "jsonl", "--sink-opt", f"path={tmp_path}/x.jsonl"]
+    monkeypatch.setenv("EVENTBUS_TRANSFORMER", "json:loads")  # raises on every event
+    assert main(argv) == 1
+    assert "would replay 2 event(s)" in (err := capsys.readouterr().err)
+    assert "2 the transformer failed on" in err
+    monkeypatch.setenv("EVENTBUS_TRANSFORMER", "no_such_module_here:transform")
+    assert main(argv) == 2  # said before anything is read, as 'dispatch' says it
+    assert "EVENTBUS_TRANSFORMER" in capsys.readouterr().err
+
+
 def test_replay_time_range_on_the_log_is_refused(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

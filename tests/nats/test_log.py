@@ -109,17 +109,19 @@ def test_describe_reports_stream_and_group_figures(make_bus: MakeBus) -> None:
     consumer.close()
 
 
-def test_isolated_settings_and_purge(nats_url: str) -> None:
-    base = NatsEventBus(nats_url)
+def test_isolate_and_purge(nats_url: str) -> None:
+    base = NatsEventBus(nats_url, max_msgs=100)
     try:
-        overrides = base.isolated_settings("run 42/x")
+        isolation = base.isolate("run 42/x", 500)
     finally:
         base.stop(0)
-    assert overrides == {
-        "nats_stream": "EVENTBUS_RUN_run_42_x",
-        "nats_subject": "eventbus-run.run_42_x.events",
+    assert isolation.env == {
+        "EVENTBUS_NATS_STREAM": "EVENTBUS_RUN_run_42_x",
+        "EVENTBUS_NATS_SUBJECT": "eventbus-run.run_42_x.events",
+        "EVENTBUS_NATS_MAX_MSGS": "500",  # the whole run is kept
     }
-    stream, subject = overrides["nats_stream"], overrides["nats_subject"]
+    assert (isolation.kind, isolation.where) == ("nats stream", "EVENTBUS_RUN_run_42_x")
+    stream, subject = isolation.env["EVENTBUS_NATS_STREAM"], isolation.env["EVENTBUS_NATS_SUBJECT"]
     bus = NatsEventBus(nats_url, stream=stream, subject=subject)
     try:
         bus.publish(make_event(1))
@@ -132,6 +134,10 @@ def test_isolated_settings_and_purge(nats_url: str) -> None:
         figures = bus.describe()
         assert figures["exists"] is False and figures["groups"] == []
         bus.purge()  # nothing left: still fine
+        bus.publish(make_event(2))
+        assert bus.flush(10)
+        assert "deleted" in isolation.cleanup(False)  # a bus of its own deletes the stream
+        assert bus.describe()["exists"] is False
     finally:
         bus.stop(1)
         delete_streams(nats_url, stream, f"{stream}_DEAD")

@@ -1,4 +1,5 @@
-"""Both Redis backends pass the shared behavioural contract, on fakeredis and on a real server."""
+"""Both Redis backends pass the shared behavioural contract, and the contract classes of the
+capabilities they declare, on fakeredis and on a real server."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import pytest
 import redis
 
 from eventbus_core import BusStats, EventBus, SubscriberStats
-from eventbus_core.testing import BusContractTests
+from eventbus_core.testing import (
+    BusContractTests,
+    ConsumerGroupContract,
+    CrossProcessContract,
+    DescribableContract,
+    IsolatableContract,
+    ReachableContract,
+    ReadableLogContract,
+)
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 
 
@@ -55,3 +64,47 @@ class TestRedisStreamsContract(_RedisContract):
         return RedisStreamsEventBus(
             self.redis_client, f"{self.key_prefix}:stream", buffer_size=buffer_size, max_len=0
         )
+
+
+class _RedisCapabilities(
+    ReachableContract,
+    CrossProcessContract,
+    ReadableLogContract,
+    DescribableContract,
+    IsolatableContract,
+):
+    """The capability classes both Redis buses declare; every bus of a test on its keys."""
+
+    in_process = False
+    redis_client: redis.Redis
+    key_prefix: str
+
+    @pytest.fixture(autouse=True)
+    def _redis(self, client: redis.Redis, prefix: str) -> None:
+        self.redis_client = client
+        self.key_prefix = prefix
+
+    def settle(self, bus: EventBus) -> None:
+        assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)
+        assert bus.flush(10.0)
+
+
+class TestRedisLogCapabilities(_RedisCapabilities):
+    def make_bus(self, buffer_size: int) -> EventBus:
+        return RedisEventBus.log(
+            self.redis_client, f"{self.key_prefix}:log", 300, 0, buffer_size=buffer_size
+        )
+
+    def make_unreachable_bus(self) -> EventBus:
+        return RedisEventBus(redis.Redis(host="127.0.0.1", port=1), f"{self.key_prefix}:log")
+
+
+class TestRedisStreamsCapabilities(_RedisCapabilities, ConsumerGroupContract):
+    def make_bus(self, buffer_size: int) -> EventBus:
+        return RedisStreamsEventBus(
+            self.redis_client, f"{self.key_prefix}:stream", buffer_size=buffer_size, max_len=0
+        )
+
+    def make_unreachable_bus(self) -> EventBus:
+        client = redis.Redis(host="127.0.0.1", port=1)
+        return RedisStreamsEventBus(client, f"{self.key_prefix}:stream")

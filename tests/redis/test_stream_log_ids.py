@@ -22,7 +22,6 @@ from eventbus_core import (
     event_from_stream_entry,
     log_id_from_entry_id,
 )
-from eventbus_core.cli._replay_cmd import read_stream
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisStreamsEventBus
 from tests.core.test_go_interop import _go_roundtrip
@@ -124,11 +123,11 @@ def test_replay_gives_go_entries_unique_log_ids(
     bus = RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g")
     mixed_stream(client, bus, go_vectors)
     bus.stop(5)
-    replayed = [e for e in read_stream(client, bus.stream, None, None) if e is not None]
+    replayed = [e for e in bus.read_range() if e is not None]  # what `eventbus replay` reads
     entry_ids = [client_id.decode() for client_id, _ in client.xrange(bus.stream)]
     check_log_ids(replayed, entry_ids)
     # A LogID range selects the counter's LogIDs, as before; Go's entries are selected by time.
-    assert len([e for e in read_stream(client, bus.stream, 1, 20) if e is not None]) == 20
+    assert len([e for e in bus.read_range(1, 20) if e is not None]) == 20
 
 
 @pytest.mark.parametrize("decode", [True, False])

@@ -17,11 +17,36 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonlFile", "dumps_line"]
+import orjson
+
+__all__ = ["JsonlFile", "dumps_line", "dumps_line_json"]
+
+
+# Kept out of orjson's own handling, for `str()` as `json` gives them: datetimes and dataclasses
+# (orjson would write them its way), str/int/dict/list subclasses are written as their base.
+_ORJSON_OPTIONS = (
+    orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
 def dumps_line(obj: Any) -> bytes:
-    """One JSON object as a UTF-8 line; values JSON cannot express are written as strings."""
+    """One JSON object as a UTF-8 line; values JSON cannot express are written as strings.
+
+    orjson writes it (about 10x faster than `json`, which matters at a dispatcher's thousands
+    of events per second); what orjson refuses (keys that are not strings, integers past 64
+    bits, lone surrogates) is written by the json module, as before. The two differ only where
+    `json` wrote something that is not JSON (NaN and infinities: orjson writes null) or leaned on
+    `str()` (an Enum member: orjson writes its value), and in the spelling of some floats
+    (`1e-07` and `1e-7`, the same number).
+    """
+    try:
+        return orjson.dumps(obj, default=str, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError
+        return dumps_line_json(obj)
+
+
+def dumps_line_json(obj: Any) -> bytes:
+    """`dumps_line` with the json module only."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n"
 
 

@@ -14,6 +14,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import orjson
+
 from eventbus_core._base64 import b64decode, b64encode
 from eventbus_core._errors import WireFormatError
 
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["decode_event", "encode_event"]
+__all__ = ["decode_event", "decode_event_careful", "encode_event"]
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -214,6 +216,87 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_EXACT_KEYS: Final = frozenset(_GO_NAMES.values())
+_B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _plain_b64decode(text: str) -> bytes | None:
+    """Decode base64 that is plainly valid (ASCII, alphabet only, a multiple of 4 long, at most
+    two `=` at the end), or None for anything else. On such input the lenient decoder gives what
+    the strict one does, and is faster (strict mode checks as it goes, 1.5x the cost)."""
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    n = len(raw)
+    if n % 4:
+        return None
+    core = raw[: n - 2] if raw.endswith(b"==") else raw[: n - 1] if raw.endswith(b"=") else raw
+    if core.translate(None, _B64_ALPHABET):
+        return None  # a character outside the alphabet, or padding inside
+    return binascii.a2b_base64(raw)
+
+
+def _decode_fast(data: bytes | str, build: Callable[..., T]) -> T | None:
+    """The usual event, decoded with orjson (3-4x faster than `json` with a pairs hook); None
+    for anything else, which `decode_event` then reads the careful way.
+
+    "The usual" is: valid UTF-8 JSON, an object whose keys are all spelled exactly as Go
+    writes them (so no letter-case duplicates, whose order would matter; an exact duplicate
+    is last-wins in both), and every field of its expected type. Any doubt means None, so
+    what is accepted, refused, and every error message stay those of the careful path.
+    """
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None  # invalid UTF-8 (read as U+FFFD there), NaN, or an error to word there
+    if type(doc) is not dict or not doc.keys() <= _EXACT_KEYS:
+        return None
+    get = doc.get
+    ints = (get("LogID"), get("Status"), get("Duration"))
+    strs = (get("RequestID"), get("Method"), get("Path"))
+    for v in ints:
+        if v is not None and (type(v) is not int or not _INT64_MIN <= v <= _INT64_MAX):
+            return None
+    for v in strs:
+        if v is not None and type(v) is not str:
+            return None
+    headers = get("ResponseHeaders")
+    frozen: dict[str, tuple[str, ...]] | None = None
+    if headers is not None:
+        if type(headers) is not dict:
+            return None
+        frozen = {}
+        for name, values in headers.items():
+            if type(values) is not list:
+                return None  # null: the careful path spells it out
+            for v in values:
+                if type(v) is not str:
+                    return None
+            frozen[name] = tuple(values)
+    resp, req = get("ResponseBody"), get("RequestBody")
+    if (resp is not None and type(resp) is not str) or (req is not None and type(req) is not str):
+        return None
+    resp_bytes = req_bytes = None
+    if resp is not None and (resp_bytes := _plain_b64decode(resp)) is None:
+        return None  # line breaks, or an error reported by the careful path
+    if req is not None and (req_bytes := _plain_b64decode(req)) is None:
+        return None
+    log_id, status, duration = ints
+    request_id, method, path = strs
+    return build(
+        request_id or "",
+        method or "",
+        path or "",
+        status or 0,
+        duration or 0,
+        frozen,
+        resp_bytes,
+        req_bytes,
+        log_id or 0,
+    )
+
+
 def decode_event(data: bytes | bytearray | memoryview | str, build: Callable[..., T]) -> T:
     """Decode one event from the Go wire format; `build` makes the event from its nine fields
     (request_id, method, path, status, duration, headers, response body, request body, log_id).
@@ -221,6 +304,16 @@ def decode_event(data: bytes | bytearray | memoryview | str, build: Callable[...
     Raises:
         WireFormatError: the input is not JSON, not an object, or a field has the wrong type.
     """
+    if isinstance(data, bytes | str):
+        fast = _decode_fast(data, build)
+        if fast is not None:
+            return fast
+    return decode_event_careful(data, build)
+
+
+def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Callable[..., T]) -> T:
+    """`decode_event` without the orjson fast path: every input the slow, exact way (kept
+    reachable for the tests that compare the two, and for `benchmarks/bench_dispatch.py`)."""
     if isinstance(data, memoryview | bytearray):
         data = bytes(data)
     if not isinstance(data, bytes | str):

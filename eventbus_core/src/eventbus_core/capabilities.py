@@ -14,8 +14,9 @@ dispatcher, the command line and the demo use only these, never a backend's name
 | `Reachable` | every command: fail fast with one line when the backend does not answer |
 | `ConsumerGroups` | the dispatcher: at-least-once delivery through acknowledged consumers |
 | `ReadableLog` | `eventbus replay`, `eventbus tail -n` |
-| `Describable` | `eventbus stats` |
-| `Isolatable` | `eventbus demo`: a throwaway namespace per run |
+| `LogSources` | `eventbus replay --source NAME`: a backend that keeps more than one log |
+| `Describable` | `eventbus stats`, the `tail`/`replay` headers (`location`) |
+| `Isolatable` | `eventbus demo`: a throwaway namespace per run, for its processes |
 
 Sources (what `ConsumerGroups.consumer()` returns) may offer `KeepAlive`, `SourceFigures`,
 `Exhaustible` and `Backlog` (read by the metrics of `eventbus_core.metrics`).
@@ -26,7 +27,8 @@ them, since every capability but `publish()` is the wrapped bus's own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -41,7 +43,9 @@ __all__ = [
     "Exhaustible",
     "Flushable",
     "Isolatable",
+    "Isolation",
     "KeepAlive",
+    "LogSources",
     "Reachable",
     "ReadableLog",
     "SourceFigures",
@@ -137,28 +141,77 @@ class ReadableLog(Protocol):
 
 
 @runtime_checkable
+class LogSources(Protocol):
+    """A backend that keeps more than one log on the same server, any of which `eventbus
+    replay --source NAME` can read (the Redis backends: the list `log` and the `stream`)."""
+
+    @property
+    def log_sources(self) -> tuple[str, ...]:
+        """The names `log_source()` accepts; the first is the bus's own log."""
+
+    def log_source(self, name: str) -> ReadableLog:
+        """The log called `name`, as configured (no I/O).
+
+        Raises:
+            ValueError: no log of that name (the message lists `log_sources`).
+        """
+
+
+@runtime_checkable
 class Describable(Protocol):
     """A backend that reports figures of the whole backend, across every process."""
+
+    @property
+    def location(self) -> str:
+        """Where the events are, in a few words and without credentials (`stream
+        LLM_PROXY_EVENTS`, `key llm-proxy-events`): the header of `tail` and `replay`."""
 
     def describe(self) -> Mapping[str, Any]:
         """Return plain-data figures read from the backend itself (retained, published,
         groups with pending and lag, ...), for `eventbus stats`. Does I/O.
+
+        Plain data means JSON-serialisable values. `eventbus stats` prints each key on a line,
+        except `groups`: a list of mappings, one per consumer group, printed one per line
+        (its `name` first). Put a `backend` key first, with the backend's name.
 
         Raises:
             BackendUnavailableError: the backend does not answer.
         """
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """A namespace of its own for one run of the demo (what `Isolatable.isolate()` returns).
+
+    Args:
+        env: Environment variables that put a bus built from the environment (the demo's
+            publisher and dispatcher processes) in that namespace: a key, stream or file of
+            its own, a consumer group of its own, a retention that keeps the whole run.
+        where: The name of the run's namespace (a key, stream or file), for the report.
+        kind: What `where` names, in a word or two (`redis key`, `nats stream`).
+        cleanup: `cleanup(keep)` deletes what the run created (unless `keep`) and returns one
+            line saying what it did. Does I/O; called once, also after Ctrl-C.
+    """
+
+    env: Mapping[str, str]
+    where: str
+    kind: str = "namespace"
+    cleanup: Callable[[bool], str] = field(default=lambda keep: "nothing to clean up")
+
+
 @runtime_checkable
 class Isolatable(Protocol):
-    """A shared backend that can give a throwaway run (the demo) a namespace of its own."""
+    """A shared backend that can give a throwaway run (the demo) a namespace of its own, so
+    repeated runs count exactly and leave the user's data and consumer groups alone."""
 
-    def isolated_settings(self, run: str) -> Mapping[str, Any]:
-        """Settings overrides (field name to value) that put a bus in a namespace of its own
-        for run id `run`, so repeated runs count exactly and leave the user's data alone."""
+    def isolate(self, run: str, events: int) -> Isolation:
+        """Prepare a namespace for run id `run` (letters and digits), which will hold
+        `events` events; a namespace the user configured explicitly is used as it is (but
+        with a consumer group of the run's own, starting at its end). May do I/O.
 
-    def purge(self) -> None:
-        """Delete what a bus built with `isolated_settings()` created. Does I/O."""
+        Raises:
+            BackendUnavailableError: the backend does not answer.
+        """
 
 
 @runtime_checkable

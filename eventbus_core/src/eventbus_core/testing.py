@@ -14,6 +14,15 @@ For backend authors, `BusContractTests` is the behavioural suite every backend p
             return MyBus(buffer_size=buffer_size)
 
 pytest collects the inherited tests. `BusContractTests` says what each knob and hook means.
+
+A backend that declares capabilities (`eventbus_core.capabilities`) adds the optional class of
+each, with the same `make_bus()`: `CrossProcessContract`, `ReachableContract`,
+`ReadableLogContract`, `DescribableContract`, `ConsumerGroupContract`, `IsolatableContract`.
+Within one test, the buses `make_bus()` returns must share one namespace of the test's own:
+
+    class TestMyBusLog(ReadableLogContract, DescribableContract):
+        def make_bus(self, buffer_size: int) -> EventBus:
+            return MyBus(self.path, buffer_size=buffer_size)
 """
 
 from __future__ import annotations
@@ -24,12 +33,30 @@ from typing import Any
 from eventbus_core._bus import BaseEventBus, check_buffer_size
 from eventbus_core._contract._accounting import AccountingContract
 from eventbus_core._contract._base import make_event
+from eventbus_core._contract._capabilities import (
+    CrossProcessContract,
+    DescribableContract,
+    IsolatableContract,
+    ReachableContract,
+    ReadableLogContract,
+)
 from eventbus_core._contract._delivery import DeliveryContract
+from eventbus_core._contract._groups import ConsumerGroupContract
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription
 
-__all__ = ["BusContractTests", "RecordingBus", "make_event"]
+__all__ = [
+    "BusContractTests",
+    "ConsumerGroupContract",
+    "CrossProcessContract",
+    "DescribableContract",
+    "IsolatableContract",
+    "ReachableContract",
+    "ReadableLogContract",
+    "RecordingBus",
+    "make_event",
+]
 
 
 class RecordingBus(BaseEventBus):

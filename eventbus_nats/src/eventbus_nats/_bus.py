@@ -117,6 +117,8 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             raise ValueError("url must name at least one NATS server, e.g. nats://127.0.0.1:4222")
         self.layout = layout
         self.group = group
+        self._url = url
+        self._connect_options = dict(connect_options or {})
         self.buffer_size = buffer_size
         self.stop_timeout = stop_timeout
         self.ack_wait = ack_wait
@@ -177,6 +179,12 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             consumer.after_fork_in_child()
 
     # --------------------------------------------------------------------- capabilities
+
+    def _on_stream(self, stream: str, subject: str) -> Self:
+        """A bus like this one (servers, credentials) on another stream (the demo's)."""
+        return type(self)(
+            self._url, stream=stream, subject=subject, connect_options=self._connect_options
+        )
 
     @property
     def default_group(self) -> str:

@@ -1,7 +1,7 @@
 """`StreamCapabilities`: what a bus offers through its stream, beyond publishing and reading.
 
 Reachable (`check`), ReadableLog (`read_range`, `newest`, `time_index`), Describable
-(`describe`), Isolatable (`isolated_settings`, `purge`) and CrossProcess, each delegating to
+(`describe`, `location`), Isolatable (`isolate`; `purge`) and CrossProcess, each delegating to
 the bus's `LogReader`. A mixin of `NatsEventBus`, kept apart so each module stays readable.
 """
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from eventbus_core import Event
+from eventbus_core.capabilities import Isolation
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._log import LogReader
 
@@ -25,6 +26,17 @@ class StreamCapabilities:
     _log: LogReader
     layout: StreamLayout
     group: str
+
+    def _on_stream(self, stream: str, subject: str) -> Self:
+        raise NotImplementedError  # the bus: a bus like this one on another stream
+
+    def stop(self, timeout: float | None = None) -> None:
+        raise NotImplementedError  # the bus's
+
+    @property
+    def location(self) -> str:
+        """`stream STREAM`."""
+        return f"stream {self.layout.stream}"
 
     @property
     def cross_process(self) -> bool:
@@ -84,13 +96,30 @@ class StreamCapabilities:
         """
         return self._log.describe(self.group)
 
-    def isolated_settings(self, run: str) -> Mapping[str, Any]:
-        """Settings that put a bus in a stream of its own for run `run` (the demo)."""
+    def isolate(self, run: str, events: int) -> Isolation:
+        """A stream of run `run`'s own (`EVENTBUS_RUN_<run>`, subject `eventbus-run.<run>.events`)
+        for the demo's processes, keeping all `events`; `cleanup` deletes it (with its dead
+        letters and consumer groups). The user's stream is left alone."""
         token = re.sub(r"[^A-Za-z0-9_-]", "_", run) or "run"
-        return {
-            "nats_stream": f"EVENTBUS_RUN_{token}",
-            "nats_subject": f"eventbus-run.{token}.events",
+        stream, subject = f"EVENTBUS_RUN_{token}", f"eventbus-run.{token}.events"
+        kept = self.layout.max_msgs
+        env = {
+            "EVENTBUS_NATS_STREAM": stream,
+            "EVENTBUS_NATS_SUBJECT": subject,
+            "EVENTBUS_NATS_MAX_MSGS": str(max(kept, events) if kept else 0),
         }
+
+        def cleanup(keep: bool) -> str:
+            if keep:
+                return f"kept (--keep): EVENTBUS_NATS_STREAM={stream} eventbus stats shows it"
+            bus = self._on_stream(stream, subject)
+            try:
+                bus.purge()
+            finally:
+                bus.stop(0)
+            return "deleted at the end (the stream, its dead letters and groups)"
+
+        return Isolation(env=env, where=stream, kind="nats stream", cleanup=cleanup)
 
     def purge(self) -> None:
         """Delete this bus's stream and dead-letter stream, with their consumer groups.

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Final
 import redis
 
 from eventbus_core import BaseEventBus, BusStats, Event, check_buffer_size, get_logger
+from eventbus_redis._capabilities import RedisCapabilities
 from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
 from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
 from eventbus_redis._reachable import check_reachable
@@ -45,8 +46,9 @@ log = get_logger("eventbus.redis")
 _SUBSCRIBE_FLUSH: Final = 1.0  # seconds subscribe() waits at most for the writer
 
 
-class RedisBusBase(BaseEventBus):
-    """Base of `RedisEventBus` and `RedisStreamsEventBus`. A bus sets its own fields, calls
+class RedisBusBase(RedisCapabilities, BaseEventBus):
+    """Base of `RedisEventBus` and `RedisStreamsEventBus`, with their capabilities
+    (`_capabilities.py`: the bus sets `_kind` and `_layout`). A bus sets its own fields, calls
     `_start()`, and defines its layout (`_script_options`, `_transaction`), `_new_tailer`,
     `_behind`, and `subscribe()`, `stats()`, `__repr__` by `_subscribe()`, `_stats()`, `_repr()`.
     """

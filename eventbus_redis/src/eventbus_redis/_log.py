@@ -21,6 +21,7 @@ import redis
 
 from eventbus_core import BusStats, Event, EventBusSettings, WireFormatError, get_logger
 from eventbus_redis._base import RedisBusBase
+from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings, ttl_seconds
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._redis_subscription import RedisSubscription
@@ -75,6 +76,8 @@ class RedisEventBus(RedisBusBase):
         if not key:
             raise ValueError("key must be a non-empty Redis key, e.g. 'llm-proxy-events'")
         self.key = key
+        self._kind = "log"
+        self._layout = RedisLayout(key=key, key_given=True, max_len=max_len)
         self.channel = f"{key}:notify" if notify else ""
         self.ttl = ttl_seconds(ttl)
         self._poll = poll
@@ -126,6 +129,7 @@ class RedisEventBus(RedisBusBase):
             stop_timeout=settings.stop_timeout,
         )
         bus._owns_client = True
+        bus._layout = RedisLayout.from_settings(settings)
         bus._url_source = settings.redis_url_source
         return bus
 

@@ -20,6 +20,7 @@ import redis
 
 from eventbus_core import BusStats, EventBusSettings
 from eventbus_redis._base import RedisBusBase
+from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._redis_subscription import RedisSubscription
@@ -69,6 +70,10 @@ class RedisStreamsEventBus(RedisBusBase):
             raise ValueError("stream and group must be non-empty names")
         self.stream = stream
         self.group = group
+        self._kind = "stream"
+        self._layout = RedisLayout(
+            stream=stream, group=group, stream_given=True, stream_max_len=max_len
+        )
         self._dead_letter_stream = dead_letter_stream or f"{stream}:dead"
         self._dead_letter_max_len = dead_letter_max_len
         self._consumers: list[StreamConsumer] = []
@@ -101,8 +106,14 @@ class RedisStreamsEventBus(RedisBusBase):
             stop_timeout=settings.stop_timeout,
         )
         bus._owns_client = True
+        bus._layout = RedisLayout.from_settings(settings)
         bus._url_source = settings.redis_url_source
         return bus
+
+    @property
+    def default_group(self) -> str:
+        """The group `consumer()` joins when none is named (EVENTBUS_REDIS_GROUP)."""
+        return self.group
 
     @property
     def dead_letter_stream(self) -> str:

@@ -43,9 +43,10 @@ class ContractBase:
     stop_timeout: float = 5.0
     stop_slack: float = 3.0
     # The slowest single publish() call the suite accepts. publish() must not wait for I/O or
-    # for room in a buffer; this bound is generous (a GC pause or a busy machine fits in it)
-    # and a publish that does a network round trip under a fault does not.
-    publish_bound: float = 0.25
+    # for room in a buffer; this bound is generous (a GC pause or a machine loaded several
+    # times over fits in it: 0.35 s was seen at a load of 7 on 2 cores) and a publish that
+    # waits out a socket timeout under a fault does not.
+    publish_bound: float = 1.0
     in_process: bool | None = None
 
     def make_bus(self, buffer_size: int) -> EventBus:

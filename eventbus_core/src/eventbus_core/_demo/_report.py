@@ -14,9 +14,11 @@ class DemoReport:
     """What the demo measured.
 
     `delivered` counts distinct events that reached the consumer; `written` the lines it wrote.
-    They differ only where a backend redelivers (Redis streams, after a consumer stalled): the
-    Redis mode counts `delivered` by LogID, so a repeated line is not taken for a new event.
-    The Redis fields (`publishers` and after) stay at their defaults in the in-process mode.
+    They differ only where a backend redelivers (a consumer group, after a consumer stalled):
+    the multi-process mode counts `delivered` by LogID, so a repeated line is not taken for a
+    new event. Its fields (`publishers` and after) stay at their defaults in the in-process
+    mode. `namespace` is where the run's events went (a key, stream or file: the backend's
+    `Isolation.where`); its JSON also carries it as `redis_key`, its earlier name.
     """
 
     backend: str
@@ -29,7 +31,8 @@ class DemoReport:
     seconds: float
     publish_ns: list[int] = field(repr=False, default_factory=list)
     publishers: int = 0
-    redis_key: str = ""
+    namespace: str = ""
+    namespace_kind: str = "namespace"
     cleanup: str = ""
 
     @property
@@ -63,8 +66,8 @@ class DemoReport:
             f"max {max(self.publish_ns or [0]) / 1000:.1f} us",
             f"wall time          {self.seconds:.2f} s",
         ]
-        if self.redis_key:
-            out.append(f"redis key          {self.redis_key}, {self.cleanup}")
+        if self.namespace:
+            out.append(f"{self.namespace_kind:<18} {self.namespace}, {self.cleanup}")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,5 +85,10 @@ class DemoReport:
             "publish_p99_ns": self.percentile(0.99),
         }
         if self.publishers:
-            data.update(publishers=self.publishers, redis_key=self.redis_key, cleanup=self.cleanup)
+            data.update(
+                publishers=self.publishers,
+                namespace=self.namespace,
+                redis_key=self.namespace,  # its name before backends were plugins; kept
+                cleanup=self.cleanup,
+            )
         return data

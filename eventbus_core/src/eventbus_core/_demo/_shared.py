@@ -1,22 +1,25 @@
-"""`eventbus demo` on Redis: publisher processes and a dispatcher process, as in production.
+"""`eventbus demo` on a shared backend: publisher processes and a dispatcher process, as in
+production.
 
-The demo process starts one dispatcher process (the real `Dispatcher` with the jsonl sink) and
-`publishers` publisher processes, all `sys.executable -m eventbus_core._demo._worker` (see that
-module), so it runs wherever eventbus is installed. In order:
+A backend shared between processes (capability `CrossProcess`: Redis, NATS, a plugin's) runs
+the demo as separate processes. The demo process starts one dispatcher process (the real
+`Dispatcher` with the jsonl sink) and `publishers` publisher processes, all
+`sys.executable -m eventbus_core._demo._worker` (see that module), so it runs wherever
+eventbus is installed. In order:
 
-1. the dispatcher subscribes (list log: from now on) or joins its consumer group, says ready;
+1. the dispatcher subscribes (from now on) or joins its consumer group, says ready;
 2. the publishers simulate their share of the requests, report progress, then their figures
    and the cost of each `publish()`;
 3. the demo tells the dispatcher how many events were accepted; it stops once it has written
    them all (or after `idle_timeout` seconds without a new one) and reports;
 4. the demo counts this run's lines in the file, by LogID, and cleans up.
 
-Keys: each run gets its own, `eventbus-demo:<run>:events` (the list or the stream, with the
-backend's derived keys beside it: `:seq`, `:writer:<id>`, `:dead`), all deleted at the end
-unless `keep`, so repeated runs report exact counts. A key the user set (EVENTBUS_REDIS_KEY,
-EVENTBUS_REDIS_STREAM) is used as it is and left in place; only the demo's consumer group is
-removed from such a stream. Either way the consumer group (EVENTBUS_REDIS_GROUP) is the run's
-own, so the demo never takes events from a real dispatcher's group.
+Namespace: a backend that is `Isolatable` gives each run one of its own (environment
+variables for the processes: a key, stream or file, and a consumer group, of the run's own),
+deleted at the end unless `keep`, so repeated runs report exact counts; a namespace the user
+configured is used as it is and left in place (the backend decides, see its `isolate()`).
+Without `Isolatable`, the processes use the configured one, with a consumer group of the run's
+own, and this run's events are told apart by their request ids.
 """
 
 from __future__ import annotations
@@ -28,60 +31,31 @@ import queue
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
+from eventbus_core._bus import EventBus
 from eventbus_core._demo._child import Child, DemoError, Inbox, expect
 from eventbus_core._demo._report import DemoReport
 from eventbus_core._demo._workload import DemoInterrupted, ProgressFactory, spread
 from eventbus_core._settings import EventBusSettings
+from eventbus_core.capabilities import Isolatable, Isolation, capability
 
-__all__ = ["REDIS_BACKENDS", "DemoError", "run_redis_demo"]
+__all__ = ["DemoError", "run_shared_demo"]
 
-REDIS_BACKENDS: Final = ("redis", "redis-streams")
-"""Backends the demo runs as separate processes (the others run in one process)."""
-
-_READY_TIMEOUT = 60.0  # starting Python, importing the plugins, connecting to Redis
+_READY_TIMEOUT = 60.0  # starting Python, importing the plugins, connecting to the backend
 _SILENCE_TIMEOUT = 60.0  # publishers report every 0.1 s; this long without a word is a hang
 _IDLE_TIMEOUT = 15.0  # the dispatcher gives up this long after the last new event
 
 
-@dataclass(frozen=True)
-class _Names:
-    """Where this run's events go in Redis, and whose keys they are."""
-
-    backend: str
-    key: str  # the list (redis) or the stream (redis-streams)
-    group: str
-    fresh: bool  # the demo's own key: deleted at the end
-    base: str  # prefix of every key of a fresh run
-
-    def env(self, settings: EventBusSettings, requests: int) -> dict[str, str]:
-        """The environment of the demo's processes."""
-        env = {
-            **os.environ,
-            "LLM_PROXY_EVENT_BUS": self.backend,
-            "REDIS_URL": str(settings.redis_url),
-            "EVENTBUS_REDIS_GROUP": self.group,
-        }
-        streams = self.backend == "redis-streams"
-        env["EVENTBUS_REDIS_STREAM" if streams else "EVENTBUS_REDIS_KEY"] = self.key
-        if self.fresh:
-            # The demo's own key keeps every event of the run: trimming would lose some
-            # before the dispatcher read them, and the counts would no longer be exact.
-            length = settings.redis_stream_max_len if streams else settings.redis_max_len
-            var = "EVENTBUS_REDIS_STREAM_MAX_LEN" if streams else "EVENTBUS_REDIS_MAX_LEN"
-            env[var] = str(max(length, requests) if length else 0)
-        return env
-
-
-def _names(settings: EventBusSettings, run: str) -> _Names:
-    field = "redis_stream" if settings.backend == "redis-streams" else "redis_key"
-    base = f"eventbus-demo:{run}"
-    fresh = field not in settings.model_fields_set
-    key = f"{base}:events" if fresh else str(getattr(settings, field))
-    return _Names(settings.backend, key, base, fresh, base)
+def _isolation(bus: EventBus, run: str, requests: int) -> tuple[Isolation, list[str]]:
+    """The run's namespace, and the dispatcher's extra arguments (a group of its own where
+    the backend gives no namespace)."""
+    isolatable = capability(bus, Isolatable)
+    if isolatable is not None:
+        return isolatable.isolate(run, requests), []
+    shared = Isolation(env={}, where="", cleanup=lambda keep: "")
+    return shared, ["--group", f"eventbus-demo-{run}"]
 
 
 def _collect(
@@ -133,22 +107,6 @@ def count_lines(output: Path, prefix: str) -> tuple[int, int]:
     return len(ids), lines
 
 
-def _cleanup(client: Any, names: _Names, keep: bool) -> str:
-    """Delete the run's keys (or the demo's group, on a stream of the user's); say what."""
-    var = "EVENTBUS_REDIS_STREAM" if names.backend == "redis-streams" else "EVENTBUS_REDIS_KEY"
-    if keep:
-        return f"kept (--keep): {var}={names.key} eventbus stats shows it"
-    if names.fresh:
-        keys = list(client.scan_iter(match=f"{names.base}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        return f"deleted at the end ({len(keys)} keys)"
-    if names.backend == "redis-streams":
-        client.xgroup_destroy(names.key, names.group)
-        return f"yours ({var}): left in place, the demo's group {names.group} removed"
-    return f"yours ({var}): left in place"
-
-
 def _start_publishers(
     env: dict[str, str],
     inbox: Inbox,
@@ -175,8 +133,8 @@ def _start_publishers(
     return started
 
 
-def run_redis_demo(
-    client: Any,
+def run_shared_demo(
+    bus: EventBus,
     settings: EventBusSettings,
     *,
     output: Path,
@@ -187,28 +145,32 @@ def run_redis_demo(
     keep: bool = False,
     progress: ProgressFactory | None = None,
 ) -> DemoReport:
-    """Run the demo as separate processes on the Redis backend of `settings`.
+    """Run the demo as separate processes on the shared backend of `bus` (stopped here).
 
     Args:
-        client: A redis-py client of `settings.redis_url` (for the set-up and the clean-up).
-        settings: Backend (`redis` or `redis-streams`), URL and key settings.
+        bus: A bus of `settings`, whose backend answers (for the set-up; then stopped).
+        settings: The settings the processes start from (`LLM_PROXY_EVENT_BUS` and the
+            backend's own, from the environment, with the isolation's overrides).
         output: The JSONL file the dispatcher writes (replaced).
         publishers: Publisher processes (at most `requests`).
         workers: Proxy threads in all, spread over the publishers (at least one each).
         requests: Exactly how many requests to simulate, spread over the publishers.
         seed: Seed of the simulated traffic.
-        keep: Leave the demo's keys in Redis.
+        keep: Leave the run's namespace in the backend.
         progress: Shows the requests done, as the publishers report them.
 
     Raises:
         DemoError: a demo process failed or stopped answering.
-        DemoInterrupted: Ctrl-C; the demo's processes were ended and its keys deleted (unless
-            `keep`) before it was raised.
+        DemoInterrupted: Ctrl-C; the demo's processes were ended and its namespace deleted
+            (unless `keep`) before it was raised.
     """
     publishers = max(1, min(publishers, requests))
     run = uuid.uuid4().hex[:12]
-    names = _names(settings, run)
-    env = names.env(settings, requests)
+    try:
+        isolation, dispatcher_args = _isolation(bus, run, requests)
+    finally:
+        bus.stop(timeout=1.0)  # the demo's processes have buses of their own
+    env = {**os.environ, "LLM_PROXY_EVENT_BUS": settings.backend, **isolation.env}
     ids = f"req-{run}"  # request ids are req-<run>-<n>: this run's, whoever else writes
     prefix = f"{ids}-"
     path = output.resolve()
@@ -220,12 +182,9 @@ def run_redis_demo(
     interrupted = False
     cleanup = ""
     try:
-        if not names.fresh and names.backend == "redis-streams":
-            # A new group on an existing stream would start at its beginning: start at its end.
-            client.xgroup_create(names.key, names.group, id="$", mkstream=True)
         dispatcher_inbox: Inbox = queue.Queue()
         argv = ["--output", str(path), "--prefix", prefix, "--idle-timeout", str(_IDLE_TIMEOUT)]
-        dispatcher = Child("dispatch", argv, env, dispatcher_inbox, stdin=True)
+        dispatcher = Child("dispatch", argv + dispatcher_args, env, dispatcher_inbox, stdin=True)
         children.append(dispatcher)
         expect(dispatcher_inbox, "ready", _READY_TIMEOUT)
         start = time.perf_counter()
@@ -245,12 +204,11 @@ def run_redis_demo(
     finally:
         for child in children:
             child.close(grace=10.0 if finished else 0.0)
-        cleanup = _cleanup(client, names, keep)
+        cleanup = isolation.cleanup(keep)
     if interrupted:
+        where = f"; {isolation.kind} {isolation.where}: {cleanup}" if isolation.where else ""
         raise DemoInterrupted(
-            sum(done.values()),
-            requests,
-            f"its {len(children)} processes were stopped; redis key {names.key}: {cleanup}",
+            sum(done.values()), requests, f"its {len(children)} processes were stopped{where}"
         )
     delivered, written = count_lines(path, prefix)
     return DemoReport(
@@ -264,6 +222,7 @@ def run_redis_demo(
         seconds=seconds,
         publish_ns=[int(c) for r in results for c in r["publish_ns"]],
         publishers=publishers,
-        redis_key=names.key,
+        namespace=isolation.where,
+        namespace_kind=isolation.kind,
         cleanup=cleanup,
     )

@@ -1,13 +1,14 @@
-"""The processes of `eventbus demo` on Redis: `python -m eventbus_core._demo._worker ROLE ...`.
+"""The processes of `eventbus demo` on a shared backend: `python -m eventbus_core._demo._worker
+ROLE ...`.
 
 Roles:
     publish   a proxy process: simulate requests and publish one event each to the bus;
     dispatch  the dispatcher process: the real `Dispatcher` with the jsonl sink, until it has
               written as many of this run's events as it is told to expect.
 
-Both read the bus settings from the environment (LLM_PROXY_EVENT_BUS, REDIS_URL,
-EVENTBUS_REDIS_KEY, EVENTBUS_REDIS_STREAM, EVENTBUS_REDIS_GROUP, ...), which the demo sets for
-them, and speak JSON lines: what they report on stdout, what they are told on stdin (dispatch
+Both read the bus settings from the environment (LLM_PROXY_EVENT_BUS and the backend's own,
+with the overrides of the backend's `Isolation.env`, which the demo sets for them), and speak
+JSON lines: what they report on stdout, what they are told on stdin (dispatch
 only). Their stderr is the demo's: warnings and errors show there, never on the demo's stdout.
 
 Messages on stdout:
@@ -33,6 +34,7 @@ from eventbus_core._demo._workload import simulate
 from eventbus_core._factory import create_bus
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
+from eventbus_core.capabilities import Flushable, capability
 from eventbus_core.dispatch._dispatcher import Dispatcher
 from eventbus_core.dispatch._setup import (
     build_sinks,
@@ -82,9 +84,9 @@ def _publish(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         progress=progress,
     )
-    flush = getattr(bus, "flush", None)
-    if callable(flush):
-        flush(10.0)
+    flushable = capability(bus, Flushable)
+    if flushable is not None:
+        flushable.flush(10.0)
     # stop() writes what is still buffered (bounded by EVENTBUS_STOP_TIMEOUT); what it could
     # not write moves from published to dropped, so the figures below are final.
     bus.stop()
@@ -163,8 +165,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     bus = create_bus(settings)
     (jsonl,) = build_sinks(settings, [("jsonl", {"path": str(args.output), "max_bytes": "0"})])
     watch = DeliveryWatch(jsonl, args.prefix)
-    # Shared mode: the consumer group is exactly EVENTBUS_REDIS_GROUP, which the demo made
-    # unique to this run, so it never takes events from a real dispatcher's group.
+    # Shared mode: the consumer group is exactly the bus's default group, which the backend's
+    # isolation made the run's own (or --group, where the backend has no isolation), so it
+    # never takes events from a real dispatcher's group.
     dispatcher = Dispatcher(
         bus,
         [watch],
@@ -175,12 +178,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         transform=transform_from_settings(settings),
         redactor=redactor_from_settings(settings),
         group_mode="shared",
-        group=settings.redis_group,
+        group=args.group,
         shutdown_timeout=settings.shutdown_timeout,
         stats_interval=0,
     )
-    # Constructed means subscribed: a list-log subscription took its position in Redis, and
-    # a streams group starts at the beginning of the stream. Publishers may start now.
+    # Started means subscribed: a subscription took its position in the log, and a consumer
+    # group starts where the backend starts it. Publishers may start now.
     dispatcher.start()
     _say({"ready": True})
     line = sys.stdin.readline()
@@ -220,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     disp.add_argument("--output", type=Path, required=True)
     disp.add_argument("--prefix", required=True)
     disp.add_argument("--idle-timeout", type=float, default=15.0)
+    disp.add_argument("--group", default=None, help="consumer group (default: the bus's)")
     disp.set_defaults(func=_dispatch)
     return parser
 

@@ -2,7 +2,7 @@
 
 `simulate()` is the proxy side (threads publishing one event per request), shared by both modes
 of `eventbus demo`; `run_demo()` is the in-process mode (memory bus, a consumer thread). The
-multi-process mode for Redis is in `_demo/_shared.py`.
+multi-process mode of shared backends is in `_demo/_shared.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 from eventbus_core._bus import EventBus
 from eventbus_core._demo._report import DemoReport
 from eventbus_core._event import Event
+from eventbus_core.capabilities import Flushable, capability
 
 __all__ = [
     "DemoInterrupted",
@@ -273,9 +274,9 @@ def run_demo(
         ready.wait(10)
         with progress() if progress is not None else contextlib.nullcontext(None) as advance:
             costs = simulate(bus, workers=workers, requests=requests, seed=seed, progress=advance)
-        flush = getattr(bus, "flush", None)
-        if callable(flush):
-            flush(10.0)
+        flushable = capability(bus, Flushable)
+        if flushable is not None:
+            flushable.flush(10.0)
     except KeyboardInterrupt as exc:
         done = exc.done if isinstance(exc, DemoInterrupted) else 0
         bus.stop(timeout=0.5)

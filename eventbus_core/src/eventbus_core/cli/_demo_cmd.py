@@ -1,8 +1,9 @@
 """`eventbus demo`: the main job, end to end on the configured backend (in-memory by default).
 
-Memory (or any backend that is not Redis): proxy threads and a consumer thread in this process.
-`redis` and `redis-streams`: publisher processes and a dispatcher process against Redis, on
-keys of their own that are deleted at the end (see `eventbus_core._demo._shared`).
+A backend that lives in one process (memory): proxy threads and a consumer thread in this
+process. A backend shared between processes (capability `CrossProcess`: redis,
+redis-streams, nats, a plugin's): publisher processes and a dispatcher process, in a namespace
+of the run's own where the backend is `Isolatable` (see `eventbus_core._demo._shared`).
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from eventbus_core._demo._report import DemoReport
-from eventbus_core._demo._shared import REDIS_BACKENDS, DemoError, run_redis_demo
+from eventbus_core._demo._shared import DemoError, run_shared_demo
 from eventbus_core._demo._workload import DemoInterrupted, run_demo
+from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
     add_backend_options,
     open_bus,
-    redis_client,
     settings_from_args,
-    with_redis_errors,
+    with_backend_errors,
 )
 from eventbus_core.cli._output import check_output
 from eventbus_core.cli._progress import Progress
@@ -47,15 +48,18 @@ def add_parser(sub: Any) -> None:
         "embeddings, errors), publish one event per request, consume them into a JSONL file, "
         "and report published / delivered / dropped and the cost of publish(). Uses the "
         "backend from LLM_PROXY_EVENT_BUS (memory by default: one process, no server needed). "
-        "With redis or redis-streams, publisher processes and a dispatcher process (the jsonl "
-        "sink) run against REDIS_URL, on keys of their own (eventbus-demo:<run>:...) that are "
-        "deleted at the end, unless EVENTBUS_REDIS_KEY / EVENTBUS_REDIS_STREAM names one.",
+        "With a backend shared between processes (redis, redis-streams, nats, a plugin's), "
+        "publisher processes and a dispatcher process (the jsonl sink) run against it, in a "
+        "namespace of their own where the backend offers one (redis: keys "
+        "eventbus-demo:<run>:..., unless you named the key or stream in its settings; nats: "
+        "stream EVENTBUS_RUN_<run>), deleted at the end.",
         epilog="Progress goes to stderr (a live line on a terminal), the summary to stdout. "
         "The --output path is checked before anything runs. Ctrl-C stops the demo within a "
-        "second and says how far it got (on Redis, after ending its processes and deleting "
-        f"its keys unless --keep). {ONE_SHOT_HELP} "
+        "second and says how far it got (on a shared backend, after ending its processes and "
+        f"deleting its namespace unless --keep). {ONE_SHOT_HELP} "
         "exit codes: 0 every accepted event was delivered; 1 one was not, a demo process "
-        "failed, or Redis did not answer; 2 usage or configuration error (--output included); "
+        "failed, or the backend did not answer; 2 usage or configuration error (--output "
+        "included); "
         "130 interrupted",
     )
     parser.add_argument(
@@ -65,20 +69,21 @@ def add_parser(sub: Any) -> None:
         "--workers",
         type=int,
         default=8,
-        help="concurrent proxy threads; with Redis, in all, spread over the publisher "
-        "processes (default: %(default)s)",
+        help="concurrent proxy threads; with a shared backend, in all, spread over the "
+        "publisher processes (default: %(default)s)",
     )
     parser.add_argument(
         "--publishers",
         type=int,
         metavar="N",
-        help=f"Redis backends only: publisher processes (default: {_DEFAULT_PUBLISHERS})",
+        help="shared backends only (redis, nats, ...): publisher processes "
+        f"(default: {_DEFAULT_PUBLISHERS})",
     )
     parser.add_argument(
         "--keep",
         action="store_true",
-        help="Redis backends only: leave the demo's keys in Redis, to look at them with "
-        "eventbus stats, tail or replay",
+        help="shared backends only: leave the demo's namespace (keys, stream) in the backend, "
+        "to look at it with eventbus stats, tail or replay",
     )
     parser.add_argument(
         "--output",
@@ -93,19 +98,22 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _check(args: argparse.Namespace, multi_process: bool) -> None:
+def _check(args: argparse.Namespace) -> None:
     for flag, value in (("--requests", args.requests), ("--workers", args.workers)):
         if value < 1:
             raise UsageError(f"{flag} {value}: must be at least 1")
-    if args.publishers is not None:
-        if not multi_process:
-            raise UsageError(
-                "--publishers runs separate processes, which need a backend they share: "
-                "pass --backend redis (or redis-streams) with REDIS_URL or --redis-url"
-            )
-        if args.publishers < 1:
-            raise UsageError(f"--publishers {args.publishers}: must be at least 1")
+    if args.publishers is not None and args.publishers < 1:
+        raise UsageError(f"--publishers {args.publishers}: must be at least 1")
     check_output(args.output, "--output")
+
+
+def _check_publishers(args: argparse.Namespace, multi_process: bool) -> None:
+    if args.publishers is not None and not multi_process:
+        raise UsageError(
+            "--publishers runs separate processes, which need a backend they share: "
+            "pass --backend redis (or redis-streams, nats, ...) with its address, e.g. "
+            "REDIS_URL or --redis-url"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,17 +125,18 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-@with_redis_errors
+@with_backend_errors
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    multi_process = settings.backend in REDIS_BACKENDS
-    _check(args, multi_process)
+    _check(args)
     # An unreachable backend is one clear line before anything starts.
     bus = open_bus(args, settings, "eventbus demo")
-    client = None
-    if multi_process:
-        bus.stop(timeout=1.0)  # the demo's processes have buses of their own
-        client = redis_client(settings)
+    multi_process = is_cross_process(bus)
+    try:
+        _check_publishers(args, multi_process)
+    except UsageError:
+        bus.stop(timeout=0)
+        raise
     report: DemoReport
 
     @contextlib.contextmanager
@@ -142,10 +151,10 @@ def _run(args: argparse.Namespace) -> int:
 
             yield advance
 
-    if client is not None:
+    if multi_process:
         try:
-            report = run_redis_demo(
-                client,
+            report = run_shared_demo(
+                bus,
                 settings,
                 output=args.output,
                 publishers=args.publishers or _DEFAULT_PUBLISHERS,

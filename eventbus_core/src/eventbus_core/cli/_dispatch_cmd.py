@@ -10,6 +10,7 @@ from typing import Any
 
 from eventbus_core._log import get_logger
 from eventbus_core._plugins import get_registry
+from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._ops import (
     BACKEND_FLAGS,
     EXIT_CODES_HELP,
@@ -213,11 +214,13 @@ def run(args: argparse.Namespace) -> int:
             endpoint.close()
         raise
     dispatcher.owned_bus = bus  # stopped with the dispatcher
-    if settings.backend == "memory":
+    if not is_cross_process(bus):
         log.warning(
-            "backend 'memory' carries only events published inside this process, and nothing "
+            "backend %r carries only events published inside this process, and nothing "
             "publishes here: this dispatcher will receive nothing. To dispatch what proxies "
-            "publish, set LLM_PROXY_EVENT_BUS=redis-streams (or redis) and REDIS_URL"
+            "publish, choose a shared backend (see 'eventbus plugins'), e.g. "
+            "LLM_PROXY_EVENT_BUS=redis-streams (or redis) and REDIS_URL",
+            settings.backend,
         )
     log.info(
         "dispatching from backend %r to sinks %s (batch %d, flush %.1f s, groups %s, "

@@ -11,28 +11,19 @@ Exit codes, the same for every command:
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from eventbus_core._bus import EventBus
-from eventbus_core._errors import (
-    BackendLoadError,
-    BackendUnavailableError,
-    EventBusError,
-    SettingsError,
-)
+from eventbus_core._errors import BackendUnavailableError, EventBusError, SettingsError
 from eventbus_core._event import Event
 from eventbus_core._factory import create_bus
-from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
+from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._backend_flags import add_plugin_options, plugin_overrides
 from eventbus_core.cli._reach import ensure_reachable
 from eventbus_core.redact._secrets import redact_url
-
-if TYPE_CHECKING:
-    import redis
 
 __all__ = [
     "BACKEND_FLAGS",
@@ -44,11 +35,9 @@ __all__ = [
     "add_backend_options",
     "format_event",
     "open_bus",
-    "redis_client",
-    "redis_errors",
-    "refuse_memory",
+    "require_shared",
     "settings_from_args",
-    "with_redis_errors",
+    "with_backend_errors",
 ]
 
 EXIT_OK: Final = 0
@@ -154,73 +143,43 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
     return bus
 
 
-def refuse_memory(settings: EventBusSettings, command: str) -> None:
-    """Raise a usage error if the backend is the in-process memory bus.
+def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> None:
+    """Stop `bus` and raise a usage error unless it is shared between processes
+    (`capabilities.CrossProcess`): an in-process bus cannot be watched from another one.
 
     Raises:
-        UsageError: the memory backend cannot be watched from another process.
+        UsageError: the bus lives inside each process.
     """
-    if settings.backend == "memory":
-        raise UsageError(
-            f"'eventbus {command}' needs a backend shared between processes, but the backend "
-            "is 'memory', which lives inside each process. Set LLM_PROXY_EVENT_BUS=redis (or "
-            "redis-streams) and REDIS_URL=redis://localhost:6379/0, or pass --backend redis "
-            "--redis-url redis://localhost:6379/0"
-        )
+    if is_cross_process(bus):
+        return
+    bus.stop(timeout=0)
+    raise UsageError(
+        f"'eventbus {command}' needs a backend shared between processes, but the backend "
+        f"is {settings.backend!r}, which lives inside each process. Set LLM_PROXY_EVENT_BUS to "
+        "a shared backend (see 'eventbus plugins'), e.g. LLM_PROXY_EVENT_BUS=redis (or "
+        "redis-streams) and REDIS_URL=redis://localhost:6379/0, or pass --backend redis "
+        "--redis-url redis://localhost:6379/0"
+    )
 
 
-def redis_client(settings: EventBusSettings) -> redis.Redis:
-    """A redis-py client for `settings.redis_url`.
-
-    Raises:
-        SettingsError: `REDIS_URL` is not set.
-        BackendLoadError: redis-py is not installed (with the pip command that brings it).
-    """
-    if not settings.redis_url:
-        raise SettingsError(
-            f"backend {settings.backend!r} needs REDIS_URL (e.g. redis://localhost:6379/0); "
-            "set it or pass --redis-url"
-        )
-    try:
-        import redis  # optional: only the Redis backends need it
-    except ImportError as exc:
-        raise BackendLoadError(
-            "the Redis backends need eventbus-redis (which brings redis-py): "
-            + install_command(SIBLINGS["redis"])
-        ) from exc
-    return redis.Redis.from_url(str(settings.redis_url), socket_connect_timeout=5)
-
-
-def redis_errors() -> tuple[type[BaseException], ...]:
-    """redis-py's base error (and OSError), or just OSError while redis-py is not imported
-    (then none of its errors can have been raised; importing it here would only cost time)."""
-    redis = sys.modules.get("redis")
-    if redis is None:
-        return (OSError,)
-    return (redis.RedisError, OSError)
-
-
-def with_redis_errors(
+def with_backend_errors(
     func: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Wrap a command so that Redis failing after the start-up check is reported as
-    `BackendUnavailableError` (one line, exit code 1), with any password masked."""
+    """Wrap a command so that the backend failing after the start-up check with an `OSError`
+    is reported as `BackendUnavailableError` (one line, exit code 1), any password masked.
+
+    Capability methods raise `BackendUnavailableError` themselves (see
+    `eventbus_core.capabilities`); this catches what a plugin let through."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
         except BackendUnavailableError:
             raise  # already says where and why (it is an OSError too)
-        except redis_errors() as exc:
-            if "WRONGTYPE" in str(exc):  # Redis answered: a setting names someone else's key
-                raise SettingsError(
-                    f"Redis refused: {redact_url(str(exc))}: a key the backend uses holds "
-                    "another type of value; set EVENTBUS_REDIS_KEY (backend redis) or "
-                    "EVENTBUS_REDIS_STREAM (redis-streams) to a key of its own"
-                ) from None
+        except OSError as exc:
             raise BackendUnavailableError(
-                f"Redis failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it running, "
-                "and is REDIS_URL (or --redis-url) right?)"
+                f"the backend failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it "
+                "running, and are its settings right?)"
             ) from None
 
     run.__doc__ = func.__doc__

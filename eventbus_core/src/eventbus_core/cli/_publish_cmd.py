@@ -12,7 +12,7 @@ from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
 from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
-from eventbus_core.capabilities import Flushable, capability
+from eventbus_core.capabilities import Flushable, capability, is_cross_process
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -21,7 +21,7 @@ from eventbus_core.cli._ops import (
     add_backend_options,
     open_bus,
     settings_from_args,
-    with_redis_errors,
+    with_backend_errors,
 )
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
@@ -55,9 +55,9 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-@with_redis_errors
+@with_backend_errors
 def run(args: argparse.Namespace) -> int:
-    """Publish every valid line; exit 1 if a line was rejected or an event dropped."""
+    """Publish every valid line; exit 1 if a line was rejected or an event dropped or lost."""
     settings = settings_from_args(args)
     if args.file is None:
         return _publish(args, settings, sys.stdin)
@@ -72,13 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextIO) -> int:
-    if settings.backend == "memory" and not args.quiet:
+    bus = open_bus(args, settings, "eventbus publish")
+    if not is_cross_process(bus) and not args.quiet:
         print(
-            "eventbus publish: note: the memory backend lives in this process only; nothing "
-            "else will see these events (set LLM_PROXY_EVENT_BUS=redis to share them)",
+            f"eventbus publish: note: the {settings.backend} backend lives in this process "
+            "only; nothing else will see these events (set LLM_PROXY_EVENT_BUS to a shared "
+            "backend, e.g. redis, to share them)",
             file=sys.stderr,
         )
-    bus = open_bus(args, settings, "eventbus publish")
     # publish() never waits, so a fast reader would overrun the bus's buffer and drop. Where
     # the bus can flush, wait for it every half buffer: back-pressure for a batch tool.
     flushable = capability(bus, Flushable)
@@ -108,19 +109,23 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
     finally:
         # stop() writes what was accepted (bounded) and counts what it could not.
         bus.stop()
-    published, dropped = bus.stats()
+    stats = bus.stats()
+    published, dropped, lost = stats.published, stats.dropped, stats.lost
     summary = {
         "backend": settings.backend,
         "accepted": published,
         "dropped": dropped,
         "rejected": rejected,
     }
+    if lost:  # accepted, then given up by stop() (the backend did not answer in time)
+        summary["lost"] = lost
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
         print(
-            f"eventbus publish: {published} accepted, {dropped} dropped, {rejected} rejected "
-            f"line(s) (backend {settings.backend})",
+            f"eventbus publish: {published} accepted, {dropped} dropped, "
+            + (f"{lost} lost (accepted, not written before the stop deadline), " if lost else "")
+            + f"{rejected} rejected line(s) (backend {settings.backend})",
             file=sys.stderr,
         )
-    return EXIT_FAILED if rejected or dropped else EXIT_OK
+    return EXIT_FAILED if rejected or dropped or lost else EXIT_OK

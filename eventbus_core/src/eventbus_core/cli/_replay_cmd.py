@@ -1,9 +1,9 @@
-"""`eventbus replay`: read a range of the Redis log or stream again and send it on.
+"""`eventbus replay`: read a range of the backend's log again and send it on.
 
-Sources (the layout in `docs/backends/`):
-- the LIST log (`redis` backend): selected by LogID; the list holds no timestamps;
-- the stream (`redis-streams` backend): selected by LogID or by time, since a stream entry id
-  is the millisecond it was added.
+The source is the configured bus's log (capability `ReadableLog`), selected by LogID, and by
+time where the log keeps when each entry came (`time_index`: the Redis stream, NATS); a
+backend that keeps several logs (`LogSources`: the Redis list `log` and `stream`) reads the
+one `--source` names.
 
 Destinations: a sink plugin (`--sink NAME --sink-opt key=value`), or, without `--sink`, stdout
 as JSON lines in the wire format (what `eventbus publish` reads back).
@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from eventbus_core._errors import WireFormatError
+from eventbus_core._bus import EventBus
 from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._stream_entry import event_from_stream_entry
+from eventbus_core.capabilities import Describable, LogSources, ReadableLog, capability
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -31,19 +31,17 @@ from eventbus_core.cli._ops import (
     UsageError,
     add_backend_options,
     open_bus,
-    redis_client,
-    refuse_memory,
+    require_shared,
     settings_from_args,
-    with_redis_errors,
+    with_backend_errors,
 )
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 from eventbus_core.dispatch._payload import PayloadPreparer
 from eventbus_core.dispatch._setup import build_sinks
 
-__all__ = ["add_parser", "parse_time", "read_log", "read_stream", "run"]
+__all__ = ["add_parser", "parse_time", "run"]
 
-_PAGE = 1000
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -52,11 +50,11 @@ def add_parser(sub: Any) -> None:
     """Register the `replay` command."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "replay",
-        help="send a range of the Redis log or stream to a sink again",
-        description="Read the events of a LogID range (log or stream) or a time range (stream "
-        "only: the list log keeps no timestamps) from Redis, oldest first, and send them to a "
-        "sink, or print them as JSON lines when no --sink is given. Reading does not consume: "
-        "consumer groups are left as they are.",
+        help="send a range of the backend's log (Redis log or stream, NATS) to a sink again",
+        description="Read the events of a LogID range or a time range (where the log keeps "
+        "times: the Redis stream and NATS do, the Redis list log does not) from the backend's "
+        "log, oldest first, and send them to a sink, or print them as JSON lines when no "
+        "--sink is given. Reading does not consume: consumer groups are left as they are.",
         epilog="times: ISO 8601 ('2026-01-31T12:00:00Z'; without a zone, UTC) or an age such "
         "as 90s, 15m, 2h, 1d. A range whose start is after its end is refused (exit 2). "
         f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
@@ -64,12 +62,15 @@ def add_parser(sub: Any) -> None:
     select = parser.add_argument_group("range (inclusive; default: everything retained)")
     select.add_argument("--from-id", type=int, metavar="LOGID", help="first LogID")
     select.add_argument("--to-id", type=int, metavar="LOGID", help="last LogID")
-    select.add_argument("--since", type=parse_time, metavar="TIME", help="stream only: from")
-    select.add_argument("--until", type=parse_time, metavar="TIME", help="stream only: until")
+    select.add_argument("--since", type=parse_time, metavar="TIME", help="from (time-indexed logs)")
+    select.add_argument(
+        "--until", type=parse_time, metavar="TIME", help="until (time-indexed logs)"
+    )
     select.add_argument(
         "--source",
-        choices=["log", "stream"],
-        help="read the list log or the stream (default: by backend; time needs the stream)",
+        metavar="NAME",
+        help="where the backend keeps several logs, the one to read (Redis: log or stream; "
+        "default: the backend's own)",
     )
     out = parser.add_argument_group("destination")
     out.add_argument("--sink", metavar="NAME", help="sink plugin to send to (see 'plugins')")
@@ -112,91 +113,6 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _in_range(event: Event, first: int | None, last: int | None) -> bool:
-    if first is not None and event.log_id < first:
-        return False
-    return last is None or event.log_id <= last
-
-
-def read_log(client: Any, key: str, first: int | None, last: int | None) -> tuple[list[Event], int]:
-    """Events of the LIST log at `key` with LogID in [first, last], oldest first.
-
-    Returns the events and the number of undecodable entries skipped. The list is read from its
-    newest end in pages. Entries pushed meanwhile shift it, so pages may overlap: LogIDs already
-    seen are skipped. A Go writer stamps (INCR) and pushes (LPUSH) in two commands, so the list
-    is only roughly in LogID order: reading stops after a page entirely older than the range,
-    and the result is sorted by LogID.
-    """
-    found: list[Event] = []
-    seen: set[int] = set()
-    bad = 0
-    start = 0
-    while True:
-        page = client.lrange(key, start, start + _PAGE - 1)
-        if not page:
-            break
-        newest_on_page = 0
-        for raw in page:
-            try:
-                event = Event.from_json(raw)
-            except WireFormatError:
-                bad += 1
-                continue
-            if event.log_id:
-                if event.log_id in seen:
-                    continue  # read on the previous page already (the list grew at the head)
-                seen.add(event.log_id)
-                newest_on_page = max(newest_on_page, event.log_id)
-            if _in_range(event, first, last):
-                found.append(event)
-        if first is not None and 0 < newest_on_page < first:
-            break  # everything further is older than the range
-        start += _PAGE
-    found.reverse()  # oldest first; events without a LogID keep their list order
-    found.sort(key=lambda e: e.log_id)
-    return found, bad
-
-
-def _stream_id(moment: datetime | None, default: str) -> str:
-    if moment is None:
-        return default
-    return str(int(moment.timestamp() * 1000))
-
-
-def read_stream(
-    client: Any,
-    stream: str,
-    first: int | None,
-    last: int | None,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> Iterator[Event | None]:
-    """Yield the events of `stream` in order, within the LogID and time ranges.
-
-    Yields None for an entry that does not decode (so the caller can count it).
-    """
-    start = _stream_id(since, "-")
-    end = _stream_id(until, "+")
-    if until is not None:
-        end += "-18446744073709551615"  # every entry of that last millisecond
-    while True:
-        entries = client.xrange(stream, start, end, count=_PAGE)
-        if not entries:
-            return
-        for entry_id, fields in entries:
-            try:
-                event: Event | None = event_from_stream_entry(entry_id, fields)
-            except WireFormatError:
-                event = None
-            if event is None:
-                yield None
-            elif _in_range(event, first, last):
-                yield event
-        last_id = entries[-1][0]
-        start = "(" + (last_id.decode() if isinstance(last_id, bytes) else last_id)
-
-
 class _SinkTarget:
     """A sink plugin fed as the dispatcher feeds it, by the dispatcher's own `PayloadPreparer`.
 
@@ -235,26 +151,58 @@ def _options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def _check(args: argparse.Namespace, settings: EventBusSettings) -> str:
-    refuse_memory(settings, "replay")
-    source: str = args.source or ("stream" if settings.backend == "redis-streams" else "log")
-    if settings.backend not in ("redis", "redis-streams") and args.source is None:
-        raise UsageError(
-            f"replay reads Redis, but the backend is {settings.backend!r}: pass --source log "
-            "or --source stream with --redis-url"
-        )
-    if source == "log" and (args.since or args.until):
-        raise UsageError(
-            "the list log keeps no timestamps: select it by --from-id/--to-id, or read the "
-            "stream (--source stream) to select by time"
-        )
+def _check(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
     for label, value in (("--from-id", args.from_id), ("--to-id", args.to_id)):
         if value is not None and value < 0:
             raise UsageError(f"{label} {value}: must be >= 0")
     _check_range(args)
-    return source
+
+
+def _log(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus) -> ReadableLog:
+    """The log to read: the bus's own, or the one `--source` names."""
+    sources = capability(bus, LogSources)
+    if args.source is not None:
+        if sources is None:
+            raise UsageError(
+                f"--source {args.source}: backend {settings.backend!r} keeps one log; leave "
+                "--source out"
+            )
+        try:
+            log = sources.log_source(args.source)
+        except ValueError as exc:
+            raise UsageError(f"--source {args.source}: {exc}") from None
+    else:
+        found = capability(bus, ReadableLog)
+        if found is None:
+            raise UsageError(
+                f"replay reads the backend's log again, but backend {settings.backend!r} keeps "
+                "none it can read again (it does not offer the ReadableLog capability)"
+            )
+        log = found
+    if (args.since or args.until) and not log.time_index:
+        other = ""
+        if sources is not None:
+            other = f", or read a log that does (--source {' or '.join(sources.log_sources)})"
+        raise UsageError(
+            f"the {_where(log)} keeps no timestamps: select it by --from-id/--to-id{other} "
+            "to select by time"
+        )
+    return log
+
+
+def _source_name(args: argparse.Namespace, bus: EventBus) -> str:
+    """What the summary calls the log read: `--source`'s name, the bus's own log's, or `log`."""
+    if args.source is not None:
+        return str(args.source)
+    sources = capability(bus, LogSources)
+    return sources.log_sources[0] if sources is not None else "log"
+
+
+def _where(log: ReadableLog) -> str:
+    described = capability(log, Describable)
+    return described.location if described is not None else "log"
 
 
 def _check_range(args: argparse.Namespace) -> None:
@@ -273,44 +221,56 @@ def _check_range(args: argparse.Namespace) -> None:
         )
 
 
-def _events(
-    args: argparse.Namespace, settings: EventBusSettings, source: str
-) -> tuple[Iterator[Event | None], int | None]:
-    client = redis_client(settings)
-    if source == "log":
-        events, bad = read_log(client, settings.redis_key, args.from_id, args.to_id)
-        items: list[Event | None] = [None] * bad
-        items.extend(events)
-        return iter(items), len(events)
-    it = read_stream(
-        client, settings.redis_stream, args.from_id, args.to_id, since=args.since, until=args.until
-    )
-    return it, None
-
-
-@with_redis_errors
+@with_backend_errors
 def run(args: argparse.Namespace) -> int:
     """Replay the range; exit 1 if an entry could not be decoded or a send failed."""
     settings = settings_from_args(args)
-    source = _check(args, settings)
+    _check(args)
     options = _options(args.sink_opt)
     if options and not args.sink:
         raise UsageError("--sink-opt needs --sink")
+    # A broken EVENTBUS_TRANSFORMER is said now, dry run or not, as 'dispatch' says it.
+    preparer = PayloadPreparer.from_settings(settings) if args.sink else None
     target = _SinkTarget(settings, args.sink, options) if args.sink and not args.dry_run else None
     try:
-        open_bus(args, settings, "eventbus replay").stop(timeout=1.0)  # answers, or exit 1 now
+        bus = open_bus(args, settings, "eventbus replay")  # answers, or exit 1 now
+        try:
+            require_shared(bus, settings, "replay")
+            log = _log(args, settings, bus)
+            events = log.read_range(args.from_id, args.to_id, since=args.since, until=args.until)
+            source = _source_name(args, bus)
+        except BaseException:
+            bus.stop(timeout=0)
+            raise
     except BaseException:
         if target is not None:
             target.close()
         raise
-    events, total = _events(args, settings, source)
+    try:
+        return _replay(args, events, source, target, preparer)
+    finally:
+        bus.stop(timeout=1.0)
+
+
+def _replay(
+    args: argparse.Namespace,
+    events: Iterator[Event | None],
+    source: str,
+    target: _SinkTarget | None,
+    preparer: PayloadPreparer | None,
+) -> int:
+    total = None
     undecodable = 0
     sent = 0
     failed = 0
+    untransformable = 0
     batch: list[Event] = []
 
     def deliver() -> None:
-        nonlocal sent, failed
+        nonlocal sent, failed, untransformable
+        if args.dry_run and preparer is not None:
+            # What the sink would get: a transformer that raises is reported, not hidden.
+            untransformable += sum("transform_error" in preparer(e) for e in batch)
         if target is None:
             if not args.dry_run:
                 for event in batch:
@@ -353,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
         verb = "would replay" if args.dry_run else "replayed"
         print(
             f"eventbus replay: {verb} {sent} event(s) from the {source} to {where}; "
-            f"{failed} failed, {undecodable} undecodable entries skipped",
+            f"{failed} failed, {undecodable} undecodable entries skipped"
+            + (f", {untransformable} the transformer failed on" if untransformable else ""),
             file=sys.stderr,
         )
-    return EXIT_FAILED if failed or undecodable else EXIT_OK
+    return EXIT_FAILED if failed or undecodable or untransformable else EXIT_OK

@@ -1,38 +1,32 @@
 """`eventbus stats`: what the configured backend holds: published, retained, pending, lag.
 
-For the Redis backends the figures are read from Redis itself, so they cover every process
-that publishes or consumes there (Go and Python alike), following the layout in
-`docs/backends/`: the LIST log `KEY` with its LogID counter `KEY:seq`, or the stream with its
-consumer groups.
+A backend that is `Describable` (see `eventbus_core.capabilities`) reads its figures from the
+backend itself, so they cover every process that publishes or consumes there (for Redis: Go
+and Python alike); any other shared backend shows what this process's bus reports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from eventbus_core._bus import EventBus
-from eventbus_core._event import Event
 from eventbus_core._settings import EventBusSettings
+from eventbus_core.capabilities import Describable, capability
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_OK,
     add_backend_options,
     open_bus,
-    redis_client,
-    refuse_memory,
+    require_shared,
     settings_from_args,
-    with_redis_errors,
+    with_backend_errors,
 )
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 
-__all__ = ["add_parser", "log_figures", "run", "stream_figures"]
-
-DROPPED_NOTE = (
-    "not kept in Redis: each publishing process counts its own drops "
-    "(bus.stats().dropped, see docs/operations.md)"
-)
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any) -> None:
@@ -40,7 +34,8 @@ def add_parser(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "stats",
         help="published, dropped, stream length, pending and lag of the configured backend",
-        description="Show the figures of the configured backend. redis: events published "
+        description="Show the figures of the configured backend, read from the backend itself "
+        "where it can report them (capability Describable). redis: events published "
         "(LogIDs assigned), retained in the list, trimmed or expired, newest and oldest "
         "LogID, TTL. redis-streams: stream length, entries added, and per consumer group "
         "the consumers, pending (delivered, not acknowledged) and lag (not yet delivered). "
@@ -52,89 +47,22 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _log_id(raw: Any) -> int | None:
-    if raw is None:
-        return None
-    try:
-        return Event.from_json(raw).log_id
-    except ValueError:
-        return None
-
-
-def log_figures(client: Any, key: str) -> dict[str, Any]:
-    """Figures of the LIST log at `key` (and its counter `key:seq`)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.get(f"{key}:seq").llen(key).lindex(key, 0).lindex(key, -1).ttl(key)
-    seq, length, newest, oldest, ttl = pipe.execute()
-    published = int(seq or 0)
-    return {
-        "backend": "redis",
-        "key": key,
-        "published": published,
-        "dropped": None,
-        "dropped_note": DROPPED_NOTE,
-        "length": int(length),
-        "trimmed_or_expired": max(0, published - int(length)),
-        "newest_log_id": _log_id(newest),
-        "oldest_log_id": _log_id(oldest),
-        "ttl_seconds": int(ttl) if int(ttl) >= 0 else None,
-    }
-
-
-def stream_figures(client: Any, stream: str) -> dict[str, Any]:
-    """Figures of the stream `stream` and each of its consumer groups."""
-    figures: dict[str, Any] = {
-        "backend": "redis-streams",
-        "stream": stream,
-        "dropped": None,
-        "dropped_note": DROPPED_NOTE,
-    }
-    if not client.exists(stream):
-        figures.update(length=0, published=0, groups=[], exists=False)
-        return figures
-    info = {_text(k): v for k, v in client.xinfo_stream(stream).items()}
-    pipe = client.pipeline(transaction=False)
-    pipe.get(f"{stream}:seq").xlen(f"{stream}:dead")
-    seq, dead = pipe.execute()
-    added = info.get("entries-added")
-    # Python publishers stamp LogIDs from `<stream>:seq`; entries-added (Redis 7+) also counts
-    # what Go wrote. Take the larger: both include trimmed entries.
-    candidates = [int(x) for x in (seq, added) if x is not None]
-    figures.update(
-        exists=True,
-        length=int(info.get("length", 0)),
-        published=max(candidates) if candidates else None,
-        last_id=_text(info.get("last-generated-id")),
-        dead_letters=int(dead),
-    )
-    groups = []
-    for group in client.xinfo_groups(stream):
-        g = {_text(k): v for k, v in group.items()}
-        lag = g.get("lag")
-        groups.append(
-            {
-                "name": _text(g.get("name")),
-                "consumers": int(g.get("consumers", 0)),
-                "pending": int(g.get("pending", 0)),
-                "lag": int(lag) if lag is not None else None,
-                "last_delivered_id": _text(g.get("last-delivered-id")),
-            }
-        )
-    figures["groups"] = groups
-    return figures
-
-
 def _figures(settings: EventBusSettings, bus: EventBus) -> dict[str, Any]:
-    if settings.backend == "redis":
-        return log_figures(redis_client(settings), settings.redis_key)
-    if settings.backend == "redis-streams":
-        return stream_figures(redis_client(settings), settings.redis_stream)
-    # A third-party backend: what its own stats() reports.
+    describable = capability(bus, Describable)
+    if describable is not None:
+        return {"backend": settings.backend, **dict(describable.describe())}
+    # A backend without figures of its own: what this process's bus reports.
     return {"backend": settings.backend, **bus.stats().as_dict()}
+
+
+def _group_line(group: Mapping[str, Any]) -> str:
+    row = dict(group)
+    name = row.pop("name", None) or row.pop("group", "?")
+    words = {"last_delivered_id": "last delivered"}
+    parts = [
+        f"{words.get(k, k.replace('_', ' '))} {'?' if v is None else v}" for k, v in row.items()
+    ]
+    return f"group {name:<14} " + "  ".join(parts)
 
 
 def _print_text(figures: dict[str, Any]) -> None:
@@ -152,19 +80,15 @@ def _print_text(figures: dict[str, Any]) -> None:
         if not groups:
             print("groups               none")
         for g in groups:
-            lag = "?" if g["lag"] is None else g["lag"]
-            print(
-                f"group {g['name']:<14} consumers {g['consumers']}  pending {g['pending']}  "
-                f"lag {lag}  last delivered {g['last_delivered_id']}"
-            )
+            print(_group_line(g))
 
 
-@with_redis_errors
+@with_backend_errors
 def run(args: argparse.Namespace) -> int:
     """Print the backend's figures."""
     settings = settings_from_args(args)
-    refuse_memory(settings, "stats")
     bus = open_bus(args, settings, "eventbus stats")
+    require_shared(bus, settings, "stats")
     try:
         figures = _figures(settings, bus)
     finally:

@@ -11,6 +11,7 @@ from eventbus_core._bus import EventBus
 from eventbus_core._event import Event
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._subscription import SubscriptionClosed
+from eventbus_core.capabilities import Describable, ReadableLog, capability
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -18,9 +19,9 @@ from eventbus_core.cli._ops import (
     add_backend_options,
     format_event,
     open_bus,
-    refuse_memory,
+    require_shared,
     settings_from_args,
-    with_redis_errors,
+    with_backend_errors,
 )
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
 
@@ -32,9 +33,10 @@ def add_parser(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "tail",
         help="follow events live from the configured backend",
-        description="Print every event appended to the configured backend (redis or "
-        "redis-streams) from now on, one readable line each: LogID, status, method, path, "
-        "duration, body sizes, request id. Runs until interrupted (Ctrl-C) or --count events. "
+        description="Print every event appended to the configured backend (one shared "
+        "between processes: redis, redis-streams, nats, ...) from now on, one readable line "
+        "each: LogID, status, method, path, duration, body sizes, request id. Runs until "
+        "interrupted (Ctrl-C) or --count events. "
         "It only reads: nothing is consumed or acknowledged.",
         epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}",
     )
@@ -49,7 +51,7 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="first print the N newest events already in the log (redis backend)",
+        help="first print the N newest events already in the log (backends that keep one)",
     )
     parser.add_argument(
         "-c",
@@ -68,11 +70,10 @@ def _emit(event: Event, as_json: bool) -> None:
     print(line, flush=True)
 
 
-@with_redis_errors
+@with_backend_errors
 def run(args: argparse.Namespace) -> int:
     """Print events as they arrive; exit 0 after --count events or at the end of the stream."""
     settings = settings_from_args(args)
-    refuse_memory(settings, "tail")
     if args.last < 0:
         raise UsageError(f"--last {args.last}: give a number >= 0 of past events to show first")
     if args.count is not None and args.count < 1:
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             "to follow until Ctrl-C"
         )
     bus = open_bus(args, settings, "eventbus tail")
+    require_shared(bus, settings, "tail")
     try:
         with BackendWatch(bus, command="eventbus tail"):
             _follow(args, settings, bus)
@@ -94,18 +96,20 @@ def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus)
     sub = bus.subscribe("eventbus-tail")
     history: list[Event] = []
     if args.last:
-        read_events = getattr(bus, "read_events", None)
-        if read_events is None:
+        log = capability(bus, ReadableLog)
+        if log is None:
             print(
-                f"eventbus tail: --last is not supported by backend {settings.backend!r}",
+                f"eventbus tail: --last is not supported by backend {settings.backend!r} "
+                "(it keeps no log it can read again)",
                 file=sys.stderr,
             )
         else:
-            history = list(reversed(read_events(0, args.last - 1)))
-    where = settings.redis_stream if settings.backend == "redis-streams" else settings.redis_key
+            history = log.newest(args.last)
+    described = capability(bus, Describable)
+    where = f" {described.location}" if described is not None else ""
     # On stderr, so stdout stays pure data; it also tells scripts that tail is listening.
     print(
-        f"eventbus tail: following {settings.backend} {where} (Ctrl-C to stop)",
+        f"eventbus tail: following {settings.backend}{where} (Ctrl-C to stop)",
         file=sys.stderr,
         flush=True,
     )

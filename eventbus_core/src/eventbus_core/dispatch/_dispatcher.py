@@ -21,7 +21,6 @@ from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
 from eventbus_core._source import AckableSource, SubscriptionSource
-from eventbus_core._subscription import Subscription
 from eventbus_core.dispatch._deadletter import DeadLetter
 from eventbus_core.dispatch._lane import Lane
 from eventbus_core.dispatch._payload import PayloadPreparer
@@ -43,8 +42,8 @@ class Dispatcher:
 
     Args:
         source: A bus, a `Subscription`, an `AckableSource`, or `{sink name: AckableSource}`.
-            A bus gets one subscription (or Redis-streams consumer group `GROUP:SINK`) per sink
-            in `per-sink` mode, a single one in `shared` mode.
+            A bus gets one subscription (or, with `ConsumerGroups`, consumer group `GROUP:SINK`)
+            per sink in `per-sink` mode, a single one in `shared` mode.
         sinks: The sinks (each with a unique `name`).
         batch_size: Most events per `send()` (Go original: 100).
         flush_interval: Seconds the first event of a partial batch waits at most (Go: 5).
@@ -66,7 +65,8 @@ class Dispatcher:
             None (the default) means the default `Redactor()` rules; opting out is explicit:
             `redactor=NO_REDACTION`. Its extra patterns also apply to log lines.
         group_mode: How a bus is read (see `GroupMode`).
-        group: Base consumer-group name for Redis streams (default: the bus's group).
+        group: Base consumer-group name on a bus with `ConsumerGroups` (default: the bus's
+            `default_group`).
         consumer_name: Consumer name within the group (default: the backend's choice).
         shutdown_timeout: Seconds the dispatcher takes at most, once stopped, to send what it
             holds; the rest is handed back unacknowledged (or dead-lettered, for memory).
@@ -210,9 +210,8 @@ class Dispatcher:
         sinks = {w.name: w.snapshot() for w in self.workers}
         dropped = self._source_dropped
         for lane in self._lanes:
-            sub = getattr(lane.source, "subscription", None)
-            if isinstance(sub, Subscription):
-                dropped += sub.dropped
+            if isinstance(lane.source, SubscriptionSource):
+                dropped += lane.source.subscription.dropped
         return DispatcherStats(
             sinks=sinks,
             read=sum(lane.read for lane in self._lanes),
@@ -302,8 +301,8 @@ class Dispatcher:
 
     async def _close(self) -> None:
         for lane in self._lanes:
-            sub = getattr(lane.source, "subscription", None)
-            if isinstance(sub, Subscription) and sub.qsize():
+            sub = lane.source.subscription if isinstance(lane.source, SubscriptionSource) else None
+            if sub is not None and sub.qsize():
                 self._source_dropped += sub.qsize()
                 log.warning("lane %s: %d buffered events were never read", lane.name, sub.qsize())
             await lane.close()

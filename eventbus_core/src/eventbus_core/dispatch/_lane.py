@@ -28,6 +28,7 @@ from eventbus_core._backoff import backoff_delay
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
+from eventbus_core.capabilities import Exhaustible, KeepAlive, SourceFigures, capability
 
 if TYPE_CHECKING:
     from eventbus_core.dispatch._worker import SinkWorker
@@ -74,11 +75,15 @@ class Lane:
         # One thread per source: sources are single-threaded (a Redis consumer's reads and
         # acknowledgements share state), and a blocked read must not hold other lanes up.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eventbus-{name}")
-        # Redis streams consumers refresh what they hold (see `_keep_alive`); others have none.
-        keep_alive = getattr(source, "keep_alive", None)
+        # Sources with `KeepAlive` (consumer groups) refresh what they hold (see `_keep_alive`);
+        # the others have nothing to refresh. Looked up once: the capabilities of a source
+        # do not change.
+        alive = capability(source, KeepAlive)
         self._source_keep_alive: Callable[[], None] | None = (
-            keep_alive if callable(keep_alive) else None
+            alive.keep_alive if alive is not None else None
         )
+        self._figures = capability(source, SourceFigures)
+        self._exhaustible = capability(source, Exhaustible)
         self.durable = durable
         self._acks: set[asyncio.Future[None]] = set()
         self.workers: list[SinkWorker] = []  # set by the dispatcher
@@ -106,17 +111,18 @@ class Lane:
             "read_errors": self.read_errors,
             "redelivered": self.redelivered,
         }
-        figures = getattr(self.source, "figures", None)
-        if callable(figures):
+        if self._figures is not None:
             try:
-                out.update(copy.deepcopy(figures()))  # a snapshot, not the source's live dicts
+                out.update(
+                    copy.deepcopy(dict(self._figures.figures()))
+                )  # a snapshot, not the source's live dicts
             except Exception as exc:  # figures are informative; never fail stats() for them
                 out["figures_error"] = str(exc)
         return out
 
     def exhausted(self) -> bool:
         """True once the source will deliver nothing more (a stopped memory bus)."""
-        return bool(getattr(self.source, "exhausted", False))
+        return self._exhaustible is not None and bool(self._exhaustible.exhausted)
 
     async def read_loop(self, stopping: asyncio.Event, max_items: int, poll: float) -> None:
         """Read and distribute until the source ends, or stop is requested.

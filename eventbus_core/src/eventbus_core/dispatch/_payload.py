@@ -69,7 +69,7 @@ class PayloadPreparer:
                 "duration_ms": event.duration_ns / 1e6,
                 "transform_error": f"{type(exc).__name__}: {exc}",
             }
-        redacted: dict[str, Any] = self.redactor.json(payload)
+        redacted: dict[str, Any] = self.redactor.payload(payload)
         return redacted
 
     def __repr__(self) -> str:

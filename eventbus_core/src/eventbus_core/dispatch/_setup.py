@@ -110,8 +110,8 @@ def dispatcher_arguments(
         "transform": transform_from_settings(settings),
         "redactor": redactor_from_settings(settings),
         "group_mode": mode,
-        # The bus's own default group, which its backend reads from its own settings: core
-        # names no backend's setting.
+        # The bus's own default group (ConsumerGroups.default_group), which its backend reads
+        # from its own settings: core names no backend's setting.
         "group": None,
         "consumer_name": settings.consumer_name,
         "shutdown_timeout": settings.shutdown_timeout,

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from eventbus_core._bus import subscribe_sized
 from eventbus_core._sink import Sink
 from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core._subscription import Subscription
+from eventbus_core.capabilities import ConsumerGroups, capability
 
 __all__ = ["GroupMode", "Source", "resolve_sources"]
+
+
+@runtime_checkable
+class _Subscribable(Protocol):
+    """Any bus: what the dispatcher needs of one without consumer groups."""
+
+    def subscribe(self, name: str | None = None) -> Subscription: ...
+
 
 GroupMode = Literal["per-sink", "shared"]
 """`per-sink`: each sink reads its own subscription / consumer group and sees every event;
 `shared`: one reader feeds every sink, and a delivery is acknowledged when all are done."""
 
 Source = AckableSource | Subscription | Mapping[str, AckableSource] | Any
-"""What a dispatcher reads: a bus (`subscribe()`, or `consumer()` for Redis streams), one
-subscription or acknowledged source shared by all sinks, or a mapping sink name -> source."""
+"""What a dispatcher reads: a bus (`consumer()` where it offers `ConsumerGroups`, else
+`subscribe()`), one subscription or acknowledged source shared by all sinks, or a mapping sink
+name -> source."""
 
 
 def resolve_sources(
@@ -33,9 +43,10 @@ def resolve_sources(
 ) -> list[tuple[str, AckableSource, list[Sink]]]:
     """Return `(lane name, source, sinks it feeds)` for each lane.
 
-    A Redis streams bus (one with `consumer()`) gets consumer group `GROUP:SINK` per sink, or
-    `GROUP` when shared; any other bus gets a subscription per sink, or one when shared, whose
-    buffer holds `subscription_buffer` events where the backend offers that.
+    A bus with `ConsumerGroups` (Redis streams, NATS) gets consumer group `GROUP:SINK` per
+    sink, or `GROUP` when shared (GROUP: `group`, or the bus's `default_group`); any other bus
+    gets a subscription per sink, or one when shared, whose buffer holds `subscription_buffer`
+    events where the backend offers that.
 
     Raises:
         ValueError: a mapping lacks a source for some sink.
@@ -50,13 +61,13 @@ def resolve_sources(
         by_lane = [(n, source[n], [by_name[n]]) for n in by_name]
     elif isinstance(source, Subscription):
         by_lane = [("shared", SubscriptionSource(source), list(sinks))]
-    elif hasattr(source, "consumer"):  # Redis streams: consumer groups
-        base = group or str(getattr(source, "group", "llm-proxy-dispatchers"))
+    elif (groups := capability(source, ConsumerGroups)) is not None:
+        base = group or groups.default_group
         if mode == "shared":
             by_lane = [
                 (
                     "shared",
-                    source.consumer(group=base, name=consumer, batch_size=batch_size),
+                    groups.consumer(group=base, name=consumer, batch_size=batch_size),
                     list(sinks),
                 )
             ]
@@ -64,12 +75,12 @@ def resolve_sources(
             by_lane = [
                 (
                     n,
-                    source.consumer(group=f"{base}:{n}", name=consumer, batch_size=batch_size),
+                    groups.consumer(group=f"{base}:{n}", name=consumer, batch_size=batch_size),
                     [s],
                 )
                 for n, s in by_name.items()
             ]
-    elif hasattr(source, "subscribe"):
+    elif isinstance(source, _Subscribable):
         if mode == "shared":
             sub = subscribe_sized(source, "dispatch", subscription_buffer)
             by_lane = [("shared", SubscriptionSource(sub), list(sinks))]

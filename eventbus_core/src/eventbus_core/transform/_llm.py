@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+import orjson
+
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core.transform._sse import looks_like_sse, merge_sse
@@ -38,6 +40,28 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
 _ZLIB_WBITS: Final = zlib.MAX_WBITS
 _RAW_WBITS: Final = -zlib.MAX_WBITS
+
+
+# Every byte to "0" if a digit, " " otherwise: a run of 20 zeros then marks an integer that may
+# not fit 64 bits, which orjson would read as a float (json keeps it exact).
+_DIGIT_RUNS: Final = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN: Final = b"0" * 20
+
+
+def _loads(raw: bytes, text: str) -> Any:
+    """`json.loads(text)`, where `raw` is its UTF-8: orjson (3x faster) whenever it gives the
+    same result, the json module for what it reads differently (NaN, lone surrogates, integers
+    past 64 bits) or refuses.
+
+    Raises:
+        ValueError: `text` is not JSON.
+    """
+    if _LONG_RUN not in raw.translate(_DIGIT_RUNS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 class _TooLarge(Exception):
@@ -111,7 +135,7 @@ def _decompress(data: bytes, encoding: str | None, limit: int) -> tuple[bytes, s
     Returns the bytes, an error note if decoding failed (the bytes are then the input), and
     whether the output would have been larger than `limit` (the bytes are then the input too).
     """
-    codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()] if encoding else []
     if not codings and data[:2] == _GZIP_MAGIC:
         codings = ["gzip"]  # request bodies carry no headers in the event: sniff
     original = data
@@ -191,7 +215,7 @@ def decode_body(
     stripped = text.lstrip()
     if stripped[:1] in ("{", "[") or (content_type and "json" in content_type.lower()):
         try:
-            return json.loads(text), info
+            return _loads(raw, text), info
         except ValueError:
             pass
     return text, info

@@ -1,0 +1,158 @@
+"""Instructions per `publish()`, counted under valgrind's callgrind: figures that do not move
+with the machine's load, for judging a change to the hot path on a noisy machine.
+
+    .venv/bin/python benchmarks/callgrind_publish.py              # memory, redis, redis-streams
+    .venv/bin/python benchmarks/callgrind_publish.py --bus memory --calls 20000
+
+Needs `valgrind` (apt-get install valgrind) and, for the Redis rows, Redis at `--redis-url` (a
+dedicated key per run, deleted afterwards). Each bus is run twice under
+`valgrind --tool=callgrind --separate-threads=yes`, with `--calls` and with twice as many
+`publish()` calls of the same small event (`eventbus_core.testing.make_event()`); the
+difference of the two counts, divided by the difference in calls, is the cost of one more
+call, without interpreter start-up, imports and shutdown. The calling thread's count is
+`publish()` itself (plus a `for` loop's step, shown as the "loop only" row); the background
+threads' count is what the backend does afterwards per event (batching, encoding, the socket),
+off the caller's thread. `perf stat -e instructions` would do too where the CPU's counters are
+readable; in containers and VMs they usually are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+_TOTAL = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
+
+
+def _child(bus_name: str, calls: int, url: str) -> None:
+    """The measured process: `calls` publishes on `bus_name`, then flush and stop."""
+    from eventbus_core.testing import make_event
+
+    event = make_event()
+    bus = _make_bus(bus_name, url)
+    try:
+        publish = bus.publish if bus is not None else None
+        if publish is None:
+            for _ in range(calls):
+                pass
+        else:
+            for _ in range(calls):
+                publish(event)
+        if bus is not None:
+            flush = getattr(bus, "flush", None)
+            if callable(flush):
+                flush(60.0)
+    finally:
+        if bus is not None:
+            bus.stop(60.0)
+            _cleanup(bus)
+
+
+def _make_bus(name: str, url: str) -> Any:
+    if name == "loop only":
+        return None
+    if name == "memory":
+        from eventbus_memory import InMemoryEventBus
+
+        bus = InMemoryEventBus(buffer_size=1_000_000)
+        bus.subscribe("drain", buffer_size=1_000_000)  # one subscriber, as a dispatcher would be
+        return bus
+    import redis
+
+    client = redis.Redis.from_url(url)
+    key = f"eventbus-callgrind-{os.getpid()}"
+    if name == "redis":
+        from eventbus_redis import RedisEventBus
+
+        return RedisEventBus(client, key=key, buffer_size=1_000_000)
+    from eventbus_redis import RedisStreamsEventBus
+
+    return RedisStreamsEventBus(client, stream=key, buffer_size=1_000_000, max_len=0)
+
+
+def _cleanup(bus: object) -> None:
+    client = getattr(bus, "_client", None) or getattr(bus, "client", None)
+    key = getattr(bus, "key", None) or getattr(bus, "stream", None)
+    if client is not None and key:
+        client.delete(key, f"{key}:seq", f"{key}:dead")
+
+
+def _count(bus_name: str, calls: int, url: str, valgrind: str) -> tuple[int, int]:
+    """(calling thread, other threads) instructions of one run under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        subprocess.run(
+            [
+                valgrind,
+                "--tool=callgrind",
+                "--separate-threads=yes",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--child",
+                bus_name,
+                "--calls",
+                str(calls),
+                "--redis-url",
+                url,
+            ],
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same start-up in both runs
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        main = other = 0
+        for path in glob.glob(out + "*"):
+            with open(path, "rb") as f:
+                found = _TOTAL.search(f.read())
+            n = int(found.group(1)) if found else 0
+            if path.endswith("-01"):
+                main += n
+            else:
+                other += n
+        return main, other
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run each bus under callgrind and print instructions per `publish()`."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--bus", action="append", choices=["memory", "redis", "redis-streams"])
+    parser.add_argument("--calls", type=int, default=10_000, help="calls of the smaller run")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child, args.calls, args.redis_url)
+        return 0
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    buses = ["loop only", *(args.bus or ["memory", "redis", "redis-streams"])]
+    n1, n2 = args.calls, 2 * args.calls
+    print(
+        f"Python {sys.version.split()[0]}; instructions per call, from runs of {n1} and {n2} "
+        "calls under callgrind\n"
+    )
+    print(f"{'bus':<16}{'publish() (caller)':>20}{'background/event':>18}{'seconds':>9}")
+    for name in buses:
+        started = time.monotonic()
+        a_main, a_other = _count(name, n1, args.redis_url, valgrind)
+        b_main, b_other = _count(name, n2, args.redis_url, valgrind)
+        per_call = (b_main - a_main) / (n2 - n1)
+        background = (b_other - a_other) / (n2 - n1)
+        took = time.monotonic() - started
+        print(f"{name:<16}{per_call:>20,.0f}{background:>18,.0f}{took:>9.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

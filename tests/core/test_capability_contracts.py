@@ -1,0 +1,237 @@
+"""The capability contract classes of `eventbus_core.testing` fail for broken buses, and pass
+for a good one.
+
+The good one is the third-party example backend of docs/examples/sqlite-backend (written only
+against the documented API), which must pass the whole bus contract and every capability
+class; each broken bus is that backend with one defect a capability class exists to catch, and
+must fail the tests named for it. They run in one child pytest, as in `test_contract_suite.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+EXAMPLE = ROOT / "docs" / "examples" / "sqlite-backend" / "src"
+
+BUSES = '''
+import uuid
+
+import pytest
+
+from eventbus_core.capabilities import Isolation
+from eventbus_core.testing import (
+    BusContractTests,
+    ConsumerGroupContract,
+    CrossProcessContract,
+    DescribableContract,
+    IsolatableContract,
+    ReachableContract,
+    ReadableLogContract,
+)
+from eventbus_sqlite_example import SqliteConsumer, SqliteEventBus
+
+
+class OnFile:
+    """Short bounds; every bus of a test on the test's own file."""
+
+    receive_timeout = 3.0
+    stop_timeout = 1.0
+    stop_slack = 2.0
+    bus_class = SqliteEventBus
+
+    @pytest.fixture(autouse=True)
+    def _file(self, tmp_path):
+        self.path = str(tmp_path / "events.sqlite3")
+
+    def make_bus(self, buffer_size):
+        return self.bus_class(self.path, buffer_size=buffer_size)
+
+    def make_unreachable_bus(self):
+        return self.bus_class("/nonexistent-folder/eventbus/events.sqlite3")
+
+
+class EveryCapability(
+    ReachableContract,
+    CrossProcessContract,
+    ReadableLogContract,
+    DescribableContract,
+    ConsumerGroupContract,
+    IsolatableContract,
+):
+    pass
+
+
+# ---------------------------------------------------------------- one defect each
+
+
+class PrivateFile(SqliteEventBus):
+    """Says it is shared, but each bus writes a file of its own."""
+
+    def __init__(self, path, **kw):
+        super().__init__(f"{path}.{uuid.uuid4().hex}", **kw)
+
+
+class NewestFirstLog(SqliteEventBus):
+    def read_range(self, *args, **kwargs):
+        return iter(list(super().read_range(*args, **kwargs))[::-1])
+
+
+class ConsumingLog(SqliteEventBus):
+    def read_range(self, *args, **kwargs):
+        events = list(super().read_range(*args, **kwargs))
+        self._db.query("DELETE FROM events")
+        return iter(events)
+
+
+class ExclusiveRange(SqliteEventBus):
+    def read_range(self, first_id=None, last_id=None, **kwargs):
+        last = None if last_id is None else last_id - 1
+        return super().read_range(first_id, last, **kwargs)
+
+
+class NewestBackwards(SqliteEventBus):
+    def newest(self, n):
+        return super().newest(n)[::-1]
+
+
+class NoTimeFilter(SqliteEventBus):
+    def read_range(self, first_id=None, last_id=None, *, since=None, until=None):
+        return super().read_range(first_id, last_id)
+
+
+class CheckAlwaysAnswers(SqliteEventBus):
+    def check(self, timeout=2.0):
+        return None
+
+
+class FiguresNotPlain(SqliteEventBus):
+    def describe(self):
+        return {**super().describe(), "opened": object()}
+
+
+class LocationWithPassword(SqliteEventBus):
+    @property
+    def location(self):
+        return "file sqlite://admin:hunter2@host/events"
+
+
+class AckIgnored(SqliteConsumer):
+    def ack(self, tokens):
+        return None
+
+
+class Forgetful(SqliteConsumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._redeliver = False  # a member back under its name does not get its pending again
+
+
+class OneGroupForAll(SqliteConsumer):
+    def __init__(self, db, group, name, batch_size=100):
+        super().__init__(db, "everyone", name, batch_size)
+
+
+class NoEnvironment(SqliteEventBus):
+    def isolate(self, run, events):
+        return Isolation(env={}, where=self.path, cleanup=lambda keep: "done")
+
+
+# ---------------------------------------------------------------- the test classes
+
+
+class TestControlExample(OnFile, BusContractTests, EveryCapability):
+    pass
+
+
+def broken(bus, contract, consumer=None):
+    """The test class of `bus` (or of a bus whose consumers are `consumer`) for `contract`."""
+    if consumer is not None:
+        bus = type(consumer.__name__, (SqliteEventBus,), {
+            "consumer": lambda self, group=None, name=None, *, batch_size=100: consumer(
+                self._db, group or self.default_group, name or "me", batch_size
+            )
+        })
+    return type(f"Test{bus.__name__}", (OnFile, contract), {"bus_class": bus})
+
+
+TestPrivateFile = broken(PrivateFile, CrossProcessContract)
+TestNewestFirstLog = broken(NewestFirstLog, ReadableLogContract)
+TestConsumingLog = broken(ConsumingLog, ReadableLogContract)
+TestExclusiveRange = broken(ExclusiveRange, ReadableLogContract)
+TestNewestBackwards = broken(NewestBackwards, ReadableLogContract)
+TestNoTimeFilter = broken(NoTimeFilter, ReadableLogContract)
+TestCheckAlwaysAnswers = broken(CheckAlwaysAnswers, ReachableContract)
+TestFiguresNotPlain = broken(FiguresNotPlain, DescribableContract)
+TestLocationWithPassword = broken(LocationWithPassword, DescribableContract)
+TestAckIgnored = broken(None, ConsumerGroupContract, AckIgnored)
+TestForgetful = broken(None, ConsumerGroupContract, Forgetful)
+TestOneGroupForAll = broken(None, ConsumerGroupContract, OneGroupForAll)
+TestNoEnvironment = broken(NoEnvironment, IsolatableContract)
+'''
+
+# The capability test each broken bus must fail (it may fail others too).
+MUST_FAIL = {
+    "TestPrivateFile": {"test_another_bus_on_the_backend_receives_the_events"},
+    "TestNewestFirstLog": {"test_read_range_gives_every_event_in_order_with_log_ids"},
+    "TestConsumingLog": {"test_read_range_gives_every_event_in_order_with_log_ids"},
+    "TestExclusiveRange": {"test_read_range_selects_by_log_id_inclusive"},
+    "TestNewestBackwards": {"test_newest_gives_the_last_events_oldest_first"},
+    "TestNoTimeFilter": {"test_time_range"},
+    "TestCheckAlwaysAnswers": {"test_check_raises_where_nothing_answers"},
+    "TestFiguresNotPlain": {"test_describe_is_plain_data"},
+    "TestLocationWithPassword": {"test_location_is_a_short_line"},
+    "TestAckIgnored": {"test_a_group_gets_every_event_once_acked"},
+    "TestForgetful": {"test_unacknowledged_deliveries_come_back_to_the_same_name"},
+    "TestOneGroupForAll": {"test_each_group_sees_every_event"},
+    "TestNoEnvironment": {"test_isolate_gives_a_namespace_and_cleans_up"},
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    """{test class: {test name: outcome}} of the child run."""
+    work = tmp_path_factory.mktemp("capabilities")
+    (work / "test_buses.py").write_text(textwrap.dedent(BUSES))
+    path = os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "--timeout=60"],
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    found: dict[str, dict[str, str]] = {}
+    for outcome, cls, name in re.findall(
+        r"^(PASSED|FAILED|ERROR|SKIPPED)\S* test_buses\.py::(\w+)::(\w+)",
+        done.stdout,
+        re.MULTILINE,
+    ):
+        found.setdefault(cls, {})[name] = outcome
+    assert found, done.stdout + done.stderr
+    return found
+
+
+@pytest.mark.parametrize("bus", sorted(MUST_FAIL))
+def test_broken_bus_fails_its_capability_class(
+    outcomes: dict[str, dict[str, str]], bus: str
+) -> None:
+    results = outcomes[bus]
+    passed = sorted(name for name in MUST_FAIL[bus] if results.get(name) != "FAILED")
+    assert not passed, f"{bus} should fail {passed}; outcomes: {results}"
+
+
+def test_the_example_backend_passes_every_class(outcomes: dict[str, dict[str, str]]) -> None:
+    results = outcomes["TestControlExample"]
+    assert len(results) >= 30, results
+    bad = {name: outcome for name, outcome in results.items() if outcome != "PASSED"}
+    assert not bad, f"the example backend should pass every contract test; it did not: {bad}"

@@ -1,0 +1,140 @@
+"""The dispatcher's fast codecs (orjson) against the careful ones they stand in for, on many
+inputs built to catch them out: the event decoder, body JSON, base64, the jsonl line."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import random
+from typing import Any
+
+import pytest
+
+from eventbus_core import Event, WireFormatError
+from eventbus_core._event import _restore
+from eventbus_core._jsonl import dumps_line, dumps_line_json
+from eventbus_core._wire import _plain_b64decode, decode_event_careful
+from eventbus_core.transform._llm import _loads
+
+
+def _outcome(decode: Any, data: Any) -> Any:
+    try:
+        event = decode(data)
+    except WireFormatError as exc:
+        return f"WireFormatError: {exc}"
+    headers = None if event.response_headers is None else dict(event.response_headers)
+    return (event, headers, type(event.response_headers).__name__)
+
+
+def _doc(rng: random.Random) -> Any:
+    body = rng.choice([None, b"", b'{"model":"gpt"}', bytes(range(256)), "caf\u00e9".encode()])
+    b64: Any = None if body is None else base64.b64encode(body).decode()
+    doc: dict[str, Any] = {
+        "LogID": rng.choice([0, 7, None, 2**63 - 1, 2**63, 2**64, -1, 1.0, "7", True]),
+        "RequestID": rng.choice(["r-1", "", None, 5, "\u2028"]),
+        "Method": "POST",
+        "Path": rng.choice(["/v1/x", None]),
+        "Status": rng.choice([200, 0, None, -1, 1e3]),
+        "Duration": rng.choice([1_500_000, None, 2**64, 1.5]),
+        "ResponseHeaders": rng.choice(
+            [None, {}, {"A": ["1", "2"]}, {"A": None}, {"A": [None]}, {"A": "x"}, [], {"A": [1]}]
+        ),
+        "ResponseBody": b64,
+        "RequestBody": rng.choice([b64, None, "QQ==", "QQ=", "Q===", "QUJD\n", "QU JD", "=QQQ"]),
+    }
+    keys = list(doc)
+    rng.shuffle(keys)
+    out: Any = {k: doc[k] for k in keys if rng.random() < 0.9}
+    if rng.random() < 0.2:
+        out[rng.choice(["logid", "Logid", "STATUS", "requestBody", "Extra"])] = 3
+    if rng.random() < 0.05:
+        out = rng.choice([[], "x", 3])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_fast_decoder_reads_what_the_careful_one_reads(seed: int) -> None:
+    rng = random.Random(seed)
+    careful = lambda data: decode_event_careful(data, _restore)  # noqa: E731
+    for _ in range(500):
+        text = json.dumps(_doc(rng))
+        if rng.random() < 0.1:  # duplicate keys, letter case, bad UTF-8, NaN, not JSON
+            text = rng.choice(
+                [
+                    text[:-1] + ', "LogID": 9, "logid": 8}',
+                    text[:-1] + ', "Status": 201}',
+                    text.replace('"Method": "POST"', '"Method": "PO\\ud800ST"'),
+                    text[:-1] + ', "X": NaN}',
+                    text[:10],
+                ]
+            )
+        for data in (text, text.encode(), text.encode()[:-3] + b"\xff}"):
+            assert _outcome(Event.from_json, data) == _outcome(careful, data), data
+
+
+def test_events_round_trip_through_the_fast_decoder() -> None:
+    event = Event(
+        request_id="r",
+        method="GET",
+        path="/p?q=1",
+        status=201,
+        duration=12,
+        response_headers={"X": ["a", "b"], "Y": []},
+        response_body=bytes(range(256)) * 5,
+        request_body=b"",
+        log_id=3,
+    )
+    assert Event.from_json(event.to_json()) == event
+
+
+def test_plain_base64_is_decoded_as_the_strict_decoder_does() -> None:
+    rng = random.Random(3)
+    samples = ["", "QQ==", "QUI=", "QR==", "QUJD", "QQ=", "Q===", "=QQQ", "QU=D", "Q\u00e9==", "QQ"]
+    samples += [base64.b64encode(rng.randbytes(rng.randint(0, 40))).decode() for _ in range(300)]
+    for text in samples:
+        try:
+            strict: bytes | None = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):
+            strict = None
+        plain = _plain_b64decode(text)
+        assert plain is None or plain == strict, text
+
+
+def test_body_json_is_read_as_the_json_module_reads_it() -> None:
+    texts = [
+        '{"a": 1, "b": [true, null, 2.5, -0, 1e-7, 1E400], "a": 2}',
+        '{"big": 18446744073709551616, "neg": -9223372036854775809, "ok": 9223372036854775808}',
+        '{"id": "12345678901234567890123"}',
+        "[NaN, Infinity, -Infinity]",
+        '"\\ud800 lone"',
+        '"caf\u00e9 \\u00e9 \\n"',
+        "\ufeff{}",
+        "{bad",
+        '{"x": 0.1, "y": 1.7976931348623157e308, "z": 5e-324}',
+    ]
+    for text in texts:
+        try:
+            expected: Any = json.loads(text)
+        except ValueError:
+            with pytest.raises(ValueError, match=r"."):
+                _loads(text.encode(), text)
+            continue
+        got = _loads(text.encode(), text)
+        assert json.dumps(got) == json.dumps(expected), text
+        assert type(got) is type(expected)
+
+
+def test_jsonl_lines_hold_what_the_json_module_wrote() -> None:
+    payloads: list[Any] = [
+        {"a": 'caf\u00e9 \u2028 \x01 "q" \\', "n": [1, 2.5, None, True], "t": (1, 2)},
+        {1: "int key", None: "none key"},
+        {"big": 2**70, "nested": {"x": {"y": []}}},
+        {"bytes": b"ab", "set": {1}},
+    ]
+    for payload in payloads:
+        line = dumps_line(payload)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert json.loads(line) == json.loads(dumps_line_json(payload))
+    with pytest.raises(UnicodeEncodeError):
+        dumps_line({"lone": "\ud800"})  # as before: the sink reports it, nothing is written

@@ -1,0 +1,107 @@
+"""The command line on the NATS backend, through its capabilities: names from NATS settings.
+
+`stats`, `replay`, the `tail` header, `demo` (multi-process, on a stream of the run's own) and
+the dispatcher's consumer groups (EVENTBUS_NATS_GROUP, not another backend's default).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from eventbus_core import EventBusSettings
+from eventbus_core.cli import main
+from eventbus_core.dispatch._setup import dispatcher_arguments
+from eventbus_core.dispatch._sources import resolve_sources
+from eventbus_core.sinks.jsonl import JsonlSink
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus
+from eventbus_nats._consumer import GroupConsumer
+from tests.nats.conftest import Names
+
+pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+def env(nats_url: str, names: Names, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "LLM_PROXY_EVENT_BUS": "nats",
+        "NATS_URL": nats_url,
+        "EVENTBUS_NATS_STREAM": names.stream,
+        "EVENTBUS_NATS_SUBJECT": names.subject,
+        "EVENTBUS_NATS_GROUP": "cli-group",
+        "EVENTBUS_DEAD_LETTER_PATH": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_stats_and_replay_read_the_configured_stream(
+    env: None,
+    make_bus: Callable[..., NatsEventBus],
+    names: Names,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bus = make_bus()
+    for n in range(1, 4):
+        bus.publish(make_event(n))
+    assert bus.flush(10)
+    assert main(["stats", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["stream"], figures["messages"], figures["group"]) == (
+        names.stream,
+        3,
+        "cli-group",
+    )
+    assert main(["replay", "--from-id", "2", "-q"]) == 0
+    assert [json.loads(line)["LogID"] for line in capsys.readouterr().out.splitlines()] == [2, 3]
+    assert main(["replay", "--since", "1h", "--dry-run"]) == 0
+    assert "would replay 3 event(s) from the log" in capsys.readouterr().err
+
+
+def test_tail_names_the_stream_and_shows_the_newest(env: None, names: Names) -> None:
+    bus = NatsEventBus.from_settings(EventBusSettings())
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+    finally:
+        bus.stop(5)
+    argv = [sys.executable, "-m", "eventbus_core.cli", "tail", "-n", "1", "--json"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            assert f"following nats stream {names.stream}" in proc.stderr.readline()
+            assert json.loads(proc.stdout.readline())["RequestID"] == "req-1"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+
+
+def test_the_dispatcher_joins_the_nats_group(env: None, tmp_path: Path) -> None:
+    arguments, bus = dispatcher_arguments(EventBusSettings(), bus=None)
+    try:
+        sink = JsonlSink(tmp_path / "out.jsonl")
+        lanes = resolve_sources(bus, [sink], "per-sink", arguments["group"], None, batch_size=10)
+        ((_, source, _),) = lanes
+        assert isinstance(source, GroupConsumer)
+        assert source.group == "cli-group:jsonl"  # EVENTBUS_NATS_GROUP, then the sink
+        source.close()
+    finally:
+        bus.stop(5)
+
+
+def test_demo_runs_as_processes_on_a_stream_of_its_own(
+    env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "demo.jsonl")
+    assert main(["demo", "--requests", "120", "--json", "--output", out]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["publishers"] == 2
+    assert report["delivered"] == report["written"] == report["published"] == 120
+    assert report["namespace"].startswith("EVENTBUS_RUN_")
+    assert "deleted" in report["cleanup"]
