@@ -312,3 +312,46 @@ def test_replay_falls_back_as_the_dispatcher_does_when_the_transformer_fails(
     assert [p["log_id"] for p in lines] == [1, 2]
     assert all(p["transform_error"].startswith("ValueError: cannot parse") for p in lines)
     assert "sk-proj-abcdefghijklmnopqrstuvwx" not in out.read_text()
+
+
+def leaky(n: int) -> Event:
+    return Event(
+        request_id=f"req-{n}",
+        method="POST",
+        path="/v1/chat/completions?api_key=sk-proj-QUERYSECRET0123456789&key=AIza-q",
+        status=200,
+        duration=1_000_000,
+        response_headers={"Authorization": ["Bearer sk-proj-HEADERSECRET0123456789"]},
+        request_body=b'{"password": "hunter2-body-secret"}',
+    )
+
+
+SECRETS = ("QUERYSECRET", "HEADERSECRET", "hunter2-body-secret", "AIza-q")
+
+
+def test_tail_and_replay_print_redacted_events_unless_told_not_to(
+    client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_log(client, f"{prefix}:events", [leaky(n) for n in range(1, 4)])
+    for argv in (["tail", "--last", "3", "--count", "1"], ["tail", "--json", "-n", "3", "-c", "1"]):
+        proc = subprocess.Popen(
+            cli(*argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.startswith("eventbus tail: following"):
+                    break
+            publish_log(client, f"{prefix}:events", [leaky(9)])
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        assert "req-9" in out or "#" in out
+        assert not [s for s in SECRETS if s in out], (argv, out)
+    assert main(["replay"]) == 0
+    printed = capsys.readouterr().out
+    assert len(printed.splitlines()) == 5
+    assert not [s for s in SECRETS if s in printed], printed
+    assert main(["replay", "--no-redact"]) == 0
+    raw = capsys.readouterr().out
+    assert all(s in raw for s in ("QUERYSECRET", "HEADERSECRET")), raw

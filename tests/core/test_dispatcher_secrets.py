@@ -7,6 +7,8 @@ import importlib
 import json
 import logging
 import pkgutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -274,3 +276,33 @@ def test_a_nats_warning_is_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
     _link.log.warning("nats unreachable at nats://u:%s@h:4222 (%s)", QUERY_KEY, SECRET_KEY)
     assert "nats unreachable" in caplog.text
     assert_clean(caplog.text)
+
+
+async def test_httpx_request_lines_of_the_http_sinks_are_scrubbed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from eventbus_core.sinks.webhook import WebhookSink
+    from tests.core.receivers import Receiver
+
+    caplog.set_level(logging.DEBUG)
+    with Receiver().running() as rx:
+        sink = WebhookSink(f"{rx.url}/hook?token=tok3n-in-the-url&alt=json")
+        await sink.send([{"request_id": "r1"}])
+        await sink.close()
+    assert "HTTP Request" in caplog.text  # httpx's own line, at INFO
+    assert "tok3n-in-the-url" not in caplog.text
+
+
+def test_the_cli_scrubs_libraries_log_lines_too() -> None:
+    # After the CLI set up logging, a line from a library's own (unscrubbed) logger.
+    code = (
+        "import logging\n"
+        "from eventbus_core.cli import main\n"
+        "main(['-vv', 'plugins'])\n"
+        f"logging.getLogger('some.library').warning('GET https://h/x?api_key={SECRET_KEY}')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "GET https://h/x?api_key=" in done.stderr, done.stderr
+    assert SECRET_KEY not in done.stderr

@@ -205,3 +205,19 @@ def test_the_message_body_is_the_go_wire_format(
     body = asyncio.run(first_body())
     assert body == sent.to_json()
     assert Event.from_json(body) == sent
+
+
+def test_a_stream_the_server_refuses_names_the_setting(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Three replicas on one server: refused for good, which is not "no connection".
+    bus = make_bus(replicas=3)
+    for i in range(5):
+        bus.publish(make_event(i))
+    assert not bus.flush(2.0)
+    bus.stop(1.0)
+    stats = bus.stats()
+    assert stats.lost == 5
+    assert "EVENTBUS_NATS_REPLICAS" in str(stats.extra.get("last_error")), stats.extra
+    assert "EVENTBUS_NATS_REPLICAS" in caplog.text
+    assert "no connection to NATS" not in caplog.text

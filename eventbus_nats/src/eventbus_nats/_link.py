@@ -30,7 +30,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from eventbus_core import get_logger
+from eventbus_core import SettingsError, get_logger
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._options import ConnectOptions, safe_error
 
@@ -224,9 +224,16 @@ class Link:
                 try:
                     await js.add_stream(config)
                     log.info("eventbus nats created stream %s (%s)", config.name, config.subjects)
-                except nats.js.errors.BadRequestError as exc:
+                except nats.js.errors.APIError as exc:
                     if exc.err_code != _STREAM_IN_USE:  # another process created it first
-                        raise
+                        # The server answered, and said no (10074: replicas > 1 on a single
+                        # server, a 500): say which settings shape the request. The writer
+                        # still retries (an operator may fix the server side).
+                        raise SettingsError(
+                            f"NATS refused to create stream {config.name}: {exc.description} "
+                            "(check EVENTBUS_NATS_REPLICAS: a single server takes 1; and "
+                            "EVENTBUS_NATS_MAX_MSGS, _MAX_BYTES, _MAX_AGE)"
+                        ) from exc
             if dead:
                 self._dead_ready = True
             else:

@@ -26,7 +26,7 @@ from typing import Any, Final
 import nats.errors
 import nats.js.errors
 
-from eventbus_core import Backoff, Event, get_logger
+from eventbus_core import Backoff, Event, SettingsError, get_logger
 from eventbus_nats._link import Link
 from eventbus_nats._options import safe_error
 
@@ -81,6 +81,7 @@ class BatchSender:
         self._next_id = 0
         self._backoff = Backoff()
         self._open: list[Batch] = []
+        self._send_problem: BaseException | None = None  # why the last send() stopped short
         self.state = "idle"
         self.last_error: str | None = None
         self.last_seq = 0
@@ -145,7 +146,10 @@ class BatchSender:
                         )
                         self._close_item(batch, i, _LOST)
         except Exception as exc:  # unsent events stay open; complete() retries them
+            self._send_problem = exc
             self._note_failure(exc)
+        else:
+            self._send_problem = None
 
     async def complete(self, batch: Batch) -> None:
         """Check every acknowledgement of `batch`; resend what is missing until all settled."""
@@ -171,7 +175,8 @@ class BatchSender:
 
     def _collect(self, batch: Batch) -> BaseException | str:
         """Settle the acknowledged events of `batch`; return why some are still open."""
-        problem: BaseException | str = "not sent: no connection to NATS"
+        # Why events were not sent, if send() knew (a refused stream, say), else the usual.
+        problem: BaseException | str = self._send_problem or "not sent: no connection to NATS"
         written = 0
         for i, future in enumerate(batch.futures):
             if batch.status[i] != _OPEN:
@@ -277,7 +282,9 @@ class BatchSender:
     def _note_failure(self, problem: BaseException | str) -> None:
         self.failures += 1
         message = problem if isinstance(problem, str) else safe_error(problem)
-        refused = isinstance(problem, nats.js.errors.APIError) and not _stream_missing(problem)
+        refused = isinstance(problem, SettingsError) or (
+            isinstance(problem, nats.js.errors.APIError) and not _stream_missing(problem)
+        )
         state = "failing" if refused else "reconnecting"
         if state != self.state or message != self.last_error:
             log.warning("eventbus nats writer cannot write (%s); retrying", message)

@@ -108,7 +108,10 @@ class NatsSettings(BaseSettings):
         default=1,
         ge=1,
         le=5,
-        description="Copies of the stream in a JetStream cluster (1, 3 or 5).",
+        description=(
+            "Copies of the stream in a JetStream cluster, 1 to 5 (a single server takes 1; "
+            "clusters use 3 or 5)."
+        ),
     )
     nats_duplicate_window: float = _env(
         "EVENTBUS_NATS_DUPLICATE_WINDOW",

@@ -28,7 +28,7 @@ from eventbus_core._errors import (
     UnknownBackendError,
     UnknownSinkError,
 )
-from eventbus_core._log import scrub
+from eventbus_core._log import ScrubFilter, scrub
 from eventbus_core.cli._ops import EXIT_FAILED, EXIT_USAGE, UsageError
 from eventbus_core.cli._version import VersionAction
 
@@ -102,6 +102,10 @@ def _main(argv: Sequence[str] | None) -> int:
         (commands.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extras)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        # On the handler, so that libraries' records (httpx logs each request's URL at -vv,
+        # query string and all) are scrubbed too, not only eventbus's own loggers'.
+        handler.addFilter(ScrubFilter())
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -38,7 +38,8 @@ from eventbus_core.cli._ops import (
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 from eventbus_core.dispatch._payload import PayloadPreparer
-from eventbus_core.dispatch._setup import build_sinks
+from eventbus_core.dispatch._setup import build_sinks, redactor_from_settings
+from eventbus_core.redact._redact import NO_REDACTION, Redactor
 
 __all__ = ["add_parser", "parse_time", "run"]
 
@@ -86,6 +87,13 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="count what would be replayed, send nothing"
+    )
+    parser.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="without --sink: print events as stored, credentials included (by default they "
+        "are redacted as for sinks; EVENTBUS_REDACT=false does the same). A sink always gets "
+        "what the dispatcher would send it",
     )
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress and no summary on stderr"
@@ -247,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
             target.close()
         raise
     try:
-        return _replay(args, events, source, target, preparer)
+        redactor = NO_REDACTION if args.no_redact else redactor_from_settings(settings)
+        return _replay(args, events, source, target, preparer, redactor)
     finally:
         bus.stop(timeout=1.0)
 
@@ -258,6 +267,7 @@ def _replay(
     source: str,
     target: _SinkTarget | None,
     preparer: PayloadPreparer | None,
+    stdout_redactor: Redactor,
 ) -> int:
     total = None
     undecodable = 0
@@ -274,7 +284,7 @@ def _replay(
         if target is None:
             if not args.dry_run:
                 for event in batch:
-                    sys.stdout.write(event.to_json().decode() + "\n")
+                    sys.stdout.write(stdout_redactor.event(event).to_json().decode() + "\n")
                 sys.stdout.flush()
             sent += len(batch)
         else:

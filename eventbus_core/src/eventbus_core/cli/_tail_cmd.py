@@ -24,6 +24,8 @@ from eventbus_core.cli._ops import (
     with_backend_errors,
 )
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
+from eventbus_core.dispatch._setup import redactor_from_settings
+from eventbus_core.redact._redact import NO_REDACTION, Redactor
 
 __all__ = ["add_parser", "run"]
 
@@ -60,11 +62,18 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="exit after N live events (N >= 1; without --count, follow until Ctrl-C)",
     )
+    parser.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="print events as stored, credentials included (by default headers, query strings "
+        "and bodies are redacted as for sinks; EVENTBUS_REDACT=false does the same)",
+    )
     add_backend_options(parser)
     parser.set_defaults(func=run)
 
 
-def _emit(event: Event, as_json: bool) -> None:
+def _emit(event: Event, as_json: bool, redactor: Redactor) -> None:
+    event = redactor.event(event)
     line = event.to_json().decode() if as_json else format_event(event)
     # Flush per line: a reader at the other end of a pipe wants each event as it comes.
     print(line, flush=True)
@@ -113,11 +122,12 @@ def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus)
         file=sys.stderr,
         flush=True,
     )
+    redactor = NO_REDACTION if args.no_redact else redactor_from_settings(settings)
     seen = 0
     newest_shown = 0
     try:
         for event in history:
-            _emit(event, args.json)
+            _emit(event, args.json, redactor)
             newest_shown = max(newest_shown, event.log_id)
         while args.count is None or seen < args.count:
             try:
@@ -126,7 +136,7 @@ def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus)
                 break
             if event.log_id and event.log_id <= newest_shown:
                 continue  # already printed from the history
-            _emit(event, args.json)
+            _emit(event, args.json, redactor)
             seen += 1
     except BrokenPipeError:
         # `eventbus tail | head`: the reader left, a normal end. Point stdout at devnull so

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from eventbus_core._errors import SettingsError, TransientSinkError
+from eventbus_core._log import get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._secrets import redact_url
 
@@ -65,6 +66,9 @@ class HttpTarget:
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
             import httpx
+
+            # httpx logs each request's URL (at INFO): scrub it like eventbus's own lines.
+            get_logger("httpx")
 
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._errors import SettingsError, TransientSinkError
+from eventbus_core._log import get_logger
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
@@ -71,6 +72,9 @@ class WebhookSink:
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
             import httpx
+
+            # httpx logs each request's URL (at INFO): scrub it like eventbus's own lines.
+            get_logger("httpx")
 
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
