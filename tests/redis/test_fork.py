@@ -109,7 +109,7 @@ def test_a_child_forked_while_the_writer_was_mid_batch_holding_its_lock(
 ) -> None:
     bus = make_bus(kind, real, prefix)
     writer: Any = bus._writer
-    sink = writer._sink
+    sink = writer._appender
     original_send = sink.send
     in_send, release = threading.Event(), threading.Event()
 

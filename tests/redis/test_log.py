@@ -243,7 +243,7 @@ def test_a_transaction_cut_short_by_another_writer_is_rewritten_by_the_script(
     with RedisEventBus.publisher(client, key) as bus:
         bus.publish(make_event(0))  # LogID 1; then the writer thread idles: we drive its sink
         assert bus.flush(10)
-        sink: Any = bus._writer._sink
+        sink: Any = bus._writer._appender
         build = sink._commands
 
         def racing_writer(keys: Any, options: Any, last: int, stamped: list[bytes]) -> Any:
@@ -266,7 +266,7 @@ def test_a_transaction_retried_after_a_lost_reply_is_written_once(
 ) -> None:
     key = f"{prefix}:txdedupe"
     with RedisEventBus.publisher(client, key) as bus:
-        sink: Any = bus._writer._sink  # the writer thread is idle: nothing published
+        sink: Any = bus._writer._appender  # the writer thread is idle: nothing published
         prepared = sink.prepare([make_event(i) for i in range(150)])
         sink.send(prepared)
         assert prepared.mode == "tx"

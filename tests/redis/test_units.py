@@ -118,7 +118,7 @@ def test_a_bug_in_the_fast_path_is_logged_once_not_swallowed(
     with RedisEventBus.publisher(fake, f"{prefix}:bug") as bus:
         bus.publish(make_event(0))
         assert bus.flush(10)  # connected: the next batches take the fast path
-        sink: Any = bus._writer._sink
+        sink: Any = bus._writer._appender
 
         def broken_send(prepared: Any) -> None:
             raise TypeError("get_connection() missing 1 required positional argument")

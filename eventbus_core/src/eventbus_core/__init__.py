@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from eventbus_core._backoff import Backoff, backoff_delay
     from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
     from eventbus_core._errors import (
         BackendLoadError,
@@ -66,6 +67,8 @@ __version__ = "0.1.0"
 
 # Where each public name lives; read by __getattr__ below.
 _WHERE: dict[str, str] = {
+    "Backoff": "eventbus_core._backoff",
+    "backoff_delay": "eventbus_core._backoff",
     "BaseEventBus": "eventbus_core._bus",
     "EventBus": "eventbus_core._bus",
     "check_buffer_size": "eventbus_core._bus",
@@ -168,6 +171,9 @@ __all__ = [
     "Delivery",
     "SubscriptionSource",
     "check_buffer_size",
+    # for backends: retry delays
+    "Backoff",
+    "backoff_delay",
     # configuration and plugins
     "ENV_VARS",
     "EventBusSettings",

@@ -8,11 +8,12 @@ does not fit is counted as dropped for that subscriber alone.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from eventbus_core import Event, Subscription
+from eventbus_core import Event, Subscription, backoff_delay
 
 __all__ = ["FanOut", "Subscriber"]
 
@@ -107,7 +108,10 @@ class FanOut:
                 state.sub.count_dropped(len(pending))
                 pending.clear()
                 continue
-            state.next_retry = now + self._retry_base * (2**state.attempts)
+            # Core's backoff formula, uncapped (`retries` bounds it) and without jitter: an
+            # in-process retry has no other process to fall into lock step with.
+            delay = backoff_delay(state.attempts, self._retry_base, math.inf, jitter=False)
+            state.next_retry = now + delay
         return moved_any
 
     @staticmethod

@@ -27,10 +27,10 @@ from typing import Any, Final
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from eventbus_core import Delivery, Event, WireFormatError, get_logger
+from eventbus_core import Backoff, Delivery, Event, WireFormatError, get_logger
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
-from eventbus_nats._options import Backoff, safe_error
+from eventbus_nats._options import safe_error
 from eventbus_nats._settings import check_name
 
 __all__ = ["GroupConsumer", "default_consumer_name"]

@@ -27,9 +27,9 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
-from eventbus_core import Event, Subscription, WireFormatError, get_logger
+from eventbus_core import Backoff, Event, Subscription, WireFormatError, get_logger
 from eventbus_nats._link import Link
-from eventbus_nats._options import Backoff, safe_error
+from eventbus_nats._options import safe_error
 
 __all__ = ["Follower", "NatsSubscription"]
 

@@ -1,4 +1,4 @@
-"""What a connection needs: nats-py options from settings, safe text for logs, backoff.
+"""What a connection needs: nats-py options from settings, safe text for logs.
 
 `ConnectOptions` holds credentials; its repr shows only where it connects. Nothing here opens a
 connection.
@@ -7,7 +7,6 @@ connection.
 from __future__ import annotations
 
 import importlib.util
-import random
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from eventbus_core import SettingsError, redact_url
 from eventbus_nats._settings import NatsSettings
 
-__all__ = ["Backoff", "ConnectOptions", "safe_error"]
+__all__ = ["ConnectOptions", "safe_error"]
 
 
 def safe_error(exc: BaseException) -> str:
@@ -98,28 +97,3 @@ def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
                 f"private key: {exc}"
             ) from None
     return context
-
-
-class Backoff:
-    """Capped exponential backoff with jitter, for reconnect and retry loops.
-
-    Each `next()` doubles the base delay up to `cap` and returns a random delay between half
-    and all of it, so processes that lost the same server do not retry in lock step.
-    """
-
-    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
-        if base <= 0 or cap < base:
-            raise ValueError(f"need 0 < base <= cap, got base={base!r} cap={cap!r}")
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next(self) -> float:
-        """Record a failure and return how long to wait before the next attempt."""
-        ceiling = min(self.cap, self.base * 2.0 ** min(self.failures, 30))
-        self.failures += 1
-        return ceiling * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        """Record a success: the next failure starts from `base` again."""
-        self.failures = 0

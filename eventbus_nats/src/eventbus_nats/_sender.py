@@ -26,9 +26,9 @@ from typing import Any, Final
 import nats.errors
 import nats.js.errors
 
-from eventbus_core import Event, SettingsError, get_logger
+from eventbus_core import Backoff, Event, SettingsError, get_logger
 from eventbus_nats._link import Link
-from eventbus_nats._options import Backoff, safe_error
+from eventbus_nats._options import safe_error
 
 __all__ = ["Batch", "BatchSender"]
 

@@ -2,7 +2,7 @@
 
 CrossProcess, ReadableLog and LogSources (the list `log` and the `stream`, either one readable
 from either bus), Describable and Isolatable (see `eventbus_core.capabilities`). A mixin of
-`RedisEventBus` and `RedisStreamsEventBus`; the readers and figures are in `_readers.py`.
+`RedisBusBase`, the base of both Redis buses; the readers and figures are in `_readers.py`.
 """
 
 from __future__ import annotations

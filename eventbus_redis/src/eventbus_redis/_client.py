@@ -6,7 +6,6 @@ start while Redis is unreachable.
 
 from __future__ import annotations
 
-import random
 from datetime import timedelta
 from typing import Any, Final
 
@@ -14,11 +13,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from eventbus_core import EventBusSettings, SettingsError, redact_url
+from eventbus_core import Backoff, EventBusSettings, SettingsError, redact_url
 
 __all__ = [
     "TRANSIENT_ERRORS",
-    "Backoff",
+    "Backoff",  # core's policy, named here for this package's loops
     "client_from_settings",
     "describe_client",
     "safe_error",
@@ -112,28 +111,3 @@ def ttl_seconds(ttl: timedelta | float | int | None) -> float:
     if seconds < 0:
         raise ValueError(f"ttl must be >= 0 seconds (0: no expiry), got {ttl!r}")
     return seconds
-
-
-class Backoff:
-    """Capped exponential backoff with jitter, for reconnect loops.
-
-    Each `next()` doubles the base delay up to `cap` and returns a random delay between half
-    and all of it, so many processes that lost the same Redis do not retry in lock step.
-    """
-
-    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
-        if base <= 0 or cap < base:
-            raise ValueError(f"need 0 < base <= cap, got base={base!r} cap={cap!r}")
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next(self) -> float:
-        """Record a failure and return how long to wait before the next attempt."""
-        ceiling = min(self.cap, self.base * 2.0 ** min(self.failures, 30))
-        self.failures += 1
-        return ceiling * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        """Record a success: the next failure starts from `base` again."""
-        self.failures = 0

@@ -14,45 +14,26 @@ the newest LogID on channel `key:notify`, which wakes subscribers in every proce
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import redis
 
-from eventbus_core import (
-    BaseEventBus,
-    BusStats,
-    Event,
-    EventBusSettings,
-    WireFormatError,
-    check_buffer_size,
-    get_logger,
-)
-from eventbus_redis._capabilities import RedisCapabilities, RedisLayout
-from eventbus_redis._client import (
-    TRANSIENT_ERRORS,
-    client_from_settings,
-    describe_client,
-    ttl_seconds,
-)
-from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
-from eventbus_redis._lifecycle import RedisBusLifecycle
+from eventbus_core import BusStats, Event, EventBusSettings, WireFormatError, get_logger
+from eventbus_redis._base import RedisBusBase
+from eventbus_redis._capabilities import RedisLayout
+from eventbus_redis._client import client_from_settings, ttl_seconds
 from eventbus_redis._log_tail import LogTailer
-from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
-from eventbus_redis._scripts import LOG_APPEND, tail_of
+from eventbus_redis._scripts import LOG_APPEND
 from eventbus_redis._tail import Cursor
-from eventbus_redis._tx_sink import TransactionSink
-from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisEventBus"]
 
 log = get_logger("eventbus.redis")
 
 
-class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
+class RedisEventBus(RedisBusBase):
     """Event bus on a Redis LIST, layout-compatible with the Go llm-proxy.
 
     `publish()` only appends to a bounded buffer; a background writer sends each batch in one
@@ -75,6 +56,10 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
             (what bounds latency for events written by Go, which does not notify).
     """
 
+    _backend: ClassVar[str] = "redis"
+    _setting: ClassVar[str] = "EVENTBUS_REDIS_KEY"
+    _tailer: LogTailer | None
+
     def __init__(
         self,
         client: redis.Redis,
@@ -90,41 +75,21 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
     ) -> None:
         if not key:
             raise ValueError("key must be a non-empty Redis key, e.g. 'llm-proxy-events'")
-        if max_len < 0:
-            raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
-        self._client = client
         self.key = key
         self._kind = "log"
         self._layout = RedisLayout(key=key, key_given=True, max_len=max_len)
-        self.seq_key = f"{key}:seq"
         self.channel = f"{key}:notify" if notify else ""
         self.ttl = ttl_seconds(ttl)
-        self.max_len = max_len
-        self.buffer_size = buffer_size
-        self.stop_timeout = stop_timeout
         self._poll = poll
-        self.last_log_id = 0  # newest LogID this bus wrote
-        self._tailer: LogTailer | None = None
-        self._stopped = False
-        self._subs_lock = threading.Lock()  # subscribe() against stop()
-        self._undecodable = 0
-        sink = TransactionSink(
+        self._start(
             client,
-            LOG_APPEND,
             key,
-            self._encode_batch,
-            self._applied,
-            commands=self._transaction,
-            fixed=3,
-        )
-        self._writer = BatchWriter(
-            sink,
+            LOG_APPEND,
+            max_len=max_len,
             buffer_size=buffer_size,
+            stop_timeout=stop_timeout,
             max_batch=max_batch,
-            name=f"eventbus-redis-writer[{key}]",
-            wrong_type=wrong_type_hint(key, "EVENTBUS_REDIS_KEY"),
         )
-        self._track_forks()
 
     # ---------------------------------------------------------------------- constructors
 
@@ -168,27 +133,10 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         bus._url_source = settings.redis_url_source
         return bus
 
-    def check(self, timeout: float = 2.0) -> None:
-        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
-
-        Raises:
-            BackendUnavailableError: it does not; the message says where, without the password.
-        """
-        check_reachable(self._client, timeout, self._url_source)
-
     # -------------------------------------------------------------------------- publishing
 
-    def publish(self, event: Event) -> None:
-        """Buffer `event` for the writer and return at once; never blocks, never raises.
-
-        A full buffer (Redis slow or down) or a stopped bus counts the event as dropped.
-        """
-        self._writer.publish(event)
-
-    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [self.max_len, int(self.ttl * 1000), self.channel]
-        args += [tail_of(e) for e in batch]
-        return [self.key, self.seq_key], args
+    def _script_options(self) -> list[Any]:
+        return [self.max_len, int(self.ttl * 1000), self.channel]
 
     @staticmethod
     def _transaction(
@@ -206,14 +154,6 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         if channel:
             commands.append(("PUBLISH", channel, last))
         return commands
-
-    def _applied(self, last: Any) -> None:
-        if int(last) > 0:  # -1: a retried batch that had been applied already
-            self.last_log_id = int(last)
-
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        """Return True once every event published so far is in Redis (False on timeout)."""
-        return self._writer.flush(timeout)
 
     # ----------------------------------------------------------------------------- reading
 
@@ -243,10 +183,6 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         with self._wrong_type():
             return int(self._client.llen(self.key))
 
-    def _wrong_type(self) -> contextlib.AbstractContextManager[None]:
-        """A WRONGTYPE reply becomes a `SettingsError` naming `EVENTBUS_REDIS_KEY`."""
-        return reporting_wrong_type(self._client, [self.key, self.seq_key], "EVENTBUS_REDIS_KEY")
-
     # ------------------------------------------------------------------------ subscriptions
 
     def subscribe(
@@ -264,53 +200,20 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         Raises:
             SettingsError: the key holds another type of value (names `EVENTBUS_REDIS_KEY`).
         """
-        sub = RedisSubscription(
-            check_buffer_size(buffer_size, self.buffer_size),
-            name=name,
-            on_close=self._unsubscribe,
+        return self._subscribe(name, buffer_size)
+
+    def _new_tailer(self) -> LogTailer:
+        return LogTailer(
+            self._client,
+            self.key,
+            self.seq_key,
+            self.channel,
+            poll=self._poll,
+            max_len=self.max_len,
+            on_undecodable=self._count_undecodable,
         )
-        self._write_accepted()
-        with self._subs_lock:
-            if self._stopped:
-                sub.finish()
-                return sub
-            if self._tailer is None:
-                self._tailer = LogTailer(
-                    self._client,
-                    self.key,
-                    self.seq_key,
-                    self.channel,
-                    poll=self._poll,
-                    max_len=self.max_len,
-                    on_undecodable=self._count_undecodable,
-                )
-            start: int | None = None  # Redis is down: start from "now" once it answers
-            extra: dict[str, Any] = {}
-            with contextlib.suppress(*TRANSIENT_ERRORS), self._wrong_type():
-                start, extra = self._tailer.now()
-            self._tailer.add(sub, start, extra)
-        return sub
-
-    def _count_undecodable(self, n: int) -> None:
-        self._undecodable += n
-
-    def _unsubscribe(self, sub: Any) -> None:
-        if self._tailer is not None:
-            self._tailer.remove(sub)
 
     # ---------------------------------------------------------------------------- lifecycle
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
-        within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
-        the calling thread, so it returns in time whatever state Redis is in.
-
-        Accepted events Redis had not confirmed when the time runs out are counted in
-        `stats().lost`; those of a batch Redis may have applied without the writer reading its
-        reply are also counted in `extra["in_doubt"]`. Redis refuses the rest, even later (see
-        docs/backends/redis.md, "stop() and lost").
-        """
-        self._stop_within(timeout)
 
     def _behind(self, cursor: Cursor) -> int:
         target = self.last_log_id
@@ -319,34 +222,12 @@ class RedisEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
 
     def stats(self) -> BusStats:
         """`(published, dropped)`, `lost`, with writer state and log figures in `extra`."""
-        published, dropped, lost = self._writer.counts()
         tailer = self._tailer
-        subscriptions = tailer.subscriptions if tailer else ()
-        extra: dict[str, Any] = {
-            "backend": "redis",
-            "key": self.key,
-            "redis": describe_client(self._client),
-            **self._writer.figures(),
-            "lost": lost,  # the same as BusStats.lost (kept here for readers of `extra`)
-            "last_log_id": self.last_log_id,
-            "undecodable": self._undecodable,
-            "gaps": tailer.gaps if tailer else 0,
-            "trimmed": sum(s.trimmed for s in subscriptions),
-            "subscriber_state": tailer.state if tailer else None,
-            "stopped": self._stopped,
-        }
-        return BusStats(
-            published,
-            dropped,
-            lost=lost,
-            queue_depth=self._writer.queue_depth(),
-            subscribers=tuple(s.stats() for s in subscriptions),
-            extra=extra,
-        )
+        state = {"subscriber_state": tailer.state if tailer else None}
+        return self._stats({"key": self.key}, state)
 
     def __repr__(self) -> str:
-        state = "stopped" if self._stopped else self._writer.state
-        return (
-            f"<RedisEventBus {state} {describe_client(self._client)} key={self.key!r} "
-            f"max_len={self.max_len} ttl={self.ttl:g}s buffer_size={self.buffer_size}>"
+        return self._repr(
+            f"key={self.key!r} max_len={self.max_len} ttl={self.ttl:g}s "
+            f"buffer_size={self.buffer_size}"
         )

@@ -14,30 +14,24 @@ consumers can detect gaps and de-duplicate redeliveries; dead letters go to `<st
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import redis
 
-from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
-from eventbus_redis._capabilities import RedisCapabilities, RedisLayout
-from eventbus_redis._client import TRANSIENT_ERRORS, client_from_settings, describe_client
-from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
+from eventbus_core import BusStats, EventBusSettings
+from eventbus_redis._base import RedisBusBase
+from eventbus_redis._capabilities import RedisLayout
+from eventbus_redis._client import client_from_settings
 from eventbus_redis._consumer import StreamConsumer
-from eventbus_redis._lifecycle import RedisBusLifecycle
-from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
-from eventbus_redis._scripts import STREAM_APPEND, tail_of
+from eventbus_redis._scripts import STREAM_APPEND
 from eventbus_redis._stream_tail import StreamTailer
 from eventbus_redis._tail import Cursor
-from eventbus_redis._tx_sink import TransactionSink
-from eventbus_redis._writer import BatchWriter
 
 __all__ = ["RedisStreamsEventBus"]
 
 
-class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
+class RedisStreamsEventBus(RedisBusBase):
     """Event bus on a Redis stream; consumers read through consumer groups.
 
     `publish()` only appends to a bounded buffer; a background writer adds each batch with one
@@ -55,6 +49,10 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         dead_letter_max_len: Approximate length the dead-letter stream keeps (0: unbounded).
     """
 
+    _backend: ClassVar[str] = "redis-streams"
+    _setting: ClassVar[str] = "EVENTBUS_REDIS_STREAM"
+    _tailer: StreamTailer | None
+
     def __init__(
         self,
         client: redis.Redis,
@@ -70,44 +68,24 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
     ) -> None:
         if not stream or not group:
             raise ValueError("stream and group must be non-empty names")
-        if max_len < 0:
-            raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
-        self._client = client
         self.stream = stream
         self.group = group
         self._kind = "stream"
         self._layout = RedisLayout(
             stream=stream, group=group, stream_given=True, stream_max_len=max_len
         )
-        self.seq_key = f"{stream}:seq"
-        self.max_len = max_len
-        self.buffer_size = buffer_size
-        self.stop_timeout = stop_timeout
         self._dead_letter_stream = dead_letter_stream or f"{stream}:dead"
         self._dead_letter_max_len = dead_letter_max_len
-        self.last_log_id = 0
-        self._tailer: StreamTailer | None = None
         self._consumers: list[StreamConsumer] = []
-        self._stopped = False
-        self._subs_lock = threading.Lock()  # subscribe() against stop()
-        self._undecodable = 0
-        sink = TransactionSink(
+        self._start(
             client,
-            STREAM_APPEND,
             stream,
-            self._encode_batch,
-            self._applied,
-            commands=self._transaction,
-            fixed=1,
-        )
-        self._writer = BatchWriter(
-            sink,
+            STREAM_APPEND,
+            max_len=max_len,
             buffer_size=buffer_size,
+            stop_timeout=stop_timeout,
             max_batch=max_batch,
-            name=f"eventbus-redis-writer[{stream}]",
-            wrong_type=wrong_type_hint(stream, "EVENTBUS_REDIS_STREAM"),
         )
-        self._track_forks()
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Self:
@@ -143,27 +121,10 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         deliveries)."""
         return self._dead_letter_stream
 
-    def check(self, timeout: float = 2.0) -> None:
-        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
-
-        Raises:
-            BackendUnavailableError: it does not; the message says where, without the password.
-        """
-        check_reachable(self._client, timeout, self._url_source)
-
     # -------------------------------------------------------------------------- publishing
 
-    def publish(self, event: Event) -> None:
-        """Buffer `event` for the writer and return at once; never blocks, never raises.
-
-        A full buffer (Redis slow or down) or a stopped bus counts the event as dropped.
-        """
-        self._writer.publish(event)
-
-    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [self.max_len]
-        args += [tail_of(e) for e in batch]
-        return [self.stream, self.seq_key], args
+    def _script_options(self) -> list[Any]:
+        return [self.max_len]
 
     @staticmethod
     def _transaction(
@@ -176,14 +137,6 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
         commands: list[tuple[Any, ...]] = [("SET", seq_key, last)]
         commands += [("XADD", stream, *trim, "*", "data", event) for event in stamped]
         return commands
-
-    def _applied(self, last: Any) -> None:
-        if int(last) > 0:  # -1: a retried batch that had been applied already
-            self.last_log_id = int(last)
-
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        """Return True once every event published so far is in the stream (False on timeout)."""
-        return self._writer.flush(timeout)
 
     # ---------------------------------------------------------------------------- consuming
 
@@ -282,41 +235,15 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
             SettingsError: the stream's key holds another type of value (names
                 `EVENTBUS_REDIS_STREAM`).
         """
-        sub = RedisSubscription(
-            check_buffer_size(buffer_size, self.buffer_size),
-            name=name,
-            on_close=self._unsubscribe,
+        return self._subscribe(name, buffer_size)
+
+    def _new_tailer(self) -> StreamTailer:
+        return StreamTailer(
+            self._client,
+            self.stream,
+            max_len=self.max_len,
+            on_undecodable=self._count_undecodable,
         )
-        self._write_accepted()
-        with self._subs_lock:
-            if self._stopped:
-                sub.finish()
-                return sub
-            if self._tailer is None:
-                self._tailer = StreamTailer(
-                    self._client,
-                    self.stream,
-                    max_len=self.max_len,
-                    on_undecodable=self._count_undecodable,
-                )
-            start: str | None = None  # Redis is down: start from "now" once it answers
-            extra: dict[str, Any] = {}
-            with contextlib.suppress(*TRANSIENT_ERRORS), self._wrong_type():
-                start, extra = self._tailer.now()
-            self._tailer.add(sub, start, extra)
-        return sub
-
-    def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:
-        """A WRONGTYPE reply becomes a `SettingsError` naming `EVENTBUS_REDIS_STREAM`."""
-        keys = [self.stream, self.seq_key, *more]
-        return reporting_wrong_type(self._client, keys, "EVENTBUS_REDIS_STREAM")
-
-    def _count_undecodable(self, n: int) -> None:
-        self._undecodable += n
-
-    def _unsubscribe(self, sub: Any) -> None:
-        if self._tailer is not None:
-            self._tailer.remove(sub)
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -343,35 +270,10 @@ class RedisStreamsEventBus(RedisCapabilities, RedisBusLifecycle, BaseEventBus):
     def stats(self) -> BusStats:
         """`(published, dropped)`, `lost`, with writer state and stream figures in `extra`
         (no I/O)."""
-        published, dropped, lost = self._writer.counts()
-        tailer = self._tailer
-        subscriptions = tailer.subscriptions if tailer else ()
-        extra: dict[str, Any] = {
-            "backend": "redis-streams",
-            "stream": self.stream,
-            "group": self.group,
-            "redis": describe_client(self._client),
-            **self._writer.figures(),
-            "lost": lost,  # the same as BusStats.lost (kept here for readers of `extra`)
-            "last_log_id": self.last_log_id,
-            "undecodable": self._undecodable,
-            "gaps": tailer.gaps if tailer else 0,
-            "trimmed": sum(s.trimmed for s in subscriptions),
-            "consumers": [c.figures() for c in self._consumers],
-            "stopped": self._stopped,
-        }
-        return BusStats(
-            published,
-            dropped,
-            lost=lost,
-            queue_depth=self._writer.queue_depth(),
-            subscribers=tuple(s.stats() for s in subscriptions),
-            extra=extra,
-        )
+        where = {"stream": self.stream, "group": self.group}
+        return self._stats(where, {"consumers": [c.figures() for c in self._consumers]})
 
     def __repr__(self) -> str:
-        state = "stopped" if self._stopped else self._writer.state
-        return (
-            f"<RedisStreamsEventBus {state} {describe_client(self._client)} "
-            f"stream={self.stream!r} group={self.group!r} buffer_size={self.buffer_size}>"
+        return self._repr(
+            f"stream={self.stream!r} group={self.group!r} buffer_size={self.buffer_size}"
         )

@@ -3,7 +3,7 @@
 The buffer, its accounting, the wake protocol (a wake only when the writer sleeps after a quiet
 spell or the buffer passes half full), flush and the stop deadline are the batching core's
 (`eventbus_core.batching.Batcher`, thread path: each batch is a network round trip). This
-module is the writer's cycle: take up to `max_batch`, hand it to the backend's sink (one round
+module is the writer's cycle: take up to `max_batch`, hand it to the backend's appender (one round
 trip per batch, with the next batch encoded while Redis works on the previous one). While Redis
 is down the writer keeps its batch, waits with capped exponential backoff and jitter, and
 retries; meanwhile the buffer fills and further events are refused and counted, so publish()
@@ -28,9 +28,9 @@ import redis
 
 from eventbus_core import Event, get_logger
 from eventbus_core.batching import Batcher
+from eventbus_redis._appender import Prepared, ScriptAppender
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._config_errors import is_wrong_type
-from eventbus_redis._sink import Prepared, ScriptSink
 
 __all__ = ["BatchWriter"]
 
@@ -46,7 +46,7 @@ class BatchWriter:
     """Bounded, non-blocking buffer drained in batches by one daemon thread.
 
     Args:
-        sink: Encodes and writes batches (one round trip each); a failed batch is retried.
+        appender: Encodes and writes batches (one round trip each); a failed batch is retried.
         buffer_size: Events held before `publish()` refuses (and counts) more; the batches
             being written count too.
         max_batch: Most events per round trip.
@@ -63,7 +63,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        sink: ScriptSink,
+        appender: ScriptAppender,
         *,
         buffer_size: int,
         max_batch: int = 500,
@@ -79,7 +79,7 @@ class BatchWriter:
             )
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
-        self._sink = sink
+        self._appender = appender
         self.buffer_size = buffer_size
         # Up to two batches are out of the buffer at once (one in Redis, one being encoded):
         # keep them to half the bound, so publishers always have room while Redis works.
@@ -104,7 +104,7 @@ class BatchWriter:
             label="eventbus redis writer",
             thread_name=name,
             bound_in_flight=True,
-            on_thread_exit=sink.reset,
+            on_thread_exit=appender.reset,
             on_fork_in_child=self._after_fork_reset,
             register_fork=False,  # the bus calls the fork hooks, in its own order
         )
@@ -138,7 +138,7 @@ class BatchWriter:
 
     def _prepare(self, batch: list[Event]) -> Prepared | None:
         try:
-            return self._sink.prepare(batch)
+            return self._appender.prepare(batch)
         except Exception:  # an event that cannot be encoded must not stop the writer
             log.exception("eventbus redis writer could not encode a batch; it is lost")
             self._settle(batch, written=False)
@@ -148,7 +148,7 @@ class BatchWriter:
         if self.state == "connected" and not self._abort.is_set():
             try:
                 self._in_flight = batch  # before any byte leaves: conservative
-                self._sink.send(prepared)
+                self._appender.send(prepared)
                 return batch, prepared
             except _EXPECTED:
                 pass  # the synchronous path below retries and reports
@@ -159,7 +159,7 @@ class BatchWriter:
 
     def _finish(self, batch: list[Event], prepared: Prepared) -> None:
         try:
-            self._sink.receive(prepared)
+            self._appender.receive(prepared)
         except Exception as exc:  # unknown outcome: retry; the script skips a batch it applied
             if not isinstance(exc, _EXPECTED):
                 self._unexpected(exc)
@@ -185,7 +185,7 @@ class BatchWriter:
                 return
             try:
                 self._in_flight = batch
-                self._sink.write(prepared)
+                self._appender.write(prepared)
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
                 if not isinstance(exc, _EXPECTED):
                     self._unexpected(exc)
@@ -246,11 +246,11 @@ class BatchWriter:
         Batches sent from now on cannot be applied by Redis after the deadline (the lease). A
         write still blocked shortly before it has its connection cut, so the thread ends.
         """
-        self._sink.lease.deadline = deadline
+        self._appender.lease.deadline = deadline
 
         def cut() -> None:
             self._abort.set()
-            self._sink.cut()
+            self._appender.cut()
 
         self._batcher.close(deadline, cut=cut, cut_before=_CUT_BEFORE)
 
@@ -291,7 +291,7 @@ class BatchWriter:
             "batches": self._batches,
             "write_failures": self._failures,
             "left_to_parent": self._left_to_parent,
-            **self._sink.figures(),
+            **self._appender.figures(),
         }
 
     def queue_depth(self) -> int:
@@ -327,6 +327,6 @@ class BatchWriter:
         self._in_flight = None  # the parent's
         self._sent = None
         self._abort = threading.Event()
-        self._sink.after_fork_in_child()
+        self._appender.after_fork_in_child()
         if not self._batcher.closed:
             self.state = "idle"

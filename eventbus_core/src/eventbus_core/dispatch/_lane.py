@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from eventbus_core._backoff import backoff_delay
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
@@ -144,7 +145,7 @@ class Lane:
                     # The source's own retries failed (or it has a bug): keep the lane alive,
                     # back off, and try again; nothing was taken from the source.
                     self.read_errors += 1
-                    delay = min(5.0, 0.1 * 2 ** min(self.read_errors, 6))
+                    delay = backoff_delay(self.read_errors, 0.1, 5.0, jitter=False)
                     log.warning(
                         "lane %s: reading failed (%s: %s); retrying in %.1f s",
                         self.name,

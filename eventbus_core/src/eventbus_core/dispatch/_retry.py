@@ -12,11 +12,11 @@ Which failures are worth retrying:
 from __future__ import annotations
 
 import email.utils
-import random
 import time
 from dataclasses import dataclass
 from typing import Final
 
+from eventbus_core._backoff import backoff_delay
 from eventbus_core._errors import PermanentSinkError, SinkError, TransientSinkError
 
 __all__ = ["RetryPolicy", "classify_status", "parse_retry_after"]
@@ -27,6 +27,9 @@ _TRANSIENT_4XX: Final = frozenset({408, 429})
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how long the dispatcher waits before resending a failed batch.
+
+    The delays are `eventbus_core.Backoff`'s (`backoff_delay()`), unless a sink says when to
+    come back (`Retry-After`).
 
     Args:
         retries: Resends after the first attempt (Go original: 3); 0 disables retries.
@@ -63,10 +66,7 @@ class RetryPolicy:
         """
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_max)
-        backoff = min(self.cap, self.base * (2.0 ** max(retry - 1, 0)))
-        if self.jitter:
-            backoff = random.uniform(backoff / 2, backoff)  # jitter, not cryptography
-        return backoff
+        return backoff_delay(retry - 1, self.base, self.cap, jitter=self.jitter)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -1,4 +1,4 @@
-"""`ScriptSink`: how the writer thread sends a batch to a Lua script, one round trip per batch.
+"""`ScriptAppender`: how the writer thread appends a batch by a Lua script, one round trip each.
 
 The writer overlaps work: it sends batch k on its own connection, encodes batch k+1 while Redis
 runs the script for batch k, and only then reads the reply. Batches still go one at a time (k+1
@@ -24,7 +24,7 @@ from eventbus_core import Event
 from eventbus_redis._lease import Lease
 from eventbus_redis._own_connection import OwnConnection, send_all
 
-__all__ = ["LeaseRefused", "Prepared", "ScriptSink"]
+__all__ = ["LeaseRefused", "Prepared", "ScriptAppender"]
 
 
 class LeaseRefused(redis.RedisError):
@@ -37,7 +37,7 @@ class Prepared:
     tails, and its batch number (a retry of the same `Prepared` is recognised by the script and
     not applied twice).
 
-    `mode`, `replies` and `last` record how a sink sent it (see `TransactionSink`)."""
+    `mode`, `replies` and `last` record how an appender sent it (see `TransactionAppender`)."""
 
     keys: list[str]
     args: list[Any]
@@ -47,7 +47,7 @@ class Prepared:
     last: int = 0
 
 
-class ScriptSink:
+class ScriptAppender:
     """Runs one Lua script per batch, on a connection of its own.
 
     Args:

@@ -1,4 +1,4 @@
-"""`TransactionSink`: writes a batch as an optimistic MULTI/EXEC, the Lua script as fallback.
+"""`TransactionAppender`: writes a batch as an optimistic MULTI/EXEC, the Lua script as fallback.
 
 Why: the script stamps each event's LogID by Lua string concatenation on the server, which
 costs Redis more per event than the push itself (measured: the script path wrote 77k events/s
@@ -26,10 +26,10 @@ from typing import Any, Final
 import redis
 
 from eventbus_core import Event
+from eventbus_redis._appender import Prepared, ScriptAppender
 from eventbus_redis._own_connection import send_all
-from eventbus_redis._sink import Prepared, ScriptSink
 
-__all__ = ["TransactionSink"]
+__all__ = ["TransactionAppender"]
 
 _SCRIPT_AFTER_CONFLICT: Final = 8  # batches sent by script after a conflict
 # Smaller batches go by script: one command and one reply instead of two sends and a reply per
@@ -39,7 +39,7 @@ _PREFIX: Final = b'{"LogID":'
 
 Commands = Callable[[list[str], list[Any], int, list[bytes]], list[tuple[Any, ...]]]
 """`(keys [target, counter], the backend's own arguments, last LogID, stamped events) -> the
-backend's commands between MULTI and EXEC` (the sink adds the lease and the batch marker)."""
+backend's commands between MULTI and EXEC` (the appender adds the lease and the batch marker)."""
 
 
 def stamp(tails: Sequence[bytes], first: int) -> list[bytes]:
@@ -47,11 +47,11 @@ def stamp(tails: Sequence[bytes], first: int) -> list[bytes]:
     return [b"%s%d,%s" % (_PREFIX, first + i, tail) for i, tail in enumerate(tails)]
 
 
-class TransactionSink(ScriptSink):
-    """A `ScriptSink` whose batches go as optimistic transactions while nobody else writes.
+class TransactionAppender(ScriptAppender):
+    """A `ScriptAppender` whose batches go as optimistic transactions while nobody else writes.
 
     Args:
-        client, source, target, encode, on_result: As for `ScriptSink`.
+        client, source, target, encode, on_result: As for `ScriptAppender`.
         commands: Builds the backend's part of the transaction body from the stamped events.
         fixed: How many of the backend's arguments come before the tails.
     """

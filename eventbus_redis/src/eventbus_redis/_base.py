@@ -1,0 +1,311 @@
+"""`RedisBusBase`: what both Redis buses share; each bus's module keeps only its layout.
+
+Shared: the client and its `check()`, the writer (a `TransactionAppender` behind a `BatchWriter`),
+`publish()`/`flush()`, LogID bookkeeping, subscriptions through the bus's tailer, `stop()` within
+one deadline, `fork()`, and the common part of `stats()` and `repr()`.
+
+`stop(timeout)` has one deadline for everything: the writer writes what was accepted until then
+(and has a write still blocked on Redis cut shortly before it), then the subscriber thread
+hands subscriptions what was written until the same deadline. No network I/O happens on the
+caller's thread, so a paused, frozen or dead Redis cannot stretch it.
+
+After `os.fork()` (gunicorn `--preload`, multiprocessing) only the forking thread exists in the
+child, and locks held by other threads stay locked. Every live bus is rebuilt in the child:
+its writer (a thread and connection of its own; the parent's unwritten events stay the
+parent's), its subscriber thread (subscriptions made before the fork keep receiving in the
+child, each process reading Redis for its own copy), and its consumers (see
+`StreamConsumer.after_fork_in_child`). Buses a child builds after the fork need nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from typing import Any, ClassVar, Final
+
+import redis
+
+from eventbus_core import BaseEventBus, BusStats, Event, check_buffer_size, get_logger
+from eventbus_redis._capabilities import RedisCapabilities
+from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
+from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
+from eventbus_redis._reachable import check_reachable
+from eventbus_redis._redis_subscription import RedisSubscription
+from eventbus_redis._scripts import tail_of
+from eventbus_redis._tail import Cursor, Tailer
+from eventbus_redis._tx_appender import TransactionAppender
+from eventbus_redis._writer import BatchWriter
+
+__all__ = ["RedisBusBase"]
+
+log = get_logger("eventbus.redis")
+
+_SUBSCRIBE_FLUSH: Final = 1.0  # seconds subscribe() waits at most for the writer
+
+
+class RedisBusBase(RedisCapabilities, BaseEventBus):
+    """Base of `RedisEventBus` and `RedisStreamsEventBus`, with their capabilities
+    (`_capabilities.py`: the bus sets `_kind` and `_layout`). A bus sets its own fields, calls
+    `_start()`, and defines its layout (`_script_options`, `_transaction`), `_new_tailer`,
+    `_behind`, and `subscribe()`, `stats()`, `__repr__` by `_subscribe()`, `_stats()`, `_repr()`.
+    """
+
+    _backend: ClassVar[str]  # the backend's name, as in stats().extra["backend"]
+    _setting: ClassVar[str]  # the setting that names the written key (for WRONGTYPE errors)
+    _tailer: Tailer | None
+    _owns_client = False  # built by from_settings(): stop() closes its idle connections
+    _url_source: str | None = None  # built by from_settings(): the setting(s) of the address
+
+    def _start(
+        self,
+        client: redis.Redis,
+        target: str,
+        script: str,
+        *,
+        max_len: int,
+        buffer_size: int,
+        stop_timeout: float,
+        max_batch: int,
+    ) -> None:
+        """Set up the writer and the shared state; `target` is the list or stream written,
+        `script` its append script."""
+        if max_len < 0:
+            raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
+        self._client = client
+        self._target = target
+        self.seq_key = f"{target}:seq"
+        self.max_len = max_len
+        self.buffer_size = buffer_size
+        self.stop_timeout = stop_timeout
+        self.last_log_id = 0  # newest LogID this bus wrote
+        self._tailer = None
+        self._stopped = False
+        self._subs_lock = threading.Lock()  # subscribe() against stop()
+        self._undecodable = 0
+        appender = TransactionAppender(
+            client,
+            script,
+            target,
+            self._encode_batch,
+            self._applied,
+            commands=self._transaction,
+            fixed=len(self._script_options()),
+        )
+        self._writer = BatchWriter(
+            appender,
+            buffer_size=buffer_size,
+            max_batch=max_batch,
+            name=f"eventbus-redis-writer[{target}]",
+            wrong_type=wrong_type_hint(target, self._setting),
+        )
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------- the bus's layout
+
+    def _script_options(self) -> list[Any]:
+        """The append script's own arguments, which precede the events' tails."""
+        raise NotImplementedError
+
+    def _encode_batch(self, batch: list[Event]) -> tuple[list[str], list[Any]]:
+        args = self._script_options()
+        args += [tail_of(e) for e in batch]
+        return [self._target, self.seq_key], args
+
+    @staticmethod
+    def _transaction(
+        keys: list[str], options: list[Any], last: int, stamped: list[bytes]
+    ) -> list[tuple[Any, ...]]:
+        """The batch as MULTI/EXEC commands: what the script does, with LogIDs stamped."""
+        raise NotImplementedError
+
+    def _new_tailer(self) -> Tailer:
+        """The thread that follows the target for this bus's subscriptions."""
+        raise NotImplementedError
+
+    def _behind(self, cursor: Cursor) -> int:
+        """Events this bus wrote that `cursor`'s subscription has not been handed yet."""
+        raise NotImplementedError
+
+    def _consumers_to_fork(self) -> list[Any]:
+        """Consumers to rebuild in a forked child (the streams bus has some)."""
+        return []
+
+    # ------------------------------------------------------------------------ connection
+
+    def check(self, timeout: float = 2.0) -> None:
+        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
+
+        Raises:
+            BackendUnavailableError: it does not; the message says where, without the password.
+        """
+        check_reachable(self._client, timeout, self._url_source)
+
+    def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:
+        """A WRONGTYPE reply becomes a `SettingsError` naming the bus's key setting."""
+        keys = [self._target, self.seq_key, *more]
+        return reporting_wrong_type(self._client, keys, self._setting)
+
+    # -------------------------------------------------------------------------- publishing
+
+    def publish(self, event: Event) -> None:
+        """Buffer `event` for the writer and return at once; never blocks, never raises.
+
+        A full buffer (Redis slow or down) or a stopped bus counts the event as dropped.
+        """
+        self._writer.publish(event)
+
+    def _applied(self, last: Any) -> None:
+        if int(last) > 0:  # -1: a retried batch that had been applied already
+            self.last_log_id = int(last)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Return True once every event published so far is in Redis (False on timeout)."""
+        return self._writer.flush(timeout)
+
+    # ------------------------------------------------------------------------ subscriptions
+
+    def _subscribe(self, name: str | None, buffer_size: int | None) -> RedisSubscription:
+        sub = RedisSubscription(
+            check_buffer_size(buffer_size, self.buffer_size),
+            name=name,
+            on_close=self._unsubscribe,
+        )
+        self._write_accepted()
+        with self._subs_lock:
+            if self._stopped:
+                sub.finish()
+                return sub
+            if self._tailer is None:
+                self._tailer = self._new_tailer()
+            start: Any = None  # Redis is down: start from "now" once it answers
+            extra: dict[str, Any] = {}
+            with contextlib.suppress(*TRANSIENT_ERRORS), self._wrong_type():
+                start, extra = self._tailer.now()
+            self._tailer.add(sub, start, extra)
+        return sub
+
+    def _count_undecodable(self, n: int) -> None:
+        self._undecodable += n
+
+    def _unsubscribe(self, sub: Any) -> None:
+        if self._tailer is not None:
+            self._tailer.remove(sub)
+
+    def _write_accepted(self) -> None:
+        """Before `subscribe()` reads its start position: let the writer write what this bus
+        accepted so far, so that a new subscription starts after it (as on the memory bus)
+        rather than receiving events published before it. Bounded, and skipped while Redis is
+        failing (the wait would only time out); publish() is never held up by it."""
+        writer = self._writer
+        if not writer.closed and writer.state in ("idle", "connected"):
+            # The bus's own flush(): what the contract's "flush() settles before a new
+            # subscription's start" checks, so a flush() that lies is still caught there.
+            self.flush(_SUBSCRIBE_FLUSH)
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
+        within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
+        the calling thread, so it returns in time whatever state Redis is in.
+
+        Accepted events Redis had not confirmed when the time runs out are counted in
+        `stats().lost`; those of a batch Redis may have applied without the writer reading its
+        reply are also counted in `extra["in_doubt"]`. Redis refuses the rest, even later (see
+        docs/backends/redis.md, "stop() and lost").
+        """
+        self._stop_within(timeout)
+
+    def _stop_within(self, timeout: float | None) -> None:
+        """Stop the writer, then the subscriber thread, both by one deadline. Idempotent."""
+        with self._subs_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        wait = self.stop_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, wait)
+        self._writer.close(deadline)
+        tailer = self._tailer
+        if tailer is not None:
+            tailer.stop(self._behind, deadline)
+        if self._owns_client:
+            # Idle connections only (closing a socket waits for nobody); a consumer still
+            # reading keeps its own. Reading after stop() (read_events) reconnects.
+            with contextlib.suppress(Exception):
+                self._client.connection_pool.disconnect(inuse_connections=False)
+
+    # -------------------------------------------------------------------------------- stats
+
+    def _stats(self, where: dict[str, Any], more: dict[str, Any]) -> BusStats:
+        """`stats()` with no I/O: `where` (the keys) after the backend's name, `more` (the
+        bus's own figures) after the shared ones."""
+        published, dropped, lost = self._writer.counts()
+        tailer = self._tailer
+        subscriptions = tailer.subscriptions if tailer else ()
+        extra: dict[str, Any] = {
+            "backend": self._backend,
+            **where,
+            "redis": describe_client(self._client),
+            **self._writer.figures(),
+            "lost": lost,  # the same as BusStats.lost (kept here for readers of `extra`)
+            "last_log_id": self.last_log_id,
+            "undecodable": self._undecodable,
+            "gaps": tailer.gaps if tailer else 0,
+            "trimmed": sum(s.trimmed for s in subscriptions),
+            **more,
+            "stopped": self._stopped,
+        }
+        return BusStats(
+            published,
+            dropped,
+            lost=lost,
+            queue_depth=self._writer.queue_depth(),
+            subscribers=tuple(s.stats() for s in subscriptions),
+            extra=extra,
+        )
+
+    def _repr(self, fields: str) -> str:
+        state = "stopped" if self._stopped else self._writer.state
+        return f"<{type(self).__name__} {state} {describe_client(self._client)} {fields}>"
+
+    # ---------------------------------------------------------------------------------- fork
+
+    def _before_fork(self) -> None:
+        self._writer.before_fork()
+        if self._tailer is not None:
+            self._tailer.before_fork()
+
+    def _after_fork_in_parent(self) -> None:
+        self._writer.after_fork_in_parent()
+        if self._tailer is not None:
+            self._tailer.after_fork_in_parent()
+
+    def _after_fork_in_child(self) -> None:
+        self._subs_lock = threading.Lock()
+        self._writer.after_fork_in_child()
+        if self._tailer is not None:
+            self._tailer.after_fork_in_child()
+        for consumer in self._consumers_to_fork():
+            consumer.after_fork_in_child()
+
+
+_LIVE: weakref.WeakSet[RedisBusBase] = weakref.WeakSet()
+
+
+def _each(hook: str) -> None:
+    for bus in list(_LIVE):
+        try:
+            getattr(bus, hook)()
+        except Exception:  # a fork hook must never take the process down
+            log.exception("eventbus redis: %s failed for %r", hook, bus)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=lambda: _each("_before_fork"),
+        after_in_parent=lambda: _each("_after_fork_in_parent"),
+        after_in_child=lambda: _each("_after_fork_in_child"),
+    )
