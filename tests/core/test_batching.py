@@ -145,3 +145,25 @@ def test_a_publish_on_a_loop_drains_there_and_the_loop_end_hands_over() -> None:
 def test_bad_path_names_the_setting() -> None:
     with pytest.raises(ValueError, match="EVENTBUS_PUBLISH_PATH"):
         Batcher(Recorder(), buffer_size=10, linger=0.01, path="fast")  # type: ignore[arg-type]
+
+
+def test_publish_does_not_raise_when_no_thread_can_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # At interpreter shutdown threading refuses new threads: publish() must not raise, and
+    # stop() counts what was accepted as lost.
+    from eventbus_memory import InMemoryEventBus
+
+    bus = InMemoryEventBus(100, publish_path="thread")
+    sub = bus.subscribe()
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    for i in range(3):
+        bus.publish(make_event(i))
+    monkeypatch.undo()
+    bus.stop(0.5)
+    stats = bus.stats()
+    assert stats.published + stats.dropped == 3
+    # stop() drains in the calling thread what no drainer took, or counts it as lost.
+    assert stats.lost + sub.stats().delivered == stats.published == 3

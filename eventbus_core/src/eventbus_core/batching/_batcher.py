@@ -108,6 +108,7 @@ class Batcher:
         self._final = False
         self._abandoned = False
         self._warned_no_loop = False
+        self._warned_no_thread = False
         self.refused = 0
         self.taken = 0
         self.done = 0
@@ -199,7 +200,7 @@ class Batcher:
             if old is not None:
                 old.retire()
             self._driver = new
-            new.start()
+            self._start(new)
 
     def switch_to_thread(self, retiring: LoopDriver) -> None:
         """The loop of `retiring` is gone (stopped, closed or shutting down): a thread drains
@@ -211,7 +212,19 @@ class Batcher:
                 return
             retiring.retire()
             self._driver = ThreadDriver(self)
-            self._driver.start()
+            self._start(self._driver)
+
+    def _start(self, driver: ThreadDriver | LoopDriver) -> None:
+        # Called with _driver_lock held. publish() must not raise: where no thread can start
+        # (the interpreter is shutting down), what is buffered stays accepted, and close() or
+        # finalize() counts it as lost.
+        try:
+            driver.start()
+        except RuntimeError as exc:
+            self._driver = None
+            if not self._warned_no_thread:
+                self._warned_no_thread = True
+                log.warning("%s: cannot start its drainer (%s); events wait", self.label, exc)
 
     def wants_loop(self, driver: ThreadDriver) -> bool:
         """A sleeping thread is woken from a running loop: should that loop drain instead?"""

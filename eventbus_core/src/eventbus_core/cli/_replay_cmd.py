@@ -35,6 +35,7 @@ from eventbus_core.cli._ops import (
     settings_from_args,
     with_backend_errors,
 )
+from eventbus_core.cli._printing import printable
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 from eventbus_core.dispatch._payload import PayloadPreparer
@@ -284,7 +285,7 @@ def _replay(
         if target is None:
             if not args.dry_run:
                 for event in batch:
-                    sys.stdout.write(stdout_redactor.event(event).to_json().decode() + "\n")
+                    sys.stdout.write(printable(event, stdout_redactor).to_json().decode() + "\n")
                 sys.stdout.flush()
             sent += len(batch)
         else:

@@ -23,6 +23,7 @@ from eventbus_core.cli._ops import (
     settings_from_args,
     with_backend_errors,
 )
+from eventbus_core.cli._printing import printable
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
 from eventbus_core.dispatch._setup import redactor_from_settings
 from eventbus_core.redact._redact import NO_REDACTION, Redactor
@@ -73,7 +74,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _emit(event: Event, as_json: bool, redactor: Redactor) -> None:
-    event = redactor.event(event)
+    event = printable(event, redactor)
     line = event.to_json().decode() if as_json else format_event(event)
     # Flush per line: a reader at the other end of a pipe wants each event as it comes.
     print(line, flush=True)
