@@ -175,7 +175,7 @@ class EventBusSettings(BaseSettings):
     consumer_name: str | None = _env(
         "EVENTBUS_CONSUMER_NAME",
         default=None,
-        description="Consumer name within a Redis streams group (default: host and pid).",
+        description="This dispatcher's name within its consumer group (default: host and pid).",
     )
     transformer: str = _env(
         "EVENTBUS_TRANSFORMER",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -115,6 +116,11 @@ def _main(argv: Sequence[str] | None) -> int:
         code: int = func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `eventbus plugins | head`: the reader left, a normal end. Point stdout at devnull so
+        # the interpreter's final flush does not fail as well.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except _CONFIGURATION_ERRORS as exc:
         print(f"{name}: error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE

@@ -118,7 +118,8 @@ def add_parser(sub: Any) -> None:
         "is dead-lettered; 0: wait (EVENTBUS_STALL_TIMEOUT)",
     )
     parser.add_argument(
-        "--consumer-name", help="consumer name in Redis streams groups (EVENTBUS_CONSUMER_NAME)"
+        "--consumer-name",
+        help="this dispatcher's name in its consumer group (EVENTBUS_CONSUMER_NAME)",
     )
     parser.add_argument("--retries", type=int, help="retries per batch (EVENTBUS_RETRIES)")
     parser.add_argument(

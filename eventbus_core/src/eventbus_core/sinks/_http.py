@@ -9,11 +9,12 @@ response body, never a request header: API keys travel only in headers.
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from eventbus_core._errors import SettingsError, TransientSinkError
+from eventbus_core._errors import MissingDependencyError, SettingsError, TransientSinkError
 from eventbus_core._log import get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._secrets import redact_url
@@ -55,6 +56,8 @@ class HttpTarget:
         client: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if client is None:
+            require_httpx()
         self.url = url
         self.headers = dict(headers or {})
         self.timeout = timeout
@@ -111,6 +114,16 @@ class HttpTarget:
         if self._client is not None and self._owns_client:
             await self._client.aclose()
             self._client = None
+
+
+def require_httpx() -> None:
+    """Fail now, with the pip command, if httpx is missing (it is a dependency of eventbus-core,
+    so only an install with --no-deps lacks it): later, every batch would be dead-lettered."""
+    if importlib.util.find_spec("httpx") is None:
+        raise MissingDependencyError(
+            "the HTTP sinks (webhook, helicone, lunary, otlp) need httpx, which is not "
+            "installed: pip install httpx"
+        )
 
 
 def _detail(response: httpx.Response) -> str:
