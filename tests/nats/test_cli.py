@@ -105,3 +105,15 @@ def test_demo_runs_as_processes_on_a_stream_of_its_own(
     assert report["delivered"] == report["written"] == report["published"] == 120
     assert report["namespace"].startswith("EVENTBUS_RUN_")
     assert "deleted" in report["cleanup"]
+
+
+def test_demo_processes_use_the_backend_options_given_on_the_command_line(
+    env: None, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The environment names a server that is not there; only the command line names the real
+    # one. The demo's own processes must use it too (they once read the environment only).
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")
+    out = str(tmp_path / "demo.jsonl")
+    argv = ["demo", "--requests", "40", "--json", "--output", out]
+    assert main([*argv, "--backend-option", f"NATS_URL={nats_url}"]) == 0
+    assert Path(out).read_bytes().count(b"\n") == 40

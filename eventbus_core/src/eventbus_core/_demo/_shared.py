@@ -30,7 +30,7 @@ import os
 import queue
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ def run_shared_demo(
     seed: int = 7,
     keep: bool = False,
     progress: ProgressFactory | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> DemoReport:
     """Run the demo as separate processes on the shared backend of `bus` (stopped here).
 
@@ -158,6 +159,9 @@ def run_shared_demo(
         seed: Seed of the simulated traffic.
         keep: Leave the run's namespace in the backend.
         progress: Shows the requests done, as the publishers report them.
+        env: Environment variables the processes get on top of this process's own: the
+            backend settings given on the command line (`--backend-option`, `--redis-url`),
+            so that every process uses the backend this one checked.
 
     Raises:
         DemoError: a demo process failed or stopped answering.
@@ -170,7 +174,12 @@ def run_shared_demo(
         isolation, dispatcher_args = _isolation(bus, run, requests)
     finally:
         bus.stop(timeout=1.0)  # the demo's processes have buses of their own
-    env = {**os.environ, "LLM_PROXY_EVENT_BUS": settings.backend, **isolation.env}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "LLM_PROXY_EVENT_BUS": settings.backend,
+        **isolation.env,
+    }
     ids = f"req-{run}"  # request ids are req-<run>-<n>: this run's, whoever else writes
     prefix = f"{ids}-"
     path = output.resolve()

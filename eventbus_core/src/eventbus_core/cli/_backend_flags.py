@@ -15,7 +15,7 @@ from typing import Any
 from eventbus_core._plugin_settings import cli_flag, env_vars_of
 from eventbus_core._plugins import PluginLoadWarning, PluginRegistry, get_registry
 
-__all__ = ["add_plugin_options", "plugin_flags", "plugin_overrides"]
+__all__ = ["add_plugin_options", "plugin_flags", "plugin_override_env", "plugin_overrides"]
 
 _OPTION = "--backend-option"
 
@@ -106,3 +106,19 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             )
         values[found], given_as[found] = value, f"{_OPTION} {key}"
     return values, given_as
+
+
+def plugin_override_env(args: argparse.Namespace) -> dict[str, str]:
+    """The plugin settings given on the command line as environment variables, for the
+    processes a command starts (the demo's publishers and dispatcher), so that they use the
+    same backend as the command itself.
+
+    Raises:
+        UsageError: as `plugin_overrides`.
+    """
+    values, _ = plugin_overrides(args)
+    variables: dict[str, str] = {}
+    for model in _registry().settings_models():
+        for field, variable in env_vars_of(model).items():
+            variables.setdefault(field, variable)
+    return {variables[field]: str(value) for field, value in values.items() if field in variables}

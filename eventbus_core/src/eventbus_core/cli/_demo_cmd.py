@@ -21,6 +21,7 @@ from eventbus_core._demo._report import DemoReport
 from eventbus_core._demo._shared import DemoError, run_shared_demo
 from eventbus_core._demo._workload import DemoInterrupted, run_demo
 from eventbus_core.capabilities import is_cross_process
+from eventbus_core.cli._backend_flags import plugin_override_env
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_OK,
@@ -162,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
                 requests=args.requests,
                 keep=args.keep,
                 progress=progress,
+                env=plugin_override_env(args),
             )
         except DemoError as exc:
             print(f"eventbus demo: FAILED: {exc}", file=sys.stderr)
