@@ -17,7 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventbus_core import Dispatcher, EventBusSettings, MemoryDeadLetter, create_bus
+from eventbus_core import Dispatcher, EventBusSettings, MemoryDeadLetter, SettingsError, create_bus
+from eventbus_core.cli import main
 from eventbus_core.metrics import (
     METRICS,
     HealthProbe,
@@ -299,13 +300,32 @@ async def test_endpoint_serves_metrics_and_probes() -> None:
         endpoint.close()
 
 
-def test_a_port_in_use_names_the_flag() -> None:
+def test_a_port_in_use_names_the_flag_and_is_a_configuration_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     first = MetricsEndpoint("127.0.0.1", 0)
     try:
-        with pytest.raises(ValueError, match="--metrics-port / EVENTBUS_METRICS_PORT"):
+        with pytest.raises(SettingsError, match="--metrics-port / EVENTBUS_METRICS_PORT"):
             MetricsEndpoint("127.0.0.1", first.port)
+        # A mistake of the user's: exit 2 with one line, not an "internal error".
+        code = main(["dispatch", "--sink", "console", "--metrics-port", str(first.port)])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "Address already in use" in err and "internal error" not in err
     finally:
         first.close()
+
+
+def test_head_answers_like_get_without_a_body() -> None:
+    endpoint = MetricsEndpoint("127.0.0.1", 0)
+    endpoint.start()
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{endpoint.port}/metrics", method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200 and response.read() == b""
+            assert int(response.headers["Content-Length"]) > 0
+    finally:
+        endpoint.close()
 
 
 # ------------------------------------------------------------------------------------ docs

@@ -296,3 +296,10 @@ def test_missing_key_message_survives_log_scrubbing() -> None:
     # The CLI scrubs error lines: advice that looks like a credential would come out masked.
     assert redact_text(message) == message
     assert "EVENTBUS_SINK_HELICONE_API_KEY" in message
+
+
+@pytest.mark.parametrize("make", [helicone.HeliconeSink, lunary.LunarySink])
+def test_a_key_that_cannot_be_sent_is_refused_without_showing_it(make: Any) -> None:
+    with pytest.raises(SettingsError, match="API_KEY") as info:
+        make("sk-hel-SECRETvalue\n")
+    assert "SECRET" not in str(info.value)

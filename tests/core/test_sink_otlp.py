@@ -305,6 +305,21 @@ def test_other_protocols_and_bad_headers_are_refused_without_showing_values(
     assert "hunter2" not in str(info.value)
     with pytest.raises(SettingsError, match="did you mean 'endpoint'"):
         otlp.build_sink(EventBusSettings(), {"endpont": "http://x"})
+    # A value httpx would refuse when it sends (quoting it in the error that reaches the log
+    # and every dead letter) is refused when the sink is built, without the value.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=otlp%0ASECRETkey123")
+    with pytest.raises(SettingsError, match=r"OTEL_EXPORTER_OTLP_HEADERS.*'x-api-key'") as info:
+        otlp.build_sink(EventBusSettings(), {})
+    assert "SECRET" not in str(info.value)
+
+
+def test_header_values_are_percent_decoded_before_they_are_stripped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As OpenTelemetry's SDK reads the variable: "%20x" is "x", not " x" (which httpx refuses).
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "c=%20x,%20d%20=y")
+    sink = otlp.build_sink(EventBusSettings(), {})
+    assert (sink.target.headers["c"], sink.target.headers["d"]) == ("x", "y")
 
 
 def test_a_missing_extra_names_both_pip_commands(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -219,6 +219,11 @@ def test_webhook_options_and_errors() -> None:
     with pytest.raises(SettingsError, match="JSON object") as info:
         webhook_module.build_sink(settings, {"url": "http://x", "headers": "Bearer secret"})
     assert "secret" not in str(info.value)
+    # httpx would refuse it only when sending, quoting the value into the log and every
+    # dead letter: refused here, by name, without the value.
+    with pytest.raises(SettingsError, match=r"HEADER_<NAME>.*'x-api-key'") as info:
+        webhook_module.build_sink(settings, {"url": "http://x", "header_x_api_key": "whSECRET\n"})
+    assert "SECRET" not in str(info.value)
 
 
 # ------------------------------------------------------------------------- plugin discovery

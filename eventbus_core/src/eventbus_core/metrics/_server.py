@@ -14,6 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from eventbus_core._errors import SettingsError
 from eventbus_core._extras import require
 from eventbus_core._log import get_logger
 from eventbus_core.metrics._figures import FiguresReader
@@ -39,7 +40,8 @@ class MetricsEndpoint:
 
     Raises:
         ImportError: prometheus-client is missing (with the pip command).
-        ValueError: the address cannot be used (in use, not an address of this host).
+        SettingsError: (a `ValueError`) the address cannot be used (in use, not an address
+            of this host): `eventbus dispatch` exits 2 with it.
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = 9464) -> None:
@@ -57,7 +59,7 @@ class MetricsEndpoint:
         try:
             self._server = ThreadingHTTPServer((host, port), _handler(self))
         except OSError as exc:
-            raise ValueError(
+            raise SettingsError(
                 f"cannot serve metrics on {host}:{port} ({_WHERE}): {exc.strerror or exc}; "
                 "choose another port, or stop what listens there"
             ) from None
@@ -128,6 +130,11 @@ def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "eventbus"
 
+        def do_HEAD(self) -> None:
+            # What a GET would answer, without the body (some load balancers probe so).
+            self._head_only = True
+            self.do_GET()
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             try:
@@ -152,7 +159,8 @@ def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not getattr(self, "_head_only", False):
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("metrics endpoint: " + format, *args)

@@ -10,6 +10,7 @@ response body, never a request header: API keys travel only in headers.
 from __future__ import annotations
 
 import importlib.util
+import re
 import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from eventbus_core.redact._secrets import redact_url
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["HttpTarget", "check_url", "status_error"]
+__all__ = ["HttpTarget", "check_headers", "check_url", "status_error"]
 
 _DETAIL_CHARS = 200
 
@@ -32,6 +33,28 @@ def check_url(url: str, where: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise SettingsError(f"{where} must be an http:// or https:// URL, got {redact_url(url)!r}")
     return url
+
+
+# RFC 9110 field names are tokens; values are visible ASCII with inner spaces or tabs. httpx
+# refuses anything else only when it sends, quoting the value in its error: a key read from a
+# file with its trailing newline would reach the log and every dead letter.
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"(?:[\x21-\x7e](?:[ \t]*[\x21-\x7e])*)?")
+
+
+def check_headers(headers: Mapping[str, str], where: str) -> None:
+    """Raise `SettingsError` naming `where` and the header, never its value, if a header
+    cannot be sent: a name that is not a token, or a value with a control character (a
+    trailing newline from a secrets file), a space at either end, or a non-ASCII character."""
+    for name, value in headers.items():
+        if not _NAME.fullmatch(name):
+            raise SettingsError(f"{where}: header name {name!r} is not a valid HTTP field name")
+        if not _VALUE.fullmatch(value):
+            raise SettingsError(
+                f"{where}: the value of header {name!r} cannot be sent: it has a control "
+                "character (a newline read from a file?), a space at either end, or a non-ASCII "
+                "character; fix it where it is set (the value is not shown)"
+            )
 
 
 class HttpTarget:
@@ -44,6 +67,10 @@ class HttpTarget:
         connect_timeout: Seconds to connect.
         client: A ready `httpx.AsyncClient` (not closed here), e.g. for tests.
         ssl_context: TLS settings (custom CA, client certificate), or None for the defaults.
+        where: What set the headers, for the error if one cannot be sent.
+
+    Raises:
+        SettingsError: a header cannot be sent (see `check_headers`).
     """
 
     def __init__(
@@ -55,7 +82,9 @@ class HttpTarget:
         connect_timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        where: str = "the sink's headers",
     ) -> None:
+        check_headers(headers or {}, where)
         if client is None:
             require_httpx()
         self.url = url

@@ -77,7 +77,8 @@ def parse_headers(raw: str, where: str) -> dict[str, str]:
                 f"{where}: entry {n} is not key=value (values are not shown); "
                 "write it as key1=value1,key2=value2"
             )
-        headers[urllib.parse.unquote(key.strip()).lower()] = urllib.parse.unquote(value.strip())
+        # Decoded first, then stripped, as OpenTelemetry's SDK does: "%20x" is "x".
+        headers[urllib.parse.unquote(key).strip().lower()] = urllib.parse.unquote(value).strip()
     return headers
 
 

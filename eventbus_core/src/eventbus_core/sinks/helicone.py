@@ -127,6 +127,8 @@ class HeliconeSink:
             timeout=timeout,
             connect_timeout=min(timeout, 10.0) or 10.0,
             client=client,
+            where="sink 'helicone' (its API key: EVENTBUS_SINK_HELICONE_API_KEY, the option "
+            "api_key or LLM_PROXY_API_KEY)",
         )
 
     async def send(self, batch: Sequence[Mapping[str, Any]]) -> None:

@@ -75,6 +75,8 @@ class LunarySink:
             timeout=timeout,
             connect_timeout=min(timeout, 10.0) or 10.0,
             client=client,
+            where="sink 'lunary' (its API key: EVENTBUS_SINK_LUNARY_API_KEY, the option "
+            "api_key or LLM_PROXY_API_KEY)",
         )
 
     def body(self, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -92,6 +92,7 @@ class OtlpSink:
             connect_timeout=min(5.0, self.config.timeout) or 5.0,
             client=client,
             ssl_context=self.config.ssl_context,
+            where="sink 'otlp' (OTEL_EXPORTER_OTLP_HEADERS, or its 'headers' option)",
         )
         self.rejected_spans = 0
 

@@ -27,7 +27,7 @@ from eventbus_core._sink import check_options, option_float
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_url
-from eventbus_core.sinks._http import require_httpx
+from eventbus_core.sinks._http import check_headers, require_httpx
 
 if TYPE_CHECKING:
     import httpx
@@ -62,6 +62,11 @@ class WebhookSink:
                 f"webhook url must start with http:// or https://, got {redact_url(url)!r} "
                 "(--sink-opt url=... or EVENTBUS_SINK_WEBHOOK_URL)"
             )
+        check_headers(
+            headers or {},
+            "sink 'webhook' (its 'headers' or 'header_<name>' options, "
+            "EVENTBUS_SINK_WEBHOOK_HEADER_<NAME>)",
+        )
         if client is None:
             require_httpx()
         self.url = url
