@@ -122,6 +122,20 @@ def test_publish_reports_bad_lines_and_goes_on(
     assert "line 2:" in captured.err
 
 
+def test_publish_reports_a_json_object_that_is_no_event(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Go's decoder ignores unknown keys: '{"foo": 1}' or a jsonl sink's line would decode to an
+    # event with nothing in it; the help says such a line is reported.
+    sink_line = '{"type": "llm.request", "log_id": 7, "request_id": "r"}\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"foo": 1}\n' + sink_line + lines(ev(1))))
+    assert main(["publish", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["accepted"] == 1
+    assert json.loads(captured.out)["rejected"] == 2
+    assert "line 1: not an event" in captured.err and "line 2: not an event" in captured.err
+
+
 def test_publish_does_not_echo_a_credential_of_a_bad_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

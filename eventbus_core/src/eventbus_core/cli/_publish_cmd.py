@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
@@ -27,6 +27,13 @@ from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 
 __all__ = ["add_parser", "run"]
+
+_EMPTY: Final = Event()
+_NO_FIELDS: Final = (
+    "not an event: none of its fields is set (RequestID, Method, Path, Status, Duration, "
+    "ResponseHeaders, ResponseBody, RequestBody, LogID); give lines in the Go wire format, as "
+    "'eventbus tail --json' prints them (a sink's output lines are not)"
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -94,6 +101,10 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
                     continue
                 try:
                     event = Event.from_json(line)
+                    if event == _EMPTY:
+                        # Go's decoder ignores unknown keys, so a sink's output line or any
+                        # other JSON object decodes to an event with no facts at all.
+                        raise WireFormatError(_NO_FIELDS)
                 except WireFormatError as exc:
                     rejected += 1
                     # The error quotes the start of the line, which may hold a credential.

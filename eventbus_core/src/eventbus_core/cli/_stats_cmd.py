@@ -35,11 +35,10 @@ def add_parser(sub: Any) -> None:
         "stats",
         help="published, dropped, stream length, pending and lag of the configured backend",
         description="Show the figures of the configured backend, read from the backend itself "
-        "where it can report them (capability Describable). redis: events published "
-        "(LogIDs assigned), retained in the list, trimmed or expired, newest and oldest "
-        "LogID, TTL. redis-streams: stream length, entries added, and per consumer group "
-        "the consumers, pending (delivered, not acknowledged) and lag (not yet delivered). "
-        "Drops happen inside each publishing process and are counted there.",
+        "where it can report them (capability Describable): for a log, the events it holds and "
+        "its newest and oldest LogID; for consumer groups, each group's consumers, pending "
+        "(delivered, not acknowledged) and lag (not yet delivered). Each backend's docs list "
+        "its figures. Drops happen inside each publishing process and are counted there.",
         epilog=f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
