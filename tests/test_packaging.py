@@ -125,7 +125,7 @@ except UnknownBackendError as exc:
     print(exc)
 """,
     )
-    assert "unknown eventbus backend 'memory'" in out
+    assert "unknown eventbus backend 'memory' (the default, LLM_PROXY_EVENT_BUS being unset)" in out
     # Installed from the checkout: the hint names the sibling folder, not the index extra
     # (which cannot work before a release), and it is a command that works.
     hint = f"pip install {ROOT / 'eventbus_memory'} (from the checkout at {ROOT})"

@@ -9,6 +9,7 @@ tell "stops" from "runs to the end" (minutes at these sizes), nothing finer.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -157,6 +158,15 @@ def test_ctrl_c_stops_the_memory_demo(tmp_path: Path) -> None:
     assert 0 < int(match.group(1)) < 1_000_000
     assert took < 5  # within a second, with room for a busy machine; the run takes minutes
     assert out == ""  # no summary of a run that did not finish
+
+
+def test_ctrl_c_with_json_still_prints_json(tmp_path: Path) -> None:
+    proc = _start("memory", tmp_path, "--json")
+    _wait_for_traffic(proc, tmp_path / "events.jsonl")
+    out, err, _ = _interrupt(proc)
+    assert proc.returncode == 130, err
+    shown = json.loads(out)  # a script reading stdout gets JSON in every outcome
+    assert shown["interrupted"] is True and 0 < shown["simulated"] < shown["requests"]
 
 
 def _demo_processes(run: str) -> list[int]:

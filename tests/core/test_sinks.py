@@ -271,6 +271,11 @@ def test_sink_options_from_the_environment_and_their_errors(tmp_path: Path) -> N
     with pytest.raises(SettingsError, match="EVENTBUS_SINK_CONSOLE_STREAM"):
         console_module.build_sink(settings, {"stream": "printer"})
     assert console_module.build_sink(settings, {"stream": "stderr"})._stream is sys.stderr
+    # A path that cannot be written is refused at start, not dead-lettered batch after batch.
+    (tmp_path / "file").write_text("")
+    for bad, why in ((tmp_path / "file" / "x.jsonl", "is a file"), (tmp_path, "is a directory")):
+        with pytest.raises(SettingsError, match=f"EVENTBUS_SINK_JSONL_PATH.*{why}"):
+            jsonl_module.build_sink(settings, {"path": str(bad)})
 
 
 def test_an_unknown_sink_option_is_refused_with_the_known_ones(tmp_path: Path) -> None:

@@ -27,7 +27,13 @@ def create_bus(
     """
     if settings is None:
         settings = EventBusSettings()
-    registration = (registry or get_registry()).backend(settings.backend)
+    # Name what the user did: nothing at all is "the default", not a variable they never set.
+    given_as = (
+        "LLM_PROXY_EVENT_BUS"
+        if "backend" in settings.model_fields_set
+        else "the default, LLM_PROXY_EVENT_BUS being unset"
+    )
+    registration = (registry or get_registry()).backend(settings.backend, given_as=given_as)
     try:
         bus: EventBus = registration.factory(settings)
     except ImportError as exc:

@@ -50,6 +50,43 @@ def dumps_line_json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n"
 
 
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot be created or appended to as a file, or None if it can: checked
+    before a command or a sink starts, so the user hears it at once and not from every batch.
+    Creates missing parent folders, as writing would; an existing file is left as it is.
+
+    The reason reads after the path: "is a directory; ...", "cannot be created: ...".
+    """
+    given = Path(path)
+    absolute = Path(os.path.abspath(given))
+    if absolute.is_dir():
+        return f"is a directory; give a file path, e.g. {given / 'events.jsonl'}"
+    existing = _nearest_existing(absolute.parent)
+    if not existing.is_dir():
+        return f"cannot be created: {existing} is a file, not a directory; choose another path"
+    try:
+        absolute.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created: making its directory failed ({exc.strerror})"
+    existed = absolute.exists()
+    try:
+        # Append mode: an existing file is neither truncated nor changed by the check.
+        with absolute.open("ab"):
+            pass
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror})"
+    if not existed:
+        absolute.unlink(missing_ok=True)
+    return None
+
+
 class JsonlFile:
     """Append whole batches of lines to `path` atomically (see the module docstring).
 

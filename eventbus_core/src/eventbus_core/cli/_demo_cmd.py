@@ -123,6 +123,14 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     except DemoInterrupted as stopped:
         print(stopped.summary(), file=sys.stderr)
+        if args.json:  # a script reading stdout gets JSON in every outcome
+            shown = {
+                "interrupted": True,
+                "requests": stopped.requests,
+                "simulated": stopped.done,
+                "detail": stopped.detail,
+            }
+            print(json.dumps(shown, indent=2))
         return 130
 
 

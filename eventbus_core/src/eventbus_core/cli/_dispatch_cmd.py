@@ -74,7 +74,8 @@ def add_parser(sub: Any) -> None:
         description="Read events from the configured bus (LLM_PROXY_EVENT_BUS), transform and "
         "redact them, and deliver them in batches to sinks, with retries and a dead-letter "
         "file. Flags override settings; unset ones come from EVENTBUS_* variables. Stops "
-        "cleanly on SIGTERM or SIGINT: what was not sent is never acknowledged.",
+        "cleanly on SIGTERM or SIGINT (Ctrl-C), its normal way to end, with exit 0 (not 130): "
+        "what was not sent is never acknowledged.",
         epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}",
     )
     parser.add_argument(

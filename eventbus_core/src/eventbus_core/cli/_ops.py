@@ -100,7 +100,13 @@ def settings_from_args(
         settings = EventBusSettings(**overrides)
     except SettingsError as exc:
         raise _in_flag_terms(exc, given_as_flag) from None
-    given_as = flags["backend"] if "backend" in overrides else ENV_VARS["backend"]
+    variable = ENV_VARS["backend"]
+    if "backend" in overrides:
+        given_as = flags["backend"]
+    elif "backend" in settings.model_fields_set:
+        given_as = variable
+    else:  # nothing was typed: say it is the default, and how to choose another
+        given_as = f"the default, {variable} being unset"
     get_registry().backend(settings.backend, given_as=given_as)
     return settings
 

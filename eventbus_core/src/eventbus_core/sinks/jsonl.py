@@ -18,7 +18,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eventbus_core._jsonl import JsonlFile, dumps_line
+from eventbus_core._errors import SettingsError
+from eventbus_core._jsonl import JsonlFile, dumps_line, file_problem
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_bool, option_int
 from eventbus_core.hookspecs import RegisterFn, hookimpl
@@ -63,12 +64,16 @@ class JsonlSink:
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> JsonlSink:
     """Sink factory: `jsonl` with its options."""
     check_options(options, "jsonl", ("path", "max_bytes", "backups", "fsync"))
-    return JsonlSink(
-        options.get("path") or "events.jsonl",
-        max_bytes=option_int(options, "jsonl", "max_bytes", 100 * 1024 * 1024),
-        backups=option_int(options, "jsonl", "backups", 5),
-        fsync=option_bool(options, "jsonl", "fsync", False),
-    )
+    max_bytes = option_int(options, "jsonl", "max_bytes", 100 * 1024 * 1024)
+    backups = option_int(options, "jsonl", "backups", 5)
+    fsync = option_bool(options, "jsonl", "fsync", False)
+    path = options.get("path") or "events.jsonl"
+    problem = file_problem(path)
+    if problem is not None:  # at start, not as a dead letter for every batch
+        raise SettingsError(
+            f"sink option 'path' of 'jsonl' (EVENTBUS_SINK_JSONL_PATH): {path!r} {problem}"
+        )
+    return JsonlSink(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
 
 
 @hookimpl
