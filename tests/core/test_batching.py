@@ -71,7 +71,7 @@ def test_accounting_is_exact_and_refusals_are_counted() -> None:
     assert b.publish(make_event(99)) is False  # closed: refused, never raised
 
 
-def test_a_late_result_moves_from_lost_to_delivered() -> None:
+def test_a_late_result_changes_nothing_once_finalized() -> None:
     rec = make("thread")
     b = rec.batcher
     assert b is not None
@@ -86,10 +86,12 @@ def test_a_late_result_moves_from_lost_to_delivered() -> None:
     assert b.finalize() == 3  # in flight at the deadline: lost
     rec.gate.set()  # its result comes after all
     deadline = time.monotonic() + 10
-    while b.delivered < 3:
+    while len(rec.got) < 3:  # the cycle handed the batch on, and settles it now
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    assert (b.lost, b.delivered) == (0, 3)
+    time.sleep(0.05)
+    # What close() ended with is final: subscriptions ended with it never got these events.
+    assert (b.lost, b.delivered) == (3, 0)
 
 
 def test_close_is_bounded_when_a_cycle_never_ends() -> None:

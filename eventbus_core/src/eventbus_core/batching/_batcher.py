@@ -250,17 +250,15 @@ class Batcher:
 
     def settle(self, n: int, *, delivered: bool) -> bool:
         """Settle `n` taken events: delivered, or lost. After `finalize()` counted them lost,
-        a late delivery moves them from lost to delivered (never counted twice). True when it
-        came after `finalize()`."""
+        a late result changes nothing: the figures `close()` ended with are final, as are the
+        subscriptions' it ended (a backend reports such a batch as its own figure, e.g. "in
+        doubt"). True when it came after `finalize()`."""
         with self.lock:
             return self.settle_locked(n, delivered=delivered)
 
     def settle_locked(self, n: int, *, delivered: bool) -> bool:
         """`settle()` for a caller that holds `lock` (to count figures of its own with it)."""
         if self._final:
-            if delivered:
-                self.lost -= n
-                self.delivered += n
             return True
         self.done += n
         if delivered:
