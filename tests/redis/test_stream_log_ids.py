@@ -2,7 +2,7 @@
 
 The Go llm-proxy publishes to the stream with LogID 0 on every event; our writers stamp LogIDs
 from a counter. Entries with LogID 0 get one derived from their entry id, in a range the
-counter never reaches (eventbus_core._stream_entry). Every reader goes through that one helper:
+counter never reaches (eventbus_redis._stream_entry). Every reader goes through that one helper:
 consumer groups, fan-out subscriptions, and `eventbus replay`'s stream reader.
 """
 
@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus_core import (
+from eventbus_core import Event
+from eventbus_core.testing import make_event
+from eventbus_redis import (
     STREAM_LOG_ID_BASE,
-    Event,
+    RedisStreamsEventBus,
     entry_id_from_log_id,
     event_from_stream_entry,
     log_id_from_entry_id,
 )
-from eventbus_core.testing import make_event
-from eventbus_redis import RedisStreamsEventBus
 from tests.core.test_go_interop import _go_roundtrip
 
 INT64_MAX = (1 << 63) - 1

@@ -44,12 +44,6 @@ if TYPE_CHECKING:
     from eventbus_core._sink import Sink, sink_options_from_env
     from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
     from eventbus_core._stats import BusStats, SubscriberStats
-    from eventbus_core._stream_entry import (
-        STREAM_LOG_ID_BASE,
-        entry_id_from_log_id,
-        event_from_stream_entry,
-        log_id_from_entry_id,
-    )
     from eventbus_core._subscription import Subscription, SubscriptionClosed
     from eventbus_core.asgi import EventBusMiddleware
     from eventbus_core.dispatch._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
@@ -106,10 +100,6 @@ _WHERE: dict[str, str] = {
     "SubscriptionSource": "eventbus_core._source",
     "BusStats": "eventbus_core._stats",
     "SubscriberStats": "eventbus_core._stats",
-    "STREAM_LOG_ID_BASE": "eventbus_core._stream_entry",
-    "entry_id_from_log_id": "eventbus_core._stream_entry",
-    "event_from_stream_entry": "eventbus_core._stream_entry",
-    "log_id_from_entry_id": "eventbus_core._stream_entry",
     "Subscription": "eventbus_core._subscription",
     "SubscriptionClosed": "eventbus_core._subscription",
     "EventBusMiddleware": "eventbus_core.asgi",
@@ -156,10 +146,6 @@ __all__ = [
     # events
     "Event",
     "Headers",
-    "STREAM_LOG_ID_BASE",
-    "entry_id_from_log_id",
-    "event_from_stream_entry",
-    "log_id_from_entry_id",
     # the bus contract
     "BaseEventBus",
     "BusStats",

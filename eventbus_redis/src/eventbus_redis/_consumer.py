@@ -21,9 +21,10 @@ from typing import Any
 
 import redis
 
-from eventbus_core import Delivery, WireFormatError, event_from_stream_entry, get_logger
+from eventbus_core import Delivery, WireFormatError, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._entries import DeadEntry, dead_letter, stream_entries, text
+from eventbus_redis._stream_entry import event_from_stream_entry
 
 __all__ = ["StreamConsumer"]
 

@@ -20,10 +20,10 @@ from eventbus_core import (
     Event,
     SettingsError,
     WireFormatError,
-    event_from_stream_entry,
 )
 from eventbus_redis._client import describe_client, safe_error
 from eventbus_redis._config_errors import is_wrong_type
+from eventbus_redis._stream_entry import event_from_stream_entry
 
 __all__ = ["ListLog", "StreamLog", "answering"]
 

@@ -6,7 +6,7 @@ own last entry id. The thread waits with XREAD BLOCK, which returns as soon as a
 show as a jump in counter LogIDs, and are reported once the stream confirms it lost entries
 after the subscription's position: LogIDs that merely do not follow on (another writer's
 counter) are not mistaken for losses, nor are the LogIDs derived for the Go proxy's LogID-0
-entries (see `eventbus_core.event_from_stream_entry`).
+entries (see `eventbus_redis._stream_entry`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Any
 
 import redis
 
-from eventbus_core import STREAM_LOG_ID_BASE, Event, WireFormatError, event_from_stream_entry
+from eventbus_core import Event, WireFormatError
 from eventbus_redis._client import socket_timeout
 from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
 from eventbus_redis._redis_subscription import Gap
+from eventbus_redis._stream_entry import STREAM_LOG_ID_BASE, event_from_stream_entry
 from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["StreamTailer"]

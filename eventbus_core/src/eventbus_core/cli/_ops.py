@@ -21,7 +21,7 @@ from eventbus_core._factory import create_bus
 from eventbus_core._plugins import get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
-from eventbus_core.cli._backend_flags import add_plugin_options, plugin_overrides
+from eventbus_core.cli._backend_flags import add_plugin_options, plugin_flags, plugin_overrides
 from eventbus_core.cli._reach import ensure_reachable
 from eventbus_core.redact._secrets import redact_url
 
@@ -140,8 +140,10 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         ensure_reachable(bus, wait=wait, command=command)
     except BackendUnavailableError as exc:
         bus.stop(timeout=0)
-        if getattr(args, "redis_url", None):
-            raise BackendUnavailableError(f"{exc} (address given by --redis-url)") from None
+        given = [flag for field, flag in plugin_flags().items() if getattr(args, field, None)]
+        if given:  # the address came from the command line, not the environment: say so
+            shown = " / ".join(given)
+            raise BackendUnavailableError(f"{exc} (settings given by {shown})") from None
         raise
     except BaseException:
         bus.stop(timeout=0)

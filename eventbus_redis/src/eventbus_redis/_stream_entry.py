@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from eventbus_core._errors import WireFormatError
-from eventbus_core._event import Event
+from eventbus_core import Event, WireFormatError
 
 __all__ = [
     "STREAM_LOG_ID_BASE",
