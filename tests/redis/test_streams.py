@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus_core import AckableSource, Delivery, Event, log_id_from_entry_id
+from eventbus_core import AckableSource, Delivery, Event
 from eventbus_core.testing import make_event
-from eventbus_redis import RedisStreamsEventBus, StreamConsumer
+from eventbus_redis import RedisStreamsEventBus, StreamConsumer, log_id_from_entry_id
 
 
 def read_all(consumer: StreamConsumer, n: int, *, rounds: int = 200) -> list[Delivery]:
