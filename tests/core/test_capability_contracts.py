@@ -28,11 +28,13 @@ import pytest
 
 from eventbus_core.capabilities import Isolation
 from eventbus_core.testing import (
+    BacklogContract,
     BusContractTests,
     ConsumerGroupContract,
     CrossProcessContract,
     DescribableContract,
     IsolatableContract,
+    LogSourcesContract,
     ReachableContract,
     ReadableLogContract,
 )
@@ -65,6 +67,8 @@ class EveryCapability(
     DescribableContract,
     ConsumerGroupContract,
     IsolatableContract,
+    LogSourcesContract,
+    BacklogContract,
 ):
     pass
 
@@ -139,6 +143,27 @@ class OneGroupForAll(SqliteConsumer):
         super().__init__(db, "everyone", name, batch_size)
 
 
+class OwnLogNotFirst(SqliteEventBus):
+    """Names its log, but hands out another (empty) file's."""
+
+    def log_source(self, name):
+        if name != "events":
+            raise ValueError("no log %r: the only one is 'events'" % name)
+        return SqliteEventBus(self.path + ".other")
+
+
+class AnyNameAccepted(SqliteEventBus):
+    """Never refuses a name: a typo in replay --source would read the wrong log silently."""
+
+    def log_source(self, name):
+        return self
+
+
+class BacklogNeverMoves(SqliteConsumer):
+    def backlog(self):
+        return {"lag": None, "pending": 0}
+
+
 class NoEnvironment(SqliteEventBus):
     def isolate(self, run, events):
         return Isolation(env={}, where=self.path, cleanup=lambda keep: "done")
@@ -175,6 +200,9 @@ TestAckIgnored = broken(None, ConsumerGroupContract, AckIgnored)
 TestForgetful = broken(None, ConsumerGroupContract, Forgetful)
 TestOneGroupForAll = broken(None, ConsumerGroupContract, OneGroupForAll)
 TestNoEnvironment = broken(NoEnvironment, IsolatableContract)
+TestOwnLogNotFirst = broken(OwnLogNotFirst, LogSourcesContract)
+TestAnyNameAccepted = broken(AnyNameAccepted, LogSourcesContract)
+TestBacklogNeverMoves = broken(None, BacklogContract, BacklogNeverMoves)
 '''
 
 # The capability test each broken bus must fail (it may fail others too).
@@ -192,6 +220,9 @@ MUST_FAIL = {
     "TestForgetful": {"test_unacknowledged_deliveries_come_back_to_the_same_name"},
     "TestOneGroupForAll": {"test_each_group_sees_every_event"},
     "TestNoEnvironment": {"test_isolate_gives_a_namespace_and_cleans_up"},
+    "TestOwnLogNotFirst": {"test_the_first_source_is_the_bus_own_log"},
+    "TestAnyNameAccepted": {"test_an_unknown_name_is_refused_naming_the_known_ones"},
+    "TestBacklogNeverMoves": {"test_backlog_counts_what_is_pending_and_what_is_not_delivered_yet"},
 }
 
 

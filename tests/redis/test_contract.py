@@ -8,11 +8,13 @@ import redis
 
 from eventbus_core import BusStats, EventBus, SubscriberStats
 from eventbus_core.testing import (
+    BacklogContract,
     BusContractTests,
     ConsumerGroupContract,
     CrossProcessContract,
     DescribableContract,
     IsolatableContract,
+    LogSourcesContract,
     ReachableContract,
     ReadableLogContract,
 )
@@ -72,6 +74,7 @@ class _RedisCapabilities(
     ReadableLogContract,
     DescribableContract,
     IsolatableContract,
+    LogSourcesContract,
 ):
     """The capability classes both Redis buses declare; every bus of a test on its keys."""
 
@@ -99,7 +102,7 @@ class TestRedisLogCapabilities(_RedisCapabilities):
         return RedisEventBus(redis.Redis(host="127.0.0.1", port=1), f"{self.key_prefix}:log")
 
 
-class TestRedisStreamsCapabilities(_RedisCapabilities, ConsumerGroupContract):
+class TestRedisStreamsCapabilities(_RedisCapabilities, ConsumerGroupContract, BacklogContract):
     def make_bus(self, buffer_size: int) -> EventBus:
         return RedisStreamsEventBus(
             self.redis_client, f"{self.key_prefix}:stream", buffer_size=buffer_size, max_len=0

@@ -17,7 +17,10 @@ pytest collects the inherited tests. `BusContractTests` says what each knob and 
 
 A backend that declares capabilities (`eventbus_core.capabilities`) adds the optional class of
 each, with the same `make_bus()`: `CrossProcessContract`, `ReachableContract`,
-`ReadableLogContract`, `DescribableContract`, `ConsumerGroupContract`, `IsolatableContract`.
+`ReadableLogContract`, `LogSourcesContract`, `DescribableContract`, `ConsumerGroupContract`
+(with `BacklogContract` where its sources declare `Backlog`), `IsolatableContract`.
+`Flushable` is checked by `BusContractTests` itself; `KeepAlive` and `SourceFigures` by
+`ConsumerGroupContract`; `Exhaustible` belongs to core's own subscription source.
 Within one test, the buses `make_bus()` returns must share one namespace of the test's own:
 
     class TestMyBusLog(ReadableLogContract, DescribableContract):
@@ -42,16 +45,19 @@ from eventbus_core._contract._capabilities import (
 )
 from eventbus_core._contract._delivery import DeliveryContract
 from eventbus_core._contract._groups import ConsumerGroupContract
+from eventbus_core._contract._sources import BacklogContract, LogSourcesContract
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription
 
 __all__ = [
+    "BacklogContract",
     "BusContractTests",
     "ConsumerGroupContract",
     "CrossProcessContract",
     "DescribableContract",
     "IsolatableContract",
+    "LogSourcesContract",
     "ReachableContract",
     "ReadableLogContract",
     "RecordingBus",

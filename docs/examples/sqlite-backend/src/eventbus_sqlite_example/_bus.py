@@ -233,6 +233,21 @@ class SqliteEventBus(BaseEventBus):
         return [e for e in (decode(d) for (d,) in reversed(rows)) if e is not None]
 
     @property
+    def log_sources(self) -> tuple[str, ...]:
+        """LogSources: the one log this file keeps (`eventbus replay --source events`)."""
+        return ("events",)
+
+    def log_source(self, name: str) -> SqliteEventBus:
+        """LogSources: the log called `name` (this bus: it reads its own file).
+
+        Raises:
+            ValueError: another name (the message lists the known ones).
+        """
+        if name != "events":
+            raise ValueError(f"no log {name!r} in {self.location}: the only one is 'events'")
+        return self
+
+    @property
     def location(self) -> str:
         """Describable: `file PATH`."""
         return f"file {self.path}"

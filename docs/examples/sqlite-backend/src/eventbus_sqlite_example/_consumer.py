@@ -20,7 +20,8 @@ _POLL = 0.02
 
 
 class SqliteConsumer:
-    """An `AckableSource` (with `SourceFigures`) reading group `group` as member `name`."""
+    """An `AckableSource` (with `SourceFigures` and `Backlog`) reading group `group` as member
+    `name`."""
 
     def __init__(self, db: Database, group: str, name: str, batch_size: int = 100) -> None:
         self._db = db
@@ -100,6 +101,18 @@ class SqliteConsumer:
                 [(self.group, int(t)) for t in tokens],
             )
         self._acked += len(tokens)
+
+    def backlog(self) -> Mapping[str, int | None]:
+        """Backlog: `lag`, entries the group was not handed yet, and `pending`, handed and not
+        acknowledged; read on a connection of its own (a metrics scrape calls it from another
+        thread than the one reading)."""
+        ((lag, pending),) = self._db.query(
+            "SELECT (SELECT COUNT(*) FROM events WHERE log_id > "
+            "(SELECT last_id FROM groups WHERE name = ?)), "
+            "(SELECT COUNT(*) FROM pending WHERE grp = ?)",
+            (self.group, self.group),
+        )
+        return {"lag": int(lag), "pending": int(pending)}
 
     def figures(self) -> Mapping[str, Any]:
         """`delivered` and `acked` by this member (no I/O)."""
