@@ -239,6 +239,14 @@ def test_replay_dry_run_reports_a_broken_transformer(
     monkeypatch.setenv("EVENTBUS_TRANSFORMER", "no_such_module_here:transform")
     assert main(argv) == 2  # said before anything is read, as 'dispatch' says it
     assert "EVENTBUS_TRANSFORMER" in capsys.readouterr().err
+    monkeypatch.delenv("EVENTBUS_TRANSFORMER")
+    # The sink's options are checked as the real run would, though nothing is sent.
+    assert main([*argv, "--sink-opt", "bogus=1"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    monkeypatch.delenv("LLM_PROXY_API_KEY", raising=False)
+    monkeypatch.delenv("EVENTBUS_SINK_HELICONE_API_KEY", raising=False)
+    assert main(["replay", "--dry-run", "--sink", "helicone"]) == 2
+    assert "API_KEY" in capsys.readouterr().err
 
 
 def test_replay_time_range_on_the_log_is_refused(

@@ -240,7 +240,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--sink-opt needs --sink")
     # A broken EVENTBUS_TRANSFORMER is said now, dry run or not, as 'dispatch' says it.
     preparer = PayloadPreparer.from_settings(settings) if args.sink else None
-    target = _SinkTarget(settings, args.sink, options) if args.sink and not args.dry_run else None
+    target = _SinkTarget(settings, args.sink, options) if args.sink else None
+    if target is not None and args.dry_run:
+        # Built only to check its options (a missing key, an unknown option): a dry run says
+        # what the real one would refuse, then sends nothing.
+        target.close()
+        target = None
     try:
         bus = open_bus(args, settings, "eventbus replay")  # answers, or exit 1 now
         try:
