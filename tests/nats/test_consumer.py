@@ -142,6 +142,8 @@ def test_an_entry_delivered_too_often_is_dead_lettered_with_the_reason(
         attempts += [d.attempts for d in consumer.read(10, timeout=0.5)]  # never acknowledged
     assert attempts == [1, 2]
     assert consumer.figures()["dead_lettered"] == 1
+    # Both deliveries it held (never acknowledged) are over: nothing is counted as held.
+    assert consumer.figures()["in_flight"] == 0
     dead = asyncio.run(_dead_letters(nats_url, names))
     assert len(dead) == 1
     data, headers = dead[0]

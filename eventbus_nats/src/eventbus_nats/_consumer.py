@@ -104,8 +104,10 @@ class GroupConsumer:
         self._seen_reconnects = self._link.reconnects
         self._next_check = 0.0
         self._next_refresh = 0.0
-        # Handed over and not yet acknowledged: token -> stream sequence.
+        # Handed over and not yet acknowledged: token -> stream sequence, and the newest token
+        # of each sequence (a redelivery comes with a new token; the old one is dead).
         self._in_flight: dict[str, int] = {}
+        self._token_of: dict[int, str] = {}
         self._received = DeliveryCounter()
         self._deferred_acks: list[str] = []
         self._backoff = Backoff()
@@ -154,6 +156,7 @@ class GroupConsumer:
             if n > self.max_deliveries:
                 reason = f"delivered {n} times (max_deliveries={self.max_deliveries})"
                 await self._dead_letter(msg.reply, msg.data, n, seq, reason)
+                self._release(seq)  # an earlier delivery of it, held here, is over too
             else:
                 out.append((msg.reply, msg.data, n, seq))
         return out
@@ -177,12 +180,29 @@ class GroupConsumer:
             except Exception as exc:  # left unacknowledged: redelivered and tried again
                 self._note_error(exc)
         self.delivered += len(out)
-        self._in_flight.update((d.token, d.event.log_id) for d in out)
+        for d in out:
+            self._hold(d.token, d.event.log_id)
         return out
+
+    def _hold(self, token: str, seq: int) -> None:
+        """Track a delivery handed over; a redelivery of `seq` replaces the earlier token,
+        which can no longer be acknowledged (so it must not be counted or kept alive)."""
+        old = self._token_of.get(seq)
+        if old is not None and old != token:
+            self._in_flight.pop(old, None)
+        self._token_of[seq] = token
+        self._in_flight[token] = seq
+
+    def _release(self, seq: int) -> None:
+        token = self._token_of.pop(seq, None)
+        if token is not None:
+            self._in_flight.pop(token, None)
 
     def _forget(self, token: str) -> None:
         seq = self._in_flight.pop(token, None)
         if seq is not None:
+            if self._token_of.get(seq) == token:
+                del self._token_of[seq]
             self._received.forget(seq)
 
     async def _bind(self) -> None:
@@ -209,6 +229,7 @@ class GroupConsumer:
                         self.group, self.stream)  # fmt: skip
             await self._unbind()
             self._in_flight.clear()
+            self._token_of.clear()
             self._received.clear()
             await self._bind()
 
@@ -305,6 +326,7 @@ class GroupConsumer:
         self._closed = True
         held = list(self._in_flight)
         self._in_flight.clear()
+        self._token_of.clear()
         with contextlib.suppress(Exception):
             self._link.call(self._close(held), 2.0)
         self._link.release(time.monotonic() + 1.0)
