@@ -9,7 +9,8 @@ first wake (see `_select`): a thread (`ThreadDriver`) or the publishing event lo
 Accounting: `accepted == taken + len(buffer)`; every taken event is settled once (`done`): as
 delivered, as lost (given up at `close()`'s deadline) or as the parent's (after a fork).
 `refused` counts what `publish()` turned away. `finalize()` settles everything left as lost,
-and a result that arrives after it (a write whose reply came late) moves from lost to delivered.
+and the figures are final from then on: a result that arrives after it (a write whose reply
+came late) changes none of them, as the subscriptions `close()` ended never got it either.
 """
 
 from __future__ import annotations
