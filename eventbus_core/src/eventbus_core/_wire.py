@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
-from eventbus_core._base64 import b64decode, b64encode
+from eventbus_core._base64 import ACCELERATED, b64decode, b64decode_plain, b64encode
 from eventbus_core._errors import WireFormatError
 
 if TYPE_CHECKING:
@@ -224,6 +224,8 @@ def _plain_b64decode(text: str) -> bytes | None:
     """Decode base64 that is plainly valid (ASCII, alphabet only, a multiple of 4 long, at most
     two `=` at the end), or None for anything else. On such input the lenient decoder gives what
     the strict one does, and is faster (strict mode checks as it goes, 1.5x the cost)."""
+    if ACCELERATED:
+        return b64decode_plain(text)  # the same check and result, in SIMD
     try:
         raw = text.encode("ascii")
     except UnicodeEncodeError:
