@@ -19,6 +19,7 @@ from eventbus_core._bus import EventBus
 from eventbus_core._contract._base import ContractBase, make_event
 from eventbus_core._errors import BackendUnavailableError
 from eventbus_core._event import Event
+from eventbus_core._source import AckableSource, Delivery
 from eventbus_core.capabilities import (
     CrossProcess,
     Describable,
@@ -47,6 +48,15 @@ def require(bus: EventBus, kind: type[object]) -> object:
 
 class CapabilityContract(ContractBase):
     """Plumbing of the capability classes: publish events with unique request ids, stored."""
+
+    def read_all(self, source: AckableSource, n: int) -> list[Delivery]:
+        """Read until `n` deliveries came, failing the test if they do not."""
+        got: list[Delivery] = []
+        for _ in range(int(self.receive_timeout * 10)):
+            got += source.read(n - len(got), timeout=0.1)
+            if len(got) >= n:
+                return got
+        raise AssertionError(f"read only {len(got)} of {n} deliveries in {self.receive_timeout} s")
 
     def publish_stored(self, bus: EventBus, n: int) -> list[str]:
         """Publish `n` events with request ids of this call's own; settle; return the ids."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 from eventbus_core._contract._capabilities import CapabilityContract, require
-from eventbus_core._source import AckableSource, Delivery
 from eventbus_core.capabilities import ConsumerGroups, KeepAlive, SourceFigures, capability
 
 __all__ = ["ConsumerGroupContract"]
@@ -21,15 +20,6 @@ class ConsumerGroupContract(CapabilityContract):
         found = require(bus, ConsumerGroups)  # type: ignore[arg-type]
         assert isinstance(found, ConsumerGroups)
         return found
-
-    def read_all(self, source: AckableSource, n: int) -> list[Delivery]:
-        """Read until `n` deliveries came, failing the test if they do not."""
-        got: list[Delivery] = []
-        for _ in range(int(self.receive_timeout * 10)):
-            got += source.read(n - len(got), timeout=0.1)
-            if len(got) >= n:
-                return got
-        raise AssertionError(f"read only {len(got)} of {n} deliveries in {self.receive_timeout} s")
 
     def test_default_group_is_a_name(self) -> None:
         with self.bus() as bus:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 from eventbus_core._contract._capabilities import CapabilityContract, require
-from eventbus_core._source import AckableSource, Delivery
 from eventbus_core.capabilities import (
     Backlog,
     ConsumerGroups,
@@ -60,14 +59,6 @@ class BacklogContract(CapabilityContract):
     group was handed and did not acknowledge, `lag` what it was not handed yet (or None where
     the backend cannot tell)."""
 
-    def read_deliveries(self, source: AckableSource, n: int) -> list[Delivery]:
-        got: list[Delivery] = []
-        for _ in range(int(self.receive_timeout * 10)):
-            got += source.read(n - len(got), timeout=0.1)
-            if len(got) >= n:
-                return got
-        raise AssertionError(f"read only {len(got)} of {n} deliveries in {self.receive_timeout} s")
-
     def test_backlog_counts_what_is_pending_and_what_is_not_delivered_yet(self) -> None:
         with self.bus() as bus:
             groups = require(bus, ConsumerGroups)
@@ -77,7 +68,7 @@ class BacklogContract(CapabilityContract):
             try:
                 backlog = capability(source, Backlog)
                 assert backlog is not None, f"{type(source).__name__} does not offer Backlog"
-                got = self.read_deliveries(source, 2)
+                got = self.read_all(source, 2)
                 assert len(got) == 2, f"asked for 2 deliveries, got {len(got)}"
                 held = backlog.backlog()
                 assert held["pending"] == 2, held
