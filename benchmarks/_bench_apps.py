@@ -108,6 +108,24 @@ REALISTIC_RESPONSE = {
 }
 
 
+def asgi_scope() -> dict[str, Any]:
+    """The ASGI scope of one POST to PATH, for calling an app directly (no server)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+
+
 def request_body(endpoint: str) -> bytes:
     """The body the load generator sends to `endpoint`."""
     return REALISTIC_REQUEST if endpoint == "realistic" else MINIMAL_REQUEST

@@ -67,6 +67,7 @@ from _bench_apps import (
     PATH,
     REDIS_URL,
     VARIANTS,
+    asgi_scope,
     build_app,
     request_body,
 )
@@ -307,20 +308,7 @@ def _redis_available() -> bool:
 async def _asgi_cost(rounds: int, endpoint: str = "minimal") -> dict[str, float]:
     """µs per request of the Starlette app called directly (no server), with and without the
     middleware (on a discarding bus): the middleware's own cost, free of network noise."""
-    scope_template: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-    }
+    scope_template = asgi_scope()
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}

@@ -23,26 +23,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _bench_apps import PATH, build_app, request_body
+from _bench_apps import asgi_scope, build_app, request_body
 
 VARIANTS = ("plain", "null", "memory", "memory-asyncio")
 
 
 def _serve_in_process(variant: str, n: int) -> None:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-    }
+    scope = asgi_scope()
     body = request_body("minimal")
 
     async def receive() -> dict[str, Any]:
