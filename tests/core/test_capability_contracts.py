@@ -10,13 +10,12 @@ must fail the tests named for it. They run in one child pytest, as in `test_cont
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.core._child_suite import child_outcomes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "sqlite-backend" / "src"
@@ -232,24 +231,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, st
     work = tmp_path_factory.mktemp("capabilities")
     (work / "test_buses.py").write_text(textwrap.dedent(BUSES))
     path = os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "--timeout=60"],
-        cwd=work,
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    found: dict[str, dict[str, str]] = {}
-    for outcome, cls, name in re.findall(
-        r"^(PASSED|FAILED|ERROR|SKIPPED)\S* test_buses\.py::(\w+)::(\w+)",
-        done.stdout,
-        re.MULTILINE,
-    ):
-        found.setdefault(cls, {})[name] = outcome
-    assert found, done.stdout + done.stderr
-    return found
+    return child_outcomes(work, "--timeout=60", env={**os.environ, "PYTHONPATH": path})
 
 
 @pytest.mark.parametrize("bus", sorted(MUST_FAIL))

@@ -10,12 +10,12 @@ docs/plugins/writing-a-backend.md, exactly as the guide prints it.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.core._child_suite import child_outcomes
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GUIDE = ROOT / "docs" / "plugins" / "writing-a-backend.md"
@@ -233,33 +233,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, st
     (work / "test_buses.py").write_text(
         "from queue_bus import QueueBus\n" + textwrap.dedent(BROKEN_BUSES)
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-rA",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:asyncio",
-            "--timeout=60",
-        ],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    found: dict[str, dict[str, str]] = {}
-    for outcome, cls, name in re.findall(
-        r"^(PASSED|FAILED|ERROR|SKIPPED)\S* test_buses\.py::(\w+)::(\w+)",
-        done.stdout,
-        re.MULTILINE,
-    ):
-        found.setdefault(cls, {})[name] = outcome
-    assert found, done.stdout + done.stderr
-    return found
+    return child_outcomes(work, "-p", "no:asyncio", "--timeout=60")
 
 
 @pytest.mark.parametrize("bus", sorted(MUST_FAIL))
