@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -87,6 +87,24 @@ def publish_log(client: redis.Redis, key: str, events: list[Event]) -> None:
     bus.stop()
 
 
+def tail_output(argv: list[str], env: dict[str, str], publish: Callable[[], object]) -> str:
+    """Run `eventbus tail` with `argv`; once it says it is following, `publish()`; return what
+    it printed on stdout when it ended (give it a --count)."""
+    proc = subprocess.Popen(
+        cli(*argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("eventbus tail: following"):
+                break
+        publish()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return out
+
+
 @pytest.mark.parametrize("backend", ["redis", "redis-streams"])
 def test_tail_shows_events_published_by_another_process(env: dict[str, str], backend: str) -> None:
     env = {**env, "LLM_PROXY_EVENT_BUS": backend}
@@ -131,22 +149,11 @@ def test_tail_last_prints_history_readably(
 ) -> None:
     publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 6)])
     # Two events of history, then one live event (--count counts live events only).
-    proc = subprocess.Popen(
-        cli("tail", "--last", "2", "--count", "1"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    out = tail_output(
+        ["tail", "--last", "2", "--count", "1"],
+        env,
+        lambda: publish_log(client, f"{prefix}:events", [ev(6)]),
     )
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if line.startswith("eventbus tail: following"):
-                break
-        publish_log(client, f"{prefix}:events", [ev(6)])
-        out, _ = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
     rows = out.splitlines()
     assert [r.split()[0] for r in rows] == ["#4", "#5", "#6"]
     assert rows[0].split()[1:4] == ["200", "POST", "/v1/chat/completions"]
@@ -348,18 +355,7 @@ def test_tail_and_replay_print_redacted_events_unless_told_not_to(
 ) -> None:
     publish_log(client, f"{prefix}:events", [leaky(n) for n in range(1, 4)])
     for argv in (["tail", "--last", "3", "--count", "1"], ["tail", "--json", "-n", "3", "-c", "1"]):
-        proc = subprocess.Popen(
-            cli(*argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if line.startswith("eventbus tail: following"):
-                    break
-            publish_log(client, f"{prefix}:events", [leaky(9)])
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
+        out = tail_output(argv, env, lambda: publish_log(client, f"{prefix}:events", [leaky(9)]))
         assert "req-9" in out or "#" in out
         assert not [s for s in SECRETS if s in out], (argv, out)
     assert main(["replay"]) == 0
