@@ -5,9 +5,18 @@ from __future__ import annotations
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import BackendLoadError
 from eventbus_core._plugins import PluginRegistry, get_registry
-from eventbus_core._settings import EventBusSettings
+from eventbus_core._settings import ENV_VARS, EventBusSettings
 
-__all__ = ["create_bus"]
+__all__ = ["backend_given_as", "create_bus"]
+
+
+def backend_given_as(settings: EventBusSettings) -> str:
+    """Where `settings.backend` came from, as an error message should say it: the variable, or
+    "the default" when nobody set it (not a variable the user never typed)."""
+    variable = ENV_VARS["backend"]
+    if "backend" in settings.model_fields_set:
+        return variable
+    return f"the default, {variable} being unset"
 
 
 def create_bus(
@@ -27,13 +36,8 @@ def create_bus(
     """
     if settings is None:
         settings = EventBusSettings()
-    # Name what the user did: nothing at all is "the default", not a variable they never set.
-    given_as = (
-        "LLM_PROXY_EVENT_BUS"
-        if "backend" in settings.model_fields_set
-        else "the default, LLM_PROXY_EVENT_BUS being unset"
-    )
-    registration = (registry or get_registry()).backend(settings.backend, given_as=given_as)
+    registry = registry or get_registry()
+    registration = registry.backend(settings.backend, given_as=backend_given_as(settings))
     try:
         bus: EventBus = registration.factory(settings)
     except ImportError as exc:

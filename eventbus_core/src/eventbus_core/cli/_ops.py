@@ -17,9 +17,9 @@ from typing import Final
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import BackendUnavailableError, EventBusError, SettingsError
 from eventbus_core._event import Event
-from eventbus_core._factory import create_bus
+from eventbus_core._factory import backend_given_as, create_bus
 from eventbus_core._plugins import get_registry
-from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
+from eventbus_core._settings import EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._backend_flags import add_plugin_options, plugin_flags, plugin_overrides
 from eventbus_core.cli._reach import ensure_reachable
@@ -100,13 +100,7 @@ def settings_from_args(
         settings = EventBusSettings(**overrides)
     except SettingsError as exc:
         raise _in_flag_terms(exc, given_as_flag) from None
-    variable = ENV_VARS["backend"]
-    if "backend" in overrides:
-        given_as = flags["backend"]
-    elif "backend" in settings.model_fields_set:
-        given_as = variable
-    else:  # nothing was typed: say it is the default, and how to choose another
-        given_as = f"the default, {variable} being unset"
+    given_as = flags["backend"] if "backend" in overrides else backend_given_as(settings)
     get_registry().backend(settings.backend, given_as=given_as)
     return settings
 
