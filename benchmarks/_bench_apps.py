@@ -13,7 +13,9 @@ Endpoints (`ENDPOINTS`):
 Variants (`VARIANTS`): `plain` (no middleware), `null` (EventBusMiddleware on a discarding bus),
 `memory` (InMemoryEventBus drained by a thread, `EVENTBUS_PUBLISH_PATH=thread`, read by a
 consumer thread), `memory-asyncio` (InMemoryEventBus drained by the server's event loop, read
-by a consumer task on it), `redis` (RedisEventBus log), `otel` (OpenTelemetry's ASGI middleware,
+by a consumer task on it), `redis` (RedisEventBus log, written from the server's event loop
+through an asyncio connection: the default path), `redis-thread` (the same bus written by its
+thread, `EVENTBUS_PUBLISH_PATH=thread`), `otel` (OpenTelemetry's ASGI middleware,
 every request a span, BatchSpanProcessor exporting to a discarding exporter), `sentry`
 (sentry-sdk's ASGI middleware with tracing on every request, a transport that discards).
 """
@@ -49,7 +51,17 @@ except ImportError:  # the Redis backend is optional: its variant is skipped wit
 PATH: Final = "/v1/chat/completions"
 REDIS_URL: Final = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 ENDPOINTS: Final = ("minimal", "realistic", "proxy")
-VARIANTS: Final = ("plain", "null", "memory", "memory-asyncio", "redis", "otel", "sentry")
+VARIANTS: Final = (
+    "plain",
+    "null",
+    "memory",
+    "memory-asyncio",
+    "redis",
+    "redis-thread",
+    "otel",
+    "sentry",
+)
+REDIS_VARIANTS: Final = ("redis", "redis-thread")
 REALISTIC_WORK: Final = 0.0015  # seconds of CPU in the realistic handler
 
 MINIMAL_REQUEST = json.dumps(
@@ -244,11 +256,12 @@ def build_app(variant: str, endpoint: str, redis_key: str, upstream: int = 0) ->
         bus = InMemoryEventBus(buffer_size=10_000, publish_path="thread")
     elif variant == "memory-asyncio":
         bus = InMemoryEventBus(buffer_size=10_000, publish_path="asyncio")
-    elif variant == "redis":
+    elif variant in REDIS_VARIANTS:
         import redis
 
         client = redis.Redis.from_url(REDIS_URL)
-        bus = RedisEventBus.log(client, redis_key, ttl=600, max_len=10_000)
+        path = "thread" if variant == "redis-thread" else "auto"
+        bus = RedisEventBus.log(client, redis_key, ttl=600, max_len=10_000, publish_path=path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:

@@ -18,7 +18,9 @@ The variants (`--variants`):
   (`publish_path="thread"`), with one consumer thread;
 - `memory-asyncio`: the same bus drained by the server's event loop (`publish_path="asyncio"`),
   with one consumer task on that loop;
-- `redis`: the middleware on the `RedisEventBus` log (when `eventbus_redis` and Redis are there);
+- `redis`: the middleware on the `RedisEventBus` log (when `eventbus_redis` and Redis are there),
+  written from the server's event loop through an asyncio connection (the default path);
+- `redis-thread`: the same bus written by its thread (`publish_path="thread"`);
 - `otel`: OpenTelemetry's ASGI middleware, a span per request, a `BatchSpanProcessor` exporting
   to an exporter that discards;
 - `sentry`: sentry-sdk's ASGI middleware, a transaction per request, a transport that discards.
@@ -66,6 +68,7 @@ from _bench_apps import (
     MINIMAL_RESPONSE,
     PATH,
     REDIS_URL,
+    REDIS_VARIANTS,
     VARIANTS,
     asgi_scope,
     build_app,
@@ -153,7 +156,7 @@ def serve(variant: str, endpoint: str, redis_key: str, upstream: int = 0) -> Non
         published, dropped = bus.stats()
         stats = {"published": published, "dropped": dropped}
         bus.stop()
-        if variant == "redis":
+        if variant in REDIS_VARIANTS:
             # The list, its counter and the writer's batch marker (`key:writer:<id>`).
             client = redis.Redis.from_url(REDIS_URL)
             client.delete(*client.scan_iter(match=f"{redis_key}*", count=1000), redis_key)
@@ -356,7 +359,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help=f"comma-separated, plain first (default {','.join(VARIANTS)}; redis is "
+        help=f"comma-separated, plain first (default {','.join(VARIANTS)}; the redis variants are "
         "skipped when Redis or RedisEventBus is missing)",
     )
     parser.add_argument(
@@ -491,9 +494,9 @@ def main() -> int:
         raise SystemExit(f"unknown endpoint(s) {sorted(unknown)}: use {', '.join(ENDPOINTS)}")
     if unknown := set(variants) - set(VARIANTS):
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}: use {', '.join(VARIANTS)}")
-    if "redis" in variants and not _redis_available():
-        variants.remove("redis")
-        print("(redis variant skipped: no Redis at", REDIS_URL, "or no RedisEventBus)")
+    if any(v in REDIS_VARIANTS for v in variants) and not _redis_available():
+        variants = [v for v in variants if v not in REDIS_VARIANTS]
+        print("(redis variants skipped: no Redis at", REDIS_URL, "or no RedisEventBus)")
     tables: dict[str, list[dict[str, Any]]] = {}
     upstream = _start_upstream() if "proxy" in endpoints else None
     try:

@@ -20,58 +20,7 @@ from eventbus_core import BusStats, EventBus, EventBusSettings, Subscription, cr
 from eventbus_core.batching import LoopDriver, ThreadDriver
 from eventbus_core.testing import BusContractTests, make_event
 from eventbus_memory import InMemoryEventBus
-
-
-class LoopThread:
-    """An event loop running in a daemon thread, for tests that publish onto it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        async def run() -> Any:
-            return fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-class PublishOnLoop:
-    """Forwards to a memory bus, making every publish() on the loop thread (queued in order;
-    every other call first waits until the queued publishes have run)."""
-
-    def __init__(self, bus: InMemoryEventBus, host: LoopThread) -> None:
-        self.bus = bus
-        self.host = host
-        self.buffer_size = bus.buffer_size
-
-    def publish(self, event: Any) -> None:
-        self.host.loop.call_soon_threadsafe(self.bus.publish, event)
-
-    def barrier(self) -> None:
-        self.host.call(lambda: None)
-
-    def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Any:
-        self.barrier()
-        return self.bus.subscribe(name, buffer_size=buffer_size)
-
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        self.barrier()
-        return self.bus.flush(timeout)
-
-    def stop(self, timeout: float | None = None) -> None:
-        self.barrier()
-        self.bus.stop(timeout)
-
-    def stats(self) -> BusStats:
-        self.barrier()
-        return self.bus.stats()
+from tests._loop_host import LoopThread, PublishOnLoop
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,14 @@ CHILD_EVENTS = 300
 
 
 def make_bus(kind: str, client: redis.Redis, prefix: str) -> RedisEventBus | RedisStreamsEventBus:
+    # The writer's thread, started at once (the asyncio path's forks: test_asyncio_path.py).
     if kind == "log":
-        return RedisEventBus.log(client, f"{prefix}:log", 300, 0, buffer_size=5000)
-    return RedisStreamsEventBus(client, f"{prefix}:stream", f"{prefix}:g", buffer_size=5000)
+        return RedisEventBus.log(
+            client, f"{prefix}:log", 300, 0, buffer_size=5000, publish_path="thread"
+        )
+    return RedisStreamsEventBus(
+        client, f"{prefix}:stream", f"{prefix}:g", buffer_size=5000, publish_path="thread"
+    )
 
 
 def stored(client: redis.Redis, bus: RedisEventBus | RedisStreamsEventBus) -> list[Any]:

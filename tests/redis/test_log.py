@@ -231,9 +231,11 @@ def test_a_batch_retried_after_a_lost_reply_is_written_once(
     key = f"{prefix}:dedupe"
     events = [make_event(1), make_event(2)]
     assert append_as_writer(client, key, events, writer="w1") == 2
-    # The same writer's same batch number again: skipped.
-    assert append_as_writer(client, key, events, writer="w1") == -1
+    # The same writer's same batch number again: skipped, and the reply still names the
+    # batch's last LogID (what the writer's retry learns, e.g. for stop()'s hand-over).
+    assert append_as_writer(client, key, events, writer="w1") == 2
     assert client.llen(key) == 2
+    assert client.get(f"{key}:writer:w1") == b"1:2"
 
 
 def test_a_transaction_cut_short_by_another_writer_is_rewritten_by_the_script(

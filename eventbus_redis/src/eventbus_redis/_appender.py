@@ -67,6 +67,7 @@ class ScriptAppender:
         encode: Callable[[list[Event]], tuple[list[str], list[Any]]],
         on_result: Callable[[Any], None],
     ) -> None:
+        self.client = client
         self._own = OwnConnection(client)
         self._sha = hashlib.sha1(source.encode()).hexdigest()  # what EVALSHA names it by
         self._source = source
@@ -111,11 +112,16 @@ class ScriptAppender:
         self._batch_no += 1
         return Prepared(keys, args, self._batch_no)
 
-    def _script_command(self, prepared: Prepared, name: str = "EVALSHA") -> tuple[Any, ...]:
+    def script_command(
+        self, prepared: Prepared, name: str = "EVALSHA", token: str | None = None
+    ) -> tuple[Any, ...]:
+        """The script call for `prepared` (EVALSHA, or EVAL with the source), under `token`
+        (the lease's current one by default)."""
         lease = self.lease
         keys = [*prepared.keys, lease.marker_key, lease.key]
         script = self._sha if name == "EVALSHA" else self._source
-        return (name, script, len(keys), *keys, *lease.args(prepared.batch), *prepared.args)
+        args = lease.args(prepared.batch, token)
+        return (name, script, len(keys), *keys, *args, *prepared.args)
 
     def _renew_lease(self) -> None:
         self._call(self.lease.renewal())
@@ -127,7 +133,7 @@ class ScriptAppender:
             self._renew_lease()
         conn = self._connection()
         try:
-            send_all(conn, [self._script_command(prepared)])
+            send_all(conn, [self.script_command(prepared)])
         except BaseException:
             self.reset()
             raise
@@ -136,10 +142,11 @@ class ScriptAppender:
     def receive(self, prepared: Prepared) -> None:
         """Read the reply of `send(prepared)`; raise if the batch may not have been applied."""
         (reply,) = self._read(1)
-        self._applied(reply)
+        self.applied(reply)
 
-    def _applied(self, reply: Any) -> None:
-        """Handle the script's reply: -2 is a refusal, anything else a batch now in Redis."""
+    def applied(self, reply: Any) -> None:
+        """Handle the script's reply: -2 is a refusal (raised as `LeaseRefused`), anything else
+        a batch now in Redis."""
         if int(reply) == -2:
             raise LeaseRefused("the batch reached Redis after the writer's lease ran out")
         if int(reply) > 0:
@@ -153,11 +160,11 @@ class ScriptAppender:
             if attempt or self.lease.due():
                 self._renew_lease()
             try:
-                reply = self._call(self._script_command(prepared))
+                reply = self._call(self.script_command(prepared))
             except redis.exceptions.NoScriptError:
-                reply = self._call(self._script_command(prepared, "EVAL"))
+                reply = self._call(self.script_command(prepared, "EVAL"))
             if int(reply) != -2:
-                self._applied(reply)
+                self.applied(reply)
                 return
         raise LeaseRefused("the batch reached Redis after the writer's lease ran out, twice")
 

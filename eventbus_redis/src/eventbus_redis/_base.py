@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Final
 import redis
 
 from eventbus_core import BaseEventBus, BusStats, Event, check_buffer_size, get_logger
+from eventbus_core.batching import PublishPath
 from eventbus_redis._capabilities import RedisCapabilities
 from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
 from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
@@ -69,6 +70,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         buffer_size: int,
         stop_timeout: float,
         max_batch: int,
+        publish_path: PublishPath = "auto",
     ) -> None:
         """Set up the writer and the shared state; `target` is the list or stream written,
         `script` its append script."""
@@ -100,6 +102,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{target}]",
             wrong_type=wrong_type_hint(target, self._setting),
+            path=publish_path,
         )
         _LIVE.add(self)
 
@@ -158,8 +161,8 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         self._writer.publish(event)
 
     def _applied(self, last: Any) -> None:
-        if int(last) > 0:  # -1: a retried batch that had been applied already
-            self.last_log_id = int(last)
+        # A retried batch that had been applied already replies with its last LogID too.
+        self.last_log_id = max(self.last_log_id, int(last))
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Return True once every event published so far is in Redis (False on timeout)."""

@@ -73,16 +73,33 @@ class Lease:
 
     def renewed(self) -> None:
         """Redis confirmed the last `renewal()`: batches now go under its token."""
-        self.token = str(self._renewals)
-        self.valid_until = time.monotonic() + LEASE
+        self.confirmed(str(self._renewals), time.monotonic())
+
+    @property
+    def renewal_token(self) -> str:
+        """The token the last `renewal()` stores (a batch sent behind it, on the same
+        connection, can name it before Redis confirmed it)."""
+        return str(self._renewals)
+
+    def confirmed(self, token: str, at: float) -> None:
+        """Redis confirmed the renewal that stored `token`; its reply was read at `at`."""
+        self.token = token
+        self.valid_until = at + LEASE
+
+    def invalidate(self) -> None:
+        """Forget the token: the next batch goes under a new one, so a batch still on its way
+        under the old token (sent on a connection given up on) is refused when it arrives."""
+        self.token = ""
 
     def extended(self) -> None:
         """Redis confirmed a batch sent under the current token (which extended the lease)."""
         self.valid_until = time.monotonic() + LEASE
 
-    def args(self, batch: int) -> list[Any]:
-        """The four leading script arguments: batch, token, ms that must remain, ms to extend."""
-        return [batch, self.token, self.min_remaining_ms(), int(LEASE * 1000)]
+    def args(self, batch: int, token: str | None = None) -> list[Any]:
+        """The four leading script arguments: batch, token (the current one by default), ms
+        that must remain, ms to extend."""
+        token = self.token if token is None else token
+        return [batch, token, self.min_remaining_ms(), int(LEASE * 1000)]
 
     def min_remaining_ms(self) -> int:
         """Milliseconds of lease Redis must still see when it applies a batch sent now: so

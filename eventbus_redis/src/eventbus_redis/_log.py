@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 import redis
 
 from eventbus_core import BusStats, Event, EventBusSettings, WireFormatError, get_logger
+from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings, ttl_seconds
@@ -51,6 +52,9 @@ class RedisEventBus(RedisBusBase):
         buffer_size: Events `publish()` buffers before dropping and counting more.
         stop_timeout: Seconds `stop()` waits at most to write what was accepted.
         max_batch: Most events per round trip.
+        publish_path: Who writes (`EVENTBUS_PUBLISH_PATH`): `auto` (default) writes from the
+            event loop publish() runs on, through an asyncio connection, else from a thread;
+            `thread` always from a thread; `asyncio` as auto, warning when a thread must write.
         notify: PUBLISH on `key:notify` after each batch so subscribers wake at once.
         poll: Longest a subscriber waits before looking at the list without a notification
             (what bounds latency for events written by Go, which does not notify).
@@ -70,6 +74,7 @@ class RedisEventBus(RedisBusBase):
         buffer_size: int = 1000,
         stop_timeout: float = 5.0,
         max_batch: int = 500,
+        publish_path: PublishPath = "auto",
         notify: bool = True,
         poll: float = 0.5,
     ) -> None:
@@ -89,6 +94,7 @@ class RedisEventBus(RedisBusBase):
             buffer_size=buffer_size,
             stop_timeout=stop_timeout,
             max_batch=max_batch,
+            publish_path=publish_path,
         )
 
     # ---------------------------------------------------------------------- constructors
@@ -127,6 +133,7 @@ class RedisEventBus(RedisBusBase):
             settings.redis_max_len,
             buffer_size=settings.buffer_size,
             stop_timeout=settings.stop_timeout,
+            publish_path=settings.publish_path,
         )
         bus._owns_client = True
         bus._layout = RedisLayout.from_settings(settings)

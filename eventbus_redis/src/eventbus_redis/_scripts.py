@@ -11,8 +11,9 @@ concatenation: no JSON work on the server, and the client never needs a second r
 learn the counter. LogIDs stay exact up to 2**53 (Lua numbers are doubles).
 
 Each batch also carries its writer's id and batch number. The script records the last batch it
-applied per writer (key `<key>:writer:<id>`, expiring after an hour), so a batch retried after a
-lost reply (a socket timeout while Redis was paused, say) is not written twice.
+applied per writer, with the batch's last LogID (key `<key>:writer:<id>`, `<batch>:<last>`,
+expiring after an hour), so a batch retried after a lost reply (a socket timeout while Redis was
+paused, say) is not written twice, and the retry's reply still says where the batch ended.
 
 And each batch carries the writer's lease: the token the writer last stored in
 `<key>:writer:<id>:lease` (a key with a short expiry, `PX`), and how many milliseconds of it must
@@ -34,13 +35,17 @@ FIXED: Final = 4
 """Leading ARGV every append script takes before the backend's own: batch, lease token, lease
 milliseconds that must remain, lease milliseconds to extend to."""
 
-# Shared head: skip a batch already applied, refuse one that outlived its lease, then reserve
-# LogIDs first+1 .. last. KEYS: target, seq, writer marker, writer lease.
+# Shared head: skip a batch already applied (replying with its last LogID, as when it was
+# applied), refuse one that outlived its lease, then reserve LogIDs first+1 .. last.
+# KEYS: target, seq, writer marker, writer lease.
 # `stamp(i)` builds the full JSON of item i; %d avoids Lua's "1e+14" number formatting.
 _HEAD: Final = """
 local batch = tonumber(ARGV[1])
-local applied = tonumber(redis.call('GET', KEYS[3]) or '-1')
-if applied >= batch then return -1 end
+local marker = redis.call('GET', KEYS[3])
+if marker then
+  local applied, applied_last = string.match(marker, '^(%d+):(%d+)$')
+  if tonumber(applied) >= batch then return tonumber(applied_last) end
+end
 if redis.call('GET', KEYS[4]) ~= ARGV[2] or redis.call('PTTL', KEYS[4]) < tonumber(ARGV[3]) then
   return -2
 end
@@ -58,7 +63,7 @@ end
 # and must not be marked as applied, or its retry would be skipped.
 _TAIL: Final = """
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
-redis.call('SET', KEYS[3], batch, 'EX', 3600)
+redis.call('SET', KEYS[3], string.format('%d:%d', batch, last), 'EX', 3600)
 return last
 """
 

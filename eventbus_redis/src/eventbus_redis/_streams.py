@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Self
 import redis
 
 from eventbus_core import BusStats, EventBusSettings
+from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings
@@ -45,6 +46,9 @@ class RedisStreamsEventBus(RedisBusBase):
         max_len: Approximate stream length kept (`MAXLEN ~`; 0: no trimming).
         stop_timeout: Seconds `stop()` waits at most to write what was accepted.
         max_batch: Most events per round trip.
+        publish_path: Who writes (`EVENTBUS_PUBLISH_PATH`): `auto` (default) writes from the
+            event loop publish() runs on, through an asyncio connection, else from a thread;
+            `thread` always from a thread; `asyncio` as auto, warning when a thread must write.
         dead_letter_stream: Key of the dead-letter stream (default `<stream>:dead`).
         dead_letter_max_len: Approximate length the dead-letter stream keeps (0: unbounded).
     """
@@ -63,6 +67,7 @@ class RedisStreamsEventBus(RedisBusBase):
         max_len: int = 10_000,
         stop_timeout: float = 5.0,
         max_batch: int = 500,
+        publish_path: PublishPath = "auto",
         dead_letter_stream: str | None = None,
         dead_letter_max_len: int = 10_000,
     ) -> None:
@@ -85,6 +90,7 @@ class RedisStreamsEventBus(RedisBusBase):
             buffer_size=buffer_size,
             stop_timeout=stop_timeout,
             max_batch=max_batch,
+            publish_path=publish_path,
         )
 
     @classmethod
@@ -104,6 +110,7 @@ class RedisStreamsEventBus(RedisBusBase):
             buffer_size=settings.buffer_size,
             max_len=settings.redis_stream_max_len,
             stop_timeout=settings.stop_timeout,
+            publish_path=settings.publish_path,
         )
         bus._owns_client = True
         bus._layout = RedisLayout.from_settings(settings)

@@ -105,15 +105,16 @@ class TransactionAppender(ScriptAppender):
         except redis.ResponseError:
             self.reset()  # a WATCH would linger on the connection
             raise
-        if marker is not None and int(marker) >= prepared.batch:
+        applied = applied_batch(marker)
+        if applied is not None and applied[0] >= prepared.batch:
             # A retry of a batch that was applied (its reply was lost): nothing to write.
             self._send(conn, [("UNWATCH",)])
-            prepared.mode, prepared.replies, prepared.last = "applied", 1, -1
+            prepared.mode, prepared.replies, prepared.last = "applied", 1, applied[1]
             return
         if _text(token) != lease.token or int(pttl) < 1 or not lease.allows_transaction():
             # The lease is not what the writer believes, or it could outlive stop()'s deadline:
             # the script checks it exactly.
-            self._send(conn, [("UNWATCH",), self._script_command(prepared)])
+            self._send(conn, [("UNWATCH",), self.script_command(prepared)])
             prepared.mode, prepared.replies = "script", 1
             return
         tails = prepared.args[self._fixed :]
@@ -121,7 +122,8 @@ class TransactionAppender(ScriptAppender):
         last = first + len(tails) - 1
         options = prepared.args[: self._fixed]
         body = self._commands(prepared.keys, options, last, stamp(tails, first))
-        body += [lease.extension(), ("SET", lease.marker_key, prepared.batch, "EX", 3600)]
+        marked = f"{prepared.batch}:{last}"
+        body += [lease.extension(), ("SET", lease.marker_key, marked, "EX", 3600)]
         self._send(conn, [("MULTI",), *body, ("EXEC",)])
         prepared.mode, prepared.replies, prepared.last = "tx", len(body) + 2, last
 
@@ -142,7 +144,7 @@ class TransactionAppender(ScriptAppender):
             return
         replies = self._read(prepared.replies)
         if prepared.mode == "applied":
-            self._on_result(-1)
+            self._on_result(prepared.last)
             return
         outcome = replies[-1]
         if outcome is None:  # EXEC refused: the counter moved after our WATCH, or the lease ended
@@ -163,6 +165,14 @@ class TransactionAppender(ScriptAppender):
         """Transactions cut short by another writer or an expired lease (each rewritten by the
         script)."""
         return {"tx_conflicts": self.conflicts}
+
+
+def applied_batch(marker: Any) -> tuple[int, int] | None:
+    """The writer's marker (`<batch>:<last LogID>`) as numbers; None when there is none."""
+    if marker is None:
+        return None
+    batch, _, last = _text(marker).partition(":")
+    return int(batch), int(last or 0)
 
 
 def _text(value: Any) -> str:

@@ -27,10 +27,12 @@ from typing import Any, Final
 import redis
 
 from eventbus_core import Event, get_logger
-from eventbus_core.batching import Batcher
+from eventbus_core.batching import Batcher, PublishPath
 from eventbus_redis._appender import Prepared, ScriptAppender
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._config_errors import is_wrong_type
+from eventbus_redis._loop_connection import loop_connection_supported
+from eventbus_redis._loop_writes import LoopWrites
 
 __all__ = ["BatchWriter"]
 
@@ -59,6 +61,9 @@ class BatchWriter:
         backoff: Reconnect delays after a failed write.
         name: Thread name.
         wrong_type: Added to the error a key of the wrong type causes (names the key setting).
+        path: Who drains (`EVENTBUS_PUBLISH_PATH`): `auto` and `asyncio` write from the event
+            loop publish() runs on, through an asyncio connection (`LoopWrites`), else from a
+            thread; `thread` always from a thread.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class BatchWriter:
         backoff: Backoff | None = None,
         name: str = "eventbus-redis-writer",
         wrong_type: str = "",
+        path: PublishPath = "auto",
     ) -> None:
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(
@@ -100,14 +106,17 @@ class BatchWriter:
             self,
             buffer_size=buffer_size,
             linger=linger,
-            path="thread",  # each cycle is a blocking round trip: never on an event loop
+            # A client redis-py's asyncio connection cannot imitate is written from a thread.
+            path=path if loop_connection_supported(appender.client) else "thread",
             label="eventbus redis writer",
             thread_name=name,
             bound_in_flight=True,
             on_thread_exit=appender.reset,
             on_fork_in_child=self._after_fork_reset,
             register_fork=False,  # the bus calls the fork hooks, in its own order
+            blocking_cycles=True,  # off the loop, a cycle is a blocking round trip
         )
+        self._on_loop = LoopWrites(self, self._batcher, appender)
         # The hot path: buffer `event` and return at once; count it as dropped if full.
         self.publish = self._batcher.publish
         self._batcher.start()
@@ -120,34 +129,47 @@ class BatchWriter:
     # ---------------------------------------------------------------------------- the cycle
 
     def cycle(self) -> bool:
-        """One round (`BatchClient`): take and encode a batch, read the reply to the batch sent
-        last time, send the new one."""
+        """One round (`BatchClient`). On the loop, `LoopWrites.cycle()`. On a thread: write
+        again what the loop left unconfirmed, then take and encode a batch, read the reply to
+        the batch sent last time, send the new one."""
+        loop = self._batcher.draining_loop()
+        if loop is not None:
+            if self._sent is not None:  # sent by a thread that handed over: the loop retries
+                self._appender.reset()
+                self._appender.lease.invalidate()
+                self._on_loop.park(*self._sent)
+                self._sent = None
+            return self._on_loop.cycle(loop)
+        taken_back = self._on_loop.take_back()
+        if taken_back is not None:
+            self._deliver(*taken_back)
         _first, batch = self._batcher.take(self._max_batch)
-        prepared = self._prepare(batch) if batch else None
+        prepared = self.prepare(batch) if batch else None
         sent, self._sent = self._sent, None
         if sent is not None:
             self._finish(*sent)
         if batch and prepared is not None:
             self._sent = self._send(batch, prepared)
             return True
-        return sent is not None
+        return sent is not None or taken_back is not None
 
     def next_due(self, now: float) -> float | None:
-        """At once while a reply is unread (`BatchClient`); else nothing is due."""
-        return 0.0 if self._sent is not None else None
+        """At once while a reply is unread (`BatchClient`); else what the loop side waits for."""
+        return 0.0 if self._sent is not None else self._on_loop.next_due(now)
 
-    def _prepare(self, batch: list[Event]) -> Prepared | None:
+    def prepare(self, batch: list[Event]) -> Prepared | None:
+        """Encode `batch`; None (and the batch settled as lost) if it cannot be encoded."""
         try:
             return self._appender.prepare(batch)
         except Exception:  # an event that cannot be encoded must not stop the writer
             log.exception("eventbus redis writer could not encode a batch; it is lost")
-            self._settle(batch, written=False)
+            self.settle(batch, written=False)
             return None
 
     def _send(self, batch: list[Event], prepared: Prepared) -> tuple[list[Event], Prepared] | None:
         if self.state == "connected" and not self._abort.is_set():
             try:
-                self._in_flight = batch  # before any byte leaves: conservative
+                self.sending(batch)
                 self._appender.send(prepared)
                 return batch, prepared
             except _EXPECTED:
@@ -165,9 +187,9 @@ class BatchWriter:
                 self._unexpected(exc)
             self._deliver(batch, prepared)
             return
-        self._settle(batch, written=True)
+        self.settle(batch, written=True)
 
-    def _unexpected(self, exc: Exception) -> None:
+    def _unexpected(self, exc: BaseException) -> None:
         """A failure that is not Redis's (a bug): say so once, with its traceback."""
         if not self._unexpected_logged:
             self._unexpected_logged = True
@@ -181,39 +203,54 @@ class BatchWriter:
         """Write `batch` synchronously, retrying through outages until written or given up."""
         while True:
             if self._abort.is_set():
-                self._settle(batch, written=False)
+                self.settle(batch, written=False)
                 return
             try:
                 self._in_flight = batch
                 self._appender.write(prepared)
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
-                if not isinstance(exc, _EXPECTED):
-                    self._unexpected(exc)
-                self._failures += 1
-                message = safe_error(exc)
-                if self._wrong_type and is_wrong_type(exc):
-                    message += f" ({self._wrong_type})"
-                # Unreachable or slow Redis is "reconnecting"; anything else (a wrong password,
-                # a key of the wrong type, a read-only replica, out of memory) is "failing":
-                # both retry. redis-py's AuthenticationError is a ConnectionError: not an outage.
-                outage = isinstance(exc, TRANSIENT_ERRORS) and not isinstance(
-                    exc, redis.AuthenticationError
-                )
-                state = "reconnecting" if outage else "failing"
-                if (self.state != state or message != self.last_error) and not self._abort.is_set():
-                    log.warning("eventbus redis writer cannot write (%s); retrying", message)
-                self.state = state
-                self.last_error = message
-                self._abort.wait(self._backoff.next())
+                self._abort.wait(self.failed(exc))
                 continue
-            if self.state in ("reconnecting", "failing"):
-                log.info("eventbus redis writer reconnected; writing buffered events")
-            self.state = "connected"
-            self._backoff.reset()
-            self._settle(batch, written=True)
+            self.recovered()
+            self.settle(batch, written=True)
             return
 
-    def _settle(self, batch: list[Event], *, written: bool) -> None:
+    def failed(self, exc: BaseException) -> float:
+        """A batch could not be written: count it, say so (once per kind of trouble), and
+        return how long to wait before retrying it (the backoff)."""
+        if not isinstance(exc, _EXPECTED):
+            self._unexpected(exc)
+        self._failures += 1
+        message = safe_error(exc)
+        if self._wrong_type and is_wrong_type(exc):
+            message += f" ({self._wrong_type})"
+        # Unreachable or slow Redis is "reconnecting"; anything else (a wrong password, a key
+        # of the wrong type, a read-only replica, out of memory) is "failing": both retry.
+        # redis-py's AuthenticationError is a ConnectionError: not an outage.
+        outage = isinstance(exc, TRANSIENT_ERRORS) and not isinstance(
+            exc, redis.AuthenticationError
+        )
+        state = "reconnecting" if outage else "failing"
+        if (self.state != state or message != self.last_error) and not self._abort.is_set():
+            log.warning("eventbus redis writer cannot write (%s); retrying", message)
+        self.state = state
+        self.last_error = message
+        return self._backoff.next()
+
+    def recovered(self) -> None:
+        """A batch was written: the writer is connected (and says so after trouble)."""
+        if self.state in ("reconnecting", "failing"):
+            log.info("eventbus redis writer reconnected; writing buffered events")
+        self.state = "connected"
+        self._backoff.reset()
+
+    def sending(self, batch: list[Event]) -> None:
+        """`batch` is about to leave: until its reply is read, Redis may or may not apply it
+        (set before any byte leaves: conservative)."""
+        self._in_flight = batch
+
+    def settle(self, batch: list[Event], *, written: bool) -> None:
+        """Count `batch` written, or lost (in doubt if it was the batch in flight)."""
         n = len(batch)
         with self._batcher.lock:
             doubt = batch is self._in_flight
@@ -261,6 +298,7 @@ class BatchWriter:
             self._in_doubt += len(self._in_flight) if self._in_flight is not None else 0
 
         lost = self._batcher.finalize(count_in_flight)
+        self._on_loop.close()
         if lost:
             log.warning(
                 "eventbus redis writer stopped with %d event(s) not confirmed written (counted "
@@ -291,6 +329,7 @@ class BatchWriter:
             "written": self._batcher.delivered,
             "in_doubt": self._in_doubt,
             "batches": self._batches,
+            "batches_on_loop": self._on_loop.batches,
             "write_failures": self._failures,
             "left_to_parent": self._left_to_parent,
             **self._appender.figures(),
@@ -328,6 +367,7 @@ class BatchWriter:
         self._left_to_parent += parent_held
         self._in_flight = None  # the parent's
         self._sent = None
+        self._on_loop.after_fork_in_child()
         self._abort = threading.Event()
         self._appender.after_fork_in_child()
         if not self._batcher.closed:

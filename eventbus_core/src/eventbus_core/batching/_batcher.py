@@ -74,6 +74,10 @@ class Batcher:
         register_fork: Rebuild in forked children by itself (`os.register_at_fork`); False
             when the backend calls `before_fork()` and the `after_fork_*()` hooks in its own
             order.
+        blocking_cycles: A cycle run off the loop may block on network I/O (the Redis writer's
+            synchronous writes). `flush()` and `close()` then never run one on the caller's
+            thread, which may be the loop's own: they wait for the loop while it runs and is
+            not the caller's, else a thread takes over (and `close()` cuts it at its deadline).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Batcher:
         on_thread_exit: Callable[[], None] | None = None,
         on_fork_in_child: Callable[[int], None] | None = None,
         register_fork: bool = True,
+        blocking_cycles: bool = False,
     ) -> None:
         if path not in PUBLISH_PATHS:
             raise ValueError(
@@ -102,6 +107,7 @@ class Batcher:
         self.label = label
         self.thread_name = thread_name
         self.on_thread_exit = on_thread_exit
+        self.blocking_cycles = blocking_cycles
         self._on_fork_in_child = on_fork_in_child
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
@@ -175,6 +181,23 @@ class Batcher:
         driver = self._driver
         if driver is None or not driver.kick():
             self._select()
+
+    def wake_now(self) -> None:
+        """Ask for a cycle at once, not after `linger` (a reply the backend waits for came)."""
+        if self._final:
+            return
+        driver = self._driver
+        if driver is None or not driver.kick(urgent=True):
+            self._select()
+
+    def draining_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop whose drain runs the current cycle; None in a thread's cycle or one
+        run inline by `flush()`/`close()` (where the backend may block on I/O)."""
+        driver = self._driver
+        loop: asyncio.AbstractEventLoop | None = getattr(driver, "loop", None)
+        if loop is not None and driver is not None and driver.is_current():
+            return loop
+        return None
 
     def _select(self) -> None:
         """Choose and start the driver: the running loop's, or a thread (see `path`)."""
@@ -364,7 +387,9 @@ class Batcher:
                 driver = self._driver
                 if driver is not None and driver.is_current():
                     return False  # the drainer cannot wait for itself
-                if isinstance(driver, _thread_driver_type()) or (driver is None and self._buffer):
+                if self.blocking_cycles:
+                    driver = self._driver_to_wait_for(driver)
+                elif isinstance(driver, _thread_driver_type()) or (driver is None and self._buffer):
                     self.kick()  # wakes it, or starts one (or hands over to the caller's loop)
                     driver = self._driver
                 if driver is None or not driver.waits_for_flush():
@@ -381,6 +406,27 @@ class Batcher:
         finally:
             with self._flushed:
                 self._flush_waiters -= 1
+
+    def _driver_to_wait_for(
+        self, driver: ThreadDriver | LoopDriver | None
+    ) -> ThreadDriver | LoopDriver | None:
+        """With blocking cycles: a driver `flush()` can wait for without draining itself. The
+        loop, asked for a cycle at once, while it runs and the caller is not on it; else a
+        thread (the loop cannot drain while its own thread waits here)."""
+        if driver is not None and driver.waits_for_flush():
+            _wake_for_flush(driver)
+            return driver
+        if driver is None and not self._buffer:
+            return None  # nothing drains and nothing waits: inline cycles settle what is left
+        with self._driver_lock:
+            current = self._driver
+            if current is None or not current.waits_for_flush():
+                if current is not None:
+                    current.retire()
+                current = self._driver = _thread_driver_type()(self)
+                self._start(current)
+        _wake_for_flush(current)
+        return current
 
     def close(
         self,
@@ -402,6 +448,15 @@ class Batcher:
         driver = self._driver
         if driver is not None and driver.is_current():
             return False  # the drainer stops itself: it cannot wait for its own cycle
+        if self.blocking_cycles and driver is not None:
+            # Never block the caller (perhaps the loop's thread) on I/O: a thread drains what
+            # is left, and is cut at the deadline.
+            with self._driver_lock:
+                if not isinstance(self._driver, _thread_driver_type()) or not driver.alive():
+                    driver.retire()
+                    self._driver = _thread_driver_type()(self)
+                    self._start(self._driver)
+                driver = self._driver
         if isinstance(driver, _thread_driver_type()):
             if cut is None and deadline <= started:
                 self._abandoned = True  # no time at all: the thread starts no further cycle
@@ -482,6 +537,15 @@ class Batcher:
         if self._on_fork_in_child is not None:
             self._on_fork_in_child(parent_held)
         self.start()
+
+
+def _wake_for_flush(driver: ThreadDriver | LoopDriver) -> None:
+    # A thread is woken whoever calls (its kick() from a loop would hand over to that loop,
+    # which is exactly what cannot drain while its thread waits in flush()).
+    if isinstance(driver, _thread_driver_type()):
+        driver.wake()
+    else:
+        driver.kick(urgent=True)
 
 
 def _thread_driver_type() -> type[ThreadDriver]:

@@ -61,13 +61,13 @@ class LoopDriver:
 
     # ---------------------------------------------------------------------------------- wakes
 
-    def kick(self) -> bool:
-        """Ask the loop for a drain; False when this loop can no longer drain (the caller then
-        chooses another driver)."""
+    def kick(self, urgent: bool = False) -> bool:
+        """Ask the loop for a drain (`urgent`: at once, not after `linger`); False when this
+        loop can no longer drain (the caller then chooses another driver)."""
         if self._retired:
             return False
         b = self._batcher
-        urgent = b.buffered > b._high_water
+        urgent = urgent or b.buffered > b._high_water or b._flush_waiters > 0
         running = asyncio._get_running_loop()
         if running is self.loop:
             b._sleeping = False
@@ -162,8 +162,14 @@ class LoopDriver:
         return self._in_cycle and asyncio._get_running_loop() is self.loop
 
     def waits_for_flush(self) -> bool:
-        """flush() drains in its own thread rather than wait for the loop."""
-        return False
+        """Whether flush() waits for the loop: only when cycles may block (else it drains in
+        its own thread, which is quicker), the loop runs, and flush() is not on its thread."""
+        return (
+            self._batcher.blocking_cycles
+            and not self._retired
+            and self.loop.is_running()
+            and asyncio._get_running_loop() is not self.loop
+        )
 
     def alive(self) -> bool:
         return not self._retired

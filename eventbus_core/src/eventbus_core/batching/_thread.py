@@ -34,9 +34,9 @@ class ThreadDriver:
         self._batcher._sleeping = False  # a new thread runs a cycle first: no wake needed
         self._thread.start()
 
-    def kick(self) -> bool:
-        """Wake the thread; False when it should hand over instead (a loop woke it from a deep
-        sleep, or it has ended)."""
+    def kick(self, urgent: bool = False) -> bool:
+        """Wake the thread (at once, `urgent` or not); False when it should hand over instead
+        (a loop woke it from a deep sleep, or it has ended)."""
         b = self._batcher
         if self._retired or not self._thread.is_alive():
             return not self._retired and self._thread.ident is None  # True: about to start

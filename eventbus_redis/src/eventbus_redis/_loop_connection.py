@@ -1,0 +1,133 @@
+"""`LoopConnection`: the writer's connection on the publishing event loop (redis-py's asyncio
+client), made from the synchronous client's settings.
+
+The same server, credentials, database, TLS and timeouts as the client the bus was given; only
+what is specific to the synchronous client (its parser, retry policy and connect hook, which the
+asyncio client would call without awaiting) is left to the asyncio client's own defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Sequence
+from typing import Any, Final
+
+import redis
+import redis.asyncio.connection as aio
+
+__all__ = ["LoopConnection", "loop_connection_supported"]
+
+# Settings of the synchronous connection whose values are synchronous objects.
+_SYNC_ONLY: Final = frozenset({"parser_class", "retry", "redis_connect_func", "connection_pool"})
+
+
+_ACCEPTED: dict[type[Any], frozenset[str]] = {}
+
+
+def _accepted(cls: type[Any]) -> frozenset[str]:
+    """Keyword arguments the constructors of `cls` name (unknown ones would raise)."""
+    known = _ACCEPTED.get(cls)
+    if known is not None:
+        return known
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
+                names.add(param.name)
+    known = _ACCEPTED[cls] = frozenset(names - _SYNC_ONLY - {"self"})
+    return known
+
+
+_SUPPORTED: Final = (
+    redis.connection.Connection,
+    redis.connection.SSLConnection,
+    redis.connection.UnixDomainSocketConnection,
+)
+
+
+def loop_connection_supported(client: redis.Redis) -> bool:
+    """True when the client connects with one of redis-py's own connection classes, whose
+    settings an asyncio connection can take over. A class of its own (fakeredis's, a proxy's)
+    is not imitated: such a client is written from a thread."""
+    pool = getattr(client, "connection_pool", None)
+    return getattr(pool, "connection_class", None) in _SUPPORTED
+
+
+def _asyncio_class(sync_class: type[Any]) -> type[aio.AbstractConnection]:
+    if issubclass(sync_class, redis.connection.UnixDomainSocketConnection):
+        return aio.UnixDomainSocketConnection
+    if issubclass(sync_class, redis.connection.SSLConnection):
+        return aio.SSLConnection
+    return aio.Connection
+
+
+class LoopConnection:
+    """One asyncio connection to the server of `client`, used from one task at a time.
+
+    Args:
+        client: The synchronous client whose connection settings to use.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        pool = client.connection_pool
+        cls = _asyncio_class(pool.connection_class)
+        accepted = _accepted(cls)
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted}
+        self._conn: Any = cls(**kwargs)  # redis-py's asyncio connection is not fully typed
+        self._connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: asyncio.Task[None] | None = None
+
+    def hold(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the connection to `loop` (the running one) until `discard()`, or until the
+        loop shuts down (`asyncio.run()` cancels every task as it ends): either way it is
+        closed on the loop, so no socket outlives it unclosed."""
+        self._loop = loop
+        self._keeper = loop.create_task(self._keep(), name="eventbus-redis-loop-connection")
+        with contextlib.suppress(AttributeError):  # a loop closed without cancelling its tasks
+            self._keeper._log_destroy_pending = False  # type: ignore[attr-defined]
+
+    async def _keep(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await self.close()
+
+    def discard(self) -> None:
+        """Close the connection on its loop, from any thread (nothing once the loop is gone)."""
+        keeper, loop = self._keeper, self._loop
+        if keeper is None or loop is None or keeper.done():
+            return
+        if asyncio._get_running_loop() is loop:
+            keeper.cancel()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(keeper.cancel)
+
+    async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send `commands` in one write and read their replies; an error reply is returned in
+        its place as a `redis.ResponseError` (the connection stays usable). Anything else (the
+        connection failed, or timed out) raises, and the connection must be closed."""
+        conn = self._conn
+        if not self._connected:
+            await conn.connect()
+            self._connected = True
+        packed = b"".join(conn.pack_commands(list(commands)))
+        await conn.send_packed_command(packed, check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    async def close(self) -> None:
+        """Close the connection (on its loop)."""
+        with contextlib.suppress(Exception):
+            await self._conn.disconnect()

@@ -1,0 +1,371 @@
+"""The Redis writer on the asyncio path: batches written from the publishing event loop through
+an asyncio connection (`LoopWrites`), with the thread taking over whenever the loop cannot.
+
+The contract suite runs with every publish() on a loop, against the real server. The other
+tests cover what the loop path must survive: the loop ending with a batch on its way, flush()
+and stop() on the loop's own thread, a paused server at stop(), an outage, a server that lost
+the script, fork (before the loop, and from inside it with a batch in flight), and the clients
+and settings that keep the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from eventbus_core import EventBus, EventBusSettings, create_bus
+from eventbus_core.batching import LoopDriver, ThreadDriver
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._loop_host import LoopThread, PublishOnLoop
+from tests._services import redis_url
+from tests.redis._servers import ThrowawayRedis
+from tests.redis.test_contract import _RedisContract
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
+
+Bus = RedisEventBus | RedisStreamsEventBus
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[LoopThread]:
+    h = LoopThread()
+    yield h
+    h.close()
+
+
+class _OnTheLoop(_RedisContract):
+    @pytest.fixture(autouse=True)
+    def _redis(self, real: redis.Redis, prefix: str, host: LoopThread) -> None:  # type: ignore[override]
+        self.redis_client = real
+        self.key_prefix = prefix
+        self.loop_host = host
+
+    def settle(self, bus: EventBus) -> None:
+        assert bus.flush(10.0)
+
+
+class TestLogContractOnTheLoop(_OnTheLoop):
+    def make_bus(self, buffer_size: int) -> EventBus:
+        bus = RedisEventBus.log(
+            self.redis_client, f"{self.key_prefix}:log", 300, 0, buffer_size=buffer_size
+        )
+        return PublishOnLoop(bus, self.loop_host)  # type: ignore[return-value]
+
+
+class TestStreamsContractOnTheLoop(_OnTheLoop):
+    def make_bus(self, buffer_size: int) -> EventBus:
+        bus = RedisStreamsEventBus(
+            self.redis_client, f"{self.key_prefix}:stream", buffer_size=buffer_size, max_len=0
+        )
+        return PublishOnLoop(bus, self.loop_host)  # type: ignore[return-value]
+
+
+def make_bus(kind: str, client: redis.Redis, prefix: str, **options: Any) -> Bus:
+    if kind == "log":
+        return RedisEventBus.log(client, f"{prefix}:log", 300, 0, **options)
+    return RedisStreamsEventBus(client, f"{prefix}:stream", max_len=0, **options)
+
+
+def stored_ids(client: redis.Redis, bus: Bus) -> list[str]:
+    """Request ids in Redis, oldest first; each LogID checked unique and increasing."""
+    if isinstance(bus, RedisEventBus):
+        raw = list(reversed(client.lrange(bus.key, 0, -1)))
+    else:
+        raw = [fields[b"data"] for _, fields in client.xrange(bus.stream)]
+    events = [json.loads(r) for r in raw]
+    log_ids = [e["LogID"] for e in events]
+    assert log_ids == sorted(set(log_ids)), "a LogID twice, or out of order"
+    return [e["RequestID"] for e in events]
+
+
+def writer_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("eventbus-redis-writer")]
+
+
+async def publish_on_loop(bus: Bus, n: int, *, start: int = 0, tag: str = "req") -> None:
+    for i in range(start, start + n):
+        bus.publish(make_event(i, request_id=f"{tag}-{i}"))
+        if i % 25 == 0:
+            await asyncio.sleep(0.001)  # as requests come: the loop gets to drain between
+
+
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_a_loop_that_publishes_writes_from_the_loop_without_a_thread(
+    kind: str, real: redis.Redis, prefix: str
+) -> None:
+    threads_before = writer_threads()
+
+    async def main() -> Bus:
+        bus = make_bus(kind, real, prefix, buffer_size=5000)
+        await publish_on_loop(bus, 1000)
+        assert await asyncio.to_thread(bus.flush, 10)  # from another thread: waits for the loop
+        assert isinstance(bus._writer._batcher._driver, LoopDriver)
+        assert writer_threads() == threads_before
+        return bus
+
+    bus = asyncio.run(main())
+    bus.stop(5)
+    stats = bus.stats()
+    assert (stats.published, stats.dropped, stats.lost) == (1000, 0, 0)
+    assert stats.extra["written"] == 1000
+    assert stats.extra["batches_on_loop"] == stats.extra["batches"] > 1
+    assert stored_ids(real, bus) == [f"req-{i}" for i in range(1000)]
+
+
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_a_batch_on_its_way_when_the_loop_ends_is_written_once_by_a_thread(
+    kind: str, real: redis.Redis, prefix: str
+) -> None:
+    async def main() -> Bus:
+        bus = make_bus(kind, real, prefix, buffer_size=1000)
+        for i in range(700):  # past half full: a drain runs at once and sends a batch
+            bus.publish(make_event(i))
+        await asyncio.sleep(0)  # the drain runs; its task starts writing
+        await asyncio.sleep(0)
+        assert bus._writer._on_loop._in_flight is not None
+        return bus  # asyncio.run() now cancels the writing task and ends the loop
+
+    bus = asyncio.run(main())
+    assert isinstance(bus._writer._batcher._driver, ThreadDriver)
+    assert bus.flush(10)
+    bus.stop(5)
+    stats = bus.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (700, 0, 700)
+    assert stored_ids(real, bus) == [f"req-{i}" for i in range(700)]
+
+
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_flush_and_stop_on_the_loops_own_thread_complete_in_time(
+    kind: str, real: redis.Redis, prefix: str
+) -> None:
+    async def main() -> Bus:
+        bus = make_bus(kind, real, prefix, buffer_size=5000)
+        await publish_on_loop(bus, 1500)
+        started = time.monotonic()
+        assert bus.flush(5)  # blocks the loop: a thread must write instead
+        assert time.monotonic() - started < 5
+        await publish_on_loop(bus, 500, start=1500)
+        started = time.monotonic()
+        bus.stop(5)
+        assert time.monotonic() - started < 5.5
+        return bus
+
+    bus = asyncio.run(main())
+    stats = bus.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (2000, 0, 2000)
+    assert stored_ids(real, bus) == [f"req-{i}" for i in range(2000)]
+
+
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_stop_on_the_loop_with_redis_paused_is_bounded_and_exact(
+    kind: str, throwaway: ThrowawayRedis, prefix: str
+) -> None:
+    client = redis.Redis.from_url(throwaway.url)  # no timeouts: only stop()'s cut ends a write
+    assert throwaway.proc is not None
+    pid = throwaway.proc.pid
+
+    async def main() -> tuple[Bus, float]:
+        bus = make_bus(kind, client, prefix, buffer_size=5000)
+        await publish_on_loop(bus, 200)
+        assert await asyncio.to_thread(bus.flush, 10)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await publish_on_loop(bus, 800, start=200)
+            await asyncio.sleep(0.1)  # a batch leaves on the loop's connection, and hangs
+            started = time.monotonic()
+            bus.stop(1.0)  # on the loop's thread
+            return bus, time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    bus, took = asyncio.run(main())
+    assert took < 2.0
+    stats = bus.stats()
+    written, in_doubt = stats.extra["written"], stats.extra["in_doubt"]
+    assert stats.published == 1000
+    assert written + stats.lost == stats.published
+    assert written >= 200
+    time.sleep(0.3)  # a batch still in the resumed server's buffer is refused (the lease)
+    held = len(stored_ids(client, bus))
+    assert written <= held <= written + in_doubt
+    client.close()
+
+
+def test_an_outage_on_the_loop_path_loses_nothing_once_redis_is_back(
+    throwaway: ThrowawayRedis, prefix: str
+) -> None:
+    client = redis.Redis.from_url(throwaway.url, socket_timeout=2, socket_connect_timeout=1)
+
+    async def main() -> Bus:
+        bus = make_bus("log", client, prefix, buffer_size=5000)
+        await publish_on_loop(bus, 50)
+        assert await asyncio.to_thread(bus.flush, 10)
+        throwaway.kill()  # the 50 are gone with it (no persistence)
+        await publish_on_loop(bus, 100, start=50)
+        await asyncio.sleep(0.3)  # the loop's writes fail and are retried with backoff
+        assert bus.stats().extra["state"] == "reconnecting"
+        await asyncio.to_thread(throwaway.start)
+        assert await asyncio.to_thread(bus.flush, 15)
+        assert isinstance(bus._writer._batcher._driver, LoopDriver)
+        return bus
+
+    bus = asyncio.run(main())
+    bus.stop(5)
+    stats = bus.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (150, 0, 150)
+    assert stats.extra["state"] == "stopped"
+    assert stored_ids(client, bus) == [f"req-{i}" for i in range(50, 150)]
+    client.close()
+
+
+def test_a_server_that_lost_the_script_is_sent_it_again(
+    throwaway: ThrowawayRedis, prefix: str
+) -> None:
+    client = redis.Redis.from_url(throwaway.url)
+
+    async def main() -> Bus:
+        bus = make_bus("log", client, prefix, buffer_size=5000)
+        await publish_on_loop(bus, 10)
+        assert await asyncio.to_thread(bus.flush, 10)
+        client.script_flush()
+        await publish_on_loop(bus, 10, start=10)
+        assert await asyncio.to_thread(bus.flush, 10)
+        return bus
+
+    bus = asyncio.run(main())
+    bus.stop(5)
+    stats = bus.stats()
+    assert (stats.extra["written"], stats.extra["write_failures"]) == (20, 0)
+    assert stats.extra["batches_on_loop"] == stats.extra["batches"]
+    assert stored_ids(client, bus) == [f"req-{i}" for i in range(20)]
+    client.close()
+
+
+def _exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_bus_made_before_fork_writes_from_each_processs_own_loop(
+    real: redis.Redis, prefix: str
+) -> None:
+    bus = make_bus("log", real, prefix, buffer_size=5000)  # module-level style, as --preload
+    pid = os.fork()
+    if pid == 0:  # a worker: its own loop publishes (uvicorn --workers, gunicorn + uvicorn)
+        code = 1
+        try:
+
+            async def worker() -> bool:
+                await publish_on_loop(bus, 300, tag="child")
+                return await asyncio.to_thread(bus.flush, 10)
+
+            if asyncio.run(worker()):
+                bus.stop(5)
+                stats = bus.stats()
+                on_loop = stats.extra["batches_on_loop"] == stats.extra["batches"] > 0
+                code = 0 if on_loop and stats.extra["written"] == 300 == stats.published else 2
+        finally:
+            os._exit(code)
+
+    async def parent() -> None:
+        await publish_on_loop(bus, 100, tag="parent")
+        assert await asyncio.to_thread(bus.flush, 10)
+
+    asyncio.run(parent())
+    _, status = os.waitpid(pid, 0)
+    assert _exit_code(status) == 0
+    bus.stop(5)
+    ids = stored_ids(real, bus)
+    assert sorted(ids) == sorted(
+        [f"child-{i}" for i in range(300)] + [f"parent-{i}" for i in range(100)]
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_from_the_loop_with_a_batch_on_its_way_writes_its_own_once(
+    real: redis.Redis, prefix: str
+) -> None:
+    async def main() -> tuple[Bus, int]:
+        bus = make_bus("log", real, prefix, buffer_size=1000)
+        for i in range(600):  # past half full: a batch leaves on the loop's connection
+            bus.publish(make_event(i, request_id=f"parent-{i}"))
+        await asyncio.sleep(0)
+        pid = os.fork()
+        if pid == 0:  # inside the parent's loop callback: this loop never runs again here
+            code = 1
+            try:
+                for i in range(200):
+                    bus.publish(make_event(i, request_id=f"child-{i}"))
+                if bus.flush(10):
+                    bus.stop(5)
+                    stats = bus.stats()
+                    mine = stats.extra["written"] - stats.extra["left_to_parent"]
+                    code = 0 if mine == 200 and stats.lost == 0 else 2
+            finally:
+                os._exit(code)
+        assert await asyncio.to_thread(bus.flush, 10)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        return bus, _exit_code(status)
+
+    bus, code = asyncio.run(main())
+    assert code == 0
+    bus.stop(5)
+    stats = bus.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (600, 0, 600)
+    ids = stored_ids(real, bus)
+    assert sorted(ids) == sorted(
+        [f"parent-{i}" for i in range(600)] + [f"child-{i}" for i in range(200)]
+    )
+
+
+def test_a_client_an_asyncio_connection_cannot_imitate_is_written_by_a_thread(
+    prefix: str,
+) -> None:
+    pytest.importorskip("lupa", reason="fakeredis needs lupa to run Lua scripts")
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+    async def main() -> Bus:
+        bus = make_bus("log", client, prefix, buffer_size=1000)
+        await publish_on_loop(bus, 100)
+        assert await asyncio.to_thread(bus.flush, 10)
+        assert isinstance(bus._writer._batcher._driver, ThreadDriver)
+        return bus
+
+    bus = asyncio.run(main())
+    bus.stop(5)
+    assert bus.stats().extra["batches_on_loop"] == 0
+    assert stored_ids(client, bus) == [f"req-{i}" for i in range(100)]
+
+
+def test_publish_path_thread_keeps_the_redis_writer_on_its_thread(
+    real: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis")
+    monkeypatch.setenv("EVENTBUS_REDIS_KEY", f"{prefix}:log")
+    monkeypatch.setenv("EVENTBUS_PUBLISH_PATH", "thread")
+    bus = create_bus(EventBusSettings())
+    assert isinstance(bus, RedisEventBus)
+
+    async def main() -> None:
+        await publish_on_loop(bus, 50)
+
+    asyncio.run(main())
+    assert bus.flush(10)
+    assert isinstance(bus._writer._batcher._driver, ThreadDriver)
+    bus.stop(5)
+    assert bus.stats().extra["batches_on_loop"] == 0
