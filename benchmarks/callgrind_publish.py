@@ -12,8 +12,9 @@ difference of the two counts, divided by the difference in calls, is the cost of
 call, without interpreter start-up, imports and shutdown. The calling thread's count is
 `publish()` itself (plus a `for` loop's step, shown as the "loop only" row); the background
 threads' count is what the backend does afterwards per event (batching, encoding, the socket),
-off the caller's thread. `memory-asyncio` publishes on a running event loop, which drains the
-bus itself: its drain and fan-out are in the caller's count, and nothing is in the background.
+off the caller's thread. `memory-asyncio` and `redis-asyncio` publish on a running event loop,
+which drains the bus itself: its drain (the fan-out; the encoding and the asyncio connection's
+writes) is in the caller's count, and nothing is in the background.
 `perf stat -e instructions` would do too where the CPU's counters are
 readable; in containers and VMs they usually are not.
 """
@@ -46,13 +47,17 @@ def _child(bus_name: str, calls: int, url: str) -> None:
         if publish is None:
             for _ in range(calls):
                 pass
-        elif bus_name == "memory-asyncio":
-            # Published on a running loop, which drains the bus itself (loop timers): what the
-            # backend does per event is on the caller's thread, and no other thread runs.
+        elif bus_name.endswith("-asyncio"):
+            # Published on a running loop, which drains the bus itself (loop timers; Redis
+            # batches through its asyncio connection): what the backend does per event is on
+            # the caller's thread, and no drainer thread runs.
             async def on_the_loop() -> None:
                 for _ in range(calls):
                     publish(event)
                 await asyncio.sleep(0.05)  # the loop's drain timer fires
+                flush = getattr(bus, "flush", None)
+                if callable(flush):  # waits in a helper thread while the loop writes
+                    await asyncio.to_thread(flush, 60.0)
 
             asyncio.run(on_the_loop())
         else:
@@ -84,13 +89,16 @@ def _make_bus(name: str, url: str) -> Any:
 
     client = redis.Redis.from_url(url)
     key = f"eventbus-callgrind-{os.getpid()}"
-    if name == "redis":
+    if name in ("redis", "redis-asyncio"):
         from eventbus_redis import RedisEventBus
 
-        return RedisEventBus(client, key=key, buffer_size=1_000_000)
+        path = "asyncio" if name == "redis-asyncio" else "thread"
+        return RedisEventBus(client, key=key, buffer_size=1_000_000, publish_path=path)
     from eventbus_redis import RedisStreamsEventBus
 
-    return RedisStreamsEventBus(client, stream=key, buffer_size=1_000_000, max_len=0)
+    return RedisStreamsEventBus(
+        client, stream=key, buffer_size=1_000_000, max_len=0, publish_path="thread"
+    )
 
 
 def _cleanup(bus: object) -> None:
@@ -140,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run each bus under callgrind and print instructions per `publish()`."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument(
-        "--bus", action="append", choices=["memory", "memory-asyncio", "redis", "redis-streams"]
+        "--bus",
+        action="append",
+        choices=["memory", "memory-asyncio", "redis", "redis-asyncio", "redis-streams"],
     )
     parser.add_argument("--calls", type=int, default=10_000, help="calls of the smaller run")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -153,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     if valgrind is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    buses = ["loop only", *(args.bus or ["memory", "memory-asyncio", "redis", "redis-streams"])]
+    buses = [
+        "loop only",
+        *(args.bus or ["memory", "memory-asyncio", "redis", "redis-asyncio", "redis-streams"]),
+    ]
     n1, n2 = args.calls, 2 * args.calls
     print(
         f"Python {sys.version.split()[0]}; instructions per call, from runs of {n1} and {n2} "

@@ -169,3 +169,77 @@ def test_publish_does_not_raise_when_no_thread_can_start(monkeypatch: pytest.Mon
     assert stats.published + stats.dropped == 3
     # stop() drains in the calling thread what no drainer took, or counts it as lost.
     assert stats.lost + sub.stats().delivered == stats.published == 3
+
+
+class BlockingRecorder(Recorder):
+    """A cycle that would block on I/O off the loop: records, per cycle, the thread it ran on
+    and whether it ran as the loop's drain (`draining_loop()`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: list[tuple[str, bool]] = []
+
+    def cycle(self) -> bool:
+        assert self.batcher is not None
+        on_loop = self.batcher.draining_loop() is not None
+        moved = super().cycle()
+        if moved:
+            self.where.append((threading.current_thread().name, on_loop))
+        return moved
+
+
+def make_blocking(linger: float) -> BlockingRecorder:
+    rec = BlockingRecorder()
+    rec.batcher = Batcher(
+        rec, buffer_size=100, linger=linger, thread_name="test-drainer", blocking_cycles=True
+    )
+    return rec
+
+
+def test_blocking_cycles_never_run_on_the_caller_of_flush_or_close() -> None:
+    rec = make_blocking(linger=0.01)
+    b = rec.batcher
+    assert b is not None
+
+    async def main() -> None:
+        for i in range(5):
+            b.publish(make_event(i))
+        assert isinstance(b._driver, LoopDriver)
+        assert b.flush(5)  # on the loop's own thread: a thread writes, not this caller
+        assert isinstance(b._driver, ThreadDriver)
+        await asyncio.sleep(0.2)  # the thread falls into its deep sleep
+        for i in range(5, 10):
+            b.publish(make_event(i))  # the loop takes over again
+        assert isinstance(b._driver, LoopDriver)
+        assert await asyncio.to_thread(b.flush, 5)  # from another thread: waits for the loop
+        for i in range(10, 15):
+            b.publish(make_event(i))
+        b.close(time.monotonic() + 5)  # on the loop's thread: a thread drains
+        assert b.finalize() == 0
+
+    asyncio.run(main())
+    me = threading.current_thread().name
+    assert [e.request_id for e in rec.got] == [f"req-{i}" for i in range(15)]
+    assert all(thread != me or on_loop for thread, on_loop in rec.where), rec.where
+    assert (me, True) in rec.where  # the loop drained the middle five
+    assert ("test-drainer", False) in rec.where
+
+
+def test_draining_loop_is_none_off_the_loop_and_wake_now_skips_linger() -> None:
+    rec = make_blocking(linger=30.0)
+    b = rec.batcher
+    assert b is not None
+
+    async def main() -> float:
+        b.publish(make_event(0))  # arms a drain in `linger` (30 s)
+        started = time.monotonic()
+        b.wake_now()  # ... which this brings forward
+        while not rec.got:
+            await asyncio.sleep(0.001)
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 5
+    assert rec.where and rec.where[0][1] is True
+    assert b.draining_loop() is None  # not inside a cycle
+    b.close(time.monotonic() + 5)
+    b.finalize()
