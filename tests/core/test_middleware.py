@@ -277,3 +277,59 @@ def test_excluded_paths_and_cache_hits_publish_nothing(pair: Pair) -> None:
     # A request after them: the only event that arrives is its own.
     pair.both("GET", "/v1/fail", headers={"x-request-id": "after"})
     assert pair.event().request_id == "after"
+
+
+class FlushRecordingBus:
+    """A bus whose flush() is recorded (and may say it ran out of time)."""
+
+    def __init__(self, delivered: bool = True) -> None:
+        self.flushes: list[float | None] = []
+        self.delivered = delivered
+        self.events: list[Event] = []
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        self.flushes.append(timeout)
+        return self.delivered
+
+
+async def run_lifespan(app: Any) -> list[str]:
+    """Drive the ASGI lifespan (startup, then shutdown) as a server does; the messages the app
+    sent, with "flushed:<n>" noted where the bus had been flushed n times by then."""
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for message in ({"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}):
+        incoming.put_nowait(message)
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return await incoming.get()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(f"{message['type']} flushed:{len(app.bus.flushes)}")
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return sent
+
+
+def test_the_bus_delivers_before_the_server_hears_the_shutdown_is_complete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = FlushRecordingBus()
+    app = EventBusMiddleware(Starlette(), bus=bus, shutdown_flush_timeout=2.5)
+    assert asyncio.run(run_lifespan(app)) == [
+        "lifespan.startup.complete flushed:0",
+        "lifespan.shutdown.complete flushed:1",
+    ]
+    assert bus.flushes == [2.5]
+
+    late = EventBusMiddleware(Starlette(), bus=FlushRecordingBus(delivered=False))
+    asyncio.run(run_lifespan(late))
+    assert "shutdown_flush_timeout" in caplog.text  # what was not delivered in time is said
+
+    off = EventBusMiddleware(Starlette(), bus=FlushRecordingBus(), shutdown_flush_timeout=0)
+    asyncio.run(run_lifespan(off))
+    assert off.bus.flushes == []  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="shutdown_flush_timeout"):
+        EventBusMiddleware(Starlette(), bus=bus, shutdown_flush_timeout=-1)

@@ -14,6 +14,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -369,3 +371,63 @@ def test_publish_path_thread_keeps_the_redis_writer_on_its_thread(
     assert isinstance(bus._writer._batcher._driver, ThreadDriver)
     bus.stop(5)
     assert bus.stats().extra["batches_on_loop"] == 0
+
+
+_ENDS_WITHOUT_STOP = """
+import asyncio, os, signal, sys
+import redis
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus
+
+path, ending, url, key = sys.argv[1:]
+bus = RedisEventBus.log(redis.Redis.from_url(url), key, 300, 0, publish_path=path)
+
+
+async def serve() -> None:
+    for i in range(250):
+        bus.publish(make_event(i))
+
+
+if path == "thread":
+    for i in range(250):
+        bus.publish(make_event(i))
+else:
+    asyncio.run(serve())
+if ending == "signal":  # as uvicorn does after its shutdown: no atexit handler runs
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.raise_signal(signal.SIGTERM)
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "ending"),
+    [("auto", "exit"), ("auto", "signal"), ("thread", "exit")],
+)
+def test_a_process_that_ends_without_stop_still_writes_what_it_accepted(
+    real: redis.Redis, prefix: str, path: str, ending: str
+) -> None:
+    key = f"{prefix}:log"
+    done = subprocess.run(
+        [sys.executable, "-c", _ENDS_WITHOUT_STOP, path, ending, redis_url(), key],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, -signal.SIGTERM), done.stderr
+    assert real.llen(key) == 250, done.stderr
+
+
+def test_the_events_left_when_the_loop_ends_are_written_before_asyncio_run_returns(
+    real: redis.Redis, prefix: str
+) -> None:
+    bus = make_bus("log", real, prefix, buffer_size=1000)
+
+    async def main() -> None:
+        for i in range(300):
+            bus.publish(make_event(i))  # under half full: a drain is armed for later
+
+    asyncio.run(main())
+    assert real.llen(bus.key) == 300  # no flush(), no stop(): the loop's end wrote them
+    bus.stop(5)
+    assert bus.stats().extra["written"] == 300

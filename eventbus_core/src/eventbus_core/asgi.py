@@ -14,6 +14,7 @@ sent it builds the event and hands it to `bus.publish()`, which only appends to 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -54,6 +55,9 @@ DEFAULT_MAX_RESPONSE_BODY: Final = 256 * 1024
 """Response body bytes kept in the event by default (as the Go llm-proxy)."""
 
 log = get_logger("eventbus.middleware")
+
+# Lifespan messages after which the server may end the process.
+_SHUTDOWN_DONE: Final = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 
 
 class EventPublisher(Protocol):
@@ -150,6 +154,10 @@ class EventBusMiddleware:
         request_id_factory: Makes an id when neither request nor response has one (UUID4).
         redact: Mask the values of credential headers (`eventbus_core.redact._redact`) in the event.
         extra_sensitive_headers: Further header names to mask.
+        shutdown_flush_timeout: At the ASGI lifespan's shutdown, seconds the middleware waits at
+            most for the bus to deliver what it accepted (`bus.flush()`, when the bus has one)
+            before the server is told the shutdown is complete: servers such as uvicorn end the
+            process right after it, so a bus nobody stopped would lose its buffer. 0: no wait.
 
     Raises:
         ValueError: a limit is negative.
@@ -171,6 +179,7 @@ class EventBusMiddleware:
         "max_response_body",
         "redact",
         "set_request_id",
+        "shutdown_flush_timeout",
         "skip_cache_hits",
     )
 
@@ -188,6 +197,7 @@ class EventBusMiddleware:
         request_id_factory: Callable[[], str] | None = None,
         redact: bool = True,
         extra_sensitive_headers: Iterable[str] = (),
+        shutdown_flush_timeout: float = 5.0,
     ) -> None:
         for label, limit in (
             ("max_request_body", max_request_body),
@@ -195,8 +205,11 @@ class EventBusMiddleware:
         ):
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"{label} must be an int >= 0 (0 keeps no body), got {limit!r}")
+        if shutdown_flush_timeout < 0:
+            raise ValueError(f"shutdown_flush_timeout must be >= 0, got {shutdown_flush_timeout!r}")
         self.app = app
         self.bus = bus
+        self.shutdown_flush_timeout = shutdown_flush_timeout
         self.max_request_body = max_request_body
         self.max_response_body = max_response_body
         paths = list(exclude_paths)
@@ -234,6 +247,9 @@ class EventBusMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection, observing it if it is an HTTP request."""
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
         if scope["type"] != "http" or (self._exclude and self._excluded(scope["path"])):
             await self.app(scope, receive, send)
             return
@@ -245,6 +261,35 @@ class EventBusMiddleware:
             exchange.finish(failed=True)
             raise
         exchange.finish(failed=False)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """`send` for the lifespan: the bus delivers what it holds before the server hears
+        that the shutdown is complete (after it, the process may end at once)."""
+
+        async def send_after_delivering(message: MutableMapping[str, Any]) -> None:
+            if message.get("type") in _SHUTDOWN_DONE:
+                await self._deliver_before_exit()
+            await send(message)
+
+        return send_after_delivering
+
+    async def _deliver_before_exit(self) -> None:
+        flush = getattr(self.bus, "flush", None)
+        if not callable(flush) or self.shutdown_flush_timeout <= 0:
+            return
+        try:
+            # In a thread: a bus the loop drains (and writes) needs the loop free meanwhile.
+            delivered = await asyncio.to_thread(flush, self.shutdown_flush_timeout)
+        except Exception:
+            self._failed("flushing the bus at shutdown")
+            return
+        if delivered is False:
+            log.warning(
+                "eventbus middleware: the bus had not delivered everything %.1f s into the "
+                "server's shutdown (shutdown_flush_timeout); what is left is lost if the process "
+                "ends now",
+                self.shutdown_flush_timeout,
+            )
 
     def _failed(self, what: str) -> None:
         self.errors += 1

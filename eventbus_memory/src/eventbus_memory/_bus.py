@@ -99,6 +99,7 @@ class InMemoryEventBus(BaseEventBus):
             label="eventbus memory worker",
             thread_name=name or "eventbus-memory-worker",
             on_fork_in_child=self._after_fork_in_child,
+            exit_timeout=stop_timeout,
         )
         if type(self).publish is InMemoryEventBus.publish:  # not overridden by a subclass
             # The hot path is the batcher's own bound method: one Python call per event, not two.

@@ -103,6 +103,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             name=f"eventbus-redis-writer[{target}]",
             wrong_type=wrong_type_hint(target, self._setting),
             path=publish_path,
+            exit_timeout=stop_timeout,
         )
         _LIVE.add(self)
 

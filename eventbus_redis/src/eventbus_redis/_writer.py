@@ -64,6 +64,8 @@ class BatchWriter:
         path: Who drains (`EVENTBUS_PUBLISH_PATH`): `auto` and `asyncio` write from the event
             loop publish() runs on, through an asyncio connection (`LoopWrites`), else from a
             thread; `thread` always from a thread.
+        exit_timeout: Seconds the writer may take to write what is left when the loop that
+            writes shuts down, or the interpreter exits, without `close()`.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class BatchWriter:
         name: str = "eventbus-redis-writer",
         wrong_type: str = "",
         path: PublishPath = "auto",
+        exit_timeout: float = 5.0,
     ) -> None:
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(
@@ -115,6 +118,7 @@ class BatchWriter:
             on_fork_in_child=self._after_fork_reset,
             register_fork=False,  # the bus calls the fork hooks, in its own order
             blocking_cycles=True,  # off the loop, a cycle is a blocking round trip
+            exit_timeout=exit_timeout,
         )
         self._on_loop = LoopWrites(self, self._batcher, appender)
         # The hot path: buffer `event` and return at once; count it as dropped if full.

@@ -16,6 +16,7 @@ came late) changes none of them, as the subscriptions `close()` ended never got 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import threading
@@ -39,7 +40,8 @@ log = get_logger("eventbus")
 PublishPath = Literal["auto", "thread", "asyncio"]
 PUBLISH_PATHS: Final[tuple[PublishPath, ...]] = ("auto", "thread", "asyncio")
 
-_LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()  # rebuilt in forked children
+_OPEN: weakref.WeakSet[Batcher] = weakref.WeakSet()  # flushed at interpreter exit
 
 
 class BatchClient(Protocol):
@@ -74,6 +76,8 @@ class Batcher:
         register_fork: Rebuild in forked children by itself (`os.register_at_fork`); False
             when the backend calls `before_fork()` and the `after_fork_*()` hooks in its own
             order.
+        exit_timeout: Seconds `flush_at_exit()` waits at most: when the loop that drains shuts
+            down, and at interpreter exit (`atexit`), with events accepted and not delivered.
         blocking_cycles: A cycle run off the loop may block on network I/O (the Redis writer's
             synchronous writes). `flush()` and `close()` then never run one on the caller's
             thread, which may be the loop's own: they wait for the loop while it runs and is
@@ -93,6 +97,7 @@ class Batcher:
         on_thread_exit: Callable[[], None] | None = None,
         on_fork_in_child: Callable[[int], None] | None = None,
         register_fork: bool = True,
+        exit_timeout: float = 5.0,
         blocking_cycles: bool = False,
     ) -> None:
         if path not in PUBLISH_PATHS:
@@ -108,6 +113,7 @@ class Batcher:
         self.thread_name = thread_name
         self.on_thread_exit = on_thread_exit
         self.blocking_cycles = blocking_cycles
+        self.exit_timeout = exit_timeout
         self._on_fork_in_child = on_fork_in_child
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
@@ -129,6 +135,7 @@ class Batcher:
         self._new_sync_state()
         if register_fork:
             _LIVE.add(self)
+        _OPEN.add(self)
 
     def start(self) -> None:
         """Start the drainer thread now when `path` is `thread` (else the first publish() chooses
@@ -501,6 +508,23 @@ class Batcher:
             self._flushed.notify_all()
         return lost
 
+    def flush_at_exit(self, why: str, timeout: float | None = None) -> bool:
+        """Deliver what is accepted and unsettled before the loop or the process goes away (its
+        drainer thread is a daemon, which dies with the process): wait up to `timeout`
+        (`exit_timeout`) for it, and log what is still undelivered then. True if all was."""
+        if self._closed or not self.pending():
+            return True
+        if self.flush(self.exit_timeout if timeout is None else timeout):
+            return True
+        log.warning(
+            "%s: %d event(s) accepted and not delivered yet when %s; they are lost if the "
+            "process ends now (stop() the bus before the end, with the deadline you want)",
+            self.label,
+            self.pending(),
+            why,
+        )
+        return False
+
     def late(self) -> int:
         """Events a racing `publish()` slipped in after `finalize()` (given up as well)."""
         return len(self._buffer) if self._final else 0
@@ -568,6 +592,21 @@ def _after_fork_in_child() -> None:
     for batcher in list(_LIVE):
         batcher.after_fork_in_child()
 
+
+def _flush_all_at_exit() -> None:
+    """atexit: every batcher still holding events delivers them, all within one deadline (the
+    longest `exit_timeout`), so a script or server that ends without `stop()` loses nothing
+    its drainers could still deliver."""
+    pending = [b for b in list(_OPEN) if not b.closed and b.pending()]
+    if not pending:
+        return
+    deadline = time.monotonic() + max(b.exit_timeout for b in pending)
+    for batcher in pending:
+        with contextlib.suppress(Exception):  # exiting: a bug here must not hide the others
+            batcher.flush_at_exit("the interpreter exited", max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_flush_all_at_exit)
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(

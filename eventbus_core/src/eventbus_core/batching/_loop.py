@@ -11,7 +11,8 @@ to the loop's self-pipe). When the loop goes away the batcher switches to a thre
 what is left:
 
 - the loop is shutting down (`asyncio.run()` and `asyncio.Runner` cancel every task as they
-  end, the guard task among them);
+  end, the guard task among them): the guard also waits, up to the batcher's `exit_timeout`,
+  until the thread has delivered what was accepted, as the process may end with the loop;
 - a wake finds the loop closed, or no longer running;
 - `close()` and `flush()` never wait for the loop: they drain in the caller's thread.
 """
@@ -57,6 +58,9 @@ class LoopDriver:
         except asyncio.CancelledError:
             if not self._retired:
                 self._batcher.switch_to_thread(self)
+                # The loop is ending, and the process may end with it (uvicorn re-raises the
+                # signal that stopped it, so no atexit runs): deliver what is left first.
+                self._batcher.flush_at_exit("its event loop shut down")
             raise
 
     # ---------------------------------------------------------------------------------- wakes
