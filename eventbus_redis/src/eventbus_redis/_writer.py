@@ -1,13 +1,14 @@
-"""`BatchWriter`: what both Redis backends' publish() feeds, drained in batches by a thread.
+"""`BatchWriter`: what both Redis backends' publish() feeds, drained in batches by a thread or,
+when publish() runs on an event loop, by that loop (`LoopWrites`, an asyncio connection).
 
 The buffer, its accounting, the wake protocol (a wake only when the writer sleeps after a quiet
 spell or the buffer passes half full), flush and the stop deadline are the batching core's
-(`eventbus_core.batching.Batcher`, thread path: each batch is a network round trip). This
-module is the writer's cycle: take up to `max_batch`, hand it to the backend's appender (one round
-trip per batch, with the next batch encoded while Redis works on the previous one). While Redis
-is down the writer keeps its batch, waits with capped exponential backoff and jitter, and
-retries; meanwhile the buffer fills and further events are refused and counted, so publish()
-stays as cheap as ever.
+(`eventbus_core.batching.Batcher`, with blocking cycles: off the loop each batch is a network
+round trip, never run on the caller of flush() or stop()). This module is the thread's cycle:
+take up to `max_batch`, hand it to the backend's appender (one round trip per batch, with the
+next batch encoded while Redis works on the previous one). While Redis is down the writer keeps
+its batch, waits with capped exponential backoff and jitter, and retries; meanwhile the buffer
+fills and further events are refused and counted, so publish() stays as cheap as ever.
 
 Accounting: every event `publish()` accepted is, in the end, written or lost (given up at
 `close()`'s deadline), never both: `written + lost == published` once closed. `written` is what
