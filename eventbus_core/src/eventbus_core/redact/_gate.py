@@ -56,7 +56,7 @@ _OPTIONS: Final = (
 # The hints: what every match of a rule the gate stands for must contain, lower-cased, each
 # with the search that confirms it (None: the hint alone is enough). All hints are looked for
 # in one pass over the lower-cased bytes by an Aho-Corasick automaton (ahocorasick_rs, in
-# Rust): a chat payload costs ~5 µs instead of ~20 µs for twenty separate scans. A hint found
+# Rust): a chat payload costs ~1 µs instead of ~20 µs for twenty separate scans. A hint found
 # only costs its confirming search, which is the very test the gate made before the automaton
 # (a key pattern on the original bytes, a credential name on the lower-cased ones), so the
 # verdict is the same; the tests compare the two on generated payloads.
@@ -114,14 +114,23 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
 )
 _NEEDLES: Final = [needle for needles, _ in _HINTS for needle in needles]
 _CONFIRMS: Final = [confirm for needles, confirm in _HINTS for _ in needles]
-_AUTOMATON: Final = ahocorasick_rs.BytesAhoCorasick(_NEEDLES)
+# Two automata over the same hints. Leftmost-first matching reports a match whenever any hint
+# occurs (the leftmost one), and its search skips ahead with a prefilter: about 1 µs over a
+# chat payload that holds no hint, the usual case. Its matches do not overlap, so one may hide
+# another hint's occurrence: a payload with any hint is searched again with overlapping
+# matches (about 4 µs), which report every occurrence of every hint.
+_ANY_HINT: Final = ahocorasick_rs.BytesAhoCorasick(
+    _NEEDLES, matchkind=ahocorasick_rs.MatchKind.LeftmostFirst
+)
+_EVERY_HINT: Final = ahocorasick_rs.BytesAhoCorasick(_NEEDLES)
 
 
 def may_need_masking(blob: bytes, low: bytes) -> bool:
     """True if a key pattern may match in `blob` or a credential name (or `headers`) appear in
     `low`, its `lower()`; False only if none can."""
-    # Overlapping: every occurrence of every hint, so none hides another's.
-    found = _AUTOMATON.find_matches_as_indexes(low, overlapping=True)
+    if not _ANY_HINT.find_matches_as_indexes(low):
+        return False
+    found = _EVERY_HINT.find_matches_as_indexes(low, overlapping=True)
     for index in {index for index, _, _ in found}:
         confirm = _CONFIRMS[index]
         if confirm is None or confirm(blob, low):
