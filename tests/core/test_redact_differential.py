@@ -289,3 +289,15 @@ def test_a_gate_that_misses_a_hint_fails_these_tests(monkeypatch: pytest.MonkeyP
             payload["output"]
         )
     assert fast_differs > 10 and gate_differs > 10
+
+
+def test_a_hint_hidden_by_an_overlapping_one_is_still_seen() -> None:
+    # Lower-cased, "asiAKIA..." starts with the hint "asia", whose match (not an AWS key: it is
+    # not upper case) overlaps the hint "akia" of a real key: matches that do not overlap
+    # would report only the first.
+    text = "id asiAKIAIOSFODNN7EXAMPLE here"
+    assert not needs_no_redaction([text])
+    assert not scans_verdict([text])
+    redacted = Redactor().payload({"output": {"content": text}})
+    assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(redacted)
+    assert redacted == Redactor().json({"output": {"content": text}})
