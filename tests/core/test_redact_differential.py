@@ -301,3 +301,13 @@ def test_a_hint_hidden_by_an_overlapping_one_is_still_seen() -> None:
     redacted = Redactor().payload({"output": {"content": text}})
     assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(redacted)
     assert redacted == Redactor().json({"output": {"content": text}})
+
+
+def test_remembered_header_verdicts_follow_a_change_of_extra_headers() -> None:
+    redactor = Redactor()
+    payload = {"response_headers": {"X-Tenant-Key": ["t-1"], "Authorization": ["Bearer x"]}}
+    assert redactor.payload(payload)["response_headers"]["X-Tenant-Key"] == ["t-1"]
+    redactor.extra_headers = frozenset({"x-tenant-key"})
+    masked = redactor.payload(payload)["response_headers"]
+    assert masked == {"X-Tenant-Key": ["[REDACTED]"], "Authorization": ["[REDACTED]"]}
+    assert redactor.payload(payload) == redactor.json(payload)
