@@ -13,9 +13,12 @@ decode (`Event.from_json` of the wire bytes), transform, redact, encode (the jso
 sink write (one append per batch of 100, divided by 100). The baseline column is the way the
 stage was done before the fast paths (the careful decoder, the recursive `Redactor.json`, the
 `json` module), still reachable for the tests that compare them; "-" where there is no second
-way.
+way. (The redaction gate's earlier twenty searches, which its one pass replaced, are kept by
+tests/core/test_redact_differential.py as the reference it is compared with.)
 
-Table 2, events/s end to end, the dispatcher process pinned to one core (`--cpu`):
+Table 2, events/s end to end, the dispatcher process pinned to one core (`--cpu`); the baseline
+rows put the same earlier stages back (what is not a stage, such as the heap freeze of the
+first `Dispatcher.run()`, applies to both):
 - redis: a stream pre-filled with `--events` entries (the key `eventbus-bench-dispatch-<pid>`,
   deleted afterwards) on the Redis at `--redis-url`, read through a consumer group, from the
   start of `run()` until every event is acknowledged;

@@ -414,3 +414,19 @@ async def test_dead_letter_error_type_is_the_metric_label() -> None:
     stats = await d.run()
     assert {r["error_type"] for r in dl.records} == {"400"}
     assert dict(stats.sinks["refusing"].failed_by_type) == {"400": 1}
+
+
+async def test_the_heap_at_start_is_frozen_once_per_process() -> None:
+    # What exists when a dispatcher first runs is out of the GC's passes; later dispatchers
+    # do not freeze again (they would keep earlier ones' garbage cycles forever).
+    import gc
+
+    from eventbus_core.dispatch._heap import freeze_startup_heap
+
+    await Dispatcher(feed(make_events(3)), [RecordingSink("a")]).run()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    garbage = [[] for _ in range(1000)]
+    freeze_startup_heap()
+    assert gc.get_freeze_count() == frozen
+    del garbage

@@ -264,18 +264,16 @@ def _decode_fast(data: bytes | str, build: Callable[..., T]) -> T | None:
         if v is not None and type(v) is not str:
             return None
     headers = get("ResponseHeaders")
-    frozen: dict[str, tuple[str, ...]] | None = None
     if headers is not None:
         if type(headers) is not dict:
             return None
-        frozen = {}
-        for name, values in headers.items():
+        for values in headers.values():
             if type(values) is not list:
                 return None  # null: the careful path spells it out
             for v in values:
                 if type(v) is not str:
                     return None
-            frozen[name] = tuple(values)
+        # Checked; `build` copies them into the event's own read-only mapping of tuples.
     resp, req = get("ResponseBody"), get("RequestBody")
     if (resp is not None and type(resp) is not str) or (req is not None and type(req) is not str):
         return None
@@ -292,7 +290,7 @@ def _decode_fast(data: bytes | str, build: Callable[..., T]) -> T | None:
         path or "",
         status or 0,
         duration or 0,
-        frozen,
+        headers,
         resp_bytes,
         req_bytes,
         log_id or 0,

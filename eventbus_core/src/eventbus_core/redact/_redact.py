@@ -161,6 +161,7 @@ _SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter holds a value the bui
 
 
 _HEADER_FIELDS: Final = frozenset({"headers", "response_headers", "request_headers"})
+_HEADER_NAMES_KEPT: Final = 4096  # header names whose verdict `payload()` remembers
 
 
 @functools.lru_cache(maxsize=4096)
@@ -229,6 +230,7 @@ class Redactor:
         self._keys = re.compile("|".join([*_KEY_PATTERNS, *patterns]))
         self._has_extra = bool(patterns)
         self.bodies = bodies
+        self._header_verdicts: tuple[frozenset[str], dict[str, bool]] = (self.extra_headers, {})
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Redactor:
@@ -342,15 +344,20 @@ class Redactor:
         out: dict[str, Any] = {}
         pending: list[Any] = []  # values kept as they are if the gate clears them all
         for k, v in value.items():
-            if v is None or type(v) in (int, float, bool):
+            kind = type(v)  # one type test per value picks its branch: this runs per field
+            if kind is str:
+                if v and isinstance(k, str) and _is_secret_name(k):
+                    out[k] = MASK
+                    continue
+            elif kind is dict:
+                if isinstance(k, str) and k.lower() in _HEADER_FIELDS:
+                    out[k] = self._header_dict_fast(v, pending)
+                    continue
+            elif v is None or kind is int or kind is float or kind is bool:
                 out[k] = v
-            elif type(v) is dict and isinstance(k, str) and k.lower() in _HEADER_FIELDS:
-                out[k] = self._header_dict_fast(v, pending)
-            elif type(v) is str and v and isinstance(k, str) and _is_secret_name(k):
-                out[k] = MASK
-            else:
-                out[k] = v
-                pending.append(v)
+                continue
+            out[k] = v
+            pending.append(v)
         if pending and not needs_no_redaction(pending):
             return self.json(value)  # something may need masking: the careful walk, all of it
         return out
@@ -359,9 +366,21 @@ class Redactor:
         """`_header_dict`, the values of harmless headers left for the gate (in `pending`)."""
         out: dict[str, Any] = {}
         extra = self.extra_headers
+        # The verdict per header name as spelled, remembered: the same dozen names come with
+        # every event. Kept with the extra names it was made for, so a changed
+        # `extra_headers` starts it afresh; bounded, for traffic with ever new names.
+        verdicts = self._header_verdicts
+        if verdicts[0] is not extra:
+            verdicts = self._header_verdicts = (extra, {})
+        known = verdicts[1]
         for name, v in headers.items():
-            lowered = name.lower()
-            if lowered in SENSITIVE_HEADERS or lowered in extra:
+            masked = known.get(name)
+            if masked is None:
+                lowered = name.lower()
+                masked = lowered in SENSITIVE_HEADERS or lowered in extra
+                if len(known) < _HEADER_NAMES_KEPT:
+                    known[name] = masked
+            if masked:
                 out[name] = [MASK for _ in v] if isinstance(v, list) else MASK
             else:
                 out[name] = v
