@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -416,14 +418,40 @@ async def test_dead_letter_error_type_is_the_metric_label() -> None:
     assert dict(stats.sinks["refusing"].failed_by_type) == {"400": 1}
 
 
-async def test_the_heap_at_start_is_frozen_once_per_process() -> None:
-    # What exists when a dispatcher first runs is out of the GC's passes; later dispatchers
-    # do not freeze again (they would keep earlier ones' garbage cycles forever).
-    import gc
+_EMBEDDED_DISPATCHER = """
+import asyncio, gc
+from eventbus_core import Dispatcher, Subscription
+from eventbus_core.testing import make_event
+from tests.core.conftest_dispatch import RecordingSink
 
+sub = Subscription(10)
+sub.offer([make_event(i) for i in range(3)])
+sub.finish()
+stats = asyncio.run(Dispatcher(sub, [RecordingSink("a")]).run())
+print(stats.sinks["a"].sent, gc.get_freeze_count())
+"""
+
+
+def test_the_heap_is_frozen_once_per_process_by_the_dispatch_command_only() -> None:
+    # What exists when `eventbus dispatch` starts is out of the GC's passes; a later call does
+    # not freeze again (it would keep the garbage cycles made since forever), and a Dispatcher
+    # run inside an application leaves the application's heap alone.
+    import gc
+    import inspect
+
+    from eventbus_core.cli import _dispatch_cmd
     from eventbus_core.dispatch._heap import freeze_startup_heap
 
-    await Dispatcher(feed(make_events(3)), [RecordingSink("a")]).run()
+    assert "freeze_startup_heap()" in inspect.getsource(_dispatch_cmd)
+    embedded = subprocess.run(
+        [sys.executable, "-c", _EMBEDDED_DISPATCHER],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert embedded.stdout.split() == ["3", "0"], embedded.stderr  # delivered, frozen
+    freeze_startup_heap()
     frozen = gc.get_freeze_count()
     assert frozen > 0
     garbage = [[] for _ in range(1000)]

@@ -22,6 +22,7 @@ from eventbus_core.cli._ops import (
 )
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
 from eventbus_core.dispatch._dispatcher import Dispatcher
+from eventbus_core.dispatch._heap import freeze_startup_heap
 from eventbus_core.dispatch._setup import transform_from_settings
 
 __all__ = ["add_parser", "run"]
@@ -234,6 +235,9 @@ def run(args: argparse.Namespace) -> int:
         settings.consumer_groups,
         settings.dead_letter_path or "off",
     )
+    # This process is the dispatcher's: its start-up objects can leave the GC's passes. (Not
+    # done by Dispatcher.run(), which may run inside an application that owns its heap.)
+    freeze_startup_heap()
     with BackendWatch(bus, command="eventbus dispatch"):
         if endpoint is None:
             stats = asyncio.run(dispatcher.serve())

@@ -22,7 +22,6 @@ from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
 from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core.dispatch._deadletter import DeadLetter
-from eventbus_core.dispatch._heap import freeze_startup_heap
 from eventbus_core.dispatch._lane import Lane
 from eventbus_core.dispatch._payload import PayloadPreparer
 from eventbus_core.dispatch._retry import RetryPolicy
@@ -234,7 +233,6 @@ class Dispatcher:
 
         Sinks, sources and the dead-letter destination are closed on return.
         """
-        freeze_startup_heap()  # the process's long-lived objects, out of the GC's passes
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
         if self._stop_requested:

@@ -5,8 +5,11 @@ payloads, batches). That churn triggers the collector's full passes, and each fu
 every object of the process, most of which live as long as it does: modules, settings, plugin
 registries, compiled patterns (about 50,000 objects in `eventbus dispatch`). In the dispatch
 benchmark those passes took about 10 µs per event, a tenth of the dispatcher's CPU time.
-`gc.freeze()` moves the objects that exist when the first dispatcher starts into the
-collector's permanent generation, so later passes walk only what the dispatcher made since.
+`gc.freeze()` moves the objects that exist when the dispatcher starts into the collector's
+permanent generation, so later passes walk only what the dispatcher made since.
+
+`eventbus dispatch` calls it, in a process that is the dispatcher's alone. `Dispatcher.run()`
+does not: an application that embeds a dispatcher owns its heap, and a freeze is process-wide.
 
 Nothing is lost: frozen objects are freed by reference counting as ever; only a reference
 cycle among them that becomes garbage later stays in memory (what is garbage at the time is
