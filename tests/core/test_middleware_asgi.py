@@ -242,9 +242,33 @@ async def test_non_http_scopes_pass_straight_through() -> None:
     async def send(message: Message) -> None:
         return None
 
-    scope: Scope = {"type": "lifespan"}
+    scope: Scope = {"type": "websocket", "path": "/ws"}
     await EventBusMiddleware(app, bus=bus)(scope, receive, send)
     assert seen == [(scope, receive, send)]
+    assert bus.events == []
+
+
+async def test_lifespan_messages_pass_unchanged_and_publish_nothing() -> None:
+    # The lifespan's `send` is wrapped only to let the bus deliver before the shutdown is
+    # reported complete (test_middleware.py); every message still reaches the server as is.
+    bus = Recorder()
+    forwarded: list[Message] = []
+    startup: Message = {"type": "lifespan.startup.complete"}
+    failed: Message = {"type": "lifespan.startup.failed", "message": "boom"}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert await receive() == {"type": "lifespan.startup"}
+        await send(startup)
+        await send(failed)
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        forwarded.append(message)
+
+    await EventBusMiddleware(app, bus=bus)({"type": "lifespan"}, receive, send)
+    assert forwarded[0] is startup and forwarded[1] is failed
     assert bus.events == []
 
 
