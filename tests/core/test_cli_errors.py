@@ -311,3 +311,17 @@ def test_help_lists_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--version" in capsys.readouterr().out
+
+
+def test_a_dead_letter_path_that_cannot_be_written_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(["dispatch", "--sink", "console", "--dead-letter", str(tmp_path)], capsys)
+    assert code == 2
+    assert f"--dead-letter '{tmp_path}' is a directory" in one_line(err)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("EVENTBUS_DEAD_LETTER_PATH", str(blocker / "dl.jsonl"))
+    code, err = run(["dispatch", "--sink", "console"], capsys)
+    assert code == 2
+    assert "EVENTBUS_DEAD_LETTER_PATH" in one_line(err) and "is a file" in err

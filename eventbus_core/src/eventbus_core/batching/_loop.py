@@ -58,8 +58,9 @@ class LoopDriver:
         except asyncio.CancelledError:
             if not self._retired:
                 self._batcher.switch_to_thread(self)
-                # The loop is ending, and the process may end with it (uvicorn re-raises the
-                # signal that stopped it, so no atexit runs): deliver what is left first.
+                # The loop is ending, and the process may end with it: deliver what is left
+                # first. (uvicorn ends the process before this runs, by re-raising the signal
+                # that stopped it; there the middleware's lifespan flush does it.)
                 self._batcher.flush_at_exit("its event loop shut down")
             raise
 

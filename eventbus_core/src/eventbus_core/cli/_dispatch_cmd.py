@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from eventbus_core._jsonl import file_problem
 from eventbus_core._log import get_logger
 from eventbus_core._plugins import get_registry
 from eventbus_core.capabilities import is_cross_process
@@ -185,6 +186,17 @@ def _check_sinks(names: list[str], given_as: str) -> None:
         registry.sink(name, given_as=given_as)
 
 
+def _check_dead_letter_path(path: str, args: argparse.Namespace) -> None:
+    """A dead-letter file that cannot be written is said at start, not at the first failure
+    (when the events it should hold stay pending instead)."""
+    if not path:
+        return
+    problem = file_problem(path)
+    if problem is not None:
+        given_as = "--dead-letter" if args.dead_letter_path else "EVENTBUS_DEAD_LETTER_PATH"
+        raise UsageError(f"{given_as} {path!r} {problem}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the dispatcher from settings and flags, and serve until stopped."""
     if not args.verbose:
@@ -200,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _check_sinks(settings.sink_names, "EVENTBUS_SINKS")
     transform_from_settings(settings)  # a broken EVENTBUS_TRANSFORMER is said before anything
+    _check_dead_letter_path(settings.dead_letter_path, args)
     endpoint = None
     if settings.metrics_port:
         from eventbus_core.metrics import MetricsEndpoint
