@@ -23,6 +23,10 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   a part containing the word `headers` is not judged here either.
 - Credential query parameters (`?key=...`, `_query.py`) are searched with the text rule's own
   names, compiled for bytes.
+- Credentials in URLs (`scheme://user:password@`, `_secrets.URL_IN_TEXT`) are confirmed with the
+  text rule's own pattern compiled for bytes, behind the hint `://`. The bytes can only match
+  more: a string's user and password exclude whitespace, `/`, `:` and `@`, and escaping turns
+  a character into ASCII that the pattern also allows; a byte pattern's `\\s` is ASCII only.
 - Anything orjson does not serialise as plain JSON (subclasses, dataclasses, datetimes, keys
   that are not strings) raises, and is not judged here.
 
@@ -39,6 +43,7 @@ import ahocorasick_rs
 import orjson
 
 from eventbus_core.redact._query import QUERY_PAIR_BYTES
+from eventbus_core.redact._secrets import URL_IN_TEXT
 
 __all__ = ["SPECIAL_CASE_CHARS", "may_need_masking", "needs_no_redaction"]
 
@@ -80,6 +85,7 @@ _BEARER: Final = re.compile(rb"[Bb]earer [A-Za-z0-9_\-.=+/]{8,}")
 # it. "token" alone would hit every LLM payload ("max_tokens", "usage.total_tokens"): its names
 # are hints whole. `headers`: see the module docstring.
 _KEY_NAME: Final = re.compile(rb"(?:api|private)[_-]?key")
+_URL_CREDENTIALS: Final = re.compile(URL_IN_TEXT.pattern.encode(), re.IGNORECASE)
 
 _Confirm = Callable[[bytes, bytes], bool]
 
@@ -105,6 +111,7 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"xox",), _on_bytes(_XOX)),
     ((b"hf_",), _on_bytes(_HF)),
     ((b"bearer ",), _on_bytes(_BEARER)),
+    ((b"://",), _on_bytes(_URL_CREDENTIALS)),
     ((b"key",), lambda blob, low: _KEY_NAME.search(low) is not None),
     ((b"secret", b"cookie", b"headers", b"password", b"passwd", b"authorization"), None),
     (_separated(b"id", b"token"), None),
