@@ -288,3 +288,26 @@ def test_short_credential_query_parameters_are_masked(url: str, secret: str) -> 
 def test_words_that_merely_end_like_query_names_are_kept() -> None:
     text = "/v1/x?monkey=1&tokens=5&keyboard=us&model=gpt-4o"
     assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("DATABASE_URL=postgres://admin:plainpass42@db:5432/app", "plainpass42"),
+        ('{"dsn": "redis://:hunter2x@cache:6379/0"}', "hunter2x"),
+        ("clone ssh://deploy:Tr0ub4dor@git.example.com/repo", "Tr0ub4dor"),
+        ("cache at redis://s3cr3tt0ken@cache:6379", "s3cr3tt0ken"),
+    ],
+)
+def test_credentials_in_urls_inside_bodies_never_reach_sinks(text: str, secret: str) -> None:
+    # The guide: passwords in URLs never leave the process by default, sinks included.
+    redactor = Redactor()
+    assert secret not in redactor.text(text)
+    assert secret.encode() not in (redactor.body(text.encode()) or b"")
+    payload = {"input": {"messages": [{"role": "user", "content": text}]}, "status": 200}
+    assert secret not in json.dumps(redactor.payload(payload))
+    assert secret not in json.dumps(redactor.json(payload))
+    # What is not a credential stays: a plain URL, an e-mail address after it.
+    plain = "see https://docs.example.com/a:b and mail ops@example.com"
+    assert redactor.text(plain) == plain
+    assert redactor.payload({"c": plain}) == {"c": plain}

@@ -49,6 +49,10 @@ _SCANS_NAME = [
 ]
 
 
+# Credentials in URLs, added to the rules after the scans were replaced: the one scan for them.
+_SCAN_URL = re.compile(rb"[a-z][a-z0-9+.-]*://[^/\s:@]*(?::[^/\s@]*)?@", re.IGNORECASE)
+
+
 def scans_verdict(value: Any) -> bool:
     """`needs_no_redaction` as it was: one regex scan per key pattern and credential name."""
     try:
@@ -57,7 +61,7 @@ def scans_verdict(value: Any) -> bool:
         return False
     if not blob.isascii() and any(c.encode() in blob for c in SPECIAL_CASE_CHARS):
         return False
-    if any(p.search(blob) for p in _SCANS_KEY):
+    if any(p.search(blob) for p in _SCANS_KEY) or _SCAN_URL.search(blob):
         return False
     if b"=" in blob and QUERY_PAIR_BYTES.search(blob) is not None:
         return False
@@ -149,6 +153,9 @@ def _secret_text(rng: random.Random) -> str:
             f"GET /v1/models?alt=json&key={secret[:12]} HTTP/1.1",
             f"https://api.example.com/x?token={secret}#frag",
             f"redis://user:{secret}@host:6379/0",
+            "postgres://admin:plainpass42@db:5432/app",  # a password no key pattern knows
+            "redis://s3cr3tt0ken@cache:6379",  # a lone token in the user part
+            "see https://docs.example.com/a:b and mail ops@example.com",  # no credential
             secret[: rng.randint(1, len(secret))],  # cut off, as a truncated body is
             json.dumps({name: secret})[: rng.randint(1, 30)],
             # split by an escape: the walk sees the text as it is, backslash and all

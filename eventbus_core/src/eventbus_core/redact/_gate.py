@@ -23,6 +23,11 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   a part containing the word `headers` is not judged here either.
 - Credential query parameters (`?key=...`, `_query.py`) are searched with the text rule's own
   names, compiled for bytes.
+- Credentials in URLs (`scheme://user:password@`, `_secrets.URL_IN_TEXT`): behind the hint
+  `://`, the rule's pattern from its `://` on is tried, on the bytes, at each `://` of a part
+  that holds an `@`. The bytes can only match more: a string's user and password exclude
+  whitespace, `/`, `:` and `@`; escaping turns a character into ASCII that the pattern allows;
+  and a byte pattern's `\\s` is ASCII only.
 - Anything orjson does not serialise as plain JSON (subclasses, dataclasses, datetimes, keys
   that are not strings) raises, and is not judged here.
 
@@ -80,6 +85,22 @@ _BEARER: Final = re.compile(rb"[Bb]earer [A-Za-z0-9_\-.=+/]{8,}")
 # it. "token" alone would hit every LLM payload ("max_tokens", "usage.total_tokens"): its names
 # are hints whole. `headers`: see the module docstring.
 _KEY_NAME: Final = re.compile(rb"(?:api|private)[_-]?key")
+# `_secrets.URL_IN_TEXT` after its `://`: every match of the rule is `://` followed by a match
+# of this. Tried only where `://` occurs (a regex search would try every position), and only
+# in a payload that holds an `@` at all.
+_URL_CREDENTIALS_AFTER: Final = re.compile(rb"[^/\s:@]*(?::[^/\s@]*)?@")
+
+
+def _url_credentials(blob: bytes, low: bytes) -> bool:
+    if b"@" not in blob:
+        return False
+    at = blob.find(b"://")
+    while at != -1:
+        if _URL_CREDENTIALS_AFTER.match(blob, at + 3):
+            return True
+        at = blob.find(b"://", at + 3)
+    return False
+
 
 _Confirm = Callable[[bytes, bytes], bool]
 
@@ -105,6 +126,7 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"xox",), _on_bytes(_XOX)),
     ((b"hf_",), _on_bytes(_HF)),
     ((b"bearer ",), _on_bytes(_BEARER)),
+    ((b"://",), _url_credentials),
     ((b"key",), lambda blob, low: _KEY_NAME.search(low) is not None),
     ((b"secret", b"cookie", b"headers", b"password", b"passwd", b"authorization"), None),
     (_separated(b"id", b"token"), None),

@@ -18,6 +18,7 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core.redact._gate import needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR
+from eventbus_core.redact._secrets import mask_url_credentials
 
 if TYPE_CHECKING:
     from eventbus_core._settings import EventBusSettings
@@ -257,6 +258,8 @@ class Redactor:
             text = _PAIR.sub(lambda m: m.group("head") + MASK, text)
         if "=" in text and ("?" in text or "&" in text):
             text = QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
+        if "://" in text and "@" in text:  # postgres://user:password@db, redis://token@host
+            text = mask_url_credentials(text, MASK)
         return text
 
     def body(self, data: bytes | None) -> bytes | None:
@@ -265,7 +268,12 @@ class Redactor:
             return data
         if data[:2] == b"\x1f\x8b":
             return data  # gzip: scrubbed after decoding, by the transformer's redaction
-        if not (self._has_extra or _may_hold_key_bytes(data) or _may_hold_pair_bytes(data)):
+        if not (
+            self._has_extra
+            or _may_hold_key_bytes(data)
+            or _may_hold_pair_bytes(data)
+            or (b"://" in data and b"@" in data)
+        ):
             return data  # the usual case on the publish path: no decoding, no copy
         try:
             text = data.decode("utf-8")

@@ -8,11 +8,26 @@ from typing import Any
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
-__all__ = ["RedactedURL", "redact_url"]
+__all__ = ["URL_IN_TEXT", "RedactedURL", "mask_url_credentials", "redact_url"]
 
 _MASK = "***"
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)[^&\s]*", re.IGNORECASE)
-_URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*)(?::([^/\s@]*))?@", re.IGNORECASE)
+URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*)(?::([^/\s@]*))?@", re.IGNORECASE)
+"""`scheme://user[:password]@`: what `mask_url_credentials` masks (the gate searches it too)."""
+
+
+def mask_url_credentials(text: str, mask: str) -> str:
+    """`text` with the password of every `scheme://user:password@` in it (and a lone token in
+    the user part: `redis://token@host`) replaced by `mask`."""
+
+    def masked(match: re.Match[str]) -> str:
+        scheme, user, password = match.group(1), match.group(2), match.group(3)
+        if password is None:
+            # redis://token@host: a single credential in the user position is a password.
+            return f"{scheme}{mask}@" if user else match.group(0)
+        return f"{scheme}{user}:{mask}@"
+
+    return URL_IN_TEXT.sub(masked, text)
 
 
 def redact_url(url: str) -> str:
@@ -20,15 +35,7 @@ def redact_url(url: str) -> str:
 
     Works on free text too: every `scheme://user:password@` in it is masked.
     """
-
-    def mask(match: re.Match[str]) -> str:
-        scheme, user, password = match.group(1), match.group(2), match.group(3)
-        if password is None:
-            # redis://token@host: a single credential in the user position is a password.
-            return f"{scheme}{_MASK}@" if user else match.group(0)
-        return f"{scheme}{user}:{_MASK}@"
-
-    masked = _URL_IN_TEXT.sub(mask, url)
+    masked = mask_url_credentials(url, _MASK)
     if "password=" in masked.lower():
         masked = _PASSWORD_PARAM.sub(rf"\g<1>{_MASK}", masked)
     return masked
