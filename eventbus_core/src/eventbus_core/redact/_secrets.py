@@ -22,12 +22,18 @@ def mask_url_credentials(text: str, mask: str) -> str:
 
     def masked(match: re.Match[str]) -> str:
         scheme, user, password = match.group(1), match.group(2), match.group(3)
+        if _masked_already(password if password is not None else user, mask):
+            return match.group(0)  # scrub() masks URLs first (***): keep the log's spelling
         if password is None:
             # redis://token@host: a single credential in the user position is a password.
             return f"{scheme}{mask}@" if user else match.group(0)
         return f"{scheme}{user}:{mask}@"
 
     return URL_IN_TEXT.sub(masked, text)
+
+
+def _masked_already(credential: str, mask: str) -> bool:
+    return credential == mask or (bool(credential) and credential.strip("*") == "")
 
 
 def redact_url(url: str) -> str:
