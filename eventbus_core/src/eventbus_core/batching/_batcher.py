@@ -40,6 +40,7 @@ log = get_logger("eventbus")
 PublishPath = Literal["auto", "thread", "asyncio"]
 PUBLISH_PATHS: Final[tuple[PublishPath, ...]] = ("auto", "thread", "asyncio")
 
+_EXIT_PROGRESS: Final = 0.5  # seconds without a delivery after which an exit stops waiting
 _LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()  # rebuilt in forked children
 _OPEN: weakref.WeakSet[Batcher] = weakref.WeakSet()  # flushed at interpreter exit
 
@@ -511,11 +512,18 @@ class Batcher:
     def flush_at_exit(self, why: str, timeout: float | None = None) -> bool:
         """Deliver what is accepted and unsettled before the loop or the process goes away (its
         drainer thread is a daemon, which dies with the process): wait up to `timeout`
-        (`exit_timeout`) for it, and log what is still undelivered then. True if all was."""
+        (`exit_timeout`) for it, while it makes progress (a backend that delivers nothing for
+        `_EXIT_PROGRESS` seconds is down: the exit is not held for it), and log what is still
+        undelivered then. True if all was."""
         if self._closed or not self.pending():
             return True
-        if self.flush(self.exit_timeout if timeout is None else timeout):
-            return True
+        deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
+        while (left := deadline - time.monotonic()) > 0:
+            before = self.done
+            if self.flush(min(left, _EXIT_PROGRESS)):
+                return True
+            if self.done == before:
+                break  # nothing delivered for a while: the backend is down, do not hold the exit
         log.warning(
             "%s: %d event(s) accepted and not delivered yet when %s; they are lost if the "
             "process ends now (stop() the bus before the end, with the deadline you want)",
