@@ -117,6 +117,15 @@ def _tool(name: str) -> str:
     return str(ROOT / ".venv" / BIN / name)
 
 
+def test_workers(args: list[str]) -> list[str]:
+    """pytest-xdist options for `dev.py test`: two processes, each test file in one of them
+    (a file's module fixtures, such as a fresh venv, are then built once). The suite spends
+    most of its time waiting on servers, child processes and timeouts, so two halve it on
+    two cores. Nothing is added when the caller chose (`-n 0` runs in one process)."""
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in args)
+    return [] if chosen else ["-n", "2", "--dist", "loadfile"]
+
+
 def main(argv: list[str]) -> int:
     """Run one project command."""
     if sys.version_info < MIN_PYTHON:
@@ -140,7 +149,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return _run([_tool("eventbus"), "demo", *rest], env)
     if command == "test":
-        return _run([_tool("pytest"), *rest], env)
+        return _run([_tool("pytest"), *test_workers(rest), *rest], env)
     if command == "lint":
         checks = [
             [_tool("ruff"), "check", "."],

@@ -153,3 +153,17 @@ def test_an_active_foreign_venv_gets_no_warning_and_no_change(tmp_path: Path) ->
     assert "does not match" not in done.stdout + done.stderr
     assert "eventbus-core" in done.stdout
     assert list(foreign.iterdir()) == []
+
+
+def test_tests_run_in_two_processes_unless_the_caller_chose() -> None:
+    dev = load_dev()
+    assert dev.test_workers([]) == ["-n", "2", "--dist", "loadfile"]
+    assert dev.test_workers(["tests/core", "-k", "x"]) == ["-n", "2", "--dist", "loadfile"]
+    for chosen in (
+        ["-n", "0"],
+        ["-n0"],
+        ["--numprocesses=4"],
+        ["--dist", "load"],
+        ["-p", "no:xdist"],
+    ):
+        assert dev.test_workers(chosen) == [], chosen

@@ -23,7 +23,8 @@ import redis
 
 from tests._services import redis_url, require_redis
 
-REDIS_URL = redis_url(8)
+STOPS_DB = 9  # not test_demo.py's 8: the two files may run at once (dev.py test: -n 2)
+REDIS_URL = redis_url(STOPS_DB)
 BACKENDS = ["memory", "redis", "redis-streams"]
 
 
@@ -43,7 +44,7 @@ def env_for(backend: str) -> dict[str, str]:
 def redis_or_skip(backend: str) -> redis.Redis | None:
     if backend == "memory":
         return None
-    return require_redis(8)  # skips without a server, fails under CI
+    return require_redis(STOPS_DB)  # skips without a server, fails under CI
 
 
 def unwritable_dir(tmp_path: Path) -> Path:
