@@ -237,14 +237,19 @@ class Batcher:
     def switch_to_thread(self, retiring: LoopDriver) -> None:
         """The loop of `retiring` is gone (stopped, closed or shutting down): a thread drains
         what is left, and stays until a loop takes over again."""
-        from eventbus_core.batching._thread import ThreadDriver
-
         with self._driver_lock:
-            if self._driver is not retiring:
-                return
-            retiring.retire()
-            self._driver = ThreadDriver(self)
-            self._start(self._driver)
+            if self._driver is retiring:
+                self._to_thread(retiring)
+
+    def _to_thread(self, current: ThreadDriver | LoopDriver | None) -> ThreadDriver:
+        """Retire `current` and start a thread drainer in its place; with _driver_lock held.
+        The one way every hand-over to a thread (loop gone, flush, close) is made."""
+        if current is not None:
+            current.retire()
+        driver = _thread_driver_type()(self)
+        self._driver = driver
+        self._start(driver)
+        return driver
 
     def _start(self, driver: ThreadDriver | LoopDriver) -> None:
         # Called with _driver_lock held. publish() must not raise: where no thread can start
@@ -429,10 +434,7 @@ class Batcher:
         with self._driver_lock:
             current = self._driver
             if current is None or not current.waits_for_flush():
-                if current is not None:
-                    current.retire()
-                current = self._driver = _thread_driver_type()(self)
-                self._start(current)
+                current = self._to_thread(current)
         _wake_for_flush(current)
         return current
 
@@ -461,9 +463,7 @@ class Batcher:
             # is left, and is cut at the deadline.
             with self._driver_lock:
                 if not isinstance(self._driver, _thread_driver_type()) or not driver.alive():
-                    driver.retire()
-                    self._driver = _thread_driver_type()(self)
-                    self._start(self._driver)
+                    self._to_thread(driver)
                 driver = self._driver
         if isinstance(driver, _thread_driver_type()):
             if cut is None and deadline <= started:
