@@ -107,10 +107,24 @@ def uv_environment(environ: Mapping[str, str], root: Path = ROOT) -> dict[str, s
     return env
 
 
+WORKSPACE_SOURCES = (
+    "eventbus_core/src",
+    "eventbus_memory/src",
+    "eventbus_redis/src",
+    "eventbus_nats/src",
+)
+
+
 def _sync(uv: list[str], env: Mapping[str, str]) -> None:
-    code = _run([*uv, "sync", "--locked", "--all-packages"], env)
+    # Bytecode is compiled at install, as pip does: with PYTHONDONTWRITEBYTECODE set (as on
+    # some CI machines) nothing else writes it, and every `eventbus` command, demo process and
+    # test child would compile its imports again (1.5 s of CPU per start, against 0.7 s).
+    code = _run([*uv, "sync", "--locked", "--all-packages", "--compile-bytecode"], env)
     if code != 0:
         sys.exit(f"uv sync failed with exit code {code}")
+    # The workspace's own packages are installed editable, so uv leaves their sources alone.
+    sources = [str(ROOT / s) for s in WORKSPACE_SOURCES if (ROOT / s).is_dir()]
+    _run([_tool("python"), "-m", "compileall", "-q", *sources], env)
 
 
 def _tool(name: str) -> str:
