@@ -23,7 +23,11 @@ rows put the same earlier stages back (what is not a stage, such as the heap fre
   deleted afterwards) on the Redis at `--redis-url`, read through a consumer group, from the
   start of `run()` until every event is acknowledged;
 - memory: the same events published to an `InMemoryEventBus` before the dispatcher starts, until
-  every event is written.
+  every event is written (made before the heap freeze, as a dispatcher never holds them all);
+- eventbus dispatch (CLI): the command itself, in a process of its own on the same core, from a
+  stream pre-filled the same way into its jsonl sink; events/s from its first line written to
+  its last (its start-up is not in it), CPU µs per event of the whole process (start-up
+  included); `--skip cli` leaves it out.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -274,12 +280,7 @@ def run_redis(n: int, url: str) -> tuple[float, float, int]:
     client = redis.Redis.from_url(url)
     try:
         client.delete(key, f"{key}:seq", f"{key}:dead")
-        rng = random.Random(12)
-        for i in range(0, n, 1000):
-            pipe = client.pipeline(transaction=False)
-            for j in range(i, min(n, i + 1000)):
-                pipe.xadd(key, {"data": chat_event(j, rng).to_json()})
-            pipe.execute()
+        _fill_stream(client, key, n)
         bus = RedisStreamsEventBus(client, stream=key, group="bench", max_len=0)
         try:
             with tempfile.TemporaryDirectory() as tmp:
@@ -294,6 +295,83 @@ def run_redis(n: int, url: str) -> tuple[float, float, int]:
         return n / seconds, cpu * 1e6 / n, written
     finally:
         client.delete(key, f"{key}:seq", f"{key}:dead")
+        client.close()
+
+
+def _fill_stream(client: Any, key: str, n: int) -> None:
+    rng = random.Random(12)
+    for i in range(0, n, 1000):
+        pipe = client.pipeline(transaction=False)
+        for j in range(i, min(n, i + 1000)):
+            pipe.xadd(key, {"data": chat_event(j, rng).to_json()})
+        pipe.execute()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_cli(n: int, url: str) -> tuple[float, float, int]:
+    """`eventbus dispatch` as an operator runs it (a process of its own, on this process's
+    core), from a stream pre-filled with `n` events into the jsonl sink: events/s from its
+    first line written to its last (start-up and imports are not counted there), CPU µs per
+    event of the whole process (they are counted there), and the lines written."""
+    import redis
+
+    key = f"eventbus-bench-cli-{os.getpid()}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.delete(key, f"{key}:dead")
+        _fill_stream(client, key, n)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out.jsonl"
+            env = {
+                **os.environ,
+                "LLM_PROXY_EVENT_BUS": "redis-streams",
+                "REDIS_URL": url,
+                "EVENTBUS_REDIS_STREAM": key,
+                "EVENTBUS_LOG_LEVEL": "WARNING",
+            }
+            command = [str(Path(sys.executable).with_name("eventbus")), "dispatch"]
+            command += ["--sink", "jsonl", "--sink-opt", f"path={out}"]
+            command += ["--dead-letter", str(Path(tmp) / "dead.jsonl")]
+            child = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+            try:
+                first: tuple[float, int] | None = None
+                written = 0
+                deadline = time.monotonic() + 600
+                # Count new lines only (this process shares the dispatcher's core: reading the
+                # whole file again each time would slow the dispatcher down).
+                with contextlib.ExitStack() as stack:
+                    reader = None
+                    while written < n and time.monotonic() < deadline and child.poll() is None:
+                        time.sleep(0.02)
+                        if reader is None:
+                            if not out.exists():
+                                continue
+                            reader = stack.enter_context(out.open("rb"))
+                        chunks = iter(functools.partial(reader.read, 1 << 20), b"")
+                        written += sum(chunk.count(b"\n") for chunk in chunks)
+                        if written and first is None:
+                            first = (time.perf_counter(), written)
+                last = time.perf_counter()
+                cpu = _cpu_seconds(child.pid)
+            finally:
+                child.terminate()
+                child.wait(30)
+        if first is None or written <= first[1]:
+            return 0.0, 0.0, written
+        rate = (written - first[1]) / (last - first[0])
+        return rate, (cpu or 0.0) * 1e6 / written, written
+    finally:
+        client.delete(key, f"{key}:dead")
+        for stale in client.scan_iter(match=f"{key}*", count=1000):
+            client.delete(stale)
         client.close()
 
 
@@ -344,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the stage table")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--cpu", type=int, default=None, help="core to pin to (default: last)")
-    parser.add_argument("--skip", choices=["redis", "memory"], action="append", default=[])
+    parser.add_argument("--skip", choices=["redis", "memory", "cli"], action="append", default=[])
     args = parser.parse_args(argv)
     n = 5_000 if args.quick else args.events
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -374,15 +452,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'sum':<36}{total_old:>10.2f}{total_new:>10.2f}{total_new / total_old:>8.2f}")
     label = "(events/s one core could do at that)"
     print(f"{label:<36}{1e6 / total_old:>10,.0f}{1e6 / total_new:>10,.0f}")
+    # The memory row's input is made before the freeze, so the collector does not scan the
+    # benchmark's own n events over and over (a dispatcher never holds a whole run of them).
+    memory_input = [] if "memory" in args.skip else [chat_event(i, rng) for i in range(n)]
     freeze_startup_heap()  # as `eventbus dispatch` does before it starts
     print(f"\n{'end to end (one core)':<36}{'events/s':>10}{'CPU µs/ev':>10}{'written':>10}")
     runs: list[tuple[str, str, Callable[[], tuple[float, float, int]]]] = [
         ("redis stream -> jsonl", "redis", lambda: run_redis(n, args.redis_url)),
-        (
-            "memory bus -> jsonl",
-            "memory",
-            lambda: run_memory([chat_event(i, rng) for i in range(n)]),
-        ),
+        ("memory bus -> jsonl", "memory", lambda: run_memory(memory_input)),
     ]
     for label, kind, run in runs:
         if kind in args.skip:
@@ -393,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label + ' (baseline)':<36}{rate:>10,.0f}{cpu_us:>10.1f}{written:>10}")
         rate, cpu_us, written = run()
         print(f"{label:<36}{rate:>10,.0f}{cpu_us:>10.1f}{written:>10}")
+    if "cli" not in args.skip:
+        rate, cpu_us, written = run_cli(n, args.redis_url)
+        print(f"{'eventbus dispatch (CLI), redis':<36}{rate:>10,.0f}{cpu_us:>10.1f}{written:>10}")
     return 0
 
 
