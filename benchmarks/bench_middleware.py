@@ -31,7 +31,8 @@ rotate the order of the variants:
 - throughput: `--connections` connections, `--depth` requests pipelined on each, `--seconds`
   per round; requests per second against `plain` in the same round (median and spread over the
   rounds), and the server process's CPU time per request (all threads), which is what a
-  saturated server's throughput is the inverse of;
+  saturated server's throughput is the inverse of. `--load wrk` has wrk make this load instead
+  (one thread, `--connections` connections, no pipelining), as an outside load test would;
 - latency: one connection, sequential requests: the unloaded median (and its difference to
   `plain`'s) and p99;
 - in process: the Starlette app called directly with and without the middleware (best of many
@@ -42,6 +43,7 @@ Bounded (rounds x seconds), loopback only. Prints a table; `--json` for all figu
     .venv/bin/python benchmarks/bench_middleware.py
     .venv/bin/python benchmarks/bench_middleware.py --rounds 7 --json
     .venv/bin/python benchmarks/bench_middleware.py --endpoints minimal --variants plain,memory
+    .venv/bin/python benchmarks/bench_middleware.py --load wrk --connections 16 --seconds 6
 """
 
 from __future__ import annotations
@@ -50,14 +52,17 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import redis
@@ -230,6 +235,35 @@ async def _load(
     return sum(counts) / (time.perf_counter() - start), [sum(counts)]
 
 
+_WRK_SCRIPT: Final = """
+local f = io.open(%r, "rb"); local body = f:read("*a"); f:close()
+wrk.method = "POST"; wrk.body = body
+wrk.headers["Content-Type"] = "application/json"; wrk.headers["Authorization"] = "Bearer sk-bench"
+"""
+_WRK_DONE: Final = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b")
+_WRK_UNIT: Final = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _wrk_load(port: int, endpoint: str, connections: int, seconds: float) -> tuple[float, int]:
+    """Requests/s and requests done by `wrk` (one thread, `connections` keep-alive connections,
+    no pipelining) posting the endpoint's request for `seconds`, rounded to whole seconds (wrk
+    takes no fractions)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "body.json"
+        body.write_bytes(request_body(endpoint))
+        script = Path(tmp) / "post.lua"
+        script.write_text(_WRK_SCRIPT % str(body))
+        duration = f"{max(1, round(seconds))}s"
+        url = f"http://127.0.0.1:{port}{PATH}"
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "-s", str(script), url]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    found = _WRK_DONE.search(out)
+    if found is None or "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk reported errors or nothing to read:\n{out}")
+    count = int(found.group(1))
+    return count / (float(found.group(2)) * _WRK_UNIT[found.group(3)]), count
+
+
 _TICK_US: Final = 1_000_000 / os.sysconf("SC_CLK_TCK")
 
 
@@ -370,6 +404,15 @@ def _parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
+        "--load",
+        choices=["python", "wrk"],
+        default="python",
+        help="what makes the throughput load: this script's own asyncio client, which pipelines "
+        "--depth requests per connection (default), or wrk (apt-get install wrk: one thread, "
+        "no pipelining, --seconds rounded to whole seconds); latency is always measured by "
+        "this script, one request at a time",
+    )
+    parser.add_argument(
         "--endpoints",
         default="minimal,realistic",
         help="comma-separated: minimal (answers at once: the worst case for the middleware's "
@@ -403,9 +446,12 @@ def _measure(
             for v in order:
                 proc, port = servers[v]
                 cpu_before = _cpu_us(proc.pid)
-                rps, (count,) = asyncio.run(
-                    _load(port, endpoint, args.connections, args.seconds, args.depth)
-                )
+                if args.load == "wrk":
+                    rps, count = _wrk_load(port, endpoint, args.connections, args.seconds)
+                else:
+                    rps, (count,) = asyncio.run(
+                        _load(port, endpoint, args.connections, args.seconds, args.depth)
+                    )
                 results[v].cpu_per_request.append((_cpu_us(proc.pid) - cpu_before) / count)
                 results[v].rps.append(rps)
             for v in order:
@@ -458,10 +504,16 @@ _WHAT: Final = {
 
 
 def _print_table(args: argparse.Namespace, endpoint: str, rows: list[dict[str, Any]]) -> None:
+    load = (
+        f"wrk, {args.connections} connections, {args.rounds} rounds x "
+        f"{max(1, round(args.seconds))} s"
+        if args.load == "wrk"
+        else f"{args.connections} connections x {args.depth} pipelined, {args.rounds} rounds x "
+        f"{args.seconds:g} s"
+    )
     print(
         f"\n[{endpoint}] uvicorn (h11) + Starlette, POST {PATH} {_WHAT[endpoint]}; throughput: "
-        f"{args.connections} connections x {args.depth} pipelined, {args.rounds} rounds x "
-        f"{args.seconds:g} s; latency: 1 connection, {args.rounds} x {args.latency_requests} "
+        f"{load}; latency: 1 connection, {args.rounds} x {args.latency_requests} "
         f"requests; {os.cpu_count()} CPUs{', server and client pinned apart' if args.pin else ''}"
     )
     print(
