@@ -340,6 +340,7 @@ def run_cli(n: int, url: str) -> tuple[float, float, int]:
             command = [str(Path(sys.executable).with_name("eventbus")), "dispatch"]
             command += ["--sink", "jsonl", "--sink-opt", f"path={out}"]
             command += ["--dead-letter", str(Path(tmp) / "dead.jsonl")]
+            started = time.perf_counter()
             child = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
             try:
                 first: tuple[float, int] | None = None
@@ -365,8 +366,10 @@ def run_cli(n: int, url: str) -> tuple[float, float, int]:
                 child.terminate()
                 child.wait(30)
         if first is None or written <= first[1]:
-            return 0.0, 0.0, written
-        rate = (written - first[1]) / (last - first[0])
+            # All of it came at once (a tiny run): time it from the start, start-up included.
+            rate = written / (last - started)
+        else:
+            rate = (written - first[1]) / (last - first[0])
         return rate, (cpu or 0.0) * 1e6 / written, written
     finally:
         client.delete(key, f"{key}:dead")
