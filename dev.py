@@ -107,14 +107,6 @@ def uv_environment(environ: Mapping[str, str], root: Path = ROOT) -> dict[str, s
     return env
 
 
-WORKSPACE_SOURCES = (
-    "eventbus_core/src",
-    "eventbus_memory/src",
-    "eventbus_redis/src",
-    "eventbus_nats/src",
-)
-
-
 def _sync(uv: list[str], env: Mapping[str, str]) -> None:
     # Bytecode is compiled at install, as pip does: with PYTHONDONTWRITEBYTECODE set (as on
     # some CI machines) nothing else writes it, and every `eventbus` command, demo process and
@@ -123,8 +115,17 @@ def _sync(uv: list[str], env: Mapping[str, str]) -> None:
     if code != 0:
         sys.exit(f"uv sync failed with exit code {code}")
     # The workspace's own packages are installed editable, so uv leaves their sources alone.
-    sources = [str(ROOT / s) for s in WORKSPACE_SOURCES if (ROOT / s).is_dir()]
+    sources = [str(path) for path in workspace_sources() if path.is_dir()]
     _run([_tool("python"), "-m", "compileall", "-q", *sources], env)
+
+
+def workspace_sources(root: Path = ROOT) -> list[Path]:
+    """The `src` folder of every workspace member (`[tool.uv.workspace] members`)."""
+    import tomllib  # here, not at the top: Python 3.10 must reach main()'s version message
+
+    with (root / "pyproject.toml").open("rb") as f:
+        members: list[str] = tomllib.load(f)["tool"]["uv"]["workspace"]["members"]
+    return [root / member / "src" for member in members]
 
 
 def _tool(name: str) -> str:
