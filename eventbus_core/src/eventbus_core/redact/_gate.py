@@ -44,6 +44,7 @@ import ahocorasick_rs
 import orjson
 
 from eventbus_core.redact._query import QUERY_PAIR_BYTES
+from eventbus_core.redact._secrets import URL_CREDENTIALS
 
 __all__ = ["SPECIAL_CASE_CHARS", "may_need_masking", "needs_no_redaction"]
 
@@ -85,10 +86,10 @@ _BEARER: Final = re.compile(rb"[Bb]earer [A-Za-z0-9_\-.=+/]{8,}")
 # it. "token" alone would hit every LLM payload ("max_tokens", "usage.total_tokens"): its names
 # are hints whole. `headers`: see the module docstring.
 _KEY_NAME: Final = re.compile(rb"(?:api|private)[_-]?key")
-# `_secrets.URL_IN_TEXT` after its `://`: every match of the rule is `://` followed by a match
-# of this. Tried only where `://` occurs (a regex search would try every position), and only
-# in a payload that holds an `@` at all.
-_URL_CREDENTIALS_AFTER: Final = re.compile(rb"[^/\s:@]*(?::[^/\s@]*)?@")
+# `_secrets.URL_IN_TEXT` after its `://` (the same source, compiled for bytes): every match of
+# the rule is `://` followed by a match of this. Tried only where `://` occurs (a regex search
+# would try every position), and only in a payload that holds an `@` at all.
+_URL_CREDENTIALS_AFTER: Final = re.compile(URL_CREDENTIALS.encode("ascii"))
 
 
 def _url_credentials(blob: bytes, low: bytes) -> bool:

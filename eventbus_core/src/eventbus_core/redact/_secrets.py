@@ -8,11 +8,13 @@ from typing import Any
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
-__all__ = ["URL_IN_TEXT", "RedactedURL", "mask_url_credentials", "redact_url"]
+__all__ = ["URL_CREDENTIALS", "URL_IN_TEXT", "RedactedURL", "mask_url_credentials", "redact_url"]
 
 _MASK = "***"
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)[^&\s]*", re.IGNORECASE)
-URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)([^/\s:@]*)(?::([^/\s@]*))?@", re.IGNORECASE)
+URL_CREDENTIALS = r"([^/\s:@]*)(?::([^/\s@]*))?@"
+"""What follows `scheme://` in a URL that holds credentials: the user, `:password`, `@`."""
+URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)" + URL_CREDENTIALS, re.IGNORECASE)
 """`scheme://user[:password]@`: what `mask_url_credentials` masks (the gate searches it too)."""
 
 
