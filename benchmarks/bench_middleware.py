@@ -79,6 +79,7 @@ from _bench_apps import (
     build_app,
     request_body,
 )
+from _proc_cpu import cpu_seconds
 
 # ------------------------------------------------------------------------------ server side
 
@@ -244,16 +245,20 @@ _WRK_DONE: Final = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b")
 _WRK_UNIT: Final = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
+def _wrk_seconds(seconds: float) -> int:
+    """How long wrk runs for `--seconds`: whole seconds, at least one (wrk takes no fractions)."""
+    return max(1, round(seconds))
+
+
 def _wrk_load(port: int, endpoint: str, connections: int, seconds: float) -> tuple[float, int]:
     """Requests/s and requests done by `wrk` (one thread, `connections` keep-alive connections,
-    no pipelining) posting the endpoint's request for `seconds`, rounded to whole seconds (wrk
-    takes no fractions)."""
+    no pipelining) posting the endpoint's request for `seconds` (see `_wrk_seconds`)."""
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body.json"
         body.write_bytes(request_body(endpoint))
         script = Path(tmp) / "post.lua"
         script.write_text(_WRK_SCRIPT % str(body))
-        duration = f"{max(1, round(seconds))}s"
+        duration = f"{_wrk_seconds(seconds)}s"
         url = f"http://127.0.0.1:{port}{PATH}"
         command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "-s", str(script), url]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -264,17 +269,9 @@ def _wrk_load(port: int, endpoint: str, connections: int, seconds: float) -> tup
     return count / (float(found.group(2)) * _WRK_UNIT[found.group(3)]), count
 
 
-_TICK_US: Final = 1_000_000 / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_us(pid: int) -> float:
-    """CPU time (user + system, all threads) a process has used so far, in microseconds.
-
-    Unlike requests per second, this does not move when other work shares the machine.
-    """
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK_US
+    """CPU time (user + system, all threads) a process has used so far, in microseconds."""
+    return cpu_seconds(pid) * 1e6
 
 
 @dataclass
@@ -506,7 +503,7 @@ _WHAT: Final = {
 def _print_table(args: argparse.Namespace, endpoint: str, rows: list[dict[str, Any]]) -> None:
     load = (
         f"wrk, {args.connections} connections, {args.rounds} rounds x "
-        f"{max(1, round(args.seconds))} s"
+        f"{_wrk_seconds(args.seconds)} s"
         if args.load == "wrk"
         else f"{args.connections} connections x {args.depth} pipelined, {args.rounds} rounds x "
         f"{args.seconds:g} s"
