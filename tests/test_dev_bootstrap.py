@@ -167,3 +167,16 @@ def test_tests_run_in_two_processes_unless_the_caller_chose() -> None:
         ["-p", "no:xdist"],
     ):
         assert dev.test_workers(chosen) == [], chosen
+
+
+def test_sync_compiles_the_environment_and_every_workspace_member(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(dev, "_run", lambda cmd, env=None: ran.append(cmd) or 0)
+    dev._sync(["uv"], {})
+    sync, compileall = ran
+    assert sync[:2] == ["uv", "sync"] and "--compile-bytecode" in sync
+    assert compileall[1:4] == ["-m", "compileall", "-q"]
+    members = sorted(p.parent.name for p in ROOT.glob("eventbus_*/pyproject.toml"))
+    assert sorted(Path(s).parent.name for s in compileall[4:]) == members
