@@ -166,24 +166,23 @@ class Event:
             and (100 <= status <= 599 or status == 0)
         ):
             _refuse_range(status, duration_ns, log_id)
-        setattr_ = object.__setattr__
-        setattr_(self, "log_id", log_id)
-        setattr_(self, "request_id", request_id)
-        setattr_(self, "method", method)
-        setattr_(self, "path", path)
-        setattr_(self, "status", status)
-        setattr_(self, "duration_ns", duration_ns)
-        setattr_(
-            self,
-            "response_headers",
-            None if response_headers is None else _freeze_headers(response_headers),
-        )
+        headers = None if response_headers is None else _freeze_headers(response_headers)
         if response_body is not None and type(response_body) is not bytes:
             response_body = _check_bytes("response_body", response_body)
         if request_body is not None and type(request_body) is not bytes:
             request_body = _check_bytes("request_body", request_body)
-        setattr_(self, "response_body", response_body)
-        setattr_(self, "request_body", request_body)
+        _fill(
+            self,
+            log_id,
+            request_id,
+            method,
+            path,
+            status,
+            duration_ns,
+            headers,
+            response_body,
+            request_body,
+        )
 
     @property
     def duration(self) -> timedelta:
@@ -234,7 +233,7 @@ class Event:
         clone = object.__new__(Event)
         for name in Event.__slots__:
             source = changed if _SLOT_OF.get(name, name) in changes else self
-            object.__setattr__(clone, name, getattr(source, name))
+            _SETTERS[name](clone, getattr(source, name))
         return clone
 
     @classmethod
@@ -253,30 +252,33 @@ class Event:
         ASGI middleware), which guarantees the types; the caller must never change
         `response_headers` afterwards. The checks and the header copy of `__init__` cost more
         than the rest of the middleware's work per request."""
-        event = object.__new__(cls)
-        setattr_ = object.__setattr__
-        setattr_(event, "log_id", 0)
-        setattr_(event, "request_id", request_id)
-        setattr_(event, "method", method)
-        setattr_(event, "path", path)
-        setattr_(event, "status", status)
-        setattr_(event, "duration_ns", duration_ns)
-        setattr_(
-            event,
-            "response_headers",
+        return _fill(
+            object.__new__(cls),
+            0,
+            request_id,
+            method,
+            path,
+            status,
+            duration_ns,
             None if response_headers is None else MappingProxyType(response_headers),
+            response_body,
+            request_body,
         )
-        setattr_(event, "response_body", response_body)
-        setattr_(event, "request_body", request_body)
-        return event
 
     def with_log_id(self, log_id: int) -> Event:
         """Return a copy stamped with `log_id` (what a Redis backend stores)."""
-        clone = object.__new__(Event)
-        for name in Event.__slots__:
-            object.__setattr__(clone, name, getattr(self, name))
-        object.__setattr__(clone, "log_id", log_id)
-        return clone
+        return _fill(
+            object.__new__(Event),
+            log_id,
+            self.request_id,
+            self.method,
+            self.path,
+            self.status,
+            self.duration_ns,
+            self.response_headers,
+            self.response_body,
+            self.request_body,
+        )
 
     def to_json(self, *, log_id: bool = True) -> bytes:
         """Encode in the Go llm-proxy wire format (what Go's `encoding/json` writes).
@@ -390,6 +392,46 @@ _FIELD_NAMES: Final = frozenset(
 _SLOT_OF: Final = {"duration_ns": "duration"}  # slot name -> the argument that sets it
 
 
+# Each slot's own setter. An event is immutable (`__setattr__` refuses), so it is filled
+# through these: half the cost of `object.__setattr__`, which first looks the name up on the
+# type. Events are built per request by the middleware and per event by the decoder.
+_SETTERS: Final[dict[str, Any]] = {name: Event.__dict__[name].__set__ for name in Event.__slots__}
+_SET_LOG_ID: Final = _SETTERS["log_id"]
+_SET_REQUEST_ID: Final = _SETTERS["request_id"]
+_SET_METHOD: Final = _SETTERS["method"]
+_SET_PATH: Final = _SETTERS["path"]
+_SET_STATUS: Final = _SETTERS["status"]
+_SET_DURATION_NS: Final = _SETTERS["duration_ns"]
+_SET_RESPONSE_HEADERS: Final = _SETTERS["response_headers"]
+_SET_RESPONSE_BODY: Final = _SETTERS["response_body"]
+_SET_REQUEST_BODY: Final = _SETTERS["request_body"]
+
+
+def _fill(
+    event: Event,
+    log_id: int,
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    duration_ns: int,
+    response_headers: Headers | None,
+    response_body: bytes | None,
+    request_body: bytes | None,
+) -> Event:
+    """Set every field of `event` (new, from `object.__new__`) as given, unchecked; return it."""
+    _SET_LOG_ID(event, log_id)
+    _SET_REQUEST_ID(event, request_id)
+    _SET_METHOD(event, method)
+    _SET_PATH(event, path)
+    _SET_STATUS(event, status)
+    _SET_DURATION_NS(event, duration_ns)
+    _SET_RESPONSE_HEADERS(event, response_headers)
+    _SET_RESPONSE_BODY(event, response_body)
+    _SET_REQUEST_BODY(event, request_body)
+    return event
+
+
 def _restore(
     request_id: str,
     method: str,
@@ -406,21 +448,17 @@ def _restore(
     For the decoder (`Event.from_json`, which reads what Go's decoder reads, out-of-range
     values included) and for unpickling. `response_headers` is copied into a new proxy.
     """
-    event = object.__new__(Event)
-    setattr_ = object.__setattr__
-    setattr_(event, "log_id", log_id)
-    setattr_(event, "request_id", request_id)
-    setattr_(event, "method", method)
-    setattr_(event, "path", path)
-    setattr_(event, "status", status)
-    setattr_(event, "duration_ns", duration_ns)
-    setattr_(
-        event,
-        "response_headers",
+    return _fill(
+        object.__new__(Event),
+        log_id,
+        request_id,
+        method,
+        path,
+        status,
+        duration_ns,
         None
         if response_headers is None
         else MappingProxyType({k: tuple(v) for k, v in response_headers.items()}),
+        response_body,
+        request_body,
     )
-    setattr_(event, "response_body", response_body)
-    setattr_(event, "request_body", request_body)
-    return event
