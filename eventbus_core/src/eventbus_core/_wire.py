@@ -66,19 +66,47 @@ def _head(event: Event, quote: Callable[[str], str], *, log_id: bool = True) -> 
     )
 
 
+def _head_orjson(event: Event, *, log_id: bool) -> memoryview:
+    """What `_head` gives, written by orjson (5-7x faster: this runs per event on the Redis
+    writer's path, on the publishing loop). orjson escapes strings exactly as the json module's
+    C quoter does (tests/core/test_wire.py compares them); it refuses lone surrogates and
+    integers past 64 bits (TypeError), which `_head` then writes.
+    """
+    # An event's headers are a MappingProxyType, whose copy() is a dict orjson writes (8x
+    # cheaper than dict(proxy)).
+    headers: Any = event.response_headers
+    head = orjson.dumps(
+        {
+            "LogID": event.log_id,
+            "RequestID": event.request_id,
+            "Method": event.method,
+            "Path": event.path,
+            "Status": event.status,
+            "Duration": event.duration_ns,
+            "ResponseHeaders": None if headers is None else headers.copy(),
+        }
+    )
+    # The bodies follow: no closing brace. The LogID has no comma, so the first one ends it.
+    return memoryview(head)[:-1] if log_id else memoryview(head)[head.index(b",") + 1 : -1]
+
+
 def encode_event(event: Event, *, log_id: bool = True) -> bytes:
     """Encode `event` as the Go wire format (UTF-8 JSON bytes, keys in Go's field order).
 
     With `log_id=False` the leading `{"LogID":<n>,` is left out: the Redis writers stamp the
     LogID in front when it is assigned.
     """
+    head: bytes | memoryview
     try:
-        head = _head(event, _quote, log_id=log_id).encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate cannot be UTF-8; as an escape Go's decoder turns it into U+FFFD.
-        head = _head(event, _quote_ascii, log_id=log_id).encode("ascii")
+        head = _head_orjson(event, log_id=log_id)
+    except TypeError:  # orjson.JSONEncodeError
+        try:
+            head = _head(event, _quote, log_id=log_id).encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be UTF-8; as an escape Go's decoder turns it into U+FFFD.
+            head = _head(event, _quote_ascii, log_id=log_id).encode("ascii")
     resp, req = event.response_body, event.request_body
-    parts = [head]
+    parts: list[bytes | memoryview] = [head]
     if resp is None:
         parts.append(b',"ResponseBody":null')
     else:
