@@ -182,3 +182,25 @@ def test_gemini_usage_metadata(stream: bool) -> None:
     body = sse(chunk, done=False) if stream else json.dumps(chunk).encode()
     payload = transform(body, path="/v1beta/models/gemini-2.0-flash:generateContent")
     assert payload["usage"] == {"prompt_tokens": 6, "completion_tokens": 2, "total_tokens": 8}
+
+
+class _Count(int):
+    """An int that is not exactly `int`: usage_of reads it by its general rules."""
+
+
+def test_the_three_openai_counts_read_as_the_general_rules_read_them() -> None:
+    # usage_of returns three plain int counts at once; the same counts as an int subclass go
+    # through the general rules, which must give the same. Any other mix goes the general way.
+    from eventbus_core.transform._usage import usage_of
+
+    values: list[Any] = [0, 7, 2**70, -1, True, None, "3", 1.0]
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    for p in values:
+        for c in values:
+            for t in values:
+                usage = dict(zip(keys, (p, c, t), strict=True), input_tokens=5, output_tokens=6)
+                general = {k: _Count(v) if type(v) is int else v for k, v in usage.items()}
+                assert usage_of({"usage": usage}) == usage_of({"usage": general}), usage
+    # A bool is not a count, on either path.
+    usage = {"prompt_tokens": True, "completion_tokens": 1, "total_tokens": 2}
+    assert usage_of({"usage": usage}) == {"completion_tokens": 1, "total_tokens": 2}

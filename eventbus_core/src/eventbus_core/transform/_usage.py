@@ -35,16 +35,22 @@ def usage_of(body: Any) -> dict[str, int] | None:
             "completion_tokens": gemini.get("candidatesTokenCount"),
             "total_tokens": gemini.get("totalTokenCount"),
         }
-    prompt = _int(usage.get("prompt_tokens"))
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    total = usage.get("total_tokens")
+    if type(prompt) is int and type(completion) is int and type(total) is int:
+        # OpenAI's three counts (bool is not int here): what the rules below make of them.
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+    prompt = _int(prompt)
     if prompt is None:
         prompt = _int(usage.get("input_tokens"))
         if prompt is not None and "total_tokens" not in usage:
             # Anthropic: input_tokens excludes what the prompt cache wrote or served.
             prompt += sum(_int(usage.get(k)) or 0 for k in _ANTHROPIC_CACHE)
-    completion = _int(usage.get("completion_tokens"))
+    completion = _int(completion)
     if completion is None:
         completion = _int(usage.get("output_tokens"))
-    total = _int(usage.get("total_tokens"))
+    total = _int(total)
     if total is None and prompt is not None:
         total = prompt + (completion or 0)
     found = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
