@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 __all__ = ["decode_event", "decode_event_careful", "encode_event"]
 
+# Not `bytes | str`, which builds a union object each time it runs (once per event decoded).
+_BYTES_OR_STR: Final = (bytes, str)
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
@@ -332,7 +334,7 @@ def decode_event(data: bytes | bytearray | memoryview | str, build: Callable[...
     Raises:
         WireFormatError: the input is not JSON, not an object, or a field has the wrong type.
     """
-    if isinstance(data, bytes | str):
+    if isinstance(data, _BYTES_OR_STR):
         fast = _decode_fast(data, build)
         if fast is not None:
             return fast
