@@ -146,10 +146,11 @@ def bench_publish_cost(n: int, rounds: int) -> list[tuple[str, float, float, flo
         results["collections.deque.append"].append(
             (*_quantiles(_time_calls(dq.append, event, n)), _block_mean(dq.append, event, n))
         )
-    return [
-        (name, *(statistics.median(v[i] for v in vals) for i in range(3)))
-        for name, vals in results.items()
-    ]
+    rows: list[tuple[str, float, float, float]] = []
+    for name, vals in results.items():
+        p50, p99, mean = (statistics.median(v[i] for v in vals) for i in range(3))
+        rows.append((name, p50, p99, mean))
+    return rows
 
 
 def bench_fan_out(n: int, subscribers: int) -> tuple[float, int]:

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Literal
 
 _TOTAL = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
@@ -92,7 +92,7 @@ def _make_bus(name: str, url: str) -> Any:
     if name in ("redis", "redis-asyncio"):
         from eventbus_redis import RedisEventBus
 
-        path = "asyncio" if name == "redis-asyncio" else "thread"
+        path: Literal["asyncio", "thread"] = "asyncio" if name == "redis-asyncio" else "thread"
         return RedisEventBus(client, key=key, buffer_size=1_000_000, publish_path=path)
     from eventbus_redis import RedisStreamsEventBus
 
@@ -105,7 +105,9 @@ def _cleanup(bus: object) -> None:
     client = getattr(bus, "_client", None) or getattr(bus, "client", None)
     key = getattr(bus, "key", None) or getattr(bus, "stream", None)
     if client is not None and key:
-        client.delete(key, f"{key}:seq", f"{key}:dead")
+        # The key and everything named after it: counter, dead letters, and the writer's batch
+        # marker and lease (`<key>:writer:<id>`, which would otherwise stay for an hour).
+        client.delete(key, *client.scan_iter(match=f"{key}:*", count=1000))
 
 
 def _count(bus_name: str, calls: int, url: str, valgrind: str) -> tuple[int, int]:
