@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,24 @@ def test_sync_compiles_the_environment_and_every_workspace_member(
     assert compileall[1:4] == ["-m", "compileall", "-q"]
     members = sorted(p.parent.name for p in ROOT.glob("eventbus_*/pyproject.toml"))
     assert sorted(Path(s).parent.name for s in compileall[4:]) == members
+
+
+def test_lint_type_checks_the_packages_and_the_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CONTRIBUTING: `dev.py lint` runs mypy --strict on the packages and on benchmarks/, and
+    # fails when any check fails.
+    ran: list[tuple[list[str], dict[str, str]]] = []
+    failing = {"benchmarks"}
+
+    def run(cmd: list[str], env: Any = None) -> int:
+        ran.append((cmd, dict(env or {})))
+        return 1 if cmd[-1] in failing else 0
+
+    monkeypatch.setattr(dev, "_uv", lambda: ["uv"])
+    monkeypatch.setattr(dev, "_sync", lambda uv, env: None)
+    monkeypatch.setattr(dev, "_run", run)
+    assert dev.main(["lint"]) == 1
+    mypy = [(cmd, env) for cmd, env in ran if Path(cmd[0]).name == "mypy"]
+    assert [cmd[1:] for cmd, _ in mypy] == [[], ["benchmarks"]]
+    assert mypy[1][1]["MYPYPATH"] == "benchmarks"
+    failing.clear()
+    assert dev.main(["lint"]) == 0
