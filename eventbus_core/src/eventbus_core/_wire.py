@@ -33,61 +33,40 @@ _BYTES_OR_STR: Final = (bytes, str)
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-# The C string quoters behind the json module: quoted, escaped JSON strings, as json.dumps
-# writes them (ensure_ascii off, and on for the rare string that cannot be UTF-8).
-_quote: Final = (
-    getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
-)
-_quote_ascii: Final = (
-    getattr(json.encoder, "c_encode_basestring_ascii", None)
-    or json.encoder.py_encode_basestring_ascii
-)
-
-
 # Base64 needs no JSON escaping: splicing it in as bytes spares the JSON encoder a scan of the
 # largest fields (most of an event's bytes), which made encoding 3-4x faster. The quotes go in
 # the separators, so each body is copied once, by the final join.
 
 
-def _head(event: Event, quote: Callable[[str], str], *, log_id: bool = True) -> str:
-    headers = event.response_headers
-    if headers is None:
-        header_json = "null"
-    else:
-        header_json = (
-            "{"
-            + ",".join(f"{quote(k)}:[{','.join(map(quote, v))}]" for k, v in headers.items())
-            + "}"
-        )
-    start = f'{{"LogID":{event.log_id:d},' if log_id else ""
-    return (
-        f'{start}"RequestID":{quote(event.request_id)},'
-        f'"Method":{quote(event.method)},"Path":{quote(event.path)},'
-        f'"Status":{event.status:d},"Duration":{event.duration_ns:d},'
-        f'"ResponseHeaders":{header_json}'
-    )
+def _head(event: Event, *, log_id: bool) -> memoryview:
+    """The event's JSON up to its bodies (no closing brace), from `{"LogID":` or, without
+    `log_id`, from `"RequestID":`.
 
-
-def _head_orjson(event: Event, *, log_id: bool) -> memoryview:
-    """What `_head` gives, written by orjson (5-7x faster: this runs per event on the Redis
-    writer's path, on the publishing loop). orjson escapes strings exactly as the json module's
-    C quoter does (tests/core/test_wire.py compares them); it refuses lone surrogates and
-    integers past 64 bits (TypeError), which `_head` then writes.
+    orjson writes it (5-7x faster than the json module: this runs per event on the Redis
+    writer's path, on the publishing loop), escaping strings exactly as the json module does
+    (tests/core/test_wire.py compares them). What orjson refuses (lone surrogates) the json
+    module writes.
     """
     # An event's headers are a MappingProxyType, whose copy() is a dict orjson writes (8x
     # cheaper than dict(proxy)).
     headers: Any = event.response_headers
-    head = orjson.dumps(
-        {
-            "LogID": event.log_id,
-            "RequestID": event.request_id,
-            "Method": event.method,
-            "Path": event.path,
-            "Status": event.status,
-            "Duration": event.duration_ns,
-            "ResponseHeaders": None if headers is None else headers.copy(),
-        }
-    )
+    fields = {
+        "LogID": event.log_id,
+        "RequestID": event.request_id,
+        "Method": event.method,
+        "Path": event.path,
+        "Status": event.status,
+        "Duration": event.duration_ns,
+        "ResponseHeaders": None if headers is None else headers.copy(),
+    }
+    try:
+        head = orjson.dumps(fields)
+    except TypeError:  # orjson.JSONEncodeError
+        try:
+            head = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be UTF-8; as an escape Go's decoder turns it into U+FFFD.
+            head = json.dumps(fields, separators=(",", ":")).encode("ascii")
     # The bodies follow: no closing brace. The LogID has no comma, so the first one ends it.
     return memoryview(head)[:-1] if log_id else memoryview(head)[head.index(b",") + 1 : -1]
 
@@ -98,17 +77,8 @@ def encode_event(event: Event, *, log_id: bool = True) -> bytes:
     With `log_id=False` the leading `{"LogID":<n>,` is left out: the Redis writers stamp the
     LogID in front when it is assigned.
     """
-    head: bytes | memoryview
-    try:
-        head = _head_orjson(event, log_id=log_id)
-    except TypeError:  # orjson.JSONEncodeError
-        try:
-            head = _head(event, _quote, log_id=log_id).encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate cannot be UTF-8; as an escape Go's decoder turns it into U+FFFD.
-            head = _head(event, _quote_ascii, log_id=log_id).encode("ascii")
     resp, req = event.response_body, event.request_body
-    parts: list[bytes | memoryview] = [head]
+    parts: list[bytes | memoryview] = [_head(event, log_id=log_id)]
     if resp is None:
         parts.append(b',"ResponseBody":null')
     else:
