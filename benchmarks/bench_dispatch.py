@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from _proc_cpu import cpu_seconds
+from _redis_keys import delete_run_keys
 
 from eventbus_core import Dispatcher, Event
 from eventbus_core._jsonl import JsonlFile, dumps_line
@@ -281,7 +282,7 @@ def run_redis(n: int, url: str) -> tuple[float, float, int]:
     key = f"eventbus-bench-dispatch-{os.getpid()}"
     client = redis.Redis.from_url(url)
     try:
-        client.delete(key, f"{key}:seq", f"{key}:dead")
+        delete_run_keys(client, key)
         _fill_stream(client, key, n)
         bus = RedisStreamsEventBus(client, stream=key, group="bench", max_len=0)
         try:
@@ -296,7 +297,7 @@ def run_redis(n: int, url: str) -> tuple[float, float, int]:
             bus.stop(5.0)
         return n / seconds, cpu * 1e6 / n, written
     finally:
-        client.delete(key, f"{key}:seq", f"{key}:dead")
+        delete_run_keys(client, key)
         client.close()
 
 
@@ -319,7 +320,7 @@ def run_cli(n: int, url: str) -> tuple[float, float, int]:
     key = f"eventbus-bench-cli-{os.getpid()}"
     client = redis.Redis.from_url(url)
     try:
-        client.delete(key, f"{key}:dead")
+        delete_run_keys(client, key)
         _fill_stream(client, key, n)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out.jsonl"
@@ -367,9 +368,7 @@ def run_cli(n: int, url: str) -> tuple[float, float, int]:
             rate = (written - first[1]) / (last - first[0])
         return rate, (cpu or 0.0) * 1e6 / written, written
     finally:
-        client.delete(key, f"{key}:dead")
-        for stale in client.scan_iter(match=f"{key}*", count=1000):
-            client.delete(stale)
+        delete_run_keys(client, key)
         client.close()
 
 

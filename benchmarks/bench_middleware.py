@@ -80,6 +80,7 @@ from _bench_apps import (
     request_body,
 )
 from _proc_cpu import cpu_seconds
+from _redis_keys import delete_run_keys
 
 # ------------------------------------------------------------------------------ server side
 
@@ -165,7 +166,7 @@ def serve(variant: str, endpoint: str, redis_key: str, upstream: int = 0) -> Non
         if variant in REDIS_VARIANTS:
             # The list, its counter and the writer's batch marker (`key:writer:<id>`).
             client = redis.Redis.from_url(REDIS_URL)
-            client.delete(*client.scan_iter(match=f"{redis_key}*", count=1000), redis_key)
+            delete_run_keys(client, redis_key)
     print(json.dumps({"stats": stats}), flush=True)
 
 

@@ -33,6 +33,8 @@ import tempfile
 import time
 from typing import Any, Literal
 
+from _redis_keys import delete_run_keys
+
 _TOTAL = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
@@ -105,9 +107,7 @@ def _cleanup(bus: object) -> None:
     client = getattr(bus, "_client", None) or getattr(bus, "client", None)
     key = getattr(bus, "key", None) or getattr(bus, "stream", None)
     if client is not None and key:
-        # The key and everything named after it: counter, dead letters, and the writer's batch
-        # marker and lease (`<key>:writer:<id>`, which would otherwise stay for an hour).
-        client.delete(key, *client.scan_iter(match=f"{key}:*", count=1000))
+        delete_run_keys(client, key)
 
 
 def _count(bus_name: str, calls: int, url: str, valgrind: str) -> tuple[int, int]:
