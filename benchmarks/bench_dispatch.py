@@ -52,7 +52,7 @@ from _redis_keys import delete_run_keys
 
 from eventbus_core import Dispatcher, Event
 from eventbus_core._jsonl import JsonlFile, dumps_line
-from eventbus_core.dispatch._heap import freeze_startup_heap
+from eventbus_core.dispatch._heap import prepare_dispatch_heap
 from eventbus_core.redact._redact import Redactor
 from eventbus_core.sinks.jsonl import JsonlSink
 from eventbus_core.transform._llm import LLMTransformer
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     # The memory row's input is made before the freeze, so the collector does not scan the
     # benchmark's own n events over and over (a dispatcher never holds a whole run of them).
     memory_input = [] if "memory" in args.skip else [chat_event(i, rng) for i in range(n)]
-    freeze_startup_heap()  # as `eventbus dispatch` does before it starts
+    prepare_dispatch_heap()  # as `eventbus dispatch` does before it starts
     print(f"\n{'end to end (one core)':<36}{'events/s':>10}{'CPU µs/ev':>10}{'written':>10}")
     runs: list[tuple[str, str, Callable[[], tuple[float, float, int]]]] = [
         ("redis stream -> jsonl", "redis", lambda: run_redis(n, args.redis_url)),

@@ -424,37 +424,56 @@ from eventbus_core import Dispatcher, Subscription
 from eventbus_core.testing import make_event
 from tests.core.conftest_dispatch import RecordingSink
 
+before = gc.get_threshold()
 sub = Subscription(10)
 sub.offer([make_event(i) for i in range(3)])
 sub.finish()
 stats = asyncio.run(Dispatcher(sub, [RecordingSink("a")]).run())
-print(stats.sinks["a"].sent, gc.get_freeze_count())
+print(stats.sinks["a"].sent, gc.get_freeze_count(), gc.get_threshold() == before)
+"""
+
+_PREPARED_TWICE = """
+import gc, sys
+from eventbus_core.dispatch._heap import YOUNG_THRESHOLD, prepare_dispatch_heap
+
+if len(sys.argv) > 1:
+    gc.set_threshold(int(sys.argv[1]), 10, 10)
+middle_old = gc.get_threshold()[1:]
+prepare_dispatch_heap()
+frozen = gc.get_freeze_count()
+garbage = [[] for _ in range(1000)]
+prepare_dispatch_heap()
+print(frozen > 0, gc.get_freeze_count() == frozen, gc.get_threshold()[0], YOUNG_THRESHOLD,
+      gc.get_threshold()[1:] == middle_old)
 """
 
 
-def test_the_heap_is_frozen_once_per_process_by_the_dispatch_command_only() -> None:
-    # What exists when `eventbus dispatch` starts is out of the GC's passes; a later call does
-    # not freeze again (it would keep the garbage cycles made since forever), and a Dispatcher
-    # run inside an application leaves the application's heap alone.
-    import gc
-    import inspect
-
-    from eventbus_core.cli import _dispatch_cmd
-    from eventbus_core.dispatch._heap import freeze_startup_heap
-
-    assert "freeze_startup_heap()" in inspect.getsource(_dispatch_cmd)
-    embedded = subprocess.run(
-        [sys.executable, "-c", _EMBEDDED_DISPATCHER],
+def _python(code: str, *args: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
         check=False,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert embedded.stdout.split() == ["3", "0"], embedded.stderr  # delivered, frozen
-    freeze_startup_heap()
-    frozen = gc.get_freeze_count()
-    assert frozen > 0
-    garbage = [[] for _ in range(1000)]
-    freeze_startup_heap()
-    assert gc.get_freeze_count() == frozen
-    del garbage
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_dispatch_command_alone_freezes_the_heap_and_raises_the_young_threshold() -> None:
+    # What exists when `eventbus dispatch` starts is out of the GC's passes, and young passes
+    # come less often; a later call does not freeze again (it would keep the garbage cycles
+    # made since forever), and a Dispatcher run inside an application leaves the
+    # application's heap and collector settings alone. Each case runs in a process of its
+    # own: both settings are process-wide.
+    import inspect
+
+    from eventbus_core.cli import _dispatch_cmd
+
+    assert "prepare_dispatch_heap()" in inspect.getsource(_dispatch_cmd)
+    assert _python(_EMBEDDED_DISPATCHER) == ["3", "0", "True"]  # delivered, frozen, threshold
+    frozen, once, young, target, kept = _python(_PREPARED_TWICE)
+    assert (frozen, once, young, kept) == ("True", "True", target, "True")
+    # A threshold set higher by the operator stays, and so does 0 (collection turned off).
+    assert _python(_PREPARED_TWICE, "50000")[2] == "50000"
+    assert _python(_PREPARED_TWICE, "0")[2] == "0"

@@ -23,7 +23,7 @@ from eventbus_core.cli._ops import (
 )
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
 from eventbus_core.dispatch._dispatcher import Dispatcher
-from eventbus_core.dispatch._heap import freeze_startup_heap
+from eventbus_core.dispatch._heap import prepare_dispatch_heap
 from eventbus_core.dispatch._setup import transform_from_settings
 
 __all__ = ["add_parser", "run"]
@@ -248,9 +248,10 @@ def run(args: argparse.Namespace) -> int:
         settings.consumer_groups,
         settings.dead_letter_path or "off",
     )
-    # This process is the dispatcher's: its start-up objects can leave the GC's passes. (Not
-    # done by Dispatcher.run(), which may run inside an application that owns its heap.)
-    freeze_startup_heap()
+    # This process is the dispatcher's: its start-up objects can leave the GC's passes, and
+    # young passes can come less often. (Not done by Dispatcher.run(), which may run inside an
+    # application that owns its heap.)
+    prepare_dispatch_heap()
     with BackendWatch(bus, command="eventbus dispatch"):
         if endpoint is None:
             stats = asyncio.run(dispatcher.serve())
