@@ -113,6 +113,10 @@ def test_body_json_is_read_as_the_json_module_reads_it() -> None:
     texts = [
         '{"a": 1, "b": [true, null, 2.5, -0, 1e-7, 1E400], "a": 2}',
         '{"big": 18446744073709551616, "neg": -9223372036854775809, "ok": 9223372036854775808}',
+        # Each alone too: one long run must not hide that another number was read as a float.
+        '{"neg": -9223372036854775809}',
+        "[-9223372036854775808, 18446744073709551615, -99999999999999999999]",
+        '{"big": 18446744073709551616}',
         '{"id": "12345678901234567890123"}',
         "[NaN, Infinity, -Infinity]",
         '"\\ud800 lone"',
@@ -131,6 +135,21 @@ def test_body_json_is_read_as_the_json_module_reads_it() -> None:
         got = _loads(text.encode(), text)
         assert json.dumps(got) == json.dumps(expected), text
         assert type(got) is type(expected)
+
+
+def test_integers_at_the_64_bit_edges_are_read_exactly() -> None:
+    # orjson reads integers outside [-2**63, 2**64) as floats; the json module keeps them. Every
+    # integer near an edge, alone or among others, must come back as the json module reads it.
+    rng = random.Random(11)
+    edges = [-(2**63), 2**63, 2**64, 10**18, 10**19, 10**20]
+    numbers = [edge + delta for edge in edges for delta in range(-3, 4)]
+    numbers += [-n for n in numbers]
+    numbers += [rng.randint(-(2**70), 2**70) for _ in range(200)]
+    for number in numbers:
+        for text in (str(number), f'{{"n": {number}, "s": "x"}}', f"[1.5, {number}, 7]"):
+            got = _loads(text.encode(), text)
+            expected = json.loads(text)
+            assert got == expected and json.dumps(got) == json.dumps(expected), text
 
 
 def test_jsonl_lines_hold_what_the_json_module_wrote() -> None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from eventbus_core._jsonl import JsonlFile, dumps_line
+from eventbus_core._utc import utc_now_iso
 
 __all__ = ["DeadLetter", "JsonlDeadLetter", "MemoryDeadLetter"]
 
@@ -44,7 +44,7 @@ class DeadLetter(Protocol):
 def _records(
     sink: str, payloads: Sequence[dict[str, Any]], error: str, error_type: str, attempts: int
 ) -> list[dict[str, Any]]:
-    now = datetime.now(UTC).isoformat()
+    now = utc_now_iso()
     return [
         {
             "dead_lettered_at": now,
