@@ -93,7 +93,7 @@ class BatchWriter:
         self.buffer_size = buffer_size
         # Up to two batches are out of the buffer at once (one in Redis, one being encoded):
         # keep them to half the bound, so publishers always have room while Redis works.
-        self._max_batch = max(1, min(max_batch, buffer_size // 4))
+        self.max_batch = max(1, min(max_batch, buffer_size // 4))
         self._backoff = backoff or Backoff()
         self._wrong_type = wrong_type
         self._in_doubt = 0  # of the lost: in a batch Redis may have applied (reply never read)
@@ -148,7 +148,7 @@ class BatchWriter:
         taken_back = self._on_loop.take_back()
         if taken_back is not None:
             self._deliver(*taken_back)
-        _first, batch = self._batcher.take(self._max_batch)
+        _first, batch = self._batcher.take(self.max_batch)
         prepared = self.prepare(batch) if batch else None
         sent, self._sent = self._sent, None
         if sent is not None:
