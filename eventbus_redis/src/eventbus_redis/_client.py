@@ -64,8 +64,10 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
     except ValueError as exc:
         # redis-py quotes the URL in some messages: never let the password through.
         source = getattr(settings, "redis_url_source", "REDIS_URL")
+        shown = repr(settings.redis_url)  # RedactedURL: the password masked
+        reason = f"cannot be used: {safe_error(exc)}"
         raise SettingsError(
-            f"{source} ({settings.redis_url!r}) cannot be used: {safe_error(exc)}"
+            f"{source} ({shown}) {reason}", problems=[("redis_url", shown, reason)]
         ) from None
 
 

@@ -125,16 +125,22 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
 
     Raises:
         BackendUnavailableError: the backend did not answer (within `--wait-for-backend`).
+        SettingsError, UsageError: the backend refused a setting (`UsageError`, naming the
+            flag, when a flag gave it).
     """
     wait = getattr(args, "wait_for_backend", 0.0) or 0.0
     if wait < 0:
         raise UsageError(f"--wait-for-backend {wait:g}: give the seconds to wait, 0 or more")
-    bus = create_bus(settings)
+    flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
+    try:
+        bus = create_bus(settings)
+    except SettingsError as exc:  # a value the backend refused: name the flag that gave it
+        raise _in_flag_terms(exc, flags) from None
     try:
         ensure_reachable(bus, wait=wait, command=command)
     except BackendUnavailableError as exc:
         bus.stop(timeout=0)
-        given = [flag for field, flag in plugin_flags().items() if getattr(args, field, None)]
+        given = list(flags.values())
         if given:  # the address came from the command line, not the environment: say so
             shown = " / ".join(given)
             raise BackendUnavailableError(f"{exc} (settings given by {shown})") from None
