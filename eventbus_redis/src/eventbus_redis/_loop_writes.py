@@ -6,14 +6,16 @@ publish() runs on a loop), each cycle of `BatchWriter` runs here, on the loop, a
 1. it settles the batch whose reply came (recorded by the task below);
 2. it takes and encodes the next batch: what is buffered, up to the writer's `max_batch`, as
    the thread does. (An earlier cap of 100 events per batch, to keep each drain short, lost
-   events the thread carries: on a saturated loop a batch's round trip takes several of the
-   loop's iterations, about 24 ms at 8 ms an iteration, so 100 events a trip carried 4,200
-   events/s and dropped 57 % of 10,500/s, where the thread dropped none. Under light traffic a
-   batch holds what came in one `linger`, so the drains stay short where requests are fast.);
+   events the thread carries: on a saturated loop each step of a batch's round trip waits
+   for one of the loop's iterations, about seven steps a batch, and at 8 ms an iteration the
+   loop dropped 2,100 of 10,500 events published at about 4,000/s, the thread none; see
+   `test_a_saturated_loop_carries_what_the_thread_carries`. Under light traffic a batch holds
+   what came in one `linger`, so the drains stay short where requests are fast.);
 3. it hands the batch's commands to a task that writes them through an asyncio connection
    (`LoopConnection`, redis-py's asyncio client) and reads the replies. The task does I/O, then
-   settles the batch under the cycle lock (`_replied`); it takes no new batch, so events
-   published meanwhile still wait for the drainer's `linger` and go together.
+   settles the batch under the cycle lock (`_replied`). It takes the next batch itself only
+   when a full one waits; otherwise the events published meanwhile wait for the drainer's
+   `linger` and go together.
 
 One batch is in flight at a time, as on the thread. Batches go by script (EVALSHA, then EVAL
 if Redis lost the script) under the writer's lease; a due renewal goes on the same write, just
