@@ -263,27 +263,51 @@ def test_a_batch_refused_for_a_lapsed_lease_is_sent_again_at_once(
     # A loop too busy to read a reply and send the next batch in time lets the writer's lease
     # lapse in Redis while the writer still counts on it. Redis refuses the batch; that is no
     # outage (Redis answered): the batch goes again at once under a new lease, as the thread's
-    # write does, with no failure counted, no backoff and no warning. (Before, it was parked
-    # for the writer's backoff as a failure, while the buffer filled.)
-    async def main() -> Bus:
-        bus = make_bus("log", real, prefix, buffer_size=5000)
-        await publish_on_loop(bus, 10)
-        assert await asyncio.to_thread(bus.flush, 10)
+    # write does, with no failure counted, no backoff drawn and no warning. (Before, it was
+    # parked for the writer's backoff as a failure, while the buffer filled.) A thread that
+    # takes over in between writes the refused batch itself, and the loop's next refusal is
+    # again a first one.
+    def lapse() -> None:  # what the lease's expiry does, without waiting for it
         leases = list(real.scan_iter(f"{prefix}:log:writer:*:lease"))
         assert len(leases) == 1
-        real.delete(*leases)  # what the lease's expiry does, without waiting for it
+        real.delete(*leases)
+
+    async def main() -> tuple[Bus, list[Any]]:
+        bus = make_bus("log", real, prefix, buffer_size=5000)
+        replies: list[Any] = []
+        applied = bus._writer._appender.applied
+
+        def record(reply: Any) -> None:
+            replies.append(int(reply))
+            applied(reply)
+
+        bus._writer._appender.applied = record  # type: ignore[method-assign]
+        await publish_on_loop(bus, 10)
+        assert await asyncio.to_thread(bus.flush, 10)
+        lapse()
         await publish_on_loop(bus, 10, start=10)
         assert await asyncio.to_thread(bus.flush, 10)
-        return bus
+        lapse()
+        await publish_on_loop(bus, 10, start=20)
+        while -2 not in replies[-1:]:  # refused on the loop, parked to go again at once ...
+            await asyncio.sleep(0)
+        assert bus.flush(10)  # ... but flush() on the loop's own thread: a thread writes it
+        await asyncio.sleep(0.2)  # the thread falls asleep; the next publish brings the loop
+        lapse()
+        await publish_on_loop(bus, 10, start=30)
+        assert await asyncio.to_thread(bus.flush, 10)
+        assert isinstance(bus._writer._batcher._driver, LoopDriver)
+        return bus, replies
 
     with caplog.at_level("WARNING", logger="eventbus"):
-        bus = asyncio.run(main())
+        bus, replies = asyncio.run(main())
     bus.stop(5)
     stats = bus.stats()
-    assert (stats.extra["written"], stats.extra["write_failures"]) == (20, 0)
-    assert stats.extra["batches_on_loop"] == stats.extra["batches"] == 2  # a refusal is no batch
+    assert replies.count(-2) == 3  # each lapse was refused once, and only once
+    assert (stats.extra["written"], stats.extra["write_failures"]) == (40, 0)
+    assert bus._writer._backoff.failures == 0  # never waited for a backoff
     assert not [r for r in caplog.records if "cannot write" in r.getMessage()]
-    assert stored_ids(real, bus) == [f"req-{i}" for i in range(20)]
+    assert stored_ids(real, bus) == [f"req-{i}" for i in range(40)]
 
 
 def test_a_saturated_loop_carries_what_the_thread_carries(real: redis.Redis, prefix: str) -> None:

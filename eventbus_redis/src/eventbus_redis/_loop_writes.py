@@ -13,9 +13,8 @@ publish() runs on a loop), each cycle of `BatchWriter` runs here, on the loop, a
    what came in one `linger`, so the drains stay short where requests are fast.);
 3. it hands the batch's commands to a task that writes them through an asyncio connection
    (`LoopConnection`, redis-py's asyncio client) and reads the replies. The task does I/O, then
-   settles the batch under the cycle lock (`_replied`). It takes the next batch itself only
-   when a full one waits; otherwise the events published meanwhile wait for the drainer's
-   `linger` and go together.
+   settles the batch under the cycle lock (`_replied`); it takes no new batch, so events
+   published meanwhile still wait for the drainer's `linger` and go together.
 
 One batch is in flight at a time, as on the thread. Batches go by script (EVALSHA, then EVAL
 if Redis lost the script) under the writer's lease; a due renewal goes on the same write, just
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from eventbus_core import Event, get_logger
+from eventbus_core import Event
 from eventbus_core.batching import Batcher
 from eventbus_redis._appender import LeaseRefused, Prepared, ScriptAppender
 from eventbus_redis._loop_connection import LoopConnection
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from eventbus_redis._writer import BatchWriter
 
 __all__ = ["LoopWrites"]
-
-log = get_logger("eventbus.redis")
 
 
 @dataclass(slots=True, eq=False)
@@ -91,7 +88,7 @@ class LoopWrites:
         self._parked: tuple[list[Event], Prepared] | None = None  # failed: retried at _retry_at
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()  # a task nobody holds may be collected
-        self._refused = False  # the last batch settled was refused for the lease
+        self._refused = False  # the batch parked now was refused for the lease
         self.batches = 0
 
     # ---------------------------------------------------------------- cycles, on the loop
@@ -194,12 +191,9 @@ class LoopWrites:
             self._replied(rec)
 
     def _replied(self, rec: _InFlight) -> None:
-        """Settle `rec` at once (flush() may be waiting for it). A new batch is taken here only
-        when a full one (`max_batch`) is waiting: otherwise the events published meanwhile wait
-        for the drainer's `linger`, so that a steady trickle still goes in batches rather than
-        one write per request. When a full batch waits, lingering gathers nothing, and sending
-        it from here saves the loop iteration a drain would wait for (several milliseconds on a
-        saturated loop, out of a round trip of a few iterations)."""
+        """Settle `rec` at once (flush() may be waiting for it), but take no new batch: the
+        events published meanwhile wait for the drainer's `linger`, so that a steady trickle
+        still goes in batches rather than one write per request."""
         b = self._batcher
         if not b.cycle_lock.acquire(blocking=False):
             b.wake_now()  # a cycle is running elsewhere: a drain on the loop settles it after
@@ -208,13 +202,6 @@ class LoopWrites:
             if self._in_flight is rec:
                 self._in_flight = None
                 self._settle(rec)
-                loop = asyncio.get_running_loop()
-                if (
-                    self._parked is None
-                    and b.buffered >= self._writer.max_batch
-                    and b.loop_drains(loop)
-                ):
-                    self._cycle_here(loop)
         finally:
             b.cycle_lock.release()
         b.notify_flush()
@@ -222,14 +209,6 @@ class LoopWrites:
             b.wake_now()  # refused for the lease: sent again at once
         elif b.buffered or self._parked is not None:
             b.kick()
-
-    def _cycle_here(self, loop: asyncio.AbstractEventLoop) -> None:
-        """A cycle run from a batch's task rather than a drain: a failure is logged and
-        survived, as the batcher does for the drains' cycles."""
-        try:
-            self.cycle(loop)
-        except Exception:
-            log.exception("eventbus redis writer failed a cycle on the loop; continuing")
 
     def _settle(self, rec: _InFlight) -> None:
         """Count the batch written, or park it for a retry after the backoff."""
@@ -265,11 +244,15 @@ class LoopWrites:
         """For a thread's cycle: settle what the loop left, and return the batch the thread must
         write (one still on its way, or parked), if any."""
         rec, self._in_flight = self._in_flight, None
+        # The thread writes whatever is handed to it, under a lease of its own: a refusal the
+        # loop saw is behind it (the loop's next refusal is again a first one).
+        self._refused = False
         if rec is not None:
             rec.claimed = True
             self._conn = None  # its task closes it: replies may still be on their way
             if rec.done:
                 self._settle(rec)
+                self._refused = False
             else:
                 self._appender.lease.invalidate()
                 return rec.batch, rec.prepared

@@ -198,14 +198,6 @@ class Batcher:
         if driver is None or not driver.kick(urgent=True):
             self._select()
 
-    def loop_drains(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """True while `loop` drains this batcher (no thread has taken over): a backend's task
-        on `loop` may then run a cycle itself, under `cycle_lock`."""
-        from eventbus_core.batching._loop import LoopDriver
-
-        driver = self._driver
-        return isinstance(driver, LoopDriver) and driver.loop is loop and driver.alive()
-
     def draining_loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop whose drain runs the current cycle; None in a thread's cycle or one
         run inline by `flush()`/`close()` (where the backend may block on I/O)."""
