@@ -37,7 +37,9 @@ class Prepared:
     tails, and its batch number (a retry of the same `Prepared` is recognised by the script and
     not applied twice).
 
-    `mode`, `replies` and `last` record how an appender sent it (see `TransactionAppender`)."""
+    `mode`, `replies` and `last` record how an appender sent it (see `TransactionAppender`);
+    `refused`, that Redis refused it once for a lapsed lease (the loop path sends it again at
+    once, and counts a second refusal as a failure: `LoopWrites`)."""
 
     keys: list[str]
     args: list[Any]
@@ -45,6 +47,7 @@ class Prepared:
     mode: str = "script"
     replies: int = 0
     last: int = 0
+    refused: bool = False
 
 
 class ScriptAppender:

@@ -22,7 +22,7 @@ before the batch, which names the new token. A failed batch is parked and retrie
 writer's backoff, from a later cycle, so an outage costs the loop nothing but a timer. A batch
 Redis refused because the lease ran out before it arrived (a loop too busy to read replies
 and send in time) is no outage: it is sent again at once, under a new lease, as the thread's
-write does; only a second refusal in a row counts as a failure.
+write does; only the same batch refused a second time counts as a failure.
 
 A thread may take over at any time: `flush()` or `stop()` called on the loop's own thread, the
 loop shutting down, `stop()` itself (its deadline cuts a thread, never the caller). The
@@ -88,7 +88,6 @@ class LoopWrites:
         self._parked: tuple[list[Event], Prepared] | None = None  # failed: retried at _retry_at
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()  # a task nobody holds may be collected
-        self._refused = False  # the batch parked now was refused for the lease
         self.batches = 0
 
     # ---------------------------------------------------------------- cycles, on the loop
@@ -227,13 +226,12 @@ class LoopWrites:
             self._parked = (rec.batch, rec.prepared)
             if isinstance(exc, LeaseRefused):
                 self._appender.lease.invalidate()  # the next write renews it first
-                if not self._refused:
-                    self._refused = True
+                if not rec.prepared.refused:
+                    rec.prepared.refused = True
                     self._retry_at = 0.0  # at once: Redis answered, it is no outage
                     return
             self._retry_at = time.monotonic() + self._writer.failed(exc)
             return
-        self._refused = False
         self._writer.recovered()
         self._writer.settle(rec.batch, written=True)
         self.batches += 1
@@ -244,15 +242,11 @@ class LoopWrites:
         """For a thread's cycle: settle what the loop left, and return the batch the thread must
         write (one still on its way, or parked), if any."""
         rec, self._in_flight = self._in_flight, None
-        # The thread writes whatever is handed to it, under a lease of its own: a refusal the
-        # loop saw is behind it (the loop's next refusal is again a first one).
-        self._refused = False
         if rec is not None:
             rec.claimed = True
             self._conn = None  # its task closes it: replies may still be on their way
             if rec.done:
                 self._settle(rec)
-                self._refused = False
             else:
                 self._appender.lease.invalidate()
                 return rec.batch, rec.prepared
@@ -269,7 +263,6 @@ class LoopWrites:
         """A forked child: the batch in flight is the parent's, as are its tasks and loop."""
         self._in_flight = None
         self._parked = None
-        self._refused = False
         self._conn = None
         self._conn_loop = None
         self._tasks = set()
