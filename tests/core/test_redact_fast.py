@@ -285,3 +285,57 @@ def test_credential_query_parameters_are_never_cleared_by_the_gate() -> None:
             assert not needs_no_redaction([payload["path"]]), spelled
             assert "s3cr3t-value" not in str(redactor.payload(payload)), spelled
             assert redactor.payload(payload) == redactor.json(payload), spelled
+
+
+def test_query_pairs_are_found_where_a_search_finds_them() -> None:
+    # `has_query_pair` tries the pattern only at `?` and `&`: the same verdict as a search, on
+    # text built from separators, credential names in every case, values and odd characters.
+    from eventbus_core.redact._query import QUERY_PAIR, QUERY_PAIR_BYTES, has_query_pair
+
+    rng = random.Random(5)
+    parts = ["?", "&", "=", "key", "KEY", "Token", "sig", "x-amz-signature", "auth", "v", " ",
+             "#", "'", "&&", "??", "\u212a", "\u017f", "é", "ke", "y="]  # fmt: skip
+    seen = {True: 0, False: 0}
+    for _ in range(5000):
+        pieces = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
+        if rng.random() < 0.5:  # a pair, well-formed or nearly so, somewhere in the text
+            pair = rng.choice("?&") + rng.choice(parts[3:10]) + rng.choice(["=", "=v", "=#"])
+            pieces.insert(rng.randint(0, len(pieces)), pair)
+        text = "".join(pieces)
+        found = has_query_pair(text)
+        assert found == (QUERY_PAIR.search(text) is not None), text
+        raw = text.encode()
+        assert has_query_pair(raw) == (QUERY_PAIR_BYTES.search(raw) is not None), text
+        seen[found] += 1
+    assert min(seen.values()) > 500  # both verdicts were put to the test
+
+
+def test_url_credentials_are_never_cleared_by_the_gate() -> None:
+    redactor = Redactor()
+    for url in ("postgres://u:p@db", "redis://:tok@h", "redis://token@h", "x://@h/p"):
+        payload = {"input": {"content": f"use {url} now"}}
+        if url != "x://@h/p":  # nothing to mask there: the walk leaves it as it is
+            assert not needs_no_redaction(payload), url
+        assert redactor.payload(payload) == redactor.json(payload), url
+
+
+def test_a_credential_in_one_part_leaves_the_other_parts_as_they_are() -> None:
+    # The careful walk goes only into the parts the gate does not clear: the response of an
+    # event whose request holds a key is handed on as it is (not copied), its headers are
+    # still masked by name, and the result is what the walk of the whole payload gives.
+    redactor = Redactor()
+    output = {"choices": [{"message": {"content": "hello"}}], "usage": {"total_tokens": 3}}
+    payload = {
+        "path": "/v1/chat/completions",
+        "input": {"messages": [{"role": "user", "content": "hi"}], "api_key": "s3cr3t-value"},
+        "output": output,
+        "response_headers": {"Authorization": ["Bearer x"], "Date": ["today"]},
+        "metadata": {"request_body": {"bytes": 10}},
+    }
+    redacted = redactor.payload(payload)
+    assert redacted == redactor.json(payload)
+    assert redacted["input"]["api_key"] == MASK
+    assert redacted["output"] is output
+    assert redacted["metadata"]["request_body"] is payload["metadata"]["request_body"]
+    assert redacted["input"]["messages"] is payload["input"]["messages"]
+    assert redacted["response_headers"] == {"Authorization": [MASK], "Date": ["today"]}

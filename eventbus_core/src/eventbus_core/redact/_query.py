@@ -9,9 +9,9 @@ after `?` or `&`. One list, from which both the text rule (`_redact`) and the fa
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final, overload
 
-__all__ = ["QUERY_CREDENTIALS", "QUERY_PAIR", "QUERY_PAIR_BYTES"]
+__all__ = ["QUERY_CREDENTIALS", "QUERY_PAIR", "QUERY_PAIR_BYTES", "has_query_pair"]
 
 QUERY_CREDENTIALS: Final = (
     "key",
@@ -30,3 +30,30 @@ QUERY_PAIR: Final = re.compile(rf"(?i)(?P<head>[?&](?:{_NAMES})=)(?P<value>[^&#\
 
 QUERY_PAIR_BYTES: Final = re.compile(rf"(?i)[?&](?:{_NAMES})=[^&#\s\"'<>]".encode())
 """The same, on the JSON serialisation of a payload part (the gate's conservative test)."""
+
+
+@overload
+def has_query_pair(text: str) -> bool: ...
+@overload
+def has_query_pair(text: bytes) -> bool: ...
+def has_query_pair(text: str | bytes) -> bool:
+    """Whether `QUERY_PAIR` (`QUERY_PAIR_BYTES` for bytes) matches anywhere in `text`.
+
+    Every match starts with `?` or `&` (no other character is either of them ignoring case),
+    so the pattern is tried only there. Its `search()` tries every position, case-insensitively,
+    at about 10 ns a character: 25 us over a chat payload that merely holds an `=`, against
+    about 1 us this way.
+    """
+    if isinstance(text, str):
+        return _tried_at_separators(QUERY_PAIR, text, "?", "&")
+    return _tried_at_separators(QUERY_PAIR_BYTES, text, b"?", b"&")
+
+
+def _tried_at_separators(pattern: re.Pattern[Any], text: Any, *separators: Any) -> bool:
+    for separator in separators:
+        at = text.find(separator)
+        while at != -1:
+            if pattern.match(text, at) is not None:
+                return True
+            at = text.find(separator, at + 1)
+    return False

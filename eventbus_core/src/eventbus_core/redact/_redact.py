@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core.redact._gate import needs_no_redaction
-from eventbus_core.redact._query import QUERY_PAIR
+from eventbus_core.redact._query import QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import mask_url_credentials
 
 if TYPE_CHECKING:
@@ -256,7 +256,7 @@ class Redactor:
         lowered = text.lower()
         if _may_hold_pair(lowered) and _NAME.search(lowered):
             text = _PAIR.sub(lambda m: m.group("head") + MASK, text)
-        if "=" in text and ("?" in text or "&" in text):
+        if "=" in text and has_query_pair(text):
             text = QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
         if "://" in text and "@" in text:  # postgres://user:password@db, redis://token@host
             text = mask_url_credentials(text, MASK)
@@ -367,8 +367,47 @@ class Redactor:
             out[k] = v
             pending.append(v)
         if pending and not needs_no_redaction(pending):
-            return self.json(value)  # something may need masking: the careful walk, all of it
+            # Something may need masking: the careful walk, into the parts the gate does not
+            # clear only (a credential in the request body leaves the response as it is).
+            return self._json_gated(value)
         return out
+
+    def _json_gated(self, value: Any) -> Any:
+        """`json(value)` for the default rules, where each list or dict inside `value` that
+        the gate clears is kept as it is instead of walked (`value` itself is walked).
+
+        The branches are `json()`'s own: a part the gate clears is one `json()` would return
+        unchanged (or an equal copy of), so the result is the same.
+        """
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                kind = type(v)
+                if v is None or kind in (int, float, bool):
+                    out[k] = v
+                elif kind is str:
+                    secret = v and isinstance(k, str) and _is_secret_name(k)
+                    out[k] = MASK if secret else self.text(v)
+                elif isinstance(k, str) and k.lower() in _HEADER_FIELDS and isinstance(v, dict):
+                    pending: list[Any] = []
+                    headers = self._header_dict_fast(v, pending)
+                    cleared = not pending or needs_no_redaction(pending)
+                    out[k] = headers if cleared else self._header_dict(v)
+                elif (kind is dict or kind is list) and needs_no_redaction(v):
+                    out[k] = v
+                else:
+                    out[k] = self._json_gated(v)
+            return out
+        if isinstance(value, list):
+            return [
+                v
+                if (type(v) is dict or type(v) is list) and needs_no_redaction(v)
+                else self._json_gated(v)
+                for v in value
+            ]
+        if isinstance(value, str):
+            return self.text(value)
+        return value
 
     def _header_dict_fast(self, headers: dict[str, Any], pending: list[Any]) -> dict[str, Any]:
         """`_header_dict`, the values of harmless headers left for the gate (in `pending`)."""
