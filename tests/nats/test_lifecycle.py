@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from eventbus_core import BackendUnavailableError, EventBusSettings
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus, NatsSettings
 from tests.nats._servers import ThrowawayNats
+from tests.nats.conftest import Names
 
 pytestmark = pytest.mark.nats
 
@@ -246,3 +248,75 @@ def test_tls_with_the_ca_from_nats_ca(tmp_path: Path) -> None:
     finally:
         bus.stop(2)
         server.kill()
+
+
+_ENDS_WITHOUT_STOP = """
+import asyncio, sys, time
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus
+
+mode, url, stream, subject, kill_file = sys.argv[1:6]
+bus = NatsEventBus(url, stream=stream, subject=subject, buffer_size=2000, stop_timeout=5.0)
+if mode == "loop":
+    async def serve():
+        for i in range(1000):
+            bus.publish(make_event(i))
+            if i % 100 == 0:
+                await asyncio.sleep(0.001)
+    asyncio.run(serve())
+else:
+    assert bus.flush(10)  # the stream exists: only the events are left to the exit
+    if kill_file != "-":
+        open(kill_file, "w").close()  # the test kills the server now
+        while open(kill_file).read() != "killed":
+            time.sleep(0.01)
+    for i in range(1000):
+        bus.publish(make_event(i))
+print("exiting", time.monotonic(), flush=True)
+"""
+
+
+def _run_until_exit(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    command = [sys.executable, "-c", _ENDS_WITHOUT_STOP, *args]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    exiting = float(done.stdout.split()[-1]) if "exiting" in done.stdout else 0.0
+    return done, exiting
+
+
+@pytest.mark.parametrize("mode", ["sync", "loop"])
+def test_a_process_that_ends_without_stop_still_writes_what_it_accepted(
+    nats_url: str, names: Names, make_bus: MakeBus, mode: str
+) -> None:
+    # The writer's thread is a daemon: without the exit's wait, a process that returns from
+    # its main code (or from asyncio.run) right after publishing lost what was not written.
+    done, _ = _run_until_exit(mode, nats_url, names.stream, names.subject, "-")
+    assert done.returncode == 0, done.stderr
+    assert "not delivered" not in done.stderr and "destroyed" not in done.stderr, done.stderr
+    reader = make_bus()
+    assert sorted(int(r.split("-")[-1]) for r in request_ids(reader)) == list(range(1000))
+
+
+def test_an_exit_is_not_held_for_a_dead_server_and_says_what_it_leaves(
+    server: ThrowawayNats, tmp_path: Path
+) -> None:
+    signal_file = tmp_path / "kill-now"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ENDS_WITHOUT_STOP, "sync", server.url, "EXITDEAD", "exit.dead",
+         str(signal_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not signal_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.kill()
+        signal_file.write_text("killed")
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    ended = time.monotonic()
+    exiting = float(out.split()[-1])
+    assert child.returncode == 0, err
+    # Nothing is delivered for half a second: the exit stops waiting (not the 5 s stop_timeout).
+    assert ended - exiting < 3.0, err
+    assert "1000 event(s) accepted and not delivered yet when the interpreter exited" in err, err

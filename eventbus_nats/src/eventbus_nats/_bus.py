@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Self
 
 from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
+from eventbus_core.batching import deliver_at_exit
 from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
 from eventbus_nats._fanout import Follower, NatsSubscription
@@ -130,7 +131,11 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         options = ConnectOptions(servers, dict(connect_options or {}))
         # Everything is checked: only now start the connection's thread.
         self._link = Link(options, layout, name=f"eventbus-nats[{layout.stream}]")
-        self._writer = JetStreamWriter(self._link, buffer_size=buffer_size, max_batch=max_batch)
+        self._writer = JetStreamWriter(
+            self._link, buffer_size=buffer_size, max_batch=max_batch, exit_timeout=stop_timeout
+        )
+        # A process that exits without stop() waits for the writer, as for the core's batchers.
+        deliver_at_exit(self._writer)
         self._writer.hold = self._a_follower_is_unstarted
         self._log = LogReader(self._link)
         _LIVE_BUSES.add(self)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core import Event, get_logger
+from eventbus_core.batching import deliver_while_progressing, log_undelivered
 from eventbus_nats._link import Link
 from eventbus_nats._sender import Batch, BatchSender
 
@@ -50,6 +51,8 @@ class JetStreamWriter:
             its thread takes the GIL from the application (see the Redis writer's notes).
         ack_timeout: Seconds to wait for a batch's acknowledgements before sending the missing
             ones again.
+        exit_timeout: Seconds a process that exits without `stop()` waits at most for the
+            writer to deliver what it accepted (`flush_at_exit()`; the bus's `stop_timeout`).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class JetStreamWriter:
         max_batch: int = 500,
         linger: float = 0.05,
         ack_timeout: float = 3.0,
+        exit_timeout: float = 5.0,
     ) -> None:
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(
@@ -80,6 +84,7 @@ class JetStreamWriter:
         self._high_water = max(1, buffer_size // 2)
         self._linger = linger
         self._ack_timeout = ack_timeout
+        self.exit_timeout = exit_timeout
         self._buffer: deque[Event] = deque()
         self._closed = False
         # Set by the bus: True while a subscription still has to make its first consumer.
@@ -242,6 +247,23 @@ class JetStreamWriter:
                 # Short waits: the writer's notify can race with our check.
                 self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
         return self._done >= target
+
+    def pending(self) -> int:
+        """Events accepted and not settled yet (buffered, or sent and not acknowledged)."""
+        with self._lock:
+            return self._taken + len(self._buffer) - self._done
+
+    def flush_at_exit(self, why: str, timeout: float | None = None) -> bool:
+        """Before the process goes away (the link's thread is a daemon, which dies with it):
+        wait up to `timeout` (`exit_timeout`) while the writer makes progress, and log what is
+        still undelivered then. True if all was."""
+        if self._closed or not self.pending():
+            return True
+        wait = self.exit_timeout if timeout is None else timeout
+        if deliver_while_progressing(self.flush, lambda: self._done, wait):
+            return True
+        log_undelivered(f"eventbus nats writer to {self._subject!r}", self.pending(), why)
+        return False
 
     def close_intake(self) -> None:
         """Refuse further events and wake the writer to send what is left."""

@@ -17,7 +17,16 @@ a fresh drainer, and a loop that goes away hands its leftovers to a thread.
 See docs/plugins/writing-a-backend.md, "Batching".
 """
 
-from eventbus_core.batching._batcher import PUBLISH_PATHS, BatchClient, Batcher, PublishPath
+from eventbus_core.batching._batcher import (
+    PUBLISH_PATHS,
+    BatchClient,
+    Batcher,
+    ExitDelivery,
+    PublishPath,
+    deliver_at_exit,
+    deliver_while_progressing,
+    log_undelivered,
+)
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._thread import DEEP_SLEEP_AFTER, ThreadDriver
 
@@ -26,7 +35,11 @@ __all__ = [
     "PUBLISH_PATHS",
     "BatchClient",
     "Batcher",
+    "ExitDelivery",
     "LoopDriver",
     "PublishPath",
     "ThreadDriver",
+    "deliver_at_exit",
+    "deliver_while_progressing",
+    "log_undelivered",
 ]

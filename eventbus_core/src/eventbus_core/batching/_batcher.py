@@ -42,7 +42,58 @@ PUBLISH_PATHS: Final[tuple[PublishPath, ...]] = ("auto", "thread", "asyncio")
 
 _EXIT_PROGRESS: Final = 0.5  # seconds without a delivery after which an exit stops waiting
 _LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()  # rebuilt in forked children
-_OPEN: weakref.WeakSet[Batcher] = weakref.WeakSet()  # flushed at interpreter exit
+_OPEN: weakref.WeakSet[ExitDelivery] = weakref.WeakSet()  # flushed at interpreter exit
+
+
+class ExitDelivery(Protocol):
+    """What the interpreter's exit waits for: a buffer that a daemon thread delivers (and that
+    dies with the process). `Batcher` is one; a backend with a writer of its own registers
+    with `deliver_at_exit()`."""
+
+    exit_timeout: float
+
+    @property
+    def closed(self) -> bool:
+        """True once stopped: nothing is waited for then."""
+
+    def pending(self) -> int:
+        """Events accepted and not settled yet."""
+
+    def flush_at_exit(self, why: str, timeout: float | None = None) -> bool:
+        """Deliver what is pending within `timeout`, while it makes progress (see
+        `deliver_while_progressing`); log what is left. True if all was delivered."""
+
+
+def deliver_at_exit(delivery: ExitDelivery) -> None:
+    """Have the interpreter's exit wait for `delivery` (held weakly), as for every `Batcher`."""
+    _OPEN.add(delivery)
+
+
+def deliver_while_progressing(
+    flush: Callable[[float], bool], settled: Callable[[], int], timeout: float
+) -> bool:
+    """Call `flush` in slices until it returns True (True), `timeout` seconds pass, or a slice
+    of `_EXIT_PROGRESS` seconds settles nothing (False): a backend that delivers nothing is
+    down, and an exit is not held for it. `settled()` counts the events settled so far."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        before = settled()
+        if flush(min(left, _EXIT_PROGRESS)):
+            return True
+        if settled() == before:
+            break
+    return False
+
+
+def log_undelivered(label: str, count: int, why: str) -> None:
+    """The warning of an exit that could not wait for everything: what is lost, and the cure."""
+    log.warning(
+        "%s: %d event(s) accepted and not delivered yet when %s; they are lost if the "
+        "process ends now (stop() the bus before the end, with the deadline you want)",
+        label,
+        count,
+        why,
+    )
 
 
 class BatchClient(Protocol):
@@ -517,20 +568,10 @@ class Batcher:
         undelivered then. True if all was."""
         if self._closed or not self.pending():
             return True
-        deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
-        while (left := deadline - time.monotonic()) > 0:
-            before = self.done
-            if self.flush(min(left, _EXIT_PROGRESS)):
-                return True
-            if self.done == before:
-                break  # nothing delivered for a while: the backend is down, do not hold the exit
-        log.warning(
-            "%s: %d event(s) accepted and not delivered yet when %s; they are lost if the "
-            "process ends now (stop() the bus before the end, with the deadline you want)",
-            self.label,
-            self.pending(),
-            why,
-        )
+        wait = self.exit_timeout if timeout is None else timeout
+        if deliver_while_progressing(self.flush, lambda: self.done, wait):
+            return True
+        log_undelivered(self.label, self.pending(), why)
         return False
 
     def late(self) -> int:
