@@ -5,6 +5,8 @@ database is not a number, a database the server does not have, a key holding ano
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -132,3 +134,24 @@ def test_a_key_of_another_type_names_the_key_setting(
         assert main([*command, "--backend", backend]) == 2
         err = capsys.readouterr().err
         assert KEY_SETTING[backend] in err and "is it running" not in err
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dispatch_ends_with_exit_2_for_a_key_of_another_type(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    backend: str,
+    wrong_key: str,
+) -> None:
+    # operations.md: every command, dispatch included, treats such a key as a configuration
+    # error. The consumer group's reads used to retry WRONGTYPE for ever.
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv(KEY_SETTING[backend], wrong_key)
+    out = f"{tmp_path}/out.jsonl"
+    command = ["dispatch", "--backend", backend, "--sink", "jsonl", "--sink-opt", f"path={out}"]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert KEY_SETTING[backend] in err and "is a string" in err, err
+    assert "retrying" not in err, err

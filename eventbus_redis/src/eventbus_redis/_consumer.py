@@ -23,6 +23,7 @@ import redis
 
 from eventbus_core import Delivery, WireFormatError, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
+from eventbus_redis._config_errors import reporting_wrong_type
 from eventbus_redis._entries import DeadEntry, dead_letter, stream_entries, text
 from eventbus_redis._stream_entry import event_from_stream_entry
 
@@ -66,6 +67,7 @@ class StreamConsumer:
         dead_letter_stream: str,
         dead_letter_max_len: int = 10_000,
         claim_interval: float | None = None,
+        stream_setting: str,
     ) -> None:
         if batch_size < 1 or max_deliveries < 1 or block < 0 or claim_idle < 0:
             raise ValueError(
@@ -104,6 +106,7 @@ class StreamConsumer:
         self.trimmed = 0
         self.groups_created = 0
         self.last_error: str | None = None
+        self._stream_setting = stream_setting
 
     # ------------------------------------------------------------------------------ reading
 
@@ -119,7 +122,10 @@ class StreamConsumer:
         count = max(1, min(max_items, self.batch_size))
         while not self._closed:
             try:
-                out = self._read_once(count, deadline)
+                # A stream key that holds another type of value is the settings' fault, not an
+                # outage: said once, naming the setting, instead of retried for ever.
+                with reporting_wrong_type(self._client, [self.stream], self._stream_setting):
+                    out = self._read_once(count, deadline)
             except redis.ResponseError as exc:
                 if not _is_nogroup(exc):
                     raise

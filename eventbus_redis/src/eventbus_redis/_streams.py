@@ -180,6 +180,7 @@ class RedisStreamsEventBus(RedisBusBase):
             dead_letter_stream=self._dead_letter_stream,
             dead_letter_max_len=self._dead_letter_max_len,
             claim_interval=claim_interval,
+            stream_setting=self._setting,
         )
         self._consumers.append(consumer)
         return consumer

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
+from eventbus_core._errors import SettingsError
 from eventbus_core._log import add_patterns, get_logger, scrub
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
@@ -232,6 +233,11 @@ class Dispatcher:
         """Dispatch until `request_stop()` or every source is exhausted; return the figures.
 
         Sinks, sources and the dead-letter destination are closed on return.
+
+        Raises:
+            SettingsError: a source reported that it is set up wrong (a Redis stream key that
+                holds another type of value, say); raised once the rest has stopped and closed
+                as on any stop (what was read is sent or left for redelivery).
         """
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
@@ -261,9 +267,13 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        misconfigured: SettingsError | None = None
         for task in [*readers, *workers.values()]:
             if not task.cancelled() and task.exception() is not None:
                 exc = task.exception()
+                if isinstance(exc, SettingsError):
+                    misconfigured = misconfigured or exc
+                    continue  # raised below, once everything is closed
                 log.error("dispatcher task %s failed: %r", task.get_name(), exc, exc_info=exc)
         stop_wait.cancel()
         reporter.cancel()
@@ -277,6 +287,8 @@ class Dispatcher:
                 "slower than the publishers); raise EVENTBUS_DISPATCH_BUFFER for bursts",
                 final.source_dropped,
             )
+        if misconfigured is not None:
+            raise misconfigured
         return final
 
     async def _hand_back(self, workers: Mapping[SinkWorker, asyncio.Task[None]]) -> None:

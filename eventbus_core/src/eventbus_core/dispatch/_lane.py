@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._backoff import backoff_delay
+from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
@@ -141,6 +142,10 @@ class Lane:
                 timeout = 0.0 if stopping.is_set() else poll
                 try:
                     got = await loop.run_in_executor(self.executor, self._read, max_items, timeout)
+                except SettingsError:
+                    # The source is set up wrong (a key of another type, say): retrying cannot
+                    # help, and the dispatcher ends with this error (`eventbus dispatch`: exit 2).
+                    raise
                 except Exception as exc:
                     # The source's own retries failed (or it has a bug): keep the lane alive,
                     # back off, and try again; nothing was taken from the source.
