@@ -189,6 +189,26 @@ def test_group_is_recreated_after_redis_lost_it(client: redis.Redis, prefix: str
         got = read_all(consumer, 1)
         assert [d.event.request_id for d in got] == ["req-2"]
         assert consumer.groups_created == 2
+        assert consumer.figures()["ack_unheld"] == 0
+
+
+def test_acknowledgements_redis_no_longer_holds_are_counted(
+    client: redis.Redis, prefix: str
+) -> None:
+    # Read, then the stream goes (a flushed Redis) before the acknowledgement: `delivered`
+    # and `acked + ack_unheld` still add up.
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        consumer = bus.consumer(name="c")
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        got = read_all(consumer, 5)
+        consumer.ack([d.token for d in got[:2]])
+        client.delete(stream)
+        consumer.ack([d.token for d in got[2:]])
+        figures = consumer.figures()
+        assert (figures["delivered"], figures["acked"], figures["ack_unheld"]) == (5, 2, 3)
 
 
 def test_subscribe_fans_out_without_a_group(client: redis.Redis, prefix: str) -> None:

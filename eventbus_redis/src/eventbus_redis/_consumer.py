@@ -101,6 +101,7 @@ class StreamConsumer:
         self._closed = False
         self.delivered = 0
         self.acked = 0
+        self.ack_unheld = 0  # acknowledgements of entries Redis no longer held as pending
         self.claimed = 0
         self.dead_lettered = 0
         self.trimmed = 0
@@ -313,6 +314,7 @@ class StreamConsumer:
         self._group_ready = False
         self._backlog_from = None  # its pending entries went with it
         self._claim_cursor = "0-0"
+        self.ack_unheld += len(self._deferred_acks)  # nothing left to acknowledge them in
         self._deferred_acks.clear()
         self._in_flight.clear()
         self._ensure_group()
@@ -343,14 +345,21 @@ class StreamConsumer:
         if not ids:
             return
         try:
-            self.acked += int(self._client.xack(self.stream, self.group, *ids))
+            confirmed = int(self._client.xack(self.stream, self.group, *ids))
         except redis.ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
             self._group_ready = False  # the group and its pending entries are gone
+            confirmed = 0
         except TRANSIENT_ERRORS as exc:
             self._note_error(exc)
             self._deferred_acks = (ids + self._deferred_acks)[-_MAX_DEFERRED_ACKS:]
+            return
+        self.acked += confirmed
+        # Delivered and processed, but no longer pending in Redis: the stream or the group was
+        # deleted, or Redis lost its data (a restart without persistence). Counted, so that
+        # `delivered` and `acked` still add up.
+        self.ack_unheld += len(ids) - confirmed
 
     def close(self) -> None:
         """Stop reading; unacknowledged deliveries stay pending for a later reader."""
@@ -386,6 +395,7 @@ class StreamConsumer:
             "name": self.name,
             "delivered": self.delivered,
             "acked": self.acked,
+            "ack_unheld": self.ack_unheld,
             "claimed": self.claimed,
             "dead_lettered": self.dead_lettered,
             "trimmed": self.trimmed,
