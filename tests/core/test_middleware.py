@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from eventbus_core import Event, EventBusMiddleware
+from eventbus_core import BusStats, Event, EventBusMiddleware
 from eventbus_core.asgi import DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY
 from eventbus_memory import InMemoryEventBus
 
@@ -327,6 +327,15 @@ def test_the_bus_delivers_before_the_server_hears_the_shutdown_is_complete(
     late = EventBusMiddleware(Starlette(), bus=FlushRecordingBus(delivered=False))
     asyncio.run(run_lifespan(late))
     assert "shutdown_flush_timeout" in caplog.text  # what was not delivered in time is said
+    assert "not handed on yet" not in caplog.text  # this bus has no stats(): no count made up
+
+    class Holding(FlushRecordingBus):
+        def stats(self) -> BusStats:
+            return BusStats(len(self.events), 0, queue_depth=7)
+
+    caplog.clear()
+    asyncio.run(run_lifespan(EventBusMiddleware(Starlette(), bus=Holding(delivered=False))))
+    assert "shutdown_flush_timeout): 7 event(s) not handed on yet" in caplog.text
 
     off = EventBusMiddleware(Starlette(), bus=FlushRecordingBus(), shutdown_flush_timeout=0)
     asyncio.run(run_lifespan(off))

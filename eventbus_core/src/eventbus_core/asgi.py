@@ -290,10 +290,19 @@ class EventBusMiddleware:
         if delivered is False:
             log.warning(
                 "eventbus middleware: the bus had not delivered everything %.1f s into the "
-                "server's shutdown (shutdown_flush_timeout); what is left is lost if the process "
-                "ends now",
+                "server's shutdown (shutdown_flush_timeout)%s; what is left is lost if the "
+                "process ends now",
                 self.shutdown_flush_timeout,
+                self._still_held(),
             )
+
+    def _still_held(self) -> str:
+        """`: N event(s) not handed on yet`, from the bus's `stats().queue_depth`, if it says."""
+        try:
+            depth = self.bus.stats().queue_depth  # type: ignore[attr-defined]
+        except Exception:  # a bus without stats(), or one that fails: the warning stands alone
+            return ""
+        return f": {depth} event(s) not handed on yet" if isinstance(depth, int) else ""
 
     def _failed(self, what: str) -> None:
         self.errors += 1
