@@ -16,7 +16,12 @@ stage was done before the fast paths (the careful decoder, the recursive `Redact
 way. (The redaction gate's earlier twenty searches, which its one pass replaced, are kept by
 tests/core/test_redact_differential.py as the reference it is compared with.)
 
-Table 2, events/s end to end, the dispatcher process pinned to one core (`--cpu`); the baseline
+Table 2, the redaction of payloads that carry a credential (or words that look like one), which
+the gate does not clear: "prose" (a message with `=`, `?b=2` and "key" in it, but no credential),
+"request field" (`api_key` in the request body), "key in prose" (an `sk-` key in a message),
+"path" (`?api_key=` in the path); the walk (`Redactor.json`) against `Redactor.payload`.
+
+Table 3, events/s end to end, the dispatcher process pinned to one core (`--cpu`); the baseline
 rows put the same earlier stages back (what is not a stage, such as the heap freeze that
 `eventbus dispatch` does before it starts, done here too, applies to both):
 - redis: a stream pre-filled with `--events` entries (the key `eventbus-bench-dispatch-<pid>`,
@@ -216,6 +221,44 @@ def stage_table(events: list[Event], rounds: int) -> list[tuple[str, float | Non
         (stage, best.get((stage, 0)), best[stage, 1]) for stage in [*ways, "sink write"]
     ]
     return rows
+
+
+def _with_credentials(event: Event, where: str) -> Event:
+    """`event` with a credential (or, for "prose", only words that look like one) put where
+    real traffic carries one."""
+    if where == "path":
+        return event.replace(path=event.path + "?api_key=ak-1234567890abcdef")
+    request = json.loads(event.request_body or b"{}")
+    if where == "request field":
+        request["api_key"] = "s3cr3t-value-1234567890"
+    elif where == "prose":
+        note = "Is x = 1? The key points: see https://example.com/a?b=2 for the monkey story."
+        request["messages"].append({"role": "user", "content": note})
+    else:  # "key in prose"
+        note = "My key is sk-proj-Zy9xWv8uTs7rQp6oNm5lKj4i, does it still work?"
+        request["messages"].append({"role": "user", "content": note})
+    return event.replace(request_body=json.dumps(request).encode())
+
+
+CREDENTIAL_CASES = ("prose", "request field", "key in prose", "path")
+
+
+def credential_table(events: list[Event], rounds: int) -> list[tuple[str, float, float]]:
+    """(case, the walk's µs, `Redactor.payload`'s µs) per payload carrying a credential: the
+    gate does not clear such a payload, and what it costs then is what this shows."""
+    redactor = Redactor()
+    transform = LLMTransformer()
+    cases = {
+        case: [dict(transform(_with_credentials(e, case))) for e in events[:500]]
+        for case in CREDENTIAL_CASES
+    }
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(rounds):
+        for case, payloads in cases.items():
+            for which, fn in ((0, redactor.json), (1, redactor.payload)):
+                t = _best_per_item(fn, payloads, 1)
+                best[case, which] = min(best.get((case, which), t), t)
+    return [(case, best[case, 0], best[case, 1]) for case in cases]
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -449,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'sum':<36}{total_old:>10.2f}{total_new:>10.2f}{total_new / total_old:>8.2f}")
     label = "(events/s one core could do at that)"
     print(f"{label:<36}{1e6 / total_old:>10,.0f}{1e6 / total_new:>10,.0f}")
+    print(f"\n{'redact, payload carrying (µs/event)':<36}{'walk':>10}{'now':>10}{'ratio':>8}")
+    for case, walk, now in credential_table(events, 1 if args.quick else args.rounds):
+        print(f"{case:<36}{walk:>10.2f}{now:>10.2f}{now / walk:>8.2f}")
     # The memory row's input is made before the freeze, so the collector does not scan the
     # benchmark's own n events over and over (a dispatcher never holds a whole run of them).
     memory_input = [] if "memory" in args.skip else [chat_event(i, rng) for i in range(n)]
