@@ -339,3 +339,29 @@ def test_a_credential_in_one_part_leaves_the_other_parts_as_they_are() -> None:
     assert redacted["metadata"]["request_body"] is payload["metadata"]["request_body"]
     assert redacted["input"]["messages"] is payload["input"]["messages"]
     assert redacted["response_headers"] == {"Authorization": [MASK], "Date": ["today"]}
+
+
+def test_a_credential_in_the_path_is_masked_in_both_places_the_payload_holds_it() -> None:
+    # The walk scrubs each string object once per payload: the path (also in `metadata`)
+    # comes out masked in both, the same as the walk of everything gives.
+    from eventbus_core import Event
+
+    key = "AIzaSyA1234567890abcdefghijklmnopqrstuv"
+    event = Event(
+        request_id="r",
+        method="POST",
+        path=f"/v1beta/models/gemini-pro:generateContent?key={key}",
+        status=200,
+        request_body=b'{"contents": []}',
+        response_body=b'{"candidates": []}',
+    )
+    payload = dict(LLMTransformer()(event))
+    redactor = Redactor()
+    redacted = redactor.payload(payload)
+    assert redacted == redactor.json(payload)
+    assert (
+        redacted["path"]
+        == redacted["metadata"]["path"]
+        == (f"/v1beta/models/gemini-pro:generateContent?key={MASK}")
+    )
+    assert key not in json.dumps(redacted)

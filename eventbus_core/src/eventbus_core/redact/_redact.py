@@ -369,10 +369,10 @@ class Redactor:
         if pending and not needs_no_redaction(pending):
             # Something may need masking: the careful walk, into the parts the gate does not
             # clear only (a credential in the request body leaves the response as it is).
-            return self._json_gated(value)
+            return self._json_gated(value, {})
         return out
 
-    def _json_gated(self, value: Any) -> Any:
+    def _json_gated(self, value: Any, memo: dict[int, tuple[str, str]]) -> Any:
         """`json(value)` for the default rules, where each list or dict inside `value` that
         the gate clears is kept as it is instead of walked (`value` itself is walked).
 
@@ -386,8 +386,16 @@ class Redactor:
                 if v is None or kind in (int, float, bool):
                     out[k] = v
                 elif kind is str:
-                    secret = v and isinstance(k, str) and _is_secret_name(k)
-                    out[k] = MASK if secret else self.text(v)
+                    if v and isinstance(k, str) and _is_secret_name(k):
+                        out[k] = MASK
+                        continue
+                    # A payload holds its path twice (also in `metadata`), and a path with
+                    # `?key=` is the usual reason for the walk: each string object is scrubbed
+                    # once per payload (the memo holds it, so no other string takes its id).
+                    done = memo.get(id(v))
+                    if done is None:
+                        done = memo[id(v)] = (v, self.text(v))
+                    out[k] = done[1]
                 elif isinstance(k, str) and k.lower() in _HEADER_FIELDS and isinstance(v, dict):
                     pending: list[Any] = []
                     headers = self._header_dict_fast(v, pending)
@@ -396,13 +404,13 @@ class Redactor:
                 elif (kind is dict or kind is list) and needs_no_redaction(v):
                     out[k] = v
                 else:
-                    out[k] = self._json_gated(v)
+                    out[k] = self._json_gated(v, memo)
             return out
         if isinstance(value, list):
             return [
                 v
                 if (type(v) is dict or type(v) is list) and needs_no_redaction(v)
-                else self._json_gated(v)
+                else self._json_gated(v, memo)
                 for v in value
             ]
         if isinstance(value, str):
