@@ -243,3 +243,25 @@ def test_draining_loop_is_none_off_the_loop_and_wake_now_skips_linger() -> None:
     assert b.draining_loop() is None  # not inside a cycle
     b.close(time.monotonic() + 5)
     b.finalize()
+
+
+def test_an_exit_stops_waiting_half_a_second_after_the_last_delivery() -> None:
+    # A backend that delivers for 0.55 s and then dies: the wait ends about 0.5 s after its
+    # last delivery (1.05 s), not at the end of a half-second slice that began before it died
+    # (1.5 s, as when the wait was cut into slices of 0.5 s).
+    from eventbus_core.batching import deliver_while_progressing
+
+    started = time.monotonic()
+
+    def settled() -> int:
+        return int(min(time.monotonic() - started, 0.55) / 0.05)  # one event every 50 ms
+
+    def flush(timeout: float) -> bool:
+        time.sleep(timeout)
+        return False
+
+    assert not deliver_while_progressing(flush, settled, 10.0)
+    assert 1.0 <= time.monotonic() - started < 1.3
+    started = time.monotonic()
+    assert deliver_while_progressing(lambda timeout: True, settled, 10.0)
+    assert time.monotonic() - started < 0.1

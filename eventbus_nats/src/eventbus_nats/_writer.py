@@ -262,7 +262,11 @@ class JetStreamWriter:
         wait = self.exit_timeout if timeout is None else timeout
         if deliver_while_progressing(self.flush, lambda: self._done, wait):
             return True
-        log_undelivered(f"eventbus nats writer to {self._subject!r}", self.pending(), why)
+        with self._lock:
+            unanswered = self._taken - self._done  # sent, or being sent
+            left = unanswered + len(self._buffer)
+        label = f"eventbus nats writer to {self._subject!r}"
+        log_undelivered(label, left, why, unanswered=unanswered)
         return False
 
     def close_intake(self) -> None:

@@ -72,27 +72,44 @@ def deliver_at_exit(delivery: ExitDelivery) -> None:
 def deliver_while_progressing(
     flush: Callable[[float], bool], settled: Callable[[], int], timeout: float
 ) -> bool:
-    """Call `flush` in slices until it returns True (True), `timeout` seconds pass, or a slice
-    of `_EXIT_PROGRESS` seconds settles nothing (False): a backend that delivers nothing is
-    down, and an exit is not held for it. `settled()` counts the events settled so far."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        before = settled()
-        if flush(min(left, _EXIT_PROGRESS)):
+    """Call `flush` in short slices until it returns True (True), `timeout` seconds pass, or
+    `_EXIT_PROGRESS` seconds go by without an event settled (False): a backend that delivers
+    nothing is down, and an exit is not held for it. `settled()` counts the events settled so
+    far. (Slices of a tenth of that: a backend that dies in the middle of a slice holds the
+    exit `_EXIT_PROGRESS` seconds after its last delivery, not up to twice that.)"""
+    now = time.monotonic()
+    deadline = now + timeout
+    last_count, last_progress = settled(), now
+    while (left := deadline - now) > 0:
+        if flush(min(left, _EXIT_PROGRESS / 10)):
             return True
-        if settled() == before:
+        now = time.monotonic()
+        count = settled()
+        if count != last_count:
+            last_count, last_progress = count, now
+        elif now - last_progress >= _EXIT_PROGRESS:
             break
     return False
 
 
-def log_undelivered(label: str, count: int, why: str) -> None:
-    """The warning of an exit that could not wait for everything: what is lost, and the cure."""
+def log_undelivered(label: str, count: int, why: str, *, unanswered: int = 0) -> None:
+    """The warning of an exit that could not wait for everything: what is lost, and the cure.
+
+    `unanswered` of the `count` were taken for a write that has not answered: the backend may
+    hold them (or some of them), so the warning does not call them lost outright."""
+    unsure = (
+        f" ({unanswered} of them sent, or being sent, without an answer: the backend may hold "
+        "those)"
+        if unanswered
+        else ""
+    )
     log.warning(
-        "%s: %d event(s) accepted and not delivered yet when %s; they are lost if the "
+        "%s: %d event(s) accepted and not delivered yet when %s%s; they are lost if the "
         "process ends now (stop() the bus before the end, with the deadline you want)",
         label,
         count,
         why,
+        unsure,
     )
 
 
@@ -571,7 +588,9 @@ class Batcher:
         wait = self.exit_timeout if timeout is None else timeout
         if deliver_while_progressing(self.flush, lambda: self.done, wait):
             return True
-        log_undelivered(self.label, self.pending(), why)
+        with self.lock:
+            left, unanswered = self.pending(), self.taken - self.done
+        log_undelivered(self.label, left, why, unanswered=unanswered)
         return False
 
     def late(self) -> int:
