@@ -69,6 +69,9 @@ def test_credential_pairs_and_bearer_tokens_in_text() -> None:
     assert redact_text("/v1/x?api_key=hunter2&x=1") == f"/v1/x?api_key={MASK}&x=1"
     assert "hunter2" not in redact_text('{"password": "hunter2"}')
     assert redact_text("nothing secret here, sk-short") == "nothing secret here, sk-short"
+    # The scheme is case-insensitive (RFC 9110): every spelling of it is masked.
+    for scheme in ("bearer", "BEARER", "BeArEr", "bEARER"):
+        assert redact_text(f"send {scheme} tok.abc-123456") == f"send {scheme} {MASK}", scheme
 
 
 @pytest.mark.parametrize(

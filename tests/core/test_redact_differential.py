@@ -34,7 +34,7 @@ _SCANS_KEY = [
     re.compile(rb"github_pat_[A-Za-z0-9_]{30,}"),
     re.compile(rb"xox[abposr]-[A-Za-z0-9\-]{10,}"),
     re.compile(rb"hf_[A-Za-z0-9]{30,}"),
-    re.compile(rb"[Bb]earer [A-Za-z0-9_\-.=+/]{8,}"),
+    re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}"),  # the scheme in any case
 ]
 _SCANS_NAME = [
     re.compile(rb"secret"),
@@ -99,6 +99,8 @@ NEAR_MISSES = [
     "gh_not_a_token",
     "bearer ",
     "Bearer short",
+    "BEARER abcdefgh12",
+    "bEaReR abcdefgh12",
     "hf_short",
     "xox",
 ]

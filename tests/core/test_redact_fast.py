@@ -41,6 +41,7 @@ FRAGMENTS = [
     "hf_abcdefghijklmnopqrstuvwxyzABCDEF",
     "Bearer abcdefgh12345",
     "bearer zyxwvuts",
+    "BEARER abcdefgh12345",
     "password=hunter2",
     'api_key: "value here"',
     "Authorization: Basic dXNlcjpwYXNz",
@@ -250,6 +251,8 @@ def test_every_credential_name_and_key_pattern_is_seen_by_the_gate() -> None:
         "xoxp-abcdefghij",
         "hf_" + "a" * 30,
         "Bearer abc.def+/=",
+        "BEARER abc.def+/=",
+        "bEaReR abc.def+/=",
     ]
     assert len(samples) >= len(_KEY_PATTERNS)
     for sample in samples:
@@ -267,7 +270,7 @@ def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
         r"github_pat_[A-Za-z0-9_]{30,}",
         r"xox[abposr]-[A-Za-z0-9\-]{10,}",
         r"hf_[A-Za-z0-9]{30,}",
-        r"(?<=[Bb]earer )[A-Za-z0-9_\-.=+/]{8,}",
+        r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
     )
     assert _SECRET_NAME == (
         r"(?:api[_-]?key|apikey|x-api-key|authorization|password|passwd|secret|client[_-]?secret"

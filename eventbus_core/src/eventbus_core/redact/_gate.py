@@ -80,7 +80,7 @@ _GH: Final = re.compile(rb"gh[pousr]_[A-Za-z0-9]{30,}")
 _GITHUB_PAT: Final = re.compile(rb"github_pat_[A-Za-z0-9_]{30,}")
 _XOX: Final = re.compile(rb"xox[abposr]-[A-Za-z0-9\-]{10,}")
 _HF: Final = re.compile(rb"hf_[A-Za-z0-9]{30,}")
-_BEARER: Final = re.compile(rb"[Bb]earer [A-Za-z0-9_\-.=+/]{8,}")
+_BEARER: Final = re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}")
 
 # Credential names (`_redact._SECRET_NAME`) in lower-cased bytes: every name holds one of the
 # hints below. "key" is also part of ordinary words ("monkey", "keyboard"): its names confirm

@@ -61,7 +61,9 @@ _KEY_PATTERNS: Final = (
     r"github_pat_[A-Za-z0-9_]{30,}",
     r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack
     r"hf_[A-Za-z0-9]{30,}",  # Hugging Face
-    r"(?<=[Bb]earer )[A-Za-z0-9_\-.=+/]{8,}",  # bearer tokens in free text
+    # Bearer tokens in free text, the scheme in any letter case (RFC 9110: it is
+    # case-insensitive; "BEARER" went unmasked before).
+    r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
 )
 """Regular expressions of API-key-looking strings, masked wherever they appear."""
 # The dispatcher's fast path (`_gate.py`) searches for each of these, and for each name of
@@ -113,7 +115,6 @@ def _may_hold_key(text: str) -> bool:
         or "github_pat_" in text
         or "xox" in text
         or "hf_" in text
-        or "earer " in text
     )
 
 
@@ -142,7 +143,6 @@ def _may_hold_key_bytes(data: bytes) -> bool:
         or b"github_pat_" in data
         or b"xox" in data
         or b"hf_" in data
-        or b"earer " in data
     )
 
 
@@ -155,6 +155,7 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
         or b"secret" in lowered
         or b"token" in lowered
         or b"cookie" in lowered
+        or b"bearer " in lowered  # a key pattern, but its scheme word is in any case
     )
 
 
@@ -251,9 +252,10 @@ class Redactor:
         # No built-in rule matches fewer characters; a user's pattern may ("\b\d{4}\b").
         if not self.bodies or (len(text) < _SHORTEST_SECRET and not self._has_extra):
             return text
-        if self._has_extra or _may_hold_key(text):
-            text = self._keys.sub(MASK, text)
         lowered = text.lower()
+        if self._has_extra or _may_hold_key(text) or "bearer " in lowered:
+            text = self._keys.sub(MASK, text)
+            lowered = text.lower()
         if _may_hold_pair(lowered) and _NAME.search(lowered):
             text = _PAIR.sub(lambda m: m.group("head") + MASK, text)
         if "=" in text and has_query_pair(text):
