@@ -29,3 +29,30 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
     url = RedactedURL("redis://u:topsecret@h:6379/0")
     assert url == "redis://u:topsecret@h:6379/0"
     assert "topsecret" not in repr(url) and "topsecret" not in url.redacted
+
+
+def test_urls_in_text_are_matched_where_the_pattern_would_match_them() -> None:
+    # `mask_url_credentials` tries the URL pattern only at the scheme before each `://`: the
+    # same matches as the pattern's own sub(), on text built to tell them apart (schemes with
+    # digits and signs, runs that start with a digit, the characters that match ASCII letters
+    # ignoring case, several URLs, overlaps, colons and slashes out of place).
+    import random
+    import re
+
+    from eventbus_core.redact._secrets import URL_IN_TEXT, _sub_at_schemes
+
+    rng = random.Random(9)
+    parts = ["http", "HTTPS", "a1+b.c-d", "1x", "9", "\u212a", "\u017f", "\u0131", "\u0130",
+             "://", "://", ":", "/", "@", "@", " ", "u", "pw", "***", "host", ".", "-", "é",
+             "\n", ":///", "a://b@"]  # fmt: skip
+
+    def mark(match: re.Match[str]) -> str:
+        return f"<{match.group(1)}|{match.group(2)}|{match.group(3)}>"
+
+    matched = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 10)))
+        expected = URL_IN_TEXT.sub(mark, text)
+        assert _sub_at_schemes(mark, text) == expected, text
+        matched += expected != text
+    assert matched > 2000  # the texts did hold URLs the pattern matches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler
@@ -31,7 +32,44 @@ def mask_url_credentials(text: str, mask: str) -> str:
             return f"{scheme}{mask}@" if user else match.group(0)
         return f"{scheme}{user}:{mask}@"
 
-    return URL_IN_TEXT.sub(masked, text)
+    return _sub_at_schemes(masked, text)
+
+
+# The characters of a scheme, and of its first letter, as URL_IN_TEXT reads them (ignoring case).
+_SCHEME_CHAR = re.compile(r"[a-z0-9+.-]", re.IGNORECASE)
+_SCHEME_START = re.compile(r"[a-z]", re.IGNORECASE)
+
+
+def _sub_at_schemes(replace: Callable[[re.Match[str]], str], text: str) -> str:
+    """`URL_IN_TEXT.sub(replace, text)`, trying the pattern only where a match can start.
+
+    Its `sub()` tries every position, and at each letter reads the whole word before failing
+    for want of `://`: about 0.3 µs a character, 3 ms for a 12,000-character prompt that
+    holds a URL and an `@` anywhere. Every match holds `://`, and starts at the first letter of
+    the run of scheme characters right before it (a run holds no `:`, so every letter of it
+    leads to that same `://`, and the first is the leftmost match); matches are taken left to
+    right and never overlap, as `sub()` takes them.
+    """
+    pieces: list[str] = []
+    done = 0  # text[:done] is settled: the next match starts here or later
+    at = text.find("://")
+    while at != -1:
+        start = at
+        while start > done and _SCHEME_CHAR.match(text, start - 1):
+            start -= 1
+        while start < at and not _SCHEME_START.match(text, start):
+            start += 1
+        match = URL_IN_TEXT.match(text, start) if start < at else None
+        if match is None:
+            at = text.find("://", at + 1)
+            continue
+        pieces += (text[done:start], replace(match))
+        done = match.end()
+        at = text.find("://", done)
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _masked_already(credential: str, mask: str) -> bool:
