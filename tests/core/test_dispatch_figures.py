@@ -139,3 +139,21 @@ async def test_redeliveries_are_counted_per_lane() -> None:
     stats = await task
     assert stats.lanes["shared"]["redelivered"] == 5
     assert stats.lanes["shared"]["read_errors"] == 0
+
+
+async def test_a_source_figure_named_like_the_lanes_own_comes_beside_it() -> None:
+    # A Redis consumer's `acked` (what Redis confirmed) used to replace the lane's `acked` (what
+    # the lane acknowledged) in the lane's figures; both are kept now.
+    class Figured(ListSource):
+        def figures(self) -> dict[str, int]:
+            return {"acked": 3, "claimed": 1}
+
+    source = Figured(make_events(10))
+    sink = RecordingSink()
+    d = Dispatcher(source, [sink], batch_size=10, flush_interval=0.01)
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(10)
+    d.request_stop()
+    stats = await task
+    lane = stats.lanes["shared"]
+    assert (lane["acked"], lane["source_acked"], lane["claimed"]) == (10, 3, 1)

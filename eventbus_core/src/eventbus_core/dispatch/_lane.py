@@ -114,11 +114,14 @@ class Lane:
         }
         if self._figures is not None:
             try:
-                out.update(
-                    copy.deepcopy(dict(self._figures.figures()))
-                )  # a snapshot, not the source's live dicts
+                figures = copy.deepcopy(dict(self._figures.figures()))  # not the live dicts
             except Exception as exc:  # figures are informative; never fail stats() for them
                 out["figures_error"] = str(exc)
+            else:
+                # A source's figure named like the lane's own (a Redis consumer's `acked`: what
+                # Redis confirmed) goes beside it as `source_<name>`, never over it.
+                for key, value in figures.items():
+                    out[f"source_{key}" if key in out else key] = value
         return out
 
     def exhausted(self) -> bool:
