@@ -320,3 +320,74 @@ def test_an_exit_is_not_held_for_a_dead_server_and_says_what_it_leaves(
     # Nothing is delivered for half a second: the exit stops waiting (not the 5 s stop_timeout).
     assert ended - exiting < 3.0, err
     assert "1000 event(s) accepted and not delivered yet when the interpreter exited" in err, err
+
+
+_FORKS_WHILE_WRITING = """
+import gc, os, sys, time
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus
+
+url, stream, subject = sys.argv[1:4]
+bus = NatsEventBus(url, stream=stream, subject=subject)
+for i in range(10):
+    bus.publish(make_event(i))
+assert bus.flush(10)
+time.sleep(0.2)  # the writer's task now waits for its next wake
+pid = os.fork()
+if pid == 0:
+    gc.collect()  # a forked worker collects sooner or later: the parent's tasks must survive it
+    for i in range(10, 20):
+        bus.publish(make_event(i))
+    delivered = bus.flush(10)
+    gc.collect()
+    print("child delivered", delivered, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+bus.stop(5)
+"""
+
+
+def test_a_forked_child_leaves_the_parents_tasks_alone(
+    nats_url: str, names: Names, make_bus: MakeBus
+) -> None:
+    # Under gunicorn --preload, each worker logged "Task was destroyed but it is pending!" for
+    # the writer task of the master's loop, which the child's writer no longer referred to.
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKS_WHILE_WRITING, nats_url, names.stream, names.subject],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "child delivered True" in done.stdout, done.stderr
+    assert "destroyed" not in done.stderr, done.stderr
+    assert len(request_ids(make_bus())) == 20
+
+
+_DROPS_THE_BUS = """
+import gc, sys, time
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus
+
+url, stream, subject = sys.argv[1:4]
+bus = NatsEventBus(url, stream=stream, subject=subject)
+for i in range(50):
+    bus.publish(make_event(i))
+assert bus.flush(10)  # the writer's task now waits for its next wake
+del bus  # no stop(): as a module cleared at exit (a gunicorn --preload master's app)
+gc.collect()
+time.sleep(0.3)
+print("dropped", flush=True)
+"""
+
+
+def test_a_bus_dropped_without_stop_logs_no_error(
+    nats_url: str, names: Names, make_bus: MakeBus
+) -> None:
+    # A loop holds its tasks weakly: the writer's task, waiting, went with the bus, and asyncio
+    # logged it at ERROR ("Task was destroyed but it is pending!").
+    done = subprocess.run(
+        [sys.executable, "-c", _DROPS_THE_BUS, nats_url, names.stream, names.subject],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "dropped" in done.stdout, done.stderr
+    assert "destroyed" not in done.stderr, done.stderr
+    assert len(request_ids(make_bus())) == 50

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from typing import Any, Final, TypeVar
 
 import nats.errors
@@ -51,8 +52,8 @@ _PENDING_SIZE: Final = 8 * 1024 * 1024  # bytes nats-py buffers while reconnecti
 _API_TIMEOUT: Final = 5.0
 _STREAM_IN_USE: Final = 10058  # JetStream error code: stream name already in use
 
-# Loops, clients and threads a forked child inherited: never closed nor collected there, since
-# closing them would unregister the parent's sockets from the epoll instance both share.
+# Loops, clients, threads and tasks a forked child inherited: never closed nor collected there,
+# since closing them would unregister the parent's sockets from the epoll instance both share.
 _ABANDONED: list[object] = []
 
 
@@ -89,9 +90,28 @@ class Link:
         self._stream_ready = False
         self._dead_ready = False
         self.loop = asyncio.new_event_loop()
+        # Every task of the loop is held here while it runs, and this link by its thread: a
+        # loop keeps only weak references to its tasks, so a bus dropped without stop() (or
+        # cleared with its module at interpreter exit, as a gunicorn --preload master's is)
+        # had its writer's task collected while pending, which asyncio logs at ERROR ("Task
+        # was destroyed but it is pending!"), and what it had not sent yet went with it.
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.loop.set_task_factory(self._held_task)
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         self.call_soon(self._begin)
+
+    def _held_task(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Generator[Any, None, T] | Coroutine[Any, Any, T],
+        /,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[T]:
+        task = asyncio.Task(coro, loop=loop, context=context)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _begin(self) -> None:
         self._connect_task = self.loop.create_task(self._connect())
@@ -331,7 +351,10 @@ class Link:
 
     def after_fork_in_child(self) -> None:
         """Give a forked child a connection of its own (the parent's stays the parent's)."""
-        _ABANDONED.append((self.loop, self.nc, self.js, self._thread))
+        # The parent's tasks too (its writer's, its subscriptions' readers), which the link
+        # held (see `_start`): the child's objects stop referring to them, and a pending task
+        # that is collected logs "Task was destroyed but it is pending!" at ERROR.
+        _ABANDONED.append((self.loop, self.nc, self.js, self._thread, self._tasks))
         self._users_lock = threading.Lock()
         if self.closed:
             return
