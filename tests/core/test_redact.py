@@ -314,3 +314,27 @@ def test_credentials_in_urls_inside_bodies_never_reach_sinks(text: str, secret: 
     plain = "see https://docs.example.com/a:b and mail ops@example.com"
     assert redactor.text(plain) == plain
     assert redactor.payload({"c": plain}) == {"c": plain}
+
+
+def test_key_patterns_are_masked_where_the_alternations_search_masks_them() -> None:
+    # The default key patterns are tried only where one can start; the result must be the
+    # alternation's own substitution, on text built to tell them apart: every pattern, near
+    # misses, overlaps ("Bearer sk-...", "xoxb-sk-..."), the scheme in any case, U+0130 (which
+    # lower() lengthens: the search's way), repeats and prose.
+    import random
+
+    from eventbus_core.redact._redact import Redactor as _R
+
+    rng = random.Random(11)
+    parts = ["sk-", "sk-proj-", "abcdefghijklmnop", "ABCDEFGHIJ0123456789", "AIza", "AKIA", "ASIA",
+             "ghp_", "ghs_", "github_pat_", "xoxb-", "xox", "hf_", "Bearer ", "bEaReR ", "BEARER ",
+             "bearer", " ", "-", "_", ".", "=", "/", "task-", "\u0130", "é", "\n", "0123456789",
+             "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"]  # fmt: skip
+    redactor = _R()
+    masked_some = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 9)))
+        expected = redactor._keys.sub(MASK, text)
+        assert redactor._masked_keys(text, text.lower()) == expected, text
+        masked_some += expected != text
+    assert masked_some > 2000  # the texts did hold keys

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+import ahocorasick_rs
+
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core.redact._gate import needs_no_redaction
@@ -95,12 +97,10 @@ _SECRET_KEY: Final = re.compile(rf"(?i)^{_SECRET_NAME}$")
 # case-insensitive `_PAIR`, so prose that merely says "tokens" or "keys" is spared that scan.
 _NAME: Final = re.compile(_SECRET_NAME)
 
-# Cheap substring tests that must hold for a pattern to match: most strings in a payload
-# (messages, ids, model names) contain none of them, and `in` is far cheaper than a regex scan.
-
 
 def _may_hold_key(text: str) -> bool:
-    # Spelled out: an `or` chain of `in` tests is several times faster than any() or a regex.
+    # Spelled out: an `or` chain of `in` tests is several times faster than any() or a regex
+    # on a short string; a long one goes to the automaton (`_key_starts`) at once.
     return (
         "sk-" in text
         or "AIza" in text
@@ -118,6 +118,42 @@ def _may_hold_key(text: str) -> bool:
     )
 
 
+# Strings from this length on are searched by the automaton without the `in` tests first: it
+# reads a kilobyte in 3 µs, the twelve tests in 8 µs; below, the tests cost less than a call.
+_KEY_AUTOMATON_FROM: Final = 128
+
+# Where a match of a key pattern can start: at one of these (the literal starts of every pattern
+# but the last), or right after "bearer " in any letter case (the last one's lookbehind).
+_KEY_STARTS: Final = (
+    "sk-", "AIza", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
+    "xox", "hf_",
+)  # fmt: skip
+_BEARER_SCHEME: Final = "bearer "
+
+
+# One pass over a string finds every occurrence of every literal start (overlapping: "xoxoxb-"
+# holds "xox" twice): 3 µs over a kilobyte, against 8 µs for twelve substring tests.
+_KEY_START_FINDER: Final = ahocorasick_rs.AhoCorasick(list(_KEY_STARTS))
+
+
+def _key_starts(text: str, lowered: str) -> list[int]:
+    """Every position of `text` where a key pattern can match, in order; positions after a
+    "bearer " are read in `lowered` (`text.lower()`: the same positions unless `text` holds
+    U+0130, see `Redactor._masked_keys`)."""
+    matches = _KEY_START_FINDER.find_matches_as_indexes(text, overlapping=True)
+    at = lowered.find(_BEARER_SCHEME)
+    if not matches and at == -1:
+        return []  # the usual case, without building a set
+    found = {start for _, start, _ in matches}
+    while at != -1:
+        found.add(at + len(_BEARER_SCHEME))
+        at = lowered.find(_BEARER_SCHEME, at + 1)
+    return sorted(found)
+
+
+# Cheap substring tests that must hold for a credential name to appear: most strings in a
+# payload (messages, ids, model names) contain none of them, and `in` is far cheaper than a
+# regex scan.
 def _may_hold_pair(lowered: str) -> bool:
     return (
         "key" in lowered
@@ -253,9 +289,15 @@ class Redactor:
         if not self.bodies or (len(text) < _SHORTEST_SECRET and not self._has_extra):
             return text
         lowered = text.lower()
-        if self._has_extra or _may_hold_key(text) or "bearer " in lowered:
-            text = self._keys.sub(MASK, text)
-            lowered = text.lower()
+        if (
+            self._has_extra
+            or len(text) >= _KEY_AUTOMATON_FROM
+            or _may_hold_key(text)
+            or _BEARER_SCHEME in lowered
+        ):
+            masked = self._masked_keys(text, lowered)
+            if masked is not text:
+                text, lowered = masked, masked.lower()
         if _may_hold_pair(lowered) and _NAME.search(lowered):
             text = _PAIR.sub(lambda m: m.group("head") + MASK, text)
         if "=" in text and has_query_pair(text):
@@ -263,6 +305,36 @@ class Redactor:
         if "://" in text and "@" in text:  # postgres://user:password@db, redis://token@host
             text = mask_url_credentials(text, MASK)
         return text
+
+    def _masked_keys(self, text: str, lowered: str) -> str:
+        """`self._keys.sub(MASK, text)` (`text` itself when nothing matched).
+
+        With the default patterns, they are tried only where one can start (`_key_starts`):
+        the alternation's own search tries every position, and its lookbehind keeps the regex
+        engine from skipping any, about 30 µs a kilobyte. Taken left to right, each match
+        where the search would find it, the result is the same. (`lowered` must be as long as
+        `text`: `str.lower()` lengthens only U+0130, which goes the search's way.)
+        """
+        if not self._has_extra:
+            starts = _key_starts(text, lowered)
+            if not starts:
+                return text  # the usual case: no pattern can match anywhere
+        if self._has_extra or "\u0130" in text:
+            masked = self._keys.sub(MASK, text)
+            return text if masked == text else masked
+        pieces: list[str] = []
+        done = 0
+        for at in starts:
+            if at < done:
+                continue
+            match = self._keys.match(text, at)
+            if match is not None:
+                pieces += (text[done:at], MASK)
+                done = match.end()
+        if not pieces:
+            return text
+        pieces.append(text[done:])
+        return "".join(pieces)
 
     def body(self, data: bytes | None) -> bytes | None:
         """Redact a raw body if it is UTF-8 text; other bytes are returned unchanged."""
