@@ -338,3 +338,34 @@ def test_key_patterns_are_masked_where_the_alternations_search_masks_them() -> N
         assert redactor._masked_keys(text, text.lower()) == expected, text
         masked_some += expected != text
     assert masked_some > 2000  # the texts did hold keys
+
+
+def test_credential_pairs_are_masked_where_the_pattern_would_mask_them() -> None:
+    # `_PAIR` is tried only where a credential name starts (and at a quote before it); the
+    # result must be what `_PAIR.sub` gives wherever the lower-cased text holds a name, on text
+    # built to tell them apart: names in every case and spelling, quotes, separators, JSON
+    # literals, and the characters case-insensitive matching takes for ASCII letters.
+    import random
+    import re
+
+    from eventbus_core.redact._redact import _PAIR, _SECRET_NAME, _masked_pairs
+
+    names = re.compile(_SECRET_NAME)
+    rng = random.Random(13)
+    parts = ["password", "PassWord", "api_key", "API-KEY", "apikey", "x-api-key", "secret",
+             "client_secret", "access_token", "Authorization", "cookie", "passwd", "id_token",
+             '"', "'", ":", "=", " ", "\t", "\n", "null", "true", "12", "[", "{", "hunter2",
+             "a b", ",", "&", ";", "}", "\u017f", "\u212a", "\u0130", "\u0131", "é"]  # fmt: skip
+    masked_some = 0
+    for _ in range(20000):
+        pieces = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
+        if rng.random() < 0.5:  # a pair, well-formed or nearly so, somewhere in the text
+            pair = rng.choice(parts[:11]) + rng.choice(['": "', ": ", "=", "':'", " = "])
+            pieces.insert(rng.randint(0, len(pieces)), pair + rng.choice(["hunter2", "a b", "1"]))
+        text = "".join(pieces)
+        # What the text rule did before: the whole pattern's sub, where a name appears.
+        found = names.search(text.lower()) is not None
+        expected = _PAIR.sub(lambda m: m.group("head") + MASK, text) if found else text
+        assert _masked_pairs(text, text.lower()) == expected, text
+        masked_some += expected != text
+    assert masked_some > 2000  # the texts did hold pairs

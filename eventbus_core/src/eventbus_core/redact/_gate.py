@@ -14,7 +14,7 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   skipped where it could match. Key patterns are case-sensitive, and are confirmed on the
   bytes themselves.
 - Credential names are matched without regard to case (`_PAIR`, `_SECRET_KEY`) or after
-  `str.lower()` (`_NAME`). On ASCII the bytes' `lower()` is the same; of all other characters
+  `str.lower()` (`_NAME_FINDER`). On ASCII the bytes' `lower()` is the same; of all other characters
   only four match or lower to ASCII letters (`SPECIAL_CASE_CHARS`, per `re`'s IGNORECASE and
   `str.lower`, checked over all of Unicode by the tests); a part holding any of them is not
   judged here.

@@ -18,7 +18,7 @@ import ahocorasick_rs
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
-from eventbus_core.redact._gate import needs_no_redaction
+from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import mask_url_credentials
 
@@ -93,9 +93,20 @@ _PAIR: Final = re.compile(
     """
 )
 _SECRET_KEY: Final = re.compile(rf"(?i)^{_SECRET_NAME}$")
-# Finds a credential name in lower-cased text: a case-sensitive search is ~8x cheaper than the
-# case-insensitive `_PAIR`, so prose that merely says "tokens" or "keys" is spared that scan.
-_NAME: Final = re.compile(_SECRET_NAME)
+# Every spelling of a credential name, lower case (`api_key`, `api-key`, `apikey`, ...): a match
+# of `_PAIR` starts at one of them (or at a quote right before it). Found in one pass by an
+# automaton, so `_PAIR` (case-insensitive, ~200 ns a character when it tries every position)
+# is tried only there.
+_NAME_SPELLINGS: Final = tuple(
+    sorted(
+        {
+            re.sub(r"\[_-\]\?", separator, name)
+            for name in re.findall(r"[a-z][a-z\[\]_\-?]*", _SECRET_NAME.replace("(?:", ""))
+            for separator in ("", "_", "-")
+        }
+    )
+)
+_NAME_FINDER: Final = ahocorasick_rs.AhoCorasick(list(_NAME_SPELLINGS))
 
 
 def _may_hold_key(text: str) -> bool:
@@ -213,6 +224,38 @@ def is_sensitive_header(name: str, extra: Iterable[str] = ()) -> bool:
     return lowered in SENSITIVE_HEADERS or lowered in {e.lower() for e in extra}
 
 
+def _masked_pairs(text: str, lowered: str) -> str:
+    """`text` with the value of every `_PAIR` match masked, as `_PAIR.sub` masks them where
+    `lowered` (`text.lower()`) holds a credential name, and `text` itself where it holds none.
+
+    `_PAIR` is tried only where a name starts in `lowered`. A text holding one of the
+    characters that case-insensitive matching takes for ASCII letters (`SPECIAL_CASE_CHARS`;
+    the only one `lower()` lengthens is among them) gets `_PAIR.sub` itself: its positions or
+    its matches could differ from what `lowered` shows.
+    """
+    found = _NAME_FINDER.find_matches_as_indexes(lowered, overlapping=True)
+    if not found:
+        return text
+    if not text.isascii() and any(c in text for c in SPECIAL_CASE_CHARS):
+        return _PAIR.sub(lambda m: m.group("head") + MASK, text)
+    # A match may begin at a quote before the name; begun at the name, it ends at the same
+    # place and the quote is kept either way, so the names' starts are enough.
+    starts = sorted({at for _, at, _ in found})
+    pieces: list[str] = []
+    done = 0
+    for at in starts:
+        if at < done:
+            continue
+        match = _PAIR.match(text, at)
+        if match is not None:
+            pieces += (text[done:at], match.group("head"), MASK)
+            done = match.end()
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
 def redact_headers(
     headers: Mapping[str, Iterable[str]] | None, extra: Iterable[str] = ()
 ) -> dict[str, list[str]] | None:
@@ -298,8 +341,8 @@ class Redactor:
             masked = self._masked_keys(text, lowered)
             if masked is not text:
                 text, lowered = masked, masked.lower()
-        if _may_hold_pair(lowered) and _NAME.search(lowered):
-            text = _PAIR.sub(lambda m: m.group("head") + MASK, text)
+        if _may_hold_pair(lowered):
+            text = _masked_pairs(text, lowered)
         if "=" in text and has_query_pair(text):
             text = QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
         if "://" in text and "@" in text:  # postgres://user:password@db, redis://token@host
