@@ -249,7 +249,7 @@ def test_an_exit_stops_waiting_half_a_second_after_the_last_delivery() -> None:
     # A backend that delivers for 0.55 s and then dies: the wait ends about 0.5 s after its
     # last delivery (1.05 s), not at the end of a half-second slice that began before it died
     # (1.5 s, as when the wait was cut into slices of 0.5 s).
-    from eventbus_core.batching import deliver_while_progressing
+    from eventbus_core.batching._batcher import deliver_while_progressing
 
     started = time.monotonic()
 

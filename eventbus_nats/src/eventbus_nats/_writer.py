@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core import Event, get_logger
-from eventbus_core.batching import deliver_while_progressing, log_undelivered
 from eventbus_nats._link import Link
 from eventbus_nats._sender import Batch, BatchSender
 
@@ -52,7 +51,7 @@ class JetStreamWriter:
         ack_timeout: Seconds to wait for a batch's acknowledgements before sending the missing
             ones again.
         exit_timeout: Seconds a process that exits without `stop()` waits at most for the
-            writer to deliver what it accepted (`flush_at_exit()`; the bus's `stop_timeout`).
+            writer to deliver what it accepted (the bus's `stop_timeout`).
     """
 
     def __init__(
@@ -85,6 +84,7 @@ class JetStreamWriter:
         self._linger = linger
         self._ack_timeout = ack_timeout
         self.exit_timeout = exit_timeout
+        self.label = f"eventbus nats writer to {self._subject!r}"  # for the exit's warning
         self._buffer: deque[Event] = deque()
         self._closed = False
         # Set by the bus: True while a subscription still has to make its first consumer.
@@ -253,21 +253,16 @@ class JetStreamWriter:
         with self._lock:
             return self._taken + len(self._buffer) - self._done
 
-    def flush_at_exit(self, why: str, timeout: float | None = None) -> bool:
-        """Before the process goes away (the link's thread is a daemon, which dies with it):
-        wait up to `timeout` (`exit_timeout`) while the writer makes progress, and log what is
-        still undelivered then. True if all was."""
-        if self._closed or not self.pending():
-            return True
-        wait = self.exit_timeout if timeout is None else timeout
-        if deliver_while_progressing(self.flush, lambda: self._done, wait):
-            return True
+    def settled(self) -> int:
+        """Taken events whose fate is settled (written or lost): the exit's measure of
+        progress (`eventbus_core.batching.flush_before_exit`)."""
+        return self._done
+
+    def unsettled(self) -> tuple[int, int]:
+        """`pending()`, and of those the ones sent (or being sent) without an answer."""
         with self._lock:
-            unanswered = self._taken - self._done  # sent, or being sent
-            left = unanswered + len(self._buffer)
-        label = f"eventbus nats writer to {self._subject!r}"
-        log_undelivered(label, left, why, unanswered=unanswered)
-        return False
+            unanswered = self._taken - self._done
+            return unanswered + len(self._buffer), unanswered
 
     def close_intake(self) -> None:
         """Refuse further events and wake the writer to send what is left."""

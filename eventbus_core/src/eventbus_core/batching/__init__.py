@@ -24,8 +24,7 @@ from eventbus_core.batching._batcher import (
     ExitDelivery,
     PublishPath,
     deliver_at_exit,
-    deliver_while_progressing,
-    log_undelivered,
+    flush_before_exit,
 )
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._thread import DEEP_SLEEP_AFTER, ThreadDriver
@@ -40,6 +39,5 @@ __all__ = [
     "PublishPath",
     "ThreadDriver",
     "deliver_at_exit",
-    "deliver_while_progressing",
-    "log_undelivered",
+    "flush_before_exit",
 ]

@@ -48,20 +48,29 @@ _OPEN: weakref.WeakSet[ExitDelivery] = weakref.WeakSet()  # flushed at interpret
 class ExitDelivery(Protocol):
     """What the interpreter's exit waits for: a buffer that a daemon thread delivers (and that
     dies with the process). `Batcher` is one; a backend with a writer of its own registers
-    with `deliver_at_exit()`."""
+    with `deliver_at_exit()`, and `flush_before_exit()` does the rest."""
 
+    label: str
+    """Names the writer in the exit's warning."""
     exit_timeout: float
+    """Seconds the exit waits for it at most."""
 
     @property
     def closed(self) -> bool:
         """True once stopped: nothing is waited for then."""
 
+    def flush(self, timeout: float | None, /) -> bool:
+        """Wait up to `timeout` for what is accepted now to be settled; True if it was."""
+
     def pending(self) -> int:
         """Events accepted and not settled yet."""
 
-    def flush_at_exit(self, why: str, timeout: float | None = None) -> bool:
-        """Deliver what is pending within `timeout`, while it makes progress (see
-        `deliver_while_progressing`); log what is left. True if all was delivered."""
+    def settled(self) -> int:
+        """Events settled so far (delivered or given up): the exit's measure of progress."""
+
+    def unsettled(self) -> tuple[int, int]:
+        """`pending()`, and how many of those were taken for a write that has not answered,
+        read together."""
 
 
 def deliver_at_exit(delivery: ExitDelivery) -> None:
@@ -89,6 +98,20 @@ def deliver_while_progressing(
             last_count, last_progress = count, now
         elif now - last_progress >= _EXIT_PROGRESS:
             break
+    return False
+
+
+def flush_before_exit(delivery: ExitDelivery, why: str, timeout: float | None = None) -> bool:
+    """Deliver what `delivery` holds before the loop or the process goes away: wait up to
+    `timeout` (its `exit_timeout`) while it makes progress (`deliver_while_progressing`), and
+    log what is still undelivered then. True if all was."""
+    if delivery.closed or not delivery.pending():
+        return True
+    wait = delivery.exit_timeout if timeout is None else timeout
+    if deliver_while_progressing(delivery.flush, delivery.settled, wait):
+        return True
+    left, unanswered = delivery.unsettled()
+    log_undelivered(delivery.label, left, why, unanswered=unanswered)
     return False
 
 
@@ -391,6 +414,15 @@ class Batcher:
         """Accepted events not settled yet (0 once finalized)."""
         return 0 if self._final else len(self._buffer) + self.taken - self.done
 
+    def settled(self) -> int:
+        """Taken events settled so far (`done`)."""
+        return self.done
+
+    def unsettled(self) -> tuple[int, int]:
+        """`pending()`, and of those the taken ones whose cycle has not settled them."""
+        with self.lock:
+            return self.pending(), self.taken - self.done
+
     @property
     def closed(self) -> bool:
         """True once `close()` was called."""
@@ -583,15 +615,7 @@ class Batcher:
         (`exit_timeout`) for it, while it makes progress (a backend that delivers nothing for
         `_EXIT_PROGRESS` seconds is down: the exit is not held for it), and log what is still
         undelivered then. True if all was."""
-        if self._closed or not self.pending():
-            return True
-        wait = self.exit_timeout if timeout is None else timeout
-        if deliver_while_progressing(self.flush, lambda: self.done, wait):
-            return True
-        with self.lock:
-            left, unanswered = self.pending(), self.taken - self.done
-        log_undelivered(self.label, left, why, unanswered=unanswered)
-        return False
+        return flush_before_exit(self, why, timeout)
 
     def late(self) -> int:
         """Events a racing `publish()` slipped in after `finalize()` (given up as well)."""
@@ -669,9 +693,10 @@ def _flush_all_at_exit() -> None:
     if not pending:
         return
     deadline = time.monotonic() + max(b.exit_timeout for b in pending)
-    for batcher in pending:
+    for delivery in pending:
         with contextlib.suppress(Exception):  # exiting: a bug here must not hide the others
-            batcher.flush_at_exit("the interpreter exited", max(0.0, deadline - time.monotonic()))
+            left = max(0.0, deadline - time.monotonic())
+            flush_before_exit(delivery, "the interpreter exited", left)
 
 
 atexit.register(_flush_all_at_exit)
