@@ -11,6 +11,7 @@ from typing import Any
 from eventbus_core import (
     Delivery,
     Dispatcher,
+    DispatcherStats,
     MemoryDeadLetter,
     PermanentSinkError,
     RetryPolicy,
@@ -26,6 +27,14 @@ def feed(n: int) -> Subscription:
     sub.offer(make_events(n))
     sub.finish()
     return sub
+
+
+async def run_until_sent(d: Dispatcher, sink: RecordingSink, n: int) -> DispatcherStats:
+    """Run `d` until `sink` holds `n` events, then stop it; its final figures."""
+    running = asyncio.create_task(d.run())
+    await sink.wait_for(n)
+    d.request_stop()
+    return await running
 
 
 class StoresThenFails(RecordingSink):
@@ -114,10 +123,7 @@ async def test_failed_since_sent_counts_give_ups_until_a_batch_goes_through() ->
         await original(batch)
 
     sink.send = watch  # type: ignore[method-assign]
-    running = asyncio.create_task(d.run())
-    await sink.wait_for(5)
-    d.request_stop()
-    stats = await running
+    stats = await run_until_sent(d, sink, 5)
     assert seen == [0, 5, 10]  # before each attempt: the give-ups so far
     assert stats.sinks["flaky"].failed_since_sent == 0  # reset by the successful batch
 
@@ -132,11 +138,9 @@ async def test_redeliveries_are_counted_per_lane() -> None:
 
     source = Redelivering(make_events(10))
     sink = RecordingSink()
-    d = Dispatcher(source, [sink], batch_size=10, flush_interval=0.01)
-    task = asyncio.create_task(d.run())
-    await sink.wait_for(10)
-    d.request_stop()
-    stats = await task
+    stats = await run_until_sent(
+        Dispatcher(source, [sink], batch_size=10, flush_interval=0.01), sink, 10
+    )
     assert stats.lanes["shared"]["redelivered"] == 5
     assert stats.lanes["shared"]["read_errors"] == 0
 
@@ -150,10 +154,8 @@ async def test_a_source_figure_named_like_the_lanes_own_comes_beside_it() -> Non
 
     source = Figured(make_events(10))
     sink = RecordingSink()
-    d = Dispatcher(source, [sink], batch_size=10, flush_interval=0.01)
-    task = asyncio.create_task(d.run())
-    await sink.wait_for(10)
-    d.request_stop()
-    stats = await task
+    stats = await run_until_sent(
+        Dispatcher(source, [sink], batch_size=10, flush_interval=0.01), sink, 10
+    )
     lane = stats.lanes["shared"]
     assert (lane["acked"], lane["source_acked"], lane["claimed"]) == (10, 3, 1)

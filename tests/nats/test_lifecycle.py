@@ -276,9 +276,14 @@ print("exiting", time.monotonic(), flush=True)
 """
 
 
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by this Python with `args`, to its end (its output captured)."""
+    command = [sys.executable, "-c", script, *args]
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+
+
 def _run_until_exit(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    command = [sys.executable, "-c", _ENDS_WITHOUT_STOP, *args]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    done = _run_script(_ENDS_WITHOUT_STOP, *args)
     exiting = float(done.stdout.split()[-1]) if "exiting" in done.stdout else 0.0
     return done, exiting
 
@@ -352,10 +357,7 @@ def test_a_forked_child_leaves_the_parents_tasks_alone(
 ) -> None:
     # Under gunicorn --preload, each worker logged "Task was destroyed but it is pending!" for
     # the writer task of the master's loop, which the child's writer no longer referred to.
-    done = subprocess.run(
-        [sys.executable, "-c", _FORKS_WHILE_WRITING, nats_url, names.stream, names.subject],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = _run_script(_FORKS_WHILE_WRITING, nats_url, names.stream, names.subject)
     assert done.returncode == 0, done.stderr
     assert "child delivered True" in done.stdout, done.stderr
     assert "destroyed" not in done.stderr, done.stderr
@@ -384,10 +386,7 @@ def test_a_bus_dropped_without_stop_logs_no_error(
 ) -> None:
     # A loop holds its tasks weakly: the writer's task, waiting, went with the bus, and asyncio
     # logged it at ERROR ("Task was destroyed but it is pending!").
-    done = subprocess.run(
-        [sys.executable, "-c", _DROPS_THE_BUS, nats_url, names.stream, names.subject],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = _run_script(_DROPS_THE_BUS, nats_url, names.stream, names.subject)
     assert done.returncode == 0 and "dropped" in done.stdout, done.stderr
     assert "destroyed" not in done.stderr, done.stderr
     assert len(request_ids(make_bus())) == 50
