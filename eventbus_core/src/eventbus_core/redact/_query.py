@@ -9,7 +9,7 @@ after `?` or `&`. One list, from which both the text rule (`_redact`) and the fa
 from __future__ import annotations
 
 import re
-from typing import Any, Final, overload
+from typing import Any, Final
 
 __all__ = ["QUERY_CREDENTIALS", "QUERY_PAIR", "QUERY_PAIR_BYTES", "has_query_pair"]
 
@@ -32,10 +32,6 @@ QUERY_PAIR_BYTES: Final = re.compile(rf"(?i)[?&](?:{_NAMES})=[^&#\s\"'<>]".encod
 """The same, on the JSON serialisation of a payload part (the gate's conservative test)."""
 
 
-@overload
-def has_query_pair(text: str) -> bool: ...
-@overload
-def has_query_pair(text: bytes) -> bool: ...
 def has_query_pair(text: str | bytes) -> bool:
     """Whether `QUERY_PAIR` (`QUERY_PAIR_BYTES` for bytes) matches anywhere in `text`.
 

@@ -21,6 +21,7 @@ from eventbus_core._event import Event
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import mask_url_credentials
+from eventbus_core.redact._substitute import sub_at
 
 if TYPE_CHECKING:
     from eventbus_core._settings import EventBusSettings
@@ -241,19 +242,7 @@ def _masked_pairs(text: str, lowered: str) -> str:
     # A match may begin at a quote before the name; begun at the name, it ends at the same
     # place and the quote is kept either way, so the names' starts are enough.
     starts = sorted({at for _, at, _ in found})
-    pieces: list[str] = []
-    done = 0
-    for at in starts:
-        if at < done:
-            continue
-        match = _PAIR.match(text, at)
-        if match is not None:
-            pieces += (text[done:at], match.group("head"), MASK)
-            done = match.end()
-    if not pieces:
-        return text
-    pieces.append(text[done:])
-    return "".join(pieces)
+    return sub_at(_PAIR, text, starts, lambda m: m.group("head") + MASK)
 
 
 def redact_headers(
@@ -365,19 +354,7 @@ class Redactor:
         if self._has_extra or "\u0130" in text:
             masked = self._keys.sub(MASK, text)
             return text if masked == text else masked
-        pieces: list[str] = []
-        done = 0
-        for at in starts:
-            if at < done:
-                continue
-            match = self._keys.match(text, at)
-            if match is not None:
-                pieces += (text[done:at], MASK)
-                done = match.end()
-        if not pieces:
-            return text
-        pieces.append(text[done:])
-        return "".join(pieces)
+        return sub_at(self._keys, text, starts, lambda _: MASK)
 
     def body(self, data: bytes | None) -> bytes | None:
         """Redact a raw body if it is UTF-8 text; other bytes are returned unchanged."""
