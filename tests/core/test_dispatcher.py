@@ -6,6 +6,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from eventbus_core import (
+    Delivery,
     Dispatcher,
+    Event,
     JsonlDeadLetter,
     MemoryDeadLetter,
     PermanentSinkError,
@@ -477,3 +480,37 @@ def test_the_dispatch_command_alone_freezes_the_heap_and_raises_the_young_thresh
     # A threshold set higher by the operator stays, and so does 0 (collection turned off).
     assert _python(_PREPARED_TWICE, "50000")[2] == "50000"
     assert _python(_PREPARED_TWICE, "0")[2] == "0"
+
+
+async def test_acknowledgements_do_not_wait_behind_a_blocking_read() -> None:
+    """A durable source is used from one thread, acknowledgements too: a read that waits its
+    whole timeout for new entries would hold the acknowledgement of the last batch that long.
+    While deliveries are out, the lane reads without waiting."""
+
+    class BlockingListSource(ListSource):
+        def __init__(self, events: Sequence[Event]) -> None:
+            super().__init__(events)
+            self.delivered = 0
+            self.blocking_reads_while_out: list[int] = []
+
+        def read(self, max_items: int, timeout: float) -> list[Delivery]:
+            out = ListSource.read(self, max_items, 0.0)
+            self.delivered += len(out)
+            if not out and timeout:
+                if self.delivered > len(self.acked):
+                    self.blocking_reads_while_out.append(self.delivered - len(self.acked))
+                time.sleep(timeout)  # as a Redis XREADGROUP BLOCK on an empty stream
+            return out
+
+    source = BlockingListSource(make_events(30))
+    sink = RecordingSink()
+    d = Dispatcher(source, [sink], batch_size=10, flush_interval=0.01, poll_interval=0.5)
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(30)
+    while len(source.acked) < 30:
+        await asyncio.sleep(0.005)
+    d.request_stop()
+    stats = await task
+    assert source.blocking_reads_while_out == []
+    assert sorted(source.acked) == list(range(1, 31))
+    balanced(stats)

@@ -87,6 +87,10 @@ class Lane:
         self._exhaustible = capability(source, Exhaustible)
         self.durable = durable
         self._acks: set[asyncio.Future[None]] = set()
+        # Deliveries read and not yet settled by every sink, and a signal for each settling:
+        # while some are out, a durable lane reads without waiting (see `read_loop`).
+        self._unsettled = 0
+        self._settled = asyncio.Event()
         self.workers: list[SinkWorker] = []  # set by the dispatcher
         self.read = 0
         self.acked = 0
@@ -142,7 +146,14 @@ class Lane:
                         worker.resume_if_drained()
                     if not worker.stalled:
                         await self._wait_for_space(worker, poll)
-                timeout = 0.0 if stopping.is_set() else poll
+                # A read waits for new entries at most `poll` seconds, in the source's thread. An
+                # acknowledgement goes through that thread too, so it would wait behind such a
+                # read: the last batches of a burst would stay unacknowledged until the wait
+                # ended. So while deliveries are out, a durable lane only takes what is there.
+                waiting = self.durable and self._unsettled > 0
+                timeout = 0.0 if stopping.is_set() or waiting else poll
+                if waiting:
+                    self._settled.clear()
                 try:
                     got = await loop.run_in_executor(self.executor, self._read, max_items, timeout)
                 except SettingsError:
@@ -169,6 +180,11 @@ class Lane:
                     await self._distribute(got)
                 elif self.exhausted() or stopping.is_set():
                     return
+                elif waiting:
+                    # Nothing new: wait for a sink to settle (its acknowledgement is then queued
+                    # before the next read), or for `poll`, before reading again.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._settled.wait(), poll)
         finally:
             for worker in self.workers:
                 worker.finish_input()
@@ -211,6 +227,7 @@ class Lane:
 
     async def _distribute(self, got: list[tuple[Any, dict[str, Any]]]) -> None:
         self.read += len(got)
+        self._unsettled += len(got)
         now = time.monotonic()
         n = len(self.workers)
         items = [Item(payload, AckState(token, n), now) for token, payload in got]
@@ -231,8 +248,11 @@ class Lane:
             state.remaining -= 1
             if not ok:
                 state.keep_pending = True
-            if state.remaining == 0 and not state.keep_pending:
-                tokens.append(state.token)
+            if state.remaining == 0:
+                self._unsettled -= 1
+                if not state.keep_pending:
+                    tokens.append(state.token)
+        self._settled.set()
         if not tokens or not self.durable:
             self.acked += len(tokens)
             return
