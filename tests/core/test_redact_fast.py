@@ -368,3 +368,36 @@ def test_a_credential_in_the_path_is_masked_in_both_places_the_payload_holds_it(
         == (f"/v1beta/models/gemini-pro:generateContent?key={MASK}")
     )
     assert key not in json.dumps(redacted)
+
+
+def test_the_key_prefilters_and_the_automaton_list_the_same_starts() -> None:
+    # `_may_hold_key` (and its bytes twin) spell out, for speed, the literal starts that
+    # `_KEY_STARTS` lists for the automaton: a start missing from either would send a key past
+    # the rule on that path. And every key pattern's match begins where `_key_starts` looks.
+    from eventbus_core.redact._redact import (
+        _KEY_STARTS,
+        _key_starts,
+        _may_hold_key,
+        _may_hold_key_bytes,
+    )
+
+    for start in _KEY_STARTS:
+        assert _may_hold_key(f"x {start} y"), start
+        assert _may_hold_key_bytes(f"x {start} y".encode()), start
+    assert not _may_hold_key("a message with none of them " * 4)
+    samples = [
+        "sk-proj-" + "a" * 20,
+        "AIza" + "b" * 35,
+        "AKIA" + "C" * 16,
+        "ASIA" + "D" * 16,
+        *(f"gh{c}_" + "e" * 30 for c in "pousr"),
+        "github_pat_" + "f" * 30,
+        *(f"xox{c}-" + "g" * 10 for c in "abposr"),
+        "hf_" + "h" * 30,
+        "bEaReR abcdefgh",
+    ]
+    patterns = [re.compile(p) for p in _KEY_PATTERNS]
+    for sample in samples:
+        text = f"see: {sample} ok"
+        match = next(m for p in patterns if (m := p.search(text)))
+        assert match.start() in _key_starts(text, text.lower()), sample
