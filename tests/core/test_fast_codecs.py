@@ -15,7 +15,13 @@ from eventbus_core import Event, WireFormatError
 from eventbus_core._event import _restore
 from eventbus_core._jsonl import dumps_line, dumps_line_json
 from eventbus_core._wire import _plain_b64decode, decode_event_careful
-from eventbus_core.transform._llm import _loads
+from eventbus_core.transform._llm import (
+    _DIGIT_RUNS,
+    _LONG_NEGATIVE,
+    _LONG_RUN,
+    _loads,
+    _may_hold_long_integer,
+)
 
 
 def _outcome(decode: Any, data: Any) -> Any:
@@ -150,6 +156,35 @@ def test_integers_at_the_64_bit_edges_are_read_exactly() -> None:
             got = _loads(text.encode(), text)
             expected = json.loads(text)
             assert got == expected and json.dumps(got) == json.dumps(expected), text
+
+
+def _holds_long_integer(raw: bytes) -> bool:
+    """The whole-body test that `_may_hold_long_integer` samples before."""
+    digits = raw.translate(_DIGIT_RUNS)
+    return digits.find(_LONG_RUN) >= 0 or digits.find(_LONG_NEGATIVE) >= 0
+
+
+def test_the_sampled_digit_check_misses_no_long_integer() -> None:
+    # The check looks at every sixth byte first: a long run of digits at any offset, signed or
+    # not, among any bytes, must still be found.
+    for length in range(15, 24):
+        for offset in range(13):
+            for sign in ("", "-"):
+                raw = (" " * offset + '{"n": ' + sign + "7" * length + "}").encode()
+                assert _may_hold_long_integer(raw) == _holds_long_integer(raw), raw
+    rng = random.Random(5)
+    alphabet = b"0123456789-- ,a"
+    for _ in range(20_000):
+        raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 90)))
+        assert _may_hold_long_integer(raw) == _holds_long_integer(raw), raw
+
+
+def test_integers_of_twelve_digits_skip_the_whole_body_translation() -> None:
+    # What the sample is for: an integer of up to twelve digits, such as a timestamp, among
+    # words never costs the full translation, wherever it stands.
+    for offset in range(12):
+        raw = (" " * offset + '{"created": 173300000012, "object": "chat.completion"}').encode()
+        assert raw[::6].translate(_DIGIT_RUNS).find(b"000") < 0
 
 
 def test_jsonl_lines_hold_what_the_json_module_wrote() -> None:

@@ -22,6 +22,7 @@ from eventbus_core.dispatch._payload import PayloadPreparer
 from eventbus_core.redact import _gate, _redact
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR_BYTES
+from eventbus_core.redact._redact import MASK
 
 # ------------------------------------------------------------- the gate as it was before
 
@@ -320,3 +321,22 @@ def test_remembered_header_verdicts_follow_a_change_of_extra_headers() -> None:
     masked = redactor.payload(payload)["response_headers"]
     assert masked == {"X-Tenant-Key": ["[REDACTED]"], "Authorization": ["[REDACTED]"]}
     assert redactor.payload(payload) == redactor.json(payload)
+
+
+def test_the_gate_clears_the_mask() -> None:
+    # Masked header values go to the gate with the others (`_header_dict_fast`): the mask must
+    # never send a payload down the walk, nor hide anything.
+    assert needs_no_redaction([MASK, [MASK, MASK], {"x": MASK}])
+
+
+def test_headers_of_names_seen_before_are_masked_as_the_walk_masks_them() -> None:
+    # One redactor over many payloads: from the second time a set of names comes, its headers
+    # take the remembered verdicts; values of every shape, names in every spelling.
+    rng = random.Random(8)
+    names = ["Authorization", "authorization", "Set-Cookie", "X-Api-Key", "X-Request-Id", "Date"]
+    values: list[Any] = [["a"], ["Bearer x", "b"], "plain", [], ["sk-" + "a" * 20], {"n": 1}]
+    redactor = Redactor(extra_headers=["X-Request-Id"])
+    for _ in range(2_000):
+        headers = {name: rng.choice(values) for name in rng.sample(names, rng.randint(0, 6))}
+        payload = {"response_headers": headers, "output": {"text": rng.choice(["hi", "x=1"])}}
+        assert _outcome(redactor.payload, payload) == _outcome(redactor.json, payload), payload

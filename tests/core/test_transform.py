@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import sys
 import types
 import zlib
@@ -13,7 +14,7 @@ import brotli
 import pytest
 
 from eventbus_core import Event, EventBusSettings, LLMTransformer, SettingsError, decode_body
-from eventbus_core.transform._llm import load_transform
+from eventbus_core.transform._llm import _content_headers, load_transform
 
 CHAT_REQUEST = {
     "model": "gpt-4o-mini",
@@ -269,3 +270,26 @@ def test_custom_transformer_from_settings(monkeypatch: pytest.MonkeyPatch) -> No
         load_transform("no_colon")
     with pytest.raises(SettingsError, match="has no 'nope'"):
         load_transform("my_observability:nope")
+
+
+def test_content_headers_are_found_as_event_header_finds_them() -> None:
+    # The transformer looks both up in one pass; it must pick what `Event.header` picks, for
+    # every spelling, order, duplicate and empty value.
+    rng = random.Random(3)
+    spellings = [
+        "Content-Type", "content-type", "CONTENT-TYPE", "Content-type",
+        "Content-Encoding", "content-encoding", "CONTENT-ENCODING", "X-Other", "Date",
+    ]  # fmt: skip
+    values: list[list[str]] = [[], ["application/json"], ["gzip"], ["br", "gzip"], ["text/plain"]]
+    for _ in range(3_000):
+        names = rng.sample(spellings, rng.randint(0, len(spellings)))
+        headers = {name: rng.choice(values) for name in names}
+        event = Event(request_id="r", method="GET", path="/", status=200, response_headers=headers)
+        assert _content_headers(event) == (
+            event.header("Content-Type"),
+            event.header("Content-Encoding"),
+        ), headers
+    assert _content_headers(Event(request_id="r", method="GET", path="/", status=200)) == (
+        None,
+        None,
+    )

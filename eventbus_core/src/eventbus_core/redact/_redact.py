@@ -212,6 +212,9 @@ _SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter holds a value the bui
 
 _HEADER_FIELDS: Final = frozenset({"headers", "response_headers", "request_headers"})
 _HEADER_NAMES_KEPT: Final = 4096  # header names whose verdict `payload()` remembers
+# What `payload()` remembers of header names as spelled: the extra names the verdicts were made
+# for, every name judged (masked or not), and the names masked among them.
+_HeaderVerdicts = tuple[frozenset[str], dict[str, bool], set[str]]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -300,7 +303,7 @@ class Redactor:
         self._keys = re.compile("|".join([*_KEY_PATTERNS, *patterns]))
         self._has_extra = bool(patterns)
         self.bodies = bodies
-        self._header_verdicts: tuple[frozenset[str], dict[str, bool]] = (self.extra_headers, {})
+        self._header_verdicts: _HeaderVerdicts = (self.extra_headers, {}, set())
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Redactor:
@@ -513,21 +516,35 @@ class Redactor:
 
     def _header_dict_fast(self, headers: dict[str, Any], pending: list[Any]) -> dict[str, Any]:
         """`_header_dict`, the values of harmless headers left for the gate (in `pending`)."""
-        out: dict[str, Any] = {}
         extra = self.extra_headers
         # The verdict per header name as spelled, remembered: the same dozen names come with
         # every event. Kept with the extra names it was made for, so a changed
         # `extra_headers` starts it afresh; bounded, for traffic with ever new names.
         verdicts = self._header_verdicts
         if verdicts[0] is not extra:
-            verdicts = self._header_verdicts = (extra, {})
-        known = verdicts[1]
+            verdicts = self._header_verdicts = (extra, {}, set())
+        _, known, masked_names = verdicts
+        if headers.keys() <= known.keys():
+            # Every name judged before (the usual case): copied, and the few to mask found, by
+            # set operations rather than a Python loop over the headers. The masks go to the
+            # gate with the other values: "[REDACTED]" holds nothing it looks for.
+            out: dict[str, Any] = dict(headers)
+            for name in out.keys() & masked_names:
+                v = out[name]
+                out[name] = [MASK for _ in v] if isinstance(v, list) else MASK
+            pending.extend(out.values())
+            return out
+        out = {}
         for name, v in headers.items():
             masked = known.get(name)
             if masked is None:
                 lowered = name.lower()
                 masked = lowered in SENSITIVE_HEADERS or lowered in extra
                 if len(known) < _HEADER_NAMES_KEPT:
+                    # The set first: another thread that finds the name known must find it
+                    # among the masked too.
+                    if masked:
+                        masked_names.add(name)
                     known[name] = masked
             if masked:
                 out[name] = [MASK for _ in v] if isinstance(v, list) else MASK
