@@ -340,3 +340,23 @@ def test_headers_of_names_seen_before_are_masked_as_the_walk_masks_them() -> Non
         headers = {name: rng.choice(values) for name in rng.sample(names, rng.randint(0, 6))}
         payload = {"response_headers": headers, "output": {"text": rng.choice(["hi", "x=1"])}}
         assert _outcome(redactor.payload, payload) == _outcome(redactor.json, payload), payload
+
+
+def test_fields_of_names_seen_before_are_redacted_as_the_walk_redacts_them() -> None:
+    # One redactor over many payloads: fields of names seen before go to the gate without a
+    # look at their names; credential names and header mappings must still be caught, whatever
+    # their value's type, the first time and every time after.
+    rng = random.Random(9)
+    names: list[Any] = [
+        "model", "note", "password", "api_key", "Api-Key", "headers", "Request_Headers",
+        "response_headers", "metadata", 7, None,
+    ]  # fmt: skip
+    values: list[Any] = [
+        "", "hunter2", "sk-" + "b" * 20, 3, None, True, 2.5, ["x", "sk-" + "c" * 20],
+        {"Authorization": ["Bearer abcdefgh"], "X-Id": ["1"]}, {"X-Amz-Security-Token": ["t0"]},
+        {"password": "p"}, {"a": "b"},
+    ]  # fmt: skip
+    redactor = Redactor()
+    for _ in range(3_000):
+        payload = {name: rng.choice(values) for name in rng.sample(names, rng.randint(0, 6))}
+        assert redactor.payload(payload) == redactor.json(payload), payload  # keys of two types

@@ -212,6 +212,7 @@ _SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter holds a value the bui
 
 _HEADER_FIELDS: Final = frozenset({"headers", "response_headers", "request_headers"})
 _HEADER_NAMES_KEPT: Final = 4096  # header names whose verdict `payload()` remembers
+_FIELD_NAMES_KEPT: Final = 4096  # names of a payload's plain fields `payload()` remembers
 # What `payload()` remembers of header names as spelled: the extra names the verdicts were made
 # for, every name judged (masked or not), and the names masked among them.
 _HeaderVerdicts = tuple[frozenset[str], dict[str, bool], set[str]]
@@ -304,6 +305,7 @@ class Redactor:
         self._has_extra = bool(patterns)
         self.bodies = bodies
         self._header_verdicts: _HeaderVerdicts = (self.extra_headers, {}, set())
+        self._plain_fields: set[str] = set()  # see `payload()`
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> Redactor:
@@ -446,23 +448,38 @@ class Redactor:
             or self._has_extra
         ):
             return self.json(value)
-        out: dict[str, Any] = {}
-        pending: list[Any] = []  # values kept as they are if the gate clears them all
-        for k, v in value.items():
-            kind = type(v)  # one type test per value picks its branch: this runs per field
-            if kind is str:
-                if v and isinstance(k, str) and _is_secret_name(k):
-                    out[k] = MASK
-                    continue
-            elif kind is dict:
-                if isinstance(k, str) and k.lower() in _HEADER_FIELDS:
-                    out[k] = self._header_dict_fast(v, pending)
-                    continue
-            elif v is None or kind is int or kind is float or kind is bool:
-                out[k] = v
+        # Fields whose name is neither a credential's nor a header mapping's ("plain", as
+        # most are: the same dozen names come with every payload) go to the gate as they are,
+        # found by set operations; each of the others, and each name not seen before, takes
+        # the branch its value's type picks. Numbers, None and booleans go to the gate too:
+        # their JSON holds nothing it looks for.
+        plain = self._plain_fields
+        special = value.keys() - plain
+        out: dict[str, Any] = dict(value)
+        if special:
+            rest = dict(value)
+            for k in special:
+                del rest[k]
+            pending: list[Any] = list(rest.values())
+        else:
+            pending = list(out.values())
+        for k in special:
+            v = out[k]
+            kind = type(v)
+            if kind is str and v and isinstance(k, str) and _is_secret_name(k):
+                out[k] = MASK
                 continue
-            out[k] = v
+            if kind is dict and isinstance(k, str) and k.lower() in _HEADER_FIELDS:
+                out[k] = self._header_dict_fast(v, pending)
+                continue
             pending.append(v)
+            if (
+                type(k) is str  # only names that are plain str: a subclass may behave otherwise
+                and len(plain) < _FIELD_NAMES_KEPT
+                and not _is_secret_name(k)
+                and k.lower() not in _HEADER_FIELDS
+            ):
+                plain.add(k)
         if pending and not needs_no_redaction(pending):
             # Something may need masking: the careful walk, into the parts the gate does not
             # clear only (a credential in the request body leaves the response as it is).
