@@ -557,9 +557,9 @@ class Redactor:
             if masked is None:
                 lowered = name.lower()
                 masked = lowered in SENSITIVE_HEADERS or lowered in extra
-                if len(known) < _HEADER_NAMES_KEPT:
-                    # The set first: another thread that finds the name known must find it
-                    # among the masked too.
+                if type(name) is str and len(known) < _HEADER_NAMES_KEPT:
+                    # Names that are plain str only, as for a payload's fields. The set first:
+                    # another thread that finds the name known must find it among the masked.
                     if masked:
                         masked_names.add(name)
                     known[name] = masked
