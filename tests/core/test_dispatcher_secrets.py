@@ -210,6 +210,54 @@ async def test_every_log_line_of_the_dispatcher_is_scrubbed_tracebacks_included(
     assert_clean(json.dumps(sink.payloads))
 
 
+@pytest.mark.parametrize(
+    "quote",
+    [
+        repr,  # a mappingproxy of tuples
+        lambda headers: repr(dict(headers)),
+        lambda headers: json.dumps({k: list(v) for k, v in headers.items()}),
+        lambda headers: f"token {headers['X-Amz-Security-Token'][0]} refused",
+    ],
+    ids=["repr-proxy", "repr-dict", "json", "bare-value"],
+)
+async def test_a_transformer_error_quoting_the_headers_is_masked(
+    caplog: pytest.LogCaptureFixture, quote: Any
+) -> None:
+    # Whatever form the message gives the headers in, their credentials reach neither the
+    # payload's transform_error nor the log.
+    caplog.set_level(logging.DEBUG)
+    secrets = {
+        "Authorization": ("Basic dXNlcjpodW50ZXIyaHVudGVyMg==",),
+        "Set-Cookie": ("session=s3ss10nValue0001", "csrftoken=csrfValue0000002"),
+        "x-api-key": ("apikeyvalue000000003",),
+        "X-Amz-Security-Token": ("amzSecurityTokenValue0004",),
+    }
+    headers = {**secrets, "Content-Type": ("application/json",), "X-Request-Id": ("req-77",)}
+
+    def transform(event: Event) -> dict[str, Any]:
+        raise ValueError(f"bad headers: {quote(event.response_headers)}")
+
+    bus = InMemoryEventBus()
+    sink = RecordingSink()
+    task = asyncio.create_task(
+        Dispatcher(bus, [sink], flush_interval=0.01, retry=FAST_RETRY, transform=transform).run()
+    )
+    bus.publish(
+        Event(request_id="r1", method="POST", path="/", status=200, response_headers=headers)
+    )
+    await bus.astop()
+    await task
+    error = sink.payloads[0]["transform_error"]
+    assert "[REDACTED]" in error
+    for text in (error, caplog.text):
+        for values in secrets.values():
+            for value in values:
+                assert value not in text
+                assert value[-10:] not in text  # nor its end
+    if "X-Request-Id" in error:
+        assert "req-77" in error  # what is not a credential stays
+
+
 def transform_quoting_a_customer(event: Event) -> dict[str, Any]:
     """A transformer (EVENTBUS_TRANSFORMER) whose error quotes what the user pattern masks."""
     raise ValueError("customer zq-314159 could not be parsed")

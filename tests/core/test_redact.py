@@ -355,12 +355,13 @@ def test_credential_pairs_are_masked_where_the_pattern_would_mask_them() -> None
     parts = ["password", "PassWord", "api_key", "API-KEY", "apikey", "x-api-key", "secret",
              "client_secret", "access_token", "Authorization", "cookie", "passwd", "id_token",
              '"', "'", ":", "=", " ", "\t", "\n", "null", "true", "12", "[", "{", "hunter2",
-             "a b", ",", "&", ";", "}", "\u017f", "\u212a", "\u0130", "\u0131", "é"]  # fmt: skip
+             "a b", ",", "&", ";", "}", "\u017f", "\u212a", "\u0130", "\u0131", "é", "(",
+             "['a=1', 'b']", "('x',)", ")", "]"]  # fmt: skip
     masked_some = 0
     for _ in range(20000):
         pieces = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
         if rng.random() < 0.5:  # a pair, well-formed or nearly so, somewhere in the text
-            pair = rng.choice(parts[:11]) + rng.choice(['": "', ": ", "=", "':'", " = "])
+            pair = rng.choice(parts[:11]) + rng.choice(['": "', ": ", "=", "':'", " = ", "': ('"])
             pieces.insert(rng.randint(0, len(pieces)), pair + rng.choice(["hunter2", "a b", "1"]))
         text = "".join(pieces)
         # What the text rule did before: the whole pattern's sub, where a name appears.
@@ -369,3 +370,17 @@ def test_credential_pairs_are_masked_where_the_pattern_would_mask_them() -> None
         assert _masked_pairs(text, text.lower()) == expected, text
         masked_some += expected != text
     assert masked_some > 2000  # the texts did hold pairs
+
+
+def test_header_values_written_as_lists_or_tuples_are_masked() -> None:
+    # A log line or an error message that quotes headers as Python or JSON writes them: every
+    # value of a credential-named header, each element of its list or tuple.
+    text = (
+        "headers: {'Authorization': ('Basic dXNlcjpzM2NyM3Q=',), 'Set-Cookie': ['sid=a1b2c3d4',"
+        ' "csrf=e5f6g7h8"], "Cookie": ["k=v0v1v2v3"], \'Date\': (\'Mon\',)}'
+    )
+    masked = redact_text(text)
+    for secret in ("dXNlcjpzM2NyM3Q", "a1b2c3d4", "e5f6g7h8", "v0v1v2v3"):
+        assert secret not in masked
+    assert "'Authorization': ([REDACTED])" in masked
+    assert "'Date': ('Mon',)" in masked

@@ -8,11 +8,12 @@ gave it the first time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core.redact._redact import Redactor
+from eventbus_core.redact._redact import MASK, Redactor, is_sensitive_header
 from eventbus_core.transform._llm import LLMTransformer, Payload, Transform
 
 if TYPE_CHECKING:
@@ -52,12 +53,12 @@ class PayloadPreparer:
             payload = dict(self.transform(event))
         except Exception as exc:
             # A transformer bug must not lose events: ship the bare facts and say why.
+            reason = _error_text(exc, event, self.redactor.extra_headers)
             log.warning(
-                "transform failed for log_id=%s request_id=%s: %s: %s",
+                "transform failed for log_id=%s request_id=%s: %s",
                 event.log_id,
                 event.request_id,
-                type(exc).__name__,
-                exc,
+                reason,
             )
             payload = {
                 "type": "llm.request",
@@ -67,10 +68,35 @@ class PayloadPreparer:
                 "path": event.path,
                 "status": event.status,
                 "duration_ms": event.duration_ns / 1e6,
-                "transform_error": f"{type(exc).__name__}: {exc}",
+                "transform_error": reason,
             }
         redacted: dict[str, Any] = self.redactor.payload(payload)
         return redacted
 
     def __repr__(self) -> str:
         return f"PayloadPreparer(transform={self.transform!r}, redactor={self.redactor!r})"
+
+
+# Shorter values are not looked for: masking every "1" of a message would say nothing.
+_SHORTEST_HEADER_SECRET = 4
+
+
+def _error_text(exc: Exception, event: Event, extra_headers: Iterable[str]) -> str:
+    """`"<type>: <message>"` of a transformer's exception, with the values of the event's
+    credential headers masked wherever the message quotes them, in whatever form (the repr of
+    the headers' tuples, JSON, an f-string): the text rules recognise a credential by its
+    name, which such a message may not put next to it (`X-Amz-Security-Token`'s value in a
+    list, say). The log line and the payload's `transform_error` both get this text."""
+    text = f"{type(exc).__name__}: {exc}"
+    headers = event.response_headers
+    if headers:
+        secrets = {
+            value
+            for name, values in headers.items()
+            if is_sensitive_header(name, extra_headers)
+            for value in values
+            if len(value) >= _SHORTEST_HEADER_SECRET
+        }
+        for value in sorted(secrets, key=len, reverse=True):  # a value inside another: later
+            text = text.replace(value, MASK)
+    return text

@@ -82,15 +82,19 @@ _SECRET_NAME: Final = (
 # - a header line (`Authorization: Basic dXNl...`, `Cookie: a=1; b=2`): the rest of the line,
 #   so a credential after its scheme word is masked too (JSON literals and numbers are left
 #   alone, so raw JSON stays valid);
-# - a query string or form field (`api_key=value`): up to the next separator.
+# - a query string or form field (`api_key=value`): up to the next separator;
+# - a list or tuple of quoted strings, as Python's repr or JSON writes a header's values
+#   (`'Cookie': ['a=1', 'b=2']`, `"Authorization": ("Basic x",)`): every string in it.
 _PAIR: Final = re.compile(
     rf"""(?ix)
     (?P<head>["']?{_SECRET_NAME}["']?\s*
-      (?: [:=]\s*(?P<quote>["'])
+      (?: [:=]\s*(?P<seq>[\[(])(?=\s*["'])
+        | [:=]\s*(?P<quote>["'])
         | (?P<colon>:)[\ \t]*+(?!(?:null|true|false)\b|[-\d\[{{])
         | =\s*
       ))
-    (?P<value>(?(quote)[^"'\r\n]+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+)))
+    (?P<value>(?(seq)(?:\s*(?:"[^"\r\n]*"|'[^'\r\n]*')\s*,?)+
+      |(?(quote)[^"'\r\n]+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+))))
     """
 )
 _SECRET_KEY: Final = re.compile(rf"(?i)^{_SECRET_NAME}$")
