@@ -384,3 +384,33 @@ def test_header_values_written_as_lists_or_tuples_are_masked() -> None:
         assert secret not in masked
     assert "'Authorization': ([REDACTED])" in masked
     assert "'Date': ('Mon',)" in masked
+
+
+def test_a_credential_named_field_is_masked_whatever_its_value() -> None:
+    # A number, a list or an object under a credential's name is the credential too; null,
+    # booleans and empty values say nothing and stay.
+    payload = {
+        "password": 79512941815548109,
+        "api_key": {"value": "Objplzx8bWc6aZxvNQMPicPvH"},
+        "input": {
+            "client_secret": ["LstGj89mbEswbHSfXhY8OIBEL"],
+            "access_token": 2.5,
+            "Cookie": {"sid": "abc"},
+            "secret": None,
+            "passwd": True,
+            "private_key": "",
+            "refresh_token": [],
+            "note": 7,
+        },
+        "output": [{"api-key": 1234567}],
+    }
+    for redact in (Redactor().json, Redactor().payload):
+        out = redact(payload)
+        assert out["password"] == out["api_key"] == MASK
+        inner = out["input"]
+        assert inner["client_secret"] == inner["access_token"] == inner["Cookie"] == MASK
+        assert inner["secret"] is None and inner["passwd"] is True
+        assert inner["private_key"] == "" and inner["refresh_token"] == []
+        assert inner["note"] == 7
+        assert out["output"] == [{"api-key": MASK}]
+        assert "Objplzx8" not in json.dumps(out) and "LstGj89" not in json.dumps(out)

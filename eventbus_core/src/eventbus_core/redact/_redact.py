@@ -227,6 +227,17 @@ def _is_secret_name(name: str) -> bool:
     return _SECRET_KEY.match(name) is not None
 
 
+def _holds_secret(value: Any) -> bool:
+    """Whether the value of a credential-named field is masked: anything but null, a boolean
+    and an empty string, list or object (a number or an object can be the credential too:
+    `"password": 1234`, `"api_key": {"value": "..."}`)."""
+    if value is None or value is True or value is False:
+        return False
+    if isinstance(value, str | list | dict | tuple):
+        return len(value) > 0
+    return True
+
+
 def is_sensitive_header(name: str, extra: Iterable[str] = ()) -> bool:
     """True if header `name` carries a credential (by default list or `extra`)."""
     lowered = name.lower()
@@ -422,11 +433,14 @@ class Redactor:
         if isinstance(value, dict):
             out: dict[str, Any] = {}
             for k, v in value.items():
-                if v is None or type(v) in (int, float, bool):
+                if v is None or v is True or v is False:
+                    out[k] = v  # nothing to mask, whatever the name
+                elif self.bodies and isinstance(k, str) and _is_secret_name(k) and _holds_secret(v):
+                    out[k] = MASK  # the whole value, whatever its type
+                elif type(v) in (int, float):
                     out[k] = v  # the common case, without a recursive call
                 elif type(v) is str:
-                    secret = self.bodies and v and isinstance(k, str) and _is_secret_name(k)
-                    out[k] = MASK if secret else self.text(v)
+                    out[k] = self.text(v)
                 elif isinstance(k, str) and k.lower() in _HEADER_FIELDS and isinstance(v, dict):
                     out[k] = self._header_dict(v)
                 else:
@@ -470,7 +484,7 @@ class Redactor:
         for k in special:
             v = out[k]
             kind = type(v)
-            if kind is str and v and isinstance(k, str) and _is_secret_name(k):
+            if isinstance(k, str) and _is_secret_name(k) and _holds_secret(v):
                 out[k] = MASK
                 continue
             if kind is dict and isinstance(k, str) and k.lower() in _HEADER_FIELDS:
@@ -501,12 +515,13 @@ class Redactor:
             out: dict[str, Any] = {}
             for k, v in value.items():
                 kind = type(v)
-                if v is None or kind in (int, float, bool):
+                if v is None or v is True or v is False:
+                    out[k] = v
+                elif isinstance(k, str) and _is_secret_name(k) and _holds_secret(v):
+                    out[k] = MASK
+                elif kind is int or kind is float:
                     out[k] = v
                 elif kind is str:
-                    if v and isinstance(k, str) and _is_secret_name(k):
-                        out[k] = MASK
-                        continue
                     # A payload holds its path twice (also in `metadata`), and a path with
                     # `?key=` is the usual reason for the walk: each string object is scrubbed
                     # once per payload (the memo holds it, so no other string takes its id).
