@@ -414,3 +414,26 @@ def test_a_credential_named_field_is_masked_whatever_its_value() -> None:
         assert inner["note"] == 7
         assert out["output"] == [{"api-key": MASK}]
         assert "Objplzx8" not in json.dumps(out) and "LstGj89" not in json.dumps(out)
+
+
+def test_a_credential_name_among_other_words_of_a_field_name_is_one() -> None:
+    payload = {
+        "secret_key": "sk1-value-0001",
+        "aws_secret_access_key": "wJalrXUtnFEMI0002",
+        "db_password": 3141592653,
+        "x-api-key-id": "id-0003",
+        "secretary": "Jane",
+        "passwordless": True,
+        "cookies_enabled": "yes",
+        "session_token": "not-a-name-0004",
+    }
+    for redact in (Redactor().json, Redactor().payload):
+        out = redact(payload)
+        for name in ("secret_key", "aws_secret_access_key", "db_password", "x-api-key-id"):
+            assert out[name] == MASK, name
+        assert out["secretary"] == "Jane" and out["passwordless"] is True
+        assert out["cookies_enabled"] == "yes"  # "cookies" is not the name "cookie"
+        assert out["session_token"] == "not-a-name-0004"  # documented: not a credential name
+    assert redact_text("aws_secret_access_key=wJalrXUtnFEMI0002&x=1") == (
+        f"aws_secret_access_key={MASK}&x=1"
+    )

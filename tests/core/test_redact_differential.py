@@ -349,7 +349,8 @@ def test_fields_of_names_seen_before_are_redacted_as_the_walk_redacts_them() -> 
     rng = random.Random(9)
     names: list[Any] = [
         "model", "note", "password", "api_key", "Api-Key", "headers", "Request_Headers",
-        "response_headers", "metadata", 7, None,
+        "response_headers", "metadata", 7, None, "secret_key", "DB_Password", "x-api-key-id",
+        "secretary", "passwordless",
     ]  # fmt: skip
     values: list[Any] = [
         "", "hunter2", "sk-" + "b" * 20, 3, None, True, 2.5, ["x", "sk-" + "c" * 20],

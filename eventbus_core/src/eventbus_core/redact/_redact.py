@@ -76,6 +76,9 @@ _SECRET_NAME: Final = (
     r"(?:api[_-]?key|apikey|x-api-key|authorization|password|passwd|secret|client[_-]?secret"
     r"|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|private[_-]?key|cookie)"
 )
+# Further words after a credential name (`secret_key`, `password_hash`): part of the name. Words
+# before it need no pattern in text, where a match can begin at the credential name itself.
+_NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+)*"
 # Three shapes of "name, then its value" in text; the structured path (`Redactor.json`)
 # handles parsed JSON by key instead:
 # - quoted, as in JSON text (`"password": "a b"`): everything up to the closing quote;
@@ -87,7 +90,7 @@ _SECRET_NAME: Final = (
 #   (`'Cookie': ['a=1', 'b=2']`, `"Authorization": ("Basic x",)`): every string in it.
 _PAIR: Final = re.compile(
     rf"""(?ix)
-    (?P<head>["']?{_SECRET_NAME}["']?\s*
+    (?P<head>["']?{_SECRET_NAME}{_NAME_SUFFIX}["']?\s*
       (?: [:=]\s*(?P<seq>[\[(])(?=\s*["'])
         | [:=]\s*(?P<quote>["'])
         | (?P<colon>:)[\ \t]*+(?!(?:null|true|false)\b|[-\d\[{{])
@@ -97,7 +100,10 @@ _PAIR: Final = re.compile(
       |(?(quote)[^"'\r\n]+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+))))
     """
 )
-_SECRET_KEY: Final = re.compile(rf"(?i)^{_SECRET_NAME}$")
+# A field's name holds a credential name as one of its words: `secret_key`, `db_password`,
+# `aws_secret_access_key`, `x-api-key-id` (words joined by `_` or `-`; a name run into other
+# letters, `secretary`, `passwordless`, is not one).
+_SECRET_KEY: Final = re.compile(rf"(?i)^(?:[a-z0-9]+[_-])*{_SECRET_NAME}{_NAME_SUFFIX}$")
 # Every spelling of a credential name, lower case (`api_key`, `api-key`, `apikey`, ...): a match
 # of `_PAIR` starts at one of them (or at a quote right before it). Found in one pass by an
 # automaton, so `_PAIR` (case-insensitive, ~200 ns a character when it tries every position)
