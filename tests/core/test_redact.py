@@ -356,12 +356,14 @@ def test_credential_pairs_are_masked_where_the_pattern_would_mask_them() -> None
              "client_secret", "access_token", "Authorization", "cookie", "passwd", "id_token",
              '"', "'", ":", "=", " ", "\t", "\n", "null", "true", "12", "[", "{", "hunter2",
              "a b", ",", "&", ";", "}", "\u017f", "\u212a", "\u0130", "\u0131", "é", "(",
-             "['a=1', 'b']", "('x',)", ")", "]"]  # fmt: skip
+             "['a=1', 'b']", "('x',)", ")", "]", "\\", '\\"', "_key", "Key", "xapikey"]  # fmt: skip
     masked_some = 0
     for _ in range(20000):
         pieces = [rng.choice(parts) for _ in range(rng.randint(0, 8))]
         if rng.random() < 0.5:  # a pair, well-formed or nearly so, somewhere in the text
-            pair = rng.choice(parts[:11]) + rng.choice(['": "', ": ", "=", "':'", " = ", "': ('"])
+            pair = rng.choice(parts[:11]) + rng.choice(
+                ['": "', ": ", "=", "':'", " = ", "': ('", '\\": \\"', '_key\\": \\"']
+            )
             pieces.insert(rng.randint(0, len(pieces)), pair + rng.choice(["hunter2", "a b", "1"]))
         text = "".join(pieces)
         # What the text rule did before: the whole pattern's sub, where a name appears.
@@ -437,3 +439,29 @@ def test_a_credential_name_among_other_words_of_a_field_name_is_one() -> None:
     assert redact_text("aws_secret_access_key=wJalrXUtnFEMI0002&x=1") == (
         f"aws_secret_access_key={MASK}&x=1"
     )
+
+
+def test_field_names_in_camel_case_or_run_together_are_credential_names() -> None:
+    names = ["xapikey", "XApiKey", "xApiKey", "dbPassword", "secretKey", "stripeApiKey",
+             "apiKeyValue", "password2", "PASSWORD1", "accessTokenExpiry"]  # fmt: skip
+    kept = ["secretary", "passwordless", "cookies", "maxTokens", "token", "sessionToken"]
+    payload = {name: f"value-of-{name}-0001" for name in [*names, *kept]}
+    for redact in (Redactor().json, Redactor().payload):
+        out = redact(payload)
+        assert [n for n in names if out[n] != MASK] == []
+        assert [n for n in kept if out[n] == MASK] == []
+
+
+def test_escaped_json_in_text_is_masked() -> None:
+    # JSON quoted inside a string (a tool call's arguments, a body in an error message).
+    text = 'body: {\\"api_key\\": \\"AL6BGNeb1GHWCdiENDQP\\", \\"n\\": 1}'
+    assert redact_text(text) == f'body: {{\\"api_key\\": \\"{MASK}\\", \\"n\\": 1}}'
+    assert "AL6BGNeb" not in redact_text('secret_key = \\"AL6BGNeb1GHWCdiENDQP\\"')
+
+
+def test_azure_api_management_and_csrf_headers_are_masked() -> None:
+    headers = {"Ocp-Apim-Subscription-Key": ["k-0001"], "X-CSRF-Token": ["c-0002"]}
+    assert Redactor().headers(headers) == {
+        "Ocp-Apim-Subscription-Key": [MASK],
+        "X-CSRF-Token": [MASK],
+    }

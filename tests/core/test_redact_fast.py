@@ -273,8 +273,9 @@ def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
         r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
     )
     assert _SECRET_NAME == (
-        r"(?:api[_-]?key|apikey|x-api-key|authorization|password|passwd|secret|client[_-]?secret"
-        r"|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|private[_-]?key|cookie)"
+        r"(?:api[_-]?key|apikey|x[_-]?api[_-]?key|authorization|password|passwd|secret"
+        r"|client[_-]?secret|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
+        r"|private[_-]?key|cookie)"
     )
 
 

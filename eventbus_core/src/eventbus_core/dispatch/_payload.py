@@ -8,6 +8,7 @@ gave it the first time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,17 @@ class PayloadPreparer:
 _SHORTEST_HEADER_SECRET = 4
 
 
+def _quoted_forms(value: str) -> set[str]:
+    """`value` as a message may hold it: as it is, and escaped as JSON (`"` as `\\"`, with and
+    without non-ASCII as `\\u` escapes) and as Python's repr escapes it."""
+    return {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+    }
+
+
 def _error_text(exc: Exception, event: Event, extra_headers: Iterable[str]) -> str:
     """`"<type>: <message>"` of a transformer's exception, with the values of the event's
     credential headers masked wherever the message quotes them, in whatever form (the repr of
@@ -91,12 +103,13 @@ def _error_text(exc: Exception, event: Event, extra_headers: Iterable[str]) -> s
     headers = event.response_headers
     if headers:
         secrets = {
-            value
+            form
             for name, values in headers.items()
             if is_sensitive_header(name, extra_headers)
             for value in values
             if len(value) >= _SHORTEST_HEADER_SECRET
+            for form in _quoted_forms(value)
         }
-        for value in sorted(secrets, key=len, reverse=True):  # a value inside another: later
-            text = text.replace(value, MASK)
+        for form in sorted(secrets, key=len, reverse=True):  # a value inside another: later
+            text = text.replace(form, MASK)
     return text

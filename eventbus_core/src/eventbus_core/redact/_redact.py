@@ -52,6 +52,9 @@ SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
         "openai-api-key",
         "anthropic-api-key",
         "x-goog-api-key",
+        "ocp-apim-subscription-key",  # Azure API Management, in front of Azure OpenAI
+        "x-csrf-token",
+        "x-xsrf-token",
     }
 )
 """Header names (lower case) whose values are masked by default."""
@@ -73,15 +76,17 @@ _KEY_PATTERNS: Final = (
 # `_SECRET_NAME`, by hand: change them together (tests/core/test_redact_fast.py pins both).
 
 _SECRET_NAME: Final = (
-    r"(?:api[_-]?key|apikey|x-api-key|authorization|password|passwd|secret|client[_-]?secret"
-    r"|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|private[_-]?key|cookie)"
+    r"(?:api[_-]?key|apikey|x[_-]?api[_-]?key|authorization|password|passwd|secret"
+    r"|client[_-]?secret|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
+    r"|private[_-]?key|cookie)"
 )
 # Further words after a credential name (`secret_key`, `password_hash`): part of the name. Words
 # before it need no pattern in text, where a match can begin at the credential name itself.
 _NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+)*"
 # Three shapes of "name, then its value" in text; the structured path (`Redactor.json`)
 # handles parsed JSON by key instead:
-# - quoted, as in JSON text (`"password": "a b"`): everything up to the closing quote;
+# - quoted, as in JSON text (`"password": "a b"`): everything up to the closing quote, also
+#   where the quotes are escaped (`{\"password\": \"a b\"}`, JSON quoted in a string);
 # - a header line (`Authorization: Basic dXNl...`, `Cookie: a=1; b=2`): the rest of the line,
 #   so a credential after its scheme word is masked too (JSON literals and numbers are left
 #   alone, so raw JSON stays valid);
@@ -90,14 +95,14 @@ _NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+)*"
 #   (`'Cookie': ['a=1', 'b=2']`, `"Authorization": ("Basic x",)`): every string in it.
 _PAIR: Final = re.compile(
     rf"""(?ix)
-    (?P<head>["']?{_SECRET_NAME}{_NAME_SUFFIX}["']?\s*
+    (?P<head>["']?{_SECRET_NAME}{_NAME_SUFFIX}\\?["']?\s*
       (?: [:=]\s*(?P<seq>[\[(])(?=\s*["'])
-        | [:=]\s*(?P<quote>["'])
+        | [:=]\s*\\?(?P<quote>["'])
         | (?P<colon>:)[\ \t]*+(?!(?:null|true|false)\b|[-\d\[{{])
         | =\s*
       ))
     (?P<value>(?(seq)(?:\s*(?:"[^"\r\n]*"|'[^'\r\n]*')\s*,?)+
-      |(?(quote)[^"'\r\n]+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+))))
+      |(?(quote)(?:[^"'\\\r\n]|\\(?!["']))+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+))))
     """
 )
 # A field's name holds a credential name as one of its words: `secret_key`, `db_password`,
@@ -228,9 +233,15 @@ _FIELD_NAMES_KEPT: Final = 4096  # names of a payload's plain fields `payload()`
 _HeaderVerdicts = tuple[frozenset[str], dict[str, bool], set[str]]
 
 
+# Where one word of a field's name ends and the next begins without `_` or `-`: a lower-case
+# letter or digit before a capital (`dbPassword`, `secretKey`), a letter before a digit
+# (`password2`).
+_WORD_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])")
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_secret_name(name: str) -> bool:
-    return _SECRET_KEY.match(name) is not None
+    return _SECRET_KEY.match(_WORD_BOUNDARY.sub("_", name)) is not None
 
 
 def _holds_secret(value: Any) -> bool:
