@@ -465,3 +465,14 @@ def test_azure_api_management_and_csrf_headers_are_masked() -> None:
         "Ocp-Apim-Subscription-Key": [MASK],
         "X-CSRF-Token": [MASK],
     }
+
+
+def test_sk_inside_a_word_is_not_a_key() -> None:
+    for word in ("risk-assessment-framework-document-v2", "task-management-dashboard-overview",
+                 "whisk-together-the-eggs-and-flour"):  # fmt: skip
+        assert redact_text(f"see {word} now") == f"see {word} now"
+        assert Redactor().payload({"note": word}) == {"note": word}
+    key = "sk-proj-abcdefghijklmnopqrstu"
+    for text in (f"key {key}", f'"{key}"', f"x={key}", f"_{key}", f"Bearer {key}", key):
+        assert key not in redact_text(text), text
+        assert key not in str(Redactor().payload({"note": text})), text

@@ -72,7 +72,7 @@ _OPTIONS: Final = (
 # bytes. Its hint, its literal start lower-cased, is in the lower-cased bytes whenever the
 # pattern matches (lower() only changes A-Z); "sk-" in "task-", or "asia" in "Asia", only costs
 # the confirming search.
-_SK: Final = re.compile(rb"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}")
+_SK: Final = re.compile(rb"(?<![A-Za-z0-9])sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}")
 _AIZA: Final = re.compile(rb"AIza[0-9A-Za-z_\-]{35}")
 _AKIA: Final = re.compile(rb"AKIA[0-9A-Z]{16}")
 _ASIA: Final = re.compile(rb"ASIA[0-9A-Z]{16}")

@@ -60,7 +60,9 @@ SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
 """Header names (lower case) whose values are masked by default."""
 
 _KEY_PATTERNS: Final = (
-    r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",  # OpenAI, Anthropic
+    # OpenAI, Anthropic; not right after a letter or digit: `task-management-dashboard` is a
+    # word, not a key.
+    r"(?<![A-Za-z0-9])sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",
     r"AIza[0-9A-Za-z_\-]{35}",  # Google API keys
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key ids
     r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
