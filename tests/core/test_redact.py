@@ -476,3 +476,33 @@ def test_sk_inside_a_word_is_not_a_key() -> None:
     for text in (f"key {key}", f'"{key}"', f"x={key}", f"_{key}", f"Bearer {key}", key):
         assert key not in redact_text(text), text
         assert key not in str(Redactor().payload({"note": text})), text
+
+
+def test_credential_names_in_any_letter_case_are_credential_names() -> None:
+    import random
+
+    from eventbus_core.redact._redact import _NAME_SPELLINGS, _is_secret_name
+
+    rng = random.Random(21)
+    for spelling in _NAME_SPELLINGS:
+        for _ in range(40):
+            name = "".join(c.upper() if rng.random() < 0.5 else c for c in spelling)
+            assert _is_secret_name(name), name
+            assert _is_secret_name(f"db_{name}") and _is_secret_name(f"{name}.value"), name
+            assert Redactor().payload({"x": {name: "s3cr3t-value"}}) == {"x": {name: MASK}}
+    for kept in ("passwordless", "PASSWORDLESS", "secretary", "cookies", "token", "maxTokens"):
+        assert not _is_secret_name(kept), kept
+
+
+def test_a_key_after_an_escape_is_a_key() -> None:
+    # In JSON text a key may follow `\n` or `\u00a0`, whose last character is a letter or a
+    # digit; and the gate reads strings so escaped. Either way the key is masked.
+    from eventbus_core.redact._gate import needs_no_redaction
+
+    key = "sk-proj-abcdefghijklmnopqrstu"
+    for escape in ("\\n", "\\t", "\\r", "\\b", "\\f", "\\u00a0"):
+        assert key not in redact_text(f'{{"text": "see{escape}{key}"}}'), escape
+    for before in ("\n", "\t", "\r", "\b", "\f", "\x01", '"', "\\", "\x7f", " "):
+        text = f"see{before}{key}"
+        assert not needs_no_redaction([text]), repr(before)
+        assert key not in str(Redactor().payload({"output": {"content": text}})), repr(before)

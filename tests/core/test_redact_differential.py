@@ -27,7 +27,9 @@ from eventbus_core.redact._redact import MASK
 # ------------------------------------------------------------- the gate as it was before
 
 _SCANS_KEY = [
-    re.compile(rb"(?<![A-Za-z0-9])sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"),
+    re.compile(
+        rb"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"
+    ),
     re.compile(rb"AIza[0-9A-Za-z_\-]{35}"),
     re.compile(rb"AKIA[0-9A-Z]{16}"),
     re.compile(rb"ASIA[0-9A-Z]{16}"),

@@ -13,7 +13,7 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   bytes), and every occurrence of every hint is reported, so no rule's confirming search is
   skipped where it could match. Key patterns are case-sensitive, and are confirmed on the
   bytes themselves.
-- Credential names are matched without regard to case (`_PAIR`, `_SECRET_KEY`) or after
+- Credential names are matched without regard to case (`_PAIR`, `_ANY_SECRET_NAME`) or after
   `str.lower()` (`_NAME_FINDER`). On ASCII the bytes' `lower()` is the same; of all other characters
   only four match or lower to ASCII letters (`SPECIAL_CASE_CHARS`, per `re`'s IGNORECASE and
   `str.lower`, checked over all of Unicode by the tests); a part holding any of them is not
@@ -72,7 +72,9 @@ _OPTIONS: Final = (
 # bytes. Its hint, its literal start lower-cased, is in the lower-cased bytes whenever the
 # pattern matches (lower() only changes A-Z); "sk-" in "task-", or "asia" in "Asia", only costs
 # the confirming search.
-_SK: Final = re.compile(rb"(?<![A-Za-z0-9])sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}")
+_SK: Final = re.compile(
+    rb"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"
+)
 _AIZA: Final = re.compile(rb"AIza[0-9A-Za-z_\-]{35}")
 _AKIA: Final = re.compile(rb"AKIA[0-9A-Z]{16}")
 _ASIA: Final = re.compile(rb"ASIA[0-9A-Z]{16}")

@@ -60,9 +60,9 @@ SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
 """Header names (lower case) whose values are masked by default."""
 
 _KEY_PATTERNS: Final = (
-    # OpenAI, Anthropic; not right after a letter or digit: `task-management-dashboard` is a
-    # word, not a key.
-    r"(?<![A-Za-z0-9])sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",
+    # OpenAI, Anthropic; not right after a letter or digit (`task-management-dashboard` is a
+    # word, not a key), unless they end an escape of JSON text (`\n`, `\u00a0`).
+    r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",
     r"AIza[0-9A-Za-z_\-]{35}",  # Google API keys
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key ids
     r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
@@ -107,10 +107,9 @@ _PAIR: Final = re.compile(
       |(?(quote)(?:[^"'\\\r\n]|\\(?!["']))+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+))))
     """
 )
-# A field's name holds a credential name as one of its words: `secret_key`, `db_password`,
-# `aws_secret_access_key`, `x-api-key-id` (words joined by `_` or `-`; a name run into other
-# letters, `secretary`, `passwordless`, is not one).
-_SECRET_KEY: Final = re.compile(rf"(?i)^(?:[a-z0-9]+[_-])*{_SECRET_NAME}{_NAME_SUFFIX}$")
+# A credential name anywhere in a text, in any letter case: a field name that is not ASCII
+# (whose `lower()` may shift positions) is judged by it alone, which can only mask more.
+_ANY_SECRET_NAME: Final = re.compile(rf"(?i){_SECRET_NAME}")
 # Every spelling of a credential name, lower case (`api_key`, `api-key`, `apikey`, ...): a match
 # of `_PAIR` starts at one of them (or at a quote right before it). Found in one pass by an
 # automaton, so `_PAIR` (case-insensitive, ~200 ns a character when it tries every position)
@@ -235,15 +234,45 @@ _FIELD_NAMES_KEPT: Final = 4096  # names of a payload's plain fields `payload()`
 _HeaderVerdicts = tuple[frozenset[str], dict[str, bool], set[str]]
 
 
-# Where one word of a field's name ends and the next begins without `_` or `-`: a lower-case
-# letter or digit before a capital (`dbPassword`, `secretKey`), a letter before a digit
-# (`password2`).
-_WORD_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])")
+_WORD_SEPARATORS: Final = "_-. "
+
+
+def _word_starts(name: str, at: int) -> bool:
+    """Whether a word of `name` begins at `at`: at its start, after a separator, or where camel
+    case begins one (`dbPassword`, `HTTPPassword`)."""
+    if at == 0 or name[at - 1] in _WORD_SEPARATORS:
+        return True
+    if not name[at].isupper():
+        return False
+    before = name[at - 1]
+    if before.islower() or before.isdigit():
+        return True
+    return before.isupper() and at + 1 < len(name) and name[at + 1].islower()
+
+
+def _word_ends(name: str, at: int) -> bool:
+    """Whether a word of `name` ends right before `at`: at its end, before a separator, where
+    camel case begins the next word (`secretKey`), or before digits (`password2`)."""
+    if at == len(name) or name[at] in _WORD_SEPARATORS:
+        return True
+    after, last = name[at], name[at - 1]
+    if after.isupper():
+        return last.islower() or last.isdigit()
+    return after.isdigit() and last.isalpha()
 
 
 @functools.lru_cache(maxsize=4096)
 def _is_secret_name(name: str) -> bool:
-    return _SECRET_KEY.match(_WORD_BOUNDARY.sub("_", name)) is not None
+    """Whether a field's name holds a credential name as one of its words, in any letter case:
+    `password`, `PaSsWoRd`, `secret_key`, `db.password`, `aws_secret_access_key`, `dbPassword`,
+    `xApiKey`, `password2`; not `secretary`, `passwordless` or `cookies`, where the name runs on
+    into a word of its own."""
+    if not name.isascii():
+        return _ANY_SECRET_NAME.search(name) is not None
+    for _, start, end in _NAME_FINDER.find_matches_as_indexes(name.lower(), overlapping=True):
+        if _word_starts(name, start) and _word_ends(name, end):
+            return True
+    return False
 
 
 def _holds_secret(value: Any) -> bool:
