@@ -139,6 +139,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def read_written_lines(path: Path) -> list[dict[str, Any]]:
+    """The lines of a JSONL file a sink is still appending to, parsed: a batch's append may be
+    seen half done, so what follows the last newline is left for the next look."""
+    if not path.exists():
+        return []
+    whole, _, _ = path.read_bytes().rpartition(b"\n")
+    return [json.loads(line) for line in whole.splitlines()]
+
+
 class WebhookReceiver:
     """An ASGI app standing in for an observability backend's webhook.
 

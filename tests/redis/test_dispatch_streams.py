@@ -29,6 +29,7 @@ from tests.core.conftest_dispatch import (
     WebhookReceiver,
     make_events,
     read_jsonl,
+    read_written_lines,
     serve,
 )
 
@@ -220,7 +221,7 @@ def test_dispatcher_killed_mid_run_and_restarted_loses_nothing(
         first = start_dispatcher(tmp_path, prefix, url, log)
         try:
             wait_until(receiver.holding.is_set, "a webhook batch in flight", first, log)
-            wait_until(lambda: len(read_jsonl(jsonl)) >= 100, "jsonl progress", first, log)
+            wait_until(lambda: len(read_written_lines(jsonl)) >= 100, "jsonl progress", first, log)
             assert pending(client, stream, f"{prefix}:dispatchers:webhook") > 0
         finally:
             first.send_signal(signal.SIGKILL)
@@ -245,7 +246,7 @@ def test_dispatcher_killed_mid_run_and_restarted_loses_nothing(
         second = start_dispatcher(tmp_path, prefix, url, log)
         try:
             wait_until(
-                lambda: {r["request_id"] for r in read_jsonl(jsonl)} >= expected,
+                lambda: {r["request_id"] for r in read_written_lines(jsonl)} >= expected,
                 "every event in the jsonl file",
                 second,
                 log,

@@ -21,6 +21,7 @@ import redis
 from eventbus_core import Dispatcher, DispatcherStats, EventBusSettings
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisStreamsEventBus
+from tests.core.conftest_dispatch import read_written_lines
 from tests.redis._servers import ThrowawayRedis
 
 pytestmark = pytest.mark.redis
@@ -89,7 +90,7 @@ async def test_eventbus_dispatch_takes_over_from_the_go_dispatcher_then_moves_to
         dead_letter_path=str(tmp_path / "dead.jsonl"),
     )
     expected = {f"go-{i}" for i in range(12, 30)}  # pending (reclaimed) and never delivered
-    await dispatch_until(settings, jsonl, lambda: len(read_jsonl(jsonl)) >= len(expected))
+    await dispatch_until(settings, jsonl, lambda: len(read_written_lines(jsonl)) >= len(expected))
     rows = read_jsonl(jsonl)
     assert sorted(r["request_id"] for r in rows) == sorted(expected)  # each exactly once
     assert len({r["log_id"] for r in rows}) == len(rows)  # Go's LogID 0, made unique
@@ -109,7 +110,7 @@ async def test_eventbus_dispatch_takes_over_from_the_go_dispatcher_then_moves_to
     ours.stop(5)
     per_sink = settings.model_copy(update={"consumer_groups": "per-sink"})
     total = len(expected) + 5
-    await dispatch_until(per_sink, jsonl, lambda: len(read_jsonl(jsonl)) >= total)
+    await dispatch_until(per_sink, jsonl, lambda: len(read_written_lines(jsonl)) >= total)
     rows = read_jsonl(jsonl)
     new = {"go-30", "go-31", "py-0", "py-1", "py-2"}
     assert sorted(r["request_id"] for r in rows) == sorted(expected | new)
