@@ -26,21 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import os
 import random
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _callgrind import count_instructions
 from _redis_keys import delete_run_keys
 from bench_dispatch import BATCH, _fill_stream, chat_event
-
-_TOTAL = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
 def _child_stages(n: int, made: int) -> None:
@@ -91,33 +87,7 @@ def _child_redis(n: int, url: str, key: str) -> None:
 
 def _count(args: list[str], valgrind: str) -> tuple[int, int]:
     """(main thread, other threads) instructions of one child run under callgrind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        subprocess.run(
-            [
-                valgrind,
-                "--tool=callgrind",
-                "--separate-threads=yes",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                *args,
-            ],
-            check=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same start-up in both runs
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        main = other = 0
-        for path in glob.glob(out + "*"):
-            with open(path, "rb") as f:
-                found = _TOTAL.search(f.read())
-            count = int(found.group(1)) if found else 0
-            if path.endswith("-01"):
-                main += count
-            else:
-                other += count
-        return main, other
+    return count_instructions(valgrind, __file__, args)
 
 
 def _redis_run(n: int, url: str, valgrind: str) -> tuple[int, int]:

@@ -23,19 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Literal
 
+from _callgrind import count_instructions
 from _redis_keys import delete_run_keys
-
-_TOTAL = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
 
 
 def _child(bus_name: str, calls: int, url: str) -> None:
@@ -112,38 +107,8 @@ def _cleanup(bus: object) -> None:
 
 def _count(bus_name: str, calls: int, url: str, valgrind: str) -> tuple[int, int]:
     """(calling thread, other threads) instructions of one run under callgrind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        subprocess.run(
-            [
-                valgrind,
-                "--tool=callgrind",
-                "--separate-threads=yes",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--child",
-                bus_name,
-                "--calls",
-                str(calls),
-                "--redis-url",
-                url,
-            ],
-            check=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same start-up in both runs
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        main = other = 0
-        for path in glob.glob(out + "*"):
-            with open(path, "rb") as f:
-                found = _TOTAL.search(f.read())
-            n = int(found.group(1)) if found else 0
-            if path.endswith("-01"):
-                main += n
-            else:
-                other += n
-        return main, other
+    args = ["--child", bus_name, "--calls", str(calls), "--redis-url", url]
+    return count_instructions(valgrind, __file__, args)
 
 
 def main(argv: list[str] | None = None) -> int:
