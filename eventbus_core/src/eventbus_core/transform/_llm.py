@@ -156,9 +156,14 @@ def _decompress(data: bytes, encoding: str | None, limit: int) -> tuple[bytes, s
     Returns the bytes, an error note if decoding failed (the bytes are then the input), and
     whether the output would have been larger than `limit` (the bytes are then the input too).
     """
-    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()] if encoding else []
-    if not codings and data[:2] == _GZIP_MAGIC:
+    if not encoding:
+        if not data.startswith(_GZIP_MAGIC):
+            return data, None, False  # the usual body: nothing to undo, nothing to set up
         codings = ["gzip"]  # request bodies carry no headers in the event: sniff
+    else:
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+        if not codings and data.startswith(_GZIP_MAGIC):
+            codings = ["gzip"]  # an encoding of only separators: sniff as above
     original = data
     try:
         for coding in reversed(codings):  # applied in order, so undone in reverse
@@ -210,10 +215,7 @@ def decode_body(
     if data is None:
         return None, {}
     info: dict[str, Any] = {"bytes": len(data)}
-    if not content_encoding and not data.startswith(_GZIP_MAGIC):
-        raw, error, too_large = data, None, False  # what `_decompress` gives: nothing to undo
-    else:
-        raw, error, too_large = _decompress(data, content_encoding, max_bytes + 1)
+    raw, error, too_large = _decompress(data, content_encoding, max_bytes + 1)
     if too_large:
         info["truncated"] = True
         return (
