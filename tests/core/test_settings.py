@@ -49,6 +49,12 @@ def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPa
         ("OBSERVABILITY_BUFFER_SIZE", "abc", "valid integer"),
         ("OBSERVABILITY_BUFFER_SIZE", "0", "greater than or equal to 1"),
         ("EVENTBUS_STOP_TIMEOUT", "-1", "greater than or equal to 0"),
+        # Parsed as floats, and unbounded: stop() would never be bounded, and its waits overflow.
+        ("EVENTBUS_STOP_TIMEOUT", "inf", "finite number"),
+        ("EVENTBUS_STOP_TIMEOUT", "nan", "finite number"),
+        ("EVENTBUS_FLUSH_INTERVAL", "Infinity", "finite number"),
+        ("EVENTBUS_REDIS_TTL", "inf", "finite number"),
+        ("EVENTBUS_NATS_ACK_WAIT", "inf", "finite number"),
         ("LLM_PROXY_EVENT_BUS", "  ", "must not be empty"),
         ("REDIS_URL", "http://u:hunter2@example:6379", "is not a Redis URL"),
         ("EVENTBUS_REDIS_MAX_LEN", "many", "valid integer"),

@@ -161,3 +161,22 @@ def test_bus_works_in_a_forked_child() -> None:
     bus.publish(make_event(3))  # the parent's bus is untouched by the child's
     assert sub.get(timeout=5).request_id == "req-3"
     bus.stop()
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, "5"])
+def test_stop_timeout_must_be_finite_seconds(value: object) -> None:
+    with pytest.raises(ValueError, match="stop_timeout must be a"):
+        InMemoryEventBus(stop_timeout=value)  # type: ignore[arg-type]
+
+
+def test_stop_takes_inf_as_no_limit_and_refuses_nan_without_stopping() -> None:
+    bus = InMemoryEventBus()
+    sub = bus.subscribe()
+    for i in range(20):
+        bus.publish(make_event(i))
+    with pytest.raises(ValueError, match="nan"):
+        bus.stop(float("nan"))
+    assert not bus.closed  # refused before anything stopped: a later stop() still delivers
+    bus.stop(float("inf"))  # waits without a limit, and overflows no wait
+    assert bus.closed and bus.stats().lost == 0
+    assert len(sub.get_batch(max_items=100)) == 20

@@ -390,3 +390,18 @@ def test_a_bus_dropped_without_stop_logs_no_error(
     assert done.returncode == 0 and "dropped" in done.stdout, done.stderr
     assert "destroyed" not in done.stderr, done.stderr
     assert len(request_ids(make_bus())) == 50
+
+
+def test_stop_timeout_must_be_finite_and_stop_takes_inf_as_no_limit(make_bus: MakeBus) -> None:
+    for value in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match="stop_timeout must be a finite number"):
+            make_bus(stop_timeout=value)
+    bus = make_bus()
+    for i in range(20):
+        bus.publish(make_event(i))
+    with pytest.raises(ValueError, match="nan"):
+        bus.stop(float("nan"))
+    bus.stop(float("inf"))  # the stop a NaN refused was not half done: this one writes all
+    figures = bus.stats()
+    assert (figures.published, figures.lost) == (20, 0)
+    assert len(request_ids(make_bus())) == 20  # a bus of its own: this one has stopped

@@ -230,3 +230,26 @@ def test_a_batch_frozen_in_redis_at_a_short_stop_is_in_doubt_and_bounded(
     events = stored(server, bus)
     assert written <= len(events) <= written + stats.extra["in_doubt"]
     assert [e["RequestID"] for e in events] == [f"req-{i}" for i in range(len(events))]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_stop_timeout_must_be_finite_and_stop_takes_inf_as_no_limit(
+    real: redis.Redis, prefix: str, kind: str
+) -> None:
+    def make(**options: Any) -> RedisEventBus | RedisStreamsEventBus:
+        if kind == "log":
+            return RedisEventBus.log(real, prefix, 60, 1000, **options)
+        return RedisStreamsEventBus(real, stream=prefix, **options)
+
+    for value in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match="stop_timeout must be a finite number"):
+            make(stop_timeout=value)
+    bus = make()
+    for i in range(20):
+        bus.publish(make_event(i))
+    with pytest.raises(ValueError, match="nan"):
+        bus.stop(float("nan"))
+    bus.stop(float("inf"))  # the stop a NaN refused was not half done: this one writes all
+    figures = bus.stats()
+    assert (figures.published, figures.lost, figures.extra["written"]) == (20, 0, 20)

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from eventbus_core._backoff import Backoff, backoff_delay
-    from eventbus_core._bus import BaseEventBus, EventBus, check_buffer_size
+    from eventbus_core._bus import (
+        BaseEventBus,
+        EventBus,
+        check_buffer_size,
+        check_seconds,
+        stop_wait,
+    )
     from eventbus_core._errors import (
         BackendLoadError,
         BackendUnavailableError,
@@ -66,6 +72,8 @@ _WHERE: dict[str, str] = {
     "BaseEventBus": "eventbus_core._bus",
     "EventBus": "eventbus_core._bus",
     "check_buffer_size": "eventbus_core._bus",
+    "check_seconds": "eventbus_core._bus",
+    "stop_wait": "eventbus_core._bus",
     "BackendLoadError": "eventbus_core._errors",
     "BackendUnavailableError": "eventbus_core._errors",
     "EventBusError": "eventbus_core._errors",
@@ -157,6 +165,8 @@ __all__ = [
     "Delivery",
     "SubscriptionSource",
     "check_buffer_size",
+    "check_seconds",
+    "stop_wait",
     # for backends: retry delays
     "Backoff",
     "backoff_delay",

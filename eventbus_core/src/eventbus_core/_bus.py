@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
+import threading
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -12,7 +14,14 @@ from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription
 
-__all__ = ["BaseEventBus", "EventBus", "check_buffer_size", "subscribe_sized"]
+__all__ = [
+    "BaseEventBus",
+    "EventBus",
+    "check_buffer_size",
+    "check_seconds",
+    "stop_wait",
+    "subscribe_sized",
+]
 
 
 @runtime_checkable
@@ -52,6 +61,36 @@ def check_buffer_size(requested: int | None, default: int) -> int:
     if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
         raise ValueError(f"subscription buffer_size must be a positive int, got {requested!r}")
     return requested
+
+
+def check_seconds(label: str, value: float) -> float:
+    """A bus's time setting (`stop_timeout`, ...) as given to its constructor: a finite number
+    of seconds, 0 or more.
+
+    Raises:
+        ValueError: `value` is not a number, is negative, or is not finite (`inf` would make
+            the bounded `stop()` unbounded, and its waits overflow).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{label} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{label} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def stop_wait(timeout: float | None, default: float) -> float:
+    """The seconds `stop(timeout)` waits at most: `default` (the bus's `stop_timeout`) for
+    None, 0 for a negative `timeout`, and no more than `threading.TIMEOUT_MAX` (what thread
+    and lock waits accept) for a larger one, `inf` included: an explicit "no limit".
+
+    Raises:
+        ValueError: `timeout` is NaN.
+    """
+    if timeout is None:
+        return default
+    if math.isnan(timeout):
+        raise ValueError("stop() timeout must be a number of seconds or None, got nan")
+    return min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
 
 
 def subscribe_sized(bus: Any, name: str | None, buffer_size: int | None) -> Subscription:

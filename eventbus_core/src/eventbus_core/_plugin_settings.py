@@ -148,7 +148,11 @@ class PluginSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        populate_by_name=True, extra="ignore", case_sensitive=False, env_nested_delimiter=None
+        populate_by_name=True,
+        extra="ignore",
+        case_sensitive=False,
+        env_nested_delimiter=None,
+        allow_inf_nan=False,  # as EventBusSettings: no setting has a use for inf or nan
     )
 
     settings_label: ClassVar[str] = "eventbus"

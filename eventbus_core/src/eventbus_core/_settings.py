@@ -58,6 +58,9 @@ class EventBusSettings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         env_nested_delimiter=None,
+        # `inf` and `nan` parse as floats, and no setting has a use for them: an infinite
+        # EVENTBUS_STOP_TIMEOUT would make stop() unbounded (and its waits overflow).
+        allow_inf_nan=False,
     )
 
     backend: str = _env(

@@ -27,7 +27,9 @@ from eventbus_core import (
     Event,
     Subscription,
     check_buffer_size,
+    check_seconds,
     get_logger,
+    stop_wait,
 )
 from eventbus_core.batching import Batcher, PublishPath
 from eventbus_memory._fanout import FanOut, Subscriber
@@ -80,8 +82,7 @@ class InMemoryEventBus(BaseEventBus):
             ("retry_base", retry_base),
             ("linger", linger),
         ):
-            if value < 0:
-                raise ValueError(f"{label} must be >= 0 seconds, got {value!r}")
+            check_seconds(label, value)
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
         self.buffer_size = buffer_size
@@ -100,6 +101,7 @@ class InMemoryEventBus(BaseEventBus):
             thread_name=name or "eventbus-memory-worker",
             on_fork_in_child=self._after_fork_in_child,
             exit_timeout=stop_timeout,
+            held=self._parked,
         )
         if type(self).publish is InMemoryEventBus.publish:  # not overridden by a subclass
             # The hot path is the batcher's own bound method: one Python call per event, not two.
@@ -145,8 +147,9 @@ class InMemoryEventBus(BaseEventBus):
         """Seconds until a parked event's retry is due (`BatchClient`)."""
         return FanOut.next_retry_in(self._subscribers, now)
 
-    def _has_pending(self) -> bool:
-        return FanOut.has_pending(self._subscribers)
+    def _parked(self) -> int:
+        """Events a full subscriber's overflow holds for a retry (the batcher's `held`)."""
+        return FanOut.parked(self._subscribers)
 
     # ------------------------------------------------------------------------ subscriptions
 
@@ -188,24 +191,25 @@ class InMemoryEventBus(BaseEventBus):
         (it is then in that subscriber's `dropped`); one given up by `stop()` is in `lost`.
         On the loop path the calling thread does the fan-out itself.
         """
-        return self._batcher.flush(timeout, idle=lambda: not self._has_pending())
+        return self._batcher.flush(timeout)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver what was accepted, then end every subscription.
 
-        Idempotent. Waits at most `timeout` seconds (default: `stop_timeout`) for the drainer,
+        Idempotent. Waits at most `timeout` seconds (default: `stop_timeout`; `math.inf`: no
+        limit; NaN raises `ValueError` and stops nothing) for the drainer,
         plus the cycle it may be in (CPU work only; it never waits on a consumer). Accepted
         events still in the buffer then are given up and counted in `stats().lost`; events a
         subscriber could not take are counted in its own `dropped`. Nothing is lost silently,
         and `published` and `dropped` never go down. On the loop path (or with no drainer
         yet) the calling thread delivers what is left.
         """
+        wait = stop_wait(timeout, self.stop_timeout)  # a NaN raises before anything stops
         with self._stop_lock:
             if self._stopped:
                 return
-        wait = self.stop_timeout if timeout is None else timeout
         batcher = self._batcher
-        batcher.close(time.monotonic() + wait, idle=lambda: not self._has_pending())
+        batcher.close(time.monotonic() + wait)
         with batcher.cycle_guard():
             with self._subs_lock:
                 self._stopped = True

@@ -123,9 +123,10 @@ class FanOut:
                 state.pending.clear()
 
     @staticmethod
-    def has_pending(subscribers: Sequence[Subscriber]) -> bool:
-        """True while any subscriber has parked events."""
-        return any(state.pending for state in subscribers)
+    def parked(subscribers: Sequence[Subscriber]) -> int:
+        """Events parked for a retry, over all subscribers (read from any thread: the length
+        of a deque is read at once)."""
+        return sum(len(state.pending) for state in subscribers)
 
     @staticmethod
     def next_retry_in(subscribers: Sequence[Subscriber], now: float) -> float | None:

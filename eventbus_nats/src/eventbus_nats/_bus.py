@@ -12,6 +12,7 @@ offer KeepAlive and SourceFigures.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -19,7 +20,15 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Final, Self
 
-from eventbus_core import BaseEventBus, BusStats, Event, EventBusSettings, check_buffer_size
+from eventbus_core import (
+    BaseEventBus,
+    BusStats,
+    Event,
+    EventBusSettings,
+    check_buffer_size,
+    check_seconds,
+    stop_wait,
+)
 from eventbus_core.batching import deliver_at_exit
 from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
@@ -108,10 +117,11 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                 f"buffer_size must be a positive int, got {buffer_size!r} "
                 "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
             )
-        if stop_timeout < 0 or ack_wait <= 0 or max_deliveries < 1 or max_batch < 1:
+        check_seconds("stop_timeout", stop_timeout)
+        if not ack_wait > 0 or not math.isfinite(ack_wait) or max_deliveries < 1 or max_batch < 1:
             raise ValueError(
-                "need stop_timeout >= 0, ack_wait > 0, max_deliveries >= 1 and max_batch >= 1; "
-                f"got {stop_timeout=}, {ack_wait=}, {max_deliveries=}, {max_batch=}"
+                "need a finite ack_wait > 0, max_deliveries >= 1 and max_batch >= 1; "
+                f"got {ack_wait=}, {max_deliveries=}, {max_batch=}"
             )
         servers = tuple(s.strip() for s in url.split(",") if s.strip())
         if not servers:
@@ -288,8 +298,9 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
     # --------------------------------------------------------------------------- lifecycle
 
     def stop(self, timeout: float | None = None) -> None:
-        """Write what was accepted (bounded by `timeout`, default `stop_timeout`), deliver it
-        to this bus's subscriptions, then end them. Idempotent.
+        """Write what was accepted (bounded by `timeout`, default `stop_timeout`; `math.inf`: no
+        limit; NaN raises `ValueError` and stops nothing), deliver it to this bus's
+        subscriptions, then end them. Idempotent.
 
         Returns within `timeout` + 0.75 s: after the deadline, up to 0.5 s to confirm with
         the server which events sent without an acknowledgement yet it holds and to let the
@@ -298,12 +309,12 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         counted in `stats().lost`; those a subscription was not handed, in its `dropped`.
         Consumers are separate: close them yourself.
         """
+        wait = stop_wait(timeout, self.stop_timeout)  # a NaN raises before anything stops
         with self._subs_lock:
             if self._stopped:
                 return
             self._stopped = True
             followers = list(self._followers)
-        wait = self.stop_timeout if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + wait
         confirm_by = deadline + _CONFIRM
         self._writer.close_intake()

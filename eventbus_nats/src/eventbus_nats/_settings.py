@@ -68,7 +68,12 @@ class NatsSettings(BaseSettings):
         SettingsError: (a `ValueError`) a value is invalid; the message names its variable.
     """
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        populate_by_name=True,
+        extra="ignore",
+        case_sensitive=False,
+        allow_inf_nan=False,  # as EventBusSettings: no setting has a use for inf or nan
+    )
 
     nats_url: RedactedURL = _env(
         "NATS_URL",

@@ -28,7 +28,15 @@ from typing import Any, ClassVar, Final
 
 import redis
 
-from eventbus_core import BaseEventBus, BusStats, Event, check_buffer_size, get_logger
+from eventbus_core import (
+    BaseEventBus,
+    BusStats,
+    Event,
+    check_buffer_size,
+    check_seconds,
+    get_logger,
+    stop_wait,
+)
 from eventbus_core.batching import PublishPath
 from eventbus_redis._capabilities import RedisCapabilities
 from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
@@ -76,6 +84,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         `script` its append script."""
         if max_len < 0:
             raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
+        check_seconds("stop_timeout", stop_timeout)
         self._client = client
         self._target = target
         self.seq_key = f"{target}:seq"
@@ -213,7 +222,8 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
 
     def stop(self, timeout: float | None = None) -> None:
         """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
-        within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
+        within `timeout` seconds (default `stop_timeout`; `math.inf`: no limit; NaN raises
+        `ValueError` and stops nothing). Idempotent; does no network I/O on
         the calling thread, so it returns in time whatever state Redis is in.
 
         Accepted events Redis had not confirmed when the time runs out are counted in
@@ -225,12 +235,12 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
 
     def _stop_within(self, timeout: float | None) -> None:
         """Stop the writer, then the subscriber thread, both by one deadline. Idempotent."""
+        wait = stop_wait(timeout, self.stop_timeout)  # a NaN raises before anything stops
         with self._subs_lock:
             if self._stopped:
                 return
             self._stopped = True
-        wait = self.stop_timeout if timeout is None else timeout
-        deadline = time.monotonic() + max(0.0, wait)
+        deadline = time.monotonic() + wait
         self._writer.close(deadline)
         tailer = self._tailer
         if tailer is not None:

@@ -257,7 +257,8 @@ class RedisStreamsEventBus(RedisBusBase):
 
     def stop(self, timeout: float | None = None) -> None:
         """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
-        within `timeout` seconds (default `stop_timeout`). Idempotent; does no network I/O on
+        within `timeout` seconds (default `stop_timeout`; `math.inf`: no limit; NaN raises
+        `ValueError` and stops nothing). Idempotent; does no network I/O on
         the calling thread. Consumers are separate: close them yourself (their pending entries
         stay for later readers).
 

@@ -121,8 +121,9 @@ def log_undelivered(label: str, count: int, why: str, *, unanswered: int = 0) ->
     `unanswered` of the `count` were taken for a write that has not answered: the backend may
     hold them (or some of them), so the warning does not call them lost outright."""
     unsure = (
-        f" ({unanswered} of them sent, or being sent, without an answer: the backend may hold "
-        "those)"
+        # Taken for a write that has not been confirmed: it may have reached the backend, or
+        # not even left (a refused connection); either way the backend may hold some.
+        f" ({unanswered} of them in a write not confirmed yet: the backend may hold some of those)"
         if unanswered
         else ""
     )
@@ -174,6 +175,10 @@ class Batcher:
             synchronous writes). `flush()` and `close()` then never run one on the caller's
             thread, which may be the loop's own: they wait for the loop while it runs and is
             not the caller's, else a thread takes over (and `close()` cuts it at its deadline).
+        held: How many events the backend settled from the buffer but still holds for a retry
+            (a full subscriber's overflow, parked). `flush()`, `close()` and the exits wait
+            for those too, and `pending()` counts them: a loop that ends, or a process that
+            exits, while some are parked would otherwise leave them in no figure.
     """
 
     def __init__(
@@ -191,6 +196,7 @@ class Batcher:
         register_fork: bool = True,
         exit_timeout: float = 5.0,
         blocking_cycles: bool = False,
+        held: Callable[[], int] | None = None,
     ) -> None:
         if path not in PUBLISH_PATHS:
             raise ValueError(
@@ -206,6 +212,7 @@ class Batcher:
         self.on_thread_exit = on_thread_exit
         self.blocking_cycles = blocking_cycles
         self.exit_timeout = exit_timeout
+        self._held: Callable[[], int] = held if held is not None else _nothing_held
         self._on_fork_in_child = on_fork_in_child
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
@@ -411,12 +418,16 @@ class Batcher:
         return self.taken + len(self._buffer)
 
     def pending(self) -> int:
-        """Accepted events not settled yet (0 once finalized)."""
-        return 0 if self._final else len(self._buffer) + self.taken - self.done
+        """Accepted events not settled yet, those the backend holds for a retry included (0
+        once finalized)."""
+        if self._final:
+            return 0
+        return len(self._buffer) + self.taken - self.done + self._held()
 
     def settled(self) -> int:
-        """Taken events settled so far (`done`)."""
-        return self.done
+        """Taken events settled so far (`done`), less those the backend still holds for a
+        retry: it grows as they are delivered or given up."""
+        return self.done - self._held()
 
     def unsettled(self) -> tuple[int, int]:
         """`pending()`, and of those the taken ones whose cycle has not settled them."""
@@ -483,15 +494,15 @@ class Batcher:
 
     # ----------------------------------------------------------------------------- lifecycle
 
-    def flush(self, timeout: float | None, idle: Callable[[], bool] = lambda: True) -> bool:
-        """Wait until every event accepted so far is settled and `idle()` holds (the backend
-        holds nothing parked); False if `timeout` ran out first."""
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until every event accepted so far is settled and the backend holds none for a
+        retry (`held`); False if `timeout` ran out first."""
         with self.lock:  # never mid-take: the buffer shrinks before `taken` grows
             target = self.accepted
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def done() -> bool:
-            return self._final or (self.done >= target and idle())
+            return self._final or (self.done >= target and not self._held())
 
         with self._flushed:
             self._flush_waiters += 1
@@ -544,7 +555,6 @@ class Batcher:
         *,
         cut: Callable[[], None] | None = None,
         cut_before: float = 0.1,
-        idle: Callable[[], bool] = lambda: True,
     ) -> bool:
         """Refuse new events and drain what was accepted until `deadline` (`time.monotonic()`).
 
@@ -587,7 +597,7 @@ class Batcher:
         if driver is not None:
             driver.retire()
         return self.drain_inline(
-            deadline, lambda: not self._buffer and self.done >= self.taken and idle()
+            deadline, lambda: not self._buffer and self.done >= self.taken and not self._held()
         )
 
     def finalize(self, under_lock: Callable[[], None] | None = None) -> int:
@@ -653,6 +663,10 @@ class Batcher:
         if self._on_fork_in_child is not None:
             self._on_fork_in_child(parent_held)
         self.start()
+
+
+def _nothing_held() -> int:
+    return 0
 
 
 def _wake_for_flush(driver: ThreadDriver | LoopDriver) -> None:
