@@ -15,7 +15,7 @@ from eventbus_core.cli import main
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests._services import redis_url
-from tests.redis._servers import free_port
+from tests.redis._servers import ThrowawayRedis, free_port
 
 BACKENDS = ["redis", "redis-streams"]
 KEY_SETTING = {"redis": "EVENTBUS_REDIS_KEY", "redis-streams": "EVENTBUS_REDIS_STREAM"}
@@ -155,3 +155,26 @@ def test_dispatch_ends_with_exit_2_for_a_key_of_another_type(
     err = capsys.readouterr().err
     assert KEY_SETTING[backend] in err and "is a string" in err, err
     assert "retrying" not in err, err
+
+
+@pytest.mark.parametrize("given", ["wrong-pass", None])
+def test_credentials_redis_refuses_are_a_configuration_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    given: str | None,
+) -> None:
+    # Redis answered: a wrong password (or none, where it wants one) is the settings' fault,
+    # exit 2 naming the variable, not "did not answer" with exit 1.
+    server = ThrowawayRedis(tmp_path, password="s3rver-Passw0rd")
+    server.start()
+    try:
+        auth = f":{given}@" if given else ""
+        monkeypatch.setenv("REDIS_URL", f"redis://{auth}127.0.0.1:{server.port}/0")
+        assert main(["stats", "--backend", "redis"]) == 2
+        err = capsys.readouterr().err
+        assert "refused the credentials" in err and "REDIS_URL" in err, err
+        assert "did not answer" not in err and "s3rver-Passw0rd" not in err
+        assert "wrong-pass" not in err
+    finally:
+        server.kill()

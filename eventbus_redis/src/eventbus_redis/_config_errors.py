@@ -12,8 +12,15 @@ from typing import Any
 import redis
 
 from eventbus_core import SettingsError
+from eventbus_redis._client import safe_error
 
-__all__ = ["database_error", "is_wrong_type", "reporting_wrong_type", "wrong_type_hint"]
+__all__ = [
+    "credentials_error",
+    "database_error",
+    "is_wrong_type",
+    "reporting_wrong_type",
+    "wrong_type_hint",
+]
 
 
 def is_wrong_type(exc: BaseException) -> bool:
@@ -62,6 +69,20 @@ def database_error(exc: BaseException, db: Any, source: str | None) -> SettingsE
         f"{where} is not a database this Redis server has (its 'databases' setting, 16 by "
         "default: 0 to 15); choose one it has"
     )
+
+
+def credentials_error(exc: BaseException, where: str, source: str | None) -> SettingsError | None:
+    """A `SettingsError` if `exc` is Redis refusing the connection's credentials (a wrong user or
+    password, or none where the server wants one): Redis answered, so retrying cannot help.
+    `where` is the address with its password masked."""
+    if not isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
+        return None
+    if source == "REDIS_ADDR/REDIS_DB":
+        fix = "REDIS_ADDR carries no password: set REDIS_URL (redis://user:password@host:port/db)"
+    else:
+        setting = f"{source} (or --redis-url)" if source else "the client's URL"
+        fix = f"set the user and password in {setting}, as redis://user:password@host:port/db"
+    return SettingsError(f"Redis at {where} refused the credentials ({safe_error(exc)}); {fix}")
 
 
 def _text(value: Any) -> str:

@@ -14,7 +14,7 @@ from redis.retry import Retry
 
 from eventbus_core import BackendUnavailableError
 from eventbus_redis._client import describe_client, safe_error
-from eventbus_redis._config_errors import database_error
+from eventbus_redis._config_errors import credentials_error, database_error
 
 __all__ = ["check_reachable"]
 
@@ -30,9 +30,10 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
             named in the messages; None for a client the application built.
 
     Raises:
-        SettingsError: Redis answered, but has no database of the URL's number.
-        BackendUnavailableError: no answer, a refused connection, a TLS or authentication
-            failure, or an error reply; the message says where (no password) and why.
+        SettingsError: Redis answered, but has no database of the URL's number, or refused
+            the credentials.
+        BackendUnavailableError: no answer, a refused connection, a TLS failure, or an error
+            reply; the message says where (no password) and why.
     """
     timeout = max(0.05, float(timeout))
     pool = client.connection_pool
@@ -55,6 +56,9 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         where = describe_client(client)
         if source == "REDIS_ADDR/REDIS_DB":  # not what a user of REDIS_URL would look for
             where += f" (from {source})"
+        refused = credentials_error(exc, where, source)
+        if refused is not None:
+            raise refused from None
         raise BackendUnavailableError(
             f"Redis at {where} did not answer ({safe_error(exc)}); check that Redis is running "
             "and reachable at that address, and that the URL's password and database are right"
