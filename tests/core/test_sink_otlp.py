@@ -29,7 +29,7 @@ from eventbus_core import (
     Subscription,
 )
 from eventbus_core.dispatch._setup import redactor_from_settings
-from eventbus_core.sinks import otlp
+from eventbus_core.sinks import helicone, lunary, otlp
 from eventbus_core.sinks._genai import timestamp_ns
 from tests.core.conftest_dispatch import SECRET_AUTH, SECRET_KEY, RecordingSink
 from tests.core.receivers import Receiver
@@ -311,6 +311,21 @@ def test_other_protocols_and_bad_headers_are_refused_without_showing_values(
     with pytest.raises(SettingsError, match=r"OTEL_EXPORTER_OTLP_HEADERS.*'x-api-key'") as info:
         otlp.build_sink(EventBusSettings(), {})
     assert "SECRET" not in str(info.value)
+
+
+def test_a_timeout_that_is_not_a_finite_number_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # nan would time out every request: every batch dead-lettered, and nothing said at start.
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "nan")
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_TRACES_TIMEOUT must be a finite"):
+        otlp.build_sink(EventBusSettings(), {})
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+    with pytest.raises(SettingsError, match=r"EVENTBUS_SINK_OTLP_TIMEOUT\) must be a finite"):
+        otlp.build_sink(EventBusSettings(), {"timeout": "inf"})
+    for module in (helicone, lunary):
+        name = module.__name__.rsplit(".", 1)[1]
+        with pytest.raises(SettingsError, match=f"EVENTBUS_SINK_{name.upper()}_TIMEOUT"):
+            module.build_sink(EventBusSettings(), {"api_key": "k", "timeout": "nan"})
 
 
 def test_header_values_are_percent_decoded_before_they_are_stripped(

@@ -194,8 +194,10 @@ async def test_webhook_unreachable_is_transient() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again below: nobody listens there
     sink = WebhookSink(f"http://127.0.0.1:{port}/x", connect_timeout=2)
-    with pytest.raises(TransientSinkError, match="cannot reach"):
+    with pytest.raises(TransientSinkError, match="cannot reach") as info:
         await sink.send(payloads(1))
+    # The label dead letters and eventbus_sink_failed_total{error_type} show, as documented.
+    assert info.value.error_type == "connection"
     await sink.close()
 
 
@@ -216,6 +218,10 @@ def test_webhook_options_and_errors() -> None:
         webhook_module.build_sink(settings, {})
     with pytest.raises(SettingsError, match="EVENTBUS_SINK_WEBHOOK_TIMEOUT"):
         webhook_module.build_sink(settings, {"url": "http://x", "timeout": "soon"})
+    # nan would time out every request, and dead-letter every batch, without a word at start.
+    for bad in ("nan", "inf", "-inf"):
+        with pytest.raises(SettingsError, match=r"CONNECT_TIMEOUT\) must be a finite number"):
+            webhook_module.build_sink(settings, {"url": "http://x", "connect_timeout": bad})
     with pytest.raises(SettingsError, match="JSON object") as info:
         webhook_module.build_sink(settings, {"url": "http://x", "headers": "Bearer secret"})
     assert "secret" not in str(info.value)
@@ -301,6 +307,7 @@ async def test_webhook_timeout_is_transient() -> None:
     receiver = WebhookReceiver(hold_after=0)  # never answers until released
     with serve(receiver) as url:
         sink = WebhookSink(url, timeout=0.2, connect_timeout=2)
-        with pytest.raises(TransientSinkError, match="timeout posting to"):
+        with pytest.raises(TransientSinkError, match="timeout posting to") as info:
             await sink.send(payloads(1))
+        assert info.value.error_type == "timeout"
         await sink.close()

@@ -13,6 +13,7 @@ or from `EVENTBUS_SINK_<NAME>_<KEY>` environment variables (`sink_options_from_e
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -90,7 +91,8 @@ def check_options(
 
 
 def option_float(options: Mapping[str, str], sink: str, key: str, default: float) -> float:
-    """Read a float option; raises `SettingsError` naming the option if it is not a number."""
+    """Read a float option; raises `SettingsError` naming the option if it is not a finite
+    number >= 0 (a timeout of `nan` would fail every send, and dead-letter every batch)."""
     raw = options.get(key)
     if raw is None or raw == "":
         return default
@@ -98,6 +100,8 @@ def option_float(options: Mapping[str, str], sink: str, key: str, default: float
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{_where(sink, key)} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{_where(sink, key)} must be a finite number, got {raw!r}")
     if value < 0:
         raise SettingsError(f"{_where(sink, key)} must be >= 0, got {raw!r}")
     return value

@@ -8,6 +8,7 @@ Header values (collector credentials) are kept out of every message and repr.
 from __future__ import annotations
 
 import json
+import math
 import os
 import ssl
 import urllib.parse
@@ -122,6 +123,8 @@ def _timeout(options: Mapping[str, str], env: Mapping[str, str]) -> float:
         millis = float(found[1])  # the specification's unit is milliseconds
     except ValueError:
         raise SettingsError(f"{found[0]} must be milliseconds, got {found[1]!r}") from None
+    if not math.isfinite(millis):
+        raise SettingsError(f"{found[0]} must be a finite number of milliseconds, got {found[1]!r}")
     return max(millis, 0.0) / 1000.0
 
 

@@ -20,14 +20,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from eventbus_core._errors import SettingsError, TransientSinkError
-from eventbus_core._log import get_logger
+from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float
-from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_url
-from eventbus_core.sinks._http import check_headers, require_httpx
+from eventbus_core.sinks._http import HttpTarget, status_error
 
 if TYPE_CHECKING:
     import httpx
@@ -37,6 +35,10 @@ __all__ = ["WebhookSink", "build_sink", "eventbus_register_sinks"]
 
 class WebhookSink:
     """POST batches to `url` (see the module docstring).
+
+    Errors carry the `error_type` that dead letters and `eventbus_sink_failed_total` show:
+    the HTTP status, `timeout` or `connection` (the mapping is `HttpTarget`'s, shared with
+    the other HTTP sinks).
 
     Args:
         url: The endpoint.
@@ -62,62 +64,33 @@ class WebhookSink:
                 f"webhook url must start with http:// or https://, got {redact_url(url)!r} "
                 "(--sink-opt url=... or EVENTBUS_SINK_WEBHOOK_URL)"
             )
-        check_headers(
-            headers or {},
-            "sink 'webhook' (its 'headers' or 'header_<name>' options, "
-            "EVENTBUS_SINK_WEBHOOK_HEADER_<NAME>)",
-        )
-        if client is None:
-            require_httpx()
         self.url = url
         self.headers = {"content-type": "application/json", **(headers or {})}
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._client = client
-        self._owns_client = client is None
         self.name = name
-
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            import httpx
-
-            # httpx logs each request's URL (at INFO): scrub it like eventbus's own lines.
-            get_logger("httpx")
-
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-                follow_redirects=False,
-            )
-        return self._client
+        self._target = HttpTarget(
+            url,
+            headers=self.headers,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            client=client,
+            where="sink 'webhook' (its 'headers' or 'header_<name>' options, "
+            "EVENTBUS_SINK_WEBHOOK_HEADER_<NAME>)",
+        )
 
     async def send(self, batch: Sequence[Mapping[str, Any]]) -> None:
         """POST the batch; raise a `SinkError` subclass unless the receiver answered 2xx."""
-        import httpx
-
         body = json.dumps(
             list(batch), ensure_ascii=False, separators=(",", ":"), default=str
         ).encode()
-        try:
-            response = await self._get_client().post(self.url, content=body, headers=self.headers)
-        except httpx.TimeoutException as exc:
-            raise TransientSinkError(
-                f"timeout posting to {redact_url(self.url)}: {type(exc).__name__}"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise TransientSinkError(f"cannot reach {redact_url(self.url)}: {exc}") from exc
-        error = classify_status(
-            response.status_code,
-            response.text[:200].strip(),
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
+        error = status_error(await self._target.post(body))
         if error is not None:
             raise error
 
     async def close(self) -> None:
         """Close the HTTP client (if this sink built it)."""
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
+        await self._target.close()
 
 
 def _headers(options: Mapping[str, str]) -> dict[str, str]:
