@@ -316,6 +316,14 @@ def test_a_port_in_use_names_the_flag_and_is_a_configuration_error(
         first.close()
 
 
+def test_an_address_that_is_not_this_hosts_names_the_host_setting() -> None:
+    # The port is fine: blaming --metrics-port would send the user to the wrong setting.
+    for host in ("no-such-host.invalid", "192.0.2.1"):
+        with pytest.raises(SettingsError, match="--metrics-host / EVENTBUS_METRICS_HOST") as info:
+            MetricsEndpoint(host, 0)
+        assert "metrics-port" not in str(info.value)
+
+
 def test_head_answers_like_get_without_a_body() -> None:
     endpoint = MetricsEndpoint("127.0.0.1", 0)
     endpoint.start()

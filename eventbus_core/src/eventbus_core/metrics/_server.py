@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +28,22 @@ __all__ = ["MetricsEndpoint"]
 log = get_logger("eventbus.metrics")
 
 _WHERE = "--metrics-port / EVENTBUS_METRICS_PORT"
+_HOST = "--metrics-host / EVENTBUS_METRICS_HOST"
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    """Name the setting that is wrong: a host that resolves to nothing, or to no address of
+    this machine, is the host's fault; anything else (in use, privileged) the port's."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot serve metrics on {host!r} ({_HOST}): {reason}; give an address of this "
+            "host (0.0.0.0 for every interface, 127.0.0.1 for this machine only)"
+        )
+    return (
+        f"cannot serve metrics on {host}:{port} ({_WHERE}): {reason}; "
+        "choose another port, or stop what listens there"
+    )
 
 
 class MetricsEndpoint:
@@ -59,10 +77,7 @@ class MetricsEndpoint:
         try:
             self._server = ThreadingHTTPServer((host, port), _handler(self))
         except OSError as exc:
-            raise SettingsError(
-                f"cannot serve metrics on {host}:{port} ({_WHERE}): {exc.strerror or exc}; "
-                "choose another port, or stop what listens there"
-            ) from None
+            raise SettingsError(_bind_error(host, port, exc)) from None
         self._server.daemon_threads = True
         self.host = host
         self.port = int(self._server.server_address[1])
