@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from eventbus_core import BackendUnavailableError, EventBusSettings
+from eventbus_core import EventBusSettings, SettingsError
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus, NatsSettings
 from tests._stop_timeouts import check_stop_timeouts
@@ -213,13 +213,23 @@ def test_user_and_password_work_and_never_show(
         bus.check(5.0)
         bus.publish(make_event(1))
         assert bus.flush(10)
-        with pytest.raises(BackendUnavailableError) as info:
+        # Refused credentials are a configuration error (no wait helps): SettingsError, which
+        # commands exit 2 with, naming the variables to fix, not "did not answer".
+        with pytest.raises(SettingsError, match=r"refused the credentials.*NATS_PASSWORD") as info:
             wrong.check(2.0)
         texts = [str(info.value), repr(bus), repr(wrong), repr(good), caplog.text,
                  str(bus.stats()), str(wrong.stats())]  # fmt: skip
         assert "alice:***@" in str(info.value)
         for text in texts:
             assert "hunter2-secret" not in text and "wrong-pass-9" not in text
+        cli = subprocess.run(
+            [sys.executable, "-m", "eventbus_core.cli", "stats"],
+            env={**os.environ, "LLM_PROXY_EVENT_BUS": "nats", "NATS_URL": server.url,
+                 "NATS_USER": "alice", "NATS_PASSWORD": "wrong-pass-9"},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 2, cli.stderr
+        assert "refused the credentials" in cli.stderr and "wrong-pass-9" not in cli.stderr
     finally:
         bus.stop(2)
         wrong.stop(0.5)

@@ -79,6 +79,22 @@ def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NATS_URL", "redis://u:hunter2@host:6379", "is not a NATS URL"),
         ("NATS_URL", "nats://a:4222,,nats://b:4222", "no empty entry"),
         ("EVENTBUS_NATS_ACK_WAIT", "0", "greater than 0"),
+        # nats-py would retry these for ever, saying only that it cannot connect.
+        ("NATS_URL", "nats://127.0.0.1:notaport", "has no valid port"),
+        ("NATS_URL", "nats://127.0.0.1:99999", "has no valid port"),
+        ("NATS_URL", "nats://a:4222,b:0", "has no valid port"),
+        ("NATS_URL", "nats://:4222", "names no host"),
+        ("NATS_URL", "nats://", "names no host"),
+        ("NATS_URL", "nats://u:hunter2@", "names no host"),
+        # JetStream takes int64 (durations in nanoseconds) and names of 255 characters: more
+        # failed on the server, at run time, naming no variable.
+        ("EVENTBUS_NATS_MAX_MSGS", str(2**63), "less than or equal to"),
+        ("EVENTBUS_NATS_MAX_BYTES", str(2**63), "less than or equal to"),
+        ("EVENTBUS_NATS_MAX_AGE", "1e10", "less than or equal to"),
+        ("EVENTBUS_NATS_ACK_WAIT", "1e10", "less than or equal to"),
+        ("EVENTBUS_NATS_DUPLICATE_WINDOW", "1e10", "less than or equal to"),
+        ("EVENTBUS_NATS_STREAM", "S" * 251, "at most 250"),
+        ("EVENTBUS_NATS_GROUP", "G" * 256, "at most 255"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -90,6 +106,16 @@ def test_invalid_values_name_the_variable(
     text = str(info.value)
     assert variable in text and message in text
     assert "hunter2" not in text
+
+
+def test_the_longest_names_and_limits_are_taken() -> None:
+    NatsSettings(
+        nats_stream="S" * 250,
+        nats_group="G" * 255,
+        nats_max_msgs=2**63 - 1,
+        nats_max_age=9_223_372_036,
+        nats_url="127.0.0.1:4222,nats://[::1]:4222,nats://host",
+    )
 
 
 def test_pairs_that_belong_together(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,6 +92,8 @@ class Reachable(Protocol):
         Raises:
             BackendUnavailableError: it does not (the message says where it looked, with no
                 credentials, and what to check).
+            SettingsError: it answers, but refuses the settings (wrong credentials, a
+                database it does not have): waiting cannot help, and commands exit 2.
         """
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from nats.js import api
 
-from eventbus_nats._settings import NatsSettings, check_name, check_subject
+from eventbus_nats._settings import DEAD_SUFFIX, NatsSettings, check_name, check_subject
 
 __all__ = ["StreamLayout"]
 
@@ -67,7 +67,7 @@ class StreamLayout:
     @property
     def dead_stream(self) -> str:
         """Name of the dead-letter stream."""
-        return f"{self.stream}_DEAD"
+        return f"{self.stream}{DEAD_SUFFIX}"
 
     @property
     def dead_subject(self) -> str:

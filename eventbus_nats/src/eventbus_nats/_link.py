@@ -33,7 +33,7 @@ from nats.js import JetStreamContext, api
 
 from eventbus_core import SettingsError, get_logger
 from eventbus_nats._layout import StreamLayout
-from eventbus_nats._options import ConnectOptions, safe_error
+from eventbus_nats._options import ConnectOptions, refuses_credentials, safe_error
 
 __all__ = ["Link", "LinkClosed"]
 
@@ -81,6 +81,7 @@ class Link:
     def _start(self) -> None:
         self.state = "connecting"
         self.last_error: str | None = None
+        self.credentials_refused = False  # the last error was the server refusing them
         self.reconnects = 0
         self.closed = False
         self.nc: Client | None = None
@@ -169,9 +170,11 @@ class Link:
             log.info("eventbus nats connected to %s", self.options.where)
         self.state = "connected"
         self.last_error = None
+        self.credentials_refused = False
         self._ready.set()
 
     async def _on_error(self, exc: Exception) -> None:
+        self.credentials_refused = refuses_credentials(exc)
         message = safe_error(exc)
         if message != self.last_error:
             log.warning("eventbus nats connection to %s: %s", self.options.where, message)
@@ -187,6 +190,7 @@ class Link:
         self.reconnects += 1
         self.state = "connected"
         self.last_error = None
+        self.credentials_refused = False
         log.info("eventbus nats reconnected to %s", self.options.where)
 
     @property

@@ -12,16 +12,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+
 from eventbus_core import SettingsError, redact_url
 from eventbus_nats._settings import NatsSettings
 
-__all__ = ["ConnectOptions", "safe_error"]
+__all__ = ["ConnectOptions", "credentials_error", "refuses_credentials", "safe_error"]
 
 
 def safe_error(exc: BaseException) -> str:
     """`exc` as text fit for logs and stats: type and message, any URL credential masked."""
     text = str(exc) or repr(exc)
     return redact_url(f"{type(exc).__name__}: {text}")
+
+
+def refuses_credentials(exc: BaseException) -> bool:
+    """True if `exc` is the server refusing the credentials: nats-py raises a plain `Error`
+    with the server's `-ERR 'Authorization Violation'` while connecting, and an
+    `AuthorizationError` once connected."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
+
+
+def credentials_error(where: str) -> SettingsError:
+    """The configuration error for credentials the servers at `where` refuse: waiting or
+    retrying cannot help, so commands exit 2 with it rather than 1 ("did not answer")."""
+    return SettingsError(
+        f"NATS at {where} refused the credentials (Authorization Violation): set NATS_USER and "
+        "NATS_PASSWORD, NATS_TOKEN or NATS_CREDS (or user:password in NATS_URL) to credentials "
+        "the server accepts, or none if it asks for none"
+    )
 
 
 @dataclass(frozen=True, eq=False)

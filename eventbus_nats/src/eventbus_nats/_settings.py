@@ -11,6 +11,7 @@ the URL a `RedactedURL`, so printing the settings shows no credential.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from typing import Any, Final
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -18,11 +19,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core import RedactedURL, SettingsError, redact_url
 
-__all__ = ["NATS_ENV_VARS", "NatsSettings", "check_name", "check_subject"]
+__all__ = ["DEAD_SUFFIX", "NATS_ENV_VARS", "NatsSettings", "check_name", "check_subject"]
 
 _URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")
 _BAD_NAME = re.compile(r"[\s.*>/\\]")
 _BAD_TOKEN = re.compile(r"[\s*>]")
+_MAX_NAME: Final = 255  # the server's limit on stream and consumer names
+DEAD_SUFFIX: Final = "_DEAD"  # the dead-letter stream is the event stream's name with this
+# JetStream's limits are int64 (durations in nanoseconds): larger values pass here and fail on
+# the server, at run time, with an error that names no variable.
+_INT64: Final = 2**63 - 1
+_SECONDS64: Final = _INT64 // 1_000_000_000
 
 
 def _env(name: str, **kwargs: Any) -> Any:
@@ -33,12 +40,19 @@ def check_name(value: str, what: str) -> str:
     """Return `value` if it is a valid JetStream stream or consumer name.
 
     Raises:
-        ValueError: it is empty or holds whitespace, `.`, `*`, `>`, `/` or `\\`.
+        ValueError: it is empty, holds whitespace, `.`, `*`, `>`, `/` or `\\`, or is longer
+            than the server takes (255 characters; a stream's 250, for its `<STREAM>_DEAD`).
     """
     if not value or _BAD_NAME.search(value):
         raise ValueError(
             f"{what} {value!r} is not a valid JetStream name: use letters, digits, '-', '_' "
             "(no whitespace, '.', '*', '>', '/' or '\\')"
+        )
+    longest = _MAX_NAME - len(DEAD_SUFFIX) if what == "stream" else _MAX_NAME
+    if len(value) > longest:
+        why = f" (its dead letters go to <STREAM>{DEAD_SUFFIX})" if what == "stream" else ""
+        raise ValueError(
+            f"{what} name is {len(value)} characters long: NATS takes at most {longest}{why}"
         )
     return value
 
@@ -56,6 +70,24 @@ def check_subject(value: str, what: str = "subject") -> str:
             "whitespace or wildcards, e.g. llm-proxy.events"
         )
     return value
+
+
+def _check_server(server: str) -> None:
+    """Refuse a server URL nats-py could never connect to (it would retry it for ever):
+    no host, or a port that is not a number from 1 to 65535."""
+    # nats-py reads "host:port" without a scheme as nats://host:port.
+    parts = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname:
+        raise ValueError(f"{redact_url(server)!r} names no host; use nats://host:4222")
+    if port == 0:
+        raise ValueError(
+            f"{redact_url(server)!r} has no valid port: give a number from 1 to 65535 "
+            "(4222 is NATS's), or none for 4222"
+        )
 
 
 class NatsSettings(BaseSettings):
@@ -94,18 +126,21 @@ class NatsSettings(BaseSettings):
         "EVENTBUS_NATS_MAX_MSGS",
         default=10_000,
         ge=0,
+        le=_INT64,
         description="Newest events the stream keeps (0: no limit).",
     )
     nats_max_bytes: int = _env(
         "EVENTBUS_NATS_MAX_BYTES",
         default=0,
         ge=0,
+        le=_INT64,
         description="Bytes the stream keeps at most, oldest removed first (0: no limit).",
     )
     nats_max_age: float = _env(
         "EVENTBUS_NATS_MAX_AGE",
         default=86_400.0,
         ge=0,
+        le=_SECONDS64,
         description="Seconds an event is kept in the stream (0: no limit).",
     )
     nats_replicas: int = _env(
@@ -122,6 +157,7 @@ class NatsSettings(BaseSettings):
         "EVENTBUS_NATS_DUPLICATE_WINDOW",
         default=120.0,
         gt=0,
+        le=_SECONDS64,
         description="Seconds the stream remembers message ids to drop a retried duplicate.",
     )
     nats_group: str = _env(
@@ -133,12 +169,14 @@ class NatsSettings(BaseSettings):
         "EVENTBUS_NATS_ACK_WAIT",
         default=30.0,
         gt=0,
+        le=_SECONDS64,
         description="Seconds a delivery may stay unacknowledged before it is redelivered.",
     )
     nats_max_deliveries: int = _env(
         "EVENTBUS_NATS_MAX_DELIVERIES",
         default=5,
         ge=1,
+        le=_INT64,
         description="Deliveries of one event before it is dead-lettered.",
     )
     nats_creds: str | None = _env(
@@ -184,6 +222,7 @@ class NatsSettings(BaseSettings):
                     f"{redact_url(server)!r} is not a NATS URL; use nats://host:4222, "
                     "tls://host:4222 (TLS), ws:// or wss://"
                 )
+            _check_server(server)
         return RedactedURL(",".join(servers))
 
     @field_validator("nats_stream", mode="after")
