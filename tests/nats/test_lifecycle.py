@@ -102,6 +102,8 @@ def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault
         assert (s.published, s.dropped) == (60, 0)
         assert s.extra["unconfirmed"] <= s.lost
         assert s.extra["written"] + s.lost == 60 and s.lost >= 40 and s.queue_depth == 0
+        # Closed, whatever nats-py still thinks of a socket to a frozen server.
+        assert (s.extra["connection"], s.extra["connected"]) == ("closed", False)
         got = list(sub)  # the subscription ended
         assert [e.log_id for e in got] == list(range(1, len(got) + 1))
     finally:

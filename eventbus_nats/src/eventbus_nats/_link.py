@@ -195,9 +195,10 @@ class Link:
 
     @property
     def connected(self) -> bool:
-        """True while the connection is up."""
+        """True while the connection is up (never once the link is closed: closing a client
+        whose server is frozen gives up before nats-py marks it closed)."""
         nc = self.nc
-        return nc is not None and nc.is_connected
+        return not self.closed and nc is not None and nc.is_connected
 
     @property
     def where(self) -> str:
