@@ -317,11 +317,18 @@ def test_a_timeout_that_is_not_a_finite_number_is_refused(monkeypatch: pytest.Mo
     # nan would time out every request: every batch dead-lettered, and nothing said at start.
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT", raising=False)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "nan")
-    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_TRACES_TIMEOUT must be a finite"):
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_TRACES_TIMEOUT must be a number"):
         otlp.build_sink(EventBusSettings(), {})
+    # 0 or less times out every request just the same.
+    for bad in ("0", "-5"):
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", bad)
+        with pytest.raises(SettingsError, match=r"milliseconds > 0"):
+            otlp.build_sink(EventBusSettings(), {})
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
     with pytest.raises(SettingsError, match=r"EVENTBUS_SINK_OTLP_TIMEOUT\) must be a finite"):
         otlp.build_sink(EventBusSettings(), {"timeout": "inf"})
+    with pytest.raises(SettingsError, match=r"EVENTBUS_SINK_OTLP_TIMEOUT\) must be > 0"):
+        otlp.build_sink(EventBusSettings(), {"timeout": "0"})
     for module in (helicone, lunary):
         name = module.__name__.rsplit(".", 1)[1]
         with pytest.raises(SettingsError, match=f"EVENTBUS_SINK_{name.upper()}_TIMEOUT"):

@@ -222,6 +222,8 @@ def test_webhook_options_and_errors() -> None:
     for bad in ("nan", "inf", "-inf"):
         with pytest.raises(SettingsError, match=r"CONNECT_TIMEOUT\) must be a finite number"):
             webhook_module.build_sink(settings, {"url": "http://x", "connect_timeout": bad})
+    with pytest.raises(SettingsError, match=r"TIMEOUT\) must be > 0, got '0'"):
+        webhook_module.build_sink(settings, {"url": "http://x", "timeout": "0"})
     with pytest.raises(SettingsError, match="JSON object") as info:
         webhook_module.build_sink(settings, {"url": "http://x", "headers": "Bearer secret"})
     assert "secret" not in str(info.value)

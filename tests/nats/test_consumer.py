@@ -14,11 +14,11 @@ from typing import Any
 import nats
 import pytest
 
-from eventbus_core import Delivery, Dispatcher, EventBusSettings, MemoryDeadLetter
+from eventbus_core import Delivery, Dispatcher, EventBusSettings, MemoryDeadLetter, SettingsError
 from eventbus_core.capabilities import ConsumerGroups, KeepAlive, SourceFigures, capability
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
-from tests.nats.conftest import Names
+from tests.nats.conftest import Names, delete_streams
 
 pytestmark = pytest.mark.nats
 
@@ -288,3 +288,32 @@ def test_dispatch_from_settings_joins_the_group_of_eventbus_nats_group(
     assert len(out.read_text().splitlines()) == 5
     groups = {g["group"] for g in make_bus().describe()["groups"]}
     assert groups == {"nats-dispatchers:jsonl"}
+
+
+def test_a_group_name_too_long_for_nats_names_the_setting(make_bus: MakeBus) -> None:
+    # EVENTBUS_NATS_GROUP may hold 255 characters, but per-sink dispatch adds ":SINK": the
+    # error names the variable to shorten (it was an "internal error" naming nothing).
+    bus = make_bus(group="G" * 255)
+    with pytest.raises(SettingsError, match=r"261 characters.*EVENTBUS_NATS_GROUP.*:SINK"):
+        bus.consumer(group="G" * 255 + ":jsonl")
+
+
+def test_a_stream_whose_subject_another_stream_captures_names_the_subject_setting(
+    make_bus: MakeBus, names: Names, nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Renaming only EVENTBUS_NATS_STREAM leaves the old stream capturing the subject: the hint
+    # is EVENTBUS_NATS_SUBJECT, not the replicas and limits.
+    first = make_bus()
+    first.publish(make_event(1))
+    assert first.flush(10)
+    other = f"{names.stream}_B"
+    try:
+        second = make_bus(stream=other)
+        second.publish(make_event(2))
+        deadline = time.monotonic() + 10
+        while "subjects overlap" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)  # the writer logs it from its own thread: nothing to wait on
+        assert "EVENTBUS_NATS_SUBJECT" in caplog.text
+        assert "EVENTBUS_NATS_REPLICAS" not in caplog.text
+    finally:
+        delete_streams(nats_url, other)  # never created: the server refused it

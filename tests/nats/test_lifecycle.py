@@ -232,6 +232,14 @@ def test_user_and_password_work_and_never_show(
         )  # fmt: skip
         assert cli.returncode == 2, cli.stderr
         assert "refused the credentials" in cli.stderr and "wrong-pass-9" not in cli.stderr
+        # The server closes the socket after refusing, and nats-py then reports the reset of
+        # its next attempt: the refusal is what counts until a connection succeeds, and a
+        # check says so at once rather than after its whole timeout.
+        wrong._link.call(wrong._link._on_error(ConnectionResetError(104, "reset")), 2.0)
+        started = time.monotonic()
+        with pytest.raises(SettingsError, match="refused the credentials"):
+            wrong.check(5.0)
+        assert time.monotonic() - started < 2.5  # a correctness bound: it did not wait 5 s
     finally:
         bus.stop(2)
         wrong.stop(0.5)

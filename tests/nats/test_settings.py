@@ -86,6 +86,7 @@ def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NATS_URL", "nats://:4222", "names no host"),
         ("NATS_URL", "nats://", "names no host"),
         ("NATS_URL", "nats://u:hunter2@", "names no host"),
+        ("NATS_URL", "nats://127.0.0.1 :4222", "holds whitespace"),
         # JetStream takes int64 (durations in nanoseconds) and names of 255 characters: more
         # failed on the server, at run time, naming no variable.
         ("EVENTBUS_NATS_MAX_MSGS", str(2**63), "less than or equal to"),

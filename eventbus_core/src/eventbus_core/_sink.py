@@ -90,9 +90,12 @@ def check_options(
         )
 
 
-def option_float(options: Mapping[str, str], sink: str, key: str, default: float) -> float:
+def option_float(
+    options: Mapping[str, str], sink: str, key: str, default: float, *, positive: bool = False
+) -> float:
     """Read a float option; raises `SettingsError` naming the option if it is not a finite
-    number >= 0 (a timeout of `nan` would fail every send, and dead-letter every batch)."""
+    number >= 0, or > 0 with `positive` (a timeout of `nan` or 0 would fail every send, and
+    dead-letter every batch)."""
     raw = options.get(key)
     if raw is None or raw == "":
         return default
@@ -102,8 +105,10 @@ def option_float(options: Mapping[str, str], sink: str, key: str, default: float
         raise SettingsError(f"{_where(sink, key)} must be a number, got {raw!r}") from None
     if not math.isfinite(value):
         raise SettingsError(f"{_where(sink, key)} must be a finite number, got {raw!r}")
-    if value < 0:
-        raise SettingsError(f"{_where(sink, key)} must be >= 0, got {raw!r}")
+    if value < 0 or (positive and value == 0):
+        raise SettingsError(
+            f"{_where(sink, key)} must be {'>' if positive else '>='} 0, got {raw!r}"
+        )
     return value
 
 

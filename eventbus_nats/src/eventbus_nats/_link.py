@@ -57,6 +57,20 @@ _STREAM_IN_USE: Final = 10058  # JetStream error code: stream name already in us
 _ABANDONED: list[object] = []
 
 
+def _create_hint(description: str) -> str:
+    """The settings that shape a stream the server refused to create, the likely one first."""
+    if "overlap" in description:
+        # Another stream already captures the subject: the stream was renamed, not the subject.
+        return (
+            "another stream already captures this subject: give this stream a subject of its "
+            "own with EVENTBUS_NATS_SUBJECT, or use that stream's name in EVENTBUS_NATS_STREAM"
+        )
+    return (
+        "check EVENTBUS_NATS_REPLICAS: a single server takes 1; and EVENTBUS_NATS_MAX_MSGS, "
+        "_MAX_BYTES, _MAX_AGE"
+    )
+
+
 class LinkClosed(RuntimeError):
     """The link was closed (the bus stopped and every consumer closed)."""
 
@@ -81,7 +95,7 @@ class Link:
     def _start(self) -> None:
         self.state = "connecting"
         self.last_error: str | None = None
-        self.credentials_refused = False  # the last error was the server refusing them
+        self.credentials_refused = False  # refused since the last successful connection
         self.reconnects = 0
         self.closed = False
         self.nc: Client | None = None
@@ -174,7 +188,10 @@ class Link:
         self._ready.set()
 
     async def _on_error(self, exc: Exception) -> None:
-        self.credentials_refused = refuses_credentials(exc)
+        # Kept until a connection succeeds: the server closes the socket after its refusal,
+        # and nats-py reports the reset of its next attempt, which says nothing about why.
+        if refuses_credentials(exc):
+            self.credentials_refused = True
         message = safe_error(exc)
         if message != self.last_error:
             log.warning("eventbus nats connection to %s: %s", self.options.where, message)
@@ -218,7 +235,7 @@ class Link:
         give_up = time.monotonic() + patience
         while not self.connected:
             failed = self.last_error is not None and time.monotonic() >= give_up
-            if failed or self.closed:
+            if failed or self.closed or self.credentials_refused:  # no wait cures a refusal
                 raise ConnectionError(self.last_error or "connection closed")
             await asyncio.sleep(0.01)
         assert self.js is not None
@@ -256,8 +273,7 @@ class Link:
                         # still retries (an operator may fix the server side).
                         raise SettingsError(
                             f"NATS refused to create stream {config.name}: {exc.description} "
-                            "(check EVENTBUS_NATS_REPLICAS: a single server takes 1; and "
-                            "EVENTBUS_NATS_MAX_MSGS, _MAX_BYTES, _MAX_AGE)"
+                            f"({_create_hint(exc.description or '')})"
                         ) from exc
             if dead:
                 self._dead_ready = True

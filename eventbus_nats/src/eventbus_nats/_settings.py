@@ -74,7 +74,12 @@ def check_subject(value: str, what: str = "subject") -> str:
 
 def _check_server(server: str) -> None:
     """Refuse a server URL nats-py could never connect to (it would retry it for ever):
-    no host, or a port that is not a number from 1 to 65535."""
+    no host, whitespace inside, or a port that is not a number from 1 to 65535."""
+    if any(c.isspace() for c in server):
+        raise ValueError(
+            f"{redact_url(server)!r} holds whitespace; write each server as nats://host:4222, "
+            "servers separated by commas"
+        )
     # nats-py reads "host:port" without a scheme as nats://host:port.
     parts = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
     try:

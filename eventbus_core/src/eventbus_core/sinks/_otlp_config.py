@@ -115,7 +115,7 @@ def _signal(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
 
 def _timeout(options: Mapping[str, str], env: Mapping[str, str]) -> float:
     if options.get("timeout"):
-        return option_float(options, _SINK, "timeout", 10.0)
+        return option_float(options, _SINK, "timeout", 10.0, positive=True)
     found = _signal(env, "TIMEOUT")
     if found is None:
         return 10.0
@@ -123,9 +123,12 @@ def _timeout(options: Mapping[str, str], env: Mapping[str, str]) -> float:
         millis = float(found[1])  # the specification's unit is milliseconds
     except ValueError:
         raise SettingsError(f"{found[0]} must be milliseconds, got {found[1]!r}") from None
-    if not math.isfinite(millis):
-        raise SettingsError(f"{found[0]} must be a finite number of milliseconds, got {found[1]!r}")
-    return max(millis, 0.0) / 1000.0
+    if not math.isfinite(millis) or millis <= 0:
+        # 0 or less would time out every request, and dead-letter every batch.
+        raise SettingsError(
+            f"{found[0]} must be a number of milliseconds > 0 (finite), got {found[1]!r}"
+        )
+    return millis / 1000.0
 
 
 def _ssl(options: Mapping[str, str], env: Mapping[str, str]) -> ssl.SSLContext | None:

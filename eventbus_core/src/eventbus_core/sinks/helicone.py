@@ -160,7 +160,7 @@ def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> Helico
     return HeliconeSink(
         api_key("helicone", options, settings),
         endpoint=options.get("endpoint") or DEFAULT_ENDPOINT,
-        timeout=option_float(options, "helicone", "timeout", 30.0),
+        timeout=option_float(options, "helicone", "timeout", 30.0, positive=True),
         provider=options.get("provider") or None,
     )
 

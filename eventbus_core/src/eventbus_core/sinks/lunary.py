@@ -114,7 +114,7 @@ def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> Lunary
     return LunarySink(
         api_key("lunary", options, settings),
         endpoint=options.get("endpoint") or DEFAULT_ENDPOINT,
-        timeout=option_float(options, "lunary", "timeout", 30.0),
+        timeout=option_float(options, "lunary", "timeout", 30.0, positive=True),
         end_events=option_bool(options, "lunary", "end_events", False),
     )
 

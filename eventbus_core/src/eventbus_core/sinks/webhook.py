@@ -132,8 +132,8 @@ def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> Webhoo
     return WebhookSink(
         url,
         headers=_headers(options),
-        timeout=option_float(options, "webhook", "timeout", 10.0),
-        connect_timeout=option_float(options, "webhook", "connect_timeout", 5.0),
+        timeout=option_float(options, "webhook", "timeout", 10.0, positive=True),
+        connect_timeout=option_float(options, "webhook", "connect_timeout", 5.0, positive=True),
     )
 
 
