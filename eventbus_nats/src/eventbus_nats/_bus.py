@@ -25,7 +25,6 @@ from eventbus_core import (
     BusStats,
     Event,
     EventBusSettings,
-    SettingsError,
     check_buffer_size,
     check_seconds,
     stop_wait,
@@ -285,19 +284,9 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                 `EVENTBUS_NATS_GROUP`, for a group name NATS would refuse).
             LinkClosed: the bus was stopped and its connection closed.
         """
-        group = group or self.group
-        try:
-            check_name(group, "consumer group")
-        except ValueError as exc:
-            # The dispatcher's per-sink groups are `GROUP:SINK`: a group that passed the
-            # settings may still be too long once a sink's name is added.
-            raise SettingsError(
-                f"{exc} (set from EVENTBUS_NATS_GROUP; eventbus dispatch adds ':SINK' to it "
-                "for each sink in per-sink mode, so leave room for the sink's name)"
-            ) from None
         consumer = GroupConsumer(
             self._link,
-            group,
+            group or self.group,
             name or default_consumer_name(),
             batch_size=batch_size,
             ack_wait=self.ack_wait if ack_wait is None else ack_wait,

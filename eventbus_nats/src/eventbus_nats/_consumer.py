@@ -27,7 +27,7 @@ from typing import Any, Final
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from eventbus_core import Backoff, Delivery, Event, WireFormatError, get_logger
+from eventbus_core import Backoff, Delivery, Event, SettingsError, WireFormatError, get_logger
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
@@ -78,7 +78,15 @@ class GroupConsumer:
                 f"max_ack_pending >= 1; got {batch_size=}, {max_deliveries=}, {ack_wait=}, "
                 f"{max_ack_pending=}"
             )
-        check_name(group, "consumer group")
+        try:
+            check_name(group, "consumer group")
+        except ValueError as exc:
+            # The dispatcher's per-sink groups are `GROUP:SINK`: a group that passed the
+            # settings may still be too long once a sink's name is added.
+            raise SettingsError(
+                f"{exc} (set from EVENTBUS_NATS_GROUP; eventbus dispatch adds ':SINK' to it "
+                "for each sink in per-sink mode, so leave room for the sink's name)"
+            ) from None
         link.acquire()
         self._link = link
         self.stream = link.layout.stream

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from nats.js import api
 
-from eventbus_nats._settings import DEAD_SUFFIX, NatsSettings, check_name, check_subject
+from eventbus_nats._settings import (
+    DEAD_SUFFIX,
+    MAX_STREAM_NAME,
+    NatsSettings,
+    check_name,
+    check_subject,
+)
 
 __all__ = ["StreamLayout"]
 
@@ -40,7 +46,7 @@ class StreamLayout:
     duplicate_window: float = 120.0
 
     def __post_init__(self) -> None:
-        check_name(self.stream, "stream")
+        check_name(self.stream, "stream", longest=MAX_STREAM_NAME)
         check_subject(self.subject)
         for label in ("max_msgs", "max_bytes", "max_age"):
             value = getattr(self, label)

@@ -19,13 +19,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core import RedactedURL, SettingsError, redact_url
 
-__all__ = ["DEAD_SUFFIX", "NATS_ENV_VARS", "NatsSettings", "check_name", "check_subject"]
+__all__ = [
+    "DEAD_SUFFIX",
+    "MAX_STREAM_NAME",
+    "NATS_ENV_VARS",
+    "NatsSettings",
+    "check_name",
+    "check_subject",
+]
 
 _URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")
 _BAD_NAME = re.compile(r"[\s.*>/\\]")
 _BAD_TOKEN = re.compile(r"[\s*>]")
 _MAX_NAME: Final = 255  # the server's limit on stream and consumer names
 DEAD_SUFFIX: Final = "_DEAD"  # the dead-letter stream is the event stream's name with this
+MAX_STREAM_NAME: Final = _MAX_NAME - len(DEAD_SUFFIX)
 # JetStream's limits are int64 (durations in nanoseconds): larger values pass here and fail on
 # the server, at run time, with an error that names no variable.
 _INT64: Final = 2**63 - 1
@@ -36,21 +44,21 @@ def _env(name: str, **kwargs: Any) -> Any:
     return Field(validation_alias=name, **kwargs)
 
 
-def check_name(value: str, what: str) -> str:
+def check_name(value: str, what: str, *, longest: int = _MAX_NAME) -> str:
     """Return `value` if it is a valid JetStream stream or consumer name.
 
     Raises:
         ValueError: it is empty, holds whitespace, `.`, `*`, `>`, `/` or `\\`, or is longer
-            than the server takes (255 characters; a stream's 250, for its `<STREAM>_DEAD`).
+            than `longest` (the server takes 255 characters; an event stream's name takes
+            `MAX_STREAM_NAME`, for its `<STREAM>_DEAD`).
     """
     if not value or _BAD_NAME.search(value):
         raise ValueError(
             f"{what} {value!r} is not a valid JetStream name: use letters, digits, '-', '_' "
             "(no whitespace, '.', '*', '>', '/' or '\\')"
         )
-    longest = _MAX_NAME - len(DEAD_SUFFIX) if what == "stream" else _MAX_NAME
     if len(value) > longest:
-        why = f" (its dead letters go to <STREAM>{DEAD_SUFFIX})" if what == "stream" else ""
+        why = f" (its dead letters go to <STREAM>{DEAD_SUFFIX})" if longest < _MAX_NAME else ""
         raise ValueError(
             f"{what} name is {len(value)} characters long: NATS takes at most {longest}{why}"
         )
@@ -233,7 +241,7 @@ class NatsSettings(BaseSettings):
     @field_validator("nats_stream", mode="after")
     @classmethod
     def _check_stream(cls, value: str) -> str:
-        return check_name(value, "stream")
+        return check_name(value, "stream", longest=MAX_STREAM_NAME)
 
     @field_validator("nats_group", mode="after")
     @classmethod
