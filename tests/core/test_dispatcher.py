@@ -514,3 +514,29 @@ async def test_acknowledgements_do_not_wait_behind_a_blocking_read() -> None:
     assert source.blocking_reads_while_out == []
     assert sorted(source.acked) == list(range(1, 31))
     balanced(stats)
+
+
+def test_an_owned_bus_whose_stop_never_returns_does_not_hold_the_dispatcher(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    from eventbus_memory import InMemoryEventBus
+
+    class HangingStop(InMemoryEventBus):
+        def stop(self, timeout: float | None = None) -> None:
+            super().stop(0)
+            threading.Event().wait()  # a plugin's bug
+
+    bus = HangingStop()
+    sink = RecordingSink()
+    dispatcher = Dispatcher(bus, [sink], stats_interval=0)
+    dispatcher.owned_bus = bus
+    dispatcher.owned_bus_stop_timeout = 0.1
+    dispatcher.request_stop()
+    started = time.monotonic()
+    # asyncio.run() also waits for the default executor's threads: the stop must not be one.
+    asyncio.run(dispatcher.run())
+    assert time.monotonic() - started < 10
+    assert "the bus's stop() did not return within 5.1 s" in caplog.text
+    assert sink.closed

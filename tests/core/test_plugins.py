@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import io
 import types
 import warnings
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from eventbus_core import (
     BackendLoadError,
     EventBusSettings,
+    PluginError,
     PluginLoadWarning,
     PluginRegistry,
     UnknownBackendError,
@@ -143,9 +145,15 @@ def test_duplicate_names_keep_the_first_and_warn() -> None:
     first, second = RecordingPlugin(), RecordingPlugin()
     registry = PluginRegistry(load_entry_points=False)
     registry.register_plugin(first, name="first")
-    with pytest.warns(PluginLoadWarning, match="registered by both"):
-        registry.register_plugin(second, name="second")
+    with pytest.warns(PluginLoadWarning, match="'first' had registered that name first"):
+        info = registry.register_plugin(second, name="second")
     assert registry.backend("recording").plugin == "first"
+    # `eventbus plugins` shows it, and exits 1 for it.
+    assert info.problems == [
+        "backend 'recording' not registered: 'first' had registered that name first, and keeps it",
+        "sink 'null' not registered: 'first' had registered that name first, and keeps it",
+    ]
+    assert registry.plugins["first"].problems == []
 
 
 def test_register_rejects_bad_arguments() -> None:
@@ -187,3 +195,286 @@ def test_one_module_behind_two_entry_points_registers_once() -> None:
     assert calls == [1]
     assert second.backends == ["alpha", "beta"]
     assert set(registry.backends) == {"alpha", "beta"}
+
+
+# ------------------------------------------------------------ what a stranger's plugin gets
+
+
+class _Dist:
+    """The distribution of a stand-in entry point."""
+
+    def __init__(self, name: str) -> None:
+        self.metadata = {"Name": name}
+        self.version = "0.1.0"
+
+
+class _EntryPoint:
+    """An installed entry point of group `eventbus`, standing in for a third-party one."""
+
+    def __init__(self, name: str, dist: str, plugin: object = None, error: str = "") -> None:
+        self.name, self.value, self.dist = name, f"{dist.replace('-', '_')}.plugin", _Dist(dist)
+        self._plugin, self._error = plugin, error
+
+    def load(self) -> Any:
+        if self._error:
+            raise ImportError(self._error)
+        return self._plugin
+
+
+def _with_entry_points(monkeypatch: pytest.MonkeyPatch, *extra: _EntryPoint) -> None:
+    real = md.entry_points
+    # The stand-ins come first, as an unlucky sys.path would list them.
+    monkeypatch.setattr(md, "entry_points", lambda **kwargs: [*extra, *real(**kwargs)])
+
+
+def _plugin(backends: dict[str, Any] | None = None, sinks: dict[str, Any] | None = None) -> Any:
+    plugin = types.SimpleNamespace()
+    if backends is not None:
+
+        @hookimpl
+        def eventbus_register_backends(register: Any) -> None:
+            for name, factory in backends.items():
+                register(name, factory)
+
+        plugin.eventbus_register_backends = eventbus_register_backends
+    if sinks is not None:
+
+        @hookimpl
+        def eventbus_register_sinks(register: Any) -> None:
+            for name, factory in sinks.items():
+                register(name, factory)
+
+        plugin.eventbus_register_sinks = eventbus_register_sinks
+    return plugin
+
+
+SECRET_KEY = "sk-importsecret1234567890abcd"
+
+
+def test_a_load_error_never_shows_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = f"cannot import, token {SECRET_KEY}, via redis://app:hunter2pass@db:6379"
+    _with_entry_points(monkeypatch, _EntryPoint("leaky", "eventbus-leaky", error=message))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = PluginRegistry()
+    error = registry.plugins["leaky"].error or ""
+    assert error.startswith("ImportError: cannot import, token ")
+    with pytest.raises(BackendLoadError) as raised:
+        registry.backend("leaky")
+    shown = [error, str(raised.value), *(str(w.message) for w in caught)]
+    assert all(SECRET_KEY not in text and "hunter2pass" not in text for text in shown), shown
+
+
+def test_a_third_party_plugin_never_displaces_a_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    impostor = _plugin(backends={"memory": lambda s: None}, sinks={"jsonl": lambda s, o: None})
+    _with_entry_points(monkeypatch, _EntryPoint("aaa-impostor", "eventbus-impostor", impostor))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = PluginRegistry()
+    assert registry.backend("memory").plugin == "memory"
+    assert registry.sink("jsonl").plugin == "jsonl"
+    problems = [
+        "backend 'memory' not registered: 'memory' had registered that name first, and keeps it",
+        "sink 'jsonl' not registered: 'jsonl' had registered that name first, and keeps it",
+    ]
+    assert registry.plugins["aaa-impostor"].problems == problems
+    assert [str(w.message) for w in caught] == [
+        f"eventbus plugin 'aaa-impostor': {p}" for p in problems
+    ]
+    bus = create_bus(EventBusSettings(backend="memory"), registry=registry)
+    assert isinstance(bus, InMemoryEventBus)
+    bus.stop()
+
+
+def test_two_distributions_may_use_one_entry_point_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the docs' two examples do: a sink and a backend, both `sqlite`.
+    sink = _EntryPoint("sqlite", "eventbus-sink-x", _plugin(sinks={"sqlite": lambda s, o: None}))
+    backend = _EntryPoint(
+        "sqlite", "eventbus-backend-x", _plugin(backends={"sqlite": RecordingBus})
+    )
+    _with_entry_points(monkeypatch, sink, backend)
+    registry = PluginRegistry()
+    assert registry.sink("sqlite").plugin == "sqlite (eventbus-sink-x)"
+    assert registry.backend("sqlite").plugin == "sqlite"
+    assert registry.plugins["sqlite"].distribution == "eventbus-backend-x"
+
+
+def test_a_sink_whose_plugin_failed_to_load_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_entry_points(monkeypatch, _EntryPoint("kafkaish", "eventbus-kafkaish", error="boom"))
+    with pytest.warns(PluginLoadWarning):
+        registry = PluginRegistry()
+    with pytest.raises(UnknownSinkError) as raised:
+        registry.sink("kafkaish")
+    text = str(raised.value)
+    assert "is installed but failed to load: ImportError: boom" in text
+    assert "pip install --force-reinstall --no-deps eventbus-kafkaish" in text
+    assert "its authors must fix it" in text
+
+
+def test_a_factory_that_fails_or_builds_no_bus_names_its_plugin() -> None:
+    def explodes(settings: EventBusSettings) -> Any:
+        raise RuntimeError(f"factory exploded with {SECRET_KEY}")
+
+    plugin = _plugin(backends={"explodes": explodes, "nothing": lambda s: None})
+    registry = PluginRegistry(load_entry_points=False)
+    registry.register_plugin(plugin, name="trialbus")
+    with pytest.raises(PluginError, match="backend 'explodes' of plugin 'trialbus' failed") as e:
+        create_bus(EventBusSettings(backend="explodes"), registry=registry)
+    assert SECRET_KEY not in str(e.value) and isinstance(e.value.__cause__, RuntimeError)
+    with pytest.raises(PluginError, match=r"returned NoneType, not an event bus \(no publish"):
+        create_bus(EventBusSettings(backend="nothing"), registry=registry)
+
+
+class _SyncSink:
+    name = "syncsink"
+
+    def send(self, batch: Any) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_sink_factory_must_build_a_sink_with_async_methods() -> None:
+    from eventbus_core import Dispatcher
+    from eventbus_core.dispatch._setup import build_sinks
+
+    def fails(settings: EventBusSettings, options: Any) -> Any:
+        raise RuntimeError("no")
+
+    plugin = _plugin(
+        sinks={"obj": lambda s, o: object(), "sync": lambda s, o: _SyncSink(), "f": fails}
+    )
+    registry = PluginRegistry(load_entry_points=False)
+    registry.register_plugin(plugin, name="sinks")
+    settings = EventBusSettings()
+    with pytest.raises(PluginError, match=r"sink 'obj' of plugin 'sinks'.*object has no `name`"):
+        build_sinks(settings, [("obj", {})], registry=registry)
+    with pytest.raises(PluginError, match=r"_SyncSink.send\(\) must be `async def`"):
+        build_sinks(settings, [("sync", {})], registry=registry)
+    with pytest.raises(PluginError, match="sink 'f' of plugin 'sinks' failed to start: Runtime"):
+        build_sinks(settings, [("f", {})], registry=registry)
+    # A dispatcher built by hand refuses it too, before any event reaches it.
+    with pytest.raises(TypeError, match=r"_SyncSink.send\(\) must be `async def`"):
+        Dispatcher(InMemoryEventBus(), [_SyncSink()])
+
+
+def test_hooks_pluggy_would_not_call_are_problems() -> None:
+    class Misspelt:
+        @hookimpl
+        def eventbus_register_sink(self, register: Any) -> None:
+            register("never", lambda s, o: None)
+
+    class Unmarked:
+        def eventbus_register_sinks(self, register: Any) -> None:
+            register("never", lambda s, o: None)
+
+        def eventbus_helper(self) -> None:
+            """A function of its own, not a hook: no problem."""
+
+    registry = PluginRegistry(load_entry_points=False)
+    misspelt = registry.register_plugin(Misspelt(), name="misspelt")
+    unmarked = registry.register_plugin(Unmarked(), name="unmarked")
+    assert misspelt.problems[0].startswith(
+        "eventbus_register_sink is not an eventbus hook (did you mean eventbus_register_sinks?)"
+    )
+    assert unmarked.problems[0] == (
+        "eventbus_register_sinks is not marked with @eventbus_core.hookimpl, so it is never called"
+    )
+    assert len(misspelt.problems) == len(unmarked.problems) == 1
+    empty = registry.register_plugin(types.SimpleNamespace(), name="empty")
+    assert len(empty.problems) == 1
+    assert empty.problems[0].startswith("registers no backend and no sink")
+    assert registry.register_plugin(RecordingPlugin(), name="fine").problems == []
+
+
+def test_cli_shows_problems_and_plugin_faults_plainly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eventbus_core._plugins import reset_registry
+    from eventbus_core.cli import main
+
+    plugin = _plugin(backends={"memory": RecordingBus, "nothing": lambda s: None})
+    _with_entry_points(monkeypatch, _EntryPoint("trialbus", "eventbus-trialbus", plugin))
+    reset_registry()
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    try:
+        assert main(["plugins"]) == 1
+        out = capsys.readouterr().out
+        row = next(line for line in out.splitlines() if line.startswith("trialbus "))
+        assert "PROBLEM backend 'memory' not registered: 'memory' had registered" in row
+        assert main(["publish", "--backend", "nothing"]) == 1
+        err = capsys.readouterr().err
+        assert "error: backend 'nothing' of plugin 'trialbus' (eventbus-trialbus 0.1.0)" in err
+        assert "internal error" not in err
+    finally:
+        reset_registry()
+
+
+_HANGING_BACKEND = """
+import importlib.metadata as md, sys, threading, types
+from eventbus_core import hookimpl
+from eventbus_core.cli import main
+from eventbus_core.testing import RecordingBus
+
+class HangingBus(RecordingBus):
+    def stop(self, timeout=None):
+        # A plugin's bug: a non-daemon thread that never ends, and a stop() that never returns.
+        threading.Thread(target=threading.Event().wait, name="plugin-worker", daemon=False).start()
+        threading.Event().wait()
+
+plugin = types.SimpleNamespace()
+
+@hookimpl
+def eventbus_register_backends(register):
+    register("hanging", lambda settings: HangingBus())
+
+plugin.eventbus_register_backends = eventbus_register_backends
+
+class EntryPoint:
+    name, value, dist = "hanging", "hanging", None
+    def load(self):
+        return plugin
+
+real = md.entry_points
+md.entry_points = lambda **kw: [*real(**kw), EntryPoint()]
+sys.argv = ["eventbus", "publish", "--backend", "hanging"]
+sys.exit(main())
+"""
+
+
+def test_a_backend_whose_stop_never_returns_does_not_hold_the_command(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "hanging.py"
+    script.write_text(_HANGING_BACKEND)
+    env = {**os.environ, "EVENTBUS_STOP_TIMEOUT": "0.5"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        input='{"RequestID": "r1", "Status": 200}\n',
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    # stop() is left after EVENTBUS_STOP_TIMEOUT + 5 s, the plugin's thread 10 s later.
+    assert done.returncode == 1, done.stderr
+    assert took < 30, took
+    assert "backend 'hanging': stop() did not return within 5.5 s" in done.stderr
+    assert "thread(s) plugin-worker still running 10 s after the command ended" in done.stderr
+
+
+def test_an_empty_name_is_said_to_be_empty() -> None:
+    registry = PluginRegistry(load_entry_points=False, plugins=[RecordingPlugin()])
+    with pytest.raises(
+        UnknownSinkError, match=r"^an empty sink name \(--sink\); installed sinks: null$"
+    ):
+        registry.sink(" ", given_as="--sink")
+    with pytest.raises(UnknownBackendError, match=r"^an empty backend name"):
+        registry.backend("")

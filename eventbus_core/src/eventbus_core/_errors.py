@@ -10,6 +10,7 @@ __all__ = [
     "EventBusError",
     "MissingDependencyError",
     "PermanentSinkError",
+    "PluginError",
     "SettingsError",
     "SinkError",
     "TransientSinkError",
@@ -54,6 +55,12 @@ class UnknownSinkError(EventBusError, LookupError):
 
 class BackendLoadError(EventBusError, ImportError):
     """The plugin that provides the selected backend failed to load."""
+
+
+class PluginError(EventBusError, RuntimeError):
+    """A plugin's factory failed, or built something that is not a bus or a sink. The message
+    names the backend or sink, the plugin and its distribution: a fault of that plugin (or of
+    what it needs), not of eventbus."""
 
 
 class BackendUnavailableError(EventBusError, ConnectionError):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from eventbus_core._bus import EventBus
-from eventbus_core._errors import BackendLoadError
+from eventbus_core._errors import BackendLoadError, PluginError
+from eventbus_core._log import scrub
 from eventbus_core._plugins import PluginRegistry, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings
 
 __all__ = ["backend_given_as", "create_bus"]
+
+_BUS_METHODS: Final = ("publish", "subscribe", "stop", "stats")
 
 
 def backend_given_as(settings: EventBusSettings) -> str:
@@ -31,7 +36,9 @@ def create_bus(
     Raises:
         UnknownBackendError: no installed plugin registers that backend; the message lists the
             installed ones and the pip command that brings the missing one.
-        BackendLoadError: the plugin providing the backend is installed but failed to load.
+        BackendLoadError: the plugin providing the backend is installed but failed to load,
+            or its factory could not import what it needs.
+        PluginError: the factory failed otherwise, or returned something that is not a bus.
         SettingsError: a setting is invalid; the message names the environment variable.
     """
     if settings is None:
@@ -39,12 +46,21 @@ def create_bus(
     registry = registry or get_registry()
     registration = registry.backend(settings.backend, given_as=backend_given_as(settings))
     try:
-        bus: EventBus = registration.factory(settings)
-    except ImportError as exc:
+        bus: EventBus = registry.build(registration, "backend", settings)
+    except PluginError as exc:
+        if not isinstance(exc.__cause__, ImportError):
+            raise
         raise BackendLoadError(
-            f"backend {registration.name!r} (plugin {registration.plugin!r}) could not import "
-            f"what it needs: {exc}"
-        ) from exc
+            f"backend {registration.name!r} ({registry.owner(registration)}) could not import "
+            f"what it needs: {scrub(str(exc.__cause__))}"
+        ) from exc.__cause__
+    missing = [m for m in _BUS_METHODS if not callable(getattr(bus, m, None))]
+    if missing:
+        raise PluginError(
+            f"backend {registration.name!r} of {registry.owner(registration)}: its factory "
+            f"returned {type(bus).__name__}, not an event bus (no {', '.join(missing)}); the "
+            "factory must return the bus it builds"
+        )
     if settings.redact_on_publish:
         from eventbus_core.redact._bus import RedactingBus
         from eventbus_core.redact._redact import Redactor

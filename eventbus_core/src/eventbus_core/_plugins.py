@@ -6,6 +6,7 @@ factories, so nothing of pluggy runs per event.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as md
 import warnings
 from collections.abc import Callable, Iterable
@@ -15,9 +16,15 @@ from typing import TYPE_CHECKING, Any, Final
 import pluggy
 
 from eventbus_core import hookspecs
-from eventbus_core._errors import BackendLoadError, UnknownBackendError, UnknownSinkError
-from eventbus_core._install import SIBLINGS, install_command
-from eventbus_core._log import get_logger
+from eventbus_core._errors import (
+    BackendLoadError,
+    EventBusError,
+    PluginError,
+    UnknownBackendError,
+    UnknownSinkError,
+)
+from eventbus_core._install import CORE, SIBLINGS, install_command
+from eventbus_core._log import get_logger, scrub
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -64,6 +71,9 @@ class PluginInfo:
     sinks: list[str] = field(default_factory=list)
     settings: list[type[BaseSettings]] = field(default_factory=list)
     error: str | None = None
+    problems: list[str] = field(default_factory=list)
+    """What the plugin asked for and did not get (a name another plugin had registered), or
+    did wrong without failing to load (a hook eventbus does not know)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON output."""
@@ -79,6 +89,7 @@ class PluginInfo:
             "sinks": list(self.sinks),
             "settings": [s.as_dict() for m in self.settings for s in describe_settings(m)],
             "error": self.error,
+            "problems": list(self.problems),
         }
 
 
@@ -106,17 +117,28 @@ class PluginRegistry:
     # ----------------------------------------------------------------------------- loading
 
     def _load_entry_points(self) -> None:
-        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in self.plugins:
-                continue  # the same distribution seen twice on sys.path
+        seen: set[tuple[str, str | None]] = set()
+        # The eventbus family's own plugins first, then the others by name: which plugin keeps
+        # a name registered twice (see `_make_register`) must not depend on the order of
+        # sys.path, and a third-party plugin must not displace a built-in backend or sink.
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=_load_order):
             dist = ep.dist
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            if (ep.name, dist_name) in seen:
+                continue  # the same distribution seen twice on sys.path
+            seen.add((ep.name, dist_name))
+            # Two distributions may use the same entry point name (a sink and a backend both
+            # called `sqlite`): both load, the second shown under a name that tells them apart.
+            name = ep.name
+            if name in self.plugins:
+                name = f"{ep.name} ({dist_name or ep.value})"
             info = PluginInfo(
-                name=ep.name,
+                name=name,
                 module=ep.value,
-                distribution=dist.metadata["Name"] if dist is not None else None,
+                distribution=dist_name,
                 version=dist.version if dist is not None else None,
             )
-            self.plugins[ep.name] = info
+            self.plugins[name] = info
             try:
                 plugin = ep.load()
             except Exception as exc:
@@ -125,7 +147,9 @@ class PluginRegistry:
             self._register(plugin, info)
 
     def _record_failure(self, info: PluginInfo, exc: BaseException) -> None:
-        info.error = f"{type(exc).__name__}: {exc}"
+        # Masked: a plugin's message may quote a URL with its password, or a key, and this
+        # text reaches `eventbus plugins`, warnings, logs and error messages.
+        info.error = scrub(f"{type(exc).__name__}: {exc}")
         self._load_errors[info.name] = exc
         warnings.warn(
             f"eventbus plugin {info.name!r} ({info.module}) failed to load and was skipped: "
@@ -170,12 +194,20 @@ class PluginRegistry:
                     impl.function(register)
                 except Exception as exc:
                     self._record_failure(info, exc)
+        info.problems.extend(_hook_mistakes(plugin))
+        if not (info.backends or info.sinks or info.error or info.problems):
+            info.problems.append(
+                "registers no backend and no sink: it needs an eventbus_register_backends or "
+                "eventbus_register_sinks function marked with @eventbus_core.hookimpl "
+                "(docs/plugins/hooks.md)"
+            )
 
     @staticmethod
     def _make_register(
         table: dict[str, Registration], names: list[str], info: PluginInfo, hook_name: str
     ) -> hookspecs.RegisterFn:
         plugin_name = info.name
+        kind = "backend" if hook_name == "eventbus_register_backends" else "sink"
 
         def register(
             name: str,
@@ -195,12 +227,15 @@ class PluginRegistry:
                 )
             key = name.lower()
             if key in table:
-                warnings.warn(
-                    f"eventbus: {key!r} is registered by both {table[key].plugin!r} and "
-                    f"{plugin_name!r}; keeping {table[key].plugin!r}",
-                    PluginLoadWarning,
-                    stacklevel=2,
+                problem = (
+                    f"{kind} {key!r} not registered: {table[key].plugin!r} had registered that "
+                    f"name first, and keeps it"
                 )
+                info.problems.append(problem)
+                warnings.warn(
+                    f"eventbus plugin {plugin_name!r}: {problem}", PluginLoadWarning, stacklevel=2
+                )
+                log.warning("eventbus plugin %r: %s", plugin_name, problem)
                 return
             table[key] = Registration(key, factory, plugin_name, settings)
             names.append(key)
@@ -217,6 +252,37 @@ class PluginRegistry:
             if registration.settings is not None:
                 found.setdefault(registration.settings, registration.plugin)
         return found
+
+    # ---------------------------------------------------------------------------- building
+
+    def owner(self, registration: Registration) -> str:
+        """`plugin 'name' (distribution x.y)`: who registered `registration`, for messages."""
+        info = self.plugins.get(registration.plugin)
+        dist = info.distribution if info is not None else None
+        version = f" {info.version}" if info is not None and info.version else ""
+        return f"plugin {registration.plugin!r}" + (f" ({dist}{version})" if dist else "")
+
+    def build(self, registration: Registration, kind: str, *args: Any) -> Any:
+        """Call `registration`'s factory with `args` (`kind`: "backend" or "sink", for messages).
+
+        eventbus's own errors (a `SettingsError` naming a variable, say) pass through as they
+        are; anything else a factory raises is a fault of the plugin, said so.
+
+        Raises:
+            EventBusError: what the factory raised, if it is one.
+            PluginError: the factory raised anything else.
+        """
+        try:
+            return registration.factory(*args)
+        except EventBusError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"{kind} {registration.name!r} of {self.owner(registration)} failed to start: "
+                f"{scrub(f'{type(exc).__name__}: {exc}')}. This is a fault of that plugin or of "
+                "what it needs; its documentation or its authors can tell more (rerun with -v "
+                "for the traceback)"
+            ) from exc
 
     # --------------------------------------------------------------------------- selection
 
@@ -237,15 +303,13 @@ class PluginRegistry:
         if failed is not None:
             info = self.plugins[key]
             sibling = SIBLINGS.get(key)
-            how = (
-                install_command(sibling, reinstall=True)
-                if sibling is not None
-                else f"pip install --force-reinstall --no-deps {info.distribution or key}"
-            )
+            if sibling is not None:
+                how = f"Reinstall it: {install_command(sibling, reinstall=True)}"
+            else:
+                how = _reinstall_advice(info.distribution or key)
             raise BackendLoadError(
                 f"event bus backend {key!r} ({given_as}) is installed "
-                f"({info.distribution or info.module}) but failed to load: {info.error}. "
-                f"Reinstall it: {how}"
+                f"({info.distribution or info.module}) but failed to load: {info.error}. {how}"
             ) from failed
         raise UnknownBackendError(self._unknown_message("backend", key, self.backends, given_as))
 
@@ -258,12 +322,22 @@ class PluginRegistry:
         key = name.strip().lower()
         if key in self.sinks:
             return self.sinks[key]
+        failed = self._load_errors.get(key)
+        if failed is not None:
+            info = self.plugins[key]
+            raise UnknownSinkError(
+                f"no installed plugin registers sink {key!r} ({given_as}); the plugin {key!r} "
+                f"({info.distribution or info.module}) is installed but failed to load: "
+                f"{info.error}. {_reinstall_advice(info.distribution or key)}"
+            ) from failed
         raise UnknownSinkError(self._unknown_message("sink", key, self.sinks, given_as))
 
     def _unknown_message(
         self, kind: str, key: str, table: dict[str, Registration], given_as: str
     ) -> str:
         installed = ", ".join(sorted(table)) or "none"
+        if not key:
+            return f"an empty {kind} name ({given_as}); installed {kind}s: {installed}"
         sibling = SIBLINGS.get(key) if kind == "backend" else None
         if sibling is not None:
             how = f"it comes with {sibling.distribution}; install it with: " + install_command(
@@ -280,6 +354,47 @@ class PluginRegistry:
             f"unknown eventbus {kind} {key!r} ({given_as}). "
             f"Installed {kind}s: {installed}; {how}{extra}"
         )
+
+
+def _reinstall_advice(distribution: str) -> str:
+    """What to do about a third-party plugin that failed to load."""
+    return (
+        f"If it is a broken install, reinstall it (pip install --force-reinstall --no-deps "
+        f"{distribution}); if the error is in the plugin's own code, its authors must fix it"
+    )
+
+
+_HOOKS: Final = ("eventbus_register_backends", "eventbus_register_sinks")
+
+
+def _hook_mistakes(plugin: object) -> list[str]:
+    """What a plugin spelt as a hook and pluggy will not call: a name no hook has (a typo such
+    as `eventbus_register_sink`), or a hook's function without the `@hookimpl` marker."""
+    found = []
+    for attr in dir(plugin):
+        if not attr.startswith("eventbus_") or not callable(getattr(plugin, attr, None)):
+            continue
+        marked = hasattr(getattr(plugin, attr), f"{hookspecs.PROJECT_NAME}_impl")
+        if attr not in _HOOKS:
+            close = difflib.get_close_matches(attr, _HOOKS, n=1, cutoff=0.85)
+            if not (marked or close):
+                continue  # a function of the plugin's own that happens to start so
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            found.append(f"{attr} is not an eventbus hook{hint}; the hooks are {', '.join(_HOOKS)}")
+        elif not marked:
+            found.append(
+                f"{attr} is not marked with @eventbus_core.hookimpl, so it is never called"
+            )
+    return found
+
+
+_FAMILY: Final = frozenset({CORE, *(s.distribution for s in SIBLINGS.values())})
+
+
+def _load_order(ep: md.EntryPoint) -> tuple[bool, str, str]:
+    """Sort key of entry points: the eventbus family's distributions first, then by name."""
+    dist = ep.dist.metadata["Name"] if ep.dist is not None else ""
+    return (dist not in _FAMILY, ep.name, dist or "")
 
 
 def _is_settings_model(model: object) -> bool:

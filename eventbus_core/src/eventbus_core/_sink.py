@@ -13,6 +13,7 @@ or from `EVENTBUS_SINK_<NAME>_<KEY>` environment variables (`sink_options_from_e
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ __all__ = [
     "option_float",
     "option_int",
     "sink_options_from_env",
+    "sink_problem",
 ]
 
 
@@ -41,6 +43,25 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Flush and release resources; called once when the dispatcher stops."""
+
+
+def sink_problem(sink: object) -> str | None:
+    """What keeps `sink` from being a sink (see the module docstring), or None if nothing does.
+
+    A `send` or `close` that is a plain function, not `async def`, is refused here, before any
+    event reaches it: awaiting what it returns would fail every batch.
+    """
+    name = getattr(sink, "name", None)
+    if not isinstance(name, str) or not name:
+        return f"{type(sink).__name__} has no `name` (a non-empty str)"
+    for method in ("send", "close"):
+        fn = getattr(sink, method, None)
+        if not callable(fn):
+            return f"{type(sink).__name__} has no {method}() method"
+        plain = inspect.ismethod(fn) or inspect.isfunction(fn)
+        if plain and not inspect.iscoroutinefunction(fn):
+            return f"{type(sink).__name__}.{method}() must be `async def`"
+    return None
 
 
 def sink_options_from_env(sink: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:

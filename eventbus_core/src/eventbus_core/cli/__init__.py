@@ -17,6 +17,8 @@ import importlib
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Final
@@ -87,11 +89,49 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit code (130 after Ctrl-C, at any point)."""
+    """Run the command line; return the process exit code (130 after Ctrl-C, at any point).
+
+    Run as the `eventbus` program (`argv` None), the process ends at most `_LEFTOVER_WAIT`
+    seconds after the command, even if a plugin left a thread running that would keep the
+    interpreter alive (a backend's `stop()` that never returned, say).
+    """
     try:
-        return _main(argv)
+        code = _main(argv)
     except KeyboardInterrupt:  # while the commands' modules load, before a command runs
-        return 130
+        code = 130
+    if argv is None:
+        _end_despite_leftover_threads(code)
+    return code
+
+
+_LEFTOVER_WAIT: Final = 10.0
+
+
+def _end_despite_leftover_threads(code: int) -> None:
+    """Give threads that would keep the interpreter alive `_LEFTOVER_WAIT` seconds to end, then
+    end the process with `code` regardless, saying which threads were left."""
+    deadline = time.monotonic() + _LEFTOVER_WAIT
+    try:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # Ctrl-C while waiting for them: end now
+        code = 130
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if not left:
+        return
+    print(
+        f"eventbus: thread(s) {', '.join(left)} still running {_LEFTOVER_WAIT:g} s after the "
+        "command ended (a plugin's, not eventbus's); exiting without them",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -230,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
             endpoint.close()
         raise
     dispatcher.owned_bus = bus  # stopped with the dispatcher
+    dispatcher.owned_bus_stop_timeout = settings.stop_timeout
     if not is_cross_process(bus):
         log.warning(
             "backend %r carries only events published inside this process, and nothing "

@@ -28,7 +28,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the plugin table; exit 1 if any plugin failed to load."""
+    """Print the plugin table; exit 1 if any plugin failed to load or has a problem (a name
+    another plugin had taken, a hook eventbus does not know, nothing registered)."""
     with warnings.catch_warnings():
         # Load failures are shown in the table itself.
         warnings.simplefilter("ignore", PluginLoadWarning)
@@ -55,12 +56,21 @@ def run(args: argparse.Namespace) -> int:
                     info.version or "-",
                     ",".join(info.backends) or "-",
                     ",".join(info.sinks) or "-",
-                    f"ERROR {info.error}" if info.error else "ok",
+                    _status(info),
                 )
             )
         _print_table(rows)
         _print_settings(infos)
-    return 1 if any(i.error for i in infos) else 0
+    return 1 if any(i.error or i.problems for i in infos) else 0
+
+
+def _status(info: PluginInfo) -> str:
+    """The STATUS cell: the load error, or each problem (`PluginInfo.problems`), or "ok"."""
+    if info.error:
+        return f"ERROR {info.error}"
+    if info.problems:
+        return "PROBLEM " + "; ".join(info.problems)
+    return "ok"
 
 
 def _print_table(rows: Sequence[tuple[str, ...]], indent: str = "") -> None:

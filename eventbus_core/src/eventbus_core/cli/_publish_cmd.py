@@ -11,6 +11,7 @@ from typing import Any, Final, TextIO
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
 from eventbus_core._log import scrub
+from eventbus_core._overrun import call_bounded
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import Flushable, capability, is_cross_process
 from eventbus_core.cli._ops import (
@@ -29,6 +30,7 @@ from eventbus_core.cli._reach import ONE_SHOT_HELP
 __all__ = ["add_parser", "run"]
 
 _EMPTY: Final = Event()
+_STOP_MARGIN: Final = 5.0  # seconds a backend's stop() may overrun EVENTBUS_STOP_TIMEOUT
 _NO_FIELDS: Final = (
     "not an event: none of its fields is set (RequestID, Method, Path, Status, Duration, "
     "ResponseHeaders, ResponseBody, RequestBody, LogID); give lines in the Go wire format, as "
@@ -118,8 +120,11 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
                     flush(settings.stop_timeout)
                 progress.advance()
     finally:
-        # stop() writes what was accepted (bounded) and counts what it could not.
-        bus.stop()
+        # stop() writes what was accepted (bounded) and counts what it could not. A plugin's
+        # stop() that overruns its own bound is left behind, with a warning (`_overrun`).
+        stopped = call_bounded(
+            bus.stop, settings.stop_timeout + _STOP_MARGIN, f"backend {settings.backend!r}: stop()"
+        )
     stats = bus.stats()
     published, dropped, lost = stats.published, stats.dropped, stats.lost
     summary = {
@@ -139,4 +144,4 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
             + f"{rejected} rejected line(s) (backend {settings.backend})",
             file=sys.stderr,
         )
-    return EXIT_FAILED if rejected or dropped or lost else EXIT_OK
+    return EXIT_FAILED if rejected or dropped or lost or not stopped else EXIT_OK

@@ -18,9 +18,10 @@ from typing import Any, Self
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import add_patterns, get_logger, scrub
+from eventbus_core._overrun import call_bounded_async
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import Sink
+from eventbus_core._sink import Sink, sink_problem
 from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core.dispatch._deadletter import DeadLetter
 from eventbus_core.dispatch._lane import Lane
@@ -36,6 +37,10 @@ from eventbus_core.transform._llm import Transform
 __all__ = ["Dispatcher", "GroupMode", "Source"]
 
 log = get_logger("eventbus.dispatcher")
+
+_STOP_MARGIN = 5.0
+"""Seconds an owned bus's stop() may overrun its own timeout before the dispatcher ends
+without it."""
 
 
 class Dispatcher:
@@ -73,6 +78,11 @@ class Dispatcher:
             holds; the rest is handed back unacknowledged (or dead-lettered, for memory).
         stats_interval: Seconds between DEBUG log lines of the figures (0: never).
         poll_interval: Longest single wait on the source, so a stop request is seen quickly.
+
+    Raises:
+        ValueError: no sinks, two with one name, or a setting out of range.
+        TypeError: an object in `sinks` is not a sink (no `name`, or a `send` or `close` that
+            is not `async def`).
     """
 
     def __init__(
@@ -98,6 +108,10 @@ class Dispatcher:
     ) -> None:
         if not sinks:
             raise ValueError("a dispatcher needs at least one sink (EVENTBUS_SINKS / --sink)")
+        for sink in sinks:
+            problem = sink_problem(sink)
+            if problem is not None:
+                raise TypeError(f"not a sink: {problem} (docs/plugins/writing-a-sink.md)")
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
             raise ValueError(f"sink names must be unique, got {names}")
@@ -129,6 +143,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._source_dropped = 0
         self.owned_bus: Any = None  # a bus built for this dispatcher, stopped with it
+        # What the owned bus's stop() may take (its EVENTBUS_STOP_TIMEOUT where the settings
+        # gave one); past that and a margin, the dispatcher ends without it (see `_overrun`).
+        self.owned_bus_stop_timeout = 10.0
 
     @classmethod
     def from_settings(
@@ -152,12 +169,13 @@ class Dispatcher:
         Raises:
             UnknownSinkError: a sink name no installed plugin provides.
             SettingsError: an invalid setting or sink option (the message names it).
+            PluginError: a plugin's factory failed, or built no bus or sink.
         """
-        arguments, owned = dispatcher_arguments(
-            settings or EventBusSettings(), bus=bus, sinks=sinks, registry=registry
-        )
+        settings = settings or EventBusSettings()
+        arguments, owned = dispatcher_arguments(settings, bus=bus, sinks=sinks, registry=registry)
         dispatcher = cls(**arguments)
         dispatcher.owned_bus = owned
+        dispatcher.owned_bus_stop_timeout = settings.stop_timeout
         return dispatcher
 
     # ------------------------------------------------------------------------- construction
@@ -327,7 +345,11 @@ class Dispatcher:
             await self.dead_letter.close()
         if self.owned_bus is not None:
             try:
-                await asyncio.to_thread(self.owned_bus.stop)
+                await call_bounded_async(
+                    self.owned_bus.stop,
+                    self.owned_bus_stop_timeout + _STOP_MARGIN,
+                    "the bus's stop()",
+                )
             except Exception as exc:
                 log.warning("stopping the bus failed: %s", exc)
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from eventbus_core._errors import PluginError
 from eventbus_core._factory import create_bus
 from eventbus_core._plugins import PluginRegistry, get_registry
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import Sink, sink_options_from_env
+from eventbus_core._sink import Sink, sink_options_from_env, sink_problem
 from eventbus_core.dispatch._deadletter import JsonlDeadLetter
 from eventbus_core.dispatch._retry import RetryPolicy
 from eventbus_core.redact._redact import NO_REDACTION, Redactor
@@ -43,6 +44,7 @@ def build_sinks(
     Raises:
         UnknownSinkError: a name no installed plugin registers (the message lists them).
         SettingsError: a sink option is invalid.
+        PluginError: a sink's factory failed, or returned something that is not a sink.
     """
     reg = registry or get_registry()
     chosen = list(sinks) if sinks is not None else [(n, {}) for n in settings.sink_names]
@@ -50,7 +52,14 @@ def build_sinks(
     for name, options in chosen:
         registration = reg.sink(name)
         merged = {**sink_options_from_env(registration.name, environ), **options}
-        built.append(registration.factory(settings, merged))
+        sink = reg.build(registration, "sink", settings, merged)
+        problem = sink_problem(sink)
+        if problem is not None:
+            raise PluginError(
+                f"sink {registration.name!r} of {reg.owner(registration)}: its factory returned "
+                f"something that is not a sink: {problem} (docs/plugins/writing-a-sink.md)"
+            )
+        built.append(sink)
     return built
 
 
