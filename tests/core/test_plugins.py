@@ -225,6 +225,8 @@ def _with_entry_points(monkeypatch: pytest.MonkeyPatch, *extra: _EntryPoint) -> 
     real = md.entry_points
     # The stand-ins come first, as an unlucky sys.path would list them.
     monkeypatch.setattr(md, "entry_points", lambda **kwargs: [*extra, *real(**kwargs)])
+    # A process-wide registry built meanwhile holds them: the next test must not get it.
+    monkeypatch.setattr("eventbus_core._plugins._registry", None)
 
 
 def _plugin(backends: dict[str, Any] | None = None, sinks: dict[str, Any] | None = None) -> Any:
@@ -281,7 +283,9 @@ def test_a_third_party_plugin_never_displaces_a_builtin(monkeypatch: pytest.Monk
     assert [str(w.message) for w in caught] == [
         f"eventbus plugin 'aaa-impostor': {p}" for p in problems
     ]
-    bus = create_bus(EventBusSettings(backend="memory"), registry=registry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the process-wide registry meets the impostor too
+        bus = create_bus(EventBusSettings(backend="memory"), registry=registry)
     assert isinstance(bus, InMemoryEventBus)
     bus.stop()
 
@@ -478,3 +482,13 @@ def test_an_empty_name_is_said_to_be_empty() -> None:
         registry.sink(" ", given_as="--sink")
     with pytest.raises(UnknownBackendError, match=r"^an empty backend name"):
         registry.backend("")
+
+
+def test_a_misspelt_name_gets_a_guess() -> None:
+    registry = PluginRegistry()
+    with pytest.raises(
+        UnknownBackendError, match=r"'redis-stream' \(X\) \(did you mean 'redis-streams'\?\)"
+    ):
+        registry.backend("redis-stream", given_as="X")
+    with pytest.raises(UnknownSinkError, match=r"\(did you mean 'jsonl'\?\)"):
+        registry.sink("jsnl")

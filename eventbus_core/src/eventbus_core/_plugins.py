@@ -350,8 +350,10 @@ class PluginRegistry:
             )
         broken = [f"{n} ({i.error})" for n, i in self.plugins.items() if i.error]
         extra = f". Plugins that failed to load: {'; '.join(broken)}" if broken else ""
+        close = difflib.get_close_matches(key, table, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
         return (
-            f"unknown eventbus {kind} {key!r} ({given_as}). "
+            f"unknown eventbus {kind} {key!r} ({given_as}){guess}. "
             f"Installed {kind}s: {installed}; {how}{extra}"
         )
 
