@@ -109,12 +109,18 @@ def test_dispatch_variable_errors_still_name_the_variable(
     assert "EVENTBUS_BATCH_SIZE='0'" in one_line(err)
 
 
-def test_negative_wait_for_backend_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "1e300"])
+def test_a_wait_for_backend_that_is_no_wait_is_refused(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # nan was taken as 0, and inf waited for ever.
     code, err = run(
-        ["stats", "--backend", "redis", "--redis-url", CLOSED, "--wait-for-backend", "-1"], capsys
+        ["stats", "--backend", "redis", "--redis-url", CLOSED, "--wait-for-backend", value], capsys
     )
     assert code == 2
-    assert "--wait-for-backend -1" in one_line(err)
+    assert f"--wait-for-backend {float(value):g}: give the seconds to wait, a finite number" in (
+        one_line(err)
+    )
 
 
 def test_replay_batch_size_zero_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -325,3 +331,10 @@ def test_a_dead_letter_path_that_cannot_be_written_is_refused_at_start(
     code, err = run(["dispatch", "--sink", "console"], capsys)
     assert code == 2
     assert "EVENTBUS_DEAD_LETTER_PATH" in one_line(err) and "is a file" in err
+
+
+def test_an_empty_backend_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # It fell back to LLM_PROXY_EVENT_BUS without a word, while an empty variable is refused.
+    code, err = run(["stats", "--backend", ""], capsys)
+    assert code == 2
+    assert "--backend is empty: give a backend name" in one_line(err)

@@ -169,10 +169,9 @@ class EventBusSettings(BaseSettings):
         ge=0,
         description="Seconds between DEBUG log lines of the dispatcher's figures (0: never).",
     )
-    consumer_groups: str = _env(
+    consumer_groups: Literal["per-sink", "shared"] = _env(
         "EVENTBUS_CONSUMER_GROUPS",
         default="per-sink",
-        pattern="^(per-sink|shared)$",
         description="per-sink: a subscription/consumer group per sink; shared: one for all.",
     )
     consumer_name: str | None = _env(
@@ -185,10 +184,9 @@ class EventBusSettings(BaseSettings):
         default="",
         description="Custom transformer as package.module:function (empty: the LLM one).",
     )
-    body_binary: str = _env(
+    body_binary: Literal["base64", "placeholder"] = _env(
         "EVENTBUS_BODY_BINARY",
         default="base64",
-        pattern="^(base64|placeholder)$",
         description="How the transformer keeps binary bodies: base64 or placeholder.",
     )
     body_max_bytes: int = _env(

@@ -11,6 +11,8 @@ Exit codes, the same for every command:
 from __future__ import annotations
 
 import argparse
+import math
+import threading
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -91,6 +93,13 @@ def settings_from_args(
         SettingsError: an environment variable's value is invalid (the message names it).
         UnknownBackendError, BackendLoadError: the backend is not installed, or broken.
     """
+    backend = getattr(args, "backend", None) if "backend" in flags else None
+    if isinstance(backend, str) and not backend.strip():
+        # Not "unset": an empty LLM_PROXY_EVENT_BUS= is refused too.
+        raise UsageError(
+            f"{flags['backend']} is empty: give a backend name ('eventbus plugins' lists "
+            "them), or leave the flag out to use LLM_PROXY_EVENT_BUS"
+        )
     overrides, given_as_flag = plugin_overrides(args)
     for field in flags:
         value = getattr(args, field, None)
@@ -129,8 +138,10 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
             flag, when a flag gave it).
     """
     wait = getattr(args, "wait_for_backend", 0.0) or 0.0
-    if wait < 0:
-        raise UsageError(f"--wait-for-backend {wait:g}: give the seconds to wait, 0 or more")
+    if not math.isfinite(wait) or wait < 0 or wait > threading.TIMEOUT_MAX:
+        raise UsageError(
+            f"--wait-for-backend {wait:g}: give the seconds to wait, a finite number 0 or more"
+        )
     flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
     try:
         bus = create_bus(settings)

@@ -38,6 +38,10 @@ __all__ = ["Dispatcher", "GroupMode", "Source"]
 
 log = get_logger("eventbus.dispatcher")
 
+_CLOSE_BOUND = 2.0
+"""Seconds closing the sources may take after the shutdown deadline (acknowledging what was
+sent, closing connections); a source that does not answer is left behind after it."""
+
 _STOP_MARGIN = 5.0
 """Seconds an owned bus's stop() may overrun its own timeout before the dispatcher ends
 without it."""
@@ -335,7 +339,9 @@ class Dispatcher:
             if sub is not None and sub.qsize():
                 self._source_dropped += sub.qsize()
                 log.warning("lane %s: %d buffered events were never read", lane.name, sub.qsize())
-            await lane.close()
+        # Together, each within `_CLOSE_BOUND`: a frozen server must not hold the stop that
+        # EVENTBUS_SHUTDOWN_TIMEOUT bounds more than that (see `Lane.close`).
+        await asyncio.gather(*(lane.close(_CLOSE_BOUND) for lane in self._lanes))
         for sink in self.sinks:
             try:
                 await sink.close()

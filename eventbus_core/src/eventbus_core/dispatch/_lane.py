@@ -20,7 +20,6 @@ import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
 from eventbus_core.capabilities import Exhaustible, KeepAlive, SourceFigures, capability
+from eventbus_core.dispatch._source_thread import SourceThread
 
 if TYPE_CHECKING:
     from eventbus_core.dispatch._worker import SinkWorker
@@ -74,8 +74,10 @@ class Lane:
         self.source = source
         self.prepare = prepare
         # One thread per source: sources are single-threaded (a Redis consumer's reads and
-        # acknowledgements share state), and a blocked read must not hold other lanes up.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"eventbus-{name}")
+        # acknowledgements share state), and a blocked read must not hold other lanes up. A
+        # daemon (see `SourceThread`): a call blocked on a frozen server must not keep a
+        # stopped dispatcher's process alive.
+        self.executor = SourceThread(f"eventbus-{name}")
         # Sources with `KeepAlive` (consumer groups) refresh what they hold (see `_keep_alive`);
         # the others have nothing to refresh. Looked up once: the capabilities of a source
         # do not change.
@@ -277,13 +279,38 @@ class Lane:
         else:
             self.acked += len(tokens)
 
-    async def close(self) -> None:
-        """Wait for pending acknowledgements, then close the source (in its own thread)."""
-        if self._acks:
-            await asyncio.gather(*self._acks, return_exceptions=True)
+    async def close(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for pending acknowledgements, then close the source in
+        its thread, within the same deadline.
+
+        A source that does not answer (a frozen server: the source's thread is blocked in a
+        call) is left behind past the deadline, with a warning: what it did not acknowledge
+        stays pending in it, to be delivered again.
+        """
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._acks:
+            _, unconfirmed = await asyncio.wait(list(self._acks), timeout=timeout)
+            if unconfirmed:
+                log.warning(
+                    "lane %s: %d acknowledgement(s) not confirmed within %.1f s (the source does "
+                    "not answer); those deliveries stay pending and will be delivered again",
+                    self.name,
+                    len(unconfirmed),
+                    timeout,
+                )
         try:
-            await loop.run_in_executor(self.executor, self.source.close)
+            await asyncio.wait_for(
+                loop.run_in_executor(self.executor, self.source.close),
+                max(0.0, deadline - loop.time()),
+            )
+        except TimeoutError:
+            log.warning(
+                "lane %s: its source did not close within %.1f s (it does not answer); going on "
+                "without it",
+                self.name,
+                timeout,
+            )
         except Exception as exc:
             log.warning("closing source of lane %s failed: %s", self.name, exc)
-        self.executor.shutdown(wait=False)
+        self.executor.shutdown(wait=False, cancel_futures=True)

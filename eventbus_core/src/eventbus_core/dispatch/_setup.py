@@ -5,7 +5,7 @@ never imports the dispatcher."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from eventbus_core._errors import PluginError
 from eventbus_core._factory import create_bus
@@ -67,10 +67,7 @@ def transform_from_settings(settings: EventBusSettings) -> Transform:
     """`EVENTBUS_TRANSFORMER`, or the `LLMTransformer` with the `EVENTBUS_BODY_*` settings."""
     if settings.transformer:
         return load_transform(settings.transformer)
-    binary: Literal["base64", "placeholder"] = (
-        "placeholder" if settings.body_binary == "placeholder" else "base64"
-    )
-    return LLMTransformer(binary=binary, max_body_bytes=settings.body_max_bytes)
+    return LLMTransformer(binary=settings.body_binary, max_body_bytes=settings.body_max_bytes)
 
 
 def redactor_from_settings(settings: EventBusSettings) -> Redactor:
@@ -96,9 +93,6 @@ def dispatcher_arguments(
     owned = None
     if bus is None:
         bus = owned = create_bus(settings, registry=registry)
-    mode: Literal["per-sink", "shared"] = (
-        "shared" if settings.consumer_groups == "shared" else "per-sink"
-    )
     arguments: dict[str, Any] = {
         "source": bus,
         "sinks": built,
@@ -118,7 +112,7 @@ def dispatcher_arguments(
         ),
         "transform": transform_from_settings(settings),
         "redactor": redactor_from_settings(settings),
-        "group_mode": mode,
+        "group_mode": settings.consumer_groups,
         # The bus's own default group (ConsumerGroups.default_group), which its backend reads
         # from its own settings: core names no backend's setting.
         "group": None,
