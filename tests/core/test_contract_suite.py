@@ -5,12 +5,22 @@ run through the suite in one child pytest (a hung `stop()` then leaves its threa
 child, not here), and each must fail the contract tests named for it. The same run holds the
 controls, which must pass every test: the memory backend itself and the example backend of
 docs/plugins/writing-a-backend.md, exactly as the guide prints it.
+
+A second child run holds the buses whose defect used to hang the suite instead of failing it
+(a publish() that waits for room, a stop() that leaves its subscriptions open or never returns,
+a flush() that ignores its timeout) and a bus that miscounts: each must fail within a bounded
+time, with a message that names the call, the bound and its knobs, the values compared, and
+nothing printed outside pytest's report.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -249,3 +259,343 @@ def test_good_bus_passes_the_contract(outcomes: dict[str, dict[str, str]], bus: 
     assert len(results) >= 17, results
     bad = {name: outcome for name, outcome in results.items() if outcome != "PASSED"}
     assert not bad, f"{bus} should pass the whole contract; it did not pass {bad}"
+
+
+# Buses whose defect hangs a suite that calls them directly. Each class keeps only the contract
+# tests its defect is about (`only`), to keep the run short. Every bus made is listed in MADE,
+# which the last test checks: a failed test's buses are stopped too.
+HANGING_BUSES = '''
+import threading
+import time
+from collections import deque
+
+from eventbus_core import BaseEventBus, BusStats, Subscription, check_buffer_size
+from eventbus_core.testing import BusContractTests
+from eventbus_memory import InMemoryEventBus
+
+MADE = []
+
+
+def only(*keep):
+    """Keep only the named contract tests of a test class (pytest skips what is not callable)."""
+
+    def narrow(cls):
+        for name in dir(cls):
+            if name.startswith("test_") and name not in keep:
+                setattr(cls, name, None)
+        return cls
+
+    return narrow
+
+
+class Quick(BusContractTests):
+    receive_timeout = 2.0
+    stop_timeout = 0.5
+    stop_slack = 1.0
+
+
+class Listed:
+    """Lists every bus made in MADE, and says whether stop() was called."""
+
+    stop_called = False
+
+    def listed(self):
+        MADE.append(self)
+
+    def stop(self, timeout=None):
+        self.stop_called = True
+        super().stop(timeout)
+
+
+class WaitsForRoom(Listed, BaseEventBus):
+    """publish() waits while the buffer is full, and the worker takes only what every
+    subscriber has room for: with a subscriber that never reads, publish() waits for ever."""
+
+    def __init__(self, buffer_size):
+        self.buffer_size = buffer_size
+        self._buffer = deque()
+        self._subs = []
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._published = 0
+        self._dropped = 0
+        self.listed()
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def _work(self):
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                room = min([s.space() for s in self._subs], default=len(self._buffer))
+                batch = [self._buffer.popleft() for _ in range(min(room, len(self._buffer)))]
+                subs = list(self._subs)
+                self._cond.notify_all()
+            for sub in subs:
+                sub.offer(batch)
+            time.sleep(0.001)
+
+    def publish(self, event):
+        with self._cond:
+            while len(self._buffer) >= self.buffer_size and not self._stopped:
+                self._cond.wait(0.01)  # the defect: waits for room
+            if self._stopped:
+                self._dropped += 1
+                return
+            self._buffer.append(event)
+            self._published += 1
+
+    def subscribe(self, name=None, *, buffer_size=None):
+        sub = Subscription(check_buffer_size(buffer_size, self.buffer_size), name=name)
+        with self._cond:
+            self._subs.append(sub)
+        return sub
+
+    def stop(self, timeout=None):
+        self.stop_called = True
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        for sub in self._subs:
+            sub.finish()
+
+    def stats(self):
+        with self._cond:
+            subs = tuple(s.stats() for s in self._subs)
+            return BusStats(self._published, self._dropped, subscribers=subs)
+
+
+class SlowPublish(Listed, InMemoryEventBus):
+    """Each publish() waits 5 ms for a server: never past publish_bound, but 5000 take 25 s."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self.listed()
+        self.publish = self._slow_publish
+
+    def _slow_publish(self, event):
+        time.sleep(0.005)
+        self._batcher.publish(event)
+
+
+class StopLeavesSubscriptionsOpen(Listed, InMemoryEventBus):
+    """stop() delivers and counts as it should, but does not finish the subscriptions."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self.listed()
+
+    def stop(self, timeout=None):
+        subs = [state.sub for state in self._subscribers]
+        for sub in subs:
+            sub.finish = lambda: None  # the defect
+        try:
+            super().stop(timeout)
+        finally:
+            for sub in subs:
+                del sub.finish
+
+
+class StopNeverReturns(Listed, InMemoryEventBus):
+    """stop() never returns (nor finishes anything)."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self.listed()
+
+    def stop(self, timeout=None):
+        self.stop_called = True
+        threading.Event().wait()
+
+
+class FlushIgnoresItsTimeout(Listed, InMemoryEventBus):
+    """flush(timeout) never returns."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self.listed()
+
+    def flush(self, timeout=None):
+        threading.Event().wait()
+
+
+class Miscounts(Listed, InMemoryEventBus):
+    """stats() counts one event too many."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self.listed()
+
+    def stats(self):
+        s = super().stats()
+        return BusStats(
+            s.published + 1, s.dropped, lost=s.lost, queue_depth=s.queue_depth,
+            subscribers=s.subscribers, extra=s.extra,
+        )
+
+
+@only(
+    "test_overflow_drops_and_counts_without_blocking",
+    "test_stop_is_bounded_with_a_stuck_consumer",
+)
+class TestWaitsForRoom(Quick):
+    def make_bus(self, buffer_size):
+        return WaitsForRoom(buffer_size)
+
+
+@only("test_overflow_drops_and_counts_without_blocking")
+class TestSlowPublish(Quick):
+    def make_bus(self, buffer_size):
+        return SlowPublish(buffer_size)
+
+
+@only("test_stop_is_bounded_with_a_stuck_consumer", "test_async_iteration_ends_after_stop")
+class TestStopLeavesSubscriptionsOpen(Quick):
+    def make_bus(self, buffer_size):
+        return StopLeavesSubscriptionsOpen(buffer_size)
+
+
+@only("test_async_iteration_ends_after_stop", "test_publish_then_subscriber_receives")
+class TestStopNeverReturns(Quick):
+    def make_bus(self, buffer_size):
+        return StopNeverReturns(buffer_size)
+
+
+@only("test_publish_then_subscriber_receives")
+class TestFlushIgnoresItsTimeout(Quick):
+    def make_bus(self, buffer_size):
+        return FlushIgnoresItsTimeout(buffer_size)
+
+
+@only("test_stats_unpack_and_count_published")
+class TestMiscounts(Quick):
+    def make_bus(self, buffer_size):
+        return Miscounts(buffer_size)
+
+
+class TestZzLast:
+    def test_every_bus_made_was_stopped(self):
+        left = [type(bus).__name__ for bus in MADE if not bus.stop_called]
+        assert not left, f"buses left running by the tests that made them: {left}"
+'''
+
+# Per broken bus and contract test: what its failure must say (each fragment, in order).
+HANG_FAILURES = {
+    ("TestWaitsForRoom", "test_overflow_drops_and_counts_without_blocking"): [
+        "publish() did not return within 1 s (the bound: publish_bound): with its buffer full",
+    ],
+    ("TestWaitsForRoom", "test_stop_is_bounded_with_a_stuck_consumer"): [
+        "publish() did not return within 1 s (the bound: publish_bound)",
+    ],
+    ("TestSlowPublish", "test_overflow_drops_and_counts_without_blocking"): [
+        "5000 publish() calls did not finish within 3 s "
+        "(the bound: receive_timeout + publish_bound)",
+    ],
+    ("TestStopLeavesSubscriptionsOpen", "test_stop_is_bounded_with_a_stuck_consumer"): [
+        "after stop(), iterating the subscription did not end within 3 s "
+        "(the bound: receive_timeout + stop_slack): stop() must finish every subscription",
+    ],
+    ("TestStopLeavesSubscriptionsOpen", "test_async_iteration_ends_after_stop"): [
+        "async for did not end after stop() within 2 s (receive_timeout)",
+    ],
+    ("TestStopNeverReturns", "test_async_iteration_ends_after_stop"): [
+        "async for did not end after stop() within 2 s (receive_timeout)",
+        # The stop's failure is a note of the test's own failure, not a traceback at exit.
+        "And stop() failed: stop(timeout=0.5) did not return within 1.5 s "
+        "(the bound: stop_timeout + stop_slack)",
+    ],
+    ("TestStopNeverReturns", "test_publish_then_subscriber_receives"): [
+        "stop(timeout=0.5) did not return within 1.5 s (the bound: stop_timeout + stop_slack)",
+    ],
+    ("TestFlushIgnoresItsTimeout", "test_publish_then_subscriber_receives"): [
+        "settle() (flush() by default) did not return within 3 s "
+        "(the bound: receive_timeout + stop_slack)",
+    ],
+    ("TestMiscounts", "test_stats_unpack_and_count_published"): [
+        # The suite's own message, with the values...
+        "stats() says published=8 dropped=0 (expected 7 and 0)",
+        # ... and pytest's, from rewriting the installed suite's asserts.
+        "assert (8, 0) == (7, 0)",
+    ],
+}
+# A failing test of the run above may take this long: its bounds (publish_bound 1, a stop
+# bound of 1.5 s, receive_timeout 2 plus stop_slack 1) and some margin; the child's own
+# --timeout (a hang, before the suite bounded its calls) is 30 s.
+HANG_BUDGET = 8.0
+
+
+@dataclass(frozen=True)
+class Result:
+    """One test of the child run, from its JUnit XML report."""
+
+    outcome: str  # passed, failed, error, skipped
+    text: str  # the failure's message and traceback, as pytest reports it
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def hangs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[tuple[str, str], Result], str]:
+    """({(test class, test name): result}, the child's output) of HANGING_BUSES."""
+    work = tmp_path_factory.mktemp("contract-hangs")
+    (work / "test_buses.py").write_text(textwrap.dedent(HANGING_BUSES))
+    report = work / "report.xml"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:asyncio",
+            "--timeout=30",
+            f"--junitxml={report}",
+            "test_buses.py",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert report.exists(), output
+    results: dict[tuple[str, str], Result] = {}
+    for case in ET.parse(report).iter("testcase"):
+        outcome, text = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            found = case.find(tag)
+            if found is not None:
+                outcome, text = tag, f"{found.get('message', '')}\n{found.text or ''}"
+                break
+        cls = case.get("classname", "").rsplit(".", 1)[-1]
+        results[cls, case.get("name", "")] = Result(outcome, text, float(case.get("time", 0)))
+    return results, output
+
+
+@pytest.mark.parametrize("case", sorted(HANG_FAILURES), ids="::".join)
+def test_a_hanging_or_miscounting_bus_fails_in_bounded_time_saying_why(
+    hangs: tuple[dict[tuple[str, str], Result], str], case: tuple[str, str]
+) -> None:
+    results, output = hangs
+    result = results.get(case)
+    assert result is not None, f"{case} did not run: {sorted(results)}\n{output[-3000:]}"
+    assert result.outcome == "failure", f"{case} should fail; it {result.outcome}"
+    for fragment in HANG_FAILURES[case]:
+        assert fragment in result.text, f"{case}: {fragment!r} not in:\n{result.text}"
+    assert result.seconds < HANG_BUDGET, f"{case} took {result.seconds:.1f} s"
+
+
+def test_a_failed_test_stops_its_buses(hangs: tuple[dict[tuple[str, str], Result], str]) -> None:
+    results, output = hangs
+    last = results.get(("TestZzLast", "test_every_bus_made_was_stopped"))
+    assert last is not None, output[-3000:]
+    assert last.outcome == "passed", last.text
+
+
+def test_nothing_is_printed_outside_the_report(
+    hangs: tuple[dict[tuple[str, str], Result], str],
+) -> None:
+    _, output = hangs
+    # asyncio prints this, at exit, for a failed stop() nobody awaited.
+    assert "Future exception was never retrieved\nfuture: <Future" not in output, output

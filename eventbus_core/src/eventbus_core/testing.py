@@ -168,7 +168,17 @@ class BusContractTests(DeliveryContract, AccountingContract):
     Implement `make_bus(buffer_size)`: a new, running bus whose publish buffer holds
     `buffer_size` events and whose subscriptions each buffer at most `buffer_size` events.
     Every test stops the buses it makes, through `stop_bus()`, which fails the test (instead of
-    hanging the run) when `stop(timeout)` has not returned after `timeout + stop_slack` s.
+    hanging the run) when `stop(timeout)` has not returned after `timeout + stop_slack` s; a
+    test that fails stops its buses all the same (with `stop(0)`), before the next test.
+
+    A call into the bus that hangs fails its test instead of hanging the run: each call (but
+    `make_bus()`, made directly on the test's thread or event loop) is made in a daemon thread,
+    and fails the test, naming the call and the knobs of its bound, when it has not returned
+    within `publish_bound` (one `publish()`), `receive_timeout + publish_bound` (a test's run of
+    publishes), `timeout + stop_slack` (a call given a timeout: `stop()`, `flush()`, `get()`,
+    the `settle()` hook with `receive_timeout`) or `receive_timeout` (`subscribe()`, `stats()`,
+    `close()`, and the capability classes' calls without a timeout). After `stop()`, reading a
+    subscription to its end must take at most `receive_timeout + stop_slack`.
 
     What the suite checks: delivery in order to every subscriber, and only of events published
     after `subscribe()`; `flush()` (when offered); overflow refused or missed and counted,
@@ -182,7 +192,10 @@ class BusContractTests(DeliveryContract, AccountingContract):
     Knobs (class attributes):
         receive_timeout: Seconds to wait for an event that should arrive (default 10).
         stop_timeout: The timeout the tests pass to `stop()` when they need no other (5).
-        stop_slack: Seconds `stop(timeout)` may take beyond `timeout` (3).
+        stop_slack: Seconds `stop(timeout)` (and any call given a timeout) may take beyond
+            `timeout` (3).
+        publish_bound: Seconds the slowest single `publish()` may take, buffer full or not (1):
+            a publish that waits for room or for a server fails.
         in_process: How the bus hands events to subscribers. True: within this process (the
             memory backend, `RecordingBus`); then `flush()` returns only once every accepted
             event is in every subscriber's buffer, and an event published before `subscribe()`

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 from eventbus_core._contract._base import ContractBase, make_event
+from eventbus_core._contract._bounded import Watch, run_watched
+from eventbus_core._stats import BusStats
 
 __all__ = ["AccountingContract"]
 
@@ -14,43 +16,66 @@ class AccountingContract(ContractBase):
 
     def test_stats_unpack_and_count_published(self) -> None:
         with self.bus() as bus:
-            sub = bus.subscribe()
-            for i in range(7):
-                bus.publish(make_event(i))
-            self.settle(bus)
+            sub = self.subscribe_bounded(bus)
+            self.publish_each(bus, (make_event(i) for i in range(7)))
+            self.settle_bounded(bus)
             self.receive(sub, 7)
-            published, dropped = bus.stats()
-            assert (published, dropped) == (7, 0)
+            published, dropped = self.stats_bounded(bus)
+            assert (published, dropped) == (7, 0), (
+                f"7 events published and received, but stats() says published={published} "
+                f"dropped={dropped} (expected 7 and 0)"
+            )
 
     def test_overflow_drops_and_counts_without_blocking(self) -> None:
         size, attempts = 10, 5_000
         with self.bus(buffer_size=size) as bus:
-            sub = bus.subscribe()  # never read
-            deepest = 0
-            slowest = 0.0
-            for i in range(attempts):
-                event = make_event(i)
-                began = time.perf_counter()
-                bus.publish(event)
-                slowest = max(slowest, time.perf_counter() - began)
-                if i % 16 == 0:
-                    deepest = max(deepest, bus.stats().queue_depth)
+            sub = self.subscribe_bounded(bus)  # never read
+            publish = self.publish_limit(
+                f"with its buffer full (buffer_size={size}, a subscriber that never reads), "
+                "publish() must drop (and count) the event, never wait for room"
+            )
+            stats = self.call_limit("stats()")
+
+            def flood(watch: Watch) -> tuple[float, int]:
+                deepest = 0
+                slowest = 0.0
+                for i in range(attempts):
+                    event = make_event(i)
+                    began = time.perf_counter()
+                    watch.call(publish, bus.publish, event)
+                    slowest = max(slowest, time.perf_counter() - began)
+                    if i % 16 == 0:
+                        deepest = max(deepest, watch.call(stats, bus.stats).queue_depth)
+                return slowest, deepest
+
+            # The watch fails a publish() still waiting after publish_bound at once; this
+            # catches one that returned a little late, between two of its looks.
+            slowest, deepest = run_watched(flood, self.publishes_limit(attempts))
             assert slowest < self.publish_bound, (
                 f"one publish() took {slowest:.3f} s with its buffer full: publish must drop "
                 f"(and count) instead of waiting (bound: publish_bound = {self.publish_bound} s)"
             )
-            self.settle(bus)
-            running = bus.stats()
-            assert running.published + running.dropped == attempts
+            self.settle_bounded(bus)
+            running = self.stats_bounded(bus)
+            assert running.published + running.dropped == attempts, (
+                f"{attempts} publish() calls, but published {running.published} + dropped "
+                f"{running.dropped} = {running.published + running.dropped}"
+            )
             assert deepest <= size, f"the bus held {deepest} events with buffer_size={size}"
             assert sub.qsize() <= size, (
                 f"a subscription of a bus with buffer_size={size} holds {sub.qsize()} events: "
                 "its buffer must be bounded"
             )
-        final = bus.stats()
+        final = self.stats_bounded(bus)
         figures = self.entry(final, sub)
-        assert final.published + final.dropped == attempts
-        assert figures.delivered == sub.qsize(), "nothing was read: what was delivered is queued"
+        assert final.published + final.dropped == attempts, (
+            f"{attempts} publish() calls, but after stop() published {final.published} + "
+            f"dropped {final.dropped} = {final.published + final.dropped}"
+        )
+        assert figures.delivered == sub.qsize(), (
+            f"nothing was read, so what was delivered is queued: delivered "
+            f"{figures.delivered}, queued {sub.qsize()}"
+        )
         self.assert_accounted(final, figures)
         missed = final.dropped + final.lost + figures.dropped
         assert missed > 0, f"{attempts} events through a buffer of {size}, and nothing was dropped"
@@ -58,77 +83,123 @@ class AccountingContract(ContractBase):
     def test_no_drops_where_none_can_happen(self) -> None:
         size = 100
         with self.bus(buffer_size=size) as bus:
-            sub = bus.subscribe()
-            for i in range(size):  # exactly fills the bus's buffer, then the subscriber's
-                bus.publish(make_event(i))
-            self.settle(bus)
+            sub = self.subscribe_bounded(bus)
+            # Exactly fills the bus's buffer, then the subscriber's.
+            self.publish_each(bus, (make_event(i) for i in range(size)))
+            self.settle_bounded(bus)
             got = self.receive(sub, size)
-            for i in range(size, 4 * size):  # then keeps up, in steps the buffers hold
-                bus.publish(make_event(i))
-                if i % (size // 2) == size // 2 - 1:
-                    self.settle(bus)
-                    got += self.receive(sub, size // 2)
-            assert [e.request_id for e in got] == [f"req-{i}" for i in range(4 * size)]
-        final = bus.stats()
-        assert (final.published, final.dropped, final.lost) == (4 * size, 0, 0)
-        assert self.entry(final, sub).dropped == 0
+            step = size // 2
+            for first in range(size, 4 * size, step):  # then keeps up, in steps buffers hold
+                self.publish_each(bus, (make_event(i) for i in range(first, first + step)))
+                self.settle_bounded(bus)
+                got += self.receive(sub, step)
+            ids = [e.request_id for e in got]
+            expected = [f"req-{i}" for i in range(4 * size)]
+            assert ids == expected, _first_difference("received", ids, expected)
+        final = self.stats_bounded(bus)
+        figures = (final.published, final.dropped, final.lost)
+        assert figures == (4 * size, 0, 0), (
+            f"(published, dropped, lost) = {figures}, expected {(4 * size, 0, 0)}: "
+            "nothing had to be dropped or lost"
+        )
+        missed = self.entry(final, sub).dropped
+        assert missed == 0, f"the subscriber, which kept up, is counted {missed} drops"
 
     def test_slow_subscriber_misses_are_counted_for_it_alone(self) -> None:
         size = 50
         with self.bus(buffer_size=size) as bus:
-            fast = bus.subscribe("contract-fast")
-            slow = bus.subscribe("contract-slow")  # never reads
+            fast = self.subscribe_bounded(bus, "contract-fast")
+            slow = self.subscribe_bounded(bus, "contract-slow")  # never reads
             for chunk in range(8):  # chunks of half the buffer: the bus itself never overflows
-                for i in range(chunk * 25, chunk * 25 + 25):
-                    bus.publish(make_event(i))
-                self.settle(bus)
+                first = chunk * 25
+                self.publish_each(bus, (make_event(i) for i in range(first, first + 25)))
+                self.settle_bounded(bus)
                 got = self.receive(fast, 25)
-                assert got[-1].request_id == f"req-{chunk * 25 + 24}"
-        final = bus.stats()
+                assert got[-1].request_id == f"req-{first + 24}", (
+                    f"the fast subscriber's last event of chunk {chunk} is "
+                    f"{got[-1].request_id}, expected req-{first + 24}"
+                )
+        final = self.stats_bounded(bus)
         assert (final.published, final.dropped, final.lost) == (200, 0, 0), (
             "a slow subscriber's misses are its own, not the bus's: "
             f"published={final.published} dropped={final.dropped} lost={final.lost}"
         )
         fast_figures, slow_figures = self.entry(final, fast), self.entry(final, slow)
-        assert (fast_figures.delivered, fast_figures.dropped) == (200, 0)
-        assert (slow_figures.delivered, slow_figures.dropped) == (size, 200 - size)
+        assert (fast_figures.delivered, fast_figures.dropped) == (200, 0), (
+            f"the fast subscriber: delivered={fast_figures.delivered} "
+            f"dropped={fast_figures.dropped}, expected 200 and 0"
+        )
+        assert (slow_figures.delivered, slow_figures.dropped) == (size, 200 - size), (
+            f"the slow subscriber (buffer {size}, never read): delivered="
+            f"{slow_figures.delivered} dropped={slow_figures.dropped}, expected {size} and "
+            f"{200 - size}"
+        )
 
     def test_stop_is_bounded_with_a_stuck_consumer(self) -> None:
-        bus = self.make_bus(10)
-        sub = bus.subscribe()  # never reads: its buffer fills, and then the bus's
-        for i in range(2_000):
-            bus.publish(make_event(i))
-        self.stop_bus(bus, timeout=1.0)
-        assert len(list(sub)) <= 10  # iteration ends once the buffered events are read
-        final = bus.stats()
-        assert final.published + final.dropped == 2_000
+        with self.bus(10) as bus:
+            sub = self.subscribe_bounded(bus)  # never reads: its buffer fills, then the bus's
+            self.publish_each(bus, (make_event(i) for i in range(2_000)))
+            self.stop_bus(bus, timeout=1.0)
+            got = self.iterate(sub)  # iteration ends once the buffered events are read
+            assert len(got) <= 10, (
+                f"after stop(), iterating a subscription of buffer_size=10 gave {len(got)} "
+                "events: its buffer must be bounded"
+            )
+            final = self.stats_bounded(bus)
+        assert final.published + final.dropped == 2_000, (
+            f"2000 publish() calls, but published {final.published} + dropped "
+            f"{final.dropped} = {final.published + final.dropped}"
+        )
         self.assert_accounted(final, self.entry(final, sub))
 
     def test_publish_after_stop_is_dropped_not_raised(self) -> None:
-        bus = self.make_bus(100)
-        self.stop_bus(bus)
-        bus.publish(make_event(1))
-        published, dropped = bus.stats()
-        assert (published, dropped) == (0, 1)
+        with self.bus(100) as bus:
+            self.stop_bus(bus)
+            self.publish_each(bus, [make_event(1)])
+            published, dropped = self.stats_bounded(bus)
+        assert (published, dropped) == (0, 1), (
+            f"one publish() after stop(): stats() says published={published} "
+            f"dropped={dropped}, expected 0 and 1"
+        )
 
     def test_published_and_dropped_never_go_down(self) -> None:
-        bus = self.make_bus(1000)
-        sub = bus.subscribe()
-        history = []
-        for i in range(600):
-            bus.publish(make_event(i))
-            if i % 50 == 0:
-                history.append(bus.stats())
-        history.append(bus.stats())
-        self.stop_bus(bus, timeout=0.0)  # too short to deliver everything: some may be lost
-        history.append(bus.stats())
-        bus.publish(make_event(600))
-        history.append(bus.stats())
+        with self.bus(1000) as bus:
+            sub = self.subscribe_bounded(bus)
+            publish, stats = self.publish_limit(), self.call_limit("stats()")
+
+            def run(watch: Watch) -> list[BusStats]:
+                seen = []
+                for i in range(600):
+                    watch.call(publish, bus.publish, make_event(i))
+                    if i % 50 == 0:
+                        seen.append(watch.call(stats, bus.stats))
+                seen.append(watch.call(stats, bus.stats))
+                return seen
+
+            history = run_watched(run, self.publishes_limit(600))
+            self.stop_bus(bus, timeout=0.0)  # too short to deliver everything: some may be lost
+            history.append(self.stats_bounded(bus))
+            self.publish_each(bus, [make_event(600)])
+            history.append(self.stats_bounded(bus))
         published = [s.published for s in history]
         dropped = [s.dropped for s in history]
         assert published == sorted(published), f"published went down: {published}"
         assert dropped == sorted(dropped), f"dropped went down: {dropped}"
         final = history[-1]
-        assert final.published + final.dropped == 601
-        assert final.published == history[-2].published  # nothing is accepted after stop()
+        assert final.published + final.dropped == 601, (
+            f"601 publish() calls, but published {final.published} + dropped "
+            f"{final.dropped} = {final.published + final.dropped}"
+        )
+        assert final.published == history[-2].published, (
+            f"published went from {history[-2].published} to {final.published} with a "
+            "publish() after stop(): nothing is accepted after stop()"
+        )
         self.assert_accounted(final, self.entry(final, sub))
+
+
+def _first_difference(what: str, got: list[str], expected: list[str]) -> str:
+    """Where two long lists of request ids part, for a message that fits on a screen."""
+    for i, (a, b) in enumerate(zip(got, expected, strict=False)):
+        if a != b:
+            return f"{what} {len(got)} events; #{i} is {a}, expected {b}"
+    return f"{what} {len(got)} events, expected {len(expected)}"

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from eventbus_core._bus import EventBus
 from eventbus_core._contract._base import ContractBase, make_event
+from eventbus_core._contract._bounded import Bound, Watch, run_watched
 from eventbus_core._errors import BackendUnavailableError
 from eventbus_core._event import Event
 from eventbus_core._source import AckableSource, Delivery
@@ -51,20 +52,38 @@ class CapabilityContract(ContractBase):
 
     def read_all(self, source: AckableSource, n: int) -> list[Delivery]:
         """Read until `n` deliveries came, failing the test if they do not."""
-        got: list[Delivery] = []
-        for _ in range(int(self.receive_timeout * 10)):
-            got += source.read(n - len(got), timeout=0.1)
-            if len(got) >= n:
-                return got
-        raise AssertionError(f"read only {len(got)} of {n} deliveries in {self.receive_timeout} s")
+        read = self.timed_limit(
+            "read(n, timeout=0.1)",
+            0.1,
+            "its timeout",
+            "read() must return what it has, or nothing, once its timeout has passed",
+        )
+        total = Bound(
+            f"reading {n} deliveries",
+            self.receive_timeout + self.stop_slack,
+            "receive_timeout + stop_slack",
+            verb="did not finish",
+        )
+
+        def run(watch: Watch) -> list[Delivery]:
+            got: list[Delivery] = []
+            for _ in range(int(self.receive_timeout * 10)):
+                got += watch.call(read, source.read, n - len(got), timeout=0.1)
+                if len(got) >= n:
+                    return got
+            raise AssertionError(
+                f"read only {len(got)} of {n} deliveries in {self.receive_timeout} s "
+                "(receive_timeout)"
+            )
+
+        return run_watched(run, total)
 
     def publish_stored(self, bus: EventBus, n: int) -> list[str]:
         """Publish `n` events with request ids of this call's own; settle; return the ids."""
         tag = uuid.uuid4().hex[:8]
         ids = [f"req-{tag}-{i}" for i in range(n)]
-        for i, request_id in enumerate(ids):
-            bus.publish(make_event(i, request_id=request_id))
-        self.settle(bus)
+        self.publish_each(bus, (make_event(i, request_id=r) for i, r in enumerate(ids)))
+        self.settle_bounded(bus)
         return ids
 
 
@@ -74,12 +93,14 @@ class CrossProcessContract(CapabilityContract):
     def test_declares_cross_process(self) -> None:
         with self.bus() as bus:
             shared = require(bus, CrossProcess)
-            assert isinstance(shared, CrossProcess) and shared.cross_process is True
+            assert isinstance(shared, CrossProcess) and shared.cross_process is True, (
+                f"cross_process is {getattr(shared, 'cross_process', None)!r}, not True"
+            )
 
     def test_another_bus_on_the_backend_receives_the_events(self) -> None:
         with self.bus() as reader, self.bus() as writer:
-            self.settle(writer)
-            sub = reader.subscribe("contract-cross")
+            self.settle_bounded(writer)
+            sub = self.subscribe_bounded(reader, "contract-cross")
             ids = self.publish_stored(writer, 3)
             got = [e.request_id for e in self.receive(sub, 3)]
             assert got == ids, f"the other bus's subscriber got {got}, expected {ids}"
@@ -101,7 +122,15 @@ class ReachableContract(CapabilityContract):
         with self.bus() as bus:
             reachable = require(bus, Reachable)
             assert isinstance(reachable, Reachable)
-            reachable.check(timeout=self.receive_timeout)
+            self.bounded(
+                self.timed_limit(
+                    f"check(timeout={self.receive_timeout:g})",
+                    self.receive_timeout,
+                    "receive_timeout",
+                ),
+                reachable.check,
+                timeout=self.receive_timeout,
+            )
 
     def test_check_raises_where_nothing_answers(self) -> None:
         import pytest
@@ -109,14 +138,22 @@ class ReachableContract(CapabilityContract):
         bus = self.make_unreachable_bus()
         if bus is None:
             pytest.skip("make_unreachable_bus() not implemented")
-        try:
+        with self.stopping(bus, 0):
             reachable = require(bus, Reachable)
             assert isinstance(reachable, Reachable)
             began = time.monotonic()
+            check = self.timed_limit(
+                "check(timeout=1) where nothing answers",
+                1.0,
+                "its timeout",
+                "check() must raise BackendUnavailableError once its timeout has passed",
+            )
             with pytest.raises(BackendUnavailableError):
-                reachable.check(timeout=1.0)
-            assert time.monotonic() - began < 1.0 + self.stop_slack, "check() overran"
-        finally:
+                self.bounded(check, reachable.check, timeout=1.0)
+            took = time.monotonic() - began
+            assert took < 1.0 + self.stop_slack, (
+                f"check(timeout=1) took {took:.1f} s to raise (bound: 1 s + stop_slack)"
+            )
             self.stop_bus(bus, 0)
 
 
@@ -125,8 +162,14 @@ class ReadableLogContract(CapabilityContract):
     first, without consuming them; `newest(n)`."""
 
     def _read(self, log: ReadableLog, **kwargs: object) -> list[Event]:
-        items = list(log.read_range(**kwargs))  # type: ignore[arg-type]
+        items = self.call_within(
+            "reading read_range() to its end",
+            lambda: list(log.read_range(**kwargs)),  # type: ignore[arg-type]
+        )
         return [e for e in items if e is not None]
+
+    def _newest(self, log: ReadableLog, n: int) -> list[str]:
+        return [e.request_id for e in self.call_within(f"newest({n})", log.newest, n)]
 
     def test_read_range_gives_every_event_in_order_with_log_ids(self) -> None:
         with self.bus() as bus:
@@ -134,12 +177,17 @@ class ReadableLogContract(CapabilityContract):
             assert isinstance(log, ReadableLog)
             ids = self.publish_stored(bus, 5)
             got = self._read(log)
-            assert [e.request_id for e in got] == ids
+            assert [e.request_id for e in got] == ids, (
+                f"read_range() gave {[e.request_id for e in got]}, expected {ids}"
+            )
             log_ids = [e.log_id for e in got]
             assert all(i > 0 for i in log_ids), f"LogIDs must be stamped: {log_ids}"
             assert log_ids == sorted(set(log_ids)), f"LogIDs must increase: {log_ids}"
             again = self._read(log)
-            assert [e.request_id for e in again] == ids, "reading must consume nothing"
+            assert [e.request_id for e in again] == ids, (
+                f"reading must consume nothing: read again, read_range() gave "
+                f"{[e.request_id for e in again]}, expected {ids}"
+            )
 
     def test_read_range_selects_by_log_id_inclusive(self) -> None:
         with self.bus() as bus:
@@ -148,17 +196,29 @@ class ReadableLogContract(CapabilityContract):
             self.publish_stored(bus, 5)
             log_ids = [e.log_id for e in self._read(log)]
             got = [e.log_id for e in self._read(log, first_id=log_ids[1], last_id=log_ids[3])]
-            assert got == log_ids[1:4]
-            assert [e.log_id for e in self._read(log, first_id=log_ids[4])] == log_ids[4:]
-            assert self._read(log, first_id=log_ids[-1] + 1000) == []
+            assert got == log_ids[1:4], (
+                f"read_range(first_id={log_ids[1]}, last_id={log_ids[3]}) gave LogIDs {got}, "
+                f"expected {log_ids[1:4]}"
+            )
+            tail = [e.log_id for e in self._read(log, first_id=log_ids[4])]
+            assert tail == log_ids[4:], (
+                f"read_range(first_id={log_ids[4]}) gave LogIDs {tail}, expected {log_ids[4:]}"
+            )
+            beyond = self._read(log, first_id=log_ids[-1] + 1000)
+            assert beyond == [], (
+                f"read_range(first_id={log_ids[-1] + 1000}), past the newest, gave "
+                f"{[e.log_id for e in beyond]}"
+            )
 
     def test_newest_gives_the_last_events_oldest_first(self) -> None:
         with self.bus() as bus:
             log = require(bus, ReadableLog)
             assert isinstance(log, ReadableLog)
             ids = self.publish_stored(bus, 4)
-            assert [e.request_id for e in log.newest(2)] == ids[2:]
-            assert [e.request_id for e in log.newest(100)] == ids
+            two = self._newest(log, 2)
+            assert two == ids[2:], f"newest(2) gave {two}, expected {ids[2:]}"
+            every = self._newest(log, 100)
+            assert every == ids, f"newest(100) gave {every}, expected {ids}"
 
     def test_time_range(self) -> None:
         import pytest
@@ -170,12 +230,15 @@ class ReadableLogContract(CapabilityContract):
             now = datetime.now(UTC)
             if not log.time_index:
                 with pytest.raises(ValueError, match=r"(?i)time"):
-                    list(log.read_range(since=now - timedelta(hours=1)))
+                    self._read(log, since=now - timedelta(hours=1))
                 return
             hour = timedelta(hours=1)
-            assert [e.request_id for e in self._read(log, since=now - hour)] == ids
-            assert self._read(log, since=now + hour) == []
-            assert self._read(log, until=now - hour) == []
+            recent = [e.request_id for e in self._read(log, since=now - hour)]
+            assert recent == ids, f"read_range(since=an hour ago) gave {recent}, expected {ids}"
+            future = self._read(log, since=now + hour)
+            assert future == [], f"read_range(since=in an hour) gave {len(future)} events"
+            past = self._read(log, until=now - hour)
+            assert past == [], f"read_range(until=an hour ago) gave {len(past)} events"
 
 
 class DescribableContract(CapabilityContract):
@@ -187,21 +250,27 @@ class DescribableContract(CapabilityContract):
             described = require(bus, Describable)
             assert isinstance(described, Describable)
             location = described.location
-            assert isinstance(location, str) and location and "\n" not in location
-            assert "@" not in location, "a location must not carry credentials"
+            assert isinstance(location, str) and location and "\n" not in location, (
+                f"location must be a short line, not {location!r}"
+            )
+            assert "@" not in location, f"a location must not carry credentials: {location!r}"
 
     def test_describe_is_plain_data(self) -> None:
         with self.bus() as bus:
             described = require(bus, Describable)
             assert isinstance(described, Describable)
             self.publish_stored(bus, 2)
-            figures = described.describe()
-            assert isinstance(figures, Mapping) and figures
+            figures = self.call_within("describe()", described.describe)
+            assert isinstance(figures, Mapping) and figures, (
+                f"describe() must give a non-empty mapping, not {figures!r}"
+            )
             json.dumps(dict(figures))  # raises if it is not plain data
             groups = figures.get("groups")
             if groups is not None:
-                assert isinstance(groups, list)
-                assert all(isinstance(g, Mapping) for g in groups)
+                assert isinstance(groups, list), f"describe()['groups'] is not a list: {groups!r}"
+                assert all(isinstance(g, Mapping) for g in groups), (
+                    f"describe()['groups'] must be a list of mappings: {groups!r}"
+                )
 
 
 class IsolatableContract(CapabilityContract):
@@ -213,13 +282,15 @@ class IsolatableContract(CapabilityContract):
             isolatable = require(bus, Isolatable)
             assert isinstance(isolatable, Isolatable)
             run = uuid.uuid4().hex[:12]
-            isolation = isolatable.isolate(run, 100)
-            assert isinstance(isolation, Isolation)
+            isolation = self.call_within("isolate()", isolatable.isolate, run, 100)
+            assert isinstance(isolation, Isolation), f"isolate() returned {isolation!r}"
             assert isolation.env and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in isolation.env.items()
             ), f"env must map variable names to strings: {isolation.env!r}"
-            assert isinstance(isolation.where, str) and isolation.where
-            kept = isolation.cleanup(True)
-            assert isinstance(kept, str) and kept
-            done = isolation.cleanup(False)
-            assert isinstance(done, str) and done
+            assert isinstance(isolation.where, str) and isolation.where, (
+                f"isolation.where must name the namespace, not {isolation.where!r}"
+            )
+            kept = self.call_within("cleanup(True)", isolation.cleanup, True)
+            assert isinstance(kept, str) and kept, f"cleanup(True) returned {kept!r}"
+            done = self.call_within("cleanup(False)", isolation.cleanup, False)
+            assert isinstance(done, str) and done, f"cleanup(False) returned {done!r}"

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import unittest
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
+from eventbus_core._bus import EventBus
 from eventbus_core._contract._base import ContractBase, make_event
+from eventbus_core._contract._bounded import Watch, run_watched
 from eventbus_core._event import Event
 from eventbus_core._subscription import SubscriptionClosed
 from eventbus_core.capabilities import Flushable, capability
 
 __all__ = ["DeliveryContract"]
+
+T = TypeVar("T")
 
 
 def _ids(events: Iterable[Event]) -> list[str]:
@@ -23,55 +27,67 @@ def _ids(events: Iterable[Event]) -> list[str]:
 class DeliveryContract(ContractBase):
     """What subscribers receive, and when."""
 
-    async def within(self, step: Coroutine[Any, Any, None], failure: str) -> None:
-        """Await `step`, failing the test with `failure` after `receive_timeout` seconds."""
+    async def within(
+        self,
+        step: Awaitable[T],
+        failure: str | Callable[[], str],
+        seconds: float | None = None,
+        knob: str = "receive_timeout",
+    ) -> T:
+        """Await `step`, failing the test with `failure` (a callable: made when it fails, so
+        that it can say how far the step got) after `seconds` (`receive_timeout`)."""
+        wait = self.receive_timeout if seconds is None else seconds
         try:
-            await asyncio.wait_for(step, self.receive_timeout)
+            return await asyncio.wait_for(step, wait)
         except TimeoutError:
-            raise AssertionError(f"{failure} within {self.receive_timeout} s") from None
+            text = failure() if callable(failure) else failure
+            raise AssertionError(f"{text} within {wait:g} s ({knob})") from None
 
     def test_publish_then_subscriber_receives(self) -> None:
         with self.bus() as bus:
-            sub = bus.subscribe()
+            sub = self.subscribe_bounded(bus)
             events = [make_event(i) for i in range(5)]
-            for e in events:
-                bus.publish(e)
-            self.settle(bus)
+            self.publish_each(bus, events)
+            self.settle_bounded(bus)
             got = self.receive(sub, 5)
-            assert _ids(got) == _ids(events)
-            assert got[0].duration_ns == events[0].duration_ns
-            assert got[0].response_body == events[0].response_body
+            assert _ids(got) == _ids(events), f"received {_ids(got)}, published {_ids(events)}"
+            assert got[0].duration_ns == events[0].duration_ns, (
+                f"duration_ns {events[0].duration_ns} came back as {got[0].duration_ns}"
+            )
+            assert got[0].response_body == events[0].response_body, (
+                f"response_body {events[0].response_body!r} came back as {got[0].response_body!r}"
+            )
 
     def test_fan_out_to_every_subscriber_in_order(self) -> None:
         with self.bus() as bus:
-            subs = [bus.subscribe() for _ in range(3)]
-            for i in range(50):
-                bus.publish(make_event(i))
-            self.settle(bus)
-            for sub in subs:
-                got = self.receive(sub, 50)
-                assert _ids(got) == [f"req-{i}" for i in range(50)]
+            subs = [self.subscribe_bounded(bus) for _ in range(3)]
+            self.publish_each(bus, (make_event(i) for i in range(50)))
+            self.settle_bounded(bus)
+            expected = [f"req-{i}" for i in range(50)]
+            for n, sub in enumerate(subs):
+                got = _ids(self.receive(sub, 50))
+                assert got == expected, f"subscriber #{n} received {got}, expected {expected}"
 
     def test_only_events_published_after_subscribe_are_delivered(self) -> None:
         with self.bus() as bus:
-            early = bus.subscribe()
-            for i in range(5):
-                bus.publish(make_event(i))
-            self.settle(bus)
-            for i in range(5, 10):
-                bus.publish(make_event(i))  # in-process: possibly still in the bus's buffer
+            early = self.subscribe_bounded(bus)
+            self.publish_each(bus, (make_event(i) for i in range(5)))
+            self.settle_bounded(bus)
+            # In-process: possibly still in the bus's buffer at the next subscribe().
+            self.publish_each(bus, (make_event(i) for i in range(5, 10)))
             if not self.is_in_process(bus):
                 # A networked subscription starts at what the backend holds now.
-                self.settle(bus)
-            late = bus.subscribe()
-            for i in range(10, 15):
-                bus.publish(make_event(i))
-            self.settle(bus)
-            got = self.receive(late, 5)
-            assert _ids(got) == [f"req-{i}" for i in range(10, 15)], (
-                "a subscription received events published before subscribe() was called"
+                self.settle_bounded(bus)
+            late = self.subscribe_bounded(bus)
+            self.publish_each(bus, (make_event(i) for i in range(10, 15)))
+            self.settle_bounded(bus)
+            got = _ids(self.receive(late, 5))
+            assert got == [f"req-{i}" for i in range(10, 15)], (
+                f"a subscription received {got}: events published before subscribe() was "
+                "called, expected req-10 to req-14"
             )
-            assert len(self.receive(early, 15)) == 15
+            early_got = len(self.receive(early, 15))
+            assert early_got == 15, f"the first subscriber received {early_got} of 15 events"
 
     def test_flush_makes_every_accepted_event_visible(self) -> None:
         with self.bus(buffer_size=10_000) as bus:
@@ -79,12 +95,17 @@ class DeliveryContract(ContractBase):
             if flushable is None:
                 raise unittest.SkipTest("the bus offers no flush() (capability Flushable)")
             in_process = self.is_in_process(bus)
-            subs = [bus.subscribe() for _ in range(10)]
+            subs = [self.subscribe_bounded(bus) for _ in range(10)]
             for round_ in range(10):
                 sent = [f"req-{i}" for i in range(round_ * 200, round_ * 200 + 200)]
-                for i in range(round_ * 200, round_ * 200 + 200):
-                    bus.publish(make_event(i))
-                assert flushable.flush(self.receive_timeout) is True, "flush() timed out"
+                self.publish_each(
+                    bus, (make_event(i) for i in range(round_ * 200, round_ * 200 + 200))
+                )
+                flushed = self.flush_bounded(flushable, self.receive_timeout)
+                assert flushed is True, (
+                    f"flush({self.receive_timeout:g}) returned {flushed!r} for 200 events: "
+                    "it timed out"
+                )
                 if in_process:
                     # In one process, flush() returns once every accepted event is in every
                     # subscriber's buffer: nothing may still be on its way.
@@ -95,43 +116,54 @@ class DeliveryContract(ContractBase):
                     )
                 # Whatever the transport, what flush() settled is before a new subscription's
                 # start: it receives the next event first, none of the flushed ones.
-                probe = bus.subscribe()
+                probe = self.subscribe_bounded(bus)
                 marker = make_event(100_000 + round_)
-                bus.publish(marker)
-                self.settle(bus)
+                self.publish_each(bus, [marker])
+                self.settle_bounded(bus)
                 first = self.receive(probe, 1)[0].request_id
                 assert first == marker.request_id, (
                     f"a subscription made after flush() returned True received {first}, "
                     "published before it: flush() returned before that event was settled"
                 )
-                probe.close()
-                for sub in subs:
-                    assert _ids(self.receive(sub, 201)) == [*sent, marker.request_id]
-            assert tuple(bus.stats()) == (2_010, 0)
+                self.close_bounded(probe)
+                for n, sub in enumerate(subs):
+                    got = _ids(self.receive(sub, 201))
+                    assert got == [*sent, marker.request_id], (
+                        f"round {round_}, subscriber #{n}: received {got[:3]}...{got[-3:]}, "
+                        f"expected {sent[0]} to {sent[-1]}, then {marker.request_id}"
+                    )
+            figures = tuple(self.stats_bounded(bus))
+            assert figures == (2_010, 0), f"(published, dropped) = {figures}, expected (2010, 0)"
 
     def test_stop_is_idempotent_and_ends_iteration(self) -> None:
-        bus = self.make_bus(100)
-        sub = bus.subscribe()
-        self.stop_bus(bus)
-        self.stop_bus(bus)
-        assert self.drain(sub) == []
+        with self.bus(100) as bus:
+            sub = self.subscribe_bounded(bus)
+            self.stop_bus(bus)
+            self.stop_bus(bus)
+            got = self.drain(sub)
+            assert got == [], f"a subscription of a bus that got no events yielded {_ids(got)}"
 
     def test_stop_delivers_accepted_events(self) -> None:
-        bus = self.make_bus(1000)
-        sub = bus.subscribe()
-        for i in range(200):
-            bus.publish(make_event(i))
-        self.stop_bus(bus)
-        got = self.drain(sub)  # ends because the bus stopped
-        assert _ids(got) == [f"req-{i}" for i in range(200)]
+        with self.bus(1000) as bus:
+            sub = self.subscribe_bounded(bus)
+            self.publish_each(bus, (make_event(i) for i in range(200)))
+            self.stop_bus(bus)
+            got = _ids(self.drain(sub))  # ends because the bus stopped
+        expected = [f"req-{i}" for i in range(200)]
+        assert got == expected, (
+            f"after stop(), the subscriber read {len(got)} events "
+            f"({got[:3]}...{got[-3:]}), expected the 200 accepted, req-0 to req-199"
+        )
 
     def test_async_iteration(self) -> None:
-        async def main() -> list[str]:
+        async def main(watch: Watch, made: list[EventBus]) -> list[str]:
             bus = self.make_bus(100)
-            sub = bus.subscribe()
+            made.append(bus)  # stopped by run_async if this fails before its own stop
+            sub = watch.call(self.call_limit("subscribe()"), bus.subscribe)
+            publish = self.publish_limit()
             for i in range(10):
-                bus.publish(make_event(i))
-            self.settle(bus)
+                watch.call(publish, bus.publish, make_event(i))
+            watch.call(self.settle_limit(), self.settle, bus)
             got: list[str] = []
 
             async def read() -> None:
@@ -140,20 +172,21 @@ class DeliveryContract(ContractBase):
                     if len(got) == 10:
                         break
 
-            try:
-                await self.within(read(), f"async for received only {len(got)} of 10 events")
-            finally:
-                await asyncio.to_thread(self.stop_bus, bus)
+            await self.within(read(), lambda: f"async for received only {len(got)} of 10 events")
+            await asyncio.to_thread(self.stop_bus, bus)
             return got
 
-        assert asyncio.run(main()) == [f"req-{i}" for i in range(10)]
+        got = self.run_async(main, "test_async_iteration's event loop")
+        assert got == [f"req-{i}" for i in range(10)], f"async for received {got}"
 
     def test_async_iteration_ends_after_stop(self) -> None:
-        async def main() -> int:
+        async def main(watch: Watch, made: list[EventBus]) -> int:
             bus = self.make_bus(100)
-            sub = bus.subscribe()
+            made.append(bus)
+            sub = watch.call(self.call_limit("subscribe()"), bus.subscribe)
+            publish = self.publish_limit()
             for i in range(3):
-                bus.publish(make_event(i))
+                watch.call(publish, bus.publish, make_event(i))
             stopper = asyncio.get_running_loop().run_in_executor(None, self.stop_bus, bus)
             count = 0
 
@@ -162,58 +195,104 @@ class DeliveryContract(ContractBase):
                 async for _ in sub:
                     count += 1
 
-            await self.within(read(), "async for did not end after stop()")
+            try:
+                await self.within(read(), "async for did not end after stop()")
+            except BaseException as failure:
+                # The stop's own outcome belongs to this report: left unawaited, a failed stop
+                # is printed by asyncio at exit, outside pytest's report, as a future whose
+                # exception was never retrieved.
+                try:
+                    await stopper
+                except Exception as exc:
+                    failure.add_note(f"And stop() failed: {exc}")
+                raise
             await stopper
             return count
 
-        assert asyncio.run(main()) == 3
+        count = self.run_async(main, "test_async_iteration_ends_after_stop's event loop")
+        assert count == 3, f"async for read {count} events before it ended, expected 3"
 
     def test_publish_from_inside_event_loop(self) -> None:
-        async def main() -> None:
+        async def main(watch: Watch, made: list[EventBus]) -> None:
             bus = self.make_bus(100)
-            sub = bus.subscribe()
-            bus.publish(make_event(1))  # plain call from a coroutine: no await needed
-            self.settle(bus)
-            event = await sub.aget(timeout=self.receive_timeout)
-            assert event.request_id == "req-1"
+            made.append(bus)
+            sub = watch.call(self.call_limit("subscribe()"), bus.subscribe)
+            # A plain call from a coroutine, on the loop's thread: no await needed.
+            watch.call(self.publish_limit(), bus.publish, make_event(1))
+            watch.call(self.settle_limit(), self.settle, bus)
+            wait = self.receive_timeout
+            event = await self.within(
+                sub.aget(timeout=wait),
+                f"aget(timeout={wait:g}) neither returned nor raised TimeoutError",
+                wait + self.stop_slack,
+                "receive_timeout + stop_slack",
+            )
+            assert event.request_id == "req-1", f"aget() gave {event.request_id}, not req-1"
             await asyncio.to_thread(self.stop_bus, bus)
 
-        asyncio.run(main())
+        self.run_async(main, "test_publish_from_inside_event_loop's event loop")
 
     def test_publish_from_many_threads_counts_exactly(self) -> None:
         with self.bus(buffer_size=100_000) as bus:
-            sub = bus.subscribe()
+            sub = self.subscribe_bounded(bus)
             per_thread, threads = 500, 8
-            barrier = threading.Barrier(threads)
-
-            def worker(t: int) -> None:
-                barrier.wait()
-                for i in range(per_thread):
-                    bus.publish(make_event(t * per_thread + i))
-
-            pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-            for th in pool:
-                th.start()
-            for th in pool:
-                th.join()
-            self.settle(bus)
             total = per_thread * threads
-            published, dropped = bus.stats()
-            assert published + dropped == total
+            limit, publish = self.publishes_limit(total), self.publish_limit()
+
+            def run(watch: Watch) -> None:
+                barrier = threading.Barrier(threads)
+                errors: list[BaseException] = []
+
+                def worker(t: int) -> None:
+                    try:
+                        barrier.wait(limit.seconds)
+                        for i in range(per_thread):
+                            watch.call(publish, bus.publish, make_event(t * per_thread + i))
+                    except BaseException as exc:  # re-raised below, in the watched thread
+                        errors.append(exc)
+
+                pool = [
+                    threading.Thread(target=worker, args=(t,), daemon=True) for t in range(threads)
+                ]
+                for th in pool:
+                    th.start()
+                for th in pool:
+                    # The watch fails the test first if a publish() hangs; this thread is
+                    # then abandoned (a daemon), as are the workers.
+                    th.join(limit.seconds)
+                if errors:
+                    raise errors[0]
+
+            run_watched(run, limit)
+            self.settle_bounded(bus)
+            published, dropped = self.stats_bounded(bus)
+            assert published + dropped == total, (
+                f"{total} publish() calls from {threads} threads, but published {published} + "
+                f"dropped {dropped} = {published + dropped}"
+            )
             got = self.receive(sub, published)
-            assert len({e.request_id for e in got}) == published
+            unique = len({e.request_id for e in got})
+            assert unique == published, (
+                f"{published} events accepted, but the subscriber received {unique} distinct "
+                "ones among them"
+            )
 
     def test_closed_subscription_stops_receiving(self) -> None:
         with self.bus() as bus:
-            keep = bus.subscribe()
-            gone = bus.subscribe()
-            gone.close()
-            bus.publish(make_event(1))
-            self.settle(bus)
-            assert self.receive(keep, 1)[0].request_id == "req-1"
+            keep = self.subscribe_bounded(bus)
+            gone = self.subscribe_bounded(bus)
+            self.close_bounded(gone)
+            self.publish_each(bus, [make_event(1)])
+            self.settle_bounded(bus)
+            first = self.receive(keep, 1)[0].request_id
+            assert first == "req-1", f"the open subscription received {first}, not req-1"
             try:
-                gone.get(timeout=0)
+                got = self.bounded(
+                    self.timed_limit("get(timeout=0) of a closed subscription", 0, "its timeout"),
+                    gone.get,
+                    timeout=0,
+                )
             except SubscriptionClosed:
                 pass
             else:
-                raise AssertionError("a closed subscription still yielded an event")
+                raise AssertionError(f"a closed subscription still yielded {got.request_id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from eventbus_core._contract._capabilities import CapabilityContract, require
+from eventbus_core._source import AckableSource, Delivery
 from eventbus_core.capabilities import ConsumerGroups, KeepAlive, SourceFigures, capability
 
 __all__ = ["ConsumerGroupContract"]
@@ -21,48 +22,70 @@ class ConsumerGroupContract(CapabilityContract):
         assert isinstance(found, ConsumerGroups)
         return found
 
+    def consumer(self, groups: ConsumerGroups, group: str, name: str) -> AckableSource:
+        """`groups.consumer(group, name)`, within `receive_timeout` s."""
+        return self.call_within(f"consumer({group!r}, {name!r})", groups.consumer, group, name)
+
+    def ack(self, source: AckableSource, got: list[Delivery]) -> None:
+        self.call_within("ack()", source.ack, [d.token for d in got])
+
+    def close_source(self, source: AckableSource) -> None:
+        self.call_within("close() of a consumer-group source", source.close)
+
+    def read_none(self, source: AckableSource) -> list[Delivery]:
+        """`read(10, timeout=0.3)`, which should find nothing, within its timeout + stop_slack."""
+        bound = self.timed_limit("read(10, timeout=0.3)", 0.3, "its timeout")
+        return self.bounded(bound, source.read, 10, timeout=0.3)
+
     def test_default_group_is_a_name(self) -> None:
         with self.bus() as bus:
             default = self.groups(bus).default_group
-            assert isinstance(default, str) and default
+            assert isinstance(default, str) and default, f"default_group is {default!r}"
 
     def test_a_group_gets_every_event_once_acked(self) -> None:
         with self.bus() as bus:
             groups = self.groups(bus)
             ids = self.publish_stored(bus, 4)
             group = f"contract-{uuid.uuid4().hex[:8]}"
-            first = groups.consumer(group, "member-1")
+            first = self.consumer(groups, group, "member-1")
             try:
                 got = self.read_all(first, 4)
-                assert [d.event.request_id for d in got] == ids
-                first.ack([d.token for d in got])
-                assert first.read(10, timeout=0.3) == [], "acknowledged entries came back"
+                read = [d.event.request_id for d in got]
+                assert read == ids, f"the group read {read}, expected {ids}"
+                self.ack(first, got)
+                back = self.read_none(first)
+                assert back == [], f"acknowledged entries came back: {len(back)} of them"
             finally:
-                first.close()
-            again = groups.consumer(group, "member-1")
+                self.close_source(first)
+            again = self.consumer(groups, group, "member-1")
             try:
-                assert again.read(10, timeout=0.3) == [], "acknowledged entries came back"
+                back = self.read_none(again)
+                assert back == [], (
+                    f"acknowledged entries came back to the same name: {len(back)} of them"
+                )
             finally:
-                again.close()
+                self.close_source(again)
 
     def test_unacknowledged_deliveries_come_back_to_the_same_name(self) -> None:
         with self.bus() as bus:
             groups = self.groups(bus)
             ids = self.publish_stored(bus, 3)
             group = f"contract-{uuid.uuid4().hex[:8]}"
-            member = groups.consumer(group, "restarting")
+            member = self.consumer(groups, group, "restarting")
             try:
                 held = self.read_all(member, 3)
             finally:
-                member.close()  # dies before acknowledging
-            back = groups.consumer(group, "restarting")
+                self.close_source(member)  # dies before acknowledging
+            back = self.consumer(groups, group, "restarting")
             try:
                 got = self.read_all(back, 3)
-                assert [d.event.request_id for d in got] == ids
-                assert [d.event.request_id for d in held] == ids
-                back.ack([d.token for d in got])
+                again = [d.event.request_id for d in got]
+                assert again == ids, f"the same name got back {again}, expected {ids}"
+                first = [d.event.request_id for d in held]
+                assert first == ids, f"the first member read {first}, expected {ids}"
+                self.ack(back, got)
             finally:
-                back.close()
+                self.close_source(back)
 
     def test_each_group_sees_every_event(self) -> None:
         with self.bus() as bus:
@@ -70,27 +93,32 @@ class ConsumerGroupContract(CapabilityContract):
             ids = self.publish_stored(bus, 2)
             tag = uuid.uuid4().hex[:8]
             for group in (f"contract-a-{tag}", f"contract-b-{tag}"):
-                source = groups.consumer(group, "only")
+                source = self.consumer(groups, group, "only")
                 try:
                     got = self.read_all(source, 2)
-                    assert [d.event.request_id for d in got] == ids, group
-                    source.ack([d.token for d in got])
+                    read = [d.event.request_id for d in got]
+                    assert read == ids, f"group {group} read {read}, expected {ids}"
+                    self.ack(source, got)
                 finally:
-                    source.close()
+                    self.close_source(source)
 
     def test_source_capabilities(self) -> None:
         with self.bus() as bus:
             groups = self.groups(bus)
             self.publish_stored(bus, 1)
-            source = groups.consumer(f"contract-{uuid.uuid4().hex[:8]}", "figures")
+            source = self.consumer(groups, f"contract-{uuid.uuid4().hex[:8]}", "figures")
             try:
                 got = self.read_all(source, 1)
                 alive = capability(source, KeepAlive)
                 if alive is not None:
-                    alive.keep_alive()  # holding one delivery: must not raise
+                    # Holding one delivery: must not raise.
+                    self.call_within("keep_alive()", alive.keep_alive)
                 figures = capability(source, SourceFigures)
                 if figures is not None:
-                    assert all(isinstance(k, str) for k in figures.figures())
-                source.ack([d.token for d in got])
+                    named = self.call_within("figures()", figures.figures)
+                    assert all(isinstance(k, str) for k in named), (
+                        f"figures() must be keyed by name: {list(named)!r}"
+                    )
+                self.ack(source, got)
             finally:
-                source.close()
+                self.close_source(source)

@@ -32,15 +32,17 @@ class LogSourcesContract(CapabilityContract):
             names = sources.log_sources
             assert names and all(isinstance(n, str) and n for n in names), names
             ids = self.publish_stored(bus, 3)
-            log = sources.log_source(names[0])
+            log = self.call_within(f"log_source({names[0]!r})", sources.log_source, names[0])
             assert isinstance(log, ReadableLog), f"{names[0]!r} is not a ReadableLog"
-            assert [e.request_id for e in log.newest(3)] == ids
+            newest = [e.request_id for e in self.call_within("newest(3)", log.newest, 3)]
+            assert newest == ids, f"newest(3) of {names[0]!r} gave {newest}, expected {ids}"
 
     def test_every_named_source_is_a_readable_log(self) -> None:
         with self.bus() as bus:
             sources = self.sources(bus)
             for name in sources.log_sources:
-                assert isinstance(sources.log_source(name), ReadableLog), name
+                log = self.call_within(f"log_source({name!r})", sources.log_source, name)
+                assert isinstance(log, ReadableLog), f"{name!r} gave {log!r}, not a ReadableLog"
 
     def test_an_unknown_name_is_refused_naming_the_known_ones(self) -> None:
         import pytest
@@ -51,7 +53,7 @@ class LogSourcesContract(CapabilityContract):
             # The message must list the known names (the first, at least), so a typo in
             # `replay --source` is answered with what to type instead.
             with pytest.raises(ValueError, match=sources.log_sources[0]):
-                sources.log_source(unknown)
+                self.call_within(f"log_source({unknown!r})", sources.log_source, unknown)
 
 
 class BacklogContract(CapabilityContract):
@@ -64,18 +66,21 @@ class BacklogContract(CapabilityContract):
             groups = require(bus, ConsumerGroups)
             assert isinstance(groups, ConsumerGroups)
             self.publish_stored(bus, 5)
-            source = groups.consumer(f"contract-{uuid.uuid4().hex[:8]}", "backlog")
+            group = f"contract-{uuid.uuid4().hex[:8]}"
+            source = self.call_within(
+                f"consumer({group!r}, 'backlog')", groups.consumer, group, "backlog"
+            )
             try:
                 backlog = capability(source, Backlog)
                 assert backlog is not None, f"{type(source).__name__} does not offer Backlog"
                 got = self.read_all(source, 2)
                 assert len(got) == 2, f"asked for 2 deliveries, got {len(got)}"
-                held = backlog.backlog()
-                assert held["pending"] == 2, held
-                assert held["lag"] in (None, 3), held
-                source.ack([d.token for d in got])
-                acked = backlog.backlog()
-                assert acked["pending"] == 0, acked
-                assert acked["lag"] in (None, 3), acked
+                held = self.call_within("backlog()", backlog.backlog)
+                assert held["pending"] == 2, f"holding 2 deliveries, backlog() says {held}"
+                assert held["lag"] in (None, 3), f"3 not handed out yet, backlog() says {held}"
+                self.call_within("ack()", source.ack, [d.token for d in got])
+                acked = self.call_within("backlog()", backlog.backlog)
+                assert acked["pending"] == 0, f"all acknowledged, backlog() says {acked}"
+                assert acked["lag"] in (None, 3), f"3 not handed out yet, backlog() says {acked}"
             finally:
-                source.close()
+                self.call_within("close() of a consumer-group source", source.close)
