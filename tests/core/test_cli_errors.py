@@ -118,7 +118,7 @@ def test_a_wait_for_backend_that_is_no_wait_is_refused(
         ["stats", "--backend", "redis", "--redis-url", CLOSED, "--wait-for-backend", value], capsys
     )
     assert code == 2
-    assert f"--wait-for-backend {float(value):g}: give the seconds to wait, a finite number" in (
+    assert f"--wait-for-backend {float(value):g}: give the seconds to wait, a number from 0" in (
         one_line(err)
     )
 

@@ -492,3 +492,50 @@ def test_a_misspelt_name_gets_a_guess() -> None:
         registry.backend("redis-stream", given_as="X")
     with pytest.raises(UnknownSinkError, match=r"\(did you mean 'jsonl'\?\)"):
         registry.sink("jsnl")
+
+
+def test_a_sink_whose_plugin_has_a_problem_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Misspelt:
+        @hookimpl
+        def eventbus_register_sink(self, register: Any) -> None:
+            register("misspelt", lambda s, o: None)
+
+    _with_entry_points(monkeypatch, _EntryPoint("misspelt", "eventbus-misspelt", Misspelt()))
+    registry = PluginRegistry()
+    with pytest.raises(UnknownSinkError) as raised:
+        registry.sink("misspelt")
+    text = str(raised.value)
+    assert "the plugin 'misspelt' (eventbus-misspelt) is installed but registered no such" in text
+    assert "did you mean eventbus_register_sinks?" in text
+    assert "pip install" not in text
+
+
+def test_ctrl_c_while_waiting_for_a_plugins_threads_exits_130(tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "hanging.py"
+    script.write_text(_HANGING_BACKEND)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EVENTBUS_STOP_TIMEOUT": "0.5"},
+    )
+    assert proc.stdin is not None
+    proc.stdin.write('{"RequestID": "r1", "Status": 200}\n')
+    proc.stdin.close()
+    time.sleep(7.5)  # stop() given up after 5.5 s: waiting for the plugin's thread now
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    proc.wait(timeout=30)
+    assert proc.stderr is not None
+    with proc.stderr:
+        err = proc.stderr.read()
+    # It was 0: an interrupted join() marks the running thread as ended.
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 3

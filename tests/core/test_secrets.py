@@ -19,6 +19,12 @@ from eventbus_core import RedactedURL, redact_url
             "error connecting to rediss://a:b@h:1 refused",
             "error connecting to rediss://a:***@h:1 refused",
         ),
+        # A raw `@` in the password (or the user): the whole password goes, up to the last
+        # `@` before the host, as URL parsers read it (it showed "ss" here).
+        ("redis://u:p@ss@host:6379/0", "redis://u:***@host:6379/0"),
+        ("nats://user@corp:pa@ss@h:4222 x", "nats://user@corp:***@h:4222 x"),
+        ("git+ssh://git@github.com:org/repo", "git+ssh://***@github.com:org/repo"),
+        ("see https://a.com and bob@x.org", "see https://a.com and bob@x.org"),
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:

@@ -173,7 +173,7 @@ class PluginRegistry:
             first = self._info_of.get(id(plugin))
             if first is not None:
                 info.backends, info.sinks = first.backends, first.sinks
-                info.settings = first.settings
+                info.settings, info.problems = first.settings, first.problems
             return
         self._info_of[id(plugin)] = info
         try:
@@ -330,6 +330,13 @@ class PluginRegistry:
                 f"({info.distribution or info.module}) is installed but failed to load: "
                 f"{info.error}. {_reinstall_advice(info.distribution or key)}"
             ) from failed
+        troubled = self.plugins.get(key)
+        if troubled is not None and troubled.problems:
+            raise UnknownSinkError(
+                f"no installed plugin registers sink {key!r} ({given_as}); the plugin {key!r} "
+                f"({troubled.distribution or troubled.module}) is installed but registered no "
+                f"such sink: {'; '.join(troubled.problems)}"
+            )
         raise UnknownSinkError(self._unknown_message("sink", key, self.sinks, given_as))
 
     def _unknown_message(

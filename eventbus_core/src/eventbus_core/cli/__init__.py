@@ -115,8 +115,12 @@ def _end_despite_leftover_threads(code: int) -> None:
         for thread in threading.enumerate():
             if thread is not threading.main_thread() and not thread.daemon:
                 thread.join(max(0.0, deadline - time.monotonic()))
-    except KeyboardInterrupt:  # Ctrl-C while waiting for them: end now
-        code = 130
+    except KeyboardInterrupt:
+        # Ctrl-C while waiting for them: end now. (Not on to the check below: an interrupted
+        # join() may mark a thread that is still running as ended.)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     left = [
         t.name
         for t in threading.enumerate()

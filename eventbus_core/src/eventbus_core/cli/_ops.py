@@ -140,7 +140,8 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
     wait = getattr(args, "wait_for_backend", 0.0) or 0.0
     if not math.isfinite(wait) or wait < 0 or wait > threading.TIMEOUT_MAX:
         raise UsageError(
-            f"--wait-for-backend {wait:g}: give the seconds to wait, a finite number 0 or more"
+            f"--wait-for-backend {wait:g}: give the seconds to wait, a number from 0 to "
+            f"{threading.TIMEOUT_MAX:.0f}"
         )
     flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
     try:

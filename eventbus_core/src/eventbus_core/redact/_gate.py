@@ -25,9 +25,9 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   names, compiled for bytes.
 - Credentials in URLs (`scheme://user:password@`, `_secrets.URL_IN_TEXT`): behind the hint
   `://`, the rule's pattern from its `://` on is tried, on the bytes, at each `://` of a part
-  that holds an `@`. The bytes can only match more: a string's user and password exclude
-  whitespace, `/`, `:` and `@`; escaping turns a character into ASCII that the pattern allows;
-  and a byte pattern's `\\s` is ASCII only.
+  that holds an `@`. The bytes can only match more: a string's user excludes whitespace, `/`
+  and `:`, and its password whitespace and `/`; escaping turns a character into ASCII that the
+  pattern allows; and a byte pattern's `\\s` is ASCII only.
 - Anything orjson does not serialise as plain JSON (subclasses, dataclasses, datetimes, keys
   that are not strings) raises, and is not judged here.
 

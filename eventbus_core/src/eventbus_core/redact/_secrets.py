@@ -15,8 +15,12 @@ __all__ = ["URL_CREDENTIALS", "URL_IN_TEXT", "RedactedURL", "mask_url_credential
 
 _MASK = "***"
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)[^&\s]*", re.IGNORECASE)
-URL_CREDENTIALS = r"([^/\s:@]*)(?::([^/\s@]*))?@"
-"""What follows `scheme://` in a URL that holds credentials: the user, `:password`, `@`."""
+URL_CREDENTIALS = r"([^/\s:]*)(?::([^/\s]*))?@"
+"""What follows `scheme://` in a URL that holds credentials: the user, `:password`, `@`.
+
+Up to the last `@` before the host, as URL parsers read it (`urllib`, redis-py): a password
+with a raw `@` (`redis://u:p@ss@host`) is masked whole, not cut at its `@` with the rest
+shown."""
 URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)" + URL_CREDENTIALS, re.IGNORECASE)
 """`scheme://user[:password]@`: what `mask_url_credentials` masks (the gate searches it too)."""
 
