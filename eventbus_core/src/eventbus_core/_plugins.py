@@ -151,12 +151,9 @@ class PluginRegistry:
         # text reaches `eventbus plugins`, warnings, logs and error messages.
         info.error = scrub(f"{type(exc).__name__}: {exc}")
         self._load_errors[info.name] = exc
-        warnings.warn(
-            f"eventbus plugin {info.name!r} ({info.module}) failed to load and was skipped: "
-            f"{info.error}",
-            PluginLoadWarning,
-            stacklevel=3,
-        )
+        message = f"eventbus plugin {info.name!r} ({info.module}) failed to load and was skipped"
+        warnings.warn(f"{message}: {info.error}", PluginLoadWarning, stacklevel=3)
+        log.warning("%s: %s", message, info.error)
 
     def register_plugin(self, plugin: object, name: str | None = None) -> PluginInfo:
         """Register a plugin object or module directly (without an entry point)."""
@@ -197,9 +194,9 @@ class PluginRegistry:
         info.problems.extend(_hook_mistakes(plugin))
         if not (info.backends or info.sinks or info.error or info.problems):
             info.problems.append(
-                "registers no backend and no sink: it needs an eventbus_register_backends or "
-                "eventbus_register_sinks function marked with @eventbus_core.hookimpl "
-                "(docs/plugins/hooks.md)"
+                "registers no backend and no sink: a plugin registers them by calling "
+                "register() from an eventbus_register_backends or eventbus_register_sinks "
+                "function marked with @eventbus_core.hookimpl (docs/plugins/hooks.md)"
             )
 
     @staticmethod

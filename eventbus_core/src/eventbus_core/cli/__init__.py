@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Final
 
@@ -32,6 +33,7 @@ from eventbus_core._errors import (
     UnknownSinkError,
 )
 from eventbus_core._log import ScrubFilter, scrub
+from eventbus_core._plugins import PluginLoadWarning
 from eventbus_core.cli._ops import EXIT_FAILED, EXIT_USAGE, UsageError
 from eventbus_core.cli._version import VersionAction
 
@@ -147,6 +149,9 @@ def _main(argv: Sequence[str] | None) -> int:
         (commands.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extras)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A plugin's load failure or problem is logged, once, as a warning line like the others;
+    # its PluginLoadWarning (for programs) would say it a second time.
+    warnings.filterwarnings("ignore", category=PluginLoadWarning)
     for handler in logging.getLogger().handlers:
         # On the handler, so that libraries' records (httpx logs each request's URL at -vv,
         # query string and all) are scrubbed too, not only eventbus's own loggers'.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -30,10 +31,16 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the plugin table; exit 1 if any plugin failed to load or has a problem (a name
     another plugin had taken, a hook eventbus does not know, nothing registered)."""
+    plugins_log = logging.getLogger("eventbus.plugins")
+    level = plugins_log.level
     with warnings.catch_warnings():
-        # Load failures are shown in the table itself.
+        # Load failures and problems are shown in the table itself, not also as warnings.
         warnings.simplefilter("ignore", PluginLoadWarning)
-        registry = PluginRegistry()
+        plugins_log.setLevel(logging.ERROR)
+        try:
+            registry = PluginRegistry()
+        finally:
+            plugins_log.setLevel(level)
     infos = sorted(registry.plugins.values(), key=lambda i: i.name)
     if args.json:
         print(
