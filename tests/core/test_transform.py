@@ -293,3 +293,25 @@ def test_content_headers_are_found_as_event_header_finds_them() -> None:
         None,
         None,
     )
+
+
+def test_a_stream_too_large_to_keep_is_still_said_streamed() -> None:
+    # It said streamed=False once the body passed the size limit (an outside trial).
+    from eventbus_core import Event
+    from eventbus_core.transform._llm import LLMTransformer
+
+    body = b"".join(b'data: {"choices": [{"delta": {"content": "hi"}}]}\n\n' for _ in range(40))
+    event = Event(
+        status=200,
+        response_headers={"Content-Type": ["text/event-stream; charset=utf-8"]},
+        response_body=body,
+    )
+    kept = LLMTransformer()(event)
+    cut = LLMTransformer(max_body_bytes=500)(event)
+    assert kept["metadata"]["streamed"] is True
+    assert cut["metadata"]["streamed"] is True
+    assert cut["metadata"]["response_body"] == {
+        "bytes": len(body),
+        "streamed": True,
+        "truncated": True,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from typing import Any
@@ -163,6 +164,41 @@ def test_bus_works_in_a_forked_child() -> None:
     bus.publish(make_event(3))  # the parent's bus is untouched by the child's
     assert sub.get(timeout=5).request_id == "req-3"
     bus.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_childs_figures_add_up_with_what_it_left_to_its_parent() -> None:
+    # A long linger keeps a burst in the buffer at the fork: the parent's to deliver. The child's
+    # figures (copied at the fork) showed them in `published` and nowhere else.
+    bus = InMemoryEventBus(1000, linger=5.0)
+    sub = bus.subscribe()
+    bus.publish(make_event(0))
+    assert sub.get(timeout=5).request_id == "req-0"  # the drainer now lingers
+    for n in range(1, 51):
+        bus.publish(make_event(n))
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for n in range(100, 120):
+                bus.publish(make_event(n))
+            bus.stop()
+            stats = bus.stats()
+            (mine,) = stats.subscribers
+            figures = (stats.published, stats.lost, stats.extra["left_to_parent"], mine.delivered)
+            os.write(write_end, json.dumps([*figures, mine.dropped]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    published, lost, left, delivered, dropped = json.loads(os.read(read_end, 200))
+    os.close(read_end)
+    assert published == 71
+    assert left > 0
+    assert delivered + dropped == published - lost - left
+    bus.stop()
+    assert sub.qsize() + 1 == bus.stats().subscribers[0].delivered == 51  # the parent delivered
 
 
 def test_stop_timeout_must_be_a_number_of_seconds() -> None:

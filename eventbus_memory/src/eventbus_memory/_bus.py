@@ -92,6 +92,7 @@ class InMemoryEventBus(BaseEventBus):
         self._stop_lock = threading.Lock()
         self._subscribers: tuple[Subscriber, ...] = ()
         self._subs_lock = threading.Lock()
+        self._left_to_parent = 0  # see `_after_fork_in_child`
         self._batcher = Batcher(
             self,
             buffer_size=buffer_size,
@@ -114,7 +115,12 @@ class InMemoryEventBus(BaseEventBus):
         Only the forking thread survives a fork: any lock a parent thread held stays locked
         forever. The batcher rebuilt its own (the parent's buffered events are the parent's to
         deliver); the bus rebuilds the rest, and the next publish() starts a drainer.
+
+        Those `parent_held` events stay in the child's `published` (its figures start from the
+        parent's) and are counted in `extra["left_to_parent"]`, so that the child's figures
+        still add up.
         """
+        self._left_to_parent += parent_held
         self._stop_lock = threading.Lock()
         self._subs_lock = threading.Lock()
         for state in self._subscribers:
@@ -235,7 +241,11 @@ class InMemoryEventBus(BaseEventBus):
             lost=lost,
             queue_depth=depth,
             subscribers=tuple(s.sub.stats() for s in self._subscribers),
-            extra={"backend": "memory", "stopped": self._stopped},
+            extra={
+                "backend": "memory",
+                "stopped": self._stopped,
+                "left_to_parent": self._left_to_parent,
+            },
         )
 
     @property

@@ -215,6 +215,9 @@ def decode_body(
     if data is None:
         return None, {}
     info: dict[str, Any] = {"bytes": len(data)}
+    if content_type and "text/event-stream" in content_type.lower():
+        # Said by the content type: true whether or not the body is kept (below).
+        info["streamed"] = True
     raw, error, too_large = _decompress(data, content_encoding, max_bytes + 1)
     if too_large:
         info["truncated"] = True
