@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
+import json
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,35 @@ def test_an_empty_backend_flag_is_refused(capsys: pytest.CaptureFixture[str]) ->
     code, err = run(["stats", "--backend", ""], capsys)
     assert code == 2
     assert "--backend is empty: give a backend name" in one_line(err)
+
+
+class _InterruptedInput:
+    """stdin whose reader presses Ctrl-C after `lines` lines."""
+
+    def __init__(self, lines: int) -> None:
+        self.left = lines
+
+    def __iter__(self) -> _InterruptedInput:
+        return self
+
+    def __next__(self) -> str:
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return '{"RequestID": "r", "Status": 200}\n'
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_ctrl_c_during_publish_still_delivers_and_says_what_was_done(
+    json_output: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It printed nothing at all (with --json an empty stdout), though stop() had run.
+    monkeypatch.setattr("sys.stdin", _InterruptedInput(3))
+    code = main(["publish", "--backend", "memory", *(["--json"] if json_output else [])])
+    assert code == 130
+    out, err = capsys.readouterr()
+    if json_output:
+        summary = json.loads(out)
+        assert (summary["accepted"], summary["interrupted"]) == (3, True)
+    else:
+        assert "eventbus publish: interrupted: 3 accepted, 0 dropped, 0 rejected" in err

@@ -31,6 +31,7 @@ __all__ = [
     "BACKEND_FLAGS",
     "EXIT_CODES_HELP",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "UsageError",
@@ -45,6 +46,7 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT), as shells report it
 
 EXIT_CODES_HELP: Final = (
     "exit codes: 0 done; 1 something was lost or failed (rejected input, dropped events), or "

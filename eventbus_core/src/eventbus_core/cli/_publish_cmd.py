@@ -17,6 +17,7 @@ from eventbus_core.capabilities import Flushable, capability, is_cross_process
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
     add_backend_options,
@@ -98,6 +99,7 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
     every = max(1, settings.buffer_size // 2)
     rejected = 0
     sent = 0
+    interrupted = False
     try:
         with Progress("published", enabled=not (args.quiet or args.json)) as progress:
             for number, line in enumerate(source, start=1):
@@ -133,6 +135,10 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
                         file=sys.stderr,
                     )
                 progress.advance()
+    except KeyboardInterrupt:
+        # Ctrl-C: what was accepted is still delivered (bounded) and the figures said, as at
+        # the end of the input; the exit code says it was interrupted.
+        interrupted = True
     finally:
         # stop() writes what was accepted (bounded) and counts what it could not. A plugin's
         # stop() that overruns its own bound is left behind, with a warning (`_overrun`).
@@ -149,13 +155,19 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
     }
     if lost:  # accepted, then given up by stop() (the backend did not answer in time)
         summary["lost"] = lost
+    if interrupted:
+        summary["interrupted"] = True
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
         print(
-            f"eventbus publish: {published} accepted, {dropped} dropped, "
+            "eventbus publish: "
+            + ("interrupted: " if interrupted else "")
+            + f"{published} accepted, {dropped} dropped, "
             + (f"{lost} lost (accepted, not written before the stop deadline), " if lost else "")
             + f"{rejected} rejected line(s) (backend {settings.backend})",
             file=sys.stderr,
         )
+    if interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if rejected or dropped or lost or not stopped else EXIT_OK
