@@ -229,24 +229,24 @@ def _with_entry_points(monkeypatch: pytest.MonkeyPatch, *extra: _EntryPoint) -> 
     monkeypatch.setattr("eventbus_core._plugins._registry", None)
 
 
+def _registering(factories: dict[str, Any]) -> Any:
+    """A hook implementation that registers `factories` (name -> factory)."""
+
+    @hookimpl
+    def hook(register: Any) -> None:
+        for name, factory in factories.items():
+            register(name, factory)
+
+    return hook
+
+
 def _plugin(backends: dict[str, Any] | None = None, sinks: dict[str, Any] | None = None) -> Any:
+    """A plugin module standing in for a third party's: pluggy finds hooks by attribute name."""
     plugin = types.SimpleNamespace()
     if backends is not None:
-
-        @hookimpl
-        def eventbus_register_backends(register: Any) -> None:
-            for name, factory in backends.items():
-                register(name, factory)
-
-        plugin.eventbus_register_backends = eventbus_register_backends
+        plugin.eventbus_register_backends = _registering(backends)
     if sinks is not None:
-
-        @hookimpl
-        def eventbus_register_sinks(register: Any) -> None:
-            for name, factory in sinks.items():
-                register(name, factory)
-
-        plugin.eventbus_register_sinks = eventbus_register_sinks
+        plugin.eventbus_register_sinks = _registering(sinks)
     return plugin
 
 
@@ -507,6 +507,22 @@ def test_a_sink_whose_plugin_has_a_problem_says_so(monkeypatch: pytest.MonkeyPat
     text = str(raised.value)
     assert "the plugin 'misspelt' (eventbus-misspelt) is installed but registered no such" in text
     assert "did you mean eventbus_register_sinks?" in text
+    assert "pip install" not in text
+
+
+def test_a_backend_whose_plugin_has_a_problem_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Misspelt:
+        @hookimpl
+        def eventbus_register_backend(self, register: Any) -> None:
+            register("misspelt", RecordingBus)
+
+    _with_entry_points(monkeypatch, _EntryPoint("misspelt", "eventbus-misspelt", Misspelt()))
+    registry = PluginRegistry()
+    with pytest.raises(UnknownBackendError) as raised:
+        registry.backend("misspelt")
+    text = str(raised.value)
+    assert "the plugin 'misspelt' (eventbus-misspelt) is installed but registered no such" in text
+    assert "did you mean eventbus_register_backends?" in text
     assert "pip install" not in text
 
 

@@ -17,9 +17,13 @@ from collections.abc import Callable
 
 from eventbus_core._log import get_logger
 
-__all__ = ["call_bounded", "call_bounded_async"]
+__all__ = ["STOP_MARGIN", "call_bounded", "call_bounded_async"]
 
 log = get_logger("eventbus")
+
+STOP_MARGIN = 5.0
+"""Seconds a backend's `stop()` may overrun its own timeout (EVENTBUS_STOP_TIMEOUT) before
+`eventbus publish` or a dispatcher goes on without it."""
 
 
 def _start(fn: Callable[[], object], what: str) -> concurrent.futures.Future[object]:

@@ -327,13 +327,6 @@ class PluginRegistry:
                 f"({info.distribution or info.module}) is installed but failed to load: "
                 f"{info.error}. {_reinstall_advice(info.distribution or key)}"
             ) from failed
-        troubled = self.plugins.get(key)
-        if troubled is not None and troubled.problems:
-            raise UnknownSinkError(
-                f"no installed plugin registers sink {key!r} ({given_as}); the plugin {key!r} "
-                f"({troubled.distribution or troubled.module}) is installed but registered no "
-                f"such sink: {'; '.join(troubled.problems)}"
-            )
         raise UnknownSinkError(self._unknown_message("sink", key, self.sinks, given_as))
 
     def _unknown_message(
@@ -342,6 +335,14 @@ class PluginRegistry:
         installed = ", ".join(sorted(table)) or "none"
         if not key:
             return f"an empty {kind} name ({given_as}); installed {kind}s: {installed}"
+        troubled = self.plugins.get(key)
+        if troubled is not None and troubled.problems:
+            # Installed, so "pip install" is no advice: what went wrong is.
+            return (
+                f"no installed plugin registers {kind} {key!r} ({given_as}); the plugin {key!r} "
+                f"({troubled.distribution or troubled.module}) is installed but registered no "
+                f"such {kind}: {'; '.join(troubled.problems)}"
+            )
         sibling = SIBLINGS.get(key) if kind == "backend" else None
         if sibling is not None:
             how = f"it comes with {sibling.distribution}; install it with: " + install_command(

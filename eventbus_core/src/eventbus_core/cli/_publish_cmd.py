@@ -11,7 +11,7 @@ from typing import Any, Final, TextIO
 from eventbus_core._errors import WireFormatError
 from eventbus_core._event import Event
 from eventbus_core._log import scrub
-from eventbus_core._overrun import call_bounded
+from eventbus_core._overrun import STOP_MARGIN, call_bounded
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import Flushable, capability, is_cross_process
 from eventbus_core.cli._ops import (
@@ -31,7 +31,6 @@ from eventbus_core.cli._reach import ONE_SHOT_HELP
 __all__ = ["add_parser", "run"]
 
 _EMPTY: Final = Event()
-_STOP_MARGIN: Final = 5.0  # seconds a backend's stop() may overrun EVENTBUS_STOP_TIMEOUT
 _NO_FIELDS: Final = (
     "not an event: none of its fields is set (RequestID, Method, Path, Status, Duration, "
     "ResponseHeaders, ResponseBody, RequestBody, LogID); give lines in the Go wire format, as "
@@ -143,7 +142,7 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
         # stop() writes what was accepted (bounded) and counts what it could not. A plugin's
         # stop() that overruns its own bound is left behind, with a warning (`_overrun`).
         stopped = call_bounded(
-            bus.stop, settings.stop_timeout + _STOP_MARGIN, f"backend {settings.backend!r}: stop()"
+            bus.stop, settings.stop_timeout + STOP_MARGIN, f"backend {settings.backend!r}: stop()"
         )
     stats = bus.stats()
     published, dropped, lost = stats.published, stats.dropped, stats.lost

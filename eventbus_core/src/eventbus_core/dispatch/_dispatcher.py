@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import add_patterns, get_logger, scrub
-from eventbus_core._overrun import call_bounded_async
+from eventbus_core._overrun import STOP_MARGIN, call_bounded_async
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_problem
@@ -41,10 +41,6 @@ log = get_logger("eventbus.dispatcher")
 _CLOSE_BOUND = 2.0
 """Seconds closing the sources may take after the shutdown deadline (acknowledging what was
 sent, closing connections); a source that does not answer is left behind after it."""
-
-_STOP_MARGIN = 5.0
-"""Seconds an owned bus's stop() may overrun its own timeout before the dispatcher ends
-without it."""
 
 
 class Dispatcher:
@@ -353,7 +349,7 @@ class Dispatcher:
             try:
                 await call_bounded_async(
                     self.owned_bus.stop,
-                    self.owned_bus_stop_timeout + _STOP_MARGIN,
+                    self.owned_bus_stop_timeout + STOP_MARGIN,
                     "the bus's stop()",
                 )
             except Exception as exc:
