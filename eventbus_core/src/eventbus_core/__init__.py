@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from eventbus_core.redact._redact import NO_REDACTION, Redactor, redact_headers, redact_text
     from eventbus_core.redact._secrets import RedactedURL, redact_url
     from eventbus_core.transform._llm import LLMTransformer, Payload, Transform, decode_body
+    from eventbus_core.wsgi import EventBusWSGIMiddleware
 
 __version__ = "0.1.0"
 
@@ -113,6 +114,7 @@ _WHERE: dict[str, str] = {
     "Subscription": "eventbus_core._subscription",
     "SubscriptionClosed": "eventbus_core._subscription",
     "EventBusMiddleware": "eventbus_core.asgi",
+    "EventBusWSGIMiddleware": "eventbus_core.wsgi",
     "DeadLetter": "eventbus_core.dispatch._deadletter",
     "JsonlDeadLetter": "eventbus_core.dispatch._deadletter",
     "MemoryDeadLetter": "eventbus_core.dispatch._deadletter",
@@ -193,6 +195,7 @@ __all__ = [
     "reset_registry",
     # instrumentation
     "EventBusMiddleware",
+    "EventBusWSGIMiddleware",
     # dispatcher and sinks
     "DeadLetter",
     "Dispatcher",

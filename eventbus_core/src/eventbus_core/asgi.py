@@ -15,14 +15,25 @@ sent it builds the event and hands it to `bus.publish()`, which only appends to 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from eventbus_core._event import Event
-from eventbus_core._log import get_logger
-from eventbus_core.redact._redact import MASK, SENSITIVE_HEADERS
+from eventbus_core._request_observer import (
+    DEFAULT_MAX_REQUEST_BODY,
+    DEFAULT_MAX_RESPONSE_BODY,
+    NAMES,
+    EventPublisher,
+    RequestObserver,
+    canonical_header_name,
+    join_chunks,
+    keep_chunk,
+    log,
+    name_info,
+    new_request_id,
+)
+from eventbus_core.redact._redact import MASK
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BODY",
@@ -49,13 +60,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI application."""
 
-DEFAULT_MAX_REQUEST_BODY: Final = 64 * 1024
-"""Request body bytes kept in the event by default (as the Go llm-proxy)."""
-DEFAULT_MAX_RESPONSE_BODY: Final = 256 * 1024
-"""Response body bytes kept in the event by default (as the Go llm-proxy)."""
-
-log = get_logger("eventbus.middleware")
-
 # A tuple of types, not `list | tuple`: that expression builds a union object each time it
 # runs, 130 ns on the request path.
 _SEQUENCES: Final = (list, tuple)
@@ -64,62 +68,7 @@ _SEQUENCES: Final = (list, tuple)
 _SHUTDOWN_DONE: Final = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 
 
-class EventPublisher(Protocol):
-    """What the middleware needs of a bus: `publish()`. Every `EventBus` is one."""
-
-    def publish(self, event: Event) -> None:
-        """Hand `event` over without blocking."""
-
-
-# Header names seen on responses, raw bytes -> Go's canonical form. Bounded so that an
-# application echoing arbitrary header names cannot grow it without limit.
-_CANONICAL: dict[bytes, str] = {}
-_CANONICAL_MAX: Final = 2048
-
-
-def canonical_header_name(raw: bytes) -> str:
-    """Return `raw` in Go's canonical MIME header form (`x-request-id` -> `X-Request-Id`).
-
-    Go's `http.Header.Get` canonicalises the name it looks up, so a Go consumer only finds
-    headers stored under canonical keys; ASGI servers deliver them in lower case.
-    """
-    name = _CANONICAL.get(raw)
-    if name is None:
-        text = raw.decode("latin-1")
-        # Go leaves names with spaces or other non-token characters untouched.
-        if all(c.isalnum() or c == "-" for c in text) and text.isascii():
-            name = "-".join(part[:1].upper() + part[1:].lower() for part in text.split("-"))
-        else:
-            name = text
-        if len(_CANONICAL) < _CANONICAL_MAX:
-            _CANONICAL[raw] = name
-    return name
-
-
-# Raw response header name -> (Go canonical name, lower-case raw name): one lookup per header
-# instead of re-deriving both per request. Bounded like _CANONICAL.
-_NAMES: dict[bytes, tuple[str, bytes]] = {}
-
-
-def _name_info(raw: bytes) -> tuple[str, bytes]:
-    info = (canonical_header_name(raw), raw.lower())
-    if len(_NAMES) < _CANONICAL_MAX:
-        _NAMES[raw] = info
-    return info
-
-
-def new_request_id() -> str:
-    """Return a random RFC 4122 version 4 UUID string, as Go's `uuid.New().String()`.
-
-    Formats `os.urandom` directly: a third of the cost of `str(uuid.uuid4())`, which matters
-    on the request path.
-    """
-    h = os.urandom(16).hex()
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
-
-
-class EventBusMiddleware:
+class EventBusMiddleware(RequestObserver):
     """Publish one `Event` per HTTP request once its response is complete.
 
     The event carries the request id, method, path with query string, status, the exact
@@ -167,25 +116,7 @@ class EventBusMiddleware:
         ValueError: a limit is negative.
     """
 
-    __slots__ = (
-        "_cache_header",
-        "_exclude",
-        "_exclude_exact",
-        "_exclude_prefixes",
-        "_id_header",
-        "_id_header_name",
-        "_new_id",
-        "_sensitive",
-        "app",
-        "bus",
-        "errors",
-        "max_request_body",
-        "max_response_body",
-        "redact",
-        "set_request_id",
-        "shutdown_flush_timeout",
-        "skip_cache_hits",
-    )
+    __slots__ = ("app", "shutdown_flush_timeout")
 
     def __init__(
         self,
@@ -203,51 +134,22 @@ class EventBusMiddleware:
         extra_sensitive_headers: Iterable[str] = (),
         shutdown_flush_timeout: float = 5.0,
     ) -> None:
-        for label, limit in (
-            ("max_request_body", max_request_body),
-            ("max_response_body", max_response_body),
-        ):
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise ValueError(f"{label} must be an int >= 0 (0 keeps no body), got {limit!r}")
+        super().__init__(
+            bus,
+            max_request_body=max_request_body,
+            max_response_body=max_response_body,
+            exclude_paths=exclude_paths,
+            skip_cache_hits=skip_cache_hits,
+            request_id_header=request_id_header,
+            set_request_id=set_request_id,
+            request_id_factory=request_id_factory,
+            redact=redact,
+            extra_sensitive_headers=extra_sensitive_headers,
+        )
         if shutdown_flush_timeout < 0:
             raise ValueError(f"shutdown_flush_timeout must be >= 0, got {shutdown_flush_timeout!r}")
         self.app = app
-        self.bus = bus
         self.shutdown_flush_timeout = shutdown_flush_timeout
-        self.max_request_body = max_request_body
-        self.max_response_body = max_response_body
-        paths = list(exclude_paths)
-        self._exclude_exact = frozenset(p for p in paths if not p.endswith("*"))
-        self._exclude_prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
-        self._exclude = bool(paths)
-        self.skip_cache_hits = skip_cache_hits
-        self._cache_header = b"x-proxy-cache"
-        self._id_header_name = request_id_header
-        self._id_header = request_id_header.lower().encode("latin-1")
-        self.set_request_id = set_request_id
-        # str() once here: the event is built without checks, and a factory may return a UUID.
-        self._new_id: Callable[[], str] = (
-            (lambda: str(request_id_factory()))
-            if request_id_factory is not None
-            else new_request_id
-        )
-        self.redact = redact
-        # Lower-case raw names whose values are masked: looked up per header on the hot path.
-        self._sensitive: frozenset[bytes] = (
-            frozenset(
-                h.strip().lower().encode("latin-1")
-                for h in (*SENSITIVE_HEADERS, *extra_sensitive_headers)
-            )
-            if redact
-            else frozenset()
-        )
-        self.errors = 0
-        """Failures inside the middleware (or `bus.publish`) so far; requests were unaffected."""
-
-    def _excluded(self, path: str) -> bool:
-        if path in self._exclude_exact:
-            return True
-        return bool(self._exclude_prefixes) and path.startswith(self._exclude_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection, observing it if it is an HTTP request."""
@@ -304,17 +206,6 @@ class EventBusMiddleware:
             return ""
         return f": {depth} event(s) not handed on yet" if isinstance(depth, int) else ""
 
-    def _failed(self, what: str) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            log.exception(
-                "eventbus middleware: %s failed; the request is unaffected "
-                "(further failures are logged at debug level)",
-                what,
-            )
-        else:
-            log.debug("eventbus middleware: %s failed", what, exc_info=True)
-
 
 class _Exchange:
     """The observation of one HTTP request: wraps its `receive` and `send`."""
@@ -364,7 +255,7 @@ class _Exchange:
                 if self.req_room:
                     body = message.get("body")
                     if body:
-                        self.req_room = _keep(self.req_chunks, body, self.req_room)
+                        self.req_room = keep_chunk(self.req_chunks, body, self.req_room)
             elif kind == "http.disconnect":
                 self.disconnected = True
         except Exception:
@@ -379,7 +270,7 @@ class _Exchange:
                 if self.resp_room and not self.disconnected:
                     body = message.get("body")
                     if body:
-                        self.resp_room = _keep(self.resp_chunks, body, self.resp_room)
+                        self.resp_room = keep_chunk(self.resp_chunks, body, self.resp_room)
                 final = not message.get("more_body", False) and not self.trailers
             elif kind == "http.response.start":
                 message = self.on_start(message)
@@ -410,11 +301,11 @@ class _Exchange:
         # the request id if the request had none, and the cache-hit mark.
         event_headers: dict[str, tuple[str, ...]] = {}
         sensitive = mw._sensitive
-        names = _NAMES
+        names = NAMES
         has_id = False
         cache = mw._cache_header
         for name, value in headers:
-            key, lname = names.get(name) or _name_info(name)
+            key, lname = names.get(name) or name_info(name)
             if lname == id_header:
                 has_id = True
                 if not request_id:
@@ -462,8 +353,8 @@ class _Exchange:
                 status,
                 duration,
                 self.response_headers,
-                _join(self.resp_chunks),
-                _join(self.req_chunks),
+                join_chunks(self.resp_chunks),
+                join_chunks(self.req_chunks),
             )
             mw.bus.publish(event)
         except Exception:
@@ -477,25 +368,6 @@ class _Exchange:
             if name == id_header:
                 return str(value.decode("latin-1"))
         return ""
-
-
-def _keep(chunks: list[bytes], body: Any, room: int) -> int:
-    """Append up to `room` bytes of `body` to `chunks`; return the room left."""
-    if type(body) is not bytes:
-        # bytearray / memoryview: the sender may reuse its buffer, so keep a copy.
-        body = bytes(body)
-    if len(body) > room:
-        body = body[:room]
-    chunks.append(body)
-    return room - len(body)
-
-
-def _join(chunks: list[bytes]) -> bytes | None:
-    if not chunks:
-        return None
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
 
 
 def _full_path(scope: Scope) -> str:

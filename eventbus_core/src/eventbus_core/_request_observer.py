@@ -1,0 +1,205 @@
+"""What the ASGI and the WSGI middleware share: their options, the event's header copy, the
+request id, body capture and their own failures.
+
+Kept free of asyncio and of either protocol, so that `eventbus_core.wsgi` imports no event loop
+machinery and neither middleware carries a copy of the other's rules.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol
+
+from eventbus_core._event import Event
+from eventbus_core._log import get_logger
+from eventbus_core.redact._redact import SENSITIVE_HEADERS
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BODY",
+    "DEFAULT_MAX_RESPONSE_BODY",
+    "EventPublisher",
+    "RequestObserver",
+    "canonical_header_name",
+    "join_chunks",
+    "keep_chunk",
+    "name_info",
+    "new_request_id",
+]
+
+DEFAULT_MAX_REQUEST_BODY: Final = 64 * 1024
+"""Request body bytes kept in the event by default (as the Go llm-proxy)."""
+DEFAULT_MAX_RESPONSE_BODY: Final = 256 * 1024
+"""Response body bytes kept in the event by default (as the Go llm-proxy)."""
+
+log = get_logger("eventbus.middleware")
+
+
+class EventPublisher(Protocol):
+    """What the middleware needs of a bus: `publish()`. Every `EventBus` is one."""
+
+    def publish(self, event: Event) -> None:
+        """Hand `event` over without blocking."""
+
+
+# Header names seen on responses, raw bytes -> Go's canonical form. Bounded so that an
+# application echoing arbitrary header names cannot grow it without limit.
+_CANONICAL: dict[bytes, str] = {}
+_CANONICAL_MAX: Final = 2048
+
+
+def canonical_header_name(raw: bytes) -> str:
+    """Return `raw` in Go's canonical MIME header form (`x-request-id` -> `X-Request-Id`).
+
+    Go's `http.Header.Get` canonicalises the name it looks up, so a Go consumer only finds
+    headers stored under canonical keys; ASGI servers deliver them in lower case.
+    """
+    name = _CANONICAL.get(raw)
+    if name is None:
+        text = raw.decode("latin-1")
+        # Go leaves names with spaces or other non-token characters untouched.
+        if all(c.isalnum() or c == "-" for c in text) and text.isascii():
+            name = "-".join(part[:1].upper() + part[1:].lower() for part in text.split("-"))
+        else:
+            name = text
+        if len(_CANONICAL) < _CANONICAL_MAX:
+            _CANONICAL[raw] = name
+    return name
+
+
+# Raw response header name -> (Go canonical name, lower-case raw name): one lookup per header
+# instead of re-deriving both per request. Bounded like _CANONICAL.
+NAMES: dict[bytes, tuple[str, bytes]] = {}
+
+
+def name_info(raw: bytes) -> tuple[str, bytes]:
+    """`(canonical name, lower-case name)` of the raw header name `raw`, remembered in `NAMES`."""
+    info = (canonical_header_name(raw), raw.lower())
+    if len(NAMES) < _CANONICAL_MAX:
+        NAMES[raw] = info
+    return info
+
+
+def new_request_id() -> str:
+    """Return a random RFC 4122 version 4 UUID string, as Go's `uuid.New().String()`.
+
+    Formats `os.urandom` directly: a third of the cost of `str(uuid.uuid4())`, which matters
+    on the request path.
+    """
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
+def keep_chunk(chunks: list[bytes], body: Any, room: int) -> int:
+    """Append up to `room` bytes of `body` to `chunks`; return the room left."""
+    if type(body) is not bytes:
+        # bytearray / memoryview: the sender may reuse its buffer, so keep a copy.
+        body = bytes(body)
+    if len(body) > room:
+        body = body[:room]
+    chunks.append(body)
+    return room - len(body)
+
+
+def join_chunks(chunks: list[bytes]) -> bytes | None:
+    """The kept chunks as one body, or None when nothing was kept."""
+    if not chunks:
+        return None
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+class RequestObserver:
+    """The options and bookkeeping every eventbus middleware has (see `EventBusMiddleware` for
+    what each option means).
+
+    Raises:
+        ValueError: a limit is negative.
+    """
+
+    __slots__ = (
+        "_cache_header",
+        "_exclude",
+        "_exclude_exact",
+        "_exclude_prefixes",
+        "_id_header",
+        "_id_header_name",
+        "_new_id",
+        "_sensitive",
+        "bus",
+        "errors",
+        "max_request_body",
+        "max_response_body",
+        "redact",
+        "set_request_id",
+        "skip_cache_hits",
+    )
+
+    def __init__(
+        self,
+        bus: EventPublisher,
+        *,
+        max_request_body: int,
+        max_response_body: int,
+        exclude_paths: Iterable[str],
+        skip_cache_hits: bool,
+        request_id_header: str,
+        set_request_id: bool,
+        request_id_factory: Callable[[], str] | None,
+        redact: bool,
+        extra_sensitive_headers: Iterable[str],
+    ) -> None:
+        for label, limit in (
+            ("max_request_body", max_request_body),
+            ("max_response_body", max_response_body),
+        ):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise ValueError(f"{label} must be an int >= 0 (0 keeps no body), got {limit!r}")
+        self.bus = bus
+        self.max_request_body = max_request_body
+        self.max_response_body = max_response_body
+        paths = list(exclude_paths)
+        self._exclude_exact = frozenset(p for p in paths if not p.endswith("*"))
+        self._exclude_prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
+        self._exclude = bool(paths)
+        self.skip_cache_hits = skip_cache_hits
+        self._cache_header = b"x-proxy-cache"
+        self._id_header_name = request_id_header
+        self._id_header = request_id_header.lower().encode("latin-1")
+        self.set_request_id = set_request_id
+        # str() once here: the event is built without checks, and a factory may return a UUID.
+        self._new_id: Callable[[], str] = (
+            (lambda: str(request_id_factory()))
+            if request_id_factory is not None
+            else new_request_id
+        )
+        self.redact = redact
+        # Lower-case raw names whose values are masked: looked up per header on the hot path.
+        self._sensitive: frozenset[bytes] = (
+            frozenset(
+                h.strip().lower().encode("latin-1")
+                for h in (*SENSITIVE_HEADERS, *extra_sensitive_headers)
+            )
+            if redact
+            else frozenset()
+        )
+        self.errors = 0
+        """Failures inside the middleware (or `bus.publish`) so far; requests were unaffected."""
+
+    def _excluded(self, path: str) -> bool:
+        if path in self._exclude_exact:
+            return True
+        return bool(self._exclude_prefixes) and path.startswith(self._exclude_prefixes)
+
+    def _failed(self, what: str) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.exception(
+                "eventbus middleware: %s failed; the request is unaffected "
+                "(further failures are logged at debug level)",
+                what,
+            )
+        else:
+            log.debug("eventbus middleware: %s failed", what, exc_info=True)

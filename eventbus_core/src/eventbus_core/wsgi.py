@@ -1,0 +1,421 @@
+"""`EventBusWSGIMiddleware`: one `Event` per HTTP request of any WSGI application.
+
+Pure WSGI (PEP 3333, no framework import), so it wraps Flask, Django, Falcon, Bottle or a bare
+WSGI callable, under gunicorn (sync or thread workers), uWSGI, waitress or wsgiref:
+
+    app.wsgi_app = EventBusWSGIMiddleware(app.wsgi_app, bus=bus)   # Flask
+    application = EventBusWSGIMiddleware(get_wsgi_application(), bus=bus)   # Django
+
+It observes the request's `wsgi.input`, the application's `start_response` and the response
+iterable as they pass, handing every chunk on unchanged and at once, and publishes the event
+when the server has taken the last chunk (or closes the response early). `bus.publish()` only
+appends to a buffer; a background thread of the bus does the I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Final
+
+from eventbus_core._event import Event
+from eventbus_core._request_observer import (
+    DEFAULT_MAX_REQUEST_BODY,
+    DEFAULT_MAX_RESPONSE_BODY,
+    EventPublisher,
+    RequestObserver,
+    canonical_header_name,
+    join_chunks,
+    keep_chunk,
+    name_info,
+)
+from eventbus_core.redact._redact import MASK
+
+__all__ = [
+    "Environ",
+    "EventBusWSGIMiddleware",
+    "StartResponse",
+    "WSGIApp",
+]
+
+Environ = dict[str, Any]
+"""A WSGI environ."""
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+"""The WSGI `start_response(status, headers, exc_info=None) -> write` callable."""
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+"""A WSGI application."""
+
+# Header names as WSGI gives them (native strings) -> (Go canonical name, lower-case bytes), so
+# the checks shared with the ASGI middleware (masking, request id, cache hit) compare bytes.
+_TEXT_NAMES: dict[str, tuple[str, bytes]] = {}
+_TEXT_NAMES_MAX: Final = 2048
+
+
+def _text_name_info(name: str) -> tuple[str, bytes]:
+    info = name_info(name.encode("latin-1"))
+    if len(_TEXT_NAMES) < _TEXT_NAMES_MAX:
+        _TEXT_NAMES[name] = info
+    return info
+
+
+def _environ_key(header: str) -> str:
+    """Where WSGI puts a request header: `X-Request-ID` -> `HTTP_X_REQUEST_ID`."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _event_path(environ: Environ) -> str:
+    """`SCRIPT_NAME` + `PATH_INFO` (+ `?QUERY_STRING`), as the ASGI middleware records `path`:
+    WSGI hands the path over as bytes decoded as latin-1, so non-ASCII is decoded again as
+    UTF-8."""
+    path: str = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if not path.isascii():
+        path = path.encode("latin-1", "replace").decode("utf-8", "replace")
+    query = environ.get("QUERY_STRING")
+    if query:
+        return f"{path}?{query}"
+    return path
+
+
+class EventBusWSGIMiddleware(RequestObserver):
+    """Publish one `Event` per HTTP request once the server has taken the whole response.
+
+    The WSGI counterpart of `EventBusMiddleware` (ASGI), with the same options and the same
+    event: request id, method, path with query string, status, the exact duration in
+    nanoseconds, the response headers (credentials masked) and the request and response bodies
+    up to the limits. The application and the server see the same bytes, headers and response
+    object as without it.
+
+    When it publishes:
+        - when the server has taken the last chunk of the response;
+        - when the server closes the response before that (the client went away): with the
+          part of the body handed over until then;
+        - when the application raised: with the status already sent, or 500 (what the server
+          answers) if no body had been handed over. The exception propagates unchanged.
+        - for a response returned as the server's `wsgi.file_wrapper` (a file the server may
+          send with `sendfile`): at once, without the response body. The file goes to the
+          server untouched, so the server keeps its fast path.
+
+    What it skips: excluded paths, and responses marked as cache hits (`X-PROXY-CACHE: hit`)
+    unless `skip_cache_hits=False`.
+
+    It never raises into the application: a failure of its own (or of `bus.publish`) is logged
+    once, counted in `errors`, and the request carries on.
+
+    There is no shutdown hook in WSGI: stop the bus when the worker ends (gunicorn's
+    `worker_exit` hook), or let the bus deliver what it holds at interpreter exit.
+
+    Args:
+        app: The WSGI application to wrap.
+        bus: Where events go (`publish()` must not block, as every eventbus backend's).
+        max_request_body: Request body bytes kept in the event (0: none). The application
+            always reads the whole body; the event holds the first bytes of what it read.
+        max_response_body: Response body bytes kept in the event (0: none).
+        exclude_paths: Paths (`SCRIPT_NAME` + `PATH_INFO`) to publish nothing for; an entry
+            ending in `*` excludes every path starting with the text before it.
+        skip_cache_hits: Publish nothing for responses with header `X-PROXY-CACHE: hit`.
+        request_id_header: The header carrying the request id, looked up on the request first,
+            then on the response. Without either, an id is generated.
+        set_request_id: Add the request id header to responses that lack it. Off by default:
+            the response is otherwise never changed.
+        request_id_factory: Makes an id when neither request nor response has one (UUID4).
+        redact: Mask the values of credential headers in the event.
+        extra_sensitive_headers: Further header names to mask.
+
+    Raises:
+        ValueError: a limit is negative.
+    """
+
+    __slots__ = ("_environ_id_key", "app")
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        bus: EventPublisher,
+        *,
+        max_request_body: int = DEFAULT_MAX_REQUEST_BODY,
+        max_response_body: int = DEFAULT_MAX_RESPONSE_BODY,
+        exclude_paths: Iterable[str] = (),
+        skip_cache_hits: bool = True,
+        request_id_header: str = "X-Request-ID",
+        set_request_id: bool = False,
+        request_id_factory: Callable[[], str] | None = None,
+        redact: bool = True,
+        extra_sensitive_headers: Iterable[str] = (),
+    ) -> None:
+        super().__init__(
+            bus,
+            max_request_body=max_request_body,
+            max_response_body=max_response_body,
+            exclude_paths=exclude_paths,
+            skip_cache_hits=skip_cache_hits,
+            request_id_header=request_id_header,
+            set_request_id=set_request_id,
+            request_id_factory=request_id_factory,
+            redact=redact,
+            extra_sensitive_headers=extra_sensitive_headers,
+        )
+        self.app = app
+        self._environ_id_key = _environ_key(request_id_header)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Serve one request, observing it."""
+        if self._exclude and self._excluded(
+            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        ):
+            return self.app(environ, start_response)
+        exchange = _Exchange(self, environ, start_response)
+        try:
+            result = self.app(environ, exchange.start_response)
+        except BaseException:
+            # Not ours to handle: record what the client gets, then let it propagate.
+            exchange.finish(failed=True)
+            raise
+        try:
+            file_wrapper = environ.get("wsgi.file_wrapper")
+            sent_by_server = file_wrapper is not None and isinstance(result, file_wrapper)
+            if sent_by_server:
+                exchange.finish(failed=False)
+                return result
+            if hasattr(result, "__len__"):
+                # A server may size the response from len() (one chunk: Content-Length).
+                return _ObservedSizedBody(exchange, result)
+            return _ObservedBody(exchange, result)
+        except Exception:
+            self._failed("wrapping the response")
+            return result
+
+
+class _Exchange:
+    """The observation of one WSGI request: wraps its `wsgi.input`, `start_response` and
+    `write`."""
+
+    __slots__ = (
+        "_start_response",
+        "_write",
+        "body_started",
+        "done",
+        "environ",
+        "mw",
+        "req_chunks",
+        "req_room",
+        "request_id",
+        "resp_chunks",
+        "resp_room",
+        "response_headers",
+        "skip",
+        "start_ns",
+        "status",
+    )
+
+    def __init__(
+        self, mw: EventBusWSGIMiddleware, environ: Environ, start_response: StartResponse
+    ) -> None:
+        self.start_ns = time.perf_counter_ns()
+        self.mw = mw
+        self.environ = environ
+        self._start_response = start_response
+        self._write: Callable[[bytes], object] | None = None
+        self.status = 0
+        self.response_headers: dict[str, tuple[str, ...]] | None = None
+        self.req_chunks: list[bytes] = []
+        self.req_room = mw.max_request_body
+        self.resp_chunks: list[bytes] = []
+        self.resp_room = mw.max_response_body
+        self.request_id = ""
+        self.skip = False
+        self.done = False
+        self.body_started = False
+        if self.req_room:
+            stream = environ.get("wsgi.input")
+            if stream is not None:
+                environ["wsgi.input"] = _ObservedInput(stream, self)
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        """The application's `start_response`: record status and headers, pass them on."""
+        try:
+            headers = self.on_start(status, headers)
+        except Exception:
+            self.mw._failed("reading the response headers")
+        if exc_info is None:
+            self._write = self._start_response(status, headers)
+        else:
+            self._write = self._start_response(status, headers, exc_info)
+        return self.write
+
+    def write(self, data: bytes) -> object:
+        """The legacy `write()` callable `start_response` returns: observed like a chunk."""
+        self.sent(data)
+        if self._write is None:  # the server's start_response raised: as without us
+            raise AssertionError("write() called before start_response()")
+        return self._write(data)
+
+    def sent(self, chunk: bytes) -> None:
+        """`chunk` of the response body is being handed to the server."""
+        if chunk:
+            self.body_started = True
+            if self.resp_room:
+                try:
+                    self.resp_room = keep_chunk(self.resp_chunks, chunk, self.resp_room)
+                except Exception:
+                    self.mw._failed("reading a response chunk")
+
+    def read(self, data: Any) -> None:
+        """`data` was read from the request body by the application."""
+        if self.req_room and data:
+            try:
+                self.req_room = keep_chunk(self.req_chunks, data, self.req_room)
+            except Exception:
+                self.mw._failed("reading the request body")
+
+    def on_start(self, status: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Record status and headers (again, if the application starts over with `exc_info`);
+        return the headers to send on (a new list if the request id is added)."""
+        mw = self.mw
+        self.status = int(status[:3])
+        self.skip = False
+        request_id = self.environ.get(mw._environ_id_key) or ""
+        id_header = mw._id_header
+        # One pass over the response headers: the event's copy (Go names, credentials masked),
+        # the request id if the request had none, and the cache-hit mark.
+        event_headers: dict[str, tuple[str, ...]] = {}
+        sensitive = mw._sensitive
+        names = _TEXT_NAMES
+        has_id = False
+        cache = mw._cache_header
+        for name, value in headers:
+            key, lname = names.get(name) or _text_name_info(name)
+            text = value if type(value) is str else str(value)
+            if lname == id_header:
+                has_id = True
+                if not request_id:
+                    request_id = text
+            elif lname == cache and mw.skip_cache_hits and text.strip().lower() == "hit":
+                self.skip = True
+            if lname in sensitive:
+                text = MASK
+            if key in event_headers:
+                event_headers[key] += (text,)  # a repeated header (Set-Cookie, Vary): rare
+            else:
+                event_headers[key] = (text,)
+        if not request_id:
+            request_id = self.request_id or mw._new_id()
+        self.request_id = request_id
+        if mw.set_request_id and not has_id:
+            # The application's list stays untouched: send a copy.
+            headers = [*headers, (mw._id_header_name, request_id)]
+            event_headers[canonical_header_name(id_header)] = (request_id,)
+        self.response_headers = event_headers
+        return headers
+
+    def finish(self, *, failed: bool) -> None:
+        """Publish the event once (after the last chunk, an early close, or a failure)."""
+        if self.done:
+            return
+        self.done = True
+        duration = time.perf_counter_ns() - self.start_ns
+        mw = self.mw
+        try:
+            if self.skip:
+                return
+            status = self.status
+            if not status or (failed and not self.body_started):
+                # No body went out: the server answers 500 for the application.
+                status = 500
+            if not self.request_id:
+                self.request_id = self.environ.get(mw._environ_id_key) or mw._new_id()
+            event = Event._trusted(
+                str(self.request_id),
+                str(self.environ.get("REQUEST_METHOD", "")),
+                _event_path(self.environ),
+                status,
+                duration,
+                self.response_headers,
+                join_chunks(self.resp_chunks),
+                join_chunks(self.req_chunks),
+            )
+            mw.bus.publish(event)
+        except Exception:
+            mw._failed("publishing the event" if not failed else "recording a failed request")
+
+
+class _ObservedInput:
+    """`wsgi.input`, with what the application reads kept (up to the limit) for the event.
+
+    Every call is passed on with the arguments it was given: servers' input streams differ in
+    what they accept (`read()` without a size may mean "to the end" or be refused)."""
+
+    __slots__ = ("_exchange", "_stream")
+
+    def __init__(self, stream: Any, exchange: _Exchange) -> None:
+        self._stream = stream
+        self._exchange = exchange
+
+    def read(self, *args: Any) -> Any:
+        data = self._stream.read(*args)
+        self._exchange.read(data)
+        return data
+
+    def readline(self, *args: Any) -> Any:
+        data = self._stream.readline(*args)
+        self._exchange.read(data)
+        return data
+
+    def readlines(self, *args: Any) -> Any:
+        lines = self._stream.readlines(*args)
+        for line in lines:
+            self._exchange.read(line)
+        return lines
+
+    def __iter__(self) -> Iterator[Any]:
+        for line in self._stream:
+            self._exchange.read(line)
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else the server's stream offers (gunicorn's, werkzeug's limits) stays there.
+        return getattr(self._stream, name)
+
+
+class _ObservedBody:
+    """The response iterable, handed on chunk by chunk; publishes when it is used up or
+    closed, and closes the application's iterable as WSGI requires."""
+
+    __slots__ = ("_exchange", "_result")
+
+    def __init__(self, exchange: _Exchange, result: Iterable[bytes]) -> None:
+        self._exchange = exchange
+        self._result = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        exchange = self._exchange
+        try:
+            for chunk in self._result:
+                exchange.sent(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException:
+            exchange.finish(failed=True)
+            raise
+        exchange.finish(failed=False)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._exchange.finish(failed=False)
+
+
+class _ObservedSizedBody(_ObservedBody):
+    """An `_ObservedBody` whose iterable has a length (a list of chunks), which it reports."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
