@@ -80,3 +80,23 @@ def test_bench_middleware_prints_a_row_per_variant() -> None:
     assert "[minimal]" in out, out
     for variant in variants:
         assert re.search(rf"^{variant}\s+\d+\s+[\d.]+", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_bench_wsgi_prints_a_row_per_variant_and_cleans_up() -> None:
+    client = require_redis(BENCH_DB)
+    out = run_script(
+        str(BENCH / "bench_wsgi.py"),
+        "--rounds",
+        "1",
+        "--requests",
+        "50",
+        EVENTBUS_BENCH_REDIS_URL=redis_url(BENCH_DB),
+    )
+    for endpoint in ("minimal", "realistic"):
+        assert f"[{endpoint}]" in out, out
+    for variant in ("plain", "null", "memory", "redis", "otel", "sentry"):
+        rows = re.findall(rf"^{variant}\s+[\d.]+\s+\S+\s+\S+", out, re.MULTILINE)
+        assert len(rows) == 2, f"{variant}: {rows}\n{out}"
+    assert not list(client.scan_iter(match="eventbus-bench-wsgi:*", count=1000))
