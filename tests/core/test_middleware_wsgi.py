@@ -197,6 +197,29 @@ class TestBodies:
         assert served.body == b"a\nb\n"
         assert bus.published[0].request_body == b"a\nb\n"
 
+    def test_the_request_body_read_with_readinto(self) -> None:
+        """werkzeug (Flask) reads with `readinto` when the server's stream has it."""
+
+        def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+            stream = environ["wsgi.input"]
+            assert hasattr(stream, "readinto")
+            buffer = bytearray(8)
+            got = b""
+            while count := stream.readinto(buffer):
+                got += bytes(buffer[:count])
+            start_response("200 OK", [])
+            return [got]
+
+        bus = RecordingBus()
+        body = b"0123456789abcdefghij"
+        served = call(
+            EventBusWSGIMiddleware(app, bus, max_request_body=12),
+            environ_for(body=body),
+            validate=False,
+        )
+        assert served.body == body
+        assert bus.published[0].request_body == body[:12]
+
     def test_limits_keep_the_first_bytes_and_the_application_gets_all(self) -> None:
         body = b"x" * 100
 

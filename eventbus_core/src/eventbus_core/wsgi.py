@@ -360,6 +360,14 @@ class _ObservedInput:
             self._keep(data)
         return data
 
+    def readinto(self, buffer: Any) -> Any:
+        # Not in PEP 3333, but werkzeug (Flask) reads with it whenever the server's stream
+        # has it: without this method, `__getattr__` would hand it the stream's own, unseen.
+        count = self._stream.readinto(buffer)
+        if self.room and count:
+            self._keep(memoryview(buffer)[: min(count, self.room)])
+        return count
+
     def readline(self, *args: Any) -> Any:
         data = self._stream.readline(*args)
         if self.room and data:
