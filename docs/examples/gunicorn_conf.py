@@ -2,6 +2,8 @@
 
 WSGI has no shutdown event, so the bus is stopped from gunicorn's `worker_exit` hook: what the
 worker's bus still holds is delivered (within `EVENTBUS_STOP_TIMEOUT`) before the worker ends.
+`stop_buses()` finds the bus of every EventBusWSGIMiddleware of the worker, wherever the
+framework keeps the middleware (Flask's `app.wsgi_app`, Django's `application`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ bind = "127.0.0.1:8000"
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Stop the bus of the application this worker served (the middleware keeps it as `bus`)."""
-    bus = getattr(worker.wsgi, "bus", None)
-    if bus is not None:
-        bus.stop()
+    """Deliver what this worker's buses hold before it ends."""
+    from eventbus_core.wsgi import stop_buses
+
+    stop_buses()

@@ -4,11 +4,12 @@ the environment (`LLM_PROXY_EVENT_BUS`, default `memory`).
 Serve it with gunicorn from the repository root, with the development environment, and a Redis
 bus so that the events leave the workers:
 
-    LLM_PROXY_EVENT_BUS=redis-streams .venv/bin/gunicorn --workers 2 \
-        -c docs/examples/gunicorn_conf.py --chdir docs/examples wsgi_app:app
+    LLM_PROXY_EVENT_BUS=redis-streams REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/gunicorn \
+        --workers 2 -c docs/examples/gunicorn_conf.py --chdir docs/examples wsgi_app:app
 
 then `curl -X POST localhost:8000/v1/chat/completions -d '{"model": "gpt-4o"}'`, and read the
-events with `eventbus tail --backend redis-streams` (or deliver them with `eventbus dispatch`).
+events with `REDIS_URL=redis://127.0.0.1:6379/0 eventbus tail --backend redis-streams` (or
+deliver them with `eventbus dispatch`).
 `gunicorn_conf.py` stops each worker's bus as the worker ends, so what it holds is delivered.
 Flask: `app.wsgi_app = EventBusWSGIMiddleware(app.wsgi_app, bus=bus)`; Django: wrap the
 application of `wsgi.py`.

@@ -519,3 +519,117 @@ def test_behind_a_real_wsgi_server() -> None:
         b"hello",
     )
     assert event.response_body == response.content
+
+
+class TestBadInput:
+    """Both middleware share these checks (`_request_observer`): a mistake is refused when the
+    middleware is made, naming the argument, instead of losing or exposing events later."""
+
+    @pytest.fixture(params=["wsgi", "asgi"])
+    def make(self, request: pytest.FixtureRequest) -> Callable[..., Any]:
+        from eventbus_core import EventBusMiddleware
+
+        cls = EventBusWSGIMiddleware if request.param == "wsgi" else EventBusMiddleware
+        return lambda bus=None, **options: cls(chat_app, bus or RecordingBus(), **options)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("option", ["exclude_paths", "extra_sensitive_headers"])
+    def test_one_string_for_a_list_is_refused(self, make: Callable[..., Any], option: str) -> None:
+        with pytest.raises(TypeError, match=rf"{option} must be a list of str, not one string"):
+            make(**{option: "/health" if option == "exclude_paths" else "X-Secret"})
+
+    def test_non_str_entries_are_refused(self, make: Callable[..., Any]) -> None:
+        with pytest.raises(TypeError, match="exclude_paths must hold str, got None"):
+            make(exclude_paths=[None])
+        with pytest.raises(TypeError, match="extra_sensitive_headers must hold str, got b'x'"):
+            make(extra_sensitive_headers=[b"x"])
+
+    def test_a_path_without_its_slash_is_refused(self, make: Callable[..., Any]) -> None:
+        with pytest.raises(
+            ValueError, match=r"'health' would never match \(did you mean '/health'"
+        ):
+            make(exclude_paths=["health"])
+
+    @pytest.mark.parametrize("bus", [object(), "redis"])
+    def test_a_bus_without_publish_is_refused(self, make: Callable[..., Any], bus: Any) -> None:
+        with pytest.raises(TypeError, match="bus must have a publish\\(event\\) method"):
+            make(bus)
+
+    @pytest.mark.parametrize("header", [None, "", "  "])
+    def test_a_request_id_header_must_be_a_name(
+        self, make: Callable[..., Any], header: Any
+    ) -> None:
+        with pytest.raises(TypeError, match="request_id_header must be a header name"):
+            make(request_id_header=header)
+
+    def test_a_request_id_factory_must_be_callable(self, make: Callable[..., Any]) -> None:
+        with pytest.raises(TypeError, match="request_id_factory must be a callable"):
+            make(request_id_factory="uuid4")
+
+
+def test_a_failing_request_id_factory_still_gives_each_request_its_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def factory() -> str:
+        raise RuntimeError("no ids today")
+
+    bus = RecordingBus()
+    mw = EventBusWSGIMiddleware(chat_app, bus, request_id_factory=factory)
+    with caplog.at_level(logging.ERROR, logger="eventbus.middleware"):
+        for _ in range(2):
+            call(mw, environ_for())
+    assert [bool(UUID4.match(e.request_id)) for e in bus.published] == [True, True]
+    assert mw.errors == 2  # one per request, not one per place that needed the id
+    (logged,) = caplog.records
+    assert "request_id_factory failed" in logged.getMessage()
+
+
+class TestStopBuses:
+    def test_stops_each_bus_of_every_middleware_once_wherever_it_is_kept(self) -> None:
+        from eventbus_core.wsgi import stop_buses
+
+        class Framework:
+            """Keeps the middleware where Flask does: in `wsgi_app`."""
+
+            def __init__(self) -> None:
+                self.wsgi_app: Any = chat_app
+
+        shared, other = RecordingBus(), RecordingBus()
+        stops: list[RecordingBus] = []
+        for bus in (shared, other):
+            original = bus.stop
+            bus.stop = lambda timeout=None, bus=bus, original=original: (  # type: ignore[method-assign]
+                stops.append(bus),
+                original(timeout),
+            )[1]
+        flask_like = Framework()
+        flask_like.wsgi_app = EventBusWSGIMiddleware(flask_like.wsgi_app, shared)
+        django_like = EventBusWSGIMiddleware(chat_app, shared)
+        third = EventBusWSGIMiddleware(chat_app, other)
+        assert stop_buses() >= 2
+        assert stops.count(shared) == 1
+        assert stops.count(other) == 1
+        del flask_like, django_like, third
+
+    def test_a_bus_that_fails_to_stop_does_not_keep_the_others_running(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        from eventbus_core.wsgi import stop_buses
+
+        class Stubborn:
+            def publish(self, event: Event) -> None:
+                pass
+
+            def stop(self, timeout: float | None = None) -> None:
+                raise OSError("cannot stop")
+
+        fine = RecordingBus()
+        keep = [
+            EventBusWSGIMiddleware(chat_app, Stubborn()),
+            EventBusWSGIMiddleware(chat_app, fine),
+        ]
+        with caplog.at_level(logging.ERROR, logger="eventbus.middleware"):
+            stop_buses(1.0)
+        assert "stopping Stubborn failed" in caplog.text
+        fine.publish(Event(request_id="late", method="GET", path="/", status=200))
+        assert fine.stats().dropped == 1  # it was stopped
+        del keep

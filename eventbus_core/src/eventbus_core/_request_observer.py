@@ -111,15 +111,29 @@ def join_chunks(chunks: list[bytes]) -> bytes | None:
     return b"".join(chunks)
 
 
+def _names(label: str, given: Iterable[str]) -> list[str]:
+    """`given` as a list of str; a lone string is refused (it would be read letter by letter)."""
+    if isinstance(given, str | bytes):
+        raise TypeError(f"{label} must be a list of str, not one string: {label}=[{given!r}]")
+    names = list(given)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{label} must hold str, got {name!r} ({type(name).__name__})")
+    return names
+
+
 class RequestObserver:
     """The options and bookkeeping every eventbus middleware has (see `EventBusMiddleware` for
     what each option means).
 
     Raises:
-        ValueError: a limit is negative.
+        ValueError: a limit is negative, or an excluded path does not start with '/'.
+        TypeError: `bus` has no `publish()`; a list option is one string or holds a non-str;
+            `request_id_header` is not a header name; `request_id_factory` is not callable.
     """
 
     __slots__ = (
+        "__weakref__",
         "_cache_header",
         "_exclude",
         "_exclude_exact",
@@ -157,10 +171,32 @@ class RequestObserver:
         ):
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise ValueError(f"{label} must be an int >= 0 (0 keeps no body), got {limit!r}")
+        if not callable(getattr(bus, "publish", None)):
+            raise TypeError(
+                f"bus must have a publish(event) method (a bus from eventbus_core.create_bus()), "
+                f"got {type(bus).__name__}"
+            )
+        paths = _names("exclude_paths", exclude_paths)
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(
+                    f"exclude_paths entries are paths, starting with '/': {path!r} would never "
+                    f"match (did you mean {'/' + path!r}?)"
+                )
+        extra_sensitive = _names("extra_sensitive_headers", extra_sensitive_headers)
+        if not isinstance(request_id_header, str) or not request_id_header.strip():
+            raise TypeError(
+                f"request_id_header must be a header name such as 'X-Request-ID', "
+                f"got {request_id_header!r}"
+            )
+        if request_id_factory is not None and not callable(request_id_factory):
+            raise TypeError(
+                f"request_id_factory must be a callable returning a str, "
+                f"got {type(request_id_factory).__name__}"
+            )
         self.bus = bus
         self.max_request_body = max_request_body
         self.max_response_body = max_response_body
-        paths = list(exclude_paths)
         self._exclude_exact = frozenset(p for p in paths if not p.endswith("*"))
         self._exclude_prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
         self._exclude = bool(paths)
@@ -169,24 +205,34 @@ class RequestObserver:
         self._id_header_name = request_id_header
         self._id_header = request_id_header.lower().encode("latin-1")
         self.set_request_id = set_request_id
-        # str() once here: the event is built without checks, and a factory may return a UUID.
         self._new_id: Callable[[], str] = (
-            (lambda: str(request_id_factory()))
-            if request_id_factory is not None
-            else new_request_id
+            self._guarded(request_id_factory) if request_id_factory is not None else new_request_id
         )
         self.redact = redact
         # Lower-case raw names whose values are masked: looked up per header on the hot path.
         self._sensitive: frozenset[bytes] = (
             frozenset(
-                h.strip().lower().encode("latin-1")
-                for h in (*SENSITIVE_HEADERS, *extra_sensitive_headers)
+                h.strip().lower().encode("latin-1") for h in (*SENSITIVE_HEADERS, *extra_sensitive)
             )
             if redact
             else frozenset()
         )
         self.errors = 0
         """Failures inside the middleware (or `bus.publish`) so far; requests were unaffected."""
+
+    def _guarded(self, factory: Callable[[], object]) -> Callable[[], str]:
+        """`factory` as the request id maker: its result as a str (the event is built without
+        checks, and a factory may return a UUID), or a UUID4 when it raises, counted as an
+        error, so that the request still gets its event."""
+
+        def make_id() -> str:
+            try:
+                return str(factory())
+            except Exception:
+                self._failed("request_id_factory")
+                return new_request_id()
+
+        return make_id
 
     def _excluded(self, path: str) -> bool:
         if path in self._exclude_exact:

@@ -113,7 +113,10 @@ class EventBusMiddleware(RequestObserver):
             process right after it, so a bus nobody stopped would lose its buffer. 0: no wait.
 
     Raises:
-        ValueError: a limit is negative.
+        ValueError: a limit or `shutdown_flush_timeout` is negative, or an excluded path does
+            not start with '/'.
+        TypeError: `bus` has no `publish()`; a list option is one string or holds a non-str;
+            `request_id_header` is not a header name; `request_id_factory` is not callable.
     """
 
     __slots__ = ("app", "shutdown_flush_timeout")

@@ -15,6 +15,7 @@ appends to a buffer; a background thread of the bus does the I/O.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final
@@ -28,6 +29,7 @@ from eventbus_core._request_observer import (
     canonical_header_name,
     join_chunks,
     keep_chunk,
+    log,
     name_info,
 )
 from eventbus_core.redact._redact import MASK
@@ -37,6 +39,7 @@ __all__ = [
     "EventBusWSGIMiddleware",
     "StartResponse",
     "WSGIApp",
+    "stop_buses",
 ]
 
 Environ = dict[str, Any]
@@ -103,8 +106,8 @@ class EventBusWSGIMiddleware(RequestObserver):
     It never raises into the application: a failure of its own (or of `bus.publish`) is logged
     once, counted in `errors`, and the request carries on.
 
-    There is no shutdown hook in WSGI: stop the bus when the worker ends (gunicorn's
-    `worker_exit` hook), or let the bus deliver what it holds at interpreter exit.
+    There is no shutdown event in WSGI: stop the bus when the worker ends, e.g. with
+    `stop_buses()` from gunicorn's `worker_exit` hook.
 
     Args:
         app: The WSGI application to wrap.
@@ -124,7 +127,9 @@ class EventBusWSGIMiddleware(RequestObserver):
         extra_sensitive_headers: Further header names to mask.
 
     Raises:
-        ValueError: a limit is negative.
+        ValueError: a limit is negative, or an excluded path does not start with '/'.
+        TypeError: `bus` has no `publish()`; a list option is one string or holds a non-str;
+            `request_id_header` is not a header name; `request_id_factory` is not callable.
     """
 
     __slots__ = ("_environ_id_key", "app")
@@ -158,6 +163,7 @@ class EventBusWSGIMiddleware(RequestObserver):
         )
         self.app = app
         self._environ_id_key = _environ_key(request_id_header)
+        _MADE.add(self)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request, observing it."""
@@ -185,6 +191,43 @@ class EventBusWSGIMiddleware(RequestObserver):
         except Exception:
             self._failed("wrapping the response")
             return result
+
+
+# Every middleware made in this process, for `stop_buses()`: a worker's exit hook cannot find them
+# otherwise (a framework keeps the middleware where it likes: Flask in `app.wsgi_app`).
+_MADE: weakref.WeakSet[EventBusWSGIMiddleware] = weakref.WeakSet()
+
+
+def stop_buses(timeout: float | None = None) -> int:
+    """Stop the bus of every `EventBusWSGIMiddleware` made in this process, each bus once, so
+    that what it holds is delivered before the process ends; for a server's worker-exit hook
+    (gunicorn's `worker_exit`), since WSGI has no shutdown event. A bus that fails to stop is
+    logged, and the others are still stopped.
+
+    Args:
+        timeout: Seconds each `stop()` may take; None: the bus's own (`EVENTBUS_STOP_TIMEOUT`).
+
+    Returns:
+        How many buses were stopped.
+    """
+    seen: set[int] = set()
+    stopped = 0
+    for middleware in list(_MADE):
+        bus = middleware.bus
+        stop = getattr(bus, "stop", None)
+        if id(bus) in seen or not callable(stop):
+            continue
+        seen.add(id(bus))
+        try:
+            if timeout is None:
+                stop()
+            else:
+                stop(timeout)
+        except Exception:
+            log.exception("eventbus middleware: stopping %s failed", type(bus).__name__)
+            continue
+        stopped += 1
+    return stopped
 
 
 class _Exchange:
@@ -367,6 +410,12 @@ class _ObservedInput:
         if self.room and count:
             self._keep(memoryview(buffer)[: min(count, self.room)])
         return count
+
+    def read1(self, *args: Any) -> Any:
+        data = self._stream.read1(*args)
+        if self.room and data:
+            self._keep(data)
+        return data
 
     def readline(self, *args: Any) -> Any:
         data = self._stream.readline(*args)
