@@ -252,7 +252,7 @@ def _redis_up() -> bool:
 
 
 def measure(endpoint: str, variants: list[str], rounds: int, requests: int) -> dict[str, Any]:
-    key = f"eventbus-bench-wsgi:{uuid.uuid4().hex[:8]}"
+    key = f"eventbus-wsgi-bench:{uuid.uuid4().hex[:8]}"
     children = {
         v: subprocess.Popen(
             [sys.executable, __file__, "--child", v, endpoint, key],

@@ -99,4 +99,4 @@ def test_bench_wsgi_prints_a_row_per_variant_and_cleans_up() -> None:
     for variant in ("plain", "null", "memory", "redis", "otel", "sentry"):
         rows = re.findall(rf"^{variant}\s+[\d.]+\s+\S+\s+\S+", out, re.MULTILINE)
         assert len(rows) == 2, f"{variant}: {rows}\n{out}"
-    assert not list(client.scan_iter(match="eventbus-bench-wsgi:*", count=1000))
+    assert not list(client.scan_iter(match="eventbus-wsgi-bench:*", count=1000))
