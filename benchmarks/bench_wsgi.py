@@ -27,6 +27,11 @@ middleware's share is smaller than shown here.
 
     .venv/bin/python benchmarks/bench_wsgi.py
     .venv/bin/python benchmarks/bench_wsgi.py --rounds 7 --requests 3000 --json
+    .venv/bin/python benchmarks/bench_wsgi.py --instructions 1000   # callgrind, needs valgrind
+
+`--instructions N` counts instead the instructions per request (all threads) under valgrind's
+callgrind, from runs of N and 2N requests: figures that do not move with the machine's load
+(the redis variant is left out: its count is mostly the socket's).
 """
 
 from __future__ import annotations
@@ -197,10 +202,9 @@ def _environ(body: bytes) -> dict[str, Any]:
     }
 
 
-def child(variant: str, endpoint: str, redis_key: str) -> None:
-    """Serve rounds on request: read a count on stdin, answer `cpu_seconds wall_seconds`."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {1})
+def _server(variant: str, endpoint: str, redis_key: str) -> tuple[Callable[[int], None], Any]:
+    """`serve(count)`, which calls the variant's app `count` times as a server would (ending with
+    the bus's `flush()`), and the bus."""
     app, bus = build(variant, endpoint, redis_key)
     body = request_body(endpoint)
 
@@ -219,6 +223,14 @@ def child(variant: str, endpoint: str, redis_key: str) -> None:
         if flush is not None:
             flush(30)
 
+    return serve, bus
+
+
+def child(variant: str, endpoint: str, redis_key: str) -> None:
+    """Serve rounds on request: read a count on stdin, answer `cpu_seconds wall_seconds`."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})
+    serve, bus = _server(variant, endpoint, redis_key)
     serve(200)  # warm up: imports, caches, connections
     print("ready", flush=True)
     for line in sys.stdin:
@@ -230,6 +242,43 @@ def child(variant: str, endpoint: str, redis_key: str) -> None:
         bus.stop()
 
 
+def counted_run(variant: str, n: int) -> None:
+    """The run callgrind counts: warm up, then `n` requests to the minimal endpoint."""
+    serve, bus = _server(variant, "minimal", "unused")
+    serve(200)
+    serve(n)
+    if bus is not None and hasattr(bus, "stop"):
+        bus.stop()
+
+
+def instructions(variants: list[str], n: int) -> None:
+    """Print instructions per request of each variant (no Redis: its figures are the
+    socket's), from callgrind runs of `n` and `2 n` requests."""
+    import shutil
+
+    from _callgrind import count_instructions
+
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    print(
+        f"instructions per request, minimal endpoint in process, all threads "
+        f"({n} vs {2 * n} requests under callgrind, difference / {n})"
+    )
+    base = None
+    for variant in variants:
+        if variant == "redis":
+            continue
+        counts = [
+            sum(count_instructions(valgrind, __file__, ["--counted-run", variant, str(size)]))
+            for size in (n, 2 * n)
+        ]
+        per_request = (counts[1] - counts[0]) / n
+        base = per_request if variant == "plain" else base
+        added = "" if base is None else f"  {per_request - base:+,.0f} vs plain"
+        print(f"  {variant:<8} {per_request:>10,.0f}{added}")
+
+
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
@@ -237,7 +286,14 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="instead: instructions per request under valgrind's callgrind (N and 2N requests)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("VARIANT", "ENDPOINT", "KEY"))
+    parser.add_argument("--counted-run", nargs=2, metavar=("VARIANT", "N"))
     return parser.parse_args()
 
 
@@ -304,7 +360,13 @@ def main() -> int:
     if args.child:
         child(*args.child)
         return 0
+    if args.counted_run:
+        counted_run(args.counted_run[0], int(args.counted_run[1]))
+        return 0
     variants = [v for v in args.variants.split(",") if v]
+    if args.instructions:
+        instructions(variants, args.instructions)
+        return 0
     if "redis" in variants and not _redis_up():
         print(f"# no Redis at {REDIS_URL}: the redis variant is left out", file=sys.stderr)
         variants.remove("redis")
