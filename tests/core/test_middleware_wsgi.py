@@ -537,6 +537,16 @@ class TestBadInput:
         with pytest.raises(TypeError, match=rf"{option} must be a list of str, not one string"):
             make(**{option: "/health" if option == "exclude_paths" else "X-Secret"})
 
+    @pytest.mark.parametrize("option", ["exclude_paths", "extra_sensitive_headers"])
+    def test_none_for_a_list_is_refused(self, make: Callable[..., Any], option: str) -> None:
+        with pytest.raises(TypeError, match=rf"{option} must be a list of str \(empty: none\)"):
+            make(**{option: None})
+
+    @pytest.mark.parametrize("flag", ["redact", "skip_cache_hits", "set_request_id"])
+    def test_flags_must_be_bools(self, make: Callable[..., Any], flag: str) -> None:
+        with pytest.raises(TypeError, match=rf"{flag} must be True or False, got 'no'"):
+            make(**{flag: "no"})
+
     def test_non_str_entries_are_refused(self, make: Callable[..., Any]) -> None:
         with pytest.raises(TypeError, match="exclude_paths must hold str, got None"):
             make(exclude_paths=[None])
@@ -554,7 +564,7 @@ class TestBadInput:
         with pytest.raises(TypeError, match="bus must have a publish\\(event\\) method"):
             make(bus)
 
-    @pytest.mark.parametrize("header", [None, "", "  "])
+    @pytest.mark.parametrize("header", [None, "", "  ", "Bad Header", "X-Id:"])
     def test_a_request_id_header_must_be_a_name(
         self, make: Callable[..., Any], header: Any
     ) -> None:
@@ -583,6 +593,14 @@ def test_a_failing_request_id_factory_still_gives_each_request_its_event(
     assert "request_id_factory failed" in logged.getMessage()
 
 
+def test_an_empty_id_from_the_factory_is_replaced_and_counted() -> None:
+    bus = RecordingBus()
+    mw = EventBusWSGIMiddleware(chat_app, bus, request_id_factory=lambda: "")
+    call(mw, environ_for())
+    assert UUID4.match(bus.published[0].request_id)
+    assert mw.errors == 1
+
+
 class TestStopBuses:
     def test_stops_each_bus_of_every_middleware_once_wherever_it_is_kept(self) -> None:
         from eventbus_core.wsgi import stop_buses
@@ -609,6 +627,27 @@ class TestStopBuses:
         assert stops.count(shared) == 1
         assert stops.count(other) == 1
         del flask_like, django_like, third
+
+    def test_the_buses_stop_side_by_side(self) -> None:
+        """Each stop() waits for the other to have begun: one after the other, neither would
+        (the barrier breaks), and the hook would take the sum of the buses' stop timeouts."""
+        from eventbus_core.wsgi import stop_buses
+
+        both = threading.Barrier(2, timeout=10)
+
+        class Slow(RecordingBus):
+            def stop(self, timeout: float | None = None) -> None:
+                both.wait()
+                super().stop(timeout)
+
+        first, second = Slow(), Slow()
+        keep = [EventBusWSGIMiddleware(chat_app, first), EventBusWSGIMiddleware(chat_app, second)]
+        assert stop_buses() >= 2
+        assert not both.broken
+        for bus in (first, second):
+            bus.publish(Event(request_id="late", method="GET", path="/", status=200))
+            assert bus.stats().dropped == 1  # stopped
+        del keep
 
     def test_a_bus_that_fails_to_stop_does_not_keep_the_others_running(
         self, caplog: pytest.LogCaptureFixture

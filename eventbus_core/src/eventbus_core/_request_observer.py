@@ -8,6 +8,7 @@ machinery and neither middleware carries a copy of the other's rules.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
@@ -33,6 +34,9 @@ DEFAULT_MAX_RESPONSE_BODY: Final = 256 * 1024
 """Response body bytes kept in the event by default (as the Go llm-proxy)."""
 
 log = get_logger("eventbus.middleware")
+
+# A header name (RFC 9110 token): what a request or response header can be called.
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class EventPublisher(Protocol):
@@ -113,6 +117,8 @@ def join_chunks(chunks: list[bytes]) -> bytes | None:
 
 def _names(label: str, given: Iterable[str]) -> list[str]:
     """`given` as a list of str; a lone string is refused (it would be read letter by letter)."""
+    if given is None:
+        raise TypeError(f"{label} must be a list of str (empty: none), not None")
     if isinstance(given, str | bytes):
         raise TypeError(f"{label} must be a list of str, not one string: {label}=[{given!r}]")
     names = list(given)
@@ -128,8 +134,9 @@ class RequestObserver:
 
     Raises:
         ValueError: a limit is negative, or an excluded path does not start with '/'.
-        TypeError: `bus` has no `publish()`; a list option is one string or holds a non-str;
-            `request_id_header` is not a header name; `request_id_factory` is not callable.
+        TypeError: `bus` has no `publish()`; a list option is one string or None, or holds a
+            non-str; `request_id_header` is not a header name; a flag is not a bool;
+            `request_id_factory` is not callable.
     """
 
     __slots__ = (
@@ -184,11 +191,18 @@ class RequestObserver:
                     f"match (did you mean {'/' + path!r}?)"
                 )
         extra_sensitive = _names("extra_sensitive_headers", extra_sensitive_headers)
-        if not isinstance(request_id_header, str) or not request_id_header.strip():
+        if not isinstance(request_id_header, str) or not _TOKEN.fullmatch(request_id_header):
             raise TypeError(
-                f"request_id_header must be a header name such as 'X-Request-ID', "
-                f"got {request_id_header!r}"
+                f"request_id_header must be a header name such as 'X-Request-ID' (letters, "
+                f"digits and '-', no spaces), got {request_id_header!r}"
             )
+        for label, flag in (
+            ("skip_cache_hits", skip_cache_hits),
+            ("set_request_id", set_request_id),
+            ("redact", redact),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{label} must be True or False, got {flag!r}")
         if request_id_factory is not None and not callable(request_id_factory):
             raise TypeError(
                 f"request_id_factory must be a callable returning a str, "
@@ -227,10 +241,13 @@ class RequestObserver:
 
         def make_id() -> str:
             try:
-                return str(factory())
+                made = str(factory())
+                if not made:
+                    raise ValueError("request_id_factory returned an empty id")
             except Exception:
                 self._failed("request_id_factory")
                 return new_request_id()
+            return made
 
         return make_id
 

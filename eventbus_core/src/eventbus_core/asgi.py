@@ -115,8 +115,9 @@ class EventBusMiddleware(RequestObserver):
     Raises:
         ValueError: a limit or `shutdown_flush_timeout` is negative, or an excluded path does
             not start with '/'.
-        TypeError: `bus` has no `publish()`; a list option is one string or holds a non-str;
-            `request_id_header` is not a header name; `request_id_factory` is not callable.
+        TypeError: `bus` has no `publish()`; a list option is one string or None, or holds a
+            non-str; `request_id_header` is not a header name; a flag is not a bool;
+            `request_id_factory` is not callable.
     """
 
     __slots__ = ("app", "shutdown_flush_timeout")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import threading
 import time
 import weakref
@@ -29,7 +28,7 @@ from eventbus_core import (
     check_seconds,
     stop_wait,
 )
-from eventbus_core.batching import deliver_at_exit
+from eventbus_core.batching import at_fork, deliver_at_exit
 from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
 from eventbus_nats._fanout import Follower, NatsSubscription
@@ -56,8 +55,7 @@ def _reinit_buses_after_fork() -> None:
         bus._after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinit_buses_after_fork)
+at_fork(after_in_child=_reinit_buses_after_fork)
 
 
 class NatsEventBus(StreamCapabilities, BaseEventBus):

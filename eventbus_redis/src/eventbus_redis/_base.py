@@ -20,7 +20,6 @@ child, each process reading Redis for its own copy), and its consumers (see
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 import weakref
@@ -37,7 +36,7 @@ from eventbus_core import (
     get_logger,
     stop_wait,
 )
-from eventbus_core.batching import PublishPath
+from eventbus_core.batching import PublishPath, at_fork
 from eventbus_redis._capabilities import RedisCapabilities
 from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
 from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
@@ -317,9 +316,8 @@ def _each(hook: str) -> None:
             log.exception("eventbus redis: %s failed for %r", hook, bus)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=lambda: _each("_before_fork"),
-        after_in_parent=lambda: _each("_after_fork_in_parent"),
-        after_in_child=lambda: _each("_after_fork_in_child"),
-    )
+at_fork(
+    before=lambda: _each("_before_fork"),
+    after_in_parent=lambda: _each("_after_fork_in_parent"),
+    after_in_child=lambda: _each("_after_fork_in_child"),
+)

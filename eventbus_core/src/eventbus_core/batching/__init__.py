@@ -12,7 +12,8 @@ drainer sleeps or the buffer passes half full, and the drainer runs the backend'
 The guarantees hold on both: `publish()` never blocks or raises, the buffer is bounded,
 `publish() calls == refused + taken + buffered` and every taken event is settled once
 (delivered, lost, or the parent's after a fork), `flush()` and `close()` are bounded, forks get
-a fresh drainer, and a loop that goes away hands its leftovers to a thread.
+a fresh drainer (also where a server forks without Python's fork hooks: `at_fork`,
+`check_fork`), and a loop that goes away hands its leftovers to a thread.
 
 See docs/plugins/writing-a-backend.md, "Batching".
 """
@@ -26,6 +27,7 @@ from eventbus_core.batching._batcher import (
     deliver_at_exit,
     flush_before_exit,
 )
+from eventbus_core.batching._fork import at_fork, check_fork, fork_announced
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._thread import DEEP_SLEEP_AFTER, ThreadDriver
 
@@ -38,6 +40,9 @@ __all__ = [
     "LoopDriver",
     "PublishPath",
     "ThreadDriver",
+    "at_fork",
+    "check_fork",
     "deliver_at_exit",
     "flush_before_exit",
+    "fork_announced",
 ]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import os
 import threading
 import time
 import weakref
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
+from eventbus_core.batching._fork import at_fork, check_fork, fork_announced
 
 if TYPE_CHECKING:
     from eventbus_core.batching._loop import LoopDriver
@@ -40,6 +40,8 @@ log = get_logger("eventbus")
 PublishPath = Literal["auto", "thread", "asyncio"]
 PUBLISH_PATHS: Final[tuple[PublishPath, ...]] = ("auto", "thread", "asyncio")
 
+# Refused events between two looks for a fork no hook told of (see `_refuse`).
+_FORK_CHECK_EVERY: Final = 1024
 _EXIT_PROGRESS: Final = 0.5  # seconds without a delivery after which an exit stops waiting
 _LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()  # rebuilt in forked children
 _OPEN: weakref.WeakSet[ExitDelivery] = weakref.WeakSet()  # flushed at interpreter exit
@@ -261,8 +263,7 @@ class Batcher:
         buf = self._buffer
         depth = len(buf)
         if self._closed or depth >= self.buffer_size:
-            with self.lock:
-                self.refused += 1
+            self._refuse()
             return False
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
@@ -274,16 +275,27 @@ class Batcher:
         depth = len(buf)
         # Taken, unsettled events count too: at most `buffer_size` events wait in memory.
         if self._closed or depth + self.taken - self.done >= self.buffer_size:
-            with self.lock:
-                self.refused += 1
+            self._refuse()
             return False
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
             self.kick()
         return True
 
+    def _refuse(self) -> None:
+        with self.lock:
+            self.refused += 1
+            sample = self.refused % _FORK_CHECK_EVERY == 1
+        if sample:
+            # A full buffer that never drains: perhaps a fork no hook told of (the parent's
+            # drainer was awake then, so no burst began here): look now and then.
+            check_fork()
+
     def kick(self) -> None:
         """Wake the drainer (choosing it, at the first wake)."""
+        # Once per wake, not per event (a system call costs more than the rest of publish()):
+        # a child forked without Python's fork hooks still has its parent's drainer here.
+        check_fork()
         driver = self._driver
         if driver is None or not driver.kick():
             self._select()
@@ -497,6 +509,7 @@ class Batcher:
     def flush(self, timeout: float | None) -> bool:
         """Wait until every event accepted so far is settled and the backend holds none for a
         retry (`held`); False if `timeout` ran out first."""
+        check_fork()  # a child the parent's drainer would never answer
         with self.lock:  # never mid-take: the buffer shrinks before `taken` grows
             target = self.accepted
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -563,6 +576,7 @@ class Batcher:
         again; without it, a thread that overruns is abandoned: it ends after its cycle. The
         caller then calls `finalize()`. True when everything drained in time.
         """
+        check_fork()  # a child would otherwise wait for the parent's thread, absent here
         self._closed = True
         started = time.monotonic()
         driver = self._driver
@@ -654,9 +668,15 @@ class Batcher:
         locks held then stay held). What the parent held unsettled is the parent's to deliver:
         the child counts it as delivered, so its own accounting stays exact."""
         self._fork_locked = False
-        parent_held = len(self._buffer) + self.taken - self.done
-        self.taken += len(self._buffer)
-        self._buffer.clear()
+        if fork_announced():
+            parent_held = len(self._buffer) + self.taken - self.done
+            self.taken += len(self._buffer)
+            self._buffer.clear()
+        else:
+            # Found later by `check_fork()`: the buffer may hold this child's own events by
+            # now, which cannot be told from the parent's. The child delivers them all: the
+            # parent's, if it held any at the fork, arrive twice rather than this child's never.
+            parent_held = self.taken - self.done
         self.done = self.taken
         self.delivered += parent_held
         self._new_sync_state()
@@ -715,9 +735,8 @@ def _flush_all_at_exit() -> None:
 
 atexit.register(_flush_all_at_exit)
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
-    )
+at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)

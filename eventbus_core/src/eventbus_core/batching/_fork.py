@@ -1,0 +1,111 @@
+"""What a forked child must redo, in one place, including after a fork Python was not told of.
+
+Every bus rebuilds its drainer, locks and connections in a forked child from hooks registered
+here (`at_fork`), which run from `os.register_at_fork` when Python forks (`os.fork()`,
+multiprocessing, gunicorn). Some servers fork from C without running Python's fork hooks: uWSGI
+does, for the application it loaded before forking its workers (its default, without
+`--lazy-apps`). Each worker then holds its parent's buses as they were: a drainer thread that
+does not exist in it, and the parent's connection, which every worker would share (replies read
+by the wrong process, events lost). `check_fork()` finds such a fork by the process id and runs the
+child hooks then; the buses call it where it costs nothing per event: when the drainer is woken
+(the first event after a quiet spell, or a buffer half full), at `flush()` and `stop()`, and now
+and then while the buffer refuses events. What such a child buffered before is delivered by it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from eventbus_core._log import get_logger
+
+__all__ = ["at_fork", "check_fork", "fork_announced"]
+
+log = get_logger("eventbus")
+
+Hook = Callable[[], None]
+
+_before: list[Hook] = []
+_after_in_parent: list[Hook] = []
+_after_in_child: list[Hook] = []
+_pid = os.getpid()
+_announced = True  # how this process's latest fork was found (see `fork_announced`)
+# Taken only in a child found by `check_fork()`: two threads that find the fork at once run the
+# hooks once. A fresh lock per process: one held by the parent at the fork stays held.
+_check_lock = threading.Lock()
+_CHECK_WAIT: Final = 5.0
+
+
+def at_fork(
+    *,
+    before: Hook | None = None,
+    after_in_parent: Hook | None = None,
+    after_in_child: Hook | None = None,
+) -> None:
+    """Register fork hooks, as `os.register_at_fork` takes them (`before` hooks run in reverse
+    order of registration, the `after_*` ones in order); `after_in_child` also runs when
+    `check_fork()` finds a fork Python was not told of."""
+    if before is not None:
+        _before.insert(0, before)
+    if after_in_parent is not None:
+        _after_in_parent.append(after_in_parent)
+    if after_in_child is not None:
+        _after_in_child.append(after_in_child)
+
+
+def _run(hooks: list[Hook]) -> None:
+    for hook in list(hooks):
+        try:
+            hook()
+        except Exception:  # a fork hook must never take the process down
+            log.exception("eventbus: fork hook %r failed", hook)
+
+
+def _child(*, announced: bool = True) -> None:
+    global _pid, _check_lock, _announced
+    _pid = os.getpid()
+    _check_lock = threading.Lock()
+    _announced = announced
+    _run(_after_in_child)
+
+
+def fork_announced() -> bool:
+    """For an `after_in_child` hook: True when Python ran it at the fork itself, False when
+    `check_fork()` found the fork later (this process may have used its parent's state by
+    then: events it buffered cannot be told from its parent's)."""
+    return _announced
+
+
+def check_fork() -> bool:
+    """Run the child hooks if this process is a child forked without Python's fork hooks (the
+    buses it inherited are its parent's until then); True if it was. A system call (~0.3 µs):
+    call it once per burst of events, not per event."""
+    if os.getpid() == _pid:
+        return False
+    lock = _check_lock
+    if not lock.acquire(timeout=_CHECK_WAIT):
+        return False
+    try:
+        if os.getpid() == _pid:  # another thread ran the hooks meanwhile
+            return False
+        parent = _pid
+        _child(announced=False)
+    finally:
+        lock.release()
+    log.info(
+        "eventbus: process %d was forked from %d without Python's fork hooks (uWSGI does this "
+        "without --lazy-apps); its buses were rebuilt for it",
+        os.getpid(),
+        parent,
+    )
+    return True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=lambda: _run(_before),
+        after_in_parent=lambda: _run(_after_in_parent),
+        after_in_child=_child,
+    )
