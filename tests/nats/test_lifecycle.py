@@ -416,3 +416,40 @@ def test_a_bus_dropped_without_stop_logs_no_error(
 def test_stop_timeout_must_be_finite_and_stop_takes_inf_as_no_limit(make_bus: MakeBus) -> None:
     check_stop_timeouts(make_bus)
     assert len(request_ids(make_bus())) == 20  # a bus of its own: that one has stopped
+
+
+def test_a_child_forked_without_python_s_hooks_publishes_through_its_own_connection(
+    make_bus: MakeBus,
+) -> None:
+    """As uWSGI forks its workers (from C: no `os.register_at_fork` hook runs), here through
+    ctypes; the bus finds the fork when it next wakes its writer and rebuilds itself then."""
+    import ctypes
+
+    bus = make_bus(buffer_size=10_000, max_msgs=0)
+    for i in range(50):
+        bus.publish(make_event(i, request_id=f"parent-{i}"))
+    assert bus.flush(20)
+    read_end, write_end = os.pipe()
+    pid = int(ctypes.PyDLL(None).fork())  # the GIL stays held across it, as in uWSGI
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            for i in range(200):
+                bus.publish(make_event(i, request_id=f"child-{i}"))
+            flushed = bus.flush(20)
+            bus.stop(10)
+            s = bus.stats()
+            os.write(write_end, json.dumps([flushed, s.dropped, s.lost]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = json.loads(pipe.read() or "null")
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert report == [True, 0, 0]
+    ids = request_ids(bus)
+    assert len(ids) == len(set(ids)) == 250
+    assert {i.rsplit("-", 1)[0] for i in ids} == {"parent", "child"}

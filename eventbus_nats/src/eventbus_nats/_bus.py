@@ -28,7 +28,7 @@ from eventbus_core import (
     check_seconds,
     stop_wait,
 )
-from eventbus_core.batching import at_fork, deliver_at_exit
+from eventbus_core.batching import at_fork, check_fork, deliver_at_exit
 from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
 from eventbus_nats._fanout import Follower, NatsSubscription
@@ -309,6 +309,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         Consumers are separate: close them yourself.
         """
         wait = stop_wait(timeout, self.stop_timeout)  # a NaN raises before anything stops
+        check_fork()  # a child no fork hook told of would wait on its parent's loop
         with self._subs_lock:
             if self._stopped:
                 return

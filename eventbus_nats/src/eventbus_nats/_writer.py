@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core import Event, get_logger
+from eventbus_core.batching import check_fork, fork_announced
 from eventbus_nats._link import Link
 from eventbus_nats._sender import Batch, BatchSender
 
@@ -36,6 +37,7 @@ log = get_logger("eventbus.nats")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 _WINDOW: Final = 2  # batches on their way at once
+_FORK_CHECK_EVERY: Final = 1024  # refused events between two looks for an unannounced fork
 _HOLD_MAX: Final = 5.0  # seconds the writer waits for a subscription to make its consumer
 
 
@@ -114,8 +116,12 @@ class JetStreamWriter:
         self._task = self._link.loop.create_task(self._run())
 
     def after_fork_in_child(self) -> None:
-        """Start afresh in a forked child: the parent's buffered events are the parent's."""
-        self._buffer.clear()
+        """Start afresh in a forked child: the parent's buffered events are the parent's,
+        unless the fork was found late (`fork_announced()` False): the buffer may then hold
+        this child's own events too, which cannot be told apart, and the child writes them
+        all."""
+        if fork_announced():
+            self._buffer.clear()
         self._reset_process_state()
 
     # ------------------------------------------------------------------------------ hot path
@@ -128,12 +134,18 @@ class JetStreamWriter:
         if self._closed or depth + self._taken - self._done >= self.buffer_size:
             with self._lock:
                 self._refused += 1
+                sample = self._refused % _FORK_CHECK_EVERY == 1
+            if sample:  # a full buffer nobody drains: perhaps a fork no hook told of
+                check_fork()
             return
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
             self._kick()
 
     def _kick(self) -> None:
+        # Once per wake, not per event: in a child forked without Python's fork hooks (uWSGI),
+        # the link and its loop are still the parent's (see eventbus_core.batching.check_fork).
+        check_fork()
         self._kicked = True
         self._sleeping = False
         self._link.call_soon(self._wake.set)
@@ -232,6 +244,7 @@ class JetStreamWriter:
 
         Events given up at stop count as settled, so this never waits for them.
         """
+        check_fork()  # before the lock: in a child no hook told of, it may be the parent's
         with self._lock:
             target = self._taken + len(self._buffer)
         deadline = None if timeout is None else time.monotonic() + timeout
