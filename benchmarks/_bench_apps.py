@@ -211,8 +211,8 @@ async def _consume_on_loop(bus: InMemoryEventBus) -> None:
         await sub.aget_batch(1000)
 
 
-def _otel(app: Any) -> Any:
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+def discarding_tracer_provider() -> Any:
+    """An OpenTelemetry TracerProvider whose BatchSpanProcessor exports to nowhere."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
@@ -226,12 +226,12 @@ def _otel(app: Any) -> Any:
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Discard()))
-    return OpenTelemetryMiddleware(app, tracer_provider=provider)
+    return provider
 
 
-def _sentry(app: Any) -> Any:
+def init_discarding_sentry() -> None:
+    """sentry-sdk with tracing on every request and a transport that discards."""
     import sentry_sdk
-    from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
     from sentry_sdk.transport import Transport
 
     class Discard(Transport):
@@ -244,6 +244,18 @@ def _sentry(app: Any) -> Any:
         traces_sample_rate=1.0,
         auto_enabling_integrations=False,
     )
+
+
+def _otel(app: Any) -> Any:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    return OpenTelemetryMiddleware(app, tracer_provider=discarding_tracer_provider())
+
+
+def _sentry(app: Any) -> Any:
+    from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
+
+    init_discarding_sentry()
     return SentryAsgiMiddleware(app)
 
 

@@ -53,6 +53,8 @@ from _bench_apps import (
     REALISTIC_RESPONSE,
     REALISTIC_WORK,
     REDIS_URL,
+    discarding_tracer_provider,
+    init_discarding_sentry,
     request_body,
 )
 from _redis_keys import delete_run_keys
@@ -110,34 +112,15 @@ class _NullBus:
 
 def _otel(app: WSGIApp) -> WSGIApp:
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    class Discard(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Discard()))
-    wrapped: WSGIApp = OpenTelemetryMiddleware(app, tracer_provider=provider)
+    wrapped: WSGIApp = OpenTelemetryMiddleware(app, tracer_provider=discarding_tracer_provider())
     return wrapped
 
 
 def _sentry(app: WSGIApp) -> WSGIApp:
-    import sentry_sdk
     from sentry_sdk.integrations.wsgi import SentryWsgiMiddleware
-    from sentry_sdk.transport import Transport
 
-    class Discard(Transport):
-        def capture_envelope(self, envelope: Any) -> None:
-            pass
-
-    sentry_sdk.init(
-        dsn="http://public@127.0.0.1:9/1",  # never contacted: the transport discards
-        transport=Discard,
-        traces_sample_rate=1.0,
-        auto_enabling_integrations=False,
-    )
+    init_discarding_sentry()
     wrapped: WSGIApp = SentryWsgiMiddleware(app)
     return wrapped
 
