@@ -40,6 +40,12 @@ def test_an_event_needs_neither_pydantic_nor_asyncio() -> None:
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
+def test_the_wsgi_middleware_imports_no_event_loop() -> None:
+    """middleware.md: the WSGI middleware "imports no framework and no asyncio"."""
+    loaded = imported_after("from eventbus_core import EventBusWSGIMiddleware")
+    assert "asyncio" not in loaded
+
+
 def test_every_public_name_resolves() -> None:
     for name in eventbus_core.__all__:
         assert getattr(eventbus_core, name) is not None, name

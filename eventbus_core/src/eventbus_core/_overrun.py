@@ -10,14 +10,13 @@ says so.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable
 
 from eventbus_core._log import get_logger
 
-__all__ = ["STOP_MARGIN", "call_bounded", "call_bounded_async"]
+__all__ = ["STOP_MARGIN", "call_bounded", "call_bounded_async", "run_in_daemon"]
 
 log = get_logger("eventbus")
 
@@ -26,7 +25,9 @@ STOP_MARGIN = 5.0
 `eventbus publish` or a dispatcher goes on without it."""
 
 
-def _start(fn: Callable[[], object], what: str) -> concurrent.futures.Future[object]:
+def run_in_daemon(fn: Callable[[], object], what: str) -> concurrent.futures.Future[object]:
+    """Start `fn()` in a daemon thread named after `what`; its future holds what it returned or
+    raised (a daemon: a call that never returns cannot keep the process alive)."""
     future: concurrent.futures.Future[object] = concurrent.futures.Future()
 
     def run() -> None:
@@ -54,7 +55,7 @@ def call_bounded(fn: Callable[[], object], bound: float, what: str) -> bool:
     Raises:
         Exception: whatever `fn` raised, if it ended in time.
     """
-    future = _start(fn, what)
+    future = run_in_daemon(fn, what)
     try:
         future.result(bound)
     except concurrent.futures.TimeoutError:
@@ -69,7 +70,9 @@ async def call_bounded_async(fn: Callable[[], object], bound: float, what: str) 
     Not `asyncio.to_thread`: `asyncio.run()` waits for the default executor's threads at its end,
     which a call that never returns would keep from ending.
     """
-    future = _start(fn, what)
+    import asyncio  # here: the WSGI middleware uses this module and imports no event loop
+
+    future = run_in_daemon(fn, what)
     try:
         await asyncio.wait_for(asyncio.wrap_future(future), bound)
     except TimeoutError:

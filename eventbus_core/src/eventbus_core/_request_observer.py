@@ -26,6 +26,7 @@ __all__ = [
     "keep_chunk",
     "name_info",
     "new_request_id",
+    "text_name_info",
 ]
 
 DEFAULT_MAX_REQUEST_BODY: Final = 64 * 1024
@@ -81,6 +82,19 @@ def name_info(raw: bytes) -> tuple[str, bytes]:
     info = (canonical_header_name(raw), raw.lower())
     if len(NAMES) < _CANONICAL_MAX:
         NAMES[raw] = info
+    return info
+
+
+# The same for names as WSGI gives them (native strings), so that the checks both middleware
+# make (masking, request id, cache hit) compare the same lower-case bytes.
+TEXT_NAMES: dict[str, tuple[str, bytes]] = {}
+
+
+def text_name_info(name: str) -> tuple[str, bytes]:
+    """`name_info()` of a native-string header name, remembered in `TEXT_NAMES`."""
+    info = name_info(name.encode("latin-1"))
+    if len(TEXT_NAMES) < _CANONICAL_MAX:
+        TEXT_NAMES[name] = info
     return info
 
 

@@ -14,24 +14,26 @@ appends to a buffer; a background thread of the bus does the I/O.
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
 from eventbus_core._event import Event
+from eventbus_core._overrun import run_in_daemon
 from eventbus_core._request_observer import (
     DEFAULT_MAX_REQUEST_BODY,
     DEFAULT_MAX_RESPONSE_BODY,
+    TEXT_NAMES,
     EventPublisher,
     RequestObserver,
     canonical_header_name,
     join_chunks,
     keep_chunk,
     log,
-    name_info,
+    text_name_info,
 )
 from eventbus_core.redact._redact import MASK
 
@@ -50,18 +52,6 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 """The WSGI `start_response(status, headers, exc_info=None) -> write` callable."""
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 """A WSGI application."""
-
-# Header names as WSGI gives them (native strings) -> (Go canonical name, lower-case bytes), so
-# the checks shared with the ASGI middleware (masking, request id, cache hit) compare bytes.
-_TEXT_NAMES: dict[str, tuple[str, bytes]] = {}
-_TEXT_NAMES_MAX: Final = 2048
-
-
-def _text_name_info(name: str) -> tuple[str, bytes]:
-    info = name_info(name.encode("latin-1"))
-    if len(_TEXT_NAMES) < _TEXT_NAMES_MAX:
-        _TEXT_NAMES[name] = info
-    return info
 
 
 def _environ_key(header: str) -> str:
@@ -221,29 +211,22 @@ def stop_buses(timeout: float | None = None) -> int:
         bus = middleware.bus
         if callable(getattr(bus, "stop", None)):
             buses.setdefault(id(bus), bus)
-    stopped: list[Any] = []
-
-    def stop(bus: Any) -> None:
-        try:
-            if timeout is None:
-                bus.stop()
-            else:
-                bus.stop(timeout)
-        except Exception:
-            log.exception("eventbus middleware: stopping %s failed", type(bus).__name__)
-        else:
-            stopped.append(bus)
-
-    # Each stop() is bounded by its own deadline: the threads are joined without one.
-    threads = [
-        threading.Thread(target=stop, args=(bus,), name="eventbus-stop-buses", daemon=True)
+    # Each stop() is bounded by its own deadline: the calls are waited for without one.
+    calls = [
+        (bus, run_in_daemon(bus.stop if timeout is None else partial(bus.stop, timeout), "stop"))
         for bus in buses.values()
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(stopped)
+    stopped = 0
+    for bus, call in calls:
+        if call.exception() is None:
+            stopped += 1
+        else:
+            log.error(
+                "eventbus middleware: stopping %s failed",
+                type(bus).__name__,
+                exc_info=call.exception(),
+            )
+    return stopped
 
 
 class _Exchange:
@@ -252,7 +235,6 @@ class _Exchange:
 
     __slots__ = (
         "_start_response",
-        "_write",
         "body_started",
         "done",
         "environ",
@@ -274,7 +256,6 @@ class _Exchange:
         self.mw = mw
         self.environ = environ
         self._start_response = start_response
-        self._write: Callable[[bytes], object] | None = None
         self.status = 0
         self.response_headers: dict[str, tuple[str, ...]] | None = None
         self.request_input: _ObservedInput | None = None
@@ -300,17 +281,16 @@ class _Exchange:
         except Exception:
             self.mw._failed("reading the response headers")
         if exc_info is None:
-            self._write = self._start_response(status, headers)
+            server_write = self._start_response(status, headers)
         else:
-            self._write = self._start_response(status, headers, exc_info)
-        return self.write
+            server_write = self._start_response(status, headers, exc_info)
 
-    def write(self, data: bytes) -> object:
-        """The legacy `write()` callable `start_response` returns: observed like a chunk."""
-        self.sent(data)
-        if self._write is None:  # the server's start_response raised: as without us
-            raise AssertionError("write() called before start_response()")
-        return self._write(data)
+        def write(data: bytes) -> object:
+            # The legacy `write()` callable: what it is given is observed like a chunk.
+            self.sent(data)
+            return server_write(data)
+
+        return write
 
     def sent(self, chunk: bytes) -> None:
         """`chunk` of the response body is being handed to the server."""
@@ -334,11 +314,11 @@ class _Exchange:
         # the request id if the request had none, and the cache-hit mark.
         event_headers: dict[str, tuple[str, ...]] = {}
         sensitive = mw._sensitive
-        names = _TEXT_NAMES
+        names = TEXT_NAMES
         has_id = False
         cache = mw._cache_header
         for name, value in headers:
-            key, lname = names.get(name) or _text_name_info(name)
+            key, lname = names.get(name) or text_name_info(name)
             text = value if type(value) is str else str(value)
             if lname == id_header:
                 has_id = True
@@ -407,50 +387,41 @@ class _ObservedInput:
         self.room = room
         self.chunks: list[bytes] = []
 
-    def _keep(self, data: Any) -> None:
-        try:
-            self.room = keep_chunk(self.chunks, data, self.room)
-        except Exception:  # a stream that returns no bytes-like object: the app's business
-            self.room = 0
+    def _seen(self, data: Any) -> Any:
+        """Keep what fits of `data`, just read by the application; return it."""
+        if self.room and data:
+            try:
+                self.room = keep_chunk(self.chunks, data, self.room)
+            except Exception:  # a stream that returns no bytes-like object: the app's business
+                self.room = 0
+        return data
 
     def read(self, *args: Any) -> Any:
-        data = self._stream.read(*args)
-        if self.room and data:
-            self._keep(data)
-        return data
+        return self._seen(self._stream.read(*args))
 
     def readinto(self, buffer: Any) -> Any:
         # Not in PEP 3333, but werkzeug (Flask) reads with it whenever the server's stream
         # has it: without this method, `__getattr__` would hand it the stream's own, unseen.
         count = self._stream.readinto(buffer)
         if self.room and count:
-            self._keep(memoryview(buffer)[: min(count, self.room)])
+            self._seen(memoryview(buffer)[: min(count, self.room)])
         return count
 
     def read1(self, *args: Any) -> Any:
-        data = self._stream.read1(*args)
-        if self.room and data:
-            self._keep(data)
-        return data
+        return self._seen(self._stream.read1(*args))
 
     def readline(self, *args: Any) -> Any:
-        data = self._stream.readline(*args)
-        if self.room and data:
-            self._keep(data)
-        return data
+        return self._seen(self._stream.readline(*args))
 
     def readlines(self, *args: Any) -> Any:
         lines = self._stream.readlines(*args)
         for line in lines:
-            if self.room and line:
-                self._keep(line)
+            self._seen(line)
         return lines
 
     def __iter__(self) -> Iterator[Any]:
         for line in self._stream:
-            if self.room and line:
-                self._keep(line)
-            yield line
+            yield self._seen(line)
 
     def __getattr__(self, name: str) -> Any:
         # Whatever else the server's stream offers (gunicorn's, werkzeug's limits) stays there.

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core import Event, get_logger
-from eventbus_core.batching import check_fork, fork_announced
+from eventbus_core.batching import check_fork, check_fork_when_refusing, fork_announced
 from eventbus_nats._link import Link
 from eventbus_nats._sender import Batch, BatchSender
 
@@ -37,7 +37,6 @@ log = get_logger("eventbus.nats")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 _WINDOW: Final = 2  # batches on their way at once
-_FORK_CHECK_EVERY: Final = 1024  # refused events between two looks for an unannounced fork
 _HOLD_MAX: Final = 5.0  # seconds the writer waits for a subscription to make its consumer
 
 
@@ -134,9 +133,8 @@ class JetStreamWriter:
         if self._closed or depth + self._taken - self._done >= self.buffer_size:
             with self._lock:
                 self._refused += 1
-                sample = self._refused % _FORK_CHECK_EVERY == 1
-            if sample:  # a full buffer nobody drains: perhaps a fork no hook told of
-                check_fork()
+                refused = self._refused
+            check_fork_when_refusing(refused)
             return
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):

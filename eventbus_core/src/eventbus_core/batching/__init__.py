@@ -27,7 +27,12 @@ from eventbus_core.batching._batcher import (
     deliver_at_exit,
     flush_before_exit,
 )
-from eventbus_core.batching._fork import at_fork, check_fork, fork_announced
+from eventbus_core.batching._fork import (
+    at_fork,
+    check_fork,
+    check_fork_when_refusing,
+    fork_announced,
+)
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._thread import DEEP_SLEEP_AFTER, ThreadDriver
 
@@ -42,6 +47,7 @@ __all__ = [
     "ThreadDriver",
     "at_fork",
     "check_fork",
+    "check_fork_when_refusing",
     "deliver_at_exit",
     "flush_before_exit",
     "fork_announced",

@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core.batching._fork import at_fork, check_fork, fork_announced
+from eventbus_core.batching._fork import (
+    at_fork,
+    check_fork,
+    check_fork_when_refusing,
+    fork_announced,
+)
 
 if TYPE_CHECKING:
     from eventbus_core.batching._loop import LoopDriver
@@ -40,8 +45,6 @@ log = get_logger("eventbus")
 PublishPath = Literal["auto", "thread", "asyncio"]
 PUBLISH_PATHS: Final[tuple[PublishPath, ...]] = ("auto", "thread", "asyncio")
 
-# Refused events between two looks for a fork no hook told of (see `_refuse`).
-_FORK_CHECK_EVERY: Final = 1024
 _EXIT_PROGRESS: Final = 0.5  # seconds without a delivery after which an exit stops waiting
 _LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()  # rebuilt in forked children
 _OPEN: weakref.WeakSet[ExitDelivery] = weakref.WeakSet()  # flushed at interpreter exit
@@ -285,11 +288,8 @@ class Batcher:
     def _refuse(self) -> None:
         with self.lock:
             self.refused += 1
-            sample = self.refused % _FORK_CHECK_EVERY == 1
-        if sample:
-            # A full buffer that never drains: perhaps a fork no hook told of (the parent's
-            # drainer was awake then, so no burst began here): look now and then.
-            check_fork()
+            refused = self.refused
+        check_fork_when_refusing(refused)
 
     def kick(self) -> None:
         """Wake the drainer (choosing it, at the first wake)."""

@@ -21,7 +21,7 @@ from typing import Final
 
 from eventbus_core._log import get_logger
 
-__all__ = ["at_fork", "check_fork", "fork_announced"]
+__all__ = ["at_fork", "check_fork", "check_fork_when_refusing", "fork_announced"]
 
 log = get_logger("eventbus")
 
@@ -36,6 +36,8 @@ _announced = True  # how this process's latest fork was found (see `fork_announc
 # hooks once. A fresh lock per process: one held by the parent at the fork stays held.
 _check_lock = threading.Lock()
 _CHECK_WAIT: Final = 5.0
+# Refused events between two looks for a fork no hook told of (see `check_fork_when_refusing`).
+_REFUSALS_PER_CHECK: Final = 1024
 
 
 def at_fork(
@@ -109,3 +111,12 @@ if hasattr(os, "register_at_fork"):
         after_in_parent=lambda: _run(_after_in_parent),
         after_in_child=_child,
     )
+
+
+def check_fork_when_refusing(refused: int) -> None:
+    """`check_fork()` at a buffer's first refused event and at every 1024th after it (`refused`
+    counts them, this one included). A buffer that is full and never drains may be a child's
+    whose parent's drainer was awake at a fork no hook told of: no wake, where the check
+    otherwise runs, comes then."""
+    if refused % _REFUSALS_PER_CHECK == 1:
+        check_fork()
