@@ -494,35 +494,32 @@ def test_a_misspelt_name_gets_a_guess() -> None:
         registry.sink("jsnl")
 
 
-def test_a_sink_whose_plugin_has_a_problem_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Misspelt:
-        @hookimpl
-        def eventbus_register_sink(self, register: Any) -> None:
-            register("misspelt", lambda s, o: None)
+class _MisspeltSink:
+    @hookimpl
+    def eventbus_register_sink(self, register: Any) -> None:
+        register("misspelt", lambda s, o: None)
 
-    _with_entry_points(monkeypatch, _EntryPoint("misspelt", "eventbus-misspelt", Misspelt()))
+
+class _MisspeltBackend:
+    @hookimpl
+    def eventbus_register_backend(self, register: Any) -> None:
+        register("misspelt", RecordingBus)
+
+
+@pytest.mark.parametrize(
+    ("kind", "plugin", "error"),
+    [("sink", _MisspeltSink, UnknownSinkError), ("backend", _MisspeltBackend, UnknownBackendError)],
+)
+def test_a_name_whose_plugin_has_a_problem_says_so(
+    monkeypatch: pytest.MonkeyPatch, kind: str, plugin: type, error: type[Exception]
+) -> None:
+    _with_entry_points(monkeypatch, _EntryPoint("misspelt", "eventbus-misspelt", plugin()))
     registry = PluginRegistry()
-    with pytest.raises(UnknownSinkError) as raised:
-        registry.sink("misspelt")
+    with pytest.raises(error) as raised:
+        getattr(registry, kind)("misspelt")
     text = str(raised.value)
     assert "the plugin 'misspelt' (eventbus-misspelt) is installed but registered no such" in text
-    assert "did you mean eventbus_register_sinks?" in text
-    assert "pip install" not in text
-
-
-def test_a_backend_whose_plugin_has_a_problem_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Misspelt:
-        @hookimpl
-        def eventbus_register_backend(self, register: Any) -> None:
-            register("misspelt", RecordingBus)
-
-    _with_entry_points(monkeypatch, _EntryPoint("misspelt", "eventbus-misspelt", Misspelt()))
-    registry = PluginRegistry()
-    with pytest.raises(UnknownBackendError) as raised:
-        registry.backend("misspelt")
-    text = str(raised.value)
-    assert "the plugin 'misspelt' (eventbus-misspelt) is installed but registered no such" in text
-    assert "did you mean eventbus_register_backends?" in text
+    assert f"did you mean eventbus_register_{kind}s?" in text
     assert "pip install" not in text
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,13 +42,13 @@ def request_ids(bus: NatsEventBus) -> list[str]:
     return [e.request_id for e in bus.read_range() if e is not None]
 
 
-def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: MakeBus) -> None:
-    bus = make_bus(buffer_size=10_000, max_msgs=0)
-    for i in range(300):
-        bus.publish(make_event(i, request_id=f"parent-before-{i}"))  # some still buffered
+def start_child_that_publishes(bus: NatsEventBus, fork: Callable[[], int]) -> Callable[[], Any]:
+    """`fork()`; the child publishes 200 events, flushes, stops, and reports `[flushed,
+    published, dropped, lost]` through a pipe, leaving without pytest's teardown. Returns what
+    waits for the child and gives its report."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: publish, stop, report, and leave without pytest's teardown
+    pid = fork()
+    if pid == 0:
         code = 1
         try:
             os.close(read_end)
@@ -61,15 +62,27 @@ def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: Make
         finally:
             os._exit(code)
     os.close(write_end)
+
+    def report() -> Any:
+        with os.fdopen(read_end) as pipe:
+            said = json.loads(pipe.read() or "null")
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        return said
+
+    return report
+
+
+def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: MakeBus) -> None:
+    bus = make_bus(buffer_size=10_000, max_msgs=0)
+    for i in range(300):
+        bus.publish(make_event(i, request_id=f"parent-before-{i}"))  # some still buffered
+    report = start_child_that_publishes(bus, os.fork)
     for i in range(100):
         bus.publish(make_event(i, request_id=f"parent-after-{i}"))
     assert bus.flush(20)
-    with os.fdopen(read_end) as pipe:
-        report = json.loads(pipe.read() or "null")
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
     # The child counts its own publish() calls; every one reached the stream.
-    assert report == [True, 200, 0, 0]
+    assert report() == [True, 200, 0, 0]
     s = bus.stats()
     assert (s.published, s.dropped, s.lost) == (400, 0, 0)
     ids = request_ids(bus)
@@ -429,27 +442,9 @@ def test_a_child_forked_without_python_s_hooks_publishes_through_its_own_connect
     for i in range(50):
         bus.publish(make_event(i, request_id=f"parent-{i}"))
     assert bus.flush(20)
-    read_end, write_end = os.pipe()
-    pid = int(ctypes.PyDLL(None).fork())  # the GIL stays held across it, as in uWSGI
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_end)
-            for i in range(200):
-                bus.publish(make_event(i, request_id=f"child-{i}"))
-            flushed = bus.flush(20)
-            bus.stop(10)
-            s = bus.stats()
-            os.write(write_end, json.dumps([flushed, s.dropped, s.lost]).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        report = json.loads(pipe.read() or "null")
-    _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
-    assert report == [True, 0, 0]
+    # PyDLL: the GIL stays held across fork(), as in uWSGI.
+    report = start_child_that_publishes(bus, lambda: int(ctypes.PyDLL(None).fork()))
+    assert report() == [True, 200, 0, 0]
     ids = request_ids(bus)
     assert len(ids) == len(set(ids)) == 250
     assert {i.rsplit("-", 1)[0] for i in ids} == {"parent", "child"}
