@@ -234,6 +234,7 @@ class _Exchange:
     `write`."""
 
     __slots__ = (
+        "_server_write",
         "_start_response",
         "body_started",
         "done",
@@ -256,6 +257,7 @@ class _Exchange:
         self.mw = mw
         self.environ = environ
         self._start_response = start_response
+        self._server_write: Callable[[bytes], object]  # set by start_response()
         self.status = 0
         self.response_headers: dict[str, tuple[str, ...]] | None = None
         self.request_input: _ObservedInput | None = None
@@ -281,16 +283,16 @@ class _Exchange:
         except Exception:
             self.mw._failed("reading the response headers")
         if exc_info is None:
-            server_write = self._start_response(status, headers)
+            self._server_write = self._start_response(status, headers)
         else:
-            server_write = self._start_response(status, headers, exc_info)
+            self._server_write = self._start_response(status, headers, exc_info)
+        return self.write
 
-        def write(data: bytes) -> object:
-            # The legacy `write()` callable: what it is given is observed like a chunk.
-            self.sent(data)
-            return server_write(data)
-
-        return write
+    def write(self, data: bytes) -> object:
+        """The legacy `write()` callable `start_response` returns (so only once the server's
+        own is set): what it is given is observed like a chunk."""
+        self.sent(data)
+        return self._server_write(data)
 
     def sent(self, chunk: bytes) -> None:
         """`chunk` of the response body is being handed to the server."""
