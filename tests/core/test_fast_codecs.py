@@ -1,5 +1,5 @@
-"""The dispatcher's fast codecs (orjson) against the careful ones they stand in for, on many
-inputs built to catch them out: the event decoder, body JSON, base64, the jsonl line."""
+"""The dispatcher's fast codecs (msgspec, orjson) against the careful ones they stand in for, on
+many inputs built to catch them out: the event decoder, body JSON, base64, the jsonl line."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from eventbus_core.transform._llm import (
     _LONG_RUN,
     _loads,
     _may_hold_long_integer,
+    decode_body,
 )
 
 
@@ -44,10 +45,29 @@ def _doc(rng: random.Random) -> Any:
         "Status": rng.choice([200, 0, None, -1, 1e3]),
         "Duration": rng.choice([1_500_000, None, 2**64, 1.5]),
         "ResponseHeaders": rng.choice(
-            [None, {}, {"A": ["1", "2"]}, {"A": None}, {"A": [None]}, {"A": "x"}, [], {"A": [1]}]
+            [
+                *(None, {}, {"A": ["1", "2"]}, {"A": None}, {"A": [None]}, {"A": "x"}, []),
+                *({"A": [1]}, {"A": ["1"], "a": ["2"]}, {"A": []}, {"": ["\u00e9\n"]}),
+            ]
         ),
         "ResponseBody": b64,
-        "RequestBody": rng.choice([b64, None, "QQ==", "QQ=", "Q===", "QUJD\n", "QU JD", "=QQQ"]),
+        "RequestBody": rng.choice(
+            [
+                b64,
+                None,
+                "QQ==",
+                "QQ=",
+                "Q===",
+                "QUJD\n",
+                "QU JD",
+                "=QQQ",
+                "QR==",
+                "QQ-_",
+                "QUI=QUI=",
+                "QUJDRA",
+                7,
+            ]
+        ),
     }
     keys = list(doc)
     rng.shuffle(keys)
@@ -59,8 +79,13 @@ def _doc(rng: random.Random) -> Any:
     return out
 
 
+@pytest.mark.parametrize("small", [1 << 30, 0], ids=["msgspec", "orjson"])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_fast_decoder_reads_what_the_careful_one_reads(seed: int) -> None:
+def test_the_fast_decoder_reads_what_the_careful_one_reads(
+    seed: int, small: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both fast paths, whatever the size: msgspec's (events up to `_SMALL` bytes) and orjson's.
+    monkeypatch.setattr("eventbus_core._wire._SMALL", small)
     rng = random.Random(seed)
     careful = lambda data: decode_event_careful(data, _restore)  # noqa: E731
     for _ in range(500):
@@ -71,11 +96,15 @@ def test_the_fast_decoder_reads_what_the_careful_one_reads(seed: int) -> None:
                     text[:-1] + ', "LogID": 9, "logid": 8}',
                     text[:-1] + ', "Status": 201}',
                     text.replace('"Method": "POST"', '"Method": "PO\\ud800ST"'),
+                    text.replace('"Method": "POST"', '"Method": "PO\ud800ST"'),  # raw, in a str
+                    text.replace('"Method": "POST"', '"Method": "P\\u004fST"'),
+                    text.replace('"POST"', '"POST" '),
                     text[:-1] + ', "X": NaN}',
                     text[:10],
                 ]
             )
-        for data in (text, text.encode(), text.encode()[:-3] + b"\xff}"):
+        encoded = text.encode(errors="surrogatepass")
+        for data in (text, encoded, encoded[:-3] + b"\xff}"):
             assert _outcome(Event.from_json, data) == _outcome(careful, data), data
 
 
@@ -141,6 +170,43 @@ def test_body_json_is_read_as_the_json_module_reads_it() -> None:
         got = _loads(text.encode(), text)
         assert json.dumps(got) == json.dumps(expected), text
         assert type(got) is type(expected)
+
+
+def _decoded(body: bytes, content_type: str | None) -> str:
+    value, info = decode_body(body, content_type=content_type)
+    return json.dumps([value, info], sort_keys=True)
+
+
+def test_a_json_body_read_at_once_is_decoded_as_the_text_way_decodes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `decode_body` reads a body that starts with `{` or `[` straight from its bytes; anything
+    # the bytes' parser refuses or reads differently goes the way every other body goes (the
+    # text made first). The two must agree on every body, whatever its content type.
+    bodies = [
+        b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}',
+        b" \n\t[1, 2.5, -0, 1e-7, null, true]",
+        b'{"big": 18446744073709551616, "neg": -99999999999999999999}',
+        b'{"a": NaN}',
+        b'{"s": "\\ud800 lone"}',
+        b'{"s": "caf\xc3\xa9"}',
+        b'{"s": "caf\xe9"}',  # not UTF-8
+        b'{"a": 1} trailing',
+        b"{not json",
+        b"[",
+        b'\xc2\xa0{"a": 1}',  # a no-break space first: stripped as text only
+        b'\x0b\x0c{"a": 1}',
+        b'\xef\xbb\xbf{"a": 1}',  # a byte-order mark
+        b'data: {"a": 1}\n\n',
+        b'{"a": 1}\n\ndata: {"b": 2}\n\n',
+        b"",
+        b"plain text",
+    ]
+    content_types = [None, "application/json", "text/event-stream", "text/plain"]
+    fast = [_decoded(b, ct) for b in bodies for ct in content_types]
+    monkeypatch.setattr("eventbus_core.transform._llm._JSON_STARTS", ())
+    slow = [_decoded(b, ct) for b in bodies for ct in content_types]
+    assert fast == slow
 
 
 def test_integers_at_the_64_bit_edges_are_read_exactly() -> None:
