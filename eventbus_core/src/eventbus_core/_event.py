@@ -446,8 +446,13 @@ def _restore(
     """Build an event from values already checked for type, without the range checks.
 
     For the decoder (`Event.from_json`, which reads what Go's decoder reads, out-of-range
-    values included) and for unpickling. `response_headers` is copied into a new proxy.
+    values included) and for unpickling. `response_headers` is copied into a new proxy, unless
+    it is one already: the decoder's fast path hands over a proxy of the dict of tuples it has
+    just made, which nothing else holds (copying it again cost a sixth of decoding an event).
     """
+    headers: Any = response_headers
+    if headers is not None and type(headers) is not MappingProxyType:
+        headers = MappingProxyType({k: tuple(v) for k, v in headers.items()})
     return _fill(
         object.__new__(Event),
         log_id,
@@ -456,9 +461,7 @@ def _restore(
         path,
         status,
         duration_ns,
-        None
-        if response_headers is None
-        else MappingProxyType({k: tuple(v) for k, v in response_headers.items()}),
+        headers,
         response_body,
         request_body,
     )

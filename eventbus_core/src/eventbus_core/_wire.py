@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import json
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import msgspec
@@ -274,13 +275,15 @@ def _decode_small(data: bytes | str, build: Callable[..., T]) -> T | None:
         # Invalid JSON or UTF-8, a lone surrogate (escaped, or raw in a str: no UTF-8), an
         # unknown key, a wrong type.
         return None
+    headers = doc.ResponseHeaders
     return build(
         doc.RequestID or "",
         doc.Method or "",
         doc.Path or "",
         doc.Status or 0,
         doc.Duration or 0,
-        doc.ResponseHeaders,
+        # Read-only already: a dict of tuples that nothing else holds (`build` keeps it).
+        None if headers is None else MappingProxyType(headers),
         doc.ResponseBody,
         doc.RequestBody,
         doc.LogID or 0,
@@ -360,8 +363,8 @@ def decode_event(data: bytes | bytearray | memoryview | str, build: Callable[...
 
 
 def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Callable[..., T]) -> T:
-    """`decode_event` without the fast paths (msgspec, orjson): every input the slow, exact way (kept
-    reachable for the tests that compare the two, and for `benchmarks/bench_dispatch.py`)."""
+    """`decode_event` without the fast paths (msgspec, orjson): every input the slow, exact
+    way (kept reachable for the tests that compare them, and for `bench_dispatch.py`)."""
     if isinstance(data, memoryview | bytearray):
         data = bytes(data)
     if not isinstance(data, bytes | str):
