@@ -101,6 +101,38 @@ def test_the_fast_decoder_reads_what_the_careful_one_reads(
             assert _outcome(Event.from_json, data) == _outcome(careful, data), data
 
 
+@pytest.mark.parametrize("small", [1 << 30, 0], ids=["msgspec", "orjson"])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("nested, unknown key", "nested deeper"),
+        ("nested, header list", "nested deeper"),
+        ("nested, top level", "nested deeper"),
+        ("long integer, LogID", "4300 digits"),
+        ("long integer, unknown key", "4300 digits"),
+    ],
+)
+def test_hostile_json_is_a_wire_format_error(
+    where: str, message: str, small: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The json module raises RecursionError past the recursion limit, and a plain ValueError
+    # for an integer of more than 4,300 digits: each must come out as the decoder's own error,
+    # which readers dead-letter or skip (a dispatcher took the others for an outage and
+    # retried the same entry for ever).
+    monkeypatch.setattr("eventbus_core._wire._SMALL", small)
+    deep = "[" * 5000 + "]" * 5000
+    text = {
+        "nested, unknown key": '{"LogID": 1, "X": ' + deep + "}",
+        "nested, header list": '{"ResponseHeaders": {"A": ' + deep + "}}",
+        "nested, top level": deep,
+        "long integer, LogID": '{"LogID": 1' + "0" * 5000 + "}",
+        "long integer, unknown key": '{"LogID": 1, "X": 1' + "0" * 5000 + "}",
+    }[where]
+    for data in (text, text.encode()):
+        with pytest.raises(WireFormatError, match=message):
+            Event.from_json(data)
+
+
 def test_events_round_trip_through_the_fast_decoder() -> None:
     event = Event(
         request_id="r",

@@ -140,6 +140,9 @@ def test_poison_and_overdelivered_entries_go_to_the_dead_letter_stream(
     with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
         client.xadd(stream, {"data": b"{not json"})
         client.xadd(stream, {"other": b"x"})
+        # Nested past the JSON reader's recursion limit: refused like any bad entry (it was a
+        # RecursionError, which a dispatcher took for an outage and retried for ever).
+        client.xadd(stream, {"data": b'{"LogID":1,"X":' + b"[" * 5000 + b"]" * 5000 + b"}"})
         bus.publish(make_event(1))
         assert bus.flush(10)
         consumer = bus.consumer(name="c", claim_idle=0, max_deliveries=2)
@@ -150,13 +153,14 @@ def test_poison_and_overdelivered_entries_go_to_the_dead_letter_stream(
             got = consumer.read(10, timeout=0.05) or got
         dead: Any = client.xrange(bus.dead_letter_stream)
         reasons = [fields[b"reason"].decode() for _, fields in dead]
-        assert len(dead) == 3
+        assert len(dead) == 4
         assert reasons[0].startswith("undecodable") and "data" in reasons[1]
-        assert reasons[2].startswith("delivered 3 times")
+        assert reasons[2].startswith("undecodable") and "nested deeper" in reasons[2]
+        assert reasons[3].startswith("delivered 3 times")
         assert dead[0][1][b"data"] == b"{not json"
-        assert Event.from_json(dead[2][1][b"data"]).request_id == "req-1"
+        assert Event.from_json(dead[3][1][b"data"]).request_id == "req-1"
         info = bus.stream_info()
-        assert (info["pending"], info["dead_letters"]) == (0, 3)
+        assert (info["pending"], info["dead_letters"]) == (0, 4)
 
 
 def test_go_written_stream_entries_are_consumed(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import sys
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
@@ -381,10 +382,21 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
         )
     except WireFormatError:
         raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
+        # JSONDecodeError, and what the json module lets through from Python itself: an integer
+        # of more than `sys.get_int_max_str_digits()` digits (4,300) is a plain ValueError.
         snippet = data[:60]
         raise WireFormatError(
             f"invalid JSON for an event ({exc}); input starts {snippet!r}"
+        ) from exc
+    except RecursionError as exc:
+        # Arrays or objects nested past the interpreter's recursion limit (about a thousand
+        # deep; Go's decoder allows 10,000). A WireFormatError, so that a reader dead-letters or
+        # skips the entry: any other exception read as an outage, and a dispatcher retried the
+        # same entry for ever.
+        raise WireFormatError(
+            f"invalid JSON for an event: nested deeper than this decoder reads (about "
+            f"{sys.getrecursionlimit()} levels); input starts {data[:60]!r}"
         ) from exc
     if not isinstance(doc, dict):
         raise WireFormatError(
