@@ -23,6 +23,7 @@ from eventbus_core import (
     RetryPolicy,
     Subscription,
 )
+from eventbus_core.sinks.jsonl import JsonlSink
 from tests.core.conftest_dispatch import (
     FAST_RETRY,
     AlwaysFailing,
@@ -239,6 +240,45 @@ async def test_transform_failure_still_delivers_the_event() -> None:
     await Dispatcher(feed(make_events(3)), [sink], flush_interval=0.01, transform=broken).run()
     assert [p["request_id"] for p in sink.payloads] == ["r1", "r2", "r3"]
     assert "bug in transformer" in sink.payloads[0]["transform_error"]
+
+
+async def test_events_no_sink_could_take_before_are_written_among_the_others(
+    tmp_path: Path,
+) -> None:
+    # A lone surrogate in a body (JSON allows the escape) has no UTF-8, and a body nested
+    # hundreds deep took the redaction past the recursion limit. The first failed the jsonl line
+    # and its dead letter for ever, the second the read: either held its whole batch back.
+    def event(n: int, body: bytes) -> Event:
+        headers = {"Content-Type": ["application/json"], "Authorization": ["Bearer sk-secret"]}
+        return Event(
+            request_id=f"r{n}",
+            method="POST",
+            path="/v1/chat/completions?key=sk-abcdefabcdefabcdefabcdef",
+            status=200,
+            duration=1,
+            response_headers=headers,
+            response_body=body,
+            log_id=n,
+        )
+
+    events = [
+        event(1, b'{"ok": true}'),
+        event(2, b'{"s": "caf\\u00e9 \\ud800"}'),
+        event(3, b"[" * 900 + b"]" * 900),
+        event(4, b'{"ok": true}'),
+    ]
+    path = tmp_path / "out.jsonl"
+    sink = JsonlSink(path)
+    stats = await Dispatcher(feed(events), [sink], flush_interval=0.01).run()
+    balanced(stats)
+    assert stats.sinks["jsonl"].sent == 4
+    lines = read_jsonl(path)
+    assert [line["request_id"] for line in lines] == ["r1", "r2", "r3", "r4"]
+    assert lines[1]["output"] == {"s": "caf\u00e9 \ud800"}
+    assert "nested too deeply to redact" in lines[2]["redaction_error"]
+    assert "output" not in lines[2] and "response_headers" not in lines[2]
+    text = path.read_text()
+    assert "sk-secret" not in text and "sk-abcdef" not in text
 
 
 async def test_stats_are_logged_periodically_at_debug(caplog: pytest.LogCaptureFixture) -> None:

@@ -46,8 +46,18 @@ def dumps_line(obj: Any) -> bytes:
 
 
 def dumps_line_json(obj: Any) -> bytes:
-    """`dumps_line` with the json module only."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n"
+    """`dumps_line` with the json module only.
+
+    A string holding a lone surrogate (`"\\ud800"` in a body or a header, which JSON allows and
+    the decoders keep) has no UTF-8: the whole line is then written with ASCII escapes, valid
+    JSON that reads back the same. It made the line, and the dead letter written for it, fail
+    for ever: the event stayed pending, and the others of its batch with it.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":"), default=str).encode("ascii") + b"\n"
 
 
 def _nearest_existing(path: Path) -> Path:

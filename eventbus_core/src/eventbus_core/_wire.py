@@ -97,6 +97,11 @@ class _Float(float):
     """A JSON number with a fraction or exponent: Go refuses it for integer fields."""
 
 
+def _kind(value: Any) -> str:
+    """What a JSON value is, as an error message names it (not the decoder's own classes)."""
+    return "number" if isinstance(value, float) else type(value).__name__
+
+
 def _reject_constant(name: str) -> Any:
     raise WireFormatError(f"invalid JSON: {name} is not a JSON value")
 
@@ -123,7 +128,7 @@ def _str(field: str, value: Any) -> str:
         return ""
     if not isinstance(value, str):
         raise WireFormatError(
-            f"field {field!r} must be a string, got {type(value).__name__}: {value!r}"
+            f"field {field!r} must be a string, got {_kind(value)}: {value!r}"
         )
     return value
 
@@ -149,7 +154,7 @@ def _bytes(field: str, value: Any) -> bytes | None:
             f"field {field!r}: an array for a byte slice must hold integers 0..255"
         )
     raise WireFormatError(
-        f"field {field!r} must be a base64 string or null, got {type(value).__name__}"
+        f"field {field!r} must be a base64 string or null, got {_kind(value)}"
     )
 
 
@@ -159,7 +164,7 @@ def _headers(value: Any) -> dict[str, list[str]] | None:
     if not isinstance(value, dict):
         raise WireFormatError(
             f"field 'ResponseHeaders' must be an object of header name to list of strings, "
-            f"got {type(value).__name__}"
+            f"got {_kind(value)}"
         )
     out: dict[str, list[str]] = {}
     for name, values in value.items():
@@ -169,7 +174,7 @@ def _headers(value: Any) -> dict[str, list[str]] | None:
         if not isinstance(values, list):
             raise WireFormatError(
                 f"header {name!r} in 'ResponseHeaders' must be a list of strings, "
-                f"got {type(values).__name__}"
+                f"got {_kind(values)}"
             )
         items: list[str] = []
         for v in values:
@@ -400,7 +405,7 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
         ) from exc
     if not isinstance(doc, dict):
         raise WireFormatError(
-            f"an event must be a JSON object with keys like 'RequestID', got {type(doc).__name__}"
+            f"an event must be a JSON object with keys like 'RequestID', got {_kind(doc)}"
         )
     raw: dict[str, Any] = {}
     for key, value in doc.items():

@@ -61,21 +61,43 @@ class PayloadPreparer:
                 event.request_id,
                 reason,
             )
-            payload = {
-                "type": "llm.request",
-                "log_id": event.log_id,
-                "request_id": event.request_id,
-                "method": event.method,
-                "path": event.path,
-                "status": event.status,
-                "duration_ms": event.duration_ns / 1e6,
-                "transform_error": reason,
-            }
-        redacted: dict[str, Any] = self.redactor.payload(payload)
+            payload = _bare_facts(event, "transform_error", reason)
+        try:
+            redacted: dict[str, Any] = self.redactor.payload(payload)
+        except RecursionError:
+            # A body nested hundreds deep (JSON allows it) takes the redaction's walk past the
+            # recursion limit. Raising here made the dispatcher retry the read for ever; shipping
+            # the unredacted payload is not an option. Ship the bare facts and say why.
+            reason = (
+                "RecursionError: the payload is nested too deeply to redact; its bodies and "
+                "headers are left out"
+            )
+            log.warning(
+                "redaction failed for log_id=%s request_id=%s: %s",
+                event.log_id,
+                event.request_id,
+                reason,
+            )
+            redacted = self.redactor.payload(_bare_facts(event, "redaction_error", reason))
         return redacted
 
     def __repr__(self) -> str:
         return f"PayloadPreparer(transform={self.transform!r}, redactor={self.redactor!r})"
+
+
+def _bare_facts(event: Event, error_field: str, reason: str) -> dict[str, Any]:
+    """The payload of an event whose full payload could not be made: its facts, no body or
+    header, and why (`error_field`)."""
+    return {
+        "type": "llm.request",
+        "log_id": event.log_id,
+        "request_id": event.request_id,
+        "method": event.method,
+        "path": event.path,
+        "status": event.status,
+        "duration_ms": event.duration_ns / 1e6,
+        error_field: reason,
+    }
 
 
 # Shorter values are not looked for: masking every "1" of a message would say nothing.
