@@ -127,9 +127,7 @@ def _str(field: str, value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise WireFormatError(
-            f"field {field!r} must be a string, got {_kind(value)}: {value!r}"
-        )
+        raise WireFormatError(f"field {field!r} must be a string, got {_kind(value)}: {value!r}")
     return value
 
 
@@ -153,9 +151,7 @@ def _bytes(field: str, value: Any) -> bytes | None:
         raise WireFormatError(
             f"field {field!r}: an array for a byte slice must hold integers 0..255"
         )
-    raise WireFormatError(
-        f"field {field!r} must be a base64 string or null, got {_kind(value)}"
-    )
+    raise WireFormatError(f"field {field!r} must be a base64 string or null, got {_kind(value)}")
 
 
 def _headers(value: Any) -> dict[str, list[str]] | None:

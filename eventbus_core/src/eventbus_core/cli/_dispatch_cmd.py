@@ -78,7 +78,11 @@ def add_parser(sub: Any) -> None:
         "file. Flags override settings; unset ones come from EVENTBUS_* variables. Stops "
         "cleanly on SIGTERM or SIGINT (Ctrl-C), its normal way to end, with exit 0 (not 130): "
         "what was not sent is never acknowledged.",
-        epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}",
+        epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}. For dispatch, 1 means events were "
+        "dropped: entries that cannot be decoded are kept in the backend's dead-letter stream "
+        "(Redis streams: STREAM:dead), and events no sink took in EVENTBUS_DEAD_LETTER_PATH (when "
+        "set); "
+        "neither is lost.",
     )
     parser.add_argument(
         "--sink",
