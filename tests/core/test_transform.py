@@ -315,3 +315,11 @@ def test_a_stream_too_large_to_keep_is_still_said_streamed() -> None:
         "streamed": True,
         "truncated": True,
     }
+
+
+def test_a_body_nested_too_deeply_to_parse_is_kept_as_text() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    value, info = decode_body(deep, content_type="application/json")
+    assert value == deep.decode() and "nested too deeply" in info["error"]
+    payload = LLMTransformer()(event(deep, **{"Content-Type": "application/json"}))
+    assert payload["output"] == deep.decode() and "transform_error" not in payload

@@ -218,8 +218,8 @@ def decode_body(
         # (its making and scans were a third of this function's cost for a chat body).
         try:
             return _JSON.decode(raw), info
-        except msgspec.DecodeError:
-            pass  # not JSON, not UTF-8, or what json reads another way: as below
+        except (msgspec.DecodeError, RecursionError):
+            pass  # not JSON, not UTF-8, what json reads another way, or nested too deep: below
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -236,6 +236,11 @@ def decode_body(
             return _loads(raw, text), info
         except ValueError:
             pass
+        except RecursionError:
+            # JSON nested past the parsers' depth (about a thousand levels): kept as the text it
+            # is, which redaction and sinks take like any other (the whole event's transform
+            # failed, and the body was lost).
+            info["error"] = "JSON nested too deeply to parse: kept as text"
     return text, info
 
 
