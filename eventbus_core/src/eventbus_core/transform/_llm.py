@@ -212,7 +212,8 @@ def decode_body(
     if len(raw) > max_bytes:
         info["truncated"] = True
         return f"[body of {len(raw)} bytes omitted: larger than {max_bytes}]", info
-    if "streamed" not in info and raw.lstrip()[:1] in _JSON_STARTS:
+    json_first = "streamed" not in info and raw.lstrip()[:1] in _JSON_STARTS
+    if json_first:
         # The usual body, JSON: read from the bytes at once. Starting with `{` or `[` it is no
         # event stream, and what msgspec reads is valid UTF-8, so the text below is not needed
         # (its making and scans were a third of this function's cost for a chat body).
@@ -233,7 +234,8 @@ def decode_body(
     stripped = text.lstrip()
     if stripped[:1] in ("{", "[") or (content_type and "json" in content_type.lower()):
         try:
-            return _loads(raw, text), info
+            # msgspec has refused these bytes already when they were read first: json alone.
+            return (json.loads(text) if json_first else _loads(raw, text)), info
         except ValueError:
             pass
         except RecursionError:
