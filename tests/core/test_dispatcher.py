@@ -250,15 +250,10 @@ async def test_events_no_sink_could_take_before_are_written_among_the_others(
     # and its dead letter for ever, the second the read: either held its whole batch back.
     def event(n: int, body: bytes) -> Event:
         headers = {"Content-Type": ["application/json"], "Authorization": ["Bearer sk-secret"]}
-        return Event(
-            request_id=f"r{n}",
-            method="POST",
+        return make_events(1, start=n)[0].replace(
             path="/v1/chat/completions?key=sk-abcdefabcdefabcdefabcdef",
-            status=200,
-            duration=1,
             response_headers=headers,
             response_body=body,
-            log_id=n,
         )
 
     events = [
