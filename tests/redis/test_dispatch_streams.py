@@ -375,3 +375,33 @@ async def test_shared_group_sheds_a_stuck_sinks_share_and_acks_everything(
     assert pending(client, stream, group) == 0  # each entry sent or dead-lettered by both
     assert stats.sinks["fast"].sent == 200
     bus.stop()
+
+
+@pytest.mark.redis
+async def test_full_batches_into_jsonl_are_written_and_acknowledged_by_the_lane_itself(
+    real: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    """The jsonl sink offers `BlockingSend`: full batches are written and acknowledged in the
+    lane's thread (the inline way), the partial last one by the sink worker. Every entry is
+    written once and acknowledged, and the figures add up."""
+    from eventbus_core.sinks.jsonl import JsonlSink
+
+    stream = f"{prefix}:inline"
+    bus = RedisStreamsEventBus(real, stream, "grp", max_len=0)
+    for start in range(1, 1051, 350):  # within the bus's buffer each time
+        publish(bus, make_events(350, start=start))
+    path = tmp_path / "out.jsonl"
+    d = Dispatcher(bus, [JsonlSink(path)], batch_size=100, flush_interval=0.01)
+    task = asyncio.create_task(d.run())
+    deadline = time.monotonic() + 30
+    while d.stats().acked < 1050 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    d.request_stop()
+    stats = await task
+    assert sorted(r["log_id"] for r in read_jsonl(path)) == list(range(1, 1051))
+    assert pending(real, stream, "grp:jsonl") == 0  # a group per sink
+    s = stats.sinks["jsonl"]
+    assert (s.received, s.sent, s.batches, s.failures) == (1050, 1050, 11, 0)
+    assert stats.read == 1050 and stats.acked == 1050
+    assert stats.lanes["jsonl"]["source_acked"] == 1050  # what Redis confirmed
+    bus.stop()

@@ -21,13 +21,16 @@ dispatcher, the command line and the demo use only these, never a backend's name
 Sources (what `ConsumerGroups.consumer()` returns) may offer `KeepAlive`, `SourceFigures`,
 `Exhaustible` and `Backlog` (read by the metrics of `eventbus_core.metrics`).
 
+Sinks may offer `BlockingSend`: the dispatcher then stores full batches from the lane's own
+thread, right after preparing them (`docs/plugins/writing-a-sink.md`).
+
 Wrappers (`RedactingBus`) set `__wrapped__` to the bus they wrap; `capability()` looks through
 them, since every capability but `publish()` is the wrapped bus's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -37,6 +40,7 @@ from eventbus_core._source import AckableSource
 
 __all__ = [
     "Backlog",
+    "BlockingSend",
     "ConsumerGroups",
     "CrossProcess",
     "Describable",
@@ -256,6 +260,22 @@ class Exhaustible(Protocol):
     @property
     def exhausted(self) -> bool:
         """True once nothing more will ever be delivered."""
+
+
+@runtime_checkable
+class BlockingSend(Protocol):
+    """A sink that can also store a batch with a plain, blocking call from any thread.
+
+    A lane of the dispatcher that feeds only such a sink hands it each full batch from the
+    lane's own thread, right after reading and preparing it, and acknowledges the batch there:
+    no trip through the event loop, the sink's queue and back (about a quarter of a chat
+    event's cost, measured by `benchmarks/bench_dispatch.py`). A batch that fails this way goes
+    to the sink's worker, which retries it with `send()` as any other.
+    """
+
+    def send_blocking(self, batch: Sequence[dict[str, Any]]) -> None:
+        """Store the whole batch, or raise, as `send()` does. Called from a thread that is not
+        the event loop's, never at the same time as `send()` or itself."""
 
 
 def capability(bus: object, kind: type[T]) -> T | None:

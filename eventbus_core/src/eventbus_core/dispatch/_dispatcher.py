@@ -311,6 +311,8 @@ class Dispatcher:
 
     async def _hand_back(self, workers: Mapping[SinkWorker, asyncio.Task[None]]) -> None:
         """Account for what the deadline cut off: requeue (durable) or dead-letter (memory)."""
+        for lane in self._lanes:
+            await lane.take_late_outcomes()  # a batch stored inline as its read was given up
         for w in workers:
             left = [*w.current, *w.queue]
             w.current, w.queue = [], type(w.queue)()

@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from eventbus_core._errors import (
     PermanentSinkError,
@@ -66,6 +67,9 @@ class SinkWorker:
         self.draining = False
         self.input_done = False
         self._shed_at_stall = 0
+        # A failure of the lane's inline attempt (see `_lane.py`), for the next batch sent:
+        # that batch is the one that failed, and this counts as its first attempt.
+        self._carried: Exception | None = None
 
     def put(self, items: list[Item]) -> None:
         """Queue items (from the lane's reader)."""
@@ -74,6 +78,23 @@ class SinkWorker:
         if len(self.queue) >= self.queue_size:
             self.space.clear()
         self.wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """True while nothing is queued or being sent (the lane may then store inline)."""
+        return not self.queue and not self.current and self._carried is None
+
+    def record_inline(self, sent: int, seconds: float, error: Exception | None) -> None:
+        """Account a batch the lane stored inline: `sent` events stored in `seconds`; with
+        `error`, the rest failed and comes next through `put()` (retried as its attempt 2)."""
+        self.stats.received += sent
+        if sent:
+            self.stats.record_sent(sent, batch=error is None)
+        if error is None:
+            self.stats.record_latency(seconds)
+            return
+        self.stats.record_failure(error_type_of(error))
+        self._carried = error
 
     @property
     def stalled(self) -> bool:
@@ -153,7 +174,7 @@ class SinkWorker:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            if not self.draining and len(self.queue) < self.batch_size:
+            if not self.draining and self._carried is None and len(self.queue) < self.batch_size:
                 remaining = self.queue[0].received_at + self.flush_interval - time.monotonic()
                 if remaining > 0:
                     self.wake.clear()
@@ -170,42 +191,55 @@ class SinkWorker:
     async def _deliver(self, batch: list[Item]) -> None:
         payloads = [i.payload for i in batch]
         started = time.monotonic()
-        attempt = 0
+        # A batch that failed inline (counted there) starts at its retry, after its delay.
+        attempt, exc = (0, None) if self._carried is None else (1, self._carried)
+        self._carried = None
         while True:
-            attempt += 1
-            try:
-                await self.sink.send(payloads)
-            except Exception as exc:
-                self.stats.record_failure(error_type_of(exc))
-                done = exc.delivered if isinstance(exc, SinkError) else 0
-                if 0 < done < len(batch):
-                    # The sink stored the first `done` events: only the rest is retried.
-                    stored, batch, payloads = batch[:done], batch[done:], payloads[done:]
-                    self.current = batch
-                    await self._settle_sent(stored, batch=False)
-                if isinstance(exc, PermanentSinkError) or attempt > self.retry.retries:
-                    ok = await self.dead_letter_batch(batch, exc, attempt)
+            if exc is None:
+                attempt += 1
+                exc, stored = await self._try_send(batch, payloads)
+                if exc is None:
+                    ok = True
                     break
-                retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
-                delay = self.retry.delay(attempt, retry_after)
-                self.stats.retried += len(batch)
-                log.info(
-                    "sink %s: batch of %d failed (attempt %d, %s: %s); retrying in %.3f s",
-                    self.name,
-                    len(batch),
-                    attempt,
-                    type(exc).__name__,
-                    self.scrub(str(exc)),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            else:
-                self.stats.record_sent(len(batch))
-                ok = True
+                batch, payloads = batch[stored:], payloads[stored:]  # only the rest is retried
+            if isinstance(exc, PermanentSinkError) or attempt > self.retry.retries:
+                ok = await self.dead_letter_batch(batch, exc, attempt)
                 break
+            retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
+            delay = self.retry.delay(attempt, retry_after)
+            self.stats.retried += len(batch)
+            log.info(
+                "sink %s: batch of %d failed (attempt %d, %s: %s); retrying in %.3f s",
+                self.name,
+                len(batch),
+                attempt,
+                type(exc).__name__,
+                self.scrub(str(exc)),
+                delay,
+            )
+            exc = None
+            await asyncio.sleep(delay)
         self.stats.record_latency(time.monotonic() - started)
         self.current = []  # accounted for: a cancellation from here on must not requeue it
         await self.lane.settle(batch, ok=ok)
+
+    async def _try_send(
+        self, batch: list[Item], payloads: list[dict[str, Any]]
+    ) -> tuple[Exception | None, int]:
+        """One attempt at `batch`: (None, all) if the sink stored it, else (the error, how many
+        of the first events the sink says it stored: `SinkError.delivered`, settled here)."""
+        try:
+            await self.sink.send(payloads)
+        except Exception as exc:
+            self.stats.record_failure(error_type_of(exc))
+            done = exc.delivered if isinstance(exc, SinkError) else 0
+            if not 0 < done < len(batch):
+                return exc, 0
+            self.current = batch[done:]
+            await self._settle_sent(batch[:done], batch=False)
+            return exc, done
+        self.stats.record_sent(len(batch))
+        return None, len(batch)
 
     async def _settle_sent(self, items: list[Item], *, batch: bool) -> None:
         self.stats.record_sent(len(items), batch=batch)

@@ -52,9 +52,12 @@ class JsonlSink:
         self.name = name
 
     async def send(self, batch: Sequence[Mapping[str, Any]]) -> None:
-        """Append the batch (all lines or none)."""
-        lines = [dumps_line(p) for p in batch]
-        await asyncio.to_thread(self.file.append_lines, lines)
+        """Append the batch (all lines or none), in a thread: writing a file blocks."""
+        await asyncio.to_thread(self.send_blocking, batch)
+
+    def send_blocking(self, batch: Sequence[Mapping[str, Any]]) -> None:
+        """Append the batch (all lines or none) from the calling thread (`BlockingSend`)."""
+        self.file.append_lines([dumps_line(p) for p in batch])
 
     async def close(self) -> None:
         """Close the file."""
