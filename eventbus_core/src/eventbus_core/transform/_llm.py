@@ -246,22 +246,40 @@ def decode_body(
     return text, info
 
 
+# Response header names seen that are neither Content-Type nor Content-Encoding in any spelling:
+# most responses carry the same dozen names, so a set difference tells that none of them is
+# one of the two, instead of lowering every name in a Python loop (about 0.7 µs per event).
+# Bounded, for traffic with ever new names; only plain str names are kept.
+_OTHER_NAMES: set[str] = set()
+_OTHER_NAMES_KEPT = 1024
+_CONTENT_NAMES = frozenset({"content-type", "content-encoding"})
+
+
 def _content_headers(event: Event) -> tuple[str | None, str | None]:
     """`event.header("Content-Type")` and `event.header("Content-Encoding")`, with one pass over
     the headers when either is not spelled that way (a response seldom has a Content-Encoding:
-    two calls lowered every name twice)."""
+    two calls lowered every name twice), skipped when every other name is known not to be
+    either (`_OTHER_NAMES`)."""
     headers = event.response_headers
     if not headers:
         return None, None
     content_type = headers.get("Content-Type")
     encoding = headers.get("Content-Encoding")
-    if content_type is None or encoding is None:
+    if (content_type is None or encoding is None) and not (
+        headers.keys() - _OTHER_NAMES <= {"Content-Type", "Content-Encoding"}
+    ):
         for key, values in headers.items():
             lowered = key.lower()
             if content_type is None and lowered == "content-type":
                 content_type = values
             elif encoding is None and lowered == "content-encoding":
                 encoding = values
+            elif (
+                lowered not in _CONTENT_NAMES
+                and type(key) is str
+                and len(_OTHER_NAMES) < _OTHER_NAMES_KEPT
+            ):
+                _OTHER_NAMES.add(key)
     return (
         content_type[0] if content_type else None,
         encoding[0] if encoding else None,
