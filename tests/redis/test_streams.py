@@ -281,3 +281,54 @@ def test_subscribe_then_stop_with_nothing_new_counts_nothing_as_dropped(
     assert list(sub) == []
     assert sub.stats().dropped == 0 and bus.stats().subscribers[0].dropped == 0
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_entry_data_and_raw_entries_take_every_reply_shape() -> None:
+    from eventbus_redis._entries import entry_data, raw_stream_entries
+
+    assert entry_data([b"data", b"x"]) == b"x"
+    assert entry_data(["other", "y", "data", "x"]) == "x"  # decode_responses, fields in any order
+    assert entry_data([b"other", b"y"]) is None and entry_data([]) is None
+    assert entry_data(None) is None
+    assert entry_data({b"data": b"x"}) == b"x" and entry_data({"data": "x"}) == "x"
+    assert entry_data([b"data"]) is None  # a field without a value is no data
+    entries = [[b"1-0", [b"data", b"x"]]]
+    assert raw_stream_entries([[b"s", entries]]) == entries  # RESP2
+    assert raw_stream_entries({b"s": entries}) == entries  # RESP3
+    assert raw_stream_entries(None) == [] and raw_stream_entries([]) == []
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("decode", [False, True])
+def test_consumer_reads_and_acknowledges_over_resp2_and_resp3(
+    real: redis.Redis, prefix: str, protocol: int, decode: bool
+) -> None:
+    """New entries are read, and acknowledged, on the consumer's own connection, whose raw
+    replies differ by protocol and decoding: each way gives the same deliveries, and refuses
+    the same bad entries."""
+    from tests._services import redis_url
+
+    client = redis.Redis.from_url(redis_url(), protocol=protocol, decode_responses=decode)
+    stream = f"{prefix}:p{protocol}{int(decode)}"
+    try:
+        with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+            consumer = bus.consumer(name="c", batch_size=3)
+            read_all(consumer, 0)  # joins the group before the entries come
+            for i in range(1, 5):
+                bus.publish(make_event(i))
+            assert bus.flush(10)
+            client.xadd(stream, {"other": "x", "data": make_event(5).to_json()})
+            client.xadd(stream, {"other": "no data here"})
+            client.xadd(stream, {"data": "{not json"})
+            got = read_all(consumer, 5)
+            assert [d.event.request_id for d in got] == [f"req-{i}" for i in range(1, 6)]
+            assert all(isinstance(d.token, str) for d in got)
+            assert consumer.read(10, timeout=0.1) == []  # the two bad ones: dead-lettered
+            consumer.ack([d.token for d in got])
+            figures = consumer.figures()
+            assert (figures["delivered"], figures["acked"], figures["dead_lettered"]) == (5, 5, 2)
+            assert bus.stream_info()["pending"] == 0
+            consumer.close()
+    finally:
+        client.close()

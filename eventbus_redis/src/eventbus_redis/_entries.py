@@ -31,6 +31,31 @@ def stream_entries(reply: Any) -> list[Any]:
     return list(reply[0][1])
 
 
+def raw_stream_entries(reply: Any) -> list[Any]:
+    """The `[id, [field, value, ...]]` entries of a one-stream XREADGROUP reply as a connection
+    reads it, without redis-py's reply callbacks (RESP2 or RESP3)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3: {stream: entries}
+        return list(next(iter(reply.values())))
+    return list(reply[0][1])
+
+
+def entry_data(fields: Any) -> Any:
+    """The `data` field of a stream entry, from the mapping redis-py's callbacks make or from
+    the flat `[field, value, ...]` list of a raw reply; None if there is none."""
+    if not fields:
+        return None
+    if isinstance(fields, list | tuple):
+        if len(fields) == 2 and fields[0] == b"data":  # what every writer of events sends
+            return fields[1]
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] in (b"data", "data"):
+                return fields[i + 1]
+        return None
+    return fields.get(b"data", fields.get("data"))
+
+
 def dead_letter(
     client: redis.Redis,
     stream: str,

@@ -29,6 +29,7 @@ from eventbus_core import Event, WireFormatError
 __all__ = [
     "STREAM_LOG_ID_BASE",
     "entry_id_from_log_id",
+    "event_from_entry_data",
     "event_from_stream_entry",
     "log_id_from_entry_id",
 ]
@@ -78,6 +79,15 @@ def event_from_stream_entry(entry_id: str | bytes, fields: Any) -> Event:
     data = fields.get(b"data", fields.get("data")) if fields else None
     if data is None:
         raise WireFormatError("entry has no 'data' field")
+    return event_from_entry_data(entry_id, data)
+
+
+def event_from_entry_data(entry_id: str | bytes, data: str | bytes) -> Event:
+    """`event_from_stream_entry` for an entry whose `data` field is already taken out.
+
+    Raises:
+        WireFormatError: `data` does not decode.
+    """
     event = Event.from_json(data)
     if event.log_id == 0:
         derived = log_id_from_entry_id(entry_id)
