@@ -405,3 +405,37 @@ async def test_full_batches_into_jsonl_are_written_and_acknowledged_by_the_lane_
     assert stats.read == 1050 and stats.acked == 1050
     assert stats.lanes["jsonl"]["source_acked"] == 1050  # what Redis confirmed
     bus.stop()
+
+
+@pytest.mark.redis
+async def test_a_dispatcher_stopped_mid_backlog_leaves_nothing_for_the_next_to_wait_for(
+    real: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    """Inline batches read the next batch ahead; what a stop leaves read ahead is given back,
+    so the next dispatcher (another consumer name, as after a restart with the default name)
+    takes it at once instead of after `claim_idle` (30 s), and every event is written."""
+    from eventbus_core.sinks.jsonl import JsonlSink
+
+    stream = f"{prefix}:ahead"
+    bus = RedisStreamsEventBus(real, stream, "grp", max_len=0)
+    for start in range(1, 3001, 500):
+        publish(bus, make_events(500, start=start))
+    path = tmp_path / "out.jsonl"
+    first = Dispatcher(bus, [JsonlSink(path)], batch_size=100, consumer_name="first")
+    task = asyncio.create_task(first.run())
+    while first.stats().acked < 500:
+        await asyncio.sleep(0.005)
+    first.request_stop()
+    await task
+    assert first.stats().acked < 3000  # stopped mid-backlog
+    second = Dispatcher(bus, [JsonlSink(path)], batch_size=100, consumer_name="second")
+    task = asyncio.create_task(second.run())
+    started = time.monotonic()
+    while first.stats().acked + second.stats().acked < 3000 and time.monotonic() - started < 10:
+        await asyncio.sleep(0.01)
+    second.request_stop()
+    await task
+    assert time.monotonic() - started < 10  # not claim_idle's 30 s
+    assert sorted(r["log_id"] for r in read_jsonl(path)) == list(range(1, 3001))
+    assert pending(real, stream, "grp:jsonl") == 0
+    bus.stop()

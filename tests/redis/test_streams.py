@@ -332,3 +332,91 @@ def test_consumer_reads_and_acknowledges_over_resp2_and_resp3(
             consumer.close()
     finally:
         client.close()
+
+
+def _publish(bus: RedisStreamsEventBus, n: int) -> None:
+    for i in range(n):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+
+
+def test_read_ahead_hands_the_next_batch_to_the_next_read_and_counts_it_pending(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        _publish(bus, 10)
+        consumer = bus.consumer(name="c", batch_size=4, claim_idle=60)
+        first = read_all(consumer, 4)
+        consumer.read_ahead(4)
+        assert bus.stream_info()["pending"] == 8  # asked for: pending from then on
+        consumer.ack([d.token for d in first])  # on the same connection, after the reply
+        assert consumer.figures()["acked"] == 4
+        second = consumer.read(4, timeout=0)  # at once, without waiting
+        assert [d.event.request_id for d in first + second] == [f"req-{i}" for i in range(8)]
+        assert all(d.attempts == 1 for d in second)
+        consumer.ack([d.token for d in second])
+        assert bus.stream_info()["pending"] == 0
+        consumer.read_ahead(10)  # at most batch_size: the last two
+        third = consumer.read(1, timeout=0)  # what a read does not take waits for the next
+        third += consumer.read(10, timeout=0)
+        assert [d.event.request_id for d in third] == ["req-8", "req-9"]
+        consumer.ack([d.token for d in third])
+        figures = consumer.figures()
+        assert (figures["delivered"], figures["acked"], figures["claimed"]) == (10, 10, 0)
+        consumer.close()
+
+
+def test_entries_read_ahead_and_never_returned_are_given_back_at_close(
+    client: redis.Redis, prefix: str
+) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        _publish(bus, 6)
+        leaving = bus.consumer(name="leaving", batch_size=3, claim_idle=60)
+        done = read_all(leaving, 3)
+        leaving.ack([d.token for d in done])
+        leaving.read_ahead(3)
+        leaving.close()  # never returned them: given back, claimable at once
+        assert bus.stream_info()["pending"] == 3
+        peer = bus.consumer(name="peer", claim_idle=60)  # a whole minute of claim_idle
+        got = read_all(peer, 3, rounds=20)
+        assert sorted(d.event.request_id for d in got) == ["req-3", "req-4", "req-5"]
+        assert peer.claimed == 3 and leaving.delivered == 3
+        peer.ack([d.token for d in got])
+        assert bus.stream_info()["pending"] == 0
+        peer.close()
+
+
+def test_keep_alive_also_keeps_what_was_read_ahead(client: redis.Redis, prefix: str) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        _publish(bus, 6)
+        slow = bus.consumer(name="slow", batch_size=3, claim_idle=0.2, claim_interval=0.05)
+        held = read_all(slow, 3)
+        # A reclaim due comes before reading ahead; none is due for the next ten seconds.
+        slow._next_claim = time.monotonic() + 10
+        slow.read_ahead(3)
+        assert bus.stream_info()["pending"] == 6
+        peer = bus.consumer(name="peer", claim_idle=0.2, claim_interval=0.05)
+        deadline = time.monotonic() + 0.8  # four times claim_idle
+        while time.monotonic() < deadline:
+            slow.keep_alive()
+            assert peer.read(10, timeout=0.02) == []
+        assert peer.claimed == 0
+        later = slow.read(3, timeout=0)
+        assert [d.event.request_id for d in later] == ["req-3", "req-4", "req-5"]
+        slow.ack([d.token for d in held + later])
+        assert bus.stream_info()["pending"] == 0
+        slow.close()
+        peer.close()
+
+
+def test_read_alone_never_reads_ahead(client: redis.Redis, prefix: str) -> None:
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        _publish(bus, 8)
+        consumer = bus.consumer(name="c", batch_size=4, claim_idle=60)
+        for _ in range(3):
+            got = read_all(consumer, 4)
+            assert bus.stream_info()["pending"] == len(got) == 4
+            consumer.ack([d.token for d in got])
+            if bus.stream_info()["lag"] == 0:
+                break
+        consumer.close()

@@ -19,7 +19,8 @@ dispatcher, the command line and the demo use only these, never a backend's name
 | `Isolatable` | `eventbus demo`: a throwaway namespace per run, for its processes |
 
 Sources (what `ConsumerGroups.consumer()` returns) may offer `KeepAlive`, `SourceFigures`,
-`Exhaustible` and `Backlog` (read by the metrics of `eventbus_core.metrics`).
+`Exhaustible` and `Backlog` (read by the metrics of `eventbus_core.metrics`), and `ReadAhead`
+(used by the dispatcher's inline batches).
 
 Sinks may offer `BlockingSend`: the dispatcher then stores full batches from the lane's own
 thread, right after preparing them (`docs/plugins/writing-a-sink.md`).
@@ -51,6 +52,7 @@ __all__ = [
     "KeepAlive",
     "LogSources",
     "Reachable",
+    "ReadAhead",
     "ReadableLog",
     "SourceFigures",
     "capability",
@@ -251,6 +253,19 @@ class Backlog(Protocol):
             Exception: whatever the client raises when the backend does not answer; callers
                 leave the figures out then.
         """
+
+
+@runtime_checkable
+class ReadAhead(Protocol):
+    """A source that can be asked for its next deliveries before the caller is done with the
+    ones it has, so that its server prepares them meanwhile."""
+
+    def read_ahead(self, max_items: int) -> None:
+        """Ask the backend now for up to `max_items` deliveries for the next `read()` to return
+        at once. What it asks for counts as handed over from then on (pending in a consumer
+        group, kept alive with the rest); `close()` gives back what was never returned. May do
+        nothing (when the source has other work first); never raises: a request that failed
+        leaves the next `read()` to read as usual."""
 
 
 @runtime_checkable

@@ -8,6 +8,14 @@ seconds (XAUTOCLAIM) on a schedule, also while new entries keep coming.
 
 Entries that do not decode, and entries delivered more than `max_deliveries` times, are moved to
 the dead-letter stream with the reason (XADD and XACK in one transaction), never dropped.
+
+`read_ahead()` (the `ReadAhead` capability, used by the dispatcher's inline batches) asks Redis
+for the next batch of new entries before the caller works on the one it has: Redis prepares
+that reply meanwhile, and the next `read()` returns it at once. From the request on, those
+entries are pending under this consumer (`backlog()` counts them), `keep_alive()` refreshes
+them, and `close()` gives back any it never returned (their idle time set to `claim_idle`, so
+the next claim of any consumer of the group takes them at once). `read()` alone never reads
+ahead.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from eventbus_redis._entries import (
     stream_entries,
     text,
 )
-from eventbus_redis._own_connection import OwnConnection
+from eventbus_redis._own_connection import OwnConnection, send_all
 from eventbus_redis._stream_entry import event_from_entry_data
 
 __all__ = ["StreamConsumer"]
@@ -108,6 +116,11 @@ class StreamConsumer:
         # pool and reply callbacks (a connection checked out and back, each entry's fields made
         # a dict) cost about 1 µs of a chat event's 35 in `bench_dispatch.py`.
         self._conn = OwnConnection(client)
+        # An XREADGROUP sent on it by read_ahead() and not yet read (its COUNT; None: none),
+        # and entries read so (or more than a read asked for) not yet returned by read().
+        # Every other use of the connection reads that reply first (`_call`).
+        self._ahead: int | None = None
+        self._surplus: list[Any] = []
         # Handed over and not yet acknowledged (an ordered set): what keep_alive() refreshes.
         self._in_flight: dict[str, None] = {}
         self._backoff = Backoff()
@@ -161,6 +174,11 @@ class StreamConsumer:
         self._ensure_group()
         if self._deferred_acks:
             self._flush_acks()
+        if self._ahead is not None:
+            self._take_ahead()
+        if self._surplus:
+            items, self._surplus = self._surplus[:count], self._surplus[count:]
+            return self._process(items, history=False)
         if self._backlog_from is not None:
             items = stream_entries(
                 self._client.xreadgroup(
@@ -195,8 +213,52 @@ class StreamConsumer:
         command: tuple[Any, ...] = ("XREADGROUP", "GROUP", self.group, self.name, "COUNT", count)
         if block_ms >= 1:
             command += ("BLOCK", block_ms)
-        items = raw_stream_entries(self._conn.call((*command, "STREAMS", self.stream, ">")))
+        items = raw_stream_entries(self._call((*command, "STREAMS", self.stream, ">")))
         return self._process(items, history=False) if items else []
+
+    def read_ahead(self, max_items: int) -> None:
+        """Ask Redis now for up to `max_items` new entries (at most `batch_size`), for the
+        next `read()` to return (see the module docstring). Does nothing while this consumer
+        reads its own pending entries or a reclaim is due, or when one is already asked for;
+        never raises (if the request fails, the next read reads as usual)."""
+        count = max(1, min(max_items, self.batch_size))
+        if (
+            self._closed
+            or self._ahead is not None
+            or self._surplus
+            or self._backlog_from is not None
+            or not self._group_ready
+            or time.monotonic() >= self._next_claim
+        ):
+            return
+        command = ("XREADGROUP", "GROUP", self.group, self.name, "COUNT", count)
+        try:
+            send_all(self._conn.get(), [(*command, "STREAMS", self.stream, ">")])
+        except TRANSIENT_ERRORS:
+            # Redis may have taken it: then its entries are pending under this consumer, and
+            # its claims take them back once they are `claim_idle` old.
+            self._conn.reset()
+            return
+        self._ahead = count
+
+    def _take_ahead(self) -> None:
+        """Read the reply of the XREADGROUP `read_ahead()` sent into `_surplus`.
+
+        Raises:
+            redis.RedisError, OSError: as a read does. After a lost connection the entries of
+                that reply, if Redis sent one, are pending under this consumer: its claims take
+                them back once they are `claim_idle` old.
+        """
+        self._ahead = None
+        (reply,) = self._conn.read(1)
+        self._surplus += raw_stream_entries(reply)
+
+    def _call(self, command: tuple[Any, ...]) -> Any:
+        """One command on the consumer's own connection, after the reply read ahead, if one
+        is on its way there."""
+        if self._ahead is not None:
+            self._take_ahead()
+        return self._conn.call(command)
 
     def _process(self, items: list[Any], *, history: bool) -> list[Delivery]:
         attempts: dict[str, int] = {}
@@ -252,7 +314,10 @@ class StreamConsumer:
         """Reset the idle time of entries handed over and not yet acknowledged (XCLAIM ...
         JUSTID to ourselves resets it without counting a delivery)."""
         self._next_refresh = now + self._claim_interval
+        if self._ahead is not None:
+            self._take_ahead()  # its entries age too: refreshed with the others
         ids: list[int | bytes | str | memoryview] = list(self._in_flight)
+        ids += [text(entry_id) for entry_id, _ in self._surplus]
         for i in range(0, len(ids), 1000):
             self._client.xclaim(
                 self.stream, self.group, self.name, 0, ids[i : i + 1000], justid=True
@@ -269,7 +334,8 @@ class StreamConsumer:
         `claim_interval`); never raises for Redis trouble (the next read reports it).
         """
         now = time.monotonic()
-        if not self._in_flight or now < self._next_refresh or self._closed:
+        held = self._in_flight or self._surplus or self._ahead is not None
+        if not held or now < self._next_refresh or self._closed:
             return
         try:
             self._refresh_in_flight(now)
@@ -325,6 +391,9 @@ class StreamConsumer:
         self.ack_unheld += len(self._deferred_acks)  # nothing left to acknowledge them in
         self._deferred_acks.clear()
         self._in_flight.clear()
+        self._conn.reset()  # a reply read ahead went with the group
+        self._ahead = None
+        self._surplus = []
         self._ensure_group()
 
     def _note_error(self, exc: BaseException) -> None:
@@ -353,7 +422,7 @@ class StreamConsumer:
         if not ids:
             return
         try:
-            confirmed = int(self._conn.call(("XACK", self.stream, self.group, *ids)))
+            confirmed = int(self._call(("XACK", self.stream, self.group, *ids)))
         except redis.ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
@@ -377,7 +446,24 @@ class StreamConsumer:
             with contextlib.suppress(Exception):
                 self._flush_acks()
         self._closed = True
+        # Closing must not raise: what is not given back is claimed after `claim_idle`.
+        with contextlib.suppress(Exception):
+            self._give_back()
         self._conn.reset()
+
+    def _give_back(self) -> None:
+        """Make the entries read ahead and never returned claimable at once by any consumer of
+        the group: XCLAIM to itself with IDLE `claim_idle` and JUSTID (which leaves their
+        delivery count as it is)."""
+        if self._ahead is not None:
+            self._take_ahead()
+        ids: list[int | bytes | str | memoryview] = [text(i) for i, _ in self._surplus]
+        self._surplus = []
+        idle = int(self.claim_idle * 1000)
+        for i in range(0, len(ids), 1000):
+            self._client.xclaim(
+                self.stream, self.group, self.name, 0, ids[i : i + 1000], idle=idle, justid=True
+            )
 
     def after_fork_in_child(self) -> None:
         """In a forked child (gunicorn --preload, multiprocessing), a consumer built before the
@@ -394,7 +480,9 @@ class StreamConsumer:
             self.name = default_consumer_name()
         self._in_flight.clear()
         self._deferred_acks.clear()
-        self._conn.forget()  # the parent's socket
+        self._conn.forget()  # the parent's socket, and the reply read ahead on it
+        self._ahead = None
+        self._surplus = []  # the parent's, as what it has in flight
         self._backlog_from = None
         self._claim_cursor = "0-0"
         self._next_claim = 0.0

@@ -41,6 +41,7 @@ from eventbus_core.capabilities import (
     BlockingSend,
     Exhaustible,
     KeepAlive,
+    ReadAhead,
     SourceFigures,
     capability,
 )
@@ -114,6 +115,7 @@ class Lane:
             alive.keep_alive if alive is not None else None
         )
         self._figures = capability(source, SourceFigures)
+        self._read_ahead = capability(source, ReadAhead)
         self._exhaustible = capability(source, Exhaustible)
         self.durable = durable
         self._acks: set[asyncio.Future[None]] = set()
@@ -146,9 +148,13 @@ class Lane:
             self._source_keep_alive()  # in the read's own trip to the source thread
         deliveries = self.source.read(max_items, timeout)
         self.redelivered += sum(1 for d in deliveries if d.attempts > 1)
+        if inline is None or len(deliveries) < max_items:
+            return [(d.token, self.prepare(d.event)) for d in deliveries]
+        if self._read_ahead is not None:
+            # A full batch: more is likely waiting. Asked for now, the next batch is made
+            # ready by the backend while this one is prepared and stored.
+            self._read_ahead.read_ahead(max_items)
         got = [(d.token, self.prepare(d.event)) for d in deliveries]
-        if inline is None or len(got) < max_items:
-            return got
         self._outcomes.append(self._send_inline(inline, got))
         return []
 
