@@ -283,8 +283,8 @@ class BlockingSend(Protocol):
 
     A lane of the dispatcher that feeds only such a sink hands it each full batch from the
     lane's own thread, right after reading and preparing it, and acknowledges the batch there:
-    no trip through the event loop, the sink's queue and back (about a quarter of a chat
-    event's cost, measured by `benchmarks/bench_dispatch.py`). A batch that fails this way goes
+    no trip through the event loop, the sink's queue and back (about a fifth of a chat event's
+    CPU time, measured by `benchmarks/bench_dispatch.py`). A batch that fails this way goes
     to the sink's worker, which retries it with `send()` as any other.
     """
 
