@@ -225,7 +225,9 @@ def test_the_outage_warning_is_rate_limited(
     assert "has not answered for 30 s" in messages[1]
     bus.up = True
     watch.poll()
-    assert "answers again, after 60 s" in caplog.records[-1].getMessage()
+    assert "answers again, 60 s after it was first seen not answering" in (
+        caplog.records[-1].getMessage()
+    )
     watch.poll()
     assert len(caplog.records) == 3
 

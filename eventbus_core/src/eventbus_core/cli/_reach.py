@@ -137,7 +137,11 @@ class BackendWatch:
             return
         if self.down_since is not None:
             log.warning(
-                "%s: the backend answers again, after %.0f s; carrying on",
+                # Counted from the first check that failed: the outage began up to a check
+                # interval (and its timeout) before that, which an outside trial read as 5 s
+                # too short when the message said only "after".
+                "%s: the backend answers again, %.0f s after it was first seen not answering; "
+                "carrying on",
                 self.command,
                 now - self.down_since,
             )
