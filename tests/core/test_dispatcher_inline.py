@@ -241,3 +241,37 @@ def test_the_inline_failure_goes_through_the_sinks_scrubbed_retry_log(
     assert stats.sinks["blocking"].sent == 100
     assert "retrying" in caplog.text and "attempt 1" in caplog.text
     assert secret not in caplog.text
+
+
+class _AckBlocks(ListSource):
+    """A durable source whose acknowledgements block until `release` is set (a frozen
+    server)."""
+
+    def __init__(self, events: Any) -> None:
+        super().__init__(events)
+        self.release = threading.Event()
+        self.acking = threading.Event()
+
+    def ack(self, tokens: Sequence[Any]) -> None:
+        self.acking.set()
+        self.release.wait(30)
+        super().ack(tokens)
+
+
+async def test_a_batch_written_inline_is_counted_when_its_acknowledgement_never_returns() -> None:
+    source = _AckBlocks(make_events(300))
+    sink = BlockingSink()
+    d = Dispatcher(source, [sink], batch_size=100, flush_interval=0.01, shutdown_timeout=0.3)
+    task = asyncio.create_task(d.run())
+    try:
+        while not source.acking.is_set():
+            await asyncio.sleep(0.005)
+        d.request_stop()
+        stats = await asyncio.wait_for(task, 20)
+    finally:
+        source.release.set()
+    assert _log_ids(sink.batches) == list(range(1, 101))  # written before the ack blocked
+    s = stats.sinks["blocking"]
+    assert (s.received, s.sent) == (100, 100)  # counted, though never acknowledged
+    assert stats.read == 100 and stats.acked == 0
+    _balanced(stats)

@@ -420,3 +420,40 @@ def test_read_alone_never_reads_ahead(client: redis.Redis, prefix: str) -> None:
             if bus.stream_info()["lag"] == 0:
                 break
         consumer.close()
+
+
+def test_entries_of_a_lost_reply_come_back_at_once_not_after_claim_idle(
+    client: redis.Redis, prefix: str
+) -> None:
+    # Redis delivered the entries, but the reply never arrived (a cut connection, a server
+    # paused past the socket's timeout): the next reads take them from this consumer's own
+    # pending entries, without waiting claim_idle (an outside trial saw 30 s), and do not hand
+    # over again what the caller still holds.
+    from eventbus_redis._own_connection import OwnConnection
+
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        _publish(bus, 6)
+        consumer = bus.consumer(name="c", batch_size=3, claim_idle=60)
+        held = read_all(consumer, 3)  # with the caller, not acknowledged yet
+        real_call = OwnConnection.call
+        lost = []
+
+        def losing_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
+            reply = real_call(self, command)
+            if command[0] == "XREADGROUP" and not lost:
+                lost.append(reply)
+                raise redis.ConnectionError("reply lost on the way")
+            return reply
+
+        OwnConnection.call = losing_call  # type: ignore[method-assign]
+        try:
+            got = read_all(consumer, 3, rounds=10)
+        finally:
+            OwnConnection.call = real_call  # type: ignore[method-assign]
+        assert lost  # Redis did hand them over
+        assert [d.event.request_id for d in got] == ["req-3", "req-4", "req-5"]
+        assert all(d.attempts == 2 for d in got) and consumer.claimed == 0
+        consumer.ack([d.token for d in held + got])
+        assert bus.stream_info()["pending"] == 0
+        assert consumer.figures()["delivered"] == 6  # nothing handed over twice
+        consumer.close()

@@ -160,6 +160,11 @@ class StreamConsumer:
                 continue
             except TRANSIENT_ERRORS as exc:
                 self._note_error(exc)
+                # A reply lost on the way (a cut connection, a server paused past the socket's
+                # timeout) may have held entries Redis now counts as this consumer's: read its
+                # own pending entries again first, rather than leave them to a claim
+                # `claim_idle` later (an outside trial saw a batch wait 30 s so).
+                self._backlog_from = "0"
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
@@ -187,7 +192,12 @@ class StreamConsumer:
             )
             if items:
                 self._backlog_from = text(items[-1][0])
-                return self._process(items, history=True)
+                # What is still with the caller, or acknowledged and not yet confirmed, is not
+                # handed over again: only entries Redis gave this consumer that never reached
+                # the caller (after a restart: all of them).
+                held = self._in_flight.keys() | self._deferred_acks
+                items = [item for item in items if text(item[0]) not in held]
+                return self._process(items, history=True) if items else []
             self._backlog_from = None
         now = time.monotonic()
         if now >= self._next_claim:

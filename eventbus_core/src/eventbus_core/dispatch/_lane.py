@@ -155,12 +155,14 @@ class Lane:
             # ready by the backend while this one is prepared and stored.
             self._read_ahead.read_ahead(max_items)
         got = [(d.token, self.prepare(d.event)) for d in deliveries]
-        self._outcomes.append(self._send_inline(inline, got))
+        self._send_inline(inline, got)
         return []
 
-    def _send_inline(self, sink: BlockingSend, got: _Got) -> InlineOutcome:
-        """Store `got` with `sink.send_blocking()` and acknowledge what it stored (in the
-        source's thread)."""
+    def _send_inline(self, sink: BlockingSend, got: _Got) -> None:
+        """Store `got` with `sink.send_blocking()`, report it in `_outcomes`, then acknowledge
+        what was stored (in the source's thread). Reported first: an acknowledgement can block
+        on a frozen server until the dispatcher gives the read up, and what the file holds must
+        be counted all the same (an outside trial found the last batch counted nowhere)."""
         started = time.monotonic()
         try:
             sink.send_blocking([payload for _, payload in got])
@@ -173,9 +175,9 @@ class Lane:
         else:
             stored, unsent, error = got, [], None
         seconds = time.monotonic() - started
+        self._outcomes.append(InlineOutcome(len(stored), seconds, unsent, error))
         if stored and self.durable:
             self._ack([token for token, _ in stored])
-        return InlineOutcome(len(stored), seconds, unsent, error)
 
     async def _take_outcomes(self, worker: SinkWorker) -> bool:
         """Account for the batches stored inline; hand what failed to `worker`. True if some
