@@ -457,3 +457,36 @@ def test_entries_of_a_lost_reply_come_back_at_once_not_after_claim_idle(
         assert bus.stream_info()["pending"] == 0
         assert consumer.figures()["delivered"] == 6  # nothing handed over twice
         consumer.close()
+
+
+def test_an_acknowledgement_whose_reply_was_lost_is_not_counted_as_unheld(
+    client: redis.Redis, prefix: str
+) -> None:
+    # Redis applied the XACK, its reply never came; sent again, Redis confirms none of them:
+    # they were acknowledged, not lost with Redis's data (an outside trial saw ack_unheld 100).
+    from eventbus_redis._own_connection import OwnConnection
+
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        _publish(bus, 3)
+        consumer = bus.consumer(name="c", claim_idle=60)
+        got = read_all(consumer, 3)
+        real_call = OwnConnection.call
+        lost = []
+
+        def losing_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
+            reply = real_call(self, command)
+            if command[0] == "XACK" and not lost:
+                lost.append(reply)
+                raise redis.ConnectionError("reply lost on the way")
+            return reply
+
+        OwnConnection.call = losing_call  # type: ignore[method-assign]
+        try:
+            consumer.ack([d.token for d in got])  # applied; kept to be sent again
+        finally:
+            OwnConnection.call = real_call  # type: ignore[method-assign]
+        assert lost == [3] and bus.stream_info()["pending"] == 0
+        assert consumer.read(10, timeout=0) == []  # sends it again first
+        figures = consumer.figures()
+        assert (figures["acked"], figures["ack_unheld"]) == (3, 0)
+        consumer.close()

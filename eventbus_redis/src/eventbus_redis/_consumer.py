@@ -111,6 +111,8 @@ class StreamConsumer:
         self._next_claim = 0.0
         self._next_refresh = 0.0
         self._deferred_acks: list[str] = []
+        # Of those, the ones whose XACK was sent without its reply coming back (see _flush_acks).
+        self._maybe_acked: set[str] = set()
         # Reads of new entries and acknowledgements, the calls of every batch, go through a
         # connection of the consumer's own, whose replies are read as they come: redis-py's
         # pool and reply callbacks (a connection checked out and back, each entry's fields made
@@ -400,6 +402,7 @@ class StreamConsumer:
         self._claim_cursor = "0-0"
         self.ack_unheld += len(self._deferred_acks)  # nothing left to acknowledge them in
         self._deferred_acks.clear()
+        self._maybe_acked.clear()
         self._in_flight.clear()
         self._conn.reset()  # a reply read ahead went with the group
         self._ahead = None
@@ -441,12 +444,22 @@ class StreamConsumer:
         except TRANSIENT_ERRORS as exc:
             self._note_error(exc)
             self._deferred_acks = (ids + self._deferred_acks)[-_MAX_DEFERRED_ACKS:]
+            # Redis may have applied it and only the reply been lost: then the next XACK finds
+            # these no longer pending, which is not a loss of Redis's data (`ack_unheld`).
+            self._maybe_acked.update(ids)
             return
+        unconfirmed = len(ids) - confirmed
+        if self._maybe_acked:
+            maybe = len(self._maybe_acked.intersection(ids))
+            self._maybe_acked.difference_update(ids)
+            applied_before = min(maybe, unconfirmed)
+            confirmed += applied_before
+            unconfirmed -= applied_before
         self.acked += confirmed
         # Delivered and processed, but no longer pending in Redis: the stream or the group was
         # deleted, or Redis lost its data (a restart without persistence). Counted, so that
         # `delivered` and `acked` still add up.
-        self.ack_unheld += len(ids) - confirmed
+        self.ack_unheld += unconfirmed
 
     def close(self) -> None:
         """Stop reading and close the consumer's own connection; unacknowledged deliveries
@@ -490,6 +503,7 @@ class StreamConsumer:
             self.name = default_consumer_name()
         self._in_flight.clear()
         self._deferred_acks.clear()
+        self._maybe_acked.clear()
         self._conn.forget()  # the parent's socket, and the reply read ahead on it
         self._ahead = None
         self._surplus = []  # the parent's, as what it has in flight
