@@ -490,3 +490,44 @@ def test_an_acknowledgement_whose_reply_was_lost_is_not_counted_as_unheld(
         figures = consumer.figures()
         assert (figures["acked"], figures["ack_unheld"]) == (3, 0)
         consumer.close()
+
+
+def test_entries_of_a_read_that_ran_late_come_back_without_a_claim(
+    client: redis.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read whose connection timed out on a frozen server runs when the server resumes, maybe
+    # after the re-read of its own pending entries that followed the failure: a second re-read,
+    # RECHECK_OWN_PENDING_AFTER later, finds its entries (an outside trial saw them wait for a
+    # claim, 30 s, after a 12 s pause).
+    from eventbus_redis import _consumer
+    from eventbus_redis._own_connection import OwnConnection
+
+    monkeypatch.setattr(_consumer, "RECHECK_OWN_PENDING_AFTER", 0.5)
+    stream, group = f"{prefix}:s", f"{prefix}:g"
+    with RedisStreamsEventBus(client, stream, group) as bus:
+        consumer = bus.consumer(name="c", batch_size=3, claim_idle=60)
+        assert consumer.read(3, timeout=0) == []  # joins the group
+        _publish(bus, 3)
+        real_call = OwnConnection.call
+        failures = []
+
+        def frozen_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
+            if command[0] == "XREADGROUP" and command[-1] == ">":
+                if not failures:
+                    failures.append(command)
+                    raise redis.TimeoutError("Timeout reading from socket")
+                return None  # while frozen, new reads see nothing
+            return real_call(self, command)
+
+        monkeypatch.setattr(OwnConnection, "call", frozen_call)
+        assert consumer.read(3, timeout=0.2) == []  # failed, then re-read its own: none yet
+        client.xreadgroup(group, "c", {stream: ">"}, count=3)  # the timed-out read runs late
+        monkeypatch.setattr(OwnConnection, "call", real_call)
+        assert consumer.read(3, timeout=0) == []  # not yet: nothing new, own pending read before
+        time.sleep(0.5)
+        got = read_all(consumer, 3, rounds=10)
+        assert [d.event.request_id for d in got] == ["req-0", "req-1", "req-2"]
+        assert all(d.attempts == 2 for d in got) and consumer.claimed == 0
+        consumer.ack([d.token for d in got])
+        assert bus.stream_info()["pending"] == 0
+        consumer.close()

@@ -48,6 +48,11 @@ __all__ = ["StreamConsumer"]
 log = get_logger("eventbus.redis")
 
 _MAX_DEFERRED_ACKS = 100_000
+# After a failed read, how long until this consumer's own pending entries are read once more.
+# A read whose connection timed out on a frozen server runs when the server resumes, maybe
+# after the first re-read that followed the failure; its entries, pending under this consumer,
+# are then found by the second instead of by a claim `claim_idle` later (an outside trial).
+RECHECK_OWN_PENDING_AFTER = 2.0
 
 
 def _is_nogroup(exc: redis.ResponseError) -> bool:
@@ -123,6 +128,7 @@ class StreamConsumer:
         # Every other use of the connection reads that reply first (`_call`).
         self._ahead: int | None = None
         self._surplus: list[Any] = []
+        self._recheck_own_at: float | None = None  # see RECHECK_OWN_PENDING_AFTER
         # Handed over and not yet acknowledged (an ordered set): what keep_alive() refreshes.
         self._in_flight: dict[str, None] = {}
         self._backoff = Backoff()
@@ -167,6 +173,7 @@ class StreamConsumer:
                 # own pending entries again first, rather than leave them to a claim
                 # `claim_idle` later (an outside trial saw a batch wait 30 s so).
                 self._backlog_from = "0"
+                self._recheck_own_at = time.monotonic() + RECHECK_OWN_PENDING_AFTER
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
@@ -186,6 +193,9 @@ class StreamConsumer:
         if self._surplus:
             items, self._surplus = self._surplus[:count], self._surplus[count:]
             return self._process(items, history=False)
+        if self._recheck_own_at is not None and time.monotonic() >= self._recheck_own_at:
+            self._recheck_own_at = None
+            self._backlog_from = "0"  # once more: see RECHECK_OWN_PENDING_AFTER
         if self._backlog_from is not None:
             items = stream_entries(
                 self._client.xreadgroup(
