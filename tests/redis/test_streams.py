@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -340,6 +342,30 @@ def _publish(bus: RedisStreamsEventBus, n: int) -> None:
     assert bus.flush(10)
 
 
+@contextlib.contextmanager
+def _first_reply_lost(command_name: str) -> Iterator[list[Any]]:
+    """Within the block, the first `command_name` a consumer sends on its own connection runs in
+    Redis but its reply is lost on the way (a ConnectionError, as on a cut connection); yields
+    the list the lost reply is put in."""
+    from eventbus_redis._own_connection import OwnConnection
+
+    real_call = OwnConnection.call
+    lost: list[Any] = []
+
+    def losing_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
+        reply = real_call(self, command)
+        if command[0] == command_name and not lost:
+            lost.append(reply)
+            raise redis.ConnectionError("reply lost on the way")
+        return reply
+
+    OwnConnection.call = losing_call  # type: ignore[method-assign]
+    try:
+        yield lost
+    finally:
+        OwnConnection.call = real_call  # type: ignore[method-assign]
+
+
 def test_read_ahead_hands_the_next_batch_to_the_next_read_and_counts_it_pending(
     client: redis.Redis, prefix: str
 ) -> None:
@@ -429,27 +455,12 @@ def test_entries_of_a_lost_reply_come_back_at_once_not_after_claim_idle(
     # paused past the socket's timeout): the next reads take them from this consumer's own
     # pending entries, without waiting claim_idle (an outside trial saw 30 s), and do not hand
     # over again what the caller still holds.
-    from eventbus_redis._own_connection import OwnConnection
-
     with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
         _publish(bus, 6)
         consumer = bus.consumer(name="c", batch_size=3, claim_idle=60)
         held = read_all(consumer, 3)  # with the caller, not acknowledged yet
-        real_call = OwnConnection.call
-        lost = []
-
-        def losing_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
-            reply = real_call(self, command)
-            if command[0] == "XREADGROUP" and not lost:
-                lost.append(reply)
-                raise redis.ConnectionError("reply lost on the way")
-            return reply
-
-        OwnConnection.call = losing_call  # type: ignore[method-assign]
-        try:
+        with _first_reply_lost("XREADGROUP") as lost:
             got = read_all(consumer, 3, rounds=10)
-        finally:
-            OwnConnection.call = real_call  # type: ignore[method-assign]
         assert lost  # Redis did hand them over
         assert [d.event.request_id for d in got] == ["req-3", "req-4", "req-5"]
         assert all(d.attempts == 2 for d in got) and consumer.claimed == 0
@@ -464,27 +475,12 @@ def test_an_acknowledgement_whose_reply_was_lost_is_not_counted_as_unheld(
 ) -> None:
     # Redis applied the XACK, its reply never came; sent again, Redis confirms none of them:
     # they were acknowledged, not lost with Redis's data (an outside trial saw ack_unheld 100).
-    from eventbus_redis._own_connection import OwnConnection
-
     with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
         _publish(bus, 3)
         consumer = bus.consumer(name="c", claim_idle=60)
         got = read_all(consumer, 3)
-        real_call = OwnConnection.call
-        lost = []
-
-        def losing_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
-            reply = real_call(self, command)
-            if command[0] == "XACK" and not lost:
-                lost.append(reply)
-                raise redis.ConnectionError("reply lost on the way")
-            return reply
-
-        OwnConnection.call = losing_call  # type: ignore[method-assign]
-        try:
+        with _first_reply_lost("XACK") as lost:
             consumer.ack([d.token for d in got])  # applied; kept to be sent again
-        finally:
-            OwnConnection.call = real_call  # type: ignore[method-assign]
         assert lost == [3] and bus.stream_info()["pending"] == 0
         assert consumer.read(10, timeout=0) == []  # sends it again first
         figures = consumer.figures()

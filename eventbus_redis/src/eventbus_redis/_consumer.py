@@ -232,11 +232,14 @@ class StreamConsumer:
         wait = deadline - time.monotonic()
         wait = min(wait, self.block, self._block_cap if self._block_cap is not None else wait)
         block_ms = int(wait * 1000)
-        command: tuple[Any, ...] = ("XREADGROUP", "GROUP", self.group, self.name, "COUNT", count)
-        if block_ms >= 1:
-            command += ("BLOCK", block_ms)
-        items = raw_stream_entries(self._call((*command, "STREAMS", self.stream, ">")))
+        items = raw_stream_entries(self._call(self._read_new_command(count, block_ms)))
         return self._process(items, history=False) if items else []
+
+    def _read_new_command(self, count: int, block_ms: int = 0) -> tuple[Any, ...]:
+        """XREADGROUP of up to `count` new entries, waiting up to `block_ms` (0: not at all)."""
+        block: tuple[Any, ...] = ("BLOCK", block_ms) if block_ms >= 1 else ()
+        group = ("GROUP", self.group, self.name)
+        return ("XREADGROUP", *group, "COUNT", count, *block, "STREAMS", self.stream, ">")
 
     def read_ahead(self, max_items: int) -> None:
         """Ask Redis now for up to `max_items` new entries (at most `batch_size`), for the
@@ -253,9 +256,8 @@ class StreamConsumer:
             or time.monotonic() >= self._next_claim
         ):
             return
-        command = ("XREADGROUP", "GROUP", self.group, self.name, "COUNT", count)
         try:
-            send_all(self._conn.get(), [(*command, "STREAMS", self.stream, ">")])
+            send_all(self._conn.get(), [self._read_new_command(count)])
         except TRANSIENT_ERRORS:
             # Redis may have taken it: then its entries are pending under this consumer, and
             # its claims take them back once they are `claim_idle` old.
@@ -338,11 +340,22 @@ class StreamConsumer:
         self._next_refresh = now + self._claim_interval
         if self._ahead is not None:
             self._take_ahead()  # its entries age too: refreshed with the others
-        ids: list[int | bytes | str | memoryview] = list(self._in_flight)
-        ids += [text(entry_id) for entry_id, _ in self._surplus]
-        for i in range(0, len(ids), 1000):
+        ids = [*self._in_flight, *(text(entry_id) for entry_id, _ in self._surplus)]
+        self._claim_to_self(ids)
+
+    def _claim_to_self(self, ids: list[str], *, idle_ms: int | None = None) -> None:
+        """XCLAIM `ids` to this consumer with JUSTID (no delivery counted), 1,000 at a time:
+        their idle time restarts at 0, or is set to `idle_ms`."""
+        claimed: list[int | bytes | str | memoryview] = list(ids)
+        for i in range(0, len(claimed), 1000):
             self._client.xclaim(
-                self.stream, self.group, self.name, 0, ids[i : i + 1000], justid=True
+                self.stream,
+                self.group,
+                self.name,
+                0,
+                claimed[i : i + 1000],
+                idle=idle_ms,
+                justid=True,
             )
 
     def keep_alive(self) -> None:
@@ -490,13 +503,9 @@ class StreamConsumer:
         delivery count as it is)."""
         if self._ahead is not None:
             self._take_ahead()
-        ids: list[int | bytes | str | memoryview] = [text(i) for i, _ in self._surplus]
+        ids = [text(i) for i, _ in self._surplus]
         self._surplus = []
-        idle = int(self.claim_idle * 1000)
-        for i in range(0, len(ids), 1000):
-            self._client.xclaim(
-                self.stream, self.group, self.name, 0, ids[i : i + 1000], idle=idle, justid=True
-            )
+        self._claim_to_self(ids, idle_ms=int(self.claim_idle * 1000))
 
     def after_fork_in_child(self) -> None:
         """In a forked child (gunicorn --preload, multiprocessing), a consumer built before the

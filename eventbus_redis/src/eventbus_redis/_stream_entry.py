@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from eventbus_core import Event, WireFormatError
+from eventbus_redis._entries import entry_data
 
 __all__ = [
     "STREAM_LOG_ID_BASE",
@@ -76,7 +77,7 @@ def event_from_stream_entry(entry_id: str | bytes, fields: Any) -> Event:
     Raises:
         WireFormatError: the entry has no `data` field, or it does not decode.
     """
-    data = fields.get(b"data", fields.get("data")) if fields else None
+    data = entry_data(fields)
     if data is None:
         raise WireFormatError("entry has no 'data' field")
     return event_from_entry_data(entry_id, data)

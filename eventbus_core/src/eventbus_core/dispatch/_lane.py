@@ -134,12 +134,13 @@ class Lane:
         # read is given up at a stop while its thread finishes the batch.
         self._outcomes: deque[InlineOutcome] = deque()
 
-    def _inline_worker(self) -> SinkWorker | None:
-        """The worker of this lane's one sink if that sink offers `BlockingSend`."""
+    def _inline_target(self) -> tuple[SinkWorker, BlockingSend] | None:
+        """The worker of this lane's one sink and that sink, if it offers `BlockingSend`."""
         if len(self.workers) != 1:
             return None
         worker = self.workers[0]
-        return worker if capability(worker.sink, BlockingSend) is not None else None
+        sink = capability(worker.sink, BlockingSend)
+        return None if sink is None else (worker, sink)
 
     def _read(self, max_items: int, timeout: float, inline: BlockingSend | None = None) -> _Got:
         """Read and prepare up to `max_items` deliveries (in the source's thread). With
@@ -228,10 +229,8 @@ class Lane:
         subscription is drained first, since its buffered events exist nowhere else.
         """
         loop = asyncio.get_running_loop()
-        inline_worker = self._inline_worker()
-        inline_sink = (
-            None if inline_worker is None else capability(inline_worker.sink, BlockingSend)
-        )
+        target = self._inline_target()
+        inline_worker, inline_sink = (None, None) if target is None else target
         try:
             while not (stopping.is_set() and self.durable):
                 for worker in self.workers:
@@ -292,9 +291,9 @@ class Lane:
     async def take_late_outcomes(self) -> None:
         """Account for batches stored inline whose read was given up (at a stop's deadline),
         if the lane's thread has finished them meanwhile."""
-        worker = self._inline_worker()
-        if worker is not None:
-            await self._take_outcomes(worker)
+        target = self._inline_target()
+        if target is not None:
+            await self._take_outcomes(target[0])
 
     async def _wait_for_space(self, worker: SinkWorker, poll: float) -> None:
         """Back-pressure: leave events in the source while `worker`'s queue is full.
