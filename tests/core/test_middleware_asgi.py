@@ -311,6 +311,82 @@ async def test_redaction_default_extra_and_off() -> None:
     assert raw == {"Set-Cookie": ("s=1",), "X-Secret": ("v",), "Vary": ("a", "b")}
 
 
+@pytest.mark.parametrize(
+    ("headers", "options", "expected_id", "expected_headers"),
+    [
+        # Each case runs three times on one middleware with names no other test uses: the
+        # first request derives each name's Go form and meaning, the later ones find them in
+        # the per-name cache (`NAMES`). Both must give the same event.
+        (
+            [(b"Content-Type", b"a/b"), (b"x-ReQ-unseen-1", b"r-1"), (b"Set-Cookie", b"s=1")],
+            {"request_id_header": "X-Req-Unseen-1"},
+            "r-1",
+            {"Content-Type": ("a/b",), "X-Req-Unseen-1": ("r-1",), "Set-Cookie": ("[REDACTED]",)},
+        ),
+        (
+            [(b"x-unseen-2", b"\xe9"), (b"X-Unseen-2", b"b"), (b"x-request-id", b"")],
+            {},
+            "made",
+            {"X-Unseen-2": ("\xe9", "b"), "X-Request-Id": ("",)},
+        ),
+        (
+            [(b"x-request-id", b""), (b"X-Request-ID", b"second"), (b"x-unseen-3", b"v")],
+            {},
+            "second",
+            {"X-Request-Id": ("", "second"), "X-Unseen-3": ("v",)},
+        ),
+        (
+            [(b"X Unseen 4", b"v"), (b"x-unseen-5", b"w"), (b"my-unseen-secret", b"k")],
+            {"extra_sensitive_headers": ["X Unseen 4", "My-Unseen-Secret"]},
+            "made",
+            {
+                "X Unseen 4": ("[REDACTED]",),
+                "X-Unseen-5": ("w",),
+                "My-Unseen-Secret": ("[REDACTED]",),
+            },
+        ),
+        (
+            [(b"authorization", b"Bearer sk-1"), (b"x-unseen-6", b"hit\xa0")],
+            {"redact": False},
+            "made",
+            {"Authorization": ("Bearer sk-1",), "X-Unseen-6": ("hit\xa0",)},
+        ),
+    ],
+)
+async def test_header_copy_is_the_same_on_first_sight_and_after(
+    headers: list[tuple[bytes, bytes]],
+    options: dict[str, Any],
+    expected_id: str,
+    expected_headers: dict[str, tuple[str, ...]],
+) -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(
+        reply(headers=headers), bus=bus, request_id_factory=lambda: "made", **options
+    )
+    for _ in range(3):
+        await drive(mw, http_scope())
+    assert [e.request_id for e in bus.events] == [expected_id] * 3
+    assert [dict(e.headers) for e in bus.events] == [expected_headers] * 3
+
+
+@pytest.mark.parametrize("value", [b"hit", b" HIT\t", b"\r\nHiT \x0b\x0c"])
+async def test_cache_hits_are_skipped_on_first_sight_and_after(value: bytes) -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(headers=[(b"x-proxy-cache", value), (b"a", b"1")]), bus=bus)
+    for _ in range(3):
+        await drive(mw, http_scope())
+    assert bus.events == []
+
+
+async def test_a_cache_value_that_only_looks_like_hit_is_published() -> None:
+    bus = Recorder()
+    # U+00A0 is whitespace to str.strip() but not to bytes.strip(): not a hit.
+    mw = EventBusMiddleware(reply(headers=[(b"X-Proxy-Cache", b"hit\xa0")]), bus=bus)
+    for _ in range(3):
+        await drive(mw, http_scope())
+    assert len(bus.events) == 3
+
+
 async def test_trailers_end_the_response() -> None:
     bus = Recorder()
 
