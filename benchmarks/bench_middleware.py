@@ -145,7 +145,14 @@ def serve(variant: str, endpoint: str, redis_key: str, upstream: int = 0) -> Non
     # sockets that say they are TCP; without it, Nagle plus delayed ACKs add 40 ms per response.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http=os.environ.get("EVENTBUS_BENCH_HTTP", "h11"),
+        loop=os.environ.get("EVENTBUS_BENCH_LOOP", "asyncio"),
+    )
     server = uvicorn.Server(config)
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
 
@@ -400,6 +407,20 @@ def _parse_args() -> argparse.Namespace:
         help="pin the servers to CPU 0 and the load generator to CPU 1 (steadier on an idle "
         "machine, worse on a shared one)",
     )
+    parser.add_argument(
+        "--http",
+        choices=["h11", "httptools"],
+        default="h11",
+        help="uvicorn's HTTP parser (default h11; httptools needs `pip install httptools`, as "
+        "uvicorn[standard] brings, and makes every request cheaper, so each middleware's share "
+        "larger)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="uvicorn's event loop (default asyncio; uvloop needs `pip install uvloop`)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--load",
@@ -431,6 +452,8 @@ def _measure(
     redis_key = f"eventbus-bench:{uuid.uuid4().hex[:8]}:events"
     if args.pin:
         os.environ["EVENTBUS_BENCH_PIN"] = "1"  # inherited by the servers
+    os.environ["EVENTBUS_BENCH_HTTP"] = args.http
+    os.environ["EVENTBUS_BENCH_LOOP"] = args.loop
     servers = {v: _start_server(v, endpoint, redis_key, upstream) for v in variants}
     if args.pin:
         _pin(1)
@@ -510,7 +533,8 @@ def _print_table(args: argparse.Namespace, endpoint: str, rows: list[dict[str, A
         f"{args.seconds:g} s"
     )
     print(
-        f"\n[{endpoint}] uvicorn (h11) + Starlette, POST {PATH} {_WHAT[endpoint]}; throughput: "
+        f"\n[{endpoint}] uvicorn ({args.http}, {args.loop}) + Starlette, POST {PATH} "
+        f"{_WHAT[endpoint]}; throughput: "
         f"{load}; latency: 1 connection, {args.rounds} x {args.latency_requests} "
         f"requests; {os.cpu_count()} CPUs{', server and client pinned apart' if args.pin else ''}"
     )
