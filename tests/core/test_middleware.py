@@ -110,13 +110,28 @@ def make_app(gates: Gates) -> Starlette:
     )
 
 
+# uvicorn's own stack, and the one `uvicorn[standard]` brings (and uvicorn then picks): they
+# deliver the same ASGI messages differently (how a body is split, when a disconnect shows).
+STACKS: dict[str, tuple[str, str]] = {
+    "h11-asyncio": ("h11", "asyncio"),
+    "httptools-uvloop": ("httptools", "uvloop"),
+}
+
+
 @contextmanager
-def serve(app: Any, *, lifespan: Literal["auto", "on", "off"] = "off") -> Iterator[str]:
+def serve(
+    app: Any,
+    *,
+    lifespan: Literal["auto", "on", "off"] = "off",
+    stack: str = "h11-asyncio",
+) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; yield its base URL."""
     # IPPROTO_TCP so that asyncio sets TCP_NODELAY on the accepted connections.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+    http, loop = STACKS[stack]
+    config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, http=http, loop=loop)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -171,13 +186,19 @@ def gates() -> Gates:
     return Gates()
 
 
-@pytest.fixture(scope="module")
-def pair(gates: Gates) -> Iterator[Pair]:
+@pytest.fixture(scope="module", params=list(STACKS))
+def pair(gates: Gates, request: pytest.FixtureRequest) -> Iterator[Pair]:
+    if request.param == "httptools-uvloop":
+        pytest.importorskip("httptools")
+        pytest.importorskip("uvloop")
     bus = InMemoryEventBus(buffer_size=1000)
     plain_app = make_app(gates)
     app = make_app(gates)
     app.add_middleware(EventBusMiddleware, bus=bus, exclude_paths=["/health"])
-    with serve(plain_app) as plain, serve(app) as instrumented:
+    with (
+        serve(plain_app, stack=request.param) as plain,
+        serve(app, stack=request.param) as instrumented,
+    ):
         yield Pair(plain, instrumented, bus)
     bus.stop()
 
