@@ -197,7 +197,7 @@ class LoopWrites:
         a cycle at once instead: lingering cannot make it larger, and a loop that waited
         `linger` after every reply carried at most `max_batch` events per `linger` (5,000/s
         with the defaults) below the half-full mark, so a faster server (uvicorn on uvloop,
-        12,000 requests/s) kept half the buffer waiting and dropped events a thread carries."""
+        12,000 requests/s) kept about half the buffer waiting: a burst found half the room."""
         b = self._batcher
         if not b.cycle_lock.acquire(blocking=False):
             b.wake_now()  # a cycle is running elsewhere: a drain on the loop settles it after
