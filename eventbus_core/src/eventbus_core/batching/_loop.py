@@ -50,7 +50,7 @@ class LoopDriver:
         # gather. Lingering first cost a server flooded from its first request (uvicorn on
         # uvloop, 12,000 requests/s) up to 270 events of its first tenth of a second, dropped
         # (the Redis log, the default buffer of 1,000: 270, 241 and 0 in three runs; 0 in six
-        # runs since).
+        # runs since, on a quiet machine).
         self._fresh = True
 
     def start(self) -> None:
