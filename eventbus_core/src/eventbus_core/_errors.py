@@ -18,6 +18,7 @@ __all__ = [
     "UnknownSinkError",
     "WireFormatError",
     "error_type_of",
+    "stored_before_failing",
 ]
 
 
@@ -130,3 +131,11 @@ def error_type_of(exc: BaseException) -> str:
     if isinstance(exc, SinkError):
         return exc.error_type
     return type(exc).__name__
+
+
+def stored_before_failing(exc: BaseException, size: int) -> int:
+    """How many payloads at the start of a batch of `size` the sink stored before failing with
+    `exc`: a `SinkError`'s `delivered` when it names part of the batch, else 0 (a count of none,
+    or of the whole batch or more, leaves the whole batch to retry)."""
+    done = exc.delivered if isinstance(exc, SinkError) else 0
+    return done if 0 < done < size else 0

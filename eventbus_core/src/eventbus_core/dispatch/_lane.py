@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._backoff import backoff_delay
-from eventbus_core._errors import SettingsError, SinkError
+from eventbus_core._errors import SettingsError, stored_before_failing
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
@@ -149,13 +149,14 @@ class Lane:
             self._source_keep_alive()  # in the read's own trip to the source thread
         deliveries = self.source.read(max_items, timeout)
         self.redelivered += sum(1 for d in deliveries if d.attempts > 1)
-        if inline is None or len(deliveries) < max_items:
-            return [(d.token, self.prepare(d.event)) for d in deliveries]
-        if self._read_ahead is not None:
+        full = len(deliveries) >= max_items
+        if inline is not None and full and self._read_ahead is not None:
             # A full batch: more is likely waiting. Asked for now, the next batch is made
             # ready by the backend while this one is prepared and stored.
             self._read_ahead.read_ahead(max_items)
         got = [(d.token, self.prepare(d.event)) for d in deliveries]
+        if inline is None or not full:
+            return got
         self._send_inline(inline, got)
         return []
 
@@ -168,9 +169,8 @@ class Lane:
         try:
             sink.send_blocking([payload for _, payload in got])
         except Exception as exc:
-            # As the worker reads a failure: the part a `SinkError` says was stored is done.
-            done = exc.delivered if isinstance(exc, SinkError) else 0
-            done = done if 0 < done < len(got) else 0
+            # As the worker reads a failure (`stored_before_failing`): the stored part is done.
+            done = stored_before_failing(exc, len(got))
             stored, unsent = got[:done], got[done:]
             error: Exception | None = exc
         else:

@@ -18,9 +18,9 @@ from typing import Any
 
 from eventbus_core._errors import (
     PermanentSinkError,
-    SinkError,
     TransientSinkError,
     error_type_of,
+    stored_before_failing,
 )
 from eventbus_core._log import get_logger
 from eventbus_core._sink import Sink
@@ -232,8 +232,8 @@ class SinkWorker:
             await self.sink.send(payloads)
         except Exception as exc:
             self.stats.record_failure(error_type_of(exc))
-            done = exc.delivered if isinstance(exc, SinkError) else 0
-            if not 0 < done < len(batch):
+            done = stored_before_failing(exc, len(batch))
+            if not done:
                 return exc, 0
             self.current = batch[done:]
             await self._settle_sent(batch[:done], batch=False)
