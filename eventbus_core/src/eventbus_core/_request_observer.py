@@ -98,15 +98,56 @@ def text_name_info(name: str) -> tuple[str, bytes]:
     return info
 
 
+# Request ids are made in batches: formatting one UUID string costs about 1 us in Python
+# (`os.urandom` is a system call, then the hex slicing), which was the largest single step of
+# the middleware's work for a request that brings no id. A batch formats `_ID_BATCH` ids with
+# C-level copies, about a third of that per id. Each batch is fresh randomness, so ids taken by
+# concurrent threads never repeat; a forked child drops the batch it inherited (`_forget_ids`),
+# or it would hand out the same ids as its parent.
+_ID_BATCH: Final = 256
+_ID_RECORD: Final = 37  # 36 characters and a space
+# Where each of a UUID's 32 hex digits goes in its record (the dashes sit at 8, 13, 18 and 23).
+_ID_DIGIT_AT: Final = tuple(j + (j >= 8) + (j >= 12) + (j >= 16) + (j >= 20) for j in range(32))
+# Digit 12 is the version (always 4, already in the template); digit 16 carries the variant.
+_ID_COPIED: Final = tuple((at, j) for j, at in enumerate(_ID_DIGIT_AT) if j not in (12, 16))
+_ID_TEMPLATE: Final = b"00000000-0000-4000-0000-000000000000 " * _ID_BATCH
+# RFC 4122 variant: the top two bits of digit 16 are 10, so it is one of 8, 9, a, b.
+_ID_VARIANT: Final = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+_ids: list[str] = []
+
+
+def _id_batch() -> list[str]:
+    digits = memoryview(os.urandom(16 * _ID_BATCH).hex().encode("ascii"))
+    records = bytearray(_ID_TEMPLATE)
+    view = memoryview(records)
+    for at, j in _ID_COPIED:
+        view[at::_ID_RECORD] = digits[j::32]
+    view[_ID_DIGIT_AT[16] :: _ID_RECORD] = bytes(digits[16::32]).translate(_ID_VARIANT)
+    return records.decode("ascii").split()
+
+
 def new_request_id() -> str:
     """Return a random RFC 4122 version 4 UUID string, as Go's `uuid.New().String()`.
 
-    Formats `os.urandom` directly: a third of the cost of `str(uuid.uuid4())`, which matters
-    on the request path.
+    From `os.urandom`, like `uuid.uuid4()`, at under a third of its cost per id: ids are
+    formatted in batches (see `_ID_BATCH`).
     """
-    h = os.urandom(16).hex()
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+    try:
+        return _ids.pop()
+    except IndexError:
+        # Take ours from the new batch before sharing it: another thread may empty `_ids`
+        # between the two steps.
+        batch = _id_batch()
+        made = batch.pop()
+        _ids.extend(batch)
+        return made
+
+
+def _forget_ids() -> None:
+    _ids.clear()
+
+
+os.register_at_fork(after_in_child=_forget_ids)
 
 
 def keep_chunk(chunks: list[bytes], body: Any, room: int) -> int:
