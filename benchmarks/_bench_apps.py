@@ -4,6 +4,8 @@ Endpoints (`ENDPOINTS`):
 
 - `minimal`: answers at once with a canned completion (~0.3 KB each way): the least work per
   request a server can do, so the largest share any middleware can take;
+- `minimal-no-id`: the same without the `X-Request-ID` the other endpoints answer with, so the
+  middleware generates each request's id;
 - `realistic`: a chat completion as an LLM proxy sees one: ~20 KB request and response bodies,
   the request parsed and the response encoded, and ~1.5 ms of CPU work in the handler
   (`REALISTIC_WORK`, measured with the thread's CPU clock, so a busy machine does not shorten it);
@@ -50,7 +52,7 @@ except ImportError:  # the Redis backend is optional: its variant is skipped wit
 
 PATH: Final = "/v1/chat/completions"
 REDIS_URL: Final = os.environ.get("EVENTBUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
-ENDPOINTS: Final = ("minimal", "realistic", "proxy")
+ENDPOINTS: Final = ("minimal", "minimal-no-id", "realistic", "proxy")
 VARIANTS: Final = (
     "plain",
     "null",
@@ -154,6 +156,10 @@ def _endpoint(endpoint: str, upstream: int) -> Callable[[Request], Any]:
         await request.body()
         return JSONResponse(MINIMAL_RESPONSE, headers={"x-request-id": uuid.uuid4().hex})
 
+    async def minimal_no_id(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse(MINIMAL_RESPONSE)
+
     async def realistic(request: Request) -> JSONResponse:
         started = time.thread_time()
         chat = json.loads(await request.body())
@@ -179,7 +185,12 @@ def _endpoint(endpoint: str, upstream: int) -> Callable[[Request], Any]:
             media_type="application/json",
         )
 
-    return {"minimal": minimal, "realistic": realistic, "proxy": proxied}[endpoint]
+    return {
+        "minimal": minimal,
+        "minimal-no-id": minimal_no_id,
+        "realistic": realistic,
+        "proxy": proxied,
+    }[endpoint]
 
 
 class _NullBus:

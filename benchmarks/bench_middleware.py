@@ -5,6 +5,7 @@ Starlette chat-completions endpoint, in up to three shapes (`--endpoints`, see `
 
 - `minimal`: answers at once with a canned completion: the least work per request a server can
   do, so the largest share any middleware can take;
+- `minimal-no-id`: the same, answered without an `X-Request-ID` (the middleware generates ids);
 - `realistic`: ~20 KB request and response bodies, parsed and encoded, plus ~1.5 ms of CPU work
   in the handler: an LLM proxy's request as the server's CPU sees it;
 - `proxy`: forwards the request with httpx to a stand-in LLM API (a raw asyncio responder in
@@ -435,7 +436,8 @@ def _parse_args() -> argparse.Namespace:
         "--endpoints",
         default="minimal,realistic",
         help="comma-separated: minimal (answers at once: the worst case for the middleware's "
-        "share), realistic (20 KB bodies, 1.5 ms of CPU work) and proxy (forwards to a "
+        "share), minimal-no-id (the same without an X-Request-ID: the middleware makes ids), "
+        "realistic (20 KB bodies, 1.5 ms of CPU work) and proxy (forwards to a "
         "stand-in LLM API with httpx, as a proxy does); default minimal,realistic",
     )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -519,6 +521,7 @@ def _start_upstream() -> tuple[subprocess.Popen[str], int]:
 
 _WHAT: Final = {
     "minimal": "answered at once",
+    "minimal-no-id": "answered at once, no X-Request-ID (generated)",
     "realistic": "20 KB bodies each way, 1.5 ms of CPU work",
     "proxy": "forwarded upstream with httpx",
 }

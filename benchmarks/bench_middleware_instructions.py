@@ -2,11 +2,13 @@
 
 `bench_middleware.py` measures a real server, whose figures move with whatever else the machine
 runs. This counts CPU instructions instead, which do not: the Starlette app of each variant
-(`_bench_apps.py`, endpoint `minimal`) is called directly in one event loop, `n` and `2 n`
-times, under `valgrind --tool=callgrind`, and the difference is divided by `n`. Everything the
-process does per request is counted, on every thread: the middleware, the bus's drain and
-fan-out, the consumer (a thread for `memory`, a task for `memory-asyncio`), and the hand-overs
-between threads. Every 20 requests the loop sleeps 0.5 ms, as a server between bursts.
+(`_bench_apps.py`, endpoint `minimal`, or `--endpoint minimal-no-id`, whose responses carry
+no `X-Request-ID`, so that the middleware generates ids) is called directly in one event loop,
+`n` and `2 n` times, under `valgrind --tool=callgrind`, and the difference is divided by `n`.
+Everything the process does per request is counted, on every thread: the middleware, the bus's
+drain and fan-out, the consumer (a thread for `memory`, a task for `memory-asyncio`), and the
+hand-overs between threads. Every 20 requests the loop sleeps 0.5 ms, as a server between
+bursts.
 
     .venv/bin/python benchmarks/bench_middleware_instructions.py      # needs valgrind
 """
@@ -28,9 +30,9 @@ from _bench_apps import asgi_scope, build_app, request_body
 VARIANTS = ("plain", "null", "memory", "memory-asyncio")
 
 
-def _serve_in_process(variant: str, n: int) -> None:
+def _serve_in_process(variant: str, n: int, endpoint: str) -> None:
     scope = asgi_scope()
-    body = request_body("minimal")
+    body = request_body(endpoint)
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -53,7 +55,7 @@ def _serve_in_process(variant: str, n: int) -> None:
         return task
 
     async def main() -> None:
-        app, bus = build_app(variant, "minimal", "")
+        app, bus = build_app(variant, endpoint, "")
         lifespan = await startup(app)  # starts the variant's consumer
         for i in range(n):
             await app(dict(scope), receive, send)
@@ -66,9 +68,9 @@ def _serve_in_process(variant: str, n: int) -> None:
     asyncio.run(main())
 
 
-def _instructions(variant: str, n: int, workdir: str) -> int:
+def _instructions(variant: str, n: int, endpoint: str, workdir: str) -> int:
     out = Path(workdir) / f"callgrind.{variant}.{n}"
-    command = [sys.executable, __file__, "--run", variant, "--n", str(n)]
+    command = [sys.executable, __file__, "--run", variant, "--n", str(n), "--endpoint", endpoint]
     subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
         check=True,
@@ -83,23 +85,31 @@ def _instructions(variant: str, n: int, workdir: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=1000, help="requests (default 1000)")
+    parser.add_argument(
+        "--endpoint",
+        choices=("minimal", "minimal-no-id"),
+        default="minimal",
+        help="minimal (responses carry an X-Request-ID) or minimal-no-id (the middleware "
+        "generates each id); default minimal",
+    )
     parser.add_argument("--run", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        _serve_in_process(args.run, args.n)
+        _serve_in_process(args.run, args.n, args.endpoint)
         return 0
     if shutil.which("valgrind") is None:
         print("skipped: valgrind is not installed (apt-get install valgrind)")
         return 0  # `dev.py bench` runs every script: a missing tool is not a failure
     n = args.n
     print(
-        f"instructions per request, minimal endpoint in process ({n} vs {2 * n}, difference / {n})"
+        f"instructions per request, {args.endpoint} endpoint in process ({n} vs {2 * n}, "
+        f"difference / {n})"
     )
     base = 0.0
     with tempfile.TemporaryDirectory() as workdir:
         for variant in VARIANTS:
-            once = _instructions(variant, n, workdir)
-            per = (_instructions(variant, 2 * n, workdir) - once) / n
+            once = _instructions(variant, n, args.endpoint, workdir)
+            per = (_instructions(variant, 2 * n, args.endpoint, workdir) - once) / n
             base = base or per
             print(f"  {variant:<15} {per:>10,.0f}  {per / base:5.2f}x plain")
     return 0
