@@ -234,6 +234,73 @@ def test_an_outage_on_the_loop_path_loses_nothing_once_redis_is_back(
     client.close()
 
 
+class _CycleCounter:
+    """Counts the drain cycles of `bus` (on the loop and in any thread)."""
+
+    def __init__(self, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.cycles = 0
+        batcher = bus._writer._batcher
+        run_cycle = batcher.run_cycle
+
+        def counted() -> bool:
+            self.cycles += 1
+            return run_cycle()
+
+        monkeypatch.setattr(batcher, "run_cycle", counted)
+
+
+@pytest.mark.parametrize("fault", ["paused", "killed"])
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_an_outage_with_a_full_buffer_costs_the_loop_only_a_timer(
+    kind: str, fault: str, throwaway: ThrowawayRedis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full buffer the writer cannot take from once drained the loop again at once, for as
+    # long as the outage lasted: tens of thousands of cycles a second, a whole core, with no
+    # request coming in; and a flush() waiting in another thread kept asking for more.
+    client = redis.Redis.from_url(throwaway.url, socket_timeout=2, socket_connect_timeout=1)
+    assert throwaway.proc is not None
+    pid = throwaway.proc.pid
+
+    async def main() -> tuple[Bus, int, int, bool]:
+        bus = make_bus(kind, client, prefix, buffer_size=500)
+        await publish_on_loop(bus, 50)
+        assert await asyncio.to_thread(bus.flush, 10)
+        if fault == "paused":
+            os.kill(pid, signal.SIGSTOP)
+        else:
+            throwaway.kill()
+        try:
+            await publish_on_loop(bus, 1000, start=50)  # more than the buffer holds
+            await asyncio.sleep(0.2)
+            counter = _CycleCounter(bus, monkeypatch)
+            await asyncio.sleep(1.0)  # idle: nothing published
+            idle = counter.cycles
+            counter.cycles = 0
+            assert not await asyncio.to_thread(bus.flush, 1.0)  # Redis is still away
+            while_flushing = counter.cycles
+        finally:
+            if fault == "paused":
+                os.kill(pid, signal.SIGCONT)
+            else:
+                await asyncio.to_thread(throwaway.start)
+        return bus, idle, while_flushing, await asyncio.to_thread(bus.flush, 15)
+
+    bus, idle, while_flushing, flushed = asyncio.run(main())
+    # A timer's cycle per `linger` (50 ms) or per backoff step: about 20 a second.
+    assert idle <= 60, f"{idle} drain cycles in 1 s of an idle outage"
+    assert while_flushing <= 150, f"{while_flushing} drain cycles in a 1 s flush()"
+    assert flushed  # and what was accepted goes once Redis is back
+    bus.stop(5)
+    stats = bus.stats()
+    assert stats.published + stats.dropped == 1050
+    assert stats.dropped > 0
+    assert stats.lost == 0
+    assert stats.extra["written"] == stats.published
+    expected = stats.published - (50 if fault == "killed" else 0)  # no persistence
+    assert len(stored_ids(client, bus)) == expected
+    client.close()
+
+
 def test_a_server_that_lost_the_script_is_sent_it_again(
     throwaway: ThrowawayRedis, prefix: str
 ) -> None:

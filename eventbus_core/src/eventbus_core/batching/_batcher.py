@@ -497,7 +497,7 @@ class Batcher:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return False
-            if not moved and not self._buffer:
+            if not moved:  # with events buffered too: the backend cannot take them yet
                 due = self.client.next_due(now)
                 pause = 0.001 if due is None else min(max(due, 0.0), 0.01)
                 if deadline is not None:

@@ -52,6 +52,9 @@ class LoopDriver:
         # (the Redis log, the default buffer of 1,000: 270, 241 and 0 in three runs; 0 in six
         # runs since, on a quiet machine).
         self._fresh = True
+        # The last drain found events the backend could not take (its write still out, or a
+        # backoff): only the backend's own wake, or the timer, drains again (see `_drain`).
+        self._stalled = False
 
     def start(self) -> None:
         """Arm the first drain and the shutdown guard (called on the loop's thread)."""
@@ -83,6 +86,10 @@ class LoopDriver:
         b = self._batcher
         urgent = urgent or self._fresh or b.buffered > b._high_water or b._flush_waiters > 0
         running = asyncio._get_running_loop()
+        if self._stalled and running is not self.loop:
+            # Another thread (a flush() waiting) cannot make a stalled backend take more: a
+            # drain at once would find it as busy, and that thread asks again every 10 ms.
+            urgent = False
         if running is self.loop:
             b._sleeping = False
             if urgent:
@@ -122,6 +129,7 @@ class LoopDriver:
         self._handle = None
         self._urgent = False
         self._fresh = False
+        self._stalled = False
         if self._retired:
             return
         b = self._batcher
@@ -132,15 +140,28 @@ class LoopDriver:
             return
         try:
             self._in_cycle = True
-            b.run_cycle()
+            moved = b.run_cycle()
         finally:
             self._in_cycle = False
             b.cycle_lock.release()
         b.notify_flush()
-        if b.buffered:
+        if b.buffered and moved:
             self._schedule(b.buffered > b._high_water)
             return
         due = b.client.next_due(time.monotonic())
+        if b.buffered:
+            # The backend took nothing: a write of its own is still out (its reply asks for a
+            # cycle) or it waits out a backoff (`next_due`). Draining again at once would spin
+            # the loop for as long as an outage lasts (a full buffer kept a whole core busy with
+            # no request coming in), so the next try waits, and so does a publish past half
+            # full (`_kicked`) or a flush() in another thread: only the backend's own wake,
+            # on the loop, comes sooner.
+            self._stalled = True
+            b._kicked = True
+            self._handle = self.loop.call_later(
+                b.linger if due is None else min(b.linger, max(due, 0.0)), self._drain
+            )
+            return
         if due is not None:
             self._handle = self.loop.call_later(min(b.linger, max(due, 0.0)), self._drain)
             return
