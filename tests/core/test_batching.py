@@ -167,6 +167,90 @@ def test_the_loops_first_drain_runs_at_once_and_later_ones_linger() -> None:
     assert b.finalize() == 0
 
 
+class Busy(Recorder):
+    """A backend that cannot take anything while `busy` (a write of its own still out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = False
+        self.cycles = 0
+
+    def cycle(self) -> bool:
+        self.cycles += 1
+        return False if self.busy else super().cycle()
+
+
+def make_busy(linger: float) -> Busy:
+    busy = Busy()
+    busy.batcher = Batcher(busy, buffer_size=100, linger=linger, thread_name="test-drainer")
+    busy.batcher.start()
+    return busy
+
+
+def test_a_stalled_backend_costs_the_loop_a_timer_not_a_busy_loop() -> None:
+    # An outage with a full buffer drained the loop again at once, for as long as it lasted:
+    # a whole core busy with no request coming in.
+    busy = make_busy(linger=30.0)
+    b = busy.batcher
+    assert b is not None
+
+    async def main() -> tuple[int, int]:
+        b.publish(make_event(0))
+        await asyncio.sleep(0.02)  # the first drain, at once
+        busy.busy = True
+        busy.cycles = 0
+        for i in range(1, 90):  # past half full: each publish used to ask for a drain
+            b.publish(make_event(i))
+        await asyncio.sleep(0.2)
+        idle = busy.cycles
+        busy.cycles = 0
+        assert not await asyncio.to_thread(b.flush, 0.2)  # in another thread
+        return idle, busy.cycles
+
+    idle, while_flushing = asyncio.run(main())
+    assert idle <= 2, f"{idle} cycles while the backend could take nothing"
+    # This backend's cycles never block, so flush() runs them in its own thread: one per ms
+    # at most while nothing moves (it spun before, as the loop did).
+    assert while_flushing <= 250, f"{while_flushing} cycles in a 0.2 s flush()"
+    busy.busy = False
+    assert b.flush(5)
+    assert len(busy.got) == 90
+    b.close(time.monotonic() + 5)
+    assert b.finalize() == 0
+
+
+def test_the_backends_own_wake_drains_a_stalled_buffer_at_once() -> None:
+    busy = make_busy(linger=30.0)
+    b = busy.batcher
+    assert b is not None
+
+    async def main() -> list[int]:
+        seen = []
+        b.publish(make_event(0))
+        await asyncio.sleep(0.02)
+        busy.busy = True
+        b.publish(make_event(1))
+        await asyncio.sleep(0.02)  # a drain finds the backend busy: stalled for `linger`
+        busy.busy = False
+        b.drain_now()  # its reply came: the cycle runs in this very callback
+        seen.append(len(busy.got))
+        busy.busy = True
+        for i in range(2, 4):
+            b.publish(make_event(i))
+        b.drain_now()  # a drain that finds the backend busy again: stalled
+        busy.busy = False
+        b.kick()  # a wake that is not urgent (few events wait): they may linger...
+        for i in range(4, 60):  # ...until the buffer passes half full, which asks at once
+            b.publish(make_event(i))
+        await asyncio.sleep(0.02)
+        seen.append(len(busy.got))
+        return seen
+
+    assert asyncio.run(main()) == [2, 60]
+    b.close(time.monotonic() + 5)
+    assert b.finalize() == 0
+
+
 def test_bad_path_names_the_setting() -> None:
     with pytest.raises(ValueError, match="EVENTBUS_PUBLISH_PATH"):
         Batcher(Recorder(), buffer_size=10, linger=0.01, path="fast")  # type: ignore[arg-type]

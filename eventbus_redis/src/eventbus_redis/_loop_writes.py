@@ -193,11 +193,13 @@ class LoopWrites:
     def _replied(self, rec: _InFlight) -> None:
         """Settle `rec` at once (flush() may be waiting for it), but take no new batch here: the
         events published meanwhile wait for the drainer's `linger`, so that a steady trickle
-        still goes in batches rather than one write per request. A full batch waiting asks for
-        a cycle at once instead: lingering cannot make it larger, and a loop that waited
-        `linger` after every reply carried at most `max_batch` events per `linger` (5,000/s
-        with the defaults) below the half-full mark, so a faster server (uvicorn on uvloop,
-        12,000 requests/s) kept about half the buffer waiting: a burst found half the room."""
+        still goes in batches rather than one write per request. A full batch waiting is sent
+        from here instead (`drain_now()`: the cycle runs in this callback, not at the loop's
+        next iteration, which a saturated server reaches milliseconds later): lingering cannot
+        make it larger, and a loop that waited `linger` after every reply carried at most
+        `max_batch` events per `linger` (5,000/s with the defaults) below the half-full mark,
+        so a faster server (uvicorn on uvloop, 12,000 requests/s) kept about half the buffer
+        waiting: a burst found half the room."""
         b = self._batcher
         if not b.cycle_lock.acquire(blocking=False):
             b.wake_now()  # a cycle is running elsewhere: a drain on the loop settles it after
@@ -210,9 +212,9 @@ class LoopWrites:
             b.cycle_lock.release()
         b.notify_flush()
         if self._parked is not None and self._retry_at == 0.0:
-            b.wake_now()  # refused for the lease: sent again at once
+            b.drain_now()  # refused for the lease: sent again at once
         elif self._parked is None and b.buffered >= self._writer.max_batch:
-            b.wake_now()
+            b.drain_now()
         elif b.buffered or self._parked is not None:
             b.kick()
 

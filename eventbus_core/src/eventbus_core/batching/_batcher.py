@@ -308,6 +308,18 @@ class Batcher:
         if driver is None or not driver.kick(urgent=True):
             self._select()
 
+    def drain_now(self) -> None:
+        """`wake_now()`, but on the loop that drains, the cycle runs here and now: for a
+        backend's own callback on that loop (its reply came and a full batch waits). Asking
+        with `call_soon` waits for the loop's next iteration, which a saturated server reaches
+        milliseconds later: the Redis writer sat idle 7 ms after each reply (uvicorn, 10,000
+        requests/s), a quarter of its time, and dropped a fifth of the events."""
+        if self._final:
+            return
+        driver = self._driver
+        if driver is None or not driver.drain_here():
+            self.wake_now()
+
     def draining_loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop whose drain runs the current cycle; None in a thread's cycle or one
         run inline by `flush()`/`close()` (where the backend may block on I/O)."""

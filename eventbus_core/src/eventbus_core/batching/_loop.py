@@ -86,10 +86,16 @@ class LoopDriver:
         b = self._batcher
         urgent = urgent or self._fresh or b.buffered > b._high_water or b._flush_waiters > 0
         running = asyncio._get_running_loop()
-        if self._stalled and running is not self.loop:
-            # Another thread (a flush() waiting) cannot make a stalled backend take more: a
-            # drain at once would find it as busy, and that thread asks again every 10 ms.
-            urgent = False
+        if self._stalled:
+            if running is self.loop:
+                # The backend's own wake (its reply came, or its backoff ended; a publish does
+                # not kick a stalled drainer): publishes past half full may ask again.
+                self._stalled = False
+                b._kicked = False
+            else:
+                # Another thread (a flush() waiting) cannot make a stalled backend take more:
+                # a drain at once would find it as busy, and that thread asks every 10 ms.
+                urgent = False
         if running is self.loop:
             b._sleeping = False
             if urgent:
@@ -108,6 +114,17 @@ class LoopDriver:
             self.loop.call_soon_threadsafe(self._schedule, urgent)
         except RuntimeError:  # closed since we looked
             self._batcher.switch_to_thread(self)
+        return True
+
+    def drain_here(self) -> bool:
+        """Run a drain now, when called on this loop outside a drain (`Batcher.drain_now()`);
+        False otherwise."""
+        if self._retired or self._in_cycle or asyncio._get_running_loop() is not self.loop:
+            return False
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._drain()
         return True
 
     def _schedule(self, urgent: bool) -> None:

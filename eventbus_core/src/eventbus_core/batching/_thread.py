@@ -52,6 +52,10 @@ class ThreadDriver:
         b._sleeping = False
         self._wake.set()
 
+    def drain_here(self) -> bool:
+        """A thread drains in its own cycles only (`Batcher.drain_now()` then wakes it)."""
+        return False
+
     def retire(self) -> None:
         """End the thread after the cycle it is in, if any."""
         self._retired = True
