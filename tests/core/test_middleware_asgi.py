@@ -400,6 +400,39 @@ async def test_trailers_end_the_response() -> None:
     await drive(EventBusMiddleware(app, bus=bus), http_scope())
 
 
+@pytest.mark.parametrize(
+    "made",
+    [None, "", "abc\r\nX-Injected: 1", "line\nbreak", "nul\x00", "\u20ac-euro", " padded "],
+)
+async def test_a_request_id_factory_id_that_cannot_be_a_header_value_is_replaced(
+    made: Any,
+) -> None:
+    # With set_request_id the id goes out as a response header: CR/LF would inject headers
+    # (and the server refuses a control character outright, failing the response).
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(), bus=bus, set_request_id=True, request_id_factory=lambda: made)
+    sent = await drive(mw, http_scope())
+    rid = bus.one().request_id
+    assert uuid.UUID(rid).version == 4
+    assert sent[0]["headers"] == [(b"x-request-id", rid.encode())]
+    assert mw.errors == 1
+
+
+async def test_a_request_id_factory_may_return_any_value_whose_text_is_an_id() -> None:
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(), bus=bus, request_id_factory=lambda: uuid.UUID(int=7))
+    await drive(mw, http_scope())
+    assert bus.one().request_id == str(uuid.UUID(int=7))
+    assert mw.errors == 0
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1, "5", None, True])
+def test_shutdown_flush_timeout_must_be_finite_seconds(timeout: Any) -> None:
+    # inf or nan made the lifespan shutdown wait without end for a bus that cannot deliver.
+    with pytest.raises(ValueError, match="shutdown_flush_timeout must be a"):
+        EventBusMiddleware(reply(), bus=Recorder(), shutdown_flush_timeout=timeout)
+
+
 def test_invalid_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="max_request_body"):
         EventBusMiddleware(reply(), bus=Recorder(), max_request_body=-1)

@@ -593,9 +593,12 @@ def test_a_failing_request_id_factory_still_gives_each_request_its_event(
     assert "request_id_factory failed" in logged.getMessage()
 
 
-def test_an_empty_id_from_the_factory_is_replaced_and_counted() -> None:
+@pytest.mark.parametrize("made", ["", None, "id\r\nX-Injected: 1"])
+def test_an_id_from_the_factory_that_cannot_be_a_header_is_replaced_and_counted(
+    made: Any,
+) -> None:
     bus = RecordingBus()
-    mw = EventBusWSGIMiddleware(chat_app, bus, request_id_factory=lambda: "")
+    mw = EventBusWSGIMiddleware(chat_app, bus, request_id_factory=lambda: made)
     call(mw, environ_for())
     assert UUID4.match(bus.published[0].request_id)
     assert mw.errors == 1

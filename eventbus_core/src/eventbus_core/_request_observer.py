@@ -38,6 +38,11 @@ log = get_logger("eventbus.middleware")
 
 # A header name (RFC 9110 token): what a request or response header can be called.
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A header value as servers send it (RFC 9110 field-value, Latin-1): visible characters, with
+# spaces and tabs only between them.
+_HEADER_VALUE: Final = re.compile(
+    r"[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?"
+)
 
 
 class EventPublisher(Protocol):
@@ -296,9 +301,17 @@ class RequestObserver:
 
         def make_id() -> str:
             try:
-                made = str(factory())
-                if not made:
-                    raise ValueError("request_id_factory returned an empty id")
+                given = factory()
+                if given is None:
+                    raise ValueError("request_id_factory returned None")
+                made = str(given)
+                if not _HEADER_VALUE.fullmatch(made):
+                    # It may go out as a response header (set_request_id): CR or LF would
+                    # inject headers, and the server refuses anything else here.
+                    raise ValueError(
+                        f"request_id_factory returned {made[:80]!r}, which cannot be a header "
+                        f"value (empty, control characters, beyond Latin-1, or spaces at an end)"
+                    )
             except Exception:
                 self._failed("request_id_factory")
                 return new_request_id()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
+from eventbus_core._bus import check_seconds
 from eventbus_core._event import Event
 from eventbus_core._request_observer import (
     DEFAULT_MAX_REQUEST_BODY,
@@ -113,8 +114,8 @@ class EventBusMiddleware(RequestObserver):
             process right after it, so a bus nobody stopped would lose its buffer. 0: no wait.
 
     Raises:
-        ValueError: a limit or `shutdown_flush_timeout` is negative, or an excluded path does
-            not start with '/'.
+        ValueError: a limit is negative; `shutdown_flush_timeout` is not a finite number of
+            seconds >= 0; an excluded path does not start with '/'.
         TypeError: `bus` has no `publish()`; a list option is one string or None, or holds a
             non-str; `request_id_header` is not a header name; a flag is not a bool;
             `request_id_factory` is not callable.
@@ -150,10 +151,11 @@ class EventBusMiddleware(RequestObserver):
             redact=redact,
             extra_sensitive_headers=extra_sensitive_headers,
         )
-        if shutdown_flush_timeout < 0:
-            raise ValueError(f"shutdown_flush_timeout must be >= 0, got {shutdown_flush_timeout!r}")
         self.app = app
-        self.shutdown_flush_timeout = shutdown_flush_timeout
+        # Finite: the shutdown waits this long at most (inf or nan would wait without end).
+        self.shutdown_flush_timeout = check_seconds(
+            "shutdown_flush_timeout", shutdown_flush_timeout
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection, observing it if it is an HTTP request."""
