@@ -44,8 +44,15 @@ class Recorder:
         return None
 
 
-def make(path: str = "auto", buffer_size: int = 100, linger: float = 0.01) -> Recorder:
-    rec = Recorder()
+def make(
+    path: str = "auto",
+    buffer_size: int = 100,
+    linger: float = 0.01,
+    *,
+    backend: Recorder | None = None,
+) -> Recorder:
+    """A started `Batcher` draining into `backend` (a new `Recorder` by default)."""
+    rec = Recorder() if backend is None else backend
     rec.batcher = Batcher(
         rec,
         buffer_size=buffer_size,
@@ -182,8 +189,7 @@ class Busy(Recorder):
 
 def make_busy(linger: float) -> Busy:
     busy = Busy()
-    busy.batcher = Batcher(busy, buffer_size=100, linger=linger, thread_name="test-drainer")
-    busy.batcher.start()
+    make(linger=linger, backend=busy)
     return busy
 
 

@@ -175,10 +175,8 @@ class LoopDriver:
             # on the loop, comes sooner.
             self._stalled = True
             b._kicked = True
-            self._handle = self.loop.call_later(
-                b.linger if due is None else min(b.linger, max(due, 0.0)), self._drain
-            )
-            return
+            if due is None:
+                due = b.linger
         if due is not None:
             self._handle = self.loop.call_later(min(b.linger, max(due, 0.0)), self._drain)
             return
