@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 import msgspec
 import orjson
 
-from eventbus_core._base64 import ACCELERATED, b64decode, b64decode_plain, b64encode
+from eventbus_core._base64 import (
+    ACCELERATED,
+    FAST_FROM,
+    b64decode,
+    b64decode_plain,
+    b64encode,
+)
 from eventbus_core._errors import WireFormatError
 
 if TYPE_CHECKING:
@@ -74,6 +80,15 @@ def _head(event: Event, *, log_id: bool) -> memoryview:
     return memoryview(head)[:-1] if log_id else memoryview(head)[head.index(b",") + 1 : -1]
 
 
+# Bodies below this size are encoded by msgspec with the rest of the event, in one call: it
+# writes bytes as standard base64 itself, in C and without releasing the GIL, 2x faster than
+# the splice below for a usual event (0.63 µs against 1.29 µs for a 0.3 KB one). Larger bodies
+# are spliced in from pybase64 (msgspec's base64 is 7x slower than pybase64 on 20 KB bodies);
+# without pybase64, msgspec's is the faster of the two at any size.
+_WHOLE_BELOW: Final = FAST_FROM if ACCELERATED else sys.maxsize
+_encode_whole: Final = msgspec.json.Encoder().encode
+
+
 def encode_event(event: Event, *, log_id: bool = True) -> bytes:
     """Encode `event` as the Go wire format (UTF-8 JSON bytes, keys in Go's field order).
 
@@ -81,6 +96,24 @@ def encode_event(event: Event, *, log_id: bool = True) -> bytes:
     LogID in front when it is assigned.
     """
     resp, req = event.response_body, event.request_body
+    if (resp is None or len(resp) < _WHOLE_BELOW) and (req is None or len(req) < _WHOLE_BELOW):
+        headers: Any = event.response_headers
+        fields: dict[str, Any] = {"LogID": event.log_id} if log_id else {}
+        fields["RequestID"] = event.request_id
+        fields["Method"] = event.method
+        fields["Path"] = event.path
+        fields["Status"] = event.status
+        fields["Duration"] = event.duration_ns
+        fields["ResponseHeaders"] = None if headers is None else headers.copy()
+        fields["ResponseBody"] = resp
+        fields["RequestBody"] = req
+        try:
+            # Strings escaped as the json module escapes them (tests/core/test_wire.py).
+            encoded: bytes = _encode_whole(fields)
+            # Without the LogID the writer puts `{"LogID":<n>,` in front: no brace of our own.
+            return encoded if log_id else encoded[1:]
+        except UnicodeEncodeError:
+            pass  # a lone surrogate, which UTF-8 cannot carry: the path below escapes it
     parts: list[bytes | memoryview] = [_head(event, log_id=log_id)]
     if resp is None:
         parts.append(b',"ResponseBody":null')
