@@ -136,6 +136,39 @@ def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault
         assert written <= held <= written + unconfirmed, (written, held, unconfirmed)
 
 
+def test_after_a_restart_the_newest_event_is_known_whatever_order_the_acks_came_in(
+    server: ThrowawayNats,
+) -> None:
+    # Batches sent while the server was down are retried once it is back; the retry of an
+    # earlier batch can be stored after a later one, so acknowledgements then come with lower
+    # sequences than the newest already seen. The bus must still know its newest event: stop()
+    # reads each subscription up to it, a new subscription starts after it, and stats() shows it.
+    bus = NatsEventBus(server.url, stream="REORDER", subject="reorder.events", buffer_size=1000)
+    sub = bus.subscribe()
+    try:
+        for i in range(200):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        server.kill()
+        for i in range(200, 800):
+            bus.publish(make_event(i))
+        time.sleep(3.5)  # the writer sends, times out and backs off while the server is dead
+        server.start()
+        assert bus.flush(20)
+        s = bus.stats()
+        assert (s.published, s.dropped, s.lost, s.extra["written"]) == (800, 0, 0, 800)
+        assert s.extra["last_log_id"] == 800
+        late = bus.subscribe()
+        bus.publish(make_event(800))
+        assert bus.flush(10)
+    finally:
+        bus.stop(5.0)
+    got = list(sub)
+    assert len(got) + sub.dropped == 801 and sub.dropped == 0
+    assert sorted(e.log_id for e in got) == list(range(1, 802))
+    assert [e.log_id for e in late] == [801]
+
+
 def test_starts_while_nats_is_down_and_writes_once_it_answers(tmp_path: Path) -> None:
     server = ThrowawayNats(tmp_path)  # not started yet
     bus = NatsEventBus(server.url, stream="LATE", subject="late.events", buffer_size=100)

@@ -175,6 +175,7 @@ def test_a_stream_deleted_under_a_running_bus_is_created_again(make_bus: MakeBus
     s = bus.stats()
     assert (s.published, s.lost, s.extra["written"]) == (8, 0, 8)
     assert bus.describe()["messages"] == 3
+    assert s.extra["last_log_id"] == 3  # the new stream's sequences started over
     # The subscription notices its consumer went with the stream and reads the new one.
     assert [sub.get(timeout=20).request_id for _ in range(3)] == ["req-5", "req-6", "req-7"]
 

@@ -90,6 +90,10 @@ class Link:
         self.name = name
         self._users = 1
         self._users_lock = threading.Lock()
+        # Bumped when the event stream is found to be a new one (deleted and created again):
+        # its sequences start over, so whoever keeps the newest one must forget it.
+        self.stream_epoch = 0
+        self._stream_created: Any = None  # the stream's creation time, as the server says
         self._start()
 
     def _start(self) -> None:
@@ -196,7 +200,9 @@ class Link:
         if message != self.last_error:
             log.warning("eventbus nats connection to %s: %s", self.options.where, message)
         self.last_error = message
-        if self.nc is None or not self.nc.is_connected:
+        # Never after closing: nats-py may still report its last attempt's failure once
+        # release() said "closed", which must stay what stats() shows.
+        if not self.closed and (self.nc is None or not self.nc.is_connected):
             self.state = "reconnecting"
 
     async def _on_disconnected(self) -> None:
@@ -205,7 +211,8 @@ class Link:
 
     async def _on_reconnected(self) -> None:
         self.reconnects += 1
-        self.state = "connected"
+        if not self.closed:
+            self.state = "connected"
         self.last_error = None
         self.credentials_refused = False
         log.info("eventbus nats reconnected to %s", self.options.where)
@@ -260,11 +267,12 @@ class Link:
             js = await self.jetstream()
             config = self.layout.dead_config() if dead else self.layout.stream_config()
             assert config.name is not None
+            info: api.StreamInfo | None = None
             try:
-                await js.stream_info(config.name)
+                info = await js.stream_info(config.name)
             except nats.js.errors.NotFoundError:
                 try:
-                    await js.add_stream(config)
+                    info = await js.add_stream(config)
                     log.info("eventbus nats created stream %s (%s)", config.name, config.subjects)
                 except nats.js.errors.APIError as exc:
                     if exc.err_code != _STREAM_IN_USE:  # another process created it first
@@ -275,6 +283,16 @@ class Link:
                             f"NATS refused to create stream {config.name}: {exc.description} "
                             f"({_create_hint(exc.description or '')})"
                         ) from exc
+                if not dead:
+                    self.stream_epoch += 1  # it was missing: what is there now is new
+            if not dead:
+                created = getattr(info, "created", None)
+                if created is not None:
+                    # Found after a loss (a restarted server, or a stream created again):
+                    # the same stream only if it was created at the same time.
+                    if self._stream_created is not None and created != self._stream_created:
+                        self.stream_epoch += 1
+                    self._stream_created = created
             if dead:
                 self._dead_ready = True
             else:

@@ -85,6 +85,7 @@ class BatchSender:
         self.state = "idle"
         self.last_error: str | None = None
         self.last_seq = 0
+        self._stream_epoch = link.stream_epoch
         self.batches = 0
         self.failures = 0
         self.resent = 0
@@ -177,6 +178,10 @@ class BatchSender:
         """Settle the acknowledged events of `batch`; return why some are still open."""
         # Why events were not sent, if send() knew (a refused stream, say), else the usual.
         problem: BaseException | str = self._send_problem or "not sent: no connection to NATS"
+        if self._stream_epoch != self._link.stream_epoch:
+            # The stream was created again: its sequences start over.
+            self._stream_epoch = self._link.stream_epoch
+            self.last_seq = 0
         written = 0
         for i, future in enumerate(batch.futures):
             if batch.status[i] != _OPEN:
@@ -193,11 +198,9 @@ class BatchSender:
                 ack = future.result()
                 if ack.duplicate:  # stored by an earlier attempt, under its first sequence
                     self.duplicates += 1
-                    self.last_seq = max(self.last_seq, ack.seq)
-                else:
-                    # One connection, events in order: new sequences only grow, unless the
-                    # stream was deleted and created again (they start over).
-                    self.last_seq = ack.seq
+                # The highest, not the latest: a batch retried after an outage can be stored
+                # after a later one, and its acknowledgements then come with lower sequences.
+                self.last_seq = max(self.last_seq, ack.seq)
                 batch.status[i] = _WRITTEN
                 batch.open -= 1
                 written += 1
