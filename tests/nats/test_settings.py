@@ -148,6 +148,36 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
         bus.stop(0)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # nats-py would connect to these as they are, and log and show them as they are.
+        ("alice:hunter2@127.0.0.1:4222", "holds credentials but no scheme"),
+        ("nats:/alice:hunter2@127.0.0.1:4222", "holds credentials but no scheme"),
+        ("nats:alice:hunter2@127.0.0.1:4222", "holds credentials but no scheme"),
+        ("nats://a:4222,hunter2@b:4222", "holds credentials but no scheme"),
+        # What the usual masking cannot read as a password: a space, a '/' in it.
+        ("nats://alice:hunter 2@127.0.0.1:4222", "holds whitespace"),
+        ("nats://alice:hun/ter2@127.0.0.1:4222", "has no valid port"),
+        ("nats://alice:hunter2@127.0.0.1:99999", "has no valid port"),
+        ("redis://alice:hunter2@127.0.0.1:4222", "is not a NATS URL"),
+    ],
+)
+def test_a_refused_url_never_shows_its_credentials(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    monkeypatch.setenv("NATS_URL", url)
+    with pytest.raises(SettingsError) as info:
+        NatsSettings()
+    assert "NATS_URL=" in str(info.value) and message in str(info.value)
+    assert "hunter" not in str(info.value)
+    # The constructor checks its url the same way (it would otherwise connect and show it).
+    with pytest.raises(ValueError) as built:
+        NatsEventBus(url)
+    assert str(built.value).startswith("url ") and message in str(built.value)
+    assert "hunter" not in str(built.value)
+
+
 def test_tls_files_are_checked_and_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATS_CA", str(tmp_path / "missing.pem"))
     with pytest.raises(SettingsError, match=r"NATS_CA=.*no such file"):

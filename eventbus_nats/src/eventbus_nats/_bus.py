@@ -36,7 +36,7 @@ from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
 from eventbus_nats._options import ConnectOptions
-from eventbus_nats._settings import NatsSettings, check_name
+from eventbus_nats._settings import NatsSettings, check_name, check_servers
 from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
 
@@ -121,9 +121,10 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                 "need a finite ack_wait > 0, max_deliveries >= 1 and max_batch >= 1; "
                 f"got {ack_wait=}, {max_deliveries=}, {max_batch=}"
             )
-        servers = tuple(s.strip() for s in url.split(",") if s.strip())
-        if not servers:
-            raise ValueError("url must name at least one NATS server, e.g. nats://127.0.0.1:4222")
+        try:
+            servers = tuple(check_servers(url))
+        except ValueError as exc:
+            raise ValueError(f"url {exc}") from None  # the message masks any credential
         self.layout = layout
         self.group = group
         self._url = url

@@ -25,7 +25,9 @@ __all__ = [
     "NATS_ENV_VARS",
     "NatsSettings",
     "check_name",
+    "check_servers",
     "check_subject",
+    "shown_server",
 ]
 
 _URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")
@@ -80,12 +82,53 @@ def check_subject(value: str, what: str = "subject") -> str:
     return value
 
 
-def _check_server(server: str) -> None:
+def shown_server(server: str) -> str:
+    """`server` as a message may show it: whatever comes before its host's `@` (a user and
+    password, or a token, however mistyped: a space, a scheme without `//`) is masked."""
+    at = server.rfind("@")
+    if at < 0:
+        return server
+    scheme = server[: server.index("://") + 3] if "://" in server[:at] else ""
+    return f"{scheme}***{server[at:]}"
+
+
+def check_servers(url: str) -> list[str]:
+    """The servers of `url` (comma-separated), each one nats-py can connect to.
+
+    Raises:
+        ValueError: no server, an empty entry, a scheme other than NATS's, credentials without
+            `scheme://` (nats-py would take the text as it is, and it would be shown as it is),
+            no host, whitespace inside, or a port that is not a number from 1 to 65535. The
+            message masks any credential.
+    """
+    servers = [s.strip() for s in str(url).split(",")]
+    if not any(servers) or not all(servers):
+        raise ValueError(
+            "must name at least one server, and no empty entry in a comma-separated list "
+            "(e.g. nats://127.0.0.1:4222 or nats://a:4222,nats://b:4222)"
+        )
+    for server in servers:
+        shown = shown_server(server)
+        if "://" in server and not server.lower().startswith(_URL_SCHEMES):
+            raise ValueError(
+                f"{shown!r} is not a NATS URL; use nats://host:4222, "
+                "tls://host:4222 (TLS), ws:// or wss://"
+            )
+        if "://" not in server and "@" in server:
+            raise ValueError(
+                f"{shown!r} holds credentials but no scheme: put nats:// (or tls://, ws://, "
+                "wss://) in front, or set NATS_USER and NATS_PASSWORD instead"
+            )
+        _check_server(server, shown)
+    return servers
+
+
+def _check_server(server: str, shown: str) -> None:
     """Refuse a server URL nats-py could never connect to (it would retry it for ever):
     no host, whitespace inside, or a port that is not a number from 1 to 65535."""
     if any(c.isspace() for c in server):
         raise ValueError(
-            f"{redact_url(server)!r} holds whitespace; write each server as nats://host:4222, "
+            f"{shown!r} holds whitespace; write each server as nats://host:4222, "
             "servers separated by commas"
         )
     # nats-py reads "host:port" without a scheme as nats://host:port.
@@ -95,10 +138,10 @@ def _check_server(server: str) -> None:
     except ValueError:
         port = 0
     if not parts.hostname:
-        raise ValueError(f"{redact_url(server)!r} names no host; use nats://host:4222")
+        raise ValueError(f"{shown!r} names no host; use nats://host:4222")
     if port == 0:
         raise ValueError(
-            f"{redact_url(server)!r} has no valid port: give a number from 1 to 65535 "
+            f"{shown!r} has no valid port: give a number from 1 to 65535 "
             "(4222 is NATS's), or none for 4222"
         )
 
@@ -223,20 +266,7 @@ class NatsSettings(BaseSettings):
     @field_validator("nats_url", mode="after")
     @classmethod
     def _check_url(cls, value: RedactedURL) -> RedactedURL:
-        servers = [s.strip() for s in str(value).split(",")]
-        if not any(servers) or not all(servers):
-            raise ValueError(
-                "must name at least one server, and no empty entry in a comma-separated list "
-                "(e.g. nats://127.0.0.1:4222 or nats://a:4222,nats://b:4222)"
-            )
-        for server in servers:
-            if "://" in server and not server.lower().startswith(_URL_SCHEMES):
-                raise ValueError(
-                    f"{redact_url(server)!r} is not a NATS URL; use nats://host:4222, "
-                    "tls://host:4222 (TLS), ws:// or wss://"
-                )
-            _check_server(server)
-        return RedactedURL(",".join(servers))
+        return RedactedURL(",".join(check_servers(value)))
 
     @field_validator("nats_stream", mode="after")
     @classmethod
@@ -295,6 +325,9 @@ def _explain(exc: ValidationError) -> str:
             shown = "=***"
         elif isinstance(given, dict) or not var:
             shown = ""
+        elif var == "NATS_URL":
+            # Each server masked up to its host's '@', however the credentials were typed.
+            shown = f"={','.join(shown_server(s) for s in str(given).split(','))!r}"
         else:
             shown = f"={redact_url(str(given))!r}"
         msg = str(err["msg"]).removeprefix("Value error, ")
