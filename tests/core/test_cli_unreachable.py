@@ -78,7 +78,8 @@ def test_every_command_fails_fast_with_one_line(
     line = lines[0]
     assert line.startswith(f"eventbus {command}: error: Redis at redis://127.0.0.1:{port}/0")
     assert "did not answer" in line and "check that Redis is running" in line
-    assert "--redis-url" in line  # where the address came from
+    assert "that --redis-url is right" in line  # where the address came from
+    assert "REDIS_URL" not in line  # which the user did not set
     assert "hunter2" not in done.stderr + done.stdout
     assert took < 10, f"{command} took {took:.1f} s to give up"  # retrying would take longer
 
@@ -93,6 +94,7 @@ def test_the_address_from_the_environment_is_checked_the_same_way(
     )
     assert done.returncode == 1
     assert "did not answer" in done.stderr and "hunter2" not in done.stderr
+    assert "that REDIS_URL is right" in done.stderr  # the variable the user set
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -7,11 +7,13 @@ Each test has a private redis-server that it pauses (`CLIENT PAUSE ... ALL`), fr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests._stop_timeouts import check_stop_timeouts
 from tests.redis._proxy import ReplyHoldingProxy
-from tests.redis._servers import ThrowawayRedis
+from tests.redis._servers import ThrowawayRedis, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -244,3 +246,43 @@ def test_stop_timeout_must_be_finite_and_stop_takes_inf_as_no_limit(
         return RedisStreamsEventBus(real, stream=prefix, **options)
 
     assert check_stop_timeouts(make).extra["written"] == 20
+
+
+@pytest.mark.parametrize("path", ["thread", "loop"])
+@pytest.mark.parametrize("fault", ["refused", "wrong-password"])
+@pytest.mark.parametrize("bus_class", [RedisEventBus, RedisStreamsEventBus])
+def test_a_batch_that_never_reached_redis_is_lost_but_not_in_doubt(
+    tmp_path: Path, bus_class: type[RedisEventBus | RedisStreamsEventBus], fault: str, path: str
+) -> None:
+    # Nothing listens, or Redis refuses the credentials: no batch ever leaves, so stop() counts
+    # the events lost for sure, not in doubt ("Redis may have applied them"), and says so.
+    server: ThrowawayRedis | None = None
+    if fault == "refused":
+        url = f"redis://127.0.0.1:{free_port()}/0"
+    else:
+        server = ThrowawayRedis(tmp_path, password="the-password")
+        server.start()
+        url = f"redis://:not-the-password@127.0.0.1:{server.port}/0"
+    bus = bus_class(redis.Redis.from_url(url), "never-sent", buffer_size=100)
+
+    def publish_and_stop() -> BusStats:
+        for i in range(10):
+            bus.publish(make_event(i))
+        time.sleep(0.3)  # the writer tries, and fails before sending anything
+        bus.stop(0.5)
+        return bus.stats()
+
+    try:
+        if path == "loop":
+
+            async def on_a_loop() -> BusStats:
+                return publish_and_stop()
+
+            stats = asyncio.run(on_a_loop())
+        else:
+            stats = publish_and_stop()
+    finally:
+        if server is not None:
+            server.kill()
+    written = check_figures(stats, 10)
+    assert (written, stats.lost, stats.extra["in_doubt"]) == (0, 10, 0)

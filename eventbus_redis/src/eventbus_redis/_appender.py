@@ -156,12 +156,21 @@ class ScriptAppender:
             self.lease.extended()
         self._on_result(reply)
 
-    def write(self, prepared: Prepared) -> None:
+    def write(self, prepared: Prepared, sending: Callable[[], None] | None = None) -> None:
         """Apply the batch synchronously (loads the script when the server lacks it), under a
-        fresh lease if the last one may have run out."""
+        fresh lease if the last one may have run out.
+
+        Args:
+            sending: Called just before the batch's script call leaves, once connected and
+                leased: from then on, until the reply is read, Redis may have applied it. A
+                failure before it (no connection, refused credentials) never sent the batch.
+        """
+        self._connection()
         for attempt in range(2):
             if attempt or self.lease.due():
                 self._renew_lease()
+            if sending is not None:
+                sending()
             try:
                 reply = self._call(self.script_command(prepared))
             except redis.exceptions.NoScriptError:

@@ -78,7 +78,8 @@ def credentials_error(exc: BaseException, where: str, source: str | None) -> Set
     if not isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
         return None
     if source == "REDIS_ADDR/REDIS_DB":
-        fix = "REDIS_ADDR carries no password: set REDIS_URL (redis://user:password@host:port/db)"
+        fix = "REDIS_ADDR cannot carry a password, so set REDIS_URL instead, as "
+        fix += "redis://user:password@host:port/db"
     else:
         setting = f"{source} (or --redis-url)" if source else "the client's URL"
         fix = f"set the user and password in {setting}, as redis://user:password@host:port/db"

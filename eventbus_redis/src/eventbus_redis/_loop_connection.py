@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import redis
@@ -109,10 +109,16 @@ class LoopConnection:
         with contextlib.suppress(RuntimeError):  # the loop is closed
             loop.call_soon_threadsafe(keeper.cancel)
 
-    async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def execute(
+        self, commands: Sequence[tuple[Any, ...]], sending: Callable[[], None] | None = None
+    ) -> list[Any]:
         """Send `commands` in one write and read their replies; an error reply is returned in
         its place as a `redis.ResponseError` (the connection stays usable). Anything else (the
-        connection failed, or timed out) raises, and the connection must be closed."""
+        connection failed, or timed out) raises, and the connection must be closed.
+
+        `sending` is called once connected, just before the commands leave: a failure before
+        it (no connection, refused credentials) sent nothing.
+        """
         conn = self._conn
         if not self._connected:
             await conn.connect()
@@ -120,6 +126,8 @@ class LoopConnection:
         packed = pack_commands(commands, conn.encoder)
         if packed is None:
             packed = b"".join(conn.pack_commands(list(commands)))
+        if sending is not None:
+            sending()
         await conn.send_packed_command(packed, check_health=False)
         replies: list[Any] = []
         for _ in commands:

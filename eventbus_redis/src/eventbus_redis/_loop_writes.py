@@ -161,7 +161,6 @@ class LoopWrites:
             token,
             self._connection(loop),
         )
-        self._writer.sending(batch)
         self._in_flight = rec
         task = loop.create_task(self._io(rec), name="eventbus-redis-loop-write")
         self._tasks.add(task)
@@ -170,7 +169,11 @@ class LoopWrites:
     async def _io(self, rec: _InFlight) -> None:
         """The task: write the batch, read the replies, settle them (`_replied`)."""
         try:
-            replies = await rec.conn.execute(rec.commands)
+            # In doubt once it leaves, not before: a batch that never reached Redis (refused
+            # connection, wrong password) is lost for sure if stop() gives up on it.
+            replies = await rec.conn.execute(
+                rec.commands, sending=lambda: self._writer.sending(rec.batch)
+            )
             if isinstance(replies[-1], redis.exceptions.NoScriptError) and not rec.claimed:
                 replies[-1:] = await rec.conn.execute([rec.fallback])
             rec.outcome = replies

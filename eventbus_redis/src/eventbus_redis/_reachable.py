@@ -59,9 +59,15 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         refused = credentials_error(exc, where, source)
         if refused is not None:
             raise refused from None
+        if source == "REDIS_ADDR/REDIS_DB":
+            settings = "that REDIS_ADDR and REDIS_DB are right (REDIS_ADDR cannot carry a "
+            settings += "password; REDIS_URL can)"
+        else:
+            url = source or "the client's URL"
+            settings = f"that {url} is right (host, port, password and database)"
         raise BackendUnavailableError(
             f"Redis at {where} did not answer ({safe_error(exc)}); check that Redis is running "
-            "and reachable at that address, and that the URL's password and database are right"
+            f"and reachable at that address, and {settings}"
         ) from None
     finally:
         if connection is not None:

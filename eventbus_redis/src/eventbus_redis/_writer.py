@@ -211,8 +211,9 @@ class BatchWriter:
                 self.settle(batch, written=False)
                 return
             try:
-                self._in_flight = batch
-                self._appender.write(prepared)
+                # In doubt only once it left: a batch Redis never got is no batch Redis may
+                # have applied. (Once sent, it stays in doubt through later failed attempts.)
+                self._appender.write(prepared, sending=lambda: self.sending(batch))
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
                 self._abort.wait(self.failed(exc))
                 continue

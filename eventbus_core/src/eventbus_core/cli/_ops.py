@@ -157,7 +157,11 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         given = list(flags.values())
         if given:  # the address came from the command line, not the environment: say so
             shown = " / ".join(given)
-            raise BackendUnavailableError(f"{exc} (settings given by {shown})") from None
+            text = str(exc)
+            variables = all_env_vars()
+            for field, flag in flags.items():  # "check that REDIS_URL is right" names the flag
+                text = text.replace(variables.get(field, flag), flag)
+            raise BackendUnavailableError(f"{text} (settings given by {shown})") from None
         raise
     except BaseException:
         bus.stop(timeout=0)
