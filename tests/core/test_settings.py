@@ -57,6 +57,10 @@ def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPa
         ("EVENTBUS_NATS_ACK_WAIT", "inf", "finite number"),
         ("LLM_PROXY_EVENT_BUS", "  ", "must not be empty"),
         ("REDIS_URL", "http://u:hunter2@example:6379", "is not a Redis URL"),
+        # redis-py would take these and fail at every connection attempt instead.
+        ("REDIS_URL", "redis://u:hunter2@example:notaport/0", "has no valid port"),
+        ("REDIS_URL", "rediss://example:99999/0", "has no valid port"),
+        ("REDIS_URL", "redis://example:0", "has no valid port"),
         ("EVENTBUS_REDIS_MAX_LEN", "many", "valid integer"),
     ],
 )

@@ -9,6 +9,8 @@ the Go llm-proxy's `REDIS_ADDR` and `REDIS_DB`, locate the server; the layout an
 
 from __future__ import annotations
 
+import urllib.parse
+
 from typing import Any, ClassVar, Final
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -108,6 +110,17 @@ class RedisSettings(PluginSettings):
                 f"{value.redacted!r} is not a Redis URL; use redis://host:6379/0, "
                 "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
             )
+        if not value.lower().startswith("unix://"):
+            try:
+                port = urllib.parse.urlsplit(str(value)).port
+            except ValueError:
+                port = 0
+            if port == 0:
+                # redis-py would raise "Port could not be cast to integer value" at connect time.
+                raise ValueError(
+                    f"{value.redacted!r} has no valid port: give a number from 1 to 65535 "
+                    "(6379 is Redis's), or none for 6379"
+                )
         # redis-py reads a path that is not a number as database 0, silently.
         db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
         if not value.lower().startswith("unix://") and db and not db.isdigit():
