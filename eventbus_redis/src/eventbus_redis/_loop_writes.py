@@ -169,11 +169,7 @@ class LoopWrites:
     async def _io(self, rec: _InFlight) -> None:
         """The task: write the batch, read the replies, settle them (`_replied`)."""
         try:
-            # In doubt once it leaves, not before: a batch that never reached Redis (refused
-            # connection, wrong password) is lost for sure if stop() gives up on it.
-            replies = await rec.conn.execute(
-                rec.commands, sending=lambda: self._writer.sending(rec.batch)
-            )
+            replies = await rec.conn.execute(rec.commands, sending=lambda: self._sending(rec))
             if isinstance(replies[-1], redis.exceptions.NoScriptError) and not rec.claimed:
                 replies[-1:] = await rec.conn.execute([rec.fallback])
             rec.outcome = replies
@@ -192,6 +188,14 @@ class LoopWrites:
             rec.conn.discard()
         if not rec.claimed:
             self._replied(rec)
+
+    def _sending(self, rec: _InFlight) -> None:
+        """`rec`'s batch is leaving: in doubt from now on, not before (a batch that never
+        reached Redis, for a refused connection or wrong password, is lost for sure if stop()
+        gives up on it). Not once claimed: the thread that took it over says when it sends it,
+        and may have settled it and moved on to another batch already."""
+        if not rec.claimed:
+            self._writer.sending(rec.batch)
 
     def _replied(self, rec: _InFlight) -> None:
         """Settle `rec` at once (flush() may be waiting for it), but take no new batch here: the
