@@ -10,7 +10,6 @@ the Go llm-proxy's `REDIS_ADDR` and `REDIS_DB`, locate the server; the layout an
 from __future__ import annotations
 
 import urllib.parse
-
 from typing import Any, ClassVar, Final
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
