@@ -8,6 +8,8 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus_core import Dispatcher, EventBusSettings, MemoryDeadLetter, SettingsError, create_bus
 from eventbus_core.cli import main
+from eventbus_core.dispatch._stats import DispatcherStats
 from eventbus_core.metrics import (
     METRICS,
     HealthProbe,
@@ -26,6 +29,7 @@ from eventbus_core.metrics import (
     register_otel,
     register_prometheus,
 )
+from eventbus_core.metrics._figures import FiguresReader
 from tests.core.conftest_dispatch import AlwaysFailing, RecordingSink, make_events
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -389,3 +393,48 @@ def test_the_fastapi_example_serves_eventbus_metrics(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_backend_that_does_not_answer_holds_a_scrape_two_seconds_at_most() -> None:
+    # A frozen Redis holds XINFO GROUPS for the client's socket timeout (10 s), once per lane:
+    # the lanes are asked at once, the scrape waits backlog_timeout at most and leaves the
+    # silent ones out, and the next scrape does not ask them again while they are still out.
+    release = threading.Event()
+
+    class Source:
+        def __init__(self, answers: bool) -> None:
+            self.answers = answers
+            self.asked = 0
+
+        def backlog(self) -> dict[str, int | None]:
+            self.asked += 1
+            if not self.answers:
+                release.wait(30)
+            return {"lag": 3, "pending": 1}
+
+    class Watched:
+        def __init__(self) -> None:
+            self.sources = {"a": Source(False), "b": Source(False), "c": Source(True)}
+
+        def stats(self) -> DispatcherStats:
+            return DispatcherStats(sinks={}, lanes={lane: {} for lane in self.sources})
+
+    dispatcher = Watched()
+    reader = FiguresReader(dispatcher=dispatcher, backlog_timeout=0.3)
+    try:
+        started = time.monotonic()
+        assert reader.read().backlog == {"c": {"lag": 3, "pending": 1}}
+        assert time.monotonic() - started < 1.5  # two silent lanes: 0.3 s, not 2 x their wait
+        started = time.monotonic()
+        assert reader.read().backlog == {"c": {"lag": 3, "pending": 1}}
+        assert time.monotonic() - started < 1.5
+        assert [s.asked for s in dispatcher.sources.values()] == [1, 1, 2]
+        release.set()  # the server answers again: the next scrape asks every lane
+        for source in ("a", "b"):
+            for _ in range(100):
+                if reader._asking[source].done.is_set():
+                    break
+                time.sleep(0.01)
+        assert set(reader.read().backlog) == {"a", "b", "c"}
+    finally:
+        release.set()

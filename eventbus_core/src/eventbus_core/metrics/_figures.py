@@ -3,7 +3,12 @@ where a dispatcher's sources can tell, their consumer groups' backlog.
 
 Reading takes no lock `publish()` waits for: `stats()` only reads counters. The backlog is the
 one part that does I/O (one round trip per lane, e.g. XINFO GROUPS on Redis streams), so it is
-skipped for a lane whose source says it is not connected, and its errors only leave it out.
+skipped for a lane whose source says it is not connected, and its errors only leave it out. The
+lanes are asked at once, each from a thread of its own, and a reading waits `backlog_timeout`
+seconds at most: a frozen server would otherwise hold the scrape for the client's socket timeout
+once per lane (20 s for two lanes on Redis, past Prometheus's own 10 s scrape timeout, which
+then drops every metric of that scrape). A lane that has not answered is left out, and not asked
+again until its question returns.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from eventbus_core._log import get_logger
 from eventbus_core._stats import BusStats
@@ -22,6 +27,9 @@ from eventbus_core.redact._secrets import redact_url
 __all__ = ["Figures", "FiguresReader"]
 
 log = get_logger("eventbus.metrics")
+
+BACKLOG_TIMEOUT: Final = 2.0
+"""Seconds a metrics reading waits for the lanes' backlog at most (as `/readyz` for its check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,7 @@ class FiguresReader:
         max_age: Seconds a reading is reused (0: read every time).
         backlog: Ask each source's backend for its backlog (`eventbus.consumer.lag` and
             `pending`); False leaves those metrics out and the scrape free of I/O.
+        backlog_timeout: Seconds a reading waits for the backlog at most (all lanes at once).
     """
 
     def __init__(
@@ -60,6 +69,7 @@ class FiguresReader:
         *,
         max_age: float = 0.0,
         backlog: bool = True,
+        backlog_timeout: float = BACKLOG_TIMEOUT,
     ) -> None:
         if bus is None and dispatcher is None:
             raise ValueError("give a bus, a dispatcher, or both to read metrics from")
@@ -67,8 +77,10 @@ class FiguresReader:
         self.dispatcher = dispatcher
         self.max_age = max_age
         self.backlog = backlog
+        self.backlog_timeout = backlog_timeout
         self._lock = threading.Lock()
         self._last: tuple[float, Figures] | None = None
+        self._asking: dict[str, _Question] = {}  # lanes whose backlog question is still out
 
     def read(self) -> Figures:
         """The figures now (or from less than `max_age` seconds ago)."""
@@ -86,14 +98,41 @@ class FiguresReader:
             return figures
 
     def _read_backlog(self, stats: DispatcherStats) -> dict[str, dict[str, int | None]]:
-        out: dict[str, dict[str, int | None]] = {}
+        questions: dict[str, _Question] = {}
         for lane, source in self.dispatcher.sources.items():
             if not isinstance(source, Backlog):
                 continue
             if stats.lanes.get(lane, {}).get("group_joined") is False:
                 continue  # the source is not connected: the round trip would only time out
-            try:
-                out[lane] = dict(source.backlog())
-            except Exception as exc:  # figures are informative; a scrape must not fail
-                log.debug("backlog of lane %s unavailable: %s", lane, redact_url(str(exc)))
+            asking = self._asking.get(lane)
+            if asking is not None and not asking.done.is_set():
+                continue  # still waiting for the last answer: a frozen server, say
+            questions[lane] = self._asking[lane] = _Question(lane, source)
+        deadline = time.monotonic() + self.backlog_timeout
+        out: dict[str, dict[str, int | None]] = {}
+        for lane, question in questions.items():
+            if question.done.wait(max(0.0, deadline - time.monotonic())) and question.answer:
+                out[lane] = question.answer
+            elif not question.done.is_set():
+                log.debug("backlog of lane %s: no answer within %.1f s", lane, self.backlog_timeout)
         return out
+
+
+class _Question:
+    """One lane's `backlog()` call, asked from a daemon thread of its own (a stuck call then
+    holds neither the scrape nor the interpreter's exit)."""
+
+    def __init__(self, lane: str, source: Backlog) -> None:
+        self.answer: dict[str, int | None] | None = None
+        self.done = threading.Event()
+        self._lane = lane
+        self._source = source
+        threading.Thread(target=self._ask, name=f"eventbus-backlog-{lane}", daemon=True).start()
+
+    def _ask(self) -> None:
+        try:
+            self.answer = dict(self._source.backlog())
+        except Exception as exc:  # figures are informative; a scrape must not fail
+            log.debug("backlog of lane %s unavailable: %s", self._lane, redact_url(str(exc)))
+        finally:
+            self.done.set()
