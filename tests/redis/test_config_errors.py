@@ -52,15 +52,16 @@ def test_the_cli_names_the_flag_for_a_database_that_is_not_a_number(
     assert "--redis-url" in err and "notadb" in err and "REDIS_URL=" not in err
 
 
-def test_the_cli_names_the_flag_for_a_url_redis_py_refuses(
+def test_the_cli_names_the_flag_for_a_url_with_a_bad_port(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A port that is not a number passes the settings' checks and is refused by redis-py when
-    # the bus is made: the error names the flag the user typed, never the password.
+    # A port that is not a number (which redis-py would refuse only when the bus is made, with
+    # a bare ValueError) is refused with the settings: the error names the flag the user typed
+    # and says what to give, never the password.
     url = "redis://user:hunter2@127.0.0.1:xx/1"
     assert main(["stats", "--backend", "redis", "--redis-url", url]) == 2
     err = capsys.readouterr().err
-    assert "--redis-url" in err and "Port" in err
+    assert "--redis-url" in err and "has no valid port: give a number from 1 to 65535" in err
     assert "REDIS_URL" not in err and "hunter2" not in err
     monkeypatch.setenv("REDIS_URL", url)  # from the environment: the variable is named
     assert main(["stats", "--backend", "redis"]) == 2
