@@ -150,6 +150,22 @@ class BlockingPublish(InMemoryEventBus):
             time.sleep(2.0)
 
 
+class OpenAfterStop(InMemoryEventBus):
+    """subscribe() on a stopped bus hands out a subscription that never ends."""
+
+    stopped = False
+
+    def stop(self, timeout=None):
+        self.stopped = True
+        super().stop(timeout)
+
+    def subscribe(self, name=None, *, buffer_size=None):
+        if self.stopped:
+            self._late = InMemoryEventBus(10)  # never stopped: its subscription waits for ever
+            return self._late.subscribe(name)
+        return super().subscribe(name, buffer_size=buffer_size)
+
+
 class TestUnbounded(Quick):
     def make_bus(self, buffer_size):
         return Unbounded(buffer_size)
@@ -194,6 +210,11 @@ class TestBlockingPublish(Quick):
         return BlockingPublish(buffer_size)
 
 
+class TestOpenAfterStop(Quick):
+    def make_bus(self, buffer_size):
+        return OpenAfterStop(buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -223,6 +244,7 @@ MUST_FAIL = {
     "TestReplaysRecentEvents": {"test_only_events_published_after_subscribe_are_delivered"},
     "TestLostBecomesDropped": {"test_published_and_dropped_never_go_down"},
     "TestBlockingPublish": {"test_overflow_drops_and_counts_without_blocking"},
+    "TestOpenAfterStop": {"test_subscribe_after_stop_ends_at_once"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus")
 

@@ -143,6 +143,15 @@ class DeliveryContract(ContractBase):
             got = self.drain(sub)
             assert got == [], f"a subscription of a bus that got no events yielded {_ids(got)}"
 
+    def test_subscribe_after_stop_ends_at_once(self) -> None:
+        # A subscription made on a stopped bus gets nothing and has ended already: a consumer
+        # started late (or restarted in a loop) must not wait for events that cannot come.
+        with self.bus(100) as bus:
+            self.stop_bus(bus)
+            sub = self.subscribe_bounded(bus)
+            got = self.drain(sub)
+            assert got == [], f"a subscription made after stop() yielded {_ids(got)}"
+
     def test_stop_delivers_accepted_events(self) -> None:
         with self.bus(1000) as bus:
             sub = self.subscribe_bounded(bus)
