@@ -120,6 +120,7 @@ class BatchWriter:
             register_fork=False,  # the bus calls the fork hooks, in its own order
             blocking_cycles=True,  # off the loop, a cycle is a blocking round trip
             exit_timeout=exit_timeout,
+            unanswered=self._sent_unanswered,
         )
         self._on_loop = LoopWrites(self, self._batcher, appender)
         # The hot path: buffer `event` and return at once; count it as dropped if full.
@@ -250,6 +251,11 @@ class BatchWriter:
         self.state = "connected"
         self._backoff.reset()
 
+    def _sent_unanswered(self) -> int:
+        """Events of the batch that left without its reply read (Redis may hold them)."""
+        in_flight = self._in_flight
+        return len(in_flight) if in_flight is not None else 0
+
     def sending(self, batch: list[Event]) -> None:
         """`batch` is about to leave: until its reply is read, Redis may or may not apply it
         (set before any byte leaves: conservative)."""
@@ -306,11 +312,16 @@ class BatchWriter:
         lost = self._batcher.finalize(count_in_flight)
         self._on_loop.close()
         if lost:
+            doubt = (
+                f"{self._in_doubt} of them in a batch Redis may have applied: extra['in_doubt']"
+                if self._in_doubt
+                else "none of them reached Redis"
+            )
             log.warning(
                 "eventbus redis writer stopped with %d event(s) not confirmed written (counted "
-                "in lost; %d of them in a batch Redis may have applied: extra['in_doubt'])",
+                "in lost; %s)",
                 lost,
-                self._in_doubt,
+                doubt,
             )
         self.state = "stopped"
 

@@ -126,8 +126,8 @@ def log_undelivered(label: str, count: int, why: str, *, unanswered: int = 0) ->
     `unanswered` of the `count` were taken for a write that has not answered: the backend may
     hold them (or some of them), so the warning does not call them lost outright."""
     unsure = (
-        # Taken for a write that has not been confirmed: it may have reached the backend, or
-        # not even left (a refused connection); either way the backend may hold some.
+        # Taken for a write that has not been confirmed: it may have reached the backend (a
+        # backend that knows which never left, a refused connection, leaves those out).
         f" ({unanswered} of them in a write not confirmed yet: the backend may hold some of those)"
         if unanswered
         else ""
@@ -184,6 +184,10 @@ class Batcher:
             (a full subscriber's overflow, parked). `flush()`, `close()` and the exits wait
             for those too, and `pending()` counts them: a loop that ends, or a process that
             exits, while some are parked would otherwise leave them in no figure.
+        unanswered: How many of the taken, unsettled events the backend has sent without an
+            answer (so it may hold them), for the warning of an exit that could not wait. By
+            default every taken, unsettled event counts: a backend that knows which of them
+            never left (a refused connection) says so here.
     """
 
     def __init__(
@@ -202,6 +206,7 @@ class Batcher:
         exit_timeout: float = 5.0,
         blocking_cycles: bool = False,
         held: Callable[[], int] | None = None,
+        unanswered: Callable[[], int] | None = None,
     ) -> None:
         if path not in PUBLISH_PATHS:
             raise ValueError(
@@ -218,6 +223,7 @@ class Batcher:
         self.blocking_cycles = blocking_cycles
         self.exit_timeout = exit_timeout
         self._held: Callable[[], int] = held if held is not None else _nothing_held
+        self._unanswered = unanswered
         self._on_fork_in_child = on_fork_in_child
         self._buffer: deque[Event] = deque()
         self._high_water = max(1, buffer_size // 2)
@@ -454,9 +460,13 @@ class Batcher:
         return self.done - self._held()
 
     def unsettled(self) -> tuple[int, int]:
-        """`pending()`, and of those the taken ones whose cycle has not settled them."""
+        """`pending()`, and of those the taken ones whose cycle has not settled them (or, when
+        the backend tells, those it sent without an answer: `unanswered`)."""
         with self.lock:
-            return self.pending(), self.taken - self.done
+            pending, taken = self.pending(), self.taken - self.done
+        if self._unanswered is not None:
+            return pending, min(taken, self._unanswered())
+        return pending, taken
 
     @property
     def closed(self) -> bool:
