@@ -222,3 +222,12 @@ def test_a_stream_the_server_refuses_names_the_setting(
     assert "EVENTBUS_NATS_REPLICAS" in str(stats.extra.get("last_error")), stats.extra
     assert "EVENTBUS_NATS_REPLICAS" in caplog.text
     assert "no connection to NATS" not in caplog.text
+
+
+def test_a_scheme_in_capitals_connects(make_bus: MakeBus, nats_url: str) -> None:
+    # nats-py reads the scheme case-sensitively: NATS:// retried for ever ("Name or service not
+    # known"). The bus writes it in lower case, as a URL's scheme means the same either way.
+    bus = make_bus(url=nats_url.replace("nats://", "NATS://", 1))
+    bus.publish(make_event(0))
+    assert bus.flush(10)
+    assert bus.stats().extra["written"] == 1

@@ -107,7 +107,11 @@ def check_servers(url: str) -> list[str]:
             "must name at least one server, and no empty entry in a comma-separated list "
             "(e.g. nats://127.0.0.1:4222 or nats://a:4222,nats://b:4222)"
         )
-    for server in servers:
+    for i, server in enumerate(servers):
+        if "://" in server:
+            # nats-py reads the scheme case-sensitively: NATS:// would fail at every attempt.
+            scheme, sep, rest = server.partition("://")
+            server = servers[i] = scheme.lower() + sep + rest
         shown = shown_server(server)
         if "://" in server and not server.lower().startswith(_URL_SCHEMES):
             raise ValueError(
