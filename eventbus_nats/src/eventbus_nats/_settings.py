@@ -107,11 +107,9 @@ def check_servers(url: str) -> list[str]:
             "must name at least one server, and no empty entry in a comma-separated list "
             "(e.g. nats://127.0.0.1:4222 or nats://a:4222,nats://b:4222)"
         )
-    for i, server in enumerate(servers):
-        if "://" in server:
-            # nats-py reads the scheme case-sensitively: NATS:// would fail at every attempt.
-            scheme, sep, rest = server.partition("://")
-            server = servers[i] = scheme.lower() + sep + rest
+    # nats-py reads the scheme case-sensitively: NATS:// would fail at every attempt.
+    servers = [_lower_scheme(server) for server in servers]
+    for server in servers:
         shown = shown_server(server)
         if "://" in server and not server.lower().startswith(_URL_SCHEMES):
             raise ValueError(
@@ -125,6 +123,11 @@ def check_servers(url: str) -> list[str]:
             )
         _check_server(server, shown)
     return servers
+
+
+def _lower_scheme(server: str) -> str:
+    scheme, sep, rest = server.partition("://")
+    return scheme.lower() + sep + rest if sep else server
 
 
 def _check_server(server: str, shown: str) -> None:
