@@ -42,17 +42,18 @@ _BYTES_OR_STR: Final = (bytes, str)
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-# Base64 needs no JSON escaping: splicing it in as bytes spares the JSON encoder a scan of the
-# largest fields (most of an event's bytes), which made encoding 3-4x faster. The quotes go in
-# the separators, so each body is copied once, by the final join.
+# For an event with a body of 16 KB or more (see `_WHOLE_BELOW`), or with a lone surrogate:
+# base64 needs no JSON escaping, so splicing it in as bytes spares the JSON encoder a scan of
+# the largest fields (most of such an event's bytes), which made encoding 3-4x faster. The
+# quotes go in the separators, so each body is copied once, by the final join.
 
 
 def _head(event: Event, *, log_id: bool) -> memoryview:
     """The event's JSON up to its bodies (no closing brace), from `{"LogID":` or, without
     `log_id`, from `"RequestID":`.
 
-    orjson writes it (5-7x faster than the json module: this runs per event on the Redis
-    writer's path, on the publishing loop), escaping strings exactly as the json module does
+    orjson writes it (5-7x faster than the json module: this runs on the Redis writer's path,
+    on the publishing loop, for events with a large body), escaping strings as the json module does
     (tests/core/test_wire.py compares them). What orjson refuses (lone surrogates) the json
     module writes.
     """
