@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -506,3 +507,68 @@ def test_a_key_after_an_escape_is_a_key() -> None:
         text = f"see{before}{key}"
         assert not needs_no_redaction([text]), repr(before)
         assert key not in str(Redactor().payload({"output": {"content": text}})), repr(before)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "secret"),
+    [
+        # One Latin-1 byte makes a JSON body not UTF-8: the transformer keeps it as base64.
+        (
+            b'{"note":"caf\xe9","api_key":"sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"}',
+            "application/json",
+            b"sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",
+        ),
+        (
+            b"caf\xe9 Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123",
+            "text/plain",
+            b"abcdefghijklmnopqrstuvwxyz0123",
+        ),
+        (
+            b"na\xefve api_key=sk-ABCDEFGHIJKLMNOPQRSTUV0123 password=hunter2hunter2",
+            "text/plain; charset=iso-8859-1",
+            b"hunter2hunter2",
+        ),
+        # Binary content with a credential among its bytes (a multipart upload, say).
+        (
+            b"\x89PNG\r\n\x1a\n\x00\xff" + b"x-api-key: AKIAABCDEFGHIJKLMNOP" + bytes(range(256)),
+            "multipart/form-data",
+            b"AKIAABCDEFGHIJKLMNOP",
+        ),
+    ],
+)
+def test_credentials_in_bodies_that_are_not_utf8_never_reach_sinks(
+    body: bytes, content_type: str, secret: bytes
+) -> None:
+    # Base64 hid them from every text rule: the redaction reads such a body's bytes as Latin-1
+    # (one character per byte), masks what the text rules find, and keeps every other byte.
+    event = Event(
+        request_id="r1",
+        method="POST",
+        path="/v1/chat/completions",
+        status=200,
+        duration=1,
+        response_headers={"Content-Type": [content_type]},
+        request_body=body,
+        response_body=body,
+    )
+    payload = LLMTransformer()(event)
+    kept = [v for v in (payload["input"], payload["output"]) if isinstance(v, dict)]
+    assert kept and all("base64" in v for v in kept), payload  # what this test is about
+    redactor = Redactor()
+    for cleaned in (redactor.payload(payload), redactor.json(payload)):
+        for part in (cleaned["input"], cleaned["output"]):
+            raw = base64.b64decode(part["base64"])
+            assert secret not in raw and MASK.encode() in raw
+            assert raw.startswith(body[:4])  # the bytes around it are the body's own
+    # At publish() too (EVENTBUS_REDACT_ON_PUBLISH), the stored bytes are masked the same way.
+    stored = redactor.body(body)
+    assert stored is not None and secret not in stored and MASK.encode() in stored
+
+
+def test_a_binary_body_without_credentials_is_kept_byte_for_byte() -> None:
+    body = bytes(range(256)) * 8
+    encoded = base64.b64encode(body).decode("ascii")
+    payload = {"input": {"base64": encoded, "content_type": "image/png"}, "status": 200}
+    assert Redactor().payload(payload) == payload
+    assert Redactor().json(payload) == payload
+    assert Redactor().body(body) is body

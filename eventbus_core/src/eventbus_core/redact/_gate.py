@@ -28,6 +28,8 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   that holds an `@`. The bytes can only match more: a string's user excludes whitespace, `/`
   and `:`, and its password whitespace and `/`; escaping turns a character into ASCII that the
   pattern allows; and a byte pattern's `\\s` is ASCII only.
+- A body the transformer kept as base64 (`{"base64": ...}`, not UTF-8) hides its text from
+  every hint: a part holding the key `base64` is not judged here (the walk decodes it).
 - Anything orjson does not serialise as plain JSON (subclasses, dataclasses, datetimes, keys
   that are not strings) raises, and is not judged here.
 
@@ -139,6 +141,8 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"://",), _url_credentials),
     ((b"key",), _key_name),
     ((b"secret", b"cookie", b"headers", b"password", b"passwd", b"authorization"), None),
+    # A body kept as base64 (not UTF-8): its text is hidden from every hint; the walk decodes it.
+    ((b'"base64":',), None),
     (_separated(b"id", b"token"), None),
     (_separated(b"auth", b"token"), None),
     (_separated(b"access", b"token"), None),

@@ -9,6 +9,8 @@ and the values of JSON fields or `key=value` pairs named like credentials (`api_
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 from collections.abc import Iterable, Mapping
@@ -221,6 +223,15 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
         or b"cookie" in lowered
         or b"bearer " in lowered  # a key pattern, but its scheme word is in any case
     )
+
+
+def _is_binary_body(value: dict[Any, Any]) -> bool:
+    """True for a body the transformer kept as base64: `{"base64": str}`, with or without its
+    `content_type`."""
+    return type(value.get("base64")) is str and value.keys() <= _BINARY_BODY_KEYS
+
+
+_BINARY_BODY_KEYS: Final = frozenset({"base64", "content_type"})
 
 
 _SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter holds a value the built-in rules mask
@@ -440,9 +451,32 @@ class Redactor:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return data
+            return self._latin1_bytes(data)
         cleaned = self.text(text)
         return data if cleaned == text else cleaned.encode("utf-8")
+
+    def _latin1_bytes(self, data: bytes) -> bytes:
+        """`data`, which is not UTF-8 (one stray byte is enough: a Latin-1 `é`), with what the
+        text rules find masked: read as Latin-1, one character per byte, every ASCII credential
+        is where it was, and the bytes around it come back unchanged."""
+        text = data.decode("latin-1")
+        cleaned = self.text(text)
+        return data if cleaned == text else cleaned.encode("latin-1", errors="replace")
+
+    def _binary_body(self, value: dict[str, Any]) -> dict[str, Any]:
+        """A body the transformer kept as base64 (`{"base64": ..., "content_type": ...}`:
+        not UTF-8), with its bytes redacted as `body()` does, through Latin-1. Base64 hides a
+        credential from every text rule, and a text body with one stray byte is kept so."""
+        try:
+            raw = base64.b64decode(value["base64"], validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            return {k: self.json(v) for k, v in value.items()}  # not such a body after all
+        cleaned = self._latin1_bytes(raw) if raw else raw
+        out = {k: self.json(v) for k, v in value.items() if k != "base64"}
+        out["base64"] = (
+            value["base64"] if cleaned is raw else base64.b64encode(cleaned).decode("ascii")
+        )
+        return {k: out[k] for k in value}  # the keys in their order
 
     def event(self, event: Event) -> Event:
         """Return `event` with sensitive headers masked, and its path (a query string may
@@ -479,6 +513,8 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
+            if self.bodies and _is_binary_body(value):
+                return self._binary_body(value)
             out: dict[str, Any] = {}
             for k, v in value.items():
                 if v is None or v is True or v is False:
@@ -560,6 +596,8 @@ class Redactor:
         unchanged (or an equal copy of), so the result is the same.
         """
         if isinstance(value, dict):
+            if _is_binary_body(value):
+                return self._binary_body(value)
             out: dict[str, Any] = {}
             for k, v in value.items():
                 kind = type(v)
