@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from eventbus_core import (
     ENV_VARS,
@@ -21,6 +21,7 @@ from eventbus_core import (
     hookimpl,
 )
 from eventbus_core import _plugins as plugins_module
+from eventbus_core.cli import _plugins_cmd as plugins_cmd
 from eventbus_core.cli import main
 from eventbus_core.testing import RecordingBus
 
@@ -173,3 +174,73 @@ def test_the_redis_settings_live_in_the_redis_plugin(monkeypatch: pytest.MonkeyP
     with pytest.raises(SettingsError, match="REDIS_ADDR") as info:
         EventBusSettings()
     assert "hunter2" not in str(info.value)
+
+
+class ExplodingSettings(PluginSettings):
+    """A broken plugin's settings: the model raises something other than a validation error."""
+
+    boom_level: int = Field(default=1, validation_alias="EVENTBUS_BOOM_LEVEL", description="x")
+
+    @model_validator(mode="after")
+    def _explode(self) -> ExplodingSettings:
+        raise RuntimeError("settings model exploded")
+
+
+class ExplodingPlugin:
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        register(
+            "boom", lambda settings: RecordingBus(settings.buffer_size), settings=ExplodingSettings
+        )
+
+
+def test_a_plugin_whose_settings_model_raises_leaves_the_other_backends_working(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Like a plugin that fails to import: the default backend (and any other) still works; the
+    # broken one is refused when selected, naming its model, and `eventbus plugins` says so.
+    monkeypatch.delenv("LLM_PROXY_EVENT_BUS", raising=False)
+    registry = PluginRegistry(plugins=[ExplodingPlugin()])
+    monkeypatch.setattr(plugins_module, "_registry", registry)
+    monkeypatch.setattr(plugins_cmd, "PluginRegistry", lambda: registry)
+    bus = create_bus()
+    assert bus.stats().published == 0
+    bus.stop()
+    with pytest.raises(SettingsError, match=r"ExplodingSettings\).*RuntimeError: settings model"):
+        create_bus(EventBusSettings(backend="boom"))
+    assert main(["plugins"]) == 1
+    assert (
+        "its settings model raised RuntimeError: settings model exploded" in capsys.readouterr().out
+    )
+
+
+class NeedySettings(PluginSettings):
+    settings_label = "needy backend"
+
+    needy_url: str = Field(validation_alias="EVENTBUS_NEEDY_URL", description="Required.")
+
+
+class NeedyPlugin:
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        register(
+            "needy", lambda settings: RecordingBus(settings.buffer_size), settings=NeedySettings
+        )
+
+
+def test_a_plugins_own_errors_carry_its_label_and_eventbus_plugins_shows_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A field without a default fails every backend's settings while its variable is unset
+    # (every installed plugin's settings are checked): the message says whose setting it is,
+    # and `eventbus plugins` shows the plugin with that problem (exit 1).
+    monkeypatch.delenv("EVENTBUS_NEEDY_URL", raising=False)
+    registry = PluginRegistry(plugins=[NeedyPlugin()])
+    monkeypatch.setattr(plugins_module, "_registry", registry)
+    monkeypatch.setattr(plugins_cmd, "PluginRegistry", lambda: registry)
+    with pytest.raises(SettingsError, match=r"^invalid needy backend setting: EVENTBUS_NEEDY_URL"):
+        EventBusSettings()
+    assert main(["plugins"]) == 1
+    assert "settings: invalid needy backend setting: EVENTBUS_NEEDY_URL" in capsys.readouterr().out
+    monkeypatch.setenv("EVENTBUS_NEEDY_URL", "x")
+    assert EventBusSettings(backend="needy").needy_url == "x"

@@ -45,6 +45,10 @@ def create_bus(
         settings = EventBusSettings()
     registry = registry or get_registry()
     registration = registry.backend(settings.backend, given_as=backend_given_as(settings))
+    if registration.settings is not None:
+        # Its settings, read as the other plugins' were: a model that could not be read (a
+        # broken plugin, which the other backends do without) is refused here, naming it.
+        settings.plugin_settings(registration.settings)
     try:
         bus: EventBus = registry.build(registration, "backend", settings)
     except PluginError as exc:

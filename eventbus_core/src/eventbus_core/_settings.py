@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._errors import SettingsError
+from eventbus_core._log import get_logger
 from eventbus_core._plugin_settings import (
     Problem,
     build_model,
@@ -30,8 +31,11 @@ from eventbus_core._plugin_settings import (
     problems_of,
     route,
 )
+from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["BACKEND_ALIASES", "ENV_VARS", "EventBusSettings", "all_env_vars"]
+
+log = get_logger("eventbus.plugins")
 
 _M = TypeVar("_M", bound=BaseSettings)
 
@@ -41,6 +45,10 @@ BACKEND_ALIASES: Final = {"in-memory": "memory", "inmemory": "memory"}
 
 def _env(name: str, **kwargs: Any) -> Any:
     return Field(validation_alias=name, **kwargs)
+
+
+def _model_name(model: type[BaseSettings]) -> str:
+    return f"{model.__module__}.{model.__qualname__}"
 
 
 class EventBusSettings(BaseSettings):
@@ -251,6 +259,7 @@ class EventBusSettings(BaseSettings):
     )
 
     _plugins: dict[type[BaseSettings], BaseSettings] = PrivateAttr(default_factory=dict)
+    _broken: dict[type[BaseSettings], str] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **values: Any) -> None:
         models = installed_models()
@@ -262,9 +271,12 @@ class EventBusSettings(BaseSettings):
             super().__init__(**core)
         except ValidationError as exc:
             problems = problems_of(exc, EventBusSettings)
+        core_wrong = bool(problems)
         # Every installed plugin's settings are read (and checked) now, as core's are, so a
         # wrong value fails at start-up whichever backend is selected.
         built: dict[type[BaseSettings], BaseSettings] = {}
+        broken: dict[type[BaseSettings], str] = {}
+        labels: set[str] = set()  # whose problems these are, for the message's wording
         for model in models:
             try:
                 built[model] = build_model(model, routed.get(model, {}))
@@ -272,12 +284,28 @@ class EventBusSettings(BaseSettings):
                 if exc.problems:
                     problems.extend(exc.problems)
                     variables |= env_vars_of(model)
+                    labels.add(getattr(model, "settings_label", "eventbus"))
                 else:
                     others.append(str(exc))
+            except Exception as exc:
+                # Not a wrong value but a broken plugin (its model raised): like a plugin that
+                # fails to import, it must not take the other backends down with it. Asking
+                # for its settings (its backend selected) raises then, naming it.
+                broken[model] = f"{type(exc).__name__}: {redact_url(str(exc))}"
+                log.warning(
+                    "eventbus: the settings of an installed plugin (%s) could not be read "
+                    "(%s); its backend cannot be used, the others can",
+                    _model_name(model),
+                    broken[model],
+                )
+        if core_wrong:
+            labels.add("eventbus")
         if problems or others:
-            text = "; ".join(([explain(problems, variables)] if problems else []) + others)
+            what = labels.pop() if len(labels) == 1 else "eventbus"
+            text = "; ".join(([explain(problems, variables, what)] if problems else []) + others)
             raise SettingsError(text, problems=problems)
         self._plugins = built
+        self._broken = broken
 
     def __getattr__(self, name: str) -> Any:
         # A plugin's setting read as an attribute of the core settings (`settings.redis_url`):
@@ -332,6 +360,12 @@ class EventBusSettings(BaseSettings):
         """
         instance = self._plugins.get(model)
         if instance is None:
+            why = self._broken.get(model)
+            if why is not None:
+                raise SettingsError(
+                    f"the settings of the selected backend's plugin ({_model_name(model)}) "
+                    f"could not be read: {why}; fix or reinstall that plugin"
+                )
             instance = build_model(model, {})
         return typing.cast("_M", instance)
 

@@ -9,8 +9,10 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from eventbus_core._plugin_settings import describe_settings
+from eventbus_core._errors import SettingsError
+from eventbus_core._plugin_settings import build_model, describe_settings
 from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry
+from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["add_parser", "run"]
 
@@ -42,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             plugins_log.setLevel(level)
     infos = sorted(registry.plugins.values(), key=lambda i: i.name)
+    for info in infos:
+        info.problems.extend(_settings_problems(info))
     if args.json:
         print(
             json.dumps(
@@ -69,6 +73,20 @@ def run(args: argparse.Namespace) -> int:
         _print_table(rows)
         _print_settings(infos)
     return 1 if any(i.error or i.problems for i in infos) else 0
+
+
+def _settings_problems(info: PluginInfo) -> list[str]:
+    """Why a plugin's settings cannot be read from this environment: a value its model refuses
+    (which fails every backend's settings, whichever is selected), or a model that raises."""
+    found = []
+    for model in info.settings:
+        try:
+            build_model(model, {})
+        except SettingsError as exc:
+            found.append(f"settings: {exc}")
+        except Exception as exc:
+            found.append(f"its settings model raised {type(exc).__name__}: {redact_url(str(exc))}")
+    return found
 
 
 def _status(info: PluginInfo) -> str:
