@@ -9,6 +9,7 @@ its keys. Keys a test creates itself are under a unique prefix, deleted afterwar
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -224,3 +225,27 @@ def test_a_key_the_user_set_is_used_and_left_in_place(
     assert length == 240
     if backend == "redis-streams":
         assert client.xinfo_groups(key) == []  # the demo's groups are gone
+
+
+def test_the_shared_demo_counts_events_by_request_id_not_log_id(tmp_path: Path) -> None:
+    # A shared backend of a third party need not stamp LogIDs (its events keep 0): the demo
+    # still tells this run's events apart, by their request ids, and counts a redelivered one
+    # once.
+    from eventbus_core._demo._shared import count_lines
+    from eventbus_core._demo._worker import DeliveryWatch
+
+    lines = [{"request_id": f"run1-{n:06d}", "log_id": 0} for n in range(5)]
+    lines += [lines[2], {"request_id": "other-000001", "log_id": 0}]
+    output = tmp_path / "out.jsonl"
+    output.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert count_lines(output, "run1-") == (5, 6)
+
+    class Stored:
+        name = "jsonl"
+
+        async def send(self, batch: Any) -> None:
+            return None
+
+    watch = DeliveryWatch(Stored(), "run1-")  # type: ignore[arg-type]
+    asyncio.run(watch.send(lines))
+    assert watch.wait_for(5, idle_timeout=1.0)

@@ -90,7 +90,10 @@ def _collect(
 
 
 def count_lines(output: Path, prefix: str) -> tuple[int, int]:
-    """This run's events in the file: (distinct LogIDs, lines), for request ids with `prefix`."""
+    """This run's events in the file: (distinct events, lines), for request ids with `prefix`.
+
+    Events are told apart by request id (unique within a run: `{prefix}{n:06d}`), not by
+    LogID, which a shared backend need not stamp."""
     ids: set[Any] = set()
     lines = 0
     if not output.exists():
@@ -101,9 +104,10 @@ def count_lines(output: Path, prefix: str) -> tuple[int, int]:
                 payload = json.loads(raw)
             except ValueError:
                 continue
-            if isinstance(payload, dict) and str(payload.get("request_id", "")).startswith(prefix):
+            request_id = payload.get("request_id") if isinstance(payload, dict) else None
+            if isinstance(request_id, str) and request_id.startswith(prefix):
                 lines += 1
-                ids.add(payload.get("log_id"))
+                ids.add(request_id)
     return len(ids), lines
 
 

@@ -121,16 +121,17 @@ class DeliveryWatch:
         self.sink = sink
         self.name = sink.name
         self.prefix = prefix
-        self.seen: set[int] = set()
+        self.seen: set[str] = set()  # request ids: unique within a run, LogIDs need not be
         self._changed = threading.Condition()
 
     async def send(self, batch: Sequence[dict[str, Any]]) -> None:
         """Store the batch in the sink, then count it."""
         await self.sink.send(batch)
         ours = {
-            int(p["log_id"])
+            request_id
             for p in batch
-            if p.get("log_id") is not None and str(p.get("request_id", "")).startswith(self.prefix)
+            if isinstance(request_id := p.get("request_id"), str)
+            and request_id.startswith(self.prefix)
         }
         if ours - self.seen:
             with self._changed:
