@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from eventbus_core import EventBusSettings, PluginRegistry
 from eventbus_core.cli import main
 
 # Nothing listens on port 1 of the loopback: a command that got as far as connecting fails
@@ -371,3 +372,20 @@ def test_ctrl_c_during_publish_still_delivers_and_says_what_was_done(
         assert (summary["accepted"], summary["interrupted"]) == (3, True)
     else:
         assert "eventbus publish: interrupted: 3 accepted, 0 dropped, 0 rejected" in err
+
+
+def test_the_shared_backend_advice_names_only_flags_that_exist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without eventbus-redis, --redis-url does not exist: the advice says how to install it.
+    import eventbus_memory.plugin as memory_plugin
+    from eventbus_core import _plugins as plugins_module
+    from eventbus_core import create_bus
+    from eventbus_core.cli._ops import UsageError, require_shared
+
+    only_memory = PluginRegistry(load_entry_points=False, plugins=[memory_plugin])
+    monkeypatch.setattr(plugins_module, "_registry", only_memory)
+    settings = EventBusSettings(backend="memory")
+    with pytest.raises(UsageError) as info:
+        require_shared(create_bus(settings), settings, "stats")
+    assert "--redis-url" not in str(info.value) and "pip install" in str(info.value)

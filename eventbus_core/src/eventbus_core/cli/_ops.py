@@ -20,6 +20,7 @@ from eventbus_core._bus import EventBus
 from eventbus_core._errors import BackendUnavailableError, EventBusError, SettingsError
 from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
+from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import get_registry
 from eventbus_core._settings import EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
@@ -179,12 +180,19 @@ def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> N
     if is_cross_process(bus):
         return
     bus.stop(timeout=0)
+    redis = SIBLINGS["redis"]
+    if "redis" in get_registry().backends:
+        example = (
+            "e.g. LLM_PROXY_EVENT_BUS=redis (or redis-streams) and "
+            "REDIS_URL=redis://localhost:6379/0, or pass --backend redis --redis-url "
+            "redis://localhost:6379/0"
+        )
+    else:  # its flags do not exist until it is installed
+        example = f"e.g. the Redis backends of {redis.distribution}: {install_command(redis)}"
     raise UsageError(
         f"'eventbus {command}' needs a backend shared between processes, but the backend "
         f"is {settings.backend!r}, which lives inside each process. Set LLM_PROXY_EVENT_BUS to "
-        "a shared backend (see 'eventbus plugins'), e.g. LLM_PROXY_EVENT_BUS=redis (or "
-        "redis-streams) and REDIS_URL=redis://localhost:6379/0, or pass --backend redis "
-        "--redis-url redis://localhost:6379/0"
+        f"a shared backend (see 'eventbus plugins'), {example}"
     )
 
 
