@@ -5,7 +5,7 @@
     python3 dev.py test      # every test (a real Redis on 127.0.0.1:6379 is used if present)
     python3 dev.py lint      # ruff + mypy --strict
     python3 dev.py bench     # the benchmarks under benchmarks/
-    python3 dev.py wheels    # wheels of the three distributions into dist/
+    python3 dev.py wheels    # wheels of the four distributions into dist/ (--out-dir DIR: there)
     python3 dev.py eventbus  # the eventbus command of the development environment
     python3 dev.py uv        # uv itself, as dev.py runs it (e.g. `python3 dev.py uv lock`)
 
@@ -159,7 +159,13 @@ def main(argv: list[str]) -> int:
     if command == "wheels":
         # Only the build backend comes from the index; the wheels name each other by version,
         # so `pip install --find-links dist "eventbus-core[redis]"` finds all it needs there.
-        return _run([*uv, "build", "--all-packages", "--wheel", "--out-dir", "dist", *rest], env)
+        # `--out-dir DIR` (or `-o DIR`) given: uv takes it once, so dist/ is only the default.
+        out = (
+            []
+            if {"--out-dir", "-o"} & set(rest) or any(a.startswith("--out-dir=") for a in rest)
+            else ["--out-dir", "dist"]
+        )
+        return _run([*uv, "build", "--all-packages", "--wheel", *out, *rest], env)
     _sync(uv, env)
     if command == "demo":
         return _run([_tool("eventbus"), "demo", *rest], env)
