@@ -24,6 +24,7 @@ from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import mask_url_credentials
 from eventbus_core.redact._substitute import sub_at
+from eventbus_core.transform._binary import is_binary_body
 
 if TYPE_CHECKING:
     from eventbus_core._settings import EventBusSettings
@@ -223,15 +224,6 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
         or b"cookie" in lowered
         or b"bearer " in lowered  # a key pattern, but its scheme word is in any case
     )
-
-
-def _is_binary_body(value: dict[Any, Any]) -> bool:
-    """True for a body the transformer kept as base64: `{"base64": str}`, with or without its
-    `content_type`."""
-    return type(value.get("base64")) is str and value.keys() <= _BINARY_BODY_KEYS
-
-
-_BINARY_BODY_KEYS: Final = frozenset({"base64", "content_type"})
 
 
 _SHORTEST_SECRET: Final = 8  # "secret=x": nothing shorter holds a value the built-in rules mask
@@ -467,16 +459,15 @@ class Redactor:
         """A body the transformer kept as base64 (`{"base64": ..., "content_type": ...}`:
         not UTF-8), with its bytes redacted as `body()` does, through Latin-1. Base64 hides a
         credential from every text rule, and a text body with one stray byte is kept so."""
+        encoded = value["base64"]
         try:
-            raw = base64.b64decode(value["base64"], validate=True)
+            raw = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError, TypeError):
             return {k: self.json(v) for k, v in value.items()}  # not such a body after all
         cleaned = self._latin1_bytes(raw) if raw else raw
-        out = {k: self.json(v) for k, v in value.items() if k != "base64"}
-        out["base64"] = (
-            value["base64"] if cleaned is raw else base64.b64encode(cleaned).decode("ascii")
-        )
-        return {k: out[k] for k in value}  # the keys in their order
+        if cleaned is not raw:
+            encoded = base64.b64encode(cleaned).decode("ascii")
+        return {k: encoded if k == "base64" else self.json(v) for k, v in value.items()}
 
     def event(self, event: Event) -> Event:
         """Return `event` with sensitive headers masked, and its path (a query string may
@@ -513,7 +504,7 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            if self.bodies and _is_binary_body(value):
+            if self.bodies and is_binary_body(value):
                 return self._binary_body(value)
             out: dict[str, Any] = {}
             for k, v in value.items():
@@ -596,7 +587,7 @@ class Redactor:
         unchanged (or an equal copy of), so the result is the same.
         """
         if isinstance(value, dict):
-            if _is_binary_body(value):
+            if is_binary_body(value):
                 return self._binary_body(value)
             out: dict[str, Any] = {}
             for k, v in value.items():

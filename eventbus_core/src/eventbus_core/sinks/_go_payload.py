@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from eventbus_core.sinks import _genai
+from eventbus_core.transform._binary import is_binary_body
 
 __all__ = ["go_event_payload", "rfc3339", "run_id", "timing"]
 
@@ -48,12 +49,6 @@ def rfc3339(ns: int) -> str:
 def timing(ns: int) -> dict[str, int]:
     """Helicone's `{seconds, milliseconds}` for a time in nanoseconds."""
     return {"seconds": ns // 1_000_000_000, "milliseconds": (ns % 1_000_000_000) // 1_000_000}
-
-
-def _is_base64_body(value: Any) -> bool:
-    return (
-        isinstance(value, dict) and set(value) <= {"base64", "content_type"} and "base64" in value
-    )
 
 
 def go_metadata(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,12 +79,12 @@ def go_event_payload(payload: Mapping[str, Any], *, event: str = "start") -> dic
     out["timestamp"] = rfc3339(end if event == "end" else start)
     request, response = payload.get("input"), payload.get("output")
     if event == "start" and request is not None:
-        if _is_base64_body(request):
+        if is_binary_body(request):
             out["input_base64"] = request["base64"]
         else:
             out["input"] = request
     if response is not None:
-        if _is_base64_body(response):
+        if is_binary_body(response):
             out["output_base64"] = response["base64"]
         else:
             out["output"] = response
