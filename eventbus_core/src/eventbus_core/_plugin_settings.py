@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._errors import SettingsError
-from eventbus_core.redact._secrets import RedactedURL
+from eventbus_core.redact._secrets import RedactedURL, redact_url
 
 __all__ = [
     "PluginSettings",
@@ -30,6 +30,7 @@ __all__ = [
     "explain",
     "installed_models",
     "is_public_property",
+    "model_failure",
     "problems_of",
     "route",
 ]
@@ -222,6 +223,12 @@ def build_model(model: type[BaseSettings], values: dict[str, Any]) -> BaseSettin
     except ValidationError as exc:
         problems = problems_of(exc, model)
         raise SettingsError(explain(problems, env_vars_of(model)), problems=problems) from None
+
+
+def model_failure(exc: BaseException) -> str:
+    """Why a plugin's settings model failed with something other than a validation error (a
+    broken plugin), fit to show: type and message, URL credentials masked."""
+    return f"{type(exc).__name__}: {redact_url(str(exc))}"
 
 
 def is_public_property(instance: BaseSettings, name: str) -> bool:

@@ -28,10 +28,10 @@ from eventbus_core._plugin_settings import (
     explain,
     installed_models,
     is_public_property,
+    model_failure,
     problems_of,
     route,
 )
-from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["BACKEND_ALIASES", "ENV_VARS", "EventBusSettings", "all_env_vars"]
 
@@ -291,7 +291,7 @@ class EventBusSettings(BaseSettings):
                 # Not a wrong value but a broken plugin (its model raised): like a plugin that
                 # fails to import, it must not take the other backends down with it. Asking
                 # for its settings (its backend selected) raises then, naming it.
-                broken[model] = f"{type(exc).__name__}: {redact_url(str(exc))}"
+                broken[model] = model_failure(exc)
                 log.warning(
                     "eventbus: the settings of an installed plugin (%s) could not be read "
                     "(%s); its backend cannot be used, the others can",

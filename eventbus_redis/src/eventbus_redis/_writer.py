@@ -307,7 +307,7 @@ class BatchWriter:
 
         def count_in_flight() -> None:
             # A batch still in flight: Redis may have applied it before it stopped answering.
-            self._in_doubt += len(self._in_flight) if self._in_flight is not None else 0
+            self._in_doubt += self._sent_unanswered()
 
         lost = self._batcher.finalize(count_in_flight)
         self._on_loop.close()

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventbus_core._errors import SettingsError
-from eventbus_core._plugin_settings import build_model, describe_settings
+from eventbus_core._plugin_settings import build_model, describe_settings, model_failure
 from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry
-from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["add_parser", "run"]
 
@@ -85,7 +84,7 @@ def _settings_problems(info: PluginInfo) -> list[str]:
         except SettingsError as exc:
             found.append(f"settings: {exc}")
         except Exception as exc:
-            found.append(f"its settings model raised {type(exc).__name__}: {redact_url(str(exc))}")
+            found.append(f"its settings model raised {model_failure(exc)}")
     return found
 
 
