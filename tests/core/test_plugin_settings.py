@@ -186,12 +186,25 @@ class ExplodingSettings(PluginSettings):
         raise RuntimeError("settings model exploded")
 
 
-class ExplodingPlugin:
+class BackendWith:
+    """A plugin registering backend `name` (a RecordingBus) with the settings `model`."""
+
+    def __init__(self, name: str, model: type[PluginSettings]) -> None:
+        self.name = name
+        self.model = model
+
     @hookimpl
     def eventbus_register_backends(self, register: Any) -> None:
         register(
-            "boom", lambda settings: RecordingBus(settings.buffer_size), settings=ExplodingSettings
+            self.name, lambda settings: RecordingBus(settings.buffer_size), settings=self.model
         )
+
+
+def add_plugin(monkeypatch: pytest.MonkeyPatch, plugin: object) -> None:
+    """The installed plugins and `plugin`, for the library and for `eventbus plugins` alike."""
+    registry = PluginRegistry(plugins=[plugin])
+    monkeypatch.setattr(plugins_module, "_registry", registry)
+    monkeypatch.setattr(plugins_cmd, "PluginRegistry", lambda: registry)
 
 
 def test_a_plugin_whose_settings_model_raises_leaves_the_other_backends_working(
@@ -200,9 +213,7 @@ def test_a_plugin_whose_settings_model_raises_leaves_the_other_backends_working(
     # Like a plugin that fails to import: the default backend (and any other) still works; the
     # broken one is refused when selected, naming its model, and `eventbus plugins` says so.
     monkeypatch.delenv("LLM_PROXY_EVENT_BUS", raising=False)
-    registry = PluginRegistry(plugins=[ExplodingPlugin()])
-    monkeypatch.setattr(plugins_module, "_registry", registry)
-    monkeypatch.setattr(plugins_cmd, "PluginRegistry", lambda: registry)
+    add_plugin(monkeypatch, BackendWith("boom", ExplodingSettings))
     bus = create_bus()
     assert bus.stats().published == 0
     bus.stop()
@@ -220,14 +231,6 @@ class NeedySettings(PluginSettings):
     needy_url: str = Field(validation_alias="EVENTBUS_NEEDY_URL", description="Required.")
 
 
-class NeedyPlugin:
-    @hookimpl
-    def eventbus_register_backends(self, register: Any) -> None:
-        register(
-            "needy", lambda settings: RecordingBus(settings.buffer_size), settings=NeedySettings
-        )
-
-
 def test_a_plugins_own_errors_carry_its_label_and_eventbus_plugins_shows_them(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -235,9 +238,7 @@ def test_a_plugins_own_errors_carry_its_label_and_eventbus_plugins_shows_them(
     # (every installed plugin's settings are checked): the message says whose setting it is,
     # and `eventbus plugins` shows the plugin with that problem (exit 1).
     monkeypatch.delenv("EVENTBUS_NEEDY_URL", raising=False)
-    registry = PluginRegistry(plugins=[NeedyPlugin()])
-    monkeypatch.setattr(plugins_module, "_registry", registry)
-    monkeypatch.setattr(plugins_cmd, "PluginRegistry", lambda: registry)
+    add_plugin(monkeypatch, BackendWith("needy", NeedySettings))
     with pytest.raises(SettingsError, match=r"^invalid needy backend setting: EVENTBUS_NEEDY_URL"):
         EventBusSettings()
     assert main(["plugins"]) == 1
