@@ -158,7 +158,9 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
         ("nats://a:4222,hunter2@b:4222", "holds credentials but no scheme"),
         # What the usual masking cannot read as a password: a space, a '/' in it.
         ("nats://alice:hunter 2@127.0.0.1:4222", "holds whitespace"),
-        ("nats://alice:hun/ter2@127.0.0.1:4222", "has no valid port"),
+        ("nats://alice:hun/ter2@127.0.0.1:4222", "hold '/', '?' or '#'"),
+        ("nats://alice:hun?ter2@127.0.0.1:4222", "hold '/', '?' or '#'"),
+        ("nats://hun#ter2@127.0.0.1:4222", "hold '/', '?' or '#'"),
         ("nats://alice:hunter2@127.0.0.1:99999", "has no valid port"),
         ("redis://alice:hunter2@127.0.0.1:4222", "is not a NATS URL"),
     ],

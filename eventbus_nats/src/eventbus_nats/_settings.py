@@ -98,8 +98,8 @@ def check_servers(url: str) -> list[str]:
     Raises:
         ValueError: no server, an empty entry, a scheme other than NATS's, credentials without
             `scheme://` (nats-py would take the text as it is, and it would be shown as it is),
-            no host, whitespace inside, or a port that is not a number from 1 to 65535. The
-            message masks any credential.
+            credentials holding '/', '?' or '#', no host, whitespace inside, or a port that is
+            not a number from 1 to 65535. The message masks any credential.
     """
     servers = [s.strip() for s in str(url).split(",")]
     if not any(servers) or not all(servers):
@@ -137,6 +137,15 @@ def _check_server(server: str, shown: str) -> None:
         raise ValueError(
             f"{shown!r} holds whitespace; write each server as nats://host:4222, "
             "servers separated by commas"
+        )
+    at = server.rfind("@")
+    if at > 0 and any(c in server[server.find("://") + 3 : at] for c in "/?#"):
+        # These end a URL's address part, so the host and port read from it would be a piece
+        # of the password; nats-py does not decode percent-escapes, so %2F would not help.
+        raise ValueError(
+            f"{shown!r}: the credentials before '@' hold '/', '?' or '#', which a URL cannot "
+            "carry there; leave them out of the URL and set NATS_USER and NATS_PASSWORD (or "
+            "NATS_TOKEN) instead"
         )
     # nats-py reads "host:port" without a scheme as nats://host:port.
     parts = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
