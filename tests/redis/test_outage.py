@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,30 @@ def test_consumer_reads_nothing_but_does_not_raise_while_redis_is_down(
             break
     assert [d.event.request_id for d in again] == ["req-2"]
     bus.stop()
+
+
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_a_subscriber_backs_off_while_redis_refuses_it(tmp_path: Path, kind: str) -> None:
+    # Refused credentials fail every connection at once: only the subscriber thread's backoff
+    # (50 ms doubling) paces its attempts. A wake-up left set by subscribe() once made the log's
+    # thread retry without pausing: thousands of connections a second and a core at 100 %.
+    server = ThrowawayRedis(tmp_path, password="the-right-one")
+    server.start()
+    try:
+        admin = redis.Redis.from_url(server.url)
+        client = no_retry_client(f"redis://:a-wrong-one@127.0.0.1:{server.port}/0")
+        bus: RedisEventBus | RedisStreamsEventBus
+        if kind == "log":
+            bus = RedisEventBus.log(client, "refused", ttl=60, max_len=0)
+        else:
+            bus = RedisStreamsEventBus(client, "refused", "g")
+        before = admin.info("stats")["total_connections_received"]
+        sub = bus.subscribe()
+        threading.Event().wait(1.0)  # the subscriber thread retries meanwhile
+        tried = admin.info("stats")["total_connections_received"] - before
+        assert 1 <= tried <= 40, f"{tried} connections in 1 s"
+        assert not sub.exhausted and sub.stats().delivered == 0
+        bus.stop(0.5)
+        admin.close()
+    finally:
+        server.kill()

@@ -93,8 +93,7 @@ class Tailer:
 
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for new events in Redis (or a wake-up)."""
-        self._wake.wait(timeout)
-        self._wake.clear()
+        self._pause(timeout)
 
     def prepare(self) -> None:
         """Set up what `wait()` needs (e.g. a pub/sub subscription) before each look."""
@@ -171,7 +170,7 @@ class Tailer:
                     continue
                 if self._caught_up() or time.monotonic() >= self._stop_at:
                     return
-                self._wake.wait(0.01)  # the writer's last batch may still be on its way
+                self._pause(0.01)  # the writer's last batch may still be on its way
                 continue
             if moved:
                 continue
@@ -193,8 +192,15 @@ class Tailer:
             self.reset_connection()
         if self._stop_at is not None:
             return True
-        self._wake.wait(backoff.next())
+        self._pause(backoff.next())
         return False
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, or until woken (a new subscriber, `stop()`), and take the
+        wake-up: a `wait()` on pub/sub never clears it, and a wake-up left set would make every
+        later pause return at once, the backoff of an outage included (a core spun at 100 %)."""
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     def _look(self) -> tuple[bool, bool]:
         self.prepare()
