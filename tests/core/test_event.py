@@ -64,8 +64,18 @@ def test_rejects_wrong_field_types_with_clear_messages() -> None:
         Event(status="200")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="encode it first"):
         Event(response_body="text")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="non-str value"):
+    with pytest.raises(TypeError, match=r"response_headers\['X'\] must be a str or a sequence"):
         Event(response_headers={"X": [1]})  # type: ignore[list-item]
+    for value in (1, None, b"bytes"):
+        with pytest.raises(TypeError, match=r"response_headers\['X'\] must be a str or a seq"):
+            Event(response_headers={"X": value})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="response_headers must be a mapping"):
+        Event(response_headers=[("X", "1")])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="log_id must be int"):
+        Event().with_log_id("7")  # type: ignore[arg-type]
+    for log_id in (-5, 2**63):
+        with pytest.raises(ValueError, match="Event log_id must not be"):
+            Event().with_log_id(log_id)
 
 
 def test_replace_and_with_log_id_make_copies() -> None:
@@ -97,6 +107,14 @@ def test_repr_hides_bodies_and_header_values() -> None:
     text = repr(evt)
     assert "sk-secret" not in text and "hunter2" not in text
     assert "<16 bytes>" in text
+
+
+def test_repr_masks_credentials_in_the_path() -> None:
+    evt = Event(path="/v1/chat?api_key=k3y-in-the-query&stream=true&password=hunter2")
+    text = repr(evt)
+    assert "k3y-in-the-query" not in text and "hunter2" not in text
+    assert "path='/v1/chat?api_key=[REDACTED]&stream=true&password=[REDACTED]'" in text
+    assert evt.path.endswith("hunter2")  # the event itself keeps what it was given
 
 
 @pytest.mark.parametrize(

@@ -38,17 +38,40 @@ def _freeze_headers(headers: Mapping[str, Iterable[str] | str]) -> Headers:
     # Always a copy, a MappingProxyType included: a proxy the caller made is a view of a dict
     # the caller still holds, and could change after the event was built. Proxies an Event made
     # itself never come here (`replace()` and the decoder reuse or build them directly).
+    if not isinstance(headers, Mapping):
+        raise TypeError(
+            f"Event response_headers must be a mapping of header name to value(s), such as "
+            f"{{'Content-Type': 'application/json'}}, or None; got {type(headers).__name__}"
+        )
     frozen: dict[str, tuple[str, ...]] = {}
     for name, values in headers.items():
         if not isinstance(name, str):
-            raise TypeError(f"header names must be str, got {type(name).__name__}: {name!r}")
-        # A bare string is one value, not a sequence of characters.
-        vals = (values,) if isinstance(values, str) else tuple(values)
-        for v in vals:
-            if not isinstance(v, str):
-                raise TypeError(f"header {name!r} has a non-str value: {v!r}")
-        frozen[name] = vals
+            raise TypeError(
+                f"Event response_headers names must be str, got {type(name).__name__}: {name!r}"
+            )
+        frozen[name] = _header_values(name, values)
     return MappingProxyType(frozen)
+
+
+def _header_values(name: str, values: object) -> tuple[str, ...]:
+    """One header's values as a tuple of str; refused naming the header (never showing a value,
+    which may be a credential)."""
+    if isinstance(values, str):
+        return (values,)  # a bare string is one value, not a sequence of characters
+    items: Iterable[object] = (
+        values
+        if isinstance(values, Iterable) and not isinstance(values, bytes | bytearray)
+        else (values,)
+    )
+    kept: list[str] = []
+    for value in items:
+        if not isinstance(value, str):
+            raise TypeError(
+                f"Event response_headers[{name!r}] must be a str or a sequence of str, "
+                f"holds {type(value).__name__}"
+            )
+        kept.append(value)
+    return tuple(kept)
 
 
 def _check_str(name: str, value: object) -> str:
@@ -266,7 +289,15 @@ class Event:
         )
 
     def with_log_id(self, log_id: int) -> Event:
-        """Return a copy stamped with `log_id` (what a Redis backend stores)."""
+        """Return a copy stamped with `log_id` (what a Redis backend stores).
+
+        Raises:
+            TypeError: `log_id` is not an int.
+            ValueError: `log_id` is negative or beyond a 64-bit integer, as `Event()` refuses.
+        """
+        if type(log_id) is not int or not 0 <= log_id <= _INT64_MAX:
+            _check_int("log_id", log_id)
+            _refuse_range(self.status, self.duration_ns, log_id)
         return _fill(
             object.__new__(Event),
             log_id,
@@ -362,6 +393,9 @@ class Event:
 
     def __repr__(self) -> str:
         # Bodies and header values may hold secrets and megabytes: show sizes and names only.
+        # The path may carry a key in its query string (?api_key=...): masked as sinks get it.
+        from eventbus_core.redact._redact import redact_text  # it imports this module
+
         def size(body: bytes | None) -> str:
             return "None" if body is None else f"<{len(body)} bytes>"
 
@@ -370,7 +404,8 @@ class Event:
         )
         return (
             f"Event(log_id={self.log_id}, request_id={self.request_id!r}, method={self.method!r}, "
-            f"path={self.path!r}, status={self.status}, duration_ns={self.duration_ns}, "
+            f"path={redact_text(self.path)!r}, status={self.status}, "
+            f"duration_ns={self.duration_ns}, "
             f"response_headers={headers}, response_body={size(self.response_body)}, "
             f"request_body={size(self.request_body)})"
         )
