@@ -56,13 +56,19 @@ def test_defaults_are_the_go_proxys_key_stream_group_and_field() -> None:
     [
         ("REDIS_ADDR", "localhost", "must be host:port"),
         ("REDIS_ADDR", "redis://localhost:6379", "set REDIS_URL instead"),
+        # The value as typed, scheme and all: it is what is wrong.
+        ("REDIS_ADDR", "redis://localhost:6379", "REDIS_ADDR='redis://localhost:6379' must be"),
+        ("REDIS_ADDR", "local host:6379", "must be host:port"),
+        ("REDIS_URL", "redis://local host:6379/0", "holds whitespace"),
+        ("EVENTBUS_REDIS_TTL", "0.0001", r"ttl must be 0 \(no expiry\) or from 0.001"),
+        ("EVENTBUS_REDIS_TTL", "1e300", r"ttl must be 0 \(no expiry\) or from 0.001"),
         ("REDIS_ADDR", "localhost:http", "port 'http' is not a number"),
         ("REDIS_ADDR", "localhost:70000", "from 1 to 65535"),
         ("REDIS_DB", "two", "valid integer"),
         ("REDIS_DB", "-1", "greater than or equal to 0"),
     ],
 )
-def test_invalid_go_variables_name_the_variable(
+def test_invalid_address_variables_name_the_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
 ) -> None:
     monkeypatch.setenv("REDIS_ADDR", "localhost:6379")

@@ -37,8 +37,11 @@ def test_ttl_accepts_timedelta_or_seconds() -> None:
     assert ttl_seconds(timedelta(hours=24)) == 86_400
     assert ttl_seconds(90) == 90
     assert ttl_seconds(None) == 0
-    with pytest.raises(ValueError, match="ttl"):
-        ttl_seconds(-1)
+    assert ttl_seconds(0.001) == 0.001
+    # Redis expires in whole milliseconds: less than one would silently mean no expiry.
+    for refused in (-1, 0.0004, timedelta(microseconds=500), float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="ttl must be 0"):
+            ttl_seconds(refused)
 
 
 def test_descriptions_and_errors_carry_no_password() -> None:
@@ -46,6 +49,8 @@ def test_descriptions_and_errors_carry_no_password() -> None:
         EventBusSettings(backend="redis", redis_url="redis://user:hunter2@db.example:6380/4")
     )
     assert describe_client(client) == "redis://db.example:6380/4"
+    v6 = client_from_settings(EventBusSettings(backend="redis", redis_url="redis://[::1]:6380/2"))
+    assert describe_client(v6) == "redis://[::1]:6380/2"
     text = safe_error(ValueError("cannot reach redis://user:hunter2@db.example:6380/4"))
     assert "hunter2" not in text and "ValueError" in text
 

@@ -6,7 +6,6 @@ start while Redis is unreachable.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any, Final
 
 import redis
@@ -14,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from eventbus_core import Backoff, EventBusSettings, SettingsError, redact_url
+from eventbus_redis._settings import ttl_seconds
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -84,6 +84,8 @@ def describe_client(client: Any) -> str:
     connection_class = getattr(client.connection_pool, "connection_class", None)
     tls = isinstance(connection_class, type) and issubclass(connection_class, redis.SSLConnection)
     scheme = "rediss" if tls else "redis"
+    if ":" in str(host):
+        host = f"[{host}]"  # an IPv6 address, bracketed as in a URL
     return f"{scheme}://{host}:{port}/{db}"
 
 
@@ -99,17 +101,3 @@ def socket_timeout(client: Any) -> float | None:
 def safe_error(exc: BaseException) -> str:
     """`exc` as text fit for logs and stats: type and message with any URL password masked."""
     return redact_url(f"{type(exc).__name__}: {exc}")
-
-
-def ttl_seconds(ttl: timedelta | float | int | None) -> float:
-    """Normalise a TTL given as `timedelta` or seconds; 0 or None means no expiry.
-
-    Raises:
-        ValueError: the TTL is negative.
-    """
-    if ttl is None:
-        return 0.0
-    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
-    if seconds < 0:
-        raise ValueError(f"ttl must be >= 0 seconds (0: no expiry), got {ttl!r}")
-    return seconds

@@ -10,6 +10,7 @@ the Go llm-proxy's `REDIS_ADDR` and `REDIS_DB`, locate the server; the layout an
 from __future__ import annotations
 
 import urllib.parse
+from datetime import timedelta
 from typing import Any, ClassVar, Final
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -19,6 +20,29 @@ from eventbus_core import PluginSettings, RedactedURL, redact_url
 __all__ = ["REDIS_ENV_VARS", "RedisSettings"]
 
 _REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
+
+# Redis expires in whole milliseconds (PEXPIRE), up to a 64-bit count of them.
+_TTL_MIN: Final = 0.001
+_TTL_MAX: Final = float(2**62 // 1000)
+
+
+def ttl_seconds(ttl: timedelta | float | int | None) -> float:
+    """Normalise a TTL given as `timedelta` or seconds; 0 or None means no expiry.
+
+    Raises:
+        ValueError: the TTL is negative, not finite, beyond what Redis takes, or between 0 and
+            one millisecond (Redis expires in whole milliseconds: it would become no expiry).
+    """
+    if ttl is None:
+        return 0.0
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not (seconds == 0 or _TTL_MIN <= seconds <= _TTL_MAX):  # nan fails every comparison
+        raise ValueError(
+            f"ttl must be 0 (no expiry) or from {_TTL_MIN} to {_TTL_MAX:.0f} seconds (Redis "
+            f"expires in whole milliseconds), got {ttl!r}"
+        )
+    return seconds
 
 
 def _env(name: str, **kwargs: Any) -> Any:
@@ -99,6 +123,11 @@ class RedisSettings(PluginSettings):
         """The variable(s) `redis_url` came from: `REDIS_URL`, or `REDIS_ADDR`/`REDIS_DB`."""
         return self._redis_url_from
 
+    @field_validator("redis_ttl", mode="after")
+    @classmethod
+    def _check_redis_ttl(cls, value: float) -> float:
+        return ttl_seconds(value)
+
     @field_validator("redis_url", mode="after")
     @classmethod
     def _check_redis_url(cls, value: RedactedURL | None) -> RedactedURL | None:
@@ -127,6 +156,12 @@ class RedisSettings(PluginSettings):
                 f"the database after the address must be a number, as in redis://host:6379/0, "
                 f"not {db!r}"
             )
+        if any(c.isspace() for c in value):
+            # redis-py would take it, and fail to resolve the host at every attempt.
+            raise ValueError(
+                f"{value.redacted!r} holds whitespace; write it as redis://host:6379/0 "
+                "(percent-encode a space in a password as %20)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -148,10 +183,17 @@ REDIS_ENV_VARS: Final[dict[str, str]] = {
 
 def _check_redis_addr(value: str) -> str:
     host, colon, port = value.rpartition(":")
-    # Never echo a password someone put there: mask it as in a URL.
-    shown = redact_url(value if "://" in value else f"redis://{value}").removeprefix("redis://")
+    # Never echo a password someone put there: mask it as in a URL, and show what was typed
+    # (a scheme included: it is what is wrong).
+    shown = redact_url(value) if "://" in value else redact_url(f"redis://{value}")[8:]
     # '/', '@', '?' or '#' anywhere (host or port) means a URL or credentials, never host:port.
-    if "://" in value or not colon or not host or any(c in value for c in "/@?#"):
+    if (
+        "://" in value
+        or not colon
+        or not host
+        or any(c in value for c in "/@?#")
+        or any(c.isspace() for c in value)
+    ):
         raise ValueError(
             f"REDIS_ADDR={shown!r} must be host:port, as the Go llm-proxy reads it (e.g. "
             "localhost:6379 or [::1]:6379); for a URL, a password or TLS, set REDIS_URL instead"
