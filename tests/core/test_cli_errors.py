@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -372,6 +375,29 @@ def test_ctrl_c_during_publish_still_delivers_and_says_what_was_done(
         assert (summary["accepted"], summary["interrupted"]) == (3, True)
     else:
         assert "eventbus publish: interrupted: 3 accepted, 0 dropped, 0 rejected" in err
+
+
+class _TerminatedInput(_InterruptedInput):
+    """stdin after whose `lines` lines the process gets SIGTERM (as from `kill` or a container
+    stop), which by default would end it at once, losing what it had accepted, silently."""
+
+    def __next__(self) -> str:
+        if self.left == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            threading.Event().wait(5)  # the handler raises in this thread, at once
+            raise AssertionError("SIGTERM did not end the command")
+        return super().__next__()
+
+
+def test_sigterm_during_publish_delivers_what_was_accepted_and_exits_143(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr("sys.stdin", _TerminatedInput(3))
+    code = main(["publish", "--backend", "memory"])
+    assert code == 143
+    assert "eventbus publish: interrupted: 3 accepted, 0 dropped" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone again
 
 
 def test_the_shared_backend_advice_names_only_flags_that_exist(

@@ -13,15 +13,17 @@ with -v), exit 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from eventbus_core._errors import (
@@ -34,7 +36,13 @@ from eventbus_core._errors import (
 )
 from eventbus_core._log import ScrubFilter, scrub
 from eventbus_core._plugins import PluginLoadWarning
-from eventbus_core.cli._ops import EXIT_FAILED, EXIT_USAGE, UsageError
+from eventbus_core.cli._ops import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    UsageError,
+)
 from eventbus_core.cli._version import VersionAction
 
 __all__ = ["build_parser", "main"]
@@ -91,7 +99,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit code (130 after Ctrl-C, at any point).
+    """Run the command line; return the process exit code (130 after Ctrl-C, at any point;
+    143 when SIGTERM ended a command, which then ends as Ctrl-C ends it).
 
     Run as the `eventbus` program (`argv` None), the process ends at most `_LEFTOVER_WAIT`
     seconds after the command, even if a plugin left a thread running that would keep the
@@ -161,10 +170,46 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return EXIT_USAGE
     name = f"eventbus {args.command}"
+    with _sigterm_as_interrupt() as terminated:
+        code = _run_command(func, args, name)
+    # A command that ended on SIGTERM took the Ctrl-C path (delivering what it had accepted,
+    # bounded, then its summary); its exit code says which signal it was.
+    return EXIT_TERMINATED if terminated and code == EXIT_INTERRUPTED else code
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that every command ends the way Ctrl-C ends
+    it: `kill`, a container stop and Kubernetes send SIGTERM, whose default (dying at once)
+    would lose whatever a command had accepted and not yet handed on, and say nothing."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[list[bool]]:
+    """Within: SIGTERM raises `_Terminated` in the main thread; the list yielded holds True
+    once it came. (A command with its own handlers, `dispatch`, sets them over this one.)"""
+    came: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came  # signal handlers belong to the main thread; nothing to do elsewhere
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        came.append(True)
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(
+    func: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str
+) -> int:
     try:
         code: int = func(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `eventbus plugins | head`: the reader left, a normal end. Point stdout at devnull so
         # the interpreter's final flush does not fail as well.

@@ -5,7 +5,8 @@ Exit codes, the same for every command:
     1  the command ran but something was lost or failed on the way (a rejected input line,
        a dropped event), or the backend did not answer;
     2  usage or configuration error (the message says what to change);
-    130  interrupted (Ctrl-C).
+    130  interrupted (Ctrl-C);
+    143  terminated (SIGTERM), which every command takes as it takes Ctrl-C.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "UsageError",
     "add_backend_options",
@@ -48,10 +50,12 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT), as shells report it
+EXIT_TERMINATED: Final = 143  # SIGTERM, as shells report a process it ended
 
 EXIT_CODES_HELP: Final = (
     "exit codes: 0 done; 1 something was lost or failed (rejected input, dropped events), or "
-    "the backend did not answer; 2 usage or configuration error; 130 interrupted"
+    "the backend did not answer; 2 usage or configuration error; 130 interrupted (Ctrl-C), "
+    "143 terminated (SIGTERM), each after delivering what was accepted, bounded"
 )
 
 BACKEND_FLAGS: Final = {"backend": "--backend"}
