@@ -155,6 +155,33 @@ def test_publish_strict_stops_at_the_first_bad_line(
     assert json.loads(capsys.readouterr().out)["accepted"] == 1
 
 
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_publish_takes_each_line_on_its_own_bytes(
+    via: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One byte that is not UTF-8 used to end the whole run as an internal error, publishing
+    # nothing; a byte-order mark made the first line invalid JSON; and a line with a value no
+    # event can have was published as it was.
+    data = (
+        b"\xef\xbb\xbf" + lines(ev(1)).encode()
+        + b'{"RequestID": "latin-1 \xe9", "Status": 200}\n'
+        + b'{"RequestID": "r", "Status": 99999, "Duration": -5}\n'
+        + lines(ev(2)).encode()
+    )  # fmt: skip
+    if via == "file":
+        path = tmp_path / "events.jsonl"
+        path.write_bytes(data)
+        code = main(["publish", "--json", "--file", str(path)])
+    else:
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        code = main(["publish", "--json"])
+    assert code == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["accepted"], summary["rejected"]) == (3, 1)
+    assert "line 3: Event status must be an HTTP status code 100-599" in captured.err
+
+
 def test_format_event_line() -> None:
     line = format_event(ev(3, log_id=42, response_body=b"x" * 2048))
     assert line.split() == [

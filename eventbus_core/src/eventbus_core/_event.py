@@ -101,6 +101,21 @@ def _refuse_range(status: int, duration_ns: int, log_id: int) -> None:
         raise ValueError(f"Event log_id must not be {what}; got {log_id}")
 
 
+def check_ranges(event: Event) -> None:
+    """Refuse what `Event()` refuses of a decoded event (`from_json()` reads what Go wrote as it
+    is): for input that must be an event eventbus itself could have made.
+
+    Raises:
+        ValueError: naming the field, as `Event()` would.
+    """
+    if not (
+        0 <= event.duration_ns <= _INT64_MAX
+        and 0 <= event.log_id <= _INT64_MAX
+        and (100 <= event.status <= 599 or event.status == 0)
+    ):
+        _refuse_range(event.status, event.duration_ns, event.log_id)
+
+
 def _check_bytes(name: str, value: object) -> bytes | None:
     if value is None or type(value) is bytes:
         return value

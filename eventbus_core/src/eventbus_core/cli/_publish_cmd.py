@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 from eventbus_core._errors import WireFormatError
-from eventbus_core._event import Event
+from eventbus_core._event import Event, check_ranges
 from eventbus_core._log import scrub
 from eventbus_core._overrun import STOP_MARGIN, call_bounded
 from eventbus_core._settings import EventBusSettings
@@ -45,8 +46,10 @@ def add_parser(sub: Any) -> None:
         help="publish events given as JSON lines on stdin",
         description="Read events as JSON lines in the Go llm-proxy wire format (one object per "
         "line, as 'eventbus tail --json' prints them) and publish them to the configured "
-        "backend. Blank lines are skipped; a line that is not a valid event is reported on "
-        "stderr and skipped (or ends the run with --strict). Waits for the backend to take "
+        "backend. Blank lines are skipped; a line that is not a valid event (not JSON, no event "
+        "field set, or a value no event can have, such as Status 99999) is reported on stderr "
+        "and skipped (or ends the run with --strict); bytes that are not UTF-8 are read as "
+        "U+FFFD, as Go's decoder reads them. Waits for the backend to take "
         "each half buffer (OBSERVABILITY_BUFFER_SIZE) and, at the end, everything, each wait "
         "bounded by EVENTBUS_STOP_TIMEOUT; once a wait runs out (the backend is down), the rest "
         "is published without waiting, and what the buffer cannot hold is dropped and counted.",
@@ -71,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
     """Publish every valid line; exit 1 if a line was rejected or an event dropped or lost."""
     settings = settings_from_args(args)
     if args.file is None:
-        return _publish(args, settings, sys.stdin)
+        # Bytes, as a file is read: one line that is not UTF-8 must not end the whole input.
+        return _publish(args, settings, getattr(sys.stdin, "buffer", sys.stdin))
     try:
-        source = args.file.open(encoding="utf-8")
+        source = args.file.open("rb")
     except FileNotFoundError as exc:
         raise UsageError(f"--file {str(args.file)!r}: no such file") from exc
     except OSError as exc:
@@ -82,7 +86,16 @@ def run(args: argparse.Namespace) -> int:
         return _publish(args, settings, source)
 
 
-def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextIO) -> int:
+def _without_bom(line: bytes | str) -> bytes | str:
+    """`line` without the UTF-8 byte-order mark some editors put at the start of a file."""
+    if isinstance(line, bytes):
+        return line.removeprefix(b"\xef\xbb\xbf")
+    return line.removeprefix("\ufeff")
+
+
+def _publish(
+    args: argparse.Namespace, settings: EventBusSettings, source: Iterable[bytes | str]
+) -> int:
     bus = open_bus(args, settings, "eventbus publish")
     if not is_cross_process(bus) and not args.quiet:
         print(
@@ -101,16 +114,19 @@ def _publish(args: argparse.Namespace, settings: EventBusSettings, source: TextI
     interrupted = False
     try:
         with Progress("published", enabled=not (args.quiet or args.json)) as progress:
-            for number, line in enumerate(source, start=1):
+            for number, raw in enumerate(source, start=1):
+                line = _without_bom(raw) if number == 1 else raw
                 if not line.strip():
                     continue
                 try:
+                    # Bytes that are not UTF-8 become U+FFFD, as Go's decoder reads them.
                     event = Event.from_json(line)
                     if event == _EMPTY:
                         # Go's decoder ignores unknown keys, so a sink's output line or any
                         # other JSON object decodes to an event with no facts at all.
                         raise WireFormatError(_NO_FIELDS)
-                except WireFormatError as exc:
+                    check_ranges(event)
+                except ValueError as exc:  # WireFormatError, or a value no event can have
                     rejected += 1
                     # The error quotes the start of the line, which may hold a credential.
                     print(f"eventbus publish: line {number}: {scrub(str(exc))}", file=sys.stderr)
