@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -101,6 +102,54 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
     if client is not None:
         assert set(client.scan_iter(match="eventbus-demo:*")) == before  # no run started
     assert afile.read_text() == "x"
+
+
+def _device(path: Path, minor: int) -> Path:
+    """A character device like /dev/null (minor 3) or /dev/full (minor 7) at `path`."""
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return path
+
+
+@pytest.mark.redis
+def test_the_multi_process_demo_refuses_an_output_that_is_a_device(tmp_path: Path) -> None:
+    # It deleted its output path before the run: as root, `--output /dev/null` removed the
+    # machine's /dev/null (and /dev/full, once, on the machine these tests run on).
+    require_redis(STOPS_DB)
+    null = _device(tmp_path / "null", 3)
+    done = subprocess.run(
+        cli("demo", "--requests", "200", "--output", str(null)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for("redis"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is not a regular file" in done.stderr and "Traceback" not in done.stderr
+    assert stat.S_ISCHR(null.stat().st_mode)
+
+
+def test_a_full_disk_is_said_once_in_the_summary(tmp_path: Path) -> None:
+    # The consumer thread died with a traceback, and the summary said 0 delivered and 5 written.
+    full = _device(tmp_path / "full", 7)
+    done = subprocess.run(
+        cli("demo", "--requests", "2000", "--output", str(full)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for("memory"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"FAILED: cannot write {full}: No space left on device" in done.stderr
+    assert re.search(r"events delivered +2000\n", done.stdout), done.stdout
+    assert re.search(r"lines written +0 ", done.stdout), done.stdout
 
 
 def test_an_existing_output_file_is_left_alone_by_the_check(tmp_path: Path) -> None:

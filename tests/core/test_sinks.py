@@ -313,3 +313,33 @@ async def test_webhook_timeout_is_transient() -> None:
             await sink.send(payloads(1))
         assert info.value.error_type == "timeout"
         await sink.close()
+
+
+def _device(path: Path, minor: int) -> Path:
+    """A character device like /dev/null (minor 3) or /dev/full (minor 7) at `path`."""
+    import stat
+
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return path
+
+
+def test_jsonl_on_a_device_writes_without_rotating_or_truncating_it(tmp_path: Path) -> None:
+    import stat
+
+    from eventbus_core._jsonl import JsonlFile
+
+    # Rotating renamed the path: as root, a jsonl sink discarding to /dev/null moved the
+    # machine's /dev/null away after max_bytes, and left a regular file in its place.
+    null = _device(tmp_path / "null", 3)
+    sink = JsonlFile(null, max_bytes=10, backups=2)
+    for _ in range(5):
+        assert sink.append_lines([b"0123456789\n"]) == 11
+    sink.close()
+    assert stat.S_ISCHR(null.stat().st_mode) and sorted(tmp_path.iterdir()) == [null]
+    # A full device: the write's own error, not one from taking back what was written.
+    full = JsonlFile(_device(tmp_path / "full", 7), max_bytes=0)
+    with pytest.raises(OSError, match="No space left on device"):
+        full.append_lines([b"x\n"])

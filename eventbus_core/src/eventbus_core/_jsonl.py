@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -121,15 +122,22 @@ class JsonlFile:
         self.fsync = fsync
         self._fd: int | None = None
         self._size = 0
+        # A device or a pipe (/dev/null to discard, /dev/stdout): written to, never rotated,
+        # truncated or repaired. Rotating renames the path: as root, that would move
+        # /dev/null away and leave a regular file in its place.
+        self._regular = True
         self._lock = threading.Lock()
 
     def _open(self) -> int:
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            self._size = os.fstat(fd).st_size
+            info = os.fstat(fd)
+            self._regular = stat.S_ISREG(info.st_mode)
+            self._size = info.st_size if self._regular else 0
             self._fd = fd
-            self._repair_tail()
+            if self._regular:
+                self._repair_tail()
         return self._fd
 
     def _repair_tail(self) -> None:
@@ -179,7 +187,12 @@ class JsonlFile:
             return 0
         with self._lock:
             fd = self._open()
-            if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+            if (
+                self._regular
+                and self.max_bytes
+                and self._size
+                and self._size + len(data) > self.max_bytes
+            ):
                 self._rotate()
                 fd = self._open()
             start = self._size
@@ -193,7 +206,8 @@ class JsonlFile:
             except OSError:
                 # Take back what did get written, so no half batch (or half line) remains.
                 try:
-                    os.truncate(self.path, start)
+                    if self._regular:
+                        os.truncate(self.path, start)
                 finally:
                     self.close()
                 raise

@@ -34,12 +34,14 @@ class DemoReport:
     namespace: str = ""
     namespace_kind: str = "namespace"
     cleanup: str = ""
+    output_error: str = ""
 
     @property
     def lossless(self) -> bool:
         """True if every request was counted and every accepted event was delivered."""
         accounted = self.published + self.dropped == self.requests
-        return accounted and self.delivered == self.published and self.written >= self.delivered
+        delivered = self.delivered == self.published and self.written >= self.delivered
+        return accounted and delivered and not self.output_error
 
     def percentile(self, q: float) -> int:
         """The q-quantile (0..1) of publish() cost, in nanoseconds."""
@@ -68,6 +70,8 @@ class DemoReport:
         ]
         if self.namespace:
             out.append(f"{self.namespace_kind:<18} {self.namespace}, {self.cleanup}")
+        if self.output_error:
+            out.append(f"output error       {self.output_error}")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,6 +88,8 @@ class DemoReport:
             "publish_p50_ns": self.percentile(0.5),
             "publish_p99_ns": self.percentile(0.99),
         }
+        if self.output_error:
+            data["output_error"] = self.output_error
         if self.publishers:
             data.update(
                 publishers=self.publishers,

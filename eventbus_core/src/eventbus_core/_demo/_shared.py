@@ -137,6 +137,12 @@ def _start_publishers(
     return started
 
 
+def is_replaceable_file(path: Path) -> bool:
+    """True if `path` is missing or a regular file: what the multi-process demo may delete and
+    write anew (never a device such as /dev/null, a pipe or a socket)."""
+    return not path.exists() or path.resolve().is_file()
+
+
 def run_shared_demo(
     bus: EventBus,
     settings: EventBusSettings,
@@ -187,6 +193,9 @@ def run_shared_demo(
     ids = f"req-{run}"  # request ids are req-<run>-<n>: this run's, whoever else writes
     prefix = f"{ids}-"
     path = output.resolve()
+    if not is_replaceable_file(path):
+        # Run as root, unlinking /dev/null or /dev/full would remove the machine's device.
+        raise DemoError(f"{output} is not a regular file; the demo would replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)  # the jsonl sink appends; the file holds this run only
     children: list[Child] = []

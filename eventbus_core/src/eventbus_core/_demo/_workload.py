@@ -231,15 +231,30 @@ def simulate(
     return [c for worker in costs for c in worker]
 
 
-def _consume(bus: EventBus, output: Path, ready: threading.Event, counts: list[int]) -> None:
+def _consume(
+    bus: EventBus, output: Path, ready: threading.Event, counts: list[int], failure: list[str]
+) -> None:
     sub = bus.subscribe("demo-jsonl")
     ready.set()
-    with output.open("wb") as fh:
+    fh = output.open("wb")
+    try:
         for batch in sub.batches(max_items=500):
-            # One write per batch: a consumer must not pay a syscall per event either.
-            fh.write(b"".join(event.to_json() + b"\n" for event in batch))
+            if failure:
+                continue  # the output failed: still take the events, so the figures count them
+            try:
+                # One write per batch: a consumer must not pay a syscall per event either.
+                # Flushed, so that a line counts as written only once the file has it.
+                fh.write(b"".join(event.to_json() + b"\n" for event in batch))
+                fh.flush()
+            except OSError as exc:  # a full disk, a quota: said in the summary, not a traceback
+                failure.append(f"cannot write {output}: {exc.strerror or exc}")
+                continue
             counts[0] += len(batch)
-    counts[1] = sub.stats().delivered
+    finally:
+        counts[1] = sub.stats().delivered
+        # What it could not write was said above (close retries the same bytes).
+        with contextlib.suppress(OSError):
+            fh.close()
 
 
 def run_demo(
@@ -265,8 +280,12 @@ def run_demo(
     output.parent.mkdir(parents=True, exist_ok=True)
     ready = threading.Event()
     counts = [0, 0]
+    failure: list[str] = []
     consumer = threading.Thread(
-        target=_consume, args=(bus, output, ready, counts), name="demo-consumer", daemon=True
+        target=_consume,
+        args=(bus, output, ready, counts, failure),
+        name="demo-consumer",
+        daemon=True,
     )
     consumer.start()
     start = time.perf_counter()
@@ -300,4 +319,5 @@ def run_demo(
         output=output,
         seconds=time.perf_counter() - start,
         publish_ns=costs,
+        output_error=failure[0] if failure else "",
     )

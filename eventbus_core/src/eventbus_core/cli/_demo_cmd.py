@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eventbus_core._demo._report import DemoReport
-from eventbus_core._demo._shared import DemoError, run_shared_demo
+from eventbus_core._demo._shared import DemoError, is_replaceable_file, run_shared_demo
 from eventbus_core._demo._workload import DemoInterrupted, run_demo
 from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._backend_flags import plugin_override_env
@@ -115,6 +115,12 @@ def _check_publishers(args: argparse.Namespace, multi_process: bool) -> None:
             "pass --backend redis (or redis-streams, nats, ...) with its address, e.g. "
             "REDIS_URL or --redis-url"
         )
+    if multi_process and not is_replaceable_file(args.output):
+        raise UsageError(
+            f"--output {str(args.output)!r} is not a regular file: with separate processes "
+            "the demo replaces the file and reads it back to count what was written; give a "
+            "file path, e.g. demo-events.jsonl"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -190,6 +196,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print("eventbus demo: simulated LLM proxy traffic\n")
         print("\n".join(report.lines()))
+    if report.output_error:
+        print(f"eventbus demo: FAILED: {report.output_error}", file=sys.stderr)
+        return EXIT_FAILED
     if not report.lossless:
         print("eventbus demo: FAILED: some accepted events were not delivered", file=sys.stderr)
         return EXIT_FAILED
