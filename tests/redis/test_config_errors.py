@@ -52,6 +52,24 @@ def test_the_cli_names_the_flag_for_a_database_that_is_not_a_number(
     assert "--redis-url" in err and "notadb" in err and "REDIS_URL=" not in err
 
 
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("ssl_cert_reqs=required", "'ssl_cert_reqs' (ssl_* options need rediss://)"),
+        ("no_such_option=1", "query option redis-py does not take here: 'no_such_option'"),
+    ],
+)
+def test_a_query_option_redis_py_does_not_take_is_a_configuration_error(
+    query: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # redis-py takes the URL and fails only on first use, with a TypeError from every command:
+    # the command said "internal error" (exit 1).
+    url = f"redis://user:hunter2@127.0.0.1:6379/0?{query}"
+    assert main(["stats", "--backend", "redis", "--redis-url", url]) == 2
+    err = capsys.readouterr().err
+    assert "--redis-url" in err and said in err and "hunter2" not in err
+
+
 def test_the_cli_names_the_flag_for_a_url_with_a_bad_port(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ start while Redis is unreachable.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import redis
@@ -51,7 +52,7 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
             "or the Go llm-proxy's REDIS_ADDR=localhost:6379 (and REDIS_DB)"
         )
     try:
-        return redis.Redis.from_url(
+        client = redis.Redis.from_url(
             str(settings.redis_url),
             socket_timeout=_SOCKET_TIMEOUT,
             socket_connect_timeout=_CONNECT_TIMEOUT,
@@ -61,14 +62,29 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
             # read(timeout) stay as short as asked.
             retry=Retry(NoBackoff(), 0),
         )
-    except ValueError as exc:
+        # redis-py hands the URL's query options to each connection it makes, on first use:
+        # make one now (no I/O), so that an option it does not take is said here, naming the
+        # variable, rather than as a TypeError from every command.
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)
+    except (ValueError, TypeError, redis.RedisError) as exc:
         # redis-py quotes the URL in some messages: never let the password through.
         source = getattr(settings, "redis_url_source", "REDIS_URL")
         shown = repr(settings.redis_url)  # RedactedURL: the password masked
-        reason = f"cannot be used: {safe_error(exc)}"
+        unknown = _UNKNOWN_OPTION.search(str(exc))
+        if unknown:
+            option = unknown.group(1)
+            hint = " (ssl_* options need rediss://)" if option.startswith("ssl") else ""
+            reason = f"has a query option redis-py does not take here: {option!r}{hint}"
+        else:
+            reason = f"cannot be used: {safe_error(exc)}"
         raise SettingsError(
             f"{source} ({shown}) {reason}", problems=[("redis_url", shown, reason)]
         ) from None
+    return client
+
+
+_UNKNOWN_OPTION: Final = re.compile(r"unexpected keyword argument '(\w+)'")
 
 
 def describe_client(client: Any) -> str:
