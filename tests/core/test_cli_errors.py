@@ -345,6 +345,23 @@ def test_an_empty_backend_flag_is_refused(capsys: pytest.CaptureFixture[str]) ->
     assert "--backend is empty: give a backend name" in one_line(err)
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["demo", "--requests", "5", "--redis-url", "redis://127.0.0.1:1/0"], "--redis-url"),
+        (["stats", "--backend", "memory", "--backend-option", "redis_key=k"], "redis_key"),
+    ],
+)
+def test_a_setting_only_another_backend_reads_is_refused(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `eventbus demo --redis-url ...` ran the memory demo and said nothing of the flag.
+    assert main(argv) == 2
+    err = one_line(capsys.readouterr().err)
+    assert flag in err and "is a setting of the redis and redis-streams backends" in err
+    assert "not of 'memory'" in err and "pass --backend redis" in err
+
+
 class _InterruptedInput:
     """stdin whose reader presses Ctrl-C after `lines` lines."""
 

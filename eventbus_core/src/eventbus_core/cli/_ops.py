@@ -22,7 +22,7 @@ from eventbus_core._errors import BackendUnavailableError, EventBusError, Settin
 from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
 from eventbus_core._install import SIBLINGS, install_command
-from eventbus_core._plugins import get_registry
+from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._backend_flags import add_plugin_options, plugin_flags, plugin_overrides
@@ -108,6 +108,7 @@ def settings_from_args(
             "them), or leave the flag out to use LLM_PROXY_EVENT_BUS"
         )
     overrides, given_as_flag = plugin_overrides(args)
+    plugin_given = dict(given_as_flag)
     for field in flags:
         value = getattr(args, field, None)
         if value is not None and value != "":
@@ -117,8 +118,42 @@ def settings_from_args(
     except SettingsError as exc:
         raise _in_flag_terms(exc, given_as_flag) from None
     given_as = flags["backend"] if "backend" in overrides else backend_given_as(settings)
-    get_registry().backend(settings.backend, given_as=given_as)
+    registration = get_registry().backend(settings.backend, given_as=given_as)
+    _refuse_other_backends_settings(settings.backend, given_as, registration, plugin_given)
     return settings
+
+
+def _refuse_other_backends_settings(
+    backend: str, given_as: str, registration: Registration, given: Mapping[str, str]
+) -> None:
+    """Refuse a plugin setting given on the command line (`--redis-url`, `--backend-option`)
+    that only other backends read: it would change nothing, silently (`eventbus demo
+    --redis-url ...` ran the memory demo). A setting some sink reads is left alone.
+
+    Raises:
+        UsageError: naming the flag, the backends that read it and the one selected.
+    """
+    registry = get_registry()
+    own = registration.settings.model_fields if registration.settings is not None else {}
+    for field, flag in given.items():
+        if field in own:
+            continue
+        readers = [
+            name
+            for name, other in registry.backends.items()
+            if other.settings is not None and field in other.settings.model_fields
+        ]
+        read_by_a_sink = any(
+            sink.settings is not None and field in sink.settings.model_fields
+            for sink in registry.sinks.values()
+        )
+        if readers and not read_by_a_sink:
+            readers.sort()
+            which = " and ".join(readers) + (" backend" if len(readers) == 1 else " backends")
+            raise UsageError(
+                f"{flag} is a setting of the {which}, not of {backend!r} (from {given_as}), "
+                f"which would ignore it: pass --backend {readers[0]} to use it, or leave it out"
+            )
 
 
 def _in_flag_terms(exc: SettingsError, flags: Mapping[str, str]) -> EventBusError:
