@@ -575,6 +575,32 @@ class TestBadInput:
         with pytest.raises(TypeError, match="request_id_factory must be a callable"):
             make(request_id_factory="uuid4")
 
+    @pytest.mark.parametrize("header", ["", "  "])
+    def test_an_extra_sensitive_header_must_be_a_name(
+        self, make: Callable[..., Any], header: str
+    ) -> None:
+        # It could never match, so the header it was meant to mask would go out as it is.
+        with pytest.raises(TypeError, match="extra_sensitive_headers must hold header names"):
+            make(extra_sensitive_headers=["X-Api-Key", header])
+
+    @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+    @pytest.mark.parametrize("app", [None, "notanapp"])
+    def test_the_app_must_be_callable(self, kind: str, app: Any) -> None:
+        from eventbus_core import EventBusMiddleware
+
+        cls = EventBusWSGIMiddleware if kind == "wsgi" else EventBusMiddleware
+        with pytest.raises(TypeError, match=f"app must be the {kind.upper()} application"):
+            cls(app, RecordingBus())
+
+
+def test_a_request_id_factory_returning_bytes_gives_their_text() -> None:
+    # str(b"...") made the id "b'bytes-id'", sent to the client as it was.
+    bus = RecordingBus()
+    call(
+        EventBusWSGIMiddleware(chat_app, bus, request_id_factory=lambda: b"bytes-id"), environ_for()
+    )
+    assert bus.published[0].request_id == "bytes-id"
+
 
 def test_a_failing_request_id_factory_still_gives_each_request_its_event(
     caplog: pytest.LogCaptureFixture,

@@ -22,6 +22,7 @@ __all__ = [
     "EventPublisher",
     "RequestObserver",
     "canonical_header_name",
+    "check_app",
     "join_chunks",
     "keep_chunk",
     "name_info",
@@ -175,6 +176,18 @@ def join_chunks(chunks: list[bytes]) -> bytes | None:
     return b"".join(chunks)
 
 
+def check_app(app: object, kind: str) -> None:
+    """Refuse an `app` that cannot be the application a middleware wraps.
+
+    Raises:
+        TypeError: `app` is not callable (None, a string, ...): every request would fail.
+    """
+    if not callable(app):
+        raise TypeError(
+            f"app must be the {kind} application to wrap (a callable), got {type(app).__name__}"
+        )
+
+
 def _names(label: str, given: Iterable[str]) -> list[str]:
     """`given` as a list of str; a lone string is refused (it would be read letter by letter)."""
     if given is None:
@@ -195,8 +208,8 @@ class RequestObserver:
     Raises:
         ValueError: a limit is negative, or an excluded path does not start with '/'.
         TypeError: `bus` has no `publish()`; a list option is one string or None, or holds a
-            non-str; `request_id_header` is not a header name; a flag is not a bool;
-            `request_id_factory` is not callable.
+            non-str or an empty name; `request_id_header` is not a header name; a flag is not
+            a bool; `request_id_factory` is not callable.
     """
 
     __slots__ = (
@@ -251,6 +264,10 @@ class RequestObserver:
                     f"match (did you mean {'/' + path!r}?)"
                 )
         extra_sensitive = _names("extra_sensitive_headers", extra_sensitive_headers)
+        if any(not name.strip() for name in extra_sensitive):
+            # It could never match a header. (Odd names, spaces and all, are allowed: an
+            # application may send such a header, and its value must still be masked.)
+            raise TypeError("extra_sensitive_headers must hold header names, got an empty one")
         if not isinstance(request_id_header, str) or not _TOKEN.fullmatch(request_id_header):
             raise TypeError(
                 f"request_id_header must be a header name such as 'X-Request-ID' (letters, "
@@ -304,7 +321,8 @@ class RequestObserver:
                 given = factory()
                 if given is None:
                     raise ValueError("request_id_factory returned None")
-                made = str(given)
+                # bytes as a header value is: str() would make "b'...'" of it.
+                made = given.decode("latin-1") if isinstance(given, bytes) else str(given)
                 if not _HEADER_VALUE.fullmatch(made):
                     # It may go out as a response header (set_request_id): CR or LF would
                     # inject headers, and the server refuses anything else here.

@@ -28,6 +28,7 @@ from eventbus_core._request_observer import (
     EventPublisher,
     RequestObserver,
     canonical_header_name,
+    check_app,
     join_chunks,
     keep_chunk,
     log,
@@ -116,8 +117,9 @@ class EventBusMiddleware(RequestObserver):
     Raises:
         ValueError: a limit is negative; `shutdown_flush_timeout` is not a finite number of
             seconds >= 0; an excluded path does not start with '/'.
-        TypeError: `bus` has no `publish()`; a list option is one string or None, or holds a
-            non-str; `request_id_header` is not a header name; a flag is not a bool;
+        TypeError: `app` is not callable; `bus` has no `publish()`; a list option is one
+            string or None, or holds a non-str; `extra_sensitive_headers` holds an empty name;
+            `request_id_header` is not a header name; a flag is not a bool;
             `request_id_factory` is not callable.
     """
 
@@ -139,6 +141,7 @@ class EventBusMiddleware(RequestObserver):
         extra_sensitive_headers: Iterable[str] = (),
         shutdown_flush_timeout: float = 5.0,
     ) -> None:
+        check_app(app, "ASGI")
         super().__init__(
             bus,
             max_request_body=max_request_body,

@@ -30,6 +30,7 @@ from eventbus_core._request_observer import (
     EventPublisher,
     RequestObserver,
     canonical_header_name,
+    check_app,
     join_chunks,
     keep_chunk,
     log,
@@ -119,8 +120,9 @@ class EventBusWSGIMiddleware(RequestObserver):
 
     Raises:
         ValueError: a limit is negative, or an excluded path does not start with '/'.
-        TypeError: `bus` has no `publish()`; a list option is one string or None, or holds a
-            non-str; `request_id_header` is not a header name; a flag is not a bool;
+        TypeError: `app` is not callable; `bus` has no `publish()`; a list option is one
+            string or None, or holds a non-str; `extra_sensitive_headers` holds an empty name;
+            `request_id_header` is not a header name; a flag is not a bool;
             `request_id_factory` is not callable.
     """
 
@@ -141,6 +143,7 @@ class EventBusWSGIMiddleware(RequestObserver):
         redact: bool = True,
         extra_sensitive_headers: Iterable[str] = (),
     ) -> None:
+        check_app(app, "WSGI")
         super().__init__(
             bus,
             max_request_body=max_request_body,
