@@ -27,6 +27,7 @@ __all__ = [
     "option_bool",
     "option_float",
     "option_int",
+    "option_where",
     "sink_options_from_env",
     "sink_problem",
 ]
@@ -78,7 +79,9 @@ def sink_options_from_env(sink: str, environ: Mapping[str, str] | None = None) -
     }
 
 
-def _where(sink: str, key: str) -> str:
+def option_where(sink: str, key: str) -> str:
+    """How a message names option `key` of `sink`: by both ways to give it (the flag and the
+    variable), since the message cannot know which one the user typed."""
     return (
         f"sink option {key!r} of {sink!r} (--sink-opt {key}=... or "
         f"EVENTBUS_SINK_{sink.upper().replace('-', '_')}_{key.upper()})"
@@ -107,7 +110,7 @@ def check_options(
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         families = "".join(f", {p}<name>" for p in starts)
         raise SettingsError(
-            f"unknown {_where(sink, key)}{hint}; {sink} takes: {', '.join(names)}{families}"
+            f"unknown {option_where(sink, key)}{hint}; {sink} takes: {', '.join(names)}{families}"
         )
 
 
@@ -123,12 +126,12 @@ def option_float(
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{_where(sink, key)} must be a number, got {raw!r}") from None
+        raise SettingsError(f"{option_where(sink, key)} must be a number, got {raw!r}") from None
     if not math.isfinite(value):
-        raise SettingsError(f"{_where(sink, key)} must be a finite number, got {raw!r}")
+        raise SettingsError(f"{option_where(sink, key)} must be a finite number, got {raw!r}")
     if value < 0 or (positive and value == 0):
         raise SettingsError(
-            f"{_where(sink, key)} must be {'>' if positive else '>='} 0, got {raw!r}"
+            f"{option_where(sink, key)} must be {'>' if positive else '>='} 0, got {raw!r}"
         )
     return value
 
@@ -141,9 +144,9 @@ def option_int(options: Mapping[str, str], sink: str, key: str, default: int) ->
     try:
         value = int(raw.replace("_", ""))
     except ValueError:
-        raise SettingsError(f"{_where(sink, key)} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{option_where(sink, key)} must be an integer, got {raw!r}") from None
     if value < 0:
-        raise SettingsError(f"{_where(sink, key)} must be >= 0, got {raw!r}")
+        raise SettingsError(f"{option_where(sink, key)} must be >= 0, got {raw!r}")
     return value
 
 
@@ -157,4 +160,4 @@ def option_bool(options: Mapping[str, str], sink: str, key: str, default: bool) 
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise SettingsError(f"{_where(sink, key)} must be true or false, got {raw!r}")
+    raise SettingsError(f"{option_where(sink, key)} must be true or false, got {raw!r}")

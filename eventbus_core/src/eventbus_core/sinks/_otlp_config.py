@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from eventbus_core._errors import SettingsError
-from eventbus_core._sink import check_options, option_bool, option_float, option_int
+from eventbus_core._sink import check_options, option_bool, option_float, option_int, option_where
 from eventbus_core.sinks._http import check_url
 
 __all__ = ["OPTIONS", "OtlpConfig", "otlp_config", "parse_headers"]
@@ -94,7 +94,7 @@ def _resource_attributes(raw: str) -> dict[str, str]:
 
 def _endpoint(options: Mapping[str, str], env: Mapping[str, str]) -> str:
     if options.get("endpoint"):
-        return check_url(options["endpoint"], "sink option 'endpoint' of 'otlp'")
+        return check_url(options["endpoint"], option_where("otlp", "endpoint"))
     if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         return check_url(
             env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -173,7 +173,7 @@ def otlp_config(
     headers: dict[str, str] = {}
     for var in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
         headers.update(parse_headers(env.get(var, ""), var))
-    headers.update(parse_headers(options.get("headers", ""), "sink option 'headers' of 'otlp'"))
+    headers.update(parse_headers(options.get("headers", ""), option_where("otlp", "headers")))
     for key, value in options.items():
         if key.startswith("header_") and len(key) > len("header_"):
             headers[key[len("header_") :].replace("_", "-")] = value

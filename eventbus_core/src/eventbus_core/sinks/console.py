@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import check_options
+from eventbus_core._sink import check_options, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 
 __all__ = ["ConsoleSink", "build_sink", "eventbus_register_sinks", "format_line"]
@@ -77,8 +77,7 @@ def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> Consol
     where = options.get("stream", "stdout").strip().lower()
     if where not in ("stdout", "stderr"):
         raise SettingsError(
-            f"sink option 'stream' of 'console' (EVENTBUS_SINK_CONSOLE_STREAM) must be "
-            f"stdout or stderr, got {where!r}"
+            f"{option_where('console', 'stream')} must be stdout or stderr, got {where!r}"
         )
     return ConsoleSink(sys.stderr if where == "stderr" else None)
 

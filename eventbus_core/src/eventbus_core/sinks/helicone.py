@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import check_options, option_float
+from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_url
 from eventbus_core.sinks import _genai
@@ -115,7 +115,7 @@ class HeliconeSink:
         name: str = "helicone",
     ) -> None:
         key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
-        self.endpoint = check_url(endpoint, "sink option 'endpoint' of 'helicone'")
+        self.endpoint = check_url(endpoint, option_where("helicone", "endpoint"))
         self.provider = provider
         self.name = name
         self.target = HttpTarget(

@@ -21,7 +21,7 @@ from typing import Any
 from eventbus_core._errors import SettingsError
 from eventbus_core._jsonl import JsonlFile, dumps_line, file_problem
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import check_options, option_bool, option_int
+from eventbus_core._sink import check_options, option_bool, option_int, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 
 __all__ = ["JsonlSink", "build_sink", "eventbus_register_sinks"]
@@ -73,9 +73,7 @@ def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> JsonlS
     path = options.get("path") or "events.jsonl"
     problem = file_problem(path)
     if problem is not None:  # at start, not as a dead letter for every batch
-        raise SettingsError(
-            f"sink option 'path' of 'jsonl' (EVENTBUS_SINK_JSONL_PATH): {path!r} {problem}"
-        )
+        raise SettingsError(f"{option_where('jsonl', 'path')}: {path!r} {problem}")
     return JsonlSink(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
 
 

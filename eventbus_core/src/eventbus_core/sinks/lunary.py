@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import check_options, option_bool, option_float
+from eventbus_core._sink import check_options, option_bool, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_url
 from eventbus_core.sinks._go_payload import go_event_payload
@@ -63,7 +63,7 @@ class LunarySink:
         name: str = "lunary",
     ) -> None:
         key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
-        self.endpoint = check_url(endpoint, "sink option 'endpoint' of 'lunary'")
+        self.endpoint = check_url(endpoint, option_where("lunary", "endpoint"))
         self.end_events = end_events
         self.name = name
         self.target = HttpTarget(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
-from eventbus_core._sink import check_options, option_float
+from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_url
 from eventbus_core.sinks._http import HttpTarget, status_error
@@ -103,8 +103,8 @@ def _headers(options: Mapping[str, str]) -> dict[str, str]:
             parsed = None
         if not isinstance(parsed, dict):
             raise SettingsError(
-                "sink option 'headers' of 'webhook' (EVENTBUS_SINK_WEBHOOK_HEADERS) must be a "
-                'JSON object such as {"X-Token": "..."} (its value is not shown here)'
+                f"{option_where('webhook', 'headers')} must be a JSON object such as "
+                '{"X-Token": "..."} (its value is not shown here)'
             )
         headers.update({str(k): str(v) for k, v in parsed.items()})
     for key, value in options.items():
