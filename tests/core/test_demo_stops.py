@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests._devices import FULL_MINOR, NULL_MINOR, make_device
 from tests._services import redis_url, require_redis
 
 STOPS_DB = 9  # not test_demo.py's 8: the two files may run at once (dev.py test: -n 2)
@@ -104,13 +105,16 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
     assert afile.read_text() == "x"
 
 
-def _device(path: Path, minor: int) -> Path:
-    """A character device like /dev/null (minor 3) or /dev/full (minor 7) at `path`."""
-    try:
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
-    except PermissionError:
-        pytest.skip("making a device node needs root")
-    return path
+def _demo(backend: str, output: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli("demo", "--requests", "2000", "--output", str(output)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for(backend),
+        cwd=cwd,
+        check=False,
+    )
 
 
 @pytest.mark.redis
@@ -118,16 +122,8 @@ def test_the_multi_process_demo_refuses_an_output_that_is_a_device(tmp_path: Pat
     # It deleted its output path before the run: as root, `--output /dev/null` removed the
     # machine's /dev/null (and /dev/full, once, on the machine these tests run on).
     require_redis(STOPS_DB)
-    null = _device(tmp_path / "null", 3)
-    done = subprocess.run(
-        cli("demo", "--requests", "200", "--output", str(null)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env_for("redis"),
-        cwd=tmp_path,
-        check=False,
-    )
+    null = make_device(tmp_path / "null", NULL_MINOR)
+    done = _demo("redis", null, tmp_path)
     assert done.returncode == 2, done.stderr
     assert "is not a regular file" in done.stderr and "Traceback" not in done.stderr
     assert stat.S_ISCHR(null.stat().st_mode)
@@ -135,16 +131,8 @@ def test_the_multi_process_demo_refuses_an_output_that_is_a_device(tmp_path: Pat
 
 def test_a_full_disk_is_said_once_in_the_summary(tmp_path: Path) -> None:
     # The consumer thread died with a traceback, and the summary said 0 delivered and 5 written.
-    full = _device(tmp_path / "full", 7)
-    done = subprocess.run(
-        cli("demo", "--requests", "2000", "--output", str(full)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env_for("memory"),
-        cwd=tmp_path,
-        check=False,
-    )
+    full = make_device(tmp_path / "full", FULL_MINOR)
+    done = _demo("memory", full, tmp_path)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert f"FAILED: cannot write {full}: No space left on device" in done.stderr

@@ -29,6 +29,7 @@ from eventbus_core import (
 from eventbus_core.sinks import ConsoleSink, JsonlSink, WebhookSink
 from eventbus_core.sinks import webhook as webhook_module
 from eventbus_core.sinks.console import format_line
+from tests._devices import FULL_MINOR, NULL_MINOR, make_device
 from tests.core.conftest_dispatch import WebhookReceiver, make_events, read_jsonl, serve
 
 
@@ -318,17 +319,6 @@ async def test_webhook_timeout_is_transient() -> None:
         await sink.close()
 
 
-def _device(path: Path, minor: int) -> Path:
-    """A character device like /dev/null (minor 3) or /dev/full (minor 7) at `path`."""
-    import stat
-
-    try:
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
-    except PermissionError:
-        pytest.skip("making a device node needs root")
-    return path
-
-
 def test_jsonl_on_a_device_writes_without_rotating_or_truncating_it(tmp_path: Path) -> None:
     import stat
 
@@ -336,13 +326,13 @@ def test_jsonl_on_a_device_writes_without_rotating_or_truncating_it(tmp_path: Pa
 
     # Rotating renamed the path: as root, a jsonl sink discarding to /dev/null moved the
     # machine's /dev/null away after max_bytes, and left a regular file in its place.
-    null = _device(tmp_path / "null", 3)
+    null = make_device(tmp_path / "null", NULL_MINOR)
     sink = JsonlFile(null, max_bytes=10, backups=2)
     for _ in range(5):
         assert sink.append_lines([b"0123456789\n"]) == 11
     sink.close()
     assert stat.S_ISCHR(null.stat().st_mode) and sorted(tmp_path.iterdir()) == [null]
     # A full device: the write's own error, not one from taking back what was written.
-    full = JsonlFile(_device(tmp_path / "full", 7), max_bytes=0)
+    full = JsonlFile(make_device(tmp_path / "full", FULL_MINOR), max_bytes=0)
     with pytest.raises(OSError, match="No space left on device"):
         full.append_lines([b"x\n"])
