@@ -61,6 +61,19 @@ def unwritable_dir(tmp_path: Path) -> Path:
     return Path("/sys/kernel")
 
 
+def _demo(backend: str, output: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`eventbus demo --requests 2000 --output OUTPUT` on `backend`, run as a user would."""
+    return subprocess.run(
+        cli("demo", "--requests", "2000", "--output", str(output)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for(backend),
+        cwd=cwd,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["proc", "parent-is-a-file", "unwritable-dir", "a-directory"])
 def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
@@ -77,15 +90,7 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
     }[case]
     before = set(client.scan_iter(match="eventbus-demo:*")) if client is not None else set()
     started = time.monotonic()
-    done = subprocess.run(
-        cli("demo", "--requests", "2000", "--output", str(path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env_for(backend),
-        cwd=tmp_path,
-        check=False,
-    )
+    done = _demo(backend, path, tmp_path)
     took = time.monotonic() - started
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
@@ -103,18 +108,6 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
     if client is not None:
         assert set(client.scan_iter(match="eventbus-demo:*")) == before  # no run started
     assert afile.read_text() == "x"
-
-
-def _demo(backend: str, output: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli("demo", "--requests", "2000", "--output", str(output)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env_for(backend),
-        cwd=cwd,
-        check=False,
-    )
 
 
 @pytest.mark.redis
