@@ -75,7 +75,9 @@ def _demo(backend: str, output: Path, cwd: Path) -> subprocess.CompletedProcess[
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", ["proc", "parent-is-a-file", "unwritable-dir", "a-directory"])
+@pytest.mark.parametrize(
+    "case", ["proc", "parent-is-a-file", "unwritable-dir", "a-directory", "a-pipe"]
+)
 def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
     case: str, backend: str, tmp_path: Path
 ) -> None:
@@ -87,7 +89,10 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
         "parent-is-a-file": afile / "x.jsonl",
         "unwritable-dir": unwritable_dir(tmp_path) / "x.jsonl",
         "a-directory": tmp_path,
+        "a-pipe": tmp_path / "fifo",
     }[case]
+    if case == "a-pipe":
+        os.mkfifo(path)  # nobody reads it: opening it to write would wait for ever
     before = set(client.scan_iter(match="eventbus-demo:*")) if client is not None else set()
     started = time.monotonic()
     done = _demo(backend, path, tmp_path)
@@ -101,6 +106,7 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
         "parent-is-a-file": f"{afile} is a file, not a directory",
         "unwritable-dir": "cannot be written",
         "a-directory": "is a directory",
+        "a-pipe": "is a pipe or a socket",
     }[case]
     assert reason in lines[0]
     assert done.stdout == ""  # no summary: nothing was simulated

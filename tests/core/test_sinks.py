@@ -285,7 +285,14 @@ def test_sink_options_from_the_environment_and_their_errors(tmp_path: Path) -> N
     assert console_module.build_sink(settings, {"stream": "stderr"})._stream is sys.stderr
     # A path that cannot be written is refused at start, not dead-lettered batch after batch.
     (tmp_path / "file").write_text("")
-    for bad, why in ((tmp_path / "file" / "x.jsonl", "is a file"), (tmp_path, "is a directory")):
+    # A pipe: opening it to write waited for as long as nobody read it (the dispatcher then
+    # ignored SIGTERM), and the check's own open and close gave a reader its end of file.
+    os.mkfifo(tmp_path / "fifo")
+    for bad, why in (
+        (tmp_path / "file" / "x.jsonl", "is a file"),
+        (tmp_path, "is a directory"),
+        (tmp_path / "fifo", "is a pipe or a socket"),
+    ):
         with pytest.raises(SettingsError, match=f"--sink-opt path=.*JSONL_PATH.*{why}"):
             jsonl_module.build_sink(settings, {"path": str(bad)})
 

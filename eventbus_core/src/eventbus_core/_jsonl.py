@@ -79,6 +79,14 @@ def file_problem(path: str | os.PathLike[str]) -> str | None:
     absolute = Path(os.path.abspath(given))
     if absolute.is_dir():
         return f"is a directory; give a file path, e.g. {given / 'events.jsonl'}"
+    if absolute.is_fifo() or absolute.is_socket():
+        # Opening a pipe to write waits for as long as no process reads it (a writer stuck
+        # there ends on no signal), and this check's own open and close would hand a reader
+        # its end of file. Files and devices (/dev/null) only.
+        return (
+            "is a pipe or a socket; give a file, or a device such as /dev/null (a write to a "
+            "pipe would wait for as long as nothing reads it)"
+        )
     existing = _nearest_existing(absolute.parent)
     if not existing.is_dir():
         return f"cannot be created: {existing} is a file, not a directory; choose another path"
