@@ -417,6 +417,27 @@ def test_sigterm_during_publish_delivers_what_was_accepted_and_exits_143(
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone again
 
 
+def test_a_second_sigterm_does_not_cut_the_ending_short(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A second SIGTERM while the first one's ending delivered what was accepted ended the
+    # command at once: no summary, and the events lost without being counted.
+    from eventbus_core.testing import RecordingBus
+
+    class SlowToStop(RecordingBus):
+        def stop(self, timeout: float | None = None) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the impatient second one
+            threading.Event().wait(0.2)  # the handler runs meanwhile, in this thread
+            super().stop(timeout)
+
+    bus = SlowToStop()
+    monkeypatch.setattr("eventbus_core.cli._ops.create_bus", lambda settings: bus)
+    monkeypatch.setattr("sys.stdin", _TerminatedInput(3))
+    assert main(["publish", "--backend", "memory"]) == 143
+    assert "eventbus publish: interrupted: 3 accepted, 0 dropped" in capsys.readouterr().err
+    assert len(bus.published) == 3
+
+
 def test_the_shared_backend_advice_names_only_flags_that_exist(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -193,6 +193,11 @@ def _sigterm_as_interrupt() -> Iterator[list[bool]]:
         return
 
     def terminate(signum: int, frame: object) -> None:
+        if came:
+            # Already ending, bounded by EVENTBUS_STOP_TIMEOUT: a second SIGTERM must not cut
+            # that short and lose, uncounted and unsaid, what the first one is delivering.
+            # (SIGKILL ends it at once; a second Ctrl-C still does as before.)
+            return
         came.append(True)
         raise _Terminated
 
