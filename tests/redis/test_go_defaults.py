@@ -59,6 +59,8 @@ def test_defaults_are_the_go_proxys_key_stream_group_and_field() -> None:
         # The value as typed, scheme and all: it is what is wrong.
         ("REDIS_ADDR", "redis://localhost:6379", "REDIS_ADDR='redis://localhost:6379' must be"),
         ("REDIS_ADDR", "local host:6379", "must be host:port"),
+        ("REDIS_ADDR", "::1:6379", r"REDIS_ADDR='::1:6379': an IPv6 address goes in brackets"),
+        ("REDIS_ADDR", "[::1]", r"REDIS_ADDR='\[::1\]' has no port"),
         ("REDIS_URL", "redis://local host:6379/0", "holds whitespace"),
         ("EVENTBUS_REDIS_TTL", "0.0001", r"ttl must be 0 \(no expiry\) or from 0.001"),
         ("EVENTBUS_REDIS_TTL", "1e300", r"ttl must be 0 \(no expiry\) or from 0.001"),

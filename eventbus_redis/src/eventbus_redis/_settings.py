@@ -198,6 +198,15 @@ def _check_redis_addr(value: str) -> str:
             f"REDIS_ADDR={shown!r} must be host:port, as the Go llm-proxy reads it (e.g. "
             "localhost:6379 or [::1]:6379); for a URL, a password or TLS, set REDIS_URL instead"
         )
+    if value.startswith("[") and value.endswith("]"):
+        raise ValueError(
+            f"REDIS_ADDR={shown!r} has no port: give it after the brackets, as in [::1]:6379"
+        )
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        # ::1:6379 cannot tell the address's colons from the port's.
+        raise ValueError(
+            f"REDIS_ADDR={shown!r}: an IPv6 address goes in brackets, as in [::1]:6379"
+        )
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(
             f"REDIS_ADDR={shown!r}: port {port!r} is not a number from 1 to 65535 "
