@@ -76,7 +76,7 @@ def _demo(backend: str, output: Path, cwd: Path) -> subprocess.CompletedProcess[
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
-    "case", ["proc", "parent-is-a-file", "unwritable-dir", "a-directory", "a-pipe"]
+    "case", ["proc", "parent-is-a-file", "unwritable-dir", "a-directory", "a-pipe", "a-dash"]
 )
 def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
     case: str, backend: str, tmp_path: Path
@@ -90,6 +90,7 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
         "unwritable-dir": unwritable_dir(tmp_path) / "x.jsonl",
         "a-directory": tmp_path,
         "a-pipe": tmp_path / "fifo",
+        "a-dash": Path("-"),
     }[case]
     if case == "a-pipe":
         os.mkfifo(path)  # nobody reads it: opening it to write would wait for ever
@@ -107,6 +108,7 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
         "unwritable-dir": "cannot be written",
         "a-directory": "is a directory",
         "a-pipe": "is a pipe or a socket",
+        "a-dash": "would be a file named '-'",
     }[case]
     assert reason in lines[0]
     assert done.stdout == ""  # no summary: nothing was simulated

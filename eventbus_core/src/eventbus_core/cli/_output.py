@@ -22,6 +22,9 @@ def check_output(path: Path, flag: str) -> None:
     Raises:
         UsageError: it cannot; the message names the flag, the path and why.
     """
+    if str(path) == "-":
+        # Often meant as standard output, which carries the command's summary here.
+        raise UsageError(f"{flag} '-': give a file path ('-' would be a file named '-')")
     problem = file_problem(path)
     if problem is not None:
         raise UsageError(f"{flag} {str(path)!r} {problem}")
