@@ -575,3 +575,54 @@ def test_an_owned_bus_whose_stop_never_returns_does_not_hold_the_dispatcher(
     assert time.monotonic() - started < 10
     assert "the bus's stop() did not return within 5.1 s" in caplog.text
     assert sink.closed
+
+
+@pytest.mark.parametrize("fault", ["thread-never-returns", "swallows-cancellation"])
+def test_a_sink_that_never_ends_does_not_hold_the_stop(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `eventbus dispatch` ran the dispatcher with asyncio.run(), which waits without end for
+    # the default executor's threads (a sink's asyncio.to_thread call that never returns) and
+    # for a cancelled task that swallows its cancellation: SIGTERM never ended the process.
+    import threading
+
+    from eventbus_core._overrun import run_bounded
+
+    forever = threading.Event()
+
+    class NeverEnding(RecordingSink):
+        async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+            if fault == "thread-never-returns":
+                await asyncio.to_thread(forever.wait)
+                return
+            while True:  # a plugin's bug: it swallows every cancellation
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    continue
+
+        async def close(self) -> None:
+            if fault == "swallows-cancellation":
+                await self.send([])
+            self.closed = True
+
+    source = ListSource(make_events(5))
+    dispatcher = Dispatcher(
+        source, [NeverEnding("stuck")], batch_size=5, flush_interval=0.01, shutdown_timeout=0.2
+    )
+
+    async def stop_soon() -> Any:
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.3)
+        dispatcher.request_stop()
+        return await task
+
+    started = time.monotonic()
+    try:
+        stats = run_bounded(stop_soon(), grace=0.5)
+    finally:
+        forever.set()  # let the thread of this test go
+    assert time.monotonic() - started < 8  # shutdown 0.2 s, each bound 0.5 to 2 s
+    assert stats.sinks["stuck"].requeued == 5 and source.acked == []
+    if fault == "swallows-cancellation":
+        assert "did not end within" in caplog.text

@@ -12,17 +12,39 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 from eventbus_core._log import get_logger
 
-__all__ = ["STOP_MARGIN", "call_bounded", "call_bounded_async", "run_in_daemon"]
+__all__ = [
+    "CANCEL_GRACE",
+    "STOP_MARGIN",
+    "call_bounded",
+    "call_bounded_async",
+    "cancel_bounded",
+    "run_bounded",
+    "run_in_daemon",
+]
+
+T = TypeVar("T")
 
 log = get_logger("eventbus")
 
 STOP_MARGIN = 5.0
 """Seconds a backend's `stop()` may overrun its own timeout (EVENTBUS_STOP_TIMEOUT) before
 `eventbus publish` or a dispatcher goes on without it."""
+
+CANCEL_GRACE = 2.0
+"""Seconds a cancelled task (a sink's send, say) gets to end before it is left behind."""
+
+# Tasks left behind, kept referenced: once their loop is closed, the garbage collector would
+# otherwise have asyncio log "Task was destroyed but it is pending!" for each, at some later,
+# unrelated moment. They are few (one per plugin bug) and the process is ending.
+_LEFT_BEHIND: list[object] = []
 
 
 def run_in_daemon(fn: Callable[[], object], what: str) -> concurrent.futures.Future[object]:
@@ -79,3 +101,52 @@ async def call_bounded_async(fn: Callable[[], object], bound: float, what: str) 
         _overran(what, bound)
         return False
     return True
+
+
+async def cancel_bounded(tasks: Collection[asyncio.Task[Any]], grace: float = CANCEL_GRACE) -> None:
+    """Cancel `tasks` and wait at most `grace` seconds for them to end; one that swallows its
+    cancellation (a plugin's fault) is left behind, with a warning naming it, instead of holding
+    the stop for ever as `gather()` would."""
+    import asyncio  # here: the WSGI middleware uses this module and imports no event loop
+
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=grace)
+    _LEFT_BEHIND.extend(stuck)
+    for task in stuck:
+        log.warning(
+            "task %s did not end within %.1f s of being cancelled: going on without it (a "
+            "plugin that swallows cancellation)",
+            task.get_name(),
+            grace,
+        )
+
+
+def run_bounded(main: Coroutine[Any, Any, T], grace: float = CANCEL_GRACE) -> T:
+    """`asyncio.run(main)`, except that what a plugin leaves behind cannot keep it from
+    returning: tasks still running when `main` ends are cancelled and waited for at most `grace`
+    seconds (`asyncio.run` waits for ever on one that swallows its cancellation), and the
+    default executor's threads are not waited for (`asyncio.run` waits for a sink's
+    `asyncio.to_thread` call that never returns). Such threads are then the process's to end
+    (the `eventbus` command gives them `_LEFTOVER_WAIT` seconds)."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="eventbus-to-thread")
+    loop.set_default_executor(executor)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            loop.run_until_complete(cancel_bounded(leftovers, grace))
+            loop.run_until_complete(
+                asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=grace)
+            )
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            asyncio.set_event_loop(None)
+            loop.close()

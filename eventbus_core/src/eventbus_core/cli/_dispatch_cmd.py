@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from eventbus_core._jsonl import file_problem
 from eventbus_core._log import get_logger
+from eventbus_core._overrun import run_bounded
 from eventbus_core._plugins import get_registry
 from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._ops import (
@@ -258,13 +258,15 @@ def run(args: argparse.Namespace) -> int:
     # application that owns its heap.)
     prepare_dispatch_heap()
     with BackendWatch(bus, command="eventbus dispatch"):
+        # Not asyncio.run(): it would wait without end for a sink's thread or task that never
+        # ends, past the bound the stop promises (see run_bounded).
         if endpoint is None:
-            stats = asyncio.run(dispatcher.serve())
+            stats = run_bounded(dispatcher.serve())
         else:
             endpoint.attach(dispatcher, max_lag=settings.ready_max_lag)
             endpoint.start()
             try:
-                stats = asyncio.run(endpoint.run(dispatcher))
+                stats = run_bounded(endpoint.run(dispatcher))
             finally:
                 endpoint.close()
     lost = sum(s.dropped for s in stats.sinks.values())

@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import add_patterns, get_logger, scrub
-from eventbus_core._overrun import STOP_MARGIN, call_bounded_async
+from eventbus_core._overrun import STOP_MARGIN, call_bounded_async, cancel_bounded
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_problem
@@ -282,12 +282,10 @@ class Dispatcher:
         _, pending = await asyncio.wait(
             [*readers, *workers.values()], timeout=self.shutdown_timeout
         )
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_bounded(pending)
         misconfigured: SettingsError | None = None
         for task in [*readers, *workers.values()]:
-            if not task.cancelled() and task.exception() is not None:
+            if task.done() and not task.cancelled() and task.exception() is not None:
                 exc = task.exception()
                 if isinstance(exc, SettingsError):
                     misconfigured = misconfigured or exc
@@ -341,10 +339,13 @@ class Dispatcher:
         # EVENTBUS_SHUTDOWN_TIMEOUT bounds more than that (see `Lane.close`).
         await asyncio.gather(*(lane.close(_CLOSE_BOUND) for lane in self._lanes))
         for sink in self.sinks:
-            try:
-                await sink.close()
-            except Exception as exc:
-                log.warning("closing sink %s failed: %s", sink.name, exc)
+            # Bounded: a sink's close() that never returns must not hold the stop either.
+            closing = asyncio.create_task(sink.close(), name=f"close-{sink.name}")
+            done, _ = await asyncio.wait([closing], timeout=_CLOSE_BOUND)
+            if not done:
+                await cancel_bounded([closing])
+            elif closing.exception() is not None:
+                log.warning("closing sink %s failed: %s", sink.name, closing.exception())
         if self.dead_letter is not None:
             await self.dead_letter.close()
         if self.owned_bus is not None:
