@@ -141,7 +141,11 @@ def run_bounded(main: Coroutine[Any, Any, T], grace: float = CANCEL_GRACE) -> T:
         return loop.run_until_complete(main)
     finally:
         try:
-            leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            leftovers = [
+                task
+                for task in asyncio.all_tasks(loop)
+                if not task.done() and task not in _LEFT_BEHIND  # each said once
+            ]
             loop.run_until_complete(cancel_bounded(leftovers, grace))
             loop.run_until_complete(
                 asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=grace)
