@@ -343,3 +343,23 @@ def test_jsonl_on_a_device_writes_without_rotating_or_truncating_it(tmp_path: Pa
     full = JsonlFile(make_device(tmp_path / "full", FULL_MINOR), max_bytes=0)
     with pytest.raises(OSError, match="No space left on device"):
         full.append_lines([b"x\n"])
+
+
+def test_jsonl_follows_its_path_when_the_file_is_removed_or_moved(tmp_path: Path) -> None:
+    from eventbus_core._jsonl import JsonlFile
+
+    # It kept writing to the descriptor it had open: after an rm (or logrotate's move) every
+    # batch, dead letters included, went to a file no path reached, counted as written.
+    path = tmp_path / "dead.jsonl"
+    sink = JsonlFile(path)
+    sink.append_lines([b"1\n"])
+    path.unlink()
+    sink.append_lines([b"2\n"])
+    assert path.read_bytes() == b"2\n"
+    path.rename(tmp_path / "dead.jsonl.1")  # as logrotate moves it
+    sink.append_lines([b"3\n"])
+    assert path.read_bytes() == b"3\n" and (tmp_path / "dead.jsonl.1").read_bytes() == b"2\n"
+    path.unlink()
+    path.mkdir()  # it cannot be written any more: said, so the caller keeps the batch
+    with pytest.raises(IsADirectoryError):
+        sink.append_lines([b"4\n"])

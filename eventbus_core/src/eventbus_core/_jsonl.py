@@ -130,23 +130,38 @@ class JsonlFile:
         self.fsync = fsync
         self._fd: int | None = None
         self._size = 0
-        # A device or a pipe (/dev/null to discard, /dev/stdout): written to, never rotated,
-        # truncated or repaired. Rotating renames the path: as root, that would move
-        # /dev/null away and leave a regular file in its place.
+        # A device (/dev/null to discard): written to, never rotated, truncated or repaired.
+        # Rotating renames the path: as root, that would move /dev/null away and leave a
+        # regular file in its place.
         self._regular = True
+        self._inode = (0, 0)  # (st_dev, st_ino) of the open file
         self._lock = threading.Lock()
 
     def _open(self) -> int:
+        if self._fd is not None and self._regular and not self._still_at_path():
+            # Deleted or replaced under us (an operator's rm, logrotate's move): lines written
+            # to the open descriptor would go to a file no path reaches any more, lost while
+            # counted as written. Open what the path names now (or fail, if it cannot be).
+            self.close()
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             info = os.fstat(fd)
+            self._inode = (info.st_dev, info.st_ino)
             self._regular = stat.S_ISREG(info.st_mode)
             self._size = info.st_size if self._regular else 0
             self._fd = fd
             if self._regular:
                 self._repair_tail()
         return self._fd
+
+    def _still_at_path(self) -> bool:
+        """True if the path still names the file this has open (one stat per batch)."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self._inode
 
     def _repair_tail(self) -> None:
         """Cut off a torn last line left by a process that died mid-write."""
