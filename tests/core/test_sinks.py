@@ -363,3 +363,22 @@ def test_jsonl_follows_its_path_when_the_file_is_removed_or_moved(tmp_path: Path
     path.mkdir()  # it cannot be written any more: said, so the caller keeps the batch
     with pytest.raises(IsADirectoryError):
         sink.append_lines([b"4\n"])
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://127.0.0.1:99999/hook", "is not a valid URL"),
+        ("http://user:hunter2@[::1/hook", "is not a valid URL"),
+        ("http:///hook", "names no host"),
+        ("ftp://x/hook", "must be an http:// or https:// URL"),
+    ],
+)
+def test_a_webhook_url_that_can_never_work_is_refused_at_start(url: str, said: str) -> None:
+    from eventbus_core.sinks import webhook as webhook_module
+
+    # It started, then every batch failed, was retried as if the server were down, and was
+    # dead-lettered.
+    with pytest.raises(SettingsError, match=said) as info:
+        webhook_module.build_sink(EventBusSettings(), {"url": url})
+    assert "--sink-opt url=" in str(info.value) and "hunter2" not in str(info.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import ssl
+import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -29,9 +30,23 @@ _DETAIL_CHARS = 200
 
 
 def check_url(url: str, where: str) -> str:
-    """Return `url` if it is http(s); else raise `SettingsError` naming `where`."""
+    """Return `url` if it is an http(s) URL with a host and a usable port; else raise
+    `SettingsError` naming `where` (the URL shown without its password). Checked at start:
+    otherwise every batch would fail, be retried as if the server were down, and be
+    dead-lettered."""
+    shown = redact_url(url)
     if not url.startswith(("http://", "https://")):
-        raise SettingsError(f"{where} must be an http:// or https:// URL, got {redact_url(url)!r}")
+        raise SettingsError(f"{where} must be an http:// or https:// URL, got {shown!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port out of range raises
+    except ValueError:
+        raise SettingsError(
+            f"{where} {shown!r} is not a valid URL: its host or its port (1-65535) cannot be "
+            "read; e.g. https://collector.example:4318/path, IPv6 hosts in brackets"
+        ) from None
+    if not parts.hostname:
+        raise SettingsError(f"{where} {shown!r} names no host")
     return url
 
 

@@ -24,8 +24,7 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
-from eventbus_core.redact._secrets import redact_url
-from eventbus_core.sinks._http import HttpTarget, status_error
+from eventbus_core.sinks._http import HttpTarget, check_url, status_error
 
 if TYPE_CHECKING:
     import httpx
@@ -59,12 +58,7 @@ class WebhookSink:
         client: httpx.AsyncClient | None = None,
         name: str = "webhook",
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise SettingsError(
-                f"webhook url must start with http:// or https://, got {redact_url(url)!r} "
-                "(--sink-opt url=... or EVENTBUS_SINK_WEBHOOK_URL)"
-            )
-        self.url = url
+        self.url = check_url(url, option_where("webhook", "url"))
         self.headers = {"content-type": "application/json", **(headers or {})}
         self.timeout = timeout
         self.connect_timeout = connect_timeout
