@@ -37,6 +37,22 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
     assert "topsecret" not in repr(url) and "topsecret" not in url.redacted
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # Free-text masking stops at a space or a '/': redis-py takes such passwords as they are.
+        ("redis://:top secret@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://u:top/secret@h:6379/0", "redis://u:***@h:6379/0"),
+        ("redis://u:top@secret@h/0", "redis://u:***@h/0"),
+        ("redis://top secret@h", "redis://***@h"),
+        ("redis://u:pw@h/0?password=topsecret", "redis://u:***@h/0?password=***"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_a_redacted_url_masks_any_password_it_holds(url: str, shown: str) -> None:
+    assert RedactedURL(url).redacted == shown and repr(RedactedURL(url)) == repr(shown)
+
+
 def test_urls_in_text_are_matched_where_the_pattern_would_match_them() -> None:
     # `mask_url_credentials` tries the URL pattern only at the scheme before each `://`: the
     # same matches as the pattern's own sub(), on text built to tell them apart (schemes with

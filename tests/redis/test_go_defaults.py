@@ -61,6 +61,8 @@ def test_defaults_are_the_go_proxys_key_stream_group_and_field() -> None:
         ("REDIS_ADDR", "local host:6379", "must be host:port"),
         ("REDIS_ADDR", "::1:6379", r"REDIS_ADDR='::1:6379': an IPv6 address goes in brackets"),
         ("REDIS_ADDR", "[::1]", r"REDIS_ADDR='\[::1\]' has no port"),
+        ("REDIS_ADDR", "[a:6379", "unbalanced brackets"),
+        ("REDIS_ADDR", "a]:6379", "unbalanced brackets"),
         ("REDIS_URL", "redis://local host:6379/0", "holds whitespace"),
         ("EVENTBUS_REDIS_TTL", "0.0001", r"ttl must be 0 \(no expiry\) or from 0.001"),
         ("EVENTBUS_REDIS_TTL", "1e300", r"ttl must be 0 \(no expiry\) or from 0.001"),
@@ -80,11 +82,26 @@ def test_invalid_address_variables_name_the_variable(
     assert variable in str(caught.value)
 
 
-def test_a_password_put_in_redis_addr_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REDIS_ADDR", "user:hunter2@localhost:6379")
+@pytest.mark.parametrize("password", ["hunter2", "hun ter2", "hun/ter2", "hun@ter2"])
+def test_a_password_put_in_redis_addr_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    monkeypatch.setenv("REDIS_ADDR", f"user:{password}@localhost:6379")
     with pytest.raises(SettingsError, match="REDIS_ADDR") as caught:
         EventBusSettings()
-    assert "hunter2" not in str(caught.value)
+    assert "ter2" not in str(caught.value)
+
+
+def test_a_password_with_a_space_is_taken_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-py sends it as it is; only whitespace in the host is refused.
+    monkeypatch.setenv("REDIS_URL", "redis://:hun ter2@localhost:6379/0")
+    settings = EventBusSettings()
+    assert str(settings.redis_url) == "redis://:hun ter2@localhost:6379/0"
+    assert "ter2" not in repr(settings) and "ter2" not in settings.redis_url.redacted
+    monkeypatch.setenv("REDIS_URL", "redis://:hun ter2@local host:6379/0")
+    with pytest.raises(SettingsError, match="its host holds whitespace") as caught:
+        EventBusSettings()
+    assert "ter2" not in str(caught.value)
 
 
 def test_no_address_at_all_names_both_ways_to_give_one() -> None:

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Final
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from eventbus_core import PluginSettings, RedactedURL, redact_url
+from eventbus_core import PluginSettings, RedactedURL
+from eventbus_core.redact._secrets import redact_one_url
 
 __all__ = ["REDIS_ENV_VARS", "RedisSettings"]
 
@@ -156,11 +157,14 @@ class RedisSettings(PluginSettings):
                 f"the database after the address must be a number, as in redis://host:6379/0, "
                 f"not {db!r}"
             )
-        if any(c.isspace() for c in value):
-            # redis-py would take it, and fail to resolve the host at every attempt.
+        address = value.partition("://")[2].rpartition("@")[2]
+        for end in "/?#":
+            address = address.partition(end)[0]
+        if any(c.isspace() for c in address):
+            # redis-py would take it, and fail to resolve the host at every attempt. (A space
+            # in the password is the server's business: redis-py sends it as it is.)
             raise ValueError(
-                f"{value.redacted!r} holds whitespace; write it as redis://host:6379/0 "
-                "(percent-encode a space in a password as %20)"
+                f"{value.redacted!r}: its host holds whitespace; write it as redis://host:6379/0"
             )
         return value
 
@@ -183,9 +187,9 @@ REDIS_ENV_VARS: Final[dict[str, str]] = {
 
 def _check_redis_addr(value: str) -> str:
     host, colon, port = value.rpartition(":")
-    # Never echo a password someone put there: mask it as in a URL, and show what was typed
-    # (a scheme included: it is what is wrong).
-    shown = redact_url(value) if "://" in value else redact_url(f"redis://{value}")[8:]
+    # Never echo a password someone put there, whatever it holds: mask it as in a URL, and
+    # show what was typed (a scheme included: it is what is wrong).
+    shown = redact_one_url(value) if "://" in value else redact_one_url(f"redis://{value}")[8:]
     # '/', '@', '?' or '#' anywhere (host or port) means a URL or credentials, never host:port.
     if (
         "://" in value
@@ -197,6 +201,10 @@ def _check_redis_addr(value: str) -> str:
         raise ValueError(
             f"REDIS_ADDR={shown!r} must be host:port, as the Go llm-proxy reads it (e.g. "
             "localhost:6379 or [::1]:6379); for a URL, a password or TLS, set REDIS_URL instead"
+        )
+    if value.startswith("[") != ("]" in value):
+        raise ValueError(
+            f"REDIS_ADDR={shown!r}: unbalanced brackets; an IPv6 address is written [::1]:6379"
         )
     if value.startswith("[") and value.endswith("]"):
         raise ValueError(

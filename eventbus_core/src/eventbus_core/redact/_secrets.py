@@ -11,7 +11,14 @@ from pydantic_core import core_schema
 
 from eventbus_core.redact._substitute import sub_at
 
-__all__ = ["URL_CREDENTIALS", "URL_IN_TEXT", "RedactedURL", "mask_url_credentials", "redact_url"]
+__all__ = [
+    "URL_CREDENTIALS",
+    "URL_IN_TEXT",
+    "RedactedURL",
+    "mask_url_credentials",
+    "redact_one_url",
+    "redact_url",
+]
 
 _MASK = "***"
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)[^&\s]*", re.IGNORECASE)
@@ -88,6 +95,25 @@ def redact_url(url: str) -> str:
     return masked
 
 
+def redact_one_url(url: str) -> str:
+    """`url`, one URL and nothing else, with its credentials masked whatever they hold.
+
+    `redact_url` reads free text, where a space ends a URL: a password with a space or a `/`
+    in it (which redis-py accepts) would be shown from there on. Here everything between
+    `scheme://` and the URL's last `@` is the user part: its password (or a lone token) is
+    masked whole, and so is a `password=` parameter.
+    """
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return redact_url(url)
+    user, colon, _ = rest[:at].partition(":")
+    if not colon or any(c.isspace() or c in "/?#" for c in user):
+        user, colon = "", ""  # a lone token, or no telling where the user name ends
+    shown_user = f"{user}:{_MASK}" if colon else _MASK
+    return redact_url(f"{scheme}://{shown_user}{rest[at:]}")
+
+
 class RedactedURL(str):
     """A connection URL whose `repr()` hides the password; `str()` is the full URL.
 
@@ -98,12 +124,12 @@ class RedactedURL(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return repr(redact_url(str(self)))
+        return repr(redact_one_url(str(self)))
 
     @property
     def redacted(self) -> str:
         """The URL with its password masked, safe to log."""
-        return redact_url(str(self))
+        return redact_one_url(str(self))
 
     @classmethod
     def __get_pydantic_core_schema__(
