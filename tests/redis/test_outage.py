@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,26 @@ from tests.redis._servers import ThrowawayRedis
 pytestmark = pytest.mark.redis
 
 
+_CLIENTS: list[redis.Redis] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close every client a test made once it ends: buses leave the application's client open
+    (it is not theirs), and a socket the garbage collector finds later fails some other test
+    with a ResourceWarning."""
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def no_retry_client(url: str, **options: Any) -> redis.Redis:
     """A client that fails at once, leaving the backoff to the bus (as `from_settings` does)."""
-    return redis.Redis.from_url(
+    client = redis.Redis.from_url(
         url, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0), **options
     )
+    _CLIENTS.append(client)
+    return client
 
 
 def wait_for_state(bus: RedisEventBus | RedisStreamsEventBus, state: str) -> None:
@@ -140,6 +156,7 @@ def test_a_subscriber_backs_off_while_redis_refuses_it(tmp_path: Path, kind: str
     server.start()
     try:
         admin = redis.Redis.from_url(server.url)
+        _CLIENTS.append(admin)
         client = no_retry_client(f"redis://:a-wrong-one@127.0.0.1:{server.port}/0")
         bus: RedisEventBus | RedisStreamsEventBus
         if kind == "log":
@@ -153,6 +170,5 @@ def test_a_subscriber_backs_off_while_redis_refuses_it(tmp_path: Path, kind: str
         assert 1 <= tried <= 40, f"{tried} connections in 1 s"
         assert not sub.exhausted and sub.stats().delivered == 0
         bus.stop(0.5)
-        admin.close()
     finally:
         server.kill()

@@ -193,7 +193,8 @@ class Tailer:
         if self._stop_at is not None:
             return True
         self._pause(backoff.next())
-        return False
+        # stop() during the pause: as if it had come before (Redis is failing; no new look).
+        return self._stop_at is not None
 
     def _pause(self, seconds: float) -> None:
         """Sleep up to `seconds`, or until woken (a new subscriber, `stop()`), and take the
