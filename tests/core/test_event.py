@@ -71,6 +71,12 @@ def test_rejects_wrong_field_types_with_clear_messages() -> None:
             Event(response_headers={"X": value})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="response_headers must be a mapping"):
         Event(response_headers=[("X", "1")])  # type: ignore[arg-type]
+    # What has items() is taken as before, not only a registered Mapping (http.client's).
+    import email
+    import http.client
+
+    message = email.message_from_string("X-A: 1\n\n", _class=http.client.HTTPMessage)
+    assert dict(Event(response_headers=message).headers) == {"X-A": ("1",)}  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="log_id must be int"):
         Event().with_log_id("7")  # type: ignore[arg-type]
     for log_id in (-5, 2**63):

@@ -38,22 +38,38 @@ def _freeze_headers(headers: Mapping[str, Iterable[str] | str]) -> Headers:
     # Always a copy, a MappingProxyType included: a proxy the caller made is a view of a dict
     # the caller still holds, and could change after the event was built. Proxies an Event made
     # itself never come here (`replace()` and the decoder reuse or build them directly).
-    if not isinstance(headers, Mapping):
+    items = getattr(headers, "items", None)
+    if not callable(items):
         raise TypeError(
             f"Event response_headers must be a mapping of header name to value(s), such as "
             f"{{'Content-Type': 'application/json'}}, or None; got {type(headers).__name__}"
         )
     frozen: dict[str, tuple[str, ...]] = {}
-    for name, values in headers.items():
-        if not isinstance(name, str):
+    for name, values in items():  # any mapping, or what has items() (http.client's headers)
+        # The usual shapes first, checked as cheaply as before; anything else, or anything
+        # wrong, goes to `_header_values`, which says what.
+        if type(values) is str:
+            vals: tuple[str, ...] = (values,)
+        elif type(values) in _SEQUENCES:
+            vals = tuple(values)
+            for value in vals:
+                if type(value) is not str:
+                    vals = _header_values(name, values)
+                    break
+        else:
+            vals = _header_values(name, values)
+        if type(name) is not str and not isinstance(name, str):
             raise TypeError(
                 f"Event response_headers names must be str, got {type(name).__name__}: {name!r}"
             )
-        frozen[name] = _header_values(name, values)
+        frozen[name] = vals
     return MappingProxyType(frozen)
 
 
-def _header_values(name: str, values: object) -> tuple[str, ...]:
+_SEQUENCES: Final = (tuple, list)
+
+
+def _header_values(name: object, values: object) -> tuple[str, ...]:
     """One header's values as a tuple of str; refused naming the header (never showing a value,
     which may be a credential)."""
     if isinstance(values, str):
