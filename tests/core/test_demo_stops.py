@@ -107,7 +107,7 @@ def test_an_output_path_it_cannot_write_is_refused_before_anything_runs(
         "parent-is-a-file": f"{afile} is a file, not a directory",
         "unwritable-dir": "cannot be written",
         "a-directory": "is a directory",
-        "a-pipe": "is a pipe or a socket",
+        "a-pipe": "is a pipe; give a file",
         "a-dash": "would be a file named '-'",
     }[case]
     assert reason in lines[0]

@@ -285,14 +285,7 @@ def test_sink_options_from_the_environment_and_their_errors(tmp_path: Path) -> N
     assert console_module.build_sink(settings, {"stream": "stderr"})._stream is sys.stderr
     # A path that cannot be written is refused at start, not dead-lettered batch after batch.
     (tmp_path / "file").write_text("")
-    # A pipe: opening it to write waited for as long as nobody read it (the dispatcher then
-    # ignored SIGTERM), and the check's own open and close gave a reader its end of file.
-    os.mkfifo(tmp_path / "fifo")
-    for bad, why in (
-        (tmp_path / "file" / "x.jsonl", "is a file"),
-        (tmp_path, "is a directory"),
-        (tmp_path / "fifo", "is a pipe or a socket"),
-    ):
+    for bad, why in ((tmp_path / "file" / "x.jsonl", "is a file"), (tmp_path, "is a directory")):
         with pytest.raises(SettingsError, match=f"--sink-opt path=.*JSONL_PATH.*{why}"):
             jsonl_module.build_sink(settings, {"path": str(bad)})
 
@@ -382,3 +375,33 @@ def test_a_webhook_url_that_can_never_work_is_refused_at_start(url: str, said: s
     with pytest.raises(SettingsError, match=said) as info:
         webhook_module.build_sink(EventBusSettings(), {"url": url})
     assert "--sink-opt url=" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_jsonl_writes_to_a_pipe_and_never_waits_for_a_reader(tmp_path: Path) -> None:
+    import threading
+
+    from eventbus_core._jsonl import JsonlFile
+    from eventbus_core.sinks import jsonl as jsonl_module
+
+    # /dev/stdout in a container is a pipe. A named pipe nobody read made the open wait for
+    # ever (deaf to SIGTERM), and a start-up check that opened and closed it handed its
+    # reader an end of file before the first line.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sink = jsonl_module.build_sink(EventBusSettings(), {"path": str(fifo), "fsync": "true"})
+    with pytest.raises(OSError, match="No such device or address"):  # nobody reads it yet
+        sink.file.append_lines([b"lost\n"])
+    got: list[bytes] = []
+    reading = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reading.start()
+    writer = JsonlFile(fifo, fsync=True)
+    for _ in range(200):  # until the reader has opened its end
+        try:
+            writer.append_lines([b"1\n"])
+            break
+        except OSError:
+            threading.Event().wait(0.01)
+    writer.append_lines([b"2\n"])
+    writer.close()
+    reading.join(5)
+    assert got == [b"1\n2\n"]

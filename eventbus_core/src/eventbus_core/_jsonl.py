@@ -68,24 +68,29 @@ def _nearest_existing(path: Path) -> Path:
     return probe
 
 
-def file_problem(path: str | os.PathLike[str]) -> str | None:
+def file_problem(path: str | os.PathLike[str], *, pipes: bool = False) -> str | None:
     """Why `path` cannot be created or appended to as a file, or None if it can: checked
     before a command or a sink starts, so the user hears it at once and not from every batch.
     Creates missing parent folders, as writing would; an existing file is left as it is.
 
     The reason reads after the path: "is a directory; ...", "cannot be created: ...".
+
+    `pipes`: a pipe (/dev/stdout in a container, a named pipe) is taken as it is, without the
+    open-and-close check, which would hand its reader an end of file; `JsonlFile` then fails
+    a batch, rather than wait, while nobody reads it. Otherwise a pipe is refused.
     """
     given = Path(path)
     absolute = Path(os.path.abspath(given))
     if absolute.is_dir():
         return f"is a directory; give a file path, e.g. {given / 'events.jsonl'}"
-    if absolute.is_fifo() or absolute.is_socket():
-        # Opening a pipe to write waits for as long as no process reads it (a writer stuck
-        # there ends on no signal), and this check's own open and close would hand a reader
-        # its end of file. Files and devices (/dev/null) only.
+    if absolute.is_socket():
+        return "is a socket, which cannot be opened as a file; give a file path"
+    if absolute.is_fifo():
+        if pipes:
+            return None
         return (
-            "is a pipe or a socket; give a file, or a device such as /dev/null (a write to a "
-            "pipe would wait for as long as nothing reads it)"
+            "is a pipe; give a file, or a device such as /dev/null (a write to a pipe would "
+            "wait for as long as nothing reads it)"
         )
     existing = _nearest_existing(absolute.parent)
     if not existing.is_dir():
@@ -145,7 +150,17 @@ class JsonlFile:
             self.close()
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                pipe = stat.S_ISFIFO(os.stat(self.path).st_mode)
+            except OSError:
+                pipe = False
+            # A pipe is opened without waiting: ENXIO (a failed batch, retried) while nobody
+            # reads it, where a plain open would wait for ever, deaf to SIGTERM. Its writes
+            # then wait for the reader as usual.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_NONBLOCK if pipe else 0)
+            fd = os.open(self.path, flags, 0o640)
+            if pipe:
+                os.set_blocking(fd, True)
             info = os.fstat(fd)
             self._inode = (info.st_dev, info.st_ino)
             self._regular = stat.S_ISREG(info.st_mode)
@@ -224,7 +239,7 @@ class JsonlFile:
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
-                if self.fsync:
+                if self.fsync and self._regular:  # a device or a pipe refuses it (EINVAL)
                     os.fsync(fd)
             except OSError:
                 # Take back what did get written, so no half batch (or half line) remains.

@@ -195,7 +195,7 @@ def _check_dead_letter_path(path: str, args: argparse.Namespace) -> None:
     (when the events it should hold stay pending instead)."""
     if not path:
         return
-    problem = file_problem(path)
+    problem = file_problem(path, pipes=True)
     if problem is not None:
         given_as = "--dead-letter" if args.dead_letter_path else "EVENTBUS_DEAD_LETTER_PATH"
         raise UsageError(f"{given_as} {path!r} {problem}")

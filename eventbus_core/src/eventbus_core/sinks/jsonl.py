@@ -71,7 +71,7 @@ def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> JsonlS
     backups = option_int(options, "jsonl", "backups", 5)
     fsync = option_bool(options, "jsonl", "fsync", False)
     path = options.get("path") or "events.jsonl"
-    problem = file_problem(path)
+    problem = file_problem(path, pipes=True)
     if problem is not None:  # at start, not as a dead letter for every batch
         raise SettingsError(f"{option_where('jsonl', 'path')}: {path!r} {problem}")
     return JsonlSink(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
