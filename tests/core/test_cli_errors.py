@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
+import io
 import json
 import os
 import signal
@@ -435,7 +436,14 @@ def test_a_second_sigterm_does_not_cut_the_ending_short(
     monkeypatch.setattr("sys.stdin", _TerminatedInput(3))
     assert main(["publish", "--backend", "memory"]) == 143
     assert "eventbus publish: interrupted: 3 accepted, 0 dropped" in capsys.readouterr().err
-    assert len(bus.published) == 3
+    assert len(bus.published) == 3 and bus.stats().lost == 0
+    # The first SIGTERM, in the ending of a run that had read all its input: the ending goes
+    # on (it abandoned stop() and printed nothing), and the run ends as it would have.
+    bus = SlowToStop()
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"RequestID": "r", "Status": 200}\n' * 3))
+    assert main(["publish", "--backend", "memory"]) == 0
+    assert "eventbus publish: 3 accepted, 0 dropped" in capsys.readouterr().err
+    assert bus._stopped
 
 
 def test_the_shared_backend_advice_names_only_flags_that_exist(

@@ -40,6 +40,7 @@ from eventbus_core._demo._report import DemoReport
 from eventbus_core._demo._workload import DemoInterrupted, ProgressFactory, spread
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import Isolatable, Isolation, capability
+from eventbus_core.cli._ending import within_ending
 
 __all__ = ["DemoError", "run_shared_demo"]
 
@@ -224,9 +225,10 @@ def run_shared_demo(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        for child in children:
-            child.close(grace=10.0 if finished else 0.0)
-        cleanup = isolation.cleanup(keep)
+        with within_ending():  # SIGTERM now must not leave processes or keys behind
+            for child in children:
+                child.close(grace=10.0 if finished else 0.0)
+            cleanup = isolation.cleanup(keep)
     if interrupted:
         where = f"; {isolation.kind} {isolation.where}: {cleanup}" if isolation.where else ""
         raise DemoInterrupted(

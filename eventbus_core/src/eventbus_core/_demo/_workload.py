@@ -20,6 +20,7 @@ from eventbus_core._bus import EventBus
 from eventbus_core._demo._report import DemoReport
 from eventbus_core._event import Event
 from eventbus_core.capabilities import Flushable, capability
+from eventbus_core.cli._ending import within_ending
 
 __all__ = [
     "DemoInterrupted",
@@ -306,8 +307,9 @@ def run_demo(
             requests,
             f"{published} published, {dropped} dropped, {counts[0]} written to {output}",
         ) from None
-    bus.stop()
-    consumer.join(30)
+    with within_ending():  # SIGTERM now must not cut the delivery of what was accepted
+        bus.stop()
+        consumer.join(30)
     published, dropped = bus.stats()
     return DemoReport(
         backend=backend,

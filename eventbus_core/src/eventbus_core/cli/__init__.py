@@ -36,6 +36,7 @@ from eventbus_core._errors import (
 )
 from eventbus_core._log import ScrubFilter, scrub
 from eventbus_core._plugins import PluginLoadWarning
+from eventbus_core.cli._ending import ending_now
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -193,10 +194,11 @@ def _sigterm_as_interrupt() -> Iterator[list[bool]]:
         return
 
     def terminate(signum: int, frame: object) -> None:
-        if came:
-            # Already ending, bounded by EVENTBUS_STOP_TIMEOUT: a second SIGTERM must not cut
-            # that short and lose, uncounted and unsaid, what the first one is delivering.
+        if came or ending_now():
+            # Already ending, bounded by EVENTBUS_STOP_TIMEOUT: a SIGTERM now must not cut
+            # that short and lose, uncounted and unsaid, what the ending is delivering.
             # (SIGKILL ends it at once; a second Ctrl-C still does as before.)
+            came.append(True)
             return
         came.append(True)
         raise _Terminated

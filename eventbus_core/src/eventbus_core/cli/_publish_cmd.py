@@ -15,6 +15,7 @@ from eventbus_core._log import scrub
 from eventbus_core._overrun import STOP_MARGIN, call_bounded
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import Flushable, capability, is_cross_process
+from eventbus_core.cli._ending import within_ending
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -157,9 +158,12 @@ def _publish(
     finally:
         # stop() writes what was accepted (bounded) and counts what it could not. A plugin's
         # stop() that overruns its own bound is left behind, with a warning (`_overrun`).
-        stopped = call_bounded(
-            bus.stop, settings.stop_timeout + STOP_MARGIN, f"backend {settings.backend!r}: stop()"
-        )
+        with within_ending():
+            stopped = call_bounded(
+                bus.stop,
+                settings.stop_timeout + STOP_MARGIN,
+                f"backend {settings.backend!r}: stop()",
+            )
     stats = bus.stats()
     published, dropped, lost = stats.published, stats.dropped, stats.lost
     summary = {
