@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -405,6 +406,21 @@ class _TerminatedInput(_InterruptedInput):
             threading.Event().wait(5)  # the handler raises in this thread, at once
             raise AssertionError("SIGTERM did not end the command")
         return super().__next__()
+
+
+@pytest.fixture(autouse=True)
+def _sigterm_guard() -> Iterator[None]:
+    """A SIGTERM the command did not take fails the test instead of ending pytest: the tests
+    below send real ones to this process."""
+
+    def untaken(signum: int, frame: object) -> None:
+        raise AssertionError("SIGTERM reached the process: no command handler was installed")
+
+    previous = signal.signal(signal.SIGTERM, untaken)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_sigterm_during_publish_delivers_what_was_accepted_and_exits_143(

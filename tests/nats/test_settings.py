@@ -18,6 +18,7 @@ from eventbus_core.testing import make_event
 from eventbus_nats import NATS_ENV_VARS, NatsEventBus, NatsSettings
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._options import ConnectOptions
+from eventbus_nats._settings import check_servers
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGE = ROOT / "eventbus_nats" / "src" / "eventbus_nats"
@@ -178,6 +179,11 @@ def test_a_refused_url_never_shows_its_credentials(
         NatsEventBus(url)
     assert message in str(built.value)
     assert "hunter" not in str(built.value)
+
+
+def test_an_at_sign_in_a_websocket_path_is_no_credential() -> None:
+    # Only nats:// and tls:// servers are read as never having a path.
+    assert check_servers("wss://host:443/ws@edge?x=1") == ["wss://host:443/ws@edge?x=1"]
 
 
 def test_tls_files_are_checked_and_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

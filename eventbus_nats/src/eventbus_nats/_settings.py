@@ -139,7 +139,10 @@ def _check_server(server: str, shown: str) -> None:
             "servers separated by commas"
         )
     at = server.rfind("@")
-    if at > 0 and any(c in server[server.find("://") + 3 : at] for c in "/?#"):
+    # Only nats:// and tls:// (and host:port) servers never have a path: a ws:// one may hold
+    # an '@' in its path or query, which is no credential.
+    pathless = not server.lower().startswith(("ws://", "wss://"))
+    if pathless and at > 0 and any(c in server[server.find("://") + 3 : at] for c in "/?#"):
         # These end a URL's address part, so the host and port read from it would be a piece
         # of the password; nats-py does not decode percent-escapes, so %2F would not help.
         raise ValueError(
