@@ -328,6 +328,24 @@ def test_an_address_that_is_not_this_hosts_names_the_host_setting() -> None:
         assert "metrics-port" not in str(info.value)
 
 
+def test_an_ipv6_host_is_served() -> None:
+    # ThreadingHTTPServer binds IPv4 only: "::1" was refused as an address of another host.
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this host has no IPv6 loopback")
+    endpoint = MetricsEndpoint("::1", 0)
+    endpoint.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{endpoint.port}/metrics", timeout=5) as reply:
+            assert reply.status == 200
+    finally:
+        endpoint.close()
+
+
 def test_head_answers_like_get_without_a_body() -> None:
     endpoint = MetricsEndpoint("127.0.0.1", 0)
     endpoint.start()

@@ -75,7 +75,7 @@ class MetricsEndpoint:
         GCCollector(registry=self.registry)
         self.probe: HealthProbe | None = None
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler(self))
+            self._server = _server_class(host)((host, port), _handler(self))
         except OSError as exc:
             raise SettingsError(_bind_error(host, port, exc)) from None
         self._server.daemon_threads = True
@@ -181,3 +181,15 @@ def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
             log.debug("metrics endpoint: " + format, *args)
 
     return Handler
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    """The HTTP server for `host`: ThreadingHTTPServer binds IPv4 only, so an IPv6 address
+    (`::1`, `::`) gets a subclass of the IPv6 family."""
+    if ":" not in host:
+        return ThreadingHTTPServer
+
+    class IPv6Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    return IPv6Server
