@@ -199,7 +199,7 @@ async def test_readiness_turns_red_for_a_sink_failing_for_good_and_back() -> Non
     health = probe.readiness()
     assert not health.ok
     [failing] = [c for c in health.checks if not c.ok]
-    assert failing.name == "sink:flaky" and "3 event(s) given up" in failing.detail
+    assert failing.name == "sink:flaky" and "3 event(s) it failed to deliver" in failing.detail
     assert probe.liveness().ok  # alive all the same: restarting would not help
     for event in make_events(3, start=4):
         bus.publish(event)
@@ -229,6 +229,33 @@ async def test_readiness_reports_a_stalled_sink() -> None:
     sink.gate.set()
     bus.stop()
     await task
+
+
+async def test_a_stuck_loop_is_neither_alive_nor_ready() -> None:
+    # /healthz said the loop was stuck while /readyz, going by the last figures, said ready.
+    bus = create_bus(EventBusSettings(backend="memory"))
+    probe = HealthProbe(Dispatcher(bus, [RecordingSink("ok")]), bus, stall_after=0.05)
+    probe.state = "running"
+    probe._beat = time.monotonic()
+    assert probe.readiness().ok and probe.liveness().ok
+    time.sleep(0.1)  # the loop's heartbeat does not come: this test holds the loop
+    for health in (probe.readiness(), probe.liveness()):
+        [check] = health.checks
+        assert not check.ok and check.name == "event_loop"
+    bus.stop()
+
+
+def test_a_sink_shedding_its_share_is_not_ready() -> None:
+    # In shared mode a stalled sink's events are dead-lettered as they come ("Stalled"), which
+    # is not counted as its failing: /readyz said "delivering" meanwhile.
+    bus = create_bus(EventBusSettings(backend="memory"))
+    d = Dispatcher(bus, [RecordingSink("slow")])
+    probe = HealthProbe(d, bus, max_lag=0)
+    probe.state = "running"
+    d.workers[0].mark_stalled(30.0)
+    [check] = [c for c in probe.readiness().checks if c.name == "sink:slow"]
+    assert not check.ok and "its share of new events is dead-lettered" in check.detail
+    bus.stop()
 
 
 async def test_readiness_asks_a_reachable_backend() -> None:

@@ -5,7 +5,8 @@ it ticks every second; a loop blocked for `stall_after` seconds is not alive). R
 (`/readyz`): the dispatcher runs and is not stopping; the backend answers (buses that offer
 `Reachable`); every lane's source is reading, with its consumer group joined (sources that
 report `group_joined`); and no sink is failing for good: none has given events up (dead
-letters) since it last sent a batch, and none has an event waiting longer than `max_lag`.
+letters) since it last sent a batch, none is stalled (shedding its share to dead letters), and
+none has an event waiting longer than `max_lag`. A loop that is not alive is not ready either.
 """
 
 from __future__ import annotations
@@ -88,19 +89,27 @@ class HealthProbe:
         """Alive unless the dispatcher has ended or its loop stopped answering."""
         if self.state == "stopped":
             return Health((Check("dispatcher", False, "the dispatcher has stopped"),))
-        beat = self._beat
-        if beat is not None and time.monotonic() - beat > self.stall_after:
-            silent = time.monotonic() - beat
-            return Health(
-                (Check("event_loop", False, f"the event loop has not answered for {silent:.0f} s"),)
-            )
+        stuck = self._stuck_loop()
+        if stuck is not None:
+            return Health((stuck,))
         return Health((Check("dispatcher", True, self.state),))
+
+    def _stuck_loop(self) -> Check | None:
+        """The failed check of a loop silent for more than `stall_after` seconds, or None."""
+        beat = self._beat
+        if beat is None or time.monotonic() - beat <= self.stall_after:
+            return None
+        silent = time.monotonic() - beat
+        return Check("event_loop", False, f"the event loop has not answered for {silent:.0f} s")
 
     def readiness(self) -> Health:
         """Ready when the dispatcher runs, its backend answers, its sources read and no sink
         is failing for good."""
         if self.state != "running":
             return Health((Check("dispatcher", False, f"the dispatcher is {self.state}"),))
+        stuck = self._stuck_loop()
+        if stuck is not None:  # not alive, so not ready: whatever its figures last said
+            return Health((stuck,))
         checks = [Check("dispatcher", True, "running")]
         backend = self._backend()
         if backend is not None:
@@ -124,12 +133,20 @@ class HealthProbe:
         return Check("backend", True, "reachable")
 
     def _sink_check(self, name: str, sink: Any) -> Check:
+        if sink.stalled:
+            return Check(
+                f"sink:{name}",
+                False,
+                "stalled: its share of new events is dead-lettered (shared consumer mode) until "
+                "its queue drains to half",
+            )
         if sink.failed_since_sent:
             return Check(
                 f"sink:{name}",
                 False,
-                f"{sink.failed_since_sent} event(s) given up (dead-lettered) since it last "
-                "sent a batch",
+                f"{sink.failed_since_sent} event(s) it failed to deliver since it last sent a "
+                "batch (dead-lettered, or kept for redelivery where the dead letter could not "
+                "be written)",
             )
         if self.max_lag and sink.lag_seconds > self.max_lag:
             return Check(
