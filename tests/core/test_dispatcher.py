@@ -218,6 +218,11 @@ async def test_shutdown_dead_letters_what_a_memory_source_cannot_take_back() -> 
     assert {r["error_type"] for r in dl.records} == {"Shutdown"}
     assert stats.sinks["stuck"].dead_lettered == 12
     balanced(stats)
+    # The batch in the sink's hands was attempted once, and may have arrived; the queued ones
+    # never were (every dead letter said 0 attempts and "before delivery").
+    sent = [r for r in dl.records if r["attempts"] == 1]
+    assert len(sent) == 5 and all("before the sink confirmed it" in r["error"] for r in sent)
+    assert all(r["attempts"] == 0 and "before delivery" in r["error"] for r in dl.records[5:])
 
 
 async def test_batches_by_size_and_flushes_partial_batches_by_time() -> None:

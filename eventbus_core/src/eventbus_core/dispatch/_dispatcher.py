@@ -312,7 +312,8 @@ class Dispatcher:
         for lane in self._lanes:
             await lane.take_late_outcomes()  # a batch stored inline as its read was given up
         for w in workers:
-            left = [*w.current, *w.queue]
+            current, tried = w.current, w.current_attempts
+            left = [*current, *w.queue]
             w.current, w.queue = [], type(w.queue)()
             if not left:
                 continue
@@ -326,8 +327,16 @@ class Dispatcher:
                     len(left),
                 )
             else:
-                reason = f"dispatcher stopped after {self.shutdown_timeout} s before delivery"
-                await w.dead_letter_batch(left, reason, 0)
+                # The batch being sent was attempted (the sink may even hold it); the queued
+                # ones never were: each dead letter says which.
+                stopped = f"dispatcher stopped after {self.shutdown_timeout} s"
+                waiting = left
+                if current and tried:
+                    waiting = left[len(current) :]
+                    reason = f"{stopped} before the sink confirmed it (it may have it)"
+                    await w.dead_letter_batch(current, reason, tried)
+                if waiting:
+                    await w.dead_letter_batch(waiting, f"{stopped} before delivery", 0)
 
     async def _close(self) -> None:
         for lane in self._lanes:

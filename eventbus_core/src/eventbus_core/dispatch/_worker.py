@@ -61,6 +61,7 @@ class SinkWorker:
         self.stats = SinkStats()
         self.queue: deque[Item] = deque()
         self.current: list[Item] = []
+        self.current_attempts = 0  # sends of `current` begun so far (the last may be in flight)
         self.wake = asyncio.Event()
         self.space = asyncio.Event()
         self.space.set()
@@ -186,6 +187,7 @@ class SinkWorker:
             if len(self.queue) < self.queue_size:
                 self.space.set()
             self.current = batch
+            self.current_attempts = 0
             await self._deliver(batch)
 
     async def _deliver(self, batch: list[Item]) -> None:
@@ -197,6 +199,7 @@ class SinkWorker:
         while True:
             if exc is None:
                 attempt += 1
+                self.current_attempts = attempt
                 exc, stored = await self._try_send(batch, payloads)
                 if exc is None:
                     ok = True
