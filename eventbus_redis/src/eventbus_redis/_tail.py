@@ -192,9 +192,10 @@ class Tailer:
             self.reset_connection()
         if self._stop_at is not None:
             return True
+        # stop() during the pause wakes it: one more look then hands over what Redis holds
+        # by now (it may be back), until stop()'s deadline.
         self._pause(backoff.next())
-        # stop() during the pause: as if it had come before (Redis is failing; no new look).
-        return self._stop_at is not None
+        return False
 
     def _pause(self, seconds: float) -> None:
         """Sleep up to `seconds`, or until woken (a new subscriber, `stop()`), and take the
