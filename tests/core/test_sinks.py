@@ -364,6 +364,9 @@ def test_jsonl_follows_its_path_when_the_file_is_removed_or_moved(tmp_path: Path
         ("http://127.0.0.1:99999/hook", "is not a valid URL"),
         ("http://user:hunter2@[::1/hook", "is not a valid URL"),
         ("http:///hook", "names no host"),
+        ("http://127.0.0.1:0/hook", "port 0 cannot be connected to"),
+        ("http://user:hun ter2@127.0.0.1:99999/hook", "is not a valid URL"),
+        ("http://user:hun/ter2@127.0.0.1:99999/hook", "is not a valid URL"),
         ("ftp://x/hook", "must be an http:// or https:// URL"),
     ],
 )
@@ -405,3 +408,20 @@ def test_jsonl_writes_to_a_pipe_and_never_waits_for_a_reader(tmp_path: Path) -> 
     writer.close()
     reading.join(5)
     assert got == [b"1\n2\n"]
+
+
+async def test_an_unreachable_webhook_never_shows_its_password_whatever_it_holds() -> None:
+    from eventbus_core import TransientSinkError
+    from eventbus_core.sinks import webhook as webhook_module
+
+    # Free-text masking stopped at the space: every log line and dead letter showed the rest.
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    url = f"http://user:hun ter2@127.0.0.1:{port.getsockname()[1]}/hook"
+    port.close()  # nothing listens there now
+    sink = webhook_module.build_sink(EventBusSettings(), {"url": url})
+    with pytest.raises(TransientSinkError) as info:
+        await sink.send([{"a": 1}])
+    assert "cannot reach" in str(info.value) and "ter2" not in str(info.value)
+    assert "ter2" not in repr(sink)
+    await sink.close()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from eventbus_core._errors import MissingDependencyError, SettingsError, TransientSinkError
 from eventbus_core._log import get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
-from eventbus_core.redact._secrets import redact_url
+from eventbus_core.redact._secrets import redact_one_url, redact_url
 
 if TYPE_CHECKING:
     import httpx
@@ -34,7 +34,7 @@ def check_url(url: str, where: str) -> str:
     `SettingsError` naming `where` (the URL shown without its password). Checked at start:
     otherwise every batch would fail, be retried as if the server were down, and be
     dead-lettered."""
-    shown = redact_url(url)
+    shown = redact_one_url(url)  # a password with a space or a '/' masked too
     if not url.startswith(("http://", "https://")):
         raise SettingsError(f"{where} must be an http:// or https:// URL, got {shown!r}")
     try:
@@ -47,6 +47,8 @@ def check_url(url: str, where: str) -> str:
         ) from None
     if not parts.hostname:
         raise SettingsError(f"{where} {shown!r} names no host")
+    if parts.port == 0:
+        raise SettingsError(f"{where} {shown!r}: port 0 cannot be connected to; give 1-65535")
     return url
 
 
@@ -135,7 +137,7 @@ class HttpTarget:
         """
         import httpx
 
-        where = redact_url(self.url)
+        where = redact_one_url(self.url)
         try:
             return await self._get_client().post(
                 self.url, content=body, headers={**self.headers, **(headers or {})}
@@ -148,7 +150,8 @@ class HttpTarget:
             ) from None
         except httpx.TransportError as exc:
             raise TransientSinkError(
-                f"cannot reach {where}: {type(exc).__name__}: {redact_url(str(exc))}",
+                f"cannot reach {where}: {type(exc).__name__}: "
+                f"{redact_url(str(exc).replace(self.url, where))}",
                 error_type="connection",
                 delivered=delivered,
             ) from None

@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
-from eventbus_core.redact._secrets import redact_url
+from eventbus_core.redact._secrets import redact_one_url
 from eventbus_core.sinks import _genai
 from eventbus_core.sinks._go_payload import go_event_payload, timing
 from eventbus_core.sinks._http import HttpTarget, check_url, status_error
@@ -151,7 +151,8 @@ class HeliconeSink:
         await self.target.close()
 
     def __repr__(self) -> str:
-        return f"<HeliconeSink {self.name!r} endpoint={redact_url(self.endpoint)!r} api_key=***>"
+        endpoint = redact_one_url(self.endpoint)
+        return f"<HeliconeSink {self.name!r} endpoint={endpoint!r} api_key=***>"
 
 
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> HeliconeSink:

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_bool, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
-from eventbus_core.redact._secrets import redact_url
+from eventbus_core.redact._secrets import redact_one_url
 from eventbus_core.sinks._go_payload import go_event_payload
 from eventbus_core.sinks._http import HttpTarget, check_url, status_error
 from eventbus_core.sinks._keys import api_key
@@ -105,7 +105,7 @@ class LunarySink:
         await self.target.close()
 
     def __repr__(self) -> str:
-        return f"<LunarySink {self.name!r} endpoint={redact_url(self.endpoint)!r} api_key=***>"
+        return f"<LunarySink {self.name!r} endpoint={redact_one_url(self.endpoint)!r} api_key=***>"
 
 
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> LunarySink:

@@ -139,9 +139,9 @@ class OtlpSink:
         await self.target.close()
 
     def __repr__(self) -> str:
-        from eventbus_core.redact._secrets import redact_url
+        from eventbus_core.redact._secrets import redact_one_url
 
-        return f"<OtlpSink {self.name!r} endpoint={redact_url(self.config.endpoint)!r}>"
+        return f"<OtlpSink {self.name!r} endpoint={redact_one_url(self.config.endpoint)!r}>"
 
 
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> OtlpSink:
