@@ -414,13 +414,14 @@ def _sigterm_guard() -> Iterator[None]:
     below send real ones to this process."""
 
     def untaken(signum: int, frame: object) -> None:
-        raise AssertionError("SIGTERM reached the process: no command handler was installed")
+        raise AssertionError(f"signal {signum} reached the process: no command handler took it")
 
-    previous = signal.signal(signal.SIGTERM, untaken)
+    previous = {sig: signal.signal(sig, untaken) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_sigterm_during_publish_delivers_what_was_accepted_and_exits_143(
@@ -459,6 +460,28 @@ def test_a_second_sigterm_does_not_cut_the_ending_short(
     monkeypatch.setattr("sys.stdin", io.StringIO('{"RequestID": "r", "Status": 200}\n' * 3))
     assert main(["publish", "--backend", "memory"]) == 0
     assert "eventbus publish: 3 accepted, 0 dropped" in capsys.readouterr().err
+    assert bus._stopped
+
+
+def test_a_first_ctrl_c_in_the_final_stop_lets_it_deliver(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Input read to the end, then Ctrl-C while stop() wrote what was accepted: the stop was
+    # abandoned, nothing was printed, and the events were lost uncounted.
+    from eventbus_core.testing import RecordingBus
+
+    class SlowToStop(RecordingBus):
+        def stop(self, timeout: float | None = None) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            threading.Event().wait(0.2)  # the handler runs meanwhile, in this thread
+            super().stop(timeout)
+
+    bus = SlowToStop()
+    monkeypatch.setattr("eventbus_core.cli._ops.create_bus", lambda settings: bus)
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"RequestID": "r", "Status": 200}\n' * 3))
+    assert main(["publish", "--backend", "memory"]) == 0
+    err = capsys.readouterr().err
+    assert "Ctrl-C again to stop at once" in err and "3 accepted, 0 dropped" in err
     assert bus._stopped
 
 

@@ -225,7 +225,8 @@ def run_shared_demo(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        with within_ending():  # SIGTERM now must not leave processes or keys behind
+        # A signal now must not leave processes or keys behind.
+        with within_ending(interrupted=interrupted):
             for child in children:
                 child.close(grace=10.0 if finished else 0.0)
             cleanup = isolation.cleanup(keep)

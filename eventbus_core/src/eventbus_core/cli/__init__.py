@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # while the commands' modules load, before a command runs
         code = 130
     if argv is None:
+        # The command has ended: a SIGTERM in the moments the process takes to exit must not
+        # turn its exit status into a death by signal.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _end_despite_leftover_threads(code)
     return code
 

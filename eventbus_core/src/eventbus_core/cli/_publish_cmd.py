@@ -158,7 +158,7 @@ def _publish(
     finally:
         # stop() writes what was accepted (bounded) and counts what it could not. A plugin's
         # stop() that overruns its own bound is left behind, with a warning (`_overrun`).
-        with within_ending():
+        with within_ending(interrupted=interrupted):
             stopped = call_bounded(
                 bus.stop,
                 settings.stop_timeout + STOP_MARGIN,

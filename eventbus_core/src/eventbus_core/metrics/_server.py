@@ -96,6 +96,7 @@ class MetricsEndpoint:
         )
         self._thread.start()
         shown = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        shown = f"[{shown}]" if ":" in shown else shown  # an IPv6 address in a URL
         log.info(
             "metrics on http://%s:%d/metrics, probes on /healthz and /readyz", shown, self.port
         )
