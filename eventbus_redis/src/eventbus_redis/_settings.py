@@ -139,11 +139,15 @@ class RedisSettings(PluginSettings):
                 f"{value.redacted!r} is not a Redis URL; use redis://host:6379/0, "
                 "rediss://host:6380/0 (TLS) or unix:///path/to/redis.sock"
             )
-        if not value.lower().startswith("unix://"):
+        unix = value.lower().startswith("unix://")
+        host = ""
+        if not unix:
+            parts = urllib.parse.urlsplit(str(value))
             try:
-                port = urllib.parse.urlsplit(str(value)).port
+                port = parts.port
             except ValueError:
                 port = 0
+            host = parts.hostname or ""
             if port == 0:
                 # redis-py would raise "Port could not be cast to integer value" at connect time.
                 raise ValueError(
@@ -152,15 +156,12 @@ class RedisSettings(PluginSettings):
                 )
         # redis-py reads a path that is not a number as database 0, silently.
         db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
-        if not value.lower().startswith("unix://") and db and not db.isdigit():
+        if not unix and db and not db.isdigit():
             raise ValueError(
                 f"the database after the address must be a number, as in redis://host:6379/0, "
                 f"not {db!r}"
             )
-        address = value.partition("://")[2].rpartition("@")[2]
-        for end in "/?#":
-            address = address.partition(end)[0]
-        if any(c.isspace() for c in address):
+        if any(c.isspace() for c in host):
             # redis-py would take it, and fail to resolve the host at every attempt. (A space
             # in the password is the server's business: redis-py sends it as it is.)
             raise ValueError(

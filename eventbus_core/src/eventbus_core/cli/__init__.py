@@ -197,14 +197,13 @@ def _sigterm_as_interrupt() -> Iterator[list[bool]]:
         return
 
     def terminate(signum: int, frame: object) -> None:
-        if came or ending_now():
-            # Already ending, bounded by EVENTBUS_STOP_TIMEOUT: a SIGTERM now must not cut
-            # that short and lose, uncounted and unsaid, what the ending is delivering.
-            # (SIGKILL ends it at once; a second Ctrl-C still does as before.)
-            came.append(True)
-            return
+        # Already ending, bounded by EVENTBUS_STOP_TIMEOUT: a SIGTERM now must not cut that
+        # short and lose, uncounted and unsaid, what the ending is delivering. (SIGKILL ends
+        # it at once; a second Ctrl-C still does as before.)
+        ending = bool(came) or ending_now()
         came.append(True)
-        raise _Terminated
+        if not ending:
+            raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:

@@ -312,8 +312,8 @@ class Dispatcher:
         for lane in self._lanes:
             await lane.take_late_outcomes()  # a batch stored inline as its read was given up
         for w in workers:
-            current, tried = w.current, w.current_attempts
-            left = [*current, *w.queue]
+            current, queued, tried = w.current, [*w.queue], w.current_attempts
+            left = [*current, *queued]
             w.current, w.queue = [], type(w.queue)()
             if not left:
                 continue
@@ -330,13 +330,13 @@ class Dispatcher:
                 # The batch being sent was attempted (the sink may even hold it); the queued
                 # ones never were: each dead letter says which.
                 stopped = f"dispatcher stopped after {self.shutdown_timeout} s"
-                waiting = left
                 if current and tried:
-                    waiting = left[len(current) :]
                     reason = f"{stopped} before the sink confirmed it (it may have it)"
                     await w.dead_letter_batch(current, reason, tried)
-                if waiting:
-                    await w.dead_letter_batch(waiting, f"{stopped} before delivery", 0)
+                else:
+                    queued = left  # taken, but not sent yet either
+                if queued:
+                    await w.dead_letter_batch(queued, f"{stopped} before delivery", 0)
 
     async def _close(self) -> None:
         for lane in self._lanes:

@@ -97,9 +97,9 @@ class HealthProbe:
     def _stuck_loop(self) -> Check | None:
         """The failed check of a loop silent for more than `stall_after` seconds, or None."""
         beat = self._beat
-        if beat is None or time.monotonic() - beat <= self.stall_after:
+        silent = 0.0 if beat is None else time.monotonic() - beat
+        if silent <= self.stall_after:
             return None
-        silent = time.monotonic() - beat
         return Check("event_loop", False, f"the event loop has not answered for {silent:.0f} s")
 
     def readiness(self) -> Health:
