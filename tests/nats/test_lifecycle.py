@@ -3,14 +3,18 @@ while NATS is down, authentication and TLS, secrets kept out of text."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from eventbus_core import EventBusSettings, SettingsError
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus, NatsSettings
 from tests._stop_timeouts import check_stop_timeouts
-from tests.nats._servers import ThrowawayNats
+from tests.nats._servers import ThrowawayNats, free_port
 from tests.nats.conftest import Names
 
 pytestmark = pytest.mark.nats
@@ -292,7 +296,8 @@ def test_user_and_password_work_and_never_show(
         server.kill()
 
 
-def test_tls_with_the_ca_from_nats_ca(tmp_path: Path) -> None:
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
     if not shutil.which("openssl"):
         pytest.skip("openssl is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -302,16 +307,140 @@ def test_tls_with_the_ca_from_nats_ca(tmp_path: Path) -> None:
          "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
+    return cert, key
+
+
+def test_tls_with_the_ca_from_nats_ca(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    cert, key = _self_signed(tmp_path)
     server = ThrowawayNats(tmp_path, extra=["--tls", "--tlscert", str(cert), "--tlskey", str(key)])
     server.launch()
     server.wait_port()
     settings = NatsSettings(nats_url=f"tls://127.0.0.1:{server.port}", nats_tls_ca=str(cert))
     bus = NatsEventBus.from_settings(EventBusSettings(), settings)
+    untrusted = NatsEventBus.from_settings(
+        EventBusSettings(), NatsSettings(nats_url=f"tls://127.0.0.1:{server.port}")
+    )
     try:
         bus.check(10.0)
         bus.publish(make_event(7))
         assert bus.flush(10)
         assert [e.request_id for e in bus.newest(1)] == ["req-7"]
+        bus.stop(2)
+        # nats-py's protocol asks asyncio to keep a TLS connection half-open at the server's
+        # end of file, which asyncio warns about at every close: noise, not the user's problem.
+        assert "eof_received" not in caplog.text
+        # A certificate the system's CAs do not trust is a configuration error, naming NATS_CA
+        # (it was "did not answer ... check that nats-server runs there").
+        with pytest.raises(SettingsError, match=r"certificate is not trusted.*NATS_CA"):
+            untrusted.check(3.0)
+    finally:
+        bus.stop(2)
+        untrusted.stop(0.5)
+        server.kill()
+
+
+class _PlainListener:
+    """A server speaking only the first line of NATS, in clear text: it sends an INFO without
+    `tls_required` (as a server without TLS does, or anyone on the path who strips the flag)
+    and keeps every byte the client sends back."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received = bytearray()
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            with conn:
+                conn.sendall(
+                    b'INFO {"server_id":"fake","version":"2.9.10","proto":1,"headers":true,'
+                    b'"auth_required":true,"max_payload":1048576}\r\n'
+                )
+                conn.settimeout(0.5)
+                with contextlib.suppress(OSError):
+                    while chunk := conn.recv(4096):
+                        self.received += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("asked_by", ["tls_url", "nats_ca"])
+def test_credentials_never_go_out_in_clear_text_where_tls_is_asked_for(
+    tmp_path: Path, asked_by: str
+) -> None:
+    # nats-py upgrades to TLS only when the server's INFO says tls_required: a tls:// URL or
+    # NATS_CA sent the password in clear to a server without TLS, and connected.
+    cert, _ = _self_signed(tmp_path)
+    fake = _PlainListener()
+    real = ThrowawayNats(tmp_path, extra=["--user", "alice", "--pass", "hunter2-secret"])
+    real.launch()
+    real.wait_port()
+    buses = []
+    try:
+        for port in (fake.port, real.port):
+            if asked_by == "tls_url":
+                settings = NatsSettings(nats_url=f"tls://alice:hunter2-secret@127.0.0.1:{port}")
+            else:
+                settings = NatsSettings(
+                    nats_url=f"nats://127.0.0.1:{port}",
+                    nats_user="alice",
+                    nats_password="hunter2-secret",
+                    nats_tls_ca=str(cert),
+                )
+            bus = NatsEventBus.from_settings(EventBusSettings(), settings)
+            buses.append(bus)
+            wanted = "tls:// in NATS_URL" if asked_by == "tls_url" else "the TLS settings (NATS_CA"
+            with pytest.raises(SettingsError, match=f"offers no TLS, which {re.escape(wanted)}"):
+                bus.check(3.0)
+        assert fake.accepted >= 1
+        assert b"CONNECT" not in fake.received and b"hunter2" not in fake.received
+        cli = subprocess.run(
+            [sys.executable, "-m", "eventbus_core.cli", "stats"],
+            env={**os.environ, "LLM_PROXY_EVENT_BUS": "nats",
+                 "NATS_URL": f"tls://alice:hunter2-secret@127.0.0.1:{real.port}"},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 2, cli.stderr
+        assert "offers no TLS" in cli.stderr and "hunter2-secret" not in cli.stderr
+    finally:
+        for bus in buses:
+            bus.stop(0.5)
+        fake.close()
+        real.kill()
+
+
+def test_nats_ca_upgrades_a_server_that_allows_both(tmp_path: Path) -> None:
+    # A server with `allow_non_tls` offers TLS (tls_available) without requiring it: with
+    # NATS_CA the connection is TLS, as Go's client makes it.
+    cert, key = _self_signed(tmp_path)
+    conf = tmp_path / "both.conf"
+    monitor = free_port()
+    conf.write_text(
+        f'tls {{ cert_file: "{cert}", key_file: "{key}" }}\nallow_non_tls: true\n'
+        f"http: 127.0.0.1:{monitor}\n"
+    )
+    server = ThrowawayNats(tmp_path, extra=["-c", str(conf)])
+    server.launch()
+    server.wait_port()
+    settings = NatsSettings(nats_url=f"nats://127.0.0.1:{server.port}", nats_tls_ca=str(cert))
+    bus = NatsEventBus.from_settings(EventBusSettings(), settings)
+    try:
+        bus.check(10.0)
+        bus.publish(make_event(3))
+        assert bus.flush(10)
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz", timeout=5) as answer:
+            connections = json.load(answer)["connections"]
+        assert connections and all(c.get("tls_version") for c in connections), connections
     finally:
         bus.stop(2)
         server.kill()

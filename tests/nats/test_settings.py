@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import re
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -281,3 +282,17 @@ def test_a_creds_file_without_nkeys_says_what_to_install(
     monkeypatch.setenv("NATS_CREDS", str(creds))
     with pytest.raises(SettingsError, match=r"pip install 'eventbus-nats\[nkeys\]'"):
         ConnectOptions.from_settings(NatsSettings())
+
+
+def test_tls_files_with_a_ws_server_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nats-py reaches a ws:// server without TLS whatever the TLS settings say.
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read: refused first")
+    monkeypatch.setenv("NATS_URL", "ws://127.0.0.1:8080")
+    monkeypatch.setenv("NATS_CA", str(ca))
+    with pytest.raises(SettingsError, match=r"NATS_CA asks for TLS.*ws://.*use wss://"):
+        ConnectOptions.from_settings(NatsSettings())
+    with pytest.raises(ValueError, match=r"connect_options\['tls'\].*ws://.*wss://"):
+        NatsEventBus("ws://127.0.0.1:8080", connect_options={"tls": ssl.create_default_context()})

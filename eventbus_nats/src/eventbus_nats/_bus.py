@@ -35,7 +35,7 @@ from eventbus_nats._fanout import Follower, NatsSubscription
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
-from eventbus_nats._options import ConnectOptions
+from eventbus_nats._options import ConnectOptions, tls_wanted_by
 from eventbus_nats._settings import NatsSettings, check_name, check_servers
 from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
@@ -137,7 +137,8 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._followers: list[Follower] = []
         self._consumers: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
-        options = ConnectOptions(servers, dict(connect_options or {}))
+        auth = dict(connect_options or {})
+        options = ConnectOptions(servers, auth, tls_wanted_by(servers, auth))
         # Everything is checked: only now start the connection's thread.
         self._link = Link(options, layout, name=f"eventbus-nats[{layout.stream}]")
         self._writer = JetStreamWriter(

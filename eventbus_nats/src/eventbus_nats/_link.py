@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Coroutine, Generator
@@ -33,7 +34,7 @@ from nats.js import JetStreamContext, api
 
 from eventbus_core import SettingsError, get_logger
 from eventbus_nats._layout import StreamLayout
-from eventbus_nats._options import ConnectOptions, refuses_credentials, safe_error
+from eventbus_nats._options import ConnectOptions, TlsNotOffered, refusal, safe_error
 
 __all__ = ["Link", "LinkClosed"]
 
@@ -55,6 +56,49 @@ _STREAM_IN_USE: Final = 10058  # JetStream error code: stream name already in us
 # Loops, clients, threads and tasks a forked child inherited: never closed nor collected there,
 # since closing them would unregister the parent's sockets from the epoll instance both share.
 _ABANDONED: list[object] = []
+
+
+class _Client(Client):
+    """nats-py's client, with TLS required when the settings ask for it.
+
+    nats-py upgrades a `nats://` or `tls://` connection to TLS only when the server's INFO says
+    `tls_required`: a server without TLS (or anyone on the path who strips the flag) would get
+    the credentials in clear text. As Go's client with `Secure`: when TLS is wanted, a server
+    that offers it (`tls_required` or `tls_available`) is always upgraded, and one that offers
+    none is refused before CONNECT is written.
+    """
+
+    def __init__(self, tls_wanted: bool) -> None:
+        super().__init__()
+        self._tls_wanted = tls_wanted
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        # Called with initial_connection=True right after each (re)connection's INFO, before
+        # nats-py decides on TLS from the same dict (its _server_info) and sends CONNECT.
+        server = self._current_server
+        if (
+            initial_connection
+            and self._tls_wanted
+            and server is not None
+            and server.uri.scheme in ("nats", "tls")  # ws(s):// is TLS by the websocket's URL
+        ):
+            if not (info.get("tls_required") or info.get("tls_available")):
+                raise TlsNotOffered()
+            info["tls_required"] = True
+        await super()._process_info(info, initial_connection)
+
+
+# nats-py's protocol returns True from `eof_received()` (keep the connection half-open), which
+# asyncio's TLS transport ignores with a warning at every close of a TLS connection: a line at
+# normal verbosity that says nothing to the user. Only that message of asyncio's is dropped.
+_SSL_EOF_NOTE: Final = "returning true from eof_received() has no effect when using ssl"
+
+
+def _not_the_ssl_eof_note(record: logging.LogRecord) -> bool:
+    return record.msg != _SSL_EOF_NOTE
+
+
+logging.getLogger("asyncio").addFilter(_not_the_ssl_eof_note)
 
 
 def _create_hint(description: str) -> str:
@@ -99,7 +143,9 @@ class Link:
     def _start(self) -> None:
         self.state = "connecting"
         self.last_error: str | None = None
-        self.credentials_refused = False  # refused since the last successful connection
+        # Why the servers refuse this connection since the last successful one, when no wait
+        # would help (credentials, no TLS, an untrusted certificate); None otherwise.
+        self.refused: SettingsError | None = None
         self.reconnects = 0
         self.closed = False
         self.nc: Client | None = None
@@ -164,7 +210,7 @@ class Link:
             log.error("eventbus nats cannot connect to %s: %s", self.where, self.last_error)
 
     async def _connect_once(self) -> None:
-        nc = Client()
+        nc = _Client(tls_wanted=bool(self.options.tls_wanted_by))
         self.nc = nc
         # With max_reconnect_attempts=-1 nats-py tries the servers until one answers.
         await nc.connect(
@@ -188,14 +234,15 @@ class Link:
             log.info("eventbus nats connected to %s", self.options.where)
         self.state = "connected"
         self.last_error = None
-        self.credentials_refused = False
+        self.refused = None
         self._ready.set()
 
     async def _on_error(self, exc: Exception) -> None:
         # Kept until a connection succeeds: the server closes the socket after its refusal,
         # and nats-py reports the reset of its next attempt, which says nothing about why.
-        if refuses_credentials(exc):
-            self.credentials_refused = True
+        refused = refusal(exc, self.options)
+        if refused is not None:
+            self.refused = refused
         message = safe_error(exc)
         if message != self.last_error:
             log.warning("eventbus nats connection to %s: %s", self.options.where, message)
@@ -214,7 +261,7 @@ class Link:
         if not self.closed:
             self.state = "connected"
         self.last_error = None
-        self.credentials_refused = False
+        self.refused = None
         log.info("eventbus nats reconnected to %s", self.options.where)
 
     @property
@@ -242,7 +289,7 @@ class Link:
         give_up = time.monotonic() + patience
         while not self.connected:
             failed = self.last_error is not None and time.monotonic() >= give_up
-            if failed or self.closed or self.credentials_refused:  # no wait cures a refusal
+            if failed or self.closed or self.refused is not None:  # no wait cures a refusal
                 raise ConnectionError(self.last_error or "connection closed")
             await asyncio.sleep(0.01)
         assert self.js is not None

@@ -18,7 +18,7 @@ from nats.js import JetStreamContext, api
 
 from eventbus_core import BackendUnavailableError, Event, WireFormatError
 from eventbus_nats._link import Link
-from eventbus_nats._options import credentials_error, safe_error
+from eventbus_nats._options import safe_error
 
 __all__ = ["LogReader"]
 
@@ -157,13 +157,14 @@ class LogReader:
 
         Raises:
             BackendUnavailableError: it does not.
-            SettingsError: the server refused the credentials (no wait would help).
+            SettingsError: the server refused the credentials, offers no TLS where the settings
+                ask for it, or its certificate is not trusted (no wait would help).
         """
         try:
             self._link.call(self._probe(timeout), timeout)
         except Exception as exc:
-            if self._link.credentials_refused:
-                raise credentials_error(self._link.where) from None
+            if self._link.refused is not None:
+                raise self._link.refused from None
             why = self._link.last_error or safe_error(exc)
             raise BackendUnavailableError(
                 f"NATS JetStream at {self._link.where} did not answer within {timeout} s "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import nats.errors
 from eventbus_core import SettingsError, redact_url
 from eventbus_nats._settings import NatsSettings
 
-__all__ = ["ConnectOptions", "credentials_error", "refuses_credentials", "safe_error"]
+__all__ = ["ConnectOptions", "TlsNotOffered", "refusal", "safe_error", "tls_wanted_by"]
 
 
 def safe_error(exc: BaseException) -> str:
@@ -45,6 +46,35 @@ def credentials_error(where: str) -> SettingsError:
     )
 
 
+class TlsNotOffered(nats.errors.Error):
+    """A server offered no TLS where the settings ask for it (`tls://`, `NATS_CA`, ...): the
+    connection is dropped before anything, credentials included, is sent."""
+
+    def __str__(self) -> str:
+        return "the server offers no TLS"
+
+
+def refusal(exc: BaseException, options: ConnectOptions) -> SettingsError | None:
+    """The configuration error `exc` stands for, when waiting or retrying cannot help (commands
+    exit 2 with it rather than 1, "did not answer"); None for any other failure."""
+    where = options.where
+    if refuses_credentials(exc):
+        return credentials_error(where)
+    if isinstance(exc, TlsNotOffered):
+        return SettingsError(
+            f"NATS at {where} offers no TLS, which {options.tls_wanted_by} asks for: nothing was "
+            "sent to it (credentials included). Point NATS_URL at a server with TLS enabled, or "
+            "use nats:// without NATS_CA, NATS_CERT and NATS_KEY for a plain connection"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SettingsError(
+            f"NATS at {where}: its TLS certificate is not trusted "
+            f"({exc.verify_message or exc}): set NATS_CA to the CA certificate (PEM) that signed "
+            "it, or check that NATS_URL names the host the certificate is for"
+        )
+    return None
+
+
 @dataclass(frozen=True, eq=False)
 class ConnectOptions:
     """How to reach NATS: servers and the keyword arguments for `nats.aio.client.Client.connect`.
@@ -52,10 +82,13 @@ class ConnectOptions:
     Attributes:
         servers: Server URLs (may hold credentials: never log them, use `where`).
         auth: Credential and TLS keyword arguments for nats-py.
+        tls_wanted_by: What asks for TLS (`NATS_CA`, `tls:// in NATS_URL`, ...), for messages;
+            empty when nothing does. Every connection is then TLS or none is made.
     """
 
     servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
     auth: dict[str, Any] = field(default_factory=dict)
+    tls_wanted_by: str = ""
 
     @property
     def where(self) -> str:
@@ -88,10 +121,49 @@ class ConnectOptions:
                     "'eventbus-nats[nkeys]' (or pip install nkeys)"
                 )
             auth["user_credentials"] = settings.nats_creds
-        tls_urls = any(s.lower().startswith(("tls://", "wss://")) for s in settings.servers)
-        if settings.nats_tls_ca or settings.nats_tls_cert or tls_urls:
+        _refuse_tls_files_over_ws(settings)
+        if settings.nats_tls_ca or settings.nats_tls_cert or tls_wanted_by(settings.servers, {}):
             auth["tls"] = _tls_context(settings)
-        return cls(tuple(settings.servers), auth)
+        return cls(tuple(settings.servers), auth, tls_wanted_by(settings.servers, auth))
+
+
+def tls_wanted_by(servers: Sequence[str], auth: Mapping[str, Any]) -> str:
+    """What asks for TLS, for messages: the `tls://` or `wss://` servers, the `tls` option (an
+    SSL context, which NATS_CA, NATS_CERT and NATS_KEY make); "" for nothing.
+
+    Raises:
+        ValueError: a `tls` option with a `ws://` server, which nats-py reaches without TLS.
+    """
+    schemes = {s.lower().partition("://")[0] for s in servers if "://" in s}
+    if auth.get("tls") is not None and "ws" in schemes:
+        raise ValueError(
+            "a TLS context (connect_options['tls']) with a ws:// server, which is reached without "
+            "TLS: use wss:// (websocket over TLS)"
+        )
+    wanted = [f"{scheme}:// in NATS_URL" for scheme in ("tls", "wss") if scheme in schemes]
+    if auth.get("tls") is not None and not wanted:
+        wanted.append(
+            "the TLS settings (NATS_CA, NATS_CERT and NATS_KEY, or connect_options['tls'])"
+        )
+    return " and ".join(wanted)
+
+
+def _refuse_tls_files_over_ws(settings: NatsSettings) -> None:
+    files = [
+        var
+        for var, value in (
+            ("NATS_CA", settings.nats_tls_ca),
+            ("NATS_CERT", settings.nats_tls_cert),
+            ("NATS_KEY", settings.nats_tls_key),
+        )
+        if value
+    ]
+    if files and any(s.lower().startswith("ws://") for s in settings.servers):
+        raise SettingsError(
+            f"{' and '.join(files)} {'asks' if len(files) == 1 else 'ask'} for TLS, but NATS_URL "
+            "has a ws:// server, which is "
+            "reached without it: use wss:// (websocket over TLS)"
+        )
 
 
 def _need_file(path: str, var: str) -> None:
