@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from eventbus_core import RedactedURL, redact_url
@@ -51,6 +52,19 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
 )
 def test_a_redacted_url_masks_any_password_it_holds(url: str, shown: str) -> None:
     assert RedactedURL(url).redacted == shown and repr(RedactedURL(url)) == repr(shown)
+
+
+def test_settings_dumped_as_json_mask_the_password() -> None:
+    # model_dump_json() (what structured loggers write) showed it in clear, while the repr
+    # and model_dump() masked it.
+    class Settings(pydantic.BaseModel):
+        url: RedactedURL
+
+    settings = Settings(url=RedactedURL("nats://alice:S3cr3tPw@h:4222"))
+    assert settings.model_dump_json() == '{"url":"nats://alice:***@h:4222"}'
+    assert settings.model_dump(mode="json") == {"url": "nats://alice:***@h:4222"}
+    assert "S3cr3tPw" not in repr(settings.model_dump())
+    assert str(settings.model_dump()["url"]) == "nats://alice:S3cr3tPw@h:4222"  # to connect with
 
 
 def test_urls_in_text_are_matched_where_the_pattern_would_match_them() -> None:

@@ -135,6 +135,17 @@ class RedactedURL(str):
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        # Dumped as JSON (`model_dump_json()`, `model_dump(mode="json")`, what structured
+        # loggers write), the password is masked as in the repr; `model_dump()` keeps the
+        # object itself, whose repr masks it and whose str() connects.
         return core_schema.no_info_after_validator_function(
-            cls, core_schema.str_schema(strip_whitespace=True)
+            cls,
+            core_schema.str_schema(strip_whitespace=True),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _redacted_text, when_used="json"
+            ),
         )
+
+
+def _redacted_text(url: RedactedURL) -> str:
+    return redact_one_url(str(url))
