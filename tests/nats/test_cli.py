@@ -117,3 +117,32 @@ def test_demo_processes_use_the_backend_options_given_on_the_command_line(
     argv = ["demo", "--requests", "40", "--json", "--output", out]
     assert main([*argv, "--backend-option", f"NATS_URL={nats_url}"]) == 0
     assert Path(out).read_bytes().count(b"\n") == 40
+
+
+def test_a_refused_backend_option_is_named_as_typed(
+    env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It named EVENTBUS_NATS_REPLICAS, a variable the user had not set (helper-73).
+    assert main(["stats", "--backend-option", "nats_replicas=9"]) == 2
+    err = capsys.readouterr().err
+    assert "--backend-option nats_replicas '9': Input should be less than or equal to 5" in err
+    assert "EVENTBUS_NATS_REPLICAS" not in err
+
+
+def test_replay_into_a_pipe_closed_early_ends_quietly(
+    env: None, make_bus: Callable[..., NatsEventBus]
+) -> None:
+    # `eventbus replay | head -1`: the reader leaving was reported as "the backend failed:
+    # BrokenPipeError", exit 1.
+    bus = make_bus()
+    for n in range(2000):
+        bus.publish(make_event(n))
+    assert bus.flush(20)
+    argv = [sys.executable, "-m", "eventbus_core.cli", "replay", "-q"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["LogID"] == 1
+        proc.stdout.close()  # as `head -1` does
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"BrokenPipe" not in err and b"backend failed" not in err

@@ -70,7 +70,9 @@ class Flushable(Protocol):
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every event accepted so far is written to the backend (or, in memory,
-        in every subscriber's buffer); True if that happened within `timeout` seconds."""
+        in every subscriber's buffer); True if that happened within `timeout` seconds. An
+        event the backend refused for good (NATS: larger than the server's `max_payload`) is
+        no longer waited for: it is counted in `stats().lost`, and logged."""
 
 
 @runtime_checkable

@@ -103,6 +103,7 @@ class Follower:
         self._seen_reconnects = link.reconnects
         self._next_check = 0.0
         self._full_since: float | None = None
+        self._stream_created: object = None  # when the stream read was created (server time)
         self.last_error: str | None = None
 
     # --------------------------------------------------------------------- on the loop
@@ -134,17 +135,24 @@ class Follower:
             num_replicas=1,
             max_deliver=1,
         )
-        if self.last_seq is not None:
-            stream = await js.stream_info(link.layout.stream)
-            if stream.state.last_seq < self.last_seq:
-                # The stream was deleted and created anew: its sequences started again.
-                log.warning(
-                    "eventbus nats subscription %s: stream %s was recreated (LogIDs restarted); "
-                    "reading it from its start",
-                    self.sub.name,
-                    link.layout.stream,
-                )
-                self.last_seq = max(0, stream.state.first_seq - 1)
+        stream = await js.stream_info(link.layout.stream)
+        created = getattr(stream, "created", None)
+        recreated = self.last_seq is not None and (
+            stream.state.last_seq < self.last_seq
+            or (created is not None and self._stream_created not in (None, created))
+        )
+        if recreated:
+            # The stream was deleted and created anew: its sequences started again. (The
+            # sequences alone cannot tell once the new stream has caught up with the old one:
+            # a subscriber that read 100 skipped the new stream's first 100.)
+            log.warning(
+                "eventbus nats subscription %s: stream %s was recreated (LogIDs restarted); "
+                "reading it from its start",
+                self.sub.name,
+                link.layout.stream,
+            )
+            self.last_seq = max(0, stream.state.first_seq - 1)
+        self._stream_created = created
         if self.last_seq is None:
             config.deliver_policy = api.DeliverPolicy.NEW
         else:

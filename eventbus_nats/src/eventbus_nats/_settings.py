@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -182,6 +182,9 @@ class NatsSettings(BaseSettings):
         allow_inf_nan=False,  # as EventBusSettings: no setting has a use for inf or nan
     )
 
+    settings_label: ClassVar[str] = "nats backend"
+    """What `EventBusSettings`' error message calls these settings."""
+
     nats_url: RedactedURL = _env(
         "NATS_URL",
         default=RedactedURL("nats://127.0.0.1:4222"),
@@ -280,7 +283,7 @@ class NatsSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise SettingsError(_explain(exc)) from None
+            raise _refusal(exc) from None
 
     @field_validator("nats_url", mode="after")
     @classmethod
@@ -334,24 +337,31 @@ NATS_ENV_VARS: Final[dict[str, str]] = {
 """Field name to environment variable, for every setting of the `nats` backend."""
 
 
-def _explain(exc: ValidationError) -> str:
+def _refusal(exc: ValidationError) -> SettingsError:
+    """The `SettingsError` for `exc`: each problem named by its variable, with `problems` by
+    field, so that a command line that gave the value names its flag instead."""
     lines = []
+    problems = []
+    fields = {var: field for field, var in NATS_ENV_VARS.items()}
     for err in exc.errors():
         loc = str(err["loc"][0]) if err["loc"] else ""
-        var = NATS_ENV_VARS.get(loc, loc)
+        field = fields.get(loc.upper(), loc)  # from the environment, pydantic gives the variable
+        var = NATS_ENV_VARS.get(field, field)
         given = err.get("input")
         if var in ("NATS_PASSWORD", "NATS_TOKEN"):
-            shown = "=***"
+            shown = "***"
         elif isinstance(given, dict) or not var:
             shown = ""
         elif var == "NATS_URL":
             # Each server masked up to its host's '@', however the credentials were typed.
-            shown = f"={','.join(shown_server(s) for s in str(given).split(','))!r}"
+            shown = repr(",".join(shown_server(s) for s in str(given).split(",")))
         else:
-            shown = f"={redact_url(str(given))!r}"
+            shown = repr(redact_url(str(given)))
         msg = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"{var}{shown}: {msg}" if var else msg)
-    return (
+        lines.append(f"{var}{'=' + shown if shown else ''}: {msg}" if var else msg)
+        problems.append((field, shown, msg))
+    return SettingsError(
         f"invalid nats backend setting: {'; '.join(lines)} "
-        "(fix the environment variable or the argument)"
+        "(fix the environment variable or the argument)",
+        problems=problems,
     )

@@ -25,7 +25,7 @@ from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
-from eventbus_core.cli._backend_flags import add_plugin_options, plugin_flags, plugin_overrides
+from eventbus_core.cli._backend_flags import add_plugin_options, plugin_overrides
 from eventbus_core.cli._reach import ensure_reachable
 from eventbus_core.redact._secrets import redact_url
 
@@ -185,7 +185,9 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
             f"--wait-for-backend {wait:g}: give the seconds to wait, a number from 0 to "
             f"{threading.TIMEOUT_MAX:.0f}"
         )
-    flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
+    # Each plugin setting the command line gave (`--redis-url`, `--backend-option KEY=...`), by
+    # the flag as typed: a value the backend refuses is named by it, not by its variable.
+    _, flags = plugin_overrides(args)
     try:
         bus = create_bus(settings)
     except SettingsError as exc:  # a value the backend refused: name the flag that gave it
@@ -249,6 +251,8 @@ def with_backend_errors(
             return func(args)
         except BackendUnavailableError:
             raise  # already says where and why (it is an OSError too)
+        except BrokenPipeError:
+            raise  # stdout's reader left (`eventbus replay | head`): not the backend's fault
         except OSError as exc:
             raise BackendUnavailableError(
                 f"the backend failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it "
