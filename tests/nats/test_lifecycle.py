@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from eventbus_core import EventBusSettings, SettingsError
+from eventbus_core import Delivery, EventBusSettings, SettingsError
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus, NatsSettings
 from tests._stop_timeouts import check_stop_timeouts
@@ -248,6 +248,39 @@ def test_a_restarted_server_loses_nothing_accepted(tmp_path: Path) -> None:
         stop.set()
         bus.stop(2)
         server.kill()
+
+
+@pytest.mark.parametrize("fault", ["frozen", "killed"])
+def test_a_first_read_against_a_lost_server_takes_its_own_timeout(
+    server: ThrowawayNats, fault: str
+) -> None:
+    # The group is bound on the first read: its requests waited 5 s each whatever the read's
+    # timeout (helper-73: 5.00 s for read(timeout=0.2)).
+    bus = NatsEventBus(server.url, stream="FIRSTREAD", subject="firstread.events")
+    consumer = bus.consumer(name="r1")
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        if fault == "frozen":
+            server.pause()
+        else:
+            server.kill()
+        for timeout in (0.2, 1.0):
+            started = time.monotonic()
+            assert consumer.read(10, timeout=timeout) == []
+            assert time.monotonic() - started < timeout + 0.5  # a correctness bound
+        if fault == "frozen":
+            server.resume()
+        else:
+            server.start()
+        got: list[Delivery] = []
+        give_up = time.monotonic() + 30
+        while not got and time.monotonic() < give_up:  # bound in the end, with short reads
+            got = consumer.read(10, timeout=0.05)
+        assert [d.event.request_id for d in got] == ["req-1"]
+    finally:
+        consumer.close()
+        bus.stop(2)
 
 
 def test_user_and_password_work_and_never_show(

@@ -17,6 +17,7 @@ an entry without telling anyone, and a dead-letter write that failed could not b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -109,6 +110,7 @@ class GroupConsumer:
     def after_fork_in_child(self) -> None:
         """Forget what belongs to the parent (its pull subscription and held deliveries)."""
         self._psub: JetStreamContext.PullSubscription | None = None
+        self._binding: asyncio.Task[None] | None = None  # a bind still going on (_bound_by)
         self._seen_reconnects = self._link.reconnects
         self._next_check = 0.0
         self._next_refresh = 0.0
@@ -144,10 +146,13 @@ class GroupConsumer:
         return self._decode(raw)
 
     async def _fetch(self, count: int, timeout: float) -> list[Raw]:
+        deadline = time.monotonic() + timeout
         if self._deferred_acks:
             await self._send_acks()
         if self._psub is None:
-            await self._bind()
+            if not await self._bound_by(deadline):
+                return []
+            timeout = max(0.01, deadline - time.monotonic())
         elif self._link.reconnects != self._seen_reconnects or time.monotonic() >= self._next_check:
             await self._verify()
         assert self._psub is not None
@@ -212,6 +217,32 @@ class GroupConsumer:
             if self._token_of.get(seq) == token:
                 del self._token_of[seq]
             self._received.forget(seq)
+
+    async def _bound_by(self, deadline: float) -> bool:
+        """Bind to the group, waiting until `deadline` at most: True once bound.
+
+        The binding (a few JetStream requests, 5 s each at most) goes on in the background past
+        the deadline, and the next read waits for it again: a frozen server costs a read its
+        own timeout, not the requests' (5 s for read(timeout=0.2)), and a slow but healthy one
+        (a cluster electing the new group's leader) is still bound in the end, however short
+        each read's timeout.
+
+        Raises:
+            Exception: what the binding raised (the read notes it, and the next one tries anew).
+        """
+        task = self._binding
+        if task is not None and task.done():
+            self._binding = None
+            task.result()  # raises what it raised
+            return self._psub is not None
+        if task is None:
+            task = self._binding = asyncio.get_running_loop().create_task(self._bind())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        self._binding = None
+        return self._psub is not None
 
     async def _bind(self) -> None:
         info, created = await open_group(
@@ -343,6 +374,9 @@ class GroupConsumer:
             callback(self)
 
     async def _close(self, held: list[str]) -> None:
+        binding, self._binding = self._binding, None
+        if binding is not None:
+            binding.cancel()
         if self._deferred_acks:
             await self._send_acks()
         if held:
