@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from eventbus_core import ENV_VARS, EventBusSettings, SettingsError
@@ -104,3 +106,39 @@ def test_every_field_has_its_own_variable() -> None:
     }
     for variable in ENV_VARS.values():
         assert variable in legacy or variable.startswith("EVENTBUS_")
+
+
+def test_a_misspelt_variable_is_warned_about_naming_the_setting_it_resembles(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # pydantic-settings ignores variables no setting reads: EVENTBUS_REDIS_KEYS left the bus on
+    # the key the Go llm-proxy shares, LLM_PROXY_EVENTBUS=redis ran on memory (helper-74).
+    from eventbus_core import _env_typos
+
+    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setenv("LLM_PROXY_EVENTBUS", "redis")
+    monkeypatch.setenv("EVENTBUS_REDIS_KEYS", "mine")
+    monkeypatch.setenv("REDIS_HOST", "other-software")  # another word: not ours to judge
+    monkeypatch.setenv("EVENTBUS_SINK_JSONL_PTH", "x")  # sink options: the sink refuses them
+    monkeypatch.setenv("EVENTBUS_TEST_REDIS_URL", "redis://h")  # the tests' own
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    EventBusSettings()
+    EventBusSettings()  # once per process
+    warned = [m for r in caplog.records if "no setting has that name" in (m := r.getMessage())]
+    assert sorted(warned) == sorted(
+        [
+            "eventbus: LLM_PROXY_EVENTBUS is set, but no setting has that name, so it is "
+            "ignored; did you mean LLM_PROXY_EVENT_BUS?",
+            "eventbus: EVENTBUS_REDIS_KEYS is set, but no setting has that name, so it is "
+            "ignored; did you mean EVENTBUS_REDIS_KEY?",
+        ]
+    )
+
+
+def test_every_setting_is_far_enough_from_every_other_not_to_be_called_a_typo() -> None:
+    # A variable that is a setting is never warned about, whatever its neighbours.
+    from eventbus_core._env_typos import misspelt_settings
+    from eventbus_core._settings import all_env_vars
+
+    known = list(all_env_vars().values())
+    assert misspelt_settings(known, known) == []

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, Self, TypeVar
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventbus_core._env_typos import warn_misspelt_settings
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import get_logger
 from eventbus_core._plugin_settings import (
@@ -306,6 +307,9 @@ class EventBusSettings(BaseSettings):
             raise SettingsError(text, problems=problems)
         self._plugins = built
         self._broken = broken
+        warn_misspelt_settings(
+            [*ENV_VARS.values(), *(v for model in models for v in env_vars_of(model).values())]
+        )
 
     def __getattr__(self, name: str) -> Any:
         # A plugin's setting read as an attribute of the core settings (`settings.redis_url`):

@@ -1,0 +1,63 @@
+"""Environment variables that look like a misspelt setting, warned about once each.
+
+pydantic-settings ignores a variable no setting reads, so a typo passes unnoticed:
+`EVENTBUS_REDIS_KEYS=...` left the bus on the default key (the one the Go llm-proxy shares), and
+`LLM_PROXY_EVENTBUS=redis` ran on memory. A variable with one of eventbus's prefixes that is
+close to a known setting's name, and is none, is named in a warning with the one it resembles.
+Sink options (`EVENTBUS_SINK_*`) are checked by the selected sinks themselves, which refuse an
+unknown one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from eventbus_core._log import get_logger
+
+__all__ = ["misspelt_settings", "warn_misspelt_settings"]
+
+log = get_logger("eventbus")
+
+_PREFIXES: Final = ("EVENTBUS_", "LLM_PROXY_", "OBSERVABILITY_", "REDIS_", "NATS_")
+# Read by the selected sinks (which refuse unknown options), or by tests and benchmarks.
+_NOT_SETTINGS: Final = ("EVENTBUS_SINK_", "EVENTBUS_TEST_", "EVENTBUS_BENCH_")
+# How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
+# ten or more, a separator left out; not a different word (REDIS_HOST against REDIS_ADDR).
+_CLOSE: Final = 0.85
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def misspelt_settings(environ: Iterable[str], known: Iterable[str]) -> list[tuple[str, str]]:
+    """`(variable, the setting it resembles)` for each variable of `environ` that has one of
+    eventbus's prefixes, is not one of `known` and is close to one (case ignored, as settings
+    are read)."""
+    names = {name.upper() for name in known}
+    found = []
+    for variable in environ:
+        upper = variable.upper()
+        if upper in names or not upper.startswith(_PREFIXES) or upper.startswith(_NOT_SETTINGS):
+            continue
+        close = difflib.get_close_matches(upper, names, n=1, cutoff=_CLOSE)
+        if close:
+            found.append((variable, close[0]))
+    return found
+
+
+def warn_misspelt_settings(known: Iterable[str], environ: Mapping[str, str] | None = None) -> None:
+    """Warn once per process for each variable `misspelt_settings` finds in the environment."""
+    for variable, meant in misspelt_settings(os.environ if environ is None else environ, known):
+        with _warned_lock:
+            if variable in _warned:
+                continue
+            _warned.add(variable)
+        log.warning(
+            "eventbus: %s is set, but no setting has that name, so it is ignored; did you mean %s?",
+            variable,
+            meant,
+        )
