@@ -117,6 +117,21 @@ def test_close_is_bounded_when_a_cycle_never_ends() -> None:
     rec.gate.set()
 
 
+def test_an_idle_drainer_closed_with_no_time_left_warns_of_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # stop(0) on a bus whose thread had delivered everything logged "did not finish within
+    # 0.000 s" (helper-74): nothing was left to finish.
+    rec = make("thread")
+    b = rec.batcher
+    assert b is not None
+    b.publish(make_event(0))
+    assert b.flush(5)
+    assert b.close(time.monotonic()) is True
+    assert b.finalize() == 0
+    assert "did not finish" not in caplog.text
+
+
 def test_a_publish_outside_any_loop_starts_a_thread() -> None:
     rec = make()
     b = rec.batcher

@@ -500,3 +500,30 @@ def test_the_shared_backend_advice_names_only_flags_that_exist(
     with pytest.raises(UsageError) as info:
         require_shared(create_bus(settings), settings, "stats")
     assert "--redis-url" not in str(info.value) and "pip install" in str(info.value)
+
+
+def test_stats_of_a_shared_backend_that_reports_nothing_says_whose_figures_they_are(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without Describable, this process's zeros were printed as the backend's (helper-74).
+    from typing import Any
+
+    from eventbus_core import _plugins as plugins_module
+    from eventbus_core import hookimpl
+    from eventbus_core.testing import RecordingBus
+
+    class SharedBus(RecordingBus):
+        cross_process = True
+
+    class SharedPlugin:
+        @hookimpl
+        def eventbus_register_backends(self, register: Any) -> None:
+            register("shared-plain", lambda settings: SharedBus(settings.buffer_size))
+
+    monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[SharedPlugin()]))
+    code = main(["stats", "--backend", "shared-plain"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "published            0" in captured.out
+    assert "does not report what it holds" in captured.err
+    assert "this process's own figures, not the backend's" in captured.err

@@ -19,7 +19,8 @@ variables for the processes: a key, stream or file, and a consumer group, of the
 deleted at the end unless `keep`, so repeated runs report exact counts; a namespace the user
 configured is used as it is and left in place (the backend decides, see its `isolate()`).
 Without `Isolatable`, the processes use the configured one, with a consumer group of the run's
-own, and this run's events are told apart by their request ids.
+own, and this run's events are told apart by their request ids; the report says that both stay
+in the backend.
 """
 
 from __future__ import annotations
@@ -55,8 +56,18 @@ def _isolation(bus: EventBus, run: str, requests: int) -> tuple[Isolation, list[
     isolatable = capability(bus, Isolatable)
     if isolatable is not None:
         return isolatable.isolate(run, requests), []
-    shared = Isolation(env={}, where="", cleanup=lambda keep: "")
-    return shared, ["--group", f"eventbus-demo-{run}"]
+    group = f"eventbus-demo-{run}"
+
+    def left_in_place(keep: bool) -> str:
+        return (
+            "left in place: the backend cannot give a run a namespace of its own (no Isolatable "
+            "capability), so this run's events and consumer group stay in it"
+        )
+
+    shared = Isolation(
+        env={}, where=f"the configured one, consumer group {group}", cleanup=left_in_place
+    )
+    return shared, ["--group", group]
 
 
 def _collect(

@@ -623,6 +623,10 @@ class Batcher:
                 cut()
                 driver.join(max(0.0, deadline - time.monotonic()))
             if driver.alive():
+                if not self.pending():
+                    # Idle, with nothing to deliver (stop(0) on a bus that published nothing):
+                    # woken and closed, it ends by itself; nothing was given up.
+                    return True
                 if cut is None:  # with a cut, the backend reports what it gave up itself
                     self._abandoned = True
                     log.warning(

@@ -193,7 +193,10 @@ def _log(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus) ->
     if (args.since or args.until) and not log.time_index:
         other = ""
         if sources is not None:
-            other = f", or read a log that does (--source {' or '.join(sources.log_sources)})"
+            # Only the logs that keep timestamps: naming this one sent the user back here.
+            timed = [name for name in sources.log_sources if sources.log_source(name).time_index]
+            if timed:
+                other = f", or read a log that does (--source {' or '.join(timed)})"
         raise UsageError(
             f"the {_where(log)} keeps no timestamps: select it by --from-id/--to-id{other} "
             "to select by time"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,7 +51,13 @@ def _figures(settings: EventBusSettings, bus: EventBus) -> dict[str, Any]:
     describable = capability(bus, Describable)
     if describable is not None:
         return {"backend": settings.backend, **dict(describable.describe())}
-    # A backend without figures of its own: what this process's bus reports.
+    # A backend without figures of its own: what this process's bus reports, said as such
+    # (printed alone, its zeros read as the backend's: nothing published, nothing held).
+    print(
+        f"eventbus stats: backend {settings.backend!r} does not report what it holds (no "
+        "Describable capability): these are this process's own figures, not the backend's",
+        file=sys.stderr,
+    )
     return {"backend": settings.backend, **bus.stats().as_dict()}
 
 
