@@ -190,6 +190,41 @@ async def test_webhook_4xx_is_dead_lettered_without_retry() -> None:
     assert dl.records[0]["error"].startswith("HTTP 400")
 
 
+@pytest.mark.parametrize("padding", [0, 150])  # 150: the key straddles the message's cut
+async def test_a_collector_quoting_the_sinks_own_keys_never_shows_them(
+    caplog: pytest.LogCaptureFixture, padding: int
+) -> None:
+    # "Invalid API key provided: <key>": the sink's own header values reached every dead
+    # letter and the log in clear (helper-72).
+    async def refuses(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        sent = dict(scope["headers"])
+        quoted = f"{sent[b'x-api-key'].decode()} ({sent[b'authorization'].decode()})"
+        said = f"{'.' * padding}Invalid API key provided: {quoted}"
+        body = json.dumps({"error": {"message": said}})
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body.encode()})
+
+    dl = MemoryDeadLetter()
+    headers = {"X-Api-Key": "collector-7f3a9b2c55", "Authorization": "Bearer tok-4455667788"}
+    with serve(refuses) as url:
+        sub = Subscription(100)
+        sub.offer(make_events(2))
+        sub.finish()
+        await Dispatcher(
+            sub, [WebhookSink(url, headers=headers)], flush_interval=0.01, dead_letter=dl
+        ).run()
+    errors = [r["error"] for r in dl.records]
+    assert len(errors) == 2 and all(e.startswith("HTTP 401") for e in errors)
+    assert "Invalid API key provided: [" in errors[0]  # [REDACTED], perhaps cut
+    for text in [*errors, caplog.text]:
+        assert "collector-7f3" not in text and "tok-44556" not in text
+
+
 async def test_webhook_unreachable_is_transient() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

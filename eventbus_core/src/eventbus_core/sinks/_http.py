@@ -13,12 +13,13 @@ import importlib.util
 import re
 import ssl
 import urllib.parse
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
 
 from eventbus_core._errors import MissingDependencyError, SettingsError, TransientSinkError
 from eventbus_core._log import get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
+from eventbus_core.redact._redact import MASK
 from eventbus_core.redact._secrets import redact_one_url, redact_url
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class HttpTarget:
             require_httpx()
         self.url = url
         self.headers = dict(headers or {})
+        self._own_secrets = _secrets_of(self.headers)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
@@ -151,10 +153,24 @@ class HttpTarget:
         except httpx.TransportError as exc:
             raise TransientSinkError(
                 f"cannot reach {where}: {type(exc).__name__}: "
-                f"{redact_url(str(exc).replace(self.url, where))}",
+                f"{self.mask_own(redact_url(str(exc).replace(self.url, where)))}",
                 error_type="connection",
                 delivered=delivered,
             ) from None
+
+    def error_for(self, response: httpx.Response, *, delivered: int = 0) -> Exception | None:
+        """`status_error()` of `response`, with this target's own header values masked in
+        its message: a collector may quote the key it refused ("Invalid API key provided:
+        ..."), which would otherwise reach the log and every dead letter."""
+        return status_error(response, delivered=delivered, scrub=self.mask_own)
+
+    def mask_own(self, text: str) -> str:
+        """`text` with every value of this target's headers (and each long word of one: the
+        token after `Bearer`) replaced by the mask."""
+        for secret in self._own_secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
 
     async def close(self) -> None:
         """Close the client, if this object built it."""
@@ -173,19 +189,47 @@ def require_httpx() -> None:
         )
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: httpx.Response, scrub: Callable[[str], str] | None = None) -> str:
     kind = response.headers.get("content-type", "")
     if kind and not any(t in kind for t in ("text", "json", "xml")):
         return f"({len(response.content)} bytes of {kind.split(';')[0]})"
-    return " ".join(response.text[:_DETAIL_CHARS].split())
+    text = response.text
+    if scrub is not None:
+        # Masked before the cut, or a secret quoted across it would show its first part. (A
+        # cut further on leaves room for the longest value a scrub replaces.)
+        text = scrub(text[: 4 * _DETAIL_CHARS])
+    return " ".join(text[:_DETAIL_CHARS].split())
 
 
-def status_error(response: httpx.Response, *, delivered: int = 0) -> Exception | None:
+# Header values shorter than this are not masked in error text: no credential is that short,
+# and masking "1" or "json" would garble every message.
+_SECRET_MIN: Final = 6
+
+
+def _secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The texts to mask in messages for `headers`: each value, and each word of one that is
+    long enough to be a credential by itself (`Bearer <key>`, `Basic <b64>`); longest first, so
+    that a whole value is masked before a part of it."""
+    found: set[str] = set()
+    for value in headers.values():
+        for text in (value.strip(), *value.split()):
+            if len(text) >= _SECRET_MIN:
+                found.add(text)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def status_error(
+    response: httpx.Response,
+    *,
+    delivered: int = 0,
+    scrub: Callable[[str], str] | None = None,
+) -> Exception | None:
     """The error a non-2xx response means (None for 2xx), with `Retry-After` and the
-    status as `error_type`; `delivered` is passed on (see `SinkError`)."""
+    status as `error_type`; `delivered` is passed on (see `SinkError`). `scrub` masks what the
+    response body may quote of the request (`HttpTarget.error_for` masks its headers)."""
     error = classify_status(
         response.status_code,
-        _detail(response),
+        _detail(response, scrub),
         retry_after=parse_retry_after(response.headers.get("retry-after")),
     )
     if error is not None:

@@ -33,7 +33,7 @@ from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_one_url
 from eventbus_core.sinks import _genai
 from eventbus_core.sinks._go_payload import go_event_payload, timing
-from eventbus_core.sinks._http import HttpTarget, check_url, status_error
+from eventbus_core.sinks._http import HttpTarget, check_url
 from eventbus_core.sinks._keys import api_key
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class HeliconeSink:
                 default=str,
             ).encode()
             response = await self.target.post(body, delivered=done)
-            error = status_error(response, delivered=done)
+            error = self.target.error_for(response, delivered=done)
             if error is not None:
                 raise error
 

@@ -29,7 +29,7 @@ from eventbus_core._sink import check_options, option_bool, option_float, option
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_one_url
 from eventbus_core.sinks._go_payload import go_event_payload
-from eventbus_core.sinks._http import HttpTarget, check_url, status_error
+from eventbus_core.sinks._http import HttpTarget, check_url
 from eventbus_core.sinks._keys import api_key
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class LunarySink:
             self.body(batch), ensure_ascii=False, separators=(",", ":"), default=str
         ).encode()
         response = await self.target.post(body)
-        error = status_error(response)
+        error = self.target.error_for(response)
         if error is not None:
             raise error
 

@@ -35,7 +35,7 @@ from eventbus_core._log import get_logger
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._redact import Redactor
-from eventbus_core.sinks._http import HttpTarget, status_error
+from eventbus_core.sinks._http import HttpTarget
 from eventbus_core.sinks._otlp_config import OtlpConfig, otlp_config
 from eventbus_core.sinks._otlp_spans import SpanEncoder
 
@@ -104,7 +104,7 @@ class OtlpSink:
         if self.config.compression == "gzip":
             body = await asyncio.to_thread(gzip.compress, body)
         response = await self.target.post(body)
-        error = status_error(response)
+        error = self.target.error_for(response)
         if error is not None:
             raise error
         self._partial_success(response, len(batch))

@@ -24,7 +24,7 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
-from eventbus_core.sinks._http import HttpTarget, check_url, status_error
+from eventbus_core.sinks._http import HttpTarget, check_url
 
 if TYPE_CHECKING:
     import httpx
@@ -78,7 +78,7 @@ class WebhookSink:
         body = json.dumps(
             list(batch), ensure_ascii=False, separators=(",", ":"), default=str
         ).encode()
-        error = status_error(await self._target.post(body))
+        error = self._target.error_for(await self._target.post(body))
         if error is not None:
             raise error
 
