@@ -202,6 +202,36 @@ async def test_shutdown_hands_back_unsent_events_of_a_durable_source() -> None:
     balanced(stats)
 
 
+async def test_shutdown_dead_letters_what_a_memory_subscription_still_buffers() -> None:
+    # Back-pressure left events in the subscription while the sink was stuck: at the stop they
+    # were counted as "never read" (source_dropped), in no dead letter (helper-72: 1,699 of
+    # 3,000 with a sink that always failed).
+    stuck = GatedSink("stuck")
+    dl = MemoryDeadLetter()
+    sub = Subscription(1000)
+    sub.offer(make_events(60))
+    d = Dispatcher(
+        sub,
+        [stuck],
+        batch_size=5,
+        queue_size=10,
+        flush_interval=0.01,
+        shutdown_timeout=0.05,
+        dead_letter=dl,
+    )
+    task = asyncio.create_task(d.run())
+    await stuck.waiting.wait()
+    d.request_stop()
+    stats = await task
+    assert sorted(r["log_id"] for r in dl.records) == list(range(1, 61))
+    assert {r["error_type"] for r in dl.records} == {"Shutdown"}
+    assert (stats.read, stats.source_dropped) == (60, 0)
+    assert stats.sinks["stuck"].dead_lettered == 60
+    balanced(stats)
+    unread = [r for r in dl.records if "before it read them" in r["error"]]
+    assert len(unread) >= 40 and all(r["attempts"] == 0 for r in unread)
+
+
 async def test_shutdown_dead_letters_what_a_memory_source_cannot_take_back() -> None:
     stuck = GatedSink("stuck")
     dl = MemoryDeadLetter()
@@ -400,6 +430,24 @@ async def test_stats_are_a_snapshot_that_later_work_does_not_change() -> None:
     assert before.as_dict() == frozen  # nothing in the first snapshot moved
     assert before.sinks["rec"] is not after.sinks["rec"]
     assert before.lanes["shared"] is not after.lanes["shared"]
+
+
+async def test_failures_by_type_in_a_snapshot_stay_as_they_were() -> None:
+    # failed_by_type was the worker's live dict: a snapshot's 1 became 3 (helper-72).
+    sub = Subscription(1000)
+    sink = RecordingSink(fail_times=3)
+    d = Dispatcher(sub, [sink], batch_size=5, flush_interval=0.01, retry=FAST_RETRY)
+    task = asyncio.create_task(d.run())
+    sub.offer(make_events(5))
+    while d.stats().sinks["rec"].failures < 1:
+        await asyncio.sleep(0.001)
+    early = d.stats().sinks["rec"]
+    seen = dict(early.failed_by_type)
+    await sink.wait_for(5)
+    sub.finish()
+    after = await task
+    assert sum(after.sinks["rec"].failed_by_type.values()) == 3
+    assert early.failed_by_type == seen
 
 
 class _Figures(ListSource):

@@ -309,8 +309,13 @@ class Dispatcher:
 
     async def _hand_back(self, workers: Mapping[SinkWorker, asyncio.Task[None]]) -> None:
         """Account for what the deadline cut off: requeue (durable) or dead-letter (memory)."""
+        stopped = f"dispatcher stopped after {self.shutdown_timeout} s"
         for lane in self._lanes:
             await lane.take_late_outcomes()  # a batch stored inline as its read was given up
+            unread = await lane.take_unread()
+            for w in lane.workers if unread else ():
+                w.stats.received += len(unread)
+                await w.dead_letter_batch(unread, f"{stopped} before it read them", 0)
         for w in workers:
             current, queued, tried = w.current, [*w.queue], w.current_attempts
             left = [*current, *queued]
@@ -329,7 +334,6 @@ class Dispatcher:
             else:
                 # The batch being sent was attempted (the sink may even hold it); the queued
                 # ones never were: each dead letter says which.
-                stopped = f"dispatcher stopped after {self.shutdown_timeout} s"
                 if current and tried:
                     reason = f"{stopped} before the sink confirmed it (it may have it)"
                     await w.dead_letter_batch(current, reason, tried)

@@ -288,6 +288,37 @@ class Lane:
             for worker in self.workers:
                 worker.finish_input()
 
+    async def take_unread(self) -> list[Item]:
+        """After a stop's deadline: what a memory subscription still buffers (back-pressure
+        left it there while the sinks were slow or failing), read and prepared, as items for
+        every sink of the lane to dead-letter. It exists nowhere else, so it must not be
+        counted as merely dropped. In the lane's thread, after any read still going on there;
+        at most what was buffered when asked (publishers may go on). Nothing for a durable
+        source: what is unread stays in it."""
+        if self.durable:
+            return []
+        got = await asyncio.get_running_loop().run_in_executor(self.executor, self._read_all)
+        self.read += len(got)
+        now = time.monotonic()
+        n = len(self.workers)
+        return [Item(payload, AckState(token, n), now) for token, payload in got]
+
+    def _read_all(self) -> _Got:
+        left = self.qsize()
+        got: _Got = []
+        while left > 0:
+            deliveries = self.source.read(min(left, 1000), 0.0)
+            if not deliveries:
+                break
+            left -= len(deliveries)
+            got.extend((d.token, self.prepare(d.event)) for d in deliveries)
+        return got
+
+    def qsize(self) -> int:
+        """Events a memory subscription buffers for this lane (0 for a durable source)."""
+        subscription = getattr(self.source, "subscription", None)
+        return int(subscription.qsize()) if subscription is not None else 0
+
     async def take_late_outcomes(self) -> None:
         """Account for batches stored inline whose read was given up (at a stop's deadline),
         if the lane's thread has finished them meanwhile."""

@@ -164,6 +164,7 @@ class SinkWorker:
             self.stats,
             queued=len(waiting),
             lag_seconds=0.0 if oldest is None else time.monotonic() - oldest,
+            failed_by_type=dict(self.stats.failed_by_type),  # a copy: later failures add to it
         )
 
     async def run(self) -> None:
