@@ -244,39 +244,11 @@ class DeliveryContract(ContractBase):
     def test_publish_from_many_threads_counts_exactly(self) -> None:
         with self.bus(buffer_size=100_000) as bus:
             sub = self.subscribe_bounded(bus)
-            per_thread, threads = 500, 8
-            total = per_thread * threads
-            limit, publish = self.publishes_limit(total), self.publish_limit()
-
-            def run(watch: Watch) -> None:
-                barrier = threading.Barrier(threads)
-                errors: list[BaseException] = []
-
-                def worker(t: int) -> None:
-                    try:
-                        barrier.wait(limit.seconds)
-                        for i in range(per_thread):
-                            watch.call(publish, bus.publish, make_event(t * per_thread + i))
-                    except BaseException as exc:  # re-raised below, in the watched thread
-                        errors.append(exc)
-
-                pool = [
-                    threading.Thread(target=worker, args=(t,), daemon=True) for t in range(threads)
-                ]
-                for th in pool:
-                    th.start()
-                for th in pool:
-                    # The watch fails the test first if a publish() hangs; this thread is
-                    # then abandoned (a daemon), as are the workers.
-                    th.join(limit.seconds)
-                if errors:
-                    raise errors[0]
-
-            run_watched(run, limit)
+            total = self._publish_from_threads(bus, 500, 8)
             self.settle_bounded(bus)
             published, dropped = self.stats_bounded(bus)
             assert published + dropped == total, (
-                f"{total} publish() calls from {threads} threads, but published {published} + "
+                f"{total} publish() calls from 8 threads, but published {published} + "
                 f"dropped {dropped} = {published + dropped}"
             )
             got = self.receive(sub, published)
@@ -285,6 +257,49 @@ class DeliveryContract(ContractBase):
                 f"{published} events accepted, but the subscriber received {unique} distinct "
                 "ones among them"
             )
+
+    def test_refusals_from_many_threads_count_exactly(self) -> None:
+        # A buffer of 10 under 8 publishing threads: most calls are refused, concurrently, so a
+        # refusal count kept without a lock (or an atomic counter) comes out short.
+        with self.bus(buffer_size=10) as bus:
+            total = self._publish_from_threads(bus, 1500, 8)
+            self.settle_bounded(bus)
+            published, dropped = self.stats_bounded(bus)
+            assert published + dropped == total, (
+                f"{total} publish() calls from 8 threads into a buffer of 10, but published "
+                f"{published} + dropped {dropped} = {published + dropped}"
+            )
+
+    def _publish_from_threads(self, bus: EventBus, per_thread: int, threads: int) -> int:
+        """`per_thread` publish() calls from each of `threads` threads started together, each
+        bounded; return the number of calls."""
+        total = per_thread * threads
+        limit, publish = self.publishes_limit(total), self.publish_limit()
+
+        def run(watch: Watch) -> None:
+            barrier = threading.Barrier(threads)
+            errors: list[BaseException] = []
+
+            def worker(t: int) -> None:
+                try:
+                    barrier.wait(limit.seconds)
+                    for i in range(per_thread):
+                        watch.call(publish, bus.publish, make_event(t * per_thread + i))
+                except BaseException as exc:  # re-raised below, in the watched thread
+                    errors.append(exc)
+
+            pool = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(threads)]
+            for th in pool:
+                th.start()
+            for th in pool:
+                # The watch fails the test first if a publish() hangs; this thread is then
+                # abandoned (a daemon), as are the workers.
+                th.join(limit.seconds)
+            if errors:
+                raise errors[0]
+
+        run_watched(run, limit)
+        return total
 
     def test_closed_subscription_stops_receiving(self) -> None:
         with self.bus() as bus:
