@@ -527,3 +527,30 @@ def test_stats_of_a_shared_backend_that_reports_nothing_says_whose_figures_they_
     assert "published            0" in captured.out
     assert "does not report what it holds" in captured.err
     assert "this process's own figures, not the backend's" in captured.err
+
+
+def test_a_broken_pipe_of_a_socket_is_a_failure_not_a_quiet_end() -> None:
+    # Only a closed stdout is the reader leaving (exit 0); a backend's or a sink's socket
+    # breaking is a failure (review of helper-73's fix).
+    from eventbus_core import BackendUnavailableError
+    from eventbus_core.cli._ops import with_backend_errors
+
+    @with_backend_errors
+    def command(args: argparse.Namespace) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BackendUnavailableError, match="BrokenPipeError"):
+        command(argparse.Namespace())
+
+
+def test_a_check_across_settings_is_said_as_it_is_among_flag_errors() -> None:
+    # A problem of no one field came out as ": <reason>" (review).
+    from eventbus_core import SettingsError
+    from eventbus_core.cli._ops import _in_flag_terms
+
+    exc = SettingsError(
+        "x",
+        problems=[("nats_replicas", "'9'", "too many"), ("", "", "NATS_CERT needs NATS_KEY")],
+    )
+    text = str(_in_flag_terms(exc, {"nats_replicas": "--backend-option nats_replicas"}))
+    assert text == "--backend-option nats_replicas '9': too many; NATS_CERT needs NATS_KEY"

@@ -65,6 +65,11 @@ def test_settings_dumped_as_json_mask_the_password() -> None:
     assert settings.model_dump(mode="json") == {"url": "nats://alice:***@h:4222"}
     assert "S3cr3tPw" not in repr(settings.model_dump())
     assert str(settings.model_dump()["url"]) == "nats://alice:S3cr3tPw@h:4222"  # to connect with
+    # A list of servers keeps every server (the whole list read as one URL kept the last).
+    servers = Settings(url=RedactedURL("nats://a:pw1@h1:4222,nats://h2:4222,tls://b:pw2@h3:1"))
+    assert servers.model_dump(mode="json") == {
+        "url": "nats://a:***@h1:4222,nats://h2:4222,tls://b:***@h3:1"
+    }
 
 
 def test_urls_in_text_are_matched_where_the_pattern_would_match_them() -> None:

@@ -118,8 +118,11 @@ def test_a_misspelt_variable_is_warned_about_naming_the_setting_it_resembles(
     monkeypatch.setattr(_env_typos, "_warned", set())
     monkeypatch.setenv("LLM_PROXY_EVENTBUS", "redis")
     monkeypatch.setenv("EVENTBUS_REDIS_KEYS", "mine")
-    monkeypatch.setenv("REDIS_HOST", "other-software")  # another word: not ours to judge
-    monkeypatch.setenv("EVENTBUS_SINK_JSONL_PTH", "x")  # sink options: the sink refuses them
+    monkeypatch.setenv("EVENTBUS_SINK_QUEUE_SIZ", "5")  # core's EVENTBUS_SINK_QUEUE_SIZE
+    # Other software's names, however close to ours: NATS_NKEY is not NATS_KEY.
+    for other in ("REDIS_HOST", "REDIS_OM_URL", "NATS_NKEY", "NATS_CLUSTER", "LLM_PROXY_PORT"):
+        monkeypatch.setenv(other, "x")
+    monkeypatch.setenv("EVENTBUS_SINK_JSONL_PTH", "x")  # a sink option: the sink refuses it
     monkeypatch.setenv("EVENTBUS_TEST_REDIS_URL", "redis://h")  # the tests' own
     caplog.set_level(logging.WARNING, logger="eventbus")
     EventBusSettings()
@@ -131,6 +134,8 @@ def test_a_misspelt_variable_is_warned_about_naming_the_setting_it_resembles(
             "ignored; did you mean LLM_PROXY_EVENT_BUS?",
             "eventbus: EVENTBUS_REDIS_KEYS is set, but no setting has that name, so it is "
             "ignored; did you mean EVENTBUS_REDIS_KEY?",
+            "eventbus: EVENTBUS_SINK_QUEUE_SIZ is set, but no setting has that name, so it is "
+            "ignored; did you mean EVENTBUS_SINK_QUEUE_SIZE?",
         ]
     )
 

@@ -278,6 +278,14 @@ def test_a_first_read_against_a_lost_server_takes_its_own_timeout(
         while not got and time.monotonic() < give_up:  # bound in the end, with short reads
             got = consumer.read(10, timeout=0.05)
         assert [d.event.request_id for d in got] == ["req-1"]
+        # Bound, a read that checks its group is still there is bounded the same way.
+        if fault == "frozen":
+            server.pause()
+            consumer._next_check = 0.0  # the check is due (every 5 s otherwise)
+            started = time.monotonic()
+            assert consumer.read(10, timeout=0.2) == []
+            assert time.monotonic() - started < 0.7  # a correctness bound: not the 5 s request
+            server.resume()
     finally:
         consumer.close()
         bus.stop(2)

@@ -294,5 +294,9 @@ def test_tls_files_with_a_ws_server_are_refused(
     monkeypatch.setenv("NATS_CA", str(ca))
     with pytest.raises(SettingsError, match=r"NATS_CA asks for TLS.*ws://.*use wss://"):
         ConnectOptions.from_settings(NatsSettings())
+    monkeypatch.delenv("NATS_CA")
+    monkeypatch.setenv("NATS_URL", "tls://127.0.0.1:4222,ws://127.0.0.1:8080")
+    with pytest.raises(SettingsError, match=r"NATS_URL mixes servers with TLS.*use wss://"):
+        ConnectOptions.from_settings(NatsSettings())
     with pytest.raises(ValueError, match=r"connect_options\['tls'\].*ws://.*wss://"):
         NatsEventBus("ws://127.0.0.1:8080", connect_options={"tls": ssl.create_default_context()})

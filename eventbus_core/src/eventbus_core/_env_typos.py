@@ -4,8 +4,8 @@ pydantic-settings ignores a variable no setting reads, so a typo passes unnotice
 `EVENTBUS_REDIS_KEYS=...` left the bus on the default key (the one the Go llm-proxy shares), and
 `LLM_PROXY_EVENTBUS=redis` ran on memory. A variable with one of eventbus's prefixes that is
 close to a known setting's name, and is none, is named in a warning with the one it resembles.
-Sink options (`EVENTBUS_SINK_*`) are checked by the selected sinks themselves, which refuse an
-unknown one.
+A sink's options (`EVENTBUS_SINK_<NAME>_*`) are further checked by the selected sink, which
+refuses an unknown one.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ __all__ = ["misspelt_settings", "warn_misspelt_settings"]
 
 log = get_logger("eventbus")
 
-_PREFIXES: Final = ("EVENTBUS_", "LLM_PROXY_", "OBSERVABILITY_", "REDIS_", "NATS_")
-# Read by the selected sinks (which refuse unknown options), or by tests and benchmarks.
-_NOT_SETTINGS: Final = ("EVENTBUS_SINK_", "EVENTBUS_TEST_", "EVENTBUS_BENCH_")
+# eventbus's own names only: REDIS_* and NATS_* are shared with other software (REDIS_OM_URL,
+# NATS_NKEY, NATS_CLUSTER), and the Go llm-proxy has LLM_PROXY_* settings of its own.
+_PREFIXES: Final = ("EVENTBUS_", "LLM_PROXY_EVENT", "OBSERVABILITY_")
+# Read by tests and benchmarks.
+_NOT_SETTINGS: Final = ("EVENTBUS_TEST_", "EVENTBUS_BENCH_")
 # How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
 # ten or more, a separator left out; not a different word (REDIS_HOST against REDIS_ADDR).
 _CLOSE: Final = 0.85

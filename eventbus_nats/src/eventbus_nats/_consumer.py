@@ -154,7 +154,17 @@ class GroupConsumer:
                 return []
             timeout = max(0.01, deadline - time.monotonic())
         elif self._link.reconnects != self._seen_reconnects or time.monotonic() >= self._next_check:
-            await self._verify()
+            # Bounded by the read's own timeout: a frozen server would hold it for the request's
+            # 5 s. Given up, it is tried again _CHECK_EVERY seconds on (it set that time first).
+            try:
+                bound = await asyncio.wait_for(
+                    self._verify(), max(0.01, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                return []
+            if not bound:  # the group was gone, and binding it again ran out of time
+                return []
+            timeout = max(0.01, deadline - time.monotonic())
         assert self._psub is not None
         try:
             msgs = await self._psub.fetch(count, timeout=timeout)
@@ -228,13 +238,19 @@ class GroupConsumer:
         each read's timeout.
 
         Raises:
-            Exception: what the binding raised (the read notes it, and the next one tries anew).
+            Exception: what the binding raised while this read waited for it (the read notes
+                it); a binding that failed after its read gave up is noted by the next read,
+                which starts a new one.
         """
         task = self._binding
         if task is not None and task.done():
             self._binding = None
-            task.result()  # raises what it raised
-            return self._psub is not None
+            failure = None if task.cancelled() else task.exception()
+            if failure is None and self._psub is not None:
+                return True
+            if failure is not None:
+                self._note_error(failure)  # said now, and a new binding starts at once
+            task = None
         if task is None:
             task = self._binding = asyncio.get_running_loop().create_task(self._bind())
         try:
@@ -256,8 +272,9 @@ class GroupConsumer:
         self._seen_reconnects = self._link.reconnects
         self._next_check = time.monotonic() + _CHECK_EVERY
 
-    async def _verify(self) -> None:
-        """Bind again if the group was deleted (it is re-created, from the oldest entry)."""
+    async def _verify(self) -> bool:
+        """Bind again if the group was deleted (it is re-created, from the oldest entry).
+        True while bound."""
         self._seen_reconnects = self._link.reconnects
         self._next_check = time.monotonic() + _CHECK_EVERY
         js = await self._link.jetstream()
@@ -271,6 +288,7 @@ class GroupConsumer:
             self._token_of.clear()
             self._received.clear()
             await self._bind()
+        return self._psub is not None
 
     async def _unbind(self) -> None:
         psub, self._psub = self._psub, None
@@ -377,6 +395,8 @@ class GroupConsumer:
         binding, self._binding = self._binding, None
         if binding is not None:
             binding.cancel()
+            if binding.done() and not binding.cancelled():
+                binding.exception()  # retrieved: asyncio would log it as never retrieved
         if self._deferred_acks:
             await self._send_acks()
         if held:

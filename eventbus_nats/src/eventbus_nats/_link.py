@@ -79,6 +79,7 @@ class _Client(Client):
         if (
             initial_connection
             and self._tls_wanted
+            and not self.options.get("tls_handshake_first")  # TLS already, before the INFO
             and server is not None
             and server.uri.scheme in ("nats", "tls")  # ws(s):// is TLS by the websocket's URL
         ):

@@ -16,7 +16,7 @@ from typing import Any, Final, cast
 import nats.js.errors
 from nats.js import JetStreamContext, api
 
-from eventbus_core import BackendUnavailableError, Event, WireFormatError
+from eventbus_core import BackendUnavailableError, Event, SettingsError, WireFormatError
 from eventbus_nats._link import Link
 from eventbus_nats._options import safe_error
 
@@ -163,8 +163,9 @@ class LogReader:
         try:
             self._link.call(self._probe(timeout), timeout)
         except Exception as exc:
-            if self._link.refused is not None:
-                raise self._link.refused from None
+            refused = self._link.refused
+            if refused is not None:  # a fresh error: the link's is shared between threads
+                raise SettingsError(str(refused)) from None
             why = self._link.last_error or safe_error(exc)
             raise BackendUnavailableError(
                 f"NATS JetStream at {self._link.where} did not answer within {timeout} s "

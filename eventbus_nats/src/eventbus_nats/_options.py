@@ -62,9 +62,10 @@ def refusal(exc: BaseException, options: ConnectOptions) -> SettingsError | None
         return credentials_error(where)
     if isinstance(exc, TlsNotOffered):
         return SettingsError(
-            f"NATS at {where} offers no TLS, which {options.tls_wanted_by} asks for: nothing was "
-            "sent to it (credentials included). Point NATS_URL at a server with TLS enabled, or "
-            "use nats:// without NATS_CA, NATS_CERT and NATS_KEY for a plain connection"
+            f"NATS at {where} offers no TLS, which {options.tls_wanted_by} asks for: nothing "
+            "was sent to it (credentials included). Point NATS_URL at a server with TLS "
+            "enabled, or use nats:// without NATS_CA, NATS_CERT and NATS_KEY for a plain "
+            "connection"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return SettingsError(
@@ -124,7 +125,14 @@ class ConnectOptions:
         _refuse_tls_files_over_ws(settings)
         if settings.nats_tls_ca or settings.nats_tls_cert or tls_wanted_by(settings.servers, {}):
             auth["tls"] = _tls_context(settings)
-        return cls(tuple(settings.servers), auth, tls_wanted_by(settings.servers, auth))
+        try:
+            wanted_by = tls_wanted_by(settings.servers, auth)
+        except ValueError:  # tls:// or wss:// servers beside ws:// ones
+            raise SettingsError(
+                "NATS_URL mixes servers with TLS (tls://, wss://) and ws:// ones, which would be "
+                "reached without it: use wss:// for every websocket server"
+            ) from None
+        return cls(tuple(settings.servers), auth, wanted_by)
 
 
 def tls_wanted_by(servers: Sequence[str], auth: Mapping[str, Any]) -> str:

@@ -623,7 +623,9 @@ class Batcher:
                 cut()
                 driver.join(max(0.0, deadline - time.monotonic()))
             if driver.alive():
-                if not self.pending():
+                with self.lock:
+                    idle = not self.pending()
+                if idle:
                     # Idle, with nothing to deliver (stop(0) on a bus that published nothing):
                     # woken and closed, it ends by itself; nothing was given up.
                     return True

@@ -43,6 +43,7 @@ from eventbus_core.cli._ops import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     UsageError,
+    stdout_gone,
 )
 from eventbus_core.cli._version import VersionAction
 
@@ -219,7 +220,10 @@ def _run_command(
         code: int = func(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not stdout_gone():  # a socket's, not stdout's: something failed
+            print(f"{name}: error: {scrub(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+            return EXIT_FAILED
         # `eventbus plugins | head`: the reader left, a normal end. Point stdout at devnull so
         # the interpreter's final flush does not fail as well.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

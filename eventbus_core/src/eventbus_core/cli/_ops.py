@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import select
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -25,7 +27,7 @@ from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
-from eventbus_core.cli._backend_flags import add_plugin_options, plugin_overrides
+from eventbus_core.cli._backend_flags import add_plugin_options, plugin_flags, plugin_overrides
 from eventbus_core.cli._reach import ensure_reachable
 from eventbus_core.redact._secrets import redact_url
 
@@ -43,6 +45,7 @@ __all__ = [
     "open_bus",
     "require_shared",
     "settings_from_args",
+    "stdout_gone",
     "with_backend_errors",
 ]
 
@@ -163,7 +166,9 @@ def _in_flag_terms(exc: SettingsError, flags: Mapping[str, str]) -> EventBusErro
     parts = []
     for field, shown, reason in exc.problems:
         name = flags.get(field)
-        if name is not None:
+        if not field:  # a check across settings: its reason names them
+            parts.append(reason)
+        elif name is not None:
             parts.append(f"{name} {shown}: {reason}" if shown else f"{name}: {reason}")
         else:
             var = all_env_vars().get(field, field)
@@ -187,18 +192,20 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         )
     # Each plugin setting the command line gave (`--redis-url`, `--backend-option KEY=...`), by
     # the flag as typed: a value the backend refuses is named by it, not by its variable.
-    _, flags = plugin_overrides(args)
+    _, given = plugin_overrides(args)
     try:
         bus = create_bus(settings)
     except SettingsError as exc:  # a value the backend refused: name the flag that gave it
-        raise _in_flag_terms(exc, flags) from None
+        raise _in_flag_terms(exc, given) from None
+    # The address flags (`--redis-url`): "did not answer" says the command line gave it.
+    flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
     try:
         ensure_reachable(bus, wait=wait, command=command)
     except BackendUnavailableError as exc:
         bus.stop(timeout=0)
-        given = list(flags.values())
-        if given:  # the address came from the command line, not the environment: say so
-            shown = " / ".join(given)
+        address_flags = list(flags.values())
+        if address_flags:  # the address came from the command line, not the environment
+            shown = " / ".join(address_flags)
             text = str(exc)
             variables = all_env_vars()
             for field, flag in flags.items():  # "check that REDIS_URL is right" names the flag
@@ -237,6 +244,21 @@ def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> N
     )
 
 
+def stdout_gone() -> bool:
+    """True if standard output's reader has left (a closed pipe: `eventbus ... | head`), which
+    tells a broken pipe there, a normal end, from one of a backend's or a sink's sockets. (A
+    pipe's write end polls as an error once its reader is gone; flushing again cannot tell,
+    since a failed write may have dropped what was buffered.)"""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        ready = poller.poll(0)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in ready)
+
+
 def with_backend_errors(
     func: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
@@ -251,8 +273,13 @@ def with_backend_errors(
             return func(args)
         except BackendUnavailableError:
             raise  # already says where and why (it is an OSError too)
-        except BrokenPipeError:
-            raise  # stdout's reader left (`eventbus replay | head`): not the backend's fault
+        except BrokenPipeError as exc:
+            if stdout_gone():
+                raise  # stdout's reader left (`eventbus replay | head`): not the backend's fault
+            raise BackendUnavailableError(
+                f"the backend failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it "
+                "running, and are its settings right?)"
+            ) from None
         except OSError as exc:
             raise BackendUnavailableError(
                 f"the backend failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it "

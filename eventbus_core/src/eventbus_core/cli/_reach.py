@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Final
 
-from eventbus_core._errors import BackendUnavailableError
+from eventbus_core._errors import BackendUnavailableError, SettingsError
 from eventbus_core._log import get_logger
 from eventbus_core.capabilities import Reachable, capability
 
@@ -116,7 +116,10 @@ class BackendWatch:
         now = time.monotonic()
         try:
             self._reachable.check(timeout=CHECK_TIMEOUT)
-        except BackendUnavailableError as exc:
+        except (BackendUnavailableError, SettingsError) as exc:
+            # SettingsError: the server came back refusing this connection (its certificate
+            # expired, TLS gone, credentials changed): an outage to report like any other,
+            # never the end of the watch.
             if self.down_since is None:
                 self.down_since = now
                 self._last_warning = now

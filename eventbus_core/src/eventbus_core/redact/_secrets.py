@@ -148,4 +148,9 @@ class RedactedURL(str):
 
 
 def _redacted_text(url: RedactedURL) -> str:
-    return redact_one_url(str(url))
+    text = str(url)
+    parts = text.split(",")
+    if len(parts) > 1 and all("://" in part for part in parts):
+        # A list of servers (NATS_URL): each one masked, none of them lost.
+        return ",".join(redact_one_url(part) for part in parts)
+    return redact_one_url(text)
