@@ -244,13 +244,7 @@ class DeliveryContract(ContractBase):
     def test_publish_from_many_threads_counts_exactly(self) -> None:
         with self.bus(buffer_size=100_000) as bus:
             sub = self.subscribe_bounded(bus)
-            total = self._publish_from_threads(bus, 500, 8)
-            self.settle_bounded(bus)
-            published, dropped = self.stats_bounded(bus)
-            assert published + dropped == total, (
-                f"{total} publish() calls from 8 threads, but published {published} + "
-                f"dropped {dropped} = {published + dropped}"
-            )
+            published = self._counted_from_threads(bus, 500, "")
             got = self.receive(sub, published)
             unique = len({e.request_id for e in got})
             assert unique == published, (
@@ -262,13 +256,19 @@ class DeliveryContract(ContractBase):
         # A buffer of 10 under 8 publishing threads: most calls are refused, concurrently, so a
         # refusal count kept without a lock (or an atomic counter) comes out short.
         with self.bus(buffer_size=10) as bus:
-            total = self._publish_from_threads(bus, 1500, 8)
-            self.settle_bounded(bus)
-            published, dropped = self.stats_bounded(bus)
-            assert published + dropped == total, (
-                f"{total} publish() calls from 8 threads into a buffer of 10, but published "
-                f"{published} + dropped {dropped} = {published + dropped}"
-            )
+            self._counted_from_threads(bus, 1500, " into a buffer of 10")
+
+    def _counted_from_threads(self, bus: EventBus, per_thread: int, into: str) -> int:
+        """Publish `per_thread` events from each of 8 threads; check that `published` and
+        `dropped` add up to the calls once the bus settled; return `published`."""
+        total = self._publish_from_threads(bus, per_thread, 8)
+        self.settle_bounded(bus)
+        published, dropped = self.stats_bounded(bus)
+        assert published + dropped == total, (
+            f"{total} publish() calls from 8 threads{into}, but published {published} + "
+            f"dropped {dropped} = {published + dropped}"
+        )
+        return published
 
     def _publish_from_threads(self, bus: EventBus, per_thread: int, threads: int) -> int:
         """`per_thread` publish() calls from each of `threads` threads started together, each
