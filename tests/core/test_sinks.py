@@ -202,7 +202,10 @@ async def test_a_collector_quoting_the_sinks_own_keys_never_shows_them(
         while (await receive()).get("more_body"):
             pass
         sent = dict(scope["headers"])
-        quoted = f"{sent[b'x-api-key'].decode()} ({sent[b'authorization'].decode()})"
+        quoted = (
+            f"{sent[b'x-api-key'].decode()} ({sent[b'authorization'].decode()}), "
+            f"{sent[b'content-type'].decode()}"
+        )
         said = f"{'.' * padding}Invalid API key provided: {quoted}"
         body = json.dumps({"error": {"message": said}})
         await send({"type": "http.response.start", "status": 401,
@@ -221,6 +224,7 @@ async def test_a_collector_quoting_the_sinks_own_keys_never_shows_them(
     errors = [r["error"] for r in dl.records]
     assert len(errors) == 2 and all(e.startswith("HTTP 401") for e in errors)
     assert "Invalid API key provided: [" in errors[0]  # [REDACTED], perhaps cut
+    assert padding or "application/json" in errors[0]  # not a secret: left as it is
     for text in [*errors, caplog.text]:
         assert "collector-7f3" not in text and "tok-44556" not in text
 

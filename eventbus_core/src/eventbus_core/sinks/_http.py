@@ -204,6 +204,8 @@ def _detail(response: httpx.Response, scrub: Callable[[str], str] | None = None)
 # Header values shorter than this are not masked in error text: no credential is that short,
 # and masking "1" or "json" would garble every message.
 _SECRET_MIN: Final = 6
+# Headers that describe the request, never a credential.
+_NOT_SECRET: Final = frozenset({"content-type", "accept", "content-encoding", "user-agent"})
 
 
 def _secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
@@ -211,7 +213,9 @@ def _secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
     long enough to be a credential by itself (`Bearer <key>`, `Basic <b64>`); longest first, so
     that a whole value is masked before a part of it."""
     found: set[str] = set()
-    for value in headers.values():
+    for name, value in headers.items():
+        if name.lower() in _NOT_SECRET:
+            continue  # "application/json" masked in a 415's message would only garble it
         for text in (value.strip(), *value.split()):
             if len(text) >= _SECRET_MIN:
                 found.add(text)
