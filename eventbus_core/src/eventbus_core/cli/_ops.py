@@ -273,14 +273,9 @@ def with_backend_errors(
             return func(args)
         except BackendUnavailableError:
             raise  # already says where and why (it is an OSError too)
-        except BrokenPipeError as exc:
-            if stdout_gone():
-                raise  # stdout's reader left (`eventbus replay | head`): not the backend's fault
-            raise BackendUnavailableError(
-                f"the backend failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it "
-                "running, and are its settings right?)"
-            ) from None
         except OSError as exc:
+            if isinstance(exc, BrokenPipeError) and stdout_gone():
+                raise  # stdout's reader left (`eventbus replay | head`): not the backend's fault
             raise BackendUnavailableError(
                 f"the backend failed: {redact_url(f'{type(exc).__name__}: {exc}')} (is it "
                 "running, and are its settings right?)"
