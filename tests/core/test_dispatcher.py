@@ -232,6 +232,44 @@ async def test_shutdown_dead_letters_what_a_memory_subscription_still_buffers() 
     assert len(unread) >= 40 and all(r["attempts"] == 0 for r in unread)
 
 
+async def test_a_read_the_deadline_cut_off_is_dead_lettered_not_lost() -> None:
+    # The reader cancelled at the deadline while its read ran in the lane's thread: that read's
+    # events were taken from the subscription and then dropped with the cancelled future,
+    # counted nowhere.
+    import threading
+
+    gate = threading.Event()
+    reading = threading.Event()
+
+    class SlowRead(Subscription):
+        def get_batch(self, max_items: int | None = None, timeout: float | None = None) -> Any:
+            got = super().get_batch(max_items, timeout)
+            if got and got[0].log_id == 6:  # the second batch: held in the thread
+                reading.set()
+                gate.wait(10)
+            return got
+
+    dl = MemoryDeadLetter()
+    sink = RecordingSink()
+    sub = SlowRead(1000)
+    sub.offer(make_events(5))
+    d = Dispatcher(
+        sub, [sink], batch_size=5, flush_interval=0.01, shutdown_timeout=0.05, dead_letter=dl
+    )
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(5)
+    sub.offer(make_events(5, start=6))  # read by the next read, which the gate holds
+    assert await asyncio.get_running_loop().run_in_executor(None, reading.wait, 10)
+    d.request_stop()
+    threading.Timer(0.3, gate.set).start()  # the read ends after the deadline
+    stats = await task
+    assert [p["log_id"] for p in sink.payloads] == [1, 2, 3, 4, 5]
+    assert sorted(r["log_id"] for r in dl.records) == list(range(6, 11))
+    assert all(r["attempts"] == 0 for r in dl.records)
+    assert stats.read == 10
+    balanced(stats)
+
+
 async def test_shutdown_dead_letters_what_a_memory_source_cannot_take_back() -> None:
     stuck = GatedSink("stuck")
     dl = MemoryDeadLetter()

@@ -123,6 +123,9 @@ class Lane:
         # while some are out, a durable lane reads without waiting (see `read_loop`).
         self._unsettled = 0
         self._settled = asyncio.Event()
+        # A read going on in the lane's thread: when the reader is cancelled at a stop's
+        # deadline meanwhile, its events are still taken (`take_unread`), not dropped with it.
+        self._reading: asyncio.Future[_Got] | None = None
         self.workers: list[SinkWorker] = []  # set by the dispatcher
         self.read = 0
         self.acked = 0
@@ -250,9 +253,12 @@ class Lane:
                 # called by one thread at a time, and a batch that failed is retried first.
                 inline = inline_sink if inline_worker is not None and inline_worker.idle else None
                 try:
-                    got = await loop.run_in_executor(
+                    reading = self._reading = loop.run_in_executor(
                         self.executor, self._read, max_items, timeout, inline
                     )
+                    # Shielded: a cancelled reader leaves the read to finish, for take_unread.
+                    got = await asyncio.shield(reading)
+                    self._reading = None
                 except SettingsError:
                     # The source is set up wrong (a key of another type, say): retrying cannot
                     # help, and the dispatcher ends with this error (`eventbus dispatch`: exit 2).
@@ -296,8 +302,14 @@ class Lane:
         at most what was buffered when asked (publishers may go on). Nothing for a durable
         source: what is unread stays in it."""
         if self.durable:
-            return []
-        got = await asyncio.get_running_loop().run_in_executor(self.executor, self._read_all)
+            return []  # (a read cut off by the deadline is not acknowledged: it comes again)
+        got: _Got = []
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            # The reader was cancelled during a read: what that read took is this lane's still.
+            with contextlib.suppress(Exception):
+                got += await reading
+        got += await asyncio.get_running_loop().run_in_executor(self.executor, self._read_all)
         self.read += len(got)
         now = time.monotonic()
         n = len(self.workers)
