@@ -25,7 +25,7 @@ from eventbus_core.redact._secrets import redact_one_url, redact_url
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["HttpTarget", "check_headers", "check_url", "status_error"]
+__all__ = ["HttpTarget", "check_headers", "check_url"]
 
 _DETAIL_CHARS = 200
 
@@ -159,10 +159,19 @@ class HttpTarget:
             ) from None
 
     def error_for(self, response: httpx.Response, *, delivered: int = 0) -> Exception | None:
-        """`status_error()` of `response`, with this target's own header values masked in
-        its message: a collector may quote the key it refused ("Invalid API key provided:
-        ..."), which would otherwise reach the log and every dead letter."""
-        return status_error(response, delivered=delivered, scrub=self.mask_own)
+        """The error a non-2xx response means (None for 2xx), with `Retry-After` and the
+        status as `error_type`; `delivered` is passed on (see `SinkError`). This target's own
+        header values are masked in its message: a collector may quote the key it refused
+        ("Invalid API key provided: ..."), which would otherwise reach the log and every dead
+        letter."""
+        error = classify_status(
+            response.status_code,
+            _detail(response, self.mask_own),
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+        if error is not None:
+            error.delivered = delivered
+        return error
 
     def mask_own(self, text: str) -> str:
         """`text` with every value of this target's headers (and each long word of one: the
@@ -189,15 +198,13 @@ def require_httpx() -> None:
         )
 
 
-def _detail(response: httpx.Response, scrub: Callable[[str], str] | None = None) -> str:
+def _detail(response: httpx.Response, scrub: Callable[[str], str]) -> str:
     kind = response.headers.get("content-type", "")
     if kind and not any(t in kind for t in ("text", "json", "xml")):
         return f"({len(response.content)} bytes of {kind.split(';')[0]})"
-    text = response.text
-    if scrub is not None:
-        # Masked before the cut, or a secret quoted across it would show its first part. (A
-        # cut further on leaves room for the longest value a scrub replaces.)
-        text = scrub(text[: 4 * _DETAIL_CHARS])
+    # Masked before the cut, or a secret quoted across it would show its first part. (A cut
+    # further on leaves room for the longest value a scrub replaces.)
+    text = scrub(response.text[: 4 * _DETAIL_CHARS])
     return " ".join(text[:_DETAIL_CHARS].split())
 
 
@@ -220,22 +227,3 @@ def _secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
             if len(text) >= _SECRET_MIN:
                 found.add(text)
     return tuple(sorted(found, key=len, reverse=True))
-
-
-def status_error(
-    response: httpx.Response,
-    *,
-    delivered: int = 0,
-    scrub: Callable[[str], str] | None = None,
-) -> Exception | None:
-    """The error a non-2xx response means (None for 2xx), with `Retry-After` and the
-    status as `error_type`; `delivered` is passed on (see `SinkError`). `scrub` masks what the
-    response body may quote of the request (`HttpTarget.error_for` masks its headers)."""
-    error = classify_status(
-        response.status_code,
-        _detail(response, scrub),
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
-    )
-    if error is not None:
-        error.delivered = delivered
-    return error
