@@ -344,10 +344,10 @@ class Dispatcher:
 
     async def _close(self) -> None:
         for lane in self._lanes:
-            sub = lane.source.subscription if isinstance(lane.source, SubscriptionSource) else None
-            if sub is not None and sub.qsize():
-                self._source_dropped += sub.qsize()
-                log.warning("lane %s: %d buffered events were never read", lane.name, sub.qsize())
+            left = lane.qsize()  # published after take_unread() looked
+            if left:
+                self._source_dropped += left
+                log.warning("lane %s: %d buffered events were never read", lane.name, left)
         # Together, each within `_CLOSE_BOUND`: a frozen server must not hold the stop that
         # EVENTBUS_SHUTDOWN_TIMEOUT bounds more than that (see `Lane.close`).
         await asyncio.gather(*(lane.close(_CLOSE_BOUND) for lane in self._lanes))

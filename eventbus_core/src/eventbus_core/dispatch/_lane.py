@@ -36,7 +36,7 @@ from eventbus_core._backoff import backoff_delay
 from eventbus_core._errors import SettingsError, stored_before_failing
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core._source import AckableSource
+from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core.capabilities import (
     BlockingSend,
     Exhaustible,
@@ -328,8 +328,8 @@ class Lane:
 
     def qsize(self) -> int:
         """Events a memory subscription buffers for this lane (0 for a durable source)."""
-        subscription = getattr(self.source, "subscription", None)
-        return int(subscription.qsize()) if subscription is not None else 0
+        source = self.source
+        return source.subscription.qsize() if isinstance(source, SubscriptionSource) else 0
 
     async def take_late_outcomes(self) -> None:
         """Account for batches stored inline whose read was given up (at a stop's deadline),
