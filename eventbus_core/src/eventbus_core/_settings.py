@@ -307,9 +307,7 @@ class EventBusSettings(BaseSettings):
             raise SettingsError(text, problems=problems)
         self._plugins = built
         self._broken = broken
-        warn_misspelt_settings(
-            [*ENV_VARS.values(), *(v for model in models for v in env_vars_of(model).values())]
-        )
+        warn_misspelt_settings(all_env_vars().values())
 
     def __getattr__(self, name: str) -> Any:
         # A plugin's setting read as an attribute of the core settings (`settings.redis_url`):
