@@ -16,6 +16,7 @@ import pytest
 from eventbus_core import (
     Delivery,
     Dispatcher,
+    DispatcherStats,
     Event,
     JsonlDeadLetter,
     MemoryDeadLetter,
@@ -202,27 +203,35 @@ async def test_shutdown_hands_back_unsent_events_of_a_durable_source() -> None:
     balanced(stats)
 
 
-async def test_shutdown_dead_letters_what_a_memory_subscription_still_buffers() -> None:
-    # Back-pressure left events in the subscription while the sink was stuck: at the stop they
-    # were counted as "never read" (source_dropped), in no dead letter (helper-72: 1,699 of
-    # 3,000 with a sink that always failed).
+async def stopped_with_a_stuck_sink(
+    events: int, **options: Any
+) -> tuple[DispatcherStats, MemoryDeadLetter]:
+    """Dispatch `events` from a memory subscription to a sink that never returns, stop once it
+    holds its first batch (a 0.05 s deadline); return the figures and the dead letters."""
     stuck = GatedSink("stuck")
     dl = MemoryDeadLetter()
     sub = Subscription(1000)
-    sub.offer(make_events(60))
+    sub.offer(make_events(events))
     d = Dispatcher(
         sub,
         [stuck],
         batch_size=5,
-        queue_size=10,
         flush_interval=0.01,
         shutdown_timeout=0.05,
         dead_letter=dl,
+        **options,
     )
     task = asyncio.create_task(d.run())
     await stuck.waiting.wait()
     d.request_stop()
-    stats = await task
+    return await task, dl
+
+
+async def test_shutdown_dead_letters_what_a_memory_subscription_still_buffers() -> None:
+    # Back-pressure left events in the subscription while the sink was stuck: at the stop they
+    # were counted as "never read" (source_dropped), in no dead letter (helper-72: 1,699 of
+    # 3,000 with a sink that always failed).
+    stats, dl = await stopped_with_a_stuck_sink(60, queue_size=10)
     assert sorted(r["log_id"] for r in dl.records) == list(range(1, 61))
     assert {r["error_type"] for r in dl.records} == {"Shutdown"}
     assert (stats.read, stats.source_dropped) == (60, 0)
@@ -271,17 +280,7 @@ async def test_a_read_the_deadline_cut_off_is_dead_lettered_not_lost() -> None:
 
 
 async def test_shutdown_dead_letters_what_a_memory_source_cannot_take_back() -> None:
-    stuck = GatedSink("stuck")
-    dl = MemoryDeadLetter()
-    sub = Subscription(1000)
-    sub.offer(make_events(12))
-    d = Dispatcher(
-        sub, [stuck], batch_size=5, flush_interval=0.01, shutdown_timeout=0.05, dead_letter=dl
-    )
-    task = asyncio.create_task(d.run())
-    await stuck.waiting.wait()
-    d.request_stop()
-    stats = await task
+    stats, dl = await stopped_with_a_stuck_sink(12)
     assert sorted(r["log_id"] for r in dl.records) == list(range(1, 13))
     assert {r["error_type"] for r in dl.records} == {"Shutdown"}
     assert stats.sinks["stuck"].dead_lettered == 12
