@@ -57,6 +57,11 @@ def test_the_cli_names_the_flag_for_a_database_that_is_not_a_number(
     [
         ("ssl_cert_reqs=required", "'ssl_cert_reqs' (ssl_* options need rediss://)"),
         ("no_such_option=1", "query option redis-py does not take here: 'no_such_option'"),
+        # A negative duration: redis-py took it and failed at every connect with "Timeout
+        # value out of range" (the command said "internal error", exit 1).
+        ("socket_timeout=-1", "socket_timeout=-1 is negative: give a number of seconds"),
+        ("socket_connect_timeout=-0.5", "socket_connect_timeout=-0.5 is negative"),
+        ("health_check_interval=-5", "health_check_interval=-5 is negative"),
     ],
 )
 def test_a_query_option_redis_py_does_not_take_is_a_configuration_error(

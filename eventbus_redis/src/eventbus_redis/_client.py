@@ -67,6 +67,7 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
         # variable, rather than as a TypeError from every command.
         pool = client.connection_pool
         pool.connection_class(**pool.connection_kwargs)
+        _check_durations(pool.connection_kwargs)
     except (ValueError, TypeError, redis.RedisError) as exc:
         # redis-py quotes the URL in some messages: never let the password through.
         source = getattr(settings, "redis_url_source", "REDIS_URL")
@@ -85,6 +86,17 @@ def client_from_settings(settings: EventBusSettings) -> redis.Redis:
 
 
 _UNKNOWN_OPTION: Final = re.compile(r"unexpected keyword argument '(\w+)'")
+# The URL's options that are durations in seconds. redis-py takes a negative one and fails only
+# when it connects (`socket.settimeout`: "Timeout value out of range"), on every write.
+_DURATIONS: Final = ("socket_timeout", "socket_connect_timeout", "health_check_interval")
+
+
+def _check_durations(options: dict[str, Any]) -> None:
+    """Raise ValueError, naming the option, for a negative duration among `options`."""
+    for name in _DURATIONS:
+        value = options.get(name)
+        if isinstance(value, int | float) and value < 0:
+            raise ValueError(f"{name}={value:g} is negative: give a number of seconds, 0 or more")
 
 
 def describe_client(client: Any) -> str:
