@@ -135,6 +135,45 @@ def test_go_samples_pushed_as_they_are_are_delivered_once_each(
         assert sub.qsize() == 0 and sub.stats().dropped == 0 and not sub.gaps
 
 
+def test_entries_identical_to_the_one_read_last_are_delivered_each_time(
+    client: redis.Redis, prefix: str
+) -> None:
+    # Entries without a LogID of their own (a health check pushed as-is, say) can repeat byte
+    # for byte. The anchor was found by its bytes alone, at the newest copy: pushing [hc], then
+    # chat and hc again, delivered nothing more, and no gap was reported.
+    key = f"{prefix}:same"
+    hc = '{"RequestID":"hc","Method":"GET","Path":"/health","Status":200,"Duration":1000}'
+    chat = '{"RequestID":"c1","Method":"POST","Path":"/v1/chat","Status":200,"Duration":5000}'
+    client.lpush(key, hc)  # before the subscription: its start anchor
+    with RedisEventBus.log(client, key, ttl=60, max_len=100, poll=0.05) as bus:
+        sub = bus.subscribe()
+        client.lpush(key, chat, hc)
+        assert [sub.get(timeout=10).request_id for _ in range(2)] == ["c1", "hc"]
+        client.lpush(key, hc)
+        assert sub.get(timeout=10).request_id == "hc"
+        client.lpush(key, chat, hc, hc)
+        assert [sub.get(timeout=10).request_id for _ in range(3)] == ["c1", "hc", "hc"]
+        time.sleep(0.2)  # a few more reads: nothing is delivered twice
+        assert sub.qsize() == 0 and sub.stats().dropped == 0 and not sub.gaps
+
+
+def test_identical_entries_read_in_several_chunks_are_each_delivered_once(
+    client: redis.Redis, prefix: str
+) -> None:
+    # More identical entries than one read takes (500): each chunk's anchor is found where the
+    # last read left it, not at the newest copy.
+    key = f"{prefix}:samechunks"
+    hc = '{"RequestID":"hc","Method":"GET","Path":"/health","Status":200,"Duration":1000}'
+    chat = '{"RequestID":"c1","Method":"POST","Path":"/v1/chat","Status":200,"Duration":5000}'
+    with RedisEventBus.log(client, key, ttl=60, max_len=5000, poll=0.05) as bus:
+        sub = bus.subscribe(buffer_size=5000)
+        client.lpush(key, *[hc] * 700, chat, *[hc] * 600)
+        got = [sub.get(timeout=10).request_id for _ in range(1301)]
+        assert got == ["hc"] * 700 + ["c1"] + ["hc"] * 600
+        time.sleep(0.2)
+        assert sub.qsize() == 0 and sub.stats().dropped == 0 and not sub.gaps
+
+
 def test_interleaved_go_writers_each_event_delivered_exactly_once(
     client: redis.Redis, prefix: str
 ) -> None:

@@ -1,8 +1,8 @@
 """`LogTailer`: follows a Redis LIST log for subscriptions, reading only what is new.
 
 Each subscription remembers the raw entry it read last (its anchor) and the highest LogID it
-was handed. LPUSH adds only above the anchor and LTRIM removes only below it, so one read-only
-script (LPOS, then LRANGE) returns exactly the new entries, whoever pushed them and in whatever
+was handed, and where the anchor was. LPUSH adds only above the anchor and LTRIM removes only
+below it, so one read-only script (LINDEX or LPOS, then LRANGE) returns exactly the new entries, whoever pushed them and in whatever
 LogID order: a Go writer's separate INCR and LPUSH can land out of order, and are still read
 once each. When the anchor is gone (trimmed, expired, Redis lost its data) the whole list is
 new, and the LogIDs tell whether anything was missed. Writers PUBLISH on `key:notify` after
@@ -69,7 +69,7 @@ class LogTailer(Tailer):
         newest entry as its anchor (it receives what is pushed above that entry)."""
         reply: Any = self._now(keys=self._keys)
         head = reply[1] if len(reply) > 1 else None
-        return int(reply[0]), {"anchor": head or None}
+        return int(reply[0]), {"anchor": head or None, "at": -int(reply[2]) if head else None}
 
     def prepare(self) -> None:
         """Subscribe to the notification channel before looking, so no wake-up is missed."""
@@ -118,7 +118,13 @@ class LogTailer(Tailer):
         last = int(cursor.position)
         sub = cursor.sub
         anchor: bytes | str | None = cursor.extra.get("anchor")
-        args: list[bytes | str | int] = [0 if anchor is None else 1, anchor or "", max_items]
+        at: int | None = cursor.extra.get("at")
+        args: list[bytes | str | int] = [
+            0 if anchor is None else 1,
+            anchor or "",
+            max_items,
+            "" if at is None else at,
+        ]
         reply: Any = self._read_new(keys=self._keys, args=args)
         seq, found, items, length = int(reply[0]), bool(int(reply[1])), reply[2], int(reply[3])
         if not items:
@@ -150,6 +156,9 @@ class LogTailer(Tailer):
                     self._on_undecodable(bad)
             cursor.position = max([last, *(e.log_id for e in events)])
             cursor.extra["anchor"] = items[0]  # the newest entry read: new ones land above it
+            # Where it is (from the head, less the length): the next read finds it there, not
+            # at an identical entry pushed since.
+            cursor.extra["at"] = int(reply[4]) - length
             taken = self.offer(cursor, events)
             sub.last_log_id = max(sub.last_log_id, events[taken - 1].log_id if taken else 0)
         return True
