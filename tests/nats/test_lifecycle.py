@@ -94,6 +94,34 @@ def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: Make
     assert {i.rsplit("-", 1)[0] for i in ids} == {"parent-before", "parent-after", "child"}
 
 
+def test_a_second_stop_meanwhile_returns_once_the_first_is_done(server: ThrowawayNats) -> None:
+    # A lifespan's stop() racing a signal handler's: the second call returned at once, before
+    # the figures were final.
+    bus = NatsEventBus(server.url, stream="TWICE", subject="twice.events", buffer_size=1000)
+    sub = bus.subscribe()
+    for i in range(10):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    server.pause()
+    try:
+        for i in range(10, 60):
+            bus.publish(make_event(i))
+        first = threading.Thread(target=bus.stop, args=(1.5,))
+        first.start()
+        time.sleep(0.1)
+        began = time.monotonic()
+        bus.stop(5.0)
+        took = time.monotonic() - began
+        stats = bus.stats()
+        first.join(10)
+    finally:
+        server.resume()
+    assert 1.0 < took < 4.0, f"the second stop() took {took:.2f} s"
+    assert stats.extra["written"] + stats.lost == 60 and stats.lost >= 50
+    assert stats.extra["connection"] == "closed"
+    assert sub.finished
+
+
 @pytest.mark.parametrize("fault", ["frozen", "killed"])
 def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault: str) -> None:
     bus = NatsEventBus(server.url, stream="BOUNDED", subject="bounded.events", buffer_size=1000)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,33 @@ def test_stop_is_bounded_and_exact_whatever_state_redis_is_in(
         assert sub.finished
         assert sub.stats().delivered + sub.stats().dropped == written
         assert [e.request_id for e in sub] == [f"req-{i}" for i in range(sub.stats().delivered)]
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-streams"])
+def test_a_second_stop_meanwhile_returns_once_the_first_is_done(
+    server: ThrowawayRedis, backend: str
+) -> None:
+    # A lifespan's stop() racing a signal handler's: the second call returned at once, before
+    # the figures were final (lost 0, then 100) and with the subscription still open.
+    bus = create_bus(EventBusSettings(backend=backend, redis_url=server.url))
+    sub = bus.subscribe()
+    for i in range(100):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    os.kill(server.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    for i in range(100, 200):
+        bus.publish(make_event(i))
+    first = threading.Thread(target=bus.stop, args=(1.5,))
+    first.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    bus.stop(5.0)
+    took = time.monotonic() - began
+    stats = bus.stats()
+    first.join(10)
+    assert 1.0 < took < 4.0, f"the second stop() took {took:.2f} s"
+    assert stats.lost == 100 and stats.extra["state"] == "stopped"
+    assert sub.finished
 
 
 @pytest.mark.parametrize("bus_class", [RedisEventBus, RedisStreamsEventBus])

@@ -33,7 +33,9 @@ class EventBus(Protocol):
       An event it cannot accept is counted as dropped.
     - `subscribe()` returns a `Subscription` of the events published after the call.
     - `stop(timeout=None)` is idempotent: it delivers what was accepted (waiting at most
-      `timeout` seconds, default the bus's stop timeout) and then ends every subscription.
+      `timeout` seconds, default the bus's stop timeout) and then ends every subscription. A
+      call made while another thread's stop() runs returns once that one is done (within its
+      own timeout).
     - `stats()` unpacks as `published, dropped = bus.stats()`.
     """
 

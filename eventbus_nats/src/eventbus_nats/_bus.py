@@ -134,6 +134,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self.ack_wait = ack_wait
         self.max_deliveries = max_deliveries
         self._stopped = False
+        self._stop_done = threading.Event()  # a concurrent stop() waits for the first one
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._followers: list[Follower] = []
         self._consumers: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
@@ -187,6 +188,10 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         Subscriptions made before the fork stay the parent's (the child subscribes anew).
         """
         self._subs_lock = threading.Lock()
+        # A stop() running in the parent's other thread is not running here: nothing to wait for.
+        self._stop_done = threading.Event()
+        if self._stopped:
+            self._stop_done.set()
         self._link.after_fork_in_child()
         self._writer.after_fork_in_child()
         self._followers = []
@@ -313,25 +318,32 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         wait = stop_wait(timeout, self.stop_timeout)  # a NaN raises before anything stops
         check_fork()  # a child no fork hook told of would wait on its parent's loop
         with self._subs_lock:
-            if self._stopped:
-                return
+            first = not self._stopped
             self._stopped = True
             followers = list(self._followers)
-        deadline = time.monotonic() + wait
-        confirm_by = deadline + _CONFIRM
-        self._writer.close_intake()
-        settled = False
+        if not first:
+            # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
+            # figures are final once it returns, so wait for it, within this call's own time.
+            self._stop_done.wait(None if math.isinf(wait) else wait + _CONFIRM + _GRACE)
+            return
         try:
-            future = self._link.submit(self._shutdown(followers, deadline, confirm_by))
-            future.result(max(0.0, confirm_by - time.monotonic()) + _GRACE)
-            settled = True
-        except Exception:  # the loop did not answer in time: settle from here
-            pass
-        self._writer.finish(settled=settled)
-        if not settled:
-            for follower in followers:
-                follower.sub.finish()
-        self._link.release(confirm_by)
+            deadline = time.monotonic() + wait
+            confirm_by = deadline + _CONFIRM
+            self._writer.close_intake()
+            settled = False
+            try:
+                future = self._link.submit(self._shutdown(followers, deadline, confirm_by))
+                future.result(max(0.0, confirm_by - time.monotonic()) + _GRACE)
+                settled = True
+            except Exception:  # the loop did not answer in time: settle from here
+                pass
+            self._writer.finish(settled=settled)
+            if not settled:
+                for follower in followers:
+                    follower.sub.finish()
+            self._link.release(confirm_by)
+        finally:
+            self._stop_done.set()
 
     async def _shutdown(
         self, followers: list[Follower], deadline: float, confirm_by: float

@@ -20,6 +20,7 @@ child, each process reading Redis for its own copy), and its consumers (see
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 import weakref
@@ -93,6 +94,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         self.last_log_id = 0  # newest LogID this bus wrote
         self._tailer = None
         self._stopped = False
+        self._stop_done = threading.Event()  # a concurrent stop() waits for the first one
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
         appender = TransactionAppender(
@@ -236,19 +238,26 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         """Stop the writer, then the subscriber thread, both by one deadline. Idempotent."""
         wait = stop_wait(timeout, self.stop_timeout)  # a NaN raises before anything stops
         with self._subs_lock:
-            if self._stopped:
-                return
+            first = not self._stopped
             self._stopped = True
-        deadline = time.monotonic() + wait
-        self._writer.close(deadline)
-        tailer = self._tailer
-        if tailer is not None:
-            tailer.stop(self._behind, deadline)
-        if self._owns_client:
-            # Idle connections only (closing a socket waits for nobody); a consumer still
-            # reading keeps its own. Reading after stop() (read_events) reconnects.
-            with contextlib.suppress(Exception):
-                self._client.connection_pool.disconnect(inuse_connections=False)
+        if not first:
+            # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
+            # figures are final once it returns, so wait for it, within this call's own time.
+            self._stop_done.wait(None if math.isinf(wait) else wait)
+            return
+        try:
+            deadline = time.monotonic() + wait
+            self._writer.close(deadline)
+            tailer = self._tailer
+            if tailer is not None:
+                tailer.stop(self._behind, deadline)
+            if self._owns_client:
+                # Idle connections only (closing a socket waits for nobody); a consumer still
+                # reading keeps its own. Reading after stop() (read_events) reconnects.
+                with contextlib.suppress(Exception):
+                    self._client.connection_pool.disconnect(inuse_connections=False)
+        finally:
+            self._stop_done.set()
 
     # -------------------------------------------------------------------------------- stats
 
@@ -298,6 +307,10 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
 
     def _after_fork_in_child(self) -> None:
         self._subs_lock = threading.Lock()
+        # A stop() running in the parent's other thread is not running here: nothing to wait for.
+        self._stop_done = threading.Event()
+        if self._stopped:
+            self._stop_done.set()
         self._writer.after_fork_in_child()
         if self._tailer is not None:
             self._tailer.after_fork_in_child()
