@@ -7,6 +7,7 @@ the dispatcher's consumer groups (EVENTBUS_NATS_GROUP, not another backend's def
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -146,3 +147,54 @@ def test_replay_into_a_pipe_closed_early_ends_quietly(
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert b"BrokenPipe" not in err and b"backend failed" not in err
+
+
+def test_an_existing_stream_that_does_not_take_the_subject_is_a_settings_error(
+    env: None,
+    make_bus: Callable[..., NatsEventBus],
+    names: Names,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The stream was used as it was: events went to whichever stream took the subject (counted
+    # written, with its LogIDs), or to none (lost while retrying for ever), and `tail` and
+    # `replay` died with "internal error: BadRequestError 10093".
+    bus = make_bus()
+    bus.publish(make_event(1))
+    assert bus.flush(10)  # the stream exists, taking names.subject
+    other = f"{names.subject}.other"
+    monkeypatch.setenv("EVENTBUS_NATS_SUBJECT", other)
+    for argv in (["stats"], ["tail", "-n", "1"], ["replay", "--dry-run"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"NATS stream {names.stream} exists but does not take subject {other!r}" in err
+        assert f"its subjects: {names.subject}" in err and "EVENTBUS_NATS_SUBJECT" in err
+    mismatched = make_bus(subject=other)
+    for i in range(5):
+        mismatched.publish(make_event(i))
+    assert not mismatched.flush(1)
+    mismatched.stop(1)
+    stats = mismatched.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (5, 5, 0)
+    assert "does not take subject" in stats.extra["last_error"]
+    assert bus.describe()["messages"] == 1  # nothing of the mismatched bus's went there
+
+
+def test_demo_keep_names_the_stream_and_subject_to_read_it_with(
+    env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hint named the stream only: following it, tail and replay used the default subject.
+    out = str(tmp_path / "demo.jsonl")
+    assert main(["demo", "--requests", "20", "--json", "--keep", "--output", out]) == 0
+    report = json.loads(capsys.readouterr().out)
+    stream = report["namespace"]
+    monkeypatch.setenv("EVENTBUS_NATS_STREAM", stream)
+    try:
+        hint = report["cleanup"]
+        assert f"EVENTBUS_NATS_STREAM={stream}" in hint and "EVENTBUS_NATS_SUBJECT=" in hint
+        subject = hint.split("EVENTBUS_NATS_SUBJECT=")[1].split()[0]
+        monkeypatch.setenv("EVENTBUS_NATS_SUBJECT", subject)
+        assert main(["replay", "--dry-run"]) == 0
+        assert "would replay 20 event(s)" in capsys.readouterr().err
+    finally:
+        NatsEventBus(os.environ["NATS_URL"], stream=stream, subject="x.y").purge()

@@ -17,7 +17,7 @@ import pytest
 from eventbus_core import EventBusSettings, SettingsError, create_bus, get_registry
 from eventbus_core.testing import make_event
 from eventbus_nats import NATS_ENV_VARS, NatsEventBus, NatsSettings
-from eventbus_nats._layout import StreamLayout
+from eventbus_nats._layout import StreamLayout, subject_matches
 from eventbus_nats._options import ConnectOptions
 from eventbus_nats._settings import check_servers
 
@@ -300,3 +300,24 @@ def test_tls_files_with_a_ws_server_are_refused(
         ConnectOptions.from_settings(NatsSettings())
     with pytest.raises(ValueError, match=r"connect_options\['tls'\].*ws://.*wss://"):
         NatsEventBus("ws://127.0.0.1:8080", connect_options={"tls": ssl.create_default_context()})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "taken"),
+    [
+        ("a.b", "a.b", True),
+        ("a.b", "a.b.c", False),
+        ("a.*", "a.b", True),
+        ("a.*", "a.b.c", False),
+        ("a.>", "a.b.c", True),
+        ("a.>", "a", False),
+        (">", "a", True),
+        ("*.b", "a.b", True),
+        ("a.*.c", "a.x.d", False),
+        ("a.b.c", "a.b", False),
+    ],
+)
+def test_stream_subjects_are_matched_as_nats_matches_them(
+    pattern: str, subject: str, taken: bool
+) -> None:
+    assert subject_matches(pattern, subject) is taken

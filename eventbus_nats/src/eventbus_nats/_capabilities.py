@@ -111,7 +111,10 @@ class StreamCapabilities:
 
         def cleanup(keep: bool) -> str:
             if keep:
-                return f"kept (--keep): EVENTBUS_NATS_STREAM={stream} eventbus stats shows it"
+                return (
+                    f"kept (--keep): EVENTBUS_NATS_STREAM={stream} "
+                    f"EVENTBUS_NATS_SUBJECT={subject} eventbus stats (or tail, replay) shows it"
+                )
             bus = self._on_stream(stream, subject)
             try:
                 bus.purge()

@@ -20,7 +20,20 @@ from eventbus_nats._settings import (
     check_subject,
 )
 
-__all__ = ["StreamLayout"]
+__all__ = ["StreamLayout", "subject_matches"]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether a stream subject `pattern` (`*`: one token, a final `>`: one or more) takes the
+    literal `subject`."""
+    wanted = subject.split(".")
+    tokens = pattern.split(".")
+    for i, token in enumerate(tokens):
+        if token == ">" and i == len(tokens) - 1:
+            return len(wanted) > i
+        if i >= len(wanted) or (token != "*" and token != wanted[i]):
+            return False
+    return len(tokens) == len(wanted)
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,21 @@ class StreamLayout:
     def dead_subject(self) -> str:
         """Subject of dead letters."""
         return f"dead.{self.subject}"
+
+    def mismatch(self, info: api.StreamInfo, *, dead: bool = False) -> str | None:
+        """Why the existing stream `info` cannot be this layout's event (or dead-letter) stream,
+        or None if it can: it must take the subject the bus publishes on. (Otherwise events go
+        to whichever stream takes that subject, or to none, and LogIDs are another stream's.)"""
+        subject = self.dead_subject if dead else self.subject
+        subjects = list(info.config.subjects or [])
+        if any(subject_matches(pattern, subject) for pattern in subjects):
+            return None
+        return (
+            f"NATS stream {info.config.name} exists but does not take subject {subject!r} (its "
+            f"subjects: {', '.join(subjects) or 'none'}): set EVENTBUS_NATS_SUBJECT to the "
+            "subject it takes, or EVENTBUS_NATS_STREAM to a stream of this bus's own (created "
+            "when missing)"
+        )
 
     def stream_config(self) -> api.StreamConfig:
         """The configuration the event stream is created with."""

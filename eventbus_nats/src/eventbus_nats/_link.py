@@ -308,6 +308,10 @@ class Link:
         """Create the event stream (or the dead-letter one) if it is missing.
 
         An existing stream is used as it is: its limits are the operator's to change.
+
+        Raises:
+            SettingsError: the server refused to create it, or the existing stream does not
+                take the bus's subject.
         """
         if (self._dead_ready if dead else self._stream_ready) and self.connected:
             return
@@ -333,6 +337,9 @@ class Link:
                         ) from exc
                 if not dead:
                     self.stream_epoch += 1  # it was missing: what is there now is new
+            mismatch = self.layout.mismatch(info, dead=dead)
+            if mismatch is not None:
+                raise SettingsError(mismatch)
             if not dead:
                 created = getattr(info, "created", None)
                 if created is not None:

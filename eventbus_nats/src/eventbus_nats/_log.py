@@ -158,10 +158,13 @@ class LogReader:
         Raises:
             BackendUnavailableError: it does not.
             SettingsError: the server refused the credentials, offers no TLS where the settings
-                ask for it, or its certificate is not trusted (no wait would help).
+                ask for it, or its certificate is not trusted, or the stream exists but does
+                not take the bus's subject (no wait would help).
         """
         try:
             self._link.call(self._probe(timeout), timeout)
+        except SettingsError as exc:
+            raise SettingsError(str(exc)) from None  # a fresh one, as below
         except Exception as exc:
             refused = self._link.refused
             if refused is not None:  # a fresh error: the link's is shared between threads
@@ -176,6 +179,13 @@ class LogReader:
     async def _probe(self, timeout: float) -> None:
         js = await self._link.answering(patience=timeout)
         await js.account_info()
+        try:  # an existing stream must take the bus's subject (a missing one is made later)
+            info = await js.stream_info(self._link.layout.stream)
+        except nats.js.errors.NotFoundError:
+            return
+        mismatch = self._link.layout.mismatch(info)
+        if mismatch is not None:
+            raise SettingsError(mismatch)
 
     def describe(self, group: str) -> dict[str, Any]:
         """Figures of the stream, its dead-letter stream and its consumer groups."""
