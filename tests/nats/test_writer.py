@@ -106,3 +106,42 @@ def test_lost_at_stop_is_exactly_what_the_stream_lacks(
     assert figures.delivered + figures.dropped == stored
     assert len(list(sub)) == figures.delivered
     assert "is full" not in caplog.text  # the subscriber was not slow: the bus stopped
+
+
+def test_giving_up_counts_acknowledgements_that_came_and_reads_every_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # At stop, futures already answered were dropped unread: an acknowledgement that had come
+    # counted the event lost (and "unconfirmed"), and each error reply made asyncio log "Future
+    # exception was never retrieved" with a traceback, past the writer's one-line messages.
+    import gc
+    from types import SimpleNamespace
+
+    import nats.js.errors
+
+    from eventbus_nats._layout import StreamLayout
+    from eventbus_nats._sender import BatchSender
+
+    settled: list[tuple[int, int]] = []
+    link: Any = SimpleNamespace(layout=StreamLayout(), stream_epoch=0, stream_lost=lambda: None)
+    sender = BatchSender(link, ack_timeout=1.0, settle=lambda w, lost: settled.append((w, lost)))
+    loop = asyncio.new_event_loop()
+    try:
+        acked, refused, waiting = (loop.create_future() for _ in range(3))
+        acked.set_result(SimpleNamespace(seq=7, duplicate=False))
+        refused.set_exception(nats.js.errors.NoStreamResponseError())
+        batch = sender.encode([make_event(i) for i in range(3)])
+        assert batch is not None
+        batch.futures = [acked, refused, waiting]
+        batch.tried = [True, True, True]
+        del acked, refused, waiting
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            sender.give_up_open()
+            batch.futures = []
+            del batch
+            gc.collect()
+    finally:
+        loop.close()
+    assert sum(w for w, _ in settled) == 1 and sum(lost for _, lost in settled) == 2
+    assert sender.last_seq == 7
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]

@@ -263,9 +263,11 @@ class BatchSender:
         may hold them, it did not say."""
         lost = unconfirmed = 0
         for batch in self._open:
-            for i, future in enumerate(batch.futures):
-                if future is not None and not future.done():
-                    future.cancel()
+            # Acknowledgements that came meanwhile still count, and every error an answer
+            # brought is read (asyncio logs each one never read, with a traceback); those
+            # still awaited are cancelled.
+            self._collect(batch)
+            for i in range(len(batch.status)):
                 if batch.status[i] == _OPEN:
                     batch.status[i] = _LOST
                     lost += 1
