@@ -9,6 +9,7 @@ import pytest
 
 from eventbus_core import EventBus
 from eventbus_core.testing import (
+    BacklogContract,
     BusContractTests,
     ConsumerGroupContract,
     CrossProcessContract,
@@ -43,6 +44,7 @@ class TestNatsCapabilities(
     ReadableLogContract,
     DescribableContract,
     ConsumerGroupContract,
+    BacklogContract,
     IsolatableContract,
 ):
     factory: Callable[..., NatsEventBus]

@@ -41,6 +41,7 @@ log = get_logger("eventbus.nats")
 _CHECK_EVERY: Final = 5.0  # seconds of silence before a member checks its group still exists
 _CALL_MARGIN: Final = 5.0  # seconds a request may take on top of a read's own timeout
 _MAX_DEFERRED_ACKS: Final = 100_000
+_BACKLOG_WAIT: Final = 2.0  # seconds backlog() waits for the server (a metrics scrape's bound)
 Raw = tuple[str, bytes, int, int]  # reply subject (the token), data, deliveries, stream seq
 
 
@@ -423,6 +424,25 @@ class GroupConsumer:
             "in_flight": len(self._in_flight),
             "last_error": self.last_error,
         }
+
+    def backlog(self) -> dict[str, int | None]:
+        """The group's `lag` (messages not yet delivered to it) and `pending` (delivered, not
+        acknowledged), from the server's consumer info: `eventbus_consumer_lag` and
+        `eventbus_consumer_pending`. Does I/O, at most `_BACKLOG_WAIT` seconds; thread-safe.
+
+        Raises:
+            TimeoutError: NATS did not answer in time.
+            Exception: what the connection raised (it is down, or was closed).
+        """
+        return self._link.call(self._backlog(), _BACKLOG_WAIT)
+
+    async def _backlog(self) -> dict[str, int | None]:
+        js = await self._link.answering()
+        try:
+            info = await js.consumer_info(self.stream, self.group)
+        except nats.js.errors.NotFoundError:  # not created yet (or deleted): nothing held
+            return {"lag": None, "pending": 0}
+        return {"lag": info.num_pending, "pending": info.num_ack_pending or 0}
 
     def __repr__(self) -> str:
         return f"<GroupConsumer {self.name!r} group={self.group!r} stream={self.stream!r}>"
