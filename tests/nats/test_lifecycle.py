@@ -679,3 +679,32 @@ def test_a_child_forked_without_python_s_hooks_publishes_through_its_own_connect
     ids = request_ids(bus)
     assert len(ids) == len(set(ids)) == 250
     assert {i.rsplit("-", 1)[0] for i in ids} == {"parent", "child"}
+
+
+def test_stop_does_not_wait_for_events_the_limits_removed_before_a_subscription_read_them(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A subscription whose next events expired (max_age) before it read them: stop() waited
+    # its whole deadline for them, then counted them "unhanded" because "stop's deadline
+    # passed". They are missed (removed from the stream), and nothing is waited for.
+    bus = make_bus(buffer_size=5, max_age=1, duplicate_window=1)
+    sub = bus.subscribe()
+    for i in range(5):
+        bus.publish(make_event(i))
+    assert bus.flush(5)
+    for i in range(5, 10):
+        bus.publish(make_event(i))
+    assert bus.flush(5)
+    time.sleep(2.5)  # all ten expire; the subscription holds five and never saw the rest
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.extend(sub))
+    reader.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    bus.stop(5.0)
+    took = time.monotonic() - began
+    reader.join(5)
+    assert took < 2.0, f"stop(5.0) took {took:.2f} s"
+    assert len(got) == 5 and (sub.missed, sub.unhanded) == (5, 0)
+    assert sub.stats().delivered + sub.stats().dropped == 10
+    assert not [r for r in caplog.records if "stop's deadline passed" in r.getMessage()]

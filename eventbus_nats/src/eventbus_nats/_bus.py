@@ -349,7 +349,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self, followers: list[Follower], deadline: float, confirm_by: float
     ) -> None:
         await self._writer.drain(deadline, confirm_by)
-        await drain_followers(followers, self._writer.last_seq, confirm_by)
+        await drain_followers(followers, self._writer.last_seq, confirm_by, self._link)
 
     def stats(self) -> BusStats:
         """`(published, dropped)` with `lost`, writer and connection figures (no I/O)."""

@@ -286,6 +286,14 @@ class Follower:
             return 0
         return max(0, target - self.last_seq)
 
+    def skip_removed(self, first_seq: int) -> None:
+        """The stream now starts at `first_seq`: what it removed before this subscription read
+        it (its limits, a purge) is counted as missed, and not waited for at stop."""
+        last = self.last_seq
+        if last is not None and first_seq - 1 > last and not self.sub.finished:
+            self._missed(first_seq - 1 - last, last)
+            self.last_seq = first_seq - 1
+
     def stuck(self, now: float) -> bool:
         """True once the subscription's buffer has stayed full for a while: its consumer is
         not reading, so waiting longer for it would only delay the others."""

@@ -5,25 +5,53 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Final
 
 from eventbus_core import get_logger
 from eventbus_nats._fanout import Follower
+from eventbus_nats._link import Link
 
 __all__ = ["drain_followers"]
 
 log = get_logger("eventbus.nats")
 
+_LOOK_EVERY: Final = 0.25  # seconds between two looks at where the stream starts
 
-async def drain_followers(followers: list[Follower], target: int, deadline: float) -> None:
+
+async def _first_seq(link: Link, wait: float) -> int | None:
+    """The stream's first sequence (last + 1 when empty), or None if NATS does not say in time."""
+    try:
+        info = await asyncio.wait_for(link.stream_info(), max(0.0, wait))
+    except Exception:  # frozen, disconnected, gone: the deadline decides, as before
+        return None
+    return int(info.state.first_seq)
+
+
+async def drain_followers(
+    followers: list[Follower], target: int, deadline: float, link: Link | None = None
+) -> None:
     """Deliver up to stream sequence `target` (the newest event this bus stored) to every
     subscription until `deadline`, then end them all; what a subscription could not be handed
-    by then is counted in its `dropped` (its `unhanded` figure too) and logged."""
+    by then is counted in its `dropped` (its `unhanded` figure too) and logged.
+
+    With `link`, where the stream starts is asked now and then: what its limits (or a purge)
+    removed before a subscription read it is counted as missed and not waited for (nothing
+    would ever arrive: the wait took the whole deadline, and was blamed for the loss).
+    """
+    next_look = 0.0
     while True:
         now = time.monotonic()
         if now >= deadline or all(
             f.sub.finished or f.behind(target) == 0 or f.stuck(now) for f in followers
         ):
             break
+        if link is not None and now >= next_look:
+            next_look = now + _LOOK_EVERY
+            first = await _first_seq(link, min(_LOOK_EVERY, deadline - now))
+            if first is not None:
+                for follower in followers:
+                    follower.skip_removed(first)
+            continue
         await asyncio.sleep(0.01)
     for follower in followers:
         sub = follower.sub
