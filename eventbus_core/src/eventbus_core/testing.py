@@ -21,9 +21,14 @@ each, with the same `make_bus()`: `CrossProcessContract`, `ReachableContract`,
 (with `BacklogContract` where its sources declare `Backlog`), `IsolatableContract`.
 `Flushable` is checked by `BusContractTests` itself; `KeepAlive` and `SourceFigures` by
 `ConsumerGroupContract`; `Exhaustible` belongs to core's own subscription source.
-Within one test, the buses `make_bus()` returns must share one namespace of the test's own:
+Within one test, the buses `make_bus()` returns must share one namespace of the test's own
+(the contract classes set none; a fixture of yours does):
 
     class TestMyBusLog(ReadableLogContract, DescribableContract):
+        @pytest.fixture(autouse=True)
+        def _namespace(self, tmp_path: Path) -> None:
+            self.path = str(tmp_path / "log.db")
+
         def make_bus(self, buffer_size: int) -> EventBus:
             return MyBus(self.path, buffer_size=buffer_size)
 """
