@@ -92,6 +92,17 @@ def test_the_cli_names_the_flag_for_a_url_with_a_bad_port(
     assert "REDIS_URL" in err and "--redis-url" not in err and "hunter2" not in err
 
 
+@pytest.mark.parametrize("password", ["TRIAL#frag", "a?b", "x/y"])
+def test_a_password_that_ends_the_address_early_gets_the_percent_encoding_hint(
+    password: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "has no valid port" alone sent the user looking at the port.
+    url = f"redis://user:{password}@127.0.0.1:6394/0"
+    assert main(["stats", "--backend", "redis", "--redis-url", url]) == 2
+    err = capsys.readouterr().err
+    assert "percent-encode them (%23, %3F, %2F)" in err and password not in err
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_database_the_server_lacks_is_a_configuration_error(

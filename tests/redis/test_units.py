@@ -44,6 +44,26 @@ def test_ttl_accepts_timedelta_or_seconds() -> None:
             ttl_seconds(refused)
 
 
+@pytest.mark.parametrize("poll", [0, -1, float("nan"), float("inf"), "0.5"])
+def test_a_poll_that_is_not_a_positive_number_of_seconds_is_refused(
+    fake: redis.Redis, poll: Any
+) -> None:
+    # poll=0 looked at Redis about 20,000 times a second while idle; poll=-1 logged a
+    # traceback every cycle.
+    with pytest.raises(ValueError, match="poll must be"):
+        RedisEventBus.log(fake, "k", ttl=60, max_len=10, poll=poll)
+
+
+@pytest.mark.parametrize("interval", [0, -1.0])
+def test_a_claim_interval_that_is_not_positive_is_refused(fake: redis.Redis, interval: float) -> None:
+    bus = RedisStreamsEventBus(fake, stream="s")
+    try:
+        with pytest.raises(ValueError, match="claim_interval must be a number of seconds > 0"):
+            bus.consumer("g", "n", claim_interval=interval)
+    finally:
+        bus.stop(1)
+
+
 def test_descriptions_and_errors_carry_no_password() -> None:
     client = client_from_settings(
         EventBusSettings(backend="redis", redis_url="redis://user:hunter2@db.example:6380/4")

@@ -95,6 +95,10 @@ class StreamConsumer:
                 "need batch_size >= 1, max_deliveries >= 1, block >= 0 and claim_idle >= 0; got "
                 f"{batch_size=}, {max_deliveries=}, {block=}, {claim_idle=}"
             )
+        if claim_interval is not None and not claim_interval > 0:  # 0 claimed at every read
+            raise ValueError(
+                f"claim_interval must be a number of seconds > 0, got {claim_interval!r}"
+            )
         self._client = client
         self.stream = stream
         self.group = group

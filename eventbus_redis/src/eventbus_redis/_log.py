@@ -19,7 +19,14 @@ from typing import Any, ClassVar, Self
 
 import redis
 
-from eventbus_core import BusStats, Event, EventBusSettings, WireFormatError, get_logger
+from eventbus_core import (
+    BusStats,
+    Event,
+    EventBusSettings,
+    WireFormatError,
+    check_seconds,
+    get_logger,
+)
 from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
@@ -85,6 +92,9 @@ class RedisEventBus(RedisBusBase):
         self._layout = RedisLayout(key=key, key_given=True, max_len=max_len)
         self.channel = f"{key}:notify" if notify else ""
         self.ttl = ttl_seconds(ttl)
+        # 0 looked at Redis thousands of times a second; below 0 failed every look.
+        if check_seconds("poll", poll) == 0:
+            raise ValueError(f"poll must be a finite number of seconds > 0, got {poll!r}")
         self._poll = poll
         self._start(
             client,

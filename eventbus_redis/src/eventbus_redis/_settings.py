@@ -150,9 +150,15 @@ class RedisSettings(PluginSettings):
             host = parts.hostname or ""
             if port == 0:
                 # redis-py would raise "Port could not be cast to integer value" at connect time.
+                hint = ""
+                if "@" in str(value) and "@" not in parts.netloc:
+                    # A `#`, `?` or `/` in the password ends the address before its `@`.
+                    hint = (
+                        "; if the password holds #, ? or /, percent-encode them (%23, %3F, %2F)"
+                    )
                 raise ValueError(
                     f"{value.redacted!r} has no valid port: give a number from 1 to 65535 "
-                    "(6379 is Redis's), or none for 6379"
+                    f"(6379 is Redis's), or none for 6379{hint}"
                 )
         # redis-py reads a path that is not a number as database 0, silently.
         db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
