@@ -55,7 +55,9 @@ def test_a_poll_that_is_not_a_positive_number_of_seconds_is_refused(
 
 
 @pytest.mark.parametrize("interval", [0, -1.0])
-def test_a_claim_interval_that_is_not_positive_is_refused(fake: redis.Redis, interval: float) -> None:
+def test_a_claim_interval_that_is_not_positive_is_refused(
+    fake: redis.Redis, interval: float
+) -> None:
     bus = RedisStreamsEventBus(fake, stream="s")
     try:
         with pytest.raises(ValueError, match="claim_interval must be a number of seconds > 0"):

@@ -337,7 +337,7 @@ class Link:
                         ) from exc
                 if not dead:
                     self.stream_epoch += 1  # it was missing: what is there now is new
-            mismatch = self.layout.mismatch(info, dead=dead)
+            mismatch = None if info is None else self.layout.mismatch(info, dead=dead)
             if mismatch is not None:
                 raise SettingsError(mismatch)
             if not dead:

@@ -153,9 +153,7 @@ class RedisSettings(PluginSettings):
                 hint = ""
                 if "@" in str(value) and "@" not in parts.netloc:
                     # A `#`, `?` or `/` in the password ends the address before its `@`.
-                    hint = (
-                        "; if the password holds #, ? or /, percent-encode them (%23, %3F, %2F)"
-                    )
+                    hint = "; percent-encode a #, ? or / in the password (%23, %3F, %2F)"
                 raise ValueError(
                     f"{value.redacted!r} has no valid port: give a number from 1 to 65535 "
                     f"(6379 is Redis's), or none for 6379{hint}"
