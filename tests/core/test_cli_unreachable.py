@@ -248,3 +248,39 @@ def test_both_redis_buses_offer_check(closed_url: str) -> None:
         assert "hunter2" not in str(info.value)
         assert isinstance(info.value, ConnectionError)
         bus.stop(timeout=0)
+
+
+def test_probes_answer_while_dispatch_waits_for_its_backend(closed_url: str, tmp_path: Path) -> None:
+    # The port was bound before the wait and served only after it: every probe hung until its
+    # timeout, so the documented liveness probe restarted a dispatcher waiting for Redis.
+    pytest.importorskip("prometheus_client")
+    import json
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    argv = [
+        *["dispatch", "--sink", "console", "--backend", "redis-streams"],
+        *["--redis-url", closed_url, "--wait-for-backend", "60"],
+        *["--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
+    ]
+    with subprocess.Popen(
+        cli(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        cwd=tmp_path,
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            waiting = proc.stderr.readline()
+            while "waiting up to 60 s" not in waiting:
+                assert waiting, "the dispatcher ended before waiting"
+                waiting = proc.stderr.readline()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as r:
+                assert r.status == 200
+            with pytest.raises(urllib.error.HTTPError) as ready:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3)
+            assert ready.value.code == 503
+            checks = json.loads(ready.value.read())["checks"]
+            assert [(c["name"], c["detail"]) for c in checks] == [("dispatcher", "starting")]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)

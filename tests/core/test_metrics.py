@@ -385,6 +385,43 @@ def test_head_answers_like_get_without_a_body() -> None:
         endpoint.close()
 
 
+def test_a_client_that_leaves_before_the_answer_costs_no_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A probe that timed out while /readyz waited for a frozen backend: the answer hit a closed
+    # socket, the 500 tried after it too, and socketserver printed two tracebacks to stderr,
+    # past the logging filter that scrubs secrets.
+    import socket
+    import struct
+
+    from eventbus_core.metrics._health import Health
+
+    endpoint = MetricsEndpoint("127.0.0.1", 0)
+    answered = threading.Event()
+
+    def slow_health(path: str) -> Health:
+        time.sleep(0.3)  # the client is gone by now
+        answered.set()
+        return Health(())
+
+    endpoint.health = slow_health  # type: ignore[method-assign]
+    endpoint.start()
+    try:
+        for _ in range(3):
+            answered.clear()
+            client = socket.create_connection(("127.0.0.1", endpoint.port))
+            client.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            # Closed with a reset: the server's first write fails at once.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            assert answered.wait(5)
+            time.sleep(0.1)
+    finally:
+        endpoint.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred during processing" not in err
+
+
 # ------------------------------------------------------------------------------------ docs
 
 

@@ -222,6 +222,9 @@ def run(args: argparse.Namespace) -> int:
         from eventbus_core.metrics import MetricsEndpoint
 
         endpoint = MetricsEndpoint(settings.metrics_host, settings.metrics_port)  # binds now
+        # Served from now on: while --wait-for-backend waits, /healthz says alive and /readyz
+        # "starting" (a bound port that never answered failed the liveness probe).
+        endpoint.start()
     try:
         bus = open_bus(args, settings, "eventbus dispatch")
         try:
@@ -264,7 +267,6 @@ def run(args: argparse.Namespace) -> int:
             stats = run_bounded(dispatcher.serve())
         else:
             endpoint.attach(dispatcher, max_lag=settings.ready_max_lag)
-            endpoint.start()
             try:
                 stats = run_bounded(endpoint.run(dispatcher))
             finally:

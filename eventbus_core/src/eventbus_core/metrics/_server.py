@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Final
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._extras import require
@@ -166,9 +166,14 @@ def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
                     self._reply(200, links, "text/plain; charset=utf-8")
                 else:
                     self._reply(404, b"not found: try /metrics, /healthz or /readyz\n")
+            except _CLIENT_GONE as exc:
+                # The scraper or probe gave up first (its timeout, while a figure is slow to
+                # come): nothing to answer, and nobody to answer.
+                log.debug("metrics endpoint: the client of %s left (%r)", path, exc)
             except Exception as exc:  # a probe's bug must answer 500, not kill the server
                 log.warning("metrics endpoint failed on %s: %r", path, exc)
-                self._reply(500, b"internal error (see the dispatcher's log)\n")
+                with contextlib.suppress(OSError):
+                    self._reply(500, b"internal error (see the dispatcher's log)\n")
 
         def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
             self.send_response(status)
@@ -184,13 +189,23 @@ def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+_CLIENT_GONE: Final = (BrokenPipeError, ConnectionResetError)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints the traceback to stderr, past the logging filter that scrubs
+        # secrets: log one line instead.
+        log.debug("metrics endpoint: a request from %s failed", client_address, exc_info=True)
+
+
 def _server_class(host: str) -> type[ThreadingHTTPServer]:
     """The HTTP server for `host`: ThreadingHTTPServer binds IPv4 only, so an IPv6 address
     (`::1`, `::`) gets a subclass of the IPv6 family."""
     if ":" not in host:
-        return ThreadingHTTPServer
+        return _Server
 
-    class IPv6Server(ThreadingHTTPServer):
+    class IPv6Server(_Server):
         address_family = socket.AF_INET6
 
     return IPv6Server
