@@ -250,7 +250,9 @@ def test_both_redis_buses_offer_check(closed_url: str) -> None:
         bus.stop(timeout=0)
 
 
-def test_probes_answer_while_dispatch_waits_for_its_backend(closed_url: str, tmp_path: Path) -> None:
+def test_probes_answer_while_dispatch_waits_for_its_backend(
+    closed_url: str, tmp_path: Path
+) -> None:
     # The port was bound before the wait and served only after it: every probe hung until its
     # timeout, so the documented liveness probe restarted a dispatcher waiting for Redis.
     pytest.importorskip("prometheus_client")
@@ -265,7 +267,11 @@ def test_probes_answer_while_dispatch_waits_for_its_backend(closed_url: str, tmp
         *["--metrics-port", str(port), "--metrics-host", "127.0.0.1"],
     ]
     with subprocess.Popen(
-        cli(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        cli(*argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
         cwd=tmp_path,
     ) as proc:
         try:

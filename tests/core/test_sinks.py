@@ -229,6 +229,58 @@ async def test_a_collector_quoting_the_sinks_own_keys_never_shows_them(
         assert "collector-7f3" not in text and "tok-44556" not in text
 
 
+def test_the_sinks_own_keys_are_masked_however_a_collector_quotes_them() -> None:
+    # Exact echoes were masked; the key JSON-escaped as PHP writes it (`\/`), percent-encoded or
+    # upper-cased reached the log and every dead letter in clear (helper-77).
+    from eventbus_core.sinks._http import HttpTarget
+
+    key = "TrialOps/KEY+abc/def=="
+    target = HttpTarget("http://127.0.0.1:1/x", headers={"X-Api-Key": key}, client=object())  # type: ignore[arg-type]
+    for quoted in (
+        key,
+        key.replace("/", "\\/"),
+        key.upper(),
+        "TrialOps%2FKEY%2Babc%2Fdef%3D%3D",
+        json.dumps({"k": key})[7:-2],
+    ):
+        said = target.mask_own(f"Invalid API key {quoted}, try again")
+        assert said == "Invalid API key [REDACTED], try again", (quoted, said)
+
+
+async def test_a_huge_response_body_is_read_only_up_to_the_bound() -> None:
+    # The sinks read whole bodies: one 50 MB answer raised the dispatcher's memory by 150 MB,
+    # for good. Only the start of a body is ever used.
+    from eventbus_core.sinks._http import _RESPONSE_KEPT, HttpTarget
+
+    big = b"x" * (20 * 1024 * 1024)
+
+    async def answers_big(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        status = 200 if scope["path"] == "/ok" else 500
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+        for at in range(0, len(big), 1 << 20):
+            await send({"type": "http.response.body", "body": big[at : at + (1 << 20)],
+                        "more_body": True})  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(answers_big) as url:
+        for path in ("/ok", "/fail"):
+            target = HttpTarget(f"{url}{path}")
+            try:
+                response = await target.post(b"{}")
+            finally:
+                await target.close()
+            assert len(response.content) == _RESPONSE_KEPT
+            error = target.error_for(response)
+            assert (error is None) == (path == "/ok")
+            if error is not None:
+                assert str(error).startswith("HTTP 500: xxxx") and len(str(error)) < 300
+
+
 async def test_webhook_unreachable_is_transient() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ response body, never a request header: API keys travel only in headers.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import ssl
 import urllib.parse
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["HttpTarget", "check_headers", "check_url"]
 
 _DETAIL_CHARS = 200
+# What is read of a response body at most: all a sink uses is the status, the start of an error
+# message or a partial-success reply. A collector answering with megabytes (50 MB of a 200 once
+# raised the dispatcher's memory by 150 MB, for good) costs no more than this.
+_RESPONSE_KEPT: Final = 64 * 1024
+_CUT: Final = "eventbus_cut"  # the response's extension saying its body was cut at the bound
 
 
 def check_url(url: str, where: str) -> str:
@@ -107,7 +113,7 @@ class HttpTarget:
             require_httpx()
         self.url = url
         self.headers = dict(headers or {})
-        self._own_secrets = _secrets_of(self.headers)
+        self._own_secrets = _secrets_pattern(self.headers)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
@@ -131,7 +137,8 @@ class HttpTarget:
     async def post(
         self, body: bytes, headers: Mapping[str, str] | None = None, *, delivered: int = 0
     ) -> httpx.Response:
-        """POST `body`; return the response whatever its status.
+        """POST `body`; return the response whatever its status, with at most the first
+        `_RESPONSE_KEPT` bytes of its body (decoded).
 
         Raises:
             TransientSinkError: timeout (`error_type` "timeout") or no connection
@@ -141,8 +148,25 @@ class HttpTarget:
 
         where = redact_one_url(self.url)
         try:
-            return await self._get_client().post(
-                self.url, content=body, headers={**self.headers, **(headers or {})}
+            async with self._get_client().stream(
+                "POST", self.url, content=body, headers={**self.headers, **(headers or {})}
+            ) as response:
+                kept = bytearray()
+                cut = False
+                async for chunk in response.aiter_bytes():
+                    kept += chunk
+                    if len(kept) > _RESPONSE_KEPT:
+                        cut = True
+                        del kept[_RESPONSE_KEPT:]
+                        break  # the rest is never read: the connection is closed, not reused
+            # The body is decoded already: headers that describe the encoded one are dropped.
+            described = ("content-encoding", "content-length", "transfer-encoding")
+            return httpx.Response(
+                response.status_code,
+                headers=[(k, v) for k, v in response.headers.multi_items() if k not in described],
+                content=bytes(kept),
+                request=response.request,
+                extensions={_CUT: cut},
             )
         except httpx.TimeoutException as exc:
             raise TransientSinkError(
@@ -175,11 +199,10 @@ class HttpTarget:
 
     def mask_own(self, text: str) -> str:
         """`text` with every value of this target's headers (and each long word of one: the
-        token after `Bearer`) replaced by the mask."""
-        for secret in self._own_secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        token after `Bearer`) replaced by the mask, in any case, JSON-escaped or
+        percent-encoded as a receiver may quote it back."""
+        pattern = self._own_secrets
+        return text if pattern is None else pattern.sub(MASK, text)
 
     async def close(self) -> None:
         """Close the client, if this object built it."""
@@ -201,7 +224,9 @@ def require_httpx() -> None:
 def _detail(response: httpx.Response, scrub: Callable[[str], str]) -> str:
     kind = response.headers.get("content-type", "")
     if kind and not any(t in kind for t in ("text", "json", "xml")):
-        return f"({len(response.content)} bytes of {kind.split(';')[0]})"
+        size = len(response.content)
+        more = "more than " if response.extensions.get(_CUT) else ""
+        return f"({more}{size} bytes of {kind.split(';')[0]})"
     # Masked before the cut, or a secret quoted across it would show its first part. (A cut
     # further on leaves room for the longest value a scrub replaces.)
     text = scrub(response.text[: 4 * _DETAIL_CHARS])
@@ -215,15 +240,22 @@ _SECRET_MIN: Final = 6
 _NOT_SECRET: Final = frozenset({"content-type", "accept", "content-encoding", "user-agent"})
 
 
-def _secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """The texts to mask in messages for `headers`: each value, and each word of one that is
-    long enough to be a credential by itself (`Bearer <key>`, `Basic <b64>`); longest first, so
-    that a whole value is masked before a part of it."""
+def _secrets_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
+    """What to mask in messages for `headers` (None: nothing): each value, and each word of one
+    that is long enough to be a credential by itself (`Bearer <key>`, `Basic <b64>`), as it is,
+    JSON-escaped (`/` as `\\/` too, as PHP writes it) and percent-encoded, in any case; longest
+    first, so that a whole value is masked before a part of it."""
     found: set[str] = set()
     for name, value in headers.items():
         if name.lower() in _NOT_SECRET:
             continue  # "application/json" masked in a 415's message would only garble it
         for text in (value.strip(), *value.split()):
             if len(text) >= _SECRET_MIN:
-                found.add(text)
-    return tuple(sorted(found, key=len, reverse=True))
+                escaped = json.dumps(text)[1:-1]
+                found.update(
+                    (text, escaped, escaped.replace("/", "\\/"), urllib.parse.quote(text, safe=""))
+                )
+    if not found:
+        return None
+    forms = sorted(found, key=len, reverse=True)
+    return re.compile("|".join(re.escape(form) for form in forms), re.IGNORECASE)
