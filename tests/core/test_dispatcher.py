@@ -23,6 +23,7 @@ from eventbus_core import (
     PermanentSinkError,
     RetryPolicy,
     Subscription,
+    TransientSinkError,
 )
 from eventbus_core.sinks.jsonl import JsonlSink
 from tests.core.conftest_dispatch import (
@@ -185,6 +186,30 @@ async def test_dead_lettered_counts_as_done_but_a_failed_dead_letter_is_not_acke
     d.request_stop()
     await task
     assert sorted(source.acked) == list(range(1, 11))
+
+
+async def test_a_retry_cut_short_by_the_stop_is_not_counted_as_retried() -> None:
+    # "retried" counted each retry as it was scheduled: a stop during a long Retry-After read
+    # "retried: 10" after one request.
+    class SaysLater(RecordingSink):
+        calls = 0
+
+        async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+            self.calls += 1
+            raise TransientSinkError("HTTP 429", retry_after=100.0)
+
+    source = ListSource(make_events(10))
+    sink = SaysLater("later")
+    d = Dispatcher(source, [sink], batch_size=10, flush_interval=0.01, shutdown_timeout=0.05)
+    task = asyncio.create_task(d.run())
+    while not sink.calls:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    d.request_stop()
+    stats = await task
+    s = stats.sinks["later"]
+    assert sink.calls == 1 and s.retried == 0 and s.requeued == 10
+    balanced(stats)
 
 
 async def test_shutdown_hands_back_unsent_events_of_a_durable_source() -> None:

@@ -171,6 +171,21 @@ async def test_spans_follow_the_genai_conventions_with_exact_timing() -> None:
     assert spans[0].span_id != spans[1].span_id
 
 
+async def test_the_value_length_limit_cuts_span_attributes_not_the_resource() -> None:
+    # `max_value_chars` cut `service.name` too ("svc-opt" became "svc-o"), so a backend filed
+    # the traces under another service; OpenTelemetry's limits are for span attributes.
+    with Receiver().running() as rx:
+        await dispatch(
+            [chat_event(1)],
+            {"endpoint": rx.url + "/v1/traces", "service_name": "svc-opt", "max_value_chars": "5"},
+        )
+    [request] = rx.requests
+    [resource_spans] = decode(request.body, request.headers).resource_spans
+    assert attrs(resource_spans.resource.attributes)["service.name"] == "svc-opt"
+    [span] = resource_spans.scope_spans[0].spans
+    assert attrs(span.attributes)["url.path"] == "/v1/c"
+
+
 async def test_no_credential_appears_anywhere_in_the_request() -> None:
     with Receiver().running() as rx:
         await dispatch(

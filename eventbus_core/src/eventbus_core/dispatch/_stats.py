@@ -20,7 +20,7 @@ class SinkStats:
     Attributes:
         received: Events queued for this sink.
         sent: Events the sink accepted.
-        retried: Event sends retried (a batch of 10 retried twice adds 20).
+        retried: Event sends retried, counted as sent again (a batch of 10 retried twice adds 20).
         dead_lettered: Events written to the dead-letter destination.
         dropped: Events lost because even the dead-letter destination failed (logged at
             ERROR), or left over at shutdown from a source that cannot take them back.

@@ -211,7 +211,6 @@ class SinkWorker:
                 break
             retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
             delay = self.retry.delay(attempt, retry_after)
-            self.stats.retried += len(batch)
             log.info(
                 "sink %s: batch of %d failed (attempt %d, %s: %s); retrying in %.3f s",
                 self.name,
@@ -223,6 +222,8 @@ class SinkWorker:
             )
             exc = None
             await asyncio.sleep(delay)
+            # Counted as it is sent again: a stop during the delay hands the batch back unsent.
+            self.stats.retried += len(batch)
         self.stats.record_latency(time.monotonic() - started)
         self.current = []  # accounted for: a cancellation from here on must not requeue it
         await self.lane.settle(batch, ok=ok)

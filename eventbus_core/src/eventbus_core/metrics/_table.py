@@ -153,7 +153,8 @@ METRICS: Final[tuple[Metric, ...]] = (
         "eventbus.sink.retried",
         "counter",
         _E,
-        "Events sent again after a failed attempt.",
+        "Events sent again after a failed attempt (counted as they are sent again: a stop "
+        "during the retry delay hands them back, in `requeued`).",
         ("sink",),
         "dispatcher",
         sink("retried"),

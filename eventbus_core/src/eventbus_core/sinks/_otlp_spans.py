@@ -128,7 +128,9 @@ class SpanEncoder:
             scope=InstrumentationScope(name="eventbus", version=self.scope_version),
             spans=[self.span(p) for p in batch],
         )
-        resource = Resource(attributes=self._key_values(self.resource))
+        # Resource attributes are exempt from the value length limit (OpenTelemetry's
+        # attribute limits apply to spans): a cut `service.name` filed traces elsewhere.
+        resource = Resource(attributes=self._key_values(self.resource, limit=0))
         return ExportTraceServiceRequest(
             resource_spans=[ResourceSpans(resource=resource, scope_spans=[scope])]
         )
@@ -183,12 +185,15 @@ class SpanEncoder:
 
     # ------------------------------------------------------------------- value encoding
 
-    def _key_values(self, attrs: Mapping[str, Any]) -> list[KeyValue]:
+    def _key_values(self, attrs: Mapping[str, Any], *, limit: int | None = None) -> list[KeyValue]:
+        """`attrs` as OTLP key-values, strings cut at `limit` characters (None: the value
+        length limit, `max_value_chars`; 0: none)."""
         from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-        return [KeyValue(key=k, value=self._any(v)) for k, v in attrs.items()]
+        cut = self.max_value_chars if limit is None else limit
+        return [KeyValue(key=k, value=self._any(v, cut)) for k, v in attrs.items()]
 
-    def _any(self, value: Any) -> AnyValue:
+    def _any(self, value: Any, limit: int) -> AnyValue:
         from opentelemetry.proto.common.v1.common_pb2 import (
             AnyValue,
             ArrayValue,
@@ -203,13 +208,15 @@ class SpanEncoder:
         if isinstance(value, float):
             return AnyValue(double_value=value)
         if isinstance(value, list | tuple):
-            return AnyValue(array_value=ArrayValue(values=[self._any(v) for v in value]))
+            return AnyValue(array_value=ArrayValue(values=[self._any(v, limit) for v in value]))
         if isinstance(value, dict):
             pairs = [
-                KeyValue(key=str(k), value=self._any(v)) for k, v in value.items() if v is not None
+                KeyValue(key=str(k), value=self._any(v, limit))
+                for k, v in value.items()
+                if v is not None
             ]
             return AnyValue(kvlist_value=KeyValueList(values=pairs))
         text = "" if value is None else str(value)
-        if self.max_value_chars and len(text) > self.max_value_chars:
-            text = text[: self.max_value_chars]
+        if limit and len(text) > limit:
+            text = text[:limit]
         return AnyValue(string_value=text)
