@@ -324,7 +324,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         if not first:
             # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
             # figures are final once it returns, so wait for it, within this call's own time.
-            self._stop_done.wait(None if math.isinf(wait) else wait + _CONFIRM + _GRACE)
+            self._stop_done.wait(min(wait + _CONFIRM + _GRACE, threading.TIMEOUT_MAX))
             return
         try:
             deadline = time.monotonic() + wait

@@ -20,7 +20,6 @@ child, each process reading Redis for its own copy), and its consumers (see
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 import weakref
@@ -243,7 +242,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         if not first:
             # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
             # figures are final once it returns, so wait for it, within this call's own time.
-            self._stop_done.wait(None if math.isinf(wait) else wait)
+            self._stop_done.wait(wait)  # stop_wait() keeps it within what waits accept
             return
         try:
             deadline = time.monotonic() + wait
