@@ -226,3 +226,30 @@ def test_publish_path_setting_reaches_the_memory_bus(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("EVENTBUS_PUBLISH_PATH", "sideways")
     with pytest.raises(ValueError, match="EVENTBUS_PUBLISH_PATH"):
         EventBusSettings()
+
+
+@pytest.mark.parametrize("end", ["closed", "stopped"])
+def test_a_loop_closed_or_stopped_by_hand_hands_its_events_to_a_thread(end: str) -> None:
+    # run_until_complete() returning, or loop.close(), cancels no task: the shutdown guard
+    # never ran, and the drain timer armed on the dead loop never fired. 4,999 of 5,000
+    # events never reached a consumer thread (helper-76).
+    bus = InMemoryEventBus(10_000)
+    sub = bus.subscribe()
+
+    async def main() -> None:
+        for i in range(5000):
+            bus.publish(make_event(i))
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        if end == "closed":
+            loop.close()
+        got = [sub.get(timeout=5) for _ in range(5000)]  # no flush(), no stop()
+        assert [e.request_id for e in got] == [f"req-{i}" for i in range(5000)]
+        assert bus.stats().queue_depth == 0
+    finally:
+        bus.stop(5)
+        loop.close()

@@ -656,3 +656,43 @@ def test_the_events_left_when_the_loop_ends_are_written_before_asyncio_run_retur
     assert real.llen(bus.key) == 300  # no flush(), no stop(): the loop's end wrote them
     bus.stop(5)
     assert bus.stats().extra["written"] == 300
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-streams"])
+def test_jobs_run_with_run_until_complete_are_written_between_jobs(
+    real: redis.Redis, prefix: str, backend: str
+) -> None:
+    # A worker that runs each job with loop.run_until_complete() on a loop it keeps: each
+    # job's event was written only when the next job ran (0 of 1, 1 of 2, ...), since no task
+    # is cancelled between jobs and the drain timer waited on the stopped loop (helper-76).
+    settings = EventBusSettings(
+        backend=backend, redis_url=redis_url(), redis_key=f"{prefix}:log",
+        redis_stream=f"{prefix}:stream",
+    )  # fmt: skip
+    bus = create_bus(settings)
+    assert isinstance(bus, RedisEventBus | RedisStreamsEventBus)
+    loop = asyncio.new_event_loop()
+
+    async def job(i: int) -> None:
+        await asyncio.sleep(0.01)
+        bus.publish(make_event(i))
+
+    try:
+        for i in range(3):
+            loop.run_until_complete(job(i))
+            deadline = time.monotonic() + 5
+            while bus.stats().extra["written"] < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.02)  # no flush(): nothing else asks for the write
+            assert bus.stats().extra["written"] == i + 1, f"after job {i}"
+    finally:
+        bus.stop(5)
+
+        async def end_tasks() -> None:  # as asyncio.run() would: no warning at exit
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        loop.run_until_complete(end_tasks())
+        loop.close()
+    assert bus.stats().extra["written"] == 3 and bus.stats().lost == 0

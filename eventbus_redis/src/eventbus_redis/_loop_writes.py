@@ -37,7 +37,9 @@ way is refused if it arrives after the thread's renewal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +54,14 @@ if TYPE_CHECKING:
     from eventbus_redis._writer import BatchWriter
 
 __all__ = ["LoopWrites"]
+
+# Those coroutines never start when the loop stops right after it was handed them (a loop
+# driven by run_until_complete(), or closed by hand): a thread takes their work over (see the
+# module docstring), so Python's warning about them at exit is noise. Those messages only.
+for _name in ("LoopWrites._io", "LoopConnection._keep"):
+    warnings.filterwarnings(
+        "ignore", message=f"coroutine '{_name}' was never awaited", category=RuntimeWarning
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -163,6 +173,10 @@ class LoopWrites:
         )
         self._in_flight = rec
         task = loop.create_task(self._io(rec), name="eventbus-redis-loop-write")
+        # A loop stopped or closed by hand (not by asyncio.run()) leaves the task pending: the
+        # thread that takes over writes its batch again, so its end is no news.
+        with contextlib.suppress(AttributeError):
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

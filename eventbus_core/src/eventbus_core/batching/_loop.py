@@ -16,6 +16,11 @@ what is left:
   end, the guard task among them): the guard also waits, up to the batcher's `exit_timeout`,
   until the thread has delivered what was accepted, as the process may end with the loop;
 - a wake finds the loop closed, or no longer running;
+- the loop watch finds it so, with events accepted and not delivered: a loop driven by
+  `run_until_complete()` between two jobs, or closed by hand, cancels no task, and no wake may
+  come (the events published before are all there is). One daemon thread per process looks at
+  every loop that drains, every `_WATCH_EVERY` seconds, and does nothing else: its few wakes a
+  second cost a saturated server nothing it could measure;
 - `close()` and `flush()` never wait for the loop: they drain in the caller's thread.
 """
 
@@ -23,8 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 import time
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from eventbus_core.batching._batcher import Batcher
@@ -32,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["LoopDriver"]
 
 _BUSY_RETRY = 0.001  # seconds before a drain retries when another thread holds the cycle
+_WATCH_EVERY: Final = 0.2  # seconds between two looks of the loop watch
 
 
 class LoopDriver:
@@ -62,7 +71,17 @@ class LoopDriver:
         # A loop closed without cancelling its tasks must not log the guard as destroyed.
         with contextlib.suppress(AttributeError):
             self._guard._log_destroy_pending = False  # type: ignore[attr-defined]
+        _WATCH.add(self)
         self.kick()
+
+    def check_loop(self) -> None:
+        """From the loop watch's thread: hand over to a thread if the loop is closed or no
+        longer runs while events accepted are not delivered (nothing else would drain them)."""
+        if self._retired:
+            return
+        loop = self.loop
+        if (loop.is_closed() or not loop.is_running()) and self._batcher.pending():
+            self._batcher.switch_to_thread(self)
 
     async def _watch_shutdown(self) -> None:
         try:
@@ -194,6 +213,7 @@ class LoopDriver:
         if self._retired:
             return
         self._retired = True
+        _WATCH.discard(self)
         if asyncio._get_running_loop() is self.loop:
             self._cancel()
             return
@@ -224,3 +244,52 @@ class LoopDriver:
 
     def alive(self) -> bool:
         return not self._retired
+
+
+class _LoopWatch:
+    """The process's loop watch: a daemon thread, running while loop drivers are, that asks
+    each of them every `_WATCH_EVERY` seconds to look at its loop (`LoopDriver.check_loop`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drivers: weakref.WeakSet[LoopDriver] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def add(self, driver: LoopDriver) -> None:
+        with self._lock:
+            self._drivers.add(driver)
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="eventbus-loop-watch", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # the interpreter is shutting down: its exit drains
+                    return
+                self._thread = thread
+
+    def discard(self, driver: LoopDriver) -> None:
+        with self._lock:
+            self._drivers.discard(driver)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(_WATCH_EVERY)
+            with self._lock:
+                drivers = list(self._drivers)
+                if not drivers:
+                    self._thread = None
+                    return
+            for driver in drivers:
+                try:
+                    driver.check_loop()
+                except Exception:  # never let one driver's trouble end the watch of the others
+                    continue
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread survives: the watch starts again with the child's drivers.
+        self._lock = threading.Lock()
+        self._drivers = weakref.WeakSet()
+        self._thread = None
+
+
+_WATCH: Final = _LoopWatch()
+os.register_at_fork(after_in_child=_WATCH.after_fork_in_child)
