@@ -123,6 +123,40 @@ def test_a_second_stop_meanwhile_returns_once_the_first_is_done(server: Throwawa
     assert sub.finished
 
 
+def test_a_stop_called_inside_stop_by_a_signal_handler_returns_at_once(
+    server: ThrowawayNats,
+) -> None:
+    # The handler runs on the thread inside the first stop(): it must not wait for itself.
+    import signal
+
+    bus = NatsEventBus(server.url, stream="INNER", subject="inner.events", buffer_size=1000)
+    for i in range(10):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    server.pause()
+    inner: list[float] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        began = time.monotonic()
+        bus.stop(math.inf)
+        inner.append(time.monotonic() - began)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        for i in range(10, 30):
+            bus.publish(make_event(i))
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        began = time.monotonic()
+        bus.stop(1.5)
+        took = time.monotonic() - began
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        server.resume()
+    assert inner and inner[0] < 0.5, inner
+    assert took < 3.5, f"stop(1.5) took {took:.2f} s"
+
+
 @pytest.mark.parametrize("fault", ["frozen", "killed"])
 def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault: str) -> None:
     bus = NatsEventBus(server.url, stream="BOUNDED", subject="bounded.events", buffer_size=1000)

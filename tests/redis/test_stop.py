@@ -174,6 +174,39 @@ def test_a_second_stop_meanwhile_returns_once_the_first_is_done(
     assert sub.finished
 
 
+def test_a_stop_called_inside_stop_by_a_signal_handler_returns_at_once(
+    server: ThrowawayRedis,
+) -> None:
+    # The handler runs on the thread that is inside the first stop(): waiting for that stop
+    # would wait for itself (its whole timeout, and for ever with math.inf), holding the first.
+    bus = create_bus(EventBusSettings(backend="redis", redis_url=server.url))
+    for i in range(50):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    os.kill(server.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    for i in range(50, 100):
+        bus.publish(make_event(i))
+    inner: list[float] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        began = time.monotonic()
+        bus.stop(math.inf)
+        inner.append(time.monotonic() - began)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        began = time.monotonic()
+        bus.stop(1.5)
+        took = time.monotonic() - began
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert inner and inner[0] < 0.5, inner
+    assert took < 3.0, f"stop(1.5) took {took:.2f} s"
+    assert bus.stats().lost == 50
+
+
 @pytest.mark.parametrize("bus_class", [RedisEventBus, RedisStreamsEventBus])
 def test_stop_is_bounded_with_a_client_that_has_no_timeouts(
     server: ThrowawayRedis, bus_class: type[RedisEventBus | RedisStreamsEventBus]

@@ -135,6 +135,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self.max_deliveries = max_deliveries
         self._stopped = False
         self._stop_done = threading.Event()  # a concurrent stop() waits for the first one
+        self._stopping_thread: int | None = None  # the thread running the first stop()
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._followers: list[Follower] = []
         self._consumers: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
@@ -320,8 +321,12 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         with self._subs_lock:
             first = not self._stopped
             self._stopped = True
+            if first:
+                self._stopping_thread = threading.get_ident()
             followers = list(self._followers)
         if not first:
+            if self._stopping_thread == threading.get_ident():
+                return  # called inside the first stop() (a signal handler): it cannot wait
             # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
             # figures are final once it returns, so wait for it, within this call's own time.
             self._stop_done.wait(min(wait + _CONFIRM + _GRACE, threading.TIMEOUT_MAX))

@@ -94,6 +94,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         self._tailer = None
         self._stopped = False
         self._stop_done = threading.Event()  # a concurrent stop() waits for the first one
+        self._stopping_thread: int | None = None  # the thread running the first stop()
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
         appender = TransactionAppender(
@@ -239,7 +240,11 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         with self._subs_lock:
             first = not self._stopped
             self._stopped = True
+            if first:
+                self._stopping_thread = threading.get_ident()
         if not first:
+            if self._stopping_thread == threading.get_ident():
+                return  # called inside the first stop() (a signal handler): it cannot wait
             # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
             # figures are final once it returns, so wait for it, within this call's own time.
             self._stop_done.wait(wait)  # stop_wait() keeps it within what waits accept
