@@ -281,6 +281,49 @@ async def test_a_huge_response_body_is_read_only_up_to_the_bound() -> None:
                 assert str(error).startswith("HTTP 500: xxxx") and len(str(error)) < 300
 
 
+async def test_a_compressed_response_is_undone_within_the_bound() -> None:
+    # httpx asked for gzip and undid each chunk whole: a 200 KB gzip reply inflated to 200 MB
+    # in memory (review-e). Identity is asked for; what comes compressed anyway is undone here,
+    # within the bound, and a body past it is left out.
+    import gzip
+    import resource
+    import zlib
+
+    from eventbus_core.sinks._http import _RESPONSE_KEPT, HttpTarget
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, made piecewise
+    zeros = b"\0" * (1024 * 1024)
+    bomb = b"".join([*(packer.compress(zeros) for _ in range(200)), packer.flush()])
+    small = gzip.compress(b'{"error": "quota exceeded"}')
+    asked: list[bytes] = []
+
+    async def answers_gzip(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        asked.append(dict(scope["headers"]).get(b"accept-encoding", b""))
+        body, status = (bomb, 200) if scope["path"] == "/bomb" else (small, 429)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-encoding", b"gzip")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with serve(answers_gzip) as url:
+        bomb_target, small_target = HttpTarget(f"{url}/bomb"), HttpTarget(f"{url}/small")
+        try:
+            bombed = await bomb_target.post(b"{}")
+            refused = await small_target.post(b"{}")
+        finally:
+            await bomb_target.close()
+            await small_target.close()
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert asked == [b"identity", b"identity"]
+    assert bombed.status_code == 200 and len(bombed.content) <= _RESPONSE_KEPT
+    assert grown_kb < 50 * 1024, f"memory grew by {grown_kb} KB"
+    assert "quota exceeded" in str(small_target.error_for(refused))
+
+
 async def test_webhook_unreachable_is_transient() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,6 +22,7 @@ from eventbus_core._log import get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._redact import MASK
 from eventbus_core.redact._secrets import redact_one_url, redact_url
+from eventbus_core.transform._llm import _decompress
 
 if TYPE_CHECKING:
     import httpx
@@ -149,22 +150,34 @@ class HttpTarget:
         where = redact_one_url(self.url)
         try:
             async with self._get_client().stream(
-                "POST", self.url, content=body, headers={**self.headers, **(headers or {})}
+                "POST",
+                self.url,
+                content=body,
+                # Compressed, a few KB could inflate to gigabytes as httpx decodes each chunk
+                # whole; the body is undone here instead, within the bound (below).
+                headers={"Accept-Encoding": "identity", **self.headers, **(headers or {})},
             ) as response:
                 kept = bytearray()
                 cut = False
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_raw():
                     kept += chunk
                     if len(kept) > _RESPONSE_KEPT:
                         cut = True
                         del kept[_RESPONSE_KEPT:]
                         break  # the rest is never read: the connection is closed, not reused
-            # The body is decoded already: headers that describe the encoded one are dropped.
+            content = bytes(kept)
+            encoding = response.headers.get("content-encoding")
+            if encoding and encoding.strip().lower() != "identity":
+                # Sent compressed all the same: undone within the bound, or left out.
+                content, error, too_large = _decompress(content, encoding, _RESPONSE_KEPT)
+                if error or too_large:
+                    content, cut = b"", True
+            # The body is decoded: headers that describe the encoded one are dropped.
             described = ("content-encoding", "content-length", "transfer-encoding")
             return httpx.Response(
                 response.status_code,
                 headers=[(k, v) for k, v in response.headers.multi_items() if k not in described],
-                content=bytes(kept),
+                content=content,
                 request=response.request,
                 extensions={_CUT: cut},
             )
