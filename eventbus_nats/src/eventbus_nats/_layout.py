@@ -101,6 +101,10 @@ class StreamLayout:
         subjects = list(info.config.subjects or [])
         if any(subject_matches(pattern, subject) for pattern in subjects):
             return None
+        if info.config.mirror is not None or info.config.sources:
+            # A mirror (or a stream sourcing others) takes no subject of its own, yet holds the
+            # messages under theirs: reading it is the operator's design.
+            return None
         return (
             f"NATS stream {info.config.name} exists but does not take subject {subject!r} (its "
             f"subjects: {', '.join(subjects) or 'none'}): set EVENTBUS_NATS_SUBJECT to the "
