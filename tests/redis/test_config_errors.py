@@ -59,9 +59,11 @@ def test_the_cli_names_the_flag_for_a_database_that_is_not_a_number(
         ("no_such_option=1", "query option redis-py does not take here: 'no_such_option'"),
         # A negative duration: redis-py took it and failed at every connect with "Timeout
         # value out of range" (the command said "internal error", exit 1).
-        ("socket_timeout=-1", "socket_timeout=-1 is negative: give a number of seconds"),
-        ("socket_connect_timeout=-0.5", "socket_connect_timeout=-0.5 is negative"),
-        ("health_check_interval=-5", "health_check_interval=-5 is negative"),
+        ("socket_timeout=-1", "socket_timeout=-1 is not a duration: give a finite number"),
+        ("socket_connect_timeout=-0.5", "socket_connect_timeout=-0.5 is not a duration"),
+        ("health_check_interval=-5", "health_check_interval=-5 is not a duration"),
+        ("socket_timeout=nan", "socket_timeout=nan is not a duration"),
+        ("socket_connect_timeout=1e400", "socket_connect_timeout=inf is not a duration"),
     ],
 )
 def test_a_query_option_redis_py_does_not_take_is_a_configuration_error(

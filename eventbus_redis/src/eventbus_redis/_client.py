@@ -6,6 +6,7 @@ start while Redis is unreachable.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Final
 
@@ -92,11 +93,14 @@ _DURATIONS: Final = ("socket_timeout", "socket_connect_timeout", "health_check_i
 
 
 def _check_durations(options: dict[str, Any]) -> None:
-    """Raise ValueError, naming the option, for a negative duration among `options`."""
+    """Raise ValueError, naming the option, for a duration among `options` that is negative or
+    not finite (`nan`, `inf`: socket timeouts refuse them too)."""
     for name in _DURATIONS:
         value = options.get(name)
-        if isinstance(value, int | float) and value < 0:
-            raise ValueError(f"{name}={value:g} is negative: give a number of seconds, 0 or more")
+        if isinstance(value, int | float) and not 0 <= value < math.inf:
+            raise ValueError(
+                f"{name}={value:g} is not a duration: give a finite number of seconds, 0 or more"
+            )
 
 
 def describe_client(client: Any) -> str:
