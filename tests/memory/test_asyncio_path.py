@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from eventbus_core import BusStats, EventBus, EventBusSettings, Subscription, create_bus
-from eventbus_core.batching import LoopDriver, ThreadDriver
+from eventbus_core.batching import LoopDriver, ThreadDriver, check_fork
 from eventbus_core.testing import BusContractTests, make_event
 from eventbus_memory import InMemoryEventBus
 from tests._loop_host import LoopThread, PublishOnLoop
@@ -253,3 +254,56 @@ def test_a_loop_closed_or_stopped_by_hand_hands_its_events_to_a_thread(end: str)
     finally:
         bus.stop(5)
         loop.close()
+
+
+def _fork_without_hooks() -> int:
+    """fork() as uWSGI makes its workers: from C, no Python fork hook runs."""
+    import ctypes
+
+    return int(ctypes.PyDLL(None).fork())
+
+
+@pytest.mark.parametrize("fork", [os.fork, _fork_without_hooks], ids=["os.fork", "no-hooks"])
+def test_a_forked_child_watches_its_own_loops(fork: Any) -> None:
+    # The watch thread is the parent's: a child whose loop stops with events must start its own
+    # (also when the fork is found later, by check_fork(): the watch kept its dead thread).
+    bus = InMemoryEventBus(10_000)
+    loop = asyncio.new_event_loop()
+
+    async def publish(n: int) -> None:
+        for i in range(n):
+            bus.publish(make_event(i))
+            if i % 100 == 0:
+                await asyncio.sleep(0)  # the rest wait for the drain timer, then the watch
+
+    loop.run_until_complete(publish(10))  # the parent's watch runs from here on
+    loop.close()
+    assert bus.flush(5)
+    read, write = os.pipe()
+    pid = fork()
+    if pid == 0:  # the child: report how many its consumer thread got, without flush()
+        try:
+            check_fork()  # found now (as a wake would): the child's own state from here on
+            sub = bus.subscribe()
+            got = [0]
+
+            def consume() -> None:
+                for _ in sub:
+                    got[0] += 1
+
+            threading.Thread(target=consume, daemon=True).start()
+            child_loop = asyncio.new_event_loop()
+            child_loop.run_until_complete(publish(500))
+            deadline = time.monotonic() + 5
+            while got[0] < 500 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.write(write, str(got[0]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert int(os.read(read, 100) or b"-1") == 500
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+        bus.stop(5)

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Final
+
+from eventbus_core.batching._fork import at_fork
 
 if TYPE_CHECKING:
     from eventbus_core.batching._batcher import Batcher
@@ -292,4 +293,6 @@ class _LoopWatch:
 
 
 _WATCH: Final = _LoopWatch()
-os.register_at_fork(after_in_child=_WATCH.after_fork_in_child)
+# The package's fork hooks: they also run when check_fork() finds a fork Python was not told of
+# (uWSGI's), where the watch's lock may be held and its thread is gone.
+at_fork(after_in_child=_WATCH.after_fork_in_child)
