@@ -422,6 +422,24 @@ def test_a_client_that_leaves_before_the_answer_costs_no_traceback(
     assert "Traceback" not in err and "Exception occurred during processing" not in err
 
 
+def test_a_connection_error_inside_a_probe_still_answers_500() -> None:
+    # Only the write of the answer may find the client gone: a ConnectionResetError raised while
+    # a probe asks its backend is the probe's failure, answered 500, not a client that left.
+    endpoint = MetricsEndpoint("127.0.0.1", 0)
+
+    def failing_health(path: str) -> Any:
+        raise ConnectionResetError("the backend reset the connection")
+
+    endpoint.health = failing_health  # type: ignore[method-assign]
+    endpoint.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/readyz", timeout=10)
+        assert answer.value.code == 500
+    finally:
+        endpoint.close()
+
+
 # ------------------------------------------------------------------------------------ docs
 
 

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -154,26 +155,30 @@ def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             try:
-                if path == "/metrics":
-                    body, content_type = endpoint.metrics(self.headers.get("Accept"))
-                    self._reply(200, body, content_type)
-                elif path in ("/healthz", "/readyz"):
-                    health = endpoint.health(path)
-                    body = json.dumps(health.as_dict()).encode() + b"\n"
-                    self._reply(200 if health.ok else 503, body, "application/json")
-                elif path == "/":
-                    links = b"eventbus dispatcher: /metrics /healthz /readyz\n"
-                    self._reply(200, links, "text/plain; charset=utf-8")
-                else:
-                    self._reply(404, b"not found: try /metrics, /healthz or /readyz\n")
-            except _CLIENT_GONE as exc:
-                # The scraper or probe gave up first (its timeout, while a figure is slow to
-                # come): nothing to answer, and nobody to answer.
-                log.debug("metrics endpoint: the client of %s left (%r)", path, exc)
+                status, body, content_type = self._answer(path)
             except Exception as exc:  # a probe's bug must answer 500, not kill the server
                 log.warning("metrics endpoint failed on %s: %r", path, exc)
-                with contextlib.suppress(OSError):
-                    self._reply(500, b"internal error (see the dispatcher's log)\n")
+                status, body = 500, b"internal error (see the dispatcher's log)\n"
+                content_type = "text/plain"
+            try:
+                self._reply(status, body, content_type)
+            except _CLIENT_GONE as exc:
+                # The scraper or probe gave up first (its timeout, while a figure was slow to
+                # come): nothing to answer, and nobody to answer.
+                log.debug("metrics endpoint: the client of %s left (%r)", path, exc)
+
+        def _answer(self, path: str) -> tuple[int, bytes, str]:
+            if path == "/metrics":
+                body, content_type = endpoint.metrics(self.headers.get("Accept"))
+                return 200, body, content_type
+            if path in ("/healthz", "/readyz"):
+                health = endpoint.health(path)
+                body = json.dumps(health.as_dict()).encode() + b"\n"
+                return 200 if health.ok else 503, body, "application/json"
+            if path == "/":
+                links = b"eventbus dispatcher: /metrics /healthz /readyz\n"
+                return 200, links, "text/plain; charset=utf-8"
+            return 404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain"
 
         def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
             self.send_response(status)
@@ -195,8 +200,11 @@ _CLIENT_GONE: Final = (BrokenPipeError, ConnectionResetError)
 class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints the traceback to stderr, past the logging filter that scrubs
-        # secrets: log one line instead.
-        log.debug("metrics endpoint: a request from %s failed", client_address, exc_info=True)
+        # secrets: it goes through the log instead (a client that left: one DEBUG line).
+        if isinstance(sys.exc_info()[1], _CLIENT_GONE):
+            log.debug("metrics endpoint: the client %s left", client_address)
+        else:
+            log.warning("metrics endpoint: a request from %s failed", client_address, exc_info=True)
 
 
 def _server_class(host: str) -> type[ThreadingHTTPServer]:
