@@ -286,6 +286,7 @@ def test_probes_answer_while_dispatch_waits_for_its_backend(
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3)
             assert ready.value.code == 503
             checks = json.loads(ready.value.read())["checks"]
+            ready.value.close()
             assert [(c["name"], c["detail"]) for c in checks] == [("dispatcher", "starting")]
         finally:
             proc.send_signal(signal.SIGTERM)

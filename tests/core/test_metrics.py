@@ -435,6 +435,7 @@ def test_a_connection_error_inside_a_probe_still_answers_500() -> None:
     try:
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/readyz", timeout=10)
+        answer.value.close()
         assert answer.value.code == 500
     finally:
         endpoint.close()
