@@ -174,6 +174,33 @@ def test_identical_entries_read_in_several_chunks_are_each_delivered_once(
         assert sub.qsize() == 0 and sub.stats().dropped == 0 and not sub.gaps
 
 
+def test_a_full_log_trimmed_at_every_push_is_read_past_repeated_entries(
+    client: redis.Redis, prefix: str
+) -> None:
+    # A log at its trim length trims at every push: the anchor's place alone no longer tells
+    # it from a copy pushed since, and all six entries below were skipped with no gap
+    # (review-e). The entries below the anchor, remembered with it, tell them apart.
+    key = f"{prefix}:fulltrim"
+    hc = '{"RequestID":"hc","Method":"GET","Path":"/health","Status":200,"Duration":1000}'
+
+    def chat(n: int) -> str:
+        return f'{{"RequestID":"c{n}","Method":"POST","Path":"/v1/chat","Status":200}}'
+
+    client.lpush(key, chat(0), hc, chat(1), hc, chat(2))  # full: 5 entries, newest chat(2)
+    with RedisEventBus.log(client, key, ttl=60, max_len=5, poll=0.05) as bus:
+        sub = bus.subscribe()
+        time.sleep(0.2)  # its start is read: chat(2) is the anchor
+        for n in range(3, 6):
+            pipe = client.pipeline(transaction=True)
+            pipe.lpush(key, chat(n), hc)
+            pipe.ltrim(key, 0, 4)
+            pipe.execute()
+            got = [sub.get(timeout=10).request_id for _ in range(2)]
+            assert got == [f"c{n}", "hc"], (n, got)
+        time.sleep(0.2)
+        assert sub.qsize() == 0 and not sub.gaps
+
+
 def test_interleaved_go_writers_each_event_delivered_exactly_once(
     client: redis.Redis, prefix: str
 ) -> None:

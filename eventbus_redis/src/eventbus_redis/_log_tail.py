@@ -1,7 +1,8 @@
 """`LogTailer`: follows a Redis LIST log for subscriptions, reading only what is new.
 
 Each subscription remembers the raw entry it read last (its anchor) and the highest LogID it
-was handed, and where the anchor was. LPUSH adds only above the anchor and LTRIM removes only
+was handed, where the anchor was and the entries below it (which tell it from an identical
+entry pushed since). LPUSH adds only above the anchor and LTRIM removes only
 below it, so one read-only script (LINDEX or LPOS, then LRANGE) returns exactly the new
 entries, whoever pushed them and in whatever LogID order: a Go writer's separate INCR and
 LPUSH can land out of order, and are still read once each. When the anchor is gone (trimmed,
@@ -23,7 +24,7 @@ from redis.client import PubSub
 from eventbus_core import Event, WireFormatError
 from eventbus_redis._own_connection import cut_connection
 from eventbus_redis._redis_subscription import Gap, RedisSubscription
-from eventbus_redis._scripts import LOG_NOW, LOG_READ_NEW
+from eventbus_redis._scripts import ANCHOR_CONTEXT, LOG_NOW, LOG_READ_NEW
 from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["LogTailer"]
@@ -67,9 +68,13 @@ class LogTailer(Tailer):
     def now(self) -> tuple[int, dict[str, Any]]:
         """Where a new subscriber starts: the LogID counter, and cursor state holding the
         newest entry as its anchor (it receives what is pushed above that entry)."""
-        reply: Any = self._now(keys=self._keys)
-        head = reply[1] if len(reply) > 1 else None
-        return int(reply[0]), {"anchor": head or None, "at": -int(reply[2]) if head else None}
+        reply: Any = self._now(keys=self._keys, args=[ANCHOR_CONTEXT])
+        head = reply[1] or None
+        return int(reply[0]), {
+            "anchor": head,
+            "at": -int(reply[2]) if head else None,
+            "below": list(reply[3]) if head else [],
+        }
 
     def prepare(self) -> None:
         """Subscribe to the notification channel before looking, so no wake-up is missed."""
@@ -124,12 +129,15 @@ class LogTailer(Tailer):
             anchor or "",
             max_items,
             "" if at is None else at,
+            *cursor.extra.get("below", ()),
         ]
         reply: Any = self._read_new(keys=self._keys, args=args)
         seq, found, items, length = int(reply[0]), bool(int(reply[1])), reply[2], int(reply[3])
         if not items:
             # Nothing new. An anchor that is gone with the list empty (expired, flushed) shows
             # as a gap, if there is one, once entries arrive.
+            if found:
+                cursor.extra["at"] = int(reply[4]) - length  # its place now: the bound tightens
             return False
         decoded: list[Event | None] = []
         for raw in reversed(items):
@@ -156,9 +164,10 @@ class LogTailer(Tailer):
                     self._on_undecodable(bad)
             cursor.position = max([last, *(e.log_id for e in events)])
             cursor.extra["anchor"] = items[0]  # the newest entry read: new ones land above it
-            # Where it is (from the head, less the length): the next read finds it there, not
-            # at an identical entry pushed since.
+            # Where it is (from the head, less the length), and what lies below it: the next
+            # read finds it there, not at an identical entry pushed since.
             cursor.extra["at"] = int(reply[4]) - length
+            cursor.extra["below"] = list(reply[5])
             taken = self.offer(cursor, events)
             sub.last_log_id = max(sub.last_log_id, events[taken - 1].log_id if taken else 0)
         return True

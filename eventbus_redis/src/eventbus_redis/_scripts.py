@@ -104,52 +104,75 @@ end
 """Append a batch to the stream, one entry per event with field `data`, approximately trimmed."""
 
 LOG_NOW: Final = """
--- KEYS: list, seq. Returns {seq, the entry at the head (false when the list is empty), length}.
+-- KEYS: list, seq. Returns {seq, the entry at the head (false when the list is empty), length,
+-- the entries below it (up to ARGV[1], newest first)}.
 return {
   tonumber(redis.call('GET', KEYS[2]) or '0'),
   redis.call('LINDEX', KEYS[1], 0),
   redis.call('LLEN', KEYS[1]),
+  redis.call('LRANGE', KEYS[1], 1, tonumber(ARGV[1])),
 }
 """
-"""Where a new subscriber starts: the counter, the newest entry and the length, read together."""
+"""Where a new subscriber starts: the counter, the newest entry, the length and the entries
+below the newest, read together."""
+
+ANCHOR_CONTEXT: Final = 3
+"""Entries below the anchor remembered with it, to tell it from an identical entry pushed since."""
 
 LOG_READ_NEW: Final = """
 -- KEYS: list, seq. ARGV: 1 if an anchor is given else 0, the anchor (the raw entry read last),
--- most entries to return, and where the anchor was ('' when unknown): its index from the head
--- minus the list's length, at the read that took it.
--- Returns {seq, found, entries, length, lo}: entries are the oldest entries above the anchor,
--- newest first as LRANGE gives them, the newest of them at index lo; when the anchor is not in
--- the list (none given, trimmed away, or Redis lost its data), the oldest entries of the whole
--- list, its tail included.
+-- most entries to return, where the anchor was ('' when unknown: its index from the head minus
+-- the list's length, at the read that took it), then the entries that were below it then,
+-- newest first.
+-- Returns {seq, found, entries, length, lo, below}: entries are the oldest entries above the
+-- anchor, newest first as LRANGE gives them, the newest of them at index lo (with nothing new,
+-- lo is the anchor's index), and below are the entries below index lo; when the anchor is not
+-- in the list (none given, trimmed away, or Redis lost its data), the oldest entries of the
+-- whole list, its tail included.
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local len = redis.call('LLEN', KEYS[1])
+local context = #ARGV - 4
 local idx = len
 local found = 0
+-- Whether the entries below index `at` are those that were below the anchor (as far as the
+-- list still holds them: trimming removes them first).
+local function fits(at)
+  if context <= 0 then return true end
+  local below = redis.call('LRANGE', KEYS[1], at + 1, at + context)
+  for i = 1, #below do
+    if below[i] ~= ARGV[4 + i] then return false end
+  end
+  return true
+end
 if ARGV[1] == '1' then
   -- Each push since moved the anchor one place from the head, and each entry trimmed since
   -- shortened the list by one: the anchor is `bound` from the head, or further if entries
-  -- were trimmed (then `bound` is a new entry).
-  local bound = false
+  -- were trimmed meanwhile.
+  local bound = 0
   if ARGV[4] ~= '' then bound = math.max(len + tonumber(ARGV[4]), 0) end
   local pos = false
-  if bound and bound < len and redis.call('LINDEX', KEYS[1], bound) == ARGV[2] then
+  if ARGV[4] ~= '' and bound < len and redis.call('LINDEX', KEYS[1], bound) == ARGV[2]
+      and fits(bound) then
     pos = bound
   else
-    pos = redis.call('LPOS', KEYS[1], ARGV[2])
-    if pos and bound and pos < bound then
-      -- A copy of the anchor's bytes pushed since (an entry with no LogID of its own, say):
-      -- the anchor is the newest copy at or below the bound.
-      pos = false
+    local first = redis.call('LPOS', KEYS[1], ARGV[2])
+    if first and first >= bound and fits(first) then
+      pos = first
+    elseif first then
+      -- Copies of the anchor's bytes (entries with no LogID of their own, say): the anchor is
+      -- the newest copy at or below the bound whose older neighbours are the anchor's.
       for _, at in ipairs(redis.call('LPOS', KEYS[1], ARGV[2], 'COUNT', 0)) do
-        if at >= bound then pos = at; break end
+        if at >= bound and fits(at) then pos = at; break end
       end
     end
   end
   if pos then idx = pos; found = 1 end
 end
-if idx == 0 then return {seq, found, {}, len, 0} end
 local lo = math.max(idx - tonumber(ARGV[3]), 0)
-return {seq, found, redis.call('LRANGE', KEYS[1], lo, idx - 1), len, lo}
+local entries = {}
+if idx > 0 then entries = redis.call('LRANGE', KEYS[1], lo, idx - 1) end
+local below = redis.call('LRANGE', KEYS[1], lo + 1, lo + math.max(context, 0))
+return {seq, found, entries, len, lo, below}
 """
 """Read only what was pushed since the anchor entry, oldest first in chunks, with the counter.
 
@@ -157,9 +180,10 @@ LPUSH only ever adds above the anchor and LTRIM only removes below it, so the en
 anchor are exactly the new ones, whichever writer pushed them and in whatever LogID order (a Go
 writer's INCR and LPUSH are separate, so its entries can land out of LogID order). The anchor is
 found by its bytes where the list's length says it should be (one LINDEX), else by LPOS, at one
-comparison per new entry: the list is never re-read whole. Its place tells it from an identical
-entry pushed since (entries without a LogID of their own): only when entries were both trimmed
-and pushed meanwhile can a copy pushed since be taken for it."""
+comparison per new entry: the list is never re-read whole. An identical entry pushed since
+(entries without a LogID of their own) is told from it by its place, and by the entries below
+it, which are remembered with it (`ANCHOR_CONTEXT`): only a run of identical entries longer
+than that, in a list trimmed between two reads, can still be taken for it."""
 
 
 def tail_of(event: Event) -> bytes:
