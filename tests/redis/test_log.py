@@ -174,8 +174,9 @@ def test_identical_entries_read_in_several_chunks_are_each_delivered_once(
         assert sub.qsize() == 0 and sub.stats().dropped == 0 and not sub.gaps
 
 
+@pytest.mark.parametrize("start", ["full", "empty"])
 def test_a_full_log_trimmed_at_every_push_is_read_past_repeated_entries(
-    client: redis.Redis, prefix: str
+    client: redis.Redis, prefix: str, start: str
 ) -> None:
     # A log at its trim length trims at every push: the anchor's place alone no longer tells
     # it from a copy pushed since, and all six entries below were skipped with no gap
@@ -186,10 +187,15 @@ def test_a_full_log_trimmed_at_every_push_is_read_past_repeated_entries(
     def chat(n: int) -> str:
         return f'{{"RequestID":"c{n}","Method":"POST","Path":"/v1/chat","Status":200}}'
 
-    client.lpush(key, chat(0), hc, chat(1), hc, chat(2))  # full: 5 entries, newest chat(2)
+    first = [chat(0), hc, chat(1), hc, chat(2)]  # 5 entries, newest chat(2)
+    if start == "full":
+        client.lpush(key, *first)
     with RedisEventBus.log(client, key, ttl=60, max_len=5, poll=0.05) as bus:
         sub = bus.subscribe()
-        time.sleep(0.2)  # its start is read: chat(2) is the anchor
+        time.sleep(0.2)  # its start is read
+        if start == "empty":  # read as they come: the entries below the anchor came with them
+            client.lpush(key, *first)
+            assert [sub.get(timeout=10).request_id for _ in first] == ["c0", "hc", "c1", "hc", "c2"]
         for n in range(3, 6):
             pipe = client.pipeline(transaction=True)
             pipe.lpush(key, chat(n), hc)
@@ -199,6 +205,31 @@ def test_a_full_log_trimmed_at_every_push_is_read_past_repeated_entries(
             assert got == [f"c{n}", "hc"], (n, got)
         time.sleep(0.2)
         assert sub.qsize() == 0 and not sub.gaps
+
+
+def test_an_anchor_without_a_log_id_trimmed_away_is_reported_as_a_gap(
+    client: redis.Redis, prefix: str
+) -> None:
+    # Entries without LogIDs cannot tell how many were missed once the entry read last is
+    # trimmed away: that was said nowhere (no gap, nothing counted). It is a gap now, its size
+    # unknown.
+    key = f"{prefix}:nologid"
+
+    def entry(n: int) -> str:
+        return f'{{"RequestID":"e{n}","Method":"GET","Path":"/","Status":200}}'
+
+    with RedisEventBus.log(client, key, ttl=60, max_len=3, poll=0.05) as bus:
+        sub = bus.subscribe(buffer_size=2)  # it cannot read ahead of what it is handed
+        client.lpush(key, entry(0), entry(1))
+        assert [sub.get(timeout=10).request_id for _ in range(2)] == ["e0", "e1"]
+        pipe = client.pipeline(transaction=True)
+        pipe.lpush(key, *[entry(n) for n in range(2, 10)])
+        pipe.ltrim(key, 0, 2)  # e1, the anchor, is gone with e2..e6
+        pipe.execute()
+        got = [sub.get(timeout=10).request_id for _ in range(3)]
+        assert got == ["e7", "e8", "e9"]
+        assert [(g.after, g.missed) for g in sub.gaps] == [(0, None)]
+        assert "no LogID" in sub.gaps[0].reason
 
 
 def test_interleaved_go_writers_each_event_delivered_exactly_once(

@@ -129,6 +129,7 @@ class LogTailer(Tailer):
             anchor or "",
             max_items,
             "" if at is None else at,
+            ANCHOR_CONTEXT,
             *cursor.extra.get("below", ()),
         ]
         reply: Any = self._read_new(keys=self._keys, args=args)
@@ -183,7 +184,19 @@ class LogTailer(Tailer):
             gap = Gap(last, None, f"LogID counter went back from {last} to {seq}")
             last = 0
         elif oldest is None or not oldest.log_id:
-            return last  # no LogID to judge by (undecodable, or a writer that stamps none)
+            if not had_anchor:
+                return last  # no LogID to judge by (undecodable, or a writer that stamps none)
+            # The entry read last is gone, and these carry no LogID to count by: what lay
+            # between may be lost. Said, with the count unknown, rather than not at all.
+            gap = Gap(
+                last,
+                None,
+                "the entry read last left the log (trimmed or expired) before "
+                "the next read; its entries carry no LogID to count what was missed",
+            )
+            sub.report_gap(gap, advice=self._trim_advice())
+            self.gaps += 1
+            return last
         elif had_anchor and oldest.log_id <= last:
             # The entry read last is gone, yet older LogIDs are there: this is not the log we
             # were reading (Redis restarted empty and was refilled past our position).

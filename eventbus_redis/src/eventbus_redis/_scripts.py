@@ -122,8 +122,8 @@ ANCHOR_CONTEXT: Final = 3
 LOG_READ_NEW: Final = """
 -- KEYS: list, seq. ARGV: 1 if an anchor is given else 0, the anchor (the raw entry read last),
 -- most entries to return, where the anchor was ('' when unknown: its index from the head minus
--- the list's length, at the read that took it), then the entries that were below it then,
--- newest first.
+-- the list's length, at the read that took it), how many entries below the new anchor to
+-- return, then the entries that were below the anchor then, newest first.
 -- Returns {seq, found, entries, length, lo, below}: entries are the oldest entries above the
 -- anchor, newest first as LRANGE gives them, the newest of them at index lo (with nothing new,
 -- lo is the anchor's index), and below are the entries below index lo; when the anchor is not
@@ -131,7 +131,7 @@ LOG_READ_NEW: Final = """
 -- whole list, its tail included.
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local len = redis.call('LLEN', KEYS[1])
-local context = #ARGV - 4
+local context = #ARGV - 5
 local idx = len
 local found = 0
 -- Whether the entries below index `at` are those that were below the anchor (as far as the
@@ -140,7 +140,7 @@ local function fits(at)
   if context <= 0 then return true end
   local below = redis.call('LRANGE', KEYS[1], at + 1, at + context)
   for i = 1, #below do
-    if below[i] ~= ARGV[4 + i] then return false end
+    if below[i] ~= ARGV[5 + i] then return false end
   end
   return true
 end
@@ -171,7 +171,7 @@ end
 local lo = math.max(idx - tonumber(ARGV[3]), 0)
 local entries = {}
 if idx > 0 then entries = redis.call('LRANGE', KEYS[1], lo, idx - 1) end
-local below = redis.call('LRANGE', KEYS[1], lo + 1, lo + math.max(context, 0))
+local below = redis.call('LRANGE', KEYS[1], lo + 1, lo + tonumber(ARGV[5]))
 return {seq, found, entries, len, lo, below}
 """
 """Read only what was pushed since the anchor entry, oldest first in chunks, with the counter.
