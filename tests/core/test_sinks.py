@@ -242,9 +242,31 @@ def test_the_sinks_own_keys_are_masked_however_a_collector_quotes_them() -> None
         key.upper(),
         "TrialOps%2FKEY%2Babc%2Fdef%3D%3D",
         json.dumps({"k": key})[7:-2],
+        # Escapings of their own (helper-81): Python's quote() keeping "/", "/" alone
+        # encoded, .NET's "\u002B", and every character escaped.
+        "TrialOps/KEY%2Babc/def%3D%3D",
+        "TrialOps%2FKEY+abc%2Fdef==",
+        key.replace("+", "\\u002B"),
+        "".join(f"%{b:02X}" for b in key.encode()),
+        "".join(f"\\u{ord(c):04x}" for c in key),
     ):
         said = target.mask_own(f"Invalid API key {quoted}, try again")
         assert said == "Invalid API key [REDACTED], try again", (quoted, said)
+
+
+def test_control_characters_of_a_receivers_message_are_escaped() -> None:
+    # A receiver's error body reached the log with ESC, BEL and NUL as they were: it could
+    # colour the terminal or forge a log line.
+    import httpx
+
+    from eventbus_core.sinks._http import HttpTarget
+
+    body = b"bad\n CRITICAL eventbus.fake: injected\x1b[31mRED\x1b[0m\r\x07\x00end"
+    response = httpx.Response(500, headers={"content-type": "text/plain"}, content=body)
+    target = HttpTarget("http://127.0.0.1:1/x", client=object())  # type: ignore[arg-type]
+    said = str(target.error_for(response))
+    assert "\x1b" not in said and "\x07" not in said and "\x00" not in said and "\n" not in said
+    assert "injected\\x1b[31mRED" in said
 
 
 async def test_a_huge_response_body_is_read_only_up_to_the_bound() -> None:

@@ -64,6 +64,7 @@ def test_the_cli_names_the_flag_for_a_database_that_is_not_a_number(
         ("health_check_interval=-5", "health_check_interval=-5 is not a duration"),
         ("socket_timeout=nan", "socket_timeout=nan is not a duration"),
         ("socket_connect_timeout=1e400", "socket_connect_timeout=inf is not a duration"),
+        ("socket_timeout=0", "socket_timeout=0 would make every read fail at once"),
     ],
 )
 def test_a_query_option_redis_py_does_not_take_is_a_configuration_error(

@@ -94,13 +94,18 @@ _DURATIONS: Final = ("socket_timeout", "socket_connect_timeout", "health_check_i
 
 def _check_durations(options: dict[str, Any]) -> None:
     """Raise ValueError, naming the option, for a duration among `options` that is negative or
-    not finite (`nan`, `inf`: socket timeouts refuse them too)."""
+    not finite (`nan`, `inf`: socket timeouts refuse them too), or a socket timeout of 0 (a
+    socket that never waits: every read fails at once)."""
     for name in _DURATIONS:
         value = options.get(name)
-        if isinstance(value, int | float) and not 0 <= value < math.inf:
+        if not isinstance(value, int | float):
+            continue
+        if not 0 <= value < math.inf:
             raise ValueError(
                 f"{name}={value:g} is not a duration: give a finite number of seconds, 0 or more"
             )
+        if value == 0 and name != "health_check_interval":
+            raise ValueError(f"{name}=0 would make every read fail at once: give seconds, e.g. 5")
 
 
 def describe_client(client: Any) -> str:

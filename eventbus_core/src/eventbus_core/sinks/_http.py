@@ -213,9 +213,16 @@ class HttpTarget:
     def mask_own(self, text: str) -> str:
         """`text` with every value of this target's headers (and each long word of one: the
         token after `Bearer`) replaced by the mask, in any case, JSON-escaped or
-        percent-encoded as a receiver may quote it back."""
+        percent-encoded as a receiver may quote it back.
+
+        A text that quotes one in an escaping of its own (every character `\\u`-escaped, a
+        percent-encoding that leaves other characters) is unescaped first, and masked so."""
         pattern = self._own_secrets
-        return text if pattern is None else pattern.sub(MASK, text)
+        if pattern is None:
+            return text
+        text = pattern.sub(MASK, text)
+        plain = _unescaped(text)
+        return pattern.sub(MASK, plain) if plain != text and pattern.search(plain) else text
 
     async def close(self) -> None:
         """Close the client, if this object built it."""
@@ -243,7 +250,20 @@ def _detail(response: httpx.Response, scrub: Callable[[str], str]) -> str:
     # Masked before the cut, or a secret quoted across it would show its first part. (A cut
     # further on leaves room for the longest value a scrub replaces.)
     text = scrub(response.text[: 4 * _DETAIL_CHARS])
-    return " ".join(text[:_DETAIL_CHARS].split())
+    # Whitespace runs become one space, and other control characters are escaped: a receiver's
+    # text must not write to the terminal or the log as it likes (ESC sequences, a forged line).
+    text = " ".join(text[:_DETAIL_CHARS].split())
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_JSON_ESCAPE: Final = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _unescaped(text: str) -> str:
+    """`text` with JSON's `\\uXXXX` and `\\/` escapes and percent-encoding undone."""
+    text = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text).replace("\\/", "/")
+    return urllib.parse.unquote(text)
 
 
 # Header values shorter than this are not masked in error text: no credential is that short,
