@@ -243,3 +243,46 @@ def test_a_mirror_of_the_stream_can_be_read(
             time.sleep(0.1)
     finally:
         NatsEventBus(nats_url, stream=mirror, subject="x.y").purge()
+
+
+def test_other_subjects_of_a_shared_wildcard_stream_are_not_counted_missed(
+    names: Names, nats_url: str
+) -> None:
+    # A stream taking `<token>.>` also holds other subjects' messages: each of their sequences
+    # was counted as an event of the bus "removed from the stream" (60 delivered and 35
+    # dropped for 60 published).
+    import asyncio
+
+    import nats
+    from nats.js import api
+
+    wildcard = names.subject.rsplit(".", 1)[0] + ".>"
+    other = names.subject.rsplit(".", 1)[0] + ".other"
+
+    async def on_nats(what: str, n: int = 0) -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            if what == "stream":
+                await js.add_stream(api.StreamConfig(name=names.stream, subjects=[wildcard]))
+            for _ in range(n):
+                await js.publish(other, b"not an event of the bus")
+        finally:
+            await nc.close()
+
+    asyncio.run(on_nats("stream"))
+    bus = NatsEventBus(nats_url, stream=names.stream, subject=names.subject)
+    try:
+        sub = bus.subscribe()
+        for round_ in range(3):
+            for i in range(10):
+                bus.publish(make_event(round_ * 10 + i))
+            assert bus.flush(10)
+            asyncio.run(on_nats("others", 7))
+        for i in range(30, 40):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+    finally:
+        bus.stop(5)
+    got = list(sub)
+    assert len(got) == 40 and (sub.stats().dropped, sub.missed) == (0, 0)

@@ -225,7 +225,7 @@ class Follower:
             if last is not None:
                 if seq <= last:
                     continue  # read already, before the consumer was recreated
-                if seq > last + 1:
+                if seq > last + 1 and self._link.subject_alone:
                     self._missed(seq - last - 1, last)
             self.last_seq = seq
             try:
@@ -291,7 +291,8 @@ class Follower:
         it (its limits, a purge) is counted as missed, and not waited for at stop."""
         last = self.last_seq
         if last is not None and first_seq - 1 > last and not self.sub.finished:
-            self._missed(first_seq - 1 - last, last)
+            if self._link.subject_alone:  # else some of them were other subjects' messages
+                self._missed(first_seq - 1 - last, last)
             self.last_seq = first_seq - 1
 
     def stuck(self, now: float) -> bool:

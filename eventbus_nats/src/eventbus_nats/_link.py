@@ -139,6 +139,9 @@ class Link:
         # its sequences start over, so whoever keeps the newest one must forget it.
         self.stream_epoch = 0
         self._stream_created: Any = None  # the stream's creation time, as the server says
+        # Whether the event stream holds the bus's subject alone: then a jump in sequences is
+        # messages removed (limits, purge); in a stream shared with other subjects it is theirs.
+        self.subject_alone = True
         self._start()
 
     def _start(self) -> None:
@@ -341,6 +344,12 @@ class Link:
             if mismatch is not None:
                 raise SettingsError(mismatch)
             if not dead:
+                held = info.config if info is not None else None
+                self.subject_alone = held is None or (
+                    list(held.subjects or []) == [self.layout.subject]
+                    and held.mirror is None
+                    and not held.sources
+                )
                 created = getattr(info, "created", None)
                 if created is not None:
                     # Found after a loss (a restarted server, or a stream created again):
