@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from eventbus_core._bus import (
         BaseEventBus,
         EventBus,
+        StopInProgress,
         check_buffer_size,
         check_seconds,
         stop_wait,
@@ -76,6 +77,7 @@ _WHERE: dict[str, str] = {
     "check_buffer_size": "eventbus_core._bus",
     "check_seconds": "eventbus_core._bus",
     "stop_wait": "eventbus_core._bus",
+    "StopInProgress": "eventbus_core._bus",
     "BackendLoadError": "eventbus_core._errors",
     "BackendUnavailableError": "eventbus_core._errors",
     "EventBusError": "eventbus_core._errors",
@@ -171,6 +173,7 @@ __all__ = [
     "check_buffer_size",
     "check_seconds",
     "stop_wait",
+    "StopInProgress",
     # for backends: retry delays
     "Backoff",
     "backoff_delay",

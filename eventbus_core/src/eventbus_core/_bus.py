@@ -95,6 +95,42 @@ def stop_wait(timeout: float | None, default: float) -> float:
     return min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
 
 
+class StopInProgress:
+    """The first `stop()` of a bus, as later calls see it: one made meanwhile from another
+    thread (a lifespan's stop() racing a signal handler's) waits until it is done, so the
+    figures it leaves are final; one made inside it, on its own thread (a signal handler), returns
+    at once: it cannot wait for itself.
+
+    The bus decides which call is first, under its own lock, and calls `start()` there; the first
+    call ends with `finish()` (in a `finally`); every other call returns through `wait()`.
+    """
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._thread: int | None = None
+
+    def start(self) -> None:
+        """This thread runs the first stop()."""
+        self._thread = threading.get_ident()
+
+    def finish(self) -> None:
+        """The first stop() is done."""
+        self._done.set()
+
+    def wait(self, seconds: float) -> None:
+        """For a later stop(): wait up to `seconds` for the first, unless this is its thread."""
+        if self._thread != threading.get_ident():
+            self._done.wait(min(seconds, threading.TIMEOUT_MAX))
+
+    def after_fork_in_child(self, stopped: bool) -> StopInProgress:
+        """What a forked child uses instead: a stop() running in another thread of the parent
+        does not run in the child, so there is nothing to wait for once `stopped`."""
+        fresh = StopInProgress()
+        if stopped:
+            fresh.finish()
+        return fresh
+
+
 def subscribe_sized(bus: Any, name: str | None, buffer_size: int | None) -> Subscription:
     """`bus.subscribe(name, buffer_size=...)` where the backend offers that keyword (the
     built-in ones do); a plain `bus.subscribe(name)` otherwise, or when `buffer_size` is None."""

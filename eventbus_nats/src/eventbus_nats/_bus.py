@@ -24,6 +24,7 @@ from eventbus_core import (
     BusStats,
     Event,
     EventBusSettings,
+    StopInProgress,
     check_buffer_size,
     check_seconds,
     stop_wait,
@@ -134,8 +135,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self.ack_wait = ack_wait
         self.max_deliveries = max_deliveries
         self._stopped = False
-        self._stop_done = threading.Event()  # a concurrent stop() waits for the first one
-        self._stopping_thread: int | None = None  # the thread running the first stop()
+        self._stopping = StopInProgress()  # what a stop() made meanwhile waits for
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._followers: list[Follower] = []
         self._consumers: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
@@ -189,10 +189,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         Subscriptions made before the fork stay the parent's (the child subscribes anew).
         """
         self._subs_lock = threading.Lock()
-        # A stop() running in the parent's other thread is not running here: nothing to wait for.
-        self._stop_done = threading.Event()
-        if self._stopped:
-            self._stop_done.set()
+        self._stopping = self._stopping.after_fork_in_child(self._stopped)
         self._link.after_fork_in_child()
         self._writer.after_fork_in_child()
         self._followers = []
@@ -322,14 +319,10 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             first = not self._stopped
             self._stopped = True
             if first:
-                self._stopping_thread = threading.get_ident()
+                self._stopping.start()
             followers = list(self._followers)
         if not first:
-            if self._stopping_thread == threading.get_ident():
-                return  # called inside the first stop() (a signal handler): it cannot wait
-            # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
-            # figures are final once it returns, so wait for it, within this call's own time.
-            self._stop_done.wait(min(wait + _CONFIRM + _GRACE, threading.TIMEOUT_MAX))
+            self._stopping.wait(wait + _CONFIRM + _GRACE)
             return
         try:
             deadline = time.monotonic() + wait
@@ -348,7 +341,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                     follower.sub.finish()
             self._link.release(confirm_by)
         finally:
-            self._stop_done.set()
+            self._stopping.finish()
 
     async def _shutdown(
         self, followers: list[Follower], deadline: float, confirm_by: float

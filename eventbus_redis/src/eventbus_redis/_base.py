@@ -31,6 +31,7 @@ from eventbus_core import (
     BaseEventBus,
     BusStats,
     Event,
+    StopInProgress,
     check_buffer_size,
     check_seconds,
     get_logger,
@@ -93,8 +94,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         self.last_log_id = 0  # newest LogID this bus wrote
         self._tailer = None
         self._stopped = False
-        self._stop_done = threading.Event()  # a concurrent stop() waits for the first one
-        self._stopping_thread: int | None = None  # the thread running the first stop()
+        self._stopping = StopInProgress()  # what a stop() made meanwhile waits for
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._undecodable = 0
         appender = TransactionAppender(
@@ -241,13 +241,9 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             first = not self._stopped
             self._stopped = True
             if first:
-                self._stopping_thread = threading.get_ident()
+                self._stopping.start()
         if not first:
-            if self._stopping_thread == threading.get_ident():
-                return  # called inside the first stop() (a signal handler): it cannot wait
-            # Another thread is stopping (a lifespan's stop() racing a signal handler's): its
-            # figures are final once it returns, so wait for it, within this call's own time.
-            self._stop_done.wait(wait)  # stop_wait() keeps it within what waits accept
+            self._stopping.wait(wait)
             return
         try:
             deadline = time.monotonic() + wait
@@ -261,7 +257,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
                 with contextlib.suppress(Exception):
                     self._client.connection_pool.disconnect(inuse_connections=False)
         finally:
-            self._stop_done.set()
+            self._stopping.finish()
 
     # -------------------------------------------------------------------------------- stats
 
@@ -311,10 +307,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
 
     def _after_fork_in_child(self) -> None:
         self._subs_lock = threading.Lock()
-        # A stop() running in the parent's other thread is not running here: nothing to wait for.
-        self._stop_done = threading.Event()
-        if self._stopped:
-            self._stop_done.set()
+        self._stopping = self._stopping.after_fork_in_child(self._stopped)
         self._writer.after_fork_in_child()
         if self._tailer is not None:
             self._tailer.after_fork_in_child()
