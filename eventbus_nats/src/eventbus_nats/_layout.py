@@ -36,6 +36,11 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(tokens) == len(wanted)
 
 
+def _copies_others(config: api.StreamConfig) -> bool:
+    """Whether a stream is a mirror, or sources other streams."""
+    return config.mirror is not None or bool(config.sources)
+
+
 @dataclass(frozen=True)
 class StreamLayout:
     """Where a bus's events live, and the limits of the stream created when it is missing.
@@ -101,7 +106,7 @@ class StreamLayout:
         subjects = list(info.config.subjects or [])
         if any(subject_matches(pattern, subject) for pattern in subjects):
             return None
-        if info.config.mirror is not None or info.config.sources:
+        if _copies_others(info.config):
             # A mirror (or a stream sourcing others) takes no subject of its own, yet holds the
             # messages under theirs: reading it is the operator's design.
             return None
@@ -111,6 +116,12 @@ class StreamLayout:
             "subject it takes, or EVENTBUS_NATS_STREAM to a stream of this bus's own (created "
             "when missing)"
         )
+
+    def alone_in(self, info: api.StreamInfo) -> bool:
+        """Whether the stream `info` holds this layout's subject and nothing else: then a jump
+        in its sequences is messages removed (limits, purge), not another subject's."""
+        config = info.config
+        return list(config.subjects or []) == [self.subject] and not _copies_others(config)
 
     def stream_config(self) -> api.StreamConfig:
         """The configuration the event stream is created with."""

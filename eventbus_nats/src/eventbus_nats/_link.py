@@ -344,12 +344,7 @@ class Link:
             if mismatch is not None:
                 raise SettingsError(mismatch)
             if not dead:
-                held = info.config if info is not None else None
-                self.subject_alone = held is None or (
-                    list(held.subjects or []) == [self.layout.subject]
-                    and held.mirror is None
-                    and not held.sources
-                )
+                self.subject_alone = info is None or self.layout.alone_in(info)
                 created = getattr(info, "created", None)
                 if created is not None:
                     # Found after a loss (a restarted server, or a stream created again):
