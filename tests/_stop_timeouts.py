@@ -1,10 +1,19 @@
-"""One check of how a built-in bus takes its stop timeouts, run by the memory, Redis and NATS
-tests: a `stop_timeout` that is not a finite number of seconds is refused when the bus is made
-(an infinite one made `stop()` raise `OverflowError`), `stop(nan)` is refused before anything
-stops, and `stop(inf)` is an explicit "no limit" that delivers everything."""
+"""Checks of `stop()` that the memory, Redis and NATS tests share.
+
+`check_stop_timeouts`: a `stop_timeout` that is not a finite number of seconds is refused when
+the bus is made (an infinite one made `stop()` raise `OverflowError`), `stop(nan)` is refused
+before anything stops, and `stop(inf)` is an explicit "no limit" that delivers everything.
+
+`second_stop_meanwhile` and `stop_inside_stop` make a stop() while another runs, from another
+thread and from a signal handler on the stopping thread, for the caller to judge how long each
+took (the bus's server frozen, so that the first stop() takes its time)."""
 
 from __future__ import annotations
 
+import math
+import signal
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +22,7 @@ import pytest
 from eventbus_core import BusStats
 from eventbus_core.testing import make_event
 
-__all__ = ["check_stop_timeouts"]
+__all__ = ["check_stop_timeouts", "second_stop_meanwhile", "stop_inside_stop"]
 
 
 def check_stop_timeouts(make: Callable[..., Any]) -> BusStats:
@@ -31,3 +40,39 @@ def check_stop_timeouts(make: Callable[..., Any]) -> BusStats:
     figures: BusStats = bus.stats()
     assert (figures.published, figures.lost) == (20, 0)
     return figures
+
+
+def second_stop_meanwhile(bus: Any, first: float = 1.5) -> tuple[float, BusStats]:
+    """`stop(first)` in a thread, then, 0.1 s later, `stop(inf)` here: the seconds the second
+    took, and the figures right after it returned (before the first thread is joined)."""
+    stopping = threading.Thread(target=bus.stop, args=(first,))
+    stopping.start()
+    time.sleep(0.1)
+    began = time.monotonic()
+    bus.stop(math.inf)  # no limit of its own: it returns with the first
+    took = time.monotonic() - began
+    stats: BusStats = bus.stats()
+    stopping.join(10)
+    return took, stats
+
+
+def stop_inside_stop(bus: Any, first: float = 1.5) -> tuple[float, list[float]]:
+    """`stop(first)` here, with a SIGALRM handler calling `stop(inf)` 0.3 s into it, on this
+    thread: the seconds the first took, and those the handler's took (empty if it never ran)."""
+    inner: list[float] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        began = time.monotonic()
+        bus.stop(math.inf)
+        inner.append(time.monotonic() - began)
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        began = time.monotonic()
+        bus.stop(first)
+        took = time.monotonic() - began
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return took, inner

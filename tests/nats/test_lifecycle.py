@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ import pytest
 from eventbus_core import Delivery, EventBusSettings, SettingsError
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus, NatsSettings
-from tests._stop_timeouts import check_stop_timeouts
+from tests._stop_timeouts import check_stop_timeouts, second_stop_meanwhile, stop_inside_stop
 from tests.nats._servers import ThrowawayNats, free_port
 from tests.nats.conftest import Names
 
@@ -107,14 +106,7 @@ def test_a_second_stop_meanwhile_returns_once_the_first_is_done(server: Throwawa
     try:
         for i in range(10, 60):
             bus.publish(make_event(i))
-        first = threading.Thread(target=bus.stop, args=(1.5,))
-        first.start()
-        time.sleep(0.1)
-        began = time.monotonic()
-        bus.stop(math.inf)  # no limit of its own: it returns with the first
-        took = time.monotonic() - began
-        stats = bus.stats()
-        first.join(10)
+        took, stats = second_stop_meanwhile(bus)
     finally:
         server.resume()
     assert 1.0 < took < 4.0, f"the second stop() took {took:.2f} s"
@@ -127,31 +119,16 @@ def test_a_stop_called_inside_stop_by_a_signal_handler_returns_at_once(
     server: ThrowawayNats,
 ) -> None:
     # The handler runs on the thread inside the first stop(): it must not wait for itself.
-    import signal
-
     bus = NatsEventBus(server.url, stream="INNER", subject="inner.events", buffer_size=1000)
     for i in range(10):
         bus.publish(make_event(i))
     assert bus.flush(10)
     server.pause()
-    inner: list[float] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        began = time.monotonic()
-        bus.stop(math.inf)
-        inner.append(time.monotonic() - began)
-
-    previous = signal.signal(signal.SIGALRM, handler)
     try:
         for i in range(10, 30):
             bus.publish(make_event(i))
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        began = time.monotonic()
-        bus.stop(1.5)
-        took = time.monotonic() - began
+        took, inner = stop_inside_stop(bus)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
         server.resume()
     assert inner and inner[0] < 0.5, inner
     assert took < 3.5, f"stop(1.5) took {took:.2f} s"

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import redis
 from eventbus_core import BusStats, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
-from tests._stop_timeouts import check_stop_timeouts
+from tests._stop_timeouts import check_stop_timeouts, second_stop_meanwhile, stop_inside_stop
 from tests.redis._proxy import ReplyHoldingProxy
 from tests.redis._servers import ThrowawayRedis, free_port
 
@@ -147,6 +145,16 @@ def test_stop_is_bounded_and_exact_whatever_state_redis_is_in(
         assert [e.request_id for e in sub] == [f"req-{i}" for i in range(sub.stats().delivered)]
 
 
+def frozen_with_unwritten(server: ThrowawayRedis, bus: Any, written: int, unwritten: int) -> None:
+    """`written` events in Redis, then the server frozen, then `unwritten` more published."""
+    for i in range(written):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    os.kill(server.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    for i in range(written, written + unwritten):
+        bus.publish(make_event(i))
+
+
 @pytest.mark.parametrize("backend", ["redis", "redis-streams"])
 def test_a_second_stop_meanwhile_returns_once_the_first_is_done(
     server: ThrowawayRedis, backend: str
@@ -155,20 +163,8 @@ def test_a_second_stop_meanwhile_returns_once_the_first_is_done(
     # the figures were final (lost 0, then 100) and with the subscription still open.
     bus = create_bus(EventBusSettings(backend=backend, redis_url=server.url))
     sub = bus.subscribe()
-    for i in range(100):
-        bus.publish(make_event(i))
-    assert bus.flush(10)
-    os.kill(server.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
-    for i in range(100, 200):
-        bus.publish(make_event(i))
-    first = threading.Thread(target=bus.stop, args=(1.5,))
-    first.start()
-    time.sleep(0.1)
-    began = time.monotonic()
-    bus.stop(math.inf)  # no limit of its own: it returns with the first
-    took = time.monotonic() - began
-    stats = bus.stats()
-    first.join(10)
+    frozen_with_unwritten(server, bus, 100, 100)
+    took, stats = second_stop_meanwhile(bus)
     assert 1.0 < took < 4.0, f"the second stop() took {took:.2f} s"
     assert stats.lost == 100 and stats.extra["state"] == "stopped"
     assert sub.finished
@@ -180,28 +176,8 @@ def test_a_stop_called_inside_stop_by_a_signal_handler_returns_at_once(
     # The handler runs on the thread that is inside the first stop(): waiting for that stop
     # would wait for itself (its whole timeout, and for ever with math.inf), holding the first.
     bus = create_bus(EventBusSettings(backend="redis", redis_url=server.url))
-    for i in range(50):
-        bus.publish(make_event(i))
-    assert bus.flush(10)
-    os.kill(server.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
-    for i in range(50, 100):
-        bus.publish(make_event(i))
-    inner: list[float] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        began = time.monotonic()
-        bus.stop(math.inf)
-        inner.append(time.monotonic() - began)
-
-    previous = signal.signal(signal.SIGALRM, handler)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        began = time.monotonic()
-        bus.stop(1.5)
-        took = time.monotonic() - began
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    frozen_with_unwritten(server, bus, 50, 50)
+    took, inner = stop_inside_stop(bus)
     assert inner and inner[0] < 0.5, inner
     assert took < 3.0, f"stop(1.5) took {took:.2f} s"
     assert bus.stats().lost == 50
