@@ -94,21 +94,31 @@ def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: Make
     assert {i.rsplit("-", 1)[0] for i in ids} == {"parent-before", "parent-after", "child"}
 
 
+@contextlib.contextmanager
+def frozen_with_unwritten(
+    server: ThrowawayNats, bus: NatsEventBus, written: int, unwritten: int
+) -> Iterator[None]:
+    """`written` events in the stream, then the server frozen and `unwritten` more published;
+    the server answers again at the end."""
+    for i in range(written):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    server.pause()
+    try:
+        for i in range(written, written + unwritten):
+            bus.publish(make_event(i))
+        yield
+    finally:
+        server.resume()
+
+
 def test_a_second_stop_meanwhile_returns_once_the_first_is_done(server: ThrowawayNats) -> None:
     # A lifespan's stop() racing a signal handler's: the second call returned at once, before
     # the figures were final.
     bus = NatsEventBus(server.url, stream="TWICE", subject="twice.events", buffer_size=1000)
     sub = bus.subscribe()
-    for i in range(10):
-        bus.publish(make_event(i))
-    assert bus.flush(10)
-    server.pause()
-    try:
-        for i in range(10, 60):
-            bus.publish(make_event(i))
+    with frozen_with_unwritten(server, bus, 10, 50):
         took, stats = second_stop_meanwhile(bus)
-    finally:
-        server.resume()
     assert 1.0 < took < 4.0, f"the second stop() took {took:.2f} s"
     assert stats.extra["written"] + stats.lost == 60 and stats.lost >= 50
     assert stats.extra["connection"] == "closed"
@@ -120,16 +130,8 @@ def test_a_stop_called_inside_stop_by_a_signal_handler_returns_at_once(
 ) -> None:
     # The handler runs on the thread inside the first stop(): it must not wait for itself.
     bus = NatsEventBus(server.url, stream="INNER", subject="inner.events", buffer_size=1000)
-    for i in range(10):
-        bus.publish(make_event(i))
-    assert bus.flush(10)
-    server.pause()
-    try:
-        for i in range(10, 30):
-            bus.publish(make_event(i))
+    with frozen_with_unwritten(server, bus, 10, 20):
         took, inner = stop_inside_stop(bus)
-    finally:
-        server.resume()
     assert inner and inner[0] < 0.5, inner
     assert took < 3.5, f"stop(1.5) took {took:.2f} s"
 
