@@ -2,10 +2,10 @@
 
 Each subscription remembers the raw entry it read last (its anchor) and the highest LogID it
 was handed, where the anchor was and the entries below it (which tell it from an identical
-entry pushed since). LPUSH adds only above the anchor and LTRIM removes only
-below it, so one read-only script (LINDEX or LPOS, then LRANGE) returns exactly the new
-entries, whoever pushed them and in whatever LogID order: a Go writer's separate INCR and
-LPUSH can land out of order, and are still read once each. When the anchor is gone (trimmed,
+entry pushed since). LPUSH adds only above the anchor and LTRIM removes only below it, so one
+read-only script (LINDEX or LPOS, then LRANGE) returns exactly the new entries, whoever pushed
+them and in whatever LogID order: a Go writer's separate INCR and LPUSH can land out of order,
+and are still read once each. When the anchor is gone (trimmed,
 expired, Redis lost its data) the whole list is new, and the LogIDs tell whether anything was
 missed. Writers PUBLISH on `key:notify` after each batch; the tailer waits on that channel, so
 it wakes as soon as events land, and otherwise looks every `poll` seconds (events pushed by the
