@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests._services import require_redis_server
+from tests._services import close_client, require_redis_server
 
 
 def free_port() -> int:
@@ -100,7 +100,7 @@ class ThrowawayRedis:
                     raise RuntimeError(f"throwaway redis-server did not start: {err}") from None
                 time.sleep(0.02)  # polling a starting process: there is no event to wait for
             finally:
-                client.close()
+                close_client(client)
 
     def kill(self) -> None:
         """Kill the server at once (SIGKILL: like a crash, nothing is saved)."""

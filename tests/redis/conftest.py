@@ -16,7 +16,7 @@ import fakeredis
 import pytest
 import redis
 
-from tests._services import require_redis
+from tests._services import close_client, require_redis
 from tests.redis._servers import ThrowawayRedis
 
 
@@ -43,7 +43,7 @@ def real(prefix: str) -> Iterator[redis.Redis]:
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)
-    client.close()
+    close_client(client)
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.redis)])

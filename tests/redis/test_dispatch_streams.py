@@ -20,7 +20,7 @@ import redis
 
 from eventbus_core import Dispatcher, Event, MemoryDeadLetter
 from eventbus_redis import RedisStreamsEventBus
-from tests._services import redis_url, require_redis
+from tests._services import close_client, redis_url, require_redis
 from tests.core.conftest_dispatch import (
     FAST_RETRY,
     AlwaysFailing,
@@ -127,7 +127,7 @@ def real_streams() -> Iterator[tuple[redis.Redis, str]]:
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)
-    client.close()
+    close_client(client)
 
 
 def start_dispatcher(

@@ -17,6 +17,7 @@ import redis
 from eventbus_core import EventBusSettings, SettingsError, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._services import close_client
 from tests.redis._servers import ThrowawayRedis
 
 
@@ -136,7 +137,7 @@ def test_list_log_shared_with_go_by_default(
     newest = json.loads(go.lindex("llm-proxy-events", 0) or b"")
     assert (newest["RequestID"], newest["LogID"]) == ("from-python", 2)
     bus.stop(5)
-    go.close()
+    close_client(go)
 
 
 @pytest.mark.redis
@@ -163,4 +164,4 @@ def test_stream_shared_with_go_by_default(
     assert groups == [b"llm-proxy-dispatchers"]
     consumer.close()
     bus.stop(5)
-    go.close()
+    close_client(go)

@@ -21,6 +21,7 @@ import redis
 from eventbus_core import Dispatcher, DispatcherStats, EventBusSettings
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisStreamsEventBus
+from tests._services import close_client
 from tests.core.conftest_dispatch import read_written_lines
 from tests.redis._servers import ThrowawayRedis
 
@@ -116,4 +117,4 @@ async def test_eventbus_dispatch_takes_over_from_the_go_dispatcher_then_moves_to
     assert sorted(r["request_id"] for r in rows) == sorted(expected | new)
     assert len({r["log_id"] for r in rows}) == total
     assert go.xpending(STREAM, f"{GO_GROUP}:jsonl")["pending"] == 0
-    go.close()
+    close_client(go)

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus_core import Event, EventBusSettings
 from eventbus_redis import RedisStreamsEventBus
-from tests._services import redis_url, require_redis
+from tests._services import close_client, redis_url, require_redis
 from tests.core.receivers import Receiver
 from tests.redis._servers import ThrowawayRedis, free_port
 
@@ -154,7 +154,7 @@ def prefix() -> Iterator[str]:
     keys = list(client.scan_iter(match=f"{name}*", count=1000))
     if keys:
         client.delete(*keys)
-    client.close()
+    close_client(client)
 
 
 @pytest.mark.redis

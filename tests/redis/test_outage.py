@@ -16,6 +16,7 @@ from redis.retry import Retry
 from eventbus_core import EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._services import close_client
 from tests.redis._servers import ThrowawayRedis
 
 pytestmark = pytest.mark.redis
@@ -31,7 +32,7 @@ def _close_clients() -> Iterator[None]:
     with a ResourceWarning."""
     yield
     while _CLIENTS:
-        _CLIENTS.pop().close()
+        close_client(_CLIENTS.pop())
 
 
 def no_retry_client(url: str, **options: Any) -> redis.Redis:

@@ -22,6 +22,7 @@ import redis
 from eventbus_core import BusStats, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._services import close_client
 from tests._stop_timeouts import check_stop_timeouts, second_stop_meanwhile, stop_inside_stop
 from tests.redis._proxy import ReplyHoldingProxy
 from tests.redis._servers import ThrowawayRedis, free_port
@@ -46,7 +47,7 @@ class Fault:
         if self.kind == "pause":
             admin = redis.Redis.from_url(self.server.url)
             admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
-            admin.close()
+            close_client(admin)
             self._paused_at = time.monotonic()
         elif self.kind == "sigstop":
             os.kill(proc.pid, signal.SIGSTOP)
@@ -78,7 +79,7 @@ def stored(server: ThrowawayRedis, bus: RedisEventBus | RedisStreamsEventBus) ->
         else:
             raw = [fields[b"data"] for _, fields in client.xrange(bus.stream)]
     finally:
-        client.close()
+        close_client(client)
     return [json.loads(r) for r in raw]
 
 
@@ -243,7 +244,7 @@ def test_a_batch_applied_whose_reply_never_came_is_lost_and_in_doubt(
         assert len(events) == 110  # here Redis did apply the batch in doubt
         assert [e["RequestID"] for e in events] == [f"req-{i}" for i in range(110)]
     finally:
-        direct.close()
+        close_client(direct)
         proxy.close()
 
 

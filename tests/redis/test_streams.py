@@ -14,6 +14,7 @@ import redis
 from eventbus_core import AckableSource, Delivery, Event
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisStreamsEventBus, StreamConsumer, log_id_from_entry_id
+from tests._services import close_client
 
 
 def read_all(consumer: StreamConsumer, n: int, *, rounds: int = 200) -> list[Delivery]:
@@ -333,7 +334,7 @@ def test_consumer_reads_and_acknowledges_over_resp2_and_resp3(
             assert bus.stream_info()["pending"] == 0
             consumer.close()
     finally:
-        client.close()
+        close_client(client)
 
 
 def _publish(bus: RedisStreamsEventBus, n: int) -> None:

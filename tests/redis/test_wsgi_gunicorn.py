@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from eventbus_core import Event
-from tests._services import redis_url
+from tests._services import close_client, redis_url
 from tests.redis._servers import ThrowawayRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
@@ -170,7 +170,7 @@ def test_the_exit_hook_delivers_what_a_frozen_redis_held_up(tmp_path: Path) -> N
         assert proc.returncode == 0, err.decode(errors="replace")
         client = redis.Redis.from_url(server.url)
         ids = {Event.from_json(f[b"data"]).request_id for _, f in client.xrange(stream)}
-        client.close()
+        close_client(client)
         assert ids >= {f"f-{i}" for i in range(REQUESTS)}, err.decode(errors="replace")[-3000:]
     finally:
         if proc.poll() is None:
