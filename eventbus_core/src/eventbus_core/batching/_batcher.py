@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
+import sys
 import threading
 import time
 import weakref
@@ -80,7 +82,12 @@ class ExitDelivery(Protocol):
 
 def deliver_at_exit(delivery: ExitDelivery) -> None:
     """Have the interpreter's exit wait for `delivery` (held weakly), as for every `Batcher`."""
+    _open(delivery)
+
+
+def _open(delivery: ExitDelivery) -> None:
     _OPEN.add(delivery)
+    _flush_at_multiprocessing_exit()
 
 
 def deliver_while_progressing(
@@ -245,7 +252,7 @@ class Batcher:
         self._new_sync_state()
         if register_fork:
             _LIVE.add(self)
-        _OPEN.add(self)
+        _open(self)
 
     def start(self) -> None:
         """Start the drainer thread now when `path` is `thread` (else the first publish() chooses
@@ -745,6 +752,8 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     for batcher in list(_LIVE):
         batcher.after_fork_in_child()
+    if _OPEN:
+        _flush_at_multiprocessing_exit()
 
 
 def _flush_all_at_exit() -> None:
@@ -762,6 +771,41 @@ def _flush_all_at_exit() -> None:
 
 
 atexit.register(_flush_all_at_exit)
+
+# multiprocessing ends its children (fork and forkserver start methods) with os._exit(), after
+# its own finalizers but without atexit: a child that published and returned without stop()
+# lost its buffer without a word. A finalizer of theirs runs the same flush there. One per
+# process (`_finalizer_pid`); a forked child's is registered again after multiprocessing clears
+# the finalizers it inherited (its after-fork hooks run after that clearing).
+_finalizer_pid = 0
+_EXIT_PRIORITY: Final = 0  # run with multiprocessing's first finalizers, before it joins children
+
+
+class _AfterForkToken:
+    """What multiprocessing's after-fork registry holds (weakly) for this module's hook."""
+
+
+_AFTER_FORK_TOKEN = _AfterForkToken()
+_after_fork_hooked = False
+
+
+def _flush_at_multiprocessing_exit() -> None:
+    global _finalizer_pid, _after_fork_hooked
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is None or _finalizer_pid == os.getpid():
+        return  # no multiprocessing child can end this process without atexit
+    _finalizer_pid = os.getpid()
+    mp_util.Finalize(None, _flush_all_at_exit, exitpriority=_EXIT_PRIORITY)
+    if not _after_fork_hooked:  # inherited by forked children, as the registry itself is
+        _after_fork_hooked = True
+        mp_util.register_after_fork(_AFTER_FORK_TOKEN, _finalizer_cleared_by_fork)
+
+
+def _finalizer_cleared_by_fork(_token: _AfterForkToken) -> None:
+    global _finalizer_pid
+    _finalizer_pid = 0
+    if _OPEN:
+        _flush_at_multiprocessing_exit()
 
 at_fork(
     before=_before_fork,

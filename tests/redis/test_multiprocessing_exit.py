@@ -1,0 +1,78 @@
+"""A `multiprocessing` child that publishes and returns without `stop()` delivers its events.
+
+multiprocessing ends its fork and forkserver children with `os._exit()`, after its own
+finalizers but without `atexit`, where every other process that ends normally waits for its
+buses. Such a child lost its whole buffer, logged nothing, and exited 0.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+import redis
+
+from eventbus_core.testing import make_event
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._services import redis_url
+from tests.redis.test_fork import make_bus, stored
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()"),
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
+
+CHILD_EVENTS = 300
+_inherited: RedisEventBus | RedisStreamsEventBus | None = None
+
+
+def _publish_inherited() -> None:
+    assert _inherited is not None
+    for i in range(CHILD_EVENTS):
+        _inherited.publish(make_event(i, request_id=f"child-{i}"))
+    # returns at once: no flush(), no stop()
+
+
+def _publish_own(url: str, key: str) -> None:
+    """A forkserver child's target: a bus of its own, built and published to in the child."""
+    bus = RedisEventBus.log(redis.Redis.from_url(url), key, 1000, 0, publish_path="thread")
+    for i in range(CHILD_EVENTS):
+        bus.publish(make_event(i, request_id=f"child-{i}"))
+
+
+def _child_ids(client: redis.Redis, bus: RedisEventBus | RedisStreamsEventBus) -> list[str]:
+    return sorted(e["RequestID"] for e in stored(client, bus) if e["RequestID"].startswith("c"))
+
+
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_a_fork_child_returning_without_stop_delivers_what_it_published(
+    real: redis.Redis, prefix: str, kind: str
+) -> None:
+    global _inherited
+    bus = _inherited = make_bus(kind, real, prefix)
+    bus.publish(make_event(0, request_id="parent-0"))
+    assert bus.flush(10)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_publish_inherited)
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        _inherited = None
+    bus.stop(10)
+    assert _child_ids(real, bus) == sorted(f"child-{i}" for i in range(CHILD_EVENTS))
+
+
+def test_a_forkserver_child_returning_without_stop_delivers_what_it_published(
+    real: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:log"
+    context = multiprocessing.get_context("forkserver")
+    child = context.Process(target=_publish_own, args=(redis_url(), key))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    got = sorted(e.decode() for e in real.lrange(key, 0, -1))
+    assert len(got) == CHILD_EVENTS
