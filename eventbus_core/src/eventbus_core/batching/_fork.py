@@ -14,6 +14,11 @@ and then while the buffer refuses events. What such a child buffered before is d
 
 from __future__ import annotations
 
+# The first name lookup (getaddrinfo) encodes the host with the idna codec, even an IP address,
+# importing `encodings.idna` then: in a drainer thread, at a bus's first write. A fork in that
+# moment left the child with the import half done and "unknown encoding: idna" at every connect
+# for good, so it is imported here, before any drainer runs.
+import encodings.idna  # noqa: F401
 import os
 import threading
 from collections.abc import Callable
