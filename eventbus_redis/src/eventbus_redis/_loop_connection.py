@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 import redis
@@ -78,6 +78,19 @@ class LoopConnection:
         cls = _asyncio_class(pool.connection_class)
         accepted = _accepted(cls)
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted}
+        # The socket timeout is applied here (`_within`), not by redis-py: on Python 3.11 it
+        # sends through asyncio.wait_for(), a task of its own per write, which a loop closed by
+        # hand in the middle of a write destroyed pending, with an ERROR at exit ("Task was
+        # destroyed but it is pending!") and a "never awaited" warning.
+        self._timeout: float | None = kwargs.get("socket_timeout")
+        connect_timeout = kwargs.get("socket_connect_timeout") or self._timeout
+        self._connect_within: float | None = (
+            None
+            if self._timeout is None or connect_timeout is None
+            else connect_timeout + self._timeout  # the TCP connection, then the handshake
+        )
+        kwargs["socket_timeout"] = None
+        kwargs["socket_connect_timeout"] = connect_timeout
         self._conn: Any = cls(**kwargs)  # redis-py's asyncio connection is not fully typed
         self._connected = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,18 +134,21 @@ class LoopConnection:
         """
         conn = self._conn
         if not self._connected:
-            await conn.connect()
+            async with _within(self._connect_within, "connecting to Redis"):
+                await conn.connect()
             self._connected = True
         packed = pack_commands(commands, conn.encoder)
         if packed is None:
             packed = b"".join(conn.pack_commands(list(commands)))
         if sending is not None:
             sending()
-        await conn.send_packed_command(packed, check_health=False)
+        async with _within(self._timeout, "writing to socket"):
+            await conn.send_packed_command(packed, check_health=False)
         replies: list[Any] = []
         for _ in commands:
             try:
-                replies.append(await conn.read_response())
+                async with _within(self._timeout, "reading from socket"):
+                    replies.append(await conn.read_response())
             except redis.ResponseError as exc:
                 replies.append(exc)
         return replies
@@ -141,6 +157,17 @@ class LoopConnection:
         """Close the connection (on its loop)."""
         with contextlib.suppress(Exception):
             await self._conn.disconnect()
+
+
+@contextlib.asynccontextmanager
+async def _within(seconds: float | None, doing: str) -> AsyncIterator[None]:
+    """Bound the block by `seconds` (None: unbounded), raising redis-py's `TimeoutError`, as
+    its own timeout would, when they pass. (redis-py closes the connection on the way out.)"""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise redis.TimeoutError(f"Timeout {doing}") from None
 
 
 def pack_commands(commands: Sequence[tuple[Any, ...]], encoder: Any) -> bytes | None:
