@@ -807,6 +807,7 @@ def _finalizer_cleared_by_fork(_token: _AfterForkToken) -> None:
     if _OPEN:
         _flush_at_multiprocessing_exit()
 
+
 at_fork(
     before=_before_fork,
     after_in_parent=_after_fork_in_parent,
