@@ -793,7 +793,7 @@ def _flush_at_multiprocessing_exit() -> None:
     global _finalizer_pid, _after_fork_hooked
     mp_util = sys.modules.get("multiprocessing.util")
     if mp_util is None or _finalizer_pid == os.getpid():
-        return  # no multiprocessing child can end this process without atexit
+        return  # without multiprocessing, no os._exit() of its; or armed in this process
     _finalizer_pid = os.getpid()
     mp_util.Finalize(None, _flush_all_at_exit, exitpriority=_EXIT_PRIORITY)
     if not _after_fork_hooked:  # inherited by forked children, as the registry itself is
