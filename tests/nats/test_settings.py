@@ -321,3 +321,9 @@ def test_stream_subjects_are_matched_as_nats_matches_them(
     pattern: str, subject: str, taken: bool
 ) -> None:
     assert subject_matches(pattern, subject) is taken
+
+
+def test_from_settings_with_the_plugins_own_settings_class_names_eventbus_settings() -> None:
+    with pytest.raises(TypeError, match=r"takes an eventbus_core\.EventBusSettings") as info:
+        NatsEventBus.from_settings(NatsSettings())  # type: ignore[arg-type]
+    assert "NatsEventBus.from_settings()" in str(info.value)

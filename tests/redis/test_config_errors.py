@@ -6,9 +6,11 @@ database is not a number, a database the server does not have, a key holding ano
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from eventbus_core import EventBusSettings, SettingsError, create_bus
 from eventbus_core.cli import main
@@ -220,3 +222,45 @@ def test_credentials_redis_refuses_are_a_configuration_error(
         assert "wrong-pass" not in err
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize(
+    ("build", "named"),
+    [
+        (lambda c: RedisEventBus.log(c, "k", ttl=60, max_len=1.5), "max_len"),
+        (lambda c: RedisEventBus.log(c, "k", 60, "10"), "max_len"),
+        (lambda c: RedisStreamsEventBus(c, "s", max_len=2.5), "max_len"),
+        (lambda c: RedisStreamsEventBus(c, "s", dead_letter_max_len=-1), "dead_letter_max_len"),
+        (lambda c: RedisStreamsEventBus(c, "s", max_batch=0.5), "max_batch"),
+    ],
+)
+def test_counts_that_are_not_ints_are_refused_at_construction(build: Any, named: str) -> None:
+    # max_len=1.5 was accepted; every write then failed in Redis ("value is not an integer")
+    # until stop() counted all of it lost (an outside trial).
+    client = redis.Redis()  # not connected: the check comes first
+    with pytest.raises(ValueError, match=f"^{named} must be an int") as info:
+        build(client)
+    assert "got" in str(info.value)
+
+
+@pytest.mark.parametrize("cls", [RedisEventBus, RedisStreamsEventBus])
+def test_a_url_where_the_client_goes_says_what_to_pass(cls: Any) -> None:
+    with pytest.raises(TypeError, match="got a URL string") as info:
+        cls(redis_url(), "k")
+    assert "redis.Redis.from_url(url)" in str(info.value)
+    with pytest.raises(TypeError, match=r"redis\.asyncio"):
+        cls(redis.asyncio.Redis(), "k")
+
+
+@pytest.mark.parametrize("cls", [RedisEventBus, RedisStreamsEventBus])
+def test_from_settings_with_the_plugins_own_settings_class_names_eventbus_settings(
+    cls: Any,
+) -> None:
+    # redis.md names RedisSettings as the plugin's settings; passing one to from_settings()
+    # gave "AttributeError: 'RedisSettings' object has no attribute 'buffer_size'".
+    from eventbus_redis import RedisSettings
+
+    with pytest.raises(TypeError, match=r"takes an eventbus_core\.EventBusSettings") as info:
+        cls.from_settings(RedisSettings(redis_url=redis_url()))
+    assert f"{cls.__name__}.from_settings()" in str(info.value)
+    assert "got RedisSettings" in str(info.value)

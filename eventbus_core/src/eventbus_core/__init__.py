@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         EventBus,
         StopInProgress,
         check_buffer_size,
+        check_count,
         check_seconds,
         stop_wait,
     )
@@ -75,6 +76,7 @@ _WHERE: dict[str, str] = {
     "BaseEventBus": "eventbus_core._bus",
     "EventBus": "eventbus_core._bus",
     "check_buffer_size": "eventbus_core._bus",
+    "check_count": "eventbus_core._bus",
     "check_seconds": "eventbus_core._bus",
     "stop_wait": "eventbus_core._bus",
     "StopInProgress": "eventbus_core._bus",
@@ -171,6 +173,7 @@ __all__ = [
     "Delivery",
     "SubscriptionSource",
     "check_buffer_size",
+    "check_count",
     "check_seconds",
     "stop_wait",
     "StopInProgress",

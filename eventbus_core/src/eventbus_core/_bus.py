@@ -65,6 +65,19 @@ def check_buffer_size(requested: int | None, default: int) -> int:
     return requested
 
 
+def check_count(label: str, value: int, minimum: int, meaning: str = "") -> int:
+    """A bus's count setting (`max_len`, `max_batch`, ...) as given to its constructor: an int
+    of `minimum` or more; `meaning` (such as "0: no trimming") is added to the error.
+
+    Raises:
+        ValueError: `value` is not an int (a float, a str, a bool) or is below `minimum`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        also = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{label} must be an int >= {minimum}{also}, got {value!r}")
+    return value
+
+
 def check_seconds(label: str, value: float) -> float:
     """A bus's time setting (`stop_timeout`, ...) as given to its constructor: a finite number
     of seconds, 0 or more.

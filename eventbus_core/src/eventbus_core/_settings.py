@@ -354,6 +354,23 @@ class EventBusSettings(BaseSettings):
         }
         return copied
 
+    @classmethod
+    def expect(cls, settings: object, where: str) -> EventBusSettings:
+        """`settings` if it is an `EventBusSettings` (a backend's `from_settings()` checks what
+        it was given with this).
+
+        Raises:
+            TypeError: it is not; the message names `where` and shows what to pass instead (a
+                plugin's own settings class, such as `RedisSettings`, lacks core's fields).
+        """
+        if isinstance(settings, EventBusSettings):
+            return settings
+        raise TypeError(
+            f"{where} takes an eventbus_core.EventBusSettings, which carries every installed "
+            "plugin's settings too (EventBusSettings(backend=..., redis_url=...), or "
+            f"EventBusSettings() to read the environment), got {type(settings).__name__}"
+        )
+
     def plugin_settings(self, model: type[_M]) -> _M:
         """The values of a plugin's settings `model`, as read with these settings.
 

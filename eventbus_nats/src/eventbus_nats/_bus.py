@@ -164,6 +164,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         Raises:
             SettingsError: a setting is invalid (the message names the variable).
         """
+        settings = EventBusSettings.expect(settings, "NatsEventBus.from_settings()")
         nats_settings = nats_settings or settings.plugin_settings(NatsSettings)
         options = ConnectOptions.from_settings(nats_settings)
         return cls(

@@ -33,6 +33,7 @@ from eventbus_core import (
     Event,
     StopInProgress,
     check_buffer_size,
+    check_count,
     check_seconds,
     get_logger,
     stop_wait,
@@ -82,8 +83,20 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
     ) -> None:
         """Set up the writer and the shared state; `target` is the list or stream written,
         `script` its append script."""
-        if max_len < 0:
-            raise ValueError(f"max_len must be >= 0 (0: no trimming), got {max_len!r}")
+        if not isinstance(getattr(client, "connection_pool", None), redis.ConnectionPool):
+            given: object = client  # typed as a client; a URL string is the usual mistake
+            kind = type(given)
+            got = (
+                "a URL string"
+                if isinstance(given, str | bytes)
+                else kind.__module__ + "." + kind.__qualname__
+            )
+            raise TypeError(
+                f"client must be a redis.Redis client (redis.Redis.from_url(url)), got {got}; "
+                "or build the bus from settings: create_bus(), or "
+                "from_settings(EventBusSettings(...))"
+            )
+        check_count("max_len", max_len, 0, "0: no trimming")
         check_seconds("stop_timeout", stop_timeout)
         self._client = client
         self._target = target

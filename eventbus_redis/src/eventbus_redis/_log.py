@@ -136,6 +136,7 @@ class RedisEventBus(RedisBusBase):
         Raises:
             SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
         """
+        settings = EventBusSettings.expect(settings, "RedisEventBus.from_settings()")
         bus = cls.log(
             client_from_settings(settings),
             settings.redis_key,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 
 import redis
 
-from eventbus_core import BusStats, EventBusSettings
+from eventbus_core import BusStats, EventBusSettings, check_count
 from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
@@ -80,7 +80,9 @@ class RedisStreamsEventBus(RedisBusBase):
             stream=stream, group=group, stream_given=True, stream_max_len=max_len
         )
         self._dead_letter_stream = dead_letter_stream or f"{stream}:dead"
-        self._dead_letter_max_len = dead_letter_max_len
+        self._dead_letter_max_len = check_count(
+            "dead_letter_max_len", dead_letter_max_len, 0, "0: unbounded"
+        )
         self._consumers: list[StreamConsumer] = []
         self._start(
             client,
@@ -103,6 +105,7 @@ class RedisStreamsEventBus(RedisBusBase):
         Raises:
             SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
         """
+        settings = EventBusSettings.expect(settings, "RedisStreamsEventBus.from_settings()")
         bus = cls(
             client_from_settings(settings),
             settings.redis_stream,

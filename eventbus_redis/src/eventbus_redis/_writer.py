@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import redis
 
-from eventbus_core import Event, get_logger
+from eventbus_core import Event, check_count, get_logger
 from eventbus_core.batching import Batcher, PublishPath
 from eventbus_redis._appender import Prepared, ScriptAppender
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
@@ -87,8 +87,7 @@ class BatchWriter:
                 f"buffer_size must be a positive int, got {buffer_size!r} "
                 "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
             )
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        check_count("max_batch", max_batch, 1)
         self._appender = appender
         self.buffer_size = buffer_size
         # Up to two batches are out of the buffer at once (one in Redis, one being encoded):
