@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from eventbus_core import EventBusSettings, create_bus
+from eventbus_core.cli import main
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests.redis._servers import ThrowawayRedis, make_tls_cert
@@ -82,6 +83,24 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
         assert bus.flush(10)
         assert bus.stream_info()["length"] == 1
         bus.stop()
+    finally:
+        server.kill()
+
+
+def test_a_certificate_not_verified_says_to_give_the_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "did not answer ... check that Redis is running", which it was (an outside trial).
+    cert, key = make_tls_cert(tmp_path)
+    server = ThrowawayRedis(tmp_path, tls=(cert, key), password="s3cret-pw")
+    server.start()
+    try:
+        url = f"rediss://:s3cret-pw@127.0.0.1:{server.tls_port}/0"
+        code = main(["stats", "--backend", "redis", "--redis-url", url])
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "certificate could not be verified" in err and "ssl_ca_certs" in err, err
+        assert "--redis-url" in err and "s3cret-pw" not in err
     finally:
         server.kill()
 

@@ -6,6 +6,7 @@ threads, and its timeouts are sized for their work, not for a quick "is anybody 
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import redis
@@ -59,6 +60,14 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         refused = credentials_error(exc, where, source)
         if refused is not None:
             raise refused from None
+        if _certificate_refused(exc):
+            url = source or "the client's URL"
+            raise BackendUnavailableError(
+                f"Redis at {where} answered, but its TLS certificate could not be verified "
+                f"({safe_error(exc)}); give the CA that signed it in {url} "
+                "(rediss://host:port/db?ssl_ca_certs=/path/ca.pem), or check that the host "
+                "name is the one the certificate names"
+            ) from None
         if source == "REDIS_ADDR/REDIS_DB":
             settings = "that REDIS_ADDR and REDIS_DB are right (REDIS_ADDR cannot carry a "
             settings += "password; REDIS_URL can)"
@@ -72,3 +81,14 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
     finally:
         if connection is not None:
             connection.disconnect()
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """True when the TLS handshake failed on the server's certificate (redis-py wraps the
+    `ssl.SSLCertVerificationError` in a ConnectionError, keeping only its text)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
