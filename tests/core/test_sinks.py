@@ -146,6 +146,29 @@ def test_retry_after_parsing_and_policy() -> None:
     assert policy.delay(1, retry_after=3600.0) == 120.0  # within reason
 
 
+@pytest.mark.parametrize("header", ["-5", "nan", "NaN", "inf", "-inf", "1e999"])
+def test_a_retry_after_no_server_could_mean_falls_back_to_the_backoff(header: str) -> None:
+    # "-5" and "nan" were read as 0 s (retrying at once, twice); urllib3 ignores them too.
+    assert parse_retry_after(header) is None
+
+
+def test_a_nan_or_negative_retry_after_from_a_sink_is_no_delay_at_all() -> None:
+    # TransientSinkError(retry_after=nan) reached asyncio.sleep(nan): the dispatcher's stop
+    # then never ended (an outside trial: not stopped after 15 s, with a 3 s shutdown).
+    for bad in (float("nan"), float("inf"), -1.0):
+        assert TransientSinkError("down", retry_after=bad).retry_after is None
+    policy = RetryPolicy(retries=3, base=1.0, cap=30.0, jitter=False)
+    assert policy.delay(1, retry_after=float("nan")) == 1.0  # the backoff's
+
+
+@pytest.mark.parametrize("delivered", [2.5, "3", None, True])
+def test_a_sink_error_with_a_count_that_is_not_an_int_says_so(delivered: object) -> None:
+    # delivered=2.5 stopped that sink's worker for the rest of the run ("slice indices must be
+    # integers", logged only at stop); None and "3" failed with an unrelated TypeError.
+    with pytest.raises(TypeError, match=r"delivered=\.\.\.\) must be an int"):
+        TransientSinkError("down", delivered=delivered)  # type: ignore[arg-type]
+
+
 async def test_webhook_against_a_real_server_honours_503_429_and_retry_after() -> None:
     receiver = WebhookReceiver([(503, {"Retry-After": "0"}), (429, {"Retry-After": "0"})])
     with serve(receiver) as url:

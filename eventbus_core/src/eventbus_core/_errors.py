@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 __all__ = [
@@ -94,6 +95,13 @@ class SinkError(EventBusError, RuntimeError):
     def __init__(self, message: str, *, error_type: str | None = None, delivered: int = 0) -> None:
         super().__init__(message)
         self.error_type = error_type or type(self).__name__
+        if isinstance(delivered, bool) or not isinstance(delivered, int):
+            # Raised from the sink's send(): the dispatcher then treats it as any other error
+            # of the sink (retried), where a float here once stopped the sink's worker for good.
+            raise TypeError(
+                f"{type(self).__name__}(delivered=...) must be an int (how many payloads at the "
+                f"start of the batch were stored), got {delivered!r}"
+            )
         self.delivered = max(0, delivered)
 
 
@@ -116,6 +124,15 @@ class TransientSinkError(SinkError):
         delivered: int = 0,
     ) -> None:
         super().__init__(message, error_type=error_type, delivered=delivered)
+        # A NaN, infinite or negative wait is no wait the destination could have meant: the
+        # retry policy's backoff applies instead (a NaN once made the dispatcher's stop hang).
+        if retry_after is not None and (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or not math.isfinite(retry_after)
+            or retry_after < 0
+        ):
+            retry_after = None
         self.retry_after = retry_after
 
 
@@ -138,4 +155,6 @@ def stored_before_failing(exc: BaseException, size: int) -> int:
     `exc`: a `SinkError`'s `delivered` when it names part of the batch, else 0 (a count of none,
     or of the whole batch or more, leaves the whole batch to retry)."""
     done = exc.delivered if isinstance(exc, SinkError) else 0
+    if isinstance(done, bool) or not isinstance(done, int):
+        return 0  # set after construction to something else: the whole batch is retried
     return done if 0 < done < size else 0

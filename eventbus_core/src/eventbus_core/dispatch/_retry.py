@@ -12,6 +12,7 @@ Which failures are worth retrying:
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -64,7 +65,7 @@ class RetryPolicy:
         urllib3 does: the destination knows when it will be ready. It is bounded by
         `retry_after_max` so that a hostile or broken value cannot stall a sink for hours.
         """
-        if retry_after is not None:
+        if retry_after is not None and math.isfinite(retry_after):
             return min(max(retry_after, 0.0), self.retry_after_max)
         return backoff_delay(retry - 1, self.base, self.cap, jitter=self.jitter)
 
@@ -84,8 +85,10 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         except (TypeError, ValueError):
             return None
         current = time.time() if now is None else now
-        return max(0.0, when.timestamp() - current)
-    return max(0.0, seconds)
+        return max(0.0, when.timestamp() - current)  # a date in the past: now
+    if not math.isfinite(seconds) or seconds < 0:
+        return None  # "nan", "inf", "-5": no delay a server meant; the backoff applies
+    return seconds
 
 
 def classify_status(
