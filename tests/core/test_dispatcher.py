@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -741,3 +742,76 @@ def test_a_sink_that_never_ends_does_not_hold_the_stop(
     assert stats.sinks["stuck"].requeued == 5 and source.acked == []
     if fault == "swallows-cancellation":
         assert "did not end within" in caplog.text
+
+
+async def test_a_sink_error_with_counts_broken_after_construction_leaves_the_sink_working() -> None:
+    # A NaN retry_after slept for ever (a stop that never ended); a float `delivered` killed
+    # the sink's worker, every later event piling up in its queue. Set on the error after its
+    # constructor (which now refuses both), they must still do no harm.
+    def broken() -> TransientSinkError:
+        err = TransientSinkError("down")
+        err.retry_after = float("nan")
+        err.delivered = 2.5  # type: ignore[assignment]
+        return err
+
+    sink = RecordingSink(fail_times=2, error=broken)
+    d = Dispatcher(
+        feed(make_events(30)), [sink], batch_size=10, flush_interval=0.01,
+        retry=FAST_RETRY, dead_letter=MemoryDeadLetter(),
+    )  # fmt: skip
+    stats = await asyncio.wait_for(d.run(), 20)
+    assert sorted(p["log_id"] for p in sink.payloads) == list(range(1, 31))
+    s = stats.sinks["rec"]
+    assert (s.received, s.sent, s.dead_lettered, s.dropped) == (30, 30, 0, 0)
+
+
+_STUCK_SERVE = """
+import asyncio, sys
+from eventbus_core import Dispatcher, Subscription
+from eventbus_core.testing import make_event
+from tests.core.conftest_dispatch import GatedSink
+
+sub = Subscription(100)
+sub.offer([make_event(1)])  # not finished: the dispatcher runs until a signal
+sink = GatedSink()  # its gate never opens: the shutdown would wait its whole timeout
+d = Dispatcher(sub, [sink], batch_size=1, flush_interval=0.01, shutdown_timeout=60)
+
+
+async def main() -> None:
+    serving = asyncio.ensure_future(d.serve())
+    await sink.waiting.wait()
+    print("sending", flush=True)
+    await serving
+
+
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_second_ctrl_c_ends_serve_at_once() -> None:
+    # The second SIGINT only asked for the stop again: eventbus dispatch waited its whole
+    # EVENTBUS_SHUTDOWN_TIMEOUT, where operations.md says a second Ctrl-C ends it at once.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_SERVE], cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "sending"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first one waits for the sink (60 s)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        code = proc.wait(timeout=30)
+        assert code == 130, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() - started < 15  # not the 60 s shutdown timeout
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -400,6 +400,12 @@ class Dispatcher:
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGINT and self._stop_requested:
+            # A second Ctrl-C (after a first, or a SIGTERM): end at once, as every eventbus
+            # command does; what was not sent is not acknowledged, so a backend that keeps
+            # events (Redis, NATS) delivers it again to the next dispatcher.
+            log.warning("received SIGINT again: stopping at once, without the shutdown's wait")
+            raise KeyboardInterrupt
         log.info("received %s: stopping", sig.name)
         self.request_stop()
 
