@@ -138,6 +138,17 @@ def test_replay_batch_size_zero_names_the_flag(capsys: pytest.CaptureFixture[str
     assert "--batch-size 0" in one_line(err)
 
 
+@pytest.mark.parametrize("last", ["-1", "99999999999999999999"])
+def test_tail_last_out_of_range_names_the_flag(
+    last: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A huge one reached Redis, whose refusal was reported as "Redis at ... failed; is it
+    # running, and is REDIS_URL (or --redis-url) right?" with exit 1 (an outside trial).
+    code, err = run(["tail", "--backend", "redis", "--redis-url", CLOSED, "-n", last], capsys)
+    assert code == 2
+    assert f"--last {last}" in one_line(err)
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, Final
 
 from eventbus_core._bus import EventBus
 from eventbus_core._event import Event
@@ -29,6 +29,11 @@ from eventbus_core.dispatch._setup import redactor_from_settings
 from eventbus_core.redact._redact import NO_REDACTION, Redactor
 
 __all__ = ["add_parser", "run"]
+
+
+# More than any log holds; past it, Redis refuses the range ("value is not an integer or out of
+# range"), which the command took for a Redis that was unreachable or misconfigured.
+_LAST_MAX: Final = 1_000_000_000
 
 
 def add_parser(sub: Any) -> None:
@@ -84,8 +89,11 @@ def _emit(event: Event, as_json: bool, redactor: Redactor) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print events as they arrive; exit 0 after --count events or at the end of the stream."""
     settings = settings_from_args(args)
-    if args.last < 0:
-        raise UsageError(f"--last {args.last}: give a number >= 0 of past events to show first")
+    if not 0 <= args.last <= _LAST_MAX:
+        raise UsageError(
+            f"--last {args.last}: give a number from 0 to {_LAST_MAX:,} of past events to show "
+            "first"
+        )
     if args.count is not None and args.count < 1:
         raise UsageError(
             f"--count {args.count}: give N >= 1 to stop after N events, or leave --count out "
