@@ -340,6 +340,26 @@ async def test_transform_failure_still_delivers_the_event() -> None:
     assert "bug in transformer" in sink.payloads[0]["transform_error"]
 
 
+async def test_a_transformer_returning_no_dict_is_named_and_not_logged_per_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A transformer returning a str gave "ValueError: dictionary update sequence element #0
+    # has length 1; 2 is required", logged at WARNING for every event (an outside trial).
+    def as_text(event: object) -> Any:
+        return "not a payload"
+
+    sink = RecordingSink()
+    with caplog.at_level(logging.WARNING, logger="eventbus.dispatcher"):
+        await Dispatcher(
+            feed(make_events(40)), [sink], flush_interval=0.01, transform=as_text
+        ).run()
+    assert len(sink.payloads) == 40
+    reason = sink.payloads[0]["transform_error"]
+    assert "returned str, not a dict" in reason and "as_text" in reason, reason
+    warned = [r for r in caplog.records if "transform failed" in r.getMessage()]
+    assert len(warned) == 5  # the first five; then every 1000th
+
+
 async def test_events_no_sink_could_take_before_are_written_among_the_others(
     tmp_path: Path,
 ) -> None:

@@ -9,7 +9,7 @@ gave it the first time.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._event import Event
@@ -39,6 +39,7 @@ class PayloadPreparer:
     ) -> None:
         self.transform: Transform = transform or LLMTransformer()
         self.redactor: Redactor = Redactor() if redactor is None else redactor
+        self._transform_failures = 0
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> PayloadPreparer:
@@ -51,16 +52,31 @@ class PayloadPreparer:
     def __call__(self, event: Event) -> Payload:
         """The payload of `event`, redacted; never raises for a transformer's failure."""
         try:
-            payload = dict(self.transform(event))
+            made = self.transform(event)
+            if not isinstance(made, Mapping):
+                raise TypeError(
+                    f"the transformer {_name_of(self.transform)} returned "
+                    f"{type(made).__name__}, not a dict of the payload's fields"
+                )
+            payload = dict(made)
         except Exception as exc:
             # A transformer bug must not lose events: ship the bare facts and say why.
             reason = _error_text(exc, event, self.redactor.extra_headers)
-            log.warning(
-                "transform failed for log_id=%s request_id=%s: %s",
-                event.log_id,
-                event.request_id,
-                reason,
-            )
+            self._transform_failures += 1
+            failures = self._transform_failures
+            # A broken transformer fails every event: the first few are logged, then every
+            # _LOG_EVERY-th (each payload carries its own `transform_error`).
+            if failures <= _LOGGED_FIRST or failures % _LOG_EVERY == 0:
+                log.warning(
+                    "transform failed for log_id=%s request_id=%s: %s%s",
+                    event.log_id,
+                    event.request_id,
+                    reason,
+                    f" ({failures} failures so far; the first {_LOGGED_FIRST} and every "
+                    f"{_LOG_EVERY}th are logged)"
+                    if failures >= _LOGGED_FIRST
+                    else "",
+                )
             payload = _bare_facts(event, "transform_error", reason)
         try:
             redacted: dict[str, Any] = self.redactor.payload(payload)
@@ -83,6 +99,19 @@ class PayloadPreparer:
 
     def __repr__(self) -> str:
         return f"PayloadPreparer(transform={self.transform!r}, redactor={self.redactor!r})"
+
+
+_LOGGED_FIRST = 5
+_LOG_EVERY = 1000
+
+
+def _name_of(transform: Transform) -> str:
+    """How a message names the transformer: `module:function`, as EVENTBUS_TRANSFORMER does."""
+    module = getattr(transform, "__module__", None)
+    name = getattr(transform, "__qualname__", None)
+    if module and name:
+        return f"{module}:{name}"
+    return repr(transform)
 
 
 def _bare_facts(event: Event, error_field: str, reason: str) -> dict[str, Any]:
