@@ -6,7 +6,8 @@ Events may repeat after a crash (at-least-once delivery): de-duplicate by `log_i
 
 Options (`--sink-opt key=value` or `EVENTBUS_SINK_JSONL_<KEY>`):
     path: The file (default `events.jsonl`).
-    max_bytes: Rotate before the file would pass this size (default 104857600; 0: never).
+    max_bytes: Rotate before a batch that would take the file past this size (default
+        104857600; 0: never); a batch is never split, so a file holds at least one.
     backups: Rotated files kept as `path.1` ... `path.N` (default 5).
     fsync: Flush to disk after each batch (default false).
 """
