@@ -181,6 +181,31 @@ def test_an_existing_stream_that_does_not_take_the_subject_is_a_settings_error(
     assert bus.describe()["messages"] == 1  # nothing of the mismatched bus's went there
 
 
+def test_replicas_a_single_server_cannot_keep_end_every_command_with_exit_2(
+    env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # The server refused to create the stream ("replicas > 1 not supported in non-clustered
+    # mode") at every write: publish exited 1 after 5 s with every event lost, tail and
+    # dispatch retried for ever, the demo ran 31 s for nothing (two outside trials).
+    monkeypatch.setenv("EVENTBUS_NATS_REPLICAS", "3")
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"RequestID": "r1", "Method": "GET", "Path": "/"}) + "\n")
+    with events.open() as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        for argv in (
+            ["stats"],
+            ["tail", "-c", "1"],
+            ["publish"],
+            ["dispatch", "--sink", "console"],
+        ):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert "EVENTBUS_NATS_REPLICAS=3" in err and "not part of a cluster" in err, err
+
+
 def test_demo_keep_names_the_stream_and_subject_to_read_it_with(
     env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

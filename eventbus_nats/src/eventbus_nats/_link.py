@@ -71,6 +71,9 @@ class _Client(Client):
     def __init__(self, tls_wanted: bool) -> None:
         super().__init__()
         self._tls_wanted = tls_wanted
+        # Whether the server connected to is part of a cluster (its INFO names one): a single
+        # server refuses a stream of more than one replica, which `check()` tells at once.
+        self.clustered: bool | None = None
 
     async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
         # Called with initial_connection=True right after each (re)connection's INFO, before
@@ -86,6 +89,8 @@ class _Client(Client):
             if not (info.get("tls_required") or info.get("tls_available")):
                 raise TlsNotOffered()
             info["tls_required"] = True
+        if initial_connection:
+            self.clustered = bool(info.get("cluster"))
         await super()._process_info(info, initial_connection)
 
 
@@ -279,6 +284,12 @@ class Link:
     def where(self) -> str:
         """The servers, credentials masked."""
         return self.options.where
+
+    def server_is_single(self) -> bool:
+        """True when the server connected to said it is part of no cluster (False when not
+        known: not connected yet)."""
+        nc = self.nc
+        return isinstance(nc, _Client) and nc.clustered is False
 
     async def jetstream(self) -> JetStreamContext:
         """The JetStream context, once the first connection succeeded (waits until then)."""

@@ -179,11 +179,22 @@ class LogReader:
     async def _probe(self, timeout: float) -> None:
         js = await self._link.answering(patience=timeout)
         await js.account_info()
+        layout = self._link.layout
         try:  # an existing stream must take the bus's subject (a missing one is made later)
-            info = await js.stream_info(self._link.layout.stream)
+            info = await js.stream_info(layout.stream)
         except nats.js.errors.NotFoundError:
+            if layout.replicas > 1 and self._link.server_is_single():
+                # The server would refuse to create it (as it says: "replicas > 1 not supported
+                # in non-clustered mode"): every write retried that for ever, and commands that
+                # fail fast on configuration errors ran on.
+                raise SettingsError(
+                    f"EVENTBUS_NATS_REPLICAS={layout.replicas}: the NATS server at "
+                    f"{self._link.where} is not part of a cluster, and a single server keeps "
+                    f"one copy of stream {layout.stream} only; set EVENTBUS_NATS_REPLICAS=1, or "
+                    "point NATS_URL at a JetStream cluster"
+                ) from None
             return
-        mismatch = self._link.layout.mismatch(info)
+        mismatch = layout.mismatch(info)
         if mismatch is not None:
             raise SettingsError(mismatch)
 
