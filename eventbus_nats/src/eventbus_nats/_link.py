@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from eventbus_core import SettingsError, get_logger
+from eventbus_core import BackendUnavailableError, SettingsError, get_logger
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._options import ConnectOptions, TlsNotOffered, refusal, safe_error
 
@@ -121,8 +121,9 @@ def _create_hint(description: str) -> str:
     )
 
 
-class LinkClosed(RuntimeError):
-    """The link was closed (the bus stopped and every consumer closed)."""
+class LinkClosed(BackendUnavailableError, RuntimeError):
+    """The link was closed (the bus stopped and every consumer closed): a capability method
+    called then fails with it, a `BackendUnavailableError` as nats.md says."""
 
 
 class Link:
@@ -402,6 +403,9 @@ class Link:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("Link.call() from the link's own thread would deadlock")
+        if self.closed:  # `coro` itself closed, not only the wrapper: no "never awaited"
+            coro.close()
+            raise LinkClosed(f"the NATS connection {self.name} is closed (the bus was stopped)")
         future = self.submit(asyncio.wait_for(coro, timeout))
         try:
             return future.result(timeout + 0.5)

@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 
 from eventbus_core import BackendUnavailableError, Event, SettingsError, WireFormatError
-from eventbus_nats._link import Link
+from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
 
 __all__ = ["LogReader"]
@@ -46,8 +46,8 @@ class LogReader:
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
         try:
             return self._link.call(coro, timeout or self._timeout)
-        except nats.js.errors.APIError:
-            raise  # the server answered: not an outage
+        except (nats.js.errors.APIError, LinkClosed):
+            raise  # the server answered (not an outage), or the bus was stopped
         except (TimeoutError, ConnectionError, OSError, nats.errors.Error) as exc:
             raise BackendUnavailableError(
                 f"NATS at {self._link.where} did not answer ({safe_error(exc)}); check that "
@@ -165,13 +165,15 @@ class LogReader:
             self._link.call(self._probe(timeout), timeout)
         except SettingsError as exc:
             raise SettingsError(str(exc)) from None  # a fresh one, as below
+        except LinkClosed as exc:
+            raise LinkClosed(str(exc)) from None  # not the server's doing
         except Exception as exc:
             refused = self._link.refused
             if refused is not None:  # a fresh error: the link's is shared between threads
                 raise SettingsError(str(refused)) from None
             why = self._link.last_error or safe_error(exc)
             raise BackendUnavailableError(
-                f"NATS JetStream at {self._link.where} did not answer within {timeout} s "
+                f"NATS JetStream at {self._link.where} did not answer within {timeout:.3g} s "
                 f"({why}); check that nats-server runs there with JetStream enabled (-js), "
                 "or set NATS_URL"
             ) from None
