@@ -64,6 +64,10 @@ def ensure_reachable(bus: object, *, wait: float = 0.0, command: str = "eventbus
         except BackendUnavailableError as exc:
             left = deadline - time.monotonic()
             if left <= 0:
+                if wait > 0:  # its own figure is the last try's share of the wait
+                    raise BackendUnavailableError(
+                        f"{exc} (after waiting {wait:g} s, --wait-for-backend)"
+                    ) from None
                 raise
             if not said_waiting:
                 print(
