@@ -552,3 +552,17 @@ def test_ctrl_c_while_waiting_for_a_plugins_threads_exits_130(tmp_path: Any) -> 
     # It was 0: an interrupted join() marks the running thread as ended.
     assert proc.returncode == 130, err
     assert time.monotonic() - started < 3
+
+
+def test_the_backend_flag_help_lists_the_installed_backends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # It said "(redis, redis-streams, ...)" in an installation with neither (an outside trial):
+    # core names no backend; the registry does.
+    from eventbus_core import get_registry
+    from eventbus_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["publish", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(installed: {', '.join(sorted(get_registry().backends))})" in out

@@ -75,7 +75,8 @@ class EventBusSettings(BaseSettings):
     backend: str = _env(
         "LLM_PROXY_EVENT_BUS",
         default="memory",
-        description="Backend name: memory (alias in-memory), redis, redis-streams, or a plugin's.",
+        description="Backend name: memory (alias in-memory), or an installed plugin's "
+        "(`eventbus plugins` lists them).",
     )
     buffer_size: int = _env(
         "OBSERVABILITY_BUFFER_SIZE",

@@ -28,6 +28,11 @@ def _registry() -> PluginRegistry:
         return get_registry()
 
 
+def installed_backends() -> list[str]:
+    """The names of the installed backends, for help texts."""
+    return sorted(_registry().backends)
+
+
 def plugin_flags() -> dict[str, str]:
     """Settings field to the flag an installed plugin declared for it (e.g. `--redis-url`)."""
     flags: dict[str, str] = {}

@@ -27,7 +27,12 @@ from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
-from eventbus_core.cli._backend_flags import add_plugin_options, plugin_flags, plugin_overrides
+from eventbus_core.cli._backend_flags import (
+    add_plugin_options,
+    installed_backends,
+    plugin_flags,
+    plugin_overrides,
+)
 from eventbus_core.cli._reach import ensure_reachable
 from eventbus_core.redact._secrets import redact_url
 
@@ -78,7 +83,8 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--backend",
         metavar="NAME",
-        help="backend name, overriding LLM_PROXY_EVENT_BUS (redis, redis-streams, ...)",
+        help="backend name, overriding LLM_PROXY_EVENT_BUS (installed: "
+        f"{', '.join(installed_backends()) or 'none'})",
     )
     add_plugin_options(group)
     group.add_argument(
