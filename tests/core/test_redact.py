@@ -572,3 +572,13 @@ def test_a_binary_body_without_credentials_is_kept_byte_for_byte() -> None:
     assert Redactor().payload(payload) == payload
     assert Redactor().json(payload) == payload
     assert Redactor().body(body) is body
+
+
+def test_a_query_credential_before_a_colon_keeps_the_colon_outside_the_mask() -> None:
+    # "cannot reach https://h/x?sig=abc: ConnectError: ..." became "sig=[REDACTED] ConnectError"
+    # (an outside trial): the reason read as if it were part of the URL.
+    text = "cannot reach http://h/x?token=abc&sig=def: ConnectError: refused"
+    assert Redactor().text(text) == (
+        "cannot reach http://h/x?token=[REDACTED]&sig=[REDACTED]: ConnectError: refused"
+    )
+    assert Redactor().text("x?token=abc:def y") == "x?token=[REDACTED] y"  # inside: all of it

@@ -25,8 +25,11 @@ QUERY_CREDENTIALS: Final = (
 
 _NAMES: Final = "|".join(re.escape(name) for name in QUERY_CREDENTIALS)
 
-QUERY_PAIR: Final = re.compile(rf"(?i)(?P<head>[?&](?:{_NAMES})=)(?P<value>[^&#\s\"'<>]+)")
-"""`?name=value` / `&name=value` in text; the value runs to the next separator."""
+QUERY_PAIR: Final = re.compile(
+    rf"(?i)(?P<head>[?&](?:{_NAMES})=)(?P<value>[^&#\s\"'<>]*[^&#\s\"'<>:])"
+)
+"""`?name=value` / `&name=value` in text; the value runs to the next separator, less a colon
+that ends it (a URL quoted before ": the reason" kept its colon in the mask)."""
 
 QUERY_PAIR_BYTES: Final = re.compile(rf"(?i)[?&](?:{_NAMES})=[^&#\s\"'<>]".encode())
 """The same, on the JSON serialisation of a payload part (the gate's conservative test)."""
