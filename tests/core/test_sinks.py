@@ -604,3 +604,18 @@ async def test_an_unreachable_webhook_never_shows_its_password_whatever_it_holds
     assert "cannot reach" in str(info.value) and "ter2" not in str(info.value)
     assert "ter2" not in repr(sink)
     await sink.close()
+
+
+def test_the_start_of_a_sinks_own_key_quoted_alone_is_masked() -> None:
+    # "Invalid API key provided: hk-ECHOKEYabcd..." reached the log and every dead letter
+    # (helper-83): receivers often quote a key's start only.
+    from eventbus_core.sinks._http import HttpTarget
+
+    key = "hk-ECHOKEYabcdef0123456789"
+    target = HttpTarget(
+        "http://127.0.0.1:1/x", headers={"Authorization": f"Bearer {key}"}, client=object()
+    )  # type: ignore[arg-type]
+    for quoted in ("hk-ECHOKEYabcd...", "HK-ECHOKEYABCDEF0123****", key):
+        said = target.mask_own(f"Invalid API key provided: {quoted}")
+        assert "ECHOKEY" not in said.upper() and "[REDACTED]" in said, said
+    assert target.mask_own("a hk-ECHO word") == "a hk-ECHO word"  # too short to tell

@@ -115,6 +115,7 @@ class HttpTarget:
         self.url = url
         self.headers = dict(headers or {})
         self._own_secrets = _secrets_pattern(self.headers)
+        self._own_starts = _starts_pattern(self.headers)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
@@ -216,13 +217,19 @@ class HttpTarget:
         percent-encoded as a receiver may quote it back.
 
         A text that quotes one in an escaping of its own (every character `\\u`-escaped, a
-        percent-encoding that leaves other characters) is unescaped first, and masked so."""
+        percent-encoding that leaves other characters) is unescaped first, and masked so. A
+        long word quoted by its start only ("sk-abcd1234...") is masked too."""
         pattern = self._own_secrets
         if pattern is None:
             return text
         text = pattern.sub(MASK, text)
         plain = _unescaped(text)
-        return pattern.sub(MASK, plain) if plain != text and pattern.search(plain) else text
+        if plain != text and pattern.search(plain):
+            text = pattern.sub(MASK, plain)
+        # Last: a start masked first would hide the whole key from the passes above, leaving
+        # the escaped rest of it in clear.
+        starts = self._own_starts
+        return text if starts is None else starts.sub(MASK, text)
 
     async def close(self) -> None:
         """Close the client, if this object built it."""
@@ -269,15 +276,18 @@ def _unescaped(text: str) -> str:
 # Header values shorter than this are not masked in error text: no credential is that short,
 # and masking "1" or "json" would garble every message.
 _SECRET_MIN: Final = 6
+# Words this long are also masked where a message quotes only their start, from _QUOTED_START
+# characters (or half the word, if longer) on.
+_SECRET_LONG: Final = 16
+_QUOTED_START: Final = 10
 # Headers that describe the request, never a credential.
 _NOT_SECRET: Final = frozenset({"content-type", "accept", "content-encoding", "user-agent"})
 
 
-def _secrets_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
-    """What to mask in messages for `headers` (None: nothing): each value, and each word of one
-    that is long enough to be a credential by itself (`Bearer <key>`, `Basic <b64>`), as it is,
-    JSON-escaped (`/` as `\\/` too, as PHP writes it) and percent-encoded, in any case; longest
-    first, so that a whole value is masked before a part of it."""
+def _secret_forms(headers: Mapping[str, str]) -> set[str]:
+    """Each value of `headers`, and each word of one that is long enough to be a credential by
+    itself (`Bearer <key>`, `Basic <b64>`), as it is, JSON-escaped (`/` as `\\/` too, as PHP
+    writes it) and percent-encoded."""
     found: set[str] = set()
     for name, value in headers.items():
         if name.lower() in _NOT_SECRET:
@@ -288,7 +298,33 @@ def _secrets_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
                 found.update(
                     (text, escaped, escaped.replace("/", "\\/"), urllib.parse.quote(text, safe=""))
                 )
-    if not found:
+    return found
+
+
+def _secrets_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
+    """What to mask in messages for `headers` (None: nothing): `_secret_forms`, in any case;
+    longest first, so that a whole value is masked before a part of it."""
+    forms = sorted(_secret_forms(headers), key=len, reverse=True)
+    if not forms:
         return None
-    forms = sorted(found, key=len, reverse=True)
     return re.compile("|".join(re.escape(form) for form in forms), re.IGNORECASE)
+
+
+def _starts_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
+    """The starts of the long words of `headers` (None: none), for a receiver that quotes only
+    the start of a key ("Invalid API key provided: sk-abcd1234..."): from `_QUOTED_START`
+    characters (or half the word) on, with whatever follows of a key's alphabet, in any case."""
+    starts = {
+        word[: max(_QUOTED_START, len(word) // 2)]
+        for name, value in headers.items()
+        if name.lower() not in _NOT_SECRET
+        for word in value.split()
+        if len(word) >= _SECRET_LONG
+    }
+    if not starts:
+        return None
+    alternatives = sorted(starts, key=len, reverse=True)
+    return re.compile(
+        "|".join(re.escape(start) + r"[A-Za-z0-9_\-+/=]*" for start in alternatives),
+        re.IGNORECASE,
+    )
