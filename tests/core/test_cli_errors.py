@@ -565,3 +565,32 @@ def test_a_check_across_settings_is_said_as_it_is_among_flag_errors() -> None:
     )
     text = str(_in_flag_terms(exc, {"nats_replicas": "--backend-option nats_replicas"}))
     assert text == "--backend-option nats_replicas '9': too many; NATS_CERT needs NATS_KEY"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--consumer-name", ""], "--consumer-name is empty"),
+        (["--metrics-host", " "], "--metrics-host is empty"),
+        (["--sink-opt", "path="], "EVENTBUS_SINK_JSONL_PATH) is empty"),
+    ],
+)
+def test_empty_dispatch_values_are_refused_not_ignored(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They fell back to the environment or a default without a word: a consumer name of host
+    # and pid (a restarted dispatcher then did not re-read its own pending entries), the
+    # default events.jsonl (an outside trial).
+    code, err = run(["dispatch", "--backend", "memory", "--sink", "jsonl", *argv], capsys)
+    assert code == 2, err
+    assert says in one_line(err)
+
+
+def test_an_empty_dead_letter_flag_turns_dead_letters_off_as_the_variable_does() -> None:
+    import argparse
+
+    from eventbus_core.cli._dispatch_cmd import _FLAGS
+    from eventbus_core.cli._ops import settings_from_args
+
+    args = argparse.Namespace(dead_letter_path="", backend="memory")
+    assert settings_from_args(args, _FLAGS).dead_letter_path == ""

@@ -25,7 +25,7 @@ from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
 from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._plugins import Registration, get_registry
-from eventbus_core._settings import EventBusSettings, all_env_vars
+from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._backend_flags import (
     add_plugin_options,
@@ -69,6 +69,10 @@ EXIT_CODES_HELP: Final = (
 BACKEND_FLAGS: Final = {"backend": "--backend"}
 """Core settings field to the flag of `add_backend_options()` that overrides it (the flags of
 backend plugins, such as `--redis-url`, and `--backend-option` come with their plugin)."""
+
+
+EMPTY_IS_A_VALUE: Final = frozenset({"dead_letter_path"})
+"""Settings whose empty value means something (no dead-letter file), given so by a flag too."""
 
 
 class UsageError(EventBusError, ValueError):
@@ -120,7 +124,14 @@ def settings_from_args(
     plugin_given = dict(given_as_flag)
     for field in flags:
         value = getattr(args, field, None)
-        if value is not None and value != "":
+        if isinstance(value, str) and not value.strip() and field not in EMPTY_IS_A_VALUE:
+            # Ignored, it fell back to the environment or the default without a word
+            # (--consumer-name '' gave a name of host and pid, unlike the one of the last run).
+            raise UsageError(
+                f"{flags[field]} is empty: give a value, or leave the flag out to use "
+                f"{ENV_VARS.get(field, 'the setting')}"
+            )
+        if value is not None:
             overrides[field], given_as_flag[field] = value, flags[field]
     try:
         settings = EventBusSettings(**overrides)

@@ -71,7 +71,12 @@ def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> JsonlS
     max_bytes = option_int(options, "jsonl", "max_bytes", 100 * 1024 * 1024)
     backups = option_int(options, "jsonl", "backups", 5)
     fsync = option_bool(options, "jsonl", "fsync", False)
-    path = options.get("path") or "events.jsonl"
+    path = options.get("path", "events.jsonl")
+    if not path.strip():  # given, and empty: not the default file without a word
+        raise SettingsError(
+            f"{option_where('jsonl', 'path')} is empty: give the file to write (without it, "
+            "events.jsonl)"
+        )
     problem = file_problem(path, pipes=True)
     if problem is not None:  # at start, not as a dead letter for every batch
         raise SettingsError(f"{option_where('jsonl', 'path')}: {path!r} {problem}")
