@@ -327,3 +327,17 @@ def test_from_settings_with_the_plugins_own_settings_class_names_eventbus_settin
     with pytest.raises(TypeError, match=r"takes an eventbus_core\.EventBusSettings") as info:
         NatsEventBus.from_settings(NatsSettings())  # type: ignore[arg-type]
     assert "NatsEventBus.from_settings()" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["1", "10", "65535"])
+def test_a_max_bytes_too_small_for_the_events_is_refused(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # EVENTBUS_NATS_MAX_BYTES=10 was accepted: the server acknowledged every event and removed
+    # it at once; publish exited 0, a consumer group read nothing and counted nothing.
+    monkeypatch.setenv("EVENTBUS_NATS_MAX_BYTES", value)
+    with pytest.raises(SettingsError, match="EVENTBUS_NATS_MAX_BYTES") as info:
+        NatsSettings()
+    assert "at least 65536, or 0 for no limit" in str(info.value)
+    monkeypatch.setenv("EVENTBUS_NATS_MAX_BYTES", "65536")
+    assert NatsSettings().nats_max_bytes == 65536

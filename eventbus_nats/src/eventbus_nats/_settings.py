@@ -38,6 +38,7 @@ DEAD_SUFFIX: Final = "_DEAD"  # the dead-letter stream is the event stream's nam
 MAX_STREAM_NAME: Final = _MAX_NAME - len(DEAD_SUFFIX)
 # JetStream's limits are int64 (durations in nanoseconds): larger values pass here and fail on
 # the server, at run time, with an error that names no variable.
+_SMALLEST_STREAM: Final = 65_536  # EVENTBUS_NATS_MAX_BYTES below this (0 aside) is refused
 _INT64: Final = 2**63 - 1
 _SECONDS64: Final = _INT64 // 1_000_000_000
 
@@ -289,6 +290,19 @@ class NatsSettings(BaseSettings):
     @classmethod
     def _check_url(cls, value: RedactedURL) -> RedactedURL:
         return RedactedURL(",".join(check_servers(value)))
+
+    @field_validator("nats_max_bytes", mode="after")
+    @classmethod
+    def _check_max_bytes(cls, value: int) -> int:
+        # A stream smaller than one event keeps nothing: the server acknowledges each event
+        # and removes it at once, and a consumer group reads nothing, counting nothing.
+        if 0 < value < _SMALLEST_STREAM:
+            raise ValueError(
+                f"{value} bytes cannot hold the events (one takes hundreds of bytes, a chat "
+                f"completion with its bodies tens of KB): give at least {_SMALLEST_STREAM}, or "
+                "0 for no limit"
+            )
+        return value
 
     @field_validator("nats_stream", mode="after")
     @classmethod
