@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -65,14 +68,29 @@ def test_a_fork_child_returning_without_stop_delivers_what_it_published(
     assert _child_ids(real, bus) == sorted(f"child-{i}" for i in range(CHILD_EVENTS))
 
 
+_FORKSERVER_PARENT = """
+import multiprocessing, sys
+from tests.redis.test_multiprocessing_exit import _publish_own
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("forkserver")
+    child = context.Process(target=_publish_own, args=sys.argv[1:])
+    child.start()
+    child.join(60)
+    sys.exit(child.exitcode)
+"""
+
+
 def test_a_forkserver_child_returning_without_stop_delivers_what_it_published(
     real: redis.Redis, prefix: str
 ) -> None:
+    # From a parent of its own, run from the checkout's root: the forkserver imports the
+    # target's module by name (a pytest-xdist worker's path has no `tests` package).
     key = f"{prefix}:log"
-    context = multiprocessing.get_context("forkserver")
-    child = context.Process(target=_publish_own, args=(redis_url(), key))
-    child.start()
-    child.join(60)
-    assert child.exitcode == 0
-    got = sorted(e.decode() for e in real.lrange(key, 0, -1))
-    assert len(got) == CHILD_EVENTS
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKSERVER_PARENT, redis_url(), key],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert real.llen(key) == CHILD_EVENTS
