@@ -192,3 +192,21 @@ def test_the_loop_connection_packs_commands_as_redis_py_does(encoding: str) -> N
         assert pack_commands([("SET", "k", odd)], conn.encoder) is None
     assert pack_commands([("CONFIG GET", "maxmemory")], conn.encoder) is None
     assert pack_commands([(b"CONFIG GET", "maxmemory")], conn.encoder) is None
+
+
+@pytest.mark.parametrize("given", [{}, {"socket_timeout": 2.5}, {"socket_connect_timeout": 1.5}])
+def test_the_loop_connection_keeps_the_timeouts_the_clients_connections_use(
+    given: dict[str, float],
+) -> None:
+    # redis-py 8 gives its connections 5 s timeouts that connection_kwargs do not show: a
+    # client built from a bare URL got a loop connection with no timeout at all, and a
+    # frozen Redis held its writer for good (review).
+    from eventbus_redis._loop_connection import LoopConnection
+
+    client = redis.Redis.from_url("redis://127.0.0.1:1/0", **given)
+    sync = client.connection_pool.connection_class(**client.connection_pool.connection_kwargs)
+    loop_conn = LoopConnection(client)
+    assert loop_conn._timeout == sync.socket_timeout
+    if sync.socket_timeout:
+        connect = sync.socket_connect_timeout or sync.socket_timeout
+        assert loop_conn._connect_within == connect + sync.socket_timeout

@@ -126,13 +126,27 @@ def describe_client(client: Any) -> str:
     return f"{scheme}://{host}:{port}/{db}"
 
 
+def connection_timeouts(client: Any) -> tuple[float | None, float | None]:
+    """The socket timeout and the connect timeout, in seconds (None: no limit, or unknown), that
+    a connection of `client` uses: those the client was given, or else redis-py's defaults,
+    which its `connection_kwargs` do not show (5 s each since redis-py 8; none before)."""
+    try:
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+    except AttributeError:
+        return None, None
+    try:  # built, not connected: it holds the defaults its class applies
+        probe: Any = pool.connection_class(**kwargs)
+        values = (probe.socket_timeout, probe.socket_connect_timeout)
+    except Exception:  # a connection class of its own (fakeredis's): what was given
+        values = (kwargs.get("socket_timeout"), kwargs.get("socket_connect_timeout"))
+    timeout, connect = (float(v) if v else None for v in values)
+    return timeout, connect
+
+
 def socket_timeout(client: Any) -> float | None:
     """The client's socket timeout in seconds, or None (no limit / unknown)."""
-    try:
-        value: Any = client.connection_pool.connection_kwargs.get("socket_timeout")
-    except AttributeError:
-        return None
-    return float(value) if value else None
+    return connection_timeouts(client)[0]
 
 
 def safe_error(exc: BaseException) -> str:

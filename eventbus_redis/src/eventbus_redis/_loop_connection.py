@@ -17,6 +17,8 @@ from typing import Any, Final
 import redis
 import redis.asyncio.connection as aio
 
+from eventbus_redis._client import connection_timeouts
+
 __all__ = ["LoopConnection", "loop_connection_supported", "pack_commands"]
 
 # Settings of the synchronous connection whose values are synchronous objects.
@@ -82,8 +84,9 @@ class LoopConnection:
         # sends through asyncio.wait_for(), a task of its own per write, which a loop closed by
         # hand in the middle of a write destroyed pending, with an ERROR at exit ("Task was
         # destroyed but it is pending!") and a "never awaited" warning.
-        self._timeout: float | None = kwargs.get("socket_timeout")
-        connect_timeout = kwargs.get("socket_connect_timeout") or self._timeout
+        # Those the synchronous client's connections use: redis-py's defaults included.
+        self._timeout, connect_timeout = connection_timeouts(client)
+        connect_timeout = connect_timeout or self._timeout
         self._connect_within: float | None = (
             None
             if self._timeout is None or connect_timeout is None
