@@ -756,10 +756,17 @@ def _after_fork_in_child() -> None:
         _flush_at_multiprocessing_exit()
 
 
+_exit_flushed_pid = 0
+
+
 def _flush_all_at_exit() -> None:
     """atexit: every batcher still holding events delivers them, all within one deadline (the
     longest `exit_timeout`), so a script or server that ends without `stop()` loses nothing
     its drainers could still deliver."""
+    global _exit_flushed_pid
+    if _exit_flushed_pid == os.getpid():
+        return  # run already, by multiprocessing's finalizer or atexit: one wait, one warning
+    _exit_flushed_pid = os.getpid()
     pending = [b for b in list(_OPEN) if not b.closed and b.pending()]
     if not pending:
         return
@@ -778,7 +785,9 @@ atexit.register(_flush_all_at_exit)
 # process (`_finalizer_pid`); a forked child's is registered again after multiprocessing clears
 # the finalizers it inherited (its after-fork hooks run after that clearing).
 _finalizer_pid = 0
-_EXIT_PRIORITY: Final = 0  # run with multiprocessing's first finalizers, before it joins children
+# Among multiprocessing's finalizers of priority 0 and more, which run before it joins the
+# process's own children (its queues' and pools' first: they have 10 and 15).
+_EXIT_PRIORITY: Final = 0
 
 
 class _AfterForkToken:
