@@ -90,7 +90,9 @@ class _Client(Client):
                 raise TlsNotOffered()
             info["tls_required"] = True
         if initial_connection:
-            self.clustered = bool(info.get("cluster"))
+            # A server without JetStream of its own (a leaf node of a cluster) says no cluster
+            # either, while the cluster behind it keeps the stream: not known, then.
+            self.clustered = bool(info.get("cluster")) if info.get("jetstream") else None
         await super()._process_info(info, initial_connection)
 
 
@@ -406,7 +408,11 @@ class Link:
         if self.closed:  # `coro` itself closed, not only the wrapper: no "never awaited"
             coro.close()
             raise LinkClosed(f"the NATS connection {self.name} is closed (the bus was stopped)")
-        future = self.submit(asyncio.wait_for(coro, timeout))
+        try:
+            future = self.submit(asyncio.wait_for(coro, timeout))
+        except LinkClosed:  # closed meanwhile: `coro` too, not only the wrapper
+            coro.close()
+            raise
         try:
             return future.result(timeout + 0.5)
         except concurrent.futures.TimeoutError:

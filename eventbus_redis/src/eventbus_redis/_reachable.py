@@ -87,8 +87,10 @@ def _certificate_refused(exc: BaseException) -> bool:
     """True when the TLS handshake failed on the server's certificate (redis-py wraps the
     `ssl.SSLCertVerificationError` in a ConnectionError, keeping only its text)."""
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return True
+        visited.add(id(seen))
         seen = seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)

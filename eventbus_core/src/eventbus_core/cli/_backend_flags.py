@@ -14,6 +14,7 @@ from typing import Any
 
 from eventbus_core._plugin_settings import cli_flag, env_vars_of
 from eventbus_core._plugins import PluginLoadWarning, PluginRegistry, get_registry
+from eventbus_core._settings import all_env_vars
 
 __all__ = ["add_plugin_options", "plugin_flags", "plugin_override_env", "plugin_overrides"]
 
@@ -31,6 +32,24 @@ def _registry() -> PluginRegistry:
 def installed_backends() -> list[str]:
     """The names of the installed backends, for help texts."""
     return sorted(_registry().backends)
+
+
+def flag_value(value: Any, flag: str, variable: str, *, empty_is_a_value: bool = False) -> Any:
+    """`value` as a flag gave it; an empty one (blank) is refused, naming `flag` and the
+    `variable` it overrides, unless `empty_is_a_value` (then it is ""). Ignoring it fell back
+    to the environment or a default without a word (`--consumer-name ''` gave a name of host
+    and pid, not the last run's; `--redis-url ''` the environment's URL).
+
+    Raises:
+        UsageError: it is empty.
+    """
+    if not isinstance(value, str) or value.strip():
+        return value
+    if empty_is_a_value:
+        return ""
+    from eventbus_core.cli._ops import UsageError
+
+    raise UsageError(f"{flag} is empty: give a value, or leave the flag out to use {variable}")
 
 
 def plugin_flags() -> dict[str, str]:
@@ -84,8 +103,10 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     given_as: dict[str, str] = {}
     for field, flag in plugin_flags().items():
         value = getattr(args, field, None)
-        if value is not None and value != "":
-            values[field], given_as[field] = value, flag
+        if value is not None:
+            blank = isinstance(value, str) and not value.strip()
+            variable = all_env_vars().get(field, "the setting") if blank else ""
+            values[field], given_as[field] = flag_value(value, flag, variable), flag
     options = getattr(args, "backend_options", None) or []
     if not options:
         return values, given_as

@@ -29,6 +29,7 @@ from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
 from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._backend_flags import (
     add_plugin_options,
+    flag_value,
     installed_backends,
     plugin_flags,
     plugin_overrides,
@@ -124,15 +125,14 @@ def settings_from_args(
     plugin_given = dict(given_as_flag)
     for field in flags:
         value = getattr(args, field, None)
-        if isinstance(value, str) and not value.strip() and field not in EMPTY_IS_A_VALUE:
-            # Ignored, it fell back to the environment or the default without a word
-            # (--consumer-name '' gave a name of host and pid, unlike the one of the last run).
-            raise UsageError(
-                f"{flags[field]} is empty: give a value, or leave the flag out to use "
-                f"{ENV_VARS.get(field, 'the setting')}"
-            )
         if value is not None:
-            overrides[field], given_as_flag[field] = value, flags[field]
+            overrides[field] = flag_value(
+                value,
+                flags[field],
+                ENV_VARS.get(field, "the setting"),
+                empty_is_a_value=field in EMPTY_IS_A_VALUE,
+            )
+            given_as_flag[field] = flags[field]
     try:
         settings = EventBusSettings(**overrides)
     except SettingsError as exc:
