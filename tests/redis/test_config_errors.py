@@ -232,13 +232,18 @@ def test_credentials_redis_refuses_are_a_configuration_error(
         (lambda c: RedisStreamsEventBus(c, "s", max_len=2.5), "max_len"),
         (lambda c: RedisStreamsEventBus(c, "s", dead_letter_max_len=-1), "dead_letter_max_len"),
         (lambda c: RedisStreamsEventBus(c, "s", max_batch=0.5), "max_batch"),
+        # From 1e17 on, the script's Lua numbers reach Redis as "1e+17", refused after the
+        # batch was pushed: each retry stored it again (an outside trial: 5 copies).
+        (lambda c: RedisEventBus.log(c, "k", 60, 10**17), "max_len"),
+        (lambda c: RedisStreamsEventBus(c, "s", max_len=2**63), "max_len"),
+        (lambda c: RedisEventBus.log(c, "k", ttl=True, max_len=10), "ttl"),
     ],
 )
 def test_counts_that_are_not_ints_are_refused_at_construction(build: Any, named: str) -> None:
     # max_len=1.5 was accepted; every write then failed in Redis ("value is not an integer")
     # until stop() counted all of it lost (an outside trial).
     client = redis.Redis()  # not connected: the check comes first
-    with pytest.raises(ValueError, match=f"^{named} must be an int") as info:
+    with pytest.raises(ValueError, match=f"^{named} must be a") as info:
         build(client)
     assert "got" in str(info.value)
 
@@ -264,3 +269,12 @@ def test_from_settings_with_the_plugins_own_settings_class_names_eventbus_settin
         cls.from_settings(RedisSettings(redis_url=redis_url()))
     assert f"{cls.__name__}.from_settings()" in str(info.value)
     assert "got RedisSettings" in str(info.value)
+
+
+@pytest.mark.parametrize("variable", ["EVENTBUS_REDIS_MAX_LEN", "EVENTBUS_REDIS_STREAM_MAX_LEN"])
+def test_a_max_len_the_scripts_cannot_pass_on_is_refused_naming_the_variable(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, str(10**17))
+    with pytest.raises(SettingsError, match=variable):
+        EventBusSettings(backend="redis", redis_url=redis_url())

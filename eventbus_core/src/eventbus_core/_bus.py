@@ -65,16 +65,25 @@ def check_buffer_size(requested: int | None, default: int) -> int:
     return requested
 
 
-def check_count(label: str, value: int, minimum: int, meaning: str = "") -> int:
+def check_count(
+    label: str, value: int, minimum: int, meaning: str = "", *, maximum: int | None = None
+) -> int:
     """A bus's count setting (`max_len`, `max_batch`, ...) as given to its constructor: an int
-    of `minimum` or more; `meaning` (such as "0: no trimming") is added to the error.
+    of `minimum` or more (and `maximum` at most, if given); `meaning` (such as "0: no
+    trimming") is added to the error.
 
     Raises:
-        ValueError: `value` is not an int (a float, a str, a bool) or is below `minimum`.
+        ValueError: `value` is not an int (a float, a str, a bool) or is out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum:,}"
         also = f" ({meaning})" if meaning else ""
-        raise ValueError(f"{label} must be an int >= {minimum}{also}, got {value!r}")
+        raise ValueError(f"{label} must be an int {bound}{also}, got {value!r}")
     return value
 
 

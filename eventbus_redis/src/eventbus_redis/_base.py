@@ -45,6 +45,7 @@ from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
 from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import tail_of
+from eventbus_redis._settings import MAX_LEN_LIMIT
 from eventbus_redis._tail import Cursor, Tailer
 from eventbus_redis._tx_appender import TransactionAppender
 from eventbus_redis._writer import BatchWriter
@@ -96,7 +97,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
                 "or build the bus from settings: create_bus(), or "
                 "from_settings(EventBusSettings(...))"
             )
-        check_count("max_len", max_len, 0, "0: no trimming")
+        check_count("max_len", max_len, 0, "0: no trimming", maximum=MAX_LEN_LIMIT)
         check_seconds("stop_timeout", stop_timeout)
         self._client = client
         self._target = target

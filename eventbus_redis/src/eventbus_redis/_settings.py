@@ -24,6 +24,10 @@ _REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
 
 # Redis expires in whole milliseconds (PEXPIRE), up to a 64-bit count of them.
+# The append scripts compute with Lua numbers (doubles), which Redis writes in exponent form
+# from 1e17 on ("1e+17": "value is not an integer", after the script had pushed the batch, so
+# each retry stored it again). Far more than any log keeps.
+MAX_LEN_LIMIT: Final = 10**15
 _TTL_MIN: Final = 0.001
 _TTL_MAX: Final = float(2**62 // 1000)
 
@@ -37,6 +41,8 @@ def ttl_seconds(ttl: timedelta | float | int | None) -> float:
     """
     if ttl is None:
         return 0.0
+    if isinstance(ttl, bool) or not isinstance(ttl, timedelta | int | float):
+        raise ValueError(f"ttl must be a timedelta or a number of seconds, got {ttl!r}")
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
     if not (seconds == 0 or _TTL_MIN <= seconds <= _TTL_MAX):  # nan fails every comparison
         raise ValueError(
@@ -96,6 +102,7 @@ class RedisSettings(PluginSettings):
         "EVENTBUS_REDIS_MAX_LEN",
         default=10_000,
         ge=0,
+        le=MAX_LEN_LIMIT,
         description="Newest events the redis log keeps (0: no trimming).",
     )
     redis_stream: str = _env(
@@ -114,6 +121,7 @@ class RedisSettings(PluginSettings):
         "EVENTBUS_REDIS_STREAM_MAX_LEN",
         default=10_000,
         ge=0,
+        le=MAX_LEN_LIMIT,
         description="Approximate MAXLEN of the stream (0: no trimming).",
     )
 
