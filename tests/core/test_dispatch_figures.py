@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from eventbus_core import (
     Delivery,
     Dispatcher,
@@ -74,6 +76,23 @@ async def test_a_permanent_failure_dead_letters_only_what_was_not_stored() -> No
     s = stats.sinks["partial"]
     assert (s.sent, s.dead_lettered) == (4, 6)
     assert s.received == s.sent + s.dead_lettered + s.dropped + s.requeued
+
+
+@pytest.mark.parametrize("error", [TransientSinkError, PermanentSinkError])
+async def test_a_batch_stored_whole_despite_the_error_counts_as_sent(
+    error: type[Exception],
+) -> None:
+    # delivered=len(batch) was ignored: the whole batch was sent again (transient), or
+    # dead-lettered although stored (permanent), against writing-a-sink.md (an outside trial).
+    sink = StoresThenFails(10, error)
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(10), [sink], batch_size=10, flush_interval=0.01, retry=FAST_RETRY, dead_letter=dl
+    )
+    stats = await d.run()
+    assert sink.seen == [list(range(1, 11))] and dl.records == []
+    s = stats.sinks["partial"]
+    assert (s.sent, s.retried, s.dead_lettered) == (10, 0, 0)
 
 
 async def test_failures_are_counted_by_error_type() -> None:

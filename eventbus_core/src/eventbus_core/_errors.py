@@ -152,9 +152,9 @@ def error_type_of(exc: BaseException) -> str:
 
 def stored_before_failing(exc: BaseException, size: int) -> int:
     """How many payloads at the start of a batch of `size` the sink stored before failing with
-    `exc`: a `SinkError`'s `delivered` when it names part of the batch, else 0 (a count of none,
-    or of the whole batch or more, leaves the whole batch to retry)."""
+    `exc`: a `SinkError`'s `delivered` when it names part or all of the batch, else 0 (a count
+    of none, or of more than the batch, leaves the whole batch to retry)."""
     done = exc.delivered if isinstance(exc, SinkError) else 0
     if isinstance(done, bool) or not isinstance(done, int):
         return 0  # set after construction to something else: the whole batch is retried
-    return done if 0 < done < size else 0
+    return done if 0 < done <= size else 0

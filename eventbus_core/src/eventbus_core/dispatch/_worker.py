@@ -206,6 +206,9 @@ class SinkWorker:
                     ok = True
                     break
                 batch, payloads = batch[stored:], payloads[stored:]  # only the rest is retried
+                if not batch:  # the sink stored all of it, and said so with its error
+                    ok = True
+                    break
             if isinstance(exc, PermanentSinkError) or attempt > self.retry.retries:
                 ok = await self.dead_letter_batch(batch, exc, attempt)
                 break
