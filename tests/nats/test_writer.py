@@ -145,3 +145,17 @@ def test_giving_up_counts_acknowledgements_that_came_and_reads_every_error(
     assert sum(w for w, _ in settled) == 1 and sum(lost for _, lost in settled) == 2
     assert sender.last_seq == 7
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def test_an_event_larger_than_the_stream_is_counted_lost_not_written(
+    make_bus: Callable[..., NatsEventBus],
+) -> None:
+    # The stream took it and removed it at once: acknowledged, so counted written, and gone
+    # (an outside trial: "1 accepted, 0 dropped", exit 0, the stream empty).
+    bus = make_bus(max_bytes=65_536)
+    bus.publish(make_event(1, response_body=b"x" * 100_000))
+    bus.publish(make_event(2))
+    bus.flush(10)
+    stats = bus.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (2, 1, 1)
+    assert bus.describe()["messages"] == 1

@@ -131,6 +131,17 @@ class BatchSender:
                         # Let nats-py's flusher put what is queued on the wire, so the server
                         # works on it (and acknowledges) while the rest is being queued.
                         await asyncio.sleep(0)
+                    if 0 < link.layout.max_bytes < len(batch.payloads[i]):
+                        # The stream would take it and remove it at once (acknowledged, so
+                        # counted written): larger than all it may hold.
+                        log.error(
+                            "eventbus nats: an event of %d bytes exceeds the stream's size "
+                            "(EVENTBUS_NATS_MAX_BYTES=%d) and is lost",
+                            len(batch.payloads[i]),
+                            link.layout.max_bytes,
+                        )
+                        self._close_item(batch, i, _LOST)
+                        continue
                     # Before the await: a cancellation inside it may leave the event queued.
                     batch.tried[i] = True
                     try:
