@@ -206,6 +206,26 @@ def test_replicas_a_single_server_cannot_keep_end_every_command_with_exit_2(
             assert "EVENTBUS_NATS_REPLICAS=3" in err and "not part of a cluster" in err, err
 
 
+def test_a_new_stream_for_a_subject_another_stream_captures_ends_commands_with_exit_2(
+    env: None,
+    make_bus: Callable[..., NatsEventBus],
+    names: Names,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The server refused to create it ("subjects overlap with an existing stream") at every
+    # write: publish lost all after 5 s, tail and dispatch retried for ever (an outside trial).
+    bus = make_bus()
+    bus.publish(make_event(1))
+    assert bus.flush(10)  # names.stream exists, capturing names.subject
+    monkeypatch.setenv("EVENTBUS_NATS_STREAM", f"{names.stream}_OTHER")
+    for argv in (["stats"], ["tail", "-c", "1"], ["dispatch", "--sink", "console"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"NATS stream {names.stream} already captures subject" in err, err
+        assert "EVENTBUS_NATS_SUBJECT" in err
+
+
 def test_demo_keep_names_the_stream_and_subject_to_read_it_with(
     env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -196,7 +196,15 @@ class LogReader:
                     f"one copy of stream {layout.stream} only; set EVENTBUS_NATS_REPLICAS=1, or "
                     "point NATS_URL at a JetStream cluster"
                 ) from None
-            return
+            try:  # another stream capturing the subject would make the server refuse ours
+                other = await js.find_stream_name_by_subject(layout.subject)
+            except nats.js.errors.NotFoundError:
+                return
+            raise SettingsError(
+                f"NATS stream {other} already captures subject {layout.subject!r}, so stream "
+                f"{layout.stream} cannot be created for it: give this stream a subject of its "
+                f"own with EVENTBUS_NATS_SUBJECT, or use EVENTBUS_NATS_STREAM={other}"
+            ) from None
         mismatch = layout.mismatch(info)
         if mismatch is not None:
             raise SettingsError(mismatch)
