@@ -615,7 +615,13 @@ def test_the_start_of_a_sinks_own_key_quoted_alone_is_masked() -> None:
     target = HttpTarget(
         "http://127.0.0.1:1/x", headers={"Authorization": f"Bearer {key}"}, client=object()
     )  # type: ignore[arg-type]
-    for quoted in ("hk-ECHOKEYabcd...", "HK-ECHOKEYABCDEF0123****", key):
+    for quoted in ("hk-ECHOKEYabcd...", "HK-ECHOKEYABCDEF0123****", key, "hk-ECHOKEYa..."):
         said = target.mask_own(f"Invalid API key provided: {quoted}")
         assert "ECHOKEY" not in said.upper() and "[REDACTED]" in said, said
     assert target.mask_own("a hk-ECHO word") == "a hk-ECHO word"  # too short to tell
+    # A long key quoted by a start shorter than half of it (helper-87: 14 of 51 characters).
+    longer = "sk-helicone-ECHO" + "0123456789" * 3 + "abcde"
+    target = HttpTarget(
+        "http://127.0.0.1:1/x", headers={"Helicone-Auth": f"Bearer {longer}"}, client=object()
+    )  # type: ignore[arg-type]
+    assert "ECHO" not in target.mask_own(f"bad key {longer[:14]}...")

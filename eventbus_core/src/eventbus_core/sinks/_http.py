@@ -277,7 +277,7 @@ def _unescaped(text: str) -> str:
 # and masking "1" or "json" would garble every message.
 _SECRET_MIN: Final = 6
 # Words this long are also masked where a message quotes only their start, from _QUOTED_START
-# characters (or half the word, if longer) on.
+# characters on.
 _SECRET_LONG: Final = 16
 _QUOTED_START: Final = 10
 # Headers that describe the request, never a credential.
@@ -313,9 +313,10 @@ def _secrets_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
 def _starts_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
     """The starts of the long words of `headers` (None: none), for a receiver that quotes only
     the start of a key ("Invalid API key provided: sk-abcd1234..."): from `_QUOTED_START`
-    characters (or half the word) on, with whatever follows of a key's alphabet, in any case."""
+    characters on, with whatever follows of a key's alphabet, in any case. (Masking text that
+    merely starts like a long header value, such as a service name, only garbles a message.)"""
     starts = {
-        word[: max(_QUOTED_START, len(word) // 2)]
+        word[:_QUOTED_START]
         for name, value in headers.items()
         if name.lower() not in _NOT_SECRET
         for word in value.split()
