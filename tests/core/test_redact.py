@@ -582,3 +582,6 @@ def test_a_query_credential_before_a_colon_keeps_the_colon_outside_the_mask() ->
         "cannot reach http://h/x?token=[REDACTED]&sig=[REDACTED]: ConnectError: refused"
     )
     assert Redactor().text("x?token=abc:def y") == "x?token=[REDACTED] y"  # inside: all of it
+    for name in ("access_token", "password", "api_key"):  # the other rules, too (helper-87)
+        said = Redactor().text(f"cannot reach http://h/x?{name}=SECRETz: ConnectError: refused")
+        assert said == f"cannot reach http://h/x?{name}=[REDACTED]: ConnectError: refused"

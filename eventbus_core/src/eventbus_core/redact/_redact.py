@@ -95,7 +95,8 @@ _NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+)*"
 # - a header line (`Authorization: Basic dXNl...`, `Cookie: a=1; b=2`): the rest of the line,
 #   so a credential after its scheme word is masked too (JSON literals and numbers are left
 #   alone, so raw JSON stays valid);
-# - a query string or form field (`api_key=value`): up to the next separator;
+# - a query string or form field (`api_key=value`): up to the next separator, less a colon
+#   that ends it (a URL quoted before ": the reason");
 # - a list or tuple of quoted strings, as Python's repr or JSON writes a header's values
 #   (`'Cookie': ['a=1', 'b=2']`, `"Authorization": ("Basic x",)`): every string in it.
 _PAIR: Final = re.compile(
@@ -107,7 +108,7 @@ _PAIR: Final = re.compile(
         | =\s*
       ))
     (?P<value>(?(seq)(?:\s*(?:"[^"\r\n]*"|'[^'\r\n]*')\s*,?)+
-      |(?(quote)(?:[^"'\\\r\n]|\\(?!["']))+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]+))))
+      |(?(quote)(?:[^"'\\\r\n]|\\(?!["']))+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]*[^"'\s,&;}}:]))))
     """
 )
 # A credential name anywhere in a text, in any letter case: a field name that is not ASCII

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 _MASK = "***"
-_PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)[^&\s]*", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)(?:[^&\s]*[^&\s:])?", re.IGNORECASE)
 URL_CREDENTIALS = r"([^/\s:]*)(?::([^/\s]*))?@"
 """What follows `scheme://` in a URL that holds credentials: the user, `:password`, `@`.
 
