@@ -31,8 +31,8 @@ from eventbus_core.redact._redact import NO_REDACTION, Redactor
 __all__ = ["add_parser", "run"]
 
 
-# More than any log holds; past it, Redis refuses the range ("value is not an integer or out of
-# range"), which the command took for a Redis that was unreachable or misconfigured.
+# More than any log holds; far past it, a backend may refuse the range ("value is not an integer
+# or out of range"), which the command reported as a backend unreachable or misconfigured.
 _LAST_MAX: Final = 1_000_000_000
 
 
