@@ -105,6 +105,26 @@ def test_a_certificate_not_verified_says_to_give_the_ca(
         server.kill()
 
 
+@pytest.mark.parametrize("ca", ["missing.pem", "."])
+def test_a_ca_file_that_cannot_be_used_is_a_settings_error_naming_it(
+    ca: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A missing CA file, or a directory, was reported as "did not answer; check that Redis is
+    # running" (an outside trial).
+    cert, key = make_tls_cert(tmp_path)
+    server = ThrowawayRedis(tmp_path, tls=(cert, key))
+    server.start()
+    try:
+        path = tmp_path / ca
+        url = f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={path}"
+        code = main(["stats", "--backend", "redis", "--redis-url", url])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"ssl_ca_certs={path}" in err and "cannot be used" in err, err
+    finally:
+        server.kill()
+
+
 def test_unix_socket_url(throwaway: ThrowawayRedis) -> None:
     url = f"unix://{throwaway.socket_path}?db=2"
     bus = create_bus(EventBusSettings(backend="redis", redis_url=url))

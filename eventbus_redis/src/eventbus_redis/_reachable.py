@@ -13,7 +13,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from eventbus_core import BackendUnavailableError
+from eventbus_core import BackendUnavailableError, SettingsError
 from eventbus_redis._client import describe_client, safe_error
 from eventbus_redis._config_errors import credentials_error, database_error
 
@@ -32,7 +32,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
 
     Raises:
         SettingsError: Redis answered, but has no database of the URL's number, or refused
-            the credentials.
+            the credentials; or the CA file of `ssl_ca_certs` cannot be used.
         BackendUnavailableError: no answer, a refused connection, a TLS failure, or an error
             reply; the message says where (no password) and why.
     """
@@ -60,6 +60,13 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         refused = credentials_error(exc, where, source)
         if refused is not None:
             raise refused from None
+        ca_file = options.get("ssl_ca_certs")
+        if ca_file and _ca_file_unusable(exc):
+            url = source or "the client's URL"
+            raise SettingsError(
+                f"the CA file given for Redis at {where} (ssl_ca_certs={ca_file}) cannot be "
+                f"used ({safe_error(exc)}); check that {url} names a readable PEM file"
+            ) from None
         if _certificate_refused(exc):
             url = source or "the client's URL"
             raise BackendUnavailableError(
@@ -81,6 +88,16 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
     finally:
         if connection is not None:
             connection.disconnect()
+
+
+def _ca_file_unusable(exc: BaseException) -> bool:
+    """True when the TLS context could not load the CA file: missing, a directory, not PEM
+    (redis-py wraps the error in a ConnectionError, keeping its text)."""
+    text = str(exc)
+    return any(
+        sign in text
+        for sign in ("No such file or directory", "Is a directory", "NO_CERTIFICATE_OR_CRL_FOUND")
+    )
 
 
 def _certificate_refused(exc: BaseException) -> bool:
