@@ -708,17 +708,20 @@ url, key = sys.argv[1:]
 bus = RedisEventBus.log(redis.Redis.from_url(url, socket_timeout=5), key, 0, 0, buffer_size=5000)
 
 
-async def job() -> None:
-    for i in range(2000):
+async def job(start: int) -> None:
+    for i in range(start, start + 500):
         bus.publish(make_event(i, response_body=b"b" * 20_000))
         if i % 100 == 0:
             await asyncio.sleep(0)
+    for _ in range(3):  # the write starts, and waits for the socket to drain its megabytes
+        await asyncio.sleep(0)
 
 
-loop = asyncio.new_event_loop()
-loop.run_until_complete(job())
-loop.close()  # by hand, in the middle of a write: no task was cancelled
-time.sleep(1.5)  # the loop watch hands the rest to a thread (no stats() meanwhile)
+for start in range(0, 2000, 500):  # four loops, each closed with writes likely in flight
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(job(start))
+    loop.close()  # by hand, in the middle of a write: no task was cancelled
+    time.sleep(0.6)  # the loop watch hands the rest to a thread (no stats() meanwhile)
 bus.stop(5)
 gc.collect()  # the closed loop's tasks are freed: a pending one logs at ERROR then
 print(bus.stats().extra["written"])
@@ -730,7 +733,9 @@ def test_a_loop_closed_by_hand_mid_write_ends_without_errors_at_exit(
 ) -> None:
     # The write's socket timeout was redis-py's asyncio.wait_for(), a task of its own on
     # Python 3.11, which the closed loop destroyed pending: "Task was destroyed but it is
-    # pending!" at ERROR and a "never awaited" RuntimeWarning at every such exit.
+    # pending!" at ERROR and a "never awaited" RuntimeWarning at such exits. (Whether a write
+    # is in flight at the close is timing: this shows the old failure in some runs only;
+    # test_units.py checks the mechanism.)
     key = f"{prefix}:log"
     done = subprocess.run(
         [sys.executable, "-c", _CLOSED_MID_WRITE, redis_url(), key],
