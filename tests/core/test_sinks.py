@@ -161,6 +161,14 @@ def test_a_nan_or_negative_retry_after_from_a_sink_is_no_delay_at_all() -> None:
     assert policy.delay(1, retry_after=float("nan")) == 1.0  # the backoff's
 
 
+def test_a_sink_error_takes_any_integer_type_as_its_count() -> None:
+    class Index:  # as numpy's integers: not an int, but an integer (operator.index)
+        def __index__(self) -> int:
+            return 3
+
+    assert PermanentSinkError("x", delivered=Index()).delivered == 3  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("delivered", [2.5, "3", None, True])
 def test_a_sink_error_with_a_count_that_is_not_an_int_says_so(delivered: object) -> None:
     # delivered=2.5 stopped that sink's worker for the rest of the run ("slice indices must be

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 __all__ = [
@@ -95,14 +96,15 @@ class SinkError(EventBusError, RuntimeError):
     def __init__(self, message: str, *, error_type: str | None = None, delivered: int = 0) -> None:
         super().__init__(message)
         self.error_type = error_type or type(self).__name__
-        if isinstance(delivered, bool) or not isinstance(delivered, int):
+        count = _count_of(delivered)
+        if count is None:
             # Raised from the sink's send(): the dispatcher then treats it as any other error
             # of the sink (retried), where a float here once stopped the sink's worker for good.
             raise TypeError(
                 f"{type(self).__name__}(delivered=...) must be an int (how many payloads at the "
                 f"start of the batch were stored), got {delivered!r}"
             )
-        self.delivered = max(0, delivered)
+        self.delivered = max(0, count)
 
 
 class TransientSinkError(SinkError):
@@ -154,7 +156,18 @@ def stored_before_failing(exc: BaseException, size: int) -> int:
     """How many payloads at the start of a batch of `size` the sink stored before failing with
     `exc`: a `SinkError`'s `delivered` when it names part or all of the batch, else 0 (a count
     of none, or of more than the batch, leaves the whole batch to retry)."""
-    done = exc.delivered if isinstance(exc, SinkError) else 0
-    if isinstance(done, bool) or not isinstance(done, int):
+    done = _count_of(exc.delivered) if isinstance(exc, SinkError) else 0
+    if done is None:
         return 0  # set after construction to something else: the whole batch is retried
     return done if 0 < done <= size else 0
+
+
+def _count_of(value: object) -> int | None:
+    """`value` as a count: an int, or an integer type of its own (numpy's); None otherwise
+    (a float, a str, a bool)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
