@@ -44,6 +44,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
     }
+    _check_ca_file(client, options.get("ssl_ca_certs"), source)
     connection = None
     try:
         connection = pool.connection_class(**options)
@@ -60,13 +61,6 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         refused = credentials_error(exc, where, source)
         if refused is not None:
             raise refused from None
-        ca_file = options.get("ssl_ca_certs")
-        if ca_file and _ca_file_unusable(exc):
-            url = source or "the client's URL"
-            raise SettingsError(
-                f"the CA file given for Redis at {where} (ssl_ca_certs={ca_file}) cannot be "
-                f"used ({safe_error(exc)}); check that {url} names a readable PEM file"
-            ) from None
         if _certificate_refused(exc):
             url = source or "the client's URL"
             raise BackendUnavailableError(
@@ -90,14 +84,21 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
             connection.disconnect()
 
 
-def _ca_file_unusable(exc: BaseException) -> bool:
-    """True when the TLS context could not load the CA file: missing, a directory, not PEM
-    (redis-py wraps the error in a ConnectionError, keeping its text)."""
-    text = str(exc)
-    return any(
-        sign in text
-        for sign in ("No such file or directory", "Is a directory", "NO_CERTIFICATE_OR_CRL_FOUND")
-    )
+def _check_ca_file(client: Any, ca_file: Any, source: str | None) -> None:
+    """Load the CA file of `ssl_ca_certs` before connecting: one that is missing, a directory
+    or not PEM is a settings error (and redis-py before 5.0.1 left the socket it had opened
+    for the TLS handshake unclosed)."""
+    if not ca_file:
+        return
+    try:
+        ssl.create_default_context(cafile=ca_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        url = source or "the client's URL"
+        raise SettingsError(
+            f"the CA file given for Redis at {describe_client(client)} "
+            f"(ssl_ca_certs={ca_file}) cannot be used ({safe_error(exc)}); check that {url} "
+            "names a readable PEM file"
+        ) from None
 
 
 def _certificate_refused(exc: BaseException) -> bool:
