@@ -16,7 +16,14 @@ from eventbus_core._plugin_settings import cli_flag, env_vars_of
 from eventbus_core._plugins import PluginLoadWarning, PluginRegistry, get_registry
 from eventbus_core._settings import all_env_vars
 
-__all__ = ["add_plugin_options", "plugin_flags", "plugin_override_env", "plugin_overrides"]
+__all__ = [
+    "add_plugin_options",
+    "flag_value",
+    "installed_backends",
+    "plugin_flags",
+    "plugin_override_env",
+    "plugin_overrides",
+]
 
 _OPTION = "--backend-option"
 
