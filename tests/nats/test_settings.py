@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from eventbus_core import EventBusSettings, SettingsError, create_bus, get_registry
+from eventbus_core import (
+    BackendUnavailableError,
+    EventBusSettings,
+    SettingsError,
+    create_bus,
+    get_registry,
+)
 from eventbus_core.testing import make_event
 from eventbus_nats import NATS_ENV_VARS, NatsEventBus, NatsSettings
 from eventbus_nats._layout import StreamLayout, subject_matches
@@ -341,3 +347,18 @@ def test_a_max_bytes_too_small_for_the_events_is_refused(
     assert "at least 65536, or 0 for no limit" in str(info.value)
     monkeypatch.setenv("EVENTBUS_NATS_MAX_BYTES", "65536")
     assert NatsSettings().nats_max_bytes == 65536
+
+
+def test_a_wait_that_ran_out_never_shows_a_negative_time() -> None:
+    # "--wait-for-backend 0.000000001" said "no answer ... within -1.43e-06 s" (an outside trial).
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, and never says INFO
+        port = silent.getsockname()[1]
+        bus = NatsEventBus(f"nats://127.0.0.1:{port}", stream="T_NEG", subject="t.neg")
+        try:
+            with pytest.raises(BackendUnavailableError) as info:
+                bus.check(-0.001)
+            assert "within -" not in str(info.value), info.value
+        finally:
+            bus.stop(1)

@@ -31,6 +31,9 @@ def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
 
+_SHORTEST_CHECK = 0.05  # seconds: a check is one round trip, never a negative wait
+
+
 class LogReader:
     """Reads and describes the stream of one bus (blocking calls on the link's loop).
 
@@ -161,6 +164,7 @@ class LogReader:
                 ask for it, or its certificate is not trusted, or the stream exists but does
                 not take the bus's subject (no wait would help).
         """
+        timeout = max(_SHORTEST_CHECK, timeout)  # the rest of a wait may have run out already
         try:
             self._link.call(self._probe(timeout), timeout)
         except SettingsError as exc:

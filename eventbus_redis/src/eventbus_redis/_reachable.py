@@ -44,7 +44,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
     }
-    _check_ca_file(client, options.get("ssl_ca_certs"), source)
+    _check_ca_file(client, options.get("ssl_ca_certs"))
     connection = None
     try:
         connection = pool.connection_class(**options)
@@ -84,7 +84,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
             connection.disconnect()
 
 
-def _check_ca_file(client: Any, ca_file: Any, source: str | None) -> None:
+def _check_ca_file(client: Any, ca_file: Any) -> None:
     """Load the CA file of `ssl_ca_certs` before connecting: one that is missing, a directory
     or not PEM is a settings error (and redis-py before 5.0.1 left the socket it had opened
     for the TLS handshake unclosed)."""
@@ -93,11 +93,10 @@ def _check_ca_file(client: Any, ca_file: Any, source: str | None) -> None:
     try:
         ssl.create_default_context(cafile=ca_file)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        url = source or "the client's URL"
         raise SettingsError(
             f"the CA file given for Redis at {describe_client(client)} "
-            f"(ssl_ca_certs={ca_file}) cannot be used ({safe_error(exc)}); check that {url} "
-            "names a readable PEM file"
+            f"(ssl_ca_certs={ca_file} in its URL) cannot be used ({safe_error(exc)}); give a "
+            "readable PEM file"
         ) from None
 
 

@@ -183,7 +183,7 @@ def _publish(
             "eventbus publish: "
             + ("interrupted: " if interrupted else "")
             + f"{published} accepted, {dropped} dropped, "
-            + (f"{lost} lost (accepted, not written before the stop deadline), " if lost else "")
+            + (f"{lost} lost (accepted, not written: the log above says why), " if lost else "")
             + f"{rejected} rejected line(s) (backend {settings.backend})",
             file=sys.stderr,
         )
