@@ -627,6 +627,14 @@ def test_the_start_of_a_sinks_own_key_quoted_alone_is_masked() -> None:
         said = target.mask_own(f"Invalid API key provided: {quoted}")
         assert "ECHOKEY" not in said.upper() and "[REDACTED]" in said, said
     assert target.mask_own("a hk-ECHO word") == "a hk-ECHO word"  # too short to tell
+    # Echoed back base64-encoded, with or without its padding (helper-83, helper-88).
+    import base64
+
+    encoded = base64.b64encode(key.encode()).decode()
+    for quoted in (encoded, encoded.rstrip("=")):
+        assert "[REDACTED]" in target.mask_own(f"got {quoted}") and encoded[
+            :12
+        ] not in target.mask_own(f"got {quoted}")
     # A long key quoted by a start shorter than half of it (helper-87: 14 of 51 characters).
     longer = "sk-helicone-ECHO" + "0123456789" * 3 + "abcde"
     target = HttpTarget(

@@ -9,6 +9,7 @@ response body, never a request header: API keys travel only in headers.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import re
@@ -287,7 +288,7 @@ _NOT_SECRET: Final = frozenset({"content-type", "accept", "content-encoding", "u
 def _secret_forms(headers: Mapping[str, str]) -> set[str]:
     """Each value of `headers`, and each word of one that is long enough to be a credential by
     itself (`Bearer <key>`, `Basic <b64>`), as it is, JSON-escaped (`/` as `\\/` too, as PHP
-    writes it) and percent-encoded."""
+    writes it), percent-encoded and base64-encoded."""
     found: set[str] = set()
     for name, value in headers.items():
         if name.lower() in _NOT_SECRET:
@@ -295,8 +296,17 @@ def _secret_forms(headers: Mapping[str, str]) -> set[str]:
         for text in (value.strip(), *value.split()):
             if len(text) >= _SECRET_MIN:
                 escaped = json.dumps(text)[1:-1]
+                encoded = base64.b64encode(text.encode()).decode("ascii")
                 found.update(
-                    (text, escaped, escaped.replace("/", "\\/"), urllib.parse.quote(text, safe=""))
+                    (
+                        text,
+                        escaped,
+                        escaped.replace("/", "\\/"),
+                        urllib.parse.quote(text, safe=""),
+                        # As a receiver may echo it back base64-encoded (the padding optional).
+                        encoded,
+                        encoded.rstrip("="),
+                    )
                 )
     return found
 
