@@ -391,7 +391,7 @@ class Link:
         """
         if self.closed:
             coro.close()
-            raise LinkClosed(f"the NATS connection {self.name} is closed")
+            raise LinkClosed(f"the NATS connection {self.name} is closed (the bus was stopped)")
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
@@ -405,12 +405,9 @@ class Link:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("Link.call() from the link's own thread would deadlock")
-        if self.closed:  # `coro` itself closed, not only the wrapper: no "never awaited"
-            coro.close()
-            raise LinkClosed(f"the NATS connection {self.name} is closed (the bus was stopped)")
         try:
             future = self.submit(asyncio.wait_for(coro, timeout))
-        except LinkClosed:  # closed meanwhile: `coro` too, not only the wrapper
+        except LinkClosed:  # submit() closed the wrapper; `coro` too: no "never awaited"
             coro.close()
             raise
         try:

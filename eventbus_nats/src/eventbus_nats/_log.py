@@ -178,7 +178,7 @@ class LogReader:
             why = self._link.last_error or safe_error(exc)
             raise BackendUnavailableError(
                 f"NATS JetStream at {self._link.where} did not answer within "
-                f"{max(0.0, round(timeout, 2)):g} s "
+                f"{round(timeout, 2):g} s "
                 f"({why}); check that nats-server runs there with JetStream enabled (-js), "
                 "or set NATS_URL"
             ) from None

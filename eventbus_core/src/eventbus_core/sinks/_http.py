@@ -285,14 +285,18 @@ _QUOTED_START: Final = 10
 _NOT_SECRET: Final = frozenset({"content-type", "accept", "content-encoding", "user-agent"})
 
 
+def _credential_values(headers: Mapping[str, str]) -> list[str]:
+    """The values of `headers` that may hold a credential: all but those of `_NOT_SECRET`
+    ("application/json" masked in a 415's message would only garble it)."""
+    return [value for name, value in headers.items() if name.lower() not in _NOT_SECRET]
+
+
 def _secret_forms(headers: Mapping[str, str]) -> set[str]:
     """Each value of `headers`, and each word of one that is long enough to be a credential by
     itself (`Bearer <key>`, `Basic <b64>`), as it is, JSON-escaped (`/` as `\\/` too, as PHP
     writes it), percent-encoded and base64-encoded."""
     found: set[str] = set()
-    for name, value in headers.items():
-        if name.lower() in _NOT_SECRET:
-            continue  # "application/json" masked in a 415's message would only garble it
+    for value in _credential_values(headers):
         for text in (value.strip(), *value.split()):
             if len(text) >= _SECRET_MIN:
                 escaped = json.dumps(text)[1:-1]
@@ -327,8 +331,7 @@ def _starts_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
     merely starts like a long header value, such as a service name, only garbles a message.)"""
     starts = {
         word[:_QUOTED_START]
-        for name, value in headers.items()
-        if name.lower() not in _NOT_SECRET
+        for value in _credential_values(headers)
         for word in value.split()
         if len(word) >= _SECRET_LONG
     }
