@@ -27,6 +27,7 @@ from eventbus_core import (
     TransientSinkError,
 )
 from eventbus_core.sinks.jsonl import JsonlSink
+from tests._python import ROOT, run_python
 from tests.core.conftest_dispatch import (
     FAST_RETRY,
     AlwaysFailing,
@@ -623,13 +624,7 @@ print(frozen > 0, gc.get_freeze_count() == frozen, gc.get_threshold()[0], YOUNG_
 
 
 def _python(code: str, *args: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(code, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
@@ -815,7 +810,7 @@ def test_a_second_ctrl_c_ends_serve_at_once() -> None:
     # The second SIGINT only asked for the stop again: eventbus dispatch waited its whole
     # EVENTBUS_SHUTDOWN_TIMEOUT, where operations.md says a second Ctrl-C ends it at once.
     proc = subprocess.Popen(
-        [sys.executable, "-c", _STUCK_SERVE], cwd=Path(__file__).resolve().parents[2],
+        [sys.executable, "-c", _STUCK_SERVE], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

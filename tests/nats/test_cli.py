@@ -43,16 +43,22 @@ def env(nats_url: str, names: Names, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
+def written(make_bus: Callable[..., NatsEventBus], count: int) -> NatsEventBus:
+    """A bus on this test's stream (created by it), with events 1 to `count` written."""
+    bus = make_bus()
+    for n in range(1, count + 1):
+        bus.publish(make_event(n))
+    assert bus.flush(10)
+    return bus
+
+
 def test_stats_and_replay_read_the_configured_stream(
     env: None,
     make_bus: Callable[..., NatsEventBus],
     names: Names,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    bus = make_bus()
-    for n in range(1, 4):
-        bus.publish(make_event(n))
-    assert bus.flush(10)
+    written(make_bus, 3)
     assert main(["stats", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert (figures["stream"], figures["messages"], figures["group"]) == (
@@ -160,9 +166,7 @@ def test_an_existing_stream_that_does_not_take_the_subject_is_a_settings_error(
     # The stream was used as it was: events went to whichever stream took the subject (counted
     # written, with its LogIDs), or to none (lost while retrying for ever), and `tail` and
     # `replay` died with "internal error: BadRequestError 10093".
-    bus = make_bus()
-    bus.publish(make_event(1))
-    assert bus.flush(10)  # the stream exists, taking names.subject
+    bus = written(make_bus, 1)  # the stream exists, taking names.subject
     other = f"{names.subject}.other"
     monkeypatch.setenv("EVENTBUS_NATS_SUBJECT", other)
     for argv in (["stats"], ["tail", "-n", "1"], ["replay", "--dry-run"]):
@@ -215,9 +219,7 @@ def test_a_new_stream_for_a_subject_another_stream_captures_ends_commands_with_e
 ) -> None:
     # The server refused to create it ("subjects overlap with an existing stream") at every
     # write: publish lost all after 5 s, tail and dispatch retried for ever (an outside trial).
-    bus = make_bus()
-    bus.publish(make_event(1))
-    assert bus.flush(10)  # names.stream exists, capturing names.subject
+    written(make_bus, 1)  # names.stream exists, capturing names.subject
     monkeypatch.setenv("EVENTBUS_NATS_STREAM", f"{names.stream}_OTHER")
     for argv in (["stats"], ["tail", "-c", "1"], ["dispatch", "--sink", "console"]):
         assert main(argv) == 2, argv
@@ -261,10 +263,7 @@ def test_a_mirror_of_the_stream_can_be_read(
     import nats
     from nats.js import api
 
-    bus = make_bus()
-    for n in range(1, 4):
-        bus.publish(make_event(n))
-    assert bus.flush(10)
+    written(make_bus, 3)
     mirror = f"{names.stream}_MIRROR"
 
     async def make_mirror() -> None:

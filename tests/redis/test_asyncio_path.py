@@ -31,6 +31,7 @@ from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from eventbus_redis._loop_writes import LoopWrites
 from tests._loop_host import LoopThread, PublishOnLoop
+from tests._python import run_python
 from tests._services import close_client, redis_url
 from tests.redis._servers import ThrowawayRedis
 from tests.redis.test_contract import _RedisContract
@@ -737,10 +738,7 @@ def test_a_loop_closed_by_hand_mid_write_ends_without_errors_at_exit(
     # is in flight at the close is timing: this shows the old failure in some runs only;
     # test_units.py checks the mechanism.)
     key = f"{prefix}:log"
-    done = subprocess.run(
-        [sys.executable, "-c", _CLOSED_MID_WRITE, redis_url(), key],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = run_python(_CLOSED_MID_WRITE, redis_url(), key)
     assert (done.returncode, done.stdout.strip()) == (0, "2000"), done.stderr
     assert "destroyed" not in done.stderr and "never awaited" not in done.stderr, done.stderr
     assert real.llen(key) == 2000

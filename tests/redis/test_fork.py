@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from typing import Any
 
@@ -19,6 +17,7 @@ import redis
 
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._python import run_python
 
 pytestmark = [
     pytest.mark.redis,
@@ -153,7 +152,5 @@ def test_the_idna_codec_is_loaded_before_any_writer_thread_resolves_a_host() -> 
         "import sys; from eventbus_redis import RedisEventBus; "
         "print('encodings.idna' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
-    )
+    out = run_python(code)
     assert out.stdout.strip() == "True", out.stderr

@@ -13,9 +13,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +21,7 @@ import redis
 from eventbus_core.testing import make_event
 from eventbus_memory import InMemoryEventBus
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._python import run_python
 from tests._services import redis_url
 from tests.redis.test_fork import make_bus, stored
 
@@ -34,7 +32,6 @@ pytestmark = [
 
 CHILD_EVENTS = 200
 CHILDREN = 2
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 def fork_without_hooks() -> int:
@@ -68,10 +65,7 @@ def in_a_fresh_interpreter(scenario: str, *args: str) -> list[int]:
         "import json, sys; import tests.redis.test_fork_unannounced as m; "
         f"print(json.dumps(m.{scenario}(*sys.argv[1:])))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=_ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = run_python(code, *args, timeout=120)
     assert done.returncode == 0, done.stderr
     codes: list[int] = json.loads(done.stdout.strip().splitlines()[-1])
     return codes

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import redis
 
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._python import run_python
 from tests._services import redis_url
 from tests.redis.test_fork import make_bus, stored
 
@@ -87,11 +85,7 @@ def test_a_forkserver_child_returning_without_stop_delivers_what_it_published(
     # From a parent of its own, run from the checkout's root: the forkserver imports the
     # target's module by name (a pytest-xdist worker's path has no `tests` package).
     key = f"{prefix}:log"
-    done = subprocess.run(
-        [sys.executable, "-c", _FORKSERVER_PARENT, redis_url(), key],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
-        check=False,
-    )  # fmt: skip
+    done = run_python(_FORKSERVER_PARENT, redis_url(), key, timeout=120)
     assert done.returncode == 0, done.stderr
     assert real.llen(key) == CHILD_EVENTS
 
@@ -111,8 +105,5 @@ for i in range(10):
 def test_a_process_with_multiprocessing_loaded_waits_at_exit_once() -> None:
     # Its finalizer and atexit both ran the exit's wait: the loss was reported twice, and a
     # slow backend held the exit up to twice the bound (review).
-    done = subprocess.run(
-        [sys.executable, "-c", _PARENT_WITH_MULTIPROCESSING],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_python(_PARENT_WITH_MULTIPROCESSING)
     assert done.stderr.count("not delivered yet") == 1, done.stderr
