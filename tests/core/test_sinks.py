@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,15 @@ async def test_jsonl_rotates_by_size_and_loses_nothing(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- console
+
+
+async def test_console_writes_control_characters_escaped_so_one_event_is_one_line() -> None:
+    # A client's path with CR/LF forged a second line; an ESC reached the terminal (helper-92).
+    out = io.StringIO()
+    await ConsoleSink(out).send(
+        [{"method": "GET", "path": "/x\r\nPOST /admin 200", "request_id": "r\x1b[31m\x9b"}]
+    )
+    assert out.getvalue() == "GET /x\\x0d\\x0aPOST /admin 200 - - request_id=r\\x1b[31m\\x9b\n"
 
 
 async def test_console_prints_one_readable_line_per_event() -> None:
@@ -504,6 +516,42 @@ async def test_webhook_timeout_is_transient() -> None:
             await sink.send(payloads(1))
         assert info.value.error_type == "timeout"
         await sink.close()
+
+
+async def test_webhook_timeout_bounds_a_whole_answer_trickled_a_byte_at_a_time() -> None:
+    # httpx bounds each read: a receiver sending one byte a second held a batch for 19 s with
+    # timeout=3 (helper-92). The timeout is for the whole request.
+    handlers: list[asyncio.Task[Any]] = []
+    ended = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(40):
+                if ended.is_set():
+                    break
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sink = WebhookSink(f"http://127.0.0.1:{port}/", timeout=0.5, connect_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(TransientSinkError, match=r"within 0\.5 s") as info:
+        await sink.send(payloads(1))
+    assert time.monotonic() - started < 2.5  # 4 s of trickle before
+    assert info.value.error_type == "timeout"
+    await sink.close()
+    ended.set()
+    await asyncio.gather(*handlers)
+    server.close()
+    await server.wait_closed()
 
 
 def test_jsonl_on_a_device_writes_without_rotating_or_truncating_it(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ response body, never a request header: API keys travel only in headers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import json
@@ -18,7 +19,13 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
-from eventbus_core._errors import MissingDependencyError, SettingsError, TransientSinkError
+from eventbus_core._control_chars import escape_control
+from eventbus_core._errors import (
+    MissingDependencyError,
+    SettingsError,
+    SinkError,
+    TransientSinkError,
+)
 from eventbus_core._log import get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._redact import MASK
@@ -151,14 +158,19 @@ class HttpTarget:
 
         where = redact_one_url(self.url)
         try:
-            async with self._get_client().stream(
-                "POST",
-                self.url,
-                content=body,
-                # Compressed, a few KB could inflate to gigabytes as httpx decodes each chunk
-                # whole; the body is undone here instead, within the bound (below).
-                headers={"Accept-Encoding": "identity", **self.headers, **(headers or {})},
-            ) as response:
+            # httpx's timeout bounds each read and write; a receiver trickling its answer a
+            # byte at a time would hold the sink for as long as it liked. This bounds it whole.
+            async with (
+                asyncio.timeout(self.timeout),
+                self._get_client().stream(
+                    "POST",
+                    self.url,
+                    content=body,
+                    # Compressed, a few KB could inflate to gigabytes as httpx decodes each
+                    # chunk whole; the body is undone here instead, within the bound (below).
+                    headers={"Accept-Encoding": "identity", **self.headers, **(headers or {})},
+                ) as response,
+            ):
                 kept = bytearray()
                 cut = False
                 async for chunk in response.aiter_raw():
@@ -189,6 +201,13 @@ class HttpTarget:
                 error_type="timeout",
                 delivered=delivered,
             ) from None
+        except TimeoutError:
+            raise TransientSinkError(
+                f"timeout posting to {where}: no complete answer within {self.timeout:g} s "
+                f"(the sink's timeout, for the whole request)",
+                error_type="timeout",
+                delivered=delivered,
+            ) from None
         except httpx.TransportError as exc:
             raise TransientSinkError(
                 f"cannot reach {where}: {type(exc).__name__}: "
@@ -197,7 +216,7 @@ class HttpTarget:
                 delivered=delivered,
             ) from None
 
-    def error_for(self, response: httpx.Response, *, delivered: int = 0) -> Exception | None:
+    def error_for(self, response: httpx.Response, *, delivered: int = 0) -> SinkError | None:
         """The error a non-2xx response means (None for 2xx), with `Retry-After` and the
         status as `error_type`; `delivered` is passed on (see `SinkError`). This target's own
         header values are masked in its message: a collector may quote the key it refused
@@ -261,10 +280,9 @@ def _detail(response: httpx.Response, scrub: Callable[[str], str]) -> str:
     # Whitespace runs become one space, and other control characters are escaped: a receiver's
     # text must not write to the terminal or the log as it likes (ESC sequences, a forged line).
     text = " ".join(text[:_DETAIL_CHARS].split())
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return escape_control(text)
 
 
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _JSON_ESCAPE: Final = re.compile(r"\\u([0-9a-fA-F]{4})")
 
 

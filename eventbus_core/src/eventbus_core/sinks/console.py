@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+from eventbus_core._control_chars import escape_control
 from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_where
@@ -19,7 +20,8 @@ __all__ = ["ConsoleSink", "build_sink", "eventbus_register_sinks", "format_line"
 
 
 def format_line(payload: Mapping[str, Any]) -> str:
-    """Render one payload: method, path, status, duration, then model and tokens if known."""
+    """Render one payload: method, path, status, duration, then model and tokens if known, on
+    one line (control characters written as `\\xNN`)."""
     parts = [
         str(payload.get("method") or "-"),
         str(payload.get("path") or "-"),
@@ -44,7 +46,9 @@ def format_line(payload: Mapping[str, Any]) -> str:
         parts.append(f"log_id={payload['log_id']}")
     if payload.get("transform_error"):
         parts.append(f"transform_error={payload['transform_error']!r}")
-    return " ".join(parts)
+    # The path and request id come from clients: a CR/LF in them would forge a line, an ESC
+    # drive the terminal.
+    return escape_control(" ".join(parts))
 
 
 class ConsoleSink:
