@@ -115,6 +115,80 @@ async def test_permanent_error_is_not_retried() -> None:
     assert stats.sinks["broken"].retried == 0
 
 
+async def test_a_cancelled_error_raised_by_the_sink_itself_is_a_failed_attempt() -> None:
+    # A library's own timeout raising CancelledError ended the sink's worker without a word:
+    # nothing logged or counted, the events kept until the shutdown (helper-92).
+    sink = RecordingSink(fail_times=1, error=lambda: asyncio.CancelledError("library timeout"))
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(make_events(5)),
+        [sink],
+        batch_size=10,
+        flush_interval=0.01,
+        retry=FAST_RETRY,
+        dead_letter=dl,
+    )
+    stats = await asyncio.wait_for(d.run(), 10)
+    assert sorted(p["log_id"] for p in sink.payloads) == [1, 2, 3, 4, 5]
+    s = stats.sinks["rec"]
+    assert (s.sent, s.failures, s.retried, s.dead_lettered) == (5, 1, 5, 0)
+    assert s.failed_by_type == {"CancelledError": 1}
+    assert not dl.records
+
+
+async def test_an_error_about_one_event_dead_letters_it_alone_and_sends_the_rest_on() -> None:
+    class OneByOne(RecordingSink):
+        """Stores events one by one; refuses log_id 3's request for good, once."""
+
+        async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+            self.calls += 1
+            for done, payload in enumerate(batch):
+                if payload["log_id"] == 3 and not any(p["log_id"] == 3 for p in self.refused):
+                    self.refused.append(payload)
+                    raise PermanentSinkError("HTTP 400: bad body", delivered=done, refused=1)
+                self.batches.append([payload])
+
+    sink = OneByOne()
+    sink.refused = []  # type: ignore[attr-defined]
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(make_events(6)),
+        [sink],
+        batch_size=10,
+        flush_interval=0.01,
+        retry=FAST_RETRY,
+        dead_letter=dl,
+    )
+    stats = await d.run()
+    assert [p["log_id"] for p in sink.payloads] == [1, 2, 4, 5, 6]  # each once, in order
+    assert [(r["log_id"], r["error"], r["attempts"]) for r in dl.records] == [
+        (3, "HTTP 400: bad body", 1)
+    ]
+    s = stats.sinks["rec"]
+    assert (s.sent, s.dead_lettered, s.retried, s.failures) == (5, 1, 0, 1)
+    balanced(stats)
+
+
+@pytest.mark.parametrize("refused", [0, 4, 9])
+async def test_a_refused_count_of_none_or_all_dead_letters_every_event_left(refused: int) -> None:
+    sink = RecordingSink(
+        fail_times=1, error=lambda: PermanentSinkError("no", delivered=1, refused=refused)
+    )
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(make_events(5)),
+        [sink],
+        batch_size=10,
+        flush_interval=0.01,
+        retry=FAST_RETRY,
+        dead_letter=dl,
+    )
+    stats = await d.run()
+    assert [r["log_id"] for r in dl.records] == [2, 3, 4, 5]
+    assert stats.sinks["rec"].sent == 1
+    balanced(stats)
+
+
 async def test_slow_sink_does_not_hold_back_a_fast_one() -> None:
     slow, fast = GatedSink("slow"), RecordingSink("fast")
     sub = Subscription(10_000)

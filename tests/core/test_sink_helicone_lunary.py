@@ -210,8 +210,8 @@ async def test_helicone_retries_only_the_events_not_yet_logged() -> None:
     assert not dead.records
 
 
-@pytest.mark.parametrize("status", [400, 401])
-async def test_helicone_dead_letters_a_refused_event_and_keeps_what_was_logged(
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_helicone_dead_letters_the_events_left_when_the_key_is_refused(
     status: int,
 ) -> None:
     script = [(200, {}, b""), (status, {}, b"no")]
@@ -222,6 +222,25 @@ async def test_helicone_dead_letters_a_refused_event_and_keeps_what_was_logged(
     assert [r["log_id"] for r in dead.records] == [2, 3]  # event 1 was logged: not here
     s = stats.sinks["helicone"]
     assert (s.sent, s.dead_lettered) == (1, 2)
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+async def test_helicone_dead_letters_only_the_event_whose_request_was_refused(
+    status: int,
+) -> None:
+    # A 400 is about that event's body, not about the events after it (helper-92: they were
+    # dead-lettered unsent, as "HTTP 400"): they are sent on.
+    script = [(200, {}, b""), (status, {}, b"bad body"), (200, {}, b""), (400, {}, b"bad")]
+    with Receiver(script).running() as rx:
+        sink = helicone.HeliconeSink(API_KEY, endpoint=rx.url)
+        events = [chat_event(i) for i in (1, 2, 3, 4, 5)]
+        stats, dead = await dispatch(sink, events, retry=SLOW_BACKOFF)
+    ids = [json.loads(r.body)["providerRequest"]["meta"]["request_id"] for r in rx.requests]
+    assert ids == ["req-1", "req-2", "req-3", "req-4", "req-5"]  # each sent once
+    assert [(r["log_id"], r["attempts"]) for r in dead.records] == [(2, 1), (4, 1)]
+    assert dead.records[0]["error"] == f"HTTP {status}: bad body"
+    s = stats.sinks["helicone"]
+    assert (s.sent, s.dead_lettered, s.retried) == (3, 2, 0)
 
 
 async def test_helicone_sends_events_without_a_json_response_too() -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "UnknownSinkError",
     "WireFormatError",
     "error_type_of",
+    "refused_alone",
     "stored_before_failing",
 ]
 
@@ -91,20 +92,36 @@ class SinkError(EventBusError, RuntimeError):
         delivered: How many payloads at the start of the batch the sink did store before it
             failed (a sink that sends one request per event). The dispatcher counts those as
             sent and retries, or dead-letters, only the rest.
+        refused: How many payloads right after the `delivered` ones this error is about alone
+            (a sink that sends one request per event, whose destination refused that event's
+            request: HTTP 400). When the dispatcher dead-letters (a permanent error, or the
+            last retry) it dead-letters only those, and sends the events after them on as a
+            new batch. 0 (the default): the error is about every payload not delivered.
     """
 
-    def __init__(self, message: str, *, error_type: str | None = None, delivered: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str | None = None,
+        delivered: int = 0,
+        refused: int = 0,
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type or type(self).__name__
-        count = _count_of(delivered)
+        self.delivered = self._count("delivered", delivered, "at the batch's start were stored")
+        self.refused = self._count("refused", refused, "after the delivered ones were refused")
+
+    def _count(self, name: str, value: object, meaning: str) -> int:
+        count = _count_of(value)
         if count is None:
             # Raised from the sink's send(): the dispatcher then treats it as any other error
             # of the sink (retried), where a float here once stopped the sink's worker for good.
             raise TypeError(
-                f"{type(self).__name__}(delivered=...) must be an int (how many payloads at the "
-                f"start of the batch were stored), got {delivered!r}"
+                f"{type(self).__name__}({name}=...) must be an int (how many payloads {meaning}), "
+                f"got {value!r}"
             )
-        self.delivered = max(0, count)
+        return max(0, count)
 
 
 class TransientSinkError(SinkError):
@@ -115,6 +132,7 @@ class TransientSinkError(SinkError):
         retry_after: Seconds the destination asked us to wait (`Retry-After`), if it said.
         error_type: See `SinkError`.
         delivered: See `SinkError`.
+        refused: See `SinkError`.
     """
 
     def __init__(
@@ -124,8 +142,9 @@ class TransientSinkError(SinkError):
         retry_after: float | None = None,
         error_type: str | None = None,
         delivered: int = 0,
+        refused: int = 0,
     ) -> None:
-        super().__init__(message, error_type=error_type, delivered=delivered)
+        super().__init__(message, error_type=error_type, delivered=delivered, refused=refused)
         # A NaN, infinite or negative wait is no wait the destination could have meant: the
         # retry policy's backoff applies instead (a NaN once made the dispatcher's stop hang).
         if retry_after is not None and (
@@ -160,6 +179,16 @@ def stored_before_failing(exc: BaseException, size: int) -> int:
     if done is None:
         return 0  # set after construction to something else: the whole batch is retried
     return done if 0 < done <= size else 0
+
+
+def refused_alone(exc: BaseException, size: int) -> int:
+    """How many payloads at the start of the `size` not yet stored the error `exc` is about
+    alone: a `SinkError`'s `refused` when it names part of them, else 0 (the error is about all
+    of them: a count of none, or of all or more, is read as that)."""
+    done = _count_of(exc.refused) if isinstance(exc, SinkError) else 0
+    if done is None:
+        return 0
+    return done if 0 < done < size else 0
 
 
 def _count_of(value: object) -> int | None:

@@ -18,8 +18,10 @@ from typing import Any
 
 from eventbus_core._errors import (
     PermanentSinkError,
+    SinkError,
     TransientSinkError,
     error_type_of,
+    refused_alone,
     stored_before_failing,
 )
 from eventbus_core._log import get_logger
@@ -210,8 +212,17 @@ class SinkWorker:
                     ok = True
                     break
             if isinstance(exc, PermanentSinkError) or attempt > self.retry.retries:
-                ok = await self.dead_letter_batch(batch, exc, attempt)
-                break
+                refused = refused_alone(exc, len(batch))
+                if not refused:
+                    ok = await self.dead_letter_batch(batch, exc, attempt)
+                    break
+                # The error is about its first events alone (one event's request refused):
+                # those are dead-lettered, the rest, never tried, goes on as a new batch.
+                gone, batch, payloads = batch[:refused], batch[refused:], payloads[refused:]
+                self.current = batch
+                await self.lane.settle(gone, ok=await self.dead_letter_batch(gone, exc, attempt))
+                attempt, exc = 0, None
+                continue
             retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
             delay = self.retry.delay(attempt, retry_after)
             log.info(
@@ -237,7 +248,19 @@ class SinkWorker:
         """One attempt at `batch`: (None, all) if the sink stored it, else (the error, how many
         of the first events the sink says it stored: `SinkError.delivered`, settled here)."""
         try:
-            await self.sink.send(payloads)
+            try:
+                await self.sink.send(payloads)
+            except asyncio.CancelledError as cancelled:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the dispatcher stops this worker: the batch is handed back
+                # Raised by the sink itself (a library's own timeout, say), not a stop: a failed
+                # attempt like any other, where it once ended the worker without a word.
+                raise SinkError(
+                    f"send() raised CancelledError ({cancelled or 'no message'}) though the "
+                    f"dispatcher did not cancel it",
+                    error_type="CancelledError",
+                ) from None
         except Exception as exc:
             self.stats.record_failure(error_type_of(exc))
             done = stored_before_failing(exc, len(batch))

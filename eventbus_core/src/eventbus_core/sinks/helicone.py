@@ -5,11 +5,12 @@ Events go one at a time, in order, each its own `POST` to Helicone's custom-mode
 application/json` and `Authorization: Bearer <key>`; the body is the Go plugin's
 `{"providerRequest", "providerResponse", "timing"}`. Differences (docs/sinks/helicone.md):
 a 500 is retried (Go dead-drops the batch), 401/403/404 are dead-lettered (Go retries
-them), a failure on one event sends only the events not yet delivered again (Go resends the
-whole batch), `providerResponse.json` is the real response with its token usage (Go sends a
-wrapper without usage), `timing` spans the real call (Go gives zero latency), events without
-a response body are sent too (Go skips them and counts them as sent), and nothing of a
-payload or a response body reaches the log.
+them), a 400, 413 or 422 dead-letters that event alone and the events after it are sent on
+(Go drops the whole batch), a failure on one event sends only the events not yet delivered
+again (Go resends the whole batch), `providerResponse.json` is the real response with its
+token usage (Go sends a wrapper without usage), `timing` spans the real call (Go gives zero
+latency), events without a response body are sent too (Go skips them and counts them as
+sent), and nothing of a payload or a response body reaches the log.
 
 Options (`--sink-opt key=value` or `EVENTBUS_SINK_HELICONE_<KEY>`):
     api_key: The Helicone API key (default: LLM_PROXY_API_KEY, as the Go dispatcher).
@@ -49,6 +50,10 @@ __all__ = [
 
 DEFAULT_ENDPOINT = "https://api.worker.helicone.ai/custom/v1/log"
 # Helicone's names for the providers the path reveals (OpenTelemetry's names on the left).
+# Statuses about the one event whose request got them (its body: malformed, too large,
+# refused), not about the key or the endpoint, which every event shares (401, 403, 404).
+_THIS_EVENT_ONLY = frozenset({400, 413, 422})
+
 _HELICONE_PROVIDERS = {"gcp.gemini": "google", "azure.ai.openai": "azure"}
 
 
@@ -133,7 +138,8 @@ class HeliconeSink:
 
     async def send(self, batch: Sequence[Mapping[str, Any]]) -> None:
         """POST each event in order; on the first failure, raise with `delivered` set to the
-        events already logged, so that only the rest is retried or dead-lettered."""
+        events already logged, so that only the rest is retried or dead-lettered (and with
+        `refused=1` when Helicone refused that one event's request: only it is dead-lettered)."""
         for done, payload in enumerate(batch):
             body = json.dumps(
                 log_request(payload, self.provider),
@@ -144,6 +150,8 @@ class HeliconeSink:
             response = await self.target.post(body, delivered=done)
             error = self.target.error_for(response, delivered=done)
             if error is not None:
+                if response.status_code in _THIS_EVENT_ONLY:
+                    error.refused = 1
                 raise error
 
     async def close(self) -> None:
