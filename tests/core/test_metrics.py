@@ -24,6 +24,7 @@ from eventbus_core.cli import main
 from eventbus_core.dispatch._stats import DispatcherStats
 from eventbus_core.metrics import (
     METRICS,
+    Check,
     HealthProbe,
     MetricsEndpoint,
     register_otel,
@@ -229,6 +230,33 @@ async def test_readiness_reports_a_stalled_sink() -> None:
     sink.gate.set()
     bus.stop()
     await task
+
+
+async def test_a_dispatcher_winding_down_is_not_ready() -> None:
+    # From SIGTERM on, while the dispatcher sent what it held, /readyz said 200, "running" and
+    # "reading", though no lane read any more (helper-92).
+    from tests.core.conftest_dispatch import GatedSink
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    sink = GatedSink("held")
+    d = Dispatcher(bus, [sink], batch_size=1, flush_interval=0.01, shutdown_timeout=5)
+    probe = HealthProbe(d, bus, max_lag=0)
+    beat = asyncio.create_task(probe.heartbeat())
+    task = asyncio.create_task(d.run())
+    bus.publish(make_events(1)[0])
+    await sink.waiting.wait()
+    assert probe.readiness().ok
+    d.request_stop()
+    await asyncio.sleep(0.05)  # the dispatcher is in its shutdown, waiting for the sink
+    assert not task.done()
+    health = probe.readiness()
+    assert not health.ok
+    assert health.checks == (Check("dispatcher", False, "the dispatcher is stopping"),)
+    assert probe.liveness().ok and probe.liveness().checks[0].detail == "stopping"
+    sink.gate.set()
+    await task
+    beat.cancel()
+    bus.stop()
 
 
 async def test_a_stuck_loop_is_neither_alive_nor_ready() -> None:

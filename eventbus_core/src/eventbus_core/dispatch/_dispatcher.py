@@ -138,6 +138,7 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self._lanes = self._build_lanes(source, group_mode, group, consumer_name)
         self._stop_requested = False
+        self._winding_down = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -239,6 +240,12 @@ class Dispatcher:
             lanes={lane.name: lane.figures() for lane in self._lanes},
         )
 
+    @property
+    def stopping(self) -> bool:
+        """True once the dispatcher winds down (a stop was asked, or every source ended): it
+        reads no more and sends what it holds (readiness fails from then on)."""
+        return self._stop_requested or self._winding_down
+
     def request_stop(self) -> None:
         """Ask the dispatcher to stop (thread- and signal-safe); `run()` then winds down."""
         self._stop_requested = True
@@ -274,6 +281,7 @@ class Dispatcher:
         await asyncio.wait([stop_wait, *readers], return_when=asyncio.FIRST_COMPLETED)
         while not stopping.is_set() and not all(r.done() for r in readers):
             await asyncio.wait([stop_wait, *readers], return_when=asyncio.FIRST_COMPLETED)
+        self._winding_down = True
         log.info(
             "dispatcher stopping: sending what is queued (at most %.1f s)", self.shutdown_timeout
         )

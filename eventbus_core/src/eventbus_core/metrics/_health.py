@@ -92,7 +92,13 @@ class HealthProbe:
         stuck = self._stuck_loop()
         if stuck is not None:
             return Health((stuck,))
-        return Health((Check("dispatcher", True, self.state),))
+        return Health((Check("dispatcher", True, self.current_state()),))
+
+    def current_state(self) -> str:
+        """`state`, with "stopping" once the dispatcher winds down (its `stopping`)."""
+        if self.state == "running" and getattr(self.dispatcher, "stopping", False) is True:
+            return "stopping"
+        return self.state
 
     def _stuck_loop(self) -> Check | None:
         """The failed check of a loop silent for more than `stall_after` seconds, or None."""
@@ -105,8 +111,9 @@ class HealthProbe:
     def readiness(self) -> Health:
         """Ready when the dispatcher runs, its backend answers, its sources read and no sink
         is failing for good."""
-        if self.state != "running":
-            return Health((Check("dispatcher", False, f"the dispatcher is {self.state}"),))
+        state = self.current_state()
+        if state != "running":
+            return Health((Check("dispatcher", False, f"the dispatcher is {state}"),))
         stuck = self._stuck_loop()
         if stuck is not None:  # not alive, so not ready: whatever its figures last said
             return Health((stuck,))
