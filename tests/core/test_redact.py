@@ -281,6 +281,12 @@ def test_capability_looks_through_the_redacting_bus() -> None:
         ("/stream?alt=sse&auth=abc.def.ghi", "abc.def.ghi"),
         ("https://blob.example.net/c/b?sv=2024&sig=Zm9vYmFy%2Bc2ln", "Zm9vYmFy%2Bc2ln"),
         ("/o?X-Amz-Credential=AKIDEXAMPLE%2F2024&X-Amz-Signature=fe5f80f77d5fa3", "fe5f80f77d5fa3"),
+        # Google Cloud Storage signed URLs, OAuth codes and Azure Functions keys (helper-92: a
+        # webhook URL's X-Goog-Signature reached the log and every dead letter).
+        ("https://storage.googleapis.com/b/o?X-Goog-Signature=gsSECRET99", "gsSECRET99"),
+        ("/o?X-Goog-Algorithm=GOOG4&X-Goog-Credential=svc%40p.iam%2F2024", "svc%40p.iam"),
+        ("https://fn.azurewebsites.net/api/hook?code=azFnKey123==", "azFnKey123"),
+        ("/callback?state=x&code=4%2F0AeanS0", "4%2F0AeanS0"),
     ],
 )
 def test_short_credential_query_parameters_are_masked(url: str, secret: str) -> None:
@@ -290,7 +296,7 @@ def test_short_credential_query_parameters_are_masked(url: str, secret: str) -> 
 
 
 def test_words_that_merely_end_like_query_names_are_kept() -> None:
-    text = "/v1/x?monkey=1&tokens=5&keyboard=us&model=gpt-4o"
+    text = "/v1/x?monkey=1&tokens=5&keyboard=us&model=gpt-4o&zipcode=10115&codec=h264"
     assert redact_text(text) == text
 
 

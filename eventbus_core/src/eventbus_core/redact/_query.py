@@ -1,9 +1,10 @@
 """Query parameters that carry credentials under short names, for the text rules and the gate.
 
-`?key=` (Google APIs), `token=`, `auth=`, `sig=`/`signature=` (signed URLs), the AWS signing
-parameters: too common as words to be credential names everywhere, so they count only right
-after `?` or `&`. One list, from which both the text rule (`_redact`) and the fast path's test
-(`_gate`) are built, so neither can miss a name the other has.
+`?key=` (Google APIs), `token=`, `auth=`, `sig=`/`signature=` (signed URLs), the AWS and
+Google Cloud signing parameters, `code=` (OAuth, Azure Functions): too common as words to be
+credential names everywhere, so they count only right after `?` or `&`. One list, from which
+both the text rule (`_redact`) and the fast path's test (`_gate`) are built, so neither can
+miss a name the other has.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ QUERY_CREDENTIALS: Final = (
     "signature",
     "x-amz-signature",
     "x-amz-credential",
+    "x-goog-signature",  # Google Cloud Storage signed URLs
+    "x-goog-credential",
+    "code",  # OAuth authorization codes; Azure Functions' function keys
 )
 
 _NAMES: Final = "|".join(re.escape(name) for name in QUERY_CREDENTIALS)
