@@ -137,6 +137,12 @@ class Forgetful(SqliteConsumer):
         self._redeliver = False  # a member back under its name does not get its pending again
 
 
+class Nameless(SqliteConsumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.name  # the dispatcher's start-up once stopped on such a consumer
+
+
 class OneGroupForAll(SqliteConsumer):
     def __init__(self, db, group, name, batch_size=100):
         super().__init__(db, "everyone", name, batch_size)
@@ -198,6 +204,7 @@ TestLocationWithPassword = broken(LocationWithPassword, DescribableContract)
 TestAckIgnored = broken(None, ConsumerGroupContract, AckIgnored)
 TestForgetful = broken(None, ConsumerGroupContract, Forgetful)
 TestOneGroupForAll = broken(None, ConsumerGroupContract, OneGroupForAll)
+TestNameless = broken(None, ConsumerGroupContract, Nameless)
 TestNoEnvironment = broken(NoEnvironment, IsolatableContract)
 TestOwnLogNotFirst = broken(OwnLogNotFirst, LogSourcesContract)
 TestAnyNameAccepted = broken(AnyNameAccepted, LogSourcesContract)
@@ -218,6 +225,7 @@ MUST_FAIL = {
     "TestAckIgnored": {"test_a_group_gets_every_event_once_acked"},
     "TestForgetful": {"test_unacknowledged_deliveries_come_back_to_the_same_name"},
     "TestOneGroupForAll": {"test_each_group_sees_every_event"},
+    "TestNameless": {"test_a_consumer_has_a_name"},
     "TestNoEnvironment": {"test_isolate_gives_a_namespace_and_cleans_up"},
     "TestOwnLogNotFirst": {"test_the_first_source_is_the_bus_own_log"},
     "TestAnyNameAccepted": {"test_an_unknown_name_is_refused_naming_the_known_ones"},

@@ -213,6 +213,19 @@ async def test_slow_sink_does_not_hold_back_a_fast_one() -> None:
     balanced(stats)
 
 
+def test_a_source_without_a_name_is_shown_by_its_lane_name() -> None:
+    # A third-party consumer without `name` passed the contract suite, and `eventbus dispatch`
+    # then ended at start-up with an AttributeError (helper-91).
+    from eventbus_core.dispatch._lane import Lane
+
+    source = ListSource(make_events(3))
+    del source.name
+    lane = Lane("g:jsonl", source, lambda event: {}, durable=True)
+    assert lane.source_name == "g:jsonl"
+    assert lane.figures()["source"] == "g:jsonl"
+    assert Lane("g:jsonl", ListSource([], "c-1"), lambda e: {}, durable=True).source_name == "c-1"
+
+
 async def test_shared_source_is_acked_only_when_every_sink_is_done() -> None:
     source = ListSource(make_events(20))
     slow, fast = GatedSink("slow"), RecordingSink("fast")

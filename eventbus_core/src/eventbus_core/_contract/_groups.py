@@ -42,6 +42,19 @@ class ConsumerGroupContract(CapabilityContract):
             default = self.groups(bus).default_group
             assert isinstance(default, str) and default, f"default_group is {default!r}"
 
+    def test_a_consumer_has_a_name(self) -> None:
+        # `AckableSource.name`: what the dispatcher's figures and start-up line show.
+        with self.bus() as bus:
+            source = self.consumer(self.groups(bus), f"contract-{uuid.uuid4().hex[:8]}", "m-1")
+            try:
+                name = getattr(source, "name", None)
+                assert isinstance(name, str) and name, (
+                    f"the consumer's name is {name!r}: give it a `name` (str), as AckableSource "
+                    f"declares"
+                )
+            finally:
+                self.close_source(source)
+
     def test_a_group_gets_every_event_once_acked(self) -> None:
         with self.bus() as bus:
             groups = self.groups(bus)

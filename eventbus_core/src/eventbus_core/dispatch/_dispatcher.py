@@ -399,7 +399,7 @@ class Dispatcher:
                 pass  # not the main thread, or a platform without signal handlers
         log.info(
             "dispatcher running (%s); stop with SIGTERM or SIGINT",
-            ", ".join(f"{lane.name}: {lane.source.name}" for lane in self._lanes),
+            ", ".join(f"{lane.name}: {lane.source_name}" for lane in self._lanes),
         )
         try:
             return await self.run()

@@ -101,6 +101,10 @@ class Lane:
         self.name = name
         self.stall_timeout = stall_timeout  # 0: wait for a full queue as long as it takes
         self.source = source
+        # What the figures and the start-up line call the source: its `name`, or the lane's
+        # for a third-party source without one (the dispatcher stopped at start-up on it).
+        given = getattr(source, "name", None)
+        self.source_name: str = given if isinstance(given, str) and given else name
         self.prepare = prepare
         # One thread per source: sources are single-threaded (a Redis consumer's reads and
         # acknowledgements share state), and a blocked read must not hold other lanes up. A
@@ -202,7 +206,7 @@ class Lane:
         """A copy of this lane's counters, with the source's own figures if it offers
         `figures()`."""
         out: dict[str, Any] = {
-            "source": self.source.name,
+            "source": self.source_name,
             "read": self.read,
             "acked": self.acked,
             "ack_errors": self.ack_errors,
