@@ -295,6 +295,34 @@ def test_short_credential_query_parameters_are_masked(url: str, secret: str) -> 
     assert secret not in redact_text(f"GET {url} failed")
 
 
+@pytest.mark.parametrize(
+    ("path", "secret"),
+    [
+        ("/x?api%5Fkey=S3cretA1", "S3cretA1"),
+        ("/x?%61pi_key=S3cretA2&a=1", "S3cretA2"),
+        ("/x?access%5Ftoken=S3cretA3", "S3cretA3"),
+        ("/x?pass%77ord=S3cretA4", "S3cretA4"),
+        ("/x?api_key[]=S3cretA5", "S3cretA5"),
+        ("/x?api_key%5B%5D=S3cretA6", "S3cretA6"),
+        ("/x?k%65y=S3cretA7", "S3cretA7"),
+        ("/x?a=1&token[0]=S3cretA8", "S3cretA8"),
+    ],
+)
+def test_credential_names_a_server_decodes_are_masked(path: str, secret: str) -> None:
+    # A server decodes `api%5Fkey` to `api_key` and `api_key[]` to an array of it; the rules
+    # read the name as written (helper-89: shown in repr, tail and sink payloads).
+    event = Event(request_id="r", method="GET", path=path, status=200, duration=1)
+    assert secret not in repr(event)
+    assert secret not in Redactor().event(event).path
+    payload = {"path": path, "metadata": {"path": path}}
+    assert secret not in json.dumps(Redactor().json(payload))
+
+
+def test_encoded_names_of_other_parameters_are_kept() -> None:
+    text = "/x?q=a%20b&page[size]=10&model=gpt%2D4&50%25=off and 20% = more"
+    assert redact_text(text) == text
+
+
 def test_words_that_merely_end_like_query_names_are_kept() -> None:
     text = "/v1/x?monkey=1&tokens=5&keyboard=us&model=gpt-4o&zipcode=10115&codec=h264"
     assert redact_text(text) == text

@@ -314,6 +314,19 @@ def test_query_pairs_are_found_where_a_search_finds_them() -> None:
     assert min(seen.values()) > 500  # both verdicts were put to the test
 
 
+def test_credential_names_a_server_decodes_are_never_cleared_by_the_gate() -> None:
+    # `?api%5Fkey=` and `api_key[]=` hold no hint of the other rules: the gate cleared them,
+    # and the dispatcher's payloads kept the key (helper-89).
+    redactor = Redactor()
+    for text in ("/x?api%5Fkey=S1", "see /x?api_key[]=S2 ok", "u?pass%77ord=S3", "?k%65y=S4"):
+        payload = {"input": {"content": text}}
+        assert not needs_no_redaction(payload), text
+        assert "S" + text.split("=S")[1][:1] not in json.dumps(redactor.payload(payload)), text
+    for text in ("20% = more", "a[0] = b", "page[size] 10"):  # nothing to mask: the walk agrees
+        payload = {"input": {"content": text}}
+        assert redactor.payload(payload) == redactor.json(payload) == payload, text
+
+
 def test_url_credentials_are_never_cleared_by_the_gate() -> None:
     redactor = Redactor()
     for url in ("postgres://u:p@db", "redis://:tok@h", "redis://token@h", "x://@h/p"):

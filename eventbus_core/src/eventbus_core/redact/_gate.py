@@ -22,7 +22,9 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   masked by header name, which a credential-name test would not see (`X-Amz-Security-Token`):
   a part containing the word `headers` is not judged here either.
 - Credential query parameters (`?key=...`, `_query.py`) are searched with the text rule's own
-  names, compiled for bytes.
+  names, compiled for bytes. Names a server decodes to a credential name (`?api%5Fkey=`,
+  `api_key[]=`, `_encoded_names.py`) each hold a `%XX` or a `]=`: a part with an `=` and either
+  is not judged here.
 - Credentials in URLs (`scheme://user:password@`, `_secrets.URL_IN_TEXT`): behind the hint
   `://`, the rule's pattern from its `://` on is tried, on the bytes, at each `://` of a part
   that holds an `@`. The bytes can only match more: a string's user excludes whitespace, `/`
@@ -45,6 +47,7 @@ from typing import Any, Final
 import ahocorasick_rs
 import orjson
 
+from eventbus_core.redact._encoded_names import may_hold_encoded_name
 from eventbus_core.redact._query import has_query_pair
 from eventbus_core.redact._secrets import URL_CREDENTIALS
 
@@ -187,5 +190,7 @@ def needs_no_redaction(value: Any) -> bool:
     if not blob.isascii() and any(c in blob for c in _SPECIAL_UTF8):
         return False
     if b"=" in blob and has_query_pair(blob):
+        return False
+    if may_hold_encoded_name(blob):  # `?api%5Fkey=`, `api_key[]=`
         return False
     return not may_need_masking(blob, blob.lower())
