@@ -176,6 +176,33 @@ def test_non_ascii_and_separators_round_trip() -> None:
     assert json.loads(lone.to_json())["Path"] == "\ud800"
 
 
+def test_a_lone_surrogate_reads_as_a_replacement_character_as_go_reads_it() -> None:
+    # json keeps "\ud800" as a lone surrogate, which cannot be printed or written as UTF-8:
+    # `eventbus tail` ended on such an event, a sink failed its whole batch (helper-89).
+    event = Event.from_json(
+        b'{"Path": "/a\\ud800b", "RequestID": "\\ud83d\\ude00", "Method": "\\udfff",'
+        b' "ResponseHeaders": {"X-\\udc00": ["v\\ud800\\u0041"]}}'
+    )
+    assert (event.path, event.request_id, event.method) == ("/a\ufffdb", "\U0001f600", "\ufffd")
+    assert dict(event.response_headers or {}) == {"X-\ufffd": ("v\ufffdA",)}
+    event.to_json().decode("utf-8")  # writable as UTF-8 again
+
+
+def test_field_names_match_under_go_case_folding() -> None:
+    # Go's decoder matches "\u017ftatus" (long s) to Status, and the Kelvin sign to k.
+    event = Event.from_json('{"\u017ftatus": 201, "Pat\u0127": "/x", "\u212aey": 1}')
+    assert event.status == 201 and event.path == ""
+
+
+def test_an_invalid_event_is_refused_without_quoting_it() -> None:
+    # The message quoted the input's start, a bearer token or cookie with it (helper-89).
+    data = b'{"Authorization": "Bearer sk-proj-abcdefghijklmnopqrstuvwxyz" oops'
+    with pytest.raises(WireFormatError) as info:
+        Event.from_json(data)
+    assert "sk-proj" not in str(info.value) and "Bearer" not in str(info.value)
+    assert "line 1 column" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

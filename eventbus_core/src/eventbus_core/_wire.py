@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import sys
 from collections.abc import Callable
 from types import MappingProxyType
@@ -155,6 +156,27 @@ def _int(field: str, value: Any) -> int:
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise WireFormatError(f"field {field!r} overflows a 64-bit integer: {value}")
     return value
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(kwargs: dict[str, Any]) -> None:
+    """Read a lone surrogate (`"\\ud800"`, which `json` keeps and the fast readers refuse) as
+    U+FFFD, as Go's decoder does: one could not be printed or written as UTF-8 (`eventbus tail`
+    ended on such an event, and a sink failed the whole batch it was in)."""
+
+    def fixed(text: str) -> str:
+        return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+    for field in ("request_id", "method", "path"):
+        kwargs[field] = fixed(kwargs[field])
+    headers = kwargs["response_headers"]
+    if headers is not None:
+        out: dict[str, list[str]] = {}
+        for name, values in headers.items():
+            out[fixed(name)] = [fixed(v) for v in values]  # names made equal: the last wins
+        kwargs["response_headers"] = out
 
 
 def _str(field: str, value: Any) -> str:
@@ -420,10 +442,9 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
     except ValueError as exc:
         # JSONDecodeError, and what the json module lets through from Python itself: an integer
         # of more than `sys.get_int_max_str_digits()` digits (4,300) is a plain ValueError.
-        snippet = data[:60]
-        raise WireFormatError(
-            f"invalid JSON for an event ({exc}); input starts {snippet!r}"
-        ) from exc
+        # No quote of the input: it may hold a token or a cookie, and an application may log
+        # this message or answer it to a client. JSONDecodeError says where, not what.
+        raise WireFormatError(f"invalid JSON for an event ({exc}; {len(data)} characters)") from exc
     except RecursionError as exc:
         # Arrays or objects nested past the interpreter's recursion limit (about a thousand
         # deep; Go's decoder allows 10,000). A WireFormatError, so that a reader dead-letters or
@@ -431,7 +452,7 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
         # same entry for ever.
         raise WireFormatError(
             f"invalid JSON for an event: nested deeper than this decoder reads (about "
-            f"{sys.getrecursionlimit()} levels); input starts {data[:60]!r}"
+            f"{sys.getrecursionlimit()} levels; {len(data)} characters)"
         ) from exc
     if not isinstance(doc, dict):
         raise WireFormatError(
@@ -439,7 +460,9 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
         )
     raw: dict[str, Any] = {}
     for key, value in doc.items():
-        field = _FIELDS.get(key.lower())
+        # Go matches names under Unicode simple case folding: besides ASCII, the long s folds
+        # to "s" and the Kelvin sign to "k" (which `lower()` already gives).
+        field = _FIELDS.get(key.lower() if key.isascii() else key.lower().replace("\u017f", "s"))
         if field is not None:
             raw[field] = value
     kwargs: dict[str, Any] = {
@@ -463,6 +486,7 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
             kwargs[field] = _headers(value)
         else:
             kwargs[field] = _bytes(go, value)
+    _replace_surrogates(kwargs)
     # Checked for type above, and not for range: what Go wrote is read as it is (a status of
     # -1, a negative duration), as Go's own decoder reads it.
     return build(
