@@ -662,6 +662,21 @@ async def test_an_unreachable_webhook_never_shows_its_password_whatever_it_holds
     await sink.close()
 
 
+def test_credentials_in_a_sinks_url_are_masked_when_a_receiver_quotes_them() -> None:
+    # httpx sends `user:password@` as `Authorization: Basic ...`: a receiver quoting that
+    # header back put the credential in the log and every dead letter (helper-89).
+    import base64
+
+    from eventbus_core.sinks._http import HttpTarget
+
+    target = HttpTarget("https://hook:pa%24%24w0rd-9@hooks.example/x", client=object())  # type: ignore[arg-type]
+    basic = base64.b64encode(b"hook:pa$$w0rd-9").decode()
+    for quoted in (f"Basic {basic}", basic, "pa$$w0rd-9", "pa%24%24w0rd-9"):
+        said = target.mask_own(f"401: bad credentials {quoted}")
+        assert "w0rd" not in said and basic[:8] not in said and "[REDACTED]" in said, said
+    assert HttpTarget("https://hooks.example/x", client=object()).mask_own("ok") == "ok"  # type: ignore[arg-type]
+
+
 def test_the_start_of_a_sinks_own_key_quoted_alone_is_masked() -> None:
     # "Invalid API key provided: hk-ECHOKEYabcd..." reached the log and every dead letter
     # (helper-83): receivers often quote a key's start only.

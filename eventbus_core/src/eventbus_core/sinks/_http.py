@@ -122,8 +122,11 @@ class HttpTarget:
             require_httpx()
         self.url = url
         self.headers = dict(headers or {})
-        self._own_secrets = _secrets_pattern(self.headers)
-        self._own_starts = _starts_pattern(self.headers)
+        # httpx sends the URL's `user:password@` as `Authorization: Basic ...`: a receiver
+        # quoting that header back is masked like one of the sink's own headers.
+        own = {**self.headers, **_url_authorization(url)}
+        self._own_secrets = _secrets_pattern(own)
+        self._own_starts = _starts_pattern(own)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
@@ -301,6 +304,18 @@ _SECRET_LONG: Final = 16
 _QUOTED_START: Final = 10
 # Headers that describe the request, never a credential.
 _NOT_SECRET: Final = frozenset({"content-type", "accept", "content-encoding", "user-agent"})
+
+
+def _url_authorization(url: str) -> dict[str, str]:
+    """The headers that stand for the credentials in `url` (none without `user:password@`):
+    the `Authorization: Basic` httpx makes of them, and the password alone."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return {}
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return {"authorization": f"Basic {basic}", "x-url-password": password}
 
 
 def _credential_values(headers: Mapping[str, str]) -> list[str]:
