@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eventbus_core import EventBusSettings, create_bus
+from eventbus_core import Event, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_memory import InMemoryEventBus
 from tests._stop_timeouts import check_stop_timeouts
@@ -216,3 +216,23 @@ def test_stop_timeout_must_be_finite_and_stop_takes_inf_as_no_limit() -> None:
 
     check_stop_timeouts(make)
     assert len(subs[-1].get_batch(max_items=100)) == 20
+
+
+def test_what_is_not_an_event_is_refused_counted_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # None, a str, a dict reached subscribers as they were (helper-89).
+    from eventbus_core.batching import _not_event
+
+    _not_event._last = -_not_event._EVERY  # the once-a-minute line of an earlier test passed
+    bus = InMemoryEventBus()
+    sub = bus.subscribe("s")
+    for item in (Event(request_id="a"), None, "b", {"RequestID": "c"}, Event(request_id="d")):
+        bus.publish(item)  # type: ignore[arg-type]
+    assert bus.flush(5)
+    assert [e.request_id for e in sub.get_batch(10, 1)] == ["a", "d"]
+    s = bus.stats()
+    assert (s.published, s.dropped) == (2, 3)
+    assert "publish() takes an eventbus_core.Event, got NoneType" in caplog.text
+    assert "(1 such call(s)" in caplog.text  # once a minute, with the count since
+    bus.stop()

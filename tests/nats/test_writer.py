@@ -60,6 +60,23 @@ def test_an_event_larger_than_max_payload_is_counted_lost(make_bus: MakeBus) -> 
     assert [e.request_id for e in bus.read_range() if e] == ["req-0", "req-2"]
 
 
+def test_what_is_not_an_event_is_refused_and_the_events_around_it_are_written(
+    make_bus: MakeBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    from eventbus_core.batching import _not_event
+
+    _not_event._last = -_not_event._EVERY  # the once-a-minute line of an earlier test passed
+    bus = make_bus()
+    bus.publish(make_event(0))
+    bus.publish(make_event(1).to_json())  # type: ignore[arg-type]
+    bus.publish(make_event(2))
+    assert bus.flush(20)
+    s = bus.stats()
+    assert (s.published, s.dropped, s.lost) == (2, 1, 0)
+    assert [e.request_id for e in bus.read_range() if e] == ["req-0", "req-2"]
+    assert "publish() takes an eventbus_core.Event, got bytes" in caplog.text
+
+
 def test_stop_confirms_events_whose_acknowledgements_were_not_back(
     make_bus: MakeBus, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -51,6 +51,33 @@ def test_log_layout_matches_go_newest_first_with_seq_trim_and_ttl(
         assert all(set(d) == GO_KEYS for d in docs)
 
 
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_what_is_not_an_event_is_refused_and_the_events_around_it_are_written(
+    client: redis.Redis, prefix: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One non-Event made the writer fail its whole batch: the valid events around it were
+    # lost while flush() said True (helper-89, helper-90).
+    from eventbus_core.batching import _not_event
+
+    _not_event._last = -_not_event._EVERY  # the once-a-minute line of an earlier test passed
+    key = f"{prefix}:{kind}"
+    made = (
+        RedisEventBus.log(client, key, ttl=60, max_len=100)
+        if kind == "log"
+        else RedisStreamsEventBus(client, key)
+    )
+    with made as bus:
+        for i, item in enumerate([make_event(0), None, make_event(2), "x", make_event(4)]):
+            bus.publish(item)  # type: ignore[arg-type]
+            if i == 0:
+                assert bus.flush(10)
+        assert bus.flush(10)
+        s = bus.stats()
+        assert (s.published, s.dropped, s.lost) == (3, 2, 0)
+        assert sorted(e.request_id for e in bus.read_range() if e) == ["req-0", "req-2", "req-4"]
+    assert "publish() takes an eventbus_core.Event, got NoneType" in caplog.text
+
+
 def test_publisher_mode_stamps_but_neither_trims_nor_expires(
     client: redis.Redis, prefix: str
 ) -> None:

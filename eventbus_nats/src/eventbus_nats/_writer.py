@@ -27,7 +27,12 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from eventbus_core import Event, get_logger
-from eventbus_core.batching import check_fork, check_fork_when_refusing, fork_announced
+from eventbus_core.batching import (
+    check_fork,
+    check_fork_when_refusing,
+    fork_announced,
+    report_not_an_event,
+)
 from eventbus_nats._link import Link
 from eventbus_nats._sender import Batch, BatchSender
 
@@ -130,11 +135,14 @@ class JetStreamWriter:
         buf = self._buffer
         depth = len(buf)
         # Events on their way count too: at most `buffer_size` events wait in memory.
-        if self._closed or depth + self._taken - self._done >= self.buffer_size:
+        not_event = type(event) is not Event and not isinstance(event, Event)
+        if self._closed or depth + self._taken - self._done >= self.buffer_size or not_event:
             with self._lock:
                 self._refused += 1
                 refused = self._refused
             check_fork_when_refusing(refused)
+            if not_event:
+                report_not_an_event(event, self.label)
             return
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):

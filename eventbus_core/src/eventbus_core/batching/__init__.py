@@ -34,6 +34,7 @@ from eventbus_core.batching._fork import (
     fork_announced,
 )
 from eventbus_core.batching._loop import LoopDriver
+from eventbus_core.batching._not_event import report_not_an_event
 from eventbus_core.batching._thread import DEEP_SLEEP_AFTER, ThreadDriver
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "deliver_at_exit",
     "flush_before_exit",
     "fork_announced",
+    "report_not_an_event",
 ]

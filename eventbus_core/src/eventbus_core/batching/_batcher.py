@@ -35,6 +35,7 @@ from eventbus_core.batching._fork import (
     check_fork_when_refusing,
     fork_announced,
 )
+from eventbus_core.batching._not_event import report_not_an_event
 
 if TYPE_CHECKING:
     from eventbus_core.batching._loop import LoopDriver
@@ -275,28 +276,37 @@ class Batcher:
 
     # ------------------------------------------------------------------------------ hot path
 
-    def _publish_buffered(self, event: Event) -> bool:
+    def _publish_buffered(self, event: object) -> bool:
         buf = self._buffer
         depth = len(buf)
         if self._closed or depth >= self.buffer_size:
             self._refuse()
             return False
+        if type(event) is not Event and not isinstance(event, Event):
+            return self._refuse_not_event(event)
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
             self.kick()
         return True
 
-    def _publish_held(self, event: Event) -> bool:
+    def _publish_held(self, event: object) -> bool:
         buf = self._buffer
         depth = len(buf)
         # Taken, unsettled events count too: at most `buffer_size` events wait in memory.
         if self._closed or depth + self.taken - self.done >= self.buffer_size:
             self._refuse()
             return False
+        if type(event) is not Event and not isinstance(event, Event):
+            return self._refuse_not_event(event)
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
             self.kick()
         return True
+
+    def _refuse_not_event(self, given: object) -> bool:
+        self._refuse()
+        report_not_an_event(given, self.label)
+        return False
 
     def _refuse(self) -> None:
         with self.lock:
