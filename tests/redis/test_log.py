@@ -330,6 +330,30 @@ def test_subscriber_told_about_a_gap_when_the_log_is_trimmed_past_it(
     assert "is full" not in warnings[0]
 
 
+@pytest.mark.parametrize("before", [0, 100])
+def test_a_trim_shorter_than_ours_before_the_first_read_is_reported(
+    client: redis.Redis, prefix: str, before: int
+) -> None:
+    # A writer trimming to 50 (Go's log mode) while ours keeps 10,000: a subscription that
+    # started on an empty (or expired) list got the last 50 of 2,000 and no word of the rest
+    # (helper-90). A few LogIDs missing below the oldest stay unreported (Go INCRs in flight).
+    key = f"{prefix}:short"
+    if before:
+        client.set(f"{key}:seq", before)  # the list expired, its counter stayed
+    with RedisEventBus.log(client, key, ttl=60, max_len=10_000) as bus:
+        sub = bus.subscribe()
+        append_as_writer(client, key, [make_event(i) for i in range(2000)], max_len=50)
+        got = [sub.get(timeout=10) for _ in range(50)]
+        assert [e.log_id for e in got] == list(range(before + 1951, before + 2001))
+        assert [(g.after, g.missed) for g in sub.gaps] == [(before, 1950)]
+        assert sub.trimmed == 1950
+    with RedisEventBus.log(client, f"{key}2", ttl=60, max_len=10_000) as bus:
+        sub = bus.subscribe()
+        append_as_writer(client, f"{key}2", [make_event(i) for i in range(60)], max_len=50)
+        assert [sub.get(timeout=10).log_id for _ in range(50)] == list(range(11, 61))
+        assert sub.gaps == []  # 10 below the oldest: within what may be in flight
+
+
 def test_counter_going_backwards_is_reported_and_new_events_still_arrive(
     client: redis.Redis, prefix: str
 ) -> None:

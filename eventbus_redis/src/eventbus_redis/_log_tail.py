@@ -30,6 +30,11 @@ from eventbus_redis._tail import Cursor, Tailer
 __all__ = ["LogTailer"]
 
 
+# LogIDs a subscription's first read may find missing below the oldest entry without calling it
+# a gap: Go writers' INCRs whose LPUSH had not landed yet (one per request in flight).
+_IN_FLIGHT = 64
+
+
 class LogTailer(Tailer):
     """Moves new log entries into subscriptions, in LogID order, reporting gaps.
 
@@ -149,10 +154,16 @@ class LogTailer(Tailer):
         with self.delivering:
             if self.ended:
                 return False
-            # With no anchor yet (the list was empty so far), nothing can have been missed
-            # unless the list reached its trim length: in a shorter list, a LogID below the
-            # oldest is a Go writer's INCR whose LPUSH is still to come, not a loss.
-            trimmed = anchor is not None or not self._max_len or length >= self._max_len
+            # With no anchor yet (the list was empty so far), a few LogIDs below the oldest
+            # may be Go writers' INCRs whose LPUSH is still to come, not a loss. More than
+            # that many is a trim: by our own length, or by a writer that trims shorter (Go's
+            # log mode, another process's EVENTBUS_REDIS_MAX_LEN), which went unreported.
+            trimmed = (
+                anchor is not None
+                or not self._max_len
+                or length >= self._max_len
+                or (decoded[0] is not None and decoded[0].log_id - last - 1 > _IN_FLIGHT)
+            )
             if not found and trimmed:
                 last = self._check_gap(
                     sub, last, seq, had_anchor=anchor is not None, oldest=decoded[0]
@@ -214,9 +225,10 @@ class LogTailer(Tailer):
         return last
 
     def _trim_advice(self) -> str:
-        kept = f"the newest {self._max_len}" if self._max_len else "a limited number of"
+        # The writers' trim length, which may be shorter than this process's own setting.
+        own = f", {self._max_len} here" if self._max_len else ""
         return (
-            f"the log keeps {kept} events (EVENTBUS_REDIS_MAX_LEN, or max_len of the writers): "
-            "raise it, or read faster (a larger subscription buffer does not help: the events "
-            "were gone from Redis)"
+            f"the log keeps the newest events only, as its writers trim it (EVENTBUS_REDIS_"
+            f"MAX_LEN{own}; the Go proxy's own limit): raise it, or read faster (a larger "
+            f"subscription buffer does not help: the events were gone from Redis)"
         )
