@@ -276,27 +276,35 @@ class Batcher:
 
     # ------------------------------------------------------------------------------ hot path
 
-    def _publish_buffered(self, event: object) -> bool:
+    def _publish_buffered(self, event: Event) -> bool:
         buf = self._buffer
         depth = len(buf)
         if self._closed or depth >= self.buffer_size:
             self._refuse()
             return False
-        if type(event) is not Event and not isinstance(event, Event):
+        try:
+            # Every Event has it: a slot read costs about what a local does, where a type
+            # check cost 160 instructions a call. Anything else (a str, a dict, None) has not.
+            event.log_id  # noqa: B018
+        except AttributeError:
             return self._refuse_not_event(event)
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
             self.kick()
         return True
 
-    def _publish_held(self, event: object) -> bool:
+    def _publish_held(self, event: Event) -> bool:
         buf = self._buffer
         depth = len(buf)
         # Taken, unsettled events count too: at most `buffer_size` events wait in memory.
         if self._closed or depth + self.taken - self.done >= self.buffer_size:
             self._refuse()
             return False
-        if type(event) is not Event and not isinstance(event, Event):
+        try:
+            # Every Event has it: a slot read costs about what a local does, where a type
+            # check cost 160 instructions a call. Anything else (a str, a dict, None) has not.
+            event.log_id  # noqa: B018
+        except AttributeError:
             return self._refuse_not_event(event)
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
