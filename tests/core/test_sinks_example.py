@@ -80,12 +80,15 @@ async def test_the_example_sink_stores_and_deduplicates_by_log_id(
         Event(request_id=f"r{i}", method="POST", path="/v1/chat/completions", status=200, log_id=i)
         for i in range(1, 21)
     ]
-    for e in [*events, *events[:5]]:  # five redelivered, as after a crash
+    # LogIDs from 1 again, as from a Redis that lost its data: new events, not repeats
+    # (helper-90: the example kept none of them, by log_id alone).
+    after_loss = [Event(request_id=f"n{i}", status=200, log_id=i) for i in (1, 2)]
+    for e in [*events, *events[:5], *after_loss]:  # five redelivered, as after a crash
         bus.publish(e)
     await bus.astop()
     stats = await task
-    assert stats.sinks["sqlite"].sent == 25
+    assert stats.sinks["sqlite"].sent == 27
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT log_id, request_id FROM events ORDER BY log_id").fetchall()
+        rows = conn.execute("SELECT log_id, request_id FROM events ORDER BY rowid").fetchall()
     conn.close()
-    assert rows == [(i, f"r{i}") for i in range(1, 21)]
+    assert rows == [*((i, f"r{i}") for i in range(1, 21)), (1, "n1"), (2, "n2")]

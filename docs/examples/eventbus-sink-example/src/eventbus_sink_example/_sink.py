@@ -39,10 +39,13 @@ class SqliteSink:
                 " log_id INTEGER, request_id TEXT, model TEXT, total_tokens INTEGER,"
                 " status INTEGER, payload TEXT NOT NULL)"
             )
-            # LogID 0 means "not stamped" (memory bus): only real LogIDs de-duplicate.
+            # LogID 0 means "not stamped" (memory bus): only real LogIDs de-duplicate. With the
+            # request id: a Redis that lost its data counts LogIDs from 1 again, and by LogID
+            # alone every new event would be taken for one stored before (and dropped).
+            self._db.execute(f"DROP INDEX IF EXISTS {self.table}_log_id")  # this example's old one
             self._db.execute(
-                f"CREATE UNIQUE INDEX IF NOT EXISTS {self.table}_log_id "
-                f"ON {self.table}(log_id) WHERE log_id > 0"
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {self.table}_event "
+                f"ON {self.table}(log_id, coalesce(request_id, '')) WHERE log_id > 0"
             )
         return self._db
 
