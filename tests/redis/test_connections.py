@@ -105,6 +105,27 @@ def test_a_certificate_not_verified_says_to_give_the_ca(
         server.kill()
 
 
+def test_tls_on_one_side_only_is_hinted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # rediss:// to a plain server timed out, redis:// to a TLS port was reset: both said only
+    # "did not answer; check that Redis is running" (helper-90).
+    cert, key = make_tls_cert(tmp_path)
+    server = ThrowawayRedis(tmp_path, tls=(cert, key))
+    server.start()
+    try:
+        plain_to_tls = f"redis://127.0.0.1:{server.tls_port}/0"
+        tls_to_plain = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={cert}"
+        for url, hint in (
+            (plain_to_tls, "if it does, use rediss://"),
+            (tls_to_plain, "use redis:// instead of rediss://"),
+        ):
+            code = main(["stats", "--backend", "redis", "--redis-url", url])
+            err = capsys.readouterr().err
+            assert code == 1, err
+            assert "did not answer" in err and hint in err, err
+    finally:
+        server.kill()
+
+
 @pytest.mark.parametrize("ca", ["missing.pem", "."])
 def test_a_ca_file_that_cannot_be_used_is_a_settings_error_naming_it(
     ca: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

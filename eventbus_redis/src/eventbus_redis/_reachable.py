@@ -77,7 +77,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
             settings = f"that {url} is right (host, port, password and database)"
         raise BackendUnavailableError(
             f"Redis at {where} did not answer ({safe_error(exc)}); check that Redis is running "
-            f"and reachable at that address, and {settings}"
+            f"and reachable at that address, and {settings}{_tls_hint(pool, exc)}"
         ) from None
     finally:
         if connection is not None:
@@ -98,6 +98,19 @@ def _check_ca_file(client: Any, ca_file: Any) -> None:
             f"(ssl_ca_certs={ca_file} in its URL) cannot be used ({safe_error(exc)}); give a "
             "readable PEM file"
         ) from None
+
+
+def _tls_hint(pool: Any, exc: BaseException) -> str:
+    """A hint when TLS on one side only may be why: a rediss:// client waits in its handshake
+    for a plain server (a timeout), a TLS-only server resets a plain client's connection."""
+    text = str(exc).lower()
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        if "timeout" in text or "timed out" in text or "ssl" in text or "version" in text:
+            return "; if that server does not use TLS, use redis:// instead of rediss://"
+        return ""
+    if "reset" in text or "closed by server" in text or "connection closed" in text:
+        return "; a server that requires TLS closes plain connections: if it does, use rediss://"
+    return ""
 
 
 def _certificate_refused(exc: BaseException) -> bool:
