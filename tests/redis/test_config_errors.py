@@ -5,6 +5,7 @@ database is not a number, a database the server does not have, a key holding ano
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,24 @@ def test_a_max_len_the_scripts_cannot_pass_on_is_refused_naming_the_variable(
     monkeypatch.setenv(variable, str(10**17))
     with pytest.raises(SettingsError, match=variable):
         EventBusSettings(backend="redis", redis_url=redis_url())
+
+
+@pytest.mark.redis
+def test_a_key_of_another_type_seen_by_a_subscriber_names_the_setting(
+    real: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The list was replaced by a string mid-run: the subscriber logged "failed a cycle" with a
+    # traceback, naming no setting (helper-90).
+    key = f"{prefix}:taken"
+    with RedisEventBus.log(real, key, ttl=60, max_len=100, poll=0.05) as bus:
+        sub = bus.subscribe()
+        real.delete(key)
+        real.set(key, "someone else's value")
+        deadline = time.monotonic() + 10
+        while "EVENTBUS_REDIS_KEY" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sub.close()
+        real.delete(key)
+    errors = [r for r in caplog.records if r.name.startswith("eventbus") and r.levelname == "ERROR"]
+    assert errors and "EVENTBUS_REDIS_KEY" in errors[0].getMessage(), caplog.text
+    assert all(r.exc_info is None for r in errors)

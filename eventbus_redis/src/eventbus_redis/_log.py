@@ -31,6 +31,7 @@ from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings, ttl_seconds
+from eventbus_redis._config_errors import wrong_type_hint
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import LOG_APPEND
@@ -229,6 +230,7 @@ class RedisEventBus(RedisBusBase):
             poll=self._poll,
             max_len=self.max_len,
             on_undecodable=self._count_undecodable,
+            wrong_type=wrong_type_hint(self.key, self._setting),
         )
 
     # ---------------------------------------------------------------------------- lifecycle

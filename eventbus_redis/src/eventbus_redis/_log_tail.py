@@ -58,6 +58,7 @@ class LogTailer(Tailer):
         poll: float = 0.5,
         max_len: int = 0,
         on_undecodable: Callable[[int], None] | None = None,
+        wrong_type: str = "",
     ) -> None:
         self._client = client
         self._keys = [key, seq_key]
@@ -68,7 +69,7 @@ class LogTailer(Tailer):
         self._pubsub: PubSub | None = None
         self._on_undecodable = on_undecodable
         self._max_len = max_len
-        super().__init__(name=f"eventbus-redis-tail[{key}]", poll=poll)
+        super().__init__(name=f"eventbus-redis-tail[{key}]", poll=poll, wrong_type=wrong_type)
 
     def now(self) -> tuple[int, dict[str, Any]]:
         """Where a new subscriber starts: the LogID counter, and cursor state holding the

@@ -51,6 +51,7 @@ class StreamTailer(Tailer):
         poll: float = 0.25,
         max_len: int = 0,
         on_undecodable: Callable[[int], None] | None = None,
+        wrong_type: str = "",
     ) -> None:
         self._client = client
         self._stream = stream
@@ -65,7 +66,9 @@ class StreamTailer(Tailer):
         sock = socket_timeout(client)
         if sock is not None:
             poll = min(poll, max(sock - 1.0, 0.01))
-        super().__init__(name=f"eventbus-redis-stream-tail[{stream}]", poll=poll)
+        super().__init__(
+            name=f"eventbus-redis-stream-tail[{stream}]", poll=poll, wrong_type=wrong_type
+        )
 
     def now(self) -> tuple[str, dict[str, Any]]:
         """Where a new subscriber starts: after the newest entry ("0-0" for an empty stream),

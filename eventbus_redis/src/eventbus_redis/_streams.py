@@ -23,6 +23,7 @@ from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings
+from eventbus_redis._config_errors import wrong_type_hint
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import STREAM_APPEND
@@ -254,6 +255,7 @@ class RedisStreamsEventBus(RedisBusBase):
             self.stream,
             max_len=self.max_len,
             on_undecodable=self._count_undecodable,
+            wrong_type=wrong_type_hint(self.stream, self._setting),
         )
 
     # ---------------------------------------------------------------------------- lifecycle

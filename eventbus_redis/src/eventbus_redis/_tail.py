@@ -17,6 +17,7 @@ from typing import Any
 
 from eventbus_core import Subscription, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
+from eventbus_redis._config_errors import is_wrong_type
 from eventbus_redis._redis_subscription import RedisSubscription
 
 __all__ = ["Cursor", "Tailer"]
@@ -47,10 +48,15 @@ class Tailer:
         name: Thread name.
         poll: Longest wait between two looks at Redis when nothing wakes the thread earlier.
         chunk: Most events read per subscription per round trip.
+        wrong_type: What to say when Redis answers WRONGTYPE: the bus's key setting names a
+            key that holds another type of value (`wrong_type_hint`).
     """
 
-    def __init__(self, *, name: str, poll: float = 0.5, chunk: int = 500) -> None:
+    def __init__(
+        self, *, name: str, poll: float = 0.5, chunk: int = 500, wrong_type: str = ""
+    ) -> None:
         self._name = name
+        self._wrong_type = wrong_type
         self._poll = poll
         self.chunk = chunk
         self._cursors: tuple[Cursor, ...] = ()
@@ -186,7 +192,11 @@ class Tailer:
         the connection may have been cut on purpose, or the application closed its client)."""
         unexpected = not isinstance(exc, TRANSIENT_ERRORS) and self._stop_at is None
         if unexpected and safe_error(exc) != self.last_error:  # a bug must not end them all
-            log.exception("eventbus redis subscriber thread failed a cycle; retrying")
+            if is_wrong_type(exc) and self._wrong_type:
+                # A setting, not a bug: no traceback, and the variable to change.
+                log.error("eventbus redis subscriber: %s; retrying", self._wrong_type)
+            else:
+                log.exception("eventbus redis subscriber thread failed a cycle; retrying")
         self._note_error(exc)
         with contextlib.suppress(Exception):
             self.reset_connection()
