@@ -749,3 +749,28 @@ def test_capability_methods_after_stop_say_the_bus_is_stopped(
         with pytest.raises(BackendUnavailableError, match="the bus was stopped"):
             call()
         gc.collect()  # a coroutine left never awaited warns here (an error in this suite)
+
+
+def test_connection_errors_while_down_are_one_warning_a_while(
+    make_bus: Callable[..., NatsEventBus], caplog: pytest.LogCaptureFixture
+) -> None:
+    # nats-py reports each server of a cluster at each attempt, the announced addresses too:
+    # 66 WARNING lines in 20 s with the whole cluster down (helper-91).
+    bus = make_bus()
+    bus.check(10.0)  # connected: nothing of the first connection comes in between
+    link = bus._link
+    caplog.set_level(logging.DEBUG, logger="eventbus")
+    for i in range(12):
+        error = ConnectionRefusedError(111, f"Connect call failed ('10.0.0.{i % 3}', 4222)")
+        link.call(link._on_error(error), 2.0)
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "eventbus nats connection" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert sum("eventbus nats connection" in r.getMessage() for r in caplog.records) == 12
+    link.call(link._on_reconnected(), 2.0)  # back: the next outage is told at once again
+    link.call(link._on_error(ConnectionResetError(104, "reset")), 2.0)
+    assert "other error(s)" not in caplog.records[-1].getMessage()
+    assert caplog.records[-1].levelname == "WARNING"

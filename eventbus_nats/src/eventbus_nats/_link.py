@@ -47,6 +47,9 @@ _RECONNECT_WAIT: Final = 1
 # A server that stops answering (SIGSTOP, a dead peer behind a live socket) is noticed after
 # PING_INTERVAL * (MAX_PINGS + 1) seconds, then nats-py reconnects (to another server if any).
 _PING_INTERVAL: Final = 5
+# While NATS is down, one WARNING per this many seconds at most: nats-py reports each server of
+# the cluster at each attempt (the addresses the cluster announced too), 66 lines in 20 s.
+_WARN_EVERY: Final = 30.0
 _MAX_PINGS: Final = 2
 _FLUSH_TIMEOUT: Final = 2.0
 _PENDING_SIZE: Final = 8 * 1024 * 1024  # bytes nats-py buffers while reconnecting
@@ -159,6 +162,8 @@ class Link:
         # would help (credentials, no TLS, an untrusted certificate); None otherwise.
         self.refused: SettingsError | None = None
         self.reconnects = 0
+        self._warned_at: float | None = None  # the last connection WARNING, while down
+        self._quiet = 0  # connection errors since, logged at DEBUG only
         self.closed = False
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
@@ -247,6 +252,7 @@ class Link:
         self.state = "connected"
         self.last_error = None
         self.refused = None
+        self._warned_at, self._quiet = None, 0
         self._ready.set()
 
     async def _on_error(self, exc: Exception) -> None:
@@ -257,7 +263,16 @@ class Link:
             self.refused = refused
         message = safe_error(exc)
         if message != self.last_error:
-            log.warning("eventbus nats connection to %s: %s", self.options.where, message)
+            now = time.monotonic()
+            if self._warned_at is None or now - self._warned_at >= _WARN_EVERY:
+                more = f" ({self._quiet} other error(s) since the last line)" if self._quiet else ""
+                log.warning(
+                    "eventbus nats connection to %s: %s%s", self.options.where, message, more
+                )
+                self._warned_at, self._quiet = now, 0
+            else:
+                self._quiet += 1
+                log.debug("eventbus nats connection to %s: %s", self.options.where, message)
         self.last_error = message
         # Never after closing: nats-py may still report its last attempt's failure once
         # release() said "closed", which must stay what stats() shows.
@@ -274,6 +289,7 @@ class Link:
             self.state = "connected"
         self.last_error = None
         self.refused = None
+        self._warned_at, self._quiet = None, 0
         log.info("eventbus nats reconnected to %s", self.options.where)
 
     @property
