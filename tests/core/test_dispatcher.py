@@ -115,20 +115,25 @@ async def test_permanent_error_is_not_retried() -> None:
     assert stats.sinks["broken"].retried == 0
 
 
-async def test_a_cancelled_error_raised_by_the_sink_itself_is_a_failed_attempt() -> None:
-    # A library's own timeout raising CancelledError ended the sink's worker without a word:
-    # nothing logged or counted, the events kept until the shutdown (helper-92).
-    sink = RecordingSink(fail_times=1, error=lambda: asyncio.CancelledError("library timeout"))
+async def dispatched(sink: Any, n: int) -> tuple[DispatcherStats, MemoryDeadLetter]:
+    """`n` events through `sink` (batches of 10, fast retries), and the dead letters."""
     dl = MemoryDeadLetter()
     d = Dispatcher(
-        feed(make_events(5)),
+        feed(make_events(n)),
         [sink],
         batch_size=10,
         flush_interval=0.01,
         retry=FAST_RETRY,
         dead_letter=dl,
     )
-    stats = await asyncio.wait_for(d.run(), 10)
+    return await d.run(), dl
+
+
+async def test_a_cancelled_error_raised_by_the_sink_itself_is_a_failed_attempt() -> None:
+    # A library's own timeout raising CancelledError ended the sink's worker without a word:
+    # nothing logged or counted, the events kept until the shutdown (helper-92).
+    sink = RecordingSink(fail_times=1, error=lambda: asyncio.CancelledError("library timeout"))
+    stats, dl = await asyncio.wait_for(dispatched(sink, 5), 10)
     assert sorted(p["log_id"] for p in sink.payloads) == [1, 2, 3, 4, 5]
     s = stats.sinks["rec"]
     assert (s.sent, s.failures, s.retried, s.dead_lettered) == (5, 1, 5, 0)
@@ -150,16 +155,7 @@ async def test_an_error_about_one_event_dead_letters_it_alone_and_sends_the_rest
 
     sink = OneByOne()
     sink.refused = []  # type: ignore[attr-defined]
-    dl = MemoryDeadLetter()
-    d = Dispatcher(
-        feed(make_events(6)),
-        [sink],
-        batch_size=10,
-        flush_interval=0.01,
-        retry=FAST_RETRY,
-        dead_letter=dl,
-    )
-    stats = await d.run()
+    stats, dl = await dispatched(sink, 6)
     assert [p["log_id"] for p in sink.payloads] == [1, 2, 4, 5, 6]  # each once, in order
     assert [(r["log_id"], r["error"], r["attempts"]) for r in dl.records] == [
         (3, "HTTP 400: bad body", 1)
@@ -174,16 +170,7 @@ async def test_a_refused_count_of_none_or_all_dead_letters_every_event_left(refu
     sink = RecordingSink(
         fail_times=1, error=lambda: PermanentSinkError("no", delivered=1, refused=refused)
     )
-    dl = MemoryDeadLetter()
-    d = Dispatcher(
-        feed(make_events(5)),
-        [sink],
-        batch_size=10,
-        flush_interval=0.01,
-        retry=FAST_RETRY,
-        dead_letter=dl,
-    )
-    stats = await d.run()
+    stats, dl = await dispatched(sink, 5)
     assert [r["log_id"] for r in dl.records] == [2, 3, 4, 5]
     assert stats.sinks["rec"].sent == 1
     balanced(stats)
