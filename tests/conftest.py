@@ -50,3 +50,13 @@ def _clean_eventbus_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("NATS_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def not_event_log() -> None:
+    """The once-a-minute line about publish() of a non-Event as a fresh process has it (an
+    earlier test may have logged one, or had calls counted since)."""
+    from eventbus_core.batching import _not_event
+
+    _not_event._last = -_not_event._EVERY
+    _not_event._since = 0

@@ -53,13 +53,14 @@ def test_log_layout_matches_go_newest_first_with_seq_trim_and_ttl(
 
 @pytest.mark.parametrize("kind", ["log", "streams"])
 def test_what_is_not_an_event_is_refused_and_the_events_around_it_are_written(
-    client: redis.Redis, prefix: str, kind: str, caplog: pytest.LogCaptureFixture
+    client: redis.Redis,
+    prefix: str,
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
+    not_event_log: None,
 ) -> None:
     # One non-Event made the writer fail its whole batch: the valid events around it were
     # lost while flush() said True (helper-89, helper-90).
-    from eventbus_core.batching import _not_event
-
-    _not_event._last = -_not_event._EVERY  # the once-a-minute line of an earlier test passed
     key = f"{prefix}:{kind}"
     made = (
         RedisEventBus.log(client, key, ttl=60, max_len=100)

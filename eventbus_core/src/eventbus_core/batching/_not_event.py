@@ -23,8 +23,8 @@ _since = 0
 
 
 def report_not_an_event(given: object, bus: str) -> None:
-    """Log (at most once a minute, with the count since) that `bus`'s `publish()` refused
-    `given`, which is not an `Event`."""
+    """Log (at most once a minute, with the count of such calls since the last line) that
+    `bus`'s `publish()` refused `given`, which is not an `Event`."""
     global _last, _since
     now = time.monotonic()
     with _lock:
@@ -34,7 +34,7 @@ def report_not_an_event(given: object, bus: str) -> None:
         _last, count, _since = now, _since, 0
     log.error(
         "%s: publish() takes an eventbus_core.Event, got %s; not published, counted as "
-        "dropped (%d such call(s) in the last minute). Build one with Event(...) or "
+        "dropped (%d such call(s) since this was last logged). Build one with Event(...) or "
         "Event.from_json(data)",
         bus,
         type(given).__name__,
