@@ -141,6 +141,22 @@ async def test_a_cancelled_error_raised_by_the_sink_itself_is_a_failed_attempt()
     assert not dl.records
 
 
+@pytest.mark.parametrize("ending", [SystemExit(3), KeyboardInterrupt()])
+async def test_a_sink_raising_system_exit_fails_its_attempt_not_the_dispatcher(
+    ending: BaseException,
+) -> None:
+    # It ended `eventbus dispatch` (rc 3 or 130) with "Task exception was never retrieved"
+    # (helper-92).
+    def error() -> BaseException:
+        return ending
+
+    sink = RecordingSink(fail_times=1, error=error)
+    stats, dl = await asyncio.wait_for(dispatched(sink, 5), 10)
+    assert sorted(p["log_id"] for p in sink.payloads) == [1, 2, 3, 4, 5]
+    assert stats.sinks["rec"].failed_by_type == {type(ending).__name__: 1}
+    assert not dl.records
+
+
 async def test_an_error_about_one_event_dead_letters_it_alone_and_sends_the_rest_on() -> None:
     class OneByOne(RecordingSink):
         """Stores events one by one; refuses log_id 3's request for good, once."""

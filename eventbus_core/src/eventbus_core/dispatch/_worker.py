@@ -261,6 +261,15 @@ class SinkWorker:
                     f"dispatcher did not cancel it",
                     error_type="CancelledError",
                 ) from None
+            except (SystemExit, KeyboardInterrupt) as ending:
+                # A plugin's doing (the dispatcher's SIGINT never raises in its loop): it ended
+                # `eventbus dispatch` with asyncio's "Task exception was never retrieved".
+                name = type(ending).__name__
+                raise SinkError(
+                    f"send() raised {name} ({ending or 'no message'}): a sink must raise an "
+                    f"Exception to fail a batch, not end the process",
+                    error_type=name,
+                ) from None
         except Exception as exc:
             self.stats.record_failure(error_type_of(exc))
             done = stored_before_failing(exc, len(batch))
