@@ -219,8 +219,11 @@ class SinkWorker:
                 # The error is about its first events alone (one event's request refused):
                 # those are dead-lettered, the rest, never tried, goes on as a new batch.
                 gone, batch, payloads = batch[:refused], batch[refused:], payloads[refused:]
+                ok = await self.dead_letter_batch(gone, exc, attempt)
+                # `gone` is accounted for (as at the end of a batch): a cancellation from here
+                # on hands back only the rest.
                 self.current = batch
-                await self.lane.settle(gone, ok=await self.dead_letter_batch(gone, exc, attempt))
+                await self.lane.settle(gone, ok=ok)
                 attempt, exc = 0, None
                 continue
             retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
