@@ -105,6 +105,9 @@ async def test_console_writes_control_characters_escaped_so_one_event_is_one_lin
         [{"method": "GET", "path": "/x\r\nPOST /admin 200", "request_id": "r\x1b[31m\x9b"}]
     )
     assert out.getvalue() == "GET /x\\x0d\\x0aPOST /admin 200 - - request_id=r\\x1b[31m\\x9b\n"
+    # Nor Unicode's line separator (splitlines() splits there) or a bidi override (helper-93).
+    line = format_line({"method": "GET", "path": "/a\u2028b\u202ec"})
+    assert line == "GET /a\\u2028b\\u202ec - -" and len(line.splitlines()) == 1
 
 
 async def test_console_prints_one_readable_line_per_event() -> None:
@@ -675,6 +678,8 @@ def test_credentials_in_a_sinks_url_are_masked_when_a_receiver_quotes_them() -> 
         said = target.mask_own(f"401: bad credentials {quoted}")
         assert "w0rd" not in said and basic[:8] not in said and "[REDACTED]" in said, said
     assert HttpTarget("https://hooks.example/x", client=object()).mask_own("ok") == "ok"  # type: ignore[arg-type]
+    lone = HttpTarget("https://tok-0123456789@hooks.example/x", client=object())  # type: ignore[arg-type]
+    assert "0123456789" not in lone.mask_own("bad token tok-0123456789")
 
 
 def test_the_start_of_a_sinks_own_key_quoted_alone_is_masked() -> None:

@@ -7,14 +7,19 @@ from typing import Final
 
 __all__ = ["escape_control"]
 
-# C0 and C1 controls and DEL: CR or LF would forge a line, ESC starts a terminal sequence.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 and C1 controls and DEL: CR or LF would forge a line, ESC starts a terminal sequence; the
+# Unicode line and paragraph separators (`str.splitlines()` splits at them) and the bidi
+# controls (U+202E would show a line reordered).
+_CONTROL: Final = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def escape_control(text: str) -> str:
-    """`text` with every control character written as `\\xNN`."""
+    """`text` with every control character written as `\\xNN` (`\\uNNNN` past U+00FF)."""
     return _CONTROL.sub(_escaped, text)
 
 
 def _escaped(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

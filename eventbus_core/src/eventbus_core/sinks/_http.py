@@ -315,7 +315,8 @@ def _url_authorization(url: str) -> dict[str, str]:
     user = urllib.parse.unquote(parts.username or "")
     password = urllib.parse.unquote(parts.password or "")
     basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return {"authorization": f"Basic {basic}", "x-url-password": password}
+    # A lone user part (`https://TOKEN@host`) is the credential itself, as `redact_url` reads it.
+    return {"authorization": f"Basic {basic}", "x-url-secret": password or user}
 
 
 def _credential_values(headers: Mapping[str, str]) -> list[str]:
