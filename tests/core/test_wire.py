@@ -201,6 +201,17 @@ def test_an_invalid_event_is_refused_without_quoting_it() -> None:
         Event.from_json(data)
     assert "sk-proj" not in str(info.value) and "Bearer" not in str(info.value)
     assert "line 1 column" in str(info.value)
+    # Nor a value of the wrong type (helper-93: a token given as the Status was quoted).
+    for doc in (
+        '{"Status": "Bearer sk-proj-abcdefghijklmnopqrstuvwxyz"}',
+        '{"RequestID": {"token": "sk-proj-abcdefghijklmnopqrstuvwxyz"}}',
+        '{"ResponseHeaders": {"A": [{"k": "sk-proj-abcdefghijklmnopqrstuvwxyz"}]}}',
+    ):
+        with pytest.raises(WireFormatError) as info:
+            Event.from_json(doc)
+        assert "sk-proj" not in str(info.value), str(info.value)
+    with pytest.raises(WireFormatError, match=r"'Status' must be an integer, got string of 2"):
+        Event.from_json('{"Status": "ok"}')
 
 
 @pytest.mark.parametrize(

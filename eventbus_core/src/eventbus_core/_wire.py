@@ -137,6 +137,16 @@ def _kind(value: Any) -> str:
     return "number" if isinstance(value, float) else type(value).__name__
 
 
+def _shown(value: Any) -> str:
+    """`: value` for a number, which holds no secret; for text and containers (a token in the
+    wrong field, say), only their size: the message reaches logs and clients."""
+    if isinstance(value, bool | int | float) or value is None:
+        return f": {value!r}"
+    if isinstance(value, str | list | dict):
+        return f" of {len(value)} {'characters' if isinstance(value, str) else 'items'}"
+    return ""
+
+
 def _reject_constant(name: str) -> Any:
     raise WireFormatError(f"invalid JSON: {name} is not a JSON value")
 
@@ -152,7 +162,7 @@ def _int(field: str, value: Any) -> int:
         )
         if isinstance(value, str):
             kind = "string"
-        raise WireFormatError(f"field {field!r} must be an integer, got {kind}: {value!r}")
+        raise WireFormatError(f"field {field!r} must be an integer, got {kind}{_shown(value)}")
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise WireFormatError(f"field {field!r} overflows a 64-bit integer: {value}")
     return value
@@ -183,7 +193,9 @@ def _str(field: str, value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise WireFormatError(f"field {field!r} must be a string, got {_kind(value)}: {value!r}")
+        raise WireFormatError(
+            f"field {field!r} must be a string, got {_kind(value)}{_shown(value)}"
+        )
     return value
 
 
@@ -236,7 +248,8 @@ def _headers(value: Any) -> dict[str, list[str]] | None:
                 items.append(v)
             else:
                 raise WireFormatError(
-                    f"header {name!r} in 'ResponseHeaders' holds a non-string value: {v!r}"
+                    f"header {name!r} in 'ResponseHeaders' holds a non-string value"
+                    f" ({_kind(v)}{_shown(v)})"
                 )
         out[name] = items
     return out
