@@ -287,6 +287,12 @@ def test_capability_looks_through_the_redacting_bus() -> None:
         ("/o?X-Goog-Algorithm=GOOG4&X-Goog-Credential=svc%40p.iam%2F2024", "svc%40p.iam"),
         ("https://fn.azurewebsites.net/api/hook?code=azFnKey123==", "azFnKey123"),
         ("/callback?state=x&code=4%2F0AeanS0", "4%2F0AeanS0"),
+        # helper-93's further names
+        ("/o?X-Amz-Security-Token=IQoJb3JpZ2luX2Vj", "IQoJb3JpZ2luX2Vj"),
+        ("/api/v4/projects?private_token=glpat-abc123xyz", "glpat-abc123xyz"),
+        ("/x?jwt=eyJhbGciOi.eyJzdWIi.sig&pwd=hunter22", "eyJhbGciOi"),
+        ("/x?a=1&pwd=hunter22", "hunter22"),
+        ("/apim/x?subscription-key=0123456789abcdef", "0123456789abcdef"),
     ],
 )
 def test_short_credential_query_parameters_are_masked(url: str, secret: str) -> None:

@@ -24,7 +24,12 @@ QUERY_CREDENTIALS: Final = (
     "x-amz-credential",
     "x-goog-signature",  # Google Cloud Storage signed URLs
     "x-goog-credential",
+    "x-amz-security-token",  # AWS temporary credentials in presigned URLs
     "code",  # OAuth authorization codes; Azure Functions' function keys
+    "jwt",
+    "private_token",  # GitLab
+    "pwd",
+    "subscription-key",  # Azure API Management
 )
 
 _NAMES: Final = "|".join(re.escape(name) for name in QUERY_CREDENTIALS)
