@@ -391,6 +391,12 @@ def run_cli(n: int, url: str) -> tuple[float, float, int]:
                     reader = None
                     while written < n and time.monotonic() < deadline and child.poll() is None:
                         time.sleep(0.02)
+                        if reader is not None and _replaced(reader, out):
+                            # The dispatcher's start-up check creates the path and removes it
+                            # again: opened in between, the file read was never written to (the
+                            # run then waited out its deadline). Read the one it writes.
+                            reader.close()
+                            reader, written, first = None, 0, None
                         if reader is None:
                             if not out.exists():
                                 continue
@@ -415,6 +421,14 @@ def run_cli(n: int, url: str) -> tuple[float, float, int]:
     finally:
         delete_run_keys(client, key)
         client.close()
+
+
+def _replaced(reader: Any, path: Path) -> bool:
+    """True if `path` no longer names the file `reader` has open (gone, or another one)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(reader.fileno()).st_ino
+    except OSError:
+        return True
 
 
 def run_memory(events: list[Event]) -> tuple[float, float, int]:

@@ -7,8 +7,10 @@ that the dispatcher's end-to-end rows wrote every event.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,17 +25,26 @@ BENCH_DB = 13  # no other test file uses it; the scripts delete their own keys
 
 
 def run_script(*args: str, timeout: float = 300, **env: str) -> str:
-    done = subprocess.run(
+    # In a session of its own, killed whole at the end: a script cut short (the test's own
+    # timeout) left its `eventbus dispatch` child running, which kept re-creating its stream
+    # in the benchmark's database, and the next run failed on those keys.
+    child = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
         env={**os.environ, **env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert child.returncode == 0, stdout + stderr
+    return stdout
 
 
 @pytest.mark.slow
