@@ -59,9 +59,6 @@ class ContractBase:
     # times over fits in it: 0.35 s was seen at a load of 7 on 2 cores) and a publish that
     # waits out a socket timeout under a fault does not.
     publish_bound: float = 1.0
-    # A publish() call slower than this with its buffer full counts as one that waited for
-    # room; the suite lets 2 % of them be that slow (see the overflow test).
-    wait_seen: float = 0.0005
     # Seconds an event may take more, on average over a few, to reach a subscriber that reads
     # while another one is full than while it has room (one at a time, each waited for).
     hand_over_bound: float = 0.2
