@@ -407,8 +407,7 @@ class Redactor:
             text = _masked_pairs(text, lowered)
         if "=" in text and has_query_pair(text):
             text = QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
-        # `?api%5Fkey=`, `api_key[]=` (`may_hold_encoded_name`, spelled out: a call per
-        # string cost a tenth of the redaction of a chat event)
+        # `?api%5Fkey=`, `api_key[]=`: a name holding `%XX` or ending in `]` (`_encoded_names`)
         if "=" in text and ("%" in text or "]=" in text):
             text = mask_encoded_names(text, _ANY_SECRET_NAME, MASK)
         if "://" in text and "@" in text:  # postgres://user:password@db, redis://token@host
