@@ -175,20 +175,21 @@ def stored_before_failing(exc: BaseException, size: int) -> int:
     """How many payloads at the start of a batch of `size` the sink stored before failing with
     `exc`: a `SinkError`'s `delivered` when it names part or all of the batch, else 0 (a count
     of none, or of more than the batch, leaves the whole batch to retry)."""
-    done = _count_of(exc.delivered) if isinstance(exc, SinkError) else 0
-    if done is None:
-        return 0  # set after construction to something else: the whole batch is retried
-    return done if 0 < done <= size else 0
+    return _count_up_to(exc, "delivered", size)
 
 
 def refused_alone(exc: BaseException, size: int) -> int:
     """How many payloads at the start of the `size` not yet stored the error `exc` is about
     alone: a `SinkError`'s `refused` when it names part of them, else 0 (the error is about all
     of them: a count of none, or of all or more, is read as that)."""
-    done = _count_of(exc.refused) if isinstance(exc, SinkError) else 0
-    if done is None:
-        return 0
-    return done if 0 < done < size else 0
+    return _count_up_to(exc, "refused", size - 1)
+
+
+def _count_up_to(exc: BaseException, field: str, most: int) -> int:
+    """A `SinkError`'s count `field` when it is from 1 to `most`, else 0: also when the error is
+    no `SinkError`, or the count was set after construction to something that is not one."""
+    count = _count_of(getattr(exc, field)) if isinstance(exc, SinkError) else 0
+    return count if count is not None and 0 < count <= most else 0
 
 
 def _count_of(value: object) -> int | None:
