@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,15 @@ def written(make_bus: Callable[..., NatsEventBus], count: int) -> NatsEventBus:
         bus.publish(make_event(n))
     assert bus.flush(10)
     return bus
+
+
+def errors_of_exit_2(
+    argvs: Iterable[list[str]], capsys: pytest.CaptureFixture[str]
+) -> Iterator[str]:
+    """Run each command line, which must end with exit 2 (a settings error); yield its stderr."""
+    for argv in argvs:
+        assert main(argv) == 2, argv
+        yield capsys.readouterr().err
 
 
 def test_stats_and_replay_read_the_configured_stream(
@@ -169,9 +178,8 @@ def test_an_existing_stream_that_does_not_take_the_subject_is_a_settings_error(
     bus = written(make_bus, 1)  # the stream exists, taking names.subject
     other = f"{names.subject}.other"
     monkeypatch.setenv("EVENTBUS_NATS_SUBJECT", other)
-    for argv in (["stats"], ["tail", "-n", "1"], ["replay", "--dry-run"]):
-        assert main(argv) == 2, argv
-        err = capsys.readouterr().err
+    argvs = (["stats"], ["tail", "-n", "1"], ["replay", "--dry-run"])
+    for err in errors_of_exit_2(argvs, capsys):
         assert f"NATS stream {names.stream} exists but does not take subject {other!r}" in err
         assert f"its subjects: {names.subject}" in err and "EVENTBUS_NATS_SUBJECT" in err
     mismatched = make_bus(subject=other)
@@ -199,14 +207,8 @@ def test_replicas_a_single_server_cannot_keep_end_every_command_with_exit_2(
     events.write_text(json.dumps({"RequestID": "r1", "Method": "GET", "Path": "/"}) + "\n")
     with events.open() as stdin:
         monkeypatch.setattr(sys, "stdin", stdin)
-        for argv in (
-            ["stats"],
-            ["tail", "-c", "1"],
-            ["publish"],
-            ["dispatch", "--sink", "console"],
-        ):
-            assert main(argv) == 2, argv
-            err = capsys.readouterr().err
+        argvs = (["stats"], ["tail", "-c", "1"], ["publish"], ["dispatch", "--sink", "console"])
+        for err in errors_of_exit_2(argvs, capsys):
             assert "EVENTBUS_NATS_REPLICAS=3" in err and "not part of a cluster" in err, err
 
 
@@ -221,9 +223,8 @@ def test_a_new_stream_for_a_subject_another_stream_captures_ends_commands_with_e
     # write: publish lost all after 5 s, tail and dispatch retried for ever (an outside trial).
     written(make_bus, 1)  # names.stream exists, capturing names.subject
     monkeypatch.setenv("EVENTBUS_NATS_STREAM", f"{names.stream}_OTHER")
-    for argv in (["stats"], ["tail", "-c", "1"], ["dispatch", "--sink", "console"]):
-        assert main(argv) == 2, argv
-        err = capsys.readouterr().err
+    argvs = (["stats"], ["tail", "-c", "1"], ["dispatch", "--sink", "console"])
+    for err in errors_of_exit_2(argvs, capsys):
         assert f"NATS stream {names.stream} already captures subject" in err, err
         assert "EVENTBUS_NATS_SUBJECT" in err
 
