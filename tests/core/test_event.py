@@ -45,6 +45,26 @@ def test_is_immutable() -> None:
         del evt.status
 
 
+def test_events_from_every_builder_are_immutable_events() -> None:
+    # Decoded, stamped, replaced and middleware-built events are made by a faster route than
+    # the constructor (a mutable twin class sealed into an Event): each must end up the same.
+    base = Event(request_id="a", status=200, response_headers={"A": "b"})
+    built = [
+        Event.from_json(base.to_json()),
+        base.with_log_id(7),
+        base.replace(status=201),
+        Event._trusted("a", "GET", "/", 200, 5, {"A": ("b",)}, b"x", None),
+        pickle.loads(pickle.dumps(base)),
+    ]
+    for evt in built:
+        assert type(evt) is Event
+        with pytest.raises(AttributeError, match="immutable"):
+            evt.status = 500  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            del evt.status
+        assert evt.header("a") == "b"
+
+
 def test_headers_are_read_only_and_normalised() -> None:
     source = {"Content-Type": "application/json", "Set-Cookie": ["a=1", "b=2"]}
     evt = Event(response_headers=source)
