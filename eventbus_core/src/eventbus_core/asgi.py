@@ -175,7 +175,8 @@ class EventBusMiddleware(RequestObserver):
             # Not ours to handle: record what the client got, then let it propagate.
             exchange.finish(failed=True)
             raise
-        exchange.finish(failed=False)
+        if not exchange.done:  # usually done: the last body chunk published it
+            exchange.finish(failed=False)
 
     def _lifespan_send(self, send: Send) -> Send:
         """`send` for the lifespan: the bus delivers what it holds before the server hears
