@@ -920,3 +920,67 @@ def test_a_second_ctrl_c_ends_serve_at_once() -> None:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+_BLOCKED_SERVE = """
+import asyncio, sys, time
+from eventbus_core import Dispatcher, Subscription
+from eventbus_core.testing import make_event
+
+
+class BlockingSink:
+    # A plugin's mistake: blocking code on the event loop (requests.post without a timeout).
+    name = "blocking"
+
+    async def send(self, batch):
+        print("sending", flush=True)
+        time.sleep(3600)
+
+    async def close(self):
+        pass
+
+
+sub = Subscription(100)
+sub.offer([make_event(1)])
+d = Dispatcher(sub, [BlockingSink()], batch_size=1, flush_interval=0.01, shutdown_timeout=0.2)
+try:
+    asyncio.run(d.serve())
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGTERM", "SIGINT"), ("SIGINT", "SIGINT")])
+def test_a_sink_blocking_the_event_loop_does_not_make_serve_deaf_to_signals(
+    signals: tuple[str, ...],
+) -> None:
+    # The loop's signal handlers never ran while the sink blocked it: SIGTERM and a second
+    # Ctrl-C were ignored for as long as it blocked, and only SIGKILL ended the process.
+    # Now the stop's bound (0.2 s shutdown + 2 + 2 + 4 for the sink, and 5 s of margin) ends
+    # it after a first signal, and a second Ctrl-C one second after that.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED_SERVE], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "sending"
+        for i, name in enumerate(signals):
+            if i:
+                time.sleep(0.3)
+            proc.send_signal(getattr(signal, name))
+        started = time.monotonic()
+        code = proc.wait(timeout=60)
+        elapsed = time.monotonic() - started
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert "the event loop is blocked" in stderr, stderr
+        if len(signals) == 2 and signals[1] == "SIGINT":
+            assert code == 130 and elapsed < 8, (code, elapsed, stderr)
+        else:
+            assert code == 1 and 10 < elapsed < 30, (code, elapsed, stderr)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import add_patterns, get_logger, scrub
-from eventbus_core._overrun import STOP_MARGIN, call_bounded_async, cancel_bounded
+from eventbus_core._overrun import CANCEL_GRACE, STOP_MARGIN, call_bounded_async, cancel_bounded
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_problem
@@ -30,6 +30,7 @@ from eventbus_core.dispatch._retry import RetryPolicy
 from eventbus_core.dispatch._setup import dispatcher_arguments
 from eventbus_core.dispatch._sources import GroupMode, Source, resolve_sources
 from eventbus_core.dispatch._stats import DispatcherStats
+from eventbus_core.dispatch._stop_watchdog import StopWatchdog
 from eventbus_core.dispatch._worker import SinkWorker
 from eventbus_core.redact._redact import Redactor
 from eventbus_core.transform._llm import Transform
@@ -397,6 +398,11 @@ class Dispatcher:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or a platform without signal handlers
+        # The loop's handlers run only when the loop runs: one a plugin blocks would never
+        # stop (see `StopWatchdog`).
+        watchdog = StopWatchdog(self._stop_bound()) if installed else None
+        if watchdog is not None:
+            watchdog.install(installed)
         log.info(
             "dispatcher running (%s); stop with SIGTERM or SIGINT",
             ", ".join(f"{lane.name}: {lane.source_name}" for lane in self._lanes),
@@ -404,8 +410,20 @@ class Dispatcher:
         try:
             return await self.run()
         finally:
+            if watchdog is not None:
+                watchdog.close()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+
+    def _stop_bound(self) -> float:
+        """Seconds a stop takes at most while the event loop runs (dispatcher.md, "Stopping"):
+        the shutdown timeout, a send cut off then, closing the sources, each sink's `close()`
+        and the bus the dispatcher built, each with its grace for ignoring cancellation."""
+        bound = self.shutdown_timeout + CANCEL_GRACE + _CLOSE_BOUND
+        bound += len(self.sinks) * (_CLOSE_BOUND + CANCEL_GRACE)
+        if self.owned_bus is not None:
+            bound += self.owned_bus_stop_timeout + STOP_MARGIN
+        return bound
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if sig == signal.SIGINT and self._stop_requested:
