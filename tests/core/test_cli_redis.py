@@ -254,6 +254,10 @@ def test_replay_dry_run_reports_a_broken_transformer(
     monkeypatch.delenv("EVENTBUS_SINK_HELICONE_API_KEY", raising=False)
     assert main(["replay", "--dry-run", "--sink", "helicone"]) == 2
     assert "API_KEY" in capsys.readouterr().err
+    # A misspelt sink names the flag typed: replay never reads EVENTBUS_SINKS.
+    assert main(["replay", "--dry-run", "--sink", "jsnol"]) == 2
+    err = capsys.readouterr().err
+    assert "(--sink)" in err and "EVENTBUS_SINKS" not in err and "'jsonl'" in err, err
 
 
 def test_replay_time_range_on_the_log_is_refused(

@@ -132,7 +132,8 @@ class _SinkTarget:
     """
 
     def __init__(self, settings: EventBusSettings, name: str, options: dict[str, str]) -> None:
-        (self.sink,) = build_sinks(settings, [(name, options)])
+        # Only the flag names a sink here: replay does not read EVENTBUS_SINKS.
+        (self.sink,) = build_sinks(settings, [(name, options)], given_as="--sink")
         self.name = name
         self.payload = PayloadPreparer.from_settings(settings)
         add_patterns(self.payload.redactor.extra_patterns)

@@ -31,6 +31,7 @@ def build_sinks(
     *,
     registry: PluginRegistry | None = None,
     environ: Mapping[str, str] | None = None,
+    given_as: str = "EVENTBUS_SINKS / --sink",
 ) -> list[Sink]:
     """Build sinks through their plugins' factories.
 
@@ -40,6 +41,7 @@ def build_sinks(
             over `EVENTBUS_SINK_<NAME>_<KEY>` variables.
         registry: Where to look the names up; the installed plugins by default.
         environ: Environment for sink options (default `os.environ`).
+        given_as: Where the names came from, for the error about an unknown one.
 
     Raises:
         UnknownSinkError: a name no installed plugin registers (the message lists them).
@@ -50,7 +52,7 @@ def build_sinks(
     chosen = list(sinks) if sinks is not None else [(n, {}) for n in settings.sink_names]
     built: list[Sink] = []
     for name, options in chosen:
-        registration = reg.sink(name)
+        registration = reg.sink(name, given_as=given_as)
         merged = {**sink_options_from_env(registration.name, environ), **options}
         sink = reg.build(registration, "sink", settings, merged)
         problem = sink_problem(sink)
