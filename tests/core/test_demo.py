@@ -125,6 +125,9 @@ def test_json_on_a_terminal_shows_no_progress(tmp_path: Path) -> None:
 
 
 def test_publishers_need_a_redis_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    # --keep too: accepted and ignored on memory, it promised a namespace that never existed.
+    assert main(["demo", "--keep", "--requests", "10"]) == 2
+    assert "--keep" in capsys.readouterr().err
     assert main(["demo", "--publishers", "2", "--requests", "10"]) == 2
     assert "--backend redis" in capsys.readouterr().err
 

@@ -115,6 +115,13 @@ def _check_publishers(args: argparse.Namespace, multi_process: bool) -> None:
             "pass --backend redis (or redis-streams, nats, ...) with its address, e.g. "
             "REDIS_URL or --redis-url"
         )
+    if args.keep and not multi_process:
+        # Accepted and ignored, it would promise a namespace to look at that never existed.
+        raise UsageError(
+            "--keep leaves the demo's keys or stream in a backend they share, to look at with "
+            "eventbus stats, tail or replay; the memory backend keeps nothing after the demo: "
+            "pass --backend redis (or redis-streams, nats, ...) with its address, or drop --keep"
+        )
     if multi_process and not is_replaceable_file(args.output):
         raise UsageError(
             f"--output {str(args.output)!r} is not a regular file: with separate processes "
