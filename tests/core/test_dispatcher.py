@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -896,15 +897,29 @@ except KeyboardInterrupt:
 """
 
 
-def test_a_second_ctrl_c_ends_serve_at_once() -> None:
-    # The second SIGINT only asked for the stop again: eventbus dispatch waited its whole
-    # EVENTBUS_SHUTDOWN_TIMEOUT, where operations.md says a second Ctrl-C ends it at once.
+@contextlib.contextmanager
+def _serving_child(script: str) -> Iterator[subprocess.Popen[str]]:
+    """`script` in a child process, once it has printed "sending"; killed if still running."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _STUCK_SERVE], cwd=ROOT,
+        [sys.executable, "-c", script], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "sending"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_a_second_ctrl_c_ends_serve_at_once() -> None:
+    # The second SIGINT only asked for the stop again: eventbus dispatch waited its whole
+    # EVENTBUS_SHUTDOWN_TIMEOUT, where operations.md says a second Ctrl-C ends it at once.
+    with _serving_child(_STUCK_SERVE) as proc:
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
         assert proc.poll() is None  # the first one waits for the sink (60 s)
@@ -913,13 +928,6 @@ def test_a_second_ctrl_c_ends_serve_at_once() -> None:
         code = proc.wait(timeout=30)
         assert code == 130, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() - started < 15  # not the 60 s shutdown timeout
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 _BLOCKED_SERVE = """
@@ -958,12 +966,7 @@ def test_a_sink_blocking_the_event_loop_does_not_make_serve_deaf_to_signals(
     # Ctrl-C were ignored for as long as it blocked, and only SIGKILL ended the process.
     # Now the stop's bound (0.2 s shutdown + 2 + 2 + 4 for the sink, and 5 s of margin) ends
     # it after a first signal, and a second Ctrl-C one second after that.
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _BLOCKED_SERVE], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "sending"
+    with _serving_child(_BLOCKED_SERVE) as proc:
         for i, name in enumerate(signals):
             if i:
                 time.sleep(0.3)
@@ -977,10 +980,3 @@ def test_a_sink_blocking_the_event_loop_does_not_make_serve_deaf_to_signals(
             assert code == 130 and elapsed < 8, (code, elapsed, stderr)
         else:
             assert code == 1 and 10 < elapsed < 30, (code, elapsed, stderr)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
