@@ -148,6 +148,51 @@ def test_a_bus_made_before_the_loop_is_drained_by_the_loop_that_uses_it() -> Non
     assert _figures(bus.stats()) == (11, 0, 0)
 
 
+@pytest.mark.parametrize("path", ["auto", "asyncio"])
+def test_a_loop_takes_over_from_a_thread_under_steady_traffic(path: str) -> None:
+    # A sync endpoint's publish (the server's thread pool) came first, and the thread drainer
+    # it started never slept deeply under steady traffic: the loop never took over, even with
+    # EVENTBUS_PUBLISH_PATH=asyncio, whose warning says a thread drains "until a loop publishes".
+    bus = InMemoryEventBus(10_000, linger=0.02, publish_path=path)
+    sub = bus.subscribe(buffer_size=10_000)
+
+    async def main() -> None:
+        await asyncio.to_thread(bus.publish, make_event(0))
+        assert isinstance(bus._batcher._driver, ThreadDriver)
+        deadline = time.monotonic() + 1.0
+        i = 1
+        while time.monotonic() < deadline and not isinstance(bus._batcher._driver, LoopDriver):
+            bus.publish(make_event(i))  # a steady 1 ms apart, well inside DEEP_SLEEP_AFTER
+            i += 1
+            await asyncio.sleep(0.001)
+        assert isinstance(bus._batcher._driver, LoopDriver), f"still on a thread after {i}"
+        assert i < 200  # within a few lingers (20 ms each), not by chance at the deadline
+        await asyncio.to_thread(bus.stop)
+
+    asyncio.run(main())
+    assert _figures(bus.stats())[1:] == (0, 0)  # nothing refused or lost in the hand-over
+    assert sub.stats().delivered == bus.stats().published
+
+
+@pytest.mark.parametrize("path", ["asyncio", "thread"])
+def test_a_buffer_of_one_wakes_its_drainer_at_each_event(path: str) -> None:
+    # "Half full" of one event was never reached (depth 0 >= 1 before the append), so each
+    # event waited for the linger timer, and 9 in 10 of those published 2 ms apart were refused.
+    # 20 ms apart here, against a linger of 0.2 s: room for a busy machine to wake a thread.
+    bus = InMemoryEventBus(1, linger=0.2, publish_path=path)
+    sub = bus.subscribe(buffer_size=1000)
+
+    async def main() -> None:
+        for i in range(40):
+            bus.publish(make_event(i))
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(bus.stop)
+
+    asyncio.run(main())
+    assert _figures(bus.stats()) == (40, 0, 0)
+    assert sub.stats().delivered == 40
+
+
 async def _take(sub: Subscription, n: int) -> Any:
     for _ in range(n):
         yield await sub.aget(timeout=5)

@@ -234,7 +234,9 @@ class Batcher:
         self._unanswered = unanswered
         self._on_fork_in_child = on_fork_in_child
         self._buffer: deque[Event] = deque()
-        self._high_water = max(1, buffer_size // 2)
+        # Half full wakes the drainer; a buffer of one is full at its first event (max(1, ...)
+        # made it wait for the linger timer, refusing what came meanwhile).
+        self._high_water = buffer_size // 2
         self._closed = False
         self._final = False
         self._abandoned = False

@@ -28,6 +28,7 @@ class ThreadDriver:
         self._wake = threading.Event()
         self._retired = False
         self._deep = False  # in a deep sleep: the next wake may hand over to a loop
+        self._probing = False  # lingering with `_sleeping` set: a loop's publish may take over
         self._thread = threading.Thread(target=self._run, name=batcher.thread_name, daemon=True)
 
     def start(self) -> None:
@@ -42,6 +43,15 @@ class ThreadDriver:
             return not self._retired and self._thread.ident is None  # True: about to start
         if self._deep and b.wants_loop(self):
             return False
+        if self._probing:
+            # The first publish of this linger: a loop's takes over (still probing, so that
+            # `_select()` asking again gets the same answer); any other leaves the thread to
+            # its linger, unwoken (its batching is unchanged).
+            if b.wants_loop(self):
+                return False
+            self._probing = False
+            b._sleeping = False
+            return True
         self.wake()
         return True
 
@@ -102,8 +112,27 @@ class ThreadDriver:
             wait = b.linger if due is None else min(b.linger, due)
             self._wake.clear()
             b._kicked = False
+            # Under steady traffic the thread never sleeps deeply, and only a deep sleep's wake
+            # handed over to a loop: one publish from a worker thread before the loop's first
+            # kept the bus on the thread for good. So each linger asks for one kick (the next
+            # publish's), which a publisher on a running loop answers by taking over. Not with
+            # a retry due: that waits in this thread's client.
+            probe = due is None and b.path != "thread"
+            if probe:
+                self._probing = True
+                b._sleeping = True
             if not b.drainable() and not b.closed and not self._retired:
                 self._wake.wait(wait)
+            if probe:
+                self._end_probe()
+
+    def _end_probe(self) -> None:
+        self._probing = False
+        b = self._batcher
+        with b._driver_lock:
+            # A loop that took over meanwhile owns `_sleeping` now: leave it to that driver.
+            if b._driver is self and not self._retired:
+                b._sleeping = False
 
     def _deep_sleep(self) -> None:
         # Order matters: publish() appends first and checks _sleeping after, so one of the two
