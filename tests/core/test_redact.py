@@ -357,6 +357,36 @@ def test_credentials_in_urls_inside_bodies_never_reach_sinks(text: str, secret: 
     assert redactor.payload({"c": plain}) == {"c": plain}
 
 
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        # urlencode() writes a URL inside a query value or a form field so.
+        ("/cb?redirect_uri=https%3A%2F%2Fuser%3AQsEnCuRlPw2%40host%2Fcb", "QsEnCuRlPw2"),
+        ("dsn=postgres%3a%2f%2fu%3aPlainPw42%40db%2Fapp", "PlainPw42"),
+        ('{"dsn": "redis%3A%2F%2FT0kenOnly99%40cache"}', "T0kenOnly99"),
+        ("/search?q=Bearer+Tok3nInQuery&x=1", "Tok3nInQuery"),
+        ("/search?q=bearer%20Tok3nIn%2FQuery", "Tok3nIn"),
+    ],
+)
+def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret: str) -> None:
+    # They reached sinks, tail, repr(Event) and logs as they were, where the plain spelling
+    # (https://user:pw@host, "Bearer x") was masked.
+    redactor = Redactor()
+    assert secret not in redactor.text(text)
+    assert secret not in redact_text(text)
+    assert secret.encode() not in (redactor.body(text.encode()) or b"")
+    for payload in (
+        {"path": text, "status": 200},
+        {"input": {"messages": [{"role": "user", "content": text}]}, "status": 200},
+    ):
+        assert secret not in json.dumps(redactor.payload(payload))
+    if text.startswith("/"):
+        assert secret not in repr(Event(path=text))
+    # A URL without credentials, encoded, stays as it was ("@" past a "/" is in its path).
+    plain = "next=https%3A%2F%2Fhost%2Fusers%2F%40me&q=Bearer+"
+    assert redactor.text(plain) == plain
+
+
 def test_key_patterns_are_masked_where_the_alternations_search_masks_them() -> None:
     # The default key patterns are tried only where one can start; the result must be the
     # alternation's own substitution, on text built to tell them apart: every pattern, near

@@ -42,6 +42,8 @@ FRAGMENTS = [
     "Bearer abcdefgh12345",
     "bearer zyxwvuts",
     "BEARER abcdefgh12345",
+    "q=Bearer+abcdefgh12345",
+    "q=BEARER%20abcdefgh12345",
     "password=hunter2",
     'api_key: "value here"',
     "Authorization: Basic dXNlcjpwYXNz",
@@ -253,6 +255,8 @@ def test_every_credential_name_and_key_pattern_is_seen_by_the_gate() -> None:
         "Bearer abc.def+/=",
         "BEARER abc.def+/=",
         "bEaReR abc.def+/=",
+        "q=Bearer+abc.def%2B%2F",
+        "q=bearer%20abc.def+/=",
     ]
     assert len(samples) >= len(_KEY_PATTERNS)
     for sample in samples:
@@ -271,6 +275,8 @@ def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
         r"xox[abposr]-[A-Za-z0-9\-]{10,}",
         r"hf_[A-Za-z0-9]{30,}",
         r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
+        r"(?<=(?i:bearer)\+)[A-Za-z0-9_\-.=+/%]{8,}",
+        r"(?<=(?i:bearer)%20)[A-Za-z0-9_\-.=+/%]{8,}",
     )
     assert _SECRET_NAME == (
         r"(?:api[_-]?key|apikey|x[_-]?api[_-]?key|authorization|password|passwd|secret"

@@ -23,7 +23,7 @@ from eventbus_core._event import Event
 from eventbus_core.redact._encoded_names import mask_encoded_names
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR, has_query_pair
-from eventbus_core.redact._secrets import mask_url_credentials
+from eventbus_core.redact._secrets import mask_url_credentials, may_hold_encoded_url
 from eventbus_core.redact._substitute import sub_at
 from eventbus_core.transform._binary import is_binary_body
 
@@ -76,6 +76,10 @@ _KEY_PATTERNS: Final = (
     # Bearer tokens in free text, the scheme in any letter case (RFC 9110: it is
     # case-insensitive; "BEARER" went unmasked before).
     r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
+    # The same in a query string or form field, where the space is `+` or `%20`
+    # (`?q=Bearer+abc...`) and the token's own `/`, `+` and `=` may be percent-encoded.
+    r"(?<=(?i:bearer)\+)[A-Za-z0-9_\-.=+/%]{8,}",
+    r"(?<=(?i:bearer)%20)[A-Za-z0-9_\-.=+/%]{8,}",
 )
 """Regular expressions of API-key-looking strings, masked wherever they appear."""
 # The dispatcher's fast path (`_gate.py`) searches for each of these, and for each name of
@@ -156,12 +160,14 @@ def _may_hold_key(text: str) -> bool:
 _KEY_AUTOMATON_FROM: Final = 128
 
 # Where a match of a key pattern can start: at one of these (the literal starts of every pattern
-# but the last), or right after "bearer " in any letter case (the last one's lookbehind).
+# but the Bearer ones), or right after one of `_BEARER_SCHEMES` in any letter case (the Bearer
+# patterns' lookbehinds).
 _KEY_STARTS: Final = (
     "sk-", "AIza", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
     "xox", "hf_",
 )  # fmt: skip
-_BEARER_SCHEME: Final = "bearer "
+# "bearer" then a space, plain or as a query string or form field encodes it.
+_BEARER_SCHEMES: Final = ("bearer ", "bearer+", "bearer%20")
 
 
 # One pass over a string finds every occurrence of every literal start (overlapping: "xoxoxb-"
@@ -171,16 +177,18 @@ _KEY_START_FINDER: Final = ahocorasick_rs.AhoCorasick(list(_KEY_STARTS))
 
 def _key_starts(text: str, lowered: str) -> list[int]:
     """Every position of `text` where a key pattern can match, in order; positions after a
-    "bearer " are read in `lowered` (`text.lower()`: the same positions unless `text` holds
-    U+0130, see `Redactor._masked_keys`)."""
+    "bearer " (or "bearer+", "bearer%20") are read in `lowered` (`text.lower()`: the same
+    positions unless `text` holds U+0130, see `Redactor._masked_keys`)."""
     matches = _KEY_START_FINDER.find_matches_as_indexes(text, overlapping=True)
-    at = lowered.find(_BEARER_SCHEME)
-    if not matches and at == -1:
+    has_bearer = "bearer" in lowered
+    if not matches and not has_bearer:
         return []  # the usual case, without building a set
     found = {start for _, start, _ in matches}
-    while at != -1:
-        found.add(at + len(_BEARER_SCHEME))
-        at = lowered.find(_BEARER_SCHEME, at + 1)
+    for scheme in _BEARER_SCHEMES if has_bearer else ():
+        at = lowered.find(scheme)
+        while at != -1:
+            found.add(at + len(scheme))
+            at = lowered.find(scheme, at + 1)
     return sorted(found)
 
 
@@ -224,7 +232,7 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
         or b"secret" in lowered
         or b"token" in lowered
         or b"cookie" in lowered
-        or b"bearer " in lowered  # a key pattern, but its scheme word is in any case
+        or b"bearer" in lowered  # a key pattern, but its scheme word is in any case
     )
 
 
@@ -398,7 +406,7 @@ class Redactor:
             self._has_extra
             or len(text) >= _KEY_AUTOMATON_FROM
             or _may_hold_key(text)
-            or _BEARER_SCHEME in lowered
+            or "bearer" in lowered
         ):
             masked = self._masked_keys(text, lowered)
             if masked is not text:
@@ -410,7 +418,8 @@ class Redactor:
         # `?api%5Fkey=`, `api_key[]=`: a name holding `%XX` or ending in `]` (`_encoded_names`)
         if "=" in text and ("%" in text or "]=" in text):
             text = mask_encoded_names(text, _ANY_SECRET_NAME, MASK)
-        if "://" in text and "@" in text:  # postgres://user:password@db, redis://token@host
+        # postgres://user:password@db, redis://token@host, and the same percent-encoded
+        if ("://" in text and "@" in text) or may_hold_encoded_url(text):
             text = mask_url_credentials(text, MASK)
         return text
 
@@ -443,6 +452,7 @@ class Redactor:
             or _may_hold_key_bytes(data)
             or _may_hold_pair_bytes(data)
             or (b"://" in data and b"@" in data)
+            or (b"%40" in data and b"%2" in data)  # a percent-encoded URL (`may_hold_encoded_url`)
         ):
             return data  # the usual case on the publish path: no decoding, no copy
         try:

@@ -12,6 +12,7 @@ from pydantic_core import core_schema
 from eventbus_core.redact._substitute import sub_at
 
 __all__ = [
+    "ENCODED_URL_CREDENTIALS",
     "URL_CREDENTIALS",
     "URL_IN_TEXT",
     "RedactedURL",
@@ -32,9 +33,29 @@ URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)" + URL_CREDENTIALS, re.IGNOREC
 """`scheme://user[:password]@`: what `mask_url_credentials` masks (the gate searches it too)."""
 
 
+ENCODED_URL_CREDENTIALS = (
+    r"((?:[^\s%&?#/]|%(?!3a|40|2f)[0-9a-f]{2})*)"
+    r"(?:(%3a)((?:[^\s%&?#/]|%(?!40|2f)[0-9a-f]{2})*))?%40"
+)
+"""`URL_CREDENTIALS` percent-encoded, as a URL is inside a query value or a form field
+(`?redirect=https%3A%2F%2Fuser%3Apw%40host`, what `urlencode` writes): user, `%3A` and password,
+`%40`, neither holding a `/` (`%2F`: past it, an `@` is in the path); compiled ignoring case."""
+ENCODED_URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*%3a%2f%2f)" + ENCODED_URL_CREDENTIALS, re.I)
+
+
+def may_hold_encoded_url(text: str) -> bool:
+    """False when `text` cannot hold a match of `ENCODED_URL_IN_TEXT` (two substring tests)."""
+    return "%40" in text and "%2" in text
+
+
 def mask_url_credentials(text: str, mask: str) -> str:
     """`text` with the password of every `scheme://user:password@` in it (and a lone token in
-    the user part: `redis://token@host`) replaced by `mask`."""
+    the user part: `redis://token@host`) replaced by `mask`; the same in percent-encoded URLs
+    (`https%3A%2F%2Fuser%3Apassword%40host`)."""
+    if may_hold_encoded_url(text):
+        separators = (m.start() for m in _ENCODED_SEPARATOR.finditer(text))
+        starts = _scheme_starts(text, separators)
+        text = sub_at(ENCODED_URL_IN_TEXT, text, starts, lambda m: _masked_encoded(m, mask))
 
     def masked(match: re.Match[str]) -> str:
         scheme, user, password = match.group(1), match.group(2), match.group(3)
@@ -46,6 +67,14 @@ def mask_url_credentials(text: str, mask: str) -> str:
         return f"{scheme}{user}:{mask}@"
 
     return _sub_at_schemes(masked, text)
+
+
+def _masked_encoded(match: re.Match[str], mask: str) -> str:
+    scheme, user, colon = match.group(1, 2, 3)
+    at = match.group(0)[-3:]
+    if colon is None:
+        return f"{scheme}{mask}{at}" if user else match.group(0)
+    return f"{scheme}{user}{colon}{mask}{at}"
 
 
 # The characters of a scheme, and of its first letter, as URL_IN_TEXT reads them (ignoring case).
@@ -60,16 +89,26 @@ def _sub_at_schemes(replace: Callable[[re.Match[str]], str], text: str) -> str:
     for want of `://`: about 0.3 µs a character, 3 ms for a 12,000-character prompt that
     holds a URL and an `@` anywhere.
     """
-    return sub_at(URL_IN_TEXT, text, _scheme_starts(text), replace)
+    return sub_at(URL_IN_TEXT, text, _scheme_starts(text, _separators(text)), replace)
 
 
-def _scheme_starts(text: str) -> Iterator[int]:
-    """Where a match of `URL_IN_TEXT` can begin, in order. Every match holds `://`, and begins
-    at the first letter of the run of scheme characters right before it: a run holds no `:`,
-    so every letter of it leads to that same `://`, and the first is the leftmost match. (A
-    run never reaches back into an earlier match, which ends with `@`.)"""
+def _separators(text: str) -> Iterator[int]:
     at = text.find("://")
     while at != -1:
+        yield at
+        at = text.find("://", at + 1)
+
+
+_ENCODED_SEPARATOR = re.compile("%3a%2f%2f", re.I)
+
+
+def _scheme_starts(text: str, separators: Iterator[int]) -> Iterator[int]:
+    """Where a match of `URL_IN_TEXT` (or `ENCODED_URL_IN_TEXT`) can begin, in order, given where
+    its `://` (`%3A%2F%2F`) stands. Every match begins at the first letter of the run of
+    scheme characters right before it: a run holds no `:` or `%`, so every letter of it leads
+    to that same separator, and the first is the leftmost match. (A run never reaches back into
+    an earlier match, which ends with `@` or `%40`.)"""
+    for at in separators:
         start = at
         while start > 0 and _SCHEME_CHAR.match(text, start - 1):
             start -= 1
@@ -77,7 +116,6 @@ def _scheme_starts(text: str) -> Iterator[int]:
             start += 1
         if start < at:
             yield start
-        at = text.find("://", at + 1)
 
 
 def _masked_already(credential: str, mask: str) -> bool:
