@@ -104,6 +104,12 @@ def test_raw_json_stays_valid_json_after_redaction() -> None:
         "n": "ok",
     }
     assert redact_text("Host: api\r\nAccept: */*") == "Host: api\r\nAccept: */*"
+    # A list of strings under a credential name became `[[REDACTED]]`: no longer JSON, so
+    # `tail --json` printed a body that did not parse, and a body masked at publish reached
+    # sinks as a string.
+    listed = '{"refresh_token": ["x", "y"], "cookie": ["a=1"], "n": 1}'
+    assert json.loads(redact_text(listed)) == {"refresh_token": [MASK], "cookie": [MASK], "n": 1}
+    assert redact_text("{'Cookie': ('a=1',)}") == f"{{'Cookie': ('{MASK}',)}}"
 
 
 def test_redactor_event_scrubs_the_query_string_of_the_path() -> None:
@@ -419,7 +425,7 @@ def test_credential_pairs_are_masked_where_the_pattern_would_mask_them() -> None
     import random
     import re
 
-    from eventbus_core.redact._redact import _PAIR, _SECRET_NAME, _masked_pairs
+    from eventbus_core.redact._redact import _PAIR, _SECRET_NAME, _masked_pairs, _masked_value
 
     names = re.compile(_SECRET_NAME)
     rng = random.Random(13)
@@ -439,7 +445,7 @@ def test_credential_pairs_are_masked_where_the_pattern_would_mask_them() -> None
         text = "".join(pieces)
         # What the text rule did before: the whole pattern's sub, where a name appears.
         found = names.search(text.lower()) is not None
-        expected = _PAIR.sub(lambda m: m.group("head") + MASK, text) if found else text
+        expected = _PAIR.sub(_masked_value, text) if found else text
         assert _masked_pairs(text, text.lower()) == expected, text
         masked_some += expected != text
     assert masked_some > 2000  # the texts did hold pairs
@@ -455,7 +461,7 @@ def test_header_values_written_as_lists_or_tuples_are_masked() -> None:
     masked = redact_text(text)
     for secret in ("dXNlcjpzM2NyM3Q", "a1b2c3d4", "e5f6g7h8", "v0v1v2v3"):
         assert secret not in masked
-    assert "'Authorization': ([REDACTED])" in masked
+    assert "'Authorization': ('[REDACTED]',)" in masked  # still a tuple, as was written
     assert "'Date': ('Mon',)" in masked
 
 

@@ -318,11 +318,22 @@ def _masked_pairs(text: str, lowered: str) -> str:
     if not found:
         return text
     if not text.isascii() and any(c in text for c in SPECIAL_CASE_CHARS):
-        return _PAIR.sub(lambda m: m.group("head") + MASK, text)
+        return _PAIR.sub(_masked_value, text)
     # A match may begin at a quote before the name; begun at the name, it ends at the same
     # place and the quote is kept either way, so the names' starts are enough.
     starts = sorted({at for _, at, _ in found})
-    return sub_at(_PAIR, text, starts, lambda m: m.group("head") + MASK)
+    return sub_at(_PAIR, text, starts, _masked_value)
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    """A `_PAIR` match with its value masked. A list's strings become one quoted mask, so that
+    JSON (or a Python repr) stays valid: `["a", "b"]` -> `["[REDACTED]"]`, not `[[REDACTED]]`."""
+    if match.group("seq"):
+        value = match.group("value")
+        quote = value.lstrip()[0]
+        comma = "," if value.rstrip().endswith(",") else ""  # a tuple of one: `("x",)`
+        return f"{match.group('head')}{quote}{MASK}{quote}{comma}"
+    return match.group("head") + MASK
 
 
 def redact_headers(
