@@ -210,6 +210,28 @@ def test_redaction_at_publish_when_enabled() -> None:
     assert bus.stats().published == 1
 
 
+def test_redactor_event_masks_what_sinks_mask() -> None:
+    # tail and EVENTBUS_REDACT_ON_PUBLISH go through Redactor.event(): it showed a camelCase
+    # credential name, a number under a credential name and URL credentials in an ordinary
+    # header, all of which sinks' payloads mask.
+    body = b'{"secretKey": "Sk3yV4lue9", "db": {"password": 12345678}, "n": "ok"}'
+    event = Event(
+        request_id="r", status=200, request_body=body, response_body=body,
+        response_headers={"Location": "https://u:L0cPw55@host/?token=T0kQ9x", "Date": "Mon"},
+    )  # fmt: skip
+    clean = Redactor().event(event)
+    shown = repr((clean.request_body, clean.response_body, dict(clean.response_headers or {})))
+    for secret in ("Sk3yV4lue9", "12345678", "L0cPw55", "T0kQ9x"):
+        assert secret not in shown, secret
+    assert json.loads(clean.request_body or b"")["n"] == "ok"  # still JSON
+    assert clean.header("date") == "Mon"
+    payload = Redactor().payload({"request": json.loads(body)})
+    assert json.loads(clean.request_body or b"") == payload["request"]
+    # What needs nothing keeps its bytes, spacing included.
+    plain = Event(request_body=b'{ "a" : 1 }', response_headers={"Date": "Mon"})
+    assert Redactor().event(plain) is plain
+
+
 def test_redactor_event_keeps_clean_events_as_they_are() -> None:
     event = Event(
         request_id="r", response_headers={"Content-Type": "text/plain"}, request_body=b"hello"

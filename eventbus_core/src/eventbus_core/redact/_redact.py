@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -470,8 +471,25 @@ class Redactor:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return self._latin1_bytes(data)
-        cleaned = self.text(text)
+        cleaned = self._walked_json(self.text(text))
         return data if cleaned == text else cleaned.encode("utf-8")
+
+    def _walked_json(self, text: str) -> str:
+        """`text` (text rules applied) with what the walk of parsed JSON masks beyond them: a
+        number or an object under a credential name, a name in camelCase (`secretKey`). Sinks
+        get bodies walked so; `tail` and bodies masked at `publish()` showed these as they were.
+        Re-encoded only when the walk changed something, so a body keeps its own spelling
+        otherwise."""
+        if text.lstrip()[:1] not in ("{", "["):
+            return text
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        walked = self.json(value)
+        if walked == value:
+            return text
+        return json.dumps(walked, ensure_ascii=False, separators=(",", ":"))
 
     def _latin1_bytes(self, data: bytes) -> bytes:
         """`data`, which is not UTF-8 (one stray byte is enough: a Latin-1 `é`), with what the
@@ -503,23 +521,40 @@ class Redactor:
         as they are here; the dispatcher scrubs them after decoding.
         """
         headers = event.response_headers
-        extra = self.extra_headers
-        masked = headers is not None and any(
-            (low := n.lower()) in SENSITIVE_HEADERS or low in extra for n in headers
-        )
+        new_headers = self._event_headers(headers)
         req, resp = self.body(event.request_body), self.body(event.response_body)
         path = self.text(event.path)
         if (
-            not masked
+            new_headers is headers
             and req is event.request_body
             and resp is event.response_body
             and path == event.path
         ):
             return event
-        new_headers = self.headers(headers) if masked else headers
         return event.replace(
             path=path, response_headers=new_headers, request_body=req, response_body=resp
         )
+
+    def _event_headers(
+        self, headers: Mapping[str, tuple[str, ...]] | None
+    ) -> Mapping[str, Iterable[str]] | None:
+        """`headers` with sensitive ones masked and the text rules applied to the others' values
+        (a `Location` with `user:password@` or `?token=`), as sinks' payloads have them;
+        `headers` itself when nothing changes."""
+        if headers is None:
+            return None
+        extra = self.extra_headers
+        out: dict[str, list[str]] = {}
+        changed = False
+        for name, values in headers.items():
+            low = name.lower()
+            if low in SENSITIVE_HEADERS or low in extra:
+                out[name] = [MASK for _ in values]
+                changed = True
+            else:
+                out[name] = cleaned = [self.text(v) for v in values]
+                changed = changed or cleaned != list(values)
+        return out if changed else headers
 
     def json(self, value: Any) -> Any:
         """Return a copy of parsed JSON with credential-named fields and key strings masked.
