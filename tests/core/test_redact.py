@@ -232,6 +232,14 @@ def test_redactor_event_masks_what_sinks_mask() -> None:
     assert Redactor().event(plain) is plain
 
 
+def test_camel_case_credential_names_in_text_are_masked() -> None:
+    # A transformer's error quoting a body (transform_error, dead letters) is text, where the
+    # walk of parsed JSON does not reach: "secretKey" was shown there.
+    for text in ('failed on {"secretKey": "Sk3yV4lue9"}', "passwordHash=Sk3yV4lue9&x=1"):
+        assert "Sk3yV4lue9" not in redact_text(text), text
+    assert redact_text("the secretary: Jane") == "the secretary: Jane"
+
+
 def test_redactor_event_keeps_clean_events_as_they_are() -> None:
     event = Event(
         request_id="r", response_headers={"Content-Type": "text/plain"}, request_body=b"hello"

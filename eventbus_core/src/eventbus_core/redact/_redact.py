@@ -91,9 +91,11 @@ _SECRET_NAME: Final = (
     r"|client[_-]?secret|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
     r"|private[_-]?key|cookie)"
 )
-# Further words after a credential name (`secret_key`, `password_hash`): part of the name. Words
-# before it need no pattern in text, where a match can begin at the credential name itself.
-_NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+)*"
+# Further words after a credential name (`secret_key`, `password_hash`, and in camelCase,
+# `secretKey`, `passwordHash`: a capital letter starts the word, matched with case): part of
+# the name. Words before it need no pattern in text, where a match can begin at the credential
+# name itself (`clientSecret`).
+_NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+|(?-i:[A-Z][a-z0-9]*))*"
 # Three shapes of "name, then its value" in text; the structured path (`Redactor.json`)
 # handles parsed JSON by key instead:
 # - quoted, as in JSON text (`"password": "a b"`): everything up to the closing quote, also
