@@ -33,6 +33,15 @@ SENSITIVE = [
     "OpenAI-Api-Key",
     "Anthropic-Api-Key",
     "X-Goog-Api-Key",
+    # Credential-named headers that reached sinks unmasked (trial 96).
+    "X-Client-Secret",
+    "Client-Secret",
+    "X-Password",
+    "X-Secret",
+    "X-Refresh-Token",
+    "X-Vault-Token",
+    "Private-Token",
+    "Authentication",
 ]
 
 KEYS = [

@@ -62,7 +62,13 @@ if TYPE_CHECKING:
     from eventbus_core.dispatch._stats import DispatcherStats, SinkStats
     from eventbus_core.hookspecs import RegisterFn, hookimpl
     from eventbus_core.redact._bus import RedactingBus
-    from eventbus_core.redact._redact import NO_REDACTION, Redactor, redact_headers, redact_text
+    from eventbus_core.redact._redact import (
+        NO_REDACTION,
+        SENSITIVE_HEADERS,
+        Redactor,
+        redact_headers,
+        redact_text,
+    )
     from eventbus_core.redact._secrets import RedactedURL, redact_url
     from eventbus_core.transform._llm import LLMTransformer, Payload, Transform, decode_body
     from eventbus_core.wsgi import EventBusWSGIMiddleware
@@ -133,6 +139,7 @@ _WHERE: dict[str, str] = {
     "hookimpl": "eventbus_core.hookspecs",
     "RedactingBus": "eventbus_core.redact._bus",
     "NO_REDACTION": "eventbus_core.redact._redact",
+    "SENSITIVE_HEADERS": "eventbus_core.redact._redact",
     "Redactor": "eventbus_core.redact._redact",
     "redact_headers": "eventbus_core.redact._redact",
     "redact_text": "eventbus_core.redact._redact",
@@ -215,6 +222,7 @@ __all__ = [
     "RedactingBus",
     "Redactor",
     "RetryPolicy",
+    "SENSITIVE_HEADERS",
     "Sink",
     "SinkStats",
     "Transform",

@@ -60,6 +60,16 @@ SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
         "ocp-apim-subscription-key",  # Azure API Management, in front of Azure OpenAI
         "x-csrf-token",
         "x-xsrf-token",
+        "authentication",
+        "client-secret",
+        "x-client-secret",
+        "x-secret",
+        "x-password",
+        "x-refresh-token",
+        "x-vault-token",  # HashiCorp Vault
+        "private-token",  # GitLab
+        "x-session-token",
+        "x-id-token",
     }
 )
 """Header names (lower case) whose values are masked by default."""
