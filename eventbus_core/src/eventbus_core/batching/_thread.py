@@ -50,7 +50,10 @@ class ThreadDriver:
             if b.wants_loop(self):
                 return False
             self._probing = False
-            b._sleeping = False
+            if b.buffered > b._high_water:
+                self.wake()  # past half full: the wake a publish asks for then
+            else:
+                b._sleeping = False
             return True
         self.wake()
         return True
