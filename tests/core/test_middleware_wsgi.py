@@ -346,6 +346,36 @@ class TestEndings:
         sent, unsent = bus.published
         assert (sent.status, sent.response_body) == (200, b"part")
         assert (unsent.status, unsent.response_body) == (500, None)
+        # The server's error page went out with its own headers, not the application's.
+        assert sent.response_headers is not None and unsent.response_headers is None
+
+    def test_exc_info_after_the_body_started_keeps_the_status_sent(self) -> None:
+        # The server re-raises exc_info once headers are out (PEP 3333): the client has 200
+        # and part of the body. The event said 500.
+        def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"part"
+            try:
+                raise ValueError("late")
+            except ValueError as exc:
+                start_response("500 Internal Server Error", [], (type(exc), exc, exc.__traceback__))
+            yield b"never sent"
+
+        out: list[bytes] = []
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            if exc_info is not None and out:
+                raise exc_info[1].with_traceback(exc_info[2])
+            return out.append
+
+        bus = RecordingBus()
+        result = EventBusWSGIMiddleware(app, bus)(environ_for(method="GET"), start_response)
+        with pytest.raises(ValueError, match="late"):
+            out.extend(result)
+        result.close()  # type: ignore[attr-defined]
+        (event,) = bus.published
+        assert (event.status, event.response_body) == (200, b"part")
+        assert event.header("content-type") == "text/plain"
 
     def test_start_response_again_with_exc_info_replaces_the_status(self) -> None:
         def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

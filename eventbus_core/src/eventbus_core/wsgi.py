@@ -87,7 +87,8 @@ class EventBusWSGIMiddleware(RequestObserver):
         - when the server closes the response before that (the client went away): with the
           part of the body handed over until then;
         - when the application raised: with the status already sent, or 500 (what the server
-          answers) if no body had been handed over. The exception propagates unchanged.
+          answers) and no headers if no body had been handed over. The exception propagates
+          unchanged.
         - for a response returned as the server's `wsgi.file_wrapper` (a file the server may
           send with `sendfile`): at once, without the response body. The file goes to the
           server untouched, so the server keeps its fast path.
@@ -281,6 +282,11 @@ class _Exchange:
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
         """The application's `start_response`: record status and headers, pass them on."""
+        if exc_info is not None and self.body_started:
+            # The headers went out with the first chunk: the server re-raises `exc_info`
+            # (PEP 3333), and the client keeps the status it already has; so does the event.
+            self._server_write = self._start_response(status, headers, exc_info)
+            return self.write
         try:
             headers = self.on_start(status, headers)
         except Exception:
@@ -358,9 +364,12 @@ class _Exchange:
             if self.skip:
                 return
             status = self.status
+            headers = self.response_headers
             if not status or (failed and not self.body_started):
-                # No body went out: the server answers 500 for the application.
+                # No body went out: the server answers 500 for the application, with its own
+                # headers (the application's never went out), which this cannot see.
                 status = 500
+                headers = None
             if not self.request_id:
                 self.request_id = self.environ.get(mw._environ_id_key) or mw._new_id()
             event = Event._trusted(
@@ -369,7 +378,7 @@ class _Exchange:
                 _event_path(self.environ),
                 status,
                 duration,
-                self.response_headers,
+                headers,
                 join_chunks(self.resp_chunks),
                 None if self.request_input is None else join_chunks(self.request_input.chunks),
             )
