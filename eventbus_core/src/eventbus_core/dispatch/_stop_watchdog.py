@@ -74,6 +74,10 @@ class StopWatchdog:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         with contextlib.suppress(OSError):  # a full pipe: the thread has enough to act on
             os.write(self._write_fd, _INT if signum == signal.SIGINT else _TERM)
+        # The handler this one replaced: asyncio's does nothing, another loop's (uvloop) may.
+        previous = self._previous.get(signal.Signals(signum))
+        if callable(previous):
+            previous(signum, frame)
 
     def _watch(self) -> None:
         deadline: float | None = None
