@@ -411,6 +411,10 @@ def test_credentials_in_urls_inside_bodies_never_reach_sinks(text: str, secret: 
         ('{"dsn": "redis%3A%2F%2FT0kenOnly99%40cache"}', "T0kenOnly99"),
         ("/search?q=Bearer+Tok3nInQuery&x=1", "Tok3nInQuery"),
         ("/search?q=bearer%20Tok3nIn%2FQuery", "Tok3nIn"),
+        # quote() keeps the "/"; half-encoded forms.
+        ("?r=https%3A//user%3ASeKqUoTe5%40host/cb", "SeKqUoTe5"),
+        ("https://user:PwAt42x%40host", "PwAt42x"),
+        ("https%3A%2F%2Fuser%3APwMix9x@host", "PwMix9x"),
     ],
 )
 def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret: str) -> None:
@@ -427,9 +431,38 @@ def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret
         assert secret not in json.dumps(redactor.payload(payload))
     if text.startswith("/"):
         assert secret not in repr(Event(path=text))
-    # A URL without credentials, encoded, stays as it was ("@" past a "/" is in its path).
-    plain = "next=https%3A%2F%2Fhost%2Fusers%2F%40me&q=Bearer+"
-    assert redactor.text(plain) == plain
+    # A URL without credentials, encoded, stays as it was ("@" past a "/" is in its path), and
+    # so does prose that merely holds the word (an encoded space ends a token).
+    for plain in (
+        "next=https%3A%2F%2Fhost%2Fusers%2F%40me&q=Bearer+",
+        "q=the+bearer+of+bad+news&x=1",
+        "q=Bearer%20bonds%20explained",
+        "mailto%3Abob%40example.com",
+    ):
+        assert redactor.text(plain) == plain
+
+
+@pytest.mark.parametrize(
+    "value",
+    [['ab"]SeKeSc1'], ['a"b', "SeKeSc1"], "SeKeSc1\\", "it's SeKeSc1", 'say "SeKeSc1" twice'],
+)
+def test_masked_json_text_stays_json_and_masks_the_whole_value(value: object) -> None:
+    # The text rules ended a value at an escaped quote, a quote of the other kind, or a
+    # backslash before the closing quote: the rest of the credential was shown, and the JSON
+    # broke (tail --json, bodies masked at publish, transform_error).
+    text = json.dumps({"password": value, "note": "kept"})
+    masked = redact_text(text)
+    assert "SeKeSc1" not in masked
+    assert json.loads(masked)["note"] == "kept"
+    body = Redactor().event(Event(request_body=text.encode())).request_body or b""
+    assert b"SeKeSc1" not in body and json.loads(body)["note"] == "kept"
+
+
+def test_a_body_that_cannot_be_strict_json_once_masked_is_masked_whole() -> None:
+    # Re-encoded after the walk masked the number, 1e400 came out as `Infinity`, which Go's
+    # decoder refuses.
+    event = Event(request_body=b'{"huge": 1e400, "password": 5}')
+    assert Redactor().event(event).request_body == MASK.encode()
 
 
 def test_key_patterns_are_masked_where_the_alternations_search_masks_them() -> None:

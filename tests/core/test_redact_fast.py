@@ -275,8 +275,8 @@ def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
         r"xox[abposr]-[A-Za-z0-9\-]{10,}",
         r"hf_[A-Za-z0-9]{30,}",
         r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
-        r"(?<=(?i:bearer)\+)[A-Za-z0-9_\-.=+/%]{8,}",
-        r"(?<=(?i:bearer)%20)[A-Za-z0-9_\-.=+/%]{8,}",
+        r"(?<=(?i:bearer)\+)(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}",
+        r"(?<=(?i:bearer)%20)(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}",
     )
     assert _SECRET_NAME == (
         r"(?:api[_-]?key|apikey|x[_-]?api[_-]?key|authorization|password|passwd|secret"

@@ -30,8 +30,10 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   that holds an `@`. The bytes can only match more: a string's user excludes whitespace, `/`
   and `:`, and its password whitespace and `/`; escaping turns a character into ASCII that the
   pattern allows; and a byte pattern's `\\s` is ASCII only.
-- The same percent-encoded (`scheme%3A%2F%2Fuser%3Apassword%40`, `_secrets.ENCODED_URL_IN_TEXT`):
-  behind the hint `%3a%2f%2f`, tried the same way, ignoring case as the rule does.
+- The same with separators percent-encoded (`scheme%3A%2F%2Fuser%3Apassword%40`, `%3A//`,
+  `://user:password%40`; `_secrets.ENCODED_URL_IN_TEXT`): behind the hints `://`, `%3a%2f%2f`
+  and `%3a//`, tried the same way, ignoring case as the rule does. (Its `%3A%2F/` and `%3A/%2F`
+  spellings, which no encoder writes, are not hinted.)
 - A body the transformer kept as base64 (`{"base64": ...}`, not UTF-8) hides its text from
   every hint: a part holding the key `base64` is not judged here (the walk decodes it).
 - Anything orjson does not serialise as plain JSON (subclasses, dataclasses, datetimes, keys
@@ -90,8 +92,8 @@ _GITHUB_PAT: Final = re.compile(rb"github_pat_[A-Za-z0-9_]{30,}")
 _XOX: Final = re.compile(rb"xox[abposr]-[A-Za-z0-9\-]{10,}")
 _HF: Final = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 _BEARER: Final = re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}")
-_BEARER_PLUS: Final = re.compile(rb"(?i:bearer)\+[A-Za-z0-9_\-.=+/%]{8,}")
-_BEARER_20: Final = re.compile(rb"(?i:bearer)%20[A-Za-z0-9_\-.=+/%]{8,}")
+_BEARER_PLUS: Final = re.compile(rb"(?i:bearer)\+(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}")
+_BEARER_20: Final = re.compile(rb"(?i:bearer)%20(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}")
 
 # Credential names (`_redact._SECRET_NAME`) in lower-cased bytes: every name holds one of the
 # hints below. "key" is also part of ordinary words ("monkey", "keyboard"): its names confirm
@@ -124,16 +126,21 @@ def _key_name(blob: bytes, low: bytes, at: int) -> bool:
     return low.endswith(_KEY_NAME_STARTS, 0, at)
 
 
-def _url_credentials(blob: bytes, low: bytes, at: int) -> bool:
-    return _URL_CREDENTIALS_AFTER.match(blob, at + 3) is not None
-
-
-# The same for a percent-encoded URL (`_secrets.ENCODED_URL_IN_TEXT`), after its `%3a%2f%2f`.
+# The same with the separators of the user part percent-encoded (`_secrets.ENCODED_URL_IN_TEXT`),
+# after the `://` (`%3a//`, `%3a%2f%2f`) its separator may be spelled as.
 _ENCODED_URL_CREDENTIALS_AFTER: Final = re.compile(ENCODED_URL_CREDENTIALS.encode("ascii"), re.I)
 
 
-def _encoded_url_credentials(blob: bytes, low: bytes, at: int) -> bool:
-    return _ENCODED_URL_CREDENTIALS_AFTER.match(blob, at + 9) is not None
+def _url_credentials(blob: bytes, low: bytes, at: int) -> bool:
+    return (
+        _URL_CREDENTIALS_AFTER.match(blob, at + 3) is not None
+        or _ENCODED_URL_CREDENTIALS_AFTER.match(blob, at + 3) is not None
+    )
+
+
+def _encoded_url_credentials(length: int) -> _Confirm:
+    """For a hint that is the separator `://` encoded, `length` bytes long."""
+    return lambda blob, low, at: _ENCODED_URL_CREDENTIALS_AFTER.match(blob, at + length) is not None
 
 
 def _separated(*words: bytes) -> tuple[bytes, ...]:
@@ -156,7 +163,8 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"bearer+",), _starts_at(_BEARER_PLUS)),
     ((b"bearer%20",), _starts_at(_BEARER_20)),
     ((b"://",), _url_credentials),
-    ((b"%3a%2f%2f",), _encoded_url_credentials),
+    ((b"%3a%2f%2f",), _encoded_url_credentials(9)),
+    ((b"%3a//",), _encoded_url_credentials(5)),
     ((b"key",), _key_name),
     ((b"secret", b"cookie", b"headers", b"password", b"passwd", b"authorization"), None),
     # A body kept as base64 (not UTF-8): its text is hidden from every hint; the walk decodes it.

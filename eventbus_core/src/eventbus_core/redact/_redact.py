@@ -88,9 +88,10 @@ _KEY_PATTERNS: Final = (
     # case-insensitive; "BEARER" went unmasked before).
     r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
     # The same in a query string or form field, where the space is `+` or `%20`
-    # (`?q=Bearer+abc...`) and the token's own `/`, `+` and `=` may be percent-encoded.
-    r"(?<=(?i:bearer)\+)[A-Za-z0-9_\-.=+/%]{8,}",
-    r"(?<=(?i:bearer)%20)[A-Za-z0-9_\-.=+/%]{8,}",
+    # (`?q=Bearer+abc...`) and the token's own `/`, `+` and `=` may be percent-encoded; an
+    # encoded space ends it (`q=the+bearer+of+bad+news` is prose, not a token).
+    r"(?<=(?i:bearer)\+)(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}",
+    r"(?<=(?i:bearer)%20)(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}",
 )
 """Regular expressions of API-key-looking strings, masked wherever they appear."""
 # The dispatcher's fast path (`_gate.py`) searches for each of these, and for each name of
@@ -108,8 +109,10 @@ _SECRET_NAME: Final = (
 _NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+|(?-i:[A-Z][a-z0-9]*))*"
 # Three shapes of "name, then its value" in text; the structured path (`Redactor.json`)
 # handles parsed JSON by key instead:
-# - quoted, as in JSON text (`"password": "a b"`): everything up to the closing quote, also
-#   where the quotes are escaped (`{\"password\": \"a b\"}`, JSON quoted in a string);
+# - quoted, as in JSON text (`"password": "a b"`): everything up to the closing quote of the
+#   kind that opened it, past escaped ones (`"a\"b"`, `"c:\\"`); where the quotes are
+#   themselves escaped (`{\"password\": \"a b\"}`, JSON quoted in a string), up to the next
+#   escaped quote of that kind;
 # - a header line (`Authorization: Basic dXNl...`, `Cookie: a=1; b=2`): the rest of the line,
 #   so a credential after its scheme word is masked too (JSON literals and numbers are left
 #   alone, so raw JSON stays valid);
@@ -121,12 +124,14 @@ _PAIR: Final = re.compile(
     rf"""(?ix)
     (?P<head>["']?{_SECRET_NAME}{_NAME_SUFFIX}\\?["']?\s*
       (?: [:=]\s*(?P<seq>[\[(])(?=\s*["'])
-        | [:=]\s*\\?(?P<quote>["'])
+        | [:=]\s*(?P<esc>\\)?(?P<quote>(?P<dq>")|')
         | (?P<colon>:)[\ \t]*+(?!(?:null|true|false)\b|[-\d\[{{])
         | =\s*
       ))
-    (?P<value>(?(seq)(?:\s*(?:"[^"\r\n]*"|'[^'\r\n]*')\s*,?)+
-      |(?(quote)(?:[^"'\\\r\n]|\\(?!["']))+|(?(colon)[^"'\r\n]+|[^"'\s,&;}}]*[^"'\s,&;}}:]))))
+    (?P<value>(?(seq)(?:\s*(?:"(?:[^"\\\r\n]|\\.)*"|'(?:[^'\\\r\n]|\\.)*')\s*,?)+
+      |(?(quote)(?(esc)(?(dq)(?:[^"\\\r\n]|\\(?!"))+|(?:[^'\\\r\n]|\\(?!'))+)
+                     |(?(dq)(?:[^"\\\r\n]|\\.)+|(?:[^'\\\r\n]|\\.)+))
+      |(?(colon)[^"'\r\n]+|[^"'\s,&;}}]*[^"'\s,&;}}:]))))
     """
 )
 # A credential name anywhere in a text, in any letter case: a field name that is not ASCII
@@ -476,32 +481,43 @@ class Redactor:
             or _may_hold_key_bytes(data)
             or _may_hold_pair_bytes(data)
             or (b"://" in data and b"@" in data)
-            or (b"%40" in data and b"%2" in data)  # a percent-encoded URL (`may_hold_encoded_url`)
+            or b"%40" in data  # a percent-encoded URL (`may_hold_encoded_url`)
+            or (b"%3" in data and b"@" in data)
         ):
             return data  # the usual case on the publish path: no decoding, no copy
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return self._latin1_bytes(data)
-        cleaned = self._walked_json(self.text(text))
+        cleaned = self._walked_json(self.text(text), text)
         return data if cleaned == text else cleaned.encode("utf-8")
 
-    def _walked_json(self, text: str) -> str:
-        """`text` (text rules applied) with what the walk of parsed JSON masks beyond them: a
-        number or an object under a credential name, a name in camelCase (`secretKey`). Sinks
-        get bodies walked so; `tail` and bodies masked at `publish()` showed these as they were.
-        Re-encoded only when the walk changed something, so a body keeps its own spelling
-        otherwise."""
-        if text.lstrip()[:1] not in ("{", "["):
-            return text
+    def _walked_json(self, masked: str, original: str) -> str:
+        """`masked` (`original` with the text rules applied) with what the walk of parsed JSON
+        masks beyond them: a number or an object under a credential name, a name in camelCase
+        (`secretKey`). Sinks get bodies walked so; `tail` and bodies masked at `publish()`
+        showed these as they were. Re-encoded only when the walk changed something, so a body
+        keeps its own spelling otherwise; and from `original` when the text rules left
+        something that no longer parses (they read text, not JSON)."""
+        if original.lstrip()[:1] not in ("{", "["):
+            return masked
         try:
-            value = json.loads(text)
+            value = json.loads(masked)
         except ValueError:
-            return text
+            try:
+                value = json.loads(original)
+            except ValueError:
+                return masked  # not JSON to begin with
+            masked = ""  # re-encoded below, whatever the walk finds
         walked = self.json(value)
-        if walked == value:
-            return text
-        return json.dumps(walked, ensure_ascii=False, separators=(",", ":"))
+        if masked and walked == value:
+            return masked
+        try:
+            # Strict JSON: a number beyond a float (1e400) would come out as `Infinity`, which
+            # Go's decoder (and any strict parser) refuses.
+            return json.dumps(walked, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            return MASK  # the walk masked something the text cannot show masked: all of it
 
     def _latin1_bytes(self, data: bytes) -> bytes:
         """`data`, which is not UTF-8 (one stray byte is enough: a Latin-1 `é`), with what the

@@ -34,18 +34,25 @@ URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)" + URL_CREDENTIALS, re.IGNOREC
 
 
 ENCODED_URL_CREDENTIALS = (
-    r"((?:[^\s%&?#/]|%(?!3a|40|2f)[0-9a-f]{2})*)"
-    r"(?:(%3a)((?:[^\s%&?#/]|%(?!40|2f)[0-9a-f]{2})*))?%40"
+    r"((?:[^\s%&?#/:@]|%(?!3a|40|2f)[0-9a-f]{2})*)"
+    r"(?:(%3a|:)((?:[^\s%&?#/@]|%(?!40|2f)[0-9a-f]{2})*))?(%40|@)"
 )
-"""`URL_CREDENTIALS` percent-encoded, as a URL is inside a query value or a form field
-(`?redirect=https%3A%2F%2Fuser%3Apw%40host`, what `urlencode` writes): user, `%3A` and password,
-`%40`, neither holding a `/` (`%2F`: past it, an `@` is in the path); compiled ignoring case."""
-ENCODED_URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*%3a%2f%2f)" + ENCODED_URL_CREDENTIALS, re.I)
+"""`URL_CREDENTIALS` with any of its separators percent-encoded, as a URL is inside a query value
+or a form field (`?next=https%3A%2F%2Fuser%3Apw%40host`, what `urlencode` writes; `quote()`
+keeps the `/`): user, `:` or `%3A` and password, `@` or `%40`, neither holding a `/` or `%2F`
+(past it, an `@` is in the path); compiled ignoring case."""
+# `://` with any of its characters percent-encoded, or none (the plain form then matches too,
+# as `URL_IN_TEXT` masks it: the same result).
+_SEPARATOR = r"(?:%3a|:)(?:%2f|/)(?:%2f|/)"
+ENCODED_URL_IN_TEXT = re.compile(
+    r"([a-z][a-z0-9+.-]*" + _SEPARATOR + ")" + ENCODED_URL_CREDENTIALS, re.I
+)
 
 
 def may_hold_encoded_url(text: str) -> bool:
-    """False when `text` cannot hold a match of `ENCODED_URL_IN_TEXT` (two substring tests)."""
-    return "%40" in text and "%2" in text
+    """False when `text` cannot hold an encoded match of `ENCODED_URL_IN_TEXT` (substring
+    tests: an encoded `@`, or an encoded `:` and a plain `@`)."""
+    return "%40" in text or (("%3A" in text or "%3a" in text) and "@" in text)
 
 
 def mask_url_credentials(text: str, mask: str) -> str:
@@ -70,8 +77,9 @@ def mask_url_credentials(text: str, mask: str) -> str:
 
 
 def _masked_encoded(match: re.Match[str], mask: str) -> str:
-    scheme, user, colon = match.group(1, 2, 3)
-    at = match.group(0)[-3:]
+    scheme, user, colon, password, at = match.group(1, 2, 3, 4, 5)
+    if _masked_already(password if colon is not None else user, mask):
+        return match.group(0)
     if colon is None:
         return f"{scheme}{mask}{at}" if user else match.group(0)
     return f"{scheme}{user}{colon}{mask}{at}"
@@ -99,7 +107,7 @@ def _separators(text: str) -> Iterator[int]:
         at = text.find("://", at + 1)
 
 
-_ENCODED_SEPARATOR = re.compile("%3a%2f%2f", re.I)
+_ENCODED_SEPARATOR = re.compile(_SEPARATOR, re.I)
 
 
 def _scheme_starts(text: str, separators: Iterator[int]) -> Iterator[int]:
