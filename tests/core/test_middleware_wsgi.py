@@ -334,17 +334,22 @@ class TestEndings:
             yield b"part"
             raise RuntimeError("mid-stream")
 
-        def early(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        def empty_first(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
             start_response("200 OK", [])
-            yield b""
+            yield b""  # gunicorn and wsgiref send the headers with it (Flask's idiom)
+            raise RuntimeError("after the headers")
+
+        def early(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+            start_response("200 OK", [])
             raise RuntimeError("before the body")
 
         bus = RecordingBus()
-        for app in (late, early):
+        for app in (late, empty_first, early):
             with pytest.raises(RuntimeError):
                 call(EventBusWSGIMiddleware(app, bus), environ_for(), validate=False)
-        sent, unsent = bus.published
+        sent, sent_empty, unsent = bus.published
         assert (sent.status, sent.response_body) == (200, b"part")
+        assert (sent_empty.status, sent_empty.response_body) == (200, None)
         assert (unsent.status, unsent.response_body) == (500, None)
         # The server's error page went out with its own headers, not the application's.
         assert sent.response_headers is not None and unsent.response_headers is None

@@ -87,8 +87,8 @@ class EventBusWSGIMiddleware(RequestObserver):
         - when the server closes the response before that (the client went away): with the
           part of the body handed over until then;
         - when the application raised: with the status already sent, or 500 (what the server
-          answers) and no headers if no body had been handed over. The exception propagates
-          unchanged.
+          answers) and no headers if no chunk, even an empty one, had been handed over. The
+          exception propagates unchanged.
         - for a response returned as the server's `wsgi.file_wrapper` (a file the server may
           send with `sendfile`): at once, without the response body. The file goes to the
           server untouched, so the server keeps its fast path.
@@ -305,13 +305,15 @@ class _Exchange:
 
     def sent(self, chunk: bytes) -> None:
         """`chunk` of the response body is being handed to the server."""
-        if chunk:
-            self.body_started = True
-            if self.resp_room:
-                try:
-                    self.resp_room = keep_chunk(self.resp_chunks, chunk, self.resp_room)
-                except Exception:
-                    self.mw._failed("reading a response chunk")
+        # Even an empty one: PEP 3333 lets a server wait for a non-empty chunk to send the
+        # headers, but gunicorn and wsgiref send them with the first chunk of any size (what
+        # Flask's `yield ""` idiom relies on), so a failure after it leaves the status sent.
+        self.body_started = True
+        if chunk and self.resp_room:
+            try:
+                self.resp_room = keep_chunk(self.resp_chunks, chunk, self.resp_room)
+            except Exception:
+                self.mw._failed("reading a response chunk")
 
     def on_start(self, status: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Record status and headers (again, if the application starts over with `exc_info`);
