@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from eventbus_core import Event, EventBusMiddleware
+from eventbus_core import Event, EventBusMiddleware, Redactor
 from eventbus_core.asgi import Message, Receive, Scope, Send, canonical_header_name
 
 
@@ -309,6 +309,21 @@ async def test_redaction_default_extra_and_off() -> None:
         "Vary": ("a", "b"),
     }
     assert raw == {"Set-Cookie": ("s=1",), "X-Secret": ("v",), "Vary": ("a", "b")}
+
+
+async def test_headers_named_like_credentials_are_masked_too() -> None:
+    # Not on the list, but a credential by their words: the text rules masked them where an
+    # error quoted them, while the event carried them to every sink.
+    named = [b"X-Api-Secret", b"X-Db-Password", b"Password", b"X-Upstream-Authorization"]
+    headers = [*((name, b"S3cr3tV4l") for name in named), (b"X-Secretary", b"kept")]
+    bus = Recorder()
+    await drive(EventBusMiddleware(reply(headers=headers), bus=bus), http_scope())
+    await drive(EventBusMiddleware(reply(headers=headers), bus=bus, redact=False), http_scope())
+    masked, raw = (dict(e.headers) for e in bus.events)
+    assert "S3cr3tV4l" not in repr(masked) and masked["X-Secretary"] == ("kept",)
+    assert raw["X-Api-Secret"] == ("S3cr3tV4l",)  # redact=False masks nothing
+    payload_headers = Redactor().headers({"X-Db-Password": ["S3cr3tV4l"]})
+    assert payload_headers == {"X-Db-Password": ["[REDACTED]"]}
 
 
 @pytest.mark.parametrize(

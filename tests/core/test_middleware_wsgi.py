@@ -158,6 +158,23 @@ class TestEvent:
         assert second["X-Upstream"] == ("[REDACTED]",)
         assert second["Set-Cookie"] == ("[REDACTED]",)
 
+    def test_headers_named_like_credentials_are_masked_too(self) -> None:
+        def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+            start_response(
+                "200 OK",
+                [
+                    ("Content-Type", "text/plain"),
+                    ("X-Api-Secret", "S3cr3tV4l"),
+                    ("X-Secretary", "k"),
+                ],
+            )
+            return [b"ok"]
+
+        bus = RecordingBus()
+        call(observed(app, bus), environ_for(method="GET"))
+        headers = dict(bus.published[0].response_headers or {})
+        assert headers["X-Api-Secret"] == ("[REDACTED]",) and headers["X-Secretary"] == ("k",)
+
     def test_repeated_headers_are_kept_in_order(self) -> None:
         def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
             start_response(

@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core.redact._redact import SENSITIVE_HEADERS
+from eventbus_core.redact._redact import SENSITIVE_HEADERS, is_credential_header
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BODY",
@@ -78,14 +78,17 @@ def canonical_header_name(raw: bytes) -> str:
     return name
 
 
-# Raw response header name -> (Go canonical name, lower-case raw name): one lookup per header
-# instead of re-deriving both per request. Bounded like _CANONICAL.
-NAMES: dict[bytes, tuple[str, bytes]] = {}
+# Raw response header name -> (Go canonical name, lower-case raw name, whether it names a
+# credential by its words, `is_credential_header`): one lookup per header instead of
+# re-deriving them per request. Bounded like _CANONICAL.
+NAMES: dict[bytes, tuple[str, bytes, bool]] = {}
 
 
-def name_info(raw: bytes) -> tuple[str, bytes]:
-    """`(canonical name, lower-case name)` of the raw header name `raw`, remembered in `NAMES`."""
-    info = (canonical_header_name(raw), raw.lower())
+def name_info(raw: bytes) -> tuple[str, bytes, bool]:
+    """`(canonical name, lower-case name, credential)` of the raw header name `raw`,
+    remembered in `NAMES`."""
+    key = canonical_header_name(raw)
+    info = (key, raw.lower(), is_credential_header(key))
     if len(NAMES) < _CANONICAL_MAX:
         NAMES[raw] = info
     return info
@@ -93,10 +96,10 @@ def name_info(raw: bytes) -> tuple[str, bytes]:
 
 # The same for names as WSGI gives them (native strings), so that the checks both middleware
 # make (masking, request id, cache hit) compare the same lower-case bytes.
-TEXT_NAMES: dict[str, tuple[str, bytes]] = {}
+TEXT_NAMES: dict[str, tuple[str, bytes, bool]] = {}
 
 
-def text_name_info(name: str) -> tuple[str, bytes]:
+def text_name_info(name: str) -> tuple[str, bytes, bool]:
     """`name_info()` of a native-string header name, remembered in `TEXT_NAMES`."""
     info = name_info(name.encode("latin-1"))
     if len(TEXT_NAMES) < _CANONICAL_MAX:

@@ -315,14 +315,15 @@ class _Exchange:
         has_id = False
         cache = mw._cache_header
         for name, value in headers:
-            key, lname = names.get(name) or name_info(name)
+            key, lname, credential = names.get(name) or name_info(name)
             if lname == id_header:
                 has_id = True
                 if not request_id:
                     request_id = value.decode("latin-1")
             elif lname == cache and mw.skip_cache_hits and value.strip().lower() == b"hit":
                 self.skip = True
-            text = MASK if lname in sensitive else value.decode("latin-1")
+            masked = lname in sensitive or (credential and mw.redact)
+            text = MASK if masked else value.decode("latin-1")
             if key in event_headers:
                 event_headers[key] += (text,)  # a repeated header (Set-Cookie, Vary): rare
             else:

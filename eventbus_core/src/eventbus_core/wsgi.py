@@ -331,7 +331,7 @@ class _Exchange:
         has_id = False
         cache = mw._cache_header
         for name, value in headers:
-            key, lname = names.get(name) or text_name_info(name)
+            key, lname, credential = names.get(name) or text_name_info(name)
             text = value if type(value) is str else str(value)
             if lname == id_header:
                 has_id = True
@@ -339,7 +339,7 @@ class _Exchange:
                     request_id = text
             elif lname == cache and mw.skip_cache_hits and text.strip().lower() == "hit":
                 self.skip = True
-            if lname in sensitive:
+            if lname in sensitive or (credential and mw.redact):
                 text = MASK
             if key in event_headers:
                 event_headers[key] += (text,)  # a repeated header (Set-Cookie, Vary): rare

@@ -70,6 +70,9 @@ SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
         "private-token",  # GitLab
         "x-session-token",
         "x-id-token",
+        "x-gitlab-token",
+        "x-access-key",
+        "x-auth",
     }
 )
 """Header names (lower case) whose values are masked by default."""
@@ -317,10 +320,18 @@ def _holds_secret(value: Any) -> bool:
     return True
 
 
-def is_sensitive_header(name: str, extra: Iterable[str] = ()) -> bool:
-    """True if header `name` carries a credential (by default list or `extra`)."""
+def is_credential_header(name: str) -> bool:
+    """True if header `name` is one of `SENSITIVE_HEADERS`, or holds a credential name as one
+    of its words (`X-Api-Secret`, `X-Db-Password`), as a JSON field's name would be judged:
+    the text rules mask such a header where a log line or an error quotes it, so its value is
+    masked wherever else it goes too."""
     lowered = name.lower()
-    return lowered in SENSITIVE_HEADERS or lowered in {e.lower() for e in extra}
+    return lowered in SENSITIVE_HEADERS or _is_secret_name(lowered)
+
+
+def is_sensitive_header(name: str, extra: Iterable[str] = ()) -> bool:
+    """True if header `name` carries a credential (`is_credential_header`, or one of `extra`)."""
+    return is_credential_header(name) or name.lower() in {e.lower() for e in extra}
 
 
 def _masked_pairs(text: str, lowered: str) -> str:
@@ -363,8 +374,7 @@ def redact_headers(
     extra_set = {e.lower() for e in extra}
     out: dict[str, list[str]] = {}
     for name, values in headers.items():
-        lowered = name.lower()
-        if lowered in SENSITIVE_HEADERS or lowered in extra_set:
+        if is_credential_header(name) or name.lower() in extra_set:
             out[name] = [MASK for _ in values]
         else:
             out[name] = list(values)
@@ -575,8 +585,7 @@ class Redactor:
         out: dict[str, list[str]] = {}
         changed = False
         for name, values in headers.items():
-            low = name.lower()
-            if low in SENSITIVE_HEADERS or low in extra:
+            if is_credential_header(name) or name.lower() in extra:
                 out[name] = [MASK for _ in values]
                 changed = True
             else:
@@ -740,8 +749,7 @@ class Redactor:
         for name, v in headers.items():
             masked = known.get(name)
             if masked is None:
-                lowered = name.lower()
-                masked = lowered in SENSITIVE_HEADERS or lowered in extra
+                masked = is_credential_header(name) or name.lower() in extra
                 if type(name) is str and len(known) < _HEADER_NAMES_KEPT:
                     # Names that are plain str only, as for a payload's fields. The set first:
                     # another thread that finds the name known must find it among the masked.
@@ -758,8 +766,7 @@ class Redactor:
     def _header_dict(self, headers: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, v in headers.items():
-            lowered = name.lower()
-            if lowered in SENSITIVE_HEADERS or lowered in self.extra_headers:
+            if is_credential_header(name) or name.lower() in self.extra_headers:
                 out[name] = [MASK for _ in v] if isinstance(v, list) else MASK
             else:
                 out[name] = self.json(v)
