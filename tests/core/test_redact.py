@@ -415,6 +415,10 @@ def test_credentials_in_urls_inside_bodies_never_reach_sinks(text: str, secret: 
         ("?r=https%3A//user%3ASeKqUoTe5%40host/cb", "SeKqUoTe5"),
         ("https://user:PwAt42x%40host", "PwAt42x"),
         ("https%3A%2F%2Fuser%3APwMix9x@host", "PwMix9x"),
+        # A query string inside an encoded redirect URL.
+        ("?r=https%3A%2F%2Fapp%2Fcb%3Ftoken%3DNeStTok6", "NeStTok6"),
+        ("next=https%3A%2F%2Fapp%2Fcb%3Fa%3D1%26sig%3DNeStSig7%26b%3D2", "NeStSig7"),
+        ('{"next": "https%3A%2F%2Fapp%2Fcb%3Fpassword%3DNeStPw8"}', "NeStPw8"),
     ],
 )
 def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret: str) -> None:
@@ -438,6 +442,7 @@ def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret
         "q=the+bearer+of+bad+news&x=1",
         "q=Bearer%20bonds%20explained",
         "mailto%3Abob%40example.com",
+        "?q=discount%3D20%25&next=%2Fcb%3Fpage%3D2",
     ):
         assert redactor.text(plain) == plain
 

@@ -34,6 +34,8 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   `://user:password%40`; `_secrets.ENCODED_URL_IN_TEXT`): behind the hints `://`, `%3a%2f%2f`
   and `%3a//`, tried the same way, ignoring case as the rule does. (Its `%3A%2F/` and `%3A/%2F`
   spellings, which no encoder writes, are not hinted.)
+- A query string inside an encoded URL (`%3Ftoken%3D...`, `_redact._ENCODED_QUERY_PAIR`): every
+  match holds an encoded `=`, so a part holding `%3d` (the hint) is not judged here.
 - A body the transformer kept as base64 (`{"base64": ...}`, not UTF-8) hides its text from
   every hint: a part holding the key `base64` is not judged here (the walk decodes it).
 - Anything orjson does not serialise as plain JSON (subclasses, dataclasses, datetimes, keys
@@ -165,6 +167,8 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"://",), _url_credentials),
     ((b"%3a%2f%2f",), _encoded_url_credentials(9)),
     ((b"%3a//",), _encoded_url_credentials(5)),
+    # An encoded `=`: a query string inside an encoded URL (`%3Ftoken%3D...`) may follow.
+    ((b"%3d",), None),
     ((b"key",), _key_name),
     ((b"secret", b"cookie", b"headers", b"password", b"passwd", b"authorization"), None),
     # A body kept as base64 (not UTF-8): its text is hidden from every hint; the walk decodes it.

@@ -12,7 +12,13 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-__all__ = ["QUERY_CREDENTIALS", "QUERY_PAIR", "QUERY_PAIR_BYTES", "has_query_pair"]
+__all__ = [
+    "QUERY_CREDENTIALS",
+    "QUERY_NAMES_PATTERN",
+    "QUERY_PAIR",
+    "QUERY_PAIR_BYTES",
+    "has_query_pair",
+]
 
 QUERY_CREDENTIALS: Final = (
     "key",
@@ -33,6 +39,8 @@ QUERY_CREDENTIALS: Final = (
 )
 
 _NAMES: Final = "|".join(re.escape(name) for name in QUERY_CREDENTIALS)
+QUERY_NAMES_PATTERN: Final = _NAMES
+"""An alternation of `QUERY_CREDENTIALS`, for patterns built elsewhere."""
 
 QUERY_PAIR: Final = re.compile(
     rf"(?i)(?P<head>[?&](?:{_NAMES})=)(?P<value>[^&#\s\"'<>]*[^&#\s\"'<>:])"

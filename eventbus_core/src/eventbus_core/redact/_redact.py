@@ -23,7 +23,7 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core.redact._encoded_names import mask_encoded_names
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
-from eventbus_core.redact._query import QUERY_PAIR, has_query_pair
+from eventbus_core.redact._query import QUERY_NAMES_PATTERN, QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import mask_url_credentials, may_hold_encoded_url
 from eventbus_core.redact._substitute import sub_at
 from eventbus_core.transform._binary import is_binary_body
@@ -136,6 +136,13 @@ _PAIR: Final = re.compile(
                      |(?(dq)(?:[^"\\\r\n]|\\.)+|(?:[^'\\\r\n]|\\.)+))
       |(?(colon)[^"'\r\n]+|[^"'\s,&;}}]*[^"'\s,&;}}:]))))
     """
+)
+# A query string inside a percent-encoded URL (`?next=https%3A%2F%2Fapp%2Fcb%3Ftoken%3D...`, what
+# `urlencode()` writes for a redirect URI): an encoded `?` or `&`, a short query credential name
+# or a credential name, an encoded `=`, then the value up to the next separator, encoded or not.
+_ENCODED_QUERY_PAIR: Final = re.compile(
+    rf"(?i)(?P<head>%(?:3f|26)(?:{QUERY_NAMES_PATTERN}|{_SECRET_NAME}{_NAME_SUFFIX})%3d)"
+    r"""(?P<value>(?:[^&#\s"'<>%]|%(?!26|23)[0-9a-f]{2})+)"""
 )
 # A credential name anywhere in a text, in any letter case: a field name that is not ASCII
 # (whose `lower()` may shift positions) is judged by it alone, which can only mask more.
@@ -454,6 +461,8 @@ class Redactor:
             text = _masked_pairs(text, lowered)
         if "=" in text and has_query_pair(text):
             text = QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
+        if "%3D" in text or "%3d" in text:  # `%3Ftoken%3D...` in an encoded URL
+            text = _ENCODED_QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
         # `?api%5Fkey=`, `api_key[]=`: a name holding `%XX` or ending in `]` (`_encoded_names`)
         if "=" in text and ("%" in text or "]=" in text):
             text = mask_encoded_names(text, _ANY_SECRET_NAME, MASK)
@@ -492,7 +501,7 @@ class Redactor:
             or _may_hold_pair_bytes(data)
             or (b"://" in data and b"@" in data)
             or b"%40" in data  # a percent-encoded URL (`may_hold_encoded_url`)
-            or (b"%3" in data and b"@" in data)
+            or (b"%3" in data and (b"@" in data or b"%3D" in data or b"%3d" in data))
         ):
             return data  # the usual case on the publish path: no decoding, no copy
         try:
