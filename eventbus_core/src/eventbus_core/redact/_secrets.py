@@ -59,10 +59,6 @@ def mask_url_credentials(text: str, mask: str) -> str:
     """`text` with the password of every `scheme://user:password@` in it (and a lone token in
     the user part: `redis://token@host`) replaced by `mask`; the same in percent-encoded URLs
     (`https%3A%2F%2Fuser%3Apassword%40host`)."""
-    if may_hold_encoded_url(text):
-        separators = (m.start() for m in _ENCODED_SEPARATOR.finditer(text))
-        starts = _scheme_starts(text, separators)
-        text = sub_at(ENCODED_URL_IN_TEXT, text, starts, lambda m: _masked_encoded(m, mask))
 
     def masked(match: re.Match[str]) -> str:
         scheme, user, password = match.group(1), match.group(2), match.group(3)
@@ -73,7 +69,13 @@ def mask_url_credentials(text: str, mask: str) -> str:
             return f"{scheme}{mask}@" if user else match.group(0)
         return f"{scheme}{user}:{mask}@"
 
-    return _sub_at_schemes(masked, text)
+    text = _sub_at_schemes(masked, text)
+    if may_hold_encoded_url(text):
+        # After the plain ones, which it then finds masked already.
+        separators = (m.start() for m in _ENCODED_SEPARATOR.finditer(text))
+        starts = _scheme_starts(text, separators)
+        text = sub_at(ENCODED_URL_IN_TEXT, text, starts, lambda m: _masked_encoded(m, mask))
+    return text
 
 
 def _masked_encoded(match: re.Match[str], mask: str) -> str:
