@@ -35,12 +35,12 @@ URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)" + URL_CREDENTIALS, re.IGNOREC
 
 ENCODED_URL_CREDENTIALS = (
     r"((?:[^\s%&?#/:@]|%(?!3a|40|2f)[0-9a-f]{2})*)"
-    r"(?:(%3a|:)((?:[^\s%&?#/@]|%(?!40|2f)[0-9a-f]{2})*))?(%40|@)"
+    r"(?:(%3a|:)((?:[^\s%&?#/]|%(?!2f)[0-9a-f]{2})*))?(%40|@)"
 )
 """`URL_CREDENTIALS` with any of its separators percent-encoded, as a URL is inside a query value
 or a form field (`?next=https%3A%2F%2Fuser%3Apw%40host`, what `urlencode` writes; `quote()`
-keeps the `/`): user, `:` or `%3A` and password, `@` or `%40`, neither holding a `/` or `%2F`
-(past it, an `@` is in the path); compiled ignoring case."""
+keeps the `/`): user, `:` or `%3A` and password up to the last `@` or `%40` (as `URL_CREDENTIALS`),
+neither holding a `/` or `%2F` (past it, an `@` is in the path); compiled ignoring case."""
 # `://` with any of its characters percent-encoded, or none (the plain form then matches too,
 # as `URL_IN_TEXT` masks it: the same result).
 _SEPARATOR = r"(?:%3a|:)(?:%2f|/)(?:%2f|/)"
