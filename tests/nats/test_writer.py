@@ -8,8 +8,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import nats
 import pytest
+from nats.js import api
 
+from eventbus_core import Event
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
 
@@ -21,9 +24,8 @@ MakeBus = Callable[..., NatsEventBus]
 def test_a_batch_whose_acknowledgements_were_lost_lands_once(make_bus: MakeBus) -> None:
     bus = make_bus()
     bus.check(5)
-    js = bus._link.js
-    assert js is not None
-    real = js.publish_async
+    acks = bus._writer._sender._acks
+    real = acks.publish
     swallowed = 0
 
     async def lose_the_first_acks(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
@@ -36,7 +38,7 @@ def test_a_batch_whose_acknowledgements_were_lost_lands_once(make_bus: MakeBus) 
             return asyncio.get_running_loop().create_future()
         return future
 
-    js.publish_async = lose_the_first_acks  # type: ignore[method-assign]
+    acks.publish = lose_the_first_acks  # type: ignore[method-assign]
     bus._writer._sender._ack_timeout = 0.5
     for i in range(20):
         bus.publish(make_event(i))
@@ -79,20 +81,19 @@ def test_stop_confirms_events_whose_acknowledgements_were_not_back(
 ) -> None:
     bus = make_bus(max_msgs=0)
     sub = bus.subscribe()
-    js = bus._link.js
-    assert js is not None
-    real = js.publish_async
+    acks = bus._writer._sender._acks
+    real = acks.publish
 
     async def never_acknowledged(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         # Stored by the server, but the writer never hears back before stop's deadline.
         await real(*args, **kwargs)
         return asyncio.get_running_loop().create_future()
 
-    js.publish_async = never_acknowledged  # type: ignore[method-assign]
+    acks.publish = never_acknowledged  # type: ignore[method-assign]
     for i in range(30):
         bus.publish(make_event(i))
     assert not bus.flush(0.5)
-    js.publish_async = real  # type: ignore[method-assign]
+    acks.publish = real  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="eventbus"):
         bus.stop(0.0)
     s = bus.stats()
@@ -173,3 +174,36 @@ def test_an_event_larger_than_the_stream_is_counted_lost_not_written(
     stats = bus.stats()
     assert (stats.published, stats.lost, stats.extra["written"]) == (2, 1, 1)
     assert bus.describe()["messages"] == 1
+
+
+def test_an_event_the_stream_refuses_is_lost_and_the_writer_goes_on(
+    nats_url: str, names: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nats-py's publish_async never completes the future of a refused message (its reply
+    # handler raises the server's error instead of setting it), so a refusal looked like a
+    # missing acknowledgement: the event was sent again for ever, and the writer stalled
+    # behind it while the buffer filled and dropped everything after it.
+    async def operator_stream() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            config = api.StreamConfig(
+                name=names.stream, subjects=[names.subject], max_msg_size=1000
+            )
+            await nc.jetstream().add_stream(config)
+        finally:
+            await nc.close()
+
+    asyncio.run(operator_stream())
+    bus = NatsEventBus(nats_url, **names.kwargs(), buffer_size=1000)
+    try:
+        bus.publish(Event(request_id="big", status=200, response_body=b"x" * 3000))
+        for i in range(200):
+            bus.publish(make_event(i))
+        with caplog.at_level(logging.ERROR, logger="eventbus"):
+            assert bus.flush(20)
+        s = bus.stats()
+        assert (s.published, s.dropped, s.lost, s.extra["written"]) == (201, 0, 1, 200)
+        assert "refuses an event" in caplog.text
+        assert bus.describe()["messages"] == 200
+    finally:
+        bus.stop(5)

@@ -1,5 +1,5 @@
-"""`BatchSender`: sends encoded batches with JetStream's asynchronous publish and checks every
-acknowledgement, sending again what was not acknowledged until it is settled.
+"""`BatchSender`: sends encoded batches with JetStream's asynchronous publish (`PubAcks`) and
+checks every acknowledgement, sending again what was not acknowledged until it is settled.
 
 Each event carries `Nats-Msg-Id: <process id>-<n>`, so that an event sent again after all (its
 PubAck was lost, not the event) is dropped by the stream's duplicate window. Events without an
@@ -27,6 +27,7 @@ import nats.errors
 import nats.js.errors
 
 from eventbus_core import Backoff, Event, SettingsError, get_logger
+from eventbus_nats._acks import PubAcks
 from eventbus_nats._link import Link
 from eventbus_nats._options import safe_error
 
@@ -80,6 +81,7 @@ class BatchSender:
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
         self._next_id = 0
         self._backoff = Backoff()
+        self._acks = PubAcks()
         self._open: list[Batch] = []
         self._send_problem: BaseException | None = None  # why the last send() stopped short
         self.state = "idle"
@@ -145,10 +147,11 @@ class BatchSender:
                     # Before the await: a cancellation inside it may leave the event queued.
                     batch.tried[i] = True
                     try:
-                        batch.futures[i] = await js.publish_async(
+                        batch.futures[i] = await self._acks.publish(
+                            nc,
                             self._subject,
                             batch.payloads[i],
-                            headers={"Nats-Msg-Id": batch.ids[i]},
+                            {"Nats-Msg-Id": batch.ids[i]},
                         )
                     except nats.errors.MaxPayloadError:
                         log.error(
