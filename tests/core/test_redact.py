@@ -419,6 +419,8 @@ def test_credentials_in_urls_inside_bodies_never_reach_sinks(text: str, secret: 
         ("?r=https%3A%2F%2Fapp%2Fcb%3Ftoken%3DNeStTok6", "NeStTok6"),
         ("next=https%3A%2F%2Fapp%2Fcb%3Fa%3D1%26sig%3DNeStSig7%26b%3D2", "NeStSig7"),
         ('{"next": "https%3A%2F%2Fapp%2Fcb%3Fpassword%3DNeStPw8"}', "NeStPw8"),
+        ("?r=https%3A%2F%2Fapp%2Fcb%23access_token%3DFrAgTok9", "FrAgTok9"),  # a fragment's
+        ("?next=%2Fcb%3Fdb.password%3DDoTtEd10", "DoTtEd10"),
     ],
 )
 def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret: str) -> None:
@@ -461,6 +463,24 @@ def test_masked_json_text_stays_json_and_masks_the_whole_value(value: object) ->
     assert json.loads(masked)["note"] == "kept"
     body = Redactor().event(Event(request_body=text.encode())).request_body or b""
     assert b"SeKeSc1" not in body and json.loads(body)["note"] == "kept"
+
+
+def test_json_quoted_inside_a_string_is_masked_past_its_escaped_quotes() -> None:
+    # A tool call's `arguments` is JSON inside a JSON string: an escaped quote in a password
+    # there is `\\\"`, where the value was cut short and the rest of it shown.
+    inner = json.dumps({"password": 'in"ner SeKnEsT tail', "n": 1})
+    text = json.dumps({"arguments": inner, "note": "kept"})
+    masked = redact_text(text)
+    assert "SeKnEsT" not in masked and "tail" not in masked
+    assert json.loads(json.loads(masked)["arguments"]) == {"password": MASK, "n": 1}
+
+
+def test_a_masked_body_holding_an_escaped_lone_surrogate_stays_utf8() -> None:
+    # Re-encoded after the walk, "\udc80" became a lone surrogate that UTF-8 refuses: tail and
+    # replay stopped with an internal error at that event.
+    body = b'{"s": "\\udc80", "api_key": 1, "note": "x"}'
+    masked = Redactor().event(Event(request_body=body)).request_body or b""
+    assert json.loads(masked.decode("utf-8")) == {"s": "\udc80", "api_key": MASK, "note": "x"}
 
 
 def test_a_body_that_cannot_be_strict_json_once_masked_is_masked_whole() -> None:

@@ -132,16 +132,19 @@ _PAIR: Final = re.compile(
         | =\s*
       ))
     (?P<value>(?(seq)(?:\s*(?:"(?:[^"\\\r\n]|\\.)*"|'(?:[^'\\\r\n]|\\.)*')\s*,?)+
-      |(?(quote)(?(esc)(?(dq)(?:[^"\\\r\n]|\\(?!"))+|(?:[^'\\\r\n]|\\(?!'))+)
+      |(?(quote)(?(esc)(?(dq)(?:[^"\\\r\n]|\\\\\\"|\\\\|\\(?!"))+|(?:[^'\\\r\n]|\\\\\\'|\\\\|\\(?!'))+)
                      |(?(dq)(?:[^"\\\r\n]|\\.)+|(?:[^'\\\r\n]|\\.)+))
       |(?(colon)[^"'\r\n]+|[^"'\s,&;}}]*[^"'\s,&;}}:]))))
     """
 )
 # A query string inside a percent-encoded URL (`?next=https%3A%2F%2Fapp%2Fcb%3Ftoken%3D...`, what
-# `urlencode()` writes for a redirect URI): an encoded `?` or `&`, a short query credential name
-# or a credential name, an encoded `=`, then the value up to the next separator, encoded or not.
+# `urlencode()` writes for a redirect URI): an encoded `?`, `&`, `#` (a fragment's parameters,
+# where OAuth's implicit flow puts tokens) or `;`, a short query credential name or a credential
+# name (with words before it: `db.password`), an encoded `=`, then the value up to the next
+# separator, encoded or not.
 _ENCODED_QUERY_PAIR: Final = re.compile(
-    rf"(?i)(?P<head>%(?:3f|26)(?:{QUERY_NAMES_PATTERN}|{_SECRET_NAME}{_NAME_SUFFIX})%3d)"
+    rf"(?i)(?P<head>%(?:3f|26|23|3b)(?:{QUERY_NAMES_PATTERN}"
+    rf"|(?:[a-z0-9_.-]*[._-])?{_SECRET_NAME}{_NAME_SUFFIX})%3d)"
     r"""(?P<value>(?:[^&#\s"'<>%]|%(?!26|23)[0-9a-f]{2})+)"""
 )
 # A credential name anywhere in a text, in any letter case: a field name that is not ASCII
@@ -534,9 +537,15 @@ class Redactor:
         try:
             # Strict JSON: a number beyond a float (1e400) would come out as `Infinity`, which
             # Go's decoder (and any strict parser) refuses.
-            return json.dumps(walked, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            encoded = json.dumps(walked, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except ValueError:
             return MASK  # the walk masked something the text cannot show masked: all of it
+        if not encoded.isascii():
+            try:
+                encoded.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate the body escaped (`"\udc80"`)
+                return json.dumps(walked, separators=(",", ":"))
+        return encoded
 
     def _latin1_bytes(self, data: bytes) -> bytes:
         """`data`, which is not UTF-8 (one stray byte is enough: a Latin-1 `é`), with what the
