@@ -258,6 +258,22 @@ class TestStallsOnAFullSubscriber(Quick):
         return StallsOnAFullSubscriber(buffer_size)
 
 
+class SubscribesAtTheBuffersHead(QueueBus):
+    """A subscription starts at the first event still in the buffer, not after the last one
+    published: it gets events published before subscribe() (helper-99)."""
+
+    def subscribe(self, name=None):
+        sub = Subscription(self.buffer_size, name=name, on_close=self._remove)
+        with self._lock:
+            self._subs.append((sub, self._taken))
+        return sub
+
+
+class TestSubscribesAtTheBuffersHead(Quick):
+    def make_bus(self, buffer_size):
+        return SubscribesAtTheBuffersHead(buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -304,6 +320,7 @@ MUST_FAIL = {
     "TestOpenAfterStop": {"test_subscribe_after_stop_ends_at_once"},
     "TestRacyRefusals": {"test_refusals_from_many_threads_count_exactly"},
     "TestStallsOnAFullSubscriber": {"test_a_stuck_subscriber_does_not_hold_up_the_others"},
+    "TestSubscribesAtTheBuffersHead": {"test_only_events_published_after_subscribe_are_delivered"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus", "TestControlGuideQueueBusSlowWrite")
 
