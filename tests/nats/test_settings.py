@@ -349,6 +349,22 @@ def test_a_max_bytes_too_small_for_the_events_is_refused(
     assert NatsSettings().nats_max_bytes == 65536
 
 
+@pytest.mark.parametrize(
+    "variable",
+    ["EVENTBUS_NATS_MAX_AGE", "EVENTBUS_NATS_DUPLICATE_WINDOW", "EVENTBUS_NATS_ACK_WAIT"],
+)
+def test_a_duration_too_short_for_nats_is_refused(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1e-10 s became 0 ns: a stream keeping events for ever, a consumer with the server's 30 s.
+    monkeypatch.setenv(variable, "0.0000000001")
+    with pytest.raises(SettingsError, match=variable) as info:
+        NatsSettings()
+    assert "at least 0.001 s" in str(info.value)
+    monkeypatch.setenv(variable, "0.001")
+    NatsSettings()
+
+
 def test_a_wait_that_ran_out_never_shows_a_negative_time() -> None:
     # "--wait-for-backend 0.000000001" said "no answer ... within -1.43e-06 s" (an outside trial).
     import socket

@@ -39,6 +39,7 @@ MAX_STREAM_NAME: Final = _MAX_NAME - len(DEAD_SUFFIX)
 # JetStream's limits are int64 (durations in nanoseconds): larger values pass here and fail on
 # the server, at run time, with an error that names no variable.
 _SMALLEST_STREAM: Final = 65_536  # EVENTBUS_NATS_MAX_BYTES below this (0 aside) is refused
+_SHORTEST_DURATION: Final = 0.001  # seconds, as the Redis backend's TTL
 _INT64: Final = 2**63 - 1
 _SECONDS64: Final = _INT64 // 1_000_000_000
 
@@ -290,6 +291,19 @@ class NatsSettings(BaseSettings):
     @classmethod
     def _check_url(cls, value: RedactedURL) -> RedactedURL:
         return RedactedURL(",".join(check_servers(value)))
+
+    @field_validator("nats_max_age", "nats_duplicate_window", "nats_ack_wait", mode="after")
+    @classmethod
+    def _check_duration(cls, value: float) -> float:
+        # NATS keeps durations in whole nanoseconds: a sliver of a second became 0, which the
+        # server reads as no limit (max age) or its own default (ack wait: 30 s).
+        if 0 < value < _SHORTEST_DURATION:
+            raise ValueError(
+                f"{value!r} s is too short to mean anything to NATS (it keeps whole "
+                f"nanoseconds, and 0 means no limit or the server's default): give at least "
+                f"{_SHORTEST_DURATION} s"
+            )
+        return value
 
     @field_validator("nats_max_bytes", mode="after")
     @classmethod
