@@ -511,29 +511,31 @@ class Redactor:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return self._latin1_bytes(data)
-        cleaned = self._walked_json(self.text(text), text)
+        cleaned = self._json_body(text)
+        if cleaned is None:
+            cleaned = self.text(text)
         return data if cleaned == text else cleaned.encode("utf-8")
 
-    def _walked_json(self, masked: str, original: str) -> str:
-        """`masked` (`original` with the text rules applied) with what the walk of parsed JSON
-        masks beyond them: a number or an object under a credential name, a name in camelCase
-        (`secretKey`). Sinks get bodies walked so; `tail` and bodies masked at `publish()`
-        showed these as they were. Re-encoded only when the walk changed something, so a body
-        keeps its own spelling otherwise; and from `original` when the text rules left
-        something that no longer parses (they read text, not JSON)."""
-        if original.lstrip()[:1] not in ("{", "["):
-            return masked
+    def _json_body(self, text: str) -> str | None:
+        """A JSON body masked as sinks' payloads are, by the walk of the parsed JSON (a number
+        or an object under a credential name, camelCase names such as `secretKey`, every
+        string by the text rules): `text` itself when nothing is masked, else re-encoded
+        compactly. None when `text` is not JSON (the text rules then read it as text).
+
+        `tail` and bodies masked at `publish()` once got the text rules over the raw text
+        only, which showed what sinks mask; and those rules read text, not JSON, so an escape
+        could end a value too early and break the body."""
+        if text.lstrip()[:1] not in ("{", "["):
+            return None
         try:
-            value = json.loads(masked)
+            value = json.loads(text)
         except ValueError:
-            try:
-                value = json.loads(original)
-            except ValueError:
-                return masked  # not JSON to begin with
-            masked = ""  # re-encoded below, whatever the walk finds
+            return None
+        if not self._has_extra and needs_no_redaction(value):
+            return text  # the gate: the usual case, one pass over the serialised parts
         walked = self.json(value)
-        if masked and walked == value:
-            return masked
+        if walked == value:
+            return text
         try:
             # Strict JSON: a number beyond a float (1e400) would come out as `Infinity`, which
             # Go's decoder (and any strict parser) refuses.
