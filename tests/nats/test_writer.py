@@ -183,17 +183,15 @@ def test_an_event_the_stream_refuses_is_lost_and_the_writer_goes_on(
     # handler raises the server's error instead of setting it), so a refusal looked like a
     # missing acknowledgement: the event was sent again for ever, and the writer stalled
     # behind it while the buffer filled and dropped everything after it.
-    async def operator_stream() -> None:
+    async def operator_stream(**limits: Any) -> None:
         nc = await nats.connect(nats_url)
         try:
-            config = api.StreamConfig(
-                name=names.stream, subjects=[names.subject], max_msg_size=1000
-            )
+            config = api.StreamConfig(name=names.stream, subjects=[names.subject], **limits)
             await nc.jetstream().add_stream(config)
         finally:
             await nc.close()
 
-    asyncio.run(operator_stream())
+    asyncio.run(operator_stream(max_msg_size=1000))
     bus = NatsEventBus(nats_url, **names.kwargs(), buffer_size=1000)
     try:
         bus.publish(Event(request_id="big", status=200, response_body=b"x" * 3000))
@@ -205,5 +203,37 @@ def test_an_event_the_stream_refuses_is_lost_and_the_writer_goes_on(
         assert (s.published, s.dropped, s.lost, s.extra["written"]) == (201, 0, 1, 200)
         assert "refuses an event" in caplog.text
         assert bus.describe()["messages"] == 200
+    finally:
+        bus.stop(5)
+
+
+def test_a_full_stream_that_discards_new_events_refuses_them_for_good(
+    nats_url: str, names: Any
+) -> None:
+    # The server answers 503 with err_code 10077 ("maximum messages exceeded"): taken for a
+    # passing fault, the events were sent again tens of thousands of times, flush() never
+    # succeeded, and stop() called them unconfirmed ("the stream may hold them").
+    async def operator_stream() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            config = api.StreamConfig(
+                name=names.stream,
+                subjects=[names.subject],
+                max_msgs=20,
+                discard=api.DiscardPolicy.NEW,
+            )
+            await nc.jetstream().add_stream(config)
+        finally:
+            await nc.close()
+
+    asyncio.run(operator_stream())
+    bus = NatsEventBus(nats_url, **names.kwargs(), buffer_size=1000)
+    try:
+        for i in range(50):
+            bus.publish(make_event(i))
+        assert bus.flush(20)
+        s = bus.stats()
+        assert (s.published, s.lost, s.extra["written"]) == (50, 30, 20)
+        assert s.extra["unconfirmed"] == 0
     finally:
         bus.stop(5)

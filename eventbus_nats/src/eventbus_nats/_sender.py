@@ -38,6 +38,7 @@ log = get_logger("eventbus.nats")
 _YIELD_EVERY: Final = 64  # events queued between two chances for the flusher to send
 _MAX_REFUSALS: Final = 3  # a server that says no this often to one event means it
 _STREAM_NOT_FOUND: Final = 10059
+_STREAM_LIMIT_REACHED: Final = 10077  # a stream with discard=new, full
 _HALF_PENDING: Final = 4 * 1024 * 1024  # bytes queued in nats-py beyond which we do not add
 _CONFIRM_ROUND: Final = 0.2  # seconds confirm() waits for acknowledgements before asking again
 _CONFIRM_RETRY: Final = 0.02  # seconds between two attempts while the connection is down
@@ -323,5 +324,9 @@ def _stream_missing(exc: BaseException) -> bool:
 
 
 def _refused(exc: BaseException) -> bool:
-    """The server answered and said no for good (a bad request), not "not now"."""
-    return isinstance(exc, nats.js.errors.APIError) and exc.code == 400
+    """The server answered and said no for good, not "not now": a bad request (an event over
+    the stream's `max_msg_size`), or a stream at one of its limits that discards new messages
+    (503, err_code 10077: "maximum messages exceeded", "maximum bytes exceeded", per subject)."""
+    return isinstance(exc, nats.js.errors.APIError) and (
+        exc.code == 400 or exc.err_code == _STREAM_LIMIT_REACHED
+    )
