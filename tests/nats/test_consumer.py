@@ -92,7 +92,9 @@ def test_unacknowledged_entries_come_back_after_ack_wait(make_bus: MakeBus) -> N
     survivor = bus.consumer("g", "survivor", ack_wait=1.0)
     again = read_all(survivor, 3, timeout=15)
     assert sorted(d.event.log_id for d in again) == [1, 2, 3]
-    assert all(d.attempts == 2 for d in again)
+    # 2, or more when the server handed some back to "crashed" first (its read was still
+    # open, under load) before they came to the survivor.
+    assert all(d.attempts >= 2 for d in again)
     survivor.ack([d.token for d in again])
     assert survivor.figures()["redelivered"] == 3
     survivor.close()

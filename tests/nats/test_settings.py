@@ -363,6 +363,10 @@ def test_a_duration_too_short_for_nats_is_refused(
     assert "at least 0.001 s" in str(info.value)
     monkeypatch.setenv(variable, "0.001")
     NatsSettings()
+    # The same given in code, to the constructor (no server is asked).
+    argument = variable.removeprefix("EVENTBUS_NATS_").lower()
+    with pytest.raises(ValueError, match=f"{argument}: .*at least 0.001 s"):
+        NatsEventBus("nats://127.0.0.1:1", stream="T_SHORT", subject="t.short", **{argument: 1e-10})
 
 
 def test_a_wait_that_ran_out_never_shows_a_negative_time() -> None:

@@ -18,6 +18,7 @@ from eventbus_nats._settings import (
     NatsSettings,
     check_name,
     check_subject,
+    too_short_for_nats,
 )
 
 __all__ = ["StreamLayout", "subject_matches"]
@@ -74,6 +75,10 @@ class StreamLayout:
             raise ValueError(f"replicas must be 1 to 5, got {self.replicas!r}")
         if self.duplicate_window <= 0:
             raise ValueError(f"duplicate_window must be > 0 seconds, got {self.duplicate_window!r}")
+        for label in ("max_age", "duplicate_window"):
+            problem = too_short_for_nats(getattr(self, label))
+            if problem is not None:
+                raise ValueError(f"{label}: {problem}")
 
     @classmethod
     def from_settings(cls, settings: NatsSettings) -> StreamLayout:

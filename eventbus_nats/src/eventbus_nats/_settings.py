@@ -40,6 +40,20 @@ MAX_STREAM_NAME: Final = _MAX_NAME - len(DEAD_SUFFIX)
 # the server, at run time, with an error that names no variable.
 _SMALLEST_STREAM: Final = 65_536  # EVENTBUS_NATS_MAX_BYTES below this (0 aside) is refused
 _SHORTEST_DURATION: Final = 0.001  # seconds, as the Redis backend's TTL
+
+
+def too_short_for_nats(value: float) -> str | None:
+    """Why `value` seconds (> 0) is too short a duration for NATS, or None when it is not."""
+    # NATS keeps durations in whole nanoseconds: a sliver of a second became 0, which the
+    # server reads as no limit (max age) or its own default (ack wait: 30 s).
+    if 0 < value < _SHORTEST_DURATION:
+        return (
+            f"{value!r} s is too short to mean anything to NATS (it keeps whole nanoseconds, "
+            f"and 0 means no limit or the server's default): give at least {_SHORTEST_DURATION} s"
+        )
+    return None
+
+
 _INT64: Final = 2**63 - 1
 _SECONDS64: Final = _INT64 // 1_000_000_000
 
@@ -295,14 +309,9 @@ class NatsSettings(BaseSettings):
     @field_validator("nats_max_age", "nats_duplicate_window", "nats_ack_wait", mode="after")
     @classmethod
     def _check_duration(cls, value: float) -> float:
-        # NATS keeps durations in whole nanoseconds: a sliver of a second became 0, which the
-        # server reads as no limit (max age) or its own default (ack wait: 30 s).
-        if 0 < value < _SHORTEST_DURATION:
-            raise ValueError(
-                f"{value!r} s is too short to mean anything to NATS (it keeps whole "
-                f"nanoseconds, and 0 means no limit or the server's default): give at least "
-                f"{_SHORTEST_DURATION} s"
-            )
+        problem = too_short_for_nats(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("nats_max_bytes", mode="after")
