@@ -37,7 +37,7 @@ from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
 from eventbus_nats._options import ConnectOptions, tls_wanted_by
-from eventbus_nats._settings import NatsSettings, check_name, check_servers, too_short_for_nats
+from eventbus_nats._settings import NatsSettings, check_name, check_nats_duration, check_servers
 from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
 
@@ -117,9 +117,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                 "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
             )
         check_seconds("stop_timeout", stop_timeout)
-        problem = too_short_for_nats(ack_wait)
-        if problem is not None:
-            raise ValueError(f"ack_wait: {problem}")
+        check_nats_duration(ack_wait, "ack_wait")
         if not ack_wait > 0 or not math.isfinite(ack_wait) or max_deliveries < 1 or max_batch < 1:
             raise ValueError(
                 "need a finite ack_wait > 0, max_deliveries >= 1 and max_batch >= 1; "

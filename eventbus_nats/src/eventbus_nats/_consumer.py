@@ -32,7 +32,7 @@ from eventbus_core import Backoff, Delivery, Event, SettingsError, WireFormatErr
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
-from eventbus_nats._settings import check_name, too_short_for_nats
+from eventbus_nats._settings import check_name, check_nats_duration
 
 __all__ = ["GroupConsumer", "default_consumer_name"]
 
@@ -74,9 +74,7 @@ class GroupConsumer:
         max_ack_pending: int = 10_000,
         on_close: Callable[[GroupConsumer], None] | None = None,
     ) -> None:
-        problem = too_short_for_nats(ack_wait)
-        if problem is not None:
-            raise ValueError(f"ack_wait: {problem}")
+        check_nats_duration(ack_wait, "ack_wait")
         if batch_size < 1 or max_deliveries < 1 or ack_wait <= 0 or max_ack_pending < 1:
             raise ValueError(
                 "need batch_size >= 1, max_deliveries >= 1, ack_wait > 0 and "

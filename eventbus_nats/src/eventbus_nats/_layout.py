@@ -17,8 +17,8 @@ from eventbus_nats._settings import (
     MAX_STREAM_NAME,
     NatsSettings,
     check_name,
+    check_nats_duration,
     check_subject,
-    too_short_for_nats,
 )
 
 __all__ = ["StreamLayout", "subject_matches"]
@@ -75,10 +75,8 @@ class StreamLayout:
             raise ValueError(f"replicas must be 1 to 5, got {self.replicas!r}")
         if self.duplicate_window <= 0:
             raise ValueError(f"duplicate_window must be > 0 seconds, got {self.duplicate_window!r}")
-        for label in ("max_age", "duplicate_window"):
-            problem = too_short_for_nats(getattr(self, label))
-            if problem is not None:
-                raise ValueError(f"{label}: {problem}")
+        check_nats_duration(self.max_age, "max_age")
+        check_nats_duration(self.duplicate_window, "duplicate_window")
 
     @classmethod
     def from_settings(cls, settings: NatsSettings) -> StreamLayout:

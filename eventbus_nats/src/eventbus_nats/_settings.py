@@ -42,16 +42,18 @@ _SMALLEST_STREAM: Final = 65_536  # EVENTBUS_NATS_MAX_BYTES below this (0 aside)
 _SHORTEST_DURATION: Final = 0.001  # seconds, as the Redis backend's TTL
 
 
-def too_short_for_nats(value: float) -> str | None:
-    """Why `value` seconds (> 0) is too short a duration for NATS, or None when it is not."""
+def check_nats_duration(value: float, label: str = "") -> float:
+    """`value` seconds, refused (`ValueError`, prefixed with `label`) when it is above 0 yet too
+    short a duration for NATS to keep."""
     # NATS keeps durations in whole nanoseconds: a sliver of a second became 0, which the
     # server reads as no limit (max age) or its own default (ack wait: 30 s).
     if 0 < value < _SHORTEST_DURATION:
-        return (
-            f"{value!r} s is too short to mean anything to NATS (it keeps whole nanoseconds, "
-            f"and 0 means no limit or the server's default): give at least {_SHORTEST_DURATION} s"
+        raise ValueError(
+            f"{label}{': ' if label else ''}{value!r} s is too short to mean anything to NATS "
+            f"(it keeps whole nanoseconds, and 0 means no limit or the server's default): give "
+            f"at least {_SHORTEST_DURATION} s"
         )
-    return None
+    return value
 
 
 _INT64: Final = 2**63 - 1
@@ -309,10 +311,7 @@ class NatsSettings(BaseSettings):
     @field_validator("nats_max_age", "nats_duplicate_window", "nats_ack_wait", mode="after")
     @classmethod
     def _check_duration(cls, value: float) -> float:
-        problem = too_short_for_nats(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+        return check_nats_duration(value)
 
     @field_validator("nats_max_bytes", mode="after")
     @classmethod
