@@ -601,17 +601,21 @@ class Redactor:
         `headers` itself when nothing changes."""
         if headers is None:
             return None
-        extra = self.extra_headers
         out: dict[str, list[str]] = {}
         changed = False
         for name, values in headers.items():
-            if is_credential_header(name) or name.lower() in extra:
+            if self._masks_header(name):
                 out[name] = [MASK for _ in values]
                 changed = True
             else:
                 out[name] = cleaned = [self.text(v) for v in values]
                 changed = changed or cleaned != list(values)
         return out if changed else headers
+
+    def _masks_header(self, name: str) -> bool:
+        """Whether header `name`'s values are masked: a credential header, or one of
+        `extra_headers`."""
+        return is_credential_header(name) or name.lower() in self.extra_headers
 
     def json(self, value: Any) -> Any:
         """Return a copy of parsed JSON with credential-named fields and key strings masked.
@@ -769,7 +773,7 @@ class Redactor:
         for name, v in headers.items():
             masked = known.get(name)
             if masked is None:
-                masked = is_credential_header(name) or name.lower() in extra
+                masked = self._masks_header(name)
                 if type(name) is str and len(known) < _HEADER_NAMES_KEPT:
                     # Names that are plain str only, as for a payload's fields. The set first:
                     # another thread that finds the name known must find it among the masked.
@@ -786,7 +790,7 @@ class Redactor:
     def _header_dict(self, headers: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, v in headers.items():
-            if is_credential_header(name) or name.lower() in self.extra_headers:
+            if self._masks_header(name):
                 out[name] = [MASK for _ in v] if isinstance(v, list) else MASK
             else:
                 out[name] = self.json(v)
