@@ -99,7 +99,7 @@ class StopWatchdog:
                             f"the stop has not ended {self._stop_bound + _MARGIN:g} s after the "
                             "signal"
                         )
-                    elif bytes([byte]) == _INT:
+                    elif byte == _INT[0]:
                         deadline = min(deadline, time.monotonic() + _SECOND_CTRL_C_GRACE)
                         why = "a second Ctrl-C, and the event loop has not answered it"
                         code = _EXIT_INTERRUPTED
