@@ -421,6 +421,16 @@ def test_credentials_in_urls_inside_bodies_never_reach_sinks(text: str, secret: 
         ('{"next": "https%3A%2F%2Fapp%2Fcb%3Fpassword%3DNeStPw8"}', "NeStPw8"),
         ("?r=https%3A%2F%2Fapp%2Fcb%23access_token%3DFrAgTok9", "FrAgTok9"),  # a fragment's
         ("?next=%2Fcb%3Fdb.password%3DDoTtEd10", "DoTtEd10"),
+        # Encoded twice: the redirect URI inside an encoded redirect URI.
+        ("?r=https%3A%2F%2Fapp%2Fcb%3Fr%3Dhttps%253A%252F%252Fu%253ATwIcE11%2540h", "TwIcE11"),
+        ("next=https%253A%252F%252Fuser%253ATwIcE12%2540host%252Fx", "TwIcE12"),
+        ("see https%253A//user%253ATwIcE13%2540host", "TwIcE13"),
+        ("see redis%253A%252F%252FTwIcE14tok%2540cache", "TwIcE14tok"),
+        (
+            "?r=https%3A%2F%2Fa%2Fcb%3Fn%3Dhttps%253A%252F%252Fb%252F%253Ftoken%253DTwIcE15",
+            "TwIcE15",
+        ),
+        ("see https%253A%252F%252Fb%252Fcb%2526password%253DTwIcE16", "TwIcE16"),
     ],
 )
 def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret: str) -> None:
@@ -445,6 +455,8 @@ def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret
         "q=Bearer%20bonds%20explained",
         "mailto%3Abob%40example.com",
         "?q=discount%3D20%25&next=%2Fcb%3Fpage%3D2",
+        "next=https%253A%252F%252Fhost%252Fusers%252F%2540me%253Fpage%253D2",
+        "q=50%25%40x%253Dy",
     ):
         assert redactor.text(plain) == plain
 

@@ -23,6 +23,7 @@ from eventbus_core.redact import _gate, _redact
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR_BYTES
 from eventbus_core.redact._redact import MASK
+from eventbus_core.redact._secrets import ENCODED_URL_IN_TEXT
 
 # ------------------------------------------------------------- the gate as it was before
 
@@ -54,6 +55,10 @@ _SCANS_NAME = [
 
 # Credentials in URLs, added to the rules after the scans were replaced: the one scan for them.
 _SCAN_URL = re.compile(rb"[a-z][a-z0-9+.-]*://[^/\s:@]*(?::[^/\s@]*)?@", re.IGNORECASE)
+# The same percent-encoded (once or twice), added later: the rule's own pattern, over the bytes;
+# and an encoded `=`, where an encoded URL's query string may hold a credential.
+_SCAN_ENCODED_URL = re.compile(ENCODED_URL_IN_TEXT.pattern.encode("ascii"), re.IGNORECASE)
+_ENCODED_EQUALS = (b"%3d", b"%253d")
 
 
 def scans_verdict(value: Any) -> bool:
@@ -64,11 +69,13 @@ def scans_verdict(value: Any) -> bool:
         return False
     if not blob.isascii() and any(c.encode() in blob for c in SPECIAL_CASE_CHARS):
         return False
-    if any(p.search(blob) for p in _SCANS_KEY) or _SCAN_URL.search(blob):
+    if any(p.search(blob) for p in (*_SCANS_KEY, _SCAN_URL, _SCAN_ENCODED_URL)):
         return False
     if b"=" in blob and QUERY_PAIR_BYTES.search(blob) is not None:
         return False
     low = blob.lower()
+    if any(equals in low for equals in _ENCODED_EQUALS):
+        return False
     return not any(p.search(low) for p in _SCANS_NAME)
 
 
@@ -161,6 +168,13 @@ def _secret_text(rng: random.Random) -> str:
             "postgres://admin:plainpass42@db:5432/app",  # a password no key pattern knows
             "redis://s3cr3tt0ken@cache:6379",  # a lone token in the user part
             "see https://docs.example.com/a:b and mail ops@example.com",  # no credential
+            # percent-encoded, once (urlencode's, quote's) or twice (a redirect URI inside one)
+            "next=https%3A%2F%2Fuser%3AplainPw42%40host%2Fcb",
+            "see https%3A//tok3nOnly%40host",
+            "see https%253A%252F%252Fuser%253AtwicePw42%2540host",
+            "see redis%253A//user%253AtwicePw43%2540host",
+            "see https%253A%252F%252Fapp%252Fcb%253Ftoken%253DtwiceTok44",
+            "see https%253A%252F%252Fhost%252Fusers%252F%2540me",  # no credential
             secret[: rng.randint(1, len(secret))],  # cut off, as a truncated body is
             json.dumps({name: secret})[: rng.randint(1, 30)],
             # split by an escape: the walk sees the text as it is, backslash and all

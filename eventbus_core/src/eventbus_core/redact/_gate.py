@@ -31,11 +31,13 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   and `:`, and its password whitespace and `/`; escaping turns a character into ASCII that the
   pattern allows; and a byte pattern's `\\s` is ASCII only.
 - The same with separators percent-encoded (`scheme%3A%2F%2Fuser%3Apassword%40`, `%3A//`,
-  `://user:password%40`; `_secrets.ENCODED_URL_IN_TEXT`): behind the hints `://`, `%3a%2f%2f`
-  and `%3a//`, tried the same way, ignoring case as the rule does. (Its `%3A%2F/` and `%3A/%2F`
-  spellings, which no encoder writes, are not hinted.)
+  `://user:password%40`; `_secrets.ENCODED_URL_IN_TEXT`), or encoded twice (`%253A%252F%252F`,
+  `%253A//`): behind the hints `://`, `%3a%2f%2f`, `%3a//`, `%253a%252f%252f` and `%253a//`,
+  tried the same way, ignoring case as the rule does. (Spellings no encoder writes, which mix
+  the forms, such as `%3A%2F/` or `%253A%2F%2F`, are not hinted.)
 - A query string inside an encoded URL (`%3Ftoken%3D...`, `_redact._ENCODED_QUERY_PAIR`): every
-  match holds an encoded `=`, so a part holding `%3d` (the hint) is not judged here.
+  match holds an encoded `=` (`%3d`, or `%253d` encoded twice), so a part holding either hint is
+  not judged here.
 - A body the transformer kept as base64 (`{"base64": ...}`, not UTF-8) hides its text from
   every hint: a part holding the key `base64` is not judged here (the walk decodes it).
 - Anything orjson does not serialise as plain JSON (subclasses, dataclasses, datetimes, keys
@@ -167,8 +169,12 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"://",), _url_credentials),
     ((b"%3a%2f%2f",), _encoded_url_credentials(9)),
     ((b"%3a//",), _encoded_url_credentials(5)),
-    # An encoded `=`: a query string inside an encoded URL (`%3Ftoken%3D...`) may follow.
-    ((b"%3d",), None),
+    # Encoded twice: a URL inside a query value of a URL that is itself a query value.
+    ((b"%253a%252f%252f",), _encoded_url_credentials(15)),
+    ((b"%253a//",), _encoded_url_credentials(7)),
+    # An encoded `=` (once or twice): a query string inside an encoded URL (`%3Ftoken%3D...`)
+    # may follow.
+    ((b"%3d", b"%253d"), None),
     ((b"key",), _key_name),
     ((b"secret", b"cookie", b"headers", b"password", b"passwd", b"authorization"), None),
     # A body kept as base64 (not UTF-8): its text is hidden from every hint; the walk decodes it.

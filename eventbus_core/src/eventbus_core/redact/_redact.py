@@ -142,10 +142,12 @@ _PAIR: Final = re.compile(
 # where OAuth's implicit flow puts tokens) or `;`, a short query credential name or a credential
 # name (with words before it: `db.password`), an encoded `=`, then the value up to the next
 # separator, encoded or not.
+# Each encoded separator may be encoded twice (`%253F`, `%253D`: the redirect URI of a URL that
+# is itself a query value).
 _ENCODED_QUERY_PAIR: Final = re.compile(
-    rf"(?i)(?P<head>%(?:3f|26|23|3b)(?:{QUERY_NAMES_PATTERN}"
-    rf"|(?:[a-z0-9_.-]*[._-])?{_SECRET_NAME}{_NAME_SUFFIX})%3d)"
-    r"""(?P<value>(?:[^&#\s"'<>%]|%(?!26|23)[0-9a-f]{2})+)"""
+    rf"(?i)(?P<head>%(?:25)?(?:3f|26|23|3b)(?:{QUERY_NAMES_PATTERN}"
+    rf"|(?:[a-z0-9_.-]*[._-])?{_SECRET_NAME}{_NAME_SUFFIX})%(?:25)?3d)"
+    r"""(?P<value>(?:[^&#\s"'<>%]|%(?!(?:25)?(?:26|23))[0-9a-f]{2})+)"""
 )
 # A credential name anywhere in a text, in any letter case: a field name that is not ASCII
 # (whose `lower()` may shift positions) is judged by it alone, which can only mask more.
@@ -464,7 +466,8 @@ class Redactor:
             text = _masked_pairs(text, lowered)
         if "=" in text and has_query_pair(text):
             text = QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
-        if "%3D" in text or "%3d" in text:  # `%3Ftoken%3D...` in an encoded URL
+        # `%3Ftoken%3D...` in an encoded URL (`%253F...%253D` in one encoded twice)
+        if "%3D" in text or "%3d" in text or "%253D" in text or "%253d" in text:
             text = _ENCODED_QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
         # `?api%5Fkey=`, `api_key[]=`: a name holding `%XX` or ending in `]` (`_encoded_names`)
         if "=" in text and ("%" in text or "]=" in text):
@@ -505,6 +508,7 @@ class Redactor:
             or (b"://" in data and b"@" in data)
             or b"%40" in data  # a percent-encoded URL (`may_hold_encoded_url`)
             or (b"%3" in data and (b"@" in data or b"%3D" in data or b"%3d" in data))
+            or b"%25" in data  # encoded twice: `%2540`, `%253D`
         ):
             return data  # the usual case on the publish path: no decoding, no copy
         try:

@@ -33,17 +33,21 @@ URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)" + URL_CREDENTIALS, re.IGNOREC
 """`scheme://user[:password]@`: what `mask_url_credentials` masks (the gate searches it too)."""
 
 
+# A percent sign, or one encoded once more (`%25`): a URL inside a query value of a URL that
+# is itself inside a query value (`%253A`, `%2540`) is encoded twice.
+_PCT = r"%(?:25)?"
 ENCODED_URL_CREDENTIALS = (
-    r"((?:[^\s%&?#/:@]|%(?!3a|40|2f)[0-9a-f]{2})*)"
-    r"(?:(%3a|:)((?:[^\s%&?#/]|%(?!2f)[0-9a-f]{2})*))?(%40|@)"
+    rf"((?:[^\s%&?#/:@]|%(?!(?:25)?(?:3a|40|2f))[0-9a-f]{{2}})*)"
+    rf"(?:({_PCT}3a|:)((?:[^\s%&?#/]|%(?!(?:25)?2f)[0-9a-f]{{2}})*))?({_PCT}40|@)"
 )
 """`URL_CREDENTIALS` with any of its separators percent-encoded, as a URL is inside a query value
 or a form field (`?next=https%3A%2F%2Fuser%3Apw%40host`, what `urlencode` writes; `quote()`
 keeps the `/`): user, `:` or `%3A` and password up to the last `@` or `%40` (as `URL_CREDENTIALS`),
-neither holding a `/` or `%2F` (past it, an `@` is in the path); compiled ignoring case."""
+neither holding a `/` or `%2F` (past it, an `@` is in the path); compiled ignoring case. Each
+encoded separator may be encoded twice (`%253A`, `%2540`, `%252F`)."""
 # `://` with any of its characters percent-encoded, or none (the plain form then matches too,
 # as `URL_IN_TEXT` masks it: the same result).
-_SEPARATOR = r"(?:%3a|:)(?:%2f|/)(?:%2f|/)"
+_SEPARATOR = rf"(?:{_PCT}3a|:)(?:{_PCT}2f|/)(?:{_PCT}2f|/)"
 ENCODED_URL_IN_TEXT = re.compile(
     r"([a-z][a-z0-9+.-]*" + _SEPARATOR + ")" + ENCODED_URL_CREDENTIALS, re.I
 )
@@ -51,8 +55,12 @@ ENCODED_URL_IN_TEXT = re.compile(
 
 def may_hold_encoded_url(text: str) -> bool:
     """False when `text` cannot hold an encoded match of `ENCODED_URL_IN_TEXT` (substring
-    tests: an encoded `@`, or an encoded `:` and a plain `@`)."""
-    return "%40" in text or (("%3A" in text or "%3a" in text) and "@" in text)
+    tests: an encoded `@`, once or twice, or an encoded `:` and a plain `@`)."""
+    return (
+        "%40" in text
+        or "%2540" in text
+        or (("%3A" in text or "%3a" in text or "%253A" in text or "%253a" in text) and "@" in text)
+    )
 
 
 def mask_url_credentials(text: str, mask: str) -> str:
