@@ -193,6 +193,50 @@ def test_an_existing_stream_that_does_not_take_the_subject_is_a_settings_error(
     assert bus.describe()["messages"] == 1  # nothing of the mismatched bus's went there
 
 
+@pytest.mark.parametrize("retention", ["workqueue", "interest"])
+def test_an_existing_stream_that_deletes_consumed_messages_is_a_settings_error(
+    retention: str,
+    env: None,
+    make_bus: Callable[..., NatsEventBus],
+    names: Names,
+    nats_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A work-queue stream was used as it was: `tail` retried for ever ("consumer in pull mode
+    # requires ack policy"), and what one consumer group took, the others never saw.
+    import asyncio
+
+    import nats
+    from nats.js import api
+
+    async def make_stream() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().add_stream(
+                api.StreamConfig(
+                    name=names.stream,
+                    subjects=[names.subject],
+                    retention=api.RetentionPolicy(retention),
+                )
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(make_stream())
+    argvs = (["stats"], ["tail", "-n", "1"], ["replay", "--dry-run"])
+    for err in errors_of_exit_2(argvs, capsys):
+        assert f"NATS stream {names.stream} exists with retention '{retention}'" in err, err
+        assert "EVENTBUS_NATS_STREAM" in err and "retention 'limits'" in err
+    bus = make_bus()
+    for i in range(3):
+        bus.publish(make_event(i))
+    assert not bus.flush(1)
+    bus.stop(1)
+    stats = bus.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (3, 3, 0)
+    assert f"retention '{retention}'" in stats.extra["last_error"]
+
+
 def test_replicas_a_single_server_cannot_keep_end_every_command_with_exit_2(
     env: None,
     monkeypatch: pytest.MonkeyPatch,

@@ -103,8 +103,21 @@ class StreamLayout:
 
     def mismatch(self, info: api.StreamInfo, *, dead: bool = False) -> str | None:
         """Why the existing stream `info` cannot be this layout's event (or dead-letter) stream,
-        or None if it can: it must take the subject the bus publishes on. (Otherwise events go
-        to whichever stream takes that subject, or to none, and LogIDs are another stream's.)"""
+        or None if it can: it must keep messages by limits, and take the subject the bus
+        publishes on. (A work-queue or interest stream deletes a message once consumers have
+        acknowledged it, or at once when none is interested: `tail`, `replay` and a second
+        consumer group would find nothing, and the server refuses their consumers. A stream not
+        taking the subject leaves events to whichever stream takes it, or to none, and LogIDs
+        are another stream's.)"""
+        retention = info.config.retention  # nats-py leaves it a str: compare as one
+        if retention is not None and retention != api.RetentionPolicy.LIMITS.value:
+            return (
+                f"NATS stream {info.config.name} exists with retention {str(retention)!r}, "
+                "which deletes messages once they are consumed; eventbus reads its streams "
+                "more than once (consumer groups, tail, replay) and needs retention 'limits': "
+                "set EVENTBUS_NATS_STREAM to a stream of this bus's own (created when missing), "
+                f"or recreate {info.config.name} with retention 'limits'"
+            )
         subject = self.dead_subject if dead else self.subject
         subjects = list(info.config.subjects or [])
         if any(subject_matches(pattern, subject) for pattern in subjects):
