@@ -781,3 +781,18 @@ def test_connection_errors_while_down_are_one_warning_a_while(
     link.call(link._on_error(ConnectionResetError(104, "reset")), 2.0)
     assert "other error(s)" not in caplog.records[-1].getMessage()
     assert caplog.records[-1].levelname == "WARNING"
+
+
+def test_a_request_that_times_out_first_is_reported_with_the_time_it_took(
+    make_bus: Callable[..., NatsEventBus],
+) -> None:
+    # A JetStream request's own timeout (5 s) ends a describe() against a frozen server first;
+    # the error said "within 10.0 s", the wait that had not run out.
+    bus = make_bus()
+
+    async def times_out() -> None:
+        raise TimeoutError("nats: timeout")
+
+    with pytest.raises(TimeoutError, match=r"within 0\.\d s") as raised:
+        bus._link.call(times_out(), 10.0)
+    assert "10.0" not in str(raised.value)

@@ -421,6 +421,7 @@ class Link:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("Link.call() from the link's own thread would deadlock")
+        started = time.monotonic()
         try:
             future = self.submit(asyncio.wait_for(coro, timeout))
         except LinkClosed:  # submit() closed the wrapper; `coro` too: no "never awaited"
@@ -429,8 +430,13 @@ class Link:
         try:
             return future.result(timeout + 0.5)
         except concurrent.futures.TimeoutError:
+            # This wait's own, or the request's (a JetStream call's shorter timeout, raised as
+            # the same TimeoutError): say how long it really was.
             future.cancel()
-            raise TimeoutError(f"no answer from NATS at {self.where} within {timeout} s") from None
+            waited = time.monotonic() - started
+            raise TimeoutError(
+                f"no answer from NATS at {self.where} within {waited:.1f} s"
+            ) from None
         except concurrent.futures.CancelledError:
             raise LinkClosed(f"the NATS connection {self.name} was closed meanwhile") from None
 
