@@ -123,6 +123,10 @@ def test_a_misspelt_variable_is_warned_about_naming_the_setting_it_resembles(
     for other in ("REDIS_HOST", "REDIS_OM_URL", "NATS_NKEY", "NATS_CLUSTER", "LLM_PROXY_PORT"):
         monkeypatch.setenv(other, "x")
     monkeypatch.setenv("EVENTBUS_SINK_JSONL_PTH", "x")  # a sink option: the sink refuses it
+    # Sink options that are right, however close to a core setting (EVENTBUS_STOP_TIMEOUT,
+    # EVENTBUS_OTLP_CAPTURE_CONTENT): they were called ignored, and worked.
+    monkeypatch.setenv("EVENTBUS_SINK_OTLP_TIMEOUT", "1")
+    monkeypatch.setenv("EVENTBUS_SINK_OTLP_CAPTURE_CONTENT", "true")
     monkeypatch.setenv("EVENTBUS_TEST_REDIS_URL", "redis://h")  # the tests' own
     caplog.set_level(logging.WARNING, logger="eventbus")
     EventBusSettings()

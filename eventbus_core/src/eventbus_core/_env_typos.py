@@ -27,6 +27,8 @@ log = get_logger("eventbus")
 _PREFIXES: Final = ("EVENTBUS_", "LLM_PROXY_EVENT", "OBSERVABILITY_")
 # Read by tests and benchmarks.
 _NOT_SETTINGS: Final = ("EVENTBUS_TEST_", "EVENTBUS_BENCH_")
+# `EVENTBUS_SINK_<NAME>_<KEY>`: a sink's option (`_sink.sink_options_from_env`).
+_SINK_OPTION: Final = "EVENTBUS_SINK_"
 # How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
 # ten or more, a separator left out; not a different word (REDIS_HOST against REDIS_ADDR).
 _CLOSE: Final = 0.85
@@ -40,12 +42,17 @@ def misspelt_settings(environ: Iterable[str], known: Iterable[str]) -> list[tupl
     eventbus's prefixes, is not one of `known` and is close to one (case ignored, as settings
     are read)."""
     names = {name.upper() for name in known}
+    # A sink's option (`EVENTBUS_SINK_OTLP_TIMEOUT`) is compared with core's own `EVENTBUS_SINK_*`
+    # settings only: against all of them it resembled EVENTBUS_STOP_TIMEOUT, and a working
+    # option was called ignored. The selected sink refuses an option it does not know.
+    sink_names = [name for name in names if name.startswith(_SINK_OPTION)]
     found = []
     for variable in environ:
         upper = variable.upper()
         if upper in names or not upper.startswith(_PREFIXES) or upper.startswith(_NOT_SETTINGS):
             continue
-        close = difflib.get_close_matches(upper, names, n=1, cutoff=_CLOSE)
+        candidates = sink_names if upper.startswith(_SINK_OPTION) else names
+        close = difflib.get_close_matches(upper, candidates, n=1, cutoff=_CLOSE)
         if close:
             found.append((variable, close[0]))
     return found
