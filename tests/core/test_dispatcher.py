@@ -850,6 +850,46 @@ def test_a_sink_that_never_ends_does_not_hold_the_stop(
         assert "did not end within" in caplog.text
 
 
+@pytest.mark.parametrize("fault", ["thread-never-returns", "swallows-cancellation"])
+def test_a_sink_that_never_ends_does_not_hold_stop_of_a_started_dispatcher(fault: str) -> None:
+    # Dispatcher.start() ran asyncio.run(), which waits without end for such a sink: stop()
+    # returned False after 7 s and the thread never ended (trial 103); the docs promise the
+    # bounds `eventbus dispatch` keeps.
+    import threading
+
+    forever = threading.Event()
+    holding = threading.Event()
+
+    class NeverEnding(RecordingSink):
+        async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+            holding.set()
+            if fault == "thread-never-returns":
+                await asyncio.to_thread(forever.wait)
+                return
+            while True:  # a plugin's bug: it swallows every cancellation
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    continue
+
+    dispatcher = Dispatcher(
+        ListSource(make_events(5)),
+        [NeverEnding("stuck")],
+        batch_size=5,
+        flush_interval=0.01,
+        shutdown_timeout=0.2,
+    )
+    try:
+        dispatcher.start()
+        assert holding.wait(10)
+        started = time.monotonic()
+        assert dispatcher.stop(timeout=15)
+        assert time.monotonic() - started < 8  # shutdown 0.2 s, then each bound 2 s at most
+    finally:
+        forever.set()  # let the thread of this test go
+    assert dispatcher.stats().sinks["stuck"].requeued == 5
+
+
 async def test_a_sink_error_with_counts_broken_after_construction_leaves_the_sink_working() -> None:
     # A NaN retry_after slept for ever (a stop that never ended); a float `delivered` killed
     # the sink's worker, every later event piling up in its queue. Set on the error after its

@@ -18,7 +18,13 @@ from typing import Any, Self
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import add_patterns, get_logger, scrub
-from eventbus_core._overrun import CANCEL_GRACE, STOP_MARGIN, call_bounded_async, cancel_bounded
+from eventbus_core._overrun import (
+    CANCEL_GRACE,
+    STOP_MARGIN,
+    call_bounded_async,
+    cancel_bounded,
+    run_bounded,
+)
 from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_problem
@@ -438,11 +444,15 @@ class Dispatcher:
     # --------------------------------------------------------------------- from sync code
 
     def start(self) -> None:
-        """Run the dispatcher in a background thread with its own event loop."""
+        """Run the dispatcher in a background thread with its own event loop.
+
+        The loop ends as `eventbus dispatch`'s does (`run_bounded`): a sink's task that swallows
+        its cancellation, or a thread it started that never returns, cannot keep `stop()` from
+        ending the thread (`asyncio.run` would wait for them without end)."""
         if self._thread is not None:
             raise RuntimeError("dispatcher already started")
         self._thread = threading.Thread(
-            target=asyncio.run, args=(self.run(),), name="eventbus-dispatcher", daemon=True
+            target=run_bounded, args=(self.run(),), name="eventbus-dispatcher", daemon=True
         )
         self._thread.start()
 
