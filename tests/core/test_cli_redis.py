@@ -376,3 +376,64 @@ def test_tail_and_replay_print_redacted_events_unless_told_not_to(
     raw = capsys.readouterr().out
     assert all(s in raw for s in ("QUERYSECRET", "HEADERSECRET")), raw
     assert Event.from_json(raw.splitlines()[0]).response_body.startswith(b"\x1f\x8b")
+
+
+class _FlakySink:
+    """Stores the first half of each new batch, then fails with a transient error saying so;
+    refuses LogID 3 alone (a permanent error about that one event)."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.stored: list[int] = []
+        self.calls = 0
+
+    async def send(self, batch: Any) -> None:
+        from eventbus_core import PermanentSinkError, TransientSinkError
+
+        self.calls += 1
+        ids = [p["log_id"] for p in batch]
+        if ids[0] == 3:
+            raise PermanentSinkError("HTTP 400 for the first event", refused=1)
+        if len(ids) > 1 and self.calls % 2:
+            half = len(ids) // 2
+            self.stored += ids[:half]
+            raise TransientSinkError("HTTP 503", delivered=half, retry_after=0)
+        self.stored += ids
+
+    async def close(self) -> None:
+        pass
+
+
+def test_replay_to_a_sink_keeps_what_it_stored_retries_and_names_what_failed(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Replay counted a whole batch failed on any error: 0 replayed where the sink had stored
+    # 60 of 120, no retry of a transient error, and no LogIDs to narrow a rerun (trial 103).
+    from eventbus_core import hookimpl
+    from eventbus_core._plugins import get_registry, reset_registry
+
+    sink = _FlakySink()
+
+    class Plugin:
+        @hookimpl
+        def eventbus_register_sinks(self, register: Any) -> None:
+            register("flaky", lambda settings, options: sink)
+
+    reset_registry()
+    try:
+        get_registry().register_plugin(Plugin(), "flaky")
+        publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
+        code = main(["replay", "--from-id", "1", "--sink", "flaky", "--batch-size", "4"])
+    finally:
+        reset_registry()
+    err = capsys.readouterr().err
+    assert code == 1  # one event failed
+    assert sorted(sink.stored) == [1, 2, 4, 5, 6, 7, 8, 9, 10]  # each once, 3 refused alone
+    assert "replayed 9 event(s) from the log to sink flaky; 1 failed" in err, err
+    # Tried twice: in its batch (whose first two were stored), then first of the rest.
+    assert "sink flaky failed for 1 event(s), LogID 3, after 2 attempt(s): HTTP 400" in err

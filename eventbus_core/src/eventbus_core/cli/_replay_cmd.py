@@ -15,11 +15,18 @@ import argparse
 import asyncio
 import re
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eventbus_core._bus import EventBus
+from eventbus_core._errors import (
+    PermanentSinkError,
+    TransientSinkError,
+    refused_alone,
+    stored_before_failing,
+)
 from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._settings import EventBusSettings
@@ -39,7 +46,11 @@ from eventbus_core.cli._printing import printable
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 from eventbus_core.dispatch._payload import PayloadPreparer
-from eventbus_core.dispatch._setup import build_sinks, redactor_from_settings
+from eventbus_core.dispatch._setup import (
+    build_sinks,
+    redactor_from_settings,
+    retry_policy_from_settings,
+)
 from eventbus_core.redact._redact import NO_REDACTION, Redactor
 
 __all__ = ["add_parser", "parse_time", "run"]
@@ -136,6 +147,7 @@ class _SinkTarget:
         (self.sink,) = build_sinks(settings, [(name, options)], given_as="--sink")
         self.name = name
         self.payload = PayloadPreparer.from_settings(settings)
+        self.retry = retry_policy_from_settings(settings)
         add_patterns(self.payload.redactor.extra_patterns)
         self.loop = asyncio.new_event_loop()
 
@@ -143,12 +155,58 @@ class _SinkTarget:
         """Send one batch; raises what the sink raises."""
         self.loop.run_until_complete(self.sink.send([self.payload(e) for e in batch]))
 
+    def send_with_retries(self, batch: list[Event]) -> tuple[int, int]:
+        """Send `batch` as the dispatcher does: what the sink says it stored
+        (`SinkError.delivered`) is not sent again, a transient failure is retried
+        (`EVENTBUS_RETRIES`, with the backoff or the sink's `retry_after`), and an error about
+        the first events alone (`refused`) fails only those. Return (stored, failed); each
+        failure is reported on stderr with the LogIDs it is about, for a narrower rerun."""
+        stored = failed = 0
+        attempt = 0
+        while batch:
+            attempt += 1
+            try:
+                self.send(batch)
+            except Exception as exc:  # a sink's failure is reported, then the run goes on
+                done = stored_before_failing(exc, len(batch))
+                stored += done
+                batch = batch[done:]
+                if not batch:
+                    break  # it stored all of them, and said so with its error
+                if not isinstance(exc, PermanentSinkError) and attempt <= self.retry.retries:
+                    retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
+                    time.sleep(self.retry.delay(attempt, retry_after))
+                    continue
+                gone = batch[: refused_alone(exc, len(batch)) or len(batch)]
+                failed += len(gone)
+                print(
+                    f"eventbus replay: sink {self.name} failed for {len(gone)} event(s), "
+                    f"{_log_ids(gone)}, after {attempt} attempt(s): {scrub(str(exc))}",
+                    file=sys.stderr,
+                )
+                batch = batch[len(gone) :]
+                attempt = 0
+            else:
+                stored += len(batch)
+                break
+        return stored, failed
+
     def close(self) -> None:
         """Close the sink and the loop."""
         try:
             self.loop.run_until_complete(self.sink.close())
         finally:
             self.loop.close()
+
+
+def _log_ids(events: list[Event]) -> str:
+    """`LogID 7`, `LogIDs 7 to 12` (replay reads in LogID order), or `no LogIDs`."""
+    ids = [e.log_id for e in events if e.log_id]
+    if not ids:
+        return "no LogIDs"
+    if len(ids) == 1:
+        return f"LogID {ids[0]}"
+    return f"LogIDs {min(ids)} to {max(ids)}"
 
 
 def _options(pairs: list[str]) -> dict[str, str]:
@@ -298,15 +356,9 @@ def _replay(
                 sys.stdout.flush()
             sent += len(batch)
         else:
-            try:
-                target.send(batch)
-                sent += len(batch)
-            except Exception as exc:  # a sink's failure is reported, then the run goes on
-                failed += len(batch)
-                print(
-                    f"eventbus replay: sink {target.name} failed: {scrub(str(exc))}",
-                    file=sys.stderr,
-                )
+            stored, refused = target.send_with_retries(batch)
+            sent += stored
+            failed += refused
         batch.clear()
 
     show = not args.quiet  # on stderr: stdout stays for the events

@@ -21,6 +21,7 @@ __all__ = [
     "build_sinks",
     "dispatcher_arguments",
     "redactor_from_settings",
+    "retry_policy_from_settings",
     "transform_from_settings",
 ]
 
@@ -103,12 +104,7 @@ def dispatcher_arguments(
         "queue_size": max(settings.sink_queue_size, settings.batch_size),
         "stall_timeout": settings.stall_timeout,
         "subscription_buffer": settings.dispatch_buffer,
-        "retry": RetryPolicy(
-            retries=settings.retries,
-            base=settings.retry_base,
-            cap=settings.retry_cap,
-            retry_after_max=settings.retry_after_max,
-        ),
+        "retry": retry_policy_from_settings(settings),
         "dead_letter": (
             JsonlDeadLetter(settings.dead_letter_path) if settings.dead_letter_path else None
         ),
@@ -123,3 +119,14 @@ def dispatcher_arguments(
         "stats_interval": settings.stats_interval,
     }
     return arguments, owned
+
+
+def retry_policy_from_settings(settings: EventBusSettings) -> RetryPolicy:
+    """The retries of `EVENTBUS_RETRIES`, `EVENTBUS_RETRY_BASE`, `EVENTBUS_RETRY_CAP` and
+    `EVENTBUS_RETRY_AFTER_MAX` (the dispatcher's, and `eventbus replay --sink`'s)."""
+    return RetryPolicy(
+        retries=settings.retries,
+        base=settings.retry_base,
+        cap=settings.retry_cap,
+        retry_after_max=settings.retry_after_max,
+    )
