@@ -554,3 +554,39 @@ def test_a_burst_trimmed_before_it_was_read_is_counted_as_trimmed_not_as_a_full_
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings and all("EVENTBUS_REDIS_MAX_LEN" in w for w in warnings)
     assert not [w for w in warnings if "is full" in w]
+
+
+def test_a_dispatcher_counts_events_trimmed_before_it_read_them_per_lane(
+    client: redis.Redis, prefix: str
+) -> None:
+    # A WARNING said "missed 30 event(s)", while /metrics showed only what was read: the loss
+    # was in no figure a scrape could see (trial 102).
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from eventbus_core import Dispatcher
+    from eventbus_core.metrics import register_prometheus
+    from tests.core.conftest_dispatch import RecordingSink
+
+    key = f"{prefix}:missed"
+    with RedisEventBus.log(client, key, ttl=60, max_len=10) as bus:
+        sink = RecordingSink("rec")
+        dispatcher = Dispatcher(bus, [sink], batch_size=10, flush_interval=0.01)
+        registry = CollectorRegistry()
+        register_prometheus(dispatcher=dispatcher, registry=registry)
+
+        async def run() -> None:
+            task = asyncio.create_task(dispatcher.run())
+            await asyncio.sleep(0.3)  # subscribed
+            await asyncio.to_thread(
+                append_as_writer, client, key, [make_event(i) for i in range(40)], max_len=10
+            )
+            await sink.wait_for(10)
+            dispatcher.request_stop()
+            await task
+
+        asyncio.run(run())
+    text = generate_latest(registry).decode()
+    assert 'eventbus_consumer_missed_total{lane="rec"} 30.0' in text, text
+    assert dispatcher.stats().lanes["rec"]["missed"] == 30

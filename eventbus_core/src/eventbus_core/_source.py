@@ -79,6 +79,12 @@ class SubscriptionSource:
     def ack(self, tokens: Sequence[Any]) -> None:
         """Nothing to acknowledge in memory."""
 
+    def figures(self) -> dict[str, int]:
+        """`dropped`: events the subscription's full buffer refused (the dispatcher read
+        slower than they were published); `missed`: events the backend lost before it read
+        them (`Subscription.missed`)."""
+        return {"dropped": self.subscription.dropped, "missed": self.subscription.missed}
+
     def close(self) -> None:
         """Close the subscription."""
         self.subscription.close()

@@ -160,6 +160,13 @@ class Subscription:
         """True once finished and every buffered event has been read."""
         return self._finished and not self._queue
 
+    @property
+    def missed(self) -> int:
+        """Events the backend lost before this subscription read them (trimmed by its limits,
+        or lost by its server), as far as it can tell; 0 for a bus that loses none (memory).
+        Apart from `dropped`, which counts what this subscription's own full buffer refused."""
+        return 0
+
     def qsize(self) -> int:
         """Events buffered now."""
         return len(self._queue)

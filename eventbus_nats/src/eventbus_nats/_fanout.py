@@ -46,7 +46,8 @@ class NatsSubscription(Subscription):
 
     Attributes:
         last_log_id: Stream sequence (LogID) of the newest event handed to it.
-        missed: Events removed from the stream before it could read them (also in `dropped`).
+        missed: Events removed from the stream before it could read them (apart from
+            `dropped`, as every subscription's).
         undecodable: Messages that were not an event in the Go wire format (skipped).
     """
 
@@ -59,9 +60,18 @@ class NatsSubscription(Subscription):
     ) -> None:
         super().__init__(capacity, name=name, on_close=on_close)
         self.last_log_id = 0
-        self.missed = 0
+        self._missed = 0
         self.undecodable = 0
         self.unhanded = 0
+
+    @property
+    def missed(self) -> int:
+        """Events removed from the stream (limits, a purge) before it could read them."""
+        return self._missed
+
+    def count_missed(self, n: int) -> None:
+        """Count `n` events removed from the stream before this subscription read them."""
+        self._missed += n
 
     def count_not_handed(self, n: int) -> None:
         """Count `n` events in this subscription's `dropped` that were not handed to it for a
@@ -239,8 +249,7 @@ class Follower:
         sub.last_log_id = self.last_seq or 0
 
     def _missed(self, n: int, after: int) -> None:
-        self.sub.missed += n
-        self.sub.count_not_handed(n)
+        self.sub.count_missed(n)
         log.warning(
             "eventbus nats subscription %s missed %d event(s) after LogID %d: removed from the "
             "stream (limits or purge) before it read them",

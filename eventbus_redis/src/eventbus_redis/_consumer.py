@@ -545,6 +545,7 @@ class StreamConsumer:
             "claimed": self.claimed,
             "dead_lettered": self.dead_lettered,
             "trimmed": self.trimmed,
+            "missed": self.trimmed,  # the name every source's lost-before-read count has
             "last_error": self.last_error,
             "group_joined": self._group_ready,
         }

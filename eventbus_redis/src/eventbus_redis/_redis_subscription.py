@@ -59,6 +59,11 @@ class RedisSubscription(Subscription):
         self.last_log_id = 0
         self._next_gap_warning = 0.0
 
+    @property
+    def missed(self) -> int:
+        """`trimmed`: the events known to be missed in the gaps."""
+        return self.trimmed
+
     def report_gap(self, gap: Gap, *, advice: str = "") -> None:
         """Record `gap` (backend thread only) and warn, at most every few seconds.
 

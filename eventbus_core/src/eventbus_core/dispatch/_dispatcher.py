@@ -149,7 +149,6 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
-        self._source_dropped = 0
         self.owned_bus: Any = None  # a bus built for this dispatcher, stopped with it
         # What the owned bus's stop() may take (its EVENTBUS_STOP_TIMEOUT where the settings
         # gave one); past that and a margin, the dispatcher ends without it (see `_overrun`).
@@ -235,8 +234,9 @@ class Dispatcher:
     def stats(self) -> DispatcherStats:
         """A snapshot of the figures (safe to call from any thread; values may lag a little)."""
         sinks = {w.name: w.snapshot() for w in self.workers}
-        dropped = self._source_dropped
+        dropped = 0
         for lane in self._lanes:
+            dropped += lane.never_read
             if isinstance(lane.source, SubscriptionSource):
                 dropped += lane.source.subscription.dropped
         return DispatcherStats(
@@ -361,7 +361,7 @@ class Dispatcher:
         for lane in self._lanes:
             left = lane.qsize()  # published after take_unread() looked
             if left:
-                self._source_dropped += left
+                lane.never_read += left
                 log.warning("lane %s: %d buffered events were never read", lane.name, left)
         # Together, each within `_CLOSE_BOUND`: a frozen server must not hold the stop that
         # EVENTBUS_SHUTDOWN_TIMEOUT bounds more than that (see `Lane.close`).

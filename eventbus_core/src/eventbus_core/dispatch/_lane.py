@@ -136,6 +136,9 @@ class Lane:
         self.ack_errors = 0
         self.read_errors = 0  # consecutive failed reads
         self.redelivered = 0  # deliveries the source had handed out before (attempts > 1)
+        # Events a memory subscription buffered that the dispatcher never read: published
+        # after its stop had taken what was unread (counted at its close).
+        self.never_read = 0
         # Batches stored inline, as the lane's thread reports them (appended there, taken on
         # the loop): kept apart from the call's result so that none goes uncounted if the
         # read is given up at a stop while its thread finishes the batch.
@@ -212,6 +215,7 @@ class Lane:
             "ack_errors": self.ack_errors,
             "read_errors": self.read_errors,
             "redelivered": self.redelivered,
+            "never_read": self.never_read,
         }
         if self._figures is not None:
             try:

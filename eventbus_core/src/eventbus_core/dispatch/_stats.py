@@ -106,8 +106,10 @@ class DispatcherStats:
         source_dropped: Events the bus dropped for the dispatcher's subscriptions (memory bus
             with a full subscriber buffer), as the source reports them.
         lanes: Per lane (a sink's name, or `shared`): its source's name, deliveries read and
-            acknowledged, failed acknowledgements, and the source's own figures when it has
-            them (a Redis streams consumer: delivered, claimed, dead_lettered, ...).
+            acknowledged, failed acknowledgements, `never_read` (events a memory subscription
+            held past the stop), and the source's own figures when it has them (a Redis
+            streams consumer: delivered, claimed, dead_lettered, ...; a subscription:
+            `dropped` and `missed`, events its backend lost before it read them).
     """
 
     sinks: dict[str, SinkStats]

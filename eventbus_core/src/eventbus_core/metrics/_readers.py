@@ -125,6 +125,9 @@ def backlog(key: str) -> Callable[[Figures], Iterator[Sample]]:
 
 
 def source_dropped(f: Figures) -> Iterator[Sample]:
-    """What the bus dropped for the dispatcher's subscriptions."""
+    """Per lane: what the bus dropped for its subscription (a full buffer), and what it
+    held past the stop, never read."""
     if f.dispatcher is not None:
-        yield Sample((), float(f.dispatcher.source_dropped))
+        for lane, figures in f.dispatcher.lanes.items():
+            dropped = figures.get("dropped", 0) + figures.get("never_read", 0)
+            yield Sample((lane,), float(dropped))

@@ -275,10 +275,20 @@ METRICS: Final[tuple[Metric, ...]] = (
         "eventbus.consumer.dropped",
         "counter",
         _E,
-        "Events the bus dropped for the dispatcher's subscriptions before they were read "
-        "(memory bus: the dispatcher was slower than the publishers).",
-        (),
+        "Events the bus dropped for the lane's subscription before they were read (memory "
+        "bus: the dispatcher was slower than the publishers).",
+        ("lane",),
         "dispatcher",
         source_dropped,
+    ),
+    Metric(
+        "eventbus.consumer.missed",
+        "counter",
+        _E,
+        "Events the backend lost before the lane read them: trimmed by its limits, or lost "
+        "by its server (sources that can tell: the Redis log, Redis streams).",
+        ("lane",),
+        "dispatcher",
+        lane("missed"),
     ),
 )
