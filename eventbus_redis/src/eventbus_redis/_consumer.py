@@ -40,6 +40,7 @@ from eventbus_redis._entries import (
     stream_entries,
     text,
 )
+from eventbus_redis._group_lag import group_lag
 from eventbus_redis._own_connection import OwnConnection, send_all
 from eventbus_redis._stream_entry import event_from_entry_data
 
@@ -551,21 +552,24 @@ class StreamConsumer:
         }
 
     def backlog(self) -> dict[str, int | None]:
-        """The group's `lag` (entries not yet delivered to it; None if Redis cannot tell) and
-        `pending` (delivered, not acknowledged), from XINFO GROUPS. Does I/O; thread-safe (it
-        touches no consumer state), so a metrics scrape may call it while a read blocks.
+        """The group's `lag` (entries not yet delivered to it, `group_lag`; None if Redis
+        cannot tell) and `pending` (delivered, not acknowledged), from XINFO. Does I/O;
+        thread-safe (it touches no consumer state), so a metrics scrape may call it while a
+        read blocks.
 
         Raises:
             redis.RedisError: Redis does not answer.
         """
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xinfo_groups(self.stream)
+        pipe.xinfo_stream(self.stream)
         try:
-            groups: Any = self._client.xinfo_groups(self.stream)
+            groups, stream = pipe.execute()
         except redis.ResponseError:  # the stream does not exist (yet)
-            groups = []
+            return {"lag": None, "pending": 0}
         for row in groups:
             if text(row["name"]) == self.group:
-                lag = row.get("lag")
-                return {"lag": None if lag is None else int(lag), "pending": int(row["pending"])}
+                return {"lag": group_lag(row, stream), "pending": int(row["pending"])}
         return {"lag": None, "pending": 0}
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ from eventbus_core import (
 )
 from eventbus_redis._client import describe_client, safe_error
 from eventbus_redis._config_errors import is_wrong_type
+from eventbus_redis._group_lag import group_lag
 from eventbus_redis._stream_entry import event_from_stream_entry
 
 __all__ = ["ListLog", "StreamLog", "answering"]
@@ -297,13 +298,12 @@ class StreamLog:
         groups = []
         for group in client.xinfo_groups(stream):
             g = {_text(k): v for k, v in group.items()}
-            lag = g.get("lag")
             groups.append(
                 {
                     "name": _text(g.get("name")),
                     "consumers": int(g.get("consumers", 0)),
                     "pending": int(g.get("pending", 0)),
-                    "lag": int(lag) if lag is not None else None,
+                    "lag": group_lag(g, info),
                     "last_delivered_id": _text(g.get("last-delivered-id")),
                 }
             )

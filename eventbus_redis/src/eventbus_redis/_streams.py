@@ -14,6 +14,7 @@ consumers can detect gaps and de-duplicate redeliveries; dead letters go to `<st
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar, Self
 
 import redis
@@ -25,6 +26,7 @@ from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings
 from eventbus_redis._config_errors import wrong_type_hint
 from eventbus_redis._consumer import StreamConsumer
+from eventbus_redis._group_lag import group_lag
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import STREAM_APPEND
 from eventbus_redis._stream_tail import StreamTailer
@@ -192,8 +194,9 @@ class RedisStreamsEventBus(RedisBusBase):
     def stream_info(self, group: str | None = None) -> dict[str, Any]:
         """Figures for `eventbus stats`: stream length, and the group's pending count and lag.
 
-        `lag` is what Redis reports (entries not yet delivered to the group; None when Redis
-        cannot tell after deletions). Raises redis-py's errors if Redis cannot be reached.
+        `lag` is entries not yet delivered to the group (`group_lag`: Redis's figure, unless the
+        stream shows it is all or none of them; None when Redis cannot tell after deletions).
+        Raises redis-py's errors if Redis cannot be reached.
         """
         name = group or self.group
         pipe = self._client.pipeline(transaction=False)
@@ -213,10 +216,14 @@ class RedisStreamsEventBus(RedisBusBase):
             "dead_letter_stream": self._dead_letter_stream,
             "dead_letters": int(dead),
         }
-        try:
-            groups: Any = self._client.xinfo_groups(self.stream) if length else []
-        except redis.ResponseError:
-            groups = []
+        groups: Any = []
+        stream: Any = {}
+        if length:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xinfo_groups(self.stream)
+            pipe.xinfo_stream(self.stream)
+            with contextlib.suppress(redis.ResponseError):  # the stream went meanwhile
+                groups, stream = pipe.execute()
         for row in groups:
             row_name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
             if row_name == name:
@@ -225,7 +232,7 @@ class RedisStreamsEventBus(RedisBusBase):
                     exists=True,
                     pending=int(row["pending"]),
                     consumers=int(row["consumers"]),
-                    lag=None if row.get("lag") is None else int(row["lag"]),
+                    lag=group_lag(row, stream),
                     last_delivered_id=last.decode() if isinstance(last, bytes) else last,
                 )
         return info
