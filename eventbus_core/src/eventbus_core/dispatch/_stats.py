@@ -32,7 +32,7 @@ class SinkStats:
         stalled: True while it is stalled.
         batches: Batches the sink accepted.
         failures: Failed send attempts (batches).
-        queued: Events waiting in this sink's queue now.
+        queued: Events not yet sent by this sink now: its queue, and the batch it is sending.
         lag_seconds: Age of the oldest event not yet sent (0 when the queue is empty).
         last_batch_seconds: Time from a batch's first send attempt to its outcome.
         max_batch_seconds: Longest such time so far.

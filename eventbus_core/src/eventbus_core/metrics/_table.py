@@ -190,7 +190,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "eventbus.sink.queued",
         "gauge",
         _E,
-        "Events waiting in the sink's queue.",
+        "Events not yet sent by the sink: its queue, and the batch it is sending.",
         ("sink",),
         "dispatcher",
         sink("queued"),
