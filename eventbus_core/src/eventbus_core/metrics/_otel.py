@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,35 @@ def is_configured(provider: Any) -> bool:
     if provider is None or isinstance(provider, NoOpMeterProvider):
         return False
     return type(provider).__name__ != "_ProxyMeterProvider"
+
+
+# The instrument names registered so far, per provider: OpenTelemetry keeps the first
+# instrument of a name on a meter and ignores the next (a second bus's figures were lost
+# without a word), where Prometheus refuses a duplicate.
+_registered: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_registered_lock = threading.Lock()
+
+
+def _claim_names(provider: Any, names: set[str]) -> None:
+    """Note `names` as registered on `provider`.
+
+    Raises:
+        ValueError: one of them is already registered there.
+    """
+    with _registered_lock:
+        try:
+            taken = _registered.setdefault(provider, set())
+        except TypeError:  # a provider that cannot be weakly referenced: not checked
+            return
+        again = sorted(names & taken)
+        if again:
+            raise ValueError(
+                f"eventbus metrics {', '.join(again)} are already registered on this "
+                "MeterProvider, which would keep reporting the first registration's figures "
+                "and ignore these: register each bus and each dispatcher once per provider "
+                "(register_otel(bus) and register_otel(dispatcher=...) may be separate calls)"
+            )
+        taken |= names
 
 
 def _attributes(metric: Metric, sample: Sample) -> dict[str, str]:
@@ -90,7 +121,9 @@ def register_otel(
 
     Raises:
         ImportError: opentelemetry-api is not installed (the message has the pip command).
-        ValueError: neither a bus nor a dispatcher was given.
+        ValueError: neither a bus nor a dispatcher was given; or the provider has these
+            metrics already (a second bus, or the same one twice): OpenTelemetry would keep
+            the first instruments and ignore the new ones.
     """
     require("otel")
     from opentelemetry import metrics
@@ -102,13 +135,16 @@ def register_otel(
     if not is_configured(provider):
         log.debug("no OpenTelemetry MeterProvider is configured: eventbus metrics not registered")
         return None
+    chosen = [
+        metric
+        for metric in METRICS
+        if not (metric.scope == "bus" and bus is None)
+        and not (metric.scope == "dispatcher" and dispatcher is None)
+    ]
+    _claim_names(provider, {metric.name for metric in chosen})
     meter = provider.get_meter(_METER, __version__)
     registration = OtelRegistration(reader)
-    for metric in METRICS:
-        if (metric.scope == "bus" and bus is None) or (
-            metric.scope == "dispatcher" and dispatcher is None
-        ):
-            continue
+    for metric in chosen:
         if metric.kind == "counter":
             registration.instruments.append(
                 meter.create_observable_counter(
