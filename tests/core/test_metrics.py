@@ -248,7 +248,7 @@ def test_the_alert_rules_read_every_loss_counter_and_only_metrics_that_exist() -
     losses = {
         f"{m.prometheus_name}_total"
         for m in METRICS
-        if m.kind == "counter" and re.search(r"dropped|lost|missed|dead_lettered", m.name)
+        if m.kind == "counter" and re.search(r"dropped|lost|missed|dead_lettered|rejected", m.name)
     }
     assert losses <= used, losses - used
 

@@ -8,7 +8,7 @@ import gzip
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -305,6 +305,29 @@ async def test_partial_success_is_logged_and_not_retried(caplog: pytest.LogCaptu
     assert len(rx.requests) == 1
     assert sink.rejected_spans == 1
     assert "rejected 1 of 2 span(s): too old" in caplog.text
+
+    # A dispatcher's figures and metrics carry it: it was a WARNING line only (trial 102).
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from eventbus_core.metrics import register_prometheus
+
+    with Receiver(script * 2).running() as rx:
+        stats, _, dead = await dispatch([chat_event(1), chat_event(2)], {"endpoint": rx.url})
+    assert stats.sinks["otlp"].figures == {"rejected": 1}
+    assert stats.sinks["otlp"].sent == 2 and not dead.records  # sent: OTLP forbids a retry
+    assert stats.sinks["seen"].figures == {}  # a sink without figures of its own
+
+    class Stopped:  # the stopped dispatcher's figures, as a scrape reads them
+        sources: ClassVar[dict[str, Any]] = {}
+
+        def stats(self) -> Any:
+            return stats
+
+    registry = CollectorRegistry()
+    register_prometheus(dispatcher=Stopped(), registry=registry)
+    text = generate_latest(registry).decode()
+    assert 'eventbus_sink_rejected_total{sink="otlp"} 1.0' in text, text
+    assert 'eventbus_sink_rejected_total{sink="seen"}' not in text
 
 
 def test_other_protocols_and_bad_headers_are_refused_without_showing_values(

@@ -54,6 +54,7 @@ __all__ = [
     "Reachable",
     "ReadAhead",
     "ReadableLog",
+    "SinkFigures",
     "SourceFigures",
     "capability",
     "is_cross_process",
@@ -293,6 +294,17 @@ class BlockingSend(Protocol):
     def send_blocking(self, batch: Sequence[dict[str, Any]]) -> None:
         """Store the whole batch, or raise, as `send()` does. Called from a thread that is not
         the event loop's, never at the same time as `send()` or itself."""
+
+
+@runtime_checkable
+class SinkFigures(Protocol):
+    """A sink with counters of its own, shown in its `SinkStats.figures`."""
+
+    def figures(self) -> Mapping[str, int]:
+        """Plain counters; no I/O. `rejected` (the one exported as a metric,
+        `eventbus.sink.rejected`): events whose request the destination accepted but which it
+        refused to store (an OTLP partial success). The dispatcher counts them sent: retrying
+        a partial success is what OTLP forbids."""
 
 
 def capability(bus: object, kind: type[T]) -> T | None:

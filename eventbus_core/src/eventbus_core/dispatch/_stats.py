@@ -43,6 +43,8 @@ class SinkStats:
             `failures`.
         failed_since_sent: Events given up (dead-lettered, or not even that) since this sink
             last sent a batch; 0 while it delivers. Readiness (`/readyz`) watches it.
+        figures: The sink's own counters, for a sink that offers them (`SinkFigures`: the
+            `otlp` sink's `rejected`).
     """
 
     received: int = 0
@@ -64,6 +66,7 @@ class SinkStats:
     finished_batches: int = 0
     failed_by_type: dict[str, int] = field(default_factory=dict)
     failed_since_sent: int = 0
+    figures: dict[str, int] = field(default_factory=dict)
 
     @property
     def in_flight(self) -> int:

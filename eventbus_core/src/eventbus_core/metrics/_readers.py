@@ -18,6 +18,7 @@ __all__ = [
     "lane",
     "sink",
     "sink_failed",
+    "sink_figure",
     "source_dropped",
     "writer_failures",
     "writer_state",
@@ -80,6 +81,19 @@ def sink(attr: str) -> Callable[[Figures], Iterator[Sample]]:
         if f.dispatcher is not None:
             for name, stats in f.dispatcher.sinks.items():
                 yield Sample((name,), float(getattr(stats, attr)))
+
+    return samples
+
+
+def sink_figure(key: str) -> Callable[[Figures], Iterator[Sample]]:
+    """One value per sink that reports the figure `key` of its own (`SinkStats.figures`)."""
+
+    def samples(f: Figures) -> Iterator[Sample]:
+        if f.dispatcher is not None:
+            for name, stats in f.dispatcher.sinks.items():
+                value = stats.figures.get(key)
+                if value is not None:
+                    yield Sample((name,), float(value))
 
     return samples
 

@@ -27,6 +27,7 @@ from eventbus_core.metrics._readers import (
     lane,
     sink,
     sink_failed,
+    sink_figure,
     source_dropped,
     writer_failures,
     writer_state,
@@ -185,6 +186,16 @@ METRICS: Final[tuple[Metric, ...]] = (
         ("sink",),
         "dispatcher",
         sink("requeued"),
+    ),
+    Metric(
+        "eventbus.sink.rejected",
+        "counter",
+        _E,
+        "Events whose request the destination accepted but which it refused to store (an "
+        "OTLP partial success; counted sent, not retried). Sinks that report it: otlp.",
+        ("sink",),
+        "dispatcher",
+        sink_figure("rejected"),
     ),
     Metric(
         "eventbus.sink.queued",

@@ -6,7 +6,8 @@ One `ExportTraceServiceRequest` per dispatcher batch, POSTed with `Content-Type:
 application/x-protobuf`; the dispatcher's retries, `Retry-After` and dead letters apply
 (408, 429 and 5xx retried; other statuses dead-lettered). A partial success (the backend
 took the request but rejected some spans) is not retried, as the OTLP specification asks: it
-is logged at WARNING and counted in `rejected_spans`.
+is logged at WARNING and counted in `rejected_spans` (`SinkStats.figures["rejected"]`, metric
+`eventbus.sink.rejected`).
 
 Options (`--sink-opt key=value` or `EVENTBUS_SINK_OTLP_<KEY>`), each winning over the
 standard variable in brackets:
@@ -133,6 +134,10 @@ class OtlpSink:
                 sent,
                 reply.partial_success.error_message[:200] or "no reason given",
             )
+
+    def figures(self) -> dict[str, int]:
+        """`rejected`: spans (one per event) the receiver took the request for but rejected."""
+        return {"rejected": self.rejected_spans}
 
     async def close(self) -> None:
         """Close the HTTP client."""
