@@ -1020,3 +1020,29 @@ def test_a_sink_blocking_the_event_loop_does_not_make_serve_deaf_to_signals(
             assert code == 130 and elapsed < 8, (code, elapsed, stderr)
         else:
             assert code == 1 and 10 < elapsed < 30, (code, elapsed, stderr)
+
+
+@pytest.mark.parametrize("name", ["delivered", "refused"])
+def test_a_sink_error_with_a_negative_count_says_so(name: str) -> None:
+    # delivered=-1 was read as 0 without a word (trial 103).
+    with pytest.raises(ValueError, match=rf"{name}=-1\) must be >= 0"):
+        TransientSinkError("down", **{name: -1})  # type: ignore[arg-type]
+
+
+async def test_a_count_beyond_the_batch_is_ignored_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # delivered=len(batch)+5 was ignored without a word: the plugin author never learnt why
+    # the whole batch came again (trial 103).
+    sink = RecordingSink(fail_times=3, error=lambda: TransientSinkError("down", delivered=99))
+    d = Dispatcher(
+        feed(make_events(10)), [sink], batch_size=5, flush_interval=0.01,
+        retry=FAST_RETRY, dead_letter=MemoryDeadLetter(),
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        stats = await asyncio.wait_for(d.run(), 20)
+    assert sorted(p["log_id"] for p in sink.payloads) == list(range(1, 11))
+    assert stats.sinks["rec"].sent == 10
+    warnings = [r.getMessage() for r in caplog.records if "beyond the batch" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "TransientSinkError(delivered=99) for a batch of 5" in warnings[0]

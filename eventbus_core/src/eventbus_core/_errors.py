@@ -121,7 +121,13 @@ class SinkError(EventBusError, RuntimeError):
                 f"{type(self).__name__}({name}=...) must be an int (how many payloads {meaning}), "
                 f"got {value!r}"
             )
-        return max(0, count)
+        if count < 0:
+            # As above: the sink's bug is then in the failure's message, where it was read as
+            # 0 without a word.
+            raise ValueError(
+                f"{type(self).__name__}({name}={count}) must be >= 0 (how many payloads {meaning})"
+            )
+        return count
 
 
 class TransientSinkError(SinkError):

@@ -65,6 +65,7 @@ class SinkWorker:
         self.queue: deque[Item] = deque()
         self.current: list[Item] = []
         self.current_attempts = 0  # sends of `current` begun so far (the last may be in flight)
+        self._warned_count = False  # a SinkError count beyond its batch, said once
         self.wake = asyncio.Event()
         self.space = asyncio.Event()
         self.space.set()
@@ -294,12 +295,33 @@ class SinkWorker:
             self.stats.record_failure(error_type_of(exc))
             done = stored_before_failing(exc, len(batch))
             if not done:
+                self._warn_count_beyond_batch(exc, len(batch))
                 return exc, 0
             self.current = batch[done:]
             await self._settle_sent(batch[:done], batch=False)
             return exc, done
         self.stats.record_sent(len(batch))
         return None, len(batch)
+
+    def _warn_count_beyond_batch(self, exc: Exception, size: int) -> None:
+        """Say once per sink that its `SinkError` named more payloads stored or refused than the
+        batch held: a plugin's bug, read as "none of them" (the whole batch is retried)."""
+        if self._warned_count or not isinstance(exc, SinkError):
+            return
+        for name in ("delivered", "refused"):
+            count = getattr(exc, name, 0)
+            if isinstance(count, int) and count > size:
+                self._warned_count = True
+                log.warning(
+                    "sink %s raised %s(%s=%d) for a batch of %d: a count beyond the batch is "
+                    "ignored (the error is taken to be about every payload); a bug of the sink",
+                    self.name,
+                    type(exc).__name__,
+                    name,
+                    count,
+                    size,
+                )
+                return
 
     async def _settle_sent(self, items: list[Item], *, batch: bool) -> None:
         self.stats.record_sent(len(items), batch=batch)
