@@ -1046,3 +1046,23 @@ async def test_a_count_beyond_the_batch_is_ignored_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if "beyond the batch" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "TransientSinkError(delivered=99) for a batch of 5" in warnings[0]
+
+
+async def test_a_batch_cut_off_while_it_waits_to_be_retried_says_its_last_failure() -> None:
+    # Its dead letter said "before the sink confirmed it (it may have it)", though the sink had
+    # refused it and no send was running: the real error was lost (trial 103).
+    sink = RecordingSink(fail_times=99, error=lambda: TransientSinkError("destination down"))
+    dead = MemoryDeadLetter()
+    d = Dispatcher(
+        feed(make_events(3)), [sink], batch_size=3, flush_interval=0.01, shutdown_timeout=0.2,
+        retry=RetryPolicy(retries=5, base=30.0, cap=30.0), dead_letter=dead,
+    )  # fmt: skip
+    task = asyncio.create_task(d.run())
+    while sink.calls < 1:
+        await asyncio.sleep(0.01)
+    d.request_stop()
+    await asyncio.wait_for(task, 20)
+    assert len(dead.records) == 3
+    error = dead.records[0]["error"]
+    assert "while waiting to retry it; its last attempt failed" in error, error
+    assert "destination down" in error and "may have it" not in error

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from eventbus_core._errors import SettingsError
+from eventbus_core._errors import SettingsError, error_type_of
 from eventbus_core._log import add_patterns, get_logger, scrub
 from eventbus_core._overrun import (
     CANCEL_GRACE,
@@ -333,6 +333,7 @@ class Dispatcher:
                 await w.dead_letter_batch(unread, f"{stopped} before it read them", 0)
         for w in workers:
             current, queued, tried = w.current, [*w.queue], w.current_attempts
+            failed = w.retrying_after
             left = [*current, *queued]
             w.current, w.queue = [], type(w.queue)()
             if not left:
@@ -350,7 +351,13 @@ class Dispatcher:
                 # The batch being sent was attempted (the sink may even hold it); the queued
                 # ones never were: each dead letter says which.
                 if current and tried:
-                    reason = f"{stopped} before the sink confirmed it (it may have it)"
+                    if failed is not None:  # no send running: it waited to be retried
+                        reason = (
+                            f"{stopped} while waiting to retry it; its last attempt failed: "
+                            f"{error_type_of(failed)}: {failed}"
+                        )
+                    else:
+                        reason = f"{stopped} before the sink confirmed it (it may have it)"
                     await w.dead_letter_batch(current, reason, tried)
                 else:
                     queued = left  # taken, but not sent yet either

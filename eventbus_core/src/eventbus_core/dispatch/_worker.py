@@ -66,6 +66,8 @@ class SinkWorker:
         self.current: list[Item] = []
         self.current_attempts = 0  # sends of `current` begun so far (the last may be in flight)
         self._warned_count = False  # a SinkError count beyond its batch, said once
+        # The failure `current` waits out a retry's delay after (None while it is being sent).
+        self.retrying_after: Exception | None = None
         self.wake = asyncio.Event()
         self.space = asyncio.Event()
         self.space.set()
@@ -255,8 +257,11 @@ class SinkWorker:
                 self.scrub(str(exc)),
                 delay,
             )
-            exc = None
+            # Kept while it waits, and when a stop's deadline cancels the wait: the batch's dead
+            # letter then says why it was not sent, rather than that the sink may have it.
+            self.retrying_after, exc = exc, None
             await asyncio.sleep(delay)
+            self.retrying_after = None
             # Counted as it is sent again: a stop during the delay hands the batch back unsent.
             self.stats.retried += len(batch)
         self.stats.record_latency(time.monotonic() - started)
