@@ -19,6 +19,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -446,6 +447,27 @@ def test_sigterm_during_publish_delivers_what_was_accepted_and_exits_143(
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone again
 
 
+@pytest.mark.parametrize(("argv", "code"), [(["plugins"], 143), (["dispatch"], 0)])
+def test_sigterm_while_the_commands_load_gives_the_commands_exit_code(
+    argv: list[str], code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A SIGTERM in the moments the commands take to load ended the process by the signal's
+    # default: 143 where dispatch promises 0 (trial 103).
+    import eventbus_core.cli as cli_module
+
+    real = cli_module.build_parser
+
+    def build_then_signalled() -> Any:
+        parser = real()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return parser
+
+    monkeypatch.setattr(cli_module, "build_parser", build_then_signalled)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(argv) == code
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_second_sigterm_does_not_cut_the_ending_short(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -517,7 +539,6 @@ def test_stats_of_a_shared_backend_that_reports_nothing_says_whose_figures_they_
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Without Describable, this process's zeros were printed as the backend's (helper-74).
-    from typing import Any
 
     from eventbus_core import _plugins as plugins_module
     from eventbus_core import hookimpl

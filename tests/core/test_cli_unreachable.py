@@ -293,3 +293,23 @@ def test_probes_answer_while_dispatch_waits_for_its_backend(
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
+
+
+def test_sigterm_while_dispatch_waits_for_its_backend_exits_0(closed_url: str) -> None:
+    # SIGTERM is dispatch's normal way to end (exit 0, says --help), but before the dispatcher
+    # ran (while --wait-for-backend waited) it gave 143 (trial 103).
+    argv = ["dispatch", "--sink", "console", "--backend", "redis-streams", "--redis-url"]
+    with subprocess.Popen(
+        cli(*argv, closed_url, "--wait-for-backend", "60"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    ) as proc:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while "waiting up to 60 s" not in proc.stderr.readline():
+            assert time.monotonic() < deadline and proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err

@@ -155,8 +155,13 @@ def _end_despite_leftover_threads(code: int) -> None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    with _sigterm_noted() as early:
+        # Loading the commands takes a moment: a SIGTERM meanwhile ended the process by the
+        # signal's default, where the command's own SIGTERM exit code was promised.
+        parser = build_parser()
+        args, extras = parser.parse_known_args(argv)
+    if early:
+        return _sigterm_exit(args)
     if extras:
         # Reported by the sub-command's parser, so the usage shown is the command's own.
         commands = _subcommands(parser)
@@ -179,7 +184,28 @@ def _main(argv: Sequence[str] | None) -> int:
         code = _run_command(func, args, name)
     # A command that ended on SIGTERM took the Ctrl-C path (delivering what it had accepted,
     # bounded, then its summary); its exit code says which signal it was.
-    return EXIT_TERMINATED if terminated and code == EXIT_INTERRUPTED else code
+    return _sigterm_exit(args) if terminated and code == EXIT_INTERRUPTED else code
+
+
+def _sigterm_exit(args: argparse.Namespace) -> int:
+    """The exit code of a command SIGTERM ended: its own (`sigterm_exit`, set by a command
+    for which SIGTERM is the normal way to end: `dispatch`, 0), else 143."""
+    code = getattr(args, "sigterm_exit", EXIT_TERMINATED)
+    return code if isinstance(code, int) else EXIT_TERMINATED
+
+
+@contextlib.contextmanager
+def _sigterm_noted() -> Iterator[list[bool]]:
+    """Within: SIGTERM is only noted (the list yielded holds True once it came)."""
+    came: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: came.append(True))
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Terminated(KeyboardInterrupt):

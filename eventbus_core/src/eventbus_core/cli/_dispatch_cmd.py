@@ -155,7 +155,9 @@ def add_parser(sub: Any) -> None:
         metavar="ADDRESS",
         help="address of the metrics endpoint (EVENTBUS_METRICS_HOST, default 0.0.0.0)",
     )
-    parser.set_defaults(func=run, sinks=None)
+    # SIGTERM is its normal way to end: exit 0, also before the dispatcher runs (while
+    # --wait-for-backend waits, say), where the command line's SIGTERM would give 143.
+    parser.set_defaults(func=run, sinks=None, sigterm_exit=0)
 
 
 _FLAGS = {
