@@ -615,3 +615,19 @@ def test_an_empty_dead_letter_flag_turns_dead_letters_off_as_the_variable_does()
 
     args = argparse.Namespace(dead_letter_path="", backend="memory")
     assert settings_from_args(args, _FLAGS).dead_letter_path == ""
+
+
+def test_a_value_that_starts_with_a_dash_says_how_to_give_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `--since -5m` said only "argument --since: expected one argument", naming nothing that
+    # was typed (trial 103).
+    with pytest.raises(SystemExit) as exc:
+        main(["replay", "--since", "-5m"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "argument --since: expected one argument ('-5m' starts with '-'" in err, err
+    assert "write --since=-5m to give it as the value" in err
+    with pytest.raises(SystemExit):
+        main(["replay", "--since"])  # nothing typed after it: argparse's words alone
+    assert "expected one argument" in (err := capsys.readouterr().err) and "starts with" not in err

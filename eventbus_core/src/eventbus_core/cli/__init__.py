@@ -17,6 +17,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final
+from typing import Final, NoReturn
 
 from eventbus_core._errors import (
     BackendLoadError,
@@ -70,9 +71,42 @@ _CONFIGURATION_ERRORS: Final = (
 """Mistakes in the command line, the environment or the installation: exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "expected one argument" also says how to give a value that
+    starts with '-' (`--since -5m` read the value as an option and said only that)."""
+
+    def error(self, message: str) -> NoReturn:
+        flag = _MISSING_VALUE.fullmatch(message)
+        if flag is not None:
+            given = _value_after(flag.group(1))
+            if given is not None:
+                message += (
+                    f" ({given!r} starts with '-', so it was read as an option: write "
+                    f"{flag.group(1)}={given} to give it as the value)"
+                )
+        super().error(message)
+
+
+# argparse's words for an option given without its value; the option as typed, first.
+_MISSING_VALUE: Final = re.compile(r"argument ([^:/ ]+)(?:/[^:]+)?: expected one argument")
+
+
+# The words of the command line being parsed (`main()`'s argv, or the process's).
+_typed: list[str] = []
+
+
+def _value_after(flag: str) -> str | None:
+    """The word typed after `flag` on the command line, if it starts with '-'."""
+    words = _typed
+    for i, word in enumerate(words[:-1]):
+        if word == flag and words[i + 1].startswith("-"):
+            return words[i + 1]
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eventbus",
         description="Observability events for LLM proxies: inspect plugins, run the demo, "
         "and operate the pipeline.",
@@ -86,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the version of eventbus-core and of each installed eventbus plugin "
         "distribution, and exit",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module_name in COMMANDS:
         module = importlib.import_module(module_name)
         module.add_parser(sub)
@@ -159,6 +193,7 @@ def _main(argv: Sequence[str] | None) -> int:
         # Loading the commands takes a moment: a SIGTERM meanwhile ended the process by the
         # signal's default, where the command's own SIGTERM exit code was promised.
         parser = build_parser()
+        _typed[:] = sys.argv[1:] if argv is None else list(argv)
         args, extras = parser.parse_known_args(argv)
     if early:
         return _sigterm_exit(args)
