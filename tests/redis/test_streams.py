@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from eventbus_core import AckableSource, Delivery, Event
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisStreamsEventBus, StreamConsumer, log_id_from_entry_id
 from tests._services import close_client
+from tests.redis._servers import ThrowawayRedis
 
 
 def read_all(consumer: StreamConsumer, n: int, *, rounds: int = 200) -> list[Delivery]:
@@ -528,3 +530,27 @@ def test_entries_of_a_read_that_ran_late_come_back_without_a_claim(
         consumer.ack([d.token for d in got])
         assert bus.stream_info()["pending"] == 0
         consumer.close()
+
+
+def test_acknowledgements_redis_never_took_before_close_are_said(
+    throwaway: ThrowawayRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis killed during a dispatcher's stop: the acknowledgements kept for later were
+    # dropped at close without a word, and the entries came again as unannounced duplicates
+    # (trial 103).
+    client = redis.Redis.from_url(throwaway.url, socket_timeout=1)
+    with RedisStreamsEventBus(client, "s", "g") as bus:
+        consumer = bus.consumer(name="c1", batch_size=10, claim_idle=60)
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        got = read_all(consumer, 5)
+        throwaway.kill()
+        consumer.ack([d.token for d in got])  # kept, to be sent with the next call
+        with caplog.at_level(logging.WARNING, logger="eventbus"):
+            consumer.close()
+        bus.stop(timeout=0.5)
+    assert consumer.figures()["acks_unsent"] == 5
+    said = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+    assert len(said) == 1 and "5 acknowledgement(s)" in said[0], said
+    assert "delivered again" in said[0]

@@ -121,6 +121,7 @@ class StreamConsumer:
         self._next_claim = 0.0
         self._next_refresh = 0.0
         self._deferred_acks: list[str] = []
+        self.acks_unsent = 0  # acknowledgements Redis never took before close()
         # Of those, the ones whose XACK was sent without its reply coming back (see _flush_acks).
         self._maybe_acked: set[str] = set()
         # Reads of new entries and acknowledgements, the calls of every batch, go through a
@@ -496,6 +497,18 @@ class StreamConsumer:
             # Closing must not raise; unacknowledged entries will be redelivered.
             with contextlib.suppress(Exception):
                 self._flush_acks()
+        if self._deferred_acks:  # Redis did not take them: said, not dropped without a word
+            self.acks_unsent += len(self._deferred_acks)
+            log.warning(
+                "eventbus redis consumer %s closed with %d acknowledgement(s) Redis did not "
+                "take (%s): those entries stay pending in group %s and are delivered again "
+                "(at-least-once: expect them twice)",
+                self.name,
+                len(self._deferred_acks),
+                self.last_error or "no answer",
+                self.group,
+            )
+            self._deferred_acks.clear()
         self._closed = True
         # Closing must not raise: what is not given back is claimed after `claim_idle`.
         with contextlib.suppress(Exception):
@@ -546,6 +559,7 @@ class StreamConsumer:
             "claimed": self.claimed,
             "dead_lettered": self.dead_lettered,
             "trimmed": self.trimmed,
+            "acks_unsent": self.acks_unsent,
             "missed": self.trimmed,  # the name every source's lost-before-read count has
             "last_error": self.last_error,
             "group_joined": self._group_ready,
