@@ -462,6 +462,27 @@ def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "httpx: Illegal header value b'Basic dXNlcjpTM2NyM3RQdzE='",
+        "sent Basic dXNlcjpTM2NyM3RQdzE= to the proxy",
+        'auth was "BASIC dXNlcjpTM2NyM3RQdzE="',
+    ],
+)
+def test_basic_credentials_without_their_header_name_are_masked(text: str) -> None:
+    # "Authorization: Basic ..." was masked by the header's name; a library's error quoting the
+    # value alone showed it (base64 of user:S3cr3tPw1, trial 103).
+    secret = "dXNlcjpTM2NyM3RQdzE="
+    redactor = Redactor()
+    assert secret not in redactor.text(text)
+    assert secret not in redact_text(text)
+    assert secret.encode() not in (redactor.body(text.encode()) or b"")
+    assert secret not in json.dumps(redactor.payload({"error": text, "status": 200}))
+    for prose in ("a basic understanding of physics", "Basic Authentication", "basic McDonalds"):
+        assert redactor.text(prose) == prose
+
+
+@pytest.mark.parametrize(
     "value",
     [['ab"]SeKeSc1'], ['a"b', "SeKeSc1"], "SeKeSc1\\", "it's SeKeSc1", 'say "SeKeSc1" twice'],
 )

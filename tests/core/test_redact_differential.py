@@ -23,7 +23,7 @@ from eventbus_core.redact import _gate, _redact
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR_BYTES
 from eventbus_core.redact._redact import MASK
-from eventbus_core.redact._secrets import ENCODED_URL_IN_TEXT
+from eventbus_core.redact._secrets import BASIC_CREDENTIALS, ENCODED_URL_IN_TEXT
 
 # ------------------------------------------------------------- the gate as it was before
 
@@ -39,6 +39,7 @@ _SCANS_KEY = [
     re.compile(rb"xox[abposr]-[A-Za-z0-9\-]{10,}"),
     re.compile(rb"hf_[A-Za-z0-9]{30,}"),
     re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}"),  # the scheme in any case
+    re.compile(rb"(?i:basic) " + BASIC_CREDENTIALS.encode("ascii")),  # added later
 ]
 _SCANS_NAME = [
     re.compile(rb"secret"),
@@ -93,6 +94,8 @@ SECRETS = [
     "hf_" + "q" * 30,
     "Bearer eyJhbGciOi.J9x",
     "BEARER abcdefghij",
+    "Basic dXNlcjpwYXNzd29yZA==",
+    "basic aGVsbG8=",
 ]
 NEAR_MISSES = [
     "task-manager",
@@ -111,6 +114,10 @@ NEAR_MISSES = [
     "Bearer short",
     "BEARER abcdefgh12",
     "bEaReR abcdefgh12",
+    "a basic understanding",
+    "Basic Authentication",
+    "basic abcdefgh",
+    "basic McDonalds",
     "hf_short",
     "xox",
 ]

@@ -35,6 +35,11 @@ the rule stands for (see `_HINTS`). The argument that nothing can slip through:
   `%253A//`): behind the hints `://`, `%3a%2f%2f`, `%3a//`, `%253a%252f%252f` and `%253a//`,
   tried the same way, ignoring case as the rule does. (Spellings no encoder writes, which mix
   the forms, such as `%3A%2F/` or `%253A%2F%2F`, are not hinted.)
+- HTTP Basic credentials (`_redact._KEY_PATTERNS`' last, after "basic " in any case): behind
+  the hint `basic `, `_secrets.BASIC_CREDENTIALS` is tried on the bytes right after it. The bytes
+  can only match more (escaping gives ASCII the pattern may allow). When every hint found is
+  this one, those places are all there is to try: no other hint can start inside "basic ", so
+  the non-overlapping search missed none.
 - A query string inside an encoded URL (`%3Ftoken%3D...`, `_redact._ENCODED_QUERY_PAIR`): every
   match holds an encoded `=` (`%3d`, or `%253d` encoded twice), so a part holding either hint is
   not judged here.
@@ -57,7 +62,11 @@ import orjson
 
 from eventbus_core.redact._encoded_names import BRACKET_END_IN_BYTES, ESCAPE_IN_BYTES
 from eventbus_core.redact._query import has_query_pair
-from eventbus_core.redact._secrets import ENCODED_URL_CREDENTIALS, URL_CREDENTIALS
+from eventbus_core.redact._secrets import (
+    BASIC_CREDENTIALS,
+    ENCODED_URL_CREDENTIALS,
+    URL_CREDENTIALS,
+)
 
 __all__ = ["SPECIAL_CASE_CHARS", "may_need_masking", "needs_no_redaction"]
 
@@ -98,6 +107,8 @@ _HF: Final = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 _BEARER: Final = re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}")
 _BEARER_PLUS: Final = re.compile(rb"(?i:bearer)\+(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}")
 _BEARER_20: Final = re.compile(rb"(?i:bearer)%20(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}")
+# `_redact.BASIC_CREDENTIALS` (the same source, compiled for bytes), tried right after "basic ".
+_BASIC: Final = re.compile(BASIC_CREDENTIALS.encode("ascii"))
 
 # Credential names (`_redact._SECRET_NAME`) in lower-cased bytes: every name holds one of the
 # hints below. "key" is also part of ordinary words ("monkey", "keyboard"): its names confirm
@@ -166,6 +177,7 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"bearer ",), _starts_at(_BEARER)),
     ((b"bearer+",), _starts_at(_BEARER_PLUS)),
     ((b"bearer%20",), _starts_at(_BEARER_20)),
+    ((b"basic ",), lambda blob, low, at: _BASIC.match(blob, at + 6) is not None),
     ((b"://",), _url_credentials),
     ((b"%3a%2f%2f",), _encoded_url_credentials(9)),
     ((b"%3a//",), _encoded_url_credentials(5)),
@@ -185,6 +197,7 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     (_separated(b"refresh", b"token"), None),
 )
 _NEEDLES: Final = [needle for needles, _ in _HINTS for needle in needles]
+_BASIC_HINT: Final = _NEEDLES.index(b"basic ")
 _CONFIRMS: Final = [confirm for needles, confirm in _HINTS for _ in needles]
 # Two automata over the same hints. Leftmost-first matching reports a match whenever any hint
 # occurs (the leftmost one), and its search skips ahead with a prefilter: about 1 µs over a
@@ -200,7 +213,19 @@ _EVERY_HINT: Final = ahocorasick_rs.BytesAhoCorasick(_NEEDLES)
 def may_need_masking(blob: bytes, low: bytes) -> bool:
     """True if a key pattern may match in `blob` or a credential name (or `headers`) appear in
     `low`, its `lower()`; False only if none can."""
-    if not _ANY_HINT.find_matches_as_indexes(low):
+    hits = _ANY_HINT.find_matches_as_indexes(low)
+    if not hits:
+        return False
+    # Only the word "basic" (common in prompts): each occurrence is confirmed where it is,
+    # without the overlapping search below (no other hint can start inside "basic ", so these
+    # matches hide none).
+    basic = _BASIC.match
+    for index, at, _ in hits:
+        if index != _BASIC_HINT:
+            break
+        if basic(blob, at + 6) is not None:
+            return True
+    else:
         return False
     confirms = _CONFIRMS
     for index, at, _ in _EVERY_HINT.find_matches_as_indexes(low, overlapping=True):

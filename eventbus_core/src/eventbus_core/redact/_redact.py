@@ -24,7 +24,11 @@ from eventbus_core._event import Event
 from eventbus_core.redact._encoded_names import mask_encoded_names
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_NAMES_PATTERN, QUERY_PAIR, has_query_pair
-from eventbus_core.redact._secrets import mask_url_credentials, may_hold_encoded_url
+from eventbus_core.redact._secrets import (
+    BASIC_CREDENTIALS,
+    mask_url_credentials,
+    may_hold_encoded_url,
+)
 from eventbus_core.redact._substitute import sub_at
 from eventbus_core.transform._binary import is_binary_body
 
@@ -95,6 +99,9 @@ _KEY_PATTERNS: Final = (
     # encoded space ends it (`q=the+bearer+of+bad+news` is prose, not a token).
     r"(?<=(?i:bearer)\+)(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}",
     r"(?<=(?i:bearer)%20)(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}",
+    # HTTP Basic credentials without their header name (a library's error quoting a header
+    # value: "Illegal header value b'Basic dXNlcjpw...'"), the scheme in any letter case.
+    r"(?<=(?i:basic) )" + BASIC_CREDENTIALS,
 )
 """Regular expressions of API-key-looking strings, masked wherever they appear."""
 # The dispatcher's fast path (`_gate.py`) searches for each of these, and for each name of
@@ -193,14 +200,15 @@ def _may_hold_key(text: str) -> bool:
 _KEY_AUTOMATON_FROM: Final = 128
 
 # Where a match of a key pattern can start: at one of these (the literal starts of every pattern
-# but the Bearer ones), or right after one of `_BEARER_SCHEMES` in any letter case (the Bearer
-# patterns' lookbehinds).
+# but the Bearer and Basic ones), or right after one of `_SCHEMES` in any letter case (the Bearer
+# and Basic patterns' lookbehinds).
 _KEY_STARTS: Final = (
     "sk-", "AIza", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
     "xox", "hf_",
 )  # fmt: skip
-# "bearer" then a space, plain or as a query string or form field encodes it.
-_BEARER_SCHEMES: Final = ("bearer ", "bearer+", "bearer%20")
+# "bearer" then a space, plain or as a query string or form field encodes it; "basic" then a
+# space.
+_SCHEMES: Final = ("bearer ", "bearer+", "bearer%20", "basic ")
 
 
 # One pass over a string finds every occurrence of every literal start (overlapping: "xoxoxb-"
@@ -210,19 +218,24 @@ _KEY_START_FINDER: Final = ahocorasick_rs.AhoCorasick(list(_KEY_STARTS))
 
 def _key_starts(text: str, lowered: str) -> list[int]:
     """Every position of `text` where a key pattern can match, in order; positions after a
-    "bearer " (or "bearer+", "bearer%20") are read in `lowered` (`text.lower()`: the same
-    positions unless `text` holds U+0130, see `Redactor._masked_keys`)."""
+    "bearer " (or "bearer+", "bearer%20") or "basic " are read in `lowered` (`text.lower()`:
+    the same positions unless `text` holds U+0130, see `Redactor._masked_keys`)."""
     matches = _KEY_START_FINDER.find_matches_as_indexes(text, overlapping=True)
-    has_bearer = "bearer" in lowered
-    if not matches and not has_bearer:
+    has_scheme = _may_hold_scheme(lowered)
+    if not matches and not has_scheme:
         return []  # the usual case, without building a set
     found = {start for _, start, _ in matches}
-    for scheme in _BEARER_SCHEMES if has_bearer else ():
+    for scheme in _SCHEMES if has_scheme else ():
         at = lowered.find(scheme)
         while at != -1:
             found.add(at + len(scheme))
             at = lowered.find(scheme, at + 1)
     return sorted(found)
+
+
+def _may_hold_scheme(lowered: str) -> bool:
+    """False when no Bearer or Basic pattern can match in the string `lowered` is of."""
+    return "bearer" in lowered or "basic " in lowered
 
 
 # Cheap substring tests that must hold for a credential name to appear: most strings in a
@@ -265,7 +278,8 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
         or b"secret" in lowered
         or b"token" in lowered
         or b"cookie" in lowered
-        or b"bearer" in lowered  # a key pattern, but its scheme word is in any case
+        or b"bearer" in lowered  # key patterns, but their scheme word is in any case
+        or b"basic " in lowered
     )
 
 
@@ -457,7 +471,7 @@ class Redactor:
             self._has_extra
             or len(text) >= _KEY_AUTOMATON_FROM
             or _may_hold_key(text)
-            or "bearer" in lowered
+            or _may_hold_scheme(lowered)
         ):
             masked = self._masked_keys(text, lowered)
             if masked is not text:

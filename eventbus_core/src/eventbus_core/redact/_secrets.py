@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -12,6 +12,7 @@ from pydantic_core import core_schema
 from eventbus_core.redact._substitute import sub_at
 
 __all__ = [
+    "BASIC_CREDENTIALS",
     "ENCODED_URL_CREDENTIALS",
     "URL_CREDENTIALS",
     "URL_IN_TEXT",
@@ -22,6 +23,16 @@ __all__ = [
 ]
 
 _MASK = "***"
+BASIC_CREDENTIALS: Final = (
+    r"(?=[A-Za-z0-9+/=]{8})(?=[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z]))"
+    r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=])"
+)
+"""What follows `Basic ` in HTTP Basic credentials (RFC 7617): base64 with its padding, so a
+multiple of four characters, at least eight; and, unlike a word of prose after "basic", a digit,
+`+` or `/`, or a capital after a small letter (`dXNlcjpwYXNz`): "basic understanding" and
+"Basic Authentication" stay as they are. (The length is looked at first: most words after
+"basic" are shorter, and fail there.)"""
+
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)(?:[^&\s]*[^&\s:])?", re.IGNORECASE)
 URL_CREDENTIALS = r"([^/\s:]*)(?::([^/\s]*))?@"
 """What follows `scheme://` in a URL that holds credentials: the user, `:password`, `@`.
