@@ -1066,3 +1066,42 @@ async def test_a_batch_cut_off_while_it_waits_to_be_retried_says_its_last_failur
     error = dead.records[0]["error"]
     assert "while waiting to retry it; its last attempt failed" in error, error
     assert "destination down" in error and "may have it" not in error
+
+
+_EXITS_AFTER_STOP = """
+import asyncio, sys, threading, time
+from eventbus_core import Dispatcher, Subscription
+from eventbus_core.testing import make_event
+mode = sys.argv[1]
+class Stuck:
+    name = "stuck"
+    async def send(self, batch):
+        if mode == "thread":
+            await asyncio.to_thread(threading.Event().wait)
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue
+    async def close(self):
+        pass
+sub = Subscription(100)
+sub.offer([make_event(i) for i in range(5)])
+d = Dispatcher(sub, [Stuck()], batch_size=5, flush_interval=0.01, shutdown_timeout=0.2)
+d.start()
+time.sleep(0.5)
+print("stopped", d.stop(timeout=15), flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["thread", "cancel"])
+def test_a_program_whose_started_dispatcher_stopped_exits_whatever_its_sink_left(
+    mode: str,
+) -> None:
+    # stop() returned True, then the program never exited: the executor's thread stuck in a
+    # sink's asyncio.to_thread was joined at the interpreter's exit; a task that swallowed its
+    # cancellation printed "Task was destroyed but it is pending!" there (trial 104).
+    done = run_python(_EXITS_AFTER_STOP, mode, timeout=40)
+    assert done.returncode == 0, done.stderr
+    assert "stopped True" in done.stdout
+    assert "destroyed" not in done.stderr, done.stderr

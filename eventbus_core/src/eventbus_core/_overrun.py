@@ -116,6 +116,9 @@ async def cancel_bounded(tasks: Collection[asyncio.Task[Any]], grace: float = CA
     _, stuck = await asyncio.wait(tasks, timeout=grace)
     _LEFT_BEHIND.extend(stuck)
     for task in stuck:
+        # Said here once: not again by asyncio when the interpreter ends and frees it ("Task
+        # was destroyed but it is pending!", an ERROR line at a program's exit).
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
         log.warning(
             "task %s did not end within %.1f s of being cancelled: going on without it (a "
             "plugin that swallows cancellation)",
@@ -124,17 +127,51 @@ async def cancel_bounded(tasks: Collection[asyncio.Task[Any]], grace: float = CA
         )
 
 
+class _DaemonThreads(concurrent.futures.ThreadPoolExecutor):
+    """The default executor of `run_bounded`: each call in a daemon thread of its own.
+
+    A pool's threads are joined when the interpreter exits (`concurrent.futures` registers
+    that), so a sink's `asyncio.to_thread` call that never returns kept a program whose
+    `Dispatcher.start()` had stopped from ever exiting. A daemon thread does not. (A subclass,
+    as asyncio takes no other default executor; it never starts the pool's own threads.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="eventbus-to-thread")
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # the caller's to see, as a pool hands it over
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        threading.Thread(target=run, name="eventbus-to-thread", daemon=True).start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to end: the threads are the calls', and daemons."""
+
+
 def run_bounded(main: Coroutine[Any, Any, T], grace: float = CANCEL_GRACE) -> T:
     """`asyncio.run(main)`, except that what a plugin leaves behind cannot keep it from
     returning: tasks still running when `main` ends are cancelled and waited for at most `grace`
     seconds (`asyncio.run` waits for ever on one that swallows its cancellation), and the
     default executor's threads are not waited for (`asyncio.run` waits for a sink's
-    `asyncio.to_thread` call that never returns). Such threads are then the process's to end
-    (the `eventbus` command gives them `_LEFTOVER_WAIT` seconds)."""
+    `asyncio.to_thread` call that never returns): they are daemon threads (`_DaemonThreads`),
+    which do not keep the process from exiting either."""
     import asyncio
 
     loop = asyncio.new_event_loop()
-    executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="eventbus-to-thread")
+    executor = _DaemonThreads()
     loop.set_default_executor(executor)
     asyncio.set_event_loop(loop)
     try:
