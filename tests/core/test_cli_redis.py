@@ -437,3 +437,64 @@ def test_replay_to_a_sink_keeps_what_it_stored_retries_and_names_what_failed(
     assert "replayed 9 event(s) from the log to sink flaky; 1 failed" in err, err
     # Tried twice: in its batch (whose first two were stored), then first of the rest.
     assert "sink flaky failed for 1 event(s), LogID 3, after 2 attempt(s): HTTP 400" in err
+    # The retry's wait is said as it begins (it was silent for seconds, trial 104).
+    retry = "sink flaky failed for 2 event(s), LogIDs 3 to 4 (attempt 1: HTTP 503); retrying in"
+    assert retry in err
+
+
+class _InterruptedSink:
+    """Stores two batches, counting one event of each rejected by the destination (as an OTLP
+    partial success); Ctrl-C comes during the third."""
+
+    name = "halting"
+
+    def __init__(self) -> None:
+        self.stored: list[int] = []
+        self.rejected = 0
+
+    async def send(self, batch: Any) -> None:
+        if len(self.stored) >= 4:
+            raise KeyboardInterrupt
+        self.stored += [p["log_id"] for p in batch]
+        self.rejected += 1
+
+    def figures(self) -> dict[str, int]:
+        return {"rejected": self.rejected}
+
+    async def close(self) -> None:
+        pass
+
+
+def test_an_interrupted_replay_says_how_far_it_got_and_rejections_fail_it(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Ctrl-C (or SIGTERM) ended replay without a summary, so nobody knew where to go on; and
+    # events the destination rejected after taking the request counted replayed (trial 104).
+    from eventbus_core import hookimpl
+    from eventbus_core._plugins import get_registry, reset_registry
+
+    sink = _InterruptedSink()
+
+    class Plugin:
+        @hookimpl
+        def eventbus_register_sinks(self, register: Any) -> None:
+            register("halting", lambda settings, options: sink)
+
+    reset_registry()
+    try:
+        get_registry().register_plugin(Plugin(), "halting")
+        publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
+        code = main(["replay", "--from-id", "1", "--sink", "halting", "--batch-size", "2"])
+    finally:
+        reset_registry()
+    err = capsys.readouterr().err
+    assert code == 130
+    assert sink.stored == [1, 2, 3, 4]
+    assert (
+        "eventbus replay: interrupted: replayed 4 event(s) from the log to sink halting; 0 "
+        "failed, 0 undecodable entries skipped, 2 rejected by the destination after it took "
+        "the request; done up to LogID 4: go on with --from-id 5"
+    ) in err, err

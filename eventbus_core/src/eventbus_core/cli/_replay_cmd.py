@@ -30,7 +30,13 @@ from eventbus_core._errors import (
 from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._settings import EventBusSettings
-from eventbus_core.capabilities import Describable, LogSources, ReadableLog, capability
+from eventbus_core.capabilities import (
+    Describable,
+    LogSources,
+    ReadableLog,
+    SinkFigures,
+    capability,
+)
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -142,12 +148,15 @@ class _SinkTarget:
     the first time. The sink's async methods run on a private loop.
     """
 
-    def __init__(self, settings: EventBusSettings, name: str, options: dict[str, str]) -> None:
+    def __init__(
+        self, settings: EventBusSettings, name: str, options: dict[str, str], *, quiet: bool
+    ) -> None:
         # Only the flag names a sink here: replay does not read EVENTBUS_SINKS.
         (self.sink,) = build_sinks(settings, [(name, options)], given_as="--sink")
         self.name = name
         self.payload = PayloadPreparer.from_settings(settings)
         self.retry = retry_policy_from_settings(settings)
+        self.quiet = quiet
         add_patterns(self.payload.redactor.extra_patterns)
         self.loop = asyncio.new_event_loop()
 
@@ -175,7 +184,15 @@ class _SinkTarget:
                     break  # it stored all of them, and said so with its error
                 if not isinstance(exc, PermanentSinkError) and attempt <= self.retry.retries:
                     retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
-                    time.sleep(self.retry.delay(attempt, retry_after))
+                    delay = self.retry.delay(attempt, retry_after)
+                    if not self.quiet:  # a wait of seconds, said as it begins
+                        print(
+                            f"eventbus replay: sink {self.name} failed for {len(batch)} "
+                            f"event(s), {_log_ids(batch)} (attempt {attempt}: "
+                            f"{scrub(str(exc))}); retrying in {delay:.1f} s",
+                            file=sys.stderr,
+                        )
+                    time.sleep(delay)
                     continue
                 gone = batch[: refused_alone(exc, len(batch)) or len(batch)]
                 failed += len(gone)
@@ -190,6 +207,18 @@ class _SinkTarget:
                 stored += len(batch)
                 break
         return stored, failed
+
+    def rejected(self) -> int:
+        """The sink's own count of events the destination rejected after taking the request
+        (`SinkFigures`: the `otlp` sink's partial successes); 0 for a sink without one."""
+        figures = capability(self.sink, SinkFigures)
+        if figures is None:
+            return 0
+        try:
+            value = figures.figures().get("rejected", 0)
+        except Exception:  # a plugin's figures are informative; never fail the replay for them
+            return 0
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
     def close(self) -> None:
         """Close the sink and the loop."""
@@ -302,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--sink-opt needs --sink")
     # A broken EVENTBUS_TRANSFORMER is said now, dry run or not, as 'dispatch' says it.
     preparer = PayloadPreparer.from_settings(settings) if args.sink else None
-    target = _SinkTarget(settings, args.sink, options) if args.sink else None
+    target = _SinkTarget(settings, args.sink, options, quiet=args.quiet) if args.sink else None
     if target is not None and args.dry_run:
         # Built only to check its options (a missing key, an unknown option): a dry run says
         # what the real one would refuse, then sends nothing.
@@ -342,10 +371,12 @@ def _replay(
     sent = 0
     failed = 0
     untransformable = 0
+    handled_through = 0  # the newest LogID of the batches done (replayed, or said failed)
     batch: list[Event] = []
 
-    def deliver() -> None:
-        nonlocal sent, failed, untransformable
+    def deliver() -> int:
+        """Hand on `batch`; return how many of it were replayed."""
+        nonlocal sent, failed, untransformable, handled_through
         if args.dry_run and preparer is not None:
             # What the sink would get: a transformer that raises is reported, not hidden.
             untransformable += sum("transform_error" in preparer(e) for e in batch)
@@ -354,14 +385,18 @@ def _replay(
                 for event in batch:
                     sys.stdout.write(printable(event, stdout_redactor).to_json().decode() + "\n")
                 sys.stdout.flush()
-            sent += len(batch)
+            stored, refused = len(batch), 0
         else:
             stored, refused = target.send_with_retries(batch)
-            sent += stored
-            failed += refused
+        sent += stored
+        failed += refused
+        handled_through = max(handled_through, *(e.log_id for e in batch))
         batch.clear()
+        return stored
 
     show = not args.quiet  # on stderr: stdout stays for the events
+    rejected_before = target.rejected() if target is not None else 0
+    interrupted = False
     try:
         with Progress("replayed", total, enabled=show) as progress:
             for event in events:
@@ -370,23 +405,53 @@ def _replay(
                     continue
                 batch.append(event)
                 if len(batch) >= args.batch_size:
-                    n = len(batch)
-                    deliver()
-                    progress.advance(n)
+                    progress.advance(deliver())
             if batch:
-                n = len(batch)
-                deliver()
-                progress.advance(n)
+                progress.advance(deliver())
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (taken as Ctrl-C): say how far it got
+        interrupted = True
+        raise
     finally:
+        rejected = target.rejected() - rejected_before if target is not None else 0
         if target is not None:
             target.close()
-    if not args.quiet:
-        where = f"sink {args.sink}" if args.sink else "stdout"
-        verb = "would replay" if args.dry_run else "replayed"
-        print(
-            f"eventbus replay: {verb} {sent} event(s) from the {source} to {where}; "
-            f"{failed} failed, {undecodable} undecodable entries skipped"
-            + (f", {untransformable} the transformer failed on" if untransformable else ""),
-            file=sys.stderr,
+        if not args.quiet:
+            _summary(
+                args, source, sent, failed, undecodable, untransformable, rejected,
+                handled_through if interrupted else None,
+            )  # fmt: skip
+    return EXIT_FAILED if failed or undecodable or untransformable or rejected else EXIT_OK
+
+
+def _summary(
+    args: argparse.Namespace,
+    source: str,
+    sent: int,
+    failed: int,
+    undecodable: int,
+    untransformable: int,
+    rejected: int,
+    interrupted_after: int | None,
+) -> None:
+    """The last line on stderr: what was replayed, and, when interrupted, where to go on."""
+    where = f"sink {args.sink}" if args.sink else "stdout"
+    verb = "would replay" if args.dry_run else "replayed"
+    head = "eventbus replay: "
+    if interrupted_after is not None:
+        head += "interrupted: "
+    line = (
+        f"{head}{verb} {sent} event(s) from the {source} to {where}; "
+        f"{failed} failed, {undecodable} undecodable entries skipped"
+        + (f", {untransformable} the transformer failed on" if untransformable else "")
+        + (
+            f", {rejected} rejected by the destination after it took the request"
+            if rejected
+            else ""
         )
-    return EXIT_FAILED if failed or undecodable or untransformable else EXIT_OK
+    )
+    if interrupted_after:
+        after = interrupted_after
+        line += f"; done up to LogID {after}: go on with --from-id {after + 1}"
+    elif interrupted_after is not None:
+        line += "; nothing was done yet"
+    print(line, file=sys.stderr)
