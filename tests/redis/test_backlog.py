@@ -3,6 +3,9 @@ and the `group_joined` figure readiness watches."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import redis
 
 from eventbus_core.capabilities import Backlog
@@ -51,3 +54,24 @@ def test_lag_counts_what_is_left_after_the_stream_was_trimmed_past_the_group(
         assert bus.stream_info()["lag"] == 0
         (group,) = bus.describe()["groups"]
         assert group["lag"] == 0
+
+
+def test_pending_entries_trimmed_before_processing_are_counted_missed_and_said(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The warning read "5 pending entries were of <stream> trimmed" (trial 104).
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        read_all(bus.consumer(name="c1", batch_size=10, claim_idle=60), 5)  # pending, then gone
+        client.xtrim(stream, maxlen=0, approximate=False)
+        again = bus.consumer(name="c1", batch_size=10, claim_idle=60)  # as after a restart
+        with caplog.at_level(logging.WARNING, logger="eventbus"):
+            assert again.read(10, timeout=0.2) == []
+        assert again.figures()["missed"] == 5
+    said = [r.getMessage() for r in caplog.records if "trimmed (MAXLEN)" in r.getMessage()]
+    assert said == [
+        f"eventbus redis: 5 pending entries of {stream} were trimmed (MAXLEN) before processing"
+    ]

@@ -398,10 +398,11 @@ class StreamConsumer:
     def _lost_to_trim(self, n: int) -> None:
         self.trimmed += n
         log.warning(
-            "eventbus redis: %d pending entr%s of %s trimmed (MAXLEN) before processing",
+            "eventbus redis: %d pending %s of %s %s trimmed (MAXLEN) before processing",
             n,
-            "y was" if n == 1 else "ies were",
+            "entry" if n == 1 else "entries",
             self.stream,
+            "was" if n == 1 else "were",
         )
 
     # ------------------------------------------------------------------------ group upkeep
