@@ -627,7 +627,12 @@ def test_a_value_that_starts_with_a_dash_says_how_to_give_it(
     assert exc.value.code == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert "argument --since: expected one argument ('-5m' starts with '-'" in err, err
-    assert "write --since=-5m to give it as the value" in err
+    # An age with a minus: the hint is the form that works (--since=-5m is "not a time").
+    assert "an age counts back from now and takes no sign: write --since 5m" in err
+    with pytest.raises(SystemExit):
+        main(["dispatch", "--sink", "-x"])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "('-x' starts with '-', so it was read as an option: write --sink=-x" in err, err
     with pytest.raises(SystemExit):
         main(["replay", "--since"])  # nothing typed after it: argparse's words alone
     assert "expected one argument" in (err := capsys.readouterr().err) and "starts with" not in err

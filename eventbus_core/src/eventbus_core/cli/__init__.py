@@ -79,7 +79,12 @@ class _Parser(argparse.ArgumentParser):
         flag = _MISSING_VALUE.fullmatch(message)
         if flag is not None:
             given = _value_after(flag.group(1))
-            if given is not None:
+            if given is not None and _NEGATIVE_AGE.fullmatch(given):
+                message += (
+                    f" ({given!r} starts with '-', so it was read as an option; an age counts "
+                    f"back from now and takes no sign: write {flag.group(1)} {given[1:]})"
+                )
+            elif given is not None:
                 message += (
                     f" ({given!r} starts with '-', so it was read as an option: write "
                     f"{flag.group(1)}={given} to give it as the value)"
@@ -90,6 +95,9 @@ class _Parser(argparse.ArgumentParser):
 # argparse's words for an option given without its value; the option as typed, first.
 _MISSING_VALUE: Final = re.compile(r"argument ([^:/ ]+)(?:/[^:]+)?: expected one argument")
 
+
+# An age (`--since 5m`) typed with a minus, as if counting back needed one.
+_NEGATIVE_AGE: Final = re.compile(r"-\d+(?:\.\d+)?[smhd]")
 
 # The words of the command line being parsed (`main()`'s argv, or the process's).
 _typed: list[str] = []
