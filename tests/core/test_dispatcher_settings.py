@@ -78,6 +78,26 @@ def test_sink_options_from_environment_and_arguments(
     assert isinstance(webhook, WebhookSink) and webhook.headers["x-token"] == "abc"
 
 
+def test_an_option_variable_for_a_misspelt_sink_name_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # EVENTBUS_SINK_OTPL_TIMEOUT=5 with otlp selected was ignored without a word (trial 104).
+    from eventbus_core import _env_typos
+    from eventbus_core.dispatch._setup import build_sinks
+
+    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setenv("EVENTBUS_SINK_JSNL_PATH", str(tmp_path / "typo.jsonl"))
+    monkeypatch.setenv("EVENTBUS_SINK_JSONL_PATH", str(tmp_path / "right.jsonl"))
+    monkeypatch.setenv("EVENTBUS_SINK_MYOWNSINK_URL", "x")  # another program's: left alone
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    build_sinks(EventBusSettings(sinks="jsonl"))
+    warned = [r.getMessage() for r in caplog.records if "no installed sink" in r.getMessage()]
+    assert warned == [
+        "eventbus: EVENTBUS_SINK_JSNL_PATH is set, but no installed sink takes it, so it is "
+        "ignored; did you mean EVENTBUS_SINK_JSONL_PATH?"
+    ]
+
+
 def test_unknown_sink_lists_the_installed_ones() -> None:
     with pytest.raises(UnknownSinkError, match="console, helicone, jsonl, lunary, otlp, webhook"):
         Dispatcher.from_settings(EventBusSettings(sinks="nope"), registry=PluginRegistry())

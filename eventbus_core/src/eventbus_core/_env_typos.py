@@ -18,7 +18,12 @@ from typing import Final
 
 from eventbus_core._log import get_logger
 
-__all__ = ["misspelt_settings", "warn_misspelt_settings"]
+__all__ = [
+    "misspelt_settings",
+    "misspelt_sink_options",
+    "warn_misspelt_settings",
+    "warn_misspelt_sink_options",
+]
 
 log = get_logger("eventbus")
 
@@ -28,6 +33,8 @@ _PREFIXES: Final = ("EVENTBUS_", "LLM_PROXY_EVENT", "OBSERVABILITY_")
 # Read by tests and benchmarks.
 _NOT_SETTINGS: Final = ("EVENTBUS_TEST_", "EVENTBUS_BENCH_")
 # `EVENTBUS_SINK_<NAME>_<KEY>`: a sink's option (`_sink.sink_options_from_env`).
+# Sink names are short: one letter out of place in `otlp` (`otpl`) is 0.75 alike.
+_CLOSE_SINK_NAME: Final = 0.75
 _SINK_OPTION: Final = "EVENTBUS_SINK_"
 # How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
 # ten or more, a separator left out; not a different word (REDIS_HOST against REDIS_ADDR).
@@ -60,13 +67,57 @@ def misspelt_settings(environ: Iterable[str], known: Iterable[str]) -> list[tupl
 
 def warn_misspelt_settings(known: Iterable[str], environ: Mapping[str, str] | None = None) -> None:
     """Warn once per process for each variable `misspelt_settings` finds in the environment."""
-    for variable, meant in misspelt_settings(os.environ if environ is None else environ, known):
+    found = misspelt_settings(os.environ if environ is None else environ, known)
+    _warn_once(found, "no setting has that name")
+
+
+def misspelt_sink_options(
+    environ: Iterable[str], sinks: Iterable[str], known: Iterable[str]
+) -> list[tuple[str, str]]:
+    """`(variable, the variable it resembles)` for each `EVENTBUS_SINK_<NAME>_<KEY>` of
+    `environ` whose `<NAME>` is none of `sinks` but close to one (`EVENTBUS_SINK_OTPL_TIMEOUT`
+    for the `otlp` sink); the sink reads only its own, so such a variable is ignored. Core's
+    settings (`known`, such as EVENTBUS_SINK_QUEUE_SIZE) are not sink options."""
+    names = {name.upper() for name in known}
+    spelled = [sink.upper().replace("-", "_") for sink in sinks]
+    found = []
+    for variable in environ:
+        upper = variable.upper()
+        if not upper.startswith(_SINK_OPTION) or upper in names:
+            continue
+        rest = upper[len(_SINK_OPTION) :]
+        if any(rest.startswith(f"{sink}_") for sink in spelled):
+            continue
+        # The name typed is the words before some `_`: the closest to a sink's name is meant.
+        best = (0.0, "")
+        for at in (i for i, c in enumerate(rest) if c == "_"):
+            typed, key = rest[:at], rest[at + 1 :]
+            for sink in spelled:
+                ratio = difflib.SequenceMatcher(None, typed, sink).ratio()
+                if key and ratio > best[0]:
+                    best = (ratio, f"{_SINK_OPTION}{sink}_{key}")
+        if best[0] >= _CLOSE_SINK_NAME:
+            found.append((variable, best[1]))
+    return found
+
+
+def warn_misspelt_sink_options(
+    sinks: Iterable[str], known: Iterable[str], environ: Mapping[str, str] | None = None
+) -> None:
+    """Warn once per process for each variable `misspelt_sink_options` finds."""
+    found = misspelt_sink_options(os.environ if environ is None else environ, sinks, known)
+    _warn_once(found, "no installed sink takes it")
+
+
+def _warn_once(found: Iterable[tuple[str, str]], why: str) -> None:
+    for variable, meant in found:
         with _warned_lock:
             if variable in _warned:
                 continue
             _warned.add(variable)
         log.warning(
-            "eventbus: %s is set, but no setting has that name, so it is ignored; did you mean %s?",
+            "eventbus: %s is set, but %s, so it is ignored; did you mean %s?",
             variable,
+            why,
             meant,
         )

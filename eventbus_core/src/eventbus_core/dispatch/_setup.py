@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from eventbus_core._env_typos import warn_misspelt_sink_options
 from eventbus_core._errors import PluginError
 from eventbus_core._factory import create_bus
 from eventbus_core._plugins import PluginRegistry, get_registry
-from eventbus_core._settings import EventBusSettings
+from eventbus_core._settings import EventBusSettings, all_env_vars
 from eventbus_core._sink import Sink, sink_options_from_env, sink_problem
 from eventbus_core.dispatch._deadletter import JsonlDeadLetter
 from eventbus_core.dispatch._retry import RetryPolicy
@@ -63,6 +64,8 @@ def build_sinks(
                 f"something that is not a sink: {problem} (docs/plugins/writing-a-sink.md)"
             )
         built.append(sink)
+    # A variable for a sink name misspelt is read by no sink: said, not ignored silently.
+    warn_misspelt_sink_options(reg.sinks, all_env_vars().values(), environ)
     return built
 
 
