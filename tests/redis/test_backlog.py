@@ -48,7 +48,9 @@ def test_lag_counts_what_is_left_after_the_stream_was_trimmed_past_the_group(
         assert bus.flush(10)
         client.xtrim(stream, maxlen=5, approximate=False)  # 25 gone before the group got them
         assert consumer.backlog()["lag"] == 5  # behind the trim: the 5 the stream holds
-        got = read_all(consumer, 5)
+        got = read_all(consumer, 2)
+        assert consumer.backlog()["lag"] <= 5  # catching up: Redis said 28
+        got += read_all(consumer, 3)
         assert [d.event.log_id for d in got] == [27, 28, 29, 30, 31]
         assert consumer.backlog()["lag"] == 0  # Redis said 25
         assert bus.stream_info()["lag"] == 0

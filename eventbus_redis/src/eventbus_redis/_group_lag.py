@@ -10,7 +10,9 @@ stream itself says how far behind the group is, that answer is used instead:
   last-generated id), or the stream is empty: nothing is left, lag 0;
 - the group's last-delivered id is older than the stream's first entry: every entry is left,
   lag = the stream's length;
-- otherwise Redis's own figure (None when Redis cannot tell).
+- otherwise Redis's own figure (None when Redis cannot tell), at most the stream's length (no
+  more entries than it holds can be left: while the group catches up after a trim, Redis's
+  figure still holds the trimmed ones).
 """
 
 from __future__ import annotations
@@ -50,4 +52,4 @@ def group_lag(group: Mapping[str, Any], stream: Mapping[str, Any]) -> int | None
         return 0
     if delivered is not None and first is not None and delivered < first:
         return length
-    return redis_lag
+    return None if redis_lag is None else min(redis_lag, length)
