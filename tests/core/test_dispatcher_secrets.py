@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 import logging
@@ -362,3 +363,54 @@ def test_the_cli_scrubs_libraries_log_lines_too() -> None:
     )
     assert "GET https://h/x?api_key=" in done.stderr, done.stderr
     assert SECRET_KEY not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "quote",
+    [
+        lambda event: f"KeyError: {json.loads(event.request_body)['password']!r}",
+        lambda event: f"unknown key {event.path.split('api_key=')[1].split('&')[0]}",
+        lambda event: (
+            "bad creds "
+            + base64.b64decode(event.response_headers["Authorization"][0].split()[1]).decode()
+        ),
+        lambda event: f"count {json.loads(event.response_body)['auth']['client_secret']}",
+        lambda event: f"see {json.loads(event.response_body)['note'].split('//')[1]}",
+    ],
+    ids=["body-password", "query-key", "decoded-basic", "nested-number", "url-password"],
+)
+async def test_a_transformer_error_quoting_a_masked_value_alone_is_masked(
+    caplog: pytest.LogCaptureFixture, quote: Any
+) -> None:
+    # Only the credential headers' values were looked for: a body's password, a query's
+    # api_key or a decoded Basic header quoted alone went to every sink, dead letter and the
+    # log (trial 105).
+    caplog.set_level(logging.DEBUG)
+    event = Event(
+        request_id="r1",
+        method="POST",
+        path="/v1/chat?api_key=QuErYkEy0001&alt=json",
+        status=200,
+        response_headers={"Authorization": ("Basic dXNlcjpCYVNpQ3B3MDAwMg==",)},  # user:BaSiCpw0002
+        request_body=b'{"model": "m", "password": "BoDyPw0003"}',
+        response_body=json.dumps(
+            {"auth": {"client_secret": 31415926535}, "note": "db at redis://u:UrLpW0004@h"}
+        ).encode(),
+    )
+
+    def transform(event: Event) -> dict[str, Any]:
+        raise ValueError(quote(event))
+
+    bus = InMemoryEventBus()
+    sink = RecordingSink()
+    task = asyncio.create_task(
+        Dispatcher(bus, [sink], flush_interval=0.01, retry=FAST_RETRY, transform=transform).run()
+    )
+    bus.publish(event)
+    await bus.astop()
+    await task
+    error = sink.payloads[0]["transform_error"]
+    assert "[REDACTED]" in error, error
+    for text in (error, caplog.text):
+        for secret in ("QuErYkEy0001", "BaSiCpw0002", "BoDyPw0003", "31415926535", "UrLpW0004"):
+            assert secret not in text, (secret, text)

@@ -9,12 +9,13 @@ gave it the first time.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core.redact._redact import MASK, Redactor, is_sensitive_header
+from eventbus_core.redact._masked_values import masked_values
+from eventbus_core.redact._redact import MASK, Redactor
 from eventbus_core.transform._llm import LLMTransformer, Payload, Transform
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class PayloadPreparer:
             payload = dict(made)
         except Exception as exc:
             # A transformer bug must not lose events: ship the bare facts and say why.
-            reason = _error_text(exc, event, self.redactor.extra_headers)
+            reason = _error_text(exc, event, self.redactor)
             self._transform_failures += 1
             failures = self._transform_failures
             # A broken transformer fails every event: the first few are logged, then every
@@ -129,10 +130,6 @@ def _bare_facts(event: Event, error_field: str, reason: str) -> dict[str, Any]:
     }
 
 
-# Shorter values are not looked for: masking every "1" of a message would say nothing.
-_SHORTEST_HEADER_SECRET = 4
-
-
 def _quoted_forms(value: str) -> set[str]:
     """`value` as a message may hold it: as it is, and escaped as JSON (`"` as `\\"`, with and
     without non-ASCII as `\\u` escapes) and as Python's repr escapes it."""
@@ -144,23 +141,16 @@ def _quoted_forms(value: str) -> set[str]:
     }
 
 
-def _error_text(exc: Exception, event: Event, extra_headers: Iterable[str]) -> str:
-    """`"<type>: <message>"` of a transformer's exception, with the values of the event's
-    credential headers masked wherever the message quotes them, in whatever form (the repr of
-    the headers' tuples, JSON, an f-string): the text rules recognise a credential by its
-    name, which such a message may not put next to it (`X-Amz-Security-Token`'s value in a
-    list, say). The log line and the payload's `transform_error` both get this text."""
+def _error_text(exc: Exception, event: Event, redactor: Redactor) -> str:
+    """`"<type>: <message>"` of a transformer's exception, with every value the redaction masks
+    in the event (credential headers' values and the `user:password` of a Basic one, what it
+    masks in the path and the bodies: `masked_values`) masked wherever the message quotes it,
+    in whatever form (the repr of the headers' tuples, JSON, an f-string): the text rules
+    recognise a credential by its name or shape, which such a message may not put next to it
+    (`KeyError: 'hunter2'`). The log line and the payload's `transform_error` both get this
+    text."""
     text = f"{type(exc).__name__}: {exc}"
-    headers = event.response_headers
-    if headers:
-        secrets = {
-            form
-            for name, values in headers.items()
-            if is_sensitive_header(name, extra_headers)
-            for value in values
-            if len(value) >= _SHORTEST_HEADER_SECRET
-            for form in _quoted_forms(value)
-        }
-        for form in sorted(secrets, key=len, reverse=True):  # a value inside another: later
-            text = text.replace(form, MASK)
+    secrets = {form for value in masked_values(event, redactor) for form in _quoted_forms(value)}
+    for form in sorted(secrets, key=len, reverse=True):  # a value inside another: later
+        text = text.replace(form, MASK)
     return text
