@@ -29,6 +29,7 @@ from eventbus_core import (
 )
 from eventbus_core._log import ScrubFilter
 from eventbus_memory import InMemoryEventBus
+from tests._python import run_python
 from tests.core.conftest_dispatch import (
     FAST_RETRY,
     SECRET_KEY,
@@ -414,3 +415,21 @@ async def test_a_transformer_error_quoting_a_masked_value_alone_is_masked(
     for text in (error, caplog.text):
         for secret in ("QuErYkEy0001", "BaSiCpw0002", "BoDyPw0003", "31415926535", "UrLpW0004"):
             assert secret not in text, (secret, text)
+
+
+def test_user_patterns_mask_log_lines_of_a_publishing_process() -> None:
+    # Applied to logs only once a Dispatcher was built: a middleware's or publisher's process
+    # logged them as they were (trial 105).
+    code = """
+import logging, os
+os.environ["EVENTBUS_REDACT_PATTERNS"] = r"corp-[0-9a-f]{8}"
+logging.basicConfig(level=logging.INFO)
+from eventbus_core import create_bus, get_logger
+bus = create_bus()
+get_logger("eventbus.app").error("publishing for corp-deadbeef failed")
+bus.stop()
+"""
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert "publishing for [REDACTED] failed" in done.stderr, done.stderr
+    assert "corp-deadbeef" not in done.stderr

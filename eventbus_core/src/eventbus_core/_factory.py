@@ -6,7 +6,7 @@ from typing import Final
 
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import BackendLoadError, PluginError
-from eventbus_core._log import scrub
+from eventbus_core._log import add_patterns, scrub
 from eventbus_core._plugins import PluginRegistry, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings
 
@@ -43,6 +43,9 @@ def create_bus(
     """
     if settings is None:
         settings = EventBusSettings()
+    # What the settings say to mask, logs mask too from now on, in a publishing process as in
+    # a dispatcher (a middleware's process logged them as they were).
+    add_patterns(settings.redact_pattern_list)
     registry = registry or get_registry()
     registration = registry.backend(settings.backend, given_as=backend_given_as(settings))
     if registration.settings is not None:
