@@ -159,7 +159,11 @@ def test_backend_option_errors_name_what_was_typed(
     assert "--backend-option EVENTBUS_TOY_DEPTH" in capsys.readouterr().err
     assert main(["publish", "--backend", "toy", "--backend-option", "nope=1"]) == 2
     err = capsys.readouterr().err
-    assert "--backend-option nope" in err and "toy_depth" in err
+    assert "--backend-option names 'nope'" in err and "toy_depth" in err
+    # A credential's name typed: the message's list of settings was masked as its "value".
+    assert main(["publish", "--backend", "toy", "--backend-option", "password=x"]) == 2
+    err = capsys.readouterr().err
+    assert "--backend-option names 'password'" in err and "toy_depth" in err, err
     assert main(["publish", "--backend", "toy", "--backend-option", "novalue"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
 

@@ -133,9 +133,11 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
         found = known.get(key.lower())
         if found is None:
             settings = ", ".join(sorted(set(known.values()))) or "none"
+            # Not "KEY: ...": after a credential's name (`password`), the log scrubbing takes
+            # the rest of the line for its value, and the list of settings was masked.
             raise UsageError(
-                f"{_OPTION} {key}: no installed backend plugin has this setting (settings of "
-                f"the installed plugins: {settings}; see 'eventbus plugins')"
+                f"{_OPTION} names {key!r}, which no installed backend plugin has as a setting "
+                f"(settings of the installed plugins: {settings}; see 'eventbus plugins')"
             )
         values[found], given_as[found] = value, f"{_OPTION} {key}"
     return values, given_as
