@@ -461,6 +461,29 @@ def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret
         assert redactor.text(plain) == plain
 
 
+def test_a_credential_quoted_as_python_bytes_is_masked_whole() -> None:
+    # `{'api_key': b'...'}` (a library's repr of headers) had only its `b` masked (trial 105).
+    assert redact_text("{'api_key': b'LeAkBytes1234'}") == "{'api_key': b'[REDACTED]'}"
+    masked = redact_text("{'X-Api-Key': [b'LeAkList5678', b'two']}")
+    assert masked == "{'X-Api-Key': [b'[REDACTED]']}", masked
+
+
+def test_httpcores_wire_traces_are_not_logged_by_the_command_line() -> None:
+    # At -vv they showed a receiver's response headers as byte tuples, Set-Cookie and all.
+    import logging
+
+    from eventbus_core.cli import main
+
+    httpcore = logging.getLogger("httpcore")
+    before = httpcore.level
+    try:
+        httpcore.setLevel(logging.NOTSET)
+        main(["-vv", "plugins"])
+        assert httpcore.level == logging.INFO  # its own: -vv sets the root's to DEBUG
+    finally:
+        httpcore.setLevel(before)
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -218,6 +218,10 @@ def _main(argv: Sequence[str] | None) -> int:
         # On the handler, so that libraries' records (httpx logs each request's URL at -vv,
         # query string and all) are scrubbed too, not only eventbus's own loggers'.
         handler.addFilter(ScrubFilter())
+    # httpcore's DEBUG lines are wire traces, a response's headers as a list of byte tuples
+    # (`(b'Set-Cookie', b'...')`) that no text rule reads as name and value: not shown, -vv
+    # or not (httpx's own lines say what was sent and answered).
+    logging.getLogger("httpcore").setLevel(logging.INFO)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -130,15 +130,16 @@ _NAME_SUFFIX: Final = r"(?:[_-][a-z0-9]+|(?-i:[A-Z][a-z0-9]*))*"
 #   that ends it (a URL quoted before ": the reason");
 # - a list or tuple of quoted strings, as Python's repr or JSON writes a header's values
 #   (`'Cookie': ['a=1', 'b=2']`, `"Authorization": ("Basic x",)`): every string in it.
+# A quoted value may be Python's repr of bytes (`'api_key': b'...'`, as httpx logs headers).
 _PAIR: Final = re.compile(
     rf"""(?ix)
     (?P<head>["']?{_SECRET_NAME}{_NAME_SUFFIX}\\?["']?\s*
-      (?: [:=]\s*(?P<seq>[\[(])(?=\s*["'])
-        | [:=]\s*(?P<esc>\\)?(?P<quote>(?P<dq>")|')
+      (?: [:=]\s*(?P<seq>[\[(])(?=\s*b?["'])
+        | [:=]\s*(?P<esc>\\)?b?(?P<quote>(?P<dq>")|')
         | (?P<colon>:)[\ \t]*+(?!(?:null|true|false)\b|[-\d\[{{])
         | =\s*
       ))
-    (?P<value>(?(seq)(?:\s*(?:"(?:[^"\\\r\n]|\\.)*"|'(?:[^'\\\r\n]|\\.)*')\s*,?)+
+    (?P<value>(?(seq)(?:\s*b?(?:"(?:[^"\\\r\n]|\\.)*"|'(?:[^'\\\r\n]|\\.)*')\s*,?)+
       |(?(quote)(?(esc)(?(dq)(?:[^"\\\r\n]|\\\\\\"|\\\\|\\(?!"))+|(?:[^'\\\r\n]|\\\\\\'|\\\\|\\(?!'))+)
                      |(?(dq)(?:[^"\\\r\n]|\\.)+|(?:[^'\\\r\n]|\\.)+))
       |(?(colon)[^"'\r\n]+|[^"'\s,&;}}]*[^"'\s,&;}}:]))))
@@ -384,10 +385,10 @@ def _masked_value(match: re.Match[str]) -> str:
     """A `_PAIR` match with its value masked. A list's strings become one quoted mask, so that
     JSON (or a Python repr) stays valid: `["a", "b"]` -> `["[REDACTED]"]`, not `[[REDACTED]]`."""
     if match.group("seq"):
-        value = match.group("value")
-        quote = value.lstrip()[0]
+        value = match.group("value").lstrip()
+        opening = value[:2] if value[0] in "bB" else value[0]  # `b'...'`: bytes stay bytes
         comma = "," if value.rstrip().endswith(",") else ""  # a tuple of one: `("x",)`
-        return f"{match.group('head')}{quote}{MASK}{quote}{comma}"
+        return f"{match.group('head')}{opening}{MASK}{opening[-1]}{comma}"
     return match.group("head") + MASK
 
 
