@@ -709,3 +709,19 @@ def test_the_start_of_a_sinks_own_key_quoted_alone_is_masked() -> None:
         "http://127.0.0.1:1/x", headers={"Helicone-Auth": f"Bearer {longer}"}, client=object()
     )  # type: ignore[arg-type]
     assert "ECHO" not in target.mask_own(f"bad key {longer[:14]}...")
+
+
+def test_the_secrets_of_a_sinks_url_quoted_alone_are_masked() -> None:
+    # A receiver echoing the URL's ?token= value alone, or a Slack-style token in the URL's
+    # path, reached the error, the log (httpx's at -vv) and every dead letter (trial 105).
+    from eventbus_core._log import scrub
+    from eventbus_core.sinks._http import HttpTarget
+
+    url = "https://hooks.example/services/T0001/B0002/SlAcKpAtH0123456789abcd?token=QuErYtOk77&v=2"
+    target = HttpTarget(url, client=object())  # type: ignore[arg-type]
+    for secret in ("QuErYtOk77", "SlAcKpAtH0123456789abcd"):
+        said = target.mask_own(f"refused {secret}, try again")
+        assert said == "refused [REDACTED], try again", said
+        assert secret not in scrub(f"HTTP Request: POST {url} 'HTTP/1.1 200 OK' saw {secret}")
+    kept = "version 2024-01-01T10:00:00 of /services/T0001"  # neither is such a secret
+    assert target.mask_own(kept) == kept

@@ -26,9 +26,9 @@ from eventbus_core._errors import (
     SinkError,
     TransientSinkError,
 )
-from eventbus_core._log import get_logger
+from eventbus_core._log import add_patterns, get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
-from eventbus_core.redact._redact import MASK
+from eventbus_core.redact._redact import MASK, redact_text
 from eventbus_core.redact._secrets import redact_one_url, redact_url
 from eventbus_core.transform._llm import _decompress
 
@@ -124,9 +124,11 @@ class HttpTarget:
         self.headers = dict(headers or {})
         # httpx sends the URL's `user:password@` as `Authorization: Basic ...`: a receiver
         # quoting that header back is masked like one of the sink's own headers.
-        own = {**self.headers, **_url_authorization(url)}
+        own = {**self.headers, **_url_authorization(url), **_url_secrets(url)}
         self._own_secrets = _secrets_pattern(own)
         self._own_starts = _starts_pattern(own)
+        # httpx logs the URL at -vv: what is secret in it is masked in every log line too.
+        add_patterns(re.escape(value) for value in _url_secrets(url).values())
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
@@ -317,6 +319,34 @@ def _url_authorization(url: str) -> dict[str, str]:
     basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
     # A lone user part (`https://TOKEN@host`) is the credential itself, as `redact_url` reads it.
     return {"authorization": f"Basic {basic}", "x-url-secret": password or user}
+
+
+# A path segment this long, of letters and digits both, is taken for a secret (Slack's and
+# Discord's webhook URLs carry their token so: `/services/T0/B0/XXXXXXXXXXXXXXXXXXXXXXXX`).
+_PATH_SECRET_MIN: Final = 16
+_TOKEN_CHARS: Final = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _url_secrets(url: str) -> dict[str, str]:
+    """The secrets of `url` beyond `user:password@`, as pseudo-headers: the values of query
+    parameters the text rules mask by name (`?token=...`), and path segments shaped like a
+    token. A receiver may quote one alone (an error echoing the token it refused), where no rule
+    would know it."""
+    parts = urllib.parse.urlsplit(url)
+    found: dict[str, str] = {}
+    for n, (name, value) in enumerate(urllib.parse.parse_qsl(parts.query)):
+        pair = f"{name}={value}"
+        if len(value) >= _SECRET_MIN and redact_text(f"?{pair}") != f"?{pair}":
+            found[f"x-url-query-{n}"] = value
+    for n, segment in enumerate(urllib.parse.unquote(parts.path).split("/")):
+        if (
+            len(segment) >= _PATH_SECRET_MIN
+            and _TOKEN_CHARS.fullmatch(segment)
+            and any(c.isdigit() for c in segment)
+            and any(c.isalpha() for c in segment)
+        ):
+            found[f"x-url-path-{n}"] = segment
+    return found
 
 
 def _credential_values(headers: Mapping[str, str]) -> list[str]:
