@@ -53,6 +53,14 @@ KEYS = [
     "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
     "xoxb-123456789012-abcdefghij",
     "hf_abcdefghijklmnopqrstuvwxyzABCDEF",
+    # Added after an outside trial found them unmasked (trial 105).
+    "gsk_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdEFGH",  # Groq
+    "xai-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",  # xAI
+    "glpat-AbCdEfGhIj-KlMnOpQrSt",  # GitLab
+    "sk_live_51HAbCdEfGhIjKlMnOpQrSt",  # Stripe
+    "rk_live_51HAbCdEfGhIjKlMnOpQrSt",
+    "r8_AbCdEfGhIjKlMnOpQrStUvWxYz0123",  # Replicate
+    "ya29.a0AfH6SMBxAbCdEfGhIj-KlMnOp",  # Google OAuth
 ]
 
 

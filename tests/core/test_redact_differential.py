@@ -38,6 +38,13 @@ _SCANS_KEY = [
     re.compile(rb"github_pat_[A-Za-z0-9_]{30,}"),
     re.compile(rb"xox[abposr]-[A-Za-z0-9\-]{10,}"),
     re.compile(rb"hf_[A-Za-z0-9]{30,}"),
+    re.compile(rb"gsk_[A-Za-z0-9]{20,}"),
+    re.compile(rb"xai-[A-Za-z0-9]{20,}"),
+    re.compile(rb"glpat-[A-Za-z0-9_\-]{20,}"),
+    re.compile(rb"sk_live_[A-Za-z0-9]{16,}"),
+    re.compile(rb"rk_live_[A-Za-z0-9]{16,}"),
+    re.compile(rb"r8_[A-Za-z0-9]{20,}"),
+    re.compile(rb"ya29\.[A-Za-z0-9_\-]{20,}"),
     re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}"),  # the scheme in any case
     re.compile(rb"(?i:basic) " + BASIC_CREDENTIALS.encode("ascii")),  # added later
 ]
@@ -92,6 +99,13 @@ SECRETS = [
     "github_pat_" + "Z" * 30,
     "xoxs-1234567890-abc",
     "hf_" + "q" * 30,
+    "gsk_Ab1Ab1Ab1Ab1Ab1Ab1Ab1Ab1",
+    "xai-Cd2Cd2Cd2Cd2Cd2Cd2Cd2Cd2",
+    "glpat-Ef3-Ef3-Ef3-Ef3-Ef3-Ef3-",
+    "sk_live_Gh4Gh4Gh4Gh4Gh4Gh4",
+    "rk_live_Ij5Ij5Ij5Ij5Ij5Ij5",
+    "r8_Kl6Kl6Kl6Kl6Kl6Kl6Kl6Kl6",
+    "ya29.Mn7_Mn7_Mn7_Mn7_Mn7_Mn7_",
     "Bearer eyJhbGciOi.J9x",
     "BEARER abcdefghij",
     "Basic dXNlcjpwYXNzd29yZA==",
@@ -119,6 +133,10 @@ NEAR_MISSES = [
     "basic abcdefgh",
     "basic McDonalds",
     "hf_short",
+    "gsk_short",
+    "risk_live_short",
+    "the r8_engine",
+    "ya29.short",
     "xox",
 ]
 NAMES = [

@@ -104,6 +104,13 @@ _GH: Final = re.compile(rb"gh[pousr]_[A-Za-z0-9]{30,}")
 _GITHUB_PAT: Final = re.compile(rb"github_pat_[A-Za-z0-9_]{30,}")
 _XOX: Final = re.compile(rb"xox[abposr]-[A-Za-z0-9\-]{10,}")
 _HF: Final = re.compile(rb"hf_[A-Za-z0-9]{30,}")
+_GSK: Final = re.compile(rb"gsk_[A-Za-z0-9]{20,}")
+_XAI: Final = re.compile(rb"xai-[A-Za-z0-9]{20,}")
+_GLPAT: Final = re.compile(rb"glpat-[A-Za-z0-9_\-]{20,}")
+_SK_LIVE: Final = re.compile(rb"sk_live_[A-Za-z0-9]{16,}")
+_RK_LIVE: Final = re.compile(rb"rk_live_[A-Za-z0-9]{16,}")
+_R8: Final = re.compile(rb"r8_[A-Za-z0-9]{20,}")
+_YA29: Final = re.compile(rb"ya29\.[A-Za-z0-9_\-]{20,}")
 _BEARER: Final = re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}")
 _BEARER_PLUS: Final = re.compile(rb"(?i:bearer)\+(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}")
 _BEARER_20: Final = re.compile(rb"(?i:bearer)%20(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}")
@@ -174,6 +181,13 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"github_pat_",), _starts_at(_GITHUB_PAT)),
     ((b"xox",), _starts_at(_XOX)),
     ((b"hf_",), _starts_at(_HF)),
+    ((b"gsk_",), _starts_at(_GSK)),
+    ((b"xai-",), _starts_at(_XAI)),
+    ((b"glpat-",), _starts_at(_GLPAT)),
+    ((b"sk_live_",), _starts_at(_SK_LIVE)),
+    ((b"rk_live_",), _starts_at(_RK_LIVE)),
+    ((b"r8_",), _starts_at(_R8)),
+    ((b"ya29.",), _starts_at(_YA29)),
     ((b"bearer ",), _starts_at(_BEARER)),
     ((b"bearer+",), _starts_at(_BEARER_PLUS)),
     ((b"bearer%20",), _starts_at(_BEARER_20)),

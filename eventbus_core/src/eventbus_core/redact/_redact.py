@@ -91,6 +91,13 @@ _KEY_PATTERNS: Final = (
     r"github_pat_[A-Za-z0-9_]{30,}",
     r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack
     r"hf_[A-Za-z0-9]{30,}",  # Hugging Face
+    r"gsk_[A-Za-z0-9]{20,}",  # Groq
+    r"xai-[A-Za-z0-9]{20,}",  # xAI
+    r"glpat-[A-Za-z0-9_\-]{20,}",  # GitLab personal access tokens
+    r"sk_live_[A-Za-z0-9]{16,}",  # Stripe secret keys
+    r"rk_live_[A-Za-z0-9]{16,}",  # Stripe restricted keys
+    r"r8_[A-Za-z0-9]{20,}",  # Replicate
+    r"ya29\.[A-Za-z0-9_\-]{20,}",  # Google OAuth access tokens
     # Bearer tokens in free text, the scheme in any letter case (RFC 9110: it is
     # case-insensitive; "BEARER" went unmasked before).
     r"(?<=(?i:bearer) )[A-Za-z0-9_\-.=+/]{8,}",
@@ -176,36 +183,12 @@ _NAME_SPELLINGS: Final = tuple(
 _NAME_FINDER: Final = ahocorasick_rs.AhoCorasick(list(_NAME_SPELLINGS))
 
 
-def _may_hold_key(text: str) -> bool:
-    # Spelled out: an `or` chain of `in` tests is several times faster than any() or a regex
-    # on a short string; a long one goes to the automaton (`_key_starts`) at once.
-    return (
-        "sk-" in text
-        or "AIza" in text
-        or "AKIA" in text
-        or "ASIA" in text
-        # GitHub's prefixes in full: a bare "gh" is common in prose ("though", "high").
-        or "ghp_" in text
-        or "gho_" in text
-        or "ghu_" in text
-        or "ghs_" in text
-        or "ghr_" in text
-        or "github_pat_" in text
-        or "xox" in text
-        or "hf_" in text
-    )
-
-
-# Strings from this length on are searched by the automaton without the `in` tests first: it
-# reads a kilobyte in 3 µs, the twelve tests in 8 µs; below, the tests cost less than a call.
-_KEY_AUTOMATON_FROM: Final = 128
-
 # Where a match of a key pattern can start: at one of these (the literal starts of every pattern
 # but the Bearer and Basic ones), or right after one of `_SCHEMES` in any letter case (the Bearer
 # and Basic patterns' lookbehinds).
 _KEY_STARTS: Final = (
     "sk-", "AIza", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",
-    "xox", "hf_",
+    "xox", "hf_", "gsk_", "xai-", "glpat-", "sk_live_", "rk_live_", "r8_", "ya29.",
 )  # fmt: skip
 # "bearer" then a space, plain or as a query string or form field encodes it; "basic" then a
 # space.
@@ -215,6 +198,9 @@ _SCHEMES: Final = ("bearer ", "bearer+", "bearer%20", "basic ")
 # One pass over a string finds every occurrence of every literal start (overlapping: "xoxoxb-"
 # holds "xox" twice): 3 µs over a kilobyte, against 8 µs for twelve substring tests.
 _KEY_START_FINDER: Final = ahocorasick_rs.AhoCorasick(list(_KEY_STARTS))
+_KEY_START_FINDER_BYTES: Final = ahocorasick_rs.BytesAhoCorasick(
+    [start.encode("ascii") for start in _KEY_STARTS]
+)
 
 
 def _key_starts(text: str, lowered: str) -> list[int]:
@@ -254,20 +240,9 @@ def _may_hold_pair(lowered: str) -> bool:
 
 
 def _may_hold_key_bytes(data: bytes) -> bool:
-    return (
-        b"sk-" in data
-        or b"AIza" in data
-        or b"AKIA" in data
-        or b"ASIA" in data
-        or b"ghp_" in data
-        or b"gho_" in data
-        or b"ghu_" in data
-        or b"ghs_" in data
-        or b"ghr_" in data
-        or b"github_pat_" in data
-        or b"xox" in data
-        or b"hf_" in data
-    )
+    """Whether a literal start of a key pattern (`_KEY_STARTS`) is anywhere in `data`: one
+    pass of an automaton (about 0.4 µs a kilobyte, where 19 substring tests took 11)."""
+    return bool(_KEY_START_FINDER_BYTES.find_matches_as_indexes(data))
 
 
 def _may_hold_pair_bytes(data: bytes) -> bool:
@@ -468,15 +443,11 @@ class Redactor:
         if not self.bodies or (len(text) < _SHORTEST_SECRET and not self._has_extra):
             return text
         lowered = text.lower()
-        if (
-            self._has_extra
-            or len(text) >= _KEY_AUTOMATON_FROM
-            or _may_hold_key(text)
-            or _may_hold_scheme(lowered)
-        ):
-            masked = self._masked_keys(text, lowered)
-            if masked is not text:
-                text, lowered = masked, masked.lower()
+        # The automaton finds where a key can start (nowhere, usually) in fewer ns than the 19
+        # substring tests that once decided whether to ask it, at every length.
+        masked = self._masked_keys(text, lowered)
+        if masked is not text:
+            text, lowered = masked, masked.lower()
         if _may_hold_pair(lowered):
             text = _masked_pairs(text, lowered)
         if "=" in text and has_query_pair(text):
