@@ -18,7 +18,7 @@ from eventbus_core import (
     redact_headers,
     redact_text,
 )
-from eventbus_core.redact._redact import MASK
+from eventbus_core.redact._redact import MASK, is_credential_header
 
 SENSITIVE = [
     "Authorization",
@@ -467,6 +467,18 @@ def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret
         "q=50%25%40x%253Dy",
     ):
         assert redactor.text(plain) == plain
+
+
+@pytest.mark.parametrize(
+    "name", ["api_token", "accessKey", "access-key", "passphrase", "credentials"]
+)
+def test_more_credential_names_are_masked(name: str) -> None:
+    # Left as they were in bodies, payloads and text (trial 105).
+    redactor = Redactor()
+    assert redactor.json({name: "LeAkNaMe99", "note": "kept"}) == {name: MASK, "note": "kept"}
+    assert "LeAkNaMe99" not in redact_text(f'{{"{name}": "LeAkNaMe99"}}')
+    assert "LeAkNaMe99" not in str(redactor.payload({"request": {name: "LeAkNaMe99"}}))
+    assert is_credential_header(f"X-{name}")
 
 
 def test_a_credential_quoted_as_python_bytes_is_masked_whole() -> None:

@@ -20,6 +20,7 @@ import pytest
 from eventbus_core import Event, LLMTransformer, Redactor
 from eventbus_core.dispatch._payload import PayloadPreparer
 from eventbus_core.redact import _gate, _redact
+from eventbus_core.redact._encoded_names import BRACKET_END_IN_BYTES, ESCAPE_IN_BYTES
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR_BYTES
 from eventbus_core.redact._redact import MASK
@@ -52,7 +53,10 @@ _SCANS_NAME = [
     re.compile(rb"secret"),
     re.compile(rb"cookie"),
     re.compile(rb"id[_-]?token"),
-    re.compile(rb"(?:api|private)[_-]?key"),
+    re.compile(rb"(?:api|private|access)[_-]?key"),
+    re.compile(rb"api[_-]?token"),  # added later, with the two below
+    re.compile(rb"passphrase"),
+    re.compile(rb"credential"),
     re.compile(rb"auth(?:orization|[_-]?token)"),
     re.compile(rb"passw(?:ord|d)"),
     re.compile(rb"access[_-]?token"),
@@ -80,6 +84,10 @@ def scans_verdict(value: Any) -> bool:
     if any(p.search(blob) for p in (*_SCANS_KEY, _SCAN_URL, _SCAN_ENCODED_URL)):
         return False
     if b"=" in blob and QUERY_PAIR_BYTES.search(blob) is not None:
+        return False
+    # Names a server decodes to a credential name (`?api%5Fkey=`, `api_key[]=`), added later:
+    # a part with an `=` and an escape or a `]=` is not judged.
+    if b"=" in blob and (ESCAPE_IN_BYTES.search(blob) or BRACKET_END_IN_BYTES.search(blob)):
         return False
     low = blob.lower()
     if any(equals in low for equals in _ENCODED_EQUALS):
@@ -159,6 +167,10 @@ NAMES = [
     "private_key",
     "Cookie",
     "secret",
+    "api_token",
+    "Access-Key",
+    "passphrase",
+    "credentials",
     "pa\u017fsword",
     "api_\u212aey",
     "\u0130d_token",

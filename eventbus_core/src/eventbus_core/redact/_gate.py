@@ -122,10 +122,10 @@ _BASIC: Final = re.compile(BASIC_CREDENTIALS.encode("ascii"))
 # it. "token" alone would hit every LLM payload ("max_tokens", "usage.total_tokens"): its names
 # are hints whole. `headers`: see the module docstring.
 #
-# The credential names with "key" are `(?:api|private)[_-]?key`: what may stand right before
-# an occurrence of the hint in a match.
+# The credential names with "key" are `(?:api|private|access)[_-]?key`: what may stand right
+# before an occurrence of the hint in a match.
 _KEY_NAME_STARTS: Final = tuple(
-    word + separator for word in (b"api", b"private") for separator in (b"", b"_", b"-")
+    word + separator for word in (b"api", b"private", b"access") for separator in (b"", b"_", b"-")
 )
 # `_secrets.URL_IN_TEXT` after its `://` (the same source, compiled for bytes): every match of
 # the rule is `://` followed by a match of this.
@@ -202,13 +202,26 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     # may follow.
     ((b"%3d", b"%253d"), None),
     ((b"key",), _key_name),
-    ((b"secret", b"cookie", b"headers", b"password", b"passwd", b"authorization"), None),
+    (
+        (
+            b"secret",
+            b"cookie",
+            b"headers",
+            b"password",
+            b"passwd",
+            b"authorization",
+            b"passphrase",
+            b"credential",
+        ),
+        None,
+    ),
     # A body kept as base64 (not UTF-8): its text is hidden from every hint; the walk decodes it.
     ((b'"base64":',), None),
     (_separated(b"id", b"token"), None),
     (_separated(b"auth", b"token"), None),
     (_separated(b"access", b"token"), None),
     (_separated(b"refresh", b"token"), None),
+    (_separated(b"api", b"token"), None),
 )
 _NEEDLES: Final = [needle for needles, _ in _HINTS for needle in needles]
 _BASIC_HINT: Final = _NEEDLES.index(b"basic ")
