@@ -378,6 +378,24 @@ def test_tail_and_replay_print_redacted_events_unless_told_not_to(
     assert Event.from_json(raw.splitlines()[0]).response_body.startswith(b"\x1f\x8b")
 
 
+def replay_to(sink: Any, argv: list[str]) -> int:
+    """`eventbus replay --sink <sink.name> ...argv` with `sink` registered by a plugin."""
+    from eventbus_core import hookimpl
+    from eventbus_core._plugins import get_registry, reset_registry
+
+    class Plugin:
+        @hookimpl
+        def eventbus_register_sinks(self, register: Any) -> None:
+            register(sink.name, lambda settings, options: sink)
+
+    reset_registry()
+    try:
+        get_registry().register_plugin(Plugin(), sink.name)
+        return main(["replay", "--sink", sink.name, *argv])
+    finally:
+        reset_registry()
+
+
 class _FlakySink:
     """Stores the first half of each new batch, then fails with a transient error saying so;
     refuses LogID 3 alone (a permanent error about that one event)."""
@@ -414,23 +432,9 @@ def test_replay_to_a_sink_keeps_what_it_stored_retries_and_names_what_failed(
 ) -> None:
     # Replay counted a whole batch failed on any error: 0 replayed where the sink had stored
     # 60 of 120, no retry of a transient error, and no LogIDs to narrow a rerun (trial 103).
-    from eventbus_core import hookimpl
-    from eventbus_core._plugins import get_registry, reset_registry
-
     sink = _FlakySink()
-
-    class Plugin:
-        @hookimpl
-        def eventbus_register_sinks(self, register: Any) -> None:
-            register("flaky", lambda settings, options: sink)
-
-    reset_registry()
-    try:
-        get_registry().register_plugin(Plugin(), "flaky")
-        publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
-        code = main(["replay", "--from-id", "1", "--sink", "flaky", "--batch-size", "4"])
-    finally:
-        reset_registry()
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
+    code = replay_to(sink, ["--from-id", "1", "--batch-size", "4"])
     err = capsys.readouterr().err
     assert code == 1  # one event failed
     assert sorted(sink.stored) == [1, 2, 4, 5, 6, 7, 8, 9, 10]  # each once, 3 refused alone
@@ -473,23 +477,9 @@ def test_an_interrupted_replay_says_how_far_it_got_and_rejections_fail_it(
 ) -> None:
     # Ctrl-C (or SIGTERM) ended replay without a summary, so nobody knew where to go on; and
     # events the destination rejected after taking the request counted replayed (trial 104).
-    from eventbus_core import hookimpl
-    from eventbus_core._plugins import get_registry, reset_registry
-
     sink = _InterruptedSink()
-
-    class Plugin:
-        @hookimpl
-        def eventbus_register_sinks(self, register: Any) -> None:
-            register("halting", lambda settings, options: sink)
-
-    reset_registry()
-    try:
-        get_registry().register_plugin(Plugin(), "halting")
-        publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
-        code = main(["replay", "--from-id", "1", "--sink", "halting", "--batch-size", "2"])
-    finally:
-        reset_registry()
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
+    code = replay_to(sink, ["--from-id", "1", "--batch-size", "2"])
     err = capsys.readouterr().err
     assert code == 130
     assert sink.stored == [1, 2, 3, 4]

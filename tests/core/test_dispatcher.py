@@ -8,6 +8,7 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -799,6 +800,33 @@ def test_an_owned_bus_whose_stop_never_returns_does_not_hold_the_dispatcher(
     assert sink.closed
 
 
+class NeverEnding(RecordingSink):
+    """A plugin's bug: its send never ends, stuck in a thread of its own (`asyncio.to_thread`,
+    released by `forever`) or swallowing every cancellation; its close does the same."""
+
+    def __init__(self, fault: str, forever: threading.Event) -> None:
+        super().__init__("stuck")
+        self.fault = fault
+        self.forever = forever
+        self.holding = threading.Event()  # set once a send began
+
+    async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+        self.holding.set()
+        if self.fault == "thread-never-returns":
+            await asyncio.to_thread(self.forever.wait)
+            return
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue
+
+    async def close(self) -> None:
+        if self.fault == "swallows-cancellation":
+            await self.send([])
+        self.closed = True
+
+
 @pytest.mark.parametrize("fault", ["thread-never-returns", "swallows-cancellation"])
 def test_a_sink_that_never_ends_does_not_hold_the_stop(
     fault: str, caplog: pytest.LogCaptureFixture
@@ -811,27 +839,9 @@ def test_a_sink_that_never_ends_does_not_hold_the_stop(
     from eventbus_core._overrun import run_bounded
 
     forever = threading.Event()
-
-    class NeverEnding(RecordingSink):
-        async def send(self, batch: Sequence[dict[str, Any]]) -> None:
-            if fault == "thread-never-returns":
-                await asyncio.to_thread(forever.wait)
-                return
-            while True:  # a plugin's bug: it swallows every cancellation
-                try:
-                    await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    continue
-
-        async def close(self) -> None:
-            if fault == "swallows-cancellation":
-                await self.send([])
-            self.closed = True
-
+    sink = NeverEnding(fault, forever)
     source = ListSource(make_events(5))
-    dispatcher = Dispatcher(
-        source, [NeverEnding("stuck")], batch_size=5, flush_interval=0.01, shutdown_timeout=0.2
-    )
+    dispatcher = Dispatcher(source, [sink], batch_size=5, flush_interval=0.01, shutdown_timeout=0.2)
 
     async def stop_soon() -> Any:
         task = asyncio.create_task(dispatcher.run())
@@ -858,30 +868,17 @@ def test_a_sink_that_never_ends_does_not_hold_stop_of_a_started_dispatcher(fault
     import threading
 
     forever = threading.Event()
-    holding = threading.Event()
-
-    class NeverEnding(RecordingSink):
-        async def send(self, batch: Sequence[dict[str, Any]]) -> None:
-            holding.set()
-            if fault == "thread-never-returns":
-                await asyncio.to_thread(forever.wait)
-                return
-            while True:  # a plugin's bug: it swallows every cancellation
-                try:
-                    await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    continue
-
+    sink = NeverEnding(fault, forever)
     dispatcher = Dispatcher(
         ListSource(make_events(5)),
-        [NeverEnding("stuck")],
+        [sink],
         batch_size=5,
         flush_interval=0.01,
         shutdown_timeout=0.2,
     )
     try:
         dispatcher.start()
-        assert holding.wait(10)
+        assert sink.holding.wait(10)
         started = time.monotonic()
         assert dispatcher.stop(timeout=15)
         assert time.monotonic() - started < 8  # shutdown 0.2 s, then each bound 2 s at most
