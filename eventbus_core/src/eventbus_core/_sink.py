@@ -28,6 +28,7 @@ __all__ = [
     "option_float",
     "option_int",
     "option_where",
+    "sink_figures",
     "sink_options_from_env",
     "sink_problem",
 ]
@@ -161,3 +162,23 @@ def option_bool(options: Mapping[str, str], sink: str, key: str, default: bool) 
     if lowered in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{option_where(sink, key)} must be true or false, got {raw!r}")
+
+
+def sink_figures(sink: object) -> dict[str, int]:
+    """A sink's own counters (`capabilities.SinkFigures`), those that are ints; {} for a sink
+    without any, or whose `figures()` fails (they are informative: a plugin's bug there must
+    fail neither the dispatcher's stats nor a replay)."""
+    from eventbus_core.capabilities import SinkFigures, capability
+
+    own = capability(sink, SinkFigures)
+    if own is None:
+        return {}
+    try:
+        figures = dict(own.figures())
+    except Exception:
+        return {}
+    return {
+        k: v
+        for k, v in figures.items()
+        if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+    }

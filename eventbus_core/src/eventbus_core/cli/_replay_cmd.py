@@ -30,13 +30,8 @@ from eventbus_core._errors import (
 from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._settings import EventBusSettings
-from eventbus_core.capabilities import (
-    Describable,
-    LogSources,
-    ReadableLog,
-    SinkFigures,
-    capability,
-)
+from eventbus_core._sink import sink_figures
+from eventbus_core.capabilities import Describable, LogSources, ReadableLog, capability
 from eventbus_core.cli._ops import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
@@ -211,14 +206,7 @@ class _SinkTarget:
     def rejected(self) -> int:
         """The sink's own count of events the destination rejected after taking the request
         (`SinkFigures`: the `otlp` sink's partial successes); 0 for a sink without one."""
-        figures = capability(self.sink, SinkFigures)
-        if figures is None:
-            return 0
-        try:
-            value = figures.figures().get("rejected", 0)
-        except Exception:  # a plugin's figures are informative; never fail the replay for them
-            return 0
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return sink_figures(self.sink).get("rejected", 0)
 
     def close(self) -> None:
         """Close the sink and the loop."""

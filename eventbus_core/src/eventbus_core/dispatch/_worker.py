@@ -25,8 +25,7 @@ from eventbus_core._errors import (
     stored_before_failing,
 )
 from eventbus_core._log import get_logger
-from eventbus_core._sink import Sink
-from eventbus_core.capabilities import SinkFigures, capability
+from eventbus_core._sink import Sink, sink_figures
 from eventbus_core.dispatch._deadletter import DeadLetter
 from eventbus_core.dispatch._lane import Item, Lane
 from eventbus_core.dispatch._retry import RetryPolicy
@@ -171,23 +170,8 @@ class SinkWorker:
             queued=len(waiting),
             lag_seconds=0.0 if oldest is None else time.monotonic() - oldest,
             failed_by_type=dict(self.stats.failed_by_type),  # a copy: later failures add to it
-            figures=self._sink_figures(),
+            figures=sink_figures(self.sink),
         )
-
-    def _sink_figures(self) -> dict[str, int]:
-        """The sink's own counters (`SinkFigures`), those that are ints; {} without any."""
-        own = capability(self.sink, SinkFigures)
-        if own is None:
-            return {}
-        try:
-            figures = dict(own.figures())
-        except Exception:  # figures are informative: a plugin's bug must not fail stats()
-            return {}
-        return {
-            k: v
-            for k, v in figures.items()
-            if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-        }
 
     async def run(self) -> None:
         """Batch and send until the input is finished and the queue is empty."""
