@@ -33,9 +33,9 @@ _PREFIXES: Final = ("EVENTBUS_", "LLM_PROXY_EVENT", "OBSERVABILITY_")
 # Read by tests and benchmarks.
 _NOT_SETTINGS: Final = ("EVENTBUS_TEST_", "EVENTBUS_BENCH_")
 # `EVENTBUS_SINK_<NAME>_<KEY>`: a sink's option (`_sink.sink_options_from_env`).
+_SINK_OPTION: Final = "EVENTBUS_SINK_"
 # Sink names are short: one letter out of place in `otlp` (`otpl`) is 0.75 alike.
 _CLOSE_SINK_NAME: Final = 0.75
-_SINK_OPTION: Final = "EVENTBUS_SINK_"
 # How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
 # ten or more, a separator left out; not a different word (REDIS_HOST against REDIS_ADDR).
 _CLOSE: Final = 0.85
