@@ -90,13 +90,20 @@ def test_unacknowledged_entries_come_back_after_ack_wait(make_bus: MakeBus) -> N
     assert len(first) == 3
     # "crashed" never acknowledges nor closes (a process that died): AckWait hands them on.
     survivor = bus.consumer("g", "survivor", ack_wait=1.0)
-    again = read_all(survivor, 3, timeout=15)
-    assert sorted(d.event.log_id for d in again) == [1, 2, 3]
+    # Under load the survivor's own unacknowledged deliveries may come to it once more
+    # (ack_wait is 1 s) before the last entry does: keep each entry's latest delivery.
+    latest: dict[int, Delivery] = {}
+    deadline = time.monotonic() + 15
+    while len(latest) < 3 and time.monotonic() < deadline:
+        for delivery in survivor.read(3, timeout=0.5):
+            latest[delivery.event.log_id] = delivery
+    assert sorted(latest) == [1, 2, 3]
+    again = list(latest.values())
     # 2, or more when the server handed some back to "crashed" first (its read was still
     # open, under load) before they came to the survivor.
     assert all(d.attempts >= 2 for d in again)
     survivor.ack([d.token for d in again])
-    assert survivor.figures()["redelivered"] == 3
+    assert survivor.figures()["redelivered"] >= 3
     survivor.close()
 
 
