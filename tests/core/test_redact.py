@@ -469,9 +469,7 @@ def test_encoded_urls_and_bearer_tokens_in_queries_never_leave(text: str, secret
         assert redactor.text(plain) == plain
 
 
-@pytest.mark.parametrize(
-    "name", ["api_token", "accessKey", "access-key", "passphrase", "credentials"]
-)
+@pytest.mark.parametrize("name", ["api_token", "accessKey", "access-key", "passphrase"])
 def test_more_credential_names_are_masked(name: str) -> None:
     # Left as they were in bodies, payloads and text (trial 105).
     redactor = Redactor()
@@ -479,6 +477,17 @@ def test_more_credential_names_are_masked(name: str) -> None:
     assert "LeAkNaMe99" not in redact_text(f'{{"{name}": "LeAkNaMe99"}}')
     assert "LeAkNaMe99" not in str(redactor.payload({"request": {name: "LeAkNaMe99"}}))
     assert is_credential_header(f"X-{name}")
+
+
+def test_ordinary_uses_of_the_word_credentials_stay() -> None:
+    # "credential(s)" as a name masked tool schemas, code and a CORS header (trial 106): it is
+    # no credential name.
+    redactor = Redactor()
+    schema = {"credentials": {"type": "object"}, "credential_type": "oauth"}
+    assert redactor.json(schema) == schema
+    code = "credentials = service_account.Credentials.from_service_account_file('key.json')"
+    assert redact_text(code) == code
+    assert not is_credential_header("Access-Control-Allow-Credentials")
 
 
 def test_a_credential_quoted_as_python_bytes_is_masked_whole() -> None:

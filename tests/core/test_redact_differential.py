@@ -54,9 +54,8 @@ _SCANS_NAME = [
     re.compile(rb"cookie"),
     re.compile(rb"id[_-]?token"),
     re.compile(rb"(?:api|private|access)[_-]?key"),
-    re.compile(rb"api[_-]?token"),  # added later, with the two below
+    re.compile(rb"api[_-]?token"),  # added later, with the one below
     re.compile(rb"passphrase"),
-    re.compile(rb"credential"),
     re.compile(rb"auth(?:orization|[_-]?token)"),
     re.compile(rb"passw(?:ord|d)"),
     re.compile(rb"access[_-]?token"),
@@ -170,7 +169,6 @@ NAMES = [
     "api_token",
     "Access-Key",
     "passphrase",
-    "credentials",
     "pa\u017fsword",
     "api_\u212aey",
     "\u0130d_token",

@@ -211,7 +211,6 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
             b"passwd",
             b"authorization",
             b"passphrase",
-            b"credential",
         ),
         None,
     ),

@@ -117,7 +117,7 @@ _KEY_PATTERNS: Final = (
 _SECRET_NAME: Final = (
     r"(?:api[_-]?key|apikey|x[_-]?api[_-]?key|authorization|password|passwd|secret"
     r"|client[_-]?secret|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
-    r"|private[_-]?key|cookie|api[_-]?token|access[_-]?key|passphrase|credentials|credential)"
+    r"|private[_-]?key|cookie|api[_-]?token|access[_-]?key|passphrase)"
 )
 # Further words after a credential name (`secret_key`, `password_hash`, and in camelCase,
 # `secretKey`, `passwordHash`: a capital letter starts the word, matched with case): part of
@@ -236,7 +236,6 @@ def _may_hold_pair(lowered: str) -> bool:
         or "secret" in lowered
         or "token" in lowered
         or "cookie" in lowered
-        or "credential" in lowered
     )
 
 
@@ -255,7 +254,6 @@ def _may_hold_pair_bytes(data: bytes) -> bool:
         or b"secret" in lowered
         or b"token" in lowered
         or b"cookie" in lowered
-        or b"credential" in lowered
         or b"bearer" in lowered  # key patterns, but their scheme word is in any case
         or b"basic " in lowered
     )
