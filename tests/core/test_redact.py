@@ -530,8 +530,18 @@ def test_basic_credentials_without_their_header_name_are_masked(text: str) -> No
     assert secret not in redact_text(text)
     assert secret.encode() not in (redactor.body(text.encode()) or b"")
     assert secret not in json.dumps(redactor.payload({"error": text, "status": 200}))
-    for prose in ("a basic understanding of physics", "Basic Authentication", "basic McDonalds"):
+    for prose in (
+        "a basic understanding of physics",
+        "Basic Authentication",
+        "basic McDonalds",
+        # Shaped like base64, but decoding to no user:password (trial 106).
+        "Basic LinkedIn",
+        "Basic iPhone12",
+        "Basic 12345678",
+        "Basic 10/month",
+    ):
         assert redactor.text(prose) == prose
+        assert redactor.payload({"c": prose}) == {"c": prose}
 
 
 @pytest.mark.parametrize(

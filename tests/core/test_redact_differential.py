@@ -24,7 +24,11 @@ from eventbus_core.redact._encoded_names import BRACKET_END_IN_BYTES, ESCAPE_IN_
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_PAIR_BYTES
 from eventbus_core.redact._redact import MASK
-from eventbus_core.redact._secrets import BASIC_CREDENTIALS, ENCODED_URL_IN_TEXT
+from eventbus_core.redact._secrets import (
+    BASIC_CREDENTIALS,
+    ENCODED_URL_IN_TEXT,
+    is_basic_credentials,
+)
 
 # ------------------------------------------------------------- the gate as it was before
 
@@ -47,8 +51,9 @@ _SCANS_KEY = [
     re.compile(rb"r8_[A-Za-z0-9]{20,}"),
     re.compile(rb"ya29\.[A-Za-z0-9_\-]{20,}"),
     re.compile(rb"(?i:bearer) [A-Za-z0-9_\-.=+/]{8,}"),  # the scheme in any case
-    re.compile(rb"(?i:basic) " + BASIC_CREDENTIALS.encode("ascii")),  # added later
 ]
+# Basic credentials, added later: the shape after "basic ", decoding to `user:password`.
+_SCAN_BASIC = re.compile(rb"(?i:basic) (" + BASIC_CREDENTIALS.encode("ascii") + rb")")
 _SCANS_NAME = [
     re.compile(rb"secret"),
     re.compile(rb"cookie"),
@@ -81,6 +86,8 @@ def scans_verdict(value: Any) -> bool:
     if not blob.isascii() and any(c.encode() in blob for c in SPECIAL_CASE_CHARS):
         return False
     if any(p.search(blob) for p in (*_SCANS_KEY, _SCAN_URL, _SCAN_ENCODED_URL)):
+        return False
+    if any(is_basic_credentials(m.group(1)) for m in _SCAN_BASIC.finditer(blob)):
         return False
     if b"=" in blob and QUERY_PAIR_BYTES.search(blob) is not None:
         return False
@@ -116,7 +123,7 @@ SECRETS = [
     "Bearer eyJhbGciOi.J9x",
     "BEARER abcdefghij",
     "Basic dXNlcjpwYXNzd29yZA==",
-    "basic aGVsbG8=",
+    "basic Zm9vOmJhcjE=",
 ]
 NEAR_MISSES = [
     "task-manager",
@@ -139,6 +146,8 @@ NEAR_MISSES = [
     "Basic Authentication",
     "basic abcdefgh",
     "basic McDonalds",
+    "Basic LinkedIn",
+    "basic aGVsbG8=",  # base64, but of no user:password
     "hf_short",
     "gsk_short",
     "risk_live_short",

@@ -66,6 +66,7 @@ from eventbus_core.redact._secrets import (
     BASIC_CREDENTIALS,
     ENCODED_URL_CREDENTIALS,
     URL_CREDENTIALS,
+    is_basic_credentials,
 )
 
 __all__ = ["SPECIAL_CASE_CHARS", "may_need_masking", "needs_no_redaction"]
@@ -191,7 +192,7 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     ((b"bearer ",), _starts_at(_BEARER)),
     ((b"bearer+",), _starts_at(_BEARER_PLUS)),
     ((b"bearer%20",), _starts_at(_BEARER_20)),
-    ((b"basic ",), lambda blob, low, at: _BASIC.match(blob, at + 6) is not None),
+    ((b"basic ",), lambda blob, low, at: _basic_at(blob, at)),
     ((b"://",), _url_credentials),
     ((b"%3a%2f%2f",), _encoded_url_credentials(9)),
     ((b"%3a//",), _encoded_url_credentials(5)),
@@ -245,11 +246,10 @@ def may_need_masking(blob: bytes, low: bytes) -> bool:
     # Only the word "basic" (common in prompts): each occurrence is confirmed where it is,
     # without the overlapping search below (no other hint can start inside "basic ", so these
     # matches hide none).
-    basic = _BASIC.match
     for index, at, _ in hits:
         if index != _BASIC_HINT:
             break
-        if basic(blob, at + 6) is not None:
+        if _basic_at(blob, at):
             return True
     else:
         return False
@@ -259,6 +259,12 @@ def may_need_masking(blob: bytes, low: bytes) -> bool:
         if confirm is None or confirm(blob, low, at):
             return True
     return False
+
+
+def _basic_at(blob: bytes, at: int) -> bool:
+    """Whether Basic credentials (`user:password` in base64) follow the "basic " at `at`."""
+    match = _BASIC.match(blob, at + 6)
+    return match is not None and is_basic_credentials(match.group())
 
 
 def needs_no_redaction(value: Any) -> bool:

@@ -26,6 +26,7 @@ from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._query import QUERY_NAMES_PATTERN, QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import (
     BASIC_CREDENTIALS,
+    is_basic_credentials,
     mask_url_credentials,
     may_hold_encoded_url,
 )
@@ -108,7 +109,8 @@ _KEY_PATTERNS: Final = (
     r"(?<=(?i:bearer)%20)(?:[A-Za-z0-9_\-.=/]|%(?!20)[0-9A-Fa-f]{2}){8,}",
     # HTTP Basic credentials without their header name (a library's error quoting a header
     # value: "Illegal header value b'Basic dXNlcjpw...'"), the scheme in any letter case.
-    r"(?<=(?i:basic) )" + BASIC_CREDENTIALS,
+    # Masked only if it decodes to `user:password` (`_key_mask`).
+    r"(?<=(?i:basic) )(?P<eventbus_basic>" + BASIC_CREDENTIALS + ")",
 )
 """Regular expressions of API-key-looking strings, masked wherever they appear."""
 # The dispatcher's fast path (`_gate.py`) searches for each of these, and for each name of
@@ -218,6 +220,15 @@ def _key_starts(text: str, lowered: str) -> list[int]:
             found.add(at + len(scheme))
             at = lowered.find(scheme, at + 1)
     return sorted(found)
+
+
+def _key_mask(match: re.Match[str]) -> str:
+    """The mask for a key pattern's match; a `Basic` one that does not decode to
+    `user:password` (a word of prose) stays as it is."""
+    basic = match.group("eventbus_basic")
+    if basic is not None and not is_basic_credentials(basic):
+        return match.group()
+    return MASK
 
 
 def _may_hold_scheme(lowered: str) -> bool:
@@ -477,9 +488,9 @@ class Redactor:
             if not starts:
                 return text  # the usual case: no pattern can match anywhere
         if self._has_extra or "\u0130" in text:
-            masked = self._keys.sub(MASK, text)
+            masked = self._keys.sub(_key_mask, text)
             return text if masked == text else masked
-        return sub_at(self._keys, text, starts, lambda _: MASK)
+        return sub_at(self._keys, text, starts, _key_mask)
 
     def body(self, data: bytes | None) -> bytes | None:
         """Redact a raw body if it is UTF-8 text; other bytes are returned unchanged."""

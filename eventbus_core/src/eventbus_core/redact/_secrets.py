@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -17,6 +19,7 @@ __all__ = [
     "URL_CREDENTIALS",
     "URL_IN_TEXT",
     "RedactedURL",
+    "is_basic_credentials",
     "mask_url_credentials",
     "redact_one_url",
     "redact_url",
@@ -32,6 +35,18 @@ multiple of four characters, at least eight; and, unlike a word of prose after "
 `+` or `/`, or a capital after a small letter (`dXNlcjpwYXNz`): "basic understanding" and
 "Basic Authentication" stay as they are. (The length is looked at first: most words after
 "basic" are shorter, and fail there.)"""
+
+
+def is_basic_credentials(token: str | bytes) -> bool:
+    """Whether `token`, a match of `BASIC_CREDENTIALS`, decodes to `user:password`: a word of
+    prose shaped like base64 ("Basic LinkedIn", "Basic iPhone12") decodes to bytes without a
+    colon, almost always."""
+    try:
+        decoded = base64.b64decode(token, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in decoded
+
 
 _PASSWORD_PARAM = re.compile(r"((?:^|[?&;\s])password=)(?:[^&\s]*[^&\s:])?", re.IGNORECASE)
 URL_CREDENTIALS = r"([^/\s:]*)(?::([^/\s]*))?@"
