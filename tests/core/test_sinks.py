@@ -717,11 +717,18 @@ def test_the_secrets_of_a_sinks_url_quoted_alone_are_masked() -> None:
     from eventbus_core._log import scrub
     from eventbus_core.sinks._http import HttpTarget
 
-    url = "https://hooks.example/services/T0001/B0002/SlAcKpAtH0123456789abcd?token=QuErYtOk77&v=2"
+    url = "https://hooks.example/services/T0001/B0002/SlAcKpAtH0123456789abcde?token=QuErYtOk77&v=2"
     target = HttpTarget(url, client=object())  # type: ignore[arg-type]
-    for secret in ("QuErYtOk77", "SlAcKpAtH0123456789abcd"):
+    for secret in ("QuErYtOk77", "SlAcKpAtH0123456789abcde"):
         said = target.mask_own(f"refused {secret}, try again")
         assert said == "refused [REDACTED], try again", said
         assert secret not in scrub(f"HTTP Request: POST {url} 'HTTP/1.1 200 OK' saw {secret}")
     kept = "version 2024-01-01T10:00:00 of /services/T0001"  # neither is such a secret
     assert target.mask_own(kept) == kept
+    # Ordinary ids and words in a URL stay in messages (trial 106).
+    uuid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    plain = HttpTarget(
+        f"https://hooks.example/ingestEndpoint2024/{uuid}?key=events", client=object()
+    )  # type: ignore[arg-type]
+    said = f"no stream events at /ingestEndpoint2024/{uuid}"
+    assert plain.mask_own(said) == said

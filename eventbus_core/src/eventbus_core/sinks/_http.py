@@ -322,9 +322,14 @@ def _url_authorization(url: str) -> dict[str, str]:
 
 
 # A path segment this long, of letters and digits both, is taken for a secret (Slack's and
-# Discord's webhook URLs carry their token so: `/services/T0/B0/XXXXXXXXXXXXXXXXXXXXXXXX`).
-_PATH_SECRET_MIN: Final = 16
+# Discord's webhook URLs carry their token so: `/services/T0/B0/XXXXXXXXXXXXXXXXXXXXXXXX`, 24
+# characters); not a UUID, an id that names a resource.
+_PATH_SECRET_MIN: Final = 24
 _TOKEN_CHARS: Final = re.compile(r"[A-Za-z0-9_-]+")
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# A query value shorter than this is no token (`?key=events` names a stream, and masking that
+# word wherever a receiver's message says it would garble it).
+_QUERY_SECRET_MIN: Final = 8
 
 
 def _url_secrets(url: str) -> dict[str, str]:
@@ -336,12 +341,13 @@ def _url_secrets(url: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for n, (name, value) in enumerate(urllib.parse.parse_qsl(parts.query)):
         pair = f"{name}={value}"
-        if len(value) >= _SECRET_MIN and redact_text(f"?{pair}") != f"?{pair}":
+        if len(value) >= _QUERY_SECRET_MIN and redact_text(f"?{pair}") != f"?{pair}":
             found[f"x-url-query-{n}"] = value
     for n, segment in enumerate(urllib.parse.unquote(parts.path).split("/")):
         if (
             len(segment) >= _PATH_SECRET_MIN
             and _TOKEN_CHARS.fullmatch(segment)
+            and not _UUID.fullmatch(segment)
             and any(c.isdigit() for c in segment)
             and any(c.isalpha() for c in segment)
         ):
