@@ -34,6 +34,7 @@ _PREFIXES: Final = ("EVENTBUS_", "LLM_PROXY_EVENT", "OBSERVABILITY_")
 _NOT_SETTINGS: Final = ("EVENTBUS_TEST_", "EVENTBUS_BENCH_")
 # `EVENTBUS_SINK_<NAME>_<KEY>`: a sink's option (`_sink.sink_options_from_env`).
 _SINK_OPTION: Final = "EVENTBUS_SINK_"
+_SINKS_OPTION: Final = "EVENTBUS_SINKS_"  # the same with EVENTBUS_SINKS' S
 # Sink names are short: one letter out of place in `otlp` (`otpl`) is 0.75 alike.
 _CLOSE_SINK_NAME: Final = 0.75
 # How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
@@ -83,10 +84,20 @@ def misspelt_sink_options(
     found = []
     for variable in environ:
         upper = variable.upper()
-        if not upper.startswith(_SINK_OPTION) or upper in names:
+        if upper in names:
             continue
-        rest = upper[len(_SINK_OPTION) :]
-        if any(rest.startswith(f"{sink}_") for sink in spelled):
+        if upper.startswith(_SINKS_OPTION):
+            # `EVENTBUS_SINKS_OTLP_TIMEOUT`: the prefix itself misspelt, the name maybe not.
+            rest = upper[len(_SINKS_OPTION) :]
+            exact = next((s for s in spelled if rest.startswith(f"{s}_")), None)
+            if exact is not None:
+                found.append((variable, f"{_SINK_OPTION}{rest}"))
+                continue
+        elif upper.startswith(_SINK_OPTION):
+            rest = upper[len(_SINK_OPTION) :]
+            if any(rest.startswith(f"{sink}_") for sink in spelled):
+                continue
+        else:
             continue
         # The name typed is the words before some `_`: the closest to a sink's name is meant.
         best = (0.0, "")
