@@ -1102,3 +1102,27 @@ def test_a_program_whose_started_dispatcher_stopped_exits_whatever_its_sink_left
     assert done.returncode == 0, done.stderr
     assert "stopped True" in done.stdout
     assert "destroyed" not in done.stderr, done.stderr
+
+
+_ENDS_WITHOUT_STOP = """
+import sys
+from eventbus_core import Dispatcher, EventBusSettings, create_bus
+from eventbus_core.sinks import JsonlSink
+from eventbus_core.testing import make_event
+bus = create_bus(EventBusSettings(backend="memory"))
+d = Dispatcher(bus, [JsonlSink(sys.argv[1])], batch_size=50, flush_interval=0.05)
+d.start()
+for i in range(300):
+    bus.publish(make_event(i))
+"""
+
+
+def test_a_program_that_ends_without_stopping_its_started_dispatcher_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    # Neither bus.stop() nor dispatcher.stop(): the events the sink had not written were lost
+    # without a word (0 or 100 of 300 lines, trial 106).
+    out = tmp_path / "out.jsonl"
+    done = run_python(_ENDS_WITHOUT_STOP, str(out), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(out.read_text().splitlines()) == 300

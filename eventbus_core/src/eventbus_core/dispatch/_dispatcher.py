@@ -8,6 +8,7 @@ of the event's lane has sent or dead-lettered it. See docs/dispatcher.md for the
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
@@ -143,6 +144,7 @@ class Dispatcher:
         self.shutdown_timeout = shutdown_timeout
         self.stats_interval = stats_interval
         self.poll_interval = poll_interval
+        self._source = source  # flushed when a started dispatcher is stopped at exit
         self._lanes = self._build_lanes(source, group_mode, group, consumer_name)
         self._stop_requested = False
         self._winding_down = False
@@ -462,6 +464,20 @@ class Dispatcher:
             target=run_bounded, args=(self.run(),), name="eventbus-dispatcher", daemon=True
         )
         self._thread.start()
+        # A program that ends without stop() would lose what the sinks had not sent yet.
+        atexit.register(self._stop_at_exit)
+
+    def _stop_at_exit(self) -> None:
+        """At interpreter exit, a started dispatcher nobody stopped: its bus hands on what it
+        holds (`flush()`, when it has one: a memory bus's buffer exists nowhere else), then the
+        dispatcher stops as `stop()` does, within its bounds."""
+        if self._thread is None or not self._thread.is_alive():
+            return
+        flush = getattr(self._source, "flush", None)
+        if callable(flush):
+            with contextlib.suppress(Exception):  # a bus that fails here: stop all the same
+                flush(self.shutdown_timeout)
+        self.stop()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Request a stop and wait for the background thread; True once it has ended.
@@ -474,7 +490,10 @@ class Dispatcher:
             return True
         wait = self.shutdown_timeout + 5.0 if timeout is None else timeout
         self._thread.join(wait)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            return False
+        atexit.unregister(self._stop_at_exit)
+        return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the background thread to end by itself (all sources exhausted)."""
