@@ -488,3 +488,25 @@ def test_an_interrupted_replay_says_how_far_it_got_and_rejections_fail_it(
         "failed, 0 undecodable entries skipped, 2 rejected by the destination after it took "
         "the request; done up to LogID 4: go on with --from-id 5"
     ) in err, err
+
+
+def test_replay_into_a_pipe_closed_early_says_where_to_go_on(
+    client: redis.Redis, prefix: str, env: dict[str, str]
+) -> None:
+    # `eventbus replay | head`: the summary said "replayed 100 ...; 0 failed" of 1,500, exit 0,
+    # with nothing to say the rest was never printed (trial 106).
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 3001)])
+    argv = cli("replay", "--from-id", "1", "--batch-size", "10")
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert json.loads(proc.stdout.readline())["LogID"] == 1
+        proc.stdout.close()  # as `head -1` does
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, err  # the reader leaving is a normal end
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("eventbus replay: stdout closed by its reader: replayed "), last
+    done = int(last.split("done up to LogID ")[1].split(":")[0])
+    assert 1 <= done < 3000 and f"go on with --from-id {done + 1}" in last

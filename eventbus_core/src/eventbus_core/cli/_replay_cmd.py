@@ -68,7 +68,11 @@ def add_parser(sub: Any) -> None:
         description="Read the events of a LogID range or a time range (where the log keeps "
         "times: the Redis stream and NATS do, the Redis list log does not) from the backend's "
         "log, oldest first, and send them to a sink, or print them as JSON lines when no "
-        "--sink is given. Reading does not consume: consumer groups are left as they are.",
+        "--sink is given. Reading does not consume: consumer groups are left as they are. "
+        "A sink gets each batch as from the dispatcher: what it says it stored counts, a "
+        "transient failure is retried (EVENTBUS_RETRIES, with backoff: a batch that keeps "
+        "failing takes seconds), and each failure names its LogIDs. Interrupted, or when "
+        "stdout's reader leaves, the summary says the LogID to go on from (--from-id).",
         epilog="times: ISO 8601 ('2026-01-31T12:00:00Z'; without a zone, UTC) or an age such "
         "as 90s, 15m, 2h, 1d. A range whose start is after its end is refused (exit 2). "
         f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
@@ -384,7 +388,7 @@ def _replay(
 
     show = not args.quiet  # on stderr: stdout stays for the events
     rejected_before = target.rejected() if target is not None else 0
-    interrupted = False
+    ended_by = ""  # what cut the run short, if anything
     try:
         with Progress("replayed", total, enabled=show) as progress:
             for event in events:
@@ -397,7 +401,10 @@ def _replay(
             if batch:
                 progress.advance(deliver())
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (taken as Ctrl-C): say how far it got
-        interrupted = True
+        ended_by = "interrupted"
+        raise
+    except BrokenPipeError:  # stdout's reader left (`| head`): the rest was not printed
+        ended_by = "stdout closed by its reader"
         raise
     finally:
         rejected = target.rejected() - rejected_before if target is not None else 0
@@ -406,7 +413,7 @@ def _replay(
         if not args.quiet:
             _summary(
                 args, source, sent, failed, undecodable, untransformable, rejected,
-                handled_through if interrupted else None,
+                (ended_by, handled_through) if ended_by else None,
             )  # fmt: skip
     return EXIT_FAILED if failed or undecodable or untransformable or rejected else EXIT_OK
 
@@ -419,14 +426,15 @@ def _summary(
     undecodable: int,
     untransformable: int,
     rejected: int,
-    interrupted_after: int | None,
+    cut_short: tuple[str, int] | None,
 ) -> None:
-    """The last line on stderr: what was replayed, and, when interrupted, where to go on."""
+    """The last line on stderr: what was replayed, and, when the run was cut short (`(why,
+    the newest LogID done)`), where to go on."""
     where = f"sink {args.sink}" if args.sink else "stdout"
     verb = "would replay" if args.dry_run else "replayed"
     head = "eventbus replay: "
-    if interrupted_after is not None:
-        head += "interrupted: "
+    if cut_short is not None:
+        head += f"{cut_short[0]}: "
     line = (
         f"{head}{verb} {sent} event(s) from the {source} to {where}; "
         f"{failed} failed, {undecodable} undecodable entries skipped"
@@ -437,9 +445,9 @@ def _summary(
             else ""
         )
     )
-    if interrupted_after:
-        after = interrupted_after
+    if cut_short is not None and cut_short[1]:
+        after = cut_short[1]
         line += f"; done up to LogID {after}: go on with --from-id {after + 1}"
-    elif interrupted_after is not None:
+    elif cut_short is not None:
         line += "; nothing was done yet"
     print(line, file=sys.stderr)
