@@ -433,3 +433,15 @@ bus.stop()
     assert done.returncode == 0, done.stderr
     assert "publishing for [REDACTED] failed" in done.stderr, done.stderr
     assert "corp-deadbeef" not in done.stderr
+
+
+def test_the_masked_parts_of_a_text_are_read_off_its_redacted_copy() -> None:
+    from eventbus_core.redact._masked_values import _masked_in_text
+
+    mask = "[REDACTED]"
+    assert _masked_in_text("a S3cret1 b", f"a {mask} b") == {"S3cret1"}
+    assert _masked_in_text("x=AAAA&y=BBBB", f"x={mask}&y={mask}") == {"AAAA", "BBBB"}
+    # Two masks side by side, then one at the end: each run stays its own, none takes the
+    # text between them.
+    assert _masked_in_text("a XXXX b ZZZZ", f"a {mask}{mask} b {mask}") == {"XXXX", "ZZZZ"}
+    assert _masked_in_text("same", "same") == set()

@@ -110,8 +110,10 @@ def _masked_in_text(original: str, redacted: str) -> set[str]:
         return set()  # not a copy that differs only at masks: nothing to tell
     found = set()
     at = len(pieces[0])
-    for piece in pieces[1:]:
-        end = original.find(piece, at) if piece else len(original) if piece is pieces[-1] else at
+    last = len(pieces) - 1
+    for n, piece in enumerate(pieces[1:], start=1):
+        # An empty piece: masks side by side (nothing between), or the text ends with one.
+        end = original.find(piece, at) if piece else len(original) if n == last else at
         if end == -1:
             break
         if end > at:
