@@ -508,5 +508,7 @@ def test_replay_into_a_pipe_closed_early_says_where_to_go_on(
     assert proc.returncode == 0, err  # the reader leaving is a normal end
     last = err.strip().splitlines()[-1]
     assert last.startswith("eventbus replay: stdout closed by its reader: replayed "), last
-    done = int(last.split("done up to LogID ")[1].split(":")[0])
-    assert 1 <= done < 3000 and f"go on with --from-id {done + 1}" in last
+    # The reader may leave in the first batch (nothing done yet) or later: either way the line
+    # names the batch it was in the middle of.
+    resume = int(last.split("go on with --from-id ")[1])
+    assert 1 <= resume <= 3000 and (resume - 1) % 10 == 0, last

@@ -413,7 +413,10 @@ def _replay(
         if not args.quiet:
             _summary(
                 args, source, sent, failed, undecodable, untransformable, rejected,
-                (ended_by, handled_through) if ended_by else None,
+                # Where to go on: the batch it was in the middle of, else after the last done.
+                (ended_by, handled_through, batch[0].log_id if batch else handled_through + 1)
+                if ended_by
+                else None,
             )  # fmt: skip
     return EXIT_FAILED if failed or undecodable or untransformable or rejected else EXIT_OK
 
@@ -426,10 +429,10 @@ def _summary(
     undecodable: int,
     untransformable: int,
     rejected: int,
-    cut_short: tuple[str, int] | None,
+    cut_short: tuple[str, int, int] | None,
 ) -> None:
     """The last line on stderr: what was replayed, and, when the run was cut short (`(why,
-    the newest LogID done)`), where to go on."""
+    the newest LogID done, the LogID to go on from)`), where to go on."""
     where = f"sink {args.sink}" if args.sink else "stdout"
     verb = "would replay" if args.dry_run else "replayed"
     head = "eventbus replay: "
@@ -445,9 +448,8 @@ def _summary(
             else ""
         )
     )
-    if cut_short is not None and cut_short[1]:
-        after = cut_short[1]
-        line += f"; done up to LogID {after}: go on with --from-id {after + 1}"
-    elif cut_short is not None:
-        line += "; nothing was done yet"
+    if cut_short is not None:
+        _, done, resume = cut_short
+        line += f"; done up to LogID {done}" if done else "; no batch was done yet"
+        line += f": go on with --from-id {resume}" if resume else ""
     print(line, file=sys.stderr)
