@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -224,12 +225,28 @@ def test_what_is_not_an_event_is_refused_counted_and_reported(
     # None, a str, a dict reached subscribers as they were (helper-89).
     bus = InMemoryEventBus()
     sub = bus.subscribe("s")
-    for item in (Event(request_id="a"), None, "b", {"RequestID": "c"}, Event(request_id="d")):
+    # The Event class itself and an object that merely has a `log_id` were taken too
+    # (helper-110): they are not events either.
+    odd = (None, "b", {"RequestID": "c"}, Event, SimpleNamespace(log_id=1))
+    for item in (Event(request_id="a"), *odd, Event(request_id="d")):
         bus.publish(item)  # type: ignore[arg-type]
     assert bus.flush(5)
     assert [e.request_id for e in sub.get_batch(10, 1)] == ["a", "d"]
     s = bus.stats()
-    assert (s.published, s.dropped) == (2, 3)
+    assert (s.published, s.dropped) == (2, 5)
     assert "publish() takes an eventbus_core.Event, got NoneType" in caplog.text
     assert "(1 such call(s) since" in caplog.text  # once a minute, with the count since
     bus.stop()
+
+
+def test_publish_called_with_wrong_arguments_names_publish_not_an_internal_method() -> None:
+    # "Batcher._publish_buffered() missing 1 required positional argument" (helper-110).
+    bus = InMemoryEventBus()
+    try:
+        with pytest.raises(TypeError) as caught:
+            bus.publish()  # type: ignore[call-arg]
+        assert str(caught.value) == "publish() missing 1 required positional argument: 'event'"
+        with pytest.raises(TypeError, match=r"^publish\(\) takes 2 positional arguments"):
+            bus.publish(make_event(0), make_event(1))  # type: ignore[call-arg]
+    finally:
+        bus.stop(1)

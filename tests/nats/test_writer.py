@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import nats
@@ -68,10 +69,12 @@ def test_what_is_not_an_event_is_refused_and_the_events_around_it_are_written(
     bus = make_bus()
     bus.publish(make_event(0))
     bus.publish(make_event(1).to_json())  # type: ignore[arg-type]
+    bus.publish(Event)  # type: ignore[arg-type]  # it has a `log_id` too (helper-110)
+    bus.publish(SimpleNamespace(log_id=1))  # type: ignore[arg-type]
     bus.publish(make_event(2))
     assert bus.flush(20)
     s = bus.stats()
-    assert (s.published, s.dropped, s.lost) == (2, 1, 0)
+    assert (s.published, s.dropped, s.lost) == (2, 3, 0)
     assert [e.request_id for e in bus.read_range() if e] == ["req-0", "req-2"]
     assert "publish() takes an eventbus_core.Event, got bytes" in caplog.text
 
@@ -133,7 +136,6 @@ def test_giving_up_counts_acknowledgements_that_came_and_reads_every_error(
     # counted the event lost (and "unconfirmed"), and each error reply made asyncio log "Future
     # exception was never retrieved" with a traceback, past the writer's one-line messages.
     import gc
-    from types import SimpleNamespace
 
     import nats.js.errors
 
