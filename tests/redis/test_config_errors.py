@@ -5,6 +5,7 @@ database is not a number, a database the server does not have, a key holding ano
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -300,3 +301,72 @@ def test_a_key_of_another_type_seen_by_a_subscriber_names_the_setting(
     errors = [r for r in caplog.records if r.name.startswith("eventbus") and r.levelname == "ERROR"]
     assert errors and "EVENTBUS_REDIS_KEY" in errors[0].getMessage(), caplog.text
     assert all(r.exc_info is None for r in errors)
+
+
+# What the other backend keeps there: the Go llm-proxy's stream under the key the list backend
+# reads, or an eventbus list under the streams backend's.
+OTHER_KIND = {"redis": "stream", "redis-streams": "list"}
+
+
+def _other_kind_key(real: redis.Redis, prefix: str, backend: str) -> str:
+    key = f"{prefix}:go"
+    if OTHER_KIND[backend] == "stream":
+        real.xadd(key, {"data": make_event(7).to_json()})
+    else:
+        real.lpush(key, make_event(7).to_json())
+    real.set(f"{key}:seq", 50)
+    return key
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [3, 150])  # 150: the writer's transaction path
+def test_the_other_backends_key_moves_no_counter_and_leaves_no_batch_in_doubt(
+    real: redis.Redis, prefix: str, backend: str, batch: int
+) -> None:
+    # The list backend on the Go proxy's stream: each retry moved the shared counter (INCRBY
+    # ran, then the push failed), and stop() counted the events as maybe in Redis, where none
+    # could be (helper-108).
+    key = _other_kind_key(real, prefix, backend)
+    if backend == "redis":
+        bus: Any = RedisEventBus.log(real, key, ttl=60, max_len=1000)
+    else:
+        bus = RedisStreamsEventBus(real, key)
+    for i in range(batch):
+        bus.publish(make_event(i))
+    assert not bus.flush(0.5)
+    assert f"not a {'list' if backend == 'redis' else 'stream'}" in bus.stats().extra["last_error"]
+    bus.stop(0)
+    s = bus.stats()
+    assert (s.published, s.lost, s.extra["in_doubt"]) == (batch, batch, 0)
+    assert real.get(f"{key}:seq") == b"50"
+    assert real.type(key).decode() == OTHER_KIND[backend]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_other_backends_key_names_the_backend_that_matches_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    real: redis.Redis,
+    prefix: str,
+    backend: str,
+) -> None:
+    # `tail` and `dispatch` said "... or delete that key": the Go proxy's log (helper-108).
+    # `publish` retried for 5 s, then said a batch was in doubt.
+    key = _other_kind_key(real, prefix, backend)
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv(KEY_SETTING[backend], key)
+    other = "redis-streams" if backend == "redis" else "redis"
+    with pytest.raises(SettingsError) as info:
+        create_bus(EventBusSettings(backend=backend)).check()  # type: ignore[attr-defined]
+    message = str(info.value)
+    assert f"'{key}' is a {OTHER_KIND[backend]}" in message, message
+    assert f"'{other}' for a {OTHER_KIND[backend]}" in message and "delete" not in message
+    monkeypatch.setattr("sys.stdin", io.StringIO(make_event(1).to_json().decode() + "\n"))
+    for command in (["publish"], ["tail"], ["stats"], ["replay"]):
+        assert main([*command, "--backend", backend]) == 2, command
+        err = capsys.readouterr().err
+        assert KEY_SETTING[backend] in err and f"'{other}'" in err, (command, err)
+        assert "delete" not in err and "in_doubt" not in err, (command, err)
+    assert real.get(f"{key}:seq") == b"50"

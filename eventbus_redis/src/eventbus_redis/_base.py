@@ -31,6 +31,7 @@ from eventbus_core import (
     BaseEventBus,
     BusStats,
     Event,
+    SettingsError,
     StopInProgress,
     check_buffer_size,
     check_count,
@@ -66,6 +67,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
 
     _backend: ClassVar[str]  # the backend's name, as in stats().extra["backend"]
     _setting: ClassVar[str]  # the setting that names the written key (for WRONGTYPE errors)
+    _target_type: ClassVar[str]  # what that key holds (Redis's TYPE): "list" or "stream"
     _tailer: Tailer | None
     _owns_client = False  # built by from_settings(): stop() closes its idle connections
     _url_source: str | None = None  # built by from_settings(): the setting(s) of the address
@@ -119,6 +121,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             self._applied,
             commands=self._transaction,
             fixed=len(self._script_options()),
+            target_type=self._target_type,
         )
         self._writer = BatchWriter(
             appender,
@@ -164,12 +167,28 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
     # ------------------------------------------------------------------------ connection
 
     def check(self, timeout: float = 2.0) -> None:
-        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
+        """Return if Redis answers a PING within `timeout` seconds and the bus's key and its
+        counter hold what the bus stores there, or nothing (the `Reachable` capability).
 
         Raises:
-            BackendUnavailableError: it does not; the message says where, without the password.
+            BackendUnavailableError: it does not answer; the message says where, without the
+                password.
+            SettingsError: it refuses the credentials or the database, or a key holds another
+                type of value (the Go proxy's stream where this backend keeps a list, say):
+                the message names the setting and the backend that matches the key.
         """
-        check_reachable(self._client, timeout, self._url_source)
+        keys = [self._target, self.seq_key]
+        held = check_reachable(self._client, timeout, self._url_source, keys)
+        # A key of another type is a setting to change, found before anything is published:
+        # `eventbus publish` retried it for seconds, then said a batch was in doubt (helper-108).
+        wrong = [
+            f"{key!r} is a {kind}"
+            for key, kind, wanted in zip(keys, held, (self._target_type, "string"), strict=True)
+            if kind not in (wanted, "none")
+        ]
+        if wrong:
+            hint = wrong_type_hint(self._target, self._setting)
+            raise SettingsError(f"{hint} ({', '.join(wrong)})")
 
     def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:
         """A WRONGTYPE reply becomes a `SettingsError` naming the bus's key setting."""

@@ -29,11 +29,16 @@ def is_wrong_type(exc: BaseException) -> bool:
 
 
 def wrong_type_hint(key: str, setting: str) -> str:
-    """What to tell the user about a WRONGTYPE reply on the bus's keys."""
+    """What to tell the user about a WRONGTYPE reply on the bus's keys.
+
+    Not "delete that key": it is often the Go proxy's log, read as the other kind (helper-108).
+    """
     return (
         f"the Redis key {key!r} (or its counter {key}:seq) holds another type of value than "
-        f"this backend stores there: {setting} names a key that something else uses; set "
-        f"{setting} to a key of its own, or delete that key"
+        f"this backend stores there: {setting} names a key that something else uses. If it is "
+        "the Go llm-proxy's or another eventbus's log, choose the backend that matches it "
+        "(LLM_PROXY_EVENT_BUS or --backend: 'redis' for a list, 'redis-streams' for a "
+        f"stream); else set {setting} to a key of its own"
     )
 
 

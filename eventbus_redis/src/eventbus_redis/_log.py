@@ -70,6 +70,7 @@ class RedisEventBus(RedisBusBase):
 
     _backend: ClassVar[str] = "redis"
     _setting: ClassVar[str] = "EVENTBUS_REDIS_KEY"
+    _target_type: ClassVar[str] = "list"
     _tailer: LogTailer | None
 
     def __init__(

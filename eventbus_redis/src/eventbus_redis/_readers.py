@@ -59,8 +59,11 @@ def answering(func: Callable[P, R]) -> Callable[P, R]:
             if is_wrong_type(exc):  # Redis answered: a setting names someone else's key
                 raise SettingsError(
                     f"Redis refused: {safe_error(exc)}: a key the backend uses holds another "
-                    "type of value; set EVENTBUS_REDIS_KEY (backend redis) or "
-                    "EVENTBUS_REDIS_STREAM (redis-streams) to a key of its own"
+                    "type of value. If it is the Go llm-proxy's or another eventbus's log, "
+                    "choose the backend that matches it (LLM_PROXY_EVENT_BUS or --backend: "
+                    "'redis' for a list, 'redis-streams' for a stream); else set "
+                    "EVENTBUS_REDIS_KEY (backend redis) or EVENTBUS_REDIS_STREAM "
+                    "(redis-streams) to a key of its own"
                 ) from None
             raise _unavailable(getattr(args[0], "_client", None), exc) from None
 

@@ -36,7 +36,10 @@ FIXED: Final = 4
 milliseconds that must remain, lease milliseconds to extend to."""
 
 # Shared head: skip a batch already applied (replying with its last LogID, as when it was
-# applied), refuse one that outlived its lease, then reserve LogIDs first+1 .. last.
+# applied), refuse one that outlived its lease, refuse a target of another type (the Go
+# proxy's stream where this backend writes a list, say) before anything is written, then
+# reserve LogIDs first+1 .. last. Without that check the INCRBY ran, then the push failed: the
+# shared counter moved with nothing written, at every retry (helper-108).
 # KEYS: target, seq, writer marker, writer lease.
 # `stamp(i)` builds the full JSON of item i; %d avoids Lua's "1e+14" number formatting.
 _HEAD: Final = """
@@ -48,6 +51,11 @@ if marker then
 end
 if redis.call('GET', KEYS[4]) ~= ARGV[2] or redis.call('PTTL', KEYS[4]) < tonumber(ARGV[3]) then
   return -2
+end
+local held = redis.call('TYPE', KEYS[1])['ok']
+if held ~= '{kind}' and held ~= 'none' then
+  return redis.error_reply(
+    'WRONGTYPE the key ' .. KEYS[1] .. ' holds a ' .. held .. ', not a {kind}')
 end
 local n = #ARGV - {fixed}
 local last = redis.call('INCRBY', KEYS[2], n)
@@ -68,7 +76,7 @@ return last
 """
 
 LOG_APPEND: Final = (
-    _HEAD.format(fixed=FIXED + 3)
+    _HEAD.format(fixed=FIXED + 3, kind="list")
     + """
 -- ARGV after the fixed four: max_len, ttl_ms, notify channel, tails...
 local items = {}
@@ -87,7 +95,7 @@ if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], last) end
 """Append a batch to the LIST log (LPUSH newest first), trim, expire, notify subscribers."""
 
 STREAM_APPEND: Final = (
-    _HEAD.format(fixed=FIXED + 1)
+    _HEAD.format(fixed=FIXED + 1, kind="stream")
     + """
 -- ARGV after the fixed four: max_len, tails...
 local max_len = tonumber(ARGV[5])

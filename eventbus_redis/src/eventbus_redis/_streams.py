@@ -58,6 +58,7 @@ class RedisStreamsEventBus(RedisBusBase):
 
     _backend: ClassVar[str] = "redis-streams"
     _setting: ClassVar[str] = "EVENTBUS_REDIS_STREAM"
+    _target_type: ClassVar[str] = "stream"
     _tailer: StreamTailer | None
 
     def __init__(

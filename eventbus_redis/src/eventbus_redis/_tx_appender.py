@@ -54,6 +54,7 @@ class TransactionAppender(ScriptAppender):
         client, source, target, encode, on_result: As for `ScriptAppender`.
         commands: Builds the backend's part of the transaction body from the stamped events.
         fixed: How many of the backend's arguments come before the tails.
+        target_type: The type of value the target key holds (Redis's TYPE: "list", "stream").
     """
 
     def __init__(
@@ -66,10 +67,12 @@ class TransactionAppender(ScriptAppender):
         *,
         commands: Commands,
         fixed: int,
+        target_type: str,
     ) -> None:
         super().__init__(client, source, target, encode, on_result)
         self._commands = commands
         self._fixed = fixed
+        self._target_type = target_type
         self._script_batches = 0
         self.conflicts = 0
 
@@ -95,13 +98,14 @@ class TransactionAppender(ScriptAppender):
                     ("GET", lease.marker_key),
                     ("GET", lease.key),
                     ("PTTL", lease.key),
+                    ("TYPE", prepared.keys[0]),
                 ],
             )
         except BaseException:
             self.reset()
             raise
         try:
-            _, seq, marker, token, pttl = self._read(5)
+            _, seq, marker, token, pttl, held = self._read(6)
         except redis.ResponseError:
             self.reset()  # a WATCH would linger on the connection
             raise
@@ -111,9 +115,15 @@ class TransactionAppender(ScriptAppender):
             self._send(conn, [("UNWATCH",)])
             prepared.mode, prepared.replies, prepared.last = "applied", 1, applied[1]
             return
-        if _text(token) != lease.token or int(pttl) < 1 or not lease.allows_transaction():
-            # The lease is not what the writer believes, or it could outlive stop()'s deadline:
-            # the script checks it exactly.
+        if (
+            _text(token) != lease.token
+            or int(pttl) < 1
+            or not lease.allows_transaction()
+            or _text(held) not in (self._target_type, "none")
+        ):
+            # The lease is not what the writer believes, or it could outlive stop()'s deadline,
+            # or the key holds another type (MULTI would move the counter, then fail the push):
+            # the script checks them exactly, before it writes anything.
             self._send(conn, [("UNWATCH",), self.script_command(prepared)])
             prepared.mode, prepared.replies = "script", 1
             return

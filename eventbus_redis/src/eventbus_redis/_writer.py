@@ -215,6 +215,10 @@ class BatchWriter:
                 # have applied. (Once sent, it stays in doubt through later failed attempts.)
                 self._appender.write(prepared, sending=lambda: self.sending(batch))
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
+                if is_wrong_type(exc):
+                    # The scripts refuse a key of another type before writing anything, and
+                    # the transaction goes by script then: Redis holds none of the batch.
+                    self.not_applied(batch)
                 self._abort.wait(self.failed(exc))
                 continue
             self.recovered()
@@ -259,6 +263,12 @@ class BatchWriter:
         """`batch` is about to leave: until its reply is read, Redis may or may not apply it
         (set before any byte leaves: conservative)."""
         self._in_flight = batch
+
+    def not_applied(self, batch: list[Event]) -> None:
+        """Redis answered that it applied none of `batch`: it is no longer in doubt."""
+        with self._batcher.lock:
+            if batch is self._in_flight:
+                self._in_flight = None
 
     def settle(self, batch: list[Event], *, written: bool) -> None:
         """Count `batch` written, or lost (in doubt if it was the batch in flight)."""

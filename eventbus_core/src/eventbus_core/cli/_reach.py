@@ -124,20 +124,23 @@ class BackendWatch:
             # SettingsError: the server came back refusing this connection (its certificate
             # expired, TLS gone, credentials changed): an outage to report like any other,
             # never the end of the watch.
+            # It answered, refusing (a key replaced by one of another type, say): not an outage.
+            refusing = isinstance(exc, SettingsError)
             if self.down_since is None:
                 self.down_since = now
                 self._last_warning = now
                 log.warning(
-                    "%s: the backend stopped answering (%s); retrying until it is back "
-                    "(Ctrl-C to stop)",
+                    "%s: the backend %s (%s); retrying until it is back (Ctrl-C to stop)",
                     self.command,
+                    "refuses the settings" if refusing else "stopped answering",
                     exc,
                 )
             elif now - self._last_warning >= self.repeat:
                 self._last_warning = now
                 log.warning(
-                    "%s: the backend has not answered for %.0f s (%s); still retrying",
+                    "%s: the backend has %s for %.0f s (%s); still retrying",
                     self.command,
+                    "refused the settings" if refusing else "not answered",
                     now - self.down_since,
                     exc,
                 )
