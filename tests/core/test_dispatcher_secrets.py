@@ -24,6 +24,7 @@ from eventbus_core import (
     EventBusSettings,
     JsonlDeadLetter,
     MemoryDeadLetter,
+    SettingsError,
     Subscription,
     TransientSinkError,
 )
@@ -95,6 +96,35 @@ async def test_a_dispatcher_built_in_code_redacts_by_default(tmp_path: Path, kin
     assert_clean(delivered)
     assert_clean(dead_lettered)
     assert good.payloads[0]["response_headers"]["Content-Type"] == ["application/json"]
+
+
+async def test_a_dispatcher_built_in_code_applies_the_environments_extra_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Payloads and dead letters kept them in clear while the same process's log lines masked
+    # them (helper-107).
+    monkeypatch.setenv("EVENTBUS_REDACT_HEADERS", "X-Internal-Sig")
+    monkeypatch.setenv("eventbus_redact_patterns", r"PIN-\d{4}")  # any case, as the settings
+    bus = InMemoryEventBus()
+    good, broken = RecordingSink("good"), AlwaysFailing("broken")
+    dead = JsonlDeadLetter(tmp_path / "dead.jsonl")
+    d = Dispatcher(bus, [good, broken], flush_interval=0.01, retry=FAST_RETRY, dead_letter=dead)
+    task = asyncio.create_task(d.run())
+    bus.publish(
+        Event(
+            request_id="r1",
+            response_headers={"X-Internal-Sig": "SIGVALUE-abcdef"},
+            response_body=b'{"note": "PIN-1234"}',
+        )
+    )
+    await bus.astop()
+    await task
+    for text in (json.dumps(good.payloads), json.dumps(read_jsonl(dead.path))):
+        assert "SIGVALUE-abcdef" not in text and "PIN-1234" not in text, text
+        assert "[REDACTED]" in text
+    monkeypatch.setenv("EVENTBUS_REDACT_PATTERNS", "([")
+    with pytest.raises(SettingsError, match="EVENTBUS_REDACT_PATTERNS"):
+        Dispatcher(InMemoryEventBus(), [RecordingSink()])
 
 
 async def test_opting_out_of_redaction_is_explicit() -> None:

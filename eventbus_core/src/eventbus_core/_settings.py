@@ -427,12 +427,12 @@ class EventBusSettings(BaseSettings):
     @property
     def redact_header_names(self) -> list[str]:
         """`EVENTBUS_REDACT_HEADERS` as a list."""
-        return [h.strip() for h in self.redact_headers.split(",") if h.strip()]
+        return header_names(self.redact_headers)
 
     @property
     def redact_pattern_list(self) -> list[str]:
         """`EVENTBUS_REDACT_PATTERNS` as a list (one regular expression per line)."""
-        return [p for p in self.redact_patterns.splitlines() if p.strip()]
+        return pattern_lines(self.redact_patterns)
 
     def env_var(self, field: str) -> str:
         """Return the environment variable that sets `field` (a core or a plugin's field)."""
@@ -459,3 +459,13 @@ def all_env_vars() -> dict[str, str]:
         for field, variable in env_vars_of(model).items():
             found.setdefault(field, variable)
     return found
+
+
+def header_names(text: str) -> list[str]:
+    """Comma-separated header names (`EVENTBUS_REDACT_HEADERS`) as a list."""
+    return [h.strip() for h in text.split(",") if h.strip()]
+
+
+def pattern_lines(text: str) -> list[str]:
+    """Regular expressions one per line (`EVENTBUS_REDACT_PATTERNS`) as a list."""
+    return [p for p in text.splitlines() if p.strip()]

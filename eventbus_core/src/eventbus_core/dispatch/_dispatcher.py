@@ -76,8 +76,10 @@ class Dispatcher:
         transform: `transform(event) -> dict`; the `LLMTransformer` by default. If it raises,
             the event goes out with its bare fields and a `transform_error`.
         redactor: Redaction applied to every payload before any sink or dead letter sees it.
-            None (the default) means the default `Redactor()` rules; opting out is explicit:
-            `redactor=NO_REDACTION`. Its extra patterns also apply to log lines.
+            None (the default) means the default rules plus what the environment's
+            `EVENTBUS_REDACT_HEADERS` and `EVENTBUS_REDACT_PATTERNS` add
+            (`Redactor.from_environment()`); opting out is explicit: `redactor=NO_REDACTION`.
+            Its extra patterns also apply to log lines.
         group_mode: How a bus is read (see `GroupMode`).
         group: Base consumer-group name on a bus with `ConsumerGroups` (default: the bus's
             `default_group`).

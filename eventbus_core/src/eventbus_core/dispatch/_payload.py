@@ -31,15 +31,17 @@ class PayloadPreparer:
 
     Args:
         transform: `transform(event) -> dict`; the `LLMTransformer` by default.
-        redactor: The redaction rules; None means the default `Redactor()`. Pass
-            `NO_REDACTION` to hand payloads on unredacted.
+        redactor: The redaction rules; None means the default rules plus the environment's
+            `EVENTBUS_REDACT_HEADERS` and `EVENTBUS_REDACT_PATTERNS`
+            (`Redactor.from_environment()`). Pass `NO_REDACTION` to hand payloads on
+            unredacted.
     """
 
     def __init__(
         self, transform: Transform | None = None, redactor: Redactor | None = None
     ) -> None:
         self.transform: Transform = transform or LLMTransformer()
-        self.redactor: Redactor = Redactor() if redactor is None else redactor
+        self.redactor: Redactor = Redactor.from_environment() if redactor is None else redactor
         self._transform_failures = 0
 
     @classmethod

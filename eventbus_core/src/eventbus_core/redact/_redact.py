@@ -13,6 +13,7 @@ import base64
 import binascii
 import functools
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -442,6 +443,26 @@ class Redactor:
         return cls(
             extra_headers=settings.redact_header_names,
             extra_patterns=settings.redact_pattern_list,
+        )
+
+    @classmethod
+    def from_environment(cls) -> Redactor:
+        """The default rules plus what `EVENTBUS_REDACT_HEADERS` and `EVENTBUS_REDACT_PATTERNS`
+        add, read from the environment alone (no other setting is read, so none can fail
+        here): what a dispatcher built in code without a `redactor` uses, so that it masks
+        what the same variables mask in a dispatcher built from settings and in log lines
+        (helper-107: a code-built one left them in payloads and dead letters).
+
+        Raises:
+            SettingsError: a pattern is not a valid regular expression.
+        """
+        from eventbus_core._settings import header_names, pattern_lines
+
+        # Looked up as the settings look them up: the names in any case.
+        env = {name.upper(): value for name, value in os.environ.items()}
+        return cls(
+            extra_headers=header_names(env.get("EVENTBUS_REDACT_HEADERS", "")),
+            extra_patterns=pattern_lines(env.get("EVENTBUS_REDACT_PATTERNS", "")),
         )
 
     def headers(self, headers: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]] | None:
