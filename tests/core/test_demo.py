@@ -10,6 +10,7 @@ its keys. Keys a test creates itself are under a unique prefix, deleted afterwar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import pty
@@ -181,6 +182,44 @@ def test_redis_demo_delivers_every_event_once_and_removes_its_keys(
     assert len({e["request_id"] for e in events}) == 301
     assert demo_keys(client, report) == []
     assert "deleted at the end" in report["cleanup"]
+
+
+@pytest.mark.redis
+def test_a_clean_up_that_fails_leaves_the_report_and_says_what_was_left(
+    client: redis.Redis,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The backend stopped answering after every event was delivered: the clean-up's error
+    # replaced the report (no summary, exit 1) and nothing said the run's stream was left
+    # (helper-109, NATS).
+    from eventbus_core import BackendUnavailableError
+    from eventbus_core._demo import _shared
+
+    made = _shared._isolation
+
+    def failing_clean_up(bus: Any, run: str, requests: int) -> Any:
+        isolation, args = made(bus, run, requests)
+
+        def cleanup(keep: bool) -> str:
+            raise BackendUnavailableError("Redis at redis://127.0.0.1:6379/0 did not answer")
+
+        return dataclasses.replace(isolation, cleanup=cleanup), args
+
+    monkeypatch.setattr(_shared, "_isolation", failing_clean_up)
+    argv = ["--backend", "redis-streams", "--requests", "40", "--output", str(tmp_path / "e")]
+    code, report = run_json(argv, capsys)
+    try:
+        assert code == 0
+        assert report["delivered"] == 40
+        assert report["cleanup"].startswith("NOT deleted: Redis at redis://127.0.0.1:6379/0")
+        assert report["redis_key"] in report["cleanup"]
+        assert client.xlen(report["redis_key"]) == 40
+    finally:
+        keys = demo_keys(client, report)
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.mark.redis

@@ -202,7 +202,9 @@ class Isolation:
         where: The name of the run's namespace (a key, stream or file), for the report.
         kind: What `where` names, in a word or two (`redis key`, `nats stream`).
         cleanup: `cleanup(keep)` deletes what the run created (unless `keep`) and returns one
-            line saying what it did. Does I/O; called once, also after Ctrl-C.
+            line saying what it did. Does I/O; called once, also after Ctrl-C. If it raises
+            (the backend stopped answering), the run's report says the namespace was not
+            deleted, and why; the run's outcome stays what its deliveries make it.
     """
 
     env: Mapping[str, str]
