@@ -72,6 +72,18 @@ def test_settings_dumped_as_json_mask_the_password() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://a:4222,nats://u:pw@b:4222", "nats://a:4222,nats://u:***@b:4222"),
+        ("nats://u:pw@a:4222,nats://u:pw@b:4222", "nats://u:***@a:4222,nats://u:***@b:4222"),
+    ],
+)
+def test_the_repr_of_a_list_of_servers_keeps_every_server(url: str, shown: str) -> None:
+    # repr() and .redacted read the list as one URL: 'nats://a:***@b:4222' (helper-109).
+    assert RedactedURL(url).redacted == shown and repr(RedactedURL(url)) == repr(shown)
+
+
 def test_urls_in_text_are_matched_where_the_pattern_would_match_them() -> None:
     # `mask_url_credentials` tries the URL pattern only at the scheme before each `://`: the
     # same matches as the pattern's own sub(), on text built to tell them apart (schemes with

@@ -206,12 +206,14 @@ class RedactedURL(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return repr(redact_one_url(str(self)))
+        return repr(_redacted_text(self))
 
     @property
     def redacted(self) -> str:
-        """The URL with its password masked, safe to log."""
-        return redact_one_url(str(self))
+        """The URL with its password masked, safe to log (each server of a list masked on
+        its own: read as one URL, `nats://a:4222,nats://u:pw@b:4222` lost the first
+        server, helper-109)."""
+        return _redacted_text(self)
 
     @classmethod
     def __get_pydantic_core_schema__(
