@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from eventbus_core import Dispatcher, MemoryDeadLetter
+from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
 from tests.nats._servers import ThrowawayCluster, ThrowawayNats
 
@@ -199,3 +201,18 @@ def test_a_single_server_killed_and_restarted(tmp_path: Path) -> None:
     finally:
         server.kill()
     print("\nrestart (single server killed, restarted):", json.dumps(summary))
+
+
+def test_more_replicas_than_the_cluster_has_servers_names_the_setting_and_the_limit(
+    cluster: ThrowawayCluster,
+) -> None:
+    # The hint said "a single server takes 1", on a three-node cluster (helper-109).
+    bus = NatsEventBus(cluster.url, stream=f"T{uuid.uuid4().hex[:10]}", replicas=5)
+    try:
+        bus.publish(make_event(1))
+        assert not bus.flush(3)
+        error = str(bus.stats().extra["last_error"])
+        assert "EVENTBUS_NATS_REPLICAS" in error and "at most the number of JetStream" in error
+        assert "single server takes" not in error
+    finally:
+        bus.stop(0)

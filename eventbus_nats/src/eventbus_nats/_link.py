@@ -120,9 +120,16 @@ def _create_hint(description: str) -> str:
             "another stream already captures this subject: give this stream a subject of its "
             "own with EVENTBUS_NATS_SUBJECT, or use that stream's name in EVENTBUS_NATS_STREAM"
         )
+    if "insufficient resources" in description or "no suitable peers" in description:
+        # More replicas than the cluster has JetStream servers (or room on them): the hint
+        # "a single server takes 1" misled on a three-node cluster (helper-109).
+        return (
+            "check EVENTBUS_NATS_REPLICAS: at most the number of JetStream servers in the "
+            "cluster (1 for a single server), each with room for EVENTBUS_NATS_MAX_BYTES"
+        )
     return (
-        "check EVENTBUS_NATS_REPLICAS: a single server takes 1; and EVENTBUS_NATS_MAX_MSGS, "
-        "_MAX_BYTES, _MAX_AGE"
+        "check EVENTBUS_NATS_REPLICAS: at most the number of JetStream servers in the cluster "
+        "(1 for a single server); and EVENTBUS_NATS_MAX_MSGS, _MAX_BYTES, _MAX_AGE"
     )
 
 
