@@ -327,7 +327,7 @@ async def test_stats_show_each_lane_and_its_consumer(fake: redis.Redis) -> None:
 
 @pytest.mark.redis
 async def test_shared_group_sheds_a_stuck_sinks_share_and_acks_everything(
-    real_streams: tuple[redis.Redis, str],
+    real_streams: tuple[redis.Redis, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     from tests.core.conftest_dispatch import GatedSink
 
@@ -359,6 +359,7 @@ async def test_shared_group_sheds_a_stuck_sinks_share_and_acks_everything(
     }
     for record in dead.records:  # the stream's own LogIDs: `eventbus replay` finds them
         assert log_ids[record["log_id"]] == record["request_id"]
+    assert "eventbus replay --sink stuck" in caplog.text  # as the warning says
 
     stuck.gate.set()  # it recovers; everything it held goes out
     shed = {r["log_id"] for r in dead.records}

@@ -30,6 +30,7 @@ from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_problem
 from eventbus_core._source import AckableSource, SubscriptionSource
+from eventbus_core.capabilities import ReadableLog, capability, is_cross_process
 from eventbus_core.dispatch._deadletter import DeadLetter
 from eventbus_core.dispatch._lane import Lane
 from eventbus_core.dispatch._payload import PayloadPreparer
@@ -204,9 +205,17 @@ class Dispatcher:
             subscription_buffer=self.subscription_buffer,
         )
         lanes = []
+        replayable = is_cross_process(source) and capability(source, ReadableLog) is not None
         for name, src, lane_sinks in by_lane:
             durable = not isinstance(src, SubscriptionSource)
-            lane = Lane(name, src, self.preparer, durable=durable, stall_timeout=self.stall_timeout)
+            lane = Lane(
+                name,
+                src,
+                self.preparer,
+                durable=durable,
+                stall_timeout=self.stall_timeout,
+                replayable=replayable,
+            )
             lane.workers = [
                 SinkWorker(
                     s,

@@ -97,8 +97,12 @@ class Lane:
         *,
         durable: bool,
         stall_timeout: float = 0.0,
+        replayable: bool = False,
     ) -> None:
         self.name = name
+        # `eventbus replay` can send what this lane dead-letters again (a log other processes
+        # read): what the stalled-sink warning may suggest.
+        self.replayable = replayable
         self.stall_timeout = stall_timeout  # 0: wait for a full queue as long as it takes
         self.source = source
         # What the figures and the start-up line call the source: its `name`, or the lane's

@@ -112,9 +112,14 @@ class SinkWorker:
         self.stats.stalled = True
         self.stats.stalls += 1
         self._shed_at_stall = self.stats.shed
-        if self.dead_letter is not None:
+        if self.dead_letter is not None and self.lane.replayable:
             fate = f"dead-lettered (replay them to it with `eventbus replay --sink {self.name}`"
             fate += " by LogID)"
+        elif self.dead_letter is not None:
+            # A memory bus keeps no log to replay from (helper-107: the hint pointed at
+            # `eventbus replay`, which refuses such a backend).
+            fate = "dead-lettered (the dead letters hold the events: this backend keeps no log "
+            fate += "to replay them from)"
         elif self.lane.durable:
             fate = "left unacknowledged, for redelivery (no dead-letter destination configured)"
         else:
