@@ -232,3 +232,21 @@ def test_parse_time_forms() -> None:
     assert parse_time("15m") < parse_time("1m")
     with pytest.raises(Exception, match="not a time"):
         parse_time("yesterday")
+
+
+def test_each_commands_exit_codes_say_what_1_means_for_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # One shared text ended "... each after delivering what was accepted, bounded" and listed
+    # rejected input and dropped events for `stats` too, which delivers nothing (helper-110).
+    def epilog(command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    stats = epilog("stats")
+    assert "1 the backend did not answer;" in stats and "accepted" not in stats
+    publish = epilog("publish")
+    assert "an input line was rejected" in publish
+    assert "each after writing what was accepted (within EVENTBUS_STOP_TIMEOUT)." in publish
+    assert "a sink refused or failed a send" in epilog("replay")

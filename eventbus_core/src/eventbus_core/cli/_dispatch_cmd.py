@@ -14,10 +14,10 @@ from eventbus_core._plugins import get_registry
 from eventbus_core.capabilities import is_cross_process
 from eventbus_core.cli._ops import (
     BACKEND_FLAGS,
-    EXIT_CODES_HELP,
     EXIT_FAILED,
     UsageError,
     add_backend_options,
+    exit_codes_help,
     open_bus,
     settings_from_args,
 )
@@ -79,11 +79,11 @@ def add_parser(sub: Any) -> None:
         "cleanly on SIGTERM or SIGINT (Ctrl-C), its normal way to end, with exit 0 (not the "
         "130 or 143 listed below): what was not sent is never acknowledged. A second Ctrl-C "
         "stops it at once, without the shutdown's wait (exit 130).",
-        epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}. For dispatch, 1 means events were "
-        "dropped: entries that cannot be decoded are kept in the backend's dead-letter stream "
-        "(Redis streams: STREAM:dead), and events no sink took in EVENTBUS_DEAD_LETTER_PATH (when "
-        "set); "
-        "neither is lost.",
+        epilog=f"{LONG_RUNNING_HELP} "
+        + exit_codes_help("events were dropped, or the backend did not answer at the start")
+        + " Not dropped: entries that cannot be decoded are kept in the backend's dead-letter "
+        "stream (Redis streams: STREAM:dead), and events no sink took in "
+        "EVENTBUS_DEAD_LETTER_PATH (when set).",
     )
     parser.add_argument(
         "--sink",

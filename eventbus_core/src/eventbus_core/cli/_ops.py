@@ -39,7 +39,6 @@ from eventbus_core.redact._secrets import redact_url
 
 __all__ = [
     "BACKEND_FLAGS",
-    "EXIT_CODES_HELP",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -47,6 +46,7 @@ __all__ = [
     "EXIT_USAGE",
     "UsageError",
     "add_backend_options",
+    "exit_codes_help",
     "format_event",
     "open_bus",
     "require_shared",
@@ -61,11 +61,19 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT), as shells report it
 EXIT_TERMINATED: Final = 143  # SIGTERM, as shells report a process it ended
 
-EXIT_CODES_HELP: Final = (
-    "exit codes: 0 done; 1 something was lost or failed (rejected input, dropped events), or "
-    "the backend did not answer; 2 usage or configuration error; 130 interrupted (Ctrl-C), "
-    "143 terminated (SIGTERM), each after delivering what was accepted, bounded"
-)
+
+def exit_codes_help(failure: str, *, delivers: bool = False) -> str:
+    """The `--help` epilog's exit codes, with what 1 means for the command (`failure`); a
+    command that publishes (`delivers`) says that an interrupted run still writes what it
+    accepted. One text for every command did not fit `stats`, which delivers nothing."""
+    after = (
+        ", each after writing what was accepted (within EVENTBUS_STOP_TIMEOUT)" if delivers else ""
+    )
+    return (
+        f"exit codes: 0 done; 1 {failure}; 2 usage or configuration error; 130 interrupted "
+        f"(Ctrl-C), 143 terminated (SIGTERM){after}."
+    )
+
 
 BACKEND_FLAGS: Final = {"backend": "--backend"}
 """Core settings field to the flag of `add_backend_options()` that overrides it (the flags of

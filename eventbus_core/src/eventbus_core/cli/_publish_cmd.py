@@ -17,12 +17,12 @@ from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import Flushable, capability, is_cross_process
 from eventbus_core.cli._ending import within_ending
 from eventbus_core.cli._ops import (
-    EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
     add_backend_options,
+    exit_codes_help,
     open_bus,
     settings_from_args,
     with_backend_errors,
@@ -54,7 +54,12 @@ def add_parser(sub: Any) -> None:
         "each half buffer (OBSERVABILITY_BUFFER_SIZE) and, at the end, everything, each wait "
         "bounded by EVENTBUS_STOP_TIMEOUT; once a wait runs out (the backend is down), the rest "
         "is published without waiting, and what the buffer cannot hold is dropped and counted.",
-        epilog=f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
+        epilog=f"{ONE_SHOT_HELP} "
+        + exit_codes_help(
+            "an input line was rejected, an event was dropped or lost, or the backend did not "
+            "answer",
+            delivers=True,
+        ),
     )
     parser.add_argument(
         "-f", "--file", type=Path, metavar="PATH", help="read from this file instead of stdin"

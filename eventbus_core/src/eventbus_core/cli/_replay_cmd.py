@@ -33,11 +33,11 @@ from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import sink_figures
 from eventbus_core.capabilities import Describable, LogSources, ReadableLog, capability
 from eventbus_core.cli._ops import (
-    EXIT_CODES_HELP,
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
     add_backend_options,
+    exit_codes_help,
     open_bus,
     require_shared,
     settings_from_args,
@@ -75,7 +75,11 @@ def add_parser(sub: Any) -> None:
         "stdout's reader leaves, the summary says the LogID to go on from (--from-id).",
         epilog="times: ISO 8601 ('2026-01-31T12:00:00Z'; without a zone, UTC) or an age such "
         "as 90s, 15m, 2h, 1d. A range whose start is after its end is refused (exit 2). "
-        f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
+        f"{ONE_SHOT_HELP} "
+        + exit_codes_help(
+            "an entry could not be decoded, a sink refused or failed a send, or the backend "
+            "did not answer"
+        ),
     )
     select = parser.add_argument_group("range (inclusive; default: everything retained)")
     select.add_argument("--from-id", type=int, metavar="LOGID", help="first LogID")

@@ -17,9 +17,9 @@ from eventbus_core._bus import EventBus
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import Describable, capability
 from eventbus_core.cli._ops import (
-    EXIT_CODES_HELP,
     EXIT_OK,
     add_backend_options,
+    exit_codes_help,
     open_bus,
     require_shared,
     settings_from_args,
@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
         "its newest and oldest LogID; for consumer groups, each group's consumers, pending "
         "(delivered, not acknowledged) and lag (not yet delivered). Each backend's docs list "
         "its figures. Drops happen inside each publishing process and are counted there.",
-        epilog=f"{ONE_SHOT_HELP} {EXIT_CODES_HELP}",
+        epilog=f"{ONE_SHOT_HELP} {exit_codes_help('the backend did not answer')}",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_backend_options(parser)

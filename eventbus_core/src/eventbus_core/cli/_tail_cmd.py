@@ -13,10 +13,10 @@ from eventbus_core._settings import EventBusSettings
 from eventbus_core._subscription import SubscriptionClosed
 from eventbus_core.capabilities import Describable, ReadableLog, capability
 from eventbus_core.cli._ops import (
-    EXIT_CODES_HELP,
     EXIT_OK,
     UsageError,
     add_backend_options,
+    exit_codes_help,
     format_event,
     open_bus,
     require_shared,
@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
         "each: LogID, status, method, path, duration, body sizes, request id. Runs until "
         "interrupted (Ctrl-C) or --count events. "
         "It only reads: nothing is consumed or acknowledged.",
-        epilog=f"{LONG_RUNNING_HELP} {EXIT_CODES_HELP}",
+        epilog=f"{LONG_RUNNING_HELP} {exit_codes_help('the backend did not answer at the start')}",
     )
     parser.add_argument(
         "--json",
