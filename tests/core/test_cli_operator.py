@@ -136,6 +136,21 @@ def test_publish_reports_a_json_object_that_is_no_event(
     assert "line 1: not an event" in captured.err and "line 2: not an event" in captured.err
 
 
+def test_publish_tells_gos_zero_value_event_from_a_line_that_is_no_event(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Go's zero-value Event (the wire samples' first) was told to "give lines in the Go wire
+    # format", which it is (helper-108).
+    zero = '{"LogID":0,"RequestID":"","Method":"","Path":"","Status":0,"Duration":0,'
+    zero += '"ResponseHeaders":null,"ResponseBody":null,"RequestBody":null}\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(zero + '{"requestid": ""}\n' + '{"foo": 1}\n'))
+    assert main(["publish"]) == 1
+    err = capsys.readouterr().err
+    assert "line 1: an empty event: it is in the Go wire format" in err
+    assert "line 2: an empty event" in err  # Go reads field names in any case
+    assert "line 3: not an event" in err and "give lines in the Go wire format" in err
+
+
 def test_publish_does_not_echo_a_credential_of_a_bad_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,6 +38,30 @@ _NO_FIELDS: Final = (
     "ResponseHeaders, ResponseBody, RequestBody, LogID); give lines in the Go wire format, as "
     "'eventbus tail --json' prints them (a sink's output lines are not)"
 )
+_ALL_ZERO: Final = (
+    "an empty event: it is in the Go wire format, but every field holds its zero value (Go's "
+    "zero-value Event); publish events that say something (a RequestID, a Method, a Status...)"
+)
+_WIRE_NAMES: Final = frozenset(
+    name.lower()
+    for name in (
+        "LogID", "RequestID", "Method", "Path", "Status", "Duration", "ResponseHeaders",
+        "ResponseBody", "RequestBody",
+    )
+)  # fmt: skip
+
+
+def _empty_event_error(line: str | bytes) -> WireFormatError:
+    """Why a line that decodes to an event with no facts is refused: the Go wire format with
+    every field zero, or an object that is not an event at all. Both said "give lines in the
+    Go wire format", wrong for Go's own zero-value event (helper-108)."""
+    try:
+        keys = json.loads(line).keys()
+    except (ValueError, AttributeError):
+        return WireFormatError(_NO_FIELDS)
+    # Go matches field names in any case, as `Event.from_json` does.
+    named = any(isinstance(k, str) and k.lower() in _WIRE_NAMES for k in keys)
+    return WireFormatError(_ALL_ZERO if named else _NO_FIELDS)
 
 
 def add_parser(sub: Any) -> None:
@@ -130,7 +154,7 @@ def _publish(
                     if event == _EMPTY:
                         # Go's decoder ignores unknown keys, so a sink's output line or any
                         # other JSON object decodes to an event with no facts at all.
-                        raise WireFormatError(_NO_FIELDS)
+                        raise _empty_event_error(line)
                     check_ranges(event)
                 except ValueError as exc:  # WireFormatError, or a value no event can have
                     rejected += 1
