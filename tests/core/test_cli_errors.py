@@ -636,3 +636,28 @@ def test_a_value_that_starts_with_a_dash_says_how_to_give_it(
     with pytest.raises(SystemExit):
         main(["replay", "--since"])  # nothing typed after it: argparse's words alone
     assert "expected one argument" in (err := capsys.readouterr().err) and "starts with" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["stats", "-v"], "(-v is an option of eventbus itself: put it before the command, as "
+         "eventbus -v stats ...)"),
+        (["--backend", "redis", "stats"], "(--backend is an option of the commands, not of "
+         "eventbus itself: put it after the command, as eventbus stats --backend ...)"),
+        (["--backend=memory", "stats"], "put it after the command, as eventbus stats "
+         "--backend=memory ...)"),
+    ],
+)  # fmt: skip
+def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes(
+    argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "unrecognized arguments: -v" and "invalid choice: 'redis'" said nothing more (helper-108).
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.endswith(hint), err
+    with pytest.raises(SystemExit):
+        main(["stats", "--bogus"])  # a word no parser knows gets no such hint
+    assert capsys.readouterr().err.splitlines()[-1].endswith("unrecognized arguments: --bogus")

@@ -89,7 +89,51 @@ class _Parser(argparse.ArgumentParser):
                     f" ({given!r} starts with '-', so it was read as an option: write "
                     f"{flag.group(1)}={given} to give it as the value)"
                 )
+        message += _misplaced_option_hint(message)
         super().error(message)
+
+
+def _misplaced_option_hint(message: str) -> str:
+    """A hint for an option typed on the wrong side of the command: `eventbus stats -v` (an
+    option of eventbus itself) and `eventbus --backend redis stats` (an option of the
+    command) got only argparse's "unrecognized arguments" and "invalid choice" (helper-108)."""
+    typed = _typed
+    command = next((w for w in typed if w in _COMMAND_NAMES), "COMMAND")
+    before = typed[: typed.index(command)] if command in typed else []
+    unrecognized = _UNRECOGNIZED.fullmatch(message)
+    if unrecognized is not None:
+        for word in unrecognized.group(1).split():
+            if _TOP_OPTION.fullmatch(word):
+                return (
+                    f" ({word} is an option of eventbus itself: put it before the command, as "
+                    f"eventbus {word} {command} ...)"
+                )
+            if word in before:
+                return _after_the_command(word, command)
+        return ""
+    choice = _INVALID_COMMAND.fullmatch(message)
+    if choice is None:
+        return ""
+    for word in typed:
+        if word == choice.group(1):
+            break
+        if word.startswith("-") and not _TOP_OPTION.fullmatch(word.partition("=")[0]):
+            return _after_the_command(word, command)
+    return ""
+
+
+def _after_the_command(word: str, command: str) -> str:
+    return (
+        f" ({word.partition('=')[0]} is an option of the commands, not of eventbus itself: put "
+        f"it after the command, as eventbus {command} {word} ...)"
+    )
+
+
+_UNRECOGNIZED: Final = re.compile(r"unrecognized arguments: (.*)", re.DOTALL)
+_INVALID_COMMAND: Final = re.compile(r"argument COMMAND: invalid choice: '([^']*)'.*", re.DOTALL)
+_COMMAND_NAMES: Final = frozenset(m.rpartition("._")[2].removesuffix("_cmd") for m in COMMANDS)
+# The options of `eventbus` itself, as typed (`-v`, `-vv`, `--verbose`).
+_TOP_OPTION: Final = re.compile(r"-v+|--verbose|--version")
 
 
 # argparse's words for an option given without its value; the option as typed, first.
