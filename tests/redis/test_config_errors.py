@@ -125,6 +125,17 @@ def test_a_database_the_server_lacks_is_a_configuration_error(
 
 
 @pytest.mark.redis
+def test_a_database_the_server_lacks_given_by_the_flag_is_named_by_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "the database in REDIS_URL (or --redis-url), 99" where only the flag was typed
+    # (helper-108); "did not answer" already named the flag.
+    assert main(["stats", "--backend", "redis", "--redis-url", redis_url(99)]) == 2
+    err = capsys.readouterr().err
+    assert "the database in --redis-url, 99, is not a database" in err and "REDIS_URL" not in err
+
+
+@pytest.mark.redis
 def test_a_database_the_server_lacks_names_redis_db(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -370,3 +381,23 @@ def test_the_other_backends_key_names_the_backend_that_matches_it(
         assert KEY_SETTING[backend] in err and f"'{other}'" in err, (command, err)
         assert "delete" not in err and "in_doubt" not in err, (command, err)
     assert real.get(f"{key}:seq") == b"50"
+
+
+def test_redis_url_beside_go_variables_that_point_elsewhere_is_warned_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # REDIS_URL wins; REDIS_ADDR/REDIS_DB beside it (even `--backend-option REDIS_DB=16`) were
+    # ignored without a word, though the Go proxy reads them (helper-108).
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_DB", "13")
+    for _ in range(3):
+        EventBusSettings(backend="redis")
+    warned = [m for r in caplog.records if "point at different places" in (m := r.getMessage())]
+    assert len(warned) == 1 and "database 13" in warned[0] and "pw" not in warned[0]
+    caplog.clear()
+    # The same place, written differently: nothing to say.
+    monkeypatch.setenv("REDIS_URL", "redis://localhost:6379/4")
+    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
+    monkeypatch.setenv("REDIS_DB", "4")
+    EventBusSettings(backend="redis")
+    assert "point at different places" not in caplog.text

@@ -15,8 +15,10 @@ from typing import Any, ClassVar, Final
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from eventbus_core import PluginSettings, RedactedURL
+from eventbus_core import PluginSettings, RedactedURL, get_logger
 from eventbus_core.redact._secrets import redact_one_url
+
+log = get_logger("eventbus.redis")
 
 __all__ = ["REDIS_ENV_VARS", "RedisSettings"]
 
@@ -189,7 +191,44 @@ class RedisSettings(PluginSettings):
             address = _check_redis_addr(self.redis_addr.strip())
             self.redis_url = RedactedURL(f"redis://{address}/{self.redis_db}")
             self._redis_url_from = "REDIS_ADDR/REDIS_DB"
+        elif self.redis_url is not None and (
+            (self.redis_addr and self.redis_addr.strip()) or "redis_db" in self.model_fields_set
+        ):
+            _warn_if_apart(self.redis_url, (self.redis_addr or "").strip(), self.redis_db)
         return self
+
+
+_LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+_warned_apart: set[tuple[str, str, int]] = set()
+
+
+def _warn_if_apart(url: RedactedURL, addr: str, db: int) -> None:
+    """Warn (once per process and values) when REDIS_URL, which wins, points elsewhere than
+    REDIS_ADDR/REDIS_DB, which the Go llm-proxy reads: set side by side, they were silently
+    ignored, even `--backend-option REDIS_DB=16` (helper-108)."""
+    parts = urllib.parse.urlsplit(str(url))
+    if parts.scheme.lower() not in ("redis", "rediss") or (str(url), addr, db) in _warned_apart:
+        return
+    try:
+        url_port = parts.port or 6379
+        url_db = int(parts.path.strip("/") or 0)
+    except ValueError:  # refused with its own message when the bus connects
+        return
+    url_host = (parts.hostname or "localhost").lower()
+    host, _, port = addr.rpartition(":") if addr else ("localhost", "", "6379")
+    host = host.strip("[]").lower() or "localhost"
+    same_host = host == url_host or {host, url_host} <= _LOOPBACK
+    if same_host and port == str(url_port) and db == url_db:
+        return
+    _warned_apart.add((str(url), addr, db))
+    log.warning(
+        "REDIS_URL and REDIS_ADDR/REDIS_DB are both set and point at different places "
+        "(%s; %s, database %d): REDIS_URL wins here, while the Go llm-proxy reads "
+        "REDIS_ADDR/REDIS_DB, so the two may not share events; make them agree, or unset one",
+        url.redacted,
+        f"REDIS_ADDR={addr}" if addr else "REDIS_ADDR unset",
+        db,
+    )
 
 
 REDIS_ENV_VARS: Final[dict[str, str]] = {

@@ -231,16 +231,31 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         address_flags = list(flags.values())
         if address_flags:  # the address came from the command line, not the environment
             shown = " / ".join(address_flags)
-            text = str(exc)
-            variables = all_env_vars()
-            for field, flag in flags.items():  # "check that REDIS_URL is right" names the flag
-                text = text.replace(variables.get(field, flag), flag)
+            text = _address_flag_terms(str(exc), flags)
             raise BackendUnavailableError(f"{text} (settings given by {shown})") from None
+        raise
+    except SettingsError as exc:
+        # The server refused the address's database or credentials: "the database in
+        # REDIS_URL (or --redis-url)" named the variable first where the flag gave it
+        # (helper-108).
+        bus.stop(timeout=0)
+        if flags:
+            raise SettingsError(_address_flag_terms(str(exc), flags)) from None
         raise
     except BaseException:
         bus.stop(timeout=0)
         raise
     return bus
+
+
+def _address_flag_terms(text: str, flags: dict[str, str]) -> str:
+    """`text` with the variables of the address settings the command line gave named by their
+    flags: "check that REDIS_URL is right", "REDIS_URL (or --redis-url)" -> "--redis-url"."""
+    variables = all_env_vars()
+    for field, flag in flags.items():
+        variable = variables.get(field, flag)
+        text = text.replace(f"{variable} (or {flag})", flag).replace(variable, flag)
+    return text
 
 
 def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> None:
