@@ -237,6 +237,33 @@ def test_credentials_redis_refuses_are_a_configuration_error(
         server.kill()
 
 
+def test_an_applications_writer_names_the_setting_redis_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # create_bus() in an application: "cannot write (DB index is out of range); retrying"
+    # for ever, naming no variable, where the CLI names it (helper-108).
+    server = ThrowawayRedis(tmp_path, password="s3rver-Passw0rd")
+    server.start()
+    try:
+        for url, said in (
+            (
+                f"redis://:s3rver-Passw0rd@127.0.0.1:{server.port}/99",
+                "REDIS_URL (or --redis-url), 99,",
+            ),
+            (f"redis://127.0.0.1:{server.port}/0", "refused the credentials"),
+        ):
+            monkeypatch.setenv("REDIS_URL", url)
+            bus = create_bus(EventBusSettings(backend="redis"))
+            bus.publish(make_event(1))
+            assert not bus.flush(1)  # type: ignore[attr-defined]
+            error = bus.stats().extra["last_error"]
+            assert said in error and "REDIS_URL" in error, error
+            assert "s3rver-Passw0rd" not in error
+            bus.stop(0)
+    finally:
+        server.kill()
+
+
 @pytest.mark.parametrize(
     ("build", "named"),
     [

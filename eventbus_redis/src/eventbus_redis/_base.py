@@ -42,7 +42,12 @@ from eventbus_core import (
 from eventbus_core.batching import PublishPath, at_fork
 from eventbus_redis._capabilities import RedisCapabilities
 from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
-from eventbus_redis._config_errors import reporting_wrong_type, wrong_type_hint
+from eventbus_redis._config_errors import (
+    credentials_error,
+    database_error,
+    reporting_wrong_type,
+    wrong_type_hint,
+)
 from eventbus_redis._reachable import check_reachable
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import tail_of
@@ -129,6 +134,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             max_batch=max_batch,
             name=f"eventbus-redis-writer[{target}]",
             wrong_type=wrong_type_hint(target, self._setting),
+            explain=self._setting_at_fault,
             path=publish_path,
             exit_timeout=stop_timeout,
         )
@@ -189,6 +195,15 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         if wrong:
             hint = wrong_type_hint(self._target, self._setting)
             raise SettingsError(f"{hint} ({', '.join(wrong)})")
+
+    def _setting_at_fault(self, exc: BaseException) -> str | None:
+        """The message naming the setting at fault when Redis refused the database or the
+        credentials (as `check()` says it), else None."""
+        db = self._client.connection_pool.connection_kwargs.get("db", 0)
+        refused = database_error(exc, db, self._url_source) or credentials_error(
+            exc, describe_client(self._client), self._url_source
+        )
+        return None if refused is None else str(refused)
 
     def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:
         """A WRONGTYPE reply becomes a `SettingsError` naming the bus's key setting."""

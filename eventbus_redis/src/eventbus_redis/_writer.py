@@ -23,6 +23,7 @@ leaves what the parent had not written yet to the parent (`left_to_parent`, see
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 import redis
@@ -62,6 +63,8 @@ class BatchWriter:
         backoff: Reconnect delays after a failed write.
         name: Thread name.
         wrong_type: Added to the error a key of the wrong type causes (names the key setting).
+        explain: What to say instead of a failure that is a setting's fault (a database the
+            server lacks, credentials it refuses), naming the setting; None for the others.
         path: Who drains (`EVENTBUS_PUBLISH_PATH`): `auto` and `asyncio` write from the event
             loop publish() runs on, through an asyncio connection (`LoopWrites`), else from a
             thread; `thread` always from a thread.
@@ -79,6 +82,7 @@ class BatchWriter:
         backoff: Backoff | None = None,
         name: str = "eventbus-redis-writer",
         wrong_type: str = "",
+        explain: Callable[[BaseException], str | None] | None = None,
         path: PublishPath = "auto",
         exit_timeout: float = 5.0,
     ) -> None:
@@ -95,6 +99,7 @@ class BatchWriter:
         self.max_batch = max(1, min(max_batch, buffer_size // 4))
         self._backoff = backoff or Backoff()
         self._wrong_type = wrong_type
+        self._explain = explain
         self._in_doubt = 0  # of the lost: in a batch Redis may have applied (reply never read)
         self._in_flight: list[Event] | None = None  # the batch Redis may have, outcome unknown
         self._sent: tuple[list[Event], Prepared] | None = None  # sent, reply not read yet
@@ -234,6 +239,9 @@ class BatchWriter:
         message = safe_error(exc)
         if self._wrong_type and is_wrong_type(exc):
             message += f" ({self._wrong_type})"
+        elif self._explain is not None:
+            # "DB index is out of range; retrying" named no variable (helper-108).
+            message = self._explain(exc) or message
         # Unreachable or slow Redis is "reconnecting"; anything else (a wrong password, a key
         # of the wrong type, a read-only replica, out of memory) is "failing": both retry.
         # redis-py's AuthenticationError is a ConnectionError: not an outage.
