@@ -347,7 +347,8 @@ class Event:
         """Decode the Go llm-proxy wire format.
 
         Accepts what Go's decoder accepts for these fields: key names in any letter case,
-        `null` for any field, base64 with line breaks; unknown keys are ignored.
+        `null` for any field, base64 with line breaks; unknown keys are ignored. A whole
+        `null`, which Go reads as an empty event, is refused: it is no event.
 
         Raises:
             WireFormatError: (a `ValueError`) the input is not a valid event; the message says why.
