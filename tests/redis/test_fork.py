@@ -154,3 +154,38 @@ def test_the_idna_codec_is_loaded_before_any_writer_thread_resolves_a_host() -> 
     )
     out = run_python(code)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_a_consumers_figures_in_a_child_tell_what_the_parent_left_unacknowledged(
+    client: redis.Redis, prefix: str
+) -> None:
+    # The child's consumer said delivered 20, acked 15: as if it had left 5 unacknowledged,
+    # where those were the parent's reads (helper-107).
+    bus = RedisStreamsEventBus(client, f"{prefix}:stream", f"{prefix}:g", publish_path="thread")
+    for i in range(20):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    consumer = bus.consumer(name="shared", claim_idle=60)
+    held = consumer.read(5, timeout=5)
+    assert len(held) == 5
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 10
+        try:
+            got: list[Any] = []
+            for _ in range(100):
+                got += consumer.read(15 - len(got), timeout=0.1)
+                if len(got) >= 15:
+                    break
+            consumer.ack([d.token for d in got])
+            f = consumer.figures()
+            counts = (f["delivered"], f["acked"], f["left_to_parent"])
+            code = 0 if counts == (20, 15, 5) else 11
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    consumer.ack([d.token for d in held])
+    assert consumer.figures()["left_to_parent"] == 0  # the parent's own figures are as they were
+    consumer.close()
+    bus.stop(5)

@@ -141,6 +141,9 @@ class StreamConsumer:
         self._closed = False
         self.delivered = 0
         self.acked = 0
+        # In a forked child: deliveries the parent made and had not had acknowledged (they
+        # stay the parent's), so that delivered - acked - left_to_parent is the child's own.
+        self.left_to_parent = 0
         self.ack_unheld = 0  # acknowledgements of entries Redis no longer held as pending
         self.claimed = 0
         self.dead_lettered = 0
@@ -539,6 +542,9 @@ class StreamConsumer:
         """
         if self._named_after_pid:
             self.name = default_consumer_name()
+        # The child's figures start from the parent's; what was out is not the child's to
+        # acknowledge (helper-107: delivered 20, acked 15 read as 5 left by the child).
+        self.left_to_parent += len(self._in_flight) + len(self._deferred_acks)
         self._in_flight.clear()
         self._deferred_acks.clear()
         self._maybe_acked.clear()
@@ -556,6 +562,7 @@ class StreamConsumer:
             "name": self.name,
             "delivered": self.delivered,
             "acked": self.acked,
+            "left_to_parent": self.left_to_parent,
             "ack_unheld": self.ack_unheld,
             "claimed": self.claimed,
             "dead_lettered": self.dead_lettered,
