@@ -94,6 +94,8 @@ class Dispatcher:
         ValueError: no sinks, two with one name, or a setting out of range.
         TypeError: an object in `sinks` is not a sink (no `name`, or a `send` or `close` that
             is not `async def`).
+        SettingsError: (a `ValueError`) with `redactor=None`, the environment's
+            `EVENTBUS_REDACT_PATTERNS` holds an invalid regular expression.
     """
 
     def __init__(
