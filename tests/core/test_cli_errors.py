@@ -661,3 +661,31 @@ def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes(
     with pytest.raises(SystemExit):
         main(["stats", "--bogus"])  # a word no parser knows gets no such hint
     assert capsys.readouterr().err.splitlines()[-1].endswith("unrecognized arguments: --bogus")
+
+
+def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `dispatch` named redis-streams where it was not installed, with no pip hint (helper-112).
+    from types import SimpleNamespace
+
+    from eventbus_core.cli import _ops
+
+    monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends={"memory": 1}))
+    hint = _ops.shared_backend_example()
+    assert "pip install" in hint and "LLM_PROXY_EVENT_BUS=redis" not in hint
+
+
+def test_a_plugins_location_is_shown_masked() -> None:
+    # `eventbus tail: following queue2 queue at queue://user:secret@host/q` (helper-112).
+    from eventbus_core.cli._ops import shown_location
+
+    class Described:
+        location = "queue://user:s3cretPassw0rd@host/q"
+
+        def describe(self) -> dict[str, object]:
+            return {}
+
+    shown = shown_location(Described())
+    assert shown is not None and "s3cretPassw0rd" not in shown and "host/q" in shown
+    assert shown_location(object()) is None

@@ -20,6 +20,7 @@ from eventbus_core.cli._ops import (
     exit_codes_help,
     open_bus,
     settings_from_args,
+    shared_backend_example,
 )
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
 from eventbus_core.dispatch._dispatcher import Dispatcher
@@ -245,9 +246,9 @@ def run(args: argparse.Namespace) -> int:
         log.warning(
             "backend %r carries only events published inside this process, and nothing "
             "publishes here: this dispatcher will receive nothing. To dispatch what proxies "
-            "publish, choose a shared backend (see 'eventbus plugins'), e.g. "
-            "LLM_PROXY_EVENT_BUS=redis-streams (or redis) and REDIS_URL",
+            "publish, choose a shared backend (see 'eventbus plugins'), %s",
             settings.backend,
+            shared_backend_example(),
         )
     log.info(
         "dispatching from backend %r to sinks %s (batch %d, flush %.1f s, groups %s, "

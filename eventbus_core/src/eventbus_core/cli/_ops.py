@@ -24,9 +24,10 @@ from eventbus_core._errors import BackendUnavailableError, EventBusError, Settin
 from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
 from eventbus_core._install import SIBLINGS, install_command
+from eventbus_core._log import scrub
 from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
-from eventbus_core.capabilities import is_cross_process
+from eventbus_core.capabilities import Describable, capability, is_cross_process
 from eventbus_core.cli._backend_flags import (
     add_plugin_options,
     flag_value,
@@ -51,6 +52,8 @@ __all__ = [
     "open_bus",
     "require_shared",
     "settings_from_args",
+    "shared_backend_example",
+    "shown_location",
     "stdout_gone",
     "with_backend_errors",
 ]
@@ -268,20 +271,34 @@ def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> N
     if is_cross_process(bus):
         return
     bus.stop(timeout=0)
+    raise UsageError(
+        f"'eventbus {command}' needs a backend shared between processes, but the backend "
+        f"is {settings.backend!r}, which lives inside each process. Set LLM_PROXY_EVENT_BUS to "
+        f"a shared backend (see 'eventbus plugins'), {shared_backend_example()}"
+    )
+
+
+def shown_location(bus: object) -> str | None:
+    """Where the bus keeps its events (`Describable.location`), masked: a plugin's location
+    should carry no credential (`DescribableContract` checks it), yet `tail` printed one as
+    it was (helper-112). None for a bus that does not say."""
+    described = capability(bus, Describable)
+    return None if described is None else scrub(described.location)
+
+
+def shared_backend_example() -> str:
+    """An example of a shared backend for the hints that ask for one: the Redis backends'
+    settings once they are installed, else how to install them (their flags do not exist
+    before). One text for every command (`dispatch` named `redis-streams` where it was not
+    installed, with no pip hint, helper-112)."""
     redis = SIBLINGS["redis"]
     if "redis" in get_registry().backends:
-        example = (
+        return (
             "e.g. LLM_PROXY_EVENT_BUS=redis (or redis-streams) and "
             "REDIS_URL=redis://localhost:6379/0, or pass --backend redis --redis-url "
             "redis://localhost:6379/0"
         )
-    else:  # its flags do not exist until it is installed
-        example = f"e.g. the Redis backends of {redis.distribution}: {install_command(redis)}"
-    raise UsageError(
-        f"'eventbus {command}' needs a backend shared between processes, but the backend "
-        f"is {settings.backend!r}, which lives inside each process. Set LLM_PROXY_EVENT_BUS to "
-        f"a shared backend (see 'eventbus plugins'), {example}"
-    )
+    return f"e.g. the Redis backends of {redis.distribution}: {install_command(redis)}"
 
 
 def stdout_gone() -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventbus_core._errors import SettingsError
+from eventbus_core._log import scrub
 from eventbus_core._plugin_settings import build_model, describe_settings, model_failure
 from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry
 
@@ -85,7 +86,9 @@ def _settings_problems(info: PluginInfo) -> list[str]:
             found.append(f"settings: {exc}")
         except Exception as exc:
             found.append(f"its settings model raised {model_failure(exc)}")
-    return found
+    # Masked as the log line of the same failure is: a model's own error may quote a secret
+    # (the table showed `secret=hunter2hunter2` where the log said [REDACTED], helper-112).
+    return [scrub(problem) for problem in found]
 
 
 def _status(info: PluginInfo) -> str:

@@ -31,7 +31,7 @@ from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import sink_figures
-from eventbus_core.capabilities import Describable, LogSources, ReadableLog, capability
+from eventbus_core.capabilities import LogSources, ReadableLog, capability
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_OK,
@@ -41,6 +41,7 @@ from eventbus_core.cli._ops import (
     open_bus,
     require_shared,
     settings_from_args,
+    shown_location,
     with_backend_errors,
 )
 from eventbus_core.cli._printing import printable
@@ -297,8 +298,7 @@ def _source_name(args: argparse.Namespace, bus: EventBus) -> str:
 
 
 def _where(log: ReadableLog) -> str:
-    described = capability(log, Describable)
-    return described.location if described is not None else "log"
+    return shown_location(log) or "log"
 
 
 def _check_range(args: argparse.Namespace) -> None:

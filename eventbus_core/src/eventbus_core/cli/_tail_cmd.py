@@ -11,7 +11,7 @@ from eventbus_core._bus import EventBus
 from eventbus_core._event import Event
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._subscription import SubscriptionClosed
-from eventbus_core.capabilities import Describable, ReadableLog, capability
+from eventbus_core.capabilities import ReadableLog, capability
 from eventbus_core.cli._ops import (
     EXIT_OK,
     UsageError,
@@ -21,6 +21,7 @@ from eventbus_core.cli._ops import (
     open_bus,
     require_shared,
     settings_from_args,
+    shown_location,
     with_backend_errors,
 )
 from eventbus_core.cli._printing import printable
@@ -123,8 +124,8 @@ def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus)
             )
         else:
             history = log.newest(args.last)
-    described = capability(bus, Describable)
-    where = f" {described.location}" if described is not None else ""
+    location = shown_location(bus)
+    where = f" {location}" if location else ""
     # On stderr, so stdout stays pure data; it also tells scripts that tail is listening.
     print(
         f"eventbus tail: following {settings.backend}{where} (Ctrl-C to stop)",
