@@ -293,17 +293,25 @@ def test_the_shared_demo_counts_events_by_request_id_not_log_id(tmp_path: Path) 
     assert watch.wait_for(5, idle_timeout=1.0)
 
 
-def test_a_run_on_a_backend_without_isolation_says_what_it_leaves_behind() -> None:
+@pytest.mark.parametrize("groups", [True, False])
+def test_a_run_on_a_backend_without_isolation_says_what_it_leaves_behind(groups: bool) -> None:
     # A shared backend that cannot isolate a run keeps the run's events and consumer group;
-    # the report said nothing of it (helper-74).
+    # the report said nothing of it (helper-74). One without consumer groups keeps no group,
+    # though the report named one (helper-112).
     from eventbus_core._demo._report import DemoReport
     from eventbus_core._demo._shared import _isolation
     from eventbus_core.testing import RecordingBus
 
-    bus = RecordingBus(10)
+    class Grouped(RecordingBus):
+        default_group = "g"
+
+        def consumer(self, group: Any = None, name: Any = None, *, batch_size: int = 100) -> Any:
+            raise NotImplementedError
+
+    bus = Grouped(10) if groups else RecordingBus(10)
     isolation, dispatcher_args = _isolation(bus, "abc123", 10)
     bus.stop()
-    assert dispatcher_args == ["--group", "eventbus-demo-abc123"]
+    assert dispatcher_args == (["--group", "eventbus-demo-abc123"] if groups else [])
     report = DemoReport(
         backend="shared-plain", requests=1, published=1, dropped=0, delivered=1, written=1,
         output=Path("out.jsonl"), seconds=1.0, publish_ns=[1], publishers=1,
@@ -311,5 +319,6 @@ def test_a_run_on_a_backend_without_isolation_says_what_it_leaves_behind() -> No
         cleanup=isolation.cleanup(False),
     )  # fmt: skip
     text = "\n".join(report.lines())
-    assert "consumer group eventbus-demo-abc123" in text
+    assert ("consumer group eventbus-demo-abc123" in text) is groups
+    assert ("consumer group" in text) is groups
     assert "left in place" in text and "no Isolatable capability" in text

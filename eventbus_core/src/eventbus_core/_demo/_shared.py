@@ -41,7 +41,7 @@ from eventbus_core._demo._report import DemoReport
 from eventbus_core._demo._workload import DemoInterrupted, ProgressFactory, spread
 from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
-from eventbus_core.capabilities import Isolatable, Isolation, capability
+from eventbus_core.capabilities import ConsumerGroups, Isolatable, Isolation, capability
 from eventbus_core.cli._ending import within_ending
 
 __all__ = ["DemoError", "run_shared_demo"]
@@ -57,6 +57,16 @@ def _isolation(bus: EventBus, run: str, requests: int) -> tuple[Isolation, list[
     isolatable = capability(bus, Isolatable)
     if isolatable is not None:
         return isolatable.isolate(run, requests), []
+    if capability(bus, ConsumerGroups) is None:
+        # No group to name either (helper-112: a "consumer group" was said to be left in a
+        # backend that has none).
+        def events_left(keep: bool) -> str:
+            return (
+                "left in place: the backend cannot give a run a namespace of its own (no "
+                "Isolatable capability), so this run's events stay in it"
+            )
+
+        return Isolation(env={}, where="the configured one", cleanup=events_left), []
     group = f"eventbus-demo-{run}"
 
     def left_in_place(keep: bool) -> str:
