@@ -256,3 +256,19 @@ def test_the_example_backend_passes_every_class(outcomes: dict[str, dict[str, st
     assert len(results) >= 30, results
     bad = {name: outcome for name, outcome in results.items() if outcome != "PASSED"}
     assert not bad, f"the example backend should pass every contract test; it did not: {bad}"
+
+
+def test_the_cross_process_test_fails_at_once_for_a_bus_that_does_not_declare_it() -> None:
+    # It waited out receive_timeout, then said "received only 0 of 3" (helper-112); every
+    # other capability test names the capability the bus lacks, at once.
+    from eventbus_core.testing import CrossProcessContract
+    from eventbus_memory import InMemoryEventBus
+
+    class OnMemory(CrossProcessContract):
+        receive_timeout = 600.0  # it must not come to waiting
+
+        def make_bus(self, buffer_size: int) -> InMemoryEventBus:
+            return InMemoryEventBus(buffer_size=buffer_size)
+
+    with pytest.raises(AssertionError, match="does not offer CrossProcess"):
+        OnMemory().test_another_bus_on_the_backend_receives_the_events()
