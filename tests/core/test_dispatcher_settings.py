@@ -185,15 +185,20 @@ def test_dispatch_command_runs_until_sigterm_and_exits_cleanly(tmp_path: Path) -
     )
     assert proc.stderr is not None
     seen = []
-    for line in proc.stderr:  # wait until the signal handlers are in place
-        seen.append(line)
-        if "dispatcher running" in line:
-            break
-    assert any("dispatching from backend 'memory' to sinks jsonl" in line for line in seen)
-    assert any("this dispatcher will receive nothing" in line for line in seen)
-    # The hint every command gives (a pip command where the Redis backends are missing).
-    example = "LLM_PROXY_EVENT_BUS=redis (or redis-streams) and REDIS_URL=redis://localhost"
-    assert any(example in line for line in seen), seen
+    try:
+        for line in proc.stderr:  # wait until the signal handlers are in place
+            seen.append(line)
+            if "dispatcher running" in line:
+                break
+        assert any("dispatching from backend 'memory' to sinks jsonl" in line for line in seen)
+        assert any("this dispatcher will receive nothing" in line for line in seen)
+        # The hint every command gives (a pip command where the Redis backends are missing).
+        example = "LLM_PROXY_EVENT_BUS=redis (or redis-streams) and REDIS_URL=redis://localhost"
+        assert any(example in line for line in seen), seen
+    except BaseException:
+        proc.kill()  # a failed assertion must not leave the dispatcher running
+        proc.wait()
+        raise
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
