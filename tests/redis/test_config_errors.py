@@ -6,6 +6,7 @@ database is not a number, a database the server does not have, a key holding ano
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -386,45 +387,51 @@ def test_the_other_backends_key_moves_no_counter_and_leaves_no_batch_in_doubt(
 def test_the_other_backends_key_names_the_backend_that_matches_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     real: redis.Redis,
     prefix: str,
     backend: str,
 ) -> None:
     # `tail` and `dispatch` said "... or delete that key": the Go proxy's log (helper-108).
-    # `publish` retried for 5 s, then said a batch was in doubt.
+    # `publish` said a batch was in doubt where none had been written.
     key = _other_kind_key(real, prefix, backend)
     monkeypatch.setenv("REDIS_URL", redis_url())
     monkeypatch.setenv(KEY_SETTING[backend], key)
+    monkeypatch.setenv("EVENTBUS_STOP_TIMEOUT", "0.5")
     other = "redis-streams" if backend == "redis" else "redis"
-    with pytest.raises(SettingsError) as info:
-        create_bus(EventBusSettings(backend=backend)).check()  # type: ignore[attr-defined]
-    message = str(info.value)
-    assert f"'{key}' is a {OTHER_KIND[backend]}" in message, message
-    assert f"'{other}' for a {OTHER_KIND[backend]}" in message and "delete" not in message
-    monkeypatch.setattr("sys.stdin", io.StringIO(make_event(1).to_json().decode() + "\n"))
-    for command in (["publish"], ["tail"], ["stats"], ["replay"]):
+    for command in (["tail"], ["stats"]):
         assert main([*command, "--backend", backend]) == 2, command
         err = capsys.readouterr().err
         assert KEY_SETTING[backend] in err and f"'{other}'" in err, (command, err)
-        assert "delete" not in err and "in_doubt" not in err, (command, err)
+        assert "delete" not in err, (command, err)
+    monkeypatch.setattr("sys.stdin", io.StringIO(make_event(1).to_json().decode() + "\n"))
+    assert main(["publish", "--backend", backend, "--json"]) == 1
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert (summary["accepted"], summary["lost"], summary.get("in_doubt", 0)) == (1, 1, 0), out
+    assert f"'{other}'" in caplog.text and "delete" not in caplog.text
+    assert "none of them reached Redis" in caplog.text  # not "may have been applied"
     assert real.get(f"{key}:seq") == b"50"
 
 
-def test_redis_url_beside_go_variables_that_point_elsewhere_is_warned_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.redis
+def test_commands_that_do_not_use_the_configured_key_run_beside_the_go_proxys_stream(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    # REDIS_URL wins; REDIS_ADDR/REDIS_DB beside it (even `--backend-option REDIS_DB=16`) were
-    # ignored without a word, though the Go proxy reads them (helper-108).
-    monkeypatch.setenv("REDIS_URL", "redis://:pw@127.0.0.1:6379/0")
-    monkeypatch.setenv("REDIS_DB", "13")
-    for _ in range(3):
-        EventBusSettings(backend="redis")
-    warned = [m for r in caplog.records if "point at different places" in (m := r.getMessage())]
-    assert len(warned) == 1 and "database 13" in warned[0] and "pw" not in warned[0]
-    caplog.clear()
-    # The same place, written differently: nothing to say.
-    monkeypatch.setenv("REDIS_URL", "redis://localhost:6379/4")
-    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
-    monkeypatch.setenv("REDIS_DB", "4")
-    EventBusSettings(backend="redis")
-    assert "point at different places" not in caplog.text
+    # A start-up check of the configured key's type refused the demo (its keys are its own)
+    # and `replay --source stream` (which reads the stream) beside the Go proxy's stream at
+    # the default key (helper-111). A server of its own: the default key is the Go proxy's.
+    server = ThrowawayRedis(tmp_path)
+    server.start()
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        redis.Redis.from_url(url).xadd("llm-proxy-events", {"data": make_event(7).to_json()})
+        monkeypatch.setenv("REDIS_URL", url)
+        out = tmp_path / "demo.jsonl"
+        argv = ["demo", "--backend", "redis", "--requests", "30", "--output", str(out), "--json"]
+        assert main(argv) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        assert main(["replay", "--backend", "redis", "--source", "stream"]) == 0
+        assert make_event(7).request_id in capsys.readouterr().out
+    finally:
+        server.kill()

@@ -102,8 +102,7 @@ class Reachable(Protocol):
             BackendUnavailableError: it does not (the message says where it looked, with no
                 credentials, and what to check).
             SettingsError: it answers, but refuses the settings (wrong credentials, a
-                database it does not have, a key the bus would use holding another type of
-                value): waiting cannot help, and commands exit 2.
+                database it does not have): waiting cannot help, and commands exit 2.
         """
 
 

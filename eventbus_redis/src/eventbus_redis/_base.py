@@ -31,7 +31,6 @@ from eventbus_core import (
     BaseEventBus,
     BusStats,
     Event,
-    SettingsError,
     StopInProgress,
     check_buffer_size,
     check_count,
@@ -173,28 +172,18 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
     # ------------------------------------------------------------------------ connection
 
     def check(self, timeout: float = 2.0) -> None:
-        """Return if Redis answers a PING within `timeout` seconds and the bus's key and its
-        counter hold what the bus stores there, or nothing (the `Reachable` capability).
+        """Return if Redis answers a PING within `timeout` seconds (the `Reachable` capability).
+
+        The bus's own key is not looked at: a command may use other keys (the demo's, or
+        `replay --source stream` on the list backend). What reads or writes a key of another
+        type says so then, naming the setting and the backend that matches the key.
 
         Raises:
             BackendUnavailableError: it does not answer; the message says where, without the
                 password.
-            SettingsError: it refuses the credentials or the database, or a key holds another
-                type of value (the Go proxy's stream where this backend keeps a list, say):
-                the message names the setting and the backend that matches the key.
+            SettingsError: it refuses the credentials or the database.
         """
-        keys = [self._target, self.seq_key]
-        held = check_reachable(self._client, timeout, self._url_source, keys)
-        # A key of another type is a setting to change, found before anything is published:
-        # `eventbus publish` retried it for seconds, then said a batch was in doubt (helper-108).
-        wrong = [
-            f"{key!r} is a {kind}"
-            for key, kind, wanted in zip(keys, held, (self._target_type, "string"), strict=True)
-            if kind not in (wanted, "none")
-        ]
-        if wrong:
-            hint = wrong_type_hint(self._target, self._setting)
-            raise SettingsError(f"{hint} ({', '.join(wrong)})")
+        check_reachable(self._client, timeout, self._url_source)
 
     def _setting_at_fault(self, exc: BaseException) -> str | None:
         """The message naming the setting at fault when Redis refused the database or the

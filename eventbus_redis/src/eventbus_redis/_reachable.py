@@ -7,7 +7,6 @@ threads, and its timeouts are sized for their work, not for a quick "is anybody 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -21,9 +20,7 @@ from eventbus_redis._config_errors import credentials_error, database_error
 __all__ = ["check_reachable"]
 
 
-def check_reachable(
-    client: Any, timeout: float, source: str | None = None, keys: Sequence[str] = ()
-) -> list[str]:
+def check_reachable(client: Any, timeout: float, source: str | None = None) -> None:
     """Connect to where `client` points (authenticating and selecting its database, as it
     would) and PING, each step bounded by `timeout` seconds; then hang up.
 
@@ -32,10 +29,6 @@ def check_reachable(
         timeout: Seconds for each step.
         source: The setting(s) the address came from (`EventBusSettings.redis_url_source`),
             named in the messages; None for a client the application built.
-        keys: Keys whose type to read in the same round trip as the PING.
-
-    Returns:
-        The type each of `keys` holds, as Redis's TYPE names it ("none" for no key).
 
     Raises:
         SettingsError: Redis answered, but has no database of the URL's number, or refused
@@ -56,11 +49,8 @@ def check_reachable(
     try:
         connection = pool.connection_class(**options)
         connection.connect()
-        connection.send_packed_command(
-            connection.pack_commands([("PING",), *(("TYPE", key) for key in keys)])
-        )
+        connection.send_command("PING")
         connection.read_response()
-        return [_text(connection.read_response()) for _ in keys]
     except (redis.RedisError, OSError) as exc:
         wrong_db = database_error(exc, options.get("db", 0), source)
         if wrong_db is not None:
@@ -92,10 +82,6 @@ def check_reachable(
     finally:
         if connection is not None:
             connection.disconnect()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _check_ca_file(client: Any, ca_file: Any) -> None:
