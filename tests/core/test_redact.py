@@ -227,6 +227,23 @@ def test_redaction_at_publish_when_enabled() -> None:
     assert bus.stats().published == 1
 
 
+def test_redaction_at_publish_refuses_what_is_not_an_event_as_the_bus_does(
+    not_event_log: None,
+) -> None:
+    # publish() raised for None, a dict or the Event class, counting them as unredactable
+    # where the bus counts them as dropped (helper-111).
+    from types import SimpleNamespace
+
+    bus = create_bus(EventBusSettings(backend="memory", redact_on_publish=True))
+    sub = bus.subscribe("t")
+    for item in (None, {"RequestID": "x"}, Event, SimpleNamespace(log_id=1), Event(request_id="e")):
+        bus.publish(item)  # type: ignore[arg-type]
+    assert [e.request_id for e in sub.get_batch(10, 5)] == ["e"]
+    bus.stop()
+    s = bus.stats()
+    assert (s.published, s.dropped, s.extra["unredactable"]) == (1, 4, 0)
+
+
 def test_redactor_event_masks_what_sinks_mask() -> None:
     # tail and EVENTBUS_REDACT_ON_PUBLISH go through Redactor.event(): it showed a camelCase
     # credential name, a number under a credential name and URL credentials in an ordinary
