@@ -109,3 +109,9 @@ def test_urls_in_text_are_matched_where_the_pattern_would_match_them() -> None:
         assert _sub_at_schemes(mark, text) == expected, text
         matched += expected != text
     assert matched > 2000  # the texts did hold URLs the pattern matches
+
+
+def test_a_password_holding_a_comma_is_masked_in_a_list_of_servers() -> None:
+    # Read as two servers, the part before the comma showed the password up to it (helper-111).
+    url = RedactedURL("nats://a:4222,nats://alice:hunter,2@b:4222")
+    assert url.redacted == "nats://a:4222,nats://alice:***@b:4222" and "hunter" not in repr(url)

@@ -171,6 +171,10 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
         ("nats://hun#ter2@127.0.0.1:4222", "hold '/', '?' or '#'"),
         ("nats://alice:hunter2@127.0.0.1:99999", "has no valid port"),
         ("redis://alice:hunter2@127.0.0.1:4222", "is not a NATS URL"),
+        # A password holding ',' (commas separate servers): its part before the comma was
+        # quoted as a server with no valid port (helper-111).
+        ("nats://alice:hunter2,x@127.0.0.1:4222", "holds credentials but no scheme"),
+        ("nats://a:4222,nats://alice:hunter,2@b:4222", "holds credentials but no scheme"),
     ],
 )
 def test_a_refused_url_never_shows_its_credentials(

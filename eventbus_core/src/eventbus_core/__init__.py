@@ -69,7 +69,7 @@ if TYPE_CHECKING:
         redact_headers,
         redact_text,
     )
-    from eventbus_core.redact._secrets import RedactedURL, redact_url
+    from eventbus_core.redact._secrets import RedactedURL, redact_url, server_list
     from eventbus_core.transform._llm import LLMTransformer, Payload, Transform, decode_body
     from eventbus_core.wsgi import EventBusWSGIMiddleware
 
@@ -145,6 +145,7 @@ _WHERE: dict[str, str] = {
     "redact_text": "eventbus_core.redact._redact",
     "RedactedURL": "eventbus_core.redact._secrets",
     "redact_url": "eventbus_core.redact._secrets",
+    "server_list": "eventbus_core.redact._secrets",
     "LLMTransformer": "eventbus_core.transform._llm",
     "Payload": "eventbus_core.transform._llm",
     "Transform": "eventbus_core.transform._llm",
@@ -206,6 +207,7 @@ __all__ = [
     "hookimpl",
     "redact_url",
     "reset_registry",
+    "server_list",
     # instrumentation
     "EventBusMiddleware",
     "EventBusWSGIMiddleware",

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Final
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventbus_core import RedactedURL, SettingsError, redact_url
+from eventbus_core import RedactedURL, SettingsError, redact_url, server_list
 
 __all__ = [
     "DEAD_SUFFIX",
@@ -127,17 +127,22 @@ def check_servers(url: str) -> list[str]:
         )
     # nats-py reads the scheme case-sensitively: NATS:// would fail at every attempt.
     servers = [_lower_scheme(server) for server in servers]
+    # Credentials without a scheme first: a password holding ',' is cut there into two
+    # "servers", and the first part's own error quoted the password up to the comma, as no
+    # '@' marked it a credential (helper-111).
+    for server in servers:
+        if "://" not in server and "@" in server:
+            raise ValueError(
+                f"{shown_server(server)!r} holds credentials but no scheme: put nats:// (or "
+                "tls://, ws://, wss://) in front, or set NATS_USER and NATS_PASSWORD instead "
+                "(a password holding ',' must go there: commas separate servers)"
+            )
     for server in servers:
         shown = shown_server(server)
         if "://" in server and not server.lower().startswith(_URL_SCHEMES):
             raise ValueError(
                 f"{shown!r} is not a NATS URL; use nats://host:4222, "
                 "tls://host:4222 (TLS), ws:// or wss://"
-            )
-        if "://" not in server and "@" in server:
-            raise ValueError(
-                f"{shown!r} holds credentials but no scheme: put nats:// (or tls://, ws://, "
-                "wss://) in front, or set NATS_USER and NATS_PASSWORD instead"
             )
         _check_server(server, shown)
     return servers
@@ -390,7 +395,7 @@ def _refusal(exc: ValidationError) -> SettingsError:
             shown = ""
         elif var == "NATS_URL":
             # Each server masked up to its host's '@', however the credentials were typed.
-            shown = repr(",".join(shown_server(s) for s in str(given).split(",")))
+            shown = repr(",".join(shown_server(s) for s in server_list(str(given))))
         else:
             shown = repr(redact_url(str(given)))
         msg = str(err["msg"]).removeprefix("Value error, ")

@@ -23,6 +23,7 @@ __all__ = [
     "mask_url_credentials",
     "redact_one_url",
     "redact_url",
+    "server_list",
 ]
 
 _MASK = "***"
@@ -233,8 +234,21 @@ class RedactedURL(str):
 
 def _redacted_text(url: RedactedURL) -> str:
     text = str(url)
-    parts = text.split(",")
-    if len(parts) > 1 and all("://" in part for part in parts):
+    servers = server_list(text)
+    if len(servers) > 1 and all("://" in server for server in servers):
         # A list of servers (NATS_URL): each one masked, none of them lost.
-        return ",".join(redact_one_url(part) for part in parts)
+        return ",".join(redact_one_url(server) for server in servers)
     return redact_one_url(text)
+
+
+def server_list(text: str) -> list[str]:
+    """The servers of a comma-separated list (`NATS_URL`), as masking must read them: a part
+    with an `@` but no `scheme://` is the rest of the server before it, whose credentials held
+    a ',' (split there, the first part's password would show up to the comma)."""
+    servers: list[str] = []
+    for part in text.split(","):
+        if servers and "@" in part and "://" not in part and "://" in servers[-1]:
+            servers[-1] += "," + part
+        else:
+            servers.append(part)
+    return servers
