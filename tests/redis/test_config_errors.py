@@ -435,3 +435,37 @@ def test_commands_that_do_not_use_the_configured_key_run_beside_the_go_proxys_st
         assert make_event(7).request_id in capsys.readouterr().out
     finally:
         server.kill()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [3, 150])  # 150: the writer's transaction path
+def test_a_counter_that_is_not_a_number_is_a_setting_error_and_moves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    real: redis.Redis,
+    prefix: str,
+    backend: str,
+    batch: int,
+) -> None:
+    # `stats` said "internal error: ValueError"; the writer said its batch was in doubt where
+    # INCRBY had refused it before anything was written (helper-111).
+    key = f"{prefix}:k"
+    seed = make_event(0).to_json()
+    real.lpush(key, seed) if backend == "redis" else real.xadd(key, {"data": seed})
+    real.set(f"{key}:seq", "not-a-number")
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv(KEY_SETTING[backend], key)
+    assert main(["stats", "--backend", backend]) == 2
+    err = capsys.readouterr().err
+    assert "holds 'not-a-number', not an integer" in err and KEY_SETTING[backend] in err, err
+    bus = create_bus(EventBusSettings(backend=backend))
+    for i in range(batch):
+        bus.publish(make_event(i))
+    assert not bus.flush(0.5)  # type: ignore[attr-defined]
+    assert KEY_SETTING[backend] in bus.stats().extra["last_error"]
+    bus.stop(0)
+    s = bus.stats()
+    assert (s.lost, s.extra["in_doubt"]) == (batch, 0)
+    length = real.llen(key) if backend == "redis" else real.xlen(key)
+    assert length == 1 and real.get(f"{key}:seq") == b"not-a-number"

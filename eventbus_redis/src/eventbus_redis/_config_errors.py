@@ -15,12 +15,36 @@ from eventbus_core import SettingsError
 from eventbus_redis._client import safe_error
 
 __all__ = [
+    "counter_value",
     "credentials_error",
     "database_error",
+    "is_not_a_counter",
     "is_wrong_type",
     "reporting_wrong_type",
     "wrong_type_hint",
 ]
+
+
+def counter_value(raw: Any, key: str, setting: str) -> int:
+    """The LogID counter `key` (`KEY:seq`) as read, 0 when missing.
+
+    Raises:
+        SettingsError: it holds something other than an integer: the key is not this
+            backend's (`eventbus stats` said "internal error: ValueError", helper-111).
+    """
+    try:
+        return int(raw or 0)
+    except ValueError:
+        raise SettingsError(
+            f"the LogID counter {key} holds {_text(raw)[:40]!r}, not an integer: {setting} "
+            f"names a key that something else uses; set {setting} to a key of its own"
+        ) from None
+
+
+def is_not_a_counter(exc: BaseException) -> bool:
+    """True for the append script's INCRBY refusing a counter that is not an integer (the
+    script's first write: nothing of the batch was applied)."""
+    return isinstance(exc, redis.ResponseError) and "not an integer" in str(exc)
 
 
 def is_wrong_type(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from eventbus_core import (
     WireFormatError,
 )
 from eventbus_redis._client import describe_client, safe_error
-from eventbus_redis._config_errors import is_wrong_type
+from eventbus_redis._config_errors import counter_value, is_wrong_type
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._stream_entry import event_from_stream_entry
 
@@ -184,7 +184,7 @@ class ListLog:
         pipe.get(f"{self.key}:seq").llen(self.key).lindex(self.key, 0).lindex(self.key, -1)
         pipe.ttl(self.key)
         seq, length, newest, oldest, ttl = pipe.execute()
-        published = int(seq or 0)
+        published = counter_value(seq, f"{self.key}:seq", "EVENTBUS_REDIS_KEY")
         return {
             "backend": "redis",
             "key": self.key,
@@ -290,7 +290,8 @@ class StreamLog:
         added = info.get("entries-added")
         # Python publishers stamp LogIDs from `<stream>:seq`; entries-added (Redis 7+) also
         # counts what Go wrote. Take the larger: both include trimmed entries.
-        candidates = [int(x) for x in (seq, added) if x is not None]
+        candidates = [counter_value(seq, f"{stream}:seq", "EVENTBUS_REDIS_STREAM")]
+        candidates += [int(added)] if added is not None else []
         figures.update(
             exists=True,
             length=int(info.get("length", 0)),

@@ -120,10 +120,12 @@ class TransactionAppender(ScriptAppender):
             or int(pttl) < 1
             or not lease.allows_transaction()
             or _text(held) not in (self._target_type, "none")
+            or (seq is not None and not _text(seq).isdigit())
         ):
             # The lease is not what the writer believes, or it could outlive stop()'s deadline,
-            # or the key holds another type (MULTI would move the counter, then fail the push):
-            # the script checks them exactly, before it writes anything.
+            # or the key holds another type (MULTI would move the counter, then fail the push),
+            # or the counter is not a number: the script checks them exactly, before it writes
+            # anything.
             self._send(conn, [("UNWATCH",), self.script_command(prepared)])
             prepared.mode, prepared.replies = "script", 1
             return

@@ -32,7 +32,7 @@ from eventbus_core import Event, check_count, get_logger
 from eventbus_core.batching import Batcher, PublishPath
 from eventbus_redis._appender import Prepared, ScriptAppender
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
-from eventbus_redis._config_errors import is_wrong_type
+from eventbus_redis._config_errors import is_not_a_counter, is_wrong_type
 from eventbus_redis._loop_connection import loop_connection_supported
 from eventbus_redis._loop_writes import LoopWrites
 
@@ -220,9 +220,10 @@ class BatchWriter:
                 # have applied. (Once sent, it stays in doubt through later failed attempts.)
                 self._appender.write(prepared, sending=lambda: self.sending(batch))
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
-                if is_wrong_type(exc):
-                    # The scripts refuse a key of another type before writing anything, and
-                    # the transaction goes by script then: Redis holds none of the batch.
+                if is_wrong_type(exc) or is_not_a_counter(exc):
+                    # The scripts refuse a key of another type, and INCRBY a counter that is
+                    # not an integer, before writing anything (the transaction goes by script
+                    # then): Redis holds none of the batch.
                     self.not_applied(batch)
                 self._abort.wait(self.failed(exc))
                 continue
@@ -237,7 +238,7 @@ class BatchWriter:
             self._unexpected(exc)
         self._failures += 1
         message = safe_error(exc)
-        if self._wrong_type and is_wrong_type(exc):
+        if self._wrong_type and (is_wrong_type(exc) or is_not_a_counter(exc)):
             message += f" ({self._wrong_type})"
         elif self._explain is not None:
             # "DB index is out of range; retrying" named no variable (helper-108).
