@@ -658,9 +658,18 @@ def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes(
     assert exc.value.code == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.endswith(hint), err
-    with pytest.raises(SystemExit):
-        main(["stats", "--bogus"])  # a word no parser knows gets no such hint
-    assert capsys.readouterr().err.splitlines()[-1].endswith("unrecognized arguments: --bogus")
+    # No hint where the place it would send the user fails too (helper-111): an option no
+    # command has, one this command lacks, `--version` after a command.
+    for wrong, ending in (
+        (["stats", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--bogus", "stats"], "unrecognized arguments: --bogus"),
+        (["-q", "stats"], "unrecognized arguments: -q"),
+        (["--sink", "console", "stats"], "'dispatch')"),
+        (["stats", "--version"], "unrecognized arguments: --version"),
+    ):
+        with pytest.raises(SystemExit):
+            main(wrong)
+        assert capsys.readouterr().err.splitlines()[-1].endswith(ending), wrong
 
 
 def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installed(

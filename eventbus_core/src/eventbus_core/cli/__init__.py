@@ -98,8 +98,11 @@ def _misplaced_option_hint(message: str) -> str:
     option of eventbus itself) and `eventbus --backend redis stats` (an option of the
     command) got only argparse's "unrecognized arguments" and "invalid choice" (helper-108)."""
     typed = _typed
-    command = next((w for w in typed if w in _COMMAND_NAMES), "COMMAND")
+    command = next((w for w in typed if w in _COMMAND_OPTIONS), "COMMAND")
     before = typed[: typed.index(command)] if command in typed else []
+    # Only options the command has (or, with no command typed, one of them has): a hint for
+    # `--bogus` or `-q` sent the user to a place that failed too (helper-111).
+    known = _COMMAND_OPTIONS.get(command) or frozenset().union(*_COMMAND_OPTIONS.values())
     unrecognized = _UNRECOGNIZED.fullmatch(message)
     if unrecognized is not None:
         for word in unrecognized.group(1).split():
@@ -108,7 +111,7 @@ def _misplaced_option_hint(message: str) -> str:
                     f" ({word} is an option of eventbus itself: put it before the command, as "
                     f"eventbus {word} {command} ...)"
                 )
-            if word in before:
+            if word in before and word.partition("=")[0] in known:
                 return _after_the_command(word, command)
         return ""
     choice = _INVALID_COMMAND.fullmatch(message)
@@ -117,7 +120,7 @@ def _misplaced_option_hint(message: str) -> str:
     for word in typed:
         if word == choice.group(1):
             break
-        if word.startswith("-") and not _TOP_OPTION.fullmatch(word.partition("=")[0]):
+        if word.partition("=")[0] in known:
             return _after_the_command(word, command)
     return ""
 
@@ -131,9 +134,10 @@ def _after_the_command(word: str, command: str) -> str:
 
 _UNRECOGNIZED: Final = re.compile(r"unrecognized arguments: (.*)", re.DOTALL)
 _INVALID_COMMAND: Final = re.compile(r"argument COMMAND: invalid choice: '([^']*)'.*", re.DOTALL)
-_COMMAND_NAMES: Final = frozenset(m.rpartition("._")[2].removesuffix("_cmd") for m in COMMANDS)
-# The options of `eventbus` itself, as typed (`-v`, `-vv`, `--verbose`).
-_TOP_OPTION: Final = re.compile(r"-v+|--verbose|--version")
+# Each command's options (`--backend`, ...), filled by `build_parser()`.
+_COMMAND_OPTIONS: dict[str, frozenset[str]] = {}
+# The options of `eventbus` itself that a command does not also have (`-v`, `-vv`, `--verbose`).
+_TOP_OPTION: Final = re.compile(r"-v+|--verbose")
 
 
 # argparse's words for an option given without its value; the option as typed, first.
@@ -176,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in COMMANDS:
         module = importlib.import_module(module_name)
         module.add_parser(sub)
+    _COMMAND_OPTIONS.update(
+        {name: frozenset(command._option_string_actions) for name, command in sub.choices.items()}
+    )
     return parser
 
 
