@@ -265,3 +265,6 @@ def test_each_commands_exit_codes_say_what_1_means_for_it(
     assert "an input line was rejected" in publish
     assert "each after writing what was accepted (within EVENTBUS_STOP_TIMEOUT)." in publish
     assert "a sink refused or failed a send" in epilog("replay")
+    demo = epilog("demo")  # it ended "... 130 interrupted", without 143 (helper-111)
+    assert "0 every accepted event was delivered;" in demo
+    assert demo.endswith("130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")

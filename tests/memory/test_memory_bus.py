@@ -250,3 +250,13 @@ def test_publish_called_with_wrong_arguments_names_publish_not_an_internal_metho
             bus.publish(make_event(0), make_event(1))  # type: ignore[call-arg]
     finally:
         bus.stop(1)
+
+
+def test_help_on_publish_says_what_it_does() -> None:
+    # help(bus.publish) showed `Batcher._publish_buffered` with no docstring (helper-111).
+    bus = InMemoryEventBus()
+    try:
+        assert bus.publish.__doc__ and "never blocks" in bus.publish.__doc__
+        assert bus.publish.__qualname__ == "publish"
+    finally:
+        bus.stop(1)

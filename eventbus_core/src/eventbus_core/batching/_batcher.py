@@ -279,6 +279,9 @@ class Batcher:
     # ------------------------------------------------------------------------------ hot path
 
     def _publish_buffered(self, event: Event) -> bool:
+        """Buffer `event` and return at once; never blocks, never raises for the backend.
+        A full buffer, a stopped bus or something that is not an `Event` is refused:
+        counted as dropped (False)."""
         buf = self._buffer
         depth = len(buf)
         if self._closed or depth >= self.buffer_size:
@@ -295,6 +298,9 @@ class Batcher:
         return True
 
     def _publish_held(self, event: Event) -> bool:
+        """Buffer `event` and return at once; never blocks, never raises for the backend.
+        A full buffer (events taken and not yet settled count too), a stopped bus or
+        something that is not an `Event` is refused: counted as dropped (False)."""
         buf = self._buffer
         depth = len(buf)
         # Taken, unsettled events count too: at most `buffer_size` events wait in memory.

@@ -27,6 +27,7 @@ from eventbus_core.cli._ops import (
     EXIT_OK,
     UsageError,
     add_backend_options,
+    exit_codes_help,
     open_bus,
     settings_from_args,
     with_backend_errors,
@@ -58,10 +59,11 @@ def add_parser(sub: Any) -> None:
         "The --output path is checked before anything runs. Ctrl-C stops the demo within a "
         "second and says how far it got (on a shared backend, after ending its processes and "
         f"deleting its namespace unless --keep). {ONE_SHOT_HELP} "
-        "exit codes: 0 every accepted event was delivered; 1 one was not, a demo process "
-        "failed, or the backend did not answer; 2 usage or configuration error (--output "
-        "included); "
-        "130 interrupted",
+        + exit_codes_help(
+            "one was not, a demo process failed, or the backend did not answer",
+            done="every accepted event was delivered",
+            usage="usage or configuration error (--output included)",
+        ),
     )
     parser.add_argument(
         "--requests", type=int, default=4_000, help="requests to simulate (default: %(default)s)"

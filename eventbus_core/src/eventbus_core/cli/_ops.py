@@ -65,7 +65,13 @@ EXIT_INTERRUPTED: Final = 130  # Ctrl-C (SIGINT), as shells report it
 EXIT_TERMINATED: Final = 143  # SIGTERM, as shells report a process it ended
 
 
-def exit_codes_help(failure: str, *, delivers: bool = False) -> str:
+def exit_codes_help(
+    failure: str,
+    *,
+    delivers: bool = False,
+    done: str = "done",
+    usage: str = "usage or configuration error",
+) -> str:
     """The `--help` epilog's exit codes, with what 1 means for the command (`failure`); a
     command that publishes (`delivers`) says that an interrupted run still writes what it
     accepted. One text for every command did not fit `stats`, which delivers nothing."""
@@ -73,7 +79,7 @@ def exit_codes_help(failure: str, *, delivers: bool = False) -> str:
         ", each after writing what was accepted (within EVENTBUS_STOP_TIMEOUT)" if delivers else ""
     )
     return (
-        f"exit codes: 0 done; 1 {failure}; 2 usage or configuration error; 130 interrupted "
+        f"exit codes: 0 {done}; 1 {failure}; 2 {usage}; 130 interrupted "
         f"(Ctrl-C), 143 terminated (SIGTERM){after}."
     )
 

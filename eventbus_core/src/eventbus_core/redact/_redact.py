@@ -450,8 +450,7 @@ class Redactor:
         """The default rules plus what `EVENTBUS_REDACT_HEADERS` and `EVENTBUS_REDACT_PATTERNS`
         add, read from the environment alone (no other setting is read, so none can fail
         here): what a dispatcher built in code without a `redactor` uses, so that it masks
-        what the same variables mask in a dispatcher built from settings and in log lines
-        (helper-107: a code-built one left them in payloads and dead letters).
+        what the same variables mask in a dispatcher built from settings and in log lines.
 
         Raises:
             SettingsError: a pattern is not a valid regular expression.

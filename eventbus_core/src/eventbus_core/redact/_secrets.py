@@ -212,8 +212,7 @@ class RedactedURL(str):
     @property
     def redacted(self) -> str:
         """The URL with its password masked, safe to log (each server of a list masked on
-        its own: read as one URL, `nats://a:4222,nats://u:pw@b:4222` lost the first
-        server, helper-109)."""
+        its own, none of them lost)."""
         return _redacted_text(self)
 
     @classmethod
