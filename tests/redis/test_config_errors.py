@@ -232,6 +232,8 @@ def test_credentials_redis_refuses_are_a_configuration_error(
         assert main(["stats", "--backend", "redis"]) == 2
         err = capsys.readouterr().err
         assert "refused the credentials" in err and "REDIS_URL" in err, err
+        # The form in words: a URL placeholder was masked by the scrubbing (helper-111).
+        assert "user:password@ before the host" in err, err
         assert "did not answer" not in err and "s3rver-Passw0rd" not in err
         assert "wrong-pass" not in err
     finally:

@@ -59,7 +59,8 @@ def wrong_type_hint(key: str, setting: str) -> str:
     """
     return (
         f"the Redis key {key!r} (or its counter {key}:seq) holds another type of value than "
-        f"this backend stores there: {setting} names a key that something else uses. If it is "
+        f"this backend stores there: {setting} (set, or its default) names a key that something "
+        "else uses. If it is "
         "the Go llm-proxy's or another eventbus's log, choose the backend that matches it "
         "(LLM_PROXY_EVENT_BUS or --backend: 'redis' for a list, 'redis-streams' for a "
         f"stream); else set {setting} to a key of its own"
@@ -106,12 +107,14 @@ def credentials_error(exc: BaseException, where: str, source: str | None) -> Set
     `where` is the address with its password masked."""
     if not isinstance(exc, redis.AuthenticationError | redis.AuthenticationWrongNumberOfArgsError):
         return None
+    # The form in words: written as a URL, the log's scrubbing masked its placeholder
+    # ("redis://user:***@host:port/db", helper-111).
+    form = "redis:// then user:password@ before the host (redis://host:port/db otherwise)"
     if source == "REDIS_ADDR/REDIS_DB":
-        fix = "REDIS_ADDR cannot carry a password, so set REDIS_URL instead, as "
-        fix += "redis://user:password@host:port/db"
+        fix = f"REDIS_ADDR cannot carry a password, so set REDIS_URL instead, as {form}"
     else:
         setting = f"{source} (or --redis-url)" if source else "the client's URL"
-        fix = f"set the user and password in {setting}, as redis://user:password@host:port/db"
+        fix = f"set the user and password in {setting}, as {form}"
     return SettingsError(f"Redis at {where} refused the credentials ({safe_error(exc)}); {fix}")
 
 

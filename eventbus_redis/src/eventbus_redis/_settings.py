@@ -222,8 +222,8 @@ def _warn_if_apart(url: RedactedURL, addr: str, db: int) -> None:
         return
     _warned_apart.add((str(url), addr, db))
     log.warning(
-        "REDIS_URL and REDIS_ADDR/REDIS_DB are both set and point at different places "
-        "(%s; %s, database %d): REDIS_URL wins here, while the Go llm-proxy reads "
+        "the Redis URL (REDIS_URL or --redis-url) and REDIS_ADDR/REDIS_DB point at different "
+        "places (%s; %s, database %d): the URL wins here, while the Go llm-proxy reads "
         "REDIS_ADDR/REDIS_DB, so the two may not share events; make them agree, or unset one",
         url.redacted,
         f"REDIS_ADDR={addr}" if addr else "REDIS_ADDR unset",
