@@ -282,7 +282,9 @@ def _clean_up(isolation: Isolation, keep: bool) -> str:
     try:
         return isolation.cleanup(keep)
     except Exception as exc:
+        # Not "delete it": a backend keeps more than the named key or stream for a run (a
+        # Redis run's counter and writer markers, helper-111).
         return (
-            f"NOT deleted: {scrub(str(exc))}; delete it once the backend answers "
-            f"(its {isolation.kind} {isolation.where})"
+            f"NOT deleted: {scrub(str(exc))}; the run's {isolation.kind} {isolation.where} and "
+            "what the run made beside it stay in the backend"
         )
