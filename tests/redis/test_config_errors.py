@@ -406,6 +406,8 @@ def test_the_other_backends_key_names_the_backend_that_matches_it(
         err = capsys.readouterr().err
         assert KEY_SETTING[backend] in err and f"'{other}'" in err, (command, err)
         assert "delete" not in err, (command, err)
+        # What the key holds, from `stats` too (it quoted the raw error, helper-113).
+        assert f"'{key}' is a {OTHER_KIND[backend]}" in err, (command, err)
     monkeypatch.setattr("sys.stdin", io.StringIO(make_event(1).to_json().decode() + "\n"))
     assert main(["publish", "--backend", backend, "--json"]) == 1
     out, err = capsys.readouterr()

@@ -21,6 +21,7 @@ __all__ = [
     "is_not_a_counter",
     "is_wrong_type",
     "reporting_wrong_type",
+    "wrong_type_error",
     "wrong_type_hint",
 ]
 
@@ -76,12 +77,17 @@ def reporting_wrong_type(client: Any, keys: Sequence[str], setting: str) -> Iter
     except redis.ResponseError as exc:
         if not is_wrong_type(exc):
             raise
-        held = ""
-        with contextlib.suppress(redis.RedisError, OSError):
-            types = [(k, client.type(k)) for k in keys]
-            held = ", ".join(f"{k!r} is a {_text(t)}" for k, t in types if _text(t) != "none")
-        message = wrong_type_hint(keys[0], setting)
-        raise SettingsError(f"{message}{f' ({held})' if held else ''}") from None
+        raise wrong_type_error(client, keys, setting) from None
+
+
+def wrong_type_error(client: Any, keys: Sequence[str], setting: str) -> SettingsError:
+    """The `SettingsError` of a WRONGTYPE reply on `keys` (the first is the one `setting`
+    names), saying what each holds (one TYPE per key, only on this error path)."""
+    held = ""
+    with contextlib.suppress(redis.RedisError, OSError):
+        types = [(k, client.type(k)) for k in keys]
+        held = ", ".join(f"{k!r} is a {_text(t)}" for k, t in types if _text(t) != "none")
+    return SettingsError(f"{wrong_type_hint(keys[0], setting)}{f' ({held})' if held else ''}")
 
 
 def database_error(exc: BaseException, db: Any, source: str | None) -> SettingsError | None:

@@ -18,11 +18,10 @@ import redis
 from eventbus_core import (
     BackendUnavailableError,
     Event,
-    SettingsError,
     WireFormatError,
 )
 from eventbus_redis._client import describe_client, safe_error
-from eventbus_redis._config_errors import counter_value, is_wrong_type
+from eventbus_redis._config_errors import counter_value, is_wrong_type, wrong_type_error
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._stream_entry import event_from_stream_entry
 
@@ -57,14 +56,17 @@ def answering(func: Callable[P, R]) -> Callable[P, R]:
             raise
         except (redis.RedisError, OSError) as exc:
             if is_wrong_type(exc):  # Redis answered: a setting names someone else's key
-                raise SettingsError(
-                    f"Redis refused: {safe_error(exc)}: a key the backend uses holds another "
-                    "type of value. If it is the Go llm-proxy's or another eventbus's log, "
-                    "choose the backend that matches it (LLM_PROXY_EVENT_BUS or --backend: "
-                    "'redis' for a list, 'redis-streams' for a stream); else set "
-                    "EVENTBUS_REDIS_KEY (backend redis) or EVENTBUS_REDIS_STREAM "
-                    "(redis-streams) to a key of its own"
-                ) from None
+                # What the key holds, as `tail` says it (`stats` quoted the pipeline's raw
+                # error, helper-113).
+                reader = args[0]
+                key = getattr(reader, "key", None)
+                if key is not None:
+                    keys, setting = [key, f"{key}:seq"], "EVENTBUS_REDIS_KEY"
+                else:
+                    stream = str(getattr(reader, "stream", ""))
+                    keys, setting = [stream, f"{stream}:seq"], "EVENTBUS_REDIS_STREAM"
+                client = getattr(reader, "_client", None)
+                raise wrong_type_error(client, keys, setting) from None
             raise _unavailable(getattr(args[0], "_client", None), exc) from None
 
     return run
