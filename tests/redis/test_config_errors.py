@@ -464,6 +464,10 @@ def test_a_counter_that_is_not_a_number_is_a_setting_error_and_moves_nothing(
     err = capsys.readouterr().err
     assert "holds 'not-a-number', not an integer" in err and KEY_SETTING[backend] in err, err
     bus = create_bus(EventBusSettings(backend=backend))
+    # subscribe() (what tail and dispatch do first) raised IndexError or ValueError (helper-113).
+    with pytest.raises(SettingsError, match=r"not an integer") as info:
+        bus.subscribe()
+    assert KEY_SETTING[backend] in str(info.value)
     for i in range(batch):
         bus.publish(make_event(i))
     assert not bus.flush(0.5)  # type: ignore[attr-defined]

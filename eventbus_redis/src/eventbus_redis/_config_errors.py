@@ -15,6 +15,7 @@ from eventbus_core import SettingsError
 from eventbus_redis._client import safe_error
 
 __all__ = [
+    "counter_error",
     "counter_value",
     "credentials_error",
     "database_error",
@@ -36,10 +37,16 @@ def counter_value(raw: Any, key: str, setting: str) -> int:
     try:
         return int(raw or 0)
     except ValueError:
-        raise SettingsError(
-            f"the LogID counter {key} holds {_text(raw)[:40]!r}, not an integer: {setting} "
-            f"names a key that something else uses; set {setting} to a key of its own"
-        ) from None
+        raise counter_error(key, setting, raw) from None
+
+
+def counter_error(key: str, setting: str, raw: Any) -> SettingsError:
+    """The `SettingsError` of a LogID counter `key` that holds `raw`, not an integer."""
+    return SettingsError(
+        f"the LogID counter {key} holds {_text(raw)[:40]!r}, not an integer: {setting} "
+        f"(set, or its default) names a key that something else uses; set {setting} to a key "
+        "of its own"
+    )
 
 
 def is_not_a_counter(exc: BaseException) -> bool:
@@ -75,6 +82,11 @@ def reporting_wrong_type(client: Any, keys: Sequence[str], setting: str) -> Iter
     try:
         yield
     except redis.ResponseError as exc:
+        if is_not_a_counter(exc) and len(keys) > 1:  # keys[1] is the counter
+            raw = None
+            with contextlib.suppress(redis.RedisError, OSError):
+                raw = client.get(keys[1])
+            raise counter_error(keys[1], setting, raw) from None
         if not is_wrong_type(exc):
             raise
         raise wrong_type_error(client, keys, setting) from None

@@ -111,23 +111,36 @@ end
 )
 """Append a batch to the stream, one entry per event with field `data`, approximately trimmed."""
 
-LOG_NOW: Final = """
+# The LogID counter as a number, or an error reply: `tonumber` of something else is nil, which
+# ended the reply's table early (IndexError in the client, helper-113).
+_SEQ: Final = """
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+if not seq then
+  return redis.error_reply('ERR the LogID counter ' .. KEYS[2] .. ' is not an integer')
+end
+"""
+
+LOG_NOW: Final = (
+    """
 -- KEYS: list, seq. Returns {seq, the entry at the head (false when the list is empty), length,
--- the entries below it (up to ARGV[1], newest first)}.
-return {
-  tonumber(redis.call('GET', KEYS[2]) or '0'),
+-- the entries below it (up to ARGV[1], newest first)}."""
+    + _SEQ
+    + """return {
+  seq,
   redis.call('LINDEX', KEYS[1], 0),
   redis.call('LLEN', KEYS[1]),
   redis.call('LRANGE', KEYS[1], 1, tonumber(ARGV[1])),
 }
 """
+)
 """Where a new subscriber starts: the counter, the newest entry, the length and the entries
 below the newest, read together."""
 
 ANCHOR_CONTEXT: Final = 3
 """Entries below the anchor remembered with it, to tell it from an identical entry pushed since."""
 
-LOG_READ_NEW: Final = """
+LOG_READ_NEW: Final = (
+    """
 -- KEYS: list, seq. ARGV: 1 if an anchor is given else 0, the anchor (the raw entry read last),
 -- most entries to return, where the anchor was ('' when unknown: its index from the head minus
 -- the list's length, at the read that took it), how many entries below the new anchor to
@@ -136,9 +149,9 @@ LOG_READ_NEW: Final = """
 -- anchor, newest first as LRANGE gives them, the newest of them at index lo (with nothing new,
 -- lo is the anchor's index), and below are the entries below index lo; when the anchor is not
 -- in the list (none given, trimmed away, or Redis lost its data), the oldest entries of the
--- whole list, its tail included.
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local len = redis.call('LLEN', KEYS[1])
+-- whole list, its tail included."""
+    + _SEQ
+    + """local len = redis.call('LLEN', KEYS[1])
 local context = #ARGV - 5
 local idx = len
 local found = 0
@@ -182,6 +195,7 @@ if idx > 0 then entries = redis.call('LRANGE', KEYS[1], lo, idx - 1) end
 local below = redis.call('LRANGE', KEYS[1], lo + 1, lo + tonumber(ARGV[5]))
 return {seq, found, entries, len, lo, below}
 """
+)
 """Read only what was pushed since the anchor entry, oldest first in chunks, with the counter.
 
 LPUSH only ever adds above the anchor and LTRIM only removes below it, so the entries above the

@@ -18,6 +18,7 @@ import redis
 
 from eventbus_core import Event, WireFormatError
 from eventbus_redis._client import socket_timeout
+from eventbus_redis._config_errors import counter_value
 from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
 from eventbus_redis._redis_subscription import Gap
@@ -79,7 +80,8 @@ class StreamTailer(Tailer):
         pipe.xrevrange(self._stream, count=1)
         pipe.get(self._seq_key)
         newest, seq = pipe.execute()
-        return (text(newest[0][0]) if newest else "0-0"), {"log_id": int(seq or 0)}
+        log_id = counter_value(seq, self._seq_key, "EVENTBUS_REDIS_STREAM")
+        return (text(newest[0][0]) if newest else "0-0"), {"log_id": log_id}
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the entries after its position; report LogID jumps as gaps."""

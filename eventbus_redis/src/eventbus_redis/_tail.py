@@ -17,7 +17,7 @@ from typing import Any
 
 from eventbus_core import Subscription, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
-from eventbus_redis._config_errors import is_wrong_type
+from eventbus_redis._config_errors import is_not_a_counter, is_wrong_type
 from eventbus_redis._redis_subscription import RedisSubscription
 
 __all__ = ["Cursor", "Tailer"]
@@ -192,7 +192,7 @@ class Tailer:
         the connection may have been cut on purpose, or the application closed its client)."""
         unexpected = not isinstance(exc, TRANSIENT_ERRORS) and self._stop_at is None
         if unexpected and safe_error(exc) != self.last_error:  # a bug must not end them all
-            if is_wrong_type(exc) and self._wrong_type:
+            if (is_wrong_type(exc) or is_not_a_counter(exc)) and self._wrong_type:
                 # A setting, not a bug: no traceback, and the variable to change.
                 log.error("eventbus redis subscriber: %s; retrying", self._wrong_type)
             else:
