@@ -401,9 +401,11 @@ def test_the_other_backends_key_names_the_backend_that_matches_it(
     monkeypatch.setenv(KEY_SETTING[backend], key)
     monkeypatch.setenv("EVENTBUS_STOP_TIMEOUT", "0.5")
     other = "redis-streams" if backend == "redis" else "redis"
-    for command in (["tail"], ["stats"]):
+    for command in (["tail"], ["stats"], ["replay", "--dry-run"]):
         assert main([*command, "--backend", backend]) == 2, command
         err = capsys.readouterr().err
+        # replay printed "would replay 0 event(s)" ahead of the error (helper-113).
+        assert "replay 0" not in err, (command, err)
         assert KEY_SETTING[backend] in err and f"'{other}'" in err, (command, err)
         assert "delete" not in err, (command, err)
         # What the key holds, from `stats` too (it quoted the raw error, helper-113).

@@ -410,11 +410,17 @@ def _replay(
     except BrokenPipeError:  # stdout's reader left (`| head`): the rest was not printed
         ended_by = "stdout closed by its reader"
         raise
+    except Exception:  # the backend failed, or refused a setting: its message comes next
+        ended_by = "stopped by the error below"
+        raise
     finally:
         rejected = target.rejected() - rejected_before if target is not None else 0
         if target is not None:
             target.close()
-        if not args.quiet:
+        # An error before anything was read (a key of another type): no "replayed 0 ..."
+        # summary ahead of it, as if something had been done (helper-113).
+        nothing = not (sent or failed or undecodable or untransformable)
+        if not args.quiet and not (ended_by == "stopped by the error below" and nothing):
             _summary(
                 args, source, sent, failed, undecodable, untransformable, rejected,
                 # Where to go on: the batch it was in the middle of, else after the last done.
