@@ -257,6 +257,6 @@ def test_help_on_publish_says_what_it_does() -> None:
     bus = InMemoryEventBus()
     try:
         assert bus.publish.__doc__ and "never blocks" in bus.publish.__doc__
-        assert bus.publish.__qualname__ == "publish"
+        assert bus.publish.__qualname__ == bus.publish.__name__ == "publish"
     finally:
         bus.stop(1)

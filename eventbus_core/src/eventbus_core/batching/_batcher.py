@@ -317,6 +317,7 @@ class Batcher:
     # Buses expose these as their own `publish`: a call with the wrong arguments names that,
     # not this class's private method ("publish() missing 1 required positional argument").
     _publish_buffered.__qualname__ = _publish_held.__qualname__ = "publish"
+    _publish_buffered.__name__ = _publish_held.__name__ = "publish"
 
     def _refuse_not_event(self, given: object) -> bool:
         self._refuse()
