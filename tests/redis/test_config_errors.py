@@ -479,3 +479,23 @@ def test_a_counter_that_is_not_a_number_is_a_setting_error_and_moves_nothing(
     assert (s.lost, s.extra["in_doubt"]) == (batch, 0)
     length = real.llen(key) if backend == "redis" else real.xlen(key)
     assert length == 1 and real.get(f"{key}:seq") == b"not-a-number"
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_demo_on_a_named_key_of_another_type_exits_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    real: redis.Redis,
+    prefix: str,
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    # The list backend's demo exited 1 ("the dispatch process exited with status 1") where
+    # the streams one exited 2: a configuration error is 2 (helper-113).
+    key = _other_kind_key(real, prefix, backend)
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv(KEY_SETTING[backend], key)
+    argv = ["demo", "--backend", backend, "--requests", "10", "--output", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert KEY_SETTING[backend] in capfd.readouterr().err  # the process's own line

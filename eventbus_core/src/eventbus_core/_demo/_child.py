@@ -24,6 +24,10 @@ class DemoError(RuntimeError):
     """A demo process failed, or stopped answering."""
 
 
+class DemoSettingsError(DemoError):
+    """A demo process ended on a configuration error (its exit status 2)."""
+
+
 class Child:
     """A demo process whose stdout JSON lines go to `inbox` as `(child, message)`; None at
     the end of its output."""
@@ -76,7 +80,8 @@ class Child:
     def failure(self) -> DemoError:
         """The error for a process that ended without its result."""
         code = self.proc.wait()
-        return DemoError(
+        kind = DemoSettingsError if code == 2 else DemoError
+        return kind(
             f"the {self.role} process exited with status {code} before reporting "
             "(its error is above)"
         )

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from eventbus_core._demo._workload import simulate
+from eventbus_core._errors import SettingsError
 from eventbus_core._factory import create_bus
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
@@ -244,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"eventbus demo {args.role}: error: {type(exc).__name__}: {redact_url(str(exc))}",
             file=sys.stderr,
         )
-        return 1
+        # A setting the backend refused (a key of another type): the demo exits 2 for it, as
+        # every command does for a configuration error (helper-113: it exited 1).
+        return 2 if isinstance(exc, SettingsError) else 1
     return code
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from eventbus_core._demo._child import DemoSettingsError
 from eventbus_core._demo._report import DemoReport
 from eventbus_core._demo._shared import DemoError, is_replaceable_file, run_shared_demo
 from eventbus_core._demo._workload import DemoInterrupted, run_demo
@@ -25,6 +26,7 @@ from eventbus_core.cli._backend_flags import plugin_override_env
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     UsageError,
     add_backend_options,
     exit_codes_help,
@@ -190,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         except DemoError as exc:
             print(f"eventbus demo: FAILED: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return EXIT_USAGE if isinstance(exc, DemoSettingsError) else EXIT_FAILED
     else:
         report = run_demo(
             bus,
