@@ -473,7 +473,9 @@ def test_a_counter_that_is_not_a_number_is_a_setting_error_and_moves_nothing(
     for i in range(batch):
         bus.publish(make_event(i))
     assert not bus.flush(0.5)  # type: ignore[attr-defined]
-    assert KEY_SETTING[backend] in bus.stats().extra["last_error"]
+    error = bus.stats().extra["last_error"]
+    assert KEY_SETTING[backend] in error and f"{key}:seq is not an integer" in error, error
+    assert "choose the backend" not in error  # the wrong-type advice (helper-114)
     bus.stop(0)
     s = bus.stats()
     assert (s.lost, s.extra["in_doubt"]) == (batch, 0)

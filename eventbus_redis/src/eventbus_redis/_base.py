@@ -42,8 +42,10 @@ from eventbus_core.batching import PublishPath, at_fork
 from eventbus_redis._capabilities import RedisCapabilities
 from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
 from eventbus_redis._config_errors import (
+    counter_error,
     credentials_error,
     database_error,
+    is_not_a_counter,
     reporting_wrong_type,
     wrong_type_hint,
 )
@@ -187,7 +189,10 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
 
     def _setting_at_fault(self, exc: BaseException) -> str | None:
         """The message naming the setting at fault when Redis refused the database or the
-        credentials (as `check()` says it), else None."""
+        credentials (as `check()` says it), or the LogID counter is not a number (the
+        wrong-type advice did not fit it, helper-114), else None."""
+        if is_not_a_counter(exc):
+            return str(counter_error(self.seq_key, self._setting))
         db = self._client.connection_pool.connection_kwargs.get("db", 0)
         refused = database_error(exc, db, self._url_source) or credentials_error(
             exc, describe_client(self._client), self._url_source

@@ -40,12 +40,13 @@ def counter_value(raw: Any, key: str, setting: str) -> int:
         raise counter_error(key, setting, raw) from None
 
 
-def counter_error(key: str, setting: str, raw: Any) -> SettingsError:
-    """The `SettingsError` of a LogID counter `key` that holds `raw`, not an integer."""
+def counter_error(key: str, setting: str, raw: Any = None) -> SettingsError:
+    """The `SettingsError` of a LogID counter `key` that holds `raw` (None: not read), not an
+    integer."""
+    held = "is not an integer" if raw is None else f"holds {_text(raw)[:40]!r}, not an integer"
     return SettingsError(
-        f"the LogID counter {key} holds {_text(raw)[:40]!r}, not an integer: {setting} "
-        f"(set, or its default) names a key that something else uses; set {setting} to a key "
-        "of its own"
+        f"the LogID counter {key} {held}: {setting} (set, or its default) names a key that "
+        f"something else uses; set {setting} to a key of its own"
     )
 
 

@@ -192,7 +192,10 @@ class Tailer:
         the connection may have been cut on purpose, or the application closed its client)."""
         unexpected = not isinstance(exc, TRANSIENT_ERRORS) and self._stop_at is None
         if unexpected and safe_error(exc) != self.last_error:  # a bug must not end them all
-            if (is_wrong_type(exc) or is_not_a_counter(exc)) and self._wrong_type:
+            if is_not_a_counter(exc):
+                # Redis's own words name the counter (the list log's scripts say it).
+                log.error("eventbus redis subscriber: %s; retrying", safe_error(exc))
+            elif is_wrong_type(exc) and self._wrong_type:
                 # A setting, not a bug: no traceback, and the variable to change.
                 log.error("eventbus redis subscriber: %s; retrying", self._wrong_type)
             else:

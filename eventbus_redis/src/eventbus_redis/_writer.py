@@ -238,7 +238,7 @@ class BatchWriter:
             self._unexpected(exc)
         self._failures += 1
         message = safe_error(exc)
-        if self._wrong_type and (is_wrong_type(exc) or is_not_a_counter(exc)):
+        if self._wrong_type and is_wrong_type(exc):
             message += f" ({self._wrong_type})"
         elif self._explain is not None:
             # "DB index is out of range; retrying" named no variable (helper-108).
