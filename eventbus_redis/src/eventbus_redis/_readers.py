@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import redis
 
 from eventbus_core import (
     BackendUnavailableError,
     Event,
+    SettingsError,
     WireFormatError,
 )
 from eventbus_redis._client import describe_client, safe_error
@@ -46,7 +47,8 @@ def _unavailable(client: Any, exc: BaseException) -> BackendUnavailableError:
 
 def answering(func: Callable[P, R]) -> Callable[P, R]:
     """Report a Redis failure of a reader method (`self._client`) as `BackendUnavailableError`,
-    and a WRONGTYPE reply (a setting names a key of another type) as `SettingsError`."""
+    and a WRONGTYPE reply (a setting names a key of another type) as `SettingsError`: the
+    reader's own (`wrong_type_error()`, saying what its key holds) where it has one."""
 
     @functools.wraps(func)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -56,17 +58,17 @@ def answering(func: Callable[P, R]) -> Callable[P, R]:
             raise
         except (redis.RedisError, OSError) as exc:
             if is_wrong_type(exc):  # Redis answered: a setting names someone else's key
-                # What the key holds, as `tail` says it (`stats` quoted the pipeline's raw
-                # error, helper-113).
-                reader = args[0]
-                key = getattr(reader, "key", None)
-                if key is not None:
-                    keys, setting = [key, f"{key}:seq"], "EVENTBUS_REDIS_KEY"
-                else:
-                    stream = str(getattr(reader, "stream", ""))
-                    keys, setting = [stream, f"{stream}:seq"], "EVENTBUS_REDIS_STREAM"
-                client = getattr(reader, "_client", None)
-                raise wrong_type_error(client, keys, setting) from None
+                own = getattr(args[0], "wrong_type_error", None)
+                if callable(own):
+                    raise own() from None
+                raise SettingsError(
+                    f"Redis refused: {safe_error(exc)}: a key the backend uses holds another "
+                    "type of value. If it is the Go llm-proxy's or another eventbus's log, "
+                    "choose the backend that matches it (LLM_PROXY_EVENT_BUS or --backend: "
+                    "'redis' for a list, 'redis-streams' for a stream); else set "
+                    "EVENTBUS_REDIS_KEY (backend redis) or EVENTBUS_REDIS_STREAM "
+                    "(redis-streams) to a key of its own"
+                ) from None
             raise _unavailable(getattr(args[0], "_client", None), exc) from None
 
     return run
@@ -95,10 +97,16 @@ class ListLog:
     """The LIST log at `key` (newest at index 0), with its LogID counter `key:seq`."""
 
     time_index = False
+    setting: ClassVar[str] = "EVENTBUS_REDIS_KEY"  # names `key`, in messages
 
     def __init__(self, client: Any, key: str) -> None:
         self._client = client
         self.key = key
+
+    def wrong_type_error(self) -> SettingsError:
+        """What `answering` raises for a WRONGTYPE reply: what the key holds, as `tail` says
+        it (`stats` quoted the pipeline's raw error, helper-113)."""
+        return wrong_type_error(self._client, [self.key, f"{self.key}:seq"], self.setting)
 
     @property
     def location(self) -> str:
@@ -186,7 +194,7 @@ class ListLog:
         pipe.get(f"{self.key}:seq").llen(self.key).lindex(self.key, 0).lindex(self.key, -1)
         pipe.ttl(self.key)
         seq, length, newest, oldest, ttl = pipe.execute()
-        published = counter_value(seq, f"{self.key}:seq", "EVENTBUS_REDIS_KEY")
+        published = counter_value(seq, f"{self.key}:seq", self.setting)
         return {
             "backend": "redis",
             "key": self.key,
@@ -211,10 +219,15 @@ class StreamLog:
     """The stream `stream`, with its counter `stream:seq` and dead letters `stream:dead`."""
 
     time_index = True
+    setting: ClassVar[str] = "EVENTBUS_REDIS_STREAM"  # names `stream`, in messages
 
     def __init__(self, client: Any, stream: str) -> None:
         self._client = client
         self.stream = stream
+
+    def wrong_type_error(self) -> SettingsError:
+        """What `answering` raises for a WRONGTYPE reply (see `ListLog.wrong_type_error`)."""
+        return wrong_type_error(self._client, [self.stream, f"{self.stream}:seq"], self.setting)
 
     @property
     def location(self) -> str:
@@ -292,7 +305,7 @@ class StreamLog:
         added = info.get("entries-added")
         # Python publishers stamp LogIDs from `<stream>:seq`; entries-added (Redis 7+) also
         # counts what Go wrote. Take the larger: both include trimmed entries.
-        candidates = [counter_value(seq, f"{stream}:seq", "EVENTBUS_REDIS_STREAM")]
+        candidates = [counter_value(seq, f"{stream}:seq", self.setting)]
         candidates += [int(added)] if added is not None else []
         figures.update(
             exists=True,
