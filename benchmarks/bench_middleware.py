@@ -290,6 +290,7 @@ class Result:
     name: str
     rps: list[float] = field(default_factory=list)
     cpu_per_request: list[float] = field(default_factory=list)
+    redis_cpu_per_request: list[float] = field(default_factory=list)  # the Redis server's
     latencies: list[int] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -307,6 +308,9 @@ class Result:
             "p99_us": self.p(0.99),
             # Best of the rounds: other work on the machine only ever adds time.
             "server_cpu_us_per_request": min(self.cpu_per_request),
+            "redis_cpu_us_per_request": (
+                min(self.redis_cpu_per_request) if self.redis_cpu_per_request else None
+            ),
             **self.stats,
         }
 
@@ -346,6 +350,17 @@ def _redis_available() -> bool:
         return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+def _redis_server_pid() -> int | None:
+    """The pid of the Redis server at REDIS_URL when it runs on this machine (its CPU time is
+    then readable), else None."""
+    try:
+        pid = int(redis.Redis.from_url(REDIS_URL, socket_timeout=1).info("server")["process_id"])
+        cpu_seconds(pid)
+    except (redis.RedisError, KeyError, ValueError, OSError):
+        return None
+    return pid
 
 
 async def _asgi_cost(rounds: int, endpoint: str = "minimal") -> dict[str, float]:
@@ -460,6 +475,9 @@ def _measure(
     if args.pin:
         _pin(1)
     results = {v: Result(v) for v in variants}
+    # The Redis server's CPU per request, where it can be read: work the server process does
+    # not see, which shares the machine's cores with it and the load generator.
+    redis_pid = _redis_server_pid() if set(variants) & set(REDIS_VARIANTS) else None
     try:
         for v in variants:  # warm up: imports, first-request paths, caches
             asyncio.run(_load(servers[v][1], endpoint, args.connections, 0.3, args.depth))
@@ -469,6 +487,7 @@ def _measure(
             for v in order:
                 proc, port = servers[v]
                 cpu_before = _cpu_us(proc.pid)
+                redis_before = _cpu_us(redis_pid) if redis_pid and v in REDIS_VARIANTS else None
                 if args.load == "wrk":
                     rps, count = _wrk_load(port, endpoint, args.connections, args.seconds)
                 else:
@@ -476,6 +495,9 @@ def _measure(
                         _load(port, endpoint, args.connections, args.seconds, args.depth)
                     )
                 results[v].cpu_per_request.append((_cpu_us(proc.pid) - cpu_before) / count)
+                if redis_before is not None and redis_pid:
+                    spent = _cpu_us(redis_pid) - redis_before
+                    results[v].redis_cpu_per_request.append(spent / count)
                 results[v].rps.append(rps)
             for v in order:
                 lat: list[int] = []
@@ -543,7 +565,8 @@ def _print_table(args: argparse.Namespace, endpoint: str, rows: list[dict[str, A
     )
     print(
         f"{'variant':<14} {'req/s':>7} {'ratio':>6} {'spread':>11} {'CPU µs/req':>10} "
-        f"{'CPU ratio':>9} {'p50 µs':>7} {'+p50 µs':>8} {'p99 µs':>7} {'events':>7} {'dropped':>7}"
+        f"{'CPU ratio':>9} {'Redis µs':>8} {'p50 µs':>7} {'+p50 µs':>8} {'p99 µs':>7} "
+        f"{'events':>7} {'dropped':>7}"
     )
     for row in rows:
         low, high = row["throughput_ratio_spread"]
@@ -551,9 +574,14 @@ def _print_table(args: argparse.Namespace, endpoint: str, rows: list[dict[str, A
             f"{row['variant']:<14} {row['requests_per_s']:>7.0f} {row['throughput_ratio']:>6.3f} "
             f"{low:>5.3f}-{high:<5.3f} "
             f"{row['server_cpu_us_per_request']:>10.1f} {row['cpu_throughput_ratio']:>9.3f} "
+            f"{_shown_us(row['redis_cpu_us_per_request']):>8} "
             f"{row['p50_us']:>7.0f} {row['added_p50_us']:>+8.0f} {row['p99_us']:>7.0f} "
             f"{row.get('published', '-'):>7} {row.get('dropped', '-'):>7}"
         )
+
+
+def _shown_us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def main() -> int:
@@ -608,7 +636,9 @@ def main() -> int:
         "ratio: median over rounds of req/s against plain in the same round; spread: the lowest "
         "and highest round. CPU µs/req: the server process's CPU time (all threads) per request, "
         "best round; CPU ratio: plain's over this variant's, i.e. the throughput ratio of a "
-        "saturated server, which other load on the machine disturbs far less than req/s"
+        "saturated server, which other load on the machine disturbs far less than req/s. "
+        "Redis µs: the Redis server's CPU time per request (redis variants, when the server "
+        "runs on this machine), best round: work on the machine's other cores"
     )
     for endpoint, rows in tables.items():
         if endpoint not in asgi:
