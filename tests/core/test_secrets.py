@@ -48,6 +48,14 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
         ("redis://top secret@h", "redis://***@h"),
         ("redis://u:pw@h/0?password=topsecret", "redis://u:***@h/0?password=***"),
         ("redis://h:6379/0", "redis://h:6379/0"),
+        # No scheme, or a mistyped one: the URLs an error message quotes back (helper-115).
+        ("admin:PW20@collector:4318", "admin:***@collector:4318"),
+        ("https//user:PW25@api.example/v1/log", "https//user:***@api.example/v1/log"),
+        ("redis//default:PW31@127.0.0.1:6379/11", "redis//default:***@127.0.0.1:6379/11"),
+        ("http:/u:PW@h/x", "http:***@h/x"),
+        ("PWTOKEN@host:4318", "***@host:4318"),
+        ("u:PW@x@host", "u:***@host"),
+        ("collector:4318/v1/traces", "collector:4318/v1/traces"),
     ],
 )
 def test_a_redacted_url_masks_any_password_it_holds(url: str, shown: str) -> None:

@@ -185,16 +185,30 @@ def redact_one_url(url: str) -> str:
     in it (which redis-py accepts) would be shown from there on. Here everything between
     `scheme://` and the URL's last `@` is the user part: its password (or a lone token) is
     masked whole, and so is a `password=` parameter.
+
+    Without `scheme://` (a URL whose scheme was forgotten, `user:pw@host`, or mistyped,
+    `https//user:pw@host`: the very URLs an error message quotes back), what precedes the last
+    `@` is taken for the user part all the same: past its first `:` it is masked, or whole.
     """
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        rest = url
     at = rest.rfind("@")
-    if not sep or at < 0:
+    if at < 0:
         return redact_url(url)
     user, colon, _ = rest[:at].partition(":")
+    if not sep:
+        # No telling where such a URL's user name begins: keep up to the first ':' only.
+        shown = f"{user}:{_MASK}" if colon and not _blank_in(user) else _MASK
+        return redact_url(f"{shown}{rest[at:]}")
     if not colon or any(c.isspace() or c in "/?#" for c in user):
         user, colon = "", ""  # a lone token, or no telling where the user name ends
     shown_user = f"{user}:{_MASK}" if colon else _MASK
     return redact_url(f"{scheme}://{shown_user}{rest[at:]}")
+
+
+def _blank_in(text: str) -> bool:
+    return any(c.isspace() for c in text)
 
 
 class RedactedURL(str):
