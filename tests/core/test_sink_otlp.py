@@ -397,3 +397,27 @@ def test_timestamps_keep_nanoseconds() -> None:
     assert timestamp_ns("2026-01-05T10:00:00.123456789+01:00") == 1767603600123456789
     assert timestamp_ns("2026-01-05T09:00:00.5Z") == 1767603600500000000
     assert timestamp_ns("not a time") is None
+
+
+async def test_a_partial_success_message_has_the_sinks_own_headers_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Logged as the receiver wrote it, the token it quoted showed (trial 115).
+    message = "rejected: token OTLPTOKEN_SECRET_qq lacks scope\n\x1b[31mforged line"
+    reply = ExportTraceServiceResponse(
+        partial_success=ExportTracePartialSuccess(rejected_spans=1, error_message=message)
+    ).SerializeToString()
+    script = [(200, {"Content-Type": "application/x-protobuf"}, reply)]
+    caplog.set_level(logging.WARNING, "eventbus.sinks.otlp")
+    with Receiver(script).running() as rx:
+        sink = otlp.build_sink(
+            EventBusSettings(),
+            {"endpoint": rx.url, "headers": "authorization=Bearer%20OTLPTOKEN_SECRET_qq"},
+        )
+        await sink.send([{"path": "/v1/chat/completions", "log_id": 1, "request_id": "a"}])
+        await sink.close()
+    assert rx.requests[0].headers["authorization"] == "Bearer OTLPTOKEN_SECRET_qq"
+    assert "rejected 1 of 1 span(s): rejected: token" in caplog.text
+    assert "OTLPTOKEN_SECRET_qq" not in caplog.text
+    assert "\n" not in caplog.records[-1].getMessage()  # one line, as the receiver's errors
+    assert "\x1b" not in caplog.records[-1].getMessage()

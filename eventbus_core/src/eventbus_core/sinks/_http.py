@@ -279,9 +279,16 @@ def _detail(response: httpx.Response, scrub: Callable[[str], str]) -> str:
         size = len(response.content)
         more = "more than " if response.extensions.get(_CUT) else ""
         return f"({more}{size} bytes of {kind.split(';')[0]})"
+    return receiver_text(response.text, scrub)
+
+
+def receiver_text(text: str, scrub: Callable[[str], str]) -> str:
+    """What a receiver wrote (an error body, a partial success's message), as a message or
+    log line may quote it: `scrub` applied (the target's `mask_own`), then cut short, on one
+    line, control characters escaped."""
     # Masked before the cut, or a secret quoted across it would show its first part. (A cut
     # further on leaves room for the longest value a scrub replaces.)
-    text = scrub(response.text[: 4 * _DETAIL_CHARS])
+    text = scrub(text[: 4 * _DETAIL_CHARS])
     # Whitespace runs become one space, and other control characters are escaped: a receiver's
     # text must not write to the terminal or the log as it likes (ESC sequences, a forged line).
     text = " ".join(text[:_DETAIL_CHARS].split())

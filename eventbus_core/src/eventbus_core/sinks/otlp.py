@@ -36,7 +36,7 @@ from eventbus_core._log import get_logger
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._redact import Redactor
-from eventbus_core.sinks._http import HttpTarget
+from eventbus_core.sinks._http import HttpTarget, receiver_text
 from eventbus_core.sinks._otlp_config import OtlpConfig, otlp_config
 from eventbus_core.sinks._otlp_spans import SpanEncoder
 
@@ -132,7 +132,9 @@ class OtlpSink:
                 self.name,
                 rejected,
                 sent,
-                reply.partial_success.error_message[:200] or "no reason given",
+                # The receiver's words: the sink's own headers masked, as in its errors.
+                receiver_text(reply.partial_success.error_message, self.target.mask_own)
+                or "no reason given",
             )
 
     def figures(self) -> dict[str, int]:
