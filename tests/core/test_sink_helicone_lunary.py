@@ -322,3 +322,16 @@ def test_a_key_that_cannot_be_sent_is_refused_without_showing_it(make: Any) -> N
     with pytest.raises(SettingsError, match="API_KEY") as info:
         make("sk-hel-SECRETvalue\n")
     assert "SECRET" not in str(info.value)
+
+
+@pytest.mark.parametrize("make", [helicone.HeliconeSink, lunary.LunarySink])
+def test_credentials_in_the_endpoint_are_refused_for_they_would_replace_the_key(
+    make: Any,
+) -> None:
+    # httpx sends a URL's user:password@ as Authorization: Basic, in place of the Bearer key:
+    # the key was never sent and every request failed with 401 (trial 115).
+    with pytest.raises(SettingsError, match="in place of the Authorization header") as info:
+        make(API_KEY, endpoint="https://proxyuser:PROXYPASS@logs.example/v1/log")
+    assert "PROXYPASS" not in str(info.value) and API_KEY not in str(info.value)
+    assert "API_KEY" in str(info.value)  # which setting the header comes from
+    assert make(API_KEY, endpoint="https://logs.example/v1/log").endpoint  # without: fine

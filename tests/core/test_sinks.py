@@ -732,3 +732,15 @@ def test_the_secrets_of_a_sinks_url_quoted_alone_are_masked() -> None:
     )  # type: ignore[arg-type]
     said = f"no stream events at /ingestEndpoint2024/{uuid}"
     assert plain.mask_own(said) == said
+
+
+def test_a_webhook_url_with_credentials_beside_an_authorization_header_is_refused() -> None:
+    from eventbus_core.sinks import webhook as webhook_module
+
+    url = "https://hook:HOOKPASS@hooks.example/x"
+    assert webhook_module.build_sink(EventBusSettings(), {"url": url})  # Basic alone: fine
+    with pytest.raises(SettingsError, match="take the credentials out of the URL") as info:
+        webhook_module.build_sink(
+            EventBusSettings(), {"url": url, "header_authorization": "Bearer HOOKTOKEN"}
+        )
+    assert "HOOKPASS" not in str(info.value) and "HOOKTOKEN" not in str(info.value)

@@ -122,6 +122,14 @@ class HttpTarget:
             require_httpx()
         self.url = url
         self.headers = dict(headers or {})
+        if _url_authorization(url) and any(k.lower() == "authorization" for k in self.headers):
+            # httpx sends the URL's credentials in place of the header: the sink's key (a
+            # Bearer token) would never be sent, and every request be refused (trial 115).
+            raise SettingsError(
+                f"the URL {redact_one_url(url)!r} holds a user:password@, which would be "
+                f"sent as HTTP Basic credentials in place of the Authorization header set by "
+                f"{where}: take the credentials out of the URL"
+            )
         # httpx sends the URL's `user:password@` as `Authorization: Basic ...`: a receiver
         # quoting that header back is masked like one of the sink's own headers.
         own = {**self.headers, **_url_authorization(url), **_url_secrets(url)}
