@@ -651,3 +651,31 @@ def test_a_backend_that_does_not_answer_holds_a_scrape_two_seconds_at_most() -> 
         assert set(reader.read().backlog) == set("abcdefghi")
     finally:
         release.set()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each connection holds a thread: 20 idle ones held 20 threads for as long as they liked,
+    # on a port open to every interface (trial 115).
+    import socket
+    import time
+
+    from eventbus_core.metrics import _server
+
+    monkeypatch.setattr(_server, "IDLE_TIMEOUT", 0.3)
+    endpoint = MetricsEndpoint("127.0.0.1", 0)
+    endpoint.start()
+    try:
+        idle = socket.create_connection(("127.0.0.1", endpoint.port), timeout=10)
+        half = socket.create_connection(("127.0.0.1", endpoint.port), timeout=10)
+        half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+        started = time.monotonic()
+        assert idle.recv(1024) == b"" and half.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        idle.close()
+        half.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/healthz", timeout=5) as r:
+            assert r.status == 200  # still serving
+    finally:
+        endpoint.close()

@@ -143,9 +143,16 @@ class MetricsEndpoint:
         return probe.liveness() if path == "/healthz" else probe.readiness()
 
 
+IDLE_TIMEOUT: Final = 10.0
+"""Seconds a connection to the endpoint may wait for a request's next bytes before it is closed."""
+
+
 def _handler(endpoint: MetricsEndpoint) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "eventbus"
+        # Each connection holds a thread: one that sends nothing (or half a request) is closed
+        # after this long, not kept for as long as the client likes (trial 115).
+        timeout = IDLE_TIMEOUT
 
         def do_HEAD(self) -> None:
             # What a GET would answer, without the body (some load balancers probe so).
