@@ -256,8 +256,8 @@ METRICS: Final[tuple[Metric, ...]] = (
         "eventbus.consumer.lag",
         "gauge",
         _E,
-        "Entries of the stream not yet delivered to the lane's consumer group (sources that "
-        "report it: Redis streams).",
+        "Entries of the stream not yet delivered to the lane's consumer group (reported by "
+        "sources that read through a consumer group).",
         ("lane",),
         "dispatcher",
         backlog("lag"),
@@ -266,8 +266,8 @@ METRICS: Final[tuple[Metric, ...]] = (
         "eventbus.consumer.pending",
         "gauge",
         _E,
-        "Entries delivered to the lane's consumer group and not yet acknowledged (sources "
-        "that report it: Redis streams).",
+        "Entries delivered to the lane's consumer group and not yet acknowledged (reported "
+        "by sources that read through a consumer group).",
         ("lane",),
         "dispatcher",
         backlog("pending"),
@@ -277,7 +277,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "counter",
         _E,
         "Entries the source itself dead-lettered: undecodable, or delivered too often "
-        "(sources that report it: Redis streams).",
+        "(reported by sources that dead-letter entries themselves).",
         ("lane",),
         "dispatcher",
         lane("dead_lettered"),
@@ -297,7 +297,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "counter",
         _E,
         "Events the backend lost before the lane read them: trimmed by its limits, or lost "
-        "by its server (sources that can tell: the Redis log, Redis streams).",
+        "by its server (reported by sources that can tell).",
         ("lane",),
         "dispatcher",
         lane("missed"),
