@@ -164,6 +164,15 @@ class AnyNameAccepted(SqliteEventBus):
         return self
 
 
+class FiguresWithADate(SqliteConsumer):
+    """A figure the stats line cannot write: every stop of the dispatcher exited 1."""
+
+    def figures(self):
+        import datetime
+
+        return {**super().figures(), "last_read_at": datetime.datetime.now()}
+
+
 class BacklogNeverMoves(SqliteConsumer):
     def backlog(self):
         return {"lag": None, "pending": 0}
@@ -209,6 +218,7 @@ TestNoEnvironment = broken(NoEnvironment, IsolatableContract)
 TestOwnLogNotFirst = broken(OwnLogNotFirst, LogSourcesContract)
 TestAnyNameAccepted = broken(AnyNameAccepted, LogSourcesContract)
 TestBacklogNeverMoves = broken(None, BacklogContract, BacklogNeverMoves)
+TestFiguresWithADate = broken(None, ConsumerGroupContract, FiguresWithADate)
 '''
 
 # The capability test each broken bus must fail (it may fail others too).
@@ -230,6 +240,7 @@ MUST_FAIL = {
     "TestOwnLogNotFirst": {"test_the_first_source_is_the_bus_own_log"},
     "TestAnyNameAccepted": {"test_an_unknown_name_is_refused_naming_the_known_ones"},
     "TestBacklogNeverMoves": {"test_backlog_counts_what_is_pending_and_what_is_not_delivered_yet"},
+    "TestFiguresWithADate": {"test_source_capabilities"},
 }
 
 

@@ -231,6 +231,27 @@ def test_a_source_without_a_name_is_shown_by_its_lane_name() -> None:
     assert Lane("g:jsonl", ListSource([], "c-1"), lambda e: {}, durable=True).source_name == "c-1"
 
 
+async def test_a_source_figure_that_is_not_plain_data_does_not_fail_the_stop() -> None:
+    # A third-party consumer's datetime in figures() made the dispatcher's last stats line
+    # raise: every stop of `eventbus dispatch` ended in exit 1, "internal error" (trial 117).
+    import datetime
+    import json
+
+    class Dated(ListSource):
+        def figures(self) -> dict[str, Any]:
+            return {"delivered": 3, "at": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)}
+
+    sink = RecordingSink("ok")
+    d = Dispatcher(Dated(make_events(3)), [sink], flush_interval=0.01, retry=FAST_RETRY)
+    task = asyncio.create_task(d.run())
+    await sink.wait_for(3)
+    d.stop()
+    stats = await task
+    lane = json.loads(json.dumps(stats.as_dict()))["lanes"]
+    (figures,) = lane.values()
+    assert figures["at"] == "2026-01-02 00:00:00+00:00" and figures["delivered"] == 3
+
+
 async def test_shared_source_is_acked_only_when_every_sink_is_done() -> None:
     source = ListSource(make_events(20))
     slow, fast = GatedSink("slow"), RecordingSink("fast")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from eventbus_core._contract._capabilities import CapabilityContract, require
@@ -132,6 +133,13 @@ class ConsumerGroupContract(CapabilityContract):
                     assert all(isinstance(k, str) for k in named), (
                         f"figures() must be keyed by name: {list(named)!r}"
                     )
+                    try:
+                        json.dumps(dict(named))
+                    except (TypeError, ValueError) as exc:
+                        raise AssertionError(
+                            f"figures() must be plain data (numbers, strings, lists, mappings), "
+                            f"as stats --json and the dispatcher's log write it: {exc}"
+                        ) from None
                 self.ack(source, got)
             finally:
                 self.close_source(source)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -223,7 +223,9 @@ class Lane:
         }
         if self._figures is not None:
             try:
-                figures = copy.deepcopy(dict(self._figures.figures()))  # not the live dicts
+                # A plain-data copy: not the live dicts, and nothing the stats line, `--json`
+                # or a scrape cannot write (a plugin's datetime made every stop exit 1).
+                figures = json.loads(json.dumps(dict(self._figures.figures()), default=str))
             except Exception as exc:  # figures are informative; never fail stats() for them
                 out["figures_error"] = str(exc)
             else:
