@@ -274,6 +274,19 @@ class TestSubscribesAtTheBuffersHead(Quick):
         return SubscribesAtTheBuffersHead(buffer_size)
 
 
+class StaysInTheParent(QueueBus):
+    """The guide's bus as it was before it restarted its worker after fork(): a child accepts
+    every event and delivers none (trial 117)."""
+
+    def _after_fork(self):
+        pass
+
+
+class TestStaysInTheParent(Quick):
+    def make_bus(self, buffer_size):
+        return StaysInTheParent(buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -321,6 +334,7 @@ MUST_FAIL = {
     "TestRacyRefusals": {"test_refusals_from_many_threads_count_exactly"},
     "TestStallsOnAFullSubscriber": {"test_a_stuck_subscriber_does_not_hold_up_the_others"},
     "TestSubscribesAtTheBuffersHead": {"test_only_events_published_after_subscribe_are_delivered"},
+    "TestStaysInTheParent": {"test_the_bus_works_on_in_a_forked_child"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus", "TestControlGuideQueueBusSlowWrite")
 
@@ -532,6 +546,26 @@ class Miscounts(Listed, InMemoryEventBus):
         )
 
 
+class RaisesWhenUnhappy(Listed, InMemoryEventBus):
+    """publish() raises once its buffer is half full, as a transport that gave up would."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self.listed()
+        self.publish = self._raising_publish
+
+    def _raising_publish(self, event):
+        if self._batcher.pending() >= self.buffer_size // 2:
+            raise RuntimeError("transport unhappy")
+        self._batcher.publish(event)
+
+
+@only("test_overflow_drops_and_counts_without_blocking")
+class TestRaisesWhenUnhappy(Quick):
+    def make_bus(self, buffer_size):
+        return RaisesWhenUnhappy(buffer_size)
+
+
 @only(
     "test_overflow_drops_and_counts_without_blocking",
     "test_stop_is_bounded_with_a_stuck_consumer",
@@ -608,6 +642,11 @@ HANG_FAILURES = {
     ("TestFlushIgnoresItsTimeout", "test_publish_then_subscriber_receives"): [
         "settle() (flush() by default) did not return within 3 s "
         "(the bound: receive_timeout + stop_slack)",
+    ],
+    ("TestRaisesWhenUnhappy", "test_overflow_drops_and_counts_without_blocking"): [
+        # The rule, not only the bus's own exception (trial 117).
+        "publish() raised RuntimeError: transport unhappy: publish() must never raise because "
+        "the backend is unhappy: refuse the event and count it as dropped instead",
     ],
     ("TestMiscounts", "test_stats_unpack_and_count_published"): [
         # The suite's own message, with the values...

@@ -40,6 +40,12 @@ class TestContractPublishingOnTheLoop(BusContractTests):
         bus = InMemoryEventBus(buffer_size, publish_path="asyncio")
         return PublishOnLoop(bus, self.loop_host)  # type: ignore[return-value]
 
+    def test_the_bus_works_on_in_a_forked_child(self) -> None:
+        pytest.skip(
+            "this harness publishes through the parent's loop thread, which a child does not "
+            "have; a child forked from a loop: test_a_child_forked_from_a_loop_gets_a_working_bus"
+        )
+
 
 class TestContractBoundLoopForeignPublishers(BusContractTests):
     @pytest.fixture(autouse=True)

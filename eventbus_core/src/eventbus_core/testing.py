@@ -49,6 +49,7 @@ from eventbus_core._contract._capabilities import (
     ReadableLogContract,
 )
 from eventbus_core._contract._delivery import DeliveryContract
+from eventbus_core._contract._fork import ForkContract
 from eventbus_core._contract._groups import ConsumerGroupContract
 from eventbus_core._contract._sources import BacklogContract, LogSourcesContract
 from eventbus_core._event import Event
@@ -167,7 +168,7 @@ class RecordingBus(BaseEventBus):
             )
 
 
-class BusContractTests(DeliveryContract, AccountingContract):
+class BusContractTests(DeliveryContract, AccountingContract, ForkContract):
     """The behavioural contract of an event bus, as a pytest test class to subclass.
 
     Implement `make_bus(buffer_size)`: a new, running bus whose publish buffer holds
@@ -190,7 +191,8 @@ class BusContractTests(DeliveryContract, AccountingContract):
     never unbounded; no drops where none can happen; a slow subscriber's misses counted in its
     own `stats().subscribers` entry, not in the bus's `dropped`; `published + dropped` equal to
     the `publish()` calls, neither ever going down (an accepted event given up by `stop()` is
-    counted in `lost`); `stop(timeout)` bounded with a consumer that never reads; async use.
+    counted in `lost`); `stop(timeout)` bounded with a consumer that never reads; async use;
+    a bus made and used before `os.fork()` working on in the child (where fork exists).
     A bus keeps listing its subscriptions in `stats().subscribers` after `stop()`, with their
     final figures.
 

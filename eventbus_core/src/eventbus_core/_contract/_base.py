@@ -101,6 +101,10 @@ class ContractBase:
             self.publish_bound,
             "publish_bound",
             why or _PUBLISH_MUST,
+            never_raises=(
+                "publish() must never raise because the backend is unhappy: refuse the event "
+                "and count it as dropped instead"
+            ),
         )
 
     def publishes_limit(self, n: int) -> Bound:

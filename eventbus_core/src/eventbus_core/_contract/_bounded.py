@@ -36,6 +36,8 @@ class Bound:
     knob: str  # the class attribute(s) the bound is made of, e.g. "receive_timeout + stop_slack"
     why: str = ""
     verb: str = "did not return"  # "did not end" for an iteration, "did not finish" for a run
+    # The rule a call breaks by raising ("publish() must never raise ..."); "" if it may raise.
+    never_raises: str = ""
 
     def failure(self) -> str:
         """The message of a test this bound fails."""
@@ -67,6 +69,13 @@ class Watch:
             self._calls[ident] = (bound, time.monotonic())
         try:
             return fn(*args, **kwargs)
+        except Exception as exc:
+            if not bound.never_raises or isinstance(exc, AssertionError):
+                raise
+            # The bus's own exception alone does not say which rule it broke.
+            raise AssertionError(
+                f"{bound.what} raised {type(exc).__name__}: {exc}: {bound.never_raises}"
+            ) from exc
         finally:
             with self._lock:
                 self._calls.pop(ident, None)

@@ -5,6 +5,9 @@ one transaction, stamping LogIDs (1, 2, ... across every process: `BEGIN IMMEDIA
 writer in at a time). Subscriptions are fed by a follower thread that polls the file for new
 LogIDs. Capabilities (see `eventbus_core.capabilities`): Flushable, CrossProcess, Reachable,
 ReadableLog, Describable, ConsumerGroups and Isolatable.
+
+A bus made before `os.fork()` (gunicorn `--preload`) starts over in the child: the parent's
+threads are not there, and a lock one of them held would stay held (`_after_fork`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -61,10 +65,24 @@ class SqliteEventBus(BaseEventBus):
         self._closing = self._closed = self._drained = False
         self._subs: list[tuple[Subscription, list[int]]] = []  # with its position (LogID)
         self._ended: list[Subscription] = []
+        self._start_threads()
+        _LIVE.add(self)
+
+    def _start_threads(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, daemon=True)
         self._follower = threading.Thread(target=self._follow_loop, daemon=True)
         self._writer.start()
         self._follower.start()
+
+    def _after_fork(self) -> None:
+        """In a child of `os.fork()`: new lock and threads. The parent writes what it had
+        buffered, so the child's copy of it goes, and the child's figures start from zero."""
+        self._cond = threading.Condition()
+        self._buffer.clear()
+        self._accepted = self._dropped = self._written = self._lost = 0
+        self._ended = []
+        if not self._closing:
+            self._start_threads()
 
     # ------------------------------------------------------------------ the bus contract
 
@@ -297,3 +315,14 @@ class SqliteEventBus(BaseEventBus):
 
     def __repr__(self) -> str:
         return f"SqliteEventBus(path={self.path!r})"
+
+
+_LIVE: weakref.WeakSet[SqliteEventBus] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for bus in list(_LIVE):
+        bus._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
