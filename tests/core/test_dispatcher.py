@@ -29,6 +29,7 @@ from eventbus_core import (
     TransientSinkError,
 )
 from eventbus_core.sinks.jsonl import JsonlSink
+from eventbus_core.testing import make_event
 from tests._python import ROOT, run_python
 from tests.core.conftest_dispatch import (
     FAST_RETRY,
@@ -36,6 +37,7 @@ from tests.core.conftest_dispatch import (
     GatedSink,
     ListSource,
     RecordingSink,
+    SlowSink,
     make_events,
     read_jsonl,
 )
@@ -1147,3 +1149,45 @@ def test_a_program_that_ends_without_stopping_its_started_dispatcher_loses_nothi
     done = run_python(_ENDS_WITHOUT_STOP, str(out), timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(out.read_text().splitlines()) == 300
+
+
+def test_a_stopped_memory_bus_ends_the_dispatcher_even_behind_a_sink_that_takes_nothing() -> None:
+    # bus.stop(); dispatcher.join(timeout) never returned once the stuck sink's queue was full:
+    # its lane never read the end of its subscription, and run() waited for it (trial 116).
+    import time
+
+    from eventbus_core import EventBusSettings, create_bus
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    stuck, fine = GatedSink("stuck"), RecordingSink("fine")
+    dl = MemoryDeadLetter()
+    d = Dispatcher(
+        bus, [stuck, fine], batch_size=10, queue_size=20, shutdown_timeout=0.5, dead_letter=dl
+    )
+    d.start()
+    for i in range(200):
+        bus.publish(make_event(i))
+    bus.stop()
+    began = time.monotonic()
+    assert d.join(timeout=15), "the dispatcher did not end after its bus stopped"
+    assert time.monotonic() - began < 8  # patience 0.5 s + the stop's 0.5 s + closing
+    stats = d.stats()
+    assert stats.sinks["fine"].sent == 200  # the sink that works got everything
+    assert stats.sinks["stuck"].dead_lettered == 200  # the stuck one's share: dead-lettered
+    balanced(stats)
+
+
+async def test_a_slow_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off() -> None:
+    # Only a drain that reads nothing for the shutdown timeout ends early: a slow one finishes.
+    from eventbus_core import EventBusSettings, create_bus
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    slow = SlowSink("slow", delay=0.05)
+    d = Dispatcher(bus, [slow], batch_size=5, queue_size=5, shutdown_timeout=0.2)
+    task = asyncio.create_task(d.run())
+    await asyncio.sleep(0.05)
+    for i in range(100):
+        bus.publish(make_event(i))
+    bus.stop()
+    stats = await asyncio.wait_for(task, 30)
+    assert stats.sinks["slow"].sent == 100  # 20 batches x 0.05 s: well past the 0.2 s timeout

@@ -39,6 +39,7 @@ from eventbus_core.dispatch._setup import dispatcher_arguments
 from eventbus_core.dispatch._sources import GroupMode, Source, resolve_sources
 from eventbus_core.dispatch._stats import DispatcherStats
 from eventbus_core.dispatch._stop_watchdog import StopWatchdog
+from eventbus_core.dispatch._stuck import CHECK_EVERY, EndedButStuck
 from eventbus_core.dispatch._worker import SinkWorker
 from eventbus_core.redact._redact import Redactor
 from eventbus_core.transform._llm import Transform
@@ -300,9 +301,20 @@ class Dispatcher:
         ]
         reporter = asyncio.create_task(self._report())
         stop_wait = asyncio.create_task(stopping.wait())
-        await asyncio.wait([stop_wait, *readers], return_when=asyncio.FIRST_COMPLETED)
+        stuck = EndedButStuck(self._lanes, self.shutdown_timeout)
         while not stopping.is_set() and not all(r.done() for r in readers):
-            await asyncio.wait([stop_wait, *readers], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [stop_wait, *readers], timeout=CHECK_EVERY, return_when=asyncio.FIRST_COMPLETED
+            )
+            running = [lane for lane, r in zip(self._lanes, readers, strict=True) if not r.done()]
+            if stuck.stuck(running):
+                log.warning(
+                    "every source ended, but lane(s) %s read nothing more for %.1f s: a sink "
+                    "takes nothing (its queue is full); stopping as on SIGTERM",
+                    ", ".join(lane.name for lane in running),
+                    self.shutdown_timeout,
+                )
+                break
         self._winding_down = True
         log.info(
             "dispatcher stopping: sending what is queued (at most %.1f s)", self.shutdown_timeout

@@ -239,6 +239,12 @@ class Lane:
         """True once the source will deliver nothing more (a stopped memory bus)."""
         return self._exhaustible is not None and bool(self._exhaustible.exhausted)
 
+    def source_ended(self) -> bool:
+        """True once nothing more will be added to the source (a stopped memory bus), though
+        it may still buffer events for this lane to read."""
+        source = self.source
+        return isinstance(source, SubscriptionSource) and source.subscription.finished
+
     async def read_loop(self, stopping: asyncio.Event, max_items: int, poll: float) -> None:
         """Read and distribute until the source ends, or stop is requested.
 
