@@ -6,10 +6,12 @@ afterwards. `tail` and `publish` run as separate processes, as an operator would
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -488,6 +490,36 @@ def test_an_interrupted_replay_says_how_far_it_got_and_rejections_fail_it(
         "failed, 0 undecodable entries skipped, 2 rejected by the destination after it took "
         "the request; done up to LogID 4: go on with --from-id 5"
     ) in err, err
+
+
+class _CloseHangsSink(_InterruptedSink):
+    """Ctrl-C during the third batch, then a close() that never returns."""
+
+    name = "closehangs"
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+def test_an_interrupted_replay_ends_though_the_sinks_close_never_returns(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The close() ran first, unbounded: a SIGTERM'd replay ran on for good, and never said how
+    # far it got (trial 116).
+    from eventbus_core.dispatch import _dispatcher
+
+    monkeypatch.setattr(_dispatcher, "_CLOSE_BOUND", 0.3)
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
+    began = time.monotonic()
+    code = replay_to(_CloseHangsSink(), ["--from-id", "1", "--batch-size", "2"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert time.monotonic() - began < 10
+    assert "done up to LogID 4: go on with --from-id 5" in err, err
 
 
 def test_replay_into_a_pipe_closed_early_says_where_to_go_on(

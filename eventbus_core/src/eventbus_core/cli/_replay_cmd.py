@@ -47,6 +47,7 @@ from eventbus_core.cli._ops import (
 from eventbus_core.cli._printing import printable
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
+from eventbus_core.dispatch._dispatcher import close_sink
 from eventbus_core.dispatch._payload import PayloadPreparer
 from eventbus_core.dispatch._setup import (
     build_sinks,
@@ -218,9 +219,9 @@ class _SinkTarget:
         return sink_figures(self.sink).get("rejected", 0)
 
     def close(self) -> None:
-        """Close the sink and the loop."""
+        """Close the sink (bounded, as the dispatcher closes one) and the loop."""
         try:
-            self.loop.run_until_complete(self.sink.close())
+            self.loop.run_until_complete(close_sink(self.sink))
         finally:
             self.loop.close()
 
@@ -415,19 +416,25 @@ def _replay(
         raise
     finally:
         rejected = target.rejected() - rejected_before if target is not None else 0
-        if target is not None:
-            target.close()
         # An error before anything was read (a key of another type): no "replayed 0 ..."
         # summary ahead of it, as if something had been done (helper-113).
         nothing = not (sent or failed or undecodable or untransformable)
-        if not args.quiet and not (ended_by == "stopped by the error below" and nothing):
-            _summary(
-                args, source, sent, failed, undecodable, untransformable, rejected,
-                # Where to go on: the batch it was in the middle of, else after the last done.
-                (ended_by, handled_through, batch[0].log_id if batch else handled_through + 1)
-                if ended_by
-                else None,
-            )  # fmt: skip
+        try:
+            if not args.quiet and not (ended_by == "stopped by the error below" and nothing):
+                _summary(
+                    args, source, sent, failed, undecodable, untransformable, rejected,
+                    # Where to go on: the batch it was in the middle of, else after the last
+                    # done.
+                    (ended_by, handled_through, batch[0].log_id if batch else handled_through + 1)
+                    if ended_by
+                    else None,
+                )  # fmt: skip
+        finally:
+            # After the summary: what was sent is said even if closing the sink is cut short
+            # (a second Ctrl-C), and the close is bounded (a sink's close() that never
+            # returned kept a SIGTERM'd replay running for good, trial 116).
+            if target is not None:
+                target.close()
     return EXIT_FAILED if failed or undecodable or untransformable or rejected else EXIT_OK
 
 

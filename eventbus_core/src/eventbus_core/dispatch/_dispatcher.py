@@ -401,13 +401,7 @@ class Dispatcher:
         # EVENTBUS_SHUTDOWN_TIMEOUT bounds more than that (see `Lane.close`).
         await asyncio.gather(*(lane.close(_CLOSE_BOUND) for lane in self._lanes))
         for sink in self.sinks:
-            # Bounded: a sink's close() that never returns must not hold the stop either.
-            closing = asyncio.create_task(sink.close(), name=f"close-{sink.name}")
-            done, _ = await asyncio.wait([closing], timeout=_CLOSE_BOUND)
-            if not done:
-                await cancel_bounded([closing])
-            elif closing.exception() is not None:
-                log.warning("closing sink %s failed: %s", sink.name, closing.exception())
+            await close_sink(sink)
         if self.dead_letter is not None:
             await self.dead_letter.close()
         if self.owned_bus is not None:
@@ -530,3 +524,19 @@ class Dispatcher:
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self.sinks)
         return f"<Dispatcher sinks={names} lanes={len(self._lanes)}>"
+
+
+async def close_sink(sink: Sink) -> None:
+    """`sink.close()`, bounded: one that has not returned within `_CLOSE_BOUND` seconds is
+    cancelled, and left behind if it ignores that too (`cancel_bounded`), so that a sink's
+    close() that never returns holds no stop (the dispatcher's, `eventbus replay`'s) for ever.
+    A failure is logged."""
+    closing = asyncio.create_task(sink.close(), name=f"close-{sink.name}")
+    done, _ = await asyncio.wait([closing], timeout=_CLOSE_BOUND)
+    if not done:
+        log.warning(
+            "closing sink %s did not finish within %.0f s: cancelled", sink.name, _CLOSE_BOUND
+        )
+        await cancel_bounded([closing])
+    elif closing.exception() is not None:
+        log.warning("closing sink %s failed: %s", sink.name, closing.exception())
