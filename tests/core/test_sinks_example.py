@@ -92,3 +92,14 @@ async def test_the_example_sink_stores_and_deduplicates_by_log_id(
         rows = conn.execute("SELECT log_id, request_id FROM events ORDER BY rowid").fetchall()
     conn.close()
     assert rows == [*((i, f"r{i}") for i in range(1, 21)), (1, "n1"), (2, "n2")]
+
+
+def test_the_example_refuses_an_option_it_does_not_take(installed_example: list[str]) -> None:
+    # --sink-opt pth=typo.db was ignored, and the sink wrote to events.db (trial 116).
+    from eventbus_core import SettingsError
+    from eventbus_sink_example.plugin import build_sink
+
+    with pytest.raises(SettingsError, match=r"'pth'.*did you mean 'path'") as info:
+        build_sink(EventBusSettings(), {"pth": "typo.db"})
+    assert "EVENTBUS_SINK_SQLITE_PTH" in str(info.value)  # where it came from, either way
+    assert build_sink(EventBusSettings(), {"path": "x.db", "table": "t"}).table == "t"

@@ -50,7 +50,14 @@ if TYPE_CHECKING:
         reset_registry,
     )
     from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
-    from eventbus_core._sink import Sink, sink_options_from_env
+    from eventbus_core._sink import (
+        Sink,
+        check_options,
+        option_bool,
+        option_float,
+        option_int,
+        sink_options_from_env,
+    )
     from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
     from eventbus_core._stats import BusStats, SubscriberStats
     from eventbus_core._subscription import Subscription, SubscriptionClosed
@@ -116,6 +123,10 @@ _WHERE: dict[str, str] = {
     "all_env_vars": "eventbus_core._settings",
     "Sink": "eventbus_core._sink",
     "sink_options_from_env": "eventbus_core._sink",
+    "check_options": "eventbus_core._sink",
+    "option_bool": "eventbus_core._sink",
+    "option_float": "eventbus_core._sink",
+    "option_int": "eventbus_core._sink",
     "AckableSource": "eventbus_core._source",
     "Delivery": "eventbus_core._source",
     "SubscriptionSource": "eventbus_core._source",
@@ -234,6 +245,10 @@ __all__ = [
     "redact_headers",
     "redact_text",
     "sink_options_from_env",
+    "check_options",
+    "option_bool",
+    "option_float",
+    "option_int",
     # errors
     "BackendLoadError",
     "BackendUnavailableError",

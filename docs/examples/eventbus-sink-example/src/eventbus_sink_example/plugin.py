@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from eventbus_core import EventBusSettings, RegisterFn, SettingsError, hookimpl
+from eventbus_core import EventBusSettings, RegisterFn, SettingsError, check_options, hookimpl
 from eventbus_sink_example._sink import SqliteSink
 
 __all__ = ["build_sink", "eventbus_register_sinks"]
@@ -16,6 +16,7 @@ __all__ = ["build_sink", "eventbus_register_sinks"]
 
 def build_sink(settings: EventBusSettings, options: Mapping[str, str]) -> SqliteSink:
     """Build the sink from its options (`--sink-opt` or `EVENTBUS_SINK_SQLITE_*`)."""
+    check_options(options, "sqlite", ("path", "table"))  # a misspelt option is refused
     table = options.get("table", "events")
     if not table.isidentifier():
         raise SettingsError(
