@@ -96,8 +96,9 @@ async def test_the_example_sink_stores_and_deduplicates_by_log_id(
 
 def test_the_example_refuses_an_option_it_does_not_take(installed_example: list[str]) -> None:
     # --sink-opt pth=typo.db was ignored, and the sink wrote to events.db (trial 116).
-    from eventbus_core import SettingsError
     from eventbus_sink_example.plugin import build_sink
+
+    from eventbus_core import SettingsError
 
     with pytest.raises(SettingsError, match=r"'pth'.*did you mean 'path'") as info:
         build_sink(EventBusSettings(), {"pth": "typo.db"})
