@@ -1191,3 +1191,31 @@ async def test_a_slow_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off
     bus.stop()
     stats = await asyncio.wait_for(task, 30)
     assert stats.sinks["slow"].sent == 100  # 20 batches x 0.05 s: well past the 0.2 s timeout
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("poll_interval", 0),
+        ("poll_interval", -1),
+        ("poll_interval", float("nan")),
+        ("flush_interval", -1),
+        ("flush_interval", float("nan")),
+        ("shutdown_timeout", float("inf")),
+        ("stats_interval", float("nan")),
+        ("stall_timeout", float("inf")),
+    ],
+)
+def test_a_hand_built_dispatcher_refuses_seconds_the_settings_refuse(
+    argument: str, value: float
+) -> None:
+    # Accepted from code only: a poll of 0 or nan spun a core while idle, and an infinite
+    # shutdown_timeout made stop() raise OverflowError (trial 116).
+    with pytest.raises(ValueError, match=argument):
+        Dispatcher(ListSource([]), [RecordingSink()], **{argument: value})
+
+
+@pytest.mark.parametrize("field", ["base", "cap", "retry_after_max"])
+def test_a_retry_policy_refuses_seconds_that_are_not_finite(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        RetryPolicy(**{field: float("nan")})

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
+from eventbus_core._bus import check_seconds
 from eventbus_core._errors import SettingsError, error_type_of
 from eventbus_core._log import add_patterns, get_logger, scrub
 from eventbus_core._overrun import (
@@ -131,8 +132,20 @@ class Dispatcher:
             raise ValueError(f"sink names must be unique, got {names}")
         if batch_size < 1 or queue_size < batch_size:
             raise ValueError(f"need 1 <= batch_size <= queue_size, got {batch_size}, {queue_size}")
-        if not stall_timeout >= 0:
-            raise ValueError(f"stall_timeout must be >= 0 seconds (0: never), not {stall_timeout}")
+        # As the settings refuse them (trial 116): a poll of 0 or nan spun a core, an infinite
+        # shutdown_timeout overflowed the stop's wait.
+        for label, seconds in (
+            ("stall_timeout", stall_timeout),
+            ("shutdown_timeout", shutdown_timeout),
+            ("stats_interval", stats_interval),
+        ):
+            check_seconds(label, seconds)
+        for label, seconds in (
+            ("flush_interval", flush_interval),
+            ("poll_interval", poll_interval),
+        ):
+            if check_seconds(label, seconds) == 0:
+                raise ValueError(f"{label} must be more than 0 seconds, got {seconds!r}")
         if group_mode not in ("per-sink", "shared"):
             raise ValueError(f"group_mode must be 'per-sink' or 'shared', not {group_mode!r}")
         self.sinks = list(sinks)

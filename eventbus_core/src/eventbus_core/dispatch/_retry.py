@@ -55,8 +55,10 @@ class RetryPolicy:
             ("cap", self.cap),
             ("retry_after_max", self.retry_after_max),
         ):
-            if value < 0:
-                raise ValueError(f"retry {label} must be >= 0 seconds, got {value}")
+            if not (math.isfinite(value) and value >= 0):  # nan passed `value < 0`
+                raise ValueError(
+                    f"retry {label} must be a finite number of seconds >= 0, got {value}"
+                )
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `retry` (1 for the first retry).
