@@ -284,13 +284,20 @@ def test_the_shared_demo_counts_events_by_request_id_not_log_id(tmp_path: Path) 
 
     class Stored:
         name = "jsonl"
+        written: list[str] = []
 
         async def send(self, batch: Any) -> None:
-            return None
+            self.written += [p["request_id"] for p in batch]
 
-    watch = DeliveryWatch(Stored(), "run1-")  # type: ignore[arg-type]
+    stored = Stored()
+    watch = DeliveryWatch(stored, "run1-")  # type: ignore[arg-type]
     asyncio.run(watch.send(lines))
     assert watch.wait_for(5, idle_timeout=1.0)
+    # Another's events (what the backend held before the run, on a backend that cannot give
+    # the run a namespace of its own) are not written to the demo's file (trial 117).
+    assert "other-000001" not in stored.written and len(stored.written) == 6
+    asyncio.run(watch.send([{"request_id": "other-000002"}]))
+    assert len(stored.written) == 6
 
 
 @pytest.mark.parametrize("groups", [True, False])
