@@ -681,8 +681,29 @@ def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installe
     from eventbus_core.cli import _ops
 
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends={"memory": 1}))
-    hint = _ops.shared_backend_example()
-    assert "pip install" in hint and "LLM_PROXY_EVENT_BUS=redis" not in hint
+    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: False)
+    hint = _ops.shared_backend_example("memory")
+    assert hint.startswith("none is installed besides 'memory'; e.g. the Redis backends of")
+    assert "pip install" in hint
+
+
+def test_the_shared_backend_hint_names_the_backends_installed_whatever_their_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Core chose its hint by the name "redis": a shared third-party backend that was installed
+    # went unmentioned, and Redis, not installed, was suggested (trial 117).
+    from types import SimpleNamespace
+
+    from eventbus_core.cli import _ops
+
+    backends = {"memory": 1, "queue": 1, "t117db": 1}
+    monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
+    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: True)
+    hint = _ops.shared_backend_example("queue")
+    assert (
+        hint
+        == "installed besides 'queue': memory, t117db ('eventbus plugins' shows their settings)"
+    )
 
 
 def test_a_plugins_location_is_shown_masked() -> None:

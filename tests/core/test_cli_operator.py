@@ -57,8 +57,8 @@ def test_memory_backend_is_refused_with_advice(
 ) -> None:
     assert main([command]) == 2
     err = capsys.readouterr().err
-    assert "LLM_PROXY_EVENT_BUS=redis" in err
-    assert "memory" in err
+    assert "Set LLM_PROXY_EVENT_BUS to a shared backend" in err
+    assert "installed besides 'memory': " in err and "redis-streams" in err
 
 
 def test_redis_backend_without_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -284,7 +284,9 @@ def test_the_shared_demo_counts_events_by_request_id_not_log_id(tmp_path: Path) 
 
     class Stored:
         name = "jsonl"
-        written: list[str] = []
+
+        def __init__(self) -> None:
+            self.written: list[str] = []
 
         async def send(self, batch: Any) -> None:
             self.written += [p["request_id"] for p in batch]

@@ -246,9 +246,9 @@ def run(args: argparse.Namespace) -> int:
         log.warning(
             "backend %r carries only events published inside this process, and nothing "
             "publishes here: this dispatcher will receive nothing. To dispatch what proxies "
-            "publish, choose a shared backend (see 'eventbus plugins'), %s",
+            "publish, choose a shared backend; %s",
             settings.backend,
-            shared_backend_example(),
+            shared_backend_example(settings.backend),
         )
     log.info(
         "dispatching from backend %r to sinks %s (batch %d, flush %.1f s, groups %s, "

@@ -12,6 +12,7 @@ Exit codes, the same for every command:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import select
 import sys
@@ -280,7 +281,7 @@ def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> N
     raise UsageError(
         f"'eventbus {command}' needs a backend shared between processes, but the backend "
         f"is {settings.backend!r}, which lives inside each process. Set LLM_PROXY_EVENT_BUS to "
-        f"a shared backend (see 'eventbus plugins'), {shared_backend_example()}"
+        f"a shared backend; {shared_backend_example(settings.backend)}"
     )
 
 
@@ -292,19 +293,29 @@ def shown_location(bus: object) -> str | None:
     return None if described is None else scrub(described.location)
 
 
-def shared_backend_example() -> str:
-    """An example of a shared backend for the hints that ask for one: the Redis backends'
-    settings once they are installed, else how to install them (their flags do not exist
-    before). One text for every command (`dispatch` named `redis-streams` where it was not
-    installed, with no pip hint, helper-112)."""
+def shared_backend_example(current: str | None = None) -> str:
+    """Where to find a shared backend, for the hints that ask for one: the other backends
+    installed (which of them are shared is each backend's to say, once built: `eventbus
+    plugins` shows their settings), and how to install the Redis backends while they are not.
+    One text for every command (`dispatch` named `redis-streams` where it was not installed,
+    with no pip hint, helper-112); no backend is told apart by its name (helper-117: a shared
+    third-party backend went unmentioned while Redis, not installed, was suggested)."""
+    others = sorted(name for name in get_registry().backends if name != current)
+    besides = f" besides {current!r}" if current else ""
     redis = SIBLINGS["redis"]
-    if "redis" in get_registry().backends:
-        return (
-            "e.g. LLM_PROXY_EVENT_BUS=redis (or redis-streams) and "
-            "REDIS_URL=redis://localhost:6379/0, or pass --backend redis --redis-url "
-            "redis://localhost:6379/0"
-        )
-    return f"e.g. the Redis backends of {redis.distribution}: {install_command(redis)}"
+    pip = f"the Redis backends of {redis.distribution}: {install_command(redis)}"
+    if not others:
+        return f"none is installed{besides}; e.g. {pip}"
+    found = f"installed{besides}: {', '.join(others)} ('eventbus plugins' shows their settings)"
+    return found if _distribution_installed(redis.distribution) else f"{found}; or e.g. {pip}"
+
+
+def _distribution_installed(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def stdout_gone() -> bool:

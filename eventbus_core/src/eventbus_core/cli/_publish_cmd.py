@@ -25,6 +25,7 @@ from eventbus_core.cli._ops import (
     exit_codes_help,
     open_bus,
     settings_from_args,
+    shared_backend_example,
     with_backend_errors,
 )
 from eventbus_core.cli._progress import Progress
@@ -130,8 +131,8 @@ def _publish(
     if not is_cross_process(bus) and not args.quiet:
         print(
             f"eventbus publish: note: the {settings.backend} backend lives in this process "
-            "only; nothing else will see these events (set LLM_PROXY_EVENT_BUS to a shared "
-            "backend, e.g. redis, to share them)",
+            "only; nothing else will see these events (to share them, set "
+            f"LLM_PROXY_EVENT_BUS to a shared backend; {shared_backend_example(settings.backend)})",
             file=sys.stderr,
         )
     # publish() never waits, so a fast reader would overrun the bus's buffer and drop. Where
