@@ -151,3 +151,24 @@ def test_every_setting_is_far_enough_from_every_other_not_to_be_called_a_typo() 
 
     known = list(all_env_vars().values())
     assert misspelt_settings(known, known) == []
+
+
+def test_a_setting_read_from_a_name_in_another_case_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `redis_url=...` configured eventbus (names are read whatever their case) but not the Go
+    # llm-proxy, and every message then named REDIS_URL, which was never set (trial 117).
+    from eventbus_core import _env_typos
+
+    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.delenv("EVENTBUS_STOP_TIMEOUT", raising=False)
+    monkeypatch.setenv("eventbus_stop_timeout", "3")
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    assert EventBusSettings().stop_timeout == 3
+    EventBusSettings()  # once per process
+    warned = [m for r in caplog.records if "another" in (m := r.getMessage()) or "read as" in m]
+    assert warned == [
+        "eventbus: eventbus_stop_timeout is read as EVENTBUS_STOP_TIMEOUT (eventbus reads names "
+        "whatever their case, and its messages name EVENTBUS_STOP_TIMEOUT); programs that read "
+        "exact names, the Go llm-proxy among them, do not see it: write EVENTBUS_STOP_TIMEOUT"
+    ]

@@ -67,9 +67,37 @@ def misspelt_settings(environ: Iterable[str], known: Iterable[str]) -> list[tupl
 
 
 def warn_misspelt_settings(known: Iterable[str], environ: Mapping[str, str] | None = None) -> None:
-    """Warn once per process for each variable `misspelt_settings` finds in the environment."""
-    found = misspelt_settings(os.environ if environ is None else environ, known)
-    _warn_once(found, "no setting has that name")
+    """Warn once per process for each variable `misspelt_settings` finds in the environment,
+    and for each `other_case_settings` finds."""
+    names = list(known)
+    variables = os.environ if environ is None else environ
+    _warn_once(misspelt_settings(variables, names), "no setting has that name")
+    for variable, meant in other_case_settings(variables, names):
+        with _warned_lock:
+            if variable in _warned:
+                continue
+            _warned.add(variable)
+        log.warning(
+            "eventbus: %s is read as %s (eventbus reads names whatever their case, and its "
+            "messages name %s); programs that read exact names, the Go llm-proxy among them, "
+            "do not see it: write %s",
+            variable,
+            meant,
+            meant,
+            meant,
+        )
+
+
+def other_case_settings(environ: Iterable[str], known: Iterable[str]) -> list[tuple[str, str]]:
+    """`(variable, the setting it sets)` for each variable of `environ` that sets one of `known`
+    under another case (`redis_url` for REDIS_URL): pydantic-settings reads it, and errors then
+    name REDIS_URL, which the user never set (trial 117)."""
+    names = {name.upper(): name for name in known}
+    return [
+        (variable, names[variable.upper()])
+        for variable in environ
+        if variable.upper() in names and variable != names[variable.upper()]
+    ]
 
 
 def misspelt_sink_options(
