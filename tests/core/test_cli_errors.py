@@ -719,3 +719,23 @@ def test_a_plugins_location_is_shown_masked() -> None:
     shown = shown_location(Described())
     assert shown is not None and "s3cretPassw0rd" not in shown and "host/q" in shown
     assert shown_location(object()) is None
+
+
+def test_a_backend_plugins_flag_without_the_plugin_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With eventbus-core alone, `--redis-url` got only "unrecognized arguments" (trial 117).
+    import eventbus_memory.plugin as memory_plugin
+    from eventbus_core import _plugins as plugins_module
+    from eventbus_core.cli import main
+
+    only_memory = PluginRegistry(load_entry_points=False, plugins=[memory_plugin])
+    monkeypatch.setattr(plugins_module, "_registry", only_memory)
+    with pytest.raises(SystemExit) as ended:
+        main(["stats", "--redis-url", "redis://x"])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --redis-url redis://x" in err
+    assert (
+        "(--redis-url is an option of the redis backend, whose plugin is not installed: pip" in err
+    )

@@ -113,6 +113,8 @@ def _misplaced_option_hint(message: str) -> str:
                 )
             if word in before and word.partition("=")[0] in known:
                 return _after_the_command(word, command)
+            if (hint := _plugin_flag_hint(word.partition("=")[0])) is not None:
+                return hint
         return ""
     choice = _INVALID_COMMAND.fullmatch(message)
     if choice is None:
@@ -123,6 +125,24 @@ def _misplaced_option_hint(message: str) -> str:
         if word.partition("=")[0] in known:
             return _after_the_command(word, command)
     return ""
+
+
+def _plugin_flag_hint(flag: str) -> str | None:
+    """A hint for a backend plugin's flag (`--redis-url`) typed while that plugin is not
+    installed: a plugin's flags exist once it is (only argparse's "unrecognized arguments"
+    was said, trial 117)."""
+    from eventbus_core._install import SIBLINGS, install_command
+    from eventbus_core._plugins import get_registry
+
+    if not flag.startswith("--"):
+        return None
+    for backend, sibling in SIBLINGS.items():
+        if flag.startswith(f"--{backend}-") and backend not in get_registry().backends:
+            return (
+                f" ({flag} is an option of the {backend} backend, whose plugin is not "
+                f"installed: {install_command(sibling)})"
+            )
+    return None
 
 
 def _after_the_command(word: str, command: str) -> str:
