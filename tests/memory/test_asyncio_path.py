@@ -21,7 +21,7 @@ from eventbus_core import BusStats, EventBus, EventBusSettings, Subscription, cr
 from eventbus_core.batching import LoopDriver, ThreadDriver, check_fork
 from eventbus_core.testing import BusContractTests, make_event
 from eventbus_memory import InMemoryEventBus
-from tests._loop_host import LoopThread, PublishOnLoop
+from tests._loop_host import LoopThread, NoForkThroughTheHost, PublishOnLoop
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def host() -> Iterator[LoopThread]:
     h.close()
 
 
-class TestContractPublishingOnTheLoop(BusContractTests):
+class TestContractPublishingOnTheLoop(NoForkThroughTheHost, BusContractTests):
     @pytest.fixture(autouse=True)
     def _host(self, host: LoopThread) -> None:
         self.loop_host = host
@@ -39,12 +39,6 @@ class TestContractPublishingOnTheLoop(BusContractTests):
     def make_bus(self, buffer_size: int) -> EventBus:
         bus = InMemoryEventBus(buffer_size, publish_path="asyncio")
         return PublishOnLoop(bus, self.loop_host)  # type: ignore[return-value]
-
-    def test_the_bus_works_on_in_a_forked_child(self) -> None:
-        pytest.skip(
-            "this harness publishes through the parent's loop thread, which a child does not "
-            "have; a child forked from a loop: test_a_child_forked_from_a_loop_gets_a_working_bus"
-        )
 
 
 class TestContractBoundLoopForeignPublishers(BusContractTests):

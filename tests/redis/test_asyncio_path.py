@@ -30,7 +30,7 @@ from eventbus_core.batching import LoopDriver, ThreadDriver
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from eventbus_redis._loop_writes import LoopWrites
-from tests._loop_host import LoopThread, PublishOnLoop
+from tests._loop_host import LoopThread, NoForkThroughTheHost, PublishOnLoop
 from tests._python import run_python
 from tests._services import close_client, redis_url
 from tests.redis._servers import ThrowawayRedis
@@ -51,7 +51,7 @@ def host() -> Iterator[LoopThread]:
     h.close()
 
 
-class _OnTheLoop(_RedisContract):
+class _OnTheLoop(NoForkThroughTheHost, _RedisContract):
     @pytest.fixture(autouse=True)
     def _redis(self, real: redis.Redis, prefix: str, host: LoopThread) -> None:  # type: ignore[override]
         self.redis_client = real

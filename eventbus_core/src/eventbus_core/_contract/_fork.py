@@ -14,8 +14,6 @@ import signal
 import tempfile
 import time
 
-import pytest
-
 from eventbus_core._bus import EventBus
 from eventbus_core._contract._base import ContractBase, make_event
 
@@ -29,6 +27,8 @@ class ForkContract(ContractBase):
 
     def test_the_bus_works_on_in_a_forked_child(self) -> None:
         if not hasattr(os, "fork"):
+            import pytest  # here: eventbus_core.testing imports without pytest
+
             pytest.skip("os.fork() is not available on this platform")
         with self.bus() as bus:
             # The parent uses the bus first: its background work (threads, connections) runs.
