@@ -252,3 +252,53 @@ def test_a_plugins_own_errors_carry_its_label_and_eventbus_plugins_shows_them(
     assert "settings: invalid needy backend setting: EVENTBUS_NEEDY_URL" in capsys.readouterr().out
     monkeypatch.setenv("EVENTBUS_NEEDY_URL", "x")
     assert EventBusSettings(backend="needy").needy_url == "x"
+
+
+class TwinSettings(PluginSettings):
+    """Another plugin's model declaring the toy's flag, and one of eventbus's own."""
+
+    settings_label = "twin backend"
+
+    toy_name: str = Field(
+        default="twin",
+        validation_alias="EVENTBUS_TWIN_NAME",
+        json_schema_extra={"cli_flag": "--toy-name"},
+    )
+    twin_backend: str = Field(
+        default="x",
+        validation_alias="EVENTBUS_TWIN_BACKEND",
+        json_schema_extra={"cli_flag": "--backend"},
+    )
+
+
+class TwinPlugin:
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        register("twin", lambda settings: RecordingBus(), settings=TwinSettings)
+
+
+def test_a_flag_another_setting_or_eventbus_has_is_not_offered_and_said(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two plugins declaring --queue-url broke every command, `eventbus plugins` and `--version`
+    # included, with argparse's traceback; a plugin's --backend was dropped without a word
+    # (trial 119).
+    registry = PluginRegistry(plugins=[ToyPlugin(), TwinPlugin()])
+    monkeypatch.setattr(plugins_module, "_registry", registry)
+    # `eventbus plugins` loads a registry of its own, as installed: the same plugins here.
+    fresh = PluginRegistry(plugins=[ToyPlugin(), TwinPlugin()])
+    monkeypatch.setattr(plugins_cmd, "PluginRegistry", lambda: fresh)
+    code = main(["plugins"])
+    out = capsys.readouterr().out
+    assert code == 1
+    twin = next(info for info in registry.plugins.values() if "twin" in info.backends)
+    assert twin.problems == [
+        "flag --toy-name (of EVENTBUS_TWIN_NAME) not offered: another setting has it; set "
+        "EVENTBUS_TWIN_NAME, or pass --backend-option EVENTBUS_TWIN_NAME=VALUE",
+        "flag --backend (of EVENTBUS_TWIN_BACKEND) not offered: an option of eventbus has it; "
+        "set EVENTBUS_TWIN_BACKEND, or pass --backend-option EVENTBUS_TWIN_BACKEND=VALUE",
+    ]
+    assert "PROBLEM" in out
+    # The first plugin keeps its flag, and every command still works.
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["publish", "--backend", "toy", "--toy-name", "t", "-q"]) == 0

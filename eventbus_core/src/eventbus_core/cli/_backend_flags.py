@@ -13,11 +13,12 @@ import warnings
 from typing import Any
 
 from eventbus_core._plugin_settings import cli_flag, env_vars_of
-from eventbus_core._plugins import PluginLoadWarning, PluginRegistry, get_registry
+from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry, get_registry
 from eventbus_core._settings import all_env_vars
 
 __all__ = [
     "add_plugin_options",
+    "flag_problems",
     "flag_value",
     "installed_backends",
     "plugin_flags",
@@ -74,18 +75,28 @@ def add_plugin_options(group: Any) -> None:
     """Add the installed plugins' flags and `--backend-option KEY=VALUE` to `group`."""
     registry = _registry()
     declared = plugin_flags()
+    added: set[str] = set()
     for model, plugin in registry.settings_models().items():
         variables = env_vars_of(model)
         for name, info in model.model_fields.items():
-            if declared.get(name) != cli_flag(info) or cli_flag(info) is None:
+            flag = cli_flag(info)
+            if flag is None:
                 continue
-            group.add_argument(
-                declared[name],
-                dest=name,
-                metavar=name.rsplit("_", 1)[-1].upper(),
-                help=f"{(info.description or name).rstrip('.')}, overriding {variables[name]} "
-                f"(from plugin {plugin})",
-            )
+            if declared.get(name) != flag or flag in added:
+                _flag_not_offered(registry, plugin, flag, variables[name], "another setting")
+                continue
+            try:
+                group.add_argument(
+                    flag,
+                    dest=name,
+                    metavar=name.rsplit("_", 1)[-1].upper(),
+                    help=f"{(info.description or name).rstrip('.')}, overriding "
+                    f"{variables[name]} (from plugin {plugin})",
+                )
+            except argparse.ArgumentError:  # an option of the command's own (`--backend`)
+                _flag_not_offered(registry, plugin, flag, variables[name], "an option of eventbus")
+                continue
+            added.add(flag)
     group.add_argument(
         _OPTION,
         action="append",
@@ -94,6 +105,29 @@ def add_plugin_options(group: Any) -> None:
         help="set a backend plugin's setting for this run, KEY being the setting's name or "
         "its environment variable; repeatable; 'eventbus plugins' lists each plugin's settings",
     )
+
+
+_NOT_OFFERED = "not offered: "
+
+
+def flag_problems(info: PluginInfo) -> list[str]:
+    """The problems `_flag_not_offered` recorded for a plugin."""
+    return [p for p in info.problems if p.startswith("flag ") and _NOT_OFFERED in p]
+
+
+def _flag_not_offered(
+    registry: PluginRegistry, plugin: str, flag: str, variable: str, holder: str
+) -> None:
+    """A plugin's flag that another setting or eventbus itself has: not offered (two plugins
+    declaring `--queue-url` broke every command with argparse's traceback, trial 119), and
+    said once, as a problem `eventbus plugins` shows."""
+    info = registry.plugins.get(plugin)
+    problem = (
+        f"flag {flag} (of {variable}) {_NOT_OFFERED}{holder} has it; set {variable}, or pass "
+        f"{_OPTION} {variable}=VALUE"
+    )
+    if info is not None and problem not in info.problems:
+        info.problems.append(problem)
 
 
 def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:

@@ -12,7 +12,8 @@ from typing import Any
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import scrub
 from eventbus_core._plugin_settings import build_model, describe_settings, model_failure
-from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry
+from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry, get_registry
+from eventbus_core.cli._backend_flags import flag_problems
 
 __all__ = ["add_parser", "run"]
 
@@ -44,8 +45,12 @@ def run(args: argparse.Namespace) -> int:
         finally:
             plugins_log.setLevel(level)
     infos = sorted(registry.plugins.values(), key=lambda i: i.name)
+    # What building the command line found (a flag another setting or eventbus has), on the
+    # process's registry, which the parser was built from.
+    found = {name: flag_problems(info) for name, info in get_registry().plugins.items()}
     for info in infos:
         info.problems.extend(_settings_problems(info))
+        info.problems.extend(p for p in found.get(info.name, []) if p not in info.problems)
     if args.json:
         print(
             json.dumps(
