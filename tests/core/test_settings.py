@@ -172,3 +172,19 @@ def test_a_setting_read_from_a_name_in_another_case_is_warned_about(
         "whatever their case, and its messages name EVENTBUS_STOP_TIMEOUT); programs that read "
         "exact names, the Go llm-proxy among them, do not see it: write EVENTBUS_STOP_TIMEOUT"
     ]
+
+
+def test_an_invalid_value_under_a_name_in_another_case_is_named_as_it_was_set(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The error named EVENTBUS_STOP_TIMEOUT, never set, and the warning did not come (trial 119).
+    from eventbus_core import SettingsError, _env_typos
+
+    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.delenv("EVENTBUS_STOP_TIMEOUT", raising=False)
+    monkeypatch.setenv("eventbus_stop_timeout", "-3")
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    with pytest.raises(SettingsError) as info:
+        EventBusSettings()
+    assert "eventbus_stop_timeout (read as EVENTBUS_STOP_TIMEOUT)='-3'" in str(info.value)
+    assert any("eventbus_stop_timeout is read as" in r.getMessage() for r in caplog.records)

@@ -9,7 +9,9 @@ helpers here.
 
 from __future__ import annotations
 
+import os
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -126,10 +128,22 @@ def problems_of(exc: ValidationError, model: type[BaseSettings]) -> list[Problem
     return found
 
 
+def as_set(variable: str, environ: Mapping[str, str] | None = None) -> str:
+    """`variable` as a message names it: as the environment spells it where only another case
+    of it is set (`redis_url (read as REDIS_URL)`: names are read whatever their case, and a
+    message naming REDIS_URL sent the user to a variable never set, trial 119)."""
+    env = os.environ if environ is None else environ
+    if variable in env:
+        return variable
+    upper = variable.upper()
+    spelt = next((key for key in env if key.upper() == upper), None)
+    return variable if spelt is None else f"{spelt} (read as {variable})"
+
+
 def explain(problems: list[Problem], variables: dict[str, str], what: str = "eventbus") -> str:
     """The message of a `SettingsError`: each problem under its environment variable."""
     detail = "; ".join(
-        f"{variables.get(field, field)}{'=' + shown if shown else ''}: {reason}"
+        f"{as_set(variables.get(field, field))}{'=' + shown if shown else ''}: {reason}"
         if field
         else reason
         for field, shown, reason in problems

@@ -302,13 +302,14 @@ class EventBusSettings(BaseSettings):
                 )
         if core_wrong:
             labels.add("eventbus")
+        # Before any error: a variable in another case than the setting's is said either way.
+        warn_misspelt_settings(all_env_vars().values())
         if problems or others:
             what = labels.pop() if len(labels) == 1 else "eventbus"
             text = "; ".join(([explain(problems, variables, what)] if problems else []) + others)
             raise SettingsError(text, problems=problems)
         self._plugins = built
         self._broken = broken
-        warn_misspelt_settings(all_env_vars().values())
 
     def __getattr__(self, name: str) -> Any:
         # A plugin's setting read as an attribute of the core settings (`settings.redis_url`):

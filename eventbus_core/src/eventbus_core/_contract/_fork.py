@@ -50,7 +50,11 @@ class ForkContract(ContractBase):
             try:
                 said = self._child_steps(bus)
             except BaseException as exc:  # reported to the parent, whatever it is
-                said = f"{type(exc).__name__}: {exc}"
+                # A bound the child's call outlived says so already; where it was, not yet.
+                what = (
+                    str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+                )
+                said = f"in a child forked after the bus was used (gunicorn --preload does this): {what}"
             finally:
                 with contextlib.suppress(BaseException), open(report, "w") as out:
                     out.write(said)
