@@ -20,6 +20,7 @@ from eventbus_core._contract._base import ContractBase, make_event
 __all__ = ["ForkContract"]
 
 _CHILD_EVENTS = 50
+_WHO_FORKS = "gunicorn --preload does this"
 
 
 class ForkContract(ContractBase):
@@ -54,7 +55,7 @@ class ForkContract(ContractBase):
                 what = (
                     str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
                 )
-                said = f"in a child forked after the bus was used (gunicorn --preload does this): {what}"
+                said = f"in a child forked after the bus was used ({_WHO_FORKS}): {what}"
             finally:
                 with contextlib.suppress(BaseException), open(report, "w") as out:
                     out.write(said)
@@ -87,9 +88,9 @@ class ForkContract(ContractBase):
             got = [e.request_id for e in self.receive(sub, _CHILD_EVENTS)]
         except AssertionError as exc:
             return (
-                f"in a child forked after the bus was used (gunicorn --preload does this), "
-                f"its subscriber {exc}: the bus must start its background work over in the "
-                f"child (os.register_at_fork), as the threads of the parent are gone there"
+                f"in a child forked after the bus was used ({_WHO_FORKS}), its subscriber "
+                f"{exc}: the bus must start its background work over in the child "
+                f"(os.register_at_fork), as the threads of the parent are gone there"
             )
         expected = [e.request_id for e in events]
         if got != expected:
