@@ -739,3 +739,41 @@ def test_a_backend_plugins_flag_without_the_plugin_says_what_to_install(
     assert (
         "(--redis-url is an option of the redis backend, whose plugin is not installed: pip" in err
     )
+
+
+def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # For `queue`, the hint offered `memory`, which gives the same error (trial 119).
+    from types import SimpleNamespace
+
+    from eventbus_core.cli import _ops
+    from eventbus_core.testing import RecordingBus
+
+    class InProcess:  # declares no cross_process: its buses live in the process
+        pass
+
+    class Shared(RecordingBus):
+        cross_process = True
+
+    def build_memory(settings: Any) -> InProcess:
+        return InProcess()
+
+    def build_shared(settings: Any) -> Shared:
+        return Shared()
+
+    # Resolved as a module's would be (these classes are local to the test).
+    build_memory.__annotations__["return"] = InProcess
+    build_shared.__annotations__["return"] = Shared
+
+    backends = {
+        "memory": SimpleNamespace(factory=build_memory),
+        "queue": SimpleNamespace(factory=build_memory),
+        "t117db": SimpleNamespace(factory=build_shared),
+        "unannotated": SimpleNamespace(factory=lambda settings: None),  # cannot tell: named
+    }
+    monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
+    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: True)
+    assert _ops.shared_backend_example("queue") == (
+        "installed besides 'queue': t117db, unannotated ('eventbus plugins' shows their settings)"
+    )

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import inspect
 import math
 import select
 import sys
 import threading
+import typing
 from collections.abc import Callable, Mapping
 from typing import Final
 
@@ -300,7 +302,10 @@ def shared_backend_example(current: str | None = None) -> str:
     One text for every command (`dispatch` named `redis-streams` where it was not installed,
     with no pip hint, helper-112); no backend is told apart by its name (helper-117: a shared
     third-party backend went unmentioned while Redis, not installed, was suggested)."""
-    others = sorted(name for name in get_registry().backends if name != current)
+    registry = get_registry()
+    others = sorted(
+        name for name, reg in registry.backends.items() if name != current and _maybe_shared(reg)
+    )
     besides = f" besides {current!r}" if current else ""
     redis = SIBLINGS["redis"]
     pip = f"the Redis backends of {redis.distribution}: {install_command(redis)}"
@@ -308,6 +313,21 @@ def shared_backend_example(current: str | None = None) -> str:
         return f"none is installed{besides}; e.g. {pip}"
     found = f"installed{besides}: {', '.join(others)} ('eventbus plugins' shows their settings)"
     return found if _distribution_installed(redis.distribution) else f"{found}; or e.g. {pip}"
+
+
+def _maybe_shared(registration: Registration) -> bool:
+    """False where a backend's factory says, by the bus class it returns, that its buses live
+    inside the process (the class declares no `cross_process`, or False: the memory bus);
+    True where it cannot tell (no annotation, or a property the bus decides), since a hint
+    that leaves out a shared backend is worse than one that names an extra (trial 119)."""
+    try:
+        returned = typing.get_type_hints(registration.factory).get("return")
+    except Exception:  # an annotation that does not resolve here: cannot tell
+        return True
+    if not isinstance(returned, type):
+        return True
+    declared = inspect.getattr_static(returned, "cross_process", False)
+    return declared if isinstance(declared, bool) else True
 
 
 def _distribution_installed(name: str) -> bool:
