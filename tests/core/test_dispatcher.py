@@ -1177,20 +1177,45 @@ def test_a_stopped_memory_bus_ends_the_dispatcher_even_behind_a_sink_that_takes_
     balanced(stats)
 
 
-async def test_a_slow_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off() -> None:
-    # Only a drain that reads nothing for the shutdown timeout ends early: a slow one finishes.
+class _BusyEveryOtherTime(RecordingSink):
+    """Answers every other send with a 503 and a Retry-After longer than the shutdown timeout."""
+
+    async def send(self, batch: Any) -> None:
+        self.calls += 1
+        if self.calls % 2:
+            raise TransientSinkError("503 busy", retry_after=0.5)
+        self.batches.append(list(batch))
+
+
+@pytest.mark.parametrize("queue_size", [5, 100])
+@pytest.mark.parametrize("sink", ["slow", "busy"])
+async def test_a_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off(
+    sink: str, queue_size: int
+) -> None:
+    # Only a drain with no progress for the shutdown timeout ends early: a slow sink, or one
+    # waiting out a Retry-After longer than that timeout, gets everything, be it still in the
+    # subscription (queue 5) or already in its queue (100) (trial 118: 100 of 2,500 sent).
     from eventbus_core import EventBusSettings, create_bus
 
     bus = create_bus(EventBusSettings(backend="memory"))
-    slow = SlowSink("slow", delay=0.05)
-    d = Dispatcher(bus, [slow], batch_size=5, queue_size=5, shutdown_timeout=0.2)
+    target = SlowSink("s", delay=0.05) if sink == "slow" else _BusyEveryOtherTime("s")
+    d = Dispatcher(
+        bus,
+        [target],
+        batch_size=5,
+        queue_size=queue_size,
+        shutdown_timeout=0.2,
+        retry=RetryPolicy(retries=2, base=0.01, retry_after_max=1.0),
+    )
     task = asyncio.create_task(d.run())
     await asyncio.sleep(0.05)
-    for i in range(100):
+    n = 40 if sink == "busy" else 100
+    for i in range(n):
         bus.publish(make_event(i))
     bus.stop()
-    stats = await asyncio.wait_for(task, 30)
-    assert stats.sinks["slow"].sent == 100  # 20 batches x 0.05 s: well past the 0.2 s timeout
+    stats = await asyncio.wait_for(task, 60)
+    assert stats.sinks["s"].sent == n
+    assert stats.sinks["s"].dead_lettered == 0
 
 
 @pytest.mark.parametrize(

@@ -314,20 +314,33 @@ class Dispatcher:
         ]
         reporter = asyncio.create_task(self._report())
         stop_wait = asyncio.create_task(stopping.wait())
-        stuck = EndedButStuck(self._lanes, self.shutdown_timeout)
+        stuck = EndedButStuck(self._lanes, self.workers, self.shutdown_timeout)
+        gave_up = False
         while not stopping.is_set() and not all(r.done() for r in readers):
             await asyncio.wait(
                 [stop_wait, *readers], timeout=CHECK_EVERY, return_when=asyncio.FIRST_COMPLETED
             )
             running = [lane for lane, r in zip(self._lanes, readers, strict=True) if not r.done()]
-            if stuck.stuck(running):
-                log.warning(
-                    "every source ended, but lane(s) %s read nothing more for %.1f s: a sink "
-                    "takes nothing (its queue is full); stopping as on SIGTERM",
-                    ", ".join(lane.name for lane in running),
-                    self.shutdown_timeout,
-                )
+            if not all(lane.source_ended() for lane in running):
+                stuck.reset()
+            elif (waited := stuck.waited()) is not None:
+                gave_up = True
+                self._give_up(waited)
                 break
+        if not stopping.is_set() and not gave_up:
+            # Every source ended and was read: what the sinks hold is sent, however long that
+            # takes while they go on (only a sink that makes no progress cuts it short).
+            draining = [t for t in workers.values() if not t.done()]
+            while draining and not stopping.is_set():
+                await asyncio.wait(
+                    [stop_wait, *draining],
+                    timeout=CHECK_EVERY,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                draining = [t for t in draining if not t.done()]
+                if draining and (waited := stuck.waited()) is not None:
+                    self._give_up(waited)
+                    break
         self._winding_down = True
         log.info(
             "dispatcher stopping: sending what is queued (at most %.1f s)", self.shutdown_timeout
@@ -361,6 +374,15 @@ class Dispatcher:
         if misconfigured is not None:
             raise misconfigured
         return final
+
+    def _give_up(self, waited: float) -> None:
+        stuck = [w.name for w in self.workers if not w.idle]
+        log.warning(
+            "every source ended, but nothing was read or sent for %.1f s (sink(s) %s: a send "
+            "that does not return?); stopping as on SIGTERM",
+            waited,
+            ", ".join(stuck) or "none",
+        )
 
     async def _hand_back(self, workers: Mapping[SinkWorker, asyncio.Task[None]]) -> None:
         """Account for what the deadline cut off: requeue (durable) or dead-letter (memory)."""

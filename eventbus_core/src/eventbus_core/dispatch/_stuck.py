@@ -1,11 +1,14 @@
 """`EndedButStuck`: telling when a dispatcher whose sources all ended can no longer drain them.
 
-A memory bus that stops ends its subscriptions, and the dispatcher drains what they still buffer,
-then ends by itself. But a lane whose sink takes nothing more (a `send()` that never returns,
-its queue full) never reads to the end: back-pressure holds the reader, and the dispatcher
-waited for it without a bound (`bus.stop(); dispatcher.join(timeout)` never returned, trial 116).
-A drain that goes on, however slowly, is left to finish; one that has read nothing for
-`EVENTBUS_SHUTDOWN_TIMEOUT` seconds ends as a stop does, which dead-letters what is left.
+A memory bus that stops ends its subscriptions, and the dispatcher sends what they and its
+sinks' queues still hold, then ends by itself, however long that takes while it goes on. But a
+sink whose `send()` never returns drains nothing: back-pressure holds its lane's reader, and
+the dispatcher waited for it without a bound (`bus.stop(); dispatcher.join(timeout)` never
+returned, trial 116). So once every source has ended, the dispatcher watches for progress: an
+event read, a batch sent, failed or dead-lettered, or a retry waiting out its delay (its next
+attempt is due). When none comes for `patience` seconds (`EVENTBUS_SHUTDOWN_TIMEOUT`, or twice
+the slowest batch so far, whichever is longer: a sink that takes 4 s a batch is slow, not
+stuck, trial 118), it stops as on SIGTERM, which dead-letters what is left.
 """
 
 from __future__ import annotations
@@ -15,36 +18,52 @@ from collections.abc import Sequence
 from typing import Final
 
 from eventbus_core.dispatch._lane import Lane
+from eventbus_core.dispatch._worker import SinkWorker
 
-__all__ = ["EndedButStuck"]
+__all__ = ["CHECK_EVERY", "EndedButStuck"]
 
 CHECK_EVERY: Final = 0.5
-"""Seconds between looks at the lanes while the dispatcher waits for its readers."""
+"""Seconds between looks at the lanes and sinks while the dispatcher waits for them."""
 
 
 class EndedButStuck:
-    """Watches `lanes` whose readers are still running; see the module docstring.
+    """Watches the progress of `lanes` and `workers`; see the module docstring.
 
     Args:
         lanes: The dispatcher's lanes.
-        patience: Seconds without a read, every source having ended, before it gives up.
+        workers: Its sinks' workers.
+        patience: Seconds without progress, every source having ended, before it gives up
+            (at least twice the slowest batch so far).
     """
 
-    def __init__(self, lanes: Sequence[Lane], patience: float) -> None:
+    def __init__(
+        self, lanes: Sequence[Lane], workers: Sequence[SinkWorker], patience: float
+    ) -> None:
         self._lanes = lanes
+        self._workers = workers
         self._patience = patience
-        self._read = -1
+        self._seen = -1
         self._since = 0.0
 
-    def stuck(self, running: Sequence[Lane], now: float | None = None) -> bool:
-        """True when every lane in `running` has a source that ended, and none of the lanes
-        has read anything for `patience` seconds."""
+    def _progress(self) -> int:
+        done = sum(lane.read for lane in self._lanes)
+        for w in self._workers:
+            s = w.stats
+            done += s.batches + s.failures + s.dead_lettered + s.shed + s.dropped
+        return done
+
+    def waited(self, now: float | None = None) -> float | None:
+        """Seconds without progress, every source having ended, once that is `patience` or
+        more; None until then. Call it with `ended` False (`reset()`) while a source runs."""
         now = time.monotonic() if now is None else now
-        if not running or not all(lane.source_ended() for lane in running):
-            self._read = -1
-            return False
-        read = sum(lane.read for lane in self._lanes)
-        if read != self._read:
-            self._read, self._since = read, now
-            return False
-        return now - self._since >= self._patience
+        progress = self._progress()
+        if progress != self._seen or any(w.retrying_after is not None for w in self._workers):
+            self._seen, self._since = progress, now
+            return None
+        slowest = max((w.stats.max_batch_seconds for w in self._workers), default=0.0)
+        patience = max(self._patience, 2 * slowest)
+        return now - self._since if now - self._since >= patience else None
+
+    def reset(self) -> None:
+        """A source still runs: progress is not watched (yet)."""
+        self._seen = -1
