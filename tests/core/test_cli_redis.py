@@ -522,6 +522,48 @@ def test_an_interrupted_replay_ends_though_the_sinks_close_never_returns(
     assert "done up to LogID 4: go on with --from-id 5" in err, err
 
 
+class _ClientClosedUnderTheSend:
+    """Ctrl-C comes while a send waits for its answer; closing the sink then fails that send
+    (an HTTP client closed under its request)."""
+
+    name = "underclose"
+
+    def __init__(self) -> None:
+        self.closing = asyncio.Event()
+
+    async def send(self, batch: Any) -> None:
+        def interrupt() -> None:
+            raise KeyboardInterrupt
+
+        asyncio.get_running_loop().call_later(0.05, interrupt)
+        await self.closing.wait()
+        raise RuntimeError("the client was closed under this request")
+
+    async def close(self) -> None:
+        self.closing.set()
+        await asyncio.sleep(0)
+
+
+def test_an_interrupted_replay_logs_no_error_for_the_send_it_cut_off(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # "ERROR asyncio: Task exception was never retrieved" and a traceback came after the
+    # summary of every interrupted replay (trial 118).
+    import gc
+
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 5)])
+    code = replay_to(_ClientClosedUnderTheSend(), ["--from-id", "1"])
+    gc.collect()
+    assert code == 130
+    assert "no batch was done yet: go on with --from-id 1" in capsys.readouterr().err
+    errors = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not errors, errors
+
+
 def test_replay_into_a_pipe_closed_early_says_where_to_go_on(
     client: redis.Redis, prefix: str, env: dict[str, str]
 ) -> None:

@@ -1229,6 +1229,7 @@ async def test_a_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off(
         ("shutdown_timeout", float("inf")),
         ("stats_interval", float("nan")),
         ("stall_timeout", float("inf")),
+        ("shutdown_timeout", 1e10),  # finite, yet past what a thread can wait (trial 118)
     ],
 )
 def test_a_hand_built_dispatcher_refuses_seconds_the_settings_refuse(

@@ -188,3 +188,15 @@ def test_an_invalid_value_under_a_name_in_another_case_is_named_as_it_was_set(
         EventBusSettings()
     assert "eventbus_stop_timeout (read as EVENTBUS_STOP_TIMEOUT)='-3'" in str(info.value)
     assert any("eventbus_stop_timeout is read as" in r.getMessage() for r in caplog.records)
+
+
+def test_seconds_past_what_a_thread_can_wait_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # EVENTBUS_SHUTDOWN_TIMEOUT=1e10: stop() raised OverflowError, and the stop watchdog's
+    # thread died at start (trial 118).
+    from eventbus_core import SettingsError
+
+    monkeypatch.setenv("EVENTBUS_SHUTDOWN_TIMEOUT", "1e10")
+    with pytest.raises(SettingsError, match=r"EVENTBUS_SHUTDOWN_TIMEOUT='1e10'.*at most"):
+        EventBusSettings()
+    monkeypatch.setenv("EVENTBUS_SHUTDOWN_TIMEOUT", "86400")
+    assert EventBusSettings().shutdown_timeout == 86400

@@ -99,6 +99,10 @@ def check_seconds(label: str, value: float) -> float:
         raise ValueError(f"{label} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{label} must be a finite number of seconds >= 0, got {value!r}")
+    if value > threading.TIMEOUT_MAX:  # what a thread can wait: more overflowed at stop()
+        raise ValueError(
+            f"{label} must be at most {threading.TIMEOUT_MAX:.0f} seconds, got {value!r}"
+        )
     return float(value)
 
 

@@ -12,6 +12,7 @@ Redis plugin installed), so what users wrote before the settings moved keeps wor
 from __future__ import annotations
 
 import re
+import threading
 import typing
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Self, TypeVar
@@ -389,6 +390,26 @@ class EventBusSettings(BaseSettings):
                 )
             instance = build_model(model, {})
         return typing.cast("_M", instance)
+
+    @field_validator(
+        "stop_timeout",
+        "flush_interval",
+        "stall_timeout",
+        "retry_base",
+        "retry_cap",
+        "retry_after_max",
+        "shutdown_timeout",
+        "stats_interval",
+        "ready_max_lag",
+        mode="after",
+    )
+    @classmethod
+    def _waitable(cls, value: float) -> float:
+        # Finite is not enough: a wait past what a thread can wait overflowed at stop() (1e10
+        # s: OverflowError, and the stop watchdog's thread died, trial 118).
+        if value > threading.TIMEOUT_MAX:
+            raise ValueError(f"must be at most {threading.TIMEOUT_MAX:.0f} seconds")
+        return value
 
     @field_validator("backend", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from eventbus_core._errors import (
 )
 from eventbus_core._event import Event
 from eventbus_core._log import add_patterns, scrub
+from eventbus_core._overrun import cancel_bounded
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import sink_figures
 from eventbus_core.capabilities import LogSources, ReadableLog, capability
@@ -221,6 +222,15 @@ class _SinkTarget:
     def close(self) -> None:
         """Close the sink (bounded, as the dispatcher closes one) and the loop."""
         try:
+            # A send that Ctrl-C cut off is still a task of this loop: ended first, its error
+            # taken, or it failed as the sink closed and asyncio logged it as an ERROR with a
+            # traceback after the summary (trial 118).
+            cut_off = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            if cut_off:
+                self.loop.run_until_complete(cancel_bounded(cut_off))
+                for task in cut_off:
+                    if task.done() and not task.cancelled():
+                        task.exception()
             self.loop.run_until_complete(close_sink(self.sink))
         finally:
             self.loop.close()

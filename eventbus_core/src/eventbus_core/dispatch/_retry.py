@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from eventbus_core._backoff import backoff_delay
+from eventbus_core._bus import check_seconds
 from eventbus_core._errors import PermanentSinkError, SinkError, TransientSinkError
 
 __all__ = ["RetryPolicy", "classify_status", "parse_retry_after"]
@@ -55,10 +56,7 @@ class RetryPolicy:
             ("cap", self.cap),
             ("retry_after_max", self.retry_after_max),
         ):
-            if not (math.isfinite(value) and value >= 0):  # nan passed `value < 0`
-                raise ValueError(
-                    f"retry {label} must be a finite number of seconds >= 0, got {value}"
-                )
+            check_seconds(f"retry {label}", value)  # nan passed a `value < 0` test
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `retry` (1 for the first retry).
