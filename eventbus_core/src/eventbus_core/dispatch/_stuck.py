@@ -53,8 +53,8 @@ class EndedButStuck:
         return done
 
     def waited(self, now: float | None = None) -> float | None:
-        """Seconds without progress, every source having ended, once that is `patience` or
-        more; None until then. Call it with `ended` False (`reset()`) while a source runs."""
+        """Seconds without progress once that is `patience` or more, else None. Call it once
+        every source has ended; while one still runs, call `reset()` instead."""
         now = time.monotonic() if now is None else now
         progress = self._progress()
         if progress != self._seen or any(w.retrying_after is not None for w in self._workers):
