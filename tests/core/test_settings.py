@@ -200,3 +200,21 @@ def test_seconds_past_what_a_thread_can_wait_are_refused(monkeypatch: pytest.Mon
         EventBusSettings()
     monkeypatch.setenv("EVENTBUS_SHUTDOWN_TIMEOUT", "86400")
     assert EventBusSettings().shutdown_timeout == 86400
+
+
+def test_a_setting_set_in_two_cases_says_which_value_is_read(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # REDIS_URL and redis_url both set: the one pydantic-settings met last won, silently
+    # (trial 119).
+    from eventbus_core import _env_typos
+
+    monkeypatch.setattr(_env_typos, "_warned", set())
+    environ = {"EVENTBUS_STOP_TIMEOUT": "5", "eventbus_stop_timeout": "3"}
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    _env_typos.warn_misspelt_settings(["EVENTBUS_STOP_TIMEOUT"], environ)
+    assert [r.getMessage() for r in caplog.records] == [
+        "eventbus: both EVENTBUS_STOP_TIMEOUT and eventbus_stop_timeout are set, and names are "
+        "read whatever their case: the value of eventbus_stop_timeout is the one read; unset "
+        "eventbus_stop_timeout"
+    ]

@@ -77,6 +77,19 @@ def warn_misspelt_settings(known: Iterable[str], environ: Mapping[str, str] | No
             if variable in _warned:
                 continue
             _warned.add(variable)
+        if meant in variables:
+            # Both: pydantic-settings keeps the one it meets last, whichever that is, and a
+            # message then named REDIS_URL while redis_url's value was used (trial 119).
+            read = [key for key in variables if key.upper() == meant.upper()][-1]
+            log.warning(
+                "eventbus: both %s and %s are set, and names are read whatever their case: "
+                "the value of %s is the one read; unset %s",
+                meant,
+                variable,
+                read,
+                variable,
+            )
+            continue
         log.warning(
             "eventbus: %s is read as %s (eventbus reads names whatever their case, and its "
             "messages name %s); programs that read exact names, the Go llm-proxy among them, "
