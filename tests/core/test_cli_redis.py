@@ -564,6 +564,38 @@ def test_an_interrupted_replay_logs_no_error_for_the_send_it_cut_off(
     assert not errors, errors
 
 
+class _SecondCtrlCDuringTheClose(_InterruptedSink):
+    """Ctrl-C during the third batch, then another while close() waits for ever."""
+
+    name = "twice"
+
+    async def close(self) -> None:
+        def interrupt() -> None:
+            raise KeyboardInterrupt
+
+        asyncio.get_running_loop().call_later(0.05, interrupt)
+        await asyncio.Event().wait()
+
+
+def test_a_second_ctrl_c_during_the_sinks_close_logs_no_pending_task(
+    client: redis.Redis,
+    prefix: str,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # "ERROR asyncio: Task was destroyed but it is pending!" came after the summary (trial 120).
+    import gc
+
+    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
+    code = replay_to(_SecondCtrlCDuringTheClose(), ["--from-id", "1", "--batch-size", "2"])
+    gc.collect()
+    assert code == 130
+    assert "go on with --from-id 5" in capsys.readouterr().err
+    errors = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not errors, errors
+
+
 def test_replay_into_a_pipe_closed_early_says_where_to_go_on(
     client: redis.Redis, prefix: str, env: dict[str, str]
 ) -> None:

@@ -1151,12 +1151,17 @@ def test_a_program_that_ends_without_stopping_its_started_dispatcher_loses_nothi
     assert len(out.read_text().splitlines()) == 300
 
 
-def test_a_stopped_memory_bus_ends_the_dispatcher_even_behind_a_sink_that_takes_nothing() -> None:
+def test_a_stopped_memory_bus_ends_the_dispatcher_even_behind_a_sink_that_takes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # bus.stop(); dispatcher.join(timeout) never returned once the stuck sink's queue was full:
     # its lane never read the end of its subscription, and run() waited for it (trial 116).
     import time
 
     from eventbus_core import EventBusSettings, create_bus
+    from eventbus_core.dispatch import _stuck
+
+    monkeypatch.setattr(_stuck, "HUNG_AFTER", 0.0)  # a minute, else: the shutdown timeout here
 
     bus = create_bus(EventBusSettings(backend="memory"))
     stuck, fine = GatedSink("stuck"), RecordingSink("fine")
@@ -1188,17 +1193,22 @@ class _BusyEveryOtherTime(RecordingSink):
 
 
 @pytest.mark.parametrize("queue_size", [5, 100])
-@pytest.mark.parametrize("sink", ["slow", "busy"])
+@pytest.mark.parametrize("sink", ["slow", "busy", "long-first-batch"])
 async def test_a_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off(
-    sink: str, queue_size: int
+    sink: str, queue_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Only a drain with no progress for the shutdown timeout ends early: a slow sink, or one
     # waiting out a Retry-After longer than that timeout, gets everything, be it still in the
-    # subscription (queue 5) or already in its queue (100) (trial 118: 100 of 2,500 sent).
+    # subscription (queue 5) or already in its queue (100) (trial 118: 100 of 2,500 sent); so
+    # does one whose first batch alone takes longer than that timeout, within HUNG_AFTER
+    # (trial 120: helicone's first batch of 100 POSTs, 15 s).
     from eventbus_core import EventBusSettings, create_bus
+    from eventbus_core.dispatch import _stuck
 
+    monkeypatch.setattr(_stuck, "HUNG_AFTER", 2.0)
     bus = create_bus(EventBusSettings(backend="memory"))
-    target = SlowSink("s", delay=0.05) if sink == "slow" else _BusyEveryOtherTime("s")
+    delay = 0.6 if sink == "long-first-batch" else 0.05
+    target = SlowSink("s", delay=delay) if sink != "busy" else _BusyEveryOtherTime("s")
     d = Dispatcher(
         bus,
         [target],
@@ -1209,7 +1219,7 @@ async def test_a_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off(
     )
     task = asyncio.create_task(d.run())
     await asyncio.sleep(0.05)
-    n = 40 if sink == "busy" else 100
+    n = {"busy": 40, "slow": 100, "long-first-batch": 10}[sink]
     for i in range(n):
         bus.publish(make_event(i))
     bus.stop()
@@ -1230,6 +1240,7 @@ async def test_a_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off(
         ("stats_interval", float("nan")),
         ("stall_timeout", float("inf")),
         ("shutdown_timeout", 1e10),  # finite, yet past what a thread can wait (trial 118)
+        ("shutdown_timeout", 9223372036),  # under TIMEOUT_MAX, past it with stop()'s margin
     ],
 )
 def test_a_hand_built_dispatcher_refuses_seconds_the_settings_refuse(

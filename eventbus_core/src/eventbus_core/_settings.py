@@ -12,7 +12,6 @@ Redis plugin installed), so what users wrote before the settings moved keeps wor
 from __future__ import annotations
 
 import re
-import threading
 import typing
 from collections.abc import Mapping
 from typing import Any, Final, Literal, Self, TypeVar
@@ -20,6 +19,7 @@ from typing import Any, Final, Literal, Self, TypeVar
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventbus_core._bus import SECONDS_MAX
 from eventbus_core._env_typos import warn_misspelt_settings
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import get_logger
@@ -407,8 +407,8 @@ class EventBusSettings(BaseSettings):
     def _waitable(cls, value: float) -> float:
         # Finite is not enough: a wait past what a thread can wait overflowed at stop() (1e10
         # s: OverflowError, and the stop watchdog's thread died, trial 118).
-        if value > threading.TIMEOUT_MAX:
-            raise ValueError(f"must be at most {threading.TIMEOUT_MAX:.0f} seconds")
+        if value > SECONDS_MAX:
+            raise ValueError(f"must be at most {SECONDS_MAX:,} seconds")
         return value
 
     @field_validator("backend", mode="before")

@@ -6,9 +6,11 @@ sink whose `send()` never returns drains nothing: back-pressure holds its lane's
 the dispatcher waited for it without a bound (`bus.stop(); dispatcher.join(timeout)` never
 returned, trial 116). So once every source has ended, the dispatcher watches for progress: an
 event read, a batch sent, failed or dead-lettered, or a retry waiting out its delay (its next
-attempt is due). When none comes for `patience` seconds (`EVENTBUS_SHUTDOWN_TIMEOUT`, or twice
-the slowest batch so far, whichever is longer: a sink that takes 4 s a batch is slow, not
-stuck, trial 118), it stops as on SIGTERM, which dead-letters what is left.
+attempt is due). When none comes for `patience` seconds, it stops as on SIGTERM, which
+dead-letters what is left. The patience is the longest of `EVENTBUS_SHUTDOWN_TIMEOUT`, twice the
+slowest batch so far (a sink that takes 4 s a batch is slow, not stuck, trial 118) and a minute
+(`HUNG_AFTER`: the helicone sink, one POST per event, took 15 s over its first batch of 100 at
+0.15 s a request, and was taken for hung, trial 120).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ __all__ = ["CHECK_EVERY", "EndedButStuck"]
 CHECK_EVERY: Final = 0.5
 """Seconds between looks at the lanes and sinks while the dispatcher waits for them."""
 
+HUNG_AFTER: Final = 60.0
+"""Seconds without any progress before a drain is given up, at the least."""
+
 
 class EndedButStuck:
     """Watches the progress of `lanes` and `workers`; see the module docstring.
@@ -33,7 +38,7 @@ class EndedButStuck:
         lanes: The dispatcher's lanes.
         workers: Its sinks' workers.
         patience: Seconds without progress, every source having ended, before it gives up
-            (at least twice the slowest batch so far).
+            (at least twice the slowest batch so far, and `HUNG_AFTER`).
     """
 
     def __init__(
@@ -61,7 +66,7 @@ class EndedButStuck:
             self._seen, self._since = progress, now
             return None
         slowest = max((w.stats.max_batch_seconds for w in self._workers), default=0.0)
-        patience = max(self._patience, 2 * slowest)
+        patience = max(self._patience, 2 * slowest, HUNG_AFTER)
         return now - self._since if now - self._since >= patience else None
 
     def reset(self) -> None:
