@@ -522,6 +522,11 @@ def test_an_interrupted_replay_ends_though_the_sinks_close_never_returns(
     assert "done up to LogID 4: go on with --from-id 5" in err, err
 
 
+def _interrupt() -> None:
+    """Ctrl-C, as it comes to a running event loop."""
+    raise KeyboardInterrupt
+
+
 class _ClientClosedUnderTheSend:
     """Ctrl-C comes while a send waits for its answer; closing the sink then fails that send
     (an HTTP client closed under its request)."""
@@ -532,10 +537,7 @@ class _ClientClosedUnderTheSend:
         self.closing = asyncio.Event()
 
     async def send(self, batch: Any) -> None:
-        def interrupt() -> None:
-            raise KeyboardInterrupt
-
-        asyncio.get_running_loop().call_later(0.05, interrupt)
+        asyncio.get_running_loop().call_later(0.05, _interrupt)
         await self.closing.wait()
         raise RuntimeError("the client was closed under this request")
 
@@ -544,54 +546,41 @@ class _ClientClosedUnderTheSend:
         await asyncio.sleep(0)
 
 
-def test_an_interrupted_replay_logs_no_error_for_the_send_it_cut_off(
-    client: redis.Redis,
-    prefix: str,
-    env: dict[str, str],
-    capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # "ERROR asyncio: Task exception was never retrieved" and a traceback came after the
-    # summary of every interrupted replay (trial 118).
-    import gc
-
-    publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 5)])
-    code = replay_to(_ClientClosedUnderTheSend(), ["--from-id", "1"])
-    gc.collect()
-    assert code == 130
-    assert "no batch was done yet: go on with --from-id 1" in capsys.readouterr().err
-    errors = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
-    assert not errors, errors
-
-
 class _SecondCtrlCDuringTheClose(_InterruptedSink):
     """Ctrl-C during the third batch, then another while close() waits for ever."""
 
     name = "twice"
 
     async def close(self) -> None:
-        def interrupt() -> None:
-            raise KeyboardInterrupt
-
-        asyncio.get_running_loop().call_later(0.05, interrupt)
+        asyncio.get_running_loop().call_later(0.05, _interrupt)
         await asyncio.Event().wait()
 
 
-def test_a_second_ctrl_c_during_the_sinks_close_logs_no_pending_task(
+@pytest.mark.parametrize(
+    ("sink", "said"),
+    [
+        # "Task exception was never retrieved", with a traceback (trial 118).
+        (_ClientClosedUnderTheSend, "no batch was done yet: go on with --from-id 1"),
+        # "Task was destroyed but it is pending!" (trial 120).
+        (_SecondCtrlCDuringTheClose, "done up to LogID 4: go on with --from-id 5"),
+    ],
+)
+def test_an_interrupted_replay_logs_no_asyncio_error_after_its_summary(
     client: redis.Redis,
     prefix: str,
     env: dict[str, str],
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    sink: Any,
+    said: str,
 ) -> None:
-    # "ERROR asyncio: Task was destroyed but it is pending!" came after the summary (trial 120).
     import gc
 
     publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
-    code = replay_to(_SecondCtrlCDuringTheClose(), ["--from-id", "1", "--batch-size", "2"])
+    code = replay_to(sink(), ["--from-id", "1", "--batch-size", "2"])
     gc.collect()
     assert code == 130
-    assert "go on with --from-id 5" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
     errors = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert not errors, errors
 
