@@ -165,3 +165,22 @@ def test_stream_shared_with_go_by_default(
     consumer.close()
     bus.stop(5)
     close_client(go)
+
+
+def test_a_password_in_redis_addr_beside_redis_url_is_masked_in_the_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "... point at different places (redis://...; REDIS_ADDR=u:hunter2@127.0.0.1:6379 ...)"
+    # printed the password in clear (trial 121).
+    import logging
+
+    from eventbus_redis import _settings
+
+    monkeypatch.setattr(_settings, "_warned_apart", set())
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/9")
+    monkeypatch.setenv("REDIS_ADDR", "u:hunter2@127.0.0.1:6379")
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    EventBusSettings()
+    warned = [r.getMessage() for r in caplog.records if "point at different" in r.getMessage()]
+    assert len(warned) == 1 and "hunter2" not in warned[0], warned
+    assert "REDIS_ADDR=u:***@127.0.0.1:6379" in warned[0]

@@ -226,9 +226,16 @@ def _warn_if_apart(url: RedactedURL, addr: str, db: int) -> None:
         "places (%s; %s, database %d): the URL wins here, while the Go llm-proxy reads "
         "REDIS_ADDR/REDIS_DB, so the two may not share events; make them agree, or unset one",
         url.redacted,
-        f"REDIS_ADDR={addr}" if addr else "REDIS_ADDR unset",
+        f"REDIS_ADDR={_shown_addr(addr)}" if addr else "REDIS_ADDR unset",
         db,
     )
+
+
+def _shown_addr(value: str) -> str:
+    """REDIS_ADDR as a message may show it: a password someone put there masked, whatever it
+    holds, and what was typed kept (a scheme included: it may be what is wrong). The warning
+    above had printed `u:hunter2@host:6379` in clear (trial 121)."""
+    return redact_one_url(value) if "://" in value else redact_one_url(f"redis://{value}")[8:]
 
 
 REDIS_ENV_VARS: Final[dict[str, str]] = {
@@ -239,9 +246,7 @@ REDIS_ENV_VARS: Final[dict[str, str]] = {
 
 def _check_redis_addr(value: str) -> str:
     host, colon, port = value.rpartition(":")
-    # Never echo a password someone put there, whatever it holds: mask it as in a URL, and
-    # show what was typed (a scheme included: it is what is wrong).
-    shown = redact_one_url(value) if "://" in value else redact_one_url(f"redis://{value}")[8:]
+    shown = _shown_addr(value)
     # '/', '@', '?' or '#' anywhere (host or port) means a URL or credentials, never host:port.
     if (
         "://" in value
