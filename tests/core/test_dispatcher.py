@@ -1234,6 +1234,7 @@ async def test_a_sink_that_still_drains_a_stopped_memory_bus_is_not_cut_off(
         ("poll_interval", 0),
         ("poll_interval", -1),
         ("poll_interval", float("nan")),
+        ("poll_interval", 30),  # stop() returned False, the thread left running (trial 121)
         ("flush_interval", -1),
         ("flush_interval", float("nan")),
         ("shutdown_timeout", float("inf")),

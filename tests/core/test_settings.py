@@ -219,3 +219,15 @@ def test_a_setting_set_in_two_cases_says_which_value_is_read(
         "read whatever their case: the value of eventbus_stop_timeout is the one read; unset "
         "eventbus_stop_timeout"
     ]
+
+
+def test_an_error_names_the_spelling_that_was_read_of_a_variable_set_twice() -> None:
+    # Both set, the error blamed REDIS_URL while redis_url's value was read (trial 121).
+    from eventbus_core._plugin_settings import as_set
+
+    both = {"EVENTBUS_STOP_TIMEOUT": "5", "eventbus_stop_timeout": "-3"}
+    assert as_set("EVENTBUS_STOP_TIMEOUT", both) == (
+        "eventbus_stop_timeout (read as EVENTBUS_STOP_TIMEOUT)"
+    )
+    assert as_set("EVENTBUS_STOP_TIMEOUT", dict(reversed(both.items()))) == "EVENTBUS_STOP_TIMEOUT"
+    assert as_set("EVENTBUS_STOP_TIMEOUT", {}) == "EVENTBUS_STOP_TIMEOUT"

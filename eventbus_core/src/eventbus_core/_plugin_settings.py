@@ -133,11 +133,13 @@ def as_set(variable: str, environ: Mapping[str, str] | None = None) -> str:
     of it is set (`redis_url (read as REDIS_URL)`: names are read whatever their case, and a
     message naming REDIS_URL sent the user to a variable never set, trial 119)."""
     env = os.environ if environ is None else environ
-    if variable in env:
-        return variable
     upper = variable.upper()
-    spelt = next((key for key in env if key.upper() == upper), None)
-    return variable if spelt is None else f"{spelt} (read as {variable})"
+    # Set under several cases, the last the environment lists is the one read (as
+    # pydantic-settings reads it), which the error must name (trial 121).
+    spelt = [key for key in env if key.upper() == upper]
+    if not spelt or spelt[-1] == variable:
+        return variable
+    return f"{spelt[-1]} (read as {variable})"
 
 
 def explain(problems: list[Problem], variables: dict[str, str], what: str = "eventbus") -> str:

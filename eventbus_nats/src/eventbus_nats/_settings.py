@@ -101,13 +101,10 @@ def check_subject(value: str, what: str = "subject") -> str:
 
 
 def shown_server(server: str) -> str:
-    """`server` as a message may show it: whatever comes before its host's `@` (a user and
-    password, or a token, however mistyped: a space, a scheme without `//`) is masked."""
-    at = server.rfind("@")
-    if at < 0:
-        return server
-    scheme = server[: server.index("://") + 3] if "://" in server[:at] else ""
-    return f"{scheme}***{server[at:]}"
+    """`server` as a message may show it: its credentials (a user and password, or a token,
+    however mistyped: a space, a scheme without `//`) masked as core masks any URL's, and
+    what was typed kept (`nats//u:***@host`: showing `***@host` hid the typo, trial 121)."""
+    return RedactedURL(server).redacted
 
 
 def check_servers(url: str) -> list[str]:

@@ -50,6 +50,8 @@ __all__ = ["Dispatcher", "GroupMode", "Source"]
 log = get_logger("eventbus.dispatcher")
 
 _CLOSE_BOUND = 2.0
+POLL_MAX = 5.0
+"""The longest `poll_interval`: a read waits that long, and a stop waits for the read."""
 """Seconds closing the sources may take after the shutdown deadline (acknowledging what was
 sent, closing connections); a source that does not answer is left behind after it."""
 
@@ -146,6 +148,12 @@ class Dispatcher:
         ):
             if check_seconds(label, seconds) == 0:
                 raise ValueError(f"{label} must be more than 0 seconds, got {seconds!r}")
+        if poll_interval > POLL_MAX:
+            # A read waits that long for new entries, and a stop waits for the read: with 30 s,
+            # stop() returned False and left the thread running (trial 121).
+            raise ValueError(
+                f"poll_interval must be at most {POLL_MAX:g} seconds, got {poll_interval!r}"
+            )
         if group_mode not in ("per-sink", "shared"):
             raise ValueError(f"group_mode must be 'per-sink' or 'shared', not {group_mode!r}")
         self.sinks = list(sinks)
