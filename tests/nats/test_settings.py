@@ -192,6 +192,18 @@ def test_a_refused_url_never_shows_its_credentials(
     assert "hunter" not in str(built.value)
 
 
+def test_a_mistyped_scheme_stays_in_sight_while_the_password_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `nats//u:hunter2@host` was shown as `***@host`: the user could not see the typo, which
+    # the hint then asked to mend (trial 121).
+    monkeypatch.setenv("NATS_URL", "nats//u:hunter2@127.0.0.1:4222")
+    with pytest.raises(SettingsError) as info:
+        NatsSettings()
+    assert "'nats//u:***@127.0.0.1:4222' holds credentials but no scheme" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
 def test_an_at_sign_in_a_websocket_path_is_no_credential() -> None:
     # Only nats:// and tls:// servers are read as never having a path.
     assert check_servers("wss://host:443/ws@edge?x=1") == ["wss://host:443/ws@edge?x=1"]
