@@ -231,3 +231,22 @@ def test_an_error_names_the_spelling_that_was_read_of_a_variable_set_twice() -> 
     )
     assert as_set("EVENTBUS_STOP_TIMEOUT", dict(reversed(both.items()))) == "EVENTBUS_STOP_TIMEOUT"
     assert as_set("EVENTBUS_STOP_TIMEOUT", {}) == "EVENTBUS_STOP_TIMEOUT"
+
+
+def test_a_sink_option_in_another_case_is_warned_about(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # eventbus_sink_webhook_url was read with no word, and errors named
+    # EVENTBUS_SINK_WEBHOOK_URL (trial 121).
+    from eventbus_core import _env_typos
+
+    monkeypatch.setattr(_env_typos, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    environ = {"eventbus_sink_webhook_url": "http://h/x", "EVENTBUS_SINK_JSONL_PATH": "a"}
+    _env_typos.warn_misspelt_sink_options(["webhook", "jsonl"], [], environ)
+    assert [r.getMessage() for r in caplog.records] == [
+        "eventbus: eventbus_sink_webhook_url is read as EVENTBUS_SINK_WEBHOOK_URL (eventbus "
+        "reads names whatever their case, and its messages name EVENTBUS_SINK_WEBHOOK_URL); "
+        "programs that read exact names, the Go llm-proxy among them, do not see it: write "
+        "EVENTBUS_SINK_WEBHOOK_URL"
+    ]

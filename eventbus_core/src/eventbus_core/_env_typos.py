@@ -72,7 +72,12 @@ def warn_misspelt_settings(known: Iterable[str], environ: Mapping[str, str] | No
     names = list(known)
     variables = os.environ if environ is None else environ
     _warn_once(misspelt_settings(variables, names), "no setting has that name")
-    for variable, meant in other_case_settings(variables, names):
+    _warn_other_case(other_case_settings(variables, names), variables)
+
+
+def _warn_other_case(found: Iterable[tuple[str, str]], variables: Mapping[str, str]) -> None:
+    """Warn once per variable set in another case than the name it is read as (`meant`)."""
+    for variable, meant in found:
         with _warned_lock:
             if variable in _warned:
                 continue
@@ -157,8 +162,22 @@ def warn_misspelt_sink_options(
     sinks: Iterable[str], known: Iterable[str], environ: Mapping[str, str] | None = None
 ) -> None:
     """Warn once per process for each variable `misspelt_sink_options` finds."""
-    found = misspelt_sink_options(os.environ if environ is None else environ, sinks, known)
-    _warn_once(found, "no installed sink takes it")
+    variables = os.environ if environ is None else environ
+    names = list(sinks)
+    _warn_once(misspelt_sink_options(variables, names, known), "no installed sink takes it")
+    _warn_other_case(other_case_sink_options(variables, names), variables)
+
+
+def other_case_sink_options(environ: Iterable[str], sinks: Iterable[str]) -> list[tuple[str, str]]:
+    """`(variable, the name it is read as)` for each sink option variable of `environ` in
+    another case (`eventbus_sink_webhook_url`): read as its sink's option all the same, with no
+    word, while an error then named EVENTBUS_SINK_WEBHOOK_URL (trial 121)."""
+    prefixes = tuple(f"{_SINK_OPTION}{sink.upper().replace('-', '_')}_" for sink in sinks)
+    return [
+        (variable, variable.upper())
+        for variable in environ
+        if variable != variable.upper() and variable.upper().startswith(prefixes)
+    ]
 
 
 def _warn_once(found: Iterable[tuple[str, str]], why: str) -> None:
