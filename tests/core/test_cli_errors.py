@@ -777,3 +777,18 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
     assert _ops.shared_backend_example("queue") == (
         "installed besides 'queue': t117db, unannotated ('eventbus plugins' shows their settings)"
     )
+
+
+def test_backend_option_mistakes_say_what_was_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    # An option given twice under two spellings: the last won without a word; one of eventbus's
+    # own settings was only "no installed backend plugin has it" (trial 121).
+    from eventbus_core.cli import main
+
+    argv = ["stats", "--backend", "redis", "--backend-option", "redis_key=a"]
+    assert main([*argv, "--backend-option", "EVENTBUS_REDIS_KEY=b"]) == 2
+    err = capsys.readouterr().err
+    assert "--backend-option gives redis_key twice, as redis_key and as EVENTBUS_REDIS_KEY" in err
+    assert main(["stats", "--backend-option", "EVENTBUS_SHUTDOWN_TIMEOUT=3"]) == 2
+    err = capsys.readouterr().err
+    assert "'EVENTBUS_SHUTDOWN_TIMEOUT', a setting of eventbus itself, not of a backend" in err
+    assert "set the environment variable EVENTBUS_SHUTDOWN_TIMEOUT" in err

@@ -57,7 +57,7 @@ def test_memory_backend_is_refused_with_advice(
 ) -> None:
     assert main([command]) == 2
     err = capsys.readouterr().err
-    assert "Set LLM_PROXY_EVENT_BUS to a shared backend" in err
+    assert "Set LLM_PROXY_EVENT_BUS (or pass --backend) to a shared backend" in err
     assert "installed besides 'memory': " in err and "redis-streams" in err
 
 

@@ -166,6 +166,14 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             )
         found = known.get(key.lower())
         if found is None:
+            core = _core_variable(key)
+            if core is not None:
+                # One of eventbus's own: the list of plugin settings alone did not say so.
+                raise UsageError(
+                    f"{_OPTION} names {key!r}, a setting of eventbus itself, not of a backend "
+                    f"plugin: set the environment variable {core} (or the command's own flag, "
+                    "where it has one; see --help)"
+                )
             settings = ", ".join(sorted(set(known.values()))) or "none"
             # Not "KEY: ...": after a credential's name (`password`), the log scrubbing takes
             # the rest of the line for its value, and the list of settings was masked.
@@ -173,8 +181,26 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
                 f"{_OPTION} names {key!r}, which no installed backend plugin has as a setting "
                 f"(settings of the installed plugins: {settings}; see 'eventbus plugins')"
             )
+        if found in given_as and given_as[found].startswith(_OPTION):
+            # The last would win without a word (trial 121).
+            raise UsageError(
+                f"{_OPTION} gives {found} twice, as {given_as[found].removeprefix(_OPTION + ' ')}"
+                f" and as {key}: give it once"
+            )
         values[found], given_as[found] = value, f"{_OPTION} {key}"
     return values, given_as
+
+
+def _core_variable(key: str) -> str | None:
+    """The environment variable of eventbus's own setting `key` (its field or its variable,
+    in any case), or None."""
+    from eventbus_core._settings import ENV_VARS
+
+    lowered = key.lower()
+    for field, variable in ENV_VARS.items():
+        if lowered in (field.lower(), variable.lower()):
+            return variable
+    return None
 
 
 def plugin_override_env(args: argparse.Namespace) -> dict[str, str]:

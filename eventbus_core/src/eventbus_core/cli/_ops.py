@@ -282,8 +282,8 @@ def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> N
     bus.stop(timeout=0)
     raise UsageError(
         f"'eventbus {command}' needs a backend shared between processes, but the backend "
-        f"is {settings.backend!r}, which lives inside each process. Set LLM_PROXY_EVENT_BUS to "
-        f"a shared backend; {shared_backend_example(settings.backend)}"
+        f"is {settings.backend!r}, which lives inside each process. Set LLM_PROXY_EVENT_BUS "
+        f"(or pass --backend) to a shared backend; {shared_backend_example(settings.backend)}"
     )
 
 
