@@ -228,3 +228,23 @@ def test_an_unknown_flag_is_reported_with_the_sub_commands_usage(
     err = capsys.readouterr().err
     assert "eventbus dispatch: error: unrecognized arguments: --bogus" in err
     assert "usage: eventbus dispatch" in err
+
+
+def test_a_sink_option_in_another_case_is_warned_about_before_its_error(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # eventbus_sink_webhook_url=u:pw@host was refused naming EVENTBUS_SINK_WEBHOOK_URL, which
+    # held a valid URL, and the warning that would have said why never came (trial 122).
+    from eventbus_core import SettingsError, _env_typos
+    from eventbus_core.dispatch._setup import build_sinks
+
+    monkeypatch.setattr(_env_typos, "_warned", set())
+    environ = {"eventbus_sink_webhook_url": "u:hunter2@127.0.0.1:1/x"}
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    with pytest.raises(SettingsError) as info:
+        build_sinks(EventBusSettings(), [("webhook", {})], environ=environ)
+    assert "hunter2" not in str(info.value)
+    assert any(
+        "eventbus_sink_webhook_url is read as EVENTBUS_SINK_WEBHOOK_URL" in r.getMessage()
+        for r in caplog.records
+    )

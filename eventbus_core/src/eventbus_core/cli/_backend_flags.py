@@ -183,10 +183,9 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             )
         if found in given_as and given_as[found].startswith(_OPTION):
             # The last would win without a word (trial 121).
-            raise UsageError(
-                f"{_OPTION} gives {found} twice, as {given_as[found].removeprefix(_OPTION + ' ')}"
-                f" and as {key}: give it once"
-            )
+            before = given_as[found].removeprefix(_OPTION + " ")
+            spellings = f", as {before} and as {key}" if before != key else ""
+            raise UsageError(f"{_OPTION} gives {found} twice{spellings}: give it once")
         values[found], given_as[found] = value, f"{_OPTION} {key}"
     return values, given_as
 

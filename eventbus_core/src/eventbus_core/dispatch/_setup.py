@@ -52,6 +52,9 @@ def build_sinks(
     """
     reg = registry or get_registry()
     chosen = list(sinks) if sinks is not None else [(n, {}) for n in settings.sink_names]
+    # First: a variable for a sink name misspelt is read by no sink, and one in another case
+    # is read, while the errors below name it in upper case; said either way, not silently.
+    warn_misspelt_sink_options(reg.sinks, all_env_vars().values(), environ)
     built: list[Sink] = []
     for name, options in chosen:
         registration = reg.sink(name, given_as=given_as)
@@ -64,8 +67,6 @@ def build_sinks(
                 f"something that is not a sink: {problem} (docs/plugins/writing-a-sink.md)"
             )
         built.append(sink)
-    # A variable for a sink name misspelt is read by no sink: said, not ignored silently.
-    warn_misspelt_sink_options(reg.sinks, all_env_vars().values(), environ)
     return built
 
 
