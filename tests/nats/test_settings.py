@@ -202,6 +202,12 @@ def test_a_mistyped_scheme_stays_in_sight_while_the_password_is_masked(
         NatsSettings()
     assert "'nats//u:***@127.0.0.1:4222' holds credentials but no scheme" in str(info.value)
     assert "hunter2" not in str(info.value)
+    # With a ',' in the password too, its part before the comma was shown (trial 122).
+    monkeypatch.setenv("NATS_URL", "nats//u:hun,ter2@127.0.0.1:4222")
+    with pytest.raises(SettingsError) as info:
+        NatsSettings()
+    assert "hun" not in str(info.value) and "ter2" not in str(info.value)
+    assert "NATS_URL='nats//u:***@127.0.0.1:4222'" in str(info.value)
 
 
 def test_an_at_sign_in_a_websocket_path_is_no_credential() -> None:

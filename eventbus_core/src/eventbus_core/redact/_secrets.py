@@ -260,7 +260,15 @@ def server_list(text: str) -> list[str]:
     a ',' (split there, the first part's password would show up to the comma)."""
     servers: list[str] = []
     for part in text.split(","):
-        if servers and "@" in part and "://" not in part and "://" in servers[-1]:
+        # Before it, a server with a scheme, or one with no '@' of its own (a mistyped scheme,
+        # `nats//u:hun,ter2@host`: its part before the comma was shown, trial 122).
+        previous = servers[-1] if servers else None
+        if (
+            previous is not None
+            and "@" in part
+            and "://" not in part
+            and ("://" in previous or "@" not in previous)
+        ):
             servers[-1] += "," + part
         else:
             servers.append(part)
