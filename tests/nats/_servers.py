@@ -148,6 +148,15 @@ class ThrowawayCluster:
     """Three throwaway servers joined into one JetStream cluster on loopback ports."""
 
     def __init__(self, workdir: Path, size: int = 3) -> None:
+        self._workdir = workdir
+        self._size = size
+        self._attempt = 0
+        self._assign(workdir)
+
+    def _assign(self, workdir: Path) -> None:
+        """Free ports for every node, and the nodes that use them."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        size = self._size
         cluster_ports = [free_port() for _ in range(size)]
         routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
         self.nodes = [
@@ -172,10 +181,23 @@ class ThrowawayCluster:
         return ",".join(n.url for n in self.nodes)
 
     def start(self, timeout: float = 30.0) -> None:
-        for node in self.nodes:
-            node.launch()
-        for node in self.nodes:
-            node.wait_ready(timeout)
+        # A port found free can be taken before a node binds it (another test's server, an
+        # outgoing connection's ephemeral port: "bind: address already in use", seen in CI):
+        # then the whole cluster starts again on new ports, in a store of its own.
+        for attempt in range(3):
+            for node in self.nodes:
+                node.launch()
+            try:
+                for node in self.nodes:
+                    node.wait_ready(timeout)
+                return
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+                for node in self.nodes:
+                    node.kill()
+                self._attempt += 1
+                self._assign(self._workdir / f"again-{self._attempt}")
 
     def node(self, name: str) -> ThrowawayNats:
         return next(n for n in self.nodes if n.name == name)
