@@ -192,10 +192,10 @@ class ThrowawayCluster:
                     node.wait_ready(timeout)
                 return
             except RuntimeError as exc:
+                for node in self.nodes:  # none left running: the fixture's teardown never runs
+                    node.kill()
                 if "address already in use" not in str(exc) or attempt == 2:
                     raise
-                for node in self.nodes:
-                    node.kill()
                 self._attempt += 1
                 self._assign(self._workdir / f"again-{self._attempt}")
 
