@@ -21,6 +21,7 @@ from eventbus_core._log import get_logger
 __all__ = [
     "misspelt_settings",
     "misspelt_sink_options",
+    "spelling_read",
     "warn_misspelt_settings",
     "warn_misspelt_sink_options",
 ]
@@ -75,17 +76,24 @@ def warn_misspelt_settings(known: Iterable[str], environ: Mapping[str, str] | No
     _warn_other_case(other_case_settings(variables, names), variables)
 
 
+def spelling_read(name: str, environ: Iterable[str]) -> str | None:
+    """The spelling of `name` whose value is read, names being read whatever their case: of
+    those `environ` holds, the last it lists (pydantic-settings keeps the one it meets last);
+    None if it holds none."""
+    upper = name.upper()
+    spelt = [key for key in environ if key.upper() == upper]
+    return spelt[-1] if spelt else None
+
+
 def _warn_other_case(found: Iterable[tuple[str, str]], variables: Mapping[str, str]) -> None:
     """Warn once per variable set in another case than the name it is read as (`meant`)."""
     for variable, meant in found:
-        with _warned_lock:
-            if variable in _warned:
-                continue
-            _warned.add(variable)
+        if not _first_time(variable):
+            continue
         if meant in variables:
-            # Both: pydantic-settings keeps the one it meets last, whichever that is, and a
-            # message then named REDIS_URL while redis_url's value was used (trial 119).
-            read = [key for key in variables if key.upper() == meant.upper()][-1]
+            # Both: the one met last is read, and a message then named REDIS_URL while
+            # redis_url's value was used (trial 119).
+            read = spelling_read(meant, variables)
             log.warning(
                 "eventbus: both %s and %s are set, and names are read whatever their case: "
                 "the value of %s is the one read; unset %s",
@@ -180,12 +188,19 @@ def other_case_sink_options(environ: Iterable[str], sinks: Iterable[str]) -> lis
     ]
 
 
+def _first_time(variable: str) -> bool:
+    """True the first time a warning about `variable` is due in this process."""
+    with _warned_lock:
+        if variable in _warned:
+            return False
+        _warned.add(variable)
+        return True
+
+
 def _warn_once(found: Iterable[tuple[str, str]], why: str) -> None:
     for variable, meant in found:
-        with _warned_lock:
-            if variable in _warned:
-                continue
-            _warned.add(variable)
+        if not _first_time(variable):
+            continue
         log.warning(
             "eventbus: %s is set, but %s, so it is ignored; did you mean %s?",
             variable,

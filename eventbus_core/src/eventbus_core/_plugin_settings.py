@@ -19,6 +19,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventbus_core._env_typos import spelling_read
 from eventbus_core._errors import SettingsError
 from eventbus_core.redact._secrets import RedactedURL, redact_url
 
@@ -132,14 +133,11 @@ def as_set(variable: str, environ: Mapping[str, str] | None = None) -> str:
     """`variable` as a message names it: as the environment spells it where only another case
     of it is set (`redis_url (read as REDIS_URL)`: names are read whatever their case, and a
     message naming REDIS_URL sent the user to a variable never set, trial 119)."""
-    env = os.environ if environ is None else environ
-    upper = variable.upper()
-    # Set under several cases, the last the environment lists is the one read (as
-    # pydantic-settings reads it), which the error must name (trial 121).
-    spelt = [key for key in env if key.upper() == upper]
-    if not spelt or spelt[-1] == variable:
+    # Set under several cases, the spelling read is the one the error must name (trial 121).
+    spelt = spelling_read(variable, os.environ if environ is None else environ)
+    if spelt is None or spelt == variable:
         return variable
-    return f"{spelt[-1]} (read as {variable})"
+    return f"{spelt} (read as {variable})"
 
 
 def explain(problems: list[Problem], variables: dict[str, str], what: str = "eventbus") -> str:

@@ -122,7 +122,8 @@ class HttpTarget:
             require_httpx()
         self.url = url
         self.headers = dict(headers or {})
-        if _url_authorization(url) and any(k.lower() == "authorization" for k in self.headers):
+        basic, url_secrets = _url_authorization(url), _url_secrets(url)
+        if basic and any(k.lower() == "authorization" for k in self.headers):
             # httpx sends the URL's credentials in place of the header: the sink's key (a
             # Bearer token) would never be sent, and every request be refused (trial 115).
             raise SettingsError(
@@ -132,11 +133,11 @@ class HttpTarget:
             )
         # httpx sends the URL's `user:password@` as `Authorization: Basic ...`: a receiver
         # quoting that header back is masked like one of the sink's own headers.
-        own = {**self.headers, **_url_authorization(url), **_url_secrets(url)}
+        own = {**self.headers, **basic, **url_secrets}
         self._own_secrets = _secrets_pattern(own)
         self._own_starts = _starts_pattern(own)
         # httpx logs the URL at -vv: what is secret in it is masked in every log line too.
-        add_patterns(re.escape(value) for value in _url_secrets(url).values())
+        add_patterns(re.escape(value) for value in url_secrets.values())
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.ssl_context = ssl_context
