@@ -166,6 +166,18 @@ def is_replaceable_file(path: Path) -> bool:
     return not path.exists() or path.resolve().is_file()
 
 
+def with_overrides(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """`base` with `overrides` set, and every other spelling of an overridden name removed.
+
+    eventbus reads variable names whatever their case: a child given `REDIS_URL` beside the
+    user's own `redis_url` would warn that both are set, though the user set one, and this
+    process has already settled which value the run uses.
+    """
+    replaced = {name.upper() for name in overrides}
+    kept = {name: value for name, value in base.items() if name.upper() not in replaced}
+    return {**kept, **overrides}
+
+
 def run_shared_demo(
     bus: EventBus,
     settings: EventBusSettings,
@@ -207,12 +219,9 @@ def run_shared_demo(
         isolation, dispatcher_args = _isolation(bus, run, requests)
     finally:
         bus.stop(timeout=1.0)  # the demo's processes have buses of their own
-    env = {
-        **os.environ,
-        **(env or {}),
-        "LLM_PROXY_EVENT_BUS": settings.backend,
-        **isolation.env,
-    }
+    env = with_overrides(
+        os.environ, {**(env or {}), "LLM_PROXY_EVENT_BUS": settings.backend, **isolation.env}
+    )
     ids = f"req-{run}"  # request ids are req-<run>-<n>: this run's, whoever else writes
     prefix = f"{ids}-"
     path = output.resolve()

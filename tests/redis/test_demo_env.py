@@ -1,0 +1,39 @@
+"""The demo's processes get the settings this process settled on, in one spelling only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eventbus_core.cli import main
+from tests._services import redis_url
+
+
+def test_an_override_replaces_every_spelling_of_its_name() -> None:
+    from eventbus_core._demo._shared import with_overrides
+
+    base = {"redis_url": "redis://a/0", "Redis_Url": "redis://b/0", "PATH": "/bin"}
+    assert with_overrides(base, {"REDIS_URL": "redis://c/0"}) == {
+        "PATH": "/bin",
+        "REDIS_URL": "redis://c/0",
+    }
+
+
+@pytest.mark.redis
+def test_a_lower_case_setting_is_not_reported_as_set_twice_by_the_demos_processes(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    # `redis_url` alone was warned about once by the demo, then by each of its processes as
+    # "both REDIS_URL and redis_url are set": the demo had added REDIS_URL beside it.
+    for name in ("REDIS_URL", "REDIS_ADDR", "REDIS_DB", "LLM_PROXY_EVENT_BUS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("redis_url", redis_url())
+    argv = ["demo", "--backend", "redis", "--requests", "10", "--output", str(tmp_path / "o")]
+    assert main(argv) == 0
+    err = capfd.readouterr().err + caplog.text  # the processes' lines, and this one's log
+    assert "redis_url is read as REDIS_URL" in err  # the demo's own warning, once
+    assert "both REDIS_URL and redis_url are set" not in err
