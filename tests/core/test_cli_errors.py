@@ -792,3 +792,28 @@ def test_backend_option_mistakes_say_what_was_typed(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "'EVENTBUS_SHUTDOWN_TIMEOUT', a setting of eventbus itself, not of a backend" in err
     assert "set the environment variable EVENTBUS_SHUTDOWN_TIMEOUT" in err
+
+
+def test_a_setting_given_by_its_flag_and_by_backend_option_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The option won without a word, and an error about the address named the flag (trial 122).
+    from eventbus_core.cli import main
+
+    argv = ["stats", "--backend", "redis", "--redis-url", "redis://a:1/0"]
+    assert main([*argv, "--backend-option", "redis_url=redis://b:1/0"]) == 2
+    err = capsys.readouterr().err
+    assert "--redis-url and --backend-option redis_url both set REDIS_URL: give it once" in err
+
+
+def test_an_empty_backend_option_is_refused_naming_the_option(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `REDIS_URL=` cleared the setting for the run, and the error asked to set REDIS_URL, which
+    # the environment had (trial 122).
+    from eventbus_core.cli import main
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    assert main(["stats", "--backend", "redis", "--backend-option", "REDIS_URL= "]) == 2
+    err = capsys.readouterr().err
+    assert "--backend-option REDIS_URL= is empty: give a value, or leave the option out" in err

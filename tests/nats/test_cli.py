@@ -25,6 +25,7 @@ from eventbus_core.sinks.jsonl import JsonlSink
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
 from eventbus_nats._consumer import GroupConsumer
+from tests.nats._servers import free_port
 from tests.nats.conftest import Names
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
@@ -144,6 +145,19 @@ def test_a_refused_backend_option_is_named_as_typed(
     err = capsys.readouterr().err
     assert "--backend-option nats_replicas '9': Input should be less than or equal to 5" in err
     assert "EVENTBUS_NATS_REPLICAS" not in err
+
+
+def test_an_unreachable_server_given_by_backend_option_is_named_by_the_option(
+    env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "or set NATS_URL", though the environment's NATS_URL was not the one tried.
+    url = f"nats://127.0.0.1:{free_port()}"
+    assert main(["stats", "--backend-option", f"NATS_URL={url}"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "or correct --backend-option NATS_URL (settings given by --backend-option NATS_URL)" in err
+    )
+    assert "set NATS_URL" not in err
 
 
 def test_replay_into_a_pipe_closed_early_ends_quietly(

@@ -137,6 +137,29 @@ def test_a_database_the_server_lacks_given_by_the_flag_is_named_by_the_flag(
 
 
 @pytest.mark.redis
+def test_a_database_the_server_lacks_given_by_backend_option_is_named_by_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # It was "the database in REDIS_URL (or --redis-url)", though neither was typed.
+    argv = ["stats", "--backend", "redis", "--backend-option", f"REDIS_URL={redis_url(99)}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the database in --backend-option REDIS_URL, 99, is not a database" in err
+    assert "--redis-url" not in err
+
+
+def test_an_unreachable_address_given_by_backend_option_is_named_by_the_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert main(["stats", "--backend", "redis", "--backend-option", f"redis_url={url}"]) == 1
+    err = capsys.readouterr().err
+    assert "check that Redis is running and reachable at that address, and that " in err
+    assert "--backend-option redis_url is right" in err
+    assert "(settings given by --backend-option redis_url)" in err and "REDIS_URL" not in err
+
+
+@pytest.mark.redis
 def test_a_database_the_server_lacks_names_redis_db(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

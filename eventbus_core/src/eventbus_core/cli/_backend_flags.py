@@ -152,10 +152,12 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     if not options:
         return values, given_as
     known: dict[str, str] = {}
+    variables: dict[str, str] = {}
     for model in _registry().settings_models():
         for field, variable in env_vars_of(model).items():
             known.setdefault(field.lower(), field)
             known.setdefault(variable.lower(), field)
+            variables.setdefault(field, variable)
     for option in options:
         key, eq, value = option.partition("=")
         key = key.strip()
@@ -186,6 +188,19 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             before = given_as[found].removeprefix(_OPTION + " ")
             spellings = f", as {before} and as {key}" if before != key else ""
             raise UsageError(f"{_OPTION} gives {found} twice{spellings}: give it once")
+        if found in given_as:
+            # Its flag too (`--redis-url`): the option won without a word, and errors about
+            # the address named the flag.
+            raise UsageError(
+                f"{given_as[found]} and {_OPTION} {key} both set {variables[found]}: give it once"
+            )
+        if not value.strip():
+            # Taken as unset, it fell back to nothing at all (not to the environment's value),
+            # and the error said "set REDIS_URL" to someone who had.
+            raise UsageError(
+                f"{_OPTION} {key}= is empty: give a value, or leave the option out to use "
+                f"{variables[found]} from the environment"
+            )
         values[found], given_as[found] = value, f"{_OPTION} {key}"
     return values, given_as
 

@@ -12,9 +12,11 @@ Exit codes, the same for every command:
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import inspect
 import math
+import re
 import select
 import sys
 import threading
@@ -234,12 +236,14 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         bus = create_bus(settings)
     except SettingsError as exc:  # a value the backend refused: name the flag that gave it
         raise _in_flag_terms(exc, given) from None
-    # The address flags (`--redis-url`): "did not answer" says the command line gave it.
+    # The address flags (`--redis-url`), and any setting the command line gave that the
+    # error names (`--backend-option NATS_URL=...`): "did not answer" says where it came from.
     flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
     try:
         ensure_reachable(bus, wait=wait, command=command)
     except BackendUnavailableError as exc:
         bus.stop(timeout=0)
+        flags.update(_named_in(str(exc), given))
         address_flags = list(flags.values())
         if address_flags:  # the address came from the command line, not the environment
             shown = " / ".join(address_flags)
@@ -251,6 +255,7 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         # REDIS_URL (or --redis-url)" named the variable first where the flag gave it
         # (helper-108).
         bus.stop(timeout=0)
+        flags.update(_named_in(str(exc), given))
         if flags:
             raise SettingsError(_address_flag_terms(str(exc), flags)) from None
         raise
@@ -260,14 +265,30 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
     return bus
 
 
+def _named_in(text: str, given: Mapping[str, str]) -> dict[str, str]:
+    """The settings of `given` (field to the flag or option that gave it) whose variable
+    `text` names."""
+    variables = all_env_vars()
+    return {field: flag for field, flag in given.items() if variables.get(field, "\0") in text}
+
+
 def _address_flag_terms(text: str, flags: dict[str, str]) -> str:
     """`text` with the variables of the address settings the command line gave named by their
-    flags: "check that REDIS_URL is right", "REDIS_URL (or --redis-url)" -> "--redis-url"."""
+    flags: "check that REDIS_URL is right" -> "check that --redis-url is right"; "REDIS_URL (or
+    --redis-url)" -> the flag that gave it; "or set NATS_URL" -> "or correct" it."""
     variables = all_env_vars()
     for field, flag in flags.items():
         variable = variables.get(field, flag)
-        text = text.replace(f"{variable} (or {flag})", flag).replace(variable, flag)
+        # One pass: the flag may hold the variable's name (`--backend-option NATS_URL`).
+        pattern = rf"(set )?(?<![\w-]){re.escape(variable)}(?![\w-])( \(or --[\w-]+\))?"
+        text = re.sub(pattern, functools.partial(_flag_for, flag), text)
     return text
+
+
+def _flag_for(flag: str, match: re.Match[str]) -> str:
+    """What replaces a variable's name matched by `_address_flag_terms`: the flag that gave it
+    ("set NATS_URL" -> "correct --backend-option NATS_URL")."""
+    return f"correct {flag}" if match.group(1) else flag
 
 
 def require_shared(bus: EventBus, settings: EventBusSettings, command: str) -> None:
