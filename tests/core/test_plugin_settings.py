@@ -99,6 +99,24 @@ def test_the_environment_is_read_and_errors_name_the_variable(
     assert {p[0] for p in info.value.problems} == {"toy_depth", "buffer_size"}
 
 
+def test_a_setting_is_read_from_its_variable_only_not_its_field_name(
+    toy: ToyPlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `TOY_DEPTH` (the field's name, in any case) set the plugin's setting without a word, and
+    # an error then named EVENTBUS_TOY_DEPTH, which nobody set (trial 125: NATS_STREAM); core's
+    # `BUFFER_SIZE` did the same.
+    monkeypatch.setenv("TOY_DEPTH", "0")
+    monkeypatch.setenv("toy_name", "from-the-field-name")
+    monkeypatch.setenv("BUFFER_SIZE", "7")
+    settings = EventBusSettings(backend="toy")
+    assert (settings.toy_depth, settings.toy_name, settings.buffer_size) == (3, "toy", 1000)
+    assert ToySettings().toy_depth == 3
+    # The variable is still read in any case, and keywords by field name still work.
+    monkeypatch.setenv("eventbus_toy_depth", "5")
+    assert EventBusSettings(backend="toy", buffer_size=9).toy_depth == 5
+    assert EventBusSettings(backend="toy", buffer_size=9).buffer_size == 9
+
+
 def test_an_unknown_keyword_is_refused_by_name(toy: ToyPlugin) -> None:
     with pytest.raises(SettingsError, match="unknown eventbus setting 'toy_colour'"):
         EventBusSettings(toy_colour="red")

@@ -31,6 +31,30 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGE = ROOT / "eventbus_nats" / "src" / "eventbus_nats"
 
 
+def test_the_nats_tools_names_are_not_read_as_eventbus_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # NATS_STREAM, NATS_SUBJECT, NATS_GROUP, NATS_REPLICAS (the fields' names) moved where
+    # eventbus wrote and which group it read, without a word (trial 125).
+    for name, value in {
+        "NATS_STREAM": "OTHER",
+        "NATS_SUBJECT": "other.subject",
+        "NATS_GROUP": "someone-elses",
+        "nats_replicas": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    s = EventBusSettings(backend="nats").plugin_settings(NatsSettings)
+    assert (s.nats_stream, s.nats_subject, s.nats_group, s.nats_replicas) == (
+        "LLM_PROXY_EVENTS",
+        "llm-proxy.events",
+        "llm-proxy-dispatchers",
+        1,
+    )
+    monkeypatch.setenv("NATS_USER", "who")  # the nats tool's own names stay this backend's
+    monkeypatch.setenv("EVENTBUS_NATS_STREAM", "MINE")
+    assert (NatsSettings().nats_user, NatsSettings().nats_stream) == ("who", "MINE")
+
+
 def test_defaults_mirror_the_redis_log() -> None:
     s = NatsSettings()
     assert str(s.nats_url) == "nats://127.0.0.1:4222"

@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Final
 
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from eventbus_core._env_typos import spelling_read
 from eventbus_core._errors import SettingsError
+from eventbus_core._variable_source import variable_sources
 from eventbus_core.redact._secrets import RedactedURL, redact_url
 
 __all__ = [
@@ -169,6 +170,18 @@ class PluginSettings(BaseSettings):
         env_nested_delimiter=None,
         allow_inf_nan=False,  # as EventBusSettings: no setting has a use for inf or nan
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Each field from its variable only, not from its field name (`VariableEnvSource`)."""
+        return variable_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
 
     settings_label: ClassVar[str] = "eventbus"
     """What the error message calls these settings, e.g. `redis backend`."""
