@@ -396,3 +396,28 @@ def test_an_exit_stops_waiting_half_a_second_after_the_last_delivery() -> None:
     started = time.monotonic()
     assert deliver_while_progressing(lambda timeout: True, settled, 10.0)
     assert time.monotonic() - started < 0.1
+
+
+def test_an_exit_waits_longer_for_a_first_write_than_between_deliveries() -> None:
+    # A writer whose first write also creates its stream (0.24-0.7 s for a replicated NATS
+    # stream) had settled nothing half a second into the exit, which gave up: a process that
+    # exited without stop() lost every event on a healthy cluster (trial 125).
+    from eventbus_core.batching._batcher import deliver_while_progressing
+
+    started = time.monotonic()
+
+    def first_write_takes_a_second() -> int:
+        return 0 if time.monotonic() - started < 1.0 else 300
+
+    def flush(timeout: float) -> bool:
+        time.sleep(timeout)
+        return first_write_takes_a_second() == 300
+
+    assert deliver_while_progressing(flush, first_write_takes_a_second, 10.0)
+    assert 1.0 <= time.monotonic() - started < 1.3
+    # A backend that never answers still does not hold the exit for the whole timeout.
+    started = time.monotonic()
+    assert not deliver_while_progressing(
+        lambda timeout: time.sleep(timeout) or False, lambda: 0, 10.0
+    )
+    assert 2.0 <= time.monotonic() - started < 2.4

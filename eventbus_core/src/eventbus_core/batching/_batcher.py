@@ -49,6 +49,10 @@ PublishPath = Literal["auto", "thread", "asyncio"]
 PUBLISH_PATHS: Final[tuple[PublishPath, ...]] = ("auto", "thread", "asyncio")
 
 _EXIT_PROGRESS: Final = 0.5  # seconds without a delivery after which an exit stops waiting
+# The same before the writer has settled anything: its first write also connects, and may
+# create its stream (a replicated NATS stream took up to 0.7 s on a healthy cluster, and a
+# process that exited at once lost everything, trial 125).
+_EXIT_FIRST_WRITE: Final = 2.0
 _LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()  # rebuilt in forked children
 _OPEN: weakref.WeakSet[ExitDelivery] = weakref.WeakSet()  # flushed at interpreter exit
 
@@ -97,19 +101,21 @@ def deliver_while_progressing(
     """Call `flush` in short slices until it returns True (True), `timeout` seconds pass, or
     `_EXIT_PROGRESS` seconds go by without an event settled (False): a backend that delivers
     nothing is down, and an exit is not held for it. `settled()` counts the events settled so
-    far. (Slices of a tenth of that: a backend that dies in the middle of a slice holds the
-    exit `_EXIT_PROGRESS` seconds after its last delivery, not up to twice that.)"""
+    far; while it is 0 (no write has settled yet: connecting, creating a stream), the wait is
+    `_EXIT_FIRST_WRITE`. (Slices of a tenth of `_EXIT_PROGRESS`: a backend that dies in the
+    middle of a slice holds the exit that long after its last delivery, not up to twice it.)"""
     now = time.monotonic()
     deadline = now + timeout
     last_count, last_progress = settled(), now
+    patience = _EXIT_PROGRESS if last_count else _EXIT_FIRST_WRITE
     while (left := deadline - now) > 0:
         if flush(min(left, _EXIT_PROGRESS / 10)):
             return True
         now = time.monotonic()
         count = settled()
         if count != last_count:
-            last_count, last_progress = count, now
-        elif now - last_progress >= _EXIT_PROGRESS:
+            last_count, last_progress, patience = count, now, _EXIT_PROGRESS
+        elif now - last_progress >= patience:
             break
     return False
 
