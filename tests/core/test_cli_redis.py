@@ -161,6 +161,35 @@ def test_tail_last_prints_history_readably(
     assert rows[0].split()[1:4] == ["200", "POST", "/v1/chat/completions"]
 
 
+def test_tail_shows_live_events_whatever_the_logids_of_the_history(
+    client: redis.Redis, prefix: str, env: dict[str, str]
+) -> None:
+    # Go's entries with LogIDs far above this process's counter (or negative, as Go's int64
+    # allows): "LogID <= the newest shown" took every later event for one already printed
+    # from the history, and skipped negative ones always; --count never ended (trial 123).
+    key = f"{prefix}:events"
+    big = ev(1).with_log_id(2**62 + 5).to_json()
+    negative = big.replace(b'"LogID":4611686018427387909', b'"LogID":-7', 1)
+    assert b'"LogID":-7' in negative
+    client.lpush(key, big, negative)
+    out = tail_output(
+        ["tail", "--last", "2", "--count", "3"],
+        env,
+        lambda: (
+            publish_log(client, key, [ev(2), ev(3)]),
+            client.lpush(key, negative.replace(b'"req-1"', b'"req-4"')),
+        ),
+    )
+    rows = [r.split() for r in out.splitlines()]
+    assert [(r[0], r[-1]) for r in rows] == [
+        (f"#{2**62 + 5}", "id=req-1"),
+        ("#-7", "id=req-1"),
+        ("#1", "id=req-2"),
+        ("#2", "id=req-3"),
+        ("#-7", "id=req-4"),
+    ]
+
+
 def test_stats_of_the_log(
     client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

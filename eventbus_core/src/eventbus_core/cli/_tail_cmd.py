@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from typing import Any, Final
 
 from eventbus_core._bus import EventBus
@@ -110,6 +111,18 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _identity(event: Event) -> tuple[object, ...]:
+    """What tells an event read from the history from the same event delivered live."""
+    return (
+        event.log_id,
+        event.request_id,
+        event.method,
+        event.path,
+        event.status,
+        event.duration_ns,
+    )
+
+
 def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus) -> None:
     # Subscribe before reading the history, so nothing falls between the two.
     sub = bus.subscribe("eventbus-tail")
@@ -134,18 +147,26 @@ def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus)
     )
     redactor = NO_REDACTION if args.no_redact else redactor_from_settings(settings)
     seen = 0
-    newest_shown = 0
+    # The history's events that the subscription may deliver again (those appended between
+    # subscribing and reading the history), each skipped once. Not "LogID <= the newest shown":
+    # LogIDs follow no order across writers (the Go proxy's, or an old counter's, are larger, or
+    # negative), and every later event of this process's writers was skipped unseen (trial 123).
+    shown = Counter(_identity(event) for event in history)
     try:
         for event in history:
             _emit(event, args.json, redactor)
-            newest_shown = max(newest_shown, event.log_id)
         while args.count is None or seen < args.count:
             try:
                 event = sub.get()
             except SubscriptionClosed:
                 break
-            if event.log_id and event.log_id <= newest_shown:
-                continue  # already printed from the history
+            if shown:
+                key = _identity(event)
+                if shown[key]:
+                    shown[key] -= 1
+                    if not shown[key]:
+                        del shown[key]
+                    continue  # already printed from the history
             _emit(event, args.json, redactor)
             seen += 1
     except BrokenPipeError:
