@@ -56,6 +56,16 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
         ("PWTOKEN@host:4318", "***@host:4318"),
         ("u:PW@x@host", "u:***@host"),
         ("collector:4318/v1/traces", "collector:4318/v1/traces"),
+        # Neither scheme nor '@': an address is shown (a mistake worth seeing), anything else
+        # may be a password or token pasted on its own (trial 123).
+        ("Hunter2Secret", "***"),
+        ("sk-AbCdEf123", "***"),
+        ("pa!ss", "***"),
+        ("localhost:6379", "localhost:6379"),
+        ("redis-primary", "redis-primary"),
+        ("10.0.0.1:6379/0", "10.0.0.1:6379/0"),
+        ("[::1]:6379", "[::1]:6379"),
+        ("Redis.Example.com:6380", "Redis.Example.com:6380"),
     ],
 )
 def test_a_redacted_url_masks_any_password_it_holds(url: str, shown: str) -> None:

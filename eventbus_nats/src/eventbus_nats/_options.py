@@ -16,7 +16,7 @@ from typing import Any
 import nats.errors
 
 from eventbus_core import SettingsError, redact_url
-from eventbus_nats._settings import NatsSettings
+from eventbus_nats._settings import NatsSettings, shown_server
 
 __all__ = ["ConnectOptions", "TlsNotOffered", "refusal", "safe_error", "tls_wanted_by"]
 
@@ -93,8 +93,9 @@ class ConnectOptions:
 
     @property
     def where(self) -> str:
-        """The servers as text fit for logs and errors (credentials masked)."""
-        return redact_url(",".join(self.servers))
+        """The servers as text fit for logs and errors (credentials masked, and a server that
+        looks like a token pasted on its own too)."""
+        return ",".join(shown_server(server) for server in self.servers)
 
     def __repr__(self) -> str:
         return f"ConnectOptions({self.where!r})"

@@ -245,12 +245,25 @@ class RedactedURL(str):
         )
 
 
+# What a URL setting's value may be shown as when it has no scheme and no '@': an address
+# (`localhost:6379`, `10.0.0.1`, `redis.internal:6380/0`, `[::1]:6379`, a service name in
+# lower case such as `nats` or `redis-primary`), a common mistake worth seeing in the error,
+# or a server NATS takes as it is. Anything else there (a password or token pasted on its own,
+# `Hunter2Secret`) is masked.
+_ADDRESS: Final = re.compile(
+    r"(?:[a-z0-9-]+|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:.]+\])(?::\d*)?(?:/\S*)?"
+)
+
+
 def _redacted_text(url: RedactedURL) -> str:
     text = str(url)
     servers = server_list(text)
     if len(servers) > 1 and all("://" in server for server in servers):
         # A list of servers (NATS_URL): each one masked, none of them lost.
         return ",".join(redact_one_url(server) for server in servers)
+    stripped = text.strip()
+    if stripped and "://" not in text and "@" not in text and not _ADDRESS.fullmatch(stripped):
+        return _MASK  # `REDIS_URL=Hunter2Secret`: the password alone was shown (trial 123)
     return redact_one_url(text)
 
 
