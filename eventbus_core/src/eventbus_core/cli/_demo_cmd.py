@@ -94,7 +94,8 @@ def add_parser(sub: Any) -> None:
         "--output",
         type=Path,
         default=Path("demo-events.jsonl"),
-        help="JSONL file the consumer writes, replaced (default: %(default)s)",
+        help="JSONL file the consumer writes, replaced; missing directories on the way are "
+        "created (default: %(default)s)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the summary as JSON (and no progress)"
