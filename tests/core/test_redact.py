@@ -713,15 +713,22 @@ def test_a_credential_name_among_other_words_of_a_field_name_is_one() -> None:
         "secretary": "Jane",
         "passwordless": True,
         "cookies_enabled": "yes",
-        "session_token": "not-a-name-0004",
+        "session_token": "sess-0004",  # AWS's and others' temporary credentials (trial 126)
+        "session_id": "not-a-name-0005",
     }
     for redact in (Redactor().json, Redactor().payload):
         out = redact(payload)
-        for name in ("secret_key", "aws_secret_access_key", "db_password", "x-api-key-id"):
+        for name in (
+            "secret_key",
+            "aws_secret_access_key",
+            "db_password",
+            "x-api-key-id",
+            "session_token",
+        ):
             assert out[name] == MASK, name
         assert out["secretary"] == "Jane" and out["passwordless"] is True
         assert out["cookies_enabled"] == "yes"  # "cookies" is not the name "cookie"
-        assert out["session_token"] == "not-a-name-0004"  # documented: not a credential name
+        assert out["session_id"] == "not-a-name-0005"  # documented: not a credential name
     assert redact_text("aws_secret_access_key=wJalrXUtnFEMI0002&x=1") == (
         f"aws_secret_access_key={MASK}&x=1"
     )
@@ -729,8 +736,9 @@ def test_a_credential_name_among_other_words_of_a_field_name_is_one() -> None:
 
 def test_field_names_in_camel_case_or_run_together_are_credential_names() -> None:
     names = ["xapikey", "XApiKey", "xApiKey", "dbPassword", "secretKey", "stripeApiKey",
-             "apiKeyValue", "password2", "PASSWORD1", "accessTokenExpiry"]  # fmt: skip
-    kept = ["secretary", "passwordless", "cookies", "maxTokens", "token", "sessionToken"]
+             "apiKeyValue", "password2", "PASSWORD1", "accessTokenExpiry", "sessionToken",
+             "awsSessionToken"]  # fmt: skip
+    kept = ["secretary", "passwordless", "cookies", "maxTokens", "token", "sessionId"]
     payload = {name: f"value-of-{name}-0001" for name in [*names, *kept]}
     for redact in (Redactor().json, Redactor().payload):
         out = redact(payload)
@@ -870,3 +878,11 @@ def test_a_query_credential_before_a_colon_keeps_the_colon_outside_the_mask() ->
     for name in ("access_token", "password", "api_key"):  # the other rules, too (helper-87)
         said = Redactor().text(f"cannot reach http://h/x?{name}=SECRETz: ConnectError: refused")
         assert said == f"cannot reach http://h/x?{name}=[REDACTED]: ConnectError: refused"
+
+
+@pytest.mark.parametrize("name", ["session", "session_token", "sessionid", "sid", "PHPSESSID"])
+def test_session_ids_in_a_query_string_are_masked(name: str) -> None:
+    # Whoever holds a session id is logged in: they reached sinks unmasked (trial 126).
+    for redact in (Redactor().text, lambda text: Redactor().payload({"path": text})["path"]):
+        out = redact(f"/account?{name}=s3ss10n-v4lue&page=2")
+        assert out == f"/account?{name}={MASK}&page=2", name

@@ -36,6 +36,12 @@ QUERY_CREDENTIALS: Final = (
     "private_token",  # GitLab
     "pwd",
     "subscription-key",  # Azure API Management
+    # Session ids and tokens in URLs (a session id is a credential: whoever has it is logged in).
+    "session",
+    "session_token",
+    "sessionid",
+    "sid",
+    "phpsessid",
 )
 
 _NAMES: Final = "|".join(re.escape(name) for name in QUERY_CREDENTIALS)
