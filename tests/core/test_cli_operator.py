@@ -268,3 +268,30 @@ def test_each_commands_exit_codes_say_what_1_means_for_it(
     demo = epilog("demo")  # it ended "... 130 interrupted", without 143 (helper-111)
     assert "0 every accepted event was delivered;" in demo
     assert demo.endswith("130 interrupted (Ctrl-C), 143 terminated (SIGTERM).")
+
+
+def test_tail_shows_the_sizes_of_the_bodies_not_of_their_masks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A gzip or binary body is printed as a 60-byte marker, and its size was the marker's
+    # (trial 126).
+    from eventbus_core.cli._tail_cmd import _emit
+    from eventbus_core.redact._redact import Redactor
+
+    event = Event(
+        request_id="r1",
+        method="POST",
+        path="/v1/x",
+        status=200,
+        duration=1000,
+        request_body=b"\x1f\x8b" + bytes(298),
+        response_body=bytes(range(256)) * 8,
+    )
+    _emit(event, False, Redactor())
+    line = capsys.readouterr().out
+    assert "req=300B resp=2.0KiB" in line, line
+    _emit(event, True, Redactor())  # the JSON line carries the marker, not the bytes
+    from eventbus_core.cli._printing import UNREADABLE_BODY
+
+    printed = Event.from_json(capsys.readouterr().out)
+    assert printed.request_body == printed.response_body == UNREADABLE_BODY

@@ -419,11 +419,15 @@ def _duration(ns: int) -> str:
     return f"{ns / 1_000_000_000:.1f}s"
 
 
-def format_event(event: Event) -> str:
-    """One readable line per event: LogID, request id, method, path, status, duration, sizes."""
+def format_event(event: Event, stored: Event | None = None) -> str:
+    """One readable line per event: LogID, request id, method, path, status, duration, sizes.
+
+    `stored`: the event as the backend holds it, when `event` is its redacted copy: the sizes
+    are the bodies' own, not those of their masks (a binary body's marker is 60 bytes)."""
     log_id = f"#{event.log_id}" if event.log_id else "#-"
-    request_body = len(event.request_body) if event.request_body is not None else None
-    response_body = len(event.response_body) if event.response_body is not None else None
+    sized = event if stored is None else stored
+    request_body = len(sized.request_body) if sized.request_body is not None else None
+    response_body = len(sized.response_body) if sized.response_body is not None else None
     return (
         f"{log_id:<8} {event.status:>3} {event.method:<6} {event.path}  "
         f"{_duration(event.duration_ns)}  req={_size(request_body)} "

@@ -81,8 +81,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _emit(event: Event, as_json: bool, redactor: Redactor) -> None:
-    event = printable(event, redactor)
-    line = event.to_json().decode() if as_json else format_event(event)
+    shown = printable(event, redactor)
+    line = shown.to_json().decode() if as_json else format_event(shown, stored=event)
     # Flush per line: a reader at the other end of a pipe wants each event as it comes.
     print(line, flush=True)
 
