@@ -123,6 +123,16 @@ async def test_zero_limits_keep_no_bodies() -> None:
     assert (bus.one().request_body, bus.one().response_body) == (None, None)
 
 
+async def test_a_head_response_keeps_no_body() -> None:
+    # The server sends no body for HEAD, whatever the application hands it: the event held
+    # 4.9 KiB the client never got (trial 126). The application still sees every message.
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(chunks=[b"page", b"!"]), bus=bus)
+    sent = await drive(mw, {**http_scope(), "method": "HEAD"})
+    assert [m.get("body") for m in sent[1:]] == [b"page", b"!"]
+    assert (bus.one().method, bus.one().status, bus.one().response_body) == ("HEAD", 200, None)
+
+
 async def test_path_with_query_and_request_id_from_request() -> None:
     bus = Recorder()
     scope = http_scope("/v1/models", [(b"x-request-id", b"req-7")], query=b"a=1&b=2")
