@@ -37,3 +37,31 @@ def test_a_lower_case_setting_is_not_reported_as_set_twice_by_the_demos_processe
     err = capfd.readouterr().err + caplog.text  # the processes' lines, and this one's log
     assert "redis_url is read as REDIS_URL" in err  # the demo's own warning, once
     assert "both REDIS_URL and redis_url are set" not in err
+
+
+@pytest.mark.redis
+def test_the_keep_hint_names_the_backend_that_the_flag_chose(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Its `EVENTBUS_REDIS_STREAM=... eventbus stats` looked at the default memory backend and
+    # exited 2 when --backend had chosen the run's (trial 126).
+    import re
+
+    import redis
+
+    for name in ("REDIS_URL", "REDIS_ADDR", "REDIS_DB", "LLM_PROXY_EVENT_BUS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    argv = ["demo", "--backend", "redis-streams", "--requests", "5", "--keep"]
+    assert main([*argv, "--output", str(tmp_path / "o")]) == 0
+    out = capfd.readouterr().out
+    found = re.search(r"EVENTBUS_REDIS_STREAM=(eventbus-demo:[0-9a-f]+):events", out)
+    assert found is not None, out
+    client = redis.Redis.from_url(redis_url())
+    try:
+        assert "(with LLM_PROXY_EVENT_BUS=redis-streams, or --backend redis-streams)" in out
+    finally:
+        keys = list(client.scan_iter(match=f"{found.group(1)}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -261,6 +261,8 @@ def run_shared_demo(
             for child in children:
                 child.close(grace=10.0 if finished else 0.0)
             cleanup = _clean_up(isolation, keep)
+            if keep:
+                cleanup += _backend_to_name(settings.backend)
     if interrupted:
         where = f"; {isolation.kind} {isolation.where}: {cleanup}" if isolation.where else ""
         raise DemoInterrupted(
@@ -282,6 +284,18 @@ def run_shared_demo(
         namespace_kind=isolation.kind,
         cleanup=cleanup,
     )
+
+
+def _backend_to_name(backend: str) -> str:
+    """What the `--keep` hint must add for its command to find the run's events: the backend,
+    where the environment does not select it (`--backend` did: the hint's `eventbus stats`
+    looked at the default memory backend and exited 2, trial 126)."""
+    selected = {name.upper(): value for name, value in os.environ.items()}.get(
+        "LLM_PROXY_EVENT_BUS", ""
+    )
+    if selected.strip().lower() == backend:
+        return ""
+    return f" (with LLM_PROXY_EVENT_BUS={backend}, or --backend {backend})"
 
 
 def _clean_up(isolation: Isolation, keep: bool) -> str:
