@@ -270,6 +270,16 @@ def test_replicas_a_single_server_cannot_keep_end_every_command_with_exit_2(
             assert "EVENTBUS_NATS_REPLICAS=3" in err and "not part of a cluster" in err, err
 
 
+def test_replicas_given_by_backend_option_are_named_by_it_in_the_servers_refusal(
+    env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "set EVENTBUS_NATS_REPLICAS=1", a variable nobody had set (trial 125).
+    (err,) = errors_of_exit_2([["stats", "--backend-option", "nats_replicas=3"]], capsys)
+    assert err.startswith("eventbus stats: error: --backend-option nats_replicas=3: "), err
+    assert "pass --backend-option nats_replicas=1, or point NATS_URL at" in err
+    assert "EVENTBUS_NATS_REPLICAS" not in err
+
+
 def test_a_new_stream_for_a_subject_another_stream_captures_ends_commands_with_exit_2(
     env: None,
     make_bus: Callable[..., NatsEventBus],

@@ -280,14 +280,16 @@ def _address_flag_terms(text: str, flags: dict[str, str]) -> str:
     for field, flag in flags.items():
         variable = variables.get(field, flag)
         # One pass: the flag may hold the variable's name (`--backend-option NATS_URL`).
-        pattern = rf"(set )?(?<![\w-]){re.escape(variable)}(?![\w-])( \(or --[\w-]+\))?"
+        pattern = rf"(set )?(?<![\w-]){re.escape(variable)}(?![\w-])(=| \(or --[\w-]+\))?"
         text = re.sub(pattern, functools.partial(_flag_for, flag), text)
     return text
 
 
 def _flag_for(flag: str, match: re.Match[str]) -> str:
     """What replaces a variable's name matched by `_address_flag_terms`: the flag that gave it
-    ("set NATS_URL" -> "correct --backend-option NATS_URL")."""
+    ("set NATS_URL" -> "correct --backend-option NATS_URL", "set X=1" -> "pass FLAG=1")."""
+    if match.group(2) == "=":
+        return f"pass {flag}=" if match.group(1) else f"{flag}="
     return f"correct {flag}" if match.group(1) else flag
 
 
