@@ -94,6 +94,40 @@ def test_a_forked_child_publishes_through_a_connection_of_its_own(make_bus: Make
     assert {i.rsplit("-", 1)[0] for i in ids} == {"parent-before", "parent-after", "child"}
 
 
+def test_a_subscription_made_before_a_fork_reads_on_in_the_child_and_ends_at_its_stop(
+    make_bus: MakeBus,
+) -> None:
+    # The child dropped it: its reader waited for ever after the child's stop() (trial 124).
+    bus = make_bus()
+    sub = bus.subscribe()
+    bus.publish(make_event(0, request_id="parent-0"))
+    assert bus.flush(10)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            for i in range(5):
+                bus.publish(make_event(i, request_id=f"child-{i}"))
+            assert bus.flush(10)
+            bus.stop(5)
+            got: list[str] = []
+            reader = threading.Thread(target=lambda: got.extend(e.request_id for e in sub))
+            reader.daemon = True
+            reader.start()
+            reader.join(10)
+            os.write(write_end, json.dumps([reader.is_alive(), got]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        said = json.loads(pipe.read() or "null")
+    os.waitpid(pid, 0)
+    assert said == [False, ["parent-0", *(f"child-{i}" for i in range(5))]]
+
+
 @contextlib.contextmanager
 def frozen_with_unwritten(
     server: ThrowawayNats, bus: NatsEventBus, written: int, unwritten: int

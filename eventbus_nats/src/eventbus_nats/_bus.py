@@ -188,13 +188,22 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
     def _after_fork_in_child(self) -> None:
         """Give a forked child a bus of its own: a new connection, writer id and counters.
 
-        Subscriptions made before the fork stay the parent's (the child subscribes anew).
+        A subscription made before the fork reads on in the child, through a consumer of the
+        child's own, after the last event it had been handed (the parent's consumer stays the
+        parent's): as on the other backends, it gets what the child and others publish, and
+        the child's `stop()` ends it. (Dropped, it was never ended: a reader of it in the
+        child waited for ever, trial 124.)
         """
         self._subs_lock = threading.Lock()
         self._stopping = self._stopping.after_fork_in_child(self._stopped)
         self._link.after_fork_in_child()
         self._writer.after_fork_in_child()
-        self._followers = []
+        inherited = [f for f in self._followers if not f.sub.finished]
+        self._followers = [Follower(self._link, f.sub, start_after=f.last_seq) for f in inherited]
+        for follower in self._followers:
+            with contextlib.suppress(LinkClosed):
+                # Not waited for: the consumer is made once the child's connection is up.
+                self._link.submit(follower.start(_SUBSCRIBE_WAIT))
         for consumer in list(self._consumers):
             consumer.after_fork_in_child()
 

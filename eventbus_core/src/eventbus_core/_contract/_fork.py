@@ -12,10 +12,12 @@ import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 
 from eventbus_core._bus import EventBus
 from eventbus_core._contract._base import ContractBase, make_event
+from eventbus_core._subscription import Subscription
 
 __all__ = ["ForkContract"]
 
@@ -32,24 +34,28 @@ class ForkContract(ContractBase):
 
             pytest.skip("os.fork() is not available on this platform")
         with self.bus() as bus:
+            # A subscription made before the fork: the child's copy of it must end at the
+            # child's stop() (a backend that dropped it there left its readers waiting for
+            # ever, trial 124).
+            early = self.subscribe_bounded(bus)
             # The parent uses the bus first: its background work (threads, connections) runs.
             self.publish_each(bus, (make_event(i, request_id=f"parent-{i}") for i in range(20)))
             self.settle_bounded(bus)
-            failure = self._in_a_forked_child(bus)
+            failure = self._in_a_forked_child(bus, early)
         assert failure is None, failure
 
-    def _in_a_forked_child(self, bus: EventBus) -> str | None:
+    def _in_a_forked_child(self, bus: EventBus, early: Subscription) -> str | None:
         """Fork; in the child, subscribe, publish, read back and stop. The child's failure, or
         None. The child never returns into the test run: it reports through a file."""
         with tempfile.NamedTemporaryFile(prefix="eventbus-contract-fork-", delete=False) as f:
             report = f.name
         # The child's own steps are bounded one by one; this bounds the whole of it.
-        limit = 3 * self.receive_timeout + self.stop_timeout + 3 * self.stop_slack
+        limit = 4 * self.receive_timeout + self.stop_timeout + 3 * self.stop_slack
         pid = os.fork()
         if pid == 0:  # the child
             said = "the child ended before reporting"
             try:
-                said = self._child_steps(bus)
+                said = self._child_steps(bus, early)
             except BaseException as exc:  # reported to the parent, whatever it is
                 # A bound the child's call outlived says so already; where it was, not yet.
                 what = (
@@ -68,7 +74,7 @@ class ForkContract(ContractBase):
                     os.waitpid(pid, 0)
                     return (
                         f"in a child forked after the bus was used, publishing, reading back and "
-                        f"stopping did not finish within {limit:g} s (3 * receive_timeout + "
+                        f"stopping did not finish within {limit:g} s (4 * receive_timeout + "
                         f"stop_timeout + 3 * stop_slack): the bus must work on after os.fork()"
                     )
                 time.sleep(0.02)
@@ -78,7 +84,7 @@ class ForkContract(ContractBase):
             os.unlink(report)
         return said or None
 
-    def _child_steps(self, bus: EventBus) -> str:
+    def _child_steps(self, bus: EventBus, early: Subscription) -> str:
         """What the child does; "" when all went well, else what went wrong."""
         sub = self.subscribe_bounded(bus)
         events = [make_event(i, request_id=f"child-{i}") for i in range(_CHILD_EVENTS)]
@@ -98,4 +104,18 @@ class ForkContract(ContractBase):
                 f"in a forked child, a subscriber received {got[:5]}..., expected {expected[:5]}..."
             )
         self.stop_bus(bus)
+        return self._ended(early)
+
+    def _ended(self, early: Subscription) -> str:
+        """ "" if `early`, made before the fork, ends after the child's stop(), else why not."""
+        reader = threading.Thread(target=lambda: sum(1 for _ in early), daemon=True)
+        reader.start()
+        reader.join(self.receive_timeout)
+        if reader.is_alive():
+            return (
+                f"in a child forked after the bus was used ({_WHO_FORKS}), a subscription made "
+                f"before the fork was still open {self.receive_timeout:g} s after the child's "
+                "stop() (receive_timeout): stop() must finish() every subscription the child "
+                "holds, those it inherited too, or whoever reads them waits for ever"
+            )
         return ""
