@@ -1257,3 +1257,26 @@ def test_a_hand_built_dispatcher_refuses_seconds_the_settings_refuse(
 def test_a_retry_policy_refuses_seconds_that_are_not_finite(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         RetryPolicy(**{field: float("nan")})
+
+
+def test_a_started_dispatcher_that_cannot_stop_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    # A sink blocking the loop: stop() returned False after its wait, with no word, and the
+    # figures read then did not add up (trial 124).
+    class Blocking:
+        name = "blocking"
+
+        async def send(self, batch: Any) -> None:
+            time.sleep(2.0)  # the mistake: blocking code on the event loop
+
+        async def close(self) -> None:
+            pass
+
+    sub = Subscription(100)
+    sub.offer([make_event(i) for i in range(5)])
+    d = Dispatcher(sub, [Blocking()], batch_size=1, flush_interval=0.01, shutdown_timeout=0.1)
+    d.start()
+    time.sleep(0.2)  # the first send() blocks the loop
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        assert d.stop(timeout=0.5) is False
+    assert "dispatcher did not stop within 0.5 s: its event loop does not answer" in caplog.text
+    assert d.stop(timeout=30)  # it ends once the sink lets the loop go

@@ -553,6 +553,15 @@ class Dispatcher:
         wait = self.shutdown_timeout + 5.0 if timeout is None else timeout
         self._thread.join(wait)
         if self._thread.is_alive():
+            # Said, not only returned: a caller that ignores the False had no word of it, and
+            # the figures read then do not add up (trial 124).
+            log.warning(
+                "dispatcher did not stop within %.1f s: its event loop does not answer (a sink "
+                "that blocks it, e.g. a send() that sleeps or does blocking I/O instead of "
+                "awaiting; see docs/plugins/writing-a-sink.md); stats() are not final, and what "
+                "its subscriptions and sinks still hold is not counted yet",
+                wait,
+            )
             return False
         atexit.unregister(self._stop_at_exit)
         return True
