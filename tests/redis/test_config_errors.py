@@ -6,7 +6,6 @@ database is not a number, a database the server does not have, a key holding ano
 from __future__ import annotations
 
 import io
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -215,6 +214,28 @@ def test_a_key_of_another_type_names_the_key_setting(
         assert main([*command, "--backend", backend]) == 2
         err = capsys.readouterr().err
         assert KEY_SETTING[backend] in err and "is it running" not in err
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_publish_refuses_a_key_of_another_type_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    wrong_key: str,
+    tmp_path: Path,
+) -> None:
+    # It accepted the line, retried for 5 s, and exited 1 with the event lost, where the other
+    # commands exit 2 at once (trial 123).
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv(KEY_SETTING[backend], wrong_key)
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"RequestID": "x"}\n')
+    started = time.monotonic()
+    assert main(["publish", "--backend", backend, "--file", str(events)]) == 2
+    assert time.monotonic() - started < 3
+    err = capsys.readouterr().err
+    assert KEY_SETTING[backend] in err and "is a string" in err and "lost" not in err
 
 
 @pytest.mark.redis
@@ -433,13 +454,20 @@ def test_the_other_backends_key_names_the_backend_that_matches_it(
         assert "delete" not in err, (command, err)
         # What the key holds, from `stats` too (it quoted the raw error, helper-113).
         assert f"'{key}' is a {OTHER_KIND[backend]}" in err, (command, err)
+    # `publish` refuses it at once too, as those do (it accepted, retried and lost, trial 123).
     monkeypatch.setattr("sys.stdin", io.StringIO(make_event(1).to_json().decode() + "\n"))
-    assert main(["publish", "--backend", backend, "--json"]) == 1
+    assert main(["publish", "--backend", backend, "--json"]) == 2
     out, err = capsys.readouterr()
-    summary = json.loads(out)
-    assert (summary["accepted"], summary["lost"], summary.get("in_doubt", 0)) == (1, 1, 0), out
+    assert out == "" and KEY_SETTING[backend] in err and f"'{other}'" in err, err
+    # An application's bus finds it when it writes: the writer says which backend matches,
+    # and that nothing reached Redis (not "may have been applied").
+    bus = create_bus(EventBusSettings(backend=backend))
+    bus.publish(make_event(1))
+    bus.stop(0.5)
+    s = bus.stats()
+    assert (s.published, s.lost, s.extra.get("in_doubt", 0)) == (1, 1, 0), s
     assert f"'{other}'" in caplog.text and "delete" not in caplog.text
-    assert "none of them reached Redis" in caplog.text  # not "may have been applied"
+    assert "none of them reached Redis" in caplog.text
     assert real.get(f"{key}:seq") == b"50"
 
 

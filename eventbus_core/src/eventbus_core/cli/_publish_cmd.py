@@ -9,12 +9,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
-from eventbus_core._errors import WireFormatError
+from eventbus_core._bus import EventBus
+from eventbus_core._errors import SettingsError, WireFormatError
 from eventbus_core._event import Event, check_ranges
 from eventbus_core._log import scrub
 from eventbus_core._overrun import STOP_MARGIN, call_bounded
 from eventbus_core._settings import EventBusSettings
-from eventbus_core.capabilities import Flushable, capability, is_cross_process
+from eventbus_core.capabilities import Describable, Flushable, capability, is_cross_process
 from eventbus_core.cli._ending import within_ending
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
@@ -124,10 +125,32 @@ def _without_bom(line: bytes | str) -> bytes | str:
     return line.removeprefix("\ufeff")
 
 
+def _check_destination(bus: EventBus) -> None:
+    """Read the backend's figures once (`Describable`) before publishing: a destination set up
+    wrong (a Redis key that holds another type of value) is refused now, with exit 2, as
+    `stats`, `tail` and `dispatch` refuse it. It was found by the writer instead, which retried
+    for the stop's timeout and counted every event lost (exit 1, trial 123).
+
+    Raises:
+        SettingsError: the backend says its destination is set up wrong.
+    """
+    describable = capability(bus, Describable)
+    if describable is None:
+        return
+    try:
+        describable.describe()
+    except SettingsError:
+        bus.stop(timeout=0)
+        raise
+    except Exception:
+        pass
+
+
 def _publish(
     args: argparse.Namespace, settings: EventBusSettings, source: Iterable[bytes | str]
 ) -> int:
     bus = open_bus(args, settings, "eventbus publish")
+    _check_destination(bus)
     if not is_cross_process(bus) and not args.quiet:
         print(
             f"eventbus publish: note: the {settings.backend} backend lives in this process "
