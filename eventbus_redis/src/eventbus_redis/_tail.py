@@ -157,6 +157,10 @@ class Tailer:
         finally:
             with contextlib.suppress(Exception):
                 self.reset_connection()  # release the waiting connection, if any
+            if self._final:
+                # A read that returned after stop() set "stopped" set "connected" again: the
+                # stats said so of a thread that had ended (trial 123).
+                self.state = "stopped"
             self._progress.set()
 
     def _follow(self) -> None:
@@ -165,7 +169,8 @@ class Tailer:
             try:
                 moved, blocked = self._look()
                 backoff.reset()
-                self.state = "connected"
+                if not self._final:
+                    self.state = "connected"
             except Exception as exc:
                 if self._failed(exc, backoff):
                     return
