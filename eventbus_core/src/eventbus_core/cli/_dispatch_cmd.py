@@ -77,11 +77,15 @@ def add_parser(sub: Any) -> None:
         description="Read events from the configured bus (LLM_PROXY_EVENT_BUS), transform and "
         "redact them, and deliver them in batches to sinks, with retries and a dead-letter "
         "file. Flags override settings; unset ones come from EVENTBUS_* variables. Stops "
-        "cleanly on SIGTERM or SIGINT (Ctrl-C), its normal way to end, with exit 0 (not the "
-        "130 or 143 listed below): what was not sent is never acknowledged. A second Ctrl-C "
+        "cleanly on SIGTERM or SIGINT (Ctrl-C), its normal way to end, with exit 0: what "
+        "was not sent is never acknowledged. A second Ctrl-C "
         "stops it at once, without the shutdown's wait (exit 130).",
         epilog=f"{LONG_RUNNING_HELP} "
-        + exit_codes_help("events were dropped, or the backend did not answer at the start")
+        + exit_codes_help(
+            "events were dropped, or the backend did not answer at the start",
+            done="done, or stopped by SIGTERM or a first Ctrl-C",
+            interrupted="130 a second Ctrl-C, which stops it at once",
+        )
         + " Not dropped: entries that cannot be decoded are kept in the backend's dead-letter "
         "stream (Redis streams: STREAM:dead), and events no sink took in "
         "EVENTBUS_DEAD_LETTER_PATH (when set).",

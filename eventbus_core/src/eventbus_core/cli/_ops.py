@@ -76,17 +76,16 @@ def exit_codes_help(
     delivers: bool = False,
     done: str = "done",
     usage: str = "usage or configuration error",
+    interrupted: str = "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)",
 ) -> str:
     """The `--help` epilog's exit codes, with what 1 means for the command (`failure`); a
     command that publishes (`delivers`) says that an interrupted run still writes what it
-    accepted. One text for every command did not fit `stats`, which delivers nothing."""
+    accepted. One text for every command did not fit `stats`, which delivers nothing, nor
+    `dispatch`, for which a signal is the normal end (`interrupted`)."""
     after = (
         ", each after writing what was accepted (within EVENTBUS_STOP_TIMEOUT)" if delivers else ""
     )
-    return (
-        f"exit codes: 0 {done}; 1 {failure}; 2 {usage}; 130 interrupted "
-        f"(Ctrl-C), 143 terminated (SIGTERM){after}."
-    )
+    return f"exit codes: 0 {done}; 1 {failure}; 2 {usage}; {interrupted}{after}."
 
 
 BACKEND_FLAGS: Final = {"backend": "--backend"}
