@@ -280,6 +280,13 @@ def test_credentials_redis_refuses_are_a_configuration_error(
         assert "user:password@ before the host" in err, err
         assert "did not answer" not in err and "s3rver-Passw0rd" not in err
         assert "wrong-pass" not in err
+        assert "REDIS_PASSWORD" not in err
+        # The Go proxy's Helm chart sets REDIS_PASSWORD, which nothing reads (trial 123).
+        monkeypatch.setenv("REDIS_PASSWORD", "s3rver-Passw0rd")
+        assert main(["stats", "--backend", "redis"]) == 2
+        err = capsys.readouterr().err
+        assert "(REDIS_PASSWORD is not read, by eventbus or by the Go llm-proxy)" in err, err
+        assert "s3rver-Passw0rd" not in err
     finally:
         server.kill()
 

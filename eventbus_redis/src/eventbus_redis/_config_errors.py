@@ -6,6 +6,7 @@ with a hint to check whether Redis runs.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -134,6 +135,9 @@ def credentials_error(exc: BaseException, where: str, source: str | None) -> Set
     else:
         setting = f"{source} (or --redis-url)" if source else "the client's URL"
         fix = f"set the user and password in {setting}, as {form}"
+    if any(name.upper() == "REDIS_PASSWORD" for name in os.environ):
+        # The Go proxy's Helm chart sets it, and a user may think it read (trial 123).
+        fix += " (REDIS_PASSWORD is not read, by eventbus or by the Go llm-proxy)"
     return SettingsError(f"Redis at {where} refused the credentials ({safe_error(exc)}); {fix}")
 
 
