@@ -19,6 +19,7 @@ the stream, so `lost` counts only events that are not there.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
@@ -37,6 +38,7 @@ log = get_logger("eventbus.nats")
 
 _YIELD_EVERY: Final = 64  # events queued between two chances for the flusher to send
 _MAX_REFUSALS: Final = 3  # a server that says no this often to one event means it
+_REFUSED_EVERY: Final = 30.0  # seconds between lines about events the server refuses
 _STREAM_NOT_FOUND: Final = 10059
 _STREAM_LIMIT_REACHED: Final = 10077  # a stream with discard=new, full
 _HALF_PENDING: Final = 4 * 1024 * 1024  # bytes queued in nats-py beyond which we do not add
@@ -89,6 +91,9 @@ class BatchSender:
         self.last_error: str | None = None
         self.last_seq = 0
         self._stream_epoch = link.stream_epoch
+        self.refused = 0  # events the server refused for good (counted lost)
+        self._refused_logged = 0
+        self._refused_logged_at: float | None = None
         self.batches = 0
         self.failures = 0
         self.resent = 0
@@ -227,11 +232,30 @@ class BatchSender:
                 elif _refused(exc):
                     batch.refusals[i] += 1
                     if batch.refusals[i] >= _MAX_REFUSALS:
-                        log.error("eventbus nats: the server refuses an event (%s): lost", exc)
+                        self._refused_for_good(exc)
                         self._close_item(batch, i, _LOST)
         if written:
             self._settle(written, 0)
         return problem
+
+    def _refused_for_good(self, exc: BaseException) -> None:
+        """Log an event the server refuses for good (a full stream that discards new messages,
+        one too large): the first at once, then at most one line every `_REFUSED_EVERY`
+        seconds with how many more; one line per event flooded the log at a proxy's request
+        rate (trial 125). Each is counted in `lost` either way."""
+        self.refused += 1
+        now = time.monotonic()
+        if self._refused_logged_at is not None and now - self._refused_logged_at < _REFUSED_EVERY:
+            return
+        more = self.refused - self._refused_logged
+        since = "" if self._refused_logged_at is None else f" ({more} since the last such line)"
+        log.error(
+            "eventbus nats: the server refuses an event (%s): lost%s; refused so far: %d",
+            exc,
+            since,
+            self.refused,
+        )
+        self._refused_logged_at, self._refused_logged = now, self.refused
 
     def _close_item(self, batch: Batch, i: int, status: int) -> None:
         batch.status[i] = status
