@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from eventbus_core import Delivery, EventBusSettings, SettingsError
+from eventbus_core import BackendUnavailableError, Delivery, EventBusSettings, SettingsError
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus, NatsSettings
 from tests._stop_timeouts import check_stop_timeouts, second_stop_meanwhile, stop_inside_stop
@@ -331,6 +331,29 @@ def test_a_restarted_server_loses_nothing_accepted(tmp_path: Path) -> None:
         stop.set()
         bus.stop(2)
         server.kill()
+
+
+def test_backlog_of_a_frozen_server_is_backend_unavailable(server: ThrowawayNats) -> None:
+    # A bare TimeoutError, where describe() and check() raise BackendUnavailableError for the
+    # same silence (trial 125).
+    bus = NatsEventBus(server.url, stream="BACKLOGFROZEN", subject="backlogfrozen.events")
+    consumer = bus.consumer(name="b1")
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        assert len(consumer.read(10, timeout=5)) == 1  # the group exists from the first read
+        assert consumer.backlog()["pending"] == 1
+        server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError, match="within"):
+                consumer.backlog()
+            assert time.monotonic() - started < 5  # a correctness bound
+        finally:
+            server.resume()
+    finally:
+        consumer.close()
+        bus.stop(5)
 
 
 @pytest.mark.parametrize("fault", ["frozen", "killed"])

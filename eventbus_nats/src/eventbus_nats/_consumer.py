@@ -28,7 +28,15 @@ from typing import Any, Final
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from eventbus_core import Backoff, Delivery, Event, SettingsError, WireFormatError, get_logger
+from eventbus_core import (
+    BackendUnavailableError,
+    Backoff,
+    Delivery,
+    Event,
+    SettingsError,
+    WireFormatError,
+    get_logger,
+)
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
@@ -432,10 +440,15 @@ class GroupConsumer:
         `eventbus_consumer_pending`. Does I/O, at most `_BACKLOG_WAIT` seconds; thread-safe.
 
         Raises:
-            TimeoutError: NATS did not answer in time.
+            BackendUnavailableError: NATS did not answer in time (as `describe()` and
+                `check()` say it; a bare TimeoutError escaped callers that catch that, trial
+                125).
             Exception: what the connection raised (it is down, or was closed).
         """
-        return self._link.call(self._backlog(), _BACKLOG_WAIT)
+        try:
+            return self._link.call(self._backlog(), _BACKLOG_WAIT)
+        except TimeoutError as exc:
+            raise BackendUnavailableError(str(exc)) from None
 
     async def _backlog(self) -> dict[str, int | None]:
         js = await self._link.answering()
