@@ -333,6 +333,39 @@ def test_a_restarted_server_loses_nothing_accepted(tmp_path: Path) -> None:
         server.kill()
 
 
+def test_a_server_without_jetstream_is_said_to_answer_without_it(tmp_path: Path) -> None:
+    # "did not answer within 2 s", though it answered at once with 503 (trial 125).
+    from tests.nats._servers import NATS_SERVER
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nats-server did not listen"
+                time.sleep(0.05)
+        bus = NatsEventBus(f"nats://127.0.0.1:{port}", stream="NOJS", subject="nojs.events")
+        try:
+            with pytest.raises(BackendUnavailableError) as info:
+                bus.check(timeout=2.0)
+            text = str(info.value)
+            assert "answered, but not as JetStream" in text and "-js" in text, text
+            assert "did not answer" not in text
+        finally:
+            bus.stop(2)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_backlog_of_a_frozen_server_is_backend_unavailable(server: ThrowawayNats) -> None:
     # A bare TimeoutError, where describe() and check() raise BackendUnavailableError for the
     # same silence (trial 125).

@@ -175,6 +175,14 @@ class LogReader:
             refused = self._link.refused
             if refused is not None:  # a fresh error: the link's is shared between threads
                 raise SettingsError(str(refused)) from None
+            if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+                # It answered at once, with 503: "did not answer within 2 s" was not so (trial
+                # 125).
+                raise BackendUnavailableError(
+                    f"NATS at {self._link.where} answered, but not as JetStream "
+                    f"({safe_error(exc)}): start nats-server with JetStream enabled (-js), or "
+                    "set NATS_URL to a server that has it"
+                ) from None
             why = self._link.last_error or safe_error(exc)
             raise BackendUnavailableError(
                 f"NATS JetStream at {self._link.where} did not answer within "
