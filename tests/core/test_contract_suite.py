@@ -301,6 +301,35 @@ class TestForgetsInheritedSubscriptions(Quick):
         return ForgetsInheritedSubscriptions(buffer_size)
 
 
+class EndsInheritedSubscriptionsAtTheFork(QueueBus):
+    """Ends the subscriptions made before the fork in the child: they receive none of the
+    child's events (trial 128)."""
+
+    def _after_fork(self):
+        super()._after_fork()
+        for sub, _ in self._subs:
+            sub.finish()
+
+
+class TestEndsInheritedSubscriptionsAtTheFork(Quick):
+    def make_bus(self, buffer_size):
+        return EndsInheritedSubscriptionsAtTheFork(buffer_size)
+
+
+class KeepsTheFirstInheritedSubscriptionOnly(QueueBus):
+    """Carries on the first subscription made before the fork, and forgets the others: with one
+    such subscription, the suite could not tell (trial 128)."""
+
+    def _after_fork(self):
+        super()._after_fork()
+        self._subs = self._subs[:1]
+
+
+class TestKeepsTheFirstInheritedSubscriptionOnly(Quick):
+    def make_bus(self, buffer_size):
+        return KeepsTheFirstInheritedSubscriptionOnly(buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -350,6 +379,8 @@ MUST_FAIL = {
     "TestSubscribesAtTheBuffersHead": {"test_only_events_published_after_subscribe_are_delivered"},
     "TestStaysInTheParent": {"test_the_bus_works_on_in_a_forked_child"},
     "TestForgetsInheritedSubscriptions": {"test_the_bus_works_on_in_a_forked_child"},
+    "TestEndsInheritedSubscriptionsAtTheFork": {"test_the_bus_works_on_in_a_forked_child"},
+    "TestKeepsTheFirstInheritedSubscriptionOnly": {"test_the_bus_works_on_in_a_forked_child"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus", "TestControlGuideQueueBusSlowWrite")
 

@@ -247,7 +247,7 @@ def test_ctrl_c_stops_the_redis_demo_its_processes_and_cleans_up(
     assert proc.returncode == code, err
     match = re.search(
         r"interrupted after (\d+) of 1000000 requests; its (\d+) processes were stopped; "
-        r"redis key eventbus-demo:([0-9a-f]+):events: deleted",
+        r"redis (?:key|stream) eventbus-demo:([0-9a-f]+):events: deleted",
         err,
     )
     assert match, err

@@ -159,7 +159,9 @@ class RedisCapabilities:
             # A new group on an existing stream would start at its beginning: start at its end.
             _create_group(self, name, base)
         cleanup = _Cleanup(self._client, var, name, base, given, stream)
-        return Isolation(env=env, where=name, kind="redis key", cleanup=cleanup)
+        return Isolation(
+            env=env, where=name, kind="redis stream" if stream else "redis key", cleanup=cleanup
+        )
 
 
 @answering
