@@ -1280,3 +1280,39 @@ def test_a_started_dispatcher_that_cannot_stop_says_so(caplog: pytest.LogCapture
         assert d.stop(timeout=0.5) is False
     assert "dispatcher did not stop within 0.5 s: its event loop does not answer" in caplog.text
     assert d.stop(timeout=30)  # it ends once the sink lets the loop go
+
+
+_STOP_THAT_GIVES_UP = """
+import time
+from eventbus_core import Dispatcher, Subscription
+from eventbus_core.testing import make_event
+
+
+class Blocking:
+    name = "blocking"
+
+    async def send(self, batch):
+        time.sleep(30)  # blocks the loop
+
+    async def close(self):
+        pass
+
+
+sub = Subscription(100)
+sub.offer([make_event(i) for i in range(5)])
+d = Dispatcher(sub, [Blocking()], batch_size=1, flush_interval=0.01, shutdown_timeout=0.1)
+d.start()
+time.sleep(0.2)
+print("stopped", d.stop(timeout=0.5), flush=True)
+"""
+
+
+def test_an_exit_after_a_stop_that_gave_up_does_not_wait_again() -> None:
+    # The exit's own stop waited as long again for a loop that did not answer, and said so a
+    # second time (trial 128).
+    started = time.monotonic()
+    done = run_python(_STOP_THAT_GIVES_UP, timeout=60)
+    took = time.monotonic() - started
+    assert "stopped False" in done.stdout, done.stderr
+    assert done.stderr.count("dispatcher did not stop within") == 1, done.stderr
+    assert took < 4.5, took  # 0.5 s of stop, the start-up; not another 5.1 s of stop

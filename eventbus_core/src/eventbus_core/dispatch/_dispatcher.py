@@ -562,6 +562,9 @@ class Dispatcher:
                 "its subscriptions and sinks still hold is not counted yet",
                 wait,
             )
+            # The exit would wait as long again, for a loop that did not answer, and say it
+            # twice (trial 128): this stop was the one the program asked for.
+            atexit.unregister(self._stop_at_exit)
             return False
         atexit.unregister(self._stop_at_exit)
         return True
