@@ -737,7 +737,7 @@ def test_a_credential_name_among_other_words_of_a_field_name_is_one() -> None:
 def test_field_names_in_camel_case_or_run_together_are_credential_names() -> None:
     names = ["xapikey", "XApiKey", "xApiKey", "dbPassword", "secretKey", "stripeApiKey",
              "apiKeyValue", "password2", "PASSWORD1", "accessTokenExpiry", "sessionToken",
-             "awsSessionToken"]  # fmt: skip
+             "awsSessionToken", "security_token", "SecurityToken"]  # fmt: skip
     kept = ["secretary", "passwordless", "cookies", "maxTokens", "token", "sessionId"]
     payload = {name: f"value-of-{name}-0001" for name in [*names, *kept]}
     for redact in (Redactor().json, Redactor().payload):
@@ -880,7 +880,10 @@ def test_a_query_credential_before_a_colon_keeps_the_colon_outside_the_mask() ->
         assert said == f"cannot reach http://h/x?{name}=[REDACTED]: ConnectError: refused"
 
 
-@pytest.mark.parametrize("name", ["session", "session_token", "sessionid", "sid", "PHPSESSID"])
+@pytest.mark.parametrize(
+    "name",
+    ["session", "session_id", "session_token", "sessionid", "JSESSIONID", "sid", "PHPSESSID"],
+)
 def test_session_ids_in_a_query_string_are_masked(name: str) -> None:
     # Whoever holds a session id is logged in: they reached sinks unmasked (trial 126).
     for redact in (Redactor().text, lambda text: Redactor().payload({"path": text})["path"]):

@@ -300,7 +300,8 @@ def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
     assert _SECRET_NAME == (
         r"(?:api[_-]?key|apikey|x[_-]?api[_-]?key|authorization|password|passwd|secret"
         r"|client[_-]?secret|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
-        r"|private[_-]?key|cookie|api[_-]?token|access[_-]?key|passphrase|session[_-]?token)"
+        r"|private[_-]?key|cookie|api[_-]?token|access[_-]?key|passphrase|session[_-]?token"
+        r"|security[_-]?token)"
     )
 
 

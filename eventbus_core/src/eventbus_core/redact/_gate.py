@@ -223,6 +223,7 @@ _HINTS: Final[tuple[tuple[tuple[bytes, ...], _Confirm | None], ...]] = (
     (_separated(b"refresh", b"token"), None),
     (_separated(b"api", b"token"), None),
     (_separated(b"session", b"token"), None),
+    (_separated(b"security", b"token"), None),
 )
 _NEEDLES: Final = [needle for needles, _ in _HINTS for needle in needles]
 _BASIC_HINT: Final = _NEEDLES.index(b"basic ")

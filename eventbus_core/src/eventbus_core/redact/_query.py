@@ -38,8 +38,10 @@ QUERY_CREDENTIALS: Final = (
     "subscription-key",  # Azure API Management
     # Session ids and tokens in URLs (a session id is a credential: whoever has it is logged in).
     "session",
+    "session_id",
     "session_token",
     "sessionid",
+    "jsessionid",
     "sid",
     "phpsessid",
 )

@@ -120,7 +120,7 @@ _KEY_PATTERNS: Final = (
 _SECRET_NAME: Final = (
     r"(?:api[_-]?key|apikey|x[_-]?api[_-]?key|authorization|password|passwd|secret"
     r"|client[_-]?secret|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token"
-    r"|private[_-]?key|cookie|api[_-]?token|access[_-]?key|passphrase|session[_-]?token)"
+    r"|private[_-]?key|cookie|api[_-]?token|access[_-]?key|passphrase|session[_-]?token|security[_-]?token)"
 )
 # Further words after a credential name (`secret_key`, `password_hash`, and in camelCase,
 # `secretKey`, `passwordHash`: a capital letter starts the word, matched with case): part of
