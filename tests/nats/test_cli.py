@@ -280,6 +280,17 @@ def test_replicas_given_by_backend_option_are_named_by_it_in_the_servers_refusal
     assert "EVENTBUS_NATS_REPLICAS" not in err
 
 
+def test_a_group_name_given_by_backend_option_is_named_by_it_when_nats_refuses_it(
+    env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found after the start: "set from EVENTBUS_NATS_GROUP", a variable nobody set (trial 127).
+    option = f"nats_group={'g' * 252}"
+    argv = ["dispatch", "--sink", "console", "--backend-option", option]
+    (err,) = errors_of_exit_2([argv], capsys)
+    assert "(set from --backend-option nats_group;" in err, err
+    assert "EVENTBUS_NATS_GROUP" not in err
+
+
 def test_a_new_stream_for_a_subject_another_stream_captures_ends_commands_with_exit_2(
     env: None,
     make_bus: Callable[..., NatsEventBus],

@@ -218,6 +218,24 @@ def test_a_key_of_another_type_names_the_key_setting(
 
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_key_of_another_type_given_by_backend_option_is_named_by_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    backend: str,
+    wrong_key: str,
+) -> None:
+    # It said "set EVENTBUS_REDIS_KEY", a variable nobody had set (trial 127).
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    field = "redis_key" if backend == "redis" else "redis_stream"
+    argv = ["stats", "--backend", backend, "--backend-option", f"{field}={wrong_key}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--backend-option {field} (set, or its default)" in err, err
+    assert KEY_SETTING[backend] not in err
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_publish_refuses_a_key_of_another_type_at_once(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -44,6 +44,7 @@ from eventbus_core.cli._ops import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     UsageError,
+    in_command_line_terms,
     stdout_gone,
 )
 from eventbus_core.cli._version import VersionAction
@@ -373,6 +374,8 @@ def _run_command(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except _CONFIGURATION_ERRORS as exc:
+        if isinstance(exc, SettingsError):
+            exc = in_command_line_terms(exc, args)
         print(f"{name}: error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except EventBusError as exc:  # the backend did not answer, a sink failed, bad input

@@ -54,6 +54,7 @@ __all__ = [
     "add_backend_options",
     "exit_codes_help",
     "format_event",
+    "in_command_line_terms",
     "open_bus",
     "require_shared",
     "settings_from_args",
@@ -279,9 +280,16 @@ def _address_flag_terms(text: str, flags: dict[str, str]) -> str:
     for field, flag in flags.items():
         variable = variables.get(field, flag)
         # One pass: the flag may hold the variable's name (`--backend-option NATS_URL`).
-        pattern = rf"(set )?(?<![\w-]){re.escape(variable)}(?![\w-])(=| \(or --[\w-]+\))?"
+        # Not where a flag already names it (`--backend-option NATS_URL`): named once.
+        pattern = (
+            rf"(set )?(?<![\w-])(?<!{_OPTION_FLAG} ){re.escape(variable)}(?![\w-])"
+            r"(=| \(or --[\w-]+\))?"
+        )
         text = re.sub(pattern, functools.partial(_flag_for, flag), text)
     return text
+
+
+_OPTION_FLAG: Final = "--backend-option"
 
 
 def _flag_for(flag: str, match: re.Match[str]) -> str:
@@ -400,6 +408,23 @@ def with_backend_errors(
     run.__doc__ = func.__doc__
     run.__name__ = func.__name__
     return run
+
+
+def in_command_line_terms(exc: SettingsError, args: argparse.Namespace) -> SettingsError:
+    """`exc` with each variable it names whose value the command line gave named by the flag
+    or `--backend-option` that gave it; `exc` itself when none did. For the errors found after
+    the start (a consumer group's name the server refuses, a key of another type), named as
+    typed, as the start-up's errors name them (trial 127)."""
+    if isinstance(exc, UsageError):
+        return exc  # the command line's own: named as typed already
+    try:
+        _, given = plugin_overrides(args)
+    except UsageError:
+        return exc
+    named = _named_in(str(exc), given)
+    if not named:
+        return exc
+    return SettingsError(_address_flag_terms(str(exc), named))
 
 
 def _size(n: int | None) -> str:
