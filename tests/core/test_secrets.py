@@ -52,9 +52,11 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
         ("admin:PW20@collector:4318", "admin:***@collector:4318"),
         ("https//user:PW25@api.example/v1/log", "https//user:***@api.example/v1/log"),
         ("redis//default:PW31@127.0.0.1:6379/11", "redis//default:***@127.0.0.1:6379/11"),
-        ("http:/u:PW@h/x", "http:***@h/x"),
+        ("http:/u:PW@h.example/x", "http:***@h.example/x"),
+        ("http:/u:PW@h/x", "***"),  # no telling the host from the password: all masked
         ("PWTOKEN@host:4318", "***@host:4318"),
-        ("u:PW@x@host", "u:***@host"),
+        ("u:PW@x@host.local", "u:***@host.local"),
+        ("u:PW@x@host", "***"),
         ("collector:4318/v1/traces", "collector:4318/v1/traces"),
         # Neither scheme nor '@': an address is shown (a mistake worth seeing), anything else
         # may be a password or token pasted on its own (trial 123).
@@ -62,10 +64,17 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
         ("sk-AbCdEf123", "***"),
         ("pa!ss", "***"),
         ("localhost:6379", "localhost:6379"),
-        ("redis-primary", "redis-primary"),
+        ("redis-primary:6379", "redis-primary:6379"),
         ("10.0.0.1:6379/0", "10.0.0.1:6379/0"),
         ("[::1]:6379", "[::1]:6379"),
-        ("Redis.Example.com:6380", "Redis.Example.com:6380"),
+        ("redis.example.com:6380", "redis.example.com:6380"),
+        ("redis:6379", "redis:6379"),
+        ("hunter2", "***"),  # a name without a dot or a port: no telling it from a password
+        ("sk-proj-abc123", "***"),
+        ("9f1c2a4e-1b2c-4d5e-8f90-123456789abc", "***"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcDEF123", "***"),
+        ("p@ssw0rd", "***"),
+        ("redis//host:6379", "redis//host:6379"),
     ],
 )
 def test_a_redacted_url_masks_any_password_it_holds(url: str, shown: str) -> None:

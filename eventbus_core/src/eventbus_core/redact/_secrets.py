@@ -245,13 +245,16 @@ class RedactedURL(str):
         )
 
 
-# What a URL setting's value may be shown as when it has no scheme and no '@': an address
-# (`localhost:6379`, `10.0.0.1`, `redis.internal:6380/0`, `[::1]:6379`, a service name in
-# lower case such as `nats` or `redis-primary`), a common mistake worth seeing in the error,
-# or a server NATS takes as it is. Anything else there (a password or token pasted on its own,
-# `Hunter2Secret`) is masked.
+# What a URL setting's value without a scheme may show: an address, a common mistake worth
+# seeing in the error (`localhost:6379`, `10.0.0.1`, `redis.internal:6380/0`, `[::1]:6379`,
+# `redis:6379`), or a server NATS takes as it is. Written in lower case, as host names are: a
+# name with a dot ends in a label of letters; one without a dot has a port. Anything else there
+# (`Hunter2Secret`, `hunter2`, a UUID, a hex or JWT-like token pasted on its own) is masked, and
+# so is a value with an '@' whose part after it is no address (`p@ssw0rd`), trials 123 and 127.
 _ADDRESS: Final = re.compile(
-    r"(?:[a-z0-9-]+|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:.]+\])(?::\d*)?(?:/\S*)?"
+    r"(?:localhost|(?:[a-z0-9-]+\.)+[a-z]{2,63}|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-f:.]+\])"
+    r"(?::\d+)?(?:/\S*)?"
+    r"|[a-z0-9-]+:\d+(?:/\S*)?"
 )
 
 
@@ -262,9 +265,19 @@ def _redacted_text(url: RedactedURL) -> str:
         # A list of servers (NATS_URL): each one masked, none of them lost.
         return ",".join(redact_one_url(server) for server in servers)
     stripped = text.strip()
-    if stripped and "://" not in text and "@" not in text and not _ADDRESS.fullmatch(stripped):
-        return _MASK  # `REDIS_URL=Hunter2Secret`: the password alone was shown (trial 123)
+    if stripped and "://" not in text and not _shows_an_address(stripped):
+        return _MASK
     return redact_one_url(text)
+
+
+def _shows_an_address(text: str) -> bool:
+    """Whether `text`, a server written without `scheme://`, ends in an address that may be
+    shown (`_ADDRESS`): the part after its last '@', or, with none, what follows a mistyped
+    scheme (`redis//host:6379`, `http:/host`)."""
+    if "@" in text:
+        return _ADDRESS.fullmatch(text.rsplit("@", 1)[-1]) is not None
+    bare = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*(?::/+|//+)", "", text)
+    return _ADDRESS.fullmatch(bare) is not None
 
 
 def server_list(text: str) -> list[str]:
