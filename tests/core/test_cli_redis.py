@@ -190,6 +190,23 @@ def test_tail_shows_live_events_whatever_the_logids_of_the_history(
     ]
 
 
+def test_tail_prints_a_later_copy_of_an_event_the_history_showed(
+    client: redis.Redis, prefix: str, env: dict[str, str]
+) -> None:
+    # The same entry pushed again later (a Go writer's LogID-0 event sent twice) was taken for
+    # the history's, delivered again, and skipped: --count never ended (trial 127).
+    key = f"{prefix}:events"
+    raw = ev(1).to_json()  # LogID 0, as the Go proxy's entries may be
+    client.lpush(key, raw)
+
+    def push_later() -> None:
+        time.sleep(2.5)  # past the window in which the history's events come again
+        client.lpush(key, raw, raw)
+
+    out = tail_output(["tail", "--last", "1", "--count", "2"], env, push_later)
+    assert [r.split()[-1] for r in out.splitlines()] == ["id=req-1"] * 3
+
+
 def test_stats_of_the_log(
     client: redis.Redis, prefix: str, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

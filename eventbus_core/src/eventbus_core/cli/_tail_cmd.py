@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections import Counter
 from typing import Any, Final
 
@@ -111,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Seconds after the history is printed during which a live event may be one of the history's,
+# delivered again: the subscription hands those over first, at once.
+_OVERLAP_WINDOW: Final = 2.0
+
+
 def _identity(event: Event) -> tuple[object, ...]:
     """What tells an event read from the history from the same event delivered live."""
     return (
@@ -147,19 +153,25 @@ def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus)
     )
     redactor = NO_REDACTION if args.no_redact else redactor_from_settings(settings)
     seen = 0
-    # The history's events that the subscription may deliver again (those appended between
-    # subscribing and reading the history), each skipped once. Not "LogID <= the newest shown":
-    # LogIDs follow no order across writers (the Go proxy's, or an old counter's, are larger, or
-    # negative), and every later event of this process's writers was skipped unseen (trial 123).
+    # The history's events that the subscription may deliver again: those appended between
+    # subscribing and reading the history, which it delivers first, in the log's order, at
+    # once. Each is skipped once, until the first live event the history did not print or
+    # `_OVERLAP_WINDOW` seconds after the history: from then on the events are new (a copy of an
+    # event pushed again later is printed). Not "LogID <= the newest shown": LogIDs follow no
+    # order across writers (the Go proxy's, or an old counter's, are larger, or negative), and
+    # every later event was skipped (trials 123, 127).
     shown = Counter(_identity(event) for event in history)
     try:
         for event in history:
             _emit(event, args.json, redactor)
+        overlap_until = time.monotonic() + _OVERLAP_WINDOW
         while args.count is None or seen < args.count:
             try:
                 event = sub.get()
             except SubscriptionClosed:
                 break
+            if shown and time.monotonic() > overlap_until:
+                shown.clear()
             if shown:
                 key = _identity(event)
                 if shown[key]:
@@ -167,6 +179,7 @@ def _follow(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus)
                     if not shown[key]:
                         del shown[key]
                     continue  # already printed from the history
+                shown.clear()  # past the overlap: whatever comes now is new
             _emit(event, args.json, redactor)
             seen += 1
     except BrokenPipeError:
