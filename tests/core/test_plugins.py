@@ -566,3 +566,100 @@ def test_the_backend_flag_help_lists_the_installed_backends(
         main(["publish", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert f"(installed: {', '.join(sorted(get_registry().backends))})" in out
+
+
+class _PlainBus:
+    """A plugin's bus with the four methods of `EventBus`, and `flush()`, but not built on
+    `BaseEventBus`."""
+
+    def __init__(self) -> None:
+        self.inner = RecordingBus(100)
+        self.stopped = 0
+
+    def publish(self, event: Any) -> None:
+        self.inner.publish(event)
+
+    def subscribe(self, name: str | None = None) -> Any:
+        return self.inner.subscribe(name)
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.stopped += 1
+        self.inner.stop(timeout)
+
+    def stats(self) -> Any:
+        return self.inner.stats()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def test_every_bus_create_bus_returns_is_a_context_manager_with_astop() -> None:
+    # `with create_bus() as bus:` (the quick start's) failed for a plugin's bus not built on
+    # BaseEventBus, and type checking failed it for every bus (trial 129).
+    import asyncio
+
+    from eventbus_core import BaseEventBus
+    from eventbus_core.capabilities import Flushable, capability
+
+    made: list[_PlainBus] = []
+
+    def build(settings: EventBusSettings) -> _PlainBus:
+        made.append(_PlainBus())
+        return made[-1]
+
+    registry = PluginRegistry(load_entry_points=False)
+    registry.register_plugin(_plugin(backends={"plain": build}), name="plainbus")
+    settings = EventBusSettings(backend="plain")
+    with create_bus(settings, registry=registry) as bus:
+        assert isinstance(bus, BaseEventBus)
+        sub = bus.subscribe()
+        bus.publish(make_event(1))
+        assert capability(bus, Flushable) is made[0]  # what the plugin's bus offers, through it
+    assert made[0].stopped == 1 and [e.request_id for e in sub] == ["req-1"]
+
+    async def main() -> None:
+        async with create_bus(settings, registry=registry) as bus:
+            bus.publish(make_event(2))
+        await create_bus(settings, registry=registry).astop()
+
+    asyncio.run(main())
+    assert [bus.stopped for bus in made] == [1, 1, 1]
+    assert isinstance(create_bus(EventBusSettings(backend="memory")), InMemoryEventBus)
+
+
+_TYPED_USE = """
+import asyncio
+
+from eventbus_core import EventBusSettings, create_bus
+from eventbus_core.testing import make_event
+
+with create_bus(EventBusSettings(backend="memory")) as bus:
+    bus.publish(make_event(1))
+
+
+async def main() -> None:
+    async with create_bus(EventBusSettings(backend="memory")) as bus:
+        bus.publish(make_event(2))
+    await create_bus(EventBusSettings(backend="memory")).astop()
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_documented_uses_of_create_bus_pass_mypy_strict(tmp_path: Any) -> None:
+    # They ran, but mypy --strict refused them: "EventBus" has no attribute "__enter__" (trial
+    # 129), and the backend guide says users run mypy on code that calls eventbus.
+    import subprocess
+    import sys
+
+    script = tmp_path / "uses.py"
+    script.write_text(_TYPED_USE)
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

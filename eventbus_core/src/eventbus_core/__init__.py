@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from eventbus_core._bus import (
         BaseEventBus,
         EventBus,
+        ManagedBus,
         StopInProgress,
         check_buffer_size,
         check_count,
@@ -89,6 +90,7 @@ _WHERE: dict[str, str] = {
     "backoff_delay": "eventbus_core._backoff",
     "BaseEventBus": "eventbus_core._bus",
     "EventBus": "eventbus_core._bus",
+    "ManagedBus": "eventbus_core._bus",
     "check_buffer_size": "eventbus_core._bus",
     "check_count": "eventbus_core._bus",
     "check_seconds": "eventbus_core._bus",
@@ -187,6 +189,7 @@ __all__ = [
     "BaseEventBus",
     "BusStats",
     "EventBus",
+    "ManagedBus",
     "SubscriberStats",
     "Subscription",
     "SubscriptionClosed",

@@ -17,6 +17,7 @@ from eventbus_core._subscription import Subscription
 __all__ = [
     "BaseEventBus",
     "EventBus",
+    "ManagedBus",
     "check_buffer_size",
     "check_seconds",
     "stop_wait",
@@ -225,3 +226,36 @@ class BaseEventBus(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.astop()
+
+
+class ManagedBus(BaseEventBus):
+    """A plugin's bus that implements the four methods of `EventBus` without `BaseEventBus`,
+    given what `create_bus()` promises every bus: the sync and async context managers and
+    `astop()` (`with create_bus() as bus:` failed at run time for such a bus, and failed type
+    checking for every bus, trial 129).
+
+    Everything else (`flush()`, `consumer()`, ...) is the wrapped bus's own; `__wrapped__` is
+    the wrapped bus, which `eventbus_core.capabilities.capability()` looks through.
+    """
+
+    def __init__(self, bus: EventBus) -> None:
+        self.__wrapped__ = bus
+
+    def publish(self, event: Event) -> None:
+        """The wrapped bus's `publish()`."""
+        self.__wrapped__.publish(event)
+
+    def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
+        """The wrapped bus's `subscribe()` (with `buffer_size` where it offers it)."""
+        return subscribe_sized(self.__wrapped__, name, buffer_size)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """The wrapped bus's `stop()`."""
+        self.__wrapped__.stop(timeout)
+
+    def stats(self) -> BusStats:
+        """The wrapped bus's `stats()`."""
+        return self.__wrapped__.stats()
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)

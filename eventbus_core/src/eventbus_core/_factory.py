@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from eventbus_core._bus import EventBus
+from eventbus_core._bus import BaseEventBus, EventBus, ManagedBus
 from eventbus_core._errors import BackendLoadError, PluginError
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._plugins import PluginRegistry, get_registry
@@ -26,8 +26,12 @@ def backend_given_as(settings: EventBusSettings) -> str:
 
 def create_bus(
     settings: EventBusSettings | None = None, *, registry: PluginRegistry | None = None
-) -> EventBus:
+) -> BaseEventBus:
     """Build the event bus selected by `settings.backend` (`LLM_PROXY_EVENT_BUS`).
+
+    Every bus it returns is a `BaseEventBus`: a sync and async context manager with `astop()`
+    (a plugin's bus that is not one comes wrapped in a `ManagedBus`; `capability()` looks
+    through it).
 
     Args:
         settings: Settings to use; read from the environment when omitted.
@@ -72,5 +76,5 @@ def create_bus(
         from eventbus_core.redact._bus import RedactingBus
         from eventbus_core.redact._redact import Redactor
 
-        bus = RedactingBus(bus, Redactor.from_settings(settings))
-    return bus
+        return RedactingBus(bus, Redactor.from_settings(settings))
+    return bus if isinstance(bus, BaseEventBus) else ManagedBus(bus)
