@@ -260,3 +260,13 @@ def test_help_on_publish_says_what_it_does() -> None:
         assert bus.publish.__qualname__ == bus.publish.__name__ == "publish"
     finally:
         bus.stop(1)
+
+
+def test_a_stop_timeout_that_is_not_a_number_is_refused_naming_it() -> None:
+    # "must be real number, not str", naming nothing (trial 129).
+    bus = InMemoryEventBus()
+    try:
+        with pytest.raises(TypeError, match=r"stop\(\) timeout must be a number of seconds"):
+            bus.stop("1")  # type: ignore[arg-type]
+    finally:
+        bus.stop()

@@ -117,10 +117,14 @@ def stop_wait(timeout: float | None, default: float) -> float:
     and lock waits accept) for a larger one, `inf` included: an explicit "no limit".
 
     Raises:
+        TypeError: `timeout` is not a number (`stop("1")` said only "must be real number, not
+            str", trial 129).
         ValueError: `timeout` is NaN.
     """
     if timeout is None:
         return default
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"stop() timeout must be a number of seconds or None, got {timeout!r}")
     if math.isnan(timeout):
         raise ValueError("stop() timeout must be a number of seconds or None, got nan")
     return min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
