@@ -887,3 +887,33 @@ def test_a_request_that_times_out_first_is_reported_with_the_time_it_took(
     with pytest.raises(TimeoutError, match=r"within 0\.\d s") as raised:
         bus._link.call(times_out(), 10.0)
     assert "10.0" not in str(raised.value)
+
+
+_EXIT_UNSENT = """
+import sys
+from eventbus_core.testing import make_event
+from eventbus_nats import NatsEventBus
+
+bus = NatsEventBus(sys.argv[1], stream=sys.argv[2], subject=sys.argv[3], replicas=3)
+for i in range(10):
+    bus.publish(make_event(i))
+"""
+
+
+def test_the_exit_warning_does_not_say_the_stream_may_hold_events_never_sent(
+    nats_url: str, names: Names
+) -> None:
+    # A stream the server will not create (three replicas on one server): the writer took the
+    # events for a write that never went out, and the warning said "the backend may hold some
+    # of those" (trial 127).
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_UNSENT, nats_url, names.stream, names.subject],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "10 event(s) accepted and not delivered yet when the interpreter exited;" in (
+        done.stderr
+    ), done.stderr
+    assert "may hold" not in done.stderr

@@ -287,6 +287,18 @@ class BatchSender:
                     await self.send(batch)
                     self.resent += unasked - _unasked(batch)
 
+    def sent_open(self) -> int:
+        """Open events handed to nats-py at least once (the server may hold them): read from
+        any thread, for the exit's warning, so a count of the moment, not a settled one."""
+        count = 0
+        for batch in list(self._open):
+            count += sum(
+                1
+                for status, tried in zip(list(batch.status), list(batch.tried), strict=False)
+                if status == _OPEN and tried
+            )
+        return count
+
     def _lose_unsent(self) -> None:
         """Count as lost the open events never handed to nats-py: they cannot be stored."""
         for batch in list(self._open):

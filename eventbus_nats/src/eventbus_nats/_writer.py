@@ -284,10 +284,13 @@ class JetStreamWriter:
         return self._done
 
     def unsettled(self) -> tuple[int, int]:
-        """`pending()`, and of those the ones sent (or being sent) without an answer."""
+        """`pending()`, and of those the ones sent without an answer (the exit's warning says
+        the stream may hold those; events taken but never sent, while the stream was being
+        created or the server was away, are not among them, trial 127)."""
         with self._lock:
-            unanswered = self._taken - self._done
-            return unanswered + len(self._buffer), unanswered
+            taken = self._taken - self._done
+            pending = taken + len(self._buffer)
+        return pending, min(taken, self._sender.sent_open())
 
     def close_intake(self) -> None:
         """Refuse further events and wake the writer to send what is left."""
