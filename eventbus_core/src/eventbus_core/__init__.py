@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from eventbus_core._source import AckableSource, Delivery, SubscriptionSource
     from eventbus_core._stats import BusStats, SubscriberStats
     from eventbus_core._subscription import Subscription, SubscriptionClosed
-    from eventbus_core._variable_source import variable_sources
+    from eventbus_core._variable_source import ReadsVariablesOnly, variable_sources
     from eventbus_core.asgi import EventBusMiddleware
     from eventbus_core.dispatch._deadletter import DeadLetter, JsonlDeadLetter, MemoryDeadLetter
     from eventbus_core.dispatch._dispatcher import Dispatcher
@@ -122,6 +122,7 @@ _WHERE: dict[str, str] = {
     "SettingInfo": "eventbus_core._plugin_settings",
     "describe_settings": "eventbus_core._plugin_settings",
     "variable_sources": "eventbus_core._variable_source",
+    "ReadsVariablesOnly": "eventbus_core._variable_source",
     "ENV_VARS": "eventbus_core._settings",
     "EventBusSettings": "eventbus_core._settings",
     "all_env_vars": "eventbus_core._settings",
@@ -219,6 +220,7 @@ __all__ = [
     "create_bus",
     "describe_settings",
     "variable_sources",
+    "ReadsVariablesOnly",
     "get_logger",
     "get_registry",
     "hookimpl",

@@ -17,11 +17,11 @@ from typing import Any, ClassVar, Final
 
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._env_typos import spelling_read
 from eventbus_core._errors import SettingsError
-from eventbus_core._variable_source import variable_sources
+from eventbus_core._variable_source import ReadsVariablesOnly
 from eventbus_core.redact._secrets import RedactedURL, redact_url
 
 __all__ = [
@@ -152,7 +152,7 @@ def explain(problems: list[Problem], variables: dict[str, str], what: str = "eve
     return f"invalid {what} setting: {detail} (fix the environment variable or the argument)"
 
 
-class PluginSettings(BaseSettings):
+class PluginSettings(ReadsVariablesOnly, BaseSettings):
     """A base for a plugin's settings model (optional: any pydantic-settings model works).
 
     Give each field a `validation_alias` (its environment variable) and a `description`; both
@@ -170,18 +170,6 @@ class PluginSettings(BaseSettings):
         env_nested_delimiter=None,
         allow_inf_nan=False,  # as EventBusSettings: no setting has a use for inf or nan
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Each field from its variable only, not from its field name (`VariableEnvSource`)."""
-        return variable_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
 
     settings_label: ClassVar[str] = "eventbus"
     """What the error message calls these settings, e.g. `redis backend`."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal, Self, TypeVar
 
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventbus_core._bus import SECONDS_MAX
 from eventbus_core._env_typos import warn_misspelt_settings
@@ -34,7 +34,7 @@ from eventbus_core._plugin_settings import (
     problems_of,
     route,
 )
-from eventbus_core._variable_source import variable_sources
+from eventbus_core._variable_source import ReadsVariablesOnly
 
 __all__ = ["BACKEND_ALIASES", "ENV_VARS", "EventBusSettings", "all_env_vars"]
 
@@ -54,7 +54,7 @@ def _model_name(model: type[BaseSettings]) -> str:
     return f"{model.__module__}.{model.__qualname__}"
 
 
-class EventBusSettings(BaseSettings):
+class EventBusSettings(ReadsVariablesOnly, BaseSettings):
     """Settings of eventbus, read from the environment (and optionally a `.env` file).
 
     Build with keyword arguments named after the fields to override the environment, e.g.
@@ -73,18 +73,6 @@ class EventBusSettings(BaseSettings):
         # EVENTBUS_STOP_TIMEOUT would make stop() unbounded (and its waits overflow).
         allow_inf_nan=False,
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Each field from its variable only, not from its field name (`VariableEnvSource`)."""
-        return variable_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
 
     backend: str = _env(
         "LLM_PROXY_EVENT_BUS",

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
-__all__ = ["VariableEnvSource", "variable_sources"]
+__all__ = ["ReadsVariablesOnly", "VariableEnvSource", "variable_sources"]
 
 
 class VariableEnvSource(EnvSettingsSource):
@@ -44,13 +44,24 @@ def variable_sources(
     """The sources of a settings model whose fields each have a variable: keywords first, then
     the environment by variable (`VariableEnvSource`), then pydantic-settings' others.
 
-    For a model's `settings_customise_sources`::
-
-        @classmethod
-        def settings_customise_sources(
-            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-        ):
-            return variable_sources(settings_cls, init_settings, dotenv_settings,
-                                    file_secret_settings)
+    For a model's `settings_customise_sources` (`ReadsVariablesOnly` is one).
     """
     return init_settings, VariableEnvSource(settings_cls), dotenv_settings, file_secret_settings
+
+
+class ReadsVariablesOnly:
+    """A mixin for a pydantic-settings model whose fields each have a variable: each is read
+    from its variable only, not from its field name. Put it first:
+    `class MySettings(ReadsVariablesOnly, BaseSettings)`; `PluginSettings` has it."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Each field from its variable only (`VariableEnvSource`)."""
+        return variable_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)

@@ -15,9 +15,9 @@ import urllib.parse
 from typing import Any, ClassVar, Final
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventbus_core import RedactedURL, SettingsError, redact_url, server_list, variable_sources
+from eventbus_core import ReadsVariablesOnly, RedactedURL, SettingsError, redact_url, server_list
 
 __all__ = [
     "DEAD_SUFFIX",
@@ -185,7 +185,7 @@ def _check_server(server: str, shown: str) -> None:
         )
 
 
-class NatsSettings(BaseSettings):
+class NatsSettings(ReadsVariablesOnly, BaseSettings):
     """Settings of the `nats` backend, read from the environment.
 
     Build with keyword arguments named after the fields to override the environment, e.g.
@@ -201,19 +201,6 @@ class NatsSettings(BaseSettings):
         case_sensitive=False,
         allow_inf_nan=False,  # as EventBusSettings: no setting has a use for inf or nan
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Each field from its variable only: `NATS_STREAM` or `NATS_GROUP`, which other NATS
-        software may use, are not `EVENTBUS_NATS_STREAM` and `EVENTBUS_NATS_GROUP`."""
-        return variable_sources(settings_cls, init_settings, dotenv_settings, file_secret_settings)
 
     settings_label: ClassVar[str] = "nats backend"
     """What `EventBusSettings`' error message calls these settings."""
