@@ -614,7 +614,13 @@ def test_every_bus_create_bus_returns_is_a_context_manager_with_astop() -> None:
         assert isinstance(bus, BaseEventBus)
         sub = bus.subscribe()
         bus.publish(make_event(1))
-        assert capability(bus, Flushable) is made[0]  # what the plugin's bus offers, through it
+        flushable = capability(bus, Flushable)  # what the plugin's bus offers, through it
+        assert flushable is not None and flushable.flush(1.0) is True
+        # Its own members too, as before it came wrapped (trial 130).
+        assert bus.flush(1.0) is True and isinstance(bus, Flushable)  # type: ignore[attr-defined]
+        assert bus.inner is made[0].inner  # type: ignore[attr-defined]
+        with pytest.raises(TypeError, match=r"stop\(\) timeout must be a number"):
+            bus.stop("1")  # type: ignore[arg-type]
     assert made[0].stopped == 1 and [e.request_id for e in sub] == ["req-1"]
 
     async def main() -> None:
@@ -631,10 +637,14 @@ _TYPED_USE = """
 import asyncio
 
 from eventbus_core import EventBusSettings, create_bus
+from eventbus_core.capabilities import Flushable, capability
 from eventbus_core.testing import make_event
 
 with create_bus(EventBusSettings(backend="memory")) as bus:
     bus.publish(make_event(1))
+    flushable = capability(bus, Flushable)
+    if flushable is not None:
+        delivered: bool = flushable.flush(5.0)
 
 
 async def main() -> None:
@@ -657,6 +667,7 @@ def test_the_documented_uses_of_create_bus_pass_mypy_strict(tmp_path: Any) -> No
     script.write_text(_TYPED_USE)
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(script)],
+        cwd=tmp_path,  # a user's project: not this repository's mypy settings
         capture_output=True,
         text=True,
         check=False,

@@ -20,6 +20,7 @@ __all__ = [
     "ManagedBus",
     "check_buffer_size",
     "check_seconds",
+    "check_stop_timeout",
     "stop_wait",
     "subscribe_sized",
 ]
@@ -117,17 +118,27 @@ def stop_wait(timeout: float | None, default: float) -> float:
     and lock waits accept) for a larger one, `inf` included: an explicit "no limit".
 
     Raises:
-        TypeError: `timeout` is not a number (`stop("1")` said only "must be real number, not
-            str", trial 129).
-        ValueError: `timeout` is NaN.
+        TypeError, ValueError: as `check_stop_timeout`.
     """
     if timeout is None:
         return default
+    check_stop_timeout(timeout)
+    return min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
+
+
+def check_stop_timeout(timeout: object) -> None:
+    """Refuse a `stop(timeout)` that is neither None nor a number of seconds.
+
+    Raises:
+        TypeError: not a number (`stop("1")` said only "must be real number, not str").
+        ValueError: NaN.
+    """
+    if timeout is None:
+        return
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"stop() timeout must be a number of seconds or None, got {timeout!r}")
     if math.isnan(timeout):
         raise ValueError("stop() timeout must be a number of seconds or None, got nan")
-    return min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
 
 
 class StopInProgress:
@@ -238,12 +249,20 @@ class ManagedBus(BaseEventBus):
     `astop()` (`with create_bus() as bus:` failed at run time for such a bus, and failed type
     checking for every bus, trial 129).
 
-    Everything else (`flush()`, `consumer()`, ...) is the wrapped bus's own; `__wrapped__` is
-    the wrapped bus, which `eventbus_core.capabilities.capability()` looks through.
+    Everything else (`flush()`, `consumer()`, the plugin's own attributes) is the wrapped bus's
+    own, reached through this object as through `RedactingBus`; `__wrapped__` is the wrapped
+    bus, which `eventbus_core.capabilities.capability()` looks through.
     """
 
     def __init__(self, bus: EventBus) -> None:
         self.__wrapped__ = bus
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what this class lacks: the plugin's own members (trial 130: flush() and a
+        # plugin's methods raised AttributeError through the wrapper).
+        if name == "__wrapped__":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.__wrapped__, name)
 
     def publish(self, event: Event) -> None:
         """The wrapped bus's `publish()`."""
@@ -254,7 +273,8 @@ class ManagedBus(BaseEventBus):
         return subscribe_sized(self.__wrapped__, name, buffer_size)
 
     def stop(self, timeout: float | None = None) -> None:
-        """The wrapped bus's `stop()`."""
+        """The wrapped bus's `stop()`, once `timeout` is known to be a number or None."""
+        check_stop_timeout(timeout)
         self.__wrapped__.stop(timeout)
 
     def stats(self) -> BusStats:

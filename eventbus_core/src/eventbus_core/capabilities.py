@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from eventbus_core._event import Event
 from eventbus_core._source import AckableSource
@@ -309,20 +309,24 @@ class SinkFigures(Protocol):
         a partial success is what OTLP forbids."""
 
 
-def capability(bus: object, kind: type[T]) -> T | None:
+def capability(bus: object, kind: Callable[..., T]) -> T | None:
     """Return `bus` (or the bus a wrapper wraps) if it offers capability `kind`, else None.
 
     Example:
         flushable = capability(bus, Flushable)
         if flushable is not None:
             flushable.flush(5.0)
+
+    (`kind` is typed as a callable returning T, not `type[T]`, so that mypy takes a Protocol
+    class such as `Flushable` and infers T from it: with `type[T]`, the documented call above
+    failed `mypy --strict` with "Only concrete class can be given", trial 130.)
     """
     current: object | None = bus
     for _ in range(_MAX_WRAPPERS):
         if current is None:
             return None
-        if isinstance(current, kind):
-            return current
+        if isinstance(current, cast(type, kind)):
+            return cast(T, current)
         current = getattr(current, "__wrapped__", None)
     return None
 
