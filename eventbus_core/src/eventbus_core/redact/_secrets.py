@@ -24,6 +24,7 @@ __all__ = [
     "redact_one_url",
     "redact_url",
     "server_list",
+    "shown_url",
 ]
 
 _MASK = "***"
@@ -264,6 +265,13 @@ def _redacted_text(url: RedactedURL) -> str:
     if len(servers) > 1 and all("://" in server for server in servers):
         # A list of servers (NATS_URL): each one masked, none of them lost.
         return ",".join(redact_one_url(server) for server in servers)
+    return shown_url(text)
+
+
+def shown_url(text: str) -> str:
+    """`text`, one URL a setting gave, as a message may show it: `redact_one_url()`, and masked
+    whole when it has no `scheme://` and does not end in an address (`_ADDRESS`: a password or
+    token pasted on its own)."""
     stripped = text.strip()
     if stripped and "://" not in text and not _shows_an_address(stripped):
         return _MASK

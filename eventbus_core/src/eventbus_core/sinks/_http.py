@@ -29,7 +29,7 @@ from eventbus_core._errors import (
 from eventbus_core._log import add_patterns, get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._redact import MASK, redact_text
-from eventbus_core.redact._secrets import redact_one_url, redact_url
+from eventbus_core.redact._secrets import redact_one_url, redact_url, shown_url
 from eventbus_core.transform._llm import _decompress
 
 if TYPE_CHECKING:
@@ -50,7 +50,8 @@ def check_url(url: str, where: str) -> str:
     `SettingsError` naming `where` (the URL shown without its password). Checked at start:
     otherwise every batch would fail, be retried as if the server were down, and be
     dead-lettered."""
-    shown = redact_one_url(url)  # a password with a space or a '/' masked too
+    # A password with a space or a '/' masked too, and a token pasted without a scheme whole.
+    shown = shown_url(url)
     if not url.startswith(("http://", "https://")):
         raise SettingsError(f"{where} must be an http:// or https:// URL, got {shown!r}")
     try:
