@@ -37,6 +37,7 @@ from collections import deque
 
 import fakeredis
 
+from eventbus_core import BusStats
 from eventbus_core.testing import BusContractTests
 from eventbus_memory import InMemoryEventBus
 from eventbus_redis import RedisEventBus
@@ -330,6 +331,55 @@ class TestKeepsTheFirstInheritedSubscriptionOnly(Quick):
         return KeepsTheFirstInheritedSubscriptionOnly(buffer_size)
 
 
+class _Twice:
+    """A subscription that is handed each batch twice."""
+
+    def __init__(self, sub):
+        self.sub = sub
+
+    def offer(self, events):
+        self.sub.offer(events)
+        return self.sub.offer(events)
+
+    def __getattr__(self, name):
+        return getattr(self.sub, name)
+
+
+class DoublesInheritedSubscriptions(QueueBus):
+    """Hands the subscriptions made before the fork every event twice in the child (trial
+    130)."""
+
+    def _after_fork(self):
+        super()._after_fork()
+        self._subs = [(_Twice(sub), start) for sub, start in self._subs]
+
+
+class TestDoublesInheritedSubscriptions(Quick):
+    def make_bus(self, buffer_size):
+        return DoublesInheritedSubscriptions(buffer_size)
+
+
+class FreezesInheritedFigures(QueueBus):
+    """Delivers to the subscriptions made before the fork in the child, but its stats() show
+    their figures as they were at the fork (trial 130)."""
+
+    def _after_fork(self):
+        super()._after_fork()
+        self._frozen = {sub.name: sub.stats() for sub, _ in self._subs}
+
+    def stats(self):
+        figures = super().stats()
+        frozen = getattr(self, "_frozen", {})
+        subs = tuple(frozen.get(f.name, f) for f in figures.subscribers)
+        return BusStats(figures.published, figures.dropped, lost=figures.lost,
+                        queue_depth=figures.queue_depth, subscribers=subs, extra=figures.extra)
+
+
+class TestFreezesInheritedFigures(Quick):
+    def make_bus(self, buffer_size):
+        return FreezesInheritedFigures(buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -381,6 +431,8 @@ MUST_FAIL = {
     "TestForgetsInheritedSubscriptions": {"test_the_bus_works_on_in_a_forked_child"},
     "TestEndsInheritedSubscriptionsAtTheFork": {"test_the_bus_works_on_in_a_forked_child"},
     "TestKeepsTheFirstInheritedSubscriptionOnly": {"test_the_bus_works_on_in_a_forked_child"},
+    "TestDoublesInheritedSubscriptions": {"test_the_bus_works_on_in_a_forked_child"},
+    "TestFreezesInheritedFigures": {"test_the_bus_works_on_in_a_forked_child"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus", "TestControlGuideQueueBusSlowWrite")
 
