@@ -62,7 +62,9 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="first print the N newest events already in the log (backends that keep one)",
+        help="first print the N newest events already in the log (backends that keep one); "
+        "a live event identical to one of those, arriving within 2 s after them, is taken for "
+        "it and not printed again",
     )
     parser.add_argument(
         "-c",
