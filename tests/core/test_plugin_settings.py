@@ -320,3 +320,18 @@ def test_a_flag_another_setting_or_eventbus_has_is_not_offered_and_said(
     # The first plugin keeps its flag, and every command still works.
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["publish", "--backend", "toy", "--toy-name", "t", "-q"]) == 0
+
+
+def test_whole_number_defaults_are_shown_as_the_docs_write_them() -> None:
+    # `eventbus plugins` printed 86400.0 and 120.0 where every settings table says 86400 and
+    # 120 (trial 131); a fraction stays as it is.
+    from eventbus_core import describe_settings
+    from eventbus_redis._settings import RedisSettings
+
+    shown = {row.env_var: row.default for row in describe_settings(RedisSettings)}
+    assert shown["EVENTBUS_REDIS_TTL"] == "86400"
+
+    class Fractions(PluginSettings):
+        wait: float = Field(default=0.25, validation_alias="T_WAIT", description="Wait.")
+
+    assert [row.default for row in describe_settings(Fractions)] == ["0.25"]

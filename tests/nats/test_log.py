@@ -103,6 +103,7 @@ def test_describe_reports_stream_and_group_figures(make_bus: MakeBus) -> None:
     assert (figures["messages"], figures["first_log_id"], figures["last_log_id"]) == (10, 1, 10)
     assert figures["bytes"] > 10 * 300
     assert figures["limits"]["max_msgs"] == 500 and figures["limits"]["max_age"] == 3600
+    assert figures["limits"]["max_bytes"] == 0  # no limit, as the setting says it (NATS: -1)
     assert figures["group"] == "dispatchers"
     assert (figures["pending"], figures["lag"], figures["redelivered"]) == (4, 6, 0)
     assert figures["dead_letters"] == 0

@@ -92,6 +92,8 @@ def describe_settings(model: type[BaseSettings]) -> list[SettingInfo]:
     for name, info in model.model_fields.items():
         default = "" if info.is_required() else info.get_default(call_default_factory=True)
         shown = "" if default is None else str(default)
+        if isinstance(default, float) and default.is_integer():
+            shown = str(int(default))  # 86400, as the docs' tables write it, not 86400.0
         rows.append(
             SettingInfo(name, variables[name], shown, info.description or "", cli_flag(info))
         )

@@ -258,9 +258,10 @@ class LogReader:
             first_log_id=state.first_seq,
             last_log_id=state.last_seq,
             deleted=state.num_deleted or 0,
+            # As the settings spell them: 0 for "no limit" (NATS says -1; trial 131).
             limits={
-                "max_msgs": config.max_msgs,
-                "max_bytes": config.max_bytes,
+                "max_msgs": _as_setting(config.max_msgs),
+                "max_bytes": _as_setting(config.max_bytes),
                 "max_age": config.max_age,
                 "replicas": config.num_replicas,
                 "duplicate_window": config.duplicate_window,
@@ -310,3 +311,9 @@ def _group_figures(info: api.ConsumerInfo) -> dict[str, Any]:
         "ack_floor_log_id": info.ack_floor.stream_seq if info.ack_floor else 0,
         "ack_wait": info.config.ack_wait,
     }
+
+
+def _as_setting(limit: int | None) -> int:
+    """A stream limit as `EVENTBUS_NATS_MAX_MSGS` and `..._MAX_BYTES` spell it: 0 for none
+    (NATS reports -1)."""
+    return 0 if limit is None or limit < 0 else limit
