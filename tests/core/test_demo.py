@@ -331,3 +331,35 @@ def test_a_run_on_a_backend_without_isolation_says_what_it_leaves_behind(groups:
     assert ("consumer group eventbus-demo-abc123" in text) is groups
     assert ("consumer group" in text) is groups
     assert "left in place" in text and "no Isolatable capability" in text
+
+
+def test_an_interrupted_demo_says_what_the_consumer_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "0 dropped" while the consumer's subscription had dropped 180 (its WARNING said so
+    # alone; trial 131).
+    from eventbus_core._demo import _workload
+    from eventbus_core.testing import make_event
+    from eventbus_memory import InMemoryEventBus
+
+    def simulate(bus: Any, **kwargs: Any) -> list[list[float]]:
+        for i in range(50):
+            bus.publish(make_event(i))
+        bus.flush(5)
+        raise _workload.DemoInterrupted(50, 100)
+
+    monkeypatch.setattr(_workload, "simulate", simulate)
+    monkeypatch.setattr(
+        _workload,
+        "_consume",
+        lambda bus, output, ready, *rest: (
+            bus.subscribe("demo-jsonl", buffer_size=10),
+            ready.set(),
+        ),
+    )
+    bus = InMemoryEventBus(buffer_size=1000)
+    with pytest.raises(_workload.DemoInterrupted) as info:
+        _workload.run_demo(bus, backend="memory", output=tmp_path / "o.jsonl", requests=100)
+    assert "50 published, 0 dropped (and 40 by the consumer, which fell behind)" in (
+        info.value.summary()
+    ), info.value.summary()

@@ -301,11 +301,17 @@ def run_demo(
         done = exc.done if isinstance(exc, DemoInterrupted) else 0
         bus.stop(timeout=0.5)
         consumer.join(0.5)
-        published, dropped = bus.stats()
+        stats = bus.stats()
+        published, dropped = stats
+        # The consumer's subscription may have dropped too (it fell behind): said here, not
+        # only in its WARNING line (trial 131).
+        behind = sum(s.dropped for s in stats.subscribers)
+        fell_behind = f" (and {behind} by the consumer, which fell behind)" if behind else ""
         raise DemoInterrupted(
             done,
             requests,
-            f"{published} published, {dropped} dropped, {counts[0]} written to {output}",
+            f"{published} published, {dropped} dropped{fell_behind}, {counts[0]} written to "
+            f"{output}",
         ) from None
     with within_ending():  # SIGTERM now must not cut the delivery of what was accepted
         bus.stop()
