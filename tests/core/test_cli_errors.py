@@ -817,3 +817,23 @@ def test_an_empty_backend_option_is_refused_naming_the_option(
     assert main(["stats", "--backend", "redis", "--backend-option", "REDIS_URL= "]) == 2
     err = capsys.readouterr().err
     assert "--backend-option REDIS_URL= is empty: give a value, or leave the option out" in err
+
+
+def test_the_command_lines_warnings_name_the_logger_once(tmp_path: Any) -> None:
+    # "WARNING eventbus: eventbus: EVENTBUS_REDIS_KEYS is set, ..." (trials 122, 131): the
+    # message's own prefix after the format's logger name.
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "eventbus_core.cli", "stats", "--backend", "memory"],
+        env={**os.environ, "EVENTBUS_REDIS_KEYS": "x"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "WARNING eventbus: EVENTBUS_REDIS_KEYS is set, but" in done.stderr, done.stderr
+    assert "eventbus: eventbus:" not in done.stderr

@@ -282,7 +282,12 @@ def _main(argv: Sequence[str] | None) -> int:
         commands = _subcommands(parser)
         (commands.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extras)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fresh = not logging.getLogger().handlers  # not a host's (a test runner's) own handlers
+    logging.basicConfig(level=level, format=log_format)
+    if fresh:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_NamedOnce(log_format))
     # A plugin's load failure or problem is logged, once, as a warning line like the others;
     # its PluginLoadWarning (for programs) would say it a second time.
     warnings.filterwarnings("ignore", category=PluginLoadWarning)
@@ -356,6 +361,18 @@ def _sigterm_as_interrupt() -> Iterator[list[bool]]:
         yield came
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _NamedOnce(logging.Formatter):
+    """The command line's log format, without the logger's name twice: messages written to
+    read well where no logging is set up (Python's last resort prints the message alone) begin
+    with "eventbus: ", which the format's own name then doubled (`WARNING eventbus: eventbus:
+    ...`, trials 122, 131)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        doubled = f"{record.name}: {record.name}: "
+        return text.replace(doubled, f"{record.name}: ", 1) if doubled in text else text
 
 
 def _run_command(
