@@ -674,3 +674,49 @@ def test_the_documented_uses_of_create_bus_pass_mypy_strict(tmp_path: Any) -> No
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class _OwnManagers(_PlainBus):
+    """A plugin's bus (not built on `BaseEventBus`) with a context manager and astop() of its
+    own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __enter__(self) -> _OwnManagers:
+        self.calls.append("enter")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.calls.append("exit")
+        self.stop()
+
+    async def astop(self, timeout: float | None = None) -> None:
+        self.calls.append("astop")
+        self.stop(timeout)
+
+
+def test_a_wrapped_plugin_bus_keeps_its_own_context_manager_and_astop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ManagedBus used its own in their place (trial 132); RedactingBus let stop("1") through.
+    import asyncio
+
+    made: list[_OwnManagers] = []
+
+    def build(settings: EventBusSettings) -> _OwnManagers:
+        made.append(_OwnManagers())
+        return made[-1]
+
+    registry = PluginRegistry(load_entry_points=False)
+    registry.register_plugin(_plugin(backends={"own": build}), name="ownbus")
+    with create_bus(EventBusSettings(backend="own"), registry=registry):
+        pass
+    asyncio.run(create_bus(EventBusSettings(backend="own"), registry=registry).astop())
+    assert [bus.calls for bus in made] == [["enter", "exit"], ["astop"]]
+    monkeypatch.setenv("EVENTBUS_REDACT_ON_PUBLISH", "true")
+    redacting = create_bus(EventBusSettings(backend="own"), registry=registry)
+    with pytest.raises(TypeError, match=r"stop\(\) timeout must be a number"):
+        redacting.stop("1")  # type: ignore[arg-type]
+    redacting.stop()

@@ -281,5 +281,34 @@ class ManagedBus(BaseEventBus):
         """The wrapped bus's `stats()`."""
         return self.__wrapped__.stats()
 
+    async def astop(self, timeout: float | None = None) -> None:
+        """The wrapped bus's own `astop()` where it has one (trial 132), else `stop()` in a
+        worker thread."""
+        own = getattr(self.__wrapped__, "astop", None)
+        if callable(own):
+            check_stop_timeout(timeout)
+            await own(timeout)
+        else:
+            await super().astop(timeout)
+
+    def __enter__(self) -> Self:
+        # The wrapped bus's own context manager, where it has one (trial 132).
+        enter = getattr(self.__wrapped__, "__enter__", None)
+        if callable(enter):
+            enter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        leave = getattr(self.__wrapped__, "__exit__", None)
+        if callable(leave):
+            leave(exc_type, exc, tb)
+        else:
+            self.stop()
+
     def __repr__(self) -> str:
         return repr(self.__wrapped__)

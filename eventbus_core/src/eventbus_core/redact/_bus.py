@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from eventbus_core._bus import BaseEventBus, EventBus, subscribe_sized
+from eventbus_core._bus import BaseEventBus, EventBus, check_stop_timeout, subscribe_sized
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger, scrub
 from eventbus_core._stats import BusStats
@@ -89,7 +89,8 @@ class RedactingBus(BaseEventBus):
         return subscribe_sized(self.bus, name, buffer_size)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the wrapped bus."""
+        """Stop the wrapped bus, once `timeout` is known to be a number or None."""
+        check_stop_timeout(timeout)
         self.bus.stop(timeout)
 
     def stats(self) -> BusStats:
