@@ -86,8 +86,8 @@ class EarlyFlush(InMemoryEventBus):
 class DropsCountedByTheBus(InMemoryEventBus):
     """Counts a full subscriber's misses in the bus's `dropped`, not in the subscriber's."""
 
-    def subscribe(self, name=None, *, buffer_size=None):
-        sub = super().subscribe(name, buffer_size=buffer_size)
+    def subscribe(self, name=None):
+        sub = super().subscribe(name)
 
         def count_dropped(n):
             with self._batcher.lock:
@@ -108,8 +108,8 @@ class ReplaysRecentEvents(InMemoryEventBus):
         self._recent.append(event)
         super().publish(event)
 
-    def subscribe(self, name=None, *, buffer_size=None):
-        sub = super().subscribe(name, buffer_size=buffer_size)
+    def subscribe(self, name=None):
+        sub = super().subscribe(name)
         sub.offer(list(self._recent))
         return sub
 
@@ -380,6 +380,47 @@ class TestFreezesInheritedFigures(Quick):
         return FreezesInheritedFigures(buffer_size)
 
 
+class DoublesInTheChild(QueueBus):
+    """Hands every subscription each event twice in the child, one made there too (trial
+    132)."""
+
+    def _after_fork(self):
+        super()._after_fork()
+        self._in_child = True
+
+    def subscribe(self, name=None):
+        sub = super().subscribe(name)
+        if getattr(self, "_in_child", False):
+            self._subs = [(_Twice(s), start) if s is sub else (s, start) for s, start in self._subs]
+        return sub
+
+
+class TestDoublesInTheChild(Quick):
+    def make_bus(self, buffer_size):
+        return DoublesInTheChild(buffer_size)
+
+
+class ListsTwiceInTheChild(QueueBus):
+    """Its stats() list every subscription twice in the child (trial 132)."""
+
+    def _after_fork(self):
+        super()._after_fork()
+        self._in_child = True
+
+    def stats(self):
+        figures = super().stats()
+        if not getattr(self, "_in_child", False):
+            return figures
+        return BusStats(figures.published, figures.dropped, lost=figures.lost,
+                        queue_depth=figures.queue_depth,
+                        subscribers=figures.subscribers * 2, extra=figures.extra)
+
+
+class TestListsTwiceInTheChild(Quick):
+    def make_bus(self, buffer_size):
+        return ListsTwiceInTheChild(buffer_size)
+
+
 class TestControlMemory(Quick):
     def make_bus(self, buffer_size):
         return InMemoryEventBus(buffer_size)
@@ -433,6 +474,8 @@ MUST_FAIL = {
     "TestKeepsTheFirstInheritedSubscriptionOnly": {"test_the_bus_works_on_in_a_forked_child"},
     "TestDoublesInheritedSubscriptions": {"test_the_bus_works_on_in_a_forked_child"},
     "TestFreezesInheritedFigures": {"test_the_bus_works_on_in_a_forked_child"},
+    "TestDoublesInTheChild": {"test_the_bus_works_on_in_a_forked_child"},
+    "TestListsTwiceInTheChild": {"test_the_bus_works_on_in_a_forked_child"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus", "TestControlGuideQueueBusSlowWrite")
 

@@ -105,11 +105,30 @@ class ForkContract(ContractBase):
             return (
                 f"in a forked child, a subscriber received {got[:5]}..., expected {expected[:5]}..."
             )
+        try:
+            again = self.bounded(self.get_limit(), sub.get, timeout=_COPIES_WAIT).request_id
+        except (TimeoutError, SubscriptionClosed):
+            again = None
+        if again is not None:
+            return (
+                f"in a forked child, a subscriber received {again!r} again after the "
+                f"{len(expected)} events the child published (trial 132)"
+            )
         missing = self._child_events_missing(early, set(expected))
         if missing:
             return missing
         self.stop_bus(bus)
-        listed = {figures.name: figures for figures in self.stats_bounded(bus).subscribers}
+        rows = self.stats_bounded(bus).subscribers
+        names = [figures.name for figures in rows]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            return f"in a forked child, stats() lists subscriptions {twice} more than once"
+        listed = {figures.name: figures for figures in rows}
+        if sub.name in listed and listed[sub.name].delivered != len(expected):
+            return (
+                f"in a forked child, stats() says {listed[sub.name].delivered} events were "
+                f"delivered to subscription {sub.name!r}, which received {len(expected)}"
+            )
         gone = [sub.name for sub in early if sub.name not in listed]
         if gone:
             return (
