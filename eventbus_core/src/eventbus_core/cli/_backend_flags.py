@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from typing import Any
+from typing import Any, Final
 
 from eventbus_core._plugin_settings import cli_flag, env_vars_of
 from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry, get_registry
 from eventbus_core._settings import all_env_vars
 
 __all__ = [
+    "OPTION",
     "add_plugin_options",
     "flag_problems",
     "flag_value",
@@ -26,7 +27,8 @@ __all__ = [
     "plugin_overrides",
 ]
 
-_OPTION = "--backend-option"
+OPTION: Final = "--backend-option"
+"""The flag that sets any backend plugin's setting for one run (`KEY=VALUE`)."""
 
 
 def _registry() -> PluginRegistry:
@@ -98,7 +100,7 @@ def add_plugin_options(group: Any) -> None:
                 continue
             added.add(flag)
     group.add_argument(
-        _OPTION,
+        OPTION,
         action="append",
         dest="backend_options",
         metavar="KEY=VALUE",
@@ -124,7 +126,7 @@ def _flag_not_offered(
     info = registry.plugins.get(plugin)
     problem = (
         f"flag {flag} (of {variable}) {_NOT_OFFERED}{holder} has it; set {variable}, or pass "
-        f"{_OPTION} {variable}=VALUE"
+        f"{OPTION} {variable}=VALUE"
     )
     if info is not None and problem not in info.problems:
         info.problems.append(problem)
@@ -163,7 +165,7 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
         key = key.strip()
         if not eq or not key:
             raise UsageError(
-                f"{_OPTION} {option!r}: give KEY=VALUE, KEY being a backend plugin's setting "
+                f"{OPTION} {option!r}: give KEY=VALUE, KEY being a backend plugin's setting "
                 "or its environment variable"
             )
         found = known.get(key.lower())
@@ -172,7 +174,7 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             if core is not None:
                 # One of eventbus's own: the list of plugin settings alone did not say so.
                 raise UsageError(
-                    f"{_OPTION} names {key!r}, a setting of eventbus itself, not of a backend "
+                    f"{OPTION} names {key!r}, a setting of eventbus itself, not of a backend "
                     f"plugin: set the environment variable {core} (or the command's own flag, "
                     "where it has one; see --help)"
                 )
@@ -180,28 +182,28 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             # Not "KEY: ...": after a credential's name (`password`), the log scrubbing takes
             # the rest of the line for its value, and the list of settings was masked.
             raise UsageError(
-                f"{_OPTION} names {key!r}, which no installed backend plugin has as a setting "
+                f"{OPTION} names {key!r}, which no installed backend plugin has as a setting "
                 f"(settings of the installed plugins: {settings}; see 'eventbus plugins')"
             )
-        if found in given_as and given_as[found].startswith(_OPTION):
+        if found in given_as and given_as[found].startswith(OPTION):
             # The last would win without a word (trial 121).
-            before = given_as[found].removeprefix(_OPTION + " ")
+            before = given_as[found].removeprefix(OPTION + " ")
             spellings = f", as {before} and as {key}" if before != key else ""
-            raise UsageError(f"{_OPTION} gives {found} twice{spellings}: give it once")
+            raise UsageError(f"{OPTION} gives {found} twice{spellings}: give it once")
         if found in given_as:
             # Its flag too (`--redis-url`): the option won without a word, and errors about
             # the address named the flag.
             raise UsageError(
-                f"{given_as[found]} and {_OPTION} {key} both set {variables[found]}: give it once"
+                f"{given_as[found]} and {OPTION} {key} both set {variables[found]}: give it once"
             )
         if not value.strip():
             # Taken as unset, it fell back to nothing at all (not to the environment's value),
             # and the error said "set REDIS_URL" to someone who had.
             raise UsageError(
-                f"{_OPTION} {key}= is empty: give a value, or leave the option out to use "
+                f"{OPTION} {key}= is empty: give a value, or leave the option out to use "
                 f"{variables[found]} from the environment"
             )
-        values[found], given_as[found] = value, f"{_OPTION} {key}"
+        values[found], given_as[found] = value, f"{OPTION} {key}"
     return values, given_as
 
 

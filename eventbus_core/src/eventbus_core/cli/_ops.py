@@ -34,6 +34,7 @@ from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
 from eventbus_core.capabilities import Describable, capability, is_cross_process
 from eventbus_core.cli._backend_flags import (
+    OPTION,
     add_plugin_options,
     flag_value,
     installed_backends,
@@ -279,17 +280,14 @@ def _address_flag_terms(text: str, flags: dict[str, str]) -> str:
     variables = all_env_vars()
     for field, flag in flags.items():
         variable = variables.get(field, flag)
-        # One pass: the flag may hold the variable's name (`--backend-option NATS_URL`).
-        # Not where a flag already names it (`--backend-option NATS_URL`): named once.
+        # One pass, and not where a flag already names it: the flag may hold the variable's
+        # name (`--backend-option NATS_URL`).
         pattern = (
-            rf"(set )?(?<![\w-])(?<!{_OPTION_FLAG} ){re.escape(variable)}(?![\w-])"
+            rf"(set )?(?<![\w-])(?<!{OPTION} ){re.escape(variable)}(?![\w-])"
             r"(=| \(or --[\w-]+\))?"
         )
         text = re.sub(pattern, functools.partial(_flag_for, flag), text)
     return text
-
-
-_OPTION_FLAG: Final = "--backend-option"
 
 
 def _flag_for(flag: str, match: re.Match[str]) -> str:
