@@ -244,14 +244,16 @@ class BaseEventBus(ABC):
 
 
 class ManagedBus(BaseEventBus):
-    """A plugin's bus that implements the four methods of `EventBus` without `BaseEventBus`,
-    given what `create_bus()` promises every bus: the sync and async context managers and
-    `astop()` (`with create_bus() as bus:` failed at run time for such a bus, and failed type
-    checking for every bus, trial 129).
+    """A bus wrapped in a `BaseEventBus`: what `create_bus()` returns for a plugin's bus that
+    implements the four methods of `EventBus` without `BaseEventBus`, given what it promises
+    every bus, the sync and async context managers and `astop()` (`with create_bus() as bus:`
+    failed at run time for such a bus, and failed type checking for every bus, trial 129); and
+    the base of `RedactingBus`, which changes `publish()`.
 
-    Everything else (`flush()`, `consumer()`, the plugin's own attributes) is the wrapped bus's
-    own, reached through this object as through `RedactingBus`; `__wrapped__` is the wrapped
-    bus, which `eventbus_core.capabilities.capability()` looks through.
+    Everything else (`flush()`, `consumer()`, the plugin's own attributes, its own context
+    manager and `astop()`) is the wrapped bus's own, reached through this object;
+    `__wrapped__` is the wrapped bus, which `eventbus_core.capabilities.capability()` looks
+    through.
     """
 
     def __init__(self, bus: EventBus) -> None:

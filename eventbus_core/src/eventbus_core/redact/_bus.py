@@ -9,13 +9,11 @@ leaves the process (Redis) and its readers must not see credentials either.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-from eventbus_core._bus import BaseEventBus, EventBus, check_stop_timeout, subscribe_sized
+from eventbus_core._bus import EventBus, ManagedBus
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger, scrub
 from eventbus_core._stats import BusStats
-from eventbus_core._subscription import Subscription
 from eventbus_core.redact._redact import Redactor
 
 __all__ = ["RedactingBus"]
@@ -23,7 +21,7 @@ __all__ = ["RedactingBus"]
 log = get_logger("eventbus.redact")
 
 
-class RedactingBus(BaseEventBus):
+class RedactingBus(ManagedBus):
     """Wrap `bus` so that every published event is redacted first.
 
     Everything else (subscribe, stop, stats, and backend extras such as `flush()` or
@@ -41,8 +39,8 @@ class RedactingBus(BaseEventBus):
     """
 
     def __init__(self, bus: EventBus, redactor: Redactor | None = None) -> None:
+        super().__init__(bus)
         self.bus = bus
-        self.__wrapped__ = bus
         self.redactor = redactor or Redactor()
         self.unredactable = 0
         self._lock = threading.Lock()  # for the failure path only
@@ -84,15 +82,6 @@ class RedactingBus(BaseEventBus):
             path=path, response_headers=None, request_body=None, response_body=None
         )
 
-    def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
-        """Subscribe to the wrapped bus (with `buffer_size` where the wrapped bus offers it)."""
-        return subscribe_sized(self.bus, name, buffer_size)
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the wrapped bus, once `timeout` is known to be a number or None."""
-        check_stop_timeout(timeout)
-        self.bus.stop(timeout)
-
     def stats(self) -> BusStats:
         """The wrapped bus's figures, with `extra["unredactable"]` (see the class)."""
         inner = self.bus.stats()
@@ -104,9 +93,6 @@ class RedactingBus(BaseEventBus):
             subscribers=inner.subscribers,
             extra={**inner.extra, "unredactable": self.unredactable},
         )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.bus, name)
 
     def __repr__(self) -> str:
         return f"<RedactingBus {self.bus!r}>"
