@@ -39,6 +39,7 @@ from eventbus_core._bus import EventBus
 from eventbus_core._demo._child import Child, DemoError, Inbox, expect
 from eventbus_core._demo._report import DemoReport
 from eventbus_core._demo._workload import DemoInterrupted, ProgressFactory, spread
+from eventbus_core._env_typos import spelling_read
 from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import ConsumerGroups, Isolatable, Isolation, capability
@@ -290,10 +291,8 @@ def _backend_to_name(backend: str) -> str:
     """What the `--keep` hint must add for its command to find the run's events: the backend,
     where the environment does not select it (`--backend` did: the hint's `eventbus stats`
     looked at the default memory backend and exited 2, trial 126)."""
-    selected = {name.upper(): value for name, value in os.environ.items()}.get(
-        "LLM_PROXY_EVENT_BUS", ""
-    )
-    if selected.strip().lower() == backend:
+    spelt = spelling_read("LLM_PROXY_EVENT_BUS", os.environ)
+    if spelt is not None and os.environ[spelt].strip().lower() == backend:
         return ""
     return f" (with LLM_PROXY_EVENT_BUS={backend}, or --backend {backend})"
 

@@ -154,12 +154,11 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     if not options:
         return values, given_as
     known: dict[str, str] = {}
-    variables: dict[str, str] = {}
     for model in _registry().settings_models():
         for field, variable in env_vars_of(model).items():
             known.setdefault(field.lower(), field)
             known.setdefault(variable.lower(), field)
-            variables.setdefault(field, variable)
+    variables = all_env_vars()
     for option in options:
         key, eq, value = option.partition("=")
         key = key.strip()
@@ -228,8 +227,5 @@ def plugin_override_env(args: argparse.Namespace) -> dict[str, str]:
         UsageError: as `plugin_overrides`.
     """
     values, _ = plugin_overrides(args)
-    variables: dict[str, str] = {}
-    for model in _registry().settings_models():
-        for field, variable in env_vars_of(model).items():
-            variables.setdefault(field, variable)
+    variables = all_env_vars()
     return {variables[field]: str(value) for field, value in values.items() if field in variables}

@@ -251,16 +251,10 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
             text = _address_flag_terms(str(exc), flags)
             raise BackendUnavailableError(f"{text} (settings given by {shown})") from None
         raise
-    except SettingsError as exc:
-        # The server refused the address's database or credentials: "the database in
-        # REDIS_URL (or --redis-url)" named the variable first where the flag gave it
-        # (helper-108).
-        bus.stop(timeout=0)
-        flags.update(_named_in(str(exc), given))
-        if flags:
-            raise SettingsError(_address_flag_terms(str(exc), flags)) from None
-        raise
     except BaseException:
+        # A SettingsError too (the server refused the address's database or credentials):
+        # the command runner names the flag that gave a value (`in_command_line_terms`), as
+        # for every configuration error.
         bus.stop(timeout=0)
         raise
     return bus
