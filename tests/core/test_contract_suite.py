@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 GUIDE = ROOT / "docs" / "plugins" / "writing-a-backend.md"
 
 BROKEN_BUSES = '''
+import socket
+import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -151,6 +154,45 @@ class BlockingPublish(InMemoryEventBus):
             time.sleep(2.0)
 
 
+class WritesInPublish(InMemoryEventBus):
+    """publish() appends the event to a local file: fast storage, so it returns in time
+    (trial 135)."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self._file = tempfile.TemporaryFile()
+
+    def publish(self, event):
+        self._file.write(event.to_json())
+        super().publish(event)
+
+
+class WaitsAMomentForRoom(InMemoryEventBus):
+    """publish() waits half a millisecond now and then, as for room (trial 135)."""
+
+    calls = 0
+
+    def publish(self, event):
+        self.calls += 1
+        if self.calls % 100 == 0:
+            threading.Event().wait(0.0005)
+        super().publish(event)
+
+
+class SendsInPublish(InMemoryEventBus):
+    """publish() sends the event on a blocking socket to a local reader that keeps up."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self._out, reader = socket.socketpair()
+        threading.Thread(target=lambda: [None for _ in iter(lambda: reader.recv(65536), b"")],
+                         daemon=True).start()
+
+    def publish(self, event):
+        self._out.sendall(event.to_json())
+        super().publish(event)
+
+
 class OpenAfterStop(InMemoryEventBus):
     """subscribe() on a stopped bus hands out a subscription that never ends."""
 
@@ -209,6 +251,21 @@ class TestEarlyFlushOverRedis(Quick):
 class TestBlockingPublish(Quick):
     def make_bus(self, buffer_size):
         return BlockingPublish(buffer_size)
+
+
+class TestWritesInPublish(Quick):
+    def make_bus(self, buffer_size):
+        return WritesInPublish(buffer_size)
+
+
+class TestWaitsAMomentForRoom(Quick):
+    def make_bus(self, buffer_size):
+        return WaitsAMomentForRoom(buffer_size)
+
+
+class TestSendsInPublish(Quick):
+    def make_bus(self, buffer_size):
+        return SendsInPublish(buffer_size)
 
 
 class TestOpenAfterStop(Quick):
@@ -464,6 +521,9 @@ MUST_FAIL = {
     "TestReplaysRecentEvents": {"test_only_events_published_after_subscribe_are_delivered"},
     "TestLostBecomesDropped": {"test_published_and_dropped_never_go_down"},
     "TestBlockingPublish": {"test_overflow_drops_and_counts_without_blocking"},
+    "TestWritesInPublish": {"test_publish_neither_waits_nor_does_io"},
+    "TestWaitsAMomentForRoom": {"test_publish_neither_waits_nor_does_io"},
+    "TestSendsInPublish": {"test_publish_neither_waits_nor_does_io"},
     "TestOpenAfterStop": {"test_subscribe_after_stop_ends_at_once"},
     "TestRacyRefusals": {"test_refusals_from_many_threads_count_exactly"},
     "TestStallsOnAFullSubscriber": {"test_a_stuck_subscriber_does_not_hold_up_the_others"},

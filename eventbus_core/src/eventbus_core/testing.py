@@ -191,7 +191,9 @@ class BusContractTests(DeliveryContract, AccountingContract, ForkContract):
     never unbounded; no drops where none can happen; a slow subscriber's misses counted in its
     own `stats().subscribers` entry, not in the bus's `dropped`; `published + dropped` equal to
     the `publish()` calls, neither ever going down (an accepted event given up by `stop()` is
-    counted in `lost`); `stop(timeout)` bounded with a consumer that never reads; async use;
+    counted in `lost`); `publish()` neither waiting nor doing I/O on its caller's thread (what
+    it calls is looked at, not only how long it takes); `stop(timeout)` bounded with a
+    consumer that never reads; async use;
     a bus made and used before `os.fork()` working on in the child (where fork exists).
     A bus keeps listing its subscriptions in `stats().subscribers` after `stop()`, with their
     final figures.

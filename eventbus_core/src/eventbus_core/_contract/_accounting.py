@@ -6,6 +6,7 @@ import time
 
 from eventbus_core._contract._base import ContractBase, make_event
 from eventbus_core._contract._bounded import Watch, run_watched
+from eventbus_core._contract._waits import WaitSpy
 from eventbus_core._stats import BusStats
 
 __all__ = ["AccountingContract"]
@@ -82,6 +83,29 @@ class AccountingContract(ContractBase):
         self.assert_accounted(final, figures)
         missed = final.dropped + final.lost + figures.dropped
         assert missed > 0, f"{attempts} events through a buffer of {size}, and nothing was dropped"
+
+    def test_publish_neither_waits_nor_does_io(self) -> None:
+        # The time bounds cannot catch a publish() that writes to fast storage in every call, or
+        # sleeps a millisecond for room: it returns in time. So look at what it calls.
+        size, attempts = 8, 2_000
+        with self.bus(buffer_size=size) as bus:
+            self.subscribe_bounded(bus)  # never read: every buffer fills
+            spy = WaitSpy()
+            publish = self.publish_limit()
+
+            def flood(watch: Watch) -> None:
+                for i in range(attempts):
+                    watch.call(publish, spy.run, bus.publish, make_event(i))
+                    if spy.found:
+                        return
+
+            run_watched(flood, self.publishes_limit(attempts))
+            assert not spy.found, (
+                f"publish() waited or did I/O on its caller's thread: it called {spy.found} "
+                f"(buffer_size={size}, a subscriber that never reads, {attempts} publishes). "
+                "publish() must only buffer the event, or drop and count it: writing, and "
+                "waiting for room, a thread or a server, belong to the bus's background work"
+            )
 
     def test_no_drops_where_none_can_happen(self) -> None:
         size = 100
