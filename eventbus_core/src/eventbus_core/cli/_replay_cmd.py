@@ -68,7 +68,7 @@ def add_parser(sub: Any) -> None:
     """Register the `replay` command."""
     parser: argparse.ArgumentParser = sub.add_parser(
         "replay",
-        help="send a range of the backend's log (Redis log or stream, NATS) to a sink again",
+        help="send a range of the backend's log (any backend that keeps one) to a sink again",
         description="Read the events of a LogID range or a time range (where the log keeps "
         "times: the Redis stream and NATS do, the Redis list log does not) from the backend's "
         "log, oldest first, and send them to a sink, or print them as JSON lines when no "
@@ -95,8 +95,8 @@ def add_parser(sub: Any) -> None:
     select.add_argument(
         "--source",
         metavar="NAME",
-        help="where the backend keeps several logs, the one to read (Redis: log or stream; "
-        "default: the backend's own)",
+        help="where the backend keeps several logs (the Redis log and stream, say), the one "
+        "to read (default: the backend's own)",
     )
     out = parser.add_argument_group("destination")
     out.add_argument("--sink", metavar="NAME", help="sink plugin to send to (see 'plugins')")
