@@ -2,8 +2,9 @@
 
 pydantic-settings ignores a variable no setting reads, so a typo passes unnoticed:
 a plugin's `..._KEYS=...` for its `..._KEY` left the bus on the default key (the one the Go
-llm-proxy shares), and `LLM_PROXY_EVENTBUS=redis` ran on memory. A variable with one of eventbus's prefixes that is
-close to a known setting's name, and is none, is named in a warning with the one it resembles.
+llm-proxy shares), and `LLM_PROXY_EVENTBUS=redis` ran on memory. A variable with one of
+eventbus's prefixes that is close to a known setting's name, and is none, is named in a warning
+with the one it resembles.
 A sink's options (`EVENTBUS_SINK_<NAME>_*`) are further checked by the selected sink, which
 refuses an unknown one.
 """
