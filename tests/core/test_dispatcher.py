@@ -1259,6 +1259,25 @@ def test_a_retry_policy_refuses_seconds_that_are_not_finite(field: str) -> None:
         RetryPolicy(**{field: float("nan")})
 
 
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("batch_size", 1.5), ("batch_size", True), ("batch_size", 0), ("queue_size", 10.0)],
+)
+def test_a_hand_built_dispatcher_refuses_counts_that_are_not_ints(
+    argument: str, value: object
+) -> None:
+    # batch_size=1.5 was accepted; every read then failed with a TypeError, for ever, and
+    # nothing was delivered (trial 134).
+    with pytest.raises(ValueError, match=f"{argument} must be an int"):
+        Dispatcher(ListSource([]), [RecordingSink()], **{argument: value})
+
+
+@pytest.mark.parametrize("value", [1.5, True, -1, "2"])
+def test_a_retry_policy_refuses_retries_that_are_not_a_count(value: object) -> None:
+    with pytest.raises(ValueError, match="retries must be an int >= 0"):
+        RetryPolicy(retries=value)  # type: ignore[arg-type]
+
+
 def test_a_started_dispatcher_that_cannot_stop_says_so(caplog: pytest.LogCaptureFixture) -> None:
     # A sink blocking the loop: stop() returned False after its wait, with no word, and the
     # figures read then did not add up (trial 124).

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from eventbus_core._bus import check_seconds
+from eventbus_core._bus import check_count, check_seconds
 from eventbus_core._errors import SettingsError, error_type_of
 from eventbus_core._log import add_patterns, get_logger, scrub
 from eventbus_core._overrun import (
@@ -95,7 +95,8 @@ class Dispatcher:
         poll_interval: Longest single wait on the source, so a stop request is seen quickly.
 
     Raises:
-        ValueError: no sinks, two with one name, or a setting out of range.
+        ValueError: no sinks, two with one name, a setting out of range, or a count
+            (`batch_size`, `queue_size`) that is not an int.
         TypeError: an object in `sinks` is not a sink (no `name`, or a `send` or `close` that
             is not `async def`).
         SettingsError: (a `ValueError`) with `redactor=None`, the environment's
@@ -132,7 +133,11 @@ class Dispatcher:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
             raise ValueError(f"sink names must be unique, got {names}")
-        if batch_size < 1 or queue_size < batch_size:
+        # Ints, as the settings make them: a batch_size of 1.5 failed every read for ever
+        # (trial 134).
+        check_count("batch_size", batch_size, 1)
+        check_count("queue_size", queue_size, 1)
+        if queue_size < batch_size:
             raise ValueError(f"need 1 <= batch_size <= queue_size, got {batch_size}, {queue_size}")
         # As the settings refuse them (trial 116): a poll of 0 or nan spun a core, an infinite
         # shutdown_timeout overflowed the stop's wait.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from eventbus_core._backoff import backoff_delay
-from eventbus_core._bus import check_seconds
+from eventbus_core._bus import check_count, check_seconds
 from eventbus_core._errors import PermanentSinkError, SinkError, TransientSinkError
 
 __all__ = ["RetryPolicy", "classify_status", "parse_retry_after"]
@@ -49,8 +49,7 @@ class RetryPolicy:
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        check_count("retries", self.retries, 0, "0: no retries")  # 1.5 ran as 1 (trial 134)
         for label, value in (
             ("base", self.base),
             ("cap", self.cap),
