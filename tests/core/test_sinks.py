@@ -714,6 +714,20 @@ def test_the_start_of_a_sinks_own_key_quoted_alone_is_masked() -> None:
     assert "ECHO" not in target.mask_own(f"bad key {longer[:14]}...")
 
 
+def test_the_start_of_a_long_header_value_of_short_words_quoted_alone_is_masked() -> None:
+    # A passphrase-like header value: each word under 16 characters, so the start rule, which
+    # looked at long words only, let "start=My Pl4in Sec" through to the error, the log and
+    # every dead letter (trial 134).
+    from eventbus_core.sinks._http import HttpTarget
+
+    value = "My Pl4in Secret/Value+42"
+    target = HttpTarget("http://127.0.0.1:1/x", headers={"X-Custom": value}, client=object())  # type: ignore[arg-type]
+    for quoted in (value[:12], value[:10], value[:18] + "..."):
+        said = target.mask_own(f"bad: start={quoted} url=/in")
+        assert "Pl4in" not in said and "[REDACTED]" in said, said
+    assert target.mask_own("My Pl4in") == "My Pl4in"  # too short a start to tell
+
+
 def test_the_secrets_of_a_sinks_url_quoted_alone_are_masked() -> None:
     # A receiver echoing the URL's ?token= value alone, or a Slack-style token in the URL's
     # path, reached the error, the log (httpx's at -vv) and every dead letter (trial 105).

@@ -416,10 +416,13 @@ def _starts_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
     the start of a key ("Invalid API key provided: sk-abcd1234..."): from `_QUOTED_START`
     characters on, with whatever follows of a key's alphabet, in any case. (Masking text that
     merely starts like a long header value, such as a service name, only garbles a message.)"""
+    values = list(_credential_values(headers))
+    # Each long word, and a long value made of short words as a whole (a passphrase such as
+    # "My Pl4in Secret/Value+42", whose quoted start went out unmasked: trial 134).
     starts = {
         word[:_QUOTED_START]
-        for value in _credential_values(headers)
-        for word in value.split()
+        for value in values
+        for word in (*value.split(), value.strip())
         if len(word) >= _SECRET_LONG
     }
     if not starts:
