@@ -121,6 +121,16 @@ class DispatcherStats:
     source_dropped: int = 0
     lanes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def missed(self) -> int:
+        """Events the backends lost before the lanes read them: the lanes' `missed` (trimmed by
+        a limit, or lost by the server), where their sources can tell."""
+        return sum(
+            value
+            for figures in self.lanes.values()
+            if isinstance(value := figures.get("missed"), int) and not isinstance(value, bool)
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for logs and JSON)."""
         return {
