@@ -619,8 +619,10 @@ def test_dispatch_exits_1_when_the_log_lost_events_before_it_read_them(
         "EVENTBUS_SHUTDOWN_TIMEOUT": "2",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eventbus_core.cli", "dispatch", "--sink", "jsonl"]
-        + ["--sink-opt", f"path={out}", "--batch-size", "5", "--flush-interval", "0.05"],
+        [
+            *(sys.executable, "-m", "eventbus_core.cli", "dispatch", "--sink", "jsonl"),
+            *("--sink-opt", f"path={out}", "--batch-size", "5", "--flush-interval", "0.05"),
+        ],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
