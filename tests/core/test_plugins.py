@@ -89,6 +89,17 @@ def test_unknown_sink_lists_installed_sinks() -> None:
         registry.sink("kafka")
 
 
+def test_an_unknown_name_that_no_distribution_can_have_gets_no_pip_example() -> None:
+    # `--sink jsonl,` was told "pip install eventbus-jsonl," (trial 134).
+    registry = PluginRegistry(load_entry_points=False, plugins=[RecordingPlugin()])
+    with pytest.raises(UnknownSinkError) as raised:
+        registry.sink("null,")
+    message = str(raised.value)
+    assert "did you mean 'null'" in message and "pip install" not in message, message
+    with pytest.raises(UnknownSinkError, match=r"pip install eventbus-kafka\.v2\)"):
+        registry.sink("kafka.v2")
+
+
 class _BrokenEntryPoint:
     """Stands in for an installed entry point whose module fails to import."""
 

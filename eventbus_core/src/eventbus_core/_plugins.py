@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata as md
+import re
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -349,10 +350,9 @@ class PluginRegistry:
                 sibling
             )
         else:
-            how = (
-                f"if {key!r} comes from a third-party plugin, install its distribution "
-                f"(for example: pip install eventbus-{key})"
-            )
+            how = f"if {key!r} comes from a third-party plugin, install its distribution"
+            if _DISTRIBUTION_NAME.fullmatch(key):  # `pip install eventbus-jsonl,`: no (trial 134)
+                how += f" (for example: pip install eventbus-{key})"
         broken = [f"{n} ({i.error})" for n, i in self.plugins.items() if i.error]
         extra = f". Plugins that failed to load: {'; '.join(broken)}" if broken else ""
         close = difflib.get_close_matches(key, table, n=1)
@@ -361,6 +361,10 @@ class PluginRegistry:
             f"unknown eventbus {kind} {key!r} ({given_as}){guess}. "
             f"Installed {kind}s: {installed}; {how}{extra}"
         )
+
+
+_DISTRIBUTION_NAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+"""What a distribution's name may be (PEP 508), for the `pip install eventbus-NAME` example."""
 
 
 def _reinstall_advice(distribution: str) -> str:
