@@ -421,3 +421,68 @@ async def test_a_partial_success_message_has_the_sinks_own_headers_masked(
     assert "OTLPTOKEN_SECRET_qq" not in caplog.text
     assert "\n" not in caplog.records[-1].getMessage()  # one line, as the receiver's errors
     assert "\x1b" not in caplog.records[-1].getMessage()
+
+
+# Errors name the variable or option that was set (trial 133).
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "named"),
+    [
+        ({}, {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "abc"}, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
+        ({}, {"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "-1"}, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"),
+        ({"max_value_chars": "x"}, {}, "max_value_chars"),
+        ({}, {"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x%20y=1"}, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+        ({}, {"OTEL_EXPORTER_OTLP_HEADERS": "a=b%0Ac"}, "OTEL_EXPORTER_OTLP_HEADERS"),
+        ({"header_x_k": "v\u00e9"}, {}, "header_x_k"),
+        ({"headers": "a b=1"}, {}, "'headers'"),
+        ({"certificate": "/nonexistent/ca.pem"}, {}, "'certificate'.*'/nonexistent/ca.pem'"),
+        (
+            {},
+            {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/nonexistent/c.crt"},
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: the TLS file '/nonexistent/c.crt' does not",
+        ),
+        # A key without its certificate was ignored without a word.
+        ({"client_key": "/nonexistent/c.key"}, {}, "'client_key'.* is set, but no client cert"),
+        (
+            {},
+            {"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": "/k"},
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY is set, but no client certificate",
+        ),
+    ],
+)
+def test_an_otlp_setting_error_names_what_was_set(
+    options: dict[str, str], environ: dict[str, str], named: str
+) -> None:
+    from eventbus_core.sinks._otlp_config import otlp_config
+
+    with pytest.raises(SettingsError, match=named) as raised:
+        otlp_config(options, capture_content=False, environ=environ)
+    assert "\u00e9" not in str(raised.value) and "c \t" not in str(raised.value)
+
+
+def test_an_otlp_client_key_file_that_is_missing_is_named(tmp_path: Any) -> None:
+    from eventbus_core.sinks._otlp_config import otlp_config
+
+    cert = tmp_path / "client.crt"
+    cert.write_text("not a certificate")
+    environ = {
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(cert),
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(tmp_path / "missing.key"),
+    }
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_CLIENT_KEY: the TLS file"):
+        otlp_config({}, capture_content=False, environ=environ)
+    environ["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = str(cert)
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: cannot load"):
+        otlp_config({}, capture_content=False, environ=environ)
+
+
+def test_a_malformed_resource_entry_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from eventbus_core.sinks._otlp_config import otlp_config
+
+    with caplog.at_level(logging.WARNING):
+        config = otlp_config(
+            {}, capture_content=False, environ={"OTEL_RESOURCE_ATTRIBUTES": "garbage,a=1"}
+        )
+    assert config.resource["a"] == "1"
+    assert "OTEL_RESOURCE_ATTRIBUTES: entry 1 is not key=value" in caplog.text, caplog.text

@@ -16,6 +16,7 @@ from eventbus_core.redact._substitute import sub_at
 __all__ = [
     "BASIC_CREDENTIALS",
     "ENCODED_URL_CREDENTIALS",
+    "MASKED_URL",
     "URL_CREDENTIALS",
     "URL_IN_TEXT",
     "RedactedURL",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 _MASK = "***"
+MASKED_URL: Final = _MASK
+"""What `shown_url()` gives for a value it masks whole."""
 BASIC_CREDENTIALS: Final = (
     r"(?=[A-Za-z0-9+/=]{8})(?=[A-Za-z0-9+/]*(?:[0-9+/]|[a-z][A-Z]))"
     r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=])"

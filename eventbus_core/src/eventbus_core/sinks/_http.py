@@ -29,7 +29,7 @@ from eventbus_core._errors import (
 from eventbus_core._log import add_patterns, get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._redact import MASK, redact_text
-from eventbus_core.redact._secrets import redact_one_url, redact_url, shown_url
+from eventbus_core.redact._secrets import MASKED_URL, redact_one_url, redact_url, shown_url
 from eventbus_core.transform._llm import _decompress
 
 if TYPE_CHECKING:
@@ -53,7 +53,14 @@ def check_url(url: str, where: str) -> str:
     # A password with a space or a '/' masked too, and a token pasted without a scheme whole.
     shown = shown_url(url)
     if not url.startswith(("http://", "https://")):
-        raise SettingsError(f"{where} must be an http:// or https:// URL, got {shown!r}")
+        # A value masked whole (it could be a key pasted in the wrong place) said only "got
+        # '***'", with nothing to check a typo against (trial 133).
+        got = (
+            f"got {shown!r}"
+            if shown != MASKED_URL
+            else "got a value without a scheme (not shown: it could be a credential)"
+        )
+        raise SettingsError(f"{where} must be an http:// or https:// URL, {got}")
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - read for its check: a port out of range raises

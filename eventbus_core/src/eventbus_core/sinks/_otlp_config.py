@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from eventbus_core._errors import SettingsError
+from eventbus_core._log import get_logger
 from eventbus_core._sink import check_options, option_bool, option_float, option_int, option_where
-from eventbus_core.sinks._http import check_url
+from eventbus_core.sinks._http import check_headers, check_url
 
 __all__ = ["OPTIONS", "OtlpConfig", "otlp_config", "parse_headers"]
 
@@ -37,6 +38,7 @@ OPTIONS = (
     "max_value_chars",
 )
 _SINK = "otlp"
+log = get_logger("eventbus.sinks.otlp")
 
 
 @dataclass
@@ -85,10 +87,20 @@ def parse_headers(raw: str, where: str) -> dict[str, str]:
 
 def _resource_attributes(raw: str) -> dict[str, str]:
     out = {}
-    for item in raw.split(","):
+    skipped = []
+    for n, item in enumerate(raw.split(","), start=1):
         key, sep, value = item.partition("=")
         if sep and key.strip():
             out[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+        elif item.strip():
+            skipped.append(n)
+    if skipped:
+        # Kept going, as OpenTelemetry's SDKs do, but not in silence (trial 133).
+        log.warning(
+            "OTEL_RESOURCE_ATTRIBUTES: entry %s is not key=value and is left out; write it as "
+            "key1=value1,key2=value2",
+            ", ".join(map(str, skipped)),
+        )
     return out
 
 
@@ -132,24 +144,47 @@ def _timeout(options: Mapping[str, str], env: Mapping[str, str]) -> float:
 
 
 def _ssl(options: Mapping[str, str], env: Mapping[str, str]) -> ssl.SSLContext | None:
-    def pick(option: str, var: str) -> str | None:
+    def pick(option: str, var: str) -> tuple[str, str] | None:
+        """`(path, where it was set)` of a TLS file, or None."""
+        if options.get(option):
+            return options[option], option_where(_SINK, option)
         found = _signal(env, var)
-        return options.get(option) or (found[1] if found else None)
+        return (found[1], found[0]) if found else None
 
     ca = pick("certificate", "CERTIFICATE")
     cert = pick("client_certificate", "CLIENT_CERTIFICATE")
     key = pick("client_key", "CLIENT_KEY")
+    if key and not cert:
+        # Ignored before: a key set without its certificate only failed at the collector's
+        # handshake, if at all (trial 133).
+        raise SettingsError(
+            f"{key[1]} is set, but no client certificate (the client_certificate option or "
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE): set both for a client certificate, or "
+            "neither"
+        )
+    for picked in (ca, cert, key):
+        # Each file named with its setting: the error named all six (trial 133).
+        if picked is not None and not os.access(picked[0], os.R_OK):
+            why = "does not exist" if not os.path.exists(picked[0]) else "cannot be read"
+            raise SettingsError(f"{picked[1]}: the TLS file {picked[0]!r} {why}")
     if not (ca or cert):
         return None
     try:
-        context = ssl.create_default_context(cafile=ca)
-        if cert:
-            context.load_cert_chain(cert, key)
+        context = ssl.create_default_context(cafile=ca[0] if ca else None)
     except (OSError, ssl.SSLError) as exc:
+        assert ca is not None  # the defaults load without a file
         raise SettingsError(
-            f"otlp sink: cannot load the TLS files (certificate, client_certificate, "
-            f"client_key options or OTEL_EXPORTER_OTLP_*CERTIFICATE/CLIENT_KEY): {exc}"
+            f"{ca[1]}: cannot load {ca[0]!r} as CA certificates (PEM): {exc}"
         ) from None
+    if cert:
+        try:
+            context.load_cert_chain(cert[0], key[0] if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            also = f" with the key of {key[1]} ({key[0]!r})" if key else ""
+            raise SettingsError(
+                f"{cert[1]}: cannot load the client certificate {cert[0]!r}{also} (PEM; the "
+                f"key in the same file, or in client_key / OTEL_EXPORTER_OTLP_CLIENT_KEY): {exc}"
+            ) from None
     return context
 
 
@@ -171,12 +206,16 @@ def otlp_config(
             "unset it or set it to http/protobuf, and point the endpoint at the HTTP receiver"
         )
     headers: dict[str, str] = {}
+    # Each source checked where it is read, so that an error names the variable or option that
+    # set the header (they were all named OTEL_EXPORTER_OTLP_HEADERS, trial 133).
     for var in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
-        headers.update(parse_headers(env.get(var, ""), var))
-    headers.update(parse_headers(options.get("headers", ""), option_where("otlp", "headers")))
+        headers.update(_checked(parse_headers(env.get(var, ""), var), var))
+    where = option_where("otlp", "headers")
+    headers.update(_checked(parse_headers(options.get("headers", ""), where), where))
     for key, value in options.items():
         if key.startswith("header_") and len(key) > len("header_"):
-            headers[key[len("header_") :].replace("_", "-")] = value
+            name = key[len("header_") :].replace("_", "-")
+            headers.update(_checked({name: value}, option_where("otlp", key)))
     compression = options.get("compression") or (_signal(env, "COMPRESSION") or ("", ""))[1]
     compression = compression.strip().lower() or "none"
     if compression not in ("gzip", "none"):
@@ -191,7 +230,6 @@ def otlp_config(
         or resource.get("service.name")
         or DEFAULT_SERVICE
     )
-    limit = env.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "")
     return OtlpConfig(
         endpoint=_endpoint(options, env),
         headers=headers,
@@ -201,10 +239,30 @@ def otlp_config(
         capture_content=option_bool(options, _SINK, "capture_content", capture_content),
         provider=options.get("provider") or None,
         ssl_context=_ssl(options, env),
-        max_value_chars=option_int(
-            {"max_value_chars": options.get("max_value_chars") or limit},
-            _SINK,
-            "max_value_chars",
-            0,
-        ),
+        max_value_chars=_value_limit(options, env),
     )
+
+
+def _checked(headers: dict[str, str], where: str) -> dict[str, str]:
+    check_headers(headers, where)
+    return headers
+
+
+def _value_limit(options: Mapping[str, str], env: Mapping[str, str]) -> int:
+    """The `max_value_chars` option, else OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, else 0 (none)."""
+    if options.get("max_value_chars"):
+        return option_int(options, _SINK, "max_value_chars", 0)
+    raw = env.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "").strip()
+    if not raw:
+        return 0
+    try:
+        limit = int(raw.replace("_", ""))
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        # Named as set: the error named the sink option only (trial 133).
+        raise SettingsError(
+            f"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT must be a whole number of characters >= 0 "
+            f"(0: no limit), got {raw!r}"
+        )
+    return limit
