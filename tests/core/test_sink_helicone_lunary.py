@@ -266,6 +266,7 @@ async def test_helicone_sends_events_without_a_json_response_too() -> None:
     assert second["providerRequest"]["json"] == {}
     assert second["providerRequest"]["url"] == "/v1/models"
     assert second["providerResponse"]["json"] == {}
+    assert "note" not in second["providerResponse"]  # no body is not "not JSON" (trial 133)
 
 
 async def test_helicone_adds_usage_the_response_lacks() -> None:
@@ -334,4 +335,5 @@ def test_credentials_in_the_endpoint_are_refused_for_they_would_replace_the_key(
         make(API_KEY, endpoint="https://proxyuser:PROXYPASS@logs.example/v1/log")
     assert "PROXYPASS" not in str(info.value) and API_KEY not in str(info.value)
     assert "API_KEY" in str(info.value)  # which setting the header comes from
+    assert "_ENDPOINT" in str(info.value)  # and the URL: it was not named (trial 133)
     assert make(API_KEY, endpoint="https://logs.example/v1/log").endpoint  # without: fine

@@ -154,8 +154,10 @@ METRICS: Final[tuple[Metric, ...]] = (
         "eventbus.sink.retried",
         "counter",
         _E,
-        "Events sent again after a failed attempt (counted as they are sent again: a stop "
-        "during the retry delay hands them back, in `requeued`).",
+        "Events of a batch sent again after a failed attempt, all of those the sink had not "
+        "stored (a sink that stopped at the batch's first event counts the events after it "
+        "too; counted as they are sent again: a stop during the retry delay hands them back, "
+        "in `requeued`).",
         ("sink",),
         "dispatcher",
         sink("retried"),

@@ -109,6 +109,7 @@ class HttpTarget:
         client: A ready `httpx.AsyncClient` (not closed here), e.g. for tests.
         ssl_context: TLS settings (custom CA, client certificate), or None for the defaults.
         where: What set the headers, for the error if one cannot be sent.
+        url_where: What set the URL (the option and its variable), for the error about it.
 
     Raises:
         SettingsError: a header cannot be sent (see `check_headers`).
@@ -124,6 +125,7 @@ class HttpTarget:
         client: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
         where: str = "the sink's headers",
+        url_where: str = "",
     ) -> None:
         check_headers(headers or {}, where)
         if client is None:
@@ -135,9 +137,9 @@ class HttpTarget:
             # httpx sends the URL's credentials in place of the header: the sink's key (a
             # Bearer token) would never be sent, and every request be refused (trial 115).
             raise SettingsError(
-                f"the URL {redact_one_url(url)!r} holds a user:password@, which would be "
-                f"sent as HTTP Basic credentials in place of the Authorization header set by "
-                f"{where}: take the credentials out of the URL"
+                f"the URL {redact_one_url(url)!r}{f' ({url_where})' if url_where else ''} holds "
+                f"a user:password@, which would be sent as HTTP Basic credentials in place of "
+                f"the Authorization header set by {where}: take the credentials out of the URL"
             )
         # httpx sends the URL's `user:password@` as `Authorization: Basic ...`: a receiver
         # quoting that header back is masked like one of the sink's own headers.

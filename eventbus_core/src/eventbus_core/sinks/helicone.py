@@ -80,7 +80,9 @@ def log_request(payload: Mapping[str, Any], provider: str | None = None) -> dict
         response["json"] = body
     else:
         response["json"] = {}
-        response["note"] = "response was not JSON; omitted"
+        # No body at all is not "not JSON" (trial 133).
+        if output is not None:
+            response["note"] = "response was not JSON; omitted"
         if isinstance(output, str) and output:
             response["textBody"] = output
     if "output_base64" in go:
@@ -134,6 +136,7 @@ class HeliconeSink:
             client=client,
             where="sink 'helicone' (its API key: EVENTBUS_SINK_HELICONE_API_KEY, the option "
             "api_key or LLM_PROXY_API_KEY)",
+            url_where=option_where("helicone", "endpoint"),
         )
 
     async def send(self, batch: Sequence[Mapping[str, Any]]) -> None:

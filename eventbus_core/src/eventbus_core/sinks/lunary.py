@@ -77,6 +77,7 @@ class LunarySink:
             client=client,
             where="sink 'lunary' (its API key: EVENTBUS_SINK_LUNARY_API_KEY, the option "
             "api_key or LLM_PROXY_API_KEY)",
+            url_where=option_where("lunary", "endpoint"),
         )
 
     def body(self, batch: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
