@@ -114,8 +114,9 @@ def _blocks(sock: socket.socket) -> bool:
 class WaitSpy:
     """Records the first call that waits or does I/O inside `run()`, with where it was made."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, thread_start_allowed: bool = True) -> None:
         self.found = ""
+        self._allowed = _ALLOWED_CODES if thread_start_allowed else frozenset()
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)`, watched (on this thread only)."""
@@ -137,13 +138,13 @@ class WaitSpy:
             caller = frame
         else:
             return
-        if what and not _allowed(caller):
+        if what and not _allowed(caller, self._allowed):
             self.found = f"{what}, called from {_where(caller)}"
 
 
-def _allowed(frame: FrameType | None) -> bool:
+def _allowed(frame: FrameType | None, codes: frozenset[CodeType]) -> bool:
     while frame is not None:
-        if frame.f_code in _ALLOWED_CODES or frame.f_code.co_filename.startswith(_LOGGING_DIR):
+        if frame.f_code in codes or frame.f_code.co_filename.startswith(_LOGGING_DIR):
             return True
         frame = frame.f_back
     return False
