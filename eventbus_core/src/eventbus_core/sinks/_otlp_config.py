@@ -172,10 +172,8 @@ def _ssl(options: Mapping[str, str], env: Mapping[str, str]) -> ssl.SSLContext |
     try:
         context = ssl.create_default_context(cafile=ca[0] if ca else None)
     except (OSError, ssl.SSLError) as exc:
-        assert ca is not None  # the defaults load without a file
-        raise SettingsError(
-            f"{ca[1]}: cannot load {ca[0]!r} as CA certificates (PEM): {exc}"
-        ) from None
+        what = f"{ca[1]}: cannot load {ca[0]!r}" if ca else "cannot load the system's"
+        raise SettingsError(f"{what} as CA certificates (PEM): {exc}") from None
     if cert:
         try:
             context.load_cert_chain(cert[0], key[0] if key else None)
