@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 GUIDE = ROOT / "docs" / "plugins" / "writing-a-backend.md"
 
 BROKEN_BUSES = '''
+import io
+import json
+import os
 import socket
 import tempfile
 import threading
@@ -191,6 +194,86 @@ class SendsInPublish(InMemoryEventBus):
     def publish(self, event):
         self._out.sendall(event.to_json())
         super().publish(event)
+
+
+def _the_spy_test_only(cls):
+    """Keep only test_publish_neither_waits_nor_does_io (the rest is the memory bus's)."""
+    for name in dir(cls):
+        if name.startswith("test_") and name != "test_publish_neither_waits_nor_does_io":
+            setattr(cls, name, None)
+    return cls
+
+
+class SerializesInMemory(InMemoryEventBus):
+    """Correct: builds bytes in an in-memory buffer (review 138: counted as file I/O)."""
+
+    def publish(self, event):
+        buffer = io.StringIO()
+        json.dump({"request_id": event.request_id}, buffer)
+        super().publish(event)
+
+
+class ImportsOnFirstUse(InMemoryEventBus):
+    """Correct: imports a helper at its first publish (review 138: the import read a file)."""
+
+    def publish(self, event):
+        import lazy_helper  # noqa: F401
+
+        super().publish(event)
+
+
+class PollsItsStopFlag(InMemoryEventBus):
+    """Correct: looks at a stop flag with Event.wait(0), which never waits (review 138)."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self._stop_flag = threading.Event()
+
+    def publish(self, event):
+        if not self._stop_flag.wait(0):
+            super().publish(event)
+
+
+class WakesThroughAPipe(InMemoryEventBus):
+    """Correct: wakes a worker through a non-blocking pipe, as asyncio did (review 138)."""
+
+    def __init__(self, buffer_size):
+        super().__init__(buffer_size)
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        threading.Thread(target=lambda: [os.read(self._r, 4096) for _ in iter(int, 1)],
+                         daemon=True).start()
+
+    def publish(self, event):
+        try:
+            os.write(self._w, b"x")
+        except BlockingIOError:
+            pass
+        super().publish(event)
+
+
+@_the_spy_test_only
+class TestSerializesInMemory(Quick):
+    def make_bus(self, buffer_size):
+        return SerializesInMemory(buffer_size)
+
+
+@_the_spy_test_only
+class TestImportsOnFirstUse(Quick):
+    def make_bus(self, buffer_size):
+        return ImportsOnFirstUse(buffer_size)
+
+
+@_the_spy_test_only
+class TestPollsItsStopFlag(Quick):
+    def make_bus(self, buffer_size):
+        return PollsItsStopFlag(buffer_size)
+
+
+@_the_spy_test_only
+class TestWakesThroughAPipe(Quick):
+    def make_bus(self, buffer_size):
+        return WakesThroughAPipe(buffer_size)
 
 
 class OpenAfterStop(InMemoryEventBus):
@@ -538,6 +621,13 @@ MUST_FAIL = {
     "TestListsTwiceInTheChild": {"test_the_bus_works_on_in_a_forked_child"},
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus", "TestControlGuideQueueBusSlowWrite")
+# Correct buses that do what a publish() may do; each runs the spy's test alone, and passes it.
+SPY_CONTROLS = (
+    "TestSerializesInMemory",
+    "TestImportsOnFirstUse",
+    "TestPollsItsStopFlag",
+    "TestWakesThroughAPipe",
+)
 
 
 def guide_queue_bus() -> str:
@@ -553,6 +643,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, st
     """{test class: {test name: outcome}} of the whole suite run on every bus above."""
     work = tmp_path_factory.mktemp("contract")
     (work / "queue_bus.py").write_text(guide_queue_bus())
+    (work / "lazy_helper.py").write_text("VALUE = 1\n")  # imported at a bus's first publish
     (work / "test_buses.py").write_text(
         "from queue_bus import QueueBus\n" + textwrap.dedent(BROKEN_BUSES)
     )
@@ -572,6 +663,14 @@ def test_good_bus_passes_the_contract(outcomes: dict[str, dict[str, str]], bus: 
     assert len(results) >= 17, results
     bad = {name: outcome for name, outcome in results.items() if outcome != "PASSED"}
     assert not bad, f"{bus} should pass the whole contract; it did not pass {bad}"
+
+
+@pytest.mark.parametrize("bus", SPY_CONTROLS)
+def test_a_correct_publish_passes_the_spy(outcomes: dict[str, dict[str, str]], bus: str) -> None:
+    # False failures found by review 138: an in-memory buffer counted as a file, a lazy import
+    # (the verdict then hung on which test ran first), a zero-timeout poll, a wake-up pipe.
+    results = outcomes[bus]
+    assert results == {"test_publish_neither_waits_nor_does_io": "PASSED"}, results
 
 
 # Buses whose defect hangs a suite that calls them directly. Each class keeps only the contract

@@ -94,12 +94,20 @@ class AccountingContract(ContractBase):
             publish = self.publish_limit()
 
             def flood(watch: Watch) -> None:
-                for i in range(attempts):
+                # First-use work (a lazy import, a worker started on demand) is done before the
+                # spy looks: the verdict must not depend on which test ran first.
+                for i in range(2 * size):
+                    watch.call(publish, bus.publish, make_event(i))
+                for i in range(2 * size, attempts):
                     watch.call(publish, spy.run, bus.publish, make_event(i))
-                    if spy.found:
+                    if spy.found or spy.unavailable:
                         return
 
             run_watched(flood, self.publishes_limit(attempts))
+            if spy.unavailable:
+                import pytest  # here: eventbus_core.testing imports without pytest
+
+                pytest.skip(f"cannot look at what publish() calls: {spy.unavailable}")
             assert not spy.found, (
                 f"publish() waited or did I/O on its caller's thread: it called {spy.found} "
                 f"(buffer_size={size}, a subscriber that never reads, {attempts} publishes). "

@@ -4,23 +4,37 @@ The suite's time bounds catch a `publish()` that waits long, but one that writes
 disk or a local server in every call, or sleeps a millisecond for room, returns well within any
 bound a loaded machine allows: the verdict would depend on the storage's speed. The spy looks at
 what the call does instead, with `sys.setprofile` on the calling thread, and records the first
-call of these kinds:
+call of these kinds (the lists are of common ways, not every one):
 
-- a wait: `threading.Condition.wait` (under `Event.wait`, `Queue.put`, `Future.result`,
-  `Semaphore.acquire` and `Thread.join` alike, but only when they actually wait), `time.sleep`,
-  `select`, polling objects;
-- I/O: opening a file, reading, writing or flushing one, `os.read`/`os.write`/`os.fsync`, file
-  locks, and sending, receiving or connecting on a socket in blocking mode (an event loop's
-  wake-up pipe is non-blocking: `call_soon_threadsafe` is fine).
+- a wait: `threading.Condition.wait` with a timeout that is not 0 (under `Event.wait`,
+  `Queue.put`, `Future.result`, `Semaphore.acquire` and `Thread.join` alike, when they actually
+  wait: a poll with a timeout of 0 is fine), `time.sleep`, `select.select` and polling objects
+  (whatever their timeout: the spy does not see arguments of functions written in C);
+- I/O: opening a file; reading, writing or flushing a file object that has a file descriptor
+  (an in-memory `BytesIO` or `StringIO` is fine); `os.open`, `os.fsync`, `os.fdatasync`,
+  `os.sendfile`; file locks; SQLite statements and commits; sending, receiving or connecting
+  on a socket in blocking mode (an event loop's wake-up socket is non-blocking:
+  `call_soon_threadsafe` is fine; so is `os.write` to a pipe, which the spy cannot tell from a
+  file's).
 
-Not counted: what `logging` does (a warning about a full buffer may go to a file), and a
+Not seen either: a wait for a lock (`with lock:` makes no call the spy sees, and a free lock's
+`acquire()` cannot be told from a held one's), so a publish that waits for a lock a slow thread
+holds passes here; keep such locks out of slow work.
+
+Not counted: what the standard library's `logging` and `warnings` do (a warning about a full
+buffer may go to a file), imports (a module loaded on first use reads its file once), and a
 `Thread.start()` (it waits for the new thread to begin: a backend that starts its worker
-lazily, after a fork, does it once).
+lazily, after a fork, does it once). The suite also publishes a few events before it watches,
+so that first-use work is done.
+
+The spy needs the thread's profile hook: where another profiler holds it (`sys.getprofile()` is
+set), it watches nothing and says so in `unavailable`, rather than displace that profiler.
 """
 
 from __future__ import annotations
 
 import io
+import linecache
 import logging
 import os
 import select
@@ -28,41 +42,45 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 __all__ = ["WaitSpy"]
 
 T = TypeVar("T")
 
-# Python functions that wait when they are entered.
-_WAITING_CODES: dict[CodeType, str] = {
-    threading.Condition.wait.__code__: "threading.Condition.wait()",
-}
+_CONDITION_WAIT: Final = threading.Condition.wait.__code__
 # Python functions under which a wait is allowed (see the module's docstring).
-_ALLOWED_CODES: frozenset[CodeType] = frozenset({threading.Thread.start.__code__})
-_LOGGING_DIR = os.path.dirname(logging.__file__)
+_THREAD_START: Final = frozenset({threading.Thread.start.__code__})
+_LOGGING_DIR: Final = os.path.dirname(logging.__file__)
+# `warnings.warn()` shows its source line (linecache reads the file) where pytest does not
+# record warnings: the standard library's own reporting, as logging's (trial 137).
+_REPORTING_FILES: Final = frozenset({warnings.__file__, linecache.__file__})
+_IMPORT_FRAMES: Final = ("<frozen importlib._bootstrap", "<frozen zipimport")
 
 _BLOCKING_FUNCTIONS: dict[Any, str] = {
     time.sleep: "time.sleep()",
     select.select: "select.select()",
-    os.read: "os.read()",
-    os.write: "os.write()",
     os.fsync: "os.fsync()",
     os.open: "os.open()",
     io.open: "open()",
 }
+for _name in ("fdatasync", "sendfile"):  # not on every platform
+    if hasattr(os, _name):
+        _BLOCKING_FUNCTIONS[getattr(os, _name)] = f"os.{_name}()"
 try:
     import fcntl
 except ImportError:  # not on Windows
     pass
 else:
     _BLOCKING_FUNCTIONS.update({fcntl.flock: "fcntl.flock()", fcntl.lockf: "fcntl.lockf()"})
-_FILE_METHODS = frozenset(
+
+_FILE_METHODS: Final = frozenset(
     {"read", "readinto", "readline", "readlines", "write", "writelines", "flush", "truncate"}
 )
-_SOCKET_METHODS = frozenset(
+_SOCKET_METHODS: Final = frozenset(
     {
         "send",
         "sendall",
@@ -78,7 +96,8 @@ _SOCKET_METHODS = frozenset(
         "accept",
     }
 )
-_POLL_METHODS = frozenset({"poll", "select", "control"})  # poll/epoll/devpoll/selectors, kqueue
+_POLL_METHODS: Final = frozenset({"poll", "select", "control"})  # poll/epoll/devpoll, kqueue
+_SQLITE_METHODS: Final = frozenset({"execute", "executemany", "executescript", "commit"})
 
 
 def _blocking_c_call(function: Any) -> str:
@@ -94,14 +113,26 @@ def _blocking_c_call(function: Any) -> str:
     if owner is None or isinstance(owner, type(sys)):
         return ""
     if isinstance(owner, io.IOBase) and name in _FILE_METHODS:
-        return f"{type(owner).__name__}.{name}() on a file"
+        return f"{type(owner).__name__}.{name}() on a file" if _has_fd(owner) else ""
     if isinstance(owner, socket.socket) and name in _SOCKET_METHODS:
         return f"socket.{name}() on a blocking socket" if _blocks(owner) else ""
-    if type(owner).__module__ == "select" and name in _POLL_METHODS:
+    module = type(owner).__module__
+    if module == "select" and name in _POLL_METHODS:
         return f"select.{type(owner).__name__}.{name}()"
-    if type(owner).__module__ == "_ssl" and name in {"read", "write", "do_handshake"}:
+    if module == "_ssl" and name in {"read", "write", "do_handshake"}:
         return f"ssl {name}()"
+    if module == "sqlite3" and name in _SQLITE_METHODS:
+        return f"sqlite3 {type(owner).__name__}.{name}()"
     return ""
+
+
+def _has_fd(stream: io.IOBase) -> bool:
+    """Whether `stream` is backed by a file descriptor (`BytesIO`, `StringIO`: no)."""
+    try:
+        stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both; closed: ValueError
+        return False
+    return True
 
 
 def _blocks(sock: socket.socket) -> bool:
@@ -112,39 +143,62 @@ def _blocks(sock: socket.socket) -> bool:
 
 
 class WaitSpy:
-    """Records the first call that waits or does I/O inside `run()`, with where it was made."""
+    """Records the first call that waits or does I/O inside `run()`, with where it was made.
+
+    Args:
+        thread_start_allowed: Let a `Thread.start()` wait for its thread (the suite's rule);
+            False counts that wait too.
+    """
 
     def __init__(self, *, thread_start_allowed: bool = True) -> None:
         self.found = ""
-        self._allowed = _ALLOWED_CODES if thread_start_allowed else frozenset()
+        self.unavailable = ""
+        self._allowed = _THREAD_START if thread_start_allowed else frozenset()
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)`, watched (on this thread only)."""
-        previous = sys.getprofile()
+        """`fn(*args)`, watched (on this thread only) unless another profiler holds the hook."""
+        if sys.getprofile() is not None:
+            # Replacing it would detach that profiler, and a C profiler's object cannot be put
+            # back as a hook (cProfile on 3.11 then fails the next call).
+            self.unavailable = "another profiler holds this thread's sys.setprofile hook"
+            return fn(*args)
         sys.setprofile(self._profile)
         try:
             return fn(*args)
         finally:
-            sys.setprofile(previous)
+            sys.setprofile(None)
 
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
         if self.found:
             return
         if event == "call":
-            what = _WAITING_CODES.get(frame.f_code, "")
-            caller = frame.f_back
+            if frame.f_code is not _CONDITION_WAIT or not _may_wait(frame):
+                return
+            what, caller = "threading.Condition.wait()", frame.f_back
         elif event == "c_call":
-            what = _blocking_c_call(arg)
-            caller = frame
+            what, caller = _blocking_c_call(arg), frame
         else:
             return
         if what and not _allowed(caller, self._allowed):
             self.found = f"{what}, called from {_where(caller)}"
 
 
+def _may_wait(frame: FrameType) -> bool:
+    """Whether the `Condition.wait` entered in `frame` may wait: a timeout of 0 (or less) only
+    polls (`Event.wait(0)`, `Semaphore.acquire(timeout=0)`, `ThreadPoolExecutor.submit()`)."""
+    timeout = frame.f_locals.get("timeout")
+    return timeout is None or not isinstance(timeout, int | float) or timeout > 0
+
+
 def _allowed(frame: FrameType | None, codes: frozenset[CodeType]) -> bool:
     while frame is not None:
-        if frame.f_code in codes or frame.f_code.co_filename.startswith(_LOGGING_DIR):
+        code = frame.f_code
+        if (
+            code in codes
+            or os.path.dirname(code.co_filename) == _LOGGING_DIR
+            or code.co_filename in _REPORTING_FILES
+            or code.co_filename.startswith(_IMPORT_FRAMES)
+        ):
             return True
         frame = frame.f_back
     return False
