@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -475,6 +476,22 @@ def test_an_otlp_client_key_file_that_is_missing_is_named(tmp_path: Any) -> None
     environ["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = str(cert)
     with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: cannot load"):
         otlp_config({}, capture_content=False, environ=environ)
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CERTIFICATE"]
+)
+def test_pem_content_given_for_a_tls_path_is_never_shown(variable: str) -> None:
+    # The error printed the whole private key, taken for a missing file's name (trial 137).
+    from eventbus_core.sinks._otlp_config import otlp_config
+
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BSeCrEt\n-----END PRIVATE KEY-----"
+    environ = {variable: pem, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": os.devnull}
+    if variable == "OTEL_EXPORTER_OTLP_CERTIFICATE":
+        del environ["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"]
+    with pytest.raises(SettingsError, match=f"{variable} must be the path") as raised:
+        otlp_config({}, capture_content=False, environ=environ)
+    assert "SeCrEt" not in str(raised.value) and "BEGIN" not in str(raised.value)
 
 
 def test_a_malformed_resource_entry_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:

@@ -726,6 +726,12 @@ def test_the_start_of_a_long_header_value_of_short_words_quoted_alone_is_masked(
         said = target.mask_own(f"bad: start={quoted} url=/in")
         assert "Pl4in" not in said and "[REDACTED]" in said, said
     assert target.mask_own("My Pl4in") == "My Pl4in"  # too short a start to tell
+    # The mask went on to the first space only: "[REDACTED] horse batter" (trial 137).
+    phrase = "correct horse battery staple " + "x" * 300  # longer than the part matched whole
+    target = HttpTarget("http://127.0.0.1:1/x", headers={"X-Passphrase": phrase}, client=object())  # type: ignore[arg-type]
+    for quoted in (phrase[:20], phrase[:28], phrase[:200], phrase.upper()[:21]):
+        said = target.mask_own(f"bad: start={quoted} url=/in")
+        assert said == "bad: start=[REDACTED] url=/in", said
 
 
 def test_the_secrets_of_a_sinks_url_quoted_alone_are_masked() -> None:

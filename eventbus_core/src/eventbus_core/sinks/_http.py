@@ -146,6 +146,7 @@ class HttpTarget:
         own = {**self.headers, **basic, **url_secrets}
         self._own_secrets = _secrets_pattern(own)
         self._own_starts = _starts_pattern(own)
+        self._own_phrases = _phrases_pattern(own)
         # httpx logs the URL at -vv: what is secret in it is masked in every log line too.
         add_patterns(re.escape(value) for value in url_secrets.values())
         self.timeout = timeout
@@ -266,6 +267,8 @@ class HttpTarget:
         pattern = self._own_secrets
         if pattern is None:
             return text
+        if self._own_phrases is not None:
+            text = self._own_phrases.sub(_mask_keeping_trailing_space, text)
         text = pattern.sub(MASK, text)
         plain = _unescaped(text)
         if plain != text and pattern.search(plain):
@@ -425,19 +428,57 @@ def _starts_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
     the start of a key ("Invalid API key provided: sk-abcd1234..."): from `_QUOTED_START`
     characters on, with whatever follows of a key's alphabet, in any case. (Masking text that
     merely starts like a long header value, such as a service name, only garbles a message.)"""
-    values = list(_credential_values(headers))
-    # Each long word, and a long value made of short words as a whole (a passphrase such as
-    # "My Pl4in Secret/Value+42", whose quoted start went out unmasked: trial 134).
     starts = {
         word[:_QUOTED_START]
-        for value in values
-        for word in (*value.split(), value.strip())
+        for value in _credential_values(headers)
+        for word in value.split()
         if len(word) >= _SECRET_LONG
     }
     if not starts:
         return None
     alternatives = sorted(starts, key=len, reverse=True)
     return re.compile(
-        "|".join(re.escape(start) + r"[A-Za-z0-9_\-+/=]*" for start in alternatives),
+        "|".join(re.escape(start) + _KEY_TAIL for start in alternatives), re.IGNORECASE
+    )
+
+
+def _phrases_pattern(headers: Mapping[str, str]) -> re.Pattern[str] | None:
+    """The long values of `headers` made of words (passphrases; None: none), matched from
+    their first `_QUOTED_START` characters on through as much of the rest as is quoted, in any
+    case. "My Pl4in Secret/Value+42", each word short, went out as quoted (trial 134);
+    "correct horse battery staple" as "[REDACTED] horse batter", its words masked one by one
+    first (trial 137): `mask_own()` masks these before the words."""
+    phrases = set()
+    for value in _credential_values(headers):
+        words = value.split()
+        whole = " ".join(words)
+        if len(words) > 1 and len(whole) >= _SECRET_LONG:
+            phrases.add(whole)
+    if not phrases:
+        return None
+    alternatives = sorted(phrases, key=len, reverse=True)
+    return re.compile(
+        "|".join(
+            re.escape(p[:_QUOTED_START]) + _quoted_rest(p[_QUOTED_START:]) for p in alternatives
+        ),
         re.IGNORECASE,
     )
+
+
+_KEY_TAIL: Final = r"[A-Za-z0-9_\-+/=]*"
+_REST_MAX: Final = 256  # characters of a passphrase's rest matched (the pattern grows with it)
+
+
+def _mask_keeping_trailing_space(match: re.Match[str]) -> str:
+    """The mask, and the space a passphrase's match ended with (the word after it stays
+    apart)."""
+    quoted = match.group()
+    return MASK + quoted[len(quoted.rstrip()) :]
+
+
+def _quoted_rest(rest: str) -> str:
+    """A pattern of any start of `rest` (nothing, its first character, its first two, ...)."""
+    pattern = ""
+    for char in reversed(rest[:_REST_MAX]):
+        pattern = f"(?:{re.escape(char)}{pattern})?"
+    return pattern

@@ -165,6 +165,12 @@ def _ssl(options: Mapping[str, str], env: Mapping[str, str]) -> ssl.SSLContext |
     for picked in (ca, cert, key):
         # Each file named with its setting: the error named all six (trial 133).
         if picked is not None and not os.access(picked[0], os.R_OK):
+            if not _looks_like_a_path(picked[0]):
+                # A key pasted in place of its path: the error printed it whole (trial 137).
+                raise SettingsError(
+                    f"{picked[1]} must be the path of a TLS file (PEM); its value is not one, "
+                    "and is not shown: it may be the key or certificate itself"
+                )
             why = "does not exist" if not os.path.exists(picked[0]) else "cannot be read"
             raise SettingsError(f"{picked[1]}: the TLS file {picked[0]!r} {why}")
     if not (ca or cert):
@@ -239,6 +245,11 @@ def otlp_config(
         ssl_context=_ssl(options, env),
         max_value_chars=_value_limit(options, env),
     )
+
+
+def _looks_like_a_path(value: str) -> bool:
+    """Whether `value` may be shown as a file's path: one line, no PEM armour, not huge."""
+    return len(value) <= 1024 and "\n" not in value and "-----" not in value
 
 
 def _checked(headers: dict[str, str], where: str) -> dict[str, str]:
