@@ -253,9 +253,12 @@ async def test_helicone_sends_events_without_a_json_response_too() -> None:
                 chat_event(
                     2, response_body=None, method="GET", path="/v1/models", request_body=None
                 ),
+                chat_event(3, response_body=b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe"),
             ],
         )
-    first, second = (json.loads(r.body) for r in rx.requests)
+    first, second, third = (json.loads(r.body) for r in rx.requests)
+    # A binary body is not JSON either; none at all is not (trial 133, review 138).
+    assert third["providerResponse"]["note"] == "response was not JSON; omitted"
     assert first["providerResponse"] == {
         "status": 504,
         "headers": {},

@@ -607,8 +607,8 @@ def test_jsonl_follows_its_path_when_the_file_is_removed_or_moved(tmp_path: Path
         ("http://user:hun/ter2@127.0.0.1:99999/hook", "is not a valid URL"),
         ("ftp://x/hook", "must be an http:// or https:// URL"),
         # A token pasted on its own: masked whole (trial 130).
-        ("hunter2", r"an http:// or https:// URL, got a value without a scheme \(not shown"),
-        ("Hunter2-Secret", r"URL, got a value without a scheme \(not shown: it could be a"),
+        ("hunter2", r"an http:// or https:// URL, got a value that is not shown"),
+        ("Hunter2-Secret", r"URL, got a value that is not shown \(it could be a credential\)"),
     ],
 )
 def test_a_webhook_url_that_can_never_work_is_refused_at_start(url: str, said: str) -> None:

@@ -50,8 +50,8 @@ class ForkContract(ContractBase):
                 self.receive(early[0], 20)
             except AssertionError as exc:
                 raise AssertionError(
-                    f"before any fork, a subscriber of the parent {exc}, of the 20 events the "
-                    "parent published: the bus does not deliver, fork or not"
+                    f"before any fork, a subscriber of the parent {exc}: the bus does not "
+                    "deliver, fork or not"
                 ) from None
             failure = self._in_a_forked_child(bus, early)
         assert failure is None, failure

@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         # events were trimmed from the log before they were read (trial 134).
         log.error(
             "%d events were lost by the backend before they were read (trimmed by its limits, "
-            "or lost by its server: see the log above)",
+            "or lost by its server; summed over the lanes: see the log above)",
             stats.missed,
         )
     return EXIT_FAILED if dropped or stats.missed else 0

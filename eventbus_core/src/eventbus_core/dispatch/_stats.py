@@ -124,7 +124,8 @@ class DispatcherStats:
     @property
     def missed(self) -> int:
         """Events the backends lost before the lanes read them: the lanes' `missed` (trimmed by
-        a limit, or lost by the server), where their sources can tell."""
+        a limit, or lost by the server), where their sources can tell, summed over the lanes
+        (with a lane per sink, an event every lane missed counts once for each)."""
         return sum(
             value
             for figures in self.lanes.values()
@@ -137,6 +138,7 @@ class DispatcherStats:
             "read": self.read,
             "acked": self.acked,
             "source_dropped": self.source_dropped,
+            "missed": self.missed,
             "sinks": {name: s.as_dict() for name, s in self.sinks.items()},
             "lanes": self.lanes,
         }

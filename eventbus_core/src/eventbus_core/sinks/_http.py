@@ -58,7 +58,7 @@ def check_url(url: str, where: str) -> str:
         got = (
             f"got {shown!r}"
             if shown != MASKED_URL
-            else "got a value without a scheme (not shown: it could be a credential)"
+            else "got a value that is not shown (it could be a credential)"
         )
         raise SettingsError(f"{where} must be an http:// or https:// URL, {got}")
     try:

@@ -80,8 +80,8 @@ def log_request(payload: Mapping[str, Any], provider: str | None = None) -> dict
         response["json"] = body
     else:
         response["json"] = {}
-        # No body at all is not "not JSON" (trial 133).
-        if output is not None:
+        # No body at all is not "not JSON" (trial 133); a binary one is (review 138).
+        if "output_base64" in go or output not in (None, ""):
             response["note"] = "response was not JSON; omitted"
         if isinstance(output, str) and output:
             response["textBody"] = output
