@@ -283,3 +283,16 @@ def test_the_cross_process_test_fails_at_once_for_a_bus_that_does_not_declare_it
 
     with pytest.raises(AssertionError, match="does not offer CrossProcess"):
         OnMemory().test_another_bus_on_the_backend_receives_the_events()
+
+
+def test_an_isolations_repr_masks_credentials_whatever_their_type() -> None:
+    # A plugin's isolation env holds what its processes need to connect (trial 139).
+    from eventbus_core.capabilities import Isolation
+
+    isolation = Isolation(
+        env={"X_URL": "redis://u:hunter2@h:1/0", "X_PASSWORD": "plain-s3cret", "X_KEY": "run-1"},
+        where="run-1",
+    )
+    shown = repr(isolation)
+    assert "hunter2" not in shown and "plain-s3cret" not in shown, shown
+    assert "'X_KEY': 'run-1'" in shown and "where='run-1'" in shown

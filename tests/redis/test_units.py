@@ -77,6 +77,24 @@ def test_descriptions_and_errors_carry_no_password() -> None:
     assert "hunter2" not in text and "ValueError" in text
 
 
+def test_the_layout_and_the_demos_isolation_show_no_password(fake: redis.Redis) -> None:
+    # RedisLayout kept REDIS_URL as a plain str, and Isolation's repr (public, isolate())
+    # printed it whole (trial 139).
+    from eventbus_redis._capabilities import RedisLayout
+
+    settings = EventBusSettings(backend="redis", redis_url="redis://user:hunter2@db.example:6380/4")
+    layout = RedisLayout.from_settings(settings)
+    assert "hunter2" not in repr(layout) and str(layout.url).endswith("hunter2@db.example:6380/4")
+    bus = RedisEventBus.log(fake, "isolation-test", 60, 100)
+    bus._layout = layout
+    try:
+        isolation = bus.isolate("r1", 10)
+        assert "hunter2" not in repr(isolation), repr(isolation)
+        assert isolation.env["REDIS_URL"] == "redis://user:hunter2@db.example:6380/4"  # connects
+    finally:
+        bus.stop(0)
+
+
 def test_publish_does_no_redis_io_on_the_callers_thread(fake: redis.Redis, prefix: str) -> None:
     callers: set[int] = set()
     real_execute: Any = fake.execute_command

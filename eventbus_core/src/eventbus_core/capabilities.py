@@ -31,10 +31,11 @@ them, since every capability but `publish()` is the wrapped bus's own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, cast, runtime_checkable
 
 from eventbus_core._event import Event
 from eventbus_core._source import AckableSource
@@ -210,6 +211,21 @@ class Isolation:
     where: str
     kind: str = "namespace"
     cleanup: Callable[[bool], str] = field(default=lambda keep: "nothing to clean up")
+
+    def __repr__(self) -> str:
+        # `env` carries what the demo's processes need to connect, a password in a URL among
+        # it: shown masked, whatever type the backend gave it (trial 139).
+        from eventbus_core.redact._redact import MASK, redact_text
+
+        env = {
+            name: MASK if _CREDENTIAL_VARIABLE.search(name) else redact_text(str(value))
+            for name, value in self.env.items()
+        }
+        return f"Isolation(env={env!r}, where={self.where!r}, kind={self.kind!r})"
+
+
+# Variables whose value is a credential whatever it looks like (`NATS_PASSWORD`, `..._TOKEN`).
+_CREDENTIAL_VARIABLE: Final = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY", re.I)
 
 
 @runtime_checkable

@@ -18,7 +18,14 @@ import nats.errors
 from eventbus_core import SettingsError, redact_url
 from eventbus_nats._settings import NatsSettings, shown_server
 
-__all__ = ["ConnectOptions", "TlsNotOffered", "refusal", "safe_error", "tls_wanted_by"]
+__all__ = [
+    "ConnectOptions",
+    "MaskedOptions",
+    "TlsNotOffered",
+    "refusal",
+    "safe_error",
+    "tls_wanted_by",
+]
 
 
 def safe_error(exc: BaseException) -> str:
@@ -74,6 +81,14 @@ def refusal(exc: BaseException, options: ConnectOptions) -> SettingsError | None
             "it, or check that NATS_URL names the host the certificate is for"
         )
     return None
+
+
+class MaskedOptions(dict[str, Any]):
+    """Keyword arguments for nats-py (a password or token among them) whose repr shows their
+    names only: `vars(bus)` or an error reporter's dump of the bus showed them (trial 139)."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{name!r}: ..." for name in self) + "}"
 
 
 @dataclass(frozen=True, eq=False)

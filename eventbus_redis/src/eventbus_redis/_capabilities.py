@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from eventbus_core import Event, EventBusSettings
+from eventbus_core import Event, EventBusSettings, RedactedURL
 from eventbus_core.capabilities import Isolation
 from eventbus_redis._readers import ListLog, StreamLog, answering
 
@@ -36,7 +36,7 @@ class RedisLayout:
     stream_given: bool = False
     max_len: int = 10_000
     stream_max_len: int = 10_000
-    url: str | None = None
+    url: RedactedURL | None = None
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> RedisLayout:
@@ -50,7 +50,9 @@ class RedisLayout:
             stream_given="redis_stream" in given,
             max_len=settings.redis_max_len,
             stream_max_len=settings.redis_stream_max_len,
-            url=str(settings.redis_url) if settings.redis_url else None,
+            # Kept masked in reprs, as in the settings: the demo's isolation hands it on, and
+            # its repr showed the password (trial 139).
+            url=RedactedURL(str(settings.redis_url)) if settings.redis_url else None,
         )
 
 
