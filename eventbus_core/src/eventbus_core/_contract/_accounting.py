@@ -103,7 +103,8 @@ class AccountingContract(ContractBase):
                     if spy.found or spy.unavailable:
                         return
 
-            run_watched(flood, self.publishes_limit(attempts))
+            with spy.looking_at_descriptors():
+                run_watched(flood, self.publishes_limit(attempts))
             if spy.unavailable:
                 import pytest  # here: eventbus_core.testing imports without pytest
 

@@ -10,12 +10,13 @@ call of these kinds (the lists are of common ways, not every one):
   `Queue.put`, `Future.result`, `Semaphore.acquire` and `Thread.join` alike, when they actually
   wait: a poll with a timeout of 0 is fine), `time.sleep`, `select.select` and polling objects
   (whatever their timeout: the spy does not see arguments of functions written in C);
-- I/O: opening a file; reading, writing or flushing a file object that has a file descriptor
-  (an in-memory `BytesIO` or `StringIO` is fine); `os.open`, `os.fsync`, `os.fdatasync`,
-  `os.sendfile`; file locks; SQLite statements and commits; sending, receiving or connecting
-  on a socket in blocking mode (an event loop's wake-up socket is non-blocking:
-  `call_soon_threadsafe` is fine; so is `os.write` to a pipe, which the spy cannot tell from a
-  file's).
+- I/O: opening a file; reading, writing or flushing a file object over a file (an in-memory
+  `BytesIO` or `StringIO` is fine, and so are `sys.stdout` and `sys.stderr`, diagnostics as
+  logging's are); `os.write`, `os.read`, `os.pwrite`, `os.pread` on a regular file (the test
+  looks at the descriptor: a pipe or an event loop's wake-up socket is fine), `os.open`,
+  `os.fsync`, `os.fdatasync`, `os.sendfile`; file locks; SQLite statements and commits (on
+  `:memory:` too); sending, receiving or connecting on a socket in blocking mode
+  (`call_soon_threadsafe` writes to a non-blocking one: fine).
 
 Not seen either: a wait for a lock (`with lock:` makes no call the spy sees, and a free lock's
 `acquire()` cannot be told from a held one's), so a publish that waits for a lock a slow thread
@@ -39,11 +40,13 @@ import logging
 import os
 import select
 import socket
+import stat
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import CodeType, FrameType
 from typing import Any, Final, TypeVar
 
@@ -113,7 +116,7 @@ def _blocking_c_call(function: Any) -> str:
     if owner is None or isinstance(owner, type(sys)):
         return ""
     if isinstance(owner, io.IOBase) and name in _FILE_METHODS:
-        return f"{type(owner).__name__}.{name}() on a file" if _has_fd(owner) else ""
+        return f"{type(owner).__name__}.{name}() on a file" if _over_a_file(owner) else ""
     if isinstance(owner, socket.socket) and name in _SOCKET_METHODS:
         return f"socket.{name}() on a blocking socket" if _blocks(owner) else ""
     module = type(owner).__module__
@@ -126,13 +129,25 @@ def _blocking_c_call(function: Any) -> str:
     return ""
 
 
-def _has_fd(stream: io.IOBase) -> bool:
-    """Whether `stream` is backed by a file descriptor (`BytesIO`, `StringIO`: no)."""
-    try:
-        stream.fileno()
-    except (OSError, ValueError):  # io.UnsupportedOperation is both; closed: ValueError
-        return False
-    return True
+_BUFFERED: Final = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.BufferedRWPair)
+
+
+def _over_a_file(stream: io.IOBase) -> bool:
+    """Whether `stream` writes to a file (a `FileIO` under its layers); `BytesIO`, `StringIO`
+    or anything else: no. Asked of its layers, never by `fileno()`, which rolls a
+    `SpooledTemporaryFile` over to disk (trial 141)."""
+    if stream is sys.stdout or stream is sys.stderr:
+        return False  # diagnostics, as logging's (whatever object pytest's capture put there)
+    for _ in range(4):
+        if isinstance(stream, io.FileIO):
+            return True
+        if isinstance(stream, io.TextIOWrapper):
+            stream = stream.buffer
+        elif isinstance(stream, _BUFFERED) and hasattr(stream, "raw"):
+            stream = stream.raw
+        else:
+            return False
+    return False
 
 
 def _blocks(sock: socket.socket) -> bool:
@@ -140,6 +155,33 @@ def _blocks(sock: socket.socket) -> bool:
         return sock.gettimeout() != 0.0
     except OSError:  # closed: the call fails at once
         return False
+
+
+def _os_call(name: str) -> Callable[..., Any]:
+    """A Python stand-in for `os.<name>(fd, ...)`: unlike the builtin, its call shows the spy
+    its descriptor, so that a regular file is told from a pipe."""
+    original = getattr(os, name)
+
+    def call(fd: int, *args: Any) -> Any:
+        return original(fd, *args)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+_FD_CALLS: Final = tuple(n for n in ("write", "read", "pwrite", "pread") if hasattr(os, n))
+_FD_CALL_CODE: Final = _os_call("write").__code__  # one code object for every stand-in
+
+
+def _fd_call_on_a_file(frame: FrameType) -> str:
+    """`os.<name>()` if the stand-in entered in `frame` works on a regular file, else ""."""
+    local = frame.f_locals
+    try:
+        mode = os.fstat(local["fd"]).st_mode
+    except (KeyError, OSError, TypeError):
+        return ""
+    name = getattr(local.get("original"), "__name__", "write")
+    return f"os.{name}() on a file" if stat.S_ISREG(mode) else ""
 
 
 class WaitSpy:
@@ -154,6 +196,20 @@ class WaitSpy:
         self.found = ""
         self.unavailable = ""
         self._allowed = _THREAD_START if thread_start_allowed else frozenset()
+
+    @contextmanager
+    def looking_at_descriptors(self) -> Iterator[None]:
+        """While the block runs, `os.write`, `os.read`, `os.pwrite` and `os.pread` are Python
+        stand-ins (for every thread: they call the builtins), whose calls the spy can see the
+        descriptor of. Without it they are not looked at."""
+        originals = {name: getattr(os, name) for name in _FD_CALLS}
+        for name in _FD_CALLS:
+            setattr(os, name, _os_call(name))
+        try:
+            yield
+        finally:
+            for name, function in originals.items():
+                setattr(os, name, function)
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)`, watched (on this thread only) unless another profiler holds the hook."""
@@ -172,9 +228,12 @@ class WaitSpy:
         if self.found:
             return
         if event == "call":
-            if frame.f_code is not _CONDITION_WAIT or not _may_wait(frame):
+            if frame.f_code is _FD_CALL_CODE:
+                what, caller = _fd_call_on_a_file(frame), frame.f_back
+            elif frame.f_code is _CONDITION_WAIT and _may_wait(frame):
+                what, caller = "threading.Condition.wait()", frame.f_back
+            else:
                 return
-            what, caller = "threading.Condition.wait()", frame.f_back
         elif event == "c_call":
             what, caller = _blocking_c_call(arg), frame
         else:
