@@ -4,10 +4,12 @@ capture (opt-in, redacted), no credential anywhere, retries and partial success.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -485,13 +487,30 @@ def test_pem_content_given_for_a_tls_path_is_never_shown(variable: str) -> None:
     # The error printed the whole private key, taken for a missing file's name (trial 137).
     from eventbus_core.sinks._otlp_config import otlp_config
 
-    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BSeCrEt\n-----END PRIVATE KEY-----"
-    environ = {variable: pem, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": os.devnull}
-    if variable == "OTEL_EXPORTER_OTLP_CERTIFICATE":
-        del environ["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"]
-    with pytest.raises(SettingsError, match=f"{variable} must be the path") as raised:
-        otlp_config({}, capture_content=False, environ=environ)
-    assert "SeCrEt" not in str(raised.value) and "BEGIN" not in str(raised.value)
+    body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCSeCrEt0123456789"
+    pem = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----"
+    # The key's body alone, and the whole PEM base64-encoded, were printed (trial 141).
+    for given in (pem, body, base64.b64encode(pem.encode()).decode()):
+        environ = {variable: given, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": os.devnull}
+        if variable == "OTEL_EXPORTER_OTLP_CERTIFICATE":
+            del environ["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"]
+        with pytest.raises(SettingsError, match=f"{variable} must be the path") as raised:
+            otlp_config({}, capture_content=False, environ=environ)
+        assert "SeCrEt" not in str(raised.value) and given[5:25] not in str(raised.value)
+    path = "/etc/ssl/private/client-2026.key"  # a path is still shown, to check a typo
+    with pytest.raises(SettingsError, match=re.escape(path)):
+        otlp_config(
+            {},
+            capture_content=False,
+            environ={
+                variable: path,
+                **(
+                    {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": os.devnull}
+                    if variable.endswith("CLIENT_KEY")
+                    else {}
+                ),
+            },
+        )
 
 
 def test_a_malformed_resource_entry_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:

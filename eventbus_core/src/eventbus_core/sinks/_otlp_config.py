@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import get_logger
@@ -248,8 +250,18 @@ def otlp_config(
 
 
 def _looks_like_a_path(value: str) -> bool:
-    """Whether `value` may be shown as a file's path: one line, no PEM armour, not huge."""
-    return len(value) <= 1024 and "\n" not in value and "-----" not in value
+    """Whether `value` may be shown as a file's path: one line, no PEM armour, not huge, and
+    no run of 40 base64 characters (a key's body, or the whole PEM base64-encoded, trial 141;
+    a path's names are broken up by '.', '-', '_' or '/' long before that)."""
+    return (
+        len(value) <= 1024
+        and "\n" not in value
+        and "-----" not in value
+        and _BASE64_RUN.search(value) is None
+    )
+
+
+_BASE64_RUN: Final = re.compile(r"[A-Za-z0-9+=]{40}")
 
 
 def _checked(headers: dict[str, str], where: str) -> dict[str, str]:
