@@ -597,6 +597,34 @@ def test_jsonl_follows_its_path_when_the_file_is_removed_or_moved(tmp_path: Path
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "hooks.slack.com/services/T0AAAA/B0BBBB/whsecT141abcdefghijklmnop",
+        "htps://hooks.slack.com/services/T0AAAA/B0BBBB/whsecT141abcdefghijklmnop",
+        "ftp://h.example/x?token=whsecT141abcdefghijklmnop",
+    ],
+)
+def test_a_refused_webhook_url_shows_no_token(url: str) -> None:
+    # Without a valid scheme, the URL was quoted whole, its path token too (trial 141).
+    from eventbus_core.sinks import webhook as webhook_module
+
+    with pytest.raises(SettingsError, match="must be an http") as info:
+        webhook_module.build_sink(EventBusSettings(), {"url": url})
+    assert "whsecT141" not in str(info.value), str(info.value)
+
+
+def test_credentials_in_a_url_beside_an_authorization_header_show_no_query_token() -> None:
+    from eventbus_core.sinks import WebhookSink
+
+    with pytest.raises(SettingsError, match="holds a user:password@") as info:
+        WebhookSink(
+            "https://user:pw12345678@h.example/x?token=whsecT141tok",
+            headers={"Authorization": "Bearer x"},
+        )
+    assert "whsecT141tok" not in str(info.value) and "pw12345678" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("url", "said"),
     [
         ("http://127.0.0.1:99999/hook", "is not a valid URL"),

@@ -50,8 +50,9 @@ def check_url(url: str, where: str) -> str:
     `SettingsError` naming `where` (the URL shown without its password). Checked at start:
     otherwise every batch would fail, be retried as if the server were down, and be
     dead-lettered."""
-    # A password with a space or a '/' masked too, and a token pasted without a scheme whole.
-    shown = shown_url(url)
+    # A password with a space or a '/' masked too, a token pasted without a scheme whole, and
+    # a path token or credential query value (a Slack webhook's) even without a valid scheme.
+    shown = _shown_sink_url(url)
     if not url.startswith(("http://", "https://")):
         # A value masked whole (it could be a key pasted in the wrong place) said only "got
         # '***'", with nothing to check a typo against (trial 133).
@@ -137,7 +138,7 @@ class HttpTarget:
             # httpx sends the URL's credentials in place of the header: the sink's key (a
             # Bearer token) would never be sent, and every request be refused (trial 115).
             raise SettingsError(
-                f"the URL {redact_one_url(url)!r}{f' ({url_where})' if url_where else ''} holds "
+                f"the URL {_shown_sink_url(url)!r}{f' ({url_where})' if url_where else ''} holds "
                 f"a user:password@, which would be sent as HTTP Basic credentials in place of "
                 f"the Authorization header set by {where}: take the credentials out of the URL"
             )
@@ -359,6 +360,22 @@ _UUID: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}
 # A query value shorter than this is no token (`?key=events` names a stream, and masking that
 # word wherever a receiver's message says it would garble it).
 _QUERY_SECRET_MIN: Final = 8
+
+
+def _shown_sink_url(url: str) -> str:
+    """`url` as a message about it may show it: as `shown_url()` shows it (a password masked, a
+    token pasted on its own masked whole), and without the secrets `_url_secrets` finds in it
+    (a `?token=` value, a Slack-style path token), with or without a valid scheme (trial 141)."""
+    shown = shown_url(url)
+    if shown == MASKED_URL:
+        return shown
+    try:
+        secrets = _url_secrets(url if "://" in url else "//" + url)
+    except ValueError:  # not a URL urllib can split (a bracket left open): shown_url's alone
+        return shown
+    for secret in sorted(secrets.values(), key=len, reverse=True):
+        shown = shown.replace(secret, MASK)
+    return shown
 
 
 def _url_secrets(url: str) -> dict[str, str]:
