@@ -290,7 +290,15 @@ def test_an_isolations_repr_masks_credentials_whatever_their_type() -> None:
     from eventbus_core.capabilities import Isolation
 
     isolation = Isolation(
-        env={"X_URL": "redis://u:hunter2@h:1/0", "X_PASSWORD": "plain-s3cret", "X_KEY": "run-1"},
+        env={
+            "X_URL": "redis://u:hunter2@h:1/0",
+            "X_PASSWORD": "plain-s3cret",
+            "X_PASS": "plain-s3cret",
+            "DB_PWD": "plain-s3cret",
+            "X_AUTH": "plain-s3cret",
+            "X_ACCESS_KEY": "plain-s3cret",
+            "X_KEY": "run-1",
+        },
         where="run-1",
     )
     shown = repr(isolation)

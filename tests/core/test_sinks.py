@@ -795,3 +795,22 @@ def test_a_webhook_url_with_credentials_beside_an_authorization_header_is_refuse
             EventBusSettings(), {"url": url, "header_authorization": "Bearer HOOKTOKEN"}
         )
     assert "HOOKPASS" not in str(info.value) and "HOOKTOKEN" not in str(info.value)
+
+
+def test_a_sinks_object_dump_shows_no_header_value() -> None:
+    # `sink.headers` (public) and the target's headers printed their values in vars() dumps,
+    # as an error reporter makes them (trial 141).
+    from eventbus_core.sinks import WebhookSink, helicone, otlp
+
+    key = "whsecT141KEYabcdef0123456789"
+    sinks = [
+        WebhookSink("https://h.example/x", headers={"Authorization": f"Bearer {key}"}),
+        helicone.HeliconeSink(key),
+        otlp.build_sink(EventBusSettings(), {"header_authorization": f"Bearer {key}"}),
+    ]
+    for sink in sinks:
+        dumped = repr(vars(sink)) + repr(vars(getattr(sink, "target", None) or sink._target))
+        config = getattr(sink, "config", None)
+        if config is not None:
+            dumped += repr(vars(config))
+        assert key not in dumped.replace("\\", ""), (type(sink).__name__, dumped[:300])

@@ -170,7 +170,7 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
     s = NatsSettings()
     options = ConnectOptions.from_settings(s)
     assert options.auth == {"user": "bob", "password": "s3cr3t-pass", "token": "t0ken-value"}
-    shown = " ".join([repr(s), str(s), repr(options), options.where])
+    shown = " ".join([repr(s), str(s), repr(options), options.where, repr(vars(options))])
     for secret in ("hunter2", "s3cr3t-pass", "t0ken-value"):
         assert secret not in shown
     bus = NatsEventBus.from_settings(EventBusSettings(), s)

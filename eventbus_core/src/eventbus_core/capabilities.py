@@ -225,7 +225,9 @@ class Isolation:
 
 
 # Variables whose value is a credential whatever it looks like (`NATS_PASSWORD`, `..._TOKEN`).
-_CREDENTIAL_VARIABLE: Final = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY", re.I)
+_CREDENTIAL_VARIABLE: Final = re.compile(
+    r"PASS|PWD|TOKEN|SECRET|CREDENTIAL|AUTH|(?:API|ACCESS|PRIVATE|SECRET|CLIENT)_?KEY", re.I
+)
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from typing import Any
 
 import nats.errors
 
-from eventbus_core import SettingsError, redact_url
+from eventbus_core import RedactedURL, SettingsError, redact_url
 from eventbus_nats._settings import NatsSettings, shown_server
 
 __all__ = [
@@ -148,7 +148,9 @@ class ConnectOptions:
                 "NATS_URL mixes servers with TLS (tls://, wss://) and ws:// ones, which would be "
                 "reached without it: use wss:// for every websocket server"
             ) from None
-        return cls(tuple(settings.servers), auth, wanted_by)
+        # Held masked in reprs, as the bus's own: an object dump showed them (trial 141).
+        servers = tuple(RedactedURL(server) for server in settings.servers)
+        return cls(servers, MaskedOptions(auth), wanted_by)
 
 
 def tls_wanted_by(servers: Sequence[str], auth: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ __all__ = [
     "MASKED_URL",
     "URL_CREDENTIALS",
     "URL_IN_TEXT",
+    "MaskedMapping",
     "RedactedURL",
     "is_basic_credentials",
     "mask_url_credentials",
@@ -213,6 +214,16 @@ def redact_one_url(url: str) -> str:
 
 def _blank_in(text: str) -> bool:
     return any(c.isspace() for c in text)
+
+
+class MaskedMapping(dict[str, str]):
+    """A dict of credentials (a sink's headers) whose repr shows the names only: an object dump
+    (`vars(sink)`, an error reporter's) showed the values (trial 141)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{name!r}: '***'" for name in self) + "}"
 
 
 class RedactedURL(str):

@@ -29,7 +29,13 @@ from eventbus_core._errors import (
 from eventbus_core._log import add_patterns, get_logger
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._redact import MASK, redact_text
-from eventbus_core.redact._secrets import MASKED_URL, redact_one_url, redact_url, shown_url
+from eventbus_core.redact._secrets import (
+    MASKED_URL,
+    MaskedMapping,
+    redact_one_url,
+    redact_url,
+    shown_url,
+)
 from eventbus_core.transform._llm import _decompress
 
 if TYPE_CHECKING:
@@ -132,7 +138,7 @@ class HttpTarget:
         if client is None:
             require_httpx()
         self.url = url
-        self.headers = dict(headers or {})
+        self.headers = MaskedMapping(headers or {})
         basic, url_secrets = _url_authorization(url), _url_secrets(url)
         if basic and any(k.lower() == "authorization" for k in self.headers):
             # httpx sends the URL's credentials in place of the header: the sink's key (a

@@ -20,6 +20,7 @@ from typing import Final
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import get_logger
 from eventbus_core._sink import check_options, option_bool, option_float, option_int, option_where
+from eventbus_core.redact._secrets import MaskedMapping
 from eventbus_core.sinks._http import check_headers, check_url
 
 __all__ = ["OPTIONS", "OtlpConfig", "otlp_config", "parse_headers"]
@@ -238,7 +239,7 @@ def otlp_config(
     )
     return OtlpConfig(
         endpoint=_endpoint(options, env),
-        headers=headers,
+        headers=MaskedMapping(headers),
         timeout=_timeout(options, env),
         compression=compression,
         resource=resource,

@@ -24,6 +24,7 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
+from eventbus_core.redact._secrets import MaskedMapping
 from eventbus_core.sinks._http import HttpTarget, check_url
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class WebhookSink:
         name: str = "webhook",
     ) -> None:
         self.url = check_url(url, option_where("webhook", "url"))
-        self.headers = {"content-type": "application/json", **(headers or {})}
+        self.headers = MaskedMapping({"content-type": "application/json", **(headers or {})})
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.name = name
