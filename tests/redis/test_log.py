@@ -661,3 +661,52 @@ def test_dispatch_exits_1_when_the_log_lost_events_before_it_read_them(
         proc.communicate(timeout=30)
     assert proc.returncode == 1, err
     assert "30 events were lost by the backend before they were read" in err, err
+
+
+@pytest.mark.redis
+def test_tail_says_at_its_end_what_it_could_not_show(
+    real: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    # A burst trimmed at once showed 318 of 2,762 missed events in a rate-limited warning, and
+    # undecodable entries were skipped without a word (trial 140).
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests._services import redis_url
+
+    key = f"{prefix}:tail-missed"
+    env = {**os.environ, "LLM_PROXY_EVENT_BUS": "redis", "REDIS_URL": redis_url(),
+           "EVENTBUS_REDIS_KEY": key}  # fmt: skip
+    out = tmp_path / "out.txt"
+    with out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "eventbus_core.cli", "tail"],
+            env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            assert "following" in proc.stderr.readline()  # subscribed
+            batch = 0
+            while not out.read_text():  # until it reads: from the log's end
+                batch += 1
+                assert batch < 30 and proc.poll() is None
+                append_as_writer(real, key, [make_event(batch)], batch=batch)
+                time.sleep(0.3)
+            append_as_writer(
+                real, key, [make_event(100 + i) for i in range(40)], batch=99, max_len=10
+            )
+            real.lpush(key, b"not an event")
+            append_as_writer(real, key, [make_event(200)], batch=100)
+            deadline = time.monotonic() + 30
+            while "req-200" not in out.read_text():
+                assert time.monotonic() < deadline and proc.poll() is None, out.read_text()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert "event(s) were trimmed from the log before tail read them" in err, err
+    assert "1 undecodable entry was skipped" in err, err
