@@ -39,6 +39,17 @@ def test_go_variables_give_the_redis_address_when_redis_url_is_unset(
     )
 
 
+def test_an_empty_host_in_redis_addr_is_the_local_host_as_for_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Go dials the loopback address for ":6379"; eventbus refused it (trial 140).
+    monkeypatch.setenv("REDIS_ADDR", ":6379")
+    assert str(EventBusSettings().redis_url) == "redis://127.0.0.1:6379/0"
+    monkeypatch.setenv("REDIS_ADDR", ":")
+    with pytest.raises(SettingsError, match="must be host:port"):
+        EventBusSettings()
+
+
 def test_defaults_are_the_go_proxys_key_stream_group_and_field() -> None:
     settings = EventBusSettings()
     assert (settings.redis_key, settings.redis_stream, settings.redis_group) == (

@@ -247,6 +247,11 @@ REDIS_ENV_VARS: Final[dict[str, str]] = {
 def _check_redis_addr(value: str) -> str:
     host, colon, port = value.rpartition(":")
     shown = _shown_addr(value)
+    if colon and not host and port.isdigit():
+        # ":6379" is the local host to the Go proxy (Go dials the loopback address for an
+        # empty host): the same here, by address, with no resolver (trial 140).
+        host = "127.0.0.1"
+        value = f"{host}:{port}"
     # '/', '@', '?' or '#' anywhere (host or port) means a URL or credentials, never host:port.
     if (
         "://" in value
