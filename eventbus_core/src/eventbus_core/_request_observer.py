@@ -55,19 +55,20 @@ class EventPublisher(Protocol):
 
 # Header names seen on responses, raw bytes -> Go's canonical form. Bounded so that an
 # application echoing arbitrary header names cannot grow it without limit.
-_CANONICAL: dict[bytes, str] = {}
+_CANONICAL: dict[bytes | str, str] = {}
 _CANONICAL_MAX: Final = 2048
 
 
-def canonical_header_name(raw: bytes) -> str:
+def canonical_header_name(raw: bytes | str) -> str:
     """Return `raw` in Go's canonical MIME header form (`x-request-id` -> `X-Request-Id`).
 
     Go's `http.Header.Get` canonicalises the name it looks up, so a Go consumer only finds
-    headers stored under canonical keys; ASGI servers deliver them in lower case.
+    headers stored under canonical keys; ASGI servers deliver them in lower case. A `str`
+    (a header name of an `Event` built by hand) is taken too.
     """
     name = _CANONICAL.get(raw)
     if name is None:
-        text = raw.decode("latin-1")
+        text = raw if isinstance(raw, str) else raw.decode("latin-1")
         # Go leaves names with spaces or other non-token characters untouched.
         if all(c.isalnum() or c == "-" for c in text) and text.isascii():
             name = "-".join(part[:1].upper() + part[1:].lower() for part in text.split("-"))
