@@ -814,3 +814,15 @@ def test_a_sinks_object_dump_shows_no_header_value() -> None:
         if config is not None:
             dumped += repr(vars(config))
         assert key not in dumped.replace("\\", ""), (type(sink).__name__, dumped[:300])
+
+
+def test_an_authentication_schemes_name_is_not_masked_in_a_receivers_error() -> None:
+    # "the bearer token is invalid" read "the [REDACTED] token is invalid" (trial 141).
+    from eventbus_core.sinks._http import HttpTarget
+
+    key = "whsecT141KEYabcdef0123456789"
+    target = HttpTarget(
+        "http://127.0.0.1:1/x", headers={"Authorization": f"Bearer {key}"}, client=object()
+    )  # type: ignore[arg-type]
+    said = target.mask_own(f"the bearer token is invalid: Bearer {key}")
+    assert said == "the bearer token is invalid: [REDACTED]", said

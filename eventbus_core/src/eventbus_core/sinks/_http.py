@@ -342,6 +342,7 @@ _SECRET_LONG: Final = 16
 _QUOTED_START: Final = 10
 # Headers that describe the request, never a credential.
 _NOT_SECRET: Final = frozenset({"content-type", "accept", "content-encoding", "user-agent"})
+_SCHEMES: Final = frozenset({"bearer", "basic", "digest", "token", "apikey", "negotiate"})
 
 
 def _url_authorization(url: str) -> dict[str, str]:
@@ -420,7 +421,9 @@ def _secret_forms(headers: Mapping[str, str]) -> set[str]:
     found: set[str] = set()
     for value in _credential_values(headers):
         for text in (value.strip(), *value.split()):
-            if len(text) >= _SECRET_MIN:
+            # An authentication scheme's name is no secret: masked, "the bearer token" in a
+            # receiver's error read "the [REDACTED] token" (trial 141).
+            if len(text) >= _SECRET_MIN and text.lower() not in _SCHEMES:
                 escaped = json.dumps(text)[1:-1]
                 encoded = base64.b64encode(text.encode()).decode("ascii")
                 found.update(
