@@ -718,6 +718,24 @@ def test_a_correct_publish_passes_the_spy(outcomes: dict[str, dict[str, str]], b
     assert results == {"test_publish_neither_waits_nor_does_io": "PASSED"}, results
 
 
+def test_a_publish_writing_to_stderr_passes_the_spy_whatever_the_capture(
+    tmp_path: Path,
+) -> None:
+    # Under --capture=tee-sys the original stderr is written to as well: it failed (trial 142).
+    (tmp_path / "queue_bus.py").write_text(guide_queue_bus())
+    (tmp_path / "lazy_helper.py").write_text("VALUE = 1\n")
+    (tmp_path / "test_buses.py").write_text(
+        "from queue_bus import QueueBus\n" + textwrap.dedent(BROKEN_BUSES)
+    )
+    for capture in ("--capture=tee-sys", "--capture=no"):
+        found = child_outcomes(
+            tmp_path, "-p", "no:asyncio", "--timeout=60", capture, "-k", "TestWarnsOnStderr"
+        )
+        assert found == {
+            "TestWarnsOnStderr": {"test_publish_neither_waits_nor_does_io": "PASSED"}
+        }, (capture, found)
+
+
 # Buses whose defect hangs a suite that calls them directly. Each class keeps only the contract
 # tests its defect is about (`only`), to keep the run short. Every bus made is listed in MADE,
 # which the last test checks: a failed test's buses are stopped too.

@@ -439,11 +439,11 @@ async def test_a_partial_success_message_has_the_sinks_own_headers_masked(
         ({}, {"OTEL_EXPORTER_OTLP_HEADERS": "a=b%0Ac"}, "OTEL_EXPORTER_OTLP_HEADERS"),
         ({"header_x_k": "v\u00e9"}, {}, "header_x_k"),
         ({"headers": "a b=1"}, {}, "'headers'"),
-        ({"certificate": "/nonexistent/ca.pem"}, {}, "'certificate'.*'/nonexistent/ca.pem'"),
+        ({"certificate": "/nonexistent-ca.pem"}, {}, "'certificate'.*'/nonexistent-ca.pem'"),
         (
             {},
-            {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/nonexistent/c.crt"},
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: the TLS file '/nonexistent/c.crt' does not",
+            {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/nonexistent-c.crt"},
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: the TLS file '/nonexistent-c.crt' does not",
         ),
         # A key without its certificate was ignored without a word.
         ({"client_key": "/nonexistent/c.key"}, {}, "'client_key'.* is set, but no client cert"),
@@ -489,8 +489,10 @@ def test_pem_content_given_for_a_tls_path_is_never_shown(variable: str) -> None:
 
     body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCSeCrEt0123456789"
     pem = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----"
-    # The key's body alone, and the whole PEM base64-encoded, were printed (trial 141).
-    for given in (pem, body, base64.b64encode(pem.encode()).decode()):
+    # The key's body alone, and the whole PEM base64-encoded, were printed (trial 141); so
+    # was a body whose own '/' cut it into short runs (trial 142).
+    cut = "MC4CAQAwBQYDK2VwBCIEIJ/SeCrEt9x+ZqT1m2/4kLpQ8vWn0bYcR3uHsDfAgE1o"
+    for given in (pem, body, base64.b64encode(pem.encode()).decode(), cut):
         environ = {variable: given, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": os.devnull}
         if variable == "OTEL_EXPORTER_OTLP_CERTIFICATE":
             del environ["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"]

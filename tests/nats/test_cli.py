@@ -100,6 +100,44 @@ def test_tail_names_the_stream_and_shows_the_newest(env: None, names: Names) -> 
             proc.communicate(timeout=30)
 
 
+def test_tail_says_at_its_end_how_many_undecodable_messages_it_skipped(
+    env: None, nats_url: str, names: Names
+) -> None:
+    # Counted by the bus, but said by tail on Redis only: its subscription's figures left the
+    # bus's when it closed, before the end line was made (trial 142).
+    import asyncio
+
+    import nats
+
+    bus = NatsEventBus.from_settings(EventBusSettings())
+    try:
+        bus.publish(make_event(1))  # the stream exists before tail follows it
+        assert bus.flush(10)
+        argv = [sys.executable, "-m", "eventbus_core.cli", "tail", "--json", "--count", "1"]
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            try:
+                assert "following nats stream" in proc.stderr.readline()
+
+                async def raw() -> None:
+                    client = await nats.connect(nats_url)
+                    await client.jetstream().publish(names.subject, b"not an event")
+                    await client.close()
+
+                asyncio.run(raw())
+                bus.publish(make_event(2))
+                assert bus.flush(10)
+                assert json.loads(proc.stdout.readline())["RequestID"] == "req-2"
+                _, err = proc.communicate(timeout=30)  # it ends after --count 1
+            finally:
+                proc.kill()
+    finally:
+        bus.stop(5)
+    assert "1 undecodable entry was skipped" in err, err
+
+
 def test_the_dispatcher_joins_the_nats_group(env: None, tmp_path: Path) -> None:
     arguments, bus = dispatcher_arguments(EventBusSettings(), bus=None)
     try:

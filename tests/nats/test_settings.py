@@ -176,8 +176,11 @@ def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
     bus = NatsEventBus.from_settings(EventBusSettings(), s)
     try:
         assert "hunter2" not in repr(bus) and "hunter2" not in str(bus.stats())
-        # What a debugger or an error reporter's dump of the object shows (trial 139).
-        dumped = repr(vars(bus))
+        # What a debugger or an error reporter's dump of the object shows (trial 139), and of
+        # a consumer's connection (trial 142).
+        consumer = bus.consumer()
+        dumped = repr(vars(bus)) + repr(vars(consumer._link.options))
+        consumer.close()
         for secret in ("hunter2", "s3cr3t-pass", "t0ken-value"):
             assert secret not in dumped, dumped
     finally:

@@ -106,6 +106,13 @@ class ConnectOptions:
     auth: dict[str, Any] = field(default_factory=dict)
     tls_wanted_by: str = ""
 
+    def __post_init__(self) -> None:
+        # Held masked in reprs, however built: an object dump (vars(), an error reporter's)
+        # showed a password in the servers or the credentials (trials 141, 142).
+        servers = tuple(RedactedURL(server) for server in self.servers)
+        object.__setattr__(self, "servers", servers)
+        object.__setattr__(self, "auth", MaskedOptions(self.auth))
+
     @property
     def where(self) -> str:
         """The servers as text fit for logs and errors (credentials masked, and a server that
@@ -148,9 +155,7 @@ class ConnectOptions:
                 "NATS_URL mixes servers with TLS (tls://, wss://) and ws:// ones, which would be "
                 "reached without it: use wss:// for every websocket server"
             ) from None
-        # Held masked in reprs, as the bus's own: an object dump showed them (trial 141).
-        servers = tuple(RedactedURL(server) for server in settings.servers)
-        return cls(servers, MaskedOptions(auth), wanted_by)
+        return cls(tuple(settings.servers), auth, wanted_by)
 
 
 def tls_wanted_by(servers: Sequence[str], auth: Mapping[str, Any]) -> str:

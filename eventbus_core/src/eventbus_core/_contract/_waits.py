@@ -132,11 +132,17 @@ def _blocking_c_call(function: Any) -> str:
 _BUFFERED: Final = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.BufferedRWPair)
 
 
+def _consoles() -> tuple[object, ...]:
+    """The process's stdout and stderr: the objects there now, and the original ones (which
+    pytest's `--capture=tee-sys` writes to as well, trial 142)."""
+    return (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+
+
 def _over_a_file(stream: io.IOBase) -> bool:
     """Whether `stream` writes to a file (a `FileIO` under its layers); `BytesIO`, `StringIO`
     or anything else: no. Asked of its layers, never by `fileno()`, which rolls a
     `SpooledTemporaryFile` over to disk (trial 141)."""
-    if stream is sys.stdout or stream is sys.stderr:
+    if any(stream is console for console in _consoles()):
         return False  # diagnostics, as logging's (whatever object pytest's capture put there)
     for _ in range(4):
         if isinstance(stream, io.FileIO):

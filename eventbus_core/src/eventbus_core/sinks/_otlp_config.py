@@ -171,8 +171,9 @@ def _ssl(options: Mapping[str, str], env: Mapping[str, str]) -> ssl.SSLContext |
             if not _looks_like_a_path(picked[0]):
                 # A key pasted in place of its path: the error printed it whole (trial 137).
                 raise SettingsError(
-                    f"{picked[1]} must be the path of a TLS file (PEM); its value is not one, "
-                    "and is not shown: it may be the key or certificate itself"
+                    f"{picked[1]} must be the path of a readable TLS file (PEM); its value names "
+                    "none in a folder that exists, and is not shown: it may be the key or "
+                    "certificate itself"
                 )
             why = "does not exist" if not os.path.exists(picked[0]) else "cannot be read"
             raise SettingsError(f"{picked[1]}: the TLS file {picked[0]!r} {why}")
@@ -251,15 +252,14 @@ def otlp_config(
 
 
 def _looks_like_a_path(value: str) -> bool:
-    """Whether `value` may be shown as a file's path: one line, no PEM armour, not huge, and
-    no run of 40 base64 characters (a key's body, or the whole PEM base64-encoded, trial 141;
-    a path's names are broken up by '.', '-', '_' or '/' long before that)."""
-    return (
-        len(value) <= 1024
-        and "\n" not in value
-        and "-----" not in value
-        and _BASE64_RUN.search(value) is None
-    )
+    """Whether `value` may be shown as a file's path: one line, no PEM armour, not huge, no
+    run of 40 base64 characters (a key's body, or the whole PEM base64-encoded, trial 141),
+    and, with a '/', in a folder that exists (a key's body cut by its own '/' into short runs
+    is in none, trial 142; a path whose folder is mistyped is not shown either)."""
+    if len(value) > 1024 or "\n" in value or "-----" in value or _BASE64_RUN.search(value):
+        return False
+    folder = os.path.dirname(value)
+    return not folder or os.path.isdir(folder)
 
 
 _BASE64_RUN: Final = re.compile(r"[A-Za-z0-9+=]{40}")
