@@ -226,7 +226,8 @@ class Isolation:
 
 # Variables whose value is a credential whatever it looks like (`NATS_PASSWORD`, `..._TOKEN`).
 _CREDENTIAL_VARIABLE: Final = re.compile(
-    r"PASS|PWD|TOKEN|SECRET|CREDENTIAL|AUTH|(?:API|ACCESS|PRIVATE|SECRET|CLIENT)_?KEY", re.I
+    r"PASS|PWD|TOKEN|SECRET|CRED|AUTH|COOKIE|SESSION|(?:API|ACCESS|PRIVATE|CLIENT|SIGNING)_?KEY",
+    re.I,
 )
 
 
