@@ -439,11 +439,11 @@ async def test_a_partial_success_message_has_the_sinks_own_headers_masked(
         ({}, {"OTEL_EXPORTER_OTLP_HEADERS": "a=b%0Ac"}, "OTEL_EXPORTER_OTLP_HEADERS"),
         ({"header_x_k": "v\u00e9"}, {}, "header_x_k"),
         ({"headers": "a b=1"}, {}, "'headers'"),
-        ({"certificate": "/nonexistent-ca.pem"}, {}, "'certificate'.*'/nonexistent-ca.pem'"),
+        ({"certificate": "/nonexistent/ca.pem"}, {}, "'certificate'.*'/nonexistent/ca.pem'"),
         (
             {},
-            {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/nonexistent-c.crt"},
-            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: the TLS file '/nonexistent-c.crt' does not",
+            {"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/nonexistent/c.crt"},
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: the TLS file '/nonexistent/c.crt' does not",
         ),
         # A key without its certificate was ignored without a word.
         ({"client_key": "/nonexistent/c.key"}, {}, "'client_key'.* is set, but no client cert"),
@@ -499,7 +499,7 @@ def test_pem_content_given_for_a_tls_path_is_never_shown(variable: str) -> None:
         with pytest.raises(SettingsError, match=f"{variable} must be the path") as raised:
             otlp_config({}, capture_content=False, environ=environ)
         assert "SeCrEt" not in str(raised.value) and given[5:25] not in str(raised.value)
-    path = "/etc/ssl/private/client-2026.key"  # a path is still shown, to check a typo
+    path = "/etc/ssl/nodir/client-2026.key"  # a path is still shown, to check it (trial 143)
     with pytest.raises(SettingsError, match=re.escape(path)):
         otlp_config(
             {},

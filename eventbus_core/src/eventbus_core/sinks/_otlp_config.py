@@ -171,9 +171,8 @@ def _ssl(options: Mapping[str, str], env: Mapping[str, str]) -> ssl.SSLContext |
             if not _looks_like_a_path(picked[0]):
                 # A key pasted in place of its path: the error printed it whole (trial 137).
                 raise SettingsError(
-                    f"{picked[1]} must be the path of a readable TLS file (PEM); its value names "
-                    "none in a folder that exists, and is not shown: it may be the key or "
-                    "certificate itself"
+                    f"{picked[1]} must be the path of a TLS file (PEM); its value is not shown: "
+                    "it looks like the key or certificate itself"
                 )
             why = "does not exist" if not os.path.exists(picked[0]) else "cannot be read"
             raise SettingsError(f"{picked[1]}: the TLS file {picked[0]!r} {why}")
@@ -254,14 +253,23 @@ def otlp_config(
 def _looks_like_a_path(value: str) -> bool:
     """Whether `value` may be shown as a file's path: one line, no PEM armour, not huge, no
     run of 40 base64 characters (a key's body, or the whole PEM base64-encoded, trial 141),
-    and, with a '/', in a folder that exists (a key's body cut by its own '/' into short runs
-    is in none, trial 142; a path whose folder is mistyped is not shown either)."""
+    and not a key's body cut by its own '/' into shorter runs (trial 142): 40 base64
+    characters or more in all, upper and lower case and digits mixed, and no '.'. A path,
+    even in a folder that does not exist, is shown, to check it for a typo (trial 143)."""
     if len(value) > 1024 or "\n" in value or "-----" in value or _BASE64_RUN.search(value):
         return False
-    folder = os.path.dirname(value)
-    return not folder or os.path.isdir(folder)
+    body = _NOT_BASE64.sub("", value)
+    random_looking = (
+        len(body) >= 40
+        and "." not in value
+        and any(c.isupper() for c in body)
+        and any(c.islower() for c in body)
+        and any(c.isdigit() for c in body)
+    )
+    return not random_looking
 
 
+_NOT_BASE64: Final = re.compile(r"[^A-Za-z0-9+=]")
 _BASE64_RUN: Final = re.compile(r"[A-Za-z0-9+=]{40}")
 
 
