@@ -300,6 +300,8 @@ def test_an_isolations_repr_masks_credentials_whatever_their_type() -> None:
             "X_SIGNING_KEY": "plain-s3cret",
             "NATS_CREDS": "plain-s3cret",
             "X_SESSION": "plain-s3cret",
+            "X_JWT": "plain-s3cret",
+            "NATS_NKEY": "plain-s3cret",
             "X_KEY": "run-1",
         },
         where="run-1",

@@ -226,7 +226,8 @@ class Isolation:
 
 # Variables whose value is a credential whatever it looks like (`NATS_PASSWORD`, `..._TOKEN`).
 _CREDENTIAL_VARIABLE: Final = re.compile(
-    r"PASS|PWD|TOKEN|SECRET|CRED|AUTH|COOKIE|SESSION|(?:API|ACCESS|PRIVATE|CLIENT|SIGNING)_?KEY",
+    r"PASS|PWD|TOKEN|SECRET|CRED|AUTH|COOKIE|SESSION|BEARER|JWT|NKEY|SEED|HMAC"
+    r"|(?:API|ACCESS|PRIVATE|CLIENT|SIGNING)_?KEY",
     re.I,
 )
 
