@@ -78,7 +78,7 @@ if TYPE_CHECKING:
         redact_headers,
         redact_text,
     )
-    from eventbus_core.redact._secrets import RedactedURL, redact_url, server_list
+    from eventbus_core.redact._secrets import MaskedMapping, RedactedURL, redact_url, server_list
     from eventbus_core.transform._llm import LLMTransformer, Payload, Transform, decode_body
     from eventbus_core.wsgi import EventBusWSGIMiddleware
 
@@ -159,6 +159,7 @@ _WHERE: dict[str, str] = {
     "Redactor": "eventbus_core.redact._redact",
     "redact_headers": "eventbus_core.redact._redact",
     "redact_text": "eventbus_core.redact._redact",
+    "MaskedMapping": "eventbus_core.redact._secrets",
     "RedactedURL": "eventbus_core.redact._secrets",
     "redact_url": "eventbus_core.redact._secrets",
     "server_list": "eventbus_core.redact._secrets",
@@ -212,6 +213,7 @@ __all__ = [
     "PluginLoadWarning",
     "PluginRegistry",
     "PluginSettings",
+    "MaskedMapping",
     "RedactedURL",
     "RegisterFn",
     "Registration",

@@ -24,6 +24,7 @@ from eventbus_core import (
     BusStats,
     Event,
     EventBusSettings,
+    MaskedMapping,
     RedactedURL,
     StopInProgress,
     check_buffer_size,
@@ -37,7 +38,7 @@ from eventbus_nats._fanout import Follower, NatsSubscription
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
-from eventbus_nats._options import ConnectOptions, MaskedOptions, tls_wanted_by
+from eventbus_nats._options import ConnectOptions, tls_wanted_by
 from eventbus_nats._settings import NatsSettings, check_name, check_nats_duration, check_servers
 from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
@@ -132,7 +133,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self.group = group
         # A str whose repr masks the password: vars(bus) showed it (trial 139).
         self._url = RedactedURL(url)
-        self._connect_options = MaskedOptions(connect_options or {})
+        self._connect_options = MaskedMapping(connect_options or {})
         self.buffer_size = buffer_size
         self.stop_timeout = stop_timeout
         self.ack_wait = ack_wait

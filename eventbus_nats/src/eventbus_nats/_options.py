@@ -15,12 +15,11 @@ from typing import Any
 
 import nats.errors
 
-from eventbus_core import RedactedURL, SettingsError, redact_url
+from eventbus_core import MaskedMapping, RedactedURL, SettingsError, redact_url
 from eventbus_nats._settings import NatsSettings, shown_server
 
 __all__ = [
     "ConnectOptions",
-    "MaskedOptions",
     "TlsNotOffered",
     "refusal",
     "safe_error",
@@ -83,14 +82,6 @@ def refusal(exc: BaseException, options: ConnectOptions) -> SettingsError | None
     return None
 
 
-class MaskedOptions(dict[str, Any]):
-    """Keyword arguments for nats-py (a password or token among them) whose repr shows their
-    names only: `vars(bus)` or an error reporter's dump of the bus showed them (trial 139)."""
-
-    def __repr__(self) -> str:
-        return "{" + ", ".join(f"{name!r}: ..." for name in self) + "}"
-
-
 @dataclass(frozen=True, eq=False)
 class ConnectOptions:
     """How to reach NATS: servers and the keyword arguments for `nats.aio.client.Client.connect`.
@@ -111,7 +102,7 @@ class ConnectOptions:
         # showed a password in the servers or the credentials (trials 141, 142).
         servers = tuple(RedactedURL(server) for server in self.servers)
         object.__setattr__(self, "servers", servers)
-        object.__setattr__(self, "auth", MaskedOptions(self.auth))
+        object.__setattr__(self, "auth", MaskedMapping(self.auth))
 
     @property
     def where(self) -> str:

@@ -216,9 +216,10 @@ def _blank_in(text: str) -> bool:
     return any(c.isspace() for c in text)
 
 
-class MaskedMapping(dict[str, str]):
-    """A dict of credentials (a sink's headers) whose repr shows the names only: an object dump
-    (`vars(sink)`, an error reporter's) showed the values (trial 141)."""
+class MaskedMapping(dict[str, Any]):
+    """A dict holding credentials (a sink's headers, a client's keyword arguments) whose repr
+    shows the names only: an object dump (`vars(sink)`, an error reporter's) showed the values
+    (trials 139, 141). Otherwise a plain dict."""
 
     __slots__ = ()
 
