@@ -1103,3 +1103,23 @@ def test_nothing_is_printed_outside_the_report(
     _, output = hangs
     # asyncio prints this, at exit, for a failed stop() nobody awaited.
     assert "Future exception was never retrieved\nfuture: <Future" not in output, output
+
+
+def test_the_fork_test_blames_delivery_when_nothing_is_delivered_at_all() -> None:
+    """A bus that delivers nothing fails the fork test for that, before any fork: its
+    message sent a backend author to look at fork handling (trial 135)."""
+    from eventbus_core.testing import BusContractTests
+    from eventbus_memory import InMemoryEventBus
+
+    class DeliversNothing(InMemoryEventBus):
+        def publish(self, event: object) -> None:
+            return None
+
+    class Suite(BusContractTests):
+        receive_timeout = 0.5
+
+        def make_bus(self, buffer_size: int) -> InMemoryEventBus:
+            return DeliversNothing(buffer_size)
+
+    with pytest.raises(AssertionError, match="before any fork, a subscriber of the parent"):
+        Suite().test_the_bus_works_on_in_a_forked_child()

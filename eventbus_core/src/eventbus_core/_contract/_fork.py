@@ -43,6 +43,16 @@ class ForkContract(ContractBase):
             # The parent uses the bus first: its background work (threads, connections) runs.
             self.publish_each(bus, (make_event(i, request_id=f"parent-{i}") for i in range(20)))
             self.settle_bounded(bus)
+            # Delivery before any fork first: a bus that delivers nothing at all (one that
+            # stores what it cannot decode, say) would be told its fork handling is at fault
+            # (trial 135). The other subscription keeps the parent's events for the child.
+            try:
+                self.receive(early[0], 20)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"before any fork, a subscriber of the parent {exc}: the bus does not "
+                    "deliver, fork or not"
+                ) from None
             failure = self._in_a_forked_child(bus, early)
         assert failure is None, failure
 

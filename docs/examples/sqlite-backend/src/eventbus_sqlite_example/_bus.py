@@ -7,7 +7,8 @@ LogIDs. Capabilities (see `eventbus_core.capabilities`): Flushable, CrossProcess
 ReadableLog, Describable, ConsumerGroups and Isolatable.
 
 A bus made before `os.fork()` (gunicorn `--preload`) starts over in the child: the parent's
-threads are not there, and a lock one of them held would stay held (`_after_fork`).
+threads are not there, and a lock one of them held would stay held (`_after_fork`). SQLite's
+own locks are the same hazard: a fork waits for the calls into SQLite in progress (`_db.GUARD`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from eventbus_core import BaseEventBus, BusStats, Event, Subscription, get_logger
 from eventbus_core.capabilities import Isolation
 from eventbus_sqlite_example._consumer import SqliteConsumer
-from eventbus_sqlite_example._db import Database, decode
+from eventbus_sqlite_example._db import GUARD, Database, decode
 
 __all__ = ["SqliteEventBus"]
 
@@ -168,11 +169,12 @@ class SqliteEventBus(BaseEventBus):
             for sub, position in subs:
                 try:
                     conn = conn or self._db.connect()
-                    rows = conn.execute(
-                        "SELECT log_id, data FROM events WHERE log_id > ? ORDER BY log_id "
-                        "LIMIT 1000",
-                        (position[0],),
-                    ).fetchall()
+                    with GUARD.held():  # see _db: a fork waits for calls into SQLite
+                        rows = conn.execute(
+                            "SELECT log_id, data FROM events WHERE log_id > ? ORDER BY log_id "
+                            "LIMIT 1000",
+                            (position[0],),
+                        ).fetchall()
                 except OSError:
                     continue  # the file is busy or gone for a moment: look again
                 except Exception:  # sqlite3.Error: the same
