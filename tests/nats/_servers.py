@@ -72,7 +72,14 @@ class ThrowawayNats:
         extra: Further command-line arguments (cluster, authentication, TLS).
     """
 
-    def __init__(self, workdir: Path, *, name: str = "n1", extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        name: str = "n1",
+        extra: list[str] | None = None,
+        userinfo: str = "",
+    ) -> None:
         if not Path(NATS_SERVER).exists():
             pytest.fail("nats-server is not installed (apt-get install nats-server; .ci/run does)")
         self.workdir = workdir
@@ -80,12 +87,13 @@ class ThrowawayNats:
         self.port = free_port()
         self.store = workdir / f"store-{name}"
         self.extra = list(extra or [])
+        self.userinfo = userinfo  # "user:password@" in url, for a server started with them
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.userinfo}127.0.0.1:{self.port}"
 
     def launch(self) -> None:
         """Start the process without waiting for it to answer."""
@@ -145,11 +153,14 @@ class ThrowawayNats:
 
 
 class ThrowawayCluster:
-    """Three throwaway servers joined into one JetStream cluster on loopback ports."""
+    """Three throwaway servers joined into one JetStream cluster on loopback ports; with
+    `user` and `password`, clients must give them (each node's `url` holds them)."""
 
-    def __init__(self, workdir: Path, size: int = 3) -> None:
+    def __init__(self, workdir: Path, size: int = 3, *, user: str = "", password: str = "") -> None:
         self._workdir = workdir
         self._size = size
+        self._auth = ["--user", user, "--pass", password] if user else []
+        self._userinfo = f"{user}:{password}@" if user else ""
         self._attempt = 0
         self._assign(workdir)
 
@@ -170,7 +181,9 @@ class ThrowawayCluster:
                     f"nats://127.0.0.1:{cluster_ports[i]}",
                     "--routes",
                     routes,
+                    *self._auth,
                 ],
+                userinfo=self._userinfo,
             )
             for i in range(size)
         ]

@@ -216,3 +216,30 @@ def test_more_replicas_than_the_cluster_has_servers_names_the_setting_and_the_li
         assert "single server takes" not in error
     finally:
         bus.stop(0)
+
+
+def test_credentials_in_nats_url_reach_the_servers_the_cluster_announces(tmp_path: Path) -> None:
+    """NATS_URL names one server, with the cluster's credentials in it: when that server dies,
+    the client reconnects to the servers the cluster announced, which need the credentials
+    too. nats-py sends a URL's credentials to that server only: the bus never reconnected
+    (trial 144)."""
+    cluster = ThrowawayCluster(tmp_path, user="t-user", password="t-pass-1")
+    cluster.start()
+    first = cluster.nodes[0]
+    bus = NatsEventBus(first.url, stream="CREDS", subject="creds.events", replicas=3,
+                       buffer_size=10_000)  # fmt: skip
+    try:
+        bus.check(30)
+        for i in range(50):
+            bus.publish(make_event(i, request_id=f"before-{i}"))
+        assert bus.flush(30), bus.stats()
+        first.kill()
+        for i in range(50):
+            bus.publish(make_event(i, request_id=f"after-{i}"))
+        assert bus.flush(40), f"nothing written after the server in NATS_URL died: {bus.stats()}"
+        stats = bus.stats()
+        assert (stats.published, stats.dropped, stats.lost) == (100, 0, 0), stats
+        assert "t-pass-1" not in repr(stats)
+    finally:
+        bus.stop(5)
+        cluster.kill()

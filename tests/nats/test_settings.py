@@ -162,6 +162,28 @@ def test_pairs_that_belong_together(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "given", "expected"),
+    [
+        ("nats://u:pw@h:1", {}, {"user": "u", "password": "pw"}),
+        ("nats://u:pw@h:1,nats://u:pw@h:2,nats://h:3", {}, {"user": "u", "password": "pw"}),
+        ("nats://tok@h:1", {}, {"token": "tok"}),
+        ("nats://a:pw@h:1,nats://b:pw@h:2", {}, {}),  # each server keeps its own
+        ("nats://h:1", {}, {}),
+        ("nats://u:pw@h:1", {"user": "x", "password": "y"}, {"user": "x", "password": "y"}),
+        ("nats://u:pw@h:1", {"token": "t"}, {"token": "t"}),
+    ],
+)
+def test_credentials_in_the_url_go_to_every_server(
+    url: str, given: dict[str, str], expected: dict[str, str]
+) -> None:
+    """nats-py sends a URL's credentials to that server only: those the cluster announces
+    got none, so failover to them failed (trial 144; tests/nats/test_failover.py runs it)."""
+    options = ConnectOptions(tuple(check_servers(url)), given)
+    assert dict(options.auth) == expected
+    assert "pw" not in repr(options) + repr(options.auth)
+
+
 def test_secrets_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATS_URL", "nats://alice:hunter2@127.0.0.1:4222")
     monkeypatch.setenv("NATS_USER", "bob")

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 
@@ -25,6 +26,13 @@ __all__ = [
     "safe_error",
     "tls_wanted_by",
 ]
+
+
+# nats-py's connect() options that sign in: given any, credentials in the URLs stay as written.
+_CREDENTIAL_OPTIONS = frozenset(
+    {"user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str",
+     "signature_cb", "user_jwt_cb"}
+)  # fmt: skip
 
 
 def safe_error(exc: BaseException) -> str:
@@ -102,7 +110,10 @@ class ConnectOptions:
         # showed a password in the servers or the credentials (trials 141, 142).
         servers = tuple(RedactedURL(server) for server in self.servers)
         object.__setattr__(self, "servers", servers)
-        object.__setattr__(self, "auth", MaskedMapping(self.auth))
+        auth = dict(self.auth)
+        if not _CREDENTIAL_OPTIONS & auth.keys():
+            auth.update(url_credentials(servers))
+        object.__setattr__(self, "auth", MaskedMapping(auth))
 
     @property
     def where(self) -> str:
@@ -147,6 +158,24 @@ class ConnectOptions:
                 "reached without it: use wss:// for every websocket server"
             ) from None
         return cls(tuple(settings.servers), auth, wanted_by)
+
+
+def url_credentials(servers: Sequence[str]) -> dict[str, str]:
+    """The credentials written in `NATS_URL` as connection options (`user` and `password`, or
+    `token`), so that every server gets them: nats-py sends a URL's credentials to that server
+    only, and the servers a cluster announces (those failover moves to) got none, so the
+    client could not fail over to them (trial 144). Empty when no server has any, or when the
+    servers have different ones (each then keeps its own, as written)."""
+    found = set()
+    for server in servers:
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        if parts.username is not None:
+            found.add((parts.username, parts.password))
+    if len(found) != 1:
+        return {}
+    ((user, password),) = found
+    # As nats-py reads a URL: a user without a password is a token.
+    return {"token": user} if password is None else {"user": user, "password": password}
 
 
 def tls_wanted_by(servers: Sequence[str], auth: Mapping[str, Any]) -> str:
