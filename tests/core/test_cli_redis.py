@@ -568,6 +568,38 @@ def test_an_interrupted_replay_ends_though_the_sinks_close_never_returns(
     assert "done up to LogID 4: go on with --from-id 5" in err, err
 
 
+def test_the_resume_hint_of_a_log_whose_logids_are_out_of_order_says_what_comes_again(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A stream shared with Go: py-1, go-1 (LogID from 2^62 up), py-2 ... Interrupted after the
+    # first two, it said "done up to LogID 5553601606939312128: go on with --from-id 2", and
+    # --from-id 2 gives go-1 again (trial 145).
+    import argparse
+
+    from eventbus_core.cli._replay_cmd import _summary
+
+    args = argparse.Namespace(sink="webhook", dry_run=False)
+    _summary(args, "stream", 2, 0, 0, 0, 0, ("interrupted", 5553601606939312128, 2))
+    err = capsys.readouterr().err
+    assert "done up to LogID 1 of this log's counted LogIDs" in err, err
+    assert "go on with --from-id 2, which gives those again (de-duplicate by log_id)" in err, err
+    _summary(args, "log", 4, 0, 0, 0, 0, ("interrupted", 4, 5))
+    assert "done up to LogID 4: go on with --from-id 5" in capsys.readouterr().err
+
+
+def test_an_interrupted_replay_of_a_mixed_stream_never_resumes_past_a_counted_entry() -> None:
+    # Interrupted in a batch holding only go-1 (after py-1): it said --from-id
+    # 5553601606939312128, which skips py-2, py-3 ... (trial 145).
+    from eventbus_core import COUNTED_LOG_IDS_BELOW
+    from eventbus_core.cli._replay_cmd import _resume
+
+    go_1 = ev(0).replace(log_id=COUNTED_LOG_IDS_BELOW + 5)
+    assert _resume([go_1], COUNTED_LOG_IDS_BELOW + 4, 1) == 2
+    assert _resume([], COUNTED_LOG_IDS_BELOW + 5, 1) == 2
+    assert _resume([ev(7).replace(log_id=7)], 6, 6) == 7  # a counted log: as before
+    assert _resume([go_1], COUNTED_LOG_IDS_BELOW + 4, 0) == go_1.log_id  # Go's entries alone
+
+
 def _interrupt() -> None:
     """Ctrl-C, as it comes to a running event loop."""
     raise KeyboardInterrupt

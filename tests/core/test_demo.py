@@ -133,6 +133,23 @@ def test_publishers_need_a_redis_backend(capsys: pytest.CaptureFixture[str]) -> 
     assert "--backend redis" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--publishers", "1000"], "--publishers 1000: must be from 1 to 32"),
+        (["--publishers", "0"], "--publishers 0: must be from 1 to 32"),
+        (["--publishers", "6", "--workers", "2"], "--workers 2 is fewer than --publishers 6"),
+    ],
+)
+def test_publisher_counts_that_cannot_be_honoured_are_refused(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1000 started about 100 processes for 29 s, and 2 workers became 6 threads, unsaid
+    # (trial 145). Refused before any backend is looked at.
+    assert main(["demo", "--requests", "10", *argv]) == 2
+    assert said in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ real Redis
 
 

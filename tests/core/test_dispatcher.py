@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -474,6 +475,42 @@ async def test_a_transformer_returning_no_dict_is_named_and_not_logged_per_event
     assert "returned str, not a dict" in reason and "as_text" in reason, reason
     warned = [r for r in caplog.records if "transform failed" in r.getMessage()]
     assert len(warned) == 5  # the first five; then every 1000th
+
+
+@pytest.mark.parametrize(
+    ("made", "where"),
+    [
+        ({"x": object()}, "a object at payload['x']"),
+        ({"a": [1, {"when": datetime(2026, 1, 1)}]}, "a datetime at payload['a'][1]['when']"),
+        ({"tags": {"x", "y"}}, "a set at payload['tags']"),
+        ({"m": {(1, 2): "v"}}, "a key of type tuple in payload['m']"),
+    ],
+)
+async def test_a_transformer_value_json_cannot_encode_is_a_transform_error(
+    made: dict[str, Any], where: str
+) -> None:
+    # The jsonl sink wrote {"x": "<object object at 0x...>"}, exit 0, no warning (trial 145).
+    def custom(event: object) -> dict[str, Any]:
+        return made
+
+    sink = RecordingSink()
+    await Dispatcher(feed(make_events(2)), [sink], flush_interval=0.01, transform=custom).run()
+    assert [p["request_id"] for p in sink.payloads] == ["r1", "r2"]
+    reason = sink.payloads[0]["transform_error"]
+    assert where in reason and "JSON cannot encode" in reason and "custom" in reason, reason
+    assert "x" not in sink.payloads[0] or sink.payloads[0].get("x") is None
+
+
+async def test_a_transformer_returning_plain_data_is_passed_on() -> None:
+    plain = {"s": "t", "i": 1, "f": 1.5, "b": True, "n": None, "l": [1, ["x"]], "d": {"k": (1,)}}
+
+    def custom(event: object) -> dict[str, Any]:
+        return plain
+
+    sink = RecordingSink()
+    await Dispatcher(feed(make_events(1)), [sink], flush_interval=0.01, transform=custom).run()
+    assert "transform_error" not in sink.payloads[0]
+    assert sink.payloads[0]["l"] == [1, ["x"]]
 
 
 async def test_events_no_sink_could_take_before_are_written_among_the_others(

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
         UnknownSinkError,
         WireFormatError,
     )
-    from eventbus_core._event import Event, Headers
+    from eventbus_core._event import COUNTED_LOG_IDS_BELOW, Event, Headers
     from eventbus_core._factory import create_bus
     from eventbus_core._log import get_logger
     from eventbus_core._plugin_settings import PluginSettings, SettingInfo, describe_settings
@@ -108,6 +108,7 @@ _WHERE: dict[str, str] = {
     "UnknownBackendError": "eventbus_core._errors",
     "UnknownSinkError": "eventbus_core._errors",
     "WireFormatError": "eventbus_core._errors",
+    "COUNTED_LOG_IDS_BELOW": "eventbus_core._event",
     "Event": "eventbus_core._event",
     "Headers": "eventbus_core._event",
     "create_bus": "eventbus_core._factory",
@@ -185,6 +186,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     # events
+    "COUNTED_LOG_IDS_BELOW",
     "Event",
     "Headers",
     # the bus contract

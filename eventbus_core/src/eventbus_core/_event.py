@@ -19,6 +19,12 @@ _EMPTY_HEADERS: Final[Headers] = MappingProxyType({})
 _NS_PER_US: Final = 1_000
 _INT64_MAX: Final = 2**63 - 1
 
+COUNTED_LOG_IDS_BELOW: Final = 2**62
+"""LogIDs below this are counted (1, 2, 3, ... in the order the backend added the entries). A
+backend that must number entries that carry none (the Go llm-proxy writes LogID 0) derives
+theirs from this up, where no counter comes: so in one log such LogIDs are not in reading
+order with the counted ones (`eventbus replay` resumes by the counted ones)."""
+
 
 def _duration_to_ns(duration: timedelta | int) -> int:
     if isinstance(duration, timedelta):

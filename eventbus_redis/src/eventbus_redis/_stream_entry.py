@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from eventbus_core import Event, WireFormatError
+from eventbus_core import COUNTED_LOG_IDS_BELOW, Event, WireFormatError
 from eventbus_redis._entries import entry_data
 
 __all__ = [
@@ -35,8 +35,9 @@ __all__ = [
     "log_id_from_entry_id",
 ]
 
-STREAM_LOG_ID_BASE: Final = 1 << 62
-"""LogIDs from here up were derived from a stream entry id (the entry carried LogID 0)."""
+STREAM_LOG_ID_BASE: Final = COUNTED_LOG_IDS_BELOW
+"""LogIDs from here up were derived from a stream entry id (the entry carried LogID 0): core's
+range for LogIDs that are not counted."""
 
 _SEQ_BITS: Final = 19
 _MAX_MS: Final = (1 << 43) - 1

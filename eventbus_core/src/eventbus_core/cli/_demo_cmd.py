@@ -41,6 +41,8 @@ from eventbus_core.cli._reach import ONE_SHOT_HELP
 __all__ = ["add_parser", "run"]
 
 _DEFAULT_PUBLISHERS = 2
+_DEFAULT_WORKERS = 8
+_MAX_PUBLISHERS = 32  # processes: more only loads the machine (trial 145: 100 took 29 s)
 
 
 def add_parser(sub: Any) -> None:
@@ -73,16 +75,16 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=8,
         help="concurrent proxy threads; with a shared backend, in all, spread over the "
-        "publisher processes (default: %(default)s)",
+        f"publisher processes, at least one each (default: {_DEFAULT_WORKERS}, or --publishers "
+        "if more)",
     )
     parser.add_argument(
         "--publishers",
         type=int,
         metavar="N",
-        help="shared backends only (redis, nats, ...): publisher processes "
-        f"(default: {_DEFAULT_PUBLISHERS})",
+        help="shared backends only (redis, nats, ...): publisher processes, at most "
+        f"{_MAX_PUBLISHERS} (default: {_DEFAULT_PUBLISHERS})",
     )
     parser.add_argument(
         "--keep",
@@ -106,10 +108,21 @@ def add_parser(sub: Any) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     for flag, value in (("--requests", args.requests), ("--workers", args.workers)):
-        if value < 1:
+        if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be at least 1")
-    if args.publishers is not None and args.publishers < 1:
-        raise UsageError(f"--publishers {args.publishers}: must be at least 1")
+    if args.publishers is not None and not 1 <= args.publishers <= _MAX_PUBLISHERS:
+        raise UsageError(
+            f"--publishers {args.publishers}: must be from 1 to {_MAX_PUBLISHERS} (each is a "
+            "process of its own)"
+        )
+    # Each publisher process runs one proxy thread at least: fewer workers than that was
+    # raised in silence (trial 145).
+    if args.workers is not None and args.publishers and args.workers < args.publishers:
+        raise UsageError(
+            f"--workers {args.workers} is fewer than --publishers {args.publishers}: each "
+            f"publisher process runs at least one worker; give --workers {args.publishers} or "
+            "more, or fewer publishers"
+        )
     check_output(args.output, "--output")
 
 
@@ -185,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
                 settings,
                 output=args.output,
                 publishers=args.publishers or _DEFAULT_PUBLISHERS,
-                workers=args.workers,
+                workers=args.workers or max(_DEFAULT_WORKERS, args.publishers or 0),
                 requests=args.requests,
                 keep=args.keep,
                 progress=progress,
@@ -199,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
             bus,
             backend=settings.backend,
             output=args.output,
-            workers=args.workers,
+            workers=args.workers or _DEFAULT_WORKERS,
             requests=args.requests,
             progress=progress,
         )

@@ -28,7 +28,7 @@ from eventbus_core._errors import (
     refused_alone,
     stored_before_failing,
 )
-from eventbus_core._event import Event
+from eventbus_core._event import COUNTED_LOG_IDS_BELOW, Event
 from eventbus_core._log import add_patterns, scrub
 from eventbus_core._overrun import cancel_bounded
 from eventbus_core._settings import EventBusSettings
@@ -385,11 +385,12 @@ def _replay(
     failed = 0
     untransformable = 0
     handled_through = 0  # the newest LogID of the batches done (replayed, or said failed)
+    counted_through = 0  # the same, of the counted LogIDs only (COUNTED_LOG_IDS_BELOW)
     batch: list[Event] = []
 
     def deliver() -> int:
         """Hand on `batch`; return how many of it were replayed."""
-        nonlocal sent, failed, untransformable, handled_through
+        nonlocal sent, failed, untransformable, handled_through, counted_through
         if args.dry_run and preparer is not None:
             # What the sink would get: a transformer that raises is reported, not hidden.
             untransformable += sum("transform_error" in preparer(e) for e in batch)
@@ -404,6 +405,8 @@ def _replay(
         sent += stored
         failed += refused
         handled_through = max(handled_through, *(e.log_id for e in batch))
+        counted = [e.log_id for e in batch if e.log_id < COUNTED_LOG_IDS_BELOW]
+        counted_through = max(counted_through, *counted) if counted else counted_through
         batch.clear()
         return stored
 
@@ -441,7 +444,7 @@ def _replay(
                     args, source, sent, failed, undecodable, untransformable, rejected,
                     # Where to go on: the batch it was in the middle of, else after the last
                     # done.
-                    (ended_by, handled_through, batch[0].log_id if batch else handled_through + 1)
+                    (ended_by, handled_through, _resume(batch, handled_through, counted_through))
                     if ended_by
                     else None,
                 )  # fmt: skip
@@ -452,6 +455,17 @@ def _replay(
             if target is not None:
                 target.close()
     return EXIT_FAILED if failed or undecodable or untransformable or rejected else EXIT_OK
+
+
+def _resume(batch: list[Event], handled_through: int, counted_through: int) -> int:
+    """The `--from-id` an interrupted replay goes on from: the batch it was in the middle of,
+    else after the last done. On a log that mixes counted LogIDs with derived ones (a Redis
+    stream shared with the Go llm-proxy), a derived one there would skip the counted entries
+    not done yet: then it goes on after the last counted one done (trial 145)."""
+    resume = batch[0].log_id if batch else handled_through + 1
+    if counted_through and resume >= COUNTED_LOG_IDS_BELOW:
+        resume = counted_through + 1
+    return resume
 
 
 def _summary(
@@ -483,6 +497,16 @@ def _summary(
     )
     if cut_short is not None:
         _, done, resume = cut_short
-        line += f"; done up to LogID {done}" if done else "; no batch was done yet"
-        line += f": go on with --from-id {resume}" if resume else ""
+        if done and resume and done >= resume:
+            # LogIDs out of reading order: a Redis stream shared with the Go llm-proxy reads
+            # Go's entries (LogIDs derived from their entry ids, above every counter) among
+            # the counted ones, and --from-id selects by value (trial 145).
+            line += (
+                f"; done up to LogID {resume - 1} of this log's counted LogIDs, and some "
+                f"entries with higher ones (up to {done}, Go's on a shared stream): go on with "
+                f"--from-id {resume}, which gives those again (de-duplicate by log_id)"
+            )
+        else:
+            line += f"; done up to LogID {done}" if done else "; no batch was done yet"
+            line += f": go on with --from-id {resume}" if resume else ""
     print(line, file=sys.stderr)

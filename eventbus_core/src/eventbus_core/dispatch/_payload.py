@@ -43,6 +43,9 @@ class PayloadPreparer:
         self.transform: Transform = transform or LLMTransformer()
         self.redactor: Redactor = Redactor.from_environment() if redactor is None else redactor
         self._transform_failures = 0
+        # A custom transformer's payload is checked for values JSON cannot encode: the sinks
+        # wrote them as their repr, silently (trial 145). The built-in one makes none.
+        self._check_values = not isinstance(self.transform, LLMTransformer)
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> PayloadPreparer:
@@ -62,6 +65,8 @@ class PayloadPreparer:
                     f"{type(made).__name__}, not a dict of the payload's fields"
                 )
             payload = dict(made)
+            if self._check_values:
+                _refuse_unencodable(payload, self.transform)
         except Exception as exc:
             # A transformer bug must not lose events: ship the bare facts and say why.
             reason = _error_text(exc, event, self.redactor)
@@ -115,6 +120,35 @@ def _name_of(transform: Transform) -> str:
     if module and name:
         return f"{module}:{name}"
     return repr(transform)
+
+
+_JSON_LEAVES = (str, int, float, bool, type(None))
+
+
+def _refuse_unencodable(payload: Mapping[str, Any], transform: Transform) -> None:
+    """Raise TypeError naming the first value of `payload` that JSON cannot encode (a
+    datetime, a set, an object), and where it is, as `payload['a'][0]`."""
+    stack: list[tuple[str, Any]] = [("payload", payload)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, _JSON_LEAVES):
+            continue
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not isinstance(key, _JSON_LEAVES):
+                    raise TypeError(
+                        f"the transformer {_name_of(transform)} returned a key of type "
+                        f"{type(key).__name__} in {where}, which JSON cannot encode: use str keys"
+                    )
+                stack.append((f"{where}[{key!r}]", item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        else:
+            raise TypeError(
+                f"the transformer {_name_of(transform)} returned a {type(value).__name__} at "
+                f"{where}, which JSON cannot encode: return str, int, float, bool, None, "
+                "lists and dicts of them (a datetime as an ISO 8601 str, say)"
+            )
 
 
 def _bare_facts(event: Event, error_field: str, reason: str) -> dict[str, Any]:
