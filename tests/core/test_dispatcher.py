@@ -501,6 +501,19 @@ async def test_a_transformer_value_json_cannot_encode_is_a_transform_error(
     assert "x" not in sink.payloads[0] or sink.payloads[0].get("x") is None
 
 
+async def test_a_transformer_payload_holding_itself_is_a_transform_error() -> None:
+    # A walk without a bound would never end on it (json.dumps says "Circular reference").
+    looped: dict[str, Any] = {"a": []}
+    looped["a"].append(looped)
+
+    def custom(event: object) -> dict[str, Any]:
+        return looped
+
+    sink = RecordingSink()
+    await Dispatcher(feed(make_events(1)), [sink], flush_interval=0.01, transform=custom).run()
+    assert "nested more than 500 deep (or holding itself)" in sink.payloads[0]["transform_error"]
+
+
 async def test_a_transformer_returning_plain_data_is_passed_on() -> None:
     plain = {"s": "t", "i": 1, "f": 1.5, "b": True, "n": None, "l": [1, ["x"]], "d": {"k": (1,)}}
 

@@ -116,6 +116,45 @@ async def test_shared_group_acks_dead_lettered_events_but_not_unsent_ones(
     bus.stop()
 
 
+@pytest.mark.redis
+async def test_restarts_while_a_sink_hangs_never_dead_letter_its_backlog(
+    real: redis.Redis, prefix: str
+) -> None:
+    """Each graceful stop hands the unsent batch back; the next start reads it again. Redis
+    counted every such read as a delivery: on the sixth start (max_deliveries=5) the backlog
+    went to the dead-letter stream with "delivered 6 times", not to the sink (trial 146)."""
+    stream = f"{prefix}:restarts"
+    bus = RedisStreamsEventBus(real, stream, "grp")
+    publish(bus, make_events(5))
+
+    class Hanging(RecordingSink):
+        async def send(self, batch: Any) -> None:
+            await asyncio.Event().wait()
+
+    for _ in range(7):
+        d = Dispatcher(bus, [Hanging("hang")], group_mode="shared", flush_interval=0.01,
+                       shutdown_timeout=0.1, consumer_name="c1")  # fmt: skip
+        task = asyncio.create_task(d.run())
+        deadline = time.monotonic() + 10
+        while d.stats().sinks["hang"].received < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        d.request_stop()
+        assert (await task).sinks["hang"].requeued == 5, real.xlen(f"{stream}:dead")
+    assert not real.exists(f"{stream}:dead")
+    rows = real.xpending_range(stream, "grp", min="-", max="+", count=10)
+    # Handed back uncounted: the next read counts the one delivery again.
+    assert [int(r["times_delivered"]) for r in rows] == [0] * 5, rows
+    # And a sink that works gets them at last, each once.
+    ok = RecordingSink("ok")
+    d = Dispatcher(bus, [ok], group_mode="shared", flush_interval=0.01, consumer_name="c1")
+    task = asyncio.create_task(d.run())
+    await ok.wait_for(5)
+    d.request_stop()
+    await task
+    assert pending(real, stream, "grp") == 0
+    bus.stop()
+
+
 # ------------------------------------------------------------------- SIGKILL and restart
 
 

@@ -19,8 +19,9 @@ dispatcher, the command line and the demo use only these, never a backend's name
 | `Isolatable` | `eventbus demo`: a throwaway namespace per run, for its processes |
 
 Sources (what `ConsumerGroups.consumer()` returns) may offer `KeepAlive`, `SourceFigures`,
-`Exhaustible` and `Backlog` (read by the metrics of `eventbus_core.metrics`), and `ReadAhead`
-(used by the dispatcher's inline batches).
+`Exhaustible` and `Backlog` (read by the metrics of `eventbus_core.metrics`), `ReadAhead`
+(used by the dispatcher's inline batches) and `Releasable` (the dispatcher's hand-back at
+shutdown).
 
 Sinks may offer `BlockingSend`: the dispatcher then stores full batches from the lane's own
 thread, right after preparing them (`docs/plugins/writing-a-sink.md`).
@@ -55,6 +56,7 @@ __all__ = [
     "Reachable",
     "ReadAhead",
     "ReadableLog",
+    "Releasable",
     "SinkFigures",
     "SourceFigures",
     "capability",
@@ -254,6 +256,18 @@ class KeepAlive(Protocol):
     def keep_alive(self) -> None:
         """Refresh every delivery held and not yet acknowledged, so that it is not redelivered
         while a slow sink still works on it. Cheap when not due; never raises."""
+
+
+@runtime_checkable
+class Releasable(Protocol):
+    """A source that can take deliveries back unprocessed without counting them as attempts."""
+
+    def release(self, tokens: Sequence[Any]) -> None:
+        """Take back the deliveries of `tokens`, which nobody processed to the end (the
+        dispatcher's shutdown deadline cut them off), for the next reader: this delivery is not
+        counted toward the source's limit on deliveries (its poison-entry rule, meant for
+        readers that die on an entry, not for restarts). Does I/O; never raises: a release
+        that fails leaves the deliveries pending, counted as before."""
 
 
 @runtime_checkable

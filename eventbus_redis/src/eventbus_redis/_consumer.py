@@ -519,6 +519,48 @@ class StreamConsumer:
             self._give_back()
         self._conn.reset()
 
+    def release(self, tokens: Sequence[Any]) -> None:
+        """Releasable: take back deliveries nobody processed (the dispatcher's shutdown
+        deadline cut them off) without counting this delivery: XCLAIM to itself with
+        RETRYCOUNT one less than Redis counted, IDLE `claim_idle` (claimable at once by any
+        member) and JUSTID. A restart re-reading them counts one delivery again, so restarts
+        never add up to `max_deliveries` (five rolling restarts while a sink's destination was
+        down moved its backlog to the dead-letter stream, trial 146). Never raises."""
+        ids = [text(token) for token in tokens]
+        for entry_id in ids:
+            self._in_flight.pop(entry_id, None)
+        if not ids:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for entry_id in ids:
+                pipe.xpending_range(
+                    self.stream, self.group, min=entry_id, max=entry_id, count=1,
+                    consumername=self.name,
+                )  # fmt: skip
+            by_count: dict[int, list[str]] = {}
+            for entry_id, rows in zip(ids, pipe.execute(), strict=True):
+                if rows:  # still pending under this consumer
+                    times = int(rows[0]["times_delivered"])
+                    by_count.setdefault(max(0, times - 1), []).append(entry_id)
+            idle_ms = int(self.claim_idle * 1000)
+            for count, same in by_count.items():
+                for i in range(0, len(same), 1000):
+                    chunk: list[int | bytes | str | memoryview] = list(same[i : i + 1000])
+                    self._client.xclaim(
+                        self.stream, self.group, self.name, 0, chunk,
+                        idle=idle_ms, retrycount=count, justid=True,
+                    )  # fmt: skip
+        except Exception as exc:  # the capability never raises: they stay pending, counted
+            log.warning(
+                "eventbus redis consumer %s could not hand back %d deliveries uncounted (%s): "
+                "this delivery counts toward max_deliveries (%d)",
+                self.name,
+                len(ids),
+                safe_error(exc),
+                self.max_deliveries,
+            )
+
     def _give_back(self) -> None:
         """Make the entries read ahead and never returned claimable at once by any consumer of
         the group: XCLAIM to itself with IDLE `claim_idle` and JUSTID (which leaves their

@@ -415,7 +415,7 @@ class Dispatcher:
                 continue
             if w.lane.durable:
                 w.stats.requeued += len(left)
-                await w.lane.settle(left, ok=False)
+                await w.lane.hand_back(left)
                 log.warning(
                     "sink %s: %d events not sent before the shutdown deadline; left "
                     "unacknowledged for redelivery",

@@ -42,6 +42,7 @@ from eventbus_core.capabilities import (
     Exhaustible,
     KeepAlive,
     ReadAhead,
+    Releasable,
     SourceFigures,
     capability,
 )
@@ -123,6 +124,7 @@ class Lane:
             alive.keep_alive if alive is not None else None
         )
         self._figures = capability(source, SourceFigures)
+        self._handed_back: dict[Any, None] = {}  # tokens left pending at shutdown (hand_back)
         self._read_ahead = capability(source, ReadAhead)
         self._exhaustible = capability(source, Exhaustible)
         self.durable = durable
@@ -409,6 +411,14 @@ class Lane:
         for worker in stalled:
             await worker.shed(items)
 
+    async def hand_back(self, items: Sequence[Item]) -> None:
+        """Leave `items` unacknowledged for the next reader: the shutdown deadline cut them off.
+        A `Releasable` source is told at `close()`, so that it does not count this delivery
+        toward its poison-entry limit (five rolling restarts while a sink's destination was
+        down moved its backlog to the dead-letter stream, trial 146)."""
+        await self.settle(items, ok=False)
+        self._handed_back.update(dict.fromkeys(item.ack.token for item in items))
+
     async def settle(self, items: Sequence[Item], *, ok: bool) -> None:
         """Record one sink's outcome for `items`; acknowledge those every sink is done with."""
         tokens = []
@@ -446,6 +456,12 @@ class Lane:
         else:
             self.acked += len(tokens)
 
+    def _release_and_close(self) -> None:
+        releasable = capability(self.source, Releasable) if self._handed_back else None
+        if releasable is not None:
+            releasable.release(list(self._handed_back))  # never raises (the capability's rule)
+        self.source.close()
+
     async def close(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for pending acknowledgements, then close the source in
         its thread, within the same deadline.
@@ -468,7 +484,7 @@ class Lane:
                 )
         try:
             await asyncio.wait_for(
-                loop.run_in_executor(self.executor, self.source.close),
+                loop.run_in_executor(self.executor, self._release_and_close),
                 max(0.0, deadline - loop.time()),
             )
         except TimeoutError:

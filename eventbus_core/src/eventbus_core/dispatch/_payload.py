@@ -123,32 +123,70 @@ def _name_of(transform: Transform) -> str:
 
 
 _JSON_LEAVES = (str, int, float, bool, type(None))
+_EXACT_LEAVES = frozenset(_JSON_LEAVES)  # a set lookup first: most values are exactly these
+# Deeper than this is refused as JSON would (its encoder stops at the recursion limit), and a
+# payload that holds itself is caught by it rather than walked for ever.
+_MAX_DEPTH = 500
 
 
 def _refuse_unencodable(payload: Mapping[str, Any], transform: Transform) -> None:
     """Raise TypeError naming the first value of `payload` that JSON cannot encode (a
     datetime, a set, an object), and where it is, as `payload['a'][0]`."""
-    stack: list[tuple[str, Any]] = [("payload", payload)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, _JSON_LEAVES):
-            continue
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if not isinstance(key, _JSON_LEAVES):
-                    raise TypeError(
-                        f"the transformer {_name_of(transform)} returned a key of type "
-                        f"{type(key).__name__} in {where}, which JSON cannot encode: use str keys"
-                    )
-                stack.append((f"{where}[{key!r}]", item))
-        elif isinstance(value, list | tuple):
-            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
-        else:
-            raise TypeError(
-                f"the transformer {_name_of(transform)} returned a {type(value).__name__} at "
-                f"{where}, which JSON cannot encode: return str, int, float, bool, None, "
-                "lists and dicts of them (a datetime as an ISO 8601 str, say)"
-            )
+    trail = _unencodable(payload, 0)
+    if trail is None:
+        return
+    keys, value = trail
+    where = "payload" + "".join(f"[{key!r}]" for key in reversed(keys))
+    name = _name_of(transform)
+    if value is _TOO_DEEP:
+        raise TypeError(
+            f"the transformer {name} returned a payload nested more than {_MAX_DEPTH} deep "
+            "(or holding itself), which JSON cannot encode"
+        )
+    if isinstance(value, _BadKey):
+        raise TypeError(
+            f"the transformer {name} returned a key of type {value.kind} in {where}, which "
+            "JSON cannot encode: use str keys"
+        )
+    raise TypeError(
+        f"the transformer {name} returned a {type(value).__name__} at {where}, which JSON "
+        "cannot encode: return str, int, float, bool, None, lists and dicts of them (a "
+        "datetime as an ISO 8601 str, say)"
+    )
+
+
+class _BadKey:
+    def __init__(self, key: object) -> None:
+        self.kind = type(key).__name__
+
+
+_TOO_DEEP = object()
+
+
+def _unencodable(value: Any, depth: int) -> tuple[list[Any], Any] | None:
+    """None if JSON can encode `value`; else (the keys to the culprit, innermost first, and
+    the culprit). Recursive: cheaper than a stack, and bounded by _MAX_DEPTH."""
+    if depth > _MAX_DEPTH:
+        return [], _TOO_DEEP
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if type(key) not in _EXACT_LEAVES and not isinstance(key, _JSON_LEAVES):
+                return [], _BadKey(key)
+            if type(item) not in _EXACT_LEAVES:
+                found = _unencodable(item, depth + 1)
+                if found is not None:
+                    found[0].append(key)
+                    return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if type(item) not in _EXACT_LEAVES:
+                found = _unencodable(item, depth + 1)
+                if found is not None:
+                    found[0].append(i)
+                    return found
+        return None
+    return None if isinstance(value, _JSON_LEAVES) else ([], value)
 
 
 def _bare_facts(event: Event, error_field: str, reason: str) -> dict[str, Any]:
