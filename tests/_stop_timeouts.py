@@ -36,6 +36,11 @@ def check_stop_timeouts(make: Callable[..., Any]) -> BusStats:
         bus.publish(make_event(i))
     with pytest.raises(ValueError, match="nan"):
         bus.stop(float("nan"))
+    # flush(nan) waited without end while the server was frozen (trial 147).
+    with pytest.raises(ValueError, match=r"flush\(\) timeout must be a number of seconds"):
+        bus.flush(float("nan"))
+    with pytest.raises(TypeError, match=r"flush\(\) timeout"):
+        bus.flush("1")
     bus.stop(float("inf"))  # the stop a NaN refused was not half done: this one delivers all
     figures: BusStats = bus.stats()
     assert (figures.published, figures.lost) == (20, 0)

@@ -255,6 +255,31 @@ def test_stream_subscriber_is_told_when_entries_were_trimmed_before_it_read_them
         assert (sub.trimmed, sub.stats().dropped) == (3, 0)  # trimmed, not a full buffer
 
 
+def test_a_stream_whose_counter_went_back_is_reported_and_new_events_still_arrive(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis restarted without persistence: LogIDs 1, 2, 3 came again after 5, with no gap and
+    # no warning (the list backend says so; trial 147).
+    stream = f"{prefix}:reset"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        sub = bus.subscribe()
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+        client.delete(stream, f"{stream}:seq")  # what a flushed or restarted Redis looks like
+        for i in range(5, 8):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        again = [sub.get(timeout=10) for _ in range(3)]
+        assert [(e.log_id, e.request_id) for e in again] == [
+            (1, "req-5"), (2, "req-6"), (3, "req-7")
+        ]  # fmt: skip
+        assert [(g.after, g.missed) for g in sub.gaps] == [(5, None)]
+        assert "went back from 5 to 1" in sub.gaps[0].reason
+    assert any("went back from 5 to 1" in r.getMessage() for r in caplog.records)
+
+
 def test_stream_log_ids_that_do_not_follow_on_are_not_taken_for_a_gap(
     client: redis.Redis, prefix: str, go_vectors: list[dict[str, Any]]
 ) -> None:
@@ -554,3 +579,39 @@ def test_acknowledgements_redis_never_took_before_close_are_said(
     said = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
     assert len(said) == 1 and "5 acknowledgement(s)" in said[0], said
     assert "delivered again" in said[0]
+
+
+@pytest.mark.parametrize("option", ["block", "claim_idle"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_a_consumer_refuses_seconds_that_are_not_finite(
+    client: redis.Redis, prefix: str, option: str, value: float
+) -> None:
+    # block=nan passed the check (`nan < 0` is False) and reads then waited without end
+    # (trial 147).
+    bus = RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g")
+    try:
+        with pytest.raises(ValueError, match="finite seconds"):
+            bus.consumer(**{option: value})
+    finally:
+        bus.stop()
+
+
+def test_a_bad_token_does_not_lose_the_good_ones_acknowledged_with_it(
+    client: redis.Redis, prefix: str
+) -> None:
+    # Redis refused the whole XACK for one bad id: the good entry stayed pending, unsaid
+    # (trial 147).
+    stream = f"{prefix}:acks"
+    bus = RedisStreamsEventBus(client, stream, f"{prefix}:g")
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        consumer = bus.consumer(name="c1")
+        (delivery,) = consumer.read(10, 5.0)
+        with pytest.raises(ValueError, match=r"stream entry ids .*\['bogus'\]"):
+            consumer.ack([delivery.token, "bogus"])
+        assert int(client.xpending(stream, f"{prefix}:g")["pending"]) == 0
+        assert consumer.figures()["acked"] == 1
+        consumer.close()
+    finally:
+        bus.stop()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         check_buffer_size,
         check_count,
         check_seconds,
+        check_stop_timeout,
         stop_wait,
     )
     from eventbus_core._errors import (
@@ -94,6 +95,7 @@ _WHERE: dict[str, str] = {
     "check_buffer_size": "eventbus_core._bus",
     "check_count": "eventbus_core._bus",
     "check_seconds": "eventbus_core._bus",
+    "check_stop_timeout": "eventbus_core._bus",
     "stop_wait": "eventbus_core._bus",
     "StopInProgress": "eventbus_core._bus",
     "BackendLoadError": "eventbus_core._errors",
@@ -203,6 +205,7 @@ __all__ = [
     "check_buffer_size",
     "check_count",
     "check_seconds",
+    "check_stop_timeout",
     "stop_wait",
     "StopInProgress",
     # for backends: retry delays

@@ -126,19 +126,20 @@ def stop_wait(timeout: float | None, default: float) -> float:
     return min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
 
 
-def check_stop_timeout(timeout: object) -> None:
-    """Refuse a `stop(timeout)` that is neither None nor a number of seconds.
+def check_stop_timeout(timeout: object, call: str = "stop()") -> None:
+    """Refuse a `stop(timeout)` (or `flush(timeout)`: `call`) that is neither None nor a number
+    of seconds.
 
     Raises:
         TypeError: not a number (`stop("1")` said only "must be real number, not str").
-        ValueError: NaN.
+        ValueError: NaN (`flush(nan)` waited without end, trial 147).
     """
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"stop() timeout must be a number of seconds or None, got {timeout!r}")
+        raise TypeError(f"{call} timeout must be a number of seconds or None, got {timeout!r}")
     if math.isnan(timeout):
-        raise ValueError("stop() timeout must be a number of seconds or None, got nan")
+        raise ValueError(f"{call} timeout must be a number of seconds or None, got nan")
 
 
 class StopInProgress:

@@ -76,7 +76,9 @@ class Flushable(Protocol):
         """Wait until every event accepted so far is written to the backend (or, in memory,
         in every subscriber's buffer); True if that happened within `timeout` seconds. An
         event the backend refused for good (NATS: larger than the server's `max_payload`) is
-        no longer waited for: it is counted in `stats().lost`, and logged."""
+        no longer waited for: it is counted in `stats().lost`, and logged. A `timeout` that
+        is neither None nor a number of seconds (NaN, a str) raises `ValueError` or
+        `TypeError` (`eventbus_core.check_stop_timeout(timeout, "flush()")`)."""
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from eventbus_core import Event, get_logger
+from eventbus_core import Event, check_stop_timeout, get_logger
 from eventbus_core.batching import (
     check_fork,
     check_fork_when_refusing,
@@ -255,7 +255,11 @@ class JetStreamWriter:
         """Wait until every event accepted so far is settled; False if `timeout` ran out.
 
         Events given up at stop count as settled, so this never waits for them.
+
+        Raises:
+            TypeError, ValueError: `timeout` is neither None nor a number of seconds (NaN).
         """
+        check_stop_timeout(timeout, "flush()")
         check_fork()  # before the lock: in a child no hook told of, it may be the parent's
         with self._lock:
             target = self._taken + len(self._buffer)

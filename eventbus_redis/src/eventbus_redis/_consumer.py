@@ -21,7 +21,9 @@ ahead.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -49,6 +51,7 @@ __all__ = ["StreamConsumer"]
 log = get_logger("eventbus.redis")
 
 _MAX_DEFERRED_ACKS = 100_000
+_ENTRY_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
 # After a failed read, how long until this consumer's own pending entries are read once more.
 # A read whose connection timed out on a frozen server runs when the server resumes, maybe
 # after the first re-read that followed the failure; its entries, pending under this consumer,
@@ -91,9 +94,16 @@ class StreamConsumer:
         claim_interval: float | None = None,
         stream_setting: str,
     ) -> None:
-        if batch_size < 1 or max_deliveries < 1 or block < 0 or claim_idle < 0:
+        # Finite seconds: NaN passed `block < 0` and reads then waited without end (trial 147).
+        if (
+            batch_size < 1
+            or max_deliveries < 1
+            or not 0 <= block < math.inf
+            or not 0 <= claim_idle < math.inf
+        ):
             raise ValueError(
-                "need batch_size >= 1, max_deliveries >= 1, block >= 0 and claim_idle >= 0; got "
+                "need batch_size >= 1, max_deliveries >= 1, and block and claim_idle finite "
+                "seconds >= 0; got "
                 f"{batch_size=}, {max_deliveries=}, {block=}, {claim_idle=}"
             )
         if claim_interval is not None and not claim_interval > 0:  # 0 claimed at every read
@@ -456,12 +466,25 @@ class StreamConsumer:
 
         If Redis is unreachable the acknowledgements are kept and sent with the next call;
         until then the entries stay pending (and may be redelivered: at-least-once).
+
+        Raises:
+            ValueError: a token that is no stream entry id (after the others were
+                acknowledged: one bad token made Redis refuse the whole XACK, trial 147).
         """
         ids = [text(t) for t in tokens]
+        bad = [entry_id for entry_id in ids if not _ENTRY_ID.fullmatch(entry_id)]
+        if bad:
+            ids = [entry_id for entry_id in ids if _ENTRY_ID.fullmatch(entry_id)]
         for entry_id in ids:
             self._in_flight.pop(entry_id, None)
         self._deferred_acks.extend(ids)
         self._flush_acks()
+        if bad:
+            raise ValueError(
+                f"ack() takes the tokens of this consumer's deliveries (stream entry ids such as "
+                f"'1700000000000-0'); got {bad[:3]!r}{' ...' if len(bad) > 3 else ''} (the "
+                "other tokens were acknowledged)"
+            )
 
     def _flush_acks(self) -> None:
         ids, self._deferred_acks = self._deferred_acks, []

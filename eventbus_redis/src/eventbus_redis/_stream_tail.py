@@ -4,7 +4,8 @@ Every subscription receives every entry added after it subscribed, read with XRE
 own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands
 (on a connection of its own, which `stop()` cuts). Gaps (entries trimmed before they were read)
 show as a jump in counter LogIDs, and are reported once the stream confirms it lost entries
-after the subscription's position: LogIDs that merely do not follow on (another writer's
+after the subscription's position (a counter that goes back, with the entry read last gone, is
+Redis having lost its data, reported too): LogIDs that merely do not follow on (another writer's
 counter) are not mistaken for losses, nor are the LogIDs derived for the Go proxy's LogID-0
 entries (see `eventbus_redis._stream_entry`).
 """
@@ -99,12 +100,28 @@ class StreamTailer(Tailer):
         # Judge gaps first (that may ask Redis), then hand over under the lock, without I/O.
         events: list[Event] = []
         gaps: list[Gap] = []
+        resets: list[Gap] = []
         last_log = int(cursor.extra.get("log_id", 0))
         last_log_entry = str(cursor.extra.get("log_entry", cursor.position))
         for entry_id, event in decoded:
             if event is None:
                 continue
             if event.log_id and event.log_id < STREAM_LOG_ID_BASE:  # a counter's LogID
+                if last_log and event.log_id <= last_log and self._lost_after(last_log_entry):
+                    # The counter went back and the entry read last is gone: Redis lost its
+                    # data (restart without persistence, flush, failover). Said, as the list
+                    # backend says it, and counted from the new counter (trial 147).
+                    resets.append(
+                        Gap(
+                            last_log,
+                            None,
+                            f"LogID counter went back from {last_log} to {event.log_id} (Redis "
+                            "lost its data)",
+                        )
+                    )
+                    last_log, last_log_entry = event.log_id, entry_id
+                    events.append(event)
+                    continue
                 if last_log and event.log_id > last_log + 1 and self._lost_after(last_log_entry):
                     gaps.append(
                         Gap(
@@ -121,7 +138,9 @@ class StreamTailer(Tailer):
                 return False
             for gap in gaps:
                 cursor.sub.report_gap(gap, advice=self._trim_advice)
-            self.gaps += len(gaps)
+            for gap in resets:
+                cursor.sub.report_gap(gap)
+            self.gaps += len(gaps) + len(resets)
             cursor.position = decoded[-1][0]
             cursor.extra["log_id"] = last_log
             cursor.extra["log_entry"] = last_log_entry

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, Literal, Protocol
 
+from eventbus_core._bus import check_stop_timeout
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core.batching._fork import (
@@ -569,7 +570,12 @@ class Batcher:
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until every event accepted so far is settled and the backend holds none for a
-        retry (`held`); False if `timeout` ran out first."""
+        retry (`held`); False if `timeout` ran out first.
+
+        Raises:
+            TypeError, ValueError: `timeout` is neither None nor a number of seconds (NaN).
+        """
+        check_stop_timeout(timeout, "flush()")
         check_fork()  # a child the parent's drainer would never answer
         with self.lock:  # never mid-take: the buffer shrinks before `taken` grows
             target = self.accepted
