@@ -402,6 +402,23 @@ def test_timestamps_keep_nanoseconds() -> None:
     assert timestamp_ns("not a time") is None
 
 
+async def test_a_partial_success_counting_more_spans_than_sent_counts_the_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # "rejected 3 of 2 span(s)", and 3 added to the metric (trial 146).
+    reply = ExportTraceServiceResponse(
+        partial_success=ExportTracePartialSuccess(rejected_spans=3, error_message="bad")
+    ).SerializeToString()
+    script = [(200, {"Content-Type": "application/x-protobuf"}, reply)]
+    caplog.set_level(logging.WARNING, "eventbus.sinks.otlp")
+    with Receiver(script).running() as rx:
+        sink = otlp.build_sink(EventBusSettings(), {"endpoint": rx.url})
+        await sink.send([{"path": "/v1/chat/completions", "log_id": 1, "request_id": "a"}] * 2)
+        await sink.close()
+    assert sink.rejected_spans == 2
+    assert "rejected 2 of 2 span(s) (it said 3, more than it was sent): bad" in caplog.text
+
+
 async def test_a_partial_success_message_has_the_sinks_own_headers_masked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

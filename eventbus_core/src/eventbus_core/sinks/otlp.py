@@ -123,15 +123,19 @@ class OtlpSink:
             reply.ParseFromString(response.content)
         except DecodeError:
             return  # a 2xx with an unreadable body still means "accepted"
-        rejected = reply.partial_success.rejected_spans
-        if rejected or reply.partial_success.error_message:
+        said = reply.partial_success.rejected_spans
+        # A receiver counting more than it was sent is read as all of them, and said: the
+        # figure went past the events sent ("rejected 3 of 2", trial 146).
+        rejected = min(max(said, 0), sent)
+        if said or reply.partial_success.error_message:
             self.rejected_spans += rejected
             log.warning(
                 "otlp sink %s: the receiver accepted the request but rejected %d of %d "
-                "span(s): %s (not retried, as OTLP asks)",
+                "span(s)%s: %s (not retried, as OTLP asks)",
                 self.name,
                 rejected,
                 sent,
+                f" (it said {said}, more than it was sent)" if said != rejected else "",
                 # The receiver's words: the sink's own headers masked, as in its errors.
                 receiver_text(reply.partial_success.error_message, self.target.mask_own)
                 or "no reason given",
