@@ -355,3 +355,40 @@ def test_the_example_forks_only_when_no_thread_is_inside_sqlite(tmp_path: Path) 
     assert done.returncode == 0, (
         f"the child was forked while a thread was inside SQLite: {done.stdout}{done.stderr}"
     )
+
+
+GC_IN_THE_FORK = """
+import gc, os, sys, tempfile
+# Runs after GUARD.before_fork (before-handlers run last registered, first): a collection there
+# closes a connection in the forking thread, which waited for its own fork for ever.
+os.register_at_fork(before=gc.collect)
+from eventbus_sqlite_example._db import Database
+gc.disable()
+db = Database(os.path.join(tempfile.mkdtemp(), "x.db"), 5.0)
+conn = db.connect()
+holder = {"c": conn}
+holder["self"] = holder  # a connection only a collection closes
+del conn, holder
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print("forked")
+"""
+
+
+def test_a_connection_collected_in_the_forking_thread_does_not_hang_the_fork() -> None:
+    # Review 149: the guard's own fork waited on itself.
+    import subprocess
+    import sys
+
+    path = os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", GC_IN_THE_FORK],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0 and "forked" in done.stdout, done.stdout + done.stderr

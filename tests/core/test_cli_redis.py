@@ -581,7 +581,7 @@ def test_the_resume_hint_of_a_log_whose_logids_are_out_of_order_says_what_comes_
     args = argparse.Namespace(sink="webhook", dry_run=False)
     _summary(args, "stream", 2, 0, 0, 0, 0, ("interrupted", 5553601606939312128, 2))
     err = capsys.readouterr().err
-    assert "done up to LogID 1 of this log's counted LogIDs" in err, err
+    assert "done up to LogID 1 of this log's counted LogIDs, and some entries with derived" in err
     assert "go on with --from-id 2, which gives those again (de-duplicate by log_id)" in err, err
     _summary(args, "log", 4, 0, 0, 0, 0, ("interrupted", 4, 5))
     assert "done up to LogID 4: go on with --from-id 5" in capsys.readouterr().err
@@ -594,10 +594,15 @@ def test_an_interrupted_replay_of_a_mixed_stream_never_resumes_past_a_counted_en
     from eventbus_core.cli._replay_cmd import _resume
 
     go_1 = ev(0).replace(log_id=COUNTED_LOG_IDS_BELOW + 5)
-    assert _resume([go_1], COUNTED_LOG_IDS_BELOW + 4, 1) == 2
-    assert _resume([], COUNTED_LOG_IDS_BELOW + 5, 1) == 2
-    assert _resume([ev(7).replace(log_id=7)], 6, 6) == 7  # a counted log: as before
-    assert _resume([go_1], COUNTED_LOG_IDS_BELOW + 4, 0) == go_1.log_id  # Go's entries alone
+    py_1 = ev(1).replace(log_id=1)
+    assert _resume([go_1], COUNTED_LOG_IDS_BELOW + 4, 1, 0) == 2
+    assert _resume([], COUNTED_LOG_IDS_BELOW + 5, 1, 0) == 2
+    assert _resume([ev(7).replace(log_id=7)], 6, 6, 0) == 7  # a counted log: as before
+    # No counted entry done yet (a stream that begins with Go's): from where the run began,
+    # never a derived LogID, which skipped py-1, py-2 ... (review 149).
+    assert _resume([go_1, py_1], 0, 0, 0) == 1
+    assert _resume([], COUNTED_LOG_IDS_BELOW + 5, 0, 0) == 1
+    assert _resume([go_1], COUNTED_LOG_IDS_BELOW + 4, 0, 40) == 40
 
 
 def _interrupt() -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -484,6 +485,8 @@ async def test_a_transformer_returning_no_dict_is_named_and_not_logged_per_event
         ({"a": [1, {"when": datetime(2026, 1, 1)}]}, "a datetime at payload['a'][1]['when']"),
         ({"tags": {"x", "y"}}, "a set at payload['tags']"),
         ({"m": {(1, 2): "v"}}, "a key of type tuple in payload['m']"),
+        # The event's headers are a mappingproxy: written as its repr (review 149).
+        ({"h": MappingProxyType({"a": ("b",)})}, "a mappingproxy at payload['h']"),
     ],
 )
 async def test_a_transformer_value_json_cannot_encode_is_a_transform_error(

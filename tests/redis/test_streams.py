@@ -280,6 +280,28 @@ def test_a_stream_whose_counter_went_back_is_reported_and_new_events_still_arriv
     assert any("went back from 5 to 1" in r.getMessage() for r in caplog.records)
 
 
+def test_trimming_then_another_writers_lower_log_id_is_not_taken_for_lost_data(
+    client: redis.Redis, prefix: str
+) -> None:
+    # Review 149: "the entry read last is gone" alone took MAXLEN trimming plus a LogID of
+    # another writer's counter for Redis having lost its data.
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        sub = bus.subscribe()
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+        client.xtrim(stream, maxlen=0)  # trimmed, as MAXLEN does, after they were read
+        other = Event(request_id="other-1", status=200).with_log_id(3)
+        client.xadd(stream, {"data": other.to_json()})
+        assert sub.get(timeout=10).request_id == "other-1"
+        bus.publish(make_event(6))
+        assert bus.flush(10)
+        assert sub.get(timeout=10).log_id == 6
+        assert not sub.gaps, [g.reason for g in sub.gaps]
+
+
 def test_stream_log_ids_that_do_not_follow_on_are_not_taken_for_a_gap(
     client: redis.Redis, prefix: str, go_vectors: list[dict[str, Any]]
 ) -> None:

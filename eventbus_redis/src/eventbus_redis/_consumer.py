@@ -44,6 +44,7 @@ from eventbus_redis._entries import (
 )
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._own_connection import OwnConnection, send_all
+from eventbus_redis._scripts import STREAM_RELEASE
 from eventbus_redis._stream_entry import event_from_entry_data
 
 __all__ = ["StreamConsumer"]
@@ -546,34 +547,23 @@ class StreamConsumer:
         """Releasable: take back deliveries nobody processed (the dispatcher's shutdown
         deadline cut them off) without counting this delivery: XCLAIM to itself with
         RETRYCOUNT one less than Redis counted, IDLE `claim_idle` (claimable at once by any
-        member) and JUSTID. A restart re-reading them counts one delivery again, so restarts
-        never add up to `max_deliveries` (five rolling restarts while a sink's destination was
-        down moved its backlog to the dead-letter stream, trial 146). Never raises."""
+        member) and JUSTID, for each entry still pending under this consumer, checked and
+        claimed in one script (a peer may have claimed one meanwhile, review 149). A restart
+        re-reading them counts one delivery again, so restarts never add up to
+        `max_deliveries` (five rolling restarts while a sink's destination was down moved its
+        backlog to the dead-letter stream, trial 146). Never raises."""
         ids = [text(token) for token in tokens]
         for entry_id in ids:
             self._in_flight.pop(entry_id, None)
         if not ids:
             return
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for entry_id in ids:
-                pipe.xpending_range(
-                    self.stream, self.group, min=entry_id, max=entry_id, count=1,
-                    consumername=self.name,
-                )  # fmt: skip
-            by_count: dict[int, list[str]] = {}
-            for entry_id, rows in zip(ids, pipe.execute(), strict=True):
-                if rows:  # still pending under this consumer
-                    times = int(rows[0]["times_delivered"])
-                    by_count.setdefault(max(0, times - 1), []).append(entry_id)
             idle_ms = int(self.claim_idle * 1000)
-            for count, same in by_count.items():
-                for i in range(0, len(same), 1000):
-                    chunk: list[int | bytes | str | memoryview] = list(same[i : i + 1000])
-                    self._client.xclaim(
-                        self.stream, self.group, self.name, 0, chunk,
-                        idle=idle_ms, retrycount=count, justid=True,
-                    )  # fmt: skip
+            for i in range(0, len(ids), 1000):
+                self._client.eval(
+                    STREAM_RELEASE, 1, self.stream, self.group, self.name, idle_ms,
+                    *ids[i : i + 1000],
+                )  # fmt: skip
         except Exception as exc:  # the capability never raises: they stay pending, counted
             log.warning(
                 "eventbus redis consumer %s could not hand back %d deliveries uncounted (%s): "

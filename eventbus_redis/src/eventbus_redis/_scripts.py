@@ -29,7 +29,15 @@ from typing import Final
 
 from eventbus_core import Event
 
-__all__ = ["FIXED", "LOG_APPEND", "LOG_NOW", "LOG_READ_NEW", "STREAM_APPEND", "tail_of"]
+__all__ = [
+    "FIXED",
+    "LOG_APPEND",
+    "LOG_NOW",
+    "LOG_READ_NEW",
+    "STREAM_APPEND",
+    "STREAM_RELEASE",
+    "tail_of",
+]
 
 FIXED: Final = 4
 """Leading ARGV every append script takes before the backend's own: batch, lease token, lease
@@ -211,3 +219,23 @@ than that, in a list trimmed between two reads, can still be taken for it."""
 def tail_of(event: Event) -> bytes:
     """Return `event`'s Go wire JSON without its leading `{"LogID":<n>,` (the writer adds it)."""
     return event.to_json(log_id=False)
+
+
+STREAM_RELEASE: Final = """
+-- KEYS: stream. ARGV: group, consumer, idle ms, entry ids. Each entry still pending under this
+-- consumer is claimed back to it with its delivery count one less, idle for `idle ms`; one a
+-- peer claimed meanwhile is left alone (checked and claimed in one step). Returns how many.
+local released = 0
+for i = 4, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #row > 0 then
+    local n = tonumber(row[1][4])
+    if n > 0 then n = n - 1 end
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3],
+               'RETRYCOUNT', n, 'JUSTID')
+    released = released + 1
+  end
+end
+return released
+"""
+"""`release()` of a streams consumer: deliveries handed back uncounted, atomically per call."""

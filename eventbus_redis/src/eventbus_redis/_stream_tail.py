@@ -4,8 +4,8 @@ Every subscription receives every entry added after it subscribed, read with XRE
 own last entry id. The thread waits with XREAD BLOCK, which returns as soon as an entry lands
 (on a connection of its own, which `stop()` cuts). Gaps (entries trimmed before they were read)
 show as a jump in counter LogIDs, and are reported once the stream confirms it lost entries
-after the subscription's position (a counter that goes back, with the entry read last gone, is
-Redis having lost its data, reported too): LogIDs that merely do not follow on (another writer's
+after the subscription's position (the counter starting over is Redis having lost its data,
+reported too): LogIDs that merely do not follow on (another writer's
 counter) are not mistaken for losses, nor are the LogIDs derived for the Go proxy's LogID-0
 entries (see `eventbus_redis._stream_entry`).
 """
@@ -107,10 +107,13 @@ class StreamTailer(Tailer):
             if event is None:
                 continue
             if event.log_id and event.log_id < STREAM_LOG_ID_BASE:  # a counter's LogID
-                if last_log and event.log_id <= last_log and self._lost_after(last_log_entry):
-                    # The counter went back and the entry read last is gone: Redis lost its
-                    # data (restart without persistence, flush, failover). Said, as the list
-                    # backend says it, and counted from the new counter (trial 147).
+                if (
+                    last_log
+                    and event.log_id <= last_log
+                    and self._counter_restarted(event.log_id, last_log, last_log_entry)
+                ):
+                    # Redis lost its data (restart without persistence, flush, failover). Said,
+                    # as the list backend says it, and counted from the new counter (trial 147).
                     resets.append(
                         Gap(
                             last_log,
@@ -153,6 +156,18 @@ class StreamTailer(Tailer):
                 self.offer(cursor, events)
                 cursor.sub.last_log_id = last_log
         return True
+
+    def _counter_restarted(self, log_id: int, last_log: int, last_log_entry: str) -> bool:
+        """True if a LogID at or below the last one read means that this stream's counter
+        started over: the entry read last is gone, and the counter is below the last LogID
+        read or (events past it published since) this is LogID 1. LogIDs stamped by another
+        writer with a counter of its own are none, trimmed or not (review 149)."""
+        if not self._lost_after(last_log_entry):
+            return False
+        if log_id == 1:
+            return True
+        seq = self._client.get(self._seq_key)
+        return counter_value(seq, self._seq_key, "EVENTBUS_REDIS_STREAM") < last_log
 
     def _lost_after(self, entry_id: str) -> bool:
         """True if entries newer than `entry_id` (read already) may have been trimmed or

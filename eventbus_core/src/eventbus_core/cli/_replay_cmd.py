@@ -444,7 +444,8 @@ def _replay(
                     args, source, sent, failed, undecodable, untransformable, rejected,
                     # Where to go on: the batch it was in the middle of, else after the last
                     # done.
-                    (ended_by, handled_through, _resume(batch, handled_through, counted_through))
+                    (ended_by, handled_through,
+                     _resume(batch, handled_through, counted_through, args.from_id or 0))
                     if ended_by
                     else None,
                 )  # fmt: skip
@@ -457,14 +458,15 @@ def _replay(
     return EXIT_FAILED if failed or undecodable or untransformable or rejected else EXIT_OK
 
 
-def _resume(batch: list[Event], handled_through: int, counted_through: int) -> int:
+def _resume(batch: list[Event], handled_through: int, counted_through: int, from_id: int) -> int:
     """The `--from-id` an interrupted replay goes on from: the batch it was in the middle of,
-    else after the last done. On a log that mixes counted LogIDs with derived ones (a Redis
-    stream shared with the Go llm-proxy), a derived one there would skip the counted entries
-    not done yet: then it goes on after the last counted one done (trial 145)."""
+    else after the last done. A derived LogID there (a log that mixes counted LogIDs with
+    derived ones, as a Redis stream shared with the Go llm-proxy does) would skip the counted
+    entries not done yet, which come in increasing order: then it goes on after the last
+    counted one done, or from where this run began if none was (trial 145, review 149)."""
     resume = batch[0].log_id if batch else handled_through + 1
-    if counted_through and resume >= COUNTED_LOG_IDS_BELOW:
-        resume = counted_through + 1
+    if resume >= COUNTED_LOG_IDS_BELOW:
+        resume = counted_through + 1 if counted_through else max(from_id, 1)
     return resume
 
 
@@ -503,8 +505,9 @@ def _summary(
             # the counted ones, and --from-id selects by value (trial 145).
             line += (
                 f"; done up to LogID {resume - 1} of this log's counted LogIDs, and some "
-                f"entries with higher ones (up to {done}, Go's on a shared stream): go on with "
-                f"--from-id {resume}, which gives those again (de-duplicate by log_id)"
+                f"entries with derived ones (from 2^62 up, as the Go llm-proxy's entries get; "
+                f"up to {done}): go on with --from-id {resume}, which gives those again "
+                "(de-duplicate by log_id)"
             )
         else:
             line += f"; done up to LogID {done}" if done else "; no batch was done yet"

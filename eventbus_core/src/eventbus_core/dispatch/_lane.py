@@ -458,9 +458,11 @@ class Lane:
 
     def _release_and_close(self) -> None:
         releasable = capability(self.source, Releasable) if self._handed_back else None
-        if releasable is not None:
-            releasable.release(list(self._handed_back))  # never raises (the capability's rule)
-        self.source.close()
+        try:
+            if releasable is not None:
+                releasable.release(list(self._handed_back))  # must not raise; closed if it does
+        finally:
+            self.source.close()
 
     async def close(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for pending acknowledgements, then close the source in

@@ -45,7 +45,7 @@ class PayloadPreparer:
         self._transform_failures = 0
         # A custom transformer's payload is checked for values JSON cannot encode: the sinks
         # wrote them as their repr, silently (trial 145). The built-in one makes none.
-        self._check_values = not isinstance(self.transform, LLMTransformer)
+        self._check_values = type(self.transform) is not LLMTransformer
 
     @classmethod
     def from_settings(cls, settings: EventBusSettings) -> PayloadPreparer:
@@ -151,7 +151,7 @@ def _refuse_unencodable(payload: Mapping[str, Any], transform: Transform) -> Non
     raise TypeError(
         f"the transformer {name} returned a {type(value).__name__} at {where}, which JSON "
         "cannot encode: return str, int, float, bool, None, lists and dicts of them (a "
-        "datetime as an ISO 8601 str, say)"
+        "datetime as an ISO 8601 str, a mapping such as the event's headers as a dict)"
     )
 
 
@@ -168,7 +168,7 @@ def _unencodable(value: Any, depth: int) -> tuple[list[Any], Any] | None:
     the culprit). Recursive: cheaper than a stack, and bounded by _MAX_DEPTH."""
     if depth > _MAX_DEPTH:
         return [], _TOO_DEEP
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):  # JSON encodes dicts only: a mappingproxy is a culprit
         for key, item in value.items():
             if type(key) not in _EXACT_LEAVES and not isinstance(key, _JSON_LEAVES):
                 return [], _BadKey(key)

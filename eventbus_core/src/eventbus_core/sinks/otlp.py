@@ -135,7 +135,7 @@ class OtlpSink:
                 self.name,
                 rejected,
                 sent,
-                f" (it said {said}, more than it was sent)" if said != rejected else "",
+                f" (it said {said}, not a count of the spans sent)" if said != rejected else "",
                 # The receiver's words: the sink's own headers masked, as in its errors.
                 receiver_text(reply.partial_success.error_message, self.target.mask_own)
                 or "no reason given",

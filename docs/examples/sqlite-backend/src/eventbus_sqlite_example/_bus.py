@@ -23,7 +23,14 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from eventbus_core import BaseEventBus, BusStats, Event, Subscription, get_logger
+from eventbus_core import (
+    BaseEventBus,
+    BusStats,
+    Event,
+    Subscription,
+    check_stop_timeout,
+    get_logger,
+)
 from eventbus_core.capabilities import Isolation
 from eventbus_sqlite_example._consumer import SqliteConsumer
 from eventbus_sqlite_example._db import GUARD, Database, decode
@@ -131,7 +138,12 @@ class SqliteEventBus(BaseEventBus):
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = 5.0) -> bool:
-        """Flushable: wait until every accepted event is in the file."""
+        """Flushable: wait until every accepted event is in the file.
+
+        Raises:
+            TypeError, ValueError: `timeout` is neither None nor a number of seconds (NaN).
+        """
+        check_stop_timeout(timeout, "flush()")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._buffer:

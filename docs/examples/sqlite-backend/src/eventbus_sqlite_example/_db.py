@@ -48,24 +48,28 @@ class _ForkGuard:
 
     The threads "share" the guard around each call (a transaction, a query, connect, close);
     the fork's `before` handler lets no new call in and waits for those in progress to end.
-    Re-entrant per thread (a transaction's statements run inside its own `held()`)."""
+    Re-entrant per thread (a transaction's statements run inside its own `held()`). The
+    forking thread itself always goes through: a connection the garbage collector closes in
+    it during the fork (from any allocation) must not wait for its own fork (review 149)."""
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Re-entrant: the collector may close a connection inside `before_fork`'s own wait.
+        self._cond = threading.Condition(threading.RLock())
         self._inside = 0  # threads inside SQLite now
-        self._forking = False
+        self._forkers: set[int] = set()  # threads between before_fork and the fork's end
         self._depth = threading.local()
 
     @contextmanager
     def held(self) -> Iterator[None]:
         """Around one call (or several) into SQLite by this thread."""
         depth = getattr(self._depth, "n", 0)
-        if depth == 0:
+        counted = depth == 0 and threading.get_ident() not in self._forkers
+        if counted:
             with self._cond:
-                while self._forking:
+                while self._forkers:
                     self._cond.wait()
                 self._inside += 1
         self._depth.n = depth + 1
@@ -73,7 +77,7 @@ class _ForkGuard:
             yield
         finally:
             self._depth.n = depth
-            if depth == 0:
+            if counted:
                 with self._cond:
                     self._inside -= 1
                     self._cond.notify_all()
@@ -81,8 +85,8 @@ class _ForkGuard:
     def before_fork(self) -> None:
         mine = 1 if getattr(self._depth, "n", 0) else 0  # the forking thread's own call
         deadline = time.monotonic() + _FORK_WAIT
+        self._forkers.add(threading.get_ident())  # first: a close from here on goes through
         with self._cond:
-            self._forking = True
             while self._inside > mine:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -97,7 +101,7 @@ class _ForkGuard:
 
     def after_fork_in_parent(self) -> None:
         with self._cond:
-            self._forking = False
+            self._forkers.discard(threading.get_ident())  # another thread's fork may go on
             self._cond.notify_all()
 
     def after_fork_in_child(self) -> None:
