@@ -481,12 +481,15 @@ async def test_a_transformer_returning_no_dict_is_named_and_not_logged_per_event
 @pytest.mark.parametrize(
     ("made", "where"),
     [
-        ({"x": object()}, "a object at payload['x']"),
-        ({"a": [1, {"when": datetime(2026, 1, 1)}]}, "a datetime at payload['a'][1]['when']"),
-        ({"tags": {"x", "y"}}, "a set at payload['tags']"),
+        ({"x": object()}, "a value of type object at payload['x']"),
+        (
+            {"a": [1, {"when": datetime(2026, 1, 1)}]},
+            "a value of type datetime at payload['a'][1]['when']",
+        ),
+        ({"tags": {"x", "y"}}, "a value of type set at payload['tags']"),
         ({"m": {(1, 2): "v"}}, "a key of type tuple in payload['m']"),
         # The event's headers are a mappingproxy: written as its repr (review 149).
-        ({"h": MappingProxyType({"a": ("b",)})}, "a mappingproxy at payload['h']"),
+        ({"h": MappingProxyType({"a": ("b",)})}, "a value of type mappingproxy at payload['h']"),
     ],
 )
 async def test_a_transformer_value_json_cannot_encode_is_a_transform_error(

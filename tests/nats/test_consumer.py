@@ -82,6 +82,35 @@ def test_group_delivers_everything_once_stamped_with_log_ids(make_bus: MakeBus) 
     b.close()
 
 
+def test_ack_refuses_what_is_no_token_and_acknowledges_the_rest(make_bus: MakeBus) -> None:
+    # 'bogus' and None were "acknowledged" and counted in `acked`; one str was taken for a
+    # token per character (trial 150).
+    bus = make_bus()
+    published(bus, 1)
+    member = bus.consumer("g", "a")
+    (got,) = read_all(member, 1)
+    with pytest.raises(TypeError, match=r"one str: ack\(\[token\]\)"):
+        member.ack(got.token)
+    with pytest.raises(ValueError, match=r"reply subjects.*\['bogus', 'None'\]"):
+        member.ack([got.token, "bogus", None])
+    assert member.figures()["acked"] == 1
+    assert member.read(10, 0.3) == []
+    member.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"ack_wait": float("nan")}, {"ack_wait": float("inf")}, {"max_deliveries": 2.5},
+     {"batch_size": float("nan")}],
+)  # fmt: skip
+def test_a_member_refuses_counts_and_seconds_it_cannot_use(
+    make_bus: MakeBus, options: dict[str, Any]
+) -> None:
+    bus = make_bus()
+    with pytest.raises(ValueError, match=next(iter(options))):
+        bus.consumer("g", "a", **options)
+
+
 def test_unacknowledged_entries_come_back_after_ack_wait(make_bus: MakeBus) -> None:
     bus = make_bus()
     published(bus, 3)

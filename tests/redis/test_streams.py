@@ -637,3 +637,26 @@ def test_a_bad_token_does_not_lose_the_good_ones_acknowledged_with_it(
         consumer.close()
     finally:
         bus.stop()
+
+
+@pytest.mark.parametrize("option", ["batch_size", "max_deliveries"])
+def test_a_consumer_refuses_counts_that_are_not_whole_numbers(
+    client: redis.Redis, prefix: str, option: str
+) -> None:
+    # max_deliveries=nan turned dead-lettering off (trial 150).
+    bus = RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g")
+    try:
+        with pytest.raises(ValueError, match=f"{option} must be a whole number"):
+            bus.consumer(**{option: float("nan")})
+    finally:
+        bus.stop()
+
+
+def test_ack_of_one_token_alone_is_refused(client: redis.Redis, prefix: str) -> None:
+    # ack("1-0") acknowledged "1", "-" and "0" (trial 150).
+    bus = RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g")
+    try:
+        with pytest.raises(TypeError, match=r"ack\(\[token\]\)"):
+            bus.consumer(name="c1").ack("1-0")
+    finally:
+        bus.stop()

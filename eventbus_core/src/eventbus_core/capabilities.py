@@ -61,6 +61,7 @@ __all__ = [
     "SourceFigures",
     "capability",
     "is_cross_process",
+    "refuse_one_token",
 ]
 
 T = TypeVar("T")
@@ -343,6 +344,19 @@ class SinkFigures(Protocol):
         `eventbus.sink.rejected`): events whose request the destination accepted but which it
         refused to store (an OTLP partial success). The dispatcher counts them sent: retrying
         a partial success is what OTLP forbids."""
+
+
+def refuse_one_token(tokens: object) -> None:
+    """For a source's `ack(tokens)`: refuse one token given alone (a str or bytes), which
+    iterating would take for one token per character (trial 150).
+
+    Raises:
+        TypeError: `tokens` is a str or bytes.
+    """
+    if isinstance(tokens, str | bytes):
+        raise TypeError(
+            f"ack() takes a sequence of tokens, got one {type(tokens).__name__}: ack([token])"
+        )
 
 
 def capability(bus: object, kind: Callable[..., T]) -> T | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -37,6 +38,7 @@ from eventbus_core import (
     WireFormatError,
     get_logger,
 )
+from eventbus_core.capabilities import refuse_one_token
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
@@ -49,6 +51,7 @@ log = get_logger("eventbus.nats")
 _CHECK_EVERY: Final = 5.0  # seconds of silence before a member checks its group still exists
 _CALL_MARGIN: Final = 5.0  # seconds a request may take on top of a read's own timeout
 _MAX_DEFERRED_ACKS: Final = 100_000
+_ACK_PREFIX: Final = "$JS.ACK."  # how every JetStream delivery's reply subject begins
 _BACKLOG_WAIT: Final = 2.0  # seconds backlog() waits for the server (a metrics scrape's bound)
 Raw = tuple[str, bytes, int, int]  # reply subject (the token), data, deliveries, stream seq
 
@@ -83,7 +86,21 @@ class GroupConsumer:
         on_close: Callable[[GroupConsumer], None] | None = None,
     ) -> None:
         check_nats_duration(ack_wait, "ack_wait")
-        if batch_size < 1 or max_deliveries < 1 or ack_wait <= 0 or max_ack_pending < 1:
+        counts = (
+            ("batch_size", batch_size),
+            ("max_deliveries", max_deliveries),
+            ("max_ack_pending", max_ack_pending),
+        )
+        for label, count in counts:
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise ValueError(f"{label} must be a whole number, got {count!r}")
+        # Not `ack_wait <= 0`: NaN passed it, and every read then failed (trial 150).
+        if (
+            batch_size < 1
+            or max_deliveries < 1
+            or not 0 < ack_wait < math.inf
+            or max_ack_pending < 1
+        ):
             raise ValueError(
                 "need batch_size >= 1, max_deliveries >= 1, ack_wait > 0 and "
                 f"max_ack_pending >= 1; got {batch_size=}, {max_deliveries=}, {ack_wait=}, "
@@ -333,16 +350,27 @@ class GroupConsumer:
         If NATS is unreachable the acknowledgements are kept and sent with the next call;
         until then the entries may be redelivered (at-least-once).
         """
+        refuse_one_token(tokens)
         ids = [str(t) for t in tokens]
+        # A delivery's token is its reply subject: anything else was acknowledged as if it were
+        # one, and counted in `acked` (trial 150).
+        bad = [token for token in ids if not token.startswith(_ACK_PREFIX)]
+        if bad:
+            ids = [token for token in ids if token.startswith(_ACK_PREFIX)]
         for token in ids:
             self._forget(token)
         self._deferred_acks.extend(ids)
-        if self._closed:
-            return
-        try:
-            self._link.call(self._send_acks(), _CALL_MARGIN)
-        except Exception as exc:
-            self._note_error(exc)
+        if not self._closed:
+            try:
+                self._link.call(self._send_acks(), _CALL_MARGIN)
+            except Exception as exc:
+                self._note_error(exc)
+        if bad:
+            raise ValueError(
+                f"ack() takes the tokens of this member's deliveries (their reply subjects, "
+                f"'{_ACK_PREFIX}...'); got {bad[:3]!r}{' ...' if len(bad) > 3 else ''} (the "
+                "other tokens were acknowledged)"
+            )
 
     async def _send_acks(self) -> None:
         acks, self._deferred_acks = self._deferred_acks, []

@@ -24,6 +24,10 @@ __all__ = ["LogReader"]
 
 _CHUNK: Final = 500
 _FETCH_WAIT: Final = 2.0
+# Tries at creating a reader: with a server of the cluster down (and not yet seen so), JetStream
+# may place the reader's one-replica consumer on it, and the creation times out; another try is
+# placed anew (about half of the tries failed, trial 148).
+_OPEN_TRIES: Final = 3
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -52,10 +56,13 @@ class LogReader:
         except (nats.js.errors.APIError, LinkClosed):
             raise  # the server answered (not an outage), or the bus was stopped
         except (TimeoutError, ConnectionError, OSError, nats.errors.Error) as exc:
-            raise BackendUnavailableError(
-                f"NATS at {self._link.where} did not answer ({safe_error(exc)}); check that "
-                "nats-server runs with JetStream enabled (-js) and that NATS_URL points at it"
-            ) from None
+            raise self._unanswered(exc) from None
+
+    def _unanswered(self, exc: BaseException) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"NATS at {self._link.where} did not answer ({safe_error(exc)}); check that "
+            "nats-server runs with JetStream enabled (-js) and that NATS_URL points at it"
+        )
 
     # ------------------------------------------------------------------------------ reading
 
@@ -92,7 +99,7 @@ class LogReader:
         else:
             config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = start
-        name, psub, pending = self._call(self._open(config))
+        name, psub, pending = self._open_reader(config)
         try:
             if not pending:
                 return  # nothing from that point on
@@ -133,6 +140,31 @@ class LogReader:
         except nats.js.errors.NotFoundError:
             return None  # nothing was ever published
         return info
+
+    def _open_reader(self, config: api.ConsumerConfig) -> tuple[str, Any, int]:
+        """The reader's consumer, tried `_OPEN_TRIES` times when its creation times out.
+
+        Raises:
+            BackendUnavailableError: every try timed out (the server answered the stream's
+                information just before, so the message says what is likely instead), or
+                the connection failed.
+        """
+        for _ in range(_OPEN_TRIES):
+            try:
+                opened: tuple[str, Any, int] = self._link.call(self._open(config), self._timeout)
+            except TimeoutError:
+                continue  # a consumer made meanwhile goes after its inactive_threshold
+            except (nats.js.errors.APIError, LinkClosed):
+                raise
+            except (ConnectionError, OSError, nats.errors.Error) as exc:
+                raise self._unanswered(exc) from None
+            return opened
+        raise BackendUnavailableError(
+            f"NATS at {self._link.where} answered, but creating a reader of stream "
+            f"{self._link.layout.stream} timed out {_OPEN_TRIES} times ({self._timeout:g} s "
+            "each): a server of the cluster is likely down, and JetStream placed the reader on "
+            "it; try again (once the cluster has noticed, readers go to the live servers)"
+        )
 
     async def _open(self, config: api.ConsumerConfig) -> tuple[str, Any, int]:
         js = await self._link.answering()

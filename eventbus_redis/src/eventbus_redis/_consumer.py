@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from eventbus_core import Delivery, WireFormatError, get_logger
+from eventbus_core.capabilities import refuse_one_token
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._config_errors import reporting_wrong_type
 from eventbus_redis._entries import (
@@ -95,6 +96,10 @@ class StreamConsumer:
         claim_interval: float | None = None,
         stream_setting: str,
     ) -> None:
+        for label, count in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
+            # NaN passed `< 1` and turned dead-lettering off (trial 150).
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise ValueError(f"{label} must be a whole number, got {count!r}")
         # Finite seconds: NaN passed `block < 0` and reads then waited without end (trial 147).
         if (
             batch_size < 1
@@ -472,6 +477,7 @@ class StreamConsumer:
             ValueError: a token that is no stream entry id (after the others were
                 acknowledged: one bad token made Redis refuse the whole XACK, trial 147).
         """
+        refuse_one_token(tokens)
         ids = [text(t) for t in tokens]
         bad = [entry_id for entry_id in ids if not _ENTRY_ID.fullmatch(entry_id)]
         if bad:

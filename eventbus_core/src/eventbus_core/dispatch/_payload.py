@@ -149,9 +149,9 @@ def _refuse_unencodable(payload: Mapping[str, Any], transform: Transform) -> Non
             "JSON cannot encode: use str keys"
         )
     raise TypeError(
-        f"the transformer {name} returned a {type(value).__name__} at {where}, which JSON "
-        "cannot encode: return str, int, float, bool, None, lists and dicts of them (a "
-        "datetime as an ISO 8601 str, a mapping such as the event's headers as a dict)"
+        f"the transformer {name} returned a value of type {type(value).__name__} at {where}, "
+        "which JSON cannot encode: return str, int, float, bool, None, lists and dicts of them "
+        "(a datetime as an ISO 8601 str, a mapping such as the event's headers as a dict)"
     )
 
 
