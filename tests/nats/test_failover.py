@@ -10,6 +10,7 @@ dropped or lost with a buffer that holds the outage).
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -218,11 +219,14 @@ def test_more_replicas_than_the_cluster_has_servers_names_the_setting_and_the_li
         bus.stop(0)
 
 
-def test_credentials_in_nats_url_reach_the_servers_the_cluster_announces(tmp_path: Path) -> None:
+def test_credentials_in_nats_url_reach_the_servers_the_cluster_announces(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """NATS_URL names one server, with the cluster's credentials in it: when that server dies,
     the client reconnects to the servers the cluster announced, which need the credentials
     too. nats-py sends a URL's credentials to that server only: the bus never reconnected
     (trial 144)."""
+    caplog.set_level(logging.INFO, "eventbus.nats")
     cluster = ThrowawayCluster(tmp_path, user="t-user", password="t-pass-1")
     cluster.start()
     first = cluster.nodes[0]
@@ -240,6 +244,10 @@ def test_credentials_in_nats_url_reach_the_servers_the_cluster_announces(tmp_pat
         stats = bus.stats()
         assert (stats.published, stats.dropped, stats.lost) == (100, 0, 0), stats
         assert "t-pass-1" not in repr(stats)
+        # The line names the server reached, not the dead one alone (trial 148).
+        live = [f"reconnected to nats://127.0.0.1:{n.port} " for n in cluster.nodes[1:]]
+        assert any(line in caplog.text for line in live), caplog.text[-2000:]
+        assert "t-pass-1" not in caplog.text
     finally:
         bus.stop(5)
         cluster.kill()

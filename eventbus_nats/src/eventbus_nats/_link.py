@@ -297,7 +297,19 @@ class Link:
         self.last_error = None
         self.refused = None
         self._warned_at, self._quiet = None, 0
-        log.info("eventbus nats reconnected to %s", self.options.where)
+        log.info("eventbus nats reconnected to %s", self._server_reached())
+
+    def _server_reached(self) -> str:
+        """The server the client is on now, as `scheme://host:port` (no credentials), else
+        the servers configured: the line named the whole list, dead servers included, where
+        failover had moved to one of them (trial 148)."""
+        reached = getattr(self.nc, "connected_url", None)
+        host = getattr(reached, "hostname", None)
+        if reached is None or not host:
+            return self.options.where
+        port = getattr(reached, "port", None)
+        where = f"{reached.scheme}://{host}{f':{port}' if port else ''}"
+        return f"{where} (of {self.options.where})"
 
     @property
     def connected(self) -> bool:
