@@ -10,6 +10,8 @@ must fail the tests named for it. They run in one child pytest, as in `test_cont
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -336,22 +338,21 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def test_the_example_forks_only_when_no_thread_is_inside_sqlite(tmp_path: Path) -> None:
+def run_on_the_example(code: str) -> subprocess.CompletedProcess[str]:
+    """`python -c code` with the SQLite example importable, within 20 s (a hang fails)."""
+    path = os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=20,
+        check=False,
+    )  # fmt: skip
+
+
+def test_the_example_forks_only_when_no_thread_is_inside_sqlite() -> None:
     """A child forked while another thread was inside SQLite inherited SQLite's mutexes locked
     and hung in its first connect(): the fork contract test failed now and then under load.
     The example's fork waits for calls in progress (`_db.GUARD`)."""
-    import subprocess
-    import sys
-
-    path = os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_WAITS],
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_on_the_example(FORK_WAITS)
     assert done.returncode == 0, (
         f"the child was forked while a thread was inside SQLite: {done.stdout}{done.stderr}"
     )
@@ -379,16 +380,5 @@ print("forked")
 
 def test_a_connection_collected_in_the_forking_thread_does_not_hang_the_fork() -> None:
     # Review 149: the guard's own fork waited on itself.
-    import subprocess
-    import sys
-
-    path = os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-c", GC_IN_THE_FORK],
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    done = run_on_the_example(GC_IN_THE_FORK)
     assert done.returncode == 0 and "forked" in done.stdout, done.stdout + done.stderr

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus_core import AckableSource, Delivery, Event
+from eventbus_core import AckableSource, Delivery, Event, Subscription
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisStreamsEventBus, StreamConsumer, log_id_from_entry_id
 from tests._services import close_client
@@ -255,6 +255,16 @@ def test_stream_subscriber_is_told_when_entries_were_trimmed_before_it_read_them
         assert (sub.trimmed, sub.stats().dropped) == (3, 0)  # trimmed, not a full buffer
 
 
+def five_read(bus: RedisStreamsEventBus) -> Subscription:
+    """A subscription of `bus` that received LogIDs 1 to 5, published after it."""
+    sub = bus.subscribe()
+    for i in range(5):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+    return sub
+
+
 def test_a_stream_whose_counter_went_back_is_reported_and_new_events_still_arrive(
     client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -262,11 +272,7 @@ def test_a_stream_whose_counter_went_back_is_reported_and_new_events_still_arriv
     # no warning (the list backend says so; trial 147).
     stream = f"{prefix}:reset"
     with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
-        sub = bus.subscribe()
-        for i in range(5):
-            bus.publish(make_event(i))
-        assert bus.flush(10)
-        assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+        sub = five_read(bus)
         client.delete(stream, f"{stream}:seq")  # what a flushed or restarted Redis looks like
         for i in range(5, 8):
             bus.publish(make_event(i))
@@ -287,11 +293,7 @@ def test_trimming_then_another_writers_lower_log_id_is_not_taken_for_lost_data(
     # another writer's counter for Redis having lost its data.
     stream = f"{prefix}:s"
     with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
-        sub = bus.subscribe()
-        for i in range(5):
-            bus.publish(make_event(i))
-        assert bus.flush(10)
-        assert [sub.get(timeout=10).log_id for _ in range(5)] == [1, 2, 3, 4, 5]
+        sub = five_read(bus)
         client.xtrim(stream, maxlen=0)  # trimmed, as MAXLEN does, after they were read
         other = Event(request_id="other-1", status=200).with_log_id(3)
         client.xadd(stream, {"data": other.to_json()})
