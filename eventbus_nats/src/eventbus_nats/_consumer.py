@@ -102,7 +102,7 @@ class GroupConsumer:
             or max_ack_pending < 1
         ):
             raise ValueError(
-                "need batch_size >= 1, max_deliveries >= 1, ack_wait > 0 and "
+                "need batch_size >= 1, max_deliveries >= 1, a finite ack_wait > 0 and "
                 f"max_ack_pending >= 1; got {batch_size=}, {max_deliveries=}, {ack_wait=}, "
                 f"{max_ack_pending=}"
             )

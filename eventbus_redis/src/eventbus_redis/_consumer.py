@@ -558,12 +558,11 @@ class StreamConsumer:
         re-reading them counts one delivery again, so restarts never add up to
         `max_deliveries` (five rolling restarts while a sink's destination was down moved its
         backlog to the dead-letter stream, trial 146). Never raises."""
-        ids = [text(token) for token in tokens]
-        for entry_id in ids:
-            self._in_flight.pop(entry_id, None)
-        if not ids:
-            return
+        ids: list[str] = []
         try:
+            ids = [text(token) for token in tokens]
+            for entry_id in ids:
+                self._in_flight.pop(entry_id, None)
             idle_ms = int(self.claim_idle * 1000)
             for i in range(0, len(ids), 1000):
                 self._client.eval(
