@@ -60,8 +60,9 @@ __all__ = [
     "SinkFigures",
     "SourceFigures",
     "capability",
+    "foreign_tokens",
     "is_cross_process",
-    "refuse_one_token",
+    "split_tokens",
 ]
 
 T = TypeVar("T")
@@ -346,17 +347,36 @@ class SinkFigures(Protocol):
         a partial success is what OTLP forbids."""
 
 
-def refuse_one_token(tokens: object) -> None:
-    """For a source's `ack(tokens)`: refuse one token given alone (a str or bytes), which
-    iterating would take for one token per character (trial 150).
+def split_tokens(
+    tokens: Sequence[Any], is_token: Callable[[str], bool], as_text: Callable[[Any], str] = str
+) -> tuple[list[str], list[str]]:
+    """For a source's `ack(tokens)`: the tokens as text, split into the source's own
+    (`is_token`) and the others, which it acknowledges first and then refuses with
+    `foreign_tokens(...)`: one bad token made Redis refuse a whole XACK, and NATS counted
+    `'bogus'` as acknowledged (trials 147, 150).
 
     Raises:
-        TypeError: `tokens` is a str or bytes.
+        TypeError: one token given alone (a str or bytes), which iterating would take for one
+            token per character (trial 150).
     """
     if isinstance(tokens, str | bytes):
         raise TypeError(
             f"ack() takes a sequence of tokens, got one {type(tokens).__name__}: ack([token])"
         )
+    texts = [as_text(token) for token in tokens]
+    own = [text for text in texts if is_token(text)]
+    others = [text for text in texts if not is_token(text)] if len(own) < len(texts) else []
+    return own, others
+
+
+def foreign_tokens(others: Sequence[str], looks_like: str) -> ValueError:
+    """The error for tokens `split_tokens` found not to be the source's own, raised after the
+    others were acknowledged; `looks_like` says what a token is."""
+    more = " ..." if len(others) > 3 else ""
+    return ValueError(
+        f"ack() takes the tokens of this source's deliveries ({looks_like}); got "
+        f"{list(others[:3])!r}{more} (the other tokens were acknowledged)"
+    )
 
 
 def capability(bus: object, kind: Callable[..., T]) -> T | None:

@@ -38,7 +38,7 @@ from eventbus_core import (
     WireFormatError,
     get_logger,
 )
-from eventbus_core.capabilities import refuse_one_token
+from eventbus_core.capabilities import foreign_tokens, split_tokens
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
@@ -350,13 +350,9 @@ class GroupConsumer:
         If NATS is unreachable the acknowledgements are kept and sent with the next call;
         until then the entries may be redelivered (at-least-once).
         """
-        refuse_one_token(tokens)
-        ids = [str(t) for t in tokens]
         # A delivery's token is its reply subject: anything else was acknowledged as if it were
         # one, and counted in `acked` (trial 150).
-        bad = [token for token in ids if not token.startswith(_ACK_PREFIX)]
-        if bad:
-            ids = [token for token in ids if token.startswith(_ACK_PREFIX)]
+        ids, bad = split_tokens(tokens, lambda token: token.startswith(_ACK_PREFIX))
         for token in ids:
             self._forget(token)
         self._deferred_acks.extend(ids)
@@ -366,11 +362,7 @@ class GroupConsumer:
             except Exception as exc:
                 self._note_error(exc)
         if bad:
-            raise ValueError(
-                f"ack() takes the tokens of this member's deliveries (their reply subjects, "
-                f"'{_ACK_PREFIX}...'); got {bad[:3]!r}{' ...' if len(bad) > 3 else ''} (the "
-                "other tokens were acknowledged)"
-            )
+            raise foreign_tokens(bad, f"their reply subjects, '{_ACK_PREFIX}...'")
 
     async def _send_acks(self) -> None:
         acks, self._deferred_acks = self._deferred_acks, []

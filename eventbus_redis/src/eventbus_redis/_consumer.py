@@ -32,7 +32,7 @@ from typing import Any
 import redis
 
 from eventbus_core import Delivery, WireFormatError, get_logger
-from eventbus_core.capabilities import refuse_one_token
+from eventbus_core.capabilities import foreign_tokens, split_tokens
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._config_errors import reporting_wrong_type
 from eventbus_redis._entries import (
@@ -54,6 +54,12 @@ log = get_logger("eventbus.redis")
 
 _MAX_DEFERRED_ACKS = 100_000
 _ENTRY_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
+
+
+def _is_entry_id(token: str) -> bool:
+    return _ENTRY_ID.fullmatch(token) is not None
+
+
 # After a failed read, how long until this consumer's own pending entries are read once more.
 # A read whose connection timed out on a frozen server runs when the server resumes, maybe
 # after the first re-read that followed the failure; its entries, pending under this consumer,
@@ -477,21 +483,13 @@ class StreamConsumer:
             ValueError: a token that is no stream entry id (after the others were
                 acknowledged: one bad token made Redis refuse the whole XACK, trial 147).
         """
-        refuse_one_token(tokens)
-        ids = [text(t) for t in tokens]
-        bad = [entry_id for entry_id in ids if not _ENTRY_ID.fullmatch(entry_id)]
-        if bad:
-            ids = [entry_id for entry_id in ids if _ENTRY_ID.fullmatch(entry_id)]
+        ids, bad = split_tokens(tokens, _is_entry_id, text)
         for entry_id in ids:
             self._in_flight.pop(entry_id, None)
         self._deferred_acks.extend(ids)
         self._flush_acks()
         if bad:
-            raise ValueError(
-                f"ack() takes the tokens of this consumer's deliveries (stream entry ids such as "
-                f"'1700000000000-0'); got {bad[:3]!r}{' ...' if len(bad) > 3 else ''} (the "
-                "other tokens were acknowledged)"
-            )
+            raise foreign_tokens(bad, "stream entry ids such as '1700000000000-0'")
 
     def _flush_acks(self) -> None:
         ids, self._deferred_acks = self._deferred_acks, []
