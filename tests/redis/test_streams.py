@@ -284,6 +284,10 @@ def test_a_stream_whose_counter_went_back_is_reported_and_new_events_still_arriv
         assert [(g.after, g.missed) for g in sub.gaps] == [(5, None)]
         assert "went back from 5 to 1" in sub.gaps[0].reason
     assert any("went back from 5 to 1" in r.getMessage() for r in caplog.records)
+    # stop() waited for LogID 5 of the old counter, then counted the 3 received as dropped
+    # (trial 151).
+    assert sub.stats().dropped == 0
+    assert not [r for r in caplog.records if "did not answer in time" in r.getMessage()]
 
 
 def test_trimming_then_another_writers_lower_log_id_is_not_taken_for_lost_data(

@@ -85,6 +85,8 @@ class GroupConsumer:
         max_ack_pending: int = 10_000,
         on_close: Callable[[GroupConsumer], None] | None = None,
     ) -> None:
+        if isinstance(ack_wait, bool) or not isinstance(ack_wait, int | float):
+            raise ValueError(f"ack_wait must be a number of seconds, got {ack_wait!r}")
         check_nats_duration(ack_wait, "ack_wait")
         counts = (
             ("batch_size", batch_size),

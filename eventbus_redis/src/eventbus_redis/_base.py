@@ -214,8 +214,12 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         self._writer.publish(event)
 
     def _applied(self, last: Any) -> None:
-        # A retried batch that had been applied already replies with its last LogID too.
-        self.last_log_id = max(self.last_log_id, int(last))
+        # The newest batch's last LogID, not the highest seen: batches are written one after
+        # another, so a lower one means the counter started over (Redis lost its data), and
+        # stop() waited its whole time for subscriptions to reach the old counter's LogIDs,
+        # then counted what they had received as dropped (trial 151). A retried batch that had
+        # been applied already replies with its own last LogID, as when it was applied.
+        self.last_log_id = int(last)
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Return True once every event published so far is in Redis (False on timeout)."""
