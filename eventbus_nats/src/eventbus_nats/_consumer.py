@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import socket
 import time
@@ -36,6 +35,8 @@ from eventbus_core import (
     Event,
     SettingsError,
     WireFormatError,
+    check_count,
+    check_seconds,
     get_logger,
 )
 from eventbus_core.capabilities import foreign_tokens, split_tokens
@@ -85,29 +86,14 @@ class GroupConsumer:
         max_ack_pending: int = 10_000,
         on_close: Callable[[GroupConsumer], None] | None = None,
     ) -> None:
-        if isinstance(ack_wait, bool) or not isinstance(ack_wait, int | float):
-            raise ValueError(f"ack_wait must be a number of seconds, got {ack_wait!r}")
+        # Whole counts and a finite ack_wait: NaN passed `ack_wait <= 0`, and every read then
+        # failed (trial 150).
+        check_count("batch_size", batch_size, 1)
+        check_count("max_deliveries", max_deliveries, 1)
+        check_count("max_ack_pending", max_ack_pending, 1)
+        if not check_seconds("ack_wait", ack_wait) > 0:
+            raise ValueError(f"ack_wait must be a number of seconds > 0, got {ack_wait!r}")
         check_nats_duration(ack_wait, "ack_wait")
-        counts = (
-            ("batch_size", batch_size),
-            ("max_deliveries", max_deliveries),
-            ("max_ack_pending", max_ack_pending),
-        )
-        for label, count in counts:
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise ValueError(f"{label} must be a whole number, got {count!r}")
-        # Not `ack_wait <= 0`: NaN passed it, and every read then failed (trial 150).
-        if (
-            batch_size < 1
-            or max_deliveries < 1
-            or not 0 < ack_wait < math.inf
-            or max_ack_pending < 1
-        ):
-            raise ValueError(
-                "need batch_size >= 1, max_deliveries >= 1, a finite ack_wait > 0 and "
-                f"max_ack_pending >= 1; got {batch_size=}, {max_deliveries=}, {ack_wait=}, "
-                f"{max_ack_pending=}"
-            )
         try:
             check_name(group, "consumer group")
         except ValueError as exc:

@@ -21,7 +21,6 @@ ahead.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import socket
@@ -31,7 +30,7 @@ from typing import Any
 
 import redis
 
-from eventbus_core import Delivery, WireFormatError, get_logger
+from eventbus_core import Delivery, WireFormatError, check_count, check_seconds, get_logger
 from eventbus_core.capabilities import foreign_tokens, split_tokens
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._config_errors import reporting_wrong_type
@@ -102,22 +101,12 @@ class StreamConsumer:
         claim_interval: float | None = None,
         stream_setting: str,
     ) -> None:
-        for label, count in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
-            # NaN passed `< 1` and turned dead-lettering off (trial 150).
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise ValueError(f"{label} must be a whole number, got {count!r}")
-        # Finite seconds: NaN passed `block < 0` and reads then waited without end (trial 147).
-        if (
-            batch_size < 1
-            or max_deliveries < 1
-            or not 0 <= block < math.inf
-            or not 0 <= claim_idle < math.inf
-        ):
-            raise ValueError(
-                "need batch_size >= 1, max_deliveries >= 1, and block and claim_idle finite "
-                "seconds >= 0; got "
-                f"{batch_size=}, {max_deliveries=}, {block=}, {claim_idle=}"
-            )
+        # Whole counts and finite seconds: NaN passed `< 1` and `< 0`, and turned dead-lettering
+        # off or made reads wait without end (trials 147, 150).
+        check_count("batch_size", batch_size, 1)
+        check_count("max_deliveries", max_deliveries, 1)
+        check_seconds("block", block)
+        check_seconds("claim_idle", claim_idle)
         if claim_interval is not None and not claim_interval > 0:  # 0 claimed at every read
             raise ValueError(
                 f"claim_interval must be a number of seconds > 0, got {claim_interval!r}"
