@@ -294,11 +294,16 @@ async def test_503_is_retried_after_retry_after_and_400_is_dead_lettered() -> No
     assert stats.sinks["otlp"].dead_lettered == 2
 
 
-async def test_partial_success_is_logged_and_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+def partial_success(rejected: int, message: str) -> list[tuple[int, dict[str, str], bytes]]:
+    """A receiver's script: one 200 that takes the request but rejects `rejected` spans."""
     reply = ExportTraceServiceResponse(
-        partial_success=ExportTracePartialSuccess(rejected_spans=1, error_message="too old")
+        partial_success=ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
     ).SerializeToString()
-    script = [(200, {"Content-Type": "application/x-protobuf"}, reply)]
+    return [(200, {"Content-Type": "application/x-protobuf"}, reply)]
+
+
+async def test_partial_success_is_logged_and_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    script = partial_success(1, "too old")
     caplog.set_level(logging.WARNING, "eventbus.sinks.otlp")
     with Receiver(script).running() as rx:
         settings = EventBusSettings()
@@ -406,10 +411,7 @@ async def test_a_partial_success_counting_more_spans_than_sent_counts_the_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # "rejected 3 of 2 span(s)", and 3 added to the metric (trial 146).
-    reply = ExportTraceServiceResponse(
-        partial_success=ExportTracePartialSuccess(rejected_spans=3, error_message="bad")
-    ).SerializeToString()
-    script = [(200, {"Content-Type": "application/x-protobuf"}, reply)]
+    script = partial_success(3, "bad")
     caplog.set_level(logging.WARNING, "eventbus.sinks.otlp")
     with Receiver(script).running() as rx:
         sink = otlp.build_sink(EventBusSettings(), {"endpoint": rx.url})
@@ -424,10 +426,7 @@ async def test_a_partial_success_message_has_the_sinks_own_headers_masked(
 ) -> None:
     # Logged as the receiver wrote it, the token it quoted showed (trial 115).
     message = "rejected: token OTLPTOKEN_SECRET_qq lacks scope\n\x1b[31mforged line"
-    reply = ExportTraceServiceResponse(
-        partial_success=ExportTracePartialSuccess(rejected_spans=1, error_message=message)
-    ).SerializeToString()
-    script = [(200, {"Content-Type": "application/x-protobuf"}, reply)]
+    script = partial_success(1, message)
     caplog.set_level(logging.WARNING, "eventbus.sinks.otlp")
     with Receiver(script).running() as rx:
         sink = otlp.build_sink(
