@@ -315,6 +315,20 @@ def test_read_events_and_event_count_work_after_stop(client: redis.Redis, prefix
     assert [e.request_id for e in bus.read_events(1, 2)] == ["req-3", "req-2"]
 
 
+@pytest.mark.parametrize("args", [("a", 2), (0, 1.5), (True, -1)])
+def test_read_events_names_an_index_that_is_no_int(
+    client: redis.Redis, prefix: str, args: tuple[Any, Any]
+) -> None:
+    bus = RedisEventBus.log(client, f"{prefix}:index", ttl=60, max_len=100)
+    try:
+        with pytest.raises(
+            TypeError, match="read_events\\(\\): (start|end) must be an int list index"
+        ):
+            bus.read_events(*args)
+    finally:
+        bus.stop()
+
+
 def test_subscriber_told_about_a_gap_when_the_log_is_trimmed_past_it(
     client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

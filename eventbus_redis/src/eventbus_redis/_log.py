@@ -183,7 +183,17 @@ class RedisEventBus(RedisBusBase):
         Entries that do not decode are skipped and counted in `stats().extra["undecodable"]`.
         Works after `stop()`. Raises redis-py's errors if Redis cannot be reached, and
         `SettingsError` if the key holds another type of value (naming `EVENTBUS_REDIS_KEY`).
+
+        Raises:
+            TypeError: `start` or `end` is not an int (Redis's "not an integer" reply would
+                otherwise read as a broken LogID counter).
         """
+        for label, index in (("start", start), ("end", end)):
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise TypeError(
+                    f"read_events(): {label} must be an int list index (0 is the newest "
+                    f"event, -1 the oldest), got {index!r}"
+                )
         events: list[Event] = []
         with self._wrong_type():
             raws = self._client.lrange(self.key, start, end)
