@@ -209,6 +209,41 @@ def test_stop_on_the_loop_with_redis_paused_is_bounded_and_exact(
     close_client(client)
 
 
+@pytest.mark.parametrize("kind", ["log", "streams"])
+def test_a_batch_after_a_quiet_spell_is_not_applied_after_stop_returned(
+    kind: str, throwaway: ThrowawayRedis, prefix: str
+) -> None:
+    """A quiet writer's lease is due for renewal. The loop once sent the renewal and the batch
+    in one write: a frozen server that resumed after stop() ran the renewal, then applied the
+    batch under it, seconds after stop() had counted it lost (trial 153). The renewal's reply
+    now comes before the batch leaves."""
+    client = redis.Redis.from_url(throwaway.url)  # no timeouts: only stop()'s cut ends a write
+    assert throwaway.proc is not None
+    pid = throwaway.proc.pid
+
+    async def main() -> Bus:
+        bus = make_bus(kind, client, prefix, buffer_size=5000)
+        await publish_on_loop(bus, 1)
+        assert await asyncio.to_thread(bus.flush, 10)
+        await asyncio.sleep(0.7)  # quiet: past half the lease, the next batch renews it first
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await publish_on_loop(bus, 12, start=1)
+            await asyncio.sleep(0.3)  # the loop's write leaves, and hangs
+            await asyncio.to_thread(bus.stop, 1.0)
+            await asyncio.sleep(0.5)  # resumed well after stop() returned
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return bus
+
+    bus = asyncio.run(main())
+    stats = bus.stats()
+    assert (stats.published, stats.extra["written"], stats.lost) == (13, 1, 12)
+    time.sleep(0.5)  # what the resumed server had in its socket buffer has run by now
+    assert stored_ids(client, bus) == ["req-0"]
+    close_client(client)
+
+
 def test_an_outage_on_the_loop_path_loses_nothing_once_redis_is_back(
     throwaway: ThrowawayRedis, prefix: str
 ) -> None:

@@ -18,8 +18,11 @@ publish() runs on a loop), each cycle of `BatchWriter` runs here, on the loop, a
    already fill a batch: then it asks for the next cycle at once.
 
 One batch is in flight at a time, as on the thread. Batches go by script (EVALSHA, then EVAL
-if Redis lost the script) under the writer's lease; a due renewal goes on the same write, just
-before the batch, which names the new token. A failed batch is parked and retried after the
+if Redis lost the script) under the writer's lease. A due renewal (after a quiet spell) makes a
+round trip of its own first, as on the thread, and the batch leaves once Redis confirmed it:
+sent behind the renewal on one write, a batch was applied under it by a server frozen with both
+in its socket buffer, whenever it resumed, seconds after `stop()` had counted it lost (trial
+153). A failed batch is parked and retried after the
 writer's backoff, from a later cycle, so an outage costs the loop nothing but a timer. A batch
 Redis refused because the lease ran out before it arrived (a loop too busy to read replies
 and send in time) is no outage: it is sent again at once, under a new lease, as the thread's
@@ -70,9 +73,9 @@ class _InFlight:
 
     batch: list[Event]
     prepared: Prepared
-    commands: list[tuple[Any, ...]]  # the lease's renewal (when due), then the script call
-    fallback: tuple[Any, ...]  # the script call by EVAL, for a Redis that lost the script
-    renewal: str | None  # the token the renewal stores, when one was sent
+    commands: list[tuple[Any, ...]]  # the lease's renewal (when due), or the script call
+    fallback: tuple[Any, ...] | None  # the script call by EVAL, for a Redis that lost the script
+    renewal: str | None  # the token the renewal stores: the batch itself waits for its reply
     conn: LoopConnection
     outcome: list[Any] | BaseException | None = None
     finished_at: float = 0.0  # monotonic time the replies were read
@@ -158,19 +161,22 @@ class LoopWrites:
         self, loop: asyncio.AbstractEventLoop, batch: list[Event], prepared: Prepared
     ) -> None:
         lease = self._appender.lease
-        commands: list[tuple[Any, ...]] = []
-        token: str | None = None
+        appender = self._appender
         if lease.due():
-            commands.append(lease.renewal())
-            token = lease.renewal_token
-        rec = _InFlight(
-            batch,
-            prepared,
-            [*commands, self._appender.script_command(prepared, token=token)],
-            self._appender.script_command(prepared, "EVAL", token),
-            token,
-            self._connection(loop),
-        )
+            # The renewal alone: the batch follows its reply (`_settle`), see the docstring.
+            renewal = lease.renewal()
+            rec = _InFlight(
+                batch, prepared, [renewal], None, lease.renewal_token, self._connection(loop)
+            )
+        else:
+            rec = _InFlight(
+                batch,
+                prepared,
+                [appender.script_command(prepared)],
+                appender.script_command(prepared, "EVAL"),
+                None,
+                self._connection(loop),
+            )
         self._in_flight = rec
         task = loop.create_task(self._io(rec), name="eventbus-redis-loop-write")
         # A loop stopped or closed by hand (not by asyncio.run()) leaves the task pending: the
@@ -184,7 +190,11 @@ class LoopWrites:
         """The task: write the batch, read the replies, settle them (`_replied`)."""
         try:
             replies = await rec.conn.execute(rec.commands, sending=lambda: self._sending(rec))
-            if isinstance(replies[-1], redis.exceptions.NoScriptError) and not rec.claimed:
+            if (
+                rec.fallback is not None
+                and isinstance(replies[-1], redis.exceptions.NoScriptError)
+                and not rec.claimed
+            ):
                 replies[-1:] = await rec.conn.execute([rec.fallback])
             rec.outcome = replies
         except asyncio.CancelledError:
@@ -207,8 +217,9 @@ class LoopWrites:
         """`rec`'s batch is leaving: in doubt from now on, not before (a batch that never
         reached Redis, for a refused connection or wrong password, is lost for sure if stop()
         gives up on it). Not once claimed: the thread that took it over says when it sends it,
-        and may have settled it and moved on to another batch already."""
-        if not rec.claimed:
+        and may have settled it and moved on to another batch already. Nor for a renewal: its
+        batch has not left."""
+        if not rec.claimed and rec.renewal is None:
             self._writer.sending(rec.batch)
 
     def _replied(self, rec: _InFlight) -> None:
@@ -250,6 +261,10 @@ class LoopWrites:
             if rec.renewal is not None:
                 _raise_error(outcome[0])
                 self._appender.lease.confirmed(rec.renewal, rec.finished_at)
+                # Its batch now leaves, at once, under the confirmed lease.
+                self._parked = (rec.batch, rec.prepared)
+                self._retry_at = 0.0
+                return
             _raise_error(outcome[-1])
             self._appender.applied(outcome[-1])
         except Exception as exc:
