@@ -322,7 +322,7 @@ def test_read_events_names_an_index_that_is_no_int(
     bus = RedisEventBus.log(client, f"{prefix}:index", ttl=60, max_len=100)
     try:
         with pytest.raises(
-            TypeError, match="read_events\\(\\): (start|end) must be an int list index"
+            TypeError, match=r"read_events\(\): (start|end) must be an int list index"
         ):
             bus.read_events(*args)
     finally:
