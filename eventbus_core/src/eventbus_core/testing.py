@@ -49,6 +49,7 @@ from eventbus_core._contract._capabilities import (
     ReadableLogContract,
 )
 from eventbus_core._contract._delivery import DeliveryContract
+from eventbus_core._contract._exit import ExitContract
 from eventbus_core._contract._fork import ForkContract
 from eventbus_core._contract._groups import ConsumerGroupContract
 from eventbus_core._contract._sources import BacklogContract, LogSourcesContract
@@ -168,7 +169,7 @@ class RecordingBus(BaseEventBus):
             )
 
 
-class BusContractTests(DeliveryContract, AccountingContract, ForkContract):
+class BusContractTests(DeliveryContract, AccountingContract, ForkContract, ExitContract):
     """The behavioural contract of an event bus, as a pytest test class to subclass.
 
     Implement `make_bus(buffer_size)`: a new, running bus whose publish buffer holds
@@ -194,7 +195,8 @@ class BusContractTests(DeliveryContract, AccountingContract, ForkContract):
     counted in `lost`); `publish()` neither waiting nor doing I/O on its caller's thread (what
     it calls is looked at, not only how long it takes); `stop(timeout)` bounded with a
     consumer that never reads; async use;
-    a bus made and used before `os.fork()` working on in the child (where fork exists).
+    a bus made and used before `os.fork()` working on in the child (where fork exists); a
+    process (a `multiprocessing` child) that ends without `stop()` delivering what it accepted.
     A bus keeps listing its subscriptions in `stats().subscribers` after `stop()`, with their
     final figures.
 

@@ -9,6 +9,7 @@ ReadableLog, Describable, ConsumerGroups and Isolatable.
 A bus made before `os.fork()` (gunicorn `--preload`) starts over in the child: the parent's
 threads are not there, and a lock one of them held would stay held (`_after_fork`). SQLite's
 own locks are the same hazard: a fork waits for the calls into SQLite in progress (`_db.GUARD`).
+A process that ends without `stop()` writes what the bus accepted first (`deliver_at_exit`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from eventbus_core import (
     check_stop_timeout,
     get_logger,
 )
+from eventbus_core.batching import deliver_at_exit
 from eventbus_core.capabilities import Isolation
 from eventbus_sqlite_example._consumer import SqliteConsumer
 from eventbus_sqlite_example._db import GUARD, Database, decode
@@ -53,6 +55,7 @@ class SqliteEventBus(BaseEventBus):
 
     cross_process = True  # CrossProcess: other processes on the file see these events
     time_index = True  # ReadableLog: each entry keeps the time it was added
+    label = "eventbus sqlite writer"  # names it in the warning of an exit that could not wait
 
     def __init__(
         self,
@@ -66,15 +69,20 @@ class SqliteEventBus(BaseEventBus):
         self.default_group = group
         self.buffer_size = buffer_size
         self.stop_timeout = stop_timeout
+        self.exit_timeout = stop_timeout  # what a process ending without stop() waits at most
         self._db = Database(self.path)
         self._buffer: deque[Event] = deque()
         self._cond = threading.Condition()
         self._accepted = self._dropped = self._written = self._lost = 0
+        self._in_write = 0  # events of the batch being written
         self._closing = self._closed = self._drained = False
         self._subs: list[tuple[Subscription, list[int]]] = []  # with its position (LogID)
         self._ended: list[Subscription] = []
         self._start_threads()
         _LIVE.add(self)
+        # The writer is a daemon thread: it dies with the process. The interpreter's exit (and
+        # a multiprocessing child's, which skips atexit) waits for what it holds instead.
+        deliver_at_exit(self)
 
     def _start_threads(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, daemon=True)
@@ -87,7 +95,7 @@ class SqliteEventBus(BaseEventBus):
         buffered, so the child's copy of it goes, and the child's figures start from zero."""
         self._cond = threading.Condition()
         self._buffer.clear()
-        self._accepted = self._dropped = self._written = self._lost = 0
+        self._accepted = self._dropped = self._written = self._lost = self._in_write = 0
         self._ended = []
         if not self._closing:
             self._start_threads()
@@ -115,6 +123,7 @@ class SqliteEventBus(BaseEventBus):
                     self._cond.wait(_POLL)
                     continue
                 batch = list(self._buffer)
+                self._in_write = len(batch)
             try:
                 conn = conn or self._db.connect()
                 with self._db.failing("be written"), self._db.transaction(conn) as tx:
@@ -135,6 +144,7 @@ class SqliteEventBus(BaseEventBus):
                 for _ in batch:
                     self._buffer.popleft()
                 self._written += len(batch)
+                self._in_write = 0
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = 5.0) -> bool:
@@ -152,6 +162,21 @@ class SqliteEventBus(BaseEventBus):
                     return False
                 self._cond.wait(left)
         return True
+
+    # What the exit's wait reads (`eventbus_core.batching.ExitDelivery`).
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def settled(self) -> int:
+        return self._written + self._lost
+
+    def unsettled(self) -> tuple[int, int]:
+        with self._cond:  # the pending events, and those of them in a write not answered yet
+            return len(self._buffer), self._in_write
 
     def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
         """Every event added to the file from now on (by any process)."""
