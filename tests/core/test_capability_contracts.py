@@ -128,6 +128,17 @@ class LocationWithPassword(SqliteEventBus):
         return "file sqlite://admin:hunter2@host/events"
 
 
+class LocationWithQueryPassword(SqliteEventBus):
+    @property
+    def location(self):
+        return "file /x?password=t152hunter2&api_key=sk-t152abcdefabcdef"
+
+
+class FiguresWithPassword(SqliteEventBus):
+    def describe(self):
+        return {**super().describe(), "url": "redis://:t152pw@127.0.0.1:6379/11"}
+
+
 class AckIgnored(SqliteConsumer):
     def ack(self, tokens):
         return None
@@ -212,6 +223,8 @@ TestNoTimeFilter = broken(NoTimeFilter, ReadableLogContract)
 TestCheckAlwaysAnswers = broken(CheckAlwaysAnswers, ReachableContract)
 TestFiguresNotPlain = broken(FiguresNotPlain, DescribableContract)
 TestLocationWithPassword = broken(LocationWithPassword, DescribableContract)
+TestLocationWithQueryPassword = broken(LocationWithQueryPassword, DescribableContract)
+TestFiguresWithPassword = broken(FiguresWithPassword, DescribableContract)
 TestAckIgnored = broken(None, ConsumerGroupContract, AckIgnored)
 TestForgetful = broken(None, ConsumerGroupContract, Forgetful)
 TestOneGroupForAll = broken(None, ConsumerGroupContract, OneGroupForAll)
@@ -234,6 +247,8 @@ MUST_FAIL = {
     "TestCheckAlwaysAnswers": {"test_check_raises_where_nothing_answers"},
     "TestFiguresNotPlain": {"test_describe_is_plain_data"},
     "TestLocationWithPassword": {"test_location_is_a_short_line"},
+    "TestLocationWithQueryPassword": {"test_location_is_a_short_line"},
+    "TestFiguresWithPassword": {"test_describe_is_plain_data"},
     "TestAckIgnored": {"test_a_group_gets_every_event_once_acked"},
     "TestForgetful": {"test_unacknowledged_deliveries_come_back_to_the_same_name"},
     "TestOneGroupForAll": {"test_each_group_sees_every_event"},

@@ -561,6 +561,42 @@ def test_stats_of_a_shared_backend_that_reports_nothing_says_whose_figures_they_
     assert "this process's own figures, not the backend's" in captured.err
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_stats_masks_credentials_in_a_plugins_figures(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    # A plugin's describe() that carried its URL's password and a header printed both as they
+    # were, while `tail` masked the same location (trial 152).
+    from eventbus_core import _plugins as plugins_module
+    from eventbus_core import hookimpl
+    from eventbus_core.testing import RecordingBus
+
+    class LeakyBus(RecordingBus):
+        cross_process = True
+        location = "file /x?password=t152hunter2"
+
+        def describe(self) -> dict[str, Any]:
+            return {
+                "url": "redis://:t152pw@127.0.0.1:6379/11",
+                "headers": {"Authorization": "Bearer sk-t152abcdefabcdefabcdef"},
+                "groups": [{"name": "g", "pending": 2, "api_key": "t152key"}],
+                "published": 7,
+            }
+
+    class LeakyPlugin:
+        @hookimpl
+        def eventbus_register_backends(self, register: Any) -> None:
+            register("leaky", lambda settings: LeakyBus(settings.buffer_size))
+
+    monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[LeakyPlugin()]))
+    code = main(["stats", "--backend", "leaky", *(["--json"] if as_json else [])])
+    out = capsys.readouterr().out
+    assert code == 0
+    for secret in ("t152pw", "sk-t152", "t152key"):
+        assert secret not in out
+    assert "127.0.0.1:6379/11" in out and "pending" in out and "7" in out
+
+
 def test_a_broken_pipe_of_a_socket_is_a_failure_not_a_quiet_end() -> None:
     # Only a closed stdout is the reader leaving (exit 0); a backend's or a sink's socket
     # breaking is a failure (review of helper-73's fix).

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from eventbus_core.redact._redact import Redactor
 from eventbus_core.redact._secrets import redact_url
 
-__all__ = ["ScrubFilter", "add_patterns", "get_logger", "scrub"]
+__all__ = ["ScrubFilter", "add_patterns", "get_logger", "scrub", "scrub_data"]
 
 _lock = threading.Lock()
 _redactor = Redactor()
@@ -31,6 +32,23 @@ _formatter = logging.Formatter()
 def scrub(text: str) -> str:
     """`text` with credentials masked, as every eventbus log line is."""
     return _redactor.text(redact_url(text))
+
+
+def scrub_data(value: Any) -> Any:
+    """Plain data (mappings, lists, strings, numbers) with credentials masked as `scrub` masks
+    text, and a credential-named field's value (`password`, `Authorization`, `api_key`) masked
+    whole: for figures a plugin hands over to be printed (`Describable.describe()`)."""
+    return _redactor.json(_urls_masked(value))
+
+
+def _urls_masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, Mapping):
+        return {str(k): _urls_masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_urls_masked(v) for v in value]
+    return value
 
 
 def add_patterns(patterns: Iterable[str]) -> None:

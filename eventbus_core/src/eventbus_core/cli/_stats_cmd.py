@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from eventbus_core._bus import EventBus
+from eventbus_core._log import scrub_data
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.capabilities import Describable, capability
 from eventbus_core.cli._ops import (
@@ -50,7 +51,9 @@ def add_parser(sub: Any) -> None:
 def _figures(settings: EventBusSettings, bus: EventBus) -> dict[str, Any]:
     describable = capability(bus, Describable)
     if describable is not None:
-        return {"backend": settings.backend, **dict(describable.describe())}
+        # Masked as `tail` masks the location: a plugin's figures should carry no credential,
+        # yet one that returned its URL with the password got it printed (trial 152).
+        return {"backend": settings.backend, **scrub_data(dict(describable.describe()))}
     # A backend without figures of its own: what this process's bus reports, said as such
     # (printed alone, its zeros read as the backend's: nothing published, nothing held).
     print(
