@@ -335,3 +335,31 @@ def test_whole_number_defaults_are_shown_as_the_docs_write_them() -> None:
         wait: float = Field(default=0.25, validation_alias="T_WAIT", description="Wait.")
 
     assert [row.default for row in describe_settings(Fractions)] == ["0.25"]
+
+
+def test_variables_only_another_backend_reads_are_named_when_the_default_backend_is_used(
+    toy: ToyPlugin, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Set up as the Go proxy is (REDIS_ADDR) with LLM_PROXY_EVENT_BUS unset, a process
+    # published into the in-memory default without a word (trial 154).
+    from eventbus_core import _factory
+
+    monkeypatch.setattr(_factory, "_warned", set())
+    monkeypatch.delenv(ENV_VARS["backend"], raising=False)
+    monkeypatch.setenv("EVENTBUS_TOY_DEPTH", "5")
+    with caplog.at_level("WARNING", logger="eventbus"):
+        create_bus().stop()
+        create_bus().stop()  # once per process
+    warned = [r.getMessage() for r in caplog.records if "EVENTBUS_TOY_DEPTH" in r.getMessage()]
+    assert warned == [
+        "LLM_PROXY_EVENT_BUS is not set, so the default backend 'memory' is used, which ignores "
+        "EVENTBUS_TOY_DEPTH (set: read by the toy backend): to use it, set LLM_PROXY_EVENT_BUS "
+        "to 'toy'"
+    ]
+    caplog.clear()
+    # Chosen, not defaulted: the choice is the user's, and nothing is said.
+    monkeypatch.setattr(_factory, "_warned", set())
+    monkeypatch.setenv(ENV_VARS["backend"], "memory")
+    with caplog.at_level("WARNING", logger="eventbus"):
+        create_bus().stop()
+    assert not [r for r in caplog.records if "EVENTBUS_TOY_DEPTH" in r.getMessage()]
