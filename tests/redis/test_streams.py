@@ -163,6 +163,9 @@ def test_poison_and_overdelivered_entries_go_to_the_dead_letter_stream(
         assert reasons[2].startswith("undecodable") and "nested deeper" in reasons[2]
         assert reasons[3].startswith("delivered 3 times")
         assert dead[0][1][b"data"] == b"{not json"
+        # An entry without data keeps its own fields there: its content outlives the stream's
+        # trimming (it was dead-lettered empty, trial 154).
+        assert json.loads(dead[1][1][b"data"]) == {"other": "x"}
         assert Event.from_json(dead[3][1][b"data"]).request_id == "req-1"
         info = bus.stream_info()
         assert (info["pending"], info["dead_letters"]) == (0, 4)

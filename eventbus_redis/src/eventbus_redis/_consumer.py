@@ -38,6 +38,7 @@ from eventbus_redis._entries import (
     DeadEntry,
     dead_letter,
     entry_data,
+    fields_as_json,
     raw_stream_entries,
     stream_entries,
     text,
@@ -328,7 +329,10 @@ class StreamConsumer:
             n = attempts.get(entry_id, 1)
             data = entry_data(fields)
             if data is None:
-                dead.append((entry_id, b"", "entry has no 'data' field", n))
+                # Its own fields go in the dead letter's data: it was dead-lettered empty, and
+                # its content was gone once the stream was trimmed (trial 154).
+                reason = "entry has no 'data' field (its fields are in data, as a JSON object)"
+                dead.append((entry_id, fields_as_json(fields), reason, n))
             elif n > self.max_deliveries:
                 dead.append(
                     (

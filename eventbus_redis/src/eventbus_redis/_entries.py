@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 
 from eventbus_core import get_logger
 
-__all__ = ["DeadEntry", "dead_letter", "stream_entries", "text"]
+__all__ = ["DeadEntry", "dead_letter", "fields_as_json", "stream_entries", "text"]
 
 log = get_logger("eventbus.redis")
 
@@ -54,6 +56,19 @@ def entry_data(fields: Any) -> Any:
                 return fields[i + 1]
         return None
     return fields.get(b"data", fields.get("data"))
+
+
+def fields_as_json(fields: Any) -> bytes:
+    """A stream entry's fields as one JSON object (bytes undecodable as UTF-8 kept with
+    backslash escapes): the dead letter of an entry that has no `data` field."""
+    pairs = fields.items() if isinstance(fields, Mapping) else zip(fields[::2], fields[1::2])
+    return json.dumps(
+        {_as_text(k): _as_text(v) for k, v in pairs}, ensure_ascii=False, separators=(",", ":")
+    ).encode()
+
+
+def _as_text(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def dead_letter(
