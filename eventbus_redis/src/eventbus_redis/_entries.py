@@ -61,7 +61,10 @@ def entry_data(fields: Any) -> Any:
 def fields_as_json(fields: Any) -> bytes:
     """A stream entry's fields as one JSON object (bytes undecodable as UTF-8 kept with
     backslash escapes): the dead letter of an entry that has no `data` field."""
-    pairs = fields.items() if isinstance(fields, Mapping) else zip(fields[::2], fields[1::2], strict=False)
+    if isinstance(fields, Mapping):
+        pairs = list(fields.items())
+    else:  # a flat [field, value, ...] list (RESP3 without decoding into a mapping)
+        pairs = list(zip(fields[::2], fields[1::2], strict=False))
     return json.dumps(
         {_as_text(k): _as_text(v) for k, v in pairs}, ensure_ascii=False, separators=(",", ":")
     ).encode()
