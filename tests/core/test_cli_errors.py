@@ -873,3 +873,39 @@ def test_the_command_lines_warnings_name_the_logger_once(tmp_path: Any) -> None:
     )
     assert "WARNING eventbus: EVENTBUS_REDIS_KEYS is set, but" in done.stderr, done.stderr
     assert "eventbus: eventbus:" not in done.stderr
+
+
+def test_an_internal_error_in_a_plugins_code_names_the_plugin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A capability of a third-party backend that raised was reported as eventbus's own
+    # "internal error", naming no plugin (trial 152).
+    import importlib
+    import sys
+
+    from eventbus_core import _plugins as plugins_module
+
+    (tmp_path / "t152_faulty_plugin.py").write_text(
+        "from eventbus_core import hookimpl\n"
+        "from eventbus_core.testing import RecordingBus\n"
+        "class FaultyBus(RecordingBus):\n"
+        "    cross_process = True\n"
+        "    def stats(self):\n"
+        "        raise NotImplementedError('stats are not done yet')\n"
+        "@hookimpl\n"
+        "def eventbus_register_backends(register):\n"
+        "    register('faulty', lambda settings: FaultyBus(settings.buffer_size))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("t152_faulty_plugin")
+    try:
+        monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[module]))
+        code = main(["stats", "--backend", "faulty"])
+    finally:
+        sys.modules.pop("t152_faulty_plugin", None)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (
+        "eventbus stats: internal error in plugin 't152_faulty_plugin': NotImplementedError: "
+        "stats are not done yet"
+    ) in err
