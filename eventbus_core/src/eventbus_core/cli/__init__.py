@@ -430,7 +430,7 @@ def _plugin_at_fault(exc: BaseException) -> str:
     frame = exc.__traceback__
     while frame is not None:
         module = str(frame.tb_frame.f_globals.get("__name__", ""))
-        found = packages.get(module.split(".")[0], found)
+        found = packages.get(module.split(".", maxsplit=1)[0], found)
         frame = frame.tb_next
     if found is None:
         return ""
