@@ -298,10 +298,14 @@ def _log(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus) ->
             # Only the logs that keep timestamps: naming this one sent the user back here.
             timed = [name for name in sources.log_sources if sources.log_source(name).time_index]
             if timed:
-                other = f", or read a log that does (--source {' or '.join(timed)})"
+                other = (
+                    f", or read a log that does, to select by time (--source {' or '.join(timed)})"
+                )
+        # "select it by --from-id/--to-id to select by time" said the opposite of itself when
+        # no other log was named (trial 152).
         raise UsageError(
-            f"the {_where(log)} keeps no timestamps: select it by --from-id/--to-id{other} "
-            "to select by time"
+            f"the {_where(log)} keeps no timestamps, so --since and --until cannot select in "
+            f"it: select by LogID with --from-id/--to-id instead{other}"
         )
     return log
 
