@@ -156,13 +156,14 @@ def test_duplicate_names_keep_the_first_and_warn() -> None:
     first, second = RecordingPlugin(), RecordingPlugin()
     registry = PluginRegistry(load_entry_points=False)
     registry.register_plugin(first, name="first")
-    with pytest.warns(PluginLoadWarning, match="'first' had registered that name first"):
+    with pytest.warns(PluginLoadWarning, match="plugin 'first' had registered that name first"):
         info = registry.register_plugin(second, name="second")
     assert registry.backend("recording").plugin == "first"
     # `eventbus plugins` shows it, and exits 1 for it.
     assert info.problems == [
-        "backend 'recording' not registered: 'first' had registered that name first, and keeps it",
-        "sink 'null' not registered: 'first' had registered that name first, and keeps it",
+        "backend 'recording' not registered: plugin 'first' had registered that name first, and "
+        "keeps it",
+        "sink 'null' not registered: plugin 'first' had registered that name first, and keeps it",
     ]
     assert registry.plugins["first"].problems == []
 
@@ -286,9 +287,12 @@ def test_a_third_party_plugin_never_displaces_a_builtin(monkeypatch: pytest.Monk
         registry = PluginRegistry()
     assert registry.backend("memory").plugin == "memory"
     assert registry.sink("jsonl").plugin == "jsonl"
+    memory, core = md.version("eventbus-memory"), md.version("eventbus-core")
     problems = [
-        "backend 'memory' not registered: 'memory' had registered that name first, and keeps it",
-        "sink 'jsonl' not registered: 'jsonl' had registered that name first, and keeps it",
+        f"backend 'memory' not registered: plugin 'memory' (eventbus-memory {memory}) had "
+        "registered that name first, and keeps it",
+        f"sink 'jsonl' not registered: plugin 'jsonl' (eventbus-core {core}) had registered "
+        "that name first, and keeps it",
     ]
     assert registry.plugins["aaa-impostor"].problems == problems
     assert [str(w.message) for w in caught] == [
@@ -417,7 +421,7 @@ def test_cli_shows_problems_and_plugin_faults_plainly(
         assert main(["plugins"]) == 1
         out = capsys.readouterr().out
         row = next(line for line in out.splitlines() if line.startswith("trialbus "))
-        assert "PROBLEM backend 'memory' not registered: 'memory' had registered" in row
+        assert "PROBLEM backend 'memory' not registered: plugin 'memory' (eventbus-memory" in row
         assert main(["publish", "--backend", "nothing"]) == 1
         err = capsys.readouterr().err
         assert "error: backend 'nothing' of plugin 'trialbus' (eventbus-trialbus 0.1.0)" in err

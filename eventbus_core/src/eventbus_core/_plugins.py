@@ -200,9 +200,12 @@ class PluginRegistry:
                 "function marked with @eventbus_core.hookimpl (docs/plugins/hooks.md)"
             )
 
-    @staticmethod
     def _make_register(
-        table: dict[str, Registration], names: list[str], info: PluginInfo, hook_name: str
+        self,
+        table: dict[str, Registration],
+        names: list[str],
+        info: PluginInfo,
+        hook_name: str,
     ) -> hookspecs.RegisterFn:
         plugin_name = info.name
         kind = "backend" if hook_name == "eventbus_register_backends" else "sink"
@@ -225,9 +228,11 @@ class PluginRegistry:
                 )
             key = name.lower()
             if key in table:
+                # Its distribution too: two plugins of one entry point name read as "'x' had
+                # registered that name first" to plugin 'x' (trial 152).
                 problem = (
-                    f"{kind} {key!r} not registered: {table[key].plugin!r} had registered that "
-                    f"name first, and keeps it"
+                    f"{kind} {key!r} not registered: {self.owner(table[key])} had registered "
+                    f"that name first, and keeps it"
                 )
                 info.problems.append(problem)
                 warnings.warn(
