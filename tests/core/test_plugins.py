@@ -228,6 +228,9 @@ class _EntryPoint:
         self._plugin, self._error = plugin, error
 
     def load(self) -> Any:
+        if self._error.startswith("missing:"):
+            missing = self._error.removeprefix("missing:")
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
         if self._error:
             raise ImportError(self._error)
         return self._plugin
@@ -328,6 +331,27 @@ def test_a_sink_whose_plugin_failed_to_load_says_so(monkeypatch: pytest.MonkeyPa
     assert "is installed but failed to load: ImportError: boom" in text
     assert "pip install --force-reinstall --no-deps eventbus-kafkaish" in text
     assert "its authors must fix it" in text
+
+
+@pytest.mark.parametrize("kind", ["backend", "sink"])
+def test_a_plugin_missing_a_dependency_is_told_to_install_it_not_to_reinstall_without(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # `pip install --force-reinstall --no-deps` was the advice, the one reinstall that cannot
+    # bring a dependency back (trial 152).
+    failing = _EntryPoint("kafkaish", "eventbus-kafkaish", error="missing:confluent_kafka")
+    _with_entry_points(monkeypatch, failing)
+    with pytest.warns(PluginLoadWarning):
+        registry = PluginRegistry()
+    with pytest.raises((BackendLoadError, UnknownSinkError)) as raised:
+        registry.backend("kafkaish") if kind == "backend" else registry.sink("kafkaish")
+    text = str(raised.value)
+    assert "--no-deps" not in text
+    assert (
+        "It needs the module 'confluent_kafka', which is not installed: install the plugin again "
+        "with its dependencies (pip install --force-reinstall eventbus-kafkaish), or the package "
+        "that provides 'confluent_kafka'"
+    ) in text
 
 
 def test_a_factory_that_fails_or_builds_no_bus_names_its_plugin() -> None:

@@ -305,11 +305,7 @@ class PluginRegistry:
         failed = self._load_errors.get(key)
         if failed is not None:
             info = self.plugins[key]
-            sibling = SIBLINGS.get(key)
-            if sibling is not None:
-                how = f"Reinstall it: {install_command(sibling, reinstall=True)}"
-            else:
-                how = _reinstall_advice(info.distribution or key)
+            how = _load_failure_advice(key, info, failed)
             raise BackendLoadError(
                 f"event bus backend {key!r} ({given_as}) is installed "
                 f"({info.distribution or info.module}) but failed to load: {info.error}. {how}"
@@ -331,7 +327,7 @@ class PluginRegistry:
             raise UnknownSinkError(
                 f"no installed plugin registers sink {key!r} ({given_as}); the plugin {key!r} "
                 f"({info.distribution or info.module}) is installed but failed to load: "
-                f"{info.error}. {_reinstall_advice(info.distribution or key)}"
+                f"{info.error}. {_load_failure_advice(key, info, failed)}"
             ) from failed
         raise UnknownSinkError(self._unknown_message("sink", key, self.sinks, given_as))
 
@@ -370,6 +366,35 @@ class PluginRegistry:
 
 _DISTRIBUTION_NAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 """What a distribution's name may be (PEP 508), for the `pip install eventbus-NAME` example."""
+
+
+def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> str:
+    """What to do about plugin `key` that failed to load with `failed`."""
+    sibling = SIBLINGS.get(key)
+    missing = _missing_dependency(failed, info.module)
+    if missing is not None:
+        # Not `--no-deps`, the one reinstall that cannot bring a dependency back (trial 152).
+        again = (
+            install_command(sibling)
+            if sibling is not None
+            else f"pip install --force-reinstall {info.distribution or key}"
+        )
+        return (
+            f"It needs the module {missing!r}, which is not installed: install the plugin again "
+            f"with its dependencies ({again}), or the package that provides {missing!r}"
+        )
+    if sibling is not None:
+        return f"Reinstall it: {install_command(sibling, reinstall=True)}"
+    return _reinstall_advice(info.distribution or key)
+
+
+def _missing_dependency(failed: BaseException, module: str) -> str | None:
+    """The module a plugin's import did not find, when it is not the plugin's own (then it is
+    a dependency that is not installed); None otherwise."""
+    if not isinstance(failed, ModuleNotFoundError) or not failed.name:
+        return None
+    own = module.split(":", 1)[0].split(".", 1)[0]
+    return None if failed.name.split(".", 1)[0] == own else failed.name
 
 
 def _reinstall_advice(distribution: str) -> str:
