@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+from eventbus_core._bus import EventBus
 from eventbus_core._contract._base import ContractBase, make_event
 from eventbus_core._contract._bounded import Watch, run_watched
 from eventbus_core._contract._waits import WaitSpy
 from eventbus_core._stats import BusStats
+from eventbus_core._subscription import Subscription
 
 __all__ = ["AccountingContract"]
 
@@ -207,6 +209,10 @@ class AccountingContract(ContractBase):
         with self.bus(10) as bus:
             sub = self.subscribe_bounded(bus)  # never reads: its buffer fills, then the bus's
             self.publish_each(bus, (make_event(i) for i in range(2_000)))
+            # Stuck for real before the stop: its buffer full. (Stopped at once, a bus whose
+            # subscriptions poll had offered it nothing yet, so a stop() that waits for
+            # readers passed this test, trial 152.)
+            self._wait_until_full(bus, sub, 10)
             self.stop_bus(bus, timeout=1.0)
             got = self.iterate(sub)  # iteration ends once the buffered events are read
             assert len(got) <= 10, (
@@ -219,6 +225,16 @@ class AccountingContract(ContractBase):
             f"{final.dropped} = {final.published + final.dropped}"
         )
         self.assert_accounted(final, self.entry(final, sub))
+
+    def _wait_until_full(self, bus: EventBus, sub: Subscription, size: int) -> None:
+        """Wait, `receive_timeout` s at most, until `sub` holds `size` events or has missed
+        some: a subscription the bus has stopped offering to is not stuck, only early."""
+        deadline = time.monotonic() + self.receive_timeout
+        while time.monotonic() < deadline:
+            figures = self.entry(self.stats_bounded(bus), sub)
+            if figures.queued >= size or figures.dropped:
+                return
+            time.sleep(0.01)
 
     def test_publish_after_stop_is_dropped_not_raised(self) -> None:
         with self.bus(100) as bus:
