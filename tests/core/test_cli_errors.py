@@ -16,6 +16,7 @@ import io
 import json
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -875,13 +876,9 @@ def test_the_command_lines_warnings_name_the_logger_once(tmp_path: Any) -> None:
     assert "eventbus: eventbus:" not in done.stderr
 
 
-def test_an_internal_error_in_a_plugins_code_names_the_plugin(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    # A capability of a third-party backend that raised was reported as eventbus's own
-    # "internal error", naming no plugin (trial 152).
+def _faulty_plugin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """A plugin module whose bus's stats() raises, registered as the process's only plugin."""
     import importlib
-    import sys
 
     from eventbus_core import _plugins as plugins_module
 
@@ -892,17 +889,43 @@ def test_an_internal_error_in_a_plugins_code_names_the_plugin(
         "    cross_process = True\n"
         "    def stats(self):\n"
         "        raise NotImplementedError('stats are not done yet')\n"
+        "def boom(args):\n"
+        "    raise NotImplementedError('consumer groups are not done yet')\n"
         "@hookimpl\n"
         "def eventbus_register_backends(register):\n"
         "    register('faulty', lambda settings: FaultyBus(settings.buffer_size))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "t152_faulty_plugin", raising=False)
     module = importlib.import_module("t152_faulty_plugin")
-    try:
-        monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[module]))
-        code = main(["stats", "--backend", "faulty"])
-    finally:
-        sys.modules.pop("t152_faulty_plugin", None)
+    monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[module]))
+    return module
+
+
+def test_the_demos_processes_name_the_plugin_whose_code_raised(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # `eventbus demo` said "eventbus demo dispatch: error: NotImplementedError: ..." (trial 155).
+    from eventbus_core._demo import _worker
+
+    module = _faulty_plugin(monkeypatch, tmp_path)
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(role="dispatch", func=module.boom)
+    monkeypatch.setattr(_worker, "_parser", lambda: parser)
+    assert _worker.main([]) == 1
+    assert (
+        "eventbus demo dispatch: error in plugin 't152_faulty_plugin': NotImplementedError: "
+        "consumer groups are not done yet"
+    ) in capsys.readouterr().err
+
+
+def test_an_internal_error_in_a_plugins_code_names_the_plugin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A capability of a third-party backend that raised was reported as eventbus's own
+    # "internal error", naming no plugin (trial 152).
+    _faulty_plugin(monkeypatch, tmp_path)
+    code = main(["stats", "--backend", "faulty"])
     err = capsys.readouterr().err
     assert code == 1
     assert (

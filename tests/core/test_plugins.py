@@ -759,3 +759,29 @@ def test_a_wrapped_plugin_bus_keeps_its_own_context_manager_and_astop(
     with pytest.raises(TypeError, match=r"stop\(\) timeout must be a number"):
         redacting.stop("1")  # type: ignore[arg-type]
     redacting.stop()
+
+
+@pytest.mark.parametrize("kind", ["backend", "sink"])
+def test_a_factory_missing_a_dependency_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # The backend guide has factories import their driver when called: a missing one failed
+    # there with no pip command (trial 155).
+    def needs_a_driver(*args: Any) -> Any:
+        raise ModuleNotFoundError("No module named 't155_driver'", name="t155_driver")
+
+    factories = {"driven": needs_a_driver}
+    plugin = _plugin(**({"backends": factories} if kind == "backend" else {"sinks": factories}))
+    _with_entry_points(monkeypatch, _EntryPoint("driven", "eventbus-driven", plugin))
+    registry = PluginRegistry()
+    advice = (
+        "It needs the module 't155_driver', which is not installed: install the plugin again "
+        "with its dependencies (pip install --force-reinstall eventbus-driven)"
+    )
+    if kind == "backend":
+        with pytest.raises(BackendLoadError, match="could not import what it needs") as raised:
+            create_bus(EventBusSettings(backend="driven"), registry=registry)
+    else:
+        with pytest.raises(PluginError, match="failed to start") as raised:
+            registry.build(registry.sink("driven"), "sink", EventBusSettings(), {})
+    assert advice in str(raised.value)

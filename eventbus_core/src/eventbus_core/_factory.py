@@ -70,9 +70,10 @@ def create_bus(
     except PluginError as exc:
         if not isinstance(exc.__cause__, ImportError):
             raise
+        advice = registry.dependency_advice(registration, exc.__cause__)
         raise BackendLoadError(
             f"backend {registration.name!r} ({registry.owner(registration)}) could not import "
-            f"what it needs: {scrub(str(exc.__cause__))}"
+            f"what it needs: {scrub(str(exc.__cause__))}" + (f". {advice}" if advice else "")
         ) from exc.__cause__
     missing = [m for m in _BUS_METHODS if not callable(getattr(bus, m, None))]
     if missing:

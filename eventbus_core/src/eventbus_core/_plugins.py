@@ -37,6 +37,7 @@ __all__ = [
     "PluginRegistry",
     "Registration",
     "get_registry",
+    "plugin_at_fault",
     "reset_registry",
 ]
 
@@ -260,10 +261,7 @@ class PluginRegistry:
 
     def owner(self, registration: Registration) -> str:
         """`plugin 'name' (distribution x.y)`: who registered `registration`, for messages."""
-        info = self.plugins.get(registration.plugin)
-        dist = info.distribution if info is not None else None
-        version = f" {info.version}" if info is not None and info.version else ""
-        return f"plugin {registration.plugin!r}" + (f" ({dist}{version})" if dist else "")
+        return _who(registration.plugin, self.plugins.get(registration.plugin))
 
     def build(self, registration: Registration, kind: str, *args: Any) -> Any:
         """Call `registration`'s factory with `args` (`kind`: "backend" or "sink", for messages).
@@ -280,12 +278,25 @@ class PluginRegistry:
         except EventBusError:
             raise
         except Exception as exc:
+            advice = self.dependency_advice(registration, exc)
             raise PluginError(
                 f"{kind} {registration.name!r} of {self.owner(registration)} failed to start: "
-                f"{scrub(f'{type(exc).__name__}: {exc}')}. This is a fault of that plugin or of "
-                "what it needs; its documentation or its authors can tell more (rerun with -v "
-                "for the traceback)"
+                f"{scrub(f'{type(exc).__name__}: {exc}')}. "
+                + (
+                    advice
+                    or "This is a fault of that plugin or of what it needs; its documentation or "
+                    "its authors can tell more (rerun with -v for the traceback)"
+                )
             ) from exc
+
+    def dependency_advice(self, registration: Registration, exc: BaseException) -> str:
+        """How to install the module `exc` says `registration`'s plugin could not import, when
+        it is a dependency of the plugin, else "". A factory that imports its driver when it
+        is called (as the backend guide says) meets a missing one there (trial 155)."""
+        info = self.plugins.get(registration.plugin)
+        if info is None or _missing_dependency(exc, info.module) is None:
+            return ""
+        return _load_failure_advice(registration.plugin, info, exc)
 
     # --------------------------------------------------------------------------- selection
 
@@ -453,6 +464,35 @@ def get_registry() -> PluginRegistry:
     if _registry is None:
         _registry = PluginRegistry()
     return _registry
+
+
+def plugin_at_fault(exc: BaseException) -> str:
+    """`plugin 'x' (distribution y)` whose code raised `exc`: the innermost frame of its
+    traceback in a module of an installed plugin other than core's; "" if there is none. For
+    the messages of errors that are nobody's mistake but a plugin's code (trial 152)."""
+    try:
+        plugins = list(get_registry().plugins.values())
+    except Exception:  # reporting a failure: the registry's own is not this one's
+        return ""
+    packages = {}
+    for info in plugins:
+        top = info.module.split(":")[0].split(".")[0]
+        if top and top != "eventbus_core":
+            packages[top] = info
+    found = None
+    frame = exc.__traceback__
+    while frame is not None:
+        module = str(frame.tb_frame.f_globals.get("__name__", ""))
+        found = packages.get(module.split(".", maxsplit=1)[0], found)
+        frame = frame.tb_next
+    return "" if found is None else _who(found.name, found)
+
+
+def _who(name: str, info: PluginInfo | None) -> str:
+    """`plugin 'name' (distribution x.y)`, for messages."""
+    dist = info.distribution if info is not None else None
+    version = f" {info.version}" if info is not None and info.version else ""
+    return f"plugin {name!r}" + (f" ({dist}{version})" if dist else "")
 
 
 def reset_registry() -> None:

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from eventbus_core._demo._workload import simulate
-from eventbus_core._errors import SettingsError
+from eventbus_core._errors import EventBusError, SettingsError
 from eventbus_core._factory import create_bus
+from eventbus_core._plugins import plugin_at_fault
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink
 from eventbus_core.capabilities import Flushable, capability
@@ -246,8 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 1  # the demo went away; nobody is left to tell
     except Exception as exc:
+        # A bug in a plugin's code is named as the plugin's, as every command names it.
+        owner = "" if isinstance(exc, EventBusError) else plugin_at_fault(exc)
         print(
-            f"eventbus demo {args.role}: error: {type(exc).__name__}: {redact_url(str(exc))}",
+            f"eventbus demo {args.role}: error{f' in {owner}' if owner else ''}: "
+            f"{type(exc).__name__}: {redact_url(str(exc))}",
             file=sys.stderr,
         )
         # A setting the backend refused (a key of another type): the demo exits 2 for it, as

@@ -36,7 +36,7 @@ from eventbus_core._errors import (
     UnknownSinkError,
 )
 from eventbus_core._log import ScrubFilter, scrub
-from eventbus_core._plugins import PluginLoadWarning, get_registry
+from eventbus_core._plugins import PluginLoadWarning, plugin_at_fault
 from eventbus_core.cli._ending import ending_now
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
@@ -403,7 +403,7 @@ def _run_command(
         # whose: a plugin's capability that raised was reported as eventbus's (trial 152).
         if args.verbose:
             print(scrub(traceback.format_exc()), file=sys.stderr, end="")
-        owner = _plugin_at_fault(exc)
+        owner = plugin_at_fault(exc)
         print(
             f"{name}: internal error{f' in {owner}' if owner else ''}: "
             f"{type(exc).__name__}: {scrub(str(exc))}"
@@ -412,30 +412,6 @@ def _run_command(
         )
         return EXIT_FAILED
     return code
-
-
-def _plugin_at_fault(exc: BaseException) -> str:
-    """`plugin 'x' (distribution y)` whose code raised `exc`: the innermost frame of its
-    traceback in a module of an installed plugin other than core's; "" if there is none."""
-    try:
-        plugins = list(get_registry().plugins.values())
-    except Exception:  # reporting a failure: the registry's own is not this one's
-        return ""
-    packages = {}
-    for info in plugins:
-        top = info.module.split(":")[0].split(".")[0]
-        if top and top != "eventbus_core":
-            packages[top] = info
-    found = None
-    frame = exc.__traceback__
-    while frame is not None:
-        module = str(frame.tb_frame.f_globals.get("__name__", ""))
-        found = packages.get(module.split(".", maxsplit=1)[0], found)
-        frame = frame.tb_next
-    if found is None:
-        return ""
-    dist = f" ({found.distribution}{f' {found.version}' if found.version else ''})"
-    return f"plugin {found.name!r}" + (dist if found.distribution else "")
 
 
 if __name__ == "__main__":
