@@ -12,9 +12,13 @@ from pathlib import Path
 
 
 def child_outcomes(
-    work: Path, *pytest_args: str, env: Mapping[str, str] | None = None
+    work: Path,
+    *pytest_args: str,
+    env: Mapping[str, str] | None = None,
+    output: list[str] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """{test class: {test name: outcome}} of `pytest -rA` run on `work`/test_buses.py."""
+    """{test class: {test name: outcome}} of `pytest -rA` run on `work`/test_buses.py (its
+    stdout and stderr appended to `output`, when given)."""
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", *pytest_args],
         cwd=work,
@@ -24,6 +28,8 @@ def child_outcomes(
         timeout=600,
         check=False,
     )
+    if output is not None:
+        output.append(done.stdout + done.stderr)
     found: dict[str, dict[str, str]] = {}
     for outcome, cls, name in re.findall(
         r"^(PASSED|FAILED|ERROR|SKIPPED)\S* test_buses\.py::(\w+)::(\w+)",

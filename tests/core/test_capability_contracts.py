@@ -139,6 +139,11 @@ class FiguresWithPassword(SqliteEventBus):
         return {**super().describe(), "url": "redis://:t152pw@127.0.0.1:6379/11"}
 
 
+class FiguresWithToken(SqliteEventBus):
+    def describe(self):
+        return {**super().describe(), "nats_token": "t155tokensecret", "dsn": "bob:t155pw@db"}
+
+
 class AckIgnored(SqliteConsumer):
     def ack(self, tokens):
         return None
@@ -225,6 +230,7 @@ TestFiguresNotPlain = broken(FiguresNotPlain, DescribableContract)
 TestLocationWithPassword = broken(LocationWithPassword, DescribableContract)
 TestLocationWithQueryPassword = broken(LocationWithQueryPassword, DescribableContract)
 TestFiguresWithPassword = broken(FiguresWithPassword, DescribableContract)
+TestFiguresWithToken = broken(FiguresWithToken, DescribableContract)
 TestAckIgnored = broken(None, ConsumerGroupContract, AckIgnored)
 TestForgetful = broken(None, ConsumerGroupContract, Forgetful)
 TestOneGroupForAll = broken(None, ConsumerGroupContract, OneGroupForAll)
@@ -249,6 +255,7 @@ MUST_FAIL = {
     "TestLocationWithPassword": {"test_location_is_a_short_line"},
     "TestLocationWithQueryPassword": {"test_location_is_a_short_line"},
     "TestFiguresWithPassword": {"test_describe_is_plain_data"},
+    "TestFiguresWithToken": {"test_describe_is_plain_data"},
     "TestAckIgnored": {"test_a_group_gets_every_event_once_acked"},
     "TestForgetful": {"test_unacknowledged_deliveries_come_back_to_the_same_name"},
     "TestOneGroupForAll": {"test_each_group_sees_every_event"},
@@ -267,7 +274,30 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, st
     work = tmp_path_factory.mktemp("capabilities")
     (work / "test_buses.py").write_text(textwrap.dedent(BUSES))
     path = os.pathsep.join(filter(None, [str(EXAMPLE), os.environ.get("PYTHONPATH")]))
-    return child_outcomes(work, "--timeout=60", env={**os.environ, "PYTHONPATH": path})
+    return child_outcomes(
+        work, "--timeout=60", env={**os.environ, "PYTHONPATH": path}, output=CHILD_OUTPUT
+    )
+
+
+CHILD_OUTPUT: list[str] = []  # what the child run printed
+
+
+def test_a_failing_describable_contract_prints_no_credential(
+    outcomes: dict[str, dict[str, str]],
+) -> None:
+    # Its message was masked, but pytest's report of the failed comparison printed the
+    # credentials it refused (trial 155).
+    printed = "".join(CHILD_OUTPUT)
+    assert "TestFiguresWithToken" in printed
+    for secret in (
+        "hunter2",
+        "t152hunter2",
+        "sk-t152abcdef",
+        "t152pw",
+        "t155tokensecret",
+        "t155pw",
+    ):
+        assert secret not in printed, secret
 
 
 @pytest.mark.parametrize("bus", sorted(MUST_FAIL))

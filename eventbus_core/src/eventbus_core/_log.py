@@ -15,11 +15,12 @@ only for records created by that very logger, never for records its children pro
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
-from eventbus_core.redact._redact import Redactor
+from eventbus_core.redact._redact import MASK, Redactor
 from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["ScrubFilter", "add_patterns", "get_logger", "scrub", "scrub_data"]
@@ -37,17 +38,36 @@ def scrub(text: str) -> str:
 def scrub_data(value: Any) -> Any:
     """Plain data (mappings, lists, strings, numbers) with credentials masked as `scrub` masks
     text, and a credential-named field's value (`password`, `Authorization`, `api_key`) masked
-    whole: for figures a plugin hands over to be printed (`Describable.describe()`)."""
-    return _redactor.json(_urls_masked(value))
+    whole: for figures a plugin hands over to be printed (`Describable.describe()`).
+
+    Configuration figures name credentials more loosely than a payload does: a field whose
+    name has the word `token`, `credentials`, `pwd`, `bearer`, `creds`, `jwt` or `nkey`
+    (`nats_token`, `NATS TOKEN`, `authToken`) is masked whole too (a payload's `token` is
+    the text of a logprob, left alone there), and so is the password of `user:password@host`
+    without a scheme (trial 155)."""
+    return _redactor.json(_config_masked(value))
 
 
-def _urls_masked(value: Any) -> Any:
+_CONFIG_SECRET_WORDS: Final = frozenset(
+    {"token", "credential", "credentials", "pwd", "bearer", "creds", "jwt", "nkey"}
+)
+_WORDS: Final = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+# `user:password@host` with no scheme before it (`redact_url` masks those with one).
+_BARE_USERINFO: Final = re.compile(r"(?<![\w/:@.%+-])([\w.%+-]+):([^\s@/:]+)@(?=[\w.\[-])")
+
+
+def _config_masked(value: Any) -> Any:
     if isinstance(value, str):
-        return redact_url(value)
+        return _BARE_USERINFO.sub(r"\1:***@", redact_url(value))
     if isinstance(value, Mapping):
-        return {str(k): _urls_masked(v) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            secret = any(w.lower() in _CONFIG_SECRET_WORDS for w in _WORDS.findall(name))
+            out[name] = MASK if secret and item not in (None, "", [], {}) else _config_masked(item)
+        return out
     if isinstance(value, list | tuple):
-        return [_urls_masked(v) for v in value]
+        return [_config_masked(v) for v in value]
     return value
 
 
