@@ -354,8 +354,15 @@ def test_variables_only_another_backend_reads_are_named_when_the_default_backend
     assert warned == [
         "LLM_PROXY_EVENT_BUS is not set, so the default backend 'memory' is used, which ignores "
         "EVENTBUS_TOY_DEPTH (set: read by the toy backend): to use it, set LLM_PROXY_EVENT_BUS "
-        "to 'toy'"
+        "to 'toy'; to keep 'memory' and end this warning, set LLM_PROXY_EVENT_BUS=memory"
     ]
+    caplog.clear()
+    # A keyword of the settings is no different (review 158).
+    monkeypatch.setattr(_factory, "_warned", set())
+    monkeypatch.delenv("EVENTBUS_TOY_DEPTH")
+    with caplog.at_level("WARNING", logger="eventbus"):
+        create_bus(EventBusSettings(toy_name="other")).stop()
+    assert [r.getMessage() for r in caplog.records if "EVENTBUS_TOY_NAME" in r.getMessage()]
     caplog.clear()
     # Chosen, not defaulted: the choice is the user's, and nothing is said.
     monkeypatch.setattr(_factory, "_warned", set())

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Final
 
 from eventbus_core._bus import BaseEventBus, EventBus, ManagedBus
 from eventbus_core._errors import BackendLoadError, PluginError
 from eventbus_core._log import add_patterns, get_logger, scrub
-from eventbus_core._plugin_settings import env_vars_of
 from eventbus_core._plugins import PluginRegistry, Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings
 
@@ -60,7 +58,7 @@ def create_bus(
     registry = registry or get_registry()
     registration = registry.backend(settings.backend, given_as=backend_given_as(settings))
     if "backend" not in settings.model_fields_set:
-        _warn_of_ignored_variables(registration, registry)
+        _warn_of_ignored_settings(settings, registration, registry)
     if registration.settings is not None:
         # Its settings, read as the other plugins' were: a model that could not be read (a
         # broken plugin, which the other backends do without) is refused here, naming it.
@@ -90,32 +88,27 @@ def create_bus(
     return bus if isinstance(bus, BaseEventBus) else ManagedBus(bus)
 
 
-def _warn_of_ignored_variables(registration: Registration, registry: PluginRegistry) -> None:
-    """The default backend, with variables set that only other backends read: a process set up
-    as the Go proxy is (`REDIS_ADDR`) published into the in-memory bus without a word (trial
-    154). The command line refuses such a flag; a variable may be set for something else too,
-    so it gets a warning. Variables a sink reads are left alone."""
-    own = set(registration.settings.model_fields) if registration.settings is not None else set()
-    for sink in registry.sinks.values():
-        if sink.settings is not None:
-            own.update(sink.settings.model_fields)
-    present = {name.upper() for name, value in os.environ.items() if value}  # any case
-    readers: dict[str, set[str]] = {}
-    for name, other in registry.backends.items():
-        if other.settings is None or name == registration.name:
-            continue
-        for field, variable in env_vars_of(other.settings).items():
-            if field not in own and variable.upper() in present:
-                readers.setdefault(variable, set()).add(name)
-    if not readers:
+def _warn_of_ignored_settings(
+    settings: EventBusSettings, registration: Registration, registry: PluginRegistry
+) -> None:
+    """The default backend, with settings given (variables set, or keywords) that only other
+    backends read: a process set up as the Go proxy is (`REDIS_ADDR`) published into the
+    in-memory bus without a word (trial 154). The command line refuses such a flag; a variable
+    may be set for something else too (a cache's `REDIS_URL`), so it gets a warning, which
+    choosing the backend ends."""
+    elsewhere = registry.read_only_by_others(registration, settings.model_fields_set)
+    if not elsewhere:
         return
-    backends = sorted(set().union(*readers.values()))
+    names = sorted(settings.env_var(field) for field in elsewhere)
+    backends = sorted({name for readers in elsewhere.values() for name in readers})
+    variable = ENV_VARS["backend"]
     message = (
-        f"{ENV_VARS['backend']} is not set, so the default backend {registration.name!r} is "
-        f"used, which ignores {', '.join(sorted(readers))} (set: read by the "
-        f"{' and '.join(backends)} backend{'s' if len(backends) > 1 else ''}): to use "
-        f"{'them' if len(readers) > 1 else 'it'}, set {ENV_VARS['backend']} to "
-        f"{'one of those backends' if len(backends) > 1 else repr(backends[0])}"
+        f"{variable} is not set, so the default backend {registration.name!r} is used, which "
+        f"ignores {', '.join(names)} (set: read by the {' and '.join(backends)} "
+        f"backend{'s' if len(backends) > 1 else ''}): to use "
+        f"{'them' if len(names) > 1 else 'it'}, set {variable} to "
+        f"{'one of those backends' if len(backends) > 1 else repr(backends[0])}; to keep "
+        f"{registration.name!r} and end this warning, set {variable}={registration.name}"
     )
     with _warned_lock:
         if message in _warned:

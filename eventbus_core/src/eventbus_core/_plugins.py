@@ -259,6 +259,32 @@ class PluginRegistry:
 
     # ---------------------------------------------------------------------------- building
 
+    def read_only_by_others(
+        self, registration: Registration, fields: Iterable[str]
+    ) -> dict[str, list[str]]:
+        """Of the settings `fields`, those only other backends read than `registration`: each
+        with those backends, sorted. A field `registration`'s model declares, or any sink's
+        (a sink may read it whatever the backend), or no backend's, is left out. The command
+        line refuses such a setting; `create_bus()` warns of one on the default backend."""
+        own = (
+            set(registration.settings.model_fields) if registration.settings is not None else set()
+        )
+        for sink in self.sinks.values():
+            if sink.settings is not None:
+                own.update(sink.settings.model_fields)
+        found: dict[str, list[str]] = {}
+        for name in fields:
+            if name in own:
+                continue
+            readers = sorted(
+                backend
+                for backend, other in self.backends.items()
+                if other.settings is not None and name in other.settings.model_fields
+            )
+            if readers:
+                found[name] = readers
+        return found
+
     def owner(self, registration: Registration) -> str:
         """`plugin 'name' (distribution x.y)`: who registered `registration`, for messages."""
         return _who(registration.plugin, self.plugins.get(registration.plugin))

@@ -76,13 +76,14 @@ class TransactionAppender(ScriptAppender):
         self._script_batches = 0
         self.conflicts = 0
 
-    def send(self, prepared: Prepared) -> None:
-        """Start the batch: by transaction (one small round trip first), or by script."""
+    def send(self, prepared: Prepared, sending: Callable[[], None] | None = None) -> None:
+        """Start the batch: by transaction (one small round trip first), or by script
+        (`sending`: called just before the batch leaves, after those round trips)."""
         small = len(prepared.args) - self._fixed < _MIN_TX
         if small or self._script_batches > 0:
             if not small:
                 self._script_batches -= 1
-            super().send(prepared)
+            super().send(prepared, sending)
             return
         lease = self.lease
         if lease.due():
@@ -126,6 +127,8 @@ class TransactionAppender(ScriptAppender):
             # or the key holds another type (MULTI would move the counter, then fail the push),
             # or the counter is not a number: the script checks them exactly, before it writes
             # anything.
+            if sending is not None:
+                sending()
             self._send(conn, [("UNWATCH",), self.script_command(prepared)])
             prepared.mode, prepared.replies = "script", 1
             return
@@ -136,6 +139,8 @@ class TransactionAppender(ScriptAppender):
         body = self._commands(prepared.keys, options, last, stamp(tails, first))
         marked = f"{prepared.batch}:{last}"
         body += [lease.extension(), ("SET", lease.marker_key, marked, "EX", 3600)]
+        if sending is not None:
+            sending()
         self._send(conn, [("MULTI",), *body, ("EXEC",)])
         prepared.mode, prepared.replies, prepared.last = "tx", len(body) + 2, last
 

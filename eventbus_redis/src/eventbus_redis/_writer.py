@@ -179,8 +179,7 @@ class BatchWriter:
     def _send(self, batch: list[Event], prepared: Prepared) -> tuple[list[Event], Prepared] | None:
         if self.state == "connected" and not self._abort.is_set():
             try:
-                self.sending(batch)
-                self._appender.send(prepared)
+                self._appender.send(prepared, sending=lambda: self.sending(batch))
                 return batch, prepared
             except _EXPECTED:
                 pass  # the synchronous path below retries and reports

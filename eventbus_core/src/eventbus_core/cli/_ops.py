@@ -176,27 +176,12 @@ def _refuse_other_backends_settings(
     Raises:
         UsageError: naming the flag, the backends that read it and the one selected.
     """
-    registry = get_registry()
-    own = registration.settings.model_fields if registration.settings is not None else {}
-    for field, flag in given.items():
-        if field in own:
-            continue
-        readers = [
-            name
-            for name, other in registry.backends.items()
-            if other.settings is not None and field in other.settings.model_fields
-        ]
-        read_by_a_sink = any(
-            sink.settings is not None and field in sink.settings.model_fields
-            for sink in registry.sinks.values()
+    for field, readers in get_registry().read_only_by_others(registration, given).items():
+        which = " and ".join(readers) + (" backend" if len(readers) == 1 else " backends")
+        raise UsageError(
+            f"{given[field]} is a setting of the {which}, not of {backend!r} (from {given_as}), "
+            f"which would ignore it: pass --backend {readers[0]} to use it, or leave it out"
         )
-        if readers and not read_by_a_sink:
-            readers.sort()
-            which = " and ".join(readers) + (" backend" if len(readers) == 1 else " backends")
-            raise UsageError(
-                f"{flag} is a setting of the {which}, not of {backend!r} (from {given_as}), "
-                f"which would ignore it: pass --backend {readers[0]} to use it, or leave it out"
-            )
 
 
 def _in_flag_terms(exc: SettingsError, flags: Mapping[str, str]) -> EventBusError:
