@@ -889,11 +889,16 @@ def _faulty_plugin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         "    cross_process = True\n"
         "    def stats(self):\n"
         "        raise NotImplementedError('stats are not done yet')\n"
+        "class CoreFaultBus(FaultyBus):\n"
+        "    def stats(self):\n"
+        "        from eventbus_core import check_count\n"
+        "        return check_count('depth', 'deep', 1)\n"
         "def boom(args):\n"
         "    raise NotImplementedError('consumer groups are not done yet')\n"
         "@hookimpl\n"
         "def eventbus_register_backends(register):\n"
         "    register('faulty', lambda settings: FaultyBus(settings.buffer_size))\n"
+        "    register('corefault', lambda settings: CoreFaultBus(settings.buffer_size))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "t152_faulty_plugin", raising=False)
@@ -932,3 +937,7 @@ def test_an_internal_error_in_a_plugins_code_names_the_plugin(
         "eventbus stats: internal error in plugin 't152_faulty_plugin': NotImplementedError: "
         "stats are not done yet"
     ) in err
+    # Raised in core's code, though a plugin called it: not named as the plugin's (review 158).
+    assert main(["stats", "--backend", "corefault"]) == 1
+    err = capsys.readouterr().err
+    assert "eventbus stats: internal error: ValueError: depth must be an int" in err, err

@@ -48,7 +48,7 @@ from collections import deque
 
 import fakeredis
 
-from eventbus_core import BusStats
+from eventbus_core import BusStats, Subscription
 from eventbus_core.testing import BusContractTests
 from eventbus_memory import InMemoryEventBus
 from eventbus_redis import RedisEventBus

@@ -1391,3 +1391,75 @@ def test_an_exit_after_a_stop_that_gave_up_does_not_wait_again() -> None:
     assert "stopped False" in done.stdout, done.stderr
     assert done.stderr.count("dispatcher did not stop within") == 1, done.stderr
     assert took < 4.5, took  # 0.5 s of stop, the start-up; not another 5.1 s of stop
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("retry", 3, "retry must be a RetryPolicy"),
+        ("dead_letter", "dead.jsonl", "dead_letter must have async write"),
+        ("transform", "llm", "transform must be callable"),
+        ("redactor", False, "redactor must be a Redactor"),
+    ],
+)
+def test_a_hand_built_dispatcher_refuses_parts_of_the_wrong_kind(
+    argument: str, value: object, message: str
+) -> None:
+    # retry=3 killed each sink's worker at its first failure without a word, and the queue
+    # was dead-lettered at stop() with a false reason; a str dead_letter crashed the stop
+    # (trial 157).
+    with pytest.raises(TypeError, match=message):
+        Dispatcher(ListSource([]), [RecordingSink()], **{argument: value})
+
+
+@pytest.mark.parametrize("path", ["", "."])
+def test_a_dead_letter_file_that_cannot_be_one_is_refused_when_built(path: str) -> None:
+    with pytest.raises(ValueError, match=r"needs a path|is a directory"):
+        JsonlDeadLetter(path)
+
+
+def test_a_dispatcher_runs_once(caplog: pytest.LogCaptureFixture) -> None:
+    # A second run() read from the closed sources without a pause, logging tens of thousands
+    # of retries a second, and delivered nothing (trial 157).
+    sub = Subscription(10)
+    sub.offer(make_events(3))
+    sub.finish()  # exhausted once read: run() returns
+    d = Dispatcher(sub, [RecordingSink()], flush_interval=0.01)
+    asyncio.run(d.run())
+    with pytest.raises(RuntimeError, match="has run already"):
+        asyncio.run(d.run())
+    started = Dispatcher(Subscription(10), [RecordingSink()], flush_interval=0.01)
+    started.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        started.start()
+    assert started.stop(10)
+    with pytest.raises(RuntimeError, match="has run already"):
+        started.start()
+
+
+def test_a_stop_shorter_than_the_shutdown_timeout_says_so_not_that_the_loop_hangs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # stop(1.0) with a sink still sending, 9 s before the shutdown timeout ran out, was told
+    # that the event loop does not answer (trial 157).
+    gate = asyncio.Event()
+
+    class Waiting:
+        name = "waiting"
+
+        async def send(self, batch: Any) -> None:
+            await gate.wait()  # awaits: the loop stays free
+
+        async def close(self) -> None:
+            pass
+
+    sub = Subscription(100)
+    sub.offer([make_event(i) for i in range(3)])
+    d = Dispatcher(sub, [Waiting()], batch_size=1, flush_interval=0.01, shutdown_timeout=5.0)
+    d.start()
+    time.sleep(0.2)
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        assert d.stop(timeout=0.3) is False
+    assert "had not stopped within 0.3 s: it may take up to" in caplog.text
+    assert "does not answer" not in caplog.text
+    assert d.stop(timeout=30)

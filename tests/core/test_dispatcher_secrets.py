@@ -475,3 +475,14 @@ def test_the_masked_parts_of_a_text_are_read_off_its_redacted_copy() -> None:
     # text between them.
     assert _masked_in_text("a XXXX b ZZZZ", f"a {mask}{mask} b {mask}") == {"XXXX", "ZZZZ"}
     assert _masked_in_text("same", "same") == set()
+
+
+def test_a_webhook_sinks_url_attribute_shows_no_credential() -> None:
+    # The raw URL, password and token, was a public attribute (trial 157); requests still go
+    # to the URL as given.
+    from eventbus_core.sinks.webhook import WebhookSink
+
+    sink = WebhookSink("https://user:t157pw@hooks.example/in?token=t157tok&q=1")
+    assert "t157pw" not in sink.url and "t157tok" not in sink.url
+    assert "hooks.example/in" in sink.url
+    assert "t157pw" not in repr(sink)

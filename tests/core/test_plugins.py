@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import io
+import traceback
 import types
 import warnings
 from typing import Any
@@ -364,6 +365,8 @@ def test_a_factory_that_fails_or_builds_no_bus_names_its_plugin() -> None:
     with pytest.raises(PluginError, match="backend 'explodes' of plugin 'trialbus' failed") as e:
         create_bus(EventBusSettings(backend="explodes"), registry=registry)
     assert SECRET_KEY not in str(e.value) and isinstance(e.value.__cause__, RuntimeError)
+    # Nor in the exception chained under it, which a traceback prints too (trial 157).
+    assert SECRET_KEY not in "".join(traceback.format_exception(e.value))
     with pytest.raises(PluginError, match=r"returned NoneType, not an event bus \(no publish"):
         create_bus(EventBusSettings(backend="nothing"), registry=registry)
 
@@ -759,6 +762,22 @@ def test_a_wrapped_plugin_bus_keeps_its_own_context_manager_and_astop(
     with pytest.raises(TypeError, match=r"stop\(\) timeout must be a number"):
         redacting.stop("1")  # type: ignore[arg-type]
     redacting.stop()
+
+
+def test_a_missing_part_of_an_installed_package_asks_for_an_upgrade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `redis.asyncio` missing on an old redis-py is no package to install (review 158).
+    def needs_a_newer_pytest(*args: Any) -> Any:
+        raise ModuleNotFoundError("No module named 'pytest.t158'", name="pytest.t158")
+
+    plugin = _plugin(backends={"older": needs_a_newer_pytest})
+    _with_entry_points(monkeypatch, _EntryPoint("older", "eventbus-older", plugin))
+    with pytest.raises(BackendLoadError) as raised:
+        create_bus(EventBusSettings(backend="older"), registry=PluginRegistry())
+    assert "which the installed 'pytest' lacks: upgrade the package that provides" in str(
+        raised.value
+    )
 
 
 @pytest.mark.parametrize("kind", ["backend", "sink"])

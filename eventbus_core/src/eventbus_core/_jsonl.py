@@ -129,6 +129,12 @@ class JsonlFile:
         backups: int = 5,
         fsync: bool = False,
     ) -> None:
+        # Refused here, not at the first write, where a dispatcher found out only as it
+        # dead-lettered (trial 157). Whether the file can be written is the first write's.
+        if not os.fspath(path):
+            raise ValueError("a JSON Lines file needs a path, got an empty one")
+        if Path(path).is_dir():
+            raise ValueError(f"{os.fspath(path)!r} is a directory, not a file to write lines to")
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from eventbus_core.redact._redact import MASK, Redactor
+from eventbus_core.redact._redact import MASK, Redactor, is_credential_name
 from eventbus_core.redact._secrets import redact_url
 
 __all__ = ["ScrubFilter", "add_patterns", "get_logger", "scrub", "scrub_data"]
@@ -44,8 +44,9 @@ def scrub_data(value: Any) -> Any:
     name has the word `token`, `credentials`, `pwd`, `bearer`, `creds`, `jwt` or `nkey`
     (`nats_token`, `NATS TOKEN`, `authToken`) is masked whole too (a payload's `token` is
     the text of a logprob, left alone there), and so is the password of `user:password@host`
-    without a scheme (trial 155)."""
-    return _redactor.json(_config_masked(value))
+    without a scheme (trial 155). Numbers, booleans and None are figures, never masked: a
+    counter named `password_errors` is no credential (review 158)."""
+    return _config_masked(value)
 
 
 _CONFIG_SECRET_WORDS: Final = frozenset(
@@ -58,17 +59,24 @@ _BARE_USERINFO: Final = re.compile(r"(?<![\w/:@.%+-])([\w.%+-]+):([^\s@/:]+)@(?=
 
 def _config_masked(value: Any) -> Any:
     if isinstance(value, str):
-        return _BARE_USERINFO.sub(r"\1:***@", redact_url(value))
+        return _BARE_USERINFO.sub(r"\1:***@", _redactor.text(redact_url(value)))
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key)
-            secret = any(w.lower() in _CONFIG_SECRET_WORDS for w in _WORDS.findall(name))
-            out[name] = MASK if secret and item not in (None, "", [], {}) else _config_masked(item)
+            masked = isinstance(item, str | Mapping | list | tuple) and len(item) > 0
+            if masked and (is_credential_name(name) or _config_secret_name(name)):
+                out[name] = MASK
+            else:
+                out[name] = _config_masked(item)
         return out
     if isinstance(value, list | tuple):
         return [_config_masked(v) for v in value]
     return value
+
+
+def _config_secret_name(name: str) -> bool:
+    return any(word.lower() in _CONFIG_SECRET_WORDS for word in _WORDS.findall(name))
 
 
 def add_patterns(patterns: Iterable[str]) -> None:

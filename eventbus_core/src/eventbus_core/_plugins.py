@@ -6,8 +6,10 @@ factories, so nothing of pluggy runs per event.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata as md
+import importlib.util
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -152,7 +154,7 @@ class PluginRegistry:
         # Masked: a plugin's message may quote a URL with its password, or a key, and this
         # text reaches `eventbus plugins`, warnings, logs and error messages.
         info.error = scrub(f"{type(exc).__name__}: {exc}")
-        self._load_errors[info.name] = exc
+        self._load_errors[info.name] = _scrub_args(exc)  # raised again, chained, on selection
         message = f"eventbus plugin {info.name!r} ({info.module}) failed to load and was skipped"
         warnings.warn(f"{message}: {info.error}", PluginLoadWarning, stacklevel=3)
         log.warning("%s: %s", message, info.error)
@@ -305,6 +307,7 @@ class PluginRegistry:
             raise
         except Exception as exc:
             advice = self.dependency_advice(registration, exc)
+            _scrub_args(exc)  # chained below: its traceback prints its message too
             raise PluginError(
                 f"{kind} {registration.name!r} of {self.owner(registration)} failed to start: "
                 f"{scrub(f'{type(exc).__name__}: {exc}')}. "
@@ -409,6 +412,15 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
     """What to do about plugin `key` that failed to load with `failed`."""
     sibling = SIBLINGS.get(key)
     missing = _missing_dependency(failed, info.module)
+    package = "" if missing is None else missing.split(".", 1)[0]
+    if missing is not None and package != missing and importlib.util.find_spec(package):
+        # A part of an installed package: an older version of it, not a missing one (review
+        # 158: `redis.asyncio` on an old redis-py).
+        return (
+            f"It needs the module {missing!r}, which the installed {package!r} lacks: upgrade "
+            f"the package that provides {package!r} (pip install --upgrade ...), or install "
+            "the plugin again with its dependencies"
+        )
     if missing is not None:
         # Not `--no-deps`, the one reinstall that cannot bring a dependency back (trial 152).
         again = (
@@ -496,22 +508,31 @@ def plugin_at_fault(exc: BaseException) -> str:
     """`plugin 'x' (distribution y)` whose code raised `exc`: the innermost frame of its
     traceback in a module of an installed plugin other than core's; "" if there is none. For
     the messages of errors that are nobody's mistake but a plugin's code (trial 152)."""
-    try:
-        plugins = list(get_registry().plugins.values())
-    except Exception:  # reporting a failure: the registry's own is not this one's
-        return ""
+    if _registry is None:  # not built: nothing of a plugin ran (and loading them now would
+        return ""  # print their warnings in the middle of this error)
     packages = {}
-    for info in plugins:
+    for info in _registry.plugins.values():
         top = info.module.split(":")[0].split(".")[0]
         if top and top != "eventbus_core":
             packages[top] = info
     found = None
     frame = exc.__traceback__
     while frame is not None:
-        module = str(frame.tb_frame.f_globals.get("__name__", ""))
-        found = packages.get(module.split(".", maxsplit=1)[0], found)
+        top = str(frame.tb_frame.f_globals.get("__name__", "")).split(".", maxsplit=1)[0]
+        if top == "eventbus_core":
+            found = None  # raised in core's code, even if a plugin called it: not the plugin's
+        found = packages.get(top, found)
         frame = frame.tb_next
     return "" if found is None else _who(found.name, found)
+
+
+def _scrub_args(exc: BaseException) -> BaseException:
+    """`exc` with credentials masked in its string arguments, in place: it is chained under
+    an error of eventbus's, whose traceback prints it too; a plugin's message quoting a URL
+    with its password reached the output that way (trial 157)."""
+    with contextlib.suppress(Exception):  # an exception class that refuses new args
+        exc.args = tuple(scrub(a) if isinstance(a, str) else a for a in exc.args)
+    return exc
 
 
 def _who(name: str, info: PluginInfo | None) -> str:

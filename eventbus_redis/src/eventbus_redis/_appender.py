@@ -115,15 +115,13 @@ class ScriptAppender:
         self._batch_no += 1
         return Prepared(keys, args, self._batch_no)
 
-    def script_command(
-        self, prepared: Prepared, name: str = "EVALSHA", token: str | None = None
-    ) -> tuple[Any, ...]:
-        """The script call for `prepared` (EVALSHA, or EVAL with the source), under `token`
-        (the lease's current one by default)."""
+    def script_command(self, prepared: Prepared, name: str = "EVALSHA") -> tuple[Any, ...]:
+        """The script call for `prepared` (EVALSHA, or EVAL with the source), under the lease's
+        current token."""
         lease = self.lease
         keys = [*prepared.keys, lease.marker_key, lease.key]
         script = self._sha if name == "EVALSHA" else self._source
-        args = lease.args(prepared.batch, token)
+        args = lease.args(prepared.batch)
         return (name, script, len(keys), *keys, *args, *prepared.args)
 
     def _renew_lease(self) -> None:

@@ -85,9 +85,10 @@ def dead_letter(
 ) -> None:
     """Add each entry to `dead_letter_stream` with its reason and acknowledge it, atomically.
 
-    Fields of a dead letter: data (the raw entry data), reason, stream, id, group, consumer,
-    deliveries. XADD and XACK run in one MULTI/EXEC: an entry is never acknowledged without
-    its dead letter, nor dead-lettered and left pending.
+    Fields of a dead letter: data (the raw entry data; for an entry without one, its fields
+    as a JSON object: `fields_as_json`), reason, stream, id, group, consumer, deliveries.
+    XADD and XACK run in one MULTI/EXEC: an entry is never acknowledged without its dead
+    letter, nor dead-lettered and left pending.
     """
     pipe = client.pipeline(transaction=True)
     for entry_id, data, reason, n in dead:

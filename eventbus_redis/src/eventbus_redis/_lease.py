@@ -77,8 +77,9 @@ class Lease:
 
     @property
     def renewal_token(self) -> str:
-        """The token the last `renewal()` stores (a batch sent behind it, on the same
-        connection, can name it before Redis confirmed it)."""
+        """The token the last `renewal()` stores: `confirmed()` with it once Redis replied.
+        (No batch names it before that: one sent behind the renewal was applied under it by
+        a server frozen with both in its buffer, after `stop()`, trial 153.)"""
         return str(self._renewals)
 
     def confirmed(self, token: str, at: float) -> None:
@@ -95,11 +96,10 @@ class Lease:
         """Redis confirmed a batch sent under the current token (which extended the lease)."""
         self.valid_until = time.monotonic() + LEASE
 
-    def args(self, batch: int, token: str | None = None) -> list[Any]:
-        """The four leading script arguments: batch, token (the current one by default), ms
-        that must remain, ms to extend."""
-        token = self.token if token is None else token
-        return [batch, token, self.min_remaining_ms(), int(LEASE * 1000)]
+    def args(self, batch: int) -> list[Any]:
+        """The four leading script arguments: batch, the current token, ms that must remain,
+        ms to extend."""
+        return [batch, self.token, self.min_remaining_ms(), int(LEASE * 1000)]
 
     def min_remaining_ms(self) -> int:
         """Milliseconds of lease Redis must still see when it applies a batch sent now: so

@@ -14,6 +14,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 
 from eventbus_core._bus import EventBus
 from eventbus_core._contract._base import ContractBase, make_event
@@ -63,7 +64,11 @@ class ForkContract(ContractBase):
             report = f.name
         # The child's own steps are bounded one by one; this bounds the whole of it.
         limit = 6 * self.receive_timeout + self.stop_timeout + 3 * self.stop_slack
-        pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12+: a fork while threads run
+            warnings.filterwarnings(
+                "ignore", message="This process .* is multi-threaded", category=DeprecationWarning
+            )
+            pid = os.fork()
         if pid == 0:  # the child
             said = "the child ended before reporting"
             try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import inspect
 import json
 import logging
 import signal
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from eventbus_core._bus import check_count, check_seconds
 from eventbus_core._errors import SettingsError, error_type_of
@@ -161,6 +162,7 @@ class Dispatcher:
             )
         if group_mode not in ("per-sink", "shared"):
             raise ValueError(f"group_mode must be 'per-sink' or 'shared', not {group_mode!r}")
+        _check_parts(retry, dead_letter, transform, redactor)
         self.sinks = list(sinks)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -183,6 +185,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._ran = False  # run() once only: it closes the sinks, sources and dead letters
         self.owned_bus: Any = None  # a bus built for this dispatcher, stopped with it
         # What the owned bus's stop() may take (its EVENTBUS_STOP_TIMEOUT where the settings
         # gave one); past that and a margin, the dispatcher ends without it (see `_overrun`).
@@ -313,6 +316,10 @@ class Dispatcher:
                 holds another type of value, say); raised once the rest has stopped and closed
                 as on any stop (what was read is sent or left for redelivery).
         """
+        if self._ran:
+            # A second run read from closed sources without a pause (trial 157).
+            raise RuntimeError(_RAN_ALREADY)
+        self._ran = True
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
         if self._stop_requested:
@@ -525,8 +532,10 @@ class Dispatcher:
         The loop ends as `eventbus dispatch`'s does (`run_bounded`): a sink's task that swallows
         its cancellation, or a thread it started that never returns, cannot keep `stop()` from
         ending the thread (`asyncio.run` would wait for them without end)."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("dispatcher already started")
+        if self._ran or self._thread is not None:
+            raise RuntimeError(_RAN_ALREADY)
         self._thread = threading.Thread(
             target=run_bounded, args=(self.run(),), name="eventbus-dispatcher", daemon=True
         )
@@ -557,6 +566,17 @@ class Dispatcher:
             return True
         wait = self.shutdown_timeout + 5.0 if timeout is None else timeout
         self._thread.join(wait)
+        if self._thread.is_alive() and wait < self.shutdown_timeout:
+            # Still within its own bounds: no sign of a blocked loop (trial 157 was told of one
+            # after stop(1.0), 9 s before the shutdown timeout ran out).
+            log.warning(
+                "dispatcher had not stopped within %.1f s: it may take up to %.1f s "
+                "(EVENTBUS_SHUTDOWN_TIMEOUT, sending what is queued, then closing); stats() "
+                "are not final yet: call stop() or join() again to wait for it",
+                wait,
+                self._stop_bound(),
+            )
+            return False
         if self._thread.is_alive():
             # Said, not only returned: a caller that ignores the False had no word of it, and
             # the figures read then do not add up (trial 124).
@@ -584,6 +604,35 @@ class Dispatcher:
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self.sinks)
         return f"<Dispatcher sinks={names} lanes={len(self._lanes)}>"
+
+
+_RAN_ALREADY: Final = (
+    "this dispatcher has run already, and closed its sinks, sources and dead letters: build "
+    "a new Dispatcher to run again"
+)
+
+
+def _check_parts(retry: object, dead_letter: object, transform: object, redactor: object) -> None:
+    """The parts a dispatcher is built of, or a TypeError naming the argument: a `retry=3`
+    killed each sink's worker at its first failure, silently (trial 157)."""
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy (or None), not {type(retry).__name__}")
+    if dead_letter is not None and not all(
+        inspect.iscoroutinefunction(getattr(dead_letter, m, None)) for m in ("write", "close")
+    ):
+        raise TypeError(
+            "dead_letter must have async write() and close() methods (a JsonlDeadLetter, say), "
+            f"not {type(dead_letter).__name__}"
+        )
+    if transform is not None and not callable(transform):
+        raise TypeError(
+            f"transform must be callable, event -> dict, not {type(transform).__name__}"
+        )
+    if redactor is not None and not isinstance(redactor, Redactor):
+        raise TypeError(
+            "redactor must be a Redactor (NO_REDACTION for none), or None for the environment's "
+            f"rules, not {type(redactor).__name__}"
+        )
 
 
 async def close_sink(sink: Sink) -> None:

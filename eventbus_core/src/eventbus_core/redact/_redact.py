@@ -343,6 +343,12 @@ def is_credential_header(name: str) -> bool:
     return lowered in SENSITIVE_HEADERS or _is_secret_name(lowered)
 
 
+def is_credential_name(name: str) -> bool:
+    """True if a field named `name` holds a credential as a header or a JSON field of that
+    name would (`is_credential_header`, with camelCase words too: `dbPassword`, `secretKey`)."""
+    return is_credential_header(name) or _is_secret_name(name)
+
+
 def is_sensitive_header(name: str, extra: Iterable[str] = ()) -> bool:
     """True if header `name` carries a credential (`is_credential_header`, or one of `extra`)."""
     return is_credential_header(name) or name.lower() in {e.lower() for e in extra}

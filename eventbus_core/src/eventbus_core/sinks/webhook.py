@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._errors import SettingsError
+from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
@@ -41,7 +42,7 @@ class WebhookSink:
     the other HTTP sinks).
 
     Args:
-        url: The endpoint.
+        url: The endpoint (the `url` attribute shows it with its credentials masked).
         headers: Extra request headers (credentials for the receiver, for instance).
         timeout: Seconds for a whole request.
         connect_timeout: Seconds to establish the connection.
@@ -59,7 +60,10 @@ class WebhookSink:
         client: httpx.AsyncClient | None = None,
         name: str = "webhook",
     ) -> None:
-        self.url = check_url(url, option_where("webhook", "url"))
+        check_url(url, option_where("webhook", "url"))
+        # Shown masked: a URL's password or token read off the sink (its repr, a log of its
+        # fields) left the process as it was (trial 157). The request uses the URL as given.
+        self.url = scrub(url)
         self.headers = MaskedMapping({"content-type": "application/json", **(headers or {})})
         self.timeout = timeout
         self.connect_timeout = connect_timeout
