@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -1463,3 +1464,41 @@ def test_a_stop_shorter_than_the_shutdown_timeout_says_so_not_that_the_loop_hang
     assert "had not stopped within 0.3 s: it may take up to" in caplog.text
     assert "does not answer" not in caplog.text
     assert d.stop(timeout=30)
+
+
+def test_a_dispatcher_in_a_forked_child_counts_what_it_cannot_read(tmp_path: Path) -> None:
+    # Started in the parent, its thread is not in a child: the child's events on a memory bus
+    # waited in its subscriptions and vanished with every figure at 0 (trial 157).
+    from eventbus_memory import InMemoryEventBus
+
+    bus = InMemoryEventBus(1000)
+    sink = RecordingSink()
+    d = Dispatcher(bus, [sink], flush_interval=0.01)
+    d.start()
+    report = tmp_path / "child.json"
+    pid = os.fork()
+    if pid == 0:  # the child
+        said = "the child failed"
+        try:
+            for i in range(5):
+                bus.publish(make_event(i, request_id=f"child-{i}"))
+            assert bus.flush(5)
+            stopped = d.stop(5)
+            said = f"{stopped} {d.stats().source_dropped}"
+            with pytest.raises(RuntimeError, match="has run already"):
+                d.start()
+        except BaseException as exc:
+            said = repr(exc)
+        finally:
+            report.write_text(said)
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert report.read_text() == "True 5"
+    bus.publish(make_event(9, request_id="parent"))  # the parent's dispatcher runs on
+    assert bus.flush(5)
+    deadline = time.monotonic() + 10
+    while not sink.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert d.stop(10)
+    assert [p["request_id"] for batch in sink.batches for p in batch] == ["parent"]
+    bus.stop()

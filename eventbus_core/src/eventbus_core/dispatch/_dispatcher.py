@@ -13,8 +13,10 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import signal
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Self
 
@@ -32,6 +34,7 @@ from eventbus_core._plugins import PluginRegistry
 from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import Sink, sink_problem
 from eventbus_core._source import AckableSource, SubscriptionSource
+from eventbus_core.batching import at_fork
 from eventbus_core.capabilities import ReadableLog, capability, is_cross_process
 from eventbus_core.dispatch._deadletter import DeadLetter
 from eventbus_core.dispatch._lane import Lane
@@ -186,6 +189,9 @@ class Dispatcher:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ran = False  # run() once only: it closes the sinks, sources and dead letters
+        self._parent_pid = os.getpid()  # who started it, for a forked child's warning
+        self._forked_from = 0  # in a forked child of a started dispatcher: the parent's pid
+        self._fork_reported = False
         self.owned_bus: Any = None  # a bus built for this dispatcher, stopped with it
         # What the owned bus's stop() may take (its EVENTBUS_STOP_TIMEOUT where the settings
         # gave one); past that and a margin, the dispatcher ends without it (see `_overrun`).
@@ -534,12 +540,13 @@ class Dispatcher:
         ending the thread (`asyncio.run` would wait for them without end)."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("dispatcher already started")
-        if self._ran or self._thread is not None:
+        if self._ran or self._thread is not None or self._forked_from:
             raise RuntimeError(_RAN_ALREADY)
         self._thread = threading.Thread(
             target=run_bounded, args=(self.run(),), name="eventbus-dispatcher", daemon=True
         )
         self._thread.start()
+        _STARTED.add(self)
         # A program that ends without stop() would lose what the sinks had not sent yet.
         atexit.register(self._stop_at_exit)
 
@@ -547,6 +554,9 @@ class Dispatcher:
         """At interpreter exit, a started dispatcher nobody stopped: its bus hands on what it
         holds (`flush()`, when it has one: a memory bus's buffer exists nowhere else), then the
         dispatcher stops as `stop()` does, within its bounds."""
+        if self._forked_from:
+            self._left_in_a_forked_child()
+            return
         if self._thread is None or not self._thread.is_alive():
             return
         flush = getattr(self._source, "flush", None)
@@ -562,6 +572,9 @@ class Dispatcher:
             timeout: Seconds to wait (default: the shutdown timeout plus a margin).
         """
         self.request_stop()
+        if self._forked_from:
+            self._left_in_a_forked_child()
+            return True
         if self._thread is None:
             return True
         wait = self.shutdown_timeout + 5.0 if timeout is None else timeout
@@ -594,6 +607,36 @@ class Dispatcher:
         atexit.unregister(self._stop_at_exit)
         return True
 
+    def _after_fork_in_child(self) -> None:
+        """In a child of `os.fork()`: the thread that ran this dispatcher stayed in the
+        parent. Its memory subscriptions are the child's too (the bus's contract), so what the
+        child publishes waits in them, and nobody reads it: `stop()` and the exit count it
+        (`source_dropped`, lanes' `never_read`) and say so. A child that published and
+        stopped saw every figure at 0 (trial 157)."""
+        self._forked_from = self._parent_pid
+        self._thread = None
+
+    def _left_in_a_forked_child(self) -> None:
+        """Count and report, once, what the child's subscriptions hold for this dispatcher."""
+        if self._fork_reported:
+            return
+        self._fork_reported = True
+        left = 0
+        for lane in self._lanes:
+            held = lane.qsize()
+            lane.never_read += held
+            left += held
+        if left:
+            log.warning(
+                "dispatcher started in process %d does not run in this forked child (%d): %d "
+                "event(s) published here were never read (counted in source_dropped); start a "
+                "dispatcher in each worker process, or publish to a backend shared between "
+                "processes (Redis, NATS), which the parent's dispatcher reads",
+                self._forked_from,
+                os.getpid(),
+                left,
+            )
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the background thread to end by itself (all sources exhausted)."""
         if self._thread is not None:
@@ -605,6 +648,17 @@ class Dispatcher:
         names = ",".join(s.name for s in self.sinks)
         return f"<Dispatcher sinks={names} lanes={len(self._lanes)}>"
 
+
+_STARTED: weakref.WeakSet[Dispatcher] = weakref.WeakSet()  # started, in this process
+
+
+def _after_fork_in_child() -> None:
+    for dispatcher in list(_STARTED):
+        dispatcher._after_fork_in_child()
+    _STARTED.clear()
+
+
+at_fork(after_in_child=_after_fork_in_child)
 
 _RAN_ALREADY: Final = (
     "this dispatcher has run already, and closed its sinks, sources and dead letters: build "
