@@ -133,11 +133,11 @@ def test_a_child_forked_while_the_writer_was_mid_batch_holding_its_lock(
     original_send = sink.send
     in_send, release = threading.Event(), threading.Event()
 
-    def send_holding_the_lock(prepared: Any) -> None:
+    def send_holding_the_lock(prepared: Any, sending: Any = None) -> None:
         with writer._lock:  # as if the fork came while the writer held it
             in_send.set()
             release.wait(20)
-        original_send(prepared)
+        original_send(prepared, sending)
 
     sink.send = send_holding_the_lock
     for i in range(10):
