@@ -1335,6 +1335,18 @@ def test_a_retry_policy_refuses_retries_that_are_not_a_count(value: object) -> N
         RetryPolicy(retries=value)  # type: ignore[arg-type]
 
 
+def _started_one_by_one(sink: Any, *, shutdown_timeout: float) -> Dispatcher:
+    """A started dispatcher sending 5 events one at a time to `sink`, 0.2 s into its run."""
+    sub = Subscription(100)
+    sub.offer([make_event(i) for i in range(5)])
+    d = Dispatcher(
+        sub, [sink], batch_size=1, flush_interval=0.01, shutdown_timeout=shutdown_timeout
+    )
+    d.start()
+    time.sleep(0.2)
+    return d
+
+
 def test_a_started_dispatcher_that_cannot_stop_says_so(caplog: pytest.LogCaptureFixture) -> None:
     # A sink blocking the loop: stop() returned False after its wait, with no word, and the
     # figures read then did not add up (trial 124).
@@ -1347,11 +1359,7 @@ def test_a_started_dispatcher_that_cannot_stop_says_so(caplog: pytest.LogCapture
         async def close(self) -> None:
             pass
 
-    sub = Subscription(100)
-    sub.offer([make_event(i) for i in range(5)])
-    d = Dispatcher(sub, [Blocking()], batch_size=1, flush_interval=0.01, shutdown_timeout=0.1)
-    d.start()
-    time.sleep(0.2)  # the first send() blocks the loop
+    d = _started_one_by_one(Blocking(), shutdown_timeout=0.1)  # its first send() blocks the loop
     with caplog.at_level(logging.WARNING, logger="eventbus"):
         assert d.stop(timeout=0.5) is False
     assert "dispatcher did not stop within 0.5 s: its event loop does not answer" in caplog.text
@@ -1454,11 +1462,7 @@ def test_a_stop_shorter_than_the_shutdown_timeout_says_so_not_that_the_loop_hang
         async def close(self) -> None:
             pass
 
-    sub = Subscription(100)
-    sub.offer([make_event(i) for i in range(3)])
-    d = Dispatcher(sub, [Waiting()], batch_size=1, flush_interval=0.01, shutdown_timeout=5.0)
-    d.start()
-    time.sleep(0.2)
+    d = _started_one_by_one(Waiting(), shutdown_timeout=5.0)
     with caplog.at_level(logging.WARNING, logger="eventbus"):
         assert d.stop(timeout=0.3) is False
     assert "had not stopped within 0.3 s: it may take up to" in caplog.text
