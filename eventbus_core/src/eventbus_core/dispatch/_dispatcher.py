@@ -540,7 +540,12 @@ class Dispatcher:
         ending the thread (`asyncio.run` would wait for them without end)."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("dispatcher already started")
-        if self._ran or self._thread is not None or self._forked_from:
+        if self._forked_from:
+            raise RuntimeError(
+                f"this dispatcher was started in process {self._forked_from} and does not run "
+                "in a forked child: build a new Dispatcher in this process"
+            )
+        if self._ran or self._thread is not None:
             raise RuntimeError(_RAN_ALREADY)
         self._thread = threading.Thread(
             target=run_bounded, args=(self.run(),), name="eventbus-dispatcher", daemon=True
