@@ -1506,3 +1506,36 @@ def test_a_dispatcher_in_a_forked_child_counts_what_it_cannot_read(tmp_path: Pat
     assert d.stop(10)
     assert [p["request_id"] for batch in sink.batches for p in batch] == ["parent"]
     bus.stop()
+
+
+def test_a_cancelled_run_stops_as_on_a_stop_request_and_loses_nothing_uncounted() -> None:
+    # asyncio.wait_for, a task group or Ctrl-C under asyncio.run cancel run(): what it had read
+    # was neither sent, dead-lettered nor counted, and its sinks were never closed (trial 159).
+    gate = asyncio.Event()
+
+    class Slow(RecordingSink):
+        async def send(self, batch: Any) -> None:
+            await gate.wait()
+            await super().send(batch)
+
+    sink = Slow()
+    sub = Subscription(100)
+    sub.offer(make_events(50))
+    dead = MemoryDeadLetter()
+    d = Dispatcher(
+        sub, [sink], batch_size=10, flush_interval=0.01, shutdown_timeout=0.5, dead_letter=dead
+    )
+
+    async def main() -> None:
+        task = asyncio.create_task(d.run())
+        await asyncio.sleep(0.3)  # read, and the first send waits at the gate
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    figures = d.stats().sinks["rec"]
+    assert sink.closed
+    assert figures.received == 50
+    assert figures.sent + figures.dead_lettered + figures.dropped == 50, figures
+    assert len(dead.records) == figures.dead_lettered

@@ -341,32 +341,20 @@ class Dispatcher:
         reporter = asyncio.create_task(self._report())
         stop_wait = asyncio.create_task(stopping.wait())
         stuck = EndedButStuck(self._lanes, self.workers, self.shutdown_timeout)
-        gave_up = False
-        while not stopping.is_set() and not all(r.done() for r in readers):
-            await asyncio.wait(
-                [stop_wait, *readers], timeout=CHECK_EVERY, return_when=asyncio.FIRST_COMPLETED
-            )
-            running = [lane for lane, r in zip(self._lanes, readers, strict=True) if not r.done()]
-            if not all(lane.source_ended() for lane in running):
-                stuck.reset()
-            elif (waited := stuck.waited()) is not None:
-                gave_up = True
-                self._give_up(waited)
-                break
-        if not stopping.is_set() and not gave_up:
-            # Every source ended and was read: what the sinks hold is sent, however long that
-            # takes while they go on (only a sink that makes no progress cuts it short).
-            draining = [t for t in workers.values() if not t.done()]
-            while draining and not stopping.is_set():
-                await asyncio.wait(
-                    [stop_wait, *draining],
-                    timeout=CHECK_EVERY,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                draining = [t for t in draining if not t.done()]
-                if draining and (waited := stuck.waited()) is not None:
-                    self._give_up(waited)
-                    break
+        try:
+            await self._dispatch(readers, workers, stop_wait, stuck)
+        except asyncio.CancelledError:
+            # Cancelled (asyncio.wait_for, a task group, Ctrl-C under asyncio.run): a stop
+            # request, not an end. What was read was neither sent, dead-lettered nor counted,
+            # and the sinks were never closed (trial 159). The stop below runs within its
+            # bounds, then the cancellation goes on.
+            cancelled = True
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            stopping.set()
+        else:
+            cancelled = False
         self._winding_down = True
         log.info(
             "dispatcher stopping: sending what is queued (at most %.1f s)", self.shutdown_timeout
@@ -397,9 +385,47 @@ class Dispatcher:
                 "slower than the publishers); raise EVENTBUS_DISPATCH_BUFFER for bursts",
                 final.source_dropped,
             )
+        if cancelled:
+            raise asyncio.CancelledError
         if misconfigured is not None:
             raise misconfigured
         return final
+
+    async def _dispatch(
+        self,
+        readers: list[asyncio.Task[None]],
+        workers: Mapping[SinkWorker, asyncio.Task[None]],
+        stop_wait: asyncio.Task[Any],
+        stuck: EndedButStuck,
+    ) -> None:
+        """Read and send until a stop request, or until every source ended and what the sinks
+        hold is sent (or they made no progress for too long)."""
+        stopping = self._stopping
+        assert stopping is not None
+        while not stopping.is_set() and not all(r.done() for r in readers):
+            await asyncio.wait(
+                [stop_wait, *readers], timeout=CHECK_EVERY, return_when=asyncio.FIRST_COMPLETED
+            )
+            running = [lane for lane, r in zip(self._lanes, readers, strict=True) if not r.done()]
+            if not all(lane.source_ended() for lane in running):
+                stuck.reset()
+            elif (waited := stuck.waited()) is not None:
+                self._give_up(waited)
+                return
+        if not stopping.is_set():
+            # Every source ended and was read: what the sinks hold is sent, however long that
+            # takes while they go on (only a sink that makes no progress cuts it short).
+            draining = [t for t in workers.values() if not t.done()]
+            while draining and not stopping.is_set():
+                await asyncio.wait(
+                    [stop_wait, *draining],
+                    timeout=CHECK_EVERY,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                draining = [t for t in draining if not t.done()]
+                if draining and (waited := stuck.waited()) is not None:
+                    self._give_up(waited)
+                    return
 
     def _give_up(self, waited: float) -> None:
         stuck = [w.name for w in self.workers if not w.idle]
