@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -646,12 +647,19 @@ class Dispatcher:
         stopped saw every figure at 0 (trial 157)."""
         self._forked_from = self._parent_pid
         self._thread = None
+        # multiprocessing's children end with os._exit(), without atexit (trial 159): one of
+        # its finalizers, after the bus's own exit delivery (priority 0), counts instead.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.register_after_fork(self, _count_at_multiprocessing_exit)
 
     def _left_in_a_forked_child(self) -> None:
         """Count and report, once, what the child's subscriptions hold for this dispatcher."""
         if self._fork_reported:
             return
         self._fork_reported = True
+        if is_cross_process(self._source):
+            return  # a shared backend: the parent's dispatcher reads what the child publishes
         left = 0
         for lane in self._lanes:
             held = lane.qsize()
@@ -681,6 +689,11 @@ class Dispatcher:
 
 
 _STARTED: weakref.WeakSet[Dispatcher] = weakref.WeakSet()  # started, in this process
+
+
+def _count_at_multiprocessing_exit(dispatcher: Dispatcher) -> None:
+    mp_util = sys.modules["multiprocessing.util"]
+    mp_util.Finalize(dispatcher, dispatcher._left_in_a_forked_child, exitpriority=-1)
 
 
 def _after_fork_in_child() -> None:
