@@ -582,6 +582,11 @@ def test_stats_masks_credentials_in_a_plugins_figures(
                 "headers": {"Authorization": "Bearer sk-t152abcdefabcdefabcdef"},
                 "groups": [{"name": "g", "pending": 2, "api_key": "t152key"}],
                 "published": 7,
+                # Configuration figures (trials 155, 159); a counter keeps its number.
+                "nats_token": "t155tok",
+                "signing_key": "t159sig",
+                "conn": "bob:t159pw@db:5432",
+                "password_errors": 3,
             }
 
     class LeakyPlugin:
@@ -593,8 +598,9 @@ def test_stats_masks_credentials_in_a_plugins_figures(
     code = main(["stats", "--backend", "leaky", *(["--json"] if as_json else [])])
     out = capsys.readouterr().out
     assert code == 0
-    for secret in ("t152pw", "sk-t152", "t152key"):
+    for secret in ("t152pw", "sk-t152", "t152key", "t155tok", "t159sig", "t159pw"):
         assert secret not in out
+    assert '"password_errors": 3' in out if as_json else "password errors      3" in out
     assert "127.0.0.1:6379/11" in out and "pending" in out and "7" in out
 
 

@@ -1407,6 +1407,7 @@ def test_an_exit_after_a_stop_that_gave_up_does_not_wait_again() -> None:
     [
         ("retry", 3, "retry must be a RetryPolicy"),
         ("dead_letter", "dead.jsonl", "dead_letter must have async write"),
+        ("dead_letter", JsonlDeadLetter, "dead_letter must be an instance"),  # trial 159
         ("transform", "llm", "transform must be callable"),
         ("redactor", False, "redactor must be a Redactor"),
     ],
@@ -1444,6 +1445,18 @@ def test_a_dispatcher_runs_once(caplog: pytest.LogCaptureFixture) -> None:
     assert started.stop(10)
     with pytest.raises(RuntimeError, match="has run already"):
         started.start()
+
+    async def while_it_runs() -> None:
+        running = Dispatcher(Subscription(10), [RecordingSink()], flush_interval=0.01)
+        task = asyncio.create_task(running.run())
+        await asyncio.sleep(0.05)
+        # "has run already, and closed its sinks" was said of one still running (trial 159).
+        with pytest.raises(RuntimeError, match="runs already"):
+            running.start()
+        running.request_stop()
+        await task
+
+    asyncio.run(while_it_runs())
 
 
 def test_a_stop_shorter_than_the_shutdown_timeout_says_so_not_that_the_loop_hangs(

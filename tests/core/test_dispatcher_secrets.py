@@ -486,3 +486,41 @@ def test_a_webhook_sinks_url_attribute_shows_no_credential() -> None:
     assert "t157pw" not in sink.url and "t157tok" not in sink.url
     assert "hooks.example/in" in sink.url
     assert "t157pw" not in repr(sink)
+
+
+def test_a_webhook_url_refused_in_code_shows_no_credential_of_its_query() -> None:
+    # The command line masked the same error; a sink built in code raised it as it was
+    # (trial 159).
+    from eventbus_core import SettingsError
+    from eventbus_core.sinks.webhook import WebhookSink
+
+    url = "https://u:t159pw@hooks.example/in?access_token=t159tok&client_secret=t159sec"
+    with pytest.raises(SettingsError) as raised:
+        WebhookSink(url, headers={"Authorization": "Bearer x"})
+    for secret in ("t159pw", "t159tok", "t159sec"):
+        assert secret not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("sink", "arguments", "message"),
+    [
+        ("jsonl", {"max_bytes": -1}, "max_bytes must be an int"),
+        ("jsonl", {"backups": "x"}, "backups must be an int"),
+        ("webhook", {"timeout": "5"}, "timeout must be a number"),
+        ("webhook", {"connect_timeout": 0}, "connect_timeout must be more than 0"),
+    ],
+)
+def test_built_in_sinks_built_in_code_check_their_arguments(
+    sink: str, arguments: dict[str, Any], message: str
+) -> None:
+    # Their options were checked on the command line only: timeout="5" failed and dropped
+    # every batch, max_bytes=-1 rotated at every one (trial 159).
+    from eventbus_core.sinks.jsonl import JsonlSink
+    from eventbus_core.sinks.webhook import WebhookSink
+
+    build = {
+        "jsonl": lambda: JsonlSink("x.jsonl", **arguments),
+        "webhook": lambda: WebhookSink("https://hooks.example/in", **arguments),
+    }[sink]
+    with pytest.raises(ValueError, match=message):
+        build()

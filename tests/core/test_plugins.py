@@ -357,7 +357,13 @@ def test_a_plugin_missing_a_dependency_is_told_to_install_it_not_to_reinstall_wi
 
 def test_a_factory_that_fails_or_builds_no_bus_names_its_plugin() -> None:
     def explodes(settings: EventBusSettings) -> Any:
-        raise RuntimeError(f"factory exploded with {SECRET_KEY}")
+        password = "hunter2" + "pass"  # not in the source lines a traceback shows
+        try:
+            raise OSError(f"connecting to redis://app:{password}@db:6379 failed")
+        except OSError as inner:
+            err = RuntimeError(f"factory exploded with {SECRET_KEY}")
+            err.add_note(f"it read redis://app:{password}@db:6379")
+            raise err from inner
 
     plugin = _plugin(backends={"explodes": explodes, "nothing": lambda s: None})
     registry = PluginRegistry(load_entry_points=False)
@@ -366,7 +372,8 @@ def test_a_factory_that_fails_or_builds_no_bus_names_its_plugin() -> None:
         create_bus(EventBusSettings(backend="explodes"), registry=registry)
     assert SECRET_KEY not in str(e.value) and isinstance(e.value.__cause__, RuntimeError)
     # Nor in the exception chained under it, which a traceback prints too (trial 157).
-    assert SECRET_KEY not in "".join(traceback.format_exception(e.value))
+    printed = "".join(traceback.format_exception(e.value))
+    assert SECRET_KEY not in printed and "hunter2pass" not in printed, printed
     with pytest.raises(PluginError, match=r"returned NoneType, not an event bus \(no publish"):
         create_bus(EventBusSettings(backend="nothing"), registry=registry)
 
@@ -762,6 +769,21 @@ def test_a_wrapped_plugin_bus_keeps_its_own_context_manager_and_astop(
     with pytest.raises(TypeError, match=r"stop\(\) timeout must be a number"):
         redacting.stop("1")  # type: ignore[arg-type]
     redacting.stop()
+
+
+def test_a_missing_part_of_the_standard_library_asks_for_no_pip_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "upgrade the package that provides 'json' (pip install --upgrade ...)" (trial 159).
+    def needs_a_newer_python(*args: Any) -> Any:
+        raise ModuleNotFoundError("No module named 'json.t159'", name="json.t159")
+
+    plugin = _plugin(backends={"newer": needs_a_newer_python})
+    _with_entry_points(monkeypatch, _EntryPoint("newer", "eventbus-newer", plugin))
+    with pytest.raises(BackendLoadError) as raised:
+        create_bus(EventBusSettings(backend="newer"), registry=PluginRegistry())
+    assert "this Python's standard library lacks" in str(raised.value)
+    assert "pip install" not in str(raised.value)
 
 
 def test_a_missing_part_of_an_installed_package_asks_for_an_upgrade(

@@ -14,6 +14,7 @@ only for records created by that very logger, never for records its children pro
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
@@ -41,20 +42,34 @@ def scrub_data(value: Any) -> Any:
     whole: for figures a plugin hands over to be printed (`Describable.describe()`).
 
     Configuration figures name credentials more loosely than a payload does: a field whose
-    name has the word `token`, `credentials`, `pwd`, `bearer`, `creds`, `jwt` or `nkey`
-    (`nats_token`, `NATS TOKEN`, `authToken`) is masked whole too (a payload's `token` is
-    the text of a logprob, left alone there), and so is the password of `user:password@host`
-    without a scheme (trial 155). Numbers, booleans and None are figures, never masked: a
-    counter named `password_errors` is no credential (review 158)."""
+    name has the word `token`, `credentials`, `pwd`, `bearer`, `creds`, `jwt`, `nkey`, `auth`
+    or `dsn` (`nats_token`, `NATS TOKEN`, `authToken`), or the words `signing key`, `session
+    key`, `connection string` and the like, is masked whole too (a payload's `token` is the
+    text of a logprob, left alone there), and so is the password of `user:password@host` (or
+    `:password@host`) without a scheme (trials 155 and 159). Numbers, booleans and None are
+    figures, never masked: a counter named `password_errors` is no credential (review 158)."""
     return _config_masked(value)
 
 
 _CONFIG_SECRET_WORDS: Final = frozenset(
-    {"token", "credential", "credentials", "pwd", "bearer", "creds", "jwt", "nkey"}
+    {"token", "credential", "credentials", "pwd", "bearer", "creds", "jwt", "nkey", "auth", "dsn"}
+)
+# Two words that together name a credential, where one alone does not (`key`: a Redis key).
+_CONFIG_SECRET_PAIRS: Final = frozenset(
+    {
+        ("signing", "key"),
+        ("session", "key"),
+        ("encryption", "key"),
+        ("master", "key"),
+        ("shared", "key"),
+        ("connection", "string"),
+        ("conn", "str"),
+    }
 )
 _WORDS: Final = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
-# `user:password@host` with no scheme before it (`redact_url` masks those with one).
-_BARE_USERINFO: Final = re.compile(r"(?<![\w/:@.%+-])([\w.%+-]+):([^\s@/:]+)@(?=[\w.\[-])")
+# `user:password@host` (or `:password@host`) with no scheme before it (`redact_url` masks
+# those with one).
+_BARE_USERINFO: Final = re.compile(r"(?<![\w/:@.%+-])([\w.%+-]*):([^\s@/:]+)@(?=[\w.\[-])")
 
 
 def _config_masked(value: Any) -> Any:
@@ -76,7 +91,10 @@ def _config_masked(value: Any) -> Any:
 
 
 def _config_secret_name(name: str) -> bool:
-    return any(word.lower() in _CONFIG_SECRET_WORDS for word in _WORDS.findall(name))
+    words = [word.lower() for word in _WORDS.findall(name)]
+    return any(word in _CONFIG_SECRET_WORDS for word in words) or any(
+        pair in _CONFIG_SECRET_PAIRS for pair in itertools.pairwise(words)
+    )
 
 
 def add_patterns(patterns: Iterable[str]) -> None:

@@ -11,6 +11,7 @@ import difflib
 import importlib.metadata as md
 import importlib.util
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -413,6 +414,13 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
     sibling = SIBLINGS.get(key)
     missing = _missing_dependency(failed, info.module)
     package = "" if missing is None else missing.split(".", 1)[0]
+    if package in sys.stdlib_module_names:
+        # Python's own (`json.newthing`): no pip command brings it; the plugin needs another
+        # Python (trial 159 was told to upgrade "the package that provides 'json'").
+        return (
+            f"It needs the module {missing!r}, which this Python's standard library lacks: the "
+            "plugin needs another version of Python; see its documentation"
+        )
     if missing is not None and package != missing and importlib.util.find_spec(package):
         # A part of an installed package: an older version of it, not a missing one (review
         # 158: `redis.asyncio` on an old redis-py).
@@ -527,12 +535,29 @@ def plugin_at_fault(exc: BaseException) -> str:
 
 
 def _scrub_args(exc: BaseException) -> BaseException:
-    """`exc` with credentials masked in its string arguments, in place: it is chained under
-    an error of eventbus's, whose traceback prints it too; a plugin's message quoting a URL
-    with its password reached the output that way (trial 157)."""
-    with contextlib.suppress(Exception):  # an exception class that refuses new args
-        exc.args = tuple(scrub(a) if isinstance(a, str) else a for a in exc.args)
+    """`exc` with credentials masked in its arguments and notes, and in those of the
+    exceptions chained to it, in place: it is chained under an error of eventbus's, whose
+    traceback prints them all; a plugin's message quoting a URL with its password reached the
+    output that way (trials 157 and 159). An argument that is no string is shown masked."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        with contextlib.suppress(Exception):  # an exception class that refuses new args
+            current.args = tuple(_masked_arg(a) for a in current.args)
+        notes = getattr(current, "__notes__", None)
+        if isinstance(notes, list):
+            notes[:] = [scrub(str(note)) for note in notes]
+        current = current.__cause__ or current.__context__
     return exc
+
+
+def _masked_arg(arg: object) -> object:
+    if isinstance(arg, str):
+        return scrub(arg)
+    if arg is None or isinstance(arg, int | float):
+        return arg  # an errno, a status: no credential
+    return scrub(repr(arg))
 
 
 def _who(name: str, info: PluginInfo | None) -> str:

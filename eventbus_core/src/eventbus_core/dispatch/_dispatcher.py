@@ -190,6 +190,7 @@ class Dispatcher:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ran = False  # run() once only: it closes the sinks, sources and dead letters
+        self._ended = False  # run() closed everything
         self._parent_pid = os.getpid()  # who started it, for a forked child's warning
         self._forked_from = 0  # in a forked child of a started dispatcher: the parent's pid
         self._fork_reported = False
@@ -325,7 +326,7 @@ class Dispatcher:
         """
         if self._ran:
             # A second run read from closed sources without a pause (trial 157).
-            raise RuntimeError(_RAN_ALREADY)
+            raise RuntimeError(self._ran_message())
         self._ran = True
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
@@ -378,6 +379,7 @@ class Dispatcher:
         reporter.cancel()
         await self._hand_back(workers)
         await self._close()
+        self._ended = True
         final = self.stats()
         log.info("dispatcher stopped: %s", json.dumps(final.as_dict()))
         if final.source_dropped:
@@ -427,6 +429,11 @@ class Dispatcher:
                 if draining and (waited := stuck.waited()) is not None:
                     self._give_up(waited)
                     return
+
+    def _ran_message(self) -> str:
+        if self._ended or (self._thread is not None and not self._thread.is_alive()):
+            return _RAN_ALREADY
+        return "this dispatcher runs already (run() or start() was called): one run at a time"
 
     def _give_up(self, waited: float) -> None:
         stuck = [w.name for w in self.workers if not w.idle]
@@ -573,7 +580,7 @@ class Dispatcher:
                 "in a forked child: build a new Dispatcher in this process"
             )
         if self._ran or self._thread is not None:
-            raise RuntimeError(_RAN_ALREADY)
+            raise RuntimeError(self._ran_message())
         self._thread = threading.Thread(
             target=run_bounded, args=(self.run(),), name="eventbus-dispatcher", daemon=True
         )
@@ -715,6 +722,11 @@ def _check_parts(retry: object, dead_letter: object, transform: object, redactor
     killed each sink's worker at its first failure, silently (trial 157)."""
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise TypeError(f"retry must be a RetryPolicy (or None), not {type(retry).__name__}")
+    if isinstance(dead_letter, type):
+        raise TypeError(
+            f"dead_letter must be an instance, not the class {dead_letter.__name__}: "
+            f"{dead_letter.__name__}(...)"
+        )
     if dead_letter is not None and not all(
         inspect.iscoroutinefunction(getattr(dead_letter, m, None)) for m in ("write", "close")
     ):

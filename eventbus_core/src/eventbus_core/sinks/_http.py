@@ -26,7 +26,7 @@ from eventbus_core._errors import (
     SinkError,
     TransientSinkError,
 )
-from eventbus_core._log import add_patterns, get_logger
+from eventbus_core._log import add_patterns, get_logger, scrub
 from eventbus_core.dispatch._retry import classify_status, parse_retry_after
 from eventbus_core.redact._redact import MASK, redact_text
 from eventbus_core.redact._secrets import (
@@ -382,7 +382,9 @@ def _shown_sink_url(url: str) -> str:
         return shown
     for secret in sorted(secrets.values(), key=len, reverse=True):
         shown = shown.replace(secret, MASK)
-    return shown
+    # And what every log line masks (`access_token=`, `client_secret=`): the command line's
+    # output did, a sink built in code raised it as it was (trial 159).
+    return scrub(shown)
 
 
 def _url_secrets(url: str) -> dict[str, str]:

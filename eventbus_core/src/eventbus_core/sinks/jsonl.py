@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from eventbus_core._bus import check_count
 from eventbus_core._errors import SettingsError
 from eventbus_core._jsonl import JsonlFile, dumps_line, file_problem
 from eventbus_core._settings import EventBusSettings
@@ -48,6 +49,10 @@ class JsonlSink:
         fsync: bool = False,
         name: str = "jsonl",
     ) -> None:
+        # As the sink's options are checked (trial 159: max_bytes=-1 rotated at every batch,
+        # backups="x" failed every rotation).
+        check_count("max_bytes", max_bytes, 0, "0: no rotation")
+        check_count("backups", backups, 0)
         self.file = JsonlFile(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
         self.path = self.file.path
         self.name = name

@@ -20,6 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from eventbus_core._bus import check_seconds
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
@@ -61,6 +62,11 @@ class WebhookSink:
         name: str = "webhook",
     ) -> None:
         check_url(url, option_where("webhook", "url"))
+        # As the sink's options are checked: timeout="5" failed and dropped every batch
+        # (trial 159).
+        for label, seconds in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+            if check_seconds(label, seconds) == 0:
+                raise ValueError(f"{label} must be more than 0 seconds, got {seconds!r}")
         # Shown masked: a URL's password or token read off the sink (its repr, a log of its
         # fields) left the process as it was (trial 157). The request uses the URL as given.
         self.url = scrub(url)
