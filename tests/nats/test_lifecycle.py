@@ -3,6 +3,7 @@ while NATS is down, authentication and TLS, secrets kept out of text."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -917,3 +918,85 @@ def test_the_exit_warning_does_not_say_the_stream_may_hold_events_never_sent(
         done.stderr
     ), done.stderr
     assert "may hold" not in done.stderr
+
+
+def test_an_ack_flushed_into_a_frozen_server_does_not_break_the_connection_later(
+    server: ThrowawayNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The ack's flush timed out while the server was frozen, cancelling the reply-waiter of its
+    # PING; when the server resumed, nats-py failed its read loop on that PONG
+    # (InvalidStateError), dropped the connection and its pulls, and the dispatcher stalled
+    # until AckWait ran out: a 12 s freeze gave a 42 s stall (trial 160).
+    bus = NatsEventBus(server.url, stream="ACKFROZEN", subject="ackfrozen.events")
+    consumer = bus.consumer(name="a1")
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        got = consumer.read(10, timeout=5)
+        assert [d.event.request_id for d in got] == ["req-1"]
+        caplog.set_level(logging.ERROR, logger="nats")
+        server.pause()
+        try:
+            with contextlib.suppress(Exception):
+                consumer.ack([d.token for d in got])  # its flush waits 2 s, then gives up
+            time.sleep(0.5)
+        finally:
+            server.resume()
+        time.sleep(1.0)  # the PONG of the flush's PING comes now
+        broken = [
+            r
+            for r in caplog.records
+            if "InvalidStateError" in r.getMessage()
+            or (
+                r.exc_info
+                and r.exc_info[0] is not None
+                and r.exc_info[0].__name__ == "InvalidStateError"
+            )
+        ]
+        assert not broken, [r.getMessage() for r in broken]
+        bus.publish(make_event(2))
+        assert bus.flush(10)
+        started = time.monotonic()
+        later: list[Delivery] = []
+        while not later and time.monotonic() - started < 10:
+            later = consumer.read(10, timeout=0.5)
+        assert [d.event.request_id for d in later] == ["req-2"]
+        assert time.monotonic() - started < 5  # not after a reconnection and AckWait
+    finally:
+        consumer.close()
+        bus.stop(5)
+
+
+def test_a_stream_deleted_under_a_group_is_said_to_have_taken_its_unread_entries(
+    server: ThrowawayNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only "consumer group ... is gone; re-creating it" was said, while the entries the group
+    # had not read were gone with the stream and the LogIDs started over (trial 160).
+    import nats
+
+    bus = NatsEventBus(server.url, stream="STREAMDEL", subject="streamdel.events")
+    consumer = bus.consumer(name="d1")
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        assert len(consumer.read(10, timeout=5)) == 1
+
+        async def delete() -> None:
+            nc = await nats.connect(server.url)
+            await nc.jetstream().delete_stream("STREAMDEL")
+            await nc.close()
+
+        asyncio.run(delete())
+        bus.publish(make_event(2))
+        assert bus.flush(10)  # the writer makes the stream again
+        caplog.set_level(logging.WARNING, logger="eventbus.nats")
+        consumer._next_check = 0.0  # the group's check is due (every 5 s otherwise)
+        give_up = time.monotonic() + 15
+        got: list[Delivery] = []
+        while not got and time.monotonic() < give_up:
+            got = consumer.read(10, timeout=0.2)
+        assert [d.event.request_id for d in got] == ["req-2"]
+        assert "stream STREAMDEL was deleted and made again" in caplog.text, caplog.text
+    finally:
+        consumer.close()
+        bus.stop(5)

@@ -40,6 +40,7 @@ from eventbus_core import (
     get_logger,
 )
 from eventbus_core.capabilities import foreign_tokens, split_tokens
+from eventbus_nats._flush import flush_within
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
@@ -125,6 +126,7 @@ class GroupConsumer:
     def after_fork_in_child(self) -> None:
         """Forget what belongs to the parent (its pull subscription and held deliveries)."""
         self._psub: JetStreamContext.PullSubscription | None = None
+        self._stream_created: Any = None  # when the bound stream was made (StreamInfo.created)
         self._binding: asyncio.Task[None] | None = None  # a bind still going on (_bound_by)
         self._seen_reconnects = self._link.reconnects
         self._next_check = 0.0
@@ -284,6 +286,8 @@ class GroupConsumer:
             self.ack_wait = info.config.ack_wait  # the group's, if it existed already
         js = await self._link.jetstream()
         self._psub = await js.pull_subscribe_bind(self.group, stream=self.stream)
+        with contextlib.suppress(Exception):  # only for the warning of a stream made anew
+            self._stream_created = (await js.stream_info(self.stream)).created
         self._seen_reconnects = self._link.reconnects
         self._next_check = time.monotonic() + _CHECK_EVERY
 
@@ -298,12 +302,34 @@ class GroupConsumer:
         except nats.js.errors.NotFoundError:
             log.warning("eventbus nats: consumer group %s of %s is gone; re-creating it",
                         self.group, self.stream)  # fmt: skip
+            await self._warn_if_the_stream_was_made_anew(js)
             await self._unbind()
             self._in_flight.clear()
             self._token_of.clear()
             self._received.clear()
             await self._bind()
         return self._psub is not None
+
+    async def _warn_if_the_stream_was_made_anew(self, js: JetStreamContext) -> None:
+        """The group went with its stream (deleted, then made again by a writer): what the
+        stream held that this group had not read went with it, and no figure can say how much.
+        Said, with the LogIDs that start over: only the group's re-creation was (trial 160)."""
+        before = self._stream_created
+        try:
+            now = (await js.stream_info(self.stream)).created
+        except nats.js.errors.NotFoundError:
+            now = None
+        except Exception:
+            return  # cannot tell: the group's line above stands alone
+        if before is not None and now != before:
+            log.warning(
+                "eventbus nats: stream %s was deleted%s: the entries group %s had not read yet "
+                "were lost with it, uncounted (eventbus cannot tell how many), and the LogIDs "
+                "of what is written now start over from 1",
+                self.stream,
+                " and made again" if now is not None else "",
+                self.group,
+            )
 
     async def _unbind(self) -> None:
         psub, self._psub = self._psub, None
@@ -367,8 +393,7 @@ class GroupConsumer:
             raise
         finally:
             self.acked += sent
-        with contextlib.suppress(Exception):  # still queued in the client if this times out
-            await nc.flush(2)
+        await flush_within(nc, 2)  # still queued in the client if this times out
 
     def keep_alive(self) -> None:
         """Tell the group that what this member holds is still being processed.
@@ -390,8 +415,7 @@ class GroupConsumer:
         nc = await self._link.client()
         for token in tokens:
             await nc.publish(token, what)
-        with contextlib.suppress(Exception):
-            await nc.flush(2)
+        await flush_within(nc, 2)
 
     def close(self) -> None:
         """Stop reading: send pending acknowledgements, hand back (`-NAK`) what was not

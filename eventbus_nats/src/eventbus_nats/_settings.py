@@ -103,8 +103,11 @@ def check_subject(value: str, what: str = "subject") -> str:
 def shown_server(server: str) -> str:
     """`server` as a message may show it: its credentials (a user and password, or a token,
     however mistyped: a space, a scheme without `//`) masked as core masks any URL's, and
-    what was typed kept (`nats//u:***@host`: showing `***@host` hid the typo, trial 121)."""
-    return RedactedURL(server).redacted
+    what was typed kept (`nats//u:***@host`: showing `***@host` hid the typo, trial 121).
+    A query is masked whole: a token there was shown as given (trial 160)."""
+    shown = RedactedURL(server).redacted
+    address, mark, _query = shown.partition("?")
+    return f"{address}?***" if mark else shown
 
 
 def check_servers(url: str) -> list[str]:
@@ -182,6 +185,13 @@ def _check_server(server: str, shown: str) -> None:
         raise ValueError(
             f"{shown!r} has no valid port: give a number from 1 to 65535 "
             "(4222 is NATS's), or none for 4222"
+        )
+    if pathless and (parts.path not in ("", "/") or parts.query or parts.fragment):
+        # nats-py ignores them, and the URL was printed as given, a token in its query too
+        # (trial 160).
+        raise ValueError(
+            f"{shown!r} has a path or query, which a NATS server address cannot use: write "
+            "nats://host:4222 (credentials in NATS_USER and NATS_PASSWORD, or NATS_TOKEN)"
         )
 
 
