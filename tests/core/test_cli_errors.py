@@ -585,6 +585,8 @@ def test_stats_masks_credentials_in_a_plugins_figures(
                 # Configuration figures (trials 155, 159); a counter keeps its number.
                 "nats_token": "t155tok",
                 "signing_key": "t159sig",
+                "client_cert_key": "t161cert",
+                "db_pass": "t161pass",
                 "conn": "bob:t159pw@db:5432",
                 "password_errors": 3,
             }
@@ -598,7 +600,7 @@ def test_stats_masks_credentials_in_a_plugins_figures(
     code = main(["stats", "--backend", "leaky", *(["--json"] if as_json else [])])
     out = capsys.readouterr().out
     assert code == 0
-    for secret in ("t152pw", "sk-t152", "t152key", "t155tok", "t159sig", "t159pw"):
+    for secret in ("t152pw", "sk-t152", "t152key", "t155tok", "t159sig", "t159pw", "t161"):
         assert secret not in out
     assert '"password_errors": 3' in out if as_json else "password errors      3" in out
     assert "127.0.0.1:6379/11" in out and "pending" in out and "7" in out

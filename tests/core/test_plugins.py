@@ -359,7 +359,8 @@ def test_a_factory_that_fails_or_builds_no_bus_names_its_plugin() -> None:
     def explodes(settings: EventBusSettings) -> Any:
         password = "hunter2" + "pass"  # not in the source lines a traceback shows
         try:
-            raise OSError(f"connecting to redis://app:{password}@db:6379 failed")
+            # Two arguments: OSError prints its strerror then, not its args (trial 161).
+            raise ConnectionError(111, f"connecting to redis://app:{password}@db:6379 failed")
         except OSError as inner:
             err = RuntimeError(f"factory exploded with {SECRET_KEY}")
             err.add_note(f"it read redis://app:{password}@db:6379")

@@ -120,8 +120,9 @@ def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NATS_URL", "nats://u:hunter2@", "names no host"),
         ("NATS_URL", "nats://127.0.0.1 :4222", "holds whitespace"),
         # Ignored by nats-py, and printed as given, a token in the query too (trial 160).
-        ("NATS_URL", "nats://127.0.0.1:4222/path", "has a path or query"),
-        ("NATS_URL", "tls://127.0.0.1:4222?token=t160tok", "has a path or query"),
+        ("NATS_URL", "nats://127.0.0.1:4222/path", "has a path, query or fragment"),
+        ("NATS_URL", "tls://127.0.0.1:4222?token=t160tok", "has a path, query or fragment"),
+        ("NATS_URL", "nats://127.0.0.1:4222#t160tok", "has a path, query or fragment"),
         # JetStream takes int64 (durations in nanoseconds) and names of 255 characters: more
         # failed on the server, at run time, naming no variable.
         ("EVENTBUS_NATS_MAX_MSGS", str(2**63), "less than or equal to"),

@@ -52,7 +52,20 @@ def scrub_data(value: Any) -> Any:
 
 
 _CONFIG_SECRET_WORDS: Final = frozenset(
-    {"token", "credential", "credentials", "pwd", "bearer", "creds", "jwt", "nkey", "auth", "dsn"}
+    {
+        "token",
+        "credential",
+        "credentials",
+        "pwd",
+        "pass",
+        "passwd",
+        "bearer",
+        "creds",
+        "jwt",
+        "nkey",
+        "auth",
+        "dsn",
+    }
 )
 # Two words that together name a credential, where one alone does not (`key`: a Redis key).
 _CONFIG_SECRET_PAIRS: Final = frozenset(
@@ -64,6 +77,12 @@ _CONFIG_SECRET_PAIRS: Final = frozenset(
         ("shared", "key"),
         ("connection", "string"),
         ("conn", "str"),
+        ("cert", "key"),
+        ("account", "key"),
+        ("storage", "key"),
+        ("hmac", "key"),
+        ("tls", "key"),
+        ("client", "key"),
     }
 )
 _WORDS: Final = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")

@@ -545,6 +545,12 @@ def _scrub_args(exc: BaseException) -> BaseException:
         seen.add(id(current))
         with contextlib.suppress(Exception):  # an exception class that refuses new args
             current.args = tuple(_masked_arg(a) for a in current.args)
+        if isinstance(current, OSError):  # printed from these, not from its args (trial 161)
+            for name in ("strerror", "filename", "filename2"):
+                value = getattr(current, name, None)
+                if isinstance(value, str):
+                    with contextlib.suppress(Exception):
+                        setattr(current, name, scrub(value))
         notes = getattr(current, "__notes__", None)
         if isinstance(notes, list):
             notes[:] = [scrub(str(note)) for note in notes]

@@ -106,8 +106,8 @@ def shown_server(server: str) -> str:
     what was typed kept (`nats//u:***@host`: showing `***@host` hid the typo, trial 121).
     A query is masked whole: a token there was shown as given (trial 160)."""
     shown = RedactedURL(server).redacted
-    address, mark, _query = shown.partition("?")
-    return f"{address}?***" if mark else shown
+    cut = min((i for i in (shown.find("?"), shown.find("#")) if i >= 0), default=-1)
+    return f"{shown[:cut]}{shown[cut]}***" if cut >= 0 else shown
 
 
 def check_servers(url: str) -> list[str]:
@@ -189,9 +189,11 @@ def _check_server(server: str, shown: str) -> None:
     if pathless and (parts.path not in ("", "/") or parts.query or parts.fragment):
         # nats-py ignores them, and the URL was printed as given, a token in its query too
         # (trial 160).
+        scheme = parts.scheme or "nats"
         raise ValueError(
-            f"{shown!r} has a path or query, which a NATS server address cannot use: write "
-            "nats://host:4222 (credentials in NATS_USER and NATS_PASSWORD, or NATS_TOKEN)"
+            f"{shown!r} has a path, query or fragment, which a NATS server address cannot use: "
+            f"write {scheme}://host:4222 (credentials in NATS_USER and NATS_PASSWORD, or "
+            "NATS_TOKEN)"
         )
 
 

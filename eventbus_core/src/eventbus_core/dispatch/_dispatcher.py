@@ -189,6 +189,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         self._ran = False  # run() once only: it closes the sinks, sources and dead letters
         self._ended = False  # run() closed everything
         self._parent_pid = os.getpid()  # who started it, for a forked child's warning
@@ -572,6 +573,10 @@ class Dispatcher:
         The loop ends as `eventbus dispatch`'s does (`run_bounded`): a sink's task that swallows
         its cancellation, or a thread it started that never returns, cannot keep `stop()` from
         ending the thread (`asyncio.run` would wait for them without end)."""
+        with self._start_lock:  # two threads at once: one starts, the other is told so
+            self._start()
+
+    def _start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("dispatcher already started")
         if self._forked_from:
