@@ -957,9 +957,7 @@ def test_an_ack_flushed_into_a_frozen_server_does_not_break_the_connection_later
         bus.publish(make_event(2))
         assert bus.flush(10)
         started = time.monotonic()
-        later: list[Delivery] = []
-        while not later and time.monotonic() - started < 10:
-            later = consumer.read(10, timeout=0.5)
+        later = _read_until_some(consumer, 10)
         assert [d.event.request_id for d in later] == ["req-2"]
         assert time.monotonic() - started < 5  # not after a reconnection and AckWait
     finally:
@@ -991,12 +989,18 @@ def test_a_stream_deleted_under_a_group_is_said_to_have_taken_its_unread_entries
         assert bus.flush(10)  # the writer makes the stream again
         caplog.set_level(logging.WARNING, logger="eventbus.nats")
         consumer._next_check = 0.0  # the group's check is due (every 5 s otherwise)
-        give_up = time.monotonic() + 15
-        got: list[Delivery] = []
-        while not got and time.monotonic() < give_up:
-            got = consumer.read(10, timeout=0.2)
+        got = _read_until_some(consumer, 15)
         assert [d.event.request_id for d in got] == ["req-2"]
         assert "stream STREAMDEL was deleted and made again" in caplog.text, caplog.text
     finally:
         consumer.close()
         bus.stop(5)
+
+
+def _read_until_some(consumer: Any, within: float) -> list[Delivery]:
+    """The first deliveries `consumer` reads within `within` seconds, in short reads."""
+    give_up = time.monotonic() + within
+    got: list[Delivery] = []
+    while not got and time.monotonic() < give_up:
+        got = consumer.read(10, timeout=0.2)
+    return got
