@@ -907,6 +907,7 @@ def _faulty_plugin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         "def eventbus_register_backends(register):\n"
         "    register('faulty', lambda settings: FaultyBus(settings.buffer_size))\n"
         "    register('corefault', lambda settings: CoreFaultBus(settings.buffer_size))\n"
+        "    register('nostart', lambda settings: 1 / 0)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "t152_faulty_plugin", raising=False)
@@ -949,3 +950,15 @@ def test_an_internal_error_in_a_plugins_code_names_the_plugin(
     assert main(["stats", "--backend", "corefault"]) == 1
     err = capsys.readouterr().err
     assert "eventbus stats: internal error: ValueError: depth must be an int" in err, err
+
+
+def test_a_plugin_that_fails_to_start_shows_its_traceback_with_v(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The message says "rerun with -v for the traceback", and -v printed none (trial 162).
+    _faulty_plugin(monkeypatch, tmp_path)
+    assert main(["stats", "--backend", "nostart"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["-v", "stats", "--backend", "nostart"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err

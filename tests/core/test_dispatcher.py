@@ -1593,3 +1593,23 @@ def test_a_multiprocessing_child_counts_what_the_parents_dispatcher_cannot_read(
         assert "5 event(s) published here were never read" in said, said
     assert d.stop(10)
     bus.stop()
+
+
+def test_a_run_racing_a_start_is_refused_not_run_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # start() returned, then its thread died of "runs already" as a run() in another thread
+    # had won (trial 162): start() takes the run at once, before its thread gets going.
+    from eventbus_core.dispatch import _dispatcher
+
+    real = _dispatcher.run_bounded
+
+    def slow_to_start(coroutine: Any) -> Any:
+        time.sleep(0.3)  # a thread that the scheduler runs late
+        return real(coroutine)
+
+    monkeypatch.setattr(_dispatcher, "run_bounded", slow_to_start)
+    d = Dispatcher(Subscription(10), [RecordingSink()], flush_interval=0.01)
+    d.start()
+    with pytest.raises(RuntimeError, match="runs already"):
+        asyncio.run(asyncio.wait_for(d.run(), 2))
+    assert d._thread is not None and d._thread.is_alive()
+    assert d.stop(10)

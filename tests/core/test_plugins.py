@@ -819,3 +819,19 @@ def test_a_factory_missing_a_dependency_says_how_to_install_it(
         with pytest.raises(PluginError, match="failed to start") as raised:
             registry.build(registry.sink("driven"), "sink", EventBusSettings(), {})
     assert advice in str(raised.value)
+
+
+def test_chained_exceptions_are_masked_whatever_their_shape() -> None:
+    # An OSError prints its strerror, not its args; a group prints its members (trial 162).
+    from eventbus_core._plugins import _scrub_args
+
+    password = "hunter2" + "pass"
+    oserror = ConnectionError("cannot open", {"password": password})
+    inner = FileNotFoundError(2, f"redis://u:{password}@h", f"redis://u:{password}@h/x")
+    group = ExceptionGroup("both", [ValueError(f"redis://u:{password}@h"), inner])
+    for exc in (oserror, group):
+        try:
+            raise exc
+        except BaseException as caught:
+            printed = "".join(traceback.format_exception(_scrub_args(caught)))
+        assert password not in printed, printed

@@ -65,6 +65,9 @@ _CONFIG_SECRET_WORDS: Final = frozenset(
         "nkey",
         "auth",
         "dsn",
+        "passcode",
+        "sessionid",
+        "otp",
     }
 )
 # Two words that together name a credential, where one alone does not (`key`: a Redis key).
@@ -83,6 +86,13 @@ _CONFIG_SECRET_PAIRS: Final = frozenset(
         ("hmac", "key"),
         ("tls", "key"),
         ("client", "key"),
+        ("ssl", "key"),
+        ("primary", "key"),
+        ("secondary", "key"),
+        ("sas", "key"),
+        ("consumer", "key"),
+        ("app", "key"),
+        ("license", "key"),
     }
 )
 _WORDS: Final = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")

@@ -546,11 +546,14 @@ def _scrub_args(exc: BaseException) -> BaseException:
         with contextlib.suppress(Exception):  # an exception class that refuses new args
             current.args = tuple(_masked_arg(a) for a in current.args)
         if isinstance(current, OSError):  # printed from these, not from its args (trial 161)
-            for name in ("strerror", "filename", "filename2"):
+            for name in ("errno", "strerror", "filename", "filename2"):
                 value = getattr(current, name, None)
-                if isinstance(value, str):
+                if value is not None and not isinstance(value, int):  # an errno is one
                     with contextlib.suppress(Exception):
-                        setattr(current, name, scrub(value))
+                        setattr(current, name, scrub(str(value)))
+        for member in getattr(current, "exceptions", None) or ():  # an exception group's
+            if isinstance(member, BaseException):
+                _scrub_args(member)
         notes = getattr(current, "__notes__", None)
         if isinstance(notes, list):
             notes[:] = [scrub(str(note)) for note in notes]

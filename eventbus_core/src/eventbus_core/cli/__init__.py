@@ -396,6 +396,8 @@ def _run_command(
         print(f"{name}: error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except EventBusError as exc:  # the backend did not answer, a sink failed, bad input
+        if args.verbose:  # a plugin that failed to start says "rerun with -v" (trial 162)
+            print(scrub(traceback.format_exc()), file=sys.stderr, end="")
         print(f"{name}: error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:

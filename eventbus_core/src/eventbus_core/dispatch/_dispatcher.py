@@ -325,10 +325,14 @@ class Dispatcher:
                 holds another type of value, say); raised once the rest has stopped and closed
                 as on any stop (what was read is sent or left for redelivery).
         """
-        if self._ran:
-            # A second run read from closed sources without a pause (trial 157).
-            raise RuntimeError(self._ran_message())
-        self._ran = True
+        with self._start_lock:  # against a start() in another thread (trial 162)
+            if self._ran:
+                # A second run read from closed sources without a pause (trial 157).
+                raise RuntimeError(self._ran_message())
+            self._ran = True
+        return await self._run()
+
+    async def _run(self) -> DispatcherStats:
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
         if self._stop_requested:
@@ -586,8 +590,9 @@ class Dispatcher:
             )
         if self._ran or self._thread is not None:
             raise RuntimeError(self._ran_message())
+        self._ran = True  # here, under the lock: a run() racing this start() is refused
         self._thread = threading.Thread(
-            target=run_bounded, args=(self.run(),), name="eventbus-dispatcher", daemon=True
+            target=run_bounded, args=(self._run(),), name="eventbus-dispatcher", daemon=True
         )
         self._thread.start()
         _STARTED.add(self)
