@@ -508,6 +508,8 @@ def test_a_webhook_url_refused_in_code_shows_no_credential_of_its_query() -> Non
         ("jsonl", {"backups": "x"}, "backups must be an int"),
         ("webhook", {"timeout": "5"}, "timeout must be a number"),
         ("webhook", {"connect_timeout": 0}, "connect_timeout must be more than 0"),
+        ("jsonl", {"fsync": "no"}, "fsync must be True or False"),  # trial 161
+        ("webhook", {"client": "x"}, "client must be an httpx.AsyncClient"),
     ],
 )
 def test_built_in_sinks_built_in_code_check_their_arguments(
@@ -522,5 +524,5 @@ def test_built_in_sinks_built_in_code_check_their_arguments(
         "jsonl": lambda: JsonlSink("x.jsonl", **arguments),
         "webhook": lambda: WebhookSink("https://hooks.example/in", **arguments),
     }[sink]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         build()

@@ -137,6 +137,7 @@ class HttpTarget:
         check_headers(headers or {}, where)
         if client is None:
             require_httpx()
+
         self.url = url
         self.headers = MaskedMapping(headers or {})
         basic, url_secrets = _url_authorization(url), _url_secrets(url)

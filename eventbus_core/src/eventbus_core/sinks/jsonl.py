@@ -53,6 +53,8 @@ class JsonlSink:
         # backups="x" failed every rotation).
         check_count("max_bytes", max_bytes, 0, "0: no rotation")
         check_count("backups", backups, 0)
+        if not isinstance(fsync, bool):  # fsync="no" turned it on (trial 161)
+            raise TypeError(f"fsync must be True or False, not {fsync!r}")
         self.file = JsonlFile(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
         self.path = self.file.path
         self.name = name

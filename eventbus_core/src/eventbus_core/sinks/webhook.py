@@ -67,6 +67,11 @@ class WebhookSink:
         for label, seconds in (("timeout", timeout), ("connect_timeout", connect_timeout)):
             if check_seconds(label, seconds) == 0:
                 raise ValueError(f"{label} must be more than 0 seconds, got {seconds!r}")
+        if client is not None and not callable(getattr(client, "post", None)):
+            # client="x" failed every batch (trial 161).
+            raise TypeError(
+                f"client must be an httpx.AsyncClient (or None), not {type(client).__name__}"
+            )
         # Shown masked: a URL's password or token read off the sink (its repr, a log of its
         # fields) left the process as it was (trial 157). The request uses the URL as given.
         self.url = scrub(url)
