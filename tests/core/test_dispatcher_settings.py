@@ -82,10 +82,10 @@ def test_an_option_variable_for_a_misspelt_sink_name_is_warned_about(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # EVENTBUS_SINK_OTPL_TIMEOUT=5 with otlp selected was ignored without a word (trial 104).
-    from eventbus_core import _env_typos
+    from eventbus_core import _log
     from eventbus_core.dispatch._setup import build_sinks
 
-    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.setenv("EVENTBUS_SINK_JSNL_PATH", str(tmp_path / "typo.jsonl"))
     monkeypatch.setenv("EVENTBUS_SINK_JSONL_PATH", str(tmp_path / "right.jsonl"))
     monkeypatch.setenv("EVENTBUS_SINK_MYOWNSINK_URL", "x")  # another program's: left alone
@@ -235,10 +235,10 @@ def test_a_sink_option_in_another_case_is_warned_about_before_its_error(
 ) -> None:
     # eventbus_sink_webhook_url=u:pw@host was refused naming EVENTBUS_SINK_WEBHOOK_URL, which
     # held a valid URL, and the warning that would have said why never came (trial 122).
-    from eventbus_core import SettingsError, _env_typos
+    from eventbus_core import SettingsError, _log
     from eventbus_core.dispatch._setup import build_sinks
 
-    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     environ = {"eventbus_sink_webhook_url": "u:hunter2@127.0.0.1:1/x"}
     caplog.set_level(logging.WARNING, logger="eventbus")
     with pytest.raises(SettingsError) as info:

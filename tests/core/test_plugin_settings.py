@@ -342,9 +342,9 @@ def test_variables_only_another_backend_reads_are_named_when_the_default_backend
 ) -> None:
     # Set up as the Go proxy is (REDIS_ADDR) with LLM_PROXY_EVENT_BUS unset, a process
     # published into the in-memory default without a word (trial 154).
-    from eventbus_core import _factory
+    from eventbus_core import _log
 
-    monkeypatch.setattr(_factory, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.delenv(ENV_VARS["backend"], raising=False)
     monkeypatch.setenv("EVENTBUS_TOY_DEPTH", "5")
     with caplog.at_level("WARNING", logger="eventbus"):
@@ -358,14 +358,14 @@ def test_variables_only_another_backend_reads_are_named_when_the_default_backend
     ]
     caplog.clear()
     # A keyword of the settings is no different (review 158).
-    monkeypatch.setattr(_factory, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.delenv("EVENTBUS_TOY_DEPTH")
     with caplog.at_level("WARNING", logger="eventbus"):
         create_bus(EventBusSettings(toy_name="other")).stop()
     assert [r.getMessage() for r in caplog.records if "EVENTBUS_TOY_NAME" in r.getMessage()]
     caplog.clear()
     # Chosen, not defaulted: the choice is the user's, and nothing is said.
-    monkeypatch.setattr(_factory, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.setenv(ENV_VARS["backend"], "memory")
     with caplog.at_level("WARNING", logger="eventbus"):
         create_bus().stop()

@@ -113,9 +113,9 @@ def test_a_misspelt_variable_is_warned_about_naming_the_setting_it_resembles(
 ) -> None:
     # pydantic-settings ignores variables no setting reads: EVENTBUS_REDIS_KEYS left the bus on
     # the key the Go llm-proxy shares, LLM_PROXY_EVENTBUS=redis ran on memory (helper-74).
-    from eventbus_core import _env_typos
+    from eventbus_core import _log
 
-    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.setenv("LLM_PROXY_EVENTBUS", "redis")
     monkeypatch.setenv("EVENTBUS_REDIS_KEYS", "mine")
     monkeypatch.setenv("EVENTBUS_SINK_QUEUE_SIZ", "5")  # core's EVENTBUS_SINK_QUEUE_SIZE
@@ -158,9 +158,9 @@ def test_a_setting_read_from_a_name_in_another_case_is_warned_about(
 ) -> None:
     # `redis_url=...` configured eventbus (names are read whatever their case) but not the Go
     # llm-proxy, and every message then named REDIS_URL, which was never set (trial 117).
-    from eventbus_core import _env_typos
+    from eventbus_core import _log
 
-    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.delenv("EVENTBUS_STOP_TIMEOUT", raising=False)
     monkeypatch.setenv("eventbus_stop_timeout", "3")
     caplog.set_level(logging.WARNING, logger="eventbus")
@@ -178,9 +178,9 @@ def test_an_invalid_value_under_a_name_in_another_case_is_named_as_it_was_set(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The error named EVENTBUS_STOP_TIMEOUT, never set, and the warning did not come (trial 119).
-    from eventbus_core import SettingsError, _env_typos
+    from eventbus_core import SettingsError, _log
 
-    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.delenv("EVENTBUS_STOP_TIMEOUT", raising=False)
     monkeypatch.setenv("eventbus_stop_timeout", "-3")
     caplog.set_level(logging.WARNING, logger="eventbus")
@@ -208,9 +208,9 @@ def test_a_setting_set_in_two_cases_says_which_value_is_read(
 ) -> None:
     # REDIS_URL and redis_url both set: the one pydantic-settings met last won, silently
     # (trial 119).
-    from eventbus_core import _env_typos
+    from eventbus_core import _env_typos, _log
 
-    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     environ = {"EVENTBUS_STOP_TIMEOUT": "5", "eventbus_stop_timeout": "3"}
     caplog.set_level(logging.WARNING, logger="eventbus")
     _env_typos.warn_misspelt_settings(["EVENTBUS_STOP_TIMEOUT"], environ)
@@ -238,9 +238,9 @@ def test_a_sink_option_in_another_case_is_warned_about(
 ) -> None:
     # eventbus_sink_webhook_url was read with no word, and errors named
     # EVENTBUS_SINK_WEBHOOK_URL (trial 121).
-    from eventbus_core import _env_typos
+    from eventbus_core import _env_typos, _log
 
-    monkeypatch.setattr(_env_typos, "_warned", set())
+    monkeypatch.setattr(_log, "_warned", set())
     caplog.set_level(logging.WARNING, logger="eventbus")
     environ = {"eventbus_sink_webhook_url": "http://h/x", "EVENTBUS_SINK_JSONL_PATH": "a"}
     _env_typos.warn_misspelt_sink_options(["webhook", "jsonl"], [], environ)

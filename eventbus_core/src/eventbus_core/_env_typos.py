@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import difflib
 import os
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from eventbus_core._log import get_logger
+from eventbus_core._log import first_time, get_logger
 
 __all__ = [
     "misspelt_settings",
@@ -42,9 +41,6 @@ _CLOSE_SINK_NAME: Final = 0.75
 # How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
 # ten or more, a separator left out; not a different word (REDIS_HOST against REDIS_ADDR).
 _CLOSE: Final = 0.85
-
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
 
 
 def misspelt_settings(environ: Iterable[str], known: Iterable[str]) -> list[tuple[str, str]]:
@@ -89,7 +85,7 @@ def spelling_read(name: str, environ: Iterable[str]) -> str | None:
 def _warn_other_case(found: Iterable[tuple[str, str]], variables: Mapping[str, str]) -> None:
     """Warn once per variable set in another case than the name it is read as (`meant`)."""
     for variable, meant in found:
-        if not _first_time(variable):
+        if not first_time(f"misspelt {variable}"):
             continue
         if meant in variables:
             # Both: the one met last is read, and a message then named REDIS_URL while
@@ -189,18 +185,9 @@ def other_case_sink_options(environ: Iterable[str], sinks: Iterable[str]) -> lis
     ]
 
 
-def _first_time(variable: str) -> bool:
-    """True the first time a warning about `variable` is due in this process."""
-    with _warned_lock:
-        if variable in _warned:
-            return False
-        _warned.add(variable)
-        return True
-
-
 def _warn_once(found: Iterable[tuple[str, str]], why: str) -> None:
     for variable, meant in found:
-        if not _first_time(variable):
+        if not first_time(f"misspelt {variable}"):
             continue
         log.warning(
             "eventbus: %s is set, but %s, so it is ignored; did you mean %s?",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Final
 
 from eventbus_core._bus import BaseEventBus, EventBus, ManagedBus
 from eventbus_core._errors import BackendLoadError, PluginError
-from eventbus_core._log import add_patterns, get_logger, scrub
+from eventbus_core._log import add_patterns, first_time, get_logger, scrub
 from eventbus_core._plugins import PluginRegistry, Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings
 
@@ -16,8 +15,6 @@ __all__ = ["backend_given_as", "create_bus"]
 _BUS_METHODS: Final = ("publish", "subscribe", "stop", "stats")
 
 log = get_logger("eventbus")
-_warned: set[str] = set()  # each warning of ignored variables once per process
-_warned_lock = threading.Lock()
 
 
 def backend_given_as(settings: EventBusSettings) -> str:
@@ -110,8 +107,5 @@ def _warn_of_ignored_settings(
         f"{'one of those backends' if len(backends) > 1 else repr(backends[0])}; to keep "
         f"{registration.name!r} and end this warning, set {variable}={registration.name}"
     )
-    with _warned_lock:
-        if message in _warned:
-            return
-        _warned.add(message)
-    log.warning("%s", message)
+    if first_time(message):
+        log.warning("%s", message)

@@ -24,7 +24,7 @@ from typing import Any, Final
 from eventbus_core.redact._redact import MASK, Redactor, is_credential_name
 from eventbus_core.redact._secrets import redact_url
 
-__all__ = ["ScrubFilter", "add_patterns", "get_logger", "scrub", "scrub_data"]
+__all__ = ["ScrubFilter", "add_patterns", "first_time", "get_logger", "scrub", "scrub_data"]
 
 _lock = threading.Lock()
 _redactor = Redactor()
@@ -124,6 +124,19 @@ def _config_secret_name(name: str) -> bool:
     return any(word in _CONFIG_SECRET_WORDS for word in words) or any(
         pair in _CONFIG_SECRET_PAIRS for pair in itertools.pairwise(words)
     )
+
+
+_warned: set[str] = set()  # the keys of the once-per-process warnings given so far
+_warned_lock = threading.Lock()
+
+
+def first_time(key: str) -> bool:
+    """True the first time a once-per-process warning keyed `key` is due (from any thread)."""
+    with _warned_lock:
+        if key in _warned:
+            return False
+        _warned.add(key)
+        return True
 
 
 def add_patterns(patterns: Iterable[str]) -> None:
