@@ -103,13 +103,13 @@ _BARE_USERINFO: Final = re.compile(r"(?<![\w/:@.%+-])([\w.%+-]*):([^\s@/:]+)@(?=
 
 def _config_masked(value: Any) -> Any:
     if isinstance(value, str):
-        return _BARE_USERINFO.sub(r"\1:***@", _redactor.text(redact_url(value)))
+        return _BARE_USERINFO.sub(r"\1:***@", scrub(value))
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key)
-            masked = isinstance(item, str | Mapping | list | tuple) and len(item) > 0
-            if masked and (is_credential_name(name) or _config_secret_name(name)):
+            holds_text = isinstance(item, str | Mapping | list | tuple) and len(item) > 0
+            if holds_text and (is_credential_name(name) or _config_secret_name(name)):
                 out[name] = MASK
             else:
                 out[name] = _config_masked(item)
