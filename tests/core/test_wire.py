@@ -169,6 +169,31 @@ def test_invalid_utf8_in_strings_reads_as_replacement_character() -> None:
     assert Event.from_json(b'{"Path": "/a\xffb"}').path == "/a\ufffdb"
 
 
+def test_a_cut_off_utf8_sequence_reads_as_one_replacement_character_per_byte_as_in_go() -> None:
+    # Go's decoder replaces each byte it cannot read; Python's "replace" gave one U+FFFD for a
+    # whole cut-off sequence, so the same bytes read as a different path (trial 166).
+    event = Event.from_json(
+        b'{"Path": "a\xe2\x82b\xf0\x9f\x98", "ResponseHeaders": {"X": ["\xe2\x82"]}}'
+    )
+    assert event.path == "a" + "\ufffd" * 2 + "b" + "\ufffd" * 3
+    assert dict(event.response_headers or {}) == {"X": ("\ufffd" * 2,)}
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "shown"),
+    [("LogID", "1E2", "1E2"), ("Status", "1e400", "1e400"), ("Duration", "-0.5", "-0.5")],
+)
+def test_a_number_with_a_fraction_is_shown_as_it_was_written(
+    field: str, text: str, shown: str
+) -> None:
+    # The error showed the float it became: 100.0 for 1E2, inf for 1e400 (trial 166).
+    with pytest.raises(
+        WireFormatError,
+        match=f"'{field}' must be an integer, got number with a fraction or exponent: {shown}$",
+    ):
+        Event.from_json('{"%s": %s}' % (field, text))
+
+
 def test_non_ascii_and_separators_round_trip() -> None:
     event = Event(path="/v1/caf\u00e9\u2028x", request_id="\U0001f600")
     assert Event.from_json(event.to_json()) == event

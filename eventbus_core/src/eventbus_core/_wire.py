@@ -4,12 +4,14 @@ Keys `LogID`, `RequestID`, `Method`, `Path`, `Status`, `Duration` (integer nanos
 `ResponseHeaders` (object of string to list of strings, or null), `ResponseBody` and
 `RequestBody` (standard base64, or null). Reading follows Go's decoder: key names match in any
 letter case, `null` leaves a field at its zero value, unknown keys are ignored, base64 may carry
-line breaks, and a byte slice may also be given as an array of numbers.
+line breaks, and a byte slice may also be given as an array of numbers. Where Go differs on input
+it never writes (a repeated key, deep nesting), docs/go-interop.md says how.
 """
 
 from __future__ import annotations
 
 import binascii
+import codecs
 import json
 import re
 import sys
@@ -129,17 +131,57 @@ def encode_event(event: Event, *, log_id: bool = True) -> bytes:
 
 
 class _Float(float):
-    """A JSON number with a fraction or exponent: Go refuses it for integer fields."""
+    """A JSON number with a fraction or exponent: Go refuses it for integer fields. Keeps the
+    text it was read from, which an error shows (`1E2`, not `100.0`; `1e400`, not `inf`)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _Float:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+class _HugeInt:
+    """A JSON integer of more digits than Python converts (`sys.get_int_max_str_digits()`):
+    Go skips one in an unknown key, and refuses it for a field, as a 64-bit overflow."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | _HugeInt:
+    try:
+        return int(text)
+    except ValueError:  # past the interpreter's limit on digits converted
+        return _HugeInt(len(text))
+
+
+def _go_replace(error: UnicodeError) -> tuple[str, int]:
+    """One U+FFFD per byte that is not UTF-8, as Go's decoder reads it (Python's "replace"
+    gives one for a whole cut-off sequence: `b"\\xe2\\x82"` is two here, as in Go)."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error  # registered for decoding only
+    return "\ufffd" * (error.end - error.start), error.end
+
+
+codecs.register_error("eventbus-go-replace", _go_replace)
 
 
 def _kind(value: Any) -> str:
     """What a JSON value is, as an error message names it (not the decoder's own classes)."""
-    return "number" if isinstance(value, float) else type(value).__name__
+    return "number" if isinstance(value, float | _HugeInt) else type(value).__name__
 
 
 def _shown(value: Any) -> str:
     """`: value` for a number, which holds no secret; for text and containers (a token in the
     wrong field, say), only their size: the message reaches logs and clients."""
+    if isinstance(value, _Float):
+        return f": {value.text}"
+    if isinstance(value, _HugeInt):
+        return f" of {value.digits} digits"
     if isinstance(value, bool | int | float) or value is None:
         return f": {value!r}"
     if isinstance(value, str | list | dict):
@@ -154,6 +196,10 @@ def _reject_constant(name: str) -> Any:
 def _int(field: str, value: Any) -> int:
     if value is None:
         return 0
+    if isinstance(value, _HugeInt):
+        raise WireFormatError(
+            f"field {field!r} overflows a 64-bit integer: a number of {value.digits} digits"
+        )
     if isinstance(value, bool) or not isinstance(value, int):
         kind = (
             "number with a fraction or exponent"
@@ -442,19 +488,19 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
         raise WireFormatError(f"an event must be given as bytes or str, not {type(data).__name__}")
     if isinstance(data, bytes):
         # Go reads invalid UTF-8 inside strings as U+FFFD rather than failing the event.
-        data = data.decode("utf-8", errors="replace")
+        data = data.decode("utf-8", errors="eventbus-go-replace")
     try:
         doc = json.loads(
             data,
             parse_float=_Float,
+            parse_int=_parse_int,
             parse_constant=_reject_constant,
             object_pairs_hook=_pairs,
         )
     except WireFormatError:
         raise
     except ValueError as exc:
-        # JSONDecodeError, and what the json module lets through from Python itself: an integer
-        # of more than `sys.get_int_max_str_digits()` digits (4,300) is a plain ValueError.
+        # JSONDecodeError (an integer of any length is read: `_parse_int`).
         # No quote of the input: it may hold a token or a cookie, and an application may log
         # this message or answer it to a client. JSONDecodeError says where, not what.
         raise WireFormatError(f"invalid JSON for an event ({exc}; {len(data)} characters)") from exc
