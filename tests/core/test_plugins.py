@@ -101,6 +101,16 @@ def test_an_unknown_name_that_no_distribution_can_have_gets_no_pip_example() -> 
         registry.sink("kafka.v2")
 
 
+def test_a_misspelt_name_gets_its_guess_and_no_pip_command_for_the_typo() -> None:
+    # `LLM_PROXY_EVENT_BUS=memroy` was told "pip install eventbus-memroy": a name anyone could
+    # register on PyPI (trial 166).
+    registry = PluginRegistry(load_entry_points=False, plugins=[RecordingPlugin()])
+    with pytest.raises(UnknownBackendError) as raised:
+        registry.backend("recordng")
+    message = str(raised.value)
+    assert "did you mean 'recording'" in message and "pip install" not in message, message
+
+
 class _BrokenEntryPoint:
     """Stands in for an installed entry point whose module fails to import."""
 

@@ -386,6 +386,8 @@ class PluginRegistry:
                 f"({troubled.distribution or troubled.module}) is installed but registered no "
                 f"such {kind}: {'; '.join(troubled.problems)}"
             )
+        close = difflib.get_close_matches(key, table, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
         sibling = SIBLINGS.get(key) if kind == "backend" else None
         if sibling is not None:
             how = f"it comes with {sibling.distribution}; install it with: " + install_command(
@@ -393,12 +395,12 @@ class PluginRegistry:
             )
         else:
             how = f"if {key!r} comes from a third-party plugin, install its distribution"
-            if _DISTRIBUTION_NAME.fullmatch(key):  # `pip install eventbus-jsonl,`: no (trial 134)
+            # No `pip install eventbus-jsonl,` (trial 134), nor a typo's name when one installed
+            # is close: `pip install eventbus-memroy` could fetch a squatter's package (166).
+            if _DISTRIBUTION_NAME.fullmatch(key) and not close:
                 how += f" (for example: pip install eventbus-{key})"
         broken = [f"{n} ({i.error})" for n, i in self.plugins.items() if i.error]
         extra = f". Plugins that failed to load: {'; '.join(broken)}" if broken else ""
-        close = difflib.get_close_matches(key, table, n=1)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
         return (
             f"unknown eventbus {kind} {key!r} ({given_as}){guess}. "
             f"Installed {kind}s: {installed}; {how}{extra}"

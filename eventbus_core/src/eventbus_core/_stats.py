@@ -91,15 +91,15 @@ class BusStats(tuple[int, int]):
         }
 
     def __repr__(self) -> str:
-        # A backend may repeat a figure in `extra` for readers of `extra` (Redis's "lost"): shown
-        # once, unless the two disagree.
+        # Written as the constructor takes it: `extra=` holds the backend's figures, which are
+        # not attributes (a repr of `backend='memory'` had users reach for `stats.backend`, trial
+        # 166). A backend may repeat a figure in `extra` for readers of `extra` (Redis's "lost"):
+        # shown once, unless the two disagree. The subscriptions as a count: each has a repr.
         shown = {"published": self.published, "dropped": self.dropped, "lost": self.lost}
         shown["queue_depth"] = self.queue_depth
+        extra = {k: v for k, v in self.extra.items() if k not in shown or v != shown[k]}
         return (
             f"BusStats(published={self.published}, dropped={self.dropped}, lost={self.lost}, "
-            f"queue_depth={self.queue_depth}, subscribers={len(self.subscribers)}"
-            + "".join(
-                f", {k}={v!r}" for k, v in self.extra.items() if k not in shown or v != shown[k]
-            )
-            + ")"
+            f"queue_depth={self.queue_depth}, subscribers=<{len(self.subscribers)} subscription(s)>, "
+            f"extra={extra!r})"
         )
