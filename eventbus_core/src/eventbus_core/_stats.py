@@ -100,6 +100,6 @@ class BusStats(tuple[int, int]):
         extra = {k: v for k, v in self.extra.items() if k not in shown or v != shown[k]}
         return (
             f"BusStats(published={self.published}, dropped={self.dropped}, lost={self.lost}, "
-            f"queue_depth={self.queue_depth}, subscribers=<{len(self.subscribers)} subscription(s)>, "
-            f"extra={extra!r})"
+            f"queue_depth={self.queue_depth}, "
+            f"subscribers=<{len(self.subscribers)} subscription(s)>, extra={extra!r})"
         )
