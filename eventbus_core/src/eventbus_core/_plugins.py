@@ -113,6 +113,9 @@ class PluginRegistry:
         self.backends: dict[str, Registration] = {}
         self.sinks: dict[str, Registration] = {}
         self._load_errors: dict[str, BaseException] = {}
+        # A backend or sink name a skipped plugin registered, or tried to, to that plugin's name:
+        # selecting it says what went wrong with the plugin.
+        self._failed_names: dict[str, str] = {}
         self._info_of: dict[int, PluginInfo] = {}
         if load_entry_points:
             self._load_entry_points()
@@ -178,6 +181,7 @@ class PluginRegistry:
                 info.settings, info.problems = first.settings, first.problems
             return
         self._info_of[id(plugin)] = info
+        tried: list[str] = []  # every name its hooks passed to register()
         try:
             self.pm.register(plugin, name=info.name)
         except Exception as exc:
@@ -191,11 +195,14 @@ class PluginRegistry:
             for impl in caller.get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
-                register = self._make_register(table, names, info, hook_name)
+                register = self._make_register(table, names, info, hook_name, tried)
                 try:
                     impl.function(register)
                 except Exception as exc:
                     self._record_failure(info, exc)
+        if info.error is not None:
+            self._skip(info, tried)
+            return
         info.problems.extend(_hook_mistakes(plugin))
         if not (info.backends or info.sinks or info.error or info.problems):
             info.problems.append(
@@ -204,12 +211,34 @@ class PluginRegistry:
                 "function marked with @eventbus_core.hookimpl (docs/plugins/hooks.md)"
             )
 
+    def _skip(self, info: PluginInfo, tried: list[str]) -> None:
+        """A hook of plugin `info` raised: skip the whole plugin, as one that fails to import,
+        so none of its backends or sinks half works (a plugin whose third register() call
+        raised kept the first two, and selecting the third was "unknown", trial 166)."""
+        for table, names in ((self.backends, info.backends), (self.sinks, info.sinks)):
+            for key in names:
+                table.pop(key, None)
+            names.clear()
+        info.settings.clear()
+        for key in tried:
+            if key not in self.backends and key not in self.sinks:
+                self._failed_names.setdefault(key, info.name)
+
+    def _failure_of(self, key: str) -> tuple[str, BaseException] | None:
+        """(plugin name, its load error) for a backend or sink `key` that a plugin which
+        failed to load provides (its entry point's name, or a name its hooks passed)."""
+        plugin = key if key in self._load_errors else self._failed_names.get(key)
+        if plugin is None or plugin not in self._load_errors:
+            return None
+        return plugin, self._load_errors[plugin]
+
     def _make_register(
         self,
         table: dict[str, Registration],
         names: list[str],
         info: PluginInfo,
         hook_name: str,
+        tried: list[str],
     ) -> hookspecs.RegisterFn:
         plugin_name = info.name
         kind = "backend" if hook_name == "eventbus_register_backends" else "sink"
@@ -221,6 +250,8 @@ class PluginRegistry:
             *,
             settings: type[BaseSettings] | None = None,
         ) -> None:
+            if isinstance(name, str) and name:
+                tried.append(name.lower())
             if not isinstance(name, str) or not name:
                 raise TypeError(f"{hook_name}: register() needs a non-empty str name, got {name!r}")
             if not callable(factory):
@@ -343,10 +374,11 @@ class PluginRegistry:
         key = name.strip().lower()
         if key in self.backends:
             return self.backends[key]
-        failed = self._load_errors.get(key)
-        if failed is not None:
-            info = self.plugins[key]
-            how = _load_failure_advice(key, info, failed)
+        found = self._failure_of(key)
+        if found is not None:
+            plugin, failed = found
+            info = self.plugins[plugin]
+            how = _load_failure_advice(plugin, info, failed)
             raise BackendLoadError(
                 f"event bus backend {key!r} ({given_as}) is installed "
                 f"({info.distribution or info.module}) but failed to load: {info.error}. {how}"
@@ -362,13 +394,14 @@ class PluginRegistry:
         key = name.strip().lower()
         if key in self.sinks:
             return self.sinks[key]
-        failed = self._load_errors.get(key)
-        if failed is not None:
-            info = self.plugins[key]
+        found = self._failure_of(key)
+        if found is not None:
+            plugin, failed = found
+            info = self.plugins[plugin]
             raise UnknownSinkError(
-                f"no installed plugin registers sink {key!r} ({given_as}); the plugin {key!r} "
-                f"({info.distribution or info.module}) is installed but failed to load: "
-                f"{info.error}. {_load_failure_advice(key, info, failed)}"
+                f"no installed plugin registers sink {key!r} ({given_as}); the plugin "
+                f"{plugin!r} ({info.distribution or info.module}) is installed but failed to "
+                f"load: {info.error}. {_load_failure_advice(plugin, info, failed)}"
             ) from failed
         raise UnknownSinkError(self._unknown_message("sink", key, self.sinks, given_as))
 
