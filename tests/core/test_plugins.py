@@ -323,7 +323,7 @@ def test_a_plugin_whose_hook_raises_is_skipped_whole() -> None:
         with pytest.raises(BackendLoadError, match="pydantic-settings model") as raised:
             registry.backend(name)
         assert "eventbus-halfway" not in str(raised.value)
-    with pytest.raises(UnknownSinkError, match="the plugin 'halfway' .* failed to load"):
+    with pytest.raises(UnknownSinkError, match=r"the plugin 'halfway' .* failed to load"):
         registry.sink("halfway-sink")
 
 
@@ -545,7 +545,6 @@ def test_a_backend_whose_stop_never_returns_does_not_hold_the_command(tmp_path: 
     import os
     import subprocess
     import sys
-    import threading
     import time
 
     script = tmp_path / "hanging.py"

@@ -191,7 +191,7 @@ def test_a_number_with_a_fraction_is_shown_as_it_was_written(
         WireFormatError,
         match=f"'{field}' must be an integer, got number with a fraction or exponent: {shown}$",
     ):
-        Event.from_json('{"%s": %s}' % (field, text))
+        Event.from_json(f'{{"{field}": {text}}}')
 
 
 def test_non_ascii_and_separators_round_trip() -> None:
