@@ -440,6 +440,34 @@ async def test_endpoint_serves_metrics_and_probes() -> None:
         endpoint.close()
 
 
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [("0.0.0.0", "listening on every interface"), ("127.0.0.1", "http://127.0.0.1:")],
+)
+def test_the_start_line_says_when_every_interface_listens(
+    host: str, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "metrics on http://localhost:9463/metrics" read as local only, for a server on 0.0.0.0
+    # that other hosts reach (trial 163).
+    endpoint = MetricsEndpoint(host, 0)
+    try:
+        with caplog.at_level("INFO", logger="eventbus"):
+            endpoint.start()
+    finally:
+        endpoint.close()
+    [line] = [r.getMessage() for r in caplog.records if "metrics on" in r.getMessage()]
+    assert shown in line
+    assert ("every interface" in line) == (host == "0.0.0.0")
+
+
+def test_a_consumer_that_lost_its_server_is_not_said_to_join_yet() -> None:
+    # "consumer group not joined yet" of a group joined minutes before Redis paused (163).
+    from eventbus_core.metrics._health import _lane_check
+
+    check = _lane_check("jsonl", {"group_joined": False, "last_error": "TimeoutError: x"})
+    assert not check.ok and "yet" not in check.detail and "joins once reachable" in check.detail
+
+
 def test_a_port_in_use_names_the_flag_and_is_a_configuration_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -192,6 +192,25 @@ async def test_helicone_sends_one_go_shaped_request_per_event() -> None:
         assert millis - start["milliseconds"] in (812, 813)  # the real latency, not zero
 
 
+async def test_helicone_and_lunary_send_the_path_without_its_query_string() -> None:
+    # The middleware's events keep the query; `hmac=` or a signed URL's signature, which no
+    # credential name marks, reached Helicone and Lunary (trial 163). Go's events carry none.
+    event = chat_event(1, path="/v1/chat/completions?hmac=HMACSECRET777&api-version=2024")
+    with Receiver().running() as rx:
+        sinks = [
+            helicone.build_sink(EventBusSettings(), {"api_key": API_KEY, "endpoint": rx.url}),
+            lunary.build_sink(EventBusSettings(), {"api_key": API_KEY, "endpoint": rx.url}),
+        ]
+        for sink in sinks:
+            await dispatch(sink, [event])
+    assert len(rx.requests) == 2
+    assert all(b"HMACSECRET777" not in r.body and b"api-version" not in r.body for r in rx.requests)
+    helicone_body, [lunary_body] = (json.loads(r.body) for r in rx.requests)
+    assert helicone_body["providerRequest"]["url"] == "/v1/chat/completions"
+    assert helicone_body["providerRequest"]["meta"]["path"] == "/v1/chat/completions"
+    assert lunary_body["metadata"]["path"] == "/v1/chat/completions"
+
+
 async def test_helicone_retries_only_the_events_not_yet_logged() -> None:
     # Event 2 hits a 500 (Go: permanent, whole batch lost), then a 429; event 1 is not resent.
     script = [

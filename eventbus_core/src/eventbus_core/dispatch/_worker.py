@@ -361,7 +361,7 @@ class SinkWorker:
                 if quiet:
                     return True
                 log.warning(
-                    "sink %s: %d events dead-lettered after %d attempt(s): %s: %s",
+                    "sink %s: %d event(s) dead-lettered after %d attempt(s): %s: %s",
                     self.name,
                     n,
                     attempts,

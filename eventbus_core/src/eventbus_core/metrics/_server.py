@@ -96,10 +96,16 @@ class MetricsEndpoint:
             target=self._server.serve_forever, name="eventbus-metrics", daemon=True
         )
         self._thread.start()
-        shown = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        everywhere = self.host in ("0.0.0.0", "::", "")
+        shown = "localhost" if everywhere else self.host
         shown = f"[{shown}]" if ":" in shown else shown  # an IPv6 address in a URL
+        # "localhost" alone read as local only, for a server other hosts reach (trial 163).
+        where = " (listening on every interface: --metrics-host)" if everywhere else ""
         log.info(
-            "metrics on http://%s:%d/metrics, probes on /healthz and /readyz", shown, self.port
+            "metrics on http://%s:%d/metrics%s, probes on /healthz and /readyz",
+            shown,
+            self.port,
+            where,
         )
 
     async def run(self, dispatcher: Any) -> Any:

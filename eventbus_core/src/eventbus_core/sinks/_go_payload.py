@@ -58,7 +58,10 @@ def go_metadata(payload: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "duration_ms": _genai.payload_duration_ns(payload) // 1_000_000,
         "method": str(payload.get("method") or ""),
-        "path": str(payload.get("path") or ""),
+        # The path alone, as the Go proxy's events carry it: the middleware's keeps the query
+        # string, which may hold a credential no name marks (`hmac=`, a signed URL's signature)
+        # and should not reach a third-party service (trial 163; the otlp sink drops it too).
+        "path": str(payload.get("path") or "").split("?", 1)[0],
         "request_id": str(payload.get("request_id") or ""),
         "status": status if isinstance(status, int) else 0,
     }
