@@ -336,6 +336,28 @@ async def test_headers_named_like_credentials_are_masked_too() -> None:
     assert payload_headers == {"X-Db-Password": ["[REDACTED]"]}
 
 
+async def test_headers_named_with_a_credential_word_are_masked_and_counts_are_kept() -> None:
+    # Trial 165: X-Custom-Token, Token, X-Credentials, Jwt, Helicone-Auth and X-Hub-Signature
+    # reached every sink in clear, while the log scrubber took those words for credentials.
+    # The CORS flag and the rate limits' token counts are no credentials: kept.
+    named = [b"X-Custom-Token", b"Token", b"X-Credentials", b"Jwt", b"Helicone-Auth"]
+    named += [b"X-Hub-Signature-256", b"X-Client-Key"]
+    kept = [b"Access-Control-Allow-Credentials", b"X-Ratelimit-Remaining-Tokens"]
+    kept += [b"Www-Authenticate", b"X-Passthrough"]
+    headers = [(name, b"S3cr3tV4l") for name in (*named, *kept)]
+    bus = Recorder()
+    await drive(EventBusMiddleware(reply(headers=headers), bus=bus), http_scope())
+    [event] = bus.events
+    shown = {name.encode(): values for name, values in event.headers.items()}
+    assert {n: shown[n] for n in named} == dict.fromkeys(named, ("[REDACTED]",))
+    assert {n: shown[n] for n in kept} == dict.fromkeys(kept, ("S3cr3tV4l",))
+    # The dispatcher's redaction of a payload (what a Go proxy's event brings) agrees.
+    payload = Redactor().headers({n.decode(): ["S3cr3tV4l"] for n in (*named, *kept)})
+    assert payload == {
+        n.decode(): ["[REDACTED]" if n in named else "S3cr3tV4l"] for n in (*named, *kept)
+    }
+
+
 @pytest.mark.parametrize(
     ("headers", "options", "expected_id", "expected_headers"),
     [

@@ -14,13 +14,13 @@ only for records created by that very logger, never for records its children pro
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from eventbus_core.redact._loose_names import names_a_credential_loosely
 from eventbus_core.redact._redact import MASK, Redactor, is_credential_name
 from eventbus_core.redact._secrets import redact_url
 
@@ -51,51 +51,6 @@ def scrub_data(value: Any) -> Any:
     return _config_masked(value)
 
 
-_CONFIG_SECRET_WORDS: Final = frozenset(
-    {
-        "token",
-        "credential",
-        "credentials",
-        "pwd",
-        "pass",
-        "passwd",
-        "bearer",
-        "creds",
-        "jwt",
-        "nkey",
-        "auth",
-        "dsn",
-        "passcode",
-        "sessionid",
-        "otp",
-    }
-)
-# Two words that together name a credential, where one alone does not (`key`: a Redis key).
-_CONFIG_SECRET_PAIRS: Final = frozenset(
-    {
-        ("signing", "key"),
-        ("session", "key"),
-        ("encryption", "key"),
-        ("master", "key"),
-        ("shared", "key"),
-        ("connection", "string"),
-        ("conn", "str"),
-        ("cert", "key"),
-        ("account", "key"),
-        ("storage", "key"),
-        ("hmac", "key"),
-        ("tls", "key"),
-        ("client", "key"),
-        ("ssl", "key"),
-        ("primary", "key"),
-        ("secondary", "key"),
-        ("sas", "key"),
-        ("consumer", "key"),
-        ("app", "key"),
-        ("license", "key"),
-    }
-)
-_WORDS: Final = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # `user:password@host` (or `:password@host`) with no scheme before it (`redact_url` masks
 # those with one).
 _BARE_USERINFO: Final = re.compile(r"(?<![\w/:@.%+-])([\w.%+-]*):([^\s@/:]+)@(?=[\w.\[-])")
@@ -109,7 +64,7 @@ def _config_masked(value: Any) -> Any:
         for key, item in value.items():
             name = str(key)
             holds_text = isinstance(item, str | Mapping | list | tuple) and len(item) > 0
-            if holds_text and (is_credential_name(name) or _config_secret_name(name)):
+            if holds_text and (is_credential_name(name) or names_a_credential_loosely(name)):
                 out[name] = MASK
             else:
                 out[name] = _config_masked(item)
@@ -117,13 +72,6 @@ def _config_masked(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_config_masked(v) for v in value]
     return value
-
-
-def _config_secret_name(name: str) -> bool:
-    words = [word.lower() for word in _WORDS.findall(name)]
-    return any(word in _CONFIG_SECRET_WORDS for word in words) or any(
-        pair in _CONFIG_SECRET_PAIRS for pair in itertools.pairwise(words)
-    )
 
 
 _warned: set[str] = set()  # the keys of the once-per-process warnings given so far

@@ -24,6 +24,7 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core.redact._encoded_names import mask_encoded_names
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
+from eventbus_core.redact._loose_names import names_a_credential_loosely
 from eventbus_core.redact._query import QUERY_NAMES_PATTERN, QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import (
     BASIC_CREDENTIALS,
@@ -334,13 +335,19 @@ def _holds_secret(value: Any) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def is_credential_header(name: str) -> bool:
     """True if header `name` is one of `SENSITIVE_HEADERS`, or holds a credential name as one
     of its words (`X-Api-Secret`, `X-Db-Password`), as a JSON field's name would be judged:
     the text rules mask such a header where a log line or an error quotes it, so its value is
-    masked wherever else it goes too."""
+    masked wherever else it goes too. Or a word that names a credential in a header, as in a
+    configuration figure (`X-Custom-Token`, `Helicone-Auth`, `Jwt`, `X-Hub-Signature`, trial
+    165), but not `Access-Control-Allow-Credentials` (CORS: `true`, never a secret) nor the
+    rate limits' `...-Tokens` (counts of the model's tokens)."""
     lowered = name.lower()
-    return lowered in SENSITIVE_HEADERS or _is_secret_name(lowered)
+    if lowered in SENSITIVE_HEADERS or _is_secret_name(lowered):
+        return True
+    return not lowered.startswith("access-control-") and names_a_credential_loosely(lowered)
 
 
 def is_credential_name(name: str) -> bool:
