@@ -79,6 +79,28 @@ def test_bad_redis_url_flag_is_named_as_the_flag(
     assert "hunter2" not in line
 
 
+def test_a_negative_redis_database_is_called_what_it_is(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "must be a number ... not '-1'" (trial 165): -1 is a number.
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/-1")
+    code, err = run(["stats", "--backend", "redis"], capsys)
+    assert code == 2
+    assert "must be a whole number from 0 up" in one_line(err)
+
+
+@pytest.mark.parametrize(("command", "flag"), [("demo", "--output"), ("publish", "--file")])
+def test_an_empty_path_flag_is_refused_as_typed(
+    command: str, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `demo --output ''` said "'.' is a directory" (trial 165): Path("") is ".".
+    with pytest.raises(SystemExit) as raised:
+        main([command, flag, ""])
+    err = capsys.readouterr().err
+    assert raised.value.code == 2
+    assert f"argument {flag if flag != '--file' else '-f/--file'}: '': give a file path" in err
+
+
 def test_bad_redis_url_from_the_environment_names_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

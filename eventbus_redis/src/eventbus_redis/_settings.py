@@ -171,9 +171,10 @@ class RedisSettings(PluginSettings):
         # redis-py reads a path that is not a number as database 0, silently.
         db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
         if not unix and db and not db.isdigit():
+            # "-1" is a number to a reader: say what kind (trial 165).
             raise ValueError(
-                f"the database after the address must be a number, as in redis://host:6379/0, "
-                f"not {db!r}"
+                f"the database after the address must be a whole number from 0 up, as in "
+                f"redis://host:6379/0, not {db!r}"
             )
         if any(c.isspace() for c in host):
             # redis-py would take it, and fail to resolve the host at every attempt. (A space

@@ -34,7 +34,7 @@ from eventbus_core.cli._ops import (
     settings_from_args,
     with_backend_errors,
 )
-from eventbus_core.cli._output import check_output
+from eventbus_core.cli._output import check_output, path_argument
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 
@@ -94,7 +94,7 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--output",
-        type=Path,
+        type=path_argument,
         default=Path("demo-events.jsonl"),
         help="JSONL file the consumer writes, replaced; missing directories on the way are "
         "created (default: %(default)s)",

@@ -7,12 +7,21 @@ unrelated errors. `check_output()` answers in one line, at once.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from eventbus_core._jsonl import file_problem
 from eventbus_core.cli._ops import UsageError
 
 __all__ = ["check_output"]
+
+
+def path_argument(text: str) -> Path:
+    """argparse `type` of a file path flag: an empty one is refused as typed (`Path("")` is
+    `.`, and the error said "'.' is a directory", trial 165)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a file path, not an empty string")
+    return Path(text)
 
 
 def check_output(path: Path, flag: str) -> None:

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Final
 
 from eventbus_core._bus import EventBus
@@ -29,6 +28,7 @@ from eventbus_core.cli._ops import (
     shared_backend_example,
     with_backend_errors,
 )
+from eventbus_core.cli._output import path_argument
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 
@@ -88,7 +88,11 @@ def add_parser(sub: Any) -> None:
         ),
     )
     parser.add_argument(
-        "-f", "--file", type=Path, metavar="PATH", help="read from this file instead of stdin"
+        "-f",
+        "--file",
+        type=path_argument,
+        metavar="PATH",
+        help="read from this file instead of stdin",
     )
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first invalid line (exit 1)"
