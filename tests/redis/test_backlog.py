@@ -4,6 +4,7 @@ and the `group_joined` figure readiness watches."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import redis
@@ -77,3 +78,61 @@ def test_pending_entries_trimmed_before_processing_are_counted_missed_and_said(
     assert said == [
         f"eventbus redis: 5 pending entries of {stream} were trimmed (MAXLEN) before processing"
     ]
+
+
+def _drain(consumers: list[Any], rounds: int = 100) -> int:
+    """Read and acknowledge with each consumer in turn until a whole round brings nothing."""
+    got = 0
+    for _ in range(rounds):
+        brought = 0
+        for consumer in consumers:
+            deliveries = consumer.read(50, timeout=0.02)
+            consumer.ack([d.token for d in deliveries])
+            brought += len(deliveries)
+        got += brought
+        if not brought:
+            break
+    return got
+
+
+def test_entries_trimmed_before_the_group_read_them_are_counted_once_in_missed(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A group that fell behind MAXLEN lost what was trimmed unread with every figure at 0, and
+    # `eventbus dispatch` exited 0 (trial 164: 1,154 of 2,000 read, "missed": 0). Counted now,
+    # once for the group, whichever of its consumers reads next, and said.
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g", max_len=100) as bus:
+        consumers = [bus.consumer(name=n, batch_size=50, claim_idle=60) for n in ("a", "b")]
+        assert consumers[0].read(10, timeout=0) == []  # the group exists before the events
+        got = 0
+        with caplog.at_level(logging.WARNING, logger="eventbus"):
+            for burst in range(3):
+                for i in range(700):
+                    bus.publish(make_event(i))
+                assert bus.flush(10)
+                got += _drain(consumers if burst != 1 else consumers[:1], rounds=2)
+            got += _drain(consumers)
+        missed = sum(c.figures()["missed"] for c in consumers)
+        assert got + missed == 2100 and missed > 1000, (got, missed)
+        assert all(c.figures()["trimmed_unread"] == c.figures()["missed"] for c in consumers)
+        assert bus.stream_info()["lag"] == 0
+        for consumer in consumers:
+            consumer.close()
+    said = [r.getMessage() for r in caplog.records if "before consumer group" in r.getMessage()]
+    assert said and all("EVENTBUS_REDIS_STREAM_MAX_LEN" in line for line in said)
+
+
+def test_entries_trimmed_before_a_group_existed_are_not_its_losses(
+    client: redis.Redis, prefix: str
+) -> None:
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g", max_len=100) as bus:
+        for i in range(500):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        length = client.xlen(stream)
+        consumer = bus.consumer(name="late", batch_size=50, claim_idle=60)
+        assert _drain([consumer]) == length
+        assert consumer.figures()["missed"] == 0
+        consumer.close()

@@ -40,7 +40,7 @@ def test_a_database_that_is_not_a_number_names_redis_url(
     monkeypatch.setenv("REDIS_URL", url)
     with pytest.raises(SettingsError, match="REDIS_URL") as info:
         EventBusSettings(backend="redis")
-    assert "must be a number" in str(info.value) and "pw" not in str(info.value)
+    assert "must be a whole number from 0 up" in str(info.value) and "pw" not in str(info.value)
 
 
 @pytest.mark.parametrize("url", ["redis://h", "redis://h/", "redis://h:1/15", "unix:///s?db=2"])

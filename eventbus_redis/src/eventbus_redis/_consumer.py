@@ -45,7 +45,7 @@ from eventbus_redis._entries import (
 )
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._own_connection import OwnConnection, send_all
-from eventbus_redis._scripts import STREAM_RELEASE
+from eventbus_redis._scripts import STREAM_CREATE_GROUP, STREAM_READ_NEW, STREAM_RELEASE
 from eventbus_redis._stream_entry import event_from_entry_data
 
 __all__ = ["StreamConsumer"]
@@ -160,6 +160,9 @@ class StreamConsumer:
         self.claimed = 0
         self.dead_lettered = 0
         self.trimmed = 0
+        # Entries trimmed before the group was handed them (counted once per group: by the
+        # consumer whose read found them).
+        self.trimmed_unread = 0
         self.groups_created = 0
         self.last_error: str | None = None
         self._stream_setting = stream_setting
@@ -250,17 +253,49 @@ class StreamConsumer:
             if reply[1]:
                 self.claimed += len(reply[1])
                 return self._process(reply[1], history=True)
+        # First without waiting, counting what the group lost to trimming (one script call);
+        # then, with nothing new, a blocking read (what it brings was added while it waited:
+        # a loss to trimming in that moment is counted by the next scripted read).
+        items = self._new_entries(self._call(self._read_new_command(count)))
+        if items:
+            return self._process(items, history=False)
         wait = deadline - time.monotonic()
         wait = min(wait, self.block, self._block_cap if self._block_cap is not None else wait)
         block_ms = int(wait * 1000)
-        items = raw_stream_entries(self._call(self._read_new_command(count, block_ms)))
+        if block_ms < 1:
+            return []
+        items = raw_stream_entries(self._call(self._wait_new_command(count, block_ms)))
         return self._process(items, history=False) if items else []
 
-    def _read_new_command(self, count: int, block_ms: int = 0) -> tuple[Any, ...]:
-        """XREADGROUP of up to `count` new entries, waiting up to `block_ms` (0: not at all)."""
-        block: tuple[Any, ...] = ("BLOCK", block_ms) if block_ms >= 1 else ()
+    def _read_new_command(self, count: int) -> tuple[Any, ...]:
+        """XREADGROUP of up to `count` new entries, not waiting, in the script that counts the
+        entries trimmed before the group read them (reply: see `_new_entries`)."""
+        return ("EVAL", STREAM_READ_NEW, 1, self.stream, self.group, self.name, count)
+
+    def _wait_new_command(self, count: int, block_ms: int) -> tuple[Any, ...]:
+        """XREADGROUP of up to `count` new entries, waiting up to `block_ms` (>= 1)."""
         group = ("GROUP", self.group, self.name)
-        return ("XREADGROUP", *group, "COUNT", count, *block, "STREAMS", self.stream, ">")
+        return (
+            "XREADGROUP",
+            *group,
+            "COUNT",
+            count,
+            "BLOCK",
+            block_ms,
+            "STREAMS",
+            self.stream,
+            ">",
+        )
+
+    def _new_entries(self, reply: Any) -> list[Any]:
+        """The entries of a `_read_new_command` reply, after counting the ones it says the
+        group never got."""
+        missed, entries = reply
+        if missed:
+            self._lost_before_read(int(missed))
+        if entries and isinstance(entries[0], bytes | str):
+            entries = [entries]  # `[stream, entries]` unwrapped, as fakeredis's Lua gives it
+        return raw_stream_entries(entries)
 
     def read_ahead(self, max_items: int) -> None:
         """Ask Redis now for up to `max_items` new entries (at most `batch_size`), for the
@@ -296,7 +331,7 @@ class StreamConsumer:
         """
         self._ahead = None
         (reply,) = self._conn.read(1)
-        self._surplus += raw_stream_entries(reply)
+        self._surplus += self._new_entries(reply)
 
     def _call(self, command: tuple[Any, ...]) -> Any:
         """One command on the consumer's own connection, after the reply read ahead, if one
@@ -413,6 +448,20 @@ class StreamConsumer:
         )
         self.dead_lettered += len(dead)
 
+    def _lost_before_read(self, n: int) -> None:
+        self.trimmed_unread += n
+        log.warning(
+            "eventbus redis: %d %s of %s %s trimmed (MAXLEN) before consumer group %s read "
+            "%s: raise EVENTBUS_REDIS_STREAM_MAX_LEN (of every writer) or read faster "
+            "(counted in missed)",
+            n,
+            "entry" if n == 1 else "entries",
+            self.stream,
+            "was" if n == 1 else "were",
+            self.group,
+            "it" if n == 1 else "them",
+        )
+
     def _lost_to_trim(self, n: int) -> None:
         self.trimmed += n
         log.warning(
@@ -431,7 +480,7 @@ class StreamConsumer:
         try:
             # Start at "0": a group created after proxies began publishing still gets what
             # the stream holds, rather than only what comes after the first dispatcher.
-            self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            self._client.eval(STREAM_CREATE_GROUP, 1, self.stream, self.group)
             self.groups_created += 1
             log.info("eventbus redis: created consumer group %s on %s", self.group, self.stream)
         except redis.ResponseError as exc:
@@ -618,8 +667,10 @@ class StreamConsumer:
             "claimed": self.claimed,
             "dead_lettered": self.dead_lettered,
             "trimmed": self.trimmed,
+            "trimmed_unread": self.trimmed_unread,
             "acks_unsent": self.acks_unsent,
-            "missed": self.trimmed,  # the name every source's lost-before-read count has
+            # The name every source's lost-before-read count has.
+            "missed": self.trimmed + self.trimmed_unread,
             "last_error": self.last_error,
             "group_joined": self._group_ready,
         }

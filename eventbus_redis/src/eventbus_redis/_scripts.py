@@ -35,6 +35,8 @@ __all__ = [
     "LOG_NOW",
     "LOG_READ_NEW",
     "STREAM_APPEND",
+    "STREAM_CREATE_GROUP",
+    "STREAM_READ_NEW",
     "STREAM_RELEASE",
     "tail_of",
 ]
@@ -239,3 +241,90 @@ end
 return released
 """
 """`release()` of a streams consumer: deliveries handed back uncounted, atomically per call."""
+
+
+STREAM_READ_NEW: Final = """
+-- KEYS: stream. ARGV: group, consumer, count. XREADGROUP of up to `count` new entries, after
+-- counting the entries MAXLEN trimmed before the group was handed any consumer them. Returns
+-- {that count, the XREADGROUP reply}.
+--
+-- Redis 7 keeps a group's `entries-read`: the position, among all entries ever added, of the
+-- last one handed to the group. It adds one per entry handed out, so entries trimmed unread
+-- are never passed in it. When the group has been handed the newest entry, every entry ever
+-- added is behind it; when its last-delivered id is older than the stream's first entry, every
+-- entry trimmed so far is: the difference is what the group never got. The counter is then set
+-- past them (XGROUP SETID ... ENTRIESREAD), in the same step, so each is counted once,
+-- whichever consumer of the group reads next. Without the counter (Redis 6, a group never
+-- read, entries deleted with XDEL) nothing is counted.
+local missed = 0
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if ok then
+  local row = nil
+  for _, g in ipairs(groups) do
+    local fields = {}
+    for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+    if fields['name'] == ARGV[1] then row = fields end
+  end
+  if row and row['entries-read'] and row['lag'] ~= 0 then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    local stream = {}
+    for i = 1, #info, 2 do stream[info[i]] = info[i + 1] end
+    local function id(text)
+      local ms, seq = string.match(text, '^(%d+)-(%d+)$')
+      return tonumber(ms), tonumber(seq)
+    end
+    local function older(a, b)
+      local ams, aseq = id(a)
+      local bms, bseq = id(b)
+      return ams < bms or (ams == bms and aseq < bseq)
+    end
+    local added, length = stream['entries-added'], stream['length']
+    local last = row['last-delivered-id']
+    local passed = nil
+    if added and not older(last, stream['last-generated-id']) then
+      passed = added
+    elseif added and length > 0 and stream['first-entry'] and
+        older(last, stream['first-entry'][1]) then
+      passed = added - length
+    end
+    if passed and passed > row['entries-read'] then
+      missed = passed - row['entries-read']
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', passed)
+    end
+  end
+end
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                         'STREAMS', KEYS[1], '>')
+return {missed, reply or {}}  -- an empty table for none: a false ends the reply (fakeredis)
+"""
+"""A streams consumer's read of new entries, with the entries trimmed before its group read
+them counted once per group (see the script's comment)."""
+
+
+STREAM_CREATE_GROUP: Final = """
+-- KEYS: stream. ARGV: group. Creates the group at the stream's start ("0", and the stream if
+-- there is none), with its read counter (Redis 7's entries-read) at the entries trimmed
+-- before it existed: they are not the group's losses, and what is trimmed from now on before
+-- the group reads it is (see STREAM_READ_NEW). Without a counter to set (Redis 6), plainly.
+local passed = nil
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if ok then
+  local stream = {}
+  for i = 1, #info, 2 do stream[info[i]] = info[i + 1] end
+  if stream['entries-added'] then passed = stream['entries-added'] - stream['length'] end
+else
+  local message = type(info) == 'table' and info['err'] or tostring(info)
+  if not string.find(message, 'no such key', 1, true) then return redis.error_reply(message) end
+  passed = 0
+end
+if passed then
+  local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM',
+                              'ENTRIESREAD', passed)
+  if type(created) ~= 'table' or not created['err'] or
+      string.find(tostring(created['err']), 'BUSYGROUP', 1, true) then
+    return created
+  end
+end
+return redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+"""
+"""A streams consumer's group, created with its read counter past the entries trimmed before."""
