@@ -28,6 +28,7 @@ from eventbus_core import (
     RedactedURL,
     StopInProgress,
     check_buffer_size,
+    check_count,
     check_seconds,
     stop_wait,
 )
@@ -38,8 +39,14 @@ from eventbus_nats._fanout import Follower, NatsSubscription
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
-from eventbus_nats._options import ConnectOptions, tls_wanted_by
-from eventbus_nats._settings import NatsSettings, check_name, check_nats_duration, check_servers
+from eventbus_nats._options import ConnectOptions, check_connect_options, tls_wanted_by
+from eventbus_nats._settings import (
+    NatsSettings,
+    check_name,
+    check_nats_count,
+    check_nats_duration,
+    check_servers,
+)
 from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
 
@@ -120,11 +127,11 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             )
         check_seconds("stop_timeout", stop_timeout)
         check_nats_duration(ack_wait, "ack_wait")
-        if not ack_wait > 0 or not math.isfinite(ack_wait) or max_deliveries < 1 or max_batch < 1:
-            raise ValueError(
-                "need a finite ack_wait > 0, max_deliveries >= 1 and max_batch >= 1; "
-                f"got {ack_wait=}, {max_deliveries=}, {max_batch=}"
-            )
+        if not ack_wait > 0 or not math.isfinite(ack_wait):
+            raise ValueError(f"need a finite ack_wait > 0, got {ack_wait=}")
+        check_nats_count(max_deliveries, "max_deliveries", 1)
+        check_count("max_batch", max_batch, 1)
+        connect_options = check_connect_options(connect_options)
         try:
             servers = tuple(check_servers(url))
         except ValueError as exc:

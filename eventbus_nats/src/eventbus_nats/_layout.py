@@ -16,7 +16,9 @@ from eventbus_nats._settings import (
     DEAD_SUFFIX,
     MAX_STREAM_NAME,
     NatsSettings,
+    check_max_bytes,
     check_name,
+    check_nats_count,
     check_nats_duration,
     check_subject,
 )
@@ -67,16 +69,16 @@ class StreamLayout:
     def __post_init__(self) -> None:
         check_name(self.stream, "stream", longest=MAX_STREAM_NAME)
         check_subject(self.subject)
-        for label in ("max_msgs", "max_bytes", "max_age"):
-            value = getattr(self, label)
-            if value < 0:
-                raise ValueError(f"{label} must be >= 0 (0: no limit), got {value!r}")
+        check_nats_count(self.max_msgs, "max_msgs")
+        check_max_bytes(check_nats_count(self.max_bytes, "max_bytes"), "max_bytes")
+        check_nats_duration(self.max_age, "max_age")
+        if self.max_age < 0:
+            raise ValueError(f"max_age must be >= 0 (0: no limit), got {self.max_age!r}")
         if not 1 <= self.replicas <= 5:
             raise ValueError(f"replicas must be 1 to 5, got {self.replicas!r}")
+        check_nats_duration(self.duplicate_window, "duplicate_window")
         if self.duplicate_window <= 0:
             raise ValueError(f"duplicate_window must be > 0 seconds, got {self.duplicate_window!r}")
-        check_nats_duration(self.max_age, "max_age")
-        check_nats_duration(self.duplicate_window, "duplicate_window")
 
     @classmethod
     def from_settings(cls, settings: NatsSettings) -> StreamLayout:

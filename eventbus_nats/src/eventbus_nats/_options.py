@@ -6,14 +6,17 @@ connection.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import inspect
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
+import nats.aio.client
 import nats.errors
 
 from eventbus_core import MaskedMapping, RedactedURL, SettingsError, redact_url
@@ -22,6 +25,7 @@ from eventbus_nats._settings import NatsSettings, shown_server
 __all__ = [
     "ConnectOptions",
     "TlsNotOffered",
+    "check_connect_options",
     "refusal",
     "safe_error",
     "tls_wanted_by",
@@ -33,6 +37,46 @@ _CREDENTIAL_OPTIONS = frozenset(
     {"user", "password", "token", "user_credentials", "nkeys_seed", "nkeys_seed_str",
      "signature_cb", "user_jwt_cb"}
 )  # fmt: skip
+
+
+# nats-py's connect() options the bus sets itself (where, reconnecting, timeouts, callbacks).
+_SET_BY_THE_BUS: Final = frozenset(
+    {"servers", "name", "allow_reconnect", "max_reconnect_attempts", "connect_timeout",
+     "reconnect_time_wait", "ping_interval", "max_outstanding_pings", "pending_size",
+     "flush_timeout", "error_cb", "disconnected_cb", "reconnected_cb"}
+)  # fmt: skip
+
+
+def check_connect_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`options` as further keywords of nats-py's `connect()`, checked where they are given:
+    an unknown key had failed only in the connection's thread (a TypeError in the log, every
+    event lost, `last_error` None), a str with "dictionary update sequence element" (trial 167).
+
+    Raises:
+        TypeError: `options` is not a mapping of str keys.
+        ValueError: a key nats-py does not take, or one the bus sets itself.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise TypeError(
+            "connect_options must be a dict of nats-py connect() keywords (such as "
+            f"{{'user': ..., 'password': ...}}), not {type(options).__name__}"
+        )
+    taken = set(inspect.signature(nats.aio.client.Client.connect).parameters) - {"self"}
+    for key in options:
+        if key in _SET_BY_THE_BUS:
+            raise ValueError(
+                f"connect_options[{key!r}]: the bus sets it itself (servers come from the url "
+                "argument); leave it out"
+            )
+        if key not in taken:
+            close = difflib.get_close_matches(key, sorted(taken), n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"connect_options[{key!r}]: not a keyword of nats-py's connect(){guess}"
+            )
+    return dict(options)
 
 
 def safe_error(exc: BaseException) -> str:
@@ -140,7 +184,7 @@ class ConnectOptions:
         if settings.nats_token is not None:
             auth["token"] = settings.nats_token.get_secret_value()
         if settings.nats_creds:
-            _need_file(settings.nats_creds, "NATS_CREDS")
+            _need_credentials_file(settings.nats_creds)
             if importlib.util.find_spec("nkeys") is None:
                 raise SettingsError(
                     "NATS_CREDS needs the nkeys package to sign in: pip install "
@@ -218,8 +262,30 @@ def _refuse_tls_files_over_ws(settings: NatsSettings) -> None:
 
 
 def _need_file(path: str, var: str) -> None:
+    if Path(path).is_dir():
+        raise SettingsError(f"{var}={path!r} is a directory: give the path of the file in it")
     if not Path(path).is_file():
         raise SettingsError(f"{var}={path!r}: no such file (give the path of an existing file)")
+
+
+def _need_credentials_file(path: str) -> None:
+    """`NATS_CREDS` names a credentials file: a user JWT and an NKey seed, as `nsc` writes it.
+    An empty or other file had been taken, and a server then "refused the credentials"; one
+    asking for none took it silently (trial 167). Its content is never shown."""
+    _need_file(path, "NATS_CREDS")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError as exc:
+        raise SettingsError(
+            f"NATS_CREDS={path!r} cannot be read ({exc.strerror or type(exc).__name__})"
+        ) from None
+    if b"BEGIN NATS USER JWT" not in head or b"BEGIN USER NKEY SEED" not in head:
+        raise SettingsError(
+            f"NATS_CREDS={path!r} is not a NATS credentials file: it should hold a user JWT and "
+            "its NKey seed (-----BEGIN NATS USER JWT----- and -----BEGIN USER NKEY SEED-----, "
+            "as `nsc generate creds` writes them)"
+        )
 
 
 def _tls_context(settings: NatsSettings) -> ssl.SSLContext:

@@ -10,6 +10,7 @@ the URL a `RedactedURL`, so printing the settings shows no credential.
 
 from __future__ import annotations
 
+import math
 import re
 import urllib.parse
 from typing import Any, ClassVar, Final
@@ -44,7 +45,15 @@ _SHORTEST_DURATION: Final = 0.001  # seconds, as the Redis backend's TTL
 
 def check_nats_duration(value: float, label: str = "") -> float:
     """`value` seconds, refused (`ValueError`, prefixed with `label`) when it is above 0 yet too
-    short a duration for NATS to keep."""
+    short a duration for NATS to keep, or not a finite number of seconds NATS can keep (the
+    constructor took nan and inf, and its writer failed for ever naming nothing, trial 167)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{label}{': ' if label else ''}give a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value > _SECONDS64:
+        raise ValueError(
+            f"{label}{': ' if label else ''}{value!r} s: give a finite number of seconds up to "
+            f"{_SECONDS64} (JetStream keeps durations as 64-bit nanoseconds)"
+        )
     # NATS keeps durations in whole nanoseconds: a sliver of a second became 0, which the
     # server reads as no limit (max age) or its own default (ack wait: 30 s).
     if 0 < value < _SHORTEST_DURATION:
@@ -58,6 +67,27 @@ def check_nats_duration(value: float, label: str = "") -> float:
 
 _INT64: Final = 2**63 - 1
 _SECONDS64: Final = _INT64 // 1_000_000_000
+
+
+def check_nats_count(value: int, label: str, smallest: int = 0) -> int:
+    """`value` as a JetStream count or size (`smallest` .. 2**63 - 1), else `ValueError` naming
+    `label`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not smallest <= value <= _INT64:
+        raise ValueError(f"{label} must be an int from {smallest} to {_INT64}, got {value!r}")
+    return value
+
+
+def check_max_bytes(value: int, label: str = "") -> int:
+    """A stream's byte limit: 0 (none) or enough for events."""
+    # A stream smaller than one event keeps nothing: the server acknowledges each event and
+    # removes it at once, and a consumer group reads nothing, counting nothing.
+    if 0 < value < _SMALLEST_STREAM:
+        raise ValueError(
+            f"{label}{': ' if label else ''}{value} bytes cannot hold the events (one takes "
+            f"hundreds of bytes, a chat completion with its bodies tens of KB): give at least "
+            f"{_SMALLEST_STREAM}, or 0 for no limit"
+        )
+    return value
 
 
 def _env(name: str, **kwargs: Any) -> Any:
@@ -330,15 +360,7 @@ class NatsSettings(ReadsVariablesOnly, BaseSettings):
     @field_validator("nats_max_bytes", mode="after")
     @classmethod
     def _check_max_bytes(cls, value: int) -> int:
-        # A stream smaller than one event keeps nothing: the server acknowledges each event
-        # and removes it at once, and a consumer group reads nothing, counting nothing.
-        if 0 < value < _SMALLEST_STREAM:
-            raise ValueError(
-                f"{value} bytes cannot hold the events (one takes hundreds of bytes, a chat "
-                f"completion with its bodies tens of KB): give at least {_SMALLEST_STREAM}, or "
-                "0 for no limit"
-            )
-        return value
+        return check_max_bytes(value)
 
     @field_validator("nats_stream", mode="after")
     @classmethod
@@ -369,6 +391,29 @@ class NatsSettings(ReadsVariablesOnly, BaseSettings):
             )
         if self.nats_password is not None and not self.nats_user:
             raise ValueError("NATS_PASSWORD is set without NATS_USER: set the user name too")
+        # One way of signing in, given in one place: the variables had silently won over the
+        # URL's credentials, and a refusal then blamed the URL (trial 167).
+        if self.nats_token is not None and not self.nats_token.get_secret_value():
+            raise ValueError("NATS_TOKEN is set but empty: give the token, or unset it")
+        given = [
+            name
+            for name, value in (
+                ("NATS_USER", self.nats_user),
+                ("NATS_TOKEN", self.nats_token),
+                ("NATS_CREDS", self.nats_creds),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(
+                f"{' and '.join(given)} are both set: a server takes one way of signing in; "
+                "keep the one it expects"
+            )
+        if given and any(urllib.parse.urlsplit(s).username is not None for s in self.servers):
+            raise ValueError(
+                f"NATS_URL holds credentials (user:password@ or token@) and {given[0]} sets "
+                "them too: give them in one place"
+            )
         return self
 
     @property
