@@ -101,6 +101,18 @@ def test_an_empty_path_flag_is_refused_as_typed(
     assert f"argument {flag if flag != '--file' else '-f/--file'}: '': give a file path" in err
 
 
+def test_a_blank_dead_letter_path_is_refused_as_typed_and_an_empty_one_means_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # " " meant a file named " " from the variable, and none from the flag (trial 169).
+    code, err = run(["dispatch", "--sink", "null", "--dead-letter", " "], capsys)
+    assert code == 2 and "--dead-letter ' ': is blank" in one_line(err)
+    monkeypatch.setenv("EVENTBUS_DEAD_LETTER_PATH", " ")
+    code, err = run(["dispatch", "--sink", "null"], capsys)
+    assert code == 2 and "EVENTBUS_DEAD_LETTER_PATH=' ': is blank" in one_line(err)
+    assert EventBusSettings(dead_letter_path="").dead_letter_path == ""
+
+
 def test_bad_redis_url_from_the_environment_names_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

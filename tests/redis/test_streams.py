@@ -403,12 +403,14 @@ def _publish(bus: RedisStreamsEventBus, n: int) -> None:
 
 @contextlib.contextmanager
 def _first_reply_lost(command_name: str) -> Iterator[list[Any]]:
-    """Within the block, the first `command_name` a consumer sends on its own connection runs in
-    Redis but its reply is lost on the way (a ConnectionError, as on a cut connection); yields
-    the list the lost reply is put in."""
+    """Within the block, the first `command_name` a consumer sends on its own connection (or,
+    for "XREADGROUP", its first read of new entries) runs in Redis but its reply is lost on the
+    way (a ConnectionError, as on a cut connection); yields the list the lost reply is put in."""
+    from eventbus_redis._consumer import StreamConsumer
     from eventbus_redis._own_connection import OwnConnection
 
     real_call = OwnConnection.call
+    real_read_new = StreamConsumer._read_new
     lost: list[Any] = []
 
     def losing_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
@@ -418,11 +420,22 @@ def _first_reply_lost(command_name: str) -> Iterator[list[Any]]:
             raise redis.ConnectionError("reply lost on the way")
         return reply
 
+    def losing_read_new(self: StreamConsumer, count: int, block_ms: int) -> list[Any]:
+        reply = real_read_new(self, count, block_ms)
+        if not lost:
+            lost.append(reply)
+            self._conn.reset()  # as a read that failed on its way leaves it
+            raise redis.ConnectionError("reply lost on the way")
+        return reply
+
     OwnConnection.call = losing_call  # type: ignore[method-assign]
+    if command_name == "XREADGROUP":
+        StreamConsumer._read_new = losing_read_new  # type: ignore[method-assign]
     try:
         yield lost
     finally:
         OwnConnection.call = real_call  # type: ignore[method-assign]
+        StreamConsumer._read_new = real_read_new  # type: ignore[method-assign]
 
 
 def test_read_ahead_hands_the_next_batch_to_the_next_read_and_counts_it_pending(
@@ -518,7 +531,7 @@ def test_entries_of_a_lost_reply_come_back_at_once_not_after_claim_idle(
         _publish(bus, 6)
         consumer = bus.consumer(name="c", batch_size=3, claim_idle=60)
         held = read_all(consumer, 3)  # with the caller, not acknowledged yet
-        with _first_reply_lost("EVAL") as lost:  # the script that reads new entries
+        with _first_reply_lost("XREADGROUP") as lost:
             got = read_all(consumer, 3, rounds=10)
         assert lost  # Redis did hand them over
         assert [d.event.request_id for d in got] == ["req-3", "req-4", "req-5"]
@@ -555,7 +568,7 @@ def test_entries_of_a_read_that_ran_late_come_back_without_a_claim(
     # RECHECK_OWN_PENDING_AFTER later, finds its entries (an outside trial saw them wait for a
     # claim, 30 s, after a 12 s pause).
     from eventbus_redis import _consumer
-    from eventbus_redis._own_connection import OwnConnection
+    from eventbus_redis._consumer import StreamConsumer
 
     monkeypatch.setattr(_consumer, "RECHECK_OWN_PENDING_AFTER", 0.5)
     stream, group = f"{prefix}:s", f"{prefix}:g"
@@ -563,23 +576,19 @@ def test_entries_of_a_read_that_ran_late_come_back_without_a_claim(
         consumer = bus.consumer(name="c", batch_size=3, claim_idle=60)
         assert consumer.read(3, timeout=0) == []  # joins the group
         _publish(bus, 3)
-        real_call = OwnConnection.call
+        real_read_new = StreamConsumer._read_new
         failures = []
 
-        def frozen_call(self: OwnConnection, command: tuple[Any, ...]) -> Any:
-            # A read of new entries: the script that counts trimmed ones, or a blocking one.
-            scripted = command[0] == "EVAL"
-            if scripted or (command[0] == "XREADGROUP" and command[-1] == ">"):
-                if not failures:
-                    failures.append(command)
-                    raise redis.TimeoutError("Timeout reading from socket")
-                return [0, None] if scripted else None  # while frozen, new reads see nothing
-            return real_call(self, command)
+        def frozen_read_new(self: StreamConsumer, count: int, block_ms: int) -> list[Any]:
+            if not failures:
+                failures.append(count)
+                raise redis.TimeoutError("Timeout reading from socket")
+            return []  # while frozen, new reads see nothing
 
-        monkeypatch.setattr(OwnConnection, "call", frozen_call)
+        monkeypatch.setattr(StreamConsumer, "_read_new", frozen_read_new)
         assert consumer.read(3, timeout=0.2) == []  # failed, then re-read its own: none yet
         client.xreadgroup(group, "c", {stream: ">"}, count=3)  # the timed-out read runs late
-        monkeypatch.setattr(OwnConnection, "call", real_call)
+        monkeypatch.setattr(StreamConsumer, "_read_new", real_read_new)
         assert consumer.read(3, timeout=0) == []  # not yet: nothing new, own pending read before
         time.sleep(0.5)
         got = read_all(consumer, 3, rounds=10)

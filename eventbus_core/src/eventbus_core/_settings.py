@@ -431,6 +431,17 @@ class EventBusSettings(ReadsVariablesOnly, BaseSettings):
             return ",".join(n.strip().lower() for n in value.split(",") if n.strip())
         return value
 
+    @field_validator("dead_letter_path", mode="after")
+    @classmethod
+    def _check_dead_letter_path(cls, value: str) -> str:
+        # Blank meant three things: a file named " " here, none for --dead-letter, refused
+        # by demo and publish (trial 169). Empty is none; blank is a mistake.
+        if value and not value.strip():
+            raise ValueError(
+                "is blank: give the dead-letter file's path, or leave it empty for none"
+            )
+        return value
+
     @field_validator("redact_patterns", mode="after")
     @classmethod
     def _check_patterns(cls, value: str) -> str:

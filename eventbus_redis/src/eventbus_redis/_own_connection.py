@@ -90,8 +90,10 @@ class OwnConnection:
             self.reset()
             raise
 
-    def read(self, n: int = 1) -> list[Any]:
-        """Read `n` replies of commands sent with `send_all(get(), ...)`."""
+    def read(self, n: int = 1, *, raise_errors: bool = True) -> list[Any]:
+        """Read `n` replies of commands sent with `send_all(get(), ...)`; Redis's error replies
+        raise the first of them once all are read, or with `raise_errors=False` stand in the
+        list in their commands' places."""
         conn = self._conn
         if conn is None:
             raise redis.ConnectionError("no connection for the reply")
@@ -107,7 +109,7 @@ class OwnConnection:
         except BaseException:
             self.reset()
             raise
-        if error is not None:
+        if error is not None and raise_errors:
             raise error
         return replies
 

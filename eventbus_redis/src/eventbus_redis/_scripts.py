@@ -35,8 +35,9 @@ __all__ = [
     "LOG_NOW",
     "LOG_READ_NEW",
     "STREAM_APPEND",
+    "STREAM_COUNT_UNREAD_TRIMMED",
     "STREAM_CREATE_GROUP",
-    "STREAM_READ_NEW",
+    "STREAM_RECLAIM",
     "STREAM_RELEASE",
     "tail_of",
 ]
@@ -243,62 +244,76 @@ return released
 """`release()` of a streams consumer: deliveries handed back uncounted, atomically per call."""
 
 
-STREAM_READ_NEW: Final = """
--- KEYS: stream. ARGV: group, consumer, count. XREADGROUP of up to `count` new entries, after
--- counting the entries MAXLEN trimmed before the group was handed any consumer them. Returns
--- {that count, the XREADGROUP reply}.
+STREAM_COUNT_UNREAD_TRIMMED: Final = """
+-- KEYS: stream. ARGV: group. Counts the entries MAXLEN trimmed before the group was handed
+-- them, moves the group's read counter past them, and returns how many (0: none, or none that
+-- can be told). Sent with each read of new entries (the XREADGROUP itself stays outside: a
+-- script would turn every entry of a batch into Lua strings and back, 8 times the work).
 --
 -- Redis 7 keeps a group's `entries-read`: the position, among all entries ever added, of the
 -- last one handed to the group. It adds one per entry handed out, so entries trimmed unread
 -- are never passed in it. When the group has been handed the newest entry, every entry ever
 -- added is behind it; when its last-delivered id is older than the stream's first entry, every
--- entry trimmed so far is: the difference is what the group never got. The counter is then set
--- past them (XGROUP SETID ... ENTRIESREAD), in the same step, so each is counted once,
--- whichever consumer of the group reads next. Without the counter (Redis 6, a group never
--- read, entries deleted with XDEL) nothing is counted.
-local missed = 0
+-- entry trimmed so far is: the difference is what the group never got. The counter is set past
+-- them (XGROUP SETID ... ENTRIESREAD) in the same step, so each is counted once, whichever
+-- consumer of the group comes next. Nothing is counted without the counter (Redis 6; a group
+-- created elsewhere and never read), nor on a stream that ever had an entry deleted (XDEL
+-- leaves `max-deleted-entry-id`; trimming does not): those are no trims, and cannot be told
+-- apart from them.
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if ok then
-  local row = nil
-  for _, g in ipairs(groups) do
-    local fields = {}
-    for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
-    if fields['name'] == ARGV[1] then row = fields end
-  end
-  if row and row['entries-read'] and row['lag'] ~= 0 then
-    local info = redis.call('XINFO', 'STREAM', KEYS[1])
-    local stream = {}
-    for i = 1, #info, 2 do stream[info[i]] = info[i + 1] end
-    local function id(text)
-      local ms, seq = string.match(text, '^(%d+)-(%d+)$')
-      return tonumber(ms), tonumber(seq)
-    end
-    local function older(a, b)
-      local ams, aseq = id(a)
-      local bms, bseq = id(b)
-      return ams < bms or (ams == bms and aseq < bseq)
-    end
-    local added, length = stream['entries-added'], stream['length']
-    local last = row['last-delivered-id']
-    local passed = nil
-    if added and not older(last, stream['last-generated-id']) then
-      passed = added
-    elseif added and length > 0 and stream['first-entry'] and
-        older(last, stream['first-entry'][1]) then
-      passed = added - length
-    end
-    if passed and passed > row['entries-read'] then
-      missed = passed - row['entries-read']
-      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', passed)
-    end
-  end
+if not ok then return 0 end
+local row = nil
+for _, g in ipairs(groups) do
+  local fields = {}
+  for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
+  if fields['name'] == ARGV[1] then row = fields end
 end
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                         'STREAMS', KEYS[1], '>')
-return {missed, reply or {}}  -- an empty table for none: a false ends the reply (fakeredis)
+if not row or not row['entries-read'] or row['lag'] == 0 then return 0 end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local stream = {}
+for i = 1, #info, 2 do stream[info[i]] = info[i + 1] end
+local added, length = stream['entries-added'], stream['length']
+if not added or stream['max-deleted-entry-id'] ~= '0-0' then return 0 end
+local function older(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local last = row['last-delivered-id']
+local passed = nil
+if not older(last, stream['last-generated-id']) then
+  passed = added
+elseif length > 0 and stream['first-entry'] and older(last, stream['first-entry'][1]) then
+  passed = added - length
+end
+if not passed or passed <= row['entries-read'] then return 0 end
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', passed)
+return passed - row['entries-read']
 """
-"""A streams consumer's read of new entries, with the entries trimmed before its group read
-them counted once per group (see the script's comment)."""
+"""Counts a consumer group's entries trimmed before it read them (see the script's comment)."""
+
+STREAM_RECLAIM: Final = """
+-- KEYS: stream. ARGV: group, consumer, min idle ms, start id, count. XAUTOCLAIM, which also
+-- drops from the group's pending list the entries trimmed from the stream, whoever holds them
+-- and however recently (Redis 7). Of those, the ones idle past `min idle` were a dead
+-- consumer's (their content is gone: lost); the others are with a live consumer, which
+-- processes them (not lost: its acknowledgement finds them gone). Returns {next start id,
+-- claimed entries, lost, with a live consumer}.
+local stale = {}
+for _, row in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+',
+                                ARGV[5] * 10)) do
+  stale[row[1]] = true
+end
+local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                         'COUNT', ARGV[5])
+local lost, live = 0, 0
+for _, id in ipairs(reply[3] or {}) do
+  if stale[id] then lost = lost + 1 else live = live + 1 end
+end
+return {reply[1], reply[2], lost, live}
+"""
+"""A streams consumer's reclaim, telling a dead consumer's trimmed entries from a live one's."""
 
 
 STREAM_CREATE_GROUP: Final = """

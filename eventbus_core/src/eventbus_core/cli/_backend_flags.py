@@ -56,7 +56,9 @@ def flag_value(value: Any, flag: str, variable: str, *, empty_is_a_value: bool =
     if not isinstance(value, str) or value.strip():
         return value
     if empty_is_a_value:
-        return ""
+        # "" is that value; a blank one (" ") is refused by the setting itself, as its
+        # variable's is (it had meant "none" here and a file named " " there, trial 169).
+        return value
     from eventbus_core.cli._ops import UsageError
 
     raise UsageError(f"{flag} is empty: give a value, or leave the flag out to use {variable}")
