@@ -306,6 +306,33 @@ class _FailsHalfway:
         register("halfway-bad", lambda settings: RecordingBus(1), settings=dict)
 
 
+class _ExitsInItsHook:
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        raise SystemExit(3)
+
+
+def test_a_plugin_hook_that_raises_system_exit_is_skipped_not_the_end_of_the_process() -> None:
+    # `eventbus plugins` printed nothing and exited 3, and create_bus() would have ended the
+    # application whatever backend it chose (trial 169).
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        registry = PluginRegistry(load_entry_points=False, plugins=[RecordingPlugin()])
+        info = registry.register_plugin(_ExitsInItsHook(), name="exits")
+    assert (info.error or "").startswith("SystemExit")
+    assert "recording" in registry.backends
+
+
+def test_a_typo_of_a_family_backend_not_installed_names_its_distribution() -> None:
+    # `nast` was told `pip install eventbus-nast` (trial 169).
+    registry = PluginRegistry(load_entry_points=False, plugins=[RecordingPlugin()])
+    with pytest.raises(UnknownBackendError) as raised:
+        registry.backend("nast")
+    message = str(raised.value)
+    assert "did you mean 'nats'? it comes with eventbus-nats" in message
+    assert "eventbus-nast" not in message
+
+
 def test_a_plugin_whose_hook_raises_is_skipped_whole() -> None:
     # Its first backend stayed registered and usable, and selecting the one whose register()
     # raised was "unknown ... pip install eventbus-halfway-bad" (trial 166); hooks.md: "the

@@ -281,3 +281,11 @@ def test_the_fast_base64_agrees_with_the_standard_library() -> None:
         for decode in (_base64.b64decode, _base64.std_b64decode):
             with pytest.raises(binascii.Error):
                 decode(bad)
+
+
+def test_a_long_number_is_summed_up_and_null_is_named_as_json_names_it() -> None:
+    # A 5,000-digit number with a fraction was quoted whole; null was "NoneType" (trial 169).
+    with pytest.raises(WireFormatError, match=r"'Status' .* exponent of 5003 characters$"):
+        Event.from_json('{"Status": 1' + "0" * 5000 + ".5}")
+    with pytest.raises(WireFormatError, match="got null"):
+        Event.from_json("null")

@@ -531,6 +531,9 @@ def test_a_wait_that_ran_out_never_shows_a_negative_time() -> None:
         ({"connect_options": {"tokn": "x"}}, r"did you mean 'token'"),
         ({"connect_options": {"servers": ["nats://x"]}}, r"the bus sets it itself"),
         ({"connect_options": "u:pw"}, "connect_options must be a dict"),
+        ({"connect_options": {"token": ""}}, r"connect_options\['token'\] is empty"),
+        ({"connect_options": {"password": "x"}}, r"'password'\] is given without 'user'"),
+        ({"connect_options": {"user_credentials": "/"}}, r"'user_credentials'\]='/' is a dir"),
     ],
 )
 def test_the_constructor_refuses_what_the_settings_refuse_naming_the_keyword(
@@ -540,3 +543,26 @@ def test_the_constructor_refuses_what_the_settings_refuse_naming_the_keyword(
     # an unknown connect option failed only in the connection's thread (trial 167).
     with pytest.raises((ValueError, TypeError), match=message):
         NatsEventBus("nats://127.0.0.1:4222", stream="T_CTOR", subject="t.ctor", **keywords)
+
+
+def test_the_constructor_refuses_credentials_in_the_url_and_in_connect_options() -> None:
+    # connect_options' won over the URL's, and a refusal then blamed the URL (trial 168).
+    with pytest.raises(ValueError, match=r"connect_options\['password'\] gives credentials") as e:
+        NatsEventBus(
+            "nats://u:hunter2@127.0.0.1:4222",
+            stream="T_CTOR",
+            subject="t.ctor",
+            connect_options={"user": "other", "password": "x"},
+        )
+    assert "hunter2" not in str(e.value)
+
+
+def test_last_error_says_why_while_the_connection_is_down() -> None:
+    # None while every event waited on a server that refused the connection (trial 168).
+    bus = NatsEventBus("nats://127.0.0.1:1", stream="T_LE", subject="t.le")
+    try:
+        bus.publish(make_event(1))
+        assert not bus.flush(1)
+        assert "ConnectionRefusedError" in (bus.stats().extra["last_error"] or "")
+    finally:
+        bus.stop(0.5)

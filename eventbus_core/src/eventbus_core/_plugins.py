@@ -149,7 +149,7 @@ class PluginRegistry:
             self.plugins[name] = info
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin ends no application (169)
                 self._record_failure(info, exc)
                 continue
             self._register(plugin, info)
@@ -198,7 +198,7 @@ class PluginRegistry:
                 register = self._make_register(table, names, info, hook_name, tried)
                 try:
                     impl.function(register)
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     self._record_failure(info, exc)
         if info.error is not None:
             self._skip(info, tried)
@@ -419,8 +419,17 @@ class PluginRegistry:
                 f"({troubled.distribution or troubled.module}) is installed but registered no "
                 f"such {kind}: {'; '.join(troubled.problems)}"
             )
-        close = difflib.get_close_matches(key, table, n=1)
+        # Installed names, and the family's backends not installed (`nast` was told to
+        # `pip install eventbus-nast`, a name anyone could register, trial 169).
+        known = [*table, *(SIBLINGS if kind == "backend" else ())]
+        close = difflib.get_close_matches(key, known, n=1)
         guess = f" (did you mean {close[0]!r}?)" if close else ""
+        if close and close[0] not in table:
+            missing = SIBLINGS[close[0]]
+            guess = (
+                f" (did you mean {close[0]!r}? it comes with {missing.distribution}: "
+                f"{install_command(missing)})"
+            )
         sibling = SIBLINGS.get(key) if kind == "backend" else None
         if sibling is not None:
             how = f"it comes with {sibling.distribution}; install it with: " + install_command(

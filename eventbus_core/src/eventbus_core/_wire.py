@@ -172,6 +172,8 @@ codecs.register_error("eventbus-go-replace", _go_replace)
 
 def _kind(value: Any) -> str:
     """What a JSON value is, as an error message names it (not the decoder's own classes)."""
+    if value is None:
+        return "null"  # as JSON names it, not "NoneType" (trial 169)
     return "number" if isinstance(value, float | _HugeInt) else type(value).__name__
 
 
@@ -179,7 +181,9 @@ def _shown(value: Any) -> str:
     """`: value` for a number, which holds no secret; for text and containers (a token in the
     wrong field, say), only their size: the message reaches logs and clients."""
     if isinstance(value, _Float):
-        return f": {value.text}"
+        # As written, but not a megabyte of digits (trial 169 got a 5 KB error line).
+        text = value.text
+        return f": {text}" if len(text) <= 40 else f" of {len(text)} characters"
     if isinstance(value, _HugeInt):
         return f" of {value.digits} digits"
     if isinstance(value, bool | int | float) or value is None:

@@ -131,11 +131,12 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             raise ValueError(f"need a finite ack_wait > 0, got {ack_wait=}")
         check_nats_count(max_deliveries, "max_deliveries", 1)
         check_count("max_batch", max_batch, 1)
-        connect_options = check_connect_options(connect_options)
+
         try:
             servers = tuple(check_servers(url))
         except ValueError as exc:
             raise ValueError(f"url {exc}") from None  # the message masks any credential
+        connect_options = check_connect_options(connect_options, servers)
         self.layout = layout
         self.group = group
         # A str whose repr masks the password: vars(bus) showed it (trial 139).

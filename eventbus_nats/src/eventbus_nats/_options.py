@@ -47,14 +47,18 @@ _SET_BY_THE_BUS: Final = frozenset(
 )  # fmt: skip
 
 
-def check_connect_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_connect_options(
+    options: Mapping[str, Any] | None, servers: Sequence[str] = ()
+) -> dict[str, Any]:
     """`options` as further keywords of nats-py's `connect()`, checked where they are given:
     an unknown key had failed only in the connection's thread (a TypeError in the log, every
     event lost, `last_error` None), a str with "dictionary update sequence element" (trial 167).
 
     Raises:
         TypeError: `options` is not a mapping of str keys.
-        ValueError: a key nats-py does not take, or one the bus sets itself.
+        ValueError: a key nats-py does not take, or one the bus sets itself; credentials
+            given in the `servers`' URLs too, an empty token, a password without a user, a
+            `user_credentials` file that is none (as the settings refuse them, trial 168).
     """
     if options is None:
         return {}
@@ -76,6 +80,26 @@ def check_connect_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ValueError(
                 f"connect_options[{key!r}]: not a keyword of nats-py's connect(){guess}"
             )
+    given = sorted(_CREDENTIAL_OPTIONS & options.keys())
+    in_url = any(urlsplit(server).username is not None for server in servers)
+    # The URL's own, as `from_settings` passes them on to every server, are no second source.
+    if given and in_url and {k: options[k] for k in given} != url_credentials(servers):
+        raise ValueError(
+            f"connect_options[{given[0]!r}] gives credentials, and the url holds some too "
+            "(user:password@ or token@): give them in one place"
+        )
+    if "token" in options and not options["token"]:
+        raise ValueError("connect_options['token'] is empty: give the token, or leave it out")
+    if "password" in options and not options.get("user"):
+        raise ValueError("connect_options['password'] is given without 'user': give both")
+    creds = options.get("user_credentials")
+    if isinstance(creds, str):
+        try:
+            _need_credentials_file(creds)
+        except SettingsError as exc:
+            raise ValueError(
+                str(exc).replace("NATS_CREDS", "connect_options['user_credentials']")
+            ) from None
     return dict(options)
 
 

@@ -342,12 +342,24 @@ def is_credential_header(name: str) -> bool:
     the text rules mask such a header where a log line or an error quotes it, so its value is
     masked wherever else it goes too. Or a word that names a credential in a header, as in a
     configuration figure (`X-Custom-Token`, `Helicone-Auth`, `Jwt`, `X-Hub-Signature`, trial
-    165), but not `Access-Control-Allow-Credentials` (CORS: `true`, never a secret) nor the
-    rate limits' `...-Tokens` (counts of the model's tokens)."""
+    165), but not `Access-Control-Allow-Credentials` (CORS: `true`, never a secret), the rate
+    limits' `...-Tokens` (counts of the model's tokens), nor a header whose other words say it
+    describes one (`X-Amzn-Bedrock-Input-Token-Count`, `X-Token-Limit`, `X-Auth-Method`,
+    `X-Signature-Algorithm`: review 170, trial 169)."""
     lowered = name.lower()
     if lowered in SENSITIVE_HEADERS or _is_secret_name(lowered):
         return True
-    return not lowered.startswith("access-control-") and names_a_credential_loosely(lowered)
+    if lowered.startswith("access-control-") or not names_a_credential_loosely(lowered):
+        return False
+    return _DESCRIBING_WORDS.isdisjoint(lowered.replace("_", "-").split("-"))
+
+
+# Words beside a loose credential word in a header's name that make it about the credential,
+# not the credential itself: counts, limits, kinds and times.
+_DESCRIBING_WORDS: Final = frozenset(
+    {"count", "counts", "limit", "limits", "remaining", "reset", "used", "usage", "algorithm",
+     "method", "type", "version", "expires", "expiry", "ttl", "length", "size"}
+)  # fmt: skip
 
 
 def is_credential_name(name: str) -> bool:
