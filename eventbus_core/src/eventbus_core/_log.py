@@ -42,8 +42,9 @@ def scrub_data(value: Any) -> Any:
     whole: for figures a plugin hands over to be printed (`Describable.describe()`).
 
     Configuration figures name credentials more loosely than a payload does: a field whose
-    name has the word `token`, `credentials`, `pwd`, `bearer`, `creds`, `jwt`, `nkey`, `auth`
-    or `dsn` (`nats_token`, `NATS TOKEN`, `authToken`), or the words `signing key`, `session
+    name has the word `token`, `credentials`, `pwd`, `bearer`, `creds`, `jwt`, `nkey`, `auth`,
+    `signature` or `dsn` (`nats_token`, `NATS TOKEN`, `authToken`; the list is
+    `redact/_loose_names.py`'s, shared with header names), or the words `signing key`, `session
     key`, `connection string` and the like, is masked whole too (a payload's `token` is the
     text of a logprob, left alone there), and so is the password of `user:password@host` (or
     `:password@host`) without a scheme (trials 155 and 159). Numbers, booleans and None are

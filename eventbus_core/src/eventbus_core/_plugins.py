@@ -113,9 +113,9 @@ class PluginRegistry:
         self.backends: dict[str, Registration] = {}
         self.sinks: dict[str, Registration] = {}
         self._load_errors: dict[str, BaseException] = {}
-        # A backend or sink name a skipped plugin registered, or tried to, to that plugin's name:
-        # selecting it says what went wrong with the plugin.
-        self._failed_names: dict[str, str] = {}
+        # A backend or sink (kind, name) a skipped plugin registered, or tried to, to that
+        # plugin's name: selecting it says what went wrong with the plugin.
+        self._failed_names: dict[tuple[str, str], str] = {}
         self._info_of: dict[int, PluginInfo] = {}
         if load_entry_points:
             self._load_entry_points()
@@ -179,9 +179,10 @@ class PluginRegistry:
             if first is not None:
                 info.backends, info.sinks = first.backends, first.sinks
                 info.settings, info.problems = first.settings, first.problems
+                info.error = first.error  # skipped under every name (review 170)
             return
         self._info_of[id(plugin)] = info
-        tried: list[str] = []  # every name its hooks passed to register()
+        tried: list[tuple[str, str]] = []  # every (kind, name) its hooks passed to register()
         try:
             self.pm.register(plugin, name=info.name)
         except Exception as exc:
@@ -211,7 +212,7 @@ class PluginRegistry:
                 "function marked with @eventbus_core.hookimpl (docs/plugins/hooks.md)"
             )
 
-    def _skip(self, info: PluginInfo, tried: list[str]) -> None:
+    def _skip(self, info: PluginInfo, tried: list[tuple[str, str]]) -> None:
         """A hook of plugin `info` raised: skip the whole plugin, as one that fails to import,
         so none of its backends or sinks half works (a plugin whose third register() call
         raised kept the first two, and selecting the third was "unknown", trial 166)."""
@@ -220,14 +221,14 @@ class PluginRegistry:
                 table.pop(key, None)
             names.clear()
         info.settings.clear()
-        for key in tried:
-            if key not in self.backends and key not in self.sinks:
-                self._failed_names.setdefault(key, info.name)
+        for kind, key in tried:
+            if key not in (self.backends if kind == "backend" else self.sinks):
+                self._failed_names.setdefault((kind, key), info.name)
 
-    def _failure_of(self, key: str) -> tuple[str, BaseException] | None:
-        """(plugin name, its load error) for a backend or sink `key` that a plugin which
-        failed to load provides (its entry point's name, or a name its hooks passed)."""
-        plugin = key if key in self._load_errors else self._failed_names.get(key)
+    def _failure_of(self, kind: str, key: str) -> tuple[str, BaseException] | None:
+        """(plugin name, its load error) for a backend or sink (`kind`) `key` that a plugin
+        which failed to load provides (its entry point's name, or a name its hooks passed)."""
+        plugin = key if key in self._load_errors else self._failed_names.get((kind, key))
         if plugin is None or plugin not in self._load_errors:
             return None
         return plugin, self._load_errors[plugin]
@@ -238,7 +239,7 @@ class PluginRegistry:
         names: list[str],
         info: PluginInfo,
         hook_name: str,
-        tried: list[str],
+        tried: list[tuple[str, str]],
     ) -> hookspecs.RegisterFn:
         plugin_name = info.name
         kind = "backend" if hook_name == "eventbus_register_backends" else "sink"
@@ -251,7 +252,7 @@ class PluginRegistry:
             settings: type[BaseSettings] | None = None,
         ) -> None:
             if isinstance(name, str) and name:
-                tried.append(name.lower())
+                tried.append((kind, name.lower()))
             if not isinstance(name, str) or not name:
                 raise TypeError(f"{hook_name}: register() needs a non-empty str name, got {name!r}")
             if not callable(factory):
@@ -374,7 +375,7 @@ class PluginRegistry:
         key = name.strip().lower()
         if key in self.backends:
             return self.backends[key]
-        found = self._failure_of(key)
+        found = self._failure_of("backend", key)
         if found is not None:
             plugin, failed = found
             info = self.plugins[plugin]
@@ -394,7 +395,7 @@ class PluginRegistry:
         key = name.strip().lower()
         if key in self.sinks:
             return self.sinks[key]
-        found = self._failure_of(key)
+        found = self._failure_of("sink", key)
         if found is not None:
             plugin, failed = found
             info = self.plugins[plugin]

@@ -156,7 +156,7 @@ def _parse_int(text: str) -> int | _HugeInt:
     try:
         return int(text)
     except ValueError:  # past the interpreter's limit on digits converted
-        return _HugeInt(len(text))
+        return _HugeInt(len(text.lstrip("-")))
 
 
 def _go_replace(error: UnicodeError) -> tuple[str, int]:
@@ -483,6 +483,23 @@ def decode_event(data: bytes | bytearray | memoryview | str, build: Callable[...
     return decode_event_careful(data, build)
 
 
+def _loads(text: str) -> Any:
+    """`text` parsed the careful way. An integer past Python's limit on digits converted (an
+    unknown key's, which Go skips) is read as a `_HugeInt` on a second pass: a `parse_int` of
+    ours on every pass would call Python for each integer (review 170)."""
+    hooks: dict[str, Any] = {
+        "parse_float": _Float,
+        "parse_constant": _reject_constant,
+        "object_pairs_hook": _pairs,
+    }
+    try:
+        return json.loads(text, **hooks)
+    except (json.JSONDecodeError, WireFormatError):
+        raise
+    except ValueError:  # int() refused a number of too many digits
+        return json.loads(text, parse_int=_parse_int, **hooks)
+
+
 def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Callable[..., T]) -> T:
     """`decode_event` without the fast paths (msgspec, orjson): every input the slow, exact
     way (kept reachable for the tests that compare them, and for `bench_dispatch.py`)."""
@@ -494,17 +511,11 @@ def decode_event_careful(data: bytes | bytearray | memoryview | str, build: Call
         # Go reads invalid UTF-8 inside strings as U+FFFD rather than failing the event.
         data = data.decode("utf-8", errors="eventbus-go-replace")
     try:
-        doc = json.loads(
-            data,
-            parse_float=_Float,
-            parse_int=_parse_int,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_pairs,
-        )
+        doc = _loads(data)
     except WireFormatError:
         raise
     except ValueError as exc:
-        # JSONDecodeError (an integer of any length is read: `_parse_int`).
+        # JSONDecodeError (an integer of any length is read: `_loads`).
         # No quote of the input: it may hold a token or a cookie, and an application may log
         # this message or answer it to a client. JSONDecodeError says where, not what.
         raise WireFormatError(f"invalid JSON for an event ({exc}; {len(data)} characters)") from exc

@@ -12,7 +12,6 @@ offer KeepAlive and SourceFigures.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 import weakref
@@ -41,9 +40,9 @@ from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
 from eventbus_nats._options import ConnectOptions, check_connect_options, tls_wanted_by
 from eventbus_nats._settings import (
+    INT64,
     NatsSettings,
     check_name,
-    check_nats_count,
     check_nats_duration,
     check_servers,
 )
@@ -126,10 +125,10 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                 "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
             )
         check_seconds("stop_timeout", stop_timeout)
-        check_nats_duration(ack_wait, "ack_wait")
-        if not ack_wait > 0 or not math.isfinite(ack_wait):
-            raise ValueError(f"need a finite ack_wait > 0, got {ack_wait=}")
-        check_nats_count(max_deliveries, "max_deliveries", 1)
+        check_nats_duration(ack_wait, "ack_wait")  # finite too
+        if not ack_wait > 0:
+            raise ValueError(f"need an ack_wait > 0, got {ack_wait=}")
+        check_count("max_deliveries", max_deliveries, 1, maximum=INT64)
         check_count("max_batch", max_batch, 1)
 
         try:

@@ -44,7 +44,7 @@ from eventbus_nats._flush import flush_within
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
-from eventbus_nats._settings import check_name, check_nats_duration
+from eventbus_nats._settings import INT64, check_name, check_nats_duration
 
 __all__ = ["GroupConsumer", "default_consumer_name"]
 
@@ -90,7 +90,7 @@ class GroupConsumer:
         # Whole counts and a finite ack_wait: NaN passed `ack_wait <= 0`, and every read then
         # failed (trial 150).
         check_count("batch_size", batch_size, 1)
-        check_count("max_deliveries", max_deliveries, 1)
+        check_count("max_deliveries", max_deliveries, 1, maximum=INT64)
         check_count("max_ack_pending", max_ack_pending, 1)
         if not check_seconds("ack_wait", ack_wait) > 0:
             raise ValueError(f"ack_wait must be a number of seconds > 0, got {ack_wait!r}")

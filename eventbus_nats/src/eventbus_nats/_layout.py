@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 from nats.js import api
 
+from eventbus_core import check_count
 from eventbus_nats._settings import (
     DEAD_SUFFIX,
+    INT64,
     MAX_STREAM_NAME,
     NatsSettings,
     check_max_bytes,
     check_name,
-    check_nats_count,
     check_nats_duration,
     check_subject,
 )
@@ -69,8 +70,10 @@ class StreamLayout:
     def __post_init__(self) -> None:
         check_name(self.stream, "stream", longest=MAX_STREAM_NAME)
         check_subject(self.subject)
-        check_nats_count(self.max_msgs, "max_msgs")
-        check_max_bytes(check_nats_count(self.max_bytes, "max_bytes"), "max_bytes")
+        check_count("max_msgs", self.max_msgs, 0, "0: no limit", maximum=INT64)
+        check_max_bytes(
+            check_count("max_bytes", self.max_bytes, 0, "0: no limit", maximum=INT64), "max_bytes"
+        )
         check_nats_duration(self.max_age, "max_age")
         if self.max_age < 0:
             raise ValueError(f"max_age must be >= 0 (0: no limit), got {self.max_age!r}")

@@ -146,7 +146,8 @@ class StreamConsumer:
         # pool and reply callbacks (a connection checked out and back, each entry's fields made
         # a dict) cost about 1 µs of a chat event's 35 in `bench_dispatch.py`.
         self._conn = OwnConnection(client)
-        # An XREADGROUP sent on it by read_ahead() and not yet read (its COUNT; None: none),
+        # A read of new entries (the counting script, then XREADGROUP) sent on it by
+        # read_ahead() and not yet read (its COUNT; None: none),
         # and entries read so (or more than a read asked for) not yet returned by read().
         # Every other use of the connection reads that reply first (`_call`).
         self._ahead: int | None = None
@@ -347,7 +348,7 @@ class StreamConsumer:
         self._ahead = count
 
     def _take_ahead(self) -> None:
-        """Read the reply of the XREADGROUP `read_ahead()` sent into `_surplus`.
+        """Read the replies of the read `read_ahead()` sent, its entries into `_surplus`.
 
         Raises:
             redis.RedisError, OSError: as a read does. After a lost connection the entries of
