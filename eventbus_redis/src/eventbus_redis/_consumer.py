@@ -58,6 +58,7 @@ __all__ = ["StreamConsumer"]
 log = get_logger("eventbus.redis")
 
 _MAX_DEFERRED_ACKS = 100_000
+_SAY_TRIMMED_EVERY = 10.0  # seconds between warnings of entries trimmed before the group read
 _ENTRY_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
 
 
@@ -170,6 +171,8 @@ class StreamConsumer:
         # consumer whose read found them).
         self.trimmed_unread = 0
         self._count_trimmed = True  # off once Redis refuses the counting script
+        self._unsaid_trimmed = 0  # counted in trimmed_unread, not yet in a warning
+        self._say_trimmed_at = 0.0
         self._sent = 1  # commands of the last read of new entries (its replies to read)
         self.groups_created = 0
         self.last_error: str | None = None
@@ -475,6 +478,19 @@ class StreamConsumer:
 
     def _lost_before_read(self, n: int) -> None:
         self.trimmed_unread += n
+        # Said at most every `_SAY_TRIMMED_EVERY` s: a group that stays behind loses some at
+        # nearly every read (trial 168 saw four warnings a second). The rest is said at close.
+        self._unsaid_trimmed += n
+        now = time.monotonic()
+        if now < self._say_trimmed_at:
+            return
+        self._say_trimmed_at = now + _SAY_TRIMMED_EVERY
+        self._say_trimmed()
+
+    def _say_trimmed(self) -> None:
+        n, self._unsaid_trimmed = self._unsaid_trimmed, 0
+        if not n:
+            return
         log.warning(
             "eventbus redis: %d %s of %s %s trimmed (MAXLEN) before consumer group %s read "
             "%s: raise EVENTBUS_REDIS_STREAM_MAX_LEN (of every writer) or read faster "
@@ -592,6 +608,7 @@ class StreamConsumer:
     def close(self) -> None:
         """Stop reading and close the consumer's own connection; unacknowledged deliveries
         stay pending for a later reader."""
+        self._say_trimmed()
         if self._deferred_acks:
             # Closing must not raise; unacknowledged entries will be redelivered.
             with contextlib.suppress(Exception):
