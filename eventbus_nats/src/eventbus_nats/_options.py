@@ -88,11 +88,28 @@ def check_connect_options(
             f"connect_options[{given[0]!r}] gives credentials, and the url holds some too "
             "(user:password@ or token@): give them in one place"
         )
+    ways = [
+        way
+        for way, keys in (
+            ("user/password", ("user", "password")),
+            ("token", ("token",)),
+            ("user_credentials", ("user_credentials",)),
+            ("nkeys_seed", ("nkeys_seed", "nkeys_seed_str")),
+        )
+        if any(key in options for key in keys)
+    ]
+    if len(ways) > 1:
+        raise ValueError(
+            f"connect_options signs in {' and '.join(ways)} together: a server takes one way; "
+            "keep the one it expects (trial 171)"
+        )
     if "token" in options and not options["token"]:
         raise ValueError("connect_options['token'] is empty: give the token, or leave it out")
     if "password" in options and not options.get("user"):
         raise ValueError("connect_options['password'] is given without 'user': give both")
     creds = options.get("user_credentials")
+    if creds == "":
+        raise ValueError("connect_options['user_credentials'] is empty: give the file's path")
     if isinstance(creds, str):
         try:
             _need_credentials_file(creds)

@@ -368,10 +368,10 @@ class JetStreamWriter:
         return {
             "state": "stopped" if self._stopped else sender.state,
             "connected": self._link.connected,
-            # The writer's own, else why the connection is down (a server refusing it left
-            # this at None while every event waited, trial 168).
-            "last_error": sender.last_error
-            or (None if self._link.connected else self._link.last_error),
+            # Why the connection is down, if it is (a server refusing it left this at None, then
+            # at "no connection", while every event waited: trials 168, 171), else the writer's.
+            "last_error": (self._link.last_error if not self._link.connected else None)
+            or sender.last_error,
             "written": self._written,
             "batches": sender.batches,
             "write_failures": sender.failures,
