@@ -342,10 +342,13 @@ async def test_headers_named_with_a_credential_word_are_masked_and_counts_are_ke
     # The CORS flag and the rate limits' token counts are no credentials: kept.
     named = [b"X-Custom-Token", b"Token", b"X-Credentials", b"Jwt", b"Helicone-Auth"]
     named += [b"X-Hub-Signature-256", b"X-Client-Key"]
+    # A describing word before the credential word: a password-reset token is one (172).
+    named += [b"X-Reset-Token", b"X-Usage-Token"]
     kept = [b"Access-Control-Allow-Credentials", b"X-Ratelimit-Remaining-Tokens"]
     kept += [b"Www-Authenticate", b"X-Passthrough"]
     # About a credential, not one: Bedrock's token counts were masked (review 170, trial 169).
     kept += [b"X-Amzn-Bedrock-Input-Token-Count", b"X-Token-Limit", b"X-Auth-Method"]
+    kept += [b"X-Ratelimit-Remaining-Token", b"X-Auth_Method"]
     headers = [(name, b"S3cr3tV4l") for name in (*named, *kept)]
     bus = Recorder()
     await drive(EventBusMiddleware(reply(headers=headers), bus=bus), http_scope())

@@ -323,6 +323,28 @@ def test_a_plugin_hook_that_raises_system_exit_is_skipped_not_the_end_of_the_pro
     assert "recording" in registry.backends
 
 
+def test_a_family_backend_typed_right_gets_no_guess_of_itself() -> None:
+    # "unknown backend 'nats' (did you mean 'nats'? ...)", the pip command twice (trial 172).
+    registry = PluginRegistry(load_entry_points=False, plugins=[RecordingPlugin()])
+    with pytest.raises(UnknownBackendError) as raised:
+        registry.backend("nats")
+    message = str(raised.value)
+    assert "did you mean" not in message and message.count("pip install") == 1, message
+
+
+def _exiting_factory(settings: Any) -> Any:
+    raise SystemExit(7)
+
+
+def test_a_factory_raising_system_exit_is_a_plugin_error() -> None:
+    # It escaped create_bus(): `eventbus publish` exited 7 with no message (trial 172).
+    registry = PluginRegistry(
+        load_entry_points=False, plugins=[_plugin(backends={"exits": _exiting_factory})]
+    )
+    with pytest.raises(PluginError, match="SystemExit"):
+        create_bus(EventBusSettings(backend="exits"), registry=registry)
+
+
 def test_a_typo_of_a_family_backend_not_installed_names_its_distribution() -> None:
     # `nast` was told `pip install eventbus-nast` (trial 169).
     registry = PluginRegistry(load_entry_points=False, plugins=[RecordingPlugin()])

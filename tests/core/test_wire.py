@@ -284,8 +284,18 @@ def test_the_fast_base64_agrees_with_the_standard_library() -> None:
 
 
 def test_a_long_number_is_summed_up_and_null_is_named_as_json_names_it() -> None:
-    # A 5,000-digit number with a fraction was quoted whole; null was "NoneType" (trial 169).
+    # A 5,000-digit number with a fraction was quoted whole; null was "NoneType" (trial 169),
+    # and the other kinds Python's names (trial 172).
     with pytest.raises(WireFormatError, match=r"'Status' .* exponent of 5003 characters$"):
         Event.from_json('{"Status": 1' + "0" * 5000 + ".5}")
     with pytest.raises(WireFormatError, match="got null"):
         Event.from_json("null")
+    for text, kind in [
+        ('{"Status": true}', "boolean"),
+        ('{"Path": [1]}', "array"),
+        ('{"Path": {}}', "object"),
+        ("[]", "array"),
+        ('"x"', "string"),
+    ]:
+        with pytest.raises(WireFormatError, match=f"got {kind}"):
+            Event.from_json(text)

@@ -338,7 +338,7 @@ class PluginRegistry:
             return registration.factory(*args)
         except EventBusError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin ends no application (trial 172)
             advice = self.dependency_advice(registration, exc)
             _scrub_args(exc)  # chained below: its traceback prints its message too
             raise PluginError(
@@ -423,7 +423,8 @@ class PluginRegistry:
         # Installed names, and the family's backends not installed (`nast` was told to
         # `pip install eventbus-nast`, a name anyone could register, trial 169).
         known = [*table, *(SIBLINGS if kind == "backend" else ())]
-        close = difflib.get_close_matches(key, known, n=1)
+        # Not the name itself: a family backend typed right needs no guess (trial 172).
+        close = [c for c in difflib.get_close_matches(key, known, n=2) if c != key][:1]
         guess = f" (did you mean {close[0]!r}?)" if close else ""
         if close and close[0] not in table:
             missing = SIBLINGS[close[0]]

@@ -170,11 +170,16 @@ def _go_replace(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error("eventbus-go-replace", _go_replace)
 
 
+_JSON_KINDS: Final = {type(None): "null", str: "string", bool: "boolean", list: "array"}
+_JSON_KINDS[dict] = "object"
+
+
 def _kind(value: Any) -> str:
     """What a JSON value is, as an error message names it (not the decoder's own classes)."""
-    if value is None:
-        return "null"  # as JSON names it, not "NoneType" (trial 169)
-    return "number" if isinstance(value, float | _HugeInt) else type(value).__name__
+    # As JSON names them, not Python ("NoneType", "str", "dict": trials 169, 172).
+    if isinstance(value, float | int | _HugeInt) and not isinstance(value, bool):
+        return "number"
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def _shown(value: Any) -> str:
@@ -205,13 +210,7 @@ def _int(field: str, value: Any) -> int:
             f"field {field!r} overflows a 64-bit integer: a number of {value.digits} digits"
         )
     if isinstance(value, bool) or not isinstance(value, int):
-        kind = (
-            "number with a fraction or exponent"
-            if isinstance(value, float)
-            else type(value).__name__
-        )
-        if isinstance(value, str):
-            kind = "string"
+        kind = "number with a fraction or exponent" if isinstance(value, float) else _kind(value)
         raise WireFormatError(f"field {field!r} must be an integer, got {kind}{_shown(value)}")
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise WireFormatError(f"field {field!r} overflows a 64-bit integer: {value}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import itertools
 import json
 import os
 import re
@@ -351,7 +352,17 @@ def is_credential_header(name: str) -> bool:
         return True
     if lowered.startswith("access-control-") or not names_a_credential_loosely(lowered):
         return False
-    return _DESCRIBING_WORDS.isdisjoint(lowered.replace("_", "-").split("-"))
+    return not _describes_one(re.split(r"[-_.]", lowered))
+
+
+def _describes_one(words: list[str]) -> bool:
+    """Whether a header name's words (lower case) are about a credential, not one: a describing
+    word after its last credential word (`Token-Count`, `Auth-Method`; but `Reset-Token` is a
+    token, trial 172), or a rate limit's (`X-Ratelimit-Remaining-Token`)."""
+    if "ratelimit" in words or ("rate", "limit") in itertools.pairwise(words):
+        return True
+    last = max((i for i, w in enumerate(words) if names_a_credential_loosely(w)), default=-1)
+    return any(w in _DESCRIBING_WORDS for w in words[last + 1 :])
 
 
 # Words beside a loose credential word in a header's name that make it about the credential,
