@@ -291,7 +291,7 @@ def test_a_long_number_is_summed_up_and_null_is_named_as_json_names_it() -> None
     with pytest.raises(WireFormatError, match="got null"):
         Event.from_json("null")
     for text, kind in [
-        ('{"Status": true}', "boolean"),
+        ('{"Status": true}', "boolean: true"),
         ('{"Path": [1]}', "array"),
         ('{"Path": {}}', "object"),
         ("[]", "array"),

@@ -191,10 +191,12 @@ def _shown(value: Any) -> str:
         return f": {text}" if len(text) <= 40 else f" of {len(text)} characters"
     if isinstance(value, _HugeInt):
         return f" of {value.digits} digits"
-    if isinstance(value, bool | int | float) or value is None:
+    if isinstance(value, bool) or value is None:
+        return f": {json.dumps(value)}"  # as the input wrote it: true, not True (trial 174)
+    if isinstance(value, int | float):
         return f": {value!r}"
     if isinstance(value, str | list | dict):
-        return f" of {len(value)} {'characters' if isinstance(value, str) else 'items'}"
+        return f" of {len(value)} {'character' if isinstance(value, str) else 'item'}(s)"
     return ""
 
 
