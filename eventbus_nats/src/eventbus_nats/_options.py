@@ -101,7 +101,7 @@ def check_connect_options(
     if len(ways) > 1:
         raise ValueError(
             f"connect_options signs in {' and '.join(ways)} together: a server takes one way; "
-            "keep the one it expects (trial 171)"
+            "keep the one it expects"
         )
     if "token" in options and not options["token"]:
         raise ValueError("connect_options['token'] is empty: give the token, or leave it out")

@@ -77,14 +77,15 @@ def _is_nogroup(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("NOGROUP")
 
 
-def _script_refused(exc: redis.ResponseError) -> bool:
+def _script_refused(exc: BaseException) -> bool:
     """Whether Redis refused to run a script of ours at all (an ACL without EVAL, or without a
     command it calls), rather than the script meeting a state it reports (NOGROUP, ...)."""
-    text = str(exc)
-    return (
-        isinstance(exc, redis.exceptions.NoPermissionError)
-        or text.startswith(("NOPERM", "NOSCRIPT"))
-        or "unknown command" in text.lower()
+    text = str(exc).lower()
+    # Redis 7 words a command an ACL refuses inside a script "The user executing the script
+    # can't run this command or subcommand" (trial 173).
+    return isinstance(exc, redis.exceptions.NoPermissionError) or any(
+        marker in text
+        for marker in ("noperm", "noscript", "unknown command", "can't run this command")
     )
 
 
@@ -181,8 +182,8 @@ class StreamConsumer:
         # Entries trimmed before the group was handed them (counted once per group: by the
         # consumer whose read found them).
         self.trimmed_unread = 0
-        self._count_trimmed = True  # off once Redis refuses the counting script
-        self._scripts_allowed = True  # off once Redis refuses the reclaim script
+        # Off once Redis refuses a script of ours (an ACL): plain commands then, uncounted.
+        self._scripts_allowed = True
         self._unsaid_trimmed = 0  # counted in trimmed_unread, not yet in a warning
         self._say_trimmed_at = 0.0
         self._sent = 1  # commands of the last read of new entries (its replies to read)
@@ -296,14 +297,7 @@ class StreamConsumer:
             except redis.ResponseError as exc:
                 if not _script_refused(exc):
                     raise
-                self._scripts_allowed = False
-                log.warning(
-                    "eventbus redis: consumer %s may not run scripts on %s (%s): it reclaims "
-                    "with XAUTOCLAIM, and entries trimmed while pending go uncounted",
-                    self.name,
-                    self.stream,
-                    safe_error(exc),
-                )
+                self._refuse_scripts(exc)
         start = self._claim_cursor.lstrip("(") if self._claim_cursor != "0-0" else "0-0"
         reply: Any = self._client.xautoclaim(
             self.stream, self.group, self.name, idle_ms, start_id=start, count=count
@@ -327,7 +321,7 @@ class StreamConsumer:
         block: tuple[Any, ...] = ("BLOCK", block_ms) if block_ms >= 1 else ()
         group = ("GROUP", self.group, self.name)
         commands: list[tuple[Any, ...]] = []
-        if self._count_trimmed:
+        if self._scripts_allowed:
             commands.append(("EVAL", STREAM_COUNT_UNREAD_TRIMMED, 1, self.stream, self.group))
         commands.append(("XREADGROUP", *group, "COUNT", count, *block, "STREAMS", self.stream, ">"))
         self._sent = len(commands)
@@ -352,16 +346,25 @@ class StreamConsumer:
     def _take_count(self, reply: Any) -> None:
         """The counting script's reply: what the group lost to trimming, or why it cannot tell."""
         if isinstance(reply, Exception):
-            self._count_trimmed = False
-            log.warning(
-                "eventbus redis: consumer %s cannot count the entries of %s trimmed before its "
-                "group read them (%s); they go uncounted from now on",
-                self.name,
-                self.stream,
-                safe_error(reply),
-            )
+            if _script_refused(reply):
+                self._refuse_scripts(reply)
+            # else the read beside it says what is wrong (WRONGTYPE, ...): counted next time
         elif reply:
             self._lost_before_read(int(reply))
+
+    def _refuse_scripts(self, exc: BaseException) -> None:
+        """Redis refused a script of ours: plain commands from now on, said once."""
+        if not self._scripts_allowed:
+            return
+        self._scripts_allowed = False
+        log.warning(
+            "eventbus redis: consumer %s cannot run its scripts on %s (%s): it reads and "
+            "reclaims with plain commands, and entries trimmed before its group read them, or "
+            "while a dead consumer held them, go uncounted from now on",
+            self.name,
+            self.stream,
+            safe_error(exc),
+        )
 
     def read_ahead(self, max_items: int) -> None:
         """Ask Redis now for up to `max_items` new entries (at most `batch_size`), for the

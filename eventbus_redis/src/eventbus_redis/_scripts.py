@@ -261,7 +261,12 @@ STREAM_COUNT_UNREAD_TRIMMED: Final = """
 -- leaves `max-deleted-entry-id`; trimming does not): those are no trims, and cannot be told
 -- apart from them.
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok then return 0 end
+if not ok then
+  -- No stream yet: nothing to count. Anything else (an ACL refusing XINFO) is said.
+  local message = type(groups) == 'table' and groups['err'] or tostring(groups)
+  if string.find(message, 'no such key', 1, true) then return 0 end
+  return redis.error_reply(message)
+end
 local row = nil
 for _, g in ipairs(groups) do
   local fields = {}
