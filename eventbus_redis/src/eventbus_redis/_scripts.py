@@ -244,7 +244,28 @@ return released
 """`release()` of a streams consumer: deliveries handed back uncounted, atomically per call."""
 
 
-STREAM_COUNT_UNREAD_TRIMMED: Final = """
+# Shared head of the consumer's scripts that read XINFO: `fields()` makes a flat reply
+# (`name, value, ...`) a table, and `xinfo()` asks XINFO about the stream KEYS[1], giving
+# nil and the error's text where it fails (`missing()` tells "no stream yet" from a refusal).
+_XINFO: Final = """
+local function fields(flat)
+  local out = {}
+  for i = 1, #flat, 2 do out[flat[i]] = flat[i + 1] end
+  return out
+end
+local function xinfo(what)
+  local ok, reply = pcall(redis.call, 'XINFO', what, KEYS[1])
+  if ok then return reply end
+  return nil, type(reply) == 'table' and tostring(reply['err']) or tostring(reply)
+end
+local function missing(failure)
+  return string.find(failure, 'no such key', 1, true) ~= nil
+end
+"""
+
+STREAM_COUNT_UNREAD_TRIMMED: Final = (
+    _XINFO
+    + """
 -- KEYS: stream. ARGV: group. Counts the entries MAXLEN trimmed before the group was handed
 -- them, moves the group's read counter past them, and returns how many (0: none, or none that
 -- can be told). Sent with each read of new entries (the XREADGROUP itself stays outside: a
@@ -260,23 +281,19 @@ STREAM_COUNT_UNREAD_TRIMMED: Final = """
 -- created elsewhere and never read), nor on a stream that ever had an entry deleted (XDEL
 -- leaves `max-deleted-entry-id`; trimming does not): those are no trims, and cannot be told
 -- apart from them.
-local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok then
+local groups, failure = xinfo('GROUPS')
+if not groups then
   -- No stream yet: nothing to count. Anything else (an ACL refusing XINFO) is said.
-  local message = type(groups) == 'table' and groups['err'] or tostring(groups)
-  if string.find(message, 'no such key', 1, true) then return 0 end
-  return redis.error_reply(message)
+  if missing(failure) then return 0 end
+  return redis.error_reply(failure)
 end
 local row = nil
 for _, g in ipairs(groups) do
-  local fields = {}
-  for i = 1, #g, 2 do fields[g[i]] = g[i + 1] end
-  if fields['name'] == ARGV[1] then row = fields end
+  local group = fields(g)
+  if group['name'] == ARGV[1] then row = group end
 end
 if not row or not row['entries-read'] or row['lag'] == 0 then return 0 end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local stream = {}
-for i = 1, #info, 2 do stream[info[i]] = info[i + 1] end
+local stream = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
 local added, length = stream['entries-added'], stream['length']
 if not added or stream['max-deleted-entry-id'] ~= '0-0' then return 0 end
 local function older(a, b)
@@ -296,6 +313,7 @@ if not passed or passed <= row['entries-read'] then return 0 end
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', passed)
 return passed - row['entries-read']
 """
+)
 """Counts a consumer group's entries trimmed before it read them (see the script's comment)."""
 
 STREAM_RECLAIM: Final = """
@@ -328,21 +346,23 @@ return {next, claimed, #gone}
 """A streams consumer's reclaim of a dead consumer's entries (see the script's comment)."""
 
 
-STREAM_CREATE_GROUP: Final = """
+STREAM_CREATE_GROUP: Final = (
+    _XINFO
+    + """
 -- KEYS: stream. ARGV: group. Creates the group at the stream's start ("0", and the stream if
 -- there is none), with its read counter (Redis 7's entries-read) at the entries trimmed
 -- before it existed: they are not the group's losses, and what is trimmed from now on before
--- the group reads it is (see STREAM_READ_NEW). Without a counter to set (Redis 6), plainly.
+-- the group reads it is (see STREAM_COUNT_UNREAD_TRIMMED). Without a counter to set (Redis 6),
+-- plainly.
 local passed = nil
-local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
-if ok then
-  local stream = {}
-  for i = 1, #info, 2 do stream[info[i]] = info[i + 1] end
+local info, failure = xinfo('STREAM')
+if info then
+  local stream = fields(info)
   if stream['entries-added'] then passed = stream['entries-added'] - stream['length'] end
-else
-  local message = type(info) == 'table' and info['err'] or tostring(info)
-  if not string.find(message, 'no such key', 1, true) then return redis.error_reply(message) end
+elseif missing(failure) then
   passed = 0
+else
+  return redis.error_reply(failure)
 end
 if passed then
   local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM',
@@ -354,4 +374,5 @@ if passed then
 end
 return redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 """
+)
 """A streams consumer's group, created with its read counter past the entries trimmed before."""
