@@ -367,13 +367,22 @@ def test_imports_only_the_public_api_of_eventbus_core() -> None:
     assert any(PACKAGE.rglob("*.py"))
 
 
+def _without_nkeys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As where the nkeys package is not installed (whether it is here or not)."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "nkeys" else find_spec(name, *a),
+    )
+
+
 def test_a_creds_file_without_nkeys_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("nkeys") is not None:
-        pytest.skip("nkeys is installed here")
+    _without_nkeys(monkeypatch)
     creds = tmp_path / "user.creds"
     creds.write_text("-----BEGIN NATS USER JWT-----\n-----BEGIN USER NKEY SEED-----\n")
     monkeypatch.setenv("NATS_CREDS", str(creds))
@@ -560,6 +569,24 @@ def test_the_constructor_refuses_credentials_in_the_url_and_in_connect_options()
             connect_options={"user": "other", "password": "x"},
         )
     assert "hunter2" not in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["user_credentials", "nkeys_seed", "nkeys_seed_str"])
+def test_the_constructor_says_what_to_install_for_nkeys_sign_in_without_it(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bare ModuleNotFoundError from inside nats-py's connect(), in the writer's thread, every
+    # event waiting on it (trial 167, left then).
+    creds = tmp_path / "user.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\nx\n-----BEGIN USER NKEY SEED-----\ny\n")
+    _without_nkeys(monkeypatch)
+    with pytest.raises(ValueError, match=rf"connect_options\['{key}'\] needs the nkeys package"):
+        NatsEventBus(
+            "nats://127.0.0.1:4222",
+            stream="T_CTOR",
+            subject="t.ctor",
+            connect_options={key: str(creds)},
+        )
 
 
 def test_last_error_says_why_while_the_connection_is_down() -> None:

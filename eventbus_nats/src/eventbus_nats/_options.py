@@ -117,6 +117,16 @@ def check_connect_options(
             raise ValueError(
                 str(exc).replace("NATS_CREDS", "connect_options['user_credentials']")
             ) from None
+    signing = [
+        key for key in ("user_credentials", "nkeys_seed", "nkeys_seed_str") if key in options
+    ]
+    if signing and importlib.util.find_spec("nkeys") is None:
+        # nats-py imports it only while connecting: a bare ModuleNotFoundError from inside its
+        # connect(), said once here with what to install instead.
+        raise ValueError(
+            f"connect_options[{signing[0]!r}] needs the nkeys package to sign in: pip install "
+            "'eventbus-nats[nkeys]' (or pip install nkeys)"
+        )
     return dict(options)
 
 
