@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import io
+import sys
 import traceback
 import types
 import warnings
@@ -343,6 +344,20 @@ def test_a_factory_raising_system_exit_is_a_plugin_error() -> None:
     )
     with pytest.raises(PluginError, match="SystemExit"):
         create_bus(EventBusSettings(backend="exits"), registry=registry)
+
+
+def _bare_exit_factory(settings: Any) -> Any:
+    sys.exit()
+
+
+def test_a_factory_calling_bare_sys_exit_is_named_without_an_empty_message() -> None:
+    # "failed to start: SystemExit: . This is a fault..." (trial 174).
+    registry = PluginRegistry(
+        load_entry_points=False, plugins=[_plugin(backends={"bare": _bare_exit_factory})]
+    )
+    with pytest.raises(PluginError) as raised:
+        create_bus(EventBusSettings(backend="bare"), registry=registry)
+    assert "failed to start: SystemExit. This is a fault" in str(raised.value)
 
 
 def test_a_typo_of_a_family_backend_not_installed_names_its_distribution() -> None:

@@ -157,7 +157,7 @@ class PluginRegistry:
     def _record_failure(self, info: PluginInfo, exc: BaseException) -> None:
         # Masked: a plugin's message may quote a URL with its password, or a key, and this
         # text reaches `eventbus plugins`, warnings, logs and error messages.
-        info.error = scrub(f"{type(exc).__name__}: {exc}")
+        info.error = scrub(_raised(exc))
         self._load_errors[info.name] = _scrub_args(exc)  # raised again, chained, on selection
         message = f"eventbus plugin {info.name!r} ({info.module}) failed to load and was skipped"
         warnings.warn(f"{message}: {info.error}", PluginLoadWarning, stacklevel=3)
@@ -343,7 +343,7 @@ class PluginRegistry:
             _scrub_args(exc)  # chained below: its traceback prints its message too
             raise PluginError(
                 f"{kind} {registration.name!r} of {self.owner(registration)} failed to start: "
-                f"{scrub(f'{type(exc).__name__}: {exc}')}. "
+                f"{scrub(_raised(exc))}. "
                 + (
                     advice
                     or "This is a fault of that plugin or of what it needs; its documentation or "
@@ -578,6 +578,13 @@ def plugin_at_fault(exc: BaseException) -> str:
         found = packages.get(top, found)
         frame = frame.tb_next
     return "" if found is None else _who(found.name, found)
+
+
+def _raised(exc: BaseException) -> str:
+    """What `exc` says, for a message: its type, then its text if it has any (`sys.exit()` in a
+    plugin read "SystemExit: ." before, trial 172)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _scrub_args(exc: BaseException) -> BaseException:
