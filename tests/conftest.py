@@ -44,6 +44,9 @@ def _clean_eventbus_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "REDIS_URL",
         "REDIS_ADDR",
         "REDIS_DB",
+        "REDIS_STREAM_KEY",
+        "REDIS_CONSUMER_GROUP",
+        "REDIS_STREAM_MAX_LEN",
     ):
         monkeypatch.delenv(name, raising=False)
     # The nats backend reads the `nats` tool's variables (NATS_URL, NATS_CREDS, NATS_USER, ...).

@@ -195,3 +195,73 @@ def test_a_password_in_redis_addr_beside_redis_url_is_masked_in_the_warning(
     warned = [r.getMessage() for r in caplog.records if "point at different" in r.getMessage()]
     assert len(warned) == 1 and "hunter2" not in warned[0], warned
     assert "REDIS_ADDR=u:***@127.0.0.1:6379" in warned[0]
+
+
+def test_go_stream_variables_are_used_when_eventbus_s_are_unset(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Go's environment (a shared Helm chart) left eventbus on llm-proxy-events while Go wrote
+    # another stream: the two shared nothing, without a word (trial 178).
+    import logging
+
+    monkeypatch.setenv("REDIS_STREAM_KEY", "go-events")
+    monkeypatch.setenv("REDIS_CONSUMER_GROUP", "go-group")
+    monkeypatch.setenv("REDIS_STREAM_MAX_LEN", "500")
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    settings = EventBusSettings()
+    assert (settings.redis_stream, settings.redis_group, settings.redis_stream_max_len) == (
+        "go-events",
+        "go-group",
+        500,
+    )
+    assert not caplog.records
+    # Derived, not given: the in-memory default's warning names the variables actually set.
+    assert {"redis_stream", "redis_group", "redis_stream_max_len"}.isdisjoint(
+        settings.model_fields_set
+    )
+    monkeypatch.setenv("REDIS_STREAM_KEY", "")  # empty is unset, as in Go
+    assert EventBusSettings().redis_stream == "llm-proxy-events"
+
+
+def test_eventbus_stream_variables_win_over_go_s_with_a_warning_when_they_differ(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from eventbus_redis import _settings
+
+    monkeypatch.setattr(_settings, "_warned_go_layout", set())
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    monkeypatch.setenv("REDIS_CONSUMER_GROUP", "same")
+    monkeypatch.setenv("EVENTBUS_REDIS_GROUP", "same")
+    monkeypatch.setenv("REDIS_STREAM_KEY", "go-events")
+    monkeypatch.setenv("EVENTBUS_REDIS_STREAM", "py-events")
+    settings = EventBusSettings()
+    assert (settings.redis_stream, settings.redis_group) == ("py-events", "same")
+    EventBusSettings()  # once per process
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert "EVENTBUS_REDIS_STREAM='py-events' and REDIS_STREAM_KEY='go-events'" in warned[0]
+
+
+def test_a_bad_go_stream_max_len_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("abc", "-1", str(10**16)):
+        monkeypatch.setenv("REDIS_STREAM_MAX_LEN", value)
+        with pytest.raises(SettingsError, match="REDIS_STREAM_MAX_LEN="):
+            EventBusSettings()
+
+
+def test_the_memory_default_s_warning_names_only_redis_addr_when_only_it_is_set(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "... ignores REDIS_ADDR, REDIS_URL (set: ...)" with REDIS_URL unset (trial 178).
+    import logging
+
+    from eventbus_core import _log
+
+    monkeypatch.setattr(_log, "_warned", set())
+    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    create_bus().stop()
+    warned = [r.getMessage() for r in caplog.records if "default backend" in r.getMessage()]
+    assert len(warned) == 1 and "ignores REDIS_ADDR (set:" in warned[0], warned

@@ -127,6 +127,30 @@ class RedisSettings(PluginSettings):
         description="Approximate MAXLEN of the stream (0: no trimming).",
     )
 
+    # The Go llm-proxy's names for the same three (its dispatcher and proxy read them): used
+    # when eventbus's own are unset, so that a process given Go's environment (a shared Helm
+    # chart or .env) writes and reads where Go does. They were ignored without a word, and
+    # the two sides then shared nothing (trial 178).
+    go_stream_key: str | None = _env(
+        "REDIS_STREAM_KEY",
+        default=None,
+        description="The Go llm-proxy's stream key; used when EVENTBUS_REDIS_STREAM is unset.",
+    )
+    go_consumer_group: str | None = _env(
+        "REDIS_CONSUMER_GROUP",
+        default=None,
+        description="The Go llm-proxy's consumer group; used when EVENTBUS_REDIS_GROUP is unset.",
+    )
+    go_stream_max_len: int | None = _env(
+        "REDIS_STREAM_MAX_LEN",
+        default=None,
+        ge=0,
+        le=MAX_LEN_LIMIT,
+        description=(
+            "The Go llm-proxy's stream MAXLEN; used when EVENTBUS_REDIS_STREAM_MAX_LEN is unset."
+        ),
+    )
+
     _redis_url_from: str = PrivateAttr(default="REDIS_URL")
 
     @property
@@ -192,11 +216,51 @@ class RedisSettings(PluginSettings):
             address = _check_redis_addr(self.redis_addr.strip())
             self.redis_url = RedactedURL(f"redis://{address}/{self.redis_db}")
             self._redis_url_from = "REDIS_ADDR/REDIS_DB"
+            # Derived, not given: the in-memory default's warning named REDIS_URL as set when
+            # only REDIS_ADDR was (trial 178).
+            self.__pydantic_fields_set__.discard("redis_url")
         elif self.redis_url is not None and (
             (self.redis_addr and self.redis_addr.strip()) or "redis_db" in self.model_fields_set
         ):
             _warn_if_apart(self.redis_url, (self.redis_addr or "").strip(), self.redis_db)
         return self
+
+    @model_validator(mode="after")
+    def _layout_from_go_variables(self) -> RedisSettings:
+        for ours, go in _GO_LAYOUT:
+            value = getattr(self, go)
+            if value is None or value == "":  # Go takes an empty variable as unset too
+                continue
+            if ours not in self.model_fields_set:
+                setattr(self, ours, value)
+                self.__pydantic_fields_set__.discard(ours)  # derived, not given
+            elif getattr(self, ours) != value:
+                _warn_of_go_layout(ours, getattr(self, ours), go, value)
+        return self
+
+
+_GO_LAYOUT: Final = (
+    ("redis_stream", "go_stream_key"),
+    ("redis_group", "go_consumer_group"),
+    ("redis_stream_max_len", "go_stream_max_len"),
+)
+"""eventbus's field, and the field of the Go llm-proxy's variable it falls back to."""
+_warned_go_layout: set[str] = set()
+
+
+def _warn_of_go_layout(ours: str, our_value: Any, go: str, go_value: Any) -> None:
+    """Warn (once per process and values) that eventbus's variable and the Go llm-proxy's
+    for the same thing are both set, and differ: eventbus's wins."""
+    fields = RedisSettings.model_fields
+    our_var, go_var = fields[ours].validation_alias, fields[go].validation_alias
+    message = (
+        f"{our_var}={our_value!r} and {go_var}={go_value!r} (the Go llm-proxy's) differ: "
+        f"{our_var} wins here, while the Go llm-proxy uses {go_var}, so the two may not share "
+        "events; make them agree, or unset one"
+    )
+    if message not in _warned_go_layout:
+        _warned_go_layout.add(message)
+        log.warning("%s", message)
 
 
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
