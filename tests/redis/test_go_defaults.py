@@ -265,3 +265,25 @@ def test_the_memory_default_s_warning_names_only_redis_addr_when_only_it_is_set(
     create_bus().stop()
     warned = [r.getMessage() for r in caplog.records if "default backend" in r.getMessage()]
     assert len(warned) == 1 and "ignores REDIS_ADDR (set:" in warned[0], warned
+
+
+def test_the_database_in_a_redis_url_query_is_the_one_compared_with_redis_db(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # redis://host/0?db=3 connects to 3 (redis-py: the query wins), and was compared as 0
+    # with REDIS_DB=0: no warning, events in 3 while Go read 0 (trial 178).
+    import logging
+
+    from eventbus_redis import _settings
+
+    monkeypatch.setattr(_settings, "_warned_apart", set())
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0?db=3")
+    monkeypatch.setenv("REDIS_DB", "0")
+    EventBusSettings()
+    assert sum("point at different" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    monkeypatch.setenv("REDIS_DB", "3")
+    EventBusSettings()
+    assert not any("point at different" in r.getMessage() for r in caplog.records)

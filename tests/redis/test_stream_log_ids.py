@@ -142,3 +142,22 @@ def test_clients_that_decode_responses_get_the_same_log_ids(
     event = event_from_stream_entry(got_id, fields)
     text_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     assert event.log_id == log_id_from_entry_id(text_id)
+
+
+def test_an_entry_id_outside_the_mapping_keeps_log_id_0_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ids chosen by hand (XADD 1-600000 ...): every such entry got LogID 0, which sinks
+    # de-duplicate by, without a word (trial 178).
+    import logging
+
+    from eventbus_redis import _stream_entry
+
+    monkeypatch.setattr(_stream_entry, "_warned_underived", [])
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    fields = {b"data": json.dumps({"LogID": 0, "RequestID": "x"}).encode()}
+    for entry_id in ("1-600000", "18446744073709551615-5"):
+        assert event_from_stream_entry(entry_id, fields).log_id == 0
+    assert event_from_stream_entry("1-5", fields).log_id == log_id_from_entry_id("1-5")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "1-600000 carries LogID 0" in warned[0], warned

@@ -274,9 +274,12 @@ def _warn_if_apart(url: RedactedURL, addr: str, db: int) -> None:
     parts = urllib.parse.urlsplit(str(url))
     if parts.scheme.lower() not in ("redis", "rediss") or (str(url), addr, db) in _warned_apart:
         return
+    from redis.connection import parse_url  # here: redis-py is imported only on this path
+
     try:
         url_port = parts.port or 6379
-        url_db = int(parts.path.strip("/") or 0)
+        # As redis-py reads it: `?db=N` wins over the path (the path's was compared, trial 178).
+        url_db = int(parse_url(str(url)).get("db", 0))
     except ValueError:  # refused with its own message when the bus connects
         return
     url_host = (parts.hostname or "localhost").lower()

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from eventbus_core import COUNTED_LOG_IDS_BELOW, Event, WireFormatError
+from eventbus_core import COUNTED_LOG_IDS_BELOW, Event, WireFormatError, get_logger
 from eventbus_redis._entries import entry_data
+
+log = get_logger("eventbus.redis")
 
 __all__ = [
     "STREAM_LOG_ID_BASE",
@@ -95,4 +97,26 @@ def event_from_entry_data(entry_id: str | bytes, data: str | bytes) -> Event:
         derived = log_id_from_entry_id(entry_id)
         if derived:
             return event.with_log_id(derived)
+        _warn_underived(entry_id)
     return event
+
+
+_warned_underived: list[bool] = []
+
+
+def _warn_underived(entry_id: str | bytes) -> None:
+    """Say once per process that an entry kept LogID 0: its id is outside the range a LogID is
+    derived from, so de-duplicating by `log_id` would take such entries for one (they went
+    by silently, trial 178)."""
+    if _warned_underived:
+        return
+    _warned_underived.append(True)
+    log.warning(
+        "eventbus redis: stream entry %s carries LogID 0 and its id is outside the range a "
+        "LogID is derived from (milliseconds up to %d, sequence up to %d: ids Redis makes "
+        "itself until the year 2248); it and any other such entry keep LogID 0, which is not "
+        "unique (ids chosen by hand, XADD with an explicit id, give this; said once)",
+        _text(entry_id),
+        _MAX_MS,
+        _MAX_SEQ,
+    )
