@@ -279,7 +279,7 @@ def _warn_if_apart(url: RedactedURL, addr: str, db: int) -> None:
     try:
         url_port = parts.port or 6379
         # As redis-py reads it: `?db=N` wins over the path (the path's was compared, trial 178).
-        url_db = int(parse_url(str(url)).get("db", 0))
+        url_db = int(parse_url(str(url)).get("db", 0))  # type: ignore[no-untyped-call]
     except ValueError:  # refused with its own message when the bus connects
         return
     url_host = (parts.hostname or "localhost").lower()
