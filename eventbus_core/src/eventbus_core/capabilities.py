@@ -44,6 +44,7 @@ from eventbus_core._source import AckableSource
 __all__ = [
     "Backlog",
     "BlockingSend",
+    "Buffered",
     "ConsumerGroups",
     "CrossProcess",
     "Describable",
@@ -81,6 +82,18 @@ class Flushable(Protocol):
         no longer waited for: it is counted in `stats().lost`, and logged. A `timeout` that
         is neither None nor a number of seconds (NaN, a str) raises `ValueError` or
         `TypeError` (`eventbus_core.check_stop_timeout(timeout, "flush()")`)."""
+
+
+@runtime_checkable
+class Buffered(Protocol):
+    """A bus whose `publish()` holds at most `buffer_size` events not yet stored, and drops
+    (counting) beyond that.
+
+    A tool that publishes in bulk (`eventbus publish`) waits for `flush()` every half of it:
+    sized by `OBSERVABILITY_BUFFER_SIZE` instead, it dropped most of a file on a bus whose own
+    setting made its buffer smaller (trial 176). Every built-in bus has it."""
+
+    buffer_size: int
 
 
 @runtime_checkable

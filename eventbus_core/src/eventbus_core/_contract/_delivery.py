@@ -13,7 +13,7 @@ from eventbus_core._contract._base import ContractBase, make_event
 from eventbus_core._contract._bounded import Watch, run_watched
 from eventbus_core._event import Event
 from eventbus_core._subscription import Subscription, SubscriptionClosed
-from eventbus_core.capabilities import Flushable, capability
+from eventbus_core.capabilities import Buffered, Flushable, capability
 
 __all__ = ["DeliveryContract"]
 
@@ -273,6 +273,27 @@ class DeliveryContract(ContractBase):
             assert unique == published, (
                 f"{published} events accepted, but the subscriber received {unique} distinct "
                 "ones among them"
+            )
+
+    def test_a_burst_of_buffer_size_events_is_taken_whole(self) -> None:
+        # `Buffered.buffer_size` is what publish() holds before it drops: `eventbus publish`
+        # waits for flush() every half of it, so a bus holding less drops a file's events.
+        with self.bus(buffer_size=64) as bus:
+            buffered = capability(bus, Buffered)
+            if buffered is None:
+                raise unittest.SkipTest("the bus offers no buffer_size (capability Buffered)")
+            size = buffered.buffer_size
+            assert isinstance(size, int) and not isinstance(size, bool) and size > 0, (
+                f"buffer_size is {size!r}: it must be the number of events publish() holds"
+            )
+            burst = min(size, 10_000)
+            self.publish_each(bus, (make_event(i) for i in range(burst)))
+            self.settle_bounded(bus)
+            published, dropped = self.stats_bounded(bus)[:2]
+            assert (published, dropped) == (burst, 0), (
+                f"{burst} events published in a row into an idle bus whose buffer_size is "
+                f"{size}: published {published}, dropped {dropped}; publish() must hold "
+                "buffer_size events before it drops"
             )
 
     def test_refusals_from_many_threads_count_exactly(self) -> None:

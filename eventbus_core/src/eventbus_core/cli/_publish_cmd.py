@@ -14,7 +14,13 @@ from eventbus_core._event import Event, check_ranges
 from eventbus_core._log import scrub
 from eventbus_core._overrun import STOP_MARGIN, call_bounded
 from eventbus_core._settings import EventBusSettings
-from eventbus_core.capabilities import Describable, Flushable, capability, is_cross_process
+from eventbus_core.capabilities import (
+    Buffered,
+    Describable,
+    Flushable,
+    capability,
+    is_cross_process,
+)
 from eventbus_core.cli._ending import within_ending
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
@@ -76,10 +82,11 @@ def add_parser(sub: Any) -> None:
         "backend. Blank lines are skipped; a line that is not a valid event (not JSON, no event "
         "field set, or a value no event can have, such as Status 99999) is reported on stderr "
         "and skipped (or ends the run with --strict); bytes that are not UTF-8 are read as "
-        "U+FFFD, as Go's decoder reads them. Waits for the backend to take "
-        "each half buffer (OBSERVABILITY_BUFFER_SIZE) and, at the end, everything, each wait "
-        "bounded by EVENTBUS_STOP_TIMEOUT; once a wait runs out (the backend is down), the rest "
-        "is published without waiting, and what the buffer cannot hold is dropped and counted.",
+        "U+FFFD, as Go's decoder reads them. Waits for the backend to take each half buffer "
+        "(the bus's own size, else OBSERVABILITY_BUFFER_SIZE) and, at the end, everything, "
+        "each wait bounded by EVENTBUS_STOP_TIMEOUT; once a wait runs out (the backend is "
+        "down), the rest is published without waiting, and what the buffer cannot hold is "
+        "dropped and counted.",
         epilog=f"{ONE_SHOT_HELP} "
         + exit_codes_help(
             "an input line was rejected, an event was dropped or lost, or the backend did not "
@@ -150,6 +157,16 @@ def _check_destination(bus: EventBus) -> None:
         pass
 
 
+def _buffer_size(bus: object, settings: EventBusSettings) -> int:
+    """The events `bus` holds before it drops: its own `buffer_size` (`Buffered`), which a
+    plugin may size from a setting of its own, else OBSERVABILITY_BUFFER_SIZE."""
+    buffered = capability(bus, Buffered)
+    size = getattr(buffered, "buffer_size", None)
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    return settings.buffer_size
+
+
 def _publish(
     args: argparse.Namespace, settings: EventBusSettings, source: Iterable[bytes | str]
 ) -> int:
@@ -166,7 +183,7 @@ def _publish(
     # the bus can flush, wait for it every half buffer: back-pressure for a batch tool.
     flushable = capability(bus, Flushable)
     flush = flushable.flush if flushable is not None else None
-    every = max(1, settings.buffer_size // 2)
+    every = max(1, _buffer_size(bus, settings) // 2)
     rejected = 0
     sent = 0
     interrupted = False
