@@ -10,6 +10,7 @@ dispatcher, the command line and the demo use only these, never a backend's name
 | capability | used by |
 |---|---|
 | `Flushable` | `eventbus publish` (back-pressure), the demo, `flush()` in tests |
+| `Buffered` | `eventbus publish`: how often its back-pressure waits (every half buffer) |
 | `CrossProcess` | `demo` (separate processes); `tail`, `stats`, `replay`, `dispatch` |
 | `Reachable` | every command: fail fast with one line when the backend does not answer |
 | `ConsumerGroups` | the dispatcher: at-least-once delivery through acknowledged consumers |
