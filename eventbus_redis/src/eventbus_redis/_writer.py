@@ -233,6 +233,11 @@ class BatchWriter:
     def failed(self, exc: BaseException) -> float:
         """A batch could not be written: count it, say so (once per kind of trouble), and
         return how long to wait before retrying it (the backoff)."""
+        if self._abort.is_set():
+            # stop() gave up and cut the connection itself: its own doing, not a failure of
+            # Redis's. (The loop path counted it, with last_error "Connection closed by server."
+            # for a server that closed nothing, frozen; the thread path never did, trial 177.)
+            return self._backoff.next()
         if not isinstance(exc, _EXPECTED):
             self._unexpected(exc)
         self._failures += 1
@@ -249,7 +254,7 @@ class BatchWriter:
             exc, redis.AuthenticationError
         )
         state = "reconnecting" if outage else "failing"
-        if (self.state != state or message != self.last_error) and not self._abort.is_set():
+        if self.state != state or message != self.last_error:
             log.warning("eventbus redis writer cannot write (%s); retrying", message)
         self.state = state
         self.last_error = message
