@@ -15,6 +15,7 @@ Go proxy, which does not notify, arrive that way).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = ["LogTailer"]
 # LogIDs a subscription's first read may find missing below the oldest entry without calling it
 # a gap: Go writers' INCRs whose LPUSH had not landed yet (one per request in flight).
 _IN_FLIGHT = 64
+_PEEK_EVERY = 0.05  # seconds between reads of the counter while a subscription is not read for
 
 
 class LogTailer(Tailer):
@@ -69,6 +71,10 @@ class LogTailer(Tailer):
         self._pubsub: PubSub | None = None
         self._on_undecodable = on_undecodable
         self._max_len = max_len
+        # The LogID counter as last read: events pushed by any writer (Go's too) up to it
+        # exist, so a subscription handed less is that far behind (`LogEventBus._behind`).
+        self.head_seen = 0
+        self._next_peek = 0.0
         super().__init__(name=f"eventbus-redis-tail[{key}]", poll=poll, wrong_type=wrong_type)
 
     def now(self) -> tuple[int, dict[str, Any]]:
@@ -124,6 +130,18 @@ class LogTailer(Tailer):
         """In a forked child: the pub/sub connection is the parent's; leave it alone."""
         self._pubsub = None
 
+    def peek(self) -> None:
+        """Read the LogID counter, at most every `_PEEK_EVERY` s: a subscription not read for
+        (its buffer full) learns how far behind it falls, whoever writes. Without it, what a
+        dispatcher behind its sink left in Redis at its stop was counted nowhere (trial 175)."""
+        now = time.monotonic()
+        if now < self._next_peek:
+            return
+        self._next_peek = now + _PEEK_EVERY
+        raw = self._client.get(self._seq_key)
+        with contextlib.suppress(TypeError, ValueError):  # not a number: the reads say so
+            self.head_seen = int(raw or 0)
+
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the oldest entries pushed since its anchor; report gaps."""
         last = int(cursor.position)
@@ -140,6 +158,7 @@ class LogTailer(Tailer):
         ]
         reply: Any = self._read_new(keys=self._keys, args=args)
         seq, found, items, length = int(reply[0]), bool(int(reply[1])), reply[2], int(reply[3])
+        self.head_seen = seq  # the latest, not the highest: a restarted Redis counts anew
         if not items:
             # Nothing new. An anchor that is gone with the list empty (expired, flushed) shows
             # as a gap, if there is one, once entries arrive.

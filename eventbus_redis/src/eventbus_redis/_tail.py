@@ -139,10 +139,26 @@ class Tailer:
             self._cursors = (*self._cursors, Cursor(sub, position, dict(extra or {})))
         self._wake.set()
 
-    def remove(self, sub: Subscription) -> None:
-        """Stop following for `sub`."""
+    def remove(self, sub: Subscription, behind: Callable[[Cursor], int] | None = None) -> int:
+        """Stop following for `sub`. With `behind` (events still to hand over, as `stop()`
+        takes it), what the log holds past what `sub` was handed is counted as dropped for it,
+        since it ends without them; returns how many (no network I/O)."""
         with self._lock:
+            gone = [c for c in self._cursors if c.sub is sub]
             self._cursors = tuple(c for c in self._cursors if c.sub is not sub)
+        missed = 0
+        if behind is not None:
+            with self.delivering:
+                for cursor in gone:
+                    if cursor.position is not None and not cursor.sub.finished:
+                        missed += max(0, behind(cursor))
+                if missed:
+                    sub.dropped += missed
+        return missed
+
+    def peek(self) -> None:
+        """While a subscription's buffer is full (it is not read for): note how far the log
+        has grown past it, for `behind` (the list log reads its LogID counter)."""
 
     @property
     def subscriptions(self) -> tuple[RedisSubscription, ...]:
@@ -236,6 +252,8 @@ class Tailer:
                 blocked = True
                 continue
             moved = self.read(cursor, min(room, self.chunk)) or moved
+        if blocked:
+            self.peek()
         return moved, blocked
 
     def _note_error(self, exc: BaseException) -> None:
