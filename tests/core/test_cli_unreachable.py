@@ -295,9 +295,18 @@ def test_probes_answer_while_dispatch_waits_for_its_backend(
             proc.communicate(timeout=30)
 
 
-def test_sigterm_while_dispatch_waits_for_its_backend_exits_0(closed_url: str) -> None:
-    # SIGTERM is dispatch's normal way to end (exit 0, says --help), but before the dispatcher
-    # ran (while --wait-for-backend waited) it gave 143 (trial 103).
+@pytest.mark.parametrize(
+    ("signum", "sigint_ignored"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["sigterm", "sigint", "sigint-inherited-ignored"],
+)
+def test_a_stop_signal_while_dispatch_waits_for_its_backend_exits_0(
+    closed_url: str, signum: int, sigint_ignored: bool
+) -> None:
+    # SIGTERM and a first Ctrl-C are dispatch's normal way to end (exit 0, says --help), but
+    # before the dispatcher ran (while --wait-for-backend waited) SIGTERM gave 143 (trial 103)
+    # and SIGINT 130, or, ignored as a script's background job inherits it, nothing until the
+    # wait ran out, though the running dispatcher takes it (trial 175).
     argv = ["dispatch", "--sink", "console", "--backend", "redis-streams", "--redis-url"]
     with subprocess.Popen(
         cli(*argv, closed_url, "--wait-for-backend", "60"),
@@ -305,11 +314,14 @@ def test_sigterm_while_dispatch_waits_for_its_backend_exits_0(closed_url: str) -
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+        if sigint_ignored
+        else None,
     ) as proc:
         assert proc.stderr is not None
         deadline = time.monotonic() + 30
         while "waiting up to 60 s" not in proc.stderr.readline():
             assert time.monotonic() < deadline and proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err

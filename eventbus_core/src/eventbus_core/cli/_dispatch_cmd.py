@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -218,6 +220,14 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose < 2:
         # httpx logs every request's URL at INFO; a webhook URL may carry a token.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        # Ignored as a script's background job inherits it: the running dispatcher takes
+        # SIGINT all the same, and the wait for the backend now does too (trial 175: it waited
+        # the whole --wait-for-backend, then exited 1).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = settings_from_args(args, _FLAGS)
     if args.sinks:
         settings = settings.model_copy(update={"sinks": ",".join(n for n, _ in args.sinks)})
@@ -241,9 +251,14 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             bus.stop(timeout=1.0)
             raise
-    except BaseException:
+    except BaseException as exc:
         if endpoint is not None:
             endpoint.close()
+        if isinstance(exc, KeyboardInterrupt):
+            # SIGTERM or a first Ctrl-C while it starts (--wait-for-backend waiting, say) is
+            # its normal end too, as once it runs: exit 0 (SIGINT gave 130, trial 175).
+            log.info("eventbus dispatch stopped before the dispatcher ran")
+            return 0
         raise
     dispatcher.owned_bus = bus  # stopped with the dispatcher
     dispatcher.owned_bus_stop_timeout = settings.stop_timeout
