@@ -954,3 +954,18 @@ def test_chained_exceptions_are_masked_whatever_their_shape() -> None:
         except BaseException as caught:
             printed = "".join(traceback.format_exception(_scrub_args(caught)))
         assert password not in printed, printed
+
+
+def test_a_plugin_s_name_typed_as_a_backend_says_what_it_registers_instead() -> None:
+    # Entry name `mism`, backend `mismatched-name`: "pip install eventbus-mism" for a plugin
+    # that `eventbus plugins` showed as installed and ok (trial 176).
+    registry = PluginRegistry(load_entry_points=False)
+    registry.register_plugin(
+        _plugin(backends={"mismatched-name": lambda settings: RecordingBus(1)}), name="mism"
+    )
+    with pytest.raises(UnknownBackendError) as raised:
+        registry.backend("mism", given_as="--backend")
+    message = str(raised.value)
+    assert "pip install" not in message, message
+    assert "the plugin 'mism'" in message and "registers backend(s) 'mismatched-name'" in message
+    assert "(--backend)" in message

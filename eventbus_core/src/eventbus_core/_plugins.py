@@ -420,6 +420,20 @@ class PluginRegistry:
                 f"({troubled.distribution or troubled.module}) is installed but registered no "
                 f"such {kind}: {'; '.join(troubled.problems)}"
             )
+        if troubled is not None and troubled.error is None:
+            # The plugin's entry name typed, where it registers other names: installed, so
+            # "pip install eventbus-<name>" was no advice (trial 176).
+            offers = [
+                f"{what} {', '.join(repr(n) for n in names)}"
+                for what, names in (("backend(s)", troubled.backends), ("sink(s)", troubled.sinks))
+                if names
+            ]
+            return (
+                f"unknown eventbus {kind} {key!r} ({given_as}): the plugin {key!r} "
+                f"({troubled.distribution or troubled.module}) is installed, but registers "
+                f"{' and '.join(offers) or 'nothing'}, not a {kind} of that name; "
+                f"installed {kind}s: {installed}"
+            )
         # Installed names, and the family's backends not installed (`nast` was told to
         # `pip install eventbus-nast`, a name anyone could register, trial 169).
         known = [*table, *(SIBLINGS if kind == "backend" else ())]
