@@ -287,6 +287,11 @@ class TwinSettings(PluginSettings):
         validation_alias="EVENTBUS_TWIN_BACKEND",
         json_schema_extra={"cli_flag": "--backend"},
     )
+    twin_mode: str = Field(
+        default="x",
+        validation_alias="EVENTBUS_TWIN_MODE",
+        json_schema_extra={"cli_flag": "twin-mode"},  # no leading --
+    )
 
 
 class TwinPlugin:
@@ -315,8 +320,14 @@ def test_a_flag_another_setting_or_eventbus_has_is_not_offered_and_said(
         "EVENTBUS_TWIN_NAME, or pass --backend-option EVENTBUS_TWIN_NAME=VALUE",
         "flag --backend (of EVENTBUS_TWIN_BACKEND) not offered: an option of eventbus has it; "
         "set EVENTBUS_TWIN_BACKEND, or pass --backend-option EVENTBUS_TWIN_BACKEND=VALUE",
+        # Ignored without a word before (trial 176).
+        "flag 'twin-mode' (of EVENTBUS_TWIN_MODE) not offered: a flag is a str that starts "
+        "with -- (such as --my-setting); set EVENTBUS_TWIN_MODE, or pass --backend-option "
+        "EVENTBUS_TWIN_MODE=VALUE",
     ]
     assert "PROBLEM" in out
+    # The settings table does not advertise a flag that was not offered (trial 176).
+    assert "(flag --backend)" not in out and "(flag --backend not offered" in out
     # The first plugin keeps its flag, and every command still works.
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["publish", "--backend", "toy", "--toy-name", "t", "-q"]) == 0

@@ -77,12 +77,19 @@ def env_vars_of(model: type[BaseSettings]) -> dict[str, str]:
     return found
 
 
+def declared_flag(info: FieldInfo) -> object | None:
+    """What a plugin declared as a field's `cli_flag`, whatever it is (None if nothing)."""
+    extra = info.json_schema_extra
+    return extra.get(CLI_FLAG) if isinstance(extra, dict) else None
+
+
 def cli_flag(info: FieldInfo) -> str | None:
     """The command-line flag a plugin declared for a field (`json_schema_extra={"cli_flag":
-    "--redis-url"}`), or None."""
-    extra = info.json_schema_extra
-    flag = extra.get(CLI_FLAG) if isinstance(extra, dict) else None
-    return flag if isinstance(flag, str) and flag.startswith("--") else None
+    "--redis-url"}`), or None (also for a declared value that is no flag, such as `"url"`)."""
+    flag = declared_flag(info)
+    if isinstance(flag, str) and flag.startswith("--") and len(flag) > 2 and flag.isprintable():
+        return flag if not any(c.isspace() for c in flag) else None
+    return None
 
 
 def describe_settings(model: type[BaseSettings]) -> list[SettingInfo]:

@@ -12,7 +12,7 @@ import argparse
 import warnings
 from typing import Any, Final
 
-from eventbus_core._plugin_settings import cli_flag, env_vars_of
+from eventbus_core._plugin_settings import cli_flag, declared_flag, env_vars_of
 from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry, get_registry
 from eventbus_core._settings import all_env_vars
 
@@ -85,9 +85,19 @@ def add_plugin_options(group: Any) -> None:
         for name, info in model.model_fields.items():
             flag = cli_flag(info)
             if flag is None:
+                malformed = declared_flag(info)
+                if malformed is not None:  # was ignored without a word (trial 176)
+                    _flag_not_offered(
+                        registry,
+                        plugin,
+                        repr(malformed),
+                        variables[name],
+                        "a flag is a str that starts with -- (such as --my-setting)",
+                    )
                 continue
             if declared.get(name) != flag or flag in added:
-                _flag_not_offered(registry, plugin, flag, variables[name], "another setting")
+                why = "another setting has it"
+                _flag_not_offered(registry, plugin, flag, variables[name], why)
                 continue
             try:
                 group.add_argument(
@@ -98,7 +108,8 @@ def add_plugin_options(group: Any) -> None:
                     f"{variables[name]} (from plugin {plugin})",
                 )
             except argparse.ArgumentError:  # an option of the command's own (`--backend`)
-                _flag_not_offered(registry, plugin, flag, variables[name], "an option of eventbus")
+                why = "an option of eventbus has it"
+                _flag_not_offered(registry, plugin, flag, variables[name], why)
                 continue
             added.add(flag)
     group.add_argument(
@@ -120,14 +131,14 @@ def flag_problems(info: PluginInfo) -> list[str]:
 
 
 def _flag_not_offered(
-    registry: PluginRegistry, plugin: str, flag: str, variable: str, holder: str
+    registry: PluginRegistry, plugin: str, flag: str, variable: str, why: str
 ) -> None:
-    """A plugin's flag that another setting or eventbus itself has: not offered (two plugins
-    declaring `--queue-url` broke every command with argparse's traceback, trial 119), and
-    said once, as a problem `eventbus plugins` shows."""
+    """A plugin's flag that another setting or eventbus itself has, or that is no flag: not
+    offered (two plugins declaring `--queue-url` broke every command with argparse's
+    traceback, trial 119), and said once, as a problem `eventbus plugins` shows."""
     info = registry.plugins.get(plugin)
     problem = (
-        f"flag {flag} (of {variable}) {_NOT_OFFERED}{holder} has it; set {variable}, or pass "
+        f"flag {flag} (of {variable}) {_NOT_OFFERED}{why}; set {variable}, or pass "
         f"{OPTION} {variable}=VALUE"
     )
     if info is not None and problem not in info.problems:

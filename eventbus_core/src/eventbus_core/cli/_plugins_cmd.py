@@ -122,8 +122,11 @@ def _print_settings(infos: list[PluginInfo]) -> None:
         print()
         print(f"settings of {', '.join(names)} ({model.__module__}.{model.__qualname__}):")
         rows: list[tuple[str, ...]] = [("VARIABLE", "FIELD", "DEFAULT", "DESCRIPTION")]
+        refused = {p for info in infos for p in flag_problems(info)}
         for setting in describe_settings(model):
             flag = f" (flag {setting.flag})" if setting.flag else ""
+            if any(p.startswith(f"flag {setting.flag} (of {setting.env_var})") for p in refused):
+                flag = f" (flag {setting.flag} not offered: see its PROBLEM)"  # trial 176
             rows.append(
                 (
                     setting.env_var,
