@@ -300,6 +300,15 @@ def test_a_failing_describable_contract_prints_no_credential(
         assert secret not in printed, secret
 
 
+def test_a_failing_contract_says_what_is_wrong_not_a_bare_error(
+    outcomes: dict[str, dict[str, str]],
+) -> None:
+    # describe() returning an object() failed with the JSON encoder's own TypeError only
+    # (trial 176).
+    printed = "".join(CHILD_OUTPUT)
+    assert "describe() must give plain data that JSON can write" in printed
+
+
 @pytest.mark.parametrize("bus", sorted(MUST_FAIL))
 def test_broken_bus_fails_its_capability_class(
     outcomes: dict[str, dict[str, str]], bus: str

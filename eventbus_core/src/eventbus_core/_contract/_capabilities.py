@@ -203,6 +203,11 @@ class ReadableLogContract(CapabilityContract):
             assert isinstance(log, ReadableLog)
             self.publish_stored(bus, 5)
             log_ids = [e.log_id for e in self._read(log)]
+            # Said, not an IndexError below (trial 176: a flush() that returned True early).
+            assert len(log_ids) == 5, (
+                f"read_range() gave LogIDs {log_ids} after 5 events were published and "
+                "flush() returned True: expected all five"
+            )
             got = [e.log_id for e in self._read(log, first_id=log_ids[1], last_id=log_ids[3])]
             assert got == log_ids[1:4], (
                 f"read_range(first_id={log_ids[1]}, last_id={log_ids[3]}) gave LogIDs {got}, "
@@ -278,7 +283,13 @@ class DescribableContract(CapabilityContract):
             assert isinstance(figures, Mapping) and figures, (
                 f"describe() must give a non-empty mapping, not {figures!r}"
             )
-            json.dumps(dict(figures))  # raises if it is not plain data
+            try:
+                json.dumps(dict(figures))
+            except (TypeError, ValueError) as exc:  # said, not the encoder's bare error (176)
+                raise AssertionError(
+                    f"describe() must give plain data that JSON can write (eventbus stats "
+                    f"prints it): {exc}"
+                ) from None
             # `eventbus stats` masks them, but another program that prints them would not.
             masked = scrub_data(dict(figures))
             # As JSON text: a NaN figure never equals itself (review 158).
