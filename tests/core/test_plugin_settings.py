@@ -292,6 +292,11 @@ class TwinSettings(PluginSettings):
         validation_alias="EVENTBUS_TWIN_MODE",
         json_schema_extra={"cli_flag": "twin-mode"},  # no leading --
     )
+    twin_level: str = Field(
+        default="x",
+        validation_alias="EVENTBUS_TWIN_LEVEL",
+        json_schema_extra={"cli_flag": "--twin-level=3"},  # argparse: --twin-level given 3
+    )
 
 
 class TwinPlugin:
@@ -321,13 +326,24 @@ def test_a_flag_another_setting_or_eventbus_has_is_not_offered_and_said(
         "flag --backend (of EVENTBUS_TWIN_BACKEND) not offered: an option of eventbus has it; "
         "set EVENTBUS_TWIN_BACKEND, or pass --backend-option EVENTBUS_TWIN_BACKEND=VALUE",
         # Ignored without a word before (trial 176).
-        "flag 'twin-mode' (of EVENTBUS_TWIN_MODE) not offered: a flag is a str that starts "
-        "with -- (such as --my-setting); set EVENTBUS_TWIN_MODE, or pass --backend-option "
-        "EVENTBUS_TWIN_MODE=VALUE",
+        "flag 'twin-mode' (of EVENTBUS_TWIN_MODE) not offered: a flag is -- then letters, "
+        "digits, - or _ (such as --my-setting); set EVENTBUS_TWIN_MODE, or pass "
+        "--backend-option EVENTBUS_TWIN_MODE=VALUE",
+        "flag '--twin-level=3' (of EVENTBUS_TWIN_LEVEL) not offered: a flag is -- then letters, "
+        "digits, - or _ (such as --my-setting); set EVENTBUS_TWIN_LEVEL, or pass "
+        "--backend-option EVENTBUS_TWIN_LEVEL=VALUE",
     ]
     assert "PROBLEM" in out
-    # The settings table does not advertise a flag that was not offered (trial 176).
+    # The settings table does not advertise a flag that was not offered (trial 176), nor
+    # does --json (trial 180).
     assert "(flag --backend)" not in out and "(flag --backend not offered" in out
+    assert main(["plugins", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    settings = {
+        s["env_var"]: s for p in data["plugins"] if "twin" in p["backends"] for s in p["settings"]
+    }
+    refused = settings["EVENTBUS_TWIN_BACKEND"]
+    assert (refused["flag"], refused["flag_not_offered"]) == (None, "--backend")
     # The first plugin keeps its flag, and every command still works.
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["publish", "--backend", "toy", "--toy-name", "t", "-q"]) == 0

@@ -68,3 +68,24 @@ def test_publish_waits_every_half_of_the_bus_s_own_smaller_buffer(
     stats = bus.stats()
     assert (stats.published, stats.dropped) == (300, 0), err
     assert code == 0, err
+
+
+@pytest.mark.parametrize("size", [10.7, True, 0])
+def test_a_buffer_size_that_is_no_positive_whole_number_is_said_not_taken_silently(
+    size: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The old pacing came back without a word, most of a file dropped (trial 180).
+    plugin = _SmallBufferPlugin()
+    build = plugin.build
+
+    def odd(settings: Any) -> Any:
+        bus = build(settings)
+        bus.buffer_size = size
+        return bus
+
+    plugin.build = odd  # type: ignore[method-assign]
+    monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[plugin]))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    main(["publish", "--backend", "smallbuf"])
+    err = capsys.readouterr().err
+    assert f"the backend's buffer_size is {size!r}, not a whole number" in err, err

@@ -589,6 +589,18 @@ def test_the_constructor_says_what_to_install_for_nkeys_sign_in_without_it(
         )
 
 
+def test_nats_py_s_own_defaults_for_the_nkeys_keywords_need_no_nkeys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # None is connect()'s default: passing it said "needs the nkeys package" (trial 180).
+    _without_nkeys(monkeypatch)
+    for options in ({"user_credentials": None}, {"nkeys_seed": None}, {"nkeys_seed_str": ""}):
+        bus = NatsEventBus(
+            "nats://127.0.0.1:1", stream="T_CTOR", subject="t.ctor", connect_options=options
+        )
+        bus.stop(0)
+
+
 def test_last_error_says_why_while_the_connection_is_down() -> None:
     # None while every event waited on a server that refused the connection (trial 168).
     bus = NatsEventBus("nats://127.0.0.1:1", stream="T_LE", subject="t.le")

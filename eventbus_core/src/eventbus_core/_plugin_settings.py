@@ -10,6 +10,7 @@ helpers here.
 from __future__ import annotations
 
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,9 +88,11 @@ def cli_flag(info: FieldInfo) -> str | None:
     """The command-line flag a plugin declared for a field (`json_schema_extra={"cli_flag":
     "--redis-url"}`), or None (also for a declared value that is no flag, such as `"url"`)."""
     flag = declared_flag(info)
-    if isinstance(flag, str) and flag.startswith("--") and len(flag) > 2 and flag.isprintable():
-        return flag if not any(c.isspace() for c in flag) else None
-    return None
+    # A name argparse reads as one flag: `--x=3` would be flag `--x` given 3 (trial 180).
+    return flag if isinstance(flag, str) and _FLAG.fullmatch(flag) else None
+
+
+_FLAG: Final = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def describe_settings(model: type[BaseSettings]) -> list[SettingInfo]:

@@ -118,7 +118,9 @@ def check_connect_options(
                 str(exc).replace("NATS_CREDS", "connect_options['user_credentials']")
             ) from None
     signing = [
-        key for key in ("user_credentials", "nkeys_seed", "nkeys_seed_str") if key in options
+        key
+        for key in ("user_credentials", "nkeys_seed", "nkeys_seed_str")
+        if options.get(key) not in (None, "")  # None is nats-py's own default: not signing
     ]
     if signing and importlib.util.find_spec("nkeys") is None:
         # nats-py imports it only while connecting: a bare ModuleNotFoundError from inside its

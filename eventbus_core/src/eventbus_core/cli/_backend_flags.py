@@ -92,7 +92,7 @@ def add_plugin_options(group: Any) -> None:
                         plugin,
                         repr(malformed),
                         variables[name],
-                        "a flag is a str that starts with -- (such as --my-setting)",
+                        "a flag is -- then letters, digits, - or _ (such as --my-setting)",
                     )
                 continue
             if declared.get(name) != flag or flag in added:

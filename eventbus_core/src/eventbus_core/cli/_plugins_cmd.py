@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "plugins": [i.as_dict() for i in infos],
+                    "plugins": [_as_dict(i) for i in infos],
                     "backends": sorted(registry.backends),
                     "sinks": sorted(registry.sinks),
                 },
@@ -112,6 +112,22 @@ def _print_table(rows: Sequence[tuple[str, ...]], indent: str = "") -> None:
         print(indent + "  ".join([*cells, row[-1]]))
 
 
+def _not_offered(problems: list[str], flag: str | None, variable: str) -> bool:
+    """True if `flag`, declared for `variable`, was refused (one of `flag_problems`)."""
+    return flag is not None and any(p.startswith(f"flag {flag} (of {variable})") for p in problems)
+
+
+def _as_dict(info: PluginInfo) -> dict[str, Any]:
+    """`info.as_dict()`, a refused flag given as `flag_not_offered` rather than as `flag`: a
+    tool building a command line from it passed `--json` or `--help` (trial 180)."""
+    out = info.as_dict()
+    refused = flag_problems(info)
+    for setting in out.get("settings", []):
+        if _not_offered(refused, setting.get("flag"), setting.get("env_var", "")):
+            setting["flag_not_offered"], setting["flag"] = setting["flag"], None
+    return out
+
+
 def _print_settings(infos: list[PluginInfo]) -> None:
     """Each plugin's settings, once per model (one module may stand behind several entries)."""
     seen: dict[type, list[str]] = {}
@@ -122,10 +138,10 @@ def _print_settings(infos: list[PluginInfo]) -> None:
         print()
         print(f"settings of {', '.join(names)} ({model.__module__}.{model.__qualname__}):")
         rows: list[tuple[str, ...]] = [("VARIABLE", "FIELD", "DEFAULT", "DESCRIPTION")]
-        refused = {p for info in infos for p in flag_problems(info)}
+        refused = [p for info in infos for p in flag_problems(info)]
         for setting in describe_settings(model):
             flag = f" (flag {setting.flag})" if setting.flag else ""
-            if any(p.startswith(f"flag {setting.flag} (of {setting.env_var})") for p in refused):
+            if _not_offered(refused, setting.flag, setting.env_var):
                 flag = f" (flag {setting.flag} not offered: see its PROBLEM)"  # trial 176
             rows.append(
                 (
