@@ -89,3 +89,29 @@ def test_a_buffer_size_that_is_no_positive_whole_number_is_said_not_taken_silent
     main(["publish", "--backend", "smallbuf"])
     err = capsys.readouterr().err
     assert f"the backend's buffer_size is {size!r}, not a whole number" in err, err
+
+
+def test_the_pacing_takes_the_smaller_buffer_and_survives_a_raising_property(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A large buffer of the plugin's own could take longer than EVENTBUS_STOP_TIMEOUT to
+    # flush half of, ending the pacing; a property that raised escaped (review 181).
+    from eventbus_core import EventBusSettings
+    from eventbus_core.cli._publish_cmd import _buffer_size
+
+    settings = EventBusSettings(buffer_size=1000)
+
+    class Sized:
+        def __init__(self, size: int) -> None:
+            self.buffer_size = size
+
+    class Raising:
+        @property
+        def buffer_size(self) -> int:
+            raise RuntimeError("broken")
+
+    assert _buffer_size(object(), settings) == 1000
+    assert _buffer_size(Sized(4), settings) == 4
+    assert _buffer_size(Sized(10**9), settings) == 1000
+    assert _buffer_size(Raising(), settings) == 1000
+    assert "RuntimeError raised" in capsys.readouterr().err

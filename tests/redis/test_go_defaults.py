@@ -245,10 +245,17 @@ def test_eventbus_stream_variables_win_over_go_s_with_a_warning_when_they_differ
 
 
 def test_a_bad_go_stream_max_len_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    for value in ("abc", "-1", str(10**16)):
+    for value in ("abc", "-1", str(10**16), "1.5"):
         monkeypatch.setenv("REDIS_STREAM_MAX_LEN", value)
         with pytest.raises(SettingsError, match="REDIS_STREAM_MAX_LEN="):
             EventBusSettings()
+    # Not where it is not used (eventbus's own is set), and empty is unset, as in Go: both
+    # stopped every backend from starting (review 181).
+    monkeypatch.setenv("EVENTBUS_REDIS_STREAM_MAX_LEN", "7")
+    assert EventBusSettings().redis_stream_max_len == 7
+    monkeypatch.delenv("EVENTBUS_REDIS_STREAM_MAX_LEN")
+    monkeypatch.setenv("REDIS_STREAM_MAX_LEN", " ")
+    assert EventBusSettings().redis_stream_max_len == 10_000
 
 
 def test_the_memory_default_s_warning_names_only_redis_addr_when_only_it_is_set(

@@ -71,6 +71,9 @@ class Subscription:
         self._on_close = on_close
         self.delivered = 0
         self.dropped = 0
+        # Buffered and never read when `close()` discarded them: counted there, after the bus
+        # hands it nothing more (the dispatcher counted before, and missed what came between).
+        self.discarded = 0
         self._next_warning = 0.0
 
     def _after_fork_in_child(self) -> None:
@@ -176,12 +179,15 @@ class Subscription:
         return SubscriberStats(self.name, self.delivered, self.dropped, len(self._queue))
 
     def close(self) -> None:
-        """Stop receiving: unsubscribe from the bus and discard what is buffered. Idempotent."""
+        """Stop receiving: unsubscribe from the bus and discard what is buffered (counted in
+        `discarded`). Idempotent."""
         callback, self._on_close = self._on_close, None
         if callback is not None:
             callback(self)
         self.finish()
-        self._queue.clear()
+        with self._cond:
+            self.discarded += len(self._queue)
+            self._queue.clear()
 
     def _wait_sync(self, deadline: float | None) -> bool:
         """Block until events arrive or the end; False on timeout."""

@@ -253,14 +253,16 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
     def _unsubscribe(self, sub: Any) -> None:
         if self._tailer is None:
             return
-        # Closed behind the log: it never gets those events (a new subscription starts from
-        # now), so they count as dropped for it, as a full buffer's would on the memory bus. A
-        # dispatcher stopped behind its sink left them in Redis counted nowhere (trial 175).
-        missed = self._tailer.remove(sub, self._behind)
+        # Closed behind the log, it never gets those events: counted as dropped for it, as a
+        # full buffer's would be on the memory bus (the list log counts them; trial 175).
+        missed = self._tailer.remove(sub)
         if missed:
-            log.warning(
+            # INFO: the consumer's own figures say it (the dispatcher's ERROR and exit 1); a
+            # viewer (`eventbus tail`) closing behind is no loss to warn of (trial 179).
+            log.info(
                 "eventbus redis subscription %s closed %d event(s) behind the log: it never "
-                "received them (they stay in Redis, for eventbus replay); counted in its dropped",
+                "received them (counted in its dropped; what Redis still holds of them can be "
+                "replayed with eventbus replay)",
                 sub.name,
                 missed,
             )

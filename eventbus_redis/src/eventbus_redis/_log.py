@@ -247,11 +247,7 @@ class RedisEventBus(RedisBusBase):
     # ---------------------------------------------------------------------------- lifecycle
 
     def _behind(self, cursor: Cursor) -> int:
-        tailer = self._tailer
-        # Other writers' events too (another process's, the Go proxy's), as far as the
-        # subscriber thread last saw the counter (`LogTailer.head_seen`).
-        seen = tailer.head_seen if isinstance(tailer, LogTailer) else 0
-        target = max(self.last_log_id, seen)
+        target = self.last_log_id
         position = cursor.position if cursor.position is not None else 0
         return max(0, target - int(position)) if target else 0
 

@@ -15,7 +15,6 @@ Go proxy, which does not notify, arrive that way).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from redis.client import PubSub
 
 from eventbus_core import Event, WireFormatError
 from eventbus_redis._own_connection import cut_connection
+from eventbus_redis._reachable import bounded_connection
 from eventbus_redis._redis_subscription import Gap, RedisSubscription
 from eventbus_redis._scripts import ANCHOR_CONTEXT, LOG_NOW, LOG_READ_NEW
 from eventbus_redis._tail import Cursor, Tailer
@@ -34,7 +34,6 @@ __all__ = ["LogTailer"]
 # LogIDs a subscription's first read may find missing below the oldest entry without calling it
 # a gap: Go writers' INCRs whose LPUSH had not landed yet (one per request in flight).
 _IN_FLIGHT = 64
-_PEEK_EVERY = 0.05  # seconds between reads of the counter while a subscription is not read for
 
 
 class LogTailer(Tailer):
@@ -71,10 +70,6 @@ class LogTailer(Tailer):
         self._pubsub: PubSub | None = None
         self._on_undecodable = on_undecodable
         self._max_len = max_len
-        # The LogID counter as last read: events pushed by any writer (Go's too) up to it
-        # exist, so a subscription handed less is that far behind (`LogEventBus._behind`).
-        self.head_seen = 0
-        self._next_peek = 0.0
         super().__init__(name=f"eventbus-redis-tail[{key}]", poll=poll, wrong_type=wrong_type)
 
     def now(self) -> tuple[int, dict[str, Any]]:
@@ -130,17 +125,36 @@ class LogTailer(Tailer):
         """In a forked child: the pub/sub connection is the parent's; leave it alone."""
         self._pubsub = None
 
-    def peek(self) -> None:
-        """Read the LogID counter, at most every `_PEEK_EVERY` s: a subscription not read for
-        (its buffer full) learns how far behind it falls, whoever writes. Without it, what a
-        dispatcher behind its sink left in Redis at its stop was counted nowhere (trial 175)."""
-        now = time.monotonic()
-        if now < self._next_peek:
-            return
-        self._next_peek = now + _PEEK_EVERY
-        raw = self._client.get(self._seq_key)
-        with contextlib.suppress(TypeError, ValueError):  # not a number: the reads say so
-            self.head_seen = int(raw or 0)
+    def unhanded(self, place: dict[str, Any], timeout: float) -> int:
+        """The entries pushed since the anchor of `place` (whoever pushed them, the Go proxy
+        too), counted by the read script asked for none, on a connection of its own bounded by
+        `timeout`: a close costs one round trip, and a frozen server holds it that long at most.
+        With the anchor gone (trimmed, or Redis lost its data), the whole list; entries trimmed
+        away meanwhile are not in it. 0 if Redis does not answer."""
+        anchor: bytes | str | None = place.get("anchor")
+        at: int | None = place.get("at")
+        args: list[bytes | str | int] = [
+            0 if anchor is None else 1,
+            anchor or "",
+            0,
+            "" if at is None else at,
+            ANCHOR_CONTEXT,
+            *place.get("below", ()),
+        ]
+        connection = None
+        try:
+            connection = bounded_connection(self._client, timeout)
+            connection.connect()
+            connection.send_command("EVAL", LOG_READ_NEW, len(self._keys), *self._keys, *args)
+            reply: Any = connection.read_response()
+            found, length, lo = bool(int(reply[1])), int(reply[3]), int(reply[4])
+        except (redis.RedisError, OSError, TypeError, ValueError, IndexError):
+            return 0
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.disconnect()
+        return lo if found else length
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the oldest entries pushed since its anchor; report gaps."""
@@ -158,7 +172,6 @@ class LogTailer(Tailer):
         ]
         reply: Any = self._read_new(keys=self._keys, args=args)
         seq, found, items, length = int(reply[0]), bool(int(reply[1])), reply[2], int(reply[3])
-        self.head_seen = seq  # the latest, not the highest: a restarted Redis counts anew
         if not items:
             # Nothing new. An anchor that is gone with the list empty (expired, flushed) shows
             # as a gap, if there is one, once entries arrive.
@@ -172,7 +185,7 @@ class LogTailer(Tailer):
             except WireFormatError:
                 decoded.append(None)
         with self.delivering:
-            if self.ended:
+            if self.ended or cursor.extra.get("removed"):
                 return False
             # With no anchor yet (the list was empty so far), a few LogIDs below the oldest
             # may be Go writers' INCRs whose LPUSH is still to come, not a loss. More than

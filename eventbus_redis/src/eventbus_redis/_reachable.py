@@ -17,7 +17,7 @@ from eventbus_core import BackendUnavailableError, SettingsError
 from eventbus_redis._client import describe_client, safe_error
 from eventbus_redis._config_errors import credentials_error, database_error
 
-__all__ = ["check_reachable"]
+__all__ = ["bounded_connection", "check_reachable"]
 
 
 def check_reachable(client: Any, timeout: float, source: str | None = None) -> None:
@@ -38,16 +38,11 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
     """
     timeout = max(0.05, float(timeout))
     pool = client.connection_pool
-    options = {
-        **pool.connection_kwargs,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 0),
-    }
+    options = pool.connection_kwargs
     _check_ca_file(client, options.get("ssl_ca_certs"))
     connection = None
     try:
-        connection = pool.connection_class(**options)
+        connection = bounded_connection(client, timeout)
         connection.connect()
         connection.send_command("PING")
         connection.read_response()
@@ -82,6 +77,23 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
     finally:
         if connection is not None:
             connection.disconnect()
+
+
+def bounded_connection(client: Any, timeout: float) -> Any:
+    """A new connection (not connected yet) to where `client` points, authenticating and
+    selecting its database as it would, each step bounded by `timeout` seconds, with no
+    retries: a quick question that a frozen server cannot hold up. The caller disconnects it.
+
+    The bus's own client is left alone: its connections belong to the writer and subscriber
+    threads, and its timeouts are sized for their work."""
+    pool = client.connection_pool
+    options = {
+        **pool.connection_kwargs,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    return pool.connection_class(**options)
 
 
 def _check_ca_file(client: Any, ca_file: Any) -> None:

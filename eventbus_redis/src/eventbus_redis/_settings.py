@@ -141,11 +141,12 @@ class RedisSettings(PluginSettings):
         default=None,
         description="The Go llm-proxy's consumer group; used when EVENTBUS_REDIS_GROUP is unset.",
     )
-    go_stream_max_len: int | None = _env(
+    # Text, read as a number only when it is used: a value Go would fall back from must not
+    # stop a process that sets EVENTBUS_REDIS_STREAM_MAX_LEN, or uses another backend (the
+    # field refused it for every backend, empty included: review 181).
+    go_stream_max_len: str | None = _env(
         "REDIS_STREAM_MAX_LEN",
         default=None,
-        ge=0,
-        le=MAX_LEN_LIMIT,
         description=(
             "The Go llm-proxy's stream MAXLEN; used when EVENTBUS_REDIS_STREAM_MAX_LEN is unset."
         ),
@@ -229,8 +230,12 @@ class RedisSettings(PluginSettings):
     def _layout_from_go_variables(self) -> RedisSettings:
         for ours, go in _GO_LAYOUT:
             value = getattr(self, go)
-            if value is None or value == "":  # Go takes an empty variable as unset too
+            if value is None or not str(value).strip():  # Go takes an empty one as unset too
                 continue
+            if go == "go_stream_max_len":
+                value = _go_max_len(str(value), ours not in self.model_fields_set)
+                if value is None:
+                    continue
             if ours not in self.model_fields_set:
                 setattr(self, ours, value)
                 self.__pydantic_fields_set__.discard(ours)  # derived, not given
@@ -246,6 +251,24 @@ _GO_LAYOUT: Final = (
 )
 """eventbus's field, and the field of the Go llm-proxy's variable it falls back to."""
 _warned_go_layout: set[str] = set()
+
+
+def _go_max_len(text: str, used: bool) -> int | None:
+    """REDIS_STREAM_MAX_LEN as a number. Refused naming it where it is `used` (eventbus's own
+    variable unset); else None when it is no number, so that only the warning compares it."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if 0 <= value <= MAX_LEN_LIMIT:
+        return value
+    if not used:
+        return None
+    raise ValueError(
+        f"REDIS_STREAM_MAX_LEN={text!r} (the Go llm-proxy's, read since "
+        f"EVENTBUS_REDIS_STREAM_MAX_LEN is unset) must be a whole number from 0 (no trimming) "
+        f"to {MAX_LEN_LIMIT}; fix it, or set EVENTBUS_REDIS_STREAM_MAX_LEN"
+    )
 
 
 def _warn_of_go_layout(ours: str, our_value: Any, go: str, go_value: Any) -> None:

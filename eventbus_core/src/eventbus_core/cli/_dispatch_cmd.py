@@ -220,14 +220,24 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose < 2:
         # httpx logs every request's URL at INFO; a webhook URL may carry a token.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    if (
+    ignored = (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
+    )
+    if ignored:
         # Ignored as a script's background job inherits it: the running dispatcher takes
         # SIGINT all the same, and the wait for the backend now does too (trial 175: it waited
-        # the whole --wait-for-backend, then exited 1).
+        # the whole --wait-for-backend, then exited 1). Put back after, for a caller in process.
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _serve(args)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """`run()`, its signals set up."""
     settings = settings_from_args(args, _FLAGS)
     if args.sinks:
         settings = settings.model_copy(update={"sinks": ",".join(n for n, _ in args.sinks)})

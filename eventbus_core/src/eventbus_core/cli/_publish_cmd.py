@@ -161,16 +161,22 @@ def _check_destination(bus: EventBus) -> None:
 def _buffer_size(bus: object, settings: EventBusSettings) -> int:
     """The events `bus` holds before it drops: its own `buffer_size` (`Buffered`), which a
     plugin may size from a setting of its own, else OBSERVABILITY_BUFFER_SIZE."""
-    buffered = capability(bus, Buffered)
-    if buffered is None:
-        return settings.buffer_size
-    size = buffered.buffer_size
+    size: object
     try:
-        whole = operator.index(size) if not isinstance(size, bool) else 0  # numpy ints too
+        buffered = capability(bus, Buffered)
+        if buffered is None:
+            return settings.buffer_size
+        size = buffered.buffer_size
+    except Exception as exc:  # a property of the plugin's that raises: its fault, said below
+        size = f"<{type(exc).__name__} raised>"
+    try:
+        whole = operator.index(size) if not isinstance(size, bool) else 0  # type: ignore[arg-type]
     except TypeError:
         whole = 0
     if whole > 0:
-        return whole
+        # The smaller: a large buffer of the plugin's own may take longer than
+        # EVENTBUS_STOP_TIMEOUT to flush half of, which would end the pacing (review 181).
+        return min(whole, settings.buffer_size)
     # Said, not taken silently: the old pacing drops most of a file on a smaller buffer
     # (trial 180: 10.7, True, 0).
     print(
