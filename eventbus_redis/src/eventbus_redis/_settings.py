@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Final
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from eventbus_core import PluginSettings, RedactedURL, get_logger
+from eventbus_core import PluginSettings, RedactedURL, SettingsError, get_logger
 from eventbus_core.redact._secrets import redact_one_url
 
 log = get_logger("eventbus.redis")
@@ -233,7 +233,9 @@ class RedisSettings(PluginSettings):
             if value is None or not str(value).strip():  # Go takes an empty one as unset too
                 continue
             if go == "go_stream_max_len":
-                value = _go_max_len(str(value), ours not in self.model_fields_set)
+                # Refused by the streams backend only, which uses it (`go_stream_max_len_error`):
+                # here it would stop every backend (trial 182).
+                value = _go_max_len(str(value))
                 if value is None:
                     continue
             if ours not in self.model_fields_set:
@@ -253,18 +255,25 @@ _GO_LAYOUT: Final = (
 _warned_go_layout: set[str] = set()
 
 
-def _go_max_len(text: str, used: bool) -> int | None:
-    """REDIS_STREAM_MAX_LEN as a number. Refused naming it where it is `used` (eventbus's own
-    variable unset); else None when it is no number, so that only the warning compares it."""
+def _go_max_len(text: str) -> int | None:
+    """REDIS_STREAM_MAX_LEN as a number, or None when it is none that a MAXLEN can be."""
     try:
         value = int(text.strip())
     except ValueError:
-        value = -1
-    if 0 <= value <= MAX_LEN_LIMIT:
-        return value
-    if not used:
         return None
-    raise ValueError(
+    return value if 0 <= value <= MAX_LEN_LIMIT else None
+
+
+def go_stream_max_len_error(settings: Any) -> SettingsError | None:
+    """The error for a REDIS_STREAM_MAX_LEN the streams backend would use (eventbus's own
+    variable unset) that is no MAXLEN, naming it; None if there is none. Only that backend
+    asks: a value Go falls back from must not stop the others (trial 182)."""
+    text = getattr(settings, "go_stream_max_len", None)
+    if not text or not str(text).strip() or "redis_stream_max_len" in settings.model_fields_set:
+        return None
+    if _go_max_len(str(text)) is not None:
+        return None
+    return SettingsError(
         f"REDIS_STREAM_MAX_LEN={text!r} (the Go llm-proxy's, read since "
         f"EVENTBUS_REDIS_STREAM_MAX_LEN is unset) must be a whole number from 0 (no trimming) "
         f"to {MAX_LEN_LIMIT}; fix it, or set EVENTBUS_REDIS_STREAM_MAX_LEN"

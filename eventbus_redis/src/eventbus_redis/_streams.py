@@ -29,6 +29,7 @@ from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import STREAM_APPEND
+from eventbus_redis._settings import go_stream_max_len_error
 from eventbus_redis._stream_tail import StreamTailer
 from eventbus_redis._tail import Cursor
 
@@ -107,9 +108,14 @@ class RedisStreamsEventBus(RedisBusBase):
         Does not connect: the application starts even while Redis is unreachable.
 
         Raises:
-            SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set.
+            SettingsError: neither `REDIS_URL` nor `REDIS_ADDR` is set, or the Go proxy's
+                `REDIS_STREAM_MAX_LEN`, used since `EVENTBUS_REDIS_STREAM_MAX_LEN` is unset, is
+                no MAXLEN.
         """
         settings = EventBusSettings.expect(settings, "RedisStreamsEventBus.from_settings()")
+        refused = go_stream_max_len_error(settings)
+        if refused is not None:
+            raise refused
         bus = cls(
             client_from_settings(settings),
             settings.redis_stream,
