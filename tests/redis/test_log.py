@@ -879,3 +879,38 @@ def test_close_counts_what_it_discards(client: redis.Redis, prefix: str) -> None
             time.sleep(0.01)
         sub.close()
         assert (sub.discarded, sub.qsize(), sub.stats().dropped) == (4, 0, 0)
+
+
+def test_a_close_that_redis_does_not_answer_says_so_and_is_bounded(
+    throwaway: ThrowawayRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Frozen at the close: what the subscription left unread was counted as 0, without a word,
+    # and a dispatcher exited 0 with 700 of 1,000 in no figure (trial 182).
+    import logging
+    import os
+    import signal
+
+    assert throwaway.proc is not None
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    client = redis.Redis.from_url(throwaway.url, socket_timeout=5)
+    key = "t:frozen-close"
+    with RedisEventBus.log(client, key, ttl=60, max_len=1000, buffer_size=10) as bus:
+        sub = bus.subscribe()
+        with RedisEventBus.log(client, key, ttl=60, max_len=1000) as writer:
+            for i in range(50):
+                writer.publish(make_event(i))
+            assert writer.flush(10)
+        deadline = time.monotonic() + 10
+        while sub.qsize() < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(throwaway.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            sub.close()
+            took = time.monotonic() - started
+        finally:
+            os.kill(throwaway.proc.pid, signal.SIGCONT)
+    assert took < 1.5
+    assert sub.uncounted_at_close and sub.stats().dropped == 0
+    assert any("Redis did not answer how many events" in r.getMessage() for r in caplog.records)
+    client.close()

@@ -74,6 +74,9 @@ class Subscription:
         # Buffered and never read when `close()` discarded them: counted there, after the bus
         # hands it nothing more (the dispatcher counted before, and missed what came between).
         self.discarded = 0
+        # True when its close could not learn how many events the backend still held past
+        # what it was handed (a Redis list whose server did not answer): those are in no figure.
+        self.uncounted_at_close = False
         self._next_warning = 0.0
 
     def _after_fork_in_child(self) -> None:

@@ -125,12 +125,12 @@ class LogTailer(Tailer):
         """In a forked child: the pub/sub connection is the parent's; leave it alone."""
         self._pubsub = None
 
-    def unhanded(self, place: dict[str, Any], timeout: float) -> int:
+    def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """The entries pushed since the anchor of `place` (whoever pushed them, the Go proxy
         too), counted by the read script asked for none, on a connection of its own bounded by
         `timeout`: a close costs one round trip, and a frozen server holds it that long at most.
         With the anchor gone (trimmed, or Redis lost its data), the whole list; entries trimmed
-        away meanwhile are not in it. 0 if Redis does not answer."""
+        away meanwhile are not in it. None if Redis does not answer."""
         anchor: bytes | str | None = place.get("anchor")
         at: int | None = place.get("at")
         args: list[bytes | str | int] = [
@@ -149,7 +149,7 @@ class LogTailer(Tailer):
             reply: Any = connection.read_response()
             found, length, lo = bool(int(reply[1])), int(reply[3]), int(reply[4])
         except (redis.RedisError, OSError, TypeError, ValueError, IndexError):
-            return 0
+            return None
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):

@@ -156,14 +156,17 @@ class Tailer:
                 cursor.extra["removed"] = True
                 if cursor.position is not None and not cursor.sub.finished:
                     places.append(dict(cursor.extra))
-        missed = sum(self.unhanded(place, _COUNT_TIMEOUT) for place in places)
+        counts = [self.unhanded(place, _COUNT_TIMEOUT) for place in places]
+        missed = sum(n for n in counts if n is not None)
         if missed:
             sub.dropped += missed
+        if None in counts:
+            sub.uncounted_at_close = True  # said by the bus, and by a dispatcher's exit
         return missed
 
-    def unhanded(self, place: dict[str, Any], timeout: float) -> int:
+    def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """How many events the backend holds past a cursor's `place` (its `extra`), asked
-        within `timeout` seconds; 0 when it cannot tell (by default, or Redis not answering)."""
+        within `timeout` seconds; 0 by default, None when it cannot tell (Redis not answering)."""
         return 0
 
     @property

@@ -505,6 +505,7 @@ class Dispatcher:
             left = 0
             if isinstance(source, SubscriptionSource):
                 left = source.subscription.discarded + source.subscription.qsize()
+                lane.uncounted_at_close = source.subscription.uncounted_at_close
             if left:
                 lane.never_read += left
                 log.warning("lane %s: %d buffered events were never read", lane.name, left)

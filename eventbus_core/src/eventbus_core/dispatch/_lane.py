@@ -145,6 +145,9 @@ class Lane:
         # Events a memory subscription buffered that the dispatcher never read: published
         # after its stop had taken what was unread (counted at its close).
         self.never_read = 0
+        # Its source could not say, at its close, how many events it left unread (a Redis list
+        # whose server did not answer): what it left is in no figure.
+        self.uncounted_at_close = False
         # Batches stored inline, as the lane's thread reports them (appended there, taken on
         # the loop): kept apart from the call's result so that none goes uncounted if the
         # read is given up at a stop while its thread finishes the batch.
@@ -222,6 +225,7 @@ class Lane:
             "read_errors": self.read_errors,
             "redelivered": self.redelivered,
             "never_read": self.never_read,
+            "uncounted_at_close": self.uncounted_at_close,
         }
         if self._figures is not None:
             try:

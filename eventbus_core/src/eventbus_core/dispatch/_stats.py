@@ -132,6 +132,12 @@ class DispatcherStats:
             if isinstance(value := figures.get("missed"), int) and not isinstance(value, bool)
         )
 
+    @property
+    def uncounted(self) -> list[str]:
+        """Lanes whose source could not say, at its close, how many events it left unread
+        (a Redis list whose server did not answer): those events are in no figure."""
+        return [name for name, figures in self.lanes.items() if figures.get("uncounted_at_close")]
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data (for logs and JSON)."""
         return {
