@@ -36,6 +36,21 @@ __all__ = ["LogTailer"]
 _IN_FLIGHT = 64
 
 
+def _read_new_args(place: dict[str, Any], max_items: int) -> list[bytes | str | int]:
+    """LOG_READ_NEW's ARGV for a cursor's `place` (its `extra`: anchor, where it was, the
+    entries below it), asking for up to `max_items` entries (0: only the counts)."""
+    anchor: bytes | str | None = place.get("anchor")
+    at: int | None = place.get("at")
+    return [
+        0 if anchor is None else 1,
+        anchor or "",
+        max_items,
+        "" if at is None else at,
+        ANCHOR_CONTEXT,
+        *place.get("below", ()),
+    ]
+
+
 class LogTailer(Tailer):
     """Moves new log entries into subscriptions, in LogID order, reporting gaps.
 
@@ -131,16 +146,7 @@ class LogTailer(Tailer):
         `timeout`: a close costs one round trip, and a frozen server holds it that long at most.
         With the anchor gone (trimmed, or Redis lost its data), the whole list; entries trimmed
         away meanwhile are not in it. None if Redis does not answer."""
-        anchor: bytes | str | None = place.get("anchor")
-        at: int | None = place.get("at")
-        args: list[bytes | str | int] = [
-            0 if anchor is None else 1,
-            anchor or "",
-            0,
-            "" if at is None else at,
-            ANCHOR_CONTEXT,
-            *place.get("below", ()),
-        ]
+        args = _read_new_args(place, 0)
         connection = None
         try:
             connection = bounded_connection(self._client, timeout)
@@ -161,16 +167,7 @@ class LogTailer(Tailer):
         last = int(cursor.position)
         sub = cursor.sub
         anchor: bytes | str | None = cursor.extra.get("anchor")
-        at: int | None = cursor.extra.get("at")
-        args: list[bytes | str | int] = [
-            0 if anchor is None else 1,
-            anchor or "",
-            max_items,
-            "" if at is None else at,
-            ANCHOR_CONTEXT,
-            *cursor.extra.get("below", ()),
-        ]
-        reply: Any = self._read_new(keys=self._keys, args=args)
+        reply: Any = self._read_new(keys=self._keys, args=_read_new_args(cursor.extra, max_items))
         seq, found, items, length = int(reply[0]), bool(int(reply[1])), reply[2], int(reply[3])
         if not items:
             # Nothing new. An anchor that is gone with the list empty (expired, flushed) shows
