@@ -536,6 +536,12 @@ def test_a_wait_that_ran_out_never_shows_a_negative_time() -> None:
         ({"max_msgs": 2**63}, "max_msgs must be"),
         ({"max_bytes": 10}, "max_bytes: 10 bytes cannot hold the events"),
         ({"max_deliveries": 2**63}, "max_deliveries must be"),
+        # A range check passed 2.5, 3.0 and True; '3' raised a bare TypeError (trial 183).
+        ({"replicas": 2.5}, r"replicas must be an int from 1 to 5 \(JetStream's limit\), got 2.5"),
+        ({"replicas": 3.0}, "replicas must be an int"),
+        ({"replicas": True}, "replicas must be an int"),
+        ({"replicas": "3"}, "replicas must be an int"),
+        ({"replicas": 0}, "replicas must be an int from 1 to 5"),
         ({"connect_options": {"bogus": 1}}, r"connect_options\['bogus'\]: not a keyword"),
         ({"connect_options": {"tokn": "x"}}, r"did you mean 'token'"),
         ({"connect_options": {"servers": ["nats://x"]}}, r"the bus sets it itself"),

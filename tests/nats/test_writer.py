@@ -63,6 +63,28 @@ def test_an_event_larger_than_max_payload_is_counted_lost(make_bus: MakeBus) -> 
     assert [e.request_id for e in bus.read_range() if e] == ["req-0", "req-2"]
 
 
+@pytest.mark.parametrize("limit", ["max_payload", "max_bytes"])
+def test_events_too_large_are_logged_once_with_the_count_not_once_each(
+    make_bus: MakeBus, limit: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One ERROR line per event (200 lines for 200 events, trial 183) where the docs promise
+    # the first at once, then one every 30 s with the count since.
+    bus = make_bus(max_bytes=65_536) if limit == "max_bytes" else make_bus()
+    size = 100_000 if limit == "max_bytes" else 1_100_000  # nats-server's max_payload: 1 MB
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        for i in range(20):
+            bus.publish(make_event(i, response_body=b"x" * size))
+        bus.publish(make_event(20))
+        assert bus.flush(20)
+    s = bus.stats()
+    assert (s.published, s.lost, s.extra["written"]) == (21, 20, 1)
+    lines = [r.getMessage() for r in caplog.records if "cannot take an event" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert ("max_payload" if limit == "max_payload" else "EVENTBUS_NATS_MAX_BYTES=65536") in (
+        lines[0]
+    )
+
+
 def test_what_is_not_an_event_is_refused_and_the_events_around_it_are_written(
     make_bus: MakeBus, caplog: pytest.LogCaptureFixture, not_event_log: None
 ) -> None:
@@ -206,7 +228,7 @@ def test_an_event_the_stream_refuses_is_lost_and_the_writer_goes_on(
             assert bus.flush(20)
         s = bus.stats()
         assert (s.published, s.dropped, s.lost, s.extra["written"]) == (201, 0, 1, 200)
-        assert "refuses an event" in caplog.text
+        assert "the stream cannot take an event" in caplog.text
         assert bus.describe()["messages"] == 200
     finally:
         bus.stop(5)
@@ -243,7 +265,9 @@ def test_a_full_stream_that_discards_new_events_refuses_them_for_good(
         assert s.extra["unconfirmed"] == 0
         # One line, not one per event: at a proxy's request rate they flooded the log (trial
         # 125); the next one comes 30 s later at most, with the count since.
-        refusals = [r for r in caplog.records if "refuses an event" in r.getMessage()]
+        refusals = [
+            r for r in caplog.records if "the stream cannot take an event" in r.getMessage()
+        ]
         assert len(refusals) == 1, [r.getMessage() for r in refusals]
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="eventbus"):

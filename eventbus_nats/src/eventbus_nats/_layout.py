@@ -77,8 +77,9 @@ class StreamLayout:
         check_nats_duration(self.max_age, "max_age")
         if self.max_age < 0:
             raise ValueError(f"max_age must be >= 0 (0: no limit), got {self.max_age!r}")
-        if not 1 <= self.replicas <= 5:
-            raise ValueError(f"replicas must be 1 to 5, got {self.replicas!r}")
+        # An int: 2.5 or True passed a range check, and the server then refused the stream's
+        # JSON, every event lost (trial 183).
+        check_count("replicas", self.replicas, 1, "JetStream's limit", maximum=5)
         check_nats_duration(self.duplicate_window, "duplicate_window")
         if self.duplicate_window <= 0:
             raise ValueError(f"duplicate_window must be > 0 seconds, got {self.duplicate_window!r}")

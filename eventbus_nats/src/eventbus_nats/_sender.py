@@ -142,11 +142,9 @@ class BatchSender:
                     if 0 < link.layout.max_bytes < len(batch.payloads[i]):
                         # The stream would take it and remove it at once (acknowledged, so
                         # counted written): larger than all it may hold.
-                        log.error(
-                            "eventbus nats: an event of %d bytes exceeds the stream's size "
-                            "(EVENTBUS_NATS_MAX_BYTES=%d) and is lost",
-                            len(batch.payloads[i]),
-                            link.layout.max_bytes,
+                        self._refused_for_good(
+                            f"{len(batch.payloads[i])} bytes, more than the stream may hold "
+                            f"(EVENTBUS_NATS_MAX_BYTES={link.layout.max_bytes})"
                         )
                         self._close_item(batch, i, _LOST)
                         continue
@@ -160,10 +158,8 @@ class BatchSender:
                             {"Nats-Msg-Id": batch.ids[i]},
                         )
                     except nats.errors.MaxPayloadError:
-                        log.error(
-                            "eventbus nats: an event of %d bytes exceeds the server's "
-                            "max_payload and is lost",
-                            len(batch.payloads[i]),
+                        self._refused_for_good(
+                            f"{len(batch.payloads[i])} bytes, more than the server's max_payload"
                         )
                         self._close_item(batch, i, _LOST)
         except Exception as exc:  # unsent events stay open; complete() retries them
@@ -232,17 +228,18 @@ class BatchSender:
                 elif _refused(exc):
                     batch.refusals[i] += 1
                     if batch.refusals[i] >= _MAX_REFUSALS:
-                        self._refused_for_good(exc)
+                        self._refused_for_good(str(exc))
                         self._close_item(batch, i, _LOST)
         if written:
             self._settle(written, 0)
         return problem
 
-    def _refused_for_good(self, exc: BaseException) -> None:
-        """Log an event the server refuses for good (a full stream that discards new messages,
-        one too large): the first at once, then at most one line every `_REFUSED_EVERY`
-        seconds with how many more; one line per event flooded the log at a proxy's request
-        rate (trial 125). Each is counted in `lost` either way."""
+    def _refused_for_good(self, why: str) -> None:
+        """Log an event the stream cannot take (a full stream that discards new messages, one
+        larger than the server's `max_payload` or than the stream may hold): the first at
+        once, then at most one line every `_REFUSED_EVERY` seconds with how many more, whatever
+        the cause; one line per event flooded the log at a proxy's request rate (trials 125 and
+        183). Each is counted in `lost` either way."""
         self.refused += 1
         now = time.monotonic()
         if self._refused_logged_at is not None and now - self._refused_logged_at < _REFUSED_EVERY:
@@ -250,8 +247,8 @@ class BatchSender:
         more = self.refused - self._refused_logged
         since = "" if self._refused_logged_at is None else f" ({more} since the last such line)"
         log.error(
-            "eventbus nats: the server refuses an event (%s): lost%s; refused so far: %d",
-            exc,
+            "eventbus nats: the stream cannot take an event (%s): lost%s; such events so far: %d",
+            why,
             since,
             self.refused,
         )
