@@ -9,6 +9,7 @@ The servers here are throwaway ones on free ports (`tests/redis/_servers.py`).
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from eventbus_core import BackendUnavailableError
+from eventbus_core.cli._ops import flag_terms
 from eventbus_core.cli._reach import BackendWatch, ensure_reachable
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests.redis._servers import ThrowawayRedis, free_port
@@ -122,6 +124,10 @@ def test_wait_for_backend_gives_up_when_the_time_runs_out(closed_url: str) -> No
     # The wait asked for, not the last try's share of it ("within 0.498177 s" on NATS).
     assert "after waiting 1 s, --wait-for-backend" in done.stderr.splitlines()[-1]
     assert 1.0 <= took < 15
+    # The waiting line, as the error, names the flag typed: it said "that REDIS_URL is
+    # right", unset, above an error saying "--redis-url" (trial 184).
+    waiting = next(line for line in done.stderr.splitlines() if "waiting up to" in line)
+    assert "that --redis-url is right" in waiting and "REDIS_URL" not in waiting
 
 
 @pytest.fixture
@@ -234,6 +240,26 @@ def test_the_outage_warning_is_rate_limited(
     )
     watch.poll()
     assert len(caplog.records) == 3
+
+
+def test_the_outage_warning_names_the_flag_that_gave_the_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A running `eventbus tail --redis-url ...` warned "check ... that REDIS_URL is right", a
+    # variable never set (trial 184).
+    class Down:
+        def check(self, timeout: float = 2.0) -> None:
+            raise BackendUnavailableError(
+                "Redis at redis://127.0.0.1:9/0 did not answer (TimeoutError); check that Redis "
+                "is running and reachable at that address, and that REDIS_URL is right"
+            )
+
+    args = argparse.Namespace(redis_url="redis://127.0.0.1:9/0", backend_options=[])
+    watch = BackendWatch(Down(), command="eventbus tail", say=flag_terms(args))
+    caplog.set_level("WARNING", logger="eventbus.cli")
+    watch.poll()
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "that --redis-url is right" in message and "REDIS_URL" not in message
 
 
 def test_a_bus_without_the_capability_is_taken_as_reachable() -> None:

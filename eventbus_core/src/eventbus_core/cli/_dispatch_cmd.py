@@ -20,6 +20,7 @@ from eventbus_core.cli._ops import (
     UsageError,
     add_backend_options,
     exit_codes_help,
+    flag_terms,
     open_bus,
     settings_from_args,
     shared_backend_example,
@@ -294,7 +295,7 @@ def _serve(args: argparse.Namespace) -> int:
     # young passes can come less often. (Not done by Dispatcher.run(), which may run inside an
     # application that owns its heap.)
     prepare_dispatch_heap()
-    with BackendWatch(bus, command="eventbus dispatch"):
+    with BackendWatch(bus, command="eventbus dispatch", say=flag_terms(args)):
         # Not asyncio.run(): it would wait without end for a sink's thread or task that never
         # ends, past the bound the stop promises (see run_bounded).
         if endpoint is None:

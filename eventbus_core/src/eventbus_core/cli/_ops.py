@@ -222,19 +222,15 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         bus = create_bus(settings)
     except SettingsError as exc:  # a value the backend refused: name the flag that gave it
         raise _in_flag_terms(exc, given) from None
-    # The address flags (`--redis-url`), and any setting the command line gave that the
-    # error names (`--backend-option NATS_URL=...`): "did not answer" says where it came from.
-    flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
+    say = flag_terms(args)
     try:
-        ensure_reachable(bus, wait=wait, command=command)
+        ensure_reachable(bus, wait=wait, command=command, say=say)
     except BackendUnavailableError as exc:
         bus.stop(timeout=0)
-        flags.update(_named_in(str(exc), given))
-        address_flags = list(flags.values())
+        address_flags = list(_flags_named(str(exc), args).values())
         if address_flags:  # the address came from the command line, not the environment
             shown = " / ".join(address_flags)
-            text = _address_flag_terms(str(exc), flags)
-            raise BackendUnavailableError(f"{text} (settings given by {shown})") from None
+            raise BackendUnavailableError(f"{say(str(exc))} (settings given by {shown})") from None
         raise
     except BaseException:
         # A SettingsError too (the server refused the address's database or credentials):
@@ -243,6 +239,28 @@ def open_bus(args: argparse.Namespace, settings: EventBusSettings, command: str)
         bus.stop(timeout=0)
         raise
     return bus
+
+
+def flag_terms(args: argparse.Namespace) -> Callable[[str], str]:
+    """What turns a message about the backend into the command line's terms: each setting the
+    command line gave that it names by its variable ("check that REDIS_URL is right") named by
+    the flag instead ("--redis-url"). For every such line: the final error, the line of
+    `--wait-for-backend` and the outage warnings of a running command (which named REDIS_URL
+    beside an error naming --redis-url, trial 184)."""
+
+    def say(text: str) -> str:
+        flags = _flags_named(text, args)
+        return _address_flag_terms(text, flags) if flags else text
+
+    return say
+
+
+def _flags_named(text: str, args: argparse.Namespace) -> dict[str, str]:
+    """The address flags the command line gave (`--redis-url`), and any other setting it gave
+    whose variable `text` names (`--backend-option NATS_URL=...`): field to flag."""
+    _, given = plugin_overrides(args)
+    flags = {field: flag for field, flag in plugin_flags().items() if getattr(args, field, None)}
+    return flags | _named_in(text, given)
 
 
 def _named_in(text: str, given: Mapping[str, str]) -> dict[str, str]:

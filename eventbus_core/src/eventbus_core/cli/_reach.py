@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 from eventbus_core._errors import BackendUnavailableError, SettingsError
@@ -45,8 +46,16 @@ LONG_RUNNING_HELP: Final = (
 )
 
 
-def ensure_reachable(bus: object, *, wait: float = 0.0, command: str = "eventbus") -> None:
-    """Return once the bus's backend answers; retry for `wait` seconds at most.
+def ensure_reachable(
+    bus: object,
+    *,
+    wait: float = 0.0,
+    command: str = "eventbus",
+    say: Callable[[str], str] = str,
+) -> None:
+    """Return once the bus's backend answers; retry for `wait` seconds at most. `say` words the
+    backend's message for the line that says it waits (the command line's flags for its
+    variables: `_ops.flag_terms`).
 
     Raises:
         BackendUnavailableError: it did not answer (the last check's message).
@@ -71,7 +80,8 @@ def ensure_reachable(bus: object, *, wait: float = 0.0, command: str = "eventbus
                 raise
             if not said_waiting:
                 print(
-                    f"{command}: the backend does not answer yet; waiting up to {wait:g} s ({exc})",
+                    f"{command}: the backend does not answer yet; waiting up to {wait:g} s "
+                    f"({say(str(exc))})",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -88,10 +98,17 @@ class BackendWatch:
     """
 
     def __init__(
-        self, bus: object, *, command: str, interval: float = 5.0, repeat: float = 30.0
+        self,
+        bus: object,
+        *,
+        command: str,
+        interval: float = 5.0,
+        repeat: float = 30.0,
+        say: Callable[[str], str] = str,
     ) -> None:
         self._reachable = capability(bus, Reachable)
         self.command = command
+        self._say = say  # words the backend's messages (see `ensure_reachable`)
         self.interval = interval
         self.repeat = repeat
         self.down_since: float | None = None
@@ -133,7 +150,7 @@ class BackendWatch:
                     "%s: the backend %s (%s); retrying until it is back (Ctrl-C to stop)",
                     self.command,
                     "refuses the settings" if refusing else "stopped answering",
-                    exc,
+                    self._say(str(exc)),
                 )
             elif now - self._last_warning >= self.repeat:
                 self._last_warning = now
@@ -142,7 +159,7 @@ class BackendWatch:
                     self.command,
                     "refused the settings" if refusing else "not answered",
                     now - self.down_since,
-                    exc,
+                    self._say(str(exc)),
                 )
             return
         if self.down_since is not None:

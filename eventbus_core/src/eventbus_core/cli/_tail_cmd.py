@@ -20,6 +20,7 @@ from eventbus_core.cli._ops import (
     UsageError,
     add_backend_options,
     exit_codes_help,
+    flag_terms,
     format_event,
     open_bus,
     require_shared,
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     require_shared(bus, settings, "tail")
     sub = bus.subscribe("eventbus-tail")  # before the history: nothing falls in between
     try:
-        with BackendWatch(bus, command="eventbus tail"):
+        with BackendWatch(bus, command="eventbus tail", say=flag_terms(args)):
             _follow(args, settings, bus, sub)
     finally:
         # Before the subscription closes: a closed one's figures leave the bus's (NATS's
