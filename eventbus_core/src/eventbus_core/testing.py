@@ -204,7 +204,9 @@ class BusContractTests(DeliveryContract, AccountingContract, ForkContract, ExitC
         receive_timeout: Seconds to wait for an event that should arrive (default 10).
         stop_timeout: The timeout the tests pass to `stop()` when they need no other (5).
         stop_slack: Seconds `stop(timeout)` (and any call given a timeout) may take beyond
-            `timeout` (3).
+            `timeout` before the suite calls it hung (3).
+        stop_overshoot: Seconds `stop(1.0)`, timed with a consumer that never reads, may
+            take beyond its 1 s (1): a stop that waits past its timeout fails.
         publish_bound: Seconds the slowest single `publish()` may take, buffer full or not (1):
             a publish that waits for room or for a server fails.
         in_process: How the bus hands events to subscribers. True: within this process (the

@@ -213,7 +213,14 @@ class AccountingContract(ContractBase):
             # subscriptions poll had offered it nothing yet, so a stop() that waits for
             # readers passed this test, trial 152.)
             self._wait_until_full(bus, sub, 10)
+            started = time.monotonic()
             self.stop_bus(bus, timeout=1.0)
+            took = time.monotonic() - started
+            assert took <= 1.0 + self.stop_overshoot, (
+                f"stop(timeout=1) with a consumer that never reads took {took:.2f} s, more "
+                f"than its timeout + stop_overshoot ({self.stop_overshoot:g} s): stop() must "
+                "keep to its timeout"
+            )
             got = self.iterate(sub)  # iteration ends once the buffered events are read
             assert len(got) <= 10, (
                 f"after stop(), iterating a subscription of buffer_size=10 gave {len(got)} "
