@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import Field, model_validator
@@ -397,3 +398,57 @@ def test_variables_only_another_backend_reads_are_named_when_the_default_backend
     with caplog.at_level("WARNING", logger="eventbus"):
         create_bus().stop()
     assert not [r for r in caplog.records if "EVENTBUS_TOY_DEPTH" in r.getMessage()]
+
+
+class ChoosingSettings(PluginSettings):
+    default_backend_when_set: ClassVar[Mapping[str, str]] = {"choosing_addr": "choosing"}
+
+    choosing_addr: str | None = Field(
+        default=None, validation_alias="T_CHOOSING_ADDR", description="Where it is."
+    )
+
+
+class RivalSettings(PluginSettings):
+    default_backend_when_set: ClassVar[Mapping[str, str]] = {"rival_addr": "rival"}
+
+    rival_addr: str | None = Field(
+        default=None, validation_alias="T_RIVAL_ADDR", description="Where it is."
+    )
+
+
+class ChoosingPlugins:
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        register("choosing", lambda s: RecordingBus(s.buffer_size), settings=ChoosingSettings)
+        register("rival", lambda s: RecordingBus(s.buffer_size), settings=RivalSettings)
+
+
+def test_a_plugin_s_setting_can_select_its_backend_when_none_is_chosen(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The mechanism behind REDIS_ADDR selecting redis-streams (issue 9): declared by a plugin,
+    # core naming no backend; the user's choice always wins, and rivals leave the default.
+    from eventbus_core import _log
+
+    monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[ChoosingPlugins()]))
+    monkeypatch.setattr(_log, "_warned", set())
+    monkeypatch.setenv("T_CHOOSING_ADDR", "here")
+    settings = EventBusSettings()
+    assert (settings.backend, settings.backend_chosen_by) == ("choosing", ("T_CHOOSING_ADDR",))
+    with caplog.at_level("WARNING", logger="eventbus"):
+        create_bus(settings).stop()
+    assert [r.getMessage() for r in caplog.records] == [
+        "LLM_PROXY_EVENT_BUS is not set and T_CHOOSING_ADDR is, which selects backend "
+        "'choosing' (its plugin's default for that setting): set LLM_PROXY_EVENT_BUS=choosing "
+        "to keep it and end this warning, or LLM_PROXY_EVENT_BUS=memory to keep events inside "
+        "this process"
+    ]
+    assert EventBusSettings(backend="memory").backend == "memory"
+    monkeypatch.setenv(ENV_VARS["backend"], "rival")
+    assert (EventBusSettings().backend, EventBusSettings().backend_chosen_by) == ("rival", ())
+    monkeypatch.delenv(ENV_VARS["backend"])
+    monkeypatch.setenv("T_RIVAL_ADDR", "there")
+    assert EventBusSettings().backend == "memory"  # two plugins, two backends: neither
+    monkeypatch.delenv("T_RIVAL_ADDR")
+    monkeypatch.setenv("T_CHOOSING_ADDR", "")
+    assert EventBusSettings().backend == "memory"  # empty is unset

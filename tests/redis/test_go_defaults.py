@@ -9,6 +9,13 @@ The Go proxy reads `REDIS_ADDR` (host:port) and `REDIS_DB` (no password), writes
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,15 +159,37 @@ def test_list_log_shared_with_go_by_default(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("backend", ["redis-streams", None])
 def test_stream_shared_with_go_by_default(
-    throwaway: ThrowawayRedis, monkeypatch: pytest.MonkeyPatch, go_vectors: list[dict[str, Any]]
+    throwaway: ThrowawayRedis,
+    monkeypatch: pytest.MonkeyPatch,
+    go_vectors: list[dict[str, Any]],
+    backend: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis-streams")
+    # None: the issue's check, "only the Redis address set, in Go's variables": the Go proxy's
+    # backend is then its default, Redis streams, and the in-memory default met nothing of it.
+    from eventbus_core import _log
+
+    monkeypatch.setattr(_log, "_warned", set())
+    if backend is not None:
+        monkeypatch.setenv("LLM_PROXY_EVENT_BUS", backend)
     monkeypatch.setenv("REDIS_ADDR", f"127.0.0.1:{throwaway.port}")
     monkeypatch.setenv("REDIS_DB", "2")
     go = redis.Redis(host="127.0.0.1", port=throwaway.port, db=2)
-    bus = create_bus()
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        bus = create_bus()
     assert isinstance(bus, RedisStreamsEventBus)
+    said = [r.getMessage() for r in caplog.records if "selects backend" in r.getMessage()]
+    if backend is None:  # said, with how to choose: events leave the process
+        assert said == [
+            "LLM_PROXY_EVENT_BUS is not set and REDIS_ADDR is, which selects backend "
+            "'redis-streams' (its plugin's default for that setting): set "
+            "LLM_PROXY_EVENT_BUS=redis-streams to keep it and end this warning, or "
+            "LLM_PROXY_EVENT_BUS=memory to keep events inside this process"
+        ]
+    else:
+        assert said == []
     go.xadd("llm-proxy-events", {"data": go_event(0, "from-go", go_vectors)})  # Go: LogID 0
     bus.publish(make_event(1, request_id="from-python"))
     assert bus.flush(10)
@@ -262,20 +291,67 @@ def test_a_bad_go_stream_max_len_is_refused_naming_it(monkeypatch: pytest.Monkey
     assert EventBusSettings().redis_stream_max_len == 10_000
 
 
-def test_the_memory_default_s_warning_names_only_redis_addr_when_only_it_is_set(
+def test_redis_addr_alone_selects_redis_streams_and_redis_url_alone_does_not(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # "... ignores REDIS_ADDR, REDIS_URL (set: ...)" with REDIS_URL unset (trial 178).
-    import logging
-
     from eventbus_core import _log
 
     monkeypatch.setattr(_log, "_warned", set())
-    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
     caplog.set_level(logging.WARNING, logger="eventbus")
+    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
+    settings = EventBusSettings()
+    assert (settings.backend, settings.backend_chosen_by) == ("redis-streams", ("REDIS_ADDR",))
+    assert "backend" not in settings.model_fields_set  # the user did not choose it
+    # Chosen, it stays chosen, whatever REDIS_ADDR says.
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "memory")
+    assert (EventBusSettings().backend, EventBusSettings().backend_chosen_by) == ("memory", ())
+    assert EventBusSettings(backend="redis").backend == "redis"
+    # Empty is unset, as in Go.
+    monkeypatch.delenv("LLM_PROXY_EVENT_BUS")
+    monkeypatch.setenv("REDIS_ADDR", "")
+    assert EventBusSettings().backend == "memory"
+    # REDIS_URL is not the Go proxy's (a cache may set it): the in-memory default stays, and
+    # the warning names what it ignores ("... REDIS_ADDR, REDIS_URL" with one unset, trial 178).
+    monkeypatch.delenv("REDIS_ADDR")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     create_bus().stop()
     warned = [r.getMessage() for r in caplog.records if "default backend" in r.getMessage()]
-    assert len(warned) == 1 and "ignores REDIS_ADDR (set:" in warned[0], warned
+    assert len(warned) == 1 and "ignores REDIS_URL (set:" in warned[0], warned
+
+
+@pytest.mark.redis
+def test_a_dispatcher_given_only_go_s_address_delivers_go_s_events(
+    throwaway: ThrowawayRedis, go_vectors: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    # Issue 9's check: "a Python ... dispatcher with their defaults (only the Redis address
+    # set, in Go's variables) receive every event". It ran on memory and received nothing.
+    go = redis.Redis(host="127.0.0.1", port=throwaway.port, db=3)
+    for i in range(5):
+        go.xadd("llm-proxy-events", {"data": go_event(0, f"go-{i}", go_vectors)})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EVENTBUS_", "LLM_PROXY_", "REDIS_", "OBSERVABILITY_"))
+    }
+    env |= {"REDIS_ADDR": f"127.0.0.1:{throwaway.port}", "REDIS_DB": "3"}
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "eventbus_core.cli", "dispatch", "--sink", "jsonl"]
+    command += ["--sink-opt", f"path={out}", "--dead-letter", ""]
+    child = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            if out.exists() and len(out.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    lines = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    assert sorted(p["request_id"] for p in lines) == [f"go-{i}" for i in range(5)], stderr
+    assert "REDIS_ADDR is, which selects backend 'redis-streams'" in stderr
+    assert child.returncode == 0, stderr
+    close_client(go)
 
 
 def test_the_database_in_a_redis_url_query_is_the_one_compared_with_redis_db(

@@ -23,6 +23,8 @@ def backend_given_as(settings: EventBusSettings) -> str:
     variable = ENV_VARS["backend"]
     if "backend" in settings.model_fields_set:
         return variable
+    if settings.backend_chosen_by:
+        return f"{' and '.join(settings.backend_chosen_by)} being set, {variable} unset"
     return f"the default, {variable} being unset"
 
 
@@ -55,6 +57,7 @@ def create_bus(
     registry = registry or get_registry()
     registration = registry.backend(settings.backend, given_as=backend_given_as(settings))
     if "backend" not in settings.model_fields_set:
+        _say_chosen_by(settings)
         _warn_of_ignored_settings(settings, registration, registry)
     if registration.settings is not None:
         # Its settings, read as the other plugins' were: a model that could not be read (a
@@ -83,6 +86,25 @@ def create_bus(
 
         return RedactingBus(bus, Redactor.from_settings(settings))
     return bus if isinstance(bus, BaseEventBus) else ManagedBus(bus)
+
+
+def _say_chosen_by(settings: EventBusSettings) -> None:
+    """A backend chosen by a plugin's setting (`default_backend_when_set`) rather than by
+    `LLM_PROXY_EVENT_BUS`: said once per process, with how to choose otherwise, since events
+    then leave the process (into the Go proxy's Redis stream, for `REDIS_ADDR`)."""
+    chosen = settings.backend_chosen_by
+    if not chosen:
+        return
+    variable = ENV_VARS["backend"]
+    verb = "are" if len(chosen) > 1 else "is"
+    message = (
+        f"{variable} is not set and {' and '.join(chosen)} {verb}, which selects backend "
+        f"{settings.backend!r} (its plugin's default for that setting): set "
+        f"{variable}={settings.backend} to keep it and end this warning, or {variable}=memory "
+        "to keep events inside this process"
+    )
+    if first_time(message):
+        log.warning("%s", message)
 
 
 def _warn_of_ignored_settings(

@@ -186,6 +186,13 @@ class PluginSettings(ReadsVariablesOnly, BaseSettings):
     settings_label: ClassVar[str] = "eventbus"
     """What the error message calls these settings, e.g. `redis backend`."""
 
+    default_backend_when_set: ClassVar[Mapping[str, str]] = {}
+    """Field name to a backend of the plugin: with `LLM_PROXY_EVENT_BUS` unset and that field
+    set (not empty), that backend is the default instead of `memory`, with a warning. For a
+    variable that means the backend wherever it is read (the Go llm-proxy's `REDIS_ADDR`: the
+    proxy then writes to Redis streams), not for one set for other reasons (a cache's
+    `REDIS_URL`)."""
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)

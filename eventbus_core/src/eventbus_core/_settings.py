@@ -264,6 +264,7 @@ class EventBusSettings(ReadsVariablesOnly, BaseSettings):
 
     _plugins: dict[type[BaseSettings], BaseSettings] = PrivateAttr(default_factory=dict)
     _broken: dict[type[BaseSettings], str] = PrivateAttr(default_factory=dict)
+    _backend_chosen_by: tuple[str, ...] = PrivateAttr(default=())
 
     def __init__(self, **values: Any) -> None:
         models = installed_models()
@@ -312,6 +313,37 @@ class EventBusSettings(ReadsVariablesOnly, BaseSettings):
             raise SettingsError(text, problems=problems)
         self._plugins = built
         self._broken = broken
+        if "backend" not in self.__pydantic_fields_set__:
+            self._default_backend_by_plugins(built)
+
+    def _default_backend_by_plugins(self, built: Mapping[type[BaseSettings], BaseSettings]) -> None:
+        """With `LLM_PROXY_EVENT_BUS` unset, the backend a plugin's settings name for a setting
+        of theirs that is set (`default_backend_when_set`): the Go llm-proxy's `REDIS_ADDR`
+        alone makes it use Redis streams, and a process given the same environment must meet
+        its events there (issue 9), not publish into memory. Core's default stays when none is
+        named, or when plugins name different ones."""
+        named: dict[str, list[str]] = {}
+        for model, instance in built.items():
+            for field, backend in getattr(model, "default_backend_when_set", {}).items():
+                if field in instance.model_fields_set and getattr(instance, field, None) not in (
+                    None,
+                    "",
+                ):
+                    named.setdefault(backend, []).append(env_vars_of(model)[field])
+        if len(named) == 1:
+            ((backend, variables),) = named.items()
+            # Not through setattr: the choice stays the default's, not the user's (unset).
+            self.__dict__["backend"] = backend
+            self._backend_chosen_by = tuple(variables)
+
+    @property
+    def backend_chosen_by(self) -> tuple[str, ...]:
+        """The variables that chose `backend` with `LLM_PROXY_EVENT_BUS` unset (a plugin's
+        `default_backend_when_set`: `("REDIS_ADDR",)`), or () when it is set or core's
+        default holds."""
+        if "backend" in self.model_fields_set:
+            return ()
+        return self._backend_chosen_by
 
     def __getattr__(self, name: str) -> Any:
         # A plugin's setting read as an attribute of the core settings (`settings.redis_url`):

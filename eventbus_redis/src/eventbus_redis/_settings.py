@@ -10,6 +10,7 @@ the Go llm-proxy's `REDIS_ADDR` and `REDIS_DB`, locate the server; the layout an
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Final
 
@@ -70,6 +71,10 @@ class RedisSettings(PluginSettings):
     """
 
     settings_label: ClassVar[str] = "eventbus"
+    # The Go llm-proxy's address variable: a process set up as the proxy is (REDIS_ADDR, and
+    # LLM_PROXY_EVENT_BUS left at the proxy's default, Redis streams) uses the proxy's stream,
+    # where its events are. Not REDIS_URL, which the proxy does not read and a cache may set.
+    default_backend_when_set: ClassVar[Mapping[str, str]] = {"redis_addr": "redis-streams"}
 
     redis_url: RedactedURL | None = _env(
         "REDIS_URL",
