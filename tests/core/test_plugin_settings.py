@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import pytest
@@ -401,7 +402,9 @@ def test_variables_only_another_backend_reads_are_named_when_the_default_backend
 
 
 class ChoosingSettings(PluginSettings):
-    default_backend_when_set: ClassVar[Mapping[str, str]] = {"choosing_addr": "choosing"}
+    default_backend_when_set: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"choosing_addr": "choosing"}
+    )
 
     choosing_addr: str | None = Field(
         default=None, validation_alias="T_CHOOSING_ADDR", description="Where it is."
@@ -409,7 +412,9 @@ class ChoosingSettings(PluginSettings):
 
 
 class RivalSettings(PluginSettings):
-    default_backend_when_set: ClassVar[Mapping[str, str]] = {"rival_addr": "rival"}
+    default_backend_when_set: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"rival_addr": "rival"}
+    )
 
     rival_addr: str | None = Field(
         default=None, validation_alias="T_RIVAL_ADDR", description="Where it is."
@@ -452,3 +457,64 @@ def test_a_plugin_s_setting_can_select_its_backend_when_none_is_chosen(
     monkeypatch.delenv("T_RIVAL_ADDR")
     monkeypatch.setenv("T_CHOOSING_ADDR", "")
     assert EventBusSettings().backend == "memory"  # empty is unset
+    monkeypatch.setenv("T_CHOOSING_ADDR", "   ")
+    assert EventBusSettings().backend == "memory"  # blank too, as the plugins read it
+    # A keyword is a choice made in code, where backend= is given the same way: it selects
+    # nothing (a command-line option neither: review 187).
+    monkeypatch.delenv("T_CHOOSING_ADDR")
+    assert EventBusSettings(choosing_addr="here").backend == "memory"
+    # A copy given the variable's field anew is no longer chosen by the environment.
+    monkeypatch.setenv("T_CHOOSING_ADDR", "here")
+    copied = EventBusSettings().model_copy(update={"choosing_addr": None})
+    assert (copied.backend, copied.backend_chosen_by) == ("memory", ())
+    copied = EventBusSettings().model_copy(update={"buffer_size": 5})
+    assert (copied.backend, copied.backend_chosen_by) == ("choosing", ("T_CHOOSING_ADDR",))
+
+
+class WrongDeclarations(PluginSettings):
+    default_backend_when_set: ClassVar[Any] = ["wrong_addr"]
+
+    wrong_addr: str | None = Field(default=None, validation_alias="T_WRONG_ADDR", description="A.")
+
+
+class ForeignDeclarations(PluginSettings):
+    default_backend_when_set: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"foreign_addr": "choosing", "nofield": "foreign", "foreign_other": "In-Memory"}
+    )
+
+    foreign_addr: str | None = Field(
+        default=None, validation_alias="T_FOREIGN_ADDR", description="A."
+    )
+    foreign_other: str | None = Field(
+        default=None, validation_alias="T_FOREIGN_OTHER", description="B."
+    )
+
+
+class WrongPlugins:
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        register("choosing", lambda s: RecordingBus(s.buffer_size), settings=ChoosingSettings)
+        register("wrong", lambda s: RecordingBus(s.buffer_size), settings=WrongDeclarations)
+        register("foreign", lambda s: RecordingBus(s.buffer_size), settings=ForeignDeclarations)
+
+
+def test_a_wrong_declaration_is_ignored_with_a_warning_and_the_rest_works(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A list made every EventBusSettings() raise AttributeError, whichever backend; a backend
+    # of another plugin (or none) was taken (review 187).
+    from eventbus_core import _log
+
+    monkeypatch.setattr(plugins_module, "_registry", PluginRegistry(plugins=[WrongPlugins()]))
+    monkeypatch.setattr(_log, "_warned", set())
+    for name in ("T_WRONG_ADDR", "T_FOREIGN_ADDR", "T_FOREIGN_OTHER"):
+        monkeypatch.setenv(name, "x")
+    with caplog.at_level("WARNING", logger="eventbus"):
+        assert EventBusSettings().backend == "memory"
+    said = " | ".join(r.getMessage() for r in caplog.records)
+    assert "WrongDeclarations) declare default_backend_when_set wrongly (it is a list" in said
+    assert "'choosing' is not a backend its plugin registers with these settings" in said
+    assert "'nofield' is not one of its fields" in said
+    assert "'In-Memory' is not a backend its plugin registers" in said
+    monkeypatch.setenv("T_CHOOSING_ADDR", "here")
+    assert EventBusSettings().backend == "choosing"  # the right declaration still holds

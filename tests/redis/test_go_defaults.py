@@ -374,3 +374,46 @@ def test_the_database_in_a_redis_url_query_is_the_one_compared_with_redis_db(
     monkeypatch.setenv("REDIS_DB", "3")
     EventBusSettings()
     assert not any("point at different" in r.getMessage() for r in caplog.records)
+
+
+def test_what_redis_addr_chose_is_named_so_in_warnings_and_errors(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Chosen by REDIS_ADDR, redis-streams was called "the default backend" in the warning
+    # about settings it ignores, and no test held the errors' "being set" wording (review 187).
+    from eventbus_core import _log
+    from eventbus_core.cli import main
+
+    monkeypatch.setattr(_log, "_warned", set())
+    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        create_bus().stop(0)
+    assert any(
+        "LLM_PROXY_EVENT_BUS is not set, so backend 'redis-streams' (selected by REDIS_ADDR) is "
+        "used, which ignores NATS_URL" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+    monkeypatch.delenv("NATS_URL")
+    code = main(["stats", "--backend-option", "NATS_URL=nats://127.0.0.1:4222"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        "--backend-option NATS_URL is a setting of the nats backend, not of 'redis-streams' "
+        "(from REDIS_ADDR being set, LLM_PROXY_EVENT_BUS unset)" in err
+    ), err
+
+
+def test_a_command_line_redis_addr_selects_no_backend(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the environment selects (the Go proxy's); on the command line --backend chooses,
+    # and --backend-option REDIS_ADDR on the memory default is refused as before (review 187).
+    from eventbus_core.cli import main
+
+    assert EventBusSettings(redis_addr="127.0.0.1:6379").backend == "memory"
+    code = main(["stats", "--backend-option", "REDIS_ADDR=127.0.0.1:6379"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pass --backend redis" in err, err

@@ -121,8 +121,14 @@ def _warn_of_ignored_settings(
     names = sorted(settings.env_var(field) for field in elsewhere)
     backends = sorted({name for readers in elsewhere.values() for name in readers})
     variable = ENV_VARS["backend"]
+    chosen = settings.backend_chosen_by
+    which = (
+        f"backend {registration.name!r} (selected by {' and '.join(chosen)})"
+        if chosen
+        else f"the default backend {registration.name!r}"
+    )
     message = (
-        f"{variable} is not set, so the default backend {registration.name!r} is used, which "
+        f"{variable} is not set, so {which} is used, which "
         f"ignores {', '.join(names)} (set: read by the {' and '.join(backends)} "
         f"backend{'s' if len(backends) > 1 else ''}): to use "
         f"{'them' if len(names) > 1 else 'it'}, set {variable} to "

@@ -14,6 +14,7 @@ import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
 from pydantic import SecretStr, ValidationError
@@ -186,9 +187,10 @@ class PluginSettings(ReadsVariablesOnly, BaseSettings):
     settings_label: ClassVar[str] = "eventbus"
     """What the error message calls these settings, e.g. `redis backend`."""
 
-    default_backend_when_set: ClassVar[Mapping[str, str]] = {}
-    """Field name to a backend of the plugin: with `LLM_PROXY_EVENT_BUS` unset and that field
-    set (not empty), that backend is the default instead of `memory`, with a warning. For a
+    default_backend_when_set: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    """Field name to a backend the plugin registers with this model: with `LLM_PROXY_EVENT_BUS`
+    unset and that field's variable set (not blank) in the environment, that backend is the
+    default instead of `memory`, with a warning (see `eventbus_core._backend_choice`). For a
     variable that means the backend wherever it is read (the Go llm-proxy's `REDIS_ADDR`: the
     proxy then writes to Redis streams), not for one set for other reasons (a cache's
     `REDIS_URL`)."""

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, Self, TypeVar
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventbus_core._backend_choice import chosen_backend
 from eventbus_core._bus import SECONDS_MAX
 from eventbus_core._env_typos import warn_misspelt_settings
 from eventbus_core._errors import SettingsError
@@ -314,27 +315,21 @@ class EventBusSettings(ReadsVariablesOnly, BaseSettings):
         self._plugins = built
         self._broken = broken
         if "backend" not in self.__pydantic_fields_set__:
-            self._default_backend_by_plugins(built)
+            keywords = {model: set(values) for model, values in routed.items()}
+            chosen = chosen_backend(built, keywords, _registered(), BACKEND_ALIASES)
+            if chosen is not None:
+                self._choose_backend(chosen)
 
-    def _default_backend_by_plugins(self, built: Mapping[type[BaseSettings], BaseSettings]) -> None:
-        """With `LLM_PROXY_EVENT_BUS` unset, the backend a plugin's settings name for a setting
-        of theirs that is set (`default_backend_when_set`): the Go llm-proxy's `REDIS_ADDR`
-        alone makes it use Redis streams, and a process given the same environment must meet
-        its events there (issue 9), not publish into memory. Core's default stays when none is
-        named, or when plugins name different ones."""
-        named: dict[str, list[str]] = {}
-        for model, instance in built.items():
-            for field, backend in getattr(model, "default_backend_when_set", {}).items():
-                if field in instance.model_fields_set and getattr(instance, field, None) not in (
-                    None,
-                    "",
-                ):
-                    named.setdefault(backend, []).append(env_vars_of(model)[field])
-        if len(named) == 1:
-            ((backend, variables),) = named.items()
-            # Not through setattr: the choice stays the default's, not the user's (unset).
-            self.__dict__["backend"] = backend
-            self._backend_chosen_by = tuple(variables)
+    def _choose_backend(self, chosen: tuple[str, tuple[str, ...]] | None) -> None:
+        """Take the backend a plugin's setting selected (`_backend_choice`), if any, as the
+        default's: `backend` stays out of the fields set (the user did not choose it)."""
+        backend, variables = chosen if chosen is not None else (self._core_default(), ())
+        self.__dict__["backend"] = backend  # not setattr: that would mark it as set
+        self._backend_chosen_by = variables
+
+    @staticmethod
+    def _core_default() -> str:
+        return str(EventBusSettings.model_fields["backend"].default)
 
     @property
     def backend_chosen_by(self) -> tuple[str, ...]:
@@ -388,6 +383,12 @@ class EventBusSettings(ReadsVariablesOnly, BaseSettings):
             model: instance.model_copy(update=routed.get(model), deep=deep)
             for model, instance in self._plugins.items()
         }
+        if copied._backend_chosen_by and "backend" not in copied.model_fields_set:
+            # A field that chose the backend, given anew, is a keyword's now, and keywords do
+            # not choose (`_backend_choice`): core's default again (review 187).
+            touched = {copied.env_var(field) for values in routed.values() for field in values}
+            if touched & set(copied._backend_chosen_by):
+                copied._choose_backend(None)
         return copied
 
     @classmethod
@@ -516,6 +517,13 @@ ENV_VARS: Final[dict[str, str]] = {
 }
 """Field name to environment variable, for every setting of core (plugins' settings:
 `all_env_vars()`)."""
+
+
+def _registered() -> dict[str, type[BaseSettings] | None]:
+    """Each installed backend's name and its settings model (the process-wide registry)."""
+    from eventbus_core._plugins import get_registry
+
+    return {name: reg.settings for name, reg in get_registry().backends.items()}
 
 
 def all_env_vars() -> dict[str, str]:

@@ -91,7 +91,7 @@ class BatchSender:
         self.last_error: str | None = None
         self.last_seq = 0
         self._stream_epoch = link.stream_epoch
-        self.refused = 0  # events the server refused for good (counted lost)
+        self.refused = 0  # events the stream cannot take, refused or too large (counted lost)
         self._refused_logged = 0
         self._refused_logged_at: float | None = None
         self.batches = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 from datetime import timedelta
+from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -74,7 +75,9 @@ class RedisSettings(PluginSettings):
     # The Go llm-proxy's address variable: a process set up as the proxy is (REDIS_ADDR, and
     # LLM_PROXY_EVENT_BUS left at the proxy's default, Redis streams) uses the proxy's stream,
     # where its events are. Not REDIS_URL, which the proxy does not read and a cache may set.
-    default_backend_when_set: ClassVar[Mapping[str, str]] = {"redis_addr": "redis-streams"}
+    default_backend_when_set: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {"redis_addr": "redis-streams"}
+    )
 
     redis_url: RedactedURL | None = _env(
         "REDIS_URL",

@@ -57,7 +57,8 @@ class ContractBase:
     # Seconds `stop(1.0)` may take beyond its timeout in `test_stop_is_bounded_with_a_stuck_
     # consumer`, which times it: `stop_slack` only tells a stop that hangs from one that
     # returns, and a stop 2.5 s late passed the suite (trials 176 and 185). Room for a loaded
-    # machine, not for a stop that waits past its timeout.
+    # machine, not for a stop that waits past its timeout; at `stop_slack` or more it adds
+    # nothing (the call is failed as hung first).
     stop_overshoot: float = 1.0
     # The slowest single publish() call the suite accepts. publish() must not wait for I/O or
     # for room in a buffer; this bound is generous (a GC pause or a machine loaded several
