@@ -518,3 +518,35 @@ def test_a_wrong_declaration_is_ignored_with_a_warning_and_the_rest_works(
     assert "'In-Memory' is not a backend its plugin registers" in said
     monkeypatch.setenv("T_CHOOSING_ADDR", "here")
     assert EventBusSettings().backend == "choosing"  # the right declaration still holds
+
+
+def test_an_address_of_a_backend_not_installed_is_named_with_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without eventbus-redis, REDIS_ADDR (the Go proxy's environment) gave the in-memory bus
+    # with nothing said anywhere: a proxy so deployed published nowhere (trial 186).
+    import eventbus_memory.plugin
+    from eventbus_core import _log
+
+    registry = PluginRegistry(load_entry_points=False, plugins=[eventbus_memory.plugin])
+    monkeypatch.setattr(plugins_module, "_registry", registry)
+    monkeypatch.setattr(_log, "_warned", set())
+    monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with caplog.at_level("WARNING", logger="eventbus"):
+        create_bus().stop()
+        create_bus().stop()  # once per process
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        "REDIS_ADDR, REDIS_URL are set, but eventbus-redis, whose backends read them, is not "
+        "installed: LLM_PROXY_EVENT_BUS is not set, so the default backend 'memory' is used and "
+        "events stay in this process; install it (pip install "
+    ), said
+    assert said[0].endswith("or set LLM_PROXY_EVENT_BUS=memory to end this warning")
+    caplog.clear()
+    monkeypatch.setattr(_log, "_warned", set())
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "memory")  # chosen: nothing to say
+    with caplog.at_level("WARNING", logger="eventbus"):
+        create_bus().stop()
+    assert caplog.records == []

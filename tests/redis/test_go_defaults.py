@@ -417,3 +417,32 @@ def test_a_command_line_redis_addr_selects_no_backend(
     code = main(["stats", "--backend-option", "REDIS_ADDR=127.0.0.1:6379"])
     err = capsys.readouterr().err
     assert code == 2 and "pass --backend redis" in err, err
+
+
+@pytest.mark.parametrize("events", [100, 50_000])
+def test_the_demo_s_processes_are_not_told_their_stream_differs_from_go_s(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, events: int
+) -> None:
+    # With the Go proxy's REDIS_STREAM_KEY set, each demo process warned that
+    # EVENTBUS_REDIS_STREAM (the demo's own namespace, never set by the user) differed (trial
+    # 186): the namespace gives Go's names the same values.
+    from eventbus_redis import _settings
+
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis-streams")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
+    monkeypatch.setenv("REDIS_STREAM_KEY", "go-events")
+    monkeypatch.setenv("REDIS_CONSUMER_GROUP", "go-group")
+    monkeypatch.setenv("REDIS_STREAM_MAX_LEN", "5000")
+    bus = create_bus()
+    try:
+        isolation = bus.isolate("t1", events)  # the run's own keys: no I/O
+    finally:
+        bus.stop(0)
+    for name, value in isolation.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(_settings, "_warned_go_layout", set())
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    settings = EventBusSettings()  # as a demo process reads its environment
+    assert settings.redis_stream == isolation.env["EVENTBUS_REDIS_STREAM"] != "go-events"
+    assert settings.redis_stream_max_len == max(events, 5000)
+    assert [r.getMessage() for r in caplog.records] == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
 from eventbus_core._bus import BaseEventBus, EventBus, ManagedBus
 from eventbus_core._errors import BackendLoadError, PluginError
+from eventbus_core._install import SIBLINGS, install_command
 from eventbus_core._log import add_patterns, first_time, get_logger, scrub
 from eventbus_core._plugins import PluginRegistry, Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings
@@ -59,6 +61,7 @@ def create_bus(
     if "backend" not in settings.model_fields_set:
         _say_chosen_by(settings)
         _warn_of_ignored_settings(settings, registration, registry)
+        _warn_of_missing_siblings(registration, registry)
     if registration.settings is not None:
         # Its settings, read as the other plugins' were: a model that could not be read (a
         # broken plugin, which the other backends do without) is refused here, naming it.
@@ -105,6 +108,29 @@ def _say_chosen_by(settings: EventBusSettings) -> None:
     )
     if first_time(message):
         log.warning("%s", message)
+
+
+def _warn_of_missing_siblings(registration: Registration, registry: PluginRegistry) -> None:
+    """The default backend while a variable says an eventbus backend that is not installed is
+    wanted (`Sibling.variables`: `REDIS_ADDR` without eventbus-redis): no plugin reads it, so
+    nothing else would say that events stay in this process (trial 186)."""
+    variable = ENV_VARS["backend"]
+    for sibling in dict.fromkeys(SIBLINGS.values()):
+        if any(name in registry.backends for name, s in SIBLINGS.items() if s == sibling):
+            continue  # installed: one of its backends is registered
+        given = [name for name in sibling.variables if os.environ.get(name, "").strip()]
+        if not given:
+            continue
+        message = (
+            f"{', '.join(given)} {'are' if len(given) > 1 else 'is'} set, but "
+            f"{sibling.distribution}, whose backends read {'them' if len(given) > 1 else 'it'}, "
+            f"is not installed: {variable} is not set, so the default backend "
+            f"{registration.name!r} is used and events stay in this process; install it "
+            f"({install_command(sibling)}), or set {variable}={registration.name} to end this "
+            "warning"
+        )
+        if first_time(message):
+            log.warning("%s", message)
 
 
 def _warn_of_ignored_settings(

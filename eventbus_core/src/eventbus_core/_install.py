@@ -37,13 +37,18 @@ class Sibling(NamedTuple):
     distribution: str
     folder: str
     extra: str
+    variables: tuple[str, ...] = ()
+    """Variables that say its backends are wanted (an address): set while it is missing, the
+    in-memory default gets a warning naming them, not silence (trial 186)."""
 
+
+_REDIS: Final = Sibling("eventbus-redis", "eventbus_redis", "redis", ("REDIS_ADDR", "REDIS_URL"))
 
 SIBLINGS: Final = {
     "memory": Sibling("eventbus-memory", "eventbus_memory", "memory"),
-    "redis": Sibling("eventbus-redis", "eventbus_redis", "redis"),
-    "redis-streams": Sibling("eventbus-redis", "eventbus_redis", "redis"),
-    "nats": Sibling("eventbus-nats", "eventbus_nats", "nats"),
+    "redis": _REDIS,
+    "redis-streams": _REDIS,
+    "nats": Sibling("eventbus-nats", "eventbus_nats", "nats", ("NATS_URL",)),
 }
 """Built-in backend name to the distribution that provides it."""
 

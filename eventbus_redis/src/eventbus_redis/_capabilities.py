@@ -149,6 +149,11 @@ class RedisCapabilities:
         name = (layout.stream if stream else layout.key) if given else f"{base}:events"
         var = "EVENTBUS_REDIS_STREAM" if stream else "EVENTBUS_REDIS_KEY"
         env = {var: name, "EVENTBUS_REDIS_GROUP": base}
+        if stream:
+            # Go's names for the same settings, given the same values: with the Go proxy's set
+            # in the environment, each demo process warned that EVENTBUS_REDIS_STREAM, which
+            # the user never set, differed from them (trial 186).
+            env |= {"REDIS_STREAM_KEY": name, "REDIS_CONSUMER_GROUP": base}
         if layout.url:
             env["REDIS_URL"] = layout.url
         if not given:
@@ -157,6 +162,8 @@ class RedisCapabilities:
             length = layout.stream_max_len if stream else layout.max_len
             max_var = "EVENTBUS_REDIS_STREAM_MAX_LEN" if stream else "EVENTBUS_REDIS_MAX_LEN"
             env[max_var] = str(max(length, events) if length else 0)
+            if stream:
+                env["REDIS_STREAM_MAX_LEN"] = env[max_var]
         elif stream:
             # A new group on an existing stream would start at its beginning: start at its end.
             _create_group(self, name, base)
