@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import redis
+from pydantic import Field
 
-from eventbus_core import EventBusSettings, SettingsError, create_bus
-from eventbus_core.testing import make_event
+from eventbus_core import EventBusSettings, PluginSettings, SettingsError, create_bus, hookimpl
+from eventbus_core._plugins import PluginRegistry
+from eventbus_core.testing import RecordingBus, make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests._services import close_client
 from tests.redis._servers import ThrowawayRedis
@@ -376,6 +378,16 @@ def test_the_database_in_a_redis_url_query_is_the_one_compared_with_redis_db(
     assert not any("point at different" in r.getMessage() for r in caplog.records)
 
 
+class _ToySettings(PluginSettings):
+    toy_addr: str | None = Field(default=None, validation_alias="T_TOY_ADDR", description="A.")
+
+
+class _ToyPlugin:
+    @hookimpl
+    def eventbus_register_backends(self, register: Any) -> None:
+        register("toy", lambda s: RecordingBus(s.buffer_size), settings=_ToySettings)
+
+
 def test_what_redis_addr_chose_is_named_so_in_warnings_and_errors(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -383,25 +395,37 @@ def test_what_redis_addr_chose_is_named_so_in_warnings_and_errors(
 ) -> None:
     # Chosen by REDIS_ADDR, redis-streams was called "the default backend" in the warning
     # about settings it ignores, and no test held the errors' "being set" wording (review 187).
+    # A toy backend's setting, not NATS_URL: the Redis suite also runs without eventbus-nats.
+    import eventbus_memory.plugin
+    import eventbus_redis.plugin
     from eventbus_core import _log
+    from eventbus_core import _plugins as plugins_module
     from eventbus_core.cli import main
 
+    plugins = [eventbus_memory.plugin, eventbus_redis.plugin, _ToyPlugin()]
+    registry = PluginRegistry(load_entry_points=False, plugins=plugins)
+    monkeypatch.setattr(plugins_module, "_registry", registry)
     monkeypatch.setattr(_log, "_warned", set())
     monkeypatch.setenv("REDIS_ADDR", "127.0.0.1:6379")
+    monkeypatch.setenv("T_TOY_ADDR", "here")
+    # eventbus-nats not in this registry: its address is no reason to call redis-streams "the
+    # default backend" that keeps events in this process (CI's Redis-only run).
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
     with caplog.at_level(logging.WARNING, logger="eventbus"):
         create_bus().stop(0)
+    said = [r.getMessage() for r in caplog.records]
     assert any(
         "LLM_PROXY_EVENT_BUS is not set, so backend 'redis-streams' (selected by REDIS_ADDR) is "
-        "used, which ignores NATS_URL" in r.getMessage()
-        for r in caplog.records
-    ), [r.getMessage() for r in caplog.records]
-    monkeypatch.delenv("NATS_URL")
-    code = main(["stats", "--backend-option", "NATS_URL=nats://127.0.0.1:4222"])
+        "used, which ignores T_TOY_ADDR" in message
+        for message in said
+    ), said
+    assert not any("is not installed" in message for message in said), said
+    monkeypatch.delenv("T_TOY_ADDR")
+    code = main(["stats", "--backend-option", "T_TOY_ADDR=here"])
     err = capsys.readouterr().err
     assert code == 2
     assert (
-        "--backend-option NATS_URL is a setting of the nats backend, not of 'redis-streams' "
+        "--backend-option T_TOY_ADDR is a setting of the toy backend, not of 'redis-streams' "
         "(from REDIS_ADDR being set, LLM_PROXY_EVENT_BUS unset)" in err
     ), err
 

@@ -61,7 +61,8 @@ def create_bus(
     if "backend" not in settings.model_fields_set:
         _say_chosen_by(settings)
         _warn_of_ignored_settings(settings, registration, registry)
-        _warn_of_missing_siblings(registration, registry)
+        if not settings.backend_chosen_by:  # core's own default: nothing chose another
+            _warn_of_missing_siblings(registration, registry)
     if registration.settings is not None:
         # Its settings, read as the other plugins' were: a model that could not be read (a
         # broken plugin, which the other backends do without) is refused here, naming it.
