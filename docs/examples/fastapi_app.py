@@ -4,7 +4,8 @@ Run it (from the repository root, with the development environment):
 
     .venv/bin/uvicorn --app-dir docs/examples fastapi_app:app --port 8000
 
-Events go to the backend chosen by the environment (`LLM_PROXY_EVENT_BUS`, memory by default).
+Events go to the backend chosen by the environment (`LLM_PROXY_EVENT_BUS`, memory by default;
+redis-streams when it is unset and the Go proxy's `REDIS_ADDR` is set).
 With `LLM_PROXY_EVENT_BUS=redis REDIS_URL=redis://localhost:6379/0`, watch them from another
 terminal with `eventbus tail`.
 """

@@ -1,5 +1,6 @@
 """A plain WSGI chat-completions endpoint wrapped by EventBusWSGIMiddleware; its bus comes from
-the environment (`LLM_PROXY_EVENT_BUS`, default `memory`).
+the environment (`LLM_PROXY_EVENT_BUS`, default `memory`; `redis-streams` when it is unset and the
+Go proxy's `REDIS_ADDR` is set).
 
 Serve it with gunicorn from the repository root, with the development environment, and a Redis
 bus so that the events leave the workers:

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings
 from eventbus_core._log import first_time, get_logger
 from eventbus_core._plugin_settings import env_vars_of
 
-__all__ = ["chosen_backend"]
+__all__ = ["chosen_backend", "is_set"]
 
 log = get_logger("eventbus.plugins")
 
@@ -50,7 +50,7 @@ def chosen_backend(
         for field, backend in declared.items():
             if field in given or field not in instance.model_fields_set:
                 continue
-            if _is_set(getattr(instance, field, None)):
+            if is_set(getattr(instance, field, None)):
                 named.setdefault(backend, []).append(env_vars_of(model)[field])
     if len(named) != 1:
         return None
@@ -58,7 +58,7 @@ def chosen_backend(
     return backend, tuple(variables)
 
 
-def _is_set(value: Any) -> bool:
+def is_set(value: Any) -> bool:
     """Set as a variable means for the plugins that read one: not empty, blanks included (the
     Redis plugin reads `REDIS_ADDR="  "` as unset; taken as set, it selected a backend that
     then asked for an address, review 187)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from eventbus_core._backend_choice import is_set
 from eventbus_core._bus import BaseEventBus, EventBus, ManagedBus
 from eventbus_core._errors import BackendLoadError, PluginError
 from eventbus_core._install import SIBLINGS, install_command
@@ -142,7 +143,9 @@ def _warn_of_ignored_settings(
     in-memory bus without a word (trial 154). The command line refuses such a flag; a variable
     may be set for something else too (a cache's `REDIS_URL`), so it gets a warning, which
     choosing the backend ends."""
-    elsewhere = registry.read_only_by_others(registration, settings.model_fields_set)
+    # Blank is unset, as the plugins read their variables (a blank REDIS_ADDR was called set).
+    given = {f for f in settings.model_fields_set if is_set(getattr(settings, f, None))}
+    elsewhere = registry.read_only_by_others(registration, given)
     if not elsewhere:
         return
     names = sorted(settings.env_var(field) for field in elsewhere)

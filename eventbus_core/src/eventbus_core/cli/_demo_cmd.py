@@ -1,5 +1,5 @@
 """`eventbus demo`: the main job, end to end on the configured backend (in-memory by default;
-redis-streams when only the Go proxy's REDIS_ADDR is set).
+redis-streams when the Go proxy's REDIS_ADDR is set and LLM_PROXY_EVENT_BUS is not).
 
 A backend that lives in one process (memory): proxy threads and a consumer thread in this
 process. A backend shared between processes (capability `CrossProcess`: redis,
@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> None:
         "embeddings, errors), publish one event per request, consume them into a JSONL file, "
         "and report published / delivered / dropped and the cost of publish(). Uses the "
         "backend from LLM_PROXY_EVENT_BUS (memory by default: one process, no server needed; "
-        "redis-streams when only the Go llm-proxy's REDIS_ADDR is set). "
+        "redis-streams, with it unset, when the Go llm-proxy's REDIS_ADDR is set). "
         "With a backend shared between processes (redis, redis-streams, nats, a plugin's), "
         "publisher processes and a dispatcher process (the jsonl sink) run against it, in a "
         "namespace of their own where the backend offers one (redis: keys "
