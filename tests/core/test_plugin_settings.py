@@ -518,6 +518,10 @@ def test_a_wrong_declaration_is_ignored_with_a_warning_and_the_rest_works(
     assert "'In-Memory' is not a backend its plugin registers" in said
     monkeypatch.setenv("T_CHOOSING_ADDR", "here")
     assert EventBusSettings().backend == "choosing"  # the right declaration still holds
+    # `eventbus plugins` shows the plugin's problems (it was listed as ok, trial 188).
+    problems = [p for info in plugins_module.get_registry().plugins.values() for p in info.problems]
+    assert sum("default_backend_when_set of" in p for p in problems) == 4, problems
+    assert any("WrongDeclarations is ignored: it is a list" in p for p in problems), problems
 
 
 def test_an_address_of_a_backend_not_installed_is_named_with_how_to_install_it(

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings
 from eventbus_core._log import first_time, get_logger
 from eventbus_core._plugin_settings import env_vars_of
 
-__all__ = ["chosen_backend", "is_set"]
+__all__ = ["chosen_backend", "declaration_problems", "is_set"]
 
 log = get_logger("eventbus.plugins")
 
@@ -72,29 +72,54 @@ def _declaration(
     registered: Mapping[str, type[BaseSettings] | None],
     aliases: Mapping[str, str],
 ) -> dict[str, str]:
-    """`model.default_backend_when_set`, checked: a mapping of its own fields to backends its
-    plugin registers with this model. A declaration that is not is ignored, with a warning
-    once: a plugin's mistake must not stop the other backends (a list there made every
+    """`model.default_backend_when_set`, its wrong entries left out, each said once (see
+    `declaration_problems`)."""
+    declared, problems = _checked(model, registered, aliases)
+    for problem in problems:
+        _ignore(f"{model.__module__}.{model.__qualname__}", problem)
+    return declared
+
+
+def declaration_problems(
+    model: type[BaseSettings],
+    registered: Mapping[str, type[BaseSettings] | None],
+    aliases: Mapping[str, str],
+) -> list[str]:
+    """What is wrong with `model.default_backend_when_set`, for `eventbus plugins` to show (a
+    wrong declaration was shown as ok: it was said only where settings were read with
+    `LLM_PROXY_EVENT_BUS` unset, trial 188)."""
+    return _checked(model, registered, aliases)[1]
+
+
+def _checked(
+    model: type[BaseSettings],
+    registered: Mapping[str, type[BaseSettings] | None],
+    aliases: Mapping[str, str],
+) -> tuple[dict[str, str], list[str]]:
+    """The declaration of `model`, checked: a mapping of its own fields to backends its plugin
+    registers with this model, and what is wrong with it. A wrong declaration is ignored: a
+    plugin's mistake must not stop the other backends (a list there made every
     `EventBusSettings()` raise, review 187)."""
     declared = getattr(model, "default_backend_when_set", None)
     if not declared:
-        return {}
-    name = f"{model.__module__}.{model.__qualname__}"
+        return {}, []
     if not isinstance(declared, Mapping):
-        _ignore(name, f"it is a {type(declared).__name__}, not a mapping of field to backend")
-        return {}
+        return {}, [f"it is a {type(declared).__name__}, not a mapping of field to backend"]
     out: dict[str, str] = {}
+    problems: list[str] = []
     for field, backend in declared.items():
         if field not in model.model_fields:
-            _ignore(name, f"{field!r} is not one of its fields")
+            problems.append(f"{field!r} is not one of its fields")
             continue
         spelt = str(backend).strip().lower()
         wanted = aliases.get(spelt, spelt)
         if wanted not in registered or registered[wanted] is not model:
-            _ignore(name, f"{backend!r} is not a backend its plugin registers with these settings")
+            problems.append(
+                f"{backend!r} is not a backend its plugin registers with these settings"
+            )
             continue
         out[field] = wanted
-    return out
+    return out, problems
 
 
 def _ignore(model: str, why: str) -> None:

@@ -205,12 +205,29 @@ class PluginRegistry:
             self._skip(info, tried)
             return
         info.problems.extend(_hook_mistakes(plugin))
+        info.problems.extend(self._declaration_problems(info))
         if not (info.backends or info.sinks or info.error or info.problems):
             info.problems.append(
                 "registers no backend and no sink: a plugin registers them by calling "
                 "register() from an eventbus_register_backends or eventbus_register_sinks "
                 "function marked with @eventbus_core.hookimpl (docs/plugins/hooks.md)"
             )
+
+    def _declaration_problems(self, info: PluginInfo) -> list[str]:
+        """What is wrong with the `default_backend_when_set` of the plugin's settings models
+        (ignored where settings are read; shown here, so the plugin is not listed as ok)."""
+        if not info.settings:
+            return []
+        from eventbus_core._backend_choice import declaration_problems
+        from eventbus_core._settings import BACKEND_ALIASES
+
+        registered = {name: reg.settings for name, reg in self.backends.items()}
+        return [
+            f"default_backend_when_set of {model.__module__}.{model.__qualname__} is ignored: "
+            f"{problem}"
+            for model in info.settings
+            for problem in declaration_problems(model, registered, BACKEND_ALIASES)
+        ]
 
     def _skip(self, info: PluginInfo, tried: list[tuple[str, str]]) -> None:
         """A hook of plugin `info` raised: skip the whole plugin, as one that fails to import,
