@@ -120,7 +120,7 @@ def _warn_of_missing_siblings(registration: Registration, registry: PluginRegist
     for sibling in dict.fromkeys(SIBLINGS.values()):
         if any(name in registry.backends for name, s in SIBLINGS.items() if s == sibling):
             continue  # installed: one of its backends is registered
-        given = [name for name in sibling.variables if os.environ.get(name, "").strip()]
+        given = [name for name in sibling.variables if is_set(os.environ.get(name))]
         if not given:
             continue
         message = (

@@ -221,7 +221,7 @@ class PluginRegistry:
         from eventbus_core._backend_choice import declaration_problems
         from eventbus_core._settings import BACKEND_ALIASES
 
-        registered = {name: reg.settings for name, reg in self.backends.items()}
+        registered = self.backend_models()
         return [
             f"default_backend_when_set of {model.__module__}.{model.__qualname__} is ignored: "
             f"{problem}"
@@ -299,6 +299,10 @@ class PluginRegistry:
                 info.settings.append(settings)
 
         return register
+
+    def backend_models(self) -> dict[str, type[BaseSettings] | None]:
+        """Each registered backend's name and the settings model it registered (None: none)."""
+        return {name: registration.settings for name, registration in self.backends.items()}
 
     def settings_models(self) -> dict[type[BaseSettings], str]:
         """Every plugin's settings model (each once, in registration order), to the name of

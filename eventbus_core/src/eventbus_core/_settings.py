@@ -316,7 +316,10 @@ class EventBusSettings(ReadsVariablesOnly, BaseSettings):
         self._broken = broken
         if "backend" not in self.__pydantic_fields_set__:
             keywords = {model: set(values) for model, values in routed.items()}
-            chosen = chosen_backend(built, keywords, _registered(), BACKEND_ALIASES)
+            from eventbus_core._plugins import get_registry  # as installed_models(): lazily
+
+            registered = get_registry().backend_models()
+            chosen = chosen_backend(built, keywords, registered, BACKEND_ALIASES)
             if chosen is not None:
                 self._choose_backend(chosen)
 
@@ -517,13 +520,6 @@ ENV_VARS: Final[dict[str, str]] = {
 }
 """Field name to environment variable, for every setting of core (plugins' settings:
 `all_env_vars()`)."""
-
-
-def _registered() -> dict[str, type[BaseSettings] | None]:
-    """Each installed backend's name and its settings model (the process-wide registry)."""
-    from eventbus_core._plugins import get_registry
-
-    return {name: reg.settings for name, reg in get_registry().backends.items()}
 
 
 def all_env_vars() -> dict[str, str]:
