@@ -761,8 +761,11 @@ def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installe
 
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends={"memory": 1}))
     monkeypatch.setattr(_ops, "_distribution_installed", lambda name: False)
+    monkeypatch.delenv("NATS_URL", raising=False)
     hint = _ops.shared_backend_example("memory")
-    assert hint.startswith("none is installed besides 'memory'; e.g. the Redis backends of")
+    assert hint.startswith(
+        "none is installed besides 'memory'; e.g. the backends of eventbus-redis"
+    )
     assert "pip install" in hint
 
 
@@ -996,3 +999,22 @@ def test_a_plugin_that_fails_to_start_shows_its_traceback_with_v(
     assert main(["-v", "stats", "--backend", "nostart"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "ZeroDivisionError" in err
+
+
+def test_the_shared_backend_hint_suggests_the_distribution_whose_address_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With NATS_URL set and eventbus-nats missing, the hint gave Redis's pip command.
+    from types import SimpleNamespace
+
+    from eventbus_core.cli import _ops
+
+    monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends={"memory": 1}))
+    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: False)
+    monkeypatch.delenv("REDIS_ADDR", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")
+    hint = _ops.shared_backend_example("memory")
+    assert "the backends of eventbus-nats: pip install" in hint, hint
+    monkeypatch.setenv("NATS_URL", "  ")  # blank: read as unset, as the plugin reads it
+    assert "the backends of eventbus-redis: pip install" in _ops.shared_backend_example("memory")

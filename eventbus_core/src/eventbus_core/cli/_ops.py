@@ -16,6 +16,7 @@ import functools
 import importlib.metadata
 import inspect
 import math
+import os
 import re
 import select
 import sys
@@ -28,7 +29,8 @@ from eventbus_core._bus import EventBus
 from eventbus_core._errors import BackendUnavailableError, EventBusError, SettingsError
 from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
-from eventbus_core._install import SIBLINGS, install_command
+from eventbus_core._backend_choice import is_set
+from eventbus_core._install import SIBLINGS, Sibling, install_command
 from eventbus_core._log import scrub
 from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
@@ -332,12 +334,23 @@ def shared_backend_example(current: str | None = None) -> str:
         name for name, reg in registry.backends.items() if name != current and _maybe_shared(reg)
     )
     besides = f" besides {current!r}" if current else ""
-    redis = SIBLINGS["redis"]
-    pip = f"the Redis backends of {redis.distribution}: {install_command(redis)}"
+    sibling = _wanted_sibling()
+    pip = f"the backends of {sibling.distribution}: {install_command(sibling)}"
     if not others:
         return f"none is installed{besides}; e.g. {pip}"
     found = f"installed{besides}: {', '.join(others)} ('eventbus plugins' shows their settings)"
-    return found if _distribution_installed(redis.distribution) else f"{found}; or e.g. {pip}"
+    return found if _distribution_installed(sibling.distribution) else f"{found}; or e.g. {pip}"
+
+
+def _wanted_sibling() -> Sibling:
+    """The distribution to suggest installing: one whose address variable is set while it is
+    missing (`NATS_URL` without eventbus-nats was answered with Redis's pip command), else the
+    Redis backends, the Go proxy's."""
+    for sibling in dict.fromkeys(SIBLINGS.values()):
+        wanted = any(is_set(os.environ.get(name)) for name in sibling.variables)
+        if wanted and not _distribution_installed(sibling.distribution):
+            return sibling
+    return SIBLINGS["redis"]
 
 
 def _maybe_shared(registration: Registration) -> bool:
