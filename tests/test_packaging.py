@@ -165,3 +165,32 @@ assert not [m for m in sys.modules if m.startswith(("prometheus_client", "opente
     assert 'pip install "./eventbus_core[otlp]"' in out
     assert 'pip install "eventbus-core[prometheus]"' in out
     # `eventbus dispatch --metrics-port` without the extra: see test_metrics_endpoint.py.
+    # `eventbus plugins` says so before a dispatcher does (it showed `otlp` as ok, trial 189),
+    # without calling it a problem: the exit status stays 0 on a plain install.
+    listed = subprocess.run(
+        [str(python.with_name("eventbus")), "plugins"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines() if line.strip()}
+    assert rows["otlp"].endswith(
+        'ok; needs opentelemetry-proto to build: pip install "eventbus-core[otlp]"'
+    ), rows["otlp"]
+    assert rows["jsonl"].endswith(" ok"), rows["jsonl"]
+    as_json = subprocess.run(
+        [str(python.with_name("eventbus")), "plugins", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    plugins = {p["name"]: p for p in json.loads(as_json.stdout)["plugins"]}
+    assert plugins["otlp"]["extras"] == ["otlp"]
+    assert plugins["otlp"]["module"] == "eventbus_core.sinks.otlp"
+    assert plugins["otlp"]["needs"] == [
+        'needs opentelemetry-proto to build: pip install "eventbus-core[otlp]"'
+    ]
+    assert plugins["jsonl"]["needs"] == []

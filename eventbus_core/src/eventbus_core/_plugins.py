@@ -76,6 +76,8 @@ class PluginInfo:
     sinks: list[str] = field(default_factory=list)
     settings: list[type[BaseSettings]] = field(default_factory=list)
     error: str | None = None
+    extras: tuple[str, ...] = ()
+    """The extras its entry point names (`module [extra]`): what it needs to build."""
     problems: list[str] = field(default_factory=list)
     """What the plugin asked for and did not get (a name another plugin had registered), or
     did wrong without failing to load (a hook eventbus does not know)."""
@@ -95,6 +97,7 @@ class PluginInfo:
             "settings": [s.as_dict() for m in self.settings for s in describe_settings(m)],
             "error": self.error,
             "problems": list(self.problems),
+            "extras": list(self.extras),
         }
 
 
@@ -142,9 +145,10 @@ class PluginRegistry:
                 name = f"{ep.name} ({dist_name or ep.value})"
             info = PluginInfo(
                 name=name,
-                module=ep.value,
+                module=ep.value.partition("[")[0].strip(),
                 distribution=dist_name,
                 version=dist.version if dist is not None else None,
+                extras=_extras_named(ep.value),
             )
             self.plugins[name] = info
             try:
@@ -568,6 +572,14 @@ def _hook_mistakes(plugin: object) -> list[str]:
 
 
 _FAMILY: Final = frozenset({CORE, *(s.distribution for s in SIBLINGS.values())})
+
+
+def _extras_named(value: str) -> tuple[str, ...]:
+    """The extras an entry point's value names: `module:attr [one, two]` -> ("one", "two")."""
+    _, bracket, rest = value.partition("[")
+    if not bracket:
+        return ()
+    return tuple(e.strip() for e in rest.rstrip().rstrip("]").split(",") if e.strip())
 
 
 def _load_order(ep: md.EntryPoint) -> tuple[bool, str, str]:

@@ -25,11 +25,11 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from eventbus_core._backend_choice import is_set
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import BackendUnavailableError, EventBusError, SettingsError
 from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
-from eventbus_core._backend_choice import is_set
 from eventbus_core._install import SIBLINGS, Sibling, install_command
 from eventbus_core._log import scrub
 from eventbus_core._plugins import Registration, get_registry

@@ -11,6 +11,7 @@ from typing import Any
 
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import scrub
+from eventbus_core._plugin_extras import missing_extras
 from eventbus_core._plugin_settings import build_model, describe_settings, model_failure
 from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry, get_registry
 from eventbus_core.cli._backend_flags import flag_problems
@@ -102,7 +103,8 @@ def _status(info: PluginInfo) -> str:
         return f"ERROR {info.error}"
     if info.problems:
         return "PROBLEM " + "; ".join(info.problems)
-    return "ok"
+    # Not a problem (the exit status stays 0): a plain install leaves optional sinks unbuilt.
+    return "; ".join(["ok", *missing_extras(info.distribution, info.extras)])
 
 
 def _print_table(rows: Sequence[tuple[str, ...]], indent: str = "") -> None:
@@ -121,6 +123,7 @@ def _as_dict(info: PluginInfo) -> dict[str, Any]:
     """`info.as_dict()`, a refused flag given as `flag_not_offered` rather than as `flag`: a
     tool building a command line from it passed `--json` or `--help` (trial 180)."""
     out = info.as_dict()
+    out["needs"] = missing_extras(info.distribution, info.extras)
     refused = flag_problems(info)
     for setting in out.get("settings", []):
         if _not_offered(refused, setting.get("flag"), setting.get("env_var", "")):
