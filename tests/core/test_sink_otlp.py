@@ -553,3 +553,39 @@ def test_an_endpoint_with_credentials_beside_an_authorization_header_is_refused(
     with pytest.raises(SettingsError, match="HTTP Basic") as raised:
         otlp.build_sink(EventBusSettings(), {**options, "header_authorization": "Bearer abc"})
     assert "pw123SECRET" not in str(raised.value)
+
+
+def test_gemini_generation_config_gives_the_request_attributes() -> None:
+    # Gemini's parameters live in `generationConfig`, under camelCase names: none reached the
+    # span, though the attribute table names Gemini (trial 189).
+    from eventbus_core.sinks._otlp_spans import span_attributes
+
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {
+            "maxOutputTokens": 20,
+            "temperature": 0.4,
+            "topP": 0.9,
+            "topK": 40,
+            "stopSequences": ["END"],
+            "candidateCount": 2,
+            "seed": 7,
+            "presencePenalty": 0.5,
+            "frequencyPenalty": 0.25,
+        },
+    }
+    payload = {"path": "/v1beta/models/gemini-1.5-pro:streamGenerateContent", "input": body}
+    a = span_attributes(payload)
+    assert a["gen_ai.provider.name"] == "gcp.gemini"
+    assert a["gen_ai.request.max_tokens"] == 20
+    assert a["gen_ai.request.temperature"] == pytest.approx(0.4)
+    assert a["gen_ai.request.top_p"] == pytest.approx(0.9)
+    assert a["gen_ai.request.top_k"] == 40.0
+    assert a["gen_ai.request.stop_sequences"] == ["END"]
+    assert a["gen_ai.request.choice.count"] == 2
+    assert a["gen_ai.request.seed"] == 7
+    assert a["gen_ai.request.presence_penalty"] == pytest.approx(0.5)
+    assert a["gen_ai.request.frequency_penalty"] == pytest.approx(0.25)
+    assert a["gen_ai.request.stream"] is True
+    plain = span_attributes({"path": "/v1beta/models/gemini-1.5-pro:generateContent", "input": {}})
+    assert not any(k.startswith("gen_ai.request.") and k != "gen_ai.request.model" for k in plain)

@@ -129,9 +129,40 @@ def finish_reasons(payload: Mapping[str, Any]) -> list[str]:
     return reasons
 
 
+# Gemini's `generationConfig` names, as the OpenAI-style names read below (trial 189: a
+# Gemini request's parameters were not read, though the docs name Gemini).
+_GEMINI_PARAMETERS: Final = {
+    "maxOutputTokens": "max_output_tokens",
+    "temperature": "temperature",
+    "topP": "top_p",
+    "topK": "top_k",
+    "frequencyPenalty": "frequency_penalty",
+    "presencePenalty": "presence_penalty",
+    "seed": "seed",
+    "stopSequences": "stop_sequences",
+    "candidateCount": "n",
+}
+
+
+def _request_parameters(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The request body, with Gemini's `generationConfig` read under the names used for the
+    other APIs, and `stream` from Gemini's path (`:streamGenerateContent`)."""
+    body = _dict(payload.get("input"))
+    config = _dict(body.get("generationConfig"))
+    if not config and "streamgeneratecontent" not in _path(payload).lower():
+        return body
+    merged = dict(body)
+    for gemini, name in _GEMINI_PARAMETERS.items():
+        if gemini in config:
+            merged.setdefault(name, config[gemini])
+    if "streamgeneratecontent" in _path(payload).lower():
+        merged.setdefault("stream", True)
+    return merged
+
+
 def request_attributes(payload: Mapping[str, Any]) -> dict[str, Any]:
     """`gen_ai.request.*` parameters the client set (max tokens, temperature, ...)."""
-    body = _dict(payload.get("input"))
+    body = _request_parameters(payload)
     out: dict[str, Any] = {}
     for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         if isinstance(body.get(key), int) and not isinstance(body.get(key), bool):
