@@ -1018,3 +1018,21 @@ def test_the_shared_backend_hint_suggests_the_distribution_whose_address_is_set(
     assert "the backends of eventbus-nats: pip install" in hint, hint
     monkeypatch.setenv("NATS_URL", "  ")  # blank: read as unset, as the plugin reads it
     assert "the backends of eventbus-redis: pip install" in _ops.shared_backend_example("memory")
+
+
+@pytest.mark.parametrize(
+    ("second", "spelt"),
+    [("path=b.jsonl", ""), ("PATH=b.jsonl", ", as path and as PATH")],
+)
+def test_a_sink_option_given_twice_is_refused(
+    second: str, spelt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The last value won without a word, whatever its case (trial 190), where --backend-option
+    # refuses the same mistake.
+    from eventbus_core.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["dispatch", "--sink", "jsonl", "--sink-opt", "path=a.jsonl", "--sink-opt", second])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--sink-opt gives path twice for --sink jsonl{spelt}: give it once" in err

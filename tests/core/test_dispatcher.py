@@ -1310,6 +1310,17 @@ def test_a_hand_built_dispatcher_refuses_seconds_the_settings_refuse(
         Dispatcher(ListSource([]), [RecordingSink()], **{argument: value})
 
 
+@pytest.mark.parametrize("value", [0, -1, -0.5])
+def test_a_wait_that_must_be_positive_says_so_whatever_the_value(value: float) -> None:
+    # -1 was told ">= 0", then 0 "more than 0" (trial 190): one message for both.
+    for argument in ("flush_interval", "poll_interval"):
+        with pytest.raises(ValueError, match=argument) as refused:
+            Dispatcher(ListSource([]), [RecordingSink()], **{argument: value})
+        assert str(refused.value) == (
+            f"{argument} must be a finite number of seconds > 0, got {value!r}"
+        )
+
+
 @pytest.mark.parametrize("field", ["base", "cap", "retry_after_max"])
 def test_a_retry_policy_refuses_seconds_that_are_not_finite(field: str) -> None:
     with pytest.raises(ValueError, match=field):

@@ -507,7 +507,12 @@ def test_a_webhook_url_refused_in_code_shows_no_credential_of_its_query() -> Non
         ("jsonl", {"max_bytes": -1}, "max_bytes must be an int"),
         ("jsonl", {"backups": "x"}, "backups must be an int"),
         ("webhook", {"timeout": "5"}, "timeout must be a number"),
-        ("webhook", {"connect_timeout": 0}, "connect_timeout must be more than 0"),
+        (
+            "webhook",
+            {"connect_timeout": 0},
+            "connect_timeout must be a finite number of seconds > 0",
+        ),
+        ("webhook", {"timeout": -1}, "timeout must be a finite number of seconds > 0, got -1"),
         ("jsonl", {"fsync": "no"}, "fsync must be True or False"),  # trial 161
         ("webhook", {"client": "x"}, "client must be an httpx.AsyncClient"),
     ],

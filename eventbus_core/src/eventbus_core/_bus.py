@@ -112,6 +112,21 @@ def check_seconds(label: str, value: float) -> float:
     return float(value)
 
 
+def check_positive_seconds(label: str, value: float) -> float:
+    """As `check_seconds`, for a wait that must be more than 0 (a poll, a flush, a timeout of
+    I/O): one message for 0 and for a negative value (-1 was told ">= 0", then 0 "more than
+    0", trial 190).
+
+    Raises:
+        ValueError: `value` is not a number, is not more than 0, or is not finite.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{label} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{label} must be a finite number of seconds > 0, got {value!r}")
+    return check_seconds(label, value)
+
+
 def stop_wait(timeout: float | None, default: float) -> float:
     """The seconds `stop(timeout)` waits at most: `default` (the bus's `stop_timeout`) for
     None, 0 for a negative `timeout`, and no more than `threading.TIMEOUT_MAX` (what thread

@@ -36,7 +36,7 @@ from eventbus_core import (
     SettingsError,
     WireFormatError,
     check_count,
-    check_seconds,
+    check_positive_seconds,
     get_logger,
 )
 from eventbus_core.capabilities import foreign_tokens, split_tokens
@@ -92,8 +92,7 @@ class GroupConsumer:
         check_count("batch_size", batch_size, 1)
         check_count("max_deliveries", max_deliveries, 1, maximum=INT64)
         check_count("max_ack_pending", max_ack_pending, 1)
-        if not check_seconds("ack_wait", ack_wait) > 0:
-            raise ValueError(f"ack_wait must be a number of seconds > 0, got {ack_wait!r}")
+        check_positive_seconds("ack_wait", ack_wait)
         check_nats_duration(ack_wait, "ack_wait")
         try:
             check_name(group, "consumer group")

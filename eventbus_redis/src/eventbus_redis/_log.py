@@ -24,7 +24,7 @@ from eventbus_core import (
     Event,
     EventBusSettings,
     WireFormatError,
-    check_seconds,
+    check_positive_seconds,
     get_logger,
 )
 from eventbus_core.batching import PublishPath
@@ -95,8 +95,7 @@ class RedisEventBus(RedisBusBase):
         self.channel = f"{key}:notify" if notify else ""
         self.ttl = ttl_seconds(ttl)
         # 0 looked at Redis thousands of times a second; below 0 failed every look.
-        if check_seconds("poll", poll) == 0:
-            raise ValueError(f"poll must be a finite number of seconds > 0, got {poll!r}")
+        check_positive_seconds("poll", poll)
         self._poll = poll
         self._start(
             client,

@@ -69,7 +69,20 @@ class _SinkOptAction(argparse.Action):
                 "--sink-opt must follow the --sink it belongs to, e.g. "
                 "--sink jsonl --sink-opt path=events.jsonl"
             )
-        sinks[-1][1][key.strip().lower()] = value
+        name, options = sinks[-1]
+        typed, lowered = key.strip(), key.strip().lower()
+        # How each option was spelt, for the error below: (which --sink, option) -> as typed.
+        spelt: dict[tuple[int, str], str] = getattr(namespace, "sink_opt_spellings", {})
+        if lowered in options:
+            # The last would win without a word (trial 190), as --backend-option refuses.
+            before = spelt.get((len(sinks), lowered), lowered)
+            spellings = f", as {before} and as {typed}" if before != typed else ""
+            parser.error(
+                f"--sink-opt gives {lowered} twice for --sink {name}{spellings}: give it once"
+            )
+        spelt[(len(sinks), lowered)] = typed
+        namespace.sink_opt_spellings = spelt
+        options[lowered] = value
 
 
 def add_parser(sub: Any) -> None:

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Self
 
-from eventbus_core._bus import check_count, check_seconds
+from eventbus_core._bus import check_count, check_positive_seconds, check_seconds
 from eventbus_core._errors import SettingsError, error_type_of
 from eventbus_core._log import add_patterns, get_logger, scrub
 from eventbus_core._overrun import (
@@ -156,8 +156,7 @@ class Dispatcher:
             ("flush_interval", flush_interval),
             ("poll_interval", poll_interval),
         ):
-            if check_seconds(label, seconds) == 0:
-                raise ValueError(f"{label} must be more than 0 seconds, got {seconds!r}")
+            check_positive_seconds(label, seconds)
         if poll_interval > POLL_MAX:
             # A read waits that long for new entries, and a stop waits for the read: with 30 s,
             # stop() returned False and left the thread running (trial 121).

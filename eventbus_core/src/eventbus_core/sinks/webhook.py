@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from eventbus_core._bus import check_seconds
+from eventbus_core._bus import check_positive_seconds
 from eventbus_core._errors import SettingsError
 from eventbus_core._log import scrub
 from eventbus_core._settings import EventBusSettings
@@ -65,8 +65,7 @@ class WebhookSink:
         # As the sink's options are checked: timeout="5" failed and dropped every batch
         # (trial 159).
         for label, seconds in (("timeout", timeout), ("connect_timeout", connect_timeout)):
-            if check_seconds(label, seconds) == 0:
-                raise ValueError(f"{label} must be more than 0 seconds, got {seconds!r}")
+            check_positive_seconds(label, seconds)
         if client is not None and not callable(getattr(client, "post", None)):
             # client="x" failed every batch (trial 161).
             raise TypeError(
