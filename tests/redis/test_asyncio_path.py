@@ -605,6 +605,49 @@ def test_a_child_forked_from_the_loop_with_a_batch_on_its_way_writes_its_own_onc
     )
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_that_tears_the_inherited_loop_down_leaves_the_parents_connection_alone(
+    real: redis.Redis, prefix: str
+) -> None:
+    # A child forked inside the loop whose asyncio.run() then cancels the loop's tasks: the
+    # connection's task raised there ("Task exception was never retrieved", trial 191), and
+    # closing the socket in the child would unregister it from the epoll instance both share.
+    async def main() -> tuple[Bus, int]:
+        bus = make_bus("log", real, prefix, buffer_size=1000)
+        for i in range(600):  # past half full: the loop's connection is made, its task created
+            bus.publish(make_event(i, request_id=f"before-{i}"))
+        await asyncio.sleep(0)  # the fork comes before that task's first step
+        loop = asyncio.get_running_loop()
+        pid = os.fork()
+        if pid == 0:  # this loop is the parent's: tear it down as asyncio.run() would
+            code = 1
+            try:
+                failed: list[str] = []
+                loop.set_exception_handler(lambda _, context: failed.append(context["message"]))
+                tasks = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task(loop)]
+                await asyncio.sleep(0)  # the loop runs on here a little: the tasks start
+                for task in tasks:
+                    task.cancel()
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                ended = [t for t in tasks if t.done() and not t.cancelled()]
+                raised = [t.get_name() for t in ended if t.exception() is not None]
+                code = 0 if all(t.done() for t in tasks) and not raised and not failed else 2
+            finally:
+                os._exit(code)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        await publish_on_loop(bus, 300, tag="after")  # on the connection the child had too
+        assert await asyncio.to_thread(bus.flush, 3)
+        return bus, _exit_code(status)
+
+    bus, code = asyncio.run(main())
+    assert code == 0
+    bus.stop(5)
+    stats = bus.stats()
+    assert (stats.published, stats.lost, stats.extra["written"]) == (900, 0, 900)
+    assert stats.extra["batches_on_loop"] == stats.extra["batches"]
+
+
 def test_a_client_an_asyncio_connection_cannot_imitate_is_written_by_a_thread(
     prefix: str,
 ) -> None:

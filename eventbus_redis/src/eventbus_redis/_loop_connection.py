@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
@@ -97,6 +98,7 @@ class LoopConnection:
         self._conn: Any = cls(**kwargs)  # redis-py's asyncio connection is not fully typed
         self._connected = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()
         self._keeper: asyncio.Task[None] | None = None
 
     def hold(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -104,15 +106,22 @@ class LoopConnection:
         loop shuts down (`asyncio.run()` cancels every task as it ends): either way it is
         closed on the loop, so no socket outlives it unclosed."""
         self._loop = loop
-        self._keeper = loop.create_task(self._keep(), name="eventbus-redis-loop-connection")
+        self._keeper = loop.create_task(self._keep(loop), name="eventbus-redis-loop-connection")
         with contextlib.suppress(AttributeError):  # a loop closed without cancelling its tasks
             self._keeper._log_destroy_pending = False  # type: ignore[attr-defined]
 
-    async def _keep(self) -> None:
+    async def _keep(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            await asyncio.get_running_loop().create_future()
+            # Not get_running_loop(): in a child forked inside the loop, which runs the loop's
+            # tasks on (asyncio.run()'s teardown), it raises, and asyncio printed "Task
+            # exception was never retrieved" for this task (trial 191).
+            await loop.create_future()
         finally:
-            await self.close()
+            if os.getpid() == self._pid:
+                await self.close()
+            # A forked child leaves the socket alone: closing it there unregisters it from
+            # the epoll instance the child shares with its parent, whose loop would then
+            # never hear the replies on it.
 
     def discard(self) -> None:
         """Close the connection on its loop, from any thread (nothing once the loop is gone)."""
