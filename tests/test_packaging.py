@@ -176,9 +176,11 @@ assert not [m for m in sys.modules if m.startswith(("prometheus_client", "opente
     )
     assert listed.returncode == 0, listed.stdout + listed.stderr
     rows = {line.split()[0]: line for line in listed.stdout.splitlines() if line.strip()}
-    assert rows["otlp"].endswith(
-        'ok; needs opentelemetry-proto to build: pip install "eventbus-core[otlp]"'
-    ), rows["otlp"]
+    needs = (
+        'needs opentelemetry-proto to build: pip install "eventbus-core[otlp]" (or, in a '
+        'checkout of the eventbus repository, pip install "./eventbus_core[otlp]")'
+    )
+    assert rows["otlp"].endswith(f"ok; {needs}"), rows["otlp"]
     assert rows["jsonl"].endswith(" ok"), rows["jsonl"]
     as_json = subprocess.run(
         [str(python.with_name("eventbus")), "plugins", "--json"],
@@ -190,7 +192,5 @@ assert not [m for m in sys.modules if m.startswith(("prometheus_client", "opente
     plugins = {p["name"]: p for p in json.loads(as_json.stdout)["plugins"]}
     assert plugins["otlp"]["extras"] == ["otlp"]
     assert plugins["otlp"]["module"] == "eventbus_core.sinks.otlp"
-    assert plugins["otlp"]["needs"] == [
-        'needs opentelemetry-proto to build: pip install "eventbus-core[otlp]"'
-    ]
+    assert plugins["otlp"]["needs"] == [needs]  # the commands the dispatcher's error gives
     assert plugins["jsonl"]["needs"] == []

@@ -359,3 +359,17 @@ def test_credentials_in_the_endpoint_are_refused_for_they_would_replace_the_key(
     assert "API_KEY" in str(info.value)  # which setting the header comes from
     assert "_ENDPOINT" in str(info.value)  # and the URL: it was not named (trial 133)
     assert make(API_KEY, endpoint="https://logs.example/v1/log").endpoint  # without: fine
+
+
+@pytest.mark.parametrize("build", [helicone.build_sink, lunary.build_sink])
+async def test_a_key_read_from_a_file_loses_its_newline_and_is_sent(
+    build: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the sinks' pages say: spaces and newlines at either end are dropped (a key read from a
+    # file ends in one), for the option and for LLM_PROXY_API_KEY alike.
+    monkeypatch.setenv("LLM_PROXY_API_KEY", f" {API_KEY}\n")
+    with Receiver().running() as rx:
+        for options in ({"endpoint": rx.url}, {"endpoint": rx.url, "api_key": f"{API_KEY}\r\n"}):
+            stats, _ = await dispatch(build(EventBusSettings(), options), [chat_event(1)])
+            assert sum(s.sent for s in stats.sinks.values()) == 1
+    assert [r.headers["authorization"] for r in rx.requests] == [f"Bearer {API_KEY}"] * 2

@@ -587,5 +587,9 @@ def test_gemini_generation_config_gives_the_request_attributes() -> None:
     assert a["gen_ai.request.presence_penalty"] == pytest.approx(0.5)
     assert a["gen_ai.request.frequency_penalty"] == pytest.approx(0.25)
     assert a["gen_ai.request.stream"] is True
+    snake = {"generation_config": {"max_output_tokens": 9, "top_p": 0.5, "candidate_count": 3}}
+    a = span_attributes({"path": "/v1beta/models/gemini-1.5-pro:generateContent", "input": snake})
+    assert (a["gen_ai.request.max_tokens"], a["gen_ai.request.choice.count"]) == (9, 3)
+    assert a["gen_ai.request.top_p"] == pytest.approx(0.5)
     plain = span_attributes({"path": "/v1beta/models/gemini-1.5-pro:generateContent", "input": {}})
     assert not any(k.startswith("gen_ai.request.") and k != "gen_ai.request.model" for k in plain)

@@ -100,7 +100,7 @@ def test_ack_refuses_what_is_no_token_and_acknowledges_the_rest(make_bus: MakeBu
 
 @pytest.mark.parametrize(
     "options",
-    [{"ack_wait": float("nan")}, {"ack_wait": float("inf")}, {"ack_wait": "5"},
+    [{"ack_wait": float("nan")}, {"ack_wait": float("inf")}, {"ack_wait": "5"}, {"ack_wait": 0},
      {"max_deliveries": 2.5},
      {"batch_size": float("nan")}],
 )  # fmt: skip

@@ -542,6 +542,8 @@ def test_a_wait_that_ran_out_never_shows_a_negative_time() -> None:
         ({"replicas": True}, "replicas must be an int"),
         ({"replicas": "3"}, "replicas must be an int"),
         ({"replicas": 0}, "replicas must be an int from 1 to 5"),
+        ({"ack_wait": 0}, r"^ack_wait must be a finite number of seconds > 0, got 0$"),
+        ({"ack_wait": -1}, r"^ack_wait must be a finite number of seconds > 0, got -1$"),
         ({"connect_options": {"bogus": 1}}, r"connect_options\['bogus'\]: not a keyword"),
         ({"connect_options": {"tokn": "x"}}, r"did you mean 'token'"),
         ({"connect_options": {"servers": ["nats://x"]}}, r"the bus sets it itself"),

@@ -103,13 +103,7 @@ def check_seconds(label: str, value: float) -> float:
         ValueError: `value` is not a number, is negative, or is not finite (`inf` would make
             the bounded `stop()` unbounded, and its waits overflow).
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{label} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{label} must be a finite number of seconds >= 0, got {value!r}")
-    if value > SECONDS_MAX:
-        raise ValueError(f"{label} must be at most {SECONDS_MAX:,} seconds, got {value!r}")
-    return float(value)
+    return _checked_seconds(label, value, more_than_zero=False)
 
 
 def check_positive_seconds(label: str, value: float) -> float:
@@ -120,11 +114,24 @@ def check_positive_seconds(label: str, value: float) -> float:
     Raises:
         ValueError: `value` is not a number, is not more than 0, or is not finite.
     """
+    return _checked_seconds(label, value, more_than_zero=True)
+
+
+def _checked_seconds(label: str, value: float, *, more_than_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{label} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{label} must be a finite number of seconds > 0, got {value!r}")
-    return check_seconds(label, value)
+    bound = "> 0" if more_than_zero else ">= 0"
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past what a float holds: 10**400
+        raise ValueError(
+            f"{label} must be at most {SECONDS_MAX:,} seconds, got {value!r}"
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0 or (more_than_zero and seconds == 0):
+        raise ValueError(f"{label} must be a finite number of seconds {bound}, got {value!r}")
+    if seconds > SECONDS_MAX:
+        raise ValueError(f"{label} must be at most {SECONDS_MAX:,} seconds, got {value!r}")
+    return seconds
 
 
 def stop_wait(timeout: float | None, default: float) -> float:

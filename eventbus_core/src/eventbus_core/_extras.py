@@ -6,8 +6,15 @@ import importlib
 from typing import Final
 
 from eventbus_core._errors import MissingDependencyError
+from eventbus_core._install import CORE, SIBLINGS
 
 __all__ = ["EXTRAS", "install_hint", "require"]
+
+# The eventbus family's distributions and their folders in the repository.
+_FAMILY_FOLDERS: Final = {
+    CORE: "eventbus_core",
+    **{s.distribution: s.folder for s in SIBLINGS.values()},
+}
 
 EXTRAS: Final[dict[str, tuple[str, str]]] = {
     # extra: (module that proves it is installed, what it brings)
@@ -17,11 +24,17 @@ EXTRAS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
-def install_hint(extra: str) -> str:
-    """The commands that install `extra`, from a package index and from a checkout."""
+def install_hint(extra: str, distribution: str = CORE) -> str:
+    """The commands that install `extra` of `distribution`: from a package index, and for the
+    eventbus family's own distributions, from a checkout too (`eventbus plugins` and the
+    error of what needs the extra say the same)."""
+    command = f'pip install "{distribution}[{extra}]"'
+    folder = _FAMILY_FOLDERS.get(distribution)
+    if folder is None:
+        return command
     return (
-        f'pip install "eventbus-core[{extra}]" (or, in a checkout of the eventbus repository, '
-        f'pip install "./eventbus_core[{extra}]")'
+        f"{command} (or, in a checkout of the eventbus repository, "
+        f'pip install "./{folder}[{extra}]")'
     )
 
 

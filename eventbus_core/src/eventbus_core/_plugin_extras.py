@@ -9,6 +9,8 @@ import importlib.metadata as md
 import re
 from collections.abc import Iterable
 
+from eventbus_core._extras import install_hint
+
 __all__ = ["missing_extras"]
 
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -56,6 +58,6 @@ def missing_extras(distribution: str | None, extras: Iterable[str]) -> list[str]
         missing = [p for p in _required_for(distribution, extra) if not _installed(p)]
         if missing:
             lines.append(
-                f'needs {", ".join(missing)} to build: pip install "{distribution}[{extra}]"'
+                f"needs {', '.join(missing)} to build: {install_hint(extra, distribution)}"
             )
     return lines

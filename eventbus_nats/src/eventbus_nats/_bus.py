@@ -28,6 +28,7 @@ from eventbus_core import (
     StopInProgress,
     check_buffer_size,
     check_count,
+    check_positive_seconds,
     check_seconds,
     stop_wait,
 )
@@ -125,9 +126,8 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                 "(OBSERVABILITY_BUFFER_SIZE when built from settings)"
             )
         check_seconds("stop_timeout", stop_timeout)
-        check_nats_duration(ack_wait, "ack_wait")  # finite too
-        if not ack_wait > 0:
-            raise ValueError(f"need an ack_wait > 0, got {ack_wait=}")
+        check_positive_seconds("ack_wait", ack_wait)
+        check_nats_duration(ack_wait, "ack_wait")
         check_count("max_deliveries", max_deliveries, 1, maximum=INT64)
         check_count("max_batch", max_batch, 1)
 

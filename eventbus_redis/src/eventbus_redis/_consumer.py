@@ -30,7 +30,14 @@ from typing import Any
 
 import redis
 
-from eventbus_core import Delivery, WireFormatError, check_count, check_seconds, get_logger
+from eventbus_core import (
+    Delivery,
+    WireFormatError,
+    check_count,
+    check_positive_seconds,
+    check_seconds,
+    get_logger,
+)
 from eventbus_core.capabilities import foreign_tokens, split_tokens
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._config_errors import reporting_wrong_type
@@ -126,10 +133,8 @@ class StreamConsumer:
         check_count("max_deliveries", max_deliveries, 1)
         check_seconds("block", block)
         check_seconds("claim_idle", claim_idle)
-        if claim_interval is not None and not claim_interval > 0:  # 0 claimed at every read
-            raise ValueError(
-                f"claim_interval must be a number of seconds > 0, got {claim_interval!r}"
-            )
+        if claim_interval is not None:  # 0 claimed at every read
+            check_positive_seconds("claim_interval", claim_interval)
         self._client = client
         self.stream = stream
         self.group = group

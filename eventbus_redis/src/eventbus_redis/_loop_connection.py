@@ -119,9 +119,10 @@ class LoopConnection:
         finally:
             if os.getpid() == self._pid:
                 await self.close()
-            # A forked child leaves the socket alone: closing it there unregisters it from
-            # the epoll instance the child shares with its parent, whose loop would then
-            # never hear the replies on it.
+            # A forked child leaves the socket alone: closing it there would unregister it
+            # from the epoll instance the child shares with its parent, whose loop would then
+            # never hear the replies on it. (redis-py's disconnect() fails there today, before
+            # it closes anything, for want of a running loop: this does not count on that.)
 
     def discard(self) -> None:
         """Close the connection on its loop, from any thread (nothing once the loop is gone)."""

@@ -26,6 +26,7 @@ from eventbus_core.cli._ops import (
     shared_backend_example,
 )
 from eventbus_core.cli._reach import LONG_RUNNING_HELP, BackendWatch
+from eventbus_core.cli._sink_options import SinkOptions
 from eventbus_core.dispatch._dispatcher import Dispatcher
 from eventbus_core.dispatch._heap import prepare_dispatch_heap
 from eventbus_core.dispatch._setup import transform_from_settings
@@ -46,8 +47,11 @@ class _SinkAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         sinks: list[tuple[str, dict[str, str]]] = getattr(namespace, "sinks", None) or []
-        sinks.append((str(values).strip().lower(), {}))
-        namespace.sinks = sinks
+        given: list[SinkOptions] = getattr(namespace, "sink_options", None) or []
+        entry = SinkOptions(str(values).strip())
+        given.append(entry)
+        sinks.append((str(values).strip().lower(), entry.options))
+        namespace.sinks, namespace.sink_options = sinks, given
 
 
 class _SinkOptAction(argparse.Action):
@@ -60,29 +64,16 @@ class _SinkOptAction(argparse.Action):
         values: str | Sequence[Any] | None,
         option_string: str | None = None,
     ) -> None:
-        sinks: list[tuple[str, dict[str, str]]] = getattr(namespace, "sinks", None) or []
-        key, sep, value = str(values).partition("=")
-        if not sep or not key.strip():
-            parser.error(f"--sink-opt expects KEY=VALUE, got {values!r}")
-        if not sinks:
+        given: list[SinkOptions] = getattr(namespace, "sink_options", None) or []
+        if not given:
             parser.error(
                 "--sink-opt must follow the --sink it belongs to, e.g. "
                 "--sink jsonl --sink-opt path=events.jsonl"
             )
-        name, options = sinks[-1]
-        typed, lowered = key.strip(), key.strip().lower()
-        # How each option was spelt, for the error below: (which --sink, option) -> as typed.
-        spelt: dict[tuple[int, str], str] = getattr(namespace, "sink_opt_spellings", {})
-        if lowered in options:
-            # The last would win without a word (trial 190), as --backend-option refuses.
-            before = spelt.get((len(sinks), lowered), lowered)
-            spellings = f", as {before} and as {typed}" if before != typed else ""
-            parser.error(
-                f"--sink-opt gives {lowered} twice for --sink {name}{spellings}: give it once"
-            )
-        spelt[(len(sinks), lowered)] = typed
-        namespace.sink_opt_spellings = spelt
-        options[lowered] = value
+        try:
+            given[-1].add(str(values))
+        except ValueError as exc:
+            parser.error(str(exc))
 
 
 def add_parser(sub: Any) -> None:

@@ -49,6 +49,7 @@ from eventbus_core.cli._ops import (
 from eventbus_core.cli._printing import printable
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
+from eventbus_core.cli._sink_options import SinkOptions
 from eventbus_core.dispatch._dispatcher import close_sink
 from eventbus_core.dispatch._payload import PayloadPreparer
 from eventbus_core.dispatch._setup import (
@@ -252,14 +253,14 @@ def _log_ids(events: list[Event]) -> str:
     return f"LogIDs {min(ids)} to {max(ids)}"
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    options: dict[str, str] = {}
+def _options(pairs: list[str], sink: str | None) -> dict[str, str]:
+    given = SinkOptions(sink)
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--sink-opt {pair!r}: write it as KEY=VALUE, e.g. path=out.jsonl")
-        options[key.strip()] = value
-    return options
+        try:
+            given.add(pair)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return given.options
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -343,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
     """Replay the range; exit 1 if an entry could not be decoded or a send failed."""
     settings = settings_from_args(args)
     _check(args)
-    options = _options(args.sink_opt)
+    options = _options(args.sink_opt, args.sink)
     if options and not args.sink:
         raise UsageError("--sink-opt needs --sink")
     # A broken EVENTBUS_TRANSFORMER is said now, dry run or not, as 'dispatch' says it.

@@ -141,6 +141,14 @@ _GEMINI_PARAMETERS: Final = {
     "seed": "seed",
     "stopSequences": "stop_sequences",
     "candidateCount": "n",
+    # The same in snake case, which Gemini's REST API takes too (review 194).
+    "max_output_tokens": "max_output_tokens",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "stop_sequences": "stop_sequences",
+    "candidate_count": "n",
 }
 
 
@@ -148,7 +156,7 @@ def _request_parameters(payload: Mapping[str, Any]) -> dict[str, Any]:
     """The request body, with Gemini's `generationConfig` read under the names used for the
     other APIs, and `stream` from Gemini's path (`:streamGenerateContent`)."""
     body = _dict(payload.get("input"))
-    config = _dict(body.get("generationConfig"))
+    config = _dict(body.get("generationConfig") or body.get("generation_config"))
     if not config and "streamgeneratecontent" not in _path(payload).lower():
         return body
     merged = dict(body)
