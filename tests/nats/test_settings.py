@@ -121,6 +121,10 @@ def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NATS_URL", "nats://", "names no host"),
         ("NATS_URL", "nats://u:hunter2@", "names no host"),
         ("NATS_URL", "nats://127.0.0.1 :4222", "holds whitespace"),
+        # A password without a user: a fault of the plugin at start, exit 1 (trial 192).
+        ("NATS_URL", "nats://:hunter2@127.0.0.1:4222", "name no user"),
+        ("NATS_URL", "nats://@127.0.0.1:4222", "name no user"),
+        ("NATS_URL", "nats://a:4222,tls://:hunter2@b:4222", "name no user"),
         # Ignored by nats-py, and printed as given, a token in the query too (trial 160).
         ("NATS_URL", "nats://127.0.0.1:4222/path", "has a path, query or fragment"),
         ("NATS_URL", "tls://127.0.0.1:4222?token=t160tok", "has a path, query or fragment"),
@@ -631,3 +635,10 @@ def test_an_empty_token_or_password_is_unset_as_the_other_variables_are(
     monkeypatch.setenv("NATS_PASSWORD", "")
     s = NatsSettings()
     assert (s.nats_token, s.nats_password) == (None, None)
+
+
+def test_the_constructor_refuses_a_password_without_a_user_without_showing_it() -> None:
+    # It took nats://:pw@host and started connecting (trial 192).
+    with pytest.raises(ValueError, match="the credentials before '@' name no user") as refused:
+        NatsEventBus("nats://:t192secret@127.0.0.1:4222", stream="T_CTOR", subject="t.ctor")
+    assert "t192secret" not in str(refused.value)

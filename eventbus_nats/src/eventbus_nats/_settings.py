@@ -207,6 +207,14 @@ def _check_server(server: str, shown: str) -> None:
         port = 0
     if not parts.hostname:
         raise ValueError(f"{shown!r} names no host; use nats://host:4222")
+    if parts.username == "":
+        # nats://:password@host or nats://@host: no server takes a password without a user,
+        # and it failed only at start, as a fault of the plugin (trial 192).
+        raise ValueError(
+            f"{shown!r}: the credentials before '@' name no user; put the user before the ':' "
+            "(or, for a token, the token alone before the '@'), or leave them out of the URL "
+            "and set NATS_USER and NATS_PASSWORD (or NATS_TOKEN)"
+        )
     if port == 0:
         raise ValueError(
             f"{shown!r} has no valid port: give a number from 1 to 65535 "
