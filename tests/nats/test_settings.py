@@ -110,6 +110,8 @@ def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("EVENTBUS_NATS_GROUP", "my group", "not a valid JetStream name"),
         ("EVENTBUS_NATS_SUBJECT", "llm.>", "not a literal NATS subject"),
         ("EVENTBUS_NATS_SUBJECT", "a..b", "not a literal NATS subject"),
+        # Another bus's dead-letter subject: its dead letters then failed (trial 192).
+        ("EVENTBUS_NATS_SUBJECT", "dead.llm.events", "which eventbus keeps for dead letters"),
         ("NATS_URL", "redis://u:hunter2@host:6379", "is not a NATS URL"),
         ("NATS_URL", "nats://a:4222,,nats://b:4222", "no empty entry"),
         ("EVENTBUS_NATS_ACK_WAIT", "0", "greater than 0"),
@@ -642,3 +644,30 @@ def test_the_constructor_refuses_a_password_without_a_user_without_showing_it() 
     with pytest.raises(ValueError, match="the credentials before '@' name no user") as refused:
         NatsEventBus("nats://:t192secret@127.0.0.1:4222", stream="T_CTOR", subject="t.ctor")
     assert "t192secret" not in str(refused.value)
+
+
+def test_a_subject_in_the_dead_letters_space_is_refused_by_the_constructor_too() -> None:
+    with pytest.raises(ValueError, match=r"'dead\.t\.ctor' starts with 'dead\.'"):
+        NatsEventBus("nats://127.0.0.1:4222", stream="T_CTOR", subject="dead.t.ctor")
+    NatsEventBus("nats://127.0.0.1:4222", stream="T_CTOR", subject="deadline.t").stop(0)
+
+
+def test_publish_path_asyncio_is_said_to_have_no_effect_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It was ignored without a word, though configuration.md promises a warning for asyncio
+    # when a thread must drain (trial 192): this backend's writer is always a thread.
+    from eventbus_nats import _bus
+
+    monkeypatch.setattr(_bus, "_said_publish_path", False)
+    caplog.set_level("WARNING", logger="eventbus.nats")
+    for path, buses in (("auto", 1), ("thread", 1), ("asyncio", 2)):
+        settings = EventBusSettings(publish_path=path, nats_url="nats://127.0.0.1:4222")
+        for _ in range(buses):
+            NatsEventBus.from_settings(settings).stop(0)
+    said = [r.getMessage() for r in caplog.records if "EVENTBUS_PUBLISH_PATH" in r.getMessage()]
+    assert said == [
+        "EVENTBUS_PUBLISH_PATH=asyncio has no effect on the nats backend: its writer runs on a "
+        "thread of its own (with the connection's event loop) whatever the setting; unset it or "
+        "set it to auto to end this warning"
+    ]

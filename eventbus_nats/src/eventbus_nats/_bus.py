@@ -30,6 +30,7 @@ from eventbus_core import (
     check_count,
     check_positive_seconds,
     check_seconds,
+    get_logger,
     stop_wait,
 )
 from eventbus_core.batching import at_fork, check_fork, deliver_at_exit
@@ -51,6 +52,8 @@ from eventbus_nats._stopping import drain_followers
 from eventbus_nats._writer import JetStreamWriter
 
 __all__ = ["NatsEventBus"]
+
+log = get_logger("eventbus.nats")
 
 # Seconds past stop()'s deadline to learn whether events sent without a PubAck yet are in the
 # stream and to hand subscriptions what this bus stored: counts must be true, not guesses.
@@ -177,6 +180,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         """
         settings = EventBusSettings.expect(settings, "NatsEventBus.from_settings()")
         nats_settings = nats_settings or settings.plugin_settings(NatsSettings)
+        _warn_of_publish_path(settings.publish_path)
         options = ConnectOptions.from_settings(nats_settings)
         return cls(
             ",".join(options.servers),
@@ -403,3 +407,22 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             f"<NatsEventBus {state} {self._link.where} stream={self.layout.stream!r} "
             f"subject={self.layout.subject!r} buffer_size={self.buffer_size}>"
         )
+
+
+_said_publish_path = False
+
+
+def _warn_of_publish_path(path: str) -> None:
+    """`EVENTBUS_PUBLISH_PATH=asyncio` asks for the loop to write, which this backend cannot do:
+    its writer is a thread with the connection's own loop (nats-py is asyncio only, and one
+    connection serves every loop). Said once per process; it was ignored without a word
+    (trial 192). `thread` is what it does anyway, and `auto` asks for nothing in particular."""
+    global _said_publish_path
+    if path != "asyncio" or _said_publish_path:
+        return
+    _said_publish_path = True
+    log.warning(
+        "EVENTBUS_PUBLISH_PATH=asyncio has no effect on the nats backend: its writer runs on a "
+        "thread of its own (with the connection's event loop) whatever the setting; unset it "
+        "or set it to auto to end this warning"
+    )

@@ -115,13 +115,23 @@ def check_subject(value: str, what: str = "subject") -> str:
     """Return `value` if it is a literal NATS subject (dot-separated tokens, no wildcards).
 
     Raises:
-        ValueError: an empty token, whitespace or a wildcard (`*`, `>`).
+        ValueError: an empty token, whitespace or a wildcard (`*`, `>`), or a first token
+            `dead` (the dead letters' subjects).
     """
     tokens = value.split(".")
     if not value or any(not t or _BAD_TOKEN.search(t) for t in tokens):
         raise ValueError(
             f"{what} {value!r} is not a literal NATS subject: use dot-separated tokens without "
             "whitespace or wildcards, e.g. llm-proxy.events"
+        )
+    if len(tokens) > 1 and tokens[0] == "dead":
+        # The dead letters of a bus on `rest` go to `dead.rest`: two streams would claim the
+        # subject, and the other bus's dead letters failed with a hint to the wrong setting
+        # (trial 192).
+        raise ValueError(
+            f"{what} {value!r} starts with 'dead.', which eventbus keeps for dead letters (a "
+            f"bus on {'.'.join(tokens[1:])!r} sends its dead letters there): choose another "
+            "first token, e.g. llm-proxy.events"
         )
     return value
 
