@@ -82,8 +82,10 @@ class SubscriptionSource:
     def figures(self) -> dict[str, int]:
         """`dropped`: events the subscription's full buffer refused (the dispatcher read
         slower than they were published); `missed`: events the backend lost before it read
-        them (`Subscription.missed`)."""
-        return {"dropped": self.subscription.dropped, "missed": self.subscription.missed}
+        them (`Subscription.missed`); `missed_unknown`: times it lost some it cannot count
+        (`Subscription.missed_unknown`)."""
+        sub = self.subscription
+        return {"dropped": sub.dropped, "missed": sub.missed, "missed_unknown": sub.missed_unknown}
 
     def close(self) -> None:
         """Close the subscription."""

@@ -173,6 +173,12 @@ class Subscription:
         Apart from `dropped`, which counts what this subscription's own full buffer refused."""
         return 0
 
+    @property
+    def missed_unknown(self) -> int:
+        """Times the backend lost events before this subscription read them without being able
+        to tell how many (its server lost its data); 0 for a bus that loses none (memory)."""
+        return 0
+
     def qsize(self) -> int:
         """Events buffered now."""
         return len(self._queue)

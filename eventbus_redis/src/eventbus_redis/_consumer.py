@@ -193,6 +193,11 @@ class StreamConsumer:
         self._say_trimmed_at = 0.0
         self._sent = 1  # commands of the last read of new entries (its replies to read)
         self.groups_created = 0
+        # Times the group was gone once it had been there (Redis restarted without
+        # persistence, or flushed): what was written and not yet read may be lost, how much
+        # cannot be told. It was re-created with an INFO line only (trial 193).
+        self.missed_unknown = 0
+        self._had_group = False
         self.last_error: str | None = None
         self._stream_setting = stream_setting
 
@@ -575,18 +580,25 @@ class StreamConsumer:
                 # what was trimmed before it (trial 171: such a user could not read at all).
                 self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             self.groups_created += 1
-            log.info("eventbus redis: created consumer group %s on %s", self.group, self.stream)
+            if self._had_group:
+                self.missed_unknown += 1
+                log.warning(
+                    "eventbus redis: consumer group %s of %s was gone (Redis restarted without "
+                    "persistence, or was flushed?) and is re-created: entries written before "
+                    "and not yet read by the group may be lost, how many cannot be told",
+                    self.group,
+                    self.stream,
+                )
+            else:
+                log.info("eventbus redis: created consumer group %s on %s", self.group, self.stream)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        self._group_ready = True
+        self._group_ready = self._had_group = True
 
     def _recreate_group(self) -> None:
-        log.warning(
-            "eventbus redis: consumer group %s of %s is gone (Redis flushed?); re-creating it",
-            self.group,
-            self.stream,
-        )
+        """Redis answered NOGROUP: forget what went with the group, and create it again
+        (`_ensure_group` says so and counts it)."""
         self._group_ready = False
         self._backlog_from = None  # its pending entries went with it
         self._claim_cursor = "0-0"
@@ -765,6 +777,8 @@ class StreamConsumer:
             "acks_unsent": self.acks_unsent,
             # The name every source's lost-before-read count has.
             "missed": self.trimmed + self.trimmed_unread,
+            # The name every source's count of losses it cannot size has.
+            "missed_unknown": self.missed_unknown,
             "last_error": self.last_error,
             "group_joined": self._group_ready,
         }

@@ -133,6 +133,18 @@ class DispatcherStats:
         )
 
     @property
+    def missed_unknown(self) -> list[str]:
+        """Lanes whose backend lost events before they were read without being able to tell
+        how many (a server that lost its data): the lanes' `missed_unknown` figure."""
+        return [
+            name
+            for name, figures in self.lanes.items()
+            if isinstance(value := figures.get("missed_unknown"), int)
+            and not isinstance(value, bool)
+            and value > 0
+        ]
+
+    @property
     def uncounted(self) -> list[str]:
         """Lanes whose source could not say, at its close, how many events it left unread
         (a Redis list whose server did not answer): those events are in no figure."""

@@ -304,4 +304,14 @@ METRICS: Final[tuple[Metric, ...]] = (
         "dispatcher",
         lane("missed"),
     ),
+    Metric(
+        "eventbus.consumer.missed_unknown",
+        "counter",
+        "{loss}",
+        "Times the backend lost events before the lane read them without being able to tell "
+        "how many (its server lost its data: a Redis restarted without persistence).",
+        ("lane",),
+        "dispatcher",
+        lane("missed_unknown"),
+    ),
 )
