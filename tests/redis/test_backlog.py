@@ -12,7 +12,7 @@ import redis
 
 from eventbus_core.capabilities import Backlog
 from eventbus_core.testing import make_event
-from eventbus_redis import RedisStreamsEventBus
+from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests.redis._servers import ThrowawayRedis
 from tests.redis.test_streams import read_all
 
@@ -263,3 +263,24 @@ def test_a_redis_user_who_may_not_run_scripts_reads_all_the_same(
     writer.stop(1)
     said = [r.getMessage() for r in caplog.records if "cannot run its scripts" in r.getMessage()]
     assert len(said) == 1
+
+
+@pytest.mark.redis
+def test_a_redis_user_who_may_not_publish_writes_the_log_once(throwaway: ThrowawayRedis) -> None:
+    # The LIST writer's script ends with a PUBLISH that wakes subscribers: a user whose ACL
+    # refuses it failed every batch after its LPUSH, and nothing was counted written (trial 193).
+    admin = redis.Redis.from_url(throwaway.url)
+    admin.execute_command("ACL", "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-publish")
+    host, port = admin.connection_pool.connection_kwargs["host"], throwaway.port
+    client = redis.Redis(host=host, port=port, username="writer", password="pw")
+    bus = RedisEventBus.log(client, "nopub", ttl=60, max_len=0)
+    sub = bus.subscribe()  # wakes by polling instead
+    for i in range(50):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    assert [sub.get(timeout=10).request_id for _ in range(50)] == [f"req-{i}" for i in range(50)]
+    bus.stop(1)
+    assert (bus.stats().extra["written"], bus.stats().lost) == (50, 0)
+    assert admin.llen("nopub") == 50
+    client.close()
+    admin.close()

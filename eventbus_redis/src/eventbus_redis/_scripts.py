@@ -99,7 +99,9 @@ local max_len = tonumber(ARGV[5])
 if max_len > 0 then redis.call('LTRIM', KEYS[1], 0, max_len - 1) end
 local ttl = tonumber(ARGV[6])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], last) end
+-- pcall: the wake-up is optional (subscribers poll too), and a user whose ACL refuses PUBLISH
+-- failed the whole batch after its LPUSH, every retry writing it again (trial 193).
+if ARGV[7] ~= '' then redis.pcall('PUBLISH', ARGV[7], last) end
 """
     + _TAIL
 )
