@@ -284,3 +284,31 @@ def test_a_redis_user_who_may_not_publish_writes_the_log_once(throwaway: Throwaw
     assert admin.llen("nopub") == 50
     client.close()
     admin.close()
+
+
+@pytest.mark.redis
+def test_a_consumer_started_while_redis_is_out_of_memory_waits_instead_of_raising(
+    throwaway: ThrowawayRedis,
+) -> None:
+    # At maxmemory with noeviction, Redis refuses a script that may write: the group's
+    # creation raised OutOfMemoryError from the first read() (trial 193).
+    admin = redis.Redis.from_url(throwaway.url)
+    writer = RedisStreamsEventBus(admin, "oom", "g")
+    for i in range(5):
+        writer.publish(make_event(i))
+    assert writer.flush(10)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")  # full at once
+    bus = RedisStreamsEventBus(admin, "oom", "g")
+    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
+    try:
+        assert consumer.read(50, timeout=0.3) == []
+        assert "OutOfMemoryError" in str(consumer.figures()["last_error"])
+        admin.config_set("maxmemory", "0")
+        assert _drain([consumer]) == 5
+    finally:
+        admin.config_set("maxmemory", "0")
+        consumer.close()
+        bus.stop(1)
+        writer.stop(1)
+        admin.close()

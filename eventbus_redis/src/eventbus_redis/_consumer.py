@@ -84,6 +84,13 @@ def _is_nogroup(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("NOGROUP")
 
 
+def _is_out_of_memory(exc: redis.ResponseError) -> bool:
+    """Redis at `maxmemory` with `noeviction` refuses a script that may write (the group's
+    creation, the counting): an outage of the server's, retried, not the caller's to catch
+    (the first read raised OutOfMemoryError, trial 193)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM")
+
+
 def _script_refused(exc: BaseException) -> bool:
     """Whether Redis refused to run a script of ours at all (an ACL without EVAL, or without a
     command it calls), rather than the script meeting a state it reports (NOGROUP, ...)."""
@@ -220,6 +227,13 @@ class StreamConsumer:
                 with reporting_wrong_type(self._client, [self.stream], self._stream_setting):
                     out = self._read_once(count, deadline)
             except redis.ResponseError as exc:
+                if _is_out_of_memory(exc):
+                    self._note_error(exc)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return []
+                    time.sleep(min(self._backoff.next(), remaining))
+                    continue
                 if not _is_nogroup(exc):
                     raise
                 self._recreate_group()
