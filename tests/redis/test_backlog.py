@@ -312,3 +312,153 @@ def test_a_consumer_started_while_redis_is_out_of_memory_waits_instead_of_raisin
         bus.stop(1)
         writer.stop(1)
         admin.close()
+
+
+@pytest.mark.redis
+def test_a_group_deleted_by_hand_is_no_loss_but_redis_losing_its_data_is(
+    throwaway: ThrowawayRedis,
+) -> None:
+    # XGROUP DESTROY keeps the stream: its entries come again, nothing is lost, and a dispatcher
+    # must not exit 1 for it (review 196). A flush loses what was not read: counted.
+    admin = redis.Redis.from_url(throwaway.url)
+    bus = RedisStreamsEventBus(admin, "kept", "g")
+    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
+    try:
+        for i in range(3):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        assert _drain([consumer]) == 3
+        admin.xgroup_destroy("kept", "g")
+        assert _drain([consumer]) == 3  # delivered again from the stream's start
+        assert consumer.figures()["missed_unknown"] == 0
+        admin.flushall()
+        bus.publish(make_event(9))
+        assert bus.flush(10)
+        assert _drain([consumer]) == 1
+        assert consumer.figures()["missed_unknown"] == 1
+    finally:
+        consumer.close()
+        bus.stop(1)
+        admin.close()
+
+
+@pytest.mark.redis
+def test_a_full_redis_neither_stalls_a_consumer_that_has_its_group_nor_raises_without_it(
+    throwaway: ThrowawayRedis,
+) -> None:
+    # Under maxmemory: after a connection blip the creation script (refused) was the only way
+    # to find the group again, and the consumer read nothing; with the group deleted, the
+    # OutOfMemoryError escaped read() (review 196).
+    admin = redis.Redis.from_url(throwaway.url)
+    bus = RedisStreamsEventBus(admin, "full", "g")
+    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
+    try:
+        bus.publish(make_event(0))
+        assert bus.flush(10)
+        assert _drain([consumer]) == 1
+        for i in range(1, 4):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        consumer._note_error(redis.ConnectionError("a blip"))  # as a cut connection would
+        assert _drain([consumer]) == 3
+        admin.xgroup_destroy("full", "g")
+        assert consumer.read(50, timeout=0.3) == []  # retried, not raised
+        assert "OutOfMemoryError" in str(consumer.figures()["last_error"])
+    finally:
+        admin.config_set("maxmemory", "0")
+        consumer.close()
+        bus.stop(1)
+        admin.close()
+
+
+@pytest.mark.redis
+def test_a_read_counter_lost_by_a_reload_is_no_trim(throwaway: ThrowawayRedis) -> None:
+    # Redis 7.0 loads a group's entries-read from its append-only file as 0: every entry ever
+    # added was counted as trimmed unread, after a restart WITH persistence (trial 195). Here
+    # the counter is set as the reload leaves it.
+    admin = redis.Redis.from_url(throwaway.url)
+    bus = RedisStreamsEventBus(admin, "reload", "g")
+    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
+    try:
+        for i in range(100):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        first = consumer.read(50, timeout=1)
+        consumer.ack([d.token for d in first])
+        last = admin.xinfo_groups("reload")[0]["last-delivered-id"]
+        admin.execute_command("XGROUP", "SETID", "reload", "g", last, "ENTRIESREAD", 0)
+        assert len(first) + _drain([consumer]) == 100
+        assert consumer.figures()["missed"] == 0
+        group = admin.xinfo_groups("reload")[0]
+        assert (group["entries-read"], group["lag"]) == (100, 0)  # exact again
+    finally:
+        consumer.close()
+        bus.stop(1)
+        admin.close()
+
+
+@pytest.mark.redis
+def test_a_log_subscriber_who_may_not_subscribe_polls_with_one_warning(
+    throwaway: ThrowawayRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The wake-up channel refused by an ACL failed every look: some 25 warnings a second and a
+    # traceback, though polling delivered everything (trial 195).
+    admin = redis.Redis.from_url(throwaway.url)
+    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "+@all", "-subscribe")
+    host, port = admin.connection_pool.connection_kwargs["host"], throwaway.port
+    client = redis.Redis(host=host, port=port, username="reader", password="pw")
+    bus = RedisEventBus.log(client, "nosub", ttl=60, max_len=0)
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        sub = bus.subscribe()
+        for i in range(20):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        assert [sub.get(timeout=10).request_id for _ in range(20)] == [
+            f"req-{i}" for i in range(20)
+        ]
+        time.sleep(1.0)  # looks meanwhile, by polling
+    bus.stop(1)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "may not SUBSCRIBE" in said[0], said
+    client.close()
+    admin.close()
+
+
+@pytest.mark.redis
+def test_the_acl_grant_redis_md_gives_is_enough_for_both_backends(
+    throwaway: ThrowawayRedis,
+) -> None:
+    # docs/backends/redis.md gives this grant; its earlier list of commands missed SCRIPT LOAD,
+    # the transactions and the stream subscription's commands (review 196).
+    admin = redis.Redis.from_url(throwaway.url)
+    grant = "~llm-proxy-events* &llm-proxy-events:notify +@read +@write +@keyspace +@scripting"
+    grant += " +@transaction +@connection +@pubsub -@dangerous"
+    admin.execute_command("ACL", "SETUSER", "eventbus", "on", ">pw", *grant.split())
+    host, port = admin.connection_pool.connection_kwargs["host"], throwaway.port
+    client = redis.Redis(host=host, port=port, username="eventbus", password="pw")
+    log = RedisEventBus.log(client, "llm-proxy-events", ttl=60, max_len=1000)
+    sub = log.subscribe()
+    for _ in range(2):  # the second after SCRIPT FLUSH, as a restarted server forgets them
+        for i in range(150):  # batches of 100 and more go by transaction
+            log.publish(make_event(i))
+        assert log.flush(10), log.stats()
+        assert len([sub.get(timeout=10) for _ in range(150)]) == 150
+        admin.script_flush()
+    log.stop(2)
+    assert (log.stats().extra["written"], log.stats().lost) == (300, 0)
+    streams = RedisStreamsEventBus(client, "llm-proxy-events-stream", "g")
+    ssub = streams.subscribe()
+    consumer = streams.consumer(name="c", batch_size=50, claim_idle=0.1, claim_interval=0.05)
+    for i in range(150):
+        streams.publish(make_event(i))
+    assert streams.flush(10)
+    assert _drain([consumer]) == 150
+    assert consumer.figures()["last_error"] is None
+    assert len([ssub.get(timeout=10) for _ in range(150)]) == 150
+    assert consumer.backlog() == {"lag": 0, "pending": 0}
+    consumer.close()
+    streams.stop(2)
+    client.close()
+    admin.close()

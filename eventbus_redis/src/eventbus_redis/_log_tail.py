@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from redis.client import PubSub
 
-from eventbus_core import Event, WireFormatError
+from eventbus_core import Event, WireFormatError, get_logger
 from eventbus_redis._own_connection import cut_connection
 from eventbus_redis._reachable import bounded_connection
 from eventbus_redis._redis_subscription import Gap, RedisSubscription
@@ -29,6 +29,8 @@ from eventbus_redis._scripts import ANCHOR_CONTEXT, LOG_NOW, LOG_READ_NEW
 from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["LogTailer"]
+
+log = get_logger("eventbus.redis")
 
 
 # LogIDs a subscription's first read may find missing below the oldest entry without calling it
@@ -104,10 +106,25 @@ class LogTailer(Tailer):
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self._channel)
+            except redis.exceptions.NoPermissionError:
+                pubsub.close()
+                self._poll_only()
+                return
             except BaseException:
                 pubsub.close()
                 raise
             self._pubsub = pubsub
+
+    def _poll_only(self) -> None:
+        """An ACL without SUBSCRIBE (or the channel): the wake-up is optional, polling finds the
+        events. It failed every look, some 25 warnings a second (trial 195)."""
+        log.warning(
+            "eventbus redis: this Redis user may not SUBSCRIBE to %s: the subscription looks "
+            "for new events every %.1f s instead of being woken at once",
+            self._channel,
+            self._poll,
+        )
+        self._channel = ""
 
     def wait(self, timeout: float) -> None:
         """Wait for a notification (or `timeout`), then swallow any that queued up meanwhile."""
@@ -115,9 +132,14 @@ class LogTailer(Tailer):
         if pubsub is None:
             super().wait(timeout)
             return
-        if pubsub.get_message(timeout=timeout) is not None:
-            while pubsub.get_message(timeout=0) is not None:
-                pass
+        try:
+            if pubsub.get_message(timeout=timeout) is not None:
+                while pubsub.get_message(timeout=0) is not None:
+                    pass
+        except redis.exceptions.NoPermissionError:  # the reply to SUBSCRIBE comes here
+            self.reset_connection()
+            self._poll_only()
+            super().wait(timeout)
 
     def reset_connection(self) -> None:
         """Forget the pub/sub connection; `prepare()` makes a new one. (If Redis restarted

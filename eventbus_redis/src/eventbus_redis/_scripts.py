@@ -295,6 +295,15 @@ for _, g in ipairs(groups) do
   if group['name'] == ARGV[1] then row = group end
 end
 if not row or not row['entries-read'] or row['lag'] == 0 then return 0 end
+local last = row['last-delivered-id']
+if row['entries-read'] == 0 and last ~= '0-0' then
+  -- A group that was handed entries cannot have read none: its counter was lost (Redis 7.0
+  -- loads it from its append-only file as 0), and every entry ever added would be counted as
+  -- trimmed (trial 195). Set it unknown, which Redis makes exact again once the group reads
+  -- the newest entry; nothing is counted until then.
+  redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last)
+  return 0
+end
 local stream = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
 local added, length = stream['entries-added'], stream['length']
 if not added or stream['max-deleted-entry-id'] ~= '0-0' then return 0 end
@@ -304,7 +313,6 @@ local function older(a, b)
   ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
   return ams < bms or (ams == bms and aseq < bseq)
 end
-local last = row['last-delivered-id']
 local passed = nil
 if not older(last, stream['last-generated-id']) then
   passed = added

@@ -309,7 +309,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         "counter",
         "{loss}",
         "Times the backend lost events before the lane read them without being able to tell "
-        "how many (its server lost its data: a Redis restarted without persistence).",
+        "how many (its server lost its data, as by a restart without persistence).",
         ("lane",),
         "dispatcher",
         lane("missed_unknown"),
