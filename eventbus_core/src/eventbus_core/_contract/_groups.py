@@ -101,6 +101,57 @@ class ConsumerGroupContract(CapabilityContract):
             finally:
                 self.close_source(back)
 
+    def test_a_partial_ack_leaves_the_rest_pending(self) -> None:
+        # An ack() that acknowledged everything the member held passed (trial 197): a crash
+        # after it loses what was read and not yet processed.
+        with self.bus() as bus:
+            groups = self.groups(bus)
+            ids = self.publish_stored(bus, 4)
+            group = f"contract-{uuid.uuid4().hex[:8]}"
+            member = self.consumer(groups, group, "partial")
+            try:
+                held = self.read_all(member, 4)
+                self.ack(member, held[:2])
+            finally:
+                self.close_source(member)  # dies before acknowledging the other two
+            back = self.consumer(groups, group, "partial")
+            try:
+                got = self.read_all(back, 2)
+                again = [d.event.request_id for d in got]
+                assert again == ids[2:], (
+                    f"after acknowledging {ids[:2]} of {ids}, the same name got back {again}, "
+                    f"expected {ids[2:]}: ack() must acknowledge only the tokens it is given"
+                )
+                self.ack(back, got)
+                extra = self.read_none(back)
+                assert extra == [], f"acknowledged entries came back: {len(extra)} of them"
+            finally:
+                self.close_source(back)
+
+    def test_members_of_a_group_share_its_events(self) -> None:
+        # A "group" whose every member got every event passed (trial 197): two dispatchers in
+        # one group then each delivered everything.
+        with self.bus() as bus:
+            groups = self.groups(bus)
+            ids = self.publish_stored(bus, 3)
+            group = f"contract-{uuid.uuid4().hex[:8]}"
+            first = self.consumer(groups, group, "member-a")
+            second = self.consumer(groups, group, "member-b")
+            try:
+                got = self.read_all(first, 3)
+                assert [d.event.request_id for d in got] == ids
+                other = self.read_none(second)
+                shown = [d.event.request_id for d in other]
+                assert shown == [], (
+                    f"member-b of the group was handed {shown}, which member-a holds "
+                    "unacknowledged: a group's members share its events, each delivered to one "
+                    "of them (until a member that died is relieved of them)"
+                )
+                self.ack(first, got)
+            finally:
+                self.close_source(first)
+                self.close_source(second)
+
     def test_each_group_sees_every_event(self) -> None:
         with self.bus() as bus:
             groups = self.groups(bus)
