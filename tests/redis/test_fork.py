@@ -8,6 +8,7 @@ every event of both, each once, with unique LogIDs.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import tempfile
@@ -87,7 +88,10 @@ def run_child(bus: RedisEventBus | RedisStreamsEventBus, *, sub: Any = None) -> 
         finally:
             if code:
                 with contextlib.suppress(Exception), open(report.name, "w") as out:
-                    out.write(f"{bus.stats()!r} {bus.stats().extra!r}")
+                    out.write(f"{bus.stats()!r} {bus.stats().extra!r}\n")
+                    out.flush()
+                    # Where each of the child's threads stood: the flake is not understood.
+                    faulthandler.dump_traceback(out, all_threads=True)
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     with open(report.name) as got:
