@@ -760,7 +760,7 @@ def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installe
     from eventbus_core.cli import _ops
 
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends={"memory": 1}))
-    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: False)
+    monkeypatch.setattr(_ops, "is_installed", lambda name: False)
     monkeypatch.delenv("NATS_URL", raising=False)
     hint = _ops.shared_backend_example("memory")
     assert hint.startswith(
@@ -780,7 +780,7 @@ def test_the_shared_backend_hint_names_the_backends_installed_whatever_their_nam
 
     backends = {"memory": 1, "queue": 1, "t117db": 1}
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
-    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: True)
+    monkeypatch.setattr(_ops, "is_installed", lambda name: True)
     hint = _ops.shared_backend_example("queue")
     assert (
         hint
@@ -855,7 +855,7 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
         "unannotated": SimpleNamespace(factory=lambda settings: None),  # cannot tell: named
     }
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
-    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: True)
+    monkeypatch.setattr(_ops, "is_installed", lambda name: True)
     assert _ops.shared_backend_example("queue") == (
         "installed besides 'queue': t117db, unannotated ('eventbus plugins' shows their settings)"
     )
@@ -1010,7 +1010,7 @@ def test_the_shared_backend_hint_suggests_the_distribution_whose_address_is_set(
     from eventbus_core.cli import _ops
 
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends={"memory": 1}))
-    monkeypatch.setattr(_ops, "_distribution_installed", lambda name: False)
+    monkeypatch.setattr(_ops, "is_installed", lambda name: False)
     monkeypatch.delenv("REDIS_ADDR", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:4222")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Final
 
 from eventbus_core._backend_choice import is_set
 from eventbus_core._bus import BaseEventBus, EventBus, ManagedBus
 from eventbus_core._errors import BackendLoadError, PluginError
-from eventbus_core._install import SIBLINGS, install_command
+from eventbus_core._install import SIBLINGS, install_command, wanted_siblings
 from eventbus_core._log import add_patterns, first_time, get_logger, scrub
 from eventbus_core._plugins import PluginRegistry, Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings
@@ -117,12 +116,9 @@ def _warn_of_missing_siblings(registration: Registration, registry: PluginRegist
     wanted (`Sibling.variables`: `REDIS_ADDR` without eventbus-redis): no plugin reads it, so
     nothing else would say that events stay in this process (trial 186)."""
     variable = ENV_VARS["backend"]
-    for sibling in dict.fromkeys(SIBLINGS.values()):
+    for sibling, given in wanted_siblings():
         if any(name in registry.backends for name, s in SIBLINGS.items() if s == sibling):
             continue  # installed: one of its backends is registered
-        given = [name for name in sibling.variables if is_set(os.environ.get(name))]
-        if not given:
-            continue
         message = (
             f"{', '.join(given)} {'are' if len(given) > 1 else 'is'} set, but "
             f"{sibling.distribution}, whose backends read {'them' if len(given) > 1 else 'it'}, "

@@ -22,7 +22,9 @@ __all__ = [
     "Sibling",
     "checkout_root",
     "install_command",
+    "is_installed",
     "root_from_direct_url",
+    "wanted_siblings",
 ]
 
 CORE: Final = "eventbus-core"
@@ -104,3 +106,28 @@ def install_command(sibling: Sibling, *, reinstall: bool = False) -> str:
         return f"pip install {flags}{where}{note}"
     spec = sibling.distribution if reinstall else f"{CORE}[{sibling.extra}]"
     return f'pip install {flags}"{spec}"{WHEELS_NOTE}'
+
+
+def is_installed(distribution: str) -> bool:
+    """True if `distribution`'s metadata is found (it is installed)."""
+    try:
+        md.distribution(distribution)
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def wanted_siblings() -> list[tuple[Sibling, list[str]]]:
+    """Each sibling whose variables (`Sibling.variables`) are set, not blank, in the
+    environment, with those variables: its backends are wanted, whether or not it is installed
+    (the missing-plugin warning and the shared-backend hint each ask that themselves)."""
+    import os
+
+    from eventbus_core._backend_choice import is_set  # pydantic: not when plugins load
+
+    found = []
+    for sibling in dict.fromkeys(SIBLINGS.values()):
+        given = [name for name in sibling.variables if is_set(os.environ.get(name))]
+        if given:
+            found.append((sibling, given))
+    return found

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 
 from eventbus_core._extras import install_hint
+from eventbus_core._install import is_installed
 
 __all__ = ["missing_extras"]
 
@@ -19,14 +20,6 @@ _EXTRA_MARKER = re.compile(r"""^\s*extra\s*==\s*["']([^"']+)["']\s*$""")
 
 def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _installed(name: str) -> bool:
-    try:
-        md.distribution(name)
-    except md.PackageNotFoundError:
-        return False
-    return True
 
 
 def _required_for(distribution: str, extra: str) -> list[str]:
@@ -55,7 +48,7 @@ def missing_extras(distribution: str | None, extras: Iterable[str]) -> list[str]
         return []
     lines = []
     for extra in extras:
-        missing = [p for p in _required_for(distribution, extra) if not _installed(p)]
+        missing = [p for p in _required_for(distribution, extra) if not is_installed(p)]
         if missing:
             lines.append(
                 f"needs {', '.join(missing)} to build: {install_hint(extra, distribution)}"

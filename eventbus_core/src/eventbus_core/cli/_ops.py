@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.metadata
 import inspect
 import math
-import os
 import re
 import select
 import sys
@@ -25,12 +23,17 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from eventbus_core._backend_choice import is_set
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import BackendUnavailableError, EventBusError, SettingsError
 from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
-from eventbus_core._install import SIBLINGS, Sibling, install_command
+from eventbus_core._install import (
+    SIBLINGS,
+    Sibling,
+    install_command,
+    is_installed,
+    wanted_siblings,
+)
 from eventbus_core._log import scrub
 from eventbus_core._plugins import Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
@@ -339,16 +342,15 @@ def shared_backend_example(current: str | None = None) -> str:
     if not others:
         return f"none is installed{besides}; e.g. {pip}"
     found = f"installed{besides}: {', '.join(others)} ('eventbus plugins' shows their settings)"
-    return found if _distribution_installed(sibling.distribution) else f"{found}; or e.g. {pip}"
+    return found if is_installed(sibling.distribution) else f"{found}; or e.g. {pip}"
 
 
 def _wanted_sibling() -> Sibling:
     """The distribution to suggest installing: one whose address variable is set while it is
     missing (`NATS_URL` without eventbus-nats was answered with Redis's pip command), else the
     Redis backends, the Go proxy's."""
-    for sibling in dict.fromkeys(SIBLINGS.values()):
-        wanted = any(is_set(os.environ.get(name)) for name in sibling.variables)
-        if wanted and not _distribution_installed(sibling.distribution):
+    for sibling, _ in wanted_siblings():
+        if not is_installed(sibling.distribution):
             return sibling
     return SIBLINGS["redis"]
 
@@ -366,14 +368,6 @@ def _maybe_shared(registration: Registration) -> bool:
         return True
     declared = inspect.getattr_static(returned, "cross_process", False)
     return declared if isinstance(declared, bool) else True
-
-
-def _distribution_installed(name: str) -> bool:
-    try:
-        importlib.metadata.distribution(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def stdout_gone() -> bool:
