@@ -7,6 +7,7 @@ shutdown, to be delivered again). While it runs, the difference is `in_flight`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -126,23 +127,13 @@ class DispatcherStats:
         """Events the backends lost before the lanes read them: the lanes' `missed` (trimmed by
         a limit, or lost by the server), where their sources can tell, summed over the lanes
         (with a lane per sink, an event every lane missed counts once for each)."""
-        return sum(
-            value
-            for figures in self.lanes.values()
-            if isinstance(value := figures.get("missed"), int) and not isinstance(value, bool)
-        )
+        return sum(_count(figures, "missed") for figures in self.lanes.values())
 
     @property
     def missed_unknown(self) -> list[str]:
         """Lanes whose backend lost events before they were read without being able to tell
         how many (a server that lost its data): the lanes' `missed_unknown` figure."""
-        return [
-            name
-            for name, figures in self.lanes.items()
-            if isinstance(value := figures.get("missed_unknown"), int)
-            and not isinstance(value, bool)
-            and value > 0
-        ]
+        return [name for name, figures in self.lanes.items() if _count(figures, "missed_unknown")]
 
     @property
     def uncounted(self) -> list[str]:
@@ -160,3 +151,10 @@ class DispatcherStats:
             "sinks": {name: s.as_dict() for name, s in self.sinks.items()},
             "lanes": self.lanes,
         }
+
+
+def _count(figures: Mapping[str, Any], key: str) -> int:
+    """A lane's count `key` from its source's figures; 0 where the source gives none, or not
+    a whole number (figures are a plugin's plain data)."""
+    value = figures.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

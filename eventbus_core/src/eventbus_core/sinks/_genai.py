@@ -157,13 +157,14 @@ def _request_parameters(payload: Mapping[str, Any]) -> dict[str, Any]:
     other APIs, and `stream` from Gemini's path (`:streamGenerateContent`)."""
     body = _dict(payload.get("input"))
     config = _dict(body.get("generationConfig") or body.get("generation_config"))
-    if not config and "streamgeneratecontent" not in _path(payload).lower():
+    streaming = "streamgeneratecontent" in _path(payload).lower()
+    if not config and not streaming:
         return body
     merged = dict(body)
     for gemini, name in _GEMINI_PARAMETERS.items():
         if gemini in config:
             merged.setdefault(name, config[gemini])
-    if "streamgeneratecontent" in _path(payload).lower():
+    if streaming:
         merged.setdefault("stream", True)
     return merged
 
