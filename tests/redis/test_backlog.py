@@ -83,6 +83,14 @@ def test_pending_entries_trimmed_before_processing_are_counted_missed_and_said(
     ]
 
 
+def _acl_user(admin: redis.Redis, server: ThrowawayRedis, user: str, *rules: str) -> redis.Redis:
+    """A client of `server` signed in as `user`, made by `admin` with password "pw" and the ACL
+    `rules`."""
+    admin.execute_command("ACL", "SETUSER", user, "on", ">pw", *rules)
+    host = admin.connection_pool.connection_kwargs["host"]
+    return redis.Redis(host=host, port=server.port, username=user, password="pw")
+
+
 def _drain(consumers: list[Any], rounds: int = 100) -> int:
     """Read and acknowledge with each consumer in turn until a whole round brings nothing."""
     got = 0
@@ -248,13 +256,11 @@ def test_a_redis_user_who_may_not_run_scripts_reads_all_the_same(
     # retried for ever (trials 171, 173: without XINFO, Redis words the refusal "can't run
     # this command"). It reads now, uncounted, and is told so once.
     admin = redis.Redis.from_url(throwaway.url)
-    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "+@all", *denied)
+    reader = _acl_user(admin, throwaway, "reader", "~*", "&*", "+@all", *denied)
     writer = RedisStreamsEventBus(admin, "s", "g")  # the writer may run its scripts
     for i in range(5):
         writer.publish(make_event(i))
     assert writer.flush(10)
-    host, port = admin.connection_pool.connection_kwargs["host"], throwaway.port
-    reader = redis.Redis(host=host, port=port, username="reader", password="pw")
     with RedisStreamsEventBus(reader, "s", "g") as bus:
         consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
         with caplog.at_level(logging.WARNING, logger="eventbus"):
@@ -270,9 +276,7 @@ def test_a_redis_user_who_may_not_publish_writes_the_log_once(throwaway: Throwaw
     # The LIST writer's script ends with a PUBLISH that wakes subscribers: a user whose ACL
     # refuses it failed every batch after its LPUSH, and nothing was counted written (trial 193).
     admin = redis.Redis.from_url(throwaway.url)
-    admin.execute_command("ACL", "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-publish")
-    host, port = admin.connection_pool.connection_kwargs["host"], throwaway.port
-    client = redis.Redis(host=host, port=port, username="writer", password="pw")
+    client = _acl_user(admin, throwaway, "writer", "~*", "&*", "+@all", "-publish")
     bus = RedisEventBus.log(client, "nopub", ttl=60, max_len=0)
     sub = bus.subscribe()  # wakes by polling instead
     for i in range(50):
@@ -406,9 +410,7 @@ def test_a_log_subscriber_who_may_not_subscribe_polls_with_one_warning(
     # The wake-up channel refused by an ACL failed every look: some 25 warnings a second and a
     # traceback, though polling delivered everything (trial 195).
     admin = redis.Redis.from_url(throwaway.url)
-    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "+@all", "-subscribe")
-    host, port = admin.connection_pool.connection_kwargs["host"], throwaway.port
-    client = redis.Redis(host=host, port=port, username="reader", password="pw")
+    client = _acl_user(admin, throwaway, "reader", "~*", "+@all", "-subscribe")
     bus = RedisEventBus.log(client, "nosub", ttl=60, max_len=0)
     with caplog.at_level(logging.WARNING, logger="eventbus"):
         sub = bus.subscribe()
@@ -435,9 +437,7 @@ def test_the_acl_grant_redis_md_gives_is_enough_for_both_backends(
     admin = redis.Redis.from_url(throwaway.url)
     grant = "~llm-proxy-events* &llm-proxy-events:notify +@read +@write +@keyspace +@scripting"
     grant += " +@transaction +@connection +@pubsub -@dangerous"
-    admin.execute_command("ACL", "SETUSER", "eventbus", "on", ">pw", *grant.split())
-    host, port = admin.connection_pool.connection_kwargs["host"], throwaway.port
-    client = redis.Redis(host=host, port=port, username="eventbus", password="pw")
+    client = _acl_user(admin, throwaway, "eventbus", *grant.split())
     log = RedisEventBus.log(client, "llm-proxy-events", ttl=60, max_len=1000)
     sub = log.subscribe()
     for _ in range(2):  # the second after SCRIPT FLUSH, as a restarted server forgets them

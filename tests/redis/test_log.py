@@ -620,14 +620,11 @@ def test_dispatch_exits_1_when_the_log_lost_events_before_it_read_them(
     # 1,749 of 3,000 events trimmed before the dispatcher read them were in a WARNING and the
     # lane's `missed` only: the exit status said all was well (trial 134).
     import os
-    import signal
-    import subprocess
-    import sys
 
     from tests._services import redis_url
+    from tests.redis._jsonl_dispatch import JsonlDispatch
 
     key = f"{prefix}:cli-missed"
-    out = tmp_path / "out.jsonl"
     env = {
         **os.environ,
         "LLM_PROXY_EVENT_BUS": "redis",
@@ -635,48 +632,20 @@ def test_dispatch_exits_1_when_the_log_lost_events_before_it_read_them(
         "EVENTBUS_REDIS_KEY": key,
         "EVENTBUS_SHUTDOWN_TIMEOUT": "2",
     }
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "eventbus_core.cli", "dispatch", "--sink", "jsonl"),
-            *("--sink-opt", f"path={out}", "--batch-size", "5", "--flush-interval", "0.05"),
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def lines() -> int:
-        try:
-            return out.read_text().count("\n")
-        except FileNotFoundError:
-            return 0
-
-    def wait_for(n: int, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while lines() < n:
-            assert proc.poll() is None, proc.communicate()[1]
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
-    try:
+    flags = ("--batch-size", "5", "--flush-interval", "0.05")
+    with JsonlDispatch(tmp_path / "out.jsonl", env, *flags) as dispatch:
         # One event a second until the dispatcher reads one: it reads from the log's end.
         batch = 0
-        while not wait_for(1, 1.0):
+        while not dispatch.wait_for(1, 1.0):
             batch += 1
             assert batch < 30, "the dispatcher read nothing"
             append_as_writer(real, key, [make_event(batch)], batch=batch)
         append_as_writer(
             real, key, [make_event(100 + i) for i in range(40)], batch=batch + 1, max_len=10
         )
-        assert wait_for(11, 30), lines()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.communicate(timeout=30)
-    assert proc.returncode == 1, err
+        assert dispatch.wait_for(11, 30), dispatch.lines()
+        code, err = dispatch.stop()
+    assert code == 1, err
     assert "30 events were lost by the backend before they were read" in err, err
 
 

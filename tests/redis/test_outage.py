@@ -183,12 +183,10 @@ def test_dispatch_exits_1_when_redis_lost_its_data_before_it_read_it(
     # re-created its group with an INFO line, the list's gap was a warning, and both exited 0
     # with `missed` 0 (trial 193). How many were lost cannot be told: the lane says it did.
     import os
-    import signal
-    import subprocess
-    import sys
     import time
 
-    out = tmp_path / "out.jsonl"
+    from tests.redis._jsonl_dispatch import JsonlDispatch
+
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("EVENTBUS_", "REDIS_"))},
         "LLM_PROXY_EVENT_BUS": backend,
@@ -196,42 +194,26 @@ def test_dispatch_exits_1_when_redis_lost_its_data_before_it_read_it(
         "EVENTBUS_SHUTDOWN_TIMEOUT": "2",
         "EVENTBUS_FLUSH_INTERVAL": "0.05",
     }
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "eventbus_core.cli", "dispatch", "--sink", "jsonl"),
-            *("--sink-opt", f"path={out}"),
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
-    def lines() -> int:
-        return out.read_text().count("\n") if out.exists() else 0
-
-    def publish_until(n: int) -> None:
+    def publish_until(dispatch: JsonlDispatch, n: int) -> None:
         settings = EventBusSettings(backend=backend, redis_url=throwaway.url)
         deadline = time.monotonic() + 30
         i = 0
-        while lines() < n:
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, f"{lines()} lines"
+        while dispatch.lines() < n:
+            dispatch.running()
+            assert time.monotonic() < deadline, f"{dispatch.lines()} lines"
             bus = create_bus(settings)  # the list dispatcher reads from the log's end
             bus.publish(make_event(i))
             bus.stop(5)
             i += 1
             time.sleep(0.2)
 
-    try:
-        publish_until(1)
+    with JsonlDispatch(tmp_path / "out.jsonl", env) as dispatch:
+        publish_until(dispatch, 1)
         throwaway.kill()
         throwaway.start()  # no persistence: the stream, its group and the counter are gone
-        publish_until(lines() + 1)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-        proc.communicate(timeout=30)
-    assert proc.returncode == 1, err
+        publish_until(dispatch, dispatch.lines() + 1)
+        code, err = dispatch.stop()
+    assert code == 1, err
     assert "the backend lost events before they were read, how many it cannot tell" in err, err
     assert '"missed_unknown": 1' in err, err
