@@ -158,8 +158,8 @@ def test_an_active_foreign_venv_gets_no_warning_and_no_change(tmp_path: Path) ->
 
 def test_tests_run_in_two_processes_unless_the_caller_chose() -> None:
     dev = load_dev()
-    assert dev.test_workers([]) == ["-n", "2", "--dist", "loadfile"]
-    assert dev.test_workers(["tests/core", "-k", "x"]) == ["-n", "2", "--dist", "loadfile"]
+    assert dev.test_workers([]) == ["-n", "3", "--dist", "loadfile"]
+    assert dev.test_workers(["tests/core", "-k", "x"]) == ["-n", "3", "--dist", "loadfile"]
     for chosen in (
         ["-n", "0"],
         ["-n0"],
