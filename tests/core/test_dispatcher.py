@@ -148,12 +148,31 @@ async def test_a_cancelled_error_raised_by_the_sink_itself_is_a_failed_attempt()
     assert not dl.records
 
 
-@pytest.mark.parametrize("ending", [SystemExit(3), KeyboardInterrupt()])
+class LibraryTimeout(BaseException):
+    """As gevent's Timeout and trio's Cancelled: a library's own BaseException."""
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        SystemExit(3),
+        KeyboardInterrupt(),
+        GeneratorExit(),
+        LibraryTimeout("lib"),
+        UnprintableError(),
+    ],
+)
 async def test_a_sink_raising_system_exit_fails_its_attempt_not_the_dispatcher(
     ending: BaseException,
 ) -> None:
-    # It ended `eventbus dispatch` (rc 3 or 130) with "Task exception was never retrieved"
-    # (helper-92).
+    # SystemExit ended `eventbus dispatch` (rc 3 or 130) with "Task exception was never
+    # retrieved" (helper-92); the others ended the sink's worker alone, without a word or a
+    # retry, its events held until the stop (trial 201).
     def error() -> BaseException:
         return ending
 
@@ -162,6 +181,41 @@ async def test_a_sink_raising_system_exit_fails_its_attempt_not_the_dispatcher(
     assert sorted(p["log_id"] for p in sink.payloads) == [1, 2, 3, 4, 5]
     assert stats.sinks["rec"].failed_by_type == {type(ending).__name__: 1}
     assert not dl.records
+
+
+@pytest.mark.parametrize("ending", [LibraryTimeout("lib"), UnprintableError()])
+async def test_a_dead_letter_names_an_odd_failure_for_what_it_was(ending: BaseException) -> None:
+    # An error whose str() raised was dead-lettered at the stop as "Shutdown", not as itself.
+    sink = RecordingSink(fail_times=99, error=lambda: ending)
+    stats, dl = await asyncio.wait_for(dispatched(sink, 3), 10)
+    assert stats.sinks["rec"].dead_lettered == 3
+    name = type(ending).__name__
+    assert {r["error_type"] for r in dl.records} == {name}
+    errors = {r["error"] for r in dl.records}
+    if isinstance(ending, LibraryTimeout):
+        assert errors == {
+            "send() raised LibraryTimeout (lib): a sink must raise an Exception to fail a batch;"
+            " a BaseException would end the dispatcher's task or process"
+        }
+    else:
+        assert errors == {"<UnprintableError whose str() raised RuntimeError>"}
+
+
+async def test_a_huge_error_message_is_clipped_in_dead_letters_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A 5 MB error went into every dead letter of its batch and every log line (trial 201).
+    secret_end = "Bearer sk-" + "z" * 40
+    huge = "x" * 5_000_000 + secret_end
+    sink = RecordingSink(fail_times=99, error=lambda: PermanentSinkError(secret_end + " " + huge))
+    with caplog.at_level(logging.INFO, logger="eventbus"):
+        stats, dl = await asyncio.wait_for(dispatched(sink, 3), 10)
+    assert stats.sinks["rec"].dead_lettered == 3
+    for record in dl.records:
+        assert len(record["error"]) < 2_100, len(record["error"])
+        assert record["error"].endswith(" more characters)")
+        assert "sk-zzzz" not in record["error"]  # masked before it was cut
+    assert max(len(r.getMessage()) for r in caplog.records) < 2_500
 
 
 async def test_an_error_about_one_event_dead_letters_it_alone_and_sends_the_rest_on() -> None:

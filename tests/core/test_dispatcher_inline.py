@@ -142,6 +142,24 @@ async def test_a_batch_failing_inline_is_retried_by_the_worker_as_its_second_att
     _balanced(stats)
 
 
+class _LibraryTimeout(BaseException):
+    """As gevent's Timeout: a library's own BaseException."""
+
+
+async def test_a_base_exception_inline_is_a_failed_attempt_retried_by_the_worker() -> None:
+    # Only Exception was caught: the lane's thread ended with it, and its events with it.
+    source = ListSource(make_events(200))
+    sink = BlockingSink(inline_failures=1, error=lambda: _LibraryTimeout("lib"))
+    d = Dispatcher(source, [sink], batch_size=100, flush_interval=0.01, retry=FAST_RETRY)
+    stats = await _run(d, 200)
+    assert _log_ids(sink.batches) == list(range(1, 201))
+    assert sorted(source.acked) == list(range(1, 201))
+    s = stats.sinks["blocking"]
+    assert (s.sent, s.failures) == (200, 1)
+    assert s.failed_by_type == {"_LibraryTimeout": 1}
+    _balanced(stats)
+
+
 async def test_a_batch_failing_inline_and_after_is_dead_lettered_after_every_retry(
     tmp_path: Path,
 ) -> None:

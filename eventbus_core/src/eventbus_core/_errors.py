@@ -170,6 +170,43 @@ class PermanentSinkError(SinkError):
     """
 
 
+MESSAGE_LIMIT = 2_000
+"""Characters of a failure's message that a dead letter or a log line keeps: a sink quoting a
+5 MB error body wrote it into each of its batch's dead letters and log lines (trial 201)."""
+
+
+def message_of(exc: BaseException | str) -> str:
+    """`str(exc)`, or a stand-in naming the error when its `__str__` itself raises: a plugin's
+    broken `__str__` ended the sink's worker without a word (trial 201)."""
+    try:
+        return str(exc)
+    except Exception as broken:
+        return f"<{type(exc).__name__} whose str() raised {type(broken).__name__}>"
+
+
+def clipped(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how many more it had. Cut after masking: a
+    secret cut in half would no longer be recognised, and its first half would stay."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
+def send_failure(exc: BaseException) -> Exception:
+    """What a sink's `send()` raised, as the failed attempt the dispatcher counts and retries:
+    an `Exception` is itself; any other `BaseException` (`SystemExit`, `KeyboardInterrupt`,
+    `GeneratorExit`, a library's own such as gevent's `Timeout`) becomes a `SinkError` labelled
+    with its class name. Let through, it ended the sink's task, or `eventbus dispatch`."""
+    if isinstance(exc, Exception):
+        return exc
+    name = type(exc).__name__
+    return SinkError(
+        f"send() raised {name} ({message_of(exc) or 'no message'}): a sink must raise an "
+        f"Exception to fail a batch; a BaseException would end the dispatcher's task or process",
+        error_type=name,
+    )
+
+
 def error_type_of(exc: BaseException) -> str:
     """The `error_type` label of a failed send: a `SinkError`'s own, else the class name."""
     if isinstance(exc, SinkError):

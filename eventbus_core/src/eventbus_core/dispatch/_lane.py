@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eventbus_core._backoff import backoff_delay
-from eventbus_core._errors import SettingsError, stored_before_failing
+from eventbus_core._errors import (
+    SettingsError,
+    clipped,
+    message_of,
+    send_failure,
+    stored_before_failing,
+)
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource, SubscriptionSource
@@ -187,7 +193,8 @@ class Lane:
         started = time.monotonic()
         try:
             sink.send_blocking([payload for _, payload in got])
-        except Exception as exc:
+        except BaseException as raised:  # GeneratorExit, gevent's Timeout: a failure too
+            exc = send_failure(raised)
             # As the worker reads a failure (`stored_before_failing`): the stored part is done.
             done = stored_before_failing(exc, len(got))
             stored, unsent = got[:done], got[done:]
@@ -233,7 +240,7 @@ class Lane:
                 # or a scrape cannot write (a plugin's datetime made every stop exit 1).
                 figures = json.loads(json.dumps(dict(self._figures.figures()), default=str))
             except Exception as exc:  # figures are informative; never fail stats() for them
-                out["figures_error"] = str(exc)
+                out["figures_error"] = clipped(message_of(exc))
             else:
                 # A source's figure named like the lane's own (a Redis consumer's `acked`: what
                 # Redis confirmed) goes beside it as `source_<name>`, never over it.

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from eventbus_core._errors import clipped, message_of
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core.redact._masked_values import masked_values
@@ -223,8 +224,8 @@ def _error_text(exc: Exception, event: Event, redactor: Redactor) -> str:
     recognise a credential by its name or shape, which such a message may not put next to it
     (`KeyError: 'hunter2'`). The log line and the payload's `transform_error` both get this
     text."""
-    text = f"{type(exc).__name__}: {exc}"
+    text = f"{type(exc).__name__}: {message_of(exc)}"
     secrets = {form for value in masked_values(event, redactor) for form in _quoted_forms(value)}
     for form in sorted(secrets, key=len, reverse=True):  # a value inside another: later
         text = text.replace(form, MASK)
-    return text
+    return clipped(text)

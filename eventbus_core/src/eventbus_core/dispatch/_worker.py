@@ -20,8 +20,11 @@ from eventbus_core._errors import (
     PermanentSinkError,
     SinkError,
     TransientSinkError,
+    clipped,
     error_type_of,
+    message_of,
     refused_alone,
+    send_failure,
     stored_before_failing,
 )
 from eventbus_core._log import get_logger
@@ -243,7 +246,7 @@ class SinkWorker:
                 len(batch),
                 attempt,
                 type(exc).__name__,
-                self.scrub(str(exc)),
+                clipped(self.scrub(message_of(exc))),
                 delay,
             )
             # Kept while it waits, and when a stop's deadline cancels the wait: the batch's dead
@@ -272,19 +275,18 @@ class SinkWorker:
                 # Raised by the sink itself (a library's own timeout, say), not a stop: a failed
                 # attempt like any other, where it once ended the worker without a word.
                 raise SinkError(
-                    f"send() raised CancelledError ({cancelled or 'no message'}) though the "
-                    f"dispatcher did not cancel it",
+                    f"send() raised CancelledError ({message_of(cancelled) or 'no message'}) "
+                    "though the dispatcher did not cancel it",
                     error_type="CancelledError",
                 ) from None
-            except (SystemExit, KeyboardInterrupt) as ending:
-                # A plugin's doing (the dispatcher's SIGINT never raises in its loop): it ended
-                # `eventbus dispatch` with asyncio's "Task exception was never retrieved".
-                name = type(ending).__name__
-                raise SinkError(
-                    f"send() raised {name} ({ending or 'no message'}): a sink must raise an "
-                    f"Exception to fail a batch, not end the process",
-                    error_type=name,
-                ) from None
+            except Exception:
+                raise
+            except BaseException as ending:
+                # A plugin's doing (the dispatcher's SIGINT never raises in its loop): SystemExit
+                # ended `eventbus dispatch` with "Task exception was never retrieved"
+                # (helper-92); GeneratorExit or gevent's Timeout ended the worker alone, its
+                # events held until the stop (trial 201).
+                raise send_failure(ending) from None
         except Exception as exc:
             self.stats.record_failure(error_type_of(exc))
             done = stored_before_failing(exc, len(batch))
@@ -339,7 +341,7 @@ class SinkWorker:
         """
         if error_type is None:
             error_type = "Shutdown" if isinstance(exc, str) else error_type_of(exc)
-        message = self.scrub(str(exc)) or error_type
+        message = clipped(self.scrub(message_of(exc))) or error_type
         n = len(batch)
         if not isinstance(exc, str):
             self.stats.failed_since_sent += n  # a shutdown cut-off is not the sink failing
@@ -353,7 +355,7 @@ class SinkWorker:
                     "sink %s: could not dead-letter %d events (%s); original error: %s",
                     self.name,
                     n,
-                    dl_exc,
+                    clipped(self.scrub(message_of(dl_exc))),
                     message,
                 )
             else:
