@@ -110,9 +110,13 @@ class ExitContract(ContractBase):
                 out.write(what)
 
         try:
+            # Before the bus and its threads exist: a thread already waiting for the GIL when
+            # the interval changes waits out the old one (5 ms) first. Under load, a polling
+            # writer's stale wait ran out just after the last publish, took every event before
+            # the exit, and passed a bus whose exit does not wait for it (trial 198).
+            sys.setswitchinterval(_NO_SWITCHING)
             bus = self.make_bus(10 * _EXIT_EVENTS)  # room for all, below half full: no wake
             sub = None if cross else bus.subscribe("exit")
-            sys.setswitchinterval(_NO_SWITCHING)
             for i in range(_EXIT_EVENTS):
                 bus.publish(make_event(i, request_id=f"exit-{i}"))
         except BaseException as exc:
