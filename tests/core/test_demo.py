@@ -380,3 +380,47 @@ def test_an_interrupted_demo_says_what_the_consumer_dropped(
     assert "50 published, 0 dropped (and 40 by the consumer, which fell behind)" in (
         info.value.summary()
     ), info.value.summary()
+
+
+def test_a_finished_demo_says_what_the_consumer_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A finished run that lost events to its own consumer said "events dropped 0" and
+    # "FAILED" only (trial 198).
+    from eventbus_core._demo import _workload
+    from eventbus_core.testing import make_event
+    from eventbus_memory import InMemoryEventBus
+
+    published = threading.Event()
+
+    def simulate(bus: Any, **kwargs: Any) -> list[int]:
+        for i in range(50):
+            bus.publish(make_event(i))
+        bus.flush(5)  # all of it offered to the consumer, which holds 10 and drops the rest
+        published.set()
+        return [1000] * 50
+
+    class SlowReader(InMemoryEventBus):
+        def subscribe(self, name: Any = None, *, buffer_size: Any = None) -> Any:
+            sub = super().subscribe(name, buffer_size=10)
+            batches = sub.batches
+
+            def late_batches(**kwargs: Any) -> Any:
+                published.wait(10)
+                yield from batches(**kwargs)
+
+            sub.batches = late_batches  # type: ignore[method-assign]
+            return sub
+
+    monkeypatch.setattr(_workload, "simulate", simulate)
+    report = _workload.run_demo(
+        SlowReader(buffer_size=1000), backend="memory", output=tmp_path / "o.jsonl", requests=50
+    )
+    assert (report.published, report.dropped, report.delivered) == (50, 0, 10)
+    assert report.consumer_dropped == 40
+    assert not report.lossless
+    assert (
+        "consumer dropped   40  (it fell behind: its subscription's buffer was full)"
+        in report.lines()
+    )
+    assert report.as_dict()["consumer_dropped"] == 40

@@ -35,6 +35,7 @@ class DemoReport:
     namespace_kind: str = "namespace"
     cleanup: str = ""
     output_error: str = ""
+    consumer_dropped: int = 0  # the consumer's subscription's drops: it fell behind
 
     @property
     def lossless(self) -> bool:
@@ -62,6 +63,13 @@ class DemoReport:
             f"events published   {self.published}",
             f"events dropped     {self.dropped}",
             f"events delivered   {self.delivered}",
+        ]
+        if self.consumer_dropped:
+            out.append(
+                f"consumer dropped   {self.consumer_dropped}  (it fell behind: its "
+                "subscription's buffer was full)"
+            )
+        out += [
             f"lines written      {self.written}  -> {self.output}",
             f"publish() cost     p50 {self.percentile(0.5) / 1000:.2f} us   "
             f"p99 {self.percentile(0.99) / 1000:.2f} us   "
@@ -82,6 +90,7 @@ class DemoReport:
             "published": self.published,
             "dropped": self.dropped,
             "delivered": self.delivered,
+            "consumer_dropped": self.consumer_dropped,
             "written": self.written,
             "output": str(self.output),
             "seconds": round(self.seconds, 3),
