@@ -180,7 +180,8 @@ assert not [m for m in sys.modules if m.startswith(("prometheus_client", "opente
         'needs opentelemetry-proto to build: pip install "eventbus-core[otlp]" (or, in a '
         'checkout of the eventbus repository, pip install "./eventbus_core[otlp]")'
     )
-    assert rows["otlp"].endswith(f"ok; {needs}"), rows["otlp"]
+    assert rows["otlp"].endswith(f"  {needs}"), rows["otlp"]
+    assert " ok" not in rows["otlp"], rows["otlp"]
     assert rows["jsonl"].endswith(" ok"), rows["jsonl"]
     as_json = subprocess.run(
         [str(python.with_name("eventbus")), "plugins", "--json"],
