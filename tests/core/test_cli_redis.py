@@ -23,6 +23,7 @@ from eventbus_core import Event
 from eventbus_core.cli import main
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests._services import redis_url, require_redis
+from tests.core._replay import FlakySink, replay_to
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -428,51 +429,6 @@ def test_tail_and_replay_print_redacted_events_unless_told_not_to(
     assert Event.from_json(raw.splitlines()[0]).response_body.startswith(b"\x1f\x8b")
 
 
-def replay_to(sink: Any, argv: list[str]) -> int:
-    """`eventbus replay --sink <sink.name> ...argv` with `sink` registered by a plugin."""
-    from eventbus_core import hookimpl
-    from eventbus_core._plugins import get_registry, reset_registry
-
-    class Plugin:
-        @hookimpl
-        def eventbus_register_sinks(self, register: Any) -> None:
-            register(sink.name, lambda settings, options: sink)
-
-    reset_registry()
-    try:
-        get_registry().register_plugin(Plugin(), sink.name)
-        return main(["replay", "--sink", sink.name, *argv])
-    finally:
-        reset_registry()
-
-
-class _FlakySink:
-    """Stores the first half of each new batch, then fails with a transient error saying so;
-    refuses LogID 3 alone (a permanent error about that one event)."""
-
-    name = "flaky"
-
-    def __init__(self) -> None:
-        self.stored: list[int] = []
-        self.calls = 0
-
-    async def send(self, batch: Any) -> None:
-        from eventbus_core import PermanentSinkError, TransientSinkError
-
-        self.calls += 1
-        ids = [p["log_id"] for p in batch]
-        if ids[0] == 3:
-            raise PermanentSinkError("HTTP 400 for the first event", refused=1)
-        if len(ids) > 1 and self.calls % 2:
-            half = len(ids) // 2
-            self.stored += ids[:half]
-            raise TransientSinkError("HTTP 503", delivered=half, retry_after=0)
-        self.stored += ids
-
-    async def close(self) -> None:
-        pass
-
-
 def test_replay_to_a_sink_keeps_what_it_stored_retries_and_names_what_failed(
     client: redis.Redis,
     prefix: str,
@@ -482,7 +438,7 @@ def test_replay_to_a_sink_keeps_what_it_stored_retries_and_names_what_failed(
 ) -> None:
     # Replay counted a whole batch failed on any error: 0 replayed where the sink had stored
     # 60 of 120, no retry of a transient error, and no LogIDs to narrow a rerun (trial 103).
-    sink = _FlakySink()
+    sink = FlakySink()
     publish_log(client, f"{prefix}:events", [ev(n) for n in range(1, 11)])
     code = replay_to(sink, ["--from-id", "1", "--batch-size", "4"])
     err = capsys.readouterr().err

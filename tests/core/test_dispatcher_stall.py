@@ -48,9 +48,13 @@ async def test_a_stuck_sink_does_not_stall_the_others_in_shared_mode(
     assert figures.shed == figures.dead_lettered > 0
     assert {r["error_type"] for r in dead.records} == {"Stalled"}
     assert all(r["sink"] == "stuck" for r in dead.records)
-    # Not "replay them with `eventbus replay`": it refuses a memory bus (helper-107).
-    assert "stalled" in caplog.text and "eventbus replay" not in caplog.text
-    assert "this backend keeps no log to replay them from" in caplog.text
+    # Not a replay of the log by LogID: it refuses a memory bus (helper-107); the dead-letter
+    # file holds them (trial 201).
+    assert "stalled" in caplog.text and "by LogID" not in caplog.text
+    assert "replay them to it with `eventbus replay --dead-letters FILE --sink stuck`" in (
+        caplog.text
+    )
+    assert "this backend keeps no log" in caplog.text
 
     # It recovers: what it held goes out, then it takes new events again.
     stuck.gate.set()

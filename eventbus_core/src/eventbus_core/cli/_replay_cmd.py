@@ -17,7 +17,7 @@ import contextlib
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,10 @@ from eventbus_core._bus import EventBus
 from eventbus_core._errors import (
     PermanentSinkError,
     TransientSinkError,
+    clipped,
+    message_of,
     refused_alone,
+    send_failure,
     stored_before_failing,
 )
 from eventbus_core._event import COUNTED_LOG_IDS_BELOW, Event
@@ -49,6 +52,7 @@ from eventbus_core.cli._ops import (
 from eventbus_core.cli._printing import printable
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
+from eventbus_core.cli._replay_dead_letters import check_dead_letter_flags, replay_dead_letters
 from eventbus_core.cli._sink_options import SinkOptions
 from eventbus_core.dispatch._dispatcher import close_sink
 from eventbus_core.dispatch._payload import PayloadPreparer
@@ -99,6 +103,23 @@ def add_parser(sub: Any) -> None:
         help="where the backend keeps several logs (the Redis log and stream, say), the one "
         "to read (default: the backend's own)",
     )
+    letters = parser.add_argument_group(
+        "dead letters (instead of the log: a memory bus keeps none, and scattered LogIDs "
+        "are one range each)"
+    )
+    letters.add_argument(
+        "--dead-letters",
+        metavar="FILE",
+        help="send the payloads of a dead-letter file (EVENTBUS_DEAD_LETTER_PATH) again, as "
+        "the sink would have got them (already transformed and redacted), in the file's order; "
+        "the file is only read. Takes no range and no backend flags",
+    )
+    letters.add_argument(
+        "--from-sink",
+        metavar="NAME",
+        help="with --dead-letters: the dead letters of this sink (their 'sink' field; default: "
+        "the --sink name, or every sink's when printing)",
+    )
     out = parser.add_argument_group("destination")
     out.add_argument("--sink", metavar="NAME", help="sink plugin to send to (see 'plugins')")
     out.add_argument(
@@ -147,57 +168,79 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class _SinkTarget:
-    """A sink plugin fed as the dispatcher feeds it, by the dispatcher's own `PayloadPreparer`.
+Replayed = tuple[int, dict[str, Any]]
+"""One payload to send again, with where it came from: its LogID (or a dead letter's line)."""
 
-    The transformer and redaction come from the same settings as `eventbus dispatch`
-    (`EVENTBUS_TRANSFORMER`, `EVENTBUS_BODY_*`, `EVENTBUS_REDACT*`), with the same fallback when
-    the transformer raises, so a replayed event reaches the sink in the same shape as it did
-    the first time. The sink's async methods run on a private loop.
+
+class _SinkTarget:
+    """A sink plugin fed as the dispatcher feeds it.
+
+    Events from the log are made into payloads by the dispatcher's own `PayloadPreparer`
+    (`payloads()`): the transformer and redaction come from the same settings as `eventbus
+    dispatch` (`EVENTBUS_TRANSFORMER`, `EVENTBUS_BODY_*`, `EVENTBUS_REDACT*`), with the same
+    fallback when the transformer raises, so a replayed event reaches the sink in the same shape
+    as it did the first time. A dead letter's payload is that shape already (`prepare=False`).
+    The sink's async methods run on a private loop. `describe` names the origins of a failed
+    part in its message (`LogIDs 7 to 12`, `lines 3 to 9 of FILE`), for a narrower rerun.
     """
 
     def __init__(
-        self, settings: EventBusSettings, name: str, options: dict[str, str], *, quiet: bool
+        self,
+        settings: EventBusSettings,
+        name: str,
+        options: dict[str, str],
+        *,
+        quiet: bool,
+        prepare: bool = True,
+        describe: Callable[[list[int]], str] | None = None,
     ) -> None:
         # Only the flag names a sink here: replay does not read EVENTBUS_SINKS.
         (self.sink,) = build_sinks(settings, [(name, options)], given_as="--sink")
         self.name = name
-        self.payload = PayloadPreparer.from_settings(settings)
+        self.payload = PayloadPreparer.from_settings(settings) if prepare else None
         self.retry = retry_policy_from_settings(settings)
         self.quiet = quiet
-        add_patterns(self.payload.redactor.extra_patterns)
+        self.describe = describe or _log_ids
+        add_patterns(redactor_from_settings(settings).extra_patterns)
         self.loop = asyncio.new_event_loop()
 
-    def send(self, batch: list[Event]) -> None:
-        """Send one batch; raises what the sink raises."""
-        self.loop.run_until_complete(self.sink.send([self.payload(e) for e in batch]))
+    def payloads(self, events: list[Event]) -> list[Replayed]:
+        """`events` as the sink gets them from the dispatcher, each with its LogID."""
+        assert self.payload is not None, "built with prepare=False"
+        return [(e.log_id, self.payload(e)) for e in events]
 
-    def send_with_retries(self, batch: list[Event]) -> tuple[int, int]:
+    def send_with_retries(self, batch: list[Replayed]) -> tuple[int, int]:
         """Send `batch` as the dispatcher does: what the sink says it stored
         (`SinkError.delivered`) is not sent again, a transient failure is retried
         (`EVENTBUS_RETRIES`, with the backoff or the sink's `retry_after`), and an error about
-        the first events alone (`refused`) fails only those. Return (stored, failed); each
-        failure is reported on stderr with the LogIDs it is about, for a narrower rerun."""
+        the first payloads alone (`refused`) fails only those. Return (stored, failed); each
+        failure is reported on stderr with what it is about (`describe`)."""
         stored = failed = 0
         attempt = 0
         while batch:
             attempt += 1
             try:
-                self.send(batch)
+                try:
+                    self.loop.run_until_complete(self.sink.send([p for _, p in batch]))
+                except (KeyboardInterrupt, SystemExit):
+                    raise  # Ctrl-C or SIGTERM (taken as Ctrl-C): the run ends, and says where
+                except BaseException as raised:  # GeneratorExit, gevent's Timeout: a failure
+                    raise send_failure(raised) from None
             except Exception as exc:  # a sink's failure is reported, then the run goes on
                 done = stored_before_failing(exc, len(batch))
                 stored += done
                 batch = batch[done:]
                 if not batch:
                     break  # it stored all of them, and said so with its error
+                said = clipped(scrub(message_of(exc)))
                 if not isinstance(exc, PermanentSinkError) and attempt <= self.retry.retries:
                     retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
                     delay = self.retry.delay(attempt, retry_after)
                     if not self.quiet:  # a wait of seconds, said as it begins
                         print(
                             f"eventbus replay: sink {self.name} failed for {len(batch)} "
-                            f"event(s), {_log_ids(batch)} (attempt {attempt}: "
-                            f"{scrub(str(exc))}); retrying in {delay:.1f} s",
+                            f"event(s), {self.describe([k for k, _ in batch])} (attempt "
+                            f"{attempt}: {said}); retrying in {delay:.1f} s",
                             file=sys.stderr,
                         )
                     time.sleep(delay)
@@ -206,7 +249,7 @@ class _SinkTarget:
                 failed += len(gone)
                 print(
                     f"eventbus replay: sink {self.name} failed for {len(gone)} event(s), "
-                    f"{_log_ids(gone)}, after {attempt} attempt(s): {scrub(str(exc))}",
+                    f"{self.describe([k for k, _ in gone])}, after {attempt} attempt(s): {said}",
                     file=sys.stderr,
                 )
                 batch = batch[len(gone) :]
@@ -243,9 +286,9 @@ class _SinkTarget:
             self.loop.close()
 
 
-def _log_ids(events: list[Event]) -> str:
+def _log_ids(log_ids: list[int]) -> str:
     """`LogID 7`, `LogIDs 7 to 12` (replay reads in LogID order), or `no LogIDs`."""
-    ids = [e.log_id for e in events if e.log_id]
+    ids = [i for i in log_ids if i]
     if not ids:
         return "no LogIDs"
     if len(ids) == 1:
@@ -342,11 +385,17 @@ def _check_range(args: argparse.Namespace) -> None:
 @with_backend_errors
 def run(args: argparse.Namespace) -> int:
     """Replay the range; exit 1 if an entry could not be decoded or a send failed."""
+    if args.dead_letters is not None:
+        check_dead_letter_flags(args)  # before the backend flags' own checks: none applies
     settings = settings_from_args(args)
     _check(args)
     options = _options(args.sink_opt, args.sink)
     if options and not args.sink:
         raise UsageError("--sink-opt needs --sink")
+    if args.dead_letters is not None:
+        return replay_dead_letters(args, settings, options)
+    if args.from_sink is not None:
+        raise UsageError("--from-sink selects in a dead-letter file: it needs --dead-letters")
     # A broken EVENTBUS_TRANSFORMER is said now, dry run or not, as 'dispatch' says it.
     preparer = PayloadPreparer.from_settings(settings) if args.sink else None
     target = _SinkTarget(settings, args.sink, options, quiet=args.quiet) if args.sink else None
@@ -406,7 +455,7 @@ def _replay(
                 sys.stdout.flush()
             stored, refused = len(batch), 0
         else:
-            stored, refused = target.send_with_retries(batch)
+            stored, refused = target.send_with_retries(target.payloads(batch))
         sent += stored
         failed += refused
         handled_through = max(handled_through, *(e.log_id for e in batch))

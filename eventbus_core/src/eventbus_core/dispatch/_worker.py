@@ -115,14 +115,16 @@ class SinkWorker:
         self.stats.stalled = True
         self.stats.stalls += 1
         self._shed_at_stall = self.stats.shed
+        # The dead letters hold what the sink would have got: `eventbus replay --dead-letters`
+        # sends it again, from any backend (trial 201).
+        file = getattr(self.dead_letter, "path", None) or "FILE"
+        again = f"`eventbus replay --dead-letters {file} --sink {self.name}`"
         if self.dead_letter is not None and self.lane.replayable:
-            fate = f"dead-lettered (replay them to it with `eventbus replay --sink {self.name}`"
-            fate += " by LogID)"
+            fate = f"dead-lettered (replay them to it with {again}, or from the log by LogID)"
         elif self.dead_letter is not None:
             # A memory bus keeps no log to replay from (helper-107: the hint pointed at
-            # `eventbus replay`, which refuses such a backend).
-            fate = "dead-lettered (the dead letters hold the events: this backend keeps no log "
-            fate += "to replay them from)"
+            # `eventbus replay`'s log range, which refuses such a backend): the file does.
+            fate = f"dead-lettered (replay them to it with {again}; this backend keeps no log)"
         elif self.lane.durable:
             fate = "left unacknowledged, for redelivery (no dead-letter destination configured)"
         else:

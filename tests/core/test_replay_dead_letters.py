@@ -1,0 +1,155 @@
+"""`eventbus replay --dead-letters FILE`: a dead-letter file's payloads go to a sink again.
+
+The way back for a memory bus's dead letters, which no log holds (trial 201: no tool replayed
+them, and the stall warning's hint named a command that refused the backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventbus_core import Dispatcher, JsonlDeadLetter
+from eventbus_core.cli import main
+from eventbus_core.testing import make_event
+from eventbus_memory import InMemoryEventBus
+from tests.core._replay import FlakySink, replay_to
+from tests.core.conftest_dispatch import FAST_RETRY, AlwaysFailing, RecordingSink, read_jsonl
+
+
+class Keeper:
+    """A sink that keeps every payload it is sent."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.payloads: list[dict[str, Any]] = []
+
+    async def send(self, batch: Any) -> None:
+        self.payloads += batch
+
+    async def close(self) -> None:
+        pass
+
+
+def dead_letters_of_a_memory_dispatch(path: Path) -> list[dict[str, Any]]:
+    """Six events from a memory bus through a sink that refuses them all ("down"), and one
+    that takes them ("fine"); the dead letters go to `path`. Returns what "fine" got."""
+    bus = InMemoryEventBus(buffer_size=100)
+    down, fine = AlwaysFailing("down"), RecordingSink("fine")
+    dispatcher = Dispatcher(
+        bus, [down, fine], batch_size=4, flush_interval=0.01, retry=FAST_RETRY,
+        dead_letter=JsonlDeadLetter(path),
+    )  # fmt: skip
+
+    async def run() -> None:
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.1)  # subscribed
+        for i in range(6):
+            headers = {"Authorization": ["Bearer sk-t201secretsecret"]}
+            bus.publish(make_event(i, request_id=f"dl-{i}", response_headers=headers))
+        for _ in range(500):
+            if dispatcher.stats().sinks["down"].dead_lettered == 6:
+                break
+            await asyncio.sleep(0.01)
+        dispatcher.request_stop()
+        await task
+
+    asyncio.run(run())
+    bus.stop()
+    return fine.payloads
+
+
+def test_a_memory_bus_dead_letters_go_to_a_sink_again_as_the_dispatcher_sent_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    delivered = dead_letters_of_a_memory_dispatch(path)
+    assert len(read_jsonl(path)) == 6
+    keeper = Keeper("down")  # the name the dead letters carry
+    assert replay_to(keeper, ["--dead-letters", str(path), "--batch-size", "4"]) == 0
+    # The payloads "fine" got: transformed and redacted. (An event without a time of its own
+    # gets the moment each sink's payload was made, a few microseconds apart.)
+    assert [{**p, "timestamp": ""} for p in keeper.payloads] == [
+        {**p, "timestamp": ""} for p in delivered
+    ]
+    assert "sk-t201secret" not in json.dumps(keeper.payloads)
+    err = capsys.readouterr().err
+    assert f"replayed 6 dead letter(s) of sink down from {path} to sink down; 0 failed" in err
+    assert len(read_jsonl(path)) == 6  # only read
+
+
+def test_the_dead_letters_of_one_sink_go_to_another_and_the_rest_are_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    rows = [{"sink": "a", "log_id": i, "payload": {"log_id": i}} for i in (1, 2, 3)]
+    rows += [{"sink": "b", "log_id": 9, "payload": {"log_id": 9}}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"sink": "a", "payl\n')
+    keeper = Keeper("other")
+    assert replay_to(keeper, ["--dead-letters", str(path), "--from-sink", "a"]) == 1
+    assert [p["log_id"] for p in keeper.payloads] == [1, 2, 3]
+    err = capsys.readouterr().err
+    assert "replayed 3 dead letter(s) of sink a" in err
+    assert "1 unreadable line(s) skipped" in err  # the line a crash cut short: exit 1
+    assert "left the dead letters of other sinks: b (1)" in err
+
+
+def test_without_a_sink_the_payloads_are_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    rows = [{"sink": s, "payload": {"log_id": i, "n": "é"}} for i, s in enumerate("ab")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["replay", "--dead-letters", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert [json.loads(line) for line in out.splitlines()] == [r["payload"] for r in rows]
+
+
+def test_a_failure_names_the_lines_of_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    rows = [{"sink": "flaky", "payload": {"log_id": i}} for i in range(1, 7)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sink = FlakySink()  # stores half a batch, then fails; refuses LogID 3 alone
+    assert replay_to(sink, ["--dead-letters", str(path), "--batch-size", "4"]) == 1
+    assert sorted(sink.stored) == [1, 2, 4, 5, 6]
+    err = capsys.readouterr().err
+    assert f"sink flaky failed for 1 event(s), line 3 of {path}, after 2 attempt(s)" in err
+    assert "replayed 5 dead letter(s) of sink flaky" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--from-id", "3"], "--from-id: --dead-letters reads a dead-letter file"),
+        (["--since", "2h"], "--since: --dead-letters reads a dead-letter file"),
+        (["--redis-url", "redis://h:1"], "--redis-url: --dead-letters reads a dead-letter file"),
+        (["--backend", "memory"], "--backend: --dead-letters reads a dead-letter file"),
+        (["--no-redact"], "--no-redact: a dead letter holds its payload"),
+        (["--from-sink", " "], "--from-sink is empty"),
+    ],
+)
+def test_flags_that_mean_nothing_for_a_file_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], said: str
+) -> None:
+    path = tmp_path / "dead.jsonl"
+    path.write_text("")
+    assert main(["replay", "--dead-letters", str(path), *flags]) == 2
+    assert said in capsys.readouterr().err
+
+
+def test_a_missing_file_and_a_stray_from_sink_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.jsonl"
+    assert main(["replay", "--dead-letters", str(missing)]) == 2
+    assert f"--dead-letters {missing}: cannot read it (No such file" in capsys.readouterr().err
+    assert main(["replay", "--from-sink", "a"]) == 2
+    assert "--from-sink selects in a dead-letter file: it needs --dead-letters" in (
+        capsys.readouterr().err
+    )
