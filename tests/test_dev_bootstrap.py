@@ -156,7 +156,7 @@ def test_an_active_foreign_venv_gets_no_warning_and_no_change(tmp_path: Path) ->
     assert list(foreign.iterdir()) == []
 
 
-def test_tests_run_in_two_processes_unless_the_caller_chose() -> None:
+def test_tests_run_in_three_processes_unless_the_caller_chose() -> None:
     dev = load_dev()
     assert dev.test_workers([]) == ["-n", "3", "--dist", "loadfile"]
     assert dev.test_workers(["tests/core", "-k", "x"]) == ["-n", "3", "--dist", "loadfile"]

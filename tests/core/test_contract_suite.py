@@ -771,7 +771,8 @@ def guide_queue_bus() -> str:
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
-    """{test class: {test name: outcome}} of the whole suite run on every bus above."""
+    """{test class: {test name: outcome}} of the child run: each broken bus's MUST_FAIL tests,
+    and the whole suite on each control."""
     work = tmp_path_factory.mktemp("contract")
     (work / "queue_bus.py").write_text(guide_queue_bus())
     (work / "lazy_helper.py").write_text("VALUE = 1\n")  # imported at a bus's first publish

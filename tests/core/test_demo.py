@@ -396,7 +396,7 @@ def test_a_finished_demo_says_what_the_consumer_dropped(
     def simulate(bus: Any, **kwargs: Any) -> list[int]:
         for i in range(50):
             bus.publish(make_event(i))
-        bus.flush(5)  # all of it offered to the consumer, which holds 10 and drops the rest
+        assert bus.flush(5)  # all of it offered to the consumer, which holds 10, drops the rest
         published.set()
         return [1000] * 50
 

@@ -25,7 +25,7 @@ import redis
 from tests._devices import FULL_MINOR, NULL_MINOR, make_device
 from tests._services import redis_url, require_redis
 
-STOPS_DB = 9  # not test_demo.py's 8: the two files may run at once (dev.py test: -n 2)
+STOPS_DB = 9  # not test_demo.py's 8: the two files may run at once (dev.py test: -n 3)
 REDIS_URL = redis_url(STOPS_DB)
 BACKENDS = ["memory", "redis", "redis-streams"]
 

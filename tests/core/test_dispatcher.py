@@ -167,7 +167,7 @@ class UnprintableError(Exception):
         UnprintableError(),
     ],
 )
-async def test_a_sink_raising_system_exit_fails_its_attempt_not_the_dispatcher(
+async def test_a_sink_raising_a_base_exception_or_an_unprintable_error_fails_its_attempt(
     ending: BaseException,
 ) -> None:
     # SystemExit ended `eventbus dispatch` (rc 3 or 130) with "Task exception was never
@@ -216,6 +216,82 @@ async def test_a_huge_error_message_is_clipped_in_dead_letters_and_logs(
         assert record["error"].endswith(" more characters)")
         assert "sk-zzzz" not in record["error"]  # masked before it was cut
     assert max(len(r.getMessage()) for r in caplog.records) < 2_500
+
+
+# A bare key (no "Bearer" before it) whose first characters fall before the 2,000th: cut first,
+# "sk-A1b2" is too short to be told from text, and stayed (review 202).
+KEY_ACROSS_THE_CUT = "x" * 1992 + " sk-A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0 and more"
+
+
+async def test_a_key_the_cut_would_halve_is_masked_whole_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = RecordingSink(fail_times=99, error=lambda: PermanentSinkError(KEY_ACROSS_THE_CUT))
+    with caplog.at_level(logging.INFO, logger="eventbus"):
+        stats, dl = await asyncio.wait_for(dispatched(sink, 1), 10)
+    assert stats.sinks["rec"].dead_lettered == 1
+    assert "x [REDACT" in dl.records[0]["error"]  # the mask, which the cut halves
+    for text in (dl.records[0]["error"], caplog.text):
+        assert "sk-A1b2" not in text and "A1b2C3" not in text
+
+
+async def test_a_transformer_error_is_masked_before_it_is_cut(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def transform(event: Event) -> dict[str, Any]:
+        raise ValueError(KEY_ACROSS_THE_CUT[len("ValueError: ") :])  # the key where it was
+
+    sink = RecordingSink()
+    with caplog.at_level(logging.INFO, logger="eventbus"):
+        await Dispatcher(
+            feed(make_events(1)), [sink], flush_interval=0.01, retry=FAST_RETRY,
+            transform=transform,
+        ).run()  # fmt: skip
+    error = sink.payloads[0]["transform_error"]
+    assert error.endswith(" more characters)") and "x [REDACT" in error
+    for text in (error, caplog.text):
+        assert "sk-A1b2" not in text and "A1b2C3" not in text
+
+
+class TransformerTimeout(BaseException):
+    """As gevent's Timeout: a library's own BaseException, raised by a transformer."""
+
+
+@pytest.mark.parametrize("ending", [TransformerTimeout("lib"), GeneratorExit(), SystemExit(2)])
+async def test_a_transformer_raising_a_base_exception_ships_the_bare_facts(
+    ending: BaseException,
+) -> None:
+    # It ended the dispatcher's reader, and Dispatcher.run() with it (review 202).
+    def transform(event: Event) -> dict[str, Any]:
+        raise ending
+
+    sink = RecordingSink()
+    stats = await asyncio.wait_for(
+        Dispatcher(
+            feed(make_events(3)), [sink], flush_interval=0.01, retry=FAST_RETRY,
+            transform=transform,
+        ).run(),
+        10,
+    )  # fmt: skip
+    assert sorted(p["log_id"] for p in sink.payloads) == [1, 2, 3]
+    assert all(p["transform_error"].startswith(type(ending).__name__) for p in sink.payloads)
+    assert stats.sinks["rec"].sent == 3
+
+
+async def test_a_generator_exit_from_closing_the_send_is_not_the_sinks_failure() -> None:
+    # A worker's coroutine closed (its task collected) got GeneratorExit at its await, which
+    # was counted as the sink failing (review 202).
+    from eventbus_core.dispatch._worker import _being_closed
+
+    assert not _being_closed(asyncio.current_task())  # raised by the sink in the sending task
+    assert _being_closed(None)  # thrown in by a close outside any task
+
+    async def other() -> bool:
+        return _being_closed(mine)
+
+    mine = asyncio.current_task()
+    assert await asyncio.create_task(other())  # closed while another task runs
+    assert await asyncio.to_thread(_being_closed, mine)  # no running loop there
 
 
 async def test_an_error_about_one_event_dead_letters_it_alone_and_sends_the_rest_on() -> None:

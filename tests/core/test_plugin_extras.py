@@ -51,3 +51,19 @@ def test_says_nothing_when_it_cannot_tell_or_nothing_is_missing(
     assert _plugin_extras.missing_extras(None, ["x"]) == []  # registered without a distribution
     assert _plugin_extras.missing_extras("not-installed", ["x"]) == []
     assert _plugin_extras.missing_extras("acme-sinks", []) == []
+
+
+def test_the_status_cell_says_what_is_missing_not_ok(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "ok; needs ..." read as usable to a script checking the column (trial 199).
+    from eventbus_core._plugins import PluginInfo
+    from eventbus_core.cli import _plugins_cmd
+
+    fake = _installed_only(['grpcio; extra == "fast"'], present=set())
+    monkeypatch.setattr(_plugin_extras.md, "distribution", fake)
+    needing = PluginInfo("acme", "acme.sink", distribution="acme-sinks", extras=("fast",))
+    assert _plugins_cmd._status(needing) == (
+        'needs grpcio to build: pip install "acme-sinks[fast]"'
+    )
+    assert _plugins_cmd._status(PluginInfo("acme", "acme.sink", distribution="acme-sinks")) == "ok"
+    broken = PluginInfo("acme", "acme.sink", error="ImportError: no", extras=("fast",))
+    assert _plugins_cmd._status(broken) == "ERROR ImportError: no"

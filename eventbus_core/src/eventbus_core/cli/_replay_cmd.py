@@ -222,7 +222,7 @@ class _SinkTarget:
             try:
                 try:
                     self.loop.run_until_complete(self.sink.send([p for _, p in batch]))
-                except (KeyboardInterrupt, SystemExit):
+                except KeyboardInterrupt:
                     raise  # Ctrl-C or SIGTERM (taken as Ctrl-C): the run ends, and says where
                 except BaseException as raised:  # GeneratorExit, gevent's Timeout: a failure
                     raise send_failure(raised) from None
@@ -232,7 +232,7 @@ class _SinkTarget:
                 batch = batch[done:]
                 if not batch:
                     break  # it stored all of them, and said so with its error
-                said = clipped(scrub(message_of(exc)))
+                said = clipped(message_of(exc), scrub)
                 if not isinstance(exc, PermanentSinkError) and attempt <= self.retry.retries:
                     retry_after = exc.retry_after if isinstance(exc, TransientSinkError) else None
                     delay = self.retry.delay(attempt, retry_after)

@@ -41,7 +41,7 @@ from eventbus_core._errors import (
     stored_before_failing,
 )
 from eventbus_core._event import Event
-from eventbus_core._log import get_logger
+from eventbus_core._log import get_logger, scrub
 from eventbus_core._source import AckableSource, SubscriptionSource
 from eventbus_core.capabilities import (
     BlockingSend,
@@ -240,7 +240,7 @@ class Lane:
                 # or a scrape cannot write (a plugin's datetime made every stop exit 1).
                 figures = json.loads(json.dumps(dict(self._figures.figures()), default=str))
             except Exception as exc:  # figures are informative; never fail stats() for them
-                out["figures_error"] = clipped(message_of(exc))
+                out["figures_error"] = clipped(message_of(exc), scrub)
             else:
                 # A source's figure named like the lane's own (a Redis consumer's `acked`: what
                 # Redis confirmed) goes beside it as `source_<name>`, never over it.

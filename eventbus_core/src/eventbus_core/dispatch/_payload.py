@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventbus_core._errors import clipped, message_of
 from eventbus_core._event import Event
-from eventbus_core._log import get_logger
+from eventbus_core._log import get_logger, scrub
 from eventbus_core.redact._masked_values import masked_values
 from eventbus_core.redact._redact import MASK, Redactor
 from eventbus_core.transform._llm import LLMTransformer, Payload, Transform
@@ -68,8 +68,12 @@ class PayloadPreparer:
             payload = dict(made)
             if self._check_values:
                 _refuse_unencodable(payload, self.transform)
-        except Exception as exc:
-            # A transformer bug must not lose events: ship the bare facts and say why.
+        except KeyboardInterrupt:
+            raise  # `eventbus replay` prepares in the main thread: the user's Ctrl-C
+        except BaseException as exc:
+            # A transformer bug must not lose events: ship the bare facts and say why. Any
+            # BaseException too (GeneratorExit, SystemExit, a library's own): one ended the
+            # dispatcher's reader, and Dispatcher.run() with it (review 202).
             reason = _error_text(exc, event, self.redactor)
             self._transform_failures += 1
             failures = self._transform_failures
@@ -216,7 +220,7 @@ def _quoted_forms(value: str) -> set[str]:
     }
 
 
-def _error_text(exc: Exception, event: Event, redactor: Redactor) -> str:
+def _error_text(exc: BaseException, event: Event, redactor: Redactor) -> str:
     """`"<type>: <message>"` of a transformer's exception, with every value the redaction masks
     in the event (credential headers' values and the `user:password` of a Basic one, what it
     masks in the path and the bodies: `masked_values`) masked wherever the message quotes it,
@@ -224,8 +228,13 @@ def _error_text(exc: Exception, event: Event, redactor: Redactor) -> str:
     recognise a credential by its name or shape, which such a message may not put next to it
     (`KeyError: 'hunter2'`). The log line and the payload's `transform_error` both get this
     text."""
-    text = f"{type(exc).__name__}: {message_of(exc)}"
     secrets = {form for value in masked_values(event, redactor) for form in _quoted_forms(value)}
-    for form in sorted(secrets, key=len, reverse=True):  # a value inside another: later
-        text = text.replace(form, MASK)
-    return clipped(text)
+
+    def mask(text: str) -> str:
+        for form in sorted(secrets, key=len, reverse=True):  # a value inside another: later
+            text = text.replace(form, MASK)
+        # The text rules too, before the cut (they run again on the payload and the log
+        # line): a key the cut halves is no longer one they recognise (review 202).
+        return scrub(redactor.text(text))
+
+    return clipped(f"{type(exc).__name__}: {message_of(exc)}", mask)

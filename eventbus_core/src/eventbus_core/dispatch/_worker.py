@@ -248,7 +248,7 @@ class SinkWorker:
                 len(batch),
                 attempt,
                 type(exc).__name__,
-                clipped(self.scrub(message_of(exc))),
+                clipped(message_of(exc), self.scrub),
                 delay,
             )
             # Kept while it waits, and when a stop's deadline cancels the wait: the batch's dead
@@ -267,6 +267,7 @@ class SinkWorker:
     ) -> tuple[Exception | None, int]:
         """One attempt at `batch`: (None, all) if the sink stored it, else (the error, how many
         of the first events the sink says it stored: `SinkError.delivered`, settled here)."""
+        sending = asyncio.current_task()
         try:
             try:
                 await self.sink.send(payloads)
@@ -283,6 +284,10 @@ class SinkWorker:
                 ) from None
             except Exception:
                 raise
+            except GeneratorExit:
+                if _being_closed(sending):
+                    raise  # this coroutine is closed (its task collected): not the sink's doing
+                raise send_failure(GeneratorExit()) from None
             except BaseException as ending:
                 # A plugin's doing (the dispatcher's SIGINT never raises in its loop): SystemExit
                 # ended `eventbus dispatch` with "Task exception was never retrieved"
@@ -343,7 +348,7 @@ class SinkWorker:
         """
         if error_type is None:
             error_type = "Shutdown" if isinstance(exc, str) else error_type_of(exc)
-        message = clipped(self.scrub(message_of(exc))) or error_type
+        message = clipped(message_of(exc), self.scrub) or error_type
         n = len(batch)
         if not isinstance(exc, str):
             self.stats.failed_since_sent += n  # a shutdown cut-off is not the sink failing
@@ -357,7 +362,7 @@ class SinkWorker:
                     "sink %s: could not dead-letter %d events (%s); original error: %s",
                     self.name,
                     n,
-                    clipped(self.scrub(message_of(dl_exc))),
+                    clipped(message_of(dl_exc), self.scrub),
                     message,
                 )
             else:
@@ -386,3 +391,14 @@ class SinkWorker:
         else:
             self.stats.dropped += n
         return False
+
+
+def _being_closed(sending: asyncio.Task[Any] | None) -> bool:
+    """True when a GeneratorExit comes from the coroutine being closed (its task collected,
+    from whatever thread and loop) rather than from the sink's send(), which raises it in the
+    task `sending` that awaited the send. Counted as the sink's failure, it showed as one
+    (review 202)."""
+    try:
+        return asyncio.current_task() is not sending
+    except RuntimeError:  # no running event loop
+        return True
