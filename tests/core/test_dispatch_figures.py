@@ -178,3 +178,16 @@ async def test_a_source_figure_named_like_the_lanes_own_comes_beside_it() -> Non
     )
     lane = stats.lanes["shared"]
     assert (lane["acked"], lane["source_acked"], lane["claimed"]) == (10, 3, 1)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("no"), GeneratorExit()])
+def test_a_sinks_failing_figures_fail_nothing(error: BaseException) -> None:
+    # Informative only: a plugin's bug there, a BaseException included (review 202), must fail
+    # neither the dispatcher's stats nor a replay.
+    from eventbus_core._sink import sink_figures
+
+    class Failing(RecordingSink):
+        def figures(self) -> dict[str, int]:
+            raise error
+
+    assert sink_figures(Failing()) == {}
