@@ -399,9 +399,7 @@ async def test_shared_group_sheds_a_stuck_sinks_share_and_acks_everything(
     for record in dead.records:  # the stream's own LogIDs: `eventbus replay` finds them
         assert log_ids[record["log_id"]] == record["request_id"]
     # As the warning says: from the dead letters, or from the stream by LogID.
-    assert "replay them to it with `eventbus replay --dead-letters FILE --sink stuck`" in (
-        caplog.text
-    )
+    assert "`eventbus replay --dead-letters FILE --from-sink stuck --sink SINK`" in caplog.text
     assert "or from the log by LogID" in caplog.text
 
     stuck.gate.set()  # it recovers; everything it held goes out

@@ -287,7 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
             shared_backend_example(settings.backend),
         )
     log.info(
-        "dispatching from backend %r to sinks %s (batch %d, flush %g s, groups %s, "
+        "dispatching from backend %r to sinks %s (batch %d, flush %s s, groups %s, "
         "dead letters %s)",
         settings.backend,
         ",".join(s.name for s in dispatcher.sinks),

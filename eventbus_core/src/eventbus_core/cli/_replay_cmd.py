@@ -120,6 +120,13 @@ def add_parser(sub: Any) -> None:
         help="with --dead-letters: the dead letters of this sink (their 'sink' field; default: "
         "the --sink name, or every sink's when printing)",
     )
+    letters.add_argument(
+        "--from-line",
+        type=int,
+        metavar="N",
+        help="with --dead-letters: start at the file's line N (where an interrupted run says "
+        "to go on)",
+    )
     out = parser.add_argument_group("destination")
     out.add_argument("--sink", metavar="NAME", help="sink plugin to send to (see 'plugins')")
     out.add_argument(
@@ -394,8 +401,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--sink-opt needs --sink")
     if args.dead_letters is not None:
         return replay_dead_letters(args, settings, options)
-    if args.from_sink is not None:
-        raise UsageError("--from-sink selects in a dead-letter file: it needs --dead-letters")
+    for flag, value in (("--from-sink", args.from_sink), ("--from-line", args.from_line)):
+        if value is not None:
+            raise UsageError(f"{flag} selects in a dead-letter file: it needs --dead-letters")
     # A broken EVENTBUS_TRANSFORMER is said now, dry run or not, as 'dispatch' says it.
     preparer = PayloadPreparer.from_settings(settings) if args.sink else None
     target = _SinkTarget(settings, args.sink, options, quiet=args.quiet) if args.sink else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -54,19 +55,28 @@ def check_dead_letter_flags(args: argparse.Namespace) -> None:
         )
     if args.from_sink is not None and not args.from_sink.strip():
         raise UsageError("--from-sink is empty: give the name of the sink the dead letters name")
+    if args.from_line is not None and args.from_line < 1:
+        raise UsageError(f"--from-line {args.from_line}: lines are numbered from 1")
+
+
+_NAMED_UNREADABLE = 5  # the first unreadable lines the summary names
 
 
 class DeadLetterFile:
-    """The dead letters of `path` for sink `sink` (all of them when None), read line by line.
+    """The dead letters of `path` for sink `sink` (all of them when None), read line by line
+    from line `first` on, up to the file's end when it was opened.
 
     `unreadable` counts lines that are no dead letter (not JSON, no `payload` object: a line
-    cut short by a crash, say); `others` the dead letters of other sinks, by sink.
+    cut short by a crash, say), the first few of them by number in `unreadable_lines`; `others`
+    the dead letters of other sinks, by sink.
     """
 
-    def __init__(self, path: Path, sink: str | None) -> None:
+    def __init__(self, path: Path, sink: str | None, first: int = 1) -> None:
         self.path = path
         self.sink = sink
+        self.first = first
         self.unreadable = 0
+        self.unreadable_lines: list[int] = []
         self.others: Counter[str] = Counter()
         self.last_line = 0  # the last line read so far
 
@@ -81,19 +91,30 @@ class DeadLetterFile:
             ) from None
 
     def entries(self, lines: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(line number, payload) of each dead letter for the sink, in the file's order."""
+        """(line number, payload) of each dead letter for the sink, in the file's order. Only
+        what the file held when opened: a dispatcher appending meanwhile, or a sink writing
+        into the same file, must not make the run read its own output (trial 203)."""
+        try:
+            size = os.fstat(lines.fileno()).st_size
+        except (AttributeError, OSError, ValueError):
+            size = None  # not a regular file (a pipe): read to its end
+        consumed = 0
         for number, raw in enumerate(lines, start=1):
+            consumed += len(raw)
+            if size is not None and consumed > size:
+                return  # a line written after the start
             self.last_line = number
-            if not raw.strip():
+            if number < self.first or not raw.strip():
                 continue
             try:
                 record = json.loads(raw)
             except ValueError:
-                self.unreadable += 1
-                continue
+                record = None
             payload = record.get("payload") if isinstance(record, dict) else None
             if not isinstance(payload, dict):
                 self.unreadable += 1
+                if len(self.unreadable_lines) < _NAMED_UNREADABLE:
+                    self.unreadable_lines.append(number)
                 continue
             sink = str(record.get("sink", ""))
             if self.sink is not None and sink != self.sink:
@@ -123,7 +144,7 @@ def replay_dead_letters(
     check_dead_letter_flags(args)
     path = Path(args.dead_letters)
     wanted = args.from_sink if args.from_sink is not None else args.sink
-    letters = DeadLetterFile(path, wanted)
+    letters = DeadLetterFile(path, wanted, args.from_line or 1)
     handle = letters.open()
     target = None
     if args.sink and not args.dry_run:
@@ -170,7 +191,10 @@ def replay_dead_letters(
         finally:
             if target is not None:
                 target.close()
-    return EXIT_FAILED if failed or letters.unreadable else EXIT_OK
+    # Nothing for the sink named, where the file holds others' (a typo in --from-sink, say):
+    # not a success.
+    missed = not sent and not failed and bool(letters.others)
+    return EXIT_FAILED if failed or letters.unreadable or missed else EXIT_OK
 
 
 def _summary(
@@ -191,10 +215,15 @@ def _summary(
         f"{verb} {sent} dead letter(s){of} from {letters.path} to {where}; {failed} failed, "
         f"{letters.unreadable} unreadable line(s) skipped"
     )
+    if letters.unreadable_lines:
+        named = ", ".join(str(n) for n in letters.unreadable_lines)
+        more = ", ..." if letters.unreadable > len(letters.unreadable_lines) else ""
+        line += f" (line {named}{more})" if letters.unreadable == 1 else f" (lines {named}{more})"
     if letters.others:
         named = ", ".join(f"{name or '(none)'} ({n})" for name, n in sorted(letters.others.items()))
         line += f"; left the dead letters of other sinks: {named} (--from-sink NAME takes them)"
     if ended_by:
+        # The batch it was in the middle of comes again: some of it may have been taken.
         upto = batch[0][0] - 1 if batch else letters.last_line
-        line += f"; done up to line {upto} of the file"
+        line += f"; done up to line {upto} of the file: go on with --from-line {upto + 1}"
     print(line, file=sys.stderr)

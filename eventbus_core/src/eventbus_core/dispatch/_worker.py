@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import shlex
 import time
 from collections import deque
 from collections.abc import Callable
@@ -116,9 +118,14 @@ class SinkWorker:
         self.stats.stalls += 1
         self._shed_at_stall = self.stats.shed
         # The dead letters hold what the sink would have got: `eventbus replay --dead-letters`
-        # sends it again, from any backend (trial 201).
-        file = getattr(self.dead_letter, "path", None) or "FILE"
-        again = f"`eventbus replay --dead-letters {file} --sink {self.name}`"
+        # sends it again, from any backend (trial 201). A command to paste: the file's path
+        # absolute and quoted for a shell, and the dead letters' sink named apart from the
+        # plugin to send to, which a sink built in code may not be called (trial 203).
+        path = getattr(self.dead_letter, "path", None)
+        file = shlex.quote(os.path.abspath(path)) if path is not None else "FILE"
+        name = shlex.quote(self.name)
+        plugin = name if _is_sink_plugin(self.name) else "SINK"
+        again = f"`eventbus replay --dead-letters {file} --from-sink {name} --sink {plugin}`"
         if self.dead_letter is not None and self.lane.replayable:
             fate = f"dead-lettered (replay them to it with {again}, or from the log by LogID)"
         elif self.dead_letter is not None:
@@ -402,3 +409,14 @@ def _being_closed(sending: asyncio.Task[Any] | None) -> bool:
         return asyncio.current_task() is not sending
     except RuntimeError:  # no running event loop
         return True
+
+
+def _is_sink_plugin(name: str) -> bool:
+    """True if an installed plugin registers a sink `name` (what `eventbus replay --sink`
+    takes); a sink built in code may have a name of its own."""
+    from eventbus_core._plugins import get_registry
+
+    try:
+        return name in get_registry().sinks
+    except Exception:  # a hint only: a plugin that fails to load says so elsewhere
+        return False
