@@ -21,6 +21,14 @@ from tests.core._replay import FlakySink, replay_to
 from tests.core.conftest_dispatch import FAST_RETRY, AlwaysFailing, RecordingSink, read_jsonl
 
 
+def dead_letters_file(tmp_path: Path, sink: str, log_ids: range, tail: str = "") -> Path:
+    """A dead-letter file of one line per LogID, for `sink`, then `tail` as it is."""
+    path = tmp_path / "dead.jsonl"
+    rows = [{"sink": sink, "log_id": i, "payload": {"log_id": i}} for i in log_ids]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
+    return path
+
+
 class Keeper:
     """A sink that keeps every payload it is sent."""
 
@@ -112,9 +120,7 @@ def test_without_a_sink_the_payloads_are_printed(
 def test_a_failure_names_the_lines_of_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "dead.jsonl"
-    rows = [{"sink": "flaky", "payload": {"log_id": i}} for i in range(1, 7)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = dead_letters_file(tmp_path, "flaky", range(1, 7))
     sink = FlakySink()  # stores half a batch, then fails; refuses LogID 3 alone
     assert replay_to(sink, ["--dead-letters", str(path), "--batch-size", "4"]) == 1
     assert sorted(sink.stored) == [1, 2, 4, 5, 6]
@@ -186,9 +192,7 @@ def test_the_stall_warning_gives_a_command_to_paste(
 def test_an_interrupted_run_says_where_to_go_on_and_that_line_is_taken(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "dead.jsonl"
-    rows = [{"sink": "k", "payload": {"log_id": i}} for i in range(1, 8)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = dead_letters_file(tmp_path, "k", range(1, 8))
 
     class Halting(Keeper):
         async def send(self, batch: Any) -> None:
@@ -208,9 +212,7 @@ def test_a_run_reads_only_what_the_file_held_when_it_began(
 ) -> None:
     # A jsonl sink writing into the dead-letter file itself made the run read its own output
     # back as 300 unreadable lines (trial 203).
-    path = tmp_path / "dead.jsonl"
-    rows = [{"sink": "jsonl", "payload": {"log_id": i}} for i in range(1, 4)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = dead_letters_file(tmp_path, "jsonl", range(1, 4))
     argv = ["replay", "--dead-letters", str(path), "--sink", "jsonl", "--sink-opt"]
     assert main([*argv, f"path={path}", "--batch-size", "1"]) == 0
     assert "replayed 3 dead letter(s) of sink jsonl" in capsys.readouterr().err
