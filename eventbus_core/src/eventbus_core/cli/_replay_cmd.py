@@ -60,6 +60,7 @@ from eventbus_core.dispatch._setup import (
     build_sinks,
     redactor_from_settings,
     retry_policy_from_settings,
+    transform_from_settings,
 )
 from eventbus_core.redact._redact import NO_REDACTION, Redactor
 
@@ -204,11 +205,14 @@ class _SinkTarget:
         # Only the flag names a sink here: replay does not read EVENTBUS_SINKS.
         (self.sink,) = build_sinks(settings, [(name, options)], given_as="--sink")
         self.name = name
-        self.payload = PayloadPreparer.from_settings(settings) if prepare else None
+        redactor = redactor_from_settings(settings)
+        self.payload = (
+            PayloadPreparer(transform_from_settings(settings), redactor) if prepare else None
+        )
         self.retry = retry_policy_from_settings(settings)
         self.quiet = quiet
         self.describe = describe or _log_ids
-        add_patterns(redactor_from_settings(settings).extra_patterns)
+        add_patterns(redactor.extra_patterns)
         self.loop = asyncio.new_event_loop()
 
     def payloads(self, events: list[Event]) -> list[Replayed]:

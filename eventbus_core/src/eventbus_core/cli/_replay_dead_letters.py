@@ -138,10 +138,10 @@ def replay_dead_letters(
     args: argparse.Namespace, settings: EventBusSettings, options: dict[str, str]
 ) -> int:
     """Send the payloads of `--dead-letters` to `--sink` with its `options` (or print them);
-    exit 1 if a line was unreadable or a send failed."""
+    exit 1 if a line was unreadable or a send failed. The flags were checked
+    (`check_dead_letter_flags`) before the settings were read."""
     from eventbus_core.cli._replay_cmd import _SinkTarget  # one sending path for both modes
 
-    check_dead_letter_flags(args)
     path = Path(args.dead_letters)
     wanted = args.from_sink if args.from_sink is not None else args.sink
     letters = DeadLetterFile(path, wanted, args.from_line or 1)
