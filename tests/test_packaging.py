@@ -67,6 +67,18 @@ def _run(python: Path, code: str, **env: str) -> str:
     return done.stdout
 
 
+def _plugins(python: Path) -> dict[str, dict[str, object]]:
+    """`eventbus plugins --json` of the venv of `python`, by plugin name."""
+    listed = subprocess.run(
+        [str(python.with_name("eventbus")), "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+
+
 def test_all_three_install_and_register_entry_points(tmp_path: Path) -> None:
     python = _venv(
         tmp_path, ROOT / "eventbus_core", ROOT / "eventbus_memory", ROOT / "eventbus_redis", EXAMPLE
@@ -94,14 +106,7 @@ print(json.dumps({"names": names, "bus": type(bus).__name__, "got": got, "extras
     assert {"memory", "redis", "all"} <= set(result["extras"])
 
     # The third-party plugin is found by `eventbus plugins` and selected by configuration.
-    listed = subprocess.run(
-        [str(python.with_name("eventbus")), "plugins", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+    plugins = _plugins(python)
     assert plugins["noop"]["distribution"] == "eventbus-example-noop"
     assert plugins["noop"]["version"] == "0.1.0"
     assert plugins["noop"]["backends"] == ["noop"]
@@ -183,14 +188,7 @@ assert not [m for m in sys.modules if m.startswith(("prometheus_client", "opente
     assert rows["otlp"].endswith(f"  {needs}"), rows["otlp"]
     assert " ok" not in rows["otlp"], rows["otlp"]
     assert rows["jsonl"].endswith(" ok"), rows["jsonl"]
-    as_json = subprocess.run(
-        [str(python.with_name("eventbus")), "plugins", "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    plugins = {p["name"]: p for p in json.loads(as_json.stdout)["plugins"]}
+    plugins = _plugins(python)
     assert plugins["otlp"]["extras"] == ["otlp"]
     assert plugins["otlp"]["module"] == "eventbus_core.sinks.otlp"
     assert plugins["otlp"]["needs"] == [needs]  # the commands the dispatcher's error gives

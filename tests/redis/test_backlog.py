@@ -3,8 +3,10 @@ and the `group_joined` figure readiness watches."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -89,6 +91,24 @@ def _acl_user(admin: redis.Redis, server: ThrowawayRedis, user: str, *rules: str
     admin.execute_command("ACL", "SETUSER", user, "on", ">pw", *rules)
     host = admin.connection_pool.connection_kwargs["host"]
     return redis.Redis(host=host, port=server.port, username=user, password="pw")
+
+
+@contextlib.contextmanager
+def _stream_consumer(
+    server: ThrowawayRedis, stream: str
+) -> Iterator[tuple[redis.Redis, RedisStreamsEventBus, Any]]:
+    """A client of `server`, a bus on `stream` (group g) and its consumer c; closed after, and
+    the server's memory limit lifted (a test may have set it)."""
+    admin = redis.Redis.from_url(server.url)
+    bus = RedisStreamsEventBus(admin, stream, "g")
+    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
+    try:
+        yield admin, bus, consumer
+    finally:
+        admin.config_set("maxmemory", "0")
+        consumer.close()
+        bus.stop(1)
+        admin.close()
 
 
 def _drain(consumers: list[Any], rounds: int = 100) -> int:
@@ -324,10 +344,7 @@ def test_a_group_deleted_by_hand_is_no_loss_but_redis_losing_its_data_is(
 ) -> None:
     # XGROUP DESTROY keeps the stream: its entries come again, nothing is lost, and a dispatcher
     # must not exit 1 for it (review 196). A flush loses what was not read: counted.
-    admin = redis.Redis.from_url(throwaway.url)
-    bus = RedisStreamsEventBus(admin, "kept", "g")
-    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
-    try:
+    with _stream_consumer(throwaway, "kept") as (admin, bus, consumer):
         for i in range(3):
             bus.publish(make_event(i))
         assert bus.flush(10)
@@ -340,10 +357,6 @@ def test_a_group_deleted_by_hand_is_no_loss_but_redis_losing_its_data_is(
         assert bus.flush(10)
         assert _drain([consumer]) == 1
         assert consumer.figures()["missed_unknown"] == 1
-    finally:
-        consumer.close()
-        bus.stop(1)
-        admin.close()
 
 
 @pytest.mark.redis
@@ -353,10 +366,7 @@ def test_a_full_redis_neither_stalls_a_consumer_that_has_its_group_nor_raises_wi
     # Under maxmemory: after a connection blip the creation script (refused) was the only way
     # to find the group again, and the consumer read nothing; with the group deleted, the
     # OutOfMemoryError escaped read() (review 196).
-    admin = redis.Redis.from_url(throwaway.url)
-    bus = RedisStreamsEventBus(admin, "full", "g")
-    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
-    try:
+    with _stream_consumer(throwaway, "full") as (admin, bus, consumer):
         bus.publish(make_event(0))
         assert bus.flush(10)
         assert _drain([consumer]) == 1
@@ -370,11 +380,6 @@ def test_a_full_redis_neither_stalls_a_consumer_that_has_its_group_nor_raises_wi
         admin.xgroup_destroy("full", "g")
         assert consumer.read(50, timeout=0.3) == []  # retried, not raised
         assert "OutOfMemoryError" in str(consumer.figures()["last_error"])
-    finally:
-        admin.config_set("maxmemory", "0")
-        consumer.close()
-        bus.stop(1)
-        admin.close()
 
 
 @pytest.mark.redis
@@ -382,10 +387,7 @@ def test_a_read_counter_lost_by_a_reload_is_no_trim(throwaway: ThrowawayRedis) -
     # Redis 7.0 loads a group's entries-read from its append-only file as 0: every entry ever
     # added was counted as trimmed unread, after a restart WITH persistence (trial 195). Here
     # the counter is set as the reload leaves it.
-    admin = redis.Redis.from_url(throwaway.url)
-    bus = RedisStreamsEventBus(admin, "reload", "g")
-    consumer = bus.consumer(name="c", batch_size=50, claim_idle=60)
-    try:
+    with _stream_consumer(throwaway, "reload") as (admin, bus, consumer):
         for i in range(100):
             bus.publish(make_event(i))
         assert bus.flush(10)
@@ -397,10 +399,6 @@ def test_a_read_counter_lost_by_a_reload_is_no_trim(throwaway: ThrowawayRedis) -
         assert consumer.figures()["missed"] == 0
         group = admin.xinfo_groups("reload")[0]
         assert (group["entries-read"], group["lag"]) == (100, 0)  # exact again
-    finally:
-        consumer.close()
-        bus.stop(1)
-        admin.close()
 
 
 @pytest.mark.redis
