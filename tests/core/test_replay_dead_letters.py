@@ -231,3 +231,17 @@ def test_unreadable_lines_are_named_and_a_sink_with_none_there_fails(
     # A typo in --from-sink: nothing of it there, the others' left: not a success.
     assert main(["replay", "--dead-letters", str(good), "--from-sink", "aa"]) == 1
     assert "replayed 0 dead letter(s) of sink aa" in capsys.readouterr().err
+
+
+def test_a_dry_run_checks_the_sink_as_the_real_run_would_and_sends_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = dead_letters_file(tmp_path, "jsonl", range(1, 3))
+    out = tmp_path / "out.jsonl"
+    argv = ["replay", "--dead-letters", str(path), "--dry-run", "--sink", "jsonl"]
+    for run in (argv, [a for a in argv if a != "--dry-run"]):  # the file is closed either way
+        assert main([*run, "--sink-opt", f"path={out}", "--sink-opt", "bogus=1"]) == 2
+        assert "bogus" in capsys.readouterr().err
+    assert main([*argv, "--sink-opt", f"path={out}"]) == 0
+    assert "would replay 2 dead letter(s) of sink jsonl" in capsys.readouterr().err
+    assert not out.exists() or out.read_text() == ""

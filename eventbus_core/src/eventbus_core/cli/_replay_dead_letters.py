@@ -145,12 +145,22 @@ def replay_dead_letters(
     path = Path(args.dead_letters)
     wanted = args.from_sink if args.from_sink is not None else args.sink
     letters = DeadLetterFile(path, wanted, args.from_line or 1)
-    handle = letters.open()
+    handle = letters.open()  # a file that cannot be read is said before the sink is built
     target = None
-    if args.sink and not args.dry_run:
-        target = _SinkTarget(
-            settings, args.sink, options, quiet=args.quiet, prepare=False, describe=_lines(path)
-        )
+    try:
+        if args.sink:
+            target = _SinkTarget(
+                settings, args.sink, options, quiet=args.quiet, prepare=False,
+                describe=_lines(path),
+            )  # fmt: skip
+            if args.dry_run:
+                # Built only to check its options, as the range replay's dry run does: the dry
+                # run says what the real one would refuse, then sends nothing.
+                target.close()
+                target = None
+    except BaseException:
+        handle.close()
+        raise
     sent = failed = 0
     ended_by = ""
     batch: list[tuple[int, dict[str, Any]]] = []
