@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from eventbus_core import Dispatcher, MemoryDeadLetter
+from eventbus_core import BackendUnavailableError, Dispatcher, MemoryDeadLetter
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
 from tests.nats._servers import ThrowawayCluster, ThrowawayNats
@@ -215,6 +215,35 @@ def test_more_replicas_than_the_cluster_has_servers_names_the_setting_and_the_li
         error = str(bus.stats().extra["last_error"])
         assert "EVENTBUS_NATS_REPLICAS" in error and "at most the number of JetStream" in error
         assert "single server takes" not in error
+    finally:
+        bus.stop(0)
+
+
+def test_a_cluster_without_its_majority_is_said_unavailable_not_an_internal_error(
+    cluster: ThrowawayCluster,
+) -> None:
+    # read_range() raised nats-py's own ServiceUnavailableError (503, "JetStream system
+    # temporarily unavailable"), which the command line calls an internal error; and the hint
+    # for a connected server that kept quiet was to enable -js (trial 205).
+    first = cluster.nodes[0]
+    bus = NatsEventBus(first.url, stream=f"T{uuid.uuid4().hex[:10]}", replicas=3)
+    try:
+        bus.check(30)
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        for node in cluster.nodes[1:]:
+            node.kill()
+        said: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any("temporarily unavailable" in text for text in said):
+            assert time.monotonic() < deadline, said
+            for call in (lambda: list(bus.read_range()), lambda: bus.check(2), bus.describe):
+                try:
+                    call()  # may still answer until the cluster notices
+                except BackendUnavailableError as exc:  # anything else fails the test
+                    said.append(str(exc))
+        for text in said:  # a cluster's trouble, not a server without JetStream
+            assert "-js" not in text and "likely" in text and "try again" in text, text
     finally:
         bus.stop(0)
 

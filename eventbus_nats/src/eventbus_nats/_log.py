@@ -53,12 +53,44 @@ class LogReader:
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
         try:
             return self._link.call(coro, timeout or self._timeout)
+        except nats.js.errors.ServiceUnavailableError as exc:
+            raise self._unavailable(exc) from None
         except (nats.js.errors.APIError, LinkClosed):
             raise  # the server answered (not an outage), or the bus was stopped
         except (TimeoutError, ConnectionError, OSError, nats.errors.Error) as exc:
             raise self._unanswered(exc) from None
 
+    def _unavailable(self, exc: nats.js.errors.ServiceUnavailableError) -> BackendUnavailableError:
+        """The server answered 503: JetStream is off there (no responders, no error code), or
+        the cluster cannot serve the stream for now (a leader election, a lost quorum: trial
+        205 got nats-py's own error out of `read_range()` right after a frozen leader came back).
+        """
+        if exc.err_code:
+            return BackendUnavailableError(
+                f"NATS at {self._link.where} answered that JetStream is temporarily "
+                f"unavailable ({safe_error(exc)}): the cluster is likely electing a leader, or "
+                "has lost a majority of its servers; try again once it has (eventbus commands: "
+                "--wait-for-backend SECONDS waits for it)"
+            )
+        return BackendUnavailableError(
+            f"NATS at {self._link.where} answered, but not as JetStream "
+            f"({safe_error(exc)}): start nats-server with JetStream enabled (-js), or "
+            "set NATS_URL to a server that has it"
+        )
+
+    def _quiet(self, within: str) -> BackendUnavailableError:
+        """Connected, yet JetStream kept quiet: a server of the cluster is down or frozen, and
+        the stream waits for a new leader (trial 205: the hint said to enable -js)."""
+        return BackendUnavailableError(
+            f"NATS at {self._link.where} is connected, but JetStream did not answer {within}: "
+            "a server of the cluster is likely down or frozen and the cluster is electing a "
+            "leader (that can take 15 s or more); try again (eventbus commands: "
+            "--wait-for-backend SECONDS waits for it)"
+        )
+
     def _unanswered(self, exc: BaseException) -> BackendUnavailableError:
+        if isinstance(exc, TimeoutError) and self._link.connected:
+            return self._quiet(f"({safe_error(exc)})")
         return BackendUnavailableError(
             f"NATS at {self._link.where} did not answer ({safe_error(exc)}); check that "
             "nats-server runs with JetStream enabled (-js) and that NATS_URL points at it"
@@ -154,6 +186,8 @@ class LogReader:
                 opened: tuple[str, Any, int] = self._link.call(self._open(config), self._timeout)
             except TimeoutError:
                 continue  # a consumer made meanwhile goes after its inactive_threshold
+            except nats.js.errors.ServiceUnavailableError as exc:
+                raise self._unavailable(exc) from None
             except (nats.js.errors.APIError, LinkClosed):
                 raise
             except (ConnectionError, OSError, nats.errors.Error) as exc:
@@ -210,11 +244,9 @@ class LogReader:
             if isinstance(exc, nats.js.errors.ServiceUnavailableError):
                 # It answered at once, with 503: "did not answer within 2 s" was not so (trial
                 # 125).
-                raise BackendUnavailableError(
-                    f"NATS at {self._link.where} answered, but not as JetStream "
-                    f"({safe_error(exc)}): start nats-server with JetStream enabled (-js), or "
-                    "set NATS_URL to a server that has it"
-                ) from None
+                raise self._unavailable(exc) from None
+            if isinstance(exc, TimeoutError) and self._link.connected:
+                raise self._quiet(f"within {round(timeout, 2):g} s") from None
             why = self._link.last_error or safe_error(exc)
             raise BackendUnavailableError(
                 f"NATS JetStream at {self._link.where} did not answer within "
