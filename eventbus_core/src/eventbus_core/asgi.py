@@ -209,12 +209,20 @@ class EventBusMiddleware(RequestObserver):
             )
 
     def _still_held(self) -> str:
-        """`: N event(s) not handed on yet`, from the bus's `stats().queue_depth`, if it says."""
+        """`: N event(s) not handed on yet`, from the bus's `stats().queue_depth`, if it says.
+
+        An upper bound of what is lost: a write the backend received and has not answered yet
+        (a frozen Redis finishing it when it resumes: trial 207) is among them."""
         try:
             depth = self.bus.stats().queue_depth  # type: ignore[attr-defined]
         except Exception:  # a bus without stats(), or one that fails: the warning stands alone
             return ""
-        return f": {depth} event(s) not handed on yet" if isinstance(depth, int) else ""
+        if not isinstance(depth, int):
+            return ""
+        return (
+            f": {depth} event(s) not handed on yet (at most that many: a write still in "
+            "progress may deliver some of them)"
+        )
 
 
 class _Exchange:
