@@ -52,8 +52,11 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
         ("admin:PW20@collector:4318", "admin:***@collector:4318"),
         ("https//user:PW25@api.example/v1/log", "https//user:***@api.example/v1/log"),
         ("redis//default:PW31@127.0.0.1:6379/11", "redis//default:***@127.0.0.1:6379/11"),
-        ("http:/u:PW@h.example/x", "http:***@h.example/x"),
+        # A scheme with a slash too few is kept as typed, the typo shown (trial 204).
+        ("http:/u:PW@h.example/x", "http:/u:***@h.example/x"),
         ("http:/u:PW@h/x", "***"),  # no telling the host from the password: all masked
+        ("rediss:/:PW@127.0.0.1:26204/0", "rediss:/:***@127.0.0.1:26204/0"),
+        ("redis:/PWTOKEN@h:6379", "redis:/***@h:6379"),
         ("PWTOKEN@host:4318", "***@host:4318"),
         ("u:PW@x@host.local", "u:***@host.local"),
         ("u:PW@x@host", "***"),

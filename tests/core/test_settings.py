@@ -250,3 +250,27 @@ def test_a_sink_option_in_another_case_is_warned_about(
         "programs that read exact names, the Go llm-proxy among them, do not see it: write "
         "EVENTBUS_SINK_WEBHOOK_URL"
     ]
+
+
+def test_every_settings_keyword_named_after_a_field_goes_to_that_field() -> None:
+    # A field's name that is another field's variable in another case went to the other
+    # field (redis_stream_max_len to the Go proxy's REDIS_STREAM_MAX_LEN: trial 204).
+    from pydantic import BaseModel, Field
+
+    from eventbus_core._plugin_settings import env_vars_of, installed_models, route
+
+    class Clash(BaseModel):
+        own_limit: int = Field(default=1, validation_alias="EVENTBUS_OWN_LIMIT")
+        go_limit: str | None = Field(default=None, validation_alias="OWN_LIMIT")
+
+    models: list[type[BaseModel]] = [*installed_models(), Clash]
+    for model in models:
+        for field in model.model_fields:
+            _, routed = route({field: 7}, models, ENV_VARS)
+            if field in ENV_VARS and model not in routed:
+                continue  # core's own field
+            assert routed.get(model, {}) == {field: 7}, (model, field, routed)
+            assert field in env_vars_of(model)
+    assert route({"own_limit": 7}, [Clash], ENV_VARS)[1] == {Clash: {"own_limit": 7}}
+    assert route({"OWN_LIMIT": "7"}, [Clash], ENV_VARS)[1] == {Clash: {"go_limit": "7"}}
+    assert route({"Own_Limit": 7}, [Clash], ENV_VARS)[1] == {Clash: {"own_limit": 7}}

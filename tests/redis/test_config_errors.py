@@ -581,3 +581,73 @@ def test_the_demo_on_a_named_key_of_another_type_exits_2(
     argv = ["demo", "--backend", backend, "--requests", "10", "--output", str(tmp_path / "o")]
     assert main(argv) == 2
     assert KEY_SETTING[backend] in capfd.readouterr().err  # the process's own line
+
+
+def _writing_as(server: ThrowawayRedis, user: str, *rules: str) -> str:
+    """The URL of `server` for an ACL `user` (password pw) given `rules`."""
+    admin = redis.Redis(host="127.0.0.1", port=server.port)
+    admin.execute_command("ACL", "SETUSER", user, "on", ">pw", *rules)
+    admin.close()
+    return f"redis://{user}:pw@127.0.0.1:{server.port}/0"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", ["thread", "asyncio"])
+def test_an_acl_refusal_leaves_no_batch_in_doubt_and_names_the_key(
+    throwaway: ThrowawayRedis, monkeypatch: pytest.MonkeyPatch, backend: str, path: str
+) -> None:
+    # Redis refused EVALSHA before running it, yet stop() said one batch "may have applied";
+    # a key the ACL forbids was named nowhere (trial 204).
+    import asyncio
+
+    key = "t204:e" if backend == "redis" else "t204:s"
+    variable = "EVENTBUS_REDIS_KEY" if backend == "redis" else "EVENTBUS_REDIS_STREAM"
+    monkeypatch.setattr("eventbus_redis._writer.Backoff", lambda: Backoff(0.2, 0.2, jitter=False))
+    for user, rules, said in (
+        ("noscript", ("~*", "&*", "+@all", "-@scripting"), "'evalsha'"),
+        ("nokey", ("~other*", "&*", "+@all"), f"may not use {key} and {key}:seq"),
+    ):
+        url = _writing_as(throwaway, user, *rules)
+        settings = EventBusSettings(backend=backend, redis_url=url, publish_path=path)
+        bus: Any = create_bus(settings.model_copy(update={"redis_key": key, "redis_stream": key}))
+
+        async def on_a_loop(bus: Any) -> None:
+            for i in range(5):
+                bus.publish(make_event(i))
+            await asyncio.sleep(0.8)
+
+        asyncio.run(on_a_loop(bus))
+        error = bus.stats().extra["last_error"]
+        assert said in error and "pw" not in error.replace("pw@", ""), error
+        if user == "nokey":
+            assert variable in error, error
+        bus.stop(0.5)
+        s = bus.stats()
+        assert (s.published, s.lost, s.extra["in_doubt"]) == (5, 5, 0), s
+
+
+def test_rediss_to_a_plain_server_says_which_scheme_to_try_in_the_writers_error(
+    throwaway: ThrowawayRedis, tmp_path: Path
+) -> None:
+    # check() said it, the application's log only "Timeout connecting to server" (trial 204).
+    client = redis.Redis.from_url(
+        f"rediss://127.0.0.1:{throwaway.port}/0", socket_timeout=0.5, socket_connect_timeout=0.5
+    )
+    bus = RedisEventBus.publisher(client, "t204:tls")
+    try:
+        bus.publish(make_event(1))
+        assert not bus.flush(2)
+        error = bus.stats().extra["last_error"]
+        assert "use redis:// instead of rediss://" in error, error
+    finally:
+        bus.stop(0)
+    missing = tmp_path / "nope" / "ca.pem"
+    client = redis.Redis.from_url(f"rediss://127.0.0.1:{throwaway.port}/0?ssl_ca_certs={missing}")
+    bus = RedisEventBus.publisher(client, "t204:tls")
+    try:
+        bus.publish(make_event(1))
+        assert not bus.flush(1)
+        error = bus.stats().extra["last_error"]
+        assert f"ssl_ca_certs={missing} in its URL" in error and "PEM" in error, error
+    finally:
+        bus.stop(0)

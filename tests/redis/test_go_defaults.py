@@ -475,3 +475,19 @@ def test_the_demo_s_processes_are_not_told_their_stream_differs_from_go_s(
     assert settings.redis_stream == isolation.env["EVENTBUS_REDIS_STREAM"] != "go-events"
     assert settings.redis_stream_max_len == max(events, 5000)
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_keyword_that_is_another_fields_variable_in_another_case_sets_its_own_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # redis_stream_max_len=100 went to the Go proxy's REDIS_STREAM_MAX_LEN (a text field):
+    # refused as "Input should be a valid string", naming Go's variable (trial 204).
+    for value in (100, 0, "250"):
+        settings = EventBusSettings(backend="redis-streams", redis_stream_max_len=value)
+        assert settings.redis_stream_max_len == int(value)
+    with pytest.raises(SettingsError) as info:
+        EventBusSettings(redis_stream_max_len=-1)
+    assert "EVENTBUS_REDIS_STREAM_MAX_LEN=-1" in str(info.value), info.value
+    monkeypatch.setenv("REDIS_STREAM_MAX_LEN", "500")  # Go's variable: a keyword still wins
+    assert EventBusSettings(redis_stream_max_len=100).redis_stream_max_len == 100
+    assert EventBusSettings().redis_stream_max_len == 500

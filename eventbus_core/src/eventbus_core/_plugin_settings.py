@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
@@ -120,14 +120,21 @@ def _is(annotation: Any, kind: type) -> bool:
 def problems_of(exc: ValidationError, model: type[BaseSettings]) -> list[Problem]:
     """Each invalid field of `model` as `(field, shown value, reason)`, never showing a secret:
     a `RedactedURL` has its password masked and a `SecretStr` is not shown at all."""
-    fields = {variable.lower(): field for field, variable in env_vars_of(model).items()}
+    variables = env_vars_of(model)
+    fields = {variable.lower(): field for field, variable in variables.items()}
+    # pydantic names a field by its variable (from the environment) or by its name (a keyword),
+    # as spelt there: that spelling first, for a name that is another field's variable in
+    # another case (redis_stream_max_len, REDIS_STREAM_MAX_LEN: trial 204).
+    exact = {variable: field for field, variable in variables.items()} | {
+        field: field for field in model.model_fields
+    }
     found = []
     for err in exc.errors():
         if not err["loc"]:  # a check across settings: its message names the variables
             found.append(("", "", str(err["msg"]).removeprefix("Value error, ")))
             continue
         loc = str(err["loc"][0])
-        field = fields.get(loc.lower(), loc)  # from the environment, pydantic names the variable
+        field = exact.get(loc) or fields.get(loc.lower(), loc)
         given = err.get("input")
         info = model.model_fields.get(field)
         annotation = info.annotation if info is not None else None
@@ -216,6 +223,16 @@ def installed_models() -> list[type[BaseSettings]]:
     return list(get_registry().settings_models())
 
 
+def _keyword_lookup(variables: dict[str, str]) -> Callable[[str], str | None]:
+    """The field a keyword names (its name or variable), or None: as spelt first, then in any
+    case with field names first. A field's name can be another field's variable in another
+    case: the keyword redis_stream_max_len went to the Go proxy's REDIS_STREAM_MAX_LEN, a text
+    field, and was refused there (trial 204)."""
+    exact = {v: n for n, v in variables.items()} | {n: n for n in variables}
+    folded = {v.lower(): n for n, v in variables.items()} | {n.lower(): n for n in variables}
+    return lambda key: exact.get(key) or folded.get(key.lower())
+
+
 def route(
     values: dict[str, Any], models: list[type[BaseSettings]], core_vars: dict[str, str]
 ) -> tuple[dict[str, Any], dict[type[BaseSettings], dict[str, Any]]]:
@@ -227,17 +244,15 @@ def route(
     core: dict[str, Any] = {}
     routed: dict[type[BaseSettings], dict[str, Any]] = {}
     unknown = []
-    core_names = {n.lower(): n for n in core_vars} | {v.lower(): n for n, v in core_vars.items()}
+    core_field = _keyword_lookup(core_vars)
     for key, value in values.items():
-        if key.lower() in core_names:
-            core[core_names[key.lower()]] = value
+        if (field := core_field(key)) is not None:
+            core[field] = value
             continue
         found = False
         for model in models:
-            variables = env_vars_of(model)
-            names = {n.lower(): n for n in variables} | {v.lower(): n for n, v in variables.items()}
-            if key.lower() in names:
-                routed.setdefault(model, {})[names[key.lower()]] = value
+            if (field := _keyword_lookup(env_vars_of(model))(key)) is not None:
+                routed.setdefault(model, {})[field] = value
                 found = True
         if not found:
             unknown.append(key)

@@ -40,16 +40,17 @@ from eventbus_core import (
 )
 from eventbus_core.batching import PublishPath, at_fork
 from eventbus_redis._capabilities import RedisCapabilities
-from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
+from eventbus_redis._client import TRANSIENT_ERRORS, describe_client, safe_error
 from eventbus_redis._config_errors import (
     counter_error,
     credentials_error,
     database_error,
     is_not_a_counter,
+    permission_error,
     reporting_wrong_type,
     wrong_type_hint,
 )
-from eventbus_redis._reachable import check_reachable
+from eventbus_redis._reachable import ca_file_error, check_reachable, tls_hint
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import tail_of
 from eventbus_redis._settings import MAX_LEN_LIMIT
@@ -193,11 +194,25 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         wrong-type advice did not fit it, helper-114), else None."""
         if is_not_a_counter(exc):
             return str(counter_error(self.seq_key, self._setting))
-        db = self._client.connection_pool.connection_kwargs.get("db", 0)
+        pool = self._client.connection_pool
+        db = pool.connection_kwargs.get("db", 0)
         refused = database_error(exc, db, self._url_source) or credentials_error(
             exc, describe_client(self._client), self._url_source
         )
-        return None if refused is None else str(refused)
+        if refused is None and isinstance(exc, redis.ConnectionError | OSError):
+            refused = ca_file_error(self._client)
+        if refused is not None:
+            return str(refused)
+        denied = permission_error(exc, [self._target, self.seq_key], self._setting)
+        if denied is not None:
+            return denied
+        if issubclass(pool.connection_class, redis.SSLConnection):
+            # rediss:// to a plain server only times out: check() says which scheme to try,
+            # and the application's log said nothing of it (trial 204). (The other way round,
+            # a closed connection, is too common to hint at TLS in a running writer's log.)
+            hint = tls_hint(pool, exc)
+            return f"{safe_error(exc)}{hint}" if hint else None
+        return None
 
     def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:
         """A WRONGTYPE reply becomes a `SettingsError` naming the bus's key setting."""

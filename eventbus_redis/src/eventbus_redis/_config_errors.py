@@ -21,7 +21,9 @@ __all__ = [
     "credentials_error",
     "database_error",
     "is_not_a_counter",
+    "is_refused_outright",
     "is_wrong_type",
+    "permission_error",
     "reporting_wrong_type",
     "wrong_type_error",
     "wrong_type_hint",
@@ -55,6 +57,27 @@ def is_not_a_counter(exc: BaseException) -> bool:
     """True for the append script's INCRBY refusing a counter that is not an integer (the
     script's first write: nothing of the batch was applied)."""
     return isinstance(exc, redis.ResponseError) and "not an integer" in str(exc)
+
+
+def is_refused_outright(exc: BaseException) -> bool:
+    """True for an ACL refusal of the command the writer sent (EVALSHA, EVAL, MULTI) or of its
+    keys: Redis checks those before running anything, so none of the batch was applied (it was
+    counted in doubt at stop, trial 204). A refusal from inside the script is another error
+    ("The user executing the script can't run...", naming the script): the script may have
+    applied part of the batch then, so it stays in doubt."""
+    return isinstance(exc, redis.exceptions.NoPermissionError) and "script" not in str(exc)
+
+
+def permission_error(exc: BaseException, keys: Sequence[str], setting: str) -> str | None:
+    """What to do when the ACL user may not use the bus's keys (Redis names none of them), or
+    None for another error."""
+    if not (is_refused_outright(exc) and "keys" in str(exc)):
+        return None
+    named = " and ".join(keys)
+    return (
+        f"{safe_error(exc)}: the ACL user may not use {named}; grant it those keys "
+        f"(ACL SETUSER <user> ~{keys[0]}*) or set {setting} to a key it may use"
+    )
 
 
 def is_wrong_type(exc: BaseException) -> bool:

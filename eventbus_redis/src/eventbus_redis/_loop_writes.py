@@ -275,7 +275,7 @@ class LoopWrites:
                     rec.prepared.refused = True
                     self._retry_at = 0.0  # at once: Redis answered, it is no outage
                     return
-            self._retry_at = time.monotonic() + self._writer.failed(exc)
+            self._retry_at = time.monotonic() + self._writer.write_failed(rec.batch, exc)
             return
         self._writer.recovered()
         self._writer.settle(rec.batch, written=True)

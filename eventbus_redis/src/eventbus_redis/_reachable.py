@@ -17,7 +17,7 @@ from eventbus_core import BackendUnavailableError, SettingsError
 from eventbus_redis._client import describe_client, safe_error
 from eventbus_redis._config_errors import credentials_error, database_error
 
-__all__ = ["bounded_connection", "check_reachable"]
+__all__ = ["bounded_connection", "ca_file_error", "check_reachable", "tls_hint"]
 
 
 def check_reachable(client: Any, timeout: float, source: str | None = None) -> None:
@@ -39,7 +39,9 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
     timeout = max(0.05, float(timeout))
     pool = client.connection_pool
     options = pool.connection_kwargs
-    _check_ca_file(client, options.get("ssl_ca_certs"))
+    refused = ca_file_error(client)
+    if refused is not None:
+        raise refused
     connection = None
     try:
         connection = bounded_connection(client, timeout)
@@ -72,7 +74,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
             settings = f"that {url} is right (host, port, password and database)"
         raise BackendUnavailableError(
             f"Redis at {where} did not answer ({safe_error(exc)}); check that Redis is running "
-            f"and reachable at that address, and {settings}{_tls_hint(pool, exc)}"
+            f"and reachable at that address, and {settings}{tls_hint(pool, exc)}"
         ) from None
     finally:
         if connection is not None:
@@ -96,23 +98,27 @@ def bounded_connection(client: Any, timeout: float) -> Any:
     return pool.connection_class(**options)
 
 
-def _check_ca_file(client: Any, ca_file: Any) -> None:
-    """Load the CA file of `ssl_ca_certs` before connecting: one that is missing, a directory
-    or not PEM is a settings error (and redis-py before 5.0.1 left the socket it had opened
-    for the TLS handshake unclosed)."""
+def ca_file_error(client: Any) -> SettingsError | None:
+    """The CA file of `ssl_ca_certs`, loaded: one that is missing, a directory or not PEM is a
+    settings error, said before connecting (redis-py's own error, "Error 2 connecting to
+    host:port. No such file or directory.", reads as a missing socket: trial 204; and redis-py
+    before 5.0.1 left the socket it had opened for the TLS handshake unclosed). None if it
+    loads, or none is given."""
+    ca_file = client.connection_pool.connection_kwargs.get("ssl_ca_certs")
     if not ca_file:
-        return
+        return None
     try:
         ssl.create_default_context(cafile=ca_file)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise SettingsError(
+        return SettingsError(
             f"the CA file given for Redis at {describe_client(client)} "
             f"(ssl_ca_certs={ca_file} in its URL) cannot be used ({safe_error(exc)}); give a "
             "readable PEM file"
-        ) from None
+        )
+    return None
 
 
-def _tls_hint(pool: Any, exc: BaseException) -> str:
+def tls_hint(pool: Any, exc: BaseException) -> str:
     """A hint when TLS on one side only may be why: a rediss:// client waits in its handshake
     for a plain server (a timeout), a TLS-only server resets a plain client's connection."""
     text = str(exc).lower()

@@ -32,7 +32,7 @@ from eventbus_core import Event, check_count, get_logger
 from eventbus_core.batching import Batcher, PublishPath
 from eventbus_redis._appender import Prepared, ScriptAppender
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
-from eventbus_redis._config_errors import is_not_a_counter, is_wrong_type
+from eventbus_redis._config_errors import is_not_a_counter, is_refused_outright, is_wrong_type
 from eventbus_redis._loop_connection import loop_connection_supported
 from eventbus_redis._loop_writes import LoopWrites
 
@@ -219,16 +219,21 @@ class BatchWriter:
                 # have applied. (Once sent, it stays in doubt through later failed attempts.)
                 self._appender.write(prepared, sending=lambda: self.sending(batch))
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
-                if is_wrong_type(exc) or is_not_a_counter(exc):
-                    # The scripts refuse a key of another type, and INCRBY a counter that is
-                    # not an integer, before writing anything (the transaction goes by script
-                    # then): Redis holds none of the batch.
-                    self.not_applied(batch)
-                self._abort.wait(self.failed(exc))
+                self._abort.wait(self.write_failed(batch, exc))
                 continue
             self.recovered()
             self.settle(batch, written=True)
             return
+
+    def write_failed(self, batch: list[Event], exc: BaseException) -> float:
+        """Writing `batch` raised `exc`: `failed()`, after taking it out of doubt where the
+        error says Redis applied none of it."""
+        if is_wrong_type(exc) or is_not_a_counter(exc) or is_refused_outright(exc):
+            # The scripts refuse a key of another type, and INCRBY a counter that is not an
+            # integer, before writing anything (the transaction goes by script then), and an
+            # ACL refuses the command or its keys before it runs.
+            self.not_applied(batch)
+        return self.failed(exc)
 
     def failed(self, exc: BaseException) -> float:
         """A batch could not be written: count it, say so (once per kind of trouble), and
@@ -262,8 +267,10 @@ class BatchWriter:
 
     def recovered(self) -> None:
         """A batch was written: the writer is connected (and says so after trouble)."""
-        if self.state in ("reconnecting", "failing"):
+        if self.state == "reconnecting":
             log.info("eventbus redis writer reconnected; writing buffered events")
+        elif self.state == "failing":  # Redis answered all along (out of memory, say)
+            log.info("eventbus redis writer writes again; writing buffered events")
         self.state = "connected"
         self._backoff.reset()
 

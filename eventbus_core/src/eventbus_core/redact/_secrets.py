@@ -196,6 +196,11 @@ def redact_one_url(url: str) -> str:
     `@` is taken for the user part all the same: past its first `:` it is masked, or whole.
     """
     scheme, sep, rest = url.partition("://")
+    if not sep and (slashed := _SLASHED_SCHEME.match(url)) is not None:
+        # A scheme with one slash too few or too many (`rediss:/:pw@host`): keep it as typed,
+        # so that the error quoting it shows the typo (trial 204: "rediss:***@host").
+        masked = redact_one_url("x://" + url[slashed.end() :])
+        return slashed.group() + masked.removeprefix("x://")
     if not sep:
         rest = url
     at = rest.rfind("@")
@@ -210,6 +215,9 @@ def redact_one_url(url: str) -> str:
         user, colon = "", ""  # a lone token, or no telling where the user name ends
     shown_user = f"{user}:{_MASK}" if colon else _MASK
     return redact_url(f"{scheme}://{shown_user}{rest[at:]}")
+
+
+_SLASHED_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
 
 
 def _blank_in(text: str) -> bool:
