@@ -829,6 +829,7 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
     # For `queue`, the hint offered `memory`, which gives the same error (trial 119).
     from types import SimpleNamespace
 
+    from eventbus_core import BaseEventBus, EventBus
     from eventbus_core.cli import _ops
     from eventbus_core.testing import RecordingBus
 
@@ -854,10 +855,20 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
         "t117db": SimpleNamespace(factory=build_shared),
         "unannotated": SimpleNamespace(factory=lambda settings: None),  # cannot tell: named
     }
+    # `-> EventBus`, as hooks.md writes a factory, or another abstract class: cannot tell
+    # either (a shared backend so annotated was left out, "none is installed": trial 208).
+    for name, abstract in (("pgbus", EventBus), ("pgbase", BaseEventBus), ("pgobj", object)):
+
+        def build(settings: Any) -> Any:
+            return None
+
+        build.__annotations__["return"] = abstract
+        backends[name] = SimpleNamespace(factory=build)
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
     monkeypatch.setattr(_ops, "is_installed", lambda name: True)
     assert _ops.shared_backend_example("queue") == (
-        "installed besides 'queue': t117db, unannotated ('eventbus plugins' shows their settings)"
+        "installed besides 'queue': pgbase, pgbus, pgobj, t117db, unannotated ('eventbus "
+        "plugins' shows their settings)"
     )
 
 
@@ -874,6 +885,13 @@ def test_backend_option_mistakes_say_what_was_typed(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "'EVENTBUS_SHUTDOWN_TIMEOUT', a setting of eventbus itself, not of a backend" in err
     assert "set the environment variable EVENTBUS_SHUTDOWN_TIMEOUT" in err
+    # A near miss is named, in the form typed: variables for a variable (trial 208).
+    assert main(["stats", "--backend-option", "EVENTBUS_REDIS_KY=a"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'EVENTBUS_REDIS_KEY'?" in err and "redis_key," not in err, err
+    assert main(["stats", "--backend-option", "redis_ky=a"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'redis_key'?" in err and "EVENTBUS_REDIS_KEY" not in err, err
 
 
 def test_a_setting_given_by_its_flag_and_by_backend_option_is_refused(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -248,3 +249,35 @@ def test_a_sink_option_in_another_case_is_warned_about_before_its_error(
         "eventbus_sink_webhook_url is read as EVENTBUS_SINK_WEBHOOK_URL" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_dispatch_says_when_a_shared_backend_has_no_consumer_groups(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A plugin without ConsumerGroups took --consumer-groups shared --consumer-name foo without
+    # a word, and the start line said "groups shared" (trial 208).
+    from eventbus_core import EventBusSettings
+    from eventbus_core.cli._dispatch_cmd import warn_without_groups
+    from eventbus_core.testing import RecordingBus
+
+    class Shared(RecordingBus):
+        cross_process = True
+
+    class Grouped(Shared):
+        default_group = "g"
+
+        def consumer(self, group: Any = None, name: Any = None, *, batch_size: int = 100) -> Any:
+            raise NotImplementedError
+
+    given = EventBusSettings(consumer_groups="shared", consumer_name="foo")
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    assert warn_without_groups(Grouped(), given) is True
+    assert warn_without_groups(RecordingBus(), given) is False  # in-process: said otherwise
+    assert not caplog.records
+    assert warn_without_groups(Shared(), given) is False
+    said = caplog.records[-1].getMessage()
+    assert "has no consumer groups" in said and "not delivered" in said, said
+    assert "--consumer-groups and --consumer-name (or its variable) have no effect" in said
+    caplog.clear()
+    assert warn_without_groups(Shared(), EventBusSettings()) is False
+    assert "have no effect" not in caplog.records[-1].getMessage()

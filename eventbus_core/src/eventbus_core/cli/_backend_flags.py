@@ -9,6 +9,7 @@ the plugin is installed. Any other field of an installed plugin's model is set f
 from __future__ import annotations
 
 import argparse
+import difflib
 import warnings
 from typing import Any, Final
 
@@ -167,10 +168,12 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     if not options:
         return values, given_as
     known: dict[str, str] = {}
+    variable_names: set[str] = set()
     for model in _registry().settings_models():
         for field, variable in env_vars_of(model).items():
             known.setdefault(field.lower(), field)
             known.setdefault(variable.lower(), field)
+            variable_names.add(variable)
     variables = all_env_vars()
     for option in options:
         key, eq, value = option.partition("=")
@@ -190,12 +193,17 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
                     f"plugin: set the environment variable {core} (or the command's own flag, "
                     "where it has one; see --help)"
                 )
-            settings = ", ".join(sorted(set(known.values()))) or "none"
+            # In the form typed: a variable's name gets the variables (and a near one), a
+            # field's the fields (trial 208 typed EVENTBUS_PG_POL and got pg_poll, pg_table).
+            typed_variable = key.upper() == key
+            names = sorted(variable_names if typed_variable else set(known.values()))
+            near = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
             # Not "KEY: ...": after a credential's name (`password`), the log scrubbing takes
             # the rest of the line for its value, and the list of settings was masked.
             raise UsageError(
-                f"{OPTION} names {key!r}, which no installed backend plugin has as a setting "
-                f"(settings of the installed plugins: {settings}; see 'eventbus plugins')"
+                f"{OPTION} names {key!r}, which no installed backend plugin has as a setting"
+                f"{f'; did you mean {near[0]!r}?' if near else ''} (settings of the installed "
+                f"plugins: {', '.join(names) or 'none'}; see 'eventbus plugins')"
             )
         if found in given_as and given_as[found].startswith(OPTION):
             # The last would win without a word (trial 121).

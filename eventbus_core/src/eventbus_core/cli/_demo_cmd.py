@@ -33,6 +33,7 @@ from eventbus_core.cli._ops import (
     exit_codes_help,
     open_bus,
     settings_from_args,
+    shared_backend_example,
     with_backend_errors,
 )
 from eventbus_core.cli._output import check_output, path_argument
@@ -56,11 +57,11 @@ def add_parser(sub: Any) -> None:
         "and report published / delivered / dropped and the cost of publish(). Uses the "
         "backend from LLM_PROXY_EVENT_BUS (memory by default: one process, no server needed; "
         "redis-streams, with it unset, when the Go llm-proxy's REDIS_ADDR is set). "
-        "With a backend shared between processes (redis, redis-streams, nats, a plugin's), "
-        "publisher processes and a dispatcher process (the jsonl sink) run against it, in a "
-        "namespace of their own where the backend offers one (redis: keys "
-        "eventbus-demo:<run>:..., unless you named the key or stream in its settings; nats: "
-        "stream EVENTBUS_RUN_<run>), deleted at the end.",
+        "With a backend shared between processes ('eventbus plugins' lists the installed "
+        "ones), publisher processes and a dispatcher process (the jsonl sink) run against it, "
+        "in a namespace of their own where the backend offers one (keys or a stream named "
+        "after the run, unless you named the key or stream in its settings), deleted at the "
+        "end.",
         epilog="Progress goes to stderr (a live line on a terminal), the summary to stdout. "
         "The --output path is checked before anything runs. Ctrl-C stops the demo within a "
         "second and says how far it got (on a shared backend, after ending its processes and "
@@ -85,7 +86,7 @@ def add_parser(sub: Any) -> None:
         "--publishers",
         type=int,
         metavar="N",
-        help="shared backends only (redis, nats, ...): publisher processes, at most "
+        help="shared backends only: publisher processes, at most "
         f"{_MAX_PUBLISHERS} (default: {_DEFAULT_PUBLISHERS})",
     )
     parser.add_argument(
@@ -128,19 +129,22 @@ def _check(args: argparse.Namespace) -> None:
     check_output(args.output, "--output")
 
 
-def _check_publishers(args: argparse.Namespace, multi_process: bool) -> None:
+def _check_publishers(args: argparse.Namespace, multi_process: bool, backend: str) -> None:
+    # The shared backends installed, as every command names them (it said "--backend redis
+    # ... or --redis-url" where no Redis backend was installed: trial 208).
     if args.publishers is not None and not multi_process:
         raise UsageError(
-            "--publishers runs separate processes, which need a backend they share: "
-            "pass --backend redis (or redis-streams, nats, ...) with its address, e.g. "
-            "REDIS_URL or --redis-url"
+            f"--publishers runs separate processes, which need a backend they share, and "
+            f"{backend!r} lives inside each process: pass --backend with a shared backend and "
+            f"its address; {shared_backend_example(backend)}"
         )
     if args.keep and not multi_process:
         # Accepted and ignored, it would promise a namespace to look at that never existed.
         raise UsageError(
-            "--keep leaves the demo's keys or stream in a backend they share, to look at with "
-            "eventbus stats, tail or replay; the memory backend keeps nothing after the demo: "
-            "pass --backend redis (or redis-streams, nats, ...) with its address, or drop --keep"
+            "--keep leaves the demo's events in a backend they share, to look at with eventbus "
+            f"stats, tail or replay; {backend!r} keeps nothing after the demo: pass --backend "
+            f"with a shared backend and its address, or drop --keep; "
+            f"{shared_backend_example(backend)}"
         )
     if multi_process and not is_replaceable_file(args.output):
         raise UsageError(
@@ -175,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     bus = open_bus(args, settings, "eventbus demo")
     multi_process = is_cross_process(bus)
     try:
-        _check_publishers(args, multi_process)
+        _check_publishers(args, multi_process, settings.backend)
     except UsageError:
         bus.stop(timeout=0)
         raise

@@ -13,7 +13,8 @@ from eventbus_core._jsonl import file_problem
 from eventbus_core._log import get_logger
 from eventbus_core._overrun import run_bounded
 from eventbus_core._plugins import get_registry
-from eventbus_core.capabilities import is_cross_process
+from eventbus_core._settings import EventBusSettings
+from eventbus_core.capabilities import ConsumerGroups, capability, is_cross_process
 from eventbus_core.cli._ops import (
     BACKEND_FLAGS,
     EXIT_FAILED,
@@ -96,7 +97,7 @@ def add_parser(sub: Any) -> None:
             interrupted="130 a second Ctrl-C, which stops it at once",
         )
         + " Not dropped: entries that cannot be decoded are kept in the backend's dead-letter "
-        "stream (Redis streams: STREAM:dead), and events no sink took in "
+        "stream (where it has one), and events no sink took in "
         "EVENTBUS_DEAD_LETTER_PATH (when set).",
     )
     parser.add_argument(
@@ -286,6 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings.backend,
             shared_backend_example(settings.backend),
         )
+    grouped = warn_without_groups(bus, settings)
     log.info(
         "dispatching from backend %r to sinks %s (batch %d, flush %s s, groups %s, "
         "dead letters %s)",
@@ -293,7 +295,7 @@ def _serve(args: argparse.Namespace) -> int:
         ",".join(s.name for s in dispatcher.sinks),
         settings.batch_size,
         settings.flush_interval,
-        settings.consumer_groups,
+        settings.consumer_groups if grouped else "none (a subscription)",
         settings.dead_letter_path or "off",
     )
     # This process is the dispatcher's: its start-up objects can leave the GC's passes, and
@@ -340,3 +342,27 @@ def _serve(args: argparse.Namespace) -> int:
         )
     lost = stats.missed or stats.missed_unknown or stats.uncounted
     return EXIT_FAILED if dropped or lost else 0
+
+
+def warn_without_groups(bus: object, settings: EventBusSettings) -> bool:
+    """True if `bus` has consumer groups; else, on a shared backend, say what a subscription
+    means for a dispatcher (a plugin without groups took `--consumer-groups shared
+    --consumer-name foo` without a word, and the start line said "groups shared": trial 208).
+    Said, not refused: the settings may be shared with a grouped backend's dispatchers."""
+    if capability(bus, ConsumerGroups) is not None:
+        return True
+    if is_cross_process(bus):
+        given = [
+            flag
+            for field, flag in (("consumer_groups", "--consumer-groups"),
+                                ("consumer_name", "--consumer-name"))
+            if field in settings.model_fields_set
+        ]  # fmt: skip
+        log.warning(
+            "backend %r has no consumer groups (the ConsumerGroups capability): this dispatcher "
+            "reads a subscription from now on, so events published while no dispatcher runs "
+            "are not delivered, and every dispatcher gets every event%s",
+            settings.backend,
+            f"; {' and '.join(given)} (or its variable) have no effect" if given else "",
+        )
+    return False

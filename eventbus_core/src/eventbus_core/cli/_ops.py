@@ -358,16 +358,24 @@ def _wanted_sibling() -> Sibling:
 def _maybe_shared(registration: Registration) -> bool:
     """False where a backend's factory says, by the bus class it returns, that its buses live
     inside the process (the class declares no `cross_process`, or False: the memory bus);
-    True where it cannot tell (no annotation, or a property the bus decides), since a hint
-    that leaves out a shared backend is worse than one that names an extra (trial 119)."""
+    True where it cannot tell (no annotation, an abstract one, or a property the bus decides),
+    since a hint that leaves out a shared backend is worse than one that names an extra (trial
+    119). `-> EventBus`, as hooks.md writes a factory, is abstract: a shared third-party
+    backend so annotated was left out, and "none is installed" said (trial 208)."""
     try:
         returned = typing.get_type_hints(registration.factory).get("return")
     except Exception:  # an annotation that does not resolve here: cannot tell
         return True
-    if not isinstance(returned, type):
+    if not isinstance(returned, type) or _abstract(returned):
         return True
     declared = inspect.getattr_static(returned, "cross_process", False)
     return declared if isinstance(declared, bool) else True
+
+
+def _abstract(cls: type) -> bool:
+    """A class no bus is only an instance of: `object`, a protocol (`EventBus`), an abstract
+    base (`BaseEventBus`)."""
+    return cls is object or bool(getattr(cls, "_is_protocol", False)) or inspect.isabstract(cls)
 
 
 def stdout_gone() -> bool:

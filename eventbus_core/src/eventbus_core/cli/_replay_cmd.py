@@ -76,7 +76,7 @@ def add_parser(sub: Any) -> None:
         "replay",
         help="send a range of the backend's log (any backend that keeps one) to a sink again",
         description="Read the events of a LogID range or a time range (where the log keeps "
-        "times: the Redis stream and NATS do, the Redis list log does not) from the backend's "
+        "when each entry came; one that does not says so, and which would) from the backend's "
         "log, oldest first, and send them to a sink, or print them as JSON lines when no "
         "--sink is given. Reading does not consume: consumer groups are left as they are. "
         "A sink gets each batch as from the dispatcher: what it says it stored counts, a "
@@ -101,7 +101,7 @@ def add_parser(sub: Any) -> None:
     select.add_argument(
         "--source",
         metavar="NAME",
-        help="where the backend keeps several logs (the Redis log and stream, say), the one "
+        help="where the backend keeps several logs (a wrong name lists them), the one "
         "to read (default: the backend's own)",
     )
     letters = parser.add_argument_group(

@@ -47,7 +47,8 @@ def add_parser(sub: Any) -> None:
         "tail",
         help="follow events live from the configured backend",
         description="Print every event appended to the configured backend (one shared "
-        "between processes: redis, redis-streams, nats, ...) from now on, one readable line "
+        "between processes: 'eventbus plugins' lists the installed ones) from now on, one "
+        "readable line "
         "each: LogID, status, method, path, duration, body sizes, request id. Runs until "
         "interrupted (Ctrl-C) or --count events. "
         "It only reads: nothing is consumed or acknowledged.",
