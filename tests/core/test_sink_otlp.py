@@ -454,6 +454,14 @@ async def test_a_partial_success_message_has_the_sinks_own_headers_masked(
         ({}, {"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x%20y=1"}, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
         ({}, {"OTEL_EXPORTER_OTLP_HEADERS": "a=b%0Ac"}, "OTEL_EXPORTER_OTLP_HEADERS"),
         ({"header_x_k": "v\u00e9"}, {}, "header_x_k"),
+        # The general variable was named for the traces one, and the option by neither (206).
+        (
+            {},
+            {"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "brotli"},
+            r"'brotli' \(OTEL_EXPORTER_OTLP_TRACES_COMPRESSION\)",
+        ),
+        ({}, {"OTEL_EXPORTER_OTLP_COMPRESSION": "br"}, r"'br' \(OTEL_EXPORTER_OTLP_COMPRESSION\)"),
+        ({"compression": "zstd"}, {}, "EVENTBUS_SINK_OTLP_COMPRESSION"),
         ({"headers": "a b=1"}, {}, "'headers'"),
         ({"certificate": "/nonexistent/ca.pem"}, {}, "'certificate'.*'/nonexistent/ca.pem'"),
         (

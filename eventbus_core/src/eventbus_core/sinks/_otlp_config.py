@@ -223,12 +223,14 @@ def otlp_config(
         if key.startswith("header_") and len(key) > len("header_"):
             name = key[len("header_") :].replace("_", "-")
             headers.update(_checked({name: value}, option_where("otlp", key)))
-    compression = options.get("compression") or (_signal(env, "COMPRESSION") or ("", ""))[1]
+    if options.get("compression"):
+        given_by, compression = option_where("otlp", "compression"), options["compression"]
+    else:  # named as set: the general variable was named for the traces one (trial 206)
+        given_by, compression = _signal(env, "COMPRESSION") or ("", "")
     compression = compression.strip().lower() or "none"
     if compression not in ("gzip", "none"):
         raise SettingsError(
-            f"otlp compression must be gzip or none, got {compression!r} (sink option "
-            "'compression' or OTEL_EXPORTER_OTLP_COMPRESSION)"
+            f"otlp compression must be gzip or none, got {compression!r} ({given_by})"
         )
     resource = _resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
     resource["service.name"] = (
