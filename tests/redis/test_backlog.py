@@ -460,3 +460,58 @@ def test_the_acl_grant_redis_md_gives_is_enough_for_both_backends(
     streams.stop(2)
     client.close()
     admin.close()
+
+
+def test_a_list_log_subscription_reports_its_lag_for_the_metrics(
+    client: redis.Redis, prefix: str
+) -> None:
+    # A dispatcher's lane on the LIST log had no eventbus_consumer_lag at all: its subscription
+    # offered no Backlog. The lag is what the log holds past what the subscription was handed.
+    import asyncio
+
+    from eventbus_core import Dispatcher
+    from eventbus_core.metrics._figures import FiguresReader
+
+    bus = RedisEventBus.log(client, f"{prefix}:log", ttl=60, max_len=10_000)
+    release = asyncio.Event()
+
+    class Held:
+        name = "held"
+
+        async def send(self, batch: Any) -> None:
+            await release.wait()
+
+        async def close(self) -> None:
+            pass
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        dispatcher = Dispatcher(
+            bus, [Held()], batch_size=10, queue_size=10, flush_interval=0.01,
+            subscription_buffer=20,
+        )  # fmt: skip
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.3)  # subscribed
+        for i in range(300):
+            bus.publish(make_event(i))
+        assert await asyncio.to_thread(bus.flush, 5)
+        await asyncio.sleep(0.5)
+        reader = FiguresReader(dispatcher=dispatcher, backlog_timeout=2.0)
+        held = (await asyncio.to_thread(reader.read)).backlog
+        release.set()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            done = (await asyncio.to_thread(FiguresReader(dispatcher=dispatcher).read)).backlog
+            if done.get("held", {}).get("lag") == 0:
+                break
+        dispatcher.stop()
+        await task
+        return held, done
+
+    held, done = asyncio.run(run())
+    bus.stop(1)
+    # 300 published; the sink holds one batch, its queue 10, the subscription 20: the rest is
+    # in Redis, not yet handed to the lane.
+    assert 200 <= held["held"]["lag"] <= 300 and held["held"]["pending"] is None, held
+    assert done["held"]["lag"] == 0, done
+    sub = RedisStreamsEventBus(client, f"{prefix}:s").subscribe()
+    assert isinstance(sub, Backlog) and sub.backlog()["lag"] is None  # streams: cannot count

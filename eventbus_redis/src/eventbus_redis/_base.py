@@ -63,6 +63,9 @@ __all__ = ["RedisBusBase"]
 log = get_logger("eventbus.redis")
 
 _SUBSCRIBE_FLUSH: Final = 1.0  # seconds subscribe() waits at most for the writer
+_LAG_TIMEOUT: Final = (
+    1.0  # seconds a metrics scrape waits for a subscription's lag (one round trip)
+)
 
 
 class RedisBusBase(RedisCapabilities, BaseEventBus):
@@ -259,7 +262,10 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             extra: dict[str, Any] = {}
             with contextlib.suppress(*TRANSIENT_ERRORS), self._wrong_type():
                 start, extra = self._tailer.now()
-            self._tailer.add(sub, start, extra)
+            tailer = self._tailer
+            tailer.add(sub, start, extra)
+            if tailer.counts_unhanded:
+                sub.count_unhanded = lambda: tailer.unhanded_to(sub, _LAG_TIMEOUT)
         return sub
 
     def _count_undecodable(self, n: int) -> None:

@@ -162,6 +162,8 @@ class LogTailer(Tailer):
         """In a forked child: the pub/sub connection is the parent's; leave it alone."""
         self._pubsub = None
 
+    counts_unhanded = True
+
     def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """The entries pushed since the anchor of `place` (whoever pushed them, the Go proxy
         too), counted by the read script asked for none, on a connection of its own bounded by

@@ -58,6 +58,8 @@ class RedisSubscription(Subscription):
         self.trimmed = 0
         self.last_log_id = 0
         self._next_gap_warning = 0.0
+        # Set by a bus whose log can count what it holds past this subscription's place.
+        self.count_unhanded: Callable[[], int | None] | None = None
 
     @property
     def missed(self) -> int:
@@ -69,6 +71,14 @@ class RedisSubscription(Subscription):
         """The gaps of unknown size (Redis lost its data): a dispatcher's exit counted none of
         them (trial 193)."""
         return sum(1 for gap in self.gaps if gap.missed is None)
+
+    def backlog(self) -> dict[str, int | None]:
+        """The `Backlog` of a dispatcher's lane that reads this subscription: `lag`, the events
+        the log holds that this subscription has not been handed yet (one bounded round trip;
+        None where the log cannot count them, or Redis does not answer); `pending` is None (a
+        subscription acknowledges nothing). The LIST log's lanes had no lag in the metrics."""
+        count = self.count_unhanded
+        return {"lag": count() if count is not None else None, "pending": None}
 
     def report_gap(self, gap: Gap, *, advice: str = "") -> None:
         """Record `gap` (backend thread only) and warn, at most every few seconds.

@@ -164,10 +164,23 @@ class Tailer:
             sub.uncounted_at_close = True  # said by the bus, and by a dispatcher's exit
         return missed
 
+    counts_unhanded = False
+    """True where `unhanded()` counts (the LIST log); else it says 0 whatever the backend holds."""
+
     def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """How many events the backend holds past a cursor's `place` (its `extra`), asked
         within `timeout` seconds; 0 by default, None when it cannot tell (Redis not answering)."""
         return 0
+
+    def unhanded_to(self, sub: RedisSubscription, timeout: float) -> int | None:
+        """`unhanded()` for the followed `sub` now (a metrics scrape's lag), None when it is not
+        followed or has no place yet (Redis was down at subscribe)."""
+        cursor = next((c for c in self._cursors if c.sub is sub), None)
+        if cursor is None or cursor.position is None:
+            return None
+        with self.delivering:  # a place whose events were all handed over, not half
+            place = dict(cursor.extra)
+        return self.unhanded(place, timeout)
 
     @property
     def subscriptions(self) -> tuple[RedisSubscription, ...]:

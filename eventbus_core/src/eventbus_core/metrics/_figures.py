@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from eventbus_core._log import get_logger
+from eventbus_core._source import SubscriptionSource
 from eventbus_core._stats import BusStats
 from eventbus_core.capabilities import Backlog
 from eventbus_core.dispatch._stats import DispatcherStats
@@ -99,8 +100,9 @@ class FiguresReader:
 
     def _read_backlog(self, stats: DispatcherStats) -> dict[str, dict[str, int | None]]:
         questions: dict[str, _Question] = {}
-        for lane, source in self.dispatcher.sources.items():
-            if not isinstance(source, Backlog):
+        for lane, lane_source in self.dispatcher.sources.items():
+            source = _backlog_of(lane_source)
+            if source is None:
                 continue
             if stats.lanes.get(lane, {}).get("group_joined") is False:
                 continue  # the source is not connected: the round trip would only time out
@@ -116,6 +118,16 @@ class FiguresReader:
             elif not question.done.is_set():
                 log.debug("backlog of lane %s: no answer within %.1f s", lane, self.backlog_timeout)
         return out
+
+
+def _backlog_of(source: object) -> Backlog | None:
+    """What tells a lane's backlog: its source, or the subscription a lane without consumer
+    groups reads (the Redis LIST log's counts what it holds past the subscription's place)."""
+    if isinstance(source, Backlog):
+        return source
+    if isinstance(source, SubscriptionSource) and isinstance(source.subscription, Backlog):
+        return source.subscription
+    return None
 
 
 class _Question:
