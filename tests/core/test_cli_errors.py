@@ -1061,3 +1061,20 @@ def test_a_sink_option_given_twice_is_refused(
     assert code == 2
     err = capsys.readouterr().err
     assert f"--sink-opt gives {said}" in err and err.rstrip().endswith("give it once"), err
+
+
+def test_a_backend_option_is_matched_as_spelt_before_any_case() -> None:
+    # REDIS_STREAM_MAX_LEN (the Go proxy's variable, as spelt) set eventbus's own
+    # redis_stream_max_len, overriding EVENTBUS_REDIS_STREAM_MAX_LEN without a word (review 210).
+    import argparse
+
+    from eventbus_core.cli._backend_flags import plugin_overrides
+
+    def given(option: str) -> dict[str, Any]:
+        args = argparse.Namespace(backend_options=[option])
+        return plugin_overrides(args)[0]
+
+    assert given("REDIS_STREAM_MAX_LEN=7") == {"go_stream_max_len": "7"}
+    assert given("redis_stream_max_len=7") == {"redis_stream_max_len": "7"}
+    assert given("EVENTBUS_REDIS_STREAM_MAX_LEN=7") == {"redis_stream_max_len": "7"}
+    assert given("Redis_Stream_Max_Len=7") == {"redis_stream_max_len": "7"}

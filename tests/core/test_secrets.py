@@ -53,10 +53,12 @@ def test_redacted_url_is_a_usable_str_with_a_safe_repr() -> None:
         ("https//user:PW25@api.example/v1/log", "https//user:***@api.example/v1/log"),
         ("redis//default:PW31@127.0.0.1:6379/11", "redis//default:***@127.0.0.1:6379/11"),
         # A scheme with a slash too few is kept as typed, the typo shown (trial 204).
-        ("http:/u:PW@h.example/x", "http:/u:***@h.example/x"),
+        ("http:/u:PW@h.example/x", "http:/***@h.example/x"),
         ("http:/u:PW@h/x", "***"),  # no telling the host from the password: all masked
-        ("rediss:/:PW@127.0.0.1:26204/0", "rediss:/:***@127.0.0.1:26204/0"),
+        ("rediss:/:PW@127.0.0.1:26204/0", "rediss:/***@127.0.0.1:26204/0"),
         ("redis:/PWTOKEN@h:6379", "redis:/***@h:6379"),
+        ("admin:/Pa:ss@collector:4318", "admin:/***@collector:4318"),  # review 210
+        ("redis:///u:p:w@h.example:1/0", "redis://***@h.example:1/0"),
         ("PWTOKEN@host:4318", "***@host:4318"),
         ("u:PW@x@host.local", "u:***@host.local"),
         ("u:PW@x@host", "***"),

@@ -367,6 +367,49 @@ def test_a_server_without_jetstream_is_said_to_answer_without_it(tmp_path: Path)
         proc.wait()
 
 
+def test_an_account_without_jetstream_is_a_settings_error_not_a_wait(tmp_path: Path) -> None:
+    # Any 503 with an error code was said to be a cluster electing a leader, "try again", and
+    # --wait-for-backend waited for nothing (review 210).
+    from eventbus_core import SettingsError
+    from tests.nats._servers import NATS_SERVER
+
+    port = free_port()
+    config = tmp_path / "accounts.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"jetstream {{ store_dir: {tmp_path / 'js'} }}\n"
+        "accounts {\n"
+        "  WITH: { jetstream: enabled, users: [{user: a, password: apw}] }\n"
+        "  WITHOUT: { users: [{user: b, password: bpw}] }\n"
+        "}\n"
+    )
+    proc = subprocess.Popen(
+        [NATS_SERVER, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nats-server did not listen"
+                time.sleep(0.05)
+        bus = NatsEventBus(f"nats://b:bpw@127.0.0.1:{port}", stream="NOJSACC", subject="n.e")
+        try:
+            for call in (lambda: bus.check(timeout=2.0), lambda: list(bus.read_range())):
+                with pytest.raises(SettingsError) as info:
+                    call()
+                text = str(info.value)
+                assert "not enabled for this account" in text and "try again" not in text, text
+                assert "bpw" not in text
+        finally:
+            bus.stop(1)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_backlog_of_a_frozen_server_is_backend_unavailable(server: ThrowawayNats) -> None:
     # A bare TimeoutError, where describe() and check() raise BackendUnavailableError for the
     # same silence (trial 125).

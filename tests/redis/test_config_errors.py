@@ -651,3 +651,46 @@ def test_rediss_to_a_plain_server_says_which_scheme_to_try_in_the_writers_error(
         assert f"ssl_ca_certs={missing} in its URL" in error and "PEM" in error, error
     finally:
         bus.stop(0)
+
+
+def test_a_refusal_after_an_unanswered_attempt_leaves_the_batch_in_doubt(
+    throwaway: ThrowawayRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch left, Redis froze and applied it on resuming (its reply went nowhere); then an
+    # ACL refused the retry outright. That refusal says nothing of the first attempt: taken as
+    # "not applied", stop() counted none in doubt while Redis held the batch (review 210).
+    import os
+    import signal
+
+    monkeypatch.setattr("eventbus_redis._writer.Backoff", lambda: Backoff(1.0, 1.0, jitter=False))
+    url = _writing_as(throwaway, "writer", "~*", "&*", "+@all")
+    client = redis.Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
+    admin = redis.Redis(host="127.0.0.1", port=throwaway.port)
+    bus = RedisEventBus.publisher(client, "t210:doubt", publish_path="thread")
+    assert throwaway.proc is not None
+    try:
+        bus.publish(make_event(0))
+        assert bus.flush(5)
+        os.kill(throwaway.proc.pid, signal.SIGSTOP)
+        try:
+            for i in range(1, 6):
+                bus.publish(make_event(i))
+            deadline = time.monotonic() + 20
+            while bus.stats().extra["write_failures"] < 1:  # sent, unanswered: timed out
+                assert time.monotonic() < deadline, bus.stats().extra
+                time.sleep(0.02)
+        finally:
+            os.kill(throwaway.proc.pid, signal.SIGCONT)
+        admin.execute_command("ACL", "SETUSER", "writer", "-@scripting")
+        deadline = time.monotonic() + 10
+        while "'evalsha'" not in (bus.stats().extra["last_error"] or ""):
+            assert time.monotonic() < deadline, (bus.stats(), admin.llen("t210:doubt"))
+            time.sleep(0.05)
+    finally:
+        bus.stop(0.5)
+    s = bus.stats()
+    held = admin.llen("t210:doubt")
+    assert s.extra["written"] == 1 and s.lost == 5, s
+    assert s.extra["written"] <= held <= s.extra["written"] + s.extra["in_doubt"], (held, s)
+    assert s.extra["in_doubt"] == 5, s
+    admin.close()

@@ -101,6 +101,14 @@ def test_a_certificate_not_verified_says_to_give_the_ca(
         assert code == 1, err
         assert "certificate could not be verified" in err and "ssl_ca_certs" in err, err
         assert "--redis-url" in err and "s3cret-pw" not in err
+        # An application's writer says it too, not "use redis:// instead" (review 210).
+        bus = create_bus(EventBusSettings(backend="redis", redis_url=url))
+        bus.publish(make_event(1))
+        assert not bus.flush(1.5)  # type: ignore[attr-defined]
+        error = bus.stats().extra["last_error"]
+        bus.stop(0)
+        assert "certificate could not be verified" in error and "ssl_ca_certs" in error, error
+        assert "instead of rediss://" not in error and "s3cret-pw" not in error, error
     finally:
         server.kill()
 

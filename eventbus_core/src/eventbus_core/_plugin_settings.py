@@ -36,6 +36,7 @@ __all__ = [
     "explain",
     "installed_models",
     "is_public_property",
+    "keyword_lookup",
     "model_failure",
     "problems_of",
     "route",
@@ -223,7 +224,7 @@ def installed_models() -> list[type[BaseSettings]]:
     return list(get_registry().settings_models())
 
 
-def _keyword_lookup(variables: dict[str, str]) -> Callable[[str], str | None]:
+def keyword_lookup(variables: dict[str, str]) -> Callable[[str], str | None]:
     """The field a keyword names (its name or variable), or None: as spelt first, then in any
     case with field names first. A field's name can be another field's variable in another
     case: the keyword redis_stream_max_len went to the Go proxy's REDIS_STREAM_MAX_LEN, a text
@@ -244,14 +245,14 @@ def route(
     core: dict[str, Any] = {}
     routed: dict[type[BaseSettings], dict[str, Any]] = {}
     unknown = []
-    core_field = _keyword_lookup(core_vars)
+    core_field = keyword_lookup(core_vars)
     for key, value in values.items():
         if (field := core_field(key)) is not None:
             core[field] = value
             continue
         found = False
         for model in models:
-            if (field := _keyword_lookup(env_vars_of(model))(key)) is not None:
+            if (field := keyword_lookup(env_vars_of(model))(key)) is not None:
                 routed.setdefault(model, {})[field] = value
                 found = True
         if not found:

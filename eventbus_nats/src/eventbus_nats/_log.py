@@ -30,6 +30,11 @@ _FETCH_WAIT: Final = 2.0
 _OPEN_TRIES: Final = 3
 
 
+# JetStream's error codes (nats-server's errors.json) among its 503 answers.
+_CLUSTER_UNAVAILABLE: Final = 10008  # "JetStream system temporarily unavailable"
+_NOT_ENABLED: Final = (10039, 10076)  # "not enabled for account", "not enabled"
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     """`moment` in UTC; a naive datetime is local time, as `datetime.timestamp()` takes it."""
     return None if moment is None else moment.astimezone(UTC)
@@ -60,17 +65,27 @@ class LogReader:
         except (TimeoutError, ConnectionError, OSError, nats.errors.Error) as exc:
             raise self._unanswered(exc) from None
 
-    def _unavailable(self, exc: nats.js.errors.ServiceUnavailableError) -> BackendUnavailableError:
+    def _unavailable(
+        self, exc: nats.js.errors.ServiceUnavailableError
+    ) -> BackendUnavailableError | SettingsError:
         """The server answered 503: JetStream is off there (no responders, no error code), or
+        off for the account the credentials sign in to (a settings error: no wait helps), or
         the cluster cannot serve the stream for now (a leader election, a lost quorum: trial
         205 got nats-py's own error out of `read_range()` right after a frozen leader came back).
         """
-        if exc.err_code:
+        if exc.err_code == _CLUSTER_UNAVAILABLE:
             return BackendUnavailableError(
                 f"NATS at {self._link.where} answered that JetStream is temporarily "
                 f"unavailable ({safe_error(exc)}): the cluster is likely electing a leader, or "
                 "has lost a majority of its servers; try again once it has (eventbus commands: "
                 "--wait-for-backend SECONDS waits for it)"
+            )
+        if exc.err_code in _NOT_ENABLED:  # no wait helps: the account has no JetStream
+            return SettingsError(
+                f"NATS at {self._link.where} answered that JetStream is not enabled for this "
+                f"account ({safe_error(exc)}): enable it for the account NATS_URL's "
+                "credentials sign in to (jetstream in its server configuration), or use an "
+                "account that has it"
             )
         return BackendUnavailableError(
             f"NATS at {self._link.where} answered, but not as JetStream "
@@ -83,9 +98,9 @@ class LogReader:
         the stream waits for a new leader (trial 205: the hint said to enable -js)."""
         return BackendUnavailableError(
             f"NATS at {self._link.where} is connected, but JetStream did not answer {within}: "
-            "a server of the cluster is likely down or frozen and the cluster is electing a "
-            "leader (that can take 15 s or more); try again (eventbus commands: "
-            "--wait-for-backend SECONDS waits for it)"
+            "the server is likely frozen or overloaded, or, in a cluster, a server is down "
+            "and the cluster is electing a leader (that can take 15 s or more); try again "
+            "(eventbus commands: --wait-for-backend SECONDS waits for it)"
         )
 
     def _unanswered(self, exc: BaseException) -> BackendUnavailableError:
@@ -226,7 +241,8 @@ class LogReader:
 
         Raises:
             BackendUnavailableError: it does not.
-            SettingsError: the server refused the credentials, offers no TLS where the settings
+            SettingsError: the server refused the credentials, has no JetStream for their
+                account, offers no TLS where the settings
                 ask for it, or its certificate is not trusted, or the stream exists but does
                 not take the bus's subject (no wait would help).
         """

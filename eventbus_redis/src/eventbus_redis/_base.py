@@ -40,7 +40,7 @@ from eventbus_core import (
 )
 from eventbus_core.batching import PublishPath, at_fork
 from eventbus_redis._capabilities import RedisCapabilities
-from eventbus_redis._client import TRANSIENT_ERRORS, describe_client, safe_error
+from eventbus_redis._client import TRANSIENT_ERRORS, describe_client
 from eventbus_redis._config_errors import (
     counter_error,
     credentials_error,
@@ -50,7 +50,7 @@ from eventbus_redis._config_errors import (
     reporting_wrong_type,
     wrong_type_hint,
 )
-from eventbus_redis._reachable import ca_file_error, check_reachable, tls_hint
+from eventbus_redis._reachable import check_reachable, tls_trouble
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._scripts import tail_of
 from eventbus_redis._settings import MAX_LEN_LIMIT
@@ -197,25 +197,15 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         wrong-type advice did not fit it, helper-114), else None."""
         if is_not_a_counter(exc):
             return str(counter_error(self.seq_key, self._setting))
-        pool = self._client.connection_pool
-        db = pool.connection_kwargs.get("db", 0)
+        db = self._client.connection_pool.connection_kwargs.get("db", 0)
         refused = database_error(exc, db, self._url_source) or credentials_error(
             exc, describe_client(self._client), self._url_source
         )
-        if refused is None and isinstance(exc, redis.ConnectionError | OSError):
-            refused = ca_file_error(self._client)
         if refused is not None:
             return str(refused)
-        denied = permission_error(exc, [self._target, self.seq_key], self._setting)
-        if denied is not None:
-            return denied
-        if issubclass(pool.connection_class, redis.SSLConnection):
-            # rediss:// to a plain server only times out: check() says which scheme to try,
-            # and the application's log said nothing of it (trial 204). (The other way round,
-            # a closed connection, is too common to hint at TLS in a running writer's log.)
-            hint = tls_hint(pool, exc)
-            return f"{safe_error(exc)}{hint}" if hint else None
-        return None
+        return permission_error(exc, [self._target, self.seq_key], self._setting) or (
+            tls_trouble(self._client, exc, self._url_source)
+        )
 
     def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:
         """A WRONGTYPE reply becomes a `SettingsError` naming the bus's key setting."""

@@ -65,18 +65,22 @@ def is_refused_outright(exc: BaseException) -> bool:
     counted in doubt at stop, trial 204). A refusal from inside the script is another error
     ("The user executing the script can't run...", naming the script): the script may have
     applied part of the batch then, so it stays in doubt."""
-    return isinstance(exc, redis.exceptions.NoPermissionError) and "script" not in str(exc)
+    # Matched on the script's own mark, not on "script": Redis 7.2 names the user in its
+    # refusal, and a user may be called "noscript" (review 210).
+    return isinstance(exc, redis.exceptions.NoPermissionError) and "@user_script" not in str(exc)
 
 
 def permission_error(exc: BaseException, keys: Sequence[str], setting: str) -> str | None:
     """What to do when the ACL user may not use the bus's keys (Redis names none of them), or
     None for another error."""
-    if not (is_refused_outright(exc) and "keys" in str(exc)):
+    # "one of the keys used as arguments" (Redis 6, 7.0), "a key" (7.2 and later)
+    if not (is_refused_outright(exc) and "key" in str(exc).lower()):
         return None
     named = " and ".join(keys)
+    grant = " ".join(f"~{key}" for key in keys)
     return (
         f"{safe_error(exc)}: the ACL user may not use {named}; grant it those keys "
-        f"(ACL SETUSER <user> ~{keys[0]}*) or set {setting} to a key it may use"
+        f"(ACL SETUSER <user> {grant}) or set {setting} to a key it may use"
     )
 
 

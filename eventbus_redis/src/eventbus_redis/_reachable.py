@@ -17,7 +17,7 @@ from eventbus_core import BackendUnavailableError, SettingsError
 from eventbus_redis._client import describe_client, safe_error
 from eventbus_redis._config_errors import credentials_error, database_error
 
-__all__ = ["bounded_connection", "ca_file_error", "check_reachable", "tls_hint"]
+__all__ = ["bounded_connection", "ca_file_error", "check_reachable", "tls_trouble"]
 
 
 def check_reachable(client: Any, timeout: float, source: str | None = None) -> None:
@@ -59,13 +59,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
         if refused is not None:
             raise refused from None
         if _certificate_refused(exc):
-            url = source or "the client's URL"
-            raise BackendUnavailableError(
-                f"Redis at {where} answered, but its TLS certificate could not be verified "
-                f"({safe_error(exc)}); give the CA that signed it in {url} "
-                "(rediss://host:port/db?ssl_ca_certs=/path/ca.pem), or check that the host "
-                "name is the one the certificate names"
-            ) from None
+            raise BackendUnavailableError(_certificate_advice(where, exc, source)) from None
         if source == "REDIS_ADDR/REDIS_DB":
             settings = "that REDIS_ADDR and REDIS_DB are right (REDIS_ADDR cannot carry a "
             settings += "password; REDIS_URL can)"
@@ -115,6 +109,44 @@ def ca_file_error(client: Any) -> SettingsError | None:
             f"(ssl_ca_certs={ca_file} in its URL) cannot be used ({safe_error(exc)}); give a "
             "readable PEM file"
         )
+    return None
+
+
+def _certificate_advice(where: str, exc: BaseException, source: str | None) -> str:
+    url = source or "the client's URL"
+    return (
+        f"Redis at {where} answered, but its TLS certificate could not be verified "
+        f"({safe_error(exc)}); give the CA that signed it in {url} "
+        "(rediss://host:port/db?ssl_ca_certs=/path/ca.pem), or check that the host "
+        "name is the one the certificate names"
+    )
+
+
+def tls_trouble(client: Any, exc: BaseException, source: str | None) -> str | None:
+    """A running writer's failure worded as `check()` words it where TLS is why, else None:
+    the application's log said only "Timeout connecting to server" for `rediss://` to a plain
+    server, and "No such file or directory" for a missing CA file (trial 204).
+
+    Only the connection's own trouble is looked at: a timeout reading a reply (a frozen
+    server) is no sign of TLS on one side only, and the CA file is read only when the error
+    is about a file, not at every failed connect of an outage (review 210)."""
+    pool = client.connection_pool
+    if not issubclass(pool.connection_class, redis.SSLConnection):
+        # The other way round (a TLS-only server closes a plain connection) looks like any
+        # closed connection: too common to hint at TLS in a running writer's log.
+        return None
+    text = str(exc)
+    if isinstance(exc, OSError | redis.ConnectionError) and (
+        "No such file" in text or "Is a directory" in text or "PEM" in text
+    ):
+        refused = ca_file_error(client)
+        if refused is not None:
+            return str(refused)
+    if _certificate_refused(exc):
+        return _certificate_advice(describe_client(client), exc, source)
+    if "connecting" in text or "version" in text.lower():  # the handshake, not a reply
+        hint = tls_hint(pool, exc)
+        return f"{safe_error(exc)}{hint}" if hint else None
     return None
 
 

@@ -102,6 +102,10 @@ class BatchWriter:
         self._explain = explain
         self._in_doubt = 0  # of the lost: in a batch Redis may have applied (reply never read)
         self._in_flight: list[Event] | None = None  # the batch Redis may have, outcome unknown
+        # The batch one of whose attempts left and failed without a definite answer (no reply,
+        # or an error inside a transaction Redis applied in part): a later refusal of it says
+        # nothing of that attempt, so it stays in doubt (review 210).
+        self._maybe_applied: list[Event] | None = None
         self._sent: tuple[list[Event], Prepared] | None = None  # sent, reply not read yet
         self._left_to_parent = 0
         self._batches = 0
@@ -194,6 +198,7 @@ class BatchWriter:
         except Exception as exc:  # unknown outcome: retry; the script skips a batch it applied
             if not isinstance(exc, _EXPECTED):
                 self._unexpected(exc)
+            self._maybe_applied = batch
             self._deliver(batch, prepared)
             return
         self.settle(batch, written=True)
@@ -228,11 +233,16 @@ class BatchWriter:
     def write_failed(self, batch: list[Event], exc: BaseException) -> float:
         """Writing `batch` raised `exc`: `failed()`, after taking it out of doubt where the
         error says Redis applied none of it."""
-        if is_wrong_type(exc) or is_not_a_counter(exc) or is_refused_outright(exc):
+        definite = is_wrong_type(exc) or is_not_a_counter(exc) or is_refused_outright(exc)
+        if definite and self._maybe_applied is not batch:
             # The scripts refuse a key of another type, and INCRBY a counter that is not an
             # integer, before writing anything (the transaction goes by script then), and an
             # ACL refuses the command or its keys before it runs.
             self.not_applied(batch)
+        elif not definite:
+            with self._batcher.lock:
+                if batch is self._in_flight:  # it left: Redis may have applied it
+                    self._maybe_applied = batch
         return self.failed(exc)
 
     def failed(self, exc: BaseException) -> float:
@@ -297,6 +307,8 @@ class BatchWriter:
             doubt = batch is self._in_flight
             if doubt:
                 self._in_flight = None
+            if batch is self._maybe_applied:
+                self._maybe_applied = None
             late = self._batcher.settle_locked(n, delivered=written)
             if written:
                 self._batches += 1
@@ -412,6 +424,7 @@ class BatchWriter:
     def _after_fork_reset(self, parent_held: int) -> None:
         self._left_to_parent += parent_held
         self._in_flight = None  # the parent's
+        self._maybe_applied = None
         self._sent = None
         self._on_loop.after_fork_in_child()
         self._abort = threading.Event()

@@ -13,7 +13,7 @@ import difflib
 import warnings
 from typing import Any, Final
 
-from eventbus_core._plugin_settings import cli_flag, declared_flag, env_vars_of
+from eventbus_core._plugin_settings import cli_flag, declared_flag, env_vars_of, keyword_lookup
 from eventbus_core._plugins import PluginInfo, PluginLoadWarning, PluginRegistry, get_registry
 from eventbus_core._settings import all_env_vars
 
@@ -167,13 +167,14 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     options = getattr(args, "backend_options", None) or []
     if not options:
         return values, given_as
-    known: dict[str, str] = {}
-    variable_names: set[str] = set()
+    declared: dict[str, str] = {}  # field: variable, of every installed plugin's settings
     for model in _registry().settings_models():
         for field, variable in env_vars_of(model).items():
-            known.setdefault(field.lower(), field)
-            known.setdefault(variable.lower(), field)
-            variable_names.add(variable)
+            declared.setdefault(field, variable)
+    # As EventBusSettings reads a keyword: as spelt, then in any case with field names first
+    # (REDIS_STREAM_MAX_LEN, the Go proxy's variable, set eventbus's own field: review 210).
+    field_of = keyword_lookup(declared)
+    variable_names = set(declared.values())
     variables = all_env_vars()
     for option in options:
         key, eq, value = option.partition("=")
@@ -183,7 +184,7 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
                 f"{OPTION} {option!r}: give KEY=VALUE, KEY being a backend plugin's setting "
                 "or its environment variable"
             )
-        found = known.get(key.lower())
+        found = field_of(key)
         if found is None:
             core = _core_variable(key)
             if core is not None:
@@ -196,7 +197,7 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             # In the form typed: a variable's name gets the variables (and a near one), a
             # field's the fields (trial 208 typed EVENTBUS_PG_POL and got pg_poll, pg_table).
             typed_variable = key.upper() == key
-            names = sorted(variable_names if typed_variable else set(known.values()))
+            names = sorted(variable_names if typed_variable else set(declared))
             near = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
             # Not "KEY: ...": after a credential's name (`password`), the log scrubbing takes
             # the rest of the line for its value, and the list of settings was masked.

@@ -295,7 +295,7 @@ def _serve(args: argparse.Namespace) -> int:
         ",".join(s.name for s in dispatcher.sinks),
         settings.batch_size,
         settings.flush_interval,
-        settings.consumer_groups if grouped else "none (a subscription)",
+        settings.consumer_groups if grouped else _subscriptions(settings.consumer_groups),
         settings.dead_letter_path or "off",
     )
     # This process is the dispatcher's: its start-up objects can leave the GC's passes, and
@@ -352,17 +352,23 @@ def warn_without_groups(bus: object, settings: EventBusSettings) -> bool:
     if capability(bus, ConsumerGroups) is not None:
         return True
     if is_cross_process(bus):
-        given = [
-            flag
-            for field, flag in (("consumer_groups", "--consumer-groups"),
-                                ("consumer_name", "--consumer-name"))
-            if field in settings.model_fields_set
-        ]  # fmt: skip
+        # --consumer-groups still counts (one subscription for all sinks, or one each); a
+        # consumer's name means nothing without a group (review 210).
+        named = "consumer_name" in settings.model_fields_set
         log.warning(
             "backend %r has no consumer groups (the ConsumerGroups capability): this dispatcher "
             "reads a subscription from now on, so events published while no dispatcher runs "
             "are not delivered, and every dispatcher gets every event%s",
             settings.backend,
-            f"; {' and '.join(given)} (or its variable) have no effect" if given else "",
+            "; --consumer-name (EVENTBUS_CONSUMER_NAME) has no effect" if named else "",
         )
     return False
+
+
+def _subscriptions(mode: str) -> str:
+    """The start line's `groups` on a backend without them: what `--consumer-groups` chose."""
+    return (
+        "none (one subscription for all sinks)"
+        if mode == "shared"
+        else ("none (a subscription per sink)")
+    )

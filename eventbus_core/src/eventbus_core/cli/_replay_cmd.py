@@ -307,6 +307,21 @@ def _log_ids(log_ids: list[int]) -> str:
     return f"LogIDs {min(ids)} to {max(ids)}"
 
 
+def sink_target(
+    args: argparse.Namespace, settings: EventBusSettings, options: dict[str, str], **kw: Any
+) -> _SinkTarget | None:
+    """The `--sink` to send to, None without one, or on a dry run: built then only to check its
+    options (a missing key, an unknown option), so that a dry run says what the real one
+    would refuse, then sends nothing."""
+    if not args.sink:
+        return None
+    target = _SinkTarget(settings, args.sink, options, quiet=args.quiet, **kw)
+    if args.dry_run:
+        target.close()
+        return None
+    return target
+
+
 def _options(pairs: list[str], sink: str | None) -> dict[str, str]:
     given = SinkOptions(sink)
     for pair in pairs:
@@ -410,12 +425,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} selects in a dead-letter file: it needs --dead-letters")
     # A broken EVENTBUS_TRANSFORMER is said now, dry run or not, as 'dispatch' says it.
     preparer = PayloadPreparer.from_settings(settings) if args.sink else None
-    target = _SinkTarget(settings, args.sink, options, quiet=args.quiet) if args.sink else None
-    if target is not None and args.dry_run:
-        # Built only to check its options (a missing key, an unknown option): a dry run says
-        # what the real one would refuse, then sends nothing.
-        target.close()
-        target = None
+    target = sink_target(args, settings, options)
     try:
         bus = open_bus(args, settings, "eventbus replay")  # answers, or exit 1 now
         try:

@@ -140,24 +140,14 @@ def replay_dead_letters(
     """Send the payloads of `--dead-letters` to `--sink` with its `options` (or print them);
     exit 1 if a line was unreadable or a send failed. The flags were checked
     (`check_dead_letter_flags`) before the settings were read."""
-    from eventbus_core.cli._replay_cmd import _SinkTarget  # one sending path for both modes
+    from eventbus_core.cli._replay_cmd import sink_target  # one sending path for both modes
 
     path = Path(args.dead_letters)
     wanted = args.from_sink if args.from_sink is not None else args.sink
     letters = DeadLetterFile(path, wanted, args.from_line or 1)
     handle = letters.open()  # a file that cannot be read is said before the sink is built
-    target = None
     try:
-        if args.sink:
-            target = _SinkTarget(
-                settings, args.sink, options, quiet=args.quiet, prepare=False,
-                describe=_lines(path),
-            )  # fmt: skip
-            if args.dry_run:
-                # Built only to check its options, as the range replay's dry run does: the dry
-                # run says what the real one would refuse, then sends nothing.
-                target.close()
-                target = None
+        target = sink_target(args, settings, options, prepare=False, describe=_lines(path))
     except BaseException:
         handle.close()
         raise

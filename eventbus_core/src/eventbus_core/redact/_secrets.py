@@ -196,11 +196,13 @@ def redact_one_url(url: str) -> str:
     `@` is taken for the user part all the same: past its first `:` it is masked, or whole.
     """
     scheme, sep, rest = url.partition("://")
-    if not sep and (slashed := _SLASHED_SCHEME.match(url)) is not None:
+    if not sep and (slashed := _SLASHED_SCHEME.match(url)) is not None and "@" in url:
         # A scheme with one slash too few or too many (`rediss:/:pw@host`): keep it as typed,
-        # so that the error quoting it shows the typo (trial 204: "rediss:***@host").
-        masked = redact_one_url("x://" + url[slashed.end() :])
-        return slashed.group() + masked.removeprefix("x://")
+        # so that the error quoting it shows the typo (trial 204: "rediss:***@host"), and mask
+        # all up to the last '@' (no telling a user name from a password starting with '/':
+        # `admin:/Pa:ss@host` showed "Pa", review 210).
+        at = url.rfind("@")
+        return redact_url(f"{slashed.group()}{_MASK}{url[at:]}")
     if not sep:
         rest = url
     at = rest.rfind("@")
