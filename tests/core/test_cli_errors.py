@@ -857,7 +857,12 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
     }
     # `-> EventBus`, as hooks.md writes a factory, or another abstract class: cannot tell
     # either (a shared backend so annotated was left out, "none is installed": trial 208).
-    for name, abstract in (("pgbus", EventBus), ("pgbase", BaseEventBus), ("pgobj", object)):
+    for name, abstract in (
+        ("pgbus", EventBus),
+        ("pgbase", BaseEventBus),
+        ("pgobj", object),
+        ("pgany", Any),  # a class since Python 3.11 (trial 209)
+    ):
 
         def build(settings: Any) -> Any:
             return None
@@ -867,8 +872,8 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
     monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
     monkeypatch.setattr(_ops, "is_installed", lambda name: True)
     assert _ops.shared_backend_example("queue") == (
-        "installed besides 'queue': pgbase, pgbus, pgobj, t117db, unannotated ('eventbus "
-        "plugins' shows their settings)"
+        "installed besides 'queue': pgany, pgbase, pgbus, pgobj, t117db, unannotated "
+        "('eventbus plugins' shows their settings)"
     )
 
 

@@ -367,6 +367,25 @@ def test_a_server_without_jetstream_is_said_to_answer_without_it(tmp_path: Path)
         proc.wait()
 
 
+def test_a_server_that_takes_the_connection_and_says_nothing_is_said_to_be_maybe_frozen() -> None:
+    # One frozen server of three, picked by the client: the hint named only a missing -js
+    # (trial 209).
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    bus = NatsEventBus(f"nats://127.0.0.1:{port}", stream="SILENT", subject="silent.e")
+    try:
+        with pytest.raises(BackendUnavailableError) as info:
+            bus.check(timeout=1.0)
+        text = str(info.value)
+        assert "frozen" in text and "--wait-for-backend" in text, text
+        assert text.rstrip().endswith("or set NATS_URL"), text
+    finally:
+        bus.stop(0.5)
+        listener.close()
+
+
 def test_an_account_without_jetstream_is_a_settings_error_not_a_wait(tmp_path: Path) -> None:
     # Any 503 with an error code was said to be a cluster electing a leader, "try again", and
     # --wait-for-backend waited for nothing (review 210).

@@ -33,7 +33,18 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.mark.parametrize("url", ["redis://h/notadb", "redis://:pw@h:6379/0/x", "rediss://h/ 1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h/notadb",
+        "redis://:pw@h:6379/0/x",
+        "rediss://h/ 1",
+        # A '/' too many puts the credentials in the path, which was quoted back (trial 209).
+        "rediss:///:pw@127.0.0.1:6379/0",
+        "redis:////u:pw@h/0",
+        "redis://h:6379/:pw@x",
+    ],
+)
 def test_a_database_that_is_not_a_number_names_redis_url(
     monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:

@@ -30,6 +30,14 @@ _FETCH_WAIT: Final = 2.0
 _OPEN_TRIES: Final = 3
 
 
+_FROZEN: Final = (
+    "; a server that takes the connection and then says nothing (frozen, overloaded) does "
+    "that too, and the client may have picked it among several (--wait-for-backend SECONDS "
+    "retries)"
+)
+"""Said where a connection timed out: one server of a cluster frozen, the client picked it, and
+the hint named only a missing -js (trial 209)."""
+
 # JetStream's error codes (nats-server's errors.json) among its 503 answers.
 _CLUSTER_UNAVAILABLE: Final = 10008  # "JetStream system temporarily unavailable"
 _NOT_ENABLED: Final = (10039, 10076)  # "not enabled for account", "not enabled"
@@ -106,9 +114,10 @@ class LogReader:
     def _unanswered(self, exc: BaseException) -> BackendUnavailableError:
         if isinstance(exc, TimeoutError) and self._link.connected:
             return self._quiet(f"({safe_error(exc)})")
+        frozen = _FROZEN if isinstance(exc, TimeoutError) else ""
         return BackendUnavailableError(
-            f"NATS at {self._link.where} did not answer ({safe_error(exc)}); check that "
-            "nats-server runs with JetStream enabled (-js) and that NATS_URL points at it"
+            f"NATS at {self._link.where} did not answer ({safe_error(exc)}){frozen}; check "
+            "that nats-server runs with JetStream enabled (-js) and that NATS_URL points at it"
         )
 
     # ------------------------------------------------------------------------------ reading
@@ -264,11 +273,12 @@ class LogReader:
             if isinstance(exc, TimeoutError) and self._link.connected:
                 raise self._quiet(f"within {round(timeout, 2):g} s") from None
             why = self._link.last_error or safe_error(exc)
+            frozen = _FROZEN if isinstance(exc, TimeoutError) else ""
             raise BackendUnavailableError(
                 f"NATS JetStream at {self._link.where} did not answer within "
                 f"{round(timeout, 2):g} s "
-                f"({why}); check that nats-server runs there with JetStream enabled (-js), "
-                "or set NATS_URL"
+                f"({why}){frozen}; check that nats-server runs there with JetStream enabled "
+                "(-js), or set NATS_URL"
             ) from None
 
     async def _probe(self, timeout: float) -> None:

@@ -204,10 +204,17 @@ class RedisSettings(PluginSettings):
         # redis-py reads a path that is not a number as database 0, silently.
         db = value.partition("://")[2].partition("?")[0].partition("#")[0].partition("/")[2]
         if not unix and db and not db.isdigit():
-            # "-1" is a number to a reader: say what kind (trial 165).
+            # "-1" is a number to a reader: say what kind (trial 165). A path with an '@' holds
+            # credentials after a slash too many (`rediss:///:pw@host`): not quoted back, it
+            # showed the password (trial 209).
+            shown = (
+                f"not {db!r}"
+                if "@" not in db
+                else "not a path holding an '@' (a '/' too many before the credentials?)"
+            )
             raise ValueError(
                 f"the database after the address must be a whole number from 0 up, as in "
-                f"redis://host:6379/0, not {db!r}"
+                f"redis://host:6379/0, {shown}"
             )
         if any(c.isspace() for c in host):
             # redis-py would take it, and fail to resolve the host at every attempt. (A space

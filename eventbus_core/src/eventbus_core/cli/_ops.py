@@ -373,9 +373,14 @@ def _maybe_shared(registration: Registration) -> bool:
 
 
 def _abstract(cls: type) -> bool:
-    """A class no bus is only an instance of: `object`, a protocol (`EventBus`), an abstract
-    base (`BaseEventBus`)."""
-    return cls is object or bool(getattr(cls, "_is_protocol", False)) or inspect.isabstract(cls)
+    """A class no bus is only an instance of: `object`, `Any` (a class since Python 3.11:
+    trial 209), a protocol (`EventBus`), an abstract base (`BaseEventBus`)."""
+    return (
+        cls is object
+        or cls is typing.Any
+        or bool(getattr(cls, "_is_protocol", False))
+        or inspect.isabstract(cls)
+    )
 
 
 def stdout_gone() -> bool:
