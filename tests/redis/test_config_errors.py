@@ -705,3 +705,38 @@ def test_a_refusal_after_an_unanswered_attempt_leaves_the_batch_in_doubt(
     assert s.extra["written"] <= held <= s.extra["written"] + s.extra["in_doubt"], (held, s)
     assert s.extra["in_doubt"] == 5, s
     admin.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_reader_refused_by_an_acl_names_the_key_setting_not_reachability(
+    throwaway: ThrowawayRedis, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    # "failed (NoPermissionError ...); is it running, and is REDIS_URL right?" (trial 209).
+    url = _writing_as(throwaway, "reader", "~other*", "&*", "+@all")
+    assert main(["stats", "--backend", backend, "--redis-url", url]) == 2
+    err = capsys.readouterr().err
+    setting = "EVENTBUS_REDIS_KEY" if backend == "redis" else "EVENTBUS_REDIS_STREAM"
+    assert "may not read" in err and setting in err and "is it running" not in err, err
+    assert ":pw@" not in err
+
+
+def test_client_certificate_files_that_cannot_be_used_are_named(
+    throwaway: ThrowawayRedis, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # "Error 2 connecting to host:port. No such file or directory." read as a missing socket,
+    # in the command line and in the writer's error (trial 209).
+    missing = tmp_path / "nope"
+    url = (
+        f"rediss://127.0.0.1:{throwaway.port}/0?ssl_certfile={missing}/c.pem"
+        f"&ssl_keyfile={missing}/k.pem"
+    )
+    assert main(["stats", "--backend", "redis", "--redis-url", url]) == 2
+    err = capsys.readouterr().err
+    assert f"ssl_certfile={missing}/c.pem and ssl_keyfile={missing}/k.pem" in err, err
+    bus = RedisEventBus.publisher(redis.Redis.from_url(url), "t209:tls")
+    try:
+        bus.publish(make_event(1))
+        assert not bus.flush(1)
+        assert "client certificate given" in bus.stats().extra["last_error"]
+    finally:
+        bus.stop(0)

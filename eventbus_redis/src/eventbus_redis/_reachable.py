@@ -17,7 +17,7 @@ from eventbus_core import BackendUnavailableError, SettingsError
 from eventbus_redis._client import describe_client, safe_error
 from eventbus_redis._config_errors import credentials_error, database_error
 
-__all__ = ["bounded_connection", "ca_file_error", "check_reachable", "tls_trouble"]
+__all__ = ["bounded_connection", "check_reachable", "tls_files_error", "tls_trouble"]
 
 
 def check_reachable(client: Any, timeout: float, source: str | None = None) -> None:
@@ -39,7 +39,7 @@ def check_reachable(client: Any, timeout: float, source: str | None = None) -> N
     timeout = max(0.05, float(timeout))
     pool = client.connection_pool
     options = pool.connection_kwargs
-    refused = ca_file_error(client)
+    refused = tls_files_error(client)
     if refused is not None:
         raise refused
     connection = None
@@ -92,23 +92,40 @@ def bounded_connection(client: Any, timeout: float) -> Any:
     return pool.connection_class(**options)
 
 
-def ca_file_error(client: Any) -> SettingsError | None:
-    """The CA file of `ssl_ca_certs`, loaded: one that is missing, a directory or not PEM is a
-    settings error, said before connecting (redis-py's own error, "Error 2 connecting to
-    host:port. No such file or directory.", reads as a missing socket: trial 204; and redis-py
-    before 5.0.1 left the socket it had opened for the TLS handshake unclosed). None if it
-    loads, or none is given."""
-    ca_file = client.connection_pool.connection_kwargs.get("ssl_ca_certs")
-    if not ca_file:
-        return None
-    try:
-        ssl.create_default_context(cafile=ca_file)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        return SettingsError(
-            f"the CA file given for Redis at {describe_client(client)} "
-            f"(ssl_ca_certs={ca_file} in its URL) cannot be used ({safe_error(exc)}); give a "
-            "readable PEM file"
+def tls_files_error(client: Any) -> SettingsError | None:
+    """The TLS files of the URL (`ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`), loaded: one
+    that is missing, a directory or not PEM is a settings error, said before connecting
+    (redis-py's own error, "Error 2 connecting to host:port. No such file or directory.", reads
+    as a missing socket: trials 204, 209; and redis-py before 5.0.1 left the socket it had
+    opened for the TLS handshake unclosed). None if they load, or none is given."""
+    options = client.connection_pool.connection_kwargs
+    ca_file = options.get("ssl_ca_certs")
+    if ca_file:
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            return SettingsError(
+                f"the CA file given for Redis at {describe_client(client)} "
+                f"(ssl_ca_certs={ca_file} in its URL) cannot be used ({safe_error(exc)}); give "
+                "a readable PEM file"
+            )
+    cert_file, key_file = options.get("ssl_certfile"), options.get("ssl_keyfile")
+    if cert_file or key_file:  # the client's own certificate: "Error 2 connecting" (trial 209)
+        given = " and ".join(
+            f"{name}={value}"
+            for name, value in (("ssl_certfile", cert_file), ("ssl_keyfile", key_file))
+            if value
         )
+        try:
+            if not cert_file:
+                raise ValueError("ssl_keyfile needs ssl_certfile")
+            ssl.create_default_context().load_cert_chain(cert_file, key_file or None)
+        except (OSError, ValueError) as exc:
+            return SettingsError(
+                f"the client certificate given for Redis at {describe_client(client)} "
+                f"({given} in its URL) cannot be used ({safe_error(exc)}); give readable PEM "
+                "files, the key matching the certificate"
+            )
     return None
 
 
@@ -137,9 +154,9 @@ def tls_trouble(client: Any, exc: BaseException, source: str | None) -> str | No
         return None
     text = str(exc)
     if isinstance(exc, OSError | redis.ConnectionError) and (
-        "No such file" in text or "Is a directory" in text or "PEM" in text
+        "No such file" in text or "Is a directory" in text or "PEM" in text or "key" in text
     ):
-        refused = ca_file_error(client)
+        refused = tls_files_error(client)
         if refused is not None:
             return str(refused)
     if _certificate_refused(exc):

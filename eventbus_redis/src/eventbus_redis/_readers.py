@@ -69,9 +69,27 @@ def answering(func: Callable[P, R]) -> Callable[P, R]:
                     "EVENTBUS_REDIS_KEY (backend redis) or EVENTBUS_REDIS_STREAM "
                     "(redis-streams) to a key of its own"
                 ) from None
+            if isinstance(exc, redis.exceptions.NoPermissionError):
+                # Redis answered: "is it running?" was no help for an ACL refusal (trial 209).
+                raise _refused(args[0], exc) from None
             raise _unavailable(getattr(args[0], "_client", None), exc) from None
 
     return run
+
+
+def _refused(reader: object, exc: BaseException) -> SettingsError:
+    """An ACL refusal of a reader's command or keys, naming the log's key and its setting."""
+    key = getattr(reader, "key", None)
+    if key is not None:
+        named = f"the list {key} (EVENTBUS_REDIS_KEY) and {key}:seq"
+    else:
+        stream = getattr(reader, "stream", "?")
+        named = f"the stream {stream} (EVENTBUS_REDIS_STREAM) and {stream}:*"
+    return SettingsError(
+        f"Redis refused: {safe_error(exc)}: the ACL user of REDIS_URL (or --redis-url) may not "
+        f"read {named}, or may not run the command; grant it what docs/backends/redis.md lists "
+        "('A Redis user restricted by ACLs'), or set the key setting to a key it may use"
+    )
 
 
 def _text(value: Any) -> Any:
