@@ -19,7 +19,7 @@ from eventbus_core.cli import main
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from tests._services import redis_url
-from tests.redis._servers import ThrowawayRedis, free_port
+from tests.redis._servers import ThrowawayRedis, failed_tls_handshakes, free_port
 
 BACKENDS = ["redis", "redis-streams"]
 KEY_SETTING = {"redis": "EVENTBUS_REDIS_KEY", "redis-streams": "EVENTBUS_REDIS_STREAM"}
@@ -637,31 +637,35 @@ def test_an_acl_refusal_leaves_no_batch_in_doubt_and_names_the_key(
         assert (s.published, s.lost, s.extra["in_doubt"]) == (5, 5, 0), s
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_rediss_to_a_plain_server_says_which_scheme_to_try_in_the_writers_error(
     throwaway: ThrowawayRedis, tmp_path: Path
 ) -> None:
     # check() said it, the application's log only "Timeout connecting to server" (trial 204).
-    client = redis.Redis.from_url(
-        f"rediss://127.0.0.1:{throwaway.port}/0", socket_timeout=0.5, socket_connect_timeout=0.5
-    )
-    bus = RedisEventBus.publisher(client, "t204:tls")
-    try:
-        bus.publish(make_event(1))
-        assert not bus.flush(2)
-        error = bus.stats().extra["last_error"]
-        assert "use redis:// instead of rediss://" in error, error
-    finally:
-        bus.stop(0)
-    missing = tmp_path / "nope" / "ca.pem"
-    client = redis.Redis.from_url(f"rediss://127.0.0.1:{throwaway.port}/0?ssl_ca_certs={missing}")
-    bus = RedisEventBus.publisher(client, "t204:tls")
-    try:
-        bus.publish(make_event(1))
-        assert not bus.flush(1)
-        error = bus.stats().extra["last_error"]
-        assert f"ssl_ca_certs={missing} in its URL" in error and "PEM" in error, error
-    finally:
-        bus.stop(0)
+    with failed_tls_handshakes():
+        client = redis.Redis.from_url(
+            f"rediss://127.0.0.1:{throwaway.port}/0", socket_timeout=0.5, socket_connect_timeout=0.5
+        )
+        bus = RedisEventBus.publisher(client, "t204:tls")
+        try:
+            bus.publish(make_event(1))
+            assert not bus.flush(2)
+            error = bus.stats().extra["last_error"]
+            assert "use redis:// instead of rediss://" in error, error
+        finally:
+            bus.stop(0)
+        missing = tmp_path / "nope" / "ca.pem"
+        client = redis.Redis.from_url(
+            f"rediss://127.0.0.1:{throwaway.port}/0?ssl_ca_certs={missing}"
+        )
+        bus = RedisEventBus.publisher(client, "t204:tls")
+        try:
+            bus.publish(make_event(1))
+            assert not bus.flush(1)
+            error = bus.stats().extra["last_error"]
+            assert f"ssl_ca_certs={missing} in its URL" in error and "PEM" in error, error
+        finally:
+            bus.stop(0)
 
 
 def test_a_refusal_after_an_unanswered_attempt_leaves_the_batch_in_doubt(
@@ -720,23 +724,25 @@ def test_a_reader_refused_by_an_acl_names_the_key_setting_not_reachability(
     assert ":pw@" not in err
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_client_certificate_files_that_cannot_be_used_are_named(
     throwaway: ThrowawayRedis, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     # "Error 2 connecting to host:port. No such file or directory." read as a missing socket,
     # in the command line and in the writer's error (trial 209).
-    missing = tmp_path / "nope"
-    url = (
-        f"rediss://127.0.0.1:{throwaway.port}/0?ssl_certfile={missing}/c.pem"
-        f"&ssl_keyfile={missing}/k.pem"
-    )
-    assert main(["stats", "--backend", "redis", "--redis-url", url]) == 2
-    err = capsys.readouterr().err
-    assert f"ssl_certfile={missing}/c.pem and ssl_keyfile={missing}/k.pem" in err, err
-    bus = RedisEventBus.publisher(redis.Redis.from_url(url), "t209:tls")
-    try:
-        bus.publish(make_event(1))
-        assert not bus.flush(1)
-        assert "client certificate given" in bus.stats().extra["last_error"]
-    finally:
-        bus.stop(0)
+    with failed_tls_handshakes():
+        missing = tmp_path / "nope"
+        url = (
+            f"rediss://127.0.0.1:{throwaway.port}/0?ssl_certfile={missing}/c.pem"
+            f"&ssl_keyfile={missing}/k.pem"
+        )
+        assert main(["stats", "--backend", "redis", "--redis-url", url]) == 2
+        err = capsys.readouterr().err
+        assert f"ssl_certfile={missing}/c.pem and ssl_keyfile={missing}/k.pem" in err, err
+        bus = RedisEventBus.publisher(redis.Redis.from_url(url), "t209:tls")
+        try:
+            bus.publish(make_event(1))
+            assert not bus.flush(1)
+            assert "client certificate given" in bus.stats().extra["last_error"]
+        finally:
+            bus.stop(0)

@@ -12,7 +12,7 @@ from eventbus_core import EventBusSettings, create_bus
 from eventbus_core.cli import main
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
-from tests.redis._servers import ThrowawayRedis, make_tls_cert
+from tests.redis._servers import ThrowawayRedis, failed_tls_handshakes, make_tls_cert
 
 pytestmark = pytest.mark.redis
 
@@ -87,6 +87,7 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
         server.kill()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_certificate_not_verified_says_to_give_the_ca(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -102,11 +103,12 @@ def test_a_certificate_not_verified_says_to_give_the_ca(
         assert "certificate could not be verified" in err and "ssl_ca_certs" in err, err
         assert "--redis-url" in err and "s3cret-pw" not in err
         # An application's writer says it too, not "use redis:// instead" (review 210).
-        bus = create_bus(EventBusSettings(backend="redis", redis_url=url))
-        bus.publish(make_event(1))
-        assert not bus.flush(1.5)  # type: ignore[attr-defined]
-        error = bus.stats().extra["last_error"]
-        bus.stop(0)
+        with failed_tls_handshakes():
+            bus = create_bus(EventBusSettings(backend="redis", redis_url=url))
+            bus.publish(make_event(1))
+            assert not bus.flush(1.5)  # type: ignore[attr-defined]
+            error = bus.stats().extra["last_error"]
+            bus.stop(0)
         assert "certificate could not be verified" in error and "ssl_ca_certs" in error, error
         assert "instead of rediss://" not in error and "s3cret-pw" not in error, error
     finally:
