@@ -9,6 +9,7 @@ undrained, a bus made before the loop, stop() on the loop, a fork, the setting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from eventbus_core import BusStats, EventBus, EventBusSettings, Subscription, cr
 from eventbus_core.batching import LoopDriver, ThreadDriver, check_fork
 from eventbus_core.testing import BusContractTests, make_event
 from eventbus_memory import InMemoryEventBus
+from tests._forked import read_from_child, retried_if_hung, wait_child
 from tests._loop_host import LoopThread, NoForkThroughTheHost, PublishOnLoop
 
 
@@ -293,10 +295,10 @@ def test_a_child_forked_from_a_loop_gets_a_working_bus() -> None:
                 code = 0 if ok and _figures(stats) == (2, 0, 0) else 2
             finally:
                 os._exit(code)
-        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        code = await asyncio.to_thread(wait_child, pid)
         bus.stop()
         assert sub.get(timeout=5).request_id == "req-0"
-        return os.waitstatus_to_exitcode(status)
+        return code
 
     assert asyncio.run(main()) == 0
 
@@ -367,31 +369,38 @@ def test_a_forked_child_watches_its_own_loops(fork: Any) -> None:
     loop.run_until_complete(publish(10))  # the parent's watch runs from here on
     loop.close()
     assert bus.flush(5)
-    read, write = os.pipe()
-    pid = fork()
-    if pid == 0:  # the child: report how many its consumer thread got, without flush()
+
+    def child_got() -> int:
+        read, write = os.pipe()
+        pid = fork()
+        if pid == 0:  # the child: report how many its consumer thread got, without flush()
+            try:
+                check_fork()  # found now (as a wake would): the child's own state from here on
+                sub = bus.subscribe()
+                got = [0]
+
+                def consume() -> None:
+                    for _ in sub:
+                        got[0] += 1
+
+                threading.Thread(target=consume, daemon=True).start()
+                child_loop = asyncio.new_event_loop()
+                child_loop.run_until_complete(publish(500))
+                deadline = time.monotonic() + 5
+                while got[0] < 500 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                os.write(write, str(got[0]).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
         try:
-            check_fork()  # found now (as a wake would): the child's own state from here on
-            sub = bus.subscribe()
-            got = [0]
-
-            def consume() -> None:
-                for _ in sub:
-                    got[0] += 1
-
-            threading.Thread(target=consume, daemon=True).start()
-            child_loop = asyncio.new_event_loop()
-            child_loop.run_until_complete(publish(500))
-            deadline = time.monotonic() + 5
-            while got[0] < 500 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            os.write(write, str(got[0]).encode())
+            return int(read_from_child(read, pid, 100) or b"-1")
         finally:
-            os._exit(0)
-    os.close(write)
+            os.close(read)
+            with contextlib.suppress(ChildProcessError):  # killed and reaped if it hung
+                wait_child(pid)
+
     try:
-        assert int(os.read(read, 100) or b"-1") == 500
+        assert retried_if_hung(child_got) == 500
     finally:
-        os.close(read)
-        os.waitpid(pid, 0)
         bus.stop(5)

@@ -13,6 +13,7 @@ import pytest
 from eventbus_core import Event, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_memory import InMemoryEventBus
+from tests._forked import wait_child
 from tests._stop_timeouts import check_stop_timeouts
 
 
@@ -158,8 +159,7 @@ def test_bus_works_in_a_forked_child() -> None:
         finally:
             os._exit(code)
     os.close(write_end)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
     assert os.read(read_end, 16) == b"2"
     os.close(read_end)
     bus.publish(make_event(3))  # the parent's bus is untouched by the child's

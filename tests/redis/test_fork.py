@@ -20,6 +20,7 @@ import redis
 
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._forked import wait_child
 from tests._python import run_python
 
 pytestmark = [
@@ -93,13 +94,13 @@ def run_child(bus: RedisEventBus | RedisStreamsEventBus, *, sub: Any = None) -> 
                     # Where each of the child's threads stood: the flake is not understood.
                     faulthandler.dump_traceback(out, all_threads=True)
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    code = wait_child(pid)
     with open(report.name) as got:
         figures = got.read()
     os.unlink(report.name)
     if figures:
         print(f"the forked child's figures: {figures}")
-    return os.waitstatus_to_exitcode(status)
+    return code
 
 
 @pytest.mark.parametrize("kind", ["log", "streams"])
@@ -201,8 +202,8 @@ def test_a_consumers_figures_in_a_child_tell_what_the_parent_left_unacknowledged
             code = 0 if counts == (20, 15, 5) else 11
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    code = wait_child(pid)
+    assert code == 0
     consumer.ack([d.token for d in held])
     assert consumer.figures()["left_to_parent"] == 0  # the parent's own figures are as they were
     consumer.close()
