@@ -63,9 +63,8 @@ __all__ = ["RedisBusBase"]
 log = get_logger("eventbus.redis")
 
 _SUBSCRIBE_FLUSH: Final = 1.0  # seconds subscribe() waits at most for the writer
-_LAG_TIMEOUT: Final = (
-    1.0  # seconds a metrics scrape waits for a subscription's lag (one round trip)
-)
+# Seconds a metrics scrape waits for a subscription's lag (one round trip).
+_LAG_TIMEOUT: Final = 1.0
 
 
 class RedisBusBase(RedisCapabilities, BaseEventBus):

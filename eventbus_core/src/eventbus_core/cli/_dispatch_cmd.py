@@ -367,8 +367,6 @@ def warn_without_groups(bus: object, settings: EventBusSettings) -> bool:
 
 def _subscriptions(mode: str) -> str:
     """The start line's `groups` on a backend without them: what `--consumer-groups` chose."""
-    return (
-        "none (one subscription for all sinks)"
-        if mode == "shared"
-        else ("none (a subscription per sink)")
-    )
+    if mode == "shared":
+        return "none (one subscription for all sinks)"
+    return "none (a subscription per sink)"
