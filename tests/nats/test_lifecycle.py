@@ -334,15 +334,15 @@ def test_a_restarted_server_loses_nothing_accepted(tmp_path: Path) -> None:
         server.kill()
 
 
-def test_a_server_without_jetstream_is_said_to_answer_without_it(tmp_path: Path) -> None:
-    # "did not answer within 2 s", though it answered at once with 503 (trial 125).
+@contextlib.contextmanager
+def _nats_server(*args: str) -> Iterator[int]:
+    """A nats-server of its own, started with `args` (its port given here), listening; its port.
+    Killed after."""
     from tests.nats._servers import NATS_SERVER
 
     port = free_port()
     proc = subprocess.Popen(
-        [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [NATS_SERVER, "-p", str(port), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 20
@@ -353,67 +353,55 @@ def test_a_server_without_jetstream_is_said_to_answer_without_it(tmp_path: Path)
             except OSError:
                 assert time.monotonic() < deadline, "nats-server did not listen"
                 time.sleep(0.05)
-        bus = NatsEventBus(f"nats://127.0.0.1:{port}", stream="NOJS", subject="nojs.events")
-        try:
-            with pytest.raises(BackendUnavailableError) as info:
-                bus.check(timeout=2.0)
-            text = str(info.value)
-            assert "answered, but not as JetStream" in text and "-js" in text, text
-            assert "did not answer" not in text
-        finally:
-            bus.stop(2)
+        yield port
     finally:
         proc.kill()
         proc.wait()
 
 
+def _unavailable_said(port: int, timeout: float) -> str:
+    """What `check()` raises for the server on `port` (it must be BackendUnavailableError)."""
+    bus = NatsEventBus(f"nats://127.0.0.1:{port}", stream="UNAVAIL", subject="unavail.e")
+    try:
+        with pytest.raises(BackendUnavailableError) as info:
+            bus.check(timeout=timeout)
+        return str(info.value)
+    finally:
+        bus.stop(0.5)
+
+
+def test_a_server_without_jetstream_is_said_to_answer_without_it() -> None:
+    # "did not answer within 2 s", though it answered at once with 503 (trial 125).
+    with _nats_server("-a", "127.0.0.1") as port:
+        text = _unavailable_said(port, 2.0)
+    assert "answered, but not as JetStream" in text and "-js" in text, text
+    assert "did not answer" not in text
+
+
 def test_a_server_that_takes_the_connection_and_says_nothing_is_said_to_be_maybe_frozen() -> None:
     # One frozen server of three, picked by the client: the hint named only a missing -js
     # (trial 209).
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    port = listener.getsockname()[1]
-    bus = NatsEventBus(f"nats://127.0.0.1:{port}", stream="SILENT", subject="silent.e")
-    try:
-        with pytest.raises(BackendUnavailableError) as info:
-            bus.check(timeout=1.0)
-        text = str(info.value)
-        assert "frozen" in text and "--wait-for-backend" in text, text
-        assert text.rstrip().endswith("or set NATS_URL"), text
-    finally:
-        bus.stop(0.5)
-        listener.close()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        text = _unavailable_said(listener.getsockname()[1], 1.0)
+    assert "frozen" in text and "--wait-for-backend" in text, text
+    assert text.rstrip().endswith("or set NATS_URL"), text
 
 
 def test_an_account_without_jetstream_is_a_settings_error_not_a_wait(tmp_path: Path) -> None:
     # Any 503 with an error code was said to be a cluster electing a leader, "try again", and
     # --wait-for-backend waited for nothing (review 210).
-    from eventbus_core import SettingsError
-    from tests.nats._servers import NATS_SERVER
-
-    port = free_port()
     config = tmp_path / "accounts.conf"
     config.write_text(
-        f"listen: 127.0.0.1:{port}\n"
+        "host: 127.0.0.1\n"
         f"jetstream {{ store_dir: {tmp_path / 'js'} }}\n"
         "accounts {\n"
         "  WITH: { jetstream: enabled, users: [{user: a, password: apw}] }\n"
         "  WITHOUT: { users: [{user: b, password: bpw}] }\n"
         "}\n"
     )
-    proc = subprocess.Popen(
-        [NATS_SERVER, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "nats-server did not listen"
-                time.sleep(0.05)
+    with _nats_server("-c", str(config)) as port:
         bus = NatsEventBus(f"nats://b:bpw@127.0.0.1:{port}", stream="NOJSACC", subject="n.e")
         try:
             for call in (lambda: bus.check(timeout=2.0), lambda: list(bus.read_range())):
@@ -424,9 +412,6 @@ def test_an_account_without_jetstream_is_a_settings_error_not_a_wait(tmp_path: P
                 assert "bpw" not in text
         finally:
             bus.stop(1)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_backlog_of_a_frozen_server_is_backend_unavailable(server: ThrowawayNats) -> None:
