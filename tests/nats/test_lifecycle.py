@@ -387,6 +387,15 @@ def test_a_server_that_takes_the_connection_and_says_nothing_is_said_to_be_maybe
         text = _unavailable_said(listener.getsockname()[1], 1.0)
     assert "frozen" in text and "--wait-for-backend" in text, text
     assert text.rstrip().endswith("or set NATS_URL"), text
+    # Where the connection said why (refused), no guess at a frozen server (trial 211).
+    bus = NatsEventBus(f"nats://127.0.0.1:{free_port()}", stream="REFUSED", subject="refused.e")
+    try:
+        for call in (lambda: bus.check(timeout=1.0), lambda: list(bus.read_range())):
+            with pytest.raises(BackendUnavailableError) as info:
+                call()
+            assert "frozen" not in str(info.value), info.value
+    finally:
+        bus.stop(0.5)
 
 
 def test_an_account_without_jetstream_is_a_settings_error_not_a_wait(tmp_path: Path) -> None:

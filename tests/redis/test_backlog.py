@@ -515,3 +515,55 @@ def test_a_list_log_subscription_reports_its_lag_for_the_metrics(
     assert done["held"]["lag"] == 0, done
     sub = RedisStreamsEventBus(client, f"{prefix}:s").subscribe()
     assert isinstance(sub, Backlog) and sub.backlog()["lag"] is None  # streams: cannot count
+
+
+def test_a_frozen_redis_holds_only_the_first_scrape_of_a_list_lanes_lag(
+    throwaway: ThrowawayRedis,
+) -> None:
+    # Each scrape waited the lag question's own 1 s, where a stream lane's waits only once
+    # until its question returns (docs/operations.md; trial 211).
+    import asyncio
+    import os
+    import signal
+
+    from eventbus_core import Dispatcher
+    from eventbus_core.metrics._figures import FiguresReader
+
+    client = redis.Redis.from_url(throwaway.url)
+    bus = RedisEventBus.log(client, "t211:lag", ttl=60, max_len=1000)
+    assert throwaway.proc is not None
+
+    class Keeps:
+        name = "keeps"
+
+        async def send(self, batch: Any) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+    async def run() -> tuple[float, float]:
+        dispatcher = Dispatcher(bus, [Keeps()], flush_interval=0.01)
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.sleep(0.3)
+        reader = FiguresReader(dispatcher=dispatcher)
+        assert (await asyncio.to_thread(reader.read)).backlog == {
+            "keeps": {"lag": 0, "pending": None}
+        }
+        os.kill(throwaway.proc.pid, signal.SIGSTOP)
+        try:
+            took = []
+            for _ in range(2):
+                started = time.monotonic()
+                await asyncio.to_thread(reader.read)  # one reader, as /metrics keeps
+                took.append(time.monotonic() - started)
+        finally:
+            os.kill(throwaway.proc.pid, signal.SIGCONT)
+        dispatcher.stop()
+        await task
+        return took[0], took[1]
+
+    first, second = asyncio.run(run())
+    bus.stop(1)
+    client.close()
+    assert first <= 2.5 and second < 0.5, (first, second)

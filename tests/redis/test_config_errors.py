@@ -654,18 +654,22 @@ def test_rediss_to_a_plain_server_says_which_scheme_to_try_in_the_writers_error(
             assert "use redis:// instead of rediss://" in error, error
         finally:
             bus.stop(0)
-        missing = tmp_path / "nope" / "ca.pem"
-        client = redis.Redis.from_url(
-            f"rediss://127.0.0.1:{throwaway.port}/0?ssl_ca_certs={missing}"
-        )
-        bus = RedisEventBus.publisher(client, "t204:tls")
-        try:
-            bus.publish(make_event(1))
-            assert not bus.flush(1)
-            error = bus.stats().extra["last_error"]
-            assert f"ssl_ca_certs={missing} in its URL" in error and "PEM" in error, error
-        finally:
-            bus.stop(0)
+        not_pem = tmp_path / "not-pem.txt"
+        not_pem.write_text("hello\n")
+        # Missing, or not PEM (its error is about X509: it got "use redis://", trial 211).
+        for ca_file in (tmp_path / "nope" / "ca.pem", not_pem):
+            client = redis.Redis.from_url(
+                f"rediss://127.0.0.1:{throwaway.port}/0?ssl_ca_certs={ca_file}"
+            )
+            bus = RedisEventBus.publisher(client, "t204:tls")
+            try:
+                bus.publish(make_event(1))
+                assert not bus.flush(1)
+                error = bus.stats().extra["last_error"]
+                assert f"ssl_ca_certs={ca_file} in its URL" in error and "PEM" in error, error
+                assert "instead of rediss://" not in error, error
+            finally:
+                bus.stop(0)
 
 
 def test_a_refusal_after_an_unanswered_attempt_leaves_the_batch_in_doubt(
@@ -722,6 +726,11 @@ def test_a_reader_refused_by_an_acl_names_the_key_setting_not_reachability(
     setting = "EVENTBUS_REDIS_KEY" if backend == "redis" else "EVENTBUS_REDIS_STREAM"
     assert "may not read" in err and setting in err and "is it running" not in err, err
     assert ":pw@" not in err
+    # A subscription so refused (tail; dispatch on the LIST log) was an "internal error"
+    # (trial 211).
+    assert main(["tail", "--backend", backend, "--redis-url", url, "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "may not use" in err and setting in err and "internal error" not in err, err
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

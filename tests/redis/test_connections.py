@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from eventbus_core import EventBusSettings, create_bus
 from eventbus_core.cli import main
@@ -84,6 +86,40 @@ def test_tls_with_rediss_url(tmp_path: Path) -> None:
         assert bus.stream_info()["length"] == 1
         bus.stop()
     finally:
+        server.kill()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_tls_server_frozen_after_writes_is_not_said_to_be_plain(tmp_path: Path) -> None:
+    # A writer that had written over TLS, then met the server frozen, was told "if that server
+    # does not use TLS, use redis://" (trial 211).
+    import os
+    import signal
+
+    cert, key = make_tls_cert(tmp_path)
+    server = ThrowawayRedis(tmp_path, tls=(cert, key))
+    server.start()
+    assert server.proc is not None
+    url = f"rediss://127.0.0.1:{server.tls_port}/0?ssl_ca_certs={cert}"
+    client = redis.Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
+    bus = RedisEventBus.publisher(client, "t211:tls")
+    try:
+        with failed_tls_handshakes():
+            bus.publish(make_event(1))
+            assert bus.flush(5)
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                bus.publish(make_event(2))
+                deadline = time.monotonic() + 10
+                while bus.stats().extra["write_failures"] < 2:
+                    assert time.monotonic() < deadline, bus.stats().extra
+                    time.sleep(0.05)
+                error = bus.stats().extra["last_error"]
+                assert "instead of rediss://" not in error, error
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+    finally:
+        bus.stop(0)
         server.kill()
 
 

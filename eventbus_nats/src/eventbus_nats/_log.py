@@ -114,7 +114,8 @@ class LogReader:
     def _unanswered(self, exc: BaseException) -> BackendUnavailableError:
         if isinstance(exc, TimeoutError) and self._link.connected:
             return self._quiet(f"({safe_error(exc)})")
-        frozen = _FROZEN if isinstance(exc, TimeoutError) else ""
+        said = self._link.last_error  # the connection's own reason, where it has one
+        frozen = _FROZEN if isinstance(exc, TimeoutError) and not said else ""
         return BackendUnavailableError(
             f"NATS at {self._link.where} did not answer ({safe_error(exc)}){frozen}; check "
             "that nats-server runs with JetStream enabled (-js) and that NATS_URL points at it"
@@ -273,7 +274,8 @@ class LogReader:
             if isinstance(exc, TimeoutError) and self._link.connected:
                 raise self._quiet(f"within {round(timeout, 2):g} s") from None
             why = self._link.last_error or safe_error(exc)
-            frozen = _FROZEN if isinstance(exc, TimeoutError) else ""
+            # Not where the connection said why (refused, a missing extra): trial 211.
+            frozen = _FROZEN if isinstance(exc, TimeoutError) and "Timeout" in why else ""
             raise BackendUnavailableError(
                 f"NATS JetStream at {self._link.where} did not answer within "
                 f"{round(timeout, 2):g} s "

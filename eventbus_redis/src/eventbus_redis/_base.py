@@ -63,8 +63,10 @@ __all__ = ["RedisBusBase"]
 log = get_logger("eventbus.redis")
 
 _SUBSCRIBE_FLUSH: Final = 1.0  # seconds subscribe() waits at most for the writer
-# Seconds a metrics scrape waits for a subscription's lag (one round trip).
-_LAG_TIMEOUT: Final = 1.0
+# Seconds a subscription's lag question may take (one round trip): longer than a scrape waits
+# (2 s), so that a frozen Redis keeps it out and later scrapes do not ask again meanwhile, as
+# for a stream's XINFO (trial 211: every scrape waited 1 s).
+_LAG_TIMEOUT: Final = 10.0
 
 
 class RedisBusBase(RedisCapabilities, BaseEventBus):
@@ -203,7 +205,9 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
         if refused is not None:
             return str(refused)
         return permission_error(exc, [self._target, self.seq_key], self._setting) or (
-            tls_trouble(self._client, exc, self._url_source)
+            tls_trouble(
+                self._client, exc, self._url_source, connected_before=self._writer.has_written
+            )
         )
 
     def _wrong_type(self, *more: str) -> contextlib.AbstractContextManager[None]:

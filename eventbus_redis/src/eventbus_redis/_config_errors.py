@@ -107,10 +107,18 @@ def wrong_type_hint(key: str, setting: str) -> str:
 @contextlib.contextmanager
 def reporting_wrong_type(client: Any, keys: Sequence[str], setting: str) -> Iterator[None]:
     """Turn a WRONGTYPE reply inside the block into a `SettingsError` naming `setting` and the
-    types `keys` hold (one TYPE per key, only on that error path)."""
+    types `keys` hold (one TYPE per key, only on that error path); and an ACL refusal into one
+    naming the keys and `setting` (`eventbus tail` and `dispatch` said "internal error" for a
+    subscription refused so: trial 211)."""
     try:
         yield
     except redis.ResponseError as exc:
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            raise SettingsError(
+                permission_error(exc, keys, setting)
+                or f"{safe_error(exc)}: the ACL user may not run a command the backend needs; "
+                "grant it what docs/backends/redis.md lists ('A Redis user restricted by ACLs')"
+            ) from None
         if is_not_a_counter(exc) and len(keys) > 1:  # keys[1] is the counter
             raw = None
             with contextlib.suppress(redis.RedisError, OSError):

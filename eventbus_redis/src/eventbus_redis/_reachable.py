@@ -139,31 +139,38 @@ def _certificate_advice(where: str, exc: BaseException, source: str | None) -> s
     )
 
 
-def tls_trouble(client: Any, exc: BaseException, source: str | None) -> str | None:
+def tls_trouble(
+    client: Any, exc: BaseException, source: str | None, *, connected_before: bool
+) -> str | None:
     """A running writer's failure worded as `check()` words it where TLS is why, else None:
     the application's log said only "Timeout connecting to server" for `rediss://` to a plain
     server, and "No such file or directory" for a missing CA file (trial 204).
 
-    Only the connection's own trouble is looked at: a timeout reading a reply (a frozen
-    server) is no sign of TLS on one side only, and the CA file is read only when the error
-    is about a file, not at every failed connect of an outage (review 210)."""
+    The TLS files are read again only for an error that is no outage (not a timeout, nor a
+    refused or reset connection: review 210), and "use redis://" only for a handshake that
+    timed out or met a plain server, on a writer that never connected: one that wrote over TLS
+    before, and meets a frozen server, got it (trial 211)."""
     pool = client.connection_pool
     if not issubclass(pool.connection_class, redis.SSLConnection):
         # The other way round (a TLS-only server closes a plain connection) looks like any
         # closed connection: too common to hint at TLS in a running writer's log.
         return None
     text = str(exc)
-    if isinstance(exc, OSError | redis.ConnectionError) and (
-        "No such file" in text or "Is a directory" in text or "PEM" in text or "key" in text
-    ):
+    lower = text.lower()
+    outage = isinstance(exc, TimeoutError | redis.TimeoutError) or any(
+        word in lower for word in ("timeout", "timed out", "refused", "reset")
+    )
+    if not outage and isinstance(exc, OSError | redis.ConnectionError):
         refused = tls_files_error(client)
         if refused is not None:
             return str(refused)
     if _certificate_refused(exc):
         return _certificate_advice(describe_client(client), exc, source)
-    if "connecting" in text or "version" in text.lower():  # the handshake, not a reply
-        hint = tls_hint(pool, exc)
-        return f"{safe_error(exc)}{hint}" if hint else None
+    handshake = ("timeout connecting" in lower) or "wrong version number" in lower
+    if handshake and not connected_before:
+        return (
+            f"{safe_error(exc)}; if that server does not use TLS, use redis:// instead of rediss://"
+        )
     return None
 
 

@@ -230,6 +230,11 @@ class BatchWriter:
             self.settle(batch, written=True)
             return
 
+    @property
+    def has_written(self) -> bool:
+        """True once a batch was written: the connection worked."""
+        return self._batches > 0
+
     def write_failed(self, batch: list[Event], exc: BaseException) -> float:
         """Writing `batch` raised `exc`: `failed()`, after taking it out of doubt where the
         error says Redis applied none of it."""

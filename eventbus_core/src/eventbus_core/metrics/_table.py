@@ -259,7 +259,8 @@ METRICS: Final[tuple[Metric, ...]] = (
         "gauge",
         _E,
         "Entries of the stream not yet delivered to the lane's consumer group (reported by "
-        "sources that read through a consumer group).",
+        "sources that read through a consumer group), or, for a lane reading a subscription "
+        "of a log that can count it, the entries not yet handed to that subscription.",
         ("lane",),
         "dispatcher",
         backlog("lag"),
