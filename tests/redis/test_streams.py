@@ -684,3 +684,29 @@ def test_ack_of_one_token_alone_is_refused(client: redis.Redis, prefix: str) -> 
             bus.consumer(name="c1").ack("1-0")
     finally:
         bus.stop()
+
+
+def test_entries_given_back_are_claimable_in_the_same_millisecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given back with IDLE exactly claim_idle, they stayed with the closed consumer when the
+    # peer's reclaim ran in the same millisecond on a server that compares strictly (fakeredis's
+    # XPENDING IDLE does): one run in four of CI's floor run. A frozen clock makes it every time.
+    import fakeredis
+    import fakeredis.model._stream as model_stream
+    from fakeredis.commands_mixins import streams_mixin
+
+    frozen = fakeredis._helpers.current_time()
+    for module in (streams_mixin, model_stream):
+        monkeypatch.setattr(module, "current_time", lambda: frozen)
+    client = fakeredis.FakeRedis()
+    with RedisStreamsEventBus(client, "t:s", "t:g") as bus:
+        _publish(bus, 6)
+        leaving = bus.consumer(name="leaving", batch_size=3, claim_idle=60)
+        leaving.ack([d.token for d in read_all(leaving, 3)])
+        leaving.read_ahead(3)
+        leaving.close()
+        peer = bus.consumer(name="peer", claim_idle=60)
+        got = read_all(peer, 3, rounds=3)
+        assert sorted(d.event.request_id for d in got) == ["req-3", "req-4", "req-5"]
+        peer.close()
