@@ -746,8 +746,8 @@ class StreamConsumer:
     def release(self, tokens: Sequence[Any]) -> None:
         """Releasable: take back deliveries nobody processed (the dispatcher's shutdown
         deadline cut them off) without counting this delivery: XCLAIM to itself with
-        RETRYCOUNT one less than Redis counted, IDLE `claim_idle` (claimable at once by any
-        member) and JUSTID, for each entry still pending under this consumer, checked and
+        RETRYCOUNT one less than Redis counted, IDLE just past `claim_idle` (claimable at once
+        by any member) and JUSTID, for each entry still pending under this consumer, checked and
         claimed in one script (a peer may have claimed one meanwhile, review 149). A restart
         re-reading them counts one delivery again, so restarts never add up to
         `max_deliveries` (five rolling restarts while a sink's destination was down moved its
@@ -775,8 +775,8 @@ class StreamConsumer:
 
     def _give_back(self) -> None:
         """Make the entries read ahead and never returned claimable at once by any consumer of
-        the group: XCLAIM to itself with IDLE `claim_idle` and JUSTID (which leaves their
-        delivery count as it is)."""
+        the group: XCLAIM to itself with IDLE just past `claim_idle` and JUSTID (which leaves
+        their delivery count as it is)."""
         if self._ahead is not None:
             self._take_ahead()
         ids = [text(i) for i, _ in self._surplus]
