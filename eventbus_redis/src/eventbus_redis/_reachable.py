@@ -167,11 +167,8 @@ def tls_trouble(
     if _certificate_refused(exc):
         return _certificate_advice(describe_client(client), exc, source)
     handshake = ("timeout connecting" in lower) or "wrong version number" in lower
-    if handshake and not connected_before:
-        return (
-            f"{safe_error(exc)}; if that server does not use TLS, use redis:// instead of rediss://"
-        )
-    return None
+    hint = tls_hint(pool, exc) if handshake and not connected_before else ""
+    return f"{safe_error(exc)}{hint}" if hint else None
 
 
 def tls_hint(pool: Any, exc: BaseException) -> str:
