@@ -274,3 +274,28 @@ def test_every_settings_keyword_named_after_a_field_goes_to_that_field() -> None
     assert route({"own_limit": 7}, [Clash], ENV_VARS)[1] == {Clash: {"own_limit": 7}}
     assert route({"OWN_LIMIT": "7"}, [Clash], ENV_VARS)[1] == {Clash: {"go_limit": "7"}}
     assert route({"Own_Limit": 7}, [Clash], ENV_VARS)[1] == {Clash: {"own_limit": 7}}
+
+
+def test_a_bus_built_by_its_constructor_reads_no_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # configuration.md: constructors take their keywords and defaults only (trial 207); only
+    # EventBusSettings() reads (and checks) the environment.
+    import redis
+
+    from eventbus_memory import InMemoryEventBus
+    from eventbus_redis import RedisEventBus
+
+    monkeypatch.setenv("EVENTBUS_PUBLISH_PATH", "bogus")
+    monkeypatch.setenv("OBSERVABILITY_BUFFER_SIZE", "77")
+    memory = InMemoryEventBus()
+    client = redis.Redis(host="127.0.0.1", port=1)  # never connected: nothing is published
+    publisher = RedisEventBus.publisher(client, "t:constructor")
+    try:
+        assert memory.buffer_size != 77 and publisher.buffer_size != 77
+    finally:
+        memory.stop(0)
+        publisher.stop(0)
+        client.close()
+    with pytest.raises(SettingsError, match="EVENTBUS_PUBLISH_PATH"):
+        EventBusSettings()
