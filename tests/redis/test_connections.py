@@ -120,6 +120,7 @@ def test_a_tls_server_frozen_after_writes_is_not_said_to_be_plain(tmp_path: Path
                 os.kill(server.proc.pid, signal.SIGCONT)
     finally:
         bus.stop(0)
+        client.close()  # the bus does not own it
         server.kill()
 
 
