@@ -144,6 +144,26 @@ def test_a_misspelt_variable_is_warned_about_naming_the_setting_it_resembles(
     )
 
 
+@pytest.mark.parametrize(
+    "guess", ["EVENTBUS_BACKEND", "eventbus_backend", "EVENTBUS_BUS", "LLM_PROXY_EVENT_BACKEND"]
+)
+def test_a_guessed_name_for_the_backend_variable_is_warned_about(
+    guess: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # EVENTBUS_BACKEND=redis ran on memory without a word: too far from LLM_PROXY_EVENT_BUS
+    # (the Go llm-proxy's name) for the typo check.
+    from eventbus_core import _log
+
+    monkeypatch.setattr(_log, "_warned", set())
+    monkeypatch.setenv(guess, "redis")
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    assert EventBusSettings().backend == "memory"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"eventbus: {guess} is set, but no setting has that name, so it is ignored; did you "
+        "mean LLM_PROXY_EVENT_BUS?"
+    ]
+
+
 def test_every_setting_is_far_enough_from_every_other_not_to_be_called_a_typo() -> None:
     # A variable that is a setting is never warned about, whatever its neighbours.
     from eventbus_core._env_typos import misspelt_settings

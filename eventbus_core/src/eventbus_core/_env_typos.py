@@ -41,6 +41,22 @@ _CLOSE_SINK_NAME: Final = 0.75
 # How alike a name must be (difflib's ratio): one letter more, less or swapped in a name of
 # ten or more, a separator left out; not a different word (REDIS_HOST against REDIS_ADDR).
 _CLOSE: Final = 0.85
+# Names a newcomer guesses for the variable that chooses the backend, too far from
+# LLM_PROXY_EVENT_BUS (the Go llm-proxy's name) to be caught as typos: EVENTBUS_BACKEND=redis ran
+# on memory with no word said. Compared with separators and case ignored.
+_BACKEND_GUESSES: Final = frozenset(
+    {
+        "EVENTBUSBACKEND",
+        "EVENTBUSBUS",
+        "EVENTBUSEVENTBUS",
+        "EVENTBUSTYPE",
+        "EVENTBUSBACKENDNAME",
+        "LLMPROXYEVENTBACKEND",
+        "LLMPROXYEVENTBUSBACKEND",
+        "LLMPROXYEVENTBUSTYPE",
+    }
+)
+_BACKEND_VARIABLE: Final = "LLM_PROXY_EVENT_BUS"
 
 
 def misspelt_settings(environ: Iterable[str], known: Iterable[str]) -> list[tuple[str, str]]:
@@ -56,6 +72,9 @@ def misspelt_settings(environ: Iterable[str], known: Iterable[str]) -> list[tupl
     for variable in environ:
         upper = variable.upper()
         if upper in names or not upper.startswith(_PREFIXES) or upper.startswith(_NOT_SETTINGS):
+            continue
+        if _BACKEND_VARIABLE in names and upper.replace("_", "") in _BACKEND_GUESSES:
+            found.append((variable, _BACKEND_VARIABLE))
             continue
         candidates = sink_names if upper.startswith(_SINK_OPTION) else names
         close = difflib.get_close_matches(upper, candidates, n=1, cutoff=_CLOSE)
