@@ -897,6 +897,11 @@ def test_backend_option_mistakes_say_what_was_typed(capsys: pytest.CaptureFixtur
     assert main(["stats", "--backend-option", "redis_ky=a"]) == 2
     err = capsys.readouterr().err
     assert "did you mean 'redis_key'?" in err and "EVENTBUS_REDIS_KEY" not in err, err
+    # Typed without eventbus's prefix, as users do: REDIS_KY got REDIS_DB (trial 211).
+    assert main(["stats", "--backend-option", "REDIS_KY=a"]) == 2
+    assert "did you mean 'EVENTBUS_REDIS_KEY'?" in capsys.readouterr().err
+    assert main(["stats", "--backend-option", "REDIS_D=a"]) == 2
+    assert "did you mean 'REDIS_DB'?" in capsys.readouterr().err
 
 
 def test_a_setting_given_by_its_flag_and_by_backend_option_is_refused(

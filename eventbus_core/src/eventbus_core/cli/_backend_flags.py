@@ -198,12 +198,12 @@ def plugin_overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             # field's the fields (trial 208 typed EVENTBUS_PG_POL and got pg_poll, pg_table).
             typed_variable = key.upper() == key
             names = sorted(variable_names if typed_variable else set(declared))
-            near = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+            near = _near(key, names)
             # Not "KEY: ...": after a credential's name (`password`), the log scrubbing takes
             # the rest of the line for its value, and the list of settings was masked.
             raise UsageError(
                 f"{OPTION} names {key!r}, which no installed backend plugin has as a setting"
-                f"{f'; did you mean {near[0]!r}?' if near else ''} (settings of the installed "
+                f"{f'; did you mean {near!r}?' if near else ''} (settings of the installed "
                 f"plugins: {', '.join(names) or 'none'}; see 'eventbus plugins')"
             )
         if found in given_as and given_as[found].startswith(OPTION):
@@ -251,3 +251,14 @@ def plugin_override_env(args: argparse.Namespace) -> dict[str, str]:
     values, _ = plugin_overrides(args)
     variables = all_env_vars()
     return {variables[field]: str(value) for field, value in values.items() if field in variables}
+
+
+def _near(typed: str, names: list[str]) -> str | None:
+    """The one of `names` most like `typed`, if any is close; a variable is also compared
+    without eventbus's own prefix, as users type it (REDIS_KY got REDIS_DB, not
+    EVENTBUS_REDIS_KEY)."""
+    by_spelling = {name: name for name in names}
+    for name in names:
+        by_spelling.setdefault(name.removeprefix("EVENTBUS_"), name)
+    near = difflib.get_close_matches(typed, sorted(by_spelling), n=1, cutoff=0.75)
+    return by_spelling[near[0]] if near else None
