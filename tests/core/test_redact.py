@@ -770,6 +770,11 @@ def test_sk_inside_a_word_is_not_a_key() -> None:
     for text in (f"key {key}", f'"{key}"', f"x={key}", f"_{key}", f"Bearer {key}", key):
         assert key not in redact_text(text), text
         assert key not in str(Redactor().payload({"note": text})), text
+    # After a percent-encoded character, in a query string or a URL in a body (trial 212).
+    for text in (f"/v1/search?q=my%20{key}", f"https://app/cb?x=1%3D{key}", f"a%2F{key}"):
+        assert key not in redact_text(text), text
+        assert key not in str(Redactor().payload({"note": text})), text
+        assert key not in Redactor().event(Event(request_id="r", path=text)).path, text
 
 
 def test_credential_names_in_any_letter_case_are_credential_names() -> None:

@@ -65,6 +65,7 @@ from eventbus_core.redact._query import has_query_pair
 from eventbus_core.redact._secrets import (
     BASIC_CREDENTIALS,
     ENCODED_URL_CREDENTIALS,
+    OPENAI_KEY,
     URL_CREDENTIALS,
     is_basic_credentials,
 )
@@ -95,9 +96,7 @@ _OPTIONS: Final = (
 # bytes. Its hint, its literal start lower-cased, is in the lower-cased bytes whenever the
 # pattern matches (lower() only changes A-Z); "sk-" in "task-", or "asia" in "Asia", only costs
 # the confirming search.
-_SK: Final = re.compile(
-    rb"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"
-)
+_SK: Final = re.compile(OPENAI_KEY.encode())
 _AIZA: Final = re.compile(rb"AIza[0-9A-Za-z_\-]{35}")
 _AKIA: Final = re.compile(rb"AKIA[0-9A-Z]{16}")
 _ASIA: Final = re.compile(rb"ASIA[0-9A-Z]{16}")

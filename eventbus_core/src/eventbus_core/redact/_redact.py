@@ -29,6 +29,7 @@ from eventbus_core.redact._loose_names import names_a_credential_loosely
 from eventbus_core.redact._query import QUERY_NAMES_PATTERN, QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import (
     BASIC_CREDENTIALS,
+    OPENAI_KEY,
     is_basic_credentials,
     mask_url_credentials,
     may_hold_encoded_url,
@@ -86,9 +87,7 @@ SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
 """Header names (lower case) whose values are masked by default."""
 
 _KEY_PATTERNS: Final = (
-    # OpenAI, Anthropic; not right after a letter or digit (`task-management-dashboard` is a
-    # word, not a key), unless they end an escape of JSON text (`\n`, `\u00a0`).
-    r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",
+    OPENAI_KEY,  # OpenAI, Anthropic
     r"AIza[0-9A-Za-z_\-]{35}",  # Google API keys
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key ids
     r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens

@@ -17,6 +17,7 @@ __all__ = [
     "BASIC_CREDENTIALS",
     "ENCODED_URL_CREDENTIALS",
     "MASKED_URL",
+    "OPENAI_KEY",
     "URL_CREDENTIALS",
     "URL_IN_TEXT",
     "MaskedMapping",
@@ -30,6 +31,14 @@ __all__ = [
 ]
 
 _MASK = "***"
+OPENAI_KEY: Final = (
+    # OpenAI, Anthropic; not right after a letter or digit (`task-management-dashboard` is a
+    # word, not a key), unless they end an escape of JSON text (`\n`, `\u00a0`) or a
+    # percent-encoded character (`q=my%20sk-...`: trial 212). The redactor's key patterns and
+    # the gate's confirming search both use it.
+    r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2}))"
+    r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"
+)
 MASKED_URL: Final = _MASK
 """What `shown_url()` gives for a value it masks whole."""
 BASIC_CREDENTIALS: Final = (
