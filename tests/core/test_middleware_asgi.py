@@ -290,6 +290,17 @@ async def test_exclusions_exact_and_prefix() -> None:
     assert [e.path for e in bus.events] == ["/healthz", "/v1/x"]
 
 
+async def test_exclusions_match_the_path_within_the_app_under_a_root_path() -> None:
+    # Behind `uvicorn --root-path /api`, or mounted at /api, scope["path"] is "/api/health":
+    # exclude_paths=["/health"] published every health probe (trial 215).
+    bus = Recorder()
+    mw = EventBusMiddleware(reply(), bus=bus, exclude_paths=["/health", "/internal/*"])
+    for path in ("/api/health", "/api/internal/x", "/api/healthz", "/apihealth", "/health"):
+        await drive(mw, {**http_scope(path), "root_path": "/api"})
+    await drive(mw, {**http_scope("/api/health"), "root_path": ""})  # /api/health itself
+    assert [e.path for e in bus.events] == ["/api/healthz", "/apihealth", "/api/health"]
+
+
 async def test_cache_hits_skipped_unless_asked() -> None:
     bus = Recorder()
     headers = [(b"X-Proxy-Cache", b" Hit ")]

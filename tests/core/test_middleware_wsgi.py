@@ -492,6 +492,15 @@ class TestOptions:
         call(observed(cached, bus, skip_cache_hits=False), environ_for())
         assert [e.path for e in bus.published] == ["/healthz", "/v1/chat/completions"]
 
+    def test_excluded_paths_match_the_path_within_a_mounted_app(self) -> None:
+        # Mounted at /api (SCRIPT_NAME), exclude_paths=["/health"] missed /api/health (trial 215).
+        bus = RecordingBus()
+        app = observed(chat_app, bus, exclude_paths=["/health"])
+        for script_name, path_info in (("/api", "/health"), ("", "/api/health"), ("/api", "/x")):
+            environ = {**environ_for(path_info, method="GET"), "SCRIPT_NAME": script_name}
+            call(app, environ)
+        assert [e.path for e in bus.published] == ["/api/health", "/api/x"]
+
     @pytest.mark.parametrize("option", ["max_request_body", "max_response_body"])
     @pytest.mark.parametrize("value", [-1, 1.5, True])
     def test_bad_limits_are_refused(self, option: str, value: Any) -> None:

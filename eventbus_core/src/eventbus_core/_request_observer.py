@@ -341,7 +341,17 @@ class RequestObserver:
 
         return make_id
 
-    def _excluded(self, path: str) -> bool:
+    def _excluded(self, path: str, prefix: str = "") -> bool:
+        """Whether `path` (the full path) is excluded, or, under a mount or a proxy's prefix
+        (`prefix`: ASGI's `root_path`, WSGI's `SCRIPT_NAME`), the path within the app is:
+        `exclude_paths=["/health"]` missed `/api/health` behind `--root-path /api` (trial 215)."""
+        if self._excluded_path(path):
+            return True
+        if prefix and path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in "/":
+            return self._excluded_path(path[len(prefix) :] or "/")
+        return False
+
+    def _excluded_path(self, path: str) -> bool:
         if path in self._exclude_exact:
             return True
         return bool(self._exclude_prefixes) and path.startswith(self._exclude_prefixes)

@@ -100,7 +100,8 @@ class EventBusMiddleware(RequestObserver):
             application reads is seen.
         max_response_body: Response body bytes kept in the event (0: none).
         exclude_paths: Paths to publish nothing for (health checks, metrics); an entry ending in
-            `*` excludes every path starting with the text before it.
+            `*` excludes every path starting with the text before it. Compared with the full
+            path and with the path within the app (without `root_path`).
         skip_cache_hits: Publish nothing for responses with header `X-PROXY-CACHE: hit`.
         request_id_header: The header carrying the request id, looked up on the request first,
             then on the response. Without either, an id is generated.
@@ -165,7 +166,9 @@ class EventBusMiddleware(RequestObserver):
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
             return
-        if scope["type"] != "http" or (self._exclude and self._excluded(scope["path"])):
+        if scope["type"] != "http" or (
+            self._exclude and self._excluded(scope["path"], scope.get("root_path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(self, scope, receive, send)

@@ -108,8 +108,9 @@ class EventBusWSGIMiddleware(RequestObserver):
         max_request_body: Request body bytes kept in the event (0: none). The application
             always reads the whole body; the event holds the first bytes of what it read.
         max_response_body: Response body bytes kept in the event (0: none).
-        exclude_paths: Paths (`SCRIPT_NAME` + `PATH_INFO`) to publish nothing for; an entry
-            ending in `*` excludes every path starting with the text before it.
+        exclude_paths: Paths (`SCRIPT_NAME` + `PATH_INFO`, or `PATH_INFO` alone) to publish
+            nothing for; an entry ending in `*` excludes every path starting with the text
+            before it.
         skip_cache_hits: Publish nothing for responses with header `X-PROXY-CACHE: hit`.
         request_id_header: The header carrying the request id, looked up on the request first,
             then on the response. Without either, an id is generated.
@@ -163,8 +164,9 @@ class EventBusWSGIMiddleware(RequestObserver):
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request, observing it."""
+        script_name = environ.get("SCRIPT_NAME", "")
         if self._exclude and self._excluded(
-            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            script_name + environ.get("PATH_INFO", ""), script_name
         ):
             return self.app(environ, start_response)
         exchange = _Exchange(self, environ, start_response)
