@@ -926,6 +926,9 @@ def test_connection_errors_while_down_are_one_warning_a_while(
     assert len(warnings) == 1, warnings
     assert sum("eventbus nats connection" in r.getMessage() for r in caplog.records) == 12
     link.call(link._on_reconnected(), 2.0)  # back: the next outage is told at once again
+    # Said at the level the trouble was (trial 215: a WARNING log ended on the error).
+    back = [r for r in caplog.records if "reconnected to" in r.getMessage()]
+    assert [r.levelname for r in back] == ["WARNING"], back
     link.call(link._on_error(ConnectionResetError(104, "reset")), 2.0)
     assert "other error(s)" not in caplog.records[-1].getMessage()
     assert caplog.records[-1].levelname == "WARNING"

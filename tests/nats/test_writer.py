@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -279,3 +280,25 @@ def test_a_full_stream_that_discards_new_events_refuses_them_for_good(
         )
     finally:
         bus.stop(5)
+
+
+def test_drops_while_nats_cannot_be_reached_are_said_in_the_log_as_they_happen(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A full buffer dropped and counted, and the log said nothing (trial 215): the writer
+    # waiting on a connection that never comes said it only at stop, if at all.
+    from tests.nats._servers import free_port
+
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    bus = NatsEventBus(url=f"nats://127.0.0.1:{free_port()}", buffer_size=10)
+    try:
+        for i in range(50):
+            bus.publish(make_event(i))
+        deadline = time.monotonic() + 10
+        while not [r for r in caplog.records if "publish buffer" in r.getMessage()]:
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.02)
+        said = [r.getMessage() for r in caplog.records if "publish buffer" in r.getMessage()]
+        assert "nats writer to 'llm-proxy.events' dropped 40 event(s) (40 in all" in said[0], said
+    finally:
+        bus.stop(0.5)

@@ -296,8 +296,11 @@ class Link:
             self.state = "connected"
         self.last_error = None
         self.refused = None
+        # At the level of the trouble said before it: a log read at WARNING ended on the
+        # error (trial 215, on Redis).
+        level = logging.INFO if self._warned_at is None else logging.WARNING
         self._warned_at, self._quiet = None, 0
-        log.info("eventbus nats reconnected to %s", self._server_reached())
+        log.log(level, "eventbus nats reconnected to %s", self._server_reached())
 
     def _server_reached(self) -> str:
         """The server the client is on now, as `scheme://host:port` (no credentials), else

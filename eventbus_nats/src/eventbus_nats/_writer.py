@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from eventbus_core import Event, check_stop_timeout, get_logger
 from eventbus_core.batching import (
+    DropReport,
     check_fork,
     check_fork_when_refusing,
     fork_announced,
@@ -42,6 +43,7 @@ log = get_logger("eventbus.nats")
 
 _DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the writer needs a publisher's wake
 _WINDOW: Final = 2  # batches on their way at once
+_DROPS_CHECKED_EVERY: Final = 1.0  # seconds between two looks at the drop count
 _HOLD_MAX: Final = 5.0  # seconds the writer waits for a subscription to make its consumer
 
 
@@ -105,6 +107,8 @@ class JetStreamWriter:
         self._done_cond = threading.Condition(threading.Lock())
         self._finalized = False
         self._refused = 0
+        self._not_events = 0  # of `_refused`: not an `Event` (reported as such)
+        self._drops = DropReport(self.label, self.buffer_size)
         self._taken = 0
         self._done = 0  # taken events whose fate is settled (written or lost)
         self._written = 0
@@ -138,7 +142,8 @@ class JetStreamWriter:
         # `__class__` first: the exact class is the usual case, and the cheapest test of it
         # (about 60 instructions a call, where `isinstance` alone cost 140).
         if event.__class__ is not Event and not isinstance(event, Event):
-            self._refuse()  # type: ignore[unreachable]  # untyped callers pass anything
+            self._not_events += 1  # type: ignore[unreachable]  # untyped callers pass anything
+            self._refuse()
             report_not_an_event(event, self.label)
             return
         if self._closed or depth + self._taken - self._done >= self.buffer_size:
@@ -169,6 +174,9 @@ class JetStreamWriter:
         window: deque[Batch] = deque()  # sent, acknowledgements not checked yet
         last_activity = time.monotonic()
         held_since: float | None = None
+        # Beside the writer, which may wait long on NATS (the first connection, a send): what
+        # publish() drops meanwhile is said as it happens, not once NATS is back.
+        reporter = asyncio.ensure_future(self._report_drops())
         try:
             await self._link.jetstream()  # the first connection (retried in the background)
             while True:
@@ -212,10 +220,18 @@ class JetStreamWriter:
             if not self._closed:
                 self._link.call_soon(self._start)
         finally:
+            reporter.cancel()
             if not self._closed:
                 sender.give_up_open()
             # Closed: drain() cancelled us at the stop deadline and confirms what is open.
             self._notify_done()
+
+    async def _report_drops(self) -> None:
+        """Say in the log, at most once a minute, that publish() dropped events (checked each
+        second: one comparison)."""
+        while True:
+            self._drops.check(self._refused - self._not_events)
+            await asyncio.sleep(_DROPS_CHECKED_EVERY)
 
     async def _deep_sleep(self) -> None:
         # publish() appends first and checks _sleeping after: one side always sees the other.

@@ -224,7 +224,9 @@ class BatchWriter:
                 # have applied. (Once sent, it stays in doubt through later failed attempts.)
                 self._appender.write(prepared, sending=lambda: self.sending(batch))
             except Exception as exc:  # any failure keeps the batch; publish() never sees it
-                self._abort.wait(self.write_failed(batch, exc))
+                pause = self.write_failed(batch, exc)
+                self._batcher.report_drops()  # the buffer fills meanwhile: say so as it does
+                self._abort.wait(pause)
                 continue
             self.recovered()
             self.settle(batch, written=True)
@@ -282,10 +284,11 @@ class BatchWriter:
 
     def recovered(self) -> None:
         """A batch was written: the writer is connected (and says so after trouble)."""
+        # WARNING, as the failure was: a log read at that level ended on "retrying" (trial 215).
         if self.state == "reconnecting":
-            log.info("eventbus redis writer reconnected; writing buffered events")
+            log.warning("eventbus redis writer reconnected; writing buffered events")
         elif self.state == "failing":  # Redis answered all along (out of memory, say)
-            log.info("eventbus redis writer writes again; writing buffered events")
+            log.warning("eventbus redis writer writes again; writing buffered events")
         self.state = "connected"
         self._backoff.reset()
 

@@ -27,6 +27,7 @@ from eventbus_core.batching._batcher import (
     deliver_at_exit,
     flush_before_exit,
 )
+from eventbus_core.batching._drops import DropReport
 from eventbus_core.batching._fork import (
     at_fork,
     check_fork,
@@ -42,6 +43,7 @@ __all__ = [
     "PUBLISH_PATHS",
     "BatchClient",
     "Batcher",
+    "DropReport",
     "ExitDelivery",
     "LoopDriver",
     "PublishPath",

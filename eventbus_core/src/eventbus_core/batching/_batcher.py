@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 from eventbus_core._bus import check_stop_timeout
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
+from eventbus_core.batching._drops import DropReport
 from eventbus_core.batching._fork import (
     at_fork,
     check_fork,
@@ -250,6 +251,8 @@ class Batcher:
         self._warned_no_loop = False
         self._warned_no_thread = False
         self.refused = 0
+        self._not_events = 0  # of `refused`: not an `Event` (reported as such)
+        self._drops = DropReport(label, buffer_size)
         self.taken = 0
         self.done = 0
         self.delivered = 0
@@ -327,6 +330,7 @@ class Batcher:
     _publish_buffered.__name__ = _publish_held.__name__ = "publish"
 
     def _refuse_not_event(self, given: object) -> bool:
+        self._not_events += 1
         self._refuse()
         report_not_an_event(given, self.label)
         return False
@@ -545,6 +549,14 @@ class Batcher:
         except Exception:
             log.exception("%s failed a cycle; continuing", self.label)
             return False
+        finally:
+            self.report_drops()
+
+    def report_drops(self) -> None:
+        """Say in the log that `publish()` dropped events for a full buffer, if it did since
+        the last line (at most once a minute; see `DropReport`). Each cycle calls it; a cycle
+        that waits long inside (retrying through an outage) calls it as it waits."""
+        self._drops.check(self.refused - self._not_events)
 
     def drain_inline(self, deadline: float | None, until: Callable[[], bool]) -> bool:
         """Run cycles in the calling thread until `until()` holds or `deadline` passes."""

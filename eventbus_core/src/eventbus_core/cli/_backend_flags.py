@@ -255,8 +255,8 @@ def plugin_override_env(args: argparse.Namespace) -> dict[str, str]:
 
 def _near(typed: str, names: list[str]) -> str | None:
     """The one of `names` most like `typed`, if any is close; a variable is also compared
-    without eventbus's own prefix, as users type it (REDIS_KY got REDIS_DB, not
-    EVENTBUS_REDIS_KEY)."""
+    without eventbus's own prefix, as users type it (trial 211: a plugin's EVENTBUS_X_KEY
+    typed as X_KY was taken for the X_DB of another plugin)."""
     by_spelling = {name: name for name in names}
     for name in names:
         by_spelling.setdefault(name.removeprefix("EVENTBUS_"), name)
