@@ -998,6 +998,27 @@ def test_the_demos_processes_name_the_plugin_whose_code_raised(
     ) in capsys.readouterr().err
 
 
+def test_the_demos_processes_say_eventbus_errors_without_their_class(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "eventbus demo dispatch: error: SettingsError: EVENTBUS_TRANSFORMER=..." where
+    # `eventbus dispatch` says the same without the class (trial 214).
+    from eventbus_core import SettingsError
+    from eventbus_core._demo import _worker
+
+    def misconfigured(args: argparse.Namespace) -> int:
+        raise SettingsError("EVENTBUS_TRANSFORMER='nosuch.mod:fn': cannot import 'nosuch.mod'")
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(role="dispatch", func=misconfigured)
+    monkeypatch.setattr(_worker, "_parser", lambda: parser)
+    assert _worker.main([]) == 2
+    assert capsys.readouterr().err == (
+        "eventbus demo dispatch: error: EVENTBUS_TRANSFORMER='nosuch.mod:fn': cannot import "
+        "'nosuch.mod'\n"
+    )
+
+
 def test_an_internal_error_in_a_plugins_code_names_the_plugin(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

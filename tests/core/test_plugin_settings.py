@@ -445,8 +445,9 @@ def test_a_plugin_s_setting_can_select_its_backend_when_none_is_chosen(
     assert [r.getMessage() for r in caplog.records] == [
         "LLM_PROXY_EVENT_BUS is not set and T_CHOOSING_ADDR is, which selects backend "
         "'choosing' (its plugin's default for that setting): set LLM_PROXY_EVENT_BUS=choosing "
-        "to keep it and end this warning, or LLM_PROXY_EVENT_BUS=memory to keep events inside "
-        "this process"
+        "to keep it and end this warning, LLM_PROXY_EVENT_BUS=rival (its plugin's other "
+        "backend) where the software that shares T_CHOOSING_ADDR uses that one, or "
+        "LLM_PROXY_EVENT_BUS=memory to keep events inside this process"
     ]
     assert EventBusSettings(backend="memory").backend == "memory"
     monkeypatch.setenv(ENV_VARS["backend"], "rival")

@@ -59,7 +59,7 @@ def create_bus(
     registry = registry or get_registry()
     registration = registry.backend(settings.backend, given_as=backend_given_as(settings))
     if "backend" not in settings.model_fields_set:
-        _say_chosen_by(settings)
+        _say_chosen_by(settings, registration, registry)
         _warn_of_ignored_settings(settings, registration, registry)
         if not settings.backend_chosen_by:  # core's own default: nothing chose another
             _warn_of_missing_siblings(registration, registry)
@@ -92,20 +92,36 @@ def create_bus(
     return bus if isinstance(bus, BaseEventBus) else ManagedBus(bus)
 
 
-def _say_chosen_by(settings: EventBusSettings) -> None:
+def _say_chosen_by(
+    settings: EventBusSettings, registration: Registration, registry: PluginRegistry
+) -> None:
     """A backend chosen by a plugin's setting (`default_backend_when_set`) rather than by
     `LLM_PROXY_EVENT_BUS`: said once per process, with how to choose otherwise, since events
-    then leave the process (into the Go proxy's Redis stream, for `REDIS_ADDR`)."""
+    then leave the process (into the Go proxy's Redis stream, for `REDIS_ADDR`). The plugin's
+    other backends are named too: the software that shares the setting may use one of those
+    (trial 214: an older Go proxy writing the Redis LIST was told nothing of it)."""
     chosen = settings.backend_chosen_by
     if not chosen:
         return
     variable = ENV_VARS["backend"]
     verb = "are" if len(chosen) > 1 else "is"
+    others = sorted(
+        name
+        for name, other in registry.backends.items()
+        if other.plugin == registration.plugin and other.factory is not registration.factory
+    )
+    also = (
+        f", {variable}={' or '.join(others)} (its plugin's other "
+        f"backend{'s' if len(others) > 1 else ''}) where the software that shares "
+        f"{' and '.join(chosen)} uses {'one of those' if len(others) > 1 else 'that one'}"
+        if others
+        else ""
+    )
     message = (
         f"{variable} is not set and {' and '.join(chosen)} {verb}, which selects backend "
         f"{settings.backend!r} (its plugin's default for that setting): set "
-        f"{variable}={settings.backend} to keep it and end this warning, or {variable}=memory "
-        "to keep events inside this process"
+        f"{variable}={settings.backend} to keep it and end this warning{also}, or "
+        f"{variable}=memory to keep events inside this process"
     )
     if first_time(message):
         log.warning("%s", message)

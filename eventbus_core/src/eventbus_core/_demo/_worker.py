@@ -249,9 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # A bug in a plugin's code is named as the plugin's, as every command names it.
         owner = "" if isinstance(exc, EventBusError) else plugin_at_fault(exc)
+        # eventbus's own errors as the commands say them, without the class (trial 214); a
+        # bug's class is part of what it says.
+        kind = "" if isinstance(exc, EventBusError) else f"{type(exc).__name__}: "
         print(
             f"eventbus demo {args.role}: error{f' in {owner}' if owner else ''}: "
-            f"{type(exc).__name__}: {redact_url(str(exc))}",
+            f"{kind}{redact_url(str(exc))}",
             file=sys.stderr,
         )
         # A setting the backend refused (a key of another type): the demo exits 2 for it, as

@@ -385,7 +385,13 @@ class Dispatcher:
         await self._close()
         self._ended = True
         final = self.stats()
-        log.info("dispatcher stopped: %s", json.dumps(final.as_dict()))
+        # Stopped by a configuration error, raised below as the one line a command prints: a
+        # kilobyte of zero figures before it said nothing (trial 214).
+        log.log(
+            logging.DEBUG if misconfigured else logging.INFO,
+            "dispatcher stopped: %s",
+            json.dumps(final.as_dict()),
+        )
         if final.source_dropped:
             log.warning(
                 "%d event(s) were dropped before the dispatcher could read them (its sinks were "
