@@ -162,6 +162,19 @@ def test_extra_patterns_and_invalid_ones() -> None:
         Redactor(extra_patterns=["([unclosed"])
 
 
+def test_extra_patterns_leave_the_dispatch_timestamp_a_date() -> None:
+    # `\b\d{4}\b` (a PIN) made the payload's timestamp "[REDACTED]-12-07T...", which no sink
+    # can read as a date (trial 213). The rest of the payload is masked as before, in order.
+    r = Redactor(extra_patterns=[r"\b\d{4}\b"])
+    stamp = "2026-12-07T08:16:03.546857+00:00"
+    payload = {"request_id": "req-2024", "timestamp": stamp, "path": "/v1/models/2024"}
+    out = r.payload(payload)
+    assert out == {"request_id": f"req-{MASK}", "timestamp": stamp, "path": f"/v1/models/{MASK}"}
+    assert list(out) == list(payload)
+    # A timestamp that is not a date and time is a string like any other.
+    assert r.payload({"timestamp": "pin 1234"}) == {"timestamp": f"pin {MASK}"}
+
+
 def test_extra_patterns_apply_to_short_strings_too() -> None:
     # The built-in rules need 8 characters at least; a user's pattern may match fewer.
     r = Redactor(extra_patterns=[r"\b\d{4}\b"])
