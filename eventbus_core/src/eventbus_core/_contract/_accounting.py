@@ -88,11 +88,32 @@ class AccountingContract(ContractBase):
 
     def test_publish_neither_waits_nor_does_io(self) -> None:
         # The time bounds cannot catch a publish() that writes to fast storage in every call, or
-        # sleeps a millisecond for room: it returns in time. So look at what it calls.
+        # sleeps a millisecond for room: it returns in time. So look at what it calls, and at
+        # the locks it waits for (trial 213: one held through a slow write passed).
+        spy = self._publish_watched()
+        if spy.found.startswith("a wait of"):
+            # A holder the machine did not run for a while (a loaded CI) looks the same once;
+            # a lock held through slow work is held again on the next try.
+            spy = self._publish_watched()
+        if spy.unavailable:
+            import pytest  # here: eventbus_core.testing imports without pytest
+
+            pytest.skip(f"cannot look at what publish() calls: {spy.unavailable}")
+        assert not spy.found, (
+            f"publish() waited or did I/O on its caller's thread: it called {spy.found} "
+            f"(buffer_size=8, a subscriber that never reads, 2000 publishes). publish() must "
+            "only buffer the event, or drop and count it: writing, and waiting for room, a "
+            "thread, a server or a lock held through such work, belong to the bus's background "
+            "work"
+        )
+
+    def _publish_watched(self) -> WaitSpy:
+        """Flood a bus whose subscriber never reads, each publish() watched by a `WaitSpy`
+        (locks too: the bus is made while they are watched)."""
         size, attempts = 8, 2_000
-        with self.bus(buffer_size=size) as bus:
+        spy = WaitSpy(lock_wait=self.lock_wait_bound)
+        with spy.watching_locks(), self.bus(buffer_size=size) as bus:
             self.subscribe_bounded(bus)  # never read: every buffer fills
-            spy = WaitSpy()
             publish = self.publish_limit()
 
             def flood(watch: Watch) -> None:
@@ -107,16 +128,7 @@ class AccountingContract(ContractBase):
 
             with spy.looking_at_descriptors():
                 run_watched(flood, self.publishes_limit(attempts))
-            if spy.unavailable:
-                import pytest  # here: eventbus_core.testing imports without pytest
-
-                pytest.skip(f"cannot look at what publish() calls: {spy.unavailable}")
-            assert not spy.found, (
-                f"publish() waited or did I/O on its caller's thread: it called {spy.found} "
-                f"(buffer_size={size}, a subscriber that never reads, {attempts} publishes). "
-                "publish() must only buffer the event, or drop and count it: writing, and "
-                "waiting for room, a thread or a server, belong to the bus's background work"
-            )
+        return spy
 
     def test_no_drops_where_none_can_happen(self) -> None:
         size = 100

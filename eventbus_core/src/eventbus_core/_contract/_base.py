@@ -65,6 +65,10 @@ class ContractBase:
     # times over fits in it: 0.35 s was seen at a load of 7 on 2 cores) and a publish that
     # waits out a socket timeout under a fault does not.
     publish_bound: float = 1.0
+    # The longest wait of one publish() for a lock another thread holds: a worker holds its
+    # locks for microseconds; one held through a write (0.3 s in trial 213) is publish()
+    # waiting on I/O. Seen twice in a row, as a holder a loaded machine stopped is once.
+    lock_wait_bound: float = 0.1
     # Seconds an event may take more, on average over a few, to reach a subscriber that reads
     # while another one is full than while it has room (one at a time, each waited for).
     hand_over_bound: float = 0.2

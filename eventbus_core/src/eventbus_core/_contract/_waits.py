@@ -18,9 +18,14 @@ call of these kinds (the lists are of common ways, not every one):
   `:memory:` too); sending, receiving or connecting on a socket in blocking mode
   (`call_soon_threadsafe` writes to a non-blocking one: fine).
 
-Not seen either: a wait for a lock (`with lock:` makes no call the spy sees, and a free lock's
-`acquire()` cannot be told from a held one's), so a publish that waits for a lock a slow thread
-holds passes here; keep such locks out of slow work.
+A wait for a lock makes no call the profile hook sees (`with lock:`), and a free lock's
+`acquire()` cannot be told from a held one's; `watching_locks()` sees it instead: while it
+runs, `threading.Lock` and `threading.RLock` (and so `Condition`, `Event`, `queue.Queue`, ...)
+make locks whose blocking `acquire()` measures how long it waited when the lock was held, and
+a wait of `lock_wait` seconds or more on the watched thread is recorded (trial 213: the guide's
+`QueueBus` writing under the lock `publish()` takes waited 0.3 s a call and passed). A short
+wait is no fault (a worker holds a lock briefly); only the ones a slow holder makes count. Locks
+made before it ran, or by `from threading import Lock` bound earlier, are not watched.
 
 Not counted: what the standard library's `logging` and `warnings` do (a warning about a full
 buffer may go to a file), imports (a module loaded on first use reads its file once), and a
@@ -196,12 +201,44 @@ class WaitSpy:
     Args:
         thread_start_allowed: Let a `Thread.start()` wait for its thread (the suite's rule);
             False counts that wait too.
+        lock_wait: Seconds of waiting for a held lock, inside `run()`, that count as a wait
+            (`watching_locks()`).
     """
 
-    def __init__(self, *, thread_start_allowed: bool = True) -> None:
+    def __init__(self, *, thread_start_allowed: bool = True, lock_wait: float = 0.1) -> None:
         self.found = ""
         self.unavailable = ""
+        self.lock_wait = lock_wait
         self._allowed = _THREAD_START if thread_start_allowed else frozenset()
+        self._running: int | None = None  # the thread inside run(), while it is
+
+    @contextmanager
+    def watching_locks(self) -> Iterator[None]:
+        """While the block runs, locks made with `threading.Lock()` or `threading.RLock()` tell
+        the spy how long a blocking `acquire()` on `run()`'s thread waited for a held lock."""
+        made = (threading.Lock, threading.RLock)
+
+        def lock() -> _WatchedLock:
+            return _WatchedLock(made[0](), self)
+
+        def rlock() -> _WatchedRLock:
+            return _WatchedRLock(made[1](), self)
+
+        threading.Lock, threading.RLock = lock, rlock  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            threading.Lock, threading.RLock = made
+
+    def waited_for_lock(self, seconds: float) -> None:
+        """A watched lock's `acquire()` waited `seconds` for another holder."""
+        if self.found or seconds < self.lock_wait or threading.get_ident() != self._running:
+            return
+        caller = sys._getframe(2)  # acquire() or __enter__, then who took the lock
+        self.found = (
+            f"a wait of {seconds:.3f} s for a lock another thread held (lock_wait: "
+            f"{self.lock_wait:g} s), called from {_where(caller)}"
+        )
 
     @contextmanager
     def looking_at_descriptors(self) -> Iterator[None]:
@@ -225,9 +262,11 @@ class WaitSpy:
             self.unavailable = "another profiler holds this thread's sys.setprofile hook"
             return fn(*args)
         sys.setprofile(self._profile)
+        self._running = threading.get_ident()
         try:
             return fn(*args)
         finally:
+            self._running = None
             sys.setprofile(None)
 
     def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
@@ -274,3 +313,61 @@ def _where(frame: FrameType | None) -> str:
         return "?"
     code = frame.f_code
     return f"{code.co_qualname} ({code.co_filename}:{frame.f_lineno})"
+
+
+class _WatchedLock:
+    """A lock whose blocking `acquire()` tells `spy` how long it waited for a held lock."""
+
+    __slots__ = ("_lock", "_spy")
+
+    def __init__(self, lock: Any, spy: WaitSpy) -> None:
+        self._lock = lock
+        self._spy = spy
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        started = time.monotonic()
+        got: bool = self._lock.acquire(True, timeout)
+        self._spy.waited_for_lock(time.monotonic() - started)
+        return got
+
+    def __enter__(self) -> bool:
+        if self._lock.acquire(False):
+            return True
+        started = time.monotonic()
+        got: bool = self._lock.acquire()
+        self._spy.waited_for_lock(time.monotonic() - started)
+        return got
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return bool(self._lock.locked())
+
+    def _at_fork_reinit(self) -> None:
+        self._lock._at_fork_reinit()
+
+
+class _WatchedRLock(_WatchedLock):
+    """`_WatchedLock` for an `RLock`, with what `threading.Condition` asks of one."""
+
+    __slots__ = ()
+
+    def locked(self) -> bool:  # RLock has no locked() before Python 3.14
+        return bool(getattr(self._lock, "locked", lambda: False)())
+
+    def _is_owned(self) -> bool:
+        return bool(self._lock._is_owned())
+
+    def _release_save(self) -> Any:
+        return self._lock._release_save()
+
+    def _acquire_restore(self, state: Any) -> None:
+        self._lock._acquire_restore(state)
