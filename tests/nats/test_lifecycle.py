@@ -1063,3 +1063,30 @@ def _read_until_some(consumer: Any, within: float) -> list[Delivery]:
     while not got and time.monotonic() < give_up:
         got = consumer.read(10, timeout=0.2)
     return got
+
+
+@pytest.mark.parametrize("end", ["stop", "close"])
+def test_another_process_s_events_a_full_subscription_ends_without_are_counted(
+    make_bus: Callable[..., NatsEventBus], end: str
+) -> None:
+    # A subscription that never read ended 2,000 events another process stored behind it,
+    # counted nowhere at stop() or close() (trial 213). Now: received + dropped + discarded ==
+    # published, however it ends.
+    reader = make_bus(buffer_size=100)
+    sub = reader.subscribe()
+    writer = make_bus(buffer_size=1000)
+    for i in range(300):
+        writer.publish(make_event(i))
+    assert writer.flush(10)
+    writer.stop(5)
+    deadline = time.monotonic() + 10
+    while sub.qsize() < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    if end == "close":
+        sub.close()
+    reader.stop(5)
+    received = sum(1 for _ in sub)
+    assert (received, sub.discarded) == ((100, 0) if end == "stop" else (0, 100))
+    assert sub.stats().dropped == 200
+    assert not sub.uncounted_at_close

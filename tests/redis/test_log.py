@@ -883,3 +883,37 @@ def test_a_close_that_redis_does_not_answer_says_so_and_is_bounded(
     assert sub.uncounted_at_close and sub.stats().dropped == 0
     assert any("Redis did not answer how many events" in r.getMessage() for r in caplog.records)
     client.close()
+
+
+def _bus_on(kind: str, client: redis.Redis, key: str, buffer_size: int) -> Any:
+    if kind == "redis":
+        return RedisEventBus.log(client, key, ttl=60, max_len=5000, buffer_size=buffer_size)
+    return RedisStreamsEventBus(client, key, f"{key}:g", max_len=5000, buffer_size=buffer_size)
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-streams"])
+@pytest.mark.parametrize("end", ["stop", "close"])
+def test_another_process_s_events_a_full_subscription_ends_without_are_counted(
+    client: redis.Redis, prefix: str, kind: str, end: str
+) -> None:
+    # A subscription that never read ended 2,000 events of another process behind: at stop()
+    # counted nowhere (the list counted only its own bus's), and on streams at close() either
+    # (trial 213). Now: received + dropped + discarded == published, however it ends.
+    key = f"{prefix}:{kind}-{end}"
+    reader = _bus_on(kind, client, key, buffer_size=100)
+    sub = reader.subscribe()
+    with _bus_on(kind, client, key, buffer_size=1000) as writer:
+        for i in range(300):
+            writer.publish(make_event(i))
+        assert writer.flush(10)
+    deadline = time.monotonic() + 10
+    while sub.qsize() < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    if end == "close":
+        sub.close()
+    reader.stop(5)
+    received = sum(1 for _ in sub)
+    assert (received, sub.discarded) == ((100, 0) if end == "stop" else (0, 100))
+    assert sub.stats().dropped == 200
+    assert not sub.uncounted_at_close

@@ -273,6 +273,27 @@ class Follower:
             )
         self.last_error = message
 
+    async def count_behind(self, wait: float) -> int | None:
+        """Stop reading, then count what the stream holds past this subscription (whoever
+        stored it): what it ends without. What the stream's limits removed before it was read is
+        counted as missed first (`skip_removed`). None when it cannot be told: NATS did not
+        answer within `wait` seconds, or the stream holds other subjects too (its sequence
+        numbers then count their messages as well)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        last = self.last_seq
+        if last is None or not self._link.subject_alone:
+            return None
+        try:
+            info = await asyncio.wait_for(self._link.stream_info(), max(0.0, wait))
+        except Exception:  # frozen, disconnected, gone: not told
+            return None
+        self.skip_removed(int(info.state.first_seq))
+        return max(0, int(info.state.last_seq) - (self.last_seq or last))
+
     async def close(self, wait: float = 0.5) -> None:
         """Stop following; delete the consumer if there is time (it expires by itself)."""
         task = self._task

@@ -257,7 +257,7 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
                 start, extra = self._tailer.now()
             tailer = self._tailer
             tailer.add(sub, start, extra)
-            if tailer.counts_unhanded:
+            if tailer.lag_from_unhanded:
                 sub.count_unhanded = lambda: tailer.unhanded_to(sub, _LAG_TIMEOUT)
         return sub
 
@@ -306,8 +306,9 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
     def stop(self, timeout: float | None = None) -> None:
         """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
         within `timeout` seconds (default `stop_timeout`; `math.inf`: no limit; NaN raises
-        `ValueError` and stops nothing). Idempotent; does no network I/O on
-        the calling thread, so it returns in time whatever state Redis is in.
+        `ValueError` and stops nothing). Idempotent; on the calling thread it does no
+        network I/O but one bounded count per open subscription, within the deadline, so it
+        returns in time whatever state Redis is in.
 
         Accepted events Redis had not confirmed when the time runs out are counted in
         `stats().lost`; those of a batch Redis may have applied without the writer reading its

@@ -163,6 +163,7 @@ class LogTailer(Tailer):
         self._pubsub = None
 
     counts_unhanded = True
+    lag_from_unhanded = True
 
     def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """The entries pushed since the anchor of `place` (whoever pushed them, the Go proxy

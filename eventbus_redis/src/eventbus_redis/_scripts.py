@@ -35,6 +35,7 @@ __all__ = [
     "LOG_NOW",
     "LOG_READ_NEW",
     "STREAM_APPEND",
+    "STREAM_COUNT_AFTER",
     "STREAM_COUNT_UNREAD_TRIMMED",
     "STREAM_CREATE_GROUP",
     "STREAM_RECLAIM",
@@ -224,6 +225,29 @@ than that, in a list trimmed between two reads, can still be taken for it."""
 def tail_of(event: Event) -> bytes:
     """Return `event`'s Go wire JSON without its leading `{"LogID":<n>,` (the writer adds it)."""
     return event.to_json(log_id=False)
+
+
+STREAM_COUNT_AFTER: Final = """
+-- KEYS: stream. ARGV: an entry id, the most entries to count. Returns how many entries are newer
+-- than that id, or -1 past the most (not counted: a script that long would hold up every client
+-- of the server). Read in steps of 1000; ids past it are written out, not as '(' .. id, which
+-- Redis before 6.2 refuses (a sequence number too large for a Lua number is the exception).
+local most = tonumber(ARGV[2])
+local after = ARGV[1]
+local n = 0
+while true do
+  local ms, seq = string.match(after, '^(%d+)-(%d+)$')
+  local start = '(' .. after
+  if seq and #seq < 15 then start = ms .. '-' .. string.format('%d', tonumber(seq) + 1) end
+  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1000)
+  n = n + #batch
+  if n > most then return -1 end
+  if #batch < 1000 then return n end
+  after = batch[#batch][1]
+end
+"""
+"""The entries of a stream past a subscription's place: what its close (or stop()) counts as
+not handed to it."""
 
 
 STREAM_RELEASE: Final = """

@@ -12,8 +12,9 @@ entries (see `eventbus_redis._stream_entry`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import redis
 
@@ -22,11 +23,16 @@ from eventbus_redis._client import socket_timeout
 from eventbus_redis._config_errors import counter_value
 from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
+from eventbus_redis._reachable import bounded_connection
 from eventbus_redis._redis_subscription import Gap
+from eventbus_redis._scripts import STREAM_COUNT_AFTER
 from eventbus_redis._stream_entry import STREAM_LOG_ID_BASE, event_from_stream_entry
 from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["StreamTailer"]
+
+# Entries past a subscription a close counts at most: about 0.1 s of the server's time.
+_MOST_COUNTED: Final = 200_000
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -83,6 +89,29 @@ class StreamTailer(Tailer):
         newest, seq = pipe.execute()
         log_id = counter_value(seq, self._seq_key, "EVENTBUS_REDIS_STREAM")
         return (text(newest[0][0]) if newest else "0-0"), {"log_id": log_id}
+
+    counts_unhanded = True
+
+    def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
+        """The entries added after the place's position (whoever added them, the Go proxy
+        too), counted by a script on a connection of its own bounded by `timeout`: a close
+        costs one round trip. None if Redis does not answer, or holds more than
+        `_MOST_COUNTED` past it (counting them would hold Redis up)."""
+        connection = None
+        try:
+            connection = bounded_connection(self._client, timeout)
+            connection.connect()
+            connection.send_command(
+                "EVAL", STREAM_COUNT_AFTER, 1, self._stream, str(place["position"]), _MOST_COUNTED
+            )
+            count = int(connection.read_response())
+        except (redis.RedisError, OSError, TypeError, ValueError, KeyError):
+            return None
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.disconnect()
+        return None if count < 0 else count
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the entries after its position; report LogID jumps as gaps."""

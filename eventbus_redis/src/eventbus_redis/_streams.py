@@ -277,8 +277,9 @@ class RedisStreamsEventBus(RedisBusBase):
     def stop(self, timeout: float | None = None) -> None:
         """Write what was accepted, deliver it to this bus's subscriptions, then end them, all
         within `timeout` seconds (default `stop_timeout`; `math.inf`: no limit; NaN raises
-        `ValueError` and stops nothing). Idempotent; does no network I/O on
-        the calling thread. Consumers are separate: close them yourself (their pending entries
+        `ValueError` and stops nothing). Idempotent; on the calling thread it does no
+        network I/O but one bounded count per open subscription, within the deadline.
+        Consumers are separate: close them yourself (their pending entries
         stay for later readers).
 
         Accepted events Redis had not confirmed when the time runs out are counted in

@@ -28,6 +28,11 @@ _STUCK_AFTER = 0.25  # seconds a full buffer may stay full during stop before we
 _COUNT_TIMEOUT = 0.25  # seconds a close waits for Redis to count what it left behind, per step
 
 
+def _place(cursor: Cursor) -> dict[str, Any]:
+    """What `unhanded()` counts from: the cursor's state, with its position."""
+    return {**cursor.extra, "position": cursor.position}
+
+
 @dataclass(eq=False)
 class Cursor:
     """A subscription and where it stands in the log (`position` is backend-specific)."""
@@ -155,7 +160,7 @@ class Tailer:
                 # past this place, counted once (review 181 found it counted twice).
                 cursor.extra["removed"] = True
                 if cursor.position is not None and not cursor.sub.finished:
-                    places.append(dict(cursor.extra))
+                    places.append(_place(cursor))
         counts = [self.unhanded(place, _COUNT_TIMEOUT) for place in places]
         missed = sum(n for n in counts if n is not None)
         if missed:
@@ -165,11 +170,17 @@ class Tailer:
         return missed
 
     counts_unhanded = False
-    """True where `unhanded()` counts (the LIST log); else it says 0 whatever the backend holds."""
+    """True where `unhanded()` counts (the LIST log, streams); else it says 0 whatever the
+    backend holds."""
+
+    lag_from_unhanded = False
+    """True where `unhanded()` is cheap enough for every metrics scrape (the LIST log: O(1) on
+    the server); a stream's count reads the entries, and is asked at a close or stop only."""
 
     def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
-        """How many events the backend holds past a cursor's `place` (its `extra`), asked
-        within `timeout` seconds; 0 by default, None when it cannot tell (Redis not answering)."""
+        """How many events the backend holds past a cursor's `place` (its `extra`, and its
+        `position` under that key), asked within `timeout` seconds; 0 by default, None when it
+        cannot tell (Redis not answering)."""
         return 0
 
     def unhanded_to(self, sub: RedisSubscription, timeout: float) -> int | None:
@@ -179,7 +190,7 @@ class Tailer:
         if cursor is None or cursor.position is None:
             return None
         with self.delivering:  # a place whose events were all handed over, not half
-            place = dict(cursor.extra)
+            place = _place(cursor)
         return self.unhanded(place, timeout)
 
     @property
@@ -311,10 +322,14 @@ class Tailer:
     def stop(self, behind: Callable[[Cursor], int], deadline: float) -> None:
         """Deliver until `behind(cursor)` (events still to hand over) is 0 for every
         subscription, or its buffer stays full, or `deadline` (`time.monotonic()`) passes; then
-        end them all. Returns by the deadline and does no network I/O.
+        end them all. Returns by the deadline.
 
         What a subscription could not be handed is counted as dropped for it (with a warning
-        that says why: its consumer did not read, or Redis did not answer in time).
+        that says why: its consumer did not read, or Redis did not answer in time), and so is
+        what other writers put in Redis past it, where the backend counts it (`unhanded()`,
+        asked within what is left of the deadline, as `remove()` asks at a close): a
+        subscription left open at stop() is closed behind the log as one closed by hand is
+        (trial 213: 2,000 events of another process went uncounted at stop()).
         """
         self._behind = behind
         self._stop_at = deadline
@@ -327,10 +342,13 @@ class Tailer:
                 self._progress.wait(min(remaining, 0.05))
                 self._progress.clear()
         unhanded = 0
+        ended: list[tuple[Cursor, dict[str, Any], int]] = []
         with self.delivering:
             self._final = True
             for cursor in self._cursors:
                 missed = behind(cursor)
+                if cursor.position is not None and not cursor.sub.finished:
+                    ended.append((cursor, _place(cursor), max(0, missed)))
                 if missed > 0 and not cursor.sub.finished:
                     if cursor.sub.space() <= 0:
                         cursor.sub.count_dropped(missed)  # its consumer is not reading
@@ -338,6 +356,8 @@ class Tailer:
                         cursor.sub.dropped += missed
                         unhanded += missed
                 cursor.sub.finish()
+        if self.counts_unhanded:
+            self._count_behind_at_stop(ended, deadline)
         if unhanded:
             log.warning(
                 "eventbus redis: stop() ended the subscriptions before they were handed %d "
@@ -352,6 +372,37 @@ class Tailer:
             # Usually it ends at once; one blocked in a read on Redis ends when that returns,
             # and touches no subscription then: not worth waiting long for.
             self._thread.join(max(0.0, min(deadline - time.monotonic(), 0.5)))
+
+    def _count_behind_at_stop(
+        self, ended: list[tuple[Cursor, dict[str, Any], int]], deadline: float
+    ) -> None:
+        """Count for each subscription `stop()` ended what Redis holds past it beyond this
+        bus's own events not handed (`missed`, counted already): other writers' events. Within
+        what is left of `deadline`; a subscription Redis did not count for is marked
+        `uncounted_at_close`, and said."""
+        uncounted = []
+        for cursor, place, missed in ended:
+            left = deadline - time.monotonic()
+            held = self.unhanded(place, min(_COUNT_TIMEOUT, left)) if left > 0 else None
+            if held is None:
+                cursor.sub.uncounted_at_close = True
+                uncounted.append(cursor.sub.name)
+            elif held > missed:
+                cursor.sub.dropped += held - missed
+                log.info(
+                    "eventbus redis subscription %s ended at stop() %d event(s) of other "
+                    "writers behind the log: it never received them (counted in its dropped; "
+                    "what Redis still holds of them can be replayed with eventbus replay)",
+                    cursor.sub.name,
+                    held - missed,
+                )
+        if uncounted:
+            log.warning(
+                "eventbus redis: stop() ended subscription(s) %s without Redis counting, in "
+                "time, the events other writers put past them: those are counted nowhere (they "
+                "stay in Redis, for eventbus replay)",
+                ", ".join(str(name) for name in uncounted),
+            )
 
     # ---------------------------------------------------------------------------------- fork
 
