@@ -446,6 +446,24 @@ def test_backlog_of_a_frozen_server_is_backend_unavailable(server: ThrowawayNats
         bus.stop(5)
 
 
+def test_backlog_of_a_killed_server_is_backend_unavailable(server: ThrowawayNats) -> None:
+    # nats-py's ConnectionError (UnexpectedEOF) escaped, where callers catch
+    # BackendUnavailableError as describe() and check() raise it (trial 209).
+    bus = NatsEventBus(server.url, stream="BACKLOGKILLED", subject="backlogkilled.events")
+    consumer = bus.consumer(name="b1")
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        assert len(consumer.read(10, timeout=5)) == 1
+        server.kill()
+        time.sleep(0.3)
+        with pytest.raises(BackendUnavailableError, match="group 'llm-proxy-dispatchers'"):
+            consumer.backlog()
+    finally:
+        consumer.close()
+        bus.stop(1)
+
+
 @pytest.mark.parametrize("fault", ["frozen", "killed"])
 def test_a_first_read_against_a_lost_server_takes_its_own_timeout(
     server: ThrowawayNats, fault: str

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
@@ -471,15 +472,23 @@ class GroupConsumer:
         `eventbus_consumer_pending`. Does I/O, at most `_BACKLOG_WAIT` seconds; thread-safe.
 
         Raises:
-            BackendUnavailableError: NATS did not answer in time (as `describe()` and
-                `check()` say it; a bare TimeoutError escaped callers that catch that, trial
-                125).
-            Exception: what the connection raised (it is down, or was closed).
+            BackendUnavailableError: NATS did not answer in time, or the connection is down,
+                or the cluster cannot serve the stream now (as `describe()` and `check()` say
+                it; a bare TimeoutError escaped callers that catch that, trial 125, and
+                nats-py's own errors during a lost majority, trial 209).
+            LinkClosed: the bus was stopped and its connection closed.
         """
         try:
             return self._link.call(self._backlog(), _BACKLOG_WAIT)
         except TimeoutError as exc:
             raise BackendUnavailableError(str(exc)) from None
+        except LinkClosed:
+            raise
+        except (OSError, nats.errors.Error) as exc:  # ConnectionError, a 503, no servers
+            raise BackendUnavailableError(
+                f"NATS at {self._link.where} did not give group {self.group!r}'s figures "
+                f"({safe_error(exc)})"
+            ) from None
 
     async def _backlog(self) -> dict[str, int | None]:
         js = await self._link.answering()
