@@ -784,7 +784,12 @@ def test_sk_inside_a_word_is_not_a_key() -> None:
         assert key not in redact_text(text), text
         assert key not in str(Redactor().payload({"note": text})), text
     # After a percent-encoded character, in a query string or a URL in a body (trial 212).
-    for text in (f"/v1/search?q=my%20{key}", f"https://app/cb?x=1%3D{key}", f"a%2F{key}"):
+    for text in (
+        f"/v1/search?q=my%20{key}",
+        f"https://app/cb?x=1%3D{key}",
+        f"a%2F{key}",
+        f"/cb?u=https%3A%2F%2Fx%2Fq%3Dmy%2520{key}",  # encoded twice (trial 216)
+    ):
         assert key not in redact_text(text), text
         assert key not in str(Redactor().payload({"note": text})), text
         assert key not in Redactor().event(Event(request_id="r", path=text)).path, text

@@ -300,5 +300,9 @@ def test_drops_while_nats_cannot_be_reached_are_said_in_the_log_as_they_happen(
             time.sleep(0.02)
         said = [r.getMessage() for r in caplog.records if "publish buffer" in r.getMessage()]
         assert "nats writer to 'llm-proxy.events' dropped 40 event(s) (40 in all" in said[0], said
+        for i in range(25):  # within the minute: said at the stop (trial 216)
+            bus.publish(make_event(i))
     finally:
         bus.stop(0.5)
+    said = [r.getMessage() for r in caplog.records if "publish buffer" in r.getMessage()]
+    assert len(said) == 2 and "dropped 25 event(s) (65 in all" in said[1], said

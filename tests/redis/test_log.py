@@ -917,3 +917,58 @@ def test_another_process_s_events_a_full_subscription_ends_without_are_counted(
     assert (received, sub.discarded) == ((100, 0) if end == "stop" else (0, 100))
     assert sub.stats().dropped == 200
     assert not sub.uncounted_at_close
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-streams"])
+@pytest.mark.parametrize("end", ["stop", "close"])
+def test_events_trimmed_past_a_full_subscription_are_counted_as_it_ends(
+    client: redis.Redis, prefix: str, kind: str, end: str
+) -> None:
+    # 30,000 published past a subscription that stopped reading, the log trimmed to 10,000:
+    # 11,000 counted, the trimmed 19,000 nowhere (trial 216). Now a gap, as a read finds one.
+    key = f"{prefix}:trim-{kind}-{end}"
+
+    def bus_on(buffer_size: int) -> Any:
+        if kind == "redis":
+            return RedisEventBus.log(client, key, ttl=60, max_len=200, buffer_size=buffer_size)
+        return RedisStreamsEventBus(client, key, f"{key}:g", max_len=200, buffer_size=buffer_size)
+
+    reader = bus_on(50)
+    sub = reader.subscribe()
+    with bus_on(1000) as writer:
+        for i in range(900):
+            writer.publish(make_event(i))
+        assert writer.flush(10)
+    time.sleep(0.3)
+    if end == "close":
+        sub.close()
+    reader.stop(5)
+    received = sum(1 for _ in sub)
+    assert sub.trimmed > 0 and [g.reason for g in sub.gaps][-1].startswith("trimmed")
+    assert received + sub.discarded + sub.stats().dropped + sub.trimmed == 900
+    assert not sub.uncounted_at_close
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-streams"])
+def test_events_trimmed_before_a_subscription_read_any_are_counted_as_it_ends(
+    client: redis.Redis, prefix: str, kind: str
+) -> None:
+    # The same from an empty log (its counter at 0): nothing was ever handed to it.
+    key = f"{prefix}:trim0-{kind}"
+
+    def bus_on(buffer_size: int) -> Any:
+        if kind == "redis":
+            return RedisEventBus.log(client, key, ttl=60, max_len=100, buffer_size=buffer_size)
+        return RedisStreamsEventBus(client, key, f"{key}:g", max_len=100, buffer_size=buffer_size)
+
+    reader = bus_on(1)
+    sub = reader.subscribe()
+    with bus_on(1000) as writer:
+        for i in range(600):
+            writer.publish(make_event(i))
+        assert writer.flush(10)
+    time.sleep(0.3)
+    sub.close()
+    reader.stop(5)
+    assert sub.trimmed > 0
+    assert sub.discarded + sub.stats().dropped + sub.trimmed == 600

@@ -178,8 +178,8 @@ class BatchSender:
             if batch.open == 0:
                 self.batches += 1
                 if self.state != "connected":
-                    if self.state != "idle":
-                        log.info("eventbus nats writer is writing again")
+                    if self.state != "idle":  # a WARNING, as the failure was (trial 216)
+                        log.warning("eventbus nats writer is writing again")
                     self.state = "connected"
                     self.last_error = None
                 self._backoff.reset()

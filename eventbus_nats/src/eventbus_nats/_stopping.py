@@ -95,7 +95,7 @@ def _say_untold(followers: list[Follower]) -> None:
     if names:
         log.warning(
             "eventbus nats: stop() ended subscription(s) %s without NATS saying, in time, how "
-            "far the stream goes: events other processes stored past them are counted nowhere "
-            "(they stay in the stream, for eventbus replay)",
+            "far the stream goes: any events other processes stored past them are counted "
+            "nowhere (they stay in the stream, for eventbus replay)",
             ", ".join(names),
         )

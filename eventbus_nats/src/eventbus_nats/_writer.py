@@ -338,7 +338,8 @@ class JetStreamWriter:
     def finish(self, *, settled: bool) -> None:
         """After `drain()`: count what is left as lost. `settled` False means the loop did not
         answer in time: every event not settled by then is counted lost, and the loop may no
-        longer change the counts."""
+        longer change the counts. Drops not said yet are said now."""
+        self._drops.check(self._refused - self._not_events, final=True)
         with self._lock:
             leftover = len(self._buffer)
             self._buffer.clear()

@@ -3,19 +3,38 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import redis
 
 from eventbus_core import get_logger
 
-__all__ = ["DeadEntry", "dead_letter", "fields_as_json", "stream_entries", "text"]
+__all__ = [
+    "DeadEntry",
+    "dead_letter",
+    "fields_as_json",
+    "leading_log_id",
+    "stream_entries",
+    "text",
+]
 
 log = get_logger("eventbus.redis")
 
 DeadEntry = tuple[str, Any, str, int]
 """An entry to dead-letter: (entry id, raw data, reason, deliveries so far)."""
+
+
+_LEADING_LOG_ID: Final = re.compile(rb'\{\s*"LogID"\s*:\s*(\d+)')
+
+
+def leading_log_id(raw: Any) -> int:
+    """The LogID an entry's JSON starts with (the Go wire format's first field), 0 if none."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    found = _LEADING_LOG_ID.match(raw) if isinstance(raw, bytes) else None
+    return int(found.group(1)) if found else 0
 
 
 def text(value: Any) -> str:

@@ -22,6 +22,7 @@ import redis
 from redis.client import PubSub
 
 from eventbus_core import Event, WireFormatError, get_logger
+from eventbus_redis._entries import leading_log_id
 from eventbus_redis._own_connection import cut_connection
 from eventbus_redis._reachable import bounded_connection
 from eventbus_redis._redis_subscription import Gap, RedisSubscription
@@ -169,23 +170,48 @@ class LogTailer(Tailer):
         """The entries pushed since the anchor of `place` (whoever pushed them, the Go proxy
         too), counted by the read script asked for none, on a connection of its own bounded by
         `timeout`: a close costs one round trip, and a frozen server holds it that long at most.
-        With the anchor gone (trimmed, or Redis lost its data), the whole list; entries trimmed
-        away meanwhile are not in it. None if Redis does not answer."""
+        With the anchor gone (trimmed, or Redis lost its data), the whole list. None if Redis
+        does not answer."""
+        behind = self._count_past(place, timeout, trimmed_too=False)
+        return None if behind is None else behind[0]
+
+    def behind_at_end(self, place: dict[str, Any], timeout: float) -> tuple[int, int] | None:
+        """`unhanded()`, and with the anchor gone, the entries trimmed or expired past it before
+        they were read: the oldest LogID the list holds (or, with the list empty, the counter)
+        less the place's, one more round trip (trial 216: counted nowhere)."""
+        return self._count_past(place, timeout, trimmed_too=True)
+
+    def _count_past(
+        self, place: dict[str, Any], timeout: float, *, trimmed_too: bool
+    ) -> tuple[int, int] | None:
         args = _read_new_args(place, 0)
+        last = int(place.get("position") or 0)
         connection = None
         try:
             connection = bounded_connection(self._client, timeout)
             connection.connect()
             connection.send_command("EVAL", LOG_READ_NEW, len(self._keys), *self._keys, *args)
             reply: Any = connection.read_response()
-            found, length, lo = bool(int(reply[1])), int(reply[3]), int(reply[4])
+            seq, found = int(reply[0]), bool(int(reply[1]))
+            length, lo = int(reply[3]), int(reply[4])
+            if found:
+                return lo, 0
+            if not trimmed_too or seq < last:  # not asked, or not the same log any more
+                return length, 0
+            if not length:  # all gone (expired, trimmed to nothing): the counter says how many
+                return 0, seq - last
+            connection.send_command("LINDEX", self._keys[0], -1)
+            oldest = leading_log_id(connection.read_response())
         except (redis.RedisError, OSError, TypeError, ValueError, IndexError):
             return None
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):
                     connection.disconnect()
-        return lo if found else length
+        return length, (oldest - last - 1 if oldest and oldest > last + 1 else 0)
+
+    def log_id_of(self, place: dict[str, Any]) -> int:
+        return int(place.get("position") or 0)
 
     def read(self, cursor: Cursor, max_items: int) -> bool:
         """Hand the subscription the oldest entries pushed since its anchor; report gaps."""
@@ -260,7 +286,7 @@ class LogTailer(Tailer):
                 "the entry read last left the log (trimmed or expired) before "
                 "the next read; its entries carry no LogID to count what was missed",
             )
-            sub.report_gap(gap, advice=self._trim_advice())
+            sub.report_gap(gap, advice=self.trim_advice())
             self.gaps += 1
             return last
         elif had_anchor and oldest.log_id <= last:
@@ -270,7 +296,7 @@ class LogTailer(Tailer):
             last = 0
         elif oldest.log_id > last + 1:
             gap = Gap(last, oldest.log_id - last - 1, "trimmed from the log before it was read")
-            sub.report_gap(gap, advice=self._trim_advice())
+            sub.report_gap(gap, advice=self.trim_advice())
             self.gaps += 1
             return last
         else:
@@ -279,7 +305,7 @@ class LogTailer(Tailer):
         self.gaps += 1
         return last
 
-    def _trim_advice(self) -> str:
+    def trim_advice(self) -> str:
         # The writers' trim length, which may be shorter than this process's own setting.
         own = f", {self._max_len} here" if self._max_len else ""
         return (

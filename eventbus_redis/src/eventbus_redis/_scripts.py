@@ -228,26 +228,39 @@ def tail_of(event: Event) -> bytes:
 
 
 STREAM_COUNT_AFTER: Final = """
--- KEYS: stream. ARGV: an entry id, the most entries to count. Returns how many entries are newer
--- than that id, or -1 past the most (not counted: a script that long would hold up every client
--- of the server). Read in steps of 1000; ids past it are written out, not as '(' .. id, which
--- Redis before 6.2 refuses (a sequence number too large for a Lua number is the exception).
+-- KEYS: stream, its LogID counter. ARGV: an entry id, the most entries to count.
+-- Returns {n, gone, first, seq}: n entries newer than the id (-1 past the most: not counted, a
+-- script that long would hold up every client of the server), gone 1 when that entry is no
+-- longer in the stream (trimmed or deleted; never for '0-0'), first the 'data' field of the
+-- oldest entry newer than it (nil if none), seq the counter (nil if none). Read in steps of
+-- 1000; ids past it are written out, not as '(' .. id, which Redis before 6.2 refuses (a
+-- sequence number too large for a Lua number is the exception).
 local most = tonumber(ARGV[2])
 local after = ARGV[1]
+local gone = 0
+if after ~= '0-0' and #redis.call('XRANGE', KEYS[1], after, after) == 0 then gone = 1 end
+local first = false
 local n = 0
 while true do
   local ms, seq = string.match(after, '^(%d+)-(%d+)$')
   local start = '(' .. after
   if seq and #seq < 15 then start = ms .. '-' .. string.format('%d', tonumber(seq) + 1) end
   local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1000)
+  if n == 0 and #batch > 0 then
+    local fields = batch[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'data' then first = fields[i + 1] end
+    end
+  end
   n = n + #batch
-  if n > most then return -1 end
-  if #batch < 1000 then return n end
+  if n > most then n = -1; break end
+  if #batch < 1000 then break end
   after = batch[#batch][1]
 end
+return {n, gone, first, redis.call('GET', KEYS[2])}
 """
-"""The entries of a stream past a subscription's place: what its close (or stop()) counts as
-not handed to it."""
+"""The entries of a stream past a subscription's place, and what tells whether entries were
+trimmed past it before it read them: what its close (or stop()) counts as not handed to it."""
 
 
 STREAM_RELEASE: Final = """

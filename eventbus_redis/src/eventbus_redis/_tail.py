@@ -18,7 +18,7 @@ from typing import Any
 from eventbus_core import Subscription, get_logger
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._config_errors import is_not_a_counter, is_wrong_type
-from eventbus_redis._redis_subscription import RedisSubscription
+from eventbus_redis._redis_subscription import Gap, RedisSubscription
 
 __all__ = ["Cursor", "Tailer"]
 
@@ -153,18 +153,21 @@ class Tailer:
         with self._lock:
             gone = [c for c in self._cursors if c.sub is sub]
             self._cursors = tuple(c for c in self._cursors if c.sub is not sub)
-        places: list[dict[str, Any]] = []
+        places: list[tuple[RedisSubscription, dict[str, Any]]] = []
         with self.delivering:
             for cursor in gone:
                 # A read under way hands it nothing from now on: what it took from Redis stays
                 # past this place, counted once (review 181 found it counted twice).
                 cursor.extra["removed"] = True
                 if cursor.position is not None and not cursor.sub.finished:
-                    places.append(_place(cursor))
-        counts = [self.unhanded(place, _COUNT_TIMEOUT) for place in places]
-        missed = sum(n for n in counts if n is not None)
+                    places.append((cursor.sub, _place(cursor)))
+        counts = [self.behind_at_end(place, _COUNT_TIMEOUT) for _, place in places]
+        missed = sum(n[0] for n in counts if n is not None)
         if missed:
             sub.dropped += missed
+        for (followed, place), n in zip(places, counts, strict=True):
+            if n is not None and n[1]:
+                self._report_trimmed(followed, place, n[1])
         if None in counts:
             sub.uncounted_at_close = True  # said by the bus, and by a dispatcher's exit
         return missed
@@ -182,6 +185,29 @@ class Tailer:
         `position` under that key), asked within `timeout` seconds; 0 by default, None when it
         cannot tell (Redis not answering)."""
         return 0
+
+    def behind_at_end(self, place: dict[str, Any], timeout: float) -> tuple[int, int] | None:
+        """What a subscription ending at `place` never gets: `(held, trimmed)`, the events the
+        backend holds past it (`unhanded()`) and those it lost past it before they were read
+        (trimmed, expired), as far as it can tell them (0 when it cannot). None when Redis does
+        not answer within `timeout`."""
+        held = self.unhanded(place, timeout)
+        return None if held is None else (held, 0)
+
+    def _report_trimmed(self, sub: RedisSubscription, place: dict[str, Any], n: int) -> None:
+        """Record the `n` events lost past `place` before the subscription, now ending, read
+        them: a gap, as a read would have found (trial 216: counted nowhere)."""
+        reason = "trimmed (or expired) before it was read, found as the subscription ended"
+        sub.report_gap(Gap(self.log_id_of(place), n, reason), advice=self.trim_advice())
+        self.gaps += 1
+
+    def log_id_of(self, place: dict[str, Any]) -> int:
+        """The LogID a cursor's `place` stands after (for a `Gap`)."""
+        return 0
+
+    def trim_advice(self) -> str:
+        """What to do about events trimmed before they were read."""
+        return ""
 
     def unhanded_to(self, sub: RedisSubscription, timeout: float) -> int | None:
         """`unhanded()` for the followed `sub` now (a metrics scrape's lag), None when it is not
@@ -383,24 +409,34 @@ class Tailer:
         uncounted = []
         for cursor, place, missed in ended:
             left = deadline - time.monotonic()
-            held = self.unhanded(place, min(_COUNT_TIMEOUT, left)) if left > 0 else None
-            if held is None:
+            behind = self.behind_at_end(place, min(_COUNT_TIMEOUT, left)) if left > 0 else None
+            if behind is None:
                 cursor.sub.uncounted_at_close = True
                 uncounted.append(cursor.sub.name)
-            elif held > missed:
-                cursor.sub.dropped += held - missed
+                continue
+            held, trimmed = behind
+            if held + trimmed < missed:
+                continue  # not the log it was reading (Redis lost its data): as counted
+            # `missed` (this bus's, counted in `dropped`) is among them: what Redis holds
+            # stays in `dropped`, what it lost past the subscription is a gap instead.
+            cursor.sub.dropped += held - missed
+            if trimmed:
+                self._report_trimmed(cursor.sub, place, trimmed)
+            others = held + trimmed - missed
+            if others:
                 log.info(
                     "eventbus redis subscription %s ended at stop() %d event(s) of other "
-                    "writers behind the log: it never received them (counted in its dropped; "
-                    "what Redis still holds of them can be replayed with eventbus replay)",
+                    "writers behind the log: it never received them (counted in its dropped, "
+                    "or as trimmed; what Redis still holds of them can be replayed with "
+                    "eventbus replay)",
                     cursor.sub.name,
-                    held - missed,
+                    others,
                 )
         if uncounted:
             log.warning(
                 "eventbus redis: stop() ended subscription(s) %s without Redis counting, in "
-                "time, the events other writers put past them: those are counted nowhere (they "
-                "stay in Redis, for eventbus replay)",
+                "time, what other writers put past them: any such events are counted nowhere "
+                "(they stay in Redis, for eventbus replay)",
                 ", ".join(str(name) for name in uncounted),
             )
 

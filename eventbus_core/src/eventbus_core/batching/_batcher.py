@@ -552,11 +552,12 @@ class Batcher:
         finally:
             self.report_drops()
 
-    def report_drops(self) -> None:
+    def report_drops(self, *, final: bool = False) -> None:
         """Say in the log that `publish()` dropped events for a full buffer, if it did since
-        the last line (at most once a minute; see `DropReport`). Each cycle calls it; a cycle
-        that waits long inside (retrying through an outage) calls it as it waits."""
-        self._drops.check(self.refused - self._not_events)
+        the last line (at most once a minute, and at `finalize()`; see `DropReport`). Each
+        cycle calls it; a cycle that waits long inside (retrying through an outage) calls it as
+        it waits."""
+        self._drops.check(self.refused - self._not_events, final=final)
 
     def drain_inline(self, deadline: float | None, until: Callable[[], bool]) -> bool:
         """Run cycles in the calling thread until `until()` holds or `deadline` passes."""
@@ -701,7 +702,9 @@ class Batcher:
 
     def finalize(self, under_lock: Callable[[], None] | None = None) -> int:
         """Settle everything still buffered or in flight as lost; return the total lost.
-        `under_lock` runs with the counters' lock held (figures of the backend's own)."""
+        `under_lock` runs with the counters' lock held (figures of the backend's own). Drops
+        not said yet are said now."""
+        self.report_drops(final=True)
         with self.lock:
             if under_lock is not None:
                 under_lock()
