@@ -1108,3 +1108,21 @@ def test_another_process_s_events_a_full_subscription_ends_without_are_counted(
     assert (received, sub.discarded) == ((100, 0) if end == "stop" else (0, 100))
     assert sub.stats().dropped == 200
     assert not sub.uncounted_at_close
+
+
+def test_stop_with_no_subscription_does_not_wait_for_a_frozen_server(
+    server: ThrowawayNats,
+) -> None:
+    # Asking where the stream ends (to count other processes' events past subscriptions) held
+    # a bus with none, all written, its whole timeout against a frozen server (review 217).
+    bus = NatsEventBus(server.url, stream="STOPNOSUB", subject="stopnosub.events")
+    try:
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        server.pause()
+        started = time.monotonic()
+        bus.stop(3.0)
+        assert time.monotonic() - started < 2.0  # a correctness bound: nothing to wait for
+    finally:
+        server.resume()
+        bus.stop(1)

@@ -313,9 +313,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                     sub.name,
                 )
             return
-        if behind:
-            sub.unhanded += behind
-            sub.count_not_handed(behind)
+        if behind:  # counted by count_behind(), on the loop
             log.info(
                 "eventbus nats subscription %s closed %d event(s) behind the stream: it never "
                 "received them (counted in its dropped; the stream still holds them, for "

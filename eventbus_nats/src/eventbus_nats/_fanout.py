@@ -114,6 +114,7 @@ class Follower:
         self._next_check = 0.0
         self._full_since: float | None = None
         self._stream_created: object = None  # when the stream read was created (server time)
+        self.ended = False  # its close counted what it left: stop() counts nothing more
         self.last_error: str | None = None
 
     # --------------------------------------------------------------------- on the loop
@@ -292,7 +293,15 @@ class Follower:
         except Exception:  # frozen, disconnected, gone: not told
             return None
         self.skip_removed(int(info.state.first_seq))
-        return max(0, int(info.state.last_seq) - (self.last_seq or last))
+        if self.sub.finished or self.ended:
+            return 0  # stop() ended it meanwhile, and counted what it left (review 217)
+        # Counted here, on the loop, as stop() counts: one or the other, never both.
+        self.ended = True
+        behind = max(0, int(info.state.last_seq) - (self.last_seq or last))
+        if behind:
+            self.sub.unhanded += behind
+            self.sub.count_not_handed(behind)
+        return behind
 
     async def close(self, wait: float = 0.5) -> None:
         """Stop following; delete the consumer if there is time (it expires by itself)."""

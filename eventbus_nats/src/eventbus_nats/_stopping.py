@@ -44,7 +44,14 @@ async def drain_followers(
     subscription left behind is marked `uncounted_at_close`.
     """
     next_look = 0.0
-    told_end = link is None or not link.subject_alone
+    # Asked once, and not waited for where no subscription is open (a bus that only
+    # publishes: a frozen server held every stop its whole timeout, review 217).
+    told_end = (
+        link is None
+        or not link.subject_alone
+        or not any(not f.sub.finished and f.last_seq is not None for f in followers)
+    )
+    untold = False
     while True:
         now = time.monotonic()
         if now >= deadline or (
@@ -55,7 +62,11 @@ async def drain_followers(
         if link is not None and now >= next_look:
             next_look = now + _LOOK_EVERY
             bounds = await _stream_bounds(link, min(_LOOK_EVERY, deadline - now))
-            if bounds is not None:
+            if bounds is None:
+                # NATS did not say: not asked again for the end (what other processes stored
+                # is then counted nowhere, and said so), as the deadline decides the rest.
+                untold, told_end = untold or not told_end, True
+            else:
                 first, last = bounds
                 if not told_end:
                     target, told_end = max(target or 0, last), True
@@ -63,12 +74,12 @@ async def drain_followers(
                     follower.skip_removed(first)
             continue
         await asyncio.sleep(0.01)
-    if not told_end and followers:
+    if (untold or not told_end) and followers:
         _say_untold(followers)
     for follower in followers:
         sub = follower.sub
         missed = follower.behind(target)
-        if missed and not sub.finished:
+        if missed and not sub.finished and not follower.ended:
             sub.unhanded += missed
             sub.count_not_handed(missed)
             why = "its buffer stayed full" if sub.space() <= 0 else "stop's deadline passed"
@@ -89,7 +100,7 @@ def _say_untold(followers: list[Follower]) -> None:
     stored past each open subscription is counted nowhere; mark and say so."""
     names = []
     for follower in followers:
-        if not follower.sub.finished and follower.last_seq is not None:
+        if not follower.sub.finished and follower.last_seq is not None and not follower.ended:
             follower.sub.uncounted_at_close = True
             names.append(str(follower.sub.name))
     if names:

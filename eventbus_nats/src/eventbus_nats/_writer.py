@@ -142,8 +142,7 @@ class JetStreamWriter:
         # `__class__` first: the exact class is the usual case, and the cheapest test of it
         # (about 60 instructions a call, where `isinstance` alone cost 140).
         if event.__class__ is not Event and not isinstance(event, Event):
-            self._not_events += 1  # type: ignore[unreachable]  # untyped callers pass anything
-            self._refuse()
+            self._refuse(not_an_event=True)  # type: ignore[unreachable]  # untyped callers
             report_not_an_event(event, self.label)
             return
         if self._closed or depth + self._taken - self._done >= self.buffer_size:
@@ -153,9 +152,10 @@ class JetStreamWriter:
         if self._sleeping or (depth >= self._high_water and not self._kicked):
             self._kick()
 
-    def _refuse(self) -> None:
+    def _refuse(self, *, not_an_event: bool = False) -> None:
         with self._lock:
             self._refused += 1
+            self._not_events += not_an_event
             refused = self._refused
         check_fork_when_refusing(refused)
 

@@ -34,8 +34,8 @@ __all__ = [
     "LOG_APPEND",
     "LOG_NOW",
     "LOG_READ_NEW",
+    "STREAM_ADDED",
     "STREAM_APPEND",
-    "STREAM_COUNT_AFTER",
     "STREAM_COUNT_UNREAD_TRIMMED",
     "STREAM_CREATE_GROUP",
     "STREAM_RECLAIM",
@@ -227,40 +227,24 @@ def tail_of(event: Event) -> bytes:
     return event.to_json(log_id=False)
 
 
-STREAM_COUNT_AFTER: Final = """
--- KEYS: stream, its LogID counter. ARGV: an entry id, the most entries to count.
--- Returns {n, gone, first, seq}: n entries newer than the id (-1 past the most: not counted, a
--- script that long would hold up every client of the server), gone 1 when that entry is no
--- longer in the stream (trimmed or deleted; never for '0-0'), first the 'data' field of the
--- oldest entry newer than it (nil if none), seq the counter (nil if none). Read in steps of
--- 1000; ids past it are written out, not as '(' .. id, which Redis before 6.2 refuses (a
--- sequence number too large for a Lua number is the exception).
-local most = tonumber(ARGV[2])
-local after = ARGV[1]
-local gone = 0
-if after ~= '0-0' and #redis.call('XRANGE', KEYS[1], after, after) == 0 then gone = 1 end
-local first = false
-local n = 0
-while true do
-  local ms, seq = string.match(after, '^(%d+)-(%d+)$')
-  local start = '(' .. after
-  if seq and #seq < 15 then start = ms .. '-' .. string.format('%d', tonumber(seq) + 1) end
-  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1000)
-  if n == 0 and #batch > 0 then
-    local fields = batch[1][2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'data' then first = fields[i + 1] end
-    end
-  end
-  n = n + #batch
-  if n > most then n = -1; break end
-  if #batch < 1000 then break end
-  after = batch[#batch][1]
+STREAM_ADDED: Final = """
+-- KEYS: stream. ARGV: an entry id, or ''. Returns {entries-added, length, kept}: how many
+-- entries the stream ever had added (0 with no stream yet; nil where Redis keeps no such count,
+-- before 7.0: the count at the end is then nil, and nothing is counted), how many it holds, and
+-- 1 if the entry is still in it. O(1): no entry is read but the one asked about (XINFO STREAM
+-- copies its first and last entries, no more).
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if not ok then return {0, 0, 0} end
+local f = {}
+for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+local kept = 0
+if ARGV[1] ~= '' and ARGV[1] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then
+  kept = 1
 end
-return {n, gone, first, redis.call('GET', KEYS[2])}
+return {f['entries-added'] or false, f['length'] or 0, kept}
 """
-"""The entries of a stream past a subscription's place, and what tells whether entries were
-trimmed past it before it read them: what its close (or stop()) counts as not handed to it."""
+"""How many entries a stream ever had added: with what a subscription read since it began,
+how many were added past it, counted without reading them (a close, or stop())."""
 
 
 STREAM_RELEASE: Final = """

@@ -14,25 +14,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import redis
 
 from eventbus_core import Event, WireFormatError
 from eventbus_redis._client import socket_timeout
 from eventbus_redis._config_errors import counter_value
-from eventbus_redis._entries import leading_log_id, stream_entries, text
+from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
 from eventbus_redis._reachable import bounded_connection
 from eventbus_redis._redis_subscription import Gap
-from eventbus_redis._scripts import STREAM_COUNT_AFTER
+from eventbus_redis._scripts import STREAM_ADDED
 from eventbus_redis._stream_entry import STREAM_LOG_ID_BASE, event_from_stream_entry
 from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["StreamTailer"]
-
-# Entries past a subscription a close counts at most: about 0.1 s of the server's time.
-_MOST_COUNTED: Final = 200_000
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -86,58 +83,51 @@ class StreamTailer(Tailer):
         pipe = self._client.pipeline(transaction=True)
         pipe.xrevrange(self._stream, count=1)
         pipe.get(self._seq_key)
-        newest, seq = pipe.execute()
+        # How many entries the stream had had added then (Redis 7): what was added past the
+        # subscription is counted from it at its end, without reading the entries.
+        pipe.eval(STREAM_ADDED, 1, self._stream, "")
+        newest, seq, added = pipe.execute()
         log_id = counter_value(seq, self._seq_key, "EVENTBUS_REDIS_STREAM")
-        return (text(newest[0][0]) if newest else "0-0"), {"log_id": log_id}
+        extra = {"log_id": log_id, "added": _count_or_none(added[0]), "passed": 0}
+        return (text(newest[0][0]) if newest else "0-0"), extra
 
     counts_unhanded = True
 
     def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """The entries added after the place's position (whoever added them, the Go proxy
-        too), counted by a script on a connection of its own bounded by `timeout`: a close
-        costs one round trip. None if Redis does not answer, or holds more than
-        `_MOST_COUNTED` past it (counting them would hold Redis up)."""
+        too) that the stream still holds: see `behind_at_end()`."""
         behind = self.behind_at_end(place, timeout)
         return None if behind is None else behind[0]
 
     def behind_at_end(self, place: dict[str, Any], timeout: float) -> tuple[int, int] | None:
-        """`unhanded()`, and, where the entry read last is gone, the entries trimmed past it
-        before they were read, told by LogIDs (ours, from the counter: the oldest entry left,
-        or the counter if none is, less the place's; the Go proxy's LogID-0 entries cannot be
-        told). Trial 216: counted nowhere."""
-        last = int(place.get("log_id") or 0)
+        """`(held, trimmed)` past the place: the entries added since the subscription began
+        (Redis 7's `entries-added`, then and now) less those it read, all in O(1) on the
+        server, on a connection of its own bounded by `timeout`. Those the stream still holds
+        (all of them while the entry read last is there; else as many as it holds, trimming
+        taking the oldest first) are `held`, the rest were trimmed (or deleted) before it read
+        them. None where it cannot be told: Redis does not answer, keeps no `entries-added`
+        (before 7.0), or lost its data meanwhile (the count went back)."""
         connection = None
         try:
             connection = bounded_connection(self._client, timeout)
             connection.connect()
-            connection.send_command(
-                "EVAL",
-                STREAM_COUNT_AFTER,
-                2,
-                self._stream,
-                self._seq_key,
-                str(place["position"]),
-                _MOST_COUNTED,
-            )
+            connection.send_command("EVAL", STREAM_ADDED, 1, self._stream, str(place["position"]))
             reply: Any = connection.read_response()
-            count, gone = int(reply[0]), bool(int(reply[1]))
-            first, seq = leading_log_id(reply[2]), int(reply[3] or 0)
+            added, length, kept = _count_or_none(reply[0]), int(reply[1]), bool(int(reply[2]))
         except (redis.RedisError, OSError, TypeError, ValueError, KeyError, IndexError):
             return None
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):
                     connection.disconnect()
-        if count < 0:
+        began = place.get("added")
+        if added is None or began is None:
             return None
-        kept = not gone and str(place["position"]) != "0-0"
-        if kept or seq < last:  # the entry read last is there, or this is not the same log
-            return count, 0
-        if count:  # the oldest entry past it, if its LogID is this stream's counter's
-            oldest = first if 0 < first < STREAM_LOG_ID_BASE and first <= seq else 0
-        else:  # none left: the counter says how far it went
-            oldest = seq + 1
-        return count, (oldest - last - 1 if oldest > last + 1 else 0)
+        past = added - began - int(place.get("passed", 0))
+        if past < 0:
+            return None
+        held = past if kept else min(past, length)
+        return held, past - held
 
     def log_id_of(self, place: dict[str, Any]) -> int:
         return int(place.get("log_id") or 0)
@@ -210,10 +200,13 @@ class StreamTailer(Tailer):
                 return False
             for gap in gaps:
                 cursor.sub.report_gap(gap, advice=self._trim_advice)
+                # Counted here: passed over, not to be counted again at the end.
+                cursor.extra["passed"] = int(cursor.extra.get("passed", 0)) + (gap.missed or 0)
             for gap in resets:
                 cursor.sub.report_gap(gap)
             self.gaps += len(gaps) + len(resets)
             cursor.position = decoded[-1][0]
+            cursor.extra["passed"] = int(cursor.extra.get("passed", 0)) + len(decoded)
             cursor.extra["log_id"] = last_log
             cursor.extra["log_entry"] = last_log_entry
             bad = len(decoded) - len(events)
@@ -278,3 +271,8 @@ class StreamTailer(Tailer):
     def forget_connection(self) -> None:
         """In a forked child: the waiting connection is the parent's; leave it alone."""
         self._waiter.forget()
+
+
+def _count_or_none(value: Any) -> int | None:
+    """A count from a script's reply; None for nil (Redis keeps none)."""
+    return None if value is None else int(value)

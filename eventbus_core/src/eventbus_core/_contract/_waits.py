@@ -235,6 +235,8 @@ class WaitSpy:
         if self.found or seconds < self.lock_wait or threading.get_ident() != self._running:
             return
         caller = sys._getframe(2)  # acquire() or __enter__, then who took the lock
+        if _allowed(caller, self._allowed):  # logging's lock, Thread.start(): not counted
+            return
         self.found = (
             f"a wait of {seconds:.3f} s for a lock another thread held (lock_wait: "
             f"{self.lock_wait:g} s), called from {_where(caller)}"
@@ -318,7 +320,8 @@ def _where(frame: FrameType | None) -> str:
 class _WatchedLock:
     """A lock whose blocking `acquire()` tells `spy` how long it waited for a held lock."""
 
-    __slots__ = ("_lock", "_spy")
+    # `__weakref__`: a correct backend may keep its locks in a WeakSet (review 217).
+    __slots__ = ("__weakref__", "_lock", "_spy")
 
     def __init__(self, lock: Any, spy: WaitSpy) -> None:
         self._lock = lock

@@ -330,14 +330,14 @@ class Batcher:
     _publish_buffered.__name__ = _publish_held.__name__ = "publish"
 
     def _refuse_not_event(self, given: object) -> bool:
-        self._not_events += 1
-        self._refuse()
+        self._refuse(not_an_event=True)
         report_not_an_event(given, self.label)
         return False
 
-    def _refuse(self) -> None:
+    def _refuse(self, *, not_an_event: bool = False) -> None:
         with self.lock:
             self.refused += 1
+            self._not_events += not_an_event
             refused = self.refused
         check_fork_when_refusing(refused)
 

@@ -2,8 +2,9 @@
 
 A full publish buffer drops and counts (`stats().dropped`), and `publish()` must stay cheap, so
 it logs nothing. An operator who reads logs and not metrics then saw nothing at all (trial 215:
-489 events dropped under load, 34,469 during a Redis outage, and no line). The drainer asks,
-once per cycle, whether the count moved (one comparison), and says so at most once a minute.
+489 events dropped under load, 34,469 during a backend's outage, and no line). The drainer asks,
+once per cycle, whether the count moved (one comparison), and says so at most once a minute,
+and at the end what is left to say.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class DropReport:
     """Logs a WARNING when the count of events `publish()` refused for a full buffer grows.
 
     Args:
-        label: Names the bus in the line ("eventbus redis writer").
+        label: Names the bus in the line ("eventbus memory worker").
         buffer_size: The buffer that was full, named in the line.
         every: Seconds between two lines at most.
     """
@@ -55,7 +56,8 @@ class DropReport:
         log.warning(
             "%s dropped %d event(s) (%d in all, counted in stats().dropped): its publish "
             "buffer (buffer_size %d, OBSERVABILITY_BUFFER_SIZE) was full, as the backend is "
-            "slower than the traffic or cannot write; this line comes at most once a minute",
+            "slower than the traffic or cannot write (or the bus was stopping); this line "
+            "comes at most once a minute",
             self._label,
             new,
             dropped,
