@@ -107,7 +107,7 @@ class JetStreamWriter:
         self._done_cond = threading.Condition(threading.Lock())
         self._finalized = False
         self._refused = 0
-        self._not_events = 0  # of `_refused`: not an `Event` (reported as such)
+        self._not_events = 0  # of `_refused`: not for a full buffer (not an `Event`, closed)
         self._drops = DropReport(self.label, self.buffer_size)
         self._taken = 0
         self._done = 0  # taken events whose fate is settled (written or lost)
@@ -155,7 +155,7 @@ class JetStreamWriter:
     def _refuse(self, *, not_an_event: bool = False) -> None:
         with self._lock:
             self._refused += 1
-            self._not_events += not_an_event
+            self._not_events += not_an_event or self._closed  # not for a full buffer
             refused = self._refused
         check_fork_when_refusing(refused)
 

@@ -251,7 +251,7 @@ class Batcher:
         self._warned_no_loop = False
         self._warned_no_thread = False
         self.refused = 0
-        self._not_events = 0  # of `refused`: not an `Event` (reported as such)
+        self._not_events = 0  # of `refused`: not for a full buffer (not an `Event`, closed)
         self._drops = DropReport(label, buffer_size)
         self.taken = 0
         self.done = 0
@@ -337,7 +337,9 @@ class Batcher:
     def _refuse(self, *, not_an_event: bool = False) -> None:
         with self.lock:
             self.refused += 1
-            self._not_events += not_an_event
+            # Not for a full buffer: not an Event, or the bus closed (review 217: the drop
+            # line blamed the buffer for publishes made during shutdown).
+            self._not_events += not_an_event or self._closed
             refused = self.refused
         check_fork_when_refusing(refused)
 

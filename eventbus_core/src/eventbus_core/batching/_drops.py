@@ -9,6 +9,7 @@ and at the end what is left to say.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Final
 
@@ -31,7 +32,7 @@ class DropReport:
         every: Seconds between two lines at most.
     """
 
-    __slots__ = ("_at", "_buffer_size", "_every", "_label", "_seen")
+    __slots__ = ("_at", "_buffer_size", "_every", "_label", "_lock", "_seen")
 
     def __init__(self, label: str, buffer_size: int, every: float = _EVERY) -> None:
         self._label = label
@@ -39,20 +40,22 @@ class DropReport:
         self._every = every
         self._seen = 0
         self._at: float | None = None
+        # The drainer's cycle and a stopping thread may both look: one says each drop.
+        self._lock = threading.Lock()
 
     def check(self, dropped: int, *, final: bool = False) -> None:
         """Call from the drainer with the count of events dropped so far for a full buffer;
         `final` at the end (stop): what the last minute dropped is said then, whatever the
         minute (trial 216: 2,000 dropped in a process's last second went unsaid)."""
-        if dropped == self._seen:
+        if dropped == self._seen:  # the usual case: no lock taken
             return
-        if dropped < self._seen:  # the count started over (a forked child's own figures)
-            self._seen = dropped
-            return
-        now = time.monotonic()
-        if not final and self._at is not None and now - self._at < self._every:
-            return
-        new, self._seen, self._at = dropped - self._seen, dropped, now
+        with self._lock:
+            if dropped <= self._seen:  # said by the other caller meanwhile
+                return
+            now = time.monotonic()
+            if not final and self._at is not None and now - self._at < self._every:
+                return
+            new, self._seen, self._at = dropped - self._seen, dropped, now
         log.warning(
             "%s dropped %d event(s) (%d in all, counted in stats().dropped): its publish "
             "buffer (buffer_size %d, OBSERVABILITY_BUFFER_SIZE) was full, as the backend is "
