@@ -885,10 +885,10 @@ def test_a_close_that_redis_does_not_answer_says_so_and_is_bounded(
     client.close()
 
 
-def _bus_on(kind: str, client: redis.Redis, key: str, buffer_size: int) -> Any:
+def _bus_on(kind: str, client: redis.Redis, key: str, buffer_size: int, max_len: int = 5000) -> Any:
     if kind == "redis":
-        return RedisEventBus.log(client, key, ttl=60, max_len=5000, buffer_size=buffer_size)
-    return RedisStreamsEventBus(client, key, f"{key}:g", max_len=5000, buffer_size=buffer_size)
+        return RedisEventBus.log(client, key, ttl=60, max_len=max_len, buffer_size=buffer_size)
+    return RedisStreamsEventBus(client, key, f"{key}:g", max_len=max_len, buffer_size=buffer_size)
 
 
 @pytest.mark.parametrize("kind", ["redis", "redis-streams"])
@@ -928,14 +928,9 @@ def test_events_trimmed_past_a_full_subscription_are_counted_as_it_ends(
     # 11,000 counted, the trimmed 19,000 nowhere (trial 216). Now a gap, as a read finds one.
     key = f"{prefix}:trim-{kind}-{end}"
 
-    def bus_on(buffer_size: int) -> Any:
-        if kind == "redis":
-            return RedisEventBus.log(client, key, ttl=60, max_len=200, buffer_size=buffer_size)
-        return RedisStreamsEventBus(client, key, f"{key}:g", max_len=200, buffer_size=buffer_size)
-
-    reader = bus_on(50)
+    reader = _bus_on(kind, client, key, 50, max_len=200)
     sub = reader.subscribe()
-    with bus_on(1000) as writer:
+    with _bus_on(kind, client, key, 1000, max_len=200) as writer:
         for i in range(900):
             writer.publish(make_event(i))
         assert writer.flush(10)
@@ -956,14 +951,9 @@ def test_events_trimmed_before_a_subscription_read_any_are_counted_as_it_ends(
     # The same from an empty log (its counter at 0): nothing was ever handed to it.
     key = f"{prefix}:trim0-{kind}"
 
-    def bus_on(buffer_size: int) -> Any:
-        if kind == "redis":
-            return RedisEventBus.log(client, key, ttl=60, max_len=100, buffer_size=buffer_size)
-        return RedisStreamsEventBus(client, key, f"{key}:g", max_len=100, buffer_size=buffer_size)
-
-    reader = bus_on(1)
+    reader = _bus_on(kind, client, key, 1, max_len=100)
     sub = reader.subscribe()
-    with bus_on(1000) as writer:
+    with _bus_on(kind, client, key, 1000, max_len=100) as writer:
         for i in range(600):
             writer.publish(make_event(i))
         assert writer.flush(10)

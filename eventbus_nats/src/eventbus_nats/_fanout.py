@@ -280,11 +280,7 @@ class Follower:
         counted as missed first (`skip_removed`). None when it cannot be told: NATS did not
         answer within `wait` seconds, or the stream holds other subjects too (its sequence
         numbers then count their messages as well)."""
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._stop_reading()
         last = self.last_seq
         if last is None or not self._link.subject_alone:
             return None
@@ -303,13 +299,17 @@ class Follower:
             self.sub.count_not_handed(behind)
         return behind
 
-    async def close(self, wait: float = 0.5) -> None:
-        """Stop following; delete the consumer if there is time (it expires by itself)."""
+    async def _stop_reading(self) -> None:
+        """Cancel the reading task and wait for it: nothing is handed over after this."""
         task = self._task
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    async def close(self, wait: float = 0.5) -> None:
+        """Stop following; delete the consumer if there is time (it expires by itself)."""
+        await self._stop_reading()
         name = self._consumer
         await self._drop_consumer()
         js = self._link.js
