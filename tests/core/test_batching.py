@@ -444,8 +444,8 @@ def test_drops_are_said_in_the_log_by_the_drainer_at_most_once_a_minute(
     assert lines == [
         f"{b.label} dropped {b.refused - 1} event(s) ({b.refused - 1} in all, counted in "
         "stats().dropped): its publish buffer (buffer_size 10, OBSERVABILITY_BUFFER_SIZE) was "
-        "full, as the backend is slower than the traffic or cannot write (or the bus was "
-        "stopping); this line comes at most once a minute"
+        "full, as the backend is slower than the traffic or cannot write; this line comes at "
+        "most once a minute"
     ], lines
     first = b.refused - 1
     rec.gate.clear()

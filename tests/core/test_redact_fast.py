@@ -277,7 +277,7 @@ def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
     # rules must change the gate too, and this test, so that none is forgotten.
     assert _KEY_PATTERNS == (
         r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2})"
-        r"|(?<=%25[0-9A-Fa-f]{2}))"
+        r"|(?<=%25[0-9A-Fa-f]{2})|(?<=%2525[0-9A-Fa-f]{2}))"
         r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",
         r"AIza[0-9A-Za-z_\-]{35}",
         r"(?:AKIA|ASIA)[0-9A-Z]{16}",

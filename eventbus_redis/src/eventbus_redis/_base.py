@@ -359,7 +359,8 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             "last_log_id": self.last_log_id,
             "undecodable": self._undecodable,
             "gaps": tailer.gaps if tailer else 0,
-            "trimmed": sum(s.trimmed for s in subscriptions),
+            "trimmed": (tailer.closed_trimmed if tailer else 0)
+            + sum(s.trimmed for s in subscriptions),
             **more,
             "stopped": self._stopped,
         }

@@ -72,6 +72,7 @@ class Tailer:
         self.state = "idle"
         self.last_error: str | None = None
         self.undecodable = 0
+        self.closed_trimmed = 0  # `trimmed` of subscriptions closed and no longer followed
         self.gaps = 0
         self._new_thread_state()
         self._thread.start()
@@ -170,6 +171,8 @@ class Tailer:
                 self._report_trimmed(followed, place, n[1])
         if None in counts:
             sub.uncounted_at_close = True  # said by the bus, and by a dispatcher's exit
+        if places:  # its figures leave the live sum: kept in the bus's (trial 219)
+            self.closed_trimmed += getattr(sub, "trimmed", 0)
         return missed
 
     counts_unhanded = False
@@ -331,9 +334,11 @@ class Tailer:
             return True
         now = time.monotonic()
         with self.delivering:
-            return all(
-                c.sub.finished or behind(c) <= 0 or self._stuck(c, now) for c in self._cursors
-            )
+            # Each looked at (a list, not all()'s first False): a full buffer's clock starts for
+            # every subscription at once, not one after another (trial 219: 0.25 s each, twelve
+            # took a whole stop(2.0)).
+            done = [c.sub.finished or behind(c) <= 0 or self._stuck(c, now) for c in self._cursors]
+        return all(done)
 
     @staticmethod
     def _stuck(cursor: Cursor, now: float) -> bool:
@@ -367,30 +372,23 @@ class Tailer:
                     break
                 self._progress.wait(min(remaining, 0.05))
                 self._progress.clear()
-        unhanded = 0
         ended: list[tuple[Cursor, dict[str, Any], int]] = []
         with self.delivering:
             self._final = True
             for cursor in self._cursors:
-                missed = behind(cursor)
-                if cursor.position is not None and not cursor.sub.finished:
-                    ended.append((cursor, _place(cursor), max(0, missed)))
-                if missed > 0 and not cursor.sub.finished:
-                    if cursor.sub.space() <= 0:
-                        cursor.sub.count_dropped(missed)  # its consumer is not reading
-                    else:  # Redis did not answer in time: not the consumer's doing
-                        cursor.sub.dropped += missed
-                        unhanded += missed
+                missed = max(0, behind(cursor))
+                if cursor.sub.finished:
+                    continue
+                if self.counts_unhanded and cursor.position is not None:
+                    # Counted below, by what Redis holds past it and lost past it (trial 219:
+                    # this bus's events trimmed before they were handed were filed as dropped
+                    # for a full buffer); this bus's own count where Redis does not say.
+                    ended.append((cursor, _place(cursor), missed))
+                else:
+                    self._count_missed(cursor.sub, missed)
                 cursor.sub.finish()
-        if self.counts_unhanded:
+        if ended:
             self._count_behind_at_stop(ended, deadline)
-        if unhanded:
-            log.warning(
-                "eventbus redis: stop() ended the subscriptions before they were handed %d "
-                "event(s) this bus wrote, because Redis did not answer in time (counted in the "
-                "subscriptions' dropped)",
-                unhanded,
-            )
         self.state = "stopped"
         self._wake.set()
         self.interrupt()  # a thread still waiting on Redis ends now rather than at its poll
@@ -399,35 +397,51 @@ class Tailer:
             # and touches no subscription then: not worth waiting long for.
             self._thread.join(max(0.0, min(deadline - time.monotonic(), 0.5)))
 
+    def _count_missed(self, sub: RedisSubscription, missed: int) -> None:
+        """Count as dropped for `sub` the `missed` events this bus wrote and did not hand it,
+        saying why: its consumer did not read, or Redis did not answer in time."""
+        if missed <= 0:
+            return
+        if sub.space() <= 0:
+            sub.count_dropped(missed)  # its consumer is not reading
+            return
+        sub.dropped += missed  # Redis did not answer in time: not the consumer's doing
+        log.warning(
+            "eventbus redis: stop() ended subscription %s before it was handed %d event(s) this "
+            "bus wrote, because Redis did not answer in time (counted in its dropped)",
+            sub.name,
+            missed,
+        )
+
     def _count_behind_at_stop(
         self, ended: list[tuple[Cursor, dict[str, Any], int]], deadline: float
     ) -> None:
-        """Count for each subscription `stop()` ended what Redis holds past it beyond this
-        bus's own events not handed (`missed`, counted already): other writers' events. Within
-        what is left of `deadline`; a subscription Redis did not count for is marked
-        `uncounted_at_close`, and said."""
+        """Count for each subscription `stop()` ended what Redis holds past it (`dropped`) and
+        lost past it before it was read (a gap), whoever wrote it; within what is left of
+        `deadline`. Where Redis does not say, this bus's own events not handed (`missed`) are
+        counted, the subscription is marked `uncounted_at_close`, and that is said."""
         uncounted: list[str | None] = []
         for cursor, place, missed in ended:
+            sub = cursor.sub
             left = deadline - time.monotonic()
             # Once Redis did not answer, the others are not asked: each would wait its own
             # 0.25 s on a frozen server (review 217: 3 s for 12 subscriptions).
             asked = left > 0 and not uncounted
             behind = self.behind_at_end(place, min(_COUNT_TIMEOUT, left)) if asked else None
-            if behind is None:
-                cursor.sub.uncounted_at_close = True
-                uncounted.append(cursor.sub.name)
+            if behind is None or sum(behind) < missed:  # silent, or not the log it was reading
+                self._count_missed(sub, missed)
+                if behind is None:
+                    sub.uncounted_at_close = True
+                    uncounted.append(sub.name)
                 continue
             held, trimmed = behind
-            if held + trimmed < missed:
-                continue  # not the log it was reading (Redis lost its data): as counted
-            # `missed` (this bus's, counted in `dropped` already) is among them: what Redis
-            # holds beyond it goes to `dropped`, the rest of what it lost past the subscription
-            # is a gap (never taking back what `dropped` counted: it does not go down).
-            more = max(0, held - missed)
-            cursor.sub.dropped += more
-            gap = held + trimmed - missed - more
-            if gap:
-                self._report_trimmed(cursor.sub, place, gap)
+            if held:
+                if sub.space() <= 0:
+                    sub.count_dropped(held)  # its consumer is not reading
+                else:
+                    sub.dropped += held
+            if trimmed:
+                self._report_trimmed(sub, place, trimmed)
             others = held + trimmed - missed
             if others:
                 log.info(
@@ -435,7 +449,7 @@ class Tailer:
                     "writers behind the log: it never received them (counted in its dropped, "
                     "or as trimmed; what Redis still holds of them can be replayed with "
                     "eventbus replay)",
-                    cursor.sub.name,
+                    sub.name,
                     others,
                 )
         if uncounted:

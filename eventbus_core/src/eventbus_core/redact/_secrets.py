@@ -34,10 +34,11 @@ _MASK = "***"
 OPENAI_KEY: Final = (
     # OpenAI, Anthropic; not right after a letter or digit (`task-management-dashboard` is a
     # word, not a key), unless they end an escape of JSON text (`\n`, `\u00a0`) or a
-    # percent-encoded character, once or twice (`q=my%20sk-...`: trial 212; `%2520sk-...`:
-    # trial 216). The redactor's key patterns and the gate's confirming search both use it.
+    # percent-encoded character, up to three times (`q=my%20sk-...`: trial 212; `%2520sk-`,
+    # `%252520sk-`: trials 216 and 219). The redactor's key patterns and the gate's
+    # confirming search both use it.
     r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2})"
-    r"|(?<=%25[0-9A-Fa-f]{2}))"
+    r"|(?<=%25[0-9A-Fa-f]{2})|(?<=%2525[0-9A-Fa-f]{2}))"
     r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"
 )
 MASKED_URL: Final = _MASK
