@@ -34,7 +34,6 @@ __all__ = [
     "LOG_APPEND",
     "LOG_NOW",
     "LOG_READ_NEW",
-    "STREAM_ADDED",
     "STREAM_APPEND",
     "STREAM_COUNT_UNREAD_TRIMMED",
     "STREAM_CREATE_GROUP",
@@ -225,26 +224,6 @@ than that, in a list trimmed between two reads, can still be taken for it."""
 def tail_of(event: Event) -> bytes:
     """Return `event`'s Go wire JSON without its leading `{"LogID":<n>,` (the writer adds it)."""
     return event.to_json(log_id=False)
-
-
-STREAM_ADDED: Final = """
--- KEYS: stream. ARGV: an entry id, or ''. Returns {entries-added, length, kept}: how many
--- entries the stream ever had added (0 with no stream yet; nil where Redis keeps no such count,
--- before 7.0: the count at the end is then nil, and nothing is counted), how many it holds, and
--- 1 if the entry is still in it. O(1): no entry is read but the one asked about (XINFO STREAM
--- copies its first and last entries, no more).
-local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
-if not ok then return {0, 0, 0} end
-local f = {}
-for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
-local kept = 0
-if ARGV[1] ~= '' and ARGV[1] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then
-  kept = 1
-end
-return {f['entries-added'] or false, f['length'] or 0, kept}
-"""
-"""How many entries a stream ever had added: with what a subscription read since it began,
-how many were added past it, counted without reading them (a close, or stop())."""
 
 
 STREAM_RELEASE: Final = """

@@ -25,7 +25,6 @@ from eventbus_redis._entries import stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
 from eventbus_redis._reachable import bounded_connection
 from eventbus_redis._redis_subscription import Gap
-from eventbus_redis._scripts import STREAM_ADDED
 from eventbus_redis._stream_entry import STREAM_LOG_ID_BASE, event_from_stream_entry
 from eventbus_redis._tail import Cursor, Tailer
 
@@ -84,11 +83,16 @@ class StreamTailer(Tailer):
         pipe.xrevrange(self._stream, count=1)
         pipe.get(self._seq_key)
         # How many entries the stream had had added then (Redis 7): what was added past the
-        # subscription is counted from it at its end, without reading the entries.
-        pipe.eval(STREAM_ADDED, 1, self._stream, "")
-        newest, seq, added = pipe.execute()
+        # subscription is counted from it at its end, without reading the entries. XINFO, a
+        # read as XREVRANGE is (a script would need a user allowed to run one, as a reader
+        # need not be); it fails on a stream not made yet (0 added).
+        pipe.xinfo_stream(self._stream)
+        newest, seq, info = pipe.execute(raise_on_error=False)
+        for result in (newest, seq):
+            if isinstance(result, Exception):
+                raise result
         log_id = counter_value(seq, self._seq_key, "EVENTBUS_REDIS_STREAM")
-        extra = {"log_id": log_id, "added": _count_or_none(added[0]), "passed": 0}
+        extra = {"log_id": log_id, "added": _entries_added(info), "passed": 0}
         return (text(newest[0][0]) if newest else "0-0"), extra
 
     counts_unhanded = True
@@ -107,13 +111,21 @@ class StreamTailer(Tailer):
         taking the oldest first) are `held`, the rest were trimmed (or deleted) before it read
         them. None where it cannot be told: Redis does not answer, keeps no `entries-added`
         (before 7.0), or lost its data meanwhile (the count went back)."""
+        position = str(place["position"])
         connection = None
         try:
             connection = bounded_connection(self._client, timeout)
             connection.connect()
-            connection.send_command("EVAL", STREAM_ADDED, 1, self._stream, str(place["position"]))
-            reply: Any = connection.read_response()
-            added, length, kept = _count_or_none(reply[0]), int(reply[1]), bool(int(reply[2]))
+            connection.send_command("XINFO", "STREAM", self._stream)
+            try:
+                info: Any = _as_fields(connection.read_response())
+            except redis.ResponseError:  # no stream (yet): nothing was added
+                info = {"entries-added": 0, "length": 0}
+            kept = False
+            if position != "0-0":
+                connection.send_command("XRANGE", self._stream, position, position)
+                kept = bool(connection.read_response())
+            added, length = _entries_added(info), int(info.get("length", 0))
         except (redis.RedisError, OSError, TypeError, ValueError, KeyError, IndexError):
             return None
         finally:
@@ -273,6 +285,18 @@ class StreamTailer(Tailer):
         self._waiter.forget()
 
 
-def _count_or_none(value: Any) -> int | None:
-    """A count from a script's reply; None for nil (Redis keeps none)."""
-    return None if value is None else int(value)
+def _as_fields(reply: Any) -> dict[str, Any]:
+    """XINFO STREAM's reply as a mapping with `str` names (RESP2's flat list, or RESP3's map)."""
+    if isinstance(reply, dict):
+        return {text(k): v for k, v in reply.items()}
+    return {text(reply[i]): reply[i + 1] for i in range(0, len(reply) - 1, 2)}
+
+
+def _entries_added(info: Any) -> int | None:
+    """`entries-added` of an XINFO STREAM reply (parsed or raw): 0 where the stream did not
+    exist (an error in its place), None where Redis keeps no such count (before 7.0)."""
+    if isinstance(info, Exception):
+        return 0 if "no such key" in str(info).lower() else None
+    fields = _as_fields(info) if isinstance(info, list | dict) else {}
+    added = fields.get("entries-added")
+    return None if added is None else int(added)

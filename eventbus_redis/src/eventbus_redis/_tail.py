@@ -180,8 +180,9 @@ class Tailer:
     backend holds."""
 
     lag_from_unhanded = False
-    """True where `unhanded()` is cheap enough for every metrics scrape (the LIST log: O(1) on
-    the server); a stream's count reads the entries, and is asked at a close or stop only."""
+    """True where `unhanded()` serves a metrics scrape's lag (the LIST log); a stream's count
+    (Redis 7's `entries-added`, less what the subscription read) is asked at a close or stop
+    only."""
 
     def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """How many events the backend holds past a cursor's `place` (its `extra`, and its
@@ -397,15 +398,18 @@ class Tailer:
             # and touches no subscription then: not worth waiting long for.
             self._thread.join(max(0.0, min(deadline - time.monotonic(), 0.5)))
 
-    def _count_missed(self, sub: RedisSubscription, missed: int) -> None:
-        """Count as dropped for `sub` the `missed` events this bus wrote and did not hand it,
-        saying why: its consumer did not read, or Redis did not answer in time."""
+    def _count_missed(self, sub: RedisSubscription, missed: int, *, counted: bool = False) -> None:
+        """Count as dropped for `sub` the `missed` events this bus wrote and did not hand it
+        (`counted`: Redis's count has them already), saying why: its consumer did not read, or
+        Redis did not answer in time."""
         if missed <= 0:
             return
         if sub.space() <= 0:
-            sub.count_dropped(missed)  # its consumer is not reading
+            if not counted:
+                sub.count_dropped(missed)  # its consumer is not reading
             return
-        sub.dropped += missed  # Redis did not answer in time: not the consumer's doing
+        if not counted:
+            sub.dropped += missed  # Redis did not answer in time: not the consumer's doing
         log.warning(
             "eventbus redis: stop() ended subscription %s before it was handed %d event(s) this "
             "bus wrote, because Redis did not answer in time (counted in its dropped)",
@@ -435,6 +439,7 @@ class Tailer:
                     uncounted.append(sub.name)
                 continue
             held, trimmed = behind
+            self._count_missed(sub, missed, counted=True)  # the reason said, if not a full buffer
             if held:
                 if sub.space() <= 0:
                     sub.count_dropped(held)  # its consumer is not reading
