@@ -294,6 +294,9 @@ class Follower:
         # Counted here, on the loop, as stop() counts: one or the other, never both.
         self.ended = True
         behind = max(0, int(info.state.last_seq) - (self.last_seq or last))
+        # Past them now: a later look at where the stream starts (stop()'s) finds nothing
+        # more to call missed (review 220).
+        self.last_seq = max(self.last_seq or last, int(info.state.last_seq))
         if behind:
             self.sub.unhanded += behind
             self.sub.count_not_handed(behind)

@@ -274,9 +274,10 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             # Redis frozen or gone at the close: what it left unread is in no figure, which
             # must be said (trial 182: 700 of 1,000, no line, a dispatcher exited 0).
             log.warning(
-                "eventbus redis subscription %s closed, but Redis did not answer how many "
-                "events it left unread past what it was handed: those are counted nowhere (they "
-                "stay in Redis, for eventbus replay)",
+                "eventbus redis subscription %s closed, but Redis did not count the events it "
+                "left unread past what it was handed (it did not answer in time, or, for a "
+                "stream, keeps no count of entries added, before Redis 7): those are counted "
+                "nowhere (they stay in Redis, for eventbus replay)",
                 sub.name,
             )
         if missed:

@@ -166,7 +166,8 @@ class StreamTailer(Tailer):
         resets: list[Gap] = []
         last_log = int(cursor.extra.get("log_id", 0))
         last_log_entry = str(cursor.extra.get("log_entry", cursor.position))
-        for entry_id, event in decoded:
+        reset_at: int | None = None  # where in `decoded` a stream Redis lost begins again
+        for index, (entry_id, event) in enumerate(decoded):
             if event is None:
                 continue
             if event.log_id and event.log_id < STREAM_LOG_ID_BASE:  # a counter's LogID
@@ -186,6 +187,7 @@ class StreamTailer(Tailer):
                         )
                     )
                     last_log, last_log_entry = event.log_id, entry_id
+                    reset_at = index
                     events.append(event)
                     continue
                 # From a counter of 0 too (an empty stream at subscribe): entries trimmed
@@ -208,7 +210,10 @@ class StreamTailer(Tailer):
                     last_log, last_log_entry = event.log_id, entry_id
             events.append(event)
         with self.delivering:
-            if self.ended:
+            if self.ended or cursor.extra.get("removed"):
+                # Closed meanwhile: its close counts what lies past its place, these included
+                # (review 220: handed over too, they were counted twice, as the list's were in
+                # review 181).
                 return False
             for gap in gaps:
                 cursor.sub.report_gap(gap, advice=self._trim_advice)
@@ -218,7 +223,10 @@ class StreamTailer(Tailer):
                 cursor.sub.report_gap(gap)
             self.gaps += len(gaps) + len(resets)
             cursor.position = decoded[-1][0]
-            cursor.extra["passed"] = int(cursor.extra.get("passed", 0)) + len(decoded)
+            if reset_at is None:
+                cursor.extra["passed"] = int(cursor.extra.get("passed", 0)) + len(decoded)
+            else:  # a new stream: its count of entries added began with it
+                cursor.extra["added"], cursor.extra["passed"] = 0, len(decoded) - reset_at
             cursor.extra["log_id"] = last_log
             cursor.extra["log_entry"] = last_log_entry
             bad = len(decoded) - len(events)

@@ -72,7 +72,7 @@ class Tailer:
         self.state = "idle"
         self.last_error: str | None = None
         self.undecodable = 0
-        self.closed_trimmed = 0  # `trimmed` of subscriptions closed and no longer followed
+        self._closed_subs: list[RedisSubscription] = []  # for their `trimmed`
         self.gaps = 0
         self._new_thread_state()
         self._thread.start()
@@ -154,6 +154,8 @@ class Tailer:
         with self._lock:
             gone = [c for c in self._cursors if c.sub is sub]
             self._cursors = tuple(c for c in self._cursors if c.sub is not sub)
+            if gone:  # its gaps leave the live sum: the bus's figure keeps them (review 220)
+                self._closed_subs.append(gone[0].sub)
         places: list[tuple[RedisSubscription, dict[str, Any]]] = []
         with self.delivering:
             for cursor in gone:
@@ -171,9 +173,13 @@ class Tailer:
                 self._report_trimmed(followed, place, n[1])
         if None in counts:
             sub.uncounted_at_close = True  # said by the bus, and by a dispatcher's exit
-        if places:  # its figures leave the live sum: kept in the bus's (trial 219)
-            self.closed_trimmed += getattr(sub, "trimmed", 0)
         return missed
+
+    @property
+    def closed_trimmed(self) -> int:
+        """`trimmed` of the subscriptions closed and no longer followed (their gaps stay in
+        the bus's figure, which never goes down: trial 219, review 220)."""
+        return sum(s.trimmed for s in self._closed_subs)
 
     counts_unhanded = False
     """True where `unhanded()` counts (the LIST log, streams); else it says 0 whatever the
@@ -383,13 +389,18 @@ class Tailer:
                 if self.counts_unhanded and cursor.position is not None:
                     # Counted below, by what Redis holds past it and lost past it (trial 219:
                     # this bus's events trimmed before they were handed were filed as dropped
-                    # for a full buffer); this bus's own count where Redis does not say.
+                    # for a full buffer); this bus's own count where Redis does not say. Ended
+                    # once counted: a reader sees final figures once it finds it finished.
                     ended.append((cursor, _place(cursor), missed))
-                else:
-                    self._count_missed(cursor.sub, missed)
+                    continue
+                self._count_missed(cursor.sub, missed)
                 cursor.sub.finish()
         if ended:
-            self._count_behind_at_stop(ended, deadline)
+            try:
+                self._count_behind_at_stop(ended, deadline)
+            finally:
+                for cursor, _, _ in ended:
+                    cursor.sub.finish()
         self.state = "stopped"
         self._wake.set()
         self.interrupt()  # a thread still waiting on Redis ends now rather than at its poll
@@ -459,9 +470,10 @@ class Tailer:
                 )
         if uncounted:
             log.warning(
-                "eventbus redis: stop() ended subscription(s) %s without Redis counting, in "
-                "time, what other writers put past them: any such events are counted nowhere "
-                "(they stay in Redis, for eventbus replay)",
+                "eventbus redis: stop() ended subscription(s) %s without Redis counting what "
+                "other writers put past them (it did not answer in time, or, for a stream, keeps "
+                "no count of entries added, before Redis 7): any such events are counted "
+                "nowhere (they stay in Redis, for eventbus replay)",
                 ", ".join(str(name) for name in uncounted),
             )
 

@@ -43,6 +43,11 @@ class DropReport:
         # The drainer's cycle and a stopping thread may both look: one says each drop.
         self._lock = threading.Lock()
 
+    def after_fork_in_child(self) -> None:
+        """A new lock: the parent's may have been held by its drainer at the fork (review 220:
+        the child's stop() hung)."""
+        self._lock = threading.Lock()
+
     def check(self, dropped: int, *, final: bool = False) -> None:
         """Call from the drainer with the count of events dropped so far for a full buffer;
         `final` at the end (stop): what the last minute dropped is said then, whatever the
