@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 
@@ -491,3 +492,43 @@ def test_publishes_refused_by_a_stopping_bus_are_not_said_to_find_the_buffer_ful
     b.finalize()
     assert b.refused == 10
     assert not [r for r in caplog.records if "publish buffer" in r.getMessage()]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_say_its_parent_s_drops_as_its_own() -> None:
+    # Each of 50 forked workers said "dropped 138256 event(s)" of its parent's at its stop(),
+    # beside the parent saying them too (trial 221).
+    from tests._forked import wait_child
+
+    rec = make("thread", buffer_size=10, linger=5.0)
+    b = rec.batcher
+    assert b is not None
+    rec.gate.clear()  # the cycle holds its batch: the buffer fills, drops not said yet
+    for i in range(50):
+        b.publish(make_event(i))
+    assert b.refused > 0
+    said: list[str] = []  # the parent said nothing yet: its cycle waits at the gate
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    lines = Lines()
+    logging.getLogger("eventbus").addHandler(lines)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a new drainer runs at once; it drops nothing of its own
+            code = 1
+            try:
+                b.close(time.monotonic() + 2)
+                b.finalize()
+                code = 0 if not [m for m in said if "publish buffer" in m] else 3
+            finally:
+                os._exit(code)
+        assert wait_child(pid) == 0
+        rec.gate.set()
+        assert b.flush(5)
+        b.close(time.monotonic() + 5)
+    finally:
+        logging.getLogger("eventbus").removeHandler(lines)
+    assert [m for m in said if "publish buffer" in m]  # the parent's own, said by the parent

@@ -276,7 +276,7 @@ class Batcher:
 
     def _new_sync_state(self) -> None:
         if hasattr(self, "_drops"):  # a forked child: its lock may be the parent's, held
-            self._drops.after_fork_in_child()
+            self._drops.after_fork_in_child(self.refused - self._not_events)
         self.lock = threading.Lock()  # guards the counters and taking from the buffer
         # Held for each drain cycle, whoever runs it (the thread, the loop, an inline flush).
         self.cycle_lock = threading.Lock()

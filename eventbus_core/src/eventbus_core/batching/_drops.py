@@ -43,10 +43,12 @@ class DropReport:
         # The drainer's cycle and a stopping thread may both look: one says each drop.
         self._lock = threading.Lock()
 
-    def after_fork_in_child(self) -> None:
+    def after_fork_in_child(self, dropped: int) -> None:
         """A new lock: the parent's may have been held by its drainer at the fork (review 220:
-        the child's stop() hung)."""
+        the child's stop() hung). `dropped`, the count the child inherits, is the parent's to
+        say: each of 50 workers said its parent's drops as its own (trial 221)."""
         self._lock = threading.Lock()
+        self._seen = max(self._seen, dropped)
 
     def check(self, dropped: int, *, final: bool = False) -> None:
         """Call from the drainer with the count of events dropped so far for a full buffer;
