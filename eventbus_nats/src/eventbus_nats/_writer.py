@@ -107,7 +107,7 @@ class JetStreamWriter:
         self._done_cond = threading.Condition(threading.Lock())
         self._finalized = False
         self._refused = 0
-        self._not_events = 0  # of `_refused`: not for a full buffer (not an `Event`, closed)
+        self._refused_otherwise = 0  # of `_refused`: not for a full buffer (not an `Event`, closed)
         self._drops = DropReport(self.label, self.buffer_size)
         self._taken = 0
         self._done = 0  # taken events whose fate is settled (written or lost)
@@ -155,7 +155,7 @@ class JetStreamWriter:
     def _refuse(self, *, not_an_event: bool = False) -> None:
         with self._lock:
             self._refused += 1
-            self._not_events += not_an_event or self._closed  # not for a full buffer
+            self._refused_otherwise += not_an_event or self._closed  # not for a full buffer
             refused = self._refused
         check_fork_when_refusing(refused)
 
@@ -230,7 +230,7 @@ class JetStreamWriter:
         """Say in the log, at most once a minute, that publish() dropped events (checked each
         second: one comparison)."""
         while True:
-            self._drops.check(self._refused - self._not_events)
+            self._drops.check(self._refused - self._refused_otherwise)
             await asyncio.sleep(_DROPS_CHECKED_EVERY)
 
     async def _deep_sleep(self) -> None:
@@ -339,7 +339,7 @@ class JetStreamWriter:
         """After `drain()`: count what is left as lost. `settled` False means the loop did not
         answer in time: every event not settled by then is counted lost, and the loop may no
         longer change the counts. Drops not said yet are said now."""
-        self._drops.check(self._refused - self._not_events, final=True)
+        self._drops.check(self._refused - self._refused_otherwise, final=True)
         with self._lock:
             leftover = len(self._buffer)
             self._buffer.clear()

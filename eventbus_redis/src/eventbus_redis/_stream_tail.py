@@ -97,12 +97,6 @@ class StreamTailer(Tailer):
 
     counts_unhanded = True
 
-    def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
-        """The entries added after the place's position (whoever added them, the Go proxy
-        too) that the stream still holds: see `behind_at_end()`."""
-        behind = self.behind_at_end(place, timeout)
-        return None if behind is None else behind[0]
-
     def behind_at_end(self, place: dict[str, Any], timeout: float) -> tuple[int, int] | None:
         """`(held, trimmed)` past the place: the entries added since the subscription began
         (Redis 7's `entries-added`, then and now) less those it read, all in O(1) on the

@@ -182,8 +182,8 @@ class Tailer:
         return sum(s.trimmed for s in self._closed_subs)
 
     counts_unhanded = False
-    """True where `unhanded()` counts (the LIST log, streams); else it says 0 whatever the
-    backend holds."""
+    """True where `behind_at_end()` (and so `unhanded()`) counts (the LIST log, streams); else
+    they say 0 whatever the backend holds."""
 
     lag_from_unhanded = False
     """True where `unhanded()` serves a metrics scrape's lag (the LIST log); a stream's count
@@ -192,17 +192,17 @@ class Tailer:
 
     def unhanded(self, place: dict[str, Any], timeout: float) -> int | None:
         """How many events the backend holds past a cursor's `place` (its `extra`, and its
-        `position` under that key), asked within `timeout` seconds; 0 by default, None when it
-        cannot tell (Redis not answering)."""
-        return 0
+        `position` under that key), asked within `timeout` seconds: `behind_at_end()`'s first
+        figure (a backend may answer it more cheaply); None when it cannot tell."""
+        behind = self.behind_at_end(place, timeout)
+        return None if behind is None else behind[0]
 
     def behind_at_end(self, place: dict[str, Any], timeout: float) -> tuple[int, int] | None:
         """What a subscription ending at `place` never gets: `(held, trimmed)`, the events the
-        backend holds past it (`unhanded()`) and those it lost past it before they were read
-        (trimmed, expired), as far as it can tell them (0 when it cannot). None when Redis does
-        not answer within `timeout`."""
-        held = self.unhanded(place, timeout)
-        return None if held is None else (held, 0)
+        backend holds past it and those it lost past it before they were read (trimmed,
+        expired), as far as it can tell them (0 when it cannot); `(0, 0)` by default. None when
+        Redis does not answer within `timeout`."""
+        return 0, 0
 
     def _report_trimmed(self, sub: RedisSubscription, place: dict[str, Any], n: int) -> None:
         """Record the `n` events lost past `place` before the subscription, now ending, read

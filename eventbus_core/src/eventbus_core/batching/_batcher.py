@@ -251,7 +251,7 @@ class Batcher:
         self._warned_no_loop = False
         self._warned_no_thread = False
         self.refused = 0
-        self._not_events = 0  # of `refused`: not for a full buffer (not an `Event`, closed)
+        self._refused_otherwise = 0  # of `refused`: not for a full buffer (not an `Event`, closed)
         self._drops = DropReport(label, buffer_size)
         self.taken = 0
         self.done = 0
@@ -276,7 +276,7 @@ class Batcher:
 
     def _new_sync_state(self) -> None:
         if hasattr(self, "_drops"):  # a forked child: its lock may be the parent's, held
-            self._drops.after_fork_in_child(self.refused - self._not_events)
+            self._drops.after_fork_in_child(self.refused - self._refused_otherwise)
         self.lock = threading.Lock()  # guards the counters and taking from the buffer
         # Held for each drain cycle, whoever runs it (the thread, the loop, an inline flush).
         self.cycle_lock = threading.Lock()
@@ -341,7 +341,7 @@ class Batcher:
             self.refused += 1
             # Not for a full buffer: not an Event, or the bus closed (review 217: the drop
             # line blamed the buffer for publishes made during shutdown).
-            self._not_events += not_an_event or self._closed
+            self._refused_otherwise += not_an_event or self._closed
             refused = self.refused
         check_fork_when_refusing(refused)
 
@@ -561,7 +561,7 @@ class Batcher:
         the last line (at most once a minute, and at `finalize()`; see `DropReport`). Each
         cycle calls it; a cycle that waits long inside (retrying through an outage) calls it as
         it waits."""
-        self._drops.check(self.refused - self._not_events, final=final)
+        self._drops.check(self.refused - self._refused_otherwise, final=final)
 
     def drain_inline(self, deadline: float | None, until: Callable[[], bool]) -> bool:
         """Run cycles in the calling thread until `until()` holds or `deadline` passes."""
