@@ -282,6 +282,24 @@ def test_a_full_stream_that_discards_new_events_refuses_them_for_good(
         bus.stop(5)
 
 
+def test_drops_are_said_by_the_time_flush_returns(caplog: pytest.LogCaptureFixture) -> None:
+    # The writer looks each second; a caller reading the log after flush() finds them said
+    # (the batching buses' drainer said them just after settling: CI met a flush() first).
+    from tests.nats._servers import free_port
+
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    bus = NatsEventBus(url=f"nats://127.0.0.1:{free_port()}", buffer_size=10)
+    try:
+        time.sleep(0.2)  # the writer's first look is behind it: its next is a second away
+        for i in range(30):
+            bus.publish(make_event(i))
+        assert not bus.flush(0.05)
+        said = [r.getMessage() for r in caplog.records if "publish buffer" in r.getMessage()]
+        assert len(said) == 1 and "dropped 20 event(s) (20 in all" in said[0], said
+    finally:
+        bus.stop(0.5)
+
+
 def test_drops_while_nats_cannot_be_reached_are_said_in_the_log_as_they_happen(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

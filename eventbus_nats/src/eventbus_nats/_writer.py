@@ -230,8 +230,11 @@ class JetStreamWriter:
         """Say in the log, at most once a minute, that publish() dropped events (checked each
         second: one comparison)."""
         while True:
-            self._drops.check(self._refused - self._refused_otherwise)
+            self._say_drops()
             await asyncio.sleep(_DROPS_CHECKED_EVERY)
+
+    def _say_drops(self, *, final: bool = False) -> None:
+        self._drops.check(self._refused - self._refused_otherwise, final=final)
 
     async def _deep_sleep(self) -> None:
         # publish() appends first and checks _sleeping after: one side always sees the other.
@@ -280,18 +283,21 @@ class JetStreamWriter:
         with self._lock:
             target = self._taken + len(self._buffer)
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._done_cond:
-            while self._done < target:
-                task = self._task
-                if self._closed and (task is None or task.done()):
-                    break
-                self._kick()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                # Short waits: the writer's notify can race with our check.
-                self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
-        return self._done >= target
+        try:
+            with self._done_cond:
+                while self._done < target:
+                    task = self._task
+                    if self._closed and (task is None or task.done()):
+                        break
+                    self._kick()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    # Short waits: the writer's notify can race with our check.
+                    self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
+            return self._done >= target
+        finally:
+            self._say_drops()  # a caller reading the log after flush() finds them said
 
     def pending(self) -> int:
         """Events accepted and not settled yet (buffered, or sent and not acknowledged)."""
@@ -339,7 +345,7 @@ class JetStreamWriter:
         """After `drain()`: count what is left as lost. `settled` False means the loop did not
         answer in time: every event not settled by then is counted lost, and the loop may no
         longer change the counts. Drops not said yet are said now."""
-        self._drops.check(self._refused - self._refused_otherwise, final=True)
+        self._say_drops(final=True)
         with self._lock:
             leftover = len(self._buffer)
             self._buffer.clear()

@@ -559,8 +559,8 @@ class Batcher:
     def report_drops(self, *, final: bool = False) -> None:
         """Say in the log that `publish()` dropped events for a full buffer, if it did since
         the last line (at most once a minute, and at `finalize()`; see `DropReport`). Each
-        cycle calls it; a cycle that waits long inside (retrying through an outage) calls it as
-        it waits."""
+        cycle calls it, and so does `flush()`; a cycle that waits long inside (retrying through
+        an outage) calls it as it waits."""
         self._drops.check(self.refused - self._refused_otherwise, final=final)
 
     def drain_inline(self, deadline: float | None, until: Callable[[], bool]) -> bool:
@@ -627,6 +627,9 @@ class Batcher:
         finally:
             with self._flushed:
                 self._flush_waiters -= 1
+            # The drainer says drops after its cycle settled the batch, which can be after
+            # this wait saw it settled: a caller reading the log after flush() finds them said.
+            self.report_drops()
 
     def _driver_to_wait_for(
         self, driver: ThreadDriver | LoopDriver | None
