@@ -766,3 +766,22 @@ def test_client_certificate_files_that_cannot_be_used_are_named(
         finally:
             bus.stop(0)
             client.close()
+
+
+def test_stream_info_refused_xinfo_is_a_settings_error_not_a_missing_group(
+    throwaway: ThrowawayRedis,
+) -> None:
+    # A user without XINFO was told exists False, pending 0, consumers 0 for a group that
+    # held a pending entry: the refusal was taken for "the stream went meanwhile" (trial 224).
+    admin = redis.Redis(host="127.0.0.1", port=throwaway.port)
+    admin.xadd("t224:s", {"data": "{}"})
+    admin.xgroup_create("t224:s", "g", id="0")
+    admin.close()
+    url = _writing_as(throwaway, "noxinfo", "~*", "&*", "+@all", "-xinfo")
+    bus = RedisStreamsEventBus(redis.Redis.from_url(url), "t224:s", group="g")
+    try:
+        with pytest.raises(SettingsError, match="may not run a command") as raised:
+            bus.stream_info()
+        assert ":pw@" not in str(raised.value) and "xinfo" in str(raised.value).lower()
+    finally:
+        bus.stop(1)

@@ -719,7 +719,9 @@ class StreamConsumer:
 
     def close(self) -> None:
         """Stop reading and close the consumer's own connection; unacknowledged deliveries
-        stay pending for a later reader."""
+        stay pending for a later reader. Acknowledgements still to send are sent first: against
+        a frozen server that waits up to the client's socket timeout (10 s with a
+        `from_settings` client), then counts them in `acks_unsent`."""
         self._say_trimmed()
         if self._deferred_acks:
             # Closing must not raise; unacknowledged entries will be redelivered.

@@ -52,8 +52,8 @@ class DropReport:
 
     def check(self, dropped: int, *, final: bool = False) -> None:
         """Call from the drainer (and `flush()`) with the count of events dropped so far for a
-        full buffer; `final` at the end (stop): what the last minute dropped is said then, whatever the
-        minute (trial 216: 2,000 dropped in a process's last second went unsaid)."""
+        full buffer; `final` at the end (stop): what the last minute dropped is said then,
+        whatever the minute (trial 216: 2,000 dropped in a process's last second went unsaid)."""
         if dropped == self._seen:  # the usual case: no lock taken
             return
         with self._lock:
