@@ -74,9 +74,10 @@ class RedisSubscription(Subscription):
 
     def backlog(self) -> dict[str, int | None]:
         """The `Backlog` of a dispatcher's lane that reads this subscription: `lag`, the events
-        the log holds that this subscription has not been handed yet (one bounded round trip;
-        None where the log cannot count them, or Redis does not answer); `pending` is None (a
-        subscription acknowledges nothing). The LIST log's lanes had no lag in the metrics."""
+        the log holds that this subscription has not been handed yet, and those it holds and
+        its reader has not read (one bounded round trip; None where the log cannot count them,
+        or Redis does not answer); `pending` is None (a subscription acknowledges nothing). The
+        LIST log's lanes had no lag in the metrics."""
         count = self.count_unhanded
         return {"lag": count() if count is not None else None, "pending": None}
 
