@@ -404,3 +404,41 @@ def test_a_forked_child_watches_its_own_loops(fork: Any) -> None:
         assert retried_if_hung(child_got) == 500
     finally:
         bus.stop(5)
+
+
+def test_a_loop_takes_over_beside_threads_that_publish_more_often() -> None:
+    # Only a linger's first publish was asked whether it ran on a loop: beside threads
+    # publishing more often than the loop, the loop rarely made it, and a thread drained for
+    # over a second (trial 223).
+    bus = InMemoryEventBus(100_000, linger=0.02, publish_path="auto")
+    done = threading.Event()
+
+    def steady() -> None:
+        i = 0
+        while not done.is_set():
+            bus.publish(make_event(i))
+            i += 1
+            time.sleep(0.0002)
+
+    threads = [threading.Thread(target=steady) for _ in range(4)]
+    for t in threads:
+        t.start()
+
+    async def main() -> int:
+        await asyncio.sleep(0.05)
+        assert isinstance(bus._batcher._driver, ThreadDriver)
+        n = 0
+        while n < 200 and not isinstance(bus._batcher._driver, LoopDriver):
+            bus.publish(make_event(n))  # 1 ms apart: 200 are ten lingers
+            n += 1
+            await asyncio.sleep(0.001)
+        return n
+
+    try:
+        n = asyncio.run(main())
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+        bus.stop()
+    assert n < 200, f"still on a thread after {n} loop publishes (ten lingers)"

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["DEEP_SLEEP_AFTER", "ThreadDriver"]
 
 DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the thread needs a publisher's wake
+_ASKED_PER_LINGER: Final = 8
+"""Publishes a lingering thread asks whether they run on a loop that would take over: each
+costs a `check_fork()` system call, so a few per linger, never every publish of a sync app."""
 
 
 class ThreadDriver:
@@ -29,6 +32,7 @@ class ThreadDriver:
         self._retired = False
         self._deep = False  # in a deep sleep: the next wake may hand over to a loop
         self._probing = False  # lingering with `_sleeping` set: a loop's publish may take over
+        self._asked = 0  # publishes asked in this probe whether they run on a loop
         self._thread = threading.Thread(target=self._run, name=batcher.thread_name, daemon=True)
 
     def start(self) -> None:
@@ -44,15 +48,20 @@ class ThreadDriver:
         if self._deep and b.wants_loop(self):
             return False
         if self._probing:
-            # The first publish of this linger: a loop's takes over (still probing, so that
-            # `_select()` asking again gets the same answer); any other leaves the thread to
-            # its linger, unwoken (its batching is unchanged).
+            # One of this linger's first publishes: a loop's takes over (still probing, so
+            # that `_select()` asking again gets the same answer); any other leaves the thread
+            # to its linger, unwoken (its batching is unchanged). Several are asked, not only
+            # the first: beside threads publishing more often than the loop, the loop rarely
+            # made the first, and kept a thread draining for over a second (trial 223).
             if b.wants_loop(self):
                 return False
-            self._probing = False
             if b.buffered > b._high_water:
+                self._probing = False
                 self.wake()  # past half full: the wake a publish asks for then
-            else:
+                return True
+            self._asked += 1  # unlocked: a count off by one between threads changes nothing
+            if self._asked >= _ASKED_PER_LINGER:
+                self._probing = False
                 b._sleeping = False
             return True
         self.wake()
@@ -122,6 +131,7 @@ class ThreadDriver:
             # a retry due: that waits in this thread's client.
             probe = due is None and b.path != "thread"
             if probe:
+                self._asked = 0
                 self._probing = True
                 b._sleeping = True
             if not b.drainable() and not b.closed and not self._retired:
