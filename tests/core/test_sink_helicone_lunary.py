@@ -348,6 +348,18 @@ def test_a_key_that_cannot_be_sent_is_refused_without_showing_it(make: Any) -> N
 
 
 @pytest.mark.parametrize("make", [helicone.HeliconeSink, lunary.LunarySink])
+@pytest.mark.parametrize("inside", ["\t", " ", "\u00a0"])
+def test_a_key_with_a_space_or_tab_inside_is_refused_without_showing_it(
+    make: Any, inside: str
+) -> None:
+    # A header may carry inner tabs and spaces, so the header check let a key with a tab
+    # inside through; docs say a control character inside it is refused (trial 222).
+    with pytest.raises(SettingsError, match="space or a tab inside") as info:
+        make(f"sk-hel-SECRET{inside}value")
+    assert "SECRET" not in str(info.value) and "API_KEY" in str(info.value)
+
+
+@pytest.mark.parametrize("make", [helicone.HeliconeSink, lunary.LunarySink])
 def test_credentials_in_the_endpoint_are_refused_for_they_would_replace_the_key(
     make: Any,
 ) -> None:

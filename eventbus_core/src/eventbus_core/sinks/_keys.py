@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
 
-__all__ = ["api_key"]
+__all__ = ["api_key", "bearer"]
 
 
 def _value(secret: SecretStr | None) -> str:
@@ -32,3 +32,21 @@ def api_key(sink: str, options: Mapping[str, str], settings: EventBusSettings) -
         "Go dispatcher's LLM_PROXY_API_KEY); the sink option api_key (--sink-opt) works too, "
         "but shows the key in the process list"
     )
+
+
+def bearer(key: SecretStr | str, sink: str) -> str:
+    """`Authorization: Bearer <key>` for `sink`'s key.
+
+    Raises:
+        SettingsError: the key has a space or a tab inside, which an HTTP header may carry and
+            no key has (two values pasted into one; the trial's sink sent it as it was). The
+            message names where keys are set, never the key.
+    """
+    value = key.get_secret_value() if isinstance(key, SecretStr) else key
+    if any(c.isspace() for c in value.strip()):
+        raise SettingsError(
+            f"sink {sink!r}: its API key has a space or a tab inside it, which no API key has; "
+            f"set EVENTBUS_SINK_{sink.upper()}_API_KEY (or the option api_key, or "
+            "LLM_PROXY_API_KEY) to the key alone (the value is not shown)"
+        )
+    return f"Bearer {value}"

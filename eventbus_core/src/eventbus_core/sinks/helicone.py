@@ -35,7 +35,7 @@ from eventbus_core.redact._secrets import redact_one_url
 from eventbus_core.sinks import _genai
 from eventbus_core.sinks._go_payload import go_event_payload, timing
 from eventbus_core.sinks._http import HttpTarget, check_url
-from eventbus_core.sinks._keys import api_key
+from eventbus_core.sinks._keys import api_key, bearer
 
 if TYPE_CHECKING:
     import httpx
@@ -121,7 +121,6 @@ class HeliconeSink:
         client: httpx.AsyncClient | None = None,
         name: str = "helicone",
     ) -> None:
-        key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self.endpoint = check_url(endpoint, option_where("helicone", "endpoint"))
         self.provider = provider
         self.name = name
@@ -129,7 +128,7 @@ class HeliconeSink:
             self.endpoint,
             headers={
                 "content-type": "application/json",
-                "authorization": f"Bearer {key.get_secret_value()}",
+                "authorization": bearer(api_key, "helicone"),
             },
             timeout=timeout,
             connect_timeout=min(timeout, 10.0) or 10.0,

@@ -30,7 +30,7 @@ from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import redact_one_url
 from eventbus_core.sinks._go_payload import go_event_payload
 from eventbus_core.sinks._http import HttpTarget, check_url
-from eventbus_core.sinks._keys import api_key
+from eventbus_core.sinks._keys import api_key, bearer
 
 if TYPE_CHECKING:
     import httpx
@@ -62,7 +62,6 @@ class LunarySink:
         client: httpx.AsyncClient | None = None,
         name: str = "lunary",
     ) -> None:
-        key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self.endpoint = check_url(endpoint, option_where("lunary", "endpoint"))
         self.end_events = end_events
         self.name = name
@@ -70,7 +69,7 @@ class LunarySink:
             self.endpoint,
             headers={
                 "content-type": "application/json",
-                "authorization": f"Bearer {key.get_secret_value()}",
+                "authorization": bearer(api_key, "lunary"),
             },
             timeout=timeout,
             connect_timeout=min(timeout, 10.0) or 10.0,
