@@ -136,6 +136,24 @@ def test_register_prometheus_in_the_default_registry_and_only_once() -> None:
         register_prometheus(None)
 
 
+def test_openmetrics_scrapes_say_the_unit_of_what_is_in_seconds() -> None:
+    # The unit was only in the name; OpenMetrics readers take it from `# UNIT` (trial 222).
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    bus = create_bus(EventBusSettings(backend="memory"))
+    dispatcher = Dispatcher(bus, [RecordingSink()])
+    registry = CollectorRegistry()
+    register_prometheus(bus, dispatcher=dispatcher, registry=registry)
+    try:
+        text = openmetrics(registry).decode()
+        assert "# UNIT eventbus_sink_lag_seconds seconds" in text, text
+        assert "# UNIT eventbus_batch_duration_seconds seconds" in text, text
+        assert "# UNIT eventbus_events_published " not in text  # a count has none
+        assert "eventbus_sink_lag_seconds" in generate_latest(registry).decode()  # same names
+    finally:
+        bus.stop()
+
+
 async def test_otel_instruments_read_the_same_figures() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader

@@ -53,19 +53,19 @@ def _family(metric: Metric, samples: list[Any]) -> PromMetric:
         SummaryMetricFamily,
     )
 
-    name, labels = metric.prometheus_name, list(metric.labels)
+    name, labels, unit = metric.prometheus_name, list(metric.labels), metric.prometheus_unit
     doc = f"{metric.description} ({metric.name})"
     if metric.kind == "counter":
-        counter = CounterMetricFamily(name, doc, labels=labels)
+        counter = CounterMetricFamily(name, doc, labels=labels, unit=unit)
         for s in samples:
             counter.add_metric(list(s.labels), s.value)
         return counter
     if metric.kind == "gauge":
-        gauge = GaugeMetricFamily(name, doc, labels=labels, unit="")
+        gauge = GaugeMetricFamily(name, doc, labels=labels, unit=unit)
         for s in samples:
             gauge.add_metric(list(s.labels), s.value)
         return gauge
-    summary = SummaryMetricFamily(name, doc, labels=labels)
+    summary = SummaryMetricFamily(name, doc, labels=labels, unit=unit)
     for s in samples:
         summary.add_metric(list(s.labels), count_value=s.count or 0, sum_value=s.value)
     return summary

@@ -55,8 +55,14 @@ class Metric:
         """`eventbus.batch.duration` (s) -> `eventbus_batch_duration_seconds`; counters get
         `_total` from the client library."""
         base = self.name.replace(".", "_")
-        suffix = {"s": "_seconds", "By": "_bytes"}.get(self.unit, "")
+        suffix = f"_{self.prometheus_unit}" if self.prometheus_unit else ""
         return base + suffix if suffix and not base.endswith(suffix) else base
+
+    @property
+    def prometheus_unit(self) -> str:
+        """The base unit Prometheus names (`seconds`, `bytes`), or "" for counts: OpenMetrics
+        scrapes carry it as `# UNIT`."""
+        return {"s": "seconds", "By": "bytes"}.get(self.unit, "")
 
 
 # -------------------------------------------------------------------------------- the table
