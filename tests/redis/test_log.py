@@ -613,6 +613,52 @@ def test_a_dispatcher_counts_events_trimmed_before_it_read_them_per_lane(
     assert dispatcher.stats().lanes["rec"]["missed"] == 30
 
 
+def test_a_dispatcher_counts_and_says_entries_of_the_log_that_are_not_events(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Junk pushed beside 5 events: the sink got 5, and no line, figure or exit status said
+    # anything of the other 5 (trial 225). The streams consumer dead-letters them.
+    import asyncio
+    import logging
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from eventbus_core import Dispatcher
+    from eventbus_core.metrics import register_prometheus
+    from tests.core.conftest_dispatch import RecordingSink
+
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    key = f"{prefix}:junk"
+    junk = [b"not json", b'{"Status":"x"}', b"null", b'{"LogID":1', b"[]"]
+    with RedisEventBus.log(client, key, ttl=60, max_len=1000) as bus:
+        sink = RecordingSink("rec")
+        dispatcher = Dispatcher(bus, [sink], batch_size=10, flush_interval=0.01)
+        registry = CollectorRegistry()
+        register_prometheus(dispatcher=dispatcher, registry=registry)
+
+        async def run() -> None:
+            task = asyncio.create_task(dispatcher.run())
+            await asyncio.sleep(0.3)  # subscribed
+            await asyncio.to_thread(
+                append_as_writer, client, key, [make_event(i) for i in range(3)]
+            )
+            await asyncio.to_thread(client.lpush, key, *junk)
+            await asyncio.to_thread(
+                append_as_writer, client, key, [make_event(i) for i in range(3, 5)], batch=2
+            )
+            await sink.wait_for(5)
+            dispatcher.request_stop()
+            await task
+
+        asyncio.run(run())
+    assert dispatcher.stats().lanes["rec"]["undecodable"] == 5
+    assert (
+        'eventbus_consumer_undecodable_total{lane="rec"} 5.0' in generate_latest(registry).decode()
+    )
+    said = [r.getMessage() for r in caplog.records if "do not decode" in r.getMessage()]
+    assert said and "after LogID 3" in said[0] and "stay in the backend" in said[0], said
+
+
 @pytest.mark.redis
 def test_dispatch_exits_1_when_the_log_lost_events_before_it_read_them(
     real: redis.Redis, prefix: str, tmp_path: Path

@@ -83,9 +83,15 @@ class SubscriptionSource:
         """`dropped`: events the subscription's full buffer refused (the dispatcher read
         slower than they were published); `missed`: events the backend lost before it read
         them (`Subscription.missed`); `missed_unknown`: times it lost some it cannot count
-        (`Subscription.missed_unknown`)."""
+        (`Subscription.missed_unknown`); `undecodable`: entries it skipped, not events
+        (`Subscription.undecodable`)."""
         sub = self.subscription
-        return {"dropped": sub.dropped, "missed": sub.missed, "missed_unknown": sub.missed_unknown}
+        return {
+            "dropped": sub.dropped,
+            "missed": sub.missed,
+            "missed_unknown": sub.missed_unknown,
+            "undecodable": sub.undecodable,
+        }
 
     def close(self) -> None:
         """Close the subscription."""

@@ -77,7 +77,11 @@ class Subscription:
         # True when its close could not learn how many events the backend still held past
         # what it was handed (a Redis list whose server did not answer): those are in no figure.
         self.uncounted_at_close = False
+        # Entries the backend held for it that do not decode as events (something else writes
+        # there): skipped, left in the backend (see `count_undecodable`).
+        self.undecodable = 0
         self._next_warning = 0.0
+        self._next_undecodable_warning = 0.0
 
     def _after_fork_in_child(self) -> None:
         """Replace locks a parent thread may have held at fork time; waiters did not survive."""
@@ -134,6 +138,34 @@ class Subscription:
                 self.dropped,
                 self.capacity,
             )
+
+    def count_undecodable(self, n: int, where: str) -> None:
+        """Record `n` entries the backend held for this subscriber that do not decode as events
+        (backend delivery thread only): skipped and left in the backend. `where` says where the
+        first one is ("after LogID 3"), for whoever looks for them.
+
+        Logs a WARNING at the first and then at most every `_WARN_EVERY` seconds: a
+        dispatcher's lane on a Redis list skipped them with no figure and no line (trial 225).
+        """
+        if n <= 0:
+            return
+        self.undecodable += n
+        now = time.monotonic()
+        if now < self._next_undecodable_warning:
+            return
+        self._next_undecodable_warning = now + _WARN_EVERY
+        log.warning(
+            "eventbus subscription %s skipped %d entr%s %s that %s not decode as events (not "
+            "JSON, or not an event's fields: something other than eventbus or the Go llm-proxy "
+            "writes there); %s in the backend, unread (%d so far, in its undecodable)",
+            self.name,
+            n,
+            "y" if n == 1 else "ies",
+            where,
+            "does" if n == 1 else "do",
+            "it stays" if n == 1 else "they stay",
+            self.undecodable,
+        )
 
     def finish(self) -> None:
         """End the subscription from the backend side: consumers drain the buffer, then stop."""

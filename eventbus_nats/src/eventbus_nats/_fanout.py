@@ -48,7 +48,6 @@ class NatsSubscription(Subscription):
         last_log_id: Stream sequence (LogID) of the newest event handed to it.
         missed: Events removed from the stream before it could read them (apart from
             `dropped`, as every subscription's).
-        undecodable: Messages that were not an event in the Go wire format (skipped).
     """
 
     def __init__(
@@ -61,7 +60,6 @@ class NatsSubscription(Subscription):
         super().__init__(capacity, name=name, on_close=on_close)
         self.last_log_id = 0
         self._missed = 0
-        self.undecodable = 0
         self.unhanded = 0
 
     @property
@@ -230,6 +228,7 @@ class Follower:
             # A fetch that completed as stop ended the subscription: `drain_followers()` has
             # accounted everything up to its target already; nothing more is this one's.
             return
+        bad: list[int] = []
         for msg in msgs:
             seq = msg.metadata.sequence.stream
             last = self.last_seq
@@ -242,7 +241,9 @@ class Follower:
             try:
                 events.append(Event.from_json(msg.data).with_log_id(seq))
             except WireFormatError:
-                sub.undecodable += 1
+                bad.append(seq)
+        if bad:
+            sub.count_undecodable(len(bad), f"from stream sequence {bad[0]}")
         if events:
             taken = sub.offer(events)
             if taken < len(events):

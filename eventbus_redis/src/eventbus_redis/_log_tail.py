@@ -86,9 +86,13 @@ class LogTailer(Tailer):
         self._now = client.register_script(LOG_NOW)
         self._read_new = client.register_script(LOG_READ_NEW)
         self._pubsub: PubSub | None = None
-        self._on_undecodable = on_undecodable
         self._max_len = max_len
-        super().__init__(name=f"eventbus-redis-tail[{key}]", poll=poll, wrong_type=wrong_type)
+        super().__init__(
+            name=f"eventbus-redis-tail[{key}]",
+            poll=poll,
+            wrong_type=wrong_type,
+            on_undecodable=on_undecodable,
+        )
 
     def now(self) -> tuple[int, dict[str, Any]]:
         """Where a new subscriber starts: the LogID counter, and cursor state holding the
@@ -252,9 +256,9 @@ class LogTailer(Tailer):
             events = [e for e in decoded if e is not None]
             bad = len(decoded) - len(events)
             if bad:
-                self.undecodable += bad
-                if self._on_undecodable is not None:
-                    self._on_undecodable(bad)
+                first = decoded.index(None)
+                before = [e.log_id for e in decoded[:first] if e is not None and e.log_id]
+                self.skip_undecodable(sub, bad, f"after LogID {before[-1] if before else last}")
             cursor.position = max([last, *(e.log_id for e in events)])
             cursor.extra["anchor"] = items[0]  # the newest entry read: new ones land above it
             # Where it is (from the head, less the length), and what lies below it: the next

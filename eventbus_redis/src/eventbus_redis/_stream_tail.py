@@ -66,12 +66,14 @@ class StreamTailer(Tailer):
             f"the stream keeps {kept} entries (EVENTBUS_REDIS_STREAM_MAX_LEN, or max_len of the "
             "writers): raise it, or read faster"
         )
-        self._on_undecodable = on_undecodable
         sock = socket_timeout(client)
         if sock is not None:
             poll = min(poll, max(sock - 1.0, 0.01))
         super().__init__(
-            name=f"eventbus-redis-stream-tail[{stream}]", poll=poll, wrong_type=wrong_type
+            name=f"eventbus-redis-stream-tail[{stream}]",
+            poll=poll,
+            wrong_type=wrong_type,
+            on_undecodable=on_undecodable,
         )
 
     def now(self) -> tuple[str, dict[str, Any]]:
@@ -225,9 +227,8 @@ class StreamTailer(Tailer):
             cursor.extra["log_entry"] = last_log_entry
             bad = len(decoded) - len(events)
             if bad:
-                self.undecodable += bad
-                if self._on_undecodable is not None:
-                    self._on_undecodable(bad)
+                first = next(entry_id for entry_id, event in decoded if event is None)
+                self.skip_undecodable(cursor.sub, bad, f"from entry {first}")
             if events:
                 self.offer(cursor, events)
                 cursor.sub.last_log_id = last_log

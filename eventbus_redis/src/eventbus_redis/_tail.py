@@ -59,7 +59,13 @@ class Tailer:
     """
 
     def __init__(
-        self, *, name: str, poll: float = 0.5, chunk: int = 500, wrong_type: str = ""
+        self,
+        *,
+        name: str,
+        poll: float = 0.5,
+        chunk: int = 500,
+        wrong_type: str = "",
+        on_undecodable: Callable[[int], None] | None = None,
     ) -> None:
         self._name = name
         self._wrong_type = wrong_type
@@ -72,6 +78,7 @@ class Tailer:
         self.state = "idle"
         self.last_error: str | None = None
         self.undecodable = 0
+        self._on_undecodable = on_undecodable  # the bus's count
         self._closed_subs: list[RedisSubscription] = []  # for their `trimmed`
         self.gaps = 0
         self._new_thread_state()
@@ -83,6 +90,16 @@ class Tailer:
         self._wake = threading.Event()
         self._progress = threading.Event()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+
+    def skip_undecodable(self, sub: RedisSubscription, bad: int, where: str) -> None:
+        """Count `bad` entries read for `sub` that do not decode as events (they stay in the
+        log; `where` says where the first is): in this tailer's and the bus's figures, and in
+        the subscription's, which says so (a dispatcher's lane on the LIST log skipped them
+        with no figure and no line, trial 225). Called while `delivering`."""
+        self.undecodable += bad
+        if self._on_undecodable is not None:
+            self._on_undecodable(bad)
+        sub.count_undecodable(bad, where)
 
     # -------------------------------------------------------------------- subclass interface
 

@@ -321,4 +321,15 @@ METRICS: Final[tuple[Metric, ...]] = (
         "dispatcher",
         lane("missed_unknown"),
     ),
+    Metric(
+        "eventbus.consumer.undecodable",
+        "counter",
+        "{entry}",
+        "Entries the lane's source skipped because they do not decode as events (something "
+        "else writes to its key), left in the backend (reported by sources that do not "
+        "dead-letter them).",
+        ("lane",),
+        "dispatcher",
+        lane("undecodable"),
+    ),
 )
