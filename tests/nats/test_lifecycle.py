@@ -376,6 +376,7 @@ def test_a_server_without_jetstream_is_said_to_answer_without_it() -> None:
         text = _unavailable_said(port, 2.0)
     assert "answered, but not as JetStream" in text and "-js" in text, text
     assert "did not answer" not in text
+    assert "None" not in text and "no JetStream service answered" in text, text  # trial 226
 
 
 def test_a_server_that_takes_the_connection_and_says_nothing_is_said_to_be_maybe_frozen() -> None:
@@ -1144,3 +1145,70 @@ def test_many_full_subscriptions_do_not_make_stop_wait_for_each_in_turn(
     for sub in subs:
         assert not sub.uncounted_at_close
         assert sub.stats().delivered + sub.stats().dropped == 100
+
+
+def test_acknowledgements_a_frozen_server_never_confirmed_are_not_counted_acked(
+    server: ThrowawayNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Counted when queued in the client, 497 "acked" entries came again after the server died
+    # (trial 226): `acked` is what the server confirmed; the rest is kept, said at close.
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    bus = NatsEventBus(server.url, stream="ACKS", subject="acks.events")
+    try:
+        consumer = bus.consumer("g", name="m1")
+        for i in range(5):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        got: list[Any] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 5 and time.monotonic() < deadline:
+            got += consumer.read(5, 1.0)
+        consumer.ack([d.token for d in got[:2]])
+        assert consumer.figures()["acked"] == 2
+        server.pause()
+        try:
+            consumer.ack([d.token for d in got[2:]])  # never raises for the server's trouble
+            assert consumer.figures()["acked"] == 2, consumer.figures()
+            consumer.close()
+        finally:
+            server.resume()
+        figures = consumer.figures()
+        assert (figures["acked"], figures["acks_unsent"]) == (2, 3), figures
+        said = [r.getMessage() for r in caplog.records if "did not confirm" in r.getMessage()]
+        assert any("closed with 3 acknowledgement(s)" in m for m in said), said
+    finally:
+        bus.stop(2)
+
+
+def test_a_stream_lost_under_a_group_is_counted_as_a_loss_of_unknown_size(
+    server: ThrowawayNats,
+) -> None:
+    # A server restarted without its store: the consumer said the unread entries were lost,
+    # yet no figure counted it and `eventbus dispatch` exited 0 (trial 226).
+    import nats as nats_client
+
+    bus = NatsEventBus(server.url, stream="GONE", subject="gone.events")
+    try:
+        consumer = bus.consumer("g", name="m1")
+        for i in range(3):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        assert consumer.read(3, 5.0)
+
+        async def delete() -> None:
+            nc = await nats_client.connect(server.url)
+            await nc.jetstream().delete_stream("GONE")
+            await nc.close()
+
+        asyncio.run(delete())
+        bus.publish(make_event(9))  # the writer makes the stream again
+        assert bus.flush(10)
+        deadline = time.monotonic() + 15
+        while consumer.figures()["missed_unknown"] == 0 and time.monotonic() < deadline:
+            consumer.read(10, 0.5)
+        assert consumer.figures()["missed_unknown"] == 1, consumer.figures()
+        consumer.close()
+    finally:
+        bus.stop(2)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     )
     from eventbus_core._event import COUNTED_LOG_IDS_BELOW, Event, Headers
     from eventbus_core._factory import create_bus
-    from eventbus_core._log import get_logger
+    from eventbus_core._log import LineBudget, get_logger
     from eventbus_core._plugin_settings import PluginSettings, SettingInfo, describe_settings
     from eventbus_core._plugins import (
         PluginInfo,
@@ -117,6 +117,7 @@ _WHERE: dict[str, str] = {
     "Headers": "eventbus_core._event",
     "create_bus": "eventbus_core._factory",
     "get_logger": "eventbus_core._log",
+    "LineBudget": "eventbus_core._log",
     "PluginInfo": "eventbus_core._plugins",
     "PluginLoadWarning": "eventbus_core._plugins",
     "PluginRegistry": "eventbus_core._plugins",
@@ -232,6 +233,7 @@ __all__ = [
     "variable_sources",
     "ReadsVariablesOnly",
     "get_logger",
+    "LineBudget",
     "get_registry",
     "hookimpl",
     "redact_url",

@@ -18,7 +18,7 @@ from typing import Final
 import nats.js.errors
 from nats.js import api
 
-from eventbus_core import get_logger
+from eventbus_core import LineBudget, get_logger
 from eventbus_nats._link import Link
 
 __all__ = ["DeliveryCounter", "dead_letter", "open_group"]
@@ -27,6 +27,7 @@ log = get_logger("eventbus.nats")
 
 _REASON_MAX: Final = 500
 _MAX_TRACKED: Final = 100_000  # entries whose deliveries a member counts itself
+_DEAD_LINES: Final = LineBudget()  # a poison batch or a crashing dispatcher: examples, not all
 
 
 class DeliveryCounter:
@@ -114,8 +115,14 @@ async def dead_letter(
     await js.publish(link.layout.dead_subject, data, headers=headers)
     nc = await link.client()
     await nc.publish(token, b"+TERM")
-    log.warning(
-        "eventbus nats: dead-lettered LogID %d of %s (group %s): %s", seq, stream, group, reason
+    _DEAD_LINES.warning(
+        log,
+        "the consumer's dead_lettered (eventbus_consumer_dead_lettered_total)",
+        "eventbus nats: dead-lettered LogID %d of %s (group %s): %s",
+        seq,
+        stream,
+        group,
+        reason,
     )
 
 

@@ -95,10 +95,16 @@ class LogReader:
                 "credentials sign in to (jetstream in its server configuration), or use an "
                 "account that has it"
             )
+        # No code at all: no JetStream service answered ("no responders"); nats-py's text
+        # for it is "code=None err_code=None description='None'" (trial 226). Not a settings
+        # error: a server whose JetStream is still starting answers the same for a while.
+        bare = exc.code is None and exc.err_code is None and not exc.description
+        why = "no JetStream service answered" if bare else safe_error(exc)
         return BackendUnavailableError(
-            f"NATS at {self._link.where} answered, but not as JetStream "
-            f"({safe_error(exc)}): start nats-server with JetStream enabled (-js), or "
-            "set NATS_URL to a server that has it"
+            f"NATS at {self._link.where} answered, but not as JetStream ({why}): start "
+            "nats-server with JetStream enabled (-js), or set NATS_URL to a server that has "
+            "it; a server still starting JetStream answers so for a moment "
+            "(--wait-for-backend SECONDS waits for it)"
         )
 
     def _quiet(self, within: str) -> BackendUnavailableError:

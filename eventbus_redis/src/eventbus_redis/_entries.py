@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import redis
 
-from eventbus_core import get_logger
+from eventbus_core import LineBudget, get_logger
 
 __all__ = [
     "DeadEntry",
@@ -27,6 +27,7 @@ DeadEntry = tuple[str, Any, str, int]
 
 
 _LEADING_LOG_ID: Final = re.compile(rb'\{\s*"LogID"\s*:\s*(\d+)')
+_DEAD_LINES: Final = LineBudget()  # a poison batch or a crashing dispatcher: examples, not all
 
 
 def leading_log_id(raw: Any) -> int:
@@ -128,7 +129,9 @@ def dead_letter(
         pipe.xack(stream, group, entry_id)
     pipe.execute()
     for entry_id, _, reason, _ in dead:
-        log.warning(
+        _DEAD_LINES.warning(
+            log,
+            "the consumer's dead_lettered (eventbus_consumer_dead_lettered_total)",
             "eventbus redis: entry %s of %s dead-lettered to %s: %s",
             entry_id,
             stream,

@@ -91,7 +91,8 @@ def add_parser(sub: Any) -> None:
         epilog=f"{LONG_RUNNING_HELP} "
         + exit_codes_help(
             "events were dropped, or lost by the backend before they were read (trimmed by "
-            "its limits, or lost by its server, as by a restart without persistence), or "
+            "its limits, where the backend can count that, or lost by its server, as by a "
+            "restart without persistence), or "
             "the backend did not answer at the start",
             done="done, or stopped by SIGTERM or a first Ctrl-C",
             interrupted="130 a second Ctrl-C, which stops it at once",
