@@ -299,3 +299,38 @@ def test_a_reader_that_never_gets_made_says_what_is_likely() -> None:
     reader = LogReader(cast(Any, _PlacedOnADeadServer(99)), timeout=5.0)
     with pytest.raises(BackendUnavailableError, match="a server of the cluster is likely down"):
         reader._open_reader(api.ConsumerConfig())
+
+
+def test_a_subscription_says_what_it_skips_and_the_bus_keeps_the_count_after_it_closed(
+    make_bus: Callable[..., NatsEventBus],
+    nats_url: str,
+    names: Names,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Skipped without a line, and the bus's `undecodable` went back down when the subscription
+    # closed (trial 225, review 227).
+    import asyncio
+    import logging
+
+    import nats
+
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    bus = make_bus()
+    bus.publish(make_event(1))  # the stream exists before the subscription follows it
+    assert bus.flush(10)
+    sub = bus.subscribe()
+
+    async def raw() -> None:
+        client = await nats.connect(nats_url)
+        await client.jetstream().publish(names.subject, b"not an event")
+        await client.close()
+
+    asyncio.run(raw())
+    bus.publish(make_event(2))
+    assert bus.flush(10)
+    assert sub.get(timeout=10).request_id == "req-2"
+    assert sub.undecodable == 1
+    said = [r.getMessage() for r in caplog.records if "not decode as" in r.getMessage()]
+    assert said and "skipped 1 entry from stream sequence 2" in said[0], said
+    sub.close()
+    assert bus.stats().extra["undecodable"] == 1

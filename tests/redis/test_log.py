@@ -655,7 +655,7 @@ def test_a_dispatcher_counts_and_says_entries_of_the_log_that_are_not_events(
     assert (
         'eventbus_consumer_undecodable_total{lane="rec"} 5.0' in generate_latest(registry).decode()
     )
-    said = [r.getMessage() for r in caplog.records if "do not decode" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "not decode as" in r.getMessage()]
     assert said and "after LogID 3" in said[0] and "stay in the backend" in said[0], said
 
 

@@ -80,8 +80,7 @@ class Subscription:
         # Entries the backend held for it that do not decode as events (something else writes
         # there): skipped, left in the backend (see `count_undecodable`).
         self.undecodable = 0
-        self._next_warning = 0.0
-        self._next_undecodable_warning = 0.0
+        self._warn_after: dict[str, float] = {}  # per kind of WARNING: when it may come again
 
     def _after_fork_in_child(self) -> None:
         """Replace locks a parent thread may have held at fork time; waiters did not survive."""
@@ -127,9 +126,7 @@ class Subscription:
         if n <= 0:
             return
         self.dropped += n
-        now = time.monotonic()
-        if now >= self._next_warning:
-            self._next_warning = now + _WARN_EVERY
+        if self._warning_due("dropped"):
             log.warning(
                 "eventbus subscription %s dropped %d event(s) so far: its consumer is slower than "
                 "the publishers and its buffer (%d events) is full; read faster or subscribe "
@@ -139,30 +136,37 @@ class Subscription:
                 self.capacity,
             )
 
+    def _warning_due(self, kind: str) -> bool:
+        """True when a WARNING of `kind` may be logged now: the first, then at most one every
+        `_WARN_EVERY` seconds."""
+        now = time.monotonic()
+        if now < self._warn_after.get(kind, 0.0):
+            return False
+        self._warn_after[kind] = now + _WARN_EVERY
+        return True
+
     def count_undecodable(self, n: int, where: str) -> None:
         """Record `n` entries the backend held for this subscriber that do not decode as events
         (backend delivery thread only): skipped and left in the backend. `where` says where the
         first one is ("after LogID 3"), for whoever looks for them.
 
         Logs a WARNING at the first and then at most every `_WARN_EVERY` seconds: a
-        dispatcher's lane on a Redis list skipped them with no figure and no line (trial 225).
+        dispatcher's lane skipped them with no figure and no line (trial 225).
         """
         if n <= 0:
             return
         self.undecodable += n
-        now = time.monotonic()
-        if now < self._next_undecodable_warning:
+        if not self._warning_due("undecodable"):
             return
-        self._next_undecodable_warning = now + _WARN_EVERY
         log.warning(
-            "eventbus subscription %s skipped %d entr%s %s that %s not decode as events (not "
-            "JSON, or not an event's fields: something other than eventbus or the Go llm-proxy "
-            "writes there); %s in the backend, unread (%d so far, in its undecodable)",
+            "eventbus subscription %s skipped %d entr%s %s that %s (not JSON, or not an "
+            "event's fields: something other than eventbus or the Go llm-proxy writes there); "
+            "%s in the backend, unread (%d so far, in its undecodable)",
             self.name,
             n,
             "y" if n == 1 else "ies",
             where,
-            "does" if n == 1 else "do",
+            "does not decode as an event" if n == 1 else "do not decode as events",
             "it stays" if n == 1 else "they stay",
             self.undecodable,
         )

@@ -153,6 +153,9 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self._stopping = StopInProgress()  # what a stop() made meanwhile waits for
         self._subs_lock = threading.Lock()  # subscribe() against stop()
         self._followers: list[Follower] = []
+        # Closed subscriptions, for their figures: the bus's `missed` and `undecodable` went
+        # down when one closed (review 227; the Redis backends keep theirs likewise).
+        self._closed_subs: list[NatsSubscription] = []
         self._consumers: weakref.WeakSet[GroupConsumer] = weakref.WeakSet()
         auth = dict(connect_options or {})
         options = ConnectOptions(servers, auth, tls_wanted_by(servers, auth))
@@ -288,6 +291,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         with self._subs_lock:
             gone = [f for f in self._followers if f.sub is sub]
             self._followers = [f for f in self._followers if f.sub is not sub]
+            self._closed_subs.extend(f.sub for f in gone)
         for follower in gone:
             # Closed behind the stream, it never gets those events: counted as dropped for
             # it, as the Redis backends count theirs (trial 213: 2,000 of another process's
@@ -409,6 +413,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         """`(published, dropped)` with `lost`, writer and connection figures (no I/O)."""
         accepted, refused, lost = self._writer.counts()
         subs = [f.sub for f in self._followers]
+        counted = [*subs, *self._closed_subs]
         extra: dict[str, Any] = {
             "backend": "nats",
             "servers": self._link.where,
@@ -417,9 +422,9 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             "group": self.group,
             "connection": self._link.state,
             **self._writer.figures(),
-            "missed": sum(s.missed for s in subs),
-            "unhanded": sum(s.unhanded for s in subs),
-            "undecodable": sum(s.undecodable for s in subs),
+            "missed": sum(s.missed for s in counted),
+            "unhanded": sum(s.unhanded for s in counted),
+            "undecodable": sum(s.undecodable for s in counted),
             "consumers": [c.figures() for c in list(self._consumers)],
             "stopped": self._stopped,
         }

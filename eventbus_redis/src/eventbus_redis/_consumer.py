@@ -45,6 +45,7 @@ from eventbus_redis._entries import (
     DeadEntry,
     dead_letter,
     entry_data,
+    entry_order,
     fields_as_json,
     raw_stream_entries,
     stream_entries,
@@ -81,7 +82,9 @@ RECHECK_OWN_PENDING_AFTER = 2.0
 
 
 def _is_nogroup(exc: redis.ResponseError) -> bool:
-    return str(exc).startswith("NOGROUP")
+    # Anywhere in the text: Redis 6 words a script's error "ERR Error running script (call to
+    # f_...): @user_script:...: NOGROUP ..." (review 227), Redis 7 passes it on as it is.
+    return "NOGROUP" in str(exc)
 
 
 def _is_out_of_memory(exc: redis.ResponseError) -> bool:
@@ -591,24 +594,8 @@ class StreamConsumer:
                 # what was trimmed before it (trial 171: such a user could not read at all).
                 self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             self.groups_created += 1
-            if self._had_group and self._group_lost_entries():
-                self.missed_unknown += 1
-                log.warning(
-                    "eventbus redis: consumer group %s of %s was gone, and so was the newest "
-                    "entry it had read (Redis restarted without persistence, or was flushed?): "
-                    "the group is re-created; entries written before and not yet read by it "
-                    "may be lost, how many cannot be told",
-                    self.group,
-                    self.stream,
-                )
-            elif self._had_group:
-                # Deleted by hand (XGROUP DESTROY), the stream kept: read again from its start.
-                log.warning(
-                    "eventbus redis: consumer group %s of %s was gone (deleted?) and is "
-                    "re-created: the entries the stream holds are delivered again",
-                    self.group,
-                    self.stream,
-                )
+            if self._had_group:
+                self._group_gone(self._group_lost_entries(), "is re-created")
             else:
                 log.info("eventbus redis: created consumer group %s on %s", self.group, self.stream)
         except redis.ResponseError as exc:
@@ -620,15 +607,41 @@ class StreamConsumer:
                 raise
         self._group_ready = self._had_group = True
 
-    def _group_lost_entries(self) -> bool:
-        """Whether the stream no longer holds the newest entry this consumer read: with the
-        group gone, Redis lost its data (a restart without persistence, a flush), and what was
-        written after that entry and not yet read went with it. Held: the group alone was
-        deleted, and nothing is lost (its entries come again). None read yet: cannot tell;
-        counted, as a loss unsaid is worse than one said in doubt."""
-        if self._newest_read is None:
+    def _group_lost_entries(self, newest: str | None = None) -> bool:
+        """Whether the stream no longer holds `newest` (by default the newest entry this
+        consumer read): with the group gone, Redis lost its data (a restart without
+        persistence, a flush), and what was written after that entry and not yet read went
+        with it. Held: the group alone was deleted, and nothing is lost (its entries come
+        again). None read yet: cannot tell; counted, as a loss unsaid is worse than one said
+        in doubt."""
+        newest = newest or self._newest_read
+        if newest is None:
             return True
-        return not self._client.xrange(self.stream, self._newest_read, self._newest_read)
+        return not self._client.xrange(self.stream, newest, newest)
+
+    def _group_gone(self, lost: bool, then: str) -> None:
+        """Say that the group was found gone (`then`: what happens now), and count it in
+        `missed_unknown` when Redis `lost` its data with it: the one place that decides how
+        a group found gone is reported, by a read or by a hand-back."""
+        if not lost:
+            # Deleted by hand (XGROUP DESTROY), the stream kept: read again from its start.
+            log.warning(
+                "eventbus redis: consumer group %s of %s was gone (deleted?) and %s: the "
+                "entries the stream holds are delivered again",
+                self.group,
+                self.stream,
+                then,
+            )
+            return
+        self.missed_unknown += 1
+        log.warning(
+            "eventbus redis: consumer group %s of %s was gone, and so was the newest entry it "
+            "had read (Redis restarted without persistence, or was flushed?), and %s: entries "
+            "written before and not yet read by it may be lost, how many cannot be told",
+            self.group,
+            self.stream,
+            then,
+        )
 
     def _group_exists(self) -> bool:
         """Whether the stream has this consumer's group (a read: Redis answers it when full)."""
@@ -767,7 +780,11 @@ class StreamConsumer:
                 )  # fmt: skip
         except Exception as exc:  # the capability never raises: they stay pending, counted
             if isinstance(exc, redis.ResponseError) and _is_nogroup(exc):
-                self._released_to_no_group(len(ids))
+                try:  # the entries handed back themselves tell best (review 227)
+                    lost = self._group_lost_entries(max(ids, key=entry_order))
+                except Exception:  # cannot tell: a loss unsaid is worse than one said in doubt
+                    lost = True
+                self._group_gone(lost, f"{len(ids)} deliveries could not be handed back")
                 return
             log.warning(
                 "eventbus redis consumer %s could not hand back %d deliveries uncounted (%s): "
@@ -777,39 +794,6 @@ class StreamConsumer:
                 safe_error(exc),
                 self.max_deliveries,
             )
-
-    def _released_to_no_group(self, n: int) -> None:
-        """`release()` met NOGROUP: the group is gone. With the newest entry read gone too,
-        Redis lost its data, and the `n` deliveries handed back with it: they will not come
-        again (trial 225: a Redis restarted empty during the stop, and 800 were reported left
-        for redelivery, exit 0). Counted in `missed_unknown`, as a read finding the group
-        gone counts it. Else the group alone was deleted: its entries come again."""
-        try:
-            lost = self._group_lost_entries()
-        except Exception:  # cannot tell: a loss unsaid is worse than one said in doubt
-            lost = True
-        if not lost:
-            log.warning(
-                "eventbus redis consumer %s could not hand back %d deliveries: group %s of %s "
-                "is gone (deleted?), and the stream's entries are delivered again once it is "
-                "re-created",
-                self.name,
-                n,
-                self.group,
-                self.stream,
-            )
-            return
-        self.missed_unknown += 1
-        log.warning(
-            "eventbus redis consumer %s could not hand back %d deliveries: group %s of %s is "
-            "gone, and so is the newest entry it had read (Redis restarted without "
-            "persistence, or was flushed?): they and entries not yet read may be lost, how "
-            "many cannot be told",
-            self.name,
-            n,
-            self.group,
-            self.stream,
-        )
 
     def _give_back(self) -> None:
         """Make the entries read ahead and never returned claimable at once by any consumer of

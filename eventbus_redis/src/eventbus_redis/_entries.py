@@ -14,6 +14,7 @@ from eventbus_core import LineBudget, get_logger
 __all__ = [
     "DeadEntry",
     "dead_letter",
+    "entry_order",
     "fields_as_json",
     "leading_log_id",
     "stream_entries",
@@ -21,6 +22,13 @@ __all__ = [
 ]
 
 log = get_logger("eventbus.redis")
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a key that sorts entries in stream order ("10-0" after "9-5")."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
 
 DeadEntry = tuple[str, Any, str, int]
 """An entry to dead-letter: (entry id, raw data, reason, deliveries so far)."""

@@ -258,7 +258,10 @@ class LogTailer(Tailer):
             if bad:
                 first = decoded.index(None)
                 before = [e.log_id for e in decoded[:first] if e is not None and e.log_id]
-                self.skip_undecodable(sub, bad, f"after LogID {before[-1] if before else last}")
+                after = before[-1] if before else last
+                self.skip_undecodable(
+                    sub, bad, f"after LogID {after}" if after else "before any event it read"
+                )
             cursor.position = max([last, *(e.log_id for e in events)])
             cursor.extra["anchor"] = items[0]  # the newest entry read: new ones land above it
             # Where it is (from the head, less the length), and what lies below it: the next

@@ -7,7 +7,6 @@ and the warning says what to do about it: keep a longer log, or read faster.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,8 +15,6 @@ from eventbus_core import Subscription, get_logger
 __all__ = ["Gap", "RedisSubscription"]
 
 log = get_logger("eventbus.redis")
-
-_GAP_WARN_EVERY = 10.0  # seconds between two warnings about one subscription's gaps
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +54,6 @@ class RedisSubscription(Subscription):
         self.gaps: list[Gap] = []
         self.trimmed = 0
         self.last_log_id = 0
-        self._next_gap_warning = 0.0
         # Set by a bus whose log can count what it holds past this subscription's place.
         self.count_unhanded: Callable[[], int | None] | None = None
 
@@ -88,10 +84,8 @@ class RedisSubscription(Subscription):
         self.gaps.append(gap)
         if gap.missed:
             self.trimmed += gap.missed
-        now = time.monotonic()
-        if now < self._next_gap_warning:
+        if not self._warning_due("gap"):
             return
-        self._next_gap_warning = now + _GAP_WARN_EVERY
         log.warning(
             "eventbus redis subscription %s missed %s event(s) after LogID %d: %s%s "
             "(%d gap(s), %d event(s) missed so far)",

@@ -21,7 +21,7 @@ import redis
 from eventbus_core import Event, WireFormatError
 from eventbus_redis._client import socket_timeout
 from eventbus_redis._config_errors import counter_value
-from eventbus_redis._entries import stream_entries, text
+from eventbus_redis._entries import entry_order, stream_entries, text
 from eventbus_redis._own_connection import OwnConnection
 from eventbus_redis._reachable import bounded_connection
 from eventbus_redis._redis_subscription import Gap
@@ -29,11 +29,6 @@ from eventbus_redis._stream_entry import STREAM_LOG_ID_BASE, event_from_stream_e
 from eventbus_redis._tail import Cursor, Tailer
 
 __all__ = ["StreamTailer"]
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class StreamTailer(Tailer):
@@ -260,7 +255,7 @@ class StreamTailer(Tailer):
             return True
         info = self._client.xinfo_stream(self._stream)
         deleted = text(info.get("max-deleted-entry-id") or "0-0")
-        return _id_key(deleted) > _id_key(entry_id)
+        return entry_order(deleted) > entry_order(entry_id)
 
     def wait(self, timeout: float) -> None:
         """Block until an entry newer than the furthest subscription's position lands.
@@ -271,7 +266,7 @@ class StreamTailer(Tailer):
         if not positions:
             super().wait(timeout)
             return
-        newest = max(positions, key=_id_key)
+        newest = max(positions, key=entry_order)
         block = max(1, int(timeout * 1000))
         self._waiter.call(("XREAD", "COUNT", 1, "BLOCK", block, "STREAMS", self._stream, newest))
 

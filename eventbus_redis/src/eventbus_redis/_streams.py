@@ -23,7 +23,7 @@ from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
 from eventbus_redis._client import client_from_settings
-from eventbus_redis._config_errors import wrong_type_hint
+from eventbus_redis._config_errors import is_wrong_type, wrong_type_hint
 from eventbus_redis._consumer import StreamConsumer
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._redis_subscription import RedisSubscription
@@ -235,11 +235,11 @@ class RedisStreamsEventBus(RedisBusBase):
             with self._wrong_type(self._dead_letter_stream):
                 try:
                     groups, stream = pipe.execute()
-                except redis.exceptions.NoPermissionError:
-                    # Not "no group": a monitor was told exists False, pending 0 (trial 224).
-                    raise
-                except redis.ResponseError:  # the stream went meanwhile
-                    pass
+                except redis.ResponseError as exc:
+                    # Only "the stream went meanwhile" means no group: a refusal was taken for
+                    # it, and a monitor told exists False, pending 0 (trial 224).
+                    if isinstance(exc, redis.exceptions.NoPermissionError) or is_wrong_type(exc):
+                        raise
         for row in groups:
             row_name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
             if row_name == name:

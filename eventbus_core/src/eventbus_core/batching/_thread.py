@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["DEEP_SLEEP_AFTER", "ThreadDriver"]
 
 DEEP_SLEEP_AFTER: Final = 0.05  # seconds of silence before the thread needs a publisher's wake
-_ASKED_PER_LINGER: Final = 8
+_ASKED_PER_LINGER: Final = 32
 """Publishes a lingering thread asks whether they run on a loop that would take over: each
 costs a `check_fork()` system call, so a few per linger, never every publish of a sync app."""
 

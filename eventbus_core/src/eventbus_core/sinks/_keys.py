@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from pydantic import SecretStr
@@ -11,6 +12,8 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._settings import EventBusSettings
 
 __all__ = ["api_key", "bearer"]
+
+_KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII, at least one
 
 
 def _value(secret: SecretStr | None) -> str:
@@ -35,18 +38,21 @@ def api_key(sink: str, options: Mapping[str, str], settings: EventBusSettings) -
 
 
 def bearer(key: SecretStr | str, sink: str) -> str:
-    """`Authorization: Bearer <key>` for `sink`'s key.
+    """`Bearer <key>` for `sink`'s key, spaces and newlines at either end dropped (a key read
+    from a file ends in one).
 
     Raises:
-        SettingsError: the key has a space or a tab inside, which an HTTP header may carry and
-            no key has (two values pasted into one; the trial's sink sent it as it was). The
-            message names where keys are set, never the key.
+        SettingsError: the key has a space, a control character or a non-ASCII character
+            inside: an HTTP header may carry a space or a tab, no key does (two values pasted
+            into one; the trial's sink sent one with a tab as it was). The message names where
+            keys are set, never the key.
     """
-    value = key.get_secret_value() if isinstance(key, SecretStr) else key
-    if any(c.isspace() for c in value.strip()):
+    value = (key.get_secret_value() if isinstance(key, SecretStr) else key).strip()
+    if not _KEY.fullmatch(value):
         raise SettingsError(
-            f"sink {sink!r}: its API key has a space or a tab inside it, which no API key has; "
-            f"set EVENTBUS_SINK_{sink.upper()}_API_KEY (or the option api_key, or "
-            "LLM_PROXY_API_KEY) to the key alone (the value is not shown)"
+            f"sink {sink!r}: its API key has a space, a control character or a non-ASCII "
+            f"character inside it, which no API key has; set EVENTBUS_SINK_{sink.upper()}_API_KEY "
+            "(or the option api_key, or LLM_PROXY_API_KEY) to the key alone (the value is not "
+            "shown)"
         )
     return f"Bearer {value}"
