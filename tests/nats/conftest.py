@@ -67,6 +67,19 @@ async def _delete_streams(url: str, streams: list[str]) -> None:
         await nc.close()
 
 
+def publish_raw(url: str, subject: str, data: bytes) -> None:
+    """Store `data` on `subject` as another writer would, bypassing eventbus (junk, say)."""
+
+    async def publish() -> None:
+        nc = await asyncio.wait_for(nats.connect(url, connect_timeout=2), 5)
+        try:
+            await nc.jetstream().publish(subject, data)
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+
+
 def delete_streams(url: str, *streams: str) -> None:
     """Delete `streams` (missing ones are fine)."""
     with contextlib.suppress(Exception):

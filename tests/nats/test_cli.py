@@ -26,7 +26,7 @@ from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
 from eventbus_nats._consumer import GroupConsumer
 from tests.nats._servers import free_port
-from tests.nats.conftest import Names
+from tests.nats.conftest import Names, publish_raw
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
 
@@ -105,10 +105,6 @@ def test_tail_says_at_its_end_how_many_undecodable_messages_it_skipped(
 ) -> None:
     # Counted by the bus, but said by tail on Redis only: its subscription's figures left the
     # bus's when it closed, before the end line was made (trial 142).
-    import asyncio
-
-    import nats
-
     bus = NatsEventBus.from_settings(EventBusSettings())
     try:
         bus.publish(make_event(1))  # the stream exists before tail follows it
@@ -121,12 +117,7 @@ def test_tail_says_at_its_end_how_many_undecodable_messages_it_skipped(
             try:
                 assert "following nats stream" in proc.stderr.readline()
 
-                async def raw() -> None:
-                    client = await nats.connect(nats_url)
-                    await client.jetstream().publish(names.subject, b"not an event")
-                    await client.close()
-
-                asyncio.run(raw())
+                publish_raw(nats_url, names.subject, b"not an event")
                 bus.publish(make_event(2))
                 assert bus.flush(10)
                 assert json.loads(proc.stdout.readline())["RequestID"] == "req-2"

@@ -24,7 +24,7 @@ from eventbus_core.capabilities import (
 from eventbus_core.testing import make_event
 from eventbus_nats import NatsEventBus
 from tests.nats._servers import free_port
-from tests.nats.conftest import Names, delete_streams
+from tests.nats.conftest import Names, delete_streams, publish_raw
 
 pytestmark = pytest.mark.nats
 
@@ -309,10 +309,7 @@ def test_a_subscription_says_what_it_skips_and_the_bus_keeps_the_count_after_it_
 ) -> None:
     # Skipped without a line, and the bus's `undecodable` went back down when the subscription
     # closed (trial 225, review 227).
-    import asyncio
     import logging
-
-    import nats
 
     caplog.set_level(logging.WARNING, logger="eventbus")
     bus = make_bus()
@@ -320,12 +317,7 @@ def test_a_subscription_says_what_it_skips_and_the_bus_keeps_the_count_after_it_
     assert bus.flush(10)
     sub = bus.subscribe()
 
-    async def raw() -> None:
-        client = await nats.connect(nats_url)
-        await client.jetstream().publish(names.subject, b"not an event")
-        await client.close()
-
-    asyncio.run(raw())
+    publish_raw(nats_url, names.subject, b"not an event")
     bus.publish(make_event(2))
     assert bus.flush(10)
     assert sub.get(timeout=10).request_id == "req-2"
