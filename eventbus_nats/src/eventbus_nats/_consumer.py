@@ -402,9 +402,14 @@ class GroupConsumer:
         confirmed = False
         try:
             nc = await self._link.client()
+            # A reconnection in between (to another server) answers the flush, yet what went
+            # to the server that dropped the connection is lost: not confirmed.
+            reconnects = nc.stats["reconnects"]
             for token in acks:
                 await nc.publish(token, b"+ACK")
-            confirmed = await flush_within(nc, _ACK_CONFIRM_WAIT)
+            confirmed = (
+                await flush_within(nc, _ACK_CONFIRM_WAIT) and nc.stats["reconnects"] == reconnects
+            )
         finally:
             if confirmed:
                 self.acked += len(acks)

@@ -27,12 +27,19 @@ _WAITING: set[asyncio.Task[None]] = set()  # held: a task nobody refers to may b
 
 async def flush_within(nc: Any, timeout: float) -> bool:
     """True once the server answered within `timeout` seconds, False otherwise (what was sent
-    stays queued in the client). Never raises for the connection's trouble."""
+    stays queued in the client). Never raises for the connection's trouble.
+
+    A client that is not connected answers False: while nats-py reconnects, its `flush()`
+    returns at once, with no round trip (its tasks cancelled), and acknowledgements sent to a
+    killed server were taken for confirmed (trial 228)."""
+    if not nc.is_connected:
+        return False
     task: asyncio.Task[None] = asyncio.ensure_future(nc.flush(_PATIENCE))
     _WAITING.add(task)
     task.add_done_callback(_done)
     done, _ = await asyncio.wait({task}, timeout=timeout)
-    return bool(done) and not task.cancelled() and task.exception() is None
+    answered = bool(done) and not task.cancelled() and task.exception() is None
+    return answered and nc.is_connected
 
 
 def _done(task: asyncio.Task[None]) -> None:
