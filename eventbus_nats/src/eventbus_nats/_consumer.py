@@ -330,7 +330,8 @@ class GroupConsumer:
             # events lost with a server's store, exit 0).
             self.missed_unknown += 1
             log.warning(
-                "eventbus nats: stream %s was deleted%s: the entries group %s had not read yet "
+                "eventbus nats: stream %s was deleted, or lost with its server's store%s: the "
+                "entries group %s had not read yet "
                 "were lost with it (eventbus cannot tell how many: counted once in "
                 "missed_unknown), and the LogIDs of what is written now start over from 1",
                 self.stream,
