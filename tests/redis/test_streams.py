@@ -284,7 +284,7 @@ def test_a_stream_whose_counter_went_back_is_reported_and_new_events_still_arriv
         # A stream made anew numbers its entries from the current millisecond: within the one
         # of the entry read last, they would sort before it, and XREAD past it would never see
         # them (a restarted Redis is seconds later). Ruled out here, as a suspect of the one
-        # failure the CI floor run met (no event in 10 s), which did not come again in 300 runs.
+        # failure the CI floor run met (no event in 10 s), which 30 runs here did not repeat.
         time.sleep(0.005)
         for i in range(5, 8):
             bus.publish(make_event(i))
