@@ -1218,3 +1218,50 @@ def test_a_stream_lost_under_a_group_is_counted_as_a_loss_of_unknown_size(
         consumer.close()
     finally:
         bus.stop(2)
+
+
+def test_a_consumer_in_a_forked_child_starts_at_zero_and_leaves_the_parents_deliveries(
+    server: ThrowawayNats,
+) -> None:
+    # The child's figures carried the parent's (delivered 6), it acknowledged the parent's
+    # deliveries when given their tokens and counted them, and kept the parent's pid in its
+    # default name: 16 acknowledgements counted for 10 entries (trial 230).
+    bus = NatsEventBus(server.url, stream="FORKC", subject="forkc.events")
+    try:
+        consumer = bus.consumer("g")
+        for i in range(10):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        held: list[Any] = []
+        deadline = time.monotonic() + 10
+        while len(held) < 6 and time.monotonic() < deadline:
+            held += consumer.read(6 - len(held), 1.0)
+        assert len(held) == 6
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            try:
+                os.close(read_end)
+                start = consumer.figures()
+                got: list[Any] = []
+                until = time.monotonic() + 10
+                while len(got) < 4 and time.monotonic() < until:
+                    got += consumer.read(4 - len(got), 1.0)
+                consumer.ack([d.token for d in [*held, *got]])
+                report = [start["delivered"], start["name"], consumer.figures()]
+                os.write(write_end, json.dumps(report, default=str).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            said = json.loads(pipe.read() or "null")
+        os.waitpid(pid, 0)
+        assert said is not None
+        started, name, after = said
+        assert started == 0 and name.endswith(f"-{pid}"), said
+        assert (after["delivered"], after["acked"]) == (4, 4), after
+        consumer.ack([d.token for d in held])
+        assert (consumer.figures()["delivered"], consumer.figures()["acked"]) == (6, 6)
+        consumer.close()
+    finally:
+        bus.stop(2)

@@ -34,12 +34,13 @@ them, since every capability but `publish()` is the wrapped bus's own.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar, cast, runtime_checkable
 
 from eventbus_core._event import Event
+from eventbus_core._log import get_logger
 from eventbus_core._source import AckableSource
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "Isolation",
     "KeepAlive",
     "LogSources",
+    "ParentsDeliveries",
     "Reachable",
     "ReadAhead",
     "ReadableLog",
@@ -66,6 +68,8 @@ __all__ = [
     "is_cross_process",
     "split_tokens",
 ]
+
+_log = get_logger("eventbus")
 
 T = TypeVar("T")
 
@@ -381,6 +385,45 @@ def split_tokens(
     own = [text for text in texts if is_token(text)]
     others = [text for text in texts if not is_token(text)] if len(own) < len(texts) else []
     return own, others
+
+
+class ParentsDeliveries:
+    """The tokens of deliveries a consumer had out when its process forked: the parent's to
+    acknowledge, not the child's. A child given them (a list of deliveries inherited across
+    the fork) skips them, with one WARNING, instead of acknowledging the parent's work and
+    counting it as its own (trial 230: 16 acknowledgements counted for 10 entries).
+
+    A token the child is handed itself later (a delivery it claimed) is its own again: call
+    `discard()` for it.
+    """
+
+    def __init__(self) -> None:
+        self._tokens: set[str] = set()
+        self._said = False
+
+    def add(self, tokens: Iterable[str]) -> None:
+        """Record the tokens out at the fork (call in the child)."""
+        self._tokens.update(tokens)
+
+    def discard(self, token: str) -> None:
+        """`token` was handed to this process itself: its own to acknowledge."""
+        self._tokens.discard(token)
+
+    def mine(self, tokens: list[str], consumer: str) -> list[str]:
+        """`tokens` without the parent's (said once per consumer, at WARNING)."""
+        if not self._tokens:
+            return tokens
+        own = [token for token in tokens if token not in self._tokens]
+        if len(own) < len(tokens) and not self._said:
+            self._said = True
+            _log.warning(
+                "eventbus consumer %s: ignored %d acknowledgement(s) of deliveries the parent "
+                "process had read before the fork; they are the parent's to acknowledge (a "
+                "child acknowledging them counted the parent's work as its own)",
+                consumer,
+                len(tokens) - len(own),
+            )
+        return own
 
 
 def foreign_tokens(others: Sequence[str], looks_like: str) -> ValueError:

@@ -40,7 +40,7 @@ from eventbus_core import (
     check_positive_seconds,
     get_logger,
 )
-from eventbus_core.capabilities import foreign_tokens, split_tokens
+from eventbus_core.capabilities import ParentsDeliveries, foreign_tokens, split_tokens
 from eventbus_nats._flush import flush_within
 from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
 from eventbus_nats._link import Link, LinkClosed
@@ -124,9 +124,24 @@ class GroupConsumer:
         self.missed_unknown = 0  # times the stream was lost with entries the group had not read
         self.groups_created = 0
         self.last_error: str | None = None
-        self.after_fork_in_child()
+        self._named_after_pid = name == default_consumer_name()
+        self._parents = ParentsDeliveries()  # out when this process was forked: not its own
+        self._fresh_state()
 
     def after_fork_in_child(self) -> None:
+        """In a forked child, the consumer is the child's own: its counters start at zero, as
+        every NATS figure of a child does (operations.md, "Forking servers"; they carried the
+        parent's, trial 230), one with the default name (`host-pid`) takes the child's pid,
+        and what the parent had out is the parent's to acknowledge: given those tokens, the
+        child skips them (`ParentsDeliveries`) rather than count the parent's work twice."""
+        self._parents.add([*self._in_flight, *self._deferred_acks])
+        self.delivered = self.acked = self.acks_unsent = self.redelivered = 0
+        self.dead_lettered = self.missed_unknown = self.groups_created = 0
+        if self._named_after_pid:
+            self.name = default_consumer_name()
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
         """Forget what belongs to the parent (its pull subscription and held deliveries)."""
         self._psub: JetStreamContext.PullSubscription | None = None
         self._stream_created: Any = None  # when the bound stream was made (StreamInfo.created)
@@ -375,6 +390,7 @@ class GroupConsumer:
         # A delivery's token is its reply subject: anything else was acknowledged as if it were
         # one, and counted in `acked` (trial 150).
         ids, bad = split_tokens(tokens, lambda token: token.startswith(_ACK_PREFIX))
+        ids = self._parents.mine(ids, self.name)  # a forked child's: not the parent's
         for token in ids:
             self._forget(token)
         self._deferred_acks.extend(ids)

@@ -38,7 +38,7 @@ from eventbus_core import (
     check_seconds,
     get_logger,
 )
-from eventbus_core.capabilities import foreign_tokens, split_tokens
+from eventbus_core.capabilities import ParentsDeliveries, foreign_tokens, split_tokens
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._config_errors import reporting_wrong_type
 from eventbus_redis._entries import (
@@ -183,6 +183,7 @@ class StreamConsumer:
         self._recheck_own_at: float | None = None  # see RECHECK_OWN_PENDING_AFTER
         # Handed over and not yet acknowledged (an ordered set): what keep_alive() refreshes.
         self._in_flight: dict[str, None] = {}
+        self._parents = ParentsDeliveries()  # out when this process was forked: not its own
         self._backoff = Backoff()
         self._closed = False
         self.delivered = 0
@@ -483,6 +484,8 @@ class StreamConsumer:
             self._dead_letter(dead)
         self.delivered += len(out)
         self._in_flight.update(dict.fromkeys(d.token for d in out))
+        for delivery in out:  # claimed from the parent, say: this process's own now
+            self._parents.discard(delivery.token)
         return out
 
     def _refresh_in_flight(self, now: float) -> None:
@@ -692,6 +695,7 @@ class StreamConsumer:
                 acknowledged: one bad token made Redis refuse the whole XACK, trial 147).
         """
         ids, bad = split_tokens(tokens, _is_entry_id, text)
+        ids = self._parents.mine(ids, self.name)  # a forked child's: not the parent's
         for entry_id in ids:
             self._in_flight.pop(entry_id, None)
         self._deferred_acks.extend(ids)
@@ -828,6 +832,7 @@ class StreamConsumer:
         # The child's figures start from the parent's; what was out is not the child's to
         # acknowledge (helper-107: delivered 20, acked 15 read as 5 left by the child).
         self.left_to_parent += len(self._in_flight) + len(self._deferred_acks)
+        self._parents.add([*self._in_flight, *self._deferred_acks])
         self._in_flight.clear()
         self._deferred_acks.clear()
         self._maybe_acked.clear()
