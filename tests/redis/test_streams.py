@@ -627,7 +627,7 @@ def test_acknowledgements_redis_never_took_before_close_are_said(
             consumer.close()
         bus.stop(timeout=0.5)
     assert consumer.figures()["acks_unsent"] == 5
-    said = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "did not confirm" in r.getMessage()]
     assert len(said) == 1 and "5 acknowledgement(s)" in said[0], said
     assert "delivered again" in said[0]
 

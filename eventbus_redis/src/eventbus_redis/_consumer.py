@@ -748,8 +748,9 @@ class StreamConsumer:
             self.acks_unsent += len(self._deferred_acks)
             log.warning(
                 "eventbus redis consumer %s closed with %d acknowledgement(s) Redis did not "
-                "take (%s): those entries stay pending in group %s and are delivered again "
-                "(at-least-once: expect them twice)",
+                "confirm (%s): those entries may stay pending in group %s and be delivered "
+                "again (at-least-once: expect them twice; a server that was only frozen may "
+                "still apply them when it resumes)",
                 self.name,
                 len(self._deferred_acks),
                 self.last_error or "no answer",

@@ -490,7 +490,7 @@ class Lane:
             if unconfirmed:
                 log.warning(
                     "lane %s: %d acknowledgement(s) not confirmed within %.1f s (the source does "
-                    "not answer); those deliveries stay pending and will be delivered again",
+                    "not answer); those deliveries may stay pending and be delivered again",
                     self.name,
                     len(unconfirmed),
                     timeout,
