@@ -1039,3 +1039,32 @@ def test_many_full_subscriptions_do_not_make_stop_wait_for_each_in_turn(
     for sub in subs:
         assert not sub.uncounted_at_close
         assert sub.stats().delivered + sub.stats().dropped == 100
+
+
+@pytest.mark.parametrize("kind", ["list", "stream"])
+@pytest.mark.parametrize(
+    ("first", "last", "counted"),
+    [(1, 1, 0), (2, 3, 1), (3, 3, 0), (1, 2, 0), (None, None, 1), (3, None, 0), (None, 2, 0)],
+)
+def test_a_log_id_range_counts_only_the_undecodable_entries_it_holds(
+    client: redis.Redis, prefix: str, kind: str, first: int | None, last: int | None, counted: int
+) -> None:
+    # A stray entry newer than the range was counted, and every backfill of that range exited
+    # 1 (trial 229). Between LogIDs 2 and 3 here: in [2, 3] and in the whole log only.
+    bus: Any = (
+        RedisEventBus.log(client, f"{prefix}:l", ttl=60, max_len=100)
+        if kind == "list"
+        else RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g")
+    )
+    with bus:
+        for i in range(2):
+            bus.publish(make_event(i))
+        assert bus.flush(10)
+        if kind == "list":
+            client.lpush(f"{prefix}:l", b"not an event")
+        else:
+            client.xadd(f"{prefix}:s", {"data": b"not an event"})
+        bus.publish(make_event(2))
+        assert bus.flush(10)
+        got = list(bus.read_range(first, last))
+    assert got.count(None) == counted, got

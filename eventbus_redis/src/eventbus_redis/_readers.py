@@ -102,6 +102,38 @@ def _in_range(event: Event, first: int | None, last: int | None) -> bool:
     return last is None or event.log_id <= last
 
 
+class _Undecodable:
+    """Counts the undecodable entries a LogID range holds, read newest first (the list). One
+    has no LogID, but its decodable neighbours place it: it is outside [first, last] when the
+    newer one is at or below `first`, or the older one at or above `last`. Counted anywhere,
+    a stray entry newer than the range made every backfill of it exit 1 (trial 229)."""
+
+    def __init__(self, first: int | None, last: int | None) -> None:
+        self._first, self._last = first, last
+        self._newer: int | None = None  # LogID of the decodable entry read just before
+        self._pending = 0  # undecodable since then, placed once an older neighbour is read
+        self.counted = 0
+
+    def entry(self) -> None:
+        """An undecodable entry, older than everything read so far."""
+        if self._first is not None and self._newer is not None and self._newer <= self._first:
+            return  # below the range
+        self._pending += 1
+
+    def event(self, log_id: int) -> None:
+        """A decodable entry with `log_id`: the older neighbour of those pending."""
+        if self._last is None or log_id < self._last:
+            self.counted += self._pending
+        self._pending = 0  # else above the range
+        self._newer = log_id
+
+    def end(self, *, older_ones_left: bool) -> None:
+        """Reading stopped: with `older_ones_left`, only past a page older than the range."""
+        if not older_ones_left:
+            self.counted += self._pending
+        self._pending = 0
+
+
 def _log_id(raw: Any) -> int | None:
     if raw is None:
         return None
@@ -164,20 +196,22 @@ class ListLog:
     def _read(self, first: int | None, last: int | None) -> tuple[list[Event], int]:
         found: list[Event] = []
         seen: set[int] = set()
-        bad = 0
+        bad = _Undecodable(first, last)
         start = 0
         while True:
             page = self._client.lrange(self.key, start, start + _PAGE - 1)
             if not page:
+                bad.end(older_ones_left=False)
                 break
             newest_on_page = 0
-            for raw in page:
+            for raw in page:  # newest first
                 try:
                     event = Event.from_json(raw)
                 except WireFormatError:
-                    bad += 1
+                    bad.entry()
                     continue
                 if event.log_id:
+                    bad.event(event.log_id)
                     if event.log_id in seen:
                         continue  # read on the previous page already (the list grew)
                     seen.add(event.log_id)
@@ -185,11 +219,12 @@ class ListLog:
                 if _in_range(event, first, last):
                     found.append(event)
             if first is not None and 0 < newest_on_page < first:
+                bad.end(older_ones_left=True)
                 break  # everything further is older than the range
             start += _PAGE
         found.reverse()  # oldest first; events without a LogID keep their list order
         found.sort(key=lambda e: e.log_id)
-        return found, bad
+        return found, bad.counted
 
     @answering
     def newest(self, n: int) -> list[Event]:
@@ -269,9 +304,15 @@ class StreamLog:
         end = _stream_id(until, "+")
         if until is not None:
             end += "-18446744073709551615"  # every entry of that last millisecond
+        # Oldest first: an undecodable entry is outside the LogID range when the decodable one
+        # before it is at or past `last_id`, or the one after it at or below `first_id`
+        # (counted anywhere, a stray entry made every backfill exit 1, trial 229).
+        older: int | None = None
+        pending = 0
         while True:
             entries = self._page(start, end)
             if not entries:
+                yield from [None] * pending
                 return
             for entry_id, fields in entries:
                 try:
@@ -279,8 +320,15 @@ class StreamLog:
                 except WireFormatError:
                     event = None
                 if event is None:
-                    yield None
-                elif _in_range(event, first_id, last_id):
+                    if last_id is None or older is None or older < last_id:
+                        pending += 1
+                    continue
+                if event.log_id:
+                    if first_id is None or event.log_id > first_id:
+                        yield from [None] * pending
+                    pending = 0
+                    older = event.log_id
+                if _in_range(event, first_id, last_id):
                     yield event
             start = "(" + str(_text(entries[-1][0]))
 

@@ -565,7 +565,8 @@ def _summary(
         head += f"{cut_short[0]}: "
     line = (
         f"{head}{verb} {sent} event(s) from the {source} to {where}; "
-        f"{failed} failed, {undecodable} undecodable entries skipped"
+        f"{failed} failed, {undecodable} undecodable "
+        f"entr{'y' if undecodable == 1 else 'ies'} skipped"
         + (f", {untransformable} the transformer failed on" if untransformable else "")
         + (
             f", {rejected} rejected by the destination after it took the request"
