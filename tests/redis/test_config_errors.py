@@ -499,6 +499,8 @@ def test_the_other_backends_key_names_the_backend_that_matches_it(
         assert "delete" not in err, (command, err)
         # What the key holds, from `stats` too (it quoted the raw error, helper-113).
         assert f"'{key}' is a {OTHER_KIND[backend]}" in err, (command, err)
+        # Said plainly, first (trial 229: the reader had to combine two parts of it).
+        assert f"set LLM_PROXY_EVENT_BUS={other}" in err.split(". In full:")[0], (command, err)
     # `publish` refuses it at once too, as those do (it accepted, retried and lost, trial 123).
     monkeypatch.setattr("sys.stdin", io.StringIO(make_event(1).to_json().decode() + "\n"))
     assert main(["publish", "--backend", backend, "--json"]) == 2

@@ -133,10 +133,22 @@ def wrong_type_error(client: Any, keys: Sequence[str], setting: str) -> Settings
     """The `SettingsError` of a WRONGTYPE reply on `keys` (the first is the one `setting`
     names), saying what each holds (one TYPE per key, only on this error path)."""
     held = ""
+    lead = ""
     with contextlib.suppress(redis.RedisError, OSError):
         types = [(k, client.type(k)) for k in keys]
         held = ", ".join(f"{k!r} is a {_text(t)}" for k, t in types if _text(t) != "none")
-    return SettingsError(f"{wrong_type_hint(keys[0], setting)}{f' ({held})' if held else ''}")
+        first = _text(types[0][1])
+        matching = {"list": "redis", "stream": "redis-streams"}.get(first)
+        keeps = {"EVENTBUS_REDIS_KEY": "list", "EVENTBUS_REDIS_STREAM": "stream"}.get(setting)
+        if matching and first != keeps:
+            # Said plainly first: the reader had to combine two parts (trial 229). Not when the
+            # key is of this backend's kind (its counter is then what holds another type).
+            lead = (
+                f"{keys[0]!r} is a {first}, which the {matching!r} backend keeps: if it is the "
+                f"Go llm-proxy's or another eventbus's log, set LLM_PROXY_EVENT_BUS={matching} "
+                f"(or --backend {matching}). In full: "
+            )
+    return SettingsError(f"{lead}{wrong_type_hint(keys[0], setting)}{f' ({held})' if held else ''}")
 
 
 def database_error(exc: BaseException, db: Any, source: str | None) -> SettingsError | None:
