@@ -185,7 +185,10 @@ class ListLog:
         if since is not None or until is not None:
             raise ValueError(
                 "the list log keeps no timestamps: select it by LogID, or read the stream "
-                "(--source stream) to select by time"
+                "(--source stream) to select by time: the one EVENTBUS_REDIS_STREAM names "
+                "(llm-proxy-events by default), another key than the list's, which holds "
+                "events only if something writes one there (a Go llm-proxy, or the "
+                "redis-streams backend)"
             )
         events, bad = self._read(first_id, last_id)
         items: list[Event | None] = [None] * bad
