@@ -715,3 +715,24 @@ def test_entries_given_back_are_claimable_in_the_same_millisecond(
         got = read_all(peer, 3, rounds=3)
         assert sorted(d.event.request_id for d in got) == ["req-3", "req-4", "req-5"]
         peer.close()
+
+
+def test_a_hand_back_that_fails_at_close_is_said(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    # A frozen Redis held close() its socket timeout and nothing said the read-ahead entries
+    # were not handed back (trial 230); a failed acknowledgement was said as "cannot read".
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="eventbus")
+    with RedisStreamsEventBus(client, f"{prefix}:s", f"{prefix}:g") as bus:
+        consumer = bus.consumer(name="c")
+
+        def frozen() -> None:
+            raise redis.TimeoutError("Timeout reading from 127.0.0.1:6379")
+
+        monkeypatch.setattr(consumer, "_give_back", frozen)
+        consumer.close()
+    said = [r.getMessage() for r in caplog.records if "could not hand back" in r.getMessage()]
+    assert said and "claims them after claim_idle" in said[0], said
+    assert consumer.figures()["last_error"] and "Timeout" in consumer.figures()["last_error"]

@@ -670,7 +670,9 @@ class StreamConsumer:
         # Created by the next read, whose errors (an outage, a full Redis) are handled there:
         # made here, in read()'s handler, they escaped it (review 196).
 
-    def _note_error(self, exc: BaseException) -> None:
+    def _note_error(self, exc: BaseException, doing: str = "read") -> None:
+        """Keep `exc` in `last_error`, and say it when it is new; `doing` names what failed
+        (an acknowledgement was said as "cannot read", trial 230)."""
         if isinstance(exc, redis.ResponseError) and _is_out_of_memory(exc):
             # redis-py quotes a failed pipeline command with its arguments (a dead letter's
             # XADD: entry data), which the log must not show.
@@ -678,7 +680,9 @@ class StreamConsumer:
         else:
             message = safe_error(exc)
         if message != self.last_error:
-            log.warning("eventbus redis consumer %s cannot read (%s); retrying", self.name, message)
+            log.warning(
+                "eventbus redis consumer %s cannot %s (%s); retrying", self.name, doing, message
+            )
         self.last_error = message
         self._group_ready = False  # re-check the group once Redis answers (it may be new)
 
@@ -715,7 +719,7 @@ class StreamConsumer:
             self._group_ready = False  # the group and its pending entries are gone
             confirmed = 0
         except TRANSIENT_ERRORS as exc:
-            self._note_error(exc)
+            self._note_error(exc, "acknowledge")
             self._deferred_acks = (ids + self._deferred_acks)[-_MAX_DEFERRED_ACKS:]
             # Redis may have applied it and only the reply been lost: then the next XACK finds
             # these no longer pending, which is not a loss of Redis's data (`ack_unheld`).
@@ -759,8 +763,18 @@ class StreamConsumer:
             self._deferred_acks.clear()
         self._closed = True
         # Closing must not raise: what is not given back is claimed after `claim_idle`.
-        with contextlib.suppress(Exception):
+        try:
             self._give_back()
+        except Exception as exc:  # said: a frozen server held this close 10 s in silence
+            self.last_error = safe_error(exc)
+            log.warning(
+                "eventbus redis consumer %s could not hand back the entries it had read ahead "
+                "(%s): another consumer of group %s claims them after claim_idle (%g s)",
+                self.name,
+                self.last_error,
+                self.group,
+                self.claim_idle,
+            )
         self._conn.reset()
 
     def release(self, tokens: Sequence[Any]) -> None:
