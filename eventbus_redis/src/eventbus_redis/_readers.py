@@ -103,35 +103,46 @@ def _in_range(event: Event, first: int | None, last: int | None) -> bool:
 
 
 class _Undecodable:
-    """Counts the undecodable entries a LogID range holds, read newest first (the list). One
-    has no LogID, but its decodable neighbours place it: it is outside [first, last] when the
-    newer one is at or below `first`, or the older one at or above `last`. Counted anywhere,
-    a stray entry newer than the range made every backfill of it exit 1 (trial 229)."""
+    """Places the undecodable entries of a LogID range [first, last]. One has no LogID, but
+    its decodable neighbours place it: it is outside when the newer one is at or below
+    `first`, or the older one at or above `last`. Counted anywhere, a stray entry newer than
+    the range made every backfill of it exit 1 (trial 229). Read `newest_first` (the list) or
+    oldest first (the stream): the neighbour read before an entry is then the newer, or the
+    older one.
+    """
 
-    def __init__(self, first: int | None, last: int | None) -> None:
+    def __init__(self, first: int | None, last: int | None, *, newest_first: bool) -> None:
         self._first, self._last = first, last
-        self._newer: int | None = None  # LogID of the decodable entry read just before
-        self._pending = 0  # undecodable since then, placed once an older neighbour is read
-        self.counted = 0
+        self._newest_first = newest_first
+        self._before: int | None = None  # LogID of the decodable entry read just before
+        self._pending = 0  # undecodable since then, placed by the next decodable one
 
     def entry(self) -> None:
-        """An undecodable entry, older than everything read so far."""
-        if self._first is not None and self._newer is not None and self._newer <= self._first:
-            return  # below the range
+        """An undecodable entry, read after `_before`."""
+        before = self._before
+        if before is not None:
+            if self._newest_first and self._first is not None and before <= self._first:
+                return  # below the range
+            if not self._newest_first and self._last is not None and before >= self._last:
+                return  # above the range
         self._pending += 1
 
-    def event(self, log_id: int) -> None:
-        """A decodable entry with `log_id`: the older neighbour of those pending."""
-        if self._last is None or log_id < self._last:
-            self.counted += self._pending
-        self._pending = 0  # else above the range
-        self._newer = log_id
+    def event(self, log_id: int) -> int:
+        """A decodable entry with `log_id`, the other neighbour of those pending: how many of
+        them lie within the range."""
+        if self._newest_first:
+            within = self._last is None or log_id < self._last
+        else:
+            within = self._first is None or log_id > self._first
+        placed = self._pending if within else 0
+        self._pending, self._before = 0, log_id
+        return placed
 
-    def end(self, *, older_ones_left: bool) -> None:
-        """Reading stopped: with `older_ones_left`, only past a page older than the range."""
-        if not older_ones_left:
-            self.counted += self._pending
-        self._pending = 0
+    def end(self) -> int:
+        """The entries still pending when reading stopped: within the range, unless reading
+        stopped past it (then the caller drops them)."""
+        placed, self._pending = self._pending, 0
+        return placed
 
 
 def _log_id(raw: Any) -> int | None:
@@ -199,12 +210,13 @@ class ListLog:
     def _read(self, first: int | None, last: int | None) -> tuple[list[Event], int]:
         found: list[Event] = []
         seen: set[int] = set()
-        bad = _Undecodable(first, last)
+        bad = _Undecodable(first, last, newest_first=True)
+        counted = 0
         start = 0
         while True:
             page = self._client.lrange(self.key, start, start + _PAGE - 1)
             if not page:
-                bad.end(older_ones_left=False)
+                counted += bad.end()
                 break
             newest_on_page = 0
             for raw in page:  # newest first
@@ -214,7 +226,7 @@ class ListLog:
                     bad.entry()
                     continue
                 if event.log_id:
-                    bad.event(event.log_id)
+                    counted += bad.event(event.log_id)
                     if event.log_id in seen:
                         continue  # read on the previous page already (the list grew)
                     seen.add(event.log_id)
@@ -222,12 +234,12 @@ class ListLog:
                 if _in_range(event, first, last):
                     found.append(event)
             if first is not None and 0 < newest_on_page < first:
-                bad.end(older_ones_left=True)
+                bad.end()  # those pending lie below the range, as the rest
                 break  # everything further is older than the range
             start += _PAGE
         found.reverse()  # oldest first; events without a LogID keep their list order
         found.sort(key=lambda e: e.log_id)
-        return found, bad.counted
+        return found, counted
 
     @answering
     def newest(self, n: int) -> list[Event]:
@@ -307,15 +319,11 @@ class StreamLog:
         end = _stream_id(until, "+")
         if until is not None:
             end += "-18446744073709551615"  # every entry of that last millisecond
-        # Oldest first: an undecodable entry is outside the LogID range when the decodable one
-        # before it is at or past `last_id`, or the one after it at or below `first_id`
-        # (counted anywhere, a stray entry made every backfill exit 1, trial 229).
-        older: int | None = None
-        pending = 0
+        bad = _Undecodable(first_id, last_id, newest_first=False)
         while True:
             entries = self._page(start, end)
             if not entries:
-                yield from [None] * pending
+                yield from [None] * bad.end()
                 return
             for entry_id, fields in entries:
                 try:
@@ -323,14 +331,10 @@ class StreamLog:
                 except WireFormatError:
                     event = None
                 if event is None:
-                    if last_id is None or older is None or older < last_id:
-                        pending += 1
+                    bad.entry()
                     continue
                 if event.log_id:
-                    if first_id is None or event.log_id > first_id:
-                        yield from [None] * pending
-                    pending = 0
-                    older = event.log_id
+                    yield from [None] * bad.event(event.log_id)
                 if _in_range(event, first_id, last_id):
                     yield event
             start = "(" + str(_text(entries[-1][0]))
