@@ -4,6 +4,9 @@
 the bus is made (an infinite one made `stop()` raise `OverflowError`), `stop(nan)` is refused
 before anything stops, and `stop(inf)` is an explicit "no limit" that delivers everything.
 
+`check_full_subscriptions_given_up_together`: twelve full subscriptions cost one wait at stop(),
+not one each.
+
 `second_stop_meanwhile` and `stop_inside_stop` make a stop() while another runs, from another
 thread and from a signal handler on the stopping thread, for the caller to judge how long each
 took (the bus's server frozen, so that the first stop() takes its time)."""
@@ -22,7 +25,28 @@ import pytest
 from eventbus_core import BusStats
 from eventbus_core.testing import make_event
 
-__all__ = ["check_stop_timeouts", "second_stop_meanwhile", "stop_inside_stop"]
+__all__ = [
+    "check_full_subscriptions_given_up_together",
+    "check_stop_timeouts",
+    "second_stop_meanwhile",
+    "stop_inside_stop",
+]
+
+
+def check_full_subscriptions_given_up_together(bus: Any) -> None:
+    """Twelve subscriptions of 5 events, 100 published: `stop(2.0)` gives them up together.
+    Each one's clock started once the one before was given up on: 0.25 s each, twelve took a
+    whole stop(2.0) and were then marked uncounted (trial 219)."""
+    subs = [bus.subscribe(buffer_size=5) for _ in range(12)]
+    for i in range(100):
+        bus.publish(make_event(i))
+    assert bus.flush(10)
+    started = time.monotonic()
+    bus.stop(2.0)
+    assert time.monotonic() - started < 1.5  # a correctness bound: 0.25 s once, not twelve
+    for sub in subs:
+        assert not sub.uncounted_at_close
+        assert sub.stats().delivered + sub.stats().dropped == 100
 
 
 def check_stop_timeouts(make: Callable[..., Any]) -> BusStats:

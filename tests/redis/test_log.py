@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +19,7 @@ from eventbus_redis import RedisEventBus, RedisStreamsEventBus
 from eventbus_redis._log_tail import LogTailer
 from eventbus_redis._redis_subscription import RedisSubscription
 from eventbus_redis._tail import Cursor
+from tests._stop_timeouts import check_full_subscriptions_given_up_together
 from tests.redis._scripts import append_as_writer
 from tests.redis._servers import ThrowawayRedis
 
@@ -582,6 +584,22 @@ def test_a_dispatcher_counts_events_trimmed_before_it_read_them_per_lane(
 ) -> None:
     # A WARNING said "missed 30 event(s)", while /metrics showed only what was read: the loss
     # was in no figure a scrape could see (trial 102).
+    key = f"{prefix}:missed"
+
+    def feed() -> None:
+        append_as_writer(client, key, [make_event(i) for i in range(40)], max_len=10)
+
+    dispatcher, text = _dispatch_the_log(client, key, 10, feed, until=10)
+    assert 'eventbus_consumer_missed_total{lane="rec"} 30.0' in text, text
+    assert dispatcher.stats().lanes["rec"]["missed"] == 30
+
+
+def _dispatch_the_log(
+    client: redis.Redis, key: str, max_len: int, feed: Callable[[], object], *, until: int
+) -> tuple[Any, str]:
+    """Run a dispatcher on the LIST log at `key` into one recording sink (lane "rec"), call
+    `feed()` once it is subscribed, stop once the sink has `until` events; return the
+    dispatcher and its Prometheus scrape."""
     import asyncio
 
     from prometheus_client import CollectorRegistry, generate_latest
@@ -590,8 +608,7 @@ def test_a_dispatcher_counts_events_trimmed_before_it_read_them_per_lane(
     from eventbus_core.metrics import register_prometheus
     from tests.core.conftest_dispatch import RecordingSink
 
-    key = f"{prefix}:missed"
-    with RedisEventBus.log(client, key, ttl=60, max_len=10) as bus:
+    with RedisEventBus.log(client, key, ttl=60, max_len=max_len) as bus:
         sink = RecordingSink("rec")
         dispatcher = Dispatcher(bus, [sink], batch_size=10, flush_interval=0.01)
         registry = CollectorRegistry()
@@ -600,17 +617,13 @@ def test_a_dispatcher_counts_events_trimmed_before_it_read_them_per_lane(
         async def run() -> None:
             task = asyncio.create_task(dispatcher.run())
             await asyncio.sleep(0.3)  # subscribed
-            await asyncio.to_thread(
-                append_as_writer, client, key, [make_event(i) for i in range(40)], max_len=10
-            )
-            await sink.wait_for(10)
+            await asyncio.to_thread(feed)
+            await sink.wait_for(until)
             dispatcher.request_stop()
             await task
 
         asyncio.run(run())
-    text = generate_latest(registry).decode()
-    assert 'eventbus_consumer_missed_total{lane="rec"} 30.0' in text, text
-    assert dispatcher.stats().lanes["rec"]["missed"] == 30
+    return dispatcher, generate_latest(registry).decode()
 
 
 def test_a_dispatcher_counts_and_says_entries_of_the_log_that_are_not_events(
@@ -618,43 +631,20 @@ def test_a_dispatcher_counts_and_says_entries_of_the_log_that_are_not_events(
 ) -> None:
     # Junk pushed beside 5 events: the sink got 5, and no line, figure or exit status said
     # anything of the other 5 (trial 225). The streams consumer dead-letters them.
-    import asyncio
     import logging
-
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from eventbus_core import Dispatcher
-    from eventbus_core.metrics import register_prometheus
-    from tests.core.conftest_dispatch import RecordingSink
 
     caplog.set_level(logging.WARNING, logger="eventbus")
     key = f"{prefix}:junk"
     junk = [b"not json", b'{"Status":"x"}', b"null", b'{"LogID":1', b"[]"]
-    with RedisEventBus.log(client, key, ttl=60, max_len=1000) as bus:
-        sink = RecordingSink("rec")
-        dispatcher = Dispatcher(bus, [sink], batch_size=10, flush_interval=0.01)
-        registry = CollectorRegistry()
-        register_prometheus(dispatcher=dispatcher, registry=registry)
 
-        async def run() -> None:
-            task = asyncio.create_task(dispatcher.run())
-            await asyncio.sleep(0.3)  # subscribed
-            await asyncio.to_thread(
-                append_as_writer, client, key, [make_event(i) for i in range(3)]
-            )
-            await asyncio.to_thread(client.lpush, key, *junk)
-            await asyncio.to_thread(
-                append_as_writer, client, key, [make_event(i) for i in range(3, 5)], batch=2
-            )
-            await sink.wait_for(5)
-            dispatcher.request_stop()
-            await task
+    def feed() -> None:
+        append_as_writer(client, key, [make_event(i) for i in range(3)])
+        client.lpush(key, *junk)
+        append_as_writer(client, key, [make_event(i) for i in range(3, 5)], batch=2)
 
-        asyncio.run(run())
+    dispatcher, text = _dispatch_the_log(client, key, 1000, feed, until=5)
     assert dispatcher.stats().lanes["rec"]["undecodable"] == 5
-    assert (
-        'eventbus_consumer_undecodable_total{lane="rec"} 5.0' in generate_latest(registry).decode()
-    )
+    assert 'eventbus_consumer_undecodable_total{lane="rec"} 5.0' in text, text
     said = [r.getMessage() for r in caplog.records if "not decode as" in r.getMessage()]
     assert said and "after LogID 3" in said[0] and "stay in the backend" in said[0], said
 
@@ -1025,20 +1015,9 @@ def test_a_bus_s_own_events_trimmed_past_a_full_subscription_are_a_gap_at_stop(
 def test_many_full_subscriptions_do_not_make_stop_wait_for_each_in_turn(
     client: redis.Redis, prefix: str, kind: str
 ) -> None:
-    # Each full subscription's clock started only once the one before was given up on: 0.25 s
-    # each, twelve took a whole stop(2.0) and were then marked uncounted (trial 219).
-    key = f"{prefix}:many-full-{kind}"
-    bus = _bus_on(kind, client, key, 1000)
-    subs = [bus.subscribe(buffer_size=5) for _ in range(12)]
-    for i in range(100):
-        bus.publish(make_event(i))
-    assert bus.flush(10)
-    started = time.monotonic()
-    bus.stop(2.0)
-    assert time.monotonic() - started < 1.5  # a correctness bound: 0.25 s once, not twelve
-    for sub in subs:
-        assert not sub.uncounted_at_close
-        assert sub.stats().delivered + sub.stats().dropped == 100
+    check_full_subscriptions_given_up_together(
+        _bus_on(kind, client, f"{prefix}:many-full-{kind}", 1000)
+    )
 
 
 @pytest.mark.parametrize("kind", ["list", "stream"])
