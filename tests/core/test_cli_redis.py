@@ -320,7 +320,9 @@ def test_replay_time_range_on_the_log_is_refused(
     assert main(["replay", "--since", "10m"]) == 2
     err = capsys.readouterr().err
     # The way out names only the log that keeps timestamps (it named this one too, helper-74).
-    assert "no timestamps" in err and "(--source stream)" in err
+    assert "no timestamps" in err and "(--source stream: the stream " in err
+    # ... and which stream that is: it is another key than the one named (trial 229).
+    assert f"the stream {env['EVENTBUS_REDIS_STREAM']})" in err, err
     # It once said "select it by --from-id/--to-id to select by time" (trial 152).
     assert "select by LogID with --from-id/--to-id instead" in err, err
 

@@ -519,6 +519,33 @@ def test_the_other_backends_key_names_the_backend_that_matches_it(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reading_the_other_log_where_both_settings_name_one_key_asks_for_the_others_key(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    real: redis.Redis,
+    prefix: str,
+    backend: str,
+) -> None:
+    # Both keys are llm-proxy-events by default: `replay --source stream` on the list log led
+    # with "set LLM_PROXY_EVENT_BUS=redis", the backend already selected (trial 229).
+    key = f"{prefix}:both"
+    if backend == "redis":
+        real.lpush(key, make_event(7).to_json())
+    else:
+        real.xadd(key, {"data": make_event(7).to_json()})
+    other = {"redis": "stream", "redis-streams": "log"}[backend]
+    other_setting = KEY_SETTING["redis-streams" if backend == "redis" else "redis"]
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    for setting in KEY_SETTING.values():
+        monkeypatch.setenv(setting, key)
+    assert main(["replay", "--backend", backend, "--source", other, "--dry-run"]) == 2
+    lead = capsys.readouterr().err.split(". In full:")[0]
+    assert f"the log of the '{backend}' backend selected" in lead, lead
+    assert f"set {other_setting} to that" in lead and "LLM_PROXY_EVENT_BUS" not in lead, lead
+
+
+@pytest.mark.redis
 def test_commands_that_do_not_use_the_configured_key_run_beside_the_go_proxys_stream(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

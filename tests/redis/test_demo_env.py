@@ -65,3 +65,32 @@ def test_the_keep_hint_names_the_backend_that_the_flag_chose(
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.mark.redis
+def test_the_keep_hint_names_the_redis_url_that_the_flag_gave(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Its `eventbus stats` looked at the environment's Redis (or the default one), not the one
+    # --redis-url gave the demo (trial 229).
+    import re
+
+    import redis
+
+    for name in ("REDIS_URL", "REDIS_ADDR", "REDIS_DB", "LLM_PROXY_EVENT_BUS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis")
+    url = redis_url()
+    argv = ["demo", "--redis-url", url, "--requests", "5", "--keep"]
+    assert main([*argv, "--output", str(tmp_path / "o")]) == 0
+    out = capfd.readouterr().out
+    found = re.search(r"EVENTBUS_REDIS_KEY=(eventbus-demo:[0-9a-f]+):events", out)
+    assert found is not None, out
+    client = redis.Redis.from_url(url)
+    try:
+        assert f"eventbus stats shows it (with REDIS_URL={url})" in out
+    finally:
+        keys = list(client.scan_iter(match=f"{found.group(1)}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -82,10 +82,11 @@ class RedisCapabilities:
         Raises:
             ValueError: another name.
         """
+        running = "redis" if self._kind == "log" else "redis-streams"
         if name == "log":
-            return ListLog(self._client, self._layout.key)
+            return ListLog(self._client, self._layout.key, running=running)
         if name == "stream":
-            return StreamLog(self._client, self._layout.stream)
+            return StreamLog(self._client, self._layout.stream, running=running)
         raise ValueError(f"no log {name!r} in Redis: choose log or stream")
 
     def _own(self) -> ListLog | StreamLog:

@@ -129,9 +129,12 @@ def reporting_wrong_type(client: Any, keys: Sequence[str], setting: str) -> Iter
         raise wrong_type_error(client, keys, setting) from None
 
 
-def wrong_type_error(client: Any, keys: Sequence[str], setting: str) -> SettingsError:
+def wrong_type_error(
+    client: Any, keys: Sequence[str], setting: str, *, running: str | None = None
+) -> SettingsError:
     """The `SettingsError` of a WRONGTYPE reply on `keys` (the first is the one `setting`
-    names), saying what each holds (one TYPE per key, only on this error path)."""
+    names), saying what each holds (one TYPE per key, only on this error path). `running`:
+    the backend already selected, where a reader of the other kind of log met this error."""
     held = ""
     lead = ""
     with contextlib.suppress(redis.RedisError, OSError):
@@ -140,7 +143,14 @@ def wrong_type_error(client: Any, keys: Sequence[str], setting: str) -> Settings
         first = _text(types[0][1])
         matching = {"list": "redis", "stream": "redis-streams"}.get(first)
         keeps = {"EVENTBUS_REDIS_KEY": "list", "EVENTBUS_REDIS_STREAM": "stream"}.get(setting)
-        if matching and first != keeps:
+        if matching and first != keeps and matching == running:
+            # The other log of the backend already selected (`replay --source stream` on the
+            # list log: both keys are llm-proxy-events by default), so not "select it".
+            lead = (
+                f"{keys[0]!r} is a {first}, the log of the {matching!r} backend selected: to "
+                f"read a {keeps} beside it, set {setting} to that {keeps}'s key. In full: "
+            )
+        elif matching and first != keeps:
             # Said plainly first: the reader had to combine two parts (trial 229). Not when the
             # key is of this backend's kind (its counter is then what holds another type).
             lead = (

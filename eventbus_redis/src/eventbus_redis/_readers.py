@@ -160,14 +160,16 @@ class ListLog:
     time_index = False
     setting: ClassVar[str] = "EVENTBUS_REDIS_KEY"  # names `key`, in messages
 
-    def __init__(self, client: Any, key: str) -> None:
+    def __init__(self, client: Any, key: str, *, running: str | None = None) -> None:
         self._client = client
         self.key = key
+        self.running = running  # the backend of the bus that opened this reader, if known
 
     def wrong_type_error(self) -> SettingsError:
         """What `answering` raises for a WRONGTYPE reply: what the key holds, as `tail` says
         it (`stats` quoted the pipeline's raw error, helper-113)."""
-        return wrong_type_error(self._client, [self.key, f"{self.key}:seq"], self.setting)
+        keys = [self.key, f"{self.key}:seq"]
+        return wrong_type_error(self._client, keys, self.setting, running=self.running)
 
     @property
     def location(self) -> str:
@@ -197,9 +199,9 @@ class ListLog:
             raise ValueError(
                 "the list log keeps no timestamps: select it by LogID, or read the stream "
                 "(--source stream) to select by time: the one EVENTBUS_REDIS_STREAM names "
-                "(llm-proxy-events by default), another key than the list's, which holds "
-                "events only if something writes one there (a Go llm-proxy, or the "
-                "redis-streams backend)"
+                "(llm-proxy-events by default, also the list's default key: in one database "
+                "they need keys of their own), which holds events only if something writes "
+                "them there (a Go llm-proxy, or the redis-streams backend)"
             )
         events, bad = self._read(first_id, last_id)
         items: list[Event | None] = [None] * bad
@@ -289,13 +291,15 @@ class StreamLog:
     time_index = True
     setting: ClassVar[str] = "EVENTBUS_REDIS_STREAM"  # names `stream`, in messages
 
-    def __init__(self, client: Any, stream: str) -> None:
+    def __init__(self, client: Any, stream: str, *, running: str | None = None) -> None:
         self._client = client
         self.stream = stream
+        self.running = running  # the backend of the bus that opened this reader, if known
 
     def wrong_type_error(self) -> SettingsError:
         """What `answering` raises for a WRONGTYPE reply (see `ListLog.wrong_type_error`)."""
-        return wrong_type_error(self._client, [self.stream, f"{self.stream}:seq"], self.setting)
+        keys = [self.stream, f"{self.stream}:seq"]
+        return wrong_type_error(self._client, keys, self.setting, running=self.running)
 
     @property
     def location(self) -> str:

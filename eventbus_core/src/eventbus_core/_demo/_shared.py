@@ -220,8 +220,9 @@ def run_shared_demo(
         isolation, dispatcher_args = _isolation(bus, run, requests)
     finally:
         bus.stop(timeout=1.0)  # the demo's processes have buses of their own
+    env_given = dict(env or {})
     env = with_overrides(
-        os.environ, {**(env or {}), "LLM_PROXY_EVENT_BUS": settings.backend, **isolation.env}
+        os.environ, {**env_given, "LLM_PROXY_EVENT_BUS": settings.backend, **isolation.env}
     )
     ids = f"req-{run}"  # request ids are req-<run>-<n>: this run's, whoever else writes
     prefix = f"{ids}-"
@@ -263,7 +264,7 @@ def run_shared_demo(
                 child.close(grace=10.0 if finished else 0.0)
             cleanup = _clean_up(isolation, keep)
             if keep:
-                cleanup += _backend_to_name(settings.backend)
+                cleanup += _keep_hint(settings.backend, env_given)
     if interrupted:
         where = f"; {isolation.kind} {isolation.where}: {cleanup}" if isolation.where else ""
         raise DemoInterrupted(
@@ -287,14 +288,23 @@ def run_shared_demo(
     )
 
 
-def _backend_to_name(backend: str) -> str:
+def _keep_hint(backend: str, given: Mapping[str, str]) -> str:
     """What the `--keep` hint must add for its command to find the run's events: the backend,
     where the environment does not select it (`--backend` did: the hint's `eventbus stats`
-    looked at the default memory backend and exited 2, trial 126)."""
+    looked at the default memory backend and exited 2, trial 126), and the backend settings
+    the command line gave (`--redis-url`: the hint's command looked at the Redis of the
+    environment instead, trial 229). An address is shown masked, as every line the demo
+    prints; any other value is only named (it may be a credential)."""
     spelt = spelling_read("LLM_PROXY_EVENT_BUS", os.environ)
-    if spelt is not None and os.environ[spelt].strip().lower() == backend:
-        return ""
-    return f" (with LLM_PROXY_EVENT_BUS={backend}, or --backend {backend})"
+    by_flag = spelt is None or os.environ[spelt].strip().lower() != backend
+    if not given:
+        return f" (with LLM_PROXY_EVENT_BUS={backend}, or --backend {backend})" if by_flag else ""
+    shown = [
+        f"{name}={scrub(value)}" if "://" in value else f"{name} as this demo's flags set it"
+        for name, value in sorted(given.items())
+    ]
+    needed = [f"LLM_PROXY_EVENT_BUS={backend}"] if by_flag else []
+    return f" (with {', '.join(needed + shown)})"
 
 
 def _clean_up(isolation: Isolation, keep: bool) -> str:

@@ -366,11 +366,15 @@ def _log(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus) ->
         other = ""
         if sources is not None:
             # Only the logs that keep timestamps: naming this one sent the user back here.
-            timed = [name for name in sources.log_sources if sources.log_source(name).time_index]
+            # Each with where it is: another place than this log's, or a setting to change
+            # where they share a name (trial 229); the backend's reader then says which.
+            timed = [
+                f"--source {name}: the {_where(source)}"
+                for name in sources.log_sources
+                if (source := sources.log_source(name)).time_index
+            ]
             if timed:
-                other = (
-                    f", or read a log that does, to select by time (--source {' or '.join(timed)})"
-                )
+                other = f", or read a log that does, to select by time ({'; '.join(timed)})"
         # "select it by --from-id/--to-id to select by time" said the opposite of itself when
         # no other log was named (trial 152).
         raise UsageError(
