@@ -143,8 +143,9 @@ def test_the_dispatcher_joins_the_nats_group(env: None, tmp_path: Path) -> None:
 
 
 def test_demo_runs_as_processes_on_a_stream_of_its_own(
-    env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("EVENTBUS_NATS_STREAM")  # no stream named: the run makes its own
     out = str(tmp_path / "demo.jsonl")
     assert main(["demo", "--requests", "120", "--json", "--output", out]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -152,6 +153,53 @@ def test_demo_runs_as_processes_on_a_stream_of_its_own(
     assert report["delivered"] == report["written"] == report["published"] == 120
     assert report["namespace"].startswith("EVENTBUS_RUN_")
     assert "deleted" in report["cleanup"]
+
+
+def test_demo_runs_on_the_stream_the_user_named_with_a_group_of_its_own(
+    env: None,
+    make_bus: Callable[..., NatsEventBus],
+    names: Names,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `demo --help` says a stream named in the settings is used; the demo made a stream of its
+    # own anyway, which an account allowed only its own stream names cannot (trial 233).
+    bus = written(make_bus, 5)  # the user's events: not the run's, not dispatched by it
+    try:
+        out = str(tmp_path / "demo.jsonl")
+        assert main(["demo", "--requests", "30", "--json", "--output", out]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["namespace"] == names.stream
+        assert report["delivered"] == report["written"] == report["published"] == 30
+        assert Path(out).read_bytes().count(b"\n") == 30
+        assert "yours (EVENTBUS_NATS_STREAM): left in place" in report["cleanup"]
+        figures = bus.describe()
+        assert figures["messages"] == 35
+        assert figures["groups"] == []  # the run's group is removed
+    finally:
+        bus.stop(5)
+
+
+def test_stats_gives_no_figures_for_a_default_group_that_does_not_exist(
+    env: None, make_bus: Callable[..., NatsEventBus], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "pending 0" for the default group, which dispatch never makes (it makes
+    # GROUP:SINK), beside a GROUP:jsonl with entries pending (trial 233).
+    bus = written(make_bus, 3)
+    try:
+        consumer = bus.consumer("cli-group:jsonl", batch_size=10)
+        assert len(consumer.read(10, 5.0)) == 3  # left pending
+        assert main(["stats", "--json"]) == 0
+        figures = json.loads(capsys.readouterr().out)
+        assert (figures["group_exists"], figures["pending"], figures["redelivered"]) == (
+            False,
+            None,
+            None,
+        )
+        assert [g["pending"] for g in figures["groups"]] == [3]
+        consumer.close()
+    finally:
+        bus.stop(5)
 
 
 def test_demo_processes_use_the_backend_options_given_on_the_command_line(
@@ -341,6 +389,7 @@ def test_demo_keep_names_the_stream_and_subject_to_read_it_with(
     env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The hint named the stream only: following it, tail and replay used the default subject.
+    monkeypatch.delenv("EVENTBUS_NATS_STREAM")  # no stream named: the run makes its own
     out = str(tmp_path / "demo.jsonl")
     assert main(["demo", "--requests", "20", "--json", "--keep", "--output", out]) == 0
     report = json.loads(capsys.readouterr().out)

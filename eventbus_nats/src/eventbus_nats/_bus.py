@@ -57,6 +57,7 @@ log = get_logger("eventbus.nats")
 
 # Seconds past stop()'s deadline to learn whether events sent without a PubAck yet are in the
 # stream and to hand subscriptions what this bus stored: counts must be true, not guesses.
+_DEFAULT_STREAM: Final = "LLM_PROXY_EVENTS"
 _CONFIRM: Final = 0.5
 _GRACE: Final = 0.25  # seconds stop() waits past that for the loop to answer at all
 _COUNT_WAIT: Final = 0.25  # seconds a close waits for NATS to say how far the stream goes
@@ -105,7 +106,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self,
         url: str = "nats://127.0.0.1:4222",
         *,
-        stream: str = "LLM_PROXY_EVENTS",
+        stream: str = _DEFAULT_STREAM,
         subject: str = "llm-proxy.events",
         group: str = "llm-proxy-dispatchers",
         buffer_size: int = 1000,
@@ -142,6 +143,10 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         connect_options = check_connect_options(connect_options, servers)
         self.layout = layout
         self.group = group
+        # Whether the user named the stream (the demo then runs on it; see `isolate()`): a bus
+        # built in code with a stream other than the default did; `from_settings()` says
+        # whether EVENTBUS_NATS_STREAM was set.
+        self.stream_given = stream != _DEFAULT_STREAM
         # A str whose repr masks the password: vars(bus) showed it (trial 139).
         self._url = RedactedURL(url)
         self._connect_options = MaskedMapping(connect_options or {})
@@ -186,7 +191,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         nats_settings = nats_settings or settings.plugin_settings(NatsSettings)
         _warn_of_publish_path(settings.publish_path)
         options = ConnectOptions.from_settings(nats_settings)
-        return cls(
+        bus = cls(
             ",".join(options.servers),
             stream=nats_settings.nats_stream,
             subject=nats_settings.nats_subject,
@@ -202,6 +207,8 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
             max_deliveries=nats_settings.nats_max_deliveries,
             connect_options=options.auth,
         )
+        bus.stream_given = "nats_stream" in nats_settings.model_fields_set
+        return bus
 
     def _after_fork_in_child(self) -> None:
         """Give a forked child a bus of its own: a new connection, writer id and counters.

@@ -26,6 +26,8 @@ class StreamCapabilities:
     _log: LogReader
     layout: StreamLayout
     group: str
+    stream_given: bool
+    ack_wait: float
 
     def _on_stream(self, stream: str, subject: str) -> Self:
         raise NotImplementedError  # the bus: a bus like this one on another stream
@@ -99,8 +101,17 @@ class StreamCapabilities:
     def isolate(self, run: str, events: int) -> Isolation:
         """A stream of run `run`'s own (`EVENTBUS_RUN_<run>`, subject `eventbus-run.<run>.events`)
         for the demo's processes, keeping all `events`; `cleanup` deletes it (with its dead
-        letters and consumer groups). The user's stream is left alone."""
+        letters and consumer groups). A stream the user named (`EVENTBUS_NATS_STREAM`) is used
+        as it is, with a consumer group of the run's own (`eventbus-demo-<run>`) that starts
+        at its end; `cleanup` deletes only that group (it ran on a stream the demo was told to
+        use, which an account may allow alone: trial 233).
+
+        Raises:
+            BackendUnavailableError: NATS does not answer (a stream the user named).
+        """
         token = re.sub(r"[^A-Za-z0-9_-]", "_", run) or "run"
+        if self.stream_given:
+            return self._isolate_on_own_stream(token)
         stream, subject = f"EVENTBUS_RUN_{token}", f"eventbus-run.{token}.events"
         kept = self.layout.max_msgs
         env = {
@@ -122,6 +133,27 @@ class StreamCapabilities:
                 bus.stop(0)
             return "deleted at the end (the stream, its dead letters and groups)"
 
+        return Isolation(env=env, where=stream, kind="nats stream", cleanup=cleanup)
+
+    def _isolate_on_own_stream(self, token: str) -> Isolation:
+        """`isolate()` on the stream the user named: a group of the run's own, at its end."""
+        stream, group = self.layout.stream, f"eventbus-demo-{token}"
+        self._log.open_group_at_end(group, ack_wait=self.ack_wait)
+
+        def cleanup(keep: bool) -> str:
+            if keep:
+                return (
+                    f"yours (EVENTBUS_NATS_STREAM): left in place, with the demo's group "
+                    f"{group} (--keep): EVENTBUS_NATS_GROUP={group} eventbus stats shows it"
+                )
+            bus = self._on_stream(stream, self.layout.subject)  # this bus is stopped by now
+            try:
+                bus._log.delete_group(group)
+            finally:
+                bus.stop(0)
+            return f"yours (EVENTBUS_NATS_STREAM): left in place, the demo's group {group} removed"
+
+        env = {"EVENTBUS_NATS_GROUP": group}
         return Isolation(env=env, where=stream, kind="nats stream", cleanup=cleanup)
 
     def purge(self) -> None:

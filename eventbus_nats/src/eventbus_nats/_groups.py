@@ -59,9 +59,10 @@ class DeliveryCounter:
 
 
 async def open_group(
-    link: Link, group: str, *, ack_wait: float, max_ack_pending: int
+    link: Link, group: str, *, ack_wait: float, max_ack_pending: int, from_end: bool = False
 ) -> tuple[api.ConsumerInfo, bool]:
-    """The durable consumer of `group`, created if missing; and whether it was created."""
+    """The durable consumer of `group`, created if missing (reading the stream from its start,
+    or from what comes next if `from_end`); and whether it was created."""
     js = await link.jetstream()
     await link.ensure_stream()
     stream = link.layout.stream
@@ -71,7 +72,7 @@ async def open_group(
         pass
     config = api.ConsumerConfig(
         durable_name=group,
-        deliver_policy=api.DeliverPolicy.ALL,
+        deliver_policy=api.DeliverPolicy.NEW if from_end else api.DeliverPolicy.ALL,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_deliver=-1,
