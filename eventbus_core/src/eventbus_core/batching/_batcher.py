@@ -36,6 +36,7 @@ from eventbus_core.batching._fork import (
     check_fork,
     check_fork_when_refusing,
     fork_announced,
+    start_after_fork_in_child,
 )
 from eventbus_core.batching._not_event import report_not_an_event
 
@@ -758,10 +759,12 @@ class Batcher:
             self._fork_locked = False
             self.lock.release()
 
-    def after_fork_in_child(self) -> None:
+    def after_fork_in_child(self, *, start: bool = True) -> None:
         """Give a forked child its own drainer (only the forking thread survives a fork, and
         locks held then stay held). What the parent held unsettled is the parent's to deliver:
-        the child counts it as delivered, so its own accounting stays exact."""
+        the child counts it as delivered, so its own accounting stays exact. `start`: start the
+        drainer now (a backend calling this from its own hook: `register_fork=False`); the
+        batchers that rebuild by themselves start after every fork hook has run."""
         self._fork_locked = False
         if fork_announced():
             parent_held = len(self._buffer) + self.taken - self.done
@@ -777,7 +780,8 @@ class Batcher:
         self._new_sync_state()
         if self._on_fork_in_child is not None:
             self._on_fork_in_child(parent_held)
-        self.start()
+        if start:
+            self.start()
 
 
 def _nothing_held() -> int:
@@ -811,9 +815,16 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     for batcher in list(_LIVE):
-        batcher.after_fork_in_child()
+        batcher.after_fork_in_child(start=False)
     if _OPEN:
         _flush_at_multiprocessing_exit()
+
+
+def _start_after_fork_in_child() -> None:
+    # After the backends' own `at_fork` hooks: a drainer started before one of them rebuilt
+    # its connection or position cycled through the parent's (trial 231).
+    for batcher in list(_LIVE):
+        batcher.start()
 
 
 _exit_flushed_pid = 0
@@ -882,3 +893,4 @@ at_fork(
     after_in_parent=_after_fork_in_parent,
     after_in_child=_after_fork_in_child,
 )
+start_after_fork_in_child(_start_after_fork_in_child)

@@ -26,7 +26,13 @@ from typing import Final
 
 from eventbus_core._log import get_logger
 
-__all__ = ["at_fork", "check_fork", "check_fork_when_refusing", "fork_announced"]
+__all__ = [
+    "at_fork",
+    "check_fork",
+    "check_fork_when_refusing",
+    "fork_announced",
+    "start_after_fork_in_child",
+]
 
 log = get_logger("eventbus")
 
@@ -35,6 +41,11 @@ Hook = Callable[[], None]
 _before: list[Hook] = []
 _after_in_parent: list[Hook] = []
 _after_in_child: list[Hook] = []
+# Run after every `after_in_child` hook: what starts the child's drainers, which must not cycle
+# through state another hook has still to rebuild (in a fork found by `check_fork()` the buffer
+# already holds the child's events: a drainer started first wrote them through its backend's
+# parent state, trial 231).
+_start_in_child: list[Hook] = []
 _pid = os.getpid()
 _announced = True  # how this process's latest fork was found (see `fork_announced`)
 # Taken only in a child found by `check_fork()`: two threads that find the fork at once run the
@@ -62,6 +73,12 @@ def at_fork(
         _after_in_child.append(after_in_child)
 
 
+def start_after_fork_in_child(hook: Hook) -> None:
+    """Register `hook` to run in a forked child after every `at_fork` `after_in_child` hook
+    (also when `check_fork()` finds the fork): for starting threads, once all is rebuilt."""
+    _start_in_child.append(hook)
+
+
 def _run(hooks: list[Hook]) -> None:
     for hook in list(hooks):
         try:
@@ -76,6 +93,7 @@ def _child(*, announced: bool = True) -> None:
     _check_lock = threading.Lock()
     _announced = announced
     _run(_after_in_child)
+    _run(_start_in_child)
 
 
 def fork_announced() -> bool:
