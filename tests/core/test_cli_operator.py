@@ -136,6 +136,28 @@ def test_publish_reports_a_json_object_that_is_no_event(
     assert "line 1: not an event" in captured.err and "line 2: not an event" in captured.err
 
 
+def test_publish_refuses_a_sink_line_whose_method_path_and_status_alone_are_wire_fields(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The demo's output: Go's decoder reads its method, path and status (any case) and ignores
+    # request_id, duration_ms, the bodies; it was accepted, all of those lost (trial 231).
+    sink_line = json.dumps(
+        {"type": "llm.request", "log_id": 7, "request_id": "r-1", "method": "POST",
+         "path": "/v1/chat/completions", "status": 200, "duration_ms": 12.5,
+         "response_headers": {"Content-Type": "application/json"}}
+    )  # fmt: skip
+    # A wire line with an extra key of that spelling keeps it: its own RequestID is there.
+    extra = '{"RequestID": "r-2", "Method": "GET", "request_id": "mine"}'
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{sink_line}\n{extra}\n"))
+    assert main(["publish", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert (json.loads(captured.out)["accepted"], json.loads(captured.out)["rejected"]) == (1, 1)
+    assert "line 1: a sink's output line, not an event: duration_ms, log_id, request_id" in (
+        captured.err
+    )
+    assert "line 2" not in captured.err
+
+
 def test_publish_tells_gos_zero_value_event_from_a_line_that_is_no_event(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -94,3 +94,37 @@ def test_the_keep_hint_names_the_redis_url_that_the_flag_gave(
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.mark.redis
+def test_the_demos_processes_say_a_plugins_load_failure_once(tmp_path: Path) -> None:
+    # Each process printed warnings' raw PluginLoadWarning text, then its log line: every
+    # failure twice per process (trial 231).
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    info = site / "eventbus_brokenplugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: eventbus-brokenplugin\n")
+    (info / "entry_points.txt").write_text("[eventbus]\nbroken = no_such_module_xyz:plugin\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "REDIS_URL": redis_url(),
+        "LLM_PROXY_EVENT_BUS": "redis",
+    }
+    command = [sys.executable, "-m", "eventbus_core.cli", "demo", "--requests", "5"]
+    done = subprocess.run(
+        [*command, "--output", str(tmp_path / "o")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # Once by the demo, once by each of its three processes (two publishers, a dispatcher).
+    assert done.stderr.count("failed to load") == 4, done.stderr
+    assert "PluginLoadWarning" not in done.stderr, done.stderr

@@ -60,6 +60,33 @@ _WIRE_NAMES: Final = frozenset(
 )  # fmt: skip
 
 
+# A sink's payload keys that the wire format spells otherwise: Go's decoder, ignoring unknown
+# keys, read a jsonl sink's line (the demo's output) as method, path and status alone, its
+# request id, duration and bodies gone without a word (trial 231).
+_PAYLOAD_SPELLINGS: Final = {
+    "request_id": "requestid",
+    "log_id": "logid",
+    "duration_ms": "duration",
+    "response_headers": "responseheaders",
+}
+
+
+def _payload_line_error(line: str | bytes) -> WireFormatError | None:
+    """Why a line that is a sink's payload, not an event, is refused; None if it is not one."""
+    try:
+        keys = {k.lower() for k in json.loads(line) if isinstance(k, str)}
+    except (ValueError, TypeError):
+        return None
+    misspelt = sorted(k for k, wire in _PAYLOAD_SPELLINGS.items() if k in keys and wire not in keys)
+    if not misspelt:
+        return None
+    return WireFormatError(
+        f"a sink's output line, not an event: {', '.join(misspelt)} are a payload's keys, which "
+        "the Go wire format spells otherwise (RequestID, LogID, Duration, ResponseHeaders), "
+        "so they would be lost; give lines as 'eventbus tail --json' prints them"
+    )
+
+
 def _empty_event_error(line: str | bytes) -> WireFormatError:
     """Why a line that decodes to an event with no facts is refused: the Go wire format with
     every field zero, or an object that is not an event at all. Both said "give lines in the
@@ -81,7 +108,8 @@ def add_parser(sub: Any) -> None:
         description="Read events as JSON lines in the Go llm-proxy wire format (one object per "
         "line, as 'eventbus tail --json' prints them) and publish them to the configured "
         "backend. Blank lines are skipped; a line that is not a valid event (not JSON, no event "
-        "field set, or a value no event can have, such as Status 99999) is reported on stderr "
+        "field set, a sink's output line such as the demo's, or a value no event can have, such "
+        "as Status 99999) is reported on stderr "
         "and skipped (or ends the run with --strict); bytes that are not UTF-8 are read as "
         "U+FFFD, as Go's decoder reads them. Waits for the backend to take each half buffer "
         "(the bus's own size, else OBSERVABILITY_BUFFER_SIZE) and, at the end, everything, "
@@ -221,6 +249,8 @@ def _publish(
                         # Go's decoder ignores unknown keys, so a sink's output line or any
                         # other JSON object decodes to an event with no facts at all.
                         raise _empty_event_error(line)
+                    if not event.request_id and (payload := _payload_line_error(line)):
+                        raise payload
                     check_ranges(event)
                 except ValueError as exc:  # WireFormatError, or a value no event can have
                     rejected += 1
