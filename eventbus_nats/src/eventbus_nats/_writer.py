@@ -134,8 +134,9 @@ class JetStreamWriter:
 
     # ------------------------------------------------------------------------------ hot path
 
-    def publish(self, event: Event) -> None:
-        """Buffer `event` and return at once; count it as refused if the buffer is full."""
+    def publish(self, event: Event) -> bool:
+        """Buffer `event` and return at once (True); count it as refused if the buffer is full,
+        the writer closed or `event` no `Event` (False)."""
         buf = self._buffer
         depth = len(buf)
         # Events on their way count too: at most `buffer_size` events wait in memory.
@@ -144,13 +145,14 @@ class JetStreamWriter:
         if event.__class__ is not Event and not isinstance(event, Event):
             self._refuse(not_an_event=True)  # type: ignore[unreachable]  # untyped callers
             report_not_an_event(event, self.label)
-            return
+            return False
         if self._closed or depth + self._taken - self._done >= self.buffer_size:
             self._refuse()
-            return
+            return False
         buf.append(event)
         if self._sleeping or (depth >= self._high_water and not self._kicked):
             self._kick()
+        return True
 
     def _refuse(self, *, not_an_event: bool = False) -> None:
         with self._lock:
