@@ -229,6 +229,37 @@ async def test_helicone_retries_only_the_events_not_yet_logged() -> None:
     assert not dead.records
 
 
+async def test_helicone_cut_off_by_the_stop_says_how_many_it_logged() -> None:
+    # The stop's cancellation lost that count: all ten were handed back, and the six logged
+    # were logged again after a restart (trial 234).
+    import asyncio
+
+    import httpx
+
+    from eventbus_core.transform._llm import LLMTransformer
+
+    seen: list[httpx.Request] = []
+    hang = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 7:
+            await hang.wait()  # the seventh request never answers
+        return httpx.Response(200, stream=httpx.ByteStream(b""))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    sink = helicone.HeliconeSink(API_KEY, client=client)
+    payloads = [dict(LLMTransformer()(chat_event(i))) for i in range(1, 11)]
+    task = asyncio.create_task(sink.send(payloads))
+    while len(seen) < 7 and not task.done():
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as cut:
+        await task
+    assert getattr(cut.value, "delivered", None) == 6
+    await client.aclose()
+
+
 @pytest.mark.parametrize("status", [401, 403, 404])
 async def test_helicone_dead_letters_the_events_left_when_the_key_is_refused(
     status: int,

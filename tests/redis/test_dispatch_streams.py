@@ -117,6 +117,49 @@ async def test_shared_group_acks_dead_lettered_events_but_not_unsent_ones(
 
 
 @pytest.mark.redis
+async def test_what_a_send_cut_off_by_the_stop_had_stored_is_acknowledged_not_handed_back(
+    real: redis.Redis, prefix: str
+) -> None:
+    """A sink of one request per event (Helicone's way) says, on the stop's cancellation, how
+    many it stored (`mark_delivered`): those are acknowledged and counted sent, the rest handed
+    back. All ten were handed back and logged again after a restart (trial 234)."""
+    from eventbus_core import mark_delivered
+
+    stream = f"{prefix}:cut"
+    bus = RedisStreamsEventBus(real, stream, "grp")
+    publish(bus, make_events(10))
+
+    stored: list[int] = []
+
+    class OneByOne(RecordingSink):
+        async def send(self, batch: Any) -> None:
+            done = 0
+            try:
+                for done, payload in enumerate(batch):
+                    if done == 6:
+                        await asyncio.Event().wait()  # the seventh never answers
+                    stored.append(payload["log_id"])
+            except asyncio.CancelledError as cancelled:
+                mark_delivered(cancelled, done)
+                raise
+
+    d = Dispatcher(bus, [OneByOne("one")], group_mode="shared", batch_size=10,
+                   flush_interval=0.01, shutdown_timeout=0.2, consumer_name="c1")  # fmt: skip
+    task = asyncio.create_task(d.run())
+    deadline = time.monotonic() + 10
+    while len(stored) < 6 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    d.request_stop()
+    stats = (await task).sinks["one"]
+    assert (stats.sent, stats.requeued) == (6, 4)
+    rows = real.xpending_range(stream, "grp", min="-", max="+", count=10)
+    left = [real.xrange(stream, r["message_id"], r["message_id"])[0][1] for r in rows]
+    assert [Event.from_json(fields[b"data"]).log_id for fields in left] == [7, 8, 9, 10]
+    assert stored == [1, 2, 3, 4, 5, 6]
+    bus.stop()
+
+
+@pytest.mark.redis
 async def test_restarts_while_a_sink_hangs_never_dead_letter_its_backlog(
     real: redis.Redis, prefix: str
 ) -> None:

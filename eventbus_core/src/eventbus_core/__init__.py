@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         UnknownBackendError,
         UnknownSinkError,
         WireFormatError,
+        mark_delivered,
     )
     from eventbus_core._event import COUNTED_LOG_IDS_BELOW, Event, Headers
     from eventbus_core._factory import create_bus
@@ -112,6 +113,7 @@ _WHERE: dict[str, str] = {
     "UnknownBackendError": "eventbus_core._errors",
     "UnknownSinkError": "eventbus_core._errors",
     "WireFormatError": "eventbus_core._errors",
+    "mark_delivered": "eventbus_core._errors",
     "COUNTED_LOG_IDS_BELOW": "eventbus_core._event",
     "Event": "eventbus_core._event",
     "Headers": "eventbus_core._event",
@@ -269,6 +271,7 @@ __all__ = [
     "option_bool",
     "option_float",
     "option_int",
+    "mark_delivered",
     # errors
     "BackendLoadError",
     "BackendUnavailableError",

@@ -20,7 +20,9 @@ __all__ = [
     "UnknownSinkError",
     "WireFormatError",
     "error_type_of",
+    "mark_delivered",
     "refused_alone",
+    "stored_before_cut",
     "stored_before_failing",
 ]
 
@@ -224,6 +226,26 @@ def stored_before_failing(exc: BaseException, size: int) -> int:
     `exc`: a `SinkError`'s `delivered` when it names part or all of the batch, else 0 (a count
     of none, or of more than the batch, leaves the whole batch to retry)."""
     return _count_up_to(exc, "delivered", size)
+
+
+def mark_delivered(cancelled: BaseException, count: int) -> None:
+    """Say, on the `asyncio.CancelledError` a sink's `send()` re-raises, how many payloads at
+    the start of its batch it stored before the dispatcher's stop cut it off (a sink sending
+    one request per event): those are acknowledged as sent, and only the rest is handed back
+    for redelivery (or dead-lettered, on a bus that keeps no log), not stored twice.
+
+        except asyncio.CancelledError as cancelled:
+            mark_delivered(cancelled, done)
+            raise
+    """
+    cancelled.delivered = count  # type: ignore[attr-defined]
+
+
+def stored_before_cut(cancelled: BaseException, size: int) -> int:
+    """How many payloads at the start of a batch of `size` a cancelled `send()` said it stored
+    (`mark_delivered`): from 1 to `size`, else 0 (none said, or a count that is not one)."""
+    count = _count_of(getattr(cancelled, "delivered", None))
+    return count if count is not None and 0 < count <= size else 0
 
 
 def refused_alone(exc: BaseException, size: int) -> int:

@@ -465,6 +465,9 @@ class Dispatcher:
                 w.stats.received += len(unread)
                 await w.dead_letter_batch(unread, f"{stopped} before it read them", 0)
         for w in workers:
+            if w.cut_sent:  # stored by a send the deadline cut off: settled as sent
+                stored, w.cut_sent = w.cut_sent, []
+                await w.lane.settle(stored, ok=True)
             current, queued, tried = w.current, [*w.queue], w.current_attempts
             failed = w.retrying_after
             left = [*current, *queued]
