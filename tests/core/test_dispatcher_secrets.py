@@ -515,6 +515,11 @@ def test_a_webhook_url_refused_in_code_shows_no_credential_of_its_query() -> Non
         ("webhook", {"timeout": -1}, "timeout must be a finite number of seconds > 0, got -1"),
         ("jsonl", {"fsync": "no"}, "fsync must be True or False"),  # trial 161
         ("webhook", {"client": "x"}, "client must be an httpx.AsyncClient"),
+        # Raised from deep inside without the argument's name (trial 234).
+        ("jsonl", {"path": 5}, "path must be a str or a path, not int"),
+        ("webhook", {"url": 123}, "'url' of 'webhook' .* must be a str"),
+        ("webhook", {"headers": "X: y"}, "headers must be a mapping of names to values"),
+        ("webhook", {"headers": {"X": None}}, "header 'X' has a NoneType value"),
     ],
 )
 def test_built_in_sinks_built_in_code_check_their_arguments(
@@ -526,8 +531,8 @@ def test_built_in_sinks_built_in_code_check_their_arguments(
     from eventbus_core.sinks.webhook import WebhookSink
 
     build = {
-        "jsonl": lambda: JsonlSink("x.jsonl", **arguments),
-        "webhook": lambda: WebhookSink("https://hooks.example/in", **arguments),
+        "jsonl": lambda: JsonlSink(**{"path": "x.jsonl", **arguments}),
+        "webhook": lambda: WebhookSink(**{"url": "https://hooks.example/in", **arguments}),
     }[sink]
     with pytest.raises((ValueError, TypeError), match=message):
         build()

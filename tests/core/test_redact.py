@@ -49,6 +49,7 @@ KEYS = [
     "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx-yz0123",
     "sk-abcdefghijklmnopqrstuvwx",
     "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv3",  # one too long: masked whole (trial 234)
     "AKIAIOSFODNN7EXAMPLE",
     "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
     "xoxb-123456789012-abcdefghij",

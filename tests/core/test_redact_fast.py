@@ -279,7 +279,7 @@ def test_the_rules_the_gate_was_written_for_are_unchanged() -> None:
         r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=%[0-9A-Fa-f]{2})"
         r"|(?<=%25[0-9A-Fa-f]{2})|(?<=%2525[0-9A-Fa-f]{2}))"
         r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}",
-        r"AIza[0-9A-Za-z_\-]{35}",
+        r"AIza[0-9A-Za-z_\-]{35,}",
         r"(?:AKIA|ASIA)[0-9A-Z]{16}",
         r"gh[pousr]_[A-Za-z0-9]{30,}",
         r"github_pat_[A-Za-z0-9_]{30,}",

@@ -88,7 +88,9 @@ SENSITIVE_HEADERS: Final[frozenset[str]] = frozenset(
 
 _KEY_PATTERNS: Final = (
     OPENAI_KEY,  # OpenAI, Anthropic
-    r"AIza[0-9A-Za-z_\-]{35}",  # Google API keys
+    # Google API keys are 39 characters: a longer run is masked whole (one of 40 left its
+    # last character, trial 234). The gate's `AIza...{35}` finds both alike.
+    r"AIza[0-9A-Za-z_\-]{35,}",
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key ids
     r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
     r"github_pat_[A-Za-z0-9_]{30,}",

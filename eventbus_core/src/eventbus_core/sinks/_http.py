@@ -56,6 +56,10 @@ def check_url(url: str, where: str) -> str:
     `SettingsError` naming `where` (the URL shown without its password). Checked at start:
     otherwise every batch would fail, be retried as if the server were down, and be
     dead-lettered."""
+    if not isinstance(url, str):  # `url=123` raised AttributeError from deep inside
+        raise TypeError(
+            f"{where} must be a str (an http:// or https:// URL), not {type(url).__name__}"
+        )
     # A password with a space or a '/' masked too, a token pasted without a scheme whole, and
     # a path token or credential query value (a Slack webhook's) even without a valid scheme.
     shown = _shown_sink_url(url)
@@ -90,11 +94,23 @@ _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"(?:[\x21-\x7e](?:[ \t]*[\x21-\x7e])*)?")
 
 
-def check_headers(headers: Mapping[str, str], where: str) -> None:
+def check_headers(headers: object, where: str) -> None:
     """Raise `SettingsError` naming `where` and the header, never its value, if a header
     cannot be sent: a name that is not a token, or a value with a control character (a
-    trailing newline from a secrets file), a space at either end, or a non-ASCII character."""
+    trailing newline from a secrets file), a space at either end, or a non-ASCII character;
+    `TypeError` if `headers` is no mapping of str to str (given in code: a str, or a None
+    value, raised from inside httpx at the first send, naming nothing: trial 234)."""
+    if not isinstance(headers, Mapping):
+        raise TypeError(
+            f"{where}: headers must be a mapping of names to values, not {type(headers).__name__}"
+        )
     for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            shown = repr(name) if isinstance(name, str) else f"of type {type(name).__name__}"
+            raise TypeError(
+                f"{where}: header names and values must be str; header {shown} has a "
+                f"{type(value).__name__} value"
+            )
         if not _NAME.fullmatch(name):
             raise SettingsError(f"{where}: header name {name!r} is not a valid HTTP field name")
         if not _VALUE.fullmatch(value):

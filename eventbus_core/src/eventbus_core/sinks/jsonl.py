@@ -55,6 +55,8 @@ class JsonlSink:
         check_count("backups", backups, 0)
         if not isinstance(fsync, bool):  # fsync="no" turned it on (trial 161)
             raise TypeError(f"fsync must be True or False, not {fsync!r}")
+        if not isinstance(path, str | os.PathLike):  # os's own error named no argument
+            raise TypeError(f"path must be a str or a path, not {type(path).__name__}")
         self.file = JsonlFile(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
         self.path = self.file.path
         self.name = name

@@ -27,7 +27,7 @@ from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import MaskedMapping
-from eventbus_core.sinks._http import HttpTarget, check_url
+from eventbus_core.sinks._http import HttpTarget, check_headers, check_url
 
 if TYPE_CHECKING:
     import httpx
@@ -74,6 +74,7 @@ class WebhookSink:
         # Shown masked: a URL's password or token read off the sink (its repr, a log of its
         # fields) left the process as it was (trial 157). The request uses the URL as given.
         self.url = scrub(url)
+        check_headers({} if headers is None else headers, "sink 'webhook' (its 'headers')")
         self.headers = MaskedMapping({"content-type": "application/json", **(headers or {})})
         self.timeout = timeout
         self.connect_timeout = connect_timeout
