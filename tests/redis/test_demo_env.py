@@ -39,32 +39,44 @@ def test_a_lower_case_setting_is_not_reported_as_set_twice_by_the_demos_processe
     assert "both REDIS_URL and redis_url are set" not in err
 
 
-@pytest.mark.redis
-def test_the_keep_hint_names_the_backend_that_the_flag_chose(
-    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    # Its `EVENTBUS_REDIS_STREAM=... eventbus stats` looked at the default memory backend and
-    # exited 2 when --backend had chosen the run's (trial 126).
+def _kept_demo_says(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    argv: list[str],
+    env: dict[str, str],
+) -> str:
+    """What a `demo --keep` run of `argv` (with only `env` of the backend's settings set)
+    printed; the keys it kept are deleted."""
     import re
 
     import redis
 
     for name in ("REDIS_URL", "REDIS_ADDR", "REDIS_DB", "LLM_PROXY_EVENT_BUS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REDIS_URL", redis_url())
-    argv = ["demo", "--backend", "redis-streams", "--requests", "5", "--keep"]
-    assert main([*argv, "--output", str(tmp_path / "o")]) == 0
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main([*argv, "--requests", "5", "--keep", "--output", str(tmp_path / "o")]) == 0
     out = capfd.readouterr().out
-    found = re.search(r"EVENTBUS_REDIS_STREAM=(eventbus-demo:[0-9a-f]+):events", out)
+    found = re.search(r"EVENTBUS_REDIS_(?:KEY|STREAM)=(eventbus-demo:[0-9a-f]+):events", out)
     assert found is not None, out
     client = redis.Redis.from_url(redis_url())
-    try:
-        assert "(with LLM_PROXY_EVENT_BUS=redis-streams, or --backend redis-streams)" in out
-    finally:
-        keys = list(client.scan_iter(match=f"{found.group(1)}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    keys = list(client.scan_iter(match=f"{found.group(1)}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    return out
+
+
+@pytest.mark.redis
+def test_the_keep_hint_names_the_backend_that_the_flag_chose(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Its `EVENTBUS_REDIS_STREAM=... eventbus stats` looked at the default memory backend and
+    # exited 2 when --backend had chosen the run's (trial 126).
+    argv = ["demo", "--backend", "redis-streams"]
+    out = _kept_demo_says(monkeypatch, capfd, tmp_path, argv, {"REDIS_URL": redis_url()})
+    assert "(with LLM_PROXY_EVENT_BUS=redis-streams, or --backend redis-streams)" in out
 
 
 @pytest.mark.redis
@@ -73,27 +85,9 @@ def test_the_keep_hint_names_the_redis_url_that_the_flag_gave(
 ) -> None:
     # Its `eventbus stats` looked at the environment's Redis (or the default one), not the one
     # --redis-url gave the demo (trial 229).
-    import re
-
-    import redis
-
-    for name in ("REDIS_URL", "REDIS_ADDR", "REDIS_DB", "LLM_PROXY_EVENT_BUS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LLM_PROXY_EVENT_BUS", "redis")
-    url = redis_url()
-    argv = ["demo", "--redis-url", url, "--requests", "5", "--keep"]
-    assert main([*argv, "--output", str(tmp_path / "o")]) == 0
-    out = capfd.readouterr().out
-    found = re.search(r"EVENTBUS_REDIS_KEY=(eventbus-demo:[0-9a-f]+):events", out)
-    assert found is not None, out
-    client = redis.Redis.from_url(url)
-    try:
-        assert f"eventbus stats shows it (with REDIS_URL={url})" in out
-    finally:
-        keys = list(client.scan_iter(match=f"{found.group(1)}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    argv = ["demo", "--redis-url", redis_url()]
+    out = _kept_demo_says(monkeypatch, capfd, tmp_path, argv, {"LLM_PROXY_EVENT_BUS": "redis"})
+    assert f"eventbus stats shows it (with REDIS_URL={redis_url()})" in out
 
 
 @pytest.mark.redis
