@@ -1754,3 +1754,66 @@ def test_a_run_racing_a_start_is_refused_not_run_twice(monkeypatch: pytest.Monke
         asyncio.run(asyncio.wait_for(d.run(), 2))
     assert d._thread is not None and d._thread.is_alive()
     assert d.stop(10)
+
+
+class _OneByOne(RecordingSink):
+    """One request per event: the `hang_at`th never answers; says how far it got when the
+    stop cuts it off, as helicone does (`mark_delivered`)."""
+
+    def __init__(self, hang_at: int, *, own_cancel: bool = False) -> None:
+        super().__init__("one")
+        self.hang_at, self.own_cancel = hang_at, own_cancel
+        self.stored: list[int] = []
+
+    async def send(self, batch: Sequence[dict[str, Any]]) -> None:
+        from eventbus_core import mark_delivered
+
+        done = 0
+        try:
+            for done, payload in enumerate(batch):
+                if done == self.hang_at and payload["log_id"] not in self.stored:
+                    if self.own_cancel:  # a library's own timeout, not the dispatcher's stop
+                        self.hang_at = -1
+                        raise asyncio.CancelledError("library timeout")
+                    await asyncio.Event().wait()
+                self.stored.append(payload["log_id"])
+        except asyncio.CancelledError as cancelled:
+            mark_delivered(cancelled, done)
+            raise
+
+
+async def test_a_send_cut_off_by_the_stop_on_a_memory_bus_settles_what_it_stored() -> None:
+    # Those stored count as sent; only the rest is dead-lettered, as not confirmed (review 237:
+    # only the Redis path was tested).
+    sink, dead = _OneByOne(hang_at=6), MemoryDeadLetter()
+    d = Dispatcher(feed(make_events(10)), [sink], batch_size=10, flush_interval=0.01,
+                   shutdown_timeout=0.2, dead_letter=dead)  # fmt: skip
+    task = asyncio.create_task(d.run())
+    while len(sink.stored) < 6:
+        await asyncio.sleep(0.005)
+    d.request_stop()
+    stats = await asyncio.wait_for(task, 20)
+    s = stats.sinks["one"]
+    assert (s.sent, s.dead_lettered, s.requeued) == (6, 4, 0)
+    assert [r["log_id"] for r in dead.records] == [7, 8, 9, 10]
+    assert "before the sink confirmed it" in dead.records[0]["error"]
+    balanced(stats)
+
+
+async def test_a_cancellation_the_sink_raises_itself_retries_only_what_it_had_not_stored() -> None:
+    # Counted a failed attempt (the dispatcher did not cancel it), it lost the count the sink
+    # marked: the six stored were sent again (review 237).
+    sink = _OneByOne(hang_at=6, own_cancel=True)
+    d = Dispatcher(feed(make_events(10)), [sink], batch_size=10, flush_interval=0.01,
+                   retry=FAST_RETRY)  # fmt: skip
+    stats = await asyncio.wait_for(d.run(), 20)
+    assert sink.stored == list(range(1, 11))  # each once
+    assert (stats.sinks["one"].sent, stats.sinks["one"].retried) == (10, 4)
+
+
+@pytest.mark.parametrize(("count", "error"), [(-1, ValueError), ("6", TypeError), (2.0, TypeError)])
+def test_mark_delivered_refuses_what_is_no_count(count: object, error: type[Exception]) -> None:
+    from eventbus_core import mark_delivered
+
+    with pytest.raises(error, match="mark_delivered"):
+        mark_delivered(asyncio.CancelledError(), count)  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 In a fork Python is not told of (uWSGI forks its workers from C), `check_fork()` finds the fork
 when the child's events are already buffered. The batcher's drainer, started by the core's own
 hook, which is registered first, wrote them through the backend's parent state before the
-backend's hook had rebuilt it (trial 231: a subscription rebuilt after them never got them).
+backend's hook had rebuilt it (trial 231: a subscription rebuilt after them never got them);
+so did a drainer that another thread of the child started while the hooks ran (review 237).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests._python import run_python
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 
 _SCENARIO = r"""
-import ctypes, os, sys, time
+import ctypes, os, sys, threading, time
 from eventbus_core.batching import Batcher, at_fork
 from eventbus_core.testing import make_event
 
@@ -40,9 +41,20 @@ class Backend:
         return None
 
 
+hook_runs = threading.Event()
+
+
 def rebuild_in_child():
+    hook_runs.set()
     time.sleep(0.3)  # a backend reconnecting: a drainer running meanwhile cycles on
     state["generation"] = "child"
+
+
+def another_thread():
+    # uWSGI --threads: a thread of the child publishes while the hooks run (review 237).
+    hook_runs.wait(5)
+    for n in range(5, 10):
+        backend.batcher.publish(make_event(n, request_id=f"child-{n}"))
 
 
 backend = Backend()
@@ -57,10 +69,14 @@ if pid == 0:
     try:
         for n in range(5):  # fewer than half the buffer: not found by publish()
             backend.batcher.publish(make_event(n, request_id=f"child-{n}"))
+        other = threading.Thread(target=another_thread)
+        other.start()
         ok = backend.batcher.flush(5)  # finds the fork, runs the hooks, delivers
-        mine = [w for w in written if w[1] != "before"]
-        print(sorted(mine), file=sys.stderr)
-        code = 0 if ok and mine == [("child", f"child-{n}") for n in range(5)] else 1
+        other.join(5)
+        ok = backend.batcher.flush(5) and ok
+        mine = sorted(w for w in written if w[1] != "before")
+        print(mine, file=sys.stderr)
+        code = 0 if ok and mine == sorted(("child", f"child-{n}") for n in range(10)) else 1
     finally:
         os._exit(code)
 _, status = os.waitpid(pid, 0)

@@ -797,6 +797,21 @@ def test_a_webhook_url_with_credentials_beside_an_authorization_header_is_refuse
     assert "HOOKPASS" not in str(info.value) and "HOOKTOKEN" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "said"), [("null", "not null"), ("true", "not true"), ('["sk-x"]', "not a list")]
+)
+def test_a_webhook_header_given_a_json_value_no_header_has_is_refused(
+    value: str, said: str
+) -> None:
+    # null went out as the header value "None", true as "True" (trial 236).
+    options = {"url": "https://hooks.example/x", "headers": f'{{"X-A": {value}, "X-B": 5}}'}
+    with pytest.raises(SettingsError, match=f"header 'X-A' must have a string .* {said}$") as info:
+        webhook_module.build_sink(EventBusSettings(), options)
+    assert "sk-x" not in str(info.value)
+    options["headers"] = '{"X-B": 5, "X-C": 2.5}'
+    assert webhook_module.build_sink(EventBusSettings(), options).headers["X-B"] == "5"
+
+
 def test_a_sinks_object_dump_shows_no_header_value() -> None:
     # `sink.headers` (public) and the target's headers printed their values in vars() dumps,
     # as an error reporter makes them (trial 141).

@@ -326,3 +326,24 @@ def test_a_subscription_says_what_it_skips_and_the_bus_keeps_the_count_after_it_
     assert said and "skipped 1 entry from stream sequence 2" in said[0], said
     sub.close()
     assert bus.stats().extra["undecodable"] == 1
+
+
+def test_isolate_on_a_stream_named_in_code_sends_the_runs_processes_there(
+    nats_url: str, make_bus: Callable[..., NatsEventBus], names: Names
+) -> None:
+    # Only EVENTBUS_NATS_GROUP was set: the demo's processes, reading the environment, went to
+    # the default stream and left the run's group there (review 237).
+    base = make_bus()
+    try:
+        isolation = base.isolate("r1", 10)
+        assert isolation.env == {
+            "EVENTBUS_NATS_STREAM": names.stream,
+            "EVENTBUS_NATS_SUBJECT": names.subject,
+            "EVENTBUS_NATS_GROUP": "eventbus-demo-r1",
+        }
+        assert [g["group"] for g in base.describe()["groups"]] == ["eventbus-demo-r1"]
+    finally:
+        base.stop(0)
+    assert "removed" in isolation.cleanup(False)
+    check = make_bus()
+    assert check.describe()["groups"] == []

@@ -7,6 +7,7 @@ import inspect
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, runtime_checkable
 
@@ -18,6 +19,7 @@ __all__ = [
     "BaseEventBus",
     "EventBus",
     "ManagedBus",
+    "bind_publish",
     "check_buffer_size",
     "check_seconds",
     "check_stop_timeout",
@@ -32,7 +34,8 @@ class EventBus(Protocol):
 
     - `publish(event)` never blocks on I/O and never raises because the backend is unhappy;
       it is thread-safe and may be called from sync code, threads or a running event loop.
-      An event it cannot accept is counted as dropped.
+      An event it cannot accept is counted as dropped. It may say which it was: True
+      (accepted), False (dropped); None where the bus does not say (the built-in buses say).
     - `subscribe()` returns a `Subscription` of the events published after the call.
     - `stop(timeout=None)` is idempotent: it delivers what was accepted (waiting at most
       `timeout` seconds, default the bus's stop timeout) and then ends every subscription. A
@@ -41,8 +44,9 @@ class EventBus(Protocol):
     - `stats()` unpacks as `published, dropped = bus.stats()`.
     """
 
-    def publish(self, event: Event) -> None:
-        """Hand `event` to the bus without waiting."""
+    def publish(self, event: Event) -> bool | None:
+        """Hand `event` to the bus without waiting; True if accepted, False if dropped, None
+        if the bus does not say."""
 
     def subscribe(self, name: str | None = None) -> Subscription:
         """Return a subscription receiving every event published from now on."""
@@ -217,6 +221,18 @@ def subscribe_sized(bus: Any, name: str | None, buffer_size: int | None) -> Subs
     return plain
 
 
+def bind_publish(
+    bus: object, declared: Callable[..., Any], fast: Callable[[Event], bool | None]
+) -> None:
+    """Make `fast` (the bus's batcher's or writer's own `publish`, doing exactly what the
+    class's does) the instance's `publish`: one Python call per event instead of two, on the
+    request path. Not where a subclass overrides `declared` (the class's own `publish`): its
+    override stays in force. The instance's attribute then hides the class's method: patch
+    `bus.publish`, not the class, on a bus already built."""
+    if getattr(type(bus), "publish", None) is declared:
+        setattr(bus, "publish", fast)  # noqa: B010 - an instance attribute over the method
+
+
 class BaseEventBus(ABC):
     """Shared plumbing for backends: context managers and an async stop.
 
@@ -224,8 +240,9 @@ class BaseEventBus(ABC):
     """
 
     @abstractmethod
-    def publish(self, event: Event) -> None:
-        """Hand `event` to the bus without waiting; never raises for backend trouble."""
+    def publish(self, event: Event) -> bool | None:
+        """Hand `event` to the bus without waiting; never raises for backend trouble. True if
+        accepted, False if counted as dropped (None: the bus does not say)."""
 
     @abstractmethod
     def subscribe(self, name: str | None = None) -> Subscription:
@@ -289,9 +306,9 @@ class ManagedBus(BaseEventBus):
             raise AttributeError(name)
         return getattr(self.__wrapped__, name)
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event) -> bool | None:
         """The wrapped bus's `publish()`."""
-        self.__wrapped__.publish(event)
+        return self.__wrapped__.publish(event)
 
     def subscribe(self, name: str | None = None, *, buffer_size: int | None = None) -> Subscription:
         """The wrapped bus's `subscribe()` (with `buffer_size` where it offers it)."""

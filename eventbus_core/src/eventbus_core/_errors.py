@@ -237,8 +237,16 @@ def mark_delivered(cancelled: BaseException, count: int) -> None:
         except asyncio.CancelledError as cancelled:
             mark_delivered(cancelled, done)
             raise
+
+    Raises:
+        TypeError, ValueError: `count` is not an int >= 0 (as for `SinkError(delivered=...)`).
     """
-    cancelled.delivered = count  # type: ignore[attr-defined]
+    checked = _count_of(count)
+    if checked is None:
+        raise TypeError(f"mark_delivered() count must be an int (payloads stored), got {count!r}")
+    if checked < 0:
+        raise ValueError(f"mark_delivered() count must be >= 0 (payloads stored), got {checked}")
+    setattr(cancelled, "delivered", checked)  # noqa: B010 - an attribute the class lacks
 
 
 def stored_before_cut(cancelled: BaseException, size: int) -> int:

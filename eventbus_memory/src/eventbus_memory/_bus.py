@@ -26,6 +26,7 @@ from eventbus_core import (
     BusStats,
     Event,
     Subscription,
+    bind_publish,
     check_buffer_size,
     check_seconds,
     get_logger,
@@ -104,9 +105,7 @@ class InMemoryEventBus(BaseEventBus):
             exit_timeout=stop_timeout,
             held=self._parked,
         )
-        if type(self).publish is InMemoryEventBus.publish:  # not overridden by a subclass
-            # The hot path is the batcher's own bound method: one Python call per event, not two.
-            self.publish = self._batcher.publish  # type: ignore[method-assign,assignment]
+        bind_publish(self, InMemoryEventBus.publish, self._batcher.publish)
         self._batcher.start()  # the thread path starts its thread now; the others wait
 
     def _after_fork_in_child(self, parent_held: int) -> None:
@@ -128,14 +127,15 @@ class InMemoryEventBus(BaseEventBus):
 
     # ------------------------------------------------------------------------------ hot path
 
-    def publish(self, event: Event) -> None:
-        """Buffer `event` for delivery and return at once; count a drop if the buffer is full.
+    def publish(self, event: Event) -> bool:
+        """Buffer `event` for delivery and return at once (True); count a drop if the buffer is
+        full (False).
 
         Never blocks and never raises because of subscribers. Thread-safe; usable from sync
         code, threads and coroutines alike. (Each instance replaces this method with its
-        batcher's `publish`, which does exactly this.)
+        batcher's `publish`, which does exactly this: `eventbus_core.bind_publish`.)
         """
-        self._batcher.publish(event)
+        return self._batcher.publish(event)
 
     # ------------------------------------------------------------------- the drain cycle
 

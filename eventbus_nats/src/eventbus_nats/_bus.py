@@ -26,6 +26,7 @@ from eventbus_core import (
     MaskedMapping,
     RedactedURL,
     StopInProgress,
+    bind_publish,
     check_buffer_size,
     check_count,
     check_positive_seconds,
@@ -169,10 +170,9 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         self._writer = JetStreamWriter(
             self._link, buffer_size=buffer_size, max_batch=max_batch, exit_timeout=stop_timeout
         )
-        if type(self).publish is NatsEventBus.publish:  # not overridden by a subclass
-            # The hot path is the writer's own bound method: one Python call per event, not
-            # two, and its True/False as the other buses give it (trial 235).
-            self.publish = self._writer.publish  # type: ignore[method-assign,assignment]
+        # The writer's own bound method: its True/False, as the other buses give it (trial
+        # 235), in one Python call per event, not two.
+        bind_publish(self, NatsEventBus.publish, self._writer.publish)
         # A process that exits without stop() waits for the writer, as for the core's batchers.
         deliver_at_exit(self._writer)
         self._writer.hold = self._a_follower_is_unstarted
@@ -251,14 +251,14 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
 
     # -------------------------------------------------------------------------- publishing
 
-    def publish(self, event: Event) -> None:
-        """Buffer `event` for the writer and return at once; never blocks, never raises.
+    def publish(self, event: Event) -> bool:
+        """Buffer `event` for the writer and return at once (True); never blocks, never raises.
 
-        A full buffer (NATS slow or down) or a stopped bus counts the event as dropped. (Each
-        instance replaces this method with its writer's `publish`, which does exactly this and
-        returns True, or False for a drop.)
+        A full buffer (NATS slow or down) or a stopped bus counts the event as dropped (False).
+        (Each instance replaces this method with its writer's `publish`, which does exactly
+        this: `eventbus_core.bind_publish`.)
         """
-        self._writer.publish(event)
+        return self._writer.publish(event)
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Return True once every event published so far is acknowledged by the stream (or

@@ -137,23 +137,32 @@ class StreamCapabilities:
 
     def _isolate_on_own_stream(self, token: str) -> Isolation:
         """`isolate()` on the stream the user named: a group of the run's own, at its end."""
-        stream, group = self.layout.stream, f"eventbus-demo-{token}"
+        stream, subject = self.layout.stream, self.layout.subject
+        group = f"eventbus-demo-{token}"
         self._log.open_group_at_end(group, ack_wait=self.ack_wait)
 
         def cleanup(keep: bool) -> str:
             if keep:
                 return (
                     f"yours (EVENTBUS_NATS_STREAM): left in place, with the demo's group "
-                    f"{group} (--keep): EVENTBUS_NATS_GROUP={group} eventbus stats shows it"
+                    f"{group} (--keep): EVENTBUS_NATS_STREAM={stream} "
+                    f"EVENTBUS_NATS_SUBJECT={subject} EVENTBUS_NATS_GROUP={group} eventbus "
+                    "stats shows it"
                 )
-            bus = self._on_stream(stream, self.layout.subject)  # this bus is stopped by now
+            bus = self._on_stream(stream, subject)  # this bus is stopped by now
             try:
                 bus._log.delete_group(group)
             finally:
                 bus.stop(0)
             return f"yours (EVENTBUS_NATS_STREAM): left in place, the demo's group {group} removed"
 
-        env = {"EVENTBUS_NATS_GROUP": group}
+        # The stream and subject too: a bus built in code names them where the environment
+        # may not, and the demo's processes read the environment (review 237).
+        env = {
+            "EVENTBUS_NATS_STREAM": stream,
+            "EVENTBUS_NATS_SUBJECT": subject,
+            "EVENTBUS_NATS_GROUP": group,
+        }
         return Isolation(env=env, where=stream, kind="nats stream", cleanup=cleanup)
 
     def purge(self) -> None:

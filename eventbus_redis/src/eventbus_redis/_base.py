@@ -32,6 +32,7 @@ from eventbus_core import (
     BusStats,
     Event,
     StopInProgress,
+    bind_publish,
     check_buffer_size,
     check_count,
     check_seconds,
@@ -144,10 +145,9 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
             path=publish_path,
             exit_timeout=stop_timeout,
         )
-        if type(self).publish is RedisBusBase.publish:  # not overridden by a subclass
-            # The hot path is the writer's batcher's own bound method: one Python call per
-            # event, not two, and its True/False as the memory bus gives it (trial 235).
-            self.publish = self._writer.publish  # type: ignore[method-assign,assignment]
+        # The writer's batcher's own bound method: its True/False, as the memory bus gives it
+        # (trial 235), in one Python call per event, not two.
+        bind_publish(self, RedisBusBase.publish, self._writer.publish)
         _LIVE.add(self)
 
     # ------------------------------------------------------------------- the bus's layout
@@ -221,14 +221,14 @@ class RedisBusBase(RedisCapabilities, BaseEventBus):
 
     # -------------------------------------------------------------------------- publishing
 
-    def publish(self, event: Event) -> None:
-        """Buffer `event` for the writer and return at once; never blocks, never raises.
+    def publish(self, event: Event) -> bool:
+        """Buffer `event` for the writer and return at once (True); never blocks, never raises.
 
-        A full buffer (Redis slow or down) or a stopped bus counts the event as dropped. (Each
-        instance replaces this method with its writer's `publish`, which does exactly this and
-        returns True, or False for a drop.)
+        A full buffer (Redis slow or down) or a stopped bus counts the event as dropped
+        (False). (Each instance replaces this method with its writer's `publish`, which does
+        exactly this: `eventbus_core.bind_publish`.)
         """
-        self._writer.publish(event)
+        return self._writer.publish(event)
 
     def _applied(self, last: Any) -> None:
         # The newest batch's last LogID, not the highest seen: batches are written one after

@@ -292,8 +292,8 @@ def _keep_hint(backend: str, given: Mapping[str, str]) -> str:
     """What the `--keep` hint must add for its command to find the run's events: the backend,
     where the environment does not select it (`--backend` did: the hint's `eventbus stats`
     looked at the default memory backend and exited 2, trial 126), and the backend settings
-    the command line gave (`--redis-url`: the hint's command looked at the Redis of the
-    environment instead, trial 229). An address is shown masked, as every line the demo
+    the command line gave (a backend's address flag: the hint's command looked at the address
+    of the environment instead, trial 229). An address is shown masked, as every line the demo
     prints; any other value is only named (it may be a credential)."""
     spelt = spelling_read("LLM_PROXY_EVENT_BUS", os.environ)
     by_flag = spelt is None or os.environ[spelt].strip().lower() != backend

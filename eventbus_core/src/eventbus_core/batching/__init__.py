@@ -33,6 +33,7 @@ from eventbus_core.batching._fork import (
     check_fork,
     check_fork_when_refusing,
     fork_announced,
+    start_after_fork_in_child,
 )
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._not_event import report_not_an_event
@@ -54,5 +55,6 @@ __all__ = [
     "deliver_at_exit",
     "flush_before_exit",
     "fork_announced",
+    "start_after_fork_in_child",
     "report_not_an_event",
 ]

@@ -824,7 +824,10 @@ def _start_after_fork_in_child() -> None:
     # After the backends' own `at_fork` hooks: a drainer started before one of them rebuilt
     # its connection or position cycled through the parent's (trial 231).
     for batcher in list(_LIVE):
-        batcher.start()
+        try:
+            batcher.start()
+        except Exception:  # one that cannot start must not leave the others without one
+            log.exception("eventbus: %s could not start its drainer in a forked child", batcher)
 
 
 _exit_flushed_pid = 0

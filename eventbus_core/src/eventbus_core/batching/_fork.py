@@ -52,6 +52,7 @@ _announced = True  # how this process's latest fork was found (see `fork_announc
 # hooks once. A fresh lock per process: one held by the parent at the fork stays held.
 _check_lock = threading.Lock()
 _CHECK_WAIT: Final = 5.0
+_hooks_thread: int | None = None  # the thread running the hooks of a fork found late
 # Refused events between two looks for a fork no hook told of (see `check_fork_when_refusing`).
 _REFUSALS_PER_CHECK: Final = 1024
 
@@ -87,11 +88,14 @@ def _run(hooks: list[Hook]) -> None:
             log.exception("eventbus: fork hook %r failed", hook)
 
 
-def _child(*, announced: bool = True) -> None:
-    global _pid, _check_lock, _announced
+def _child() -> None:
+    """Python's own child hook: the forking thread is the only one, so the process is the
+    child's at once."""
+    global _pid, _check_lock, _announced, _hooks_thread
     _pid = os.getpid()
     _check_lock = threading.Lock()
-    _announced = announced
+    _announced = True
+    _hooks_thread = None  # a parent's thread that ran late hooks: not in this process
     _run(_after_in_child)
     _run(_start_in_child)
 
@@ -107,8 +111,9 @@ def check_fork() -> bool:
     """Run the child hooks if this process is a child forked without Python's fork hooks (the
     buses it inherited are its parent's until then); True if it was. A system call (~0.3 µs):
     call it once per burst of events, not per event."""
-    if os.getpid() == _pid:
-        return False
+    global _pid, _announced, _hooks_thread
+    if os.getpid() == _pid or _hooks_thread == threading.get_ident():
+        return False  # not a child; or a hook's own flush() while its thread runs the hooks
     lock = _check_lock
     if not lock.acquire(timeout=_CHECK_WAIT):
         return False
@@ -116,7 +121,18 @@ def check_fork() -> bool:
         if os.getpid() == _pid:  # another thread ran the hooks meanwhile
             return False
         parent = _pid
-        _child(announced=False)
+        _announced = False
+        # The process becomes the child's only once every hook has run: another thread that
+        # publishes meanwhile (uWSGI --threads) waits here for them, where it found the pid
+        # changed already and started a drainer through state a hook still rebuilt (review
+        # 237). The lock is this process's own (taken and released here), so it is kept.
+        _hooks_thread = threading.get_ident()
+        try:
+            _run(_after_in_child)
+            _run(_start_in_child)
+        finally:
+            _hooks_thread = None
+            _pid = os.getpid()
     finally:
         lock.release()
     log.info(

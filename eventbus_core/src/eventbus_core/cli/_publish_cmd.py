@@ -74,16 +74,21 @@ _PAYLOAD_SPELLINGS: Final = {
 def _payload_line_error(line: str | bytes) -> WireFormatError | None:
     """Why a line that is a sink's payload, not an event, is refused; None if it is not one."""
     try:
-        keys = {k.lower() for k in json.loads(line) if isinstance(k, str)}
+        # Each key as the line spells it, by its lower-case form (Go matches in any case).
+        keys = {k.lower(): k for k in json.loads(line) if isinstance(k, str)}
     except (ValueError, TypeError):
         return None
-    misspelt = sorted(k for k, wire in _PAYLOAD_SPELLINGS.items() if k in keys and wire not in keys)
+    misspelt = sorted(
+        keys[k] for k, wire in _PAYLOAD_SPELLINGS.items() if k in keys and wire not in keys
+    )
     if not misspelt:
         return None
+    one = len(misspelt) == 1
+    are, they = ("is a payload's key", "it") if one else ("are a payload's keys", "they")
     return WireFormatError(
-        f"a sink's output line, not an event: {', '.join(misspelt)} are a payload's keys, which "
-        "the Go wire format spells otherwise (RequestID, LogID, Duration, ResponseHeaders), "
-        "so they would be lost; give lines as 'eventbus tail --json' prints them"
+        f"a sink's output line, not an event: {', '.join(misspelt)} {are}, which the Go wire "
+        f"format spells otherwise (RequestID, LogID, Duration, ResponseHeaders), so {they} "
+        "would be lost; give lines as 'eventbus tail --json' prints them"
     )
 
 

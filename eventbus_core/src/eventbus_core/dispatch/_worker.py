@@ -299,6 +299,8 @@ class SinkWorker:
                     f"send() raised CancelledError ({message_of(cancelled) or 'no message'}) "
                     "though the dispatcher did not cancel it",
                     error_type="CancelledError",
+                    # What it said it stored is not retried (review 237).
+                    delivered=stored_before_cut(cancelled, len(batch)),
                 ) from None
             except Exception:
                 raise

@@ -45,21 +45,20 @@ class RedactingBus(ManagedBus):
         self.unredactable = 0
         self._lock = threading.Lock()  # for the failure path only
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event) -> bool | None:
         """Redact `event`, then publish it; never raises (see the class for a failing
-        redaction)."""
+        redaction). What the wrapped bus's `publish()` says."""
         if event.__class__ is not Event and not isinstance(event, Event):
             # Not an event (None, a dict, the Event class): the backend refuses it, counted
             # as dropped and logged. Redacting it raised, and counted it as unredactable
             # (helper-111).
-            self.bus.publish(event)  # type: ignore[unreachable]  # untyped callers
-            return
+            return self.bus.publish(event)  # type: ignore[unreachable]  # untyped callers
         try:
             clean = self.redactor.event(event)
         except Exception as exc:
             # publish() must not raise; an event we cannot clean must not leave unclean.
             clean = self._stripped(event, exc)
-        self.bus.publish(clean)
+        return self.bus.publish(clean)
 
     def _stripped(self, event: Event, exc: Exception) -> Event:
         """`event` without headers and bodies, its path cut before the query and scrubbed."""

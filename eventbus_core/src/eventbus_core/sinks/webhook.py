@@ -27,7 +27,7 @@ from eventbus_core._settings import EventBusSettings
 from eventbus_core._sink import check_options, option_float, option_where
 from eventbus_core.hookspecs import RegisterFn, hookimpl
 from eventbus_core.redact._secrets import MaskedMapping
-from eventbus_core.sinks._http import HttpTarget, check_headers, check_url
+from eventbus_core.sinks._http import HttpTarget, check_url
 
 if TYPE_CHECKING:
     import httpx
@@ -74,7 +74,12 @@ class WebhookSink:
         # Shown masked: a URL's password or token read off the sink (its repr, a log of its
         # fields) left the process as it was (trial 157). The request uses the URL as given.
         self.url = scrub(url)
-        check_headers({} if headers is None else headers, "sink 'webhook' (its 'headers')")
+        if headers is not None and not isinstance(headers, Mapping):
+            # `{**headers}` below would raise Python's own error, naming nothing (trial 234);
+            # the names and values are checked with the rest by `HttpTarget`.
+            raise TypeError(
+                f"headers must be a mapping of names to values, not {type(headers).__name__}"
+            )
         self.headers = MaskedMapping({"content-type": "application/json", **(headers or {})})
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -116,7 +121,19 @@ def _headers(options: Mapping[str, str]) -> dict[str, str]:
                 f"{option_where('webhook', 'headers')} must be a JSON object such as "
                 '{"X-Token": "..."} (its value is not shown here)'
             )
-        headers.update({str(k): str(v) for k, v in parsed.items()})
+        for name, value in parsed.items():
+            # JSON's null, true, a list: Python's str() of them ("None", "True") reached the
+            # wire as the header's value (trial 236); a number is the digits as written.
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                # null and true/false said as JSON spells them; anything else by its kind
+                # only (a list may hold the credential).
+                kind = json.dumps(value) if value is None or isinstance(value, bool) else "a "
+                kind += "" if value is None or isinstance(value, bool) else type(value).__name__
+                raise SettingsError(
+                    f"{option_where('webhook', 'headers')}: header {str(name)!r} must have a "
+                    f"string (or number) value, not {kind}"
+                )
+            headers[str(name)] = value if isinstance(value, str) else json.dumps(value)
     for key, value in options.items():
         for prefix in ("header_", "header."):
             if key.startswith(prefix) and len(key) > len(prefix):
