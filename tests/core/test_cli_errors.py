@@ -751,6 +751,21 @@ def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes(
         assert capsys.readouterr().err.splitlines()[-1].endswith(ending), wrong
 
 
+def test_a_value_split_by_the_shell_is_not_echoed_as_an_unrecognized_argument(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `--sink-opt header_authorization=Bearer TOKEN` unquoted: argparse's error echoed the
+    # token (trial 240).
+    argv = ["dispatch", "--sink", "webhook", "--sink-opt", "url=http://hooks.example/x"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--sink-opt", "header_authorization=Bearer", "T240SECRET", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "T240SECRET" not in err
+    assert "unrecognized arguments: <a word not shown> --bogus (a word after" in err, err
+    assert "Quote the whole of it" in err
+
+
 def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

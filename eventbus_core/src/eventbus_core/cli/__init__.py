@@ -181,6 +181,27 @@ def _value_after(flag: str) -> str | None:
     return None
 
 
+def _shown_extras(extras: list[str]) -> tuple[str, str]:
+    """The words argparse did not take, for its error, and a hint: a word right after a
+    `KEY=VALUE` option's value is most likely the rest of that value, split by the shell at a
+    space (`--sink-opt header_authorization=Bearer TOKEN` unquoted), so it is not shown: it
+    echoed the token (trial 240)."""
+    shown: list[str] = []
+    hidden = False
+    for word in extras:
+        at = _typed.index(word) if word in _typed else -1
+        split = at > 0 and not word.startswith("-") and "=" in _typed[at - 1]
+        hidden = hidden or split
+        shown.append("<a word not shown>" if split else word)
+    if not hidden:
+        return " ".join(shown), ""
+    return " ".join(shown), (
+        " (a word after an option's KEY=VALUE: the rest of a value with a space, split by the "
+        "shell? Quote the whole of it, as --sink-opt 'KEY=two words'; it is not shown, as it "
+        "may be a credential)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available sub-command."""
     parser = _Parser(
@@ -280,7 +301,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if extras:
         # Reported by the sub-command's parser, so the usage shown is the command's own.
         commands = _subcommands(parser)
-        (commands.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extras)}")
+        shown, hint = _shown_extras(extras)
+        (commands.get(args.command) or parser).error(f"unrecognized arguments: {shown}{hint}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     fresh = not logging.getLogger().handlers  # not a host's (a test runner's) own handlers

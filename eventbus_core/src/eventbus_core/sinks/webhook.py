@@ -107,6 +107,11 @@ class WebhookSink:
         """Close the HTTP client (if this sink built it)."""
         await self._target.close()
 
+    def __repr__(self) -> str:
+        # As the other HTTP sinks show themselves: the URL masked, header names only.
+        names = ", ".join(sorted(self.headers))
+        return f"<WebhookSink {self.name!r} url={self.url!r} headers=[{names}]>"
+
 
 def _headers(options: Mapping[str, str]) -> dict[str, str]:
     headers: dict[str, str] = {}
