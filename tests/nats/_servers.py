@@ -142,9 +142,20 @@ class ThrowawayNats:
             self.proc = None
 
     def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections stay open and nothing answers."""
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers. Returns once
+        the kernel says it is stopped: a busy machine let a request sent right after the kill
+        still be answered (CI, stop 53)."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.proc.pid}/stat") as stat:
+                    if stat.read().rpartition(")")[2].split()[0] in ("T", "t"):
+                        return
+            except OSError:
+                return  # no /proc here: the signal alone
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """Let a paused server run again (SIGCONT)."""

@@ -452,6 +452,27 @@ def test_backlog_of_a_frozen_server_is_backend_unavailable(server: ThrowawayNats
         bus.stop(5)
 
 
+def test_a_consumer_of_a_killed_server_is_not_joined(server: ThrowawayNats) -> None:
+    # `/readyz` said "reading" of a lane whose server was dead, where a Redis lane says
+    # "consumer group not joined" (trial 239): the figure it reads was missing.
+    bus = NatsEventBus(server.url, stream="JOINEDKILLED", subject="joinedkilled.events")
+    consumer = bus.consumer(name="j1")
+    try:
+        assert consumer.figures()["group_joined"] is False  # not bound before its first read
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        assert len(consumer.read(10, timeout=5)) == 1
+        assert consumer.figures()["group_joined"] is True
+        server.kill()
+        deadline = time.monotonic() + 10
+        while consumer.figures()["group_joined"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert consumer.figures()["group_joined"] is False
+    finally:
+        consumer.close()
+        bus.stop(1)
+
+
 def test_backlog_of_a_killed_server_is_backend_unavailable(server: ThrowawayNats) -> None:
     # nats-py's ConnectionError (UnexpectedEOF) escaped, where callers catch
     # BackendUnavailableError as describe() and check() raise it (trial 209).

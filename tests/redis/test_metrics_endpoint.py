@@ -259,6 +259,36 @@ def test_readyz_follows_redis_going_down_and_coming_back(tmp_path: Path) -> None
     assert len(jsonl.read_text().splitlines()) == 8
 
 
+def test_readyz_names_the_flag_that_gave_the_address(tmp_path: Path) -> None:
+    # Its backend check said "check that REDIS_URL is right" where --redis-url had given the
+    # address, beside a stderr warning that named the flag (trial 239).
+    server = ThrowawayRedis(tmp_path)
+    server.start()
+    prefix = f"eventbus-metrics-test:{uuid.uuid4().hex[:10]}"
+    jsonl = tmp_path / "events.jsonl"
+    # The environment's REDIS_URL is another (closed) address: only the flag's is used.
+    dispatch = Dispatch(
+        tmp_path, "redis://127.0.0.1:1/0", prefix, "--redis-url", server.url,
+        "--sink", "jsonl", "--sink-opt", f"path={jsonl}",
+    )  # fmt: skip
+    try:
+        dispatch.wait(lambda: dispatch.get("/readyz")[0] == 200, "ready with Redis up")
+        server.kill()
+
+        def backend_detail() -> str:
+            _, body = dispatch.get("/readyz")
+            checks = {c["name"]: c for c in json.loads(body)["checks"]} if body else {}
+            backend = checks.get("backend", {})
+            return "" if backend.get("ok", True) else str(backend["detail"])
+
+        dispatch.wait(lambda: backend_detail() != "", "the backend's check fails, Redis down")
+        detail = backend_detail()
+        assert "--redis-url" in detail and "REDIS_URL" not in detail, detail
+    finally:
+        dispatch.stop()
+        server.kill()
+
+
 def test_metrics_port_without_prometheus_client_names_the_pip_command(tmp_path: Path) -> None:
     # A fresh interpreter in which prometheus_client cannot be imported.
     code = (

@@ -527,6 +527,9 @@ class GroupConsumer:
             "dead_lettered": self.dead_lettered,
             "missed_unknown": self.missed_unknown,
             "in_flight": len(self._in_flight),
+            # Bound to its group over a connection that is up: `/readyz` said "reading" of a
+            # lane whose server was dead, where a Redis lane says "not joined" (trial 239).
+            "group_joined": self._psub is not None and self._link.connected,
             "last_error": self.last_error,
         }
 

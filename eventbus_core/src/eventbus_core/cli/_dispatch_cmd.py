@@ -309,7 +309,7 @@ def _serve(args: argparse.Namespace) -> int:
         if endpoint is None:
             stats = run_bounded(dispatcher.serve())
         else:
-            endpoint.attach(dispatcher, max_lag=settings.ready_max_lag)
+            endpoint.attach(dispatcher, max_lag=settings.ready_max_lag, say=flag_terms(args))
             try:
                 stats = run_bounded(endpoint.run(dispatcher))
             finally:

@@ -14,6 +14,7 @@ import json
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -84,11 +85,19 @@ class MetricsEndpoint:
         self.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
 
-    def attach(self, dispatcher: Any, *, bus: Any = None, max_lag: float = 300.0) -> None:
-        """Export `dispatcher` (and its bus) and answer the probes for it."""
+    def attach(
+        self,
+        dispatcher: Any,
+        *,
+        bus: Any = None,
+        max_lag: float = 300.0,
+        say: Callable[[str], str] | None = None,
+    ) -> None:
+        """Export `dispatcher` (and its bus) and answer the probes for it; `say` puts what the
+        backend's check says in the command line's terms (see `HealthProbe`)."""
         watched_bus = bus if bus is not None else getattr(dispatcher, "owned_bus", None)
         self.registry.register(EventBusCollector(FiguresReader(watched_bus, dispatcher)))
-        self.probe = HealthProbe(dispatcher, watched_bus, max_lag=max_lag)
+        self.probe = HealthProbe(dispatcher, watched_bus, max_lag=max_lag, say=say)
 
     def start(self) -> None:
         """Serve in a background thread."""

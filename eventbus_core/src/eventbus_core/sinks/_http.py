@@ -62,7 +62,7 @@ def check_url(url: str, where: str) -> str:
         )
     # A password with a space or a '/' masked too, a token pasted without a scheme whole, and
     # a path token or credential query value (a Slack webhook's) even without a valid scheme.
-    shown = _shown_sink_url(url)
+    shown = shown_sink_url(url)
     if not url.startswith(("http://", "https://")):
         # A value masked whole (it could be a key pasted in the wrong place) said only "got
         # '***'", with nothing to check a typo against (trial 133).
@@ -161,7 +161,7 @@ class HttpTarget:
             # httpx sends the URL's credentials in place of the header: the sink's key (a
             # Bearer token) would never be sent, and every request be refused (trial 115).
             raise SettingsError(
-                f"the URL {_shown_sink_url(url)!r}{f' ({url_where})' if url_where else ''} holds "
+                f"the URL {shown_sink_url(url)!r}{f' ({url_where})' if url_where else ''} holds "
                 f"a user:password@, which would be sent as HTTP Basic credentials in place of "
                 f"the Authorization header set by {where}: take the credentials out of the URL"
             )
@@ -386,7 +386,7 @@ _UUID: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}
 _QUERY_SECRET_MIN: Final = 8
 
 
-def _shown_sink_url(url: str) -> str:
+def shown_sink_url(url: str) -> str:
     """`url` as a message about it may show it: as `shown_url()` shows it (a password masked, a
     token pasted on its own masked whole), and without the secrets `_url_secrets` finds in it
     (a `?token=` value, a Slack-style path token), with or without a valid scheme (trial 141)."""
