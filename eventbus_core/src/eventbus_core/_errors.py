@@ -238,14 +238,20 @@ def mark_delivered(cancelled: BaseException, count: int) -> None:
             mark_delivered(cancelled, done)
             raise
 
-    Raises:
-        TypeError, ValueError: `count` is not an int >= 0 (as for `SinkError(delivered=...)`).
+    A count that is not an int >= 0 is said in a WARNING and ignored (the whole batch is handed
+    back): raising here would replace the stop's cancellation with the sink's own error, and
+    hold the stop for a retry (trial 241).
     """
     checked = _count_of(count)
-    if checked is None:
-        raise TypeError(f"mark_delivered() count must be an int (payloads stored), got {count!r}")
-    if checked < 0:
-        raise ValueError(f"mark_delivered() count must be >= 0 (payloads stored), got {checked}")
+    if checked is None or checked < 0:
+        import logging
+
+        logging.getLogger("eventbus").warning(
+            "mark_delivered() was given %r, not a count of payloads stored (an int >= 0); "
+            "ignored: the whole batch is handed back",
+            count,
+        )
+        return
     setattr(cancelled, "delivered", checked)  # noqa: B010 - an attribute the class lacks
 
 

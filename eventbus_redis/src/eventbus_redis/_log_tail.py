@@ -315,8 +315,12 @@ class LogTailer(Tailer):
     def trim_advice(self) -> str:
         # The writers' trim length, which may be shorter than this process's own setting.
         own = f", {self._max_len} here" if self._max_len else ""
+        # Expiry too: a list that outlived an eventbus writer's EVENTBUS_REDIS_TTL goes whole,
+        # the Go proxy's later events with it (trial 241 was told only of MAX_LEN).
         return (
             f"the log keeps the newest events only, as its writers trim it (EVENTBUS_REDIS_"
-            f"MAX_LEN{own}; the Go proxy's own limit): raise it, or read faster (a larger "
+            f"MAX_LEN{own}; the Go proxy's own limit), and goes whole when it expires "
+            f"(EVENTBUS_REDIS_TTL after an eventbus writer's last write, however much others "
+            f"wrote since): raise them (TTL 0: no expiry), or read faster (a larger "
             f"subscription buffer does not help: the events were gone from Redis)"
         )

@@ -188,9 +188,14 @@ def _shown_extras(extras: list[str]) -> tuple[str, str]:
     echoed the token (trial 240)."""
     shown: list[str] = []
     hidden = False
+    tail: set[int] = set()  # positions in `_typed` of words taken as such a value's rest
     for word in extras:
         at = _typed.index(word) if word in _typed else -1
-        split = at > 0 and not word.startswith("-") and "=" in _typed[at - 1]
+        # Every word of the run after the KEY=VALUE, not only the first (`sk live TOKEN`
+        # showed TOKEN: trial 241).
+        split = at > 0 and not word.startswith("-") and ("=" in _typed[at - 1] or at - 1 in tail)
+        if split:
+            tail.add(at)
         hidden = hidden or split
         shown.append("<a word not shown>" if split else word)
     if not hidden:

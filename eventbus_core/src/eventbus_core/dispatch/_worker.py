@@ -292,6 +292,7 @@ class SinkWorker:
                     if done:
                         self.cut_sent, self.current = batch[:done], batch[done:]
                         self.stats.record_sent(done, batch=False)
+                    self._warn_cut_beyond_batch(cancelled, len(batch))
                     raise
                 # Raised by the sink itself (a library's own timeout, say), not a stop: a failed
                 # attempt like any other, where it once ended the worker without a word.
@@ -325,6 +326,21 @@ class SinkWorker:
             return exc, done
         self.stats.record_sent(len(batch))
         return None, len(batch)
+
+    def _warn_cut_beyond_batch(self, cancelled: BaseException, size: int) -> None:
+        """Say once per sink that a cut-off send marked more payloads stored than its batch
+        held (`mark_delivered`): read as none, as `SinkError` counts are (trial 241)."""
+        count = getattr(cancelled, "delivered", 0)
+        if self._warned_count or not isinstance(count, int) or count <= size:
+            return
+        self._warned_count = True
+        log.warning(
+            "sink %s marked %d payloads stored for a batch of %d when the stop cut it off: a "
+            "count beyond the batch is ignored (all of it is handed back); a bug of the sink",
+            self.name,
+            count,
+            size,
+        )
 
     def _warn_count_beyond_batch(self, exc: Exception, size: int) -> None:
         """Say once per sink that its `SinkError` named more payloads stored or refused than the
