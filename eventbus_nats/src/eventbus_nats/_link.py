@@ -33,6 +33,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from eventbus_core import BackendUnavailableError, SettingsError, get_logger
+from eventbus_core.batching import warn_of_thread_before_c_fork
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._options import ConnectOptions, TlsNotOffered, refusal, safe_error
 
@@ -187,6 +188,7 @@ class Link:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.loop.set_task_factory(self._held_task)
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        warn_of_thread_before_c_fork(self.name)
         self._thread.start()
         self.call_soon(self._begin)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventbus_core import Subscription, get_logger
+from eventbus_core.batching import warn_of_thread_before_c_fork
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error
 from eventbus_redis._config_errors import is_not_a_counter, is_wrong_type
 from eventbus_redis._redis_subscription import Gap, RedisSubscription
@@ -82,6 +83,7 @@ class Tailer:
         self._closed_subs: list[RedisSubscription] = []  # for their `trimmed`
         self.gaps = 0
         self._new_thread_state()
+        warn_of_thread_before_c_fork(self._name)
         self._thread.start()
 
     def _new_thread_state(self) -> None:

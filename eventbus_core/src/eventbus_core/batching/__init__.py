@@ -34,6 +34,7 @@ from eventbus_core.batching._fork import (
     check_fork_when_refusing,
     fork_announced,
     start_after_fork_in_child,
+    warn_of_thread_before_c_fork,
 )
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._not_event import report_not_an_event
@@ -56,5 +57,6 @@ __all__ = [
     "flush_before_exit",
     "fork_announced",
     "start_after_fork_in_child",
+    "warn_of_thread_before_c_fork",
     "report_not_an_event",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 # for good, so it is imported here, before any drainer runs.
 import encodings.idna  # noqa: F401
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -32,6 +33,7 @@ __all__ = [
     "check_fork_when_refusing",
     "fork_announced",
     "start_after_fork_in_child",
+    "warn_of_thread_before_c_fork",
 ]
 
 log = get_logger("eventbus")
@@ -149,6 +151,40 @@ if hasattr(os, "register_at_fork"):
         before=lambda: _run(_before),
         after_in_parent=lambda: _run(_after_in_parent),
         after_in_child=_child,
+    )
+
+
+_warned_c_fork = 0  # the pid that warned of a thread in a master that forks from C
+
+
+def warn_of_thread_before_c_fork(what: str) -> None:
+    """Log a WARNING, once per process, when `what` (a thread about to start) starts in uWSGI's
+    master process that loads the application before forking its workers from C (no
+    `--lazy-apps`): a worker forked while such a thread runs Python code inherits the GIL held
+    by a thread it does not have, and hangs for good, deaf to SIGINT (trial 242: every
+    worker, when the master had published at import). Nothing else is done: the master may
+    never fork again, and the thread is what delivers what it published."""
+    global _warned_c_fork
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None or _warned_c_fork == os.getpid():
+        return
+    try:
+        master = uwsgi.worker_id() == 0
+        options = getattr(uwsgi, "opt", {}) or {}
+        lazy = bool(options.get("lazy-apps") or options.get("lazy"))
+    except Exception:  # not the uWSGI module we know: say nothing
+        return
+    if not master or lazy:
+        return
+    _warned_c_fork = os.getpid()
+    log.warning(
+        "eventbus: %s starts a thread in uWSGI's master process, which forks its workers from C "
+        "after loading the application (no --lazy-apps): a worker forked while this thread "
+        "runs Python code inherits the GIL held by a thread it does not have and hangs for "
+        "good. Run uWSGI with --lazy-apps, or publish and subscribe only in the workers (from "
+        "a uwsgidecorators @postfork function, or at the first request); docs/operations.md, "
+        "Forking servers",
+        what,
     )
 
 

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final
 
+from eventbus_core.batching._fork import warn_of_thread_before_c_fork
+
 if TYPE_CHECKING:
     from eventbus_core.batching._batcher import Batcher
 
@@ -38,6 +40,7 @@ class ThreadDriver:
         self._thread = threading.Thread(target=self._run, name=batcher.thread_name, daemon=True)
 
     def start(self) -> None:
+        warn_of_thread_before_c_fork(self._batcher.label)
         self._batcher._sleeping = False  # a new thread runs a cycle first: no wake needed
         self._thread.start()
 
