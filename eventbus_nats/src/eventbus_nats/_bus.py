@@ -38,6 +38,7 @@ from eventbus_core.batching import at_fork, check_fork, deliver_at_exit
 from eventbus_nats._capabilities import StreamCapabilities
 from eventbus_nats._consumer import GroupConsumer, default_consumer_name
 from eventbus_nats._fanout import Follower, NatsSubscription
+from eventbus_nats._groups import DEFAULT_MAX_ACK_PENDING
 from eventbus_nats._layout import StreamLayout
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._log import LogReader
@@ -347,7 +348,7 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         batch_size: int = 100,
         ack_wait: float | None = None,
         max_deliveries: int | None = None,
-        max_ack_pending: int = 10_000,
+        max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
     ) -> GroupConsumer:
         """Return member `name` (default `host-pid`) of consumer group `group` (default: the
         bus's group), a durable consumer created if missing, from the oldest entry the stream

@@ -42,7 +42,12 @@ from eventbus_core import (
 )
 from eventbus_core.capabilities import ParentsDeliveries, foreign_tokens, split_tokens
 from eventbus_nats._flush import flush_within
-from eventbus_nats._groups import DeliveryCounter, dead_letter, open_group
+from eventbus_nats._groups import (
+    DEFAULT_MAX_ACK_PENDING,
+    DeliveryCounter,
+    dead_letter,
+    open_group,
+)
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
 from eventbus_nats._settings import INT64, check_name, check_nats_duration
@@ -86,7 +91,7 @@ class GroupConsumer:
         batch_size: int = 100,
         ack_wait: float = 30.0,
         max_deliveries: int = 5,
-        max_ack_pending: int = 10_000,
+        max_ack_pending: int = DEFAULT_MAX_ACK_PENDING,
         on_close: Callable[[GroupConsumer], None] | None = None,
     ) -> None:
         # Whole counts and a finite ack_wait: NaN passed `ack_wait <= 0`, and every read then

@@ -58,6 +58,11 @@ class DeliveryCounter:
         self._received.clear()
 
 
+DEFAULT_MAX_ACK_PENDING: Final = 10_000
+"""A consumer group's MaxAckPending where none is given: `consumer()`'s default, and the demo's
+own group (one default, so a group made either way is the same)."""
+
+
 async def open_group(
     link: Link, group: str, *, ack_wait: float, max_ack_pending: int, from_end: bool = False
 ) -> tuple[api.ConsumerInfo, bool]:

@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 
 from eventbus_core import BackendUnavailableError, Event, SettingsError, WireFormatError
-from eventbus_nats._groups import open_group
+from eventbus_nats._groups import DEFAULT_MAX_ACK_PENDING, open_group
 from eventbus_nats._link import Link, LinkClosed
 from eventbus_nats._options import safe_error
 
@@ -399,8 +399,9 @@ class LogReader:
     def open_group_at_end(self, group: str, *, ack_wait: float) -> None:
         """Create consumer group `group` reading only what comes next (a demo run's own group
         on a stream the user named: the events already there are not the run's)."""
+        most = DEFAULT_MAX_ACK_PENDING
         self._call(
-            open_group(self._link, group, ack_wait=ack_wait, max_ack_pending=10_000, from_end=True)
+            open_group(self._link, group, ack_wait=ack_wait, max_ack_pending=most, from_end=True)
         )
 
     def delete_group(self, group: str) -> None:
