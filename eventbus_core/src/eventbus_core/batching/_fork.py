@@ -98,6 +98,11 @@ def _child() -> None:
     _check_lock = threading.Lock()
     _announced = True
     _hooks_thread = None  # a parent's thread that ran late hooks: not in this process
+    _run_child_hooks()
+
+
+def _run_child_hooks() -> None:
+    """Every `after_in_child` hook, then what starts the drainers (`start_after_fork_in_child`)."""
     _run(_after_in_child)
     _run(_start_in_child)
 
@@ -130,8 +135,7 @@ def check_fork() -> bool:
         # 237). The lock is this process's own (taken and released here), so it is kept.
         _hooks_thread = threading.get_ident()
         try:
-            _run(_after_in_child)
-            _run(_start_in_child)
+            _run_child_hooks()
         finally:
             _hooks_thread = None
             _pid = os.getpid()
