@@ -488,3 +488,72 @@ def test_other_subjects_of_a_shared_wildcard_stream_are_not_counted_missed(
         bus.stop(5)
     got = list(sub)
     assert len(got) == 40 and (sub.stats().dropped, sub.missed) == (0, 0)
+
+
+def _dead_letters_script() -> str:
+    """The script of nats.md's "Sending dead letters through again", as printed."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "backends" / "nats.md").read_text()
+    (found,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "_DEAD" in b]
+    return found
+
+
+def test_dead_letters_go_through_again_as_nats_md_says(
+    env: None, names: Names, nats_url: str, make_bus: Callable[..., NatsEventBus], tmp_path: Path
+) -> None:
+    bus = written(make_bus, 1)
+    publish_raw(nats_url, names.subject, b"{not an event")
+    consumer = bus.consumer("g", "crashing", ack_wait=0.5, max_deliveries=1)
+    deadline = time.monotonic() + 20
+    while consumer.figures()["dead_lettered"] < 2 and time.monotonic() < deadline:
+        consumer.read(10, timeout=0.5)  # never acknowledged: a dispatcher that dies on each
+    assert consumer.figures()["dead_lettered"] == 2
+    consumer.close()
+    script = tmp_path / "dead_letters.py"
+    script.write_text(_dead_letters_script())
+    printed = subprocess.run(
+        [sys.executable, str(script), names.stream],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    lines = printed.stdout.splitlines()
+    assert len(lines) == 2 and "{not an event" in lines, printed.stdout
+    bad_line = lines.index("{not an event") + 1
+    again = subprocess.run(
+        [sys.executable, "-m", "eventbus_core.cli", "publish", "--backend", "nats"],
+        input=printed.stdout, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ},
+    )  # fmt: skip
+    assert again.returncode == 1, again.stderr  # the line that is no event, reported
+    assert f"line {bad_line}" in again.stderr, again.stderr
+    newest = bus.newest(1)
+    assert [(e.request_id, e.log_id) for e in newest] == [("req-1", 3)]
+
+
+def test_dispatch_ends_with_exit_2_on_a_group_that_cannot_serve(
+    env: None, names: Names, nats_url: str, make_bus: Callable[..., NatsEventBus],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # A push consumer of the group's name gave the dispatcher nothing, for ever, with /readyz
+    # saying "reading" and exit 0 at SIGTERM (trial 246).
+    import asyncio
+
+    import nats
+    from nats.js import api
+
+    written(make_bus, 3)
+
+    async def push_consumer() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            config = api.ConsumerConfig(durable_name="pushed", deliver_subject="somewhere.else")
+            await nc.jetstream().add_consumer(names.stream, config)
+        finally:
+            await nc.close()
+
+    asyncio.run(push_consumer())
+    monkeypatch.setenv("EVENTBUS_NATS_GROUP", "pushed")
+    argv = ["dispatch", "--sink", "console", "--consumer-groups", "shared"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "consumer group pushed" in err and "push consumer" in err, err

@@ -196,6 +196,100 @@ def test_an_entry_delivered_too_often_is_dead_lettered_with_the_reason(
     consumer.close()
 
 
+def test_a_dead_letter_of_a_stream_made_anew_is_kept_beside_the_old_one(
+    make_bus: MakeBus, names: Names, nats_url: str
+) -> None:
+    # The dead letter's Nats-Msg-Id named the stream, sequence and group only: once the stream
+    # was deleted and made again, its LogID 1 was another event, and the dead-letter stream
+    # dropped that one as a duplicate of the first within its window (trial 246).
+    for round_ in ("one", "two"):
+        bus = make_bus()
+        bus.publish(make_event(0, request_id=f"round-{round_}"))
+        assert bus.flush(10)
+        consumer = bus.consumer("g", "flaky", ack_wait=0.5, max_deliveries=1)
+        deadline = time.monotonic() + 15
+        while consumer.figures()["dead_lettered"] == 0 and time.monotonic() < deadline:
+            consumer.read(10, timeout=0.5)  # never acknowledged
+        assert consumer.figures()["dead_lettered"] == 1
+        consumer.close()
+        bus.stop(5)
+        delete_streams(nats_url, names.stream)  # the event stream only: its dead letters stay
+    dead = asyncio.run(_dead_letters(nats_url, names))
+    assert [h["Eventbus-Sequence"] for _, h in dead] == ["1", "1"]
+    assert [b'"round-one"' in d for d, _ in dead] == [True, False]
+    assert b'"round-two"' in dead[1][0]
+
+
+async def _add_stream(url: str, stream: str, subjects: list[str]) -> None:
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(name=stream, subjects=subjects)
+    finally:
+        await nc.close()
+
+
+async def _add_consumer(url: str, stream: str, **config: Any) -> None:
+    from nats.js import api
+
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_consumer(stream, api.ConsumerConfig(**config))
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"deliver_subject": "elsewhere.push"}, "push consumer"),
+        ({"ack_policy": "none"}, "ack policy is 'none'"),
+        ({"ack_policy": "explicit", "filter_subject": "{subject}.other"}, "takes subject eventbus"),
+        ({"ack_policy": "explicit", "max_deliver": 3}, "MaxDeliver is 3"),
+    ],
+)
+def test_an_existing_consumer_unfit_for_a_group_is_refused_naming_it(
+    make_bus: MakeBus, names: Names, nats_url: str, config: dict[str, Any], said: str
+) -> None:
+    # Used as it was found (trial 246): a push consumer gave members nothing, for ever, with
+    # /readyz saying "reading"; one acknowledging nothing lost a dead dispatcher's batch.
+    # A stream of two subjects (an operator's), so that a filter can take the other one.
+    asyncio.run(_add_stream(nats_url, names.stream, [names.subject, f"{names.subject}.other"]))
+    bus = make_bus()
+    published(bus, 3)
+    config = {k: v.format(subject=names.subject) if isinstance(v, str) else v
+              for k, v in config.items()}  # fmt: skip
+    asyncio.run(_add_consumer(nats_url, names.stream, durable_name="odd", **config))
+    consumer = bus.consumer("odd", "c", max_deliveries=5)
+    with pytest.raises(SettingsError) as raised:
+        read_all(consumer, 3, timeout=5)
+    text = str(raised.value)
+    assert said in text and "consumer group odd" in text and "EVENTBUS_NATS_GROUP" in text
+    assert f"nats consumer rm {names.stream} odd" in text
+    consumer.close()
+
+
+def test_an_existing_group_with_room_for_the_members_own_limit_is_used(
+    make_bus: MakeBus, names: Names, nats_url: str
+) -> None:
+    bus = make_bus()
+    published(bus, 3)
+    asyncio.run(
+        _add_consumer(
+            nats_url,
+            names.stream,
+            durable_name="roomy",
+            ack_policy="explicit",
+            max_deliver=6,
+            filter_subject=names.subject,
+        )
+    )
+    consumer = bus.consumer("roomy", "c", max_deliveries=5)
+    got = read_all(consumer, 3)
+    assert [d.event.log_id for d in got] == [1, 2, 3]
+    consumer.ack([d.token for d in got])
+    consumer.close()
+
+
 async def _publish_raw(url: str, subject: str, data: bytes) -> None:
     nc = await nats.connect(url)
     try:

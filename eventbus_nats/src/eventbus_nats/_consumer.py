@@ -45,6 +45,7 @@ from eventbus_nats._flush import flush_within
 from eventbus_nats._groups import (
     DEFAULT_MAX_ACK_PENDING,
     DeliveryCounter,
+    UnfitGroup,
     dead_letter,
     open_group,
 )
@@ -178,6 +179,9 @@ class GroupConsumer:
             raw = self._link.call(self._fetch(count, wait), wait + _CALL_MARGIN)
         except LinkClosed:
             return []
+        except UnfitGroup as exc:
+            self._note_error(exc)
+            raise UnfitGroup(str(exc)) from None  # a fresh one: the binding's is shared
         except Exception as exc:
             self._note_error(exc)
             time.sleep(max(0.0, min(self._backoff.next(), deadline - time.monotonic())))
@@ -302,7 +306,11 @@ class GroupConsumer:
 
     async def _bind(self) -> None:
         info, created = await open_group(
-            self._link, self.group, ack_wait=self.ack_wait, max_ack_pending=self.max_ack_pending
+            self._link,
+            self.group,
+            ack_wait=self.ack_wait,
+            max_ack_pending=self.max_ack_pending,
+            max_deliveries=self.max_deliveries,
         )
         self.groups_created += created
         if info.config.ack_wait:
