@@ -52,6 +52,7 @@ from eventbus_core._contract._delivery import DeliveryContract
 from eventbus_core._contract._exit import ExitContract
 from eventbus_core._contract._fork import ForkContract
 from eventbus_core._contract._groups import ConsumerGroupContract
+from eventbus_core._contract._secrets import SecretsContract
 from eventbus_core._contract._sources import BacklogContract, LogSourcesContract
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
@@ -169,7 +170,9 @@ class RecordingBus(BaseEventBus):
             )
 
 
-class BusContractTests(DeliveryContract, AccountingContract, ForkContract, ExitContract):
+class BusContractTests(
+    DeliveryContract, AccountingContract, ForkContract, ExitContract, SecretsContract
+):
     """The behavioural contract of an event bus, as a pytest test class to subclass.
 
     Implement `make_bus(buffer_size)`: a new, running bus whose publish buffer holds
@@ -198,7 +201,9 @@ class BusContractTests(DeliveryContract, AccountingContract, ForkContract, ExitC
     a bus made and used before `os.fork()` working on in the child (where fork exists); a
     process (a `multiprocessing` child) that ends without `stop()` delivering what it accepted.
     A bus keeps listing its subscriptions in `stats().subscribers` after `stop()`, with their
-    final figures.
+    final figures. No credential of the events it carries (an `Authorization` header, a cookie,
+    an `api_key` in the path) appears in its log records at any level, its `repr()`, its
+    `stats()` or the errors its subscriptions raise, through drops, misses and a stop.
 
     Knobs (class attributes):
         receive_timeout: Seconds to wait for an event that should arrive (default 10).
