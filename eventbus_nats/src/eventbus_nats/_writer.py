@@ -232,10 +232,12 @@ class JetStreamWriter:
         """Say in the log, at most once a minute, that publish() dropped events (checked each
         second: one comparison)."""
         while True:
-            self._say_drops()
+            self.report_drops()
             await asyncio.sleep(_DROPS_CHECKED_EVERY)
 
-    def _say_drops(self, *, final: bool = False) -> None:
+    def report_drops(self, *, final: bool = False) -> None:
+        """Say the refusals for a full buffer not said yet: at most once a minute, or with
+        `final` whatever the minute (`eventbus_core.batching.ReportsDrops`)."""
         self._drops.check(self._refused - self._refused_otherwise, final=final)
 
     async def _deep_sleep(self) -> None:
@@ -299,7 +301,7 @@ class JetStreamWriter:
                     self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
             return self._done >= target
         finally:
-            self._say_drops()  # a caller reading the log after flush() finds them said
+            self.report_drops()  # a caller reading the log after flush() finds them said
 
     def pending(self) -> int:
         """Events accepted and not settled yet (buffered, or sent and not acknowledged)."""
@@ -347,7 +349,7 @@ class JetStreamWriter:
         """After `drain()`: count what is left as lost. `settled` False means the loop did not
         answer in time: every event not settled by then is counted lost, and the loop may no
         longer change the counts. Drops not said yet are said now."""
-        self._say_drops(final=True)
+        self.report_drops(final=True)
         with self._lock:
             leftover = len(self._buffer)
             self._buffer.clear()

@@ -24,6 +24,7 @@ from eventbus_core.batching._batcher import (
     Batcher,
     ExitDelivery,
     PublishPath,
+    ReportsDrops,
     deliver_at_exit,
     flush_before_exit,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "ExitDelivery",
     "LoopDriver",
     "PublishPath",
+    "ReportsDrops",
     "ThreadDriver",
     "at_fork",
     "check_fork",
