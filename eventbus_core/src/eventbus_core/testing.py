@@ -195,9 +195,10 @@ class BusContractTests(
     never unbounded; no drops where none can happen; a slow subscriber's misses counted in its
     own `stats().subscribers` entry, not in the bus's `dropped`; `published + dropped` equal to
     the `publish()` calls, neither ever going down (an accepted event given up by `stop()` is
-    counted in `lost`); `publish()` neither waiting nor doing I/O on its caller's thread (what
-    it calls is looked at, not only how long it takes); `stop(timeout)` bounded with a
-    consumer that never reads; async use;
+    counted in `lost`), also at every moment before the bus settled; `publish()` neither
+    waiting nor doing I/O on its caller's thread (what it calls is looked at, not only how long
+    it takes); `stop(timeout)` bounded with a consumer that never reads (`stop(1.0)` and
+    `stop(0.1)` timed); async use;
     a bus made and used before `os.fork()` working on in the child (where fork exists); a
     process (a `multiprocessing` child) that ends without `stop()` delivering what it accepted.
     A bus keeps listing its subscriptions in `stats().subscribers` after `stop()`, with their
@@ -210,8 +211,9 @@ class BusContractTests(
         stop_timeout: The timeout the tests pass to `stop()` when they need no other (5).
         stop_slack: Seconds `stop(timeout)` (and any call given a timeout) may take beyond
             `timeout` before the suite calls it hung (3).
-        stop_overshoot: Seconds `stop(1.0)`, timed with a consumer that never reads, may
-            take beyond its 1 s (1): a stop that waits past its timeout fails.
+        stop_overshoot: Seconds `stop(1.0)` and `stop(0.1)`, each timed with a consumer that
+            never reads, may take beyond their timeout (1): a stop that waits past its
+            timeout fails.
         publish_bound: Seconds the slowest single `publish()` may take, buffer full or not (1):
             a publish that waits for room or for a server fails.
         in_process: How the bus hands events to subscribers. True: within this process (the

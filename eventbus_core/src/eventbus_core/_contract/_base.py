@@ -55,8 +55,9 @@ class ContractBase:
     stop_timeout: float = 5.0
     stop_slack: float = 3.0
     # Seconds `stop(1.0)` may take beyond its timeout in `test_stop_is_bounded_with_a_stuck_
-    # consumer`, which times it: `stop_slack` only tells a stop that hangs from one that
-    # returns, and a stop 2.5 s late passed the suite (trials 176 and 185). Room for a loaded
+    # consumer`, which times it (and `stop(0.1)` in `test_a_short_stop_keeps_to_its_timeout`):
+    # `stop_slack` only tells a stop that hangs from one that returns, and a stop 2.5 s late
+    # passed the suite (trials 176 and 185). Room for a loaded
     # machine, not for a stop that waits past its timeout; at `stop_slack` or more it adds
     # nothing (the call is failed as hung first).
     stop_overshoot: float = 1.0

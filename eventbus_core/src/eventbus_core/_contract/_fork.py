@@ -113,7 +113,8 @@ class ForkContract(ContractBase):
             return (
                 f"in a child forked after the bus was used ({_WHO_FORKS}), its subscriber "
                 f"{exc}: the bus must start its background work over in the child "
-                f"(os.register_at_fork), as the threads of the parent are gone there"
+                f"(os.register_at_fork), as the threads of the parent are gone there, and "
+                f"deliver every event the child publishes"
             )
         expected = [e.request_id for e in events]
         if got != expected:
