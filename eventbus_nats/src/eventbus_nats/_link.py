@@ -458,6 +458,13 @@ class Link:
             # the same TimeoutError): say how long it really was.
             future.cancel()
             waited = time.monotonic() - started
+            if waited < 0.05:
+                # Ended at once (a request made while disconnected): "within 0.0 s" said
+                # nothing of why (trial 246).
+                raise TimeoutError(
+                    f"no answer from NATS at {self.where}: the request ended at once "
+                    f"({'not connected' if not self.connected else 'timed out'})"
+                ) from None
             raise TimeoutError(
                 f"no answer from NATS at {self.where} within {waited:.1f} s"
             ) from None
