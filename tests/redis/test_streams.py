@@ -736,3 +736,93 @@ def test_a_hand_back_that_fails_at_close_is_said(
     said = [r.getMessage() for r in caplog.records if "could not hand back" in r.getMessage()]
     assert said and "claims them after claim_idle" in said[0], said
     assert consumer.figures()["last_error"] and "Timeout" in consumer.figures()["last_error"]
+
+
+def test_max_deliveries_and_claim_idle_come_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    # A dispatcher killed while it held a batch counts a delivery: six kills over a slow sink
+    # dead-lettered healthy events, and no setting could raise the limit (trial 244).
+    from eventbus_core import EventBusSettings, SettingsError
+    from tests._services import redis_url
+
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv("EVENTBUS_REDIS_STREAM", f"{prefix}:s")
+    monkeypatch.setenv("EVENTBUS_REDIS_MAX_DELIVERIES", "12")
+    monkeypatch.setenv("EVENTBUS_REDIS_CLAIM_IDLE", "7.5")
+    bus = RedisStreamsEventBus.from_settings(EventBusSettings(backend="redis-streams"))
+    try:
+        consumer = bus.consumer(name="c")
+        assert (consumer.max_deliveries, consumer.claim_idle) == (12, 7.5)
+        given = bus.consumer(name="d", max_deliveries=2, claim_idle=1.0)
+        assert (given.max_deliveries, given.claim_idle) == (2, 1.0)
+        consumer.close()
+        given.close()
+    finally:
+        bus.stop(5)
+    for name, value in (
+        ("EVENTBUS_REDIS_MAX_DELIVERIES", "0"),
+        ("EVENTBUS_REDIS_CLAIM_IDLE", "nan"),
+    ):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError, match=name):
+            EventBusSettings(backend="redis-streams")
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.redis
+def test_dead_letters_go_through_again_with_replay_source_dead(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    real: redis.Redis,
+    prefix: str,
+) -> None:
+    client = real
+    from eventbus_core.cli import main
+    from tests._services import redis_url
+
+    stream = f"{prefix}:s"
+    with RedisStreamsEventBus(client, stream, f"{prefix}:g") as bus:
+        client.xadd(stream, {"data": b"{not json"})
+        bus.publish(make_event(1))
+        assert bus.flush(10)
+        consumer = bus.consumer(name="c", claim_idle=0, max_deliveries=1)
+        for _ in range(40):  # never acknowledged: dead-lettered at its second delivery
+            consumer.read(10, timeout=0.05)
+            if client.xlen(bus.dead_letter_stream) == 2:
+                break
+        assert client.xlen(bus.dead_letter_stream) == 2
+        consumer.close()
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv("EVENTBUS_REDIS_STREAM", stream)
+    capsys.readouterr()
+    code = main(["replay", "--backend", "redis-streams", "--source", "dead", "--no-redact"])
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(d["RequestID"], d["LogID"]) for d in lines] == [("req-1", 1)], (out, err)
+    assert "undecodable" in err and code == 1, err  # the entry that is no event: counted
+
+
+@pytest.mark.redis
+def test_stats_says_whether_the_configured_group_exists(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    real: redis.Redis,
+    prefix: str,
+) -> None:
+    # A misspelt EVENTBUS_REDIS_GROUP listed the other groups and said nothing of its own
+    # (trial 244); NATS said "group exists False".
+    from eventbus_core.cli import main
+    from tests._services import redis_url
+
+    stream = f"{prefix}:s"
+    real.xadd(stream, {"data": make_event(1).to_json()})
+    real.xgroup_create(stream, "real-group", id="0")
+    monkeypatch.setenv("REDIS_URL", redis_url())
+    monkeypatch.setenv("EVENTBUS_REDIS_STREAM", stream)
+    for group, exists in (("real-group", "True"), ("misspelt-group", "False")):
+        monkeypatch.setenv("EVENTBUS_REDIS_GROUP", group)
+        assert main(["stats", "--backend", "redis-streams"]) == 0
+        out = capsys.readouterr().out
+        assert f"group                {group}" in out, out
+        assert f"group exists         {exists}" in out, out

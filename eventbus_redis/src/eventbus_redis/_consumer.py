@@ -53,6 +53,7 @@ from eventbus_redis._entries import (
 )
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._own_connection import OwnConnection, send_all
+from eventbus_redis._said_every import SaidEvery
 from eventbus_redis._scripts import (
     STREAM_COUNT_UNREAD_TRIMMED,
     STREAM_CREATE_GROUP,
@@ -66,7 +67,7 @@ __all__ = ["StreamConsumer"]
 log = get_logger("eventbus.redis")
 
 _MAX_DEFERRED_ACKS = 100_000
-_SAY_TRIMMED_EVERY = 10.0  # seconds between warnings of entries trimmed before the group read
+_SAY_TRIMMED_EVERY = 10.0  # seconds between warnings of entries trimmed (before read, or pending)
 _ENTRY_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
 
 
@@ -200,8 +201,8 @@ class StreamConsumer:
         self.trimmed_unread = 0
         # Off once Redis refuses a script of ours (an ACL): plain commands then, uncounted.
         self._scripts_allowed = True
-        self._unsaid_trimmed = 0  # counted in trimmed_unread, not yet in a warning
-        self._say_trimmed_at = 0.0
+        self._trimmed_unread_said = SaidEvery(self._say_trimmed_unread, _SAY_TRIMMED_EVERY)
+        self._trimmed_pending_said = SaidEvery(self._say_trimmed_pending, _SAY_TRIMMED_EVERY)
         self._sent = 1  # commands of the last read of new entries (its replies to read)
         self.groups_created = 0
         # Times the group was gone once it had been there (Redis restarted without
@@ -545,19 +546,9 @@ class StreamConsumer:
 
     def _lost_before_read(self, n: int) -> None:
         self.trimmed_unread += n
-        # Said at most every `_SAY_TRIMMED_EVERY` s: a group that stays behind loses some at
-        # nearly every read (trial 168 saw four warnings a second). The rest is said at close.
-        self._unsaid_trimmed += n
-        now = time.monotonic()
-        if now < self._say_trimmed_at:
-            return
-        self._say_trimmed_at = now + _SAY_TRIMMED_EVERY
-        self._say_trimmed()
+        self._trimmed_unread_said.add(n)  # at most every _SAY_TRIMMED_EVERY s, the rest at close
 
-    def _say_trimmed(self) -> None:
-        n, self._unsaid_trimmed = self._unsaid_trimmed, 0
-        if not n:
-            return
+    def _say_trimmed_unread(self, n: int) -> None:
         log.warning(
             "eventbus redis: %d %s of %s %s trimmed (MAXLEN) before consumer group %s read "
             "%s: raise EVENTBUS_REDIS_STREAM_MAX_LEN (of every writer) or read faster "
@@ -572,12 +563,20 @@ class StreamConsumer:
 
     def _lost_to_trim(self, n: int) -> None:
         self.trimmed += n
+        self._trimmed_pending_said.add(n)  # at most every _SAY_TRIMMED_EVERY s, the rest at close
+
+    def _say_trimmed_pending(self, n: int) -> None:
         log.warning(
-            "eventbus redis: %d pending %s of %s %s trimmed (MAXLEN) or deleted before processing",
+            "eventbus redis: %d pending %s of %s %s trimmed (MAXLEN) or deleted before %s "
+            "acknowledged: a consumer that died held %s, and whether its sinks got %s before it "
+            "died is unknown (counted in missed)",
             n,
             "entry" if n == 1 else "entries",
             self.stream,
             "was" if n == 1 else "were",
+            "it was" if n == 1 else "they were",
+            "it" if n == 1 else "them",
+            "it" if n == 1 else "them",
         )
 
     # ------------------------------------------------------------------------ group upkeep
@@ -743,7 +742,8 @@ class StreamConsumer:
         stay pending for a later reader. Acknowledgements still to send are sent first: against
         a frozen server that waits up to the client's socket timeout (10 s with a
         `from_settings` client), then counts them in `acks_unsent`."""
-        self._say_trimmed()
+        self._trimmed_unread_said.close()
+        self._trimmed_pending_said.close()
         if self._deferred_acks:
             # Closing must not raise; unacknowledged entries will be redelivered.
             with contextlib.suppress(Exception):

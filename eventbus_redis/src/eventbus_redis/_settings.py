@@ -134,6 +134,27 @@ class RedisSettings(PluginSettings):
         le=MAX_LEN_LIMIT,
         description="Approximate MAXLEN of the stream (0: no trimming).",
     )
+    # A dispatcher killed while it holds a batch counts one delivery of each of its entries:
+    # restarted six times over a slow sink, it dead-lettered healthy events, and nothing could
+    # raise the limit (trial 244). NATS has had EVENTBUS_NATS_MAX_DELIVERIES.
+    redis_max_deliveries: int = _env(
+        "EVENTBUS_REDIS_MAX_DELIVERIES",
+        default=5,
+        ge=1,
+        le=2**63 - 1,
+        description="Deliveries of one stream entry before a consumer dead-letters it.",
+    )
+    redis_claim_idle: float = _env(
+        "EVENTBUS_REDIS_CLAIM_IDLE",
+        default=30.0,
+        gt=0,
+        le=10**9,
+        allow_inf_nan=False,
+        description=(
+            "Seconds a stream entry stays pending with a consumer before another consumer of "
+            "its group reclaims it."
+        ),
+    )
 
     # The Go llm-proxy's names for the same three (its dispatcher and proxy read them): used
     # when eventbus's own are unset, so that a process given Go's environment (a shared Helm

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 
 import redis
 
-from eventbus_core import BusStats, EventBusSettings, check_count
+from eventbus_core import BusStats, EventBusSettings, check_count, check_seconds
 from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
@@ -54,6 +54,10 @@ class RedisStreamsEventBus(RedisBusBase):
             `thread` always from a thread; `asyncio` as auto, warning when a thread must write.
         dead_letter_stream: Key of the dead-letter stream (default `<stream>:dead`).
         dead_letter_max_len: Approximate length the dead-letter stream keeps (0: unbounded).
+        max_deliveries: `consumer()`'s default: deliveries of one entry before it is
+            dead-lettered (`EVENTBUS_REDIS_MAX_DELIVERIES`).
+        claim_idle: `consumer()`'s default: seconds an entry stays pending with a consumer
+            before another one reclaims it (`EVENTBUS_REDIS_CLAIM_IDLE`).
     """
 
     _backend: ClassVar[str] = "redis-streams"
@@ -74,9 +78,13 @@ class RedisStreamsEventBus(RedisBusBase):
         publish_path: PublishPath = "auto",
         dead_letter_stream: str | None = None,
         dead_letter_max_len: int = 10_000,
+        max_deliveries: int = 5,
+        claim_idle: float = 30.0,
     ) -> None:
         if not stream or not group:
             raise ValueError("stream and group must be non-empty names")
+        self.max_deliveries = check_count("max_deliveries", max_deliveries, 1)
+        self.claim_idle = check_seconds("claim_idle", claim_idle)
         self.stream = stream
         self.group = group
         self._kind = "stream"
@@ -123,6 +131,8 @@ class RedisStreamsEventBus(RedisBusBase):
             max_len=settings.redis_stream_max_len,
             stop_timeout=settings.stop_timeout,
             publish_path=settings.publish_path,
+            max_deliveries=settings.redis_max_deliveries,
+            claim_idle=settings.redis_claim_idle,
         )
         bus._owns_client = True
         bus._layout = RedisLayout.from_settings(settings)
@@ -133,6 +143,9 @@ class RedisStreamsEventBus(RedisBusBase):
     def default_group(self) -> str:
         """The group `consumer()` joins when none is named (EVENTBUS_REDIS_GROUP)."""
         return self.group
+
+    def _dead_stream(self) -> str:
+        return self._dead_letter_stream
 
     @property
     def dead_letter_stream(self) -> str:
@@ -166,8 +179,8 @@ class RedisStreamsEventBus(RedisBusBase):
         *,
         batch_size: int = 100,
         block: float = 5.0,
-        claim_idle: float = 30.0,
-        max_deliveries: int = 5,
+        claim_idle: float | None = None,
+        max_deliveries: int | None = None,
         claim_interval: float | None = None,
     ) -> StreamConsumer:
         """Return a consumer of `group` (default: the bus's group) named `name`.
@@ -179,6 +192,8 @@ class RedisStreamsEventBus(RedisBusBase):
         Every `claim_interval` seconds (default `claim_idle / 2`) a read first reclaims entries
         other consumers left pending for `claim_idle` seconds (XAUTOCLAIM), whatever the
         traffic. Entries delivered more than `max_deliveries` times are dead-lettered.
+        `claim_idle` and `max_deliveries` default to the bus's (`EVENTBUS_REDIS_CLAIM_IDLE`,
+        30 s, and `EVENTBUS_REDIS_MAX_DELIVERIES`, 5).
         """
         consumer = StreamConsumer(
             self._client,
@@ -187,8 +202,8 @@ class RedisStreamsEventBus(RedisBusBase):
             name,
             batch_size=batch_size,
             block=block,
-            claim_idle=claim_idle,
-            max_deliveries=max_deliveries,
+            claim_idle=self.claim_idle if claim_idle is None else claim_idle,
+            max_deliveries=self.max_deliveries if max_deliveries is None else max_deliveries,
             dead_letter_stream=self._dead_letter_stream,
             dead_letter_max_len=self._dead_letter_max_len,
             claim_interval=claim_interval,

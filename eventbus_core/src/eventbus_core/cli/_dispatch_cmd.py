@@ -321,8 +321,9 @@ def _serve(args: argparse.Namespace) -> int:
         # Logged as a warning when seen, yet the exit said all was well after 58 % of the
         # events were trimmed from the log before they were read (trial 134).
         log.error(
-            "%d events were lost by the backend before they were read (trimmed by its limits, "
-            "or lost by its server; summed over the lanes: see the log above)",
+            "%d events were lost by the backend before they were read or acknowledged "
+            "(trimmed by its limits, or lost by its server; some may have reached a sink of a "
+            "reader that died holding them; summed over the lanes: see the log above)",
             stats.missed,
         )
     if stats.missed_unknown:

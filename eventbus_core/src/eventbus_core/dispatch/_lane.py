@@ -134,7 +134,8 @@ class Lane:
         self._read_ahead = capability(source, ReadAhead)
         self._exhaustible = capability(source, Exhaustible)
         self.durable = durable
-        self._acks: set[asyncio.Future[None]] = set()
+        # Acknowledgements on their way to the source, with the deliveries each covers.
+        self._acks: dict[asyncio.Future[None], int] = {}
         # Deliveries read and not yet settled by every sink, and a signal for each settling:
         # while some are out, a durable lane reads without waiting (see `read_loop`).
         self._unsettled = 0
@@ -449,8 +450,11 @@ class Lane:
         # Not awaited: the sink worker goes on with its next batch while the ack waits for
         # the source's thread (which may be blocked in a read for up to the poll interval).
         future = asyncio.get_running_loop().run_in_executor(self.executor, self._ack, tokens)
-        self._acks.add(future)
-        future.add_done_callback(self._acks.discard)
+        self._acks[future] = len(tokens)
+        future.add_done_callback(self._ack_done)
+
+    def _ack_done(self, future: asyncio.Future[None]) -> None:
+        self._acks.pop(future, None)
 
     def _ack(self, tokens: list[Any]) -> None:
         try:
@@ -486,13 +490,16 @@ class Lane:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._acks:
-            _, unconfirmed = await asyncio.wait(list(self._acks), timeout=timeout)
+            waiting = dict(self._acks)
+            _, unconfirmed = await asyncio.wait(list(waiting), timeout=timeout)
             if unconfirmed:
+                # Deliveries, not calls: "11 acknowledgement(s)" were 110 deliveries (trial 244).
                 log.warning(
-                    "lane %s: %d acknowledgement(s) not confirmed within %.1f s (the source does "
-                    "not answer); those deliveries may stay pending and be delivered again",
+                    "lane %s: the acknowledgements of %d deliveries were not confirmed within "
+                    "%.1f s (the source does not answer); those deliveries may stay pending and "
+                    "be delivered again",
                     self.name,
-                    len(unconfirmed),
+                    sum(waiting[f] for f in unconfirmed),
                     timeout,
                 )
         try:
