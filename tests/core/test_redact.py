@@ -19,6 +19,7 @@ from eventbus_core import (
     redact_text,
 )
 from eventbus_core.redact._redact import MASK, is_credential_header
+from eventbus_core.testing import make_event
 
 SENSITIVE = [
     "Authorization",
@@ -914,3 +915,44 @@ def test_session_ids_in_a_query_string_are_masked(name: str) -> None:
     for redact in (Redactor().text, lambda text: Redactor().payload({"path": text})["path"]):
         out = redact(f"/account?{name}=s3ss10n-v4lue&page=2")
         assert out == f"/account?{name}={MASK}&page=2", name
+
+
+def test_redactor_event_reads_credentials_through_json_escapes() -> None:
+    # Escapes hid the words the quick look searches for, so the JSON was never parsed: kept at
+    # publish, in tail and in replay, while sinks masked them (trial 248).
+    bodies = {  # each free of the words that make the quick look parse a body
+        b'{"content": "\\u0073k-proj-Ab3dEf6hIj9lMn2pQr5tUv8xYz"}': b"Ab3dEf6hIj9lMn2pQr5tUv8xYz",
+        b'{"\\u0070assword": "hunter2-Xy99"}': b"hunter2-Xy99",
+        b'{"db": "postgres:\\/\\/u:pw-Secret1@db.example\\/x"}': b"pw-Secret1",
+    }
+    for body, secret in bodies.items():
+        clean = Redactor().event(make_event(1, request_body=body, response_body=body))
+        for got in (clean.request_body, clean.response_body):
+            assert got is not None and secret not in got, (body, got)
+
+
+def test_redactor_event_leaves_a_compressed_response_body_whole() -> None:
+    # A short brotli body keeps its text as it is: masked in place, it no longer decoded
+    # (trial 248). Compressed bodies are the dispatcher's to scrub, once decoded.
+    brotli = pytest.importorskip("brotli")
+    body = brotli.compress(b"password=hunter2-Xy99&user=me")
+    assert b"hunter2-Xy99" in body  # the literal text, as brotli keeps it
+    headers = {"Content-Type": ["text/plain"], "Content-Encoding": ["br"]}
+    clean = Redactor().event(make_event(1, response_body=body, response_headers=headers))
+    assert clean.response_body == body
+    assert brotli.decompress(clean.response_body) == b"password=hunter2-Xy99&user=me"
+
+
+def test_tail_and_replay_print_an_event_too_deep_to_redact_stripped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 700 nested arrays around a password: tail and replay ended with "internal error:
+    # RecursionError" and printed nothing, not even the events after it (trial 248).
+    from eventbus_core.cli._printing import printable
+
+    deep = b"[" * 700 + b'{"password": "hunter2-Xy99"}' + b"]" * 700
+    event = make_event(1, path="/v1/x?api_key=k-Secret-1234", request_body=deep)
+    printed = printable(event, Redactor())
+    assert printed.request_body is None and printed.response_headers is None
+    assert printed.path == "/v1/x"
+    assert "could not be redacted" in caplog.text

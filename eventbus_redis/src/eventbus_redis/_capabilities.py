@@ -72,9 +72,9 @@ class RedisCapabilities:
 
     @property
     def log_sources(self) -> tuple[str, ...]:
-        """`log`, `stream` and `dead`, the bus's own first."""
-        own = ("log", "stream") if self._kind == "log" else ("stream", "log")
-        return (*own, "dead")
+        """`log` and `stream`, the bus's own first; and on the stream backend, whose consumer
+        groups dead-letter, `dead`."""
+        return ("log", "stream") if self._kind == "log" else ("stream", "log", "dead")
 
     def log_source(self, name: str) -> ListLog | StreamLog:
         """The list log (`log`, at EVENTBUS_REDIS_KEY), the stream (`stream`, at
@@ -90,11 +90,12 @@ class RedisCapabilities:
             return ListLog(self._client, self._layout.key, running=running)
         if name == "stream":
             return StreamLog(self._client, self._layout.stream, running=running)
-        if name == "dead":
+        if name == "dead" and self._kind == "stream":
             # Read back after the cause is fixed (`eventbus replay --source dead --sink ...`):
             # there was no way but a setting pointed at the key by hand (trial 244).
             return StreamLog(self._client, self._dead_stream(), running=running)
-        raise ValueError(f"no log {name!r} in Redis: choose log, stream or dead")
+        *rest, last = self.log_sources
+        raise ValueError(f"no log {name!r} in Redis: choose {', '.join(rest)} or {last}")
 
     def _dead_stream(self) -> str:
         """Key of the dead letters of the stream's consumer groups."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Final
 
 from eventbus_core._event import Event
-from eventbus_core.redact._redact import NO_REDACTION, Redactor
+from eventbus_core._log import get_logger
+from eventbus_core.redact._redact import NO_REDACTION, Redactor, stripped
+
+log = get_logger("eventbus.cli")
 
 __all__ = ["UNREADABLE_BODY", "printable"]
 
@@ -32,7 +35,18 @@ def printable(event: Event, redactor: Redactor) -> Event:
     `NO_REDACTION`)."""
     if redactor is NO_REDACTION:
         return event
-    event = redactor.event(event)
+    try:
+        event = redactor.event(event)
+    except Exception as exc:
+        # JSON nested past the walk's depth: `tail` and `replay` ended with "internal error:
+        # RecursionError", printing nothing, not even the events after it (trial 248). What
+        # cannot be redacted goes out as the publish path sends it: no headers, no bodies.
+        log.warning(
+            "LogID %d could not be redacted (%s); printed without headers, bodies or query string",
+            event.log_id,
+            type(exc).__name__,
+        )
+        return stripped(event)
     request, response = _readable(event.request_body), _readable(event.response_body)
     if request is event.request_body and response is event.response_body:
         return event

@@ -12,9 +12,9 @@ import threading
 
 from eventbus_core._bus import EventBus, ManagedBus
 from eventbus_core._event import Event
-from eventbus_core._log import get_logger, scrub
+from eventbus_core._log import get_logger
 from eventbus_core._stats import BusStats
-from eventbus_core.redact._redact import Redactor
+from eventbus_core.redact._redact import Redactor, stripped
 
 __all__ = ["RedactingBus"]
 
@@ -72,14 +72,7 @@ class RedactingBus(ManagedBus):
                 type(exc).__name__,
                 exc,
             )
-        try:
-            path = scrub(event.path.partition("?")[0])
-        except Exception:
-            path = ""
-        # Only the changed fields are checked, and None and a str always pass: cannot raise.
-        return event.replace(
-            path=path, response_headers=None, request_body=None, response_body=None
-        )
+        return stripped(event)
 
     def stats(self) -> BusStats:
         """The wrapped bus's figures, with `extra["unredactable"]` (see the class)."""
