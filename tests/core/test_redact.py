@@ -956,3 +956,26 @@ def test_tail_and_replay_print_an_event_too_deep_to_redact_stripped(
     assert printed.request_body is None and printed.response_headers is None
     assert printed.path == "/v1/x"
     assert "could not be redacted" in caplog.text
+
+
+MULTIPART = (
+    '--XyZ\r\nContent-Disposition: form-data; name="username"\r\n\r\nalice\r\n'
+    '--XyZ\r\nContent-Disposition: form-data; name="password"\r\n\r\nhunter2-Xy99\r\n'
+    '--XyZ\r\nContent-Disposition: form-data; name="api_key"\r\nContent-Type: text/plain\r\n\r\n'
+    "line one\r\nline two-Secret\r\n"
+    '--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n\r\n--XyZ--\r\n'
+)
+
+
+def test_credential_named_fields_of_a_multipart_form_are_masked() -> None:
+    # `password=...` form-encoded was masked, the same field in multipart/form-data went out
+    # as sent: to sinks, dead letters and the store (trial 248).
+    expected = MULTIPART.replace("hunter2-Xy99", MASK).replace("line one\r\nline two-Secret", MASK)
+    assert Redactor().text(MULTIPART) == expected
+    assert Redactor().payload({"type": "llm.request", "input": MULTIPART})["input"] == expected
+    published = Redactor().event(make_event(1, request_body=MULTIPART.encode()))
+    assert published.request_body == expected.encode()
+    # The payload gate lets no such part through unwalked: every credential name is a hint.
+    from eventbus_core.redact._gate import needs_no_redaction
+
+    assert not needs_no_redaction([MULTIPART])

@@ -26,6 +26,7 @@ from eventbus_core._event import Event
 from eventbus_core.redact._encoded_names import mask_encoded_names
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
 from eventbus_core.redact._loose_names import names_a_credential_loosely
+from eventbus_core.redact._multipart import mask_multipart_fields, may_hold_multipart
 from eventbus_core.redact._query import QUERY_NAMES_PATTERN, QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import (
     BASIC_CREDENTIALS,
@@ -551,6 +552,8 @@ class Redactor:
             text, lowered = masked, masked.lower()
         if _may_hold_pair(lowered):
             text = _masked_pairs(text, lowered)
+        if may_hold_multipart(lowered):
+            text = mask_multipart_fields(text, _is_secret_name, MASK)
         if "=" in text and has_query_pair(text):
             text = QUERY_PAIR.sub(lambda m: m.group("head") + MASK, text)
         # `%3Ftoken%3D...` in an encoded URL (`%253F...%253D` in one encoded twice)
