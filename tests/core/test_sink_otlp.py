@@ -601,3 +601,33 @@ def test_gemini_generation_config_gives_the_request_attributes() -> None:
     assert a["gen_ai.request.top_p"] == pytest.approx(0.5)
     plain = span_attributes({"path": "/v1beta/models/gemini-1.5-pro:generateContent", "input": {}})
     assert not any(k.startswith("gen_ai.request.") and k != "gen_ai.request.model" for k in plain)
+
+
+def test_span_names_gemini_ids_and_token_counts_follow_the_conventions() -> None:
+    # Trial 250: a span without a request model was named after the response's; Gemini's
+    # responseId was left out; a count of 2**70 went out as a string, -1 as it was.
+    from eventbus_core.sinks._otlp_spans import span_attributes
+
+    azure = {
+        "path": "/openai/deployments/prod-gpt/chat/completions",
+        "input": {"messages": []},
+        "output": {"id": "chatcmpl-1", "model": "gpt-4o-2024-05-13"},
+        "usage": {"prompt_tokens": 2**70, "completion_tokens": -1},
+    }
+    a = span_attributes(azure)
+    assert "gen_ai.request.model" not in a and a["gen_ai.response.model"] == "gpt-4o-2024-05-13"
+    assert "gen_ai.usage.input_tokens" not in a and "gen_ai.usage.output_tokens" not in a
+    gemini = {
+        "path": "/v1beta/models/gemini-1.5-pro:generateContent",
+        "input": {},
+        "output": {"responseId": "resp-42", "modelVersion": "gemini-1.5-pro-002"},
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+    }
+    g = span_attributes(gemini)
+    assert g["gen_ai.response.id"] == "resp-42"
+    assert (g["gen_ai.usage.input_tokens"], g["gen_ai.usage.output_tokens"]) == (7, 3)
+    from eventbus_core.sinks._otlp_spans import SpanEncoder
+
+    encoder = SpanEncoder({"service.name": "t"})
+    assert encoder.span({**azure, "method": "POST", "status": 200}).name == "chat"
+    assert encoder.span({**gemini, "method": "POST"}).name == "generate_content gemini-1.5-pro"

@@ -21,6 +21,7 @@ __all__ = [
     "provider_name",
     "request_attributes",
     "request_model",
+    "response_id",
     "response_model",
     "span_times",
     "timestamp_ns",
@@ -92,15 +93,29 @@ def response_model(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
+def response_id(payload: Mapping[str, Any]) -> str | None:
+    """The response's id (`id`; Gemini's `responseId`, which was left out: trial 250)."""
+    output = _dict(payload.get("output"))
+    for key in ("id", "responseId"):
+        if isinstance(output.get(key), str) and output[key]:
+            return str(output[key])
+    return None
+
+
+_INT64_MAX: Final = 2**63 - 1
+
+
 def usage_tokens(payload: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    """`(input tokens, output tokens)` from the payload's `usage`, where known."""
+    """`(input tokens, output tokens)` from the payload's `usage`, where known: a count is a
+    whole number from 0 to 2**63 - 1 (OTLP's int64). Others are left out: 2**70 went out as a
+    string, -1 as it was (trial 250)."""
     usage = _dict(payload.get("usage"))
 
     def count(*keys: str) -> int | None:
         for key in keys:
             value = usage.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
-                return value
+                return value if 0 <= value <= _INT64_MAX else None
         return None
 
     return (

@@ -56,9 +56,7 @@ def span_attributes(payload: Mapping[str, Any], provider: str | None = None) -> 
         attrs["gen_ai.system"] = name  # the name before semantic conventions 1.37
         attrs["gen_ai.request.model"] = _genai.request_model(payload)
         attrs["gen_ai.response.model"] = _genai.response_model(payload)
-        output = payload.get("output")
-        if isinstance(output, dict) and isinstance(output.get("id"), str):
-            attrs["gen_ai.response.id"] = output["id"]
+        attrs["gen_ai.response.id"] = _genai.response_id(payload)
         prompt, completion = _genai.usage_tokens(payload)
         attrs["gen_ai.usage.input_tokens"] = prompt
         attrs["gen_ai.usage.output_tokens"] = completion
@@ -144,7 +142,10 @@ class SpanEncoder:
         attrs = span_attributes(payload, self.provider)
         operation = attrs.get("gen_ai.operation.name")
         if operation:
-            model = attrs.get("gen_ai.request.model") or attrs.get("gen_ai.response.model")
+            # The conventions' `{operation} {request model}`, the operation alone without one:
+            # named after the response's model, a span carried a model no attribute had
+            # (trial 250, an Azure deployment's request without `model`).
+            model = attrs.get("gen_ai.request.model")
             name = f"{operation} {model}" if model else str(operation)
         else:
             name = str(payload.get("method") or "HTTP")
