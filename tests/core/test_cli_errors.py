@@ -426,6 +426,10 @@ class _InterruptedInput:
         self.left -= 1
         return '{"RequestID": "r", "Status": 200}\n'
 
+    def readline(self, limit: int = -1) -> str:
+        """As a stream is read (`eventbus publish` reads each line with a bound)."""
+        return self.__next__()
+
 
 @pytest.mark.parametrize("json_output", [False, True])
 def test_ctrl_c_during_publish_still_delivers_and_says_what_was_done(
@@ -1124,3 +1128,99 @@ def test_a_backend_option_is_matched_as_spelt_before_any_case() -> None:
     assert given("redis_stream_max_len=7") == {"redis_stream_max_len": "7"}
     assert given("EVENTBUS_REDIS_STREAM_MAX_LEN=7") == {"redis_stream_max_len": "7"}
     assert given("Redis_Stream_Max_Len=7") == {"redis_stream_max_len": "7"}
+
+
+# ------------------------------------------------------------------ trial 249: the outside
+
+
+def _eventbus(*argv: str, **kwargs: Any) -> Any:
+    import subprocess
+
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(
+        [sys.executable, "-m", "eventbus_core.cli", *argv],
+        text=True,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["plugins"], ["demo", "--requests", "20"]])
+def test_a_full_or_closed_stdout_is_said_as_such(argv: list[str], tmp_path: Path) -> None:
+    # "the backend failed: OSError: No space left on device" (on the memory backend),
+    # "internal error", a traceback for --version; closed, output lost without a word.
+    os.chdir(tmp_path)  # the demo's output file
+    with open("/dev/full", "w") as full:
+        done = _eventbus(*argv, stdout=full)
+    assert done.returncode == 1, done.stderr
+    assert "cannot write to standard output (OSError: [Errno 28]" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "backend failed" not in done.stderr
+    closed = _eventbus(*argv, stdout=None, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 1, closed.stderr
+    assert "standard output: it is closed" in closed.stderr, closed.stderr
+
+
+@pytest.mark.parametrize(
+    "value", ["99999999999d", "9999999999999999999999s", "0001-01-01T00:00:00Z", "1969-12-31"]
+)
+@pytest.mark.parametrize("flag", ["--since", "--until"])
+def test_a_time_before_1970_is_refused_naming_the_flag(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A traceback (OverflowError), or Redis blamed for "Invalid stream ID" (trial 249).
+    with pytest.raises(SystemExit) as ended:
+        main(["replay", "--redis-url", CLOSED, flag, value, "--dry-run"])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2, err
+    assert f"argument {flag}: '{value}' is before 1970-01-01" in err, err
+    assert "Traceback" not in err and "Redis" not in err
+
+
+def test_a_line_past_the_bound_is_skipped_without_holding_it(tmp_path: Path) -> None:
+    # `eventbus publish </dev/zero` read one endless line until the kernel killed it for the
+    # machine's 24 GB (trial 249).
+    from eventbus_core.cli._lines import MAX_LINE_BYTES
+
+    good = b'{"RequestID":"r1","Method":"GET","Path":"/","Status":200}\n'
+    path = tmp_path / "in.jsonl"
+    with path.open("wb") as out:
+        out.write(good)
+        out.write(b"x" * (MAX_LINE_BYTES + 10) + b"\n")
+        out.write(good)
+    done = _eventbus(
+        "publish", "-f", str(path), "--json", env={**os.environ, "LLM_PROXY_EVENT_BUS": "memory"}
+    )
+    assert done.returncode == 1, done.stderr
+    assert "line 2: longer than 64 MiB" in done.stderr, done.stderr
+    assert json.loads(done.stdout)["accepted"] == 2, done.stdout
+
+
+def test_bounded_lines_reads_a_long_line_in_pieces() -> None:
+    from eventbus_core.cli._lines import TooLong, bounded_lines
+
+    data = io.BytesIO(b"ok\n" + b"y" * 50 + b"\nlast")
+    assert list(bounded_lines(data, limit=10)) == [b"ok\n", TooLong(51), b"last"]
+    text = io.StringIO("ab\n" + "z" * 20)
+    assert list(bounded_lines(text, limit=10)) == ["ab\n", TooLong(20)]
+
+
+def test_many_more_demo_workers_than_requests_do_not_hang(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # --workers 100000 --requests 10 simulated nothing in 25 s (trial 249).
+    out = tmp_path / "demo.jsonl"
+    argv = ["demo", "--workers", "100000", "--requests", "10", "--output", str(out), "--json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 10
+
+
+def test_a_file_flag_given_twice_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # `publish -f a -f b` published b alone, a's events left out without a word (trial 249).
+    with pytest.raises(SystemExit) as ended:
+        main(["publish", "-f", str(tmp_path / "a"), "-f", str(tmp_path / "b")])
+    assert ended.value.code == 2
+    assert "argument -f/--file: given twice" in capsys.readouterr().err

@@ -8,6 +8,7 @@ multi-process mode of shared backends is in `_demo/_shared.py`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import threading
@@ -192,8 +193,11 @@ def simulate(
         DemoInterrupted: Ctrl-C; the proxy threads were stopped first (after their current
             request), and `done` counts the requests they had published.
     """
+    # A thread with no request to make does nothing: 100,000 of them for 10 requests made the
+    # demo hang (trial 249), as did summing the shares again for each start.
+    workers = max(1, min(workers, requests))
     shares = spread(requests, workers)
-    starts = [first_request + sum(shares[:i]) for i in range(workers)]
+    starts = [first_request + done for done in itertools.accumulate(shares, initial=0)][:workers]
     costs: list[list[int]] = [[] for _ in range(workers)]
     halt = threading.Event()
 

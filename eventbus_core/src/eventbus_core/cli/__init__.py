@@ -47,6 +47,7 @@ from eventbus_core.cli._ops import (
     in_command_line_terms,
     stdout_gone,
 )
+from eventbus_core.cli._stdout import guarded_stdout
 from eventbus_core.cli._version import VersionAction
 
 __all__ = ["build_parser", "main"]
@@ -406,7 +407,9 @@ def _run_command(
     func: Callable[[argparse.Namespace], int], args: argparse.Namespace, name: str
 ) -> int:
     try:
-        code: int = func(args)
+        with guarded_stdout():
+            code: int = func(args)
+            sys.stdout.flush()  # what is buffered fails here, while it can still be said
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError as exc:

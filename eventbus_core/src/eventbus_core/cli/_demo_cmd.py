@@ -36,7 +36,7 @@ from eventbus_core.cli._ops import (
     shared_backend_example,
     with_backend_errors,
 )
-from eventbus_core.cli._output import check_output, path_argument
+from eventbus_core.cli._output import OnePath, check_output, path_argument
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 
@@ -98,6 +98,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--output",
         type=path_argument,
+        action=OnePath,
         default=Path("demo-events.jsonl"),
         help="JSONL file the consumer writes, replaced; missing directories on the way are "
         "created (default: %(default)s)",

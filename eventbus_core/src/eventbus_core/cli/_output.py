@@ -13,7 +13,7 @@ from pathlib import Path
 from eventbus_core._jsonl import file_problem
 from eventbus_core.cli._ops import UsageError
 
-__all__ = ["check_output"]
+__all__ = ["OnePath", "check_output", "path_argument"]
 
 
 def path_argument(text: str) -> Path:
@@ -22,6 +22,27 @@ def path_argument(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r}: give a file path, not an empty string")
     return Path(text)
+
+
+class OnePath(argparse.Action):
+    """Store a file path flag's value, refusing the flag given twice: `-f a.jsonl -f b.jsonl`
+    published b.jsonl alone, a.jsonl's events left out without a word (trial 249)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None and before != self.default:
+            raise argparse.ArgumentError(
+                self,
+                f"given twice ({str(before)!r}, then {str(values)!r}): it takes one path "
+                "(to use several files, run the command once for each, or join them first)",
+            )
+        setattr(namespace, self.dest, values)
 
 
 def check_output(path: Path, flag: str) -> None:

@@ -6,8 +6,7 @@ import argparse
 import json
 import operator
 import sys
-from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, BinaryIO, Final, TextIO
 
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import SettingsError, WireFormatError
@@ -23,6 +22,7 @@ from eventbus_core.capabilities import (
     is_cross_process,
 )
 from eventbus_core.cli._ending import within_ending
+from eventbus_core.cli._lines import TooLong, bounded_lines
 from eventbus_core.cli._ops import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -35,7 +35,7 @@ from eventbus_core.cli._ops import (
     shared_backend_example,
     with_backend_errors,
 )
-from eventbus_core.cli._output import path_argument
+from eventbus_core.cli._output import OnePath, path_argument
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
 
@@ -113,8 +113,9 @@ def add_parser(sub: Any) -> None:
         description="Read events as JSON lines in the Go llm-proxy wire format (one object per "
         "line, as 'eventbus tail --json' prints them) and publish them to the configured "
         "backend. Blank lines are skipped; a line that is not a valid event (not JSON, no event "
-        "field set, a sink's output line such as the demo's, or a value no event can have, such "
-        "as Status 99999) is reported on stderr "
+        "field set, a sink's output line such as the demo's, a value no event can have, such "
+        "as Status 99999, or a line longer than 64 MiB, which is never held whole) is reported "
+        "on stderr "
         "and skipped (or ends the run with --strict); bytes that are not UTF-8 are read as "
         "U+FFFD, as Go's decoder reads them. Waits for the backend to take each half buffer "
         "(the bus's own size, else OBSERVABILITY_BUFFER_SIZE) and, at the end, everything, "
@@ -132,6 +133,7 @@ def add_parser(sub: Any) -> None:
         "-f",
         "--file",
         type=path_argument,
+        action=OnePath,
         metavar="PATH",
         help="read from this file instead of stdin",
     )
@@ -151,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
     """Publish every valid line; exit 1 if a line was rejected or an event dropped or lost."""
     settings = settings_from_args(args)
     if args.file is None:
+        if sys.stdin is None:
+            raise UsageError(
+                "standard input is closed: give the events on stdin, or name a file with --file"
+            )
         # Bytes, as a file is read: one line that is not UTF-8 must not end the whole input.
         return _publish(args, settings, getattr(sys.stdin, "buffer", sys.stdin))
     try:
@@ -222,7 +228,7 @@ def _buffer_size(bus: object, settings: EventBusSettings) -> int:
 
 
 def _publish(
-    args: argparse.Namespace, settings: EventBusSettings, source: Iterable[bytes | str]
+    args: argparse.Namespace, settings: EventBusSettings, source: BinaryIO | TextIO
 ) -> int:
     bus = open_bus(args, settings, "eventbus publish")
     _check_destination(bus)
@@ -243,7 +249,13 @@ def _publish(
     interrupted = False
     try:
         with Progress("published", enabled=not (args.quiet or args.json)) as progress:
-            for number, raw in enumerate(source, start=1):
+            for number, raw in enumerate(bounded_lines(source), start=1):
+                if isinstance(raw, TooLong):
+                    rejected += 1
+                    print(f"eventbus publish: line {number}: {raw}", file=sys.stderr)
+                    if args.strict:
+                        break
+                    continue
                 line = _without_bom(raw) if number == 1 else raw
                 if not line.strip():
                     continue

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from eventbus_core._bus import EventBus
 from eventbus_core._errors import (
@@ -166,14 +166,33 @@ def parse_time(text: str) -> datetime:
     match = _RELATIVE.match(text.strip())
     if match:
         amount, unit = float(match.group(1)), _UNITS[match.group(2)]
-        return datetime.now(UTC) - timedelta(**{unit: amount})
+        try:
+            moment = datetime.now(UTC) - timedelta(**{unit: amount})
+        except (OverflowError, ValueError):  # a traceback said it (trial 249)
+            raise argparse.ArgumentTypeError(_BEFORE_LOGS.format(text=text)) from None
+    else:
+        try:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a time: use ISO 8601 (2026-01-31T12:00:00Z) or an age (15m, 2h)"
+            ) from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use ISO 8601 (2026-01-31T12:00:00Z) or an age (15m, 2h)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        before = moment < _EPOCH
+    except OverflowError:
+        before = True
+    if before:
+        # Redis was blamed for its "Invalid stream ID" (trial 249).
+        raise argparse.ArgumentTypeError(_BEFORE_LOGS.format(text=text))
+    return moment
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_BEFORE_LOGS: Final = (
+    "{text!r} is before 1970-01-01, which no log's times reach: give a later time (ISO 8601, "
+    "2026-01-31T12:00:00Z) or a shorter age (15m, 2h, 7d)"
+)
 
 
 Replayed = tuple[int, dict[str, Any]]

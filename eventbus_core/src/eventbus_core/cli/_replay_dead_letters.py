@@ -11,6 +11,7 @@ succeeded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 from eventbus_core._settings import EventBusSettings
 from eventbus_core.cli._backend_flags import plugin_overrides
+from eventbus_core.cli._lines import TooLong, bounded_lines
 from eventbus_core.cli._ops import EXIT_FAILED, EXIT_OK, UsageError
 from eventbus_core.cli._progress import Progress
 
@@ -99,17 +101,17 @@ class DeadLetterFile:
         except (AttributeError, OSError, ValueError):
             size = None  # not a regular file (a pipe): read to its end
         consumed = 0
-        for number, raw in enumerate(lines, start=1):
-            consumed += len(raw)
+        for number, raw in enumerate(bounded_lines(lines), start=1):
+            consumed += raw.length if isinstance(raw, TooLong) else len(raw)
             if size is not None and consumed > size:
                 return  # a line written after the start
             self.last_line = number
-            if number < self.first or not raw.strip():
+            if number < self.first or (not isinstance(raw, TooLong) and not raw.strip()):
                 continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                record = None
+            record: Any = None
+            if not isinstance(raw, TooLong):  # one past the bound is unreadable, as below
+                with contextlib.suppress(ValueError):
+                    record = json.loads(raw)
             payload = record.get("payload") if isinstance(record, dict) else None
             if not isinstance(payload, dict):
                 self.unreadable += 1
