@@ -453,6 +453,17 @@ def _encoded(headers: Mapping[str, tuple[str, ...]] | None) -> bool:
     return False
 
 
+def _is_utf8(data: bytes | None) -> bool:
+    """Whether `data` is UTF-8 text (None and empty bodies are)."""
+    if not data:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def stripped(event: Event) -> Event:
     """`event` without headers and bodies, its path cut before the query and scrubbed: what may
     still go out of an event that redaction failed on (JSON nested past the walk's depth)."""
@@ -595,9 +606,11 @@ class Redactor:
             self._has_extra
             or _may_hold_key_bytes(data)
             or _may_hold_pair_bytes(data)
-            # JSON escapes hide the words above (`"\u0070assword"`, `"\u0073k-..."`): parsed,
-            # they show (trial 248: kept at publish, in tail and replay, masked by sinks)
-            or b"\\u" in data
+            # JSON escapes of ASCII hide the words above (`"\u0070assword"`, `"\u0073k-..."`):
+            # parsed, they show (trial 248: kept at publish, in tail and replay, masked by
+            # sinks). Only `\u00..`: the escapes of other characters, which every non-ASCII
+            # text JSON-encoded holds, hide no credential.
+            or b"\\u00" in data
             or b"\\/" in data
             or (b"://" in data and b"@" in data)
             or b"%40" in data  # a percent-encoded URL (`may_hold_encoded_url`)
@@ -682,7 +695,14 @@ class Redactor:
         headers = event.response_headers
         new_headers = self._event_headers(headers)
         req = self.body(event.request_body)
-        resp = event.response_body if _encoded(headers) else self.body(event.response_body)
+        resp = event.response_body
+        if not (_encoded(headers) and not _is_utf8(resp)):
+            # A body the header calls compressed but which is UTF-8 text (a proxy that
+            # decoded it and kept the header, a short brotli body's plain text, a bogus
+            # coding) is text to scrub: left whole, `tail` printed its credentials (review
+            # 252). Compressed bytes are not UTF-8 (brotli's and deflate's first byte, gzip's
+            # magic), and are not printed as they are either.
+            resp = self.body(resp)
         path = self.text(event.path)
         if (
             new_headers is headers
