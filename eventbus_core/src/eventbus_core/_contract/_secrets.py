@@ -9,6 +9,7 @@ through a plain logger, or kept the last event in its repr, passed the whole sui
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,39 +55,71 @@ def _text_of(record: logging.LogRecord) -> str:
         return f"{record.msg} {record.args!r} {record.exc_text or ''} {record.stack_info or ''}"
 
 
+# One capture at a time: the patch is of the class, for every logger of the process.
+_CAPTURING = threading.Lock()
+
+
+def _snapshot() -> list[logging.Logger]:
+    """The root and every logger made so far, read under logging's own lock (a logger made
+    meanwhile by another thread changed the dict being read)."""
+    with logging._lock:  # type: ignore[attr-defined]  # what getLogger() itself holds
+        found = list(logging.Logger.manager.loggerDict.values())
+    return [logging.getLogger()] + [x for x in found if isinstance(x, logging.Logger)]
+
+
+def _level_before(logger: logging.Logger, levels: dict[logging.Logger, int]) -> int:
+    """The level `logger` had before the capture: its own, or its nearest ancestor's (a logger
+    made during the capture is judged as its parents made it, not as the root)."""
+    node: logging.Logger | None = logger
+    while node is not None:
+        level = levels.get(node, node.level)
+        if level:
+            return level
+        node = node.parent
+    return logging.WARNING
+
+
 @contextmanager
 def every_log_record() -> Iterator[list[logging.LogRecord]]:
     """Every record any logger hands its handlers meanwhile, DEBUG included (each as its
     handlers get it: after the logger's own filters, which is where a scrubbing filter works).
-    Handlers see only what they would have seen otherwise (the levels as they were)."""
-    records: list[logging.LogRecord] = []
-    root = logging.getLogger()
-    loggers = [root] + [
-        found for found in logging.Logger.manager.loggerDict.values()
-        if isinstance(found, logging.Logger)
-    ]  # fmt: skip
-    levels = {logger: logger.level for logger in loggers}
-    before = {logger.name: logger.getEffectiveLevel() for logger in loggers}
-    shown_from = root.getEffectiveLevel()  # a logger made meanwhile: the root's level
-    disabled = logging.root.manager.disable
-    hand_over = logging.Logger.callHandlers
+    Handlers see only what they would have seen otherwise (the levels as they were).
 
-    def capture(self: logging.Logger, record: logging.LogRecord) -> None:
-        records.append(record)
-        if record.levelno >= before.get(self.name, shown_from) and record.levelno > disabled:
-            hand_over(self, record)
+    Loggers that were disabled (`logging.config`'s `disable_existing_loggers`) are enabled
+    meanwhile, so that their records are seen too (and not handed on). Levels, `disabled` and
+    the class's `callHandlers` are put back as they were, the patch only if it is still ours.
+    """
+    with _CAPTURING:
+        records: list[logging.LogRecord] = []
+        loggers = _snapshot()
+        levels = {logger: logger.level for logger in loggers}
+        disabled = {logger for logger in loggers if logger.disabled}
+        shut_off = logging.root.manager.disable
+        hand_over = logging.Logger.callHandlers
 
-    logging.disable(logging.NOTSET)
-    for logger in loggers:
-        logger.setLevel(logging.DEBUG)
-    logging.Logger.callHandlers = capture  # type: ignore[method-assign]
-    try:
-        yield records
-    finally:
-        logging.Logger.callHandlers = hand_over  # type: ignore[method-assign]
-        for logger, level in levels.items():
-            logger.setLevel(level)
-        logging.disable(disabled)
+        def capture(self: logging.Logger, record: logging.LogRecord) -> None:
+            records.append(record)
+            if (
+                self not in disabled
+                and record.levelno >= _level_before(self, levels)
+                and record.levelno > shut_off
+            ):
+                hand_over(self, record)
+
+        logging.disable(logging.NOTSET)
+        for logger in loggers:
+            logger.setLevel(logging.DEBUG)
+            logger.disabled = False
+        logging.Logger.callHandlers = capture  # type: ignore[method-assign]
+        try:
+            yield records
+        finally:
+            if logging.Logger.callHandlers is capture:
+                logging.Logger.callHandlers = hand_over  # type: ignore[method-assign]
+            for logger, level in levels.items():
+                logger.setLevel(level)
+                logger.disabled = logger in disabled
+            logging.disable(shut_off)
 
 
 class SecretsContract(ContractBase):
