@@ -518,6 +518,12 @@ def test_dead_letters_go_through_again_as_nats_md_says(
     )  # fmt: skip
     lines = printed.stdout.splitlines()
     assert len(lines) == 2 and "{not an event" in lines, printed.stdout
+    for group, count in (("g", 2), ("another-group", 0)):
+        of_group = subprocess.run(
+            [sys.executable, str(script), names.stream, group],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert len(of_group.stdout.splitlines()) == count, (group, of_group.stdout)
     bad_line = lines.index("{not an event") + 1
     again = subprocess.run(
         [sys.executable, "-m", "eventbus_core.cli", "publish", "--backend", "nats"],

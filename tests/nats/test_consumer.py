@@ -450,3 +450,16 @@ def test_a_stream_whose_subject_another_stream_captures_names_the_subject_settin
         assert "EVENTBUS_NATS_REPLICAS" not in caplog.text
     finally:
         delete_streams(nats_url, other)  # never created: the server refused it
+
+
+def test_a_group_filtering_on_several_other_subjects_is_unfit() -> None:
+    # NATS 2.10's filter_subjects (several): only the single filter was looked at (review
+    # 252). The servers here are 2.9, which has no such field: the check itself.
+    from nats.js import api
+
+    from eventbus_nats._groups import _unfit
+
+    other = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT, filter_subjects=["a.b", "c.d"])
+    assert "takes subject a.b, c.d, not the bus's x.y" in str(_unfit(other, "x.y", 5))
+    mine = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT, filter_subjects=["a.b", "x.*"])
+    assert _unfit(mine, "x.y", 5) is None

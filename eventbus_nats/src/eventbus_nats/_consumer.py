@@ -169,6 +169,10 @@ class GroupConsumer:
         """Return up to `max_items` (at most `batch_size`) deliveries, waiting up to `timeout`
         seconds for the first. Returns [] on timeout, and while NATS is unreachable (after
         waiting), never raising for it.
+
+        Raises:
+            UnfitGroup: (a `SettingsError`) a consumer of the group's name exists and cannot
+                serve as the group (see `open_group`); waiting cannot help.
         """
         if self._closed:
             return []
@@ -181,7 +185,7 @@ class GroupConsumer:
             return []
         except UnfitGroup as exc:
             self._note_error(exc)
-            raise UnfitGroup(str(exc)) from None  # a fresh one: the binding's is shared
+            raise UnfitGroup(str(exc)) from exc  # a fresh one: the binding's task holds its own
         except Exception as exc:
             self._note_error(exc)
             time.sleep(max(0.0, min(self._backoff.next(), deadline - time.monotonic())))

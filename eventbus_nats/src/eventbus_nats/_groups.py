@@ -87,8 +87,10 @@ def _unfit(config: api.ConsumerConfig, subject: str, max_deliveries: int | None)
             f"its ack policy is {policy!r}, not 'explicit': the batch of a member that dies "
             "would be lost instead of delivered again"
         )
-    if config.filter_subject and not subject_matches(config.filter_subject, subject):
-        return f"it takes subject {config.filter_subject}, not the bus's {subject}"
+    filters = [config.filter_subject] if config.filter_subject else []
+    filters += list(getattr(config, "filter_subjects", None) or ())  # NATS 2.10's several
+    if filters and not any(subject_matches(pattern, subject) for pattern in filters):
+        return f"it takes subject {', '.join(filters)}, not the bus's {subject}"
     limit = config.max_deliver
     if limit is not None and max_deliveries is not None and 0 < limit <= max_deliveries:
         return (

@@ -458,7 +458,7 @@ class Link:
             # the same TimeoutError): say how long it really was.
             future.cancel()
             waited = time.monotonic() - started
-            if waited < 0.05:
+            if waited < min(0.05, timeout / 2):
                 # Ended at once (a request made while disconnected): "within 0.0 s" said
                 # nothing of why (trial 246).
                 raise TimeoutError(
