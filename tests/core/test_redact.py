@@ -963,14 +963,20 @@ MULTIPART = (
     '--XyZ\r\nContent-Disposition: form-data; name="password"\r\n\r\nhunter2-Xy99\r\n'
     '--XyZ\r\nContent-Disposition: form-data; name="api_key"\r\nContent-Type: text/plain\r\n\r\n'
     "line one\r\nline two-Secret\r\n"
-    '--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n\r\n--XyZ--\r\n'
+    '--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n\r\n'
+    "--XyZ\r\nContent-Disposition: form-data; name=client_secret\r\n\r\nunquoted-Secret\r\n"
+    "--XyZ--\r\n"
 )
 
 
 def test_credential_named_fields_of_a_multipart_form_are_masked() -> None:
     # `password=...` form-encoded was masked, the same field in multipart/form-data went out
     # as sent: to sinks, dead letters and the store (trial 248).
-    expected = MULTIPART.replace("hunter2-Xy99", MASK).replace("line one\r\nline two-Secret", MASK)
+    expected = (
+        MULTIPART.replace("hunter2-Xy99", MASK)
+        .replace("line one\r\nline two-Secret", MASK)
+        .replace("unquoted-Secret", MASK)
+    )
     assert Redactor().text(MULTIPART) == expected
     assert Redactor().payload({"type": "llm.request", "input": MULTIPART})["input"] == expected
     published = Redactor().event(make_event(1, request_body=MULTIPART.encode()))

@@ -304,5 +304,5 @@ def test_drops_not_said_yet_are_said_when_the_process_ends_without_stop() -> Non
     assert done.returncode == 0, done.stderr
     dropped = int(done.stdout)
     said = [int(m) for m in re.findall(r"dropped (\d+) event\(s\)", done.stderr)]
-    assert dropped > 0 and len(said) >= 2, done.stderr
+    assert dropped > 0 and said, done.stderr
     assert sum(said) == dropped, done.stderr

@@ -763,6 +763,7 @@ def test_max_deliveries_and_claim_idle_come_from_the_settings(
     for name, value in (
         ("EVENTBUS_REDIS_MAX_DELIVERIES", "0"),
         ("EVENTBUS_REDIS_CLAIM_IDLE", "nan"),
+        ("EVENTBUS_REDIS_CLAIM_IDLE", "0.001"),  # live batches reclaimed (trial 251)
     ):
         monkeypatch.setenv(name, value)
         with pytest.raises(SettingsError, match=name):
@@ -826,3 +827,7 @@ def test_stats_says_whether_the_configured_group_exists(
         out = capsys.readouterr().out
         assert f"group                {group}" in out, out
         assert f"group exists         {exists}" in out, out
+    # Per sink (the dispatcher's default) the group itself does not exist: its sinks' do.
+    real.xgroup_create(stream, "misspelt-group:jsonl", id="0")
+    assert main(["stats", "--backend", "redis-streams"]) == 0
+    assert "sink groups          misspelt-group:jsonl" in capsys.readouterr().out

@@ -151,8 +151,13 @@ class RedisCapabilities:
         figures = dict(self._own().describe())
         if self._kind == "stream":
             group = self._layout.group
+            names = [g["name"] for g in figures.get("groups", ())]
             figures["group"] = group
-            figures["group_exists"] = any(g["name"] == group for g in figures.get("groups", ()))
+            figures["group_exists"] = group in names
+            # `eventbus dispatch` reads GROUP:SINK groups (per sink, the default): the right
+            # group then "did not exist", as a misspelt one does (trial 251).
+            sinks = [n for n in names if n.startswith(f"{group}:")]
+            figures["sink_groups"] = ", ".join(sinks) or "none"
         return figures
 
     # ------------------------------------------------------------------ Isolatable

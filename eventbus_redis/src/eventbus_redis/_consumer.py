@@ -226,6 +226,10 @@ class StreamConsumer:
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         count = max(1, min(max_items, self.batch_size))
+        # What a period held back is said once it is over, not at the next loss or close
+        # (a running dispatcher may go days without either: review 252).
+        self._trimmed_unread_said.add(0)
+        self._trimmed_pending_said.add(0)
         while not self._closed:
             try:
                 # A stream key that holds another type of value is the settings' fault, not an

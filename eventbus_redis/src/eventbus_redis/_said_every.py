@@ -8,6 +8,7 @@ last, and whatever is left when the consumer closes.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -15,27 +16,35 @@ __all__ = ["SaidEvery"]
 
 
 class SaidEvery:
-    """Adds up a count and hands it to `say` at most every `every` seconds (`close()` hands
-    over what is left). Not thread-safe: one consumer's reads call it."""
+    """Adds up a count and hands it to `say` at most every `every` seconds (`add(0)` says what
+    a past period held back; `close()` what is left). Thread-safe: a stop closes it while a
+    read may add."""
 
-    __slots__ = ("_at", "_every", "_say", "_unsaid")
+    __slots__ = ("_at", "_every", "_lock", "_say", "_unsaid")
 
     def __init__(self, say: Callable[[int], None], every: float) -> None:
         self._say = say
         self._every = every
         self._unsaid = 0
         self._at = 0.0  # the first is said at once
+        self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
         """Count `n` more; say the count if the period since the last line has passed."""
-        self._unsaid += n
-        now = time.monotonic()
-        if now >= self._at:
+        with self._lock:
+            self._unsaid += n
+            if not self._unsaid:
+                return
+            now = time.monotonic()
+            if now < self._at:
+                return
             self._at = now + self._every
-            self.close()
+            n, self._unsaid = self._unsaid, 0
+        self._say(n)
 
     def close(self) -> None:
         """Say what was not said yet, if anything."""
-        n, self._unsaid = self._unsaid, 0
+        with self._lock:
+            n, self._unsaid = self._unsaid, 0
         if n:
             self._say(n)

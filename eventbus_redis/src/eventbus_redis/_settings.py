@@ -144,10 +144,13 @@ class RedisSettings(PluginSettings):
         le=2**63 - 1,
         description="Deliveries of one stream entry before a consumer dead-letters it.",
     )
+    # At least a second: the dispatcher refreshes what it holds at each read and poll (every
+    # 0.25 s by default); a limit below that had live batches reclaimed, delivered five times
+    # over and then dead-lettered (trial 251 set 0.001).
     redis_claim_idle: float = _env(
         "EVENTBUS_REDIS_CLAIM_IDLE",
         default=30.0,
-        gt=0,
+        ge=1,
         le=10**9,
         allow_inf_nan=False,
         description=(

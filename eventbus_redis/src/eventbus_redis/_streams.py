@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Self
 
 import redis
 
-from eventbus_core import BusStats, EventBusSettings, check_count, check_seconds
+from eventbus_core import BusStats, EventBusSettings, check_count, check_positive_seconds
 from eventbus_core.batching import PublishPath
 from eventbus_redis._base import RedisBusBase
 from eventbus_redis._capabilities import RedisLayout
@@ -84,7 +84,7 @@ class RedisStreamsEventBus(RedisBusBase):
         if not stream or not group:
             raise ValueError("stream and group must be non-empty names")
         self.max_deliveries = check_count("max_deliveries", max_deliveries, 1)
-        self.claim_idle = check_seconds("claim_idle", claim_idle)
+        self.claim_idle = check_positive_seconds("claim_idle", claim_idle)
         self.stream = stream
         self.group = group
         self._kind = "stream"

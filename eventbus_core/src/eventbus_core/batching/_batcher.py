@@ -154,7 +154,9 @@ def flush_before_exit(delivery: ExitDelivery, why: str, timeout: float | None = 
         return False
     finally:
         if isinstance(delivery, ReportsDrops):
-            delivery.report_drops(final=True)
+            # A line to log must not replace what the exit returns or raises (review 252).
+            with contextlib.suppress(Exception):
+                delivery.report_drops(final=True)
 
 
 def log_undelivered(label: str, count: int, why: str, *, unanswered: int = 0) -> None:
@@ -866,7 +868,11 @@ def _flush_all_at_exit() -> None:
     open_ = [b for b in list(_OPEN) if not b.closed]
     if not open_:
         return
-    waits = [b.exit_timeout for b in open_ if b.pending()]
+    waits = []
+    for delivery in open_:
+        with contextlib.suppress(Exception):  # exiting: one backend's bug must not stop the rest
+            if delivery.pending():
+                waits.append(delivery.exit_timeout)
     deadline = time.monotonic() + max(waits, default=0.0)
     for delivery in open_:
         with contextlib.suppress(Exception):  # exiting: a bug here must not hide the others

@@ -20,8 +20,9 @@ _HEADER: Final = "content-disposition:"
 _LONGEST_HEADER: Final = 1024  # a Content-Disposition line: a name and a file name, no more
 _MOST_HEADER_LINES: Final = 16  # a part's header lines before its blank line
 # The field's name in one header line (bounded by the line): `name="..."` as a word of its own
-# (`filename="..."` is another parameter).
-_NAME: Final = re.compile(r'(?:^|[;\s])name="([^"]*)"', re.IGNORECASE)
+# (`filename="..."` is another parameter), or unquoted (`name=password`, a token as MIME allows:
+# trial 251 found it kept).
+_NAME: Final = re.compile(r'(?:^|[;\s])name=(?:"([^"]*)"|([^";\s]+))', re.IGNORECASE)
 
 
 def may_hold_multipart(lowered: str) -> bool:
@@ -72,7 +73,8 @@ def mask_multipart_fields(text: str, is_secret_name: Callable[[str], bool], mask
         if closing < 0:
             break  # no boundary after this value: none after any later one either
         value_end = closing - 1 if text[closing - 1 : closing] == "\r" else closing
-        if value_end > value_start and is_secret_name(found.group(1)):  # type: ignore[union-attr]
+        name = found.group(1) if found.group(1) is not None else found.group(2)  # type: ignore[union-attr]
+        if value_end > value_start and is_secret_name(name):
             pieces += [text[done:value_start], mask]
             done = value_end
         at = lowered.find(_HEADER, closing)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
+from eventbus_core._event import _INT64_MAX as INT64_MAX
+
 __all__ = [
     "finish_reasons",
     "operation_name",
@@ -102,9 +104,6 @@ def response_id(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-_INT64_MAX: Final = 2**63 - 1
-
-
 def usage_tokens(payload: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """`(input tokens, output tokens)` from the payload's `usage`, where known: a count is a
     whole number from 0 to 2**63 - 1 (OTLP's int64). Others are left out: 2**70 went out as a
@@ -115,7 +114,7 @@ def usage_tokens(payload: Mapping[str, Any]) -> tuple[int | None, int | None]:
         for key in keys:
             value = usage.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
-                return value if 0 <= value <= _INT64_MAX else None
+                return value if 0 <= value <= INT64_MAX else None
         return None
 
     return (
