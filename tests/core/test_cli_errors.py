@@ -1224,3 +1224,7 @@ def test_a_file_flag_given_twice_is_refused(
         main(["publish", "-f", str(tmp_path / "a"), "-f", str(tmp_path / "b")])
     assert ended.value.code == 2
     assert "argument -f/--file: given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ended:  # the same mistake there (trial 253)
+        main(["replay", "--dead-letters", str(tmp_path / "a"), "--dead-letters", "b"])
+    assert ended.value.code == 2
+    assert "argument --dead-letters: given twice" in capsys.readouterr().err

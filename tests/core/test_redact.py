@@ -965,6 +965,7 @@ MULTIPART = (
     "line one\r\nline two-Secret\r\n"
     '--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n\r\n'
     "--XyZ\r\nContent-Disposition: form-data; name=client_secret\r\n\r\nunquoted-Secret\r\n"
+    '--XyZ\r\nContent-Disposition: form-data; name = "passwd"\r\n\r\nspaced-Secret\r\n'
     "--XyZ--\r\n"
 )
 
@@ -976,6 +977,7 @@ def test_credential_named_fields_of_a_multipart_form_are_masked() -> None:
         MULTIPART.replace("hunter2-Xy99", MASK)
         .replace("line one\r\nline two-Secret", MASK)
         .replace("unquoted-Secret", MASK)
+        .replace("spaced-Secret", MASK)
     )
     assert Redactor().text(MULTIPART) == expected
     assert Redactor().payload({"type": "llm.request", "input": MULTIPART})["input"] == expected

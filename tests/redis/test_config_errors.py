@@ -5,9 +5,11 @@ database is not a number, a database the server does not have, a key holding ano
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -793,8 +795,14 @@ def test_client_certificate_files_that_cannot_be_used_are_named(
             assert not bus.flush(1)
             assert "client certificate given" in bus.stats().extra["last_error"]
         finally:
-            bus.stop(0)
+            bus.stop(1)  # the writer ends, rather than retrying past the test
             client.close()
+    # redis-py 5.0 leaves the socket of a TLS wrap that failed for missing files unclosed: let
+    # the collector find it here, where its ResourceWarning is this test's, not at a later
+    # test's setup (the floor run failed so once).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def test_stream_info_refused_xinfo_is_a_settings_error_not_a_missing_group(

@@ -301,7 +301,9 @@ class JetStreamWriter:
                     self._done_cond.wait(0.01 if remaining is None else min(remaining, 0.01))
             return self._done >= target
         finally:
-            self.report_drops()  # a caller reading the log after flush() finds them said
+            # A caller reading the log after flush() finds them said, whatever the minute (a
+            # server's shutdown flush may be its last word: see Batcher.flush).
+            self.report_drops(final=True)
 
     def pending(self) -> int:
         """Events accepted and not settled yet (buffered, or sent and not acknowledged)."""

@@ -66,7 +66,8 @@ class DropReport:
         log.warning(
             "%s dropped %d event(s) (%d in all, counted in stats().dropped): its publish "
             "buffer (buffer_size %d, OBSERVABILITY_BUFFER_SIZE) was full, as the backend is "
-            "slower than the traffic or cannot write; this line comes at most once a minute",
+            "slower than the traffic or cannot write; this line comes at most once a minute "
+            "while it drains, and at a flush() or the end for what is left",
             self._label,
             new,
             dropped,

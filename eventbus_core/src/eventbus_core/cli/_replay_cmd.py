@@ -49,6 +49,7 @@ from eventbus_core.cli._ops import (
     shown_location,
     with_backend_errors,
 )
+from eventbus_core.cli._output import OnePath
 from eventbus_core.cli._printing import printable
 from eventbus_core.cli._progress import Progress
 from eventbus_core.cli._reach import ONE_SHOT_HELP
@@ -111,6 +112,7 @@ def add_parser(sub: Any) -> None:
     letters.add_argument(
         "--dead-letters",
         metavar="FILE",
+        action=OnePath,
         help="send the payloads of a dead-letter file (EVENTBUS_DEAD_LETTER_PATH) again, as "
         "the sink would have got them (already transformed and redacted), in the file's order; "
         "the file is only read. Takes no range and no backend flags",

@@ -21,8 +21,8 @@ _LONGEST_HEADER: Final = 1024  # a Content-Disposition line: a name and a file n
 _MOST_HEADER_LINES: Final = 16  # a part's header lines before its blank line
 # The field's name in one header line (bounded by the line): `name="..."` as a word of its own
 # (`filename="..."` is another parameter), or unquoted (`name=password`, a token as MIME allows:
-# trial 251 found it kept).
-_NAME: Final = re.compile(r'(?:^|[;\s])name=(?:"([^"]*)"|([^";\s]+))', re.IGNORECASE)
+# trial 251 found it kept), spaces around `=` allowed as servers' parsers allow them (trial 253).
+_NAME: Final = re.compile(r'(?:^|[;\s])name\s*=\s*(?:"([^"]*)"|([^";\s]+))', re.IGNORECASE)
 
 
 def may_hold_multipart(lowered: str) -> bool:
