@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +15,7 @@ from eventbus_core import Event, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_memory import InMemoryEventBus
 from tests._forked import wait_child
+from tests._python import run_python
 from tests._stop_timeouts import check_stop_timeouts
 
 
@@ -294,13 +293,7 @@ print(bus.stats().dropped, flush=True)
 def test_drops_not_said_yet_are_said_when_the_process_ends_without_stop() -> None:
     # A worker's 6,930 drops during a Redis outage: 114 were said, the rest held back by the
     # once-a-minute bound until the process had ended (trial 243).
-    done = subprocess.run(
-        [sys.executable, "-c", ENDS_WITHOUT_STOP],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_python(ENDS_WITHOUT_STOP)
     assert done.returncode == 0, done.stderr
     dropped = int(done.stdout)
     said = [int(m) for m in re.findall(r"dropped (\d+) event\(s\)", done.stderr)]

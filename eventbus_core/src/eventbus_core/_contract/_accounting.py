@@ -217,22 +217,30 @@ class AccountingContract(ContractBase):
             )
             assert stuck.qsize() <= size
 
+    def _stopped_with_a_stuck_consumer(
+        self, bus: EventBus, events: int, timeout: float
+    ) -> Subscription:
+        """Publish `events` into `bus` (buffer 10) with a subscription that never reads, then
+        `stop(timeout)`, which must return within `timeout + stop_overshoot`; the subscription."""
+        sub = self.subscribe_bounded(bus)  # never reads: its buffer fills, then the bus's
+        self.publish_each(bus, (make_event(i) for i in range(events)))
+        # Stuck for real before the stop: its buffer full. (Stopped at once, a bus whose
+        # subscriptions poll had offered it nothing yet, so a stop() that waits for readers
+        # passed, trial 152.)
+        self._wait_until_full(bus, sub, 10)
+        started = time.monotonic()
+        self.stop_bus(bus, timeout=timeout)
+        took = time.monotonic() - started
+        assert took <= timeout + self.stop_overshoot, (
+            f"stop(timeout={timeout:g}) with a consumer that never reads took {took:.2f} s, "
+            f"more than its timeout + stop_overshoot ({self.stop_overshoot:g} s): stop() must "
+            "keep to its timeout, however short"
+        )
+        return sub
+
     def test_stop_is_bounded_with_a_stuck_consumer(self) -> None:
         with self.bus(10) as bus:
-            sub = self.subscribe_bounded(bus)  # never reads: its buffer fills, then the bus's
-            self.publish_each(bus, (make_event(i) for i in range(2_000)))
-            # Stuck for real before the stop: its buffer full. (Stopped at once, a bus whose
-            # subscriptions poll had offered it nothing yet, so a stop() that waits for
-            # readers passed this test, trial 152.)
-            self._wait_until_full(bus, sub, 10)
-            started = time.monotonic()
-            self.stop_bus(bus, timeout=1.0)
-            took = time.monotonic() - started
-            assert took <= 1.0 + self.stop_overshoot, (
-                f"stop(timeout=1) with a consumer that never reads took {took:.2f} s, more "
-                f"than its timeout + stop_overshoot ({self.stop_overshoot:g} s): stop() must "
-                "keep to its timeout"
-            )
+            sub = self._stopped_with_a_stuck_consumer(bus, 2_000, 1.0)
             got = self.iterate(sub)  # iteration ends once the buffered events are read
             assert len(got) <= 10, (
                 f"after stop(), iterating a subscription of buffer_size=10 gave {len(got)} "
@@ -249,17 +257,7 @@ class AccountingContract(ContractBase):
         # stop(1.0) alone was timed: a stop 1.5 s late every time passed, though stop(0.1) then
         # took 16 times its timeout (trial 245).
         with self.bus(10) as bus:
-            sub = self.subscribe_bounded(bus)  # never reads
-            self.publish_each(bus, (make_event(i) for i in range(500)))
-            self._wait_until_full(bus, sub, 10)
-            started = time.monotonic()
-            self.stop_bus(bus, timeout=0.1)
-            took = time.monotonic() - started
-        assert took <= 0.1 + self.stop_overshoot, (
-            f"stop(timeout=0.1) with a consumer that never reads took {took:.2f} s, more than "
-            f"its timeout + stop_overshoot ({self.stop_overshoot:g} s): stop() must keep to "
-            "its timeout, however short"
-        )
+            self._stopped_with_a_stuck_consumer(bus, 500, 0.1)
 
     def _wait_until_full(self, bus: EventBus, sub: Subscription, size: int) -> None:
         """Wait, `receive_timeout` s at most, until `sub` holds `size` events or has missed
