@@ -1147,7 +1147,9 @@ def _eventbus(*argv: str, **kwargs: Any) -> Any:
     )
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["plugins"], ["demo", "--requests", "20"]])
+@pytest.mark.parametrize(
+    "argv", [["--version"], ["plugins"], ["demo", "--requests", "20"], ["--help"], ["tail", "-h"]]
+)
 def test_a_full_or_closed_stdout_is_said_as_such(argv: list[str], tmp_path: Path) -> None:
     # "the backend failed: OSError: No space left on device" (on the memory backend),
     # "internal error", a traceback for --version; closed, output lost without a word.

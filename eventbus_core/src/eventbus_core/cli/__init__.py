@@ -25,7 +25,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from eventbus_core._errors import (
     BackendLoadError,
@@ -47,8 +47,11 @@ from eventbus_core.cli._ops import (
     in_command_line_terms,
     stdout_gone,
 )
-from eventbus_core.cli._stdout import guarded_stdout
+from eventbus_core.cli._stdout import StdoutFailed, guarded_stdout, write_failed
 from eventbus_core.cli._version import VersionAction
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = ["build_parser", "main"]
 
@@ -93,6 +96,21 @@ class _Parser(argparse.ArgumentParser):
                 )
         message += _misplaced_option_hint(message)
         super().error(message)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """argparse's, without its silence: it drops an `OSError` of the write, so `--help`
+        to a full disk wrote nothing and exited 0 (trial 253). Here a failed write to stdout
+        ends the command (exit 1); a reader that left (`| head`) is no failure."""
+        out = file  # argparse names stdout (help) or stderr (errors): None when it is closed
+        if not message or out is None:
+            return  # a closed stdout is said once the parser is done (`_help_written`)
+        try:
+            out.write(message)
+        except BrokenPipeError:
+            raise  # handled as every command's: a quiet end
+        except OSError as exc:
+            if out is sys.stdout:
+                raise write_failed(exc) from None
 
 
 def _misplaced_option_hint(message: str) -> str:
@@ -301,7 +319,17 @@ def _main(argv: Sequence[str] | None) -> int:
         # signal's default, where the command's own SIGTERM exit code was promised.
         parser = build_parser()
         _typed[:] = sys.argv[1:] if argv is None else list(argv)
-        args, extras = parser.parse_known_args(argv)
+        try:
+            args, extras = parser.parse_known_args(argv)
+        except StdoutFailed as failed:  # --help (or a message) that stdout did not take
+            print(f"eventbus: error: {failed}", file=sys.stderr)
+            return EXIT_FAILED
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0  # `eventbus --help | head`: the reader had what it wanted
+        except SystemExit as ended:
+            _help_written(ended)
+            raise
     if early:
         return _sigterm_exit(args)
     if extras:
@@ -337,6 +365,29 @@ def _main(argv: Sequence[str] | None) -> int:
     # A command that ended on SIGTERM took the Ctrl-C path (delivering what it had accepted,
     # bounded, then its summary); its exit code says which signal it was.
     return _sigterm_exit(args) if terminated and code == EXIT_INTERRUPTED else code
+
+
+def _help_written(ended: SystemExit) -> None:
+    """After `--help` (argparse's exit 0): make sure it reached stdout. A full disk or a closed
+    stdout lost it, and the command said nothing and exited 0 (trial 253).
+
+    Raises:
+        SystemExit: 1, the failure said on stderr, when it did not.
+    """
+    if ended.code not in (0, None):
+        return  # a usage error, said on stderr already
+    try:
+        if sys.stdout is None:  # closed: print() wrote nothing, without a word
+            raise write_failed(None)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return  # the reader left: it had what it wanted
+        except OSError as exc:
+            raise write_failed(exc) from None
+    except StdoutFailed as failed:
+        print(f"eventbus: error: {failed}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
 
 
 def _sigterm_exit(args: argparse.Namespace) -> int:
