@@ -324,10 +324,7 @@ class DeliveryContract(ContractBase):
     ) -> int:
         """Publish `per_thread` events from each of 8 threads; check that `published` and
         `dropped` add up to the calls once the bus settled; return `published`."""
-        if close_together:
-            total = self._publish_close_together(bus, per_thread, 8)
-        else:
-            total = self._publish_from_threads(bus, per_thread, 8)
+        total = self._publish_from_threads(bus, per_thread, 8, close_together=close_together)
         self.settle_bounded(bus)
         published, dropped = self.stats_bounded(bus)
         assert published + dropped == total, (
@@ -336,43 +333,15 @@ class DeliveryContract(ContractBase):
         )
         return published
 
-    def _publish_from_threads(self, bus: EventBus, per_thread: int, threads: int) -> int:
-        """`per_thread` publish() calls from each of `threads` threads started together, each
-        bounded; return the number of calls."""
+    def _publish_from_threads(
+        self, bus: EventBus, per_thread: int, threads: int, *, close_together: bool = False
+    ) -> int:
+        """`per_thread` publish() calls from each of `threads` threads started together; return
+        the number of calls. Each call is bounded (`publish_bound`); or, `close_together`, the
+        calls are made back to back, with no per-call bound (the whole run has one), while
+        Python switches threads as often as it can."""
         total = per_thread * threads
-        limit, publish = self.publishes_limit(total), self.publish_limit()
-
-        def run(watch: Watch) -> None:
-            barrier = threading.Barrier(threads)
-            errors: list[BaseException] = []
-
-            def worker(t: int) -> None:
-                try:
-                    barrier.wait(limit.seconds)
-                    for i in range(per_thread):
-                        watch.call(publish, bus.publish, make_event(t * per_thread + i))
-                except BaseException as exc:  # re-raised below, in the watched thread
-                    errors.append(exc)
-
-            pool = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(threads)]
-            for th in pool:
-                th.start()
-            for th in pool:
-                # The watch fails the test first if a publish() hangs; this thread is then
-                # abandoned (a daemon), as are the workers.
-                th.join(limit.seconds)
-            if errors:
-                raise errors[0]
-
-        run_watched(run, limit)
-        return total
-
-    def _publish_close_together(self, bus: EventBus, per_thread: int, threads: int) -> int:
-        """`per_thread` publish() calls from each of `threads` threads started together, back to
-        back (no per-call bound: the whole run has one), while Python switches threads as often
-        as it can; return the number of calls."""
-        total = per_thread * threads
-        limit = self.publishes_limit(total)
+        limit, bound = self.publishes_limit(total), self.publish_limit()
         batches = [[make_event(t * per_thread + i) for i in range(per_thread)]
                    for t in range(threads)]  # fmt: skip
 
@@ -381,14 +350,18 @@ class DeliveryContract(ContractBase):
             errors: list[BaseException] = []
 
             def worker(events: list[Event]) -> None:
-                publish = bus.publish
                 try:
                     barrier.wait(limit.seconds)
                 except threading.BrokenBarrierError:
                     return  # another worker failed first: its error is the one to report
                 try:
-                    for event in events:
-                        publish(event)
+                    if close_together:
+                        publish = bus.publish
+                        for event in events:
+                            publish(event)
+                    else:
+                        for event in events:
+                            watch.call(bound, bus.publish, event)
                 except BaseException as exc:  # re-raised below, in the watched thread
                     errors.append(exc)
 
@@ -397,16 +370,21 @@ class DeliveryContract(ContractBase):
             for th in pool:
                 th.start()
             for th in pool:
+                # The watch fails the test first if a publish() hangs; this thread is then
+                # abandoned (a daemon), as are the workers.
                 th.join(max(0.0, deadline - time.monotonic()))
             if errors:
                 exc = errors[0]
                 if isinstance(exc, Exception) and not isinstance(exc, AssertionError):
+                    # Raised outside the watch (back to back): said as the watch says it.
                     raise AssertionError(
-                        f"publish() raised {type(exc).__name__}: {exc}: "
-                        f"{self.publish_limit().never_raises}"
+                        f"publish() raised {type(exc).__name__}: {exc}: {bound.never_raises}"
                     ) from exc
                 raise exc
 
+        if not close_together:
+            run_watched(run, limit)
+            return total
         # Set and put back here, in the test's own thread: a run that overruns its bound is
         # abandoned while its threads still join, and left the whole process switching every
         # 5 µs (review 252).
