@@ -11,7 +11,7 @@ from typing import Final
 
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
-from eventbus_core.redact._redact import NO_REDACTION, Redactor, stripped
+from eventbus_core.redact._redact import NO_REDACTION, Redactor, is_utf8, stripped
 
 log = get_logger("eventbus.cli")
 
@@ -21,13 +21,7 @@ UNREADABLE_BODY: Final = b"[REDACTED: compressed or binary body; --no-redact pri
 
 
 def _readable(body: bytes | None) -> bytes | None:
-    if not body:
-        return body
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return UNREADABLE_BODY
-    return body
+    return body if is_utf8(body) else UNREADABLE_BODY
 
 
 def printable(event: Event, redactor: Redactor) -> Event:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventbus_core._plugins import ENTRY_POINT_GROUP
-from eventbus_core.cli._stdout import StdoutFailed, write_failed
 
 __all__ = ["VersionAction", "family_versions"]
 
@@ -53,15 +52,8 @@ class VersionAction(argparse.Action):
         versions = family_versions()
         width = max(len(name) for name, _ in versions)
         lines = [f"{name:<{width}}  {version}" for name, version in versions]
-        try:
-            if sys.stdout is None:  # closed (`>&-`): print() would say nothing at all
-                raise write_failed(None)
-            try:
-                print("\n".join(lines), flush=True)  # on stdout, as --help is
-            except BrokenPipeError:
-                parser.exit(0)  # the reader left: it had what it wanted
-            except OSError as exc:  # a full disk: a traceback said it (trial 249)
-                raise write_failed(exc) from None
-        except StdoutFailed as failed:
-            parser.exit(1, f"eventbus --version: error: {failed}\n")
+        # On stdout as --help is, through the parser: the command line says a stdout that
+        # fails or is closed (exit 1: a traceback said it, trial 249) and ends quietly for a
+        # reader that left.
+        parser._print_message("\n".join(lines) + "\n", sys.stdout)
         parser.exit(0)

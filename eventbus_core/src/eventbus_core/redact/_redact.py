@@ -453,7 +453,7 @@ def _encoded(headers: Mapping[str, tuple[str, ...]] | None) -> bool:
     return False
 
 
-def _is_utf8(data: bytes | None) -> bool:
+def is_utf8(data: bytes | None) -> bool:
     """Whether `data` is UTF-8 text (None and empty bodies are)."""
     if not data:
         return True
@@ -696,7 +696,7 @@ class Redactor:
         new_headers = self._event_headers(headers)
         req = self.body(event.request_body)
         resp = event.response_body
-        if not (_encoded(headers) and not _is_utf8(resp)):
+        if not (_encoded(headers) and not is_utf8(resp)):
             # A body the header calls compressed but which is UTF-8 text (a proxy that
             # decoded it and kept the header, a short brotli body's plain text, a bogus
             # coding) is text to scrub: left whole, `tail` printed its credentials (review
