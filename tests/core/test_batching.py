@@ -547,3 +547,30 @@ def test_a_forked_child_does_not_say_its_parent_s_drops_as_its_own() -> None:
     finally:
         logging.getLogger("eventbus").removeHandler(lines)
     assert [m for m in said if "publish buffer" in m]  # the parent's own, said by the parent
+
+
+def test_a_said_count_is_said_once_whatever_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eventbus_core.batching import SaidEvery
+
+    now = [100.0]
+    monkeypatch.setattr("eventbus_core.batching._said_every.time.monotonic", lambda: now[0])
+    said: list[tuple[int, int]] = []
+    counter = SaidEvery(lambda new, total: said.append((new, total)), every=10.0)
+    counter.add(3)  # the first at once
+    counter.add(2)  # held back: within the period
+    counter.reach(4)  # an older running total: counted already
+    counter.reach(9)  # 4 more, held back
+    assert said == [(3, 3)]
+    now[0] = 110.0
+    counter.add(0)  # the period is over: what it held back
+    assert said == [(3, 3), (6, 9)]
+    counter.add(1)
+    counter.say_now()  # the end, whatever the period
+    counter.say_now()  # nothing left
+    assert said == [(3, 3), (6, 9), (1, 10)]
+    counter.after_fork_in_child(15)  # the parent's 5 are the parent's to say
+    now[0] = 200.0
+    counter.reach(16)
+    assert said[-1] == (1, 16)

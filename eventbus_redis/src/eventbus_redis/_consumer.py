@@ -38,6 +38,7 @@ from eventbus_core import (
     check_seconds,
     get_logger,
 )
+from eventbus_core.batching import SaidEvery
 from eventbus_core.capabilities import ParentsDeliveries, foreign_tokens, split_tokens
 from eventbus_redis._client import TRANSIENT_ERRORS, Backoff, safe_error, socket_timeout
 from eventbus_redis._config_errors import reporting_wrong_type
@@ -53,7 +54,6 @@ from eventbus_redis._entries import (
 )
 from eventbus_redis._group_lag import group_lag
 from eventbus_redis._own_connection import OwnConnection, send_all
-from eventbus_redis._said_every import SaidEvery
 from eventbus_redis._scripts import (
     STREAM_COUNT_UNREAD_TRIMMED,
     STREAM_CREATE_GROUP,
@@ -552,28 +552,29 @@ class StreamConsumer:
         self.trimmed_unread += n
         self._trimmed_unread_said.add(n)  # at most every _SAY_TRIMMED_EVERY s, the rest at close
 
-    def _say_trimmed_unread(self, n: int) -> None:
+    def _say_trimmed_unread(self, n: int, total: int) -> None:
         log.warning(
             "eventbus redis: %d %s of %s %s trimmed (MAXLEN) before consumer group %s read "
             "%s: raise EVENTBUS_REDIS_STREAM_MAX_LEN (of every writer) or read faster "
-            "(counted in missed)",
+            "(%d in all, counted in missed)",
             n,
             "entry" if n == 1 else "entries",
             self.stream,
             "was" if n == 1 else "were",
             self.group,
             "it" if n == 1 else "them",
+            total,
         )
 
     def _lost_to_trim(self, n: int) -> None:
         self.trimmed += n
         self._trimmed_pending_said.add(n)  # at most every _SAY_TRIMMED_EVERY s, the rest at close
 
-    def _say_trimmed_pending(self, n: int) -> None:
+    def _say_trimmed_pending(self, n: int, total: int) -> None:
         log.warning(
             "eventbus redis: %d pending %s of %s %s trimmed (MAXLEN) or deleted before %s "
             "acknowledged: a consumer that died held %s, and whether its sinks got %s before it "
-            "died is unknown (counted in missed)",
+            "died is unknown (%d in all, counted in missed)",
             n,
             "entry" if n == 1 else "entries",
             self.stream,
@@ -581,6 +582,7 @@ class StreamConsumer:
             "it was" if n == 1 else "they were",
             "it" if n == 1 else "them",
             "it" if n == 1 else "them",
+            total,
         )
 
     # ------------------------------------------------------------------------ group upkeep
@@ -746,8 +748,8 @@ class StreamConsumer:
         stay pending for a later reader. Acknowledgements still to send are sent first: against
         a frozen server that waits up to the client's socket timeout (10 s with a
         `from_settings` client), then counts them in `acks_unsent`."""
-        self._trimmed_unread_said.close()
-        self._trimmed_pending_said.close()
+        self._trimmed_unread_said.say_now()
+        self._trimmed_pending_said.say_now()
         if self._deferred_acks:
             # Closing must not raise; unacknowledged entries will be redelivered.
             with contextlib.suppress(Exception):

@@ -39,6 +39,7 @@ from eventbus_core.batching._fork import (
 )
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._not_event import report_not_an_event
+from eventbus_core.batching._said_every import SaidEvery
 from eventbus_core.batching._thread import DEEP_SLEEP_AFTER, ThreadDriver
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "LoopDriver",
     "PublishPath",
     "ReportsDrops",
+    "SaidEvery",
     "ThreadDriver",
     "at_fork",
     "check_fork",

@@ -4,16 +4,15 @@ A full publish buffer drops and counts (`stats().dropped`), and `publish()` must
 it logs nothing. An operator who reads logs and not metrics then saw nothing at all (trial 215:
 489 events dropped under load, 34,469 during a backend's outage, and no line). The drainer asks,
 once per cycle, whether the count moved (one comparison), and says so at most once a minute,
-and at the end what is left to say.
+and at the end what is left to say (`SaidEvery`).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Final
 
 from eventbus_core._log import get_logger
+from eventbus_core.batching._said_every import SaidEvery
 
 __all__ = ["DropReport"]
 
@@ -32,37 +31,28 @@ class DropReport:
         every: Seconds between two lines at most.
     """
 
-    __slots__ = ("_at", "_buffer_size", "_every", "_label", "_lock", "_seen")
+    __slots__ = ("_buffer_size", "_label", "_said")
 
     def __init__(self, label: str, buffer_size: int, every: float = _EVERY) -> None:
         self._label = label
         self._buffer_size = buffer_size
-        self._every = every
-        self._seen = 0
-        self._at: float | None = None
-        # The drainer's cycle and a stopping thread may both look: one says each drop.
-        self._lock = threading.Lock()
+        self._said = SaidEvery(self._say, every)
 
     def after_fork_in_child(self, dropped: int) -> None:
-        """A new lock: the parent's may have been held by its drainer at the fork (review 220:
-        the child's stop() hung). `dropped`, the count the child inherits, is the parent's to
-        say: each of 50 workers said its parent's drops as its own (trial 221)."""
-        self._lock = threading.Lock()
-        self._seen = max(self._seen, dropped)
+        """A new lock (the parent's may have been held by its drainer at the fork: review 220,
+        the child's stop() hung); `dropped`, the count the child inherits, is the parent's to
+        say."""
+        self._said.after_fork_in_child(dropped)
 
     def check(self, dropped: int, *, final: bool = False) -> None:
         """Call from the drainer (and `flush()`) with the count of events dropped so far for a
-        full buffer; `final` at the end (stop): what the last minute dropped is said then,
-        whatever the minute (trial 216: 2,000 dropped in a process's last second went unsaid)."""
-        if dropped == self._seen:  # the usual case: no lock taken
-            return
-        with self._lock:
-            if dropped <= self._seen:  # said by the other caller meanwhile
-                return
-            now = time.monotonic()
-            if not final and self._at is not None and now - self._at < self._every:
-                return
-            new, self._seen, self._at = dropped - self._seen, dropped, now
+        full buffer; `final` at the end (a flush, a stop): what the last minute dropped is
+        said then, whatever the minute."""
+        self._said.reach(dropped)
+        if final:
+            self._said.say_now()
+
+    def _say(self, new: int, dropped: int) -> None:
         log.warning(
             "%s dropped %d event(s) (%d in all, counted in stats().dropped): its publish "
             "buffer (buffer_size %d, OBSERVABILITY_BUFFER_SIZE) was full, as the backend is "
