@@ -136,6 +136,16 @@ class TestEvent:
         assert headers["X-Upstream"] == ("openai",)
         assert headers["Content-Type"] == ("application/json",)
 
+    def test_a_head_response_keeps_no_body(self) -> None:
+        # The server sends no body for HEAD, whatever the application returns (gunicorn drops
+        # it): the event held the 175 bytes the client never got (trial 254), unlike the ASGI
+        # middleware's. The application's iterable is still read and closed by the server.
+        bus = RecordingBus()
+        served = call(observed(chat_app, bus), environ_for(method="HEAD"))
+        assert served.body == b'{"echo": 0}'
+        (event,) = bus.published
+        assert (event.method, event.status, event.response_body) == ("HEAD", 200, None)
+
     def test_the_server_gets_the_applications_headers_unchanged(self) -> None:
         bus = RecordingBus()
         served = call(observed(chat_app, bus), environ_for())

@@ -203,7 +203,8 @@ def test_stop_is_bounded_and_counts_what_it_gave_up(server: ThrowawayNats, fault
         assert slowest < 0.5  # a correctness bound: publish() never waits for the server
         started = time.monotonic()
         bus.stop(2.0)
-        assert time.monotonic() - started < 3.5  # 2 s + 0.75 s, with room for a slow machine
+        took = time.monotonic() - started
+        assert took < 2.4, took  # 2 s, with room for a slow machine: it was 2.5 (trial 254)
         s = bus.stats()
         assert (s.published, s.dropped) == (60, 0)
         assert s.extra["unconfirmed"] <= s.lost

@@ -106,8 +106,10 @@ def test_stop_confirms_events_whose_acknowledgements_were_not_back(
     make_bus: MakeBus, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The confirmation's window (0.5 s) is not what this checks, but that asking again settles
-    # every event: under CI's load, 2 of 30 answers came after 0.5 s once.
+    # every event: under CI's load, 2 of 30 answers came after 0.5 s once. The whole of
+    # stop(3.0) confirms.
     monkeypatch.setattr("eventbus_nats._bus._CONFIRM", 3.0)
+    monkeypatch.setattr("eventbus_nats._bus._CONFIRM_SHARE", 1.0)
     bus = make_bus(max_msgs=0)
     sub = bus.subscribe()
     acks = bus._writer._sender._acks
@@ -124,7 +126,7 @@ def test_stop_confirms_events_whose_acknowledgements_were_not_back(
     assert not bus.flush(0.5)
     acks.publish = real  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="eventbus"):
-        bus.stop(0.0)
+        bus.stop(3.0)
     s = bus.stats()
     assert (s.published, s.dropped, s.lost, s.extra["written"]) == (30, 0, 0, 30)
     assert s.extra["duplicates"] == 30  # the stream's duplicate window answered for them

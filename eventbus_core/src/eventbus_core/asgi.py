@@ -262,7 +262,7 @@ class _Exchange:
         self.req_room = mw.max_request_body
         self.resp_chunks: list[bytes] = []
         # A HEAD response has no body on the wire, whatever the application sends (the server
-        # drops it): the event keeps none, as the WSGI middleware's (trial 126).
+        # drops it): the event keeps none (trial 126), as the WSGI middleware's.
         self.resp_room = mw.max_response_body if scope.get("method") != "HEAD" else 0
         self.request_id = ""
         self.disconnected = False

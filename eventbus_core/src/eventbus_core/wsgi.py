@@ -268,7 +268,9 @@ class _Exchange:
         self.response_headers: dict[str, tuple[str, ...]] | None = None
         self.request_input: _ObservedInput | None = None
         self.resp_chunks: list[bytes] = []
-        self.resp_room = mw.max_response_body
+        # A HEAD response has no body on the wire, whatever the application returns (the
+        # server drops it): the event keeps none, as the ASGI middleware's (trial 254).
+        self.resp_room = mw.max_response_body if environ.get("REQUEST_METHOD") != "HEAD" else 0
         self.request_id = ""
         self.skip = False
         self.done = False

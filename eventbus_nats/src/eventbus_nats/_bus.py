@@ -57,11 +57,14 @@ __all__ = ["NatsEventBus"]
 
 log = get_logger("eventbus.nats")
 
-# Seconds past stop()'s deadline to learn whether events sent without a PubAck yet are in the
-# stream and to hand subscriptions what this bus stored: counts must be true, not guesses.
 _DEFAULT_STREAM: Final = "LLM_PROXY_EVENTS"
+# The end of stop()'s timeout (a tenth of it, 0.5 s at most) is kept to learn whether events
+# sent without a PubAck yet are in the stream and to hand subscriptions what this bus stored:
+# counts must be true, not guesses. Within the timeout, not past it: every backend's stop()
+# keeps to one deadline, which a gunicorn graceful_timeout is sized from (trial 254: 5.5 s).
 _CONFIRM: Final = 0.5
-_GRACE: Final = 0.25  # seconds stop() waits past that for the loop to answer at all
+_CONFIRM_SHARE: Final = 0.1
+_GRACE: Final = 0.25  # seconds stop() waits past the timeout only if its loop does not answer
 _COUNT_WAIT: Final = 0.25  # seconds a close waits for NATS to say how far the stream goes
 _SUBSCRIBE_WAIT: Final = 5.0  # seconds subscribe() waits for its consumer while NATS answers
 _LIVE_BUSES: weakref.WeakSet[NatsEventBus] = weakref.WeakSet()
@@ -380,10 +383,10 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         limit; NaN raises `ValueError` and stops nothing), deliver it to this bus's
         subscriptions, then end them. Idempotent.
 
-        Returns within `timeout` + 0.75 s: after the deadline, up to 0.5 s to confirm with
-        the server which events sent without an acknowledgement yet it holds and to let the
-        subscriptions read up to the newest event this bus stored, and 0.25 s for the counts
-        to settle even if the connection's loop does not answer. Events not in the stream are
+        Returns within `timeout`: its last tenth (0.5 s at most) confirms with the server
+        which events sent without an acknowledgement yet it holds and lets the subscriptions
+        read up to the newest event this bus stored; only if the connection's own loop does
+        not answer does it wait 0.25 s more, for the counts to settle. Events not in the stream are
         counted in `stats().lost`; those a subscription was not handed, in its `dropped`.
         Consumers are separate: close them yourself.
         """
@@ -396,11 +399,11 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
                 self._stopping.start()
             followers = list(self._followers)
         if not first:
-            self._stopping.wait(wait + _CONFIRM + _GRACE)
+            self._stopping.wait(wait + _GRACE)
             return
         try:
-            deadline = time.monotonic() + wait
-            confirm_by = deadline + _CONFIRM
+            confirm_by = time.monotonic() + wait
+            deadline = confirm_by - min(_CONFIRM, wait * _CONFIRM_SHARE)
             self._writer.close_intake()
             settled = False
             try:
