@@ -293,3 +293,88 @@ async def test_a_batch_written_inline_is_counted_when_its_acknowledgement_never_
     assert (s.received, s.sent) == (100, 100)  # counted, though never acknowledged
     assert stats.read == 100 and stats.acked == 0
     _balanced(stats)
+
+
+class _NeverReturns(RecordingSink):
+    """A sink whose `send_blocking()` does not return until `release` is set (a hung
+    write), then stores the batch."""
+
+    def __init__(self) -> None:
+        super().__init__("hung")
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def send_blocking(self, batch: Sequence[dict[str, Any]]) -> None:
+        self.entered.set()
+        self.release.wait(60)
+        self.batches.append(list(batch))
+
+
+async def _stop_behind_a_hung_inline_send(source: Any, dead: MemoryDeadLetter) -> Any:
+    sink = _NeverReturns()
+    d = Dispatcher(
+        source, [sink], batch_size=10, flush_interval=0.01, shutdown_timeout=0.3, dead_letter=dead
+    )
+    task = asyncio.create_task(d.run())
+    try:
+        while not sink.entered.is_set():
+            await asyncio.sleep(0.005)
+        d.request_stop()
+        started = time.monotonic()
+        # It waited on the send for ever (trial 255: still running 80 s after the stop).
+        stats = await asyncio.wait_for(task, 20)
+        assert time.monotonic() - started < 0.3 + 2.0 + 3.0  # deadline, grace, close: bounded
+    finally:
+        sink.release.set()
+    await asyncio.sleep(0.05)  # the sink returns: what the stop accounted for stays so
+    assert stats.as_dict() == d.stats().as_dict()
+    return stats
+
+
+async def test_a_hung_inline_send_on_a_memory_lane_is_dead_lettered_at_the_stop() -> None:
+    sub = Subscription(10_000)
+    sub.offer(make_events(30))
+    dead = MemoryDeadLetter()
+    stats = await _stop_behind_a_hung_inline_send(sub, dead)
+    s = stats.sinks["hung"]
+    # The batch in the hung send (it may have it), then the 20 never read: every one counted.
+    assert (s.received, s.sent, s.dead_lettered) == (30, 0, 30)
+    assert stats.read == 30
+    assert sorted(r["log_id"] for r in dead.records) == list(range(1, 31))
+    held = [r for r in dead.records if "send_blocking() returned" in r["error"]]
+    assert [r["log_id"] for r in held] == list(range(1, 11))
+    _balanced(stats)
+
+
+async def test_a_hung_inline_send_on_a_durable_lane_is_left_for_redelivery(
+    caplog: Any,
+) -> None:
+    source = ListSource(make_events(30))
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        stats = await _stop_behind_a_hung_inline_send(source, MemoryDeadLetter())
+    s = stats.sinks["hung"]
+    assert (s.received, s.sent, s.requeued) == (10, 0, 10)  # read 0 before (trial 255)
+    assert stats.read == 10 and stats.acked == 0 and source.acked == []
+    # Its source closed: the stop did not wait behind the sink for the source's thread.
+    assert source.closed
+    assert "did not close" not in caplog.text
+    assert "send_blocking() returned" in caplog.text
+    _balanced(stats)
+
+
+async def test_the_watchdog_names_the_sink_whose_inline_send_hangs(
+    caplog: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("eventbus_core.dispatch._stuck.HUNG_AFTER", 0.5)
+    sub = Subscription(10_000)
+    sub.offer(make_events(10))
+    sub.finish()  # as a stopped memory bus: the dispatcher drains, then finds no progress
+    sink = _NeverReturns()
+    d = Dispatcher(sub, [sink], batch_size=10, flush_interval=0.01, shutdown_timeout=0.3)
+    try:
+        with caplog.at_level(logging.WARNING, logger="eventbus"):
+            stats = await asyncio.wait_for(d.run(), 20)
+    finally:
+        sink.release.set()
+    assert "(sink(s) hung: a send that does not return?)" in caplog.text  # "none" before
+    assert stats.sinks["hung"].dropped + stats.sinks["hung"].dead_lettered == 10

@@ -447,7 +447,7 @@ class Dispatcher:
         return "this dispatcher runs already (run() or start() was called): one run at a time"
 
     def _give_up(self, waited: float) -> None:
-        stuck = [w.name for w in self.workers if not w.idle]
+        stuck = [w.name for w in self.workers if not w.idle or w.lane.inline_busy()]
         log.warning(
             "every source ended, but nothing was read or sent for %.1f s (sink(s) %s: a send "
             "that does not return?); stopping as on SIGTERM",
@@ -459,6 +459,20 @@ class Dispatcher:
         """Account for what the deadline cut off: requeue (durable) or dead-letter (memory)."""
         stopped = f"dispatcher stopped after {self.shutdown_timeout} s"
         for lane in self._lanes:
+            held = await lane.give_up_inline(CANCEL_GRACE)  # a send_blocking() not returning
+            for w in lane.workers if held else ():
+                w.stats.received += len(held)
+                reason = f"{stopped} before the sink's send_blocking() returned (it may have it)"
+                if lane.durable:
+                    w.stats.requeued += len(held)
+                    log.warning(
+                        "sink %s: %s: %d events left unacknowledged for redelivery",
+                        w.name,
+                        reason,
+                        len(held),
+                    )
+                else:
+                    await w.dead_letter_batch(held, reason, 1)
             await lane.take_late_outcomes()  # a batch stored inline as its read was given up
             unread = await lane.take_unread()
             for w in lane.workers if unread else ():

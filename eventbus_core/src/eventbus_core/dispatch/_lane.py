@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -159,6 +160,13 @@ class Lane:
         # the loop): kept apart from the call's result so that none goes uncounted if the
         # read is given up at a stop while its thread finishes the batch.
         self._outcomes: deque[InlineOutcome] = deque()
+        # The batch the lane's thread is storing inline, under `_inline_lock`: a stop whose
+        # deadline passed while `send_blocking()` had not returned accounts for it from here
+        # and leaves the thread to the sink (`give_up_inline`). A memory bus's stop waited on
+        # that send for ever, and its events were in no figure (trial 255).
+        self._inline_lock = threading.Lock()
+        self._inline_held: _Got | None = None
+        self._inline_given_up = False
 
     def _inline_target(self) -> tuple[SinkWorker, BlockingSend] | None:
         """The worker of this lane's one sink and that sink, if it offers `BlockingSend`."""
@@ -191,6 +199,8 @@ class Lane:
         what was stored (in the source's thread). Reported first: an acknowledgement can block
         on a frozen server until the dispatcher gives the read up, and what the file holds must
         be counted all the same (an outside trial found the last batch counted nowhere)."""
+        with self._inline_lock:
+            self._inline_held = got
         started = time.monotonic()
         try:
             sink.send_blocking([payload for _, payload in got])
@@ -203,9 +213,41 @@ class Lane:
         else:
             stored, unsent, error = got, [], None
         seconds = time.monotonic() - started
-        self._outcomes.append(InlineOutcome(len(stored), seconds, unsent, error))
+        with self._inline_lock:
+            self._inline_held = None
+            if self._inline_given_up:
+                return  # a stop accounted for this batch meanwhile (`give_up_inline`)
+            self._outcomes.append(InlineOutcome(len(stored), seconds, unsent, error))
         if stored and self.durable:
             self._ack([token for token, _ in stored])
+
+    def inline_busy(self) -> bool:
+        """True while the lane's thread is in its sink's `send_blocking()`."""
+        return self._inline_held is not None
+
+    async def give_up_inline(self, wait: float) -> list[Item]:
+        """After a stop's deadline: if the lane's thread is still in its sink's
+        `send_blocking()` after `wait` more seconds, the batch it holds, as items to account
+        for (the caller dead-letters them, or leaves them to be delivered again), and the lane
+        goes on with a thread of its own; else nothing."""
+        reading = self._reading
+        if reading is None or not self.inline_busy():
+            return []
+        with contextlib.suppress(Exception):  # its failure is the read's, handled there
+            await asyncio.wait_for(asyncio.shield(reading), wait)
+        with self._inline_lock:
+            got, self._inline_held = self._inline_held, None
+            if got is None:
+                return []  # it returned: its outcome is in `_outcomes`
+            self._inline_given_up = True
+        self._reading = None
+        # The old thread is the sink's until it returns (a daemon: it does not hold the
+        # process); what the stop still does with the source needs one that answers.
+        self.executor.shutdown(wait=False)
+        self.executor = SourceThread(f"eventbus-{self.name}-after-stop")
+        self.read += len(got)
+        now = time.monotonic()
+        return [Item(payload, AckState(token, len(self.workers)), now) for token, payload in got]
 
     async def _take_outcomes(self, worker: SinkWorker) -> bool:
         """Account for the batches stored inline; hand what failed to `worker`. True if some
