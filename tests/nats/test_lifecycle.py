@@ -252,6 +252,8 @@ def test_after_a_restart_the_newest_event_is_known_whatever_order_the_acks_came_
         s = bus.stats()
         assert (s.published, s.dropped, s.lost, s.extra["written"]) == (800, 0, 0, 800)
         assert s.extra["last_log_id"] == 800
+        # Writing again, and why it stopped is kept, as the Redis writer's (trial 256).
+        assert s.extra["state"] == "connected" and s.extra["last_error"], s.extra
         late = bus.subscribe()
         bus.publish(make_event(800))
         assert bus.flush(10)
@@ -573,6 +575,21 @@ def test_user_and_password_work_and_never_show(
         with pytest.raises(SettingsError, match="refused the credentials"):
             wrong.check(5.0)
         assert time.monotonic() - started < 2.5  # a correctness bound: it did not wait 5 s
+        # describe() says the cause too, not "check that nats-server runs with -js" (trial 256),
+        # also as the first thing a bus is asked.
+        first = NatsEventBus(f"nats://alice:wrong-pass-9@127.0.0.1:{server.port}", stream="AUTH3")
+        try:
+            for i in range(20):  # while it tries again: the server resets each attempt
+                first.publish(make_event(i))
+                time.sleep(0.05)
+            for asked in (first, wrong):
+                with pytest.raises(
+                    BackendUnavailableError, match="refused the credentials"
+                ) as said:
+                    asked.describe()
+                assert "-js" not in str(said.value) and "wrong-pass-9" not in str(said.value)
+        finally:
+            first.stop(0.5)
     finally:
         bus.stop(2)
         wrong.stop(0.5)
@@ -1283,3 +1300,21 @@ def test_a_consumer_in_a_forked_child_starts_at_zero_and_leaves_the_parents_deli
         consumer.close()
     finally:
         bus.stop(2)
+
+
+def test_a_flush_that_a_stop_ends_says_what_a_flush_after_it_says(server: ThrowawayNats) -> None:
+    # Both find every event settled (written, or given up at the stop): the first said False,
+    # before its timeout, and the second True (trial 256), where the batching buses say True.
+    bus = NatsEventBus(server.url, stream="FLUSHSTOP", subject="flushstop.events")
+    with frozen_with_unwritten(server, bus, 5, 20):
+        said: list[bool] = []
+        waiting = threading.Thread(target=lambda: said.append(bus.flush(30)))
+        waiting.start()
+        time.sleep(0.2)
+        assert not said  # waiting on the frozen server
+        bus.stop(0.5)
+        waiting.join(5)
+        assert said == [True]
+        assert bus.flush(2) is True
+        s = bus.stats()
+        assert s.extra["written"] + s.lost == 25 and s.lost >= 20

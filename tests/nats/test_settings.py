@@ -120,6 +120,7 @@ def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NATS_URL", "nats://127.0.0.1:99999", "has no valid port"),
         ("NATS_URL", "nats://a:4222,b:0", "has no valid port"),
         ("NATS_URL", "nats://:4222", "names no host"),
+        ("NATS_URL", "nats://u:hunter2@[::1:4222", "Invalid IPv6 URL; write an IPv6 address in"),
         ("NATS_URL", "nats://", "names no host"),
         ("NATS_URL", "nats://u:hunter2@", "names no host"),
         ("NATS_URL", "nats://127.0.0.1 :4222", "holds whitespace"),

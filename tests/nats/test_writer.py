@@ -274,10 +274,24 @@ def test_a_full_stream_that_discards_new_events_refuses_them_for_good(
         assert len(refusals) == 1, [r.getMessage() for r in refusals]
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="eventbus"):
+            for batch in range(5):  # batch after batch, every one refused
+                for i in range(10):
+                    bus.publish(make_event(100 + 10 * batch + i))
+                assert bus.flush(20)
+        said = [r.getMessage() for r in caplog.records]
+        # Not "cannot write" then "writing again" for each batch: 16 lines a second, and
+        # nothing written (trial 256).
+        assert not [m for m in said if "writing again" in m], said
+        assert len([m for m in said if "cannot write" in m]) <= 1, said
+        s = bus.stats()
+        assert s.extra["state"] == "failing", s.extra
+        assert "maximum messages" in str(s.extra["last_error"]), s.extra
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="eventbus"):
             bus.publish(make_event(51))
             bus.stop(5)
         # Not "not in the stream" for what may be there: these never reached it.
-        assert "stopped with 31 event(s) counted lost (none of them reached the stream)" in (
+        assert "stopped with 81 event(s) counted lost (none of them reached the stream)" in (
             caplog.text
         )
     finally:

@@ -82,7 +82,8 @@ class Flushable(Protocol):
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every event accepted so far is written to the backend (or, in memory,
-        in every subscriber's buffer); True if that happened within `timeout` seconds. An
+        in every subscriber's buffer), or given up by `stop()`; True if that happened within
+        `timeout` seconds (None: no limit). An
         event the backend refused for good (NATS: larger than the server's `max_payload`) is
         no longer waited for: it is counted in `stats().lost`, and logged. A `timeout` that
         is neither None nor a number of seconds (NaN, a str) raises `ValueError` or

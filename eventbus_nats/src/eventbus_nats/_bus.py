@@ -266,7 +266,8 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Return True once every event published so far is acknowledged by the stream (or
-        given up at stop); False if `timeout` seconds passed first."""
+        given up at stop: a flush that a stop ends returns True too); False if `timeout`
+        seconds passed first (None: no limit)."""
         return self._writer.flush(timeout)
 
     # --------------------------------------------------------------------------- reading

@@ -119,6 +119,11 @@ class LogReader:
         )
 
     def _unanswered(self, exc: BaseException) -> BackendUnavailableError:
+        refused = self._link.refused
+        if refused is not None:
+            # Its cause and fix, as check() says them: "check that nats-server runs with -js"
+            # for refused credentials or a server without TLS (trial 256).
+            return BackendUnavailableError(str(refused))
         if isinstance(exc, TimeoutError) and self._link.connected:
             return self._quiet(f"({safe_error(exc)})")
         said = self._link.last_error  # the connection's own reason, where it has one

@@ -177,11 +177,14 @@ class BatchSender:
             problem = self._collect(batch)
             if batch.open == 0:
                 self.batches += 1
-                if self.state != "connected":
+                # Writing again only if the stream took some: a batch the stream refused for
+                # good (full, discarding new messages) is settled too, every event lost, and
+                # said "writing again" after each "cannot write", 16 lines a second (trial
+                # 256). `last_error` is kept after a recovery, as the Redis writer's.
+                if self.state != "connected" and _WRITTEN in batch.status:
                     if self.state != "idle":  # a WARNING, as the failure was (trial 216)
                         log.warning("eventbus nats writer is writing again")
                     self.state = "connected"
-                    self.last_error = None
                 self._backoff.reset()
                 self._open.remove(batch)
                 return

@@ -210,7 +210,13 @@ def _check_server(server: str, shown: str) -> None:
             "NATS_TOKEN) instead"
         )
     # nats-py reads "host:port" without a scheme as nats://host:port.
-    parts = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
+    try:
+        parts = urllib.parse.urlsplit(server if "://" in server else f"nats://{server}")
+    except ValueError as exc:  # "Invalid IPv6 URL", alone (trial 256)
+        raise ValueError(
+            f"{shown!r}: {exc}; write an IPv6 address in brackets with its port after them, "
+            "as nats://[::1]:4222"
+        ) from None
     try:
         port = parts.port
     except ValueError:
