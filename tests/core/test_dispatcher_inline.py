@@ -146,12 +146,19 @@ class _LibraryTimeout(BaseException):
     """As gevent's Timeout: a library's own BaseException."""
 
 
-async def test_a_base_exception_inline_is_a_failed_attempt_retried_by_the_worker() -> None:
+async def test_a_base_exception_inline_is_a_failed_attempt_retried_by_the_worker(
+    caplog: Any,
+) -> None:
     # Only Exception was caught: the lane's thread ended with it, and its events with it.
     source = ListSource(make_events(200))
     sink = BlockingSink(inline_failures=1, error=lambda: _LibraryTimeout("lib"))
     d = Dispatcher(source, [sink], batch_size=100, flush_interval=0.01, retry=FAST_RETRY)
-    stats = await _run(d, 200)
+    with caplog.at_level(logging.INFO, logger="eventbus"):
+        stats = await _run(d, 200)
+    # Its own class and the method that raised it, not "SinkError: send() raised" (trial 255).
+    assert "failed (attempt 1, _LibraryTimeout: send_blocking() raised _LibraryTimeout" in (
+        caplog.text
+    )
     assert _log_ids(sink.batches) == list(range(1, 201))
     assert sorted(source.acked) == list(range(1, 201))
     s = stats.sinks["blocking"]

@@ -973,3 +973,32 @@ def test_a_plugin_s_name_typed_as_a_backend_says_what_it_registers_instead() -> 
     assert "pip install" not in message, message
     assert "the plugin 'mism'" in message and "registers backend(s) 'mismatched-name'" in message
     assert "(--backend)" in message
+
+
+def test_a_sink_missing_what_its_entry_points_extra_brings_is_told_that_extras_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `pip install --force-reinstall eventbus-fancy` cannot install an extra: `eventbus
+    # plugins` said the right command and `eventbus dispatch` this one (trial 255).
+    def needs_the_extra(*args: Any) -> Any:
+        raise ModuleNotFoundError("No module named 't255_alchemy'", name="t255_alchemy")
+
+    entry = _EntryPoint("fancy", "eventbus-fancy", _plugin(sinks={"fancy": needs_the_extra}))
+    entry.value += " [fancy]"
+    _with_entry_points(monkeypatch, entry)
+    real = md.distribution
+
+    def distribution(name: str) -> Any:
+        if name == "eventbus-fancy":
+            return types.SimpleNamespace(requires=['t255-alchemy>=2; extra == "fancy"'])
+        return real(name)
+
+    monkeypatch.setattr(md, "distribution", distribution)
+    registry = PluginRegistry()
+    with pytest.raises(PluginError, match="failed to start") as raised:
+        registry.build(registry.sink("fancy"), "sink", EventBusSettings(), {})
+    assert (
+        "It needs the module 't255_alchemy', which is not installed: it needs t255-alchemy to "
+        'build: pip install "eventbus-fancy[fancy]"'
+    ) in str(raised.value)
+    assert "force-reinstall" not in str(raised.value)

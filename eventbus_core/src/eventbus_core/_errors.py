@@ -199,19 +199,31 @@ def clipped(text: str, mask: Callable[[str], str], limit: int = MESSAGE_LIMIT) -
     return f"{masked[:limit]}... ({more:,} more characters)"
 
 
-def send_failure(exc: BaseException) -> Exception:
-    """What a sink's `send()` raised, as the failed attempt the dispatcher counts and retries:
-    an `Exception` is itself; any other `BaseException` (`SystemExit`, `KeyboardInterrupt`,
-    `GeneratorExit`, a library's own such as gevent's `Timeout`) becomes a `SinkError` labelled
-    with its class name. Let through, it ended the sink's task, or `eventbus dispatch`."""
+class RaisedBaseException(SinkError):
+    """A sink's send raised a `BaseException` that is no `Exception`: a failed attempt,
+    labelled (`error_type`) with that exception's class name."""
+
+
+def send_failure(exc: BaseException, method: str = "send()") -> Exception:
+    """What a sink's `send()` (or `method`) raised, as the failed attempt the dispatcher counts
+    and retries: an `Exception` is itself; any other `BaseException` (`SystemExit`,
+    `KeyboardInterrupt`, `GeneratorExit`, a library's own such as gevent's `Timeout`) becomes a
+    `RaisedBaseException` labelled with its class name. Let through, it ended the sink's task,
+    or `eventbus dispatch`."""
     if isinstance(exc, Exception):
         return exc
     name = type(exc).__name__
-    return SinkError(
-        f"send() raised {name} ({message_of(exc) or 'no message'}): a sink must raise an "
+    return RaisedBaseException(
+        f"{method} raised {name} ({message_of(exc) or 'no message'}): a sink must raise an "
         f"Exception to fail a batch; a BaseException would end the dispatcher's task or process",
         error_type=name,
     )
+
+
+def failure_name(exc: BaseException) -> str:
+    """The class a failed attempt's log line names: the sink's own exception's, also where
+    it was a `BaseException` the dispatcher wrapped (the line said `SinkError`, trial 255)."""
+    return exc.error_type if isinstance(exc, RaisedBaseException) else type(exc).__name__
 
 
 def error_type_of(exc: BaseException) -> str:

@@ -514,6 +514,15 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
             f"the package that provides {package!r} (pip install --upgrade ...), or install "
             "the plugin again with its dependencies"
         )
+    if missing is not None and info.distribution is not None:
+        from eventbus_core._plugin_extras import missing_extras
+
+        # A dependency of an extra its entry point names (`module [fancy]`): a reinstall of the
+        # distribution alone does not bring it (trial 255); the extra's command does, as
+        # `eventbus plugins` says.
+        needs = missing_extras(info.distribution, info.extras)
+        if needs:
+            return f"It needs the module {missing!r}, which is not installed: it {needs[0]}"
     if missing is not None:
         # Not `--no-deps`, the one reinstall that cannot bring a dependency back (trial 152).
         again = (

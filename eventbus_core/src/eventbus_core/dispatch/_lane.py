@@ -205,7 +205,7 @@ class Lane:
         try:
             sink.send_blocking([payload for _, payload in got])
         except BaseException as raised:  # GeneratorExit, gevent's Timeout: a failure too
-            exc = send_failure(raised)
+            exc = send_failure(raised, "send_blocking()")
             # As the worker reads a failure (`stored_before_failing`): the stored part is done.
             done = stored_before_failing(exc, len(got))
             stored, unsent = got[:done], got[done:]

@@ -24,6 +24,7 @@ from eventbus_core._errors import (
     TransientSinkError,
     clipped,
     error_type_of,
+    failure_name,
     message_of,
     refused_alone,
     send_failure,
@@ -258,7 +259,7 @@ class SinkWorker:
                 self.name,
                 len(batch),
                 attempt,
-                type(exc).__name__,
+                failure_name(exc),
                 clipped(message_of(exc), self.scrub),
                 delay,
             )
