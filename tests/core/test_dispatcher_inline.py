@@ -348,8 +348,11 @@ async def test_a_hung_inline_send_on_a_memory_lane_is_dead_lettered_at_the_stop(
     assert (s.received, s.sent, s.dead_lettered) == (30, 0, 30)
     assert stats.read == 30
     assert sorted(r["log_id"] for r in dead.records) == list(range(1, 31))
-    held = [r for r in dead.records if "send_blocking() returned" in r["error"]]
+    held = [
+        r for r in dead.records if "before the sink confirmed it (it may have it)" in r["error"]
+    ]
     assert [r["log_id"] for r in held] == list(range(1, 11))
+    assert {r["attempts"] for r in held} == {1}
     _balanced(stats)
 
 
@@ -365,7 +368,7 @@ async def test_a_hung_inline_send_on_a_durable_lane_is_left_for_redelivery(
     # Its source closed: the stop did not wait behind the sink for the source's thread.
     assert source.closed
     assert "did not close" not in caplog.text
-    assert "send_blocking() returned" in caplog.text
+    assert "10 events not sent before the shutdown deadline; left unacknowledged" in caplog.text
     _balanced(stats)
 
 
@@ -385,3 +388,42 @@ async def test_the_watchdog_names_the_sink_whose_inline_send_hangs(
         sink.release.set()
     assert "(sink(s) hung: a send that does not return?)" in caplog.text  # "none" before
     assert stats.sinks["hung"].dropped + stats.sinks["hung"].dead_lettered == 10
+
+
+async def test_a_read_that_would_turn_inline_after_the_stop_gave_up_sends_nothing() -> None:
+    # The stop looked once for a send in progress: a read still preparing its batch then
+    # stored it inline, and that batch was in no figure, or held the stop for ever behind a
+    # hung sink (review 258).
+    sub = Subscription(10_000)
+    sub.offer(make_events(30))
+    sink = BlockingSink()
+    dead = MemoryDeadLetter()
+    d = Dispatcher(
+        sub, [sink], batch_size=10, flush_interval=0.01, shutdown_timeout=0.3, dead_letter=dead
+    )
+    (lane,) = d._lanes
+    preparing, release = threading.Event(), threading.Event()
+    prepare = lane.prepare
+
+    def slow_prepare(event: Any) -> Any:
+        if event.log_id == 11:  # the second batch's read: held until the stop gave up
+            preparing.set()
+            release.wait(10)
+        return prepare(event)
+
+    lane.prepare = slow_prepare
+    task = asyncio.create_task(d.run())
+    try:
+        while not preparing.is_set():
+            await asyncio.sleep(0.005)
+        d.request_stop()
+        while not lane._stop_gave_inline_up():
+            await asyncio.sleep(0.005)
+    finally:
+        release.set()
+    stats = await asyncio.wait_for(task, 20)
+    assert _log_ids(sink.batches) == list(range(1, 11))  # nothing stored after the give-up
+    s = stats.sinks["blocking"]
+    assert (s.received, s.sent, s.dead_lettered) == (30, 10, 20)
+    assert sorted(r["log_id"] for r in dead.records) == list(range(11, 31))
+    _balanced(stats)

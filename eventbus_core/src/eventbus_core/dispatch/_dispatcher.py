@@ -459,20 +459,9 @@ class Dispatcher:
         """Account for what the deadline cut off: requeue (durable) or dead-letter (memory)."""
         stopped = f"dispatcher stopped after {self.shutdown_timeout} s"
         for lane in self._lanes:
-            held = await lane.give_up_inline(CANCEL_GRACE)  # a send_blocking() not returning
-            for w in lane.workers if held else ():
-                w.stats.received += len(held)
-                reason = f"{stopped} before the sink's send_blocking() returned (it may have it)"
-                if lane.durable:
-                    w.stats.requeued += len(held)
-                    log.warning(
-                        "sink %s: %s: %d events left unacknowledged for redelivery",
-                        w.name,
-                        reason,
-                        len(held),
-                    )
-                else:
-                    await w.dead_letter_batch(held, reason, 1)
+            held = lane.give_up_inline()  # a send_blocking() the deadline cut off
+            for w in lane.workers if held else ():  # one: a lane of one sink stores inline
+                w.take_back_inline(held)
             await lane.take_late_outcomes()  # a batch stored inline as its read was given up
             unread = await lane.take_unread()
             for w in lane.workers if unread else ():

@@ -162,8 +162,9 @@ class Lane:
         self._outcomes: deque[InlineOutcome] = deque()
         # The batch the lane's thread is storing inline, under `_inline_lock`: a stop whose
         # deadline passed while `send_blocking()` had not returned accounts for it from here
-        # and leaves the thread to the sink (`give_up_inline`). A memory bus's stop waited on
-        # that send for ever, and its events were in no figure (trial 255).
+        # and leaves the thread to the sink, and no inline send starts after that
+        # (`give_up_inline`). A memory bus's stop waited on that send for ever, and its events
+        # were in no figure (trial 255).
         self._inline_lock = threading.Lock()
         self._inline_held: _Got | None = None
         self._inline_given_up = False
@@ -189,17 +190,20 @@ class Lane:
             # ready by the backend while this one is prepared and stored.
             self._read_ahead.read_ahead(max_items)
         got = [(d.token, self.prepare(d.event)) for d in deliveries]
-        if inline is None or not full:
+        if inline is None or not full or not self._send_inline(inline, got):
             return got
-        self._send_inline(inline, got)
         return []
 
-    def _send_inline(self, sink: BlockingSend, got: _Got) -> None:
+    def _send_inline(self, sink: BlockingSend, got: _Got) -> bool:
         """Store `got` with `sink.send_blocking()`, report it in `_outcomes`, then acknowledge
         what was stored (in the source's thread). Reported first: an acknowledgement can block
         on a frozen server until the dispatcher gives the read up, and what the file holds must
-        be counted all the same (an outside trial found the last batch counted nowhere)."""
+        be counted all the same (an outside trial found the last batch counted nowhere).
+        False, with nothing sent, once a stop gave the inline way up: the read's result is
+        then `got`, accounted as any read the stop finds."""
         with self._inline_lock:
+            if self._stop_gave_inline_up():
+                return False
             self._inline_held = got
         started = time.monotonic()
         try:
@@ -215,37 +219,38 @@ class Lane:
         seconds = time.monotonic() - started
         with self._inline_lock:
             self._inline_held = None
-            if self._inline_given_up:
-                return  # a stop accounted for this batch meanwhile (`give_up_inline`)
+            if self._stop_gave_inline_up():  # while the sink had the batch
+                return True  # a stop accounted for this batch meanwhile (`give_up_inline`)
             self._outcomes.append(InlineOutcome(len(stored), seconds, unsent, error))
         if stored and self.durable:
             self._ack([token for token, _ in stored])
+        return True
+
+    def _stop_gave_inline_up(self) -> bool:
+        """Under `_inline_lock`: True once `give_up_inline` ran."""
+        return self._inline_given_up
 
     def inline_busy(self) -> bool:
         """True while the lane's thread is in its sink's `send_blocking()`."""
         return self._inline_held is not None
 
-    async def give_up_inline(self, wait: float) -> list[Item]:
-        """After a stop's deadline: if the lane's thread is still in its sink's
-        `send_blocking()` after `wait` more seconds, the batch it holds, as items to account
-        for (the caller dead-letters them, or leaves them to be delivered again), and the lane
-        goes on with a thread of its own; else nothing."""
-        reading = self._reading
-        if reading is None or not self.inline_busy():
-            return []
-        with contextlib.suppress(Exception):  # its failure is the read's, handled there
-            await asyncio.wait_for(asyncio.shield(reading), wait)
+    def give_up_inline(self) -> list[Item]:
+        """At a stop, once its deadline has passed: no inline send starts from now on, and the
+        batch a sink's `send_blocking()` still holds, if any, is returned as items to account
+        for (the sink may have them); the lane then goes on with a thread of its own, the old
+        one being the sink's until it returns (a daemon: it does not hold the process)."""
         with self._inline_lock:
+            self._inline_given_up = True  # a read that turns inline now returns its batch
             got, self._inline_held = self._inline_held, None
-            if got is None:
-                return []  # it returned: its outcome is in `_outcomes`
-            self._inline_given_up = True
-        self._reading = None
-        # The old thread is the sink's until it returns (a daemon: it does not hold the
-        # process); what the stop still does with the source needs one that answers.
-        self.executor.shutdown(wait=False)
+        if got is None:
+            return []
+        self._reading = None  # that read's result, if it ever comes, is accounted here
+        # Its queued calls (a keep-alive, say) are cancelled: the source has one thread at a
+        # time, the new one.
+        self.executor.shutdown(wait=False, cancel_futures=True)
         self.executor = SourceThread(f"eventbus-{self.name}-after-stop")
         self.read += len(got)
+        self._unsettled += len(got)  # settled by whoever accounts for them (`hand_back`)
         now = time.monotonic()
         return [Item(payload, AckState(token, len(self.workers)), now) for token, payload in got]
 

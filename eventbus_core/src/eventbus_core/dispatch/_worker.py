@@ -112,6 +112,13 @@ class SinkWorker:
         self.stats.record_failure(error_type_of(error))
         self._carried = error
 
+    def take_back_inline(self, batch: list[Item]) -> None:
+        """A batch its lane's thread was storing inline (`send_blocking()`) when a stop's
+        deadline gave it up: in hand, as a send the deadline cut off (the sink may have it),
+        for the stop to dead-letter or leave for redelivery as any such batch."""
+        self.stats.received += len(batch)
+        self.current, self.current_attempts, self.retrying_after = batch, 1, None
+
     @property
     def stalled(self) -> bool:
         """True while the lane dead-letters this sink's share instead of waiting for it."""
