@@ -293,8 +293,7 @@ class JetStreamWriter:
         try:
             with self._done_cond:
                 while self._done < target:
-                    task = self._task
-                    if self._closed and (task is None or task.done()):
+                    if self._stopped:  # given up at stop, and counted (not before: review 258)
                         break
                     self._kick()
                     remaining = None if deadline is None else deadline - time.monotonic()
@@ -379,6 +378,7 @@ class JetStreamWriter:
                 "eventbus nats writer stopped with %d event(s) counted lost%s", self._lost, maybe
             )
         self._stopped = True
+        self._notify_done()
 
     @property
     def closed(self) -> bool:
