@@ -234,6 +234,23 @@ def test_format_event_line() -> None:
     assert " 900µs " in format_event(Event(duration=900_000))
 
 
+def test_a_tail_line_escapes_what_a_client_put_in_the_event() -> None:
+    # Go percent-decodes the path: `/a%1b]0;x%07%0aFAKE` cleared screens, retitled terminals and
+    # forged tail lines (trial 259). One line, every control character written out.
+    event = Event(
+        request_id="r\x1b[2J",
+        method="GET",
+        path="/a\x1b]0;pwned\x07\nFAKE LINE #999 200 GET /ok\u2028\u202e",
+        status=200,
+    )
+    line = format_event(event)
+    assert len(line.splitlines()) == 1
+    assert not any(ord(c) < 0x20 or ord(c) in (0x2028, 0x202E) for c in line), line
+    assert "/a\\x1b]0;pwned\\x07\\x0aFAKE LINE" in line and "id=r\\x1b[2J" in line
+    # --json prints the event's JSON, whose strings escape what is below U+0020.
+    assert not any(ord(c) < 0x20 for c in event.to_json().decode())
+
+
 class FakeTTY(io.StringIO):
     def isatty(self) -> bool:
         return True

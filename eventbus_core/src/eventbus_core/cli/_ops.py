@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from eventbus_core._bus import EventBus
+from eventbus_core._control_chars import escape_control
 from eventbus_core._errors import BackendUnavailableError, EventBusError, SettingsError
 from eventbus_core._event import Event
 from eventbus_core._factory import backend_given_as, create_bus
@@ -469,8 +470,12 @@ def format_event(event: Event, stored: Event | None = None) -> str:
     sized = event if stored is None else stored
     request_body = len(sized.request_body) if sized.request_body is not None else None
     response_body = len(sized.response_body) if sized.response_body is not None else None
+    # A client's text (Go percent-decodes the path): ESC, CR or LF printed raw would clear the
+    # screen, retitle the terminal or forge a line (trial 259), as the console sink knew.
+    method, path = escape_control(event.method), escape_control(event.path)
+    request_id = escape_control(event.request_id) or "-"
     return (
-        f"{log_id:<8} {event.status:>3} {event.method:<6} {event.path}  "
+        f"{log_id:<8} {event.status:>3} {method:<6} {path}  "
         f"{_duration(event.duration_ns)}  req={_size(request_body)} "
-        f"resp={_size(response_body)}  id={event.request_id or '-'}"
+        f"resp={_size(response_body)}  id={request_id}"
     )

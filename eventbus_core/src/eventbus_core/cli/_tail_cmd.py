@@ -49,7 +49,8 @@ def add_parser(sub: Any) -> None:
         description="Print every event appended to the configured backend (one shared "
         "between processes: 'eventbus plugins' lists the installed ones) from now on, one "
         "readable line "
-        "each: LogID, status, method, path, duration, body sizes, request id. Runs until "
+        "each: LogID, status, method, path, duration, body sizes, request id (control "
+        "characters written as \\xNN). Runs until "
         "interrupted (Ctrl-C) or --count events. "
         "It only reads: nothing is consumed or acknowledged.",
         epilog=f"{LONG_RUNNING_HELP} {exit_codes_help('the backend did not answer at the start')}",
