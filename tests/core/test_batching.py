@@ -574,3 +574,41 @@ def test_a_said_count_is_said_once_whatever_the_callers(
     now[0] = 200.0
     counter.reach(16)
     assert said[-1] == (1, 16)
+
+
+@pytest.mark.parametrize("how", ["add", "reach"])
+def test_a_said_count_from_many_threads_is_said_once_in_all(how: str) -> None:
+    import sys
+    import threading
+
+    from eventbus_core.batching import SaidEvery
+
+    said: list[tuple[int, int]] = []
+    counter = SaidEvery(lambda new, total: said.append((new, total)), every=0.0)
+    running = [0]
+    lock = threading.Lock()
+
+    def count() -> None:
+        for _ in range(1000):
+            if how == "add":
+                counter.add(1)
+                continue
+            with lock:  # a running total kept elsewhere, as the drop count
+                running[0] += 1
+                total = running[0]
+            counter.reach(total)  # read by the threads in any order
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(5e-6)  # many switches inside add() and reach()
+    try:
+        threads = [threading.Thread(target=count) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(before)
+    counter.say_now()
+    assert sum(new for new, _ in said) == 8000  # each unit said once
+    assert [total for _, total in said] == sorted(total for _, total in said)
+    assert said[-1][1] == 8000

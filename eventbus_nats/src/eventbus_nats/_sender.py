@@ -19,7 +19,6 @@ the stream, so `lost` counts only events that are not there.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Final
@@ -28,6 +27,7 @@ import nats.errors
 import nats.js.errors
 
 from eventbus_core import Backoff, Event, SettingsError, get_logger
+from eventbus_core.batching import SaidEvery
 from eventbus_nats._acks import PubAcks
 from eventbus_nats._link import Link
 from eventbus_nats._options import safe_error
@@ -92,8 +92,8 @@ class BatchSender:
         self.last_seq = 0
         self._stream_epoch = link.stream_epoch
         self.refused = 0  # events the stream cannot take, refused or too large (counted lost)
-        self._refused_logged = 0
-        self._refused_logged_at: float | None = None
+        self._refused_why = ""
+        self._refused_said = SaidEvery(self._say_refused, _REFUSED_EVERY)
         self.batches = 0
         self.failures = 0
         self.resent = 0
@@ -241,21 +241,25 @@ class BatchSender:
         """Log an event the stream cannot take (a full stream that discards new messages, one
         larger than the server's `max_payload` or than the stream may hold): the first at
         once, then at most one line every `_REFUSED_EVERY` seconds with how many more, whatever
-        the cause; one line per event flooded the log at a proxy's request rate (trials 125 and
-        183). Each is counted in `lost` either way."""
+        the cause, and what is left at the stop (`say_refused_now`); one line per event flooded
+        the log at a proxy's request rate (trials 125 and 183). Each is counted in `lost`
+        either way."""
         self.refused += 1
-        now = time.monotonic()
-        if self._refused_logged_at is not None and now - self._refused_logged_at < _REFUSED_EVERY:
-            return
-        more = self.refused - self._refused_logged
-        since = "" if self._refused_logged_at is None else f" ({more} since the last such line)"
+        self._refused_why = why  # the latest cause, for the next line
+        self._refused_said.add(1)
+
+    def _say_refused(self, new: int, total: int) -> None:
+        since = "" if new == total else f" ({new} since the last such line)"
         log.error(
             "eventbus nats: the stream cannot take an event (%s): lost%s; such events so far: %d",
-            why,
+            self._refused_why,
             since,
-            self.refused,
+            total,
         )
-        self._refused_logged_at, self._refused_logged = now, self.refused
+
+    def say_refused_now(self) -> None:
+        """Say the refusals the last line's period held back (at the stop)."""
+        self._refused_said.say_now()
 
     def _close_item(self, batch: Batch, i: int, status: int) -> None:
         batch.status[i] = status

@@ -354,6 +354,7 @@ class JetStreamWriter:
         answer in time: every event not settled by then is counted lost, and the loop may no
         longer change the counts. Drops not said yet are said now."""
         self.report_drops(final=True)
+        self._sender.say_refused_now()
         with self._lock:
             leftover = len(self._buffer)
             self._buffer.clear()

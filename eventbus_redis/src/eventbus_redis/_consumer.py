@@ -864,6 +864,9 @@ class StreamConsumer:
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._next_refresh = 0.0
+        # New locks, and the trimmed entries counted so far are the parent's to say (review 258).
+        self._trimmed_unread_said.after_fork_in_child(self.trimmed_unread)
+        self._trimmed_pending_said.after_fork_in_child(self.trimmed)
 
     def figures(self) -> dict[str, Any]:
         """This consumer's counters."""
