@@ -610,5 +610,6 @@ def test_a_said_count_from_many_threads_is_said_once_in_all(how: str) -> None:
         sys.setswitchinterval(before)
     counter.say_now()
     assert sum(new for new, _ in said) == 8000  # each unit said once
-    assert [total for _, total in said] == sorted(total for _, total in said)
-    assert said[-1][1] == 8000
+    # Two threads may say theirs in either order (`say` runs outside the lock): totals unique.
+    totals = [total for _, total in said]
+    assert len(set(totals)) == len(totals) and max(totals) == 8000
