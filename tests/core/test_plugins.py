@@ -998,7 +998,33 @@ def test_a_sink_missing_what_its_entry_points_extra_brings_is_told_that_extras_c
     with pytest.raises(PluginError, match="failed to start") as raised:
         registry.build(registry.sink("fancy"), "sink", EventBusSettings(), {})
     assert (
-        "It needs the module 't255_alchemy', which is not installed: it needs t255-alchemy to "
-        'build: pip install "eventbus-fancy[fancy]"'
+        "It needs the module 't255_alchemy', which is not installed: the plugin's extra 'fancy' "
+        'brings it (pip install "eventbus-fancy[fancy]")'
     ) in str(raised.value)
     assert "force-reinstall" not in str(raised.value)
+
+
+def test_a_missing_module_no_extra_brings_is_not_blamed_on_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The extra's packages were missing too, but the module that failed is another's: the
+    # extra's command would not have brought it (trial 257).
+    def needs_something_else(*args: Any) -> Any:
+        raise ModuleNotFoundError("No module named 't257_other'", name="t257_other")
+
+    entry = _EntryPoint("fancy", "eventbus-fancy", _plugin(sinks={"fancy": needs_something_else}))
+    entry.value += " [fancy]"
+    _with_entry_points(monkeypatch, entry)
+    real = md.distribution
+
+    def distribution(name: str) -> Any:
+        if name == "eventbus-fancy":
+            return types.SimpleNamespace(requires=['t255-alchemy>=2; extra == "fancy"'])
+        return real(name)
+
+    monkeypatch.setattr(md, "distribution", distribution)
+    registry = PluginRegistry()
+    with pytest.raises(PluginError, match="failed to start") as raised:
+        registry.build(registry.sink("fancy"), "sink", EventBusSettings(), {})
+    assert "eventbus-fancy[fancy]" not in str(raised.value)
+    assert "pip install --force-reinstall eventbus-fancy" in str(raised.value)

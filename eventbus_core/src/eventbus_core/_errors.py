@@ -200,8 +200,9 @@ def clipped(text: str, mask: Callable[[str], str], limit: int = MESSAGE_LIMIT) -
 
 
 class RaisedBaseException(SinkError):
-    """A sink's send raised a `BaseException` that is no `Exception`: a failed attempt,
-    labelled (`error_type`) with that exception's class name."""
+    """A sink's send raised a `BaseException` that is no `Exception` (or a `CancelledError`
+    the dispatcher did not ask for): a failed attempt, labelled (`error_type`) with that
+    exception's class name."""
 
 
 def send_failure(exc: BaseException, method: str = "send()") -> Exception:

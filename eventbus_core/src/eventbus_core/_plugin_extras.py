@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from eventbus_core._extras import install_hint
 from eventbus_core._install import is_installed
 
-__all__ = ["missing_extras"]
+__all__ = ["extra_bringing", "missing_extras"]
 
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EXTRA_MARKER = re.compile(r"""^\s*extra\s*==\s*["']([^"']+)["']\s*$""")
@@ -54,3 +54,17 @@ def missing_extras(distribution: str | None, extras: Iterable[str]) -> list[str]
                 f"needs {', '.join(missing)} to build: {install_hint(extra, distribution)}"
             )
     return lines
+
+
+def extra_bringing(distribution: str | None, extras: Iterable[str], module: str) -> str | None:
+    """The extra of `distribution` (among `extras`) whose packages include one, not
+    installed, named as the top-level `module` is (`sqlalchemy` for `SQLAlchemy`); None where
+    none does: a package named otherwise than its module is not guessed at."""
+    if distribution is None:
+        return None
+    wanted = _normal(module.split(".", 1)[0])
+    for extra in extras:
+        for package in _required_for(distribution, extra):
+            if _normal(package) == wanted and not is_installed(package):
+                return extra
+    return None

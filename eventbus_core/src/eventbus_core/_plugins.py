@@ -515,14 +515,18 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
             "the plugin again with its dependencies"
         )
     if missing is not None and info.distribution is not None:
-        from eventbus_core._plugin_extras import missing_extras
+        from eventbus_core._extras import install_hint
+        from eventbus_core._plugin_extras import extra_bringing
 
-        # A dependency of an extra its entry point names (`module [fancy]`): a reinstall of the
+        # A package of an extra its entry point names (`module [fancy]`): a reinstall of the
         # distribution alone does not bring it (trial 255); the extra's command does, as
-        # `eventbus plugins` says.
-        needs = missing_extras(info.distribution, info.extras)
-        if needs:
-            return f"It needs the module {missing!r}, which is not installed: it {needs[0]}"
+        # `eventbus plugins` says. Only where the missing module is that package's (trial 257).
+        extra = extra_bringing(info.distribution, info.extras, missing)
+        if extra is not None:
+            return (
+                f"It needs the module {missing!r}, which is not installed: the plugin's extra "
+                f"{extra!r} brings it ({install_hint(extra, info.distribution)})"
+            )
     if missing is not None:
         # Not `--no-deps`, the one reinstall that cannot bring a dependency back (trial 152).
         again = (

@@ -20,6 +20,7 @@ from typing import Any
 
 from eventbus_core._errors import (
     PermanentSinkError,
+    RaisedBaseException,
     SinkError,
     TransientSinkError,
     clipped,
@@ -304,7 +305,7 @@ class SinkWorker:
                     raise
                 # Raised by the sink itself (a library's own timeout, say), not a stop: a failed
                 # attempt like any other, where it once ended the worker without a word.
-                raise SinkError(
+                raise RaisedBaseException(
                     f"send() raised CancelledError ({message_of(cancelled) or 'no message'}) "
                     "though the dispatcher did not cancel it",
                     error_type="CancelledError",
