@@ -1319,6 +1319,36 @@ def test_a_program_whose_started_dispatcher_stopped_exits_whatever_its_sink_left
     assert "destroyed" not in done.stderr, done.stderr
 
 
+class _CloseHangs(RecordingSink):
+    """Sends at once; its close() never returns."""
+
+    async def close(self) -> None:
+        await asyncio.sleep(3600)
+
+
+def test_sinks_whose_close_hangs_are_closed_together_within_the_default_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One after another, three took 12 s, and stop() returned False after 5.5 s saying the
+    # event loop did not answer (trial 260).
+    sinks = [_CloseHangs(f"hangs-{i}") for i in range(3)]
+    sub = Subscription(100)
+    sub.offer(make_events(5))
+    d = Dispatcher(sub, sinks, batch_size=5, flush_interval=0.01, shutdown_timeout=0.2)
+    d.start()
+    deadline = time.monotonic() + 10
+    while d.stats().sinks["hangs-2"].sent < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="eventbus"):
+        assert d.stop() is True
+    took = time.monotonic() - started
+    assert took < 0.2 + 2 + 2 + 2 + 2, took  # one close bound and grace for all three
+    assert "does not answer" not in caplog.text
+    closing = [r for r in caplog.records if "did not finish within" in r.getMessage()]
+    assert len(closing) == 3
+
+
 _ENDS_WITHOUT_STOP = """
 import sys
 from eventbus_core import Dispatcher, EventBusSettings, create_bus
