@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from typing import Any
 
@@ -117,3 +118,45 @@ def test_close_calls_back_once_and_discards() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Subscription(0)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "said"),
+    [
+        (lambda s: s.batches(0), ValueError, "batches() max_items must be at least 1"),
+        (lambda s: s.batches(-3), ValueError, "batches() max_items must be at least 1"),
+        (lambda s: s.get_batch(0), ValueError, "get_batch() max_items must be at least 1"),
+        (lambda s: s.get_batch(True), TypeError, "get_batch() max_items must be a whole number"),
+        (lambda s: s.get_batch(2.5), TypeError, "get_batch() max_items must be a whole number"),
+        (lambda s: s.get(float("nan")), ValueError, "get() timeout must be a number of seconds"),
+        (lambda s: s.get("1"), TypeError, "get() timeout must be a number of seconds"),
+        (
+            lambda s: s.get_batch(5, float("nan")),
+            ValueError,
+            "get_batch() timeout must be a number of seconds",
+        ),
+    ],
+)
+def test_waits_and_batch_sizes_that_cannot_be_kept_are_refused(
+    call: Any, error: type[Exception], said: str
+) -> None:
+    # max_items 0 spun a core for ever in batches(), and get_batch(0) returned nothing with
+    # events buffered; a NaN timeout busy-waited a core (trial 261).
+    sub = Subscription(10)
+    with pytest.raises(error, match=re.escape(said)):
+        call(sub)
+
+
+async def test_async_waits_that_cannot_be_kept_are_refused() -> None:
+    sub = Subscription(10)
+    with pytest.raises(ValueError, match=r"aget\(\) timeout"):
+        await sub.aget(float("nan"))
+    with pytest.raises(ValueError, match=r"aget_batch\(\) max_items"):
+        await sub.aget_batch(0)
+
+
+def test_an_infinite_timeout_waits_without_a_limit_as_none() -> None:
+    # get(inf) raised OverflowError (trial 261).
+    sub = Subscription(10)
+    threading.Timer(0.05, lambda: sub.offer([make_event(1)])).start()
+    assert sub.get(float("inf")).request_id == make_event(1).request_id

@@ -209,6 +209,28 @@ def test_stop_timeout_must_be_a_number_of_seconds() -> None:
         InMemoryEventBus(stop_timeout="5")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (
+            {"linger": 0},
+            "linger must be a finite number of seconds > 0, got 0",
+        ),  # the drainer busy-looped a core (trial 261)
+        ({"retry_base": 0}, "retry_base must be a finite number of seconds > 0"),
+        ({"retries": "3"}, "retries must be a whole number >= 0, got '3'"),  # a bare TypeError
+        ({"retries": None}, "retries must be a whole number >= 0, got None"),
+        ({"retries": 1.5}, "retries must be a whole number >= 0, got 1.5"),  # was accepted
+        ({"retries": True}, "retries must be a whole number >= 0, got True"),
+        ({"retries": -1}, "retries must be a whole number >= 0, got -1"),
+    ],
+)
+def test_settings_that_would_spin_or_name_nothing_are_refused(
+    options: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        InMemoryEventBus(**options)
+
+
 def test_stop_timeout_must_be_finite_and_stop_takes_inf_as_no_limit() -> None:
     subs = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import threading
 import time
 from collections import deque
@@ -28,6 +29,40 @@ _names: Final = itertools.count(1)
 _WARN_EVERY: Final = 10.0  # seconds between two warnings about the same subscription's drops
 
 log = get_logger("eventbus")
+
+
+def _deadline(timeout: object, call: str) -> float | None:
+    """The `time.monotonic()` deadline of a wait of `timeout` seconds (None or inf: none).
+
+    Raises:
+        TypeError: `timeout` is not a number of seconds (a str; a bool).
+        ValueError: NaN, which busy-waited a core for ever (trial 261).
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{call} timeout must be a number of seconds or None, got {timeout!r}")
+    if math.isnan(timeout):
+        raise ValueError(f"{call} timeout must be a number of seconds or None, got nan")
+    if timeout == math.inf:
+        return None  # no limit, as None: inf raised OverflowError in get() (trial 261)
+    return time.monotonic() + timeout
+
+
+def _check_max_items(max_items: object, call: str) -> None:
+    """Refuse a `max_items` that is neither None nor a whole number of at least 1: 0 made
+    `batches()` spin a core for ever (trial 261).
+
+    Raises:
+        TypeError: not an int (a bool, a float, a str).
+        ValueError: below 1.
+    """
+    if max_items is None:
+        return
+    if isinstance(max_items, bool) or not isinstance(max_items, int):
+        raise TypeError(f"{call} max_items must be a whole number or None, got {max_items!r}")
+    if max_items < 1:
+        raise ValueError(f"{call} max_items must be at least 1 or None, got {max_items!r}")
 
 
 class SubscriptionClosed(EventBusError):
@@ -286,7 +321,7 @@ class Subscription:
             return self._queue.popleft()
         except IndexError:
             pass
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout, "get()")
         while True:
             if not self._wait_sync(deadline):
                 raise TimeoutError(f"no event within {timeout} s on subscription {self.name}")
@@ -298,7 +333,7 @@ class Subscription:
 
     async def aget(self, timeout: float | None = None) -> Event:
         """Async `get()`: awaits the next event without blocking the loop."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout, "aget()")
         while True:
             try:
                 return self._queue.popleft()
@@ -319,23 +354,35 @@ class Subscription:
 
         Returns an empty list on timeout, or once the subscription is exhausted (check
         `exhausted` to tell the two apart).
+
+        Raises:
+            TypeError, ValueError: `max_items` is not None or a whole number of at least 1;
+                `timeout` is not None or a number of seconds (NaN).
         """
+        _check_max_items(max_items, "get_batch()")
         if not self._queue:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            self._wait_sync(deadline)
+            self._wait_sync(_deadline(timeout, "get_batch()"))
         return self._take(max_items)
 
     async def aget_batch(
         self, max_items: int | None = None, timeout: float | None = None
     ) -> list[Event]:
         """Async `get_batch()`."""
+        _check_max_items(max_items, "aget_batch()")
         if not self._queue:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            await self._wait_async(deadline)
+            await self._wait_async(_deadline(timeout, "aget_batch()"))
         return self._take(max_items)
 
     def batches(self, max_items: int | None = None) -> Iterator[list[Event]]:
-        """Yield non-empty batches until the subscription is exhausted (blocking)."""
+        """Yield non-empty batches until the subscription is exhausted (blocking).
+
+        Raises:
+            TypeError, ValueError: `max_items` is not None or a whole number of at least 1.
+        """
+        _check_max_items(max_items, "batches()")  # at the call, not at the first next()
+        return self._batches(max_items)
+
+    def _batches(self, max_items: int | None) -> Iterator[list[Event]]:
         while True:
             batch = self.get_batch(max_items)
             if batch:
