@@ -385,7 +385,8 @@ class NatsEventBus(StreamCapabilities, BaseEventBus):
         limit; NaN raises `ValueError` and stops nothing), deliver it to this bus's
         subscriptions, then end them. Idempotent.
 
-        Returns within `timeout`: its last 0.5 s (half of a shorter one) confirms with the server
+        Returns within `timeout` (and the few milliseconds of handing the figures over): its
+        last 0.5 s (half of a shorter one) confirms with the server
         which events sent without an acknowledgement yet it holds and lets the subscriptions
         read up to the newest event this bus stored; only if the connection's own loop does
         not answer does it wait 0.25 s more, for the counts to settle. Events not in the stream are

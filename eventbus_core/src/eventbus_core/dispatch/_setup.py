@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eventbus_core._env_typos import warn_misspelt_sink_options
-from eventbus_core._errors import PluginError
+from eventbus_core._errors import PluginError, SettingsError
 from eventbus_core._factory import create_bus
 from eventbus_core._plugins import PluginRegistry, get_registry
 from eventbus_core._settings import EventBusSettings, all_env_vars
@@ -47,7 +47,7 @@ def build_sinks(
 
     Raises:
         UnknownSinkError: a name no installed plugin registers (the message lists them).
-        SettingsError: a sink option is invalid.
+        SettingsError: a sink option is invalid, or two sinks built name themselves alike.
         PluginError: a sink's factory failed, or returned something that is not a sink.
     """
     reg = registry or get_registry()
@@ -56,6 +56,7 @@ def build_sinks(
     # is read, while the errors below name it in upper case; said either way, not silently.
     warn_misspelt_sink_options(reg.sinks, all_env_vars().values(), environ)
     built: list[Sink] = []
+    by_name: dict[str, str] = {}  # a built sink's name -> the sink chosen that built it
     for name, options in chosen:
         registration = reg.sink(name, given_as=given_as)
         merged = {**sink_options_from_env(registration.name, environ), **options}
@@ -65,6 +66,16 @@ def build_sinks(
             raise PluginError(
                 f"sink {registration.name!r} of {reg.owner(registration)}: its factory returned "
                 f"something that is not a sink: {problem} (docs/plugins/writing-a-sink.md)"
+            )
+        # Figures, dead letters and consumer groups are per sink name: two sinks of one name
+        # ended `eventbus dispatch` with "internal error" and a traceback (trial 260).
+        first = by_name.setdefault(sink.name, name)
+        if first != name:
+            raise SettingsError(
+                f"sinks {first!r} and {name!r} ({given_as}) both name themselves "
+                f"{sink.name!r}: the dispatcher keeps figures, dead letters and consumer groups "
+                "per sink name; give one of them another name (an option of its plugin, if it "
+                "has one) or leave one out"
             )
         built.append(sink)
     return built
