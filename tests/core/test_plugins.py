@@ -975,16 +975,35 @@ def test_a_plugin_s_name_typed_as_a_backend_says_what_it_registers_instead() -> 
     assert "(--backend)" in message
 
 
-def test_a_sink_missing_what_its_entry_points_extra_brings_is_told_that_extras_command(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("missing", "advice"),
+    [
+        # `pip install --force-reinstall eventbus-fancy` cannot install an extra: `eventbus
+        # plugins` said the right command and `eventbus dispatch` this one (trial 255).
+        (
+            "t255_alchemy",
+            "It needs the module 't255_alchemy', which is not installed: the plugin's extra "
+            "'fancy' brings it (pip install \"eventbus-fancy[fancy]\")",
+        ),
+        # Another module than the extra's package: the extra's command alone may not bring it
+        # (trial 257), yet a package named otherwise than its module (PyYAML, `yaml`) is the
+        # extra's (trial 260): both are said.
+        (
+            "t257_other",
+            "It needs the module 't257_other', which is not installed. The plugin's extra needs "
+            't255-alchemy to build: pip install "eventbus-fancy[fancy]": install that, or the '
+            "package that provides 't257_other'",
+        ),
+    ],
+)
+def test_a_sink_missing_a_module_its_entry_points_extra_may_bring_is_told_that_extra(
+    monkeypatch: pytest.MonkeyPatch, missing: str, advice: str
 ) -> None:
-    # `pip install --force-reinstall eventbus-fancy` cannot install an extra: `eventbus
-    # plugins` said the right command and `eventbus dispatch` this one (trial 255).
-    def needs_the_extra(*args: Any) -> Any:
-        raise ModuleNotFoundError("No module named 't255_alchemy'", name="t255_alchemy")
+    def needs_a_module(*args: Any) -> Any:
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
 
-    entry = _EntryPoint("fancy", "eventbus-fancy", _plugin(sinks={"fancy": needs_the_extra}))
-    entry.value += " [fancy]"
+    entry = _EntryPoint("fancy", "eventbus-fancy", _plugin(sinks={"fancy": needs_a_module}))
+    entry.value += " [fancy]"  # the entry point names the extra
     _with_entry_points(monkeypatch, entry)
     real = md.distribution
 
@@ -997,41 +1016,8 @@ def test_a_sink_missing_what_its_entry_points_extra_brings_is_told_that_extras_c
     registry = PluginRegistry()
     with pytest.raises(PluginError, match="failed to start") as raised:
         registry.build(registry.sink("fancy"), "sink", EventBusSettings(), {})
-    assert (
-        "It needs the module 't255_alchemy', which is not installed: the plugin's extra 'fancy' "
-        'brings it (pip install "eventbus-fancy[fancy]")'
-    ) in str(raised.value)
+    assert advice in str(raised.value)
     assert "force-reinstall" not in str(raised.value)
-
-
-def test_a_missing_module_no_extra_names_is_not_blamed_on_the_extra_alone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The extra's packages were missing too, but the module that failed may be another's: the
-    # extra's command alone may not bring it (trial 257), yet a package named otherwise than
-    # its module (PyYAML, `yaml`) is the extra's (trial 260): both are said.
-    def needs_something_else(*args: Any) -> Any:
-        raise ModuleNotFoundError("No module named 't257_other'", name="t257_other")
-
-    entry = _EntryPoint("fancy", "eventbus-fancy", _plugin(sinks={"fancy": needs_something_else}))
-    entry.value += " [fancy]"
-    _with_entry_points(monkeypatch, entry)
-    real = md.distribution
-
-    def distribution(name: str) -> Any:
-        if name == "eventbus-fancy":
-            return types.SimpleNamespace(requires=['t255-alchemy>=2; extra == "fancy"'])
-        return real(name)
-
-    monkeypatch.setattr(md, "distribution", distribution)
-    registry = PluginRegistry()
-    with pytest.raises(PluginError, match="failed to start") as raised:
-        registry.build(registry.sink("fancy"), "sink", EventBusSettings(), {})
-    assert (
-        "It needs the module 't257_other', which is not installed. The plugin's extra needs "
-        't255-alchemy to build: pip install "eventbus-fancy[fancy]": install that, or the '
-        "package that provides 't257_other'"
-    ) in str(raised.value)
 
 
 def test_two_sinks_that_name_themselves_alike_are_a_settings_error() -> None:
