@@ -613,3 +613,11 @@ def test_a_said_count_from_many_threads_is_said_once_in_all(how: str) -> None:
     # Two threads may say theirs in either order (`say` runs outside the lock): totals unique.
     totals = [total for _, total in said]
     assert len(set(totals)) == len(totals) and max(totals) == 8000
+
+
+@pytest.mark.parametrize("linger", [0, -1, float("nan")])
+def test_a_linger_of_no_time_is_refused_for_every_backend(linger: float) -> None:
+    # At 0 the drainer busy-looped a core (trial 261); the check is the Batcher's, so the Redis
+    # writer has it too (review 264).
+    with pytest.raises(ValueError, match="linger must be a finite number of seconds > 0"):
+        Batcher(Recorder(), buffer_size=10, linger=linger)  # type: ignore[arg-type]

@@ -990,8 +990,8 @@ def test_a_plugin_s_name_typed_as_a_backend_says_what_it_registers_instead() -> 
         # extra's (trial 260): both are said.
         (
             "t257_other",
-            "It needs the module 't257_other', which is not installed. The plugin's extra needs "
-            't255-alchemy to build: pip install "eventbus-fancy[fancy]": install that, or the '
+            "It needs the module 't257_other', which is not installed; its extra 'fancy' lacks "
+            't255-alchemy too. Install the extra (pip install "eventbus-fancy[fancy]"), or the '
             "package that provides 't257_other'",
         ),
     ],

@@ -155,8 +155,9 @@ async def test_async_waits_that_cannot_be_kept_are_refused() -> None:
         await sub.aget_batch(0)
 
 
-def test_an_infinite_timeout_waits_without_a_limit_as_none() -> None:
-    # get(inf) raised OverflowError (trial 261).
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10])
+def test_a_timeout_longer_than_any_wait_waits_without_a_limit_as_none(timeout: float) -> None:
+    # get(inf) and get(1e10) raised OverflowError (trial 261, review 264).
     sub = Subscription(10)
     threading.Timer(0.05, lambda: sub.offer([make_event(1)])).start()
-    assert sub.get(float("inf")).request_id == make_event(1).request_id
+    assert sub.get(timeout).request_id == make_event(1).request_id

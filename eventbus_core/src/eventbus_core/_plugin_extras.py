@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from eventbus_core._extras import install_hint
 from eventbus_core._install import is_installed
 
-__all__ = ["extra_bringing", "missing_extras"]
+__all__ = ["extra_bringing", "lacking_extras", "missing_extras"]
 
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EXTRA_MARKER = re.compile(r"""^\s*extra\s*==\s*["']([^"']+)["']\s*$""")
@@ -41,19 +41,26 @@ def _required_for(distribution: str, extra: str) -> list[str]:
     return found
 
 
-def missing_extras(distribution: str | None, extras: Iterable[str]) -> list[str]:
-    """One line for each extra of `distribution` whose packages are not all installed: what is
-    missing and the pip command. Empty if nothing is missing or nothing can be told."""
+def lacking_extras(distribution: str | None, extras: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Each extra of `distribution` whose packages are not all installed, with those packages.
+    Empty if nothing is missing or nothing can be told."""
     if distribution is None:
         return []
-    lines = []
+    lacking = []
     for extra in extras:
         missing = [p for p in _required_for(distribution, extra) if not is_installed(p)]
         if missing:
-            lines.append(
-                f"needs {', '.join(missing)} to build: {install_hint(extra, distribution)}"
-            )
-    return lines
+            lacking.append((extra, missing))
+    return lacking
+
+
+def missing_extras(distribution: str | None, extras: Iterable[str]) -> list[str]:
+    """One line for each extra of `distribution` whose packages are not all installed: what is
+    missing and the pip command. Empty if nothing is missing or nothing can be told."""
+    return [
+        f"needs {', '.join(missing)} to build: {install_hint(extra, distribution or '')}"
+        for extra, missing in lacking_extras(distribution, extras)
+    ]
 
 
 def extra_bringing(distribution: str | None, extras: Iterable[str], module: str) -> str | None:

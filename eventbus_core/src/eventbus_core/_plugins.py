@@ -516,7 +516,7 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
         )
     if missing is not None and info.distribution is not None:
         from eventbus_core._extras import install_hint
-        from eventbus_core._plugin_extras import extra_bringing, missing_extras
+        from eventbus_core._plugin_extras import extra_bringing, lacking_extras
 
         # A package of an extra its entry point names (`module [fancy]`): a reinstall of the
         # distribution alone does not bring it (trial 255); the extra's command does, as
@@ -529,11 +529,14 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
             )
         # A package named otherwise than its module (PyYAML, `yaml`) is not matched: the
         # extra's own lack is said beside, as `eventbus plugins` says it (trial 260).
-        lacking = missing_extras(info.distribution, info.extras)
+        lacking = lacking_extras(info.distribution, info.extras)
         if lacking:
+            extra, packages = lacking[0]
             return (
-                f"It needs the module {missing!r}, which is not installed. The plugin's extra "
-                f"{lacking[0]}: install that, or the package that provides {missing!r}"
+                f"It needs the module {missing!r}, which is not installed; its extra {extra!r} "
+                f"lacks {', '.join(packages)} too. Install the extra "
+                f"({install_hint(extra, info.distribution)}), or the package that provides "
+                f"{missing!r}"
             )
     if missing is not None:
         # Not `--no-deps`, the one reinstall that cannot bring a dependency back (trial 152).

@@ -44,8 +44,10 @@ def _deadline(timeout: object, call: str) -> float | None:
         raise TypeError(f"{call} timeout must be a number of seconds or None, got {timeout!r}")
     if math.isnan(timeout):
         raise ValueError(f"{call} timeout must be a number of seconds or None, got nan")
-    if timeout == math.inf:
-        return None  # no limit, as None: inf raised OverflowError in get() (trial 261)
+    if timeout >= threading.TIMEOUT_MAX:
+        # No limit, as None: inf (or 1e10) raised OverflowError in get() (trial 261, review
+        # 264): no wait can be longer than the platform's.
+        return None
     return time.monotonic() + timeout
 
 

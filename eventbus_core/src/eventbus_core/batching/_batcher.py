@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 
-from eventbus_core._bus import check_stop_timeout
+from eventbus_core._bus import check_positive_seconds, check_stop_timeout
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core.batching._drops import DropReport
@@ -252,6 +252,9 @@ class Batcher:
                 f"publish path must be one of {', '.join(PUBLISH_PATHS)}, got {path!r} "
                 "(EVENTBUS_PUBLISH_PATH when built from settings)"
             )
+        # More than 0: at 0 the drainer busy-looped a core (trial 261), for every backend that
+        # drains through a Batcher.
+        check_positive_seconds("linger", linger)
         self.client = client
         self.buffer_size = buffer_size
         self.linger = linger

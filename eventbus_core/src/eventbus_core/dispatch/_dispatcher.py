@@ -652,7 +652,7 @@ class Dispatcher:
         # a stop within its bounds was called a loop that "does not answer" (trial 260).
         wait = self._stop_bound() + 1.0 if timeout is None else timeout
         self._thread.join(wait)
-        if self._thread.is_alive() and wait < self.shutdown_timeout:
+        if self._thread.is_alive() and wait < self._stop_bound():
             # Still within its own bounds: no sign of a blocked loop (trial 157 was told of one
             # after stop(1.0), 9 s before the shutdown timeout ran out).
             log.warning(
@@ -791,5 +791,9 @@ async def close_sink(sink: Sink) -> None:
             "closing sink %s did not finish within %.0f s: cancelled", sink.name, _CLOSE_BOUND
         )
         await cancel_bounded([closing])
+    elif closing.cancelled():
+        # Its close() raised CancelledError itself (a library's timeout): read as an exception,
+        # it ended the whole stop, with no figures and nothing else closed (review 264).
+        log.warning("closing sink %s failed: its close() raised CancelledError", sink.name)
     elif closing.exception() is not None:
         log.warning("closing sink %s failed: %s", sink.name, closing.exception())
