@@ -15,6 +15,7 @@ import pytest
 from eventbus_core import (
     BackendLoadError,
     EventBusSettings,
+    MissingDependencyError,
     PluginError,
     PluginLoadWarning,
     PluginRegistry,
@@ -990,9 +991,10 @@ def test_a_plugin_s_name_typed_as_a_backend_says_what_it_registers_instead() -> 
         # extra's (trial 260): both are said.
         (
             "t257_other",
-            "It needs the module 't257_other', which is not installed; its extra 'fancy' lacks "
-            't255-alchemy too. Install the extra (pip install "eventbus-fancy[fancy]"), or the '
-            "package that provides 't257_other'",
+            "It needs the module 't257_other', which is not installed. Its entry point's "
+            "extras lack packages too ('fancy' lacks t255-alchemy: pip install "
+            '"eventbus-fancy[fancy]"): install those, or the package that provides '
+            "'t257_other'",
         ),
     ],
 )
@@ -1018,6 +1020,8 @@ def test_a_sink_missing_a_module_its_entry_points_extra_may_bring_is_told_that_e
         registry.build(registry.sink("fancy"), "sink", EventBusSettings(), {})
     assert advice in str(raised.value)
     assert "force-reinstall" not in str(raised.value)
+    # An installation problem: `eventbus dispatch` exits 2 with it (1 before, trial 263).
+    assert isinstance(raised.value, MissingDependencyError)
 
 
 def test_two_sinks_that_name_themselves_alike_are_a_settings_error() -> None:

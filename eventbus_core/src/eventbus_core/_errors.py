@@ -83,6 +83,12 @@ class MissingDependencyError(EventBusError, ImportError):
     the pip command that installs it."""
 
 
+class PluginDependencyError(PluginError, MissingDependencyError):
+    """A plugin's factory failed for a module that is not installed: an installation problem,
+    which `eventbus` commands exit 2 with, as for a plugin that fails to import (a sink's exited
+    1, trial 263); the message gives the pip command."""
+
+
 class SinkError(EventBusError, RuntimeError):
     """A sink could not take a batch. Treated as transient (retried) unless permanent.
 

@@ -23,6 +23,7 @@ from eventbus_core import hookspecs
 from eventbus_core._errors import (
     BackendLoadError,
     EventBusError,
+    PluginDependencyError,
     PluginError,
     UnknownBackendError,
     UnknownSinkError,
@@ -357,7 +358,8 @@ class PluginRegistry:
 
         Raises:
             EventBusError: what the factory raised, if it is one.
-            PluginError: the factory raised anything else.
+            PluginError: the factory raised anything else (`PluginDependencyError`, a
+                `MissingDependencyError` too, where it misses a module the plugin needs).
         """
         try:
             return registration.factory(*args)
@@ -366,7 +368,7 @@ class PluginRegistry:
         except (Exception, SystemExit) as exc:  # a plugin ends no application (trial 172)
             advice = self.dependency_advice(registration, exc)
             _scrub_args(exc)  # chained below: its traceback prints its message too
-            raise PluginError(
+            raise (PluginDependencyError if advice else PluginError)(
                 f"{kind} {registration.name!r} of {self.owner(registration)} failed to start: "
                 f"{scrub(_raised(exc))}. "
                 + (
@@ -531,12 +533,15 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
         # extra's own lack is said beside, as `eventbus plugins` says it (trial 260).
         lacking = lacking_extras(info.distribution, info.extras)
         if lacking:
-            extra, packages = lacking[0]
+            # Every one: the first alone named python-dateutil for a missing `yaml` (trial 263).
+            extras = "; ".join(
+                f"{extra!r} lacks {', '.join(packages)}: {install_hint(extra, info.distribution)}"
+                for extra, packages in lacking
+            )
             return (
-                f"It needs the module {missing!r}, which is not installed; its extra {extra!r} "
-                f"lacks {', '.join(packages)} too. Install the extra "
-                f"({install_hint(extra, info.distribution)}), or the package that provides "
-                f"{missing!r}"
+                f"It needs the module {missing!r}, which is not installed. Its entry point's "
+                f"extras lack packages too ({extras}): install those, or the package that "
+                f"provides {missing!r}"
             )
     if missing is not None:
         # Not `--no-deps`, the one reinstall that cannot bring a dependency back (trial 152).

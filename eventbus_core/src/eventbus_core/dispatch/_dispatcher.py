@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Self
 
 from eventbus_core._bus import check_count, check_positive_seconds, check_seconds
-from eventbus_core._errors import SettingsError, error_type_of
+from eventbus_core._errors import SettingsError, error_type_of, message_of
 from eventbus_core._log import add_patterns, get_logger, scrub
 from eventbus_core._overrun import (
     CANCEL_GRACE,
@@ -640,7 +640,8 @@ class Dispatcher:
         """Request a stop and wait for the background thread; True once it has ended.
 
         Args:
-            timeout: Seconds to wait (default: the longest a stop takes, see `_stop_bound`).
+            timeout: Seconds to wait (default: the longest a stop takes: docs/dispatcher.md,
+                "Stopping").
         """
         self.request_stop()
         if self._forked_from:
@@ -652,9 +653,10 @@ class Dispatcher:
         # a stop within its bounds was called a loop that "does not answer" (trial 260).
         wait = self._stop_bound() + 1.0 if timeout is None else timeout
         self._thread.join(wait)
-        if self._thread.is_alive() and wait < self._stop_bound():
-            # Still within its own bounds: no sign of a blocked loop (trial 157 was told of one
-            # after stop(1.0), 9 s before the shutdown timeout ran out).
+        if self._thread.is_alive() and self._loop_answers():
+            # Still stopping, its loop running: no sign of a blocked loop (trial 157 was told of
+            # one after stop(1.0), 9 s before the shutdown timeout ran out; review 264, of a
+            # wait past the shutdown timeout while sinks' close() ran out their bounds).
             log.warning(
                 "dispatcher had not stopped within %.1f s: it may take up to %.1f s "
                 "(EVENTBUS_SHUTDOWN_TIMEOUT, sending what is queued, then closing); stats() "
@@ -679,6 +681,19 @@ class Dispatcher:
             return False
         atexit.unregister(self._stop_at_exit)
         return True
+
+    def _loop_answers(self, within: float = 0.2) -> bool:
+        """True if the dispatcher's event loop runs a callback within `within` seconds: a stop
+        that has not ended is then still under way, not held by a sink blocking the loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return False
+        answered = threading.Event()
+        try:
+            loop.call_soon_threadsafe(answered.set)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return answered.wait(within)
 
     def _after_fork_in_child(self) -> None:
         """In a child of `os.fork()`: the thread that ran this dispatcher stayed in the
@@ -784,16 +799,31 @@ async def close_sink(sink: Sink) -> None:
     cancelled, and left behind if it ignores that too (`cancel_bounded`), so that a sink's
     close() that never returns holds no stop (the dispatcher's, `eventbus replay`'s) for ever.
     A failure is logged."""
-    closing = asyncio.create_task(sink.close(), name=f"close-{sink.name}")
+    closing = asyncio.create_task(_close_contained(sink), name=f"close-{sink.name}")
     done, _ = await asyncio.wait([closing], timeout=_CLOSE_BOUND)
     if not done:
         log.warning(
             "closing sink %s did not finish within %.0f s: cancelled", sink.name, _CLOSE_BOUND
         )
         await cancel_bounded([closing])
-    elif closing.cancelled():
-        # Its close() raised CancelledError itself (a library's timeout): read as an exception,
-        # it ended the whole stop, with no figures and nothing else closed (review 264).
-        log.warning("closing sink %s failed: its close() raised CancelledError", sink.name)
-    elif closing.exception() is not None:
-        log.warning("closing sink %s failed: %s", sink.name, closing.exception())
+    elif (failed := closing.result()) is not None:
+        log.warning(
+            "closing sink %s failed: %s: %s", sink.name, type(failed).__name__, message_of(failed)
+        )
+
+
+async def _close_contained(sink: Sink) -> BaseException | None:
+    """`sink.close()`; what it raised, returned: a `CancelledError` of its own (a library's
+    timeout), a `KeyboardInterrupt` or `SystemExit` ended the whole stop, with no figures and
+    the other sinks and the dead letter not closed (review 264, trial 263), as a send's is a
+    failed attempt (`send_failure`). A cancellation from outside (the bound) goes on."""
+    try:
+        await sink.close()
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return exc
+    except BaseException as exc:  # a sink's KeyboardInterrupt is a failed close, not Ctrl-C
+        return exc
+    return None
