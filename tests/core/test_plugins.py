@@ -992,8 +992,8 @@ def test_a_plugin_s_name_typed_as_a_backend_says_what_it_registers_instead() -> 
         (
             "t257_other",
             "It needs the module 't257_other', which is not installed. Its entry point's "
-            "extras lack packages too ('fancy' lacks t255-alchemy: pip install "
-            '"eventbus-fancy[fancy]"): install those, or the package that provides '
+            "extra lacks packages too ('fancy' lacks t255-alchemy: pip install "
+            '"eventbus-fancy[fancy]"): install it, or the package that provides '
             "'t257_other'",
         ),
     ],

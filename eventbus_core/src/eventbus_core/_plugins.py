@@ -538,10 +538,12 @@ def _load_failure_advice(key: str, info: PluginInfo, failed: BaseException) -> s
                 f"{extra!r} lacks {', '.join(packages)}: {install_hint(extra, info.distribution)}"
                 for extra, packages in lacking
             )
+            several = len(lacking) > 1
             return (
                 f"It needs the module {missing!r}, which is not installed. Its entry point's "
-                f"extras lack packages too ({extras}): install those, or the package that "
-                f"provides {missing!r}"
+                f"{'extras lack' if several else 'extra lacks'} packages too ({extras}): "
+                f"install {'those' if several else 'it'}, or the package that provides "
+                f"{missing!r}"
             )
     if missing is not None:
         # Not `--no-deps`, the one reinstall that cannot bring a dependency back (trial 152).

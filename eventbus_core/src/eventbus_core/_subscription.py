@@ -42,12 +42,13 @@ def _deadline(timeout: object, call: str) -> float | None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"{call} timeout must be a number of seconds or None, got {timeout!r}")
-    if math.isnan(timeout):
-        raise ValueError(f"{call} timeout must be a number of seconds or None, got nan")
     if timeout >= threading.TIMEOUT_MAX:
         # No limit, as None: inf (or 1e10) raised OverflowError in get() (trial 261, review
-        # 264): no wait can be longer than the platform's.
+        # 264): no wait can be longer than the platform's. First: an int past a float's range
+        # (10**400) made isnan() raise OverflowError too (trial 265).
         return None
+    if math.isnan(timeout):
+        raise ValueError(f"{call} timeout must be a number of seconds or None, got nan")
     return time.monotonic() + timeout
 
 

@@ -639,6 +639,9 @@ class Dispatcher:
     def stop(self, timeout: float | None = None) -> bool:
         """Request a stop and wait for the background thread; True once it has ended.
 
+        When it has not, up to 0.2 s more tell whether its event loop still answers (a stop
+        under way) or not (a sink blocking it), and the WARNING says which.
+
         Args:
             timeout: Seconds to wait (default: the longest a stop takes: docs/dispatcher.md,
                 "Stopping").
