@@ -14,6 +14,7 @@ from typing import Any, Final, Protocol, Self, runtime_checkable
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
 from eventbus_core._subscription import Subscription
+from eventbus_core._timeout import check_stop_timeout
 
 __all__ = [
     "BaseEventBus",
@@ -150,22 +151,6 @@ def stop_wait(timeout: float | None, default: float) -> float:
         return default
     check_stop_timeout(timeout)
     return min(max(0.0, float(timeout)), threading.TIMEOUT_MAX)
-
-
-def check_stop_timeout(timeout: object, call: str = "stop()") -> None:
-    """Refuse a `stop(timeout)` (or `flush(timeout)`: `call`) that is neither None nor a number
-    of seconds.
-
-    Raises:
-        TypeError: not a number (`stop("1")` said only "must be real number, not str").
-        ValueError: NaN (`flush(nan)` waited without end, trial 147).
-    """
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{call} timeout must be a number of seconds or None, got {timeout!r}")
-    if math.isnan(timeout):
-        raise ValueError(f"{call} timeout must be a number of seconds or None, got nan")
 
 
 class StopInProgress:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from eventbus_core._errors import EventBusError
 from eventbus_core._event import Event
 from eventbus_core._log import get_logger
 from eventbus_core._stats import SubscriberStats
+from eventbus_core._timeout import check_stop_timeout
 
 __all__ = ["Subscription", "SubscriptionClosed"]
 
@@ -31,24 +31,18 @@ _WARN_EVERY: Final = 10.0  # seconds between two warnings about the same subscri
 log = get_logger("eventbus")
 
 
-def _deadline(timeout: object, call: str) -> float | None:
+def _deadline(timeout: float | None, call: str) -> float | None:
     """The `time.monotonic()` deadline of a wait of `timeout` seconds (None or inf: none).
 
     Raises:
         TypeError: `timeout` is not a number of seconds (a str; a bool).
         ValueError: NaN, which busy-waited a core for ever (trial 261).
     """
-    if timeout is None:
+    check_stop_timeout(timeout, call)
+    if timeout is None or timeout >= threading.TIMEOUT_MAX:
+        # No limit, as None: inf (or 1e10, 10**400) raised OverflowError in get() (trials 261
+        # and 265, review 264): no wait can be longer than the platform's.
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{call} timeout must be a number of seconds or None, got {timeout!r}")
-    if timeout >= threading.TIMEOUT_MAX:
-        # No limit, as None: inf (or 1e10) raised OverflowError in get() (trial 261, review
-        # 264): no wait can be longer than the platform's. First: an int past a float's range
-        # (10**400) made isnan() raise OverflowError too (trial 265).
-        return None
-    if math.isnan(timeout):
-        raise ValueError(f"{call} timeout must be a number of seconds or None, got nan")
     return time.monotonic() + timeout
 
 
