@@ -1320,3 +1320,17 @@ def test_a_flush_that_a_stop_ends_says_what_a_flush_after_it_says(server: Throwa
         assert bus.flush(2) is True
         s = bus.stats()
         assert s.extra["written"] + s.lost == 25 and s.lost >= 20
+
+
+def test_publishes_after_the_stop_are_said_at_the_interpreter_s_exit(
+    nats_url: str, names: Names
+) -> None:
+    # The NATS writer counts its own refusals: they are said as the Batcher's are (trial 267).
+    from tests.core.test_batching import check_late_publishes_are_said_at_exit
+
+    check_late_publishes_are_said_at_exit(
+        "from eventbus_nats import NatsEventBus\n"
+        "def make_bus():\n"
+        f"    return NatsEventBus({nats_url!r}, stream={names.stream!r}, "
+        f"subject={names.subject!r})\n"
+    )

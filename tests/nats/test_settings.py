@@ -26,7 +26,7 @@ from eventbus_core import (
 from eventbus_core.testing import make_event
 from eventbus_nats import NATS_ENV_VARS, NatsEventBus, NatsSettings
 from eventbus_nats._layout import StreamLayout, subject_matches
-from eventbus_nats._options import ConnectOptions
+from eventbus_nats._options import ConnectOptions, safe_error
 from eventbus_nats._settings import check_servers
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -672,3 +672,14 @@ def test_publish_path_asyncio_is_said_to_have_no_effect_once(
         "thread of its own (with the connection's event loop) whatever the setting; unset it or "
         "set it to auto to end this warning"
     ]
+
+
+def test_an_error_without_a_message_still_says_what_went_wrong() -> None:
+    # "cannot write (TimeoutError: TimeoutError())" named nothing to check (trial 267).
+    assert safe_error(TimeoutError()) == (
+        "TimeoutError: NATS did not answer in time (a frozen, overloaded or unreachable server)"
+    )
+    assert safe_error(ValueError("nats://u:hunter2@h:4222 refused")) == (
+        "ValueError: nats://u:***@h:4222 refused"
+    )
+    assert safe_error(KeyError()) == "KeyError: KeyError()"

@@ -66,6 +66,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # runs, 130 ns on the request path.
 _SEQUENCES: Final = (list, tuple)
 
+# At the lifespan's shutdown, loop turns given at once to requests unwinding, then the poll.
+_QUICK_TURNS: Final = 20
+_POLL_SECONDS: Final = 0.01
+
 # Lifespan messages after which the server may end the process.
 _SHUTDOWN_DONE: Final = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 
@@ -124,7 +128,7 @@ class EventBusMiddleware(RequestObserver):
             `request_id_factory` is not callable.
     """
 
-    __slots__ = ("app", "shutdown_flush_timeout")
+    __slots__ = ("_in_flight", "app", "shutdown_flush_timeout")
 
     def __init__(
         self,
@@ -160,11 +164,14 @@ class EventBusMiddleware(RequestObserver):
         self.shutdown_flush_timeout = check_seconds(
             "shutdown_flush_timeout", shutdown_flush_timeout
         )
+        # HTTP requests being served: at the lifespan's shutdown, those the server cut (its
+        # graceful-shutdown timeout cancels them) publish as they unwind (`_await_requests`).
+        self._in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection, observing it if it is an HTTP request."""
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._lifespan_send(send))
+            await self.app(scope, *self._lifespan(receive, send))
             return
         if scope["type"] != "http" or (
             self._exclude and self._excluded(scope["path"], scope.get("root_path", ""))
@@ -172,33 +179,75 @@ class EventBusMiddleware(RequestObserver):
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(self, scope, receive, send)
+        self._in_flight += 1
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except BaseException:
             # Not ours to handle: record what the client got, then let it propagate.
             exchange.finish(failed=True)
             raise
+        finally:
+            self._in_flight -= 1
         if not exchange.done:  # usually done: the last body chunk published it
             exchange.finish(failed=False)
 
-    def _lifespan_send(self, send: Send) -> Send:
-        """`send` for the lifespan: the bus delivers what it holds before the server hears
-        that the shutdown is complete (after it, the process may end at once)."""
+    async def _await_requests(self, deadline: float) -> None:
+        """Wait until no request is being served, or until `deadline` (`time.monotonic()`).
+
+        A server's graceful-shutdown timeout (uvicorn's `--timeout-graceful-shutdown`) cancels
+        the requests still running and starts the lifespan's shutdown at once; the cancelled
+        requests publish their events as they unwind, a few loop turns later. A lifespan that
+        calls `bus.stop()` meanwhile made the bus refuse them (trial 267): one streamed
+        response's event, gone but for `stats().dropped` of a process about to end."""
+        if not self._in_flight or self.shutdown_flush_timeout <= 0:
+            return
+        turns = 0
+        while self._in_flight and time.monotonic() < deadline:
+            # A cancelled request unwinds within a few turns of the loop; one still running
+            # (a server that cancels nothing) is polled without spinning.
+            await asyncio.sleep(0 if turns < _QUICK_TURNS else _POLL_SECONDS)
+            turns += 1
+        if self._in_flight:
+            log.warning(
+                "eventbus middleware: %d request(s) still being served %.1f s into the "
+                "lifespan's shutdown (shutdown_flush_timeout); their events come after the "
+                "application's shutdown, which a bus it stopped refuses (counted in "
+                "stats().dropped)",
+                self._in_flight,
+                self.shutdown_flush_timeout,
+            )
+
+    def _lifespan(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
+        """`receive` and `send` for the lifespan, sharing one `shutdown_flush_timeout` from the
+        moment the shutdown begins: the application hears of the shutdown once the requests
+        still being served have published (a lifespan that stops the bus would refuse them),
+        and the server hears that it is complete once the bus has delivered what it holds
+        (after that, the process may end at once)."""
+        deadline: list[float] = []  # when the shutdown's wait ends, once it has begun
+
+        async def receive_after_requests() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown" and not deadline:
+                deadline.append(time.monotonic() + self.shutdown_flush_timeout)
+                await self._await_requests(deadline[0])
+            return message
 
         async def send_after_delivering(message: MutableMapping[str, Any]) -> None:
             if message.get("type") in _SHUTDOWN_DONE:
-                await self._deliver_before_exit()
+                left = deadline[0] - time.monotonic() if deadline else self.shutdown_flush_timeout
+                await self._deliver_before_exit(max(0.0, left))
             await send(message)
 
-        return send_after_delivering
+        return receive_after_requests, send_after_delivering
 
-    async def _deliver_before_exit(self) -> None:
+    async def _deliver_before_exit(self, timeout: float) -> None:
+        """Wait up to `timeout` for the bus to deliver what it accepted; say what it has not."""
         flush = getattr(self.bus, "flush", None)
         if not callable(flush) or self.shutdown_flush_timeout <= 0:
             return
         try:
             # In a thread: a bus the loop drains (and writes) needs the loop free meanwhile.
-            delivered = await asyncio.to_thread(flush, self.shutdown_flush_timeout)
+            delivered = await asyncio.to_thread(flush, timeout)
         except Exception:
             self._failed("flushing the bus at shutdown")
             return

@@ -133,8 +133,17 @@ def check_connect_options(
 
 
 def safe_error(exc: BaseException) -> str:
-    """`exc` as text fit for logs and stats: type and message, any URL credential masked."""
-    text = str(exc) or repr(exc)
+    """`exc` as text fit for logs and stats: type and message, any URL credential masked.
+
+    A timeout without a message (asyncio's, when the server is frozen: trial 267 saw
+    "TimeoutError: TimeoutError()") says what it means instead."""
+    text = str(exc)
+    if not text:
+        text = (
+            "NATS did not answer in time (a frozen, overloaded or unreachable server)"
+            if isinstance(exc, TimeoutError)
+            else repr(exc)
+        )
     return redact_url(f"{type(exc).__name__}: {text}")
 
 

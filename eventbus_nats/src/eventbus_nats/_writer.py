@@ -29,6 +29,7 @@ from typing import Any, Final
 from eventbus_core import Event, check_stop_timeout, get_logger
 from eventbus_core.batching import (
     DropReport,
+    LateRefusals,
     check_fork,
     check_fork_when_refusing,
     fork_announced,
@@ -109,6 +110,7 @@ class JetStreamWriter:
         self._refused = 0
         self._refused_otherwise = 0  # of `_refused`: not for a full buffer (not an `Event`, closed)
         self._drops = DropReport(self.label, self.buffer_size)
+        self._late = LateRefusals(self.label)  # refused once the stop had begun
         self._taken = 0
         self._done = 0  # taken events whose fate is settled (written or lost)
         self._written = 0
@@ -158,6 +160,8 @@ class JetStreamWriter:
         with self._lock:
             self._refused += 1
             self._refused_otherwise += not_an_event or self._closed  # not for a full buffer
+            if self._closed and not not_an_event:
+                self._late.count()
             refused = self._refused
         check_fork_when_refusing(refused)
 
@@ -378,6 +382,7 @@ class JetStreamWriter:
             log.warning(
                 "eventbus nats writer stopped with %d event(s) counted lost%s", self._lost, maybe
             )
+        self._late.say()
         self._stopped = True
         self._notify_done()
 

@@ -37,6 +37,7 @@ from eventbus_core.batching._fork import (
     start_after_fork_in_child,
     warn_of_thread_before_c_fork,
 )
+from eventbus_core.batching._late import LateRefusals
 from eventbus_core.batching._loop import LoopDriver
 from eventbus_core.batching._not_event import report_not_an_event
 from eventbus_core.batching._said_every import SaidEvery
@@ -49,6 +50,7 @@ __all__ = [
     "Batcher",
     "DropReport",
     "ExitDelivery",
+    "LateRefusals",
     "LoopDriver",
     "PublishPath",
     "ReportsDrops",

@@ -38,6 +38,7 @@ from eventbus_core.batching._fork import (
     fork_announced,
     start_after_fork_in_child,
 )
+from eventbus_core.batching._late import LateRefusals
 from eventbus_core.batching._not_event import report_not_an_event
 
 if TYPE_CHECKING:
@@ -278,6 +279,7 @@ class Batcher:
         self._warned_no_thread = False
         self.refused = 0
         self._refused_otherwise = 0  # of `refused`: not for a full buffer (not an `Event`, closed)
+        self._late = LateRefusals(label)  # of those: published once `close()` had begun
         self._drops = DropReport(label, buffer_size)
         self.taken = 0
         self.done = 0
@@ -303,6 +305,7 @@ class Batcher:
     def _new_sync_state(self) -> None:
         if hasattr(self, "_drops"):  # a forked child: its lock may be the parent's, held
             self._drops.after_fork_in_child(self.refused - self._refused_otherwise)
+            self._late.after_fork_in_child()
         self.lock = threading.Lock()  # guards the counters and taking from the buffer
         # Held for each drain cycle, whoever runs it (the thread, the loop, an inline flush).
         self.cycle_lock = threading.Lock()
@@ -368,6 +371,8 @@ class Batcher:
             # Not for a full buffer: not an Event, or the bus closed (review 217: the drop
             # line blamed the buffer for publishes made during shutdown).
             self._refused_otherwise += not_an_event or self._closed
+            if self._closed and not not_an_event:
+                self._late.count()
             refused = self.refused
         check_fork_when_refusing(refused)
 
@@ -755,6 +760,7 @@ class Batcher:
             driver.retire()
         with self._flushed:
             self._flushed.notify_all()
+        self._late.say()
         return lost
 
     def flush_at_exit(self, why: str, timeout: float | None = None) -> bool:

@@ -1,0 +1,76 @@
+"""`LateRefusals`: says in the log that `publish()` refused events because the bus was stopping
+or stopped.
+
+Such a refusal is counted in `stats().dropped`, and is the publisher's timing, not the buffer's,
+so the full-buffer line (`DropReport`) leaves it out (review 217). Counted and never said, it
+was lost in a server that stopped its bus while a request it had cut was still unwinding (trial
+267): the process ended a moment later, and no line told of the event. The count is said at the
+end of the stop, and at the interpreter's exit for what came after it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import weakref
+
+from eventbus_core._log import get_logger
+
+__all__ = ["LateRefusals"]
+
+log = get_logger("eventbus")
+
+# Stopped buses whose later refusals the interpreter's exit says.
+_STOPPED: weakref.WeakSet[LateRefusals] = weakref.WeakSet()
+
+
+class LateRefusals:
+    """The count of events `publish()` refused once the bus's `stop()` had begun.
+
+    `count()` is called under the bus's own counters' lock, where it counts the refusal;
+    `say()` at the end of the stop.
+
+    Args:
+        label: Names the bus in the line ("eventbus memory worker").
+    """
+
+    __slots__ = ("__weakref__", "_label", "_said", "refused")
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self.refused = 0
+        self._said = 0
+
+    def count(self) -> None:
+        """One more event refused after the stop began."""
+        self.refused += 1
+
+    def after_fork_in_child(self) -> None:
+        """What the parent refused is the parent's to say."""
+        self._said = self.refused
+
+    def say(self) -> None:
+        """Log what was refused since the last line, if anything; from now on the interpreter's
+        exit says what comes later."""
+        _STOPPED.add(self)
+        refused = self.refused
+        new = refused - self._said
+        self._said = refused
+        if new:
+            log.warning(
+                "%s refused %d event(s) (%d in all, counted in stats().dropped): they were "
+                "published after stop() had begun; stop the bus once the code that publishes "
+                "has finished (a server's requests, a worker's threads)",
+                self._label,
+                new,
+                refused,
+            )
+
+
+def _say_all_at_exit() -> None:
+    for late in list(_STOPPED):
+        with contextlib.suppress(Exception):  # exiting: one bus's trouble must not hide others
+            late.say()
+
+
+atexit.register(_say_all_at_exit)
