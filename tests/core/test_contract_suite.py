@@ -795,9 +795,20 @@ class TestControlMemory(Quick):
         return InMemoryEventBus(buffer_size)
 
 
+class StalledWriteQueueBus(QueueBus):
+    """The guide's bus behind a server that takes 2.5 s to answer each write: what
+    `make_slow_bus()` asks for (`slow_write_seconds`, 2 s)."""
+
+    def _write(self, batch):
+        time.sleep(2.5)
+
+
 class TestControlGuideQueueBus(Quick):
     def make_bus(self, buffer_size):
         return QueueBus(buffer_size)
+
+    def make_slow_bus(self, buffer_size):
+        return StalledWriteQueueBus(buffer_size)
 
 
 class SlowWriteQueueBus(QueueBus):
@@ -812,6 +823,58 @@ class TestControlGuideQueueBusSlowWrite(Quick):
     # lost (helper-74): the guide's bus counts it now.
     def make_bus(self, buffer_size):
         return SlowWriteQueueBus(buffer_size)
+
+    def make_slow_bus(self, buffer_size):
+        return StalledWriteQueueBus(buffer_size)
+
+
+class WaitsOutTheWriteAtStop(StalledWriteQueueBus):
+    """stop(timeout) gives the write in progress 3 s whatever its timeout: it passed every
+    test, whose timed stops met only consumers that never read (trial 268)."""
+
+    def stop(self, timeout=None):
+        super().stop(None if timeout is None else max(timeout, 3.0))
+
+
+class TestWaitsOutTheWriteAtStop(Quick):
+    def make_bus(self, buffer_size):
+        return QueueBus(buffer_size)
+
+    def make_slow_bus(self, buffer_size):
+        return WaitsOutTheWriteAtStop(buffer_size)
+
+
+class WaitsOutTheWriteAtFlush(StalledWriteQueueBus):
+    """flush(timeout) waits for the write in progress whatever its timeout (trial 268)."""
+
+    def flush(self, timeout=5.0):
+        return super().flush(None)
+
+
+class TestForgetsTheWriteAtStop(Quick):
+    def make_bus(self, buffer_size):
+        return QueueBus(buffer_size)
+
+    def make_slow_bus(self, buffer_size):
+        return ForgetsTheWriteAtStop(buffer_size)
+
+
+class TestWaitsOutTheWriteAtFlush(Quick):
+    def make_bus(self, buffer_size):
+        return QueueBus(buffer_size)
+
+    def make_slow_bus(self, buffer_size):
+        return WaitsOutTheWriteAtFlush(buffer_size)
+
+
+class ForgetsTheWriteAtStop(StalledWriteQueueBus):
+    """stop(timeout) keeps to its timeout but counts the batch being written as neither lost
+    nor delivered: it vanishes from the figures."""
+
+    def stop(self, timeout=None):
+        super().stop(timeout)
+        with self._lock:
+            self._lost = 0
 
 
 class WritesUnderThePublishLock(QueueBus):
@@ -878,11 +941,18 @@ MUST_FAIL = {
     "TestRacyRefusalsWithoutAPause": {"test_refusals_from_many_threads_count_exactly"},
     "TestCountsPublishedWhenHandedOn": {"test_published_and_dropped_never_go_down"},
     "TestShortStopRunsLate": {"test_a_short_stop_keeps_to_its_timeout"},
+    "TestWaitsOutTheWriteAtStop": {"test_a_stop_during_a_slow_write_keeps_to_its_timeout"},
+    "TestWaitsOutTheWriteAtFlush": {"test_a_flush_during_a_slow_write_keeps_to_its_timeout"},
+    "TestForgetsTheWriteAtStop": {"test_a_stop_during_a_slow_write_keeps_to_its_timeout"},
     "TestForgetsItsBufferAtExit": {
         "test_a_process_that_ends_without_stop_delivers_what_it_accepted"
     },
 }
 CONTROLS = ("TestControlMemory", "TestControlGuideQueueBus", "TestControlGuideQueueBusSlowWrite")
+SLOW_WRITE_TESTS = (
+    "test_a_stop_during_a_slow_write_keeps_to_its_timeout",
+    "test_a_flush_during_a_slow_write_keeps_to_its_timeout",
+)
 # Correct buses that do what a publish() may do; each runs the spy's test alone, and passes it.
 SPY_CONTROLS = (
     "TestSerializesInMemory",
@@ -934,6 +1004,9 @@ def test_good_bus_passes_the_contract(outcomes: dict[str, dict[str, str]], bus: 
     assert len(results) >= 17, results
     bad = {name: outcome for name, outcome in results.items() if outcome != "PASSED"}
     assert not bad, f"{bus} should pass the whole contract; it did not pass {bad}"
+    if bus != "TestControlMemory":  # the memory bus writes nowhere: nothing to make slow
+        ran = {name: results.get(name) for name in SLOW_WRITE_TESTS}
+        assert set(ran.values()) == {"PASSED"}, ran
 
 
 @pytest.mark.parametrize("bus", SPY_CONTROLS)

@@ -3,6 +3,8 @@ capabilities they declare, on fakeredis and on a real server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import fakeredis
 import pytest
 import redis
@@ -20,6 +22,7 @@ from eventbus_core.testing import (
     ReadableLogContract,
 )
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._proxy import ReplyHoldingProxy
 
 
 class _RedisContract(BusContractTests):
@@ -28,11 +31,31 @@ class _RedisContract(BusContractTests):
     in_process = False  # subscribers read what the writer stored in Redis
     redis_client: redis.Redis
     key_prefix: str
+    proxies: list[ReplyHoldingProxy]
 
     @pytest.fixture(autouse=True)
-    def _redis(self, client: redis.Redis, prefix: str) -> None:
+    def _redis(self, client: redis.Redis, prefix: str) -> Iterator[None]:
         self.redis_client = client
         self.key_prefix = prefix
+        self.proxies = []
+        yield
+        for proxy in self.proxies:
+            proxy.close()
+
+    def make_slow_bus(self, buffer_size: int) -> EventBus | None:
+        """The bus of `make_bus()` behind a relay that holds Redis's replies: its first write
+        (its connection's handshake included) never finishes."""
+        if isinstance(self.redis_client, fakeredis.FakeRedis):
+            return None  # no socket to hold in fakeredis (real: the other run)
+        options = self.redis_client.connection_pool.connection_kwargs
+        proxy = ReplyHoldingProxy.holding(options["port"])
+        self.proxies.append(proxy)
+        served = self.redis_client
+        self.redis_client = redis.Redis(port=proxy.port, db=options.get("db", 0))
+        try:
+            return self.make_bus(buffer_size)
+        finally:
+            self.redis_client = served
 
     @staticmethod
     def assert_accounted(stats: BusStats, figures: SubscriberStats) -> None:

@@ -22,9 +22,9 @@ import redis
 from eventbus_core import BusStats, EventBusSettings, create_bus
 from eventbus_core.testing import make_event
 from eventbus_redis import RedisEventBus, RedisStreamsEventBus
+from tests._proxy import ReplyHoldingProxy
 from tests._services import close_client
 from tests._stop_timeouts import check_stop_timeouts, second_stop_meanwhile, stop_inside_stop
-from tests.redis._proxy import ReplyHoldingProxy
 from tests.redis._servers import ThrowawayRedis, free_port
 
 pytestmark = pytest.mark.redis

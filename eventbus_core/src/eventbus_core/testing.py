@@ -53,6 +53,7 @@ from eventbus_core._contract._exit import ExitContract
 from eventbus_core._contract._fork import ForkContract
 from eventbus_core._contract._groups import ConsumerGroupContract
 from eventbus_core._contract._secrets import SecretsContract
+from eventbus_core._contract._slow_writes import SlowWriteContract
 from eventbus_core._contract._sources import BacklogContract, LogSourcesContract
 from eventbus_core._event import Event
 from eventbus_core._stats import BusStats
@@ -171,7 +172,12 @@ class RecordingBus(BaseEventBus):
 
 
 class BusContractTests(
-    DeliveryContract, AccountingContract, ForkContract, ExitContract, SecretsContract
+    DeliveryContract,
+    AccountingContract,
+    SlowWriteContract,
+    ForkContract,
+    ExitContract,
+    SecretsContract,
 ):
     """The behavioural contract of an event bus, as a pytest test class to subclass.
 
@@ -198,7 +204,8 @@ class BusContractTests(
     counted in `lost`), also at every moment before the bus settled; `publish()` neither
     waiting nor doing I/O on its caller's thread (what it calls is looked at, not only how long
     it takes); `stop(timeout)` bounded with a consumer that never reads (`stop(1.0)` and
-    `stop(0.1)` timed); async use;
+    `stop(0.1)` timed), and `stop(0.1)` and `flush(0.1)` while a write does not finish (with
+    `make_slow_bus()`); async use;
     a bus made and used before `os.fork()` working on in the child (where fork exists); a
     process (a `multiprocessing` child) that ends without `stop()` delivering what it accepted.
     A bus keeps listing its subscriptions in `stats().subscribers` after `stop()`, with their
@@ -225,7 +232,13 @@ class BusContractTests(
             before subscribing. None (default): True unless the bus declares
             `capabilities.CrossProcess`.
 
+        slow_write_seconds: How long each write of `make_slow_bus()`'s bus takes at least (2).
+
     Hooks:
         settle(bus): make every event published so far visible to subscribers; by default
             `flush()` for a bus that offers it (`capabilities.Flushable`), nothing otherwise.
+        make_slow_bus(buffer_size): a running bus whose writes take `slow_write_seconds` or
+            more, or never finish (a relay holding the server's replies, a test-only switch
+            that sleeps where it sends); None (default) skips the two tests that stop and
+            flush it while a write is in progress.
     """

@@ -1,8 +1,11 @@
-"""`ReplyHoldingProxy`: a TCP relay in front of a Redis server that can stop passing replies.
+"""`ReplyHoldingProxy`: a TCP relay in front of a server (Redis, NATS) that can stop passing
+replies.
 
 Why: a Redis that applies a batch and then freezes (SIGSTOP, a paused VM) before its reply leaves
 is a window of microseconds, too narrow to hit on purpose. Holding the replies at a relay makes
 that state certain: Redis receives and applies every command, and the client never hears back.
+The contract suite's `make_slow_bus()` uses it too: a write that never finishes, with no server
+of the test run's own paused.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ class ReplyHoldingProxy:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @classmethod
+    def holding(cls, target_port: int) -> ReplyHoldingProxy:
+        """A relay to `target_port` holding every reply from the start."""
+        proxy = cls(target_port)
+        proxy.hold.set()
+        return proxy
 
     def _accept(self) -> None:
         while True:
