@@ -770,6 +770,37 @@ def test_a_value_split_by_the_shell_is_not_echoed_as_an_unrecognized_argument(
     assert "Quote the whole of it" in err
 
 
+def _registered(factory: Any = None, plugin: str = "a-plugin") -> Any:
+    """A registration as the shared-backend hint reads it: its factory and plugin."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(factory=factory, plugin=plugin)
+
+
+def test_the_shared_backend_hint_leaves_out_a_backend_its_plugin_cannot_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A backend whose plugin lacks a package of its extra was offered (trial 268).
+    from types import SimpleNamespace
+
+    from eventbus_core._plugins import PluginInfo
+    from eventbus_core.cli import _ops
+
+    lacking = PluginInfo("lacking", "m", distribution="eventbus-t268opt", extras=("fancy",))
+    registry = SimpleNamespace(
+        backends={"t268opt": _registered(plugin="lacking"), "t268ok": _registered()},
+        plugins={"lacking": lacking},
+    )
+    monkeypatch.setattr(_ops, "get_registry", lambda: registry)
+    monkeypatch.setattr(_ops, "is_installed", lambda name: True)
+    monkeypatch.setattr(
+        _ops, "lacking_extras", lambda dist, extras: [("fancy", ["tomli-w"])] if extras else []
+    )
+    assert _ops.shared_backend_example("queue") == (
+        "installed besides 'queue': t268ok ('eventbus plugins' shows their settings)"
+    )
+
+
 def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -778,7 +809,8 @@ def test_the_shared_backend_hint_gives_a_pip_command_where_redis_is_not_installe
 
     from eventbus_core.cli import _ops
 
-    monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends={"memory": 1}))
+    registry = SimpleNamespace(backends={"memory": _registered()}, plugins={})
+    monkeypatch.setattr(_ops, "get_registry", lambda: registry)
     monkeypatch.setattr(_ops, "is_installed", lambda name: False)
     monkeypatch.delenv("NATS_URL", raising=False)
     hint = _ops.shared_backend_example("memory")
@@ -797,8 +829,9 @@ def test_the_shared_backend_hint_names_the_backends_installed_whatever_their_nam
 
     from eventbus_core.cli import _ops
 
-    backends = {"memory": 1, "queue": 1, "t117db": 1}
-    monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
+    backends = {"memory": _registered(), "queue": _registered(), "t117db": _registered()}
+    registry = SimpleNamespace(backends=backends, plugins={})
+    monkeypatch.setattr(_ops, "get_registry", lambda: registry)
     monkeypatch.setattr(_ops, "is_installed", lambda name: True)
     hint = _ops.shared_backend_example("queue")
     assert (
@@ -869,10 +902,10 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
     build_shared.__annotations__["return"] = Shared
 
     backends = {
-        "memory": SimpleNamespace(factory=build_memory),
-        "queue": SimpleNamespace(factory=build_memory),
-        "t117db": SimpleNamespace(factory=build_shared),
-        "unannotated": SimpleNamespace(factory=lambda settings: None),  # cannot tell: named
+        "memory": _registered(build_memory),
+        "queue": _registered(build_memory),
+        "t117db": _registered(build_shared),
+        "unannotated": _registered(lambda settings: None),  # cannot tell: named
     }
     # `-> EventBus`, as hooks.md writes a factory, or another abstract class: cannot tell
     # either (a shared backend so annotated was left out, "none is installed": trial 208).
@@ -887,8 +920,9 @@ def test_the_shared_backend_hint_leaves_out_backends_whose_buses_live_in_the_pro
             return None
 
         build.__annotations__["return"] = abstract
-        backends[name] = SimpleNamespace(factory=build)
-    monkeypatch.setattr(_ops, "get_registry", lambda: SimpleNamespace(backends=backends))
+        backends[name] = _registered(build)
+    registry = SimpleNamespace(backends=backends, plugins={})
+    monkeypatch.setattr(_ops, "get_registry", lambda: registry)
     monkeypatch.setattr(_ops, "is_installed", lambda name: True)
     assert _ops.shared_backend_example("queue") == (
         "installed besides 'queue': pgany, pgbase, pgbus, pgobj, t117db, unannotated "

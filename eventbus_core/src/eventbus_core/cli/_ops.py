@@ -36,7 +36,8 @@ from eventbus_core._install import (
     wanted_siblings,
 )
 from eventbus_core._log import scrub
-from eventbus_core._plugins import Registration, get_registry
+from eventbus_core._plugin_extras import lacking_extras
+from eventbus_core._plugins import PluginInfo, Registration, get_registry
 from eventbus_core._settings import ENV_VARS, EventBusSettings, all_env_vars
 from eventbus_core.capabilities import Describable, capability, is_cross_process
 from eventbus_core.cli._backend_flags import (
@@ -335,7 +336,9 @@ def shared_backend_example(current: str | None = None) -> str:
     third-party backend went unmentioned while Redis, not installed, was suggested)."""
     registry = get_registry()
     others = sorted(
-        name for name, reg in registry.backends.items() if name != current and _maybe_shared(reg)
+        name
+        for name, reg in registry.backends.items()
+        if name != current and _maybe_shared(reg) and _buildable(registry.plugins.get(reg.plugin))
     )
     besides = f" besides {current!r}" if current else ""
     sibling = _wanted_sibling()
@@ -371,6 +374,12 @@ def _maybe_shared(registration: Registration) -> bool:
         return True
     declared = inspect.getattr_static(returned, "cross_process", False)
     return declared if isinstance(declared, bool) else True
+
+
+def _buildable(info: PluginInfo | None) -> bool:
+    """False for a backend whose plugin lacks a package of its extra (`eventbus plugins` says
+    "needs ... to build"): offered as a shared backend, it only failed next (trial 268)."""
+    return info is None or not lacking_extras(info.distribution, info.extras)
 
 
 def _abstract(cls: type) -> bool:
