@@ -355,7 +355,10 @@ async def test_headers_named_with_a_credential_word_are_masked_and_counts_are_ke
     named += [b"X-Hub-Signature-256", b"X-Client-Key"]
     # A describing word before the credential word: a password-reset token is one (172).
     named += [b"X-Reset-Token", b"X-Usage-Token"]
+    # A provider's key under an application's own name, and a session id (trial 266).
+    named += [b"X-Openai-Key", b"X-Anthropic-Key", b"X-Session-Id", b"X-Llm-Key"]
     kept = [b"Access-Control-Allow-Credentials", b"X-Ratelimit-Remaining-Tokens"]
+    kept += [b"X-Cache-Key", b"Idempotency-Key", b"X-Model-Key", b"X-Session-Id-Count"]
     kept += [b"Www-Authenticate", b"X-Passthrough"]
     # About a credential, not one: Bedrock's token counts were masked (review 170, trial 169).
     kept += [b"X-Amzn-Bedrock-Input-Token-Count", b"X-Token-Limit", b"X-Auth-Method"]

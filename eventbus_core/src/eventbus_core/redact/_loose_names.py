@@ -56,6 +56,43 @@ _PAIRS_OF_A_CREDENTIAL: Final = frozenset(
         ("consumer", "key"),
         ("app", "key"),
         ("license", "key"),
+        # A session id is a credential: whoever has it is logged in (the query rules mask
+        # `session_id=`; `X-Sessionid` was masked where `X-Session-Id` was not, trial 266).
+        ("session", "id"),
+    }
+    # An LLM provider's key under a name of the application's own (`X-Openai-Key`,
+    # `anthropic_key`): where a key of another shape than the value patterns know passed
+    # (trial 266).
+    | {
+        (provider, "key")
+        for provider in (
+            "openai",
+            "anthropic",
+            "azure",
+            "google",
+            "gemini",
+            "mistral",
+            "cohere",
+            "groq",
+            "deepseek",
+            "perplexity",
+            "fireworks",
+            "together",
+            "openrouter",
+            "xai",
+            "huggingface",
+            "hf",
+            "replicate",
+            "voyage",
+            "bedrock",
+            "vertex",
+            "helicone",
+            "lunary",
+            "langfuse",
+            "portkey",
+            "provider",
+            "llm",
+        )
     }
 )
 _WORDS: Final = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
