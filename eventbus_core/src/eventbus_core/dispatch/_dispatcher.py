@@ -39,6 +39,7 @@ from eventbus_core.batching import at_fork
 from eventbus_core.capabilities import ReadableLog, capability, is_cross_process
 from eventbus_core.dispatch._deadletter import DeadLetter
 from eventbus_core.dispatch._lane import Lane
+from eventbus_core.dispatch._loop_lag import LoopLagWatch
 from eventbus_core.dispatch._payload import PayloadPreparer
 from eventbus_core.dispatch._retry import RetryPolicy
 from eventbus_core.dispatch._setup import dispatcher_arguments
@@ -345,6 +346,7 @@ class Dispatcher:
             for lane in self._lanes
         ]
         reporter = asyncio.create_task(self._report())
+        lag_watch = asyncio.create_task(LoopLagWatch(self.workers).run(), name="loop-lag")
         stop_wait = asyncio.create_task(stopping.wait())
         stuck = EndedButStuck(self._lanes, self.workers, self.shutdown_timeout)
         try:
@@ -381,6 +383,7 @@ class Dispatcher:
                 log.error("dispatcher task %s failed: %r", task.get_name(), exc, exc_info=exc)
         stop_wait.cancel()
         reporter.cancel()
+        lag_watch.cancel()
         await self._hand_back(workers)
         await self._close()
         self._ended = True

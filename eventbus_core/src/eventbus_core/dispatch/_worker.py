@@ -87,6 +87,17 @@ class SinkWorker:
         # A failure of the lane's inline attempt (see `_lane.py`), for the next batch sent:
         # that batch is the one that failed, and this counts as its first attempt.
         self._carried: Exception | None = None
+        # When its current send() began (None: none in progress), and the longest that ended
+        # since `LoopLagWatch` last asked: what it blames for a loop held meanwhile.
+        self._send_began: float | None = None
+        self._longest_send = 0.0
+
+    def take_longest_send(self) -> float:
+        """Seconds of the longest send() that ended since the last call, or of the one in
+        progress so far if longer; the next call starts afresh."""
+        longest, self._longest_send = self._longest_send, 0.0
+        began = self._send_began
+        return longest if began is None else max(longest, time.monotonic() - began)
 
     def put(self, items: list[Item]) -> None:
         """Queue items (from the lane's reader)."""
@@ -288,6 +299,7 @@ class SinkWorker:
         """One attempt at `batch`: (None, all) if the sink stored it, else (the error, how many
         of the first events the sink says it stored: `SinkError.delivered`, settled here)."""
         sending = asyncio.current_task()
+        began = self._send_began = time.monotonic()
         try:
             try:
                 await self.sink.send(payloads)
@@ -324,6 +336,9 @@ class SinkWorker:
                 # (helper-92); GeneratorExit or gevent's Timeout ended the worker alone, its
                 # events held until the stop (trial 201).
                 raise send_failure(ending) from None
+            finally:
+                took = time.monotonic() - began
+                self._send_began, self._longest_send = None, max(self._longest_send, took)
         except Exception as exc:
             self.stats.record_failure(error_type_of(exc))
             done = stored_before_failing(exc, len(batch))
