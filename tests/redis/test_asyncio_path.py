@@ -53,10 +53,14 @@ def host() -> Iterator[LoopThread]:
 
 class _OnTheLoop(NoForkThroughTheHost, _RedisContract):
     @pytest.fixture(autouse=True)
-    def _redis(self, real: redis.Redis, prefix: str, host: LoopThread) -> None:  # type: ignore[override]
+    def _redis(self, real: redis.Redis, prefix: str, host: LoopThread) -> Iterator[None]:  # type: ignore[override]
         self.redis_client = real
         self.key_prefix = prefix
         self.loop_host = host
+        self.proxies = []
+        yield
+        for proxy in self.proxies:
+            proxy.close()
 
     def settle(self, bus: EventBus) -> None:
         assert bus.flush(10.0)
