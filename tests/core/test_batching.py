@@ -564,6 +564,28 @@ def test_publishes_after_the_stop_are_said_at_the_interpreter_s_exit() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_publishes_after_the_stop_are_said_at_a_multiprocessing_child_s_exit() -> None:
+    # multiprocessing ends its children with os._exit(), without atexit (trial 269).
+    from tests._python import run_python
+
+    child = LATE_PUBLISHES.replace("\n", "\n    ").rstrip()
+    code = (
+        "import multiprocessing\n"
+        "from eventbus_memory import InMemoryEventBus\n"
+        "def make_bus():\n"
+        "    return InMemoryEventBus()\n"
+        "def work():\n"
+        f"    {child}\n"
+        "if __name__ == '__main__':\n"
+        "    p = multiprocessing.get_context('fork').Process(target=work)\n"
+        "    p.start(); p.join(30); print('exit', p.exitcode)\n"
+    )
+    out = run_python(code)
+    assert "exit 0" in out.stdout, out.stderr
+    assert "refused 2 event(s) (2 in all, counted in stats().dropped)" in out.stderr, out.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_say_its_parent_s_drops_as_its_own() -> None:
     # Each of 50 forked workers said "dropped 138256 event(s)" of its parent's at its stop(),
     # beside the parent saying them too (trial 221).

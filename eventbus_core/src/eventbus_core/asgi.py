@@ -211,8 +211,8 @@ class EventBusMiddleware(RequestObserver):
             log.warning(
                 "eventbus middleware: %d request(s) still being served %.1f s into the "
                 "lifespan's shutdown (shutdown_flush_timeout); their events come after the "
-                "application's shutdown, which a bus it stopped refuses (counted in "
-                "stats().dropped)",
+                "application's shutdown: a bus it stopped refuses them, and the process may "
+                "end before they are published at all",
                 self._in_flight,
                 self.shutdown_flush_timeout,
             )

@@ -22,6 +22,12 @@ _WRITE_UNDER_WAY = 0.3
 """Seconds between the publishes and the timed call: time for the bus to start its write."""
 
 
+_IF_NOT_SLOW = (
+    " (or make_slow_bus() made a bus whose writes are not slow: each must take "
+    "slow_write_seconds or more, or never finish)"
+)
+
+
 class SlowWriteContract(ContractBase):
     """`stop(0.1)` and `flush(0.1)` keep to their timeouts while a write does not finish.
 
@@ -66,7 +72,7 @@ class SlowWriteContract(ContractBase):
         assert final.lost > 0, (
             f"stop(timeout=0.1) returned while a write of {self.slow_write_seconds:g} s or more "
             f"was in progress, yet stats().lost is 0: what stop() gives up must be counted in "
-            "lost (it cannot have been delivered)"
+            f"lost (it cannot have been delivered){_IF_NOT_SLOW}"
         )
 
     def test_a_flush_during_a_slow_write_keeps_to_its_timeout(self) -> None:
@@ -89,5 +95,5 @@ class SlowWriteContract(ContractBase):
         assert flushed is False, (
             f"flush(timeout=0.1) returned {flushed!r} while a write of "
             f"{self.slow_write_seconds:g} s or more was in progress: it cannot have delivered "
-            "everything, and must say so (False)"
+            f"everything, and must say so (False){_IF_NOT_SLOW}"
         )

@@ -38,7 +38,7 @@ from eventbus_core.batching._fork import (
     fork_announced,
     start_after_fork_in_child,
 )
-from eventbus_core.batching._late import LateRefusals
+from eventbus_core.batching._late import LateRefusals, say_late_refusals
 from eventbus_core.batching._not_event import report_not_an_event
 
 if TYPE_CHECKING:
@@ -875,6 +875,7 @@ def _flush_all_at_exit() -> None:
     if _exit_flushed_pid == os.getpid():
         return  # run already, by multiprocessing's finalizer or atexit: one wait, one warning
     _exit_flushed_pid = os.getpid()
+    say_late_refusals()  # stopped buses: what publish() refused after their stop
     # Every open one, pending or not: one with nothing left to deliver may have refusals
     # still to say (`flush_before_exit`).
     open_ = [b for b in list(_OPEN) if not b.closed]

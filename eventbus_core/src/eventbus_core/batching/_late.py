@@ -5,18 +5,19 @@ Such a refusal is counted in `stats().dropped`, and is the publisher's timing, n
 so the full-buffer line (`DropReport`) leaves it out (review 217). Counted and never said, it
 was lost in a server that stopped its bus while a request it had cut was still unwinding (trial
 267): the process ended a moment later, and no line told of the event. The count is said at the
-end of the stop, and at the interpreter's exit for what came after it.
+end of the stop, and at the process's exit for what came after it (`say_late_refusals()`, which
+the exit's delivery calls: at the interpreter's exit, and in a `multiprocessing` child, which
+ends without it).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import weakref
 
 from eventbus_core._log import get_logger
 
-__all__ = ["LateRefusals"]
+__all__ = ["LateRefusals", "say_late_refusals"]
 
 log = get_logger("eventbus")
 
@@ -67,10 +68,8 @@ class LateRefusals:
             )
 
 
-def _say_all_at_exit() -> None:
+def say_late_refusals() -> None:
+    """At the process's exit: every stopped bus says what it refused since its stop ended."""
     for late in list(_STOPPED):
         with contextlib.suppress(Exception):  # exiting: one bus's trouble must not hide others
             late.say()
-
-
-atexit.register(_say_all_at_exit)

@@ -68,7 +68,8 @@ class LoopLagWatch:
     def _say(self, new: int, total: int) -> None:
         blamed = sorted(self._blamed)
         who = (
-            f"while sink(s) {', '.join(repr(n) for n in blamed)} were sending: a sink's async "
+            f"while sink(s) {', '.join(repr(n) for n in blamed)} were sending (one that "
+            "blocks holds the loop; one that awaits only waited meanwhile): a sink's async "
             "send() must not block (do blocking I/O in send_blocking(), or await an async "
             "client)"
             if blamed
