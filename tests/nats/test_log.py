@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -347,3 +348,36 @@ def test_isolate_on_a_stream_named_in_code_sends_the_runs_processes_there(
     assert "removed" in isolation.cleanup(False)
     check = make_bus()
     assert check.describe()["groups"] == []
+
+
+@pytest.mark.parametrize("fault", ["freeze", "kill"])
+def test_a_read_the_server_stops_answering_fails_instead_of_ending(
+    tmp_path: Path, fault: str
+) -> None:
+    # `eventbus replay` of 1,100 events from a server frozen or killed midway sent 500 and
+    # exited 0, as if the range were complete (trial 270).
+    from tests.nats._servers import ThrowawayNats
+
+    server = ThrowawayNats(tmp_path)
+    server.start()
+    bus = NatsEventBus(server.url, stream="TREAD", subject="read.events", max_msgs=0)
+    try:
+        for i in range(1_100):
+            bus.publish(make_event(i))
+        assert bus.flush(20)
+        reader = bus.read_range(1, 1_100)
+        got = [next(reader) for _ in range(500)]  # the first read's batch
+        if fault == "freeze":
+            server.pause()
+        else:
+            server.kill()
+        began = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="NATS at "):
+            got.extend(reader)
+        assert len(got) == 500
+        assert time.monotonic() - began < 60
+    finally:
+        if fault == "freeze":
+            server.resume()
+        bus.stop(1)
+        server.kill()

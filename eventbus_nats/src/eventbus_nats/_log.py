@@ -25,6 +25,9 @@ __all__ = ["LogReader"]
 
 _CHUNK: Final = 500
 _FETCH_WAIT: Final = 2.0
+# Empty reads in a row, messages still pending, before a read of the log gives up (a server
+# that keeps quiet to a reader; a slow one answers within the first or second).
+_EMPTY_FETCHES: Final = 3
 # Tries at creating a reader: with a server of the cluster down (and not yet seen so), JetStream
 # may place the reader's one-replica consumer on it, and the creation times out; another try is
 # placed anew (about half of the tries failed, trial 148).
@@ -172,10 +175,24 @@ class LogReader:
         try:
             if not pending:
                 return  # nothing from that point on
+            empty = 0
             while True:
                 msgs = self._call(self._fetch(psub), _FETCH_WAIT + self._timeout)
                 if not msgs:
-                    return  # what is left up to `end` was removed meanwhile
+                    # Nothing came: what is left up to `end` was removed meanwhile, or the
+                    # server did not answer. Taken for the first, a server frozen or killed in
+                    # the middle of `eventbus replay` ended it as if complete, exit 0 with 500
+                    # of 1,100 sent (trial 270): the reader's own count says which.
+                    if not self._call(self._pending(psub)):
+                        return
+                    empty += 1
+                    if empty >= _EMPTY_FETCHES:
+                        raise self._quiet(
+                            f"to {empty} reads of {_FETCH_WAIT:g} s each, with messages left "
+                            "to read"
+                        )
+                    continue
+                empty = 0
                 for msg in msgs:
                     meta = msg.metadata
                     seq = meta.sequence.stream
@@ -249,6 +266,12 @@ class LogReader:
             return await psub.fetch(_CHUNK, timeout=_FETCH_WAIT)
         except TimeoutError:
             return []
+
+    @staticmethod
+    async def _pending(psub: JetStreamContext.PullSubscription) -> int:
+        """Messages the reader has yet to be handed, as the server counts them."""
+        info = await psub.consumer_info()
+        return int(info.num_pending or 0)
 
     async def _close(self, name: str, psub: JetStreamContext.PullSubscription) -> None:
         with contextlib.suppress(Exception):
