@@ -357,6 +357,7 @@ async def test_headers_named_with_a_credential_word_are_masked_and_counts_are_ke
     named += [b"X-Reset-Token", b"X-Usage-Token"]
     # A provider's key under an application's own name, and a session id (trial 266).
     named += [b"X-Openai-Key", b"X-Anthropic-Key", b"X-Session-Id", b"X-Llm-Key"]
+    named += [b"X-Reset-Session-Id", b"X-Used-Openai-Key"]  # described before: still one
     kept = [b"Access-Control-Allow-Credentials", b"X-Ratelimit-Remaining-Tokens"]
     kept += [b"X-Cache-Key", b"Idempotency-Key", b"X-Model-Key", b"X-Session-Id-Count"]
     kept += [b"Www-Authenticate", b"X-Passthrough"]

@@ -11,7 +11,7 @@ import itertools
 import re
 from typing import Final
 
-__all__ = ["names_a_credential_loosely"]
+__all__ = ["names_a_credential_loosely", "pairs_into_a_credential"]
 
 _WORDS_OF_A_CREDENTIAL: Final = frozenset(
     {
@@ -106,3 +106,8 @@ def names_a_credential_loosely(name: str) -> bool:
     return any(word in _WORDS_OF_A_CREDENTIAL for word in words) or any(
         pair in _PAIRS_OF_A_CREDENTIAL for pair in itertools.pairwise(words)
     )
+
+
+def pairs_into_a_credential(first: str, second: str) -> bool:
+    """Whether two words in a row (lower case) together name a credential (`client`, `key`)."""
+    return (first, second) in _PAIRS_OF_A_CREDENTIAL

@@ -25,7 +25,7 @@ from eventbus_core._errors import SettingsError
 from eventbus_core._event import Event
 from eventbus_core.redact._encoded_names import mask_encoded_names
 from eventbus_core.redact._gate import SPECIAL_CASE_CHARS, needs_no_redaction
-from eventbus_core.redact._loose_names import names_a_credential_loosely
+from eventbus_core.redact._loose_names import names_a_credential_loosely, pairs_into_a_credential
 from eventbus_core.redact._multipart import mask_multipart_fields, may_hold_multipart
 from eventbus_core.redact._query import QUERY_NAMES_PATTERN, QUERY_PAIR, has_query_pair
 from eventbus_core.redact._secrets import (
@@ -363,7 +363,16 @@ def _describes_one(words: list[str]) -> bool:
     token, trial 172), or a rate limit's (`X-Ratelimit-Remaining-Token`)."""
     if "ratelimit" in words or ("rate", "limit") in itertools.pairwise(words):
         return True
-    last = max((i for i, w in enumerate(words) if names_a_credential_loosely(w)), default=-1)
+    # Where the credential's words end: a word alone (`token`) or the second of a pair
+    # (`openai-key`; without pairs, `X-Used-Openai-Key` counted `used` as after it: review 271).
+    last = max(
+        (
+            i
+            for i, w in enumerate(words)
+            if names_a_credential_loosely(w) or (i and pairs_into_a_credential(words[i - 1], w))
+        ),
+        default=-1,
+    )
     return any(w in _DESCRIBING_WORDS for w in words[last + 1 :])
 
 
