@@ -20,8 +20,8 @@ __all__ = ["ReplyHoldingProxy"]
 class ReplyHoldingProxy:
     """Relays 127.0.0.1:`port` to `target_port`; while `hold` is set, replies are swallowed."""
 
-    def __init__(self, target_port: int) -> None:
-        self._target = ("127.0.0.1", target_port)
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self._target = (target_host, target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self.hold = threading.Event()
@@ -33,9 +33,9 @@ class ReplyHoldingProxy:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def holding(cls, target_port: int) -> ReplyHoldingProxy:
-        """A relay to `target_port` holding every reply from the start."""
-        proxy = cls(target_port)
+    def holding(cls, target_port: int, target_host: str = "127.0.0.1") -> ReplyHoldingProxy:
+        """A relay to `target_host:target_port` holding every reply from the start."""
+        proxy = cls(target_port, target_host)
         proxy.hold.set()
         return proxy
 
@@ -62,5 +62,9 @@ class ReplyHoldingProxy:
     def close(self) -> None:
         self._listener.close()
         for sock in self._sockets:
+            # Shut down first: a thread blocked in recv() on it wakes and ends, and the
+            # server's end of the relay is closed now, not when the worker process ends.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()

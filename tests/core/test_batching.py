@@ -586,6 +586,35 @@ def test_publishes_after_the_stop_are_said_at_a_multiprocessing_child_s_exit() -
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_say_its_parent_s_late_refusals_as_its_own() -> None:
+    from tests._python import run_python
+
+    code = (
+        "import logging, os\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(process)d %(message)s')\n"
+        "from eventbus_core.testing import make_event\n"
+        "from eventbus_memory import InMemoryEventBus\n"
+        "bus = InMemoryEventBus()\n"
+        "bus.stop(5)\n"
+        "for i in range(3): bus.publish(make_event(i))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    bus.publish(make_event(9)); bus.publish(make_event(10))\n"
+        "    from eventbus_core.batching._late import say_late_refusals\n"
+        "    say_late_refusals(); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('child', pid, flush=True)\n"
+    )
+    out = run_python(code)
+    child = out.stdout.split()[-1]
+    lines = [line for line in out.stderr.splitlines() if "after stop() had begun" in line]
+    said_by_child = [line for line in lines if line.startswith(child + " ")]
+    assert len(said_by_child) == 1, out.stderr
+    assert "refused 2 event(s) (5 in all" in said_by_child[0]  # its own 2, not the parent's 3
+    assert [line for line in lines if "refused 3 event(s) (3 in all" in line], out.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_does_not_say_its_parent_s_drops_as_its_own() -> None:
     # Each of 50 forked workers said "dropped 138256 event(s)" of its parent's at its stop(),
     # beside the parent saying them too (trial 221).

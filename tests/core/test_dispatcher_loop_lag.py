@@ -42,7 +42,7 @@ async def test_a_sink_blocking_the_loop_is_named(caplog: pytest.LogCaptureFixtur
     bus.stop()
     said = [r.getMessage() for r in caplog.records if "event loop was held" in r.getMessage()]
     assert said, caplog.text  # the first at once (a loaded machine may add a later one)
-    assert "held for up to 1." in said[0] and "1 time(s) (1 in all)" in said[0]
+    assert "held for up to " in said[0] and "1 time(s) (1 in all)" in said[0]
     assert "while sink(s) 'blocking' were sending" in said[0]
     assert "send_blocking()" in said[0]
 
@@ -60,13 +60,13 @@ async def test_a_loop_held_while_no_sink_sends_blames_other_code(
     with pytest.raises(asyncio.CancelledError):
         await watching
     assert watch.holds >= 1
-    assert "while no sink was sending: a transformer or another plugin's code" in caplog.text
+    assert "while no sink was sending (a transformer, another plugin" in caplog.text
     assert "a sink's async send()" not in caplog.text
 
 
 async def test_a_loop_never_held_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="eventbus")
-    watch = LoopLagWatch([], held=0.5)
+    watch = LoopLagWatch([], held=1.0)
     watching = asyncio.create_task(watch.run())
     await asyncio.sleep(0.6)
     watching.cancel()

@@ -48,10 +48,18 @@ class _RedisContract(BusContractTests):
         if isinstance(self.redis_client, fakeredis.FakeRedis):
             return None  # no socket to hold in fakeredis (real: the other run)
         options = self.redis_client.connection_pool.connection_kwargs
-        proxy = ReplyHoldingProxy.holding(options["port"])
+        if "port" not in options:
+            return None  # a unix socket: no TCP to relay
+        proxy = ReplyHoldingProxy.holding(options["port"], options.get("host", "127.0.0.1"))
         self.proxies.append(proxy)
         served = self.redis_client
-        self.redis_client = redis.Redis(port=proxy.port, db=options.get("db", 0))
+        # The test server's client as it is (database, password, TLS), through the relay.
+        relayed = {**options, "host": "127.0.0.1", "port": proxy.port}
+        self.redis_client = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=served.connection_pool.connection_class, **relayed
+            )
+        )
         try:
             return self.make_bus(buffer_size)
         finally:

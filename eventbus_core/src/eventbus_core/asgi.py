@@ -115,9 +115,12 @@ class EventBusMiddleware(RequestObserver):
         redact: Mask the values of credential headers (`eventbus_core.redact._redact`) in the event.
         extra_sensitive_headers: Further header names to mask.
         shutdown_flush_timeout: At the ASGI lifespan's shutdown, seconds the middleware waits at
-            most for the bus to deliver what it accepted (`bus.flush()`, when the bus has one)
-            before the server is told the shutdown is complete: servers such as uvicorn end the
-            process right after it, so a bus nobody stopped would lose its buffer. 0: no wait.
+            most, in all, for the requests still being served to publish (half of it at most,
+            before the application hears of the shutdown: a lifespan that stops the bus would
+            refuse their events) and for the bus to deliver what it accepted (`bus.flush()`,
+            when the bus has one) before the server is told the shutdown is complete: servers
+            such as uvicorn end the process right after it, so a bus nobody stopped would lose
+            its buffer. 0: no wait.
 
     Raises:
         ValueError: a limit is negative; `shutdown_flush_timeout` is not a finite number of
@@ -210,32 +213,33 @@ class EventBusMiddleware(RequestObserver):
         if self._in_flight:
             log.warning(
                 "eventbus middleware: %d request(s) still being served %.1f s into the "
-                "lifespan's shutdown (shutdown_flush_timeout); their events come after the "
+                "lifespan's shutdown (half of shutdown_flush_timeout); their events come after the "
                 "application's shutdown: a bus it stopped refuses them, and the process may "
                 "end before they are published at all",
                 self._in_flight,
-                self.shutdown_flush_timeout,
+                self.shutdown_flush_timeout / 2,
             )
 
     def _lifespan(self, receive: Receive, send: Send) -> tuple[Receive, Send]:
-        """`receive` and `send` for the lifespan, sharing one `shutdown_flush_timeout` from the
-        moment the shutdown begins: the application hears of the shutdown once the requests
-        still being served have published (a lifespan that stops the bus would refuse them),
-        and the server hears that it is complete once the bus has delivered what it holds
-        (after that, the process may end at once)."""
-        deadline: list[float] = []  # when the shutdown's wait ends, once it has begun
+        """`receive` and `send` for the lifespan: the application hears of the shutdown once the
+        requests still being served have published (a lifespan that stops the bus would refuse
+        them), waiting half of `shutdown_flush_timeout` at most; the server hears that it is
+        complete once the bus has delivered what it holds (after that, the process may end at
+        once), waiting what is left of it. The application's own shutdown in between is not
+        counted (review 271: a slow one left the flush no time)."""
+        waited = [0.0]  # seconds the wait for requests took
 
         async def receive_after_requests() -> Message:
             message = await receive()
-            if message.get("type") == "lifespan.shutdown" and not deadline:
-                deadline.append(time.monotonic() + self.shutdown_flush_timeout)
-                await self._await_requests(deadline[0])
+            if message.get("type") == "lifespan.shutdown" and self._in_flight:
+                began = time.monotonic()
+                await self._await_requests(began + self.shutdown_flush_timeout / 2)
+                waited[0] = time.monotonic() - began
             return message
 
         async def send_after_delivering(message: MutableMapping[str, Any]) -> None:
             if message.get("type") in _SHUTDOWN_DONE:
-                left = deadline[0] - time.monotonic() if deadline else self.shutdown_flush_timeout
-                await self._deliver_before_exit(max(0.0, left))
+                await self._deliver_before_exit(self.shutdown_flush_timeout - waited[0])
             await send(message)
 
         return receive_after_requests, send_after_delivering

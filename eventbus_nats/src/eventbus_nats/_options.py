@@ -140,7 +140,7 @@ def safe_error(exc: BaseException) -> str:
     text = str(exc)
     if not text:
         text = (
-            "NATS did not answer in time (a frozen, overloaded or unreachable server)"
+            "no answer in time (a frozen, overloaded or unreachable server?)"
             if isinstance(exc, TimeoutError)
             else repr(exc)
         )

@@ -110,11 +110,8 @@ class JetStreamWriter:
         self._refused = 0
         self._refused_otherwise = 0  # of `_refused`: not for a full buffer (not an `Event`, closed)
         self._drops = DropReport(self.label, self.buffer_size)
-        late: LateRefusals | None = getattr(self, "_late", None)
-        if late is None:
-            self._late = LateRefusals(self.label)  # refused once the stop had begun
-        else:  # a forked child: what the parent refused is the parent's to say
-            late.after_fork_in_child()
+        # Refused once the stop had begun: a child's own, as its `dropped` is (review 271).
+        self._late = LateRefusals(self.label)
         self._taken = 0
         self._done = 0  # taken events whose fate is settled (written or lost)
         self._written = 0

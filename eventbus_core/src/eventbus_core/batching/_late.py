@@ -16,6 +16,8 @@ import contextlib
 import weakref
 
 from eventbus_core._log import get_logger
+from eventbus_core.batching._fork import at_fork
+from eventbus_core.batching._said_every import SaidEvery
 
 __all__ = ["LateRefusals", "say_late_refusals"]
 
@@ -28,8 +30,8 @@ _STOPPED: weakref.WeakSet[LateRefusals] = weakref.WeakSet()
 class LateRefusals:
     """The count of events `publish()` refused once the bus's `stop()` had begun.
 
-    `count()` is called under the bus's own counters' lock, where it counts the refusal;
-    `say()` at the end of the stop.
+    `count()` is called under the bus's own counters' lock, where it counts the refusal (no I/O
+    there: `publish()` must not log); `say()` at the end of the stop, and at the exit.
 
     Args:
         label: Names the bus in the line ("eventbus memory worker").
@@ -40,7 +42,8 @@ class LateRefusals:
     def __init__(self, label: str) -> None:
         self._label = label
         self.refused = 0
-        self._said = 0
+        # Each refusal said once, whoever says it (a stop and the exit at once).
+        self._said = SaidEvery(self._say, 0.0)
 
     def count(self) -> None:
         """One more event refused after the stop began."""
@@ -48,24 +51,33 @@ class LateRefusals:
 
     def after_fork_in_child(self) -> None:
         """What the parent refused is the parent's to say."""
-        self._said = self.refused
+        self._said.after_fork_in_child(self.refused)
 
     def say(self) -> None:
-        """Log what was refused since the last line, if anything; from now on the interpreter's
+        """Log what was refused since the last line, if anything; from now on the process's
         exit says what comes later."""
         _STOPPED.add(self)
-        refused = self.refused
-        new = refused - self._said
-        self._said = refused
-        if new:
-            log.warning(
-                "%s refused %d event(s) (%d in all, counted in stats().dropped): they were "
-                "published after stop() had begun; stop the bus once the code that publishes "
-                "has finished (a server's requests, a worker's threads)",
-                self._label,
-                new,
-                refused,
-            )
+        self._said.reach(self.refused)
+        self._said.say_now()
+
+    def _say(self, new: int, refused: int) -> None:
+        log.warning(
+            "%s refused %d event(s) (%d in all, counted in stats().dropped): they were "
+            "published after stop() had begun; stop the bus once the code that publishes has "
+            "finished (a server's requests, a worker's threads)",
+            self._label,
+            new,
+            refused,
+        )
+
+
+def _forget_the_parents() -> None:
+    # A forked child inherits its parent's stopped buses: their refusals are the parent's.
+    for late in list(_STOPPED):
+        late.after_fork_in_child()
+
+
+at_fork(after_in_child=_forget_the_parents)
 
 
 def say_late_refusals() -> None:

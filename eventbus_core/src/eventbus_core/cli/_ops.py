@@ -335,17 +335,28 @@ def shared_backend_example(current: str | None = None) -> str:
     with no pip hint, helper-112); no backend is told apart by its name (helper-117: a shared
     third-party backend went unmentioned while Redis, not installed, was suggested)."""
     registry = get_registry()
-    others = sorted(
-        name
+    shared = {
+        name: _buildable(registry.plugins.get(reg.plugin))
         for name, reg in registry.backends.items()
-        if name != current and _maybe_shared(reg) and _buildable(registry.plugins.get(reg.plugin))
+        if name != current and _maybe_shared(reg)
+    }
+    others = sorted(name for name, buildable in shared.items() if buildable)
+    # Installed but lacking a package of their extra: named apart, not left out without a word.
+    lacking = sorted(name for name, buildable in shared.items() if not buildable)
+    unbuilt = (
+        f" ({', '.join(lacking)} installed but lacking a package: 'eventbus plugins' says which)"
+        if lacking
+        else ""
     )
     besides = f" besides {current!r}" if current else ""
     sibling = _wanted_sibling()
     pip = f"the backends of {sibling.distribution}: {install_command(sibling)}"
     if not others:
-        return f"none is installed{besides}; e.g. {pip}"
-    found = f"installed{besides}: {', '.join(others)} ('eventbus plugins' shows their settings)"
+        return f"none is installed{besides}{unbuilt}; e.g. {pip}"
+    found = (
+        f"installed{besides}: {', '.join(others)} ('eventbus plugins' shows their settings)"
+        f"{unbuilt}"
+    )
     return found if is_installed(sibling.distribution) else f"{found}; or e.g. {pip}"
 
 

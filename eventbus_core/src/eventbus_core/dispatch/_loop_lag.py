@@ -3,7 +3,8 @@
 Every lane, sink and timer of a dispatcher runs on one event loop, so a sink whose `async def
 send()` does blocking work (a synchronous HTTP client, `time.sleep`) holds all of them: a sink
 that slept 2 s in each send stalled every other sink with it, and nothing said so (trial 268).
-A task wakes every `_EVERY` seconds and measures how late it woke; when the loop was held
+A task wakes every `_EVERY` seconds (ten times a second, a few µs each) and measures how
+late it woke; when the loop was held
 `_HELD` seconds or more it logs a WARNING naming the sinks that were sending meanwhile, at most
 once a minute (`SaidEvery`), with the count of such holds since the last line.
 """
@@ -23,8 +24,8 @@ __all__ = ["LoopLagWatch"]
 
 log = get_logger("eventbus.dispatch")
 
-_EVERY: Final = 0.25
-"""Seconds between two looks at the loop."""
+_EVERY: Final = 0.1
+"""Seconds between two looks at the loop: a hold is measured up to this much short."""
 _HELD: Final = 1.0
 """Seconds the loop must have been held to be said."""
 _SAY_EVERY: Final = 60.0
@@ -68,17 +69,17 @@ class LoopLagWatch:
     def _say(self, new: int, total: int) -> None:
         blamed = sorted(self._blamed)
         who = (
-            f"while sink(s) {', '.join(repr(n) for n in blamed)} were sending (one that "
-            "blocks holds the loop; one that awaits only waited meanwhile): a sink's async "
-            "send() must not block (do blocking I/O in send_blocking(), or await an async "
-            "client)"
+            f"while sink(s) {', '.join(repr(n) for n in blamed)} were sending (a sink's async "
+            "send() must not block: do blocking I/O in send_blocking(), or await an async "
+            "client; a sink that only awaited beside one that blocks is named too)"
             if blamed
-            else "while no sink was sending: a transformer or another plugin's code on the loop "
-            "may block it"
+            else "while no sink was sending (a transformer, another plugin, or the "
+            "application's own code on the same loop)"
         )
         log.warning(
             "eventbus dispatcher: its event loop was held for up to %.1f s, %d time(s) (%d in "
-            "all), %s; every lane and sink waits meanwhile",
+            "all), %s; every lane and sink waited meanwhile (or the whole process was paused: "
+            "SIGSTOP, a suspended machine)",
             self._longest,
             new,
             total,
