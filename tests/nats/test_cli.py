@@ -82,6 +82,16 @@ def test_stats_and_replay_read_the_configured_stream(
     assert "would replay 3 event(s) from the log" in capsys.readouterr().err
 
 
+def test_replay_of_another_source_says_where_a_backend_s_dead_letters_are_told_of(
+    env: None, make_bus: Callable[..., NatsEventBus], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "backend 'nats' keeps one log" beside a dead-letter stream of 100 (trial 270).
+    written(make_bus, 1)
+    [err] = errors_of_exit_2([["replay", "--source", "dead", "--dry-run"]], capsys)
+    assert "--source dead: backend 'nats' offers no other log to read here" in err
+    assert "says in its documentation how to send them again" in err
+
+
 def test_tail_names_the_stream_and_shows_the_newest(env: None, names: Names) -> None:
     bus = NatsEventBus.from_settings(EventBusSettings())
     try:

@@ -368,8 +368,9 @@ def _log(args: argparse.Namespace, settings: EventBusSettings, bus: EventBus) ->
     if args.source is not None:
         if sources is None:
             raise UsageError(
-                f"--source {args.source}: backend {settings.backend!r} keeps one log; leave "
-                "--source out"
+                f"--source {args.source}: backend {settings.backend!r} offers no other log to "
+                "read here (it declares no log sources); leave --source out. A backend that "
+                "keeps dead letters elsewhere says in its documentation how to send them again"
             )
         try:
             log = sources.log_source(args.source)
