@@ -836,12 +836,21 @@ class WaitsOutTheWriteAtStop(StalledWriteQueueBus):
         super().stop(None if timeout is None else max(timeout, 3.0))
 
 
-class TestWaitsOutTheWriteAtStop(Quick):
+class SlowWritesOf(Quick):
+    """The guide's bus, and `slow_bus_class` (a broken one of stalled writes) for
+    `make_slow_bus()`."""
+
+    slow_bus_class = StalledWriteQueueBus
+
     def make_bus(self, buffer_size):
         return QueueBus(buffer_size)
 
     def make_slow_bus(self, buffer_size):
-        return WaitsOutTheWriteAtStop(buffer_size)
+        return self.slow_bus_class(buffer_size)
+
+
+class TestWaitsOutTheWriteAtStop(SlowWritesOf):
+    slow_bus_class = WaitsOutTheWriteAtStop
 
 
 class WaitsOutTheWriteAtFlush(StalledWriteQueueBus):
@@ -851,20 +860,8 @@ class WaitsOutTheWriteAtFlush(StalledWriteQueueBus):
         return super().flush(None)
 
 
-class TestForgetsTheWriteAtStop(Quick):
-    def make_bus(self, buffer_size):
-        return QueueBus(buffer_size)
-
-    def make_slow_bus(self, buffer_size):
-        return ForgetsTheWriteAtStop(buffer_size)
-
-
-class TestWaitsOutTheWriteAtFlush(Quick):
-    def make_bus(self, buffer_size):
-        return QueueBus(buffer_size)
-
-    def make_slow_bus(self, buffer_size):
-        return WaitsOutTheWriteAtFlush(buffer_size)
+class TestWaitsOutTheWriteAtFlush(SlowWritesOf):
+    slow_bus_class = WaitsOutTheWriteAtFlush
 
 
 class ForgetsTheWriteAtStop(StalledWriteQueueBus):
@@ -875,6 +872,10 @@ class ForgetsTheWriteAtStop(StalledWriteQueueBus):
         super().stop(timeout)
         with self._lock:
             self._lost = 0
+
+
+class TestForgetsTheWriteAtStop(SlowWritesOf):
+    slow_bus_class = ForgetsTheWriteAtStop
 
 
 class WritesUnderThePublishLock(QueueBus):
