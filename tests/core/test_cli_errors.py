@@ -797,8 +797,13 @@ def test_the_shared_backend_hint_leaves_out_a_backend_its_plugin_cannot_build(
         _ops, "lacking_extras", lambda dist, extras: [("fancy", ["tomli-w"])] if extras else []
     )
     assert _ops.shared_backend_example("queue") == (
-        "installed besides 'queue': t268ok ('eventbus plugins' shows their settings) (t268opt "
-        "installed but lacking a package: 'eventbus plugins' says which)"
+        "installed besides 'queue': t268ok ('eventbus plugins' shows their settings) (t268opt: "
+        "installed, but lacking a package, which 'eventbus plugins' names)"
+    )
+    # With no other: not "none is installed", which it is (trial 272).
+    del registry.backends["t268ok"]
+    assert _ops.shared_backend_example("queue").startswith(
+        "none ready to use is installed besides 'queue' (t268opt: installed, but lacking"
     )
 
 

@@ -1334,3 +1334,17 @@ def test_publishes_after_the_stop_are_said_at_the_interpreter_s_exit(
         f"    return NatsEventBus({nats_url!r}, stream={names.stream!r}, "
         f"subject={names.subject!r})\n"
     )
+
+
+def test_a_forked_child_says_its_own_late_refusals(nats_url: str, names: Names) -> None:
+    # The child's writer starts its counts afresh (its `dropped` says 2): its line said
+    # "5 in all" (review 271), then nothing at all (trial 272).
+    from tests.core.test_batching import check_a_forked_child_says_its_own_late_refusals
+
+    check_a_forked_child_says_its_own_late_refusals(
+        "from eventbus_nats import NatsEventBus\n"
+        "def make_bus():\n"
+        f"    return NatsEventBus({nats_url!r}, stream={names.stream!r}, "
+        f"subject={names.subject!r})\n",
+        in_all=2,
+    )

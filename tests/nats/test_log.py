@@ -360,7 +360,9 @@ def test_a_read_the_server_stops_answering_fails_instead_of_ending(
 
     server = ThrowawayNats(tmp_path)
     server.start()
-    bus = NatsEventBus(server.url, stream="TREAD", subject="read.events", max_msgs=0)
+    bus = NatsEventBus(
+        server.url, stream="TREAD", subject="read.events", max_msgs=0, buffer_size=2_000
+    )
     try:
         for i in range(1_100):
             bus.publish(make_event(i))
@@ -381,3 +383,22 @@ def test_a_read_the_server_stops_answering_fails_instead_of_ending(
             server.resume()
         bus.stop(1)
         server.kill()
+
+
+def test_a_read_slower_than_the_reader_s_idle_limit_goes_on_where_it_was(
+    make_bus: MakeBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server removes a reader left a minute without a read: a replay to a slow sink died
+    # with "consumer not found" after 500 events (trial 272).
+    from eventbus_nats import _log
+
+    monkeypatch.setattr(_log, "_READER_IDLE", 1.0)
+    bus = make_bus(max_msgs=0, buffer_size=2_000)
+    for i in range(1_100):
+        bus.publish(make_event(i))
+    assert bus.flush(20)
+    reader = bus.read_range(1, 1_100)
+    got = [next(reader) for _ in range(500)]  # the first read's batch
+    time.sleep(3.5)  # the reader goes meanwhile
+    got.extend(reader)
+    assert [e.log_id for e in got if e is not None] == list(range(1, 1_101))

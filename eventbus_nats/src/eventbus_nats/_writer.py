@@ -112,6 +112,8 @@ class JetStreamWriter:
         self._drops = DropReport(self.label, self.buffer_size)
         # Refused once the stop had begun: a child's own, as its `dropped` is (review 271).
         self._late = LateRefusals(self.label)
+        if self._closed:  # a child of a stopped bus: its exit says what it refuses (trial 272)
+            self._late.say()
         self._taken = 0
         self._done = 0  # taken events whose fate is settled (written or lost)
         self._written = 0

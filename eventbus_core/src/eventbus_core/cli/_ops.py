@@ -344,7 +344,7 @@ def shared_backend_example(current: str | None = None) -> str:
     # Installed but lacking a package of their extra: named apart, not left out without a word.
     lacking = sorted(name for name, buildable in shared.items() if not buildable)
     unbuilt = (
-        f" ({', '.join(lacking)} installed but lacking a package: 'eventbus plugins' says which)"
+        f" ({', '.join(lacking)}: installed, but lacking a package, which 'eventbus plugins' names)"
         if lacking
         else ""
     )
@@ -352,7 +352,8 @@ def shared_backend_example(current: str | None = None) -> str:
     sibling = _wanted_sibling()
     pip = f"the backends of {sibling.distribution}: {install_command(sibling)}"
     if not others:
-        return f"none is installed{besides}{unbuilt}; e.g. {pip}"
+        ready = " ready to use" if lacking else ""
+        return f"none{ready} is installed{besides}{unbuilt}; e.g. {pip}"
     found = (
         f"installed{besides}: {', '.join(others)} ('eventbus plugins' shows their settings)"
         f"{unbuilt}"
