@@ -360,10 +360,11 @@ def test_a_read_the_server_stops_answering_fails_instead_of_ending(
 
     server = ThrowawayNats(tmp_path)
     server.start()
-    bus = NatsEventBus(
-        server.url, stream="TREAD", subject="read.events", max_msgs=0, buffer_size=2_000
-    )
+    bus: NatsEventBus | None = None
     try:
+        bus = NatsEventBus(
+            server.url, stream="TREAD", subject="read.events", max_msgs=0, buffer_size=2_000
+        )
         for i in range(1_100):
             bus.publish(make_event(i))
         assert bus.flush(20)
@@ -381,7 +382,8 @@ def test_a_read_the_server_stops_answering_fails_instead_of_ending(
     finally:
         if fault == "freeze":
             server.resume()
-        bus.stop(1)
+        if bus is not None:
+            bus.stop(1)
         server.kill()
 
 
