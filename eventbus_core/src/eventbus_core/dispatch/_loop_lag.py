@@ -3,10 +3,10 @@
 Every lane, sink and timer of a dispatcher runs on one event loop, so a sink whose `async def
 send()` does blocking work (a synchronous HTTP client, `time.sleep`) holds all of them: a sink
 that slept 2 s in each send stalled every other sink with it, and nothing said so (trial 268).
-A task wakes every `_EVERY` seconds (ten times a second, a few µs each) and measures how
-late it woke; when the loop was held
-`_HELD` seconds or more it logs a WARNING naming the sinks that were sending meanwhile, at most
-once a minute (`SaidEvery`), with the count of such holds since the last line.
+A task wakes every `_EVERY` seconds (ten times a second, a few µs each) and measures how late
+it woke; when the loop was held `_HELD` seconds or more it logs a WARNING naming the sinks whose
+send() lasted as long, at most once a minute (`SaidEvery`), with the count of such holds since
+the last line.
 """
 
 from __future__ import annotations
