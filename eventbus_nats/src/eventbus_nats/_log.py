@@ -198,8 +198,7 @@ class LogReader:
                     if reopened_at == read_to:
                         raise
                     reopened_at = read_to
-                    with contextlib.suppress(Exception):
-                        self._link.call(self._close(name, psub), 2.0)
+                    self._drop_reader(name, psub)
                     config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
                     config.opt_start_time = None
                     config.opt_start_seq = read_to + 1
@@ -231,8 +230,7 @@ class LogReader:
                     if seq >= end or meta.num_pending == 0:
                         return
         finally:
-            with contextlib.suppress(Exception):
-                self._link.call(self._close(name, psub), 2.0)
+            self._drop_reader(name, psub)
 
     def newest(self, n: int) -> list[Event]:
         """Return the `n` newest retained events, oldest first."""
@@ -297,6 +295,12 @@ class LogReader:
         """Messages the reader has yet to be handed, as the server counts them."""
         info = await psub.consumer_info()
         return int(info.num_pending or 0)
+
+    def _drop_reader(self, name: str, psub: JetStreamContext.PullSubscription) -> None:
+        """Remove the reader `name`, within 2 s, whatever answers (it goes by itself after
+        `_READER_IDLE` anyway)."""
+        with contextlib.suppress(Exception):
+            self._link.call(self._close(name, psub), 2.0)
 
     async def _close(self, name: str, psub: JetStreamContext.PullSubscription) -> None:
         with contextlib.suppress(Exception):

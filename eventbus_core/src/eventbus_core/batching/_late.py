@@ -57,8 +57,7 @@ class LateRefusals:
         """Log what was refused since the last line, if anything; from now on the process's
         exit says what comes later."""
         _STOPPED.add(self)
-        self._said.reach(self.refused)
-        self._said.say_now()
+        self._said.reach(self.refused)  # at once: its period is 0
 
     def _say(self, new: int, refused: int) -> None:
         log.warning(
